@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Install what Sampan needs on a Debian 12 machine, as root. Idempotent and quick when
+# everything is already there: Debian packages are installed only when missing, and the
+# virtualenv is rebuilt only when pyproject.toml changed (a stamp file records its hash).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+# Debian packages the project uses at run time and in its tests.
+#   postgresql: the PostgreSQL datastore driver's tests start a private server from it.
+DEB_PACKAGES=(postgresql python3-venv ca-certificates)
+
+missing=()
+for pkg in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+# python3-venv is only needed when the python3 in use cannot make a venv by itself.
+if [ ${#missing[@]} -gt 0 ] && "$PYTHON" -m venv --help >/dev/null 2>&1; then
+  filtered=()
+  for pkg in "${missing[@]}"; do [ "$pkg" = python3-venv ] || filtered+=("$pkg"); done
+  missing=("${filtered[@]+"${filtered[@]}"}")
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "install: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts the packaged PostgreSQL cluster on install; Sampan's tests run their own
+# private servers and do not need it (it is left as the system has it).
+
+stamp="$VENV/.install-stamp"
+want=$(cat pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1)
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "install: preparing the virtualenv in $VENV"
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -U pip
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+  echo "$want" > "$stamp"
+fi
+
+# kubectl: the system one when present (the README's acceptance uses it).
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "install: note: no kubectl on PATH; 'sampan kubectl' and the kubectl tests need one" >&2
+fi

@@ -1,0 +1,153 @@
+"""Content negotiation and body decoding.
+
+Owns: reading what the client sent (JSON or YAML, within the body limit) and what it wants
+back (plain JSON, a meta.k8s.io Table, or PartialObjectMetadata). Sampan speaks JSON only:
+a client that prefers protobuf (kubectl sends ``application/vnd.kubernetes.protobuf,
+application/json``) gets JSON, which every client accepts.
+
+Invariant: a body is decoded completely or the request fails with a 400/413/415 Status;
+nothing downstream ever sees a half-read body.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from sampan.apiserver.errors import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
+
+__all__ = [
+    "JSON_CONTENT_TYPE",
+    "OutputFormat",
+    "decode_object",
+    "dump_json",
+    "parse_accept",
+    "read_body",
+]
+
+JSON_CONTENT_TYPE = "application/json"
+_YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
+_JSON_TYPES = frozenset({"application/json", ""})
+_PROTOBUF_TYPE = "application/vnd.kubernetes.protobuf"
+_SUMMARY_CHARS = 30
+
+
+def dump_json(obj: Any) -> bytes:
+    """Compact JSON, UTF-8, as kube-apiserver writes it (no spaces, non-ASCII kept)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """What the response should be: the object itself, a Table, or partial metadata."""
+
+    as_kind: str = ""  # "" | "Table" | "PartialObjectMetadata" | "PartialObjectMetadataList"
+    group_version: str = ""  # e.g. meta.k8s.io/v1
+
+    @property
+    def table(self) -> bool:
+        return self.as_kind == "Table"
+
+    @property
+    def partial_metadata(self) -> bool:
+        return self.as_kind.startswith("PartialObjectMetadata")
+
+
+def parse_accept(accept: str) -> OutputFormat:
+    """Pick the first acceptable media range: Table / PartialObjectMetadata (meta.k8s.io v1 or
+    v1beta1) when asked, else plain JSON. Aggregated discovery ranges are skipped (plain
+    discovery answers; clients fall back)."""
+    for media_range in accept.split(","):
+        fields = [f.strip() for f in media_range.split(";")]
+        media_type = fields[0].lower()
+        params: dict[str, str] = {}
+        for param in fields[1:]:
+            key, _, value = param.partition("=")
+            params[key.strip().lower()] = value.strip()
+        as_kind = params.get("as", "")
+        if media_type not in ("application/json", "*/*", "application/*"):
+            continue
+        if not as_kind:
+            return OutputFormat()
+        if params.get("g") == "meta.k8s.io" and as_kind in (
+            "Table",
+            "PartialObjectMetadata",
+            "PartialObjectMetadataList",
+        ):
+            return OutputFormat(as_kind=as_kind, group_version=f"meta.k8s.io/{params.get('v')}")
+    return OutputFormat()
+
+
+async def read_body(request: web.Request, max_body_bytes: int) -> bytes:
+    """The whole body, or 413 when it exceeds ``max_body_bytes`` (checked while reading, so a
+    lying Content-Length cannot make us buffer more)."""
+    if request.content_length is not None and request.content_length > max_body_bytes:
+        raise _too_large(max_body_bytes)
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        total += len(chunk)
+        if total > max_body_bytes:
+            raise _too_large(max_body_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> RequestEntityTooLarge:
+    return RequestEntityTooLarge(f"Request entity too large: limit is {limit}")
+
+
+def media_type_of(request: web.Request) -> str:
+    return request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+def decode_object(body: bytes, media_type: str, expected_kind: str) -> dict[str, Any]:
+    """Decode a JSON or YAML object body. Errors read like kube-apiserver's decode errors."""
+    if media_type == _PROTOBUF_TYPE:
+        raise UnsupportedMediaType(
+            f'the body of the request was in an unknown format - accepted media types include: '
+            f"application/json, application/yaml (got {media_type})"
+        )
+    if media_type in _YAML_TYPES:
+        try:
+            obj = yaml.safe_load(body.decode("utf-8")) if body.strip() else None
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise _unrecognized(expected_kind, f"yaml: {_one_line(str(exc))}", body) from exc
+    elif media_type in _JSON_TYPES or media_type.endswith("+json"):
+        try:
+            obj = json.loads(body) if body.strip() else None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _unrecognized(
+                expected_kind, f"couldn't get version/kind; json parse error: {exc}", body
+            ) from exc
+    else:
+        raise UnsupportedMediaType(
+            "the body of the request was in an unknown format - accepted media types include: "
+            "application/json, application/yaml"
+        )
+    if not isinstance(obj, dict):
+        raise _unrecognized(
+            expected_kind,
+            "couldn't get version/kind; json parse error: "
+            "Object 'Kind' is missing in the request body",
+            body,
+        )
+    return obj
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _unrecognized(expected_kind: str, reason: str, body: bytes) -> BadRequest:
+    summary = body[:_SUMMARY_CHARS].decode("utf-8", "replace")
+    if len(body) > _SUMMARY_CHARS:
+        summary += " ..."
+    return BadRequest(
+        f"the object provided is unrecognized (must be of type {expected_kind}): "
+        f"{reason} ({summary})"
+    )

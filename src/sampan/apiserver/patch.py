@@ -1,0 +1,210 @@
+"""Patch application: JSON Patch (RFC 6902) and JSON Merge Patch (RFC 7386).
+
+Owns: turning (current object, patch body, patch type) into the new object, purely.
+Strategic-merge and server-side apply are not served yet: they answer 415, like an API server
+that does not know the patch type (part 2 of the API server adds them).
+
+Invariants: the current object is never mutated (patches work on a deep copy); a patch that
+cannot apply raises a StatusError (400 BadRequest for a malformed patch, 422 Invalid for a
+failed ``test`` operation or a path that does not exist, as kube-apiserver answers) and leaves
+nothing half-applied.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from sampan.apiserver.errors import BadRequest, Invalid, UnsupportedMediaType
+
+__all__ = [
+    "JSON_PATCH",
+    "MERGE_PATCH",
+    "SUPPORTED_PATCH_TYPES",
+    "apply_json_patch",
+    "apply_merge_patch",
+    "apply_patch",
+]
+
+JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+SUPPORTED_PATCH_TYPES = (JSON_PATCH, MERGE_PATCH)
+
+
+def apply_patch(current: dict[str, Any], patch_body: bytes, patch_type: str) -> dict[str, Any]:
+    if patch_type == JSON_PATCH:
+        try:
+            operations = json.loads(patch_body)
+        except ValueError as exc:
+            raise BadRequest(f"error decoding patch: {exc}") from exc
+        return apply_json_patch(current, operations)
+    if patch_type == MERGE_PATCH:
+        try:
+            patch = json.loads(patch_body)
+        except ValueError as exc:
+            raise BadRequest(f"error decoding patch: {exc}") from exc
+        if not isinstance(patch, dict):
+            raise BadRequest("error decoding patch: a merge patch must be a JSON object")
+        result = apply_merge_patch(current, patch)
+        assert isinstance(result, dict)
+        return result
+    raise UnsupportedMediaType(
+        "the body of the request was in an unknown format - accepted media types include: "
+        + ", ".join(SUPPORTED_PATCH_TYPES)
+    )
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge key by key, ``null`` deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result
+
+
+class _PatchFailure(Exception):
+    pass
+
+
+def apply_json_patch(current: dict[str, Any], operations: Any) -> dict[str, Any]:
+    if not isinstance(operations, list):
+        raise BadRequest(
+            "error decoding patch: json: cannot unmarshal object into Go value of type "
+            "jsonpatch.Patch"
+        )
+    doc: Any = copy.deepcopy(current)
+    for index, operation in enumerate(operations):
+        if not isinstance(operation, dict) or "op" not in operation:
+            raise BadRequest(f"the server rejected our request due to an error in our request: "
+                             f"invalid JSON patch operation at index {index}")
+        try:
+            doc = _apply_operation(doc, operation)
+        except _PatchFailure as exc:
+            raise Invalid(str(exc)) from exc
+    if not isinstance(doc, dict):
+        raise Invalid("the patch replaced the whole object with a non-object value")
+    return doc
+
+
+def _pointer(path: Any) -> list[str]:
+    if not isinstance(path, str):
+        raise _PatchFailure(f"invalid path: {path!r}")
+    if path == "":
+        return []
+    if not path.startswith("/"):
+        raise _PatchFailure(f'JSON pointer must start with "/": {path}')
+    return [t.replace("~1", "/").replace("~0", "~") for t in path[1:].split("/")]
+
+
+def _parent(doc: Any, tokens: list[str], path: str) -> tuple[Any, str]:
+    node = doc
+    for token in tokens[:-1]:
+        node = _child(node, token, path)
+    return node, tokens[-1]
+
+
+def _child(node: Any, token: str, path: str) -> Any:
+    if isinstance(node, dict):
+        if token not in node:
+            raise _PatchFailure(f"doc is missing path: {path}: missing value")
+        return node[token]
+    if isinstance(node, list):
+        index = _index(node, token, path, allow_end=False)
+        return node[index]
+    raise _PatchFailure(f"doc is missing path: {path}: missing value")
+
+
+def _index(node: list[Any], token: str, path: str, *, allow_end: bool) -> int:
+    if token == "-" and allow_end:
+        return len(node)
+    if not token.isdigit() or (len(token) > 1 and token.startswith("0")):
+        raise _PatchFailure(f"invalid array index {token!r} in path {path}")
+    index = int(token)
+    limit = len(node) if allow_end else len(node) - 1
+    if index > limit:
+        raise _PatchFailure(f"unable to access invalid index: {index}: invalid index referenced")
+    return index
+
+
+def _get(doc: Any, path: str) -> Any:
+    node = doc
+    for token in _pointer(path):
+        node = _child(node, token, path)
+    return node
+
+
+def _add(doc: Any, path: str, value: Any) -> Any:
+    tokens = _pointer(path)
+    if not tokens:
+        return copy.deepcopy(value)
+    parent, last = _parent(doc, tokens, path)
+    if isinstance(parent, dict):
+        parent[last] = copy.deepcopy(value)
+    elif isinstance(parent, list):
+        parent.insert(_index(parent, last, path, allow_end=True), copy.deepcopy(value))
+    else:
+        raise _PatchFailure(f"doc is missing path: {path}: missing value")
+    return doc
+
+
+def _remove(doc: Any, path: str) -> tuple[Any, Any]:
+    tokens = _pointer(path)
+    if not tokens:
+        raise _PatchFailure("unable to remove the whole document")
+    parent, last = _parent(doc, tokens, path)
+    if isinstance(parent, dict):
+        if last not in parent:
+            raise _PatchFailure(
+                f"Unable to remove nonexistent key: {last}: missing value"
+            )
+        return doc, parent.pop(last)
+    if isinstance(parent, list):
+        return doc, parent.pop(_index(parent, last, path, allow_end=False))
+    raise _PatchFailure(f"doc is missing path: {path}: missing value")
+
+
+def _apply_operation(doc: Any, operation: dict[str, Any]) -> Any:
+    op = operation["op"]
+    path = operation.get("path")
+    if op == "add":
+        _require_value(operation)
+        return _add(doc, path, operation["value"])
+    if op == "remove":
+        return _remove(doc, path)[0]
+    if op == "replace":
+        _require_value(operation)
+        tokens = _pointer(path)
+        if not tokens:
+            return copy.deepcopy(operation["value"])
+        _get(doc, path)  # must exist
+        doc, _ = _remove(doc, path)
+        return _add(doc, path, operation["value"])
+    if op == "move":
+        from_path = operation.get("from")
+        if isinstance(from_path, str) and isinstance(path, str) and path.startswith(
+            from_path + "/"
+        ):
+            raise _PatchFailure(f"cannot move {from_path} into its own child {path}")
+        doc, value = _remove(doc, from_path)
+        return _add(doc, path, value)
+    if op == "copy":
+        return _add(doc, path, _get(doc, operation.get("from")))
+    if op == "test":
+        _require_value(operation)
+        if _get(doc, path) != operation["value"]:
+            raise _PatchFailure(f"testing value {path} failed: test failed")
+        return doc
+    raise _PatchFailure(f"Unexpected kind: {op}")
+
+
+def _require_value(operation: dict[str, Any]) -> None:
+    if "value" not in operation:
+        raise _PatchFailure(f"missing value for {operation['op']} operation")

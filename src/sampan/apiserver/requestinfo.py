@@ -1,0 +1,105 @@
+"""Request info: what a URL and method mean to the Kubernetes API.
+
+Owns the parsing of a request path into verb / API group / version / namespace / resource /
+subresource / name, following the rules kube-apiserver's request-info factory applies:
+
+* ``/api/<v>/...`` is the core group, ``/apis/<g>/<v>/...`` a named group; anything else
+  (``/healthz``, ``/version``, ``/apis`` itself) is a non-resource request whose verb is the
+  lower-cased HTTP method;
+* POST -> create, GET/HEAD -> get, PUT -> update, PATCH -> patch, DELETE -> delete;
+* a ``watch`` segment right after the version makes a watch (deprecated path form);
+* a GET without a name is a list, or a watch when ``?watch=true|1``; a DELETE without a name
+  is a deletecollection;
+* ``namespaces/<ns>/status|finalize`` are subresources of the namespace object itself.
+
+Invariant: parsing never raises; a path it cannot understand is a non-resource request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["RequestInfo", "parse_request_info", "query_flag"]
+
+_METHOD_VERBS = {
+    "POST": "create",
+    "GET": "get",
+    "HEAD": "get",
+    "PUT": "update",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
+_NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
+_API_PREFIXES = frozenset({"api", "apis"})
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    path: str
+    verb: str
+    is_resource_request: bool = False
+    api_prefix: str = ""
+    api_group: str = ""
+    api_version: str = ""
+    namespace: str = ""
+    resource: str = ""
+    subresource: str = ""
+    name: str = ""
+    parts: tuple[str, ...] = ()
+
+
+def query_flag(query: Mapping[str, str], key: str) -> bool:
+    """A boolean query parameter as Go's strconv.ParseBool reads it (true, 1, t, True...)."""
+    return query.get(key, "").lower() in ("1", "t", "true")
+
+
+def parse_request_info(method: str, path: str, query: Mapping[str, str]) -> RequestInfo:
+    method = method.upper()
+    non_resource = RequestInfo(path=path, verb=method.lower())
+    parts = [p for p in path.strip("/").split("/")] if path.strip("/") else []
+    if len(parts) < 2 or parts[0] not in _API_PREFIXES:
+        return non_resource
+    prefix = parts[0]
+    rest = parts[1:]
+    if prefix == "apis":
+        if len(rest) < 2:
+            return non_resource
+        group, version, rest = rest[0], rest[1], rest[2:]
+    else:
+        group, version, rest = "", rest[0], rest[1:]
+    if not rest:
+        # /api/v1 or /apis/g/v: discovery documents, not resources.
+        return non_resource
+
+    verb = _METHOD_VERBS.get(method, "")
+    if rest[0] == "watch":
+        rest = rest[1:]
+        if verb == "get":
+            verb = "watch"
+    namespace = ""
+    if rest and rest[0] == "namespaces":
+        if len(rest) > 1:
+            namespace = rest[1]
+            if len(rest) > 2 and rest[2] not in _NAMESPACE_SUBRESOURCES:
+                rest = rest[2:]
+    resource = rest[0] if len(rest) >= 1 else ""
+    name = rest[1] if len(rest) >= 2 else ""
+    subresource = rest[2] if len(rest) >= 3 else ""
+    if not name and verb == "get":
+        verb = "watch" if query_flag(query, "watch") else "list"
+    if not name and verb == "delete":
+        verb = "deletecollection"
+    return RequestInfo(
+        path=path,
+        verb=verb,
+        is_resource_request=True,
+        api_prefix=prefix,
+        api_group=group,
+        api_version=version,
+        namespace=namespace,
+        resource=resource,
+        subresource=subresource,
+        name=name,
+        parts=tuple(rest),
+    )

@@ -1,0 +1,140 @@
+"""``sampan``: the command tree.
+
+Flags come from the option table in ``sampan.config`` (one place per option, grouped by
+category in the help, with the environment alias beside it). This module only parses, resolves
+the configuration and hands over to the supervisor; it holds no logic of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from sampan import version
+from sampan.config import COMMANDS, ConfigError, Option, load_config, options_for
+
+__all__ = ["build_parser", "main"]
+
+EXIT_USAGE = 1
+
+_GROUP_TITLES = {
+    "general": "general",
+    "cluster": "cluster",
+    "listener": "listener",
+    "client": "client",
+    "networking": "networking",
+    "database": "database",
+    "components": "components",
+    "flags": "flags (key=value, passed to the component)",
+    "agent/node": "agent/node",
+    "agent/networking": "agent/networking",
+    "agent/runtime": "agent/runtime",
+}
+
+_DESCRIPTIONS = {
+    "server": "Run the control plane (datastore, API server, controllers, scheduler) and an agent",
+    "agent": "Run a node agent joined to a server",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit with code 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_option(group: argparse._ArgumentGroup, opt: Option) -> None:
+    names = [f"--{opt.name}"]
+    if opt.short:
+        names.append(f"-{opt.short}")
+    help_text = opt.help
+    if opt.env:
+        help_text += f" [${opt.env}]"
+    kwargs: dict = {"dest": opt.attr, "default": argparse.SUPPRESS, "help": help_text}
+    if opt.type == "bool":
+        kwargs["action"] = "store_const"
+        kwargs["const"] = True
+    elif opt.type == "list":
+        kwargs["action"] = "append"
+        kwargs["metavar"] = "VALUE"
+    else:
+        kwargs["metavar"] = opt.type.upper() if opt.type != "str" else "VALUE"
+    if opt.choices:
+        kwargs["choices"] = [c for c in opt.choices]
+    group.add_argument(*names, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="sampan",
+        description="Sampan: a lightweight Kubernetes distribution written in Python",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"sampan version v{version.__version__} (Kubernetes {version.KUBERNETES_VERSION})",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for command in COMMANDS:
+        cmd = sub.add_parser(command, help=_DESCRIPTIONS[command], description=_DESCRIPTIONS[command])
+        groups: dict[str, argparse._ArgumentGroup] = {}
+        for opt in options_for(command):
+            if opt.group not in groups:
+                groups[opt.group] = cmd.add_argument_group(_GROUP_TITLES.get(opt.group, opt.group))
+            _add_option(groups[opt.group], opt)
+    sub.add_parser(
+        "kubectl",
+        help="Run kubectl with the admin kubeconfig",
+        add_help=False,
+        description="Run the system kubectl with the admin kubeconfig",
+    )
+    return parser
+
+
+def _run_kubectl(args: Sequence[str]) -> int:
+    """``sampan kubectl ARGS``: exec the system kubectl with the admin kubeconfig unless the
+    user set KUBECONFIG or --kubeconfig."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        print("sampan kubectl: kubectl is not installed (it is not on PATH)", file=sys.stderr)
+        return EXIT_USAGE
+    env = dict(os.environ)
+    if "KUBECONFIG" not in env and not any(a.startswith("--kubeconfig") for a in args):
+        try:
+            config = load_config("server", {})
+        except ConfigError as exc:
+            print(f"sampan kubectl: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        env["KUBECONFIG"] = str(config.write_kubeconfig)
+    os.execve(kubectl, [kubectl, *args], env)
+    return 0  # not reached
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "kubectl":
+        return _run_kubectl(argv[1:])
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    flags = {k: v for k, v in vars(ns).items() if k != "command"}
+    try:
+        config = load_config(ns.command, flags)
+    except ConfigError as exc:
+        print(f"sampan {ns.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    from sampan.supervisor import run  # imported late: keeps --help and errors fast
+
+    return run(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,494 @@
+"""Configuration: one table of options, resolved once into frozen dataclasses.
+
+Every option is declared once in ``OPTIONS`` (its flag name, type, default, environment alias,
+help group and which subcommands take it). From that table come the argparse flags (grouped as
+K3s groups them), the accepted ``config.yaml`` keys and the environment variables, so the three
+can never drift apart.
+
+Precedence, lowest first::
+
+    built-in defaults < /etc/sampan/config.yaml < /etc/sampan/config.yaml.d/*.yaml (name order)
+                      < environment (SAMPAN_*) < command-line flags
+
+In the YAML files a key may be written ``key+:`` to append to a list instead of replacing it.
+Every problem a user can cause (unknown key, wrong type, unreadable or malformed file) raises
+``ConfigError`` whose message is one line naming the key and the file; secrets (tokens, DSNs
+with passwords) are held in ``Secret`` and never appear in ``repr``, logs or errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "COMMANDS",
+    "DEFAULT_CONFIG_FILE",
+    "DEFAULT_DATA_DIR",
+    "OPTIONS",
+    "Config",
+    "ConfigError",
+    "Option",
+    "Secret",
+    "load_config",
+    "options_for",
+]
+
+DEFAULT_CONFIG_FILE = Path("/etc/sampan/config.yaml")
+DEFAULT_DATA_DIR = Path("/var/lib/sampan")
+DEFAULT_KUBECONFIG = Path("/etc/sampan/sampan.yaml")
+
+Command = Literal["server", "agent"]
+COMMANDS: tuple[Command, ...] = ("server", "agent")
+SERVER: tuple[Command, ...] = ("server",)
+BOTH: tuple[Command, ...] = ("server", "agent")
+
+
+class ConfigError(Exception):
+    """A configuration problem the user can fix; the message is one line."""
+
+
+class Secret:
+    """A string that must not leak: ``repr`` and ``str`` hide it; ``reveal()`` gives it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+OptionType = Literal["str", "int", "bool", "list", "secret", "path", "mode", "cidr", "port"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One user-facing option. ``name`` is the flag and YAML key (K3s spelling)."""
+
+    name: str
+    type: OptionType
+    default: Any
+    group: str
+    help: str
+    commands: tuple[Command, ...] = BOTH
+    env: str | None = None
+    short: str | None = None
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def attr(self) -> str:
+        return self.name.replace("-", "_")
+
+
+def _o(*args: Any, **kwargs: Any) -> Option:
+    return Option(*args, **kwargs)
+
+
+# The option table. Groups follow K3s's help categories.
+OPTIONS: tuple[Option, ...] = (
+    # -- general
+    _o("config", "path", DEFAULT_CONFIG_FILE, "general", "Load configuration from FILE",
+       env="SAMPAN_CONFIG_FILE", short="c"),
+    _o("data-dir", "path", DEFAULT_DATA_DIR, "general",
+       "Folder to hold state", env="SAMPAN_DATA_DIR", short="d"),
+    _o("debug", "bool", False, "general", "Turn on debug logs", env="SAMPAN_DEBUG"),
+    _o("v", "int", 0, "general", "Number for the log level verbosity"),
+    _o("token", "secret", "", "cluster", "Shared secret used to join a server or agent",
+       env="SAMPAN_TOKEN", short="t"),
+    _o("server", "str", "", "cluster", "Server to connect to (agent) or join (server)",
+       env="SAMPAN_URL", short="s"),
+    # -- listener (server)
+    _o("bind-address", "str", "0.0.0.0", "listener", "sampan bind address",
+       commands=SERVER),
+    _o("advertise-address", "str", "", "listener",
+       "IPv4 address that the apiserver uses to advertise to members of the cluster "
+       "(default: node-external-ip/node-ip)", commands=SERVER),
+    _o("https-listen-port", "port", 6443, "listener", "HTTPS listen port", commands=SERVER),
+    _o("tls-san", "list", (), "listener",
+       "Add additional hostnames or IPv4/IPv6 addresses as Subject Alternative Names on the "
+       "server TLS cert", commands=SERVER),
+    # -- client
+    _o("write-kubeconfig", "path", DEFAULT_KUBECONFIG, "client",
+       "Write kubeconfig for admin client to this file", commands=SERVER,
+       env="SAMPAN_KUBECONFIG_OUTPUT", short="o"),
+    _o("write-kubeconfig-mode", "mode", "0600", "client",
+       "Write kubeconfig with this mode", commands=SERVER, env="SAMPAN_KUBECONFIG_MODE"),
+    # -- networking
+    _o("cluster-cidr", "cidr", "10.42.0.0/16", "networking", "IPv4 network CIDRs to use for pod IPs",
+       commands=SERVER),
+    _o("service-cidr", "cidr", "10.43.0.0/16", "networking",
+       "IPv4 network CIDRs to use for service IPs", commands=SERVER),
+    _o("service-node-port-range", "str", "30000-32767", "networking",
+       "Port range to reserve for services with NodePort visibility", commands=SERVER),
+    _o("cluster-dns", "str", "10.43.0.10", "networking",
+       "IPv4 Cluster IP for coredns service", commands=SERVER),
+    _o("cluster-domain", "str", "cluster.local", "networking", "Cluster Domain",
+       commands=SERVER),
+    _o("flannel-backend", "str", "vxlan", "networking",
+       "Backend: 'vxlan', 'host-gw' or 'none'", commands=SERVER,
+       choices=("vxlan", "host-gw", "none")),
+    _o("cni", "str", "", "networking",
+       "RKE2-style alias of flannel-backend: 'vxlan', 'host-gw' or 'none'", commands=SERVER,
+       choices=("", "vxlan", "host-gw", "none")),
+    _o("flannel-iface", "str", "", "networking", "Override default flannel interface"),
+    # -- datastore
+    _o("datastore-endpoint", "secret", "", "database",
+       "Specify sqlite (default), or a postgres:// DSN", commands=SERVER,
+       env="SAMPAN_DATASTORE_ENDPOINT"),
+    _o("etcd-expose-metrics", "bool", False, "database",
+       "Accepted for RKE2 compatibility; Sampan has no embedded etcd", commands=SERVER),
+    # -- cluster tokens
+    _o("agent-token", "secret", "", "cluster",
+       "Shared secret used to join agents to the cluster, but not servers",
+       commands=SERVER, env="SAMPAN_AGENT_TOKEN"),
+    # -- components
+    _o("disable", "list", (), "components",
+       "Do not deploy packaged components and delete any deployed components",
+       commands=SERVER),
+    _o("disable-scheduler", "bool", False, "components", "Disable the scheduler",
+       commands=SERVER),
+    _o("disable-controller-manager", "bool", False, "components",
+       "Disable the controller manager", commands=SERVER),
+    _o("disable-cloud-controller", "bool", False, "components",
+       "Accepted for compatibility; Sampan has no cloud controller", commands=SERVER),
+    _o("disable-agent", "bool", False, "components", "Do not run a local agent",
+       commands=SERVER),
+    # -- flags passed to components
+    _o("kube-apiserver-arg", "list", (), "flags", "Customized flag for the API server",
+       commands=SERVER),
+    _o("kube-scheduler-arg", "list", (), "flags", "Customized flag for the scheduler",
+       commands=SERVER),
+    _o("kube-controller-manager-arg", "list", (), "flags",
+       "Customized flag for the controller manager", commands=SERVER),
+    _o("kubelet-arg", "list", (), "flags", "Customized flag for the kubelet"),
+    _o("kube-proxy-arg", "list", (), "flags", "Customized flag for the proxy"),
+    # -- agent
+    _o("node-name", "str", "", "agent/node", "Node name", env="SAMPAN_NODE_NAME"),
+    _o("node-ip", "list", (), "agent/networking", "IPv4 address to advertise for the node"),
+    _o("node-label", "list", (), "agent/node", "Registering the node with labels"),
+    _o("node-taint", "list", (), "agent/node", "Registering the node with taints"),
+    _o("container-runtime-endpoint", "str", "", "agent/runtime",
+       "Use an existing CRI socket instead of the bundled containerd"),
+)
+
+_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+
+def options_for(command: Command) -> list[Option]:
+    return [o for o in OPTIONS if command in o.commands]
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved configuration of one ``sampan server`` or ``sampan agent`` run.
+
+    Static: what the user asked for. Runtime state (generated certificates, readiness) lives in
+    the components, never here.
+    """
+
+    command: Command
+    config: Path = DEFAULT_CONFIG_FILE
+    data_dir: Path = DEFAULT_DATA_DIR
+    debug: bool = False
+    v: int = 0
+    token: Secret = field(default_factory=lambda: Secret(""))
+    server: str = ""
+    bind_address: str = "0.0.0.0"
+    advertise_address: str = ""
+    https_listen_port: int = 6443
+    tls_san: tuple[str, ...] = ()
+    write_kubeconfig: Path = DEFAULT_KUBECONFIG
+    write_kubeconfig_mode: str = "0600"
+    cluster_cidr: str = "10.42.0.0/16"
+    service_cidr: str = "10.43.0.0/16"
+    service_node_port_range: str = "30000-32767"
+    cluster_dns: str = "10.43.0.10"
+    cluster_domain: str = "cluster.local"
+    flannel_backend: str = "vxlan"
+    cni: str = ""
+    flannel_iface: str = ""
+    datastore_endpoint: Secret = field(default_factory=lambda: Secret(""))
+    etcd_expose_metrics: bool = False
+    agent_token: Secret = field(default_factory=lambda: Secret(""))
+    disable: tuple[str, ...] = ()
+    disable_scheduler: bool = False
+    disable_controller_manager: bool = False
+    disable_cloud_controller: bool = False
+    disable_agent: bool = False
+    kube_apiserver_arg: tuple[str, ...] = ()
+    kube_scheduler_arg: tuple[str, ...] = ()
+    kube_controller_manager_arg: tuple[str, ...] = ()
+    kubelet_arg: tuple[str, ...] = ()
+    kube_proxy_arg: tuple[str, ...] = ()
+    node_name: str = ""
+    node_ip: tuple[str, ...] = ()
+    node_label: tuple[str, ...] = ()
+    node_taint: tuple[str, ...] = ()
+    container_runtime_endpoint: str = ""
+    sources: tuple[str, ...] = ()
+    """The configuration files that were read, in order (for the log)."""
+
+    @property
+    def kubeconfig_mode(self) -> int:
+        return int(self.write_kubeconfig_mode, 8)
+
+    @property
+    def network_backend(self) -> str:
+        """``cni`` (RKE2 spelling) wins over ``flannel-backend`` when given."""
+        return self.cni or self.flannel_backend
+
+    def component_args(self, option: str) -> dict[str, str]:
+        """``kube-scheduler-arg`` style lists as a dict (later entries win)."""
+        values: tuple[str, ...] = getattr(self, option.replace("-", "_"))
+        return dict(_split_component_arg(option, v) for v in values)
+
+
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(Config)}
+assert all(o.attr in _CONFIG_FIELDS for o in OPTIONS), "every option needs a Config field"
+
+
+def _split_component_arg(option: str, value: str) -> tuple[str, str]:
+    key, sep, val = value.partition("=")
+    key = key.lstrip("-")
+    if not sep or not key:
+        raise ConfigError(f"{option}: {value!r} is not of the form key=value")
+    return key, val
+
+
+# -- coercion ---------------------------------------------------------------------------------
+
+_MODE_RE = re.compile(r"^0?[0-7]{3}$")
+
+
+def _coerce(opt: Option, value: Any, where: str) -> Any:
+    """Turn a YAML/env/flag value into the option's type; ConfigError names key and source."""
+
+    def bad(expected: str) -> ConfigError:
+        shown = "<redacted>" if opt.type == "secret" else repr(value)
+        return ConfigError(f"{where}: key {opt.name!r}: expected {expected}, got {shown}")
+
+    t = opt.type
+    if t == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise bad("a boolean (true or false)")
+    if t in ("int", "port"):
+        if isinstance(value, bool):
+            raise bad("an integer")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise bad("an integer") from None
+        if t == "port" and not 0 <= number <= 65535:
+            raise bad("a port number (0-65535)")
+        return number
+    if t == "list":
+        items = value if isinstance(value, list) else [value]
+        out = []
+        for item in items:
+            if isinstance(item, (dict, list)) or item is None:
+                raise bad("a string or a list of strings")
+            if isinstance(item, bool):
+                item = str(item).lower()
+            out.extend(str(item).split(",") if opt.name in _COMMA_LISTS else [str(item)])
+        return tuple(s.strip() for s in out if str(s).strip())
+    if isinstance(value, (dict, list)) or value is None or isinstance(value, bool):
+        raise bad("a string")
+    text = str(value)
+    if t == "secret":
+        return Secret(text)
+    if t == "path":
+        return Path(text)
+    if t == "mode":
+        if not _MODE_RE.match(text):
+            raise bad("an octal file mode like \"0600\"")
+        return text if len(text) == 4 else "0" + text
+    if t == "cidr":
+        try:
+            ipaddress.ip_network(text, strict=True)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: key {opt.name!r}: {exc}") from None
+        return text
+    if opt.choices is not None and text not in opt.choices:
+        allowed = ", ".join(repr(c) for c in opt.choices if c)
+        raise ConfigError(f"{where}: key {opt.name!r}: {text!r} is not one of {allowed}")
+    return text
+
+
+# Options whose values may be comma-separated (as K3s's StringSlice flags are).
+_COMMA_LISTS = frozenset({"tls-san", "disable", "node-ip"})
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{line}: malformed YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values")
+    return data
+
+
+def _apply_file(
+    values: dict[str, Any], path: Path, command: Command, *, ignore_other_commands: bool = True
+) -> None:
+    for raw_key, raw in _read_yaml(path).items():
+        key = str(raw_key)
+        append = key.endswith("+")
+        name = key[:-1] if append else key
+        opt = _BY_NAME.get(name)
+        if opt is None or opt.name == "config":
+            raise ConfigError(f"{path}: unknown key {key!r}")
+        if command not in opt.commands:
+            # config.yaml is shared by server and agent on one machine (as with K3s): a
+            # server-only key in an agent's file is ignored, not an error.
+            if ignore_other_commands:
+                continue
+            raise ConfigError(f"{path}: key {key!r} is not valid for 'sampan {command}'")
+        value = _coerce(opt, raw, str(path))
+        if append:
+            if opt.type != "list":
+                raise ConfigError(f"{path}: key {key!r}: '+' appends to lists only")
+            value = tuple(values.get(opt.attr, opt.default)) + value
+        values[opt.attr] = value
+
+
+def _config_files(main: Path) -> list[Path]:
+    files = [main] if main.exists() else []
+    drop_in = main.with_name(main.name + ".d")
+    if drop_in.is_dir():
+        files += sorted(p for p in drop_in.iterdir() if p.suffix in (".yaml", ".yml"))
+    return files
+
+
+# -- resolution -------------------------------------------------------------------------------
+
+
+def load_config(
+    command: Command,
+    flags: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    *,
+    default_config_file: Path = DEFAULT_CONFIG_FILE,
+) -> Config:
+    """Resolve defaults < config files < environment < flags into a ``Config``.
+
+    ``flags`` holds only what was given on the command line, keyed by option attribute name
+    (argparse with ``default=SUPPRESS`` gives exactly that); values are raw strings or lists.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {o.attr: o.default for o in options_for(command)}
+
+    # Which config file: flag > env > default. A file named explicitly must exist.
+    explicit: str | None = None
+    if "config" in flags:
+        explicit = str(flags["config"])
+        config_source = "--config"
+    elif env.get("SAMPAN_CONFIG_FILE"):
+        explicit = env["SAMPAN_CONFIG_FILE"]
+        config_source = "SAMPAN_CONFIG_FILE"
+    config_path = Path(explicit) if explicit else default_config_file
+    if explicit and not config_path.exists():
+        raise ConfigError(f"{config_path}: configuration file not found ({config_source})")
+    files = _config_files(config_path)
+    for path in files:
+        _apply_file(values, path, command)
+    values["config"] = config_path
+
+    for opt in options_for(command):
+        if opt.env and opt.env in env and opt.name != "config":
+            values[opt.attr] = _coerce(opt, env[opt.env], f"environment variable {opt.env}")
+
+    for attr, raw in flags.items():
+        opt = _BY_NAME.get(attr.replace("_", "-"))
+        if opt is None or command not in opt.commands:
+            continue
+        if opt.name == "config":
+            continue
+        values[opt.attr] = _coerce(opt, raw, f"flag --{opt.name}")
+
+    _check(command, values)
+    return Config(command=command, sources=tuple(str(p) for p in files), **values)
+
+
+def _check(command: Command, values: Mapping[str, Any]) -> None:
+    """Cross-field checks that no single option can make."""
+    for opt_name in (
+        "kube-apiserver-arg",
+        "kube-scheduler-arg",
+        "kube-controller-manager-arg",
+        "kubelet-arg",
+        "kube-proxy-arg",
+    ):
+        for item in values.get(opt_name.replace("-", "_"), ()):
+            _split_component_arg(opt_name, item)
+    ports = values.get("service_node_port_range")
+    if ports is not None:
+        lo, sep, hi = str(ports).partition("-")
+        if not (sep and lo.isdigit() and hi.isdigit() and 0 < int(lo) <= int(hi) <= 65535):
+            raise ConfigError(
+                f"service-node-port-range: {ports!r} is not a port range like 30000-32767"
+            )
+    for ip in values.get("node_ip", ()):
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise ConfigError(f"node-ip: {ip!r} is not an IP address") from None
+    if command == "agent":
+        if not values.get("server"):
+            raise ConfigError(
+                "sampan agent needs --server https://HOST:6443 (or SAMPAN_URL, or 'server' in "
+                "config.yaml)"
+            )
+        if not values.get("token"):
+            raise ConfigError(
+                "sampan agent needs --token (or SAMPAN_TOKEN, or 'token' in config.yaml)"
+            )
+
+
+def describe(config: Config, *, skip: Iterable[str] = ()) -> Sequence[str]:
+    """``key=value`` lines for the debug log; secrets stay hidden."""
+    lines = []
+    for opt in options_for(config.command):
+        if opt.attr in skip:
+            continue
+        lines.append(f"{opt.name}={getattr(config, opt.attr)!r}")
+    return lines

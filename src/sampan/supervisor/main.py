@@ -1,0 +1,41 @@
+"""Entry from the CLI: set up logging, build the components for the command, run them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sampan.config import Config, describe
+from sampan.supervisor.logs import setup_logging
+from sampan.supervisor.server import server_components
+from sampan.supervisor.supervisor import Supervisor
+
+__all__ = ["run"]
+
+log = logging.getLogger("sampan.supervisor")
+
+
+def run(config: Config) -> int:
+    setup_logging(debug=config.debug, verbosity=config.v)
+    from sampan import version
+
+    log.info(
+        "sampan %s v%s (Kubernetes %s), data dir %s",
+        config.command,
+        version.__version__,
+        version.KUBERNETES_VERSION,
+        config.data_dir,
+    )
+    for source in config.sources:
+        log.info("configuration read from %s", source)
+    for line in describe(config):
+        log.debug("option %s", line)
+    if config.command == "server":
+        components = server_components(config)
+    else:
+        log.error(
+            "sampan agent: the node agent (kubelet, proxy, network) is not part of this "
+            "version yet; run 'sampan server' for the control plane"
+        )
+        return 1
+    return asyncio.run(Supervisor(components).run())

@@ -1,0 +1,101 @@
+"""``sampan server``: which components run, in which order, built from the configuration.
+
+Order (each waits on the readiness of the ones before it): datastore -> API server. The
+controllers, scheduler, addons and the embedded agent join this list as they are built.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+from sampan.config import Config
+from sampan.supervisor.supervisor import Component, ComponentContext
+
+__all__ = ["DatastoreComponent", "server_components"]
+
+log = logging.getLogger("sampan.supervisor")
+
+
+class DatastoreComponent:
+    name = "datastore"
+
+    def __init__(self, endpoint: str, data_dir: Path) -> None:
+        self._endpoint = endpoint
+        self._data_dir = data_dir
+        self.backend = None
+
+    async def start(self, ctx: ComponentContext) -> None:
+        from sampan.datastore import describe, open_backend
+
+        backend = open_backend(self._endpoint, self._data_dir)
+        await backend.start()
+        self.backend = backend
+        log.info("datastore ready: %s (revision %d)", describe(backend),
+                 await backend.current_revision())
+
+    async def stop(self) -> None:
+        if self.backend is not None:
+            await self.backend.close()
+            self.backend = None
+
+
+class APIServerComponent:
+    name = "apiserver"
+
+    def __init__(self, config: Config, datastore: DatastoreComponent) -> None:
+        self._config = config
+        self._datastore = datastore
+        self.server = None
+
+    async def start(self, ctx: ComponentContext) -> None:
+        from sampan.apiserver import APIServer, APIServerOptions
+
+        config = self._config
+        hostname = socket.gethostname()
+        options = APIServerOptions(
+            bind_address=config.bind_address,
+            port=config.https_listen_port,
+            advertise_address=config.advertise_address or None,
+            tls_dir=config.data_dir / "server" / "tls",
+            hostname=hostname,
+            node_ips=tuple(config.node_ip) or _default_node_ips(),
+            tls_sans=tuple(config.tls_san),
+            service_cidr=config.service_cidr,
+            kubeconfig_path=config.write_kubeconfig,
+            kubeconfig_mode=config.kubeconfig_mode,
+        )
+        assert self._datastore.backend is not None
+        server = APIServer(options, self._datastore.backend)
+        await server.start()
+        self.server = server
+        log.info("API server ready at %s; admin kubeconfig: %s", server.url,
+                 config.write_kubeconfig)
+        log.info("use it with: export KUBECONFIG=%s; kubectl get nodes  (or: sampan kubectl "
+                 "get nodes)", config.write_kubeconfig)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+
+def _default_node_ips() -> tuple[str, ...]:
+    """The address of the interface holding the default route (what K3s advertises)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        # No packet is sent: connect() on UDP only picks the route and source address.
+        s.connect(("192.0.2.1", 9))
+        return (s.getsockname()[0],)
+    except OSError:
+        return ("127.0.0.1",)
+    finally:
+        s.close()
+
+
+def server_components(config: Config) -> list[Component]:
+    os.makedirs(config.data_dir / "server", mode=0o700, exist_ok=True)
+    datastore = DatastoreComponent(config.datastore_endpoint.reveal(), config.data_dir)
+    return [datastore, APIServerComponent(config, datastore)]
