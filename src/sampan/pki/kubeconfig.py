@@ -44,7 +44,9 @@ def build_kubeconfig(
                 "cluster": {"server": server_url, "certificate-authority-data": _b64(ca_pem)},
             }
         ],
-        "contexts": [{"name": context_name, "context": {"cluster": cluster_name, "user": user_name}}],
+        "contexts": [
+            {"name": context_name, "context": {"cluster": cluster_name, "user": user_name}}
+        ],
         "current-context": context_name,
         "preferences": {},
         "users": [

@@ -1,0 +1,38 @@
+"""Sampan's public-key infrastructure: cluster CAs, serving and client certificates,
+service-account signing keys and kubeconfig files.
+
+Façade over ``sampan.pki.cluster`` (files under the TLS directory), ``sampan.pki.certs``
+(X.509 primitives), ``sampan.pki.kubeconfig`` and ``sampan.pki.files`` (atomic writes).
+All functions block (key generation, file I/O): call them from a thread in async code.
+"""
+
+from sampan.pki.cluster import (
+    ADMIN_GROUP,
+    ADMIN_USER,
+    DEFAULT_SERVICE_IP,
+    LEAF_RENEW_BEFORE_DAYS,
+    ClusterPKI,
+    PKIError,
+    api_server_names,
+    ensure_admin_kubeconfig,
+    ensure_cluster_pki,
+    issue_client_certificate,
+    issue_serving_certificate,
+)
+from sampan.pki.kubeconfig import build_kubeconfig, write_kubeconfig
+
+__all__ = [
+    "ADMIN_GROUP",
+    "ADMIN_USER",
+    "DEFAULT_SERVICE_IP",
+    "LEAF_RENEW_BEFORE_DAYS",
+    "ClusterPKI",
+    "PKIError",
+    "api_server_names",
+    "build_kubeconfig",
+    "ensure_admin_kubeconfig",
+    "ensure_cluster_pki",
+    "issue_client_certificate",
+    "issue_serving_certificate",
+    "write_kubeconfig",
+]

@@ -1,0 +1,419 @@
+"""The cluster's TLS identity: CAs, the API serving certificate, service-account keys, admin.
+
+Files under ``tls_dir`` (mode 0700; private keys 0600, certificates and public keys 0644)::
+
+    server-ca.crt / server-ca.key                   signs serving certificates (API, kubelets)
+    client-ca.crt / client-ca.key                   signs client certificates (users, nodes)
+    serving-kube-apiserver.crt / .key               the API server's serving certificate
+    sa.key / sa.pub                                 RSA key pair signing service-account tokens
+    client-admin.crt / client-admin.key             system:admin in system:masters
+
+Invariants:
+
+* CAs are created once and never replaced automatically: every client trusts them. A CA
+  certificate without its key is an error (``PKIError``), never a reason to start over.
+* For every pair the key is written before the certificate, each file atomically, so the
+  certificate's presence marks a complete pair; a crash in between is repaired at the next
+  start (a CA whose certificate is missing is regenerated, a leaf whose key does not match its
+  certificate is re-issued).
+* The serving certificate is re-issued (by the same CA) when it lacks a wanted SAN, expires
+  within ``LEAF_RENEW_BEFORE_DAYS``, or was not signed by the current server CA.
+
+Everything here blocks (key generation, file I/O); the API server calls it in a thread.
+One process owns a ``tls_dir`` at a time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from sampan.pki.certs import (
+    CA_VALIDITY_DAYS,
+    LEAF_VALIDITY_DAYS,
+    CertificateNames,
+    PrivateKey,
+    cert_names,
+    cert_to_pem,
+    create_ca,
+    generate_rsa_key,
+    is_issued_by,
+    issue_leaf,
+    key_to_pem,
+    load_cert,
+    load_private_key,
+    public_key_to_pem,
+    remaining_validity,
+    split_names,
+)
+from sampan.pki.files import (
+    PRIVATE_FILE_MODE,
+    PUBLIC_FILE_MODE,
+    atomic_write,
+    ensure_private_dir,
+)
+from sampan.pki.kubeconfig import write_kubeconfig
+
+__all__ = [
+    "ADMIN_GROUP",
+    "ADMIN_USER",
+    "DEFAULT_SERVICE_IP",
+    "LEAF_RENEW_BEFORE_DAYS",
+    "ClusterPKI",
+    "PKIError",
+    "api_server_names",
+    "ensure_admin_kubeconfig",
+    "ensure_cluster_pki",
+    "issue_client_certificate",
+    "issue_serving_certificate",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SERVICE_IP = "10.43.0.1"
+LEAF_RENEW_BEFORE_DAYS = 90
+ADMIN_USER = "system:admin"
+ADMIN_GROUP = "system:masters"
+SERVING_COMMON_NAME = "kube-apiserver"
+# Names every API serving certificate carries, besides the node's own names and IPs.
+# ::1 is included: it is a loopback address, so it widens nothing an attacker could use.
+_LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
+_SERVICE_NAMES = (
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+
+_SERVER_CA = "server-ca"
+_CLIENT_CA = "client-ca"
+_SERVING = "serving-kube-apiserver"
+_ADMIN = "client-admin"
+_SA_KEY = "sa.key"
+_SA_PUB = "sa.pub"
+
+
+class PKIError(Exception):
+    """The files under tls_dir are inconsistent in a way Sampan must not repair by itself."""
+
+
+@dataclass(frozen=True)
+class ClusterPKI:
+    """Paths of the cluster's TLS material plus the public parts, loaded.
+
+    Private keys are never held here; helpers read them from disk when they need them.
+    """
+
+    tls_dir: Path
+    server_ca_cert_path: Path
+    server_ca_key_path: Path
+    client_ca_cert_path: Path
+    client_ca_key_path: Path
+    serving_cert_path: Path
+    serving_key_path: Path
+    sa_key_path: Path
+    sa_pub_path: Path
+    ca_pem: bytes = field(repr=False)
+    client_ca_pem: bytes = field(repr=False)
+    sa_public_key_pem: bytes = field(repr=False)
+
+    @property
+    def admin_cert_path(self) -> Path:
+        return self.tls_dir / f"{_ADMIN}.crt"
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.tls_dir / f"{_ADMIN}.key"
+
+    def ssl_server_context(self) -> ssl.SSLContext:
+        """Server-side TLS for the API: serving cert; client certs optional but, if sent,
+        verified against the client CA; TLS >= 1.2; ALPN offers only http/1.1."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.serving_cert_path, self.serving_key_path)
+        context.load_verify_locations(cadata=self.client_ca_pem.decode("ascii"))
+        # OPTIONAL: bearer-token clients and anonymous health checks send no certificate;
+        # a certificate that is sent and does not verify still fails the handshake.
+        context.verify_mode = ssl.CERT_OPTIONAL
+        context.set_alpn_protocols(["http/1.1"])
+        return context
+
+    def ssl_client_context(self) -> ssl.SSLContext:
+        """Client-side TLS trusting the server CA (no client certificate loaded)."""
+        context = ssl.create_default_context(cadata=self.ca_pem.decode("ascii"))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
+
+    def ca_hash(self) -> str:
+        """SHA-256 hex of the server CA certificate file (the K10<hash>::... token part)."""
+        return hashlib.sha256(self.ca_pem).hexdigest()
+
+    def sa_private_key_pem(self) -> bytes:
+        """The service-account signing key (blocking read)."""
+        return self.sa_key_path.read_bytes()
+
+
+def api_server_names(
+    *,
+    hostname: str,
+    node_ips: Sequence[str],
+    tls_sans: Sequence[str],
+    service_ip: str = DEFAULT_SERVICE_IP,
+) -> CertificateNames:
+    """Every SAN the API serving certificate must carry."""
+    return split_names(
+        [hostname, *node_ips, *_LOOPBACK_NAMES, *_SERVICE_NAMES, service_ip, *tls_sans]
+    )
+
+
+# --- file helpers -------------------------------------------------------------------------
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    atomic_write(path, data, mode=PRIVATE_FILE_MODE)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    atomic_write(path, data, mode=PUBLIC_FILE_MODE)
+
+
+def _tighten(path: Path) -> None:
+    """Make an existing private file 0600 (an operator may have copied it in with 0644)."""
+    if path.exists() and (path.stat().st_mode & 0o777) != PRIVATE_FILE_MODE:
+        logger.warning("tightening mode of %s to 0600", path)
+        path.chmod(PRIVATE_FILE_MODE)
+
+
+def _same_key(cert: x509.Certificate, key: PrivateKey) -> bool:
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    return cert.public_key().public_bytes(der, spki) == key.public_key().public_bytes(der, spki)
+
+
+def _load_pair(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, PrivateKey] | None:
+    """The pair if both files exist and match, else None (caller re-issues)."""
+    if not (cert_path.exists() and key_path.exists()):
+        return None
+    try:
+        cert = load_cert(cert_path.read_bytes())
+        key = load_private_key(key_path.read_bytes())
+    except ValueError as exc:
+        logger.warning("cannot load %s / %s (%s); re-issuing", cert_path, key_path, exc)
+        return None
+    if not _same_key(cert, key):
+        logger.warning("%s does not match %s; re-issuing", key_path, cert_path)
+        return None
+    return cert, key
+
+
+def _ensure_ca(tls_dir: Path, stem: str, common_name_prefix: str) -> tuple[x509.Certificate, Path]:
+    cert_path, key_path = tls_dir / f"{stem}.crt", tls_dir / f"{stem}.key"
+    if cert_path.exists():
+        if not key_path.exists():
+            raise PKIError(f"{cert_path} exists but its key {key_path} is missing")
+        try:
+            cert = load_cert(cert_path.read_bytes())
+            key = load_private_key(key_path.read_bytes())
+        except ValueError as exc:
+            raise PKIError(f"cannot load CA {cert_path}: {exc}") from exc
+        if not _same_key(cert, key):
+            raise PKIError(f"CA key {key_path} does not match {cert_path}")
+        _tighten(key_path)
+        left = remaining_validity(cert)
+        if left < dt.timedelta(days=LEAF_RENEW_BEFORE_DAYS):
+            logger.warning("CA %s expires in %s; rotate it by hand", cert_path, left)
+        return cert, key_path
+    common_name = f"{common_name_prefix}@{int(time.time())}"
+    cert, key = create_ca(common_name, valid_days=CA_VALIDITY_DAYS)
+    _write_private(key_path, key_to_pem(key))
+    _write_public(cert_path, cert_to_pem(cert))
+    logger.info("generated CA %s (%s)", cert_path, common_name)
+    return cert, key_path
+
+
+def _ensure_sa_keys(tls_dir: Path) -> tuple[Path, Path, bytes]:
+    key_path, pub_path = tls_dir / _SA_KEY, tls_dir / _SA_PUB
+    if key_path.exists():
+        try:
+            key = load_private_key(key_path.read_bytes())
+        except ValueError as exc:
+            raise PKIError(f"cannot load service-account key {key_path}: {exc}") from exc
+        _tighten(key_path)
+        public_pem = public_key_to_pem(key)
+        if not pub_path.exists() or pub_path.read_bytes() != public_pem:
+            _write_public(pub_path, public_pem)
+        return key_path, pub_path, public_pem
+    # RSA (RS256) rather than ECDSA: it is what every token consumer expects of
+    # Kubernetes service-account tokens (OIDC discovery advertises RS256).
+    key = generate_rsa_key()
+    public_pem = public_key_to_pem(key)
+    _write_private(key_path, key_to_pem(key))
+    _write_public(pub_path, public_pem)
+    logger.info("generated service-account signing key %s", key_path)
+    return key_path, pub_path, public_pem
+
+
+def _needs_leaf(
+    pair: tuple[x509.Certificate, PrivateKey] | None,
+    ca_cert: x509.Certificate,
+    wanted: CertificateNames | None,
+) -> str | None:
+    """Why the leaf must be (re)issued, or None if it is fine."""
+    if pair is None:
+        return "missing"
+    cert, _ = pair
+    if not is_issued_by(cert, ca_cert):
+        return "not signed by the current CA"
+    if remaining_validity(cert) < dt.timedelta(days=LEAF_RENEW_BEFORE_DAYS):
+        return f"expires within {LEAF_RENEW_BEFORE_DAYS} days"
+    if wanted is not None and not cert_names(cert).covers(wanted):
+        return "missing subject alternative names"
+    return None
+
+
+def _load_ca_key(key_path: Path) -> PrivateKey:
+    return load_private_key(key_path.read_bytes())
+
+
+def ensure_cluster_pki(
+    tls_dir: Path,
+    *,
+    hostname: str,
+    node_ips: Sequence[str],
+    tls_sans: Sequence[str],
+    service_ip: str = DEFAULT_SERVICE_IP,
+) -> ClusterPKI:
+    """Create what is missing under ``tls_dir``, reuse what is there, renew the serving
+    certificate when needed. Blocking; raises ``PKIError`` on inconsistent CA files."""
+    tls_dir = Path(tls_dir)
+    ensure_private_dir(tls_dir)
+    server_ca, server_ca_key_path = _ensure_ca(tls_dir, _SERVER_CA, "sampan-server-ca")
+    _, client_ca_key_path = _ensure_ca(tls_dir, _CLIENT_CA, "sampan-client-ca")
+    sa_key_path, sa_pub_path, sa_public_pem = _ensure_sa_keys(tls_dir)
+
+    wanted = api_server_names(
+        hostname=hostname, node_ips=node_ips, tls_sans=tls_sans, service_ip=service_ip
+    )
+    serving_cert_path, serving_key_path = tls_dir / f"{_SERVING}.crt", tls_dir / f"{_SERVING}.key"
+    pair = _load_pair(serving_cert_path, serving_key_path)
+    reason = _needs_leaf(pair, server_ca, wanted)
+    if reason is not None:
+        cert, key = issue_leaf(
+            server_ca,
+            _load_ca_key(server_ca_key_path),
+            common_name=SERVING_COMMON_NAME,
+            names=wanted,
+            server_auth=True,
+            valid_days=LEAF_VALIDITY_DAYS,
+        )
+        _write_private(serving_key_path, key_to_pem(key))
+        _write_public(serving_cert_path, cert_to_pem(cert))
+        if reason == "missing":
+            logger.info("issued API serving certificate %s", serving_cert_path)
+        else:
+            logger.info("re-issued API serving certificate %s: %s", serving_cert_path, reason)
+    else:
+        _tighten(serving_key_path)
+
+    return ClusterPKI(
+        tls_dir=tls_dir,
+        server_ca_cert_path=tls_dir / f"{_SERVER_CA}.crt",
+        server_ca_key_path=server_ca_key_path,
+        client_ca_cert_path=tls_dir / f"{_CLIENT_CA}.crt",
+        client_ca_key_path=client_ca_key_path,
+        serving_cert_path=serving_cert_path,
+        serving_key_path=serving_key_path,
+        sa_key_path=sa_key_path,
+        sa_pub_path=sa_pub_path,
+        ca_pem=(tls_dir / f"{_SERVER_CA}.crt").read_bytes(),
+        client_ca_pem=(tls_dir / f"{_CLIENT_CA}.crt").read_bytes(),
+        sa_public_key_pem=sa_public_pem,
+    )
+
+
+def issue_client_certificate(
+    pki: ClusterPKI,
+    common_name: str,
+    organizations: Sequence[str] = (),
+    *,
+    days: int = LEAF_VALIDITY_DAYS,
+) -> tuple[bytes, bytes]:
+    """(cert_pem, key_pem) for user ``common_name`` in groups ``organizations`` (clientAuth),
+    signed by the client CA. Blocking."""
+    ca_cert = load_cert(pki.client_ca_pem)
+    cert, key = issue_leaf(
+        ca_cert,
+        _load_ca_key(pki.client_ca_key_path),
+        common_name=common_name,
+        organizations=organizations,
+        client_auth=True,
+        valid_days=days,
+    )
+    return cert_to_pem(cert), key_to_pem(key)
+
+
+def issue_serving_certificate(
+    pki: ClusterPKI,
+    names: Sequence[str],
+    ips: Sequence[str],
+    *,
+    days: int = LEAF_VALIDITY_DAYS,
+) -> tuple[bytes, bytes]:
+    """(cert_pem, key_pem) with serverAuth for DNS ``names`` and ``ips``, signed by the server
+    CA (kubelet serving certificates). The CN is the first name (or first IP). Blocking."""
+    all_names = split_names([*names, *ips])
+    if not (all_names.dns or all_names.ips):
+        raise ValueError("a serving certificate needs at least one name or IP")
+    common_name = next(iter(names), None) or str(next(iter(ips)))
+    ca_cert = load_cert(pki.ca_pem)
+    cert, key = issue_leaf(
+        ca_cert,
+        _load_ca_key(pki.server_ca_key_path),
+        common_name=common_name,
+        names=all_names,
+        server_auth=True,
+        valid_days=days,
+    )
+    return cert_to_pem(cert), key_to_pem(key)
+
+
+def _admin_is_current(pair: tuple[x509.Certificate, PrivateKey] | None, pki: ClusterPKI) -> bool:
+    if pair is None or _needs_leaf(pair, load_cert(pki.client_ca_pem), None) is not None:
+        return False
+    subject = pair[0].subject
+    common_names = [a.value for a in subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    groups = [a.value for a in subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)]
+    return common_names == [ADMIN_USER] and groups == [ADMIN_GROUP]
+
+
+def ensure_admin_kubeconfig(
+    pki: ClusterPKI, path: Path, server_url: str, mode: int = PRIVATE_FILE_MODE
+) -> None:
+    """Issue ``system:admin`` (group ``system:masters``) once, keep it under tls_dir, and
+    (re)write the kubeconfig at ``path`` with ``mode``. Blocking."""
+    pair = _load_pair(pki.admin_cert_path, pki.admin_key_path)
+    if pair is not None and _admin_is_current(pair, pki):
+        cert_pem, key_pem = cert_to_pem(pair[0]), key_to_pem(pair[1])
+        _tighten(pki.admin_key_path)
+    else:
+        cert_pem, key_pem = issue_client_certificate(pki, ADMIN_USER, [ADMIN_GROUP])
+        _write_private(pki.admin_key_path, key_pem)
+        _write_private(pki.admin_cert_path, cert_pem)
+        logger.info("issued admin client certificate %s", pki.admin_cert_path)
+    write_kubeconfig(
+        Path(path),
+        server_url=server_url,
+        ca_pem=pki.ca_pem,
+        client_cert_pem=cert_pem,
+        client_key_pem=key_pem,
+        mode=mode,
+    )
