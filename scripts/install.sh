@@ -9,8 +9,17 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
 # Debian packages the project uses at run time and in its tests.
-#   postgresql: the PostgreSQL datastore driver's tests start a private server from it.
-DEB_PACKAGES=(postgresql python3-venv ca-certificates)
+#   containerd, runc, containernetworking-plugins: the node agent's container runtime and CNI
+#   catatonit: Sampan builds its own pause image from Debian's static catatonit
+#   iptables, conntrack: Services (kube-proxy's iptables mode) and stale UDP flows
+#   busybox-static, umoci, skopeo, zstd: the tests build their own small images
+#   postgresql: the PostgreSQL datastore driver's tests start a private server from it
+DEB_PACKAGES=(
+  python3-venv ca-certificates
+  containerd runc containernetworking-plugins catatonit iptables conntrack iproute2
+  busybox-static umoci skopeo zstd
+  postgresql
+)
 
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
