@@ -111,31 +111,53 @@ class Bench:
         log = (self.workdir / "server.log").open("w")
         env = {k: v for k, v in os.environ.items() if not k.startswith("SAMPAN_")}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sampan.cli.main", "server", "--config", os.devnull,
-             "--data-dir", str(self.workdir / "data"), "--https-listen-port", str(self.port),
-             "--bind-address", "127.0.0.1", "--write-kubeconfig", str(self.kubeconfig),
-             "--disable-agent", "--disable-scheduler", "--disable-controller-manager"],
-            stdout=subprocess.DEVNULL, stderr=log, env=env,
+            [
+                sys.executable,
+                "-m",
+                "sampan.cli.main",
+                "server",
+                "--config",
+                os.devnull,
+                "--data-dir",
+                str(self.workdir / "data"),
+                "--https-listen-port",
+                str(self.port),
+                "--bind-address",
+                "127.0.0.1",
+                "--write-kubeconfig",
+                str(self.kubeconfig),
+                "--disable-agent",
+                "--disable-scheduler",
+                "--disable-controller-manager",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=env,
         )
         self.procs.append(proc)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while "API server ready" not in (self.workdir / "server.log").read_text():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("sampan server did not start:\n"
-                                 + (self.workdir / "server.log").read_text())
+                raise SystemExit(
+                    "sampan server did not start:\n" + (self.workdir / "server.log").read_text()
+                )
             await asyncio.sleep(0.1)
         self.server_pid = proc.pid
 
     async def start_ceiling(self) -> str:
         port = free_port()
         tls = self.workdir / "data" / "server" / "tls"
-        cert = next(p for p in (tls / "serving-kube-apiserver.crt", tls / "serving.crt",
-                                tls / "server.crt") if p.exists())
+        cert = next(
+            p
+            for p in (tls / "serving-kube-apiserver.crt", tls / "serving.crt", tls / "server.crt")
+            if p.exists()
+        )
         key = cert.with_suffix(".key")
         ca = next(p for p in (tls / "client-ca.crt", tls / "client-ca.pem") if p.exists())
         proc = subprocess.Popen(
             [sys.executable, "-c", CEILING_APP, str(port), str(cert), str(key), str(ca)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.procs.append(proc)
         for _ in range(100):
@@ -158,8 +180,15 @@ class Bench:
 
     # -- measurements -----------------------------------------------------------------------
 
-    async def closed_loop(self, session: aiohttp.ClientSession, method: str, url_of,
-                          body_of, concurrency: int, total: int) -> tuple[float, list[float]]:
+    async def closed_loop(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url_of,
+        body_of,
+        concurrency: int,
+        total: int,
+    ) -> tuple[float, list[float]]:
         latencies: list[float] = []
         counter = iter(range(total))
 
@@ -184,35 +213,56 @@ class Bench:
         timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
         async with aiohttp.ClientSession(connector=conn, timeout=timeout) as s:
             ns = f"{self.url}/api/v1/namespaces/default/configmaps"
-            cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bench"},
-                  "data": {"key": "value"}}
+            cm = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "bench"},
+                "data": {"key": "value"},
+            }
             async with s.post(ns, json=cm) as r:
                 assert r.status == 201, await r.text()
 
             n_get = 2000 if self.quick else 10000
             await self.closed_loop(s, "GET", lambda i: ceiling + "/x", lambda i: None, 32, 500)
             ceil_rps, ceil_lat = await self.closed_loop(
-                s, "GET", lambda i: ceiling + "/x", lambda i: None, 32, n_get)
+                s, "GET", lambda i: ceiling + "/x", lambda i: None, 32, n_get
+            )
             await self.closed_loop(s, "GET", lambda i: ns + "/bench", lambda i: None, 32, 500)
             rps, lat = await self.closed_loop(
-                s, "GET", lambda i: ns + "/bench", lambda i: None, 32, n_get)
+                s, "GET", lambda i: ns + "/bench", lambda i: None, 32, n_get
+            )
             print("GET one object (32 concurrent clients, TLS):")
-            self.report("trivial aiohttp handler (ceiling)",
-                        f"{ceil_rps:8.0f} req/s  p50 {pct(ceil_lat, 50)*1e3:.1f} ms  "
-                        f"p99 {pct(ceil_lat, 99)*1e3:.1f} ms")
-            self.report("sampan GET configmap",
-                        f"{rps:8.0f} req/s  p50 {pct(lat, 50)*1e3:.1f} ms  "
-                        f"p99 {pct(lat, 99)*1e3:.1f} ms  ({rps / ceil_rps:.0%} of ceiling; "
-                        "goal >= 40%)")
+            self.report(
+                "trivial aiohttp handler (ceiling)",
+                f"{ceil_rps:8.0f} req/s  p50 {pct(ceil_lat, 50) * 1e3:.1f} ms  "
+                f"p99 {pct(ceil_lat, 99) * 1e3:.1f} ms",
+            )
+            self.report(
+                "sampan GET configmap",
+                f"{rps:8.0f} req/s  p50 {pct(lat, 50) * 1e3:.1f} ms  "
+                f"p99 {pct(lat, 99) * 1e3:.1f} ms  ({rps / ceil_rps:.0%} of ceiling; "
+                "goal >= 40%)",
+            )
 
             n_create = 1000 if self.quick else 3000
             cps, clat = await self.closed_loop(
-                s, "POST", lambda i: ns, lambda i: {
-                    "apiVersion": "v1", "kind": "ConfigMap",
-                    "metadata": {"name": f"c-{i}"}, "data": {"k": "v"}}, 32, n_create)
+                s,
+                "POST",
+                lambda i: ns,
+                lambda i: {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": f"c-{i}"},
+                    "data": {"k": "v"},
+                },
+                32,
+                n_create,
+            )
             print("Creates:")
-            self.report("creates/s (32 concurrent)", f"{cps:8.0f} /s  p99 "
-                        f"{pct(clat, 99)*1e3:.1f} ms  (goal >= 2,000/s)")
+            self.report(
+                "creates/s (32 concurrent)",
+                f"{cps:8.0f} /s  p99 {pct(clat, 99) * 1e3:.1f} ms  (goal >= 2,000/s)",
+            )
 
             rate = 500
             duration_s = 3 if self.quick else 6
@@ -220,8 +270,10 @@ class Bench:
 
             async def one(i: int) -> None:
                 t0 = time.perf_counter()
-                async with s.post(ns, json={"apiVersion": "v1", "kind": "ConfigMap",
-                                            "metadata": {"name": f"r-{i}"}}) as r:
+                async with s.post(
+                    ns,
+                    json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"r-{i}"}},
+                ) as r:
                     await r.read()
                 lat500.append(time.perf_counter() - t0)
 
@@ -233,19 +285,32 @@ class Bench:
                     await asyncio.sleep(delay)
                 tasks.append(asyncio.create_task(one(i)))
             await asyncio.gather(*tasks)
-            self.report(f"create latency at {rate}/s offered",
-                        f"p50 {pct(lat500, 50)*1e3:.1f} ms  p99 {pct(lat500, 99)*1e3:.1f} ms  "
-                        "(goal p99 < 25 ms)")
+            self.report(
+                f"create latency at {rate}/s offered",
+                f"p50 {pct(lat500, 50) * 1e3:.1f} ms  p99 {pct(lat500, 99) * 1e3:.1f} ms  "
+                "(goal p99 < 25 ms)",
+            )
 
             # LIST of 10,000 objects in their own namespace.
-            async with s.post(f"{self.url}/api/v1/namespaces", json={
-                    "apiVersion": "v1", "kind": "Namespace",
-                    "metadata": {"name": "bench-list"}}) as r:
+            async with s.post(
+                f"{self.url}/api/v1/namespaces",
+                json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-list"}},
+            ) as r:
                 assert r.status == 201, await r.text()
             lns = f"{self.url}/api/v1/namespaces/bench-list/configmaps"
-            await self.closed_loop(s, "POST", lambda i: lns, lambda i: {
-                "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"l-{i:05d}"},
-                "data": {"k": "v" * 64}}, 32, 10000)
+            await self.closed_loop(
+                s,
+                "POST",
+                lambda i: lns,
+                lambda i: {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": f"l-{i:05d}"},
+                    "data": {"k": "v" * 64},
+                },
+                32,
+                10000,
+            )
             list_lat = []
             for _ in range(5):
                 t0 = time.perf_counter()
@@ -254,8 +319,10 @@ class Bench:
                 list_lat.append(time.perf_counter() - t0)
             count = len(json.loads(body)["items"])
             print("LIST:")
-            self.report(f"LIST of {count} configmaps (median of 5)",
-                        f"{statistics.median(list_lat)*1e3:8.1f} ms")
+            self.report(
+                f"LIST of {count} configmaps (median of 5)",
+                f"{statistics.median(list_lat) * 1e3:8.1f} ms",
+            )
 
             # Watch fan-out.
             n_watchers = 200 if self.quick else 1000
@@ -268,10 +335,13 @@ class Bench:
 
             fan_conn = aiohttp.TCPConnector(ssl=ctx, limit=0)
             async with aiohttp.ClientSession(connector=fan_conn, timeout=timeout) as ws:
+
                 async def watcher() -> None:
                     nonlocal ready
-                    url = (f"{ns}?watch=1&resourceVersion={rv}"
-                           "&fieldSelector=metadata.name%3Dbench&timeoutSeconds=120")
+                    url = (
+                        f"{ns}?watch=1&resourceVersion={rv}"
+                        "&fieldSelector=metadata.name%3Dbench&timeoutSeconds=120"
+                    )
                     async with ws.get(url) as r:
                         ready += 1
                         if ready == n_watchers:
@@ -284,15 +354,20 @@ class Bench:
                 await asyncio.wait_for(all_ready.wait(), 120)
                 await asyncio.sleep(0.5)
                 changed_at.append(time.perf_counter())
-                async with s.patch(ns + "/bench", data=json.dumps({"data": {"key": "v2"}}),
-                                   headers={"Content-Type": "application/merge-patch+json"}) as r:
+                async with s.patch(
+                    ns + "/bench",
+                    data=json.dumps({"data": {"key": "v2"}}),
+                    headers={"Content-Type": "application/merge-patch+json"},
+                ) as r:
                     await r.read()
                 await asyncio.wait_for(asyncio.gather(*watchers), 120)
             delays = [g - changed_at[0] for g in got]
             print("Watch fan-out:")
-            self.report(f"{n_watchers} watchers, one change",
-                        f"p50 {pct(delays, 50)*1e3:.1f} ms  p99 {pct(delays, 99)*1e3:.1f} ms  "
-                        "(goal p99 < 100 ms)")
+            self.report(
+                f"{n_watchers} watchers, one change",
+                f"p50 {pct(delays, 50) * 1e3:.1f} ms  p99 {pct(delays, 99) * 1e3:.1f} ms  "
+                "(goal p99 < 100 ms)",
+            )
 
 
 def main() -> None:

@@ -15,7 +15,10 @@ def sampan(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "sampan.cli.main", *args],
-        capture_output=True, text=True, env=full_env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
     )
 
 

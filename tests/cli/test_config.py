@@ -28,11 +28,15 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
 
 
 def test_precedence_file_dropin_env_flag(tmp_path: Path) -> None:
-    main = write(tmp_path / "config.yaml", "https-listen-port: 7000\ntls-san: [a.example]\n"
-                 "node-label: [x=1]\n")
+    main = write(
+        tmp_path / "config.yaml",
+        "https-listen-port: 7000\ntls-san: [a.example]\nnode-label: [x=1]\n",
+    )
     write(tmp_path / "config.yaml.d" / "20-b.yaml", "https-listen-port: 7002\n")
-    write(tmp_path / "config.yaml.d" / "10-a.yaml", "https-listen-port: 7001\n"
-          "tls-san+: [b.example]\nnode-label: [y=2]\n")
+    write(
+        tmp_path / "config.yaml.d" / "10-a.yaml",
+        "https-listen-port: 7001\ntls-san+: [b.example]\nnode-label: [y=2]\n",
+    )
     write(tmp_path / "config.yaml.d" / "ignored.txt", "bogus: 1\n")
     cfg = load_config("server", {}, env={}, default_config_file=main)
     assert cfg.https_listen_port == 7002  # 20-b after 10-a
@@ -69,7 +73,10 @@ def test_explicit_missing_config_file_is_an_error(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("bogus-key: 1\n", r"config\.yaml: unknown key 'bogus-key'"),
-        ("https-listen-port: lots\n", r"config\.yaml: key 'https-listen-port': expected an integer"),
+        (
+            "https-listen-port: lots\n",
+            r"config\.yaml: key 'https-listen-port': expected an integer",
+        ),
         ("debug: maybe\n", r"key 'debug': expected a boolean"),
         ("write-kubeconfig-mode: rw\n", r"key 'write-kubeconfig-mode': expected an octal"),
         ("cluster-cidr: 10.42.0.1/16\n", r"key 'cluster-cidr': 10\.42\.0\.1/16 has host bits set"),
@@ -142,7 +149,9 @@ def test_agent_requires_server_and_token_and_ignores_server_only_keys(tmp_path: 
     with pytest.raises(ConfigError, match="needs --server"):
         load_config("agent", {}, env={}, default_config_file=path)
     cfg = load_config(
-        "agent", {}, env={"SAMPAN_URL": "https://h:6443", "SAMPAN_TOKEN": "t"},
+        "agent",
+        {},
+        env={"SAMPAN_URL": "https://h:6443", "SAMPAN_TOKEN": "t"},
         default_config_file=path,
     )
     assert cfg.node_name == "n1"
@@ -160,5 +169,9 @@ def test_comma_lists_and_env_types(tmp_path: Path) -> None:
     assert cfg.tls_san == ("a", "b", "c")
     assert cfg.debug is True
     with pytest.raises(ConfigError, match="environment variable SAMPAN_DEBUG"):
-        load_config("server", {}, env={"SAMPAN_DEBUG": "perhaps"},
-                    default_config_file=tmp_path / "none.yaml")
+        load_config(
+            "server",
+            {},
+            env={"SAMPAN_DEBUG": "perhaps"},
+            default_config_file=tmp_path / "none.yaml",
+        )

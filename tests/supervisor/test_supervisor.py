@@ -18,6 +18,7 @@ class Fake:
         self.rec = rec
         self.fail_start = fail_start
         self.ctx: ComponentContext | None = None
+        self.ready = asyncio.Event()
 
     async def start(self, ctx: ComponentContext) -> None:
         self.rec.events.append(f"start {self.name}")
@@ -26,6 +27,7 @@ class Fake:
         if self.fail_start:
             raise RuntimeError("boom")
         self.rec.events.append(f"ready {self.name}")
+        self.ready.set()
 
     async def stop(self) -> None:
         self.rec.events.append(f"stop {self.name}")
@@ -36,13 +38,19 @@ async def test_start_in_order_stop_in_reverse() -> None:
     comps = [Fake("a", rec), Fake("b", rec), Fake("c", rec)]
     sup = Supervisor(comps)
     task = asyncio.create_task(sup.run(install_signals=False))
-    while "ready c" not in rec.events:
-        await asyncio.sleep(0.01)
+    await comps[-1].ready.wait()
     sup.request_stop("test over")
     assert await task == 0
     assert rec.events == [
-        "start a", "ready a", "start b", "ready b", "start c", "ready c",
-        "stop c", "stop b", "stop a",
+        "start a",
+        "ready a",
+        "start b",
+        "ready b",
+        "start c",
+        "ready c",
+        "stop c",
+        "stop b",
+        "stop a",
     ]
 
 
@@ -59,8 +67,7 @@ async def test_component_failure_later_stops_everything() -> None:
     a, b = Fake("a", rec), Fake("b", rec)
     sup = Supervisor([a, b])
     task = asyncio.create_task(sup.run(install_signals=False))
-    while "ready b" not in rec.events:
-        await asyncio.sleep(0.01)
+    await b.ready.wait()
     assert a.ctx is not None
     a.ctx.fail("lost the database")
     assert await task == 1
@@ -78,10 +85,10 @@ async def test_stop_that_hangs_does_not_block_the_others(monkeypatch) -> None:
             rec.events.append("stop hang")
             await asyncio.Event().wait()
 
-    sup = Supervisor([Fake("a", rec), Hangs("h", rec)])
+    hangs = Hangs("h", rec)
+    sup = Supervisor([Fake("a", rec), hangs])
     task = asyncio.create_task(sup.run(install_signals=False))
-    while "ready h" not in rec.events:
-        await asyncio.sleep(0.01)
+    await hangs.ready.wait()
     sup.request_stop("done")
     assert await task == 0
     assert rec.events[-2:] == ["stop hang", "stop a"]

@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for command in COMMANDS:
-        cmd = sub.add_parser(command, help=_DESCRIPTIONS[command], description=_DESCRIPTIONS[command])
+        cmd = sub.add_parser(
+            command, help=_DESCRIPTIONS[command], description=_DESCRIPTIONS[command]
+        )
         groups: dict[str, argparse._ArgumentGroup] = {}
         for opt in options_for(command):
             if opt.group not in groups:

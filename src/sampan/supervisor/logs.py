@@ -21,8 +21,10 @@ class _Formatter(logging.Formatter):
 def setup_logging(*, debug: bool, verbosity: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        _Formatter("%(asctime)s.%(msecs)03dZ %(levelname)-5s %(component)s: %(message)s",
-                   datefmt="%Y-%m-%dT%H:%M:%S")
+        _Formatter(
+            "%(asctime)s.%(msecs)03dZ %(levelname)-5s %(component)s: %(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%S",
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -30,4 +32,6 @@ def setup_logging(*, debug: bool, verbosity: int) -> None:
     root.setLevel(logging.WARNING)
     logging.getLogger("sampan").setLevel(level)
     # aiohttp's access log is noisy; show it only at high verbosity as kube-apiserver does.
-    logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if verbosity >= 6 else logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(
+        logging.DEBUG if verbosity >= 6 else logging.WARNING
+    )

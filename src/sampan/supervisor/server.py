@@ -33,8 +33,9 @@ class DatastoreComponent:
         backend = open_backend(self._endpoint, self._data_dir)
         await backend.start()
         self.backend = backend
-        log.info("datastore ready: %s (revision %d)", describe(backend),
-                 await backend.current_revision())
+        log.info(
+            "datastore ready: %s (revision %d)", describe(backend), await backend.current_revision()
+        )
 
     async def stop(self) -> None:
         if self.backend is not None:
@@ -71,10 +72,13 @@ class APIServerComponent:
         server = APIServer(options, self._datastore.backend)
         await server.start()
         self.server = server
-        log.info("API server ready at %s; admin kubeconfig: %s", server.url,
-                 config.write_kubeconfig)
-        log.info("use it with: export KUBECONFIG=%s; kubectl get nodes  (or: sampan kubectl "
-                 "get nodes)", config.write_kubeconfig)
+        log.info(
+            "API server ready at %s; admin kubeconfig: %s", server.url, config.write_kubeconfig
+        )
+        log.info(
+            "use it with: export KUBECONFIG=%s; kubectl get nodes  (or: sampan kubectl get nodes)",
+            config.write_kubeconfig,
+        )
 
     async def stop(self) -> None:
         if self.server is not None:
