@@ -143,11 +143,11 @@ def parse_field_selector(text: str) -> FieldSelector:
 
 # --- per-kind tables -----------------------------------------------------------------------
 
-_Getter = Callable[[dict[str, Any]], str]
+_Getter = Callable[[Mapping[str, Any]], str]
 
 
 def _path(*keys: str) -> _Getter:
-    def get(obj: dict[str, Any]) -> str:
+    def get(obj: Mapping[str, Any]) -> str:
         cur: Any = obj
         for k in keys:
             if not isinstance(cur, Mapping):
@@ -165,7 +165,7 @@ def _path(*keys: str) -> _Getter:
 def _bool_path(*keys: str) -> _Getter:
     plain = _path(*keys)
 
-    def get(obj: dict[str, Any]) -> str:
+    def get(obj: Mapping[str, Any]) -> str:
         return plain(obj) or "false"
 
     return get
@@ -174,13 +174,13 @@ def _bool_path(*keys: str) -> _Getter:
 def _int_path(*keys: str) -> _Getter:
     plain = _path(*keys)
 
-    def get(obj: dict[str, Any]) -> str:
+    def get(obj: Mapping[str, Any]) -> str:
         return plain(obj) or "0"
 
     return get
 
 
-def _pod_ip(obj: dict[str, Any]) -> str:
+def _pod_ip(obj: Mapping[str, Any]) -> str:
     status = obj.get("status") or {}
     ips = status.get("podIPs") or []
     if ips and isinstance(ips[0], Mapping):
@@ -188,7 +188,7 @@ def _pod_ip(obj: dict[str, Any]) -> str:
     return str(status.get("podIP") or "")
 
 
-def _event_source(obj: dict[str, Any]) -> str:
+def _event_source(obj: Mapping[str, Any]) -> str:
     return _path("source", "component")(obj) or _path("reportingComponent")(obj)
 
 
@@ -336,5 +336,5 @@ def field_set(info: ResourceInfo, obj: Mapping[str, Any]) -> dict[str, str]:
     kf = _kind_fields(info)
     if kf is not None:
         for label, getter in kf.getters.items():
-            fields[label] = getter(dict(obj))
+            fields[label] = getter(obj)
     return fields
