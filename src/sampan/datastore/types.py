@@ -13,12 +13,14 @@ Exception tree (every error a caller can see)::
     StoreError
     ├── KeyExistsError        create() of a key that is live
     ├── KeyNotFoundError      update()/delete() of a key that is not live (on delete, no tombstone)
-    ├── ConflictError         compare-and-swap lost: expected revision is not the key's mod revision;
-    │                         carries the current record (or None) so the caller can report it
+    ├── ConflictError         compare-and-swap lost: expected revision is not the key's mod
+    │                         revision; carries the current record (or None) for the caller
     ├── CompactedError        asked for a revision older than the compaction floor
     ├── FutureRevisionError   asked for a revision newer than the store's current one
     ├── InvalidRequestError   empty key, key outside the store's prefix, value too large
-    └── StoreUnavailableError the backend could not be reached or failed (I/O, connection lost)
+    ├── StoreUnavailableError the backend could not be reached or failed (I/O, connection lost)
+    └── WatchOverflowError    a watcher fell too far behind and was ended; list again, then
+                              watch from the list's revision
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "ListResult",
     "StoreError",
     "StoreUnavailableError",
+    "WatchOverflowError",
 ]
 
 KEY_PREFIX = "/registry/"
@@ -140,6 +143,18 @@ class InvalidRequestError(StoreError):
 
 class StoreUnavailableError(StoreError):
     """The backend failed or cannot be reached; the message never contains a DSN."""
+
+
+class WatchOverflowError(StoreError):
+    """A watcher did not keep up: its bounded queue overflowed, so its watch was ended rather
+    than letting memory grow. The caller relists and watches again (as after CompactedError)."""
+
+    def __init__(self, prefix: str, pending_events: int) -> None:
+        super().__init__(
+            f"watch on {prefix} ended: more than {pending_events} events were waiting for it"
+        )
+        self.prefix = prefix
+        self.pending_events = pending_events
 
 
 class Backend(Protocol):

@@ -1,0 +1,97 @@
+"""Choosing a driver from ``--datastore-endpoint``, and naming an endpoint safely in logs.
+
+Endpoints: ``""`` or ``"sqlite"`` (the embedded default at
+``<data-dir>/server/db/state.db``), ``"sqlite:///abs/path.db"``, and ``"postgres://..."`` /
+``"postgresql://..."``. Invariant: no function here puts a password, or an unparsed endpoint
+string, into an exception or a log line.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import urllib.parse
+
+from sampan.datastore.types import Backend, InvalidRequestError
+
+__all__ = [
+    "DEFAULT_DB_RELATIVE_PATH",
+    "describe",
+    "open_backend",
+    "redact_endpoint",
+]
+
+DEFAULT_DB_RELATIVE_PATH = pathlib.Path("server") / "db" / "state.db"
+"""Where the embedded SQLite file lives under the data dir (as K3s keeps it)."""
+
+_POSTGRES_SCHEMES = ("postgres", "postgresql")
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]{0,31})://")
+_SECRET_PARAMS = {"password", "passfile", "sslpassword", "sslkey"}
+
+
+def _scheme(endpoint: str) -> str | None:
+    match = _SCHEME_RE.match(endpoint)
+    return match.group(1).lower() if match else None
+
+
+def open_backend(endpoint: str, data_dir: pathlib.Path) -> Backend:
+    """The backend for ``endpoint`` (not started: call ``await backend.start()``)."""
+    if endpoint in ("", "sqlite"):
+        from sampan.datastore.sqlite import SQLiteBackend
+
+        return SQLiteBackend(data_dir / DEFAULT_DB_RELATIVE_PATH, private_dir=True)
+    scheme = _scheme(endpoint)
+    if scheme == "sqlite":
+        path = endpoint[len("sqlite://") :]
+        if not path.startswith("/") or path == "/":
+            raise InvalidRequestError(
+                "a sqlite datastore endpoint needs an absolute path: sqlite:///path/to/state.db"
+            )
+        from sampan.datastore.sqlite import SQLiteBackend
+
+        return SQLiteBackend(pathlib.Path(urllib.parse.unquote(path)))
+    if scheme in _POSTGRES_SCHEMES:
+        from sampan.datastore.postgres import PostgresBackend
+
+        return PostgresBackend(endpoint)
+    if scheme is None:
+        raise InvalidRequestError(
+            "unsupported datastore endpoint: expected sqlite, sqlite:///path, or postgres://..."
+        )
+    raise InvalidRequestError(
+        f"unsupported datastore endpoint scheme {scheme!r}:"
+        " expected sqlite, sqlite:///path, or postgres://..."
+    )
+
+
+def redact_endpoint(endpoint: str) -> str:
+    """``endpoint`` with any password hidden, fit for logs: ``postgres://user:***@host/db``."""
+    if endpoint in ("", "sqlite"):
+        return endpoint or "sqlite"
+    scheme = _scheme(endpoint)
+    if scheme is None:
+        return "***"
+    if scheme == "sqlite":
+        return endpoint
+    try:
+        parts = urllib.parse.urlsplit(endpoint)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, hostinfo = netloc.rsplit("@", 1)
+            if ":" in userinfo:
+                user = userinfo.split(":", 1)[0]
+                userinfo = f"{user}:***"
+            netloc = f"{userinfo}@{hostinfo}"
+        query = parts.query
+        if query:
+            pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+            query = "&".join(f"{k}={'***' if k.lower() in _SECRET_PARAMS else v}" for k, v in pairs)
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    except ValueError:
+        return f"{scheme}://***"
+
+
+def describe(backend: Backend) -> str:
+    """A one-line, secret-free name for ``backend`` (e.g. ``sqlite /var/lib/.../state.db``)."""
+    description = getattr(backend, "description", None)
+    return description if isinstance(description, str) else type(backend).__name__
