@@ -23,8 +23,8 @@ __all__ = [
     "AdmissionAttributes",
     "AdmissionChain",
     "AdmissionPlugin",
-    "NamespaceLifecycle",
     "NamespaceGetter",
+    "NamespaceLifecycle",
     "forbidden",
 ]
 

@@ -109,7 +109,7 @@ def decode_object(body: bytes, media_type: str, expected_kind: str) -> dict[str,
     """Decode a JSON or YAML object body. Errors read like kube-apiserver's decode errors."""
     if media_type == _PROTOBUF_TYPE:
         raise UnsupportedMediaType(
-            f'the body of the request was in an unknown format - accepted media types include: '
+            f"the body of the request was in an unknown format - accepted media types include: "
             f"application/json, application/yaml (got {media_type})"
         )
     if media_type in _YAML_TYPES:

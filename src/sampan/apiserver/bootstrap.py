@@ -1,0 +1,127 @@
+"""Objects the API server ensures at every start (kube-apiserver's bootstrap post-start hooks).
+
+Owns: the four system namespaces, the bootstrap RBAC policy (created when absent; existing
+objects are left as the administrator may have changed them), and the ``kubernetes`` Service in
+``default`` with its Endpoints pointing at this server (so ``kubectl cluster-info`` and
+in-cluster clients find the API).
+
+Invariant: idempotent — running it again on a populated datastore changes nothing except the
+Endpoints when the advertised address or port moved.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sampan.apiserver.admission import IMMORTAL_NAMESPACES
+from sampan.apiserver.errors import AlreadyExists, NotFound
+
+__all__ = ["ensure_bootstrap_objects", "kubernetes_endpoints", "kubernetes_service"]
+
+log = logging.getLogger(__name__)
+
+_NAMESPACE_ORDER = ("default", "kube-system", "kube-public", "kube-node-lease")
+SERVICE_NAME = "kubernetes"
+SERVICE_PORT = 443
+
+
+def kubernetes_service(service_ip: str, target_port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": SERVICE_NAME,
+            "namespace": "default",
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": service_ip,
+            "clusterIPs": [service_ip],
+            "ports": [
+                {
+                    "name": "https",
+                    "port": SERVICE_PORT,
+                    "protocol": "TCP",
+                    "targetPort": target_port,
+                }
+            ],
+            "sessionAffinity": "None",
+        },
+    }
+
+
+def _subsets(address: str, port: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "addresses": [{"ip": address}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        }
+    ]
+
+
+def kubernetes_endpoints(address: str, port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {
+            "name": SERVICE_NAME,
+            "namespace": "default",
+            "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+        },
+        "subsets": _subsets(address, port),
+    }
+
+
+async def _create_if_absent(store: Any, obj: dict[str, Any]) -> bool:
+    try:
+        await store.create(obj)
+    except AlreadyExists:
+        return False
+    return True
+
+
+async def ensure_bootstrap_objects(
+    storage: Any, registry: Any, *, service_ip: str, advertise_address: str, port: int
+) -> None:
+    from sampan.apiserver.auth.bootstrap import bootstrap_policy
+
+    assert set(_NAMESPACE_ORDER) == IMMORTAL_NAMESPACES
+    namespaces = storage.for_resource(registry.by_resource("", "v1", "namespaces"))
+    for name in _NAMESPACE_ORDER:
+        if await _create_if_absent(
+            namespaces, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        ):
+            log.info("created namespace %s", name)
+
+    created = 0
+    for obj in bootstrap_policy():
+        group = obj["apiVersion"].rpartition("/")[0]
+        info = registry.by_kind(obj["apiVersion"], obj["kind"])
+        if info is None:
+            log.warning("bootstrap policy kind %s/%s is not served", group, obj["kind"])
+            continue
+        if await _create_if_absent(storage.for_resource(info), dict(obj)):
+            created += 1
+    if created:
+        log.info("created %d bootstrap RBAC objects", created)
+
+    services = storage.for_resource(registry.by_resource("", "v1", "services"))
+    await _create_if_absent(services, kubernetes_service(service_ip, port))
+    endpoints = storage.for_resource(registry.by_resource("", "v1", "endpoints"))
+    if not await _create_if_absent(endpoints, kubernetes_endpoints(advertise_address, port)):
+        wanted = _subsets(advertise_address, port)
+
+        def point_here(current: dict[str, Any]) -> dict[str, Any]:
+            updated = dict(current)
+            updated["subsets"] = wanted
+            return updated
+
+        try:
+            current = await endpoints.get("default", SERVICE_NAME)
+            if current.get("subsets") != wanted:
+                await endpoints.guaranteed_update("default", SERVICE_NAME, point_here)
+                log.info("kubernetes endpoints now %s:%d", advertise_address, port)
+        except NotFound:
+            await _create_if_absent(endpoints, kubernetes_endpoints(advertise_address, port))

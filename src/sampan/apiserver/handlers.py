@@ -1,0 +1,805 @@
+"""Resource handlers: one coroutine per verb over the storage layer's ResourceStore.
+
+Owns the REST semantics kube-apiserver's generic handlers give a resource URL: reading and
+checking the body (kind/apiVersion/namespace/name against the URL), dryRun, delete options,
+patch application, conversion between the served version and the storage version, admission,
+response codes (201 on create, 200/202 on delete...), and the subresources served in part 1:
+status, scale, pods/binding, namespaces/finalize, plus the review kinds that are computed
+instead of stored (selfsubjectreviews, selfsubjectaccessreviews, subjectaccessreviews,
+localsubjectaccessreviews).
+
+Invariants: every write goes through admission before the store is called; a failed request
+writes nothing (patches are applied inside the store's get-mutate-CAS loop); objects reach the
+store in the storage version and leave in the requested one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from sampan.apiserver import watch as watch_stream
+from sampan.apiserver.admission import AdmissionAttributes, AdmissionChain
+from sampan.apiserver.errors import (
+    BadRequest,
+    Conflict,
+    Invalid,
+    MethodNotSupported,
+    NotFound,
+    StatusError,
+    qualified_resource,
+)
+from sampan.apiserver.negotiation import decode_object, media_type_of, parse_accept, read_body
+from sampan.apiserver.patch import apply_patch, check_patch_type
+from sampan.apiserver.requestinfo import RequestInfo, query_flag
+from sampan.apiserver.responses import Renderer, json_response, status_success
+
+__all__ = [
+    "RESOURCE_NOT_FOUND",
+    "ResourceHandler",
+    "not_found",
+]
+
+log = logging.getLogger(__name__)
+
+RESOURCE_NOT_FOUND = "the server could not find the requested resource"
+METHOD_NOT_ALLOWED = "the server does not allow this method on the requested resource"
+
+# Kinds whose registry returns the deleted object rather than a Status on immediate deletion
+# (kube-apiserver's ReturnDeletedObject).
+_RETURNS_DELETED_OBJECT = frozenset({("", "pods"), ("", "services"), ("", "namespaces")})
+
+_REVIEW_RESOURCES = frozenset(
+    {
+        ("authentication.k8s.io", "selfsubjectreviews"),
+        ("authorization.k8s.io", "selfsubjectaccessreviews"),
+        ("authorization.k8s.io", "subjectaccessreviews"),
+        ("authorization.k8s.io", "localsubjectaccessreviews"),
+    }
+)
+_SCALABLE = frozenset(
+    {
+        ("apps", "deployments"),
+        ("apps", "replicasets"),
+        ("apps", "statefulsets"),
+        ("", "replicationcontrollers"),
+    }
+)
+
+
+def not_found() -> NotFound:
+    return NotFound(RESOURCE_NOT_FOUND)
+
+
+def method_not_allowed() -> MethodNotSupported:
+    return MethodNotSupported(METHOD_NOT_ALLOWED)
+
+
+@dataclass
+class HandlerContext:
+    """What handlers need from the server; built once by the APIServer."""
+
+    registry: Any
+    storage: Any
+    admission: AdmissionChain
+    max_body_bytes: int
+    stopping: Any  # asyncio.Event set when the server stops (ends watches)
+    authorize: Callable[[Any], Any]  # Attributes -> Decision (for access reviews)
+    make_attributes: Callable[..., Any]  # auth.Attributes constructor
+    delete_options_type: Any  # storage.DeleteOptions
+    label_selector: Callable[[str], Any]
+    field_selector: Callable[[Any, str], Any]
+    convert: Callable[[Any, dict[str, Any], Any], dict[str, Any]] | None
+
+
+class ResourceHandler:
+    def __init__(self, ctx: HandlerContext) -> None:
+        self.ctx = ctx
+
+    # --- dispatch -----------------------------------------------------------------------
+
+    async def handle(self, request: web.Request, ri: RequestInfo, user: Any) -> web.StreamResponse:
+        info = self.ctx.registry.by_resource(ri.api_group, ri.api_version, ri.resource)
+        if info is None:
+            raise not_found()
+        namespace = ri.namespace
+        if info.group == "" and info.plural == "namespaces":
+            namespace = ""
+        elif not info.namespaced and namespace:
+            raise not_found()
+        if info.namespaced and not namespace:
+            if ri.name:
+                raise not_found()
+            if ri.verb not in ("list", "watch"):
+                raise method_not_allowed()
+        if (info.group, info.plural) in _REVIEW_RESOURCES and not ri.subresource:
+            if ri.verb != "create":
+                raise method_not_allowed()
+            return await self._review(request, ri, info, namespace, user)
+        if ri.subresource:
+            sub = info.subresource(ri.subresource)
+            if sub is None:
+                raise not_found()
+            verb = "get" if ri.verb in ("get", "list") else ri.verb
+            if verb not in sub.verbs:
+                raise method_not_allowed()
+            return await self._subresource(request, ri, info, sub, namespace, user)
+        if ri.verb not in info.verbs or not info.stored:
+            raise method_not_allowed()
+        call: dict[str, Callable[..., Awaitable[web.StreamResponse]]] = {
+            "get": self._get,
+            "list": self._list,
+            "watch": self._watch,
+            "create": self._create,
+            "update": self._update,
+            "patch": self._patch,
+            "delete": self._delete,
+            "deletecollection": self._delete_collection,
+        }
+        handler = call.get(ri.verb)
+        if handler is None:
+            raise method_not_allowed()
+        return await handler(request, ri, info, namespace or None, user)
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _storage_info(self, info: Any) -> Any:
+        if info.storage_version == info.api_version:
+            return info
+        storage_info = self.ctx.registry.by_kind(info.storage_version, info.kind)
+        return storage_info or info
+
+    def _store(self, info: Any) -> Any:
+        return self.ctx.storage.for_resource(self._storage_info(info))
+
+    def _to_request_version(self, info: Any) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+        storage_info = self._storage_info(info)
+        if storage_info is info or self.ctx.convert is None:
+            return None
+        convert = self.ctx.convert
+        return lambda obj: convert(storage_info, obj, info)
+
+    def _to_storage_version(self, info: Any, obj: dict[str, Any]) -> dict[str, Any]:
+        storage_info = self._storage_info(info)
+        if storage_info is info or self.ctx.convert is None:
+            return obj
+        return self.ctx.convert(info, obj, storage_info)
+
+    def _renderer(self, request: web.Request, info: Any) -> Renderer:
+        output = parse_accept(request.headers.get("Accept", ""))
+        include = request.query.get("includeObject", "")
+        return Renderer(
+            info,
+            output,
+            self._to_request_version(info),
+            wide=False,
+            include_object=include or "Metadata",
+        )
+
+    def _respond(
+        self, request: web.Request, info: Any, obj: dict[str, Any], status: int = 200
+    ) -> web.Response:
+        return json_response(self._renderer(request, info).object_bytes(obj), status)
+
+    async def _read_object(
+        self,
+        request: web.Request,
+        info: Any,
+        expected_kind: str | None = None,
+        expected_api_version: str | None = None,
+    ) -> dict[str, Any]:
+        body = await read_body(request, self.ctx.max_body_bytes)
+        kind = expected_kind or info.kind
+        api_version = expected_api_version or info.api_version
+        obj = decode_object(body, media_type_of(request), kind)
+        body_api_version = obj.get("apiVersion") or ""
+        body_kind = obj.get("kind") or ""
+        if body_api_version and body_api_version != api_version:
+            raise BadRequest(
+                f"the API version in the data ({body_api_version}) does not match the "
+                f"expected API version ({api_version})"
+            )
+        if body_kind and body_kind != kind:
+            version = body_api_version.rpartition("/")[2] or info.version
+            raise BadRequest(
+                f'{body_kind} in version "{version}" cannot be handled as a {kind}: '
+                f"the kind in the data ({body_kind}) does not match the expected kind ({kind})"
+            )
+        obj["apiVersion"] = api_version
+        obj["kind"] = kind
+        metadata = obj.get("metadata")
+        if metadata is None:
+            metadata = obj["metadata"] = {}
+        if not isinstance(metadata, dict):
+            raise BadRequest(
+                f"the object provided is unrecognized (must be of type {kind}): "
+                "metadata must be an object"
+            )
+        return obj
+
+    @staticmethod
+    def _check_namespace(obj: dict[str, Any], info: Any, namespace: str | None) -> None:
+        metadata = obj["metadata"]
+        if not info.namespaced:
+            metadata.pop("namespace", None)
+            return
+        body_namespace = metadata.get("namespace") or ""
+        if body_namespace and body_namespace != namespace:
+            raise BadRequest(
+                "the namespace of the provided object does not match the namespace sent on "
+                "the request"
+            )
+        metadata["namespace"] = namespace
+
+    @staticmethod
+    def _dry_run(request: web.Request, body_dry_run: Any = None) -> bool:
+        values = list(request.query.getall("dryRun", []))
+        if isinstance(body_dry_run, list):
+            values.extend(str(v) for v in body_dry_run)
+        for value in values:
+            if value != "All":
+                raise BadRequest(f'Invalid dryRun value: {value!r}: supported values: "All"')
+        return bool(values)
+
+    def _admission(
+        self,
+        operation: str,
+        info: Any,
+        namespace: str | None,
+        name: str,
+        user: Any,
+        *,
+        subresource: str = "",
+        obj: dict[str, Any] | None = None,
+        dry_run: bool = False,
+    ) -> AdmissionAttributes:
+        return AdmissionAttributes(
+            operation=operation,
+            group=info.group,
+            version=info.version,
+            resource=info.plural,
+            subresource=subresource,
+            namespace=namespace or "",
+            name=name,
+            namespaced=info.namespaced,
+            obj=obj,
+            dry_run=dry_run,
+            user=user,
+        )
+
+    def _selectors(self, request: web.Request, info: Any) -> tuple[Any, Any]:
+        label_text = request.query.get("labelSelector", "")
+        field_text = request.query.get("fieldSelector", "")
+        labels = self.ctx.label_selector(label_text) if label_text else None
+        fields = self.ctx.field_selector(info, field_text) if field_text else None
+        return labels, fields
+
+    # --- verbs --------------------------------------------------------------------------
+
+    async def _get(
+        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+    ) -> web.StreamResponse:
+        obj = await self._store(info).get(
+            namespace, ri.name, resource_version=request.query.get("resourceVersion", "")
+        )
+        return self._respond(request, info, obj)
+
+    async def _list(
+        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+    ) -> web.StreamResponse:
+        if query_flag(request.query, "watch"):
+            return await self._watch(request, ri, info, namespace, user)
+        labels, fields = self._selectors(request, info)
+        limit = _int_param(request, "limit", 0)
+        page = await self._store(info).list(
+            namespace,
+            label_selector=labels,
+            field_selector=fields,
+            limit=max(limit, 0),
+            continue_token=request.query.get("continue", ""),
+            resource_version=request.query.get("resourceVersion", ""),
+            resource_version_match=request.query.get("resourceVersionMatch", ""),
+        )
+        renderer = self._renderer(request, info)
+        body = renderer.list_bytes(
+            page.items,
+            resource_version=page.resource_version,
+            continue_token=page.continue_token,
+            remaining=page.remaining,
+        )
+        return json_response(body)
+
+    async def _watch(
+        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+    ) -> web.StreamResponse:
+        labels, fields = self._selectors(request, info)
+        if ri.name:
+            # Deprecated single-object watch (/watch/.../<name>): a name field selector.
+            fields = self.ctx.field_selector(info, f"metadata.name={ri.name}")
+        send_initial: bool | None = None
+        if "sendInitialEvents" in request.query:
+            send_initial = query_flag(request.query, "sendInitialEvents")
+        events = self._store(info).watch(
+            namespace,
+            label_selector=labels,
+            field_selector=fields,
+            resource_version=request.query.get("resourceVersion", ""),
+            allow_bookmarks=query_flag(request.query, "allowWatchBookmarks"),
+            send_initial_events=send_initial,
+        )
+        timeout_s = _int_param(request, "timeoutSeconds", 0)
+        return await watch_stream.serve_watch(
+            request,
+            events,
+            self._renderer(request, info),
+            timeout_s=float(timeout_s) if timeout_s > 0 else None,
+            stopping=self.ctx.stopping,
+        )
+
+    async def _create(
+        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+    ) -> web.StreamResponse:
+        obj = await self._read_object(request, info)
+        self._check_namespace(obj, info, namespace)
+        dry_run = self._dry_run(request)
+        name = obj["metadata"].get("name") or ""
+        await self.ctx.admission.admit(
+            self._admission("CREATE", info, namespace, name, user, obj=obj, dry_run=dry_run)
+        )
+        created = await self._store(info).create(
+            self._to_storage_version(info, obj), dry_run=dry_run
+        )
+        return self._respond(request, info, created, 201)
+
+    async def _update(
+        self,
+        request: web.Request,
+        ri: RequestInfo,
+        info: Any,
+        namespace: str | None,
+        user: Any,
+        *,
+        subresource: str = "",
+    ) -> web.StreamResponse:
+        obj = await self._read_object(request, info)
+        self._check_name(obj, ri.name)
+        self._check_namespace(obj, info, namespace)
+        dry_run = self._dry_run(request)
+        await self.ctx.admission.admit(
+            self._admission(
+                "UPDATE",
+                info,
+                namespace,
+                ri.name,
+                user,
+                subresource=subresource,
+                obj=obj,
+                dry_run=dry_run,
+            )
+        )
+        updated = await self._store(info).update(
+            namespace,
+            ri.name,
+            self._to_storage_version(info, obj),
+            subresource=subresource,
+            dry_run=dry_run,
+        )
+        return self._respond(request, info, updated)
+
+    @staticmethod
+    def _check_name(obj: dict[str, Any], url_name: str) -> None:
+        body_name = obj["metadata"].get("name") or ""
+        if body_name and body_name != url_name:
+            raise BadRequest(
+                f"the name of the object ({body_name}) does not match the name on the URL "
+                f"({url_name})"
+            )
+        obj["metadata"]["name"] = url_name
+
+    async def _patch(
+        self,
+        request: web.Request,
+        ri: RequestInfo,
+        info: Any,
+        namespace: str | None,
+        user: Any,
+        *,
+        subresource: str = "",
+    ) -> web.StreamResponse:
+        patch_type = media_type_of(request)
+        body = await read_body(request, self.ctx.max_body_bytes)
+        dry_run = self._dry_run(request)
+        check_patch_type(patch_type)
+        await self.ctx.admission.admit(
+            self._admission(
+                "UPDATE",
+                info,
+                namespace,
+                ri.name,
+                user,
+                subresource=subresource,
+                dry_run=dry_run,
+            )
+        )
+        to_request = self._to_request_version(info)
+
+        def mutate(current: dict[str, Any]) -> dict[str, Any]:
+            view = to_request(current) if to_request else current
+            patched = apply_patch(view, body, patch_type)
+            _check_patched_identity(info, view, patched)
+            return self._to_storage_version(info, patched)
+
+        updated = await self._store(info).guaranteed_update(
+            namespace, ri.name, mutate, subresource=subresource, dry_run=dry_run
+        )
+        return self._respond(request, info, updated)
+
+    async def _delete_options(self, request: web.Request) -> tuple[Any, bool | None]:
+        body = await read_body(request, self.ctx.max_body_bytes)
+        options: dict[str, Any] = {}
+        if body.strip():
+            decoded = decode_object(body, media_type_of(request), "DeleteOptions")
+            options = decoded
+        query = request.query
+        grace: int | None = options.get("gracePeriodSeconds")
+        if "gracePeriodSeconds" in query:
+            grace = _int_param(request, "gracePeriodSeconds", 0)
+        propagation = query.get("propagationPolicy") or options.get("propagationPolicy")
+        orphan = options.get("orphanDependents")
+        if "orphanDependents" in query:
+            orphan = query_flag(query, "orphanDependents")
+        if propagation is None and orphan is not None:
+            propagation = "Orphan" if orphan else "Background"
+        if propagation not in (None, "Orphan", "Background", "Foreground"):
+            raise Invalid(
+                f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Unsupported value: '
+                f'"{propagation}": supported values: "Foreground", "Background", "Orphan"'
+            )
+        preconditions = options.get("preconditions") or {}
+        dry_run = self._dry_run(request, options.get("dryRun"))
+        if grace is not None and not isinstance(grace, int):
+            raise BadRequest("gracePeriodSeconds must be an integer")
+        delete_options = self.ctx.delete_options_type(
+            grace_period_s=grace,
+            propagation_policy=propagation,
+            precondition_uid=preconditions.get("uid"),
+            precondition_rv=preconditions.get("resourceVersion"),
+            dry_run=dry_run,
+        )
+        return delete_options, orphan
+
+    async def _delete(
+        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+    ) -> web.StreamResponse:
+        options, orphan = await self._delete_options(request)
+        await self.ctx.admission.admit(
+            self._admission("DELETE", info, namespace, ri.name, user, dry_run=options.dry_run)
+        )
+        obj, deleted_now = await self._store(info).delete(namespace, ri.name, options)
+        status = 202 if (not deleted_now and orphan is False) else 200
+        if deleted_now and (info.group, info.plural) not in _RETURNS_DELETED_OBJECT:
+            metadata = obj.get("metadata", {})
+            details = {
+                "name": ri.name,
+                "group": info.group,
+                "kind": info.plural,
+                "uid": metadata.get("uid", ""),
+            }
+            if not info.group:
+                details.pop("group")
+            return json_response(status_success(200, details), status)
+        return self._respond(request, info, obj, status)
+
+    async def _delete_collection(
+        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+    ) -> web.StreamResponse:
+        labels, fields = self._selectors(request, info)
+        options, _ = await self._delete_options(request)
+        await self.ctx.admission.admit(
+            self._admission("DELETE", info, namespace, "", user, dry_run=options.dry_run)
+        )
+        deleted = await self._store(info).delete_collection(
+            namespace, label_selector=labels, field_selector=fields, options=options
+        )
+        renderer = Renderer(info, parse_accept(""), self._to_request_version(info))
+        body = renderer.list_bytes(
+            [json.dumps(o, separators=(",", ":")).encode() for o in deleted],
+            resource_version="",
+            continue_token=None,
+            remaining=None,
+        )
+        return json_response(body)
+
+    # --- subresources -------------------------------------------------------------------
+
+    async def _subresource(
+        self,
+        request: web.Request,
+        ri: RequestInfo,
+        info: Any,
+        sub: Any,
+        namespace: str | None,
+        user: Any,
+    ) -> web.StreamResponse:
+        ns = namespace or None
+        name = ri.subresource
+        if name == "status":
+            if ri.verb == "get":
+                return await self._get(request, ri, info, ns, user)
+            if ri.verb == "update":
+                return await self._update(request, ri, info, ns, user, subresource="status")
+            if ri.verb == "patch":
+                return await self._patch(request, ri, info, ns, user, subresource="status")
+        if name == "finalize" and info.plural == "namespaces" and ri.verb == "update":
+            return await self._update(request, ri, info, ns, user, subresource="finalize")
+        if name == "scale" and (info.group, info.plural) in _SCALABLE:
+            return await self._scale(request, ri, info, ns, user)
+        if name == "binding" and info.plural == "pods" and ri.verb == "create":
+            return await self._bind(request, ri, info, ns, user)
+        raise method_not_allowed()
+
+    async def _scale(
+        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+    ) -> web.StreamResponse:
+        store = self._store(info)
+        if ri.verb == "get":
+            obj = await store.get(namespace, ri.name)
+            return json_response(_scale_of(info, obj))
+        dry_run = self._dry_run(request)
+        if ri.verb == "update":
+            scale = await self._read_object(
+                request, info, expected_kind="Scale", expected_api_version="autoscaling/v1"
+            )
+            self._check_name(scale, ri.name)
+
+            def wanted(current_scale: dict[str, Any]) -> dict[str, Any]:
+                return scale
+        else:
+            patch_type = media_type_of(request)
+            check_patch_type(patch_type)
+            body = await read_body(request, self.ctx.max_body_bytes)
+
+            def wanted(current_scale: dict[str, Any]) -> dict[str, Any]:
+                return apply_patch(current_scale, body, patch_type)
+
+        def mutate(current: dict[str, Any]) -> dict[str, Any]:
+            current_scale = _scale_of(info, current)
+            new_scale = wanted(current_scale)
+            rv = (new_scale.get("metadata") or {}).get("resourceVersion")
+            if rv and rv != current_scale["metadata"].get("resourceVersion"):
+                raise Conflict.stale(info.plural, info.group, ri.name)
+            replicas = (new_scale.get("spec") or {}).get("replicas", 0)
+            if not isinstance(replicas, int) or replicas < 0:
+                raise Invalid(
+                    f'Scale.autoscaling "{ri.name}" is invalid: spec.replicas: Invalid value: '
+                    f"{replicas}: must be greater than or equal to 0"
+                )
+            updated = dict(current)
+            updated["spec"] = {**(current.get("spec") or {}), "replicas": replicas}
+            return updated
+
+        await self.ctx.admission.admit(
+            self._admission(
+                "UPDATE", info, namespace, ri.name, user, subresource="scale", dry_run=dry_run
+            )
+        )
+        updated = await store.guaranteed_update(namespace, ri.name, mutate, dry_run=dry_run)
+        return json_response(_scale_of(info, updated))
+
+    async def _bind(
+        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+    ) -> web.StreamResponse:
+        binding = await self._read_object(
+            request, info, expected_kind="Binding", expected_api_version="v1"
+        )
+        target = binding.get("target") or {}
+        node_name = target.get("name") or ""
+        if not node_name:
+            raise Invalid(
+                f'Binding "{ri.name}" is invalid: target.name: Required value',
+                name=ri.name,
+                kind="Binding",
+            )
+        dry_run = self._dry_run(request)
+        annotations = (binding["metadata"].get("annotations")) or {}
+        await self.ctx.admission.admit(
+            self._admission(
+                "CREATE",
+                info,
+                namespace,
+                ri.name,
+                user,
+                subresource="binding",
+                obj=binding,
+                dry_run=dry_run,
+            )
+        )
+
+        def mutate(pod: dict[str, Any]) -> dict[str, Any]:
+            metadata = pod.setdefault("metadata", {})
+            if metadata.get("deletionTimestamp"):
+                raise Conflict(
+                    f'Operation cannot be fulfilled on pods/binding "{ri.name}": pod '
+                    f"{ri.name} is being deleted, cannot be assigned to a host",
+                    name=ri.name,
+                    kind="pods/binding",
+                )
+            spec = pod.setdefault("spec", {})
+            bound = spec.get("nodeName")
+            if bound:
+                raise Conflict(
+                    f'Operation cannot be fulfilled on pods/binding "{ri.name}": pod '
+                    f'{ri.name} is already assigned to node "{bound}"',
+                    name=ri.name,
+                    kind="pods/binding",
+                )
+            spec["nodeName"] = node_name
+            if annotations:
+                metadata["annotations"] = {**(metadata.get("annotations") or {}), **annotations}
+            return pod
+
+        await self._store(info).guaranteed_update(namespace, ri.name, mutate, dry_run=dry_run)
+        return json_response(status_success(201), 201)
+
+    # --- computed review kinds -------------------------------------------------------------
+
+    async def _review(
+        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str, user: Any
+    ) -> web.StreamResponse:
+        review = await self._read_object(request, info)
+        self._dry_run(request)
+        if info.plural == "selfsubjectreviews":
+            user_info: dict[str, Any] = {"username": user.name, "groups": list(user.groups)}
+            if user.uid:
+                user_info["uid"] = user.uid
+            if user.extra:
+                user_info["extra"] = {k: list(v) for k, v in user.extra.items()}
+            review["status"] = {"userInfo": user_info}
+            review["metadata"].setdefault("creationTimestamp", None)
+            return json_response(review, 201)
+        spec = review.get("spec") or {}
+        if info.plural == "selfsubjectaccessreviews":
+            subject = user
+        else:
+            subject = _user_from_spec(user, spec)
+        if info.plural == "localsubjectaccessreviews":
+            resource_attributes = spec.get("resourceAttributes") or {}
+            if resource_attributes.get("namespace", namespace) != namespace:
+                raise BadRequest(
+                    "spec.resourceAttributes.namespace must match namespace: " + namespace
+                )
+        attrs = _review_attributes(self.ctx.make_attributes, subject, spec)
+        if attrs is None:
+            raise Invalid(
+                f'{info.kind}.authorization.k8s.io "" is invalid: spec.resourceAttributes: '
+                'Invalid value: "null": exactly one of nonResourceAttributes or '
+                "resourceAttributes must be specified"
+            )
+        decision = self.ctx.authorize(attrs)
+        review["status"] = {"allowed": bool(decision.allowed)}
+        if decision.reason:
+            review["status"]["reason"] = decision.reason
+        review["metadata"].setdefault("creationTimestamp", None)
+        return json_response(review, 201)
+
+
+def _user_from_spec(caller: Any, spec: dict[str, Any]) -> Any:
+    """The user a SubjectAccessReview asks about (same type as the caller's UserInfo)."""
+    extra = {k: tuple(v) for k, v in (spec.get("extra") or {}).items()}
+    return type(caller)(
+        name=spec.get("user") or "",
+        uid=spec.get("uid") or "",
+        groups=tuple(spec.get("groups") or ()),
+        extra=extra,
+    )
+
+
+def _review_attributes(make: Callable[..., Any], user: Any, spec: dict[str, Any]) -> Any:
+    resource = spec.get("resourceAttributes")
+    if resource:
+        return make(
+            user=user,
+            verb=resource.get("verb", ""),
+            namespace=resource.get("namespace", ""),
+            api_group=resource.get("group", ""),
+            resource=resource.get("resource", ""),
+            subresource=resource.get("subresource", ""),
+            name=resource.get("name", ""),
+            resource_request=True,
+        )
+    non_resource = spec.get("nonResourceAttributes")
+    if non_resource:
+        return make(
+            user=user,
+            verb=non_resource.get("verb", ""),
+            path=non_resource.get("path", ""),
+            resource_request=False,
+        )
+    return None
+
+
+def _check_patched_identity(info: Any, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """A patch may not rename or move an object, and a resourceVersion it sets must match."""
+    old_meta = old.get("metadata") or {}
+    new_meta = new.get("metadata")
+    if not isinstance(new_meta, dict):
+        raise BadRequest("metadata must be an object")
+    name = old_meta.get("name", "")
+    if new_meta.get("name", name) != name:
+        raise BadRequest(
+            f"the name of the object ({new_meta.get('name')}) does not match the name on the "
+            f"URL ({name})"
+        )
+    if info.namespaced and new_meta.get("namespace", old_meta.get("namespace")) != old_meta.get(
+        "namespace"
+    ):
+        raise BadRequest(
+            "the namespace of the provided object does not match the namespace sent on the request"
+        )
+    new_rv = new_meta.get("resourceVersion")
+    if new_rv and new_rv != old_meta.get("resourceVersion"):
+        raise Conflict.stale(info.plural, info.group, name)
+    if new.get("kind", info.kind) != old.get("kind", info.kind) or new.get(
+        "apiVersion", old.get("apiVersion")
+    ) != old.get("apiVersion"):
+        raise BadRequest("a patch may not change the object's kind or apiVersion")
+
+
+def _selector_string(info: Any, obj: dict[str, Any]) -> str:
+    selector = (obj.get("spec") or {}).get("selector") or {}
+    if info.plural == "replicationcontrollers":
+        return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key", ""), expr.get("operator", ""), expr.get("values") or []
+        if op == "In":
+            parts.append(f"{key} in ({','.join(sorted(values))})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(sorted(values))})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)
+
+
+def _scale_of(info: Any, obj: dict[str, Any]) -> dict[str, Any]:
+    metadata = obj.get("metadata") or {}
+    scale_meta = {
+        k: metadata[k]
+        for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+        if k in metadata
+    }
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": scale_meta,
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": _selector_string(info, obj),
+        },
+    }
+
+
+def _int_param(request: web.Request, key: str, default: int) -> int:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise BadRequest(f"invalid {key} parameter {raw!r}: not an integer") from exc
+
+
+def describe(info: Any) -> str:
+    return qualified_resource(info.plural, info.group)
+
+
+# Re-exported for the server's error handling.
+StatusErrorType = StatusError

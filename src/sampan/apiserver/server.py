@@ -1,0 +1,495 @@
+"""The API server: lifecycle, request pipeline and non-resource endpoints.
+
+Owns ``APIServer`` (start: PKI -> storage -> auth -> listen -> admin kubeconfig -> bootstrap
+objects -> ready; stop: end watches -> close the listener -> stop storage) and the request
+pipeline every request goes through, in kube-apiserver's order:
+
+    request info -> authentication -> (401 unless a public health/version path)
+    -> authorization (RBAC; 403 with the upstream wording) -> handler
+
+Every failure leaves as a ``Status`` JSON (errors.py). Non-resource endpoints served here:
+``/healthz``, ``/livez``, ``/readyz`` (and ``/<check>`` subpaths, ``?verbose``), ``/version``,
+and discovery (``/api``, ``/apis`` ...).
+
+Invariants: the server never owns the datastore backend (the supervisor starts and closes
+it); ``stop()`` returns within a few seconds even with open watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from sampan.apiserver import discovery
+from sampan.apiserver.admission import default_chain
+from sampan.apiserver.errors import (
+    BadRequest,
+    Forbidden,
+    InternalError,
+    MethodNotSupported,
+    NotFound,
+    StatusError,
+    Unauthorized,
+)
+from sampan.apiserver.handlers import HandlerContext, ResourceHandler, not_found
+from sampan.apiserver.requestinfo import RequestInfo, parse_request_info
+from sampan.apiserver.responses import error_response, json_response
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_PORT",
+    "APIServer",
+    "APIServerOptions",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 6443
+DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024
+SHUTDOWN_TIMEOUT_S = 3.0
+"""How long stop() lets in-flight requests finish before the listener is torn down."""
+HEALTH_CHECK_TIMEOUT_S = 5.0
+PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version")
+SERVICE_HTTPS_PORT = 443
+
+
+@dataclass(frozen=True)
+class APIServerOptions:
+    tls_dir: Path
+    hostname: str
+    node_ips: tuple[str, ...] = ()
+    tls_sans: tuple[str, ...] = ()
+    bind_address: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    advertise_address: str | None = None
+    service_cidr: str = "10.43.0.0/16"
+    kubeconfig_path: Path | None = None
+    kubeconfig_mode: int = 0o600
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    @property
+    def service_ip(self) -> str:
+        """The first address of the service CIDR: the ``kubernetes`` Service's ClusterIP."""
+        network = ipaddress.ip_network(self.service_cidr, strict=False)
+        return str(network.network_address + 1)
+
+
+def _is_public(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in PUBLIC_PATHS)
+
+
+@dataclass
+class _HealthCheck:
+    name: str
+    check: Callable[[], Awaitable[None]]
+
+
+@dataclass
+class _Runtime:
+    """Everything start() builds; None until then."""
+
+    pki: Any = None
+    storage: Any = None
+    registry: Any = None
+    authenticator: Any = None
+    authorizer: Any = None
+    handler: ResourceHandler | None = None
+    runner: web.AppRunner | None = None
+    port: int = 0
+    bootstrapped: bool = False
+    checks: list[_HealthCheck] = field(default_factory=list)
+
+
+class APIServer:
+    """One Kubernetes API server over a datastore backend (already started by the caller)."""
+
+    def __init__(self, options: APIServerOptions, backend: Any) -> None:
+        self.options = options
+        self.backend = backend
+        self.ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._rt = _Runtime()
+
+    # --- public ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self._rt.port or self.options.port}"
+
+    @property
+    def port(self) -> int:
+        return self._rt.port
+
+    @property
+    def pki(self) -> Any:
+        return self._rt.pki
+
+    @property
+    def storage(self) -> Any:
+        return self._rt.storage
+
+    @property
+    def registry(self) -> Any:
+        return self._rt.registry
+
+    @property
+    def advertise_address(self) -> str:
+        if self.options.advertise_address:
+            return self.options.advertise_address
+        if self.options.node_ips:
+            return self.options.node_ips[0]
+        return "127.0.0.1"
+
+    async def start(self) -> None:
+        from sampan.api.resources import builtin_registry
+        from sampan.apiserver.storage import Storage
+        from sampan.pki import ensure_admin_kubeconfig, ensure_cluster_pki
+
+        opts = self.options
+        rt = self._rt
+        rt.pki = await asyncio.to_thread(
+            ensure_cluster_pki,
+            opts.tls_dir,
+            hostname=opts.hostname,
+            node_ips=list(opts.node_ips),
+            tls_sans=list(opts.tls_sans),
+            service_ip=opts.service_ip,
+        )
+        rt.registry = builtin_registry()
+        rt.storage = Storage(self.backend, rt.registry)
+        await rt.storage.start()
+        self._build_auth()
+        rt.handler = ResourceHandler(self._handler_context())
+        rt.checks = [
+            _HealthCheck("ping", _ok),
+            _HealthCheck("etcd", self._check_datastore),
+            _HealthCheck("informer-sync", self._check_storage),
+            _HealthCheck("poststarthook/bootstrap-controller", self._check_bootstrap),
+        ]
+        ssl_context: ssl.SSLContext = rt.pki.ssl_server_context()
+        app = web.Application(client_max_size=opts.max_body_bytes + 1)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        rt.runner = web.AppRunner(
+            app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None, handle_signals=False
+        )
+        await rt.runner.setup()
+        site = web.TCPSite(rt.runner, opts.bind_address, opts.port, ssl_context=ssl_context)
+        await site.start()
+        rt.port = _bound_port(rt.runner, opts.port)
+        if opts.kubeconfig_path is not None:
+            await asyncio.to_thread(
+                ensure_admin_kubeconfig,
+                rt.pki,
+                opts.kubeconfig_path,
+                self.url,
+                opts.kubeconfig_mode,
+            )
+        await rt.storage.wait_ready()
+        from sampan.apiserver.bootstrap import ensure_bootstrap_objects
+
+        await ensure_bootstrap_objects(
+            rt.storage,
+            rt.registry,
+            service_ip=opts.service_ip,
+            advertise_address=self.advertise_address,
+            port=rt.port,
+        )
+        rt.bootstrapped = True
+        self.ready.set()
+        log.info("API server listening on %s:%d", opts.bind_address, rt.port)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self.ready.clear()
+        rt = self._rt
+        if rt.runner is not None:
+            await rt.runner.cleanup()
+            rt.runner = None
+        if rt.storage is not None:
+            await rt.storage.stop()
+
+    # --- wiring -----------------------------------------------------------------------------
+
+    def _build_auth(self) -> None:
+        from sampan.apiserver.auth import Authenticator, RBACAuthorizer
+
+        rt = self._rt
+        rt.authenticator = Authenticator(
+            sa_public_keys=[rt.pki.sa_public_key_pem],
+            lookup=_StorageLookup(rt.storage, rt.registry),
+            client_ca_pem=rt.pki.client_ca_pem,
+        )
+        rt.authorizer = RBACAuthorizer(_StorageRBACSource(rt.storage, rt.registry))
+
+    def _handler_context(self) -> HandlerContext:
+        from sampan.api.conversion import convert
+        from sampan.apiserver.auth import Attributes
+        from sampan.apiserver.storage import DeleteOptions
+
+        rt = self._rt
+        namespaces = rt.storage.for_resource(rt.registry.by_resource("", "v1", "namespaces"))
+
+        async def get_namespace(name: str) -> dict[str, Any] | None:
+            try:
+                return await namespaces.get(None, name)
+            except NotFound:
+                return None
+
+        return HandlerContext(
+            registry=rt.registry,
+            storage=rt.storage,
+            admission=default_chain(get_namespace),
+            max_body_bytes=self.options.max_body_bytes,
+            stopping=self._stopping,
+            authorize=rt.authorizer.authorize,
+            make_attributes=Attributes,
+            delete_options_type=DeleteOptions,
+            label_selector=_parse_label_selector,
+            field_selector=_parse_field_selector,
+            convert=convert,
+        )
+
+    # --- request pipeline -----------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        try:
+            ri = parse_request_info(request.method, request.path, request.query)
+            user = await self._authenticate(request)
+            if user is None:
+                if not _is_public(request.path):
+                    raise Unauthorized()
+            else:
+                self._authorize(ri, user)
+            return await self._route(request, ri, user)
+        except StatusError as exc:
+            return error_response(exc)
+        except Exception as exc:  # the last guard: log it, answer 500, keep serving
+            log.exception("internal error serving %s %s", request.method, request.path)
+            return error_response(InternalError(f"Internal error occurred: {exc}"))
+
+    async def _authenticate(self, request: web.Request) -> Any:
+        from sampan.apiserver.auth import AuthenticationError
+
+        peer_cert: bytes | None = None
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if ssl_object is not None:
+            peer_cert = ssl_object.getpeercert(binary_form=True)
+        try:
+            return await self._rt.authenticator.authenticate(
+                peer_cert=peer_cert, authorization=request.headers.get("Authorization")
+            )
+        except AuthenticationError as exc:
+            log.debug("authentication failed for %s: %s", request.path, exc)
+            raise Unauthorized() from exc
+
+    def _authorize(self, ri: RequestInfo, user: Any) -> None:
+        from sampan.apiserver.auth import Attributes, forbidden_message
+
+        if ri.is_resource_request:
+            attrs = Attributes(
+                user=user,
+                verb=ri.verb,
+                namespace=ri.namespace,
+                api_group=ri.api_group,
+                resource=ri.resource,
+                subresource=ri.subresource,
+                name=ri.name,
+                path=ri.path,
+                resource_request=True,
+            )
+        else:
+            attrs = Attributes(user=user, verb=ri.verb, path=ri.path, resource_request=False)
+        decision = self._rt.authorizer.authorize(attrs)
+        if not decision.allowed:
+            raise Forbidden(
+                forbidden_message(attrs),
+                name=ri.name,
+                group=ri.api_group,
+                kind=ri.resource,
+            )
+
+    async def _route(self, request: web.Request, ri: RequestInfo, user: Any) -> web.StreamResponse:
+        rt = self._rt
+        if ri.is_resource_request:
+            assert rt.handler is not None
+            return await rt.handler.handle(request, ri, user)
+        path = request.path.rstrip("/") or "/"
+        for prefix in ("/healthz", "/livez", "/readyz"):
+            if path == prefix or path.startswith(prefix + "/"):
+                _require_get(request)
+                return await self._health(request, prefix, path[len(prefix) + 1 :])
+        if path == "/version":
+            _require_get(request)
+            return json_response(discovery.version_info())
+        document = self._discovery_document(path)
+        if document is not None:
+            _require_get(request)
+            return json_response(document)
+        raise not_found()
+
+    def _discovery_document(self, path: str) -> dict[str, Any] | None:
+        registry = self._rt.registry
+        parts = path.strip("/").split("/")
+        if parts == ["api"]:
+            return discovery.api_versions(f"{self.advertise_address}:{self._rt.port}")
+        if len(parts) == 2 and parts[0] == "api":
+            return discovery.api_resource_list(registry, "", parts[1])
+        if parts == ["apis"]:
+            return discovery.api_group_list(registry)
+        if len(parts) == 2 and parts[0] == "apis":
+            return discovery.api_group(registry, parts[1])
+        if len(parts) == 3 and parts[0] == "apis":
+            return discovery.api_resource_list(registry, parts[1], parts[2])
+        return None
+
+    # --- health -------------------------------------------------------------------------------
+
+    async def _health(self, request: web.Request, endpoint: str, only: str) -> web.Response:
+        checks = self._rt.checks
+        if endpoint == "/livez":
+            checks = [c for c in checks if c.name in ("ping", "etcd")]
+        if only:
+            checks = [c for c in checks if c.name == only]
+            if not checks:
+                raise not_found()
+        lines: list[str] = []
+        failed = False
+        for check in checks:
+            try:
+                async with asyncio.timeout(HEALTH_CHECK_TIMEOUT_S):
+                    await check.check()
+                lines.append(f"[+]{check.name} ok")
+            except (StatusError, OSError, RuntimeError, TimeoutError, ConnectionError) as exc:
+                log.warning("health check %s failed: %s", check.name, exc)
+                lines.append(f"[-]{check.name} failed: reason withheld")
+                failed = True
+        if endpoint == "/readyz" and self._stopping.is_set():
+            lines.append("[-]shutdown failed: reason withheld")
+            failed = True
+        name = endpoint.lstrip("/")
+        verbose = "verbose" in request.query or failed
+        if verbose:
+            verdict = f"{name} check failed" if failed else f"{name} check passed"
+            text = "\n".join([*lines, verdict]) + "\n"
+        else:
+            text = "ok"
+        return web.Response(
+            text=text,
+            status=500 if failed else 200,
+            content_type="text/plain",
+            charset="utf-8",
+        )
+
+    async def _check_datastore(self) -> None:
+        await self.backend.current_revision()
+
+    async def _check_storage(self) -> None:
+        await self._rt.storage.wait_ready()
+
+    async def _check_bootstrap(self) -> None:
+        if not self._rt.bootstrapped:
+            raise RuntimeError("bootstrap objects not created yet")
+
+
+async def _ok() -> None:
+    return None
+
+
+def _require_get(request: web.Request) -> None:
+    if request.method not in ("GET", "HEAD"):
+        raise MethodNotSupported("the server does not allow this method on the requested resource")
+
+
+def _bound_port(runner: web.AppRunner, wanted: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return wanted
+
+
+def _parse_label_selector(text: str) -> Any:
+    from sampan.api.labels import SelectorError, parse_selector
+
+    try:
+        return parse_selector(text)
+    except SelectorError as exc:
+        raise BadRequest(f"unable to parse requirement: {exc}") from exc
+
+
+def _parse_field_selector(info: Any, text: str) -> Any:
+    from sampan.api import fields
+    from sampan.api.labels import SelectorError
+
+    try:
+        selector = fields.parse_field_selector(text)
+        supported = set(fields.supported_fields(info))
+        for requirement in selector.requirements:
+            field_name = getattr(requirement, "field", None) or requirement[0]
+            if field_name not in supported:
+                raise BadRequest(f"field label not supported: {field_name}")
+        return selector
+    except SelectorError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+class _StorageLookup:
+    """Authentication's TokenLookup over the storage layer (service accounts, pods...)."""
+
+    def __init__(self, storage: Any, registry: Any) -> None:
+        self._storage = storage
+        self._registry = registry
+
+    async def get_object(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        info = self._registry.by_resource("", "v1", resource)
+        if info is None:
+            return None
+        try:
+            return await self._storage.for_resource(info).get(
+                namespace if info.namespaced else None, name
+            )
+        except NotFound:
+            return None
+
+
+class _StorageRBACSource:
+    """RBAC objects straight from the storage layer's watch caches."""
+
+    GROUP = "rbac.authorization.k8s.io"
+
+    def __init__(self, storage: Any, registry: Any) -> None:
+        def store(plural: str) -> Any:
+            return storage.for_resource(registry.by_resource(self.GROUP, "v1", plural))
+
+        self._cluster_roles = store("clusterroles")
+        self._cluster_role_bindings = store("clusterrolebindings")
+        self._roles = store("roles")
+        self._role_bindings = store("rolebindings")
+
+    def cluster_roles(self) -> Any:
+        return self._cluster_roles.cached_objects(None)
+
+    def cluster_role_bindings(self) -> Any:
+        return self._cluster_role_bindings.cached_objects(None)
+
+    def roles(self, namespace: str) -> Any:
+        return self._roles.cached_objects(namespace)
+
+    def role_bindings(self, namespace: str) -> Any:
+        return self._role_bindings.cached_objects(namespace)
+
+    def generation(self) -> int:
+        return (
+            self._cluster_roles.generation
+            + self._cluster_role_bindings.generation
+            + self._roles.generation
+            + self._role_bindings.generation
+        )
