@@ -422,7 +422,7 @@ def _parse_label_selector(text: str) -> Any:
     try:
         return parse_selector(text)
     except SelectorError as exc:
-        raise BadRequest(f"unable to parse requirement: {exc}") from exc
+        raise BadRequest(str(exc)) from exc
 
 
 def _parse_field_selector(info: Any, text: str) -> Any:
@@ -430,13 +430,7 @@ def _parse_field_selector(info: Any, text: str) -> Any:
     from sampan.api.labels import SelectorError
 
     try:
-        selector = fields.parse_field_selector(text)
-        supported = set(fields.supported_fields(info))
-        for requirement in selector.requirements:
-            field_name = getattr(requirement, "field", None) or requirement[0]
-            if field_name not in supported:
-                raise BadRequest(f"field label not supported: {field_name}")
-        return selector
+        return fields.check_supported(info, fields.parse_field_selector(text))
     except SelectorError as exc:
         raise BadRequest(str(exc)) from exc
 

@@ -1,0 +1,235 @@
+"""Unit tests of the HTTP layer's pure modules: request info, patches, negotiation, admission."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sampan.apiserver.admission import AdmissionAttributes, NamespaceLifecycle
+from sampan.apiserver.errors import (
+    BadRequest,
+    Forbidden,
+    Invalid,
+    NotFound,
+    UnsupportedMediaType,
+)
+from sampan.apiserver.negotiation import decode_object, parse_accept
+from sampan.apiserver.patch import apply_json_patch, apply_merge_patch, apply_patch
+from sampan.apiserver.requestinfo import parse_request_info
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "expected"),
+    [
+        ("GET", "/api/v1/namespaces/ns/pods", {}, ("list", "", "v1", "ns", "pods", "", "")),
+        ("GET", "/api/v1/pods", {"watch": "true"}, ("watch", "", "v1", "", "pods", "", "")),
+        ("GET", "/api/v1/watch/namespaces/ns/pods", {}, ("watch", "", "v1", "ns", "pods", "", "")),
+        ("GET", "/api/v1/namespaces/ns/pods/p", {}, ("get", "", "v1", "ns", "pods", "p", "")),
+        (
+            "PUT",
+            "/api/v1/namespaces/ns/pods/p/status",
+            {},
+            ("update", "", "v1", "ns", "pods", "p", "status"),
+        ),
+        (
+            "POST",
+            "/apis/apps/v1/namespaces/ns/deployments",
+            {},
+            ("create", "apps", "v1", "ns", "deployments", "", ""),
+        ),
+        (
+            "PATCH",
+            "/apis/apps/v1/namespaces/ns/deployments/d/scale",
+            {},
+            ("patch", "apps", "v1", "ns", "deployments", "d", "scale"),
+        ),
+        (
+            "DELETE",
+            "/api/v1/namespaces/ns/configmaps",
+            {},
+            ("deletecollection", "", "v1", "ns", "configmaps", "", ""),
+        ),
+        ("DELETE", "/api/v1/namespaces/ns", {}, ("delete", "", "v1", "ns", "namespaces", "ns", "")),
+        (
+            "PUT",
+            "/api/v1/namespaces/ns/finalize",
+            {},
+            ("update", "", "v1", "ns", "namespaces", "ns", "finalize"),
+        ),
+        ("GET", "/api/v1/nodes/n1", {}, ("get", "", "v1", "", "nodes", "n1", "")),
+        (
+            "GET",
+            "/api/v1/namespaces",
+            {"watch": "1"},
+            ("watch", "", "v1", "", "namespaces", "", ""),
+        ),
+    ],
+)
+def test_resource_request_info(method, path, query, expected):
+    ri = parse_request_info(method, path, query)
+    assert ri.is_resource_request
+    got = (
+        ri.verb,
+        ri.api_group,
+        ri.api_version,
+        ri.namespace,
+        ri.resource,
+        ri.name,
+        ri.subresource,
+    )
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/healthz", "/version", "/apis", "/api", "/api/v1", "/apis/apps/v1", "/openapi/v2", "/"],
+)
+def test_non_resource_request_info(path):
+    ri = parse_request_info("GET", path, {})
+    assert not ri.is_resource_request
+    assert ri.verb == "get"
+
+
+def test_merge_patch_rfc7386_examples():
+    target = {"a": "b", "c": {"d": "e", "f": "g"}}
+    patch = {"a": "z", "c": {"f": None}}
+    assert apply_merge_patch(target, patch) == {"a": "z", "c": {"d": "e"}}
+    assert target == {"a": "b", "c": {"d": "e", "f": "g"}}  # not mutated
+    assert apply_merge_patch({"a": [1, 2]}, {"a": [3]}) == {"a": [3]}
+    assert apply_merge_patch({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}) == {"a": {"b": "d"}}
+
+
+def test_json_patch_operations():
+    doc = {"metadata": {"labels": {"a": "1"}}, "list": [1, 2, 3]}
+    ops = [
+        {"op": "add", "path": "/metadata/labels/b~1c", "value": "2"},
+        {"op": "replace", "path": "/metadata/labels/a", "value": "x"},
+        {"op": "remove", "path": "/list/0"},
+        {"op": "add", "path": "/list/-", "value": 4},
+        {"op": "copy", "from": "/list/0", "path": "/first"},
+        {"op": "move", "from": "/first", "path": "/moved"},
+        {"op": "test", "path": "/moved", "value": 2},
+    ]
+    out = apply_json_patch(doc, ops)
+    assert out == {
+        "metadata": {"labels": {"a": "x", "b/c": "2"}},
+        "list": [2, 3, 4],
+        "moved": 2,
+    }
+    assert doc["list"] == [1, 2, 3]
+
+
+def test_json_patch_failures_are_422_and_atomic():
+    doc = {"a": {"b": 1}}
+    with pytest.raises(Invalid):
+        apply_json_patch(
+            doc,
+            [{"op": "add", "path": "/a/c", "value": 2}, {"op": "test", "path": "/a/b", "value": 5}],
+        )
+    with pytest.raises(Invalid):
+        apply_json_patch(doc, [{"op": "replace", "path": "/missing/x", "value": 1}])
+    with pytest.raises(Invalid):
+        apply_json_patch(doc, [{"op": "remove", "path": "/nope"}])
+    assert doc == {"a": {"b": 1}}
+    with pytest.raises(BadRequest):
+        apply_json_patch(doc, {"op": "add"})
+
+
+def test_patch_types():
+    assert apply_patch({"a": 1}, b'{"b":2}', "application/merge-patch+json") == {"a": 1, "b": 2}
+    with pytest.raises(UnsupportedMediaType):
+        apply_patch({}, b"{}", "application/strategic-merge-patch+json")
+    with pytest.raises(UnsupportedMediaType):
+        apply_patch({}, b"{}", "application/apply-patch+yaml")
+    with pytest.raises(BadRequest):
+        apply_patch({}, b"{nope", "application/merge-patch+json")
+
+
+def test_accept_parsing():
+    kubectl_get = (
+        "application/json;as=Table;v=v1;g=meta.k8s.io,"
+        "application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+    )
+    fmt = parse_accept(kubectl_get)
+    assert fmt.table and fmt.group_version == "meta.k8s.io/v1"
+    assert parse_accept("application/vnd.kubernetes.protobuf,application/json").as_kind == ""
+    aggregated = (
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+        "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,"
+        "application/json"
+    )
+    assert parse_accept(aggregated).as_kind == ""
+    assert parse_accept("").as_kind == ""
+    fmt = parse_accept("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
+    assert fmt.partial_metadata
+
+
+def test_decode_object_json_yaml_and_errors():
+    assert decode_object(b'{"kind":"ConfigMap"}', "application/json", "ConfigMap") == {
+        "kind": "ConfigMap"
+    }
+    assert decode_object(b"kind: ConfigMap\ndata: {a: b}\n", "application/yaml", "ConfigMap") == {
+        "kind": "ConfigMap",
+        "data": {"a": "b"},
+    }
+    with pytest.raises(BadRequest) as err:
+        decode_object(b"{not json", "application/json", "ConfigMap")
+    assert "couldn't get version/kind; json parse error" in err.value.message
+    assert "must be of type ConfigMap" in err.value.message
+    with pytest.raises(BadRequest):
+        decode_object(b"[1,2]", "application/json", "ConfigMap")
+    with pytest.raises(BadRequest):
+        decode_object(b"a: [", "application/yaml", "ConfigMap")
+    with pytest.raises(UnsupportedMediaType):
+        decode_object(b"x", "text/plain", "ConfigMap")
+
+
+def _attrs(operation: str, resource: str, namespace: str, name: str) -> AdmissionAttributes:
+    return AdmissionAttributes(
+        operation=operation,
+        group="",
+        version="v1",
+        resource=resource,
+        subresource="",
+        namespace=namespace,
+        name=name,
+        namespaced=resource != "namespaces",
+    )
+
+
+async def test_namespace_lifecycle():
+    namespaces = {
+        "live": {"metadata": {"name": "live"}, "status": {"phase": "Active"}},
+        "dying": {
+            "metadata": {"name": "dying", "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"phase": "Terminating"},
+        },
+    }
+
+    async def get(name: str):
+        return namespaces.get(name)
+
+    plugin = NamespaceLifecycle(get)
+    await plugin.admit(_attrs("CREATE", "configmaps", "live", "c"))
+    with pytest.raises(NotFound) as missing:
+        await plugin.admit(_attrs("CREATE", "configmaps", "nope", "c"))
+    assert missing.value.message == 'namespaces "nope" not found'
+    with pytest.raises(Forbidden) as dying:
+        await plugin.admit(_attrs("CREATE", "configmaps", "dying", "c"))
+    assert dying.value.message == (
+        'configmaps "c" is forbidden: unable to create new content in namespace dying '
+        "because it is being terminated"
+    )
+    await plugin.admit(_attrs("UPDATE", "configmaps", "dying", "c"))
+    with pytest.raises(Forbidden) as immortal:
+        await plugin.admit(_attrs("DELETE", "namespaces", "kube-system", "kube-system"))
+    assert immortal.value.message == (
+        'namespaces "kube-system" is forbidden: this namespace may not be deleted'
+    )
+    await plugin.admit(_attrs("DELETE", "namespaces", "live", "live"))
+
+
+def test_status_json_shape():
+    status = json.loads(NotFound.for_object("pods", "", "x").to_json())
+    assert status["kind"] == "Status" and status["code"] == 404
