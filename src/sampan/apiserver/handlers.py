@@ -177,7 +177,6 @@ class ResourceHandler:
             info,
             output,
             self._to_request_version(info),
-            wide=False,
             include_object=include or "Metadata",
         )
 

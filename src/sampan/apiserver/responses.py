@@ -8,7 +8,7 @@ conversion nor transformation are assembled from the stored bytes without parsin
 
 from __future__ import annotations
 
-import inspect
+import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -16,7 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from sampan.apiserver.errors import StatusError
+from sampan.api.printing import to_table
+from sampan.apiserver.errors import BadRequest, StatusError
 from sampan.apiserver.negotiation import JSON_CONTENT_TYPE, OutputFormat, dump_json
 
 __all__ = [
@@ -58,14 +59,6 @@ def status_success(code: int = 200, details: dict[str, Any] | None = None) -> di
     return status
 
 
-def _load_to_table() -> Callable[..., dict[str, Any]] | None:
-    try:
-        from sampan.api import printing
-    except ImportError:
-        return None
-    return getattr(printing, "to_table", None)
-
-
 class Renderer:
     """Renders one resource's objects for one request (version + Accept)."""
 
@@ -75,15 +68,12 @@ class Renderer:
         output: OutputFormat,
         convert: Converter | None,
         *,
-        wide: bool = False,
         include_object: str = "Metadata",
     ) -> None:
         self.info = info
         self.output = output
         self.convert = convert
-        self.wide = wide
         self.include_object = include_object
-        self._to_table = _load_to_table() if output.table else None
         self._columns_sent = False
 
     @property
@@ -95,7 +85,7 @@ class Renderer:
         if self.convert is not None:
             obj = self.convert(obj)
         if self.output.table:
-            return self.table([obj], resource_version="")
+            return self.table([obj])
         if self.output.partial_metadata:
             return partial_metadata(obj, self.output.group_version)
         return obj
@@ -103,36 +93,40 @@ class Renderer:
     def object_bytes(self, obj: dict[str, Any]) -> bytes:
         return dump_json(self.object(obj))
 
-    def table(self, objs: Sequence[dict[str, Any]], *, resource_version: str) -> dict[str, Any]:
-        if self._to_table is None:
-            # Printing not available: kubectl accepts plain objects as a fallback.
-            if len(objs) == 1:
-                return objs[0]
-            return {
-                "apiVersion": self.info.api_version,
-                "kind": self.info.list_kind,
-                "metadata": {"resourceVersion": resource_version},
-                "items": list(objs),
-            }
-        table = _call_to_table(
-            self._to_table, self.info, list(objs), self.wide, self.include_object
-        )
-        table.setdefault("kind", "Table")
-        table.setdefault("apiVersion", self.output.group_version or "meta.k8s.io/v1")
-        metadata = table.setdefault("metadata", {})
-        if resource_version:
-            metadata["resourceVersion"] = resource_version
+    def table(
+        self,
+        objs: Sequence[dict[str, Any]],
+        *,
+        resource_version: str = "",
+        continue_token: str | None = None,
+        remaining: int | None = None,
+        no_headers: bool = False,
+    ) -> dict[str, Any]:
+        """A meta.k8s.io Table with every column (kubectl hides priority-1 ones itself)."""
+        try:
+            table = to_table(
+                self.info.kind,
+                self.info.group,
+                list(objs),
+                include_object=self.include_object,
+                now=datetime.now(UTC),
+                no_headers=no_headers,
+                resource_version=resource_version or None,
+                continue_token=continue_token,
+                remaining_item_count=remaining,
+            )
+        except ValueError as exc:  # an includeObject value the printer does not know
+            raise BadRequest(str(exc)) from exc
+        if self.output.group_version:
+            table["apiVersion"] = self.output.group_version
         return table
 
     def watch_table(self, obj: dict[str, Any]) -> dict[str, Any]:
         """A Table for one watch event: column definitions only on the first one."""
         if self.convert is not None:
             obj = self.convert(obj)
-        table = self.table([obj], resource_version="")
-        if table.get("kind") == "Table":
-            if self._columns_sent:
-                table["columnDefinitions"] = []
-            self._columns_sent = True
+        table = self.table([obj], no_headers=self._columns_sent)
+        self._columns_sent = True
         return table
 
     def list_bytes(
@@ -157,16 +151,18 @@ class Renderer:
                 }
             )
             return head[:-1] + b',"items":[' + b",".join(items) + b"]}"
-        import json
-
         objs = [json.loads(item) for item in items]
         if self.convert is not None:
             objs = [self.convert(o) for o in objs]
         if self.output.table:
-            table = self.table(objs, resource_version=resource_version)
-            if table.get("kind") == "Table":
-                table["metadata"] = metadata
-            return dump_json(table)
+            return dump_json(
+                self.table(
+                    objs,
+                    resource_version=resource_version,
+                    continue_token=continue_token,
+                    remaining=remaining,
+                )
+            )
         if self.output.partial_metadata:
             return dump_json(
                 {
@@ -192,25 +188,3 @@ def partial_metadata(obj: dict[str, Any], group_version: str) -> dict[str, Any]:
         "apiVersion": group_version or "meta.k8s.io/v1",
         "metadata": obj.get("metadata", {}),
     }
-
-
-def _call_to_table(
-    to_table: Callable[..., dict[str, Any]],
-    info: Any,
-    objs: list[dict[str, Any]],
-    wide: bool,
-    include_object: str,
-) -> dict[str, Any]:
-    """The printing helper was specified twice (``to_table(info, objs, ...)`` and
-    ``to_table(kind, group, objs, ...)``); call whichever shape exists."""
-    params = list(inspect.signature(to_table).parameters)
-    if params and params[0] == "info":
-        return to_table(info, objs, wide=wide, include_object=include_object)
-    return to_table(
-        info.kind,
-        info.group,
-        objs,
-        wide=wide,
-        include_object=include_object,
-        now=datetime.now(UTC),
-    )
