@@ -1,0 +1,63 @@
+"""Authentication and authorization for the API server.
+
+* ``sampan.apiserver.auth.user``: ``UserInfo``, well-known names, the ``TokenLookup`` and
+  ``TokenAuthenticator`` protocols, ``AuthenticationError``;
+* ``sampan.apiserver.auth.authn``: ``Authenticator`` (client certificates, then bearer tokens);
+* ``sampan.apiserver.auth.serviceaccount``: ``TokenIssuer`` and service-account JWT checks;
+* ``sampan.apiserver.auth.rbac``: ``RBACAuthorizer``, ``Attributes``, ``Decision``,
+  ``forbidden_message``, ``aggregate_cluster_role``;
+* ``sampan.apiserver.auth.bootstrap``: ``bootstrap_policy()``, the default RBAC objects.
+"""
+
+from sampan.apiserver.auth.authn import Authenticator, user_from_certificate
+from sampan.apiserver.auth.rbac import (
+    Attributes,
+    Decision,
+    RBACAuthorizer,
+    RBACSource,
+    StaticRBACSource,
+    aggregate_cluster_role,
+    forbidden_message,
+)
+from sampan.apiserver.auth.serviceaccount import (
+    DEFAULT_API_AUDIENCES,
+    DEFAULT_ISSUER,
+    LEGACY_ISSUER,
+    ServiceAccountTokenAuthenticator,
+    TokenIssuer,
+)
+from sampan.apiserver.auth.user import (
+    ANONYMOUS,
+    SYSTEM_AUTHENTICATED,
+    SYSTEM_MASTERS,
+    SYSTEM_UNAUTHENTICATED,
+    AuthenticationError,
+    TokenAuthenticator,
+    TokenLookup,
+    UserInfo,
+)
+
+__all__ = [
+    "ANONYMOUS",
+    "DEFAULT_API_AUDIENCES",
+    "DEFAULT_ISSUER",
+    "LEGACY_ISSUER",
+    "SYSTEM_AUTHENTICATED",
+    "SYSTEM_MASTERS",
+    "SYSTEM_UNAUTHENTICATED",
+    "Attributes",
+    "AuthenticationError",
+    "Authenticator",
+    "Decision",
+    "RBACAuthorizer",
+    "RBACSource",
+    "ServiceAccountTokenAuthenticator",
+    "StaticRBACSource",
+    "TokenAuthenticator",
+    "TokenIssuer",
+    "TokenLookup",
+    "UserInfo",
+    "aggregate_cluster_role",
+    "forbidden_message",
+    "user_from_certificate",
+]
