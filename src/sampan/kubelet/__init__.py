@@ -1,0 +1,1 @@
+"""The node agent's kubelet: pods via CRI, probes, logs/exec/port-forward, status."""
