@@ -280,8 +280,8 @@ def _age(obj: Mapping[str, Any], ctx: _Context) -> str:
 
 def _rfc3339(value: Any) -> str:
     """Go's ``Time.UTC().Format(time.RFC3339)``; the zero time when absent."""
-    when = _parse_time(value) or _ZERO_TIME
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = (_parse_time(value) or _ZERO_TIME).astimezone(UTC)
+    return f"{when.year:04d}-{when:%m-%dT%H:%M:%S}Z"
 
 
 def _format_labels(labels: Any) -> str:
