@@ -131,6 +131,10 @@ class ResourceHandler:
             return await self._subresource(request, ri, info, sub, namespace, user)
         if ri.verb not in info.verbs or not info.stored:
             raise method_not_allowed()
+        if ri.verb in ("update", "patch") and not ri.name:
+            raise method_not_allowed()
+        if ri.verb == "create" and ri.name:
+            raise method_not_allowed()
         call: dict[str, Callable[..., Awaitable[web.StreamResponse]]] = {
             "get": self._get,
             "list": self._list,

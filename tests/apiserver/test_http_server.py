@@ -1,0 +1,434 @@
+"""The API server over real TLS with a real SQLite datastore, spoken to with aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from sampan.apiserver.auth.serviceaccount import TokenIssuer
+
+CM_PATH = "/api/v1/namespaces/default/configmaps"
+
+
+def configmap(name: str, data: dict[str, str] | None = None, **labels: str) -> dict:
+    meta: dict = {"name": name}
+    if labels:
+        meta["labels"] = labels
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data or {}}
+
+
+def pod(name: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+    }
+
+
+async def test_discovery_documents(harness):
+    status, api = await harness.request("GET", "/api")
+    assert status == 200 and api["kind"] == "APIVersions" and api["versions"] == ["v1"]
+    assert api["serverAddressByClientCIDRs"][0]["clientCIDR"] == "0.0.0.0/0"
+
+    status, groups = await harness.request("GET", "/apis")
+    assert status == 200 and groups["kind"] == "APIGroupList"
+    names = [g["name"] for g in groups["groups"]]
+    assert names[:2] == ["apiregistration.k8s.io", "apps"]
+    assert "rbac.authorization.k8s.io" in names and "" not in names
+    autoscaling = next(g for g in groups["groups"] if g["name"] == "autoscaling")
+    assert autoscaling["preferredVersion"]["version"] == "v2"
+
+    status, core = await harness.request("GET", "/api/v1")
+    assert status == 200 and core["kind"] == "APIResourceList" and core["groupVersion"] == "v1"
+    by_name = {r["name"]: r for r in core["resources"]}
+    pods = by_name["pods"]
+    assert pods["namespaced"] and pods["kind"] == "Pod" and "po" in pods["shortNames"]
+    assert set(pods["verbs"]) >= {"create", "get", "list", "watch", "delete", "patch"}
+    assert pods["storageVersionHash"]
+    assert by_name["pods/status"]["verbs"] == ["get", "patch", "update"]
+    assert "pods/binding" in by_name
+
+    status, apps = await harness.request("GET", "/apis/apps/v1")
+    scale = {r["name"]: r for r in apps["resources"]}["deployments/scale"]
+    assert (scale["group"], scale["version"], scale["kind"]) == ("autoscaling", "v1", "Scale")
+
+    status, group = await harness.request("GET", "/apis/apps")
+    assert status == 200 and group["kind"] == "APIGroup" and group["name"] == "apps"
+    status, _ = await harness.request("GET", "/apis/nope.example.com/v1")
+    assert status == 404
+
+
+async def test_version_and_health_without_credentials(harness):
+    async with harness.anonymous_session() as anonymous:
+        async with anonymous.get("/version") as response:
+            assert response.status == 200
+            version = await response.json()
+        assert version["major"] == "1" and version["minor"] == "32"
+        assert version["gitVersion"].startswith("v1.32.")
+        async with anonymous.get("/readyz", params={"verbose": ""}) as response:
+            text = await response.text()
+            assert response.status == 200, text
+        assert "[+]etcd ok" in text and text.strip().endswith("readyz check passed")
+        async with anonymous.get("/healthz") as response:
+            assert response.status == 200 and await response.text() == "ok"
+        async with anonymous.get("/livez/etcd") as response:
+            assert response.status == 200
+        async with anonymous.get("/api/v1/namespaces") as response:
+            assert response.status == 401
+            body = await response.json()
+        assert body["kind"] == "Status" and body["reason"] == "Unauthorized"
+    async with harness.anonymous_session({"Authorization": "Bearer not-a-token"}) as bad:
+        async with bad.get("/api/v1/namespaces") as response:
+            assert response.status == 401
+
+
+async def test_service_account_without_roles_is_forbidden(harness):
+    status, sa = await harness.request(
+        "POST",
+        "/api/v1/namespaces/default/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}},
+    )
+    assert status == 201, sa
+    issuer = TokenIssuer(harness.server.pki.sa_private_key_pem())
+    token, _ = issuer.issue("default", "robot", sa["metadata"]["uid"])
+    async with harness.anonymous_session({"Authorization": f"Bearer {token}"}) as robot:
+        async with robot.get(CM_PATH) as response:
+            assert response.status == 403
+            body = await response.json()
+        assert body["reason"] == "Forbidden"
+        assert body["message"] == (
+            'configmaps is forbidden: User "system:serviceaccount:default:robot" cannot list '
+            'resource "configmaps" in API group "" in the namespace "default"'
+        )
+        # Discovery is open to every authenticated user (system:discovery).
+        async with robot.get("/api/v1") as response:
+            assert response.status == 200
+        async with robot.post(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        ) as response:
+            assert response.status == 201
+            review = await response.json()
+        user = review["status"]["userInfo"]
+        assert user["username"] == "system:serviceaccount:default:robot"
+        assert "system:serviceaccounts:default" in user["groups"]
+
+
+async def test_crud_patch_and_conflict(harness):
+    status, created = await harness.request("POST", CM_PATH, configmap("cm1", {"a": "1"}))
+    assert status == 201, created
+    rv1 = created["metadata"]["resourceVersion"]
+    assert created["metadata"]["namespace"] == "default" and created["metadata"]["uid"]
+
+    status, got = await harness.request("GET", f"{CM_PATH}/cm1")
+    assert status == 200 and got["data"] == {"a": "1"}
+
+    status, dup = await harness.request("POST", CM_PATH, configmap("cm1"))
+    assert status == 409 and dup["reason"] == "AlreadyExists"
+    assert dup["message"] == 'configmaps "cm1" already exists'
+
+    update = dict(got, data={"a": "2"})
+    status, updated = await harness.request("PUT", f"{CM_PATH}/cm1", update)
+    assert status == 200 and updated["data"] == {"a": "2"}
+    assert int(updated["metadata"]["resourceVersion"]) > int(rv1)
+
+    stale = dict(got, data={"a": "3"})  # still carries rv1
+    status, conflict = await harness.request("PUT", f"{CM_PATH}/cm1", stale)
+    assert status == 409 and conflict["reason"] == "Conflict"
+    assert "the object has been modified" in conflict["message"]
+
+    status, merged = await harness.request(
+        "PATCH",
+        f"{CM_PATH}/cm1",
+        {"data": {"b": "x"}, "metadata": {"labels": {"k": "v"}}},
+        content_type="application/merge-patch+json",
+    )
+    assert status == 200 and merged["data"] == {"a": "2", "b": "x"}
+    assert merged["metadata"]["labels"] == {"k": "v"}
+
+    status, patched = await harness.request(
+        "PATCH",
+        f"{CM_PATH}/cm1",
+        [{"op": "remove", "path": "/data/a"}, {"op": "add", "path": "/data/c", "value": "y"}],
+        content_type="application/json-patch+json",
+    )
+    assert status == 200 and patched["data"] == {"b": "x", "c": "y"}
+
+    status, failed = await harness.request(
+        "PATCH",
+        f"{CM_PATH}/cm1",
+        [{"op": "test", "path": "/data/b", "value": "nope"}],
+        content_type="application/json-patch+json",
+    )
+    assert status == 422, failed
+    status, smp = await harness.request(
+        "PATCH",
+        f"{CM_PATH}/cm1",
+        {"data": {}},
+        content_type="application/strategic-merge-patch+json",
+    )
+    assert status == 415 and smp["reason"] == "UnsupportedMediaType"
+
+    status, _dry = await harness.request("DELETE", f"{CM_PATH}/cm1", params={"dryRun": "All"})
+    assert status == 200
+    status, _ = await harness.request("GET", f"{CM_PATH}/cm1")
+    assert status == 200
+    status, deleted = await harness.request("DELETE", f"{CM_PATH}/cm1")
+    assert status == 200, deleted
+    status, gone = await harness.request("GET", f"{CM_PATH}/cm1")
+    assert status == 404 and gone["message"] == 'configmaps "cm1" not found'
+
+
+async def test_dry_run_create_writes_nothing(harness):
+    status, obj = await harness.request("POST", CM_PATH, configmap("dry"), params={"dryRun": "All"})
+    assert status == 201 and obj["metadata"]["name"] == "dry"
+    status, _ = await harness.request("GET", f"{CM_PATH}/dry")
+    assert status == 404
+    status, bad = await harness.request(
+        "POST", CM_PATH, configmap("dry"), params={"dryRun": "Sometimes"}
+    )
+    assert status == 400 and bad["kind"] == "Status"
+
+
+async def test_list_pagination(harness):
+    for i in range(7):
+        status, _ = await harness.request("POST", CM_PATH, configmap(f"page-{i}", app="pager"))
+        assert status == 201
+    names: list[str] = []
+    params = {"limit": "3", "labelSelector": "app=pager"}
+    pages = 0
+    rv = None
+    while True:
+        status, page = await harness.request("GET", CM_PATH, params=params)
+        assert status == 200, page
+        assert page["kind"] == "ConfigMapList" and page["apiVersion"] == "v1"
+        pages += 1
+        names += [item["metadata"]["name"] for item in page["items"]]
+        rv = rv or page["metadata"]["resourceVersion"]
+        token = page["metadata"].get("continue")
+        if not token:
+            break
+        assert page["metadata"]["remainingItemCount"] >= 1
+        params = {"limit": "3", "labelSelector": "app=pager", "continue": token}
+    assert pages == 3
+    assert names == [f"page-{i}" for i in range(7)]
+    status, bad = await harness.request("GET", CM_PATH, params={"continue": "garbage"})
+    assert status == 400, bad
+    status, bad = await harness.request("GET", CM_PATH, params={"labelSelector": "a in (b"})
+    assert status == 400, bad
+
+
+async def test_field_selector_on_pod_phase(harness):
+    path = "/api/v1/namespaces/default/pods"
+    for name in ("running", "pending"):
+        status, created = await harness.request("POST", path, pod(name))
+        assert status == 201, created
+    status, current = await harness.request("GET", f"{path}/running/status")
+    assert status == 200
+    current["status"] = {"phase": "Running"}
+    status, updated = await harness.request("PUT", f"{path}/running/status", current)
+    assert status == 200 and updated["status"]["phase"] == "Running", updated
+    status, listed = await harness.request(
+        "GET", path, params={"fieldSelector": "status.phase=Running"}
+    )
+    assert status == 200
+    assert [p["metadata"]["name"] for p in listed["items"]] == ["running"]
+    status, listed = await harness.request(
+        "GET", "/api/v1/pods", params={"fieldSelector": "status.phase!=Running"}
+    )
+    assert [p["metadata"]["name"] for p in listed["items"]] == ["pending"]
+    status, bad = await harness.request("GET", path, params={"fieldSelector": "spec.nope=1"})
+    assert status == 400 and "not supported" in bad["message"]
+
+
+async def test_pod_binding_and_scale(harness):
+    path = "/api/v1/namespaces/default/pods"
+    status, _ = await harness.request("POST", path, pod("bindme"))
+    assert status == 201
+    binding = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": "bindme"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-a"},
+    }
+    status, result = await harness.request("POST", f"{path}/bindme/binding", binding)
+    assert status == 201, result
+    status, bound = await harness.request("GET", f"{path}/bindme")
+    assert bound["spec"]["nodeName"] == "node-a"
+    status, again = await harness.request("POST", f"{path}/bindme/binding", binding)
+    assert status == 409 and "already assigned" in again["message"]
+
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]},
+            },
+        },
+    }
+    dpath = "/apis/apps/v1/namespaces/default/deployments"
+    status, created = await harness.request("POST", dpath, deployment)
+    assert status == 201, created
+    status, scale = await harness.request("GET", f"{dpath}/web/scale")
+    assert status == 200 and scale["kind"] == "Scale"
+    assert scale["spec"]["replicas"] == 2 and scale["status"]["selector"] == "app=web"
+    status, scaled = await harness.request(
+        "PATCH",
+        f"{dpath}/web/scale",
+        {"spec": {"replicas": 5}},
+        content_type="application/merge-patch+json",
+    )
+    assert status == 200 and scaled["spec"]["replicas"] == 5, scaled
+    status, got = await harness.request("GET", f"{dpath}/web")
+    assert got["spec"]["replicas"] == 5
+
+
+async def test_bad_inputs(harness):
+    status, bad = await harness.request("POST", CM_PATH, b"{not json")
+    assert status == 400 and bad["reason"] == "BadRequest"
+    assert "json parse error" in bad["message"]
+    status, bad = await harness.request(
+        "POST", CM_PATH, b"kind: [", content_type="application/yaml"
+    )
+    assert status == 400
+    status, created = await harness.request(
+        "POST",
+        CM_PATH,
+        b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: from-yaml}\n",
+        content_type="application/yaml",
+    )
+    assert status == 201, created
+    big = configmap("big", {"blob": "x" * (3 * 1024 * 1024 + 10)})
+    status, too_big = await harness.request("POST", CM_PATH, big)
+    assert status == 413 and too_big["reason"] == "RequestEntityTooLarge"
+    status, missing = await harness.request("GET", "/api/v1/namespaces/default/widgets")
+    assert (
+        status == 404 and missing["message"] == "the server could not find the requested resource"
+    )
+    status, missing = await harness.request("GET", "/apis/example.com/v1/things")
+    assert status == 404
+    status, not_allowed = await harness.request("PUT", CM_PATH, configmap("x"))
+    assert status == 405 and not_allowed["reason"] == "MethodNotAllowed"
+    status, not_allowed = await harness.request("POST", "/version", {})
+    assert status == 405
+    wrong_kind = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}
+    status, bad = await harness.request("POST", CM_PATH, wrong_kind)
+    assert status == 400 and "ConfigMap" in bad["message"]
+    wrong_version = {"apiVersion": "apps/v1", "kind": "ConfigMap", "metadata": {"name": "s"}}
+    status, bad = await harness.request("POST", CM_PATH, wrong_version)
+    assert status == 400
+    assert bad["message"] == (
+        "the API version in the data (apps/v1) does not match the expected API version (v1)"
+    )
+    wrong_ns = configmap("elsewhere")
+    wrong_ns["metadata"]["namespace"] = "kube-system"
+    status, bad = await harness.request("POST", CM_PATH, wrong_ns)
+    assert status == 400 and bad["message"] == (
+        "the namespace of the provided object does not match the namespace sent on the request"
+    )
+    status, invalid = await harness.request("POST", CM_PATH, configmap("Not_Valid"))
+    assert status == 422 and invalid["reason"] == "Invalid", invalid
+    assert invalid["details"]["causes"]
+    # Nothing half-written: none of the rejected names exist.
+    status, listed = await harness.request("GET", CM_PATH)
+    names = {item["metadata"]["name"] for item in listed["items"]}
+    assert names.isdisjoint({"big", "s", "elsewhere", "Not_Valid"})
+
+
+async def test_namespace_lifecycle(harness):
+    status, missing = await harness.request(
+        "POST", "/api/v1/namespaces/ghost/configmaps", configmap("c")
+    )
+    assert status == 404 and missing["message"] == 'namespaces "ghost" not found'
+    status, _ = await harness.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doomed"}},
+    )
+    assert status == 201
+    status, terminating = await harness.request("DELETE", "/api/v1/namespaces/doomed")
+    assert status == 200, terminating
+    assert terminating["status"]["phase"] == "Terminating"
+    status, refused = await harness.request(
+        "POST", "/api/v1/namespaces/doomed/configmaps", configmap("c")
+    )
+    assert status == 403 and refused["message"] == (
+        'configmaps "c" is forbidden: unable to create new content in namespace doomed '
+        "because it is being terminated"
+    )
+    for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
+        status, immortal = await harness.request("DELETE", f"/api/v1/namespaces/{name}")
+        assert status == 403
+        assert immortal["message"] == (
+            f'namespaces "{name}" is forbidden: this namespace may not be deleted'
+        )
+
+
+async def test_bootstrap_objects(harness):
+    status, svc = await harness.request("GET", "/api/v1/namespaces/default/services/kubernetes")
+    assert status == 200 and svc["spec"]["clusterIP"] == "10.43.0.1"
+    assert svc["spec"]["ports"][0]["port"] == 443
+    status, ep = await harness.request("GET", "/api/v1/namespaces/default/endpoints/kubernetes")
+    assert ep["subsets"][0]["addresses"][0]["ip"] == "127.0.0.1"
+    assert ep["subsets"][0]["ports"][0]["port"] == harness.server.port
+    status, _role = await harness.request(
+        "GET", "/apis/rbac.authorization.k8s.io/v1/clusterroles/cluster-admin"
+    )
+    assert status == 200
+    status, namespaces = await harness.request("GET", "/api/v1/namespaces")
+    names = {n["metadata"]["name"] for n in namespaces["items"]}
+    assert names >= {"default", "kube-system", "kube-public", "kube-node-lease"}
+
+
+async def test_table_output(harness):
+    status, _ = await harness.request("POST", CM_PATH, configmap("tabled", {"a": "1"}))
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+    status, table = await harness.request("GET", CM_PATH, headers={"Accept": accept})
+    assert status == 200 and table["kind"] == "Table"
+    assert next(c["name"] for c in table["columnDefinitions"]) == "Name"
+    row = next(r for r in table["rows"] if r["cells"][0] == "tabled")
+    assert row["object"]["kind"] == "PartialObjectMetadata"
+
+
+async def test_watch_stream_raw(harness):
+    _status, listed = await harness.request("GET", CM_PATH)
+    rv = listed["metadata"]["resourceVersion"]
+    assert harness.session is not None
+    async with harness.session.get(
+        CM_PATH, params={"watch": "1", "resourceVersion": rv, "timeoutSeconds": "30"}
+    ) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("application/json")
+        await harness.request("POST", CM_PATH, configmap("w1"))
+        await harness.request(
+            "PATCH",
+            f"{CM_PATH}/w1",
+            {"data": {"x": "1"}},
+            content_type="application/merge-patch+json",
+        )
+        await harness.request("DELETE", f"{CM_PATH}/w1")
+        events = []
+        async with asyncio.timeout(10):
+            while len(events) < 3:
+                line = await response.content.readline()
+                assert line, "stream ended early"
+                events.append(json.loads(line))
+    assert [e["type"] for e in events] == ["ADDED", "MODIFIED", "DELETED"]
+    assert all(e["object"]["metadata"]["name"] == "w1" for e in events)
+
+
+async def test_watch_ends_on_server_stop(harness):
+    assert harness.session is not None
+    async with harness.session.get(CM_PATH, params={"watch": "1"}) as response:
+        assert response.status == 200
+        stopper = asyncio.create_task(harness.server.stop())
+        async with asyncio.timeout(10):
+            await response.read()  # the stream ends cleanly
+        await stopper
+    harness.server = None
