@@ -1,0 +1,167 @@
+"""The runtime as one agent component: containerd (or a given CRI socket), CRI, local images.
+
+``ContainerRuntime.start()`` returns when the kubelet can run pods: CRI answers, the pause
+image is imported and visible to CRI, and the archives already in ``<data-dir>/agent/images/``
+are imported. A named background task then imports archives that appear later.
+
+Invariants:
+
+* with ``endpoint`` given (``--container-runtime-endpoint``) no containerd is started: that
+  socket is used as it is, and images are still imported through it (it must be containerd
+  for ``ctr`` to work; another runtime gets a warning and no local images);
+* ``stop()`` stops the image watcher, closes the CRI channel and stops containerd, in that
+  order; containers keep running (their shims are separate processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Protocol
+
+from sampan.kubelet.runtime import cri
+from sampan.kubelet.runtime.containerd import Containerd, ContainerdConfig, ContainerdError
+from sampan.kubelet.runtime.images import (
+    ImageImporter,
+    ImageImportError,
+    build_pause_archive,
+)
+
+__all__ = ["EXTERNAL_READY_TIMEOUT_S", "IMAGE_VISIBLE_TIMEOUT_S", "ContainerRuntime"]
+
+log = logging.getLogger("sampan.kubelet.runtime")
+
+EXTERNAL_READY_TIMEOUT_S = 30.0
+"""How long a given ``--container-runtime-endpoint`` may take to answer ``Version``."""
+
+IMAGE_VISIBLE_TIMEOUT_S = 10.0
+"""After ``ctr import``, how long CRI may take to list the pause image (it learns of images
+through containerd events, asynchronously)."""
+
+_POLL_INTERVAL_S = 0.05
+PAUSE_ARCHIVE_NAME = "sampan-pause.tar"
+IMPORT_INDEX_NAME = "sampan-imported-images.json"
+
+
+class _FailureSink(Protocol):
+    def fail(self, reason: str) -> None: ...
+
+
+def _socket_path(endpoint: str) -> Path:
+    return Path(cri.normalize_endpoint(endpoint).removeprefix("unix://"))
+
+
+class ContainerRuntime:
+    """The agent's container runtime component (``name``, ``start(ctx)``, ``stop()``)."""
+
+    name = "containerd"
+
+    def __init__(self, cfg: ContainerdConfig, *, endpoint: str = "") -> None:
+        self.cfg = cfg
+        self.external_endpoint = endpoint
+        self.containerd: Containerd | None = None
+        self.connection: cri.CRIConnection | None = None
+        self.importer: ImageImporter | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        if self.external_endpoint:
+            return cri.normalize_endpoint(self.external_endpoint)
+        return self.cfg.endpoint
+
+    @property
+    def runtime(self) -> cri.RuntimeClient:
+        assert self.connection is not None, "ContainerRuntime not started"
+        return self.connection.runtime
+
+    @property
+    def images(self) -> cri.ImageClient:
+        assert self.connection is not None, "ContainerRuntime not started"
+        return self.connection.images
+
+    async def start(self, ctx: _FailureSink | None = None) -> None:
+        snapshotter: str | None = None
+        if self.external_endpoint:
+            self.connection = cri.connect(self.endpoint)
+            await self._wait_external()
+        else:
+            self.containerd = Containerd(self.cfg)
+            await self.containerd.start()
+            snapshotter = self.containerd.cfg.snapshotter
+            self.connection = cri.connect(self.endpoint)
+        version = await self.runtime.version()
+        log.info(
+            "container runtime %s %s (CRI %s) on %s",
+            version.runtime_name,
+            version.runtime_version,
+            version.runtime_api_version,
+            self.endpoint,
+        )
+        self.importer = ImageImporter(
+            address=_socket_path(self.endpoint),
+            images=self.images,
+            index_path=self.cfg.root_dir / IMPORT_INDEX_NAME,
+            snapshotter=snapshotter,
+        )
+        try:
+            await self._import_pause()
+        except ImageImportError as exc:
+            if not self.external_endpoint:
+                raise
+            log.warning("could not import the pause image into %s: %s", self.endpoint, exc)
+        await self.importer.import_dir(self.cfg.images_dir)
+        self._watcher = asyncio.create_task(
+            self.importer.watch(self.cfg.images_dir), name="image-archive-watcher"
+        )
+        self._watcher.add_done_callback(_log_task_failure)
+
+    async def _wait_external(self) -> None:
+        deadline = time.monotonic() + EXTERNAL_READY_TIMEOUT_S
+        while True:
+            try:
+                await self.runtime.version(timeout_s=1.0)
+                return
+            except cri.UnavailableError as exc:
+                if time.monotonic() >= deadline:
+                    raise ContainerdError(
+                        f"container runtime at {self.endpoint} did not answer within "
+                        f"{EXTERNAL_READY_TIMEOUT_S:g}s: {exc}"
+                    ) from exc
+                await asyncio.sleep(_POLL_INTERVAL_S)
+
+    async def _import_pause(self) -> None:
+        assert self.importer is not None
+        archive = self.cfg.root_dir / PAUSE_ARCHIVE_NAME
+        await asyncio.to_thread(build_pause_archive, archive, ref=self.cfg.sandbox_image)
+        await self.importer.import_archive(archive)
+        deadline = time.monotonic() + IMAGE_VISIBLE_TIMEOUT_S
+        while await self.images.image_status(self.cfg.sandbox_image) is None:
+            if time.monotonic() >= deadline:
+                raise ImageImportError(
+                    f"{self.cfg.sandbox_image} was imported but CRI does not list it"
+                )
+            await asyncio.sleep(_POLL_INTERVAL_S)
+
+    async def stop(self) -> None:
+        """Stop watching, close CRI, stop containerd. Idempotent."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.wait([self._watcher])
+            self._watcher = None
+        if self.connection is not None:
+            await self.connection.close()
+            self.connection = None
+        if self.containerd is not None:
+            await self.containerd.stop()
+            self.containerd = None
+
+
+def _log_task_failure(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("task %s failed: %r", task.get_name(), exc, exc_info=exc)
