@@ -13,7 +13,7 @@ from sampan.apiserver.auth import (
     UserInfo,
     aggregate_cluster_role,
 )
-from sampan.apiserver.auth.bootstrap import bootstrap_policy
+from sampan.apiserver.auth.bootstrap import bootstrap_namespaced_policy, bootstrap_policy
 
 USERS = {
     name: UserInfo(name, groups=(SYSTEM_AUTHENTICATED,)) for name in ("viewer", "editor", "boss")
@@ -229,3 +229,20 @@ def test_component_identities(authz) -> None:
     agent = "system:sampan-agent"
     assert can(authz, agent, "patch", "nodes", ns="")
     assert not can(authz, agent, "list", "secrets")
+
+
+def test_namespaced_policy() -> None:
+    objects = bootstrap_namespaced_policy()
+    roles = [o for o in objects if o["kind"] == "Role"]
+    bindings = [o for o in objects if o["kind"] == "RoleBinding"]
+    assert roles and bindings
+    assert all(o["metadata"]["namespace"] == "kube-system" for o in objects)
+    role_names = {r["metadata"]["name"] for r in roles}
+    assert all(b["roleRef"]["name"] in role_names for b in bindings)
+    authz = RBACAuthorizer(StaticRBACSource(role_list=roles, role_binding_list=bindings))
+    scheduler = UserInfo("system:kube-scheduler")
+    cm = "extension-apiserver-authentication"
+    assert can(authz, scheduler, "get", "configmaps", ns="kube-system", name=cm)
+    assert not can(authz, scheduler, "get", "configmaps", ns="kube-system", name="other")
+    assert not can(authz, scheduler, "get", "configmaps", ns="default", name=cm)
+    assert can(authz, scheduler, "update", "leases", group="coordination.k8s.io", ns="kube-system")

@@ -33,6 +33,10 @@ Deliberate differences from upstream, until the matching pieces exist:
 The scheduler's leader-election Lease must be ``kube-system/kube-scheduler`` (its role only
 allows get/update on that name), as upstream.
 
+``bootstrap_namespaced_policy()`` adds upstream's kube-system Roles and RoleBindings that
+add-ons expect to find (``extension-apiserver-authentication-reader``, which metrics-server's
+manifests bind to, and the leader-locking roles); create them after the namespaces exist.
+
 Aggregated roles (admin, edit, view) are returned with their rules already computed by
 ``aggregate_cluster_role`` so they are useful before any aggregation controller runs.
 """
@@ -53,6 +57,7 @@ __all__ = [
     "BOOTSTRAPPING_LABEL",
     "SAMPAN_AGENT_USER",
     "SAMPAN_CONTROLLER_USER",
+    "bootstrap_namespaced_policy",
     "bootstrap_policy",
 ]
 
@@ -599,3 +604,64 @@ def bootstrap_policy() -> list[dict[str, Any]]:
     roles = [*_user_facing_roles(), *_system_roles(), *_sampan_roles()]
     _fill_aggregated(roles)
     return copy.deepcopy([*roles, *_bindings()])
+
+
+def _namespaced_metadata(name: str, namespace: str) -> dict[str, Any]:
+    return {**_metadata(name), "namespace": namespace}
+
+
+def bootstrap_namespaced_policy() -> list[dict[str, Any]]:
+    """Fresh copies of the default Roles, then RoleBindings, in ``kube-system``."""
+    namespace = "kube-system"
+    leader_rules = [
+        _rule(("create", "get", "list", "update", "watch"), (COORDINATION,), ("leases",)),
+        _rule(("create", "get", "list", "update", "watch"), (COORDINATION,), ("leasecandidates",)),
+    ]
+    roles = [
+        (
+            "extension-apiserver-authentication-reader",
+            [_rule(READ, (CORE,), ("configmaps",), ("extension-apiserver-authentication",))],
+        ),
+        ("system::leader-locking-kube-controller-manager", leader_rules),
+        ("system::leader-locking-kube-scheduler", leader_rules),
+    ]
+    bindings = [
+        (
+            "system::extension-apiserver-authentication-reader",
+            "extension-apiserver-authentication-reader",
+            [
+                _subject("User", "system:kube-controller-manager"),
+                _subject("User", "system:kube-scheduler"),
+            ],
+        ),
+        (
+            "system::leader-locking-kube-controller-manager",
+            "system::leader-locking-kube-controller-manager",
+            [_subject("User", "system:kube-controller-manager")],
+        ),
+        (
+            "system::leader-locking-kube-scheduler",
+            "system::leader-locking-kube-scheduler",
+            [_subject("User", "system:kube-scheduler")],
+        ),
+    ]
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": RBAC_API_VERSION,
+            "kind": "Role",
+            "metadata": _namespaced_metadata(name, namespace),
+            "rules": rules,
+        }
+        for name, rules in roles
+    ]
+    objects += [
+        {
+            "apiVersion": RBAC_API_VERSION,
+            "kind": "RoleBinding",
+            "metadata": _namespaced_metadata(name, namespace),
+            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": role},
+            "subjects": subjects,
+        }
+        for name, role, subjects in bindings
+    ]
+    return copy.deepcopy(objects)
