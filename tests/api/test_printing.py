@@ -16,6 +16,7 @@ import pytest
 from sampan.api import printing
 from sampan.api.printing import (
     JSONPathError,
+    canonical_quantity,
     crd_columns,
     crd_table,
     has_printer,
@@ -273,6 +274,28 @@ def test_every_printer_survives_an_empty_object() -> None:
         ),
         ("RuntimeClass", "node.k8s.io", "Name Handler Age"),
         ("MutatingWebhookConfiguration", "admissionregistration.k8s.io", "Name Webhooks Age"),
+        ("APIService", "apiregistration.k8s.io", "Name Service Available Age"),
+        ("ComponentStatus", "", "Name Status Message Error"),
+        ("Scale", "autoscaling", "Name Desired Available Age"),
+        (
+            "CSIDriver",
+            "storage.k8s.io",
+            "Name AttachRequired PodInfoOnMount StorageCapacity TokenRequests RequiresRepublish"
+            " Modes Age",
+        ),
+        ("CSINode", "storage.k8s.io", "Name Drivers Age"),
+        ("CSIStorageCapacity", "storage.k8s.io", "Name StorageClassName Capacity"),
+        ("VolumeAttachment", "storage.k8s.io", "Name Attacher PV Node Attached Age"),
+        (
+            "ValidatingAdmissionPolicy",
+            "admissionregistration.k8s.io",
+            "Name Validations ParamKind Age",
+        ),
+        (
+            "ValidatingAdmissionPolicyBinding",
+            "admissionregistration.k8s.io",
+            "Name PolicyName ParamRef Age",
+        ),
     ],
 )
 def test_columns(kind: str, group: str, expected: str) -> None:
@@ -1502,3 +1525,173 @@ def test_crd_braced_json_path() -> None:
         now=NOW,
     )
     assert table["rows"][0]["cells"] == ["w", 2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Other served kinds
+# ---------------------------------------------------------------------------------------------
+
+
+def test_api_service() -> None:
+    local = {
+        "metadata": meta("v1.apps"),
+        "spec": {"group": "apps", "version": "v1"},
+        "status": {"conditions": [{"type": "Available", "status": "True", "reason": "Local"}]},
+    }
+    assert cells("APIService", "apiregistration.k8s.io", local) == [
+        "v1.apps",
+        "Local",
+        "True",
+        "5m",
+    ]
+    remote = {
+        "metadata": meta("v1beta1.metrics.k8s.io"),
+        "spec": {"service": {"namespace": "kube-system", "name": "metrics-server"}},
+        "status": {
+            "conditions": [
+                {"type": "Available", "status": "False", "reason": "MissingEndpoints"},
+            ]
+        },
+    }
+    assert cells("APIService", "apiregistration.k8s.io", remote)[1:3] == [
+        "kube-system/metrics-server",
+        "False (MissingEndpoints)",
+    ]
+    del remote["status"]
+    assert cells("APIService", "apiregistration.k8s.io", remote)[2] == "Unknown"
+
+
+def test_component_status_and_scale() -> None:
+    cs = {
+        "metadata": {"name": "etcd-0"},
+        "conditions": [{"type": "Healthy", "status": "True", "message": "ok"}],
+    }
+    assert cells("ComponentStatus", "", cs) == ["etcd-0", "Healthy", "ok", ""]
+    cs["conditions"] = [{"type": "Healthy", "status": "False", "error": "dial tcp: refused"}]
+    assert cells("ComponentStatus", "", cs) == ["etcd-0", "Unhealthy", "", "dial tcp: refused"]
+    assert cells("ComponentStatus", "", {"metadata": {"name": "x"}})[1] == "Unknown"
+    scale = {"metadata": meta("web"), "spec": {"replicas": 3}, "status": {"replicas": 2}}
+    assert cells("Scale", "autoscaling", scale) == ["web", 3, 2, "5m"]
+    assert table_columns("Scale", "autoscaling")[0]["format"] == ""
+
+
+def test_csi_kinds_and_volume_attachment() -> None:
+    driver = {
+        "metadata": meta("local.csi.example.com"),
+        "spec": {
+            "podInfoOnMount": True,
+            "tokenRequests": [{"audience": "vault"}, {"audience": "gcp"}],
+            "volumeLifecycleModes": ["Persistent", "Ephemeral"],
+        },
+    }
+    assert cells("CSIDriver", "storage.k8s.io", driver) == [
+        "local.csi.example.com",
+        True,
+        True,
+        False,
+        "vault,gcp",
+        False,
+        "Persistent,Ephemeral",
+        "5m",
+    ]
+    bare = cells("CSIDriver", "storage.k8s.io", {"metadata": meta("d"), "spec": {}})
+    assert (bare[4], bare[6]) == ("<unset>", "<none>")
+    node = {"metadata": meta("server-1"), "spec": {"drivers": [{"name": "a"}, {"name": "b"}]}}
+    assert cells("CSINode", "storage.k8s.io", node) == ["server-1", 2, "5m"]
+    capacity = {"metadata": meta("csisc-1"), "storageClassName": "fast", "capacity": "1.5Gi"}
+    assert cells("CSIStorageCapacity", "storage.k8s.io", capacity) == ["csisc-1", "fast", "1536Mi"]
+    del capacity["capacity"]
+    assert cells("CSIStorageCapacity", "storage.k8s.io", capacity)[2] == "<unset>"
+    attachment = {
+        "metadata": meta("csi-123"),
+        "spec": {
+            "attacher": "local.csi.example.com",
+            "nodeName": "server-1",
+            "source": {"persistentVolumeName": "pv-1"},
+        },
+        "status": {"attached": True},
+    }
+    assert cells("VolumeAttachment", "storage.k8s.io", attachment) == [
+        "csi-123",
+        "local.csi.example.com",
+        "pv-1",
+        "server-1",
+        True,
+        "5m",
+    ]
+    assert table_columns("VolumeAttachment", "storage.k8s.io")[1]["format"] == "name"
+
+
+def test_validating_admission_policy_and_binding() -> None:
+    group = "admissionregistration.k8s.io"
+    policy = {
+        "metadata": meta("replicas-limit"),
+        "spec": {
+            "paramKind": {"apiVersion": "rules.example.com/v1", "kind": "ReplicaLimit"},
+            "validations": [{"expression": "true"}, {"expression": "false"}],
+        },
+    }
+    assert cells("ValidatingAdmissionPolicy", group, policy) == [
+        "replicas-limit",
+        2,
+        "rules.example.com/v1/ReplicaLimit",
+        "5m",
+    ]
+    assert cells("ValidatingAdmissionPolicy", group, {"metadata": meta("p")})[2] == "<unset>"
+    binding = {
+        "metadata": meta("b"),
+        "spec": {"policyName": "replicas-limit", "paramRef": {"name": "limit", "namespace": "ns"}},
+    }
+    kind = "ValidatingAdmissionPolicyBinding"
+    assert cells(kind, group, binding) == ["b", "replicas-limit", "ns/limit", "5m"]
+    binding["spec"]["paramRef"] = {"name": "limit"}
+    assert cells(kind, group, binding)[2] == "*/limit"
+    binding["spec"]["paramRef"] = {
+        "selector": {
+            "matchLabels": {"tier": "gold"},
+            "matchExpressions": [{"key": "env", "operator": "In", "values": ["a", "b"]}],
+        }
+    }
+    assert cells(kind, group, binding)[2] == (
+        "&LabelSelector{MatchLabels:map[string]string{tier: gold,},"
+        "MatchExpressions:[]LabelSelectorRequirement{"
+        "LabelSelectorRequirement{Key:env,Operator:In,Values:[a b],},},}"
+    )
+    del binding["spec"]["paramRef"]
+    assert cells(kind, group, binding)[2] == "<unset>"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10Gi", "10Gi"),
+        ("1.5Gi", "1536Mi"),
+        ("0.5Gi", "512Mi"),
+        ("2048Ki", "2Mi"),
+        ("0.5Ki", "512"),
+        ("1000m", "1"),
+        ("0.5", "500m"),
+        ("1500", "1500"),
+        ("2000", "2k"),
+        ("1000M", "1G"),
+        ("0.0001", "100u"),
+        ("1.0000000001", "1000000001n"),
+        ("1e3", "1e3"),
+        ("1500e3", "1500e3"),
+        ("1E", "1E"),
+        ("-0.5", "-500m"),
+        ("+1Ki", "1Ki"),
+        ("0Gi", "0"),
+        ("12 cores", None),
+    ],
+)
+def test_canonical_quantity(text: str, expected: str | None) -> None:
+    assert canonical_quantity(text) == expected
+
+
+def test_printed_quantities_are_canonical() -> None:
+    pv = {"metadata": meta("pv"), "spec": {"capacity": {"storage": "1.5Gi"}}}
+    assert cells("PersistentVolume", "", pv)[1] == "1536Mi"
+    assert cells("PersistentVolume", "", {"metadata": meta("pv"), "spec": {}})[1] == "0"
+    quota = {"metadata": meta("q"), "status": {"hard": {"cpu": "2000m"}, "used": {"cpu": "0.5"}}}
+    assert cells("ResourceQuota", "", quota)[2] == "cpu: 500m/2"

@@ -14,6 +14,7 @@ Public API::
     crd_table(columns, objs, *, include_object="Metadata", now=None, ...) -> dict
     crd_columns(columns) -> list[dict]
     human_duration(delta) -> str                                     # duration.HumanDuration
+    canonical_quantity(text) -> str | None                           # Quantity.String()
 
 Invariants:
 
@@ -29,8 +30,8 @@ Invariants:
 - Objects are plain JSON dicts as stored (defaults applied by the apiserver).  Where a field
   the apiserver always defaults is absent, the printer uses that default (``replicas`` 1,
   service ``type`` ClusterIP, port ``protocol`` TCP, secret ``type`` Opaque).
-- Quantities (storage capacity, quota) are printed as stored; kube-apiserver prints the
-  canonical form, which equals the stored string for canonical input.
+- Quantities (storage capacity, quota, HPA values) print in Quantity's canonical form
+  ("1.5Gi" -> "1536Mi"), as kube-apiserver prints them; a malformed one prints as stored.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal, localcontext
 from typing import Any
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "TABLE_API_VERSION",
     "Column",
     "JSONPathError",
+    "canonical_quantity",
     "crd_columns",
     "crd_table",
     "has_printer",
@@ -359,16 +362,72 @@ def _int_or_string(value: Any) -> str:
 
 
 def _quantity(value: Any) -> str:
-    """Quantity.String() of a stored quantity; the zero quantity prints "0"."""
-    if value is None or value == "":
+    """``Quantity.String()``: the canonical form kube-apiserver prints ("0" when absent)."""
+    if value is None or value == "" or isinstance(value, bool):
         return "0"
-    if isinstance(value, bool):
-        return "0"
-    if isinstance(value, int):
+    if isinstance(value, int | float):
+        value = repr(value) if isinstance(value, float) else str(value)
+    if not isinstance(value, str):
         return str(value)
-    if isinstance(value, float):
-        return _go_float(value)
-    return str(value)
+    canonical = canonical_quantity(value)
+    return value if canonical is None else canonical
+
+
+_QUANTITY_RE = re.compile(
+    r"^(?P<num>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+    r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
+)
+_BINARY_SUFFIXES = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+_DECIMAL_SUFFIXES = {-9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P"}
+_DECIMAL_SUFFIXES[18] = "E"
+_DECIMAL_EXPONENTS = {suffix: exp for exp, suffix in _DECIMAL_SUFFIXES.items()}
+#: Quantities keep nine decimal places; finer values round up (as ParseQuantity does).
+QUANTITY_MIN_EXPONENT = -9
+#: Enough significant digits for any quantity kube accepts (up to ~1e27 with 9 decimals).
+QUANTITY_DECIMAL_PRECISION = 60
+
+
+def canonical_quantity(text: str) -> str | None:
+    """The canonical spelling of a quantity ("1.5Gi" -> "1536Mi", "1000m" -> "1"), or None
+    when ``text`` is not a quantity.  Binary suffixes stay binary while the value is a whole
+    number of at least 1024; decimal exponents ("1e3") stay exponents; the rest use SI.
+    """
+    match = _QUANTITY_RE.match(text.strip())
+    if match is None:
+        return None
+    with localcontext(prec=QUANTITY_DECIMAL_PRECISION):
+        return _canonical_quantity(Decimal(match.group("num")), match.group("suffix") or "")
+
+
+def _canonical_quantity(number: Decimal, suffix: str) -> str:
+    if suffix in _BINARY_SUFFIXES and suffix:
+        value = number * (Decimal(1024) ** _BINARY_SUFFIXES.index(suffix))
+        style = "binary"
+    elif len(suffix) > 1 and suffix[0] in ("e", "E"):  # "E" alone is exa
+        value = number.scaleb(int(suffix[1:]))
+        style = "exponent"
+    else:
+        value = number.scaleb(_DECIMAL_EXPONENTS[suffix])
+        style = "decimal"
+    value = value.quantize(Decimal(1).scaleb(QUANTITY_MIN_EXPONENT), rounding=ROUND_UP)
+    if value == 0:
+        return "0"
+    if style == "binary" and abs(value) >= 1024 and value == value.to_integral_value():
+        mantissa = int(value)
+        power = 0
+        while mantissa % 1024 == 0 and power < len(_BINARY_SUFFIXES) - 1:
+            mantissa //= 1024
+            power += 1
+        return f"{mantissa}{_BINARY_SUFFIXES[power]}"
+    sign, digits, exponent = value.normalize().as_tuple()
+    mantissa = int("".join(str(d) for d in digits)) * (-1 if sign else 1)
+    exponent = int(exponent)
+    shift = exponent % 3
+    mantissa *= 10**shift
+    exponent -= shift
+    if style != "exponent" and exponent in _DECIMAL_SUFFIXES:
+        return f"{mantissa}{_DECIMAL_SUFFIXES[exponent]}"
+    return f"{mantissa}e{exponent}" if exponent else str(mantissa)
 
 
 def _list_with_more(items: list[str], count: int, *, empty: str) -> str:
@@ -1710,6 +1769,221 @@ _WEBHOOK_COLUMNS = (_NAME, _col("Webhooks", "Number of webhooks.", "integer"), _
 )
 def _print_webhook_configuration(obj: Mapping[str, Any], ctx: _Context) -> Cells:
     return [_name(obj), len(_l(obj.get("webhooks"))), _age(obj, ctx)]
+
+
+@_register(
+    "apiregistration.k8s.io",
+    ["APIService"],
+    (
+        _NAME,
+        _col("Service", "Service hosting the API as namespace/name, or Local."),
+        _col("Available", "The Available condition, with its reason when not True."),
+        _AGE,
+    ),
+)
+def _print_api_service(obj: Mapping[str, Any], ctx: _Context) -> Cells:
+    spec = _d(obj.get("spec"))
+    service = "Local"
+    if _is_set(spec.get("service")):
+        ref = _d(spec.get("service"))
+        service = f"{_s(ref.get('namespace'))}/{_s(ref.get('name'))}"
+    available = "Unknown"
+    for cond in _l(_get(obj, "status", "conditions")):
+        cond = _d(cond)
+        if cond.get("type") == "Available":
+            state = _s(cond.get("status"))
+            reason = _s(cond.get("reason"))
+            available = f"{state} ({reason})" if state != "True" and reason else state
+            break
+    return [_name(obj), service, available, _age(obj, ctx)]
+
+
+@_register(
+    "",
+    ["ComponentStatus"],
+    (
+        _NAME,
+        _col("Status", "Healthy, Unhealthy or Unknown."),
+        _col("Message", "Message of the Healthy condition."),
+        _col("Error", "Error of the Healthy condition."),
+    ),
+)
+def _print_component_status(obj: Mapping[str, Any], ctx: _Context) -> Cells:
+    status, message, error = "Unknown", "", ""
+    for cond in _l(obj.get("conditions")):
+        cond = _d(cond)
+        if cond.get("type") == "Healthy":
+            status = "Healthy" if cond.get("status") == "True" else "Unhealthy"
+            message, error = _s(cond.get("message")), _s(cond.get("error"))
+            break
+    return [_name(obj), status, message, error]
+
+
+@_register(
+    "autoscaling",
+    ["Scale"],
+    (
+        Column("Name", "string", _NAME.description),
+        _col("Desired", "Desired replicas.", "integer"),
+        _col("Available", "Observed replicas.", "integer"),
+        _AGE,
+    ),
+)
+def _print_scale(obj: Mapping[str, Any], ctx: _Context) -> Cells:
+    return [
+        _name(obj),
+        _i(_get(obj, "spec", "replicas")),
+        _i(_get(obj, "status", "replicas")),
+        _age(obj, ctx),
+    ]
+
+
+def _opt_bool(value: Any, default: bool) -> bool:
+    return value if isinstance(value, bool) else default
+
+
+@_register(
+    "storage.k8s.io",
+    ["CSIDriver"],
+    (
+        _NAME,
+        _col("AttachRequired", "Whether volumes need an attach step.", "boolean"),
+        _col("PodInfoOnMount", "Whether pod information is passed on mount.", "boolean"),
+        _col("StorageCapacity", "Whether the scheduler considers storage capacity.", "boolean"),
+        _col("TokenRequests", "Audiences of service account tokens passed to the driver."),
+        _col("RequiresRepublish", "Whether NodePublishVolume is called periodically.", "boolean"),
+        _col("Modes", "Volume lifecycle modes."),
+        _AGE,
+    ),
+)
+def _print_csi_driver(obj: Mapping[str, Any], ctx: _Context) -> Cells:
+    spec = _d(obj.get("spec"))
+    token_requests = UNSET
+    if _is_set(spec.get("tokenRequests")):
+        token_requests = ",".join(_s(_d(t).get("audience")) for t in _l(spec.get("tokenRequests")))
+    modes = ",".join(_s(m) for m in _l(spec.get("volumeLifecycleModes")))
+    return [
+        _name(obj),
+        _opt_bool(spec.get("attachRequired"), True),
+        _opt_bool(spec.get("podInfoOnMount"), False),
+        _opt_bool(spec.get("storageCapacity"), False),
+        token_requests,
+        _opt_bool(spec.get("requiresRepublish"), False),
+        modes or NONE,
+        _age(obj, ctx),
+    ]
+
+
+@_register(
+    "storage.k8s.io",
+    ["CSINode"],
+    (_NAME, _col("Drivers", "Number of CSI drivers registered on the node.", "integer"), _AGE),
+)
+def _print_csi_node(obj: Mapping[str, Any], ctx: _Context) -> Cells:
+    return [_name(obj), len(_l(_get(obj, "spec", "drivers"))), _age(obj, ctx)]
+
+
+@_register(
+    "storage.k8s.io",
+    ["CSIStorageCapacity"],
+    (
+        _NAME,
+        _col("StorageClassName", "Storage class the capacity applies to."),
+        _col("Capacity", "Available capacity."),
+    ),
+)
+def _print_csi_storage_capacity(obj: Mapping[str, Any], ctx: _Context) -> Cells:
+    capacity = obj.get("capacity")
+    return [
+        _name(obj),
+        _s(obj.get("storageClassName")),
+        _quantity(capacity) if _is_set(capacity) else UNSET,
+    ]
+
+
+@_register(
+    "storage.k8s.io",
+    ["VolumeAttachment"],
+    (
+        _NAME,
+        Column("Attacher", "string", "Attacher (CSI driver) name.", "name"),
+        _col("PV", "Persistent volume being attached."),
+        _col("Node", "Node the volume is attached to."),
+        _col("Attached", "Whether the attach operation succeeded.", "boolean"),
+        _AGE,
+    ),
+)
+def _print_volume_attachment(obj: Mapping[str, Any], ctx: _Context) -> Cells:
+    spec = _d(obj.get("spec"))
+    return [
+        _name(obj),
+        _s(spec.get("attacher")),
+        _s(_get(spec, "source", "persistentVolumeName")),
+        _s(spec.get("nodeName")),
+        _opt_bool(_get(obj, "status", "attached"), False),
+        _age(obj, ctx),
+    ]
+
+
+@_register(
+    "admissionregistration.k8s.io",
+    ["ValidatingAdmissionPolicy"],
+    (
+        _NAME,
+        _col("Validations", "Number of validation rules.", "integer"),
+        _col("ParamKind", "Kind of the parameter resources, as apiVersion/kind."),
+        _AGE,
+    ),
+)
+def _print_validating_admission_policy(obj: Mapping[str, Any], ctx: _Context) -> Cells:
+    spec = _d(obj.get("spec"))
+    param_kind = UNSET
+    if _is_set(spec.get("paramKind")):
+        kind = _d(spec.get("paramKind"))
+        param_kind = f"{_s(kind.get('apiVersion'))}/{_s(kind.get('kind'))}"
+    return [_name(obj), len(_l(spec.get("validations"))), param_kind, _age(obj, ctx)]
+
+
+def _go_label_selector_debug(selector: Mapping[str, Any]) -> str:
+    """The generated ``LabelSelector.String()`` kube prints for a binding's param selector."""
+    labels = _d(selector.get("matchLabels"))
+    label_text = "".join(f"{k}: {labels[k]}," for k in sorted(labels))
+    expressions = ""
+    for expr in _l(selector.get("matchExpressions")):
+        expr = _d(expr)
+        values = " ".join(_s(v) for v in _l(expr.get("values")))
+        expressions += (
+            f"LabelSelectorRequirement{{Key:{_s(expr.get('key'))},"
+            f"Operator:{_s(expr.get('operator'))},Values:[{values}],}},"
+        )
+    return (
+        f"&LabelSelector{{MatchLabels:map[string]string{{{label_text}}},"
+        f"MatchExpressions:[]LabelSelectorRequirement{{{expressions}}},}}"
+    )
+
+
+@_register(
+    "admissionregistration.k8s.io",
+    ["ValidatingAdmissionPolicyBinding"],
+    (
+        _NAME,
+        _col("PolicyName", "The policy this binding applies."),
+        _col("ParamRef", "Parameter resource as namespace/name, or its selector."),
+        _AGE,
+    ),
+)
+def _print_validating_admission_policy_binding(obj: Mapping[str, Any], ctx: _Context) -> Cells:
+    spec = _d(obj.get("spec"))
+    param = UNSET
+    if _is_set(spec.get("paramRef")):
+        ref = _d(spec.get("paramRef"))
+        name = _s(ref.get("name"))
+        if name:
+            namespace = _s(ref.get("namespace"))
+            param = f"{namespace}/{name}" if namespace else f"*/{name}"
+        elif _is_set(ref.get("selector")):
+            param = _go_label_selector_debug(_d(ref.get("selector")))
+    return [_name(obj), _s(spec.get("policyName")), param, _age(obj, ctx)]
 
 
 # --------------------------------------------------------------------------------------------
