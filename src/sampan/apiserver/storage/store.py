@@ -1,0 +1,946 @@
+"""The generic registry store: create/get/list/watch/update/delete of one resource with
+kube-apiserver's semantics, over the datastore (writes) and the watch cache (reads).
+
+What it owns: system metadata (name generation, uid, creationTimestamp, generation,
+resourceVersion), the strategy calls (defaulting, preparation, validation) as upstream's
+registry store makes them, compare-and-swap loops, the status/main-resource split, graceful and
+finalizer-driven deletion, and the choice between cache and datastore for each read.
+
+Invariants:
+
+* ``metadata.resourceVersion`` is never stored: it is the datastore mod revision, set on every
+  object served (so it can never go stale).
+* Every write is a compare-and-swap on the mod revision the decision was based on; a lost race
+  re-reads and decides again (or is a 409 when the caller pinned a resourceVersion).
+* Reads are answered from the watch cache whenever it can give the requested consistency; the
+  datastore is read only for exact-revision lists the cache cannot reproduce, or when the cache
+  is not ready or does not catch up in time.
+* Objects go in and come out in the storage version of their kind (``info.storage_version``);
+  version conversion for other served versions is the HTTP layer's job, except that an object
+  handed to create/update in a non-storage version is converted on the way in.
+* Datastore errors never escape: each becomes the matching ``StatusError`` (see translate.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+from sampan.api.resources import ResourceInfo, storage_key
+from sampan.apiserver.errors import (
+    AlreadyExists,
+    BadRequest,
+    Cause,
+    Conflict,
+    InternalError,
+    Invalid,
+    NotFound,
+    RequestEntityTooLarge,
+    StatusError,
+    qualified_resource,
+)
+from sampan.apiserver.storage import _api
+from sampan.apiserver.storage.cache import (
+    Entry,
+    RevisionTracker,
+    WatchCache,
+    dumps,
+)
+from sampan.apiserver.storage.tokens import (
+    decode_continue,
+    encode_continue,
+    parse_resource_version,
+)
+from sampan.apiserver.storage.translate import (
+    REQUEST_TOO_LARGE_MESSAGE,
+    translate_store_error,
+)
+from sampan.apiserver.storage.types import (
+    PROPAGATION_BACKGROUND,
+    PROPAGATION_FOREGROUND,
+    PROPAGATION_ORPHAN,
+    DeleteOptions,
+    ListPage,
+    StorageSettings,
+    WatchEvent,
+)
+from sampan.apiserver.storage.watch import too_large_resource_version, watch_stream
+from sampan.datastore.types import (
+    MAX_VALUE_BYTES,
+    Backend,
+    CompactedError,
+    ConflictError,
+    FutureRevisionError,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyValue,
+    StoreError,
+)
+
+__all__ = [
+    "DEFAULT_POD_GRACE_PERIOD_S",
+    "FINALIZER_FOREGROUND",
+    "FINALIZER_ORPHAN",
+    "GENERATE_NAME_ALPHABET",
+    "GENERATE_NAME_SUFFIX_LENGTH",
+    "ResourceStore",
+    "rfc3339",
+]
+
+GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+"""Upstream's alphabet for generated name suffixes (no vowels, no look-alike digits)."""
+GENERATE_NAME_SUFFIX_LENGTH = 5
+MAX_GENERATED_NAME_BASE = 63 - GENERATE_NAME_SUFFIX_LENGTH
+
+DEFAULT_POD_GRACE_PERIOD_S = 30
+FINALIZER_ORPHAN = "orphan"
+FINALIZER_FOREGROUND = "foregroundDeletion"
+
+DATASTORE_PAGE_MIN = 100
+"""Rows fetched per datastore round trip when a selector filters a paged list."""
+
+DELETE_COLLECTION_WORKERS = 16
+"""Deletes a delete_collection runs at once (upstream's default is 16 as well)."""
+
+_SYSTEM_META_KEPT_ON_UPDATE = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
+
+JSONObj = dict[str, Any]
+
+
+def rfc3339(moment: datetime) -> str:
+    """``2024-01-02T03:04:05Z``: seconds precision, UTC, as metav1.Time serializes."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _generate_name(base: str) -> str:
+    suffix = "".join(
+        secrets.choice(GENERATE_NAME_ALPHABET) for _ in range(GENERATE_NAME_SUFFIX_LENGTH)
+    )
+    return base[:MAX_GENERATED_NAME_BASE] + suffix
+
+
+def _meta(obj: JSONObj) -> JSONObj:
+    meta = obj.get("metadata")
+    if meta is None:
+        meta = obj["metadata"] = {}
+    elif not isinstance(meta, dict):
+        raise BadRequest("metadata must be an object")
+    return meta
+
+
+def _parse_kv(kv: KeyValue) -> JSONObj:
+    obj = json.loads(kv.value)
+    _meta(obj)["resourceVersion"] = str(kv.mod_revision)
+    return obj
+
+
+def _without_rv(obj: JSONObj) -> JSONObj:
+    out = dict(obj)
+    meta = dict(out.get("metadata") or {})
+    meta.pop("resourceVersion", None)
+    out["metadata"] = meta
+    return out
+
+
+def _with_propagation(finalizers: list[str], policy: str | None) -> list[str]:
+    """metadata.finalizers after a delete with ``policy`` (upstream's GC finalizers)."""
+    out = list(finalizers)
+    add: str | None = None
+    remove: tuple[str, ...] = ()
+    if policy == PROPAGATION_ORPHAN:
+        add, remove = FINALIZER_ORPHAN, (FINALIZER_FOREGROUND,)
+    elif policy == PROPAGATION_FOREGROUND:
+        add, remove = FINALIZER_FOREGROUND, (FINALIZER_ORPHAN,)
+    elif policy == PROPAGATION_BACKGROUND:
+        remove = (FINALIZER_ORPHAN, FINALIZER_FOREGROUND)
+    out = [f for f in out if f not in remove]
+    if add is not None and add not in out:
+        out.append(add)
+    return out
+
+
+def _set_or_drop(mapping: JSONObj, key: str, value: Any) -> None:
+    if value is None or value == [] or value == {}:
+        mapping.pop(key, None)
+    else:
+        mapping[key] = value
+
+
+class ResourceStore:
+    """One resource's store (see the module docstring). Built by ``Storage.for_resource``."""
+
+    def __init__(
+        self,
+        info: ResourceInfo,
+        storage_info: ResourceInfo,
+        cache: WatchCache,
+        backend: Backend,
+        tracker: RevisionTracker,
+        settings: StorageSettings,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.info = info
+        self.storage_info = storage_info
+        self._cache = cache
+        self._backend = backend
+        self._tracker = tracker
+        self._settings = settings
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _key(self, namespace: str | None, name: str) -> str:
+        return storage_key(self.info, namespace, name)
+
+    def _prefix(self, namespace: str | None) -> str:
+        return storage_key(self.info, namespace, None)
+
+    def _error(self, err: StoreError, name: str = "", *, continuing: bool = False) -> StatusError:
+        return translate_store_error(err, self.info, name, continuing=continuing)
+
+    def _not_found(self, name: str) -> NotFound:
+        return NotFound.for_object(self.info.plural, self.info.group, name)
+
+    def _conflict(self, name: str, detail: str) -> Conflict:
+        qr = qualified_resource(self.info.plural, self.info.group)
+        return Conflict(
+            f'Operation cannot be fulfilled on {qr} "{name}": {detail}',
+            name=name,
+            group=self.info.group,
+            kind=self.info.plural,
+        )
+
+    def _invalid(self, name: str, causes: list[Cause]) -> Invalid:
+        return Invalid.for_object(self.storage_info.kind, self.info.group, name, causes)
+
+    def _is(self, group: str, kind: str) -> bool:
+        return self.storage_info.group == group and self.storage_info.kind == kind
+
+    async def _current_revision(self) -> int:
+        try:
+            return await self._backend.current_revision()
+        except StoreError as e:
+            raise self._error(e) from e
+
+    async def _fetch(self, key: str, name: str) -> tuple[JSONObj, int] | None:
+        """The live object from the datastore (not the cache)."""
+        try:
+            _, kv = await self._backend.get(key)
+        except StoreError as e:
+            raise self._error(e, name) from e
+        if kv is None:
+            return None
+        return _parse_kv(kv), kv.mod_revision
+
+    def _cached(self, key: str) -> tuple[JSONObj, int] | None:
+        entry = self._cache.objects.get(key)
+        if entry is None:
+            return None
+        return entry.obj(), entry.mod_revision
+
+    def _encode(self, obj: JSONObj) -> bytes:
+        data = dumps(_without_rv(obj))
+        if len(data) > MAX_VALUE_BYTES:
+            raise RequestEntityTooLarge(REQUEST_TOO_LARGE_MESSAGE)
+        return data
+
+    def _to_storage_version(self, obj: JSONObj) -> JSONObj:
+        if not isinstance(obj, dict):
+            raise BadRequest("the object must be a JSON object")
+        sinfo = self.storage_info
+        api_version = obj.get("apiVersion")
+        if (
+            api_version
+            and api_version != sinfo.api_version
+            and api_version == self.info.api_version
+        ):
+            obj = _api.convert(self.info, obj, sinfo)
+        obj["apiVersion"] = sinfo.api_version
+        obj["kind"] = sinfo.kind
+        return obj
+
+    # --- freshness -------------------------------------------------------------------------
+
+    async def _cache_ready(self) -> bool:
+        if self._cache.ready.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._cache.ready.wait(), self._settings.ready_wait_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _cache_fresh(self, resource_version: str, revision: int) -> bool:
+        """Whether the cache may answer a read at ``resource_version`` (waiting as needed):
+        "" = consistent (at least the datastore's current revision), "0" = any, N = not
+        older than N (504 when the cache does not get there in time)."""
+        if not await self._cache_ready():
+            return False
+        if resource_version == "":
+            target = await self._current_revision()
+            ok = await self._tracker.wait_for(target, self._settings.consistent_read_wait_s)
+        elif revision == 0:
+            ok = True
+        else:
+            ok = await self._tracker.wait_for(revision, self._settings.freshness_wait_s)
+            if not ok and self._cache.ready.is_set():
+                raise too_large_resource_version(revision, self._tracker.revision)
+        return ok and self._cache.ready.is_set()
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def get(self, namespace: str | None, name: str, *, resource_version: str = "") -> JSONObj:
+        revision = parse_resource_version(resource_version)
+        key = self._key(namespace, name)
+        if await self._cache_fresh(resource_version, revision):
+            entry = self._cache.objects.get(key)
+            if entry is None:
+                raise self._not_found(name)
+            return entry.obj()
+        found = await self._fetch(key, name)
+        if found is None:
+            raise self._not_found(name)
+        return found[0]
+
+    async def list(
+        self,
+        namespace: str | None,
+        *,
+        label_selector: object = None,
+        field_selector: object = None,
+        limit: int = 0,
+        continue_token: str = "",
+        resource_version: str = "",
+        resource_version_match: str = "",
+    ) -> ListPage:
+        labels = _api.label_matcher(label_selector)
+        fields = _api.field_matcher(field_selector, self.storage_info)
+        limit = max(0, int(limit or 0))
+        if continue_token:
+            if resource_version not in ("", "0"):
+                raise BadRequest("specifying resource version is not allowed when using continue")
+            token = decode_continue(continue_token)
+            return await self._list_exact(
+                namespace, token.revision, token.start, limit, labels, fields, continuing=True
+            )
+        revision = parse_resource_version(resource_version)
+        match = resource_version_match
+        if match not in ("", "Exact", "NotOlderThan"):
+            raise BadRequest(
+                f'resourceVersionMatch: Unsupported value: "{match}": supported values: '
+                '"Exact", "NotOlderThan"'
+            )
+        if match and resource_version == "":
+            raise BadRequest(
+                "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless "
+                "resourceVersion is provided"
+            )
+        if match == "Exact" and revision == 0:
+            raise BadRequest(
+                'resourceVersionMatch: Forbidden: resourceVersionMatch "exact" is forbidden '
+                'for resourceVersion "0"'
+            )
+        if match == "Exact" or (match == "" and revision > 0 and limit > 0):
+            # Upstream: a non-zero RV with a limit and no match means "exactly at RV".
+            return await self._list_exact(namespace, revision, "", limit, labels, fields)
+        if await self._cache_fresh(resource_version, revision):
+            return self._list_cache(namespace, self._tracker.revision, "", limit, labels, fields)
+        return await self._list_store(namespace, 0, "", limit, labels, fields)
+
+    async def _list_exact(
+        self,
+        namespace: str | None,
+        revision: int,
+        start: str,
+        limit: int,
+        labels: _api.Matcher | None,
+        fields: _api.Matcher | None,
+        *,
+        continuing: bool = False,
+    ) -> ListPage:
+        cache = self._cache
+        if await self._cache_ready():
+            if self._tracker.revision < revision:
+                await self._tracker.wait_for(revision, self._settings.freshness_wait_s)
+            # The cache holds the state at `revision` when nothing under its prefix changed
+            # after `revision` and it was loaded at or before `revision`.
+            if (
+                cache.ready.is_set()
+                and cache.loaded_revision <= revision <= self._tracker.revision
+                and cache.last_change <= revision
+            ):
+                return self._list_cache(namespace, revision, start, limit, labels, fields)
+        return await self._list_store(
+            namespace, revision, start, limit, labels, fields, continuing=continuing
+        )
+
+    def _list_cache(
+        self,
+        namespace: str | None,
+        revision: int,
+        start: str,
+        limit: int,
+        labels: _api.Matcher | None,
+        fields: _api.Matcher | None,
+    ) -> ListPage:
+        keys, lo, hi = self._cache.range(namespace, start)
+        objects = self._cache.objects
+        prefix = self._prefix(namespace)
+        if labels is None and fields is None:
+            end = hi if limit <= 0 else min(hi, lo + limit)
+            items = [objects[keys[i]].data for i in range(lo, end)]
+            if end < hi:
+                token = encode_continue(keys[end - 1], prefix, revision)
+                return ListPage(items, str(revision), token, hi - end)
+            return ListPage(items, str(revision), None, None)
+        selected: list[Entry] = []
+        token: str | None = None
+        for i in range(lo, hi):
+            entry = objects[keys[i]]
+            if labels is not None and not labels.matches(entry.labels):
+                continue
+            if fields is not None and not fields.matches(entry.fields):
+                continue
+            if limit and len(selected) == limit:
+                token = encode_continue(selected[-1].key, prefix, revision)
+                break
+            selected.append(entry)
+        return ListPage([e.data for e in selected], str(revision), token, None)
+
+    async def _list_store(
+        self,
+        namespace: str | None,
+        revision: int,
+        start: str,
+        limit: int,
+        labels: _api.Matcher | None,
+        fields: _api.Matcher | None,
+        *,
+        continuing: bool = False,
+    ) -> ListPage:
+        """A list read from the datastore at ``revision`` (0 = current)."""
+        prefix = self._prefix(namespace)
+        start_after = prefix + start if start else ""
+        filtered = labels is not None or fields is not None
+        selected: list[Entry] = []
+        more = False
+        read_at = revision
+        try:
+            while True:
+                if limit:
+                    want = limit + 1 - len(selected)
+                    page = max(want, DATASTORE_PAGE_MIN) if filtered else want
+                else:
+                    page = 0
+                result = await self._backend.list(
+                    prefix, revision=read_at, limit=page, start_after=start_after
+                )
+                read_at = result.revision
+                for kv in result.items:
+                    start_after = kv.key
+                    entry = self._cache.entry_for(kv)
+                    if entry is None:
+                        continue
+                    if labels is not None and not labels.matches(entry.labels):
+                        continue
+                    if fields is not None and not fields.matches(entry.fields):
+                        continue
+                    selected.append(entry)
+                    if limit and len(selected) > limit:
+                        break
+                if (limit and len(selected) > limit) or not result.more or not result.items:
+                    break
+            remaining: int | None = None
+            if limit and len(selected) > limit:
+                selected.pop()
+                more = True
+                if not filtered and not start:
+                    _, total = await self._backend.count(prefix, read_at)
+                    remaining = max(0, total - limit)
+        except CompactedError as e:
+            raise self._error(e, continuing=continuing) from e
+        except FutureRevisionError as e:
+            raise too_large_resource_version(e.revision, e.current_revision) from e
+        except StoreError as e:
+            raise self._error(e) from e
+        token = encode_continue(selected[-1].key, prefix, read_at) if more else None
+        return ListPage([e.data for e in selected], str(read_at), token, remaining)
+
+    def watch(
+        self,
+        namespace: str | None,
+        *,
+        label_selector: object = None,
+        field_selector: object = None,
+        resource_version: str = "",
+        allow_bookmarks: bool = False,
+        send_initial_events: bool | None = None,
+    ) -> AsyncIterator[WatchEvent]:
+        """A watch stream (see watch.py). Bad parameters raise here, before any event."""
+        revision = parse_resource_version(resource_version)
+        labels = _api.label_matcher(label_selector)
+        fields = _api.field_matcher(field_selector, self.storage_info)
+        return watch_stream(
+            self._cache,
+            self._tracker,
+            self.storage_info,
+            self._settings,
+            self._current_revision,
+            namespace=namespace if self.info.namespaced else None,
+            labels=labels,
+            fields=fields,
+            resource_version=resource_version,
+            revision=revision,
+            allow_bookmarks=allow_bookmarks,
+            send_initial_events=send_initial_events,
+        )
+
+    def cached_objects(self, namespace: str | None = None) -> Iterable[JSONObj]:
+        """The cache's current objects, parsed once per cache generation and shared between
+        callers: do not mutate them."""
+        objs = self._cache.parsed()
+        if namespace is None:
+            return list(objs)
+        return [o for o in objs if (o.get("metadata") or {}).get("namespace") == namespace]
+
+    @property
+    def generation(self) -> int:
+        return self._cache.generation
+
+    # --- create ----------------------------------------------------------------------------
+
+    async def create(self, obj: JSONObj, *, dry_run: bool = False) -> JSONObj:
+        obj = self._to_storage_version(copy.deepcopy(obj))
+        sinfo = self.storage_info
+        meta = _meta(obj)
+        if meta.get("resourceVersion"):
+            # Upstream's etcd store refuses it with a plain (500) error.
+            raise InternalError(
+                "Internal error occurred: resourceVersion should not be set on objects to be "
+                "created"
+            )
+        meta.pop("resourceVersion", None)
+        meta.pop("selfLink", None)
+        meta.pop("deletionTimestamp", None)
+        meta.pop("deletionGracePeriodSeconds", None)
+        if not self.info.namespaced:
+            meta.pop("namespace", None)
+        _api.strategy_default(sinfo, obj)
+        _api.strategy_prepare_for_create(sinfo, obj)
+        meta = _meta(obj)
+        meta["uid"] = str(uuid4())
+        meta["creationTimestamp"] = rfc3339(self._clock())
+        if sinfo.tracks_generation:
+            meta["generation"] = 1
+        else:
+            meta.pop("generation", None)
+        given_name = meta.get("name") or ""
+        generate = str(meta.get("generateName") or "")
+        attempts = self._settings.generate_name_retries if not given_name and generate else 1
+        for attempt in range(attempts):
+            if not given_name and generate:
+                meta["name"] = _generate_name(generate)
+            name = str(meta.get("name") or "")
+            namespace = meta.get("namespace") if self.info.namespaced else None
+            self._check_create(obj, name, namespace)
+            key = self._key(namespace, name)
+            data = self._encode(obj)
+            try:
+                if dry_run:
+                    _, existing = await self._backend.get(key)
+                    if existing is not None:
+                        raise KeyExistsError(key)
+                    return obj
+                revision = await self._backend.create(key, data)
+            except KeyExistsError as e:
+                if attempt + 1 < attempts:
+                    continue
+                raise AlreadyExists.for_object(self.info.plural, self.info.group, name) from e
+            except StoreError as e:
+                raise self._error(e, name) from e
+            meta["resourceVersion"] = str(revision)
+            return obj
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_create(self, obj: JSONObj, name: str, namespace: str | None) -> None:
+        causes = _api.strategy_validate(self.storage_info, obj)
+        if not name and not any(c.field == "metadata.name" for c in causes):
+            causes.append(
+                Cause("FieldValueRequired", "name or generateName is required", "metadata.name")
+            )
+        if self.info.namespaced and not namespace:
+            if not any(c.field == "metadata.namespace" for c in causes):
+                causes.append(Cause("FieldValueRequired", "Required value", "metadata.namespace"))
+        if (
+            name
+            and ("/" in name or name in (".", ".."))
+            and not any(c.field == "metadata.name" for c in causes)
+        ):
+            causes.append(
+                Cause(
+                    "FieldValueInvalid",
+                    f"Invalid value: \"{name}\": may not contain '/'",
+                    "metadata.name",
+                )
+            )
+        if causes:
+            raise self._invalid(name, causes)
+
+    # --- update ----------------------------------------------------------------------------
+
+    async def update(
+        self,
+        namespace: str | None,
+        name: str,
+        obj: JSONObj,
+        *,
+        subresource: str = "",
+        dry_run: bool = False,
+    ) -> JSONObj:
+        """Replace the object; compare-and-swap on ``obj.metadata.resourceVersion`` when set,
+        unconditional otherwise. Status changes go through ``subresource="status"``."""
+        obj = self._to_storage_version(copy.deepcopy(obj))
+        body_name = _meta(obj).get("name")
+        if body_name and body_name != name:
+            raise BadRequest(
+                f"the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )
+
+        def replace(_current: JSONObj) -> JSONObj:
+            return copy.deepcopy(obj)
+
+        return await self.guaranteed_update(
+            namespace, name, replace, subresource=subresource, dry_run=dry_run
+        )
+
+    async def guaranteed_update(
+        self,
+        namespace: str | None,
+        name: str,
+        mutate: Callable[[JSONObj], JSONObj],
+        *,
+        subresource: str = "",
+        dry_run: bool = False,
+    ) -> JSONObj:
+        """Get, ``mutate`` (a copy), compare-and-swap; retried when another writer won.
+
+        ``mutate`` receives the current object (storage version, with its resourceVersion)
+        and returns the desired one; if that carries a resourceVersion different from the
+        current one, the update is a 409 Conflict (the caller's precondition). It may raise
+        ``StatusError`` to refuse."""
+        namespace = namespace if self.info.namespaced else None
+        key = self._key(namespace, name)
+        current = self._cached(key) if await self._cache_ready() else None
+        fresh = False
+        if current is None:
+            current = await self._fetch(key, name)
+            fresh = True
+        conflicts = 0
+        while True:
+            if current is None:
+                raise self._not_found(name)
+            old, old_rev = current
+            new = mutate(copy.deepcopy(old))
+            if not isinstance(new, dict):
+                raise InternalError("update produced no object")
+            new = self._to_storage_version(new)
+            wanted_rv = str(_meta(new).get("resourceVersion") or "")
+            if wanted_rv and wanted_rv != str(old_rev):
+                if not fresh:
+                    current, fresh = await self._fetch(key, name), True
+                    continue
+                raise Conflict.stale(self.info.plural, self.info.group, name)
+            result = self._prepare_update(name, old, new, subresource)
+            if result == _without_rv(old):
+                return old
+            if dry_run:
+                _meta(result)["resourceVersion"] = str(old_rev)
+                return result
+            data = self._encode(result)
+            try:
+                kv = await self._backend.update(key, data, old_rev)
+            except ConflictError as e:
+                conflicts += 1
+                if conflicts > self._settings.conflict_retries:
+                    raise Conflict.stale(self.info.plural, self.info.group, name) from e
+                current = (_parse_kv(e.current), e.current.mod_revision) if e.current else None
+                fresh = True
+                continue
+            except KeyNotFoundError as e:
+                raise self._not_found(name) from e
+            except StoreError as e:
+                raise self._error(e, name) from e
+            _meta(result)["resourceVersion"] = str(kv.mod_revision)
+            if self._should_delete_after_update(old, result):
+                try:
+                    await self._backend.delete(key, kv.mod_revision)
+                except (ConflictError, KeyNotFoundError):
+                    pass  # someone else changed or removed it since; their write decides
+                except StoreError as e:
+                    raise self._error(e, name) from e
+            return result
+
+    def _prepare_update(self, name: str, old: JSONObj, new: JSONObj, subresource: str) -> JSONObj:
+        """The object to store for an update of ``old`` to ``new`` (no resourceVersion)."""
+        sinfo = self.storage_info
+        old_meta = old.get("metadata") or {}
+        if subresource == "status":
+            result = copy.deepcopy(old)
+            _set_or_drop(result, "status", new.get("status"))
+            causes = _api.strategy_validate_status_update(sinfo, result, old)
+        elif subresource == "finalize" and self._is("", "Namespace"):
+            result = copy.deepcopy(old)
+            finalizers = (new.get("spec") or {}).get("finalizers") or []
+            spec = result.setdefault("spec", {})
+            _set_or_drop(spec, "finalizers", list(finalizers))
+            causes = []
+        else:
+            result = new
+            meta = _meta(result)
+            for field in _SYSTEM_META_KEPT_ON_UPDATE:
+                if field == "uid" and meta.get("uid"):
+                    continue
+                _set_or_drop(meta, field, old_meta.get(field))
+            meta.setdefault("name", old_meta.get("name"))
+            if self.info.namespaced:
+                meta.setdefault("namespace", old_meta.get("namespace"))
+            else:
+                meta.pop("namespace", None)
+            _set_or_drop(meta, "generation", old_meta.get("generation"))
+            if sinfo.has_status:
+                _set_or_drop(result, "status", copy.deepcopy(old.get("status")))
+            if self._is("", "Namespace"):
+                # spec.finalizers changes only through the finalize subresource.
+                old_final = (old.get("spec") or {}).get("finalizers")
+                spec = result.setdefault("spec", {})
+                _set_or_drop(spec, "finalizers", copy.deepcopy(old_final))
+            _api.strategy_prepare_for_update(sinfo, result, old)
+            causes = _api.strategy_validate_update(sinfo, result, old)
+            for field in ("uid", "name", "namespace"):
+                if meta.get(field) != old_meta.get(field) and not any(
+                    c.field == f"metadata.{field}" for c in causes
+                ):
+                    causes.append(
+                        Cause(
+                            "FieldValueInvalid",
+                            f"Invalid value: {json.dumps(meta.get(field))}: field is immutable",
+                            f"metadata.{field}",
+                        )
+                    )
+            if sinfo.tracks_generation and self._spec_changed(old, result):
+                meta["generation"] = int(old_meta.get("generation") or 0) + 1
+        if causes:
+            raise self._invalid(name, causes)
+        return _without_rv(result)
+
+    @staticmethod
+    def _spec_changed(old: JSONObj, new: JSONObj) -> bool:
+        skip = ("metadata", "status", "apiVersion", "kind")
+        old_rest = {k: v for k, v in old.items() if k not in skip}
+        new_rest = {k: v for k, v in new.items() if k not in skip}
+        return old_rest != new_rest
+
+    def _should_delete_after_update(self, old: JSONObj, new: JSONObj) -> bool:
+        """Upstream: an object being deleted whose last finalizer went away (and whose grace
+        period is over, i.e. 0) is deleted by the update that removed it; a namespace also
+        needs its spec.finalizers empty (the finalize subresource empties them)."""
+        old_meta = old.get("metadata") or {}
+        new_meta = new.get("metadata") or {}
+        if self._is("", "Namespace") and (new.get("spec") or {}).get("finalizers"):
+            return False
+        return (
+            bool(old_meta.get("deletionTimestamp"))
+            and old_meta.get("deletionGracePeriodSeconds") == 0
+            and not new_meta.get("finalizers")
+        )
+
+    # --- delete ----------------------------------------------------------------------------
+
+    async def delete(
+        self, namespace: str | None, name: str, options: DeleteOptions
+    ) -> tuple[JSONObj, bool]:
+        """Delete now, or mark for deletion (graceful pods, finalizers, namespaces).
+        Returns (the object, True when it is gone now)."""
+        namespace = namespace if self.info.namespaced else None
+        key = self._key(namespace, name)
+        current = self._cached(key) if await self._cache_ready() else None
+        fresh = False
+        if current is None:
+            current = await self._fetch(key, name)
+            fresh = True
+        conflicts = 0
+        while True:
+            if current is None:
+                raise self._not_found(name)
+            obj, rev = current
+            meta = obj.get("metadata") or {}
+            failed = self._precondition_failure(meta, options)
+            if failed:
+                if not fresh:
+                    current, fresh = await self._fetch(key, name), True
+                    continue
+                raise self._conflict(name, failed)
+            marked = self._mark_for_deletion(obj, options)
+            try:
+                if marked is None:
+                    if options.dry_run:
+                        return obj, True
+                    await self._backend.delete(key, rev)
+                    return obj, True
+                if marked is obj:
+                    return obj, False
+                if options.dry_run:
+                    return marked, False
+                kv = await self._backend.update(key, self._encode(marked), rev)
+                _meta(marked)["resourceVersion"] = str(kv.mod_revision)
+                return marked, False
+            except ConflictError as e:
+                conflicts += 1
+                if conflicts > self._settings.conflict_retries:
+                    raise Conflict.stale(self.info.plural, self.info.group, name) from e
+                current = (_parse_kv(e.current), e.current.mod_revision) if e.current else None
+                fresh = True
+            except KeyNotFoundError as e:
+                raise self._not_found(name) from e
+            except StoreError as e:
+                raise self._error(e, name) from e
+
+    @staticmethod
+    def _precondition_failure(meta: JSONObj, options: DeleteOptions) -> str:
+        if options.precondition_uid is not None and options.precondition_uid != meta.get("uid"):
+            return (
+                f"Precondition failed: UID in precondition: {options.precondition_uid}, "
+                f"UID in object meta: {meta.get('uid', '')}"
+            )
+        if options.precondition_rv is not None and options.precondition_rv != meta.get(
+            "resourceVersion"
+        ):
+            return (
+                f"Precondition failed: ResourceVersion in precondition: "
+                f"{options.precondition_rv}, ResourceVersion in object meta: "
+                f"{meta.get('resourceVersion', '')}"
+            )
+        return ""
+
+    def _grace_period_s(self, obj: JSONObj, options: DeleteOptions) -> int:
+        """Seconds a delete leaves the object for its owner to clean up (pods only)."""
+        if not self._is("", "Pod"):
+            return 0
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        if options.grace_period_s is not None:
+            grace = options.grace_period_s
+            if grace < 0:
+                grace = 1  # upstream: negative means "as soon as possible", i.e. 1 s
+        else:
+            grace = spec.get("terminationGracePeriodSeconds")
+            if not isinstance(grace, int) or grace < 0:
+                grace = DEFAULT_POD_GRACE_PERIOD_S
+        if not spec.get("nodeName") or status.get("phase") in ("Failed", "Succeeded"):
+            return 0  # nobody runs it: nothing to wait for
+        return grace
+
+    def _mark_for_deletion(self, obj: JSONObj, options: DeleteOptions) -> JSONObj | None:
+        """Decide a delete: None = delete now; ``obj`` itself = nothing to change (already
+        terminating); another dict = write it (marked with a deletionTimestamp)."""
+        meta = obj.get("metadata") or {}
+        finalizers = list(meta.get("finalizers") or [])
+        new_finalizers = _with_propagation(finalizers, options.propagation_policy)
+        now = self._clock()
+        terminating = bool(meta.get("deletionTimestamp"))
+
+        if self._is("", "Namespace"):
+            spec_finalizers = (obj.get("spec") or {}).get("finalizers") or []
+            if not terminating:
+                if not spec_finalizers and not new_finalizers:
+                    return None
+                marked = copy.deepcopy(obj)
+                mmeta = _meta(marked)
+                mmeta["deletionTimestamp"] = rfc3339(now)
+                mmeta["deletionGracePeriodSeconds"] = 0
+                _set_or_drop(mmeta, "finalizers", new_finalizers)
+                marked.setdefault("status", {})["phase"] = "Terminating"
+                return marked
+            if spec_finalizers:
+                return obj  # the namespace controller is still emptying it
+            # spec.finalizers done: fall through to the generic rules (metadata finalizers).
+
+        grace = self._grace_period_s(obj, options)
+        if terminating:
+            current_grace = meta.get("deletionGracePeriodSeconds")
+            marked = copy.deepcopy(obj)
+            mmeta = _meta(marked)
+            changed = False
+            if isinstance(current_grace, int) and grace < current_grace:
+                # A shorter grace period wins (the kubelet's final delete uses 0).
+                deadline = now + timedelta(seconds=grace)
+                if deadline.strftime("%Y-%m-%dT%H:%M:%SZ") < str(meta["deletionTimestamp"]):
+                    mmeta["deletionTimestamp"] = rfc3339(deadline)
+                mmeta["deletionGracePeriodSeconds"] = grace
+                changed = True
+                if grace == 0 and not new_finalizers:
+                    return None
+            if new_finalizers != finalizers:
+                _set_or_drop(mmeta, "finalizers", new_finalizers)
+                changed = True
+            if current_grace == 0 and not new_finalizers and not meta.get("finalizers"):
+                return None
+            return marked if changed else obj
+        if grace == 0 and not new_finalizers:
+            return None
+        marked = copy.deepcopy(obj)
+        mmeta = _meta(marked)
+        mmeta["deletionTimestamp"] = rfc3339(now + timedelta(seconds=grace))
+        mmeta["deletionGracePeriodSeconds"] = grace
+        _set_or_drop(mmeta, "finalizers", new_finalizers)
+        if isinstance(mmeta.get("generation"), int) and mmeta["generation"] > 0:
+            mmeta["generation"] += 1
+        return marked
+
+    async def delete_collection(
+        self,
+        namespace: str | None,
+        *,
+        label_selector: object = None,
+        field_selector: object = None,
+        options: DeleteOptions,
+    ) -> list[JSONObj]:
+        """Delete (or mark) every matching object, as ``delete`` would one by one. Objects
+        that vanish meanwhile are skipped. Returns what was deleted or marked, in key order."""
+        page = await self.list(
+            namespace if self.info.namespaced else None,
+            label_selector=label_selector,
+            field_selector=field_selector,
+        )
+        per_item = DeleteOptions(
+            grace_period_s=options.grace_period_s,
+            propagation_policy=options.propagation_policy,
+            dry_run=options.dry_run,
+        )
+        limiter = asyncio.Semaphore(DELETE_COLLECTION_WORKERS)
+
+        async def one(data: bytes) -> JSONObj | None:
+            meta = json.loads(data).get("metadata") or {}
+            async with limiter:
+                try:
+                    obj, _ = await self.delete(
+                        meta.get("namespace"), meta.get("name", ""), per_item
+                    )
+                except NotFound:
+                    return None
+            return obj
+
+        results = await asyncio.gather(*(one(d) for d in page.items))
+        return [r for r in results if r is not None]
