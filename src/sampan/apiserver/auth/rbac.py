@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sampan.api.labels import SelectorError, selector_from_label_selector
 from sampan.apiserver.auth.user import (
     SYSTEM_MASTERS,
     UserInfo,
@@ -459,29 +460,12 @@ def forbidden_message(attrs: Attributes, reason: str = "") -> str:
 
 
 def label_selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """metav1.LabelSelector semantics (matchLabels AND every matchExpression); an empty
-    selector matches everything. An unknown operator matches nothing."""
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expression in selector.get("matchExpressions") or []:
-        key = expression.get("key", "")
-        operator = expression.get("operator", "")
-        values = expression.get("values") or []
-        present = key in labels
-        if operator == "In":
-            ok = present and labels[key] in values
-        elif operator == "NotIn":
-            ok = not present or labels[key] not in values
-        elif operator == "Exists":
-            ok = present
-        elif operator == "DoesNotExist":
-            ok = not present
-        else:
-            return False
-        if not ok:
-            return False
-    return True
+    """metav1.LabelSelector semantics (``sampan.api.labels``); an empty selector matches
+    everything, an invalid one (unknown operator, bad key) matches nothing."""
+    try:
+        return selector_from_label_selector(selector).matches(labels)
+    except SelectorError:
+        return False
 
 
 def aggregate_cluster_role(
