@@ -48,7 +48,9 @@ async def test_python_client_crud_and_watch_order(harness):
     def mutate() -> None:
         body = k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="pyc"), data={"k": "1"})
         core.create_namespaced_config_map("default", body)
-        core.patch_namespaced_config_map("pyc", "default", {"data": {"k": "2"}})
+        core.patch_namespaced_config_map(
+            "pyc", "default", {"data": {"k": "2"}}, _content_type="application/merge-patch+json"
+        )
         got = core.read_namespaced_config_map("pyc", "default")
         assert got.data == {"k": "2"}
         core.delete_namespaced_config_map("pyc", "default")

@@ -22,9 +22,11 @@ from sampan.apiserver.errors import BadRequest, RequestEntityTooLarge, Unsupport
 
 __all__ = [
     "JSON_CONTENT_TYPE",
+    "PROTOBUF_CONTENT_TYPE",
     "OutputFormat",
     "decode_object",
     "dump_json",
+    "media_type_of",
     "parse_accept",
     "read_body",
 ]
@@ -32,7 +34,7 @@ __all__ = [
 JSON_CONTENT_TYPE = "application/json"
 _YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
 _JSON_TYPES = frozenset({"application/json", ""})
-_PROTOBUF_TYPE = "application/vnd.kubernetes.protobuf"
+PROTOBUF_CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
 _SUMMARY_CHARS = 30
 
 
@@ -107,7 +109,7 @@ def media_type_of(request: web.Request) -> str:
 
 def decode_object(body: bytes, media_type: str, expected_kind: str) -> dict[str, Any]:
     """Decode a JSON or YAML object body. Errors read like kube-apiserver's decode errors."""
-    if media_type == _PROTOBUF_TYPE:
+    if media_type == PROTOBUF_CONTENT_TYPE:
         raise UnsupportedMediaType(
             f"the body of the request was in an unknown format - accepted media types include: "
             f"application/json, application/yaml (got {media_type})"
