@@ -24,6 +24,7 @@ from typing import Protocol
 from sampan.kubelet.runtime import cri
 from sampan.kubelet.runtime.containerd import Containerd, ContainerdConfig, ContainerdError
 from sampan.kubelet.runtime.images import (
+    IMAGE_DIR_POLL_INTERVAL_S,
     ImageImporter,
     ImageImportError,
     build_pause_archive,
@@ -58,9 +59,16 @@ class ContainerRuntime:
 
     name = "containerd"
 
-    def __init__(self, cfg: ContainerdConfig, *, endpoint: str = "") -> None:
+    def __init__(
+        self,
+        cfg: ContainerdConfig,
+        *,
+        endpoint: str = "",
+        image_poll_interval_s: float = IMAGE_DIR_POLL_INTERVAL_S,
+    ) -> None:
         self.cfg = cfg
         self.external_endpoint = endpoint
+        self.image_poll_interval_s = image_poll_interval_s
         self.containerd: Containerd | None = None
         self.connection: cri.CRIConnection | None = None
         self.importer: ImageImporter | None = None
@@ -114,7 +122,8 @@ class ContainerRuntime:
             log.warning("could not import the pause image into %s: %s", self.endpoint, exc)
         await self.importer.import_dir(self.cfg.images_dir)
         self._watcher = asyncio.create_task(
-            self.importer.watch(self.cfg.images_dir), name="image-archive-watcher"
+            self.importer.watch(self.cfg.images_dir, poll_interval_s=self.image_poll_interval_s),
+            name="image-archive-watcher",
         )
         self._watcher.add_done_callback(_log_task_failure)
 
