@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
+import json
+import shutil
 import ssl
 import stat
 from pathlib import Path
@@ -309,3 +312,46 @@ async def test_real_tls_handshake_with_admin_cert(tls_dir: Path, tmp_path: Path)
     )
     assert seen[0] == admin_der and seen[1] == admin_der
     assert seen[2] is None
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+async def test_kubectl_accepts_kubeconfig_and_certificates(tls_dir: Path, tmp_path: Path) -> None:
+    """Go's TLS stack (kubectl) verifies our serving cert and presents our admin cert."""
+    pki = _ensure(tls_dir)
+    peers: list[str] = []
+
+    async def version(request: web.Request) -> web.Response:
+        ssl_object = request.transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True)
+        cert = x509.load_der_x509_certificate(der)
+        peers.append(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+        return web.json_response(
+            {"major": "1", "minor": "32", "gitVersion": "v1.32.4", "platform": "linux/amd64"}
+        )
+
+    app = web.Application()
+    app.router.add_get("/version", version)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=pki.ssl_server_context())
+    await site.start()
+    port = runner.addresses[0][1]
+    kubeconfig = tmp_path / "kubeconfig"
+    ensure_admin_kubeconfig(pki, kubeconfig, f"https://127.0.0.1:{port}")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "kubectl",
+            "--kubeconfig",
+            str(kubeconfig),
+            "version",
+            "-o",
+            "json",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    finally:
+        await runner.cleanup()
+    assert proc.returncode == 0, stderr.decode()
+    assert json.loads(stdout)["serverVersion"]["gitVersion"] == "v1.32.4"
+    assert peers and set(peers) == {ADMIN_USER}

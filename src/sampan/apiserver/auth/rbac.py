@@ -229,7 +229,7 @@ def _subject_keys(subject: Mapping[str, Any], binding_namespace: str) -> tuple[_
             return ("", ""), ""
         return (
             ("User", service_account_username(namespace, name)),
-            f'ServiceAccount "{name}/{namespace}"',
+            f'ServiceAccount "{namespace}/{name}"',
         )
     return ("", ""), ""
 
