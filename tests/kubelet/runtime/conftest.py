@@ -61,7 +61,9 @@ class RuntimeEnv:
         network = pb.NamespaceMode.NODE if host_network else pb.NamespaceMode.POD
         return pb.PodSandboxConfig(
             metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace="default", attempt=0),
-            hostname=name,
+            # As the kubelet: a host-network pod shares the host's UTS namespace, and runc
+            # refuses to set a hostname there.
+            hostname="" if host_network else name,
             log_directory=str(log_dir),
             labels={"io.kubernetes.pod.name": name, "sampan.test": "runtime"},
             linux=pb.LinuxPodSandboxConfig(

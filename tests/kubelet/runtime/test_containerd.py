@@ -1,0 +1,237 @@
+"""The runtime layer against a real, private containerd (see conftest.runtime_env)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from sampan.kubelet.runtime import NotFoundError, images, pb
+from tests.kubelet.runtime.conftest import (
+    TEST_POD_SUBNET,
+    RuntimeEnv,
+    container_config,
+    write_test_cni_conflist,
+)
+from tests.support.images import BUSYBOX_IMAGE
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+log = logging.getLogger("tests.kubelet.runtime")
+
+WAIT_TIMEOUT_S = 30.0
+"""Upper bound for conditions that become true asynchronously (not a speed assertion)."""
+
+_CRI_LOG_LINE = re.compile(r"^\S+ (stdout|stderr) ([FP]) (.*)$")
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]], what: str, timeout_s: float = WAIT_TIMEOUT_S
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def _tags(image_list: list[pb.Image]) -> set[str]:
+    return {tag for image in image_list for tag in image.repo_tags}
+
+
+async def test_version(runtime_env: RuntimeEnv) -> None:
+    version = await runtime_env.runtime.runtime.version()
+    assert version.runtime_name == "containerd"
+    assert version.runtime_api_version == "v1"
+    status = await runtime_env.runtime.runtime.status()
+    ready = {c.type: c.status for c in status.status.conditions}
+    assert ready["RuntimeReady"] is True
+
+
+async def test_pause_and_archive_images_are_listed_with_tags(runtime_env: RuntimeEnv) -> None:
+    tags = _tags(await runtime_env.runtime.images.list_images())
+    assert runtime_env.cfg.sandbox_image in tags
+    assert BUSYBOX_IMAGE in tags
+    busybox = await runtime_env.runtime.images.image_status(BUSYBOX_IMAGE)
+    assert busybox is not None and BUSYBOX_IMAGE in busybox.repo_tags
+    assert await runtime_env.runtime.images.image_status("example.test/absent:1") is None
+
+
+async def test_reimport_is_skipped_via_the_index(runtime_env: RuntimeEnv) -> None:
+    importer = runtime_env.runtime.importer
+    assert importer is not None
+    archive = runtime_env.cfg.images_dir / "busybox-1.36.oci.tar"
+    result = await importer.import_archive(archive)
+    assert result.skipped
+    assert result.refs == (BUSYBOX_IMAGE,)
+    index = json.loads(importer.index_path.read_text())
+    assert index["imported"][result.sha256] == [BUSYBOX_IMAGE]
+
+
+async def test_archive_dropped_later_is_imported_compressed(runtime_env: RuntimeEnv) -> None:
+    ref = "example.test/dropped:1"
+    plain = runtime_env.data_dir / "dropped.tar"
+    await asyncio.to_thread(images.build_oci_archive, plain, ref=ref, files={"hello": b"hi\n"})
+
+    def gzip_into_images_dir() -> None:
+        import gzip
+        import shutil
+
+        tmp = runtime_env.data_dir / "dropped.tar.gz.part"
+        with plain.open("rb") as src, gzip.open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, runtime_env.cfg.images_dir / "dropped.tar.gz")
+
+    await asyncio.to_thread(gzip_into_images_dir)
+
+    async def listed() -> bool:
+        return await runtime_env.runtime.images.image_status(ref) is not None
+
+    await wait_for(listed, f"{ref} to be imported from the images dir")
+    await runtime_env.runtime.images.remove_image(ref)
+    assert await runtime_env.runtime.images.image_status(ref) is None
+
+
+async def _run_pod(
+    env: RuntimeEnv, name: str, command: list[str], *, host_network: bool
+) -> tuple[str, str, pb.PodSandboxConfig, float]:
+    """RunPodSandbox + CreateContainer + StartContainer; returns ids, config and the time."""
+    rt = env.runtime.runtime
+    sandbox_config = env.sandbox_config(name, host_network=host_network)
+    started = time.monotonic()
+    sandbox_id = await rt.run_pod_sandbox(sandbox_config)
+    container_id = await rt.create_container(
+        sandbox_id, container_config("main", command), sandbox_config
+    )
+    await rt.start_container(container_id)
+    elapsed_s = time.monotonic() - started
+    return sandbox_id, container_id, sandbox_config, elapsed_s
+
+
+async def _remove_pod(env: RuntimeEnv, sandbox_id: str, container_id: str) -> None:
+    rt = env.runtime.runtime
+    await rt.stop_container(container_id, grace_period_s=0)
+    status = await rt.container_status(container_id)
+    assert status.status.state == pb.ContainerState.CONTAINER_EXITED
+    await rt.remove_container(container_id)
+    with pytest.raises(NotFoundError):
+        await rt.container_status(container_id)
+    await rt.stop_pod_sandbox(sandbox_id)
+    await rt.remove_pod_sandbox(sandbox_id)
+    with pytest.raises(NotFoundError):
+        await rt.pod_sandbox_status(sandbox_id)
+
+
+def _log_lines(path: Path) -> list[tuple[str, str, str]]:
+    lines = []
+    for raw in path.read_text().splitlines():
+        match = _CRI_LOG_LINE.match(raw)
+        assert match, f"not a CRI log line: {raw!r}"
+        lines.append((match.group(1), match.group(2), match.group(3)))
+    return lines
+
+
+async def test_host_network_pod_runs_logs_and_execs(runtime_env: RuntimeEnv) -> None:
+    env = runtime_env
+    rt = env.runtime.runtime
+    sandbox_id, container_id, sandbox_config, elapsed_s = await _run_pod(
+        env, "hostnet", ["sh", "-c", "echo hi; sleep 60"], host_network=True
+    )
+    log.warning("raw CRI RunPodSandbox+CreateContainer+StartContainer: %.3fs", elapsed_s)
+    print(f"\nraw CRI RunPodSandbox+CreateContainer+StartContainer: {elapsed_s:.3f}s")
+
+    sandbox = await rt.pod_sandbox_status(sandbox_id)
+    assert sandbox.status.state == pb.PodSandboxState.SANDBOX_READY
+    status = await rt.container_status(container_id)
+    assert status.status.state == pb.ContainerState.CONTAINER_RUNNING
+    assert status.status.image.image == BUSYBOX_IMAGE or status.status.image_ref
+
+    log_path = Path(sandbox_config.log_directory) / "main" / "0.log"
+    assert status.status.log_path == str(log_path)
+
+    async def logged_hi() -> bool:
+        return log_path.exists() and ("stdout", "F", "hi") in _log_lines(log_path)
+
+    await wait_for(logged_hi, "'hi' in the container log")
+
+    result = await rt.exec_sync(container_id, ["echo", "ok"], timeout_s=10)
+    assert (result.exit_code, result.stdout, result.stderr) == (0, b"ok\n", b"")
+    failed = await rt.exec_sync(container_id, ["sh", "-c", "echo no >&2; exit 3"], timeout_s=10)
+    assert (failed.exit_code, failed.stderr) == (3, b"no\n")
+
+    listed = await rt.list_containers(pb.ContainerFilter(pod_sandbox_id=sandbox_id))
+    assert [c.id for c in listed] == [container_id]
+    url = await rt.exec(container_id, ["sh"], stdin=True, tty=True)
+    assert url.startswith("http://127.0.0.1:")
+    stats = await rt.container_stats(container_id)
+    assert stats.attributes.id == container_id
+
+    await _remove_pod(env, sandbox_id, container_id)
+
+
+async def test_cni_network_pod_gets_an_address(runtime_env: RuntimeEnv) -> None:
+    env = runtime_env
+    rt = env.runtime.runtime
+    await asyncio.to_thread(write_test_cni_conflist, env.cfg.cni_conf_dir)
+
+    async def network_ready() -> bool:
+        status = await rt.status()
+        return any(c.type == "NetworkReady" and c.status for c in status.status.conditions)
+
+    await wait_for(network_ready, "NetworkReady after writing the CNI conflist")
+    sandbox_id, container_id, _, _ = await _run_pod(env, "cni", ["sleep", "60"], host_network=False)
+    sandbox = await rt.pod_sandbox_status(sandbox_id)
+    ip = ipaddress.ip_address(sandbox.status.network.ip)
+    assert ip in ipaddress.ip_network(TEST_POD_SUBNET)
+    result = await rt.exec_sync(container_id, ["ip", "-o", "-4", "addr", "show", "eth0"])
+    assert result.exit_code == 0 and f" {ip}/" in result.stdout.decode()
+    await _remove_pod(env, sandbox_id, container_id)
+
+
+async def test_unknown_ids_are_not_found(runtime_env: RuntimeEnv) -> None:
+    rt = runtime_env.runtime.runtime
+    with pytest.raises(NotFoundError):
+        await rt.container_status("0" * 64)
+    with pytest.raises(NotFoundError):
+        await rt.pod_sandbox_status("0" * 64)
+
+
+@pytest.mark.slow
+async def test_killed_containerd_is_restarted_and_containers_survive(
+    runtime_env: RuntimeEnv,
+) -> None:
+    env = runtime_env
+    containerd = env.runtime.containerd
+    assert containerd is not None
+    rt = env.runtime.runtime
+    sandbox_id, container_id, _, _ = await _run_pod(
+        env, "survivor", ["sleep", "120"], host_network=True
+    )
+    before = await rt.container_status(container_id)
+    assert before.status.state == pb.ContainerState.CONTAINER_RUNNING
+
+    old_pid, restarts = containerd.pid, containerd.restarts
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+
+    async def restarted() -> bool:
+        return containerd.restarts > restarts and containerd.ready.is_set()
+
+    await wait_for(restarted, "the supervisor to restart containerd")
+    assert containerd.pid != old_pid
+
+    after = await rt.container_status(container_id)
+    assert after.status.state == pb.ContainerState.CONTAINER_RUNNING
+    assert after.status.started_at == before.status.started_at
+    result = await rt.exec_sync(container_id, ["echo", "still here"], timeout_s=10)
+    assert result.stdout == b"still here\n"
+    await _remove_pod(env, sandbox_id, container_id)
