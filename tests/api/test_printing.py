@@ -1695,3 +1695,23 @@ def test_printed_quantities_are_canonical() -> None:
     assert cells("PersistentVolume", "", {"metadata": meta("pv"), "spec": {}})[1] == "0"
     quota = {"metadata": meta("q"), "status": {"hard": {"cpu": "2000m"}, "used": {"cpu": "0.5"}}}
     assert cells("ResourceQuota", "", quota)[2] == "cpu: 500m/2"
+
+
+def test_crd_string_column_prints_structures_like_go_json_marshal() -> None:
+    columns = [{"name": "Spec", "type": "string", "jsonPath": ".spec"}]
+    obj = {
+        "metadata": {"name": "w"},
+        "spec": {"z": [1, 2.0, 1e-7, 1e21], "a": "<b>&", "m": None, "t": True},
+    }
+    row = crd_table(columns, [obj], now=NOW)["rows"][0]["cells"]
+    assert row == ["w", '{"a":"\\u003cb\\u003e\\u0026","m":null,"t":true,"z":[1,2,1e-7,1e+21]}']
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(3.0, "3"), (0.25, "0.25"), (123456.0, "123456"), (1e6, "1e+06"), (1.5e-7, "1.5e-07")],
+)
+def test_crd_string_column_prints_floats_like_go(value: float, expected: str) -> None:
+    columns = [{"name": "V", "type": "string", "jsonPath": ".v"}]
+    row = crd_table(columns, [{"metadata": {"name": "w"}, "v": value}], now=NOW)["rows"][0]
+    assert row["cells"] == ["w", expected]

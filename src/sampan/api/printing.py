@@ -79,6 +79,9 @@ LIST_MAX_ENTRIES = 3
 HPA_MAX_METRICS = 2
 #: Go prints a float64 with %v in exponent form from this decimal exponent up.
 GO_FLOAT_EXPONENT_THRESHOLD = 6
+#: encoding/json writes a float64 in exponent form below/at or above these magnitudes.
+JSON_FLOAT_SMALL = 1e-6
+JSON_FLOAT_LARGE = 1e21
 
 NODE_ROLE_LABEL_PREFIX = "node-role.kubernetes.io/"
 NODE_ROLE_LABEL = "kubernetes.io/role"
@@ -446,6 +449,30 @@ def _join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if is_v6 else f"{host}:{port}"
 
 
+def _float_digits(value: float) -> tuple[str, str, int]:
+    """(sign, shortest significant digits, digits before the point) of a finite nonzero float."""
+    sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
+    digits = "".join(str(d) for d in digit_tuple)
+    stripped = digits.rstrip("0")
+    exponent = int(exponent) + len(digits) - len(stripped)
+    return ("-" if sign else ""), stripped, len(stripped) + exponent
+
+
+def _fixed_notation(sign: str, digits: str, point: int) -> str:
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return f"{sign}{digits}{'0' * (point - len(digits))}"
+    return f"{sign}{digits[:point]}.{digits[point:]}"
+
+
+def _exponent_notation(sign: str, digits: str, point: int, min_exp_digits: int) -> str:
+    exponent = point - 1
+    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    exp_sign = "-" if exponent < 0 else "+"
+    return f"{sign}{mantissa}e{exp_sign}{abs(exponent):0{min_exp_digits}d}"
+
+
 def _go_float(value: float) -> str:
     """Go's ``%v`` for a float64 (strconv 'g', shortest digits, exponent form when the
     decimal exponent is < -4 or >= 6): 3.0 -> "3", 0.25 -> "0.25", 1e6 -> "1e+06"."""
@@ -455,23 +482,45 @@ def _go_float(value: float) -> str:
         return "+Inf" if value > 0 else "-Inf"
     if value == 0:
         return "0"
-    sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
-    digits = "".join(str(d) for d in digit_tuple)
-    stripped = digits.rstrip("0")
-    exponent = int(exponent) + len(digits) - len(stripped)
-    digits = stripped
-    point = len(digits) + exponent  # digits before the decimal point
-    decimal_exponent = point - 1
-    prefix = "-" if sign else ""
-    if decimal_exponent < -4 or decimal_exponent >= GO_FLOAT_EXPONENT_THRESHOLD:
-        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        exp_sign = "-" if decimal_exponent < 0 else "+"
-        return f"{prefix}{mantissa}e{exp_sign}{abs(decimal_exponent):02d}"
-    if point <= 0:
-        return f"{prefix}0.{'0' * -point}{digits}"
-    if point >= len(digits):
-        return f"{prefix}{digits}{'0' * (point - len(digits))}"
-    return f"{prefix}{digits[:point]}.{digits[point:]}"
+    sign, digits, point = _float_digits(value)
+    if point - 1 < -4 or point - 1 >= GO_FLOAT_EXPONENT_THRESHOLD:
+        return _exponent_notation(sign, digits, point, 2)
+    return _fixed_notation(sign, digits, point)
+
+
+def _go_json_float(value: float) -> str:
+    """encoding/json's float64: fixed notation unless |v| < 1e-6 or >= 1e21 ("1e-7")."""
+    if not math.isfinite(value) or value == 0:
+        return "0"  # Go refuses NaN/Inf; JSON input cannot carry them anyway
+    sign, digits, point = _float_digits(value)
+    if abs(value) < JSON_FLOAT_SMALL or abs(value) >= JSON_FLOAT_LARGE:
+        return _exponent_notation(sign, digits, point, 1)
+    return _fixed_notation(sign, digits, point)
+
+
+_JSON_HTML_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+def _go_json(value: Any) -> str:
+    """Compact ``json.Marshal`` output: sorted keys, HTML-safe escapes, Go float format."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _go_json_float(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False).translate(_JSON_HTML_ESCAPES)
+    if isinstance(value, Mapping):
+        items = (f"{_go_json(str(k))}:{_go_json(value[k])}" for k in sorted(value, key=str))
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_go_json(v) for v in value) + "]"
+    return _go_json(str(value))
 
 
 # --------------------------------------------------------------------------------------------
@@ -2220,7 +2269,7 @@ def _json_text(value: Any) -> str:
         return str(value)
     if isinstance(value, float):
         return _go_float(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _go_json(value)
 
 
 def _crd_cell(column_type: str, value: Any, ctx: _Context) -> Any:
