@@ -6,7 +6,10 @@
 * ``sampan.apiserver.auth.serviceaccount``: ``TokenIssuer`` and service-account JWT checks;
 * ``sampan.apiserver.auth.rbac``: ``RBACAuthorizer``, ``Attributes``, ``Decision``,
   ``forbidden_message``, ``aggregate_cluster_role``;
-* ``sampan.apiserver.auth.bootstrap``: ``bootstrap_policy()``, the default RBAC objects.
+* ``sampan.apiserver.auth.bootstrap``: ``bootstrap_policy()`` (cluster-scoped defaults) and
+  ``bootstrap_namespaced_policy()`` (kube-system Roles and RoleBindings);
+* ``sampan.apiserver.auth.reviews``: bodies of SubjectAccessReview, SelfSubjectRulesReview,
+  SelfSubjectReview, and the service-account issuer discovery documents (JWKS).
 """
 
 from sampan.apiserver.auth.authn import Authenticator, user_from_certificate

@@ -51,6 +51,7 @@ __all__ = [
     "ServiceAccountTokenAuthenticator",
     "TokenIssuer",
     "key_id",
+    "load_public_key",
 ]
 
 DEFAULT_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -82,7 +83,8 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 Clock = Callable[[], float]
 
 
-def _load_public_key(key: bytes | str | PublicKey) -> PublicKey:
+def load_public_key(key: bytes | str | PublicKey) -> PublicKey:
+    """A public key from PEM (public or private key) or a key object."""
     if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
         return key
     data = key.encode("ascii") if isinstance(key, str) else key
@@ -235,7 +237,7 @@ class ServiceAccountTokenAuthenticator:
         lookup: TokenLookup,
         clock: Clock = time.time,
     ) -> None:
-        keys = [_load_public_key(k) for k in public_keys]
+        keys = [load_public_key(k) for k in public_keys]
         if not keys:
             raise ValueError("at least one service-account public key is needed")
         self._keys = {key_id(k): k for k in keys}
