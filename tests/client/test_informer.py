@@ -1,0 +1,265 @@
+"""Informers against a real in-process API server: list+watch, relist on 410, sharing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from sampan.client.api import CONFIGMAPS, NAMESPACES, Client
+from sampan.client.informer import (
+    INDEX_NAMESPACE,
+    INDEX_OWNER_UID,
+    Cache,
+    Informer,
+    SharedInformerFactory,
+    object_key,
+    split_key,
+)
+
+from .conftest import ApiServerHarness
+
+WAIT_S = 15.0
+
+
+def configmap(name: str, namespace: str = "default", **labels: str) -> dict:
+    return {"metadata": {"name": name, "namespace": namespace, "labels": labels}, "data": {}}
+
+
+class Recorder:
+    """Handlers that only record (as real handlers only enqueue), plus a way to wait."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.changed = asyncio.Event()
+
+    def on_add(self, obj: dict) -> None:
+        self._record("add", obj)
+
+    def on_update(self, old: dict, new: dict) -> None:
+        assert object_key(old) == object_key(new)
+        self._record("update", new)
+
+    def on_delete(self, obj: dict) -> None:
+        self._record("delete", obj)
+
+    def _record(self, kind: str, obj: dict) -> None:
+        self.events.append((kind, object_key(obj)))
+        self.changed.set()
+
+    def register(self, informer: Informer, **kwargs: Any) -> None:
+        informer.add_event_handler(
+            on_add=self.on_add, on_update=self.on_update, on_delete=self.on_delete, **kwargs
+        )
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def wait_event(self, event: tuple[str, str]) -> None:
+        await self.wait_for(lambda: event in self.events)
+
+
+# -- pure units -------------------------------------------------------------------------------
+
+
+def test_keys() -> None:
+    assert object_key({"metadata": {"name": "a", "namespace": "ns"}}) == "ns/a"
+    assert object_key({"metadata": {"name": "node1"}}) == "node1"
+    assert split_key("ns/a") == ("ns", "a")
+    assert split_key("node1") == (None, "node1")
+
+
+def test_cache_indexes_follow_updates_and_deletes() -> None:
+    cache = Cache({"by-app": lambda o: [o["metadata"].get("labels", {}).get("app", "")]})
+
+    def obj(name: str, ns: str, app: str, owner: str | None = None) -> dict:
+        meta: dict[str, Any] = {"name": name, "namespace": ns, "labels": {"app": app}}
+        if owner:
+            meta["ownerReferences"] = [{"uid": owner, "kind": "ReplicaSet", "name": "rs"}]
+        return {"metadata": meta}
+
+    cache._upsert(obj("a", "ns1", "web", owner="u1"))
+    cache._upsert(obj("b", "ns1", "db", owner="u1"))
+    cache._upsert(obj("c", "ns2", "web"))
+    assert sorted(object_key(o) for o in cache.by_index(INDEX_NAMESPACE, "ns1")) == [
+        "ns1/a",
+        "ns1/b",
+    ]
+    assert sorted(cache.index_keys(INDEX_OWNER_UID, "u1")) == ["ns1/a", "ns1/b"]
+    assert sorted(cache.index_keys("by-app", "web")) == ["ns1/a", "ns2/c"]
+    cache._upsert(obj("a", "ns1", "db"))  # relabelled, owner dropped
+    assert cache.index_keys("by-app", "web") == ["ns2/c"]
+    assert cache.index_keys(INDEX_OWNER_UID, "u1") == ["ns1/b"]
+    cache._delete("ns1/b")
+    assert cache.index_keys(INDEX_OWNER_UID, "u1") == []
+    assert "u1" not in cache.index_values(INDEX_OWNER_UID)
+    cache.add_indexers({"by-name": lambda o: [o["metadata"]["name"]]})
+    assert cache.index_keys("by-name", "c") == ["ns2/c"]
+    with pytest.raises(ValueError):
+        cache.add_indexers({"by-name": lambda o: []})
+    assert cache.get_by_name("c", "ns2") is cache.get("ns2/c")
+    assert len(cache) == 2 and "ns1/a" in cache
+
+
+# -- against the server -----------------------------------------------------------------------
+
+
+async def test_list_then_watch_sees_adds_updates_deletes(client: Client) -> None:
+    await client.create(CONFIGMAPS, configmap("before"))
+    informer = Informer(client, CONFIGMAPS, namespace="default", page_size=2)
+    recorder = Recorder()
+    recorder.register(informer)
+    informer.start()
+    try:
+        assert await informer.wait_synced(WAIT_S)
+        assert informer.has_synced
+        assert ("add", "default/before") in recorder.events
+        assert informer.cache.get("default/before") is not None
+        assert informer.cache.get("default/before")["kind"] == "ConfigMap"
+
+        await client.create(CONFIGMAPS, configmap("live"))
+        await recorder.wait_event(("add", "default/live"))
+        await client.patch(CONFIGMAPS, "live", {"data": {"x": "1"}}, namespace="default")
+        await recorder.wait_event(("update", "default/live"))
+        assert informer.cache.get("default/live")["data"] == {"x": "1"}
+        await client.delete(CONFIGMAPS, "live", namespace="default")
+        await recorder.wait_event(("delete", "default/live"))
+        assert informer.cache.get("default/live") is None
+        live_events = [e for e in recorder.events if e[1] == "default/live"]
+        assert live_events == [
+            ("add", "default/live"),
+            ("update", "default/live"),
+            ("delete", "default/live"),
+        ]
+        assert informer.list_count == 1
+        assert client.active_watches == 1
+    finally:
+        await informer.stop()
+    assert client.active_watches == 0
+
+
+async def test_late_handler_gets_existing_objects_and_bad_handler_is_contained(
+    client: Client,
+) -> None:
+    await client.create(CONFIGMAPS, configmap("a"))
+    informer = Informer(client, CONFIGMAPS, namespace="default")
+
+    def broken(obj: dict) -> None:
+        raise RuntimeError("handler bug")
+
+    informer.add_event_handler(on_add=broken)
+    informer.start()
+    try:
+        assert await informer.wait_synced(WAIT_S)
+        late = Recorder()
+        late.register(informer)
+        assert ("add", "default/a") in late.events
+        await client.create(CONFIGMAPS, configmap("b"))
+        await late.wait_event(("add", "default/b"))  # the broken handler stopped nothing
+    finally:
+        await informer.stop()
+
+
+async def test_selectors_limit_what_is_cached(client: Client) -> None:
+    await client.create(CONFIGMAPS, configmap("yes", tier="front"))
+    await client.create(CONFIGMAPS, configmap("no", tier="back"))
+    informer = Informer(client, CONFIGMAPS, label_selector="tier=front")
+    informer.start()
+    try:
+        assert await informer.wait_synced(WAIT_S)
+        assert informer.cache.keys() == ["default/yes"]
+    finally:
+        await informer.stop()
+
+
+async def test_relists_after_expired_resource_version(
+    api_server: ApiServerHarness, client: Client
+) -> None:
+    await client.create(CONFIGMAPS, configmap("keep"))
+    await client.create(CONFIGMAPS, configmap("gone"))
+    informer = Informer(
+        client, CONFIGMAPS, namespace="default", backoff_initial_s=0.05, backoff_max_s=0.2
+    )
+    recorder = Recorder()
+    recorder.register(informer)
+    informer.start()
+    try:
+        assert await informer.wait_synced(WAIT_S)
+        gone = informer.cache.get("default/gone")
+        assert gone is not None
+
+        async def write_behind_the_informers_back(backend: Any) -> None:
+            # While no API server runs, change the datastore directly: the informer cannot
+            # see these changes in a watch, and the new server's watch cache starts after them.
+            prefix = "/registry/configmaps/default/"
+            _, kv = await backend.get(prefix + "gone")
+            await backend.delete(prefix + "gone", kv.mod_revision)
+            made = dict(configmap("new"))
+            made["apiVersion"], made["kind"] = "v1", "ConfigMap"
+            made["metadata"] = {
+                **made["metadata"],
+                "uid": "0b4e8a6e-2d5f-4b53-8b0e-2f3c7f0e0001",
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+            }
+            await backend.create(prefix + "new", json.dumps(made).encode())
+
+        await api_server.restart_server(while_down=write_behind_the_informers_back)
+        await recorder.wait_for(
+            lambda: (
+                ("delete", "default/gone") in recorder.events
+                and ("add", "default/new") in recorder.events
+            )
+        )
+        assert informer.list_count == 2
+        assert sorted(informer.cache.keys()) == ["default/keep", "default/new"]
+        # The relist diff reported the deletion with the last known state.
+        assert ("delete", "default/gone") in recorder.events
+        # And the informer keeps watching on the new server.
+        await client.create(CONFIGMAPS, configmap("after"))
+        await recorder.wait_event(("add", "default/after"))
+    finally:
+        await informer.stop()
+
+
+async def test_shared_informers_share_one_watch(client: Client) -> None:
+    factory = SharedInformerFactory(client)
+    first = factory.informer(CONFIGMAPS, namespace="default")
+    second = factory.informer(CONFIGMAPS, namespace="default")
+    other = factory.informer(NAMESPACES)
+    assert first is second and first is not other
+    consumer_a, consumer_b = Recorder(), Recorder()
+    consumer_a.register(first)
+    consumer_b.register(second)
+    factory.start()
+    try:
+        assert await factory.wait_synced(WAIT_S)
+        await client.create(CONFIGMAPS, configmap("shared"))
+        await consumer_a.wait_event(("add", "default/shared"))
+        await consumer_b.wait_event(("add", "default/shared"))
+        assert client.active_watches == 2  # configmaps@default and namespaces, one each
+        late = factory.informer(CONFIGMAPS, namespace="default")
+        assert late is first and client.active_watches == 2
+        started_after = factory.informer(CONFIGMAPS, namespace="kube-system")
+        assert await started_after.wait_synced(WAIT_S)  # started because the factory runs
+    finally:
+        await factory.stop()
+    assert client.active_watches == 0
+
+
+async def test_resync_replays_updates(client: Client) -> None:
+    await client.create(CONFIGMAPS, configmap("r"))
+    informer = Informer(client, CONFIGMAPS, namespace="default")
+    recorder = Recorder()
+    recorder.register(informer, resync_period_s=0.05)
+    informer.start()
+    try:
+        assert await informer.wait_synced(WAIT_S)
+        await recorder.wait_for(lambda: recorder.events.count(("update", "default/r")) >= 2)
+    finally:
+        await informer.stop()
