@@ -432,3 +432,16 @@ async def test_watch_ends_on_server_stop(harness):
             await response.read()  # the stream ends cleanly
         await stopper
     harness.server = None
+
+
+async def test_openapi_v3_index_lists_field_validation(harness):
+    status, index = await harness.request("GET", "/openapi/v3")
+    assert status == 200 and "api/v1" in index["paths"] and "apis/apps/v1" in index["paths"]
+    url = index["paths"]["api/v1"]["serverRelativeURL"]
+    status, document = await harness.request("GET", url)
+    assert status == 200
+    item = document["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"]
+    assert item["patch"]["x-kubernetes-group-version-kind"]["kind"] == "ConfigMap"
+    assert "fieldValidation" in {p["name"] for p in item["patch"]["parameters"]}
+    status, _ = await harness.request("GET", "/openapi/v3/apis/nope/v1")
+    assert status == 404

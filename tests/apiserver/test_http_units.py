@@ -233,3 +233,41 @@ async def test_namespace_lifecycle():
 def test_status_json_shape():
     status = json.loads(NotFound.for_object("pods", "", "x").to_json())
     assert status["kind"] == "Status" and status["code"] == 404
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def test_protobuf_configmap_body_decodes_like_json():
+    from sampan.apiserver.protobuf import ENVELOPE_MAGIC, ProtobufError, decode_object
+
+    labels_entry = _len_field(1, b"tier") + _len_field(2, b"web")
+    meta = _len_field(1, b"cfg") + _len_field(3, b"demo") + _len_field(11, labels_entry)
+    data_entry = _len_field(1, b"a") + _len_field(2, b"1")
+    raw = _len_field(1, meta) + _len_field(2, data_entry)
+    type_meta = _len_field(1, b"v1") + _len_field(2, b"ConfigMap")
+    body = ENVELOPE_MAGIC + _len_field(1, type_meta) + _len_field(2, raw)
+    assert decode_object(body) == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cfg", "namespace": "demo", "labels": {"tier": "web"}},
+        "data": {"a": "1"},
+    }
+    unknown = ENVELOPE_MAGIC + _len_field(1, _len_field(1, b"v1") + _len_field(2, b"Pod"))
+    with pytest.raises(ProtobufError):
+        decode_object(unknown)
+    with pytest.raises(ProtobufError):
+        decode_object(b"not protobuf")
+    with pytest.raises(ProtobufError):
+        decode_object(ENVELOPE_MAGIC + b"\x0a\xff")

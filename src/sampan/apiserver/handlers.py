@@ -32,18 +32,15 @@ from sampan.apiserver.errors import (
     MethodNotSupported,
     NotFound,
     StatusError,
-    UnsupportedMediaType,
     qualified_resource,
 )
 from sampan.apiserver.negotiation import (
-    PROTOBUF_CONTENT_TYPE,
     decode_object,
     media_type_of,
     parse_accept,
     read_body,
 )
 from sampan.apiserver.patch import apply_patch, check_patch_type
-from sampan.apiserver.protobuf import ProtobufError, decode_review
 from sampan.apiserver.requestinfo import RequestInfo, query_flag
 from sampan.apiserver.responses import Renderer, json_response, status_success
 
@@ -662,19 +659,7 @@ class ResourceHandler:
     async def _review(
         self, request: web.Request, ri: RequestInfo, info: Any, namespace: str, user: Any
     ) -> web.StreamResponse:
-        if media_type_of(request) == PROTOBUF_CONTENT_TYPE:
-            # kubectl's typed clients send reviews as protobuf whatever the server speaks.
-            body = await read_body(request, self.ctx.max_body_bytes)
-            try:
-                review = decode_review(body)
-            except ProtobufError as exc:
-                raise UnsupportedMediaType(
-                    f"the body of the request was in an unknown format - accepted media types "
-                    f"include: application/json, application/yaml ({exc})"
-                ) from exc
-            review["apiVersion"], review["kind"] = info.api_version, info.kind
-        else:
-            review = await self._read_object(request, info)
+        review = await self._read_object(request, info)
         self._dry_run(request)
         if info.plural == "selfsubjectreviews":
             user_info: dict[str, Any] = {"username": user.name, "groups": list(user.groups)}

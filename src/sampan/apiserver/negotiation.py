@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from sampan.apiserver import protobuf
 from sampan.apiserver.errors import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 __all__ = [
@@ -110,10 +111,13 @@ def media_type_of(request: web.Request) -> str:
 def decode_object(body: bytes, media_type: str, expected_kind: str) -> dict[str, Any]:
     """Decode a JSON or YAML object body. Errors read like kube-apiserver's decode errors."""
     if media_type == PROTOBUF_CONTENT_TYPE:
-        raise UnsupportedMediaType(
-            f"the body of the request was in an unknown format - accepted media types include: "
-            f"application/json, application/yaml (got {media_type})"
-        )
+        try:
+            return protobuf.decode_object(body)
+        except protobuf.ProtobufError as exc:
+            raise UnsupportedMediaType(
+                "the body of the request was in an unknown format - accepted media types "
+                f"include: application/json, application/yaml ({exc})"
+            ) from exc
     if media_type in _YAML_TYPES:
         try:
             obj = yaml.safe_load(body.decode("utf-8")) if body.strip() else None

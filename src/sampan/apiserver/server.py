@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sampan.apiserver import discovery
+from sampan.apiserver import discovery, openapi
 from sampan.apiserver.admission import default_chain
 from sampan.apiserver.errors import (
     BadRequest,
@@ -329,11 +329,28 @@ class APIServer:
         if path == "/version":
             _require_get(request)
             return json_response(discovery.version_info())
+        if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
+            _require_get(request)
+            return json_response(self._openapi_document(path))
         document = self._discovery_document(path)
         if document is not None:
             _require_get(request)
             return json_response(document)
         raise not_found()
+
+    def _openapi_document(self, path: str) -> dict[str, Any]:
+        registry = self._rt.registry
+        parts = path.strip("/").split("/")[2:]
+        if not parts:
+            return openapi.openapi_v3_index(registry)
+        document = None
+        if len(parts) == 2 and parts[0] == "api":
+            document = openapi.group_version_document(registry, "", parts[1])
+        elif len(parts) == 3 and parts[0] == "apis":
+            document = openapi.group_version_document(registry, parts[1], parts[2])
+        if document is None:
+            raise not_found()
+        return document
 
     def _discovery_document(self, path: str) -> dict[str, Any] | None:
         registry = self._rt.registry
