@@ -414,3 +414,30 @@ async def test_authenticate_peer_cert_from_a_real_tls_handshake(pki, lookup, tmp
         await runner.cleanup()
     jane = UserInfo("jane", groups=("devs", SYSTEM_AUTHENTICATED))
     assert seen == [(jane, jane), (None, None)]
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+async def test_algorithm_confusion_and_none_are_rejected(rsa_key_pem, issuer, authn) -> None:
+    import hashlib
+    import hmac
+
+    from sampan.pki.certs import load_private_key
+
+    token, _ = issuer.issue("demo", "robot", SA_UID)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    body = _b64url(json.dumps(claims).encode())
+    public_pem = public_key_to_pem(load_private_key(rsa_key_pem))
+    # HS256 "signed" with the public key as the HMAC secret
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    mac = hmac.new(public_pem, f"{header}.{body}".encode(), hashlib.sha256).digest()
+    with pytest.raises(AuthenticationError, match="signature"):
+        await authn.authenticate(
+            peer_cert=None, authorization=bearer(f"{header}.{body}.{_b64url(mac)}")
+        )
+    # unsigned
+    none_header = _b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    with pytest.raises(AuthenticationError, match="signature"):
+        await authn.authenticate(peer_cert=None, authorization=bearer(f"{none_header}.{body}."))
