@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sampan.kubelet.runtime import NotFoundError, images, pb
+from sampan.kubelet.runtime import ContainerdConfig, ContainerRuntime, NotFoundError, images, pb
 from tests.kubelet.runtime.conftest import (
     TEST_POD_SUBNET,
     RuntimeEnv,
@@ -235,3 +235,21 @@ async def test_killed_containerd_is_restarted_and_containers_survive(
     result = await rt.exec_sync(container_id, ["echo", "still here"], timeout_s=10)
     assert result.stdout == b"still here\n"
     await _remove_pod(env, sandbox_id, container_id)
+
+
+async def test_existing_endpoint_is_used_without_starting_containerd(
+    runtime_env: RuntimeEnv, tmp_path: Path
+) -> None:
+    other = ContainerRuntime(
+        ContainerdConfig(data_dir=tmp_path / "other"), endpoint=runtime_env.cfg.endpoint
+    )
+    await other.start()
+    try:
+        assert other.containerd is None
+        assert (await other.runtime.version()).runtime_api_version == "v1"
+        assert await other.images.image_status(runtime_env.cfg.sandbox_image) is not None
+        assert not (tmp_path / "other" / "agent" / "run").exists()
+    finally:
+        await other.stop()
+    # Stopping a runtime that only borrowed the socket leaves its owner running.
+    assert (await runtime_env.runtime.runtime.version()).runtime_name == "containerd"

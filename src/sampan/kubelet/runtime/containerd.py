@@ -79,7 +79,9 @@ RESTART_BACKOFF_MAX_S = 30.0
 STABLE_RUN_S = 60.0
 """A containerd that ran this long before dying restarts with the initial backoff again."""
 
-LOG_TAIL_BYTES = 2000
+LOG_SCAN_BYTES = 256 * 1024
+LOG_EXCERPT_LINES = 5
+LOG_LINE_MAX_CHARS = 500
 MAX_UNIX_SOCKET_PATH = 100
 """sun_path holds 108 bytes; containerd also needs room for ``<socket>.ttrpc``."""
 
@@ -155,6 +157,11 @@ class ContainerdConfig:
     def images_dir(self) -> Path:
         """Image archives dropped here are imported (K3s airgap behaviour)."""
         return self.agent_dir / "images"
+
+    @property
+    def pid_path(self) -> Path:
+        """The running containerd's pid, so a restarted agent can find one it left behind."""
+        return self.state_dir / "sampan-containerd.pid"
 
     @property
     def endpoint(self) -> str:
@@ -275,15 +282,59 @@ def _write_config(cfg: ContainerdConfig) -> None:
     os.replace(tmp, cfg.config_path)
 
 
-def _log_tail(path: Path) -> str:
+def _argv(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` runs and is not a zombie (a process we did not spawn is reaped by
+    someone else, perhaps never, so "exists in /proc" is not enough)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _left_behind_pid(cfg: ContainerdConfig) -> int | None:
+    """The pid of a containerd a previous agent started with this config and did not stop
+    (the agent was killed: containerd runs in its own session and outlives it), else None."""
+    try:
+        pid = int(cfg.pid_path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    argv = _argv(pid)
+    if not argv or os.path.basename(argv[0]) != b"containerd" or not _alive(pid):
+        return None
+    return pid if str(cfg.config_path).encode() in argv else None
+
+
+def _write_pid(cfg: ContainerdConfig, pid: int) -> None:
+    tmp = cfg.pid_path.with_name(cfg.pid_path.name + ".tmp")
+    tmp.write_text(f"{pid}\n")
+    os.replace(tmp, cfg.pid_path)
+
+
+def _log_excerpt(path: Path, offset: int) -> str:
+    """The telling lines this run of containerd (its log from ``offset``) wrote: its errors
+    and plugin load failures, else its last lines."""
     try:
         with path.open("rb") as f:
             f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - LOG_TAIL_BYTES))
-            return f.read().decode(errors="replace").strip()
+            f.seek(max(offset, f.tell() - LOG_SCAN_BYTES))
+            lines = f.read().decode(errors="replace").splitlines()
     except OSError:
-        return ""
+        return "(no log)"
+    telling = [
+        line
+        for line in lines
+        if "level=error" in line or "level=fatal" in line or "failed to load plugin" in line
+    ]
+    picked = (telling or lines)[-LOG_EXCERPT_LINES:]
+    return "\n".join(line[:LOG_LINE_MAX_CHARS] for line in picked) or "(empty log)"
 
 
 class Containerd:
@@ -311,6 +362,7 @@ class Containerd:
         self._stopping = False
         self.ready = asyncio.Event()
         self.restarts = 0
+        self._log_offset = 0
 
     @property
     def endpoint(self) -> str:
@@ -333,15 +385,39 @@ class Containerd:
             snapshotter = await asyncio.to_thread(detect_snapshotter, self.cfg.root_dir)
             self.cfg = dataclasses.replace(self.cfg, snapshotter=snapshotter)
         await asyncio.to_thread(_write_config, self.cfg)
+        await self._stop_left_behind()
         self._stopping = False
         await self._spawn_and_wait_ready()
         self._watcher = asyncio.create_task(self._watch(), name="containerd-watcher")
         self._watcher.add_done_callback(_log_task_failure)
 
+    async def _log_excerpt(self) -> str:
+        return await asyncio.to_thread(_log_excerpt, self.cfg.log_path, self._log_offset)
+
+    async def _stop_left_behind(self) -> None:
+        """Two containerds on one root would wait on each other's database lock forever:
+        stop the one a killed agent left running (found through the pid file, checked to be
+        containerd with this config)."""
+        pid = await asyncio.to_thread(_left_behind_pid, self.cfg)
+        if pid is None:
+            return
+        log.warning("stopping containerd (pid %d) left running by a previous agent", pid)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            deadline = time.monotonic() + self.stop_timeout_s
+            while time.monotonic() < deadline:
+                if not await asyncio.to_thread(_alive, pid):
+                    return
+                await asyncio.sleep(READY_POLL_INTERVAL_S)
+        raise ContainerdError(f"containerd (pid {pid}) left by a previous agent did not exit")
+
     async def _spawn(self) -> asyncio.subprocess.Process:
         def open_log() -> int:
             self.cfg.log_path.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(self.cfg.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            fd = os.open(self.cfg.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            self._log_offset = os.fstat(fd).st_size
+            return fd
 
         log_fd = await asyncio.to_thread(open_log)
         try:
@@ -357,6 +433,7 @@ class Containerd:
         finally:
             os.close(log_fd)
         log.info("started containerd (pid %d), log %s", proc.pid, self.cfg.log_path)
+        await asyncio.to_thread(_write_pid, self.cfg, proc.pid)
         return proc
 
     async def _spawn_and_wait_ready(self) -> None:
@@ -374,28 +451,25 @@ class Containerd:
         async with cri.connect(self.cfg.endpoint) as conn:
             while True:
                 if proc.returncode is not None:
-                    tail = await asyncio.to_thread(_log_tail, self.cfg.log_path)
                     raise ContainerdError(
                         f"containerd exited with code {proc.returncode} while starting; "
-                        f"log {self.cfg.log_path} ends with:\n{tail}"
+                        f"from {self.cfg.log_path}:\n{await self._log_excerpt()}"
                     )
                 remaining_s = deadline - time.monotonic()
                 if remaining_s <= 0:
-                    tail = await asyncio.to_thread(_log_tail, self.cfg.log_path)
                     raise ContainerdError(
                         f"containerd CRI did not answer on {self.cfg.socket_path} within "
-                        f"{self.ready_timeout_s:g}s ({last_error}); log ends with:\n{tail}"
+                        f"{self.ready_timeout_s:g}s ({last_error}); from {self.cfg.log_path}:"
+                        f"\n{await self._log_excerpt()}"
                     )
                 try:
                     await conn.runtime.version(timeout_s=min(1.0, remaining_s))
                 except cri.UnimplementedError as exc:
                     # containerd serves its socket only after loading every plugin, so this
                     # means the CRI plugin failed to load: waiting longer will not help.
-                    tail = await asyncio.to_thread(_log_tail, self.cfg.log_path)
                     raise ContainerdError(
-                        f"containerd started without its CRI plugin ({exc}); look for "
-                        f"'failed to load plugin' in {self.cfg.log_path}, which ends with:\n"
-                        f"{tail}"
+                        f"containerd started without its CRI plugin ({exc}); from "
+                        f"{self.cfg.log_path}:\n{await self._log_excerpt()}"
                     ) from exc
                 except cri.CRIError as exc:
                     last_error = str(exc)
@@ -462,6 +536,7 @@ class Containerd:
             self._watcher = None
         if self._proc is not None:
             await self._terminate(self._proc)
+            await asyncio.to_thread(self.cfg.pid_path.unlink, missing_ok=True)
             log.info("containerd stopped")
 
 

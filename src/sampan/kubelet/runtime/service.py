@@ -91,6 +91,14 @@ class ContainerRuntime:
         return self.connection.images
 
     async def start(self, ctx: _FailureSink | None = None) -> None:
+        """Return once pods can run; on failure, leave nothing running behind."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         snapshotter: str | None = None
         if self.external_endpoint:
             self.connection = cri.connect(self.endpoint)
