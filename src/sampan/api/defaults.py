@@ -86,7 +86,7 @@ def _dicts(obj: Obj, key: str) -> list[Obj]:
 def image_pull_policy_for(image: str) -> str:
     """``Always`` for ``:latest`` or untagged images (unless pinned by digest), else
     ``IfNotPresent`` — the rule upstream applies when imagePullPolicy is unset."""
-    if "@" in image:
+    if not image or "@" in image:
         return "IfNotPresent"
     last = image.rsplit("/", 1)[-1]
     if ":" not in last:
@@ -113,9 +113,11 @@ def _default_probe(probe: Obj) -> None:
 def _default_container(container: Obj) -> None:
     container.setdefault("terminationMessagePath", DEFAULT_TERMINATION_MESSAGE_PATH)
     container.setdefault("terminationMessagePolicy", DEFAULT_TERMINATION_MESSAGE_POLICY)
-    image = container.get("image")
-    if "imagePullPolicy" not in container and isinstance(image, str):
-        container["imagePullPolicy"] = image_pull_policy_for(image)
+    if not container.get("imagePullPolicy"):
+        image = container.get("image")
+        container["imagePullPolicy"] = image_pull_policy_for(
+            image if isinstance(image, str) else ""
+        )
     if not isinstance(container.get("resources"), dict):
         container["resources"] = {}
     for port in _dicts(container, "ports"):
@@ -485,6 +487,17 @@ def _default_webhooks(obj: Obj, *, mutating: bool) -> None:
             service.setdefault("port", DEFAULT_WEBHOOK_PORT)
 
 
+def _default_event(obj: Obj) -> None:
+    # Keys core/v1 events always carry when read back (Go zero values that are not omitted).
+    obj.setdefault("involvedObject", {})
+    obj.setdefault("source", {})
+    obj.setdefault("firstTimestamp", None)
+    obj.setdefault("lastTimestamp", None)
+    obj.setdefault("eventTime", None)
+    obj.setdefault("reportingComponent", "")
+    obj.setdefault("reportingInstance", "")
+
+
 def _default_crd(obj: Obj) -> None:
     spec = _sub(obj, "spec")
     _sub(spec, "conversion").setdefault("strategy", "None")
@@ -501,6 +514,7 @@ _DEFAULTERS: dict[tuple[str, str], Callable[[Obj], None]] = {
     ("", "PersistentVolumeClaim"): _default_pvc,
     ("", "PersistentVolume"): _default_pv,
     ("", "Endpoints"): _default_endpoints,
+    ("", "Event"): _default_event,
     ("apps", "Deployment"): _default_deployment,
     ("apps", "ReplicaSet"): _default_replicaset,
     ("apps", "StatefulSet"): _default_statefulset,

@@ -1,0 +1,412 @@
+"""Per-kind create/update behaviour: upstream's "registry strategy", for JSON objects.
+
+The API server calls, for a create::
+
+    default(info, obj); prepare_for_create(info, obj); causes = validate(info, obj)
+
+for an update of the main resource::
+
+    default(info, new); prepare_for_update(info, new, old); causes = validate_update(info, new, old)
+
+and for an update through the ``status`` subresource::
+
+    prepare_for_status_update(info, new, old); causes = validate_status_update(info, new, old)
+
+What the strategy owns:
+
+* defaults (``sampan.api.defaults``) and validation (``sampan.api.validation``);
+* status on create: reset to what a fresh object of the kind shows (pods: Pending plus their
+  QoS class; namespaces: Active; services and ingresses: an empty load balancer; ...);
+* status on update: a main-resource update never changes status, a status update never changes
+  spec (nor, except for pods, labels, annotations, finalizers or owner references);
+* ``metadata.generation``: 1 on create and +1 on every spec change for kinds that track it;
+* kind specifics: a Job's generated selector and labels, a Service's allocated fields kept when
+  a client omits them on update, a Namespace's finalizers kept on update.
+
+What it does not own: uid, creationTimestamp, resourceVersion, generateName expansion, IP and
+node-port allocation, admission plugins. ``prepare_for_create`` of a Job needs
+``metadata.uid`` and ``metadata.name``; it generates a uid if there is none yet.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sampan.api.defaults import apply_defaults
+from sampan.api.labels import SelectorError, selector_from_label_selector, selector_from_set
+from sampan.api.quantity import QuantityError, parse_quantity
+from sampan.api.resources import ResourceInfo
+from sampan.api.validation import (
+    validate_create,
+)
+from sampan.api.validation import (
+    validate_status_update as _validate_status_update,
+)
+from sampan.api.validation import (
+    validate_update as _validate_update,
+)
+from sampan.apiserver.errors import Cause
+
+__all__ = [
+    "JOB_CONTROLLER_UID_LABEL",
+    "JOB_NAME_LABEL",
+    "LEGACY_JOB_CONTROLLER_UID_LABEL",
+    "LEGACY_JOB_NAME_LABEL",
+    "apply_scale",
+    "default",
+    "pod_qos_class",
+    "prepare_for_create",
+    "prepare_for_status_update",
+    "prepare_for_update",
+    "scale_of",
+    "validate",
+    "validate_status_update",
+    "validate_update",
+]
+
+Obj = dict[str, Any]
+
+JOB_CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+LEGACY_JOB_CONTROLLER_UID_LABEL = "controller-uid"
+LEGACY_JOB_NAME_LABEL = "job-name"
+
+_QOS_RESOURCES = ("cpu", "memory")
+
+
+def _d(value: Any) -> Obj:
+    return value if isinstance(value, dict) else {}
+
+
+def _meta(obj: Obj) -> Obj:
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        meta = {}
+        obj["metadata"] = meta
+    return meta
+
+
+# --- defaults and validation ---------------------------------------------------------------
+
+
+def default(info: ResourceInfo, obj: Obj) -> None:
+    """Fill the defaults kube-apiserver fills (mutates ``obj``)."""
+    apply_defaults(info, obj)
+
+
+def validate(info: ResourceInfo, obj: Obj) -> list[Cause]:
+    """Create validation, metadata included."""
+    return validate_create(info, obj)
+
+
+def validate_update(info: ResourceInfo, new: Obj, old: Obj) -> list[Cause]:
+    return _validate_update(info, new, old)
+
+
+def validate_status_update(info: ResourceInfo, new: Obj, old: Obj) -> list[Cause]:
+    return _validate_status_update(info, new, old)
+
+
+# --- QoS -----------------------------------------------------------------------------------
+
+
+def pod_qos_class(spec: Obj) -> str:
+    """``Guaranteed``, ``Burstable`` or ``BestEffort``, from cpu/memory requests and limits."""
+    requests: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    guaranteed = True
+    containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
+    for container in containers:
+        resources = _d(_d(container).get("resources"))
+        for name, text in _d(resources.get("requests")).items():
+            if name not in _QOS_RESOURCES:
+                continue
+            try:
+                value = parse_quantity(text)
+            except QuantityError:
+                continue
+            if value > 0:
+                requests[name] = requests.get(name, 0) + value
+        found: set[str] = set()
+        for name, text in _d(resources.get("limits")).items():
+            if name not in _QOS_RESOURCES:
+                continue
+            try:
+                value = parse_quantity(text)
+            except QuantityError:
+                continue
+            if value > 0:
+                found.add(name)
+                limits[name] = limits.get(name, 0) + value
+        if not found.issuperset(_QOS_RESOURCES):
+            guaranteed = False
+    if not requests and not limits:
+        return "BestEffort"
+    if guaranteed and all(limits.get(name) == value for name, value in requests.items()):
+        if len(requests) == len(limits):
+            return "Guaranteed"
+    return "Burstable"
+
+
+# --- create --------------------------------------------------------------------------------
+
+# Status a fresh object shows (zero-valued fields upstream always serializes included).
+_FRESH_STATUS: dict[tuple[str, str], Obj] = {
+    ("", "Service"): {"loadBalancer": {}},
+    ("", "Namespace"): {"phase": "Active"},
+    ("", "PersistentVolumeClaim"): {"phase": "Pending"},
+    ("", "PersistentVolume"): {"phase": "Pending"},
+    ("", "ReplicationController"): {"replicas": 0},
+    ("apps", "ReplicaSet"): {"replicas": 0},
+    ("apps", "StatefulSet"): {"replicas": 0, "availableReplicas": 0},
+    ("apps", "DaemonSet"): {
+        "currentNumberScheduled": 0,
+        "numberMisscheduled": 0,
+        "desiredNumberScheduled": 0,
+        "numberReady": 0,
+    },
+    ("networking.k8s.io", "Ingress"): {"loadBalancer": {}},
+    ("policy", "PodDisruptionBudget"): {
+        "disruptionsAllowed": 0,
+        "currentHealthy": 0,
+        "desiredHealthy": 0,
+        "expectedPods": 0,
+    },
+}
+# Kinds whose creator legitimately supplies status (the kubelet registers nodes with theirs).
+_KEEP_STATUS_ON_CREATE = {("", "Node")}
+
+
+def _fresh_status(info: ResourceInfo, obj: Obj) -> Obj | None:
+    key = (info.group, info.kind)
+    if key == ("", "Pod"):
+        return {"phase": "Pending", "qosClass": pod_qos_class(_d(obj.get("spec")))}
+    if key == ("autoscaling", "HorizontalPodAutoscaler"):
+        return (
+            {"desiredReplicas": 0}
+            if info.version == "v2"
+            else {
+                "currentReplicas": 0,
+                "desiredReplicas": 0,
+            }
+        )
+    if key == ("apiextensions.k8s.io", "CustomResourceDefinition"):
+        versions = [_d(v) for v in _d(obj.get("spec")).get("versions") or []]
+        stored = [v.get("name") for v in versions if v.get("storage")]
+        return {
+            "acceptedNames": {"kind": "", "plural": ""},
+            "storedVersions": stored[:1],
+        }
+    if key in _FRESH_STATUS:
+        return copy.deepcopy(_FRESH_STATUS[key])
+    return {} if info.has_status else None
+
+
+def _prepare_job_create(obj: Obj) -> None:
+    spec = obj.setdefault("spec", {})
+    if spec.get("manualSelector") is True:
+        return
+    meta = _meta(obj)
+    uid = meta.get("uid")
+    if not uid:
+        uid = str(uuid.uuid4())
+        meta["uid"] = uid
+    name = meta.get("name") or ""
+    template = spec.setdefault("template", {})
+    template_meta = template.setdefault("metadata", {})
+    template_labels = template_meta.get("labels")
+    if not isinstance(template_labels, dict):
+        template_labels = {}
+        template_meta["labels"] = template_labels
+    labels_before = dict(template_labels)
+    template_labels[JOB_CONTROLLER_UID_LABEL] = uid
+    template_labels[JOB_NAME_LABEL] = name
+    template_labels[LEGACY_JOB_CONTROLLER_UID_LABEL] = uid
+    template_labels[LEGACY_JOB_NAME_LABEL] = name
+    if not spec.get("selector"):
+        spec["selector"] = {"matchLabels": {JOB_CONTROLLER_UID_LABEL: uid}}
+    spec["manualSelector"] = False
+    # A job without labels of its own takes its template's (upstream defaulting, re-run on read).
+    job_labels = meta.get("labels")
+    if not job_labels or job_labels == labels_before:
+        meta["labels"] = dict(template_labels)
+
+
+def prepare_for_create(info: ResourceInfo, obj: Obj) -> None:
+    """Reset what clients may not set on create (mutates ``obj``)."""
+    meta = _meta(obj)
+    meta.pop("deletionTimestamp", None)
+    meta.pop("deletionGracePeriodSeconds", None)
+    if info.tracks_generation:
+        meta["generation"] = 1
+    else:
+        meta.pop("generation", None)
+    if (info.group, info.kind) not in _KEEP_STATUS_ON_CREATE:
+        status = _fresh_status(info, obj)
+        if status is not None:
+            obj["status"] = status
+    if (info.group, info.kind) == ("batch", "Job"):
+        _prepare_job_create(obj)
+    if (info.group, info.kind) == ("", "Namespace"):
+        spec = obj.setdefault("spec", {})
+        finalizers = spec.get("finalizers")
+        if not isinstance(finalizers, list):
+            finalizers = []
+        if "kubernetes" not in finalizers:
+            finalizers.append("kubernetes")
+        spec["finalizers"] = finalizers
+
+
+# --- update --------------------------------------------------------------------------------
+
+
+def _spec_part(info: ResourceInfo, obj: Obj) -> Any:
+    """What a generation bump compares: ``spec`` where the kind has one, else every field but
+    metadata and status (webhook configurations, endpoint slices...)."""
+    if "spec" in obj or info.has_status:
+        return obj.get("spec")
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+_SERVICE_ALLOCATED = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy")
+
+
+def _prepare_service_update(new: Obj, old: Obj) -> None:
+    new_spec, old_spec = new.setdefault("spec", {}), _d(old.get("spec"))
+    if new_spec.get("type") == "ExternalName" or old_spec.get("type") == "ExternalName":
+        return
+    if not new_spec.get("clusterIP") and old_spec.get("clusterIP"):
+        for key in _SERVICE_ALLOCATED:
+            if key in old_spec:
+                new_spec[key] = copy.deepcopy(old_spec[key])
+    if new_spec.get("type") in ("NodePort", "LoadBalancer") and new_spec.get(
+        "type"
+    ) == old_spec.get("type"):
+        old_ports = {
+            (_d(p).get("port"), _d(p).get("protocol")): _d(p).get("nodePort")
+            for p in old_spec.get("ports") or []
+        }
+        for port in new_spec.get("ports") or []:
+            if isinstance(port, dict) and not port.get("nodePort"):
+                node_port = old_ports.get((port.get("port"), port.get("protocol")))
+                if node_port:
+                    port["nodePort"] = node_port
+        if not new_spec.get("healthCheckNodePort") and old_spec.get("healthCheckNodePort"):
+            if new_spec.get("externalTrafficPolicy") == "Local":
+                new_spec["healthCheckNodePort"] = old_spec["healthCheckNodePort"]
+
+
+def _prepare_namespace_update(new: Obj, old: Obj) -> None:
+    old_finalizers = _d(old.get("spec")).get("finalizers")
+    spec = new.setdefault("spec", {})
+    if old_finalizers is None:
+        spec.pop("finalizers", None)
+    else:
+        spec["finalizers"] = copy.deepcopy(old_finalizers)
+
+
+_UPDATE_HOOKS: dict[tuple[str, str], Callable[[Obj, Obj], None]] = {
+    ("", "Service"): _prepare_service_update,
+    ("", "Namespace"): _prepare_namespace_update,
+}
+
+
+def prepare_for_update(info: ResourceInfo, new: Obj, old: Obj) -> None:
+    """Main-resource update: keep status, bump generation on spec change (mutates ``new``)."""
+    new_meta, old_meta = _meta(new), _d(old.get("metadata"))
+    if info.has_status:
+        if "status" in old:
+            new["status"] = copy.deepcopy(old["status"])
+        else:
+            new.pop("status", None)
+    hook = _UPDATE_HOOKS.get((info.group, info.kind))
+    if hook is not None:
+        hook(new, old)
+    old_generation = old_meta.get("generation")
+    if info.tracks_generation:
+        base = old_generation if isinstance(old_generation, int) else 1
+        changed = _spec_part(info, new) != _spec_part(info, old)
+        new_meta["generation"] = base + 1 if changed else base
+    elif old_generation is not None:
+        new_meta["generation"] = old_generation
+    else:
+        new_meta.pop("generation", None)
+
+
+_STATUS_PRESERVED_META = (
+    "labels",
+    "annotations",
+    "finalizers",
+    "ownerReferences",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+)
+_POD_STATUS_PRESERVED_META = ("ownerReferences", "deletionTimestamp", "generation")
+
+
+def prepare_for_status_update(info: ResourceInfo, new: Obj, old: Obj) -> None:
+    """Status-subresource update: keep spec (and most metadata) from ``old``."""
+    is_pod = (info.group, info.kind) == ("", "Pod")
+    for key in list(new):
+        if key not in ("apiVersion", "kind", "metadata", "status"):
+            del new[key]
+    for key, value in old.items():
+        if key not in ("apiVersion", "kind", "metadata", "status"):
+            new[key] = copy.deepcopy(value)
+    new_meta, old_meta = _meta(new), _d(old.get("metadata"))
+    for key in _POD_STATUS_PRESERVED_META if is_pod else _STATUS_PRESERVED_META:
+        if key in old_meta:
+            new_meta[key] = copy.deepcopy(old_meta[key])
+        else:
+            new_meta.pop(key, None)
+    if is_pod:
+        status = new.get("status")
+        if isinstance(status, dict) and not status.get("qosClass"):
+            old_qos = _d(old.get("status")).get("qosClass")
+            if old_qos:
+                status["qosClass"] = old_qos
+
+
+# --- scale subresource ---------------------------------------------------------------------
+
+
+def _selector_string(info: ResourceInfo, obj: Obj) -> str:
+    selector = _d(obj.get("spec")).get("selector")
+    try:
+        if info.kind == "ReplicationController":
+            return str(selector_from_set(_d(selector)))
+        if selector is None:
+            return ""
+        return str(selector_from_label_selector(_d(selector)))
+    except SelectorError:
+        return ""
+
+
+def scale_of(info: ResourceInfo, obj: Obj) -> Obj:
+    """The ``autoscaling/v1`` Scale of a scalable object (``GET .../scale``)."""
+    meta = _d(obj.get("metadata"))
+    scale_meta = {
+        key: meta[key]
+        for key in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+        if key in meta
+    }
+    return {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": scale_meta,
+        "spec": {"replicas": _d(obj.get("spec")).get("replicas", 0)},
+        "status": {
+            "replicas": _d(obj.get("status")).get("replicas", 0),
+            "selector": _selector_string(info, obj),
+        },
+    }
+
+
+def apply_scale(info: ResourceInfo, obj: Obj, scale: Obj) -> None:
+    """Write a Scale's ``spec.replicas`` into the object (``PUT/PATCH .../scale``)."""
+    replicas = _d(scale.get("spec")).get("replicas", 0)
+    obj.setdefault("spec", {})["replicas"] = replicas
