@@ -441,3 +441,12 @@ async def test_algorithm_confusion_and_none_are_rejected(rsa_key_pem, issuer, au
     none_header = _b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
     with pytest.raises(AuthenticationError, match="signature"):
         await authn.authenticate(peer_cert=None, authorization=bearer(f"{none_header}.{body}."))
+
+
+async def test_hostile_headers_are_authentication_errors(issuer, authn) -> None:
+    token, _ = issuer.issue("demo", "robot", SA_UID)
+    _, body, signature = token.split(".")
+    for header in ({"alg": "RS256", "kid": ["x"]}, {"alg": "RS256", "kid": {"a": 1}}):
+        crafted = f"{_b64url(json.dumps(header).encode())}.{body}.{signature}"
+        with pytest.raises(AuthenticationError):
+            await authn.authenticate(peer_cert=None, authorization=bearer(crafted))

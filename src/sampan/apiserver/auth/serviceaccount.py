@@ -248,7 +248,8 @@ class ServiceAccountTokenAuthenticator:
 
     def _verify(self, token: str, header: Mapping[str, Any], bound: bool) -> dict[str, Any]:
         kid = header.get("kid")
-        candidates = [self._keys[kid]] if kid in self._keys else list(self._keys.values())
+        known = isinstance(kid, str) and kid in self._keys
+        candidates = [self._keys[kid]] if known else list(self._keys.values())
         options = {
             "verify_exp": False,  # times are checked below against the injectable clock
             "verify_nbf": False,
