@@ -25,6 +25,8 @@ from sampan.pki import (
     ADMIN_USER,
     PKIError,
     ensure_admin_kubeconfig,
+    ensure_client_certificate,
+    ensure_client_kubeconfig,
     ensure_cluster_pki,
     issue_client_certificate,
     issue_serving_certificate,
@@ -355,3 +357,32 @@ async def test_kubectl_accepts_kubeconfig_and_certificates(tls_dir: Path, tmp_pa
     assert proc.returncode == 0, stderr.decode()
     assert json.loads(stdout)["serverVersion"]["gitVersion"] == "v1.32.4"
     assert peers and set(peers) == {ADMIN_USER}
+
+
+def test_component_kubeconfig_reuse_and_subject_change(tls_dir: Path, tmp_path: Path) -> None:
+    pki = _ensure(tls_dir)
+    path = tmp_path / "cred" / "scheduler.kubeconfig"
+    ensure_client_kubeconfig(
+        pki,
+        name="scheduler",
+        common_name="system:kube-scheduler",
+        path=path,
+        server_url="https://127.0.0.1:6443",
+    )
+    cert_path, key_path = pki.tls_dir / "client-scheduler.crt", pki.tls_dir / "client-scheduler.key"
+    assert _mode(cert_path) == _mode(key_path) == _mode(path) == 0o600
+    first = cert_path.read_bytes()
+    config = yaml.safe_load(path.read_text())
+    assert base64.b64decode(config["users"][0]["user"]["client-certificate-data"]) == first
+    # same subject: reused
+    assert ensure_client_certificate(pki, "scheduler", "system:kube-scheduler") == (
+        cert_path,
+        key_path,
+    )
+    assert cert_path.read_bytes() == first
+    # different groups asked for: re-issued
+    ensure_client_certificate(pki, "scheduler", "system:kube-scheduler", ["extra"])
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "extra"
+    with pytest.raises(ValueError):
+        ensure_client_certificate(pki, "../evil", "x")

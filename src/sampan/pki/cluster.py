@@ -7,6 +7,7 @@ Files under ``tls_dir`` (mode 0700; private keys 0600, certificates and public k
     serving-kube-apiserver.crt / .key               the API server's serving certificate
     sa.key / sa.pub                                 RSA key pair signing service-account tokens
     client-admin.crt / client-admin.key             system:admin in system:masters
+    client-<name>.crt / client-<name>.key           other client identities (components)
 
 Invariants:
 
@@ -72,6 +73,8 @@ __all__ = [
     "PKIError",
     "api_server_names",
     "ensure_admin_kubeconfig",
+    "ensure_client_certificate",
+    "ensure_client_kubeconfig",
     "ensure_cluster_pki",
     "issue_client_certificate",
     "issue_serving_certificate",
@@ -97,7 +100,7 @@ _SERVICE_NAMES = (
 _SERVER_CA = "server-ca"
 _CLIENT_CA = "client-ca"
 _SERVING = "serving-kube-apiserver"
-_ADMIN = "client-admin"
+_ADMIN_NAME = "admin"
 _SA_KEY = "sa.key"
 _SA_PUB = "sa.pub"
 
@@ -128,11 +131,11 @@ class ClusterPKI:
 
     @property
     def admin_cert_path(self) -> Path:
-        return self.tls_dir / f"{_ADMIN}.crt"
+        return self.tls_dir / f"client-{_ADMIN_NAME}.crt"
 
     @property
     def admin_key_path(self) -> Path:
-        return self.tls_dir / f"{_ADMIN}.key"
+        return self.tls_dir / f"client-{_ADMIN_NAME}.key"
 
     def ssl_server_context(self) -> ssl.SSLContext:
         """Server-side TLS for the API: serving cert; client certs optional but, if sent,
@@ -386,34 +389,77 @@ def issue_serving_certificate(
     return cert_to_pem(cert), key_to_pem(key)
 
 
-def _admin_is_current(pair: tuple[x509.Certificate, PrivateKey] | None, pki: ClusterPKI) -> bool:
-    if pair is None or _needs_leaf(pair, load_cert(pki.client_ca_pem), None) is not None:
-        return False
-    subject = pair[0].subject
+def _subject_is(cert: x509.Certificate, common_name: str, organizations: Sequence[str]) -> bool:
+    subject = cert.subject
     common_names = [a.value for a in subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
     groups = [a.value for a in subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)]
-    return common_names == [ADMIN_USER] and groups == [ADMIN_GROUP]
+    return common_names == [common_name] and groups == list(organizations)
+
+
+def _check_client_name(name: str) -> None:
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise ValueError(f"invalid client credential name {name!r}")
+
+
+def ensure_client_certificate(
+    pki: ClusterPKI, name: str, common_name: str, organizations: Sequence[str] = ()
+) -> tuple[Path, Path]:
+    """Keep a client certificate for ``common_name``/``organizations`` under tls_dir as
+    ``client-<name>.crt``/``.key`` (both 0600): reused while it is signed by the current
+    client CA, names that subject and has more than ``LEAF_RENEW_BEFORE_DAYS`` left;
+    otherwise issued again. Returns (cert path, key path). Blocking."""
+    _check_client_name(name)
+    cert_path, key_path = pki.tls_dir / f"client-{name}.crt", pki.tls_dir / f"client-{name}.key"
+    pair = _load_pair(cert_path, key_path)
+    if (
+        pair is not None
+        and _needs_leaf(pair, load_cert(pki.client_ca_pem), None) is None
+        and _subject_is(pair[0], common_name, organizations)
+    ):
+        _tighten(key_path)
+        return cert_path, key_path
+    cert_pem, key_pem = issue_client_certificate(pki, common_name, organizations)
+    _write_private(key_path, key_pem)
+    _write_private(cert_path, cert_pem)
+    logger.info("issued client certificate %s for %s", cert_path, common_name)
+    return cert_path, key_path
+
+
+def ensure_client_kubeconfig(
+    pki: ClusterPKI,
+    *,
+    name: str,
+    common_name: str,
+    organizations: Sequence[str] = (),
+    path: Path,
+    server_url: str,
+    mode: int = PRIVATE_FILE_MODE,
+) -> None:
+    """``ensure_client_certificate`` then (re)write a kubeconfig for it at ``path`` — what
+    each in-process component (scheduler, controllers, proxy, kubelet) connects with, as K3s
+    keeps ``server/cred/*.kubeconfig``. Blocking."""
+    cert_path, key_path = ensure_client_certificate(pki, name, common_name, organizations)
+    write_kubeconfig(
+        Path(path),
+        server_url=server_url,
+        ca_pem=pki.ca_pem,
+        client_cert_pem=cert_path.read_bytes(),
+        client_key_pem=key_path.read_bytes(),
+        mode=mode,
+    )
 
 
 def ensure_admin_kubeconfig(
     pki: ClusterPKI, path: Path, server_url: str, mode: int = PRIVATE_FILE_MODE
 ) -> None:
-    """Issue ``system:admin`` (group ``system:masters``) once, keep it under tls_dir, and
-    (re)write the kubeconfig at ``path`` with ``mode``. Blocking."""
-    pair = _load_pair(pki.admin_cert_path, pki.admin_key_path)
-    if pair is not None and _admin_is_current(pair, pki):
-        cert_pem, key_pem = cert_to_pem(pair[0]), key_to_pem(pair[1])
-        _tighten(pki.admin_key_path)
-    else:
-        cert_pem, key_pem = issue_client_certificate(pki, ADMIN_USER, [ADMIN_GROUP])
-        _write_private(pki.admin_key_path, key_pem)
-        _write_private(pki.admin_cert_path, cert_pem)
-        logger.info("issued admin client certificate %s", pki.admin_cert_path)
-    write_kubeconfig(
-        Path(path),
+    """Issue ``system:admin`` (group ``system:masters``) once, keep it under tls_dir as
+    client-admin.crt/.key, and (re)write the kubeconfig at ``path`` with ``mode``. Blocking."""
+    ensure_client_kubeconfig(
+        pki,
+        name=_ADMIN_NAME,
+        common_name=ADMIN_USER,
+        organizations=[ADMIN_GROUP],
+        path=path,
         server_url=server_url,
-        ca_pem=pki.ca_pem,
-        client_cert_pem=cert_pem,
-        client_key_pem=key_pem,
         mode=mode,
     )
