@@ -29,7 +29,6 @@ Defaults are upstream's: lease 15 s, renew deadline 10 s, retry 2 s. Tests pass 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -62,6 +61,7 @@ DEFAULT_RETRY_PERIOD_S = 2.0
 JITTER_FACTOR = 1.2
 """Acquire retries wait ``retry_period_s * (1 + random * JITTER_FACTOR)`` (upstream's)."""
 RELEASED_LEASE_DURATION_S = 1
+RELEASE_ATTEMPTS = 3
 
 
 def _micro_time(moment: datetime) -> str:
@@ -311,31 +311,45 @@ class LeaderElector:
                     log.exception("%s: on_new_leader failed", self._lease_name)
 
     async def _release(self) -> None:
-        """Clear the holder if we still hold the lease (best effort)."""
+        """Clear the holder if we still hold the lease (best effort, bounded in time).
+
+        Reads the Lease first: a renew cancelled in flight may have changed its
+        resourceVersion after our last observation. A conflict means it changed again under
+        us; read and try again, a few times.
+        """
         if self._observed is None or self._observed.holder_identity != self.identity:
             return
+        try:
+            async with asyncio.timeout(self.renew_deadline_s):
+                for _ in range(RELEASE_ATTEMPTS):
+                    try:
+                        if await self._try_release():
+                            log.info("%s: released by %s", self._lease_name, self.identity)
+                        return
+                    except ConflictError:
+                        continue
+                    except ClientError as exc:
+                        log.warning("%s: could not release: %s", self._lease_name, exc)
+                        return
+        except TimeoutError:
+            pass
+        log.warning("%s: could not release; successors wait for it to expire", self._lease_name)
+
+    async def _try_release(self) -> bool:
+        """One release attempt; False if the lease is no longer ours (nothing to do)."""
+        lease = await self.client.get(LEASES, self.name, namespace=self.namespace)
+        current = LeaseRecord.from_lease(lease)
+        if current.holder_identity != self.identity:
+            return False
         now = _micro_time(datetime.now(UTC))
         record = LeaseRecord(
             holder_identity="",
             lease_duration_s=RELEASED_LEASE_DURATION_S,
             acquire_time=now,
             renew_time=now,
-            lease_transitions=self._observed.lease_transitions,
+            lease_transitions=current.lease_transitions,
         )
-        body = {
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "resourceVersion": self._observed_rv,
-            },
-            "spec": record.to_spec(),
-        }
-        with contextlib.suppress(ClientError):
-            try:
-                async with asyncio.timeout(self.renew_deadline_s):
-                    await self.client.update(LEASES, body, namespace=self.namespace)
-                log.info("%s: released by %s", self._lease_name, self.identity)
-                return
-            except TimeoutError:
-                pass
-        log.warning("%s: could not release; successors wait for it to expire", self._lease_name)
+        body = {**lease, "spec": {**(lease.get("spec") or {}), **record.to_spec()}}
+        updated = await self.client.update(LEASES, body, namespace=self.namespace)
+        self._observe(record, updated, asyncio.get_running_loop().time())
+        return True
