@@ -25,6 +25,7 @@ from aiohttp import web
 
 from sampan.apiserver import watch as watch_stream
 from sampan.apiserver.admission import AdmissionAttributes, AdmissionChain
+from sampan.apiserver.binding import bind_pod
 from sampan.apiserver.errors import (
     BadRequest,
     Conflict,
@@ -100,6 +101,7 @@ class HandlerContext:
     label_selector: Callable[[str], Any]
     field_selector: Callable[[Any, str], Any]
     convert: Callable[[Any, dict[str, Any], Any], dict[str, Any]] | None
+    backend: Any  # the datastore Backend (pods/binding writes through it; see binding.py)
 
 
 class ResourceHandler:
@@ -628,30 +630,15 @@ class ResourceHandler:
             )
         )
 
-        def mutate(pod: dict[str, Any]) -> dict[str, Any]:
-            metadata = pod.setdefault("metadata", {})
-            if metadata.get("deletionTimestamp"):
-                raise Conflict(
-                    f'Operation cannot be fulfilled on pods/binding "{ri.name}": pod '
-                    f"{ri.name} is being deleted, cannot be assigned to a host",
-                    name=ri.name,
-                    kind="pods/binding",
-                )
-            spec = pod.setdefault("spec", {})
-            bound = spec.get("nodeName")
-            if bound:
-                raise Conflict(
-                    f'Operation cannot be fulfilled on pods/binding "{ri.name}": pod '
-                    f'{ri.name} is already assigned to node "{bound}"',
-                    name=ri.name,
-                    kind="pods/binding",
-                )
-            spec["nodeName"] = node_name
-            if annotations:
-                metadata["annotations"] = {**(metadata.get("annotations") or {}), **annotations}
-            return pod
-
-        await self._store(info).guaranteed_update(namespace, ri.name, mutate, dry_run=dry_run)
+        await bind_pod(
+            self._store(info),
+            self.ctx.backend,
+            namespace or "",
+            ri.name,
+            node_name,
+            dict(annotations),
+            dry_run=dry_run,
+        )
         return json_response(status_success(201), 201)
 
     # --- computed review kinds -------------------------------------------------------------

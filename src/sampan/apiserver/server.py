@@ -254,6 +254,7 @@ class APIServer:
             label_selector=_parse_label_selector,
             field_selector=_parse_field_selector,
             convert=_load_converter(),
+            backend=self.backend,
         )
 
     # --- request pipeline -----------------------------------------------------------------
