@@ -172,34 +172,41 @@ def default_pod_spec(spec: Obj) -> None:
     if not isinstance(spec.get("securityContext"), dict):
         spec["securityContext"] = {}
     spec.setdefault("schedulerName", DEFAULT_SCHEDULER_NAME)
-    spec.setdefault("enableServiceLinks", True)
     # serviceAccount is the deprecated alias of serviceAccountName; keep them in step.
     if spec.get("serviceAccountName") and not spec.get("serviceAccount"):
         spec["serviceAccount"] = spec["serviceAccountName"]
     elif spec.get("serviceAccount") and not spec.get("serviceAccountName"):
         spec["serviceAccountName"] = spec["serviceAccount"]
-    host_network = bool(spec.get("hostNetwork"))
     for key in ("initContainers", "containers", "ephemeralContainers"):
         for container in _dicts(spec, key):
             _default_container(container)
-            if host_network:
-                for port in _dicts(container, "ports"):
-                    if not port.get("hostPort") and "containerPort" in port:
-                        port["hostPort"] = port["containerPort"]
     for volume in _dicts(spec, "volumes"):
         _default_volume(volume)
 
 
+def _template_meta(template: Obj) -> None:
+    # Embedded ObjectMeta serializes an unset creationTimestamp as null upstream.
+    _sub(template, "metadata").setdefault("creationTimestamp", None)
+
+
 def default_pod_template(template: Obj) -> None:
+    _template_meta(template)
     default_pod_spec(_sub(template, "spec"))
 
 
 def _default_pod(obj: Obj) -> None:
     spec = _sub(obj, "spec")
     default_pod_spec(spec)
-    # A pod (not a template): requests default to limits where only limits are given.
+    # Pod-level defaults (upstream applies them to pods, not to templates).
+    spec.setdefault("enableServiceLinks", True)
+    host_network = bool(spec.get("hostNetwork"))
     for key in ("initContainers", "containers"):
         for container in _dicts(spec, key):
+            if host_network:
+                for port in _dicts(container, "ports"):
+                    if not port.get("hostPort") and "containerPort" in port:
+                        port["hostPort"] = port["containerPort"]
+            # requests default to limits where only limits are given
             resources = container.get("resources") or {}
             limits = resources.get("limits")
             if isinstance(limits, dict) and limits:
@@ -261,6 +268,7 @@ def _default_statefulset(obj: Obj) -> None:
     retention.setdefault("whenDeleted", "Retain")
     retention.setdefault("whenScaled", "Retain")
     for claim in _dicts(spec, "volumeClaimTemplates"):
+        _template_meta(claim)
         _default_pvc_spec(_sub(claim, "spec"))
         _sub(claim, "status").setdefault("phase", "Pending")
     default_pod_template(_sub(spec, "template"))
@@ -326,7 +334,9 @@ def _default_cronjob(obj: Obj) -> None:
     spec.setdefault("suspend", False)
     spec.setdefault("successfulJobsHistoryLimit", DEFAULT_CRONJOB_SUCCESS_HISTORY)
     spec.setdefault("failedJobsHistoryLimit", DEFAULT_CRONJOB_FAILED_HISTORY)
-    job_spec = _sub(_sub(spec, "jobTemplate"), "spec")
+    job_template = _sub(spec, "jobTemplate")
+    _template_meta(job_template)
+    job_spec = _sub(job_template, "spec")
     default_pod_template(_sub(job_spec, "template"))
 
 
