@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -99,11 +100,30 @@ async def test_dry_run_create_writes_nothing(
         await configmaps.create(configmap("a"), dry_run=True)
 
 
-async def test_value_too_large(configmaps: ResourceStore) -> None:
-    body = configmap("big")
-    body["data"] = {"k": "x" * (2 * 1024 * 1024)}
+async def test_value_too_large(storage: Storage, registry) -> None:
+    # A kind without size validation, so only the datastore limit applies.
+    base = registry.by_resource("", "v1", "configmaps")
+    info = replace(
+        base,
+        group="example.com",
+        kind="Blob",
+        plural="blobs",
+        singular="blob",
+        storage_resource="example.com/blobs",
+        storage_version="example.com/v1",
+    )
+    registry.add(info)
+    blobs = storage.for_resource(info)
+    body = {
+        "apiVersion": "example.com/v1",
+        "kind": "Blob",
+        "metadata": {"name": "big", "namespace": "default"},
+        "spec": {"payload": "x" * (2 * 1024 * 1024)},
+    }
     with pytest.raises(RequestEntityTooLarge):
-        await configmaps.create(body)
+        await blobs.create(body)
+    with pytest.raises(NotFound):
+        await blobs.get("default", "big")
 
 
 async def test_get_missing_is_not_found(configmaps: ResourceStore, deployments) -> None:
@@ -395,10 +415,12 @@ async def test_namespace_terminating_and_finalize(
 
 
 async def test_namespace_without_finalizers_deletes_now(namespaces: ResourceStore) -> None:
-    await namespaces.create({"metadata": {"name": "bare"}, "spec": {}})
-    ns = await namespaces.get(None, "bare")
-    if (ns.get("spec") or {}).get("finalizers"):
-        pytest.skip("defaulting added spec.finalizers")  # strategy defaults ["kubernetes"]
+    created = await namespaces.create({"metadata": {"name": "bare"}})
+    assert created["spec"]["finalizers"] == ["kubernetes"]  # defaulted on create
+    body = dict(created, spec={"finalizers": []})
+    out = await namespaces.update(None, "bare", body, subresource="finalize")
+    assert not out.get("spec", {}).get("finalizers")
+    assert await namespaces.get(None, "bare")  # not terminating: finalize alone keeps it
     _, deleted = await namespaces.delete(None, "bare", DeleteOptions())
     assert deleted
 

@@ -8,7 +8,8 @@ relies on is written down in one place:
 * ``sampan.api.fields.parse_field_selector(text) -> FieldSelector`` (``.matches(fields)``,
   ``.requirements``), ``field_set(info, obj)``, ``check_supported(info, selector)``;
 * ``sampan.api.strategy``: ``default``, ``prepare_for_create``, ``prepare_for_update``,
-  ``validate``, ``validate_update``, ``validate_status_update``;
+  ``prepare_for_status_update``, ``validate``, ``validate_update``,
+  ``validate_status_update``;
 * ``sampan.api.conversion.convert(info_from, obj, info_to)``.
 
 Selectors may be given to the store already parsed (any object with ``matches``) or as text;
@@ -30,6 +31,7 @@ from sampan.api.resources import ResourceInfo
 from sampan.apiserver.errors import BadRequest, Cause
 
 __all__ = [
+    "HAS_STRATEGY",
     "Matcher",
     "convert",
     "field_matcher",
@@ -37,6 +39,7 @@ __all__ = [
     "label_matcher",
     "strategy_default",
     "strategy_prepare_for_create",
+    "strategy_prepare_for_status_update",
     "strategy_prepare_for_update",
     "strategy_validate",
     "strategy_validate_status_update",
@@ -69,6 +72,7 @@ _strategy = {
         "default",
         "prepare_for_create",
         "prepare_for_update",
+        "prepare_for_status_update",
         "validate",
         "validate_update",
         "validate_status_update",
@@ -176,6 +180,11 @@ def convert(info_from: ResourceInfo, obj: dict[str, Any], info_to: ResourceInfo)
     return out
 
 
+HAS_STRATEGY = all(fn is not None for fn in _strategy.values())
+"""True when sampan.api.strategy provides every hook (it then owns status keeping on update,
+the status split and generation); the store's own fallbacks apply otherwise."""
+
+
 def _call(name: str, *args: Any) -> Any:
     fn = _strategy[name]
     if fn is None:
@@ -195,6 +204,12 @@ def strategy_prepare_for_update(
     info: ResourceInfo, new: dict[str, Any], old: dict[str, Any]
 ) -> None:
     _call("prepare_for_update", info, new, old)
+
+
+def strategy_prepare_for_status_update(
+    info: ResourceInfo, new: dict[str, Any], old: dict[str, Any]
+) -> None:
+    _call("prepare_for_status_update", info, new, old)
 
 
 def strategy_validate(info: ResourceInfo, obj: dict[str, Any]) -> list[Cause]:

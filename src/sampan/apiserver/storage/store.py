@@ -267,9 +267,11 @@ class ResourceStore:
             and api_version == self.info.api_version
         ):
             obj = _api.convert(self.info, obj, sinfo)
-        obj["apiVersion"] = sinfo.api_version
-        obj["kind"] = sinfo.kind
-        return obj
+        if obj.get("apiVersion") == sinfo.api_version and obj.get("kind") == sinfo.kind:
+            return obj
+        # apiVersion and kind first, as Kubernetes serializes them.
+        rest = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+        return {"apiVersion": sinfo.api_version, "kind": sinfo.kind, **rest}
 
     # --- freshness -------------------------------------------------------------------------
 
@@ -693,57 +695,76 @@ class ResourceStore:
             return result
 
     def _prepare_update(self, name: str, old: JSONObj, new: JSONObj, subresource: str) -> JSONObj:
-        """The object to store for an update of ``old`` to ``new`` (no resourceVersion)."""
+        """The object to store for an update of ``old`` to ``new`` (no resourceVersion).
+
+        System metadata (uid, creationTimestamp, deletion fields, name, namespace) is the
+        store's; the strategy decides the rest (defaults, status kept on main updates, spec
+        kept on status updates, generation). Without a strategy the store applies the same
+        rules in their simplest form."""
         sinfo = self.storage_info
         old_meta = old.get("metadata") or {}
-        if subresource == "status":
-            result = copy.deepcopy(old)
-            _set_or_drop(result, "status", new.get("status"))
-            causes = _api.strategy_validate_status_update(sinfo, result, old)
-        elif subresource == "finalize" and self._is("", "Namespace"):
+        if subresource == "finalize" and self._is("", "Namespace"):
             result = copy.deepcopy(old)
             finalizers = (new.get("spec") or {}).get("finalizers") or []
             spec = result.setdefault("spec", {})
             _set_or_drop(spec, "finalizers", list(finalizers))
-            causes = []
-        else:
-            result = new
-            meta = _meta(result)
-            for field in _SYSTEM_META_KEPT_ON_UPDATE:
-                if field == "uid" and meta.get("uid"):
-                    continue
-                _set_or_drop(meta, field, old_meta.get(field))
-            meta.setdefault("name", old_meta.get("name"))
-            if self.info.namespaced:
-                meta.setdefault("namespace", old_meta.get("namespace"))
+            return _without_rv(result)
+        result = new
+        meta = _meta(result)
+        for field in _SYSTEM_META_KEPT_ON_UPDATE:
+            if field == "uid" and meta.get("uid"):
+                continue
+            _set_or_drop(meta, field, old_meta.get(field))
+        if not meta.get("name"):
+            meta["name"] = old_meta.get("name")
+        if not self.info.namespaced:
+            meta.pop("namespace", None)
+        elif not meta.get("namespace"):
+            meta["namespace"] = old_meta.get("namespace")
+        if subresource == "status":
+            if _api.HAS_STRATEGY:
+                _api.strategy_prepare_for_status_update(sinfo, result, old)
             else:
-                meta.pop("namespace", None)
-            _set_or_drop(meta, "generation", old_meta.get("generation"))
-            if sinfo.has_status:
-                _set_or_drop(result, "status", copy.deepcopy(old.get("status")))
-            if self._is("", "Namespace"):
-                # spec.finalizers changes only through the finalize subresource.
-                old_final = (old.get("spec") or {}).get("finalizers")
-                spec = result.setdefault("spec", {})
-                _set_or_drop(spec, "finalizers", copy.deepcopy(old_final))
-            _api.strategy_prepare_for_update(sinfo, result, old)
+                result = copy.deepcopy(old)
+                _set_or_drop(result, "status", copy.deepcopy(new.get("status")))
+            causes = _api.strategy_validate_status_update(sinfo, result, old)
+        else:
+            if _api.HAS_STRATEGY:
+                _api.strategy_default(sinfo, result)
+                _api.strategy_prepare_for_update(sinfo, result, old)
+            else:
+                self._fallback_prepare_for_update(result, old)
             causes = _api.strategy_validate_update(sinfo, result, old)
-            for field in ("uid", "name", "namespace"):
-                if meta.get(field) != old_meta.get(field) and not any(
-                    c.field == f"metadata.{field}" for c in causes
-                ):
-                    causes.append(
-                        Cause(
-                            "FieldValueInvalid",
-                            f"Invalid value: {json.dumps(meta.get(field))}: field is immutable",
-                            f"metadata.{field}",
-                        )
+        meta = _meta(result)
+        for field in ("uid", "name", "namespace"):
+            if meta.get(field) != old_meta.get(field) and not any(
+                c.field == f"metadata.{field}" for c in causes
+            ):
+                causes.append(
+                    Cause(
+                        "FieldValueInvalid",
+                        f"Invalid value: {json.dumps(meta.get(field))}: field is immutable",
+                        f"metadata.{field}",
                     )
-            if sinfo.tracks_generation and self._spec_changed(old, result):
-                meta["generation"] = int(old_meta.get("generation") or 0) + 1
+                )
         if causes:
             raise self._invalid(name, causes)
         return _without_rv(result)
+
+    def _fallback_prepare_for_update(self, new: JSONObj, old: JSONObj) -> None:
+        """Main-resource update rules when sampan.api.strategy is absent."""
+        sinfo = self.storage_info
+        meta = _meta(new)
+        old_meta = old.get("metadata") or {}
+        _set_or_drop(meta, "generation", old_meta.get("generation"))
+        if sinfo.has_status:
+            _set_or_drop(new, "status", copy.deepcopy(old.get("status")))
+        if self._is("", "Namespace"):
+            # spec.finalizers changes only through the finalize subresource.
+            old_final = (old.get("spec") or {}).get("finalizers")
+            _set_or_drop(new.setdefault("spec", {}), "finalizers", copy.deepcopy(old_final))
+        if sinfo.tracks_generation and self._spec_changed(old, new):
+            meta["generation"] = int(old_meta.get("generation") or 0) + 1
 
     @staticmethod
     def _spec_changed(old: JSONObj, new: JSONObj) -> bool:
