@@ -9,17 +9,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sampan.apiserver.auth.serviceaccount import TokenIssuer
 from sampan.client.api import (
     CONFIGMAPS,
     LEASES,
     NAMESPACES,
     NODES,
     PODS,
+    SECRETS,
+    SERVICEACCOUNTS,
     AlreadyExistsError,
     ApiError,
     Client,
     ClientConfig,
     ConflictError,
+    ForbiddenError,
     NotFoundError,
     PatchType,
     Resource,
@@ -318,3 +322,28 @@ async def test_unknown_resource_is_not_found(client: Client) -> None:
     bogus = Resource("example.com", "v1", "widgets", "Widget", True)
     with pytest.raises(NotFoundError):
         await client.list(bogus, namespace="default")
+
+
+async def test_bearer_token_from_file_authenticates_as_the_account(
+    api_server: ApiServerHarness, client: Client, tmp_path: Path
+) -> None:
+    sa = await client.create(
+        SERVICEACCOUNTS, {"metadata": {"name": "robot", "namespace": "default"}}
+    )
+    assert api_server.server is not None
+    issuer = TokenIssuer(api_server.server.pki.sa_private_key_pem())
+    token, _ = issuer.issue("default", "robot", sa["metadata"]["uid"])
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    config = api_server.client_config()
+    robot_config = ClientConfig(server=config.server, ca_pem=config.ca_pem, token_file=token_file)
+    async with Client(robot_config) as robot:
+        with pytest.raises(ForbiddenError) as exc_info:
+            await robot.list(SECRETS, namespace="default")
+        review = await robot.request(
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+    assert "system:serviceaccount:default:robot" in exc_info.value.message
+    assert review["status"]["userInfo"]["username"] == "system:serviceaccount:default:robot"
