@@ -69,19 +69,33 @@ class RuntimeEnv:
             linux=pb.LinuxPodSandboxConfig(
                 cgroup_parent=f"{self.cgroup_root}/pod{uid}",
                 security_context=pb.LinuxSandboxSecurityContext(
-                    namespace_options=pb.NamespaceOption(network=network),
+                    # As the kubelet without shareProcessNamespace: each container gets its
+                    # own pid namespace (CRI's default, POD, would share the sandbox's).
+                    namespace_options=pb.NamespaceOption(
+                        network=network, pid=pb.NamespaceMode.CONTAINER
+                    ),
                 ),
             ),
         )
 
 
-def container_config(name: str, command: list[str]) -> pb.ContainerConfig:
+def container_config(
+    name: str, command: list[str], *, host_network: bool = False
+) -> pb.ContainerConfig:
+    network = pb.NamespaceMode.NODE if host_network else pb.NamespaceMode.POD
     return pb.ContainerConfig(
         metadata=pb.ContainerMetadata(name=name, attempt=0),
         image=pb.ImageSpec(image=BUSYBOX_IMAGE),
         command=command,
         log_path=f"{name}/0.log",
         labels={"io.kubernetes.container.name": name},
+        linux=pb.LinuxContainerConfig(
+            security_context=pb.LinuxContainerSecurityContext(
+                namespace_options=pb.NamespaceOption(
+                    network=network, pid=pb.NamespaceMode.CONTAINER
+                )
+            )
+        ),
     )
 
 

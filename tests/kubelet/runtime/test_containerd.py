@@ -8,7 +8,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -101,6 +103,50 @@ async def test_archive_dropped_later_is_imported_compressed(runtime_env: Runtime
     assert await runtime_env.runtime.images.image_status(ref) is None
 
 
+async def test_zstd_and_docker_archives_are_imported(runtime_env: RuntimeEnv) -> None:
+    importer = runtime_env.runtime.importer
+    assert importer is not None
+    work = runtime_env.data_dir / "archives"
+    work.mkdir(exist_ok=True)
+    oci = work / "zst.tar"
+    await asyncio.to_thread(
+        images.build_oci_archive, oci, ref="example.test/zst:1", files={"z": b"z"}
+    )
+    zst = work / "zst.tar.zst"
+    await asyncio.to_thread(
+        subprocess.run, ["zstd", "-q", "-f", str(oci), "-o", str(zst)], check=True
+    )
+    result = await importer.import_archive(zst)
+    assert (result.refs, result.skipped) == (("example.test/zst:1",), False)
+    assert await runtime_env.runtime.images.image_status("example.test/zst:1") is not None
+    await runtime_env.runtime.images.remove_image("example.test/zst:1")
+
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo (Debian package skopeo) is needed to make a docker-archive")
+    oci = work / "docker-src.tar"
+    await asyncio.to_thread(
+        images.build_oci_archive, oci, ref="example.test/src:1", files={"d": b"d"}
+    )
+    docker = work / "docker.tar"
+    await asyncio.to_thread(
+        subprocess.run,
+        [
+            "skopeo",
+            "--insecure-policy",
+            "copy",
+            "-q",
+            f"oci-archive:{oci}",
+            f"docker-archive:{docker}:example.test/docker:2",
+        ],
+        check=True,
+    )
+    result = await importer.import_archive(docker)
+    assert result.refs == ("example.test/docker:2",)
+    image = await runtime_env.runtime.images.image_status("example.test/docker:2")
+    assert image is not None and "example.test/docker:2" in image.repo_tags
+    await runtime_env.runtime.images.remove_image("example.test/docker:2")
+
+
 async def _run_pod(
     env: RuntimeEnv, name: str, command: list[str], *, host_network: bool
 ) -> tuple[str, str, pb.PodSandboxConfig, float]:
@@ -110,7 +156,7 @@ async def _run_pod(
     started = time.monotonic()
     sandbox_id = await rt.run_pod_sandbox(sandbox_config)
     container_id = await rt.create_container(
-        sandbox_id, container_config("main", command), sandbox_config
+        sandbox_id, container_config("main", command, host_network=host_network), sandbox_config
     )
     await rt.start_container(container_id)
     elapsed_s = time.monotonic() - started
@@ -149,8 +195,11 @@ async def test_host_network_pod_runs_logs_and_execs(runtime_env: RuntimeEnv) -> 
     log.warning("raw CRI RunPodSandbox+CreateContainer+StartContainer: %.3fs", elapsed_s)
     print(f"\nraw CRI RunPodSandbox+CreateContainer+StartContainer: {elapsed_s:.3f}s")
 
-    sandbox = await rt.pod_sandbox_status(sandbox_id)
+    sandbox = await rt.pod_sandbox_status(sandbox_id, verbose=True)
     assert sandbox.status.state == pb.PodSandboxState.SANDBOX_READY
+    info = json.loads(sandbox.info["info"])
+    assert info["image"] == env.cfg.sandbox_image  # our pause image, never pulled
+    assert info["snapshotter"] == env.runtime.containerd.cfg.snapshotter
     status = await rt.container_status(container_id)
     assert status.status.state == pb.ContainerState.CONTAINER_RUNNING
     assert status.status.image.image == BUSYBOX_IMAGE or status.status.image_ref
@@ -172,8 +221,24 @@ async def test_host_network_pod_runs_logs_and_execs(runtime_env: RuntimeEnv) -> 
     assert [c.id for c in listed] == [container_id]
     url = await rt.exec(container_id, ["sh"], stdin=True, tty=True)
     assert url.startswith("http://127.0.0.1:")
+    assert (await rt.attach(container_id, stdin=True)).startswith("http://127.0.0.1:")
+    assert (await rt.port_forward(sandbox_id, [80])).startswith("http://127.0.0.1:")
     stats = await rt.container_stats(container_id)
     assert stats.attributes.id == container_id
+    all_stats = await rt.list_container_stats(pb.ContainerStatsFilter(id=container_id))
+    assert [s.attributes.id for s in all_stats] == [container_id]
+    await rt.update_container_resources(
+        container_id, pb.LinuxContainerResources(cpu_shares=512, memory_limit_in_bytes=64 << 20)
+    )
+    limit = await rt.exec_sync(container_id, ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"])
+    assert limit.stdout.strip() == str(64 << 20).encode()
+    await rt.reopen_container_log(container_id)
+    await rt.exec_sync(container_id, ["sh", "-c", "echo after-reopen > /proc/1/fd/1"])
+
+    async def logged_after_reopen() -> bool:
+        return ("stdout", "F", "after-reopen") in _log_lines(log_path)
+
+    await wait_for(logged_after_reopen, "output after ReopenContainerLog in the log")
 
     await _remove_pod(env, sandbox_id, container_id)
 

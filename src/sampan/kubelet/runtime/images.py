@@ -14,6 +14,7 @@ with their tags.
 
 Invariants:
 
+* when ``import_archive`` returns, CRI lists the archive's images with their tags;
 * an archive whose sha256 is in the import index, and whose images the runtime still has, is
   not imported again; the index (archive sha256 -> image refs) is written atomically;
 * imports run one at a time; hashing, decompressing and file writes run in a thread, ``ctr``
@@ -37,6 +38,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,7 @@ __all__ = [
     "CRI_NAMESPACE",
     "IMAGE_ARCHIVE_SUFFIXES",
     "IMAGE_DIR_POLL_INTERVAL_S",
+    "IMAGE_VISIBLE_TIMEOUT_S",
     "IMPORT_TIMEOUT_S",
     "ImageImportError",
     "ImageImporter",
@@ -70,6 +73,10 @@ IMAGE_DIR_POLL_INTERVAL_S = 5.0
 IMPORT_TIMEOUT_S = 600.0
 """One ``ctr images import`` may take this long (a big archive on a slow disk)."""
 
+IMAGE_VISIBLE_TIMEOUT_S = 10.0
+"""After ``ctr import``, how long CRI may take to list the images."""
+
+_VISIBLE_POLL_INTERVAL_S = 0.02
 _EPOCH = "1970-01-01T00:00:00Z"
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -349,7 +356,9 @@ class ImageImporter:
         snapshotter: str | None = None,
         namespace: str = CRI_NAMESPACE,
         import_timeout_s: float = IMPORT_TIMEOUT_S,
+        visible_timeout_s: float = IMAGE_VISIBLE_TIMEOUT_S,
     ) -> None:
+        self.visible_timeout_s = visible_timeout_s
         self.address = address
         self.images = images
         self.index_path = index_path
@@ -374,10 +383,23 @@ class ImageImporter:
                 log.debug("image archive %s already imported: %s", path, ", ".join(known))
                 return ImportResult(path, sha256, tuple(known), skipped=True)
             refs = await self._ctr_import(path)
+            await self._wait_visible(refs)
             index[sha256] = refs
             await asyncio.to_thread(_write_index, self.index_path, index)
             log.info("imported image archive %s: %s", path, ", ".join(refs) or "(no named image)")
             return ImportResult(path, sha256, tuple(refs), skipped=False)
+
+    async def _wait_visible(self, refs: Sequence[str]) -> None:
+        """CRI learns of imported images from containerd events, asynchronously: wait until
+        it lists them, so that callers may use an image as soon as its import returns."""
+        deadline = time.monotonic() + self.visible_timeout_s
+        while not await self._all_present(refs):
+            if time.monotonic() >= deadline:
+                raise ImageImportError(
+                    f"imported {', '.join(refs)} but CRI does not list them after "
+                    f"{self.visible_timeout_s:g}s"
+                )
+            await asyncio.sleep(_VISIBLE_POLL_INTERVAL_S)
 
     async def _ctr_import(self, path: Path) -> list[str]:
         tmp_dir = self.index_path.parent / "import-tmp"

@@ -30,16 +30,12 @@ from sampan.kubelet.runtime.images import (
     build_pause_archive,
 )
 
-__all__ = ["EXTERNAL_READY_TIMEOUT_S", "IMAGE_VISIBLE_TIMEOUT_S", "ContainerRuntime"]
+__all__ = ["EXTERNAL_READY_TIMEOUT_S", "ContainerRuntime"]
 
 log = logging.getLogger("sampan.kubelet.runtime")
 
 EXTERNAL_READY_TIMEOUT_S = 30.0
 """How long a given ``--container-runtime-endpoint`` may take to answer ``Version``."""
-
-IMAGE_VISIBLE_TIMEOUT_S = 10.0
-"""After ``ctr import``, how long CRI may take to list the pause image (it learns of images
-through containerd events, asynchronously)."""
 
 _POLL_INTERVAL_S = 0.05
 PAUSE_ARCHIVE_NAME = "sampan-pause.tar"
@@ -153,14 +149,12 @@ class ContainerRuntime:
         assert self.importer is not None
         archive = self.cfg.root_dir / PAUSE_ARCHIVE_NAME
         await asyncio.to_thread(build_pause_archive, archive, ref=self.cfg.sandbox_image)
-        await self.importer.import_archive(archive)
-        deadline = time.monotonic() + IMAGE_VISIBLE_TIMEOUT_S
-        while await self.images.image_status(self.cfg.sandbox_image) is None:
-            if time.monotonic() >= deadline:
-                raise ImageImportError(
-                    f"{self.cfg.sandbox_image} was imported but CRI does not list it"
-                )
-            await asyncio.sleep(_POLL_INTERVAL_S)
+        result = await self.importer.import_archive(archive)
+        if self.cfg.sandbox_image not in result.refs:
+            raise ImageImportError(
+                f"the pause archive {archive} imported as {result.refs}, "
+                f"not {self.cfg.sandbox_image}"
+            )
 
     async def stop(self) -> None:
         """Stop watching, close CRI, stop containerd. Idempotent."""
