@@ -133,6 +133,8 @@ DEFAULT_MAX_429_RETRIES = 10
 DEFAULT_RETRY_AFTER_S = 1.0
 MAX_RETRY_AFTER_S = 30.0
 WATCH_TIMEOUT_MARGIN_S = 30.0
+KEEPALIVE_TIMEOUT_S = 30.0
+TOKEN_FILE_REFRESH_S = 60.0
 
 IN_CLUSTER_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -397,7 +399,8 @@ class ClientConfig:
 
     ``ca_pem`` verifies the server (system roots if None, unless ``insecure_skip_tls_verify``).
     Authenticate with a client certificate (``client_cert_pem`` + ``client_key_pem``) and/or a
-    bearer ``token``; ``token_file`` is read when the session opens (service account tokens).
+    bearer ``token``; ``token_file`` is read at first use and re-read every minute (rotated
+    service account tokens).
     Secrets never appear in ``repr``.
     """
 
@@ -620,6 +623,7 @@ class Client:
         self._session: aiohttp.ClientSession | None = None
         self._session_lock = asyncio.Lock()
         self._auth_header: str | None = None
+        self._token_read_at_s = 0.0
         self._active_watches = 0
         self._closed = False
 
@@ -656,15 +660,15 @@ class Client:
                 ssl_context = None
                 if self.config.server.startswith("https:"):
                     ssl_context = await asyncio.to_thread(_build_ssl_context, self.config)
-                token = self.config.token
-                if self.config.token_file is not None:
-                    token = (await asyncio.to_thread(self.config.token_file.read_text)).strip()
-                self._auth_header = f"Bearer {token}" if token else None
+                if self.config.token:
+                    self._auth_header = f"Bearer {self.config.token}"
                 connector = aiohttp.TCPConnector(
                     ssl=ssl_context if ssl_context is not None else False,
                     limit=self.config.connection_limit,
                     limit_per_host=self.config.connection_limit,
-                    keepalive_timeout=30,
+                    # Below aiohttp's server default (75 s): the client closes idle connections
+                    # first, which narrows the race of reusing one the server just closed.
+                    keepalive_timeout=KEEPALIVE_TIMEOUT_S,
                 )
                 self._session = aiohttp.ClientSession(
                     base_url=None,
@@ -689,6 +693,7 @@ class Client:
     ) -> aiohttp.ClientResponse:
         """Send one request; 429s are retried after Retry-After. Returns an OK response."""
         session = await self._get_session()
+        await self._refresh_token_file()
         headers = {"Accept": "application/json"}
         if self._auth_header:
             headers["Authorization"] = self._auth_header
@@ -696,7 +701,9 @@ class Client:
             headers["Content-Type"] = content_type
         url = self.config.server + path
         server_name = self.config.tls_server_name
-        for attempt in range(DEFAULT_MAX_429_RETRIES + 1):
+        stale_retry_left = method == "GET"
+        attempt = 0
+        while True:
             try:
                 response = await session.request(
                     method,
@@ -707,6 +714,13 @@ class Client:
                     timeout=client_timeout,
                     server_hostname=server_name,
                 )
+            except aiohttp.ServerDisconnectedError as exc:
+                # A pooled keep-alive connection the server had just closed: a GET is safe to
+                # send again, once. Other verbs might have been applied; let the caller decide.
+                if stale_retry_left:
+                    stale_retry_left = False
+                    continue
+                raise TransportError(f"{method} {path}: server disconnected") from exc
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise TransportError(f"{method} {path}: {exc or type(exc).__name__}") from exc
             if response.status < 400:
@@ -718,10 +732,30 @@ class Client:
             finally:
                 response.release()
             if response.status == 429 and attempt < DEFAULT_MAX_429_RETRIES:
+                attempt += 1
                 await asyncio.sleep(_retry_after_s(response.headers.get("Retry-After")))
                 continue
             raise ApiError.from_status(_status_from_http(response.status, data))
-        raise AssertionError("unreachable")
+
+    async def _refresh_token_file(self) -> None:
+        """(Re)read ``token_file`` when first needed and then every ``TOKEN_FILE_REFRESH_S``:
+        projected service account tokens are rotated on disk (client-go re-reads them too)."""
+        token_file = self.config.token_file
+        if token_file is None:
+            return
+        now_s = asyncio.get_running_loop().time()
+        if self._auth_header is not None and now_s < self._token_read_at_s + TOKEN_FILE_REFRESH_S:
+            return
+        try:
+            token = (await asyncio.to_thread(token_file.read_text)).strip()
+        except OSError as exc:
+            if self._auth_header is None:
+                raise TransportError(f"cannot read token file {token_file}: {exc}") from exc
+            log.warning("cannot re-read token file %s: %s; keeping the old token", token_file, exc)
+            token = ""
+        if token:
+            self._auth_header = f"Bearer {token}"
+        self._token_read_at_s = now_s
 
     async def request(
         self,
