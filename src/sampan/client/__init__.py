@@ -10,6 +10,39 @@ Modules (import from them, or use the names re-exported here):
 * ``sampan.client.events``: ``EventRecorder``.
 
 This layer talks to the API server only over HTTP(S); it imports nothing from the server side.
+
+The shape of a controller built on it::
+
+    client = Client(ClientConfig.from_kubeconfig(path))          # one per component
+    factory = SharedInformerFactory(client)                      # one per process
+    pods = factory.informer(PODS)
+    queue: WorkQueue[str] = WorkQueue("my-controller")
+    pods.add_event_handler(                                       # handlers only enqueue
+        on_add=lambda o: queue.add(object_key(o)),
+        on_update=lambda old, new: queue.add(object_key(new)),
+        on_delete=lambda o: queue.add(object_key(o)),
+    )
+    factory.start()
+    await factory.wait_synced()
+
+    async def worker() -> None:                                   # run a few of these
+        while True:
+            try:
+                key = await queue.get()
+            except QueueShutDown:
+                return
+            try:
+                await reconcile(key, pods.cache.get(key))        # level-triggered, idempotent
+            except Exception:
+                log.exception("reconcile %s", key)
+                queue.add_rate_limited(key)                       # back off per key
+            else:
+                queue.forget(key)
+            finally:
+                queue.done(key)
+
+Run it under ``LeaderElector(...).run()`` when only one replica may act, and report what it
+did with ``EventRecorder``. Never mutate objects from the cache or from handlers: copy first.
 """
 
 from sampan.client.api import (
