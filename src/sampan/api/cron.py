@@ -146,9 +146,7 @@ def parse_schedule(text: str) -> Schedule:
         spec = _MACROS[spec]
     fields = spec.split()
     if len(fields) != 5:
-        raise CronError(
-            f"expected exactly 5 fields, found {len(fields)}: {fields}".replace("'", "")
-        )
+        raise CronError(f"expected exactly 5 fields, found {len(fields)}: [{' '.join(fields)}]")
     parsed = []
     stars = []
     for text_field, (low, high, names) in zip(fields, _FIELDS, strict=True):

@@ -1092,8 +1092,8 @@ def _validate_service(info: ResourceInfo, obj: Obj) -> Causes:
             causes.extend(
                 fe.invalid(f"{ppath}.targetPort", target, m) for m in is_valid_port_name(target)
             )
-        elif target is not None:
-            _port_number(causes, f"{ppath}.targetPort", target)
+        elif target is not None and (_int(target) is None or not 1 <= target <= 65535):
+            causes.append(fe.invalid(f"{ppath}.targetPort", target, PORT_RANGE))
         node_port = port.get("nodePort")
         if node_port:
             if stype == "ClusterIP":
