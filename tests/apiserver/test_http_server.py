@@ -448,3 +448,43 @@ async def test_openapi_v3_index_lists_field_validation(harness):
     assert "fieldValidation" in {p["name"] for p in item["patch"]["parameters"]}
     status, _ = await harness.request("GET", "/openapi/v3/apis/nope/v1")
     assert status == 404
+
+
+async def test_impersonation(harness):
+    jane = {"Impersonate-User": "jane", "Impersonate-Group": "devs"}
+    status, review = await harness.request(
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        headers=jane,
+    )
+    assert status == 201
+    assert review["status"]["userInfo"]["username"] == "jane"
+    assert review["status"]["userInfo"]["groups"] == ["devs", "system:authenticated"]
+    status, denied = await harness.request("GET", CM_PATH, headers=jane)
+    assert status == 403 and 'User "jane" cannot list' in denied["message"]
+    status, access = await harness.request(
+        "POST",
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"verb": "list", "resource": "configmaps"}},
+        },
+    )
+    assert status == 201 and access["status"]["allowed"] is True
+    # A service account without roles may not impersonate anyone.
+    status, sa = await harness.request(
+        "POST",
+        "/api/v1/namespaces/default/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "imp"}},
+    )
+    token, _ = TokenIssuer(harness.server.pki.sa_private_key_pem()).issue(
+        "default", "imp", sa["metadata"]["uid"]
+    )
+    headers = {"Authorization": f"Bearer {token}", "Impersonate-User": "system:admin"}
+    async with harness.anonymous_session(headers) as robot:
+        async with robot.get("/api/v1/namespaces") as response:
+            assert response.status == 403
+            body = await response.json()
+    assert 'cannot impersonate resource "users"' in body["message"]

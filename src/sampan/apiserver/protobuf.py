@@ -30,12 +30,16 @@ class ProtobufError(ValueError):
     pass
 
 
+_Schema = dict[int, Any]
+"""Field number -> _Field (plus the _IGNORED entry)."""
+
+
 @dataclass(frozen=True)
 class _Field:
     name: str
     type: str  # string | bytes | bool | int | time | map_str | map_bytes | message
     repeated: bool = False
-    schema: dict[int, _Field] | None = None
+    schema: _Schema | None = None
 
 
 def _f(name: str, type_: str, *, repeated: bool = False, schema: Any = None) -> _Field:
@@ -51,7 +55,10 @@ _OWNER_REFERENCE = {
     6: _f("controller", "bool"),
     7: _f("blockOwnerDeletion", "bool"),
 }
-_OBJECT_META = {
+_IGNORED = -1
+"""Schema key listing field numbers that are read and deliberately discarded."""
+_OBJECT_META: dict[int, Any] = {
+    _IGNORED: (4, 17),  # selfLink (deprecated), managedFields (server-side apply, part 2)
     1: _f("name", "string"),
     2: _f("generateName", "string"),
     3: _f("namespace", "string"),
@@ -87,8 +94,9 @@ _REFERENCE = {
     7: _f("fieldPath", "string"),
 }
 
-_KINDS: dict[tuple[str, str], dict[int, _Field]] = {
+_KINDS: dict[tuple[str, str], _Schema] = {
     ("v1", "Namespace"): {
+        _IGNORED: (3,),  # status: set by the server on create
         1: _META,
         2: _f("spec", "message", schema={1: _f("finalizers", "string", repeated=True)}),
     },
@@ -111,8 +119,9 @@ _KINDS: dict[tuple[str, str], dict[int, _Field]] = {
         3: _f("imagePullSecrets", "message", repeated=True, schema={1: _f("name", "string")}),
         4: _f("automountServiceAccountToken", "bool"),
     },
-    ("authentication.k8s.io/v1", "SelfSubjectReview"): {1: _META},
+    ("authentication.k8s.io/v1", "SelfSubjectReview"): {_IGNORED: (2,), 1: _META},
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {
+        _IGNORED: (3,),  # status: computed by the server
         1: _META,
         2: _f(
             "spec",
@@ -216,12 +225,15 @@ def _scalar(field: _Field, wire: int, value: Any) -> Any:
     raise ProtobufError(f"field {field.name}: unexpected wire type {wire}")
 
 
-def _message(data: bytes, schema: dict[int, _Field]) -> dict[str, Any]:
+def _message(data: bytes, schema: _Schema) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for number, wire, value in _fields(data):
         field = schema.get(number)
         if field is None:
-            continue  # a field Sampan does not read (e.g. managedFields)
+            if number in schema.get(_IGNORED, ()) or (wire == _LEN and not value):
+                continue  # deliberately ignored, or an empty message (e.g. status: {})
+            # Never drop data silently: a field this table does not know refuses the body.
+            raise ProtobufError(f"protobuf field {number} is not supported yet")
         if field.type in ("map_str", "map_bytes"):
             key, raw = _map_entry(value)
             entry = (

@@ -40,6 +40,7 @@ from sampan.apiserver.errors import (
     Unauthorized,
 )
 from sampan.apiserver.handlers import HandlerContext, ResourceHandler, not_found
+from sampan.apiserver.impersonation import impersonate
 from sampan.apiserver.requestinfo import RequestInfo, parse_request_info
 from sampan.apiserver.responses import error_response, json_response
 
@@ -267,6 +268,7 @@ class APIServer:
                 if not _is_public(request.path):
                     raise Unauthorized()
             else:
+                user = self._impersonate(request, user)
                 self._authorize(ri, user)
             return await self._route(request, ri, user)
         except StatusError as exc:
@@ -290,6 +292,17 @@ class APIServer:
         except AuthenticationError as exc:
             log.debug("authentication failed for %s: %s", request.path, exc)
             raise Unauthorized() from exc
+
+    def _impersonate(self, request: web.Request, user: Any) -> Any:
+        from sampan.apiserver.auth import Attributes, forbidden_message
+
+        return impersonate(
+            user,
+            request.headers,
+            authorize=self._rt.authorizer.authorize,
+            make_attributes=Attributes,
+            forbidden_message=forbidden_message,
+        )
 
     def _authorize(self, ri: RequestInfo, user: Any) -> None:
         from sampan.apiserver.auth import Attributes, forbidden_message
