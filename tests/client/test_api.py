@@ -347,3 +347,29 @@ async def test_bearer_token_from_file_authenticates_as_the_account(
         )
     assert "system:serviceaccount:default:robot" in exc_info.value.message
     assert review["status"]["userInfo"]["username"] == "system:serviceaccount:default:robot"
+
+
+async def test_watch_carries_large_objects_split_over_many_chunks(client: Client) -> None:
+    listing = await client.list(CONFIGMAPS, namespace="default")
+    big_value = "x" * (1024 * 1024)  # far beyond one read of the socket
+    async with client.watch(
+        CONFIGMAPS,
+        namespace="default",
+        resource_version=listing["metadata"]["resourceVersion"],
+        timeout_s=30,
+    ) as stream:
+        await client.create(
+            CONFIGMAPS,
+            {"metadata": {"name": "big", "namespace": "default"}, "data": {"v": big_value}},
+        )
+        await client.create(CONFIGMAPS, configmap("small-after"))
+        names = []
+        async for event_type, obj in stream:
+            if event_type == "BOOKMARK":
+                continue
+            names.append(obj["metadata"]["name"])
+            if obj["metadata"]["name"] == "big":
+                assert obj["data"]["v"] == big_value
+            if len(names) == 2:
+                break
+    assert names == ["big", "small-after"]

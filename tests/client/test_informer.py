@@ -16,6 +16,7 @@ from sampan.client.informer import (
     Cache,
     Informer,
     SharedInformerFactory,
+    _Backoff,
     object_key,
     split_key,
 )
@@ -263,3 +264,14 @@ async def test_resync_replays_updates(client: Client) -> None:
         await recorder.wait_for(lambda: recorder.events.count(("update", "default/r")) >= 2)
     finally:
         await informer.stop()
+
+
+def test_backoff_grows_with_jitter_and_caps() -> None:
+    backoff = _Backoff(0.8, 30.0)
+    delays = [backoff.next_delay_s() for _ in range(12)]
+    assert 0.8 <= delays[0] <= 1.6
+    assert 1.6 <= delays[1] <= 3.2
+    assert all(d <= 30.0 for d in delays)
+    assert delays[-1] >= 30.0 * 0.99  # capped base, jitter cannot exceed the cap
+    backoff.reset()
+    assert backoff.next_delay_s() <= 1.6
