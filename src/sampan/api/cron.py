@@ -1,13 +1,15 @@
 """Cron schedules for CronJobs: the standard five-field syntax plus ``@hourly``-style macros.
 
-``parse_schedule(text) -> Schedule`` raises ``CronError`` (worded like the Go cron library
-kube-apiserver uses) for an unparseable schedule; ``Schedule.next_after(dt)`` gives the next
-activation strictly after ``dt`` (naive or aware datetimes; seconds are truncated). Day of month
-and day of week combine as in Vixie cron: if both are restricted, either may match.
+``@every <duration>`` (Go duration syntax, e.g. ``@every 1h30m``) is a constant delay, as in
+the Go library. ``parse_schedule(text) -> Schedule`` raises ``CronError`` (worded like the Go
+cron library kube-apiserver uses) for an unparseable schedule; ``Schedule.next_after(dt)`` gives
+the next activation strictly after ``dt`` (naive or aware datetimes; seconds are truncated).
+Day of month and day of week combine as in Vixie cron: if both are restricted, either may match.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -50,8 +52,11 @@ class Schedule:
     days_of_week: frozenset[int]
     dom_star: bool
     dow_star: bool
+    every_s: int = 0  # ``@every``: a constant delay instead of the fields
 
     def matches(self, dt: datetime) -> bool:
+        if self.every_s:
+            return False
         if dt.minute not in self.minutes or dt.hour not in self.hours:
             return False
         if dt.month not in self.months:
@@ -64,6 +69,8 @@ class Schedule:
 
     def next_after(self, dt: datetime) -> datetime | None:
         """The first matching minute strictly after ``dt`` (None if none within 5 years)."""
+        if self.every_s:
+            return dt.replace(microsecond=0) + timedelta(seconds=self.every_s)
         t = dt.replace(second=0, microsecond=0) + timedelta(minutes=1)
         for _ in range(_MAX_SEARCH_MINUTES):
             if t.month not in self.months:
@@ -134,13 +141,42 @@ def _parse_field(text: str, low: int, high: int, names: dict[str, int]) -> tuple
     return values, star
 
 
+_DURATION_PART = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS_S = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def _every(text: str) -> Schedule:
+    pos, total_s = 0, 0.0
+    while pos < len(text):
+        m = _DURATION_PART.match(text, pos)
+        if m is None:
+            raise CronError(
+                f'failed to parse duration @every {text}: time: invalid duration "{text}"'
+            )
+        total_s += float(m.group(1)) * _DURATION_UNITS_S[m.group(2)]
+        pos = m.end()
+    if not text:
+        raise CronError(f'failed to parse duration @every {text}: time: invalid duration ""')
+    empty: frozenset[int] = frozenset()
+    # The Go library rounds delays below a second up to one second.
+    return Schedule(empty, empty, empty, empty, empty, False, False, every_s=max(1, int(total_s)))
+
+
 def parse_schedule(text: str) -> Schedule:
     spec = text.strip()
     if not spec:
         raise CronError("empty spec string")
     if spec.startswith("@"):
-        if spec == "@every" or spec.startswith("@every "):
-            raise CronError(f"unrecognized descriptor: {spec}")
+        if spec.startswith("@every "):
+            return _every(spec[len("@every ") :].strip())
         if spec not in _MACROS:
             raise CronError(f"unrecognized descriptor: {spec}")
         spec = _MACROS[spec]
