@@ -435,3 +435,57 @@ async def test_delete_collection(configmaps: ResourceStore) -> None:
     assert sorted(o["metadata"]["name"] for o in deleted) == ["c1", "c3"]
     page = await configmaps.list(None)
     assert len(page.items) == 4
+
+
+async def test_background_delete_drops_orphan_finalizer(configmaps: ResourceStore) -> None:
+    await configmaps.create(configmap("a"))
+    obj, deleted = await configmaps.delete(
+        "default", "a", DeleteOptions(propagation_policy="Orphan")
+    )
+    assert not deleted and obj["metadata"]["finalizers"] == ["orphan"]
+    _, deleted = await configmaps.delete(
+        "default", "a", DeleteOptions(propagation_policy="Background")
+    )
+    assert deleted
+    with pytest.raises(NotFound):
+        await configmaps.get("default", "a")
+
+
+async def test_versions_sharing_storage(storage: Storage, registry) -> None:
+    core = storage.for_resource(registry.by_resource("", "v1", "events"))
+    new = storage.for_resource(registry.by_resource("events.k8s.io", "v1", "events"))
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "e1", "namespace": "default"},
+        "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+        "reason": "Started",
+        "message": "hello",
+        "source": {"component": "kubelet"},
+        "type": "Normal",
+    }
+    await core.create(event)
+    # The other version's store reads the same objects, in the storage version.
+    got = await new.get("default", "e1")
+    assert got["apiVersion"] == "v1" and got["message"] == "hello"
+    page = await new.list("default")
+    assert len(page.items) == 1
+    # An object handed over in the other served version is converted to the storage one.
+    hpa_v1 = storage.for_resource(
+        registry.by_resource("autoscaling", "v1", "horizontalpodautoscalers")
+    )
+    created = await hpa_v1.create(
+        {
+            "apiVersion": "autoscaling/v1",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "h", "namespace": "default"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 1,
+                "maxReplicas": 3,
+                "targetCPUUtilizationPercentage": 50,
+            },
+        }
+    )
+    assert created["apiVersion"] == "autoscaling/v2"
+    assert created["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 50

@@ -901,23 +901,23 @@ class ResourceStore:
         grace = self._grace_period_s(obj, options)
         if terminating:
             current_grace = meta.get("deletionGracePeriodSeconds")
+            remaining_grace = current_grace if isinstance(current_grace, int) else 0
             marked = copy.deepcopy(obj)
             mmeta = _meta(marked)
             changed = False
-            if isinstance(current_grace, int) and grace < current_grace:
+            if grace < remaining_grace:
                 # A shorter grace period wins (the kubelet's final delete uses 0).
-                deadline = now + timedelta(seconds=grace)
-                if deadline.strftime("%Y-%m-%dT%H:%M:%SZ") < str(meta["deletionTimestamp"]):
-                    mmeta["deletionTimestamp"] = rfc3339(deadline)
+                deadline = rfc3339(now + timedelta(seconds=grace))
+                if deadline < str(meta["deletionTimestamp"]):
+                    mmeta["deletionTimestamp"] = deadline
                 mmeta["deletionGracePeriodSeconds"] = grace
+                remaining_grace = grace
                 changed = True
-                if grace == 0 and not new_finalizers:
-                    return None
             if new_finalizers != finalizers:
                 _set_or_drop(mmeta, "finalizers", new_finalizers)
                 changed = True
-            if current_grace == 0 and not new_finalizers and not meta.get("finalizers"):
-                return None
+            if remaining_grace == 0 and not new_finalizers:
+                return None  # nothing left to wait for
             return marked if changed else obj
         if grace == 0 and not new_finalizers:
             return None

@@ -83,11 +83,12 @@ async def watch_stream(
 ) -> AsyncIterator[WatchEvent]:
     """The events of one watch; see the module docstring. ``revision`` is
     ``resource_version`` parsed (0 for "" and "0")."""
-    try:
-        await asyncio.wait_for(cache.ready.wait(), settings.ready_wait_s)
-    except TimeoutError:
-        yield error_event(TooManyRequests("storage is (re)initializing", retry_after_s=1))
-        return
+    if not cache.ready.is_set():
+        try:
+            await asyncio.wait_for(cache.ready.wait(), settings.ready_wait_s)
+        except TimeoutError:
+            yield error_event(TooManyRequests("storage is (re)initializing", retry_after_s=1))
+            return
     if resource_version == "":
         # Consistent: start from a state at least as new as the datastore's now.
         try:
