@@ -35,10 +35,28 @@ from tests.support.images import BUSYBOX_IMAGE, busybox_archive
 
 log = logging.getLogger("tests.kubelet.runtime")
 
-TEST_BRIDGE = "sampan-rt0"
-TEST_POD_SUBNET = "10.199.7.0/24"
 CLEANUP_TIMEOUT_S = 60.0
 _MNT_DETACH = 2
+
+
+@dataclass(frozen=True)
+class HostNames:
+    """Host-wide names a test session creates, unique per session so that two sessions (two
+    helpers, or CI beside a developer) never share or delete each other's."""
+
+    cgroup_root: str  # e.g. "/sampan-test-1a2b3c4d": every test pod's cgroup parent is below
+    bridge: str  # at most 15 characters (IFNAMSIZ)
+    pod_subnet: str
+
+    @classmethod
+    def new(cls) -> HostNames:
+        token = secrets.token_hex(4)
+        third_octet = secrets.randbelow(250) + 1
+        return cls(
+            cgroup_root=f"/sampan-test-{token}",
+            bridge=f"sprt{token}",
+            pod_subnet=f"10.199.{third_octet}.0/24",
+        )
 
 
 @dataclass
@@ -49,7 +67,7 @@ class RuntimeEnv:
     cfg: ContainerdConfig
     data_dir: Path
     image_cache_dir: Path
-    cgroup_root: str  # e.g. "/sampan-test-1a2b3c": every test pod's cgroup parent is below
+    names: HostNames
 
     def pod_dir(self, name: str, uid: str) -> Path:
         return self.data_dir / "pods" / f"default_{name}_{uid}"
@@ -67,7 +85,7 @@ class RuntimeEnv:
             log_directory=str(log_dir),
             labels={"io.kubernetes.pod.name": name, "sampan.test": "runtime"},
             linux=pb.LinuxPodSandboxConfig(
-                cgroup_parent=f"{self.cgroup_root}/pod{uid}",
+                cgroup_parent=f"{self.names.cgroup_root}/pod{uid}",
                 security_context=pb.LinuxSandboxSecurityContext(
                     # As the kubelet without shareProcessNamespace: each container gets its
                     # own pid namespace (CRI's default, POD, would share the sandbox's).
@@ -99,7 +117,7 @@ def container_config(
     )
 
 
-def write_test_cni_conflist(conf_dir: Path) -> None:
+def write_test_cni_conflist(conf_dir: Path, names: HostNames) -> None:
     """bridge + host-local + loopback, no masquerade (so no iptables rule to clean up)."""
     conf_dir.mkdir(parents=True, exist_ok=True)
     conflist = {
@@ -108,12 +126,12 @@ def write_test_cni_conflist(conf_dir: Path) -> None:
         "plugins": [
             {
                 "type": "bridge",
-                "bridge": TEST_BRIDGE,
+                "bridge": names.bridge,
                 "isGateway": True,
                 "ipMasq": False,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": TEST_POD_SUBNET}]],
+                    "ranges": [[{"subnet": names.pod_subnet}]],
                     "dataDir": str(conf_dir.parent / "ipam"),
                 },
             },
@@ -155,14 +173,14 @@ def _mounts_under(root: Path) -> list[str]:
     return mounts
 
 
-def cleanup_host(data_dir: Path, socket_path: Path, cgroup_root: str) -> None:
+def cleanup_host(data_dir: Path, socket_path: Path, names: HostNames) -> None:
     """Best-effort removal of everything this session left on the host (blocking)."""
     # Shims of this containerd (found by their -address argument), then whatever is still in
     # this session's pod cgroups: only processes this test instance started.
     for pid in _pids_with_arg(str(socket_path)):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    pids_top = Path("/sys/fs/cgroup/pids") / cgroup_root.lstrip("/")
+    pids_top = Path("/sys/fs/cgroup/pids") / names.cgroup_root.lstrip("/")
     if pids_top.is_dir():
         for procs in pids_top.rglob("cgroup.procs"):
             for pid in procs.read_text().split():
@@ -173,14 +191,14 @@ def cleanup_host(data_dir: Path, socket_path: Path, cgroup_root: str) -> None:
         if libc.umount2(mount_point.encode(), _MNT_DETACH) != 0:
             log.warning("umount %s: %s", mount_point, os.strerror(ctypes.get_errno()))
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        top = hierarchy / cgroup_root.lstrip("/")
+        top = hierarchy / names.cgroup_root.lstrip("/")
         if not top.is_dir():
             continue
         for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: len(w[0]), reverse=True):
             with contextlib.suppress(OSError):
                 os.rmdir(dirpath)
-    if Path(f"/sys/class/net/{TEST_BRIDGE}").exists():
-        subprocess.run(["ip", "link", "del", TEST_BRIDGE], check=False)
+    if Path(f"/sys/class/net/{names.bridge}").exists():
+        subprocess.run(["ip", "link", "del", names.bridge], check=False)
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -195,14 +213,14 @@ def image_cache_dir() -> Iterator[Path]:
 async def runtime_env(image_cache_dir: Path) -> AsyncIterator[RuntimeEnv]:
     data_dir = Path(tempfile.mkdtemp(prefix="sampan-rt-"))
     cfg = ContainerdConfig(data_dir=data_dir)
-    cgroup_root = f"/sampan-test-{secrets.token_hex(4)}"
+    names = HostNames.new()
     archive = await asyncio.to_thread(busybox_archive, image_cache_dir)
     cfg.images_dir.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(shutil.copy, archive, cfg.images_dir / archive.name)
     runtime = ContainerRuntime(cfg, image_poll_interval_s=0.2)
     try:
         await runtime.start()
-        yield RuntimeEnv(runtime, cfg, data_dir, image_cache_dir, cgroup_root)
+        yield RuntimeEnv(runtime, cfg, data_dir, image_cache_dir, names)
     finally:
         started = time.monotonic()
         if runtime.connection is not None:
@@ -211,5 +229,5 @@ async def runtime_env(image_cache_dir: Path) -> AsyncIterator[RuntimeEnv]:
             except Exception:
                 log.exception("could not remove the test sandboxes through CRI")
         await runtime.stop()
-        await asyncio.to_thread(cleanup_host, data_dir, cfg.socket_path, cgroup_root)
+        await asyncio.to_thread(cleanup_host, data_dir, cfg.socket_path, names)
         log.info("runtime test cleanup took %.1fs", time.monotonic() - started)

@@ -19,7 +19,6 @@ import pytest
 
 from sampan.kubelet.runtime import ContainerdConfig, ContainerRuntime, NotFoundError, images, pb
 from tests.kubelet.runtime.conftest import (
-    TEST_POD_SUBNET,
     RuntimeEnv,
     container_config,
     write_test_cni_conflist,
@@ -246,7 +245,7 @@ async def test_host_network_pod_runs_logs_and_execs(runtime_env: RuntimeEnv) -> 
 async def test_cni_network_pod_gets_an_address(runtime_env: RuntimeEnv) -> None:
     env = runtime_env
     rt = env.runtime.runtime
-    await asyncio.to_thread(write_test_cni_conflist, env.cfg.cni_conf_dir)
+    await asyncio.to_thread(write_test_cni_conflist, env.cfg.cni_conf_dir, env.names)
 
     async def network_ready() -> bool:
         status = await rt.status()
@@ -256,7 +255,7 @@ async def test_cni_network_pod_gets_an_address(runtime_env: RuntimeEnv) -> None:
     sandbox_id, container_id, _, _ = await _run_pod(env, "cni", ["sleep", "60"], host_network=False)
     sandbox = await rt.pod_sandbox_status(sandbox_id)
     ip = ipaddress.ip_address(sandbox.status.network.ip)
-    assert ip in ipaddress.ip_network(TEST_POD_SUBNET)
+    assert ip in ipaddress.ip_network(env.names.pod_subnet)
     result = await rt.exec_sync(container_id, ["ip", "-o", "-4", "addr", "show", "eth0"])
     assert result.exit_code == 0 and f" {ip}/" in result.stdout.decode()
     await _remove_pod(env, sandbox_id, container_id)

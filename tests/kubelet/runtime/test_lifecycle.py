@@ -23,7 +23,7 @@ from sampan.kubelet.runtime.containerd import (
     ContainerdError,
     render_config,
 )
-from tests.kubelet.runtime.conftest import cleanup_host
+from tests.kubelet.runtime.conftest import HostNames, cleanup_host
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def data_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="sampan-lc-"))
     yield path
     cfg = ContainerdConfig(data_dir=path)
-    cleanup_host(path, cfg.socket_path, "/sampan-test-lifecycle-unused")
+    cleanup_host(path, cfg.socket_path, HostNames.new())
 
 
 def _alive(pid: int) -> bool:
