@@ -76,6 +76,10 @@ def _list(obj: Obj, key: str) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def _d(value: Any) -> Obj:
+    return value if isinstance(value, dict) else {}
+
+
 def _dicts(obj: Obj, key: str) -> list[Obj]:
     return [item for item in _list(obj, key) if isinstance(item, dict)]
 
@@ -260,9 +264,12 @@ def _default_statefulset(obj: Obj) -> None:
     spec.setdefault("replicas", 1)
     spec.setdefault("podManagementPolicy", "OrderedReady")
     strategy = _sub(spec, "updateStrategy")
-    strategy.setdefault("type", "RollingUpdate")
-    if strategy["type"] == "RollingUpdate":
-        _sub(strategy, "rollingUpdate").setdefault("partition", 0)
+    if not strategy.get("type"):
+        strategy["type"] = "RollingUpdate"
+        strategy.setdefault("rollingUpdate", {})
+    rolling = strategy.get("rollingUpdate")
+    if strategy["type"] == "RollingUpdate" and isinstance(rolling, dict):
+        rolling.setdefault("partition", 0)
     spec.setdefault("revisionHistoryLimit", DEFAULT_REVISION_HISTORY_LIMIT)
     retention = _sub(spec, "persistentVolumeClaimRetentionPolicy")
     retention.setdefault("whenDeleted", "Retain")
@@ -312,6 +319,12 @@ def _default_job_spec(spec: Obj) -> None:
         )
     spec.setdefault("completionMode", "NonIndexed")
     spec.setdefault("suspend", False)
+    failure_policy = spec.get("podFailurePolicy")
+    if isinstance(failure_policy, dict):
+        for rule in _dicts(failure_policy, "rules"):
+            for pattern in _dicts(rule, "onPodConditions"):
+                pattern.setdefault("status", "True")
+    spec.setdefault("manualSelector", False)
     if "podReplacementPolicy" not in spec:
         spec["podReplacementPolicy"] = (
             "Failed" if spec.get("podFailurePolicy") is not None else "TerminatingOrFailed"
@@ -323,9 +336,9 @@ def _default_job(obj: Obj) -> None:
     spec = _sub(obj, "spec")
     _default_job_spec(spec)
     meta = _sub(obj, "metadata")
-    labels = _template_labels(spec)
-    if not meta.get("labels") and labels:
-        meta["labels"] = dict(labels)
+    template_meta = _d(_d(spec.get("template")).get("metadata"))
+    if isinstance(template_meta.get("labels"), dict) and not meta.get("labels"):
+        meta["labels"] = dict(template_meta["labels"])
 
 
 def _default_cronjob(obj: Obj) -> None:
@@ -351,7 +364,9 @@ def _default_service(obj: Obj) -> None:
     spec = _sub(obj, "spec")
     spec.setdefault("type", "ClusterIP")
     spec.setdefault("sessionAffinity", "None")
-    if spec["sessionAffinity"] == "ClientIP":
+    if spec["sessionAffinity"] == "None":
+        spec.pop("sessionAffinityConfig", None)
+    elif spec["sessionAffinity"] == "ClientIP":
         client_ip = _sub(_sub(spec, "sessionAffinityConfig"), "clientIP")
         client_ip.setdefault("timeoutSeconds", DEFAULT_SESSION_AFFINITY_TIMEOUT_S)
     for port in _dicts(spec, "ports"):
@@ -361,13 +376,30 @@ def _default_service(obj: Obj) -> None:
     service_type = spec["type"]
     if service_type != "ExternalName":
         spec.setdefault("internalTrafficPolicy", "Cluster")
-    if service_type in ("NodePort", "LoadBalancer"):
-        spec.setdefault("externalTrafficPolicy", "Cluster")
+    externally_accessible = service_type in ("NodePort", "LoadBalancer") or (
+        service_type == "ClusterIP" and bool(spec.get("externalIPs"))
+    )
+    if externally_accessible and not spec.get("externalTrafficPolicy"):
+        spec["externalTrafficPolicy"] = "Cluster"
     if service_type == "LoadBalancer":
         spec.setdefault("allocateLoadBalancerNodePorts", True)
     if service_type != "ExternalName":
         spec.setdefault("ipFamilyPolicy", "SingleStack")
         spec.setdefault("ipFamilies", ["IPv4"])
+
+
+def _default_limitrange(obj: Obj) -> None:
+    for item in _dicts(_sub(obj, "spec"), "limits"):
+        if item.get("type") != "Container":
+            continue
+        default = _sub(item, "default")
+        default_request = _sub(item, "defaultRequest")
+        for name, value in _d(item.get("max")).items():
+            default.setdefault(name, value)
+        for name, value in default.items():
+            default_request.setdefault(name, value)
+        for name, value in _d(item.get("min")).items():
+            default_request.setdefault(name, value)
 
 
 def _default_secret(obj: Obj) -> None:
@@ -519,6 +551,7 @@ _DEFAULTERS: dict[tuple[str, str], Callable[[Obj], None]] = {
     ("", "ReplicationController"): _default_replicationcontroller,
     ("", "Service"): _default_service,
     ("", "Secret"): _default_secret,
+    ("", "LimitRange"): _default_limitrange,
     ("", "Namespace"): _default_namespace,
     ("", "Node"): _default_node,
     ("", "PersistentVolumeClaim"): _default_pvc,
