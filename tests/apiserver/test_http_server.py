@@ -488,3 +488,30 @@ async def test_impersonation(harness):
             assert response.status == 403
             body = await response.json()
     assert 'cannot impersonate resource "users"' in body["message"]
+
+
+async def test_events_served_in_both_versions(harness):
+    event = {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"name": "ev1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "sampan.io/test",
+        "reportingInstance": "test-1",
+        "action": "Testing",
+        "reason": "Tested",
+        "type": "Normal",
+        "note": "hello",
+        "regarding": {"kind": "Pod", "namespace": "default", "name": "p"},
+    }
+    status, created = await harness.request(
+        "POST", "/apis/events.k8s.io/v1/namespaces/default/events", event
+    )
+    assert status == 201, created
+    assert created["apiVersion"] == "events.k8s.io/v1" and created["note"] == "hello"
+    status, core = await harness.request("GET", "/api/v1/namespaces/default/events/ev1")
+    assert status == 200 and core["apiVersion"] == "v1" and core["message"] == "hello"
+    assert core["involvedObject"]["name"] == "p"
+    status, listed = await harness.request("GET", "/apis/events.k8s.io/v1/events")
+    assert listed["kind"] == "EventList" and listed["apiVersion"] == "events.k8s.io/v1"
+    assert [e["note"] for e in listed["items"]] == ["hello"]
