@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import logging
 import os
@@ -134,6 +135,7 @@ DEFAULT_RETRY_AFTER_S = 1.0
 MAX_RETRY_AFTER_S = 30.0
 WATCH_TIMEOUT_MARGIN_S = 30.0
 KEEPALIVE_TIMEOUT_S = 30.0
+LARGE_BODY_BYTES = 256 * 1024
 TOKEN_FILE_REFRESH_S = 60.0
 
 IN_CLUSTER_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -709,7 +711,9 @@ class Client:
                     method,
                     url,
                     params=params,
-                    data=body,
+                    # aiohttp streams a BytesIO in chunks instead of one big write on the loop;
+                    # a fresh one per attempt, since a retry must send the body again.
+                    data=io.BytesIO(body) if body and len(body) > LARGE_BODY_BYTES else body,
                     headers=headers,
                     timeout=client_timeout,
                     server_hostname=server_name,
