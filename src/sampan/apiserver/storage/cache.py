@@ -301,7 +301,8 @@ class WatchCache:
         self._pending: list[Event] = []
         self._watchers_all: set[Watcher] = set()
         self._watchers_by_ns: dict[str, set[Watcher]] = {}
-        self._parsed: tuple[int, list[dict[str, Any]]] | None = None
+        self._parsed: dict[str | None, list[dict[str, Any]]] = {}
+        self._parsed_generation = -1
 
     # --- loading ---------------------------------------------------------------------------
 
@@ -425,11 +426,16 @@ class WatchCache:
         for i in range(lo, hi):
             yield objects[keys[i]]
 
-    def parsed(self) -> list[dict[str, Any]]:
-        """Every object parsed, memoized per generation (shared: callers must not mutate)."""
-        if self._parsed is None or self._parsed[0] != self.generation:
-            self._parsed = (self.generation, [e.obj() for e in self.entries()])
-        return self._parsed[1]
+    def parsed(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """The objects (of one namespace, or all) parsed, memoized per generation and
+        namespace. Shared between callers: they must not mutate them."""
+        if self._parsed_generation != self.generation:
+            self._parsed = {}
+            self._parsed_generation = self.generation
+        objs = self._parsed.get(namespace)
+        if objs is None:
+            objs = self._parsed[namespace] = [e.obj() for e in self.entries(namespace)]
+        return objs
 
     def changes_since(self, revision: int) -> list[CacheEvent]:
         """Changes with revision > ``revision`` (caller checked ``revision >= ring_floor``)."""

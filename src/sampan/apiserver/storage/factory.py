@@ -88,7 +88,7 @@ class Storage:
         self._task = None
         self._tracker.set_not_ready()
         for cache in self._caches.values():
-            cache.end_watchers()
+            cache.begin_load()  # ends its watchers; reads no longer trust it
 
     async def wait_ready(self, timeout_s: float | None = None) -> None:
         """Wait until the shared watch runs and every cache created so far is loaded.

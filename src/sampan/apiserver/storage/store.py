@@ -512,10 +512,9 @@ class ResourceStore:
     def cached_objects(self, namespace: str | None = None) -> Iterable[JSONObj]:
         """The cache's current objects, parsed once per cache generation and shared between
         callers: do not mutate them."""
-        objs = self._cache.parsed()
-        if namespace is None:
-            return list(objs)
-        return [o for o in objs if (o.get("metadata") or {}).get("namespace") == namespace]
+        if not self.info.namespaced:
+            namespace = None
+        return list(self._cache.parsed(namespace))
 
     @property
     def generation(self) -> int:
