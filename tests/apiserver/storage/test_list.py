@@ -111,7 +111,7 @@ async def test_bad_continue_token(configmaps: ResourceStore) -> None:
     for bad in ("!!!", "eyJ2IjoibWV0YS5rOHMuaW8vdjAiLCJydiI6MSwic3RhcnQiOiJhIn0"):
         with pytest.raises(BadRequest) as err:
             await configmaps.list("default", continue_token=bad)
-        assert err.value.message.startswith("continue key is not valid")
+        assert err.value.message.startswith("invalid continue token: continue key is not valid")
     token = encode_continue("/registry/configmaps/default/a", "/registry/configmaps/default/", 1)
     with pytest.raises(BadRequest):
         await configmaps.list("default", continue_token=token, resource_version="5")

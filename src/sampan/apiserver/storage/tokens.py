@@ -42,7 +42,8 @@ def encode_continue(last_key: str, prefix: str, revision: int) -> str:
 
 
 def _invalid(reason: str) -> BadRequest:
-    return BadRequest(f"continue key is not valid: {reason}")
+    # kube-apiserver wraps the decoder's "continue key is not valid: ..." this way.
+    return BadRequest(f"invalid continue token: continue key is not valid: {reason}")
 
 
 def decode_continue(token: str) -> ContinueToken:
