@@ -343,3 +343,19 @@ def test_version_sort_key() -> None:
         "v1alpha1",
         "foo",
     ]
+
+
+def test_storage_version_hashes_match_discovery() -> None:
+    # Values kube-apiserver publishes (unchanged for years for these storage versions).
+    reg = builtin_registry()
+    expected = {
+        ("", "pods"): "xPOwRZ+Yhw8=",
+        ("", "configmaps"): "qFsyl6wFWjQ=",
+        ("", "events"): "r2yiGXH7wu8=",
+        ("events.k8s.io", "events"): "r2yiGXH7wu8=",
+        ("apps", "deployments"): "8aSe+NMegvE=",
+        ("", "services"): "0/CO1lhkEBI=",
+    }
+    for (group, plural), value in expected.items():
+        assert reg.by_resource(group, "v1", plural).storage_version_hash == value
+    assert reg.by_resource("", "v1", "bindings").storage_version_hash == ""

@@ -24,6 +24,8 @@ whole index dicts, so a reader on the event loop never sees a half-updated regis
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -121,6 +123,17 @@ class ResourceInfo:
     def stored(self) -> bool:
         """False for virtual resources (reviews, bindings, componentstatuses)."""
         return bool(self.storage_resource)
+
+    @property
+    def storage_version_hash(self) -> str:
+        """Discovery's ``storageVersionHash``: changes exactly when the stored form changes
+        (base64 of the first 8 bytes of sha256 over ``<group>/<version>/<kind>`` of the storage
+        version, the core group written as empty); empty for virtual resources."""
+        if not self.stored:
+            return ""
+        group, _, version = self.storage_version.rpartition("/")
+        digest = hashlib.sha256(f"{group}/{version}/{self.kind}".encode()).digest()
+        return base64.b64encode(digest[:8]).decode()
 
     @property
     def group_resource(self) -> str:
