@@ -66,3 +66,18 @@ async def test_event_type_is_checked(client: Client) -> None:
     with pytest.raises(ValueError):
         recorder.event({"metadata": {"name": "x"}}, "Bad", "R", "m")
     await recorder.stop()
+
+
+async def test_spam_filter_limits_events_per_object(client: Client) -> None:
+    recorder = EventRecorder(client, "noisy", spam_burst=3, spam_refill_s=3600)
+    subject = {"kind": "ConfigMap", "apiVersion": "v1", "namespace": "default", "name": "s"}
+    other = {**subject, "name": "t"}
+    for i in range(5):
+        recorder.event(subject, TYPE_WARNING, "Failed", f"attempt {i}")
+    recorder.event(other, TYPE_WARNING, "Failed", "attempt 0")
+    await recorder.flush()
+    events = (await client.list(EVENTS, namespace="default"))["items"]
+    by_object = [e["involvedObject"]["name"] for e in events if e["source"]["component"] == "noisy"]
+    assert sorted(by_object) == ["s", "s", "s", "t"]
+    assert recorder.dropped == 2
+    await recorder.stop()

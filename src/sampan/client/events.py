@@ -12,6 +12,11 @@ same key patches that Event's ``count`` and ``lastTimestamp`` instead of creatin
 the Event vanished meanwhile (expired by TTL, deleted), a new one is created. The key cache is
 an LRU of ``EVENT_CACHE_SIZE`` entries. Failed writes are retried a few times, then dropped
 (events are best effort; a component must never stall on them).
+
+Spam filter (client-go's ``EventSourceObjectSpamFilter``): each (source, involved object) has a
+token bucket of ``SPAM_BURST`` events refilled one per ``SPAM_REFILL_S``; an event finding the
+bucket empty is dropped and counted in ``dropped``. A controller stuck in an error loop thus
+costs the API server a few writes per object, not one per retry.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ MAX_WRITE_ATTEMPTS = 3
 RETRY_DELAY_S = 1.0
 MAX_MESSAGE_BYTES = 1024
 DEFAULT_EVENT_NAMESPACE = "default"
+SPAM_BURST = 25
+SPAM_REFILL_S = 300.0
 
 
 def _timestamp(moment: datetime) -> str:
@@ -84,10 +91,22 @@ class EventRecorder:
     ``drain_timeout_s``.
     """
 
-    def __init__(self, client: Client, component: str, host: str | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        component: str,
+        host: str | None = None,
+        *,
+        spam_burst: int = SPAM_BURST,
+        spam_refill_s: float = SPAM_REFILL_S,
+    ) -> None:
         self.client = client
         self.component = component
         self.host = host
+        self.spam_burst = spam_burst
+        self.spam_refill_s = spam_refill_s
+        # (object identity) -> (tokens left, loop time of the last refill); LRU-bounded.
+        self._spam: OrderedDict[tuple[str, ...], tuple[float, float]] = OrderedDict()
         self.dropped = 0
         """Events dropped because the queue was full or every write attempt failed."""
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=EVENT_QUEUE_SIZE)
@@ -119,11 +138,28 @@ class EventRecorder:
         pending = _Pending(
             _reference(involved), event_type, reason, message, action, datetime.now(UTC)
         )
+        if not self._spam_allows(pending.involved):
+            self.dropped += 1
+            log.debug("events: rate limited %s %s", reason, _describe(pending.involved))
+            return
         try:
             self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             self.dropped += 1
             log.warning("events: queue full; dropped %s %s", reason, _describe(pending.involved))
+
+    def _spam_allows(self, ref: Mapping[str, Any]) -> bool:
+        key = tuple(str(ref.get(f, "")) for f in ("kind", "namespace", "name", "uid"))
+        now_s = asyncio.get_running_loop().time()
+        tokens, last_s = self._spam.pop(key, (float(self.spam_burst), now_s))
+        tokens = min(float(self.spam_burst), tokens + (now_s - last_s) / self.spam_refill_s)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._spam[key] = (tokens, now_s)
+        while len(self._spam) > EVENT_CACHE_SIZE:
+            self._spam.popitem(last=False)
+        return allowed
 
     def eventf(
         self,
