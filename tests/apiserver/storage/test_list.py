@@ -189,3 +189,12 @@ def test_continue_token_round_trip() -> None:
                 json.dumps({"v": "meta.k8s.io/v1", "rv": 3, "start": "../x"}).encode()
             ).decode()
         )
+
+
+async def test_undecodable_stored_value_is_skipped(
+    configmaps: ResourceStore, backend: SQLiteBackend
+) -> None:
+    await backend.create("/registry/configmaps/default/bad", b"not json")
+    await configmaps.create(configmap("good"))
+    page = await configmaps.list("default")
+    assert names(page.items) == ["good"]

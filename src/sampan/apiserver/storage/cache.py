@@ -351,7 +351,9 @@ class WatchCache:
     def entry_for(self, kv: KeyValue) -> Entry | None:
         try:
             return make_entry(self.info, kv)
-        except (ValueError, TypeError, AttributeError) as e:
+        except Exception as e:
+            # One object the kind's field functions cannot digest must not break the cache
+            # (or every relist after it): it is logged and left out.
             log.error(
                 "skipping undecodable object %s at revision %d: %s", kv.key, kv.mod_revision, e
             )
