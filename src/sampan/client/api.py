@@ -535,7 +535,7 @@ class WatchStream:
         self._client = client
         self._opener = opener
         self._response: aiohttp.ClientResponse | None = None
-        self._buffer = b""
+        self._partial: list[bytes] = []
         self._lines: deque[bytes] = deque()
         self._closed = False
         self.resource_version = resource_version
@@ -572,11 +572,16 @@ class WatchStream:
                 raise TransportError(f"watch stream broken: {exc}") from exc
             if not chunk:
                 self.close()
-                if self._buffer.strip():
+                if b"".join(self._partial).strip():
                     raise TransportError("watch stream ended inside an event")
                 raise StopAsyncIteration
-            self._buffer += chunk
-            *lines, self._buffer = self._buffer.split(b"\n")
+            if b"\n" not in chunk:
+                # Part of a large event: keep the pieces, join once the line is complete.
+                self._partial.append(chunk)
+                continue
+            self._partial.append(chunk)
+            *lines, rest = b"".join(self._partial).split(b"\n")
+            self._partial = [rest] if rest else []
             self._lines.extend(lines)
 
     def _decode(self, line: bytes) -> tuple[str, dict[str, Any]]:
@@ -584,12 +589,14 @@ class WatchStream:
             event = json.loads(line)
             event_type = event["type"]
             obj = event["object"]
+            if not isinstance(obj, dict):
+                raise TypeError("event object is not a JSON object")
         except (ValueError, KeyError, TypeError) as exc:
             self.close()
             raise TransportError(f"watch sent a malformed event: {line[:200]!r}") from exc
         if event_type == "ERROR":
             self.close()
-            raise ApiError.from_status(obj if isinstance(obj, dict) else {})
+            raise ApiError.from_status(obj)
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         if rv:
             self.resource_version = rv
