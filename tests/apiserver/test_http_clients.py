@@ -205,6 +205,25 @@ async def test_kubectl_acceptance(harness):
     )
     code, _, err = await kubectl(harness, "replace", "-f", "-", stdin=json.dumps(stale).encode())
     assert code != 0 and "the object has been modified" in err, err
+    # Typed kubectl clients send protobuf bodies; these decode to the same objects.
+    await ok(
+        harness,
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "demo",
+        "--image=nginx:1.27",
+        "--replicas=0",
+        "--port=80",
+    )
+    deployment = json.loads(
+        await ok(harness, "get", "deployment", "web", "-n", "demo", "-o", "json")
+    )
+    assert deployment["spec"]["replicas"] == 0
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "nginx:1.27" and container["ports"][0]["containerPort"] == 80
+    await ok(harness, "create", "secret", "generic", "sec", "-n", "demo", "--from-literal=k=v")
     await ok(harness, "delete", "configmap", "cfg", "-n", "demo")
     code, _, err = await kubectl(harness, "get", "configmap", "cfg", "-n", "demo")
     assert code != 0 and "NotFound" in err

@@ -2,15 +2,18 @@
 few kinds clients send only as protobuf.
 
 Sampan answers in JSON, but client-go 1.32 typed clients (and so kubectl's ``create
-namespace``, ``create configmap``, ``create secret``, ``create serviceaccount``, ``auth
-whoami``, ``auth can-i``) send request bodies as ``application/vnd.kubernetes.protobuf``
-whatever the server prefers. This module decodes those bodies into the same dicts the JSON
+namespace|configmap|secret|serviceaccount|deployment|service|job|cronjob|role|rolebinding|
+clusterrole|clusterrolebinding|quota|priorityclass|poddisruptionbudget``, ``auth whoami``,
+``auth can-i``) send request bodies as ``application/vnd.kubernetes.protobuf`` whatever the
+server prefers. This module decodes those bodies into the same dicts the JSON
 path produces, from small per-kind schemas (field number -> JSON name and type, as published
 in Kubernetes' ``generated.proto`` files). A kind without a schema here is refused by the
 caller with 415; part 2 of the API server widens the table (or serves protobuf fully).
 
-Invariant: decoding never raises anything but ``ProtobufError``; empty scalar fields, which
-Go's encoder writes out, are dropped the way ``omitempty`` drops them in JSON.
+Invariants: decoding never raises anything but ``ProtobufError``; a field number the tables do
+not know refuses the whole body (415) rather than silently losing data; zero scalars, which
+Go's encoder writes out, are dropped the way ``omitempty`` drops them in JSON, except for
+pointer fields (``keep_zero``) where zero is a real value (``replicas: 0``).
 """
 
 from __future__ import annotations
@@ -37,98 +40,316 @@ _Schema = dict[int, Any]
 @dataclass(frozen=True)
 class _Field:
     name: str
-    type: str  # string | bytes | bool | int | time | map_str | map_bytes | message
+    # string | bytes | bool | int | time | intstr | map_str | map_bytes | map_quantity | message
+    type: str
     repeated: bool = False
     schema: _Schema | None = None
+    keep_zero: bool = False
+    """True for Go pointer fields and fields without omitempty: a zero value is meaningful."""
 
 
-def _f(name: str, type_: str, *, repeated: bool = False, schema: Any = None) -> _Field:
-    return _Field(name, type_, repeated, schema)
+def _f(
+    name: str,
+    type_: str,
+    *,
+    repeated: bool = False,
+    schema: Any = None,
+    keep_zero: bool = False,
+) -> _Field:
+    return _Field(name, type_, repeated, schema, keep_zero)
+
+
+def _s(name: str) -> _Field:
+    return _f(name, "string")
+
+
+def _ss(name: str) -> _Field:
+    return _f(name, "string", repeated=True)
+
+
+def _m(name: str, schema: _Schema, *, repeated: bool = False) -> _Field:
+    return _f(name, "message", schema=schema, repeated=repeated)
+
+
+def _ptr(name: str, type_: str) -> _Field:
+    return _f(name, type_, keep_zero=True)
 
 
 _TIME = "time"
-_OWNER_REFERENCE = {
-    1: _f("kind", "string"),
-    3: _f("name", "string"),
-    4: _f("uid", "string"),
-    5: _f("apiVersion", "string"),
-    6: _f("controller", "bool"),
-    7: _f("blockOwnerDeletion", "bool"),
-}
 _IGNORED = -1
 """Schema key listing field numbers that are read and deliberately discarded."""
-_OBJECT_META: dict[int, Any] = {
+
+# --- meta.k8s.io/v1 -----------------------------------------------------------------------
+_OWNER_REFERENCE: _Schema = {
+    1: _s("kind"),
+    3: _s("name"),
+    4: _s("uid"),
+    5: _s("apiVersion"),
+    6: _ptr("controller", "bool"),
+    7: _ptr("blockOwnerDeletion", "bool"),
+}
+_OBJECT_META: _Schema = {
     _IGNORED: (4, 17),  # selfLink (deprecated), managedFields (server-side apply, part 2)
-    1: _f("name", "string"),
-    2: _f("generateName", "string"),
-    3: _f("namespace", "string"),
-    5: _f("uid", "string"),
-    6: _f("resourceVersion", "string"),
+    1: _s("name"),
+    2: _s("generateName"),
+    3: _s("namespace"),
+    5: _s("uid"),
+    6: _s("resourceVersion"),
     7: _f("generation", "int"),
     8: _f("creationTimestamp", _TIME),
     9: _f("deletionTimestamp", _TIME),
-    10: _f("deletionGracePeriodSeconds", "int"),
+    10: _ptr("deletionGracePeriodSeconds", "int"),
     11: _f("labels", "map_str"),
     12: _f("annotations", "map_str"),
-    13: _f("ownerReferences", "message", repeated=True, schema=_OWNER_REFERENCE),
-    14: _f("finalizers", "string", repeated=True),
+    13: _m("ownerReferences", _OWNER_REFERENCE, repeated=True),
+    14: _ss("finalizers"),
 }
-_META = _f("metadata", "message", schema=_OBJECT_META)
-_RESOURCE_ATTRIBUTES = {
-    1: _f("namespace", "string"),
-    2: _f("verb", "string"),
-    3: _f("group", "string"),
-    4: _f("version", "string"),
-    5: _f("resource", "string"),
-    6: _f("subresource", "string"),
-    7: _f("name", "string"),
+_META = _m("metadata", _OBJECT_META)
+_LABEL_SELECTOR: _Schema = {
+    1: _f("matchLabels", "map_str"),
+    2: _m("matchExpressions", {1: _s("key"), 2: _s("operator"), 3: _ss("values")}, repeated=True),
 }
-_NON_RESOURCE_ATTRIBUTES = {1: _f("path", "string"), 2: _f("verb", "string")}
-_REFERENCE = {
-    1: _f("kind", "string"),
-    2: _f("namespace", "string"),
-    3: _f("name", "string"),
-    4: _f("uid", "string"),
-    5: _f("apiVersion", "string"),
-    6: _f("resourceVersion", "string"),
-    7: _f("fieldPath", "string"),
+
+# --- core/v1 pieces used by workload templates ----------------------------------------------
+_CONTAINER: _Schema = {
+    1: _s("name"),
+    2: _s("image"),
+    3: _ss("command"),
+    4: _ss("args"),
+    5: _s("workingDir"),
+    6: _m(
+        "ports",
+        {
+            1: _s("name"),
+            2: _f("hostPort", "int"),
+            3: _ptr("containerPort", "int"),
+            4: _s("protocol"),
+            5: _s("hostIP"),
+        },
+        repeated=True,
+    ),
+    7: _m("env", {1: _s("name"), 2: _s("value")}, repeated=True),
+    8: _m("resources", {1: _f("limits", "map_quantity"), 2: _f("requests", "map_quantity")}),
+    9: _m(
+        "volumeMounts",
+        {1: _s("name"), 2: _f("readOnly", "bool"), 3: _s("mountPath"), 4: _s("subPath")},
+        repeated=True,
+    ),
+    13: _s("terminationMessagePath"),
+    14: _s("imagePullPolicy"),
+    16: _f("stdin", "bool"),
+    17: _f("stdinOnce", "bool"),
+    18: _f("tty", "bool"),
+    20: _s("terminationMessagePolicy"),
 }
+_POD_SPEC: _Schema = {
+    2: _m("containers", _CONTAINER, repeated=True),
+    3: _s("restartPolicy"),
+    4: _ptr("terminationGracePeriodSeconds", "int"),
+    5: _ptr("activeDeadlineSeconds", "int"),
+    6: _s("dnsPolicy"),
+    7: _f("nodeSelector", "map_str"),
+    8: _s("serviceAccountName"),
+    10: _s("nodeName"),
+    11: _f("hostNetwork", "bool"),
+    15: _m("imagePullSecrets", {1: _s("name")}, repeated=True),
+    16: _s("hostname"),
+    17: _s("subdomain"),
+    19: _s("schedulerName"),
+    20: _m("initContainers", _CONTAINER, repeated=True),
+    21: _ptr("automountServiceAccountToken", "bool"),
+    24: _s("priorityClassName"),
+    30: _ptr("enableServiceLinks", "bool"),
+}
+_POD_TEMPLATE: _Schema = {1: _META, 2: _m("spec", _POD_SPEC)}
+_REFERENCE: _Schema = {
+    1: _s("kind"),
+    2: _s("namespace"),
+    3: _s("name"),
+    4: _s("uid"),
+    5: _s("apiVersion"),
+    6: _s("resourceVersion"),
+    7: _s("fieldPath"),
+}
+_SERVICE_SPEC: _Schema = {
+    1: _m(
+        "ports",
+        {
+            1: _s("name"),
+            2: _s("protocol"),
+            3: _ptr("port", "int"),
+            4: _f("targetPort", "intstr"),
+            5: _f("nodePort", "int"),
+            6: _s("appProtocol"),
+        },
+        repeated=True,
+    ),
+    2: _f("selector", "map_str"),
+    3: _s("clusterIP"),
+    4: _s("type"),
+    5: _ss("externalIPs"),
+    7: _s("sessionAffinity"),
+    10: _s("externalName"),
+    18: _ss("clusterIPs"),
+}
+
+# --- batch/v1, apps/v1, rbac, scheduling, policy -------------------------------------------
+_JOB_SPEC: _Schema = {
+    1: _ptr("parallelism", "int"),
+    2: _ptr("completions", "int"),
+    3: _ptr("activeDeadlineSeconds", "int"),
+    4: _m("selector", _LABEL_SELECTOR),
+    5: _ptr("manualSelector", "bool"),
+    6: _m("template", _POD_TEMPLATE),
+    7: _ptr("backoffLimit", "int"),
+    8: _ptr("ttlSecondsAfterFinished", "int"),
+    9: _s("completionMode"),
+    10: _ptr("suspend", "bool"),
+}
+_POLICY_RULE: _Schema = {
+    1: _ss("verbs"),
+    2: _ss("apiGroups"),
+    3: _ss("resources"),
+    4: _ss("resourceNames"),
+    5: _ss("nonResourceURLs"),
+}
+_BINDING: _Schema = {
+    1: _META,
+    2: _m(
+        "subjects",
+        {1: _s("kind"), 2: _s("apiGroup"), 3: _s("name"), 4: _s("namespace")},
+        repeated=True,
+    ),
+    3: _m("roleRef", {1: _s("apiGroup"), 2: _s("kind"), 3: _s("name")}),
+}
+_STATUS_IGNORED = {_IGNORED: (3,)}  # status (field 3): the server owns it
 
 _KINDS: dict[tuple[str, str], _Schema] = {
     ("v1", "Namespace"): {
-        _IGNORED: (3,),  # status: set by the server on create
+        **_STATUS_IGNORED,
         1: _META,
-        2: _f("spec", "message", schema={1: _f("finalizers", "string", repeated=True)}),
+        2: _m("spec", {1: _ss("finalizers")}),
     },
     ("v1", "ConfigMap"): {
         1: _META,
         2: _f("data", "map_str"),
         3: _f("binaryData", "map_bytes"),
-        4: _f("immutable", "bool"),
+        4: _ptr("immutable", "bool"),
     },
     ("v1", "Secret"): {
         1: _META,
         2: _f("data", "map_bytes"),
-        3: _f("type", "string"),
+        3: _s("type"),
         4: _f("stringData", "map_str"),
-        5: _f("immutable", "bool"),
+        5: _ptr("immutable", "bool"),
     },
     ("v1", "ServiceAccount"): {
         1: _META,
-        2: _f("secrets", "message", repeated=True, schema=_REFERENCE),
-        3: _f("imagePullSecrets", "message", repeated=True, schema={1: _f("name", "string")}),
-        4: _f("automountServiceAccountToken", "bool"),
+        2: _m("secrets", _REFERENCE, repeated=True),
+        3: _m("imagePullSecrets", {1: _s("name")}, repeated=True),
+        4: _ptr("automountServiceAccountToken", "bool"),
+    },
+    ("v1", "Service"): {**_STATUS_IGNORED, 1: _META, 2: _m("spec", _SERVICE_SPEC)},
+    ("v1", "ResourceQuota"): {
+        **_STATUS_IGNORED,
+        1: _META,
+        2: _m("spec", {1: _f("hard", "map_quantity"), 2: _ss("scopes")}),
+    },
+    ("apps/v1", "Deployment"): {
+        **_STATUS_IGNORED,
+        1: _META,
+        2: _m(
+            "spec",
+            {
+                1: _ptr("replicas", "int"),
+                2: _m("selector", _LABEL_SELECTOR),
+                3: _m("template", _POD_TEMPLATE),
+                4: _m(
+                    "strategy",
+                    {
+                        1: _s("type"),
+                        2: _m(
+                            "rollingUpdate",
+                            {1: _f("maxUnavailable", "intstr"), 2: _f("maxSurge", "intstr")},
+                        ),
+                    },
+                ),
+                5: _f("minReadySeconds", "int"),
+                6: _ptr("revisionHistoryLimit", "int"),
+                7: _f("paused", "bool"),
+                9: _ptr("progressDeadlineSeconds", "int"),
+            },
+        ),
+    },
+    ("batch/v1", "Job"): {**_STATUS_IGNORED, 1: _META, 2: _m("spec", _JOB_SPEC)},
+    ("batch/v1", "CronJob"): {
+        **_STATUS_IGNORED,
+        1: _META,
+        2: _m(
+            "spec",
+            {
+                1: _s("schedule"),
+                2: _ptr("startingDeadlineSeconds", "int"),
+                3: _s("concurrencyPolicy"),
+                4: _ptr("suspend", "bool"),
+                5: _m("jobTemplate", {1: _META, 2: _m("spec", _JOB_SPEC)}),
+                6: _ptr("successfulJobsHistoryLimit", "int"),
+                7: _ptr("failedJobsHistoryLimit", "int"),
+                8: _s("timeZone"),
+            },
+        ),
+    },
+    ("rbac.authorization.k8s.io/v1", "Role"): {
+        1: _META,
+        2: _m("rules", _POLICY_RULE, repeated=True),
+    },
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): {
+        1: _META,
+        2: _m("rules", _POLICY_RULE, repeated=True),
+        3: _m("aggregationRule", {1: _m("clusterRoleSelectors", _LABEL_SELECTOR, repeated=True)}),
+    },
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): _BINDING,
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): _BINDING,
+    ("scheduling.k8s.io/v1", "PriorityClass"): {
+        1: _META,
+        2: _ptr("value", "int"),
+        3: _f("globalDefault", "bool"),
+        4: _s("description"),
+        5: _s("preemptionPolicy"),
+    },
+    ("policy/v1", "PodDisruptionBudget"): {
+        **_STATUS_IGNORED,
+        1: _META,
+        2: _m(
+            "spec",
+            {
+                1: _ptr("minAvailable", "intstr"),
+                2: _m("selector", _LABEL_SELECTOR),
+                3: _ptr("maxUnavailable", "intstr"),
+                4: _s("unhealthyPodEvictionPolicy"),
+            },
+        ),
     },
     ("authentication.k8s.io/v1", "SelfSubjectReview"): {_IGNORED: (2,), 1: _META},
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {
-        _IGNORED: (3,),  # status: computed by the server
+        **_STATUS_IGNORED,
         1: _META,
-        2: _f(
+        2: _m(
             "spec",
-            "message",
-            schema={
-                1: _f("resourceAttributes", "message", schema=_RESOURCE_ATTRIBUTES),
-                2: _f("nonResourceAttributes", "message", schema=_NON_RESOURCE_ATTRIBUTES),
+            {
+                1: _m(
+                    "resourceAttributes",
+                    {
+                        1: _s("namespace"),
+                        2: _s("verb"),
+                        3: _s("group"),
+                        4: _s("version"),
+                        5: _s("resource"),
+                        6: _s("subresource"),
+                        7: _s("name"),
+                    },
+                ),
+                2: _m("nonResourceAttributes", {1: _s("path"), 2: _s("verb")}),
             },
         ),
     },
@@ -196,6 +417,28 @@ def _time(data: bytes) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _int_or_string(data: bytes) -> int | str:
+    """intstr.IntOrString {type=1 (0 int, 1 string), intVal=2, strVal=3}."""
+    kind = int_value = 0
+    str_value = ""
+    for number, wire, value in _fields(data):
+        if number == 1 and wire == _VARINT:
+            kind = value
+        elif number == 2 and wire == _VARINT:
+            int_value = _signed(value)
+        elif number == 3 and wire == _LEN:
+            str_value = value.decode("utf-8")
+    return str_value if kind == 1 else int_value
+
+
+def _quantity(data: bytes) -> str:
+    """resource.Quantity {string=1}."""
+    for number, wire, value in _fields(data):
+        if number == 1 and wire == _LEN:
+            return str(value.decode("utf-8"))
+    return "0"
+
+
 def _map_entry(data: bytes) -> tuple[str, bytes]:
     key = ""
     value = b""
@@ -219,10 +462,26 @@ def _scalar(field: _Field, wire: int, value: Any) -> Any:
         return _signed(value)
     if kind == _TIME and wire == _LEN:
         return _time(value)
+    if kind == "intstr" and wire == _LEN:
+        return _int_or_string(value)
     if kind == "message" and wire == _LEN:
         assert field.schema is not None
         return _message(value, field.schema)
     raise ProtobufError(f"field {field.name}: unexpected wire type {wire}")
+
+
+def _is_zero(wire: int, value: Any) -> bool:
+    """A zero scalar, or a message (possibly nested) holding only zero values."""
+    if wire == _VARINT:
+        return bool(value == 0)
+    if wire in (_I64, _I32):
+        return not any(value)
+    if not value:
+        return True
+    try:
+        return all(_is_zero(w, v) for _, w, v in _fields(value))
+    except ProtobufError:
+        return False  # not a message: a non-empty string or bytes
 
 
 def _message(data: bytes, schema: _Schema) -> dict[str, Any]:
@@ -230,21 +489,28 @@ def _message(data: bytes, schema: _Schema) -> dict[str, Any]:
     for number, wire, value in _fields(data):
         field = schema.get(number)
         if field is None:
-            if number in schema.get(_IGNORED, ()) or (wire == _LEN and not value):
-                continue  # deliberately ignored, or an empty message (e.g. status: {})
+            if number in schema.get(_IGNORED, ()) or _is_zero(wire, value):
+                # Deliberately ignored, or a zero value: Go's encoder writes every non-pointer
+                # field (hostPID: false, healthCheckNodePort: 0, status: {}), and a zero
+                # carries nothing that omitempty JSON would have kept.
+                continue
             # Never drop data silently: a field this table does not know refuses the body.
             raise ProtobufError(f"protobuf field {number} is not supported yet")
-        if field.type in ("map_str", "map_bytes"):
+        if field.type in ("map_str", "map_bytes", "map_quantity"):
             key, raw = _map_entry(value)
-            entry = (
-                raw.decode("utf-8") if field.type == "map_str" else (base64.b64encode(raw).decode())
-            )
+            entry: str
+            if field.type == "map_str":
+                entry = raw.decode("utf-8")
+            elif field.type == "map_bytes":
+                entry = base64.b64encode(raw).decode()
+            else:
+                entry = _quantity(raw)
             out.setdefault(field.name, {})[key] = entry
             continue
         decoded = _scalar(field, wire, value)
         if field.repeated:
             out.setdefault(field.name, []).append(decoded)
-        elif decoded not in ("", 0, None) or isinstance(decoded, bool):
+        elif field.keep_zero or decoded not in ("", 0, None, False):
             out[field.name] = decoded
     return out
 
