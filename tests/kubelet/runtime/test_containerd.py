@@ -78,7 +78,12 @@ async def test_reimport_is_skipped_via_the_index(runtime_env: RuntimeEnv) -> Non
     assert index["imported"][result.sha256] == [BUSYBOX_IMAGE]
 
 
-async def test_archive_dropped_later_is_imported_compressed(runtime_env: RuntimeEnv) -> None:
+async def test_archive_dropped_later_is_imported_compressed(
+    runtime_env: RuntimeEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A broken archive first: its failure is logged and does not stop the watcher.
+    bad = runtime_env.cfg.images_dir / "broken.tar"
+    await asyncio.to_thread(bad.write_bytes, b"this is not a tar archive\n" * 100)
     ref = "example.test/dropped:1"
     plain = runtime_env.data_dir / "dropped.tar"
     await asyncio.to_thread(images.build_oci_archive, plain, ref=ref, files={"hello": b"hi\n"})
@@ -98,6 +103,11 @@ async def test_archive_dropped_later_is_imported_compressed(runtime_env: Runtime
         return await runtime_env.runtime.images.image_status(ref) is not None
 
     await wait_for(listed, f"{ref} to be imported from the images dir")
+    assert any(
+        "could not import image archive" in r.getMessage() and str(bad) in r.getMessage()
+        for r in caplog.records
+    )
+    await asyncio.to_thread(bad.unlink)
     await runtime_env.runtime.images.remove_image(ref)
     assert await runtime_env.runtime.images.image_status(ref) is None
 

@@ -501,7 +501,7 @@ class Containerd:
                 return
             try:
                 await self._spawn_and_wait_ready()
-            except ContainerdError as exc:
+            except (ContainerdError, OSError) as exc:
                 log.error("containerd restart failed: %s", exc)
                 continue
             self.restarts += 1

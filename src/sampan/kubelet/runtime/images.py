@@ -19,7 +19,8 @@ Invariants:
   not imported again; the index (archive sha256 -> image refs) is written atomically;
 * imports run one at a time; hashing, decompressing and file writes run in a thread, ``ctr``
   runs as a subprocess: nothing blocks the event loop;
-* an archive that fails to import is logged and retried only when the file changes.
+* an archive that fails to import is logged and retried with backoff, or at once when the
+  file changes; a failure never stops the watcher.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ IMPORT_TIMEOUT_S = 600.0
 IMAGE_VISIBLE_TIMEOUT_S = 10.0
 """After ``ctr import``, how long CRI may take to list the images."""
 
+IMPORT_RETRY_START_S = 10.0
+IMPORT_RETRY_MAX_S = 600.0
 _VISIBLE_POLL_INTERVAL_S = 0.02
 _EPOCH = "1970-01-01T00:00:00Z"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -339,6 +342,16 @@ def _decompressed_copy(path: Path, tmp_dir: Path) -> Path | None:
     return out_path
 
 
+_Signature = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class _Retry:
+    signature: _Signature
+    at: float
+    backoff_s: float
+
+
 class ImageImporter:
     """Imports image archives into containerd (namespace k8s.io) through ``ctr``.
 
@@ -366,6 +379,9 @@ class ImageImporter:
         self.namespace = namespace
         self.import_timeout_s = import_timeout_s
         self._lock = asyncio.Lock()
+        self._handled: dict[Path, _Signature] = {}
+        self._retries: dict[Path, _Retry] = {}
+        self._tmp_dir = index_path.parent / "import-tmp"
 
     async def _all_present(self, refs: Sequence[str]) -> bool:
         for ref in refs:
@@ -402,8 +418,7 @@ class ImageImporter:
             await asyncio.sleep(_VISIBLE_POLL_INTERVAL_S)
 
     async def _ctr_import(self, path: Path) -> list[str]:
-        tmp_dir = self.index_path.parent / "import-tmp"
-        plain = await asyncio.to_thread(_decompressed_copy, path, tmp_dir)
+        plain = await asyncio.to_thread(_decompressed_copy, path, self._tmp_dir)
         argv = ["ctr", "--address", str(self.address), "-n", self.namespace, "images", "import"]
         if self.snapshotter:
             argv += ["--snapshotter", self.snapshotter]
@@ -433,36 +448,62 @@ class ImageImporter:
         return refs
 
     async def import_dir(self, images_dir: Path) -> list[ImportResult]:
-        """Import every archive in ``images_dir`` (sorted by name); failures are logged."""
+        """Import every archive in ``images_dir`` (sorted by name); failures are logged and
+        retried by ``watch``."""
+        async with self._lock:
+            # Decompressed copies left by an agent killed in the middle of an import.
+            await asyncio.to_thread(shutil.rmtree, self._tmp_dir, ignore_errors=True)
         results = []
         for path in await asyncio.to_thread(_list_archives, images_dir):
-            try:
-                results.append(await self.import_archive(path))
-            except (ImageImportError, OSError) as exc:
-                log.error("could not import image archive %s: %s", path, exc)
+            result = await self._import_logged(path)
+            if result is not None:
+                results.append(result)
         return results
+
+    async def _import_logged(self, path: Path) -> ImportResult | None:
+        signature = await asyncio.to_thread(_signature, path)
+        try:
+            result = await self.import_archive(path)
+        except (ImageImportError, cri.CRIError, OSError) as exc:
+            retry = self._retries.get(path)
+            backoff_s = IMPORT_RETRY_START_S
+            if retry is not None and retry.signature == signature:
+                backoff_s = min(retry.backoff_s * 2, IMPORT_RETRY_MAX_S)
+            self._retries[path] = _Retry(signature, time.monotonic() + backoff_s, backoff_s)
+            log.error(
+                "could not import image archive %s (retrying in %gs): %s", path, backoff_s, exc
+            )
+            return None
+        self._retries.pop(path, None)
+        self._handled[path] = signature
+        return result
+
+    def _due(self, path: Path, signature: _Signature) -> bool:
+        if self._handled.get(path) == signature:
+            return False
+        retry = self._retries.get(path)
+        return retry is None or retry.signature != signature or time.monotonic() >= retry.at
 
     async def watch(
         self, images_dir: Path, *, poll_interval_s: float = IMAGE_DIR_POLL_INTERVAL_S
     ) -> None:
-        """Forever: import each archive that appears in (or changes in) ``images_dir``, once
+        """Forever: import each archive that appears in (or changes in) ``images_dir`` once
         its size and mtime are the same on two polls in a row (so a copy in progress is not
-        imported half-written). Archives present at the first poll are taken as handled
-        (``import_dir`` covered them at start)."""
-        handled = await asyncio.to_thread(_signatures, images_dir)
-        previous = dict(handled)
+        imported half-written); retry failed ones with backoff (10 s doubling to 10 min),
+        or at once when the file changes."""
+        previous = await asyncio.to_thread(_signatures, images_dir)
         while True:
             await asyncio.sleep(poll_interval_s)
             current = await asyncio.to_thread(_signatures, images_dir)
             for path, signature in sorted(current.items()):
-                if handled.get(path) == signature or previous.get(path) != signature:
-                    continue
-                handled[path] = signature
-                try:
-                    await self.import_archive(path)
-                except (ImageImportError, OSError) as exc:
-                    log.error("could not import image archive %s: %s", path, exc)
+                if previous.get(path) == signature and self._due(path, signature):
+                    await self._import_logged(path)
             previous = current
+
+
+def _signature(path: Path) -> _Signature:
+    st = path.stat()
+    return (st.st_size, st.st_mtime_ns)
 
 
 def _list_archives(images_dir: Path) -> list[Path]:
@@ -471,10 +512,9 @@ def _list_archives(images_dir: Path) -> list[Path]:
     return sorted(p for p in images_dir.iterdir() if _is_archive(p))
 
 
-def _signatures(images_dir: Path) -> dict[Path, tuple[int, int]]:
+def _signatures(images_dir: Path) -> dict[Path, _Signature]:
     result = {}
     for path in _list_archives(images_dir):
         with contextlib.suppress(FileNotFoundError):
-            st = path.stat()
-            result[path] = (st.st_size, st.st_mtime_ns)
+            result[path] = _signature(path)
     return result
