@@ -489,3 +489,23 @@ async def test_versions_sharing_storage(storage: Storage, registry) -> None:
     )
     assert created["apiVersion"] == "autoscaling/v2"
     assert created["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 50
+
+
+async def test_other_served_version_is_converted_on_write(storage: Storage, registry) -> None:
+    hpa_v2 = storage.for_resource(
+        registry.by_resource("autoscaling", "v2", "horizontalpodautoscalers")
+    )
+    created = await hpa_v2.create(
+        {
+            "apiVersion": "autoscaling/v1",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "h", "namespace": "default"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "maxReplicas": 3,
+                "targetCPUUtilizationPercentage": 70,
+            },
+        }
+    )
+    assert created["apiVersion"] == "autoscaling/v2"
+    assert created["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70

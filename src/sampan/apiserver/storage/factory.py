@@ -133,6 +133,7 @@ class Storage:
             self._backend,
             self._tracker,
             self.settings,
+            registry=self._registry,
             clock=self._clock,
         )
         self._stores[key] = store

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-from sampan.api.resources import ResourceInfo, storage_key
+from sampan.api.resources import ResourceInfo, ResourceRegistry, storage_key
 from sampan.apiserver.errors import (
     AlreadyExists,
     BadRequest,
@@ -189,9 +189,11 @@ class ResourceStore:
         tracker: RevisionTracker,
         settings: StorageSettings,
         *,
+        registry: ResourceRegistry | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.info = info
+        self._registry = registry
         self.storage_info = storage_info
         self._cache = cache
         self._backend = backend
@@ -261,12 +263,15 @@ class ResourceStore:
             raise BadRequest("the object must be a JSON object")
         sinfo = self.storage_info
         api_version = obj.get("apiVersion")
-        if (
-            api_version
-            and api_version != sinfo.api_version
-            and api_version == self.info.api_version
-        ):
-            obj = _api.convert(self.info, obj, sinfo)
+        if api_version and api_version != sinfo.api_version:
+            # Another served version of the same stored kind: convert it.
+            source: ResourceInfo | None = None
+            if api_version == self.info.api_version:
+                source = self.info
+            elif self._registry is not None:
+                source = self._registry.by_kind(api_version, str(obj.get("kind") or sinfo.kind))
+            if source is not None and source.storage_resource == sinfo.storage_resource:
+                obj = _api.convert(source, obj, sinfo)
         if obj.get("apiVersion") == sinfo.api_version and obj.get("kind") == sinfo.kind:
             return obj
         # apiVersion and kind first, as Kubernetes serializes them.
