@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import tarfile
 import tomllib
 from pathlib import Path
@@ -16,6 +17,7 @@ from sampan.kubelet.runtime.containerd import (
     ContainerdConfig,
     MissingBinariesError,
     check_binaries,
+    detect_snapshotter,
     render_config,
 )
 
@@ -156,3 +158,21 @@ async def test_nothing_listening_is_unavailable(tmp_path: Path) -> None:
     async with cri.connect(str(tmp_path / "none.sock"), timeout_s=2.0) as conn:
         with pytest.raises(cri.UnavailableError):
             await conn.runtime.version()
+
+
+def test_snapshotter_falls_back_to_native_where_overlay_cannot_mount(tmp_path: Path) -> None:
+    # overlayfs cannot be the upper layer of another overlay: a root inside an overlay mount
+    # is a real place where the probe must fail and choose "native".
+    for name in ("lower", "upper", "work", "merged"):
+        (tmp_path / name).mkdir()
+    options = f"lowerdir={tmp_path}/lower,upperdir={tmp_path}/upper,workdir={tmp_path}/work"
+    subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", options, str(tmp_path / "merged")],
+        check=True,
+    )
+    try:
+        assert detect_snapshotter(tmp_path / "plain") == "overlayfs"
+        assert detect_snapshotter(tmp_path / "merged" / "root") == "native"
+    finally:
+        subprocess.run(["umount", "-l", str(tmp_path / "merged")], check=True)
+    assert not any((tmp_path / "plain").iterdir())  # the probe cleans up after itself

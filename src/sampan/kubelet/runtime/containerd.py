@@ -64,9 +64,6 @@ DEFAULT_SANDBOX_IMAGE = "sampan.local/pause:3.10"
 DEFAULT_CNI_BIN_DIR = Path("/usr/lib/cni")
 """Where Debian's containernetworking-plugins installs the CNI plugins."""
 
-CRI_NAMESPACE = "k8s.io"
-"""The containerd namespace the CRI plugin keeps its images and containers in."""
-
 READY_TIMEOUT_S = 30.0
 """How long containerd may take, once spawned, before CRI answers ``Version``."""
 
@@ -88,7 +85,7 @@ MAX_UNIX_SOCKET_PATH = 100
 CONTAINERD_PACKAGES = ("containerd", "runc", "containernetworking-plugins")
 _REQUIRED_BINARIES = ("containerd", "containerd-shim-runc-v2", "runc", "ctr")
 
-# Plugins that need what this machine does not have, or that we replace.
+# Plugins that need what this machine does not have, or that Sampan does not use.
 _DISABLED_PLUGINS = (
     "io.containerd.snapshotter.v1.aufs",
     "io.containerd.snapshotter.v1.btrfs",
@@ -116,6 +113,10 @@ class ContainerdConfig:
     cni_bin_dir: Path = DEFAULT_CNI_BIN_DIR
     snapshotter: str = "overlayfs"
     log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        # containerd wants absolute paths everywhere; a relative --data-dir is the user's cwd.
+        object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
 
     @property
     def agent_dir(self) -> Path:
