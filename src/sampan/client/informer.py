@@ -392,6 +392,11 @@ class Informer:
             except ClientError as exc:
                 delay_s = backoff.next_delay_s()
                 log.warning("informer %s: %s; retry in %.1fs", self.name, exc, delay_s)
+            except Exception:
+                # A bug (ours or an unexpected answer): keep the informer alive, loudly.
+                delay_s = backoff.next_delay_s()
+                log.exception("informer %s: unexpected failure; retry in %.1fs", self.name, delay_s)
+                resource_version = None
             await asyncio.sleep(delay_s)
 
     async def _list_and_replace(self) -> str:
