@@ -715,3 +715,56 @@ def test_every_kind_survives_the_strategy_with_a_minimal_object(info: ResourceIn
     strategy.validate_update(info, updated, created)
     strategy.prepare_for_status_update(info, updated, created)
     strategy.validate_status_update(info, updated, created)
+
+
+def test_metadata_update_rules() -> None:
+    old = create(CONFIGMAPS, {"metadata": {"name": "c", "namespace": "d", "uid": "u1"}})
+    old["metadata"]["creationTimestamp"] = "2024-01-01T00:00:00Z"
+    old["metadata"]["deletionTimestamp"] = "2024-01-02T00:00:00Z"
+    old["metadata"]["finalizers"] = ["example.com/a"]
+    new = copy.deepcopy(old)
+    del new["metadata"]["uid"]
+    del new["metadata"]["creationTimestamp"]
+    del new["metadata"]["deletionTimestamp"]
+    new["metadata"]["finalizers"] = ["example.com/a", "example.com/b"]
+    strategy.prepare_for_update(CONFIGMAPS, new, old)
+    assert new["metadata"]["uid"] == "u1"
+    assert new["metadata"]["deletionTimestamp"] == "2024-01-02T00:00:00Z"
+    got = strategy.validate_update(CONFIGMAPS, new, old)
+    assert [(c.reason, c.field, c.message) for c in got] == [
+        (
+            "FieldValueForbidden",
+            "metadata.finalizers",
+            "Forbidden: no new finalizers can be added if the object is being deleted, found "
+            'new finalizers []string{"example.com/b"}',
+        )
+    ]
+
+
+def test_owner_reference_and_finalizer_rules() -> None:
+    obj = create(CONFIGMAPS, {"metadata": {"name": "c", "namespace": "d"}})
+    obj["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "name": "a",
+            "uid": "1",
+            "controller": True,
+        },
+        {"apiVersion": "", "kind": "ReplicaSet", "name": "b", "uid": "", "controller": True},
+    ]
+    obj["metadata"]["finalizers"] = ["orphan", "foregroundDeletion"]
+    got = [(c.field, c.message) for c in strategy.validate(CONFIGMAPS, obj)]
+    assert (
+        "metadata.ownerReferences.apiVersion",
+        'Invalid value: "": version must not be empty',
+    ) in got
+    assert ("metadata.ownerReferences.uid", 'Invalid value: "": must not be empty') in got
+    assert any(
+        f == "metadata.ownerReferences"
+        and m.endswith("references for ReplicaSet/a and ReplicaSet/b")
+        for f, m in got
+    )
+    assert any(
+        m.endswith("finalizer orphan and foregroundDeletion cannot be both set") for _, m in got
+    )

@@ -314,9 +314,25 @@ _UPDATE_HOOKS: dict[tuple[str, str], Callable[[Obj, Obj], None]] = {
 }
 
 
+# System metadata an update can never change (upstream's BeforeUpdate).
+_KEPT_ON_UPDATE = ("creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds")
+
+
+def _keep_system_metadata(new_meta: Obj, old_meta: Obj) -> None:
+    if not new_meta.get("uid") and old_meta.get("uid"):
+        new_meta["uid"] = old_meta["uid"]
+    for key in _KEPT_ON_UPDATE:
+        if key in old_meta and old_meta[key] is not None:
+            new_meta[key] = copy.deepcopy(old_meta[key])
+        elif key != "deletionGracePeriodSeconds":
+            new_meta.pop(key, None)
+
+
 def prepare_for_update(info: ResourceInfo, new: Obj, old: Obj) -> None:
-    """Main-resource update: keep status, bump generation on spec change (mutates ``new``)."""
+    """Main-resource update: keep status and system metadata, bump generation on spec change
+    (mutates ``new``)."""
     new_meta, old_meta = _meta(new), _d(old.get("metadata"))
+    _keep_system_metadata(new_meta, old_meta)
     if info.has_status:
         if "status" in old:
             new["status"] = copy.deepcopy(old["status"])
@@ -358,6 +374,7 @@ def prepare_for_status_update(info: ResourceInfo, new: Obj, old: Obj) -> None:
         if key not in ("apiVersion", "kind", "metadata", "status"):
             new[key] = copy.deepcopy(value)
     new_meta, old_meta = _meta(new), _d(old.get("metadata"))
+    _keep_system_metadata(new_meta, old_meta)
     for key in _POD_STATUS_PRESERVED_META if is_pod else _STATUS_PRESERVED_META:
         if key in old_meta:
             new_meta[key] = copy.deepcopy(old_meta[key])

@@ -219,42 +219,96 @@ def validate_object_meta(info: ResourceInfo, obj: Obj) -> Causes:
         causes.append(fe.forbidden("metadata.namespace", "not allowed on this type"))
     causes.extend(validate_labels(meta.get("labels")))
     causes.extend(validate_annotations(meta.get("annotations")))
-    for i, ref in enumerate(_l(meta.get("ownerReferences"))):
+    causes.extend(_validate_owner_references(meta.get("ownerReferences")))
+    causes.extend(_validate_finalizers(meta.get("finalizers")))
+    return causes
+
+
+def _validate_owner_references(refs: Any) -> Causes:
+    causes: Causes = []
+    path = "metadata.ownerReferences"
+    controller = ""
+    for ref in _l(refs):
         ref = _d(ref)
-        rpath = f"metadata.ownerReferences[{i}]"
-        for key in ("apiVersion", "kind", "name", "uid"):
+        api_version = str(ref.get("apiVersion") or "")
+        if not api_version.rpartition("/")[2]:
+            causes.append(
+                fe.invalid(f"{path}.apiVersion", api_version, "version must not be empty")
+            )
+        for key in ("kind", "name", "uid"):
             if not ref.get(key):
+                causes.append(fe.invalid(f"{path}.{key}", ref.get(key) or "", "must not be empty"))
+        if api_version == "v1" and ref.get("kind") == "Event":
+            causes.append(
+                fe.invalid(path, ref, "/v1, Kind=Event is disallowed from being an owner")
+            )
+        if ref.get("controller") is True:
+            current = f"{ref.get('kind', '')}/{ref.get('name', '')}"
+            if controller:
                 causes.append(
-                    fe.invalid(f"{rpath}.{key}", ref.get(key, ""), f"{key} must not be empty")
-                    if key != "uid"
-                    else fe.invalid(f"{rpath}.uid", "", "uid must not be empty")
+                    fe.invalid(
+                        path,
+                        _l(refs),
+                        'Only one reference can have Controller set to true. Found "true" in '
+                        f"references for {controller} and {current}",
+                    )
                 )
-    seen: set[str] = set()
-    for i, finalizer in enumerate(_l(meta.get("finalizers"))):
+            else:
+                controller = current
+    return causes
+
+
+FINALIZER_ORPHAN = "orphan"
+FINALIZER_FOREGROUND = "foregroundDeletion"
+
+
+def _validate_finalizers(finalizers: Any) -> Causes:
+    causes: Causes = []
+    names = _l(finalizers)
+    for finalizer in names:
         if not isinstance(finalizer, str):
-            causes.append(fe.invalid(f"metadata.finalizers[{i}]", finalizer, "must be a string"))
+            causes.append(fe.invalid("metadata.finalizers", finalizer, "must be a string"))
             continue
         causes.extend(
             fe.invalid("metadata.finalizers", finalizer, m) for m in is_qualified_name(finalizer)
         )
-        if finalizer in seen:
-            causes.append(fe.duplicate(f"metadata.finalizers[{i}]", finalizer))
-        seen.add(finalizer)
+    if FINALIZER_ORPHAN in names and FINALIZER_FOREGROUND in names:
+        causes.append(
+            fe.invalid(
+                "metadata.finalizers",
+                names,
+                f"finalizer {FINALIZER_ORPHAN} and {FINALIZER_FOREGROUND} cannot be both set",
+            )
+        )
     return causes
 
 
 def validate_object_meta_update(info: ResourceInfo, new: Obj, old: Obj) -> Causes:
     causes = validate_object_meta(info, new)
     new_meta, old_meta = _d(new.get("metadata")), _d(old.get("metadata"))
+    if old_meta.get("deletionTimestamp"):
+        added = sorted(set(_l(new_meta.get("finalizers"))) - set(_l(old_meta.get("finalizers"))))
+        if added:
+            listed = ", ".join(json.dumps(f) for f in added)
+            causes.append(
+                fe.forbidden(
+                    "metadata.finalizers",
+                    "no new finalizers can be added if the object is being deleted, found new "
+                    f"finalizers []string{{{listed}}}",
+                )
+            )
+    new_generation, old_generation = new_meta.get("generation"), old_meta.get("generation")
+    if _int(new_generation) is not None and _int(old_generation) is not None:
+        if new_generation < old_generation:
+            causes.append(
+                fe.invalid("metadata.generation", new_generation, "must not be decremented")
+            )
     for key in ("name", "namespace", "uid", "creationTimestamp"):
         if old_meta.get(key) and new_meta.get(key) != old_meta.get(key):
             causes.append(fe.invalid(f"metadata.{key}", new_meta.get(key, ""), IMMUTABLE))
-    if old_meta.get("deletionTimestamp") and new_meta.get("deletionTimestamp") != old_meta.get(
-        "deletionTimestamp"
-    ):
-        causes.append(
-            fe.invalid("metadata.deletionTimestamp", new_meta.get("deletionTimestamp"), IMMUTABLE)
-        )
+    for key in ("deletionTimestamp", "deletionGracePeriodSeconds"):
+        if new_meta.get(key) != old_meta.get(key):
+            causes.append(fe.invalid(f"metadata.{key}", new_meta.get(key), IMMUTABLE))
     return causes
 
 
