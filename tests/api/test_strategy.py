@@ -768,3 +768,28 @@ def test_owner_reference_and_finalizer_rules() -> None:
     assert any(
         m.endswith("finalizer orphan and foregroundDeletion cannot be both set") for _, m in got
     )
+
+
+def test_custom_resources_follow_the_custom_resource_strategy() -> None:
+    widgets = ResourceInfo(
+        group="example.com",
+        version="v1",
+        kind="Widget",
+        plural="widgets",
+        singular="widget",
+        namespaced=True,
+        verbs=("create", "get"),
+        subresources=(),
+        tracks_generation=True,
+        has_status=True,
+        storage_resource="example.com/widgets",
+    )
+    obj = create(
+        widgets,
+        {"metadata": {"name": "w", "namespace": "d"}, "spec": {"size": 1}, "status": {"x": 1}},
+    )
+    assert "status" not in obj and obj["metadata"]["generation"] == 1
+    new = copy.deepcopy(obj)
+    new["data"] = {"extra": True}  # a top-level field outside spec still counts
+    strategy.prepare_for_update(widgets, new, obj)
+    assert new["metadata"]["generation"] == 2

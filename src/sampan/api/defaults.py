@@ -384,7 +384,11 @@ def _default_service(obj: Obj) -> None:
     if service_type == "LoadBalancer":
         spec.setdefault("allocateLoadBalancerNodePorts", True)
     if service_type != "ExternalName":
-        spec.setdefault("ipFamilyPolicy", "SingleStack")
+        # Headless services without a selector take every family the cluster has (one here).
+        headless_selectorless = spec.get("clusterIP") == "None" and not spec.get("selector")
+        spec.setdefault(
+            "ipFamilyPolicy", "RequireDualStack" if headless_selectorless else "SingleStack"
+        )
         spec.setdefault("ipFamilies", ["IPv4"])
 
 

@@ -38,7 +38,7 @@ from typing import Any
 from sampan.api.defaults import apply_defaults
 from sampan.api.labels import SelectorError, selector_from_label_selector, selector_from_set
 from sampan.api.quantity import QuantityError, parse_quantity
-from sampan.api.resources import ResourceInfo
+from sampan.api.resources import ResourceInfo, builtin_resources
 from sampan.api.validation import (
     validate_create,
 )
@@ -180,7 +180,18 @@ _FRESH_STATUS: dict[tuple[str, str], Obj] = {
 _KEEP_STATUS_ON_CREATE = {("", "Node")}
 
 
+# Kinds this package knows; anything else is a custom resource, handled as upstream's
+# custom-resource strategy does.
+_BUILTIN_KINDS = frozenset((i.group, i.kind) for i in builtin_resources())
+
+
+def _is_custom(info: ResourceInfo) -> bool:
+    return (info.group, info.kind) not in _BUILTIN_KINDS
+
+
 def _fresh_status(info: ResourceInfo, obj: Obj) -> Obj | None:
+    """The status a new object starts with; None = leave the object's status alone.
+    A custom resource with a status subresource starts without status."""
     key = (info.group, info.kind)
     if key == ("", "Pod"):
         return {"phase": "Pending", "qosClass": pod_qos_class(_d(obj.get("spec")))}
@@ -244,7 +255,10 @@ def prepare_for_create(info: ResourceInfo, obj: Obj) -> None:
         meta["generation"] = 1
     else:
         meta.pop("generation", None)
-    if (info.group, info.kind) not in _KEEP_STATUS_ON_CREATE:
+    if _is_custom(info):
+        if info.has_status:
+            obj.pop("status", None)
+    elif (info.group, info.kind) not in _KEEP_STATUS_ON_CREATE:
         status = _fresh_status(info, obj)
         if status is not None:
             obj["status"] = status
@@ -264,9 +278,9 @@ def prepare_for_create(info: ResourceInfo, obj: Obj) -> None:
 
 
 def _spec_part(info: ResourceInfo, obj: Obj) -> Any:
-    """What a generation bump compares: ``spec`` where the kind has one, else every field but
-    metadata and status (webhook configurations, endpoint slices...)."""
-    if "spec" in obj or info.has_status:
+    """What a generation bump compares: ``spec`` for built-in kinds that have one, else every
+    field but metadata and status (webhook configurations, endpoint slices, custom resources)."""
+    if not _is_custom(info) and ("spec" in obj or info.has_status):
         return obj.get("spec")
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
