@@ -509,3 +509,29 @@ async def test_other_served_version_is_converted_on_write(storage: Storage, regi
     )
     assert created["apiVersion"] == "autoscaling/v2"
     assert created["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+
+
+async def test_job_selector_uses_the_stored_uid_and_name(storage: Storage, registry) -> None:
+    jobs = storage.for_resource(registry.by_resource("batch", "v1", "jobs"))
+    created = await jobs.create(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"generateName": "pi-", "namespace": "default"},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "pi", "image": "perl:5.34"}],
+                    }
+                }
+            },
+        }
+    )
+    meta = created["metadata"]
+    labels = created["spec"]["template"]["metadata"]["labels"]
+    assert labels["batch.kubernetes.io/controller-uid"] == meta["uid"]
+    assert labels["batch.kubernetes.io/job-name"] == meta["name"]
+    assert created["spec"]["selector"]["matchLabels"] == {
+        "batch.kubernetes.io/controller-uid": meta["uid"]
+    }

@@ -544,20 +544,25 @@ class ResourceStore:
         if not self.info.namespaced:
             meta.pop("namespace", None)
         _api.strategy_default(sinfo, obj)
-        _api.strategy_prepare_for_create(sinfo, obj)
-        meta = _meta(obj)
+        # System fields first: some strategies derive from them (a Job's selector from its
+        # uid, its labels from its name), as upstream's run after FillObjectMetaSystemFields.
         meta["uid"] = str(uuid4())
         meta["creationTimestamp"] = rfc3339(self._clock())
-        if sinfo.tracks_generation:
-            meta["generation"] = 1
-        else:
-            meta.pop("generation", None)
-        given_name = meta.get("name") or ""
+        given_name = str(meta.get("name") or "")
         generate = str(meta.get("generateName") or "")
         attempts = self._settings.generate_name_retries if not given_name and generate else 1
+        template = obj
         for attempt in range(attempts):
+            obj = copy.deepcopy(template) if attempts > 1 else template
+            meta = _meta(obj)
             if not given_name and generate:
                 meta["name"] = _generate_name(generate)
+            _api.strategy_prepare_for_create(sinfo, obj)
+            meta = _meta(obj)
+            if sinfo.tracks_generation:
+                meta["generation"] = 1
+            else:
+                meta.pop("generation", None)
             name = str(meta.get("name") or "")
             namespace = meta.get("namespace") if self.info.namespaced else None
             self._check_create(obj, name, namespace)
