@@ -15,11 +15,12 @@ store in the storage version and leave in the requested one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -32,8 +33,6 @@ from sampan.apiserver.errors import (
     Invalid,
     MethodNotSupported,
     NotFound,
-    StatusError,
-    qualified_resource,
 )
 from sampan.apiserver.negotiation import (
     decode_object,
@@ -50,6 +49,14 @@ __all__ = [
     "ResourceHandler",
     "not_found",
 ]
+
+if TYPE_CHECKING:
+    from sampan.api.fields import FieldSelector
+    from sampan.api.labels import Selector
+    from sampan.api.resources import ResourceInfo, ResourceRegistry, SubresourceInfo
+    from sampan.apiserver.auth import Attributes, Decision, UserInfo
+    from sampan.apiserver.storage import DeleteOptions, ResourceStore, Storage
+    from sampan.datastore import Backend
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +97,18 @@ def method_not_allowed() -> MethodNotSupported:
 class HandlerContext:
     """What handlers need from the server; built once by the APIServer."""
 
-    registry: Any
-    storage: Any
+    registry: ResourceRegistry
+    storage: Storage
     admission: AdmissionChain
     max_body_bytes: int
-    stopping: Any  # asyncio.Event set when the server stops (ends watches)
-    authorize: Callable[[Any], Any]  # Attributes -> Decision (for access reviews)
-    make_attributes: Callable[..., Any]  # auth.Attributes constructor
-    delete_options_type: Any  # storage.DeleteOptions
-    label_selector: Callable[[str], Any]
-    field_selector: Callable[[Any, str], Any]
-    convert: Callable[[Any, dict[str, Any], Any], dict[str, Any]] | None
-    backend: Any  # the datastore Backend (pods/binding writes through it; see binding.py)
+    stopping: asyncio.Event  # set when the server stops (ends watches)
+    authorize: Callable[[Attributes], Decision]  # for access reviews
+    make_attributes: Callable[..., Attributes]
+    delete_options_type: type[DeleteOptions]
+    label_selector: Callable[[str], Selector]
+    field_selector: Callable[[ResourceInfo, str], FieldSelector]
+    convert: Callable[[ResourceInfo, dict[str, Any], ResourceInfo], dict[str, Any]] | None
+    backend: Backend  # pods/binding writes through it (see binding.py)
 
 
 class ResourceHandler:
@@ -110,7 +117,9 @@ class ResourceHandler:
 
     # --- dispatch -----------------------------------------------------------------------
 
-    async def handle(self, request: web.Request, ri: RequestInfo, user: Any) -> web.StreamResponse:
+    async def handle(
+        self, request: web.Request, ri: RequestInfo, user: UserInfo
+    ) -> web.StreamResponse:
         info = self.ctx.registry.by_resource(ri.api_group, ri.api_version, ri.resource)
         if info is None:
             raise not_found()
@@ -159,29 +168,31 @@ class ResourceHandler:
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _storage_info(self, info: Any) -> Any:
+    def _storage_info(self, info: ResourceInfo) -> ResourceInfo:
         if info.storage_version == info.api_version:
             return info
         storage_info = self.ctx.registry.by_kind(info.storage_version, info.kind)
         return storage_info or info
 
-    def _store(self, info: Any) -> Any:
+    def _store(self, info: ResourceInfo) -> ResourceStore:
         return self.ctx.storage.for_resource(self._storage_info(info))
 
-    def _to_request_version(self, info: Any) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    def _to_request_version(
+        self, info: ResourceInfo
+    ) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
         storage_info = self._storage_info(info)
         if storage_info is info or self.ctx.convert is None:
             return None
         convert = self.ctx.convert
         return lambda obj: convert(storage_info, obj, info)
 
-    def _to_storage_version(self, info: Any, obj: dict[str, Any]) -> dict[str, Any]:
+    def _to_storage_version(self, info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
         storage_info = self._storage_info(info)
         if storage_info is info or self.ctx.convert is None:
             return obj
         return self.ctx.convert(info, obj, storage_info)
 
-    def _renderer(self, request: web.Request, info: Any) -> Renderer:
+    def _renderer(self, request: web.Request, info: ResourceInfo) -> Renderer:
         output = parse_accept(request.headers.get("Accept", ""))
         include = request.query.get("includeObject", "")
         return Renderer(
@@ -192,14 +203,14 @@ class ResourceHandler:
         )
 
     def _respond(
-        self, request: web.Request, info: Any, obj: dict[str, Any], status: int = 200
+        self, request: web.Request, info: ResourceInfo, obj: dict[str, Any], status: int = 200
     ) -> web.Response:
         return json_response(self._renderer(request, info).object_bytes(obj), status)
 
     async def _read_object(
         self,
         request: web.Request,
-        info: Any,
+        info: ResourceInfo,
         expected_kind: str | None = None,
         expected_api_version: str | None = None,
     ) -> dict[str, Any]:
@@ -233,7 +244,7 @@ class ResourceHandler:
         return obj
 
     @staticmethod
-    def _check_namespace(obj: dict[str, Any], info: Any, namespace: str | None) -> None:
+    def _check_namespace(obj: dict[str, Any], info: ResourceInfo, namespace: str | None) -> None:
         metadata = obj["metadata"]
         if not info.namespaced:
             metadata.pop("namespace", None)
@@ -259,10 +270,10 @@ class ResourceHandler:
     def _admission(
         self,
         operation: str,
-        info: Any,
+        info: ResourceInfo,
         namespace: str | None,
         name: str,
-        user: Any,
+        user: UserInfo,
         *,
         subresource: str = "",
         obj: dict[str, Any] | None = None,
@@ -282,7 +293,9 @@ class ResourceHandler:
             user=user,
         )
 
-    def _selectors(self, request: web.Request, info: Any) -> tuple[Any, Any]:
+    def _selectors(
+        self, request: web.Request, info: ResourceInfo
+    ) -> tuple[Selector | None, FieldSelector | None]:
         label_text = request.query.get("labelSelector", "")
         field_text = request.query.get("fieldSelector", "")
         labels = self.ctx.label_selector(label_text) if label_text else None
@@ -292,7 +305,12 @@ class ResourceHandler:
     # --- verbs --------------------------------------------------------------------------
 
     async def _get(
-        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+        self,
+        request: web.Request,
+        ri: RequestInfo,
+        info: ResourceInfo,
+        namespace: str | None,
+        user: UserInfo,
     ) -> web.StreamResponse:
         obj = await self._store(info).get(
             namespace, ri.name, resource_version=request.query.get("resourceVersion", "")
@@ -300,7 +318,12 @@ class ResourceHandler:
         return self._respond(request, info, obj)
 
     async def _list(
-        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+        self,
+        request: web.Request,
+        ri: RequestInfo,
+        info: ResourceInfo,
+        namespace: str | None,
+        user: UserInfo,
     ) -> web.StreamResponse:
         if query_flag(request.query, "watch"):
             return await self._watch(request, ri, info, namespace, user)
@@ -325,7 +348,12 @@ class ResourceHandler:
         return json_response(body)
 
     async def _watch(
-        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+        self,
+        request: web.Request,
+        ri: RequestInfo,
+        info: ResourceInfo,
+        namespace: str | None,
+        user: UserInfo,
     ) -> web.StreamResponse:
         labels, fields = self._selectors(request, info)
         if ri.name:
@@ -352,7 +380,12 @@ class ResourceHandler:
         )
 
     async def _create(
-        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+        self,
+        request: web.Request,
+        ri: RequestInfo,
+        info: ResourceInfo,
+        namespace: str | None,
+        user: UserInfo,
     ) -> web.StreamResponse:
         obj = await self._read_object(request, info)
         self._check_namespace(obj, info, namespace)
@@ -370,9 +403,9 @@ class ResourceHandler:
         self,
         request: web.Request,
         ri: RequestInfo,
-        info: Any,
+        info: ResourceInfo,
         namespace: str | None,
-        user: Any,
+        user: UserInfo,
         *,
         subresource: str = "",
     ) -> web.StreamResponse:
@@ -415,9 +448,9 @@ class ResourceHandler:
         self,
         request: web.Request,
         ri: RequestInfo,
-        info: Any,
+        info: ResourceInfo,
         namespace: str | None,
-        user: Any,
+        user: UserInfo,
         *,
         subresource: str = "",
     ) -> web.StreamResponse:
@@ -449,7 +482,7 @@ class ResourceHandler:
         )
         return self._respond(request, info, updated)
 
-    async def _delete_options(self, request: web.Request) -> tuple[Any, bool | None]:
+    async def _delete_options(self, request: web.Request) -> tuple[DeleteOptions, bool | None]:
         body = await read_body(request, self.ctx.max_body_bytes)
         options: dict[str, Any] = {}
         if body.strip():
@@ -484,7 +517,12 @@ class ResourceHandler:
         return delete_options, orphan
 
     async def _delete(
-        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+        self,
+        request: web.Request,
+        ri: RequestInfo,
+        info: ResourceInfo,
+        namespace: str | None,
+        user: UserInfo,
     ) -> web.StreamResponse:
         options, orphan = await self._delete_options(request)
         await self.ctx.admission.admit(
@@ -506,7 +544,12 @@ class ResourceHandler:
         return self._respond(request, info, obj, status)
 
     async def _delete_collection(
-        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+        self,
+        request: web.Request,
+        ri: RequestInfo,
+        info: ResourceInfo,
+        namespace: str | None,
+        user: UserInfo,
     ) -> web.StreamResponse:
         labels, fields = self._selectors(request, info)
         options, _ = await self._delete_options(request)
@@ -531,10 +574,10 @@ class ResourceHandler:
         self,
         request: web.Request,
         ri: RequestInfo,
-        info: Any,
-        sub: Any,
+        info: ResourceInfo,
+        sub: SubresourceInfo,
         namespace: str | None,
-        user: Any,
+        user: UserInfo,
     ) -> web.StreamResponse:
         ns = namespace or None
         name = ri.subresource
@@ -554,7 +597,12 @@ class ResourceHandler:
         raise method_not_allowed()
 
     async def _scale(
-        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+        self,
+        request: web.Request,
+        ri: RequestInfo,
+        info: ResourceInfo,
+        namespace: str | None,
+        user: UserInfo,
     ) -> web.StreamResponse:
         store = self._store(info)
         if ri.verb == "get":
@@ -602,7 +650,12 @@ class ResourceHandler:
         return json_response(_scale_of(info, updated))
 
     async def _bind(
-        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str | None, user: Any
+        self,
+        request: web.Request,
+        ri: RequestInfo,
+        info: ResourceInfo,
+        namespace: str | None,
+        user: UserInfo,
     ) -> web.StreamResponse:
         binding = await self._read_object(
             request, info, expected_kind="Binding", expected_api_version="v1"
@@ -644,7 +697,12 @@ class ResourceHandler:
     # --- computed review kinds -------------------------------------------------------------
 
     async def _review(
-        self, request: web.Request, ri: RequestInfo, info: Any, namespace: str, user: Any
+        self,
+        request: web.Request,
+        ri: RequestInfo,
+        info: ResourceInfo,
+        namespace: str,
+        user: UserInfo,
     ) -> web.StreamResponse:
         review = await self._read_object(request, info)
         self._dry_run(request)
@@ -683,7 +741,7 @@ class ResourceHandler:
         return json_response(review, 201)
 
 
-def _user_from_spec(caller: Any, spec: dict[str, Any]) -> Any:
+def _user_from_spec(caller: UserInfo, spec: dict[str, Any]) -> UserInfo:
     """The user a SubjectAccessReview asks about (same type as the caller's UserInfo)."""
     extra = {k: tuple(v) for k, v in (spec.get("extra") or {}).items()}
     return type(caller)(
@@ -694,7 +752,9 @@ def _user_from_spec(caller: Any, spec: dict[str, Any]) -> Any:
     )
 
 
-def _review_attributes(make: Callable[..., Any], user: Any, spec: dict[str, Any]) -> Any:
+def _review_attributes(
+    make: Callable[..., Attributes], user: UserInfo, spec: dict[str, Any]
+) -> Attributes | None:
     resource = spec.get("resourceAttributes")
     if resource:
         return make(
@@ -718,7 +778,7 @@ def _review_attributes(make: Callable[..., Any], user: Any, spec: dict[str, Any]
     return None
 
 
-def _check_patched_identity(info: Any, old: dict[str, Any], new: dict[str, Any]) -> None:
+def _check_patched_identity(info: ResourceInfo, old: dict[str, Any], new: dict[str, Any]) -> None:
     """A patch may not rename or move an object, and a resourceVersion it sets must match."""
     old_meta = old.get("metadata") or {}
     new_meta = new.get("metadata")
@@ -745,7 +805,7 @@ def _check_patched_identity(info: Any, old: dict[str, Any], new: dict[str, Any])
         raise BadRequest("a patch may not change the object's kind or apiVersion")
 
 
-def _selector_string(info: Any, obj: dict[str, Any]) -> str:
+def _selector_string(info: ResourceInfo, obj: dict[str, Any]) -> str:
     selector = (obj.get("spec") or {}).get("selector") or {}
     if info.plural == "replicationcontrollers":
         return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
@@ -763,7 +823,7 @@ def _selector_string(info: Any, obj: dict[str, Any]) -> str:
     return ",".join(parts)
 
 
-def _scale_of(info: Any, obj: dict[str, Any]) -> dict[str, Any]:
+def _scale_of(info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
     metadata = obj.get("metadata") or {}
     scale_meta = {
         k: metadata[k]
@@ -790,11 +850,3 @@ def _int_param(request: web.Request, key: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise BadRequest(f"invalid {key} parameter {raw!r}: not an integer") from exc
-
-
-def describe(info: Any) -> str:
-    return qualified_resource(info.plural, info.group)
-
-
-# Re-exported for the server's error handling.
-StatusErrorType = StatusError

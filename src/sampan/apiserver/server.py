@@ -24,7 +24,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -50,6 +50,12 @@ __all__ = [
     "APIServer",
     "APIServerOptions",
 ]
+
+if TYPE_CHECKING:
+    from sampan.api.resources import ResourceRegistry
+    from sampan.apiserver.auth import Authenticator, RBACAuthorizer
+    from sampan.apiserver.storage import Storage
+    from sampan.pki import ClusterPKI
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +103,11 @@ class _HealthCheck:
 class _Runtime:
     """Everything start() builds; None until then."""
 
-    pki: Any = None
-    storage: Any = None
-    registry: Any = None
-    authenticator: Any = None
-    authorizer: Any = None
+    pki: ClusterPKI | None = None
+    storage: Storage | None = None
+    registry: ResourceRegistry | None = None
+    authenticator: Authenticator | None = None
+    authorizer: RBACAuthorizer | None = None
     handler: ResourceHandler | None = None
     runner: web.AppRunner | None = None
     port: int = 0
