@@ -830,6 +830,9 @@ class ResourceStore:
                     await self._backend.delete(key, rev)
                     return obj, True
                 if marked is obj:
+                    if not fresh:  # confirm "nothing to do" against the datastore
+                        current, fresh = await self._fetch(key, name), True
+                        continue
                     return obj, False
                 if options.dry_run:
                     return marked, False
@@ -849,14 +852,12 @@ class ResourceStore:
 
     @staticmethod
     def _precondition_failure(meta: JSONObj, options: DeleteOptions) -> str:
-        if options.precondition_uid is not None and options.precondition_uid != meta.get("uid"):
+        if options.precondition_uid and options.precondition_uid != meta.get("uid"):
             return (
                 f"Precondition failed: UID in precondition: {options.precondition_uid}, "
                 f"UID in object meta: {meta.get('uid', '')}"
             )
-        if options.precondition_rv is not None and options.precondition_rv != meta.get(
-            "resourceVersion"
-        ):
+        if options.precondition_rv and options.precondition_rv != meta.get("resourceVersion"):
             return (
                 f"Precondition failed: ResourceVersion in precondition: "
                 f"{options.precondition_rv}, ResourceVersion in object meta: "
