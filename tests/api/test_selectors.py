@@ -262,3 +262,23 @@ def test_event_and_node_field_sets() -> None:
     assert parse_field_selector("involvedObject.name=p,type=Normal").matches(fields)
     node_fields = field_set(NODES, {"metadata": {"name": "n"}, "spec": {"unschedulable": True}})
     assert node_fields == {"metadata.name": "n", "spec.unschedulable": "true"}
+
+
+def test_events_k8s_io_field_labels_map_to_core_fields() -> None:
+    new_events = REG.by_resource("events.k8s.io", "v1", "events")
+    sel = check_supported(
+        new_events, parse_field_selector("regarding.name=p,reportingController=k")
+    )
+    assert str(sel) == "involvedObject.name=p,reportingComponent=k"
+    with pytest.raises(SelectorError) as info:
+        check_supported(new_events, parse_field_selector("involvedObject.name=p"))
+    assert info.value.message == "field label not supported: involvedObject.name"
+    shaped = {
+        "metadata": {"name": "e", "namespace": "d"},
+        "regarding": {"kind": "Pod", "name": "p"},
+        "reportingController": "k",
+    }
+    assert sel.matches(field_set(new_events, shaped))
+    assert sel.matches(
+        field_set(EVENTS, {"involvedObject": {"name": "p"}, "reportingComponent": "k"})
+    )

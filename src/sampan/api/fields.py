@@ -188,14 +188,53 @@ def _pod_ip(obj: Mapping[str, Any]) -> str:
     return str(status.get("podIP") or "")
 
 
+def _either(core: _Getter, events: _Getter) -> _Getter:
+    """Read an Event field whichever shape the object has (core/v1 or events.k8s.io/v1)."""
+
+    def get(obj: Mapping[str, Any]) -> str:
+        if "regarding" in obj or "reportingController" in obj or "note" in obj:
+            return events(obj)
+        return core(obj)
+
+    return get
+
+
 def _event_source(obj: Mapping[str, Any]) -> str:
-    return _path("source", "component")(obj) or _path("reportingComponent")(obj)
+    return (
+        _path("source", "component")(obj)
+        or _path("deprecatedSource", "component")(obj)
+        or _path("reportingComponent")(obj)
+        or _path("reportingController")(obj)
+    )
+
+
+_INVOLVED_KEYS = ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+_EVENT_GETTERS: dict[str, _Getter] = {
+    **{
+        f"involvedObject.{k}": _either(_path("involvedObject", k), _path("regarding", k))
+        for k in _INVOLVED_KEYS
+    },
+    "reason": _path("reason"),
+    "reportingComponent": _either(_path("reportingComponent"), _path("reportingController")),
+    "source": _event_source,
+    "type": _path("type"),
+}
+# events.k8s.io/v1 field labels and the (core) selectable field each one reads.
+_EVENTS_V1_LABELS = {
+    "reason": "reason",
+    **{f"regarding.{k}": f"involvedObject.{k}" for k in _INVOLVED_KEYS},
+    "reportingController": "reportingComponent",
+    "source": "source",
+    "type": "type",
+    "metadata.namespace": "metadata.namespace",
+    "metadata.name": "metadata.name",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class _KindFields:
     labels: tuple[str, ...]  # accepted labels, metadata ones included
-    getters: Mapping[str, _Getter]  # kind-specific values (metadata added generically)
+    getters: Mapping[str, _Getter]  # kind-specific values by field-set key (metadata generic)
     error: str = "field label not supported: {label}"
     aliases: Mapping[str, str] | None = None  # old label -> current label
 
@@ -250,17 +289,12 @@ _KIND_FIELDS: dict[tuple[str, str], _KindFields] = {
             "metadata.namespace",
             "metadata.name",
         ),
-        getters={
-            **{
-                f"involvedObject.{k}": _path("involvedObject", k)
-                for k in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion")
-            },
-            "involvedObject.fieldPath": _path("involvedObject", "fieldPath"),
-            "reason": _path("reason"),
-            "reportingComponent": _path("reportingComponent"),
-            "source": _event_source,
-            "type": _path("type"),
-        },
+        getters=_EVENT_GETTERS,
+    ),
+    ("events.k8s.io", "Event"): _KindFields(
+        labels=tuple(_EVENTS_V1_LABELS),
+        getters=_EVENT_GETTERS,
+        aliases={k: v for k, v in _EVENTS_V1_LABELS.items() if k != v},
     ),
     ("", "Namespace"): _KindFields(
         labels=("status.phase", "metadata.name"),
