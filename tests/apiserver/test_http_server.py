@@ -515,3 +515,49 @@ async def test_events_served_in_both_versions(harness):
     status, listed = await harness.request("GET", "/apis/events.k8s.io/v1/events")
     assert listed["kind"] == "EventList" and listed["apiVersion"] == "events.k8s.io/v1"
     assert [e["note"] for e in listed["items"]] == ["hello"]
+
+
+async def _read_events(response, count: int) -> list[dict]:
+    events = []
+    async with asyncio.timeout(10):
+        while len(events) < count:
+            line = await response.content.readline()
+            assert line, "stream ended early"
+            events.append(json.loads(line))
+    return events
+
+
+async def test_watch_list_bookmark_table_and_expired(harness):
+    await harness.request("POST", CM_PATH, configmap("wl", {"a": "1"}))
+    params = {
+        "watch": "1",
+        "allowWatchBookmarks": "true",
+        "sendInitialEvents": "true",
+        "resourceVersionMatch": "NotOlderThan",
+        "labelSelector": "",
+        "fieldSelector": "metadata.name=wl",
+    }
+    assert harness.session is not None
+    async with harness.session.get(CM_PATH, params=params) as response:
+        added, bookmark = await _read_events(response, 2)
+    assert added["type"] == "ADDED" and added["object"]["metadata"]["name"] == "wl"
+    assert bookmark["type"] == "BOOKMARK"
+    annotations = bookmark["object"]["metadata"]["annotations"]
+    assert annotations == {"k8s.io/initial-events-end": "true"}
+
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+    async with harness.session.get(CM_PATH, params=params, headers={"Accept": accept}) as response:
+        added, bookmark = await _read_events(response, 2)
+    assert added["object"]["kind"] == "Table"
+    assert added["object"]["columnDefinitions"]
+    assert added["object"]["rows"][0]["cells"][0] == "wl"
+    assert bookmark["object"]["kind"] == "Table" and not bookmark["object"]["rows"]
+    assert bookmark["object"]["metadata"]["annotations"] == annotations
+
+    async with harness.session.get(
+        CM_PATH, params={"watch": "1", "resourceVersion": "1"}
+    ) as response:
+        (expired,) = await _read_events(response, 1)
+    # The watch cache's history starts where the server started: RV 1 is too old.
+    assert expired["type"] == "ERROR"
+    assert expired["object"]["code"] == 410 and expired["object"]["reason"] == "Expired"

@@ -45,11 +45,16 @@ def _encode(renderer: Renderer, event_type: str, obj: bytes) -> bytes:
     parsed: dict[str, Any] = json.loads(obj)
     if event_type == "BOOKMARK":
         if renderer.output.table:
-            rv = (parsed.get("metadata") or {}).get("resourceVersion", "")
+            # An empty Table carrying the bookmark's resourceVersion and annotations
+            # (k8s.io/initial-events-end matters to watch-list clients).
+            bookmark_meta = parsed.get("metadata") or {}
+            table_meta = {"resourceVersion": bookmark_meta.get("resourceVersion", "")}
+            if bookmark_meta.get("annotations"):
+                table_meta["annotations"] = bookmark_meta["annotations"]
             out: dict[str, Any] = {
                 "kind": "Table",
                 "apiVersion": renderer.output.group_version or "meta.k8s.io/v1",
-                "metadata": {"resourceVersion": rv},
+                "metadata": table_meta,
                 "columnDefinitions": [],
                 "rows": [],
             }
