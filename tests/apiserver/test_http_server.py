@@ -554,10 +554,13 @@ async def test_watch_list_bookmark_table_and_expired(harness):
     assert bookmark["object"]["kind"] == "Table" and not bookmark["object"]["rows"]
     assert bookmark["object"]["metadata"]["annotations"] == annotations
 
+    # After a restart the watch cache's history starts at the current revision: RV 1 is
+    # too old, and the stream says so with an ERROR event (as kube-apiserver does).
+    await harness.restart()
+    assert harness.session is not None
     async with harness.session.get(
         CM_PATH, params={"watch": "1", "resourceVersion": "1"}
     ) as response:
         (expired,) = await _read_events(response, 1)
-    # The watch cache's history starts where the server started: RV 1 is too old.
     assert expired["type"] == "ERROR"
     assert expired["object"]["code"] == 410 and expired["object"]["reason"] == "Expired"
