@@ -708,8 +708,7 @@ class ResourceStore:
 
         System metadata (uid, creationTimestamp, deletion fields, name, namespace) is the
         store's; the strategy decides the rest (defaults, status kept on main updates, spec
-        kept on status updates, generation). Without a strategy the store applies the same
-        rules in their simplest form."""
+        kept on status updates, generation)."""
         sinfo = self.storage_info
         old_meta = old.get("metadata") or {}
         if subresource == "finalize" and self._is("", "Namespace"):
@@ -731,18 +730,11 @@ class ResourceStore:
         elif not meta.get("namespace"):
             meta["namespace"] = old_meta.get("namespace")
         if subresource == "status":
-            if _api.HAS_STRATEGY:
-                _api.strategy_prepare_for_status_update(sinfo, result, old)
-            else:
-                result = copy.deepcopy(old)
-                _set_or_drop(result, "status", copy.deepcopy(new.get("status")))
+            _api.strategy_prepare_for_status_update(sinfo, result, old)
             causes = _api.strategy_validate_status_update(sinfo, result, old)
         else:
-            if _api.HAS_STRATEGY:
-                _api.strategy_default(sinfo, result)
-                _api.strategy_prepare_for_update(sinfo, result, old)
-            else:
-                self._fallback_prepare_for_update(result, old)
+            _api.strategy_default(sinfo, result)
+            _api.strategy_prepare_for_update(sinfo, result, old)
             causes = _api.strategy_validate_update(sinfo, result, old)
         meta = _meta(result)
         for field in ("uid", "name", "namespace"):
@@ -759,28 +751,6 @@ class ResourceStore:
         if causes:
             raise self._invalid(name, causes)
         return _without_rv(result)
-
-    def _fallback_prepare_for_update(self, new: JSONObj, old: JSONObj) -> None:
-        """Main-resource update rules when sampan.api.strategy is absent."""
-        sinfo = self.storage_info
-        meta = _meta(new)
-        old_meta = old.get("metadata") or {}
-        _set_or_drop(meta, "generation", old_meta.get("generation"))
-        if sinfo.has_status:
-            _set_or_drop(new, "status", copy.deepcopy(old.get("status")))
-        if self._is("", "Namespace"):
-            # spec.finalizers changes only through the finalize subresource.
-            old_final = (old.get("spec") or {}).get("finalizers")
-            _set_or_drop(new.setdefault("spec", {}), "finalizers", copy.deepcopy(old_final))
-        if sinfo.tracks_generation and self._spec_changed(old, new):
-            meta["generation"] = int(old_meta.get("generation") or 0) + 1
-
-    @staticmethod
-    def _spec_changed(old: JSONObj, new: JSONObj) -> bool:
-        skip = ("metadata", "status", "apiVersion", "kind")
-        old_rest = {k: v for k, v in old.items() if k not in skip}
-        new_rest = {k: v for k, v in new.items() if k not in skip}
-        return old_rest != new_rest
 
     def _should_delete_after_update(self, old: JSONObj, new: JSONObj) -> bool:
         """Upstream: an object being deleted whose last finalizer went away (and whose grace
