@@ -418,7 +418,8 @@ def test_workload_validation() -> None:
         (
             "FieldValueInvalid",
             "spec.template.metadata.labels",
-            'Invalid value: {"app":"other"}: `selector` does not match template `labels`',
+            'Invalid value: map[string]string{"app":"other"}: '
+            "`selector` does not match template `labels`",
         )
     ]
     assert fields(DEPLOYMENTS, deployment(replicas=-1)) == ["spec.replicas"]
@@ -572,7 +573,7 @@ def test_rbac_event_and_lease_rules() -> None:
         (
             "FieldValueInvalid",
             "rules[1].nonResourceURLs",
-            'Invalid value: ["/x"]: namespaced rules cannot apply to non-resource URLs',
+            'Invalid value: []string{"/x"}: namespaced rules cannot apply to non-resource URLs',
         ),
     ]
     binding = {
@@ -793,3 +794,63 @@ def test_custom_resources_follow_the_custom_resource_strategy() -> None:
     new["data"] = {"extra": True}  # a top-level field outside spec still counts
     strategy.prepare_for_update(widgets, new, obj)
     assert new["metadata"]["generation"] == 2
+
+
+def test_job_update_rules() -> None:
+    job = create(
+        JOBS,
+        {
+            "metadata": {"name": "j", "namespace": "default", "uid": "u"},
+            "spec": {
+                "suspend": True,
+                "template": {
+                    "spec": {
+                        "containers": [{"name": "c", "image": "x:1"}],
+                        "restartPolicy": "Never",
+                    }
+                },
+            },
+        },
+    )
+    assert strategy.validate(JOBS, job) == []
+    moved = copy.deepcopy(job)
+    moved["spec"]["template"]["spec"]["nodeSelector"] = {"zone": "a"}
+    strategy.prepare_for_update(JOBS, moved, job)
+    assert strategy.validate_update(JOBS, moved, job) == []  # suspended: scheduling may change
+    changed = copy.deepcopy(job)
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = "x:2"
+    strategy.prepare_for_update(JOBS, changed, job)
+    assert [c.field for c in strategy.validate_update(JOBS, changed, job)] == ["spec.template"]
+    tampered = copy.deepcopy(job)
+    tampered["spec"]["template"]["metadata"]["labels"]["job-name"] = "other"
+    tampered["spec"]["selector"] = {"matchLabels": {"job-name": "other"}}
+    fields_ = [c.field for c in strategy.validate(JOBS, tampered)]
+    assert "spec.template.metadata.labels[job-name]" in fields_
+    assert "spec.selector" in fields_
+
+
+def test_cronjob_name_limit_only_on_create() -> None:
+    long_name = "c" * 53
+    cron = create(
+        CRONJOBS,
+        {
+            "metadata": {"name": long_name, "namespace": "default"},
+            "spec": {
+                "schedule": "@daily",
+                "jobTemplate": {
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "containers": [{"name": "c", "image": "x:1"}],
+                                "restartPolicy": "Never",
+                            }
+                        }
+                    }
+                },
+            },
+        },
+    )
+    assert [c.message for c in strategy.validate(CRONJOBS, cron)] == [
+        f'Invalid value: "{long_name}": must be no more than 52 characters'
+    ]
+    assert strategy.validate_update(CRONJOBS, copy.deepcopy(cron), cron) == []

@@ -5,8 +5,9 @@ Status cause (``Invalid value: "Foo": a lowercase RFC 1123 ...``) and whose ``fi
 path (``spec.containers[0].name``). ``error_string`` renders the ``<field>: <body>`` form that
 upstream joins into the top-level Status message; ``invalid_message`` builds that message.
 
-Values are rendered like Go's ``%q`` for strings, ``%v`` for numbers and booleans, and as JSON
-for anything else (upstream prints Go syntax there; clients do not parse it).
+Values are rendered like Go's ``%q`` for strings, ``%v`` for numbers and booleans, ``%#v`` for
+string maps and string lists (``map[string]string{"app":"web"}``, ``[]string{"a", "b"}``), and
+as JSON for anything else (upstream prints Go syntax there; clients do not parse it).
 """
 
 from __future__ import annotations
@@ -59,6 +60,19 @@ def format_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if value is None:
         return "null"
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        # Go's %#v of a map[string]string (label sets, selectors): keys sorted.
+        inner = ", ".join(
+            f"{json.dumps(k, ensure_ascii=False)}:{json.dumps(v, ensure_ascii=False)}"
+            for k, v in sorted(value.items())
+        )
+        return f"map[string]string{{{inner}}}"
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        # Go's %#v of a []string.
+        inner = ", ".join(json.dumps(v, ensure_ascii=False) for v in value)
+        return f"[]string{{{inner}}}"
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
 
 

@@ -764,10 +764,12 @@ def _validate_template(
         and policy not in restart_policies
     ):
         causes.append(fe.not_supported(f"{path}.spec.restartPolicy", policy, restart_policies))
-    if _d(spec).get("activeDeadlineSeconds") is not None and restart_policies == ("Always",):
+    deadline = _d(spec).get("activeDeadlineSeconds")
+    if deadline is not None and restart_policies == ("Always",):
         causes.append(
-            fe.forbidden(
+            fe.invalid(
                 f"{path}.spec.activeDeadlineSeconds",
+                deadline,
                 "activeDeadlineSeconds in ReplicaSet is not Supported",
             )
         )
@@ -992,8 +994,14 @@ JOB_RESTART_POLICIES = ("OnFailure", "Never")
 def _validate_job_spec(causes: Causes, spec: Obj, path: str, *, selector_generated: bool) -> None:
     for key in ("parallelism", "completions", "backoffLimit"):
         _nonneg(causes, f"{path}.{key}", spec.get(key))
-    _positive(causes, f"{path}.activeDeadlineSeconds", spec.get("activeDeadlineSeconds"))
-    _nonneg(causes, f"{path}.ttlSecondsAfterFinished", spec.get("ttlSecondsAfterFinished"))
+    for key in ("activeDeadlineSeconds", "ttlSecondsAfterFinished", "backoffLimitPerIndex"):
+        _nonneg(causes, f"{path}.{key}", spec.get(key))
+    if spec.get("completionMode", "NonIndexed") == "NonIndexed":
+        for key in ("backoffLimitPerIndex", "maxFailedIndexes"):
+            if spec.get(key) is not None:
+                causes.append(
+                    fe.invalid(f"{path}.{key}", spec[key], "requires indexed completion mode")
+                )
     _enum(
         causes,
         f"{path}.completionMode",
@@ -1010,25 +1018,93 @@ def _validate_job_spec(causes: Causes, spec: Obj, path: str, *, selector_generat
         ("TerminatingOrFailed", "Failed"),
         required=False,
     )
-    if selector_generated:
-        _selector_matches_template(causes, spec, path, kind_word="job")
     template = spec.get("template")
     _validate_template(causes, template, f"{path}.template", restart_policies=None)
     policy = _d(_d(template).get("spec")).get("restartPolicy")
-    if policy == "Always":
+    if policy in ("Always", "", None):
         causes.append(
             fe.required(f"{path}.template.spec.restartPolicy", 'valid values: "OnFailure", "Never"')
         )
-    elif policy and policy not in JOB_RESTART_POLICIES:
+    elif policy not in JOB_RESTART_POLICIES:
         causes.append(
             fe.not_supported(f"{path}.template.spec.restartPolicy", policy, JOB_RESTART_POLICIES)
+        )
+    elif spec.get("podFailurePolicy") is not None and policy != "Never":
+        causes.append(
+            fe.invalid(
+                f"{path}.template.spec.restartPolicy",
+                policy,
+                'only "Never" is supported when podFailurePolicy is specified',
+            )
+        )
+    if selector_generated:
+        # A Job (not a CronJob's template) needs a selector matching its template.
+        if spec.get("selector") is None:
+            causes.append(fe.required(f"{path}.selector"))
+        else:
+            _label_selector(causes, f"{path}.selector", spec["selector"])
+            try:
+                selector = selector_from_label_selector(_d(spec["selector"]))
+            except SelectorError:
+                return
+            labels = _d(_d(_d(template).get("metadata")).get("labels"))
+            if not selector.matches(labels):
+                causes.append(
+                    fe.invalid(
+                        f"{path}.template.metadata.labels",
+                        labels,
+                        "`selector` does not match template `labels`",
+                    )
+                )
+
+
+JOB_CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+_JOB_LEGACY_LABELS = ("controller-uid", "job-name")
+
+
+def _validate_generated_job_selector(causes: Causes, obj: Obj) -> None:
+    spec = _d(obj.get("spec"))
+    if spec.get("manualSelector") is True or spec.get("selector") is None:
+        return
+    meta = _d(obj.get("metadata"))
+    uid, name = meta.get("uid") or "", meta.get("name") or ""
+    if not uid:
+        causes.append(fe.required("metadata.uid"))
+    labels = _d(_d(_d(spec.get("template")).get("metadata")).get("labels"))
+    expected = {
+        "controller-uid": uid,
+        "job-name": name,
+        JOB_CONTROLLER_UID_LABEL: uid,
+        JOB_NAME_LABEL: name,
+    }
+    for key, value in expected.items():
+        if key not in labels:
+            causes.append(fe.required(f"spec.template.metadata.labels[{key}]", value))
+        elif labels[key] != value:
+            causes.append(
+                fe.invalid(f"spec.template.metadata.labels[{key}]", labels, f"must be '{value}'")
+            )
+    try:
+        selector = selector_from_label_selector(_d(spec["selector"]))
+    except SelectorError:
+        return
+    if not selector.matches(expected):
+        causes.append(
+            fe.invalid("spec.selector", spec["selector"], "`selector` not auto-generated")
         )
 
 
 def _validate_job(info: ResourceInfo, obj: Obj) -> Causes:
     causes: Causes = []
+    _validate_generated_job_selector(causes, obj)
     _validate_job_spec(causes, _d(obj.get("spec")), "spec", selector_generated=True)
     return causes
+
+
+# Template fields a suspended Job that never started may still change (scheduling directives).
+_JOB_MUTABLE_WHILE_SUSPENDED_SPEC = ("nodeSelector", "tolerations", "schedulingGates")
+_JOB_MUTABLE_WHILE_SUSPENDED_META = ("labels", "annotations")
 
 
 def _validate_job_update(info: ResourceInfo, new: Obj, old: Obj) -> Causes:
@@ -1044,20 +1120,53 @@ def _validate_job_update(info: ResourceInfo, new: Obj, old: Obj) -> Causes:
         new_spec.get("completionMode"),
         old_spec.get("completionMode"),
     )
-    if new_spec.get("template") != old_spec.get("template") and not old_spec.get("suspend"):
+    for key in ("podFailurePolicy", "backoffLimitPerIndex", "managedBy", "successPolicy"):
+        _immutable(causes, f"spec.{key}", new_spec.get(key), old_spec.get(key))
+    new_template = _d(new_spec.get("template"))
+    old_template = json.loads(json.dumps(_d(old_spec.get("template"))))
+    never_started = not _d(old.get("status")).get("startTime")
+    if new_spec.get("suspend") and never_started:
+        new_pod, old_pod = _d(new_template.get("spec")), old_template.setdefault("spec", {})
+        for key in _JOB_MUTABLE_WHILE_SUSPENDED_SPEC:
+            _copy_or_drop(old_pod, key, new_pod)
+        new_affinity, old_affinity = new_pod.get("affinity"), old_pod.get("affinity")
+        if isinstance(new_affinity, dict) or isinstance(old_affinity, dict):
+            merged = {k: v for k, v in _d(old_affinity).items() if k != "nodeAffinity"}
+            if "nodeAffinity" in _d(new_affinity):
+                merged["nodeAffinity"] = new_affinity["nodeAffinity"]
+            if merged or new_affinity is not None:
+                old_pod["affinity"] = merged
+            else:
+                old_pod.pop("affinity", None)
+        old_meta = old_template.setdefault("metadata", {})
+        for key in _JOB_MUTABLE_WHILE_SUSPENDED_META:
+            _copy_or_drop(old_meta, key, _d(new_template.get("metadata")))
+    if new_template != old_template:
         causes.append(fe.invalid("spec.template", new_spec.get("template"), IMMUTABLE))
     return causes
 
 
-def _validate_cronjob(info: ResourceInfo, obj: Obj) -> Causes:
-    causes: Causes = []
+def _copy_or_drop(target: Obj, key: str, source: Obj) -> None:
+    if key in source:
+        target[key] = source[key]
+    else:
+        target.pop(key, None)
+
+
+def _validate_cronjob_name(info: ResourceInfo, obj: Obj) -> Causes:
+    # Jobs get an 11-character suffix; only checked on create so old objects stay updatable.
     name = _d(obj.get("metadata")).get("name") or ""
     if len(name) > CRONJOB_NAME_MAX_LENGTH:
-        causes.append(
+        return [
             fe.invalid(
                 "metadata.name", name, f"must be no more than {CRONJOB_NAME_MAX_LENGTH} characters"
             )
-        )
+        ]
+    return []
+
+
+def _validate_cronjob(info: ResourceInfo, obj: Obj) -> Causes:
+    causes: Causes = []
     spec = _d(obj.get("spec"))
     schedule = spec.get("schedule")
     if not schedule:
@@ -1983,6 +2092,11 @@ _CREATE: dict[tuple[str, str], _CreateFn] = {
     ("apiextensions.k8s.io", "CustomResourceDefinition"): _validate_crd,
 }
 
+# Rules that apply on create only (after the kind's general rules).
+_CREATE_ONLY: dict[tuple[str, str], _CreateFn] = {
+    ("batch", "CronJob"): _validate_cronjob_name,
+}
+
 _UPDATE: dict[tuple[str, str], _UpdateFn] = {
     ("", "Pod"): _validate_pod_update,
     ("", "Service"): _validate_service_update,
@@ -2011,6 +2125,9 @@ def validate_create(info: ResourceInfo, obj: Obj) -> Causes:
     check = _CREATE.get((info.group, info.kind))
     if check is not None:
         causes.extend(check(info, obj))
+    create_only = _CREATE_ONLY.get((info.group, info.kind))
+    if create_only is not None:
+        causes.extend(create_only(info, obj))
     return causes
 
 
