@@ -84,7 +84,16 @@ def with_resource_version(data: bytes, revision: int) -> bytes:
 class Entry:
     """One cached object: served bytes and the parsed values filters use."""
 
-    __slots__ = ("data", "fields", "key", "labels", "mod_revision", "name", "namespace")
+    __slots__ = (
+        "_added",
+        "data",
+        "fields",
+        "key",
+        "labels",
+        "mod_revision",
+        "name",
+        "namespace",
+    )
 
     def __init__(
         self,
@@ -103,6 +112,14 @@ class Entry:
         self.labels = labels
         self.fields = fields
         self.mod_revision = mod_revision
+        self._added: WatchEvent | None = None
+
+    def added_event(self) -> WatchEvent:
+        """ADDED for this state, built once and shared (initial events, creates, selector
+        entries)."""
+        if self._added is None:
+            self._added = WatchEvent(EVENT_ADDED, self.data)
+        return self._added
 
     def obj(self) -> dict[str, Any]:
         """A fresh parsed copy (callers may mutate it)."""
@@ -155,6 +172,9 @@ class CacheEvent:
                 # it (from the cache or from the watcher's selector).
                 assert self.prev is not None
                 ev = WatchEvent(type_, with_resource_version(self.prev.data, self.revision))
+            elif type_ == EVENT_ADDED:
+                assert self.entry is not None
+                ev = self.entry.added_event()
             else:
                 assert self.entry is not None
                 ev = WatchEvent(type_, self.entry.data)

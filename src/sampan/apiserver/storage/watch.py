@@ -27,7 +27,6 @@ from sampan.apiserver.errors import Cause, Gone, StatusError, Timeout, TooManyRe
 from sampan.apiserver.storage import _api
 from sampan.apiserver.storage.cache import RevisionTracker, WatchCache, Watcher, dumps
 from sampan.apiserver.storage.types import (
-    EVENT_ADDED,
     EVENT_BOOKMARK,
     EVENT_ERROR,
     StorageSettings,
@@ -115,7 +114,7 @@ async def watch_stream(
         snapshot_revision = tracker.revision
         for entry in cache.entries(namespace):
             if watcher.matches(entry):
-                replay.append(WatchEvent(EVENT_ADDED, entry.data))
+                replay.append(entry.added_event())
         if send_initial_events:
             replay.append(bookmark_event(info, snapshot_revision, initial_end=True))
     elif revision > 0:
