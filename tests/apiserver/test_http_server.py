@@ -564,3 +564,56 @@ async def test_watch_list_bookmark_table_and_expired(harness):
         (expired,) = await _read_events(response, 1)
     assert expired["type"] == "ERROR"
     assert expired["object"]["code"] == 410 and expired["object"]["reason"] == "Expired"
+
+
+async def test_computed_kinds(harness):
+    status, rules = await harness.request(
+        "POST",
+        "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+        {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectRulesReview",
+            "spec": {"namespace": "default"},
+        },
+    )
+    assert status == 201, rules
+    assert any("*" in r["verbs"] for r in rules["status"]["resourceRules"])
+
+    status, sa = await harness.request(
+        "POST",
+        "/api/v1/namespaces/default/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reviewed"}},
+    )
+    token, _ = TokenIssuer(harness.server.pki.sa_private_key_pem()).issue(
+        "default", "reviewed", sa["metadata"]["uid"]
+    )
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview"}
+    status, good = await harness.request(
+        "POST", "/apis/authentication.k8s.io/v1/tokenreviews", {**review, "spec": {"token": token}}
+    )
+    assert status == 201 and good["status"]["authenticated"] is True
+    assert good["status"]["user"]["username"] == "system:serviceaccount:default:reviewed"
+    status, bad = await harness.request(
+        "POST", "/apis/authentication.k8s.io/v1/tokenreviews", {**review, "spec": {"token": "x"}}
+    )
+    assert status == 201 and bad["status"]["authenticated"] is False
+
+    status, statuses = await harness.request("GET", "/api/v1/componentstatuses")
+    assert status == 200 and statuses["kind"] == "ComponentStatusList"
+    assert statuses["items"][0]["conditions"][0]["status"] == "True"
+
+    pods = "/api/v1/namespaces/default/pods"
+    status, _ = await harness.request("POST", pods, pod("legacy"))
+    assert status == 201
+    binding = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": "legacy"},
+        "target": {"kind": "Node", "name": "node-b"},
+    }
+    status, _ = await harness.request("POST", "/api/v1/namespaces/default/bindings", binding)
+    assert status == 201
+    status, bound = await harness.request("GET", f"{pods}/legacy")
+    assert bound["spec"]["nodeName"] == "node-b"
+    conditions = {c["type"]: c["status"] for c in bound["status"]["conditions"]}
+    assert conditions["PodScheduled"] == "True"

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from sampan.apiserver import watch as watch_stream
 from sampan.apiserver.admission import AdmissionAttributes, AdmissionChain
+from sampan.apiserver.auth.user import AuthenticationError
 from sampan.apiserver.binding import bind_pod
 from sampan.apiserver.errors import (
     BadRequest,
@@ -36,6 +37,7 @@ from sampan.apiserver.errors import (
 )
 from sampan.apiserver.negotiation import (
     decode_object,
+    dump_json,
     media_type_of,
     parse_accept,
     read_body,
@@ -73,6 +75,8 @@ _REVIEW_RESOURCES = frozenset(
         ("authorization.k8s.io", "selfsubjectaccessreviews"),
         ("authorization.k8s.io", "subjectaccessreviews"),
         ("authorization.k8s.io", "localsubjectaccessreviews"),
+        ("authorization.k8s.io", "selfsubjectrulesreviews"),
+        ("authentication.k8s.io", "tokenreviews"),
     }
 )
 _SCALABLE = frozenset(
@@ -109,6 +113,10 @@ class HandlerContext:
     field_selector: Callable[[ResourceInfo, str], FieldSelector]
     convert: Callable[[ResourceInfo, dict[str, Any], ResourceInfo], dict[str, Any]] | None
     backend: Backend  # pods/binding writes through it (see binding.py)
+    rules_for: Callable[[UserInfo, str], tuple[list[dict[str, Any]], list[dict[str, Any]], bool]]
+    authenticate_token: Callable[[str], Awaitable[UserInfo | None]]
+    api_audiences: tuple[str, ...]
+    datastore_health: Callable[[], Awaitable[tuple[bool, str]]]
 
 
 class ResourceHandler:
@@ -137,6 +145,12 @@ class ResourceHandler:
             if ri.verb != "create":
                 raise method_not_allowed()
             return await self._review(request, ri, info, namespace, user)
+        if (info.group, info.plural) == ("", "componentstatuses") and not ri.subresource:
+            return await self._component_statuses(request, ri, info)
+        if (info.group, info.plural) == ("", "bindings") and not ri.subresource:
+            if ri.verb != "create":
+                raise method_not_allowed()
+            return await self._bind(request, ri, info, namespace or None, user)
         if ri.subresource:
             sub = info.subresource(ri.subresource)
             if sub is None:
@@ -660,12 +674,17 @@ class ResourceHandler:
         binding = await self._read_object(
             request, info, expected_kind="Binding", expected_api_version="v1"
         )
+        # pods/<name>/binding names the pod in the URL; the legacy bindings collection in
+        # the body. Either way the pod store is written.
+        pod_name = ri.name if ri.subresource else binding["metadata"].get("name") or ""
+        pods = self.ctx.registry.by_resource("", "v1", "pods")
+        assert pods is not None
         target = binding.get("target") or {}
         node_name = target.get("name") or ""
         if not node_name:
             raise Invalid(
-                f'Binding "{ri.name}" is invalid: target.name: Required value',
-                name=ri.name,
+                f'Binding "{pod_name}" is invalid: target.name: Required value',
+                name=pod_name,
                 kind="Binding",
             )
         dry_run = self._dry_run(request)
@@ -673,9 +692,9 @@ class ResourceHandler:
         await self.ctx.admission.admit(
             self._admission(
                 "CREATE",
-                info,
+                pods,
                 namespace,
-                ri.name,
+                pod_name,
                 user,
                 subresource="binding",
                 obj=binding,
@@ -684,17 +703,60 @@ class ResourceHandler:
         )
 
         await bind_pod(
-            self._store(info),
+            self._store(pods),
             self.ctx.backend,
             namespace or "",
-            ri.name,
+            pod_name,
             node_name,
             dict(annotations),
             dry_run=dry_run,
         )
         return json_response(status_success(201), 201)
 
-    # --- computed review kinds -------------------------------------------------------------
+    # --- computed kinds ------------------------------------------------------------------
+
+    async def _token_review_status(self, spec: dict[str, Any]) -> dict[str, Any]:
+        token = spec.get("token") or ""
+        wanted = list(spec.get("audiences") or [])
+        if wanted and not set(wanted) & set(self.ctx.api_audiences):
+            return {"authenticated": False, "error": "token audiences are not supported"}
+        try:
+            reviewed = await self.ctx.authenticate_token(token) if token else None
+        except AuthenticationError as exc:
+            return {"authenticated": False, "error": exc.message}
+        if reviewed is None:
+            return {"authenticated": False, "error": "invalid bearer token"}
+        audiences = [a for a in wanted if a in self.ctx.api_audiences] or list(
+            self.ctx.api_audiences
+        )
+        return {"authenticated": True, "user": reviewed.to_dict(), "audiences": audiences}
+
+    async def _component_statuses(
+        self, request: web.Request, ri: RequestInfo, info: ResourceInfo
+    ) -> web.StreamResponse:
+        """componentstatuses (deprecated upstream): the datastore's health as ``etcd-0``.
+        Sampan's scheduler and controllers run inside the server and report through
+        /readyz, so they are not listed here."""
+        if ri.verb not in ("get", "list"):
+            raise method_not_allowed()
+        healthy, message = await self.ctx.datastore_health()
+        status = {
+            "apiVersion": "v1",
+            "kind": "ComponentStatus",
+            "metadata": {"name": "etcd-0"},
+            "conditions": [
+                {"type": "Healthy", "status": "True" if healthy else "False", "message": message}
+            ],
+        }
+        renderer = self._renderer(request, info)
+        if ri.verb == "get":
+            if ri.name != "etcd-0":
+                raise NotFound.for_object(info.plural, info.group, ri.name)
+            return json_response(renderer.object_bytes(status))
+        body = renderer.list_bytes(
+            [dump_json(status)], resource_version="", continue_token=None, remaining=None
+        )
+        return json_response(body)
 
     async def _review(
         self,
@@ -706,6 +768,22 @@ class ResourceHandler:
     ) -> web.StreamResponse:
         review = await self._read_object(request, info)
         self._dry_run(request)
+        review["metadata"].setdefault("creationTimestamp", None)
+        spec = review.get("spec") or {}
+        if info.plural == "tokenreviews":
+            review["status"] = await self._token_review_status(spec)
+            return json_response(review, 201)
+        if info.plural == "selfsubjectrulesreviews":
+            rules_namespace = spec.get("namespace") or ""
+            resource_rules, non_resource_rules, incomplete = self.ctx.rules_for(
+                user, rules_namespace
+            )
+            review["status"] = {
+                "resourceRules": resource_rules,
+                "nonResourceRules": non_resource_rules,
+                "incomplete": incomplete,
+            }
+            return json_response(review, 201)
         if info.plural == "selfsubjectreviews":
             user_info: dict[str, Any] = {"username": user.name, "groups": list(user.groups)}
             if user.uid:
@@ -713,7 +791,6 @@ class ResourceHandler:
             if user.extra:
                 user_info["extra"] = {k: list(v) for k, v in user.extra.items()}
             review["status"] = {"userInfo": user_info}
-            review["metadata"].setdefault("creationTimestamp", None)
             return json_response(review, 201)
         spec = review.get("spec") or {}
         if info.plural == "selfsubjectaccessreviews":
@@ -737,7 +814,6 @@ class ResourceHandler:
         review["status"] = {"allowed": bool(decision.allowed)}
         if decision.reason:
             review["status"]["reason"] = decision.reason
-        review["metadata"].setdefault("creationTimestamp", None)
         return json_response(review, 201)
 
 

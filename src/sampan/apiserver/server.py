@@ -43,6 +43,7 @@ from sampan.apiserver.handlers import HandlerContext, ResourceHandler, not_found
 from sampan.apiserver.impersonation import impersonate
 from sampan.apiserver.requestinfo import RequestInfo, parse_request_info
 from sampan.apiserver.responses import error_response, json_response
+from sampan.datastore import StoreError
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -237,7 +238,7 @@ class APIServer:
         rt.authorizer = RBACAuthorizer(_StorageRBACSource(rt.storage, rt.registry))
 
     def _handler_context(self) -> HandlerContext:
-        from sampan.apiserver.auth import Attributes
+        from sampan.apiserver.auth import DEFAULT_API_AUDIENCES, Attributes
         from sampan.apiserver.storage import DeleteOptions
 
         rt = self._rt
@@ -262,7 +263,26 @@ class APIServer:
             field_selector=_parse_field_selector,
             convert=_load_converter(),
             backend=self.backend,
+            rules_for=rt.authorizer.rules_for,
+            authenticate_token=self._authenticate_token,
+            api_audiences=tuple(DEFAULT_API_AUDIENCES),
+            datastore_health=self._datastore_health,
         )
+
+    async def _authenticate_token(self, token: str) -> Any:
+        """TokenReview: the bearer-token chain alone (no client certificate)."""
+        assert self._rt.authenticator is not None
+        return await self._rt.authenticator.authenticate(
+            peer_cert=None, authorization=f"Bearer {token}"
+        )
+
+    async def _datastore_health(self) -> tuple[bool, str]:
+        try:
+            async with asyncio.timeout(HEALTH_CHECK_TIMEOUT_S):
+                await self.backend.current_revision()
+        except (StoreError, OSError, RuntimeError, TimeoutError) as exc:
+            return False, f"datastore check failed: {type(exc).__name__}"
+        return True, "ok"
 
     # --- request pipeline -----------------------------------------------------------------
 
@@ -404,7 +424,7 @@ class APIServer:
                 async with asyncio.timeout(HEALTH_CHECK_TIMEOUT_S):
                     await check.check()
                 lines.append(f"[+]{check.name} ok")
-            except (StatusError, OSError, RuntimeError, TimeoutError, ConnectionError) as exc:
+            except (StatusError, StoreError, OSError, RuntimeError, TimeoutError) as exc:
                 log.warning("health check %s failed: %s", check.name, exc)
                 lines.append(f"[-]{check.name} failed: reason withheld")
                 failed = True
