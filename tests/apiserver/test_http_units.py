@@ -271,3 +271,48 @@ def test_protobuf_configmap_body_decodes_like_json():
         decode_object(b"not protobuf")
     with pytest.raises(ProtobufError):
         decode_object(ENVELOPE_MAGIC + b"\x0a\xff")
+
+
+def test_protobuf_delete_options_and_zero_values():
+    from sampan.apiserver.protobuf import ENVELOPE_MAGIC, ProtobufError, decode_object
+
+    preconditions = _len_field(1, b"uid-1")
+    raw = (
+        _varint(1 << 3)
+        + _varint(0)  # gracePeriodSeconds: 0 (a pointer: kept)
+        + _len_field(2, preconditions)
+        + _len_field(4, b"Foreground")
+        + _len_field(5, b"All")
+    )
+    type_meta = _len_field(1, b"apps/v1") + _len_field(2, b"DeleteOptions")
+    body = ENVELOPE_MAGIC + _len_field(1, type_meta) + _len_field(2, raw)
+    decoded = decode_object(body)
+    assert decoded["gracePeriodSeconds"] == 0
+    assert decoded["preconditions"] == {"uid": "uid-1"}
+    assert decoded["propagationPolicy"] == "Foreground" and decoded["dryRun"] == ["All"]
+
+    # Unknown fields holding only zero values (Go writes every non-pointer field) are
+    # skipped; unknown fields with data refuse the body.
+    meta = _len_field(1, b"n")
+    zero_status = _len_field(3, _len_field(1, b""))
+    type_meta = _len_field(1, b"v1") + _len_field(2, b"ConfigMap")
+    with_zero = (
+        ENVELOPE_MAGIC
+        + _len_field(1, type_meta)
+        + _len_field(2, _len_field(1, meta) + _varint(9 << 3) + _varint(0))
+    )
+    assert decode_object(with_zero)["metadata"] == {"name": "n"}
+    namespace_meta = _len_field(1, b"v1") + _len_field(2, b"Namespace")
+    ns = (
+        ENVELOPE_MAGIC
+        + _len_field(1, namespace_meta)
+        + _len_field(2, _len_field(1, meta) + zero_status)
+    )
+    assert decode_object(ns) == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}
+    with_data = (
+        ENVELOPE_MAGIC
+        + _len_field(1, type_meta)
+        + _len_field(2, _len_field(1, meta) + _varint(9 << 3) + _varint(7))
+    )
+    with pytest.raises(ProtobufError, match="not supported"):
+        decode_object(with_data)

@@ -224,6 +224,16 @@ _BINDING: _Schema = {
 }
 _STATUS_IGNORED = {_IGNORED: (3,)}  # status (field 3): the server owns it
 
+_DELETE_OPTIONS: _Schema = {
+    # DeleteOptions is registered in every group-version; clients encode it with theirs.
+    _IGNORED: (6,),  # ignoreStoreReadErrorWithClusterBreakingPotential: not supported
+    1: _ptr("gracePeriodSeconds", "int"),
+    2: _m("preconditions", {1: _s("uid"), 2: _s("resourceVersion")}),
+    3: _ptr("orphanDependents", "bool"),
+    4: _s("propagationPolicy"),
+    5: _ss("dryRun"),
+}
+
 _KINDS: dict[tuple[str, str], _Schema] = {
     ("v1", "Namespace"): {
         **_STATUS_IGNORED,
@@ -331,6 +341,16 @@ _KINDS: dict[tuple[str, str], _Schema] = {
         ),
     },
     ("authentication.k8s.io/v1", "SelfSubjectReview"): {_IGNORED: (2,), 1: _META},
+    ("authentication.k8s.io/v1", "TokenReview"): {
+        **_STATUS_IGNORED,
+        1: _META,
+        2: _m("spec", {1: _s("token"), 2: _ss("audiences")}),
+    },
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): {
+        **_STATUS_IGNORED,
+        1: _META,
+        2: _m("spec", {1: _s("namespace")}),
+    },
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {
         **_STATUS_IGNORED,
         1: _META,
@@ -531,7 +551,7 @@ def decode_object(body: bytes) -> dict[str, Any]:
                         kind = sub_value.decode("utf-8")
             elif number == 2 and wire == _LEN:
                 raw = value
-        schema = _KINDS.get((api_version, kind))
+        schema = _DELETE_OPTIONS if kind == "DeleteOptions" else _KINDS.get((api_version, kind))
         if schema is None:
             raise ProtobufError(
                 f"protobuf bodies of kind {kind or '?'} ({api_version or '?'}) are not "
