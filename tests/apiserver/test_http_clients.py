@@ -95,7 +95,11 @@ async def test_restart_keeps_objects_and_resource_versions(harness):
     )
     assert status == 201
     rv_before = created["metadata"]["resourceVersion"]
-    await harness.restart()
+    await harness.restart()  # on another port (port 0)
+    status, svc = await harness.request("GET", "/api/v1/namespaces/default/services/kubernetes")
+    assert svc["spec"]["ports"][0]["targetPort"] == harness.server.port
+    status, ep = await harness.request("GET", "/api/v1/namespaces/default/endpoints/kubernetes")
+    assert ep["subsets"][0]["ports"][0]["port"] == harness.server.port
     status, got = await harness.request("GET", "/api/v1/namespaces/default/configmaps/keep")
     assert status == 200
     assert got["metadata"]["resourceVersion"] == rv_before

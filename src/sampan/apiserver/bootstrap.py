@@ -82,6 +82,25 @@ async def _create_if_absent(store: Any, obj: dict[str, Any]) -> bool:
     return True
 
 
+async def _retarget_service(services: Any, port: int) -> None:
+    """After a restart on another port, the Service's targetPort follows the server."""
+    current = await services.get("default", SERVICE_NAME)
+    ports = (current.get("spec") or {}).get("ports") or []
+    if ports and all(p.get("targetPort") == port for p in ports if p.get("name") == "https"):
+        return
+
+    def retarget(obj: dict[str, Any]) -> dict[str, Any]:
+        spec = obj.setdefault("spec", {})
+        spec["ports"] = [
+            {**p, "targetPort": port} if p.get("name") == "https" else p
+            for p in spec.get("ports") or []
+        ]
+        return obj
+
+    await services.guaranteed_update("default", SERVICE_NAME, retarget)
+    log.info("kubernetes service now targets port %d", port)
+
+
 async def ensure_bootstrap_objects(
     storage: Any, registry: Any, *, service_ip: str, advertise_address: str, port: int
 ) -> None:
@@ -108,7 +127,8 @@ async def ensure_bootstrap_objects(
         log.info("created %d bootstrap RBAC objects", created)
 
     services = storage.for_resource(registry.by_resource("", "v1", "services"))
-    await _create_if_absent(services, kubernetes_service(service_ip, port))
+    if not await _create_if_absent(services, kubernetes_service(service_ip, port)):
+        await _retarget_service(services, port)
     endpoints = storage.for_resource(registry.by_resource("", "v1", "endpoints"))
     if not await _create_if_absent(endpoints, kubernetes_endpoints(advertise_address, port)):
         wanted = _subsets(advertise_address, port)

@@ -69,6 +69,10 @@ def _encode(renderer: Renderer, event_type: str, obj: bytes) -> bytes:
     return dump_json({"type": event_type, "object": out}) + b"\n"
 
 
+async def _next_event(iterator: AsyncIterator[Any]) -> Any:
+    return await anext(iterator)
+
+
 async def serve_watch(
     request: web.Request,
     events: AsyncIterator[Any],
@@ -91,7 +95,7 @@ async def serve_watch(
             remaining_s = deadline - asyncio.get_running_loop().time()
             if remaining_s <= 0:
                 break
-            next_task = asyncio.ensure_future(anext(iterator))
+            next_task = asyncio.create_task(_next_event(iterator), name="watch-next-event")
             done, _ = await asyncio.wait(
                 {next_task, stop_task}, timeout=remaining_s, return_when=asyncio.FIRST_COMPLETED
             )
