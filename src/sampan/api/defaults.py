@@ -505,6 +505,39 @@ def _default_hpa_v2(obj: Obj) -> None:
                 },
             }
         ]
+    _default_hpa_behavior(spec)
+
+
+def _scale_up_rules() -> Obj:
+    return {
+        "stabilizationWindowSeconds": 0,
+        "selectPolicy": "Max",
+        "policies": [
+            {"type": "Pods", "value": 4, "periodSeconds": 15},
+            {"type": "Percent", "value": 100, "periodSeconds": 15},
+        ],
+    }
+
+
+def _scale_down_rules() -> Obj:
+    # No stabilizationWindowSeconds: the controller's own default (300 s) applies.
+    return {
+        "selectPolicy": "Max",
+        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+    }
+
+
+def _default_hpa_behavior(spec: Obj) -> None:
+    behavior = spec.get("behavior")
+    if not isinstance(behavior, dict):
+        return
+    for key, rules in (("scaleUp", _scale_up_rules()), ("scaleDown", _scale_down_rules())):
+        given = behavior.get(key)
+        if isinstance(given, dict):
+            for field, value in given.items():
+                if value is not None:
+                    rules[field] = value
+        behavior[key] = rules
 
 
 def _default_hpa_v1(obj: Obj) -> None:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sampan.apiserver.errors import Cause
+if TYPE_CHECKING:
+    from sampan.apiserver.errors import Cause
 
 __all__ = [
     "REASON_DUPLICATE",
@@ -50,6 +51,15 @@ REASON_TOO_MANY = "FieldValueTooMany"
 REASON_NOT_FOUND = "FieldValueNotFound"
 
 
+def _cause(reason: str, message: str, path: str) -> Cause:
+    # Imported on first use: importing ``sampan.apiserver`` runs its package initialisation,
+    # which itself imports this package; a module-level import would make
+    # ``import sampan.api.labels`` circular when it comes first.
+    from sampan.apiserver.errors import Cause
+
+    return Cause(reason, message, path)
+
+
 def format_value(value: Any) -> str:
     """Render a bad value as upstream's ErrorBody does."""
     if isinstance(value, bool):
@@ -81,24 +91,24 @@ def _with_detail(body: str, detail: str) -> str:
 
 
 def required(path: str, detail: str = "") -> Cause:
-    return Cause(REASON_REQUIRED, _with_detail("Required value", detail), path)
+    return _cause(REASON_REQUIRED, _with_detail("Required value", detail), path)
 
 
 def invalid(path: str, value: Any, detail: str = "") -> Cause:
-    return Cause(
+    return _cause(
         REASON_INVALID, _with_detail(f"Invalid value: {format_value(value)}", detail), path
     )
 
 
 def duplicate(path: str, value: Any) -> Cause:
-    return Cause(REASON_DUPLICATE, f"Duplicate value: {format_value(value)}", path)
+    return _cause(REASON_DUPLICATE, f"Duplicate value: {format_value(value)}", path)
 
 
 def not_supported(path: str, value: Any, supported: Sequence[str]) -> Cause:
     detail = ""
     if supported:
         detail = "supported values: " + ", ".join(json.dumps(str(s)) for s in supported)
-    return Cause(
+    return _cause(
         REASON_NOT_SUPPORTED,
         _with_detail(f"Unsupported value: {format_value(value)}", detail),
         path,
@@ -106,19 +116,19 @@ def not_supported(path: str, value: Any, supported: Sequence[str]) -> Cause:
 
 
 def forbidden(path: str, detail: str = "") -> Cause:
-    return Cause(REASON_FORBIDDEN, _with_detail("Forbidden", detail), path)
+    return _cause(REASON_FORBIDDEN, _with_detail("Forbidden", detail), path)
 
 
 def too_long(path: str, max_length: int) -> Cause:
-    return Cause(REASON_TOO_LONG, f"Too long: may not be more than {max_length} bytes", path)
+    return _cause(REASON_TOO_LONG, f"Too long: may not be more than {max_length} bytes", path)
 
 
 def too_many(path: str, actual: int, max_items: int) -> Cause:
-    return Cause(REASON_TOO_MANY, f"Too many: {actual}: must have at most {max_items} items", path)
+    return _cause(REASON_TOO_MANY, f"Too many: {actual}: must have at most {max_items} items", path)
 
 
 def not_found(path: str, value: Any) -> Cause:
-    return Cause(REASON_NOT_FOUND, f"Not found: {format_value(value)}", path)
+    return _cause(REASON_NOT_FOUND, f"Not found: {format_value(value)}", path)
 
 
 def error_string(cause: Cause) -> str:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from sampan.api import fielderrors as fe
 from sampan.api.resources import ResourceInfo
-from sampan.apiserver.errors import Cause
+
+if TYPE_CHECKING:
+    from sampan.apiserver.errors import Cause
 
 __all__ = [
     "DNS1035_LABEL_MAX_LENGTH",

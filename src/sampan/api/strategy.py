@@ -33,22 +33,19 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from sampan.api.defaults import apply_defaults
 from sampan.api.labels import SelectorError, selector_from_label_selector, selector_from_set
 from sampan.api.quantity import QuantityError, parse_quantity
 from sampan.api.resources import ResourceInfo, builtin_resources
-from sampan.api.validation import (
-    validate_create,
-)
-from sampan.api.validation import (
-    validate_status_update as _validate_status_update,
-)
-from sampan.api.validation import (
-    validate_update as _validate_update,
-)
-from sampan.apiserver.errors import Cause
+from sampan.api.validation import validate_create
+from sampan.api.validation import validate_status_update as _validate_status_update
+from sampan.api.validation import validate_update as _validate_update
+
+if TYPE_CHECKING:
+    from sampan.apiserver.errors import Cause
 
 __all__ = [
     "JOB_CONTROLLER_UID_LABEL",
@@ -151,6 +148,11 @@ def pod_qos_class(spec: Obj) -> str:
     return "Burstable"
 
 
+def _now() -> str:
+    """metav1.Time as upstream serializes it: RFC 3339, seconds, UTC."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 # --- create --------------------------------------------------------------------------------
 
 # Status a fresh object shows (zero-valued fields upstream always serializes included).
@@ -194,7 +196,21 @@ def _fresh_status(info: ResourceInfo, obj: Obj) -> Obj | None:
     A custom resource with a status subresource starts without status."""
     key = (info.group, info.kind)
     if key == ("", "Pod"):
-        return {"phase": "Pending", "qosClass": pod_qos_class(_d(obj.get("spec")))}
+        status: Obj = {"phase": "Pending", "qosClass": pod_qos_class(_d(obj.get("spec")))}
+        if _d(obj.get("spec")).get("schedulingGates"):
+            status["conditions"] = [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "SchedulingGated",
+                    "message": "Scheduling is blocked due to non-empty scheduling gates",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": _now(),
+                }
+            ]
+        return status
+    if key == ("", "PersistentVolume"):
+        return {"phase": "Pending", "lastPhaseTransitionTime": _now()}
     if key == ("autoscaling", "HorizontalPodAutoscaler"):
         return (
             {"desiredReplicas": 0}
@@ -394,6 +410,14 @@ def prepare_for_status_update(info: ResourceInfo, new: Obj, old: Obj) -> None:
             new_meta[key] = copy.deepcopy(old_meta[key])
         else:
             new_meta.pop(key, None)
+    if (info.group, info.kind) == ("", "PersistentVolume"):
+        new_status, old_status = _d(new.get("status")), _d(old.get("status"))
+        if new_status.get("phase") != old_status.get("phase"):
+            if new_status.get("lastPhaseTransitionTime") in (
+                None,
+                old_status.get("lastPhaseTransitionTime"),
+            ):
+                new.setdefault("status", {})["lastPhaseTransitionTime"] = _now()
     if is_pod:
         status = new.get("status")
         if isinstance(status, dict) and not status.get("qosClass"):

@@ -22,7 +22,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sampan.api import fielderrors as fe
 from sampan.api.cron import CronError, parse_schedule
@@ -41,7 +41,9 @@ from sampan.api.names import (
 )
 from sampan.api.quantity import QuantityError, parse_quantity
 from sampan.api.resources import ResourceInfo
-from sampan.apiserver.errors import Cause
+
+if TYPE_CHECKING:
+    from sampan.apiserver.errors import Cause
 
 __all__ = [
     "CRONJOB_NAME_MAX_LENGTH",
@@ -56,7 +58,7 @@ __all__ = [
 ]
 
 Obj = dict[str, Any]
-Causes = list[Cause]
+Causes = list["Cause"]
 
 MAX_CONFIG_SIZE_BYTES = 1024 * 1024  # ConfigMaps and Secrets (upstream MaxSecretSize)
 CRONJOB_NAME_MAX_LENGTH = 52
