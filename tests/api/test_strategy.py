@@ -854,3 +854,43 @@ def test_cronjob_name_limit_only_on_create() -> None:
         f'Invalid value: "{long_name}": must be no more than 52 characters'
     ]
     assert strategy.validate_update(CRONJOBS, copy.deepcopy(cron), cron) == []
+
+
+def test_hpa_behavior_defaults_and_gated_pods() -> None:
+    hpa_v2 = REG.by_resource("autoscaling", "v2", "horizontalpodautoscalers")
+    hpa = create(
+        hpa_v2,
+        {
+            "metadata": {"name": "h", "namespace": "d"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "w"},
+                "maxReplicas": 3,
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}},
+            },
+        },
+    )
+    assert hpa["spec"]["minReplicas"] == 1
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 80
+    assert hpa["spec"]["behavior"] == {
+        "scaleUp": {
+            "stabilizationWindowSeconds": 0,
+            "selectPolicy": "Max",
+            "policies": [
+                {"type": "Pods", "value": 4, "periodSeconds": 15},
+                {"type": "Percent", "value": 100, "periodSeconds": 15},
+            ],
+        },
+        "scaleDown": {
+            "stabilizationWindowSeconds": 60,
+            "selectPolicy": "Max",
+            "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+        },
+    }
+    assert strategy.validate(hpa_v2, hpa) == []
+    gated = create(PODS, pod(schedulingGates=[{"name": "example.com/wait"}]))
+    condition = gated["status"]["conditions"][0]
+    assert (condition["type"], condition["status"], condition["reason"]) == (
+        "PodScheduled",
+        "False",
+        "SchedulingGated",
+    )
