@@ -15,7 +15,6 @@ store in the storage version and leave in the requested one.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -105,7 +104,7 @@ class HandlerContext:
     storage: Storage
     admission: AdmissionChain
     max_body_bytes: int
-    stopping: asyncio.Event  # set when the server stops (ends watches)
+    watches: watch_stream.WatchTracker  # the server's open watches (stop() ends them)
     authorize: Callable[[Attributes], Decision]  # for access reviews
     make_attributes: Callable[..., Attributes]
     delete_options_type: type[DeleteOptions]
@@ -390,7 +389,7 @@ class ResourceHandler:
             events,
             self._renderer(request, info),
             timeout_s=float(timeout_s) if timeout_s > 0 else None,
-            stopping=self.ctx.stopping,
+            tracker=self.ctx.watches,
         )
 
     async def _create(

@@ -43,6 +43,7 @@ from sampan.apiserver.handlers import HandlerContext, ResourceHandler, not_found
 from sampan.apiserver.impersonation import impersonate
 from sampan.apiserver.requestinfo import RequestInfo, parse_request_info
 from sampan.apiserver.responses import error_response, json_response
+from sampan.apiserver.watch import WatchTracker
 from sampan.datastore import StoreError
 
 __all__ = [
@@ -124,6 +125,7 @@ class APIServer:
         self.backend = backend
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._watches = WatchTracker()
         self._rt = _Runtime()
 
     # --- public ---------------------------------------------------------------------------
@@ -216,6 +218,7 @@ class APIServer:
 
     async def stop(self) -> None:
         self._stopping.set()
+        self._watches.stop_all()
         self.ready.clear()
         rt = self._rt
         if rt.runner is not None:
@@ -255,7 +258,7 @@ class APIServer:
             storage=rt.storage,
             admission=default_chain(get_namespace),
             max_body_bytes=self.options.max_body_bytes,
-            stopping=self._stopping,
+            watches=self._watches,
             authorize=rt.authorizer.authorize,
             make_attributes=Attributes,
             delete_options_type=DeleteOptions,

@@ -26,7 +26,13 @@ from sampan.apiserver.errors import StatusError
 from sampan.apiserver.negotiation import JSON_CONTENT_TYPE, dump_json
 from sampan.apiserver.responses import Renderer
 
-__all__ = ["MAX_WATCH_TIMEOUT_S", "MIN_WATCH_TIMEOUT_S", "default_timeout_s", "serve_watch"]
+__all__ = [
+    "MAX_WATCH_TIMEOUT_S",
+    "MIN_WATCH_TIMEOUT_S",
+    "WatchTracker",
+    "default_timeout_s",
+    "serve_watch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +75,34 @@ def _encode(renderer: Renderer, event_type: str, obj: bytes) -> bytes:
     return dump_json({"type": event_type, "object": out}) + b"\n"
 
 
-async def _next_event(iterator: AsyncIterator[Any]) -> Any:
-    return await anext(iterator)
+class WatchTracker:
+    """The server's open watches, so stop() can end them all cleanly at once.
+
+    Each watch runs inside an ``asyncio.timeout`` scope (its timeoutSeconds); ending a watch
+    early is rescheduling that scope to now, which interrupts whatever the watch awaits and
+    leaves it on the normal end-of-stream path (chunked terminator written). This costs one
+    timer per watch instead of extra tasks per event.
+    """
+
+    def __init__(self) -> None:
+        self._scopes: set[asyncio.Timeout] = set()
+        self.stopped = False
+
+    def add(self, scope: asyncio.Timeout) -> None:
+        self._scopes.add(scope)
+
+    def discard(self, scope: asyncio.Timeout) -> None:
+        self._scopes.discard(scope)
+
+    def stop_all(self) -> None:
+        self.stopped = True
+        now = asyncio.get_running_loop().time()
+        for scope in list(self._scopes):
+            if not scope.expired():
+                scope.reschedule(now)
+
+    def __len__(self) -> int:
+        return len(self._scopes)
 
 
 async def serve_watch(
@@ -79,48 +111,21 @@ async def serve_watch(
     renderer: Renderer,
     *,
     timeout_s: float | None,
-    stopping: asyncio.Event,
+    tracker: WatchTracker,
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=200)
     response.content_type = JSON_CONTENT_TYPE
     response.enable_chunked_encoding()
     response.headers["Cache-Control"] = "no-cache, private"
     await response.prepare(request)
-    deadline = asyncio.get_running_loop().time() + (timeout_s or default_timeout_s())
     iterator = aiter(events)
-    stop_task = asyncio.create_task(stopping.wait(), name="watch-stop-signal")
-    next_task: asyncio.Future[Any] | None = None
     try:
-        while True:
-            remaining_s = deadline - asyncio.get_running_loop().time()
-            if remaining_s <= 0:
-                break
-            next_task = asyncio.create_task(_next_event(iterator), name="watch-next-event")
-            done, _ = await asyncio.wait(
-                {next_task, stop_task}, timeout=remaining_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            if next_task not in done:
-                next_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, StatusError):
-                    await next_task
-                break
-            try:
-                event = next_task.result()
-            except StopAsyncIteration:
-                break
-            except StatusError as exc:
-                await response.write(b'{"type":"ERROR","object":' + exc.to_json() + b"}\n")
-                break
-            await response.write(_encode(renderer, event.type, event.object))
+        if not tracker.stopped:
+            await _pump(response, iterator, renderer, timeout_s or default_timeout_s(), tracker)
     except (ConnectionResetError, ConnectionError) as exc:
         log.debug("watch client went away: %s", exc)
         return response
     finally:
-        for task in (stop_task, next_task):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, StatusError):
-                    await task
         closer = getattr(iterator, "aclose", None)
         if closer is not None:
             try:
@@ -130,3 +135,30 @@ async def serve_watch(
     with contextlib.suppress(ConnectionResetError, ConnectionError):
         await response.write_eof()
     return response
+
+
+async def _pump(
+    response: web.StreamResponse,
+    iterator: AsyncIterator[Any],
+    renderer: Renderer,
+    timeout_s: float,
+    tracker: WatchTracker,
+) -> None:
+    """Write events until the iterator ends, the timeout expires or the server stops."""
+    try:
+        async with asyncio.timeout(timeout_s) as scope:
+            tracker.add(scope)
+            try:
+                while True:
+                    try:
+                        event = await anext(iterator)
+                    except StopAsyncIteration:
+                        return
+                    except StatusError as exc:
+                        await response.write(b'{"type":"ERROR","object":' + exc.to_json() + b"}\n")
+                        return
+                    await response.write(_encode(renderer, event.type, event.object))
+            finally:
+                tracker.discard(scope)
+    except TimeoutError:
+        return  # timeoutSeconds reached or the server is stopping: end the stream cleanly
