@@ -500,7 +500,11 @@ def test_service_validation() -> None:
     two = svc(ports=[{"port": 80, "name": "http"}, {"port": 0, "protocol": "ICMP"}])
     assert causes(SERVICES, two) == [
         ("FieldValueRequired", "spec.ports[1].name", "Required value"),
-        ("FieldValueRequired", "spec.ports[1].port", "Required value"),
+        (
+            "FieldValueInvalid",
+            "spec.ports[1].port",
+            "Invalid value: 0: must be between 1 and 65535, inclusive",
+        ),
         (
             "FieldValueNotSupported",
             "spec.ports[1].protocol",

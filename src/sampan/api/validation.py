@@ -1246,7 +1246,9 @@ def _validate_service(info: ResourceInfo, obj: Obj) -> Causes:
             if name in names:
                 causes.append(fe.duplicate(f"{ppath}.name", name))
             names.add(name)
-        _port_number(causes, f"{ppath}.port", port.get("port"))
+        service_port = port.get("port")
+        if _int(service_port) is None or not 1 <= service_port <= 65535:
+            causes.append(fe.invalid(f"{ppath}.port", service_port or 0, PORT_RANGE))
         _enum(causes, f"{ppath}.protocol", port.get("protocol"), PROTOCOLS, required=True)
         key = (port.get("port"), port.get("protocol"))
         if key in seen_ports:
