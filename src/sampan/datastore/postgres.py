@@ -458,7 +458,9 @@ class PostgresBackend:
         check_prefix(prefix)
         self._check_open()
         assert self._broadcaster is not None
-        async for batch in watch_events(self._broadcaster, self._history, prefix, start_revision):
+        async for batch in watch_events(
+            self._broadcaster, self._history, self.current_revision, prefix, start_revision
+        ):
             yield batch
 
     # --- the listener and the poller ----------------------------------------------------
@@ -524,8 +526,11 @@ class PostgresBackend:
             await self._sleep_or_wake(POLL_INTERVAL_S)
 
     async def _sleep_or_wake(self, timeout_s: float) -> None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # arrives just as the event is set, and close() would then wait forever.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._wake.wait()
         self._wake.clear()
 
     async def _fill_gap(self, row_id: int) -> None:

@@ -593,7 +593,9 @@ class SQLiteBackend:
         check_prefix(prefix)
         self._check_open()
         assert self._broadcaster is not None
-        async for batch in watch_events(self._broadcaster, self._history, prefix, start_revision):
+        async for batch in watch_events(
+            self._broadcaster, self._history, self.current_revision, prefix, start_revision
+        ):
             yield batch
 
     # --- compaction -----------------------------------------------------------------------

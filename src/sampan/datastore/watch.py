@@ -147,15 +147,23 @@ class Broadcaster:
 
 
 async def watch_events(
-    broadcaster: Broadcaster, read_history: HistoryReader, prefix: str, start_revision: int
+    broadcaster: Broadcaster,
+    read_history: HistoryReader,
+    current_revision: Callable[[], Awaitable[int]],
+    prefix: str,
+    start_revision: int,
 ) -> AsyncIterator[list[Event]]:
-    """Events under ``prefix`` from ``start_revision`` on (0: only changes after now), in
-    revision order, each exactly once; history first, then live."""
+    """Events under ``prefix`` from ``start_revision`` on (0: only changes after the store's
+    current revision), in revision order, each exactly once; history first, then live."""
     sub = broadcaster.subscribe(prefix)
     try:
         high = broadcaster.revision
-        last = high if start_revision <= 0 else start_revision - 1
-        if start_revision > 0:
+        if start_revision <= 0:
+            # The store may be ahead of what has been published (PostgreSQL's poller): "now"
+            # is the store's revision, and anything up to it is skipped.
+            last = max(high, await current_revision())
+        else:
+            last = start_revision - 1
             floor, history = await read_history(prefix, start_revision - 1, high)
             if start_revision <= floor:
                 raise CompactedError(start_revision, floor)

@@ -1,0 +1,39 @@
+"""Fixtures for the datastore tests: each driver against a real database (SQLite in a temp
+dir, PostgreSQL in a private server started once per session)."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sampan.datastore.postgres import PostgresBackend
+from sampan.datastore.sqlite import SQLiteBackend
+from sampan.datastore.types import Backend
+from tests.support.postgres import PostgresServer, postgres_server
+
+__all__ = ["postgres_server"]
+
+DRIVERS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def make_backend(
+    kind: str, tmp_path: pathlib.Path, request: pytest.FixtureRequest
+) -> SQLiteBackend | PostgresBackend:
+    """A fresh, not yet started backend of ``kind`` on an empty database, without the
+    background compactor (tests compact explicitly)."""
+    if kind == "sqlite":
+        return SQLiteBackend(tmp_path / "state.db", auto_compact=False)
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return PostgresBackend(server.create_database(), auto_compact=False)
+
+
+@pytest.fixture(params=DRIVERS)
+async def backend(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> AsyncIterator[Backend]:
+    store = make_backend(request.param, tmp_path, request)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
