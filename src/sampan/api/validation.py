@@ -70,7 +70,8 @@ PORT_RANGE = "must be between 1 and 65535, inclusive"
 PROTOCOLS = ("SCTP", "TCP", "UDP")
 RBAC_GROUP = "rbac.authorization.k8s.io"
 
-_ENV_VAR_NAME_RE = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+# RelaxedEnvironmentVariableValidation is on by default in 1.32: printable ASCII but '='.
+_ENV_VAR_NAME_RE = re.compile(r"^[ -<>-~]+$")
 _CONFIG_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
 _PORT_NAME_CHARS_RE = re.compile(r"^[-a-z0-9]+$")
 _PORT_NAME_LETTER_RE = re.compile(r"[a-z]")
@@ -397,10 +398,8 @@ def _validate_container(
                 fe.invalid(
                     f"{path}.env[{i}].name",
                     name,
-                    "a valid environment variable name must consist of alphabetic characters, "
-                    "digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',"
-                    "  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is "
-                    "'[-._a-zA-Z][-._a-zA-Z0-9]*')",
+                    "a valid environment variable name must consist only of printable ASCII "
+                    "characters other than '='",
                 )
             )
     mount_paths: set[str] = set()
