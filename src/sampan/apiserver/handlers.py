@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESOURCE_NOT_FOUND = "the server could not find the requested resource"
+COMPONENT_STATUS_WARNING = '299 - "v1 ComponentStatus is deprecated in v1.19+"'
+"""The deprecation warning kube-apiserver sends with componentstatuses (kubectl prints it)."""
 METHOD_NOT_ALLOWED = "the server does not allow this method on the requested resource"
 
 # Kinds whose registry returns the deleted object rather than a Status on immediate deletion
@@ -751,11 +753,15 @@ class ResourceHandler:
         if ri.verb == "get":
             if ri.name != "etcd-0":
                 raise NotFound.for_object(info.plural, info.group, ri.name)
-            return json_response(renderer.object_bytes(status))
-        body = renderer.list_bytes(
-            [dump_json(status)], resource_version="", continue_token=None, remaining=None
-        )
-        return json_response(body)
+            response = json_response(renderer.object_bytes(status))
+        else:
+            response = json_response(
+                renderer.list_bytes(
+                    [dump_json(status)], resource_version="", continue_token=None, remaining=None
+                )
+            )
+        response.headers["Warning"] = COMPONENT_STATUS_WARNING
+        return response
 
     async def _review(
         self,
