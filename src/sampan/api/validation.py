@@ -748,6 +748,7 @@ def _validate_template(
     path: str,
     *,
     restart_policies: tuple[str, ...] | None = ("Always",),
+    owner_kind: str = "ReplicaSet",
 ) -> None:
     if not isinstance(template, dict):
         causes.append(fe.required(path))
@@ -771,7 +772,7 @@ def _validate_template(
             fe.invalid(
                 f"{path}.spec.activeDeadlineSeconds",
                 deadline,
-                "activeDeadlineSeconds in ReplicaSet is not Supported",
+                f"activeDeadlineSeconds in {owner_kind} is not Supported",
             )
         )
 
@@ -860,7 +861,7 @@ def _validate_replicaset(info: ResourceInfo, obj: Obj) -> Causes:
     _nonneg(causes, "spec.replicas", spec.get("replicas"))
     _nonneg(causes, "spec.minReadySeconds", spec.get("minReadySeconds"))
     _selector_matches_template(causes, spec, "spec", kind_word=info.singular)
-    _validate_template(causes, spec.get("template"), "spec.template")
+    _validate_template(causes, spec.get("template"), "spec.template", owner_kind=info.kind)
     return causes
 
 
@@ -905,7 +906,7 @@ def _validate_daemonset(info: ResourceInfo, obj: Obj) -> Causes:
     causes: Causes = []
     spec = _d(obj.get("spec"))
     _selector_matches_template(causes, spec, "spec", kind_word="daemonset")
-    _validate_template(causes, spec.get("template"), "spec.template")
+    _validate_template(causes, spec.get("template"), "spec.template", owner_kind="DaemonSet")
     strategy = _d(spec.get("updateStrategy"))
     _enum(
         causes,
@@ -979,7 +980,7 @@ def _validate_replicationcontroller(info: ResourceInfo, obj: Obj) -> Causes:
                 "`selector` does not match template `labels`",
             )
         )
-    _validate_template(causes, template, "spec.template")
+    _validate_template(causes, template, "spec.template", owner_kind="ReplicationController")
     return causes
 
 
