@@ -211,12 +211,15 @@ def _default_pod(obj: Obj) -> None:
                     if not port.get("hostPort") and "containerPort" in port:
                         port["hostPort"] = port["containerPort"]
             # requests default to limits where only limits are given
-            resources = container.get("resources") or {}
+            resources = _d(container.get("resources"))
             limits = resources.get("limits")
             if isinstance(limits, dict) and limits:
-                requests = resources.setdefault("requests", {})
-                for name, quantity in limits.items():
-                    requests.setdefault(name, quantity)
+                requests = resources.get("requests")
+                if requests is None:
+                    requests = resources["requests"] = {}
+                if isinstance(requests, dict):
+                    for name, quantity in limits.items():
+                        requests.setdefault(name, quantity)
     # Priority admission with no PriorityClass and no global default.
     if not spec.get("priorityClassName"):
         spec.setdefault("priority", 0)
@@ -229,7 +232,7 @@ def _default_pod(obj: Obj) -> None:
 def _template_labels(spec: Obj) -> Obj:
     template = spec.get("template")
     if isinstance(template, dict):
-        labels = (template.get("metadata") or {}).get("labels")
+        labels = _d(template.get("metadata")).get("labels")
         if isinstance(labels, dict):
             return labels
     return {}
@@ -561,7 +564,7 @@ def _default_webhooks(obj: Obj, *, mutating: bool) -> None:
             webhook.setdefault("reinvocationPolicy", "Never")
         for rule in _dicts(webhook, "rules"):
             rule.setdefault("scope", "*")
-        service = (webhook.get("clientConfig") or {}).get("service")
+        service = _d(webhook.get("clientConfig")).get("service")
         if isinstance(service, dict):
             service.setdefault("port", DEFAULT_WEBHOOK_PORT)
 

@@ -78,6 +78,19 @@ def _d(value: Any) -> Obj:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _spec(obj: Obj) -> Obj:
+    """``obj["spec"]`` as a dict, replacing a malformed one (validation reports the rest)."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        spec = {}
+        obj["spec"] = spec
+    return spec
+
+
 def _meta(obj: Obj) -> Obj:
     meta = obj.get("metadata")
     if not isinstance(meta, dict):
@@ -115,7 +128,10 @@ def pod_qos_class(spec: Obj) -> str:
     requests: dict[str, Any] = {}
     limits: dict[str, Any] = {}
     guaranteed = True
-    containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
+    containers = [
+        *(c for c in _list(spec.get("containers"))),
+        *(c for c in _list(spec.get("initContainers"))),
+    ]
     for container in containers:
         resources = _d(_d(container).get("resources"))
         for name, text in _d(resources.get("requests")).items():
@@ -233,8 +249,8 @@ def _fresh_status(info: ResourceInfo, obj: Obj) -> Obj | None:
 
 
 def _prepare_job_create(obj: Obj) -> None:
-    spec = obj.setdefault("spec", {})
-    if spec.get("manualSelector") is True:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict) or spec.get("manualSelector") is True:
         return
     meta = _meta(obj)
     uid = meta.get("uid")
@@ -243,7 +259,11 @@ def _prepare_job_create(obj: Obj) -> None:
         meta["uid"] = uid
     name = meta.get("name") or ""
     template = spec.setdefault("template", {})
+    if not isinstance(template, dict):
+        return
     template_meta = template.setdefault("metadata", {})
+    if not isinstance(template_meta, dict):
+        return
     template_labels = template_meta.get("labels")
     if not isinstance(template_labels, dict):
         template_labels = {}
@@ -281,7 +301,7 @@ def prepare_for_create(info: ResourceInfo, obj: Obj) -> None:
     if (info.group, info.kind) == ("batch", "Job"):
         _prepare_job_create(obj)
     if (info.group, info.kind) == ("", "Namespace"):
-        spec = obj.setdefault("spec", {})
+        spec = _spec(obj)
         finalizers = spec.get("finalizers")
         if not isinstance(finalizers, list):
             finalizers = []
@@ -305,7 +325,9 @@ _SERVICE_ALLOCATED = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy")
 
 
 def _prepare_service_update(new: Obj, old: Obj) -> None:
-    new_spec, old_spec = new.setdefault("spec", {}), _d(old.get("spec"))
+    new_spec, old_spec = new.get("spec"), _d(old.get("spec"))
+    if not isinstance(new_spec, dict):
+        return
     if new_spec.get("type") == "ExternalName" or old_spec.get("type") == "ExternalName":
         return
     if not new_spec.get("clusterIP") and old_spec.get("clusterIP"):
@@ -315,15 +337,17 @@ def _prepare_service_update(new: Obj, old: Obj) -> None:
     if new_spec.get("type") in ("NodePort", "LoadBalancer") and new_spec.get(
         "type"
     ) == old_spec.get("type"):
-        old_ports = {
-            (_d(p).get("port"), _d(p).get("protocol")): _d(p).get("nodePort")
-            for p in old_spec.get("ports") or []
-        }
-        for port in new_spec.get("ports") or []:
+        old_ports = [_d(p) for p in _list(old_spec.get("ports"))]
+        for port in _list(new_spec.get("ports")):
             if isinstance(port, dict) and not port.get("nodePort"):
-                node_port = old_ports.get((port.get("port"), port.get("protocol")))
-                if node_port:
-                    port["nodePort"] = node_port
+                for old_port in old_ports:
+                    same = (old_port.get("port"), old_port.get("protocol")) == (
+                        port.get("port"),
+                        port.get("protocol"),
+                    )
+                    if same and old_port.get("nodePort"):
+                        port["nodePort"] = old_port["nodePort"]
+                        break
         if not new_spec.get("healthCheckNodePort") and old_spec.get("healthCheckNodePort"):
             if new_spec.get("externalTrafficPolicy") == "Local":
                 new_spec["healthCheckNodePort"] = old_spec["healthCheckNodePort"]
@@ -331,7 +355,7 @@ def _prepare_service_update(new: Obj, old: Obj) -> None:
 
 def _prepare_namespace_update(new: Obj, old: Obj) -> None:
     old_finalizers = _d(old.get("spec")).get("finalizers")
-    spec = new.setdefault("spec", {})
+    spec = _spec(new)
     if old_finalizers is None:
         spec.pop("finalizers", None)
     else:
@@ -464,4 +488,4 @@ def scale_of(info: ResourceInfo, obj: Obj) -> Obj:
 def apply_scale(info: ResourceInfo, obj: Obj, scale: Obj) -> None:
     """Write a Scale's ``spec.replicas`` into the object (``PUT/PATCH .../scale``)."""
     replicas = _d(scale.get("spec")).get("replicas", 0)
-    obj.setdefault("spec", {})["replicas"] = replicas
+    _spec(obj)["replicas"] = replicas

@@ -85,6 +85,13 @@ def _l(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def _h(value: Any) -> Any:
+    """A hashable stand-in for a JSON value (for duplicate detection in sets)."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -373,9 +380,9 @@ def _validate_container(
             causes.extend(
                 fe.invalid(f"{ppath}.name", name, m) for m in is_valid_port_name(str(name))
             )
-            if name in port_names:
+            if _h(name) in port_names:
                 causes.append(fe.duplicate(f"{ppath}.name", name))
-            port_names.add(name)
+            port_names.add(_h(name))
         _port_number(causes, f"{ppath}.containerPort", port.get("containerPort"))
         if port.get("hostPort"):
             _port_number(causes, f"{ppath}.hostPort", port.get("hostPort"))
@@ -409,15 +416,15 @@ def _validate_container(
         name = mount.get("name")
         if not name:
             causes.append(fe.required(f"{mpath}.name"))
-        elif name not in volumes:
+        elif _h(name) not in volumes:
             causes.append(fe.not_found(f"{mpath}.name", name))
         mount_path = mount.get("mountPath")
         if not mount_path:
             causes.append(fe.required(f"{mpath}.mountPath"))
-        elif mount_path in mount_paths:
+        elif _h(mount_path) in mount_paths:
             causes.append(fe.invalid(f"{mpath}.mountPath", mount_path, "must be unique"))
         else:
-            mount_paths.add(mount_path)
+            mount_paths.add(_h(mount_path))
     _enum(
         causes,
         f"{path}.imagePullPolicy",
@@ -475,9 +482,9 @@ def validate_pod_spec(spec: Any, path: str = "spec") -> Causes:
             causes.append(fe.required(f"{vpath}.name"))
             continue
         causes.extend(fe.invalid(f"{vpath}.name", name, m) for m in is_dns1123_label(str(name)))
-        if name in volumes:
+        if _h(name) in volumes:
             causes.append(fe.duplicate(f"{vpath}.name", name))
-        volumes.add(name)
+        volumes.add(_h(name))
         sources = [k for k in volume if k != "name"]
         if len(sources) > 1:
             causes.append(
@@ -499,9 +506,9 @@ def validate_pod_spec(spec: Any, path: str = "spec") -> Causes:
                 causes.extend(
                     fe.invalid(f"{cpath}.name", name, m) for m in is_dns1123_label(str(name))
                 )
-                if name in names:
+                if _h(name) in names:
                     causes.append(fe.duplicate(f"{cpath}.name", name))
-                names.add(name)
+                names.add(_h(name))
             _validate_container(causes, cpath, container, volumes, host_network=host_network)
     _enum(
         causes, f"{path}.restartPolicy", spec.get("restartPolicy"), RESTART_POLICIES, required=True
@@ -1243,14 +1250,14 @@ def _validate_service(info: ResourceInfo, obj: Obj) -> Causes:
             causes.append(fe.required(f"{ppath}.name"))
         if name:
             causes.extend(fe.invalid(f"{ppath}.name", name, m) for m in is_dns1123_label(str(name)))
-            if name in names:
+            if _h(name) in names:
                 causes.append(fe.duplicate(f"{ppath}.name", name))
-            names.add(name)
+            names.add(_h(name))
         service_port = port.get("port")
         if _int(service_port) is None or not 1 <= service_port <= 65535:
             causes.append(fe.invalid(f"{ppath}.port", service_port or 0, PORT_RANGE))
         _enum(causes, f"{ppath}.protocol", port.get("protocol"), PROTOCOLS, required=True)
-        key = (port.get("port"), port.get("protocol"))
+        key = (_h(port.get("port")), _h(port.get("protocol")))
         if key in seen_ports:
             causes.append(fe.duplicate(ppath, {"port": key[0], "protocol": key[1]}))
         seen_ports.add(key)
@@ -1388,6 +1395,9 @@ def _validate_secret(info: ResourceInfo, obj: Obj) -> Causes:
     if total > MAX_CONFIG_SIZE_BYTES:
         causes.append(fe.too_long("data", MAX_CONFIG_SIZE_BYTES))
     secret_type = obj.get("type") or "Opaque"
+    if not isinstance(secret_type, str):
+        causes.append(fe.invalid("type", secret_type, "must be a string"))
+        secret_type = ""
     data = _d(obj.get("data"))
     if secret_type == "kubernetes.io/service-account-token":
         annotations = _d(_d(obj.get("metadata")).get("annotations"))
@@ -1453,7 +1463,7 @@ def _validate_node(info: ResourceInfo, obj: Obj) -> Causes:
                 fe.invalid(f"{tpath}.value", value, m) for m in is_valid_label_value(str(value))
             )
         _enum(causes, f"{tpath}.effect", taint.get("effect"), TAINT_EFFECTS, required=True)
-        pair = (key, taint.get("effect"))
+        pair = (_h(key), _h(taint.get("effect")))
         if pair in seen:
             causes.append(fe.duplicate(tpath, f"{key}={value or ''}:{taint.get('effect')}"))
         seen.add(pair)
@@ -1942,9 +1952,9 @@ def _validate_webhooks(info: ResourceInfo, obj: Obj) -> Causes:
                         "should be a domain with at least three segments separated by dots",
                     )
                 )
-            if name in names:
+            if _h(name) in names:
                 causes.append(fe.duplicate(f"{wpath}.name", name))
-            names.add(name)
+            names.add(_h(name))
         if not webhook.get("sideEffects"):
             causes.append(
                 fe.required(f"{wpath}.sideEffects", "must specify one of None, NoneOnDryRun")
@@ -2030,7 +2040,7 @@ def _validate_crd(info: ResourceInfo, obj: Obj) -> Causes:
             vname = _d(version).get("name")
             if not vname:
                 causes.append(fe.required(f"spec.versions[{i}].name"))
-            elif vname in seen:
+            elif _h(vname) in seen:
                 causes.append(
                     fe.invalid("spec.versions", versions, "must contain unique version names")
                 )
@@ -2039,7 +2049,7 @@ def _validate_crd(info: ResourceInfo, obj: Obj) -> Causes:
                     fe.invalid(f"spec.versions[{i}].name", vname, m)
                     for m in is_dns1035_label(str(vname))
                 )
-            seen.add(vname)
+            seen.add(_h(vname))
     return causes
 
 
