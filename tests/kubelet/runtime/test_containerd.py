@@ -186,6 +186,14 @@ async def _remove_pod(env: RuntimeEnv, sandbox_id: str, container_id: str) -> No
         await rt.pod_sandbox_status(sandbox_id)
 
 
+def _process_name(pid: int) -> str | None:
+    """argv[0] of a live process, None if there is none (our own exited children are reaped)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode() or None
+    except FileNotFoundError:
+        return None
+
+
 def _log_lines(path: Path) -> list[tuple[str, str, str]]:
     lines = []
     for raw in path.read_text().splitlines():
@@ -327,3 +335,28 @@ async def test_existing_endpoint_is_used_without_starting_containerd(
         await other.stop()
     # Stopping a runtime that only borrowed the socket leaves its owner running.
     assert (await runtime_env.runtime.runtime.version()).runtime_name == "containerd"
+
+
+@pytest.mark.slow
+async def test_stopping_containerd_leaves_containers_running(runtime_env: RuntimeEnv) -> None:
+    env = runtime_env
+    containerd = env.runtime.containerd
+    assert containerd is not None
+    rt = env.runtime.runtime
+    sandbox_id, container_id, _, _ = await _run_pod(
+        env, "keeper", ["sleep", "120"], host_network=True
+    )
+    status = await rt.container_status(container_id, verbose=True)
+    pid = json.loads(status.info["info"])["pid"]
+    assert pid > 0
+
+    old_pid = containerd.pid
+    await containerd.stop()
+    assert old_pid is not None and await asyncio.to_thread(_process_name, old_pid) is None
+    # The container's process outlives containerd: its shim is a separate process.
+    assert await asyncio.to_thread(_process_name, pid) == "sleep"
+
+    await containerd.start()
+    after = await rt.container_status(container_id)
+    assert after.status.state == pb.ContainerState.CONTAINER_RUNNING
+    await _remove_pod(env, sandbox_id, container_id)
