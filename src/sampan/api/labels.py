@@ -404,6 +404,8 @@ def selector_from_set(labels: Mapping[str, str]) -> Selector:
     return _build([make_requirement(k, Operator.EQUALS, [v]) for k, v in labels.items()])
 
 
+_INVALID_LABEL_SELECTOR = "invalid label selector"
+
 _EXPRESSION_OPERATORS = {
     "In": Operator.IN,
     "NotIn": Operator.NOT_IN,
@@ -413,22 +415,34 @@ _EXPRESSION_OPERATORS = {
 
 
 def selector_from_label_selector(obj: Mapping[str, object] | None) -> Selector:
-    """Convert a ``metav1.LabelSelector`` dict. ``None`` matches nothing; ``{}`` everything."""
+    """Convert a ``metav1.LabelSelector`` dict. ``None`` matches nothing; ``{}`` everything.
+    Anything that is not a well-formed LabelSelector raises ``SelectorError``."""
     if obj is None:
         return Selector.nothing()
+    if not isinstance(obj, Mapping):
+        raise SelectorError(_INVALID_LABEL_SELECTOR)
     match_labels = obj.get("matchLabels") or {}
     expressions = obj.get("matchExpressions") or []
     if not isinstance(match_labels, Mapping) or not isinstance(expressions, list):
-        raise SelectorError("invalid label selector")
-    reqs = [make_requirement(str(k), Operator.EQUALS, [str(v)]) for k, v in match_labels.items()]
+        raise SelectorError(_INVALID_LABEL_SELECTOR)
+    reqs = []
+    for key, value in match_labels.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise SelectorError(_INVALID_LABEL_SELECTOR)
+        reqs.append(make_requirement(key, Operator.EQUALS, [value]))
     for expr in expressions:
         if not isinstance(expr, Mapping):
-            raise SelectorError("invalid label selector")
+            raise SelectorError(_INVALID_LABEL_SELECTOR)
         op_name = expr.get("operator", "")
-        if op_name not in _EXPRESSION_OPERATORS:
+        if not isinstance(op_name, str) or op_name not in _EXPRESSION_OPERATORS:
             raise SelectorError(f'"{op_name}" is not a valid label selector operator')
-        values = [str(v) for v in (expr.get("values") or [])]
-        reqs.append(
-            make_requirement(str(expr.get("key", "")), _EXPRESSION_OPERATORS[op_name], values)
-        )
+        key = expr.get("key", "")
+        values = expr.get("values") or []
+        if (
+            not isinstance(key, str)
+            or not isinstance(values, list)
+            or not all(isinstance(v, str) for v in values)
+        ):
+            raise SelectorError(_INVALID_LABEL_SELECTOR)
+        reqs.append(make_requirement(key, _EXPRESSION_OPERATORS[op_name], values))
     return _build(reqs)
