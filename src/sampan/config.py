@@ -559,7 +559,10 @@ def load_config(
     (argparse with ``default=SUPPRESS`` gives exactly that); values are raw strings or lists.
     """
     env = os.environ if env is None else env
-    values: dict[str, Any] = {o.attr: o.default for o in options_for(command)}
+    values: dict[str, Any] = {
+        o.attr: Secret(o.default) if o.type == "secret" else o.default
+        for o in options_for(command)
+    }
 
     # Which config file: flag > env > default. A file named explicitly must exist.
     explicit: str | None = None

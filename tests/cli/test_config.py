@@ -175,3 +175,10 @@ def test_comma_lists_and_env_types(tmp_path: Path) -> None:
             env={"SAMPAN_DEBUG": "perhaps"},
             default_config_file=tmp_path / "none.yaml",
         )
+
+
+def test_secret_defaults_are_secrets(tmp_path: Path) -> None:
+    cfg = load_config("server", {}, env={}, default_config_file=tmp_path / "none.yaml")
+    assert isinstance(cfg.datastore_endpoint, Secret)
+    assert cfg.datastore_endpoint.reveal() == ""
+    assert isinstance(cfg.token, Secret)
