@@ -3,10 +3,14 @@ validation causes with upstream wording, pod update immutability."""
 
 from __future__ import annotations
 
+import base64
 import copy
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from sampan.api import strategy
 from sampan.api.fielderrors import invalid_message
@@ -898,3 +902,52 @@ def test_hpa_behavior_defaults_and_gated_pods() -> None:
         "False",
         "SchedulingGated",
     )
+
+
+def test_certificate_signing_requests() -> None:
+    csrs = REG.by_resource("certificates.k8s.io", "v1", "certificatesigningrequests")
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "node1")]))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
+    obj = {
+        "metadata": {"name": "node-csr-Ab_c"},
+        "spec": {
+            "request": base64.b64encode(request).decode(),
+            "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+            "usages": ["client auth"],
+            "username": "forged",
+        },
+    }
+    created = copy.deepcopy(obj)
+    strategy.default(csrs, created)
+    strategy.prepare_for_create(
+        csrs, created, user={"username": "system:node:node1", "groups": ["system:nodes"]}
+    )
+    assert created["spec"]["username"] == "system:node:node1"
+    assert created["spec"]["groups"] == ["system:nodes"]
+    assert created["status"] == {}
+    assert strategy.validate(csrs, created) == []
+    garbage = copy.deepcopy(created)
+    garbage["spec"]["request"] = base64.b64encode(b"hello").decode()
+    assert [c.field for c in strategy.validate(csrs, garbage)] == ["spec.request"]
+    approved = copy.deepcopy(created)
+    approved["spec"]["username"] = "someone-else"  # ignored by the approval subresource
+    approved["status"] = {"conditions": [{"type": "Approved", "status": "True", "reason": "ok"}]}
+    strategy.prepare_for_approval_update(csrs, approved, created)
+    assert approved["spec"] == created["spec"]
+    assert approved["status"]["conditions"][0]["type"] == "Approved"
+    assert strategy.validate_status_update(csrs, approved, created) == []
+    both = copy.deepcopy(approved)
+    both["status"]["conditions"].append({"type": "Denied", "status": "True"})
+    assert [
+        c.message.rsplit(": ", 1)[-1] for c in strategy.validate_status_update(csrs, both, approved)
+    ] == ["Approved and Denied conditions are mutually exclusive"]
+    unapproved = copy.deepcopy(approved)
+    unapproved["status"]["conditions"] = []
+    assert [c.reason for c in strategy.validate_status_update(csrs, unapproved, approved)] == [
+        "FieldValueForbidden"
+    ]

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,7 @@ __all__ = [
     "apply_scale",
     "default",
     "pod_qos_class",
+    "prepare_for_approval_update",
     "prepare_for_create",
     "prepare_for_status_update",
     "prepare_for_update",
@@ -282,8 +283,29 @@ def _prepare_job_create(obj: Obj) -> None:
         meta["labels"] = dict(template_labels)
 
 
-def prepare_for_create(info: ResourceInfo, obj: Obj) -> None:
-    """Reset what clients may not set on create (mutates ``obj``)."""
+def _prepare_csr_create(obj: Obj, user: Mapping[str, Any] | None) -> None:
+    """The requester's identity is the server's to record, never the client's to claim."""
+    spec = _spec(obj)
+    for key in ("username", "uid", "groups", "extra"):
+        spec.pop(key, None)
+    if user:
+        if user.get("username"):
+            spec["username"] = str(user["username"])
+        if user.get("uid"):
+            spec["uid"] = str(user["uid"])
+        if user.get("groups"):
+            spec["groups"] = [str(g) for g in user["groups"]]
+        if user.get("extra"):
+            spec["extra"] = {str(k): [str(v) for v in vs] for k, vs in dict(user["extra"]).items()}
+
+
+def prepare_for_create(
+    info: ResourceInfo, obj: Obj, *, user: Mapping[str, Any] | None = None
+) -> None:
+    """Reset what clients may not set on create (mutates ``obj``).
+
+    ``user`` (``{"username", "uid", "groups", "extra"}``) is the authenticated requester; only
+    CertificateSigningRequests record it (``spec.username`` etc.), as upstream does."""
     meta = _meta(obj)
     meta.pop("deletionTimestamp", None)
     meta.pop("deletionGracePeriodSeconds", None)
@@ -300,6 +322,8 @@ def prepare_for_create(info: ResourceInfo, obj: Obj) -> None:
             obj["status"] = status
     if (info.group, info.kind) == ("batch", "Job"):
         _prepare_job_create(obj)
+    if (info.group, info.kind) == ("certificates.k8s.io", "CertificateSigningRequest"):
+        _prepare_csr_create(obj, user)
     if (info.group, info.kind) == ("", "Namespace"):
         spec = _spec(obj)
         finalizers = spec.get("finalizers")
@@ -448,6 +472,28 @@ def prepare_for_status_update(info: ResourceInfo, new: Obj, old: Obj) -> None:
             old_qos = _d(old.get("status")).get("qosClass")
             if old_qos:
                 status["qosClass"] = old_qos
+
+
+def prepare_for_approval_update(info: ResourceInfo, new: Obj, old: Obj) -> None:
+    """``certificatesigningrequests/approval``: only ``status.conditions`` may change."""
+    conditions = _d(new.get("status")).get("conditions")
+    for key in list(new):
+        if key not in ("apiVersion", "kind"):
+            del new[key]
+    for key, value in old.items():
+        if key not in ("apiVersion", "kind"):
+            new[key] = copy.deepcopy(value)
+    status = new.get("status")
+    if not isinstance(status, dict):
+        status = new["status"] = {}
+    if conditions is None:
+        status.pop("conditions", None)
+    else:
+        status["conditions"] = conditions
+        for condition in _list(conditions):
+            if isinstance(condition, dict):
+                condition.setdefault("lastUpdateTime", _now())
+                condition.setdefault("lastTransitionTime", condition["lastUpdateTime"])
 
 
 # --- scale subresource ---------------------------------------------------------------------

@@ -2053,6 +2053,103 @@ def _validate_crd(info: ResourceInfo, obj: Obj) -> Causes:
     return causes
 
 
+CSR_MIN_EXPIRATION_S = 600
+CSR_CONDITION_TYPES = ("Approved", "Denied", "Failed")
+_PEM_CSR_RE = re.compile(
+    r"-----BEGIN (NEW )?CERTIFICATE REQUEST-----\s+[A-Za-z0-9+/=\s]+"
+    r"-----END (NEW )?CERTIFICATE REQUEST-----"
+)
+
+
+def _validate_csr(info: ResourceInfo, obj: Obj) -> Causes:
+    causes: Causes = []
+    spec = _d(obj.get("spec"))
+    request = spec.get("request")
+    if not request:
+        causes.append(fe.required("spec.request"))
+    else:
+        try:
+            pem = base64.b64decode(str(request), validate=True).decode("ascii", "replace")
+        except (binascii.Error, ValueError):
+            pem = ""
+        if not _PEM_CSR_RE.search(pem):
+            causes.append(
+                fe.invalid("spec.request", request, "PEM block type must be CERTIFICATE REQUEST")
+            )
+    signer = spec.get("signerName")
+    if not signer:
+        causes.append(fe.required("spec.signerName"))
+    elif not isinstance(signer, str) or "/" not in signer:
+        causes.append(
+            fe.invalid(
+                "spec.signerName",
+                signer,
+                "must be a fully qualified domain and path of the form 'example.com/signer-name'",
+            )
+        )
+    expiration = spec.get("expirationSeconds")
+    if expiration is not None and (_int(expiration) is None or expiration < CSR_MIN_EXPIRATION_S):
+        causes.append(
+            fe.invalid(
+                "spec.expirationSeconds",
+                expiration,
+                "may not specify a duration less than 600 seconds (10 minutes)",
+            )
+        )
+    causes.extend(_csr_conditions(obj))
+    return causes
+
+
+def _csr_conditions(obj: Obj) -> Causes:
+    causes: Causes = []
+    seen: set[Any] = set()
+    for i, condition in enumerate(_l(_d(obj.get("status")).get("conditions"))):
+        condition = _d(condition)
+        ctype = condition.get("type")
+        cpath = f"status.conditions[{i}]"
+        if not ctype:
+            causes.append(fe.required(f"{cpath}.type"))
+        elif _h(ctype) in seen and ctype in CSR_CONDITION_TYPES:
+            causes.append(fe.duplicate(f"{cpath}.type", ctype))
+        seen.add(_h(ctype))
+        if condition.get("status") not in ("True", "False", "Unknown"):
+            causes.append(
+                fe.not_supported(
+                    f"{cpath}.status", condition.get("status"), ("False", "True", "Unknown")
+                )
+            )
+    if "Approved" in seen and "Denied" in seen:
+        causes.append(
+            fe.invalid(
+                "status.conditions",
+                _l(_d(obj.get("status")).get("conditions")),
+                "Approved and Denied conditions are mutually exclusive",
+            )
+        )
+    return causes
+
+
+def _validate_csr_update(info: ResourceInfo, new: Obj, old: Obj) -> Causes:
+    causes: Causes = []
+    if _d(new.get("spec")) != _d(old.get("spec")):
+        causes.append(fe.invalid("spec", new.get("spec"), IMMUTABLE))
+    return causes
+
+
+def _validate_csr_status(info: ResourceInfo, new: Obj, old: Obj) -> Causes:
+    causes = _csr_conditions(new)
+    old_types = {_h(_d(c).get("type")) for c in _l(_d(old.get("status")).get("conditions"))}
+    new_types = {_h(_d(c).get("type")) for c in _l(_d(new.get("status")).get("conditions"))}
+    for ctype in ("Approved", "Denied", "Failed"):
+        if ctype in old_types and ctype not in new_types:
+            causes.append(
+                fe.forbidden(
+                    "status.conditions", f"updates may not remove a condition of type {ctype!r}"
+                )
+            )
+    return causes
+
+
 def _validate_quota(info: ResourceInfo, obj: Obj) -> Causes:
     causes: Causes = []
     for name, quantity in _d(_d(obj.get("spec")).get("hard")).items():
@@ -2081,6 +2178,7 @@ _CREATE: dict[tuple[str, str], _CreateFn] = {
     ("", "Event"): _validate_event,
     ("", "Endpoints"): _validate_endpoints,
     ("", "ResourceQuota"): _validate_quota,
+    ("certificates.k8s.io", "CertificateSigningRequest"): _validate_csr,
     ("apps", "Deployment"): _validate_deployment,
     ("apps", "ReplicaSet"): _validate_replicaset,
     ("apps", "StatefulSet"): _validate_statefulset,
@@ -2127,10 +2225,12 @@ _UPDATE: dict[tuple[str, str], _UpdateFn] = {
     ("rbac.authorization.k8s.io", "ClusterRoleBinding"): _validate_binding_update,
     ("scheduling.k8s.io", "PriorityClass"): _validate_priorityclass_update,
     ("storage.k8s.io", "StorageClass"): _validate_storageclass_update,
+    ("certificates.k8s.io", "CertificateSigningRequest"): _validate_csr_update,
 }
 
 _STATUS: dict[tuple[str, str], _UpdateFn] = {
     ("", "Pod"): _validate_pod_status,
+    ("certificates.k8s.io", "CertificateSigningRequest"): _validate_csr_status,
 }
 
 
