@@ -951,3 +951,39 @@ def test_certificate_signing_requests() -> None:
     assert [c.reason for c in strategy.validate_status_update(csrs, unapproved, approved)] == [
         "FieldValueForbidden"
     ]
+
+
+def test_ephemeral_containers_subresource() -> None:
+    old = create(PODS, pod())
+    debug = copy.deepcopy(old)
+    debug["spec"]["ephemeralContainers"] = [
+        {"name": "debugger", "image": "busybox:1", "targetContainerName": "web"}
+    ]
+    debug["spec"]["containers"][0]["image"] = "ignored:2"
+    strategy.prepare_for_ephemeral_containers_update(PODS, debug, old)
+    assert debug["spec"]["containers"] == old["spec"]["containers"]
+    added = debug["spec"]["ephemeralContainers"][0]
+    assert added["terminationMessagePolicy"] == "File"
+    assert added["imagePullPolicy"] == "IfNotPresent"
+    assert strategy.validate_ephemeral_containers_update(PODS, debug, old) == []
+    changed = copy.deepcopy(debug)
+    changed["spec"]["ephemeralContainers"][0]["image"] = "busybox:2"
+    changed["spec"]["ephemeralContainers"].append(
+        {"name": "web", "image": "x:1", "ports": [{"containerPort": 1}]}
+    )
+    strategy.prepare_for_ephemeral_containers_update(PODS, changed, debug)
+    got = [
+        (c.field, c.message)
+        for c in strategy.validate_ephemeral_containers_update(PODS, changed, debug)
+    ]
+    assert got == [
+        (
+            "spec.ephemeralContainers",
+            'Forbidden: existing ephemeral containers "debugger" may not be changed',
+        ),
+        ("spec.ephemeralContainers[1].name", 'Duplicate value: "web"'),
+        (
+            "spec.ephemeralContainers[1].ports",
+            "Forbidden: cannot be set for an Ephemeral Container",
+        ),
+    ]

@@ -37,10 +37,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sampan.api.defaults import apply_defaults
+from sampan.api.defaults import default_pod_spec as _default_pod_spec
 from sampan.api.labels import SelectorError, selector_from_label_selector, selector_from_set
 from sampan.api.quantity import QuantityError, parse_quantity
 from sampan.api.resources import ResourceInfo, builtin_resources
 from sampan.api.validation import validate_create
+from sampan.api.validation import validate_ephemeral_containers_update as _validate_ephemeral_update
 from sampan.api.validation import validate_status_update as _validate_status_update
 from sampan.api.validation import validate_update as _validate_update
 
@@ -57,10 +59,12 @@ __all__ = [
     "pod_qos_class",
     "prepare_for_approval_update",
     "prepare_for_create",
+    "prepare_for_ephemeral_containers_update",
     "prepare_for_status_update",
     "prepare_for_update",
     "scale_of",
     "validate",
+    "validate_ephemeral_containers_update",
     "validate_status_update",
     "validate_update",
 ]
@@ -163,6 +167,13 @@ def pod_qos_class(spec: Obj) -> str:
         if len(requests) == len(limits):
             return "Guaranteed"
     return "Burstable"
+
+
+def apply_defaults_to_ephemeral(spec: Obj) -> None:
+    """Container defaults for ephemeral containers (the rest of the spec is already defaulted)."""
+    ephemeral = [c for c in _list(spec.get("ephemeralContainers")) if isinstance(c, dict)]
+    if ephemeral:
+        _default_pod_spec({"ephemeralContainers": ephemeral})
 
 
 def _now() -> str:
@@ -472,6 +483,33 @@ def prepare_for_status_update(info: ResourceInfo, new: Obj, old: Obj) -> None:
             old_qos = _d(old.get("status")).get("qosClass")
             if old_qos:
                 status["qosClass"] = old_qos
+
+
+def prepare_for_ephemeral_containers_update(info: ResourceInfo, new: Obj, old: Obj) -> None:
+    """``pods/ephemeralcontainers``: only ``spec.ephemeralContainers`` may change."""
+    containers = _d(new.get("spec")).get("ephemeralContainers")
+    for key in list(new):
+        if key not in ("apiVersion", "kind", "metadata"):
+            del new[key]
+    for key, value in old.items():
+        if key not in ("apiVersion", "kind", "metadata"):
+            new[key] = copy.deepcopy(value)
+    _keep_system_metadata(_meta(new), _d(old.get("metadata")))
+    for key in ("labels", "annotations", "finalizers", "ownerReferences", "generation"):
+        if key in _d(old.get("metadata")):
+            _meta(new)[key] = copy.deepcopy(old["metadata"][key])
+        else:
+            _meta(new).pop(key, None)
+    spec = _spec(new)
+    if containers is None:
+        spec.pop("ephemeralContainers", None)
+    else:
+        spec["ephemeralContainers"] = containers
+        apply_defaults_to_ephemeral(spec)
+
+
+def validate_ephemeral_containers_update(info: ResourceInfo, new: Obj, old: Obj) -> list[Cause]:
+    return _validate_ephemeral_update(info, new, old)
 
 
 def prepare_for_approval_update(info: ResourceInfo, new: Obj, old: Obj) -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "MAX_CONFIG_SIZE_BYTES",
     "is_valid_port_name",
     "validate_create",
+    "validate_ephemeral_containers_update",
     "validate_object_meta",
     "validate_object_meta_update",
     "validate_pod_spec",
@@ -685,6 +686,65 @@ def _validate_pod_update(info: ResourceInfo, new: Obj, old: Obj) -> Causes:
                 + _spec_diff(old_spec, munged),
             )
         )
+    return causes
+
+
+_EPHEMERAL_FORBIDDEN = (
+    "ports",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+)
+
+
+def validate_ephemeral_containers_update(info: ResourceInfo, new: Obj, old: Obj) -> Causes:
+    """``pods/ephemeralcontainers``: existing ones unchanged, new ones well formed."""
+    causes = validate_object_meta_update(info, new, old)
+    new_spec, old_spec = _d(new.get("spec")), _d(old.get("spec"))
+    new_list = _l(new_spec.get("ephemeralContainers"))
+    by_name = {_h(_d(c).get("name")): c for c in new_list}
+    for existing in _l(old_spec.get("ephemeralContainers")):
+        name = _d(existing).get("name")
+        if by_name.get(_h(name)) != existing:
+            causes.append(
+                fe.forbidden(
+                    "spec.ephemeralContainers",
+                    f"existing ephemeral containers {json.dumps(name)} may not be changed",
+                )
+            )
+    taken = {
+        _h(_d(c).get("name"))
+        for key in ("containers", "initContainers")
+        for c in _l(new_spec.get(key))
+    }
+    volumes = {_h(_d(v).get("name")) for v in _l(new_spec.get("volumes"))}
+    seen: set[Any] = set()
+    for i, container in enumerate(new_list):
+        container = _d(container)
+        cpath = f"spec.ephemeralContainers[{i}]"
+        name = container.get("name")
+        if not name:
+            causes.append(fe.required(f"{cpath}.name"))
+        else:
+            causes.extend(fe.invalid(f"{cpath}.name", name, m) for m in is_dns1123_label(str(name)))
+            if _h(name) in taken or _h(name) in seen:
+                causes.append(fe.duplicate(f"{cpath}.name", name))
+            seen.add(_h(name))
+        if not container.get("image"):
+            causes.append(fe.required(f"{cpath}.image"))
+        for key in _EPHEMERAL_FORBIDDEN:
+            if container.get(key) not in (None, {}, []):
+                causes.append(
+                    fe.forbidden(f"{cpath}.{key}", "cannot be set for an Ephemeral Container")
+                )
+        for j, mount in enumerate(_l(container.get("volumeMounts"))):
+            mount_name = _d(mount).get("name")
+            if _h(mount_name) not in volumes:
+                causes.append(fe.not_found(f"{cpath}.volumeMounts[{j}].name", mount_name))
     return causes
 
 
