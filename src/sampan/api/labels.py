@@ -28,6 +28,7 @@ __all__ = [
     "Requirement",
     "Selector",
     "SelectorError",
+    "make_requirement",
     "parse_selector",
     "selector_from_label_selector",
     "selector_from_set",
