@@ -316,3 +316,24 @@ def test_protobuf_delete_options_and_zero_values():
     )
     with pytest.raises(ProtobufError, match="not supported"):
         decode_object(with_data)
+
+
+def test_list_pinned_to_a_name_carries_it_for_authorization():
+    ri = parse_request_info(
+        "GET", "/api/v1/nodes", {"watch": "1", "fieldSelector": "metadata.name=node-1"}
+    )
+    assert (ri.verb, ri.name, ri.path_name) == ("watch", "node-1", "")
+    ri = parse_request_info(
+        "GET", "/api/v1/pods", {"fieldSelector": "status.phase=Running,metadata.name==p"}
+    )
+    assert (ri.verb, ri.name) == ("list", "p")
+    assert (
+        parse_request_info("GET", "/api/v1/pods", {"fieldSelector": "metadata.name!=p"}).name == ""
+    )
+    assert (
+        parse_request_info("GET", "/api/v1/pods", {"fieldSelector": "metadata.name=a/b"}).name == ""
+    )
+    ri = parse_request_info(
+        "DELETE", "/api/v1/namespaces/x/pods", {"fieldSelector": "metadata.name=p"}
+    )
+    assert ri.verb == "deletecollection"

@@ -138,7 +138,7 @@ class ResourceHandler:
         elif not info.namespaced and namespace:
             raise not_found()
         if info.namespaced and not namespace:
-            if ri.name:
+            if ri.path_name:
                 raise not_found()
             if ri.verb not in ("list", "watch"):
                 raise method_not_allowed()
@@ -162,9 +162,9 @@ class ResourceHandler:
             return await self._subresource(request, ri, info, sub, namespace, user)
         if ri.verb not in info.verbs or not info.stored:
             raise method_not_allowed()
-        if ri.verb in ("update", "patch") and not ri.name:
+        if ri.verb in ("update", "patch") and not ri.path_name:
             raise method_not_allowed()
-        if ri.verb == "create" and ri.name:
+        if ri.verb == "create" and ri.path_name:
             raise method_not_allowed()
         call: dict[str, Callable[..., Awaitable[web.StreamResponse]]] = {
             "get": self._get,
@@ -328,7 +328,7 @@ class ResourceHandler:
         user: UserInfo,
     ) -> web.StreamResponse:
         obj = await self._store(info).get(
-            namespace, ri.name, resource_version=request.query.get("resourceVersion", "")
+            namespace, ri.path_name, resource_version=request.query.get("resourceVersion", "")
         )
         return self._respond(request, info, obj)
 
@@ -371,9 +371,9 @@ class ResourceHandler:
         user: UserInfo,
     ) -> web.StreamResponse:
         labels, fields = self._selectors(request, info)
-        if ri.name:
+        if ri.path_name:
             # Deprecated single-object watch (/watch/.../<name>): a name field selector.
-            fields = self.ctx.field_selector(info, f"metadata.name={ri.name}")
+            fields = self.ctx.field_selector(info, f"metadata.name={ri.path_name}")
         send_initial: bool | None = None
         if "sendInitialEvents" in request.query:
             send_initial = query_flag(request.query, "sendInitialEvents")
@@ -425,7 +425,7 @@ class ResourceHandler:
         subresource: str = "",
     ) -> web.StreamResponse:
         obj = await self._read_object(request, info)
-        self._check_name(obj, ri.name)
+        self._check_name(obj, ri.path_name)
         self._check_namespace(obj, info, namespace)
         dry_run = self._dry_run(request)
         await self.ctx.admission.admit(
@@ -433,7 +433,7 @@ class ResourceHandler:
                 "UPDATE",
                 info,
                 namespace,
-                ri.name,
+                ri.path_name,
                 user,
                 subresource=subresource,
                 obj=obj,
@@ -442,7 +442,7 @@ class ResourceHandler:
         )
         updated = await self._store(info).update(
             namespace,
-            ri.name,
+            ri.path_name,
             self._to_storage_version(info, obj),
             subresource=subresource,
             dry_run=dry_run,
@@ -478,7 +478,7 @@ class ResourceHandler:
                 "UPDATE",
                 info,
                 namespace,
-                ri.name,
+                ri.path_name,
                 user,
                 subresource=subresource,
                 dry_run=dry_run,
@@ -493,7 +493,7 @@ class ResourceHandler:
             return self._to_storage_version(info, patched)
 
         updated = await self._store(info).guaranteed_update(
-            namespace, ri.name, mutate, subresource=subresource, dry_run=dry_run
+            namespace, ri.path_name, mutate, subresource=subresource, dry_run=dry_run
         )
         return self._respond(request, info, updated)
 
@@ -541,14 +541,14 @@ class ResourceHandler:
     ) -> web.StreamResponse:
         options, orphan = await self._delete_options(request)
         await self.ctx.admission.admit(
-            self._admission("DELETE", info, namespace, ri.name, user, dry_run=options.dry_run)
+            self._admission("DELETE", info, namespace, ri.path_name, user, dry_run=options.dry_run)
         )
-        obj, deleted_now = await self._store(info).delete(namespace, ri.name, options)
+        obj, deleted_now = await self._store(info).delete(namespace, ri.path_name, options)
         status = 202 if (not deleted_now and orphan is False) else 200
         if deleted_now and (info.group, info.plural) not in _RETURNS_DELETED_OBJECT:
             metadata = obj.get("metadata", {})
             details = {
-                "name": ri.name,
+                "name": ri.path_name,
                 "group": info.group,
                 "kind": info.plural,
                 "uid": metadata.get("uid", ""),
@@ -621,14 +621,14 @@ class ResourceHandler:
     ) -> web.StreamResponse:
         store = self._store(info)
         if ri.verb == "get":
-            obj = await store.get(namespace, ri.name)
+            obj = await store.get(namespace, ri.path_name)
             return json_response(_scale_of(info, obj))
         dry_run = self._dry_run(request)
         if ri.verb == "update":
             scale = await self._read_object(
                 request, info, expected_kind="Scale", expected_api_version="autoscaling/v1"
             )
-            self._check_name(scale, ri.name)
+            self._check_name(scale, ri.path_name)
 
             def wanted(current_scale: dict[str, Any]) -> dict[str, Any]:
                 return scale
@@ -645,11 +645,11 @@ class ResourceHandler:
             new_scale = wanted(current_scale)
             rv = (new_scale.get("metadata") or {}).get("resourceVersion")
             if rv and rv != current_scale["metadata"].get("resourceVersion"):
-                raise Conflict.stale(info.plural, info.group, ri.name)
+                raise Conflict.stale(info.plural, info.group, ri.path_name)
             replicas = (new_scale.get("spec") or {}).get("replicas", 0)
             if not isinstance(replicas, int) or replicas < 0:
                 raise Invalid(
-                    f'Scale.autoscaling "{ri.name}" is invalid: spec.replicas: Invalid value: '
+                    f'Scale.autoscaling "{ri.path_name}" is invalid: spec.replicas: Invalid value: '
                     f"{replicas}: must be greater than or equal to 0"
                 )
             updated = dict(current)
@@ -658,10 +658,10 @@ class ResourceHandler:
 
         await self.ctx.admission.admit(
             self._admission(
-                "UPDATE", info, namespace, ri.name, user, subresource="scale", dry_run=dry_run
+                "UPDATE", info, namespace, ri.path_name, user, subresource="scale", dry_run=dry_run
             )
         )
-        updated = await store.guaranteed_update(namespace, ri.name, mutate, dry_run=dry_run)
+        updated = await store.guaranteed_update(namespace, ri.path_name, mutate, dry_run=dry_run)
         return json_response(_scale_of(info, updated))
 
     async def _bind(
@@ -677,7 +677,7 @@ class ResourceHandler:
         )
         # pods/<name>/binding names the pod in the URL; the legacy bindings collection in
         # the body. Either way the pod store is written.
-        pod_name = ri.name if ri.subresource else binding["metadata"].get("name") or ""
+        pod_name = ri.path_name if ri.subresource else binding["metadata"].get("name") or ""
         pods = self.ctx.registry.by_resource("", "v1", "pods")
         assert pods is not None
         target = binding.get("target") or {}
@@ -751,8 +751,8 @@ class ResourceHandler:
         }
         renderer = self._renderer(request, info)
         if ri.verb == "get":
-            if ri.name != "etcd-0":
-                raise NotFound.for_object(info.plural, info.group, ri.name)
+            if ri.path_name != "etcd-0":
+                raise NotFound.for_object(info.plural, info.group, ri.path_name)
             response = json_response(renderer.object_bytes(status))
         else:
             response = json_response(

@@ -46,7 +46,14 @@ class RequestInfo:
     resource: str = ""
     subresource: str = ""
     name: str = ""
+    """The object name as authorization sees it: from the path, or for list/watch from a
+    ``metadata.name=`` field selector."""
     parts: tuple[str, ...] = ()
+
+    @property
+    def path_name(self) -> str:
+        """The object name in the URL path ("" for collections)."""
+        return self.parts[1] if len(self.parts) >= 2 else ""
 
 
 def query_flag(query: Mapping[str, str], key: str) -> bool:
@@ -85,10 +92,14 @@ def parse_request_info(method: str, path: str, query: Mapping[str, str]) -> Requ
                 rest = rest[2:]
     resource = rest[0] if len(rest) >= 1 else ""
     name = rest[1] if len(rest) >= 2 else ""
+    path_name = name
     subresource = rest[2] if len(rest) >= 3 else ""
     if not name and verb == "get":
         verb = "watch" if query_flag(query, "watch") else "list"
-    if not name and verb == "delete":
+        # A list/watch pinned to one name (fieldSelector=metadata.name=x) carries that name,
+        # so RBAC resourceNames rules apply to it as upstream does.
+        name = _exact_name(query.get("fieldSelector", ""))
+    if not path_name and verb == "delete":
         verb = "deletecollection"
     return RequestInfo(
         path=path,
@@ -103,3 +114,15 @@ def parse_request_info(method: str, path: str, query: Mapping[str, str]) -> Requ
         name=name,
         parts=tuple(rest),
     )
+
+
+def _exact_name(field_selector: str) -> str:
+    """The name a field selector requires exactly (``metadata.name=x``), if it is a valid
+    path segment; "" otherwise."""
+    for term in field_selector.split(","):
+        key, op, value = term.partition("==") if "==" in term else term.partition("=")
+        if op and key.strip() == "metadata.name" and not key.endswith("!"):
+            value = value.strip()
+            if value and value not in (".", "..") and not any(c in value for c in "/%\\"):
+                return value
+    return ""
