@@ -617,3 +617,53 @@ async def test_computed_kinds(harness):
     assert bound["spec"]["nodeName"] == "node-b"
     conditions = {c["type"]: c["status"] for c in bound["status"]["conditions"]}
     assert conditions["PodScheduled"] == "True"
+
+
+async def test_resource_names_rule_allows_a_list_pinned_to_that_name(harness):
+    rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/default"
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "one-cm"},
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": ["allowed"],
+                "verbs": ["get", "list", "watch"],
+            }
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "one-cm"},
+        "subjects": [{"kind": "ServiceAccount", "name": "narrow", "namespace": "default"}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "one-cm"},
+    }
+    for path, body in ((f"{rbac}/roles", role), (f"{rbac}/rolebindings", binding)):
+        status, created = await harness.request("POST", path, body)
+        assert status == 201, created
+    status, sa = await harness.request(
+        "POST",
+        "/api/v1/namespaces/default/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "narrow"}},
+    )
+    await harness.request("POST", CM_PATH, configmap("allowed"))
+    token, _ = TokenIssuer(harness.server.pki.sa_private_key_pem()).issue(
+        "default", "narrow", sa["metadata"]["uid"]
+    )
+    async with harness.anonymous_session({"Authorization": f"Bearer {token}"}) as narrow:
+        async with asyncio.timeout(10):
+            while True:  # the RBAC cache follows the writes above
+                async with narrow.get(f"{CM_PATH}/allowed") as response:
+                    if response.status == 200:
+                        break
+                await asyncio.sleep(0.05)
+        async with narrow.get(CM_PATH, params={"fieldSelector": "metadata.name=allowed"}) as r:
+            assert r.status == 200
+            assert [i["metadata"]["name"] for i in (await r.json())["items"]] == ["allowed"]
+        async with narrow.get(CM_PATH) as response:
+            assert response.status == 403
+        async with narrow.get(f"{CM_PATH}/other") as response:
+            assert response.status == 403
