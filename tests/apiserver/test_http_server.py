@@ -667,3 +667,21 @@ async def test_resource_names_rule_allows_a_list_pinned_to_that_name(harness):
             assert response.status == 403
         async with narrow.get(f"{CM_PATH}/other") as response:
             assert response.status == 403
+
+
+async def test_put_creates_only_where_upstream_allows_it(harness):
+    endpoints = {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": "put-created"},
+        "subsets": [{"addresses": [{"ip": "10.0.0.9"}], "ports": [{"port": 80}]}],
+    }
+    path = "/api/v1/namespaces/default/endpoints/put-created"
+    status, created = await harness.request("PUT", path, endpoints)
+    assert status == 201, created
+    status, updated = await harness.request("PUT", path, created)
+    assert status == 200 and updated["metadata"]["uid"] == created["metadata"]["uid"]
+    status, missing = await harness.request(
+        "PUT", f"{CM_PATH}/put-missing", configmap("put-missing")
+    )
+    assert status == 404 and missing["reason"] == "NotFound"

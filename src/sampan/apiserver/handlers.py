@@ -80,6 +80,19 @@ _REVIEW_RESOURCES = frozenset(
         ("authentication.k8s.io", "tokenreviews"),
     }
 )
+_CREATE_ON_UPDATE = frozenset(
+    {
+        ("", "endpoints"),
+        ("", "events"),
+        ("events.k8s.io", "events"),
+        ("", "limitranges"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+        ("rbac.authorization.k8s.io", "clusterroles"),
+        ("rbac.authorization.k8s.io", "clusterrolebindings"),
+    }
+)
+"""Kinds whose upstream strategy allows create-on-update (PUT of a missing object -> 201)."""
 _SCALABLE = frozenset(
     {
         ("apps", "deployments"),
@@ -440,13 +453,25 @@ class ResourceHandler:
                 dry_run=dry_run,
             )
         )
-        updated = await self._store(info).update(
-            namespace,
-            ri.path_name,
-            self._to_storage_version(info, obj),
-            subresource=subresource,
-            dry_run=dry_run,
-        )
+        store = self._store(info)
+        stored = self._to_storage_version(info, obj)
+        try:
+            updated = await store.update(
+                namespace, ri.path_name, stored, subresource=subresource, dry_run=dry_run
+            )
+        except NotFound:
+            if subresource or (info.group, info.plural) not in _CREATE_ON_UPDATE:
+                raise
+            # Kinds whose strategy allows create-on-update: a PUT of a missing object
+            # creates it (201), as kube-apiserver does for endpoints, events and RBAC.
+            await self.ctx.admission.admit(
+                self._admission(
+                    "CREATE", info, namespace, ri.path_name, user, obj=obj, dry_run=dry_run
+                )
+            )
+            stored["metadata"].pop("resourceVersion", None)
+            created = await store.create(stored, dry_run=dry_run)
+            return self._respond(request, info, created, 201)
         return self._respond(request, info, updated)
 
     @staticmethod
