@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from sampan.apiserver.auth.serviceaccount import TokenIssuer
 
 CM_PATH = "/api/v1/namespaces/default/configmaps"
@@ -685,3 +687,37 @@ async def test_put_creates_only_where_upstream_allows_it(harness):
         "PUT", f"{CM_PATH}/put-missing", configmap("put-missing")
     )
     assert status == 404 and missing["reason"] == "NotFound"
+
+
+async def test_start_fails_cleanly_when_the_port_is_taken(tmp_path):
+    from sampan.apiserver import APIServer, APIServerOptions
+    from sampan.datastore import open_backend
+
+    backend = open_backend("", tmp_path)
+    await backend.start()
+    try:
+        first = APIServer(
+            APIServerOptions(
+                tls_dir=tmp_path / "tls", hostname="localhost", bind_address="127.0.0.1", port=0
+            ),
+            backend,
+        )
+        await first.start()
+        # A second server on the same port cannot listen: start fails and leaves nothing.
+        second = APIServer(
+            APIServerOptions(
+                tls_dir=tmp_path / "tls",
+                hostname="localhost",
+                bind_address="127.0.0.1",
+                port=first.port,
+            ),
+            backend,
+        )
+        tasks_before = len(asyncio.all_tasks())
+        with pytest.raises(OSError):
+            await second.start()
+        assert not second.ready.is_set()
+        assert len(asyncio.all_tasks()) <= tasks_before  # its storage stopped again
+        await first.stop()
+    finally:
+        await backend.close()

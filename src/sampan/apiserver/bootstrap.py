@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from sampan.apiserver.admission import IMMORTAL_NAMESPACES
+from sampan.apiserver.auth.bootstrap import bootstrap_policy
 from sampan.apiserver.errors import AlreadyExists, NotFound
 
 __all__ = ["ensure_bootstrap_objects", "kubernetes_endpoints", "kubernetes_service"]
@@ -104,8 +105,6 @@ async def _retarget_service(services: Any, port: int) -> None:
 async def ensure_bootstrap_objects(
     storage: Any, registry: Any, *, service_ip: str, advertise_address: str, port: int
 ) -> None:
-    from sampan.apiserver.auth.bootstrap import bootstrap_policy
-
     assert set(_NAMESPACE_ORDER) == IMMORTAL_NAMESPACES
     namespaces = storage.for_resource(registry.by_resource("", "v1", "namespaces"))
     for name in _NAMESPACE_ORDER:

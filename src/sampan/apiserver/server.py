@@ -28,8 +28,21 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from sampan.api import fields
+from sampan.api.conversion import convert
+from sampan.api.labels import SelectorError, parse_selector
+from sampan.api.resources import builtin_registry
 from sampan.apiserver import discovery, openapi
 from sampan.apiserver.admission import default_chain
+from sampan.apiserver.auth import (
+    DEFAULT_API_AUDIENCES,
+    Attributes,
+    AuthenticationError,
+    Authenticator,
+    RBACAuthorizer,
+    forbidden_message,
+)
+from sampan.apiserver.bootstrap import ensure_bootstrap_objects
 from sampan.apiserver.errors import (
     BadRequest,
     Forbidden,
@@ -43,8 +56,10 @@ from sampan.apiserver.handlers import HandlerContext, ResourceHandler, not_found
 from sampan.apiserver.impersonation import impersonate
 from sampan.apiserver.requestinfo import RequestInfo, parse_request_info
 from sampan.apiserver.responses import error_response, json_response
+from sampan.apiserver.storage import DeleteOptions, Storage
 from sampan.apiserver.watch import WatchTracker
 from sampan.datastore import StoreError
+from sampan.pki import ensure_admin_kubeconfig, ensure_cluster_pki
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -55,8 +70,6 @@ __all__ = [
 
 if TYPE_CHECKING:
     from sampan.api.resources import ResourceRegistry
-    from sampan.apiserver.auth import Authenticator, RBACAuthorizer
-    from sampan.apiserver.storage import Storage
     from sampan.pki import ClusterPKI
 
 log = logging.getLogger(__name__)
@@ -159,10 +172,14 @@ class APIServer:
         return "127.0.0.1"
 
     async def start(self) -> None:
-        from sampan.api.resources import builtin_registry
-        from sampan.apiserver.storage import Storage
-        from sampan.pki import ensure_admin_kubeconfig, ensure_cluster_pki
+        """Bring the server up; on any failure, undo what was started and re-raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
 
+    async def _start(self) -> None:
         opts = self.options
         rt = self._rt
         rt.pki = await asyncio.to_thread(
@@ -203,8 +220,6 @@ class APIServer:
                 opts.kubeconfig_mode,
             )
         await rt.storage.wait_ready()
-        from sampan.apiserver.bootstrap import ensure_bootstrap_objects
-
         await ensure_bootstrap_objects(
             rt.storage,
             rt.registry,
@@ -230,8 +245,6 @@ class APIServer:
     # --- wiring -----------------------------------------------------------------------------
 
     def _build_auth(self) -> None:
-        from sampan.apiserver.auth import Authenticator, RBACAuthorizer
-
         rt = self._rt
         rt.authenticator = Authenticator(
             sa_public_keys=[rt.pki.sa_public_key_pem],
@@ -241,9 +254,6 @@ class APIServer:
         rt.authorizer = RBACAuthorizer(_StorageRBACSource(rt.storage, rt.registry))
 
     def _handler_context(self) -> HandlerContext:
-        from sampan.apiserver.auth import DEFAULT_API_AUDIENCES, Attributes
-        from sampan.apiserver.storage import DeleteOptions
-
         rt = self._rt
         namespaces = rt.storage.for_resource(rt.registry.by_resource("", "v1", "namespaces"))
 
@@ -264,7 +274,7 @@ class APIServer:
             delete_options_type=DeleteOptions,
             label_selector=_parse_label_selector,
             field_selector=_parse_field_selector,
-            convert=_load_converter(),
+            convert=convert,
             backend=self.backend,
             rules_for=rt.authorizer.rules_for,
             authenticate_token=self._authenticate_token,
@@ -307,8 +317,6 @@ class APIServer:
             return error_response(InternalError(f"Internal error occurred: {exc}"))
 
     async def _authenticate(self, request: web.Request) -> Any:
-        from sampan.apiserver.auth import AuthenticationError
-
         peer_cert: bytes | None = None
         transport = request.transport
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
@@ -323,8 +331,6 @@ class APIServer:
             raise Unauthorized() from exc
 
     def _impersonate(self, request: web.Request, user: Any) -> Any:
-        from sampan.apiserver.auth import Attributes, forbidden_message
-
         return impersonate(
             user,
             request.headers,
@@ -334,8 +340,6 @@ class APIServer:
         )
 
     def _authorize(self, ri: RequestInfo, user: Any) -> None:
-        from sampan.apiserver.auth import Attributes, forbidden_message
-
         if ri.is_resource_request:
             attrs = Attributes(
                 user=user,
@@ -475,23 +479,7 @@ def _bound_port(runner: web.AppRunner, wanted: int) -> int:
     return wanted
 
 
-def _load_converter() -> Callable[[Any, dict[str, Any], Any], dict[str, Any]]:
-    """sampan.api.conversion.convert, or (in a checkout without it) the identity conversion
-    that only relabels apiVersion — right for every kind except the few with field mappings."""
-    try:
-        from sampan.api.conversion import convert
-    except ImportError:
-        log.warning("sampan.api.conversion is missing: serving other versions unconverted")
-
-        def convert(info_from: Any, obj: dict[str, Any], info_to: Any) -> dict[str, Any]:
-            return {**obj, "apiVersion": info_to.api_version, "kind": info_to.kind}
-
-    return convert
-
-
 def _parse_label_selector(text: str) -> Any:
-    from sampan.api.labels import SelectorError, parse_selector
-
     try:
         return parse_selector(text)
     except SelectorError as exc:
@@ -499,9 +487,6 @@ def _parse_label_selector(text: str) -> Any:
 
 
 def _parse_field_selector(info: Any, text: str) -> Any:
-    from sampan.api import fields
-    from sampan.api.labels import SelectorError
-
     try:
         return fields.check_supported(info, fields.parse_field_selector(text))
     except SelectorError as exc:
