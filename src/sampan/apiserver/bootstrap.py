@@ -107,11 +107,15 @@ async def ensure_bootstrap_objects(
 ) -> None:
     assert set(_NAMESPACE_ORDER) == IMMORTAL_NAMESPACES
     namespaces = storage.for_resource(registry.by_resource("", "v1", "namespaces"))
-    for name in _NAMESPACE_ORDER:
+    created_namespaces = [
+        name
+        for name in _NAMESPACE_ORDER
         if await _create_if_absent(
             namespaces, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-        ):
-            log.info("created namespace %s", name)
+        )
+    ]
+    if created_namespaces:
+        log.info("created namespaces %s", ", ".join(created_namespaces))
 
     created = 0
     for obj in bootstrap_policy():
