@@ -234,3 +234,16 @@ async def test_kubectl_acceptance(harness):
     await ok(harness, "delete", "ns", "demo", "--wait=false")
     shown = await ok(harness, "get", "ns", "demo", "-o", "jsonpath={.status.phase}")
     assert shown == "Terminating"
+
+
+async def test_restart_restores_bootstrap_policy_rules(harness):
+    path = "/apis/rbac.authorization.k8s.io/v1/clusterroles/system:discovery"
+    status, role = await harness.request("GET", path)
+    assert status == 200 and role["rules"]
+    wanted_rules = role["rules"]
+    role["rules"] = []
+    status, emptied = await harness.request("PUT", path, role)
+    assert status == 200 and not emptied.get("rules")
+    await harness.restart()
+    status, restored = await harness.request("GET", path)
+    assert restored["rules"] == wanted_rules

@@ -83,6 +83,36 @@ async def _create_if_absent(store: Any, obj: dict[str, Any]) -> bool:
     return True
 
 
+AUTOUPDATE_ANNOTATION = "rbac.authorization.kubernetes.io/autoupdate"
+
+
+def _missing(current: list[Any], wanted: list[Any]) -> list[Any]:
+    return [item for item in wanted if item not in current]
+
+
+async def _reconcile_policy(store: Any, wanted: dict[str, Any]) -> bool:
+    """Like kube-apiserver's RBAC reconciliation: an existing bootstrap object still marked
+    ``autoupdate: "true"`` gains the rules (roles) or subjects (bindings) it lacks; nothing
+    an administrator added is removed, and ``autoupdate: "false"`` opts out."""
+    name = wanted["metadata"]["name"]
+    namespace = wanted["metadata"].get("namespace")
+    current = await store.get(namespace, name)
+    annotations = (current.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(AUTOUPDATE_ANNOTATION, "true") != "true":
+        return False
+    field = "subjects" if wanted["kind"].endswith("Binding") else "rules"
+    if not _missing(current.get(field) or [], wanted.get(field) or []):
+        return False
+
+    def add_missing(obj: dict[str, Any]) -> dict[str, Any]:
+        have = obj.get(field) or []
+        obj[field] = have + _missing(have, wanted.get(field) or [])
+        return obj
+
+    await store.guaranteed_update(namespace, name, add_missing)
+    return True
+
+
 async def _retarget_service(services: Any, port: int) -> None:
     """After a restart on another port, the Service's targetPort follows the server."""
     current = await services.get("default", SERVICE_NAME)
@@ -117,17 +147,20 @@ async def ensure_bootstrap_objects(
     if created_namespaces:
         log.info("created namespaces %s", ", ".join(created_namespaces))
 
-    created = 0
+    created = reconciled = 0
     for obj in bootstrap_policy():
         group = obj["apiVersion"].rpartition("/")[0]
         info = registry.by_kind(obj["apiVersion"], obj["kind"])
         if info is None:
             log.warning("bootstrap policy kind %s/%s is not served", group, obj["kind"])
             continue
-        if await _create_if_absent(storage.for_resource(info), dict(obj)):
+        store = storage.for_resource(info)
+        if await _create_if_absent(store, dict(obj)):
             created += 1
-    if created:
-        log.info("created %d bootstrap RBAC objects", created)
+        elif await _reconcile_policy(store, obj):
+            reconciled += 1
+    if created or reconciled:
+        log.info("bootstrap RBAC: %d objects created, %d reconciled", created, reconciled)
 
     services = storage.for_resource(registry.by_resource("", "v1", "services"))
     if not await _create_if_absent(services, kubernetes_service(service_ip, port)):
