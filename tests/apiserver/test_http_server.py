@@ -76,6 +76,11 @@ async def test_version_and_health_without_credentials(harness):
             assert response.status == 200 and await response.text() == "ok"
         async with anonymous.get("/livez/etcd") as response:
             assert response.status == 200
+        async with anonymous.get("/readyz", params={"verbose": "", "exclude": "etcd"}) as r:
+            excluded = await r.text()
+        assert "etcd" not in excluded and "[+]ping ok" in excluded
+        async with anonymous.get("/readyz/nope") as response:
+            assert response.status == 404
         async with anonymous.get("/api/v1/namespaces") as response:
             assert response.status == 401
             body = await response.json()

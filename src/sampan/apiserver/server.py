@@ -424,6 +424,8 @@ class APIServer:
             checks = [c for c in checks if c.name == only]
             if not checks:
                 raise not_found()
+        excluded = set(request.query.getall("exclude", []))
+        checks = [c for c in checks if c.name not in excluded]
         lines: list[str] = []
         failed = False
         for check in checks:
