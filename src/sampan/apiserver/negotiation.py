@@ -1,9 +1,10 @@
 """Content negotiation and body decoding.
 
-Owns: reading what the client sent (JSON or YAML, within the body limit) and what it wants
-back (plain JSON, a meta.k8s.io Table, or PartialObjectMetadata). Sampan speaks JSON only:
-a client that prefers protobuf (kubectl sends ``application/vnd.kubernetes.protobuf,
-application/json``) gets JSON, which every client accepts.
+Owns: reading what the client sent (JSON or YAML within the body limit; the protobuf bodies
+client-go's typed clients send are handed to ``protobuf``) and what it wants back (plain
+JSON, a meta.k8s.io Table, or PartialObjectMetadata). Sampan answers in JSON only: a client
+that prefers protobuf (kubectl sends ``application/vnd.kubernetes.protobuf,
+application/json``) gets JSON, which client-go decodes by the response's Content-Type.
 
 Invariant: a body is decoded completely or the request fails with a 400/413/415 Status;
 nothing downstream ever sees a half-read body.
