@@ -253,6 +253,9 @@ class RevisionTracker:
     def __init__(self) -> None:
         self.revision = 0
         self.ready = False
+        self.unreachable_revision = -1
+        """A datastore revision a consistent read waited for in vain (it produced no event,
+        e.g. a PostgreSQL gap-fill row). Later reads at the same revision skip the wait."""
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
 
@@ -273,6 +276,17 @@ class RevisionTracker:
     def set_not_ready(self) -> None:
         self.ready = False
 
+    async def wait_consistent(self, revision: int, timeout_s: float) -> bool:
+        """``wait_for`` for a consistent read at the datastore's current ``revision``; a
+        revision already known not to arrive returns False at once (the caller then reads
+        the datastore), so one silent revision costs one wait, not one per request."""
+        if revision == self.unreachable_revision and self.revision < revision:
+            return False
+        ok = await self.wait_for(revision, timeout_s)
+        if not ok and self.ready:
+            self.unreachable_revision = revision
+        return ok
+
     async def wait_for(self, revision: int, timeout_s: float) -> bool:
         """True once ready and at least at ``revision``; False after ``timeout_s``."""
         if self.ready and self.revision >= revision:
@@ -280,12 +294,11 @@ class RevisionTracker:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (revision, next(self._seq), fut))
         try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+            await asyncio.wait_for(fut, timeout_s)  # cancels fut on timeout
         except TimeoutError:
             return False
         finally:
-            if not fut.done():
-                fut.cancel()
+            if fut.cancelled():
                 self._waiters = [w for w in self._waiters if not w[2].done()]
                 heapq.heapify(self._waiters)
         return self.ready and self.revision >= revision

@@ -297,7 +297,7 @@ class ResourceStore:
             return False
         if resource_version == "":
             target = await self._current_revision()
-            ok = await self._tracker.wait_for(target, self._settings.consistent_read_wait_s)
+            ok = await self._tracker.wait_consistent(target, self._settings.consistent_read_wait_s)
         elif revision == 0:
             ok = True
         else:

@@ -95,7 +95,7 @@ async def watch_stream(
         except StatusError as e:
             yield error_event(e)
             return
-        await tracker.wait_for(target, settings.consistent_read_wait_s)
+        await tracker.wait_consistent(target, settings.consistent_read_wait_s)
     elif revision > 0 and not await tracker.wait_for(revision, settings.freshness_wait_s):
         yield error_event(too_large_resource_version(revision, tracker.revision))
         return
