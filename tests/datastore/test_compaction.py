@@ -52,3 +52,24 @@ async def test_background_compaction_raises_the_floor(tmp_path: pathlib.Path) ->
         assert (await backend.get("/registry/a", 16))[1].mod_revision == 16
     finally:
         await backend.close()
+
+
+def sqlite_bytes(path: pathlib.Path) -> int:
+    return sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+
+
+async def test_compaction_gives_sqlite_space_back(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "state.db"
+    backend = SQLiteBackend(path, auto_compact=False)
+    await backend.start()
+    try:
+        rev = await backend.create("/registry/big", b"v" * 4096)
+        for _ in range(300):
+            rev = (await backend.update("/registry/big", b"v" * 4096, rev)).mod_revision
+        before = sqlite_bytes(path)
+        await backend.compact(rev - 1)
+        after = sqlite_bytes(path)
+        assert after < before // 4, (before, after)
+        assert (await backend.get("/registry/big"))[1].mod_revision == rev
+    finally:
+        await backend.close()

@@ -240,6 +240,7 @@ class PostgresBackend:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._compact_lock = asyncio.Lock()
+        self._start_lock = asyncio.Lock()
         self._started = False
         self._closed = False
 
@@ -271,6 +272,10 @@ class PostgresBackend:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        async with self._start_lock:
+            await self._start()
+
+    async def _start(self) -> None:
         if self._started:
             return
         if self._closed:

@@ -236,7 +236,8 @@ def _op_compact_batch(
 
 
 def _op_reclaim(conn: sqlite3.Connection) -> tuple[Any, list]:
-    conn.execute("PRAGMA incremental_vacuum").fetchall()
+    # executescript steps the pragma to the end; execute() would free a single page.
+    conn.executescript("PRAGMA incremental_vacuum;")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     return None, []
 
@@ -372,6 +373,7 @@ class SQLiteBackend:
         self._compactor: asyncio.Task[None] | None = None
         self._revision = 0
         self._compact_lock = asyncio.Lock()
+        self._start_lock = asyncio.Lock()
         self._started = False
         self._closed = False
 
@@ -408,6 +410,10 @@ class SQLiteBackend:
         return conn, current or 0
 
     async def start(self) -> None:
+        async with self._start_lock:
+            await self._start()
+
+    async def _start(self) -> None:
         if self._started:
             return
         if self._closed:
@@ -448,12 +454,14 @@ class SQLiteBackend:
             self._writer.stop()
             await asyncio.to_thread(self._writer.join)
         if self._readers is not None:
-            readers = self._readers
-            await asyncio.to_thread(readers.shutdown, wait=True)
-            with self._reader_conns_lock:
-                for conn in self._reader_conns:
-                    conn.close()
-                self._reader_conns.clear()
+            await asyncio.to_thread(self._close_readers, self._readers)
+
+    def _close_readers(self, readers: ThreadPoolExecutor) -> None:
+        readers.shutdown(wait=True)
+        with self._reader_conns_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
 
     def _check_open(self) -> None:
         if not self._started or self._closed:
