@@ -79,6 +79,7 @@ DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024
 SHUTDOWN_TIMEOUT_S = 3.0
 """How long stop() lets in-flight requests finish before the listener is torn down."""
 HEALTH_CHECK_TIMEOUT_S = 5.0
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
 PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version")
 SERVICE_HTTPS_PORT = 443
 
@@ -204,8 +205,13 @@ class APIServer:
         ssl_context: ssl.SSLContext = rt.pki.ssl_server_context()
         app = web.Application(client_max_size=opts.max_body_bytes + 1)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        # Access entries go to the "aiohttp.access" logger at INFO: the supervisor's logging
+        # shows them only at high verbosity, and aiohttp skips formatting when disabled.
         rt.runner = web.AppRunner(
-            app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None, handle_signals=False
+            app,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            handle_signals=False,
+            access_log_format=ACCESS_LOG_FORMAT,
         )
         await rt.runner.setup()
         site = web.TCPSite(rt.runner, opts.bind_address, opts.port, ssl_context=ssl_context)
