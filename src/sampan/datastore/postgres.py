@@ -495,40 +495,57 @@ class PostgresBackend:
         broadcaster = self._broadcaster
         gap_id = 0
         gap_since_s = 0.0
-        while True:
-            try:
-                async with self._writes.connection() as conn:
+        # The poller's own connection: it never waits behind writers for a pool slot.
+        conn: psycopg.AsyncConnection[Any] | None = None
+        try:
+            while True:
+                try:
+                    if conn is None or conn.broken or conn.closed:
+                        conn = await psycopg.AsyncConnection.connect(
+                            self._dsn, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True
+                        )
                     cur = await conn.execute(_POLL_SQL, (broadcaster.revision, POLL_BATCH_ROWS))
                     rows = await cur.fetchall()
-            except (psycopg.Error, StoreUnavailableError) as err:
-                failure = self._failure(err) if isinstance(err, psycopg.Error) else err
-                log.warning("datastore poller: %s; retrying", failure)
-                await self._sleep_or_wake(POLL_INTERVAL_S)
-                continue
-            expected = broadcaster.revision + 1
-            ready: list[Row] = []
-            for row in rows:
-                if row[0] != expected:
-                    break
-                ready.append(row)
-                expected += 1
-            if ready:
-                events = [row_event(r) for r in ready if r[1].startswith(KEY_PREFIX)]
-                broadcaster.publish(events, ready[-1][0])
-            if len(ready) < len(rows):
-                # An id is missing below a committed row: its transaction is late or gone.
-                now_s = time.monotonic()
-                if gap_id != expected:
-                    gap_id, gap_since_s = expected, now_s
-                elif now_s - gap_since_s >= GAP_FILL_AFTER_S:
-                    await self._fill_gap(expected)
+                except psycopg.Error as err:
+                    log.warning("datastore poller: %s; retrying", self._failure(err))
+                    await self._sleep_or_wake(POLL_INTERVAL_S)
                     continue
-                await self._sleep_or_wake(GAP_RETRY_S)
-                continue
-            gap_id = 0
-            if len(rows) >= POLL_BATCH_ROWS:
-                continue
+                gap_id, gap_since_s = await self._publish_polled(rows, gap_id, gap_since_s)
+        finally:
+            if conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.close()
+
+    async def _publish_polled(
+        self, rows: list[Row], gap_id: int, gap_since_s: float
+    ) -> tuple[int, float]:
+        """Publish the gap-free head of ``rows``, then wait as the situation asks: briefly
+        while a gap is open (filling it once it is old enough), else until woken."""
+        assert self._broadcaster is not None
+        broadcaster = self._broadcaster
+        expected = broadcaster.revision + 1
+        ready: list[Row] = []
+        for row in rows:
+            if row[0] != expected:
+                break
+            ready.append(row)
+            expected += 1
+        if ready:
+            events = [row_event(r) for r in ready if r[1].startswith(KEY_PREFIX)]
+            broadcaster.publish(events, ready[-1][0])
+        if len(ready) < len(rows):
+            # An id is missing below a committed row: its transaction is late or gone.
+            now_s = time.monotonic()
+            if gap_id != expected:
+                gap_id, gap_since_s = expected, now_s
+            elif now_s - gap_since_s >= GAP_FILL_AFTER_S:
+                await self._fill_gap(expected)
+                return gap_id, gap_since_s
+            await self._sleep_or_wake(GAP_RETRY_S)
+            return gap_id, gap_since_s
+        if len(rows) < POLL_BATCH_ROWS:
             await self._sleep_or_wake(POLL_INTERVAL_S)
+        return 0, 0.0
 
     async def _sleep_or_wake(self, timeout_s: float) -> None:
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
