@@ -308,9 +308,9 @@ class PostgresBackend:
         self._closed = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # wait(), not "await task": a cancellation of close() itself must propagate.
+            await asyncio.wait(self._tasks)
         self._tasks.clear()
         if self._broadcaster is not None:
             self._broadcaster.close()

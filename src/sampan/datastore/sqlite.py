@@ -446,8 +446,8 @@ class SQLiteBackend:
         self._closed = True
         if self._compactor is not None:
             self._compactor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._compactor
+            # wait(), not "await task": a cancellation of close() itself must propagate.
+            await asyncio.wait([self._compactor])
         if self._broadcaster is not None:
             self._broadcaster.close()
         if self._writer is not None:
