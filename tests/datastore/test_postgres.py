@@ -89,10 +89,12 @@ async def test_a_late_commit_is_delivered_in_revision_order(
                 " value, old_value) VALUES (%s, true, false, 0, 0, 0, %s, '')",
                 (P + "late", b"late"),
             )
-            fast = await first.create(P + "fast", b"fast")
+            # The create commits at once but returns only when everything below it is settled.
+            fast_write = asyncio.ensure_future(first.create(P + "fast", b"fast"))
             # Let the poller see the gap and try to fill it (it waits on the open transaction).
             await asyncio.sleep(GAP_FILL_AFTER_S * 2)
             await slow.commit()
+            fast = await fast_write
         events = await next_events(watch, 2)
         assert [(e.kv.key, e.revision) for e in events] == [
             (P + "late", fast - 1),

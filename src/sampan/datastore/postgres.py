@@ -12,12 +12,17 @@ allocates an id. The insert sends ``NOTIFY sampan_kv``; the commit delivers it.
 
 Watch: ONE poller per backend reads rows above its high-water mark (on NOTIFY, on a local
 write, and every ``POLL_INTERVAL_S`` in any case) and publishes them to the broadcaster, only
-ever a gap-free prefix. Ids come from a sequence, so a row may become visible after a higher
-one (its transaction committed later) or never (it rolled back, e.g. a cancelled write). The
-poller waits ``GAP_FILL_AFTER_S`` for a missing id, then inserts a "gap-fill" tombstone with
-exactly that id (``ON CONFLICT DO NOTHING``: if the late transaction is still running, the
-insert waits for it and then either loses to the real row or fills the hole). Gap-fill rows are
-named outside ``KEY_PREFIX``, so no read or watch ever sees them, and compaction removes them.
+ever a gap-free prefix. That mark is also the revision reads happen at ("current"): every id
+at or below it is settled, so list-then-watch never misses a late commit. A write returns once
+the poller has published it, and a read first lets the poller catch up to the MAX(id) it sees
+(both bounded by ``PUBLISH_WAIT_S``), which gives read-your-writes across servers.
+
+Ids come from a sequence, so a row may become visible after a higher one (its transaction
+committed later) or never (it rolled back, e.g. a cancelled write). The poller waits
+``GAP_FILL_AFTER_S`` for a missing id, then inserts a "gap-fill" tombstone with exactly that
+id (``ON CONFLICT DO NOTHING``: if the late transaction is still running, the insert waits for
+it and then either loses to the real row or fills the hole). Gap-fill rows are named outside
+``KEY_PREFIX``, so no read or watch ever sees them, and compaction removes them.
 
 Invariants: no psycopg error leaves this module (they become StoreUnavailableError with a
 message that names the endpoint only in redacted form, never the DSN); no DSN is logged.
@@ -92,6 +97,9 @@ GAP_FILL_AFTER_S = 0.25
 """A missing id still missing after this long is filled with a gap-fill row."""
 
 GAP_FILL_LOCK_TIMEOUT = "2s"
+PUBLISH_WAIT_S = 1.0
+"""A write waits at most this long for the poller to publish it before returning."""
+
 LISTEN_RETRY_S = 1.0
 NOTIFY_CHANNEL = "sampan_kv"
 WRITE_ATTEMPTS = 3
@@ -122,6 +130,8 @@ _SNAPSHOT_SQL = (
     "SELECT GREATEST(COALESCE((SELECT MAX(id) FROM kv), 0), m.value), m.value"
     " FROM kv_meta AS m WHERE m.name = 'compact_revision'"
 )
+_MAX_ID_SQL = "SELECT COALESCE(MAX(id), 0) FROM kv"
+_FLOOR_SQL = "SELECT value FROM kv_meta WHERE name = 'compact_revision'"
 _KEY_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 _LATEST_SQL = f"SELECT {COLUMNS} FROM kv WHERE name = %s ORDER BY id DESC LIMIT 1"
 _GET_SQL = (
@@ -163,11 +173,10 @@ class _Pool:
     """A few reusable connections; a connection that broke or was left mid-transaction is
     closed instead of being reused."""
 
-    def __init__(self, dsn: str, size: int, *, read_only: bool, failure: Any, name: str) -> None:
+    def __init__(self, dsn: str, size: int, *, read_only: bool, failure: Any) -> None:
         self._dsn = dsn
         self._read_only = read_only
         self._failure = failure
-        self._name = name
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._slots = asyncio.Semaphore(size)
         self._closed = False
@@ -231,8 +240,8 @@ class PostgresBackend:
     ) -> None:
         self._dsn = dsn
         self._redacted = redact_endpoint(dsn)
-        self._writes = _Pool(dsn, pool_size, read_only=False, failure=self._failure, name="w")
-        self._reads = _Pool(dsn, pool_size, read_only=True, failure=self._failure, name="r")
+        self._writes = _Pool(dsn, pool_size, read_only=False, failure=self._failure)
+        self._reads = _Pool(dsn, pool_size, read_only=True, failure=self._failure)
         self._compact_interval_s = compact_interval_s
         self._retention = retention
         self._auto_compact = auto_compact
@@ -344,8 +353,21 @@ class PostgresBackend:
             except psycopg.Error as err:
                 raise self._failure(err) from None
             self._wake.set()
+            await self._settled(row_id)
             return row_id, result, params
         raise AssertionError("unreachable")
+
+    async def _settled(self, revision: int) -> None:
+        """Wait until the poller has published ``revision`` (so every id below it is settled:
+        committed or filled). Reads "at the current revision" read at the published
+        revision, so this gives read-your-writes; the timeout keeps a stuck poller from
+        holding writers (the write itself is committed either way)."""
+        assert self._broadcaster is not None
+        try:
+            async with asyncio.timeout(PUBLISH_WAIT_S):
+                await self._broadcaster.wait_published(revision)
+        except TimeoutError:
+            log.warning("datastore poller is behind: revision %d not yet published", revision)
 
     async def create(self, key: str, value: bytes, lease: int = 0) -> int:
         check_key(key)
@@ -398,9 +420,11 @@ class PostgresBackend:
     async def _snapshot(self, revision: int) -> AsyncIterator[tuple[Any, int, int]]:
         """A read-only REPEATABLE READ transaction: (connection, revision to read at, floor)."""
         self._check_open()
+        assert self._broadcaster is not None
+        current = await self._caught_up_revision()
         async with self._translated(), self._reads.connection() as conn:
             async with conn.transaction():
-                current, floor = await (await conn.execute(_SNAPSHOT_SQL)).fetchone()
+                floor = (await (await conn.execute(_FLOOR_SQL)).fetchone())[0]
                 if revision <= 0:
                     at = current
                 elif revision > current:
@@ -411,15 +435,30 @@ class PostgresBackend:
                     at = revision
                 yield conn, at, floor
 
+    async def _caught_up_revision(self) -> int:
+        """The store's current revision, as a revision below which everything is settled.
+
+        Reads happen at the poller's high-water mark, not at MAX(id): every id up to the mark
+        is committed or filled, so a list at that revision followed by a watch from the next
+        one misses nothing even when a transaction holding a lower id commits late. To still
+        see every write committed before the read began (by any server), the poller is first
+        woken and awaited up to the MAX(id) seen now."""
+        assert self._broadcaster is not None
+        async with self._translated(), self._writes.connection() as conn:
+            newest = (await (await conn.execute(_MAX_ID_SQL)).fetchone())[0]
+        if newest > self._broadcaster.revision:
+            self._wake.set()
+            await self._settled(newest)
+        return self._broadcaster.revision
+
     async def current_revision(self) -> int:
         self._check_open()
-        async with self._translated(), self._writes.connection() as conn:
-            return (await (await conn.execute(_SNAPSHOT_SQL)).fetchone())[0]
+        return await self._caught_up_revision()
 
     async def compact_revision(self) -> int:
         self._check_open()
         async with self._translated(), self._writes.connection() as conn:
-            return (await (await conn.execute(_SNAPSHOT_SQL)).fetchone())[1]
+            return (await (await conn.execute(_FLOOR_SQL)).fetchone())[0]
 
     async def get(self, key: str, revision: int = 0) -> tuple[int, KeyValue | None]:
         check_key(key)

@@ -110,6 +110,9 @@ class Broadcaster:
         """Every event at or below this revision has been published."""
         self._max_pending_events = max_pending_events
         self._subscribers: set[Subscription] = set()
+        # (revision, future) for callers waiting until a revision is published; one per
+        # in-flight write, so bounded by the number of concurrent writers.
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._closed = False
 
     @property
@@ -137,6 +140,23 @@ class Broadcaster:
         if events:
             for sub in list(self._subscribers):
                 sub._offer(events)
+        if self._waiters:
+            still_waiting = []
+            for wanted, future in self._waiters:
+                if wanted <= self.revision:
+                    if not future.done():
+                        future.set_result(None)
+                else:
+                    still_waiting.append((wanted, future))
+            self._waiters = still_waiting
+
+    async def wait_published(self, revision: int) -> None:
+        """Return once every event up to ``revision`` has been published (or on close)."""
+        if revision <= self.revision or self._closed:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((revision, future))
+        await future
 
     def close(self) -> None:
         """End every subscription; later subscriptions end at once."""
@@ -144,6 +164,10 @@ class Broadcaster:
         for sub in list(self._subscribers):
             sub._end()
         self._subscribers.clear()
+        for _, future in self._waiters:
+            if not future.done():
+                future.set_result(None)
+        self._waiters.clear()
 
 
 async def watch_events(
