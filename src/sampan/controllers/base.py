@@ -1,0 +1,386 @@
+"""The contract between the controller manager and every controller.
+
+This module owns three things and nothing else:
+
+* ``ControllerManagerOptions`` — the static configuration of the controller manager (frozen;
+  what the user asked for, defaults as upstream's kube-controller-manager). User extras given
+  as ``kube-controller-manager-arg`` key/value pairs are validated here: an unknown key, or a
+  value that does not parse, raises ``ValueError`` when the options are built.
+* ``ControllerContext`` — what one leadership term of the manager hands to every controller:
+  the client, the shared informer factory, the options, a clock and per-component Event
+  recorders. A new context (and new informers) is built for every term.
+* ``Controller`` — the Protocol each controller class satisfies. ``__init__(ctx)`` only
+  registers informer handlers (which only enqueue keys); ``run(workers)`` waits for its
+  informers to sync and runs ``workers`` reconcile loops until cancelled; ``healthy()`` says
+  whether it is working (for ``/readyz?verbose``).
+
+Invariants: options never change after construction; a controller never mutates an object it
+got from an informer cache (deep-copy first); a context's recorders are stopped by the manager
+when the term ends, never by a controller.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
+
+from sampan.client import Client, EventRecorder, SharedInformerFactory
+from sampan.client.workqueue import Clock, MonotonicClock
+
+__all__ = [
+    "DEFAULT_CLUSTER_CIDR",
+    "DEFAULT_CONCURRENT_WORKERS",
+    "DEFAULT_NODE_CIDR_MASK_SIZE",
+    "DEFAULT_NODE_EVICTION_RATE",
+    "DEFAULT_NODE_MONITOR_GRACE_PERIOD_S",
+    "DEFAULT_POD_EVICTION_TIMEOUT_S",
+    "DEFAULT_SERVICE_CIDR",
+    "DEFAULT_TERMINATED_POD_GC_THRESHOLD",
+    "KNOWN_ARGS",
+    "Controller",
+    "ControllerContext",
+    "ControllerManagerOptions",
+    "parse_duration_s",
+]
+
+DEFAULT_CLUSTER_CIDR = "10.42.0.0/16"
+DEFAULT_SERVICE_CIDR = "10.43.0.0/16"
+DEFAULT_NODE_CIDR_MASK_SIZE = 24
+DEFAULT_NODE_MONITOR_GRACE_PERIOD_S = 40.0
+DEFAULT_NODE_MONITOR_PERIOD_S = 5.0
+DEFAULT_POD_EVICTION_TIMEOUT_S = 300.0
+DEFAULT_NODE_EVICTION_RATE = 0.1  # nodes per second
+DEFAULT_SECONDARY_NODE_EVICTION_RATE = 0.01
+DEFAULT_LARGE_CLUSTER_SIZE_THRESHOLD = 50
+DEFAULT_UNHEALTHY_ZONE_THRESHOLD = 0.55
+DEFAULT_TERMINATED_POD_GC_THRESHOLD = 12500
+
+# Worker counts per controller, as upstream's --concurrent-*-syncs defaults.
+DEFAULT_CONCURRENT_WORKERS: Mapping[str, int] = MappingProxyType(
+    {
+        "cronjob": 5,
+        "daemonset": 2,
+        "deployment": 5,
+        "endpoints": 5,
+        "endpointslice": 5,
+        "garbagecollector": 20,
+        "job": 5,
+        "namespace": 10,
+        "nodeipam": 1,
+        "nodelifecycle": 1,
+        "podgc": 1,
+        "replicaset": 5,
+        "replicationcontroller": 5,
+        "serviceaccount": 5,
+        "statefulset": 5,
+        "ttlafterfinished": 5,
+    }
+)
+# Fallback when a controller has no entry above.
+DEFAULT_WORKERS = 1
+
+# kube-controller-manager flag -> controller whose worker count it sets.
+_CONCURRENCY_ARGS: Mapping[str, str] = MappingProxyType(
+    {
+        "concurrent-cron-job-syncs": "cronjob",
+        "concurrent-daemonset-syncs": "daemonset",
+        "concurrent-deployment-syncs": "deployment",
+        "concurrent-endpoint-syncs": "endpoints",
+        "concurrent-service-endpoint-syncs": "endpointslice",
+        "concurrent-gc-syncs": "garbagecollector",
+        "concurrent-job-syncs": "job",
+        "concurrent-namespace-syncs": "namespace",
+        "concurrent-replicaset-syncs": "replicaset",
+        "concurrent-rc-syncs": "replicationcontroller",
+        "concurrent-serviceaccount-token-syncs": "serviceaccount",
+        "concurrent-statefulset-syncs": "statefulset",
+        "concurrent-ttl-after-finished-syncs": "ttlafterfinished",
+    }
+)
+
+# Every key ``args`` may hold. Keys that Sampan accepts for compatibility but does not act on
+# are listed too (so a K3s-style config does not fail), and said so in the value.
+KNOWN_ARGS: Mapping[str, str] = MappingProxyType(
+    {
+        **{key: f"worker count of {name}" for key, name in _CONCURRENCY_ARGS.items()},
+        "cluster-cidr": "pod network range nodes get their podCIDR from",
+        "service-cluster-ip-range": "service network range",
+        "node-cidr-mask-size": "prefix length of each node's podCIDR (IPv4)",
+        "node-cidr-mask-size-ipv4": "prefix length of each node's IPv4 podCIDR",
+        "node-cidr-mask-size-ipv6": "prefix length of each node's IPv6 podCIDR",
+        "allocate-node-cidrs": "whether nodeipam gives nodes podCIDRs (true)",
+        "leader-elect": "run under leader election (true)",
+        "leader-elect-lease-duration": "lease duration (15s)",
+        "leader-elect-renew-deadline": "renew deadline (10s)",
+        "leader-elect-retry-period": "retry period (2s)",
+        "node-monitor-grace-period": "how long a node may miss its heartbeat (40s)",
+        "node-monitor-period": "how often node health is checked (5s)",
+        "pod-eviction-timeout": "accepted for compatibility (taint-based eviction is used)",
+        "node-eviction-rate": "nodes per second whose pods are evicted (0.1)",
+        "secondary-node-eviction-rate": "eviction rate in an unhealthy large zone (0.01)",
+        "large-cluster-size-threshold": "zone size above which the secondary rate applies",
+        "unhealthy-zone-threshold": "share of not-ready nodes that makes a zone unhealthy",
+        "terminated-pod-gc-threshold": "terminated pods kept before podgc deletes them (12500)",
+        "controllers": "controllers to run: '*', 'name', '-name' (comma-separated)",
+        "profiling": "accepted for compatibility; ignored",
+        "bind-address": "accepted for compatibility; ignored",
+        "secure-port": "accepted for compatibility; ignored",
+        "v": "accepted for compatibility; log level comes from the server",
+    }
+)
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS_S = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_duration_s(text: str) -> float:
+    """Parse a Go duration ("40s", "5m0s", "1h30m", "250ms") into seconds.
+
+    A bare number is taken as seconds. Raises ``ValueError`` on anything else.
+    """
+    value = text.strip()
+    if not value:
+        raise ValueError("empty duration")
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    sign = 1.0
+    if value[0] in "+-":
+        sign = -1.0 if value[0] == "-" else 1.0
+        value = value[1:]
+    total_s = 0.0
+    pos = 0
+    while pos < len(value):
+        match = _DURATION_PART.match(value, pos)
+        if match is None:
+            raise ValueError(f"invalid duration {text!r}")
+        total_s += float(match.group(1)) * _DURATION_UNITS_S[match.group(2)]
+        pos = match.end()
+    return sign * total_s
+
+
+def _parse_bool(key: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "t", "yes"):
+        return True
+    if lowered in ("false", "0", "f", "no"):
+        return False
+    raise ValueError(f"{key}: not a boolean: {text!r}")
+
+
+def _parse_int(key: str, text: str, minimum: int = 0) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{key}: not an integer: {text!r}") from None
+    if value < minimum:
+        raise ValueError(f"{key}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _parse_float(key: str, text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"{key}: not a number: {text!r}") from None
+    if value < 0:
+        raise ValueError(f"{key}: must not be negative, got {value}")
+    return value
+
+
+def _parse_duration(key: str, text: str) -> float:
+    try:
+        value = parse_duration_s(text)
+    except ValueError as err:
+        raise ValueError(f"{key}: {err}") from None
+    if value < 0:
+        raise ValueError(f"{key}: must not be negative")
+    return value
+
+
+@dataclass(frozen=True)
+class ControllerManagerOptions:
+    """Static configuration of the controller manager.
+
+    Build it with the fields, then apply ``args`` (the user's ``kube-controller-manager-arg``
+    pairs, key without leading dashes): every key in ``args`` overrides the matching field.
+    ``__post_init__`` validates ``args`` and applies it, so the instance you hold is final.
+    """
+
+    cluster_cidr: str = DEFAULT_CLUSTER_CIDR
+    service_cidr: str = DEFAULT_SERVICE_CIDR
+    node_cidr_mask_size: int = DEFAULT_NODE_CIDR_MASK_SIZE
+    node_cidr_mask_size_ipv6: int = 64
+    allocate_node_cidrs: bool = True
+    identity: str = ""
+    """Leader-election holder identity (``<hostname>_<uuid>``); empty = manager makes one."""
+    leader_elect: bool = True
+    lease_duration_s: float = 15.0
+    renew_deadline_s: float = 10.0
+    retry_period_s: float = 2.0
+    node_monitor_grace_period_s: float = DEFAULT_NODE_MONITOR_GRACE_PERIOD_S
+    node_monitor_period_s: float = DEFAULT_NODE_MONITOR_PERIOD_S
+    pod_eviction_timeout_s: float = DEFAULT_POD_EVICTION_TIMEOUT_S
+    node_eviction_rate: float = DEFAULT_NODE_EVICTION_RATE
+    secondary_node_eviction_rate: float = DEFAULT_SECONDARY_NODE_EVICTION_RATE
+    large_cluster_size_threshold: int = DEFAULT_LARGE_CLUSTER_SIZE_THRESHOLD
+    unhealthy_zone_threshold: float = DEFAULT_UNHEALTHY_ZONE_THRESHOLD
+    terminated_pod_gc_threshold: int = DEFAULT_TERMINATED_POD_GC_THRESHOLD
+    controllers: tuple[str, ...] = ("*",)
+    """Which controllers run: '*' = all, 'name' = add, '-name' = remove (upstream syntax)."""
+    concurrent_workers: Mapping[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_CONCURRENT_WORKERS)
+    )
+    args: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(key for key in self.args if key.lstrip("-") not in KNOWN_ARGS)
+        if unknown:
+            raise ValueError("unknown kube-controller-manager-arg key(s): " + ", ".join(unknown))
+        workers = dict(DEFAULT_CONCURRENT_WORKERS)
+        workers.update(self.concurrent_workers)
+        updates: dict[str, Any] = {}
+        for raw_key, value in self.args.items():
+            key = raw_key.lstrip("-")
+            if key in _CONCURRENCY_ARGS:
+                workers[_CONCURRENCY_ARGS[key]] = _parse_int(key, value, minimum=1)
+            else:
+                updates.update(_apply_arg(key, value))
+        for name, count in workers.items():
+            if count < 1:
+                raise ValueError(f"concurrent_workers[{name!r}] must be at least 1")
+        for name, value in updates.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "concurrent_workers", MappingProxyType(workers))
+        object.__setattr__(self, "args", MappingProxyType(dict(self.args)))
+        object.__setattr__(self, "controllers", tuple(self.controllers))
+        for name in ("node_cidr_mask_size", "node_cidr_mask_size_ipv6"):
+            if not 1 <= getattr(self, name) <= 128:
+                raise ValueError(f"{name} out of range")
+
+    def workers(self, controller: str) -> int:
+        """The number of reconcile loops ``controller`` runs."""
+        return self.concurrent_workers.get(controller, DEFAULT_WORKERS)
+
+    def enabled(self, controller: str) -> bool:
+        """Whether ``controller`` runs, by the ``controllers`` list (upstream semantics:
+        an explicit '-name' wins, then an explicit 'name', then '*')."""
+        if f"-{controller}" in self.controllers:
+            return False
+        return controller in self.controllers or "*" in self.controllers
+
+    def with_changes(self, **changes: Any) -> ControllerManagerOptions:
+        """A copy with ``changes`` applied (``args`` is re-applied on top)."""
+        return replace(self, **changes)
+
+
+def _apply_arg(key: str, value: str) -> dict[str, Any]:
+    """The option fields ``key=value`` sets (empty for compatibility-only keys)."""
+    match key:
+        case "cluster-cidr":
+            return {"cluster_cidr": value.strip()}
+        case "service-cluster-ip-range":
+            return {"service_cidr": value.strip()}
+        case "node-cidr-mask-size" | "node-cidr-mask-size-ipv4":
+            return {"node_cidr_mask_size": _parse_int(key, value, minimum=1)}
+        case "node-cidr-mask-size-ipv6":
+            return {"node_cidr_mask_size_ipv6": _parse_int(key, value, minimum=1)}
+        case "allocate-node-cidrs":
+            return {"allocate_node_cidrs": _parse_bool(key, value)}
+        case "leader-elect":
+            return {"leader_elect": _parse_bool(key, value)}
+        case "leader-elect-lease-duration":
+            return {"lease_duration_s": _parse_duration(key, value)}
+        case "leader-elect-renew-deadline":
+            return {"renew_deadline_s": _parse_duration(key, value)}
+        case "leader-elect-retry-period":
+            return {"retry_period_s": _parse_duration(key, value)}
+        case "node-monitor-grace-period":
+            return {"node_monitor_grace_period_s": _parse_duration(key, value)}
+        case "node-monitor-period":
+            return {"node_monitor_period_s": _parse_duration(key, value)}
+        case "pod-eviction-timeout":
+            return {"pod_eviction_timeout_s": _parse_duration(key, value)}
+        case "node-eviction-rate":
+            return {"node_eviction_rate": _parse_float(key, value)}
+        case "secondary-node-eviction-rate":
+            return {"secondary_node_eviction_rate": _parse_float(key, value)}
+        case "large-cluster-size-threshold":
+            return {"large_cluster_size_threshold": _parse_int(key, value)}
+        case "unhealthy-zone-threshold":
+            return {"unhealthy_zone_threshold": _parse_float(key, value)}
+        case "terminated-pod-gc-threshold":
+            return {"terminated_pod_gc_threshold": _parse_int(key, value)}
+        case "controllers":
+            names = tuple(part.strip() for part in value.split(",") if part.strip())
+            return {"controllers": names or ("*",)}
+        case _:
+            return {}
+
+
+class ControllerContext:
+    """What one leadership term gives every controller (see the module docstring).
+
+    ``recorder(component)`` returns one started ``EventRecorder`` per component name (e.g.
+    "deployment-controller", as upstream's event sources); the manager stops them all with
+    ``aclose()`` when the term ends.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        informers: SharedInformerFactory,
+        options: ControllerManagerOptions,
+        clock: Clock | None = None,
+    ) -> None:
+        self.client = client
+        self.informers = informers
+        self.options = options
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        self._recorders: dict[str, EventRecorder] = {}
+
+    def recorder(self, component: str) -> EventRecorder:
+        recorder = self._recorders.get(component)
+        if recorder is None:
+            recorder = EventRecorder(self.client, component)
+            self._recorders[component] = recorder
+        return recorder
+
+    async def aclose(self) -> None:
+        """Stop every recorder made by ``recorder()`` (writes what they still hold)."""
+        recorders = list(self._recorders.values())
+        self._recorders.clear()
+        for recorder in recorders:
+            await recorder.stop()
+
+
+@runtime_checkable
+class Controller(Protocol):
+    """One controller; see the module docstring for the contract."""
+
+    name: str
+    """Upstream's controller name: "deployment", "replicaset", "namespace"..."""
+
+    def __init__(self, ctx: ControllerContext) -> None: ...
+
+    async def run(self, workers: int) -> None:
+        """Wait for this controller's informers to sync, then reconcile with ``workers``
+        loops until cancelled (re-raise ``CancelledError``; shut the queue down on the way
+        out)."""
+        ...
+
+    def healthy(self) -> bool:
+        """True while the controller works (synced and its loops alive)."""
+        ...

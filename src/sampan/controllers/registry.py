@@ -1,0 +1,13 @@
+"""Every controller class the manager can run, by upstream name.
+
+Each controller module adds one import and one entry here. The manager instantiates the
+enabled ones (``ControllerManagerOptions.enabled``) once per leadership term, in this order.
+"""
+
+from __future__ import annotations
+
+from sampan.controllers.base import Controller
+
+__all__ = ["CONTROLLERS"]
+
+CONTROLLERS: dict[str, type[Controller]] = {}
