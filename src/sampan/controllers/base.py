@@ -21,14 +21,22 @@ when the term ends, never by a controller.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
-from sampan.client import Client, EventRecorder, SharedInformerFactory
-from sampan.client.workqueue import Clock, MonotonicClock
+from sampan.client import Client, EventRecorder, Informer, SharedInformerFactory
+from sampan.client.workqueue import (
+    Clock,
+    MonotonicClock,
+    QueueShutDown,
+    WorkQueue,
+    default_controller_rate_limiter,
+)
 
 __all__ = [
     "DEFAULT_CLUSTER_CIDR",
@@ -43,8 +51,11 @@ __all__ = [
     "Controller",
     "ControllerContext",
     "ControllerManagerOptions",
+    "QueueController",
     "parse_duration_s",
 ]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CLUSTER_CIDR = "10.42.0.0/16"
 DEFAULT_SERVICE_CIDR = "10.43.0.0/16"
@@ -384,3 +395,79 @@ class Controller(Protocol):
     def healthy(self) -> bool:
         """True while the controller works (synced and its loops alive)."""
         ...
+
+
+class QueueController:
+    """Optional helper base for a controller with one work queue of string keys.
+
+    Subclasses set ``name``, call ``super().__init__(ctx)``, register informers with
+    ``self.watch(informer)`` (handlers enqueue into ``self.queue``) and implement
+    ``async reconcile(key)``. ``run(workers)`` waits for the watched informers, then runs the
+    loops: an exception -> ``add_rate_limited`` (logged), success -> ``forget``.
+    ``healthy()`` is True once synced and while every loop is alive.
+    """
+
+    name: str = ""
+    sync_timeout_s: float | None = None
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        self.ctx = ctx
+        self.queue: WorkQueue[str] = WorkQueue(
+            self.name or type(self).__name__,
+            clock=ctx.clock,
+            rate_limiter=default_controller_rate_limiter(ctx.clock),
+        )
+        self._watched: list[Informer] = []
+        self._synced = False
+        self._loops_alive = 0
+        self._loops_wanted = 0
+
+    def watch(self, informer: Informer) -> Informer:
+        """Make ``run`` wait for ``informer`` to sync before the loops start."""
+        self._watched.append(informer)
+        return informer
+
+    async def reconcile(self, key: str) -> None:
+        raise NotImplementedError
+
+    async def run(self, workers: int) -> None:
+        try:
+            for informer in self._watched:
+                await informer.wait_synced()
+            self._synced = True
+            await self.on_synced()
+            self._loops_wanted = max(1, workers)
+            async with asyncio.TaskGroup() as group:
+                for index in range(self._loops_wanted):
+                    group.create_task(self._loop(), name=f"controller-{self.name}-worker-{index}")
+        finally:
+            self._synced = False
+            self.queue.shutdown()
+
+    async def on_synced(self) -> None:
+        """Hook run once after the informers synced, before the loops start."""
+
+    def healthy(self) -> bool:
+        return self._synced and self._loops_alive == self._loops_wanted
+
+    async def _loop(self) -> None:
+        self._loops_alive += 1
+        try:
+            while True:
+                try:
+                    key = await self.queue.get()
+                except QueueShutDown:
+                    return
+                try:
+                    await self.reconcile(key)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s: reconcile %s failed; retrying with back-off", self.name, key)
+                    self.queue.add_rate_limited(key)
+                else:
+                    self.queue.forget(key)
+                finally:
+                    self.queue.done(key)
+        finally:
+            self._loops_alive -= 1
