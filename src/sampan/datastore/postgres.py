@@ -422,12 +422,13 @@ class PostgresBackend:
         self._check_open()
         assert self._broadcaster is not None
         current = await self._caught_up_revision()
+        settled = self._broadcaster.revision
         async with self._translated(), self._reads.connection() as conn:
             async with conn.transaction():
                 floor = (await (await conn.execute(_FLOOR_SQL)).fetchone())[0]
                 if revision <= 0:
-                    at = current
-                elif revision > current:
+                    at = current if current > floor else settled
+                elif revision > settled:
                     raise FutureRevisionError(revision, current)
                 elif revision <= floor:
                     raise CompactedError(revision, floor)
@@ -449,7 +450,9 @@ class PostgresBackend:
         if newest > self._broadcaster.revision:
             self._wake.set()
             await self._settled(newest)
-        return self._broadcaster.revision
+        # The newest *event*: reading there equals reading at the settled mark (only gap fills
+        # lie between), and a watch cache waiting for "the current revision" gets an event.
+        return self._broadcaster.event_revision
 
     async def current_revision(self) -> int:
         self._check_open()
@@ -609,9 +612,10 @@ class PostgresBackend:
     # --- compaction -----------------------------------------------------------------------
 
     async def compact(self, revision: int) -> None:
-        current = await self.current_revision()
-        if revision > current:
-            raise FutureRevisionError(revision, current)
+        await self.current_revision()
+        assert self._broadcaster is not None
+        if revision > self._broadcaster.revision:
+            raise FutureRevisionError(revision, self._broadcaster.revision)
         async with self._compact_lock:
             if revision <= await self.compact_revision():
                 return

@@ -108,6 +108,9 @@ class Broadcaster:
     def __init__(self, revision: int, *, max_pending_events: int = WATCH_QUEUE_MAX_EVENTS) -> None:
         self.revision = revision
         """Every event at or below this revision has been published."""
+        self.event_revision = revision
+        """The revision of the newest published event (below ``revision`` when rows that are
+        no event, such as PostgreSQL gap fills, came after it)."""
         self._max_pending_events = max_pending_events
         self._subscribers: set[Subscription] = set()
         # (revision, future) for callers waiting until a revision is published; one per
@@ -138,6 +141,7 @@ class Broadcaster:
         if revision > self.revision:
             self.revision = revision
         if events:
+            self.event_revision = max(self.event_revision, events[-1].revision)
             for sub in list(self._subscribers):
                 sub._offer(events)
         if self._waiters:
