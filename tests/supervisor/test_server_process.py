@@ -74,6 +74,10 @@ def test_server_starts_datastore_and_api_then_stops_cleanly(tmp_path: Path, sig)
         kubeconfig = tmp_path / "kubeconfig.yaml"
         assert kubeconfig.exists()
         assert kubeconfig.stat().st_mode & 0o777 == 0o600
+        token = tmp_path / "data" / "server" / "token"
+        assert token.read_text().startswith("K10")
+        assert token.stat().st_mode & 0o777 == 0o600
+        assert token.read_text().split(":")[-1].strip() not in text  # never logged
         proc.send_signal(sig)
         assert proc.wait(timeout=15) == 0
     finally:

@@ -6,6 +6,7 @@ controllers, scheduler, addons and the embedded agent join this list as they are
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from sampan.config import Config
 from sampan.supervisor.supervisor import Component, ComponentContext
+from sampan.supervisor.token import TokenError, ensure_server_token
 
 __all__ = ["DatastoreComponent", "server_components"]
 
@@ -72,6 +74,14 @@ class APIServerComponent:
         server = APIServer(options, self._datastore.backend)
         await server.start()
         self.server = server
+        try:
+            token_path = config.data_dir / "server" / "token"
+            await asyncio.to_thread(
+                ensure_server_token, config.data_dir, server.pki.ca_pem, config.token.reveal()
+            )
+        except TokenError as exc:
+            raise RuntimeError(f"--token: {exc}") from None
+        log.info("node token is available at %s", token_path)
         log.info(
             "API server ready at %s; admin kubeconfig: %s", server.url, config.write_kubeconfig
         )
@@ -99,7 +109,11 @@ def _default_node_ips() -> tuple[str, ...]:
         s.close()
 
 
+SERVER_DIRS = ("db", "tls", "manifests", "cred")
+
+
 def server_components(config: Config) -> list[Component]:
-    os.makedirs(config.data_dir / "server", mode=0o700, exist_ok=True)
+    for sub in SERVER_DIRS:
+        os.makedirs(config.data_dir / "server" / sub, mode=0o700, exist_ok=True)
     datastore = DatastoreComponent(config.datastore_endpoint.reveal(), config.data_dir)
     return [datastore, APIServerComponent(config, datastore)]
