@@ -1,0 +1,153 @@
+"""ControllerManager: leader election, per-term controllers, health, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sampan.client import ClientConfig, NotFoundError
+from sampan.client.api import LEASES, NAMESPACES
+from sampan.controllers.base import (
+    ControllerContext,
+    ControllerManagerOptions,
+    QueueController,
+    parse_duration_s,
+)
+from sampan.controllers.manager import LEASE_NAME, LEASE_NAMESPACE, ControllerManager
+
+from .conftest import eventually
+
+FAST_ELECTION = {
+    "leader-elect-lease-duration": "2s",
+    "leader-elect-renew-deadline": "1s",
+    "leader-elect-retry-period": "200ms",
+}
+
+
+class NamespaceCounter(QueueController):
+    """A toy controller: remembers every namespace key it reconciled."""
+
+    name = "nscounter"
+    instances: list[NamespaceCounter] = []
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        super().__init__(ctx)
+        self.seen: set[str] = set()
+        self.cancelled = False
+        informer = self.watch(ctx.informers.informer(NAMESPACES))
+        informer.add_event_handler(on_add=lambda obj: self.queue.add(obj["metadata"]["name"]))
+        NamespaceCounter.instances.append(self)
+
+    async def reconcile(self, key: str) -> None:
+        self.seen.add(key)
+
+    async def run(self, workers: int) -> None:
+        try:
+            await super().run(workers)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+
+class Broken:
+    name = "broken"
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        raise RuntimeError("cannot build")
+
+
+@pytest.fixture(autouse=True)
+def _reset_instances() -> None:
+    NamespaceCounter.instances.clear()
+
+
+def test_options_args_are_validated_and_applied() -> None:
+    options = ControllerManagerOptions(
+        args={
+            "concurrent-deployment-syncs": "7",
+            "node-monitor-grace-period": "1m0s",
+            "controllers": "*,-podgc",
+            "cluster-cidr": "10.50.0.0/16",
+        }
+    )
+    assert options.workers("deployment") == 7
+    assert options.workers("namespace") == 10
+    assert options.node_monitor_grace_period_s == 60.0
+    assert options.cluster_cidr == "10.50.0.0/16"
+    assert not options.enabled("podgc")
+    assert options.enabled("deployment")
+    with pytest.raises(ValueError, match="unknown"):
+        ControllerManagerOptions(args={"no-such-flag": "1"})
+    with pytest.raises(ValueError, match="concurrent-gc-syncs"):
+        ControllerManagerOptions(args={"concurrent-gc-syncs": "many"})
+    only = ControllerManagerOptions(controllers=("namespace",))
+    assert only.enabled("namespace") and not only.enabled("deployment")
+
+
+def test_parse_duration() -> None:
+    assert parse_duration_s("5m0s") == 300.0
+    assert parse_duration_s("1h30m") == 5400.0
+    assert parse_duration_s("250ms") == 0.25
+    assert parse_duration_s("12") == 12.0
+    with pytest.raises(ValueError):
+        parse_duration_s("5 minutes")
+
+
+async def test_manager_runs_controllers_and_a_peer_takes_over(
+    controller_config: ClientConfig, client
+) -> None:
+    registry = {"nscounter": NamespaceCounter, "broken": Broken}
+    first = ControllerManager(
+        controller_config,
+        ControllerManagerOptions(identity="first", args=FAST_ELECTION),
+        controllers=registry,
+    )
+    second = ControllerManager(
+        controller_config,
+        ControllerManagerOptions(identity="second", args=FAST_ELECTION),
+        controllers=registry,
+    )
+    await first.start()
+    try:
+        await eventually(lambda: _true(first.is_leader))
+        await second.start()
+        await eventually(lambda: _true(first.health() == {"nscounter": True}))
+        leader_ctrl = NamespaceCounter.instances[0]
+        await eventually(lambda: _true("kube-system" in leader_ctrl.seen))
+        lease = await client.get(LEASES, LEASE_NAME, namespace=LEASE_NAMESPACE)
+        assert lease["spec"]["holderIdentity"] == "first"
+        assert not second.is_leader and second.health() == {}
+
+        await first.stop()
+        assert leader_ctrl.cancelled
+        assert first.health() == {}
+        await eventually(lambda: _true(second.is_leader))
+        await eventually(lambda: _true(second.health() == {"nscounter": True}))
+        assert second.terms == 1
+        lease = await client.get(LEASES, LEASE_NAME, namespace=LEASE_NAMESPACE)
+        assert lease["spec"]["holderIdentity"] == "second"
+    finally:
+        await first.stop()
+        await second.stop()
+    lease = await client.get(LEASES, LEASE_NAME, namespace=LEASE_NAMESPACE)
+    assert not lease["spec"].get("holderIdentity")
+
+
+async def test_manager_without_leader_election(controller_config: ClientConfig, client) -> None:
+    manager = ControllerManager(
+        controller_config,
+        ControllerManagerOptions(identity="solo", leader_elect=False),
+        controllers={"nscounter": NamespaceCounter},
+    )
+    await manager.start()
+    try:
+        await eventually(lambda: _true(manager.health() == {"nscounter": True}))
+    finally:
+        await manager.stop()
+    with pytest.raises(NotFoundError):
+        await client.get(LEASES, LEASE_NAME, namespace=LEASE_NAMESPACE)
+
+
+async def _true(value: bool) -> bool:
+    return value
