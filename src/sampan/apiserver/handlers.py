@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from sampan.api.labels import Selector
     from sampan.api.resources import ResourceInfo, ResourceRegistry, SubresourceInfo
     from sampan.apiserver.auth import Attributes, Decision, UserInfo
+    from sampan.apiserver.openapi import OpenAPI
     from sampan.apiserver.storage import DeleteOptions, ResourceStore, Storage
     from sampan.datastore import Backend
 
@@ -131,6 +132,7 @@ class HandlerContext:
     authenticate_token: Callable[[str], Awaitable[UserInfo | None]]
     api_audiences: tuple[str, ...]
     datastore_health: Callable[[], Awaitable[tuple[bool, str]]]
+    openapi: OpenAPI | None = None  # schemas for strategic merge patch and apply
 
 
 class ResourceHandler:

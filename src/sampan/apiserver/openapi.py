@@ -1,90 +1,362 @@
-"""OpenAPI v3 documents — part 1: the operations index, without schemas.
+"""OpenAPI documents (v2 and v3) and the schema lookup the patch paths use.
 
-Owns ``/openapi/v3`` (the index of group-versions) and ``/openapi/v3/<api|apis/g>/<v>``.
-Part 1 publishes, per resource, the item path with its operations and the
-``x-kubernetes-group-version-kind`` extension plus the ``fieldValidation`` and ``dryRun``
-query parameters. That is what kubectl 1.32 reads to learn that the server validates fields
-itself (so ``kubectl create -f`` / ``replace -f`` skip client-side schema validation instead of
-failing with "failed to download openapi"). Component schemas (for ``kubectl explain`` and
-strategic-merge metadata) come in part 2 from the ``kubernetes-validate`` definitions.
+Owns ``/openapi/v2`` (swagger 2.0, JSON only), ``/openapi/v3`` (the index of group-versions)
+and ``/openapi/v3/<api|apis/g>/<v>`` (one document per group-version), and ``OpenAPI``, the
+object behind them:
 
-Invariant: documents are built from the ResourceRegistry, so they always match discovery;
-the hash in each ``serverRelativeURL`` changes whenever that group-version's document does.
+* component schemas are the Kubernetes 1.32 definitions (``openapi_data``) plus the schemas
+  CustomResourceDefinitions register with ``add_crd``/``remove_crd`` (the CRD handler calls
+  them when a version becomes served or goes away);
+* ``schema_for(group, version, kind)`` returns a ``SchemaView`` of a kind's schema (built-in
+  or CRD) for strategic merge patch, server-side apply and field validation; ``None`` for a
+  kind without one;
+* each group-version document lists the resources' paths with their operations, the
+  ``x-kubernetes-group-version-kind``/``x-kubernetes-action`` extensions and the
+  ``fieldValidation`` query parameter (kubectl 1.32 reads that to leave validation to the
+  server), and the component schemas reachable from the group-version's kinds, which is what
+  ``kubectl explain`` and kubectl's patch computation look up.
+
+Invariants: documents are built from the ResourceRegistry, so they always match discovery;
+a document is rebuilt only when its group-version's resources or the CRD schemas change, and
+the hash in each ``serverRelativeURL`` changes exactly when the document does.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import threading
+from collections.abc import Iterable
 from typing import Any
 
 from sampan.apiserver.negotiation import dump_json
+from sampan.apiserver.openapi_data import (
+    REF_PREFIX_V3,
+    SchemaView,
+    load_definitions,
+    to_v2,
+)
 from sampan.version import KUBERNETES_VERSION
 
-__all__ = ["group_version_document", "openapi_v3_index"]
+__all__ = [
+    "OBJECT_META",
+    "OpenAPI",
+    "crd_definition_name",
+]
 
+OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+LIST_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"
 _QUERY_PARAMETERS = ("dryRun", "fieldManager", "fieldValidation", "pretty")
-_VERB_OPERATIONS = {"get": "get", "update": "put", "patch": "patch", "delete": "delete"}
+_ITEM_OPERATIONS = (
+    ("get", "get", "read"),
+    ("put", "update", "replace"),
+    ("patch", "patch", "patch"),
+    ("delete", "delete", "delete"),
+)
+_API_VERSION_DESCRIPTION = (
+    "APIVersion defines the versioned schema of this representation of an object. Servers "
+    "should convert recognized schemas to the latest internal value, and may reject "
+    "unrecognized values."
+)
+_KIND_DESCRIPTION = (
+    "Kind is a string value representing the REST resource this object represents. Servers "
+    "may infer this from the endpoint the client submits requests to. In CamelCase."
+)
+
+
+def crd_definition_name(group: str, version: str, kind: str) -> str:
+    """Definition name of a custom kind: the group reversed, as kube-apiserver names them."""
+    reversed_group = ".".join(reversed(group.split(".")))
+    return f"{reversed_group}.{version}.{kind}"
 
 
 def _gv_path(group: str, version: str) -> str:
     return f"apis/{group}/{version}" if group else f"api/{version}"
 
 
-def group_version_document(registry: Any, group: str, version: str) -> dict[str, Any] | None:
-    infos = registry.resources_for(group, version)
-    if not infos:
-        return None
-    parameters = [
-        {"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
-        for name in _QUERY_PARAMETERS
-    ]
-    paths: dict[str, Any] = {}
-    for info in sorted(infos, key=lambda i: i.plural):
-        gvk = {"group": info.group, "version": info.version, "kind": info.kind}
-        prefix = "/" + _gv_path(group, version)
-        if info.namespaced:
-            prefix += "/namespaces/{namespace}"
-        operations: dict[str, Any] = {}
-        for verb, method in _VERB_OPERATIONS.items():
-            if verb in info.verbs:
-                operations[method] = {
-                    "operationId": f"{method}{info.kind}",
+def _refs(node: Any, found: set[str]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(REF_PREFIX_V3):
+            found.add(ref[len(REF_PREFIX_V3) :])
+        for value in node.values():
+            _refs(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _refs(value, found)
+
+
+class OpenAPI:
+    """The served definitions and documents; one per API server.
+
+    Build it with ``OpenAPI(registry, definitions)`` where ``definitions`` comes from
+    ``openapi_data.load_definitions()`` (blocking; the server loads it in a thread)."""
+
+    def __init__(self, registry: Any, definitions: dict[str, dict[str, Any]] | None = None) -> None:
+        self._registry = registry
+        self._builtin = definitions if definitions is not None else load_definitions()
+        self._crds: dict[str, dict[str, Any]] = {}
+        self._gvk: dict[tuple[str, str, str], str] = {}
+        for name, schema in self._builtin.items():
+            for gvk in schema.get("x-kubernetes-group-version-kind") or ():
+                key = (gvk.get("group", ""), gvk.get("version", ""), gvk.get("kind", ""))
+                self._gvk.setdefault(key, name)
+        self._crd_gvk: dict[tuple[str, str, str], str] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str], tuple[Any, dict[str, Any], str]] = {}
+        self._v2_cache: tuple[Any, bytes] | None = None
+
+    # --- schemas --------------------------------------------------------------------------
+
+    def definition(self, name: str) -> dict[str, Any] | None:
+        return self._crds.get(name) or self._builtin.get(name)
+
+    def definition_name(self, group: str, version: str, kind: str) -> str | None:
+        key = (group, version, kind)
+        return self._crd_gvk.get(key) or self._gvk.get(key)
+
+    def schema_for(self, group: str, version: str, kind: str) -> SchemaView | None:
+        """The schema of a kind (built-in or CRD), or None when none is known."""
+        name = self.definition_name(group, version, kind)
+        if name is None:
+            return None
+        schema = self.definition(name)
+        if schema is None:
+            return None
+        return SchemaView(schema, self.definition)
+
+    def add_crd(self, group: str, version: str, kind: str, schema: dict[str, Any] | None) -> None:
+        """Register (or replace) a CRD version's ``openAPIV3Schema``; None = no schema
+        (the kind is then served with a schema that preserves unknown fields)."""
+        name = crd_definition_name(group, version, kind)
+        body = copy.deepcopy(schema) if isinstance(schema, dict) else {}
+        if not body:
+            body = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        body.setdefault("type", "object")
+        properties = body.setdefault("properties", {})
+        properties["apiVersion"] = {"description": _API_VERSION_DESCRIPTION, "type": "string"}
+        properties["kind"] = {"description": _KIND_DESCRIPTION, "type": "string"}
+        properties["metadata"] = {
+            "allOf": [{"$ref": REF_PREFIX_V3 + OBJECT_META}],
+            "description": "Standard object's metadata.",
+        }
+        body["x-kubernetes-group-version-kind"] = [
+            {"group": group, "version": version, "kind": kind}
+        ]
+        list_name = name + "List"
+        list_body = {
+            "description": f"{kind}List is a list of {kind}",
+            "type": "object",
+            "required": ["items"],
+            "properties": {
+                "apiVersion": {"description": _API_VERSION_DESCRIPTION, "type": "string"},
+                "items": {
+                    "description": f"List of {kind.lower()}s.",
+                    "type": "array",
+                    "items": {"$ref": REF_PREFIX_V3 + name},
+                },
+                "kind": {"description": _KIND_DESCRIPTION, "type": "string"},
+                "metadata": {
+                    "allOf": [{"$ref": REF_PREFIX_V3 + LIST_META}],
+                    "description": "Standard list metadata.",
+                },
+            },
+            "x-kubernetes-group-version-kind": [
+                {"group": group, "version": version, "kind": kind + "List"}
+            ],
+        }
+        with self._lock:
+            self._crds[name] = body
+            self._crds[list_name] = list_body
+            self._crd_gvk[(group, version, kind)] = name
+            self._crd_gvk[(group, version, kind + "List")] = list_name
+            self._generation += 1
+
+    def remove_crd(self, group: str, version: str, kind: str) -> None:
+        name = crd_definition_name(group, version, kind)
+        with self._lock:
+            self._crds.pop(name, None)
+            self._crds.pop(name + "List", None)
+            self._crd_gvk.pop((group, version, kind), None)
+            self._crd_gvk.pop((group, version, kind + "List"), None)
+            self._generation += 1
+
+    def _closure(self, roots: Iterable[str]) -> dict[str, dict[str, Any]]:
+        todo = [r for r in roots]
+        found: dict[str, dict[str, Any]] = {}
+        while todo:
+            name = todo.pop()
+            if name in found:
+                continue
+            schema = self.definition(name)
+            if schema is None:
+                continue
+            found[name] = schema
+            refs: set[str] = set()
+            _refs(schema, refs)
+            todo.extend(refs - found.keys())
+        return dict(sorted(found.items()))
+
+    # --- documents ------------------------------------------------------------------------
+
+    def _cache_key(self, infos: list[Any]) -> Any:
+        return (
+            self._generation,
+            tuple((i.plural, i.kind, i.namespaced, tuple(i.verbs)) for i in infos),
+        )
+
+    def group_version_document(self, group: str, version: str) -> dict[str, Any] | None:
+        document, _ = self._document_and_hash(group, version)
+        return document
+
+    def _document_and_hash(self, group: str, version: str) -> tuple[dict[str, Any] | None, str]:
+        infos = sorted(self._registry.resources_for(group, version), key=lambda i: i.plural)
+        if not infos:
+            return None, ""
+        key = self._cache_key(infos)
+        cached = self._cache.get((group, version))
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        document = self._build_document(group, version, infos)
+        digest = hashlib.sha512(dump_json(document)).hexdigest().upper()
+        self._cache[(group, version)] = (key, document, digest)
+        return document, digest
+
+    def _build_document(self, group: str, version: str, infos: list[Any]) -> dict[str, Any]:
+        parameters = [
+            {"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+            for name in _QUERY_PARAMETERS
+        ]
+        paths: dict[str, Any] = {}
+        roots: list[str] = []
+        for info in infos:
+            gvk = {"group": info.group, "version": info.version, "kind": info.kind}
+            definition = self.definition_name(info.group, info.version, info.kind)
+            list_definition = self.definition_name(info.group, info.version, info.kind + "List")
+            for name in (definition, list_definition):
+                if name is not None:
+                    roots.append(name)
+            content = _content(definition)
+            prefix = "/" + _gv_path(group, version)
+            if info.namespaced:
+                prefix += "/namespaces/{namespace}"
+            operations: dict[str, Any] = {}
+            for method, verb, action in _ITEM_OPERATIONS:
+                if verb in info.verbs:
+                    operations[method] = {
+                        "operationId": f"{action}{info.kind}",
+                        "parameters": parameters,
+                        "responses": {"200": {"description": "OK", **content}},
+                        "x-kubernetes-action": "put" if verb == "update" else verb,
+                        "x-kubernetes-group-version-kind": gvk,
+                    }
+            if operations:
+                paths[f"{prefix}/{info.plural}/{{name}}"] = operations
+            collection: dict[str, Any] = {}
+            if "list" in info.verbs:
+                collection["get"] = {
+                    "operationId": f"list{info.kind}",
                     "parameters": parameters,
-                    "responses": {"200": {"description": "OK"}},
-                    "x-kubernetes-action": verb if verb != "get" else "get",
+                    "responses": {"200": {"description": "OK", **_content(list_definition)}},
+                    "x-kubernetes-action": "list",
                     "x-kubernetes-group-version-kind": gvk,
                 }
-        if operations:
-            paths[f"{prefix}/{info.plural}/{{name}}"] = operations
-        if "create" in info.verbs:
-            paths[f"{prefix}/{info.plural}"] = {
-                "post": {
+            if "create" in info.verbs:
+                collection["post"] = {
                     "operationId": f"create{info.kind}",
                     "parameters": parameters,
-                    "responses": {"201": {"description": "Created"}},
+                    "responses": {"201": {"description": "Created", **content}},
                     "x-kubernetes-action": "post",
                     "x-kubernetes-group-version-kind": gvk,
                 }
-            }
+            if collection:
+                paths[f"{prefix}/{info.plural}"] = collection
+        return {
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
+            "paths": paths,
+            "components": {"schemas": self._closure(roots)},
+        }
+
+    def v3_index(self) -> dict[str, Any]:
+        paths: dict[str, Any] = {}
+        versions: list[tuple[str, str]] = [("", "v1")]
+        for group in self._registry.groups():
+            if group.name:
+                versions.extend((group.name, v) for v in group.versions)
+        for group_name, version in versions:
+            document, digest = self._document_and_hash(group_name, version)
+            if document is None:
+                continue
+            gv_path = _gv_path(group_name, version)
+            paths[gv_path] = {"serverRelativeURL": f"/openapi/v3/{gv_path}?hash={digest}"}
+        return {"paths": paths}
+
+    def v3_document_for_path(self, path: str) -> dict[str, Any] | None:
+        """``/openapi/v3`` -> the index; ``/openapi/v3/apis/<g>/<v>`` -> that document."""
+        parts = path.strip("/").split("/")[2:]
+        if not parts:
+            return self.v3_index()
+        if len(parts) == 2 and parts[0] == "api":
+            return self.group_version_document("", parts[1])
+        if len(parts) == 3 and parts[0] == "apis":
+            return self.group_version_document(parts[1], parts[2])
+        return None
+
+    def v2_bytes(self) -> bytes:
+        """The swagger 2.0 document: every served kind's definitions, JSON-encoded."""
+        infos = sorted(self._registry.all(), key=lambda i: (i.group, i.version, i.plural))
+        key = (self._cache_key(infos), tuple((i.group, i.version) for i in infos))
+        if self._v2_cache is not None and self._v2_cache[0] == key:
+            return self._v2_cache[1]
+        paths: dict[str, Any] = {}
+        roots: list[str] = []
+        for info in infos:
+            name = self.definition_name(info.group, info.version, info.kind)
+            list_name = self.definition_name(info.group, info.version, info.kind + "List")
+            roots.extend(n for n in (name, list_name) if n)
+            gvk = {"group": info.group, "version": info.version, "kind": info.kind}
+            prefix = "/" + _gv_path(info.group, info.version)
+            if info.namespaced:
+                prefix += "/namespaces/{namespace}"
+            ops: dict[str, Any] = {}
+            for method, verb, action in _ITEM_OPERATIONS:
+                if verb in info.verbs:
+                    ops[method] = {
+                        "operationId": f"{action}{info.kind}",
+                        "responses": {"200": _v2_response(name)},
+                        "x-kubernetes-action": "put" if verb == "update" else verb,
+                        "x-kubernetes-group-version-kind": gvk,
+                    }
+            if ops:
+                paths[f"{prefix}/{info.plural}/{{name}}"] = ops
+        definitions = {n: to_v2(s) for n, s in self._closure(roots).items()}
+        document = {
+            "swagger": "2.0",
+            "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
+            "paths": paths,
+            "definitions": definitions,
+        }
+        body = dump_json(document)
+        self._v2_cache = (key, body)
+        return body
+
+
+def _content(definition: str | None) -> dict[str, Any]:
+    if definition is None:
+        return {}
+    schema = {"$ref": REF_PREFIX_V3 + definition}
     return {
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
-        "paths": paths,
-        "components": {},
+        "content": {
+            "application/json": {"schema": schema},
+            "application/yaml": {"schema": schema},
+        }
     }
 
 
-def openapi_v3_index(registry: Any) -> dict[str, Any]:
-    paths: dict[str, Any] = {}
-    versions: list[tuple[str, str]] = [("", "v1")]
-    for group in registry.groups():
-        if group.name:
-            versions.extend((group.name, v) for v in group.versions)
-    for group_name, version in versions:
-        document = group_version_document(registry, group_name, version)
-        if document is None:
-            continue
-        digest = hashlib.sha512(dump_json(document)).hexdigest()[:128].upper()
-        gv_path = _gv_path(group_name, version)
-        paths[gv_path] = {"serverRelativeURL": f"/openapi/v3/{gv_path}?hash={digest}"}
-    return {"paths": paths}
+def _v2_response(definition: str | None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": "OK"}
+    if definition is not None:
+        response["schema"] = {"$ref": "#/definitions/" + definition}
+    return response

@@ -32,7 +32,7 @@ from sampan.api import fields
 from sampan.api.conversion import convert
 from sampan.api.labels import SelectorError, parse_selector
 from sampan.api.resources import builtin_registry
-from sampan.apiserver import discovery, openapi
+from sampan.apiserver import discovery
 from sampan.apiserver.admission import default_chain
 from sampan.apiserver.auth import (
     DEFAULT_API_AUDIENCES,
@@ -48,12 +48,15 @@ from sampan.apiserver.errors import (
     Forbidden,
     InternalError,
     MethodNotSupported,
+    NotAcceptable,
     NotFound,
     StatusError,
     Unauthorized,
 )
 from sampan.apiserver.handlers import HandlerContext, ResourceHandler, not_found
 from sampan.apiserver.impersonation import impersonate
+from sampan.apiserver.openapi import OpenAPI
+from sampan.apiserver.openapi_data import load_definitions
 from sampan.apiserver.requestinfo import RequestInfo, parse_request_info
 from sampan.apiserver.responses import error_response, json_response
 from sampan.apiserver.storage import DeleteOptions, Storage
@@ -125,6 +128,7 @@ class _Runtime:
     authenticator: Authenticator | None = None
     authorizer: RBACAuthorizer | None = None
     handler: ResourceHandler | None = None
+    openapi: OpenAPI | None = None
     runner: web.AppRunner | None = None
     port: int = 0
     bootstrapped: bool = False
@@ -165,6 +169,11 @@ class APIServer:
         return self._rt.registry
 
     @property
+    def openapi(self) -> OpenAPI | None:
+        """The served OpenAPI schemas (CRD handling registers CRD schemas here)."""
+        return self._rt.openapi
+
+    @property
     def advertise_address(self) -> str:
         if self.options.advertise_address:
             return self.options.advertise_address
@@ -192,6 +201,7 @@ class APIServer:
             service_ip=opts.service_ip,
         )
         rt.registry = builtin_registry()
+        rt.openapi = OpenAPI(rt.registry, await asyncio.to_thread(load_definitions))
         rt.storage = Storage(self.backend, rt.registry)
         await rt.storage.start()
         self._build_auth()
@@ -286,6 +296,7 @@ class APIServer:
             authenticate_token=self._authenticate_token,
             api_audiences=tuple(DEFAULT_API_AUDIENCES),
             datastore_health=self._datastore_health,
+            openapi=rt.openapi,
         )
 
     async def _authenticate_token(self, token: str) -> Any:
@@ -385,6 +396,9 @@ class APIServer:
         if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
             _require_get(request)
             return json_response(self._openapi_document(path))
+        if path == "/openapi/v2":
+            _require_get(request)
+            return self._openapi_v2(request)
         document = self._discovery_document(path)
         if document is not None:
             _require_get(request)
@@ -392,18 +406,22 @@ class APIServer:
         raise not_found()
 
     def _openapi_document(self, path: str) -> dict[str, Any]:
-        registry = self._rt.registry
-        parts = path.strip("/").split("/")[2:]
-        if not parts:
-            return openapi.openapi_v3_index(registry)
-        document = None
-        if len(parts) == 2 and parts[0] == "api":
-            document = openapi.group_version_document(registry, "", parts[1])
-        elif len(parts) == 3 and parts[0] == "apis":
-            document = openapi.group_version_document(registry, parts[1], parts[2])
+        assert self._rt.openapi is not None
+        document = self._rt.openapi.v3_document_for_path(path)
         if document is None:
             raise not_found()
         return document
+
+    def _openapi_v2(self, request: web.Request) -> web.Response:
+        """Swagger 2.0 in JSON; a client that accepts only protobuf gets 406 (kubectl then
+        uses the v3 documents or its compiled-in types)."""
+        assert self._rt.openapi is not None
+        accept = request.headers.get("Accept", "")
+        if accept and not any(
+            t in accept for t in ("application/json", "*/*", "application/*")
+        ):
+            raise NotAcceptable("only application/json is supported")
+        return json_response(self._rt.openapi.v2_bytes())
 
     def _discovery_document(self, path: str) -> dict[str, Any] | None:
         registry = self._rt.registry
