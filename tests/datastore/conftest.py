@@ -11,9 +11,9 @@ import pytest
 from sampan.datastore.postgres import PostgresBackend
 from sampan.datastore.sqlite import SQLiteBackend
 from sampan.datastore.types import Backend
-from tests.support.postgres import PostgresServer, postgres_server
+from tests.support.postgres import PostgresServer, postgres_dsn, postgres_server
 
-__all__ = ["postgres_server"]
+__all__ = ["postgres_dsn", "postgres_server"]
 
 DRIVERS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

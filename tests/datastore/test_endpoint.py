@@ -76,3 +76,21 @@ def test_unknown_endpoints_are_refused_without_echoing_them(tmp_path: pathlib.Pa
 )
 def test_redact_endpoint(endpoint: str, shown: str) -> None:
     assert redact_endpoint(endpoint) == shown
+
+
+@pytest.mark.postgres
+async def test_a_postgres_endpoint_opens_a_working_store(
+    postgres_dsn: str, tmp_path: pathlib.Path
+) -> None:
+    backend = open_backend(postgres_dsn, tmp_path)
+    await backend.start()
+    try:
+        rev = await backend.create("/registry/x", b"1")
+        assert await backend.get("/registry/x") == (
+            rev,
+            (await backend.list("/registry/")).items[0],
+        )
+        assert describe(backend).startswith("postgres postgresql://postgres@127.0.0.1:")
+    finally:
+        await backend.close()
+    assert not (tmp_path / "server").exists()  # nothing written under the data dir

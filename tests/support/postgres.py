@@ -4,7 +4,8 @@
 temporary directory owned by the ``postgres`` user (tests run as root, and PostgreSQL refuses
 to run as root), starts ``postgres`` on 127.0.0.1 on a free port with its unix socket inside
 that directory and ``fsync=on``, and stops it (``pg_ctl stop -m fast``) and removes the
-directory at the end. ``PostgresServer.create_database()`` hands each test its own database.
+directory at the end. ``postgres_dsn`` (per test) yields the DSN of a fresh, empty database on
+it; ``PostgresServer.create_database()`` makes more when a test needs them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-__all__ = ["PostgresServer", "find_postgres_bin", "postgres_server", "start_postgres"]
+__all__ = [
+    "PostgresServer",
+    "find_postgres_bin",
+    "postgres_dsn",
+    "postgres_server",
+    "start_postgres",
+]
 
 PG_GLOB = "/usr/lib/postgresql/*/bin"
 PG_USER = "postgres"
@@ -130,3 +137,9 @@ def start_postgres() -> Iterator[PostgresServer]:
 def postgres_server() -> Iterator[PostgresServer]:
     with start_postgres() as server:
         yield server
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """The DSN of a new, empty database on the session's private server."""
+    return postgres_server.create_database()
