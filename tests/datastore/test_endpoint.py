@@ -22,14 +22,17 @@ async def test_default_is_sqlite_under_the_data_dir(tmp_path: pathlib.Path) -> N
         backend = open_backend(endpoint, tmp_path)
         assert isinstance(backend, SQLiteBackend)
         assert backend.path == tmp_path / "server" / "db" / "state.db"
+    db_dir = tmp_path / "server" / "db"
     await backend.start()
     try:
         await backend.create("/registry/x", b"1")
+        # The store holds Secrets: the directory and every file of the database are private.
+        assert stat.S_IMODE(db_dir.stat().st_mode) == 0o700
+        for name in ("state.db", "state.db-wal", "state.db-shm"):
+            assert stat.S_IMODE((db_dir / name).stat().st_mode) == 0o600, name
     finally:
         await backend.close()
-    db_dir = tmp_path / "server" / "db"
     assert (db_dir / "state.db").is_file()
-    assert stat.S_IMODE(db_dir.stat().st_mode) == 0o700
     assert describe(backend) == f"sqlite {db_dir / 'state.db'}"
 
 

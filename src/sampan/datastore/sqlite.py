@@ -68,6 +68,7 @@ from sampan.datastore.types import (
 from sampan.datastore.watch import Broadcaster, watch_events
 
 __all__ = [
+    "DB_FILE_MODE",
     "MAX_GROUP_REQUESTS",
     "READER_THREADS",
     "SQLiteBackend",
@@ -86,6 +87,9 @@ BUSY_TIMEOUT_MS = 5_000
 
 JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 """The WAL file is truncated back to this size after a checkpoint."""
+
+DB_FILE_MODE = 0o600
+"""The database, its WAL and shared-memory files are readable by their owner only."""
 
 COMPACT_SCAN_WINDOW_IDS = 5_000
 """Ids scanned per compaction batch at most, so a batch with few candidates stays short."""
@@ -392,10 +396,13 @@ class SQLiteBackend:
             parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(self.path, read_only=False)
         try:
+            # The store holds Secrets: owner-only, before the WAL (which copies the mode) exists.
+            self._restrict_files()
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise StoreUnavailableError(f"sqlite refused WAL mode (got {mode})")
+            self._restrict_files()
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
             conn.execute("BEGIN IMMEDIATE")
@@ -408,6 +415,11 @@ class SQLiteBackend:
             conn.close()
             raise
         return conn, current or 0
+
+    def _restrict_files(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{self.path}{suffix}", DB_FILE_MODE)
 
     async def start(self) -> None:
         async with self._start_lock:
