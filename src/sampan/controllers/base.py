@@ -249,6 +249,9 @@ class ControllerManagerOptions:
     large_cluster_size_threshold: int = DEFAULT_LARGE_CLUSTER_SIZE_THRESHOLD
     unhealthy_zone_threshold: float = DEFAULT_UNHEALTHY_ZONE_THRESHOLD
     terminated_pod_gc_threshold: int = DEFAULT_TERMINATED_POD_GC_THRESHOLD
+    root_ca_pem: bytes | None = field(default=None, repr=False)
+    """The CA published as ``kube-root-ca.crt`` in every namespace (default: the CA the
+    controllers' own client trusts, i.e. the API server's CA)."""
     controllers: tuple[str, ...] = ("*",)
     """Which controllers run: '*' = all, 'name' = add, '-name' = remove (upstream syntax)."""
     concurrent_workers: Mapping[str, int] = field(

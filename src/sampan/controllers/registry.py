@@ -7,7 +7,10 @@ enabled ones (``ControllerManagerOptions.enabled``) once per leadership term, in
 from __future__ import annotations
 
 from sampan.controllers.base import Controller
+from sampan.controllers.namespace import NamespaceController
 
 __all__ = ["CONTROLLERS"]
 
-CONTROLLERS: dict[str, type[Controller]] = {}
+CONTROLLERS: dict[str, type[Controller]] = {
+    "namespace": NamespaceController,
+}

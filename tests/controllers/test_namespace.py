@@ -1,0 +1,106 @@
+"""Namespace controller against a real API server: content deleted, conditions, finalize."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sampan.client import Client, NotFoundError
+from sampan.client.api import CONFIGMAPS, NAMESPACES, PODS, SECRETS, PatchType
+from sampan.controllers.namespace import (
+    COND_CONTENT_REMAINING,
+    COND_FINALIZERS_REMAINING,
+    NamespaceController,
+)
+
+from .conftest import eventually
+
+POD = {
+    "metadata": {"name": "p"},
+    "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+}
+
+
+async def _gone(client: Client, name: str) -> bool:
+    try:
+        await client.get(NAMESPACES, name)
+    except NotFoundError:
+        return True
+    return False
+
+
+def _condition(ns: dict[str, Any], kind: str) -> dict[str, Any]:
+    for cond in (ns.get("status") or {}).get("conditions") or []:
+        if cond["type"] == kind:
+            return cond
+    return {}
+
+
+async def test_deleting_a_namespace_deletes_its_content(client: Client, run_controller) -> None:
+    await run_controller(NamespaceController)
+    await client.create(NAMESPACES, {"metadata": {"name": "doomed"}})
+    await client.create(CONFIGMAPS, {"metadata": {"name": "cm"}, "data": {}}, namespace="doomed")
+    await client.create(SECRETS, {"metadata": {"name": "s"}}, namespace="doomed")
+    await client.create(PODS, POD, namespace="doomed")
+    await client.create(NAMESPACES, {"metadata": {"name": "kept"}})
+    await client.create(CONFIGMAPS, {"metadata": {"name": "cm"}, "data": {}}, namespace="kept")
+
+    await client.delete(NAMESPACES, "doomed")
+    await eventually(lambda: _gone(client, "doomed"))
+    assert (await client.list(CONFIGMAPS, namespace="doomed"))["items"] == []
+    assert (await client.list(PODS, namespace="doomed"))["items"] == []
+    # Other namespaces are untouched.
+    await client.get(CONFIGMAPS, "cm", namespace="kept")
+    assert not (await client.get(NAMESPACES, "kept"))["metadata"].get("deletionTimestamp")
+
+
+async def test_conditions_explain_what_is_left(client: Client, run_controller) -> None:
+    await run_controller(NamespaceController)
+    await client.create(NAMESPACES, {"metadata": {"name": "stuck"}})
+    await client.create(
+        CONFIGMAPS,
+        {"metadata": {"name": "held", "finalizers": ["example.com/hold"]}},
+        namespace="stuck",
+    )
+    await client.delete(NAMESPACES, "stuck")
+
+    async def explained() -> dict[str, Any] | None:
+        ns = await client.get(NAMESPACES, "stuck")
+        remaining = _condition(ns, COND_CONTENT_REMAINING)
+        return ns if remaining.get("status") == "True" else None
+
+    ns = await eventually(explained)
+    assert ns["status"]["phase"] == "Terminating"
+    remaining = _condition(ns, COND_CONTENT_REMAINING)
+    assert remaining["reason"] == "SomeResourcesRemain"
+    assert "configmaps. has 1 resource instances" in remaining["message"]
+    finalizers = _condition(ns, COND_FINALIZERS_REMAINING)
+    assert finalizers["status"] == "True"
+    assert "example.com/hold in 1 resource instances" in finalizers["message"]
+    assert ns["spec"]["finalizers"] == ["kubernetes"]
+
+    await client.patch(
+        CONFIGMAPS,
+        "held",
+        {"metadata": {"finalizers": None}},
+        namespace="stuck",
+        patch_type=PatchType.MERGE,
+    )
+    await eventually(lambda: _gone(client, "stuck"))
+
+
+async def test_a_live_namespace_is_left_alone(client: Client, run_controller) -> None:
+    controller = await run_controller(NamespaceController)
+    await client.create(NAMESPACES, {"metadata": {"name": "alive"}})
+    await client.create(CONFIGMAPS, {"metadata": {"name": "cm"}}, namespace="alive")
+    await eventually(lambda: _synced(controller))
+    await controller.reconcile("alive")
+    await client.get(CONFIGMAPS, "cm", namespace="alive")
+    with pytest.raises(NotFoundError):
+        await client.get(NAMESPACES, "absent")
+    await controller.reconcile("absent")
+
+
+async def _synced(controller: NamespaceController) -> bool:
+    return controller.healthy()
