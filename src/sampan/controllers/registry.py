@@ -7,10 +7,15 @@ enabled ones (``ControllerManagerOptions.enabled``) once per leadership term, in
 from __future__ import annotations
 
 from sampan.controllers.base import Controller
+from sampan.controllers.garbagecollector import GarbageCollector
 from sampan.controllers.namespace import NamespaceController
+from sampan.controllers.serviceaccount import RootCACertPublisher, ServiceAccountsController
 
 __all__ = ["CONTROLLERS"]
 
 CONTROLLERS: dict[str, type[Controller]] = {
     "namespace": NamespaceController,
+    "serviceaccount": ServiceAccountsController,
+    "root-ca-cert-publisher": RootCACertPublisher,
+    "garbagecollector": GarbageCollector,
 }
