@@ -75,7 +75,7 @@ DEFAULT_CONCURRENT_WORKERS: Mapping[str, int] = MappingProxyType(
         "cronjob": 5,
         "daemonset": 2,
         "deployment": 5,
-        "endpoints": 5,
+        "endpoint": 5,
         "endpointslice": 5,
         "garbagecollector": 20,
         "job": 5,
@@ -88,6 +88,7 @@ DEFAULT_CONCURRENT_WORKERS: Mapping[str, int] = MappingProxyType(
         "serviceaccount": 5,
         "statefulset": 5,
         "ttlafterfinished": 5,
+        "ttl-after-finished": 5,
     }
 )
 # Fallback when a controller has no entry above.
@@ -99,7 +100,7 @@ _CONCURRENCY_ARGS: Mapping[str, str] = MappingProxyType(
         "concurrent-cron-job-syncs": "cronjob",
         "concurrent-daemonset-syncs": "daemonset",
         "concurrent-deployment-syncs": "deployment",
-        "concurrent-endpoint-syncs": "endpoints",
+        "concurrent-endpoint-syncs": "endpoint",
         "concurrent-service-endpoint-syncs": "endpointslice",
         "concurrent-gc-syncs": "garbagecollector",
         "concurrent-job-syncs": "job",

@@ -7,6 +7,8 @@ enabled ones (``ControllerManagerOptions.enabled``) once per leadership term, in
 from __future__ import annotations
 
 from sampan.controllers.base import Controller
+from sampan.controllers.endpoints import EndpointsController
+from sampan.controllers.endpointslice import EndpointSliceController
 from sampan.controllers.garbagecollector import GarbageCollector
 from sampan.controllers.namespace import NamespaceController
 from sampan.controllers.serviceaccount import RootCACertPublisher, ServiceAccountsController
@@ -18,4 +20,6 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "serviceaccount": ServiceAccountsController,
     "root-ca-cert-publisher": RootCACertPublisher,
     "garbagecollector": GarbageCollector,
+    "endpoint": EndpointsController,
+    "endpointslice": EndpointSliceController,
 }
