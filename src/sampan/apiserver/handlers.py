@@ -27,6 +27,7 @@ from sampan.apiserver import watch as watch_stream
 from sampan.apiserver.admission import AdmissionAttributes, AdmissionChain
 from sampan.apiserver.auth.user import AuthenticationError
 from sampan.apiserver.binding import bind_pod
+from sampan.apiserver.crd import scale as crd_scale
 from sampan.apiserver.errors import (
     BadRequest,
     Conflict,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from sampan.api.labels import Selector
     from sampan.api.resources import ResourceInfo, ResourceRegistry, SubresourceInfo
     from sampan.apiserver.auth import Attributes, Decision, UserInfo
+    from sampan.apiserver.crd import CustomResources
     from sampan.apiserver.openapi import OpenAPI
     from sampan.apiserver.storage import DeleteOptions, ResourceStore, Storage
     from sampan.datastore import Backend
@@ -133,6 +135,7 @@ class HandlerContext:
     api_audiences: tuple[str, ...]
     datastore_health: Callable[[], Awaitable[tuple[bool, str]]]
     openapi: OpenAPI | None = None  # schemas for strategic merge patch and apply
+    custom: CustomResources | None = None  # CRDs: body preparation, printer columns, scale
 
 
 class ResourceHandler:
@@ -225,11 +228,32 @@ class ResourceHandler:
     def _renderer(self, request: web.Request, info: ResourceInfo) -> Renderer:
         output = parse_accept(request.headers.get("Accept", ""))
         include = request.query.get("includeObject", "")
+        if self.ctx.custom is not None:
+            custom = self.ctx.custom.renderer(
+                info, output, self._to_request_version(info), include_object=include or "Metadata"
+            )
+            if custom is not None:
+                return custom
         return Renderer(
             info,
             output,
             self._to_request_version(info),
             include_object=include or "Metadata",
+        )
+
+    def _prepare_body(
+        self,
+        request: web.Request,
+        info: ResourceInfo,
+        obj: dict[str, Any],
+        operation: str,
+        subresource: str = "",
+    ) -> dict[str, Any]:
+        """fieldValidation, and for custom resources pruning, defaulting and schema checks."""
+        if self.ctx.custom is None:
+            return obj
+        return self.ctx.custom.prepare_body(
+            request, info, obj, operation=operation, subresource=subresource
         )
 
     def _respond(
@@ -420,6 +444,7 @@ class ResourceHandler:
         obj = await self._read_object(request, info)
         self._check_namespace(obj, info, namespace)
         dry_run = self._dry_run(request)
+        obj = self._prepare_body(request, info, obj, "CREATE")
         name = obj["metadata"].get("name") or ""
         await self.ctx.admission.admit(
             self._admission("CREATE", info, namespace, name, user, obj=obj, dry_run=dry_run)
@@ -443,6 +468,7 @@ class ResourceHandler:
         self._check_name(obj, ri.path_name)
         self._check_namespace(obj, info, namespace)
         dry_run = self._dry_run(request)
+        obj = self._prepare_body(request, info, obj, "UPDATE", subresource)
         await self.ctx.admission.admit(
             self._admission(
                 "UPDATE",
@@ -517,6 +543,7 @@ class ResourceHandler:
             view = to_request(current) if to_request else current
             patched = apply_patch(view, body, patch_type)
             _check_patched_identity(info, view, patched)
+            patched = self._prepare_body(request, info, patched, "UPDATE", subresource)
             return self._to_storage_version(info, patched)
 
         updated = await self._store(info).guaranteed_update(
@@ -632,7 +659,10 @@ class ResourceHandler:
                 return await self._patch(request, ri, info, ns, user, subresource="status")
         if name == "finalize" and info.plural == "namespaces" and ri.verb == "update":
             return await self._update(request, ri, info, ns, user, subresource="finalize")
-        if name == "scale" and (info.group, info.plural) in _SCALABLE:
+        if name == "scale" and (
+            (info.group, info.plural) in _SCALABLE
+            or (self.ctx.custom is not None and self.ctx.custom.scale_paths(info) is not None)
+        ):
             return await self._scale(request, ri, info, ns, user)
         if name == "binding" and info.plural == "pods" and ri.verb == "create":
             return await self._bind(request, ri, info, ns, user)
@@ -647,9 +677,14 @@ class ResourceHandler:
         user: UserInfo,
     ) -> web.StreamResponse:
         store = self._store(info)
+        paths = self.ctx.custom.scale_paths(info) if self.ctx.custom is not None else None
+
+        def scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+            return crd_scale.scale_of(paths, obj) if paths else _scale_of(info, obj)
+
         if ri.verb == "get":
             obj = await store.get(namespace, ri.path_name)
-            return json_response(_scale_of(info, obj))
+            return json_response(scale_of(obj))
         dry_run = self._dry_run(request)
         if ri.verb == "update":
             scale = await self._read_object(
@@ -668,7 +703,7 @@ class ResourceHandler:
                 return apply_patch(current_scale, body, patch_type)
 
         def mutate(current: dict[str, Any]) -> dict[str, Any]:
-            current_scale = _scale_of(info, current)
+            current_scale = scale_of(current)
             new_scale = wanted(current_scale)
             rv = (new_scale.get("metadata") or {}).get("resourceVersion")
             if rv and rv != current_scale["metadata"].get("resourceVersion"):
@@ -679,6 +714,8 @@ class ResourceHandler:
                     f'Scale.autoscaling "{ri.path_name}" is invalid: spec.replicas: Invalid value: '
                     f"{replicas}: must be greater than or equal to 0"
                 )
+            if paths:
+                return crd_scale.set_replicas(paths, current, replicas)
             updated = dict(current)
             updated["spec"] = {**(current.get("spec") or {}), "replicas": replicas}
             return updated
@@ -689,7 +726,7 @@ class ResourceHandler:
             )
         )
         updated = await store.guaranteed_update(namespace, ri.path_name, mutate, dry_run=dry_run)
-        return json_response(_scale_of(info, updated))
+        return json_response(scale_of(updated))
 
     async def _bind(
         self,

@@ -43,6 +43,13 @@ from sampan.apiserver.auth import (
     forbidden_message,
 )
 from sampan.apiserver.bootstrap import ensure_bootstrap_objects
+from sampan.apiserver.crd import (
+    BuiltinSchemas,
+    CRDController,
+    CustomResources,
+    request_warnings,
+    warning_header,
+)
 from sampan.apiserver.errors import (
     BadRequest,
     Forbidden,
@@ -129,6 +136,8 @@ class _Runtime:
     authorizer: RBACAuthorizer | None = None
     handler: ResourceHandler | None = None
     openapi: OpenAPI | None = None
+    custom: CustomResources | None = None
+    crds: CRDController | None = None
     runner: web.AppRunner | None = None
     port: int = 0
     bootstrapped: bool = False
@@ -205,6 +214,9 @@ class APIServer:
         rt.storage = Storage(self.backend, rt.registry)
         await rt.storage.start()
         self._build_auth()
+        rt.custom = CustomResources(
+            BuiltinSchemas(rt.openapi.definition_name, rt.openapi.definition)
+        )
         rt.handler = ResourceHandler(self._handler_context())
         rt.checks = [
             _HealthCheck("ping", _ok),
@@ -243,6 +255,8 @@ class APIServer:
             advertise_address=self.advertise_address,
             port=rt.port,
         )
+        rt.crds = CRDController(rt.storage, rt.registry, rt.custom, rt.openapi)
+        await rt.crds.start()
         rt.bootstrapped = True
         self.ready.set()
         log.info("API server listening on %s:%d", opts.bind_address, rt.port)
@@ -255,6 +269,9 @@ class APIServer:
         if rt.runner is not None:
             await rt.runner.cleanup()
             rt.runner = None
+        if rt.crds is not None:
+            await rt.crds.stop()
+            rt.crds = None
         if rt.storage is not None:
             await rt.storage.stop()
 
@@ -297,6 +314,7 @@ class APIServer:
             api_audiences=tuple(DEFAULT_API_AUDIENCES),
             datastore_health=self._datastore_health,
             openapi=rt.openapi,
+            custom=rt.custom,
         )
 
     async def _authenticate_token(self, token: str) -> Any:
@@ -326,7 +344,11 @@ class APIServer:
             else:
                 user = self._impersonate(request, user)
                 self._authorize(ri, user)
-            return await self._route(request, ri, user)
+            response = await self._route(request, ri, user)
+            if not response.prepared:
+                for warning in request_warnings(request):
+                    response.headers.add("Warning", warning_header(warning))
+            return response
         except StatusError as exc:
             return error_response(exc)
         except Exception as exc:  # the last guard: log it, answer 500, keep serving

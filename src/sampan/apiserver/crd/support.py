@@ -1,0 +1,326 @@
+"""``CustomResources``: what the request handlers ask about custom resources and request bodies.
+
+The CRD controller fills it (``set_crd``/``remove_crd``/``set_terminating``); the handlers call
+
+* ``prepare_body(request, info, obj, operation=..., subresource=...)`` on every object a write
+  is about to store (create and update bodies, the result of a patch): field validation
+  (``fieldValidation`` Strict/Warn/Ignore: unknown fields of built-in kinds against their
+  definitions, of custom resources by pruning against the CRD schema), then for custom
+  resources defaulting and schema validation, and for CRDs themselves the names defaults and
+  the structural-schema checks. Warnings go to the request with ``add_warning``;
+* ``renderer(info, ...)`` for a Table renderer that prints a version's
+  ``additionalPrinterColumns``;
+* ``scale_paths(info)`` for the scale subresource of a custom resource.
+
+Invariants: it never performs I/O; a lookup only answers for the exact ResourceInfo the
+registry currently serves, so a stale handler never sees another CRD's schema.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from sampan.api import fielderrors as fe
+from sampan.api.printing import crd_table
+from sampan.api.resources import ResourceInfo
+from sampan.apiserver.crd import schema as crd_schema
+from sampan.apiserver.crd.fieldvalidation import (
+    BuiltinSchemas,
+    parse_directive,
+    strict_error,
+    unknown_field_warning,
+)
+from sampan.apiserver.crd.model import ScalePaths, ServedVersion, crd_names
+from sampan.apiserver.errors import BadRequest, Cause, Invalid, MethodNotSupported
+from sampan.apiserver.responses import Converter, Renderer
+
+__all__ = [
+    "WARNINGS_KEY",
+    "CustomResourceRenderer",
+    "CustomResources",
+    "add_warning",
+    "request_warnings",
+    "warning_header",
+]
+
+WARNINGS_KEY = "sampan.warnings"
+"""Where a request collects the warnings its response sends as ``Warning: 299`` headers."""
+
+_CRD_KEY = ("apiextensions.k8s.io", "CustomResourceDefinition")
+
+JSONObj = dict[str, Any]
+
+
+def add_warning(request: web.Request, message: str) -> None:
+    """Queue one warning for the response (duplicates are sent once)."""
+    warnings: list[str] = request.setdefault(WARNINGS_KEY, [])
+    if message not in warnings:
+        warnings.append(message)
+
+
+def request_warnings(request: web.Request) -> list[str]:
+    return list(request.get(WARNINGS_KEY) or ())
+
+
+def warning_header(message: str) -> str:
+    """RFC 7234 warning value as kube-apiserver sends it: code 299, agent ``-``."""
+    escaped = message.replace("\\", "\\\\").replace('"', '\\"')
+    return f'299 - "{escaped}"'
+
+
+class CustomResourceRenderer(Renderer):
+    """Tables of a custom resource version print its ``additionalPrinterColumns``."""
+
+    def __init__(
+        self,
+        info: Any,
+        output: Any,
+        convert: Converter | None,
+        columns: Sequence[Mapping[str, Any]],
+        *,
+        include_object: str = "Metadata",
+    ) -> None:
+        super().__init__(info, output, convert, include_object=include_object)
+        self.columns = list(columns)
+
+    def table(
+        self,
+        objs: Sequence[dict[str, Any]],
+        *,
+        resource_version: str = "",
+        continue_token: str | None = None,
+        remaining: int | None = None,
+        no_headers: bool = False,
+    ) -> dict[str, Any]:
+        try:
+            table = crd_table(
+                self.columns,
+                list(objs),
+                include_object=self.include_object,
+                now=datetime.now(UTC),
+                no_headers=no_headers,
+                resource_version=resource_version or None,
+                continue_token=continue_token,
+                remaining_item_count=remaining,
+            )
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
+        if self.output.group_version:
+            table["apiVersion"] = self.output.group_version
+        return table
+
+
+class CustomResources:
+    """The served custom resource versions (see the module docstring)."""
+
+    def __init__(self, builtin: BuiltinSchemas | None) -> None:
+        self._builtin = builtin
+        self._versions: dict[tuple[str, str, str], ServedVersion] = {}
+        self._by_crd: dict[str, list[tuple[str, str, str]]] = {}
+        self._terminating: set[str] = set()
+
+    # --- the controller's side -------------------------------------------------------------
+
+    def set_crd(self, crd_name: str, versions: Sequence[ServedVersion]) -> None:
+        versions_by_key = dict(self._versions)
+        for key in self._by_crd.get(crd_name, ()):
+            versions_by_key.pop(key, None)
+        keys = []
+        for version in versions:
+            key = (version.info.group, version.info.version, version.info.plural)
+            versions_by_key[key] = version
+            keys.append(key)
+        self._versions = versions_by_key
+        self._by_crd[crd_name] = keys
+
+    def remove_crd(self, crd_name: str) -> None:
+        self.set_crd(crd_name, ())
+        self._by_crd.pop(crd_name, None)
+        self._terminating.discard(crd_name)
+
+    def set_terminating(self, crd_name: str, terminating: bool) -> None:
+        if terminating:
+            self._terminating.add(crd_name)
+        else:
+            self._terminating.discard(crd_name)
+
+    # --- the handlers' side -----------------------------------------------------------------
+
+    def lookup(self, info: ResourceInfo) -> ServedVersion | None:
+        version = self._versions.get((info.group, info.version, info.plural))
+        if version is None or version.info != info:
+            return None
+        return version
+
+    def scale_paths(self, info: ResourceInfo) -> ScalePaths | None:
+        version = self.lookup(info)
+        return version.scale if version is not None else None
+
+    def renderer(
+        self,
+        info: ResourceInfo,
+        output: Any,
+        convert: Converter | None,
+        *,
+        include_object: str = "Metadata",
+    ) -> Renderer | None:
+        version = self.lookup(info)
+        if version is None:
+            return None
+        return CustomResourceRenderer(
+            info, output, convert, version.columns, include_object=include_object
+        )
+
+    def prepare_body(
+        self,
+        request: web.Request,
+        info: ResourceInfo,
+        obj: JSONObj,
+        *,
+        operation: str,
+        subresource: str = "",
+    ) -> JSONObj:
+        """The object to store for this write (mutated in place and returned); raises
+        BadRequest (Strict unknown fields), Invalid (schema) or MethodNotSupported."""
+        directive = parse_directive(request.query)
+        version = self.lookup(info)
+        if version is not None:
+            unknown = self._prepare_custom(
+                version, obj, operation=operation, subresource=subresource
+            )
+        else:
+            unknown = self._drop_builtin_unknown(info, obj)
+        if unknown:
+            if directive == "Strict":
+                raise strict_error(info.kind, info.version, unknown)
+            if directive == "Warn":
+                for path in unknown:
+                    add_warning(request, unknown_field_warning(path))
+        if version is not None:
+            self._validate_custom(version, obj, subresource=subresource)
+            if version.deprecation_warning:
+                add_warning(request, version.deprecation_warning)
+        elif (info.group, info.kind) == _CRD_KEY:
+            prepare_crd(obj)
+        return obj
+
+    def _drop_builtin_unknown(self, info: ResourceInfo, obj: JSONObj) -> list[str]:
+        if self._builtin is None:
+            return []
+        schema = self._builtin.schema_for(info.group, info.version, info.kind)
+        return self._builtin.unknown_fields(schema, obj, drop=True)
+
+    def _prepare_custom(
+        self, version: ServedVersion, obj: JSONObj, *, operation: str, subresource: str
+    ) -> list[str]:
+        if operation == "CREATE" and version.crd_name in self._terminating:
+            raise MethodNotSupported(
+                "create not allowed while custom resource definition is terminating"
+            )
+        unknown: list[str] = []
+        metadata = obj.get("metadata")
+        if self._builtin is not None and isinstance(metadata, dict):
+            unknown.extend(
+                self._builtin.unknown_fields(
+                    self._builtin.object_meta(), metadata, drop=True, path="metadata"
+                )
+            )
+        if version.schema is not None and not version.preserve_unknown_fields:
+            unknown.extend(crd_schema.prune(obj, version.schema))
+        crd_schema.apply_defaults(obj, version.schema)
+        return unknown
+
+    def _validate_custom(self, version: ServedVersion, obj: JSONObj, *, subresource: str) -> None:
+        if version.schema is None:
+            return
+        schema = version.schema
+        view = obj
+        if version.has_status and subresource != "status":
+            # The store keeps the stored status on main-resource writes (and drops it on
+            # create): what the client sent there is never stored, so never judged.
+            schema = copy.copy(schema)
+            properties = dict(schema.get("properties") or {})
+            properties.pop("status", None)
+            schema["properties"] = properties
+            schema["required"] = [r for r in schema.get("required") or [] if r != "status"]
+            view = {k: v for k, v in obj.items() if k != "status"}
+        causes = crd_schema.validate(view, schema)
+        if causes:
+            info = version.info
+            name = str((obj.get("metadata") or {}).get("name") or "")
+            raise _invalid(f"{info.kind}.{info.group}", info.kind, info.group, name, causes)
+
+
+def _invalid(qualified_kind: str, kind: str, group: str, name: str, causes: list[Cause]) -> Invalid:
+    parts = [fe.error_string(c) for c in causes]
+    summary = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+    return Invalid(
+        f'{qualified_kind} "{name}" is invalid: {summary}',
+        name=name,
+        group=group,
+        kind=kind,
+        causes=causes,
+    )
+
+
+def prepare_crd(crd: JSONObj) -> None:
+    """Defaults and structural-schema checks of a CRD body (Invalid when not servable)."""
+    spec = crd.get("spec")
+    if not isinstance(spec, dict):
+        return
+    names = spec.get("names")
+    if isinstance(names, dict) and names.get("kind"):
+        defaulted = crd_names(crd)
+        names["singular"] = defaulted["singular"]
+        names["listKind"] = defaulted["listKind"]
+    causes: list[Cause] = []
+    preserve = bool(spec.get("preserveUnknownFields"))
+    if preserve:
+        causes.append(
+            fe.invalid(
+                "spec.preserveUnknownFields",
+                True,
+                "cannot set to true, set x-kubernetes-preserve-unknown-fields to true in "
+                "spec.versions[*].schema instead",
+            )
+        )
+    for i, version in enumerate(spec.get("versions") or []):
+        if not isinstance(version, dict):
+            continue
+        path = f"spec.versions[{i}].schema.openAPIV3Schema"
+        schema = (
+            (version.get("schema") or {}).get("openAPIV3Schema")
+            if isinstance(version.get("schema"), dict)
+            else None
+        )
+        causes.extend(crd_schema.structural_errors(schema, path))
+        for j, column in enumerate(version.get("additionalPrinterColumns") or []):
+            if not isinstance(column, dict):
+                continue
+            cpath = f"spec.versions[{i}].additionalPrinterColumns[{j}]"
+            if not column.get("name"):
+                causes.append(fe.required(f"{cpath}.name"))
+            if not column.get("jsonPath"):
+                causes.append(fe.required(f"{cpath}.jsonPath"))
+            if column.get("type") not in ("integer", "number", "string", "boolean", "date"):
+                causes.append(
+                    fe.not_supported(
+                        f"{cpath}.type",
+                        column.get("type"),
+                        ["boolean", "date", "integer", "number", "string"],
+                    )
+                )
+    if causes:
+        name = str((crd.get("metadata") or {}).get("name") or "")
+        raise _invalid(
+            "CustomResourceDefinition.apiextensions.k8s.io",
+            "CustomResourceDefinition",
+            "apiextensions.k8s.io",
+            name,
+            causes,
+        )
