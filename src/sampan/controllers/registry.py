@@ -7,10 +7,12 @@ enabled ones (``ControllerManagerOptions.enabled``) once per leadership term, in
 from __future__ import annotations
 
 from sampan.controllers.base import Controller
+from sampan.controllers.deployment import DeploymentController
 from sampan.controllers.endpoints import EndpointsController
 from sampan.controllers.endpointslice import EndpointSliceController
 from sampan.controllers.garbagecollector import GarbageCollector
 from sampan.controllers.namespace import NamespaceController
+from sampan.controllers.replicaset import ReplicaSetController, ReplicationControllerController
 from sampan.controllers.serviceaccount import RootCACertPublisher, ServiceAccountsController
 
 __all__ = ["CONTROLLERS"]
@@ -22,4 +24,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "garbagecollector": GarbageCollector,
     "endpoint": EndpointsController,
     "endpointslice": EndpointSliceController,
+    "deployment": DeploymentController,
+    "replicaset": ReplicaSetController,
+    "replicationcontroller": ReplicationControllerController,
 }
