@@ -12,6 +12,7 @@ from sampan.controllers.endpoints import EndpointsController
 from sampan.controllers.endpointslice import EndpointSliceController
 from sampan.controllers.garbagecollector import GarbageCollector
 from sampan.controllers.namespace import NamespaceController
+from sampan.controllers.nodeipam import NodeIpamController
 from sampan.controllers.replicaset import ReplicaSetController, ReplicationControllerController
 from sampan.controllers.serviceaccount import RootCACertPublisher, ServiceAccountsController
 
@@ -24,6 +25,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "garbagecollector": GarbageCollector,
     "endpoint": EndpointsController,
     "endpointslice": EndpointSliceController,
+    "nodeipam": NodeIpamController,
     "deployment": DeploymentController,
     "replicaset": ReplicaSetController,
     "replicationcontroller": ReplicationControllerController,
