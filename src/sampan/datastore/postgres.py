@@ -36,6 +36,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -269,6 +270,18 @@ class PostgresBackend:
             primary = err.diag.message_primary
             if primary:
                 detail += f": {primary}"
+        else:
+            # Connection failures carry no SQLSTATE; libpq's reason ("Connection refused",
+            # "password authentication failed ...") follows the last "failed: ". libpq never
+            # echoes the password, but scrub it anyway should a future version do so.
+            lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+            failed = [ln for ln in lines if "failed: " in ln]
+            reason = (failed or lines or [""])[-1].rsplit("failed: ", 1)[-1]
+            password = urlsplit(self._dsn).password if "://" in self._dsn else None
+            if password:
+                reason = reason.replace(password, "***")
+            if reason:
+                detail += f": {reason[:200]}"
         return StoreUnavailableError(f"postgres datastore {self._redacted} failed: {detail}")
 
     @contextlib.asynccontextmanager
