@@ -25,6 +25,7 @@ from aiohttp import web
 
 from sampan.apiserver import watch as watch_stream
 from sampan.apiserver.admission import AdmissionAttributes, AdmissionChain
+from sampan.apiserver.apply import FieldManager, decode_apply_patch
 from sampan.apiserver.auth.user import AuthenticationError
 from sampan.apiserver.binding import bind_pod
 from sampan.apiserver.crd import scale as crd_scale
@@ -42,7 +43,7 @@ from sampan.apiserver.negotiation import (
     parse_accept,
     read_body,
 )
-from sampan.apiserver.patch import apply_patch, check_patch_type
+from sampan.apiserver.patch import APPLY_PATCH, apply_patch, check_patch_type
 from sampan.apiserver.requestinfo import RequestInfo, query_flag
 from sampan.apiserver.responses import Renderer, json_response, status_success
 
@@ -141,6 +142,7 @@ class HandlerContext:
 class ResourceHandler:
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
+        self._fields = FieldManager(ctx.openapi)  # managedFields, apply, patch schemas
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -449,6 +451,7 @@ class ResourceHandler:
         await self.ctx.admission.admit(
             self._admission("CREATE", info, namespace, name, user, obj=obj, dry_run=dry_run)
         )
+        obj = self._fields.on_write(request, info, None, obj)
         created = await self._store(info).create(
             self._to_storage_version(info, obj), dry_run=dry_run
         )
@@ -483,9 +486,13 @@ class ResourceHandler:
         )
         store = self._store(info)
         stored = self._to_storage_version(info, obj)
+
+        def replace(current: dict[str, Any]) -> dict[str, Any]:
+            return self._fields.on_write(request, info, current, stored, subresource=subresource)
+
         try:
-            updated = await store.update(
-                namespace, ri.path_name, stored, subresource=subresource, dry_run=dry_run
+            updated = await store.guaranteed_update(
+                namespace, ri.path_name, replace, subresource=subresource, dry_run=dry_run
             )
         except NotFound:
             if subresource or (info.group, info.plural) not in _CREATE_ON_UPDATE:
@@ -498,6 +505,7 @@ class ResourceHandler:
                 )
             )
             stored["metadata"].pop("resourceVersion", None)
+            stored = self._fields.on_write(request, info, None, stored)
             created = await store.create(stored, dry_run=dry_run)
             return self._respond(request, info, created, 201)
         return self._respond(request, info, updated)
@@ -525,7 +533,10 @@ class ResourceHandler:
         patch_type = media_type_of(request)
         body = await read_body(request, self.ctx.max_body_bytes)
         dry_run = self._dry_run(request)
-        check_patch_type(patch_type)
+        check_patch_type(patch_type, custom=self._fields.is_custom(info))
+        applied = decode_apply_patch(body) if patch_type == APPLY_PATCH else None
+        self._fields.check_force(request, apply=applied is not None)
+        schema = self._fields.schema(info)
         await self.ctx.admission.admit(
             self._admission(
                 "UPDATE",
@@ -541,15 +552,52 @@ class ResourceHandler:
 
         def mutate(current: dict[str, Any]) -> dict[str, Any]:
             view = to_request(current) if to_request else current
-            patched = apply_patch(view, body, patch_type)
+            if applied is not None:
+                patched = self._fields.apply(request, info, view, applied, subresource=subresource)
+            else:
+                patched = apply_patch(view, body, patch_type, schema)
+                patched = self._fields.on_write(
+                    request, info, view, patched, subresource=subresource
+                )
             _check_patched_identity(info, view, patched)
             patched = self._prepare_body(request, info, patched, "UPDATE", subresource)
             return self._to_storage_version(info, patched)
 
-        updated = await self._store(info).guaranteed_update(
-            namespace, ri.path_name, mutate, subresource=subresource, dry_run=dry_run
-        )
+        try:
+            updated = await self._store(info).guaranteed_update(
+                namespace, ri.path_name, mutate, subresource=subresource, dry_run=dry_run
+            )
+        except NotFound:
+            if applied is None or subresource:
+                raise
+            return await self._apply_create(request, ri, info, namespace, user, applied, dry_run)
         return self._respond(request, info, updated)
+
+    async def _apply_create(
+        self,
+        request: web.Request,
+        ri: RequestInfo,
+        info: ResourceInfo,
+        namespace: str | None,
+        user: UserInfo,
+        applied: dict[str, Any],
+        dry_run: bool,
+    ) -> web.StreamResponse:
+        """Server-side apply of a missing object creates it (201), as upstream."""
+        obj = self._fields.apply(request, info, None, applied)
+        if not isinstance(obj.get("metadata"), dict):
+            obj["metadata"] = {}
+        self._check_name(obj, ri.path_name)
+        self._check_namespace(obj, info, namespace)
+        obj["metadata"].pop("resourceVersion", None)
+        obj = self._prepare_body(request, info, obj, "CREATE")
+        await self.ctx.admission.admit(
+            self._admission("CREATE", info, namespace, ri.path_name, user, obj=obj, dry_run=dry_run)
+        )
+        created = await self._store(info).create(
+            self._to_storage_version(info, obj), dry_run=dry_run
+        )
+        return self._respond(request, info, created, 201)
 
     async def _delete_options(self, request: web.Request) -> tuple[DeleteOptions, bool | None]:
         body = await read_body(request, self.ctx.max_body_bytes)
@@ -697,6 +745,8 @@ class ResourceHandler:
         else:
             patch_type = media_type_of(request)
             check_patch_type(patch_type)
+            if patch_type == APPLY_PATCH:
+                raise method_not_allowed()  # apply to /scale: not served
             body = await read_body(request, self.ctx.max_body_bytes)
 
             def wanted(current_scale: dict[str, Any]) -> dict[str, Any]:

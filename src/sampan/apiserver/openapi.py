@@ -116,6 +116,10 @@ class OpenAPI:
         key = (group, version, kind)
         return self._crd_gvk.get(key) or self._gvk.get(key)
 
+    def is_custom(self, group: str, version: str, kind: str) -> bool:
+        """Whether the kind's schema came from a CRD (add_crd)."""
+        return (group, version, kind) in self._crd_gvk
+
     def schema_for(self, group: str, version: str, kind: str) -> SchemaView | None:
         """The schema of a kind (built-in or CRD), or None when none is known."""
         name = self.definition_name(group, version, kind)

@@ -1,8 +1,9 @@
-"""Patch application: JSON Patch (RFC 6902) and JSON Merge Patch (RFC 7386).
+"""Patch application: JSON Patch (RFC 6902), JSON Merge Patch (RFC 7386), strategic merge.
 
-Owns: turning (current object, patch body, patch type) into the new object, purely.
-Strategic-merge and server-side apply are not served yet: they answer 415, like an API server
-that does not know the patch type (part 2 of the API server adds them).
+Owns: turning (current object, patch body, patch type) into the new object, purely, and the
+list of patch types a resource accepts. Strategic merge patch (strategicpatch.py) needs the
+kind's schema and is refused (415) for custom resources, as upstream; server-side apply
+(``application/apply-patch+yaml``) is accepted here and applied by ``apiserver.apply``.
 
 Invariants: the current object is never mutated (patches work on a deep copy); a patch that
 cannot apply raises a StatusError (400 BadRequest for a malformed patch, 422 Invalid for a
@@ -17,10 +18,14 @@ import json
 from typing import Any
 
 from sampan.apiserver.errors import BadRequest, Invalid, UnsupportedMediaType
+from sampan.apiserver.openapi_data import SchemaView
+from sampan.apiserver.strategicpatch import apply_strategic_merge_patch, decode_strategic_patch
 
 __all__ = [
+    "APPLY_PATCH",
     "JSON_PATCH",
     "MERGE_PATCH",
+    "STRATEGIC_MERGE_PATCH",
     "SUPPORTED_PATCH_TYPES",
     "apply_json_patch",
     "apply_merge_patch",
@@ -32,19 +37,30 @@ JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
-SUPPORTED_PATCH_TYPES = (JSON_PATCH, MERGE_PATCH)
+SUPPORTED_PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH)
+CUSTOM_RESOURCE_PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, APPLY_PATCH)
+"""Custom resources have no Go types, hence no strategic-merge metadata (upstream: 415)."""
 
 
-def check_patch_type(patch_type: str) -> None:
-    """415 for a patch type Sampan does not apply (yet)."""
-    if patch_type not in SUPPORTED_PATCH_TYPES:
+def check_patch_type(patch_type: str, *, custom: bool = False) -> None:
+    """415 for a patch type the resource does not accept."""
+    accepted = CUSTOM_RESOURCE_PATCH_TYPES if custom else SUPPORTED_PATCH_TYPES
+    if patch_type not in accepted:
         raise UnsupportedMediaType(
             "the body of the request was in an unknown format - accepted media types include: "
-            + ", ".join(SUPPORTED_PATCH_TYPES)
+            + ", ".join(accepted)
         )
 
 
-def apply_patch(current: dict[str, Any], patch_body: bytes, patch_type: str) -> dict[str, Any]:
+def apply_patch(
+    current: dict[str, Any],
+    patch_body: bytes,
+    patch_type: str,
+    schema: SchemaView | None = None,
+) -> dict[str, Any]:
+    """JSON, merge or strategic merge patch (``schema``: the kind's, for the latter)."""
+    if patch_type == STRATEGIC_MERGE_PATCH:
+        return apply_strategic_merge_patch(current, decode_strategic_patch(patch_body), schema)
     if patch_type == JSON_PATCH:
         try:
             operations = json.loads(patch_body)
@@ -61,8 +77,11 @@ def apply_patch(current: dict[str, Any], patch_body: bytes, patch_type: str) -> 
         result = apply_merge_patch(current, patch)
         assert isinstance(result, dict)
         return result
-    check_patch_type(patch_type)
-    raise AssertionError("unreachable")
+    # Apply patches need the field managers: the handlers send them to apiserver.apply.
+    raise UnsupportedMediaType(
+        "the body of the request was in an unknown format - accepted media types include: "
+        + ", ".join((JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH))
+    )
 
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:

@@ -1,0 +1,132 @@
+"""The request side of field management: which manager, which schema, which operation.
+
+Owns ``FieldManager``, the one object the resource handlers call on every write:
+``on_write`` (create/update/non-apply patch -> managedFields updated), ``apply`` (an apply
+patch -> the merged object, conflicts raised), ``schema`` (a kind's schema for strategic
+merge patch) and ``is_custom`` (strategic merge patch is refused for custom resources).
+
+Manager names: the ``fieldManager`` query parameter, else the User-Agent up to its first
+'/' (upstream's default); apply requires an explicit one. ``force`` is only valid on apply.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sampan.api.defaults import apply_defaults
+from sampan.apiserver.apply.managed import server_side_apply, track_update
+from sampan.apiserver.errors import BadRequest, Invalid
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from sampan.api.resources import ResourceInfo
+    from sampan.apiserver.openapi import OpenAPI
+    from sampan.apiserver.openapi_data import SchemaView
+
+__all__ = ["FieldManager"]
+
+MAX_MANAGER_LENGTH = 128
+
+
+def _defaulted(info: ResourceInfo) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def normalize(obj: dict[str, Any]) -> dict[str, Any]:
+        result = copy.deepcopy(obj)
+        apply_defaults(info, result)
+        return result
+
+    return normalize
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "yes")
+
+
+class FieldManager:
+    def __init__(self, openapi: OpenAPI | None) -> None:
+        self._openapi = openapi
+
+    def schema(self, info: ResourceInfo) -> SchemaView | None:
+        if self._openapi is None:
+            return None
+        return self._openapi.schema_for(info.group, info.version, info.kind)
+
+    def is_custom(self, info: ResourceInfo) -> bool:
+        return self._openapi is not None and self._openapi.is_custom(
+            info.group, info.version, info.kind
+        )
+
+    def manager(self, request: web.Request, *, apply: bool = False) -> str:
+        manager = request.query.get("fieldManager", "")
+        if len(manager) > MAX_MANAGER_LENGTH:
+            raise Invalid(
+                f'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Too long: may not be '
+                f"more than {MAX_MANAGER_LENGTH} bytes"
+            )
+        if manager or apply:
+            return manager
+        agent = request.headers.get("User-Agent", "")
+        return agent.split("/", 1)[0].strip()[:MAX_MANAGER_LENGTH]
+
+    def check_force(self, request: web.Request, *, apply: bool) -> bool:
+        force = _flag(request, "force")
+        if force and not apply:
+            raise Invalid(
+                'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: may not be '
+                "specified for non-apply patch"
+            )
+        return force
+
+    def on_write(
+        self,
+        request: web.Request,
+        info: ResourceInfo,
+        old: dict[str, Any] | None,
+        new: dict[str, Any],
+        *,
+        subresource: str = "",
+    ) -> dict[str, Any]:
+        """``new`` with managedFields updated for this create/update/patch request."""
+        return track_update(
+            old,
+            new,
+            manager=self.manager(request),
+            api_version=info.api_version,
+            schema=self.schema(info),
+            subresource=subresource,
+            has_status=info.subresource("status") is not None,
+            normalize=_defaulted(info),
+        )
+
+    def apply(
+        self,
+        request: web.Request,
+        info: ResourceInfo,
+        live: dict[str, Any] | None,
+        applied: dict[str, Any],
+        *,
+        subresource: str = "",
+    ) -> dict[str, Any]:
+        """The object after this apply request (``live`` None: the object is created)."""
+        api_version = applied.get("apiVersion")
+        kind = applied.get("kind")
+        if not api_version or not kind:
+            raise BadRequest(f"invalid object type: {api_version or ''}, Kind={kind or ''}")
+        if api_version != info.api_version or kind != info.kind:
+            raise BadRequest(
+                f"the API version and kind in the data ({api_version}, {kind}) do not match "
+                f"the expected ones ({info.api_version}, {info.kind})"
+            )
+        return server_side_apply(
+            live,
+            applied,
+            manager=self.manager(request, apply=True),
+            api_version=info.api_version,
+            schema=self.schema(info),
+            force=self.check_force(request, apply=True),
+            subresource=subresource,
+            has_status=info.subresource("status") is not None,
+            normalize=_defaulted(info),
+        )
