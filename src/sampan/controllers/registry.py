@@ -13,6 +13,7 @@ from sampan.controllers.endpointslice import EndpointSliceController
 from sampan.controllers.garbagecollector import GarbageCollector
 from sampan.controllers.namespace import NamespaceController
 from sampan.controllers.nodeipam import NodeIpamController
+from sampan.controllers.podgc import PodGCController
 from sampan.controllers.replicaset import ReplicaSetController, ReplicationControllerController
 from sampan.controllers.serviceaccount import RootCACertPublisher, ServiceAccountsController
 
@@ -26,6 +27,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "endpoint": EndpointsController,
     "endpointslice": EndpointSliceController,
     "nodeipam": NodeIpamController,
+    "podgc": PodGCController,
     "deployment": DeploymentController,
     "replicaset": ReplicaSetController,
     "replicationcontroller": ReplicationControllerController,
