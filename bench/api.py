@@ -326,7 +326,9 @@ class Bench:
 
             # Watch fan-out.
             n_watchers = 200 if self.quick else 1000
-            async with s.get(ns + "/bench") as r:
+            # Watch from the collection's current resourceVersion (the object's own may be older
+            # than the watch cache's window after the creates above, which would be a 410).
+            async with s.get(ns + "?limit=1") as r:
                 rv = json.loads(await r.read())["metadata"]["resourceVersion"]
             got: list[float] = []
             ready = 0
@@ -346,7 +348,10 @@ class Bench:
                         ready += 1
                         if ready == n_watchers:
                             all_ready.set()
-                        async for _line in r.content:
+                        async for line in r.content:
+                            event = json.loads(line)
+                            if event["type"] != "MODIFIED":
+                                raise SystemExit(f"watch: unexpected event {line[:200]!r}")
                             got.append(time.perf_counter())
                             return
 
