@@ -18,13 +18,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from sampan.apiserver import watch as watch_stream
-from sampan.apiserver.admission import AdmissionAttributes, AdmissionChain
+from sampan.apiserver.admission import (
+    AdmissionAttributes,
+    AdmissionChain,
+    admitted_update,
+    warning_header,
+)
 from sampan.apiserver.apply import FieldManager, decode_apply_patch
 from sampan.apiserver.auth.user import AuthenticationError
 from sampan.apiserver.binding import bind_pod
@@ -137,6 +142,9 @@ class HandlerContext:
     datastore_health: Callable[[], Awaitable[tuple[bool, str]]]
     openapi: OpenAPI | None = None  # schemas for strategic merge patch and apply
     custom: CustomResources | None = None  # CRDs: body preparation, printer columns, scale
+    # Computed subresources served by admission (serviceaccounts/token, pods/eviction):
+    # (group, plural, subresource) -> handler(request, ri, info, namespace, user).
+    subresources: dict[tuple[str, str, str], Callable[..., Any]] = field(default_factory=dict)
 
 
 class ResourceHandler:
@@ -448,14 +456,31 @@ class ResourceHandler:
         dry_run = self._dry_run(request)
         obj = self._prepare_body(request, info, obj, "CREATE")
         name = obj["metadata"].get("name") or ""
-        await self.ctx.admission.admit(
-            self._admission("CREATE", info, namespace, name, user, obj=obj, dry_run=dry_run)
-        )
-        obj = self._fields.on_write(request, info, None, obj)
-        created = await self._store(info).create(
-            self._to_storage_version(info, obj), dry_run=dry_run
-        )
-        return self._respond(request, info, created, 201)
+        attrs = self._admission("CREATE", info, namespace, name, user, obj=obj, dry_run=dry_run)
+        await self.ctx.admission.admit(attrs)
+        obj = self._fields.on_write(request, info, None, attrs.obj or obj)
+        created = await self._admitted_create(attrs, self._store(info), info, obj)
+        return _warn(self._respond(request, info, created, 201), attrs)
+
+    async def _admitted_create(
+        self,
+        attrs: AdmissionAttributes,
+        store: ResourceStore,
+        info: ResourceInfo,
+        obj: dict[str, Any],
+        *,
+        converted: bool = False,
+    ) -> dict[str, Any]:
+        """Store an admitted create; the admission hooks learn whether it happened."""
+        try:
+            created = await store.create(
+                obj if converted else self._to_storage_version(info, obj), dry_run=attrs.dry_run
+            )
+        except BaseException:
+            await self.ctx.admission.finish(attrs, ok=False)
+            raise
+        await self.ctx.admission.finish(attrs, ok=True)
+        return created
 
     async def _update(
         self,
@@ -472,17 +497,8 @@ class ResourceHandler:
         self._check_namespace(obj, info, namespace)
         dry_run = self._dry_run(request)
         obj = self._prepare_body(request, info, obj, "UPDATE", subresource)
-        await self.ctx.admission.admit(
-            self._admission(
-                "UPDATE",
-                info,
-                namespace,
-                ri.path_name,
-                user,
-                subresource=subresource,
-                obj=obj,
-                dry_run=dry_run,
-            )
+        attrs = self._admission(
+            "UPDATE", info, namespace, ri.path_name, user, subresource=subresource, dry_run=dry_run
         )
         store = self._store(info)
         stored = self._to_storage_version(info, obj)
@@ -491,24 +507,24 @@ class ResourceHandler:
             return self._fields.on_write(request, info, current, stored, subresource=subresource)
 
         try:
-            updated = await store.guaranteed_update(
-                namespace, ri.path_name, replace, subresource=subresource, dry_run=dry_run
+            # Admitted against the object it replaces (see admission.admitted_update).
+            updated = await admitted_update(
+                self.ctx.admission, store, attrs, replace, subresource=subresource
             )
         except NotFound:
             if subresource or (info.group, info.plural) not in _CREATE_ON_UPDATE:
                 raise
             # Kinds whose strategy allows create-on-update: a PUT of a missing object
             # creates it (201), as kube-apiserver does for endpoints, events and RBAC.
-            await self.ctx.admission.admit(
-                self._admission(
-                    "CREATE", info, namespace, ri.path_name, user, obj=obj, dry_run=dry_run
-                )
+            attrs = self._admission(
+                "CREATE", info, namespace, ri.path_name, user, obj=stored, dry_run=dry_run
             )
+            await self.ctx.admission.admit(attrs)
             stored["metadata"].pop("resourceVersion", None)
             stored = self._fields.on_write(request, info, None, stored)
-            created = await store.create(stored, dry_run=dry_run)
-            return self._respond(request, info, created, 201)
-        return self._respond(request, info, updated)
+            created = await self._admitted_create(attrs, store, info, stored, converted=True)
+            return _warn(self._respond(request, info, created, 201), attrs)
+        return _warn(self._respond(request, info, updated), attrs)
 
     @staticmethod
     def _check_name(obj: dict[str, Any], url_name: str) -> None:
@@ -537,16 +553,8 @@ class ResourceHandler:
         applied = decode_apply_patch(body) if patch_type == APPLY_PATCH else None
         self._fields.check_force(request, apply=applied is not None)
         schema = self._fields.schema(info)
-        await self.ctx.admission.admit(
-            self._admission(
-                "UPDATE",
-                info,
-                namespace,
-                ri.path_name,
-                user,
-                subresource=subresource,
-                dry_run=dry_run,
-            )
+        attrs = self._admission(
+            "UPDATE", info, namespace, ri.path_name, user, subresource=subresource, dry_run=dry_run
         )
         to_request = self._to_request_version(info)
 
@@ -564,14 +572,15 @@ class ResourceHandler:
             return self._to_storage_version(info, patched)
 
         try:
-            updated = await self._store(info).guaranteed_update(
-                namespace, ri.path_name, mutate, subresource=subresource, dry_run=dry_run
+            # Admitted against the patched object (see admission.admitted_update).
+            updated = await admitted_update(
+                self.ctx.admission, self._store(info), attrs, mutate, subresource=subresource
             )
         except NotFound:
             if applied is None or subresource:
                 raise
             return await self._apply_create(request, ri, info, namespace, user, applied, dry_run)
-        return self._respond(request, info, updated)
+        return _warn(self._respond(request, info, updated), attrs)
 
     async def _apply_create(
         self,
@@ -591,13 +600,12 @@ class ResourceHandler:
         self._check_namespace(obj, info, namespace)
         obj["metadata"].pop("resourceVersion", None)
         obj = self._prepare_body(request, info, obj, "CREATE")
-        await self.ctx.admission.admit(
-            self._admission("CREATE", info, namespace, ri.path_name, user, obj=obj, dry_run=dry_run)
+        attrs = self._admission(
+            "CREATE", info, namespace, ri.path_name, user, obj=obj, dry_run=dry_run
         )
-        created = await self._store(info).create(
-            self._to_storage_version(info, obj), dry_run=dry_run
-        )
-        return self._respond(request, info, created, 201)
+        await self.ctx.admission.admit(attrs)
+        created = await self._admitted_create(attrs, self._store(info), info, attrs.obj or obj)
+        return _warn(self._respond(request, info, created, 201), attrs)
 
     async def _delete_options(self, request: web.Request) -> tuple[DeleteOptions, bool | None]:
         body = await read_body(request, self.ctx.max_body_bytes)
@@ -642,10 +650,16 @@ class ResourceHandler:
         user: UserInfo,
     ) -> web.StreamResponse:
         options, orphan = await self._delete_options(request)
-        await self.ctx.admission.admit(
-            self._admission("DELETE", info, namespace, ri.path_name, user, dry_run=options.dry_run)
+        attrs = self._admission(
+            "DELETE", info, namespace, ri.path_name, user, dry_run=options.dry_run
         )
-        obj, deleted_now = await self._store(info).delete(namespace, ri.path_name, options)
+        await self.ctx.admission.admit(attrs)
+        try:
+            obj, deleted_now = await self._store(info).delete(namespace, ri.path_name, options)
+        except BaseException:
+            await self.ctx.admission.finish(attrs, ok=False)
+            raise
+        await self.ctx.admission.finish(attrs, ok=True)
         status = 202 if (not deleted_now and orphan is False) else 200
         if deleted_now and (info.group, info.plural) not in _RETURNS_DELETED_OBJECT:
             metadata = obj.get("metadata", {})
@@ -714,6 +728,9 @@ class ResourceHandler:
             return await self._scale(request, ri, info, ns, user)
         if name == "binding" and info.plural == "pods" and ri.verb == "create":
             return await self._bind(request, ri, info, ns, user)
+        extra = self.ctx.subresources.get((info.group, info.plural, name))
+        if extra is not None and ri.verb == "create":
+            return await extra(request, ri, info, ns, user)
         raise method_not_allowed()
 
     async def _scale(
@@ -1035,6 +1052,13 @@ def _scale_of(info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
             "selector": _selector_string(info, obj),
         },
     }
+
+
+def _warn(response: web.Response, attrs: AdmissionAttributes) -> web.Response:
+    """Admission warnings as ``Warning`` headers (kubectl prints them)."""
+    for message in attrs.warnings:
+        response.headers.add("Warning", warning_header(message))
+    return response
 
 
 def _int_param(request: web.Request, key: str, default: int) -> int:

@@ -33,13 +33,14 @@ from sampan.api.conversion import convert
 from sampan.api.labels import SelectorError, parse_selector
 from sampan.api.resources import builtin_registry
 from sampan.apiserver import discovery
-from sampan.apiserver.admission import default_chain
+from sampan.apiserver.admission import Admission
 from sampan.apiserver.auth import (
     DEFAULT_API_AUDIENCES,
     Attributes,
     AuthenticationError,
     Authenticator,
     RBACAuthorizer,
+    TokenIssuer,
     forbidden_message,
 )
 from sampan.apiserver.bootstrap import ensure_bootstrap_objects
@@ -107,6 +108,7 @@ class APIServerOptions:
     kubeconfig_path: Path | None = None
     kubeconfig_mode: int = 0o600
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    service_node_port_range: str = "30000-32767"
 
     @property
     def service_ip(self) -> str:
@@ -135,6 +137,7 @@ class _Runtime:
     authenticator: Authenticator | None = None
     authorizer: RBACAuthorizer | None = None
     handler: ResourceHandler | None = None
+    admission: Admission | None = None
     openapi: OpenAPI | None = None
     custom: CustomResources | None = None
     crds: CRDController | None = None
@@ -214,6 +217,16 @@ class APIServer:
         rt.storage = Storage(self.backend, rt.registry)
         await rt.storage.start()
         self._build_auth()
+        rt.admission = Admission(
+            rt.storage,
+            rt.registry,
+            self.backend,
+            service_cidr=opts.service_cidr,
+            node_port_range=opts.service_node_port_range,
+            token_issuer=TokenIssuer(await asyncio.to_thread(rt.pki.sa_private_key_pem)),
+            api_audiences=tuple(DEFAULT_API_AUDIENCES),
+            delete_options_type=DeleteOptions,
+        )
         rt.custom = CustomResources(
             BuiltinSchemas(rt.openapi.definition_name, rt.openapi.definition)
         )
@@ -255,6 +268,7 @@ class APIServer:
             advertise_address=self.advertise_address,
             port=rt.port,
         )
+        await rt.admission.start()  # system PriorityClasses, Service allocation repair
         rt.crds = CRDController(rt.storage, rt.registry, rt.custom, rt.openapi)
         await rt.crds.start()
         rt.bootstrapped = True
@@ -272,6 +286,8 @@ class APIServer:
         if rt.crds is not None:
             await rt.crds.stop()
             rt.crds = None
+        if rt.admission is not None:
+            await rt.admission.stop()
         if rt.storage is not None:
             await rt.storage.stop()
 
@@ -288,18 +304,12 @@ class APIServer:
 
     def _handler_context(self) -> HandlerContext:
         rt = self._rt
-        namespaces = rt.storage.for_resource(rt.registry.by_resource("", "v1", "namespaces"))
-
-        async def get_namespace(name: str) -> dict[str, Any] | None:
-            try:
-                return await namespaces.get(None, name)
-            except NotFound:
-                return None
-
+        assert rt.admission is not None
         return HandlerContext(
             registry=rt.registry,
             storage=rt.storage,
-            admission=default_chain(get_namespace),
+            admission=rt.admission.chain,
+            subresources=rt.admission.subresource_handlers,
             max_body_bytes=self.options.max_body_bytes,
             watches=self._watches,
             authorize=rt.authorizer.authorize,
