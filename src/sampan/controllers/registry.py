@@ -11,6 +11,7 @@ from sampan.controllers.deployment import DeploymentController
 from sampan.controllers.endpoints import EndpointsController
 from sampan.controllers.endpointslice import EndpointSliceController
 from sampan.controllers.garbagecollector import GarbageCollector
+from sampan.controllers.job import JobController
 from sampan.controllers.namespace import NamespaceController
 from sampan.controllers.nodeipam import NodeIpamController
 from sampan.controllers.podgc import PodGCController
@@ -31,4 +32,5 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "deployment": DeploymentController,
     "replicaset": ReplicaSetController,
     "replicationcontroller": ReplicationControllerController,
+    "job": JobController,
 }
