@@ -1,0 +1,152 @@
+"""OpenAPI v2/v3 documents built from the 1.32 definitions, CRD schema registration, and
+``kubectl explain`` (real kubectl) for a built-in kind and a registered custom kind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+
+import pytest
+
+from sampan.api.resources import ResourceInfo, builtin_registry
+from sampan.apiserver.openapi import OpenAPI, crd_definition_name
+from sampan.apiserver.openapi_data import REF_PREFIX_V3, load_definitions
+
+KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+CRONTAB_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "spec": {
+            "type": "object",
+            "description": "The CronTab's desired state.",
+            "properties": {
+                "cronSpec": {"type": "string", "description": "When to run, in cron format."},
+                "replicas": {"type": "integer", "default": 1},
+            },
+        }
+    },
+}
+
+
+def crontab_info() -> ResourceInfo:
+    return ResourceInfo(
+        group="stable.example.com",
+        version="v1",
+        kind="CronTab",
+        plural="crontabs",
+        singular="crontab",
+        namespaced=True,
+        verbs=("create", "delete", "get", "list", "patch", "update", "watch"),
+        short_names=("ct",),
+    )
+
+
+def refs(node: object, found: set[str]) -> set[str]:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            found.add(ref)
+        for value in node.values():
+            refs(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            refs(value, found)
+    return found
+
+
+async def test_v3_index_and_group_version_documents(harness):
+    status, index = await harness.request("GET", "/openapi/v3")
+    assert status == 200
+    url = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
+    assert url.startswith("/openapi/v3/apis/apps/v1?hash=")
+    status, document = await harness.request("GET", url)
+    assert status == 200
+    schemas = document["components"]["schemas"]
+    deployment = schemas["io.k8s.api.apps.v1.Deployment"]
+    assert deployment["x-kubernetes-group-version-kind"] == [
+        {"group": "apps", "kind": "Deployment", "version": "v1"}
+    ]
+    assert deployment["properties"]["apiVersion"]["type"] == "string"
+    assert "enum" not in deployment["properties"]["kind"]
+    containers = schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]
+    assert containers["x-kubernetes-patch-merge-key"] == "name"
+    assert schemas["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]["format"] == "int-or-string"
+    # Every reference resolves inside the document.
+    for ref in refs(document, set()):
+        assert ref.startswith(REF_PREFIX_V3) and ref[len(REF_PREFIX_V3) :] in schemas, ref
+    item = document["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]
+    assert {p["name"] for p in item["patch"]["parameters"]} >= {"fieldValidation", "fieldManager"}
+    status, core = await harness.request("GET", index["paths"]["api/v1"]["serverRelativeURL"])
+    assert status == 200 and "io.k8s.api.core.v1.Pod" in core["components"]["schemas"]
+    status, _ = await harness.request("GET", "/openapi/v3/apis/nope.example.com/v1")
+    assert status == 404
+
+
+async def test_v2_json_and_protobuf_refusal(harness):
+    status, document = await harness.request(
+        "GET", "/openapi/v2", headers={"Accept": "application/json"}
+    )
+    assert status == 200 and document["swagger"] == "2.0"
+    definitions = document["definitions"]
+    assert "io.k8s.api.apps.v1.Deployment" in definitions
+    for ref in refs(document, set()):
+        assert ref.startswith("#/definitions/") and ref[len("#/definitions/") :] in definitions
+    status, _ = await harness.request(
+        "GET",
+        "/openapi/v2",
+        headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"},
+    )
+    assert status == 406
+
+
+def test_crd_registration_changes_documents_and_lookup():
+    registry = builtin_registry()
+    openapi = OpenAPI(registry, load_definitions())
+    assert openapi.schema_for("stable.example.com", "v1", "CronTab") is None
+    registry.add(crontab_info())
+    before = openapi.v3_index()["paths"]["apis/stable.example.com/v1"]["serverRelativeURL"]
+    openapi.add_crd("stable.example.com", "v1", "CronTab", CRONTAB_SCHEMA)
+    after = openapi.v3_index()["paths"]["apis/stable.example.com/v1"]["serverRelativeURL"]
+    assert before != after
+    schema = openapi.schema_for("stable.example.com", "v1", "CronTab")
+    assert schema is not None and openapi.is_custom("stable.example.com", "v1", "CronTab")
+    spec = schema.field("spec")
+    assert spec is not None and spec.field("cronSpec").type == "string"
+    metadata = schema.field("metadata")
+    assert metadata is not None and metadata.field("labels") is not None  # ObjectMeta resolved
+    name = crd_definition_name("stable.example.com", "v1", "CronTab")
+    assert name == "com.example.stable.v1.CronTab"
+    document = openapi.group_version_document("stable.example.com", "v1")
+    assert name in document["components"]["schemas"]
+    assert name + "List" in document["components"]["schemas"]
+    openapi.remove_crd("stable.example.com", "v1", "CronTab")
+    assert openapi.schema_for("stable.example.com", "v1", "CronTab") is None
+    assert not openapi.is_custom("stable.example.com", "v1", "CronTab")
+
+
+async def kubectl(harness, *args: str) -> tuple[int, str, str]:
+    env = dict(os.environ, KUBECONFIG=str(harness.kubeconfig), HOME=str(harness.data_dir))
+    process = await asyncio.create_subprocess_exec(
+        KUBECTL,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
+async def test_kubectl_explain_builtin_and_custom(harness):
+    code, out, err = await kubectl(harness, "explain", "deployment.spec.strategy")
+    assert code == 0, err
+    assert "FIELD: strategy <DeploymentStrategy>" in out
+    assert "rollingUpdate\t<RollingUpdateDeployment>" in out
+    harness.server.registry.add(crontab_info())
+    harness.server.openapi.add_crd("stable.example.com", "v1", "CronTab", CRONTAB_SCHEMA)
+    code, out, err = await kubectl(harness, "explain", "crontab.spec.cronSpec")
+    assert code == 0, err
+    assert "When to run, in cron format." in out
+    assert "stable.example.com" in out
