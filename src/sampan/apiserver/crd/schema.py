@@ -535,6 +535,5 @@ def _node_errors(node: Schema, path: str, in_junctor: bool, *, is_root: bool) ->
         found: list[Cause] = []
         default = copy.deepcopy(node["default"])
         _validate(default, node, _child(path, "default"), found)
-        for cause in found:
-            causes.append(fe.invalid(_child(path, "default"), node["default"], cause.message))
+        causes.extend(Cause(c.reason, c.message, _child(path, "default")) for c in found)
     return causes

@@ -48,8 +48,11 @@ __all__ = [
     "warning_header",
 ]
 
-WARNINGS_KEY = "sampan.warnings"
-"""Where a request collects the warnings its response sends as ``Warning: 299`` headers."""
+WARNINGS_KEY: Any = (
+    web.RequestKey("sampan.warnings", list) if hasattr(web, "RequestKey") else "sampan.warnings"
+)
+"""Where a request collects the warnings its response sends as ``Warning: 299`` headers
+(a typed request key on aiohttp >= 3.12, a plain string key before)."""
 
 _CRD_KEY = ("apiextensions.k8s.io", "CustomResourceDefinition")
 

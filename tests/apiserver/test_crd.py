@@ -1,0 +1,422 @@
+"""CustomResourceDefinitions end to end: the real kubectl 1.32 against an in-process server.
+
+The CronTab CRD of the acceptance steps (stable.example.com, schema with a pattern, bounds and
+a default, status and scale subresources, printer columns): established and served; unknown
+fields rejected by kubectl's default --validate=strict and pruned otherwise; defaults; schema
+validation; kubectl get columns; status patches; scale; edit; deleting the CRD deletes its
+objects. Plus cluster scope, several versions, name conflicts, restarts and bad schemas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import shutil
+
+import pytest
+import yaml
+
+KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+GROUP = "stable.example.com"
+CRD_NAME = f"crontabs.{GROUP}"
+CRONTABS = f"/apis/{GROUP}/v1/namespaces/default/crontabs"
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
+
+CRONTAB_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "spec": {
+            "type": "object",
+            "properties": {
+                "cronSpec": {
+                    "type": "string",
+                    "pattern": r"^(\d+|\*)(/\d+)?(\s+(\d+|\*)(/\d+)?){4}$",
+                },
+                "image": {"type": "string"},
+                "replicas": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
+            },
+        },
+        "status": {
+            "type": "object",
+            "properties": {
+                "replicas": {"type": "integer"},
+                "labelSelector": {"type": "string"},
+            },
+        },
+    },
+}
+
+
+def crontab_crd(*, scope: str = "Namespaced") -> dict:
+    return copy.deepcopy(_crontab_crd(scope))
+
+
+def _crontab_crd(scope: str) -> dict:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": CRD_NAME},
+        "spec": {
+            "group": GROUP,
+            "scope": scope,
+            "names": {
+                "plural": "crontabs",
+                "singular": "crontab",
+                "kind": "CronTab",
+                "shortNames": ["ct"],
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": CRONTAB_SCHEMA},
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.labelSelector",
+                        },
+                    },
+                    "additionalPrinterColumns": [
+                        {"name": "Spec", "type": "string", "jsonPath": ".spec.cronSpec"},
+                        {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def crontab(name: str, **spec: object) -> dict:
+    return {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "CronTab",
+        "metadata": {"name": name},
+        "spec": {"cronSpec": "* * * * */5", "image": "my-cron-image", **spec},
+    }
+
+
+async def kubectl(harness, *args: str, stdin: bytes | None = None, env: dict | None = None):
+    environment = dict(os.environ, KUBECONFIG=str(harness.kubeconfig), HOME=str(harness.data_dir))
+    environment.update(env or {})
+    process = await asyncio.create_subprocess_exec(
+        KUBECTL,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environment,
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin), 60)
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def ok(harness, *args: str, stdin: bytes | None = None, env: dict | None = None) -> str:
+    code, out, err = await kubectl(harness, *args, stdin=stdin, env=env)
+    assert code == 0, f"kubectl {' '.join(args)} failed ({code}): {err}\n{out}"
+    return out
+
+
+def dump(obj: dict) -> bytes:
+    return yaml.safe_dump(obj).encode()
+
+
+async def establish(harness, crd: dict) -> None:
+    await ok(harness, "apply", "-f", "-", stdin=dump(crd))
+    await ok(
+        harness,
+        "wait",
+        "--for",
+        "condition=established",
+        f"crd/{crd['metadata']['name']}",
+        "--timeout=10s",
+    )
+
+
+async def test_crontab_acceptance(harness):
+    await establish(harness, crontab_crd())
+    crd = json.loads(await ok(harness, "get", "crd", CRD_NAME, "-o", "json"))
+    conditions = {c["type"]: c for c in crd["status"]["conditions"]}
+    assert conditions["NamesAccepted"]["status"] == "True"
+    assert conditions["Established"]["reason"] == "InitialNamesAccepted"
+    assert crd["status"]["acceptedNames"]["listKind"] == "CronTabList"
+    assert crd["status"]["storedVersions"] == ["v1"]
+    assert crd["spec"]["names"]["listKind"] == "CronTabList"
+
+    resources = await ok(harness, "api-resources", f"--api-group={GROUP}", "--no-headers")
+    assert resources.split() == ["crontabs", "ct", f"{GROUP}/v1", "true", "CronTab"]
+
+    # An unknown field: kubectl's default --validate=strict makes it an error...
+    unknown = crontab("my-cron", someRandomField=42)
+    code, _, err = await kubectl(harness, "apply", "-f", "-", stdin=dump(unknown))
+    assert code != 0
+    assert 'strict decoding error: unknown field "spec.someRandomField"' in err
+    # ...a warning with --validate=warn (pruned), and silence with --validate=false.
+    code, _, err = await kubectl(
+        harness, "create", "--validate=warn", "-f", "-", stdin=dump(unknown)
+    )
+    assert code == 0, err
+    assert 'Warning: unknown field "spec.someRandomField"' in err
+    stored = json.loads(await ok(harness, "get", "crontab", "my-cron", "-o", "json"))
+    assert "someRandomField" not in stored["spec"]
+    assert stored["spec"]["replicas"] == 1  # the schema's default
+    assert stored["metadata"]["generation"] == 1
+    code, _, err = await kubectl(
+        harness, "create", "--validate=false", "-f", "-", stdin=dump(crontab("quiet", x=1))
+    )
+    assert code == 0 and "Warning" not in err, err
+
+    # Printer columns (and the short name).
+    table = await ok(harness, "get", "ct")
+    lines = table.splitlines()
+    assert lines[0].split() == ["NAME", "SPEC", "REPLICAS", "AGE"]
+    assert lines[1].split()[:7] == ["my-cron", "*", "*", "*", "*", "*/5", "1"]
+
+    # Schema validation: bounds and pattern, all causes reported.
+    code, _, err = await kubectl(
+        harness,
+        "patch",
+        "ct",
+        "my-cron",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"replicas": 20, "cronSpec": "bad"}}),
+    )
+    assert code != 0
+    assert 'The CronTab "my-cron" is invalid' in err
+    assert (
+        "spec.replicas: Invalid value: 20: spec.replicas in body should be less than or equal to 10"
+        in err
+    )
+    assert "spec.cronSpec in body should match" in err
+
+    # The status subresource: a main update cannot touch status, a status patch can.
+    await ok(
+        harness,
+        "patch",
+        "ct",
+        "my-cron",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"replicas": 5}}),
+    )
+    stored = json.loads(await ok(harness, "get", "ct", "my-cron", "-o", "json"))
+    assert "status" not in stored
+    await ok(
+        harness,
+        "patch",
+        "ct",
+        "my-cron",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"replicas": 2, "labelSelector": "app=cron"}}),
+    )
+    stored = json.loads(await ok(harness, "get", "ct", "my-cron", "-o", "json"))
+    assert stored["status"] == {"replicas": 2, "labelSelector": "app=cron"}
+    assert stored["metadata"]["generation"] == 1  # status changes keep the generation
+
+    # The scale subresource.
+    assert "scaled" in await ok(harness, "scale", "ct", "my-cron", "--replicas=3")
+    status, scale = await harness.request("GET", f"{CRONTABS}/my-cron/scale")
+    assert status == 200
+    assert scale["spec"] == {"replicas": 3}
+    assert scale["status"] == {"replicas": 2, "selector": "app=cron"}
+    stored = json.loads(await ok(harness, "get", "ct", "my-cron", "-o", "json"))
+    assert stored["spec"]["replicas"] == 3 and stored["metadata"]["generation"] == 2
+
+    # kubectl edit.
+    await ok(
+        harness, "edit", "ct", "my-cron", env={"EDITOR": "sed -i s/my-cron-image/other-image/"}
+    )
+    stored = json.loads(await ok(harness, "get", "ct", "my-cron", "-o", "json"))
+    assert stored["spec"]["image"] == "other-image"
+
+    # Deleting the CRD deletes its objects first, then itself.
+    await ok(harness, "delete", "crd", CRD_NAME, "--timeout=20s")
+    status, _ = await harness.request("GET", f"{CRDS}/{CRD_NAME}")
+    assert status == 404
+    status, _ = await harness.request("GET", CRONTABS)
+    assert status == 404
+    await establish(harness, crontab_crd())
+    status, listed = await harness.request("GET", CRONTABS)
+    assert status == 200 and listed["items"] == []
+
+
+async def test_crd_terminating_waits_for_object_finalizers(harness):
+    await establish(harness, crontab_crd())
+    held = crontab("held")
+    held["metadata"]["finalizers"] = ["example.com/hold"]
+    status, _ = await harness.request("POST", CRONTABS, held)
+    assert status == 201
+    status, _ = await harness.request("DELETE", f"{CRDS}/{CRD_NAME}")
+    assert status == 200
+    # The CRD stays (Terminating) while an object of it is held by a finalizer.
+    for _ in range(50):
+        status, crd = await harness.request("GET", f"{CRDS}/{CRD_NAME}")
+        conditions = {c["type"]: c for c in crd["status"].get("conditions", [])}
+        if "Terminating" in conditions:
+            break
+        await asyncio.sleep(0.1)
+    assert conditions["Terminating"]["reason"] == "InstanceDeletionInProgress"
+    assert crd["metadata"]["deletionTimestamp"]
+    status, err = await harness.request("POST", CRONTABS, crontab("late"))
+    assert status == 405
+    assert "terminating" in err["message"]
+    status, obj = await harness.request("GET", f"{CRONTABS}/held")
+    assert status == 200 and obj["metadata"]["deletionTimestamp"]
+    status, _ = await harness.request(
+        "PATCH",
+        f"{CRONTABS}/held",
+        {"metadata": {"finalizers": None}},
+        content_type="application/merge-patch+json",
+    )
+    assert status == 200
+    for _ in range(100):
+        status, _ = await harness.request("GET", f"{CRDS}/{CRD_NAME}")
+        if status == 404:
+            break
+        await asyncio.sleep(0.1)
+    assert status == 404
+
+
+async def test_cluster_scope_and_several_versions(harness):
+    crd = crontab_crd(scope="Cluster")
+    v1 = crd["spec"]["versions"][0]
+    v1beta1 = json.loads(json.dumps(v1))
+    v1beta1.update(name="v1beta1", storage=False)
+    v1beta1["additionalPrinterColumns"] = []
+    crd["spec"]["versions"] = [v1beta1, v1]
+    await establish(harness, crd)
+
+    status, created = await harness.request(
+        "POST",
+        f"/apis/{GROUP}/v1beta1/crontabs",
+        {**crontab("c1"), "apiVersion": f"{GROUP}/v1beta1"},
+    )
+    assert status == 201, created
+    assert created["apiVersion"] == f"{GROUP}/v1beta1"
+    assert "namespace" not in created["metadata"]
+    status, as_v1 = await harness.request("GET", f"/apis/{GROUP}/v1/crontabs/c1")
+    assert status == 200 and as_v1["apiVersion"] == f"{GROUP}/v1"
+    # Stored in the storage version.
+    _, kv = await harness.backend.get(f"/registry/{GROUP}/crontabs/c1")
+    assert json.loads(kv.value)["apiVersion"] == f"{GROUP}/v1"
+    # Discovery prefers v1; the v1beta1 table has only the default Age column.
+    status, group = await harness.request("GET", f"/apis/{GROUP}")
+    assert group["preferredVersion"]["version"] == "v1"
+    assert [v["version"] for v in group["versions"]] == ["v1", "v1beta1"]
+    table = await ok(harness, "get", f"crontabs.v1beta1.{GROUP}")
+    assert table.splitlines()[0].split() == ["NAME", "AGE"]
+    table = await ok(harness, "get", "crontabs")
+    assert table.splitlines()[0].split() == ["NAME", "SPEC", "REPLICAS", "AGE"]
+    status, _ = await harness.request("GET", f"/apis/{GROUP}/v1/namespaces/default/crontabs")
+    assert status == 404
+
+    # Stop serving v1beta1: it leaves discovery; v1 keeps working.
+    crd["spec"]["versions"][0]["served"] = False
+    await ok(harness, "apply", "-f", "-", stdin=dump(crd))
+    for _ in range(50):
+        status, _ = await harness.request("GET", f"/apis/{GROUP}/v1beta1/crontabs")
+        if status == 404:
+            break
+        await asyncio.sleep(0.1)
+    assert status == 404
+    status, _ = await harness.request("GET", f"/apis/{GROUP}/v1/crontabs/c1")
+    assert status == 200
+
+
+async def test_names_conflict_and_restart(harness):
+    await establish(harness, crontab_crd())
+    clash = crontab_crd()
+    clash["metadata"]["name"] = f"crontabz.{GROUP}"
+    clash["spec"]["names"] = {"plural": "crontabz", "singular": "crontabz", "kind": "CronTab"}
+    status, _ = await harness.request("POST", CRDS, clash)
+    assert status == 201
+    for _ in range(50):
+        _, got = await harness.request("GET", f"{CRDS}/crontabz.{GROUP}")
+        conditions = {c["type"]: c for c in (got.get("status") or {}).get("conditions", [])}
+        if "NamesAccepted" in conditions:
+            break
+        await asyncio.sleep(0.1)
+    assert conditions["NamesAccepted"]["status"] == "False"
+    assert '"CronTab" is already in use' in conditions["NamesAccepted"]["message"]
+    assert conditions["Established"]["status"] == "False"
+    status, _ = await harness.request("GET", f"/apis/{GROUP}/v1/crontabz")
+    assert status == 404
+
+    status, _ = await harness.request("POST", CRONTABS, crontab("survivor"))
+    assert status == 201
+    await harness.restart()
+    # Served again as soon as the restarted server is ready.
+    status, got = await harness.request("GET", f"{CRONTABS}/survivor")
+    assert status == 200 and got["spec"]["replicas"] == 1
+
+
+async def test_structural_schema_required(harness):
+    crd = crontab_crd()
+    del crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["type"]
+    code, _, err = await kubectl(harness, "apply", "-f", "-", stdin=dump(crd))
+    assert code != 0
+    assert (
+        "spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: "
+        "must not be empty for specified object fields"
+    ) in err
+    crd = crontab_crd()
+    del crd["spec"]["versions"][0]["schema"]
+    status, body = await harness.request("POST", CRDS, crd)
+    assert status == 422
+    assert (
+        "spec.versions[0].schema.openAPIV3Schema: Required value: schemas are required"
+        in (body["message"])
+    )
+    crd = crontab_crd()
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "replicas"
+    ]["default"] = "three"
+    status, body = await harness.request("POST", CRDS, crd)
+    assert status == 422
+    assert "properties[replicas].default" in body["message"]
+
+
+async def test_preserve_unknown_fields_and_nested_defaults(harness):
+    crd = crontab_crd()
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema["properties"]["spec"]["properties"]["extra"] = {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    schema["properties"]["spec"]["properties"]["ports"] = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "port": {"type": "integer"},
+                "protocol": {"type": "string", "default": "TCP"},
+            },
+        },
+    }
+    await establish(harness, crd)
+    body = crontab("p", extra={"anything": {"goes": [1, 2]}}, ports=[{"port": 80, "junk": 1}])
+    status, created = await harness.request(
+        "POST", CRONTABS, body, params={"fieldValidation": "Ignore"}
+    )
+    assert status == 201, created
+    assert created["spec"]["extra"] == {"anything": {"goes": [1, 2]}}
+    assert created["spec"]["ports"] == [{"port": 80, "protocol": "TCP"}]
+    # Strict names the pruned field with its list index.
+    status, err = await harness.request(
+        "POST",
+        CRONTABS,
+        crontab("q", ports=[{"port": 1, "junk": 1}]),
+        params={"fieldValidation": "Strict"},
+    )
+    assert status == 400
+    assert 'unknown field "spec.ports[0].junk"' in err["message"]
