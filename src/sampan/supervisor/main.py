@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sampan.config import Config, describe
+from sampan.config import Config, ConfigError, describe
 from sampan.supervisor.logs import setup_logging
 from sampan.supervisor.server import server_components
 from sampan.supervisor.supervisor import Supervisor
@@ -31,7 +31,11 @@ def run(config: Config) -> int:
     for line in describe(config):
         log.debug("option %s", line)
     if config.command == "server":
-        components = server_components(config)
+        try:
+            components = server_components(config)
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return 1
     else:
         log.error(
             "sampan agent: the node agent (kubelet, proxy, network) is not part of this "

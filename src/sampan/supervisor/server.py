@@ -1,7 +1,13 @@
 """``sampan server``: which components run, in which order, built from the configuration.
 
-Order (each waits on the readiness of the ones before it): datastore -> API server. The
-controllers, scheduler, addons and the embedded agent join this list as they are built.
+Order (each waits on the readiness of the ones before it): datastore -> API server ->
+controllers -> scheduler -> the embedded agent. Components after the API server talk to it
+only through the Kubernetes API, each with its own client certificate and kubeconfig under
+``<data-dir>/server/cred/`` (as K3s keeps ``server/cred/*.kubeconfig``), exactly as a remote
+component would.
+
+Everything a user can get wrong in the components' options (``kube-*-arg`` keys, scheduler
+configuration files) is checked here, before anything starts, so the error is one line.
 """
 
 from __future__ import annotations
@@ -10,9 +16,11 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from sampan.config import Config
+from sampan.config import Config, ConfigError
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import TokenError, ensure_server_token
 
@@ -109,11 +117,88 @@ def _default_node_ips() -> tuple[str, ...]:
         s.close()
 
 
+class ClientComponent:
+    """A component that talks to the API server: at start, issue its client certificate and
+    kubeconfig (``<data-dir>/server/cred/<name>.kubeconfig``), then build and start it."""
+
+    def __init__(
+        self,
+        name: str,
+        api: APIServerComponent,
+        cred_dir: Path,
+        *,
+        common_name: str,
+        organizations: Sequence[str] = (),
+        build: Callable[[Any], Any],
+    ) -> None:
+        self.name = name
+        self._api = api
+        self._cred_dir = cred_dir
+        self._common_name = common_name
+        self._organizations = tuple(organizations)
+        self._build = build
+        self.inner: Any = None
+
+    async def start(self, ctx: ComponentContext) -> None:
+        from sampan.client import ClientConfig
+        from sampan.pki import ensure_client_kubeconfig
+
+        server = self._api.server
+        assert server is not None, "the API server starts first"
+        path = self._cred_dir / f"{self.name}.kubeconfig"
+        await asyncio.to_thread(
+            ensure_client_kubeconfig,
+            server.pki,
+            name=self.name,
+            common_name=self._common_name,
+            organizations=self._organizations,
+            path=path,
+            server_url=server.url,
+        )
+        client_config = await asyncio.to_thread(ClientConfig.from_kubeconfig, path)
+        self.inner = self._build(client_config)
+        await self.inner.start(ctx)
+
+    async def stop(self) -> None:
+        if self.inner is not None:
+            await self.inner.stop()
+            self.inner = None
+
+
 SERVER_DIRS = ("db", "tls", "manifests", "cred")
+
+
+def _controller_manager(config: Config) -> Callable[[Any], Any]:
+    """Validate the controller manager's options now; build the component at start."""
+    from sampan.controllers.base import ControllerManagerOptions
+    from sampan.controllers.manager import ControllerManager
+
+    try:
+        options = ControllerManagerOptions(
+            cluster_cidr=config.cluster_cidr,
+            service_cidr=config.service_cidr,
+            args=config.component_args("kube-controller-manager-arg"),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"kube-controller-manager-arg: {exc}") from None
+    return lambda client_config: ControllerManager(client_config, options)
 
 
 def server_components(config: Config) -> list[Component]:
     for sub in SERVER_DIRS:
         os.makedirs(config.data_dir / "server" / sub, mode=0o700, exist_ok=True)
+    cred = config.data_dir / "server" / "cred"
     datastore = DatastoreComponent(config.datastore_endpoint.reveal(), config.data_dir)
-    return [datastore, APIServerComponent(config, datastore)]
+    api = APIServerComponent(config, datastore)
+    components: list[Component] = [datastore, api]
+    if not config.disable_controller_manager:
+        components.append(
+            ClientComponent(
+                "controllers",
+                api,
+                cred,
+                common_name="system:sampan-controller",
+                build=_controller_manager(config),
+            )
+        )
+    return components
