@@ -346,6 +346,22 @@ _KINDS: dict[tuple[str, str], _Schema] = {
         1: _META,
         2: _m("spec", {1: _s("token"), 2: _ss("audiences")}),
     },
+    ("authentication.k8s.io/v1", "TokenRequest"): {
+        **_STATUS_IGNORED,
+        1: _META,
+        2: _m(
+            "spec",
+            {
+                1: _ss("audiences"),
+                3: _m(
+                    "boundObjectRef",
+                    {1: _s("kind"), 2: _s("apiVersion"), 3: _s("name"), 4: _s("uid")},
+                ),
+                4: _ptr("expirationSeconds", "int"),
+            },
+        ),
+    },
+    ("policy/v1", "Eviction"): {1: _META, 2: _m("deleteOptions", _DELETE_OPTIONS)},
     ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): {
         **_STATUS_IGNORED,
         1: _META,
