@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sampan.client import Client
+from sampan.client import Client, ConflictError
 from sampan.client.api import DEPLOYMENTS, EVENTS, PODS, REPLICASETS
 from sampan.controllers.deployment import (
     ANNOTATION_REVISION,
@@ -131,6 +131,18 @@ def deployment_body(name: str, replicas: int, image: str = "busybox:1", **spec: 
     }
 
 
+async def patch_deployment(client: Client, name: str, body: dict[str, Any]) -> None:
+    """A user's merge patch, retried on 409 (the API server's patch may give up under
+    contention with the controllers' status writes)."""
+    for _ in range(20):
+        try:
+            await client.patch(DEPLOYMENTS, name, body, namespace=NS)
+            return
+        except ConflictError:
+            await asyncio.sleep(0.05)
+    await client.patch(DEPLOYMENTS, name, body, namespace=NS)
+
+
 async def rs_of(client: Client, uid: str) -> list[dict[str, Any]]:
     items = (await client.list(REPLICASETS, namespace=NS))["items"]
     return sorted(
@@ -187,7 +199,7 @@ async def test_rollout_update_and_undo(client, controllers, kubelet) -> None:
 
     # new template -> revision 2, old scaled to 0
     patch = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}}}}
-    await client.patch(DEPLOYMENTS, "web", patch, namespace=NS)
+    await patch_deployment(client, "web", patch)
     d = await wait_complete(client, "web", 3)
 
     async def old_empty():
@@ -201,7 +213,7 @@ async def test_rollout_update_and_undo(client, controllers, kubelet) -> None:
 
     # "kubectl rollout undo": the template goes back; the first set becomes revision 3
     back = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:1"}]}}}}
-    await client.patch(DEPLOYMENTS, "web", back, namespace=NS)
+    await patch_deployment(client, "web", back)
     await wait_complete(client, "web", 3)
 
     async def undone():
@@ -240,7 +252,7 @@ async def test_rolling_update_keeps_availability(client, controllers, kubelet) -
 
     task = asyncio.get_running_loop().create_task(watch_availability(), name="test-watch-avail")
     patch = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:9"}]}}}}
-    await client.patch(DEPLOYMENTS, "avail", patch, namespace=NS)
+    await patch_deployment(client, "avail", patch)
     await wait_complete(client, "avail", 4)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -253,7 +265,7 @@ async def test_recreate_scales_old_to_zero_before_new(client, controllers, kubel
     created = await client.create(DEPLOYMENTS, body, namespace=NS)
     await wait_complete(client, "rec", 2)
     patch = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:3"}]}}}}
-    await client.patch(DEPLOYMENTS, "rec", patch, namespace=NS)
+    await patch_deployment(client, "rec", patch)
     await wait_complete(client, "rec", 2)
     rs1, rs2 = await rs_of(client, created["metadata"]["uid"])
     assert rs1["spec"]["replicas"] == 0 and rs2["spec"]["replicas"] == 2
@@ -268,7 +280,7 @@ async def test_history_limit_pause_and_scaling(client, controllers, kubelet) -> 
     await wait_complete(client, "hist", 2)
     for image in ("busybox:a", "busybox:b"):
         patch = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": image}]}}}}
-        await client.patch(DEPLOYMENTS, "hist", patch, namespace=NS)
+        await patch_deployment(client, "hist", patch)
         await wait_complete(client, "hist", 2)
 
     async def trimmed():
@@ -279,7 +291,7 @@ async def test_history_limit_pause_and_scaling(client, controllers, kubelet) -> 
     assert [s["metadata"]["annotations"][ANNOTATION_REVISION] for s in sets] == ["2", "3"]
 
     # paused: a template change makes no new set; scaling still works
-    await client.patch(DEPLOYMENTS, "hist", {"spec": {"paused": True}}, namespace=NS)
+    await patch_deployment(client, "hist", {"spec": {"paused": True}})
 
     async def paused():
         d = await client.get(DEPLOYMENTS, "hist", namespace=NS)
@@ -292,7 +304,7 @@ async def test_history_limit_pause_and_scaling(client, controllers, kubelet) -> 
             "template": {"spec": {"containers": [{"name": "c", "image": "busybox:c"}]}},
         }
     }
-    await client.patch(DEPLOYMENTS, "hist", patch, namespace=NS)
+    await patch_deployment(client, "hist", patch)
 
     async def scaled():
         # no new set while paused (history cleanup may leave only the active one)
@@ -300,7 +312,7 @@ async def test_history_limit_pause_and_scaling(client, controllers, kubelet) -> 
         return sets if sets[-1]["spec"]["replicas"] == 3 else None
 
     await eventually(scaled)
-    await client.patch(DEPLOYMENTS, "hist", {"spec": {"paused": False}}, namespace=NS)
+    await patch_deployment(client, "hist", {"spec": {"paused": False}})
     await wait_complete(client, "hist", 3)
     sets = await rs_of(client, uid)
     assert sets[-1]["metadata"]["annotations"][ANNOTATION_REVISION] == "4"
