@@ -486,6 +486,9 @@ def _system_roles() -> list[dict[str, Any]]:
                 _rule(READ, (CORE,), ("namespaces",)),
                 _rule(READ, (STORAGE,), ("csidrivers",)),
                 _rule(READ, (STORAGE,), ("csistoragecapacities",)),
+                # Sampan: no Priority admission plugin fills spec.priority yet, so the
+                # scheduler resolves priorityClassName itself.
+                _rule(READ, ("scheduling.k8s.io",), ("priorityclasses",)),
             ],
         ),
         _cluster_role(
