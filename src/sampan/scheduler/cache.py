@@ -1,0 +1,172 @@
+"""The scheduler's cache: every node's ``NodeInfo`` and the pods assigned or assumed on it.
+
+This module owns the incremental cluster state the scheduling cycle reads. Invariants:
+
+* Each pod (by uid) is counted on at most one node. ``assume_pod`` counts a pod on its chosen
+  node the moment the scheduling cycle picks it, before the binding is written, so the next
+  cycle sees its requests; ``forget_pod`` undoes that when binding fails. When the informer
+  later reports the pod bound, the assumed copy is replaced (``add_pod`` confirms it).
+  Assumed pods never expire here (upstream's default since 1.26: no TTL).
+* A pod whose node is not known yet is kept on a placeholder ``NodeInfo`` (not listed), so
+  resources stay right whatever order informer events arrive in.
+* ``node_list`` is the order nodes are tried in (insertion order); the scheduler starts each
+  cycle where the previous one stopped (round robin).
+* ``image_nodes`` counts, per normalised image name, the nodes that report it (ImageLocality).
+* ``affinity_pods`` / ``anti_affinity_pods`` count pods with (required anti-) affinity terms
+  cluster-wide so InterPodAffinity can skip its work when there are none.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sampan.scheduler.framework import NodeInfo, PodInfo
+
+__all__ = ["SchedulerCache"]
+
+log = logging.getLogger(__name__)
+
+
+class SchedulerCache:
+    """Nodes and the pods on them; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, NodeInfo] = {}
+        self.node_list: list[NodeInfo] = []
+        self._placeholders: dict[str, NodeInfo] = {}
+        self.pod_nodes: dict[str, str] = {}
+        """uid -> node name for every counted pod (bound or assumed)."""
+        self.assumed: set[str] = set()
+        self.image_nodes: dict[str, int] = {}
+        self.affinity_pods = 0
+        self.anti_affinity_pods = 0
+        self.nominated: dict[str, tuple[PodInfo, str]] = {}
+        """uid -> (pod, node) for pods with ``status.nominatedNodeName`` (preemptors)."""
+
+    # -- nodes -------------------------------------------------------------------------------
+
+    def _info(self, name: str) -> NodeInfo:
+        info = self.nodes.get(name) or self._placeholders.get(name)
+        if info is None:
+            info = NodeInfo(name)
+            self._placeholders[name] = info
+        return info
+
+    def add_node(self, node: dict) -> NodeInfo:
+        name = node["metadata"]["name"]
+        info = self.nodes.get(name)
+        if info is None:
+            info = self._placeholders.pop(name, None) or NodeInfo(name)
+            self.nodes[name] = info
+            self.node_list.append(info)
+        else:
+            self._count_images(info, -1)
+        info.set_node(node)
+        self._count_images(info, 1)
+        return info
+
+    def update_node(self, node: dict) -> NodeInfo:
+        return self.add_node(node)
+
+    def remove_node(self, name: str) -> None:
+        info = self.nodes.pop(name, None)
+        if info is None:
+            return
+        self.node_list.remove(info)
+        self._count_images(info, -1)
+        if info.pods:
+            # Pods still bound to a deleted node keep counting until they are deleted.
+            info.node = None
+            self._placeholders[name] = info
+
+    def _count_images(self, info: NodeInfo, delta: int) -> None:
+        for image in info.image_sizes:
+            count = self.image_nodes.get(image, 0) + delta
+            if count > 0:
+                self.image_nodes[image] = count
+            else:
+                self.image_nodes.pop(image, None)
+
+    def __len__(self) -> int:
+        return len(self.node_list)
+
+    # -- pods --------------------------------------------------------------------------------
+
+    def _count(self, pi: PodInfo, node_name: str) -> None:
+        info = self._info(node_name)
+        info.add_pod(pi)
+        self.pod_nodes[pi.uid] = node_name
+        if pi.has_affinity:
+            self.affinity_pods += 1
+            if pi.required_anti_affinity:
+                self.anti_affinity_pods += 1
+
+    def _uncount(self, uid: str) -> PodInfo | None:
+        node_name = self.pod_nodes.pop(uid, None)
+        if node_name is None:
+            return None
+        info = self.nodes.get(node_name) or self._placeholders.get(node_name)
+        if info is None:
+            return None
+        pi = info.pods.get(uid)
+        if pi is None:
+            return None
+        info.remove_pod(pi)
+        if pi.has_affinity:
+            self.affinity_pods -= 1
+            if pi.required_anti_affinity:
+                self.anti_affinity_pods -= 1
+        if not info.pods and info.node is None:
+            self._placeholders.pop(node_name, None)
+        return pi
+
+    def assume_pod(self, pi: PodInfo, node_name: str) -> PodInfo:
+        """Count ``pi`` on ``node_name`` now; returns the assumed (node-assigned) copy."""
+        assumed = pi.with_node(node_name)
+        self._uncount(pi.uid)
+        self._count(assumed, node_name)
+        self.assumed.add(pi.uid)
+        return assumed
+
+    def forget_pod(self, pi: PodInfo) -> None:
+        """Undo ``assume_pod`` (binding failed). A pod confirmed meanwhile stays."""
+        if pi.uid in self.assumed:
+            self.assumed.discard(pi.uid)
+            self._uncount(pi.uid)
+
+    def is_assumed(self, uid: str) -> bool:
+        return uid in self.assumed
+
+    def add_pod(self, pi: PodInfo) -> None:
+        """An assigned pod from the informer (new, or the confirmation of an assumed one)."""
+        self.assumed.discard(pi.uid)
+        self._uncount(pi.uid)
+        self._count(pi, pi.node_name)
+
+    def update_pod(self, pi: PodInfo) -> None:
+        self.add_pod(pi)
+
+    def remove_pod(self, uid: str) -> PodInfo | None:
+        self.assumed.discard(uid)
+        return self._uncount(uid)
+
+    def node_of(self, uid: str) -> str | None:
+        return self.pod_nodes.get(uid)
+
+    # -- nominated pods (preemption) ---------------------------------------------------------
+
+    def set_nominated(self, pi: PodInfo, node_name: str | None) -> None:
+        old = self.nominated.pop(pi.uid, None)
+        if old is not None:
+            info = self.nodes.get(old[1])
+            if info is not None:
+                info.nominated.pop(pi.uid, None)
+        if node_name:
+            self.nominated[pi.uid] = (pi, node_name)
+            info = self.nodes.get(node_name)
+            if info is not None:
+                info.nominated[pi.uid] = pi
+
+    def nominated_on(self, node_name: str) -> list[PodInfo]:
+        info = self.nodes.get(node_name)
+        return list(info.nominated.values()) if info is not None else []
