@@ -8,6 +8,8 @@ The CRD controller fills it (``set_crd``/``remove_crd``/``set_terminating``); th
   definitions, of custom resources by pruning against the CRD schema), then for custom
   resources defaulting and schema validation, and for CRDs themselves the names defaults and
   the structural-schema checks. Warnings go to the request with ``add_warning``;
+* ``drop_unknown_fields(request, info, obj)``: the field-validation step alone, for partial
+  objects (a server-side apply configuration before it is merged);
 * ``renderer(info, ...)`` for a Table renderer that prints a version's
   ``additionalPrinterColumns``;
 * ``scale_paths(info)`` for the scale subresource of a custom resource.
@@ -190,12 +192,32 @@ class CustomResources:
     ) -> JSONObj:
         """The object to store for this write (mutated in place and returned); raises
         BadRequest (Strict unknown fields), Invalid (schema) or MethodNotSupported."""
+        version = self.lookup(info)
+        if version is not None and operation == "CREATE" and version.crd_name in self._terminating:
+            raise MethodNotSupported(
+                "create not allowed while custom resource definition is terminating"
+            )
+        self.drop_unknown_fields(request, info, obj)
+        if version is not None:
+            crd_schema.apply_defaults(obj, version.schema)
+            self._validate_custom(version, obj, subresource=subresource)
+            if version.deprecation_warning:
+                add_warning(request, version.deprecation_warning)
+        elif (info.group, info.kind) == _CRD_KEY:
+            prepare_crd(obj)
+        return obj
+
+    def drop_unknown_fields(
+        self, request: web.Request, info: ResourceInfo, obj: JSONObj
+    ) -> JSONObj:
+        """Field validation alone (no defaults, no schema checks): remove the fields the kind
+        does not declare (pruning, for custom resources) and apply the request's
+        ``fieldValidation`` directive: Strict -> BadRequest, Warn -> one warning per field.
+        Usable on partial objects such as a server-side apply configuration."""
         directive = parse_directive(request.query)
         version = self.lookup(info)
         if version is not None:
-            unknown = self._prepare_custom(
-                version, obj, operation=operation, subresource=subresource
-            )
+            unknown = self._prune_custom(version, obj)
         else:
             unknown = self._drop_builtin_unknown(info, obj)
         if unknown:
@@ -204,12 +226,6 @@ class CustomResources:
             if directive == "Warn":
                 for path in unknown:
                     add_warning(request, unknown_field_warning(path))
-        if version is not None:
-            self._validate_custom(version, obj, subresource=subresource)
-            if version.deprecation_warning:
-                add_warning(request, version.deprecation_warning)
-        elif (info.group, info.kind) == _CRD_KEY:
-            prepare_crd(obj)
         return obj
 
     def _drop_builtin_unknown(self, info: ResourceInfo, obj: JSONObj) -> list[str]:
@@ -218,13 +234,7 @@ class CustomResources:
         schema = self._builtin.schema_for(info.group, info.version, info.kind)
         return self._builtin.unknown_fields(schema, obj, drop=True)
 
-    def _prepare_custom(
-        self, version: ServedVersion, obj: JSONObj, *, operation: str, subresource: str
-    ) -> list[str]:
-        if operation == "CREATE" and version.crd_name in self._terminating:
-            raise MethodNotSupported(
-                "create not allowed while custom resource definition is terminating"
-            )
+    def _prune_custom(self, version: ServedVersion, obj: JSONObj) -> list[str]:
         unknown: list[str] = []
         metadata = obj.get("metadata")
         if self._builtin is not None and isinstance(metadata, dict):
@@ -235,7 +245,6 @@ class CustomResources:
             )
         if version.schema is not None and not version.preserve_unknown_fields:
             unknown.extend(crd_schema.prune(obj, version.schema))
-        crd_schema.apply_defaults(obj, version.schema)
         return unknown
 
     def _validate_custom(self, version: ServedVersion, obj: JSONObj, *, subresource: str) -> None:
