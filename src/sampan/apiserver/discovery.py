@@ -8,9 +8,12 @@ Owns the legacy (unaggregated) discovery API, built from the ResourceRegistry on
 * ``/apis/<g>`` -> APIGroup, ``/api/v1`` and ``/apis/<g>/<v>`` -> APIResourceList with
   subresources listed as ``<resource>/<sub>`` entries.
 
-Clients asking for aggregated discovery (apidiscovery.k8s.io/v2) get these plain documents
-with ``Content-Type: application/json``; kubectl and client-go fall back to the legacy form
-when the response does not claim the aggregated one.
+Aggregated discovery (apidiscovery.k8s.io/v2, what kubectl 1.32 asks for first on ``/api``
+and ``/apis``): ``aggregated_media_type(accept)`` says whether the client accepts it (the
+response then carries that media type as its Content-Type) and ``aggregated_discovery``
+builds the APIGroupDiscoveryList (every group, version and resource in one document, so a
+kubectl command makes two discovery requests instead of one per group-version). Clients that
+do not ask for it get the legacy documents.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from typing import Any
 from sampan.version import KUBERNETES_MAJOR, KUBERNETES_MINOR, KUBERNETES_VERSION, __version__
 
 __all__ = [
+    "AGGREGATED_V2",
+    "aggregated_discovery",
+    "aggregated_media_type",
     "api_group",
     "api_group_list",
     "api_resource_list",
@@ -32,6 +38,7 @@ __all__ = [
     "version_info",
 ]
 
+AGGREGATED_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 BUILD_DATE = "1970-01-01T00:00:00Z"
 """Reported as buildDate; Sampan is not built from a Go tree, so there is no real one."""
 
@@ -132,4 +139,97 @@ def version_info() -> dict[str, str]:
         f"{sys.version_info.micro}",
         "compiler": sys.implementation.name,
         "platform": f"{sys.platform}/{arch}",
+    }
+
+
+def aggregated_media_type(accept: str) -> str | None:
+    """The aggregated media type to answer with, or None for the legacy documents."""
+    for entry in accept.split(","):
+        params = {}
+        parts = [p.strip() for p in entry.split(";")]
+        if parts[0] not in ("application/json", "*/*"):
+            continue
+        for part in parts[1:]:
+            key, _, value = part.partition("=")
+            params[key.strip()] = value.strip()
+        if (
+            params.get("g") == "apidiscovery.k8s.io"
+            and params.get("v") == "v2"
+            and params.get("as") == "APIGroupDiscoveryList"
+        ):
+            return AGGREGATED_V2
+    return None
+
+
+def _resource_discovery(info: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "resource": info.plural,
+        "responseKind": {"group": info.group, "version": info.version, "kind": info.kind},
+        "scope": "Namespaced" if info.namespaced else "Cluster",
+        "singularResource": info.singular,
+        "verbs": list(info.verbs),
+    }
+    if info.short_names:
+        entry["shortNames"] = list(info.short_names)
+    if info.categories:
+        entry["categories"] = list(info.categories)
+    subresources = []
+    for sub in sorted(info.subresources, key=lambda s: s.name):
+        subresources.append(
+            {
+                "subresource": sub.name,
+                "responseKind": {
+                    "group": sub.group if sub.version else info.group,
+                    "version": sub.version or info.version,
+                    "kind": sub.kind,
+                },
+                "verbs": list(sub.verbs),
+            }
+        )
+    if subresources:
+        entry["subresources"] = subresources
+    return entry
+
+
+def _version_discovery(registry: Any, group: str, version: str) -> dict[str, Any] | None:
+    infos = registry.resources_for(group, version)
+    if not infos:
+        return None
+    return {
+        "version": version,
+        "resources": [_resource_discovery(i) for i in sorted(infos, key=lambda i: i.plural)],
+        "freshness": "Current",
+    }
+
+
+def aggregated_discovery(registry: Any, *, legacy: bool) -> dict[str, Any]:
+    """APIGroupDiscoveryList for ``/api`` (legacy=True: the core group) or ``/apis``."""
+    items: list[dict[str, Any]] = []
+    if legacy:
+        core = _version_discovery(registry, "", "v1")
+        if core is not None:
+            items.append({"metadata": {"creationTimestamp": None}, "versions": [core]})
+    else:
+        for group in registry.groups():
+            if not group.name:
+                continue
+            # The preferred version first, as kube-apiserver orders them.
+            ordered = [group.preferred_version] + [
+                v for v in group.versions if v != group.preferred_version
+            ]
+            versions = [
+                d for d in (_version_discovery(registry, group.name, v) for v in ordered) if d
+            ]
+            if versions:
+                items.append(
+                    {
+                        "metadata": {"name": group.name, "creationTimestamp": None},
+                        "versions": versions,
+                    }
+                )
+    return {
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
     }

@@ -431,6 +431,16 @@ class APIServer:
         if path == "/openapi/v2":
             _require_get(request)
             return self._openapi_v2(request)
+        if path in ("/api", "/apis"):
+            media_type = discovery.aggregated_media_type(request.headers.get("Accept", ""))
+            if media_type is not None:
+                _require_get(request)
+                aggregated = discovery.aggregated_discovery(
+                    self._rt.registry, legacy=path == "/api"
+                )
+                response = json_response(aggregated)
+                response.headers["Content-Type"] = media_type
+                return response
         document = self._discovery_document(path)
         if document is not None:
             _require_get(request)
