@@ -274,7 +274,11 @@ class PodWorker:
         self._events_sent = {e for e in self._events_sent if e[1] != "FailedMount"}
         sandbox_id = await self._ensure_sandbox(pod, cgroup)
         containers = await self._containers()
-        next_s = await self._sync_containers(pod, qos, volumes, sandbox_id, containers)
+        try:
+            next_s = await self._sync_containers(pod, qos, volumes, sandbox_id, containers)
+        except _Wait:
+            await self._report(pod, await self._containers(), sandbox_ready=True)
+            raise
         containers = await self._containers()
         phase = await self._report(pod, containers, sandbox_ready=True)
         if phase in ("Succeeded", "Failed"):
@@ -469,42 +473,59 @@ class PodWorker:
                 if not self.k.probes.started(current.id):
                     return None
         for app in spec.get("containers") or []:
-            name = app.get("name", "")
-            current = latest.get(name)
-            if current is None:
-                await self._start(
-                    pod, app, qos, volumes, sandbox_id, previous_attempts.get(name, -1) + 1
+            try:
+                delay = await self._sync_app_container(
+                    pod, app, qos, volumes, sandbox_id, latest, previous_attempts, policy
                 )
-                continue
-            if current.state == pb.ContainerState.CONTAINER_RUNNING:
-                await self._check_running(pod, app, current, sandbox_id)
-                continue
-            if current.state == pb.ContainerState.CONTAINER_CREATED:
-                await self._remove_container(current)
-                await self._start(
-                    pod, app, qos, volumes, sandbox_id, previous_attempts.get(name, -1) + 1
-                )
-                continue
-            if current.state in (
-                pb.ContainerState.CONTAINER_EXITED,
-                pb.ContainerState.CONTAINER_UNKNOWN,
-            ):
-                await self.k.probes.forget(current.id)
-                status = await self._status(current)
-                exit_code = status.exit_code if status else 1
-                if policy == "Never" or (policy == "OnFailure" and exit_code == 0):
-                    continue
-                delay = self._restart_delay(pod, name, status)
-                if delay is not None:
-                    wake_in.append(delay)
-                    continue
-                await self._start(pod, app, qos, volumes, sandbox_id, current.metadata.attempt + 1)
+            except _Wait as wait:
+                delay = wait.delay_s
+            if delay is not None:
+                wake_in.append(delay)
         # Probes of containers that are gone.
         live = {c.id for c in containers if c.state == pb.ContainerState.CONTAINER_RUNNING}
         for cid in self.k.probes.containers_of(self.uid):
             if cid not in live:
                 await self.k.probes.forget(cid)
         return min(wake_in) if wake_in else None
+
+    async def _sync_app_container(
+        self,
+        pod: dict[str, Any],
+        app: Mapping[str, Any],
+        qos: str,
+        volumes: Mapping[str, Any],
+        sandbox_id: str,
+        latest: Mapping[str, pb.Container],
+        previous_attempts: Mapping[str, int],
+        policy: str,
+    ) -> float | None:
+        """Start, check or restart one app container; seconds until it needs a look again."""
+        name = app.get("name", "")
+        current = latest.get(name)
+        if current is None:
+            await self._start(
+                pod, app, qos, volumes, sandbox_id, previous_attempts.get(name, -1) + 1
+            )
+            return None
+        if current.state == pb.ContainerState.CONTAINER_RUNNING:
+            await self._check_running(pod, app, current, sandbox_id)
+            return None
+        if current.state == pb.ContainerState.CONTAINER_CREATED:
+            await self._remove_container(current)
+            await self._start(
+                pod, app, qos, volumes, sandbox_id, previous_attempts.get(name, -1) + 1
+            )
+            return None
+        await self.k.probes.forget(current.id)
+        status = await self._status(current)
+        exit_code = status.exit_code if status else 1
+        if policy == "Never" or (policy == "OnFailure" and exit_code == 0):
+            return None
+        delay = self._restart_delay(pod, name, status)
+        if delay is not None:
+            return delay
+        await self._start(pod, app, qos, volumes, sandbox_id, current.metadata.attempt + 1)
+        return None
 
     def _restart_delay(
         self, pod: Mapping[str, Any], name: str, status: pb.ContainerStatus | None
