@@ -82,9 +82,7 @@ def make_pod(
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "containers": [
-                {"name": "c", "image": "busybox", "resources": {"requests": requests}}
-            ],
+            "containers": [{"name": "c", "image": "busybox", "resources": {"requests": requests}}],
             **spec,
         },
     }
