@@ -36,6 +36,7 @@ from sampan.apiserver.admission.pods import (
     PriorityAdmission,
     ServiceAccountAdmission,
 )
+from sampan.apiserver.admission.podsecurity import PodSecurity
 from sampan.apiserver.admission.services import (
     DEFAULT_REPAIR_INTERVAL_S,
     ServiceAllocation,
@@ -94,6 +95,7 @@ class Admission:
             ServiceAccountAdmission(self.get),
             PriorityAdmission(self.get, self.cached),
             DefaultTolerationSeconds(),
+            PodSecurity(get_namespace, lambda namespace: self.cached("", "pods", namespace)),
             ServiceAllocation(self.ips, self.node_ports, get_service),
             *extra_plugins,
         ]
