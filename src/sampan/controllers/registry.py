@@ -14,6 +14,7 @@ from sampan.controllers.garbagecollector import GarbageCollector
 from sampan.controllers.job import JobController
 from sampan.controllers.namespace import NamespaceController
 from sampan.controllers.nodeipam import NodeIpamController
+from sampan.controllers.nodelifecycle import NodeLifecycleController
 from sampan.controllers.podgc import PodGCController
 from sampan.controllers.replicaset import ReplicaSetController, ReplicationControllerController
 from sampan.controllers.serviceaccount import RootCACertPublisher, ServiceAccountsController
@@ -28,6 +29,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "endpoint": EndpointsController,
     "endpointslice": EndpointSliceController,
     "nodeipam": NodeIpamController,
+    "nodelifecycle": NodeLifecycleController,
     "podgc": PodGCController,
     "deployment": DeploymentController,
     "replicaset": ReplicaSetController,
