@@ -413,9 +413,24 @@ def server_side_apply(
     if mine is None:
         mine = ManagedEntry(manager, APPLY, api_version, subresource, "", set())
         entries.append(mine)
+    unchanged = (
+        not conflicts
+        and mine.fields == set(applied_flat)
+        and mine.api_version == api_version
+        and _without_managed(result) == _without_managed(base)
+    )
+    if unchanged:
+        # A no-op apply keeps the entry's time, so the object (and its resourceVersion) stays
+        # as it was and the store skips the write.
+        return base
     mine.api_version = api_version
     mine.time = _now()
     mine.fields = set(applied_flat)
     # Keep only the entries still present (forced conflicts emptied some of the others).
     _write_entries(result, [e for e in entries if e is mine or e in others])
     return result
+
+
+def _without_managed(obj: dict[str, Any]) -> dict[str, Any]:
+    metadata = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return {**obj, "metadata": metadata}
