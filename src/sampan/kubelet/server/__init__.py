@@ -1,0 +1,38 @@
+"""The kubelet's HTTPS API on port 10250 (logs, exec, attach, port-forward, stats).
+
+``KubeletServer(KubeletServerOptions(...), runtime)`` is the component; see ``server`` for the
+endpoints and the authorization choice, ``logs`` for the CRI log format, ``upgrade`` for the
+byte-level upgrade proxy to the runtime's stream server, ``lookup`` for name -> CRI id.
+"""
+
+from sampan.kubelet.server.logs import LogOptions, LogOptionsError, read_log
+from sampan.kubelet.server.lookup import (
+    ContainerRef,
+    CRIPodLookup,
+    NotFoundError,
+    PodLookup,
+    SandboxRef,
+)
+from sampan.kubelet.server.server import (
+    DEFAULT_ALLOWED_GROUPS,
+    DEFAULT_ALLOWED_USERS,
+    DEFAULT_KUBELET_PORT,
+    KubeletServer,
+    KubeletServerOptions,
+)
+
+__all__ = [
+    "DEFAULT_ALLOWED_GROUPS",
+    "DEFAULT_ALLOWED_USERS",
+    "DEFAULT_KUBELET_PORT",
+    "CRIPodLookup",
+    "ContainerRef",
+    "KubeletServer",
+    "KubeletServerOptions",
+    "LogOptions",
+    "LogOptionsError",
+    "NotFoundError",
+    "PodLookup",
+    "SandboxRef",
+    "read_log",
+]
