@@ -7,6 +7,7 @@ enabled ones (``ControllerManagerOptions.enabled``) once per leadership term, in
 from __future__ import annotations
 
 from sampan.controllers.base import Controller
+from sampan.controllers.cronjob import CronJobController
 from sampan.controllers.deployment import DeploymentController
 from sampan.controllers.endpoints import EndpointsController
 from sampan.controllers.endpointslice import EndpointSliceController
@@ -35,4 +36,5 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "replicaset": ReplicaSetController,
     "replicationcontroller": ReplicationControllerController,
     "job": JobController,
+    "cronjob": CronJobController,
 }
