@@ -7,12 +7,13 @@ from typing import Any
 import pytest
 
 from sampan.client import Client, NotFoundError
-from sampan.client.api import CONFIGMAPS, NAMESPACES, PODS, SECRETS, PatchType
+from sampan.client.api import CONFIGMAPS, NAMESPACES, PODS, SECRETS, SERVICEACCOUNTS, PatchType
 from sampan.controllers.namespace import (
     COND_CONTENT_REMAINING,
     COND_FINALIZERS_REMAINING,
     NamespaceController,
 )
+from sampan.controllers.serviceaccount import ServiceAccountsController
 
 from .conftest import eventually
 
@@ -39,7 +40,17 @@ def _condition(ns: dict[str, Any], kind: str) -> dict[str, Any]:
 
 async def test_deleting_a_namespace_deletes_its_content(client: Client, run_controller) -> None:
     await run_controller(NamespaceController)
+    await run_controller(ServiceAccountsController)  # pods need the default service account
     await client.create(NAMESPACES, {"metadata": {"name": "doomed"}})
+
+    async def has_default_account() -> bool:
+        try:
+            await client.get(SERVICEACCOUNTS, "default", namespace="doomed")
+        except NotFoundError:
+            return False
+        return True
+
+    await eventually(has_default_account)
     await client.create(CONFIGMAPS, {"metadata": {"name": "cm"}, "data": {}}, namespace="doomed")
     await client.create(SECRETS, {"metadata": {"name": "s"}}, namespace="doomed")
     await client.create(PODS, POD, namespace="doomed")
