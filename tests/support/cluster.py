@@ -4,7 +4,8 @@
 ``system:node:<name>`` client certificate, drops the busybox test image into the agent's image
 directory, starts ``Kubelet`` with per-session host names (cgroup root, CNI bridge, pod
 subnet; no masquerade so no iptables rules), and sets the Node's pod CIDR as the node IPAM
-controller would. ``stop()`` always leaves the host clean: pods' sandboxes removed through
+controller would; ``CNIConfigWriter`` (the network component) then writes the CNI
+configuration. ``stop()`` always leaves the host clean: pods' sandboxes removed through
 CRI, containerd stopped, shims killed, mounts under the data dir unmounted, cgroups and the
 bridge deleted, temp dirs removed.
 """
@@ -25,6 +26,7 @@ from sampan.client import Client, ClientConfig, NotFoundError
 from sampan.client.api import CONFIGMAPS, NAMESPACES, NODES, PODS, SERVICEACCOUNTS
 from sampan.kubelet.kubelet import Kubelet
 from sampan.kubelet.options import KubeletOptions
+from sampan.network.cni import CNIConfigWriter
 from sampan.pki.cluster import ensure_client_kubeconfig
 from tests.client.conftest import ApiServerHarness
 from tests.kubelet.runtime.conftest import HostNames, cleanup_host, remove_all_sandboxes
@@ -64,6 +66,7 @@ class NodeHarness:
         self.api = ApiServerHarness(self.root / "api")
         self.data_dir = self.root / "data"
         self.kubelet: Kubelet | None = None
+        self.network: CNIConfigWriter | None = None
         self.client: Client | None = None
         self.kubelet_overrides = kubelet_overrides
 
@@ -75,8 +78,6 @@ class NodeHarness:
             "node_ips": ("127.0.0.1",),
             "kubelet_args": {"cgroup-root": self.names.cgroup_root},
             "pod_logs_dir": self.root / "pod-logs",
-            "cni_bridge": self.names.bridge,
-            "cni_ip_masq": False,
             "crash_backoff_initial_s": 1.0,
             "crash_backoff_max_s": 4.0,
             "static_pod_poll_interval_s": 0.5,
@@ -108,6 +109,16 @@ class NodeHarness:
         await asyncio.to_thread(shutil.copy, archive, images_dir / archive.name)
         config = await asyncio.to_thread(self.kubelet_config)
         await self.start_kubelet(config)
+        assert self.kubelet is not None
+        self.network = CNIConfigWriter(
+            config,
+            node_name=self.node_name,
+            conf_dir=self.kubelet.cni_conf_dir,
+            bridge=self.names.bridge,
+            ip_masq=False,
+            ipam_data_dir=self.data_dir / "agent" / "cni-ipam",
+        )
+        await self.network.start()
         # What the node IPAM controller does.
         await self.client.patch(
             NODES,
@@ -173,6 +184,8 @@ class NodeHarness:
                         log.exception("could not remove the test sandboxes through CRI")
                 await kubelet.stop()
                 self.kubelet = None
+            if self.network is not None:
+                await self.network.stop()
             if self.client is not None:
                 await self.client.close()
             await self.api.stop()

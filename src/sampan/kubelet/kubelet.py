@@ -11,6 +11,9 @@
   sandboxes or containers changed gets its worker woken), housekeeping (orphan sandboxes,
   pod directories and cgroups of pods that no longer exist), static pod manifests, and the
   CNI configuration written once the Node has a pod CIDR;
+* pods other than hostNetwork ones wait until the runtime reports NetworkReady: the CNI
+  configuration is written by the network component (``sampan.network``) into
+  ``cni_conf_dir`` once the Node has a pod CIDR; the kubelet never writes it itself;
 * ``stop()`` stops workers and loops only: containers keep running, as with K3s; then
   containerd stops (its shims stay).
 
@@ -62,7 +65,6 @@ from sampan.kubelet.probes import ProbeManager
 from sampan.kubelet.runtime import ContainerdConfig, ContainerRuntime, cri, pb
 from sampan.kubelet.static import mirror_pod, read_manifests
 from sampan.kubelet.volumes import VolumeManager
-from sampan.network.cni import CNIConfig, write_conflist
 
 __all__ = ["PLEG_RELIST_S", "Kubelet"]
 
@@ -70,8 +72,6 @@ log = logging.getLogger("sampan.kubelet")
 
 PLEG_RELIST_S = 1.0
 HOUSEKEEPING_S = 2.0
-NETWORK_READY_POLL_S = 0.1
-NETWORK_READY_WAIT_S = 10.0
 POD_CIDR_WAIT_LOG_S = 60.0
 INDEX_UID = "uid"
 
@@ -144,6 +144,11 @@ class Kubelet:
     @property
     def images(self) -> cri.ImageClient:
         return self.runtime_component.images
+
+    @property
+    def cni_conf_dir(self) -> Path:
+        """Where containerd reads CNI network configurations (for the network component)."""
+        return self.runtime_component.cfg.cni_conf_dir
 
     def pod_log_dir(self, pod: Mapping[str, Any]) -> Path:
         meta = pod.get("metadata") or {}
@@ -362,7 +367,7 @@ class Kubelet:
         cidrs = tuple(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
         if cidrs and cidrs != self._pod_cidrs:
             self._pod_cidrs = cidrs
-            self._spawn(self._configure_network(cidrs), "kubelet-cni-config")
+            log.info("kubelet: node pod CIDR %s", ",".join(cidrs))
 
     def wake(self, uid: str) -> None:
         worker = self.workers.get(uid)
@@ -574,7 +579,7 @@ class Kubelet:
             was_ok = agent.runtime_ok and agent.network_ok
             await agent.update_status()
             now_ok = agent.runtime_ok and agent.network_ok
-            if self._pod_cidrs and agent.network_ok and not self._network_ready:
+            if agent.network_ok and not self._network_ready:
                 self._set_network_ready()
             elif now_ok and not was_ok:
                 for worker in list(self.workers.values()):
@@ -589,35 +594,21 @@ class Kubelet:
     def _lease_interval_s(self) -> float:
         return min(10.0, self.options.args.node_status_update_s)
 
-    async def _configure_network(self, cidrs: tuple[str, ...]) -> None:
-        cfg = CNIConfig(
-            pod_cidrs=cidrs,
-            bridge=self.options.cni_bridge,
-            ip_masq=self.options.cni_ip_masq,
-        )
-        conf_dir = self.runtime_component.cfg.cni_conf_dir
-        changed = await asyncio.to_thread(write_conflist, conf_dir, cfg)
-        log.info(
-            "kubelet: pod CIDR %s; CNI configuration %s",
-            ",".join(cidrs),
-            "written" if changed else "unchanged",
-        )
-        # containerd reloads the directory on its own; wait until it says the network is up.
-        deadline = time.monotonic() + NETWORK_READY_WAIT_S
-        assert self.node_agent is not None
-        while time.monotonic() < deadline:
-            await self.node_agent.probe_runtime()
-            if self.node_agent.network_ok:
-                break
-            await asyncio.sleep(NETWORK_READY_POLL_S)
-        self._set_network_ready()
-        await self.node_agent.update_status()
-
     def _set_network_ready(self) -> None:
         if not self._network_ready:
             self._network_ready = True
+            log.info("kubelet: container runtime network is ready")
             for worker in list(self.workers.values()):
                 worker.wake()
+
+    async def _check_network(self) -> None:
+        """Until CNI is configured (by the network component, once the Node has a pod CIDR),
+        ask the runtime every relist, so pods start as soon as it is."""
+        assert self.node_agent is not None
+        await self.node_agent.probe_runtime()
+        if self.node_agent.network_ok:
+            self._set_network_ready()
+            await self.node_agent.update_status()
 
     async def _sync_loop(self) -> None:
         assert self.factory is not None
@@ -636,6 +627,8 @@ class Kubelet:
         while True:
             try:
                 await self._relist()
+                if not self._network_ready:
+                    await self._check_network()
                 now = time.monotonic()
                 if now - last_static >= self.options.static_pod_poll_interval_s:
                     last_static = now

@@ -198,8 +198,6 @@ class KubeletOptions:
     runtime_endpoint: str = ""
     kubelet_args: Mapping[str, str] = field(default_factory=dict)
     pod_logs_dir: Path = DEFAULT_POD_LOGS_DIR
-    cni_bridge: str = "cni0"
-    cni_ip_masq: bool = True
     crash_backoff_initial_s: float = 10.0
     crash_backoff_max_s: float = 300.0
     image_poll_interval_s: float = 1.0

@@ -5,6 +5,7 @@ from sampan.network.cni import (
     DEFAULT_BRIDGE,
     DEFAULT_NETWORK_NAME,
     CNIConfig,
+    CNIConfigWriter,
     render_conflist,
     write_conflist,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "DEFAULT_BRIDGE",
     "DEFAULT_NETWORK_NAME",
     "CNIConfig",
+    "CNIConfigWriter",
     "render_conflist",
     "write_conflist",
 ]

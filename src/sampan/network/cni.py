@@ -11,17 +11,24 @@ Invariants:
 * the file is written atomically (temporary file in the same directory, then ``rename``), so
   containerd never reads half a configuration;
 * writing the same content again does not touch the file (containerd reloads on change);
-* the writer is blocking file I/O: call it from a thread (``asyncio.to_thread``).
+* ``write_conflist`` is blocking file I/O: call it from a thread (``asyncio.to_thread``);
+* ``CNIConfigWriter`` is the agent component that calls it whenever the own Node's
+  ``spec.podCIDRs`` (set by the node IPAM controller) appears or changes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from sampan.client import Client, ClientConfig, Informer
+from sampan.client.api import NODES
 
 __all__ = [
     "CNI_CONFLIST_NAME",
@@ -29,9 +36,12 @@ __all__ = [
     "DEFAULT_BRIDGE",
     "DEFAULT_NETWORK_NAME",
     "CNIConfig",
+    "CNIConfigWriter",
     "render_conflist",
     "write_conflist",
 ]
+
+log = logging.getLogger("sampan.network.cni")
 
 CNI_CONFLIST_NAME = "10-sampan.conflist"
 CNI_VERSION = "1.0.0"
@@ -114,3 +124,98 @@ def write_conflist(conf_dir: Path, cfg: CNIConfig) -> bool:
         os.fsync(handle.fileno())
     os.replace(tmp, target)
     return True
+
+
+class _FailureSink(Protocol):
+    def fail(self, reason: str) -> None: ...
+
+
+class CNIConfigWriter:
+    """Agent component: writes the conflist once this node's ``spec.podCIDRs`` is known.
+
+    Watches the own Node (field selector on its name); each new pod CIDR set rewrites the
+    file (atomically, only if its content changes). ``start`` returns at once: the kubelet
+    waits for the runtime's NetworkReady, not for this component.
+    """
+
+    name = "network-cni"
+
+    def __init__(
+        self,
+        client_config: ClientConfig,
+        *,
+        node_name: str,
+        conf_dir: Path,
+        bridge: str = DEFAULT_BRIDGE,
+        ip_masq: bool = True,
+        ipam_data_dir: Path | None = None,
+    ) -> None:
+        self.client_config = client_config
+        self.node_name = node_name
+        self.conf_dir = conf_dir
+        self.bridge = bridge
+        self.ip_masq = ip_masq
+        self.ipam_data_dir = ipam_data_dir
+        self.pod_cidrs: tuple[str, ...] = ()
+        self._client: Client | None = None
+        self._informer: Informer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.written = asyncio.Event()
+
+    async def start(self, ctx: _FailureSink | None = None) -> None:
+        self._client = Client(self.client_config)
+        self._informer = Informer(
+            self._client, NODES, field_selector=f"metadata.name={self.node_name}"
+        )
+        self._informer.add_event_handler(
+            on_add=self._on_node, on_update=lambda _old, new: self._on_node(new)
+        )
+        self._informer.start()
+        self._task = asyncio.create_task(self._run(), name="network-cni-writer")
+        self._task.add_done_callback(_log_task_end)
+
+    def _on_node(self, node: dict[str, Any]) -> None:
+        spec = node.get("spec") or {}
+        cidrs = tuple(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+        if cidrs and cidrs != self.pod_cidrs:
+            self.pod_cidrs = cidrs
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            cfg = CNIConfig(
+                pod_cidrs=self.pod_cidrs,
+                bridge=self.bridge,
+                ip_masq=self.ip_masq,
+                ipam_data_dir=self.ipam_data_dir,
+            )
+            changed = await asyncio.to_thread(write_conflist, self.conf_dir, cfg)
+            log.info(
+                "network: pod CIDR %s; CNI configuration %s",
+                ",".join(self.pod_cidrs),
+                "written" if changed else "unchanged",
+            )
+            self.written.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
+            self._task = None
+        if self._informer is not None:
+            await self._informer.stop()
+            self._informer = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+def _log_task_end(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("task %s failed: %r", task.get_name(), exc, exc_info=exc)
