@@ -19,6 +19,7 @@ from sampan.controllers.nodelifecycle import NodeLifecycleController
 from sampan.controllers.podgc import PodGCController
 from sampan.controllers.replicaset import ReplicaSetController, ReplicationControllerController
 from sampan.controllers.serviceaccount import RootCACertPublisher, ServiceAccountsController
+from sampan.controllers.statefulset import StatefulSetController
 
 __all__ = ["CONTROLLERS"]
 
@@ -37,4 +38,5 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "replicationcontroller": ReplicationControllerController,
     "job": JobController,
     "cronjob": CronJobController,
+    "statefulset": StatefulSetController,
 }
