@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sampan.client import Client
+from sampan.client import Client, ConflictError
 from sampan.client.api import LEASES, NODES, PODS
 from sampan.client.workqueue import FakeClock
 from sampan.controllers.nodelifecycle import (
@@ -188,9 +188,16 @@ async def test_silent_node_is_marked_tainted_and_drained(client: Client, run_con
     assert not await terminating("elsewhere")
 
     # The node comes back: its taints go at once.
-    n2 = await client.get(NODES, "n2")
-    n2["status"]["conditions"] = _ready("2026-01-01T00:10:00Z")
-    await client.update_status(NODES, n2)
+    async def back() -> bool:
+        n2 = await client.get(NODES, "n2")
+        n2["status"]["conditions"] = _ready("2026-01-01T00:10:00Z")
+        try:
+            await client.update_status(NODES, n2)
+        except ConflictError:
+            return False  # the controller wrote meanwhile: read again
+        return True
+
+    await eventually(back)
 
     async def untainted() -> bool:
         await eventually(

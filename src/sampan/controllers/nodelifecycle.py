@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -74,6 +75,7 @@ CONDITION_TAINTS: tuple[tuple[str, str, str], ...] = (
 )
 CONDITION_TAINT_KEYS = frozenset(key for _, _, key in CONDITION_TAINTS) | {TAINT_UNSCHEDULABLE}
 EXECUTE_TAINT_KEYS = frozenset({TAINT_NOT_READY, TAINT_UNREACHABLE})
+STATUS_WRITE_ATTEMPTS = 3
 INDEX_NODE_NAME = "node-name"
 
 STATE_NORMAL = "Normal"
@@ -334,14 +336,17 @@ class NodeLifecycleController(QueueController):
             )
             if ready is None or ready.get("status") == "False":
                 continue
-            body = copy.deepcopy(pod)
-            for condition in body["status"]["conditions"]:
-                if condition.get("type") == "Ready":
-                    condition["status"] = "False"
-                    condition["lastTransitionTime"] = _now_rfc3339()
-            try:
-                await self.client.update_status(PODS, body, namespace=pod["metadata"]["namespace"])
-            except (NotFoundError, ConflictError):
+
+            def not_ready(status: dict[str, Any]) -> bool:
+                changed = False
+                for condition in status.get("conditions") or []:
+                    if condition.get("type") == "Ready" and condition.get("status") != "False":
+                        condition["status"] = "False"
+                        condition["lastTransitionTime"] = _now_rfc3339()
+                        changed = True
+                return changed
+
+            if not await self._update_pod_status(pod, not_ready):
                 continue
             log.debug("nodelifecycle: pod %s marked not ready", _pod_key(pod))
 
@@ -451,6 +456,35 @@ class NodeLifecycleController(QueueController):
             ", ".join(f"{t['key']}:{t['effect']}" for t in new_taints) or "none",
         )
 
+    async def _update_pod_status(
+        self, pod: dict[str, Any], mutate: Callable[[dict[str, Any]], bool]
+    ) -> bool:
+        """Apply ``mutate`` to a copy of the pod's status and write it; on a conflict read the
+        pod again and retry. ``mutate`` returns False when there is nothing to write.
+        False if the pod is gone (or is now another pod of the same name)."""
+        uid = pod["metadata"].get("uid")
+        namespace = pod["metadata"]["namespace"]
+        current = pod
+        for _ in range(STATUS_WRITE_ATTEMPTS):
+            body = copy.deepcopy(current)
+            if not mutate(body.setdefault("status", {})):
+                return True
+            try:
+                await self.client.update_status(PODS, body, namespace=namespace)
+                return True
+            except NotFoundError:
+                return False
+            except ConflictError:
+                try:
+                    current = await self.client.get(
+                        PODS, pod["metadata"]["name"], namespace=namespace
+                    )
+                except NotFoundError:
+                    return False
+                if current["metadata"].get("uid") != uid:
+                    return False
+        raise RuntimeError(f"pod {_pod_key(pod)} kept changing; status not written")
+
     # -- eviction (queue of pod keys) --------------------------------------------------------
 
     async def reconcile(self, key: str) -> None:
@@ -480,9 +514,10 @@ class NodeLifecycleController(QueueController):
 
     async def _evict(self, pod: dict[str, Any], node_name: str) -> None:
         key = _pod_key(pod)
-        body = copy.deepcopy(pod)
-        status = body.setdefault("status", {})
-        if status.get("phase") not in ("Succeeded", "Failed"):
+
+        def disrupted(status: dict[str, Any]) -> bool:
+            if status.get("phase") in ("Succeeded", "Failed"):
+                return False
             conditions = [
                 c for c in status.get("conditions") or [] if c.get("type") != "DisruptionTarget"
             ]
@@ -496,11 +531,10 @@ class NodeLifecycleController(QueueController):
                 }
             )
             status["conditions"] = conditions
-            try:
-                await self.client.update_status(PODS, body, namespace=pod["metadata"]["namespace"])
-            except NotFoundError:
-                return
-            # A ConflictError propagates: the pod is retried with back-off from a newer copy.
+            return True
+
+        if not await self._update_pod_status(pod, disrupted):
+            return
         try:
             await self.client.delete(
                 PODS,
