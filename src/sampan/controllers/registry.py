@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sampan.controllers.base import Controller
 from sampan.controllers.cronjob import CronJobController
+from sampan.controllers.daemonset import DaemonSetController
 from sampan.controllers.deployment import DeploymentController
 from sampan.controllers.endpoints import EndpointsController
 from sampan.controllers.endpointslice import EndpointSliceController
@@ -39,4 +40,5 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "job": JobController,
     "cronjob": CronJobController,
     "statefulset": StatefulSetController,
+    "daemonset": DaemonSetController,
 }
