@@ -40,6 +40,9 @@ class SchedulerCache:
         self.image_nodes: dict[str, int] = {}
         self.affinity_pods = 0
         self.anti_affinity_pods = 0
+        self.tainted_nodes = 0
+        """Nodes with at least one taint (TaintToleration skips its loops when zero)."""
+        self.unschedulable_nodes = 0
         self.nominated: dict[str, tuple[PodInfo, str]] = {}
         """uid -> (pod, node) for pods with ``status.nominatedNodeName`` (preemptors)."""
 
@@ -61,9 +64,17 @@ class SchedulerCache:
             self.node_list.append(info)
         else:
             self._count_images(info, -1)
+            self._count_flags(info, -1)
         info.set_node(node)
         self._count_images(info, 1)
+        self._count_flags(info, 1)
         return info
+
+    def _count_flags(self, info: NodeInfo, delta: int) -> None:
+        if info.taints:
+            self.tainted_nodes += delta
+        if info.unschedulable:
+            self.unschedulable_nodes += delta
 
     def update_node(self, node: dict) -> NodeInfo:
         return self.add_node(node)
@@ -74,6 +85,7 @@ class SchedulerCache:
             return
         self.node_list.remove(info)
         self._count_images(info, -1)
+        self._count_flags(info, -1)
         if info.pods:
             # Pods still bound to a deleted node keep counting until they are deleted.
             info.node = None

@@ -491,6 +491,8 @@ class NodeInfo:
     """
 
     __slots__ = (
+        "a_cpu",
+        "a_mem",
         "alloc",
         "alloc_pods",
         "generation",
@@ -503,10 +505,14 @@ class NodeInfo:
         "pods",
         "pods_with_affinity",
         "pods_with_required_anti_affinity",
+        "r_cpu",
+        "r_mem",
         "requested",
         "taints",
         "unschedulable",
         "used_ports",
+        "z_cpu",
+        "z_mem",
     )
 
     def __init__(self, name: str) -> None:
@@ -526,6 +532,19 @@ class NodeInfo:
         self.image_sizes: dict[str, int] = {}
         self.nominated: dict[str, PodInfo] = {}
         self.generation = 0
+        # Flat copies of the hottest numbers (allocatable, requested, non-zero requested cpu
+        # in millicores and memory in bytes): plugins' per-node loops read these.
+        self.a_cpu = self.a_mem = 0
+        self.r_cpu = self.r_mem = 0
+        self.z_cpu = self.z_mem = 0
+
+    def _sync_flat(self) -> None:
+        self.a_cpu = self.alloc.milli_cpu
+        self.a_mem = self.alloc.memory
+        self.r_cpu = self.requested.milli_cpu
+        self.r_mem = self.requested.memory
+        self.z_cpu = self.non_zero.milli_cpu
+        self.z_mem = self.non_zero.memory
 
     def set_node(self, node: dict[str, Any]) -> None:
         meta = node.get("metadata") or {}
@@ -546,6 +565,7 @@ class NodeInfo:
                 sizes[normalized_image_name(name)] = size
         self.image_sizes = sizes
         self.generation += 1
+        self._sync_flat()
 
     def add_pod(self, pi: PodInfo) -> None:
         self.pods[pi.uid] = pi
@@ -566,6 +586,7 @@ class NodeInfo:
         for protocol, port, ip in pi.host_ports:
             self.used_ports.setdefault((protocol, port), []).append(ip)
         self.generation += 1
+        self._sync_flat()
 
     def remove_pod(self, pi: PodInfo) -> bool:
         if self.pods.pop(pi.uid, None) is None:
@@ -588,6 +609,7 @@ class NodeInfo:
                 if not ips:
                     del self.used_ports[(protocol, port)]
         self.generation += 1
+        self._sync_flat()
         return True
 
     def clone(self) -> NodeInfo:
@@ -608,6 +630,7 @@ class NodeInfo:
         other.image_sizes = self.image_sizes
         other.nominated = dict(self.nominated)
         other.generation = self.generation
+        other._sync_flat()
         return other
 
     def __repr__(self) -> str:
@@ -785,7 +808,7 @@ class Framework:
             st = pl.pre_score(state, pod, nodes)  # type: ignore[attr-defined]
             if st is not None and st.code == SKIP:
                 skip.add(pl.name)
-        totals = [0] * len(nodes)
+        totals: list[int] | None = None
         for pl in self.points["score"]:
             if pl.name in skip:
                 continue
@@ -794,11 +817,13 @@ class Framework:
             if normalize is not None:
                 normalize(state, pod, nodes, scores)
             weight = self.score_weights.get(pl.name, 1)
-            if weight == 1:
-                totals = [a + b for a, b in zip(totals, scores, strict=True)]
+            if weight != 1:
+                scores = [b * weight for b in scores]
+            if totals is None:
+                totals = scores
             else:
-                totals = [a + b * weight for a, b in zip(totals, scores, strict=True)]
-        return totals
+                totals = [a + b for a, b in zip(totals, scores, strict=True)]
+        return totals if totals is not None else [0] * len(nodes)
 
     def run_reserve(self, state: CycleState, pod: PodInfo, node_name: str) -> Status | None:
         for pl in self.points["reserve"]:

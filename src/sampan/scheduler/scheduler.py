@@ -31,8 +31,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from time import perf_counter
 from typing import Any, Protocol
 
 from sampan.client import (
@@ -196,6 +197,9 @@ class Scheduler:
         self.scheduled = 0
         """Pods bound so far (for benchmarks and diagnostics)."""
         self.failed_attempts = 0
+        self.cycles = 0
+        self.cycle_s = 0.0
+        """Scheduling cycles run and the wall time spent in them (the algorithm alone)."""
 
     @property
     def config(self) -> SchedulerConfiguration:
@@ -281,6 +285,33 @@ class Scheduler:
 
     # -- wiring ------------------------------------------------------------------------------
 
+    def build(
+        self,
+        listers: Mapping[str, Callable[[], list[dict[str, Any]]]],
+        getters: Mapping[str, Callable[[str], dict[str, Any] | None]],
+    ) -> None:
+        """Build the profiles' frameworks and the queue over these object listers/getters
+        (the informers' caches; benchmarks and tests may pass their own)."""
+        for profile in self.configuration.profiles:
+            handle = Handle(self.cache, listers, getters, self.client)
+            fwk = build_framework(profile, handle, self.configuration.percentage_of_nodes_to_score)
+            handle.framework = fwk
+            handle.nominate = self._nominate
+            handle.evict = self._evict
+            self.frameworks[profile.scheduler_name] = fwk
+        first = next(iter(self.frameworks.values()))
+        plugin_events: dict[str, frozenset[str]] = {}
+        for fwk in self.frameworks.values():
+            for name, plugin in fwk.plugins.items():
+                plugin_events[name] = plugin.events
+        self.queue = SchedulingQueue(
+            first.sort_key(),
+            self._pre_enqueue,
+            plugin_events,
+            initial_backoff_s=self.configuration.initial_backoff_s,
+            max_backoff_s=self.configuration.max_backoff_s,
+        )
+
     async def _start_informers(self) -> None:
         assert self.client is not None
         self.factory = factory = SharedInformerFactory(self.client)
@@ -302,25 +333,7 @@ class Scheduler:
             self.informers[kind] = factory.informer(resource)
         listers = {k: inf.cache.list for k, inf in self.informers.items()}
         getters = {k: inf.cache.get for k, inf in self.informers.items()}
-        for profile in self.configuration.profiles:
-            handle = Handle(self.cache, listers, getters, self.client)
-            fwk = build_framework(profile, handle, self.configuration.percentage_of_nodes_to_score)
-            handle.framework = fwk
-            handle.nominate = self._nominate
-            handle.evict = self._evict
-            self.frameworks[profile.scheduler_name] = fwk
-        first = next(iter(self.frameworks.values()))
-        plugin_events: dict[str, frozenset[str]] = {}
-        for fwk in self.frameworks.values():
-            for name, plugin in fwk.plugins.items():
-                plugin_events[name] = plugin.events
-        self.queue = SchedulingQueue(
-            first.sort_key(),
-            self._pre_enqueue,
-            plugin_events,
-            initial_backoff_s=self.configuration.initial_backoff_s,
-            max_backoff_s=self.configuration.max_backoff_s,
-        )
+        self.build(listers, getters)
         self.recorder = EventRecorder(self.client, REPORTING_CONTROLLER)
         self.recorder.start()
         nodes = self.informers["nodes"]
@@ -482,12 +495,15 @@ class Scheduler:
                 if q is None:
                     return
             await self._bind_slots.acquire()
+            started = perf_counter()
             try:
                 self.schedule_one(q)
             except Exception:
                 self._bind_slots.release()
                 log.exception("scheduler: scheduling %s failed", q.pod.key)
                 queue.add_backoff(q)
+            self.cycles += 1
+            self.cycle_s += perf_counter() - started
             # Let binding tasks and informers run between cycles.
             await asyncio.sleep(0)
 
@@ -763,18 +779,7 @@ class Scheduler:
 
 
 def _select_host(nodes: list[NodeInfo], scores: list[int]) -> NodeInfo:
-    """The highest score; ties broken uniformly at random (reservoir sampling)."""
-    best = scores[0]
-    chosen = 0
-    ties = 1
-    for i in range(1, len(scores)):
-        s = scores[i]
-        if s > best:
-            best = s
-            chosen = i
-            ties = 1
-        elif s == best:
-            ties += 1
-            if random.randrange(ties) == 0:
-                chosen = i
-    return nodes[chosen]
+    """The highest score; ties broken uniformly at random."""
+    best = max(scores)
+    ties = [i for i, s in enumerate(scores) if s == best]
+    return nodes[ties[0] if len(ties) == 1 else random.choice(ties)]

@@ -100,7 +100,7 @@ class NodeUnschedulable(Plugin):
     def filter(
         self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo], failed: dict[str, Status]
     ) -> list[NodeInfo]:
-        if not any(n.unschedulable for n in nodes):
+        if not self.handle.cache.unschedulable_nodes or not any(n.unschedulable for n in nodes):
             return nodes
         if pod_tolerates_taint(pod.tolerations, UNSCHEDULABLE_TAINT):
             return nodes

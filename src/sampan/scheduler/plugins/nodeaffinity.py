@@ -46,6 +46,8 @@ class TaintToleration(Plugin):
     def filter(
         self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo], failed: dict[str, Status]
     ) -> list[NodeInfo]:
+        if not self.handle.cache.tainted_nodes:
+            return nodes
         tolerations = pod.tolerations
         out = []
         for n in nodes:
@@ -69,6 +71,8 @@ class TaintToleration(Plugin):
         return out
 
     def score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
+        if not self.handle.cache.tainted_nodes:
+            return [0] * len(nodes)
         prefer = [
             t
             for t in pod.tolerations

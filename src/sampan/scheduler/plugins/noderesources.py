@@ -164,19 +164,20 @@ def _least_cpu_memory(pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
     out = []
     append = out.append
     for n in nodes:
-        a = n.alloc
-        z = n.non_zero
-        ac = a.milli_cpu
-        am = a.memory
-        rc = z.milli_cpu + pc
-        rm = z.memory + pm
-        if ac:
-            sc = (ac - rc) * 100 // ac if rc <= ac else 0
-            if am:
-                sm = (am - rm) * 100 // am if rm <= am else 0
-                append((sc + sm) // 2)
-            else:
-                append(sc)
+        ac = n.a_cpu
+        am = n.a_mem
+        rc = n.z_cpu + pc
+        rm = n.z_mem + pm
+        if ac and am:
+            append(
+                (
+                    ((ac - rc) * 100 // ac if rc <= ac else 0)
+                    + ((am - rm) * 100 // am if rm <= am else 0)
+                )
+                // 2
+            )
+        elif ac:
+            append((ac - rc) * 100 // ac if rc <= ac else 0)
         elif am:
             append((am - rm) * 100 // am if rm <= am else 0)
         else:
@@ -215,16 +216,14 @@ class Fit(Plugin):
         scalars = self._scalars(pod) if req.scalars else []
         out = []
         append = out.append
+        simple = not scalars and not eph
         for n in nodes:
-            a = n.alloc
-            r = n.requested
             if (
-                not n.nominated
-                and not scalars
+                simple
+                and cpu <= n.a_cpu - n.r_cpu
+                and mem <= n.a_mem - n.r_mem
                 and len(n.pods) < n.alloc_pods
-                and cpu <= a.milli_cpu - r.milli_cpu
-                and mem <= a.memory - r.memory
-                and eph <= a.ephemeral - r.ephemeral
+                and not n.nominated
             ):
                 append(n)
                 continue
@@ -288,17 +287,17 @@ class BalancedAllocation(Plugin):
             out = []
             append = out.append
             for n in nodes:
-                a = n.alloc
-                r = n.requested
-                ac, am = a.milli_cpu, a.memory
+                ac = n.a_cpu
+                am = n.a_mem
                 if ac and am:
-                    fc = (r.milli_cpu + pc) / ac
-                    fm = (r.memory + pm) / am
+                    fc = (n.r_cpu + pc) / ac
+                    fm = (n.r_mem + pm) / am
                     if fc > 1:
                         fc = 1.0
                     if fm > 1:
                         fm = 1.0
-                    append(int((1 - abs(fc - fm) / 2) * MAX_NODE_SCORE))
+                    d = fc - fm
+                    append(int((1 - (d if d >= 0 else -d) / 2) * 100))
                 else:
                     append(MAX_NODE_SCORE)
             return out
