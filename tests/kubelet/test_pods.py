@@ -174,3 +174,36 @@ async def test_http_and_tcp_probes_make_a_pod_ready(node: NodeHarness, ns: str) 
     )
     pod = await _pod_where(node, ns, "web", lambda p: _condition(p, "Ready") == "True", "Ready")
     assert _main_status(pod)["started"] is True
+
+
+async def test_unpullable_image_backs_off_and_host_network_pod_runs(
+    node: NodeHarness, ns: str
+) -> None:
+    await node.create_pod(
+        ns,
+        {
+            "metadata": {"name": "unpullable"},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "127.0.0.1:1/none/such:1.0",
+                        "imagePullPolicy": "IfNotPresent",
+                    }
+                ]
+            },
+        },
+    )
+    await node.create_pod(
+        ns, _pod("hostnet", ["sleep", "3600"], hostNetwork=True, terminationGracePeriodSeconds=1)
+    )
+    seen: set[str] = set()
+
+    def backing_off(pod: dict[str, Any]) -> bool:
+        waiting = (_main_status(pod).get("state") or {}).get("waiting") or {}
+        seen.add(waiting.get("reason", ""))
+        return {"ErrImagePull", "ImagePullBackOff"} <= seen
+
+    await _pod_where(node, ns, "unpullable", backing_off, "ErrImagePull then ImagePullBackOff")
+    pod = await _pod_where(node, ns, "hostnet", lambda p: _condition(p, "Ready") == "True", "Ready")
+    assert pod["status"]["podIP"] == "127.0.0.1"

@@ -624,6 +624,7 @@ class Kubelet:
         last_static = time.monotonic()
         last_housekeeping = 0.0
         logged_cidr_wait = False
+        relist_failing = False
         while True:
             try:
                 await self._relist()
@@ -651,9 +652,15 @@ class Kubelet:
             except asyncio.CancelledError:
                 raise
             except cri.CRIError as exc:
-                log.warning("kubelet: PLEG relist failed: %s", exc)
+                if not relist_failing:
+                    log.warning("kubelet: PLEG relist failed (runtime down?): %s", exc)
+                relist_failing = True
             except Exception:
                 log.exception("kubelet: pod sync loop step failed")
+            else:
+                if relist_failing:
+                    relist_failing = False
+                    log.info("kubelet: PLEG relist works again")
             await asyncio.sleep(PLEG_RELIST_S)
 
     async def _relist(self) -> None:
