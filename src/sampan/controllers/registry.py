@@ -21,6 +21,7 @@ from sampan.controllers.podgc import PodGCController
 from sampan.controllers.replicaset import ReplicaSetController, ReplicationControllerController
 from sampan.controllers.serviceaccount import RootCACertPublisher, ServiceAccountsController
 from sampan.controllers.statefulset import StatefulSetController
+from sampan.controllers.ttlafterfinished import TTLAfterFinishedController
 
 __all__ = ["CONTROLLERS"]
 
@@ -41,4 +42,5 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "cronjob": CronJobController,
     "statefulset": StatefulSetController,
     "daemonset": DaemonSetController,
+    "ttlafterfinished": TTLAfterFinishedController,
 }
