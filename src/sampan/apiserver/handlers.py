@@ -729,7 +729,8 @@ class ResourceHandler:
         if name == "binding" and info.plural == "pods" and ri.verb == "create":
             return await self._bind(request, ri, info, ns, user)
         extra = self.ctx.subresources.get((info.group, info.plural, name))
-        if extra is not None and ri.verb == "create":
+        # The verb was checked against sub.verbs above (pods/log and pods/exec take GET).
+        if extra is not None and (ri.verb == "create" or ri.verb in sub.verbs):
             return await extra(request, ri, info, ns, user)
         raise method_not_allowed()
 
@@ -782,10 +783,11 @@ class ResourceHandler:
                     f"{replicas}: must be greater than or equal to 0"
                 )
             if paths:
-                return crd_scale.set_replicas(paths, current, replicas)
-            updated = dict(current)
-            updated["spec"] = {**(current.get("spec") or {}), "replicas": replicas}
-            return updated
+                updated = crd_scale.set_replicas(paths, current, replicas)
+            else:
+                updated = dict(current)
+                updated["spec"] = {**(current.get("spec") or {}), "replicas": replicas}
+            return self._fields.on_write(request, info, current, updated, subresource="scale")
 
         await self.ctx.admission.admit(
             self._admission(

@@ -65,6 +65,7 @@ from sampan.apiserver.handlers import HandlerContext, ResourceHandler, not_found
 from sampan.apiserver.impersonation import impersonate
 from sampan.apiserver.openapi import OpenAPI
 from sampan.apiserver.openapi_data import load_definitions
+from sampan.apiserver.podproxy import PodProxy, build_pod_proxy
 from sampan.apiserver.requestinfo import RequestInfo, parse_request_info
 from sampan.apiserver.responses import error_response, json_response
 from sampan.apiserver.storage import DeleteOptions, Storage
@@ -141,6 +142,7 @@ class _Runtime:
     openapi: OpenAPI | None = None
     custom: CustomResources | None = None
     crds: CRDController | None = None
+    pod_proxy: PodProxy | None = None  # pods/log, exec, attach, portforward; nodes/proxy
     runner: web.AppRunner | None = None
     port: int = 0
     bootstrapped: bool = False
@@ -230,6 +232,7 @@ class APIServer:
         rt.custom = CustomResources(
             BuiltinSchemas(rt.openapi.definition_name, rt.openapi.definition)
         )
+        rt.pod_proxy = await build_pod_proxy(rt.pki, rt.storage, rt.registry)
         rt.handler = ResourceHandler(self._handler_context())
         rt.checks = [
             _HealthCheck("ping", _ok),
@@ -309,7 +312,7 @@ class APIServer:
             registry=rt.registry,
             storage=rt.storage,
             admission=rt.admission.chain,
-            subresources=rt.admission.subresource_handlers,
+            subresources={**rt.admission.subresource_handlers, **rt.pod_proxy.handlers()},
             max_body_bytes=self.options.max_body_bytes,
             watches=self._watches,
             authorize=rt.authorizer.authorize,

@@ -1,0 +1,523 @@
+"""pods/log, pods/exec, pods/attach, pods/portforward and nodes/proxy: the kubelet's API,
+reached through the API server.
+
+Each request names a pod (or node); the pod's ``spec.nodeName`` picks the Node, whose
+``status.addresses`` (InternalIP first) and ``status.daemonEndpoints.kubeletEndpoint.Port``
+say where its kubelet listens. The API server calls the kubelet over TLS with its own client
+certificate (user ``KUBELET_CLIENT_USER``), verifying the kubelet's serving certificate
+against the cluster's server CA.
+
+* ``pods/log`` is an ordinary streaming GET: the kubelet's ``/containerLogs`` body is copied
+  to the caller chunk by chunk (``follow`` keeps it open as long as the kubelet does).
+* ``exec``, ``attach`` and ``portforward`` are connection upgrades (SPDY/3.1 or WebSocket):
+  the caller's upgrade request is sent on to the kubelet, the kubelet's answer relayed, and
+  after ``101 Switching Protocols`` the two connections are spliced byte for byte, as
+  upstream's upgrade-aware proxy does. The API server never parses the streaming protocol;
+  translation, where needed, is the kubelet's business.
+* ``nodes/proxy`` forwards any request under ``/api/v1/nodes/<n>/proxy/<path>`` to the
+  kubelet's ``/<path>`` (upgrades spliced the same way).
+
+Invariants: nothing is buffered beyond one chunk; a splice ends, and both connections close,
+when either side closes; the kubelet's refusals reach the caller as ``Status`` errors with the
+kubelet's code and message.
+
+The connection takeover below duplicates ``sampan.kubelet.server.upgrade`` on purpose:
+components may not import each other (see ``.importlinter``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+from aiohttp import web
+
+from sampan.apiserver.errors import BadRequest, ServiceUnavailable, StatusError
+from sampan.pki import ensure_client_certificate
+
+__all__ = [
+    "DEFAULT_KUBELET_PORT",
+    "KUBELET_CLIENT_NAME",
+    "KUBELET_CLIENT_USER",
+    "KubeletTarget",
+    "PodProxy",
+    "build_pod_proxy",
+    "kubelet_client_context",
+]
+
+log = logging.getLogger("sampan.apiserver.podproxy")
+
+DEFAULT_KUBELET_PORT = 10250
+KUBELET_CLIENT_USER = "system:kube-apiserver"
+"""The user the API server's client certificate names when it calls kubelets."""
+KUBELET_CLIENT_NAME = "kube-apiserver-kubelet-client"
+"""Its file stem under the TLS dir (client-<name>.crt/.key)."""
+CONNECT_TIMEOUT_S = 10.0
+SPLICE_CHUNK_BYTES = 64 * 1024
+STREAM_BUFFER_LIMIT_BYTES = 256 * 1024
+MAX_HEAD_BYTES = 64 * 1024
+MAX_ERROR_BODY_BYTES = 64 * 1024
+MAX_PROXY_BODY_BYTES = 3 * 1024 * 1024
+ADDRESS_PREFERENCE = ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS")
+
+_LOG_PARAMS = (
+    "follow",
+    "previous",
+    "timestamps",
+    "tailLines",
+    "limitBytes",
+    "sinceSeconds",
+    "sinceTime",
+)
+_UPGRADE_HEADERS = (
+    "Connection",
+    "Upgrade",
+    "X-Stream-Protocol-Version",
+    "Sec-WebSocket-Key",
+    "Sec-WebSocket-Version",
+    "Sec-WebSocket-Protocol",
+    "Sec-WebSocket-Extensions",
+    "Origin",
+)
+
+GetObject = Callable[[str, str | None, str], Awaitable[dict[str, Any]]]
+"""(plural, namespace or None, name) -> the object, raising NotFound."""
+
+
+def kubelet_client_context(
+    ca_pem: bytes, cert_path: str, key_path: str, *, verify: bool = True
+) -> ssl.SSLContext:
+    """TLS towards kubelets: our client certificate; their serving certs checked against the
+    server CA (``verify=False`` skips that, as kube-apiserver without
+    ``--kubelet-certificate-authority``). Blocking (reads the key)."""
+    context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_path, key_path)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@dataclass(frozen=True)
+class KubeletTarget:
+    host: str
+    port: int
+
+    def url(self, path: str) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}{path}"
+
+
+def kubelet_target(node: dict[str, Any]) -> KubeletTarget:
+    status = node.get("status") or {}
+    addresses = status.get("addresses") or []
+    host = ""
+    for kind in ADDRESS_PREFERENCE:
+        host = next((a.get("address", "") for a in addresses if a.get("type") == kind), "")
+        if host:
+            break
+    name = (node.get("metadata") or {}).get("name", "")
+    if not host:
+        raise BadRequest(f'node "{name}" has no address to reach its kubelet')
+    port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get(
+        "Port"
+    ) or DEFAULT_KUBELET_PORT
+    return KubeletTarget(host=host, port=int(port))
+
+
+def _container_name(pod: dict[str, Any], requested: str) -> str:
+    spec = pod.get("spec") or {}
+    name = (pod.get("metadata") or {}).get("name", "")
+    containers = [c.get("name", "") for c in spec.get("containers") or []]
+    others = [
+        c.get("name", "")
+        for key in ("initContainers", "ephemeralContainers")
+        for c in spec.get(key) or []
+    ]
+    if requested:
+        if requested not in containers + others:
+            raise BadRequest(f"container {requested} is not valid for pod {name}")
+        return requested
+    if len(containers) == 1:
+        return containers[0]
+    raise BadRequest(
+        f"a container name must be specified for pod {name}, choose one of: "
+        f"[{' '.join(containers)}]"
+        + (f" or one of the init containers: [{' '.join(others)}]" if others else "")
+    )
+
+
+def _query(pairs: Iterable[tuple[str, str]]) -> str:
+    encoded = urlencode(list(pairs))
+    return f"?{encoded}" if encoded else ""
+
+
+def _is_upgrade(request: web.Request) -> bool:
+    tokens = [t.strip().lower() for t in request.headers.get("Connection", "").split(",")]
+    return "upgrade" in tokens and bool(request.headers.get("Upgrade"))
+
+
+class PodProxy:
+    """The handlers for the subresources above (``handlers()`` maps them for the
+    ``HandlerContext.subresources`` table)."""
+
+    def __init__(self, get_object: GetObject, ssl_context: ssl.SSLContext) -> None:
+        self._get = get_object
+        self._ssl = ssl_context
+
+    def handlers(self) -> dict[tuple[str, str, str], Callable[..., Awaitable[web.StreamResponse]]]:
+        return {
+            ("", "pods", "log"): self.pod_log,
+            ("", "pods", "exec"): self.pod_exec,
+            ("", "pods", "attach"): self.pod_attach,
+            ("", "pods", "portforward"): self.pod_portforward,
+            ("", "nodes", "proxy"): self.node_proxy,
+        }
+
+    # --- lookups -----------------------------------------------------------------------
+
+    async def _pod_and_target(
+        self, namespace: str | None, name: str
+    ) -> tuple[dict[str, Any], KubeletTarget]:
+        pod = await self._get("pods", namespace, name)
+        node_name = (pod.get("spec") or {}).get("nodeName", "")
+        if not node_name:
+            raise BadRequest(f"pod {name} does not have a host assigned")
+        node = await self._get("nodes", None, node_name)
+        return pod, kubelet_target(node)
+
+    # --- handlers ----------------------------------------------------------------------
+
+    async def pod_log(
+        self, request: web.Request, ri: Any, info: Any, namespace: str | None, user: Any
+    ) -> web.StreamResponse:
+        pod, target = await self._pod_and_target(namespace, ri.path_name)
+        container = _container_name(pod, request.query.get("container", ""))
+        path = "/containerLogs/" + "/".join(
+            quote(p, safe="") for p in (namespace or "", ri.path_name, container)
+        )
+        path += _query((k, v) for k, v in request.query.items() if k in _LOG_PARAMS)
+        return await self._stream_get(request, target, path, content_type="text/plain")
+
+    async def pod_exec(
+        self, request: web.Request, ri: Any, info: Any, namespace: str | None, user: Any
+    ) -> web.StreamResponse:
+        return await self._remote_command("exec", request, ri, namespace)
+
+    async def pod_attach(
+        self, request: web.Request, ri: Any, info: Any, namespace: str | None, user: Any
+    ) -> web.StreamResponse:
+        return await self._remote_command("attach", request, ri, namespace)
+
+    async def _remote_command(
+        self, verb: str, request: web.Request, ri: Any, namespace: str | None
+    ) -> web.StreamResponse:
+        pod, target = await self._pod_and_target(namespace, ri.path_name)
+        container = _container_name(pod, request.query.get("container", ""))
+        if verb == "exec" and not request.query.getall("command", []):
+            raise BadRequest("you must specify at least one command for the container")
+        path = f"/{verb}/" + "/".join(
+            quote(p, safe="") for p in (namespace or "", ri.path_name, container)
+        )
+        path += _query((k, v) for k, v in request.query.items() if k != "container")
+        return await self._upgrade(request, target, path)
+
+    async def pod_portforward(
+        self, request: web.Request, ri: Any, info: Any, namespace: str | None, user: Any
+    ) -> web.StreamResponse:
+        _pod, target = await self._pod_and_target(namespace, ri.path_name)
+        path = "/portForward/" + "/".join(
+            quote(p, safe="") for p in (namespace or "", ri.path_name)
+        )
+        path += _query(request.query.items())
+        return await self._upgrade(request, target, path)
+
+    async def node_proxy(
+        self, request: web.Request, ri: Any, info: Any, namespace: str | None, user: Any
+    ) -> web.StreamResponse:
+        node = await self._get("nodes", None, ri.path_name)
+        target = kubelet_target(node)
+        rest = "/".join(quote(p, safe="") for p in ri.parts[3:])
+        path = "/" + rest + (f"?{request.query_string}" if request.query_string else "")
+        if _is_upgrade(request):
+            return await self._upgrade(request, target, path)
+        if request.method == "GET":
+            return await self._stream_get(request, target, path, content_type=None)
+        body = await request.content.read(MAX_PROXY_BODY_BYTES + 1)
+        if len(body) > MAX_PROXY_BODY_BYTES:
+            raise BadRequest("request body too large for the node proxy")
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.request(
+                    request.method,
+                    target.url(path),
+                    data=body,
+                    ssl=self._ssl,
+                    headers={"Content-Type": request.headers.get("Content-Type", "")},
+                ) as upstream,
+            ):
+                data = await upstream.read()
+                response = web.Response(status=upstream.status, body=data)
+                response.headers["Content-Type"] = upstream.headers.get(
+                    "Content-Type", "text/plain"
+                )
+                return response
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ServiceUnavailable(f"error trying to reach the kubelet: {exc}") from exc
+
+    # --- transports --------------------------------------------------------------------
+
+    async def _stream_get(
+        self, request: web.Request, target: KubeletTarget, path: str, *, content_type: str | None
+    ) -> web.StreamResponse:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S)
+        response: web.StreamResponse | None = None
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(target.url(path), ssl=self._ssl) as upstream,
+            ):
+                if upstream.status >= 400:
+                    text = (await upstream.content.read(MAX_ERROR_BODY_BYTES)).decode(
+                        "utf-8", "replace"
+                    )
+                    raise StatusError(
+                        text.strip() or f"the kubelet answered {upstream.status}",
+                        code=upstream.status,
+                        reason=_reason(upstream.status),
+                    )
+                response = web.StreamResponse(status=upstream.status)
+                response.content_type = (
+                    content_type
+                    or upstream.headers.get("Content-Type", "application/octet-stream").split(";")[
+                        0
+                    ]
+                )
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if response is None:
+                raise ServiceUnavailable(f"error trying to reach the kubelet: {exc}") from exc
+            log.debug("stream from kubelet %s ended: %s", target.host, exc)
+            return response
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response
+
+    async def _upgrade(
+        self, request: web.Request, target: KubeletTarget, path: str
+    ) -> web.StreamResponse:
+        if not _is_upgrade(request):
+            raise BadRequest("Upgrade request required")
+        headers = [
+            (name, value) for name in _UPGRADE_HEADERS for value in request.headers.getall(name, [])
+        ]
+        try:
+            upstream = await _open_upgrade(target, request.method, path, headers, self._ssl)
+        except OSError as exc:
+            raise ServiceUnavailable(f"error trying to reach the kubelet: {exc}") from exc
+        if upstream.status != 101:
+            body = await upstream.read_body()
+            raise StatusError(
+                body.decode("utf-8", "replace").strip()
+                or f"the kubelet answered {upstream.status}",
+                code=upstream.status,
+                reason=_reason(upstream.status),
+            )
+        try:
+            client_reader, client_writer, done = _hijack(request)
+        except BaseException:
+            await _close(upstream.writer)
+            raise
+        client_writer.write(upstream.head)
+        await _splice((client_reader, client_writer), (upstream.reader, upstream.writer))
+        return done
+
+
+def _reason(code: int) -> str:
+    return {
+        400: "BadRequest",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "NotFound",
+        500: "InternalError",
+        502: "InternalError",
+        503: "ServiceUnavailable",
+    }.get(code, "InternalError" if code >= 500 else "BadRequest")
+
+
+# --- connection takeover and splicing (see the module docstring) ---------------------------
+
+
+@dataclass
+class _Upstream:
+    status: int
+    head: bytes
+    content_length: int | None
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    async def read_body(self) -> bytes:
+        try:
+            if self.content_length is not None:
+                return await self.reader.readexactly(min(self.content_length, MAX_ERROR_BODY_BYTES))
+            return await self.reader.read(MAX_ERROR_BODY_BYTES)
+        except (OSError, asyncio.IncompleteReadError):
+            return b""
+        finally:
+            await _close(self.writer)
+
+
+async def _open_upgrade(
+    target: KubeletTarget,
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    ssl_context: ssl.SSLContext,
+) -> _Upstream:
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            reader, writer = await asyncio.open_connection(
+                target.host,
+                target.port,
+                ssl=ssl_context,
+                server_hostname=target.host,
+                limit=STREAM_BUFFER_LIMIT_BYTES,
+            )
+            try:
+                host = f"[{target.host}]" if ":" in target.host else target.host
+                lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{target.port}"]
+                lines += [f"{k}: {v}" for k, v in headers]
+                if method in ("POST", "PUT"):
+                    lines.append("Content-Length: 0")
+                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+                await writer.drain()
+                head = await reader.readuntil(b"\r\n\r\n")
+            except BaseException:
+                await _close(writer)
+                raise
+    except TimeoutError as exc:
+        raise OSError(f"timed out connecting to {target.host}:{target.port}") from exc
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        raise OSError(f"{target.host}:{target.port} sent no HTTP answer") from exc
+    except ssl.SSLError as exc:
+        raise OSError(f"TLS with {target.host}:{target.port}: {exc}") from exc
+    lines = head[:MAX_HEAD_BYTES].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        await _close(writer)
+        raise OSError(f"{target.host}:{target.port} answered {lines[0]!r}")
+    length = None
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "content-length" and value.strip().isdigit():
+            length = int(value.strip())
+    return _Upstream(int(parts[1]), head, length, reader, writer)
+
+
+class _HijackedResponse(web.StreamResponse):
+    """Returned once a hijacked connection is done: aiohttp must not write to it again."""
+
+    def __init__(self) -> None:
+        super().__init__(status=101)
+
+    @property
+    def prepared(self) -> bool:
+        return True
+
+    async def prepare(self, request: web.BaseRequest) -> None:  # type: ignore[override]
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+def _hijack(
+    request: web.Request,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, web.StreamResponse]:
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("the client connection is closed")
+    loop = asyncio.get_running_loop()
+    aiohttp_protocol = request.protocol
+    reader = asyncio.StreamReader(limit=STREAM_BUFFER_LIMIT_BYTES, loop=loop)
+
+    class _Protocol(asyncio.StreamReaderProtocol):
+        def connection_lost(self, exc: Exception | None) -> None:
+            super().connection_lost(exc)
+            aiohttp_protocol.connection_lost(exc)
+
+    protocol = _Protocol(reader, loop=loop)
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    return reader, writer, _HijackedResponse()
+
+
+async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await src.read(SPLICE_CHUNK_BYTES):
+            dst.write(chunk)
+            await dst.drain()
+    except (OSError, ConnectionError):
+        pass
+    finally:
+        if dst.can_write_eof():
+            with contextlib.suppress(OSError, RuntimeError):
+                dst.write_eof()
+        else:
+            dst.close()
+
+
+async def _splice(
+    client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    kubelet: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+) -> None:
+    up = asyncio.create_task(_pump(client[0], kubelet[1]), name="podproxy-client-to-kubelet")
+    down = asyncio.create_task(_pump(kubelet[0], client[1]), name="podproxy-kubelet-to-client")
+    try:
+        await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+        if not down.done():
+            await down
+    finally:
+        for task in (up, down):
+            task.cancel()
+        for task in (up, down):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await _close(client[1])
+        await _close(kubelet[1])
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError, ConnectionError, ssl.SSLError, TimeoutError):
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
+
+
+async def build_pod_proxy(pki: Any, storage: Any, registry: Any) -> PodProxy:
+    """The ``PodProxy`` of an API server: its kubelet client certificate (issued under the
+    TLS dir on first use) and object reads from the watch-cached storage."""
+    cert_path, key_path = await asyncio.to_thread(
+        ensure_client_certificate, pki, KUBELET_CLIENT_NAME, KUBELET_CLIENT_USER
+    )
+    context = await asyncio.to_thread(
+        kubelet_client_context, pki.ca_pem, str(cert_path), str(key_path)
+    )
+
+    async def get_object(plural: str, namespace: str | None, name: str) -> dict[str, Any]:
+        info = registry.by_resource("", "v1", plural)
+        return await storage.for_resource(info).get(namespace, name)
+
+    return PodProxy(get_object, context)
