@@ -394,8 +394,8 @@ def server_side_apply(
             others.append(entry)
     conflicts: list[tuple[ManagedEntry, Path]] = []
     for entry in others:
-        if entry.manager == manager:
-            continue
+        # Managers are identities (name, operation, subresource): the same name through an
+        # Update (``kubectl scale``) conflicts with its Apply, as upstream.
         for path in sorted(entry.fields & applied_flat.keys()):
             if live_flat.get(path, _MISSING) != applied_flat[path]:
                 conflicts.append((entry, path))
