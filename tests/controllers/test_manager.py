@@ -151,3 +151,28 @@ async def test_manager_without_leader_election(controller_config: ClientConfig, 
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_losing_the_lease_stops_the_controllers(
+    controller_config: ClientConfig, client
+) -> None:
+    manager = ControllerManager(
+        controller_config,
+        ControllerManagerOptions(identity="victim", args=FAST_ELECTION),
+        controllers={"nscounter": NamespaceCounter},
+    )
+    await manager.start()
+    try:
+        await eventually(lambda: _true(manager.health() == {"nscounter": True}))
+        running = NamespaceCounter.instances[0]
+        lease = await client.get(LEASES, LEASE_NAME, namespace=LEASE_NAMESPACE)
+        lease["spec"]["holderIdentity"] = "intruder"
+        lease["spec"]["leaseDurationSeconds"] = 3600
+        await client.update(LEASES, lease, namespace=LEASE_NAMESPACE)
+        await eventually(lambda: _true(not manager.is_leader and running.cancelled))
+        assert manager.health() == {}
+        assert manager.terms == 1  # it competes again but cannot win against a live holder
+    finally:
+        await manager.stop()
+    lease = await client.get(LEASES, LEASE_NAME, namespace=LEASE_NAMESPACE)
+    assert lease["spec"]["holderIdentity"] == "intruder"  # stop() never releases a lease it lost
