@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sampan.client.api import CONFIGMAPS, SECRETS
+from sampan.client.api import CONFIGMAPS, PODS, SECRETS
 from sampan.kubelet.runtime import pb
 from tests.support.cluster import BUSYBOX, NodeHarness, wait_for
 
@@ -281,3 +281,62 @@ async def test_pod_cgroup_has_the_pod_limits(node: NodeHarness, ns: str) -> None
         pb.PodSandboxFilter(label_selector={"io.kubernetes.pod.uid": uid})
     )
     assert len(sandboxes) == 1
+
+
+async def test_lifecycle_hooks_sidecar_and_cleanup_after_delete(node: NodeHarness, ns: str) -> None:
+    assert node.client is not None and node.kubelet is not None
+    out_dir = node.root / f"hooks-{ns}"
+    out_dir.mkdir()
+    volume_mount = [{"name": "out", "mountPath": "/out"}]
+    pod = {
+        "metadata": {"name": "hooks"},
+        "spec": {
+            "terminationGracePeriodSeconds": 5,
+            "initContainers": [
+                {
+                    "name": "sidecar",
+                    "image": BUSYBOX,
+                    "restartPolicy": "Always",
+                    "command": ["sleep", "3600"],
+                }
+            ],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": BUSYBOX,
+                    "command": ["sleep", "3600"],
+                    "volumeMounts": volume_mount,
+                    "lifecycle": {
+                        "postStart": {"exec": {"command": ["sh", "-c", "echo post > /out/post"]}},
+                        "preStop": {"exec": {"command": ["sh", "-c", "echo pre > /out/pre"]}},
+                    },
+                }
+            ],
+            "volumes": [{"name": "out", "hostPath": {"path": str(out_dir)}}],
+        },
+    }
+    created = await node.create_pod(ns, pod)
+    running = await _pod_where(
+        node,
+        ns,
+        "hooks",
+        lambda p: any(
+            c.get("type") == "Ready" and c["status"] == "True"
+            for c in p["status"].get("conditions") or []
+        ),
+        "Ready",
+    )
+    [sidecar] = running["status"]["initContainerStatuses"]
+    assert "running" in sidecar["state"]
+    assert (out_dir / "post").read_text() == "post\n"
+    uid = created["metadata"]["uid"]
+    assert uid in node.kubelet.cgroups.pod_uids()
+    await node.client.delete(PODS, "hooks", namespace=ns)
+
+    async def gone() -> bool:
+        return await node.get_pod(ns, "hooks") is None
+
+    await wait_for(gone, what="pod deleted")
+    assert (out_dir / "pre").read_text() == "pre\n"
+    assert uid not in node.kubelet.cgroups.pod_uids()
+    assert not node.kubelet.volumes.pod_dir(uid).exists()
