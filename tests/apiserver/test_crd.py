@@ -153,6 +153,10 @@ async def test_crontab_acceptance(harness):
     resources = await ok(harness, "api-resources", f"--api-group={GROUP}", "--no-headers")
     assert resources.split() == ["crontabs", "ct", f"{GROUP}/v1", "true", "CronTab"]
 
+    # kubectl explain finds the CRD's schema in the OpenAPI documents.
+    explained = await ok(harness, "explain", "crontab.spec.replicas")
+    assert "KIND:       CronTab" in explained and "FIELD: replicas <integer>" in explained
+
     # An unknown field: kubectl's default --validate=strict makes it an error...
     unknown = crontab("my-cron", someRandomField=42)
     code, _, err = await kubectl(harness, "apply", "-f", "-", stdin=dump(unknown))
