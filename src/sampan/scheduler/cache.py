@@ -165,6 +165,14 @@ class SchedulerCache:
     def node_of(self, uid: str) -> str | None:
         return self.pod_nodes.get(uid)
 
+    def pod_info(self, uid: str) -> PodInfo | None:
+        """The counted (bound or assumed) pod with this uid."""
+        node_name = self.pod_nodes.get(uid)
+        if node_name is None:
+            return None
+        info = self.nodes.get(node_name) or self._placeholders.get(node_name)
+        return info.pods.get(uid) if info is not None else None
+
     # -- nominated pods (preemption) ---------------------------------------------------------
 
     def set_nominated(self, pi: PodInfo, node_name: str | None) -> None:

@@ -475,6 +475,17 @@ class PodInfo:
         clone.node_name = node_name
         return clone
 
+    def with_pod(self, pod: dict[str, Any]) -> PodInfo:
+        """A copy carrying a newer version of the same pod whose spec did not change except
+        ``nodeName`` (the bound pod confirming an assumed one): no re-parsing."""
+        clone = self.with_node((pod.get("spec") or {}).get("nodeName") or "")
+        clone.pod = pod
+        meta = pod.get("metadata") or {}
+        clone.labels = meta.get("labels") or {}
+        clone.annotations = meta.get("annotations") or {}
+        clone.terminating = bool(meta.get("deletionTimestamp"))
+        return clone
+
     def __repr__(self) -> str:
         return f"PodInfo({self.key})"
 

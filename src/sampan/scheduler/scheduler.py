@@ -433,8 +433,13 @@ class Scheduler:
             return
         new_node = (new.get("spec") or {}).get("nodeName")
         if new_node:
-            pi = self._pod_info(new)
             was_assigned = bool((old.get("spec") or {}).get("nodeName"))
+            uid = (new.get("metadata") or {}).get("uid") or ""
+            assumed = self.cache.pod_info(uid) if self.cache.is_assumed(uid) else None
+            if assumed is not None and assumed.node_name == new_node and not was_assigned:
+                pi = assumed.with_pod(new)  # our own binding confirmed: nothing to re-parse
+            else:
+                pi = self._pod_info(new)
             self.queue.delete(pi.uid)
             self.cache.set_nominated(pi, None)
             self.cache.update_pod(pi)
@@ -693,7 +698,7 @@ class Scheduler:
         else:
             self.queue.add_unschedulable(q, cycle, plugins)
         if nominated is not None:
-            self._nominate(q.pod, nominated)
+            self.cache.set_nominated(q.pod, nominated or None)
         self._report_failure(q.pod, message, error=error, nominated=nominated)
 
     def _report_failure(
