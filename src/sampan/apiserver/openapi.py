@@ -102,9 +102,10 @@ class OpenAPI:
                 key = (gvk.get("group", ""), gvk.get("version", ""), gvk.get("kind", ""))
                 self._gvk.setdefault(key, name)
         self._crd_gvk: dict[tuple[str, str, str], str] = {}
+        self._crd_revision: dict[str, int] = {}  # definition name -> revision of its schema
         self._generation = 0
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str], tuple[Any, dict[str, Any], str]] = {}
+        self._cache: dict[tuple[str, str], tuple[Any, dict[str, Any], str, bytes]] = {}
         self._v2_cache: tuple[Any, bytes] | None = None
 
     # --- schemas --------------------------------------------------------------------------
@@ -171,11 +172,12 @@ class OpenAPI:
             ],
         }
         with self._lock:
+            self._generation += 1
             self._crds[name] = body
             self._crds[list_name] = list_body
             self._crd_gvk[(group, version, kind)] = name
             self._crd_gvk[(group, version, kind + "List")] = list_name
-            self._generation += 1
+            self._crd_revision[name] = self._generation
 
     def remove_crd(self, group: str, version: str, kind: str) -> None:
         name = crd_definition_name(group, version, kind)
@@ -184,6 +186,7 @@ class OpenAPI:
             self._crds.pop(name + "List", None)
             self._crd_gvk.pop((group, version, kind), None)
             self._crd_gvk.pop((group, version, kind + "List"), None)
+            self._crd_revision.pop(name, None)
             self._generation += 1
 
     def _closure(self, roots: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -205,27 +208,40 @@ class OpenAPI:
     # --- documents ------------------------------------------------------------------------
 
     def _cache_key(self, infos: list[Any]) -> Any:
-        return (
-            self._generation,
-            tuple((i.plural, i.kind, i.namespaced, tuple(i.verbs)) for i in infos),
+        # Built-in documents never reference CRD schemas: only a custom kind's own schema
+        # revision invalidates a document, so a CRD change rebuilds its group-version alone.
+        return tuple(
+            (
+                i.plural,
+                i.kind,
+                i.namespaced,
+                tuple(i.verbs),
+                self._crd_revision.get(crd_definition_name(i.group, i.version, i.kind), 0),
+            )
+            for i in infos
         )
 
     def group_version_document(self, group: str, version: str) -> dict[str, Any] | None:
-        document, _ = self._document_and_hash(group, version)
-        return document
+        cached = self._cached_document(group, version)
+        return cached[1] if cached is not None else None
 
-    def _document_and_hash(self, group: str, version: str) -> tuple[dict[str, Any] | None, str]:
+    def _cached_document(
+        self, group: str, version: str
+    ) -> tuple[Any, dict[str, Any], str, bytes] | None:
+        """(cache key, document, hash, JSON bytes), rebuilt only when the key changes."""
         infos = sorted(self._registry.resources_for(group, version), key=lambda i: i.plural)
         if not infos:
-            return None, ""
+            return None
         key = self._cache_key(infos)
         cached = self._cache.get((group, version))
         if cached is not None and cached[0] == key:
-            return cached[1], cached[2]
+            return cached
         document = self._build_document(group, version, infos)
-        digest = hashlib.sha512(dump_json(document)).hexdigest().upper()
-        self._cache[(group, version)] = (key, document, digest)
-        return document, digest
+        body = dump_json(document)
+        digest = hashlib.sha512(body).hexdigest().upper()
+        cached = (key, document, digest, body)
+        self._cache[(group, version)] = cached
+        return cached
 
     def _build_document(self, group: str, version: str, infos: list[Any]) -> dict[str, Any]:
         parameters = [
@@ -290,23 +306,25 @@ class OpenAPI:
             if group.name:
                 versions.extend((group.name, v) for v in group.versions)
         for group_name, version in versions:
-            document, digest = self._document_and_hash(group_name, version)
-            if document is None:
+            cached = self._cached_document(group_name, version)
+            if cached is None:
                 continue
             gv_path = _gv_path(group_name, version)
-            paths[gv_path] = {"serverRelativeURL": f"/openapi/v3/{gv_path}?hash={digest}"}
+            paths[gv_path] = {"serverRelativeURL": f"/openapi/v3/{gv_path}?hash={cached[2]}"}
         return {"paths": paths}
 
-    def v3_document_for_path(self, path: str) -> dict[str, Any] | None:
-        """``/openapi/v3`` -> the index; ``/openapi/v3/apis/<g>/<v>`` -> that document."""
+    def v3_bytes_for_path(self, path: str) -> bytes | None:
+        """``/openapi/v3`` -> the index; ``/openapi/v3/apis/<g>/<v>`` -> that document
+        (JSON, cached); None when there is no such group-version."""
         parts = path.strip("/").split("/")[2:]
         if not parts:
-            return self.v3_index()
+            return dump_json(self.v3_index())
+        cached = None
         if len(parts) == 2 and parts[0] == "api":
-            return self.group_version_document("", parts[1])
-        if len(parts) == 3 and parts[0] == "apis":
-            return self.group_version_document(parts[1], parts[2])
-        return None
+            cached = self._cached_document("", parts[1])
+        elif len(parts) == 3 and parts[0] == "apis":
+            cached = self._cached_document(parts[1], parts[2])
+        return cached[3] if cached is not None else None
 
     def v2_bytes(self) -> bytes:
         """The swagger 2.0 document: every served kind's definitions, JSON-encoded."""

@@ -450,9 +450,9 @@ class APIServer:
             return json_response(document)
         raise not_found()
 
-    def _openapi_document(self, path: str) -> dict[str, Any]:
+    def _openapi_document(self, path: str) -> bytes:
         assert self._rt.openapi is not None
-        document = self._rt.openapi.v3_document_for_path(path)
+        document = self._rt.openapi.v3_bytes_for_path(path)
         if document is None:
             raise not_found()
         return document
