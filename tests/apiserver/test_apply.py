@@ -251,3 +251,100 @@ async def test_http_create_and_update_record_managers(harness):
     # A stale resourceVersion is still a conflict through the tracking update path.
     status, stale = await harness.request("PUT", f"{CM_PATH}/c", created)
     assert status == 409, stale
+
+
+def test_crd_list_types_drive_apply_merging():
+    registry = builtin_registry()
+    openapi = OpenAPI(registry, load_definitions())
+    schema = {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "tags": {
+                        "type": "array",
+                        "x-kubernetes-list-type": "set",
+                        "items": {"type": "string"},
+                    },
+                    "hosts": {
+                        "type": "array",
+                        "x-kubernetes-list-type": "map",
+                        "x-kubernetes-list-map-keys": ["name"],
+                        "items": {
+                            "type": "object",
+                            "properties": {"name": {"type": "string"}, "ip": {"type": "string"}},
+                        },
+                    },
+                    "args": {"type": "array", "items": {"type": "string"}},
+                },
+            }
+        },
+    }
+    openapi.add_crd("stable.example.com", "v1", "CronTab", schema)
+    view = openapi.schema_for("stable.example.com", "v1", "CronTab")
+
+    def crontab(spec: dict) -> dict:
+        return {
+            "apiVersion": "stable.example.com/v1",
+            "kind": "CronTab",
+            "metadata": {"name": "ct"},
+            "spec": spec,
+        }
+
+    first = crontab({"tags": ["a"], "hosts": [{"name": "h1", "ip": "1"}], "args": ["x"]})
+    obj = server_side_apply(
+        None, first, manager="one", api_version="stable.example.com/v1", schema=view
+    )
+    second = crontab({"tags": ["b"], "hosts": [{"name": "h2", "ip": "2"}]})
+    obj = server_side_apply(
+        obj, second, manager="two", api_version="stable.example.com/v1", schema=view
+    )
+    assert obj["spec"]["tags"] == ["a", "b"]
+    assert [h["name"] for h in obj["spec"]["hosts"]] == ["h1", "h2"]
+    with pytest.raises(ApplyConflict):
+        # args has no list type: atomic, owned by "one" as a whole.
+        server_side_apply(
+            obj,
+            crontab({"args": ["y"]}),
+            manager="two",
+            api_version="stable.example.com/v1",
+            schema=view,
+        )
+
+
+async def test_http_scale_then_apply_conflicts_with_the_scale_manager(harness):
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "d"}},
+            "template": {
+                "metadata": {"labels": {"app": "d"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            },
+        },
+    }
+    params = {"fieldManager": "deployer"}
+    status, created = await harness.request(
+        "PATCH", f"{DEPLOY_PATH}/d", deployment, content_type=APPLY, params=params
+    )
+    assert status == 201, created
+    status, scaled = await harness.request(
+        "PATCH",
+        f"{DEPLOY_PATH}/d/scale",
+        {"spec": {"replicas": 3}},
+        content_type="application/merge-patch+json",
+        params={"fieldManager": "scaler"},
+    )
+    assert status == 200, scaled
+    status, conflict = await harness.request(
+        "PATCH", f"{DEPLOY_PATH}/d", deployment, content_type=APPLY, params=params
+    )
+    assert status == 409, conflict
+    assert conflict["message"] == (
+        'Apply failed with 1 conflict: conflict with "scaler" with subresource "scale" '
+        "using apps/v1: .spec.replicas"
+    )
