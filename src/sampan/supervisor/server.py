@@ -184,6 +184,19 @@ def _controller_manager(config: Config) -> Callable[[Any], Any]:
     return lambda client_config: ControllerManager(client_config, options)
 
 
+def _scheduler(config: Config) -> Callable[[Any], Any]:
+    """Validate ``kube-scheduler-arg`` (and the configuration file it names) now."""
+    from sampan.scheduler import Scheduler, SchedulerConfigError, SchedulerOptions
+    from sampan.scheduler.config import resolve_options
+
+    options = SchedulerOptions(args=config.component_args("kube-scheduler-arg"))
+    try:
+        resolve_options(options)
+    except SchedulerConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return lambda client_config: Scheduler(client_config, options)
+
+
 def server_components(config: Config) -> list[Component]:
     for sub in SERVER_DIRS:
         os.makedirs(config.data_dir / "server" / sub, mode=0o700, exist_ok=True)
@@ -199,6 +212,16 @@ def server_components(config: Config) -> list[Component]:
                 cred,
                 common_name="system:sampan-controller",
                 build=_controller_manager(config),
+            )
+        )
+    if not config.disable_scheduler:
+        components.append(
+            ClientComponent(
+                "scheduler",
+                api,
+                cred,
+                common_name="system:kube-scheduler",
+                build=_scheduler(config),
             )
         )
     return components
