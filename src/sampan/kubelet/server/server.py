@@ -44,7 +44,7 @@ from aiohttp import web
 from cryptography import x509
 
 from sampan.kubelet.runtime import cri, pb
-from sampan.kubelet.server import logs, upgrade
+from sampan.kubelet.server import bridge, logs, upgrade
 from sampan.kubelet.server.lookup import CRIPodLookup, NotFoundError, PodLookup
 
 __all__ = [
@@ -108,6 +108,10 @@ def _caller(request: web.Request) -> _Caller | None:
     if not names:
         return None
     return _Caller(user=str(names[0]), groups=tuple(str(g) for g in groups))
+
+
+def _is_websocket(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
 
 
 def _flag(request: web.Request, *names: str) -> bool:
@@ -308,6 +312,11 @@ class KubeletServer:
             return _text(404, str(exc))
         except cri.CRIError as exc:
             return _text(500, f"container runtime: {exc}")
+        if _is_websocket(request) and bridge.REMOTECOMMAND_V5 in bridge.offered_protocols(request):
+            streams = bridge.RemoteCommandStreams(
+                stdin=stdin, stdout=stdout, stderr=stderr, tty=tty
+            )
+            return await self._bridge(request, url, streams)
         return await self._proxy(request, url)
 
     async def _port_forward(self, request: web.Request) -> web.StreamResponse:
@@ -327,7 +336,30 @@ class KubeletServer:
             return _text(404, str(exc))
         except cri.CRIError as exc:
             return _text(500, f"container runtime: {exc}")
+        if _is_websocket(request) and bridge.PORTFORWARD_TUNNEL_PROTOCOL in (
+            bridge.offered_protocols(request)
+        ):
+            return await self._bridge(request, url, None)
         return await self._proxy(request, url)
+
+    async def _bridge(
+        self, request: web.Request, url: str, streams: bridge.RemoteCommandStreams | None
+    ) -> web.StreamResponse:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or parts.hostname is None:
+            return _text(500, f"the runtime returned an unusable stream URL {url!r}")
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        port = parts.port or 80
+        try:
+            if streams is None:
+                return await bridge.bridge_tunnel(
+                    request, host=parts.hostname, port=port, target=target
+                )
+            return await bridge.bridge_remotecommand(
+                request, host=parts.hostname, port=port, target=target, streams=streams
+            )
+        except upgrade.UpstreamError as exc:
+            return _text(502, str(exc))
 
     async def _proxy(self, request: web.Request, url: str) -> web.StreamResponse:
         parts = urlsplit(url)
