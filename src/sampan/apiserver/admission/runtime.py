@@ -37,6 +37,7 @@ from sampan.apiserver.admission.pods import (
     ServiceAccountAdmission,
 )
 from sampan.apiserver.admission.podsecurity import PodSecurity
+from sampan.apiserver.admission.quota import LimitRanger, QuotaRecalculator, ResourceQuota
 from sampan.apiserver.admission.services import (
     DEFAULT_REPAIR_INTERVAL_S,
     ServiceAllocation,
@@ -90,13 +91,16 @@ class Admission:
         async def get_namespace(name: str) -> dict[str, Any] | None:
             return await self.get("", "namespaces", "", name)
 
+        self.quota_recalculator = QuotaRecalculator(self._store("", "resourcequotas"), self.cached)
         plugins: list[AdmissionPlugin] = [
             NamespaceLifecycle(get_namespace),
+            LimitRanger(self.cached),
             ServiceAccountAdmission(self.get),
             PriorityAdmission(self.get, self.cached),
             DefaultTolerationSeconds(),
             PodSecurity(get_namespace, lambda namespace: self.cached("", "pods", namespace)),
             ServiceAllocation(self.ips, self.node_ports, get_service),
+            ResourceQuota(self._store("", "resourcequotas"), self.cached, self.quota_recalculator),
             *extra_plugins,
         ]
         self.chain = AdmissionChain(plugins)
@@ -142,9 +146,12 @@ class Admission:
         await self._ensure_default_service_accounts()
         await self.repair.run_once()
         self.repair.start()
+        self.quota_recalculator.start()
+        await self.quota_recalculator.poke()
 
     async def stop(self) -> None:
         await self.repair.stop()
+        await self.quota_recalculator.stop()
 
     async def _ensure_default_service_accounts(self) -> None:
         """The ``default`` ServiceAccount of the system namespaces, so pods there are admitted

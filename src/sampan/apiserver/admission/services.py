@@ -20,7 +20,6 @@ claims nothing; the owner of every claim is ``<namespace>/<name>``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import ipaddress
 import logging
@@ -464,8 +463,7 @@ class ServiceAllocationRepair:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task})
 
     async def _loop(self) -> None:
         while True:
