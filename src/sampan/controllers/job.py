@@ -324,9 +324,12 @@ class JobController(QueueController):
                     status["startTime"] = format_time(now)
                 status.setdefault("startTime", format_time(now))
 
-            failure = self._failure_reason(job, status, pods, failed, now)
+            # Decide the outcome only once every finished pod is counted (as upstream), so
+            # the final counts in the status are complete when Complete/Failed appears.
+            settling = bool(status.get("uncountedTerminatedPods"))
+            failure = None if settling else self._failure_reason(job, status, pods, failed, now)
             complete = False
-            if failure is None:
+            if failure is None and not settling:
                 if indexed:
                     done = parse_indexes(status.get("completedIndexes"))
                     complete = completions is not None and len(done) >= int(completions)
