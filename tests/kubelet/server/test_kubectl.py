@@ -25,8 +25,15 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 KUBECTL_TIMEOUT_S = 60.0
 
 
+SPDY_ONLY = {
+    "KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false",
+    "KUBECTL_PORT_FORWARD_WEBSOCKETS": "false",
+}
+"""kubectl's switches back to the SPDY-only behaviour of older releases."""
+
+
 def kubectl(
-    env: NodeEnv, *args: str, input: bytes | None = None
+    env: NodeEnv, *args: str, input: bytes | None = None, spdy_only: bool = False
 ) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         ["kubectl", "--kubeconfig", str(env.kubeconfig), *args],
@@ -34,12 +41,13 @@ def kubectl(
         capture_output=True,
         timeout=KUBECTL_TIMEOUT_S,
         check=False,
+        env={**os.environ, **SPDY_ONLY} if spdy_only else None,
     )
 
 
-def kubectl_popen(env: NodeEnv, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
+def kubectl_popen(node: NodeEnv, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        ["kubectl", "--kubeconfig", str(env.kubeconfig), *args],
+        ["kubectl", "--kubeconfig", str(node.kubeconfig), *args],
         **kwargs,  # type: ignore[call-overload]
     )
 
@@ -60,9 +68,9 @@ def read_until(stream: object, needle: bytes, deadline_s: float = KUBECTL_TIMEOU
 
 
 async def run(
-    env: NodeEnv, *args: str, input: bytes | None = None
+    env: NodeEnv, *args: str, input: bytes | None = None, spdy_only: bool = False
 ) -> subprocess.CompletedProcess[bytes]:
-    return await asyncio.to_thread(kubectl, env, *args, input=input)
+    return await asyncio.to_thread(kubectl, env, *args, input=input, spdy_only=spdy_only)
 
 
 async def wait_for_output(env: NodeEnv, pod: str, text: bytes) -> None:
@@ -117,12 +125,27 @@ async def test_exec_output_and_exit_code(node_env: NodeEnv, busy_name: str) -> N
     assert b"oops" in failing.stderr
 
 
-async def test_exec_with_stdin(node_env: NodeEnv, busy_name: str) -> None:
+@pytest.mark.parametrize("spdy_only", [False, True], ids=["websocket-v5", "spdy"])
+async def test_exec_with_stdin(node_env: NodeEnv, busy_name: str, spdy_only: bool) -> None:
     await _busy(node_env, busy_name)
-    data = b"line one\nline two\n" * 1000
-    result = await run(node_env, "exec", "-i", busy_name, "--", "wc", "-c", input=data)
-    assert result.returncode == 0, result.stderr
+    data = b"line one\nline two\n" * 20000  # 360 kB: several frames and flow-control rounds
+    result = await run(
+        node_env,
+        "exec",
+        "-v=6",
+        "-i",
+        busy_name,
+        "--",
+        "sh",
+        "-c",
+        "wc -c; exit 4",
+        input=data,
+        spdy_only=spdy_only,
+    )
+    assert result.returncode == 4, result.stderr
     assert int(result.stdout.strip()) == len(data)
+    # WebSocket v5 is served without kubectl falling back to SPDY.
+    assert (b"fallback" in result.stderr) is False, result.stderr
 
 
 def _exec_tty(env: NodeEnv, pod: str) -> bytes:
@@ -215,7 +238,8 @@ async def test_attach_streams_output(node_env: NodeEnv) -> None:
         proc.wait()
 
 
-async def test_port_forward_to_httpd(node_env: NodeEnv) -> None:
+@pytest.mark.parametrize("spdy_only", [False, True], ids=["websocket-tunnel", "spdy"])
+async def test_port_forward_to_httpd(node_env: NodeEnv, spdy_only: bool) -> None:
     name = unique("w")
     await node_env.run_pod(
         name,
@@ -230,10 +254,12 @@ async def test_port_forward_to_httpd(node_env: NodeEnv) -> None:
     proc = kubectl_popen(
         node_env,
         "port-forward",
+        "-v=6",
         f"pod/{name}",
         ":8080",
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, **SPDY_ONLY} if spdy_only else None,
     )
     try:
         banner = await asyncio.to_thread(read_until, proc.stdout, b"-> 8080")
@@ -256,4 +282,5 @@ async def test_port_forward_to_httpd(node_env: NodeEnv) -> None:
         assert await asyncio.to_thread(get) == b"hello-pf\n"  # a second connection
     finally:
         proc.terminate()
-        proc.wait()
+        _, err = proc.communicate()
+    assert b"fallback" not in err, err

@@ -1,0 +1,113 @@
+"""The kubelet API directly (authentication, /pods, /stats/summary) and through nodes/proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from sampan.pki import issue_client_certificate
+from tests.kubelet.server.conftest import NODE_NAME, NodeEnv, unique
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def _context(
+    env: NodeEnv, tmp_path: Path, user: str | None, groups: tuple[str, ...] = ()
+) -> ssl.SSLContext:
+    pki = env.api.server.pki
+    context = ssl.create_default_context(cadata=pki.ca_pem.decode())
+    if user is not None:
+        cert, key = issue_client_certificate(pki, user, groups)
+        (tmp_path / f"{user}.crt").write_bytes(cert)
+        (tmp_path / f"{user}.key").write_bytes(key)
+        context.load_cert_chain(tmp_path / f"{user}.crt", tmp_path / f"{user}.key")
+    return context
+
+
+async def _get(env: NodeEnv, context: ssl.SSLContext, path: str) -> tuple[int, bytes]:
+    url = f"https://127.0.0.1:{env.kubelet.port}{path}"
+    async with aiohttp.ClientSession() as session, session.get(url, ssl=context) as response:
+        return response.status, await response.read()
+
+
+async def test_authentication_and_authorization(node_env: NodeEnv, tmp_path: Path) -> None:
+    anonymous = await asyncio.to_thread(_context, node_env, tmp_path, None)
+    assert await _get(node_env, anonymous, "/healthz") == (200, b"ok")
+    status, _ = await _get(node_env, anonymous, "/pods")
+    assert status == 401
+    stranger = await asyncio.to_thread(_context, node_env, tmp_path, "alice", ("devs",))
+    status, body = await _get(node_env, stranger, "/containerLogs/default/x/y")
+    assert status == 403 and b"alice" in body
+    apiserver = await asyncio.to_thread(_context, node_env, tmp_path, "system:kube-apiserver")
+    status, _ = await _get(node_env, apiserver, "/pods")
+    assert status == 200
+    master = await asyncio.to_thread(_context, node_env, tmp_path, "bob", ("system:masters",))
+    status, body = await _get(node_env, master, "/containerLogs/default/no-such-pod/c")
+    assert status == 404 and b"no-such-pod" in body
+
+
+async def test_pods_and_stats_summary(node_env: NodeEnv, tmp_path: Path) -> None:
+    name = unique("s")
+    pod = await node_env.run_pod(name, {"s": ["sleep", "3600"]})
+    context = await asyncio.to_thread(_context, node_env, tmp_path, "system:kube-apiserver")
+    status, body = await _get(node_env, context, "/pods")
+    assert status == 200
+    assert name in [p["metadata"]["name"] for p in json.loads(body)["items"]]
+    status, body = await _get(node_env, context, "/stats/summary")
+    assert status == 200
+    summary = json.loads(body)
+    assert summary["node"]["nodeName"] == NODE_NAME
+    assert summary["node"]["memory"]["workingSetBytes"] > 0
+    entry = next(p for p in summary["pods"] if p["podRef"]["name"] == name)
+    assert entry["podRef"]["uid"] == pod.uid
+    assert [c["name"] for c in entry["containers"]] == ["s"]
+    assert entry["containers"][0]["memory"]["workingSetBytes"] > 0
+
+
+def _raw(env: NodeEnv, path: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["kubectl", "--kubeconfig", str(env.kubeconfig), "get", "--raw", path],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_node_proxy_reaches_the_kubelet(node_env: NodeEnv) -> None:
+    healthz = await asyncio.to_thread(_raw, node_env, f"/api/v1/nodes/{NODE_NAME}/proxy/healthz")
+    assert healthz.returncode == 0 and healthz.stdout == b"ok", healthz.stderr
+    stats = await asyncio.to_thread(
+        _raw, node_env, f"/api/v1/nodes/{NODE_NAME}/proxy/stats/summary"
+    )
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["node"]["nodeName"] == NODE_NAME
+
+
+async def test_pod_without_a_node_is_a_bad_request(node_env: NodeEnv) -> None:
+    from sampan.client.api import PODS
+
+    name = unique("pending")
+    await node_env.client.create(
+        PODS,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        },
+    )
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["kubectl", "--kubeconfig", str(node_env.kubeconfig), "logs", name],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert b"does not have a host assigned" in result.stderr
