@@ -151,3 +151,33 @@ data:
     only_owner = manifest.replace(b"  other: kept\n", b"").replace(b"first", b"second")
     await ok(harness, "apply", "--server-side", "-f", "-", stdin=only_owner)
     assert (await get_json(harness, "cm", "shared"))["data"] == {"owner": "second"}
+
+
+async def test_client_side_to_server_side_apply_upgrade(harness):
+    await ok(harness, "apply", "-f", "-", stdin=deployment(2, "nginx:1.25", (80,)))
+    # Same manifest owner (kubectl) switching to server-side apply with a change: no conflict
+    # with its own client-side apply, as on a real cluster.
+    out = await ok(
+        harness, "apply", "--server-side", "-f", "-", stdin=deployment(3, "nginx:1.26", (80,))
+    )
+    assert "serverside-applied" in out
+    obj = await get_json(harness, "deploy", "web")
+    assert obj["spec"]["replicas"] == 3
+    # The last-applied annotation follows, so client-side apply still computes correctly.
+    last_applied = json.loads(
+        obj["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+    )
+    assert last_applied["spec"]["replicas"] == 3
+    await ok(harness, "apply", "-f", "-", stdin=deployment(4, "nginx:1.26", (80,)))
+    assert (await get_json(harness, "deploy", "web"))["spec"]["replicas"] == 4
+    # Another manager still conflicts.
+    code, _, err = await kubectl(
+        harness,
+        "apply",
+        "--server-side",
+        "--field-manager=intruder",
+        "-f",
+        "-",
+        stdin=deployment(5, "nginx:1.26", (80,)),
+    )
+    assert code != 0 and "conflict" in err

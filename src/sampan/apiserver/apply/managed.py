@@ -48,6 +48,7 @@ __all__ = [
     "UPDATE",
     "ApplyConflict",
     "ManagedEntry",
+    "field_set",
     "read_entries",
     "server_side_apply",
     "track_update",
@@ -75,7 +76,10 @@ _STRIPPED_META = frozenset(
 
 
 class ApplyConflict(Conflict):
-    """409 for server-side apply: each cause names a field and the manager owning it."""
+    """409 for server-side apply: each cause names a field and the manager owning it;
+    ``paths`` holds the conflicting field paths."""
+
+    paths: frozenset[Path] = frozenset()
 
 
 @dataclass
@@ -171,6 +175,13 @@ def _tracked(
                 continue
         out[path] = value
     return out
+
+
+def field_set(
+    obj: dict[str, Any], schema: SchemaView | None, *, subresource: str = "", has_status: bool
+) -> set[Path]:
+    """The tracked field paths of an object (e.g. a last-applied configuration)."""
+    return set(_tracked(obj, schema, subresource=subresource, has_status=has_status))
 
 
 def _client_reset(old: dict[str, Any] | None, new: dict[str, Any]) -> list[ManagedEntry] | None:
@@ -353,7 +364,9 @@ def _conflict_error(conflicts: list[tuple[ManagedEntry, Path]]) -> ApplyConflict
             lines.append(f"conflicts with {label}:")
             lines.extend(f"- {p}" for p in by_manager[label])
         message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
-    return ApplyConflict(message, causes=causes)
+    error = ApplyConflict(message, causes=causes)
+    error.paths = frozenset(path for _, path in conflicts)
+    return error
 
 
 def server_side_apply(

@@ -12,11 +12,17 @@ Manager names: the ``fieldManager`` query parameter, else the User-Agent up to i
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sampan.api.defaults import apply_defaults
-from sampan.apiserver.apply.managed import server_side_apply, track_update
+from sampan.apiserver.apply.managed import (
+    ApplyConflict,
+    field_set,
+    server_side_apply,
+    track_update,
+)
 from sampan.apiserver.errors import BadRequest, Invalid
 
 if TYPE_CHECKING:
@@ -29,6 +35,39 @@ if TYPE_CHECKING:
 __all__ = ["FieldManager"]
 
 MAX_MANAGER_LENGTH = 128
+KUBECTL_MANAGER = "kubectl"
+"""kubectl apply --server-side's default manager: the one the last-applied upgrade serves."""
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _annotations(obj: dict[str, Any] | None) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        return {}
+    annotations = (obj.get("metadata") or {}).get("annotations")
+    return annotations if isinstance(annotations, dict) else {}
+
+
+def _last_applied(live: dict[str, Any] | None) -> dict[str, Any] | None:
+    text = _annotations(live).get(LAST_APPLIED)
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and value.get("kind") else None
+
+
+def _sync_last_applied(result: dict[str, Any], applied: dict[str, Any]) -> None:
+    """Keep an existing last-applied annotation equal to what kubectl applied server-side,
+    so a later client-side apply computes its three-way patch from the right base."""
+    annotations = _annotations(result)
+    if LAST_APPLIED not in annotations:
+        return
+    config = copy.deepcopy(applied)
+    config_annotations = _annotations(config)
+    config_annotations.pop(LAST_APPLIED, None)
+    annotations[LAST_APPLIED] = json.dumps(config, separators=(",", ":")) + "\n"
 
 
 def _defaulted(info: ResourceInfo) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -119,14 +158,39 @@ class FieldManager:
                 f"the API version and kind in the data ({api_version}, {kind}) do not match "
                 f"the expected ones ({info.api_version}, {info.kind})"
             )
-        return server_side_apply(
-            live,
-            applied,
-            manager=self.manager(request, apply=True),
-            api_version=info.api_version,
-            schema=self.schema(info),
-            force=self.check_force(request, apply=True),
-            subresource=subresource,
-            has_status=info.subresource("status") is not None,
-            normalize=_defaulted(info),
-        )
+        manager = self.manager(request, apply=True)
+        force = self.check_force(request, apply=True)
+
+        def run(base: dict[str, Any] | None, config: dict[str, Any], forced: bool) -> Any:
+            return server_side_apply(
+                base,
+                config,
+                manager=manager,
+                api_version=info.api_version,
+                schema=self.schema(info),
+                force=forced,
+                subresource=subresource,
+                has_status=info.subresource("status") is not None,
+                normalize=_defaulted(info),
+            )
+
+        try:
+            result = run(live, applied, force)
+        except ApplyConflict as conflict:
+            # kubectl's client-side -> server-side apply upgrade, as upstream: conflicts that
+            # all lie within the last-applied-configuration's fields are taken over.
+            last_applied = _last_applied(live) if manager == KUBECTL_MANAGER else None
+            if last_applied is None:
+                raise
+            allowed = field_set(
+                last_applied,
+                self.schema(info),
+                subresource=subresource,
+                has_status=info.subresource("status") is not None,
+            )
+            if not conflict.paths <= allowed:
+                raise
+            result = run(live, applied, True)
+        if manager == KUBECTL_MANAGER:
+            _sync_last_applied(result, applied)
+        return result
