@@ -291,7 +291,7 @@ async def test_lifecycle_hooks_sidecar_and_cleanup_after_delete(node: NodeHarnes
     pod = {
         "metadata": {"name": "hooks"},
         "spec": {
-            "terminationGracePeriodSeconds": 5,
+            "terminationGracePeriodSeconds": 1,
             "initContainers": [
                 {
                     "name": "sidecar",

@@ -16,7 +16,7 @@ def _pod(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
     container.update(spec.pop("container", {}))
     return {
         "metadata": {"name": name},
-        "spec": {"containers": [container], "terminationGracePeriodSeconds": 5, **spec},
+        "spec": {"containers": [container], "terminationGracePeriodSeconds": 1, **spec},
     }
 
 
@@ -118,7 +118,7 @@ async def test_liveness_failure_restarts_and_readiness_failure_keeps_unready(
         ns,
         _pod(
             "live",
-            ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; sleep 3600"],
+            ["sh", "-c", "touch /tmp/alive; sleep 1; rm /tmp/alive; sleep 3600"],
             container={"livenessProbe": liveness},
         ),
     )
@@ -134,23 +134,10 @@ async def test_liveness_failure_restarts_and_readiness_failure_keeps_unready(
         "restart after liveness failure",
     )
     assert _main_status(pod)["lastState"]["terminated"]["exitCode"] in (137, 143)
-    pod = await _pod_where(
-        node,
-        ns,
-        "unready",
-        lambda p: "running" in (_main_status(p).get("state") or {}),
-        "unready pod running",
-    )
-    # Several probe periods later it is still running, never ready, never restarted.
-    await _pod_where(
-        node,
-        ns,
-        "live",
-        lambda p: _main_status(p).get("restartCount", 0) >= 2,
-        "second liveness restart",
-    )
+    # By now the readiness probe has failed every second for seconds: still never ready.
     pod = await node.get_pod(ns, "unready")
     assert pod is not None
+    assert "running" in _main_status(pod)["state"]
     assert _condition(pod, "Ready") == "False"
     assert _condition(pod, "ContainersReady") == "False"
     assert _main_status(pod)["ready"] is False
