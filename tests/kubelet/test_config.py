@@ -3,6 +3,7 @@ sources and images, init containers, termination messages, the service-account t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -340,3 +341,27 @@ async def test_lifecycle_hooks_sidecar_and_cleanup_after_delete(node: NodeHarnes
     assert (out_dir / "pre").read_text() == "pre\n"
     assert uid not in node.kubelet.cgroups.pod_uids()
     assert not node.kubelet.volumes.pod_dir(uid).exists()
+
+
+async def test_finished_pod_is_not_started_again(node: NodeHarness, ns: str) -> None:
+    assert node.kubelet is not None
+    pod = {
+        "metadata": {"name": "once"},
+        "spec": {
+            "restartPolicy": "OnFailure",
+            "containers": [{"name": "main", "image": BUSYBOX, "command": ["true"]}],
+        },
+    }
+    created = await node.create_pod(ns, pod)
+    await _pod_where(node, ns, "once", lambda p: p["status"].get("phase") == "Succeeded", "done")
+    uid = created["metadata"]["uid"]
+    worker = node.kubelet.workers[uid]
+    for _ in range(3):  # several syncs after the end
+        worker.wake()
+        await worker.first_sync_done.wait()
+        await asyncio.sleep(0.3)
+    sandboxes = await node.kubelet.runtime.list_pod_sandbox(
+        pb.PodSandboxFilter(label_selector={"io.kubernetes.pod.uid": uid})
+    )
+    assert len(sandboxes) == 1
+    assert sandboxes[0].state == pb.PodSandboxState.SANDBOX_NOTREADY

@@ -71,6 +71,7 @@ FALLBACK_LOG_BYTES = 2048
 RETRY_AFTER_ERROR_S = 2.0
 VOLUME_RETRY_S = 2.0
 HOOK_TIMEOUT_S = 30.0
+_TERMINAL = ("Succeeded", "Failed")
 _STATE_NAMES = {
     pb.ContainerState.CONTAINER_CREATED: "created",
     pb.ContainerState.CONTAINER_RUNNING: "running",
@@ -252,8 +253,9 @@ class PodWorker:
         """One pass; returns when to sync again (None: the periodic resync)."""
         spec = pod.get("spec") or {}
         status = pod.get("status") or {}
-        if status.get("phase") in ("Succeeded", "Failed") and self._reported_status is None:
-            # Finished before (maybe by a previous kubelet): make sure nothing runs.
+        reported_phase = (self._reported_status or {}).get("phase")
+        if status.get("phase") in _TERMINAL or reported_phase in _TERMINAL:
+            # Finished (maybe under a previous kubelet): nothing runs again, no new sandbox.
             await self._kill_all(pod, grace_period_s(pod), remove=False)
             return None
         host_network = bool(spec.get("hostNetwork"))
