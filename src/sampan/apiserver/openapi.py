@@ -103,6 +103,7 @@ class OpenAPI:
                 self._gvk.setdefault(key, name)
         self._crd_gvk: dict[tuple[str, str, str], str] = {}
         self._crd_revision: dict[str, int] = {}  # definition name -> revision of its schema
+        self._views: dict[str, SchemaView] = {}  # definition name -> its memoizing view
         self._generation = 0
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], tuple[Any, dict[str, Any], str, bytes]] = {}
@@ -126,10 +127,15 @@ class OpenAPI:
         name = self.definition_name(group, version, kind)
         if name is None:
             return None
+        view = self._views.get(name)
+        if view is not None:
+            return view
         schema = self.definition(name)
         if schema is None:
             return None
-        return SchemaView(schema, self.definition)
+        view = SchemaView(schema, self.definition)
+        self._views[name] = view
+        return view
 
     def add_crd(self, group: str, version: str, kind: str, schema: dict[str, Any] | None) -> None:
         """Register (or replace) a CRD version's ``openAPIV3Schema``; None = no schema
@@ -178,6 +184,7 @@ class OpenAPI:
             self._crd_gvk[(group, version, kind)] = name
             self._crd_gvk[(group, version, kind + "List")] = list_name
             self._crd_revision[name] = self._generation
+            self._views.clear()  # views of other kinds may have resolved the old schema
 
     def remove_crd(self, group: str, version: str, kind: str) -> None:
         name = crd_definition_name(group, version, kind)
@@ -187,6 +194,7 @@ class OpenAPI:
             self._crd_gvk.pop((group, version, kind), None)
             self._crd_gvk.pop((group, version, kind + "List"), None)
             self._crd_revision.pop(name, None)
+            self._views.clear()
             self._generation += 1
 
     def _closure(self, roots: Iterable[str]) -> dict[str, dict[str, Any]]:

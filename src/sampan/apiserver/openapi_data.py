@@ -151,13 +151,16 @@ class SchemaView:
     """A read-only cursor over a schema; ``resolve`` maps a definition name to its schema.
 
     Every accessor returns ``None`` when the schema says nothing (unknown field, untyped
-    node): callers then fall back to the untyped behaviour (atomic lists, replace)."""
+    node): callers then fall back to the untyped behaviour (atomic lists, replace). Child
+    views are memoized, so a view kept by its owner (``OpenAPI.schema_for``) makes repeated
+    walks of the same kind cheap."""
 
-    __slots__ = ("_node", "_resolve")
+    __slots__ = ("_children", "_node", "_resolve")
 
     def __init__(self, node: dict[str, Any], resolve: Any) -> None:
         self._resolve = resolve
         self._node = self._deref(node)
+        self._children: dict[str, SchemaView | None] = {}
 
     def _deref(self, node: dict[str, Any]) -> dict[str, Any]:
         merged: dict[str, Any] = {}
@@ -200,6 +203,15 @@ class SchemaView:
         return None
 
     def field(self, name: str) -> SchemaView | None:
+        try:
+            return self._children[name]
+        except KeyError:
+            pass
+        child = self._field(name)
+        self._children[name] = child
+        return child
+
+    def _field(self, name: str) -> SchemaView | None:
         props = self._node.get("properties")
         if isinstance(props, dict):
             child = props.get(name)
@@ -215,10 +227,15 @@ class SchemaView:
         return isinstance(props, dict) and name in props
 
     def items(self) -> SchemaView | None:
+        key = "\x00items"  # cannot collide with a field name
+        try:
+            return self._children[key]
+        except KeyError:
+            pass
         child = self._node.get("items")
-        if isinstance(child, dict):
-            return SchemaView(child, self._resolve)
-        return None
+        view = SchemaView(child, self._resolve) if isinstance(child, dict) else None
+        self._children[key] = view
+        return view
 
     @property
     def is_map(self) -> bool:

@@ -70,9 +70,7 @@ def _merge_map(
         if directive == "delete":
             return None
         if directive == "replace":
-            return _strip(
-                {k: v for k, v in patch.items() if k != PATCH_DIRECTIVE}, schema, top=True
-            )
+            return _strip({k: v for k, v in patch.items() if k != PATCH_DIRECTIVE}, schema)
         if directive != _MERGE:
             raise BadRequest(f"unknown patch type: {directive!r} in map: {patch!r}")
     result = original if isinstance(original, dict) else {}
@@ -180,7 +178,7 @@ def _merge_list(original: Any, patch: list[Any], schema: SchemaView | None) -> l
             raise BadRequest(f"unknown patch type: {directive!r} in list item {item!r}")
         if directive == "replace":
             replacement = _strip(
-                {k: v for k, v in item.items() if k != PATCH_DIRECTIVE}, item_schema, top=True
+                {k: v for k, v in item.items() if k != PATCH_DIRECTIVE}, item_schema
             )
             if index is None:
                 current.append(replacement)
@@ -218,7 +216,7 @@ def _apply_order(items: list[Any], order: list[Any], schema: SchemaView | None) 
     return [next(queue) if identity(item) in rank else item for item in items]
 
 
-def _strip(value: Any, schema: SchemaView | None, *, top: bool = False) -> Any:
+def _strip(value: Any, schema: SchemaView | None) -> Any:
     """A patch value used as-is (replace): directives removed, nulls in maps dropped."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}

@@ -149,7 +149,8 @@ def _write_entries(obj: dict[str, Any], entries: list[ManagedEntry]) -> None:
 
 
 Normalize = Callable[[dict[str, Any]], dict[str, Any]]
-"""Returns a defaulted copy of an object (the API server's defaulting for the kind)."""
+"""Returns a defaulted copy of an object (the API server's defaulting for the kind); it must
+not modify its argument."""
 
 
 def _same(obj: dict[str, Any]) -> dict[str, Any]:
@@ -206,19 +207,26 @@ def track_update(
     has_status: bool = False,
     normalize: Normalize = _same,
 ) -> dict[str, Any]:
-    """``new`` (a copy) with managedFields updated for a non-apply write by ``manager``.
+    """``new`` with managedFields updated for a non-apply write by ``manager`` (a shallow
+    copy with its own metadata: ``new`` itself is not modified).
 
     Ownership is computed on ``normalize(new)`` (defaults applied), as the stored object
     will read; the returned object is ``new`` itself plus managedFields."""
-    result = copy.deepcopy(new)
+    result = {**new, "metadata": dict(new.get("metadata") or {})}
     reset = _client_reset(old, new)
     entries = reset if reset is not None else read_entries(old)
+    if reset is None and old is not None and _without_managed(old) == _without_managed(new):
+        _write_entries(result, entries)  # an identical write: nobody's ownership changes
+        return result
     if reset is not None and not reset:
         # An emptied managedFields: ownership starts over with this write owning it all.
         old = None
     before = _tracked(old, schema, subresource=subresource, has_status=has_status)
     after = _tracked(
-        normalize(copy.deepcopy(result)), schema, subresource=subresource, has_status=has_status
+        normalize(_without_managed(result)),
+        schema,
+        subresource=subresource,
+        has_status=has_status,
     )
     changed = {p for p, v in after.items() if p not in before or before[p] != v}
     removed = before.keys() - after.keys()
