@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -331,3 +332,49 @@ async def test_progress_deadline_exceeded(client, controllers, kubelet) -> None:
     d = await eventually(timed_out)
     assert cond(d, "Progressing")["status"] == "False"
     assert cond(d, "Available")["status"] == "False"
+
+
+async def kubectl(api_server, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "kubectl",
+        f"--kubeconfig={api_server.kubeconfig}",
+        "-n",
+        NS,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+async def test_kubectl_rollout_status_history_and_undo(
+    api_server, client, controllers, kubelet
+) -> None:
+    created = await client.create(DEPLOYMENTS, deployment_body("kc", 2), namespace=NS)
+    code, out = await kubectl(api_server, "rollout", "status", "deployment/kc", "--timeout=30s")
+    assert code == 0, out
+    assert "successfully rolled out" in out
+    code, out = await kubectl(api_server, "set", "image", "deployment/kc", "c=busybox:2")
+    assert code == 0, out
+    code, out = await kubectl(api_server, "rollout", "status", "deployment/kc", "--timeout=30s")
+    assert code == 0, out
+    code, out = await kubectl(api_server, "rollout", "history", "deployment/kc")
+    assert code == 0, out
+    assert "1 " in out and "2 " in out
+    code, out = await kubectl(api_server, "rollout", "undo", "deployment/kc")
+    assert code == 0, out
+    code, out = await kubectl(api_server, "rollout", "status", "deployment/kc", "--timeout=30s")
+    assert code == 0, out
+    d = await wait_complete(client, "kc", 2)
+    assert d["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox:1"
+    sets = await rs_of(client, created["metadata"]["uid"])
+    assert sets[-1]["metadata"]["annotations"][ANNOTATION_REVISION] == "3"
+    assert sets[-1]["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox:1"
+    code, out = await kubectl(api_server, "rollout", "pause", "deployment/kc")
+    assert code == 0, out
+    assert (await client.get(DEPLOYMENTS, "kc", namespace=NS))["spec"]["paused"] is True
+    code, out = await kubectl(api_server, "rollout", "resume", "deployment/kc")
+    assert code == 0, out
+    assert not (await client.get(DEPLOYMENTS, "kc", namespace=NS))["spec"].get("paused")
