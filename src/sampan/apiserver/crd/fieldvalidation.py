@@ -37,6 +37,8 @@ __all__ = [
 DIRECTIVES = ("Strict", "Warn", "Ignore")
 DEFAULT_DIRECTIVE = "Warn"
 OBJECT_META_DEFINITION = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+MAX_RESOLVED_NODES = 50_000
+"""Bound of the reference-resolution memo (the built-in definitions have far fewer nodes)."""
 
 Schema = Mapping[str, Any]
 
@@ -78,6 +80,7 @@ class BuiltinSchemas:
     ) -> None:
         self._definition_name = definition_name
         self._definition = definition
+        self._resolved: dict[int, tuple[Schema, Schema]] = {}
 
     def schema_for(self, group: str, version: str, kind: str) -> Schema | None:
         name = self._definition_name(group, version, kind)
@@ -87,19 +90,28 @@ class BuiltinSchemas:
         return self._definition(OBJECT_META_DEFINITION)
 
     def _resolve(self, schema: Schema) -> Schema:
+        """``schema`` with references followed; memoized per node (the node is kept alive in
+        the memo, so its id cannot be reused by another node)."""
+        memo = self._resolved.get(id(schema))
+        if memo is not None and memo[0] is schema:
+            return memo[1]
+        node = schema
         for _ in range(16):  # bounded: definitions may be recursive
-            ref = schema.get("$ref")
-            all_of = schema.get("allOf")
+            ref = node.get("$ref")
+            all_of = node.get("allOf")
             if isinstance(ref, str):
                 target = self._definition(ref.rpartition("/")[2])
                 if target is None:
-                    return {}
-                schema = target
+                    node = {}
+                    break
+                node = target
             elif isinstance(all_of, list) and len(all_of) == 1 and isinstance(all_of[0], Mapping):
-                schema = all_of[0]
+                node = all_of[0]
             else:
                 break
-        return schema
+        if len(self._resolved) < MAX_RESOLVED_NODES:
+            self._resolved[id(schema)] = (schema, node)
+        return node
 
     def unknown_fields(
         self, schema: Schema | None, obj: Any, *, drop: bool, path: str = ""
