@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 from sampan.client import Client, ConflictError
 from sampan.client.api import DEPLOYMENTS, EVENTS, PODS, REPLICASETS
+from sampan.client.workqueue import FakeClock
 from sampan.controllers.deployment import (
     ANNOTATION_REVISION,
     ANNOTATION_REVISION_HISTORY,
@@ -319,10 +321,28 @@ async def test_history_limit_pause_and_scaling(client, controllers, kubelet) -> 
     assert sets[-1]["metadata"]["annotations"][ANNOTATION_REVISION] == "4"
 
 
-async def test_progress_deadline_exceeded(client, controllers, kubelet) -> None:
-    body = deployment_body("stuck", 1, progressDeadlineSeconds=1)
+async def test_progress_deadline_exceeded_with_fake_clock(client, run_controller, kubelet) -> None:
+    clock = FakeClock(time.time())
+    await run_controller(ReplicaSetController)
+    await run_controller(DeploymentController, clock=clock)
+    body = deployment_body("stuck", 1)  # progressDeadlineSeconds defaults to 600
     body["spec"]["template"]["metadata"]["labels"]["hold"] = "yes"  # the kubelet skips these
     await client.create(DEPLOYMENTS, body, namespace=NS)
+
+    async def progressing():
+        d = await client.get(DEPLOYMENTS, "stuck", namespace=NS)
+        c = cond(d, "Progressing")
+        st = d.get("status") or {}
+        settled = st.get("replicas") == 1 and st.get("updatedReplicas") == 1
+        return d if c.get("status") == "True" and settled and clock.sleepers else None
+
+    await eventually(progressing)
+    await asyncio.sleep(0.2)  # let the last status write land before time moves
+    clock.advance(599)
+    await asyncio.sleep(0.2)
+    d = await client.get(DEPLOYMENTS, "stuck", namespace=NS)
+    assert cond(d, "Progressing")["status"] == "True"
+    clock.advance(601)  # well past the deadline even if a late status write moved it
 
     async def timed_out():
         d = await client.get(DEPLOYMENTS, "stuck", namespace=NS)

@@ -5,10 +5,12 @@ The test plays the kubelet: it marks pods Running and Ready through the status s
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sampan.client import Client
 from sampan.client.api import EVENTS, PODS, REPLICASETS, REPLICATIONCONTROLLERS
+from sampan.client.workqueue import FakeClock
 from sampan.controllers.podcontrol import format_time, wall_now
 from sampan.controllers.replicaset import ReplicaSetController, ReplicationControllerController
 
@@ -195,3 +197,41 @@ async def test_replicationcontroller_uses_map_selector(client, run_controller) -
         return (got.get("status") or {}).get("replicas") == 2
 
     await eventually(status)
+
+
+async def test_min_ready_seconds_with_fake_clock(client, run_controller) -> None:
+    clock = FakeClock(time.time())
+    await run_controller(ReplicaSetController, clock=clock)
+    body = rs_body("slowready", 2)
+    body["spec"]["minReadySeconds"] = 30
+    rs = await client.create(REPLICASETS, body, namespace=NS)
+
+    async def two():
+        pods = await owned_pods(client, rs["metadata"]["uid"])
+        return pods if len(pods) == 2 else None
+
+    stamp = format_time(wall_now(clock))
+    for pod in await eventually(two):
+        await client.patch(
+            PODS,
+            pod["metadata"]["name"],
+            {
+                "status": {
+                    "phase": "Running",
+                    "conditions": [
+                        {"type": "Ready", "status": "True", "lastTransitionTime": stamp}
+                    ],
+                }
+            },
+            namespace=NS,
+            subresource="status",
+        )
+
+    async def status(ready: int, available: int):
+        got = await client.get(REPLICASETS, "slowready", namespace=NS)
+        st = got.get("status") or {}
+        return st.get("readyReplicas", 0) == ready and st.get("availableReplicas", 0) == available
+
+    await eventually(lambda: status(2, 0))
+    clock.advance(31)
+    await eventually(lambda: status(2, 2))
