@@ -388,6 +388,17 @@ async def test_structural_schema_required(harness):
     status, body = await harness.request("POST", CRDS, crd)
     assert status == 422
     assert "properties[replicas].default" in body["message"]
+    crd = crontab_crd()
+    version = crd["spec"]["versions"][0]
+    version["additionalPrinterColumns"][0]["jsonPath"] = "spec..x[?(@.a)]"
+    version["subresources"]["scale"]["specReplicasPath"] = ".status.replicas"
+    status, body = await harness.request("POST", CRDS, crd)
+    assert status == 422
+    fields = [c["field"] for c in body["details"]["causes"]]
+    assert fields == [
+        "spec.versions[0].additionalPrinterColumns[0].jsonPath",
+        "spec.versions[0].subresources.scale.specReplicasPath",
+    ]
 
 
 async def test_preserve_unknown_fields_and_nested_defaults(harness):

@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from sampan.api import fielderrors as fe
-from sampan.api.printing import crd_table
+from sampan.api.printing import JSONPathError, crd_columns, crd_table
 from sampan.api.resources import ResourceInfo
 from sampan.apiserver.crd import schema as crd_schema
 from sampan.apiserver.crd.fieldvalidation import (
@@ -280,6 +280,28 @@ def _invalid(qualified_kind: str, kind: str, group: str, name: str, causes: list
     )
 
 
+def _scale_errors(version: Mapping[str, Any], path: str) -> list[Cause]:
+    subresources = version.get("subresources")
+    scale = subresources.get("scale") if isinstance(subresources, dict) else None
+    if not isinstance(scale, dict):
+        return []
+    causes: list[Cause] = []
+    for key, prefix, required in (
+        ("specReplicasPath", ".spec.", True),
+        ("statusReplicasPath", ".status.", True),
+        ("labelSelectorPath", "", False),
+    ):
+        value = scale.get(key)
+        if not value:
+            if required:
+                causes.append(fe.required(f"{path}.{key}"))
+            continue
+        if not isinstance(value, str) or not value.startswith(prefix or "."):
+            where = f"start with {prefix}" if prefix else "be a JSON path starting with ."
+            causes.append(fe.invalid(f"{path}.{key}", value, f"should {where}"))
+    return causes
+
+
 def prepare_crd(crd: JSONObj) -> None:
     """Defaults and structural-schema checks of a CRD body (Invalid when not servable)."""
     spec = crd.get("spec")
@@ -319,6 +341,11 @@ def prepare_crd(crd: JSONObj) -> None:
                 causes.append(fe.required(f"{cpath}.name"))
             if not column.get("jsonPath"):
                 causes.append(fe.required(f"{cpath}.jsonPath"))
+            else:
+                try:
+                    crd_columns([column])
+                except JSONPathError as exc:
+                    causes.append(fe.invalid(f"{cpath}.jsonPath", column["jsonPath"], str(exc)))
             if column.get("type") not in ("integer", "number", "string", "boolean", "date"):
                 causes.append(
                     fe.not_supported(
@@ -327,6 +354,7 @@ def prepare_crd(crd: JSONObj) -> None:
                         ["boolean", "date", "integer", "number", "string"],
                     )
                 )
+        causes.extend(_scale_errors(version, f"spec.versions[{i}].subresources.scale"))
     if causes:
         name = str((crd.get("metadata") or {}).get("name") or "")
         raise _invalid(
