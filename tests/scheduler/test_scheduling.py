@@ -259,8 +259,13 @@ async def test_leader_election_takes_the_kube_scheduler_lease(
     client: Client, start_scheduler: StartScheduler
 ) -> None:
     await client.create(NODES, make_node("n1"))
-    await start_scheduler(leader_elect=True, identity="test-scheduler")
+    scheduler = await start_scheduler(leader_elect=True, identity="test-scheduler")
     await client.create(PODS, make_pod("p"), namespace=NS)
     assert await eventually(lambda: node_of(client, "p")) == "n1"
     lease = await client.get(LEASES, "kube-scheduler", namespace="kube-system")
     assert lease["spec"]["holderIdentity"] == "test-scheduler"
+    await scheduler.stop()
+    # A clean stop releases the lease and is not reported as a failure.
+    lease = await client.get(LEASES, "kube-scheduler", namespace="kube-system")
+    assert not lease["spec"].get("holderIdentity")
+    assert scheduler._ctx is not None and scheduler._ctx.failures == []  # type: ignore[attr-defined]

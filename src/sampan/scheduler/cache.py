@@ -175,6 +175,13 @@ class SchedulerCache:
 
     # -- nominated pods (preemption) ---------------------------------------------------------
 
+    def clear_nominated(self, uid: str) -> None:
+        old = self.nominated.pop(uid, None)
+        if old is not None:
+            info = self.nodes.get(old[1])
+            if info is not None:
+                info.nominated.pop(uid, None)
+
     def set_nominated(self, pi: PodInfo, node_name: str | None) -> None:
         old = self.nominated.pop(pi.uid, None)
         if old is not None:

@@ -187,6 +187,7 @@ class Scheduler:
         self.recorder: EventRecorder | None = None
         self.informers: dict[str, Informer] = {}
         self._ctx: _Context | None = None
+        self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._main: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -244,11 +245,14 @@ class Scheduler:
                 self._ctx.fail(f"scheduler failed: {exc}")
 
     def _on_stopped_leading(self) -> None:
+        if self._stopping:
+            return  # our own shutdown released the lease
         log.warning("scheduler: lost the lease %s/%s", LEASE_NAMESPACE, LEASE_NAME)
         if self._ctx is not None:
             self._ctx.fail("scheduler: leader election lost")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.queue is not None:
             self.queue.close()
         for task in (self._main, self._flusher):
@@ -473,10 +477,7 @@ class Scheduler:
         meta = pod.get("metadata") or {}
         uid = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
         self.queue.delete(uid)
-        self.cache.nominated.pop(uid, None)
-        for info in self.cache.nodes.values():
-            if info.nominated:
-                info.nominated.pop(uid, None)
+        self.cache.clear_nominated(uid)
         waiting = self._waiting.pop(uid, None)
         if waiting is not None and not waiting.done():
             waiting.set_result(Status(2, "pod deleted"))
