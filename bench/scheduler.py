@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import os
 import pstats
 import resource
@@ -180,6 +181,15 @@ async def measure(
             if len(bound) >= num_pods:
                 done.set()
 
+    gc_s = [0.0, 0.0]
+
+    def gc_timer(phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_s[1] = time.process_time()
+        else:
+            gc_s[0] += time.process_time() - gc_s[1]
+
+    gc.callbacks.append(gc_timer)
     profiler = cProfile.Profile(time.process_time) if profile else None
     cpu0, wall0, server0 = cpu_s(), time.monotonic(), child_cpu_s(server_pid)
     if profiler is not None:
@@ -194,6 +204,7 @@ async def measure(
         if profiler is not None:
             profiler.disable()
         await scheduler.stop()
+        gc.callbacks.remove(gc_timer)
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     return {
@@ -206,6 +217,7 @@ async def measure(
         "attempts": scheduler.failed_attempts,
         "cycles": scheduler.cycles,
         "cycle_s": scheduler.cycle_s,
+        "gc_s": gc_s[0],
     }
 
 
@@ -264,6 +276,7 @@ def report(num_nodes: int, r: dict[str, float]) -> None:
         f"  pods per scheduler CPU-second    {pods / r['cpu_s']:8.0f}   "
         "(what one dedicated core sustains if the API server keeps up)"
     )
+    print(f"  of which garbage collection      {r['gc_s']:8.2f} s")
     print(f"  API server CPU (child process)   {r['server_cpu_s']:8.2f} s")
     print(f"  failed scheduling attempts       {int(r['attempts']):8d}")
     if r["cycle_s"]:

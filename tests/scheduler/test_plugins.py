@@ -206,6 +206,10 @@ def test_taint_score_more_intolerable_taints_lower_score() -> None:
         tolerations=[{"key": "k0", "operator": "Exists", "effect": "PreferNoSchedule"}]
     )
     assert env.score("TaintToleration", tolerate_one) == [100, 100, 0]
+    # No tainted node anywhere: every node would score 100, so the plugin skips.
+    clean = Env()
+    clean.add_nodes(node("a"), node("b"))
+    assert clean.score("TaintToleration", pod()) == []
 
 
 # -- NodeAffinity ---------------------------------------------------------------------------------

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from sampan.scheduler.framework import (
     MAX_NODE_SCORE,
+    SKIP,
     CycleState,
     NodeInfo,
     Plugin,
     PodInfo,
+    Status,
     normalized_image_name,
 )
 
@@ -34,6 +36,14 @@ def calculate_priority(sum_scores: int, num_containers: int) -> int:
 
 class ImageLocality(Plugin):
     name = "ImageLocality"
+
+    def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:
+        # No node has any of the pod's images: every node scores 0, which cannot change the
+        # choice, so the work is skipped.
+        image_nodes = self.handle.cache.image_nodes
+        if not any(normalized_image_name(i) in image_nodes for i in pod.images if i):
+            return Status(SKIP)
+        return None
 
     def score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
         cache = self.handle.cache

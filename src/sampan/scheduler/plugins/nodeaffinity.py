@@ -70,9 +70,14 @@ class TaintToleration(Plugin):
                 out.append(n)
         return out
 
-    def score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
+    def pre_score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> Status | None:
+        # With no tainted node anywhere every node scores 100: a constant cannot change which
+        # node wins, so the work is skipped (upstream computes the constant).
         if not self.handle.cache.tainted_nodes:
-            return [0] * len(nodes)
+            return Status(SKIP)
+        return None
+
+    def score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
         prefer = [
             t
             for t in pod.tolerations
