@@ -51,6 +51,7 @@ from sampan.apiserver.crd import (
     request_warnings,
     warning_header,
 )
+from sampan.apiserver.endpoints_reconciler import KubernetesEndpointsReconciler
 from sampan.apiserver.errors import (
     BadRequest,
     Forbidden,
@@ -139,6 +140,7 @@ class _Runtime:
     authorizer: RBACAuthorizer | None = None
     handler: ResourceHandler | None = None
     admission: Admission | None = None
+    endpoints: KubernetesEndpointsReconciler | None = None
     openapi: OpenAPI | None = None
     custom: CustomResources | None = None
     crds: CRDController | None = None
@@ -272,6 +274,11 @@ class APIServer:
             port=rt.port,
         )
         await rt.admission.start()  # system PriorityClasses, Service allocation repair
+        rt.endpoints = KubernetesEndpointsReconciler(
+            rt.storage, rt.registry, self.backend, address=self.advertise_address, port=rt.port
+        )
+        await rt.endpoints.reconcile()  # this server (and the other live ones) in kubernetes
+        rt.endpoints.start()
         rt.crds = CRDController(rt.storage, rt.registry, rt.custom, rt.openapi)
         await rt.crds.start()
         rt.bootstrapped = True
@@ -283,6 +290,9 @@ class APIServer:
         self._watches.stop_all()
         self.ready.clear()
         rt = self._rt
+        if rt.endpoints is not None:
+            await rt.endpoints.stop()  # clients stop picking this server first
+            rt.endpoints = None
         if rt.runner is not None:
             await rt.runner.cleanup()
             rt.runner = None
