@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from sampan.client import ClientConfig, NotFoundError
-from sampan.client.api import LEASES, NAMESPACES
+from sampan.client.api import CONFIGMAPS, LEASES, NAMESPACES, SERVICEACCOUNTS
 from sampan.controllers.base import (
     ControllerContext,
     ControllerManagerOptions,
@@ -176,3 +176,35 @@ async def test_losing_the_lease_stops_the_controllers(
         await manager.stop()
     lease = await client.get(LEASES, LEASE_NAME, namespace=LEASE_NAMESPACE)
     assert lease["spec"]["holderIdentity"] == "intruder"  # stop() never releases a lease it lost
+
+
+async def test_every_registered_controller_runs_under_the_manager(
+    controller_config: ClientConfig, client
+) -> None:
+    from sampan.controllers.registry import CONTROLLERS
+
+    manager = ControllerManager(
+        controller_config, ControllerManagerOptions(identity="all", leader_elect=False)
+    )
+    await manager.start()
+    try:
+
+        async def all_healthy() -> bool:
+            health = manager.health()
+            return set(health) == set(CONTROLLERS) and all(health.values())
+
+        await eventually(all_healthy)
+        # One end-to-end effect through the manager: a new namespace gets its defaults.
+        await client.create(NAMESPACES, {"metadata": {"name": "via-manager"}})
+
+        async def defaults_exist() -> bool:
+            try:
+                await client.get(SERVICEACCOUNTS, "default", namespace="via-manager")
+                await client.get(CONFIGMAPS, "kube-root-ca.crt", namespace="via-manager")
+            except NotFoundError:
+                return False
+            return True
+
+        await eventually(defaults_exist)
+    finally:
+        await manager.stop()
