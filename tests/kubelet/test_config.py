@@ -365,3 +365,19 @@ async def test_finished_pod_is_not_started_again(node: NodeHarness, ns: str) -> 
     )
     assert len(sandboxes) == 1
     assert sandboxes[0].state == pb.PodSandboxState.SANDBOX_NOTREADY
+
+
+async def test_active_deadline_fails_the_pod(node: NodeHarness, ns: str) -> None:
+    pod = {
+        "metadata": {"name": "deadline"},
+        "spec": {
+            "activeDeadlineSeconds": 2,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}],
+        },
+    }
+    await node.create_pod(ns, pod)
+    pod = await _pod_where(
+        node, ns, "deadline", lambda p: p["status"].get("phase") == "Failed", "Failed"
+    )
+    assert pod["status"]["reason"] == "DeadlineExceeded"

@@ -308,3 +308,27 @@ def test_static_manifests_and_mirror(tmp_path: Path) -> None:
     assert mirror["metadata"]["annotations"]["kubernetes.io/config.mirror"] == uid
     assert "uid" not in mirror["metadata"]
     assert mirror["metadata"]["ownerReferences"][0]["uid"] == "node-uid"
+
+
+def test_pull_credentials_match_the_registry() -> None:
+    from sampan.kubelet.credentials import image_registry, pull_credentials
+
+    assert image_registry("busybox") == "docker.io"
+    assert image_registry("library/busybox:1") == "docker.io"
+    assert image_registry("ghcr.io/a/b:1") == "ghcr.io"
+    assert image_registry("localhost:5000/x") == "localhost:5000"
+    config = {
+        "auths": {
+            "https://index.docker.io/v1/": {"auth": base64.b64encode(b"me:pw").decode()},
+            "ghcr.io": {"username": "u", "password": "p"},
+        }
+    }
+    secret = {
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()},
+    }
+    [hub] = pull_credentials("busybox:1.36", [secret])
+    assert (hub.username, hub.password) == ("me", "pw")
+    [gh] = pull_credentials("ghcr.io/x/y", [secret])
+    assert (gh.username, gh.password) == ("u", "p")
+    assert pull_credentials("quay.io/x/y", [secret]) == []

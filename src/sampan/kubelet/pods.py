@@ -30,11 +30,13 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sampan.kubelet import specs
 from sampan.kubelet.cgroups import PodCgroupLimits, pod_cgroup_parent
+from sampan.kubelet.credentials import pull_credentials
 from sampan.kubelet.env import ConfigError, build_env, expand_args
 from sampan.kubelet.podutil import (
     CFS_PERIOD_US,
@@ -71,6 +73,7 @@ FALLBACK_LOG_BYTES = 2048
 RETRY_AFTER_ERROR_S = 2.0
 VOLUME_RETRY_S = 2.0
 HOOK_TIMEOUT_S = 30.0
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 _TERMINAL = ("Succeeded", "Failed")
 _STATE_NAMES = {
     pb.ContainerState.CONTAINER_CREATED: "created",
@@ -258,6 +261,17 @@ class PodWorker:
             # Finished (maybe under a previous kubelet): nothing runs again, no new sandbox.
             await self._kill_all(pod, grace_period_s(pod), remove=False)
             return None
+        deadline_wait_s = self._active_deadline_wait_s(pod)
+        if deadline_wait_s is not None and deadline_wait_s <= 0:
+            self.k.event(_ref(pod), "Normal", "DeadlineExceeded", DEADLINE_MESSAGE)
+            await self._kill_all(pod, grace_period_s(pod), remove=False)
+            await self._report(
+                pod,
+                await self._containers(),
+                sandbox_ready=False,
+                failed=("DeadlineExceeded", DEADLINE_MESSAGE),
+            )
+            return None
         host_network = bool(spec.get("hostNetwork"))
         if not host_network and not self.k.network_ready():
             await self._report(pod, await self._containers(), sandbox_ready=False)
@@ -286,7 +300,21 @@ class PodWorker:
         if phase in ("Succeeded", "Failed"):
             await self._kill_all(pod, grace_period_s(pod), remove=False)
             return None
+        if deadline_wait_s is not None:
+            next_s = deadline_wait_s if next_s is None else min(next_s, deadline_wait_s)
         return next_s
+
+    def _active_deadline_wait_s(self, pod: Mapping[str, Any]) -> float | None:
+        """Seconds left before ``activeDeadlineSeconds`` runs out (None: no deadline)."""
+        deadline = (pod.get("spec") or {}).get("activeDeadlineSeconds")
+        started = (pod.get("status") or {}).get("startTime")
+        if not isinstance(deadline, int) or not started:
+            return None
+        try:
+            start = datetime.strptime(started, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            return None
+        return deadline - (datetime.now(UTC) - start).total_seconds()
 
     async def _ensure_cgroup(self, pod: Mapping[str, Any], cgroup: str) -> None:
         req_cpu, lim_cpu, lim_mem = pod_resource_totals(pod)
@@ -349,7 +377,8 @@ class PodWorker:
                     await self.k.runtime.stop_pod_sandbox(sandbox.id)
         await asyncio.to_thread(self._log_dir(pod).mkdir, parents=True, exist_ok=True)
         try:
-            sandbox_id = await self.k.runtime.run_pod_sandbox(config)
+            async with self.k.sandbox_slots:
+                sandbox_id = await self.k.runtime.run_pod_sandbox(config)
         except cri.CRIError as exc:
             self.k.event(
                 _ref(pod),
@@ -661,7 +690,7 @@ class PodWorker:
         self.k.event(_ref(pod, name), "Normal", "Pulling", f'Pulling image "{image}"')
         started = time.monotonic()
         try:
-            ref = await self.k.pull_image(image, self.sandbox_config)
+            ref = await self._pull(pod, image)
         except cri.CRIError as exc:
             delay = min(
                 (backoff.delay_s * 2) if backoff else self.k.options.crash_backoff_initial_s,
@@ -681,6 +710,23 @@ class PodWorker:
             f'Successfully pulled image "{image}" in {time.monotonic() - started:.3f}s',
         )
         return ref
+
+    async def _pull(self, pod: Mapping[str, Any], image: str) -> str:
+        """Pull with each matching imagePullSecrets credential, then anonymously."""
+        namespace = (pod.get("metadata") or {}).get("namespace", "default")
+        secrets_ = []
+        for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []:
+            secret = self.k.sources.secret(namespace, ref.get("name", ""))
+            if secret is not None:
+                secrets_.append(secret)
+        error: cri.CRIError | None = None
+        for auth in [*pull_credentials(image, secrets_), None]:
+            try:
+                return await self.k.pull_image(image, self.sandbox_config, auth)
+            except cri.CRIError as exc:
+                error = exc
+        assert error is not None
+        raise error
 
     async def _start(
         self,
@@ -979,6 +1025,7 @@ class PodWorker:
         *,
         sandbox_ready: bool,
         terminating: bool = False,
+        failed: tuple[str, str] | None = None,
     ) -> str:
         spec = pod.get("spec") or {}
         old = pod.get("status") or {}
@@ -1019,6 +1066,8 @@ class PodWorker:
                 unready.append(facts.name)
         policy = spec.get("restartPolicy") or "Always"
         phase = pod_phase(policy, init_done, init_failed, app_statuses)
+        if failed is not None:
+            phase = "Failed"
         if old.get("phase") in ("Succeeded", "Failed"):
             phase = old["phase"]
         now = rfc3339()
@@ -1071,6 +1120,12 @@ class PodWorker:
             status["podIPs"] = [{"ip": ip} for ip in ips]
         if init_statuses:
             status["initContainerStatuses"] = init_statuses
+        if failed is not None:
+            status["reason"], status["message"] = failed
+        elif old.get("reason"):
+            status["reason"] = old["reason"]
+            if old.get("message"):
+                status["message"] = old["message"]
         status = {k: v for k, v in status.items() if v is not None}
         comparable = _without_times(old)
         patch = status_patch(comparable, _without_times(status))
