@@ -128,3 +128,42 @@ async def test_a_live_owner_keeps_its_dependent(client: Client, gc) -> None:
         return [r["name"] for r in child["metadata"]["ownerReferences"]] == ["alive"]
 
     await eventually(only_alive_left)
+
+
+async def test_replicaset_cascades_to_its_pods(client: Client, gc, run_controller) -> None:
+    """With a real owner controller: Foreground, then Background deletion of ReplicaSets."""
+    from sampan.client.api import PODS, REPLICASETS
+    from sampan.controllers.replicaset import ReplicaSetController
+
+    await run_controller(ReplicaSetController)
+
+    def replicaset(name: str) -> dict[str, Any]:
+        labels = {"app": name}
+        return {
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+                },
+            },
+        }
+
+    async def pods_of(name: str) -> int:
+        listing = await client.list(PODS, namespace=NS, label_selector=f"app={name}")
+        return len(listing["items"])
+
+    for name in ("fg", "bg"):
+        await client.create(REPLICASETS, replicaset(name), namespace=NS)
+        await eventually(lambda name=name: _true(pods_of(name), 2))
+    await client.delete(REPLICASETS, "fg", namespace=NS, propagation_policy="Foreground")
+    await client.delete(REPLICASETS, "bg", namespace=NS, propagation_policy="Background")
+    for name in ("fg", "bg"):
+        await eventually(lambda name=name: _true(pods_of(name), 0))
+        await eventually(lambda name=name: _gone(client, REPLICASETS, name))
+
+
+async def _true(count, expected: int) -> bool:
+    return await count == expected
