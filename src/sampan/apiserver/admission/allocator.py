@@ -93,7 +93,9 @@ class RepairResult:
 
 
 def _band(size: int, floor: int, step: int, cap: int) -> int:
-    return min(max(floor, size // step), cap, size)
+    if size < floor:
+        return 0  # too small to split: the whole range is dynamic
+    return min(max(floor, size // step), cap)
 
 
 class RangeAllocator:
