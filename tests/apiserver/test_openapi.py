@@ -150,3 +150,35 @@ async def test_kubectl_explain_builtin_and_custom(harness):
     assert code == 0, err
     assert "When to run, in cron format." in out
     assert "stable.example.com" in out
+
+
+async def test_v3_patch_media_types_and_caching(harness):
+    status, index = await harness.request("GET", "/openapi/v3")
+    assert status == 200
+    url = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
+    assert harness.session is not None
+    async with harness.session.get(url) as response:
+        assert response.status == 200
+        assert response.headers["Cache-Control"] == "public, immutable"
+        etag = response.headers["ETag"]
+        document = await response.json()
+    assert etag == '"' + url.rpartition("=")[2] + '"'
+    item = document["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]
+    # kubectl computes client-side strategic merge patches only when this lists SMP.
+    assert "application/strategic-merge-patch+json" in item["patch"]["requestBody"]["content"]
+    stale = "/openapi/v3/apis/apps/v1?hash=0123"
+    async with harness.session.get(stale, allow_redirects=False) as response:
+        assert response.status == 301
+        assert response.headers["Location"] == url
+
+
+def test_custom_kinds_do_not_offer_strategic_merge_patch():
+    registry = builtin_registry()
+    registry.add(crontab_info())
+    openapi = OpenAPI(registry, load_definitions())
+    openapi.add_crd("stable.example.com", "v1", "CronTab", CRONTAB_SCHEMA)
+    document = openapi.group_version_document("stable.example.com", "v1")
+    item = document["paths"]["/apis/stable.example.com/v1/namespaces/{namespace}/crontabs/{name}"]
+    media_types = set(item["patch"]["requestBody"]["content"])
+    assert "application/strategic-merge-patch+json" not in media_types
+    assert "application/apply-patch+yaml" in media_types

@@ -27,6 +27,7 @@ import copy
 import hashlib
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sampan.apiserver.negotiation import dump_json
@@ -41,6 +42,7 @@ from sampan.version import KUBERNETES_VERSION
 __all__ = [
     "OBJECT_META",
     "OpenAPI",
+    "V3Response",
     "crd_definition_name",
 ]
 
@@ -62,6 +64,17 @@ _KIND_DESCRIPTION = (
     "Kind is a string value representing the REST resource this object represents. Servers "
     "may infer this from the endpoint the client submits requests to. In CamelCase."
 )
+
+
+IMMUTABLE_EXPIRES = "Thu, 31 Dec 2099 23:59:59 GMT"
+"""Expires of a hashed (content-addressed) document: it can never change."""
+
+
+@dataclass(frozen=True)
+class V3Response:
+    body: bytes
+    headers: dict[str, str]
+    status: int = 200
 
 
 def crd_definition_name(group: str, version: str, kind: str) -> str:
@@ -265,11 +278,13 @@ class OpenAPI:
             for name in (definition, list_definition):
                 if name is not None:
                     roots.append(name)
+            roots.append(PATCH_DEFINITION)
             content = _content(definition)
             prefix = "/" + _gv_path(group, version)
             if info.namespaced:
                 prefix += "/namespaces/{namespace}"
             operations: dict[str, Any] = {}
+            custom = self.is_custom(info.group, info.version, info.kind)
             for method, verb, action in _ITEM_OPERATIONS:
                 if verb in info.verbs:
                     operations[method] = {
@@ -279,6 +294,12 @@ class OpenAPI:
                         "x-kubernetes-action": "put" if verb == "update" else verb,
                         "x-kubernetes-group-version-kind": gvk,
                     }
+                    if method == "patch":
+                        # kubectl computes a strategic merge patch client-side only when the
+                        # operation lists that media type (never for custom resources).
+                        operations[method]["requestBody"] = _patch_body(custom=custom)
+                    elif method == "put" and content:
+                        operations[method]["requestBody"] = content
             if operations:
                 paths[f"{prefix}/{info.plural}/{{name}}"] = operations
             collection: dict[str, Any] = {}
@@ -298,6 +319,8 @@ class OpenAPI:
                     "x-kubernetes-action": "post",
                     "x-kubernetes-group-version-kind": gvk,
                 }
+                if content:
+                    collection["post"]["requestBody"] = content
             if collection:
                 paths[f"{prefix}/{info.plural}"] = collection
         return {
@@ -334,6 +357,34 @@ class OpenAPI:
             cached = self._cached_document(parts[1], parts[2])
         return cached[3] if cached is not None else None
 
+    def v3_response(self, path: str, requested_hash: str | None) -> V3Response | None:
+        """What to answer for a v3 URL: the document with caching headers (immutable when
+        the URL carries the document's current hash, as kube-apiserver marks it, so
+        kubectl's HTTP cache skips the download next time), a 301 to the current hash's
+        URL for a stale hash, or None (404)."""
+        parts = path.strip("/").split("/")[2:]
+        if not parts:
+            return V3Response(dump_json(self.v3_index()), {"Cache-Control": "no-cache"})
+        cached = None
+        if len(parts) == 2 and parts[0] == "api":
+            cached = self._cached_document("", parts[1])
+        elif len(parts) == 3 and parts[0] == "apis":
+            cached = self._cached_document(parts[1], parts[2])
+        if cached is None:
+            return None
+        digest = cached[2]
+        if requested_hash is None:
+            return V3Response(cached[3], {"Cache-Control": "no-cache", "ETag": f'"{digest}"'})
+        if requested_hash != digest:
+            gv_path = "/".join(parts)
+            return V3Response(b"", {"Location": f"/openapi/v3/{gv_path}?hash={digest}"}, 301)
+        headers = {
+            "Cache-Control": "public, immutable",
+            "Expires": IMMUTABLE_EXPIRES,
+            "ETag": f'"{digest}"',
+        }
+        return V3Response(cached[3], headers)
+
     def v2_bytes(self) -> bytes:
         """The swagger 2.0 document: every served kind's definitions, JSON-encoded."""
         infos = sorted(self._registry.all(), key=lambda i: (i.group, i.version, i.plural))
@@ -351,6 +402,7 @@ class OpenAPI:
             if info.namespaced:
                 prefix += "/namespaces/{namespace}"
             ops: dict[str, Any] = {}
+            custom = self.is_custom(info.group, info.version, info.kind)
             for method, verb, action in _ITEM_OPERATIONS:
                 if verb in info.verbs:
                     ops[method] = {
@@ -359,6 +411,8 @@ class OpenAPI:
                         "x-kubernetes-action": "put" if verb == "update" else verb,
                         "x-kubernetes-group-version-kind": gvk,
                     }
+                    if method == "patch":
+                        ops[method]["consumes"] = list(_patch_media_types(custom=custom))
             if ops:
                 paths[f"{prefix}/{info.plural}/{{name}}"] = ops
         definitions = {n: to_v2(s) for n, s in self._closure(roots).items()}
@@ -371,6 +425,32 @@ class OpenAPI:
         body = dump_json(document)
         self._v2_cache = (key, body)
         return body
+
+
+PATCH_DEFINITION = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch"
+
+
+def _patch_media_types(*, custom: bool) -> tuple[str, ...]:
+    if custom:
+        return (
+            "application/json-patch+json",
+            "application/merge-patch+json",
+            "application/apply-patch+yaml",
+        )
+    return (
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/strategic-merge-patch+json",
+        "application/apply-patch+yaml",
+    )
+
+
+def _patch_body(*, custom: bool) -> dict[str, Any]:
+    schema = {"$ref": REF_PREFIX_V3 + PATCH_DEFINITION}
+    return {
+        "content": {t: {"schema": schema} for t in _patch_media_types(custom=custom)},
+        "required": True,
+    }
 
 
 def _content(definition: str | None) -> dict[str, Any]:

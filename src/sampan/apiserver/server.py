@@ -440,7 +440,7 @@ class APIServer:
             return json_response(discovery.version_info())
         if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
             _require_get(request)
-            return json_response(self._openapi_document(path))
+            return self._openapi_v3(request, path)
         if path == "/openapi/v2":
             _require_get(request)
             return self._openapi_v2(request)
@@ -460,12 +460,14 @@ class APIServer:
             return json_response(document)
         raise not_found()
 
-    def _openapi_document(self, path: str) -> bytes:
+    def _openapi_v3(self, request: web.Request, path: str) -> web.Response:
         assert self._rt.openapi is not None
-        document = self._rt.openapi.v3_bytes_for_path(path)
-        if document is None:
+        served = self._rt.openapi.v3_response(path, request.query.get("hash"))
+        if served is None:
             raise not_found()
-        return document
+        response = json_response(served.body, served.status)
+        response.headers.update(served.headers)
+        return response
 
     def _openapi_v2(self, request: web.Request) -> web.Response:
         """Swagger 2.0 in JSON; a client that accepts only protobuf gets 406 (kubectl then
