@@ -474,9 +474,7 @@ class APIServer:
         uses the v3 documents or its compiled-in types)."""
         assert self._rt.openapi is not None
         accept = request.headers.get("Accept", "")
-        if accept and not any(
-            t in accept for t in ("application/json", "*/*", "application/*")
-        ):
+        if accept and not any(t in accept for t in ("application/json", "*/*", "application/*")):
             raise NotAcceptable("only application/json is supported")
         return json_response(self._rt.openapi.v2_bytes())
 
