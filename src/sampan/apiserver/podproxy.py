@@ -39,7 +39,8 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from aiohttp import web
 
-from sampan.apiserver.errors import BadRequest, ServiceUnavailable, StatusError
+from sampan.apiserver.auth import Attributes, forbidden_message
+from sampan.apiserver.errors import BadRequest, Forbidden, ServiceUnavailable, StatusError
 from sampan.pki import ensure_client_certificate
 
 __all__ = [
@@ -169,9 +170,38 @@ class PodProxy:
     """The handlers for the subresources above (``handlers()`` maps them for the
     ``HandlerContext.subresources`` table)."""
 
-    def __init__(self, get_object: GetObject, ssl_context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        get_object: GetObject,
+        ssl_context: ssl.SSLContext,
+        *,
+        authorize: Callable[[Attributes], Any] | None = None,
+    ) -> None:
         self._get = get_object
         self._ssl = ssl_context
+        self._authorize = authorize
+
+    def _require_create(self, ri: Any, namespace: str | None, user: Any) -> None:
+        """A WebSocket exec/attach/portforward arrives as GET (verb "get"), but it can do what
+        a POST does: like kube-apiserver 1.31+, also require "create" on the subresource."""
+        if self._authorize is None or ri.verb == "create":
+            return
+        attrs = Attributes(
+            user=user,
+            verb="create",
+            namespace=namespace or "",
+            api_group="",
+            resource="pods",
+            subresource=ri.subresource,
+            name=ri.path_name,
+            path=ri.path,
+            resource_request=True,
+        )
+        decision = self._authorize(attrs)
+        if not decision.allowed:
+            raise Forbidden(
+                forbidden_message(attrs, decision.reason), name=ri.path_name, kind="pods"
+            )
 
     def handlers(self) -> dict[tuple[str, str, str], Callable[..., Awaitable[web.StreamResponse]]]:
         return {
@@ -210,11 +240,13 @@ class PodProxy:
     async def pod_exec(
         self, request: web.Request, ri: Any, info: Any, namespace: str | None, user: Any
     ) -> web.StreamResponse:
+        self._require_create(ri, namespace, user)
         return await self._remote_command("exec", request, ri, namespace)
 
     async def pod_attach(
         self, request: web.Request, ri: Any, info: Any, namespace: str | None, user: Any
     ) -> web.StreamResponse:
+        self._require_create(ri, namespace, user)
         return await self._remote_command("attach", request, ri, namespace)
 
     async def _remote_command(
@@ -233,6 +265,7 @@ class PodProxy:
     async def pod_portforward(
         self, request: web.Request, ri: Any, info: Any, namespace: str | None, user: Any
     ) -> web.StreamResponse:
+        self._require_create(ri, namespace, user)
         _pod, target = await self._pod_and_target(namespace, ri.path_name)
         path = "/portForward/" + "/".join(
             quote(p, safe="") for p in (namespace or "", ri.path_name)
@@ -506,7 +539,13 @@ async def _close(writer: asyncio.StreamWriter) -> None:
             await writer.wait_closed()
 
 
-async def build_pod_proxy(pki: Any, storage: Any, registry: Any) -> PodProxy:
+async def build_pod_proxy(
+    pki: Any,
+    storage: Any,
+    registry: Any,
+    *,
+    authorize: Callable[[Attributes], Any] | None = None,
+) -> PodProxy:
     """The ``PodProxy`` of an API server: its kubelet client certificate (issued under the
     TLS dir on first use) and object reads from the watch-cached storage."""
     cert_path, key_path = await asyncio.to_thread(
@@ -520,4 +559,4 @@ async def build_pod_proxy(pki: Any, storage: Any, registry: Any) -> PodProxy:
         info = registry.by_resource("", "v1", plural)
         return await storage.for_resource(info).get(namespace, name)
 
-    return PodProxy(get_object, context)
+    return PodProxy(get_object, context, authorize=authorize)

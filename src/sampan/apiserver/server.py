@@ -234,7 +234,9 @@ class APIServer:
         rt.custom = CustomResources(
             BuiltinSchemas(rt.openapi.definition_name, rt.openapi.definition)
         )
-        rt.pod_proxy = await build_pod_proxy(rt.pki, rt.storage, rt.registry)
+        rt.pod_proxy = await build_pod_proxy(
+            rt.pki, rt.storage, rt.registry, authorize=rt.authorizer.authorize
+        )
         rt.handler = ResourceHandler(self._handler_context())
         rt.checks = [
             _HealthCheck("ping", _ok),
