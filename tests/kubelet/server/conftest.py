@@ -43,6 +43,8 @@ class RunningPod:
     uid: str
     sandbox_id: str
     container_ids: dict[str, str]
+    sandbox_config: pb.PodSandboxConfig
+    container_configs: dict[str, pb.ContainerConfig]
 
 
 @dataclass
@@ -106,6 +108,7 @@ class NodeEnv:
         )
         sandbox_id = await rt.run_pod_sandbox(sandbox_config)
         ids: dict[str, str] = {}
+        configs: dict[str, pb.ContainerConfig] = {}
         for cname, command in containers.items():
             config = pb.ContainerConfig(
                 metadata=pb.ContainerMetadata(name=cname, attempt=0),
@@ -123,6 +126,7 @@ class NodeEnv:
                     )
                 ),
             )
+            configs[cname] = config
             ids[cname] = await rt.create_container(sandbox_id, config, sandbox_config)
             await rt.start_container(ids[cname])
         # What the pod workers would report (kubectl port-forward wants phase Running).
@@ -144,7 +148,7 @@ class NodeEnv:
             ],
         }
         await self.client.update_status(PODS, created)
-        running = RunningPod(name, uid, sandbox_id, ids)
+        running = RunningPod(name, uid, sandbox_id, ids, sandbox_config, configs)
         self.pods.append(running)
         return running
 
@@ -217,6 +221,23 @@ async def node_env(runtime_env: RuntimeEnv) -> AsyncIterator[NodeEnv]:  # noqa: 
             await kubelet.stop()
         await client.close()
         await api.stop()
+
+
+async def restart_container(env: NodeEnv, pod: RunningPod, name: str, command: list[str]) -> str:
+    """What the pod workers do on a restart: the next attempt, in the same sandbox."""
+    rt = env.runtime_env.runtime.runtime
+    config = pb.ContainerConfig()
+    config.CopyFrom(pod.container_configs[name])
+    attempt = config.metadata.attempt + 1
+    config.metadata.attempt = attempt
+    config.log_path = f"{name}/{attempt}.log"
+    del config.command[:]
+    config.command.extend(command)
+    container_id = await rt.create_container(pod.sandbox_id, config, pod.sandbox_config)
+    await rt.start_container(container_id)
+    pod.container_configs[name] = config
+    pod.container_ids[name] = container_id
+    return container_id
 
 
 def unique(prefix: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kubelet.server.conftest import NodeEnv, unique
+from tests.kubelet.server.conftest import NodeEnv, restart_container, unique
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -284,3 +284,16 @@ async def test_port_forward_to_httpd(node_env: NodeEnv, spdy_only: bool) -> None
         proc.terminate()
         _, err = proc.communicate()
     assert b"fallback" not in err, err
+
+
+async def test_logs_previous_after_a_restart(node_env: NodeEnv) -> None:
+    name = unique("r")
+    pod = await node_env.run_pod(name, {"r": ["sh", "-c", "echo first run"]})
+    await wait_for_output(node_env, name, b"first run")
+    await restart_container(node_env, pod, "r", ["sh", "-c", "echo second run; exec sleep 3600"])
+    await wait_for_output(node_env, name, b"second run")
+    current = await run(node_env, "logs", name)
+    assert current.stdout == b"second run\n", current.stderr
+    previous = await run(node_env, "logs", "--previous", name)
+    assert previous.returncode == 0, previous.stderr
+    assert previous.stdout == b"first run\n"
