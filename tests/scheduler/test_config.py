@@ -168,3 +168,19 @@ def test_duplicate_profiles_and_queue_sort(tmp_path: Path) -> None:
         tmp_path,
         HEADER + "profiles:\n- plugins:\n    queueSort:\n      disabled:\n      - name: '*'\n",
     ).startswith("profiles[0].plugins.queueSort: Invalid value: 0 plugins")
+
+
+def test_enabling_at_points_upstream_plugins_extend(tmp_path: Path) -> None:
+    load(
+        tmp_path,
+        HEADER
+        + "profiles:\n- plugins:\n    preFilter:\n      enabled:\n      - name: NodeResourcesFit\n",
+    )
+    message = error(
+        tmp_path,
+        HEADER + "profiles:\n- plugins:\n    queueSort:\n      enabled:\n      - name: NodeName\n",
+    )
+    assert message == (
+        'profiles[0].plugins.queueSort.enabled[0].name: Invalid value: "NodeName": '
+        "plugin does not extend queueSort"
+    )

@@ -387,10 +387,11 @@ def _profile(source: str, where: str, raw: dict[str, Any]) -> ProfileConfig:
     for key, point in _POINT_NAMES.items():
         enabled, disabled = section(key)
         for j, (n, _) in enumerate(enabled):
-            method_point = point
-            if point == "pre_score" and implements(REGISTRY[n], "score"):
-                continue
-            if not implements(REGISTRY[n], method_point):
+            # Some of our plugins fold a point into another (NodeResourcesFit computes its
+            # requests in Filter, not PreFilter): enabling them at a point upstream's version
+            # extends is accepted and means nothing more. Only the points that matter to the
+            # profile's shape are checked.
+            if point in ("queue_sort", "bind") and not implements(REGISTRY[n], point):
                 raise fail(
                     f"plugins.{key}.enabled[{j}].name",
                     f'Invalid value: "{n}": plugin does not extend {key}',
