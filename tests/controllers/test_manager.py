@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from sampan.client import ClientConfig, NotFoundError
-from sampan.client.api import CONFIGMAPS, LEASES, NAMESPACES, SERVICEACCOUNTS
+from sampan.client.api import CONFIGMAPS, EVENTS, LEASES, NAMESPACES, SERVICEACCOUNTS
 from sampan.controllers.base import (
     ControllerContext,
     ControllerManagerOptions,
@@ -117,6 +117,15 @@ async def test_manager_runs_controllers_and_a_peer_takes_over(
         await eventually(lambda: _true("kube-system" in leader_ctrl.seen))
         lease = await client.get(LEASES, LEASE_NAME, namespace=LEASE_NAMESPACE)
         assert lease["spec"]["holderIdentity"] == "first"
+
+        async def announced() -> bool:
+            events = (await client.list(EVENTS, namespace=LEASE_NAMESPACE))["items"]
+            return any(
+                e["reason"] == "LeaderElection" and e["message"] == "first became leader"
+                for e in events
+            )
+
+        await eventually(announced)
         assert not second.is_leader and second.health() == {}
 
         await first.stop()

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from sampan.client import Client, ClientConfig, LeaderElector, SharedInformerFactory
+from sampan.client.events import TYPE_NORMAL
 from sampan.client.workqueue import Clock
 from sampan.controllers.base import Controller, ControllerContext, ControllerManagerOptions
 
@@ -46,6 +47,13 @@ COMPONENT_NAME = "controllers"
 LEASE_NAMESPACE = "kube-system"
 LEASE_NAME = "kube-controller-manager"
 USER_AGENT = "sampan-controller-manager"
+LEADER_ELECTION_SOURCE = "kube-controller-manager"
+LEASE_REFERENCE = {
+    "apiVersion": "coordination.k8s.io/v1",
+    "kind": "Lease",
+    "namespace": LEASE_NAMESPACE,
+    "name": LEASE_NAME,
+}
 # Pause before competing again after a term ended with an error (not after a lost lease).
 RETRY_AFTER_FAILURE_S = 2.0
 
@@ -191,6 +199,10 @@ class ControllerManager:
         context = ControllerContext(self._client, factory, self.options, self._clock)
         self._leading = True
         log.info("controllers: term %d started by %s", self.terms, self.identity)
+        if self.options.leader_elect:
+            context.recorder(LEADER_ELECTION_SOURCE).event(
+                LEASE_REFERENCE, TYPE_NORMAL, "LeaderElection", f"{self.identity} became leader"
+            )
         try:
             for name, cls in registry.items():
                 if not self.options.enabled(name):
