@@ -217,3 +217,39 @@ async def test_every_registered_controller_runs_under_the_manager(
         await eventually(defaults_exist)
     finally:
         await manager.stop()
+
+
+async def test_a_peer_takes_over_after_the_leader_dies(
+    controller_config: ClientConfig, client
+) -> None:
+    """A leader that dies without releasing: the peer waits for the lease to expire."""
+    registry = {"nscounter": NamespaceCounter}
+    dying = ControllerManager(
+        controller_config,
+        ControllerManagerOptions(identity="dying", args=FAST_ELECTION),
+        controllers=registry,
+    )
+    peer = ControllerManager(
+        controller_config,
+        ControllerManagerOptions(identity="peer", args=FAST_ELECTION),
+        controllers=registry,
+    )
+    await dying.start()
+    try:
+        await eventually(lambda: _true(dying.is_leader))
+        await peer.start()
+        assert dying._elector is not None
+
+        async def no_release() -> None:  # a killed process releases nothing
+            return None
+
+        dying._elector._release = no_release  # type: ignore[method-assign]
+        await dying.stop()
+        lease = await client.get(LEASES, LEASE_NAME, namespace=LEASE_NAMESPACE)
+        assert lease["spec"]["holderIdentity"] == "dying"
+        await eventually(lambda: _true(peer.health() == {"nscounter": True}))
+        lease = await client.get(LEASES, LEASE_NAME, namespace=LEASE_NAMESPACE)
+        assert lease["spec"]["holderIdentity"] == "peer"
+    finally:
+        await dying.stop()
+        await peer.stop()
