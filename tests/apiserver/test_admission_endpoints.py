@@ -60,3 +60,21 @@ async def test_second_server_joins_and_leaves(harness):
     await other.stop()
     _, endpoints = await harness.request("GET", ENDPOINTS)
     assert [a["ip"] for a in endpoints["subsets"][0]["addresses"]] == ["127.0.0.1"]
+
+
+async def test_deleted_kubernetes_service_comes_back(harness):
+    server = harness.server
+    status, _ = await harness.request("DELETE", "/api/v1/namespaces/default/services/kubernetes")
+    assert status == 200
+    reconciler = KubernetesEndpointsReconciler(
+        server.storage,
+        server.registry,
+        harness.backend,
+        address="127.0.0.1",
+        port=server.port,
+        service_ip="10.43.0.1",
+    )
+    await reconciler.reconcile()
+    status, service = await harness.request("GET", "/api/v1/namespaces/default/services/kubernetes")
+    assert status == 200 and service["spec"]["clusterIP"] == "10.43.0.1"
+    assert service["spec"]["ports"][0]["targetPort"] == server.port

@@ -159,3 +159,16 @@ async def test_repair_after_crash(harness):
     assert kv is not None and json.loads(kv.value)["owner"] == "default/kept"
     status, _ = await create(harness, service("ghost", clusterIP="10.43.0.77"))
     assert status == 201
+
+
+async def test_delete_collection_releases(harness):
+    for name, port in (("x", 30090), ("y", 30091)):
+        status, _ = await create(
+            harness, service(name, type="NodePort", ports=[{"port": 80, "nodePort": port}])
+        )
+        assert status == 201
+    status, _ = await harness.request("DELETE", "/api/v1/namespaces/default/services")
+    assert status == 200
+    for port in (30090, 30091):
+        _, kv = await harness.backend.get(NODE_PORT_PREFIX + str(port))
+        assert kv is None

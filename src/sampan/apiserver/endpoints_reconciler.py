@@ -9,6 +9,9 @@ EndpointSlice (``kubernetes``, label ``kubernetes.io/service-name=kubernetes``, 
 IPv4 or IPv6) when they differ. On a clean stop the server drops its lease and its address, so
 clients stop using it at once; after a crash its lease simply expires.
 
+The ``kubernetes`` Service itself is recreated by the same rounds when it was deleted (as
+upstream's kubernetes-service controller does).
+
 Invariants: this server's own address is always listed while it runs; only the ``kubernetes``
 objects in ``default`` are written; writes happen only when something changed.
 """
@@ -23,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sampan.apiserver.bootstrap import kubernetes_service
 from sampan.apiserver.errors import AlreadyExists, Conflict, NotFound, StatusError
 from sampan.apiserver.storage import DeleteOptions
 from sampan.datastore.types import ConflictError, KeyExistsError, KeyNotFoundError, StoreError
@@ -57,11 +61,14 @@ class KubernetesEndpointsReconciler:
         *,
         address: str,
         port: int,
+        service_ip: str | None = None,
         interval_s: float = DEFAULT_LEASE_INTERVAL_S,
         lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._endpoints = storage.for_resource(registry.by_resource("", "v1", "endpoints"))
+        self._services = storage.for_resource(registry.by_resource("", "v1", "services"))
+        self._service_ip = service_ip
         self._slices = storage.for_resource(
             registry.by_resource("discovery.k8s.io", "v1", "endpointslices")
         )
@@ -205,9 +212,27 @@ class KubernetesEndpointsReconciler:
 
     # --- rounds -------------------------------------------------------------------------------
 
+    async def _ensure_service(self) -> None:
+        """Recreate the ``kubernetes`` Service if someone deleted it (upstream's controller
+        does the same); its ClusterIP claim follows at the next allocation repair."""
+        if self._service_ip is None:
+            return
+        try:
+            await self._services.get(NAMESPACE, SERVICE_NAME)
+            return
+        except NotFound:
+            pass
+        try:
+            await self._services.create(kubernetes_service(self._service_ip, self.port))
+            log.info("recreated the kubernetes service")
+        except AlreadyExists:
+            pass
+
     async def reconcile(self) -> None:
-        """Renew this server's lease and write the live addresses."""
+        """Renew this server's lease, make sure the Service exists, write the live
+        addresses."""
         await self._renew()
+        await self._ensure_service()
         addresses = await self.live_addresses()
         if self.address not in addresses:
             addresses = sorted([*addresses, self.address], key=_sort_key)

@@ -684,12 +684,15 @@ class ResourceHandler:
     ) -> web.StreamResponse:
         labels, fields = self._selectors(request, info)
         options, _ = await self._delete_options(request)
-        await self.ctx.admission.admit(
-            self._admission("DELETE", info, namespace, "", user, dry_run=options.dry_run)
-        )
-        deleted = await self._store(info).delete_collection(
-            namespace, label_selector=labels, field_selector=fields, options=options
-        )
+        attrs = self._admission("DELETE", info, namespace, "", user, dry_run=options.dry_run)
+        await self.ctx.admission.admit(attrs)
+        try:
+            deleted = await self._store(info).delete_collection(
+                namespace, label_selector=labels, field_selector=fields, options=options
+            )
+        finally:
+            # Partial success is possible: hooks check what is really gone.
+            await self.ctx.admission.finish(attrs, ok=True)
         renderer = Renderer(info, parse_accept(""), self._to_request_version(info))
         body = renderer.list_bytes(
             [json.dumps(o, separators=(",", ":")).encode() for o in deleted],

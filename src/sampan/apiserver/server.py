@@ -277,7 +277,12 @@ class APIServer:
         )
         await rt.admission.start()  # system PriorityClasses, Service allocation repair
         rt.endpoints = KubernetesEndpointsReconciler(
-            rt.storage, rt.registry, self.backend, address=self.advertise_address, port=rt.port
+            rt.storage,
+            rt.registry,
+            self.backend,
+            address=self.advertise_address,
+            port=rt.port,
+            service_ip=opts.service_ip,
         )
         await rt.endpoints.reconcile()  # this server (and the other live ones) in kubernetes
         rt.endpoints.start()

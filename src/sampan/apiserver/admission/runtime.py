@@ -99,7 +99,12 @@ class Admission:
             PriorityAdmission(self.get, self.cached),
             DefaultTolerationSeconds(),
             PodSecurity(get_namespace, lambda namespace: self.cached("", "pods", namespace)),
-            ServiceAllocation(self.ips, self.node_ports, get_service),
+            ServiceAllocation(
+                self.ips,
+                self.node_ports,
+                get_service,
+                lambda namespace: self.cached("", "services", namespace),
+            ),
             ResourceQuota(self._store("", "resourcequotas"), self.cached, self.quota_recalculator),
             *extra_plugins,
         ]

@@ -113,11 +113,16 @@ class ServiceAllocation:
     mutating = True
 
     def __init__(
-        self, ips: RangeAllocator, node_ports: RangeAllocator, get_service: ServiceGetter
+        self,
+        ips: RangeAllocator,
+        node_ports: RangeAllocator,
+        get_service: ServiceGetter,
+        list_cached: Callable[[str], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.ips = ips
         self.node_ports = node_ports
         self._get_service = get_service
+        self._list_services = list_cached
 
     async def admit(self, attrs: AdmissionAttributes) -> None:
         if not attrs.is_resource("", "services"):
@@ -126,8 +131,11 @@ class ServiceAllocation:
             await self._allocate(attrs, attrs.obj, None)
         elif attrs.operation == "UPDATE" and attrs.obj is not None and attrs.old_obj is not None:
             await self._allocate(attrs, attrs.obj, attrs.old_obj)
-        elif attrs.operation == "DELETE" and attrs.name and not attrs.dry_run:
-            await self._release_on_delete(attrs)
+        elif attrs.operation == "DELETE" and not attrs.dry_run:
+            if attrs.name:
+                await self._release_on_delete(attrs)
+            elif self._list_services is not None:
+                self._release_on_delete_collection(attrs)
 
     # --- create / update ------------------------------------------------------------------
 
@@ -337,6 +345,34 @@ class ServiceAllocation:
                 await self.ips.release(item, owner)
             for item in ports:
                 await self.node_ports.release(item, owner)
+
+        attrs.on_success(release)
+
+    def _release_on_delete_collection(self, attrs: AdmissionAttributes) -> None:
+        """deletecollection (namespace deletion uses it): afterwards, release the items of
+        every Service of the namespace that is really gone."""
+        assert self._list_services is not None
+        before = [
+            (
+                (s.get("metadata") or {}).get("name", ""),
+                (s.get("metadata") or {}).get("uid"),
+                service_items(s),
+            )
+            for s in self._list_services(attrs.namespace)
+        ]
+        if not before:
+            return
+
+        async def release() -> None:
+            for name, uid, (ips, ports) in before:
+                still = await self._get_service(attrs.namespace, name)
+                if still is not None and (still.get("metadata") or {}).get("uid") == uid:
+                    continue
+                owner = f"{attrs.namespace}/{name}"
+                for item in ips:
+                    await self.ips.release(item, owner)
+                for item in ports:
+                    await self.node_ports.release(item, owner)
 
         attrs.on_success(release)
 
