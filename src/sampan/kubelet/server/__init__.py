@@ -11,6 +11,8 @@ from sampan.kubelet.server.lookup import (
     CRIPodLookup,
     NotFoundError,
     PodLookup,
+    PodManagerLookup,
+    PodSource,
     SandboxRef,
 )
 from sampan.kubelet.server.server import (
@@ -33,6 +35,8 @@ __all__ = [
     "LogOptionsError",
     "NotFoundError",
     "PodLookup",
+    "PodManagerLookup",
+    "PodSource",
     "SandboxRef",
     "read_log",
 ]

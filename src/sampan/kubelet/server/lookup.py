@@ -4,8 +4,10 @@ The kubelet API addresses containers as ``<namespace>/<pod>/<container>``; CRI a
 by id. ``PodLookup`` is the seam: ``CRIPodLookup`` answers from the runtime alone, through the
 labels every kubelet puts on sandboxes and containers (``io.kubernetes.pod.namespace``,
 ``io.kubernetes.pod.name``, ``io.kubernetes.container.name``), so it needs no pod manager and
-also finds containers a previous kubelet process started. Another implementation (say, the
-kubelet's pod cache) can be passed to ``KubeletServer`` instead.
+also finds containers a previous kubelet process started. ``PodManagerLookup`` asks the
+kubelet's pod manager instead (``sampan.kubelet.Kubelet`` fits ``PodSource``): it resolves a
+name to the uid of the pod the kubelet runs now, so a pod deleted and created again under the
+same name never shows the old one's containers.
 
 When a name has several sandboxes (a pod deleted and created again with the same name, or a
 sandbox being replaced), the ready one created last wins; within it, the container with the
@@ -28,6 +30,8 @@ __all__ = [
     "ContainerRef",
     "NotFoundError",
     "PodLookup",
+    "PodManagerLookup",
+    "PodSource",
     "SandboxRef",
 ]
 
@@ -125,6 +129,68 @@ class CRIPodLookup:
     async def is_running(self, container_id: str) -> bool:
         try:
             status = (await self.runtime.container_status(container_id)).status
+        except cri.NotFoundError:
+            return False
+        return status.state == pb.ContainerState.CONTAINER_RUNNING
+
+
+class PodSource(Protocol):
+    """What ``PodManagerLookup`` needs from the kubelet (``sampan.kubelet.Kubelet`` has it)."""
+
+    @property
+    def runtime(self) -> cri.RuntimeClient: ...
+
+    async def pod_sandbox_id(self, namespace: str, pod: str) -> str | None: ...
+
+    async def pod_container_id(
+        self, namespace: str, pod: str, container: str, *, previous: bool = False
+    ) -> str | None: ...
+
+
+class PodManagerLookup:
+    """``PodLookup`` through the kubelet's own pod manager (see the module docstring)."""
+
+    def __init__(self, source: PodSource) -> None:
+        self.source = source
+
+    async def sandbox(self, namespace: str, pod: str) -> SandboxRef:
+        sandbox_id = await self.source.pod_sandbox_id(namespace, pod)
+        if sandbox_id is None:
+            raise NotFoundError(f'pod "{pod}" in namespace "{namespace}" is not on this node')
+        try:
+            status = (await self.source.runtime.pod_sandbox_status(sandbox_id)).status
+        except cri.NotFoundError as exc:
+            raise NotFoundError(f'pod "{pod}" in namespace "{namespace}" is gone') from exc
+        return SandboxRef(
+            sandbox_id=sandbox_id, namespace=namespace, name=pod, uid=status.metadata.uid
+        )
+
+    async def container(
+        self, namespace: str, pod: str, container: str, *, previous: bool = False
+    ) -> ContainerRef:
+        container_id = await self.source.pod_container_id(
+            namespace, pod, container, previous=previous
+        )
+        if container_id is None:
+            if previous:
+                raise NotFoundError(
+                    f'previous terminated container "{container}" in pod "{pod}" not found'
+                )
+            raise NotFoundError(f'container "{container}" in pod "{pod}" is not available')
+        try:
+            status = (await self.source.runtime.container_status(container_id)).status
+        except cri.NotFoundError as exc:
+            raise NotFoundError(f'container "{container}" in pod "{pod}" is gone') from exc
+        return ContainerRef(
+            container_id=container_id,
+            sandbox_id="",
+            log_path=status.log_path,
+            running=status.state == pb.ContainerState.CONTAINER_RUNNING,
+        )
+
+    async def is_running(self, container_id: str) -> bool:
+        try:
+            status = (await self.source.runtime.container_status(container_id)).status
         except cri.NotFoundError:
             return False
         return status.state == pb.ContainerState.CONTAINER_RUNNING
