@@ -7,7 +7,16 @@ from typing import Any
 import pytest
 
 from sampan.client import Client, NotFoundError
-from sampan.client.api import CONFIGMAPS, NAMESPACES, PODS, SECRETS, SERVICEACCOUNTS, PatchType
+from sampan.client.api import (
+    CONFIGMAPS,
+    CUSTOMRESOURCEDEFINITIONS,
+    NAMESPACES,
+    PODS,
+    SECRETS,
+    SERVICEACCOUNTS,
+    PatchType,
+    Resource,
+)
 from sampan.controllers.namespace import (
     COND_CONTENT_REMAINING,
     COND_FINALIZERS_REMAINING,
@@ -115,3 +124,45 @@ async def test_a_live_namespace_is_left_alone(client: Client, run_controller) ->
 
 async def _synced(controller: NamespaceController) -> bool:
     return controller.healthy()
+
+
+WIDGETS = Resource("example.com", "v1", "widgets", "Widget", True)
+WIDGET_CRD = {
+    "metadata": {"name": "widgets.example.com"},
+    "spec": {
+        "group": "example.com",
+        "scope": "Namespaced",
+        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+async def test_custom_resources_are_deleted_too(client: Client, run_controller) -> None:
+    await client.create(CUSTOMRESOURCEDEFINITIONS, WIDGET_CRD)
+    await client.create(NAMESPACES, {"metadata": {"name": "crs"}})
+
+    async def widget_made() -> bool:
+        try:
+            await client.create(WIDGETS, {"metadata": {"name": "w"}}, namespace="crs")
+        except NotFoundError:
+            return False  # not served yet
+        return True
+
+    await eventually(widget_made)
+    await run_controller(NamespaceController)
+    await client.delete(NAMESPACES, "crs")
+    await eventually(lambda: _gone(client, "crs"))
+    assert (await client.list(WIDGETS, namespace="crs"))["items"] == []
