@@ -64,6 +64,7 @@ from sampan.apiserver.errors import (
 )
 from sampan.apiserver.handlers import HandlerContext, ResourceHandler, not_found
 from sampan.apiserver.impersonation import impersonate
+from sampan.apiserver.join import JoinService, is_join_path
 from sampan.apiserver.openapi import OpenAPI
 from sampan.apiserver.openapi_data import load_definitions
 from sampan.apiserver.podproxy import PodProxy, build_pod_proxy
@@ -145,6 +146,7 @@ class _Runtime:
     custom: CustomResources | None = None
     crds: CRDController | None = None
     pod_proxy: PodProxy | None = None  # pods/log, exec, attach, portforward; nodes/proxy
+    join: JoinService | None = None  # /cacerts and /v1-sampan/node (agents joining)
     runner: web.AppRunner | None = None
     port: int = 0
     bootstrapped: bool = False
@@ -161,8 +163,14 @@ class APIServer:
         self._stopping = asyncio.Event()
         self._watches = WatchTracker()
         self._rt = _Runtime()
+        self._join_secrets: dict[str, str] = {}
 
     # --- public ---------------------------------------------------------------------------
+
+    def set_join_secrets(self, secrets_by_user: dict[str, str]) -> None:
+        """The token secrets agents may join with (``{"server": s, "node": agent_s}``);
+        until set, every join is refused."""
+        self._join_secrets = dict(secrets_by_user)
 
     @property
     def url(self) -> str:
@@ -238,6 +246,11 @@ class APIServer:
             rt.pki, rt.storage, rt.registry, authorize=rt.authorizer.authorize
         )
         rt.handler = ResourceHandler(self._handler_context())
+        rt.join = JoinService(
+            rt.pki,
+            lambda plural: rt.storage.for_resource(rt.registry.by_resource("", "v1", plural)),
+            lambda: self._join_secrets,
+        )
         rt.checks = [
             _HealthCheck("ping", _ok),
             _HealthCheck("etcd", self._check_datastore),
@@ -366,6 +379,8 @@ class APIServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         try:
+            if self._rt.join is not None and is_join_path(request.path):
+                return await self._rt.join.handle(request)
             ri = parse_request_info(request.method, request.path, request.query)
             user = await self._authenticate(request)
             if user is None:
