@@ -120,3 +120,27 @@ async def test_priority(harness):
         "POST", PODS.format("default"), pod("liar", priorityClassName="everyone", priority=5)
     )
     assert status == 403 and "must not be provided in pod spec" in body["message"]
+
+
+async def test_priority_class_rules(harness):
+    classes = "/apis/scheduling.k8s.io/v1/priorityclasses"
+    status, body = await harness.request("DELETE", f"{classes}/system-node-critical")
+    assert status == 403
+    assert body["message"] == (
+        'priorityclasses.scheduling.k8s.io "system-node-critical" is forbidden: this is a '
+        "system priority class and cannot be deleted"
+    )
+    for name, expected in (("one", 201), ("two", 403)):
+        status, body = await harness.request(
+            "POST",
+            classes,
+            {
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {"name": name},
+                "value": 10,
+                "globalDefault": True,
+            },
+        )
+        assert status == expected, body
+    assert "PriorityClass one is already marked as default" in body["message"]

@@ -10,7 +10,8 @@
 * ``DefaultTolerationSeconds``: pods tolerate ``node.kubernetes.io/not-ready`` and
   ``node.kubernetes.io/unreachable`` (NoExecute) for 300 s unless they already say otherwise.
 * ``PriorityAdmission``: ``spec.priorityClassName`` becomes ``spec.priority`` (and the class's
-  preemptionPolicy); without a class, the global default class or 0. The built-in classes
+  preemptionPolicy); without a class, the global default class or 0. Only one PriorityClass
+  may be the global default; the built-in classes cannot be deleted. The built-in classes
   ``system-node-critical`` and ``system-cluster-critical`` are created at start
   (``SYSTEM_PRIORITY_CLASSES``).
 
@@ -85,6 +86,7 @@ SYSTEM_PRIORITY_CLASSES: tuple[dict[str, Any], ...] = (
     },
 )
 DEFAULT_PREEMPTION_POLICY = "PreemptLowerPriority"
+_SYSTEM_CLASS_NAMES = frozenset(pc["metadata"]["name"] for pc in SYSTEM_PRIORITY_CLASSES)
 
 
 def _is_pod_create(attrs: AdmissionAttributes) -> bool:
@@ -291,6 +293,9 @@ class PriorityAdmission:
         return best
 
     async def admit(self, attrs: AdmissionAttributes) -> None:
+        if attrs.is_resource(SCHEDULING_GROUP, "priorityclasses"):
+            self._priority_class(attrs)
+            return
         if not _is_pod_create(attrs):
             return
         assert attrs.obj is not None
@@ -324,3 +329,20 @@ class PriorityAdmission:
                 "PriorityClass name",
             )
         spec["preemptionPolicy"] = policy
+
+    def _priority_class(self, attrs: AdmissionAttributes) -> None:
+        """One global default at most; the built-in classes cannot be deleted."""
+        if attrs.operation == "DELETE" and attrs.name in _SYSTEM_CLASS_NAMES:
+            raise forbidden(attrs, "this is a system priority class and cannot be deleted")
+        if attrs.operation not in ("CREATE", "UPDATE") or not isinstance(attrs.obj, dict):
+            return
+        if not attrs.obj.get("globalDefault"):
+            return
+        for pc in self._list(SCHEDULING_GROUP, "priorityclasses", ""):
+            other = (pc.get("metadata") or {}).get("name")
+            if pc.get("globalDefault") and other != attrs.name:
+                raise forbidden(
+                    attrs,
+                    f"PriorityClass {other} is already marked as default. Only one default "
+                    "can exist",
+                )
