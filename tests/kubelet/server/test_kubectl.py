@@ -297,3 +297,36 @@ async def test_logs_previous_after_a_restart(node_env: NodeEnv) -> None:
     previous = await run(node_env, "logs", "--previous", name)
     assert previous.returncode == 0, previous.stderr
     assert previous.stdout == b"first run\n"
+
+
+@pytest.mark.parametrize("spdy_only", [False, True], ids=["websocket-v5", "spdy"])
+async def test_attach_with_stdin(node_env: NodeEnv, spdy_only: bool) -> None:
+    name = unique("ai")
+    await node_env.run_pod(
+        name, {"ai": ["sh", "-c", "while read line; do echo got:$line; done"]}, stdin=True
+    )
+    proc = kubectl_popen(
+        node_env,
+        "attach",
+        "-i",
+        name,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **SPDY_ONLY} if spdy_only else None,
+    )
+    try:
+        assert proc.stdin is not None
+        # kubectl attaches, then forwards what it reads; the first line may be sent before
+        # the stream is up, so keep sending until the container answers.
+        seen = b""
+        for _ in range(50):
+            proc.stdin.write(b"hello\n")
+            proc.stdin.flush()
+            seen += await asyncio.to_thread(read_until, proc.stdout, b"got:hello", 0.2)
+            if b"got:hello" in seen:
+                break
+        assert b"got:hello" in seen, seen
+    finally:
+        proc.terminate()
+        proc.wait()
