@@ -65,7 +65,8 @@ def wait_for_log(proc: subprocess.Popen[str], log_path: Path, needle: str) -> st
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_server_starts_datastore_and_api_then_stops_cleanly(tmp_path: Path, sig) -> None:
-    proc, log_path = start_server(tmp_path)
+    # The control plane only: the whole node (agent, containerd) has its own e2e tests.
+    proc, log_path = start_server(tmp_path, "--disable-agent")
     try:
         text = wait_for_log(proc, log_path, "all components ready")
         db = tmp_path / "data" / "server" / "db" / "state.db"
@@ -85,6 +86,8 @@ def test_server_starts_datastore_and_api_then_stops_cleanly(tmp_path: Path, sig)
             proc.kill()
     text = log_path.read_text()
     assert f"received {sig.name}" in text
+    assert text.index("scheduler: stopped") < text.index("controllers: stopped")
+    assert text.index("controllers: stopped") < text.index("apiserver: stopped")
     assert text.index("apiserver: stopped") < text.index("datastore: stopped")
     assert "Traceback" not in text
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from sampan.config import Config, ConfigError
 from sampan.supervisor.supervisor import Component, ComponentContext
-from sampan.supervisor.token import TokenError, ensure_server_token
+from sampan.supervisor.token import TokenError, ensure_agent_token, ensure_server_token
 
 __all__ = ["DatastoreComponent", "server_components"]
 
@@ -60,6 +60,7 @@ class APIServerComponent:
         self._config = config
         self._datastore = datastore
         self.server = None
+        self.token = None
 
     async def start(self, ctx: ComponentContext) -> None:
         from sampan.apiserver import APIServer, APIServerOptions
@@ -84,11 +85,22 @@ class APIServerComponent:
         self.server = server
         try:
             token_path = config.data_dir / "server" / "token"
-            await asyncio.to_thread(
+            token = await asyncio.to_thread(
                 ensure_server_token, config.data_dir, server.pki.ca_pem, config.token.reveal()
             )
+            agent_token = None
+            if config.agent_token:
+                agent_token = await asyncio.to_thread(
+                    ensure_agent_token,
+                    config.data_dir,
+                    server.pki.ca_pem,
+                    config.agent_token.reveal(),
+                )
         except TokenError as exc:
             raise RuntimeError(f"--token: {exc}") from None
+        # Agents join with the agent token when there is one, else with the server token.
+        server.set_join_secrets({"server": token.secret, "node": (agent_token or token).secret})
+        self.token = token
         log.info("node token is available at %s", token_path)
         log.info(
             "API server ready at %s; admin kubeconfig: %s", server.url, config.write_kubeconfig

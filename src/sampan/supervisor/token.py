@@ -15,7 +15,14 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["TOKEN_PREFIX", "JoinToken", "TokenError", "ensure_server_token", "parse_token"]
+__all__ = [
+    "TOKEN_PREFIX",
+    "JoinToken",
+    "TokenError",
+    "ensure_agent_token",
+    "ensure_server_token",
+    "parse_token",
+]
 
 TOKEN_PREFIX = "K10"
 SERVER_USER = "server"
@@ -79,6 +86,21 @@ def ensure_server_token(data_dir: Path, ca_pem: bytes, given: str = "") -> JoinT
         token = JoinToken(digest, token.user, token.secret)
     else:
         token = JoinToken(digest, SERVER_USER, secrets.token_hex(SECRET_BYTES))
+    rendered = token.render() + "\n"
+    if not path.exists() or path.read_text() != rendered:
+        _write_private(path, rendered)
+    return token
+
+
+def ensure_agent_token(data_dir: Path, ca_pem: bytes, given: str) -> JoinToken:
+    """``--agent-token``: agents (but not servers) join with it; written to
+    ``<data-dir>/server/agent-token`` (0600) in the K10 form with user ``node``."""
+    token = parse_token(given, default_user="node")
+    digest = ca_hash(ca_pem)
+    if token.ca_hash is not None and token.ca_hash != digest:
+        raise TokenError("the --agent-token given carries a CA hash that does not match")
+    token = JoinToken(digest, "node", token.secret)
+    path = data_dir / "server" / "agent-token"
     rendered = token.render() + "\n"
     if not path.exists() or path.read_text() != rendered:
         _write_private(path, rendered)
