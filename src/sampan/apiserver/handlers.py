@@ -504,7 +504,9 @@ class ResourceHandler:
         stored = self._to_storage_version(info, obj)
 
         def replace(current: dict[str, Any]) -> dict[str, Any]:
-            return self._fields.on_write(request, info, current, stored, subresource=subresource)
+            return self._fields.on_write(
+                request, info, current, stored, subresource=subresource, copy_new=True
+            )
 
         try:
             # Admitted against the object it replaces (see admission.admitted_update).

@@ -126,11 +126,15 @@ class FieldManager:
         new: dict[str, Any],
         *,
         subresource: str = "",
+        copy_new: bool = False,
     ) -> dict[str, Any]:
-        """``new`` with managedFields updated for this create/update/patch request."""
+        """``new`` with managedFields updated for this create/update/patch request.
+
+        The result shares nested values with ``new``; ``copy_new`` deep-copies it first, for
+        a caller that reuses ``new`` across retries (the store's strategies edit in place)."""
         return track_update(
             old,
-            new,
+            copy.deepcopy(new) if copy_new else new,
             manager=self.manager(request),
             api_version=info.api_version,
             schema=self.schema(info),
