@@ -1,8 +1,11 @@
 """The kubelet's HTTPS API on port 10250 (logs, exec, attach, port-forward, stats).
 
-``KubeletServer(KubeletServerOptions(...), runtime)`` is the component; see ``server`` for the
-endpoints and the authorization choice, ``logs`` for the CRI log format, ``upgrade`` for the
-byte-level upgrade proxy to the runtime's stream server, ``lookup`` for name -> CRI id.
+``KubeletServer(KubeletServerOptions(...), runtime, lookup=...)`` is the component; see
+``server`` for the endpoints and the authorization choice, ``logs`` for the CRI log format,
+``upgrade`` for the byte-level upgrade proxy to the runtime's stream server (SPDY and
+WebSocket v4 clients), ``bridge`` for the WebSocket v5 exec/attach and SPDY-over-WebSocket
+port-forward translation, ``spdy`` for the SPDY/3.1 framing it uses, ``lookup`` for
+name -> CRI id (``CRIPodLookup`` from runtime labels, ``PodManagerLookup`` from the kubelet).
 """
 
 from sampan.kubelet.server.logs import LogOptions, LogOptionsError, read_log
