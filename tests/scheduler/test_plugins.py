@@ -599,3 +599,22 @@ def test_num_feasible_nodes_to_find(percentage: int | None, nodes: int, expected
     from sampan.scheduler.scheduler import num_feasible_nodes_to_find
 
     assert num_feasible_nodes_to_find(percentage, nodes) == expected
+
+
+def test_preemption_sees_victims_through_affinity_counts() -> None:
+    env = Env()
+    env.add_nodes(node("n"))
+    env.add_pod(pod("low-db", labels={"app": "db"}, priority=1, node_name="n"))
+    env.add_pod(pod("low-other", labels={"app": "x"}, priority=1, node_name="n"))
+    anti = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [_term("db")]}}
+    high = pod("high", priority=100, affinity=anti)
+    state = CycleState()
+    failed: dict = {}
+    assert env.framework.run_pre_filter(state, high) is None
+    assert env.framework.run_filter(state, high, list(env.cache.node_list), failed) == []
+    assert failed["n"].reasons == ("node(s) didn't match pod anti-affinity rules",)
+    nominated, _ = env.framework.run_post_filter(state, high, failed)
+    # Only the pod the anti-affinity term matches has to go; the other one is reprieved.
+    assert nominated == "n" and env.evicted == ["low-db"]
+    # The what-if left the real cycle state alone.
+    assert state["InterPodAffinity"][2] == {("kubernetes.io/hostname", "n"): 1}

@@ -137,6 +137,17 @@ class CycleState(dict[str, Any]):
         self.skip_filter = set()
         self.skip_score = set()
 
+    def clone(self, plugins: Mapping[str, Any]) -> CycleState:
+        """A copy for a what-if (preemption): plugins with ``copy_state`` copy their value."""
+        other = CycleState()
+        other.skip_filter = set(self.skip_filter)
+        other.skip_score = set(self.skip_score)
+        for key, value in self.items():
+            plugin = plugins.get(key)
+            copy_state = getattr(plugin, "copy_state", None)
+            other[key] = copy_state(value) if copy_state is not None else value
+        return other
+
 
 # ---------------------------------------------------------------------------------------------
 # Quantities and requests
@@ -801,6 +812,16 @@ class Framework:
             if not nodes:
                 break
         return nodes
+
+    def run_update_pre_filter(
+        self, state: CycleState, pod: PodInfo, other: PodInfo, node: NodeInfo, delta: int
+    ) -> None:
+        """PreFilterExtensions: ``other`` was added to (+1) or removed from (-1) ``node`` in a
+        what-if; plugins whose PreFilter state counts cluster-wide pods update it."""
+        for pl in self.points["pre_filter"]:
+            update = getattr(pl, "update_pre_filter", None)
+            if update is not None and pl.name not in state.skip_filter and pl.name in state:
+                update(state, pod, other, node, delta)
 
     def run_post_filter(
         self, state: CycleState, pod: PodInfo, failed: dict[str, Status]

@@ -107,6 +107,34 @@ class InterPodAffinity(Plugin):
         state[self.name] = (existing_anti, affinity, anti)
         return None
 
+    @staticmethod
+    def copy_state(value: Any) -> Any:
+        return tuple(dict(counts) for counts in value)
+
+    def update_pre_filter(
+        self, state: CycleState, pod: PodInfo, other: PodInfo, node: NodeInfo, delta: int
+    ) -> None:
+        existing_anti, affinity, anti = state[self.name]
+        ns_labels = self.handle.namespace_labels
+        labels = node.labels
+
+        def bump(counts: dict[tuple[str, str], int], key: str) -> None:
+            value = labels.get(key)
+            if value is not None:
+                counts[(key, value)] = counts.get((key, value), 0) + delta
+
+        for term in other.required_anti_affinity:
+            if term.matches(pod, ns_labels):
+                bump(existing_anti, term.topology_key)
+        if pod.required_affinity and all(
+            t.matches(other, ns_labels) for t in pod.required_affinity
+        ):
+            for t in pod.required_affinity:
+                bump(affinity, t.topology_key)
+        for t in pod.required_anti_affinity:
+            if t.matches(other, ns_labels):
+                bump(anti, t.topology_key)
+
     def _self_match(self, pod: PodInfo) -> bool:
         ns_labels = self.handle.namespace_labels
         return all(t.matches(pod, ns_labels) for t in pod.required_affinity)

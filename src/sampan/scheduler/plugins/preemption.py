@@ -18,9 +18,9 @@ As upstream's ``defaultpreemption`` + ``preemption.Evaluator``:
    lower-priority pods nominated to that node, and nominate the pod there
    (``status.nominatedNodeName``); it is retried when the victims are gone.
 
-Limitation: the cluster-wide PreFilter state of InterPodAffinity and PodTopologySpread is not
-updated for the removed victims (upstream's PreFilterExtensions); only node-local filters see
-the what-if.
+The what-if runs on a copy of the node and of the cycle state; InterPodAffinity and
+PodTopologySpread update their cluster-wide PreFilter counts for each pod removed or added back
+(upstream's PreFilterExtensions), so a victim whose anti-affinity blocks the pod counts too.
 """
 
 from __future__ import annotations
@@ -168,6 +168,16 @@ class DefaultPreemption(Plugin):
         assert fwk is not None
         return bool(fwk.run_filter(state, pod, [node], {}))
 
+    def _remove(self, state: CycleState, pod: PodInfo, victim: PodInfo, node: NodeInfo) -> None:
+        node.remove_pod(victim)
+        assert self.handle.framework is not None
+        self.handle.framework.run_update_pre_filter(state, pod, victim, node, -1)
+
+    def _add(self, state: CycleState, pod: PodInfo, victim: PodInfo, node: NodeInfo) -> None:
+        node.add_pod(victim)
+        assert self.handle.framework is not None
+        self.handle.framework.run_update_pre_filter(state, pod, victim, node, 1)
+
     def _select_victims(
         self,
         state: CycleState,
@@ -176,10 +186,12 @@ class DefaultPreemption(Plugin):
         pdbs: list[tuple[str, Any, int, set[str]]],
     ) -> tuple[list[PodInfo], int] | None:
         clone = n.clone()
+        assert self.handle.framework is not None
+        state = state.clone(self.handle.framework.plugins)
         clone.nominated = {u: p for u, p in clone.nominated.items() if p.priority >= pod.priority}
         lower = [p for p in clone.pods.values() if p.priority < pod.priority]
         for p in lower:
-            clone.remove_pod(p)
+            self._remove(state, pod, p, clone)
         if not self._fits(state, pod, clone):
             return None
         lower.sort(key=lambda p: (-p.priority, _start_time(p)))
@@ -198,9 +210,9 @@ class DefaultPreemption(Plugin):
         violations = 0
         for group, is_violating in ((violating, True), (fine, False)):
             for p in group:
-                clone.add_pod(p)
+                self._add(state, pod, p, clone)
                 if not self._fits(state, pod, clone):
-                    clone.remove_pod(p)
+                    self._remove(state, pod, p, clone)
                     victims.append(p)
                     if is_violating:
                         violations += 1

@@ -214,6 +214,24 @@ class PodTopologySpread(Plugin):
         state[self.name] = (hard, counts)
         return None
 
+    @staticmethod
+    def copy_state(value: Any) -> Any:
+        hard, counts = value
+        return hard, [dict(c) for c in counts]
+
+    def update_pre_filter(
+        self, state: CycleState, pod: PodInfo, other: PodInfo, node: NodeInfo, delta: int
+    ) -> None:
+        hard, counts = state[self.name]
+        if other.namespace != pod.namespace or other.terminating:
+            return
+        if not all(c.topology_key in node.labels for c in hard):
+            return
+        for i, c in enumerate(hard):
+            if c.includes(pod, node) and c.selector.matches(other.labels):
+                value = node.labels[c.topology_key]
+                counts[i][value] = counts[i].get(value, 0) + delta
+
     def filter(
         self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo], failed: dict[str, Status]
     ) -> list[NodeInfo]:
