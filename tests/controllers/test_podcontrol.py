@@ -62,7 +62,14 @@ def test_deletion_rank_prefers_unassigned_pending_notready_then_newest() -> None
     ]
     counts = siblings_per_node(pods)
     order = [p["metadata"]["name"] for p in sorted(pods, key=lambda p: deletion_rank(p, counts))]
-    assert order == ["unassigned", "pending", "notready", "ready-recently", "ready-new", "ready-old"]
+    assert order == [
+        "unassigned",
+        "pending",
+        "notready",
+        "ready-recently",
+        "ready-new",
+        "ready-old",
+    ]
 
 
 def test_deletion_rank_doubled_up_nodes_first_and_restarts() -> None:
