@@ -933,7 +933,9 @@ class PodWorker:
         """Kill everything of the pod, clean up, delete the API object (grace 0)."""
         source = pod or self.last_pod
         grace = grace_period_s(pod) if pod is not None else self._orphan_grace()
-        log.info("pod %s: terminating (grace %ss)", self.name, grace)
+        leftovers = bool(await self._sandboxes() or await self._containers())
+        if pod is not None or leftovers:
+            log.info("pod %s: terminating (grace %ss)", self.name, grace)
         await self._kill_all(source, grace, remove=False)
         if pod is not None:
             await self._report(pod, await self._containers(), sandbox_ready=False, terminating=True)
