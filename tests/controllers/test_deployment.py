@@ -398,3 +398,23 @@ async def test_kubectl_rollout_status_history_and_undo(
     code, out = await kubectl(api_server, "rollout", "resume", "deployment/kc")
     assert code == 0, out
     assert not (await client.get(DEPLOYMENTS, "kc", namespace=NS))["spec"].get("paused")
+
+
+async def test_replica_failure_is_reported(client, controllers) -> None:
+    body = deployment_body("broken", 1)
+    body["spec"]["template"]["spec"]["serviceAccountName"] = "no-such-account"
+    await client.create(DEPLOYMENTS, body, namespace=NS)
+
+    async def failure():
+        d = await client.get(DEPLOYMENTS, "broken", namespace=NS)
+        c = cond(d, "ReplicaFailure")
+        return c if c.get("status") == "True" else None
+
+    c = await eventually(failure)
+    assert c["reason"] == "FailedCreate"
+
+    async def event():
+        items = (await client.list(EVENTS, namespace=NS))["items"]
+        return any(e["reason"] == "FailedCreate" for e in items)
+
+    await eventually(event)

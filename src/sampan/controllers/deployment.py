@@ -816,6 +816,29 @@ class DeploymentController(QueueController):
         ):
             if not status[name]:
                 del status[name]
+        # a ReplicaSet that cannot create or delete pods explains it on the Deployment too
+        failure = next(
+            (
+                c
+                for rs in ([new_rs] if new_rs else []) + [r for r in rss if r is not new_rs]
+                for c in (rs.get("status") or {}).get("conditions") or ()
+                if c.get("type") == "ReplicaFailure" and c.get("status") == "True"
+            ),
+            None,
+        )
+        if failure is not None:
+            _set_dcond(
+                status,
+                "ReplicaFailure",
+                "True",
+                failure.get("reason") or "",
+                failure.get("message") or "",
+                now,
+            )
+        elif status.get("conditions"):
+            status["conditions"] = [
+                c for c in status["conditions"] if c.get("type") != "ReplicaFailure"
+            ]
         if available >= _replicas(d) - max_unavailable(d):
             _set_dcond(
                 status,
