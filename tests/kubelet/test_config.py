@@ -381,3 +381,55 @@ async def test_active_deadline_fails_the_pod(node: NodeHarness, ns: str) -> None
         node, ns, "deadline", lambda p: p["status"].get("phase") == "Failed", "Failed"
     )
     assert pod["status"]["reason"] == "DeadlineExceeded"
+
+
+async def test_security_context_and_secret_volume(node: NodeHarness, ns: str) -> None:
+    assert node.client is not None
+    await node.client.create(
+        SECRETS,
+        {"metadata": {"name": "vol"}, "data": {"pw": base64.b64encode(b"hidden").decode()}},
+        namespace=ns,
+    )
+    locked = {
+        "metadata": {"name": "locked"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": BUSYBOX,
+                    "command": ["sleep", "3600"],
+                    "securityContext": {
+                        "runAsUser": 65534,
+                        "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                    "volumeMounts": [{"name": "s", "mountPath": "/etc/s"}],
+                }
+            ],
+            "volumes": [{"name": "s", "secret": {"secretName": "vol", "defaultMode": 0o444}}],
+        },
+    }
+    root = {
+        "metadata": {"name": "rooted"},
+        "spec": {
+            "securityContext": {"runAsNonRoot": True},
+            "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "3600"]}],
+        },
+    }
+    await node.create_pod(ns, locked)
+    await node.create_pod(ns, root)
+    await _pod_where(node, ns, "locked", lambda p: p["status"].get("phase") == "Running", "run")
+    assert (await _exec(node, ns, "locked", ["id", "-u"])).strip() == "65534"
+    assert await _exec(node, ns, "locked", ["cat", "/etc/s/pw"]) == "hidden"
+    touched = await _exec(node, ns, "locked", ["sh", "-c", "touch /x 2>&1 || echo refused"])
+    assert "refused" in touched
+    pod = await _pod_where(
+        node,
+        ns,
+        "rooted",
+        lambda p: _waiting_reason(p) == "CreateContainerConfigError",
+        "runAsNonRoot refused",
+    )
+    message = pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+    assert "runAsNonRoot" in message
