@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from sampan.config import Config, ConfigError, describe
+from sampan.supervisor.agent import agent_components
 from sampan.supervisor.logs import setup_logging
 from sampan.supervisor.server import server_components
 from sampan.supervisor.supervisor import Supervisor
@@ -37,9 +38,14 @@ def run(config: Config) -> int:
             log.error("%s", exc)
             return 1
     else:
-        log.error(
-            "sampan agent: the node agent (kubelet, proxy, network) is not part of this "
-            "version yet; run 'sampan server' for the control plane"
-        )
-        return 1
+        try:
+            components = agent_components(
+                config,
+                server_url=lambda: config.server,
+                token=config.token.reveal,
+                is_server=False,
+            )
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return 1
     return asyncio.run(Supervisor(components).run())

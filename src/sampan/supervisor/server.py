@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sampan.config import Config, ConfigError
+from sampan.supervisor.agent import agent_components, default_node_ips
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import TokenError, ensure_agent_token, ensure_server_token
 
@@ -73,7 +74,7 @@ class APIServerComponent:
             advertise_address=config.advertise_address or None,
             tls_dir=config.data_dir / "server" / "tls",
             hostname=hostname,
-            node_ips=tuple(config.node_ip) or _default_node_ips(),
+            node_ips=tuple(config.node_ip) or default_node_ips(),
             tls_sans=tuple(config.tls_san),
             service_cidr=config.service_cidr,
             kubeconfig_path=config.write_kubeconfig,
@@ -114,19 +115,6 @@ class APIServerComponent:
         if self.server is not None:
             await self.server.stop()
             self.server = None
-
-
-def _default_node_ips() -> tuple[str, ...]:
-    """The address of the interface holding the default route (what K3s advertises)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        # No packet is sent: connect() on UDP only picks the route and source address.
-        s.connect(("192.0.2.1", 9))
-        return (s.getsockname()[0],)
-    except OSError:
-        return ("127.0.0.1",)
-    finally:
-        s.close()
 
 
 class ClientComponent:
@@ -209,49 +197,6 @@ def _scheduler(config: Config) -> Callable[[Any], Any]:
     return lambda client_config: Scheduler(client_config, options)
 
 
-def node_name(config: Config) -> str:
-    return config.node_name or socket.gethostname().lower()
-
-
-def _kubelet(config: Config, *, is_server: bool) -> Callable[[Any], Any]:
-    """Validate the kubelet's options (``kubelet-arg``, labels, taints) now."""
-    from sampan.kubelet import Kubelet, KubeletOptions, KubeletOptionsError
-
-    labels: dict[str, str] = {}
-    for item in config.node_label:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"node-label: {item!r} is not of the form key=value")
-        labels[key] = value
-    try:
-        options = KubeletOptions(
-            node_name=node_name(config),
-            data_dir=config.data_dir,
-            node_ips=tuple(config.node_ip) or _default_node_ips(),
-            labels=labels,
-            taints=tuple(config.node_taint),
-            cluster_dns=config.cluster_dns,
-            cluster_domain=config.cluster_domain,
-            is_server=is_server,
-            runtime_endpoint=config.container_runtime_endpoint,
-            kubelet_args=config.component_args("kubelet-arg"),
-        )
-    except KubeletOptionsError as exc:
-        raise ConfigError(str(exc)) from None
-    return lambda client_config: Kubelet(client_config, options)
-
-
-def _cni_writer(config: Config) -> Callable[[Any], Any]:
-    from sampan.kubelet.runtime.containerd import ContainerdConfig
-    from sampan.network.cni import CNIConfigWriter
-
-    conf_dir = ContainerdConfig(data_dir=config.data_dir).cni_conf_dir
-    ipam_dir = config.data_dir / "agent" / "cni" / "networks"
-    return lambda client_config: CNIConfigWriter(
-        client_config, node_name=node_name(config), conf_dir=conf_dir, ipam_data_dir=ipam_dir
-    )
-
-
 def server_components(config: Config) -> list[Component]:
     for sub in SERVER_DIRS:
         os.makedirs(config.data_dir / "server" / sub, mode=0o700, exist_ok=True)
@@ -280,25 +225,11 @@ def server_components(config: Config) -> list[Component]:
             )
         )
     if not config.disable_agent:
-        name = node_name(config)
-        if config.network_backend != "none":
-            components.append(
-                ClientComponent(
-                    "network",
-                    api,
-                    cred,
-                    common_name="system:sampan-agent",
-                    build=_cni_writer(config),
-                )
-            )
-        components.append(
-            ClientComponent(
-                "kubelet",
-                api,
-                cred,
-                common_name=f"system:node:{name}",
-                organizations=("system:nodes",),
-                build=_kubelet(config, is_server=True),
-            )
+        # The embedded agent joins this server exactly as a remote agent would.
+        components += agent_components(
+            config,
+            server_url=lambda: api.server.url,
+            token=lambda: api.token.render(),
+            is_server=True,
         )
     return components

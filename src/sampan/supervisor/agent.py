@@ -1,0 +1,404 @@
+"""The node agent: join a server with a token, then run the network and kubelet components.
+
+``sampan agent --server URL --token T`` and the agent inside ``sampan server`` take the same
+path (K3s: "a server is a control plane plus an agent that joins itself"):
+
+1. **join** — fetch the cluster CA from ``/cacerts`` and refuse it unless its sha256 matches
+   the hash in the ``K10...`` token; send the token secret (basic auth) with the node name, the
+   node password and the node's addresses to ``/v1-sampan/node``; receive the node's
+   certificates and write them, with kubeconfigs, under ``<data-dir>/agent/etc/`` (0600). A
+   wrong token, an unreachable server or a TLS failure (clock skew) is one log line, then a
+   retry with backoff — never a crash;
+2. **network** — the CNI configuration from the node's podCIDR;
+3. **kubelet** — containerd, the Node, pods;
+4. **kubelet-server** — the kubelet API on 10250 (logs, exec, attach, port-forward).
+
+The node password is a random secret kept on the node (``/etc/sampan/node/password``, or
+``<data-dir>/agent/node-password`` with a non-default data dir): the server remembers it per
+node name, so another machine cannot take over an existing node's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import os
+import random
+import secrets
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from sampan.config import DEFAULT_DATA_DIR, Config, ConfigError
+from sampan.supervisor.supervisor import Component, ComponentContext
+from sampan.supervisor.token import JoinToken, TokenError, parse_token
+
+__all__ = ["JoinComponent", "NodeCredentials", "agent_components", "default_node_ips"]
+
+log = logging.getLogger("sampan.agent")
+
+JOIN_PATH = "/v1-sampan/node"
+CACERTS_PATH = "/cacerts"
+JOIN_BACKOFF_INITIAL_S = 1.0
+JOIN_BACKOFF_MAX_S = 30.0
+JOIN_TIMEOUT_S = 15.0
+SYSTEM_PASSWORD_FILE = Path("/etc/sampan/node/password")
+
+
+class JoinRefused(Exception):
+    """The server answered and said no (wrong token, node password): retrying may help only
+    after the user changes something, but we keep retrying with backoff as K3s does."""
+
+
+def default_node_ips() -> tuple[str, ...]:
+    """The address of the interface holding the default route (what K3s advertises)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        # No packet is sent: connect() on UDP only picks the route and source address.
+        s.connect(("192.0.2.1", 9))
+        return (s.getsockname()[0],)
+    except OSError:
+        return ("127.0.0.1",)
+    finally:
+        s.close()
+
+
+def node_name(config: Config) -> str:
+    return config.node_name or socket.gethostname().lower()
+
+
+def node_password_file(data_dir: Path) -> Path:
+    if data_dir.resolve() == DEFAULT_DATA_DIR:
+        return SYSTEM_PASSWORD_FILE
+    return data_dir / "agent" / "node-password"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _ensure_password(path: Path) -> str:
+    if path.exists():
+        text = path.read_text().strip()
+        if text:
+            return text
+    password = secrets.token_hex(16)
+    _write_private(path, (password + "\n").encode())
+    return password
+
+
+@dataclass(frozen=True)
+class NodeCredentials:
+    """Where the join put things (all files 0600)."""
+
+    etc_dir: Path
+    server_url: str
+
+    def kubeconfig(self, identity: str) -> Path:
+        return self.etc_dir / f"{identity}.kubeconfig"
+
+    @property
+    def serving_cert(self) -> Path:
+        return self.etc_dir / "serving-kubelet.crt"
+
+    @property
+    def serving_key(self) -> Path:
+        return self.etc_dir / "serving-kubelet.key"
+
+    @property
+    def client_ca(self) -> Path:
+        return self.etc_dir / "client-ca.crt"
+
+
+def _kubeconfig(server: str, ca: str, cert: str, key: str) -> bytes:
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "default",
+                "cluster": {"server": server, "certificate-authority-data": b64(ca)},
+            }
+        ],
+        "users": [
+            {
+                "name": "default",
+                "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)},
+            }
+        ],
+        "contexts": [{"name": "default", "context": {"cluster": "default", "user": "default"}}],
+        "current-context": "default",
+    }
+    return json.dumps(doc, indent=2).encode()
+
+
+class JoinComponent:
+    """Join the server; ``start`` returns once the node's credentials are on disk."""
+
+    name = "join"
+
+    def __init__(
+        self,
+        *,
+        server_url: Callable[[], str],
+        token: Callable[[], str],
+        node_name: str,
+        node_ips: tuple[str, ...],
+        data_dir: Path,
+    ) -> None:
+        self._server_url_of = server_url
+        self._server_url = ""
+        self._token = token
+        self._node_name = node_name
+        self._node_ips = node_ips
+        self._data_dir = data_dir
+        self.credentials: NodeCredentials | None = None
+
+    async def start(self, ctx: ComponentContext) -> None:
+        self._server_url = self._server_url_of().rstrip("/")
+        try:
+            token = parse_token(self._token(), default_user="node")
+        except TokenError as exc:
+            raise ConfigError(f"--token: {exc}") from None
+        password = await asyncio.to_thread(_ensure_password, node_password_file(self._data_dir))
+        delay = JOIN_BACKOFF_INITIAL_S
+        while True:
+            try:
+                creds = await self._join(token, password)
+                break
+            except (JoinRefused, OSError, aiohttp.ClientError, TimeoutError) as exc:
+                reason = _one_line(exc)
+                log.error("join %s: %s; retrying in %.0fs", self._server_url, reason, delay)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, JOIN_BACKOFF_MAX_S)
+        self.credentials = await asyncio.to_thread(self._write, creds)
+        log.info("joined %s as node %s", self._server_url, self._node_name)
+
+    async def stop(self) -> None:
+        return None
+
+    async def _join(self, token: JoinToken, password: str) -> dict[str, str]:
+        timeout = aiohttp.ClientTimeout(total=JOIN_TIMEOUT_S)
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            # The CA is fetched without verification and then checked against the token's
+            # hash: the hash is what makes this first request safe.
+            async with session.get(self._server_url + CACERTS_PATH, ssl=insecure) as resp:
+                if resp.status != 200:
+                    raise JoinRefused(f"GET {CACERTS_PATH} answered {resp.status}")
+                ca_pem = await resp.read()
+            if token.ca_hash is not None:
+                if hashlib.sha256(ca_pem).hexdigest() != token.ca_hash:
+                    raise JoinRefused(
+                        "the server's CA does not match the hash in the token (wrong server, "
+                        "or a token from another cluster)"
+                    )
+            else:
+                log.warning("token has no CA hash: trusting the server's CA as presented")
+            verified = ssl.create_default_context(cadata=ca_pem.decode())
+            verified.check_hostname = False  # the server is reached by any of its addresses
+            auth = base64.b64encode(f"{token.user}:{token.secret}".encode()).decode()
+            body = {
+                "nodeName": self._node_name,
+                "nodePassword": password,
+                "nodeIPs": list(self._node_ips),
+            }
+            async with session.post(
+                self._server_url + JOIN_PATH,
+                json=body,
+                headers={"Authorization": f"Basic {auth}"},
+                ssl=verified,
+            ) as resp:
+                payload = await resp.read()
+                if resp.status != 200:
+                    message = _status_message(payload) or f"HTTP {resp.status}"
+                    if resp.status == 401:
+                        message = "the server refused the token"
+                    raise JoinRefused(message)
+        try:
+            creds = json.loads(payload)
+        except ValueError:
+            raise JoinRefused("the server's answer is not JSON") from None
+        if not isinstance(creds, dict):
+            raise JoinRefused("the server's answer is not a JSON object")
+        return creds
+
+    def _write(self, creds: dict[str, str]) -> NodeCredentials:
+        etc = self._data_dir / "agent" / "etc"
+        out = NodeCredentials(etc, self._server_url)
+        ca = creds["ca"]
+        pairs = {
+            "kubelet": ("kubeletClientCert", "kubeletClientKey"),
+            "agent": ("agentCert", "agentKey"),
+            "kube-proxy": ("proxyCert", "proxyKey"),
+        }
+        for identity, (cert, key) in pairs.items():
+            _write_private(
+                out.kubeconfig(identity),
+                _kubeconfig(self._server_url, ca, creds[cert], creds[key]),
+            )
+        _write_private(out.serving_cert, creds["kubeletServingCert"].encode())
+        _write_private(out.serving_key, creds["kubeletServingKey"].encode())
+        _write_private(out.client_ca, creds["clientCA"].encode())
+        _write_private(etc / "server-ca.crt", ca.encode())
+        return out
+
+
+def _status_message(payload: bytes) -> str:
+    try:
+        status = json.loads(payload)
+    except ValueError:
+        return ""
+    return status.get("message", "") if isinstance(status, dict) else ""
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return f"TLS verification failed (is this machine's clock right?): {exc}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot reach the server: {exc.os_error.strerror or exc}"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]
+
+
+class JoinedComponent:
+    """A component built from the join's credentials once the join has finished."""
+
+    def __init__(self, name: str, join: JoinComponent, build: Callable[[NodeCredentials], Any]):
+        self.name = name
+        self._join = join
+        self._build = build
+        self.inner: Any = None
+
+    async def start(self, ctx: ComponentContext) -> None:
+        assert self._join.credentials is not None, "join starts first"
+        self.inner = await asyncio.to_thread(self._build, self._join.credentials)
+        await self.inner.start(ctx)
+
+    async def stop(self) -> None:
+        if self.inner is not None:
+            await self.inner.stop()
+            self.inner = None
+
+
+class KubeletServerComponent:
+    """The kubelet API (10250), started once the kubelet's runtime is up."""
+
+    name = "kubelet-server"
+
+    def __init__(self, kubelet: JoinedComponent, join: JoinComponent, node: str) -> None:
+        self._kubelet = kubelet
+        self._join = join
+        self._node = node
+        self.inner: Any = None
+
+    async def start(self, ctx: ComponentContext) -> None:
+        from sampan.kubelet.server.server import KubeletServer, KubeletServerOptions
+
+        creds = self._join.credentials
+        kubelet = self._kubelet.inner
+        assert creds is not None and kubelet is not None
+        options = KubeletServerOptions(
+            node_name=self._node,
+            cert_path=creds.serving_cert,
+            key_path=creds.serving_key,
+            client_ca_path=creds.client_ca,
+        )
+        self.inner = KubeletServer(options, kubelet.runtime)
+        await self.inner.start(ctx)
+
+    async def stop(self) -> None:
+        if self.inner is not None:
+            await self.inner.stop()
+            self.inner = None
+
+
+def agent_components(
+    config: Config, *, server_url: Callable[[], str], token: Callable[[], str], is_server: bool
+) -> list[Component]:
+    """The agent's components in start order. Options are checked here, before anything
+    starts (``ConfigError`` for a bad ``kubelet-arg``, label or taint)."""
+    from sampan.client import ClientConfig
+    from sampan.kubelet import Kubelet, KubeletOptions, KubeletOptionsError
+    from sampan.kubelet.runtime.containerd import ContainerdConfig
+    from sampan.network.cni import CNIConfigWriter
+
+    name = node_name(config)
+    node_ips = tuple(config.node_ip) or default_node_ips()
+    labels: dict[str, str] = {}
+    for item in config.node_label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"node-label: {item!r} is not of the form key=value")
+        labels[key] = value
+    try:
+        kubelet_options = KubeletOptions(
+            node_name=name,
+            data_dir=config.data_dir,
+            node_ips=node_ips,
+            labels=labels,
+            taints=tuple(config.node_taint),
+            cluster_dns=config.cluster_dns,
+            cluster_domain=config.cluster_domain,
+            is_server=is_server,
+            runtime_endpoint=config.container_runtime_endpoint,
+            kubelet_args=config.component_args("kubelet-arg"),
+        )
+    except KubeletOptionsError as exc:
+        raise ConfigError(str(exc)) from None
+    for sub in ("etc", "images", "pod-manifests", "containerd", "logs"):
+        os.makedirs(config.data_dir / "agent" / sub, mode=0o700, exist_ok=True)
+
+    join = JoinComponent(
+        server_url=server_url,
+        token=token,
+        node_name=name,
+        node_ips=node_ips,
+        data_dir=config.data_dir,
+    )
+    components: list[Component] = [join]
+    if config.network_backend != "none":
+        conf_dir = ContainerdConfig(data_dir=config.data_dir).cni_conf_dir
+        ipam_dir = config.data_dir / "agent" / "cni" / "networks"
+        components.append(
+            JoinedComponent(
+                "network",
+                join,
+                lambda creds: CNIConfigWriter(
+                    ClientConfig.from_kubeconfig(creds.kubeconfig("agent")),
+                    node_name=name,
+                    conf_dir=conf_dir,
+                    ipam_data_dir=ipam_dir,
+                ),
+            )
+        )
+    kubelet = JoinedComponent(
+        "kubelet",
+        join,
+        lambda creds: Kubelet(
+            ClientConfig.from_kubeconfig(creds.kubeconfig("kubelet")), kubelet_options
+        ),
+    )
+    components += [kubelet, KubeletServerComponent(kubelet, join, name)]
+    return components
