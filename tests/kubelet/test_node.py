@@ -171,3 +171,21 @@ async def test_static_pod_runs_with_a_mirror_pod(node: NodeHarness) -> None:
     finally:
         path.unlink()
     await _gone(node, "kube-system", name)
+
+
+async def test_lookups_for_the_kubelet_server(node: NodeHarness, ns: str) -> None:
+    kubelet = node.kubelet
+    assert kubelet is not None
+    await node.create_pod(ns, _sleeper("looked-up", ["sh", "-c", "echo line; sleep 3600"], 1))
+    await _running(node, ns, "looked-up")
+    sandbox_id = await kubelet.pod_sandbox_id(ns, "looked-up")
+    cid = await kubelet.pod_container_id(ns, "looked-up", "main")
+    assert sandbox_id and cid
+    status = await kubelet.runtime.container_status(cid)
+    assert status.status.metadata.name == "main"
+    assert await kubelet.pod_container_id(ns, "looked-up", "main", previous=True) is None
+    assert await kubelet.pod_container_id(ns, "no-such-pod", "main") is None
+    path = await kubelet.container_log_path(ns, "looked-up", "main")
+    assert path is not None and path.parent.parent == kubelet.pod_log_dir(
+        (await node.get_pod(ns, "looked-up")) or {}
+    )
