@@ -65,7 +65,12 @@ KUBELET_ARGS = frozenset(
         "v",
     }
 )
-"""``--kubelet-arg`` keys Sampan's kubelet understands (upstream spellings, no dashes)."""
+"""``--kubelet-arg`` keys Sampan's kubelet accepts (upstream spellings, no dashes). Acted on:
+max-pods, cgroup-root, node-status-update-frequency, sync-frequency, pod-max-pids,
+pod-manifest-path, cluster-dns, cluster-domain, resolv-conf, kube-reserved, system-reserved,
+root-dir. Accepted for compatibility with K3s configurations but not acted on yet:
+serialize-image-pulls, image-pull-progress-deadline, runtime-request-timeout, eviction-hard,
+fail-swap-on, container-log-max-size, container-log-max-files, v."""
 
 
 class KubeletOptionsError(ValueError):
