@@ -323,3 +323,30 @@ async def test_work_queue_job_completes_when_one_succeeds(client, run_controller
 
     job = await eventually(complete)
     assert job["status"]["succeeded"] == 2
+
+
+async def test_deleted_job_releases_its_pods(client, run_controller) -> None:
+    await run_controller(JobController)
+    for name in ("gone", "orphaned"):
+        await client.create(JOBS, job_body(name), namespace=NS)
+
+    async def one(name):
+        pods = await job_pods(client, name)
+        return pods[0] if pods else None
+
+    gone = await eventually(lambda: one("gone"))
+    orphaned = await eventually(lambda: one("orphaned"))
+    assert JOB_TRACKING_FINALIZER in gone["metadata"]["finalizers"]
+    # the Job disappears (no garbage collector runs here: its pod stays)
+    await client.delete(JOBS, "gone", namespace=NS, propagation_policy="Background")
+    # the pod loses its owner reference (what the GC's Orphan policy does)
+    await client.patch(
+        PODS, orphaned["metadata"]["name"], {"metadata": {"ownerReferences": None}}, namespace=NS
+    )
+
+    async def released(pod):
+        got = await client.get(PODS, pod["metadata"]["name"], namespace=NS)
+        return JOB_TRACKING_FINALIZER not in (got["metadata"].get("finalizers") or ())
+
+    await eventually(lambda: released(gone))
+    await eventually(lambda: released(orphaned))

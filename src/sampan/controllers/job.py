@@ -20,6 +20,8 @@ This module owns the reconcile of ``batch/v1`` Jobs. Per Job key:
   ``activeDeadlineSeconds`` since ``startTime`` (DeadlineExceeded), or a ``podFailurePolicy``
   FailJob rule (PodFailurePolicy; Ignore rules do not count a failure). A failed Job's active
   pods are deleted. **Success**: enough completions -> Complete with ``completionTime``.
+* **Orphans**: pods that keep the tracking finalizer after their Job is gone (deleted, or
+  orphaned by the garbage collector) have the finalizer removed.
 * **Suspend**: active pods are deleted; condition Suspended (JobSuspended / JobResumed); the
   start time restarts on resume.
 
@@ -79,6 +81,8 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 BACKOFF_BASE_S = 10.0
 BACKOFF_MAX_S = 360.0
 MAX_PODS_PER_SYNC = 500
+ORPHAN_KEY_PREFIX = "orphan-pod:"
+"""Queue keys of pods (not Jobs) whose tracking finalizer must go: they lost their Job."""
 _INDEX_FIELD_PATH = f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
 
 Obj = dict[str, Any]
@@ -248,10 +252,19 @@ class JobController(QueueController):
         if key is not None:
             self.expectations.creation_observed(key)
             self.queue.add(key)
+        else:
+            self._maybe_orphan(pod)
+
+    def _maybe_orphan(self, pod: Obj) -> None:
+        """A pod that keeps our finalizer but lost its Job owner (orphaned) is released."""
+        meta = pod.get("metadata") or {}
+        if JOB_TRACKING_FINALIZER in (meta.get("finalizers") or ()) and controller_of(pod) is None:
+            self.queue.add(ORPHAN_KEY_PREFIX + object_key(pod))
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
         key = self._job_key(new)
         if key is None:
+            self._maybe_orphan(new)
             return
         if new["metadata"].get("deletionTimestamp") and not old["metadata"].get(
             "deletionTimestamp"
@@ -276,8 +289,15 @@ class JobController(QueueController):
             self.queue.add_rate_limited(key)
 
     async def _reconcile(self, key: str) -> None:
+        if key.startswith(ORPHAN_KEY_PREFIX):
+            pod = self.pods.cache.get(key.removeprefix(ORPHAN_KEY_PREFIX))
+            if pod is not None and controller_of(pod) is None:
+                if JOB_TRACKING_FINALIZER in (pod["metadata"].get("finalizers") or ()):
+                    await self._remove_finalizer(pod)
+            return
         cached = self.jobs.cache.get(key)
         if cached is None:
+            await self._release_orphans(key)
             return
         job = copy.deepcopy(cached)
         namespace = job["metadata"]["namespace"]
@@ -478,6 +498,25 @@ class JobController(QueueController):
             await self._write_status(job, status)
         # (b) the counts are safe in the status: release the pods
         await asyncio.gather(*(self._remove_finalizer(p) for p in newly))
+
+    async def _release_orphans(self, key: str) -> None:
+        """The Job is gone: its pods must not stay blocked by our tracking finalizer."""
+        namespace, _, name = key.partition("/")
+        live_uids = {
+            j["metadata"]["uid"] for j in self.jobs.cache.by_index(INDEX_NAMESPACE, namespace)
+        }
+        orphans = [
+            p
+            for p in self.pods.cache.by_index(INDEX_NAMESPACE, namespace)
+            if JOB_TRACKING_FINALIZER in (p["metadata"].get("finalizers") or ())
+            and (ref := controller_of(p)) is not None
+            and ref.get("kind") == "Job"
+            and ref.get("name") == name
+            and ref.get("uid") not in live_uids
+        ]
+        if orphans:
+            log.debug("job %s gone: releasing %d pods", key, len(orphans))
+            await asyncio.gather(*(self._remove_finalizer(p) for p in orphans))
 
     async def _remove_finalizer(self, pod: Obj) -> None:
         meta = pod["metadata"]
