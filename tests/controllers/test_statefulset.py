@@ -240,3 +240,36 @@ async def test_parallel_policy_creates_without_waiting(client, run_controller, k
     await eventually(one)
     await asyncio.sleep(0.3)
     assert list(await pods_of(client, "ord")) == ["ord-0"]
+
+
+async def test_claim_retention_policy_owner_references(client, run_controller, kubelet) -> None:
+    body = sts_body(
+        "ret",
+        2,
+        persistentVolumeClaimRetentionPolicy={"whenDeleted": "Delete", "whenScaled": "Delete"},
+        volumeClaimTemplates=[
+            {
+                "metadata": {"name": "data"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            }
+        ],
+    )
+    await run_controller(StatefulSetController)
+    sts = await client.create(STATEFULSETS, body, namespace=NS)
+    await wait_ready(client, "ret", 2)
+    pod1 = (await pods_of(client, "ret"))["ret-1"]
+    await patch_sts(client, "ret", {"spec": {"replicas": 1}})
+    await wait_ready(client, "ret", 1)
+
+    async def owners(claim: str):
+        got = await client.get(PVCS, claim, namespace=NS)
+        return {r["kind"]: r["uid"] for r in got["metadata"].get("ownerReferences") or ()}
+
+    assert await owners("data-ret-0") == {"StatefulSet": sts["metadata"]["uid"]}
+    assert await owners("data-ret-1") == {
+        "StatefulSet": sts["metadata"]["uid"],
+        "Pod": pod1["metadata"]["uid"],
+    }

@@ -9,7 +9,8 @@ This module owns the reconcile of ``apps/v1`` StatefulSets. Per set key:
 * **Storage**: for every ``volumeClaimTemplates`` entry, the claim ``<claim>-<set>-<ordinal>``
   is created before its pod and mounted in place of a same-named volume. Claims are kept when
   pods go (``persistentVolumeClaimRetentionPolicy.whenDeleted: Delete`` makes the set own them
-  so the garbage collector removes them with the set).
+  so the garbage collector removes them with the set; ``whenScaled: Delete`` makes a pod
+  removed by a scale-down own its claims, so they go with it).
 * **Revisions** (``history``): the pod template is recorded as ControllerRevisions;
   ``status.updateRevision`` is the current template's, ``status.currentRevision`` the one the
   set fully ran before. A pod's revision is its ``controller-revision-hash`` label.
@@ -358,6 +359,44 @@ class StatefulSetController(QueueController):
                 f"{sts['metadata']['name']} success",
             )
 
+    async def _claims_follow_pod(self, sts: Obj, pod: Obj) -> None:
+        """``whenScaled: Delete``: a condemned pod owns its claims, so they go with it."""
+        spec = sts.get("spec") or {}
+        retention = spec.get("persistentVolumeClaimRetentionPolicy") or {}
+        if retention.get("whenScaled") != "Delete" or _terminating(pod):
+            return
+        namespace = sts["metadata"]["namespace"]
+        pod_uid = pod["metadata"]["uid"]
+        for claim_template in spec.get("volumeClaimTemplates") or ():
+            claim_name = (
+                f"{(claim_template.get('metadata') or {}).get('name')}-{pod['metadata']['name']}"
+            )
+            claim = self.claims.cache.get_by_name(claim_name, namespace)
+            if claim is None:
+                continue
+            refs = [dict(r) for r in claim["metadata"].get("ownerReferences") or ()]
+            if any(r.get("uid") == pod_uid for r in refs):
+                continue
+            refs.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": pod["metadata"]["name"],
+                    "uid": pod_uid,
+                }
+            )
+            patch = {
+                "metadata": {
+                    "ownerReferences": refs,
+                    "resourceVersion": claim["metadata"]["resourceVersion"],
+                }
+            }
+            try:
+                await self.ctx.client.patch(PVCS, claim_name, patch, namespace=namespace)
+            except NotFoundError:
+                continue
+            log.debug("statefulset %s: claim %s now owned by its pod", object_key(sts), claim_name)
+
     async def _create_pod(self, sts: Obj, ordinal: int, revision: Obj) -> bool:
         """Create the pod of ``ordinal``; False if it already exists (the cache lags)."""
         await self._ensure_claims(sts, ordinal)
@@ -452,6 +491,8 @@ class StatefulSetController(QueueController):
 
         # 2. scale down from the highest ordinal
         if condemned:
+            for ordinal in condemned:
+                await self._claims_follow_pod(sts, by_ordinal[ordinal])
             if parallel:
                 await asyncio.gather(
                     *(
