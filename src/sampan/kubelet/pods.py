@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -936,6 +937,9 @@ class PodWorker:
         leftovers = bool(await self._sandboxes() or await self._containers())
         if pod is not None or leftovers:
             log.info("pod %s: terminating (grace %ss)", self.name, grace)
+        if pod is not None and leftovers:
+            # Not ready from the start of the grace period, so Services stop sending to it.
+            await self._report(pod, await self._containers(), sandbox_ready=True, terminating=True)
         await self._kill_all(source, grace, remove=False)
         if pod is not None:
             await self._report(pod, await self._containers(), sandbox_ready=False, terminating=True)
@@ -957,8 +961,6 @@ class PodWorker:
     def _remove_logs(self, pod: Mapping[str, Any] | None) -> None:
         if pod is None:
             return
-        import shutil
-
         shutil.rmtree(self._log_dir(pod), ignore_errors=True)
 
     # -- status ----------------------------------------------------------------------------
