@@ -13,12 +13,20 @@ object behind them:
 * each group-version document lists the resources' paths with their operations, the
   ``x-kubernetes-group-version-kind``/``x-kubernetes-action`` extensions and the
   ``fieldValidation`` query parameter (kubectl 1.32 reads that to leave validation to the
-  server), and the component schemas reachable from the group-version's kinds, which is what
-  ``kubectl explain`` and kubectl's patch computation look up.
+  server), the patch media types each resource accepts (kubectl computes a client-side
+  strategic merge patch from these schemas only when the patch operation lists
+  ``application/strategic-merge-patch+json``, which custom kinds never do), and the component
+  schemas reachable from the group-version's kinds, which is what ``kubectl explain`` and
+  kubectl's patch computation look up;
+* ``v3_response`` answers a hashed URL with ``Cache-Control: public, immutable`` and an ETag,
+  and a stale hash with a 301 to the current one, as kube-apiserver does.
 
 Invariants: documents are built from the ResourceRegistry, so they always match discovery;
-a document is rebuilt only when its group-version's resources or the CRD schemas change, and
-the hash in each ``serverRelativeURL`` changes exactly when the document does.
+a document is rebuilt (and re-encoded) only when its group-version's resources or its own
+CRD schemas change, and the hash in each ``serverRelativeURL`` changes exactly when the
+document does. All of it runs on the event loop (no locking needed beyond ``_lock`` for the
+CRD tables); the first build of every document costs ~0.1 s of CPU, later requests are
+cached bytes.
 """
 
 from __future__ import annotations
