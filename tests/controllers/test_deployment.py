@@ -418,3 +418,32 @@ async def test_replica_failure_is_reported(client, controllers) -> None:
         return any(e["reason"] == "FailedCreate" for e in items)
 
     await eventually(event)
+
+
+async def test_under_the_controller_manager_with_gc(controller_config, client, kubelet) -> None:
+    """Every registered controller together, as ``sampan server`` runs them."""
+    from sampan.controllers.base import ControllerManagerOptions
+    from sampan.controllers.manager import ControllerManager
+
+    manager = ControllerManager(controller_config, ControllerManagerOptions(identity="test"))
+    await manager.start()
+    try:
+        created = await client.create(DEPLOYMENTS, deployment_body("full", 2), namespace=NS)
+        await wait_complete(client, "full", 2)
+
+        async def healthy():
+            health = manager.health()
+            mine = ("deployment", "replicaset", "job", "cronjob", "statefulset", "daemonset")
+            return all(health.get(name) for name in mine)
+
+        await eventually(healthy)
+        await client.delete(DEPLOYMENTS, "full", namespace=NS, propagation_policy="Background")
+
+        async def all_gone():
+            sets = await rs_of(client, created["metadata"]["uid"])
+            pods = (await client.list(PODS, namespace=NS, label_selector="app=full"))["items"]
+            return not sets and not pods
+
+        await eventually(all_gone, timeout_s=30)
+    finally:
+        await manager.stop()
