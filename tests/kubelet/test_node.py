@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from sampan.client.api import LEASES, NODES, PODS
+from sampan.kubelet.logrotate import LogRotator
 from sampan.kubelet.runtime import pb
 from tests.support.cluster import BUSYBOX, NodeHarness, wait_for
 
@@ -189,3 +190,30 @@ async def test_lookups_for_the_kubelet_server(node: NodeHarness, ns: str) -> Non
     assert path is not None and path.parent.parent == kubelet.pod_log_dir(
         (await node.get_pod(ns, "looked-up")) or {}
     )
+
+
+async def test_container_logs_rotate(node: NodeHarness, ns: str) -> None:
+    kubelet = node.kubelet
+    assert kubelet is not None
+    script = (
+        "head -c 4000 /dev/zero | tr '\\\\0' x; echo; while true; do echo tick; sleep 0.2; done"
+    )
+    await node.create_pod(ns, _sleeper("chatty", ["sh", "-c", script], 1))
+    await _running(node, ns, "chatty")
+    path = await kubelet.container_log_path(ns, "chatty", "main")
+    assert path is not None
+
+    async def big() -> bool:
+        return path.exists() and path.stat().st_size > 4000
+
+    await wait_for(big, what="log over 4000 bytes")
+    rotator = LogRotator(kubelet.runtime, max_size_bytes=1024, max_files=2)
+    assert await rotator.rotate_once() >= 1
+    rotated = [p for p in path.parent.iterdir() if p.name.startswith(path.name + ".")]
+    assert len(rotated) == 1
+
+    async def reopened() -> bool:
+        return path.exists() and "tick" in path.read_text()
+
+    await wait_for(reopened, what="the runtime writing a fresh log file")
+    assert path.stat().st_size < 4000

@@ -57,6 +57,7 @@ from sampan.client.api import (
 )
 from sampan.kubelet import specs
 from sampan.kubelet.cgroups import CgroupManager
+from sampan.kubelet.logrotate import LOG_ROTATE_INTERVAL_S, LogRotator
 from sampan.kubelet.node import MachineInfo, NodeAgent, detect_node_ip, read_machine_info
 from sampan.kubelet.options import KubeletOptions
 from sampan.kubelet.pods import PodWorker
@@ -275,6 +276,15 @@ class Kubelet:
         self._spawn(self._node_status_loop(), "kubelet-node-status")
         self._spawn(self._lease_loop(), "kubelet-node-lease")
         self._spawn(self._sync_loop(), "kubelet-pod-sync")
+        rotator = LogRotator(
+            self.runtime,
+            max_size_bytes=options.args.container_log_max_size_bytes,
+            max_files=options.args.container_log_max_files,
+        )
+        self._spawn(
+            self._every(LOG_ROTATE_INTERVAL_S, "log rotation", rotator.rotate_once),
+            "kubelet-log-rotation",
+        )
         log.info("kubelet: node %s registered (%s)", options.node_name, ", ".join(self.node_ips))
 
     def _runtime_part(self, which: str) -> Any:
@@ -572,7 +582,7 @@ class Kubelet:
                 await step()
             except asyncio.CancelledError:
                 raise
-            except ClientError as exc:
+            except (ClientError, cri.CRIError) as exc:
                 log.warning("kubelet %s: %s", what, exc)
             except Exception:
                 log.exception("kubelet %s failed", what)

@@ -68,9 +68,9 @@ KUBELET_ARGS = frozenset(
 """``--kubelet-arg`` keys Sampan's kubelet accepts (upstream spellings, no dashes). Acted on:
 max-pods, cgroup-root, node-status-update-frequency, sync-frequency, pod-max-pids,
 pod-manifest-path, cluster-dns, cluster-domain, resolv-conf, kube-reserved, system-reserved,
-root-dir. Accepted for compatibility with K3s configurations but not acted on yet:
-serialize-image-pulls, image-pull-progress-deadline, runtime-request-timeout, eviction-hard,
-fail-swap-on, container-log-max-size, container-log-max-files, v."""
+root-dir, container-log-max-size, container-log-max-files. Accepted for compatibility with
+K3s configurations but not acted on yet: serialize-image-pulls, image-pull-progress-deadline,
+runtime-request-timeout, eviction-hard, fail-swap-on, v."""
 
 
 class KubeletOptionsError(ValueError):
@@ -92,6 +92,8 @@ class KubeletArgs:
     resolv_conf: str = ""
     kube_reserved: Mapping[str, Decimal] = field(default_factory=dict)
     system_reserved: Mapping[str, Decimal] = field(default_factory=dict)
+    container_log_max_size_bytes: int = 10 * 1024 * 1024
+    container_log_max_files: int = 5
     raw: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -172,6 +174,20 @@ def parse_kubelet_args(args: Mapping[str, str]) -> KubeletArgs:
     ):
         if key in args:
             values[attr] = args[key]
+    if "container-log-max-size" in args:
+        try:
+            values["container_log_max_size_bytes"] = int(
+                parse_quantity(args["container-log-max-size"])
+            )
+        except QuantityError as exc:
+            raise KubeletOptionsError(f"--kubelet-arg container-log-max-size: {exc}") from exc
+    if "container-log-max-files" in args:
+        try:
+            values["container_log_max_files"] = int(args["container-log-max-files"])
+        except ValueError as exc:
+            raise KubeletOptionsError(f"--kubelet-arg container-log-max-files: {exc}") from exc
+        if values["container_log_max_files"] < 2:
+            raise KubeletOptionsError("--kubelet-arg container-log-max-files must be at least 2")
     if "kube-reserved" in args:
         values["kube_reserved"] = parse_reserved(args["kube-reserved"])
     if "system-reserved" in args:
