@@ -127,3 +127,36 @@ async def test_follow_ends_when_the_container_stops(log_file: Path) -> None:
         str(log_file), LogOptions(follow=True, tail_lines=1), write, is_running=is_running
     )
     assert bytes(out) == b"five\nsix\n"
+
+
+def _reference(records: list[tuple[str, bytes]]) -> list[bytes]:
+    """Logical lines of (tag, message) records, the naive way."""
+    lines, current = [], b""
+    for tag, message in records:
+        current += message
+        if tag == "F":
+            lines.append(current + b"\n")
+            current = b""
+    return lines
+
+
+@pytest.mark.parametrize("tail", [0, 1, 2, 7, 500, 5000])
+async def test_tail_and_partials_across_read_chunks(tmp_path: Path, tail: int) -> None:
+    # Long enough to span several read chunks, with partial records, empty messages, and
+    # a last record still being written (no newline).
+    records = []
+    for i in range(3000):
+        if i % 7 == 3:
+            records += [("P", b"x" * 50), ("P", b""), ("F", b"end%d" % i)]
+        else:
+            records.append(("F", b"line %d" % i if i % 11 else b""))
+    path = tmp_path / "big.log"
+    body = b"".join(
+        b"2024-01-01T00:00:00.%09dZ stdout %s %s\n" % (n, tag.encode(), message)
+        for n, (tag, message) in enumerate(records)
+    )
+    path.write_bytes(body + b"2024-01-01T00:00:01Z stdout F unfinished")
+    assert len(body) > 2 * 64 * 1024
+    expected = _reference(records)
+    expected = expected[max(len(expected) - tail, 0) :] if tail else []
+    assert await _read(path, LogOptions(tail_lines=tail)) == b"".join(expected)

@@ -24,7 +24,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime as dt
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -165,22 +164,82 @@ def format_record(record: LogRecord, *, timestamps: bool, line_start: bool) -> b
     return prefix + record.message + (b"" if record.partial else b"\n")
 
 
+def _is_partial(line: bytes) -> bool:
+    """Whether a record (without its newline) is a ``P`` record; cheap, no parsing."""
+    parts = line.split(b" ", 3)
+    return len(parts) >= 3 and parts[2] == b"P" and parts[1] in _STREAMS
+
+
+def _format_lines(lines: list[bytes], options: LogOptions, line_start: bool) -> tuple[bytes, bool]:
+    """Output for complete records; returns it and whether the next record starts a line."""
+    if not lines:
+        return b"", line_start
+    if not options.timestamps and options.since_time is None:
+        # The common case, without building a LogRecord per line.
+        plain: list[bytes] = []
+        for line in lines:
+            parts = line.split(b" ", 3)
+            if len(parts) >= 3 and parts[1] in _STREAMS and parts[2] in (b"F", b"P"):
+                message = parts[3] if len(parts) == 4 else b""
+                plain.append(message + b"\n" if parts[2] == b"F" else message)
+            else:
+                record = parse_record(line)
+                plain.append(format_record(record, timestamps=False, line_start=True))
+        return b"".join(plain), not _is_partial(lines[-1])
+    out: list[bytes] = []
+    since = options.since_time
+    for line in lines:
+        record = parse_record(line)
+        if since is not None:
+            when = record.time()
+            if when is not None and when < since:
+                line_start = not record.partial
+                continue
+            if when is not None:
+                since = None  # records are in time order: the rest are all later
+        out.append(format_record(record, timestamps=options.timestamps, line_start=line_start))
+        line_start = not record.partial
+    return b"".join(out), line_start
+
+
 def _tail_offset(handle: BinaryIO, tail_lines: int) -> int:
-    """Offset of the first record of the last ``tail_lines`` logical lines (blocking)."""
-    starts: collections.deque[int] = collections.deque(maxlen=max(tail_lines, 1))
-    offset = 0
-    line_start = True
-    handle.seek(0)
-    for line in handle:
-        if not line.endswith(b"\n"):
-            break  # a record still being written: not a line yet
-        if line_start:
-            starts.append(offset)
-        offset += len(line)
-        line_start = not parse_record(line[:-1]).partial
-    if tail_lines == 0 or not starts:
-        return offset
-    return starts[0]
+    """Offset of the first record of the last ``tail_lines`` logical lines (blocking).
+
+    Walks records backwards from the end, block by block, so a long log costs only what is
+    shown. A logical line starts right after an ``F`` record, so the answer is the offset just
+    past the (``tail_lines`` + 1)-th ``F`` record from the end, or 0. A last record with no
+    newline yet is still being written and does not count."""
+    handle.seek(0, os.SEEK_END)
+    position = handle.tell()  # buffer holds the file from here to record_end (+1)
+    buffer = b""
+    record_end: int | None = None  # offset of the newline ending the record being looked at
+    full_records = 0
+    while True:
+        upper = record_end - position if record_end is not None else len(buffer)
+        newline = buffer.rfind(b"\n", 0, upper)
+        if newline < 0 and position > 0:
+            step = min(READ_CHUNK_BYTES, position)
+            position -= step
+            handle.seek(position)
+            buffer = handle.read(step) + buffer
+            continue
+        if record_end is None:  # the newline ending the last complete record
+            if newline < 0:
+                return 0
+            record_end = position + newline
+            if tail_lines == 0:
+                return record_end + 1
+            buffer = buffer[:newline]
+            continue
+        record = buffer[newline + 1 : record_end - position]
+        if not _is_partial(record):
+            full_records += 1
+            if full_records == tail_lines + 1:
+                return record_end + 1
+        if newline < 0:
+            return 0
+        record_end = position + newline
+        buffer = buffer[:newline]
 
 
 def _open(path: str, options: LogOptions) -> tuple[BinaryIO, int]:
@@ -202,6 +261,30 @@ def _rotated(path: str, inode: int) -> bool:
         return False
 
 
+class _Cursor:
+    """Reading position in one log file plus the parse state across chunks (blocking)."""
+
+    def __init__(self, handle: BinaryIO, options: LogOptions) -> None:
+        self.handle = handle
+        self.options = options
+        self.pending = b""  # a record without its newline yet
+        self.line_start = True
+
+    def next_output(self) -> bytes | None:
+        """Formatted output of the next chunk of the file; None at its current end."""
+        chunk = self.handle.read(READ_CHUNK_BYTES)
+        if not chunk:
+            return None
+        lines = (self.pending + chunk).split(b"\n")
+        self.pending = lines.pop()
+        out, self.line_start = _format_lines(lines, self.options, self.line_start)
+        return out
+
+    def at_end(self) -> bool:
+        """True if nothing is left to read (the read position is the file's size)."""
+        return self.handle.tell() >= os.fstat(self.handle.fileno()).st_size
+
+
 async def read_log(
     path: str,
     options: LogOptions,
@@ -210,58 +293,41 @@ async def read_log(
     is_running: Callable[[], Awaitable[bool]] | None = None,
 ) -> None:
     """Stream the log file at ``path`` to ``write`` as ``options`` say (see the module doc).
+    Reading and parsing run in a thread, chunk by chunk.
 
     Raises ``FileNotFoundError`` when there is no log file."""
     handle, inode = await asyncio.to_thread(_open, path, options)
+    cursor = _Cursor(handle, options)
     remaining = options.limit_bytes
-    pending = b""  # a record without its newline yet
-    line_start = True
     loop = asyncio.get_running_loop()
     last_check = loop.time()
     try:
         while True:
-            chunk = await asyncio.to_thread(handle.read, READ_CHUNK_BYTES)
-            if chunk:
-                data = pending + chunk
-                lines = data.split(b"\n")
-                pending = lines.pop()
-                out = bytearray()
-                for line in lines:
-                    record = parse_record(line)
-                    if options.since_time is not None:
-                        when = record.time()
-                        if when is not None and when < options.since_time:
-                            line_start = not record.partial
-                            continue
-                    out += format_record(
-                        record, timestamps=options.timestamps, line_start=line_start
-                    )
-                    line_start = not record.partial
-                if out:
-                    if remaining is not None:
-                        if len(out) >= remaining:
-                            await write(bytes(out[:remaining]))
-                            return
-                        remaining -= len(out)
-                    await write(bytes(out))
+            out = await asyncio.to_thread(cursor.next_output)
+            if out is not None:
+                if not out:
+                    continue
+                if remaining is not None:
+                    if len(out) >= remaining:
+                        await write(out[:remaining])
+                        return
+                    remaining -= len(out)
+                await write(out)
                 continue
             if not options.follow:
                 return
             if await asyncio.to_thread(_rotated, path, inode):
-                handle.close()
-                handle = await asyncio.to_thread(open, path, "rb")
-                inode = (await asyncio.to_thread(os.fstat, handle.fileno())).st_ino
-                pending = b""
+                await asyncio.to_thread(cursor.handle.close)
+                cursor.handle = await asyncio.to_thread(open, path, "rb")
+                inode = (await asyncio.to_thread(os.fstat, cursor.handle.fileno())).st_ino
+                cursor.pending = b""
                 continue
             if is_running is not None and loop.time() - last_check >= RUNNING_CHECK_INTERVAL_S:
                 last_check = loop.time()
-                if not await is_running():
-                    # One last read: output written just before the exit.
-                    tail = await asyncio.to_thread(handle.read)
-                    if not tail:
-                        return
-                    await asyncio.to_thread(handle.seek, -len(tail), os.SEEK_CUR)
-                    continue
+                # Stopped, and everything it wrote before stopping has been read: done.
+                if not await is_running() and await asyncio.to_thread(cursor.at_end):
+                    return
+                continue
             await asyncio.sleep(FOLLOW_POLL_INTERVAL_S)
     finally:
-        await asyncio.to_thread(handle.close)
+        await asyncio.to_thread(cursor.handle.close)
