@@ -195,9 +195,7 @@ async def test_lookups_for_the_kubelet_server(node: NodeHarness, ns: str) -> Non
 async def test_container_logs_rotate(node: NodeHarness, ns: str) -> None:
     kubelet = node.kubelet
     assert kubelet is not None
-    script = (
-        "head -c 4000 /dev/zero | tr '\\\\0' x; echo; while true; do echo tick; sleep 0.2; done"
-    )
+    script = "yes x | head -c 4000; echo; while true; do echo tick; sleep 0.2; done"
     await node.create_pod(ns, _sleeper("chatty", ["sh", "-c", script], 1))
     await _running(node, ns, "chatty")
     path = await kubelet.container_log_path(ns, "chatty", "main")
