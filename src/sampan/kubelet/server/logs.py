@@ -12,8 +12,9 @@ it), ``F`` a full one that ends the logical line. ``read_log`` turns such a file
 
 Invariants:
 
-* file reads run in a thread, in chunks of ``READ_CHUNK_BYTES``: a large log is streamed,
-  never read whole; ``tail_lines`` scans the file once (in the thread) for line offsets;
+* file reads (and the formatting of what was read) run in a thread, in chunks of
+  ``READ_CHUNK_BYTES``: a large log is streamed, never read whole; ``tail_lines`` walks
+  records backwards from the end, so it costs what it shows, not the file's size;
 * a malformed record is passed through as-is rather than dropped (the file may have been
   written by another runtime version);
 * ``limit_bytes`` cuts the output at exactly that many bytes;
