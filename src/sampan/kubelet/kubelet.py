@@ -405,6 +405,8 @@ class Kubelet:
         if self.workers.get(worker.uid) is worker:
             del self.workers[worker.uid]
         self._pleg_seen.pop(worker.uid, None)
+        if worker.terminated:
+            self._written.pop(worker.uid, None)
         if (
             not self._stopping
             and self.desired_pod(worker.uid) is not None
