@@ -167,3 +167,30 @@ async def test_replicaset_cascades_to_its_pods(client: Client, gc, run_controlle
 
 async def _true(count, expected: int) -> bool:
     return await count == expected
+
+
+async def test_custom_resource_defined_later_owns_dependents(client: Client, gc) -> None:
+    from sampan.client.api import CUSTOMRESOURCEDEFINITIONS
+
+    from .test_namespace import WIDGET_CRD, WIDGETS
+
+    await client.create(CUSTOMRESOURCEDEFINITIONS, WIDGET_CRD)
+
+    async def widget_made() -> dict[str, Any] | None:
+        try:
+            return await client.create(WIDGETS, {"metadata": {"name": "w"}}, namespace=NS)
+        except NotFoundError:
+            return None  # not served yet
+
+    widget = await eventually(widget_made)
+    ref = {
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "name": "w",
+        "uid": widget["metadata"]["uid"],
+    }
+    await client.create(
+        CONFIGMAPS, {"metadata": {"name": "of-widget", "ownerReferences": [ref]}}, namespace=NS
+    )
+    await client.delete(WIDGETS, "w", namespace=NS)
+    await eventually(lambda: _gone(client, CONFIGMAPS, "of-widget"))

@@ -16,9 +16,10 @@ server puts on an object deleted with a propagation policy:
 A dependent with at least one live owner ("solid") is kept; references to owners that are
 gone, or that are being deleted in the foreground, are removed from it so they block nobody.
 
-How it watches: at start and then every ``REDISCOVERY_PERIOD_S`` it discovers every resource
-that can be listed, watched and deleted (custom resources included; Events excluded, as
-upstream) and keeps one informer per resource, indexed by uid and by owner uid. Handlers only
+How it watches: at start, whenever a CustomResourceDefinition changes, and every
+``REDISCOVERY_PERIOD_S`` it discovers every resource that can be listed, watched and deleted
+(custom resources included; Events excluded, as upstream) and keeps one informer per
+resource, indexed by uid and by owner uid. Handlers only
 enqueue work items (strings: ``<action>|<group>|<version>|<plural>|<namespace>|<name>|<uid>``);
 reconcile reads the caches and writes with preconditions (uid, resourceVersion) so it never
 acts on a newer object of the same name.
@@ -47,6 +48,11 @@ log = logging.getLogger(__name__)
 FINALIZER_ORPHAN = "orphan"
 FINALIZER_FOREGROUND = "foregroundDeletion"
 REDISCOVERY_PERIOD_S = 30.0
+# How soon a dependent whose owner's kind is not (yet) served is checked again.
+UNKNOWN_KIND_RETRY_S = 5.0
+UNKNOWN_KIND_MAX_RETRY_S = 600.0
+CRD_GROUP = "apiextensions.k8s.io"
+CRD_PLURAL = "customresourcedefinitions"
 INDEX_UID = "uid"
 # Resources never collected (as upstream's ignored resources).
 IGNORED = frozenset({("", "events"), ("events.k8s.io", "events")})
@@ -97,6 +103,10 @@ class GarbageCollector(QueueController):
         self._by_kind: dict[tuple[str, str], Resource] = {}
         self._by_group_kind: dict[tuple[str, str], Resource] = {}
         self._discovery_task: asyncio.Task[None] | None = None
+        # Set when a CRD changes, so its resource is watched without waiting a full period.
+        self._rediscover_soon = asyncio.Event()
+        # work item -> how many times its owner's kind could not be resolved
+        self._unknown_tries: dict[str, int] = {}
 
     # -- monitors ----------------------------------------------------------------------------
 
@@ -170,7 +180,14 @@ class GarbageCollector(QueueController):
 
     async def _rediscover(self) -> None:
         while True:
-            await self.ctx.clock.sleep(REDISCOVERY_PERIOD_S)
+            sleeper = asyncio.ensure_future(self.ctx.clock.sleep(REDISCOVERY_PERIOD_S))
+            nudged = asyncio.ensure_future(self._rediscover_soon.wait())
+            try:
+                await asyncio.wait({sleeper, nudged}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                nudged.cancel()
+            self._rediscover_soon.clear()
             try:
                 self._monitor(await self._discover())
             except ClientError as exc:
@@ -186,6 +203,8 @@ class GarbageCollector(QueueController):
         self.queue.add(item.key())
 
     def _on_add(self, resource: Resource, obj: dict[str, Any]) -> None:
+        if resource.plural == CRD_PLURAL and resource.group == CRD_GROUP:
+            self._rediscover_soon.set()
         meta = obj.get("metadata") or {}
         if not meta.get("uid"):
             return
@@ -194,6 +213,8 @@ class GarbageCollector(QueueController):
         self._check_finalizers(resource, obj)
 
     def _on_update(self, resource: Resource, old: dict[str, Any], new: dict[str, Any]) -> None:
+        if resource.plural == CRD_PLURAL and resource.group == CRD_GROUP:
+            self._rediscover_soon.set()  # e.g. it became Established: its resource is served
         meta = new.get("metadata") or {}
         if not meta.get("uid"):
             return
@@ -281,9 +302,10 @@ class GarbageCollector(QueueController):
         if owner is None:
             resource = self._resource_for(ref)
             if resource is None:
-                # A kind nobody serves (yet): leave the reference alone, as upstream does
-                # when it cannot resolve an owner's kind.
-                return "solid"
+                # A kind nobody serves (yet?): keep the object for now, look for new kinds
+                # soon, and check this object again later (as upstream retries).
+                self._rediscover_soon.set()
+                return "unknown"
             try:
                 owner_namespace = namespace if resource.namespaced else None
                 live = await self.client.get(
@@ -308,6 +330,7 @@ class GarbageCollector(QueueController):
         item = _Item(action, informer.resource, namespace, name, uid)
         obj = self._current(item)
         if obj is None:
+            self._unknown_tries.pop(key, None)
             return
         if action == ACTION_DELETE:
             await self._attempt_to_delete(item, obj)
@@ -327,9 +350,20 @@ class GarbageCollector(QueueController):
         solid: list[dict[str, Any]] = []
         waiting: list[dict[str, Any]] = []
         dangling: list[dict[str, Any]] = []
+        unknown: list[dict[str, Any]] = []
         for ref in refs:
             state = await self._owner_state(ref, item.namespace)
-            {"solid": solid, "waiting": waiting, "dangling": dangling}[state].append(ref)
+            groups = {"solid": solid, "waiting": waiting, "dangling": dangling, "unknown": unknown}
+            groups[state].append(ref)
+        if unknown:
+            # Back off per object: a kind that is never served costs little.
+            tries = self._unknown_tries.get(item.key(), 0)
+            self._unknown_tries[item.key()] = tries + 1
+            delay_s = min(UNKNOWN_KIND_RETRY_S * 2**tries, UNKNOWN_KIND_MAX_RETRY_S)
+            self.queue.add_after(item.key(), delay_s)
+            solid.extend(unknown)
+        else:
+            self._unknown_tries.pop(item.key(), None)
         if solid:
             if not waiting and not dangling:
                 return
