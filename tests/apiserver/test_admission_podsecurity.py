@@ -71,6 +71,32 @@ def test_check_messages():
         'privileged (container "c" must not set securityContext.privileged=true)',
     ]
     assert check_pod("privileged", {}, privileged) == []
+    explicit = {
+        "securityContext": {
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+            "seccompProfile": {"type": "Unconfined"},
+        },
+        "containers": [
+            {
+                "name": "c",
+                "image": "x",
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN", "NET_ADMIN"]},
+                    "runAsNonRoot": False,
+                },
+            }
+        ],
+    }
+    assert check_pod("restricted", {}, explicit) == [
+        'unrestricted capabilities (container "c" must not include "NET_ADMIN", "SYS_ADMIN" '
+        "in securityContext.capabilities.add)",
+        'runAsNonRoot != true (pod and container "c" must not set '
+        "securityContext.runAsNonRoot=false)",
+        "runAsUser=0 (pod must not set runAsUser=0)",
+        'seccompProfile (pod must not set securityContext.seccompProfile.type to "Unconfined")',
+    ]
 
 
 @pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")

@@ -178,7 +178,7 @@ def _capabilities_baseline(spec: dict[str, Any], _meta: dict[str, Any]) -> list[
     if not names:
         return []
     detail = (
-        f"{_who(names)} must not include {_quoted(_dedupe(bad))} in "
+        f"{_who(names)} must not include {_quoted(sorted(set(bad)))} in "
         "securityContext.capabilities.add"
     )
     return [("capabilities_baseline", "non-default capabilities", detail)]
@@ -292,19 +292,22 @@ def _proc_mount(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Finding]:
 
 
 def _seccomp_baseline(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Finding]:
-    bad: list[str] = []
+    setters: list[str] = []
     if _d(_d(spec.get("securityContext")).get("seccompProfile")).get("type") == "Unconfined":
-        bad.append('pod must not set securityContext.seccompProfile.type to "Unconfined"')
+        setters.append("pod")
     names = [
         c.get("name", "")
         for c in _containers(spec)
         if _d(_d(c.get("securityContext")).get("seccompProfile")).get("type") == "Unconfined"
     ]
     if names:
-        bad.append(
-            f'{_who(names)} must not set securityContext.seccompProfile.type to "Unconfined"'
-        )
-    return [("seccompProfile_baseline", "seccompProfile", "; ".join(bad))] if bad else []
+        setters.append(_who(names))
+    if not setters:
+        return []
+    detail = (
+        f'{" and ".join(setters)} must not set securityContext.seccompProfile.type to "Unconfined"'
+    )
+    return [("seccompProfile_baseline", "seccompProfile", detail)]
 
 
 def _sysctls(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Finding]:
@@ -328,7 +331,7 @@ def _restricted_volumes(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Fin
     if not bad:
         return []
     names = [n for n, _ in bad]
-    kinds = _dedupe([t for _, t in bad])
+    kinds = sorted({t for _, t in bad})
     verb = "uses" if len(names) == 1 else "use"
     noun = "restricted volume type" if len(kinds) == 1 else "restricted volume types"
     detail = f"{_who(names, 'volume', 'volumes')} {verb} {noun} {_quoted(kinds)}"
@@ -365,7 +368,7 @@ def _capabilities_restricted(spec: dict[str, Any], _meta: dict[str, Any]) -> lis
         parts.append(f'{_who(no_drop)} must set securityContext.capabilities.drop=["ALL"]')
     if adders:
         parts.append(
-            f"{_who(adders)} must not include {_quoted(_dedupe(added))} in "
+            f"{_who(adders)} must not include {_quoted(sorted(set(added)))} in "
             "securityContext.capabilities.add"
         )
     return (
@@ -383,58 +386,66 @@ def _run_as_non_root(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Findin
         value = _d(container.get("securityContext")).get("runAsNonRoot")
         if value is False:
             explicit_false.append(container.get("name", ""))
-        elif value is None and pod_value is not True:
+        elif value is None and pod_value is None:
             unset.append(container.get("name", ""))
-    parts = []
-    if pod_value is False:
-        parts.append("pod must not set securityContext.runAsNonRoot=false")
-    if explicit_false:
-        parts.append(f"{_who(explicit_false)} must not set securityContext.runAsNonRoot=false")
-    if unset and pod_value is None:
-        parts.append(f"pod or {_who(unset)} must set securityContext.runAsNonRoot=true")
-    elif unset:
-        parts.append(f"{_who(unset)} must set securityContext.runAsNonRoot=true")
-    return [("runAsNonRoot", "runAsNonRoot != true", "; ".join(parts))] if parts else []
+    setters = (["pod"] if pod_value is False else []) + (
+        [_who(explicit_false)] if explicit_false else []
+    )
+    if setters:
+        detail = f"{' and '.join(setters)} must not set securityContext.runAsNonRoot=false"
+        return [("runAsNonRoot", "runAsNonRoot != true", detail)]
+    if unset:
+        detail = f"pod or {_who(unset)} must set securityContext.runAsNonRoot=true"
+        return [("runAsNonRoot", "runAsNonRoot != true", detail)]
+    return []
 
 
 def _run_as_user(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Finding]:
-    parts = []
-    if _d(spec.get("securityContext")).get("runAsUser") == 0:
-        parts.append("pod must not set runAsUser=0")
+    setters = ["pod"] if _d(spec.get("securityContext")).get("runAsUser") == 0 else []
     names = [
         c.get("name", "")
         for c in _containers(spec)
         if _d(c.get("securityContext")).get("runAsUser") == 0
     ]
     if names:
-        parts.append(f"{_who(names)} must not set runAsUser=0")
-    return [("runAsUser", "runAsUser=0", "; ".join(parts))] if parts else []
+        setters.append(_who(names))
+    if not setters:
+        return []
+    return [("runAsUser", "runAsUser=0", f"{' and '.join(setters)} must not set runAsUser=0")]
 
 
 def _seccomp_restricted(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Finding]:
     good = ("RuntimeDefault", "Localhost")
     pod_type = _d(_d(spec.get("securityContext")).get("seccompProfile")).get("type")
-    parts = []
+    setters: list[str] = []
+    bad_values: set[str] = set()
     if pod_type is not None and pod_type not in good:
-        parts.append(f'pod must not set securityContext.seccompProfile.type to "{pod_type}"')
+        setters.append("pod")
+        bad_values.add(str(pod_type))
     bad: list[str] = []
     unset: list[str] = []
     for container in _containers(spec):
         ctype = _d(_d(container.get("securityContext")).get("seccompProfile")).get("type")
         if ctype is not None and ctype not in good:
             bad.append(container.get("name", ""))
-        elif ctype is None and pod_type not in good:
+            bad_values.add(str(ctype))
+        elif ctype is None and pod_type is None:
             unset.append(container.get("name", ""))
     if bad:
-        parts.append(
-            f'{_who(bad)} must not set securityContext.seccompProfile.type to "Unconfined"'
+        setters.append(_who(bad))
+    if setters:
+        detail = (
+            f"{' and '.join(setters)} must not set securityContext.seccompProfile.type to "
+            f"{_quoted(sorted(bad_values))}"
         )
+        return [("seccompProfile_restricted", "seccompProfile", detail)]
     if unset:
-        who = f"pod or {_who(unset)}" if pod_type is None else _who(unset)
-        parts.append(
-            f'{who} must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost"'
+        detail = (
+            f"pod or {_who(unset)} must set securityContext.seccompProfile.type to "
+            '"RuntimeDefault" or "Localhost"'
         )
-    return [("seccompProfile_restricted", "seccompProfile", "; ".join(parts))] if parts else []
+        return [("seccompProfile_restricted", "seccompProfile", detail)]
+    return []
 
 
 Check = Callable[[dict[str, Any], dict[str, Any]], list[Finding]]
