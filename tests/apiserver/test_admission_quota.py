@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from sampan.apiserver.admission.allocator import NODE_PORT_PREFIX
 from tests.apiserver.test_http_clients import KUBECTL, kubectl, ok
 
 PODS = "/api/v1/namespaces/default/pods"
@@ -138,3 +139,38 @@ async def test_resource_quota(harness):
     assert sorted(s for s, _ in statuses) == [201, 201, 201, 403, 403, 403]
     used = json.loads(await ok(harness, "get", "quota", "q", "-o", "json"))["status"]["used"]
     assert used["configmaps"] == "3"
+
+
+async def test_quota_on_service_update(harness):
+    status, _ = await harness.request(
+        "POST",
+        "/api/v1/namespaces/default/resourcequotas",
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "np"},
+            "spec": {"hard": {"services.nodeports": "0"}},
+        },
+    )
+    assert status == 201
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s"},
+        "spec": {"ports": [{"port": 80}], "selector": {"app": "s"}},
+    }
+    status, _ = await harness.request("POST", "/api/v1/namespaces/default/services", service)
+    assert status == 201
+    status, body = await harness.request(
+        "PATCH",
+        "/api/v1/namespaces/default/services/s",
+        {"spec": {"type": "NodePort"}},
+        content_type="application/merge-patch+json",
+    )
+    assert status == 403, body
+    assert "exceeded quota: np, requested: services.nodeports=1" in body["message"]
+    # Refused: the node port it had claimed on the way is free again.
+    _, current = await harness.request("GET", "/api/v1/namespaces/default/services/s")
+    assert current["spec"]["type"] == "ClusterIP"
+    claims = await harness.backend.list(NODE_PORT_PREFIX)
+    assert claims.items == []

@@ -6,7 +6,8 @@ pod is annotated ``kubernetes.io/limit-ranger``), then ``min``/``max``/
 ``maxLimitRequestRatio`` of ``Container`` and ``Pod`` items are enforced (403 with upstream's
 wording, e.g. ``maximum cpu usage per Container is 1, but limit is 2``).
 
-``ResourceQuota`` (validating, creates of counted objects): the object's usage (pods,
+``ResourceQuota`` (validating, creates of counted objects, and updates for what they add): the
+object's usage (pods,
 ``requests.*``/``limits.*``, services and node ports, configmaps, secrets, PVCs and storage,
 ``count/<resource>.<group>``) is added to every matching quota's ``status.used`` with a
 compare-and-swap on the quota's status, so concurrent creates can never pass a quota
@@ -492,17 +493,26 @@ class ResourceQuota:
         if attrs.is_resource("", "resourcequotas"):
             attrs.on_success(self._recalculator.poke)
             return
-        if attrs.operation != "CREATE" or not isinstance(attrs.obj, dict):
+        if attrs.operation not in ("CREATE", "UPDATE") or not isinstance(attrs.obj, dict):
             return
         quotas = self._list("", "resourcequotas", attrs.namespace)
         if not quotas:
             return
         delta = object_usage(attrs.group, attrs.resource, attrs.obj)
+        if attrs.operation == "UPDATE":
+            if not isinstance(attrs.old_obj, dict):
+                return
+            # An update is charged only for what it adds (a Service becoming NodePort).
+            before = object_usage(attrs.group, attrs.resource, attrs.old_obj)
+            delta = {k: v - before.get(k, Decimal(0)) for k, v in delta.items()}
+            delta = {k: v for k, v in delta.items() if v > 0}
+            if not delta:
+                return
         for quota in sorted(quotas, key=lambda q: q["metadata"]["name"]):
             hard = _d(_d(quota.get("spec")).get("hard"))
             if not hard or not quota_matches(quota, attrs.group, attrs.resource, attrs.obj):
                 continue
-            if attrs.is_resource("", "pods"):
+            if attrs.operation == "CREATE" and attrs.is_resource("", "pods"):
                 missing = _required_missing(hard, attrs.obj)
                 if missing:
                     raise forbidden(
