@@ -10,7 +10,10 @@ Public façade: ``APIServer`` and ``APIServerOptions``. Layout of the package:
 * ``negotiation``  body decoding (JSON/YAML, size limit) and Accept parsing (Table...)
 * ``responses``    rendering objects, lists, Tables and Status errors
 * ``patch``        JSON Patch and JSON Merge Patch
-* ``admission``    the admission chain (NamespaceLifecycle in part 1)
+* ``admission/``   the admission chain and its plugins (NamespaceLifecycle, LimitRanger,
+                   ServiceAccount, Priority, DefaultTolerationSeconds, PodSecurity, Service
+                   IP/port allocation, ResourceQuota), serviceaccounts/token, pods/eviction
+* ``endpoints_reconciler``  the ``kubernetes`` Service's Endpoints/EndpointSlice (live servers)
 * ``discovery``    discovery documents and /version
 * ``bootstrap``    system namespaces, bootstrap RBAC, the ``kubernetes`` Service
 * ``storage/``     watch cache + registry store (another owner)
