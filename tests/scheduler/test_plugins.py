@@ -618,3 +618,17 @@ def test_preemption_sees_victims_through_affinity_counts() -> None:
     assert nominated == "n" and env.evicted == ["low-db"]
     # The what-if left the real cycle state alone.
     assert state["InterPodAffinity"][2] == {("kubernetes.io/hostname", "n"): 1}
+
+
+def test_memoised_scores_follow_node_changes() -> None:
+    env = two_machines()
+    incoming = pod(containers=CPU_AND_MEMORY)
+    assert env.score("NodeResourcesFit", incoming) == [37, 50]
+    assert env.score("NodeResourcesBalancedAllocation", incoming) == [87, 100]
+    # machine2 gets 1500m / 2500 more: cpu (6000-4500)*100/6000 = 25, memory 25 -> 25;
+    # balanced: 75% and 75% -> 100.
+    env.add_pod(pod("more", requests={"cpu": "1500m", "memory": "2500"}, node_name="machine2"))
+    assert env.score("NodeResourcesFit", incoming) == [37, 25]
+    assert env.score("NodeResourcesBalancedAllocation", incoming) == [87, 100]
+    env.cache.remove_pod("uid-more")
+    assert env.score("NodeResourcesFit", incoming) == [37, 50]

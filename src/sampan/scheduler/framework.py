@@ -520,6 +520,7 @@ class NodeInfo:
         "generation",
         "image_sizes",
         "labels",
+        "memo",
         "name",
         "node",
         "nominated",
@@ -554,6 +555,9 @@ class NodeInfo:
         self.image_sizes: dict[str, int] = {}
         self.nominated: dict[str, PodInfo] = {}
         self.generation = 0
+        self.memo: dict[tuple[Any, ...], tuple[int, int]] = {}
+        """Score plugins' per-node memo: key -> (generation, score); a score computed from
+        this node's state and the pod's requests alone is reused while ``generation`` holds."""
         # Flat copies of the hottest numbers (allocatable, requested, non-zero requested cpu
         # in millicores and memory in bytes): plugins' per-node loops read these.
         self.a_cpu = self.a_mem = 0

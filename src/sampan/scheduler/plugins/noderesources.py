@@ -157,31 +157,44 @@ class _Scorer:
         return out
 
 
+MEMO_LIMIT = 32
+"""Memo entries kept per node before the memo is cleared (distinct pod request shapes)."""
+
+
 def _least_cpu_memory(pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
-    """The default strategy, unrolled (this is the hottest loop of the scheduler)."""
+    """The default strategy, unrolled (this is the hottest loop of the scheduler). A node's
+    score depends only on its own numbers and the pod's requests, so it is memoised per node
+    until the node changes (replicas of one workload share the entries)."""
     pc = pod.non_zero.milli_cpu
     pm = pod.non_zero.memory
+    key = ("least", pc, pm)
     out = []
     append = out.append
     for n in nodes:
+        hit = n.memo.get(key)
+        if hit is not None and hit[0] == n.generation:
+            append(hit[1])
+            continue
         ac = n.a_cpu
         am = n.a_mem
         rc = n.z_cpu + pc
         rm = n.z_mem + pm
         if ac and am:
-            append(
-                (
-                    ((ac - rc) * 100 // ac if rc <= ac else 0)
-                    + ((am - rm) * 100 // am if rm <= am else 0)
-                )
-                // 2
-            )
+            score = (
+                ((ac - rc) * 100 // ac if rc <= ac else 0)
+                + ((am - rm) * 100 // am if rm <= am else 0)
+            ) // 2
         elif ac:
-            append((ac - rc) * 100 // ac if rc <= ac else 0)
+            score = (ac - rc) * 100 // ac if rc <= ac else 0
         elif am:
-            append((am - rm) * 100 // am if rm <= am else 0)
+            score = (am - rm) * 100 // am if rm <= am else 0
         else:
-            append(0)
+            score = 0
+        memo = n.memo
+        if len(memo) >= MEMO_LIMIT:
+            memo.clear()
+        memo[key] = (n.generation, score)
+        append(score)
     return out
 
 
@@ -284,9 +297,14 @@ class BalancedAllocation(Plugin):
         req = pod.request
         if self.resources == ["cpu", "memory"]:
             pc, pm = req.milli_cpu, req.memory
+            key = ("balanced", pc, pm)
             out = []
             append = out.append
             for n in nodes:
+                hit = n.memo.get(key)
+                if hit is not None and hit[0] == n.generation:
+                    append(hit[1])
+                    continue
                 ac = n.a_cpu
                 am = n.a_mem
                 if ac and am:
@@ -297,9 +315,14 @@ class BalancedAllocation(Plugin):
                     if fm > 1:
                         fm = 1.0
                     d = fc - fm
-                    append(int((1 - (d if d >= 0 else -d) / 2) * 100))
+                    score = int((1 - (d if d >= 0 else -d) / 2) * MAX_NODE_SCORE)
                 else:
-                    append(MAX_NODE_SCORE)
+                    score = MAX_NODE_SCORE
+                memo = n.memo
+                if len(memo) >= MEMO_LIMIT:
+                    memo.clear()
+                memo[key] = (n.generation, score)
+                append(score)
             return out
         return [self._score_one(pod, n) for n in nodes]
 
