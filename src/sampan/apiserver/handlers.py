@@ -553,24 +553,37 @@ class ResourceHandler:
         dry_run = self._dry_run(request)
         check_patch_type(patch_type, custom=self._fields.is_custom(info))
         applied = decode_apply_patch(body) if patch_type == APPLY_PATCH else None
+        if applied is not None and self.ctx.custom is not None:
+            # Unknown fields leave an apply configuration before it is merged (Strict: 400),
+            # so managedFields never name a field that is not stored.
+            applied = self.ctx.custom.drop_unknown_fields(request, info, applied)
         self._fields.check_force(request, apply=applied is not None)
         schema = self._fields.schema(info)
         attrs = self._admission(
             "UPDATE", info, namespace, ri.path_name, user, subresource=subresource, dry_run=dry_run
         )
         to_request = self._to_request_version(info)
+        rv_in_body = b"resourceVersion" in body
 
         def mutate(current: dict[str, Any]) -> dict[str, Any]:
             view = to_request(current) if to_request else current
             if applied is not None:
                 patched = self._fields.apply(request, info, view, applied, subresource=subresource)
+                _check_patched_identity(info, view, patched)
+                patched = self._prepare_body(request, info, patched, "UPDATE", subresource)
             else:
                 patched = apply_patch(view, body, patch_type, schema)
+                _check_patched_identity(info, view, patched)
+                # Pruned/unknown fields go before managedFields are computed.
+                patched = self._prepare_body(request, info, patched, "UPDATE", subresource)
                 patched = self._fields.on_write(
                     request, info, view, patched, subresource=subresource
                 )
-            _check_patched_identity(info, view, patched)
-            patched = self._prepare_body(request, info, patched, "UPDATE", subresource)
+            if not rv_in_body:
+                # The resourceVersion came from the current object, not from the client: it
+                # is no precondition, so a concurrent write makes admitted_update retry
+                # instead of answering 409.
+                (patched.get("metadata") or {}).pop("resourceVersion", None)
             return self._to_storage_version(info, patched)
 
         try:
