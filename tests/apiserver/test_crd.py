@@ -23,6 +23,7 @@ GROUP = "stable.example.com"
 CRD_NAME = f"crontabs.{GROUP}"
 CRONTABS = f"/apis/{GROUP}/v1/namespaces/default/crontabs"
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+CONCURRENT_PATCHES = 8
 
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
 
@@ -274,7 +275,11 @@ async def test_crd_terminating_waits_for_object_finalizers(harness):
     status, err = await harness.request("POST", CRONTABS, crontab("late"))
     assert status == 405
     assert "terminating" in err["message"]
-    status, obj = await harness.request("GET", f"{CRONTABS}/held")
+    for _ in range(50):  # the controller marks the object right after the condition
+        status, obj = await harness.request("GET", f"{CRONTABS}/held")
+        if obj["metadata"].get("deletionTimestamp"):
+            break
+        await asyncio.sleep(0.1)
     assert status == 200 and obj["metadata"]["deletionTimestamp"]
     status, _ = await harness.request(
         "PATCH",
@@ -435,3 +440,44 @@ async def test_preserve_unknown_fields_and_nested_defaults(harness):
     )
     assert status == 400
     assert 'unknown field "spec.ports[0].junk"' in err["message"]
+
+
+async def test_apply_configuration_is_pruned_and_patches_retry(harness):
+    await establish(harness, crontab_crd())
+    applied = crontab("ssa", someRandomField=42)
+    status, body = await harness.request(
+        "PATCH",
+        f"{CRONTABS}/ssa",
+        json.dumps(applied).encode(),
+        content_type="application/apply-patch+yaml",
+        params={"fieldManager": "tester", "fieldValidation": "Ignore"},
+    )
+    assert status == 201, body
+    assert "someRandomField" not in body["spec"]
+    [entry] = body["metadata"]["managedFields"]
+    assert "f:someRandomField" not in entry["fieldsV1"]["f:spec"]
+    assert "f:cronSpec" in entry["fieldsV1"]["f:spec"]
+
+    # Merge patches without a resourceVersion never fail because another write came first.
+    async def bump(i: int) -> int:
+        status, body = await harness.request(
+            "PATCH",
+            f"{CRONTABS}/ssa",
+            {"metadata": {"labels": {f"l{i}": "x"}}},
+            content_type="application/merge-patch+json",
+        )
+        assert status == 200, body
+        return status
+
+    statuses = await asyncio.gather(*(bump(i) for i in range(CONCURRENT_PATCHES)))
+    assert statuses == [200] * CONCURRENT_PATCHES
+    _, final = await harness.request("GET", f"{CRONTABS}/ssa")
+    assert len(final["metadata"]["labels"]) == CONCURRENT_PATCHES
+    # A resourceVersion the client gives is still a precondition.
+    status, _ = await harness.request(
+        "PATCH",
+        f"{CRONTABS}/ssa",
+        {"metadata": {"resourceVersion": "1", "labels": {"late": "x"}}},
+        content_type="application/merge-patch+json",
+    )
+    assert status == 409
