@@ -24,8 +24,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sampan.client import AlreadyExistsError, ConflictError, NotFoundError
+from sampan.client import AlreadyExistsError, ApiError, ConflictError, NotFoundError
 from sampan.client.api import ENDPOINTS, PODS, SERVICES
+from sampan.client.events import TYPE_WARNING
 from sampan.client.informer import INDEX_NAMESPACE, object_key, split_key
 from sampan.controllers.base import ControllerContext, QueueController
 
@@ -176,6 +177,7 @@ class EndpointsController(QueueController):
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)
         self.client = ctx.client
+        self.recorder = ctx.recorder("endpoint-controller")
         self.services = self.watch(ctx.informers.informer(SERVICES))
         self.pods = self.watch(ctx.informers.informer(PODS))
         self.endpoints = self.watch(ctx.informers.informer(ENDPOINTS))
@@ -206,6 +208,21 @@ class EndpointsController(QueueController):
             self.queue.add(key)
 
     async def reconcile(self, key: str) -> None:
+        try:
+            await self._sync(key)
+        except ApiError as exc:
+            service = self.services.cache.get(key)
+            # A conflict only means our cache was behind: retried quietly.
+            if service is not None and not isinstance(exc, ConflictError):
+                self.recorder.event(
+                    service,
+                    TYPE_WARNING,
+                    "FailedToUpdateEndpoint",
+                    f"Error updating endpoint {key}: {exc}",
+                )
+            raise
+
+    async def _sync(self, key: str) -> None:
         namespace, name = split_key(key)
         service = self.services.cache.get(key)
         current = self.endpoints.cache.get(key)

@@ -27,8 +27,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from sampan.client import ConflictError, NotFoundError
+from sampan.client import ApiError, ConflictError, NotFoundError
 from sampan.client.api import ENDPOINTSLICES, NODES, PODS, SERVICES
+from sampan.client.events import TYPE_WARNING
 from sampan.client.informer import INDEX_NAMESPACE, object_key, split_key
 from sampan.controllers.base import ControllerContext, QueueController
 from sampan.controllers.endpoints import (
@@ -98,6 +99,7 @@ class EndpointSliceController(QueueController):
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)
         self.client = ctx.client
+        self.recorder = ctx.recorder("endpoint-slice-controller")
         self.services = self.watch(ctx.informers.informer(SERVICES))
         self.pods = self.watch(ctx.informers.informer(PODS))
         self.nodes = self.watch(ctx.informers.informer(NODES))
@@ -218,6 +220,21 @@ class EndpointSliceController(QueueController):
     # -- reconcile ---------------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> None:
+        try:
+            await self._sync(key)
+        except ApiError as exc:
+            service = self.services.cache.get(key)
+            # A conflict only means our cache was behind: retried quietly.
+            if service is not None and not isinstance(exc, ConflictError):
+                self.recorder.event(
+                    service,
+                    TYPE_WARNING,
+                    "FailedToUpdateEndpointSlices",
+                    f"Error updating EndpointSlices for Service {key}: {exc}",
+                )
+            raise
+
+    async def _sync(self, key: str) -> None:
         namespace, name = split_key(key)
         if not self._caught_up(key, namespace or ""):
             log.debug("endpointslice: %s waits for the informer to see our writes", key)
