@@ -299,6 +299,9 @@ class GarbageCollector(QueueController):
         uid = ref.get("uid") or ""
         found = self._cached_by_uid(uid)
         owner: dict[str, Any] | None = found[1] if found else None
+        owner_namespace = ((owner or {}).get("metadata") or {}).get("namespace")
+        if owner_namespace and owner_namespace != namespace:
+            owner = None  # an owner is looked up in its dependent's namespace, never elsewhere
         if owner is None:
             resource = self._resource_for(ref)
             if resource is None:
