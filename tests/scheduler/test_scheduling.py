@@ -6,7 +6,17 @@ from pathlib import Path
 from typing import Any
 
 from sampan.client import Client, NotFoundError
-from sampan.client.api import EVENTS, LEASES, NODES, PODS, PRIORITYCLASSES, PatchType
+from sampan.client.api import (
+    EVENTS,
+    LEASES,
+    NODES,
+    PODS,
+    PRIORITYCLASSES,
+    PVCS,
+    PVS,
+    STORAGECLASSES,
+    PatchType,
+)
 
 from .conftest import StartScheduler, eventually, make_node, make_pod
 
@@ -269,3 +279,60 @@ async def test_leader_election_takes_the_kube_scheduler_lease(
     lease = await client.get(LEASES, "kube-scheduler", namespace="kube-system")
     assert not lease["spec"].get("holderIdentity")
     assert scheduler._ctx is not None and scheduler._ctx.failures == []  # type: ignore[attr-defined]
+
+
+async def test_wait_for_first_consumer_claim_gets_the_chosen_node(
+    client: Client, start_scheduler: StartScheduler
+) -> None:
+    await client.create(
+        STORAGECLASSES,
+        {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": "local-path"},
+            "provisioner": "rancher.io/local-path",
+            "volumeBindingMode": "WaitForFirstConsumer",
+        },
+    )
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data", "namespace": NS},
+        "spec": {
+            "storageClassName": "local-path",
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    await client.create(PVCS, claim, namespace=NS)
+    await client.create(NODES, make_node("n1"))
+    await start_scheduler()
+    volumes = [{"name": "v", "persistentVolumeClaim": {"claimName": "data"}}]
+    await client.create(PODS, make_pod("p", volumes=volumes), namespace=NS)
+
+    async def selected() -> str | None:
+        pvc = await client.get(PVCS, "data", namespace=NS)
+        return (pvc["metadata"].get("annotations") or {}).get("volume.kubernetes.io/selected-node")
+
+    assert await eventually(selected) == "n1"
+    assert await node_of(client, "p") is None  # waits for the claim to be bound
+    # Play the provisioner: a PV on n1, and the claim bound to it.
+    await client.create(
+        PVS,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": "pv-data"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "local-path",
+                "hostPath": {"path": "/tmp/pv-data"},
+                "claimRef": {"namespace": NS, "name": "data"},
+            },
+        },
+    )
+    pvc = await client.get(PVCS, "data", namespace=NS)
+    pvc["spec"]["volumeName"] = "pv-data"
+    await client.update(PVCS, pvc, namespace=NS)
+    assert await eventually(lambda: node_of(client, "p")) == "n1"
