@@ -240,7 +240,11 @@ class ResourceHandler:
         include = request.query.get("includeObject", "")
         if self.ctx.custom is not None:
             custom = self.ctx.custom.renderer(
-                info, output, self._to_request_version(info), include_object=include or "Metadata"
+                info,
+                output,
+                self._to_request_version(info),
+                include_object=include or "Metadata",
+                request=request,
             )
             if custom is not None:
                 return custom
