@@ -300,7 +300,7 @@ async def test_cluster_scope_and_several_versions(harness):
     crd = crontab_crd(scope="Cluster")
     v1 = crd["spec"]["versions"][0]
     v1beta1 = json.loads(json.dumps(v1))
-    v1beta1.update(name="v1beta1", storage=False)
+    v1beta1.update(name="v1beta1", storage=False, deprecated=True)
     v1beta1["additionalPrinterColumns"] = []
     crd["spec"]["versions"] = [v1beta1, v1]
     await establish(harness, crd)
@@ -322,8 +322,11 @@ async def test_cluster_scope_and_several_versions(harness):
     status, group = await harness.request("GET", f"/apis/{GROUP}")
     assert group["preferredVersion"]["version"] == "v1"
     assert [v["version"] for v in group["versions"]] == ["v1", "v1beta1"]
-    table = await ok(harness, "get", f"crontabs.v1beta1.{GROUP}")
+    code, table, err = await kubectl(harness, "get", f"crontabs.v1beta1.{GROUP}")
+    assert code == 0, err
     assert table.splitlines()[0].split() == ["NAME", "AGE"]
+    # Every request to a deprecated version is warned about.
+    assert f"Warning: {GROUP}/v1beta1 CronTab is deprecated; use {GROUP}/v1 CronTab" in err
     table = await ok(harness, "get", "crontabs")
     assert table.splitlines()[0].split() == ["NAME", "SPEC", "REPLICAS", "AGE"]
     status, _ = await harness.request("GET", f"/apis/{GROUP}/v1/namespaces/default/crontabs")

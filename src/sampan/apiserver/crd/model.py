@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sampan.api.resources import VERBS_ALL, ResourceInfo, SubresourceInfo
+from sampan.api.resources import VERBS_ALL, ResourceInfo, SubresourceInfo, version_sort_key
 
 __all__ = [
     "CRD_FINALIZER",
@@ -105,6 +105,21 @@ def _scale(subresources: Mapping[str, Any]) -> ScalePaths | None:
     )
 
 
+def _default_deprecation(spec: Mapping[str, Any], group: str, version: str, kind: str) -> str:
+    """Upstream's default warning: the deprecated version, and the preferred served version
+    that is not deprecated (when there is one) to use instead."""
+    others = [
+        str(v.get("name"))
+        for v in spec.get("versions") or []
+        if isinstance(v, dict) and v.get("served") and not v.get("deprecated") and v.get("name")
+    ]
+    warning = f"{group}/{version} {kind} is deprecated"
+    if others:
+        preferred = sorted(others, key=version_sort_key)[0]
+        warning += f"; use {group}/{preferred} {kind}"
+    return warning
+
+
 def served_versions(crd: Mapping[str, Any]) -> list[ServedVersion]:
     """Every served version of ``crd`` (none when its names or versions are unusable)."""
     spec = _d(crd.get("spec"))
@@ -160,8 +175,8 @@ def served_versions(crd: Mapping[str, Any]) -> list[ServedVersion]:
         schema = _d(version.get("schema")).get("openAPIV3Schema")
         warning = ""
         if version.get("deprecated"):
-            warning = str(version.get("deprecationWarning") or "") or (
-                f"{group}/{name} {kind} is deprecated"
+            warning = str(version.get("deprecationWarning") or "") or _default_deprecation(
+                spec, group, name, kind
             )
         out.append(
             ServedVersion(

@@ -173,10 +173,15 @@ class CustomResources:
         convert: Converter | None,
         *,
         include_object: str = "Metadata",
+        request: web.Request | None = None,
     ) -> Renderer | None:
+        """The renderer of a custom resource version (None for other kinds); a request to a
+        deprecated version gets the version's deprecation warning."""
         version = self.lookup(info)
         if version is None:
             return None
+        if request is not None and version.deprecation_warning:
+            add_warning(request, version.deprecation_warning)
         return CustomResourceRenderer(
             info, output, convert, version.columns, include_object=include_object
         )
@@ -201,8 +206,6 @@ class CustomResources:
         if version is not None:
             crd_schema.apply_defaults(obj, version.schema)
             self._validate_custom(version, obj, subresource=subresource)
-            if version.deprecation_warning:
-                add_warning(request, version.deprecation_warning)
         elif (info.group, info.kind) == _CRD_KEY:
             prepare_crd(obj)
         return obj
