@@ -29,7 +29,14 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
-from sampan.client import Client, EventRecorder, Informer, SharedInformerFactory
+from sampan.client import (
+    ApiError,
+    Client,
+    ConflictError,
+    EventRecorder,
+    Informer,
+    SharedInformerFactory,
+)
 from sampan.client.workqueue import (
     Clock,
     MonotonicClock,
@@ -407,12 +414,12 @@ class QueueController:
     Subclasses set ``name``, call ``super().__init__(ctx)``, register informers with
     ``self.watch(informer)`` (handlers enqueue into ``self.queue``) and implement
     ``async reconcile(key)``. ``run(workers)`` waits for the watched informers, then runs the
-    loops: an exception -> ``add_rate_limited`` (logged), success -> ``forget``.
+    loops: an exception -> ``add_rate_limited`` (a conflict logged at debug level, another API
+    error as a warning, anything else with its traceback), success -> ``forget``.
     ``healthy()`` is True once synced and while every loop is alive.
     """
 
     name: str = ""
-    sync_timeout_s: float | None = None
 
     def __init__(self, ctx: ControllerContext) -> None:
         self.ctx = ctx
@@ -466,6 +473,13 @@ class QueueController:
                     await self.reconcile(key)
                 except asyncio.CancelledError:
                     raise
+                except ConflictError as exc:
+                    # Our cache was behind a newer write: routine, retried quietly.
+                    log.debug("%s: reconcile %s: %s; retrying", self.name, key, exc)
+                    self.queue.add_rate_limited(key)
+                except ApiError as exc:
+                    log.warning("%s: reconcile %s failed: %s; retrying", self.name, key, exc)
+                    self.queue.add_rate_limited(key)
                 except Exception:
                     log.exception("%s: reconcile %s failed; retrying with back-off", self.name, key)
                     self.queue.add_rate_limited(key)
