@@ -202,3 +202,62 @@ async def test_daemonset_places_follows_nodes_and_rolls(client, run_controller, 
     items = (await client.list(PODS, namespace=NS, label_selector="app=agent"))["items"]
     hashes = {p["metadata"]["labels"][CONTROLLER_REVISION_HASH_LABEL] for p in items}
     assert len(hashes) == 1
+
+
+async def test_rolling_update_with_surge_keeps_every_node_served(
+    client, run_controller, kubelet
+) -> None:
+    for name in ("s1", "s2"):
+        await client.create(NODES, node(name))
+    await run_controller(DaemonSetController)
+    body = ds_body("surge")
+    body["spec"]["updateStrategy"] = {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    await client.create(DAEMONSETS, body, namespace=NS)
+
+    async def placed(expected: dict[str, list[str]]):
+        got = await placement(client, "surge")
+        return got if got == expected else None
+
+    await eventually(lambda: placed({"s1": ["busybox:1"], "s2": ["busybox:1"]}))
+
+    async def ready_everywhere():
+        ds = await client.get(DAEMONSETS, "surge", namespace=NS)
+        return (ds.get("status") or {}).get("numberAvailable") == 2
+
+    await eventually(ready_everywhere)
+    served: list[int] = []
+    doubled: list[int] = []
+
+    async def sample() -> None:
+        while True:
+            items = (await client.list(PODS, namespace=NS, label_selector="app=surge"))["items"]
+            ready_nodes = {
+                p["spec"].get("nodeName")
+                for p in items
+                if (p.get("status") or {}).get("phase") == "Running"
+                and not p["metadata"].get("deletionTimestamp")
+            }
+            served.append(len(ready_nodes))
+            got = await placement(client, "surge")
+            doubled.append(sum(1 for v in got.values() if len(v) > 1))
+            await asyncio.sleep(0.01)
+
+    task = asyncio.get_running_loop().create_task(sample(), name="test-sample")
+    try:
+        await client.patch(
+            DAEMONSETS,
+            "surge",
+            {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}}}},
+            namespace=NS,
+        )
+        await eventually(lambda: placed({"s1": ["busybox:2"], "s2": ["busybox:2"]}), timeout_s=30)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert min(served) == 2  # maxUnavailable 0: every node kept a running daemon pod
+    assert max(doubled) <= 1  # never more than maxSurge nodes ran two pods at once
+    final = await placement(client, "surge")
+    assert all(len(v) == 1 for v in final.values())

@@ -17,8 +17,10 @@ This module owns the reconcile of ``apps/v1`` DaemonSets. Per set key:
   the current template's hash.
 * **RollingUpdate**: old-revision pods are deleted (and recreated at the new revision) while
   at most ``maxUnavailable`` (int or percent of desired, rounded up; at least 1) daemon pods
-  are unavailable; unavailable old pods go first. ``maxSurge`` > 0 is treated as
-  ``maxUnavailable`` 1 without surge (simplification). **OnDelete**: only user deletions.
+  are unavailable; unavailable old pods go first. With ``maxSurge`` > 0 (then
+  ``maxUnavailable`` is 0) a new pod starts beside the old one on up to ``maxSurge`` nodes at
+  a time, and the old pod is deleted once the new one is available; an unavailable old pod is
+  replaced at once. **OnDelete**: only user deletions.
 * **Status**: desiredNumberScheduled, currentNumberScheduled, numberMisscheduled,
   numberReady, updatedNumberScheduled, numberAvailable, numberUnavailable,
   observedGeneration, collisionCount.
@@ -445,6 +447,17 @@ class DaemonSetController(QueueController):
         to_create: list[str] = []
         to_delete: list[Obj] = []
         failed_seen = False
+        strategy = spec.get("updateStrategy") or {}
+        rolling = strategy.get("type", "RollingUpdate") == "RollingUpdate"
+        min_ready_s = int(spec.get("minReadySeconds") or 0)
+        surge = 0
+        if rolling:
+            desired = sum(1 for n in nodes.values() if node_should_run(template, n))
+            surge = scaled_value(
+                (strategy.get("rollingUpdate") or {}).get("maxSurge", 0), desired, round_up=True
+            )
+        surging = 0  # nodes running an old and a new pod side by side
+        surge_wanted: list[tuple[bool, str]] = []  # (old pod available, node)
         for node_name, node in nodes.items():
             pods = [
                 p for p in by_node.get(node_name, ()) if not p["metadata"].get("deletionTimestamp")
@@ -469,21 +482,40 @@ class DaemonSetController(QueueController):
                     f"{failed[0]['metadata']['name']} on node {node_name}, will try to kill it",
                 )
             alive = [p for p in pods if p not in failed and is_pod_active(p)]
-            if len(alive) > 1:
-                alive.sort(
-                    key=lambda p: (
-                        p["metadata"].get("creationTimestamp") or "",
-                        p["metadata"]["name"],
-                    )
-                )
+            alive.sort(
+                key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"])
+            )
+            if surge > 0 and run:
+                # maxSurge: a new pod starts beside the old one; the old goes once it is available
+                new = [p for p in alive if _revision_of(p) == update_hash]
+                old = [p for p in alive if _revision_of(p) != update_hash]
+                to_delete.extend(new[1:])
+                if new and old:
+                    if is_pod_available(new[0], min_ready_s, now):
+                        to_delete.extend(old)
+                    else:
+                        surging += 1
+                        to_delete.extend(old[1:])
+                elif old:
+                    to_delete.extend(old[1:])
+                    surge_wanted.append((is_pod_available(old[0], min_ready_s, now), node_name))
+            elif len(alive) > 1:
                 to_delete.extend(alive[1:])
         for node_name, pods in by_node.items():
             if node_name not in nodes:
                 to_delete.extend(p for p in pods if not p["metadata"].get("deletionTimestamp"))
 
         # rolling update
-        strategy = spec.get("updateStrategy") or {}
-        if strategy.get("type", "RollingUpdate") == "RollingUpdate":
+        if rolling and surge > 0:
+            budget = surge - surging
+            for old_available, node_name in sorted(surge_wanted):
+                # an unavailable old pod is replaced at once; available ones within the budget
+                if not old_available:
+                    to_create.append(node_name)
+                elif budget > 0:
+                    to_create.append(node_name)
+                    budget -= 1
+        elif rolling:
             to_delete.extend(self._rolling_victims(ds, nodes, by_node, update_hash, to_delete, now))
 
         namespace = ds["metadata"]["namespace"]
@@ -617,12 +649,11 @@ class DaemonSetController(QueueController):
                 desired += 1
                 if pods:
                     current += 1
-                    pod = min(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
-                    if is_pod_ready(pod):
+                    if any(is_pod_ready(p) for p in pods):
                         ready += 1
-                        if is_pod_available(pod, min_ready_s, now):
-                            available += 1
-                    if _revision_of(pod) == update_hash:
+                    if any(is_pod_available(p, min_ready_s, now) for p in pods):
+                        available += 1
+                    if any(_revision_of(p) == update_hash for p in pods):
                         updated += 1
             elif pods:
                 misscheduled += 1
