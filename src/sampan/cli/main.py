@@ -12,14 +12,24 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from sampan import version
-from sampan.config import COMMANDS, ConfigError, Option, load_config, options_for
+from sampan.config import (
+    COMMANDS,
+    DEFAULT_DATA_DIR,
+    Config,
+    ConfigError,
+    Option,
+    load_config,
+    options_for,
+)
 
 __all__ = ["build_parser", "main"]
 
 EXIT_USAGE = 1
+ETC_DIR = Path("/etc/sampan")
 
 _GROUP_TITLES = {
     "general": "general",
@@ -89,6 +99,32 @@ def build_parser() -> argparse.ArgumentParser:
             if opt.group not in groups:
                 groups[opt.group] = cmd.add_argument_group(_GROUP_TITLES.get(opt.group, opt.group))
             _add_option(groups[opt.group], opt)
+    for name, text in (
+        ("killall", "Stop Sampan, its containers and pods; remove its mounts, devices, chains"),
+        ("uninstall", "killall, then remove the data dir and /etc/sampan"),
+    ):
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument(
+            "--config",
+            "-c",
+            dest="config",
+            default=argparse.SUPPRESS,
+            help="Load configuration from FILE [$SAMPAN_CONFIG_FILE]",
+        )
+        cmd.add_argument(
+            "--data-dir",
+            "-d",
+            dest="data_dir",
+            default=argparse.SUPPRESS,
+            help="Folder to hold state [$SAMPAN_DATA_DIR]",
+        )
+        if name == "uninstall":
+            cmd.add_argument(
+                "--yes",
+                action="store_true",
+                default=False,
+                help="Confirm: this deletes the cluster's data",
+            )
     sub.add_parser(
         "kubectl",
         help="Run kubectl with the admin kubeconfig",
@@ -117,6 +153,29 @@ def _run_kubectl(args: Sequence[str]) -> int:
     return 0  # not reached
 
 
+def _cleanup(command: str, config: Config, *, confirmed: bool) -> int:
+    from sampan.supervisor.killall import CGROUP_ROOT, killall, uninstall
+    from sampan.supervisor.logs import setup_logging
+
+    if command == "uninstall" and not confirmed:
+        print(
+            f"sampan uninstall: this removes {config.data_dir} and /etc/sampan; "
+            "run again with --yes to confirm",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    setup_logging(debug=config.debug, verbosity=config.v)
+    cgroup_root = config.component_args("kubelet-arg").get("cgroup-root", CGROUP_ROOT)
+    default = config.data_dir.resolve() == DEFAULT_DATA_DIR
+    if command == "killall":
+        return killall(config.data_dir, default_data_dir=default, cgroup_root=cgroup_root)
+    code = uninstall(
+        config.data_dir, default_data_dir=default, etc_dir=ETC_DIR, cgroup_root=cgroup_root
+    )
+    config.write_kubeconfig.unlink(missing_ok=True)  # when written outside /etc/sampan
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "kubectl":
@@ -126,12 +185,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help()
         return EXIT_USAGE
-    flags = {k: v for k, v in vars(ns).items() if k != "command"}
+    flags = {k: v for k, v in vars(ns).items() if k not in ("command", "yes")}
+    command = "server" if ns.command in ("killall", "uninstall") else ns.command
     try:
-        config = load_config(ns.command, flags)
+        config = load_config(command, flags)
     except ConfigError as exc:
         print(f"sampan {ns.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if ns.command in ("killall", "uninstall"):
+        return _cleanup(ns.command, config, confirmed=getattr(ns, "yes", False))
 
     from sampan.supervisor import run  # imported late: keeps --help and errors fast
 

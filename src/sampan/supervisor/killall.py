@@ -1,0 +1,263 @@
+"""``sampan killall`` and ``sampan uninstall``: leave the machine as if Sampan never ran pods.
+
+``killall`` (K3s's ``k3s-killall.sh``), for one data dir:
+
+1. stops the ``sampan server``/``sampan agent`` processes that use this data dir (SIGTERM,
+   then SIGKILL);
+2. kills this data dir's containerd, its shims (found by their ``-address`` argument) and every
+   process left in the pod cgroups (``/kubepods`` in each hierarchy);
+3. unmounts everything under ``<data-dir>/agent`` (volumes, rootfs, netns files), deepest
+   first, and removes the pod cgroups;
+4. deletes the network devices Sampan made (``cni0``, ``sampan.1``) and the iptables chains
+   (``KUBE-*``, ``CNI-*``, ``SAMPAN-*``) with one ``iptables-restore`` per table.
+
+``uninstall --yes`` runs ``killall`` and then removes the data dir and ``/etc/sampan``.
+
+Each step is best effort: what fails is reported in one line and the others still run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = ["killall", "uninstall"]
+
+log = logging.getLogger("sampan.killall")
+
+CGROUP_ROOT = "/kubepods"
+DEVICES = ("cni0", "sampan.1")
+CHAIN_PREFIXES = ("KUBE-", "CNI-", "SAMPAN-")
+TERM_WAIT_S = 10.0
+_MNT_DETACH = 2
+
+
+def _processes() -> Iterable[tuple[int, list[str]]]:
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        yield int(entry.name), [a.decode(errors="replace") for a in argv if a]
+
+
+def _uses_data_dir(argv: list[str], data_dir: Path, default: bool) -> bool:
+    for i, arg in enumerate(argv):
+        if arg in ("--data-dir", "-d") and i + 1 < len(argv):
+            return Path(argv[i + 1]).resolve() == data_dir
+        if arg.startswith("--data-dir="):
+            return Path(arg.split("=", 1)[1]).resolve() == data_dir
+    return default
+
+
+def _sampan_processes(data_dir: Path, default: bool) -> list[int]:
+    pids = []
+    for pid, argv in _processes():
+        joined = " ".join(argv[:4])
+        is_sampan = "sampan" in joined and any(a in ("server", "agent") for a in argv[:4])
+        if is_sampan and _uses_data_dir(argv, data_dir, default):
+            pids.append(pid)
+    return pids
+
+
+def _kill(pids: Iterable[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if Path(f"/proc/{p}").exists() and not _zombie(p)]
+    return alive
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return " Z " in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:4]
+    except (OSError, IndexError):
+        return True
+
+
+def _with_arg(value: str) -> list[int]:
+    return [pid for pid, argv in _processes() if value in argv]
+
+
+def _cgroup_pids(root: str) -> list[int]:
+    pids: set[int] = set()
+    for hierarchy in _hierarchies():
+        top = hierarchy / root.lstrip("/")
+        if top.is_dir():
+            for procs in top.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError, ValueError):
+                    pids.update(int(p) for p in procs.read_text().split())
+    return sorted(pids)
+
+
+def _hierarchies() -> list[Path]:
+    base = Path("/sys/fs/cgroup")
+    if (base / "cgroup.controllers").exists():  # cgroup v2: one unified hierarchy
+        return [base]
+    return [p for p in base.iterdir() if p.is_dir() and not p.is_symlink()]
+
+
+def _remove_cgroups(root: str) -> int:
+    removed = 0
+    for hierarchy in _hierarchies():
+        top = hierarchy / root.lstrip("/")
+        if not top.is_dir():
+            continue
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: len(w[0]), reverse=True):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
+                removed += 1
+    return removed
+
+
+def _unmount_under(root: Path) -> int:
+    prefix = str(root) + "/"
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point.startswith(prefix):
+            points.append(point)
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    done = 0
+    for point in sorted(set(points), key=len, reverse=True):
+        if libc.umount2(point.encode(), _MNT_DETACH) == 0:
+            done += 1
+        else:
+            log.warning("umount %s: %s", point, os.strerror(ctypes.get_errno()))
+    return done
+
+
+def _delete_devices() -> list[str]:
+    gone = []
+    for device in DEVICES:
+        if Path(f"/sys/class/net/{device}").exists():
+            result = subprocess.run(
+                ["ip", "link", "delete", device], capture_output=True, text=True, check=False
+            )
+            if result.returncode == 0:
+                gone.append(device)
+            else:
+                log.warning("ip link delete %s: %s", device, result.stderr.strip())
+    return gone
+
+
+_CHAIN_DECL = re.compile(r"^:(\S+) ")
+
+
+def _ours(chain: str) -> bool:
+    return chain.startswith(CHAIN_PREFIXES)
+
+
+def filter_iptables_save(text: str) -> tuple[str, int]:
+    """Drop our chains and every rule that is in or jumps to one of them; returns the new
+    ``iptables-save`` text and how many chains were removed."""
+    out: list[str] = []
+    removed = 0
+    for line in text.splitlines():
+        decl = _CHAIN_DECL.match(line)
+        if decl and _ours(decl.group(1)):
+            removed += 1
+            continue
+        if line.startswith("-A "):
+            words = line.split()
+            if _ours(words[1]) or any(
+                words[i - 1] in ("-j", "-g", "--jump", "--goto") and _ours(w)
+                for i, w in enumerate(words)
+                if i > 0
+            ):
+                continue
+        out.append(line)
+    return "\n".join(out) + "\n", removed
+
+
+def _flush_iptables() -> int:
+    if shutil.which("iptables-save") is None:
+        return 0
+    removed = 0
+    for table in ("nat", "filter", "mangle"):
+        saved = subprocess.run(
+            ["iptables-save", "-t", table], capture_output=True, text=True, check=False
+        )
+        if saved.returncode != 0 or not saved.stdout.strip():
+            continue
+        text, count = filter_iptables_save(saved.stdout)
+        if count == 0:
+            continue
+        restored = subprocess.run(
+            ["iptables-restore"], input=text, capture_output=True, text=True, check=False
+        )
+        if restored.returncode != 0:
+            log.warning("iptables-restore (%s): %s", table, restored.stderr.strip()[:200])
+        else:
+            removed += count
+    return removed
+
+
+def killall(data_dir: Path, *, default_data_dir: bool, cgroup_root: str = CGROUP_ROOT) -> int:
+    """Stop Sampan and everything it started for ``data_dir``; returns an exit code."""
+    data_dir = data_dir.resolve()
+    agent = data_dir / "agent"
+    sampan = _sampan_processes(data_dir, default_data_dir)
+    if sampan:
+        log.info("stopping sampan processes %s", sampan)
+        _kill(sampan, signal.SIGTERM)
+        _kill(_wait_gone(sampan, TERM_WAIT_S), signal.SIGKILL)
+    config = agent / "etc" / "containerd" / "config.toml"
+    containerd = _with_arg(str(config))
+    socket_path = agent / "run" / "containerd" / "containerd.sock"
+    shims = _with_arg(str(socket_path))
+    workloads = _cgroup_pids(cgroup_root)
+    victims = containerd + shims + workloads
+    if victims:
+        log.info(
+            "killing containerd %s, %d shims and %d pod processes",
+            containerd,
+            len(shims),
+            len(workloads),
+        )
+        _kill(victims, signal.SIGKILL)
+        _wait_gone(victims, TERM_WAIT_S)
+    mounts = _unmount_under(agent) if agent.exists() else 0
+    cgroups = _remove_cgroups(cgroup_root)
+    devices = _delete_devices()
+    chains = _flush_iptables()
+    log.info(
+        "killall: %d mounts unmounted, %d cgroups removed, devices removed %s, "
+        "%d iptables chains removed",
+        mounts,
+        cgroups,
+        devices or "none",
+        chains,
+    )
+    return 0
+
+
+def uninstall(
+    data_dir: Path, *, default_data_dir: bool, etc_dir: Path, cgroup_root: str = CGROUP_ROOT
+) -> int:
+    killall(data_dir, default_data_dir=default_data_dir, cgroup_root=cgroup_root)
+    for path in (data_dir, etc_dir):
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("removed %s", path)
+    return 0
