@@ -343,6 +343,14 @@ async def test_cluster_scope_and_several_versions(harness):
     assert status == 404
     status, _ = await harness.request("GET", f"/apis/{GROUP}/v1/crontabs/c1")
     assert status == 200
+    # A version still listed in storedVersions cannot be removed.
+    crd["spec"]["versions"][0]["storage"] = True
+    crd["spec"]["versions"][1]["storage"] = False
+    await ok(harness, "apply", "-f", "-", stdin=dump(crd))
+    del crd["spec"]["versions"][1]
+    code, _, err = await kubectl(harness, "apply", "-f", "-", stdin=dump(crd))
+    assert code != 0
+    assert 'status.storedVersions[0]: Invalid value: "v1": must appear in spec.versions' in err
 
 
 async def test_names_conflict_and_restart(harness):

@@ -358,6 +358,18 @@ def prepare_crd(crd: JSONObj) -> None:
                     )
                 )
         causes.extend(_scale_errors(version, f"spec.versions[{i}].subresources.scale"))
+    # A version objects may still be stored in cannot go (the update body carries the status
+    # it was made from: a patch of the current object, or what a client read and changed).
+    names = {v.get("name") for v in spec.get("versions") or [] if isinstance(v, dict)}
+    status = crd.get("status")
+    stored = status.get("storedVersions") if isinstance(status, dict) else None
+    for i, stored_version in enumerate(stored if isinstance(stored, list) else []):
+        if stored_version not in names:
+            causes.append(
+                fe.invalid(
+                    f"status.storedVersions[{i}]", stored_version, "must appear in spec.versions"
+                )
+            )
     if causes:
         name = str((crd.get("metadata") or {}).get("name") or "")
         raise _invalid(
