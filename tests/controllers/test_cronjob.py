@@ -188,3 +188,18 @@ async def test_suspended_and_replace(client, run_controller) -> None:
 
     await eventually(replaced)
     assert await owned_jobs(client, sus["metadata"]["uid"]) == []
+
+
+def test_schedule_in_a_time_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    tokyo = ZoneInfo("Asia/Tokyo")
+    nine_am = parse_schedule("0 9 * * *")
+    # 00:30 UTC is 09:30 in Tokyo: the 09:00 Tokyo run (00:00 UTC) is due
+    now = datetime(2026, 3, 1, 0, 30, tzinfo=UTC).astimezone(tokyo)
+    earliest = datetime(2026, 2, 28, 12, 0, tzinfo=UTC).astimezone(tokyo)
+    latest, missed, nxt = most_recent_schedule(nine_am, earliest, now)
+    assert latest is not None and missed == 1
+    assert latest.astimezone(UTC) == datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
+    assert nxt is not None and nxt.astimezone(UTC) == datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
+    assert job_name("daily", latest) == f"daily-{int(latest.timestamp()) // 60}"
