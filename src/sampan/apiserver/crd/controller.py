@@ -193,7 +193,8 @@ class CRDController:
     # --- reconcile --------------------------------------------------------------------------
 
     async def reconcile_all(self) -> bool:
-        """One pass over every CRD; True when some CRD waits for its objects to go."""
+        """One pass over every CRD; True when some CRD needs another look soon (its objects
+        are not all gone yet, or a write failed)."""
         crds = sorted(
             self._crd_store.cached_objects(None),
             key=lambda c: (
@@ -221,6 +222,10 @@ class CRDController:
             except (NotFound, Conflict) as exc:
                 log.debug("CRD %s changed while reconciling (%s); again soon", name, exc)
                 self._wake.set()
+            except (StatusError, StoreError) as exc:
+                # One CRD that cannot be reconciled must not hold the others back.
+                log.warning("reconciling CRD %s failed: %s; retrying", name, exc)
+                pending = True
         for name in list(self._registered):
             if name not in seen:
                 self._unregister(name)
