@@ -314,7 +314,7 @@ class KubeletServerComponent:
         self.inner: Any = None
 
     async def start(self, ctx: ComponentContext) -> None:
-        from sampan.kubelet.server.server import KubeletServer, KubeletServerOptions
+        from sampan.kubelet.server import KubeletServer, KubeletServerOptions, PodManagerLookup
 
         creds = self._join.credentials
         kubelet = self._kubelet.inner
@@ -325,7 +325,7 @@ class KubeletServerComponent:
             key_path=creds.serving_key,
             client_ca_path=creds.client_ca,
         )
-        self.inner = KubeletServer(options, kubelet.runtime)
+        self.inner = KubeletServer(options, kubelet.runtime, lookup=PodManagerLookup(kubelet))
         await self.inner.start(ctx)
 
     async def stop(self) -> None:
