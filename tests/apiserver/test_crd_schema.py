@@ -246,3 +246,21 @@ def test_served_versions_and_names():
     assert scale_of(paths, obj)["spec"] == {"replicas": 2}
     assert scale_of(paths, obj)["status"] == {"replicas": 1}
     assert set_replicas(paths, {"metadata": {}}, 4) == {"metadata": {}, "spec": {"size": 4}}
+
+
+def test_metadata_name_constraints():
+    schema = {
+        "type": "object",
+        "properties": {
+            "metadata": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "maxLength": 5}},
+            }
+        },
+    }
+    assert s.validate({"metadata": {"name": "short"}}, schema) == []
+    [cause] = s.validate({"metadata": {"name": "toolong"}}, schema)
+    assert (cause.field, cause.message) == (
+        "metadata.name",
+        "Too long: may not be more than 5 bytes",
+    )

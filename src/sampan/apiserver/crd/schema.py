@@ -195,8 +195,9 @@ def _number_text(value: Any) -> str:
 
 
 def validate(obj: JSONObj, schema: Schema | None) -> list[Cause]:
-    """Causes for every way ``obj`` breaks ``schema`` (root metadata is not checked here:
-    ObjectMeta validation is the store's)."""
+    """Causes for every way ``obj`` breaks ``schema``. Of the root metadata only what the
+    schema may constrain (name, generateName) is checked: ObjectMeta validation is the
+    store's."""
     if schema is None:
         return []
     causes: list[Cause] = []
@@ -211,6 +212,14 @@ def validate(obj: JSONObj, schema: Schema | None) -> list[Cause]:
         ]
     view = {k: v for k, v in obj.items() if k not in ROOT_KEPT_FIELDS}
     _validate(view, root_schema, "", causes)
+    # The schema may constrain metadata.name and metadata.generateName (nothing else there).
+    meta_schema = (schema.get("properties") or {}).get("metadata")
+    metadata = obj.get("metadata")
+    if isinstance(meta_schema, Mapping) and isinstance(metadata, dict):
+        for key in _ALLOWED_METADATA_KEYS:
+            sub = (meta_schema.get("properties") or {}).get(key)
+            if isinstance(sub, Mapping) and isinstance(metadata.get(key), str):
+                _validate(metadata[key], sub, f"metadata.{key}", causes)
     return causes
 
 
