@@ -133,7 +133,9 @@ class _Ctx:
         print(f"scheduler asked to fail: {reason}", file=sys.stderr)
 
 
-async def run_size(num_nodes: int, num_pods: int, profile: bool) -> dict[str, float]:
+async def run_size(
+    num_nodes: int, num_pods: int, profile: bool, gc_freeze: bool = False
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="sampan-bench-sched-") as tmp:
         data_dir = Path(tmp)
         proc = subprocess.Popen(
@@ -154,7 +156,7 @@ async def run_size(num_nodes: int, num_pods: int, profile: bool) -> dict[str, fl
                 f"  wrote {num_nodes} nodes in {nodes_s:.1f} s, {num_pods} pods in {pods_s:.1f} s",
                 flush=True,
             )
-            return await measure(config, proc.pid, num_pods, profile)
+            return await measure(config, proc.pid, num_pods, profile, gc_freeze)
         finally:
             if proc.stdin is not None:
                 proc.stdin.close()
@@ -166,7 +168,7 @@ async def run_size(num_nodes: int, num_pods: int, profile: bool) -> dict[str, fl
 
 
 async def measure(
-    config: ClientConfig, server_pid: int, num_pods: int, profile: bool
+    config: ClientConfig, server_pid: int, num_pods: int, profile: bool, gc_freeze: bool = False
 ) -> dict[str, float]:
     scheduler = Scheduler(config, SchedulerOptions(leader_elect=False, identity="bench"))
     done = asyncio.Event()
@@ -195,6 +197,8 @@ async def measure(
     if profiler is not None:
         profiler.enable()
     await scheduler.start(_Ctx())
+    if gc_freeze:
+        gc.freeze()  # what a process may do once its caches are loaded
     synced_at = time.monotonic()
     scheduler.informers["pods"].add_event_handler(on_update=on_update)
     try:
@@ -205,6 +209,7 @@ async def measure(
             profiler.disable()
         await scheduler.stop()
         gc.callbacks.remove(gc_timer)
+        gc.unfreeze()
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     return {
@@ -299,6 +304,9 @@ def main() -> None:
     parser.add_argument(
         "--algorithm-only", action="store_true", help="only the in-memory scheduling cycles"
     )
+    parser.add_argument(
+        "--gc-freeze", action="store_true", help="gc.freeze() once the scheduler's caches load"
+    )
     args = parser.parse_args()
     if args.nodes or args.pods:
         sizes: tuple[tuple[int, int], ...] = ((args.nodes or 1000, args.pods or 5000),)
@@ -309,7 +317,7 @@ def main() -> None:
         if args.algorithm_only:
             continue
         print(f"== {num_nodes} nodes, {num_pods} pods", flush=True)
-        result = asyncio.run(run_size(num_nodes, num_pods, args.profile))
+        result = asyncio.run(run_size(num_nodes, num_pods, args.profile, args.gc_freeze))
         report(num_nodes, result)
 
 
