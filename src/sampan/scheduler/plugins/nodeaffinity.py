@@ -3,7 +3,8 @@
 TaintToleration (upstream semantics): Filter rejects a node with a NoSchedule/NoExecute taint
 the pod does not tolerate ("node(s) had untolerated taint {key: value}", unresolvable);
 Score counts the node's PreferNoSchedule taints the pod does not tolerate, normalised in
-reverse (fewer is better).
+reverse (fewer is better). When no node in the cluster has a taint, Filter and Score do
+nothing (Score would give every node 100, which cannot change the choice).
 
 NodeAffinity: Filter requires ``spec.nodeSelector`` (every pair) and the required node
 affinity terms (ORed) -- plus the profile's ``addedAffinity``; Score sums the weights of the
