@@ -40,6 +40,8 @@ class Cluster:
         self.log = root / "server.log"
         self.cgroup_root = f"/sampan-e2e-{os.getpid()}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
+        self.extra_config = ""
 
     def sampan(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -59,7 +61,7 @@ class Cluster:
         self.config.write_text(
             f"kubelet-arg:\n- cgroup-root={self.cgroup_root}\n"
             f"write-kubeconfig: {self.kubeconfig}\n"
-            f"https-listen-port: {free_port()}\n"
+            f"https-listen-port: {self.port}\n" + self.extra_config
         )
         images = self.data / "agent" / "images"
         images.mkdir(parents=True)

@@ -1,0 +1,179 @@
+"""A second "machine" (a network namespace with its own data dir) joins the server with the
+token; a wrong token and a stolen node name are refused with one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_single_node import Cluster
+
+pytestmark = pytest.mark.slow
+
+NETNS = f"spjoin{os.getpid() % 100000}"
+HOST_IF = f"spj{os.getpid() % 100000}h"
+NS_IF = f"spj{os.getpid() % 100000}n"
+# Addresses of this test's own veth pair, inside its own network namespace.
+HOST_IP = "10.250.77.1"
+NS_IP = "10.250.77.2"
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    ip("netns", "add", NETNS)
+    try:
+        ip("link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
+        ip("link", "set", NS_IF, "netns", NETNS)
+        ip("addr", "add", f"{HOST_IP}/30", "dev", HOST_IF)
+        ip("link", "set", HOST_IF, "up")
+        ip("-n", NETNS, "addr", "add", f"{NS_IP}/30", "dev", NS_IF)
+        ip("-n", NETNS, "link", "set", NS_IF, "up")
+        ip("-n", NETNS, "link", "set", "lo", "up")
+        ip("-n", NETNS, "route", "add", "default", "via", HOST_IP)
+        yield NETNS
+    finally:
+        subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
+        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+
+
+class Agent:
+    def __init__(self, root: Path, name: str, server: str, token: str) -> None:
+        self.root = root
+        self.data = root / "d"
+        self.log = root / "agent.log"
+        self.config = root / "config.yaml"
+        self.config.write_text(f"kubelet-arg:\n- cgroup-root=/sampan-e2e-{root.name}\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SAMPAN_")}
+        self.proc = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                NETNS,
+                sys.executable,
+                "-m",
+                "sampan.cli.main",
+                "agent",
+                "--config",
+                str(self.config),
+                "--data-dir",
+                str(self.data),
+                "--server",
+                server,
+                "--token",
+                token,
+                "--node-name",
+                name,
+                "--node-ip",
+                NS_IP,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("w"),
+            env=env,
+        )
+
+    def wait_log(self, needle: str, timeout_s: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = self.log.read_text()
+            if needle in text:
+                return text
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"no {needle!r} in the agent log:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                NETNS,
+                sys.executable,
+                "-m",
+                "sampan.cli.main",
+                "killall",
+                "--config",
+                str(self.config),
+                "--data-dir",
+                str(self.data),
+            ],
+            capture_output=True,
+            timeout=120,
+        )
+
+
+@pytest.fixture
+def server(netns: str) -> Iterator[Cluster]:
+    c = Cluster(Path(tempfile.mkdtemp(prefix="spj-", dir="/tmp")))
+    c.extra_config = f"tls-san:\n- {HOST_IP}\ndisable-agent: true\n"
+    try:
+        c.start()
+        c.wait("the API", lambda: "all components ready" in c.log.read_text())
+        yield c
+    finally:
+        if c.proc is not None and c.proc.poll() is None:
+            c.proc.send_signal(signal.SIGTERM)
+            try:
+                c.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                c.proc.kill()
+        shutil.rmtree(c.root, ignore_errors=True)
+
+
+def test_agent_joins_and_bad_joins_are_refused(server: Cluster) -> None:
+    token = (server.data / "server" / "token").read_text().strip()
+    url = f"https://{HOST_IP}:{server.port}"
+    agents: list[Agent] = []
+    try:
+        good = Agent(Path(tempfile.mkdtemp(prefix="spa-", dir="/tmp")), "agent1", url, token)
+        agents.append(good)
+        good.wait_log("joined")
+
+        def ready() -> bool:
+            out = server.kubectl("get", "node", "agent1", "-o", "json", check=False)
+            try:
+                conditions = json.loads(out)["status"]["conditions"]
+            except (ValueError, KeyError):
+                return False
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+        server.wait("agent1 Ready", ready)
+
+        wrong = token.rsplit(":", 1)[0] + ":not-the-secret"
+        bad = Agent(Path(tempfile.mkdtemp(prefix="spa-", dir="/tmp")), "agent2", url, wrong)
+        agents.append(bad)
+        line = bad.wait_log("the server refused the token", timeout_s=30)
+        assert "not-the-secret" not in line
+
+        thief = Agent(Path(tempfile.mkdtemp(prefix="spa-", dir="/tmp")), "agent1", url, token)
+        agents.append(thief)
+        thief.wait_log(
+            "node password rejected: duplicate hostname or contents of /etc/sampan/node changed",
+            timeout_s=30,
+        )
+    finally:
+        for agent in agents:
+            agent.stop()
+            shutil.rmtree(agent.root, ignore_errors=True)
