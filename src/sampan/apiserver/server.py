@@ -390,15 +390,16 @@ class APIServer:
                 user = self._impersonate(request, user)
                 self._authorize(ri, user)
             response = await self._route(request, ri, user)
-            if not response.prepared:
-                for warning in request_warnings(request):
-                    response.headers.add("Warning", warning_header(warning))
-            return response
         except StatusError as exc:
-            return error_response(exc)
+            response = error_response(exc)  # warnings go with failures too, as upstream
         except Exception as exc:  # the last guard: log it, answer 500, keep serving
             log.exception("internal error serving %s %s", request.method, request.path)
             return error_response(InternalError(f"Internal error occurred: {exc}"))
+        if response.prepared:
+            return response  # a stream already sent its headers
+        for warning in request_warnings(request):
+            response.headers.add("Warning", warning_header(warning))
+        return response
 
     async def _authenticate(self, request: web.Request) -> Any:
         peer_cert: bytes | None = None
