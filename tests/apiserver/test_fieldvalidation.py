@@ -159,3 +159,10 @@ async def test_kubectl_validate_modes(harness):
     stored = json.loads(out)
     assert "replica" not in stored["spec"]
     assert "imagePullPolicyy" not in stored["spec"]["template"]["spec"]["containers"][0]
+
+
+async def test_warnings_also_go_with_failures(harness):
+    body = {"metadata": {"name": "Not_Valid"}, "extra": 1}
+    status, err, warnings = await send(harness, "POST", CONFIGMAPS, body)
+    assert status == 422 and err["reason"] == "Invalid"
+    assert warnings == ['299 - "unknown field \\"extra\\""']
