@@ -167,6 +167,11 @@ class APIServer:
 
     # --- public ---------------------------------------------------------------------------
 
+    def add_readyz_check(self, name: str, check: Callable[[], Awaitable[None]]) -> None:
+        """Add a check to ``/readyz`` (``[+]name ok``); ``check`` raises RuntimeError when not
+        ready. The supervisor uses it for the in-process components' health."""
+        self._rt.checks.append(_HealthCheck(name, check))
+
     def set_join_secrets(self, secrets_by_user: dict[str, str]) -> None:
         """The token secrets agents may join with (``{"server": s, "node": agent_s}``);
         until set, every join is refused."""
@@ -522,6 +527,8 @@ class APIServer:
         checks = self._rt.checks
         if endpoint == "/livez":
             checks = [c for c in checks if c.name in ("ping", "etcd")]
+        elif endpoint == "/healthz":
+            checks = [c for c in checks if not c.name.startswith("component/")]
         if only:
             checks = [c for c in checks if c.name == only]
             if not checks:

@@ -158,6 +158,18 @@ class ClientComponent:
         client_config = await asyncio.to_thread(ClientConfig.from_kubeconfig, path)
         self.inner = self._build(client_config)
         await self.inner.start(ctx)
+        if callable(getattr(self.inner, "health", None)):
+            server.add_readyz_check(f"component/{self.name}", self._check_health)
+
+    async def _check_health(self) -> None:
+        """``/readyz?verbose`` shows ``[+]component/controllers ok`` while every controller of
+        the current term is healthy (a follower has none and is ready)."""
+        inner = self.inner
+        if inner is None:
+            raise RuntimeError(f"{self.name} is stopped")
+        unhealthy = sorted(name for name, ok in inner.health().items() if not ok)
+        if unhealthy:
+            raise RuntimeError(f"unhealthy: {', '.join(unhealthy)}")
 
     async def stop(self) -> None:
         if self.inner is not None:
