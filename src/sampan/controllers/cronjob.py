@@ -121,10 +121,13 @@ class CronJobController(QueueController):
         self.cronjobs = self.watch(ctx.informers.informer(CRONJOBS))
         self.jobs = self.watch(ctx.informers.informer(JOBS))
         self.recorder = ctx.recorder(self.component)
+        # key -> reference of the last Job this controller created for it: until the caches
+        # show it, it still counts as active (concurrency policies must see it)
+        self._last_created: dict[str, Obj] = {}
         self.cronjobs.add_event_handler(
             on_add=self._enqueue,
             on_update=lambda old, new: self._enqueue(new),
-            on_delete=self._enqueue,
+            on_delete=self._deleted,
         )
         self.jobs.add_event_handler(
             on_add=self._job_event,
@@ -133,6 +136,10 @@ class CronJobController(QueueController):
         )
 
     def _enqueue(self, obj: Mapping[str, Any]) -> None:
+        self.queue.add(object_key(obj))
+
+    def _deleted(self, obj: Mapping[str, Any]) -> None:
+        self._last_created.pop(object_key(obj), None)
         self.queue.add(object_key(obj))
 
     def _job_event(self, job: Mapping[str, Any]) -> None:
@@ -185,9 +192,17 @@ class CronJobController(QueueController):
                     status["lastSuccessfulTime"] = format_time(done)
         # a recorded job the informer does not show (yet): ask the server before dropping it
         known = {j["metadata"]["uid"] for j in jobs}
-        for ref in status.get("active") or ():
-            if ref.get("uid") in known:
+        recorded = list(status.get("active") or ())
+        last_created = self._last_created.get(key)
+        if last_created is not None and all(
+            r.get("uid") != last_created.get("uid") for r in recorded
+        ):
+            recorded.append(last_created)  # our own status write may not be in the cache yet
+        listed = {r.get("uid") for r in active}
+        for ref in recorded:
+            if ref.get("uid") in known or ref.get("uid") in listed:
                 continue
+            listed.add(ref.get("uid"))
             try:
                 job = await self.ctx.client.get(JOBS, ref.get("name") or "", namespace=namespace)
             except NotFoundError:
@@ -306,6 +321,7 @@ class CronJobController(QueueController):
         else:
             log.debug("cronjob %s: created job %s", object_key(cj), name)
             self.recorder.event(cj, TYPE_NORMAL, "SuccessfulCreate", f"Created job {name}")
+        self._last_created[object_key(cj)] = _job_ref(job)
         status.setdefault("active", []).append(_job_ref(job))
         status["lastScheduleTime"] = format_time(scheduled)
 
