@@ -20,6 +20,9 @@ This module owns the reconcile of ``batch/v1`` CronJobs. Per CronJob key:
    creation idempotent: an existing Job of that name that this CronJob owns counts as created.
 6. Requeue the key for the next schedule time.
 
+The last Job created for a CronJob is remembered in memory and counts as active until the
+caches show it (a stale cache must not let Forbid start a second run).
+
 Time comes from ``wall_now(ctx.clock)`` so tests drive schedules with a ``FakeClock``.
 """
 
