@@ -122,27 +122,39 @@ class Admission:
     # --- lookups the plugins use ----------------------------------------------------------
 
     def _store(self, group: str, plural: str) -> Any:
-        info = self._registry.by_resource(group, self._version(group, plural), plural)
+        info = self._info(group, plural)
         if info is None:
             raise LookupError(f"{plural}.{group} is not served")
         return self._storage.for_resource(info)
 
-    def _version(self, group: str, plural: str) -> str:
-        for info in self._registry.all():
-            if info.group == group and info.plural == plural:
-                return info.version
-        return "v1"
+    def _info(self, group: str, plural: str) -> Any:
+        info = self._registry.by_resource(group, "v1", plural)
+        if info is not None:
+            return info
+        for candidate in self._registry.all():  # other versions (custom resources...)
+            if candidate.group == group and candidate.plural == plural:
+                return candidate
+        return None
 
     async def get(
         self, group: str, plural: str, namespace: str, name: str
     ) -> dict[str, Any] | None:
+        """One object (None when missing or its kind is not served)."""
+        info = self._info(group, plural)
+        if info is None:
+            return None
         try:
-            return await self._store(group, plural).get(namespace or None, name)
+            return await self._storage.for_resource(info).get(namespace or None, name)
         except NotFound:
             return None
 
     def cached(self, group: str, plural: str, namespace: str) -> list[dict[str, Any]]:
-        return list(self._store(group, plural).cached_objects(namespace or None))
+        """Objects from the watch cache (none for a kind that is not served, e.g. a quota
+        counting a custom resource whose CRD is gone)."""
+        info = self._info(group, plural)
+        if info is None:
+            return []
+        return list(self._storage.for_resource(info).cached_objects(namespace or None))
 
     # --- lifecycle --------------------------------------------------------------------------
 
