@@ -1,0 +1,384 @@
+"""The AddOn manager: applies ``<data-dir>/server/manifests`` (K3s's auto-deploying manifests).
+
+What it owns:
+
+* the ``addons.sampan.io`` CRD (applied at start) and one ``AddOn`` per manifest file in
+  kube-system (``spec.source``, ``spec.checksum``);
+* the packaged manifests Sampan writes into the directory (``AddonOptions.packaged``), except
+  those named in ``disabled``, whose files it removes (their objects stay, as they would after
+  deleting any manifest);
+* applying: every object of every manifest with server-side apply, field manager
+  ``sampan-addons``, ``force=true``; Namespaces and CRDs of a file first; namespaced objects
+  without a namespace land in kube-system (the AddOn's namespace), as with K3s.
+
+Invariants:
+
+* a file is applied at start and whenever its bytes change (the directory is polled every
+  ``poll_interval_s``; the sha256 decides). ``spec.checksum`` is only set once every object of
+  that content was applied, so a failed or half-applied file is retried at each poll;
+* a bad file (does not parse, unknown kind, rejected object) gets one log line and one Warning
+  Event on its AddOn naming the file and the problem, once per content; the other files are
+  applied regardless;
+* deleting a file (or adding ``<file>.skip``) deletes nothing in the cluster;
+* the background task ``addons`` catches and logs each pass's errors; cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from sampan.addons.crd import ADDON_NAMESPACE, ADDONS, addon_crd
+from sampan.addons.manifests import ManifestError, ManifestFile, parse_manifest, scan_manifests
+from sampan.client import (
+    ApiError,
+    Client,
+    ClientConfig,
+    ClientError,
+    EventRecorder,
+    NotFoundError,
+    PatchType,
+    Resource,
+)
+from sampan.client.api import CUSTOMRESOURCEDEFINITIONS
+from sampan.client.events import TYPE_NORMAL, TYPE_WARNING
+
+__all__ = [
+    "DEFAULT_POLL_INTERVAL_S",
+    "FIELD_MANAGER",
+    "PACKAGED_MANIFESTS",
+    "AddonManager",
+    "AddonOptions",
+]
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "sampan-addons"
+DEFAULT_POLL_INTERVAL_S = 5.0
+CRD_READY_TIMEOUT_S = 30.0
+CRD_READY_POLL_S = 0.1
+DISCOVERY_RETRY_S = 0.5
+DISCOVERY_WAIT_S = 10.0
+"""How long a file that defines CRDs waits for them to be served before its custom objects
+are applied."""
+FIRST_KINDS = ("Namespace", "CustomResourceDefinition")
+
+PACKAGED_MANIFESTS: Mapping[str, str] = {}
+"""Manifests Sampan ships, by name (written as ``<name>.yaml``; ``--disable=<name>`` removes
+one). None yet: cluster DNS creates its Service itself and there is no local-storage
+provisioner; the mechanism is here for the ones to come."""
+
+
+class _Context(Protocol):
+    def fail(self, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class AddonOptions:
+    manifests_dir: Path
+    disabled: frozenset[str] | set[str] = frozenset()
+    """Packaged manifests not to deploy (their files are removed)."""
+    packaged: Mapping[str, str] = field(default_factory=lambda: dict(PACKAGED_MANIFESTS))
+    poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
+
+
+@dataclass
+class _State:
+    """What the manager knows of one manifest file."""
+
+    applied_checksum: str = ""
+    reported: tuple[str, str] | None = None
+    """(checksum, message) of the last failure reported, so each is reported once."""
+
+
+class AddonManager:
+    """Component ``addons``: ``AddonManager(client_config, AddonOptions(...))``."""
+
+    name = "addons"
+
+    def __init__(self, client_config: ClientConfig, options: AddonOptions) -> None:
+        self._client_config = client_config
+        self.options = options
+        self._client: Client | None = None
+        self._recorder: EventRecorder | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._states: dict[Path, _State] = {}
+        self._discovery: dict[str, dict[str, Resource]] = {}
+        self.synced = asyncio.Event()
+        """Set after the first full pass over the directory."""
+        self.errors: dict[str, str] = {}
+        """Addon name -> the problem of its last failed apply (cleared once it applies)."""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, ctx: _Context | None = None) -> None:
+        """Write the packaged manifests, then apply in the background (start does not wait for
+        the manifests: nothing else needs them to be ready)."""
+        await asyncio.to_thread(self._write_packaged)
+        self._client = Client(self._client_config)
+        self._recorder = EventRecorder(self._client, FIELD_MANAGER)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="addons")
+        self._task.add_done_callback(self._task_ended)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait({self._task})
+            self._task = None
+        if self._recorder is not None:
+            await self._recorder.stop(drain_timeout_s=1.0)
+            self._recorder = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("addons: task ended", exc_info=task.exception())
+
+    async def wait_synced(self) -> None:
+        await self.synced.wait()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._ensure_crd()
+                await self._load_addons()
+                break
+            except (ClientError, TimeoutError) as exc:
+                log.warning("addons: cannot install the AddOn CRD yet: %s", exc)
+                await asyncio.sleep(self.options.poll_interval_s)
+        while True:
+            try:
+                await self.sync()
+            except ClientError as exc:
+                log.warning("addons: pass failed: %s", exc)
+            except Exception:
+                log.exception("addons: pass failed")
+            self.synced.set()
+            await asyncio.sleep(self.options.poll_interval_s)
+
+    async def _ensure_crd(self) -> None:
+        client = self._require_client()
+        crd = addon_crd()
+        await client.patch(
+            CUSTOMRESOURCEDEFINITIONS,
+            crd["metadata"]["name"],
+            crd,
+            patch_type=PatchType.APPLY,
+            field_manager=FIELD_MANAGER,
+            force=True,
+        )
+        async with asyncio.timeout(CRD_READY_TIMEOUT_S):
+            while True:
+                try:
+                    await client.list(ADDONS, namespace=ADDON_NAMESPACE, limit=1)
+                    return
+                except NotFoundError:
+                    await asyncio.sleep(CRD_READY_POLL_S)
+
+    async def _load_addons(self) -> None:
+        """Remember what existing AddOns say was applied, so unchanged files are skipped."""
+        client = self._require_client()
+        addons = await client.list_all(ADDONS, namespace=ADDON_NAMESPACE)
+        for addon in addons.get("items") or []:
+            spec = addon.get("spec") or {}
+            source, checksum = spec.get("source"), spec.get("checksum")
+            if isinstance(source, str) and isinstance(checksum, str) and checksum:
+                self._states.setdefault(Path(source), _State()).applied_checksum = checksum
+
+    async def sync(self) -> dict[str, str]:
+        """One pass: apply every manifest whose content is not applied yet.
+
+        Returns the problems of this pass by addon name (empty when all is applied)."""
+        files = await asyncio.to_thread(self._scan)
+        problems: dict[str, str] = {}
+        for manifest in files:
+            state = self._states.setdefault(manifest.path, _State())
+            if state.applied_checksum == manifest.checksum:
+                continue
+            problem = await self._apply_file(manifest, state)
+            if problem:
+                problems[manifest.addon] = problem
+                self.errors[manifest.addon] = problem
+            else:
+                self.errors.pop(manifest.addon, None)
+        return problems
+
+    def _scan(self) -> list[ManifestFile]:
+        disabled = set(self.options.disabled)
+        return [m for m in scan_manifests(self.options.manifests_dir) if m.addon not in disabled]
+
+    def _write_packaged(self) -> None:
+        directory = self.options.manifests_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in self.options.packaged.items():
+            path = directory / f"{name}.yaml"
+            if name in self.options.disabled:
+                path.unlink(missing_ok=True)
+                continue
+            data = text.encode()
+            try:
+                if path.read_bytes() == data:
+                    continue
+            except FileNotFoundError:
+                pass
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+
+    # -- applying one file -------------------------------------------------------------------
+
+    async def _apply_file(self, manifest: ManifestFile, state: _State) -> str:
+        """Apply one manifest; returns "" on success or the problem (already reported)."""
+        problems: list[str] = []
+        count = 0
+        try:
+            objects = parse_manifest(manifest.path.name, manifest.data)
+        except ManifestError as exc:
+            problems.append(str(exc))
+            objects = []
+        has_crds = any(o.get("kind") == "CustomResourceDefinition" for o in objects)
+        objects.sort(key=_apply_order)
+        for obj in objects:
+            try:
+                await self._apply_object(obj, wait_for_kind=has_crds)
+                count += 1
+            except (ManifestError, ApiError) as exc:
+                problems.append(f"{_describe(obj)}: {_message(exc)}")
+        problem = "; ".join(problems)
+        addon = await self._record(manifest, state, problem)
+        if problem:
+            if state.reported != (manifest.checksum, problem):
+                state.reported = (manifest.checksum, problem)
+                log.warning("addons: manifest %s: %s", manifest.path, problem)
+                if addon is not None and self._recorder is not None:
+                    self._recorder.event(
+                        addon,
+                        TYPE_WARNING,
+                        "ApplyManifestFailed",
+                        f"manifest {manifest.path}: {problem}",
+                    )
+            return problem
+        state.applied_checksum = manifest.checksum
+        state.reported = None
+        log.info("addons: applied %s (%d objects)", manifest.path, count)
+        if addon is not None and self._recorder is not None:
+            self._recorder.event(
+                addon,
+                TYPE_NORMAL,
+                "AppliedManifest",
+                f"applied manifest {manifest.path} ({count} objects)",
+            )
+        return ""
+
+    async def _apply_object(self, obj: dict[str, Any], *, wait_for_kind: bool) -> None:
+        client = self._require_client()
+        resource = await self._resolve(obj["apiVersion"], obj["kind"], wait=wait_for_kind)
+        metadata = obj["metadata"]
+        namespace: str | None = None
+        if resource.namespaced:
+            namespace = metadata.get("namespace") or ADDON_NAMESPACE
+            obj = {**obj, "metadata": {**metadata, "namespace": namespace}}
+        await client.patch(
+            resource,
+            metadata["name"],
+            obj,
+            namespace=namespace,
+            patch_type=PatchType.APPLY,
+            field_manager=FIELD_MANAGER,
+            force=True,
+        )
+
+    async def _record(
+        self, manifest: ManifestFile, state: _State, problem: str
+    ) -> dict[str, Any] | None:
+        """Apply the file's AddOn; its checksum only when the whole file applied."""
+        spec: dict[str, Any] = {"source": str(manifest.path)}
+        checksum = manifest.checksum if not problem else state.applied_checksum
+        if checksum:
+            spec["checksum"] = checksum
+        body = {
+            "apiVersion": ADDONS.api_version,
+            "kind": ADDONS.kind,
+            "metadata": {"name": manifest.addon, "namespace": ADDON_NAMESPACE},
+            "spec": spec,
+        }
+        try:
+            return await self._require_client().patch(
+                ADDONS,
+                manifest.addon,
+                body,
+                namespace=ADDON_NAMESPACE,
+                patch_type=PatchType.APPLY,
+                field_manager=FIELD_MANAGER,
+                force=True,
+            )
+        except ApiError as exc:
+            log.warning("addons: cannot record AddOn %s: %s", manifest.addon, _message(exc))
+            return None
+
+    # -- discovery ---------------------------------------------------------------------------
+
+    async def _resolve(self, api_version: str, kind: str, *, wait: bool) -> Resource:
+        """The REST resource serving ``kind`` in ``api_version`` (asks discovery on a miss;
+        with ``wait``, keeps asking for a while: a CRD of the same file may be on its way)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (DISCOVERY_WAIT_S if wait else 0.0)
+        cached = self._discovery.get(api_version, {}).get(kind)
+        if cached is not None:
+            return cached
+        while True:
+            kinds = await self._discover(api_version)
+            if kind in kinds:
+                return kinds[kind]
+            if loop.time() >= deadline:
+                raise ManifestError(f'the server has no kind "{kind}" in "{api_version}"')
+            await asyncio.sleep(DISCOVERY_RETRY_S)
+
+    async def _discover(self, api_version: str) -> dict[str, Resource]:
+        group, _, version = api_version.rpartition("/")
+        path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        try:
+            answer = await self._require_client().request("GET", path)
+        except NotFoundError:
+            return {}
+        kinds: dict[str, Resource] = {}
+        for entry in (answer or {}).get("resources") or []:
+            name = entry.get("name", "")
+            if "/" in name or not entry.get("kind"):
+                continue
+            kinds.setdefault(
+                entry["kind"],
+                Resource(group, version, name, entry["kind"], bool(entry.get("namespaced"))),
+            )
+        self._discovery[api_version] = kinds
+        return kinds
+
+    def _require_client(self) -> Client:
+        if self._client is None:
+            raise RuntimeError("the AddOn manager is not started")
+        return self._client
+
+
+def _apply_order(obj: Mapping[str, Any]) -> int:
+    kind = obj.get("kind")
+    return FIRST_KINDS.index(kind) if kind in FIRST_KINDS else len(FIRST_KINDS)
+
+
+def _describe(obj: Mapping[str, Any]) -> str:
+    metadata = obj.get("metadata") or {}
+    where = f"{metadata.get('namespace')}/" if metadata.get("namespace") else ""
+    return f"{obj.get('kind')} {where}{metadata.get('name')}"
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, ApiError):
+        return exc.message or str(exc)
+    return str(exc)

@@ -1,0 +1,191 @@
+"""The AddOn manager against a real API server in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sampan.addons import ADDON_NAMESPACE, ADDONS, AddonManager
+from sampan.client import Client, NotFoundError
+from sampan.client.api import CONFIGMAPS, EVENTS, NAMESPACES
+
+EVENTUALLY_TIMEOUT_S = 20.0
+POLL_S = 0.05
+
+Start = Callable[..., Awaitable[AddonManager]]
+
+APP = """\
+apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: demo}
+data: {level: "1"}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: defaults}
+data: {a: b}
+"""
+
+
+async def eventually(predicate: Callable[[], Awaitable[Any]]) -> Any:
+    async with asyncio.timeout(EVENTUALLY_TIMEOUT_S):
+        while True:
+            value = await predicate()
+            if value:
+                return value
+            await asyncio.sleep(POLL_S)
+
+
+async def test_applies_every_manifest_and_records_addons(
+    tmp_path: Path, client: Client, start_manager: Start
+) -> None:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "app.yaml").write_text(APP)
+    await start_manager(manifests)
+    settings = await client.get(CONFIGMAPS, "settings", namespace="demo")
+    assert settings["data"] == {"level": "1"}
+    managers = [m["manager"] for m in settings["metadata"]["managedFields"]]
+    assert managers == ["sampan-addons"]
+    # A namespaced object without a namespace lands in kube-system, as with K3s.
+    await client.get(CONFIGMAPS, "defaults", namespace="kube-system")
+    addon = await client.get(ADDONS, "app", namespace=ADDON_NAMESPACE)
+    assert addon["spec"]["source"] == str(manifests / "app.yaml")
+    assert addon["spec"]["checksum"] == hashlib.sha256(APP.encode()).hexdigest()
+
+
+async def test_a_changed_file_is_applied_again(
+    tmp_path: Path, client: Client, start_manager: Start
+) -> None:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "app.yaml").write_text(APP)
+    manager = await start_manager(manifests, poll_interval_s=0.1)
+    changed = APP.replace('level: "1"', 'level: "2"')
+    (manifests / "app.yaml").write_text(changed)
+
+    async def level_two() -> bool:
+        cm = await client.get(CONFIGMAPS, "settings", namespace="demo")
+        return cm["data"]["level"] == "2"
+
+    await eventually(level_two)
+    addon = await client.get(ADDONS, "app", namespace=ADDON_NAMESPACE)
+    assert addon["spec"]["checksum"] == hashlib.sha256(changed.encode()).hexdigest()
+    # Deleting the file deletes nothing in the cluster.
+    (manifests / "app.yaml").unlink()
+    await manager.sync()
+    await client.get(CONFIGMAPS, "settings", namespace="demo")
+
+
+async def test_a_bad_file_is_reported_and_the_others_applied(
+    tmp_path: Path, client: Client, start_manager: Start
+) -> None:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "a-broken.yaml").write_text("apiVersion: v1\nkind: [\n")
+    (manifests / "b-unknown.yaml").write_text(
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"
+    )
+    (manifests / "c-good.yaml").write_text(APP)
+    manager = await start_manager(manifests)
+    await client.get(CONFIGMAPS, "settings", namespace="demo")
+    assert "cannot parse" in manager.errors["a-broken"]
+    assert 'no kind "Widget"' in manager.errors["b-unknown"]
+    broken = await client.get(ADDONS, "a-broken", namespace=ADDON_NAMESPACE)
+    assert "checksum" not in broken["spec"]
+
+    async def warning_event() -> list[dict[str, Any]]:
+        events = await client.list(EVENTS, namespace=ADDON_NAMESPACE)
+        return [
+            e
+            for e in events["items"]
+            if e["reason"] == "ApplyManifestFailed" and e["involvedObject"]["name"] == "a-broken"
+        ]
+
+    [event] = await eventually(warning_event)
+    assert str(manifests / "a-broken.yaml") in event["message"]
+    assert event["type"] == "Warning"
+
+
+async def test_crd_and_its_objects_in_one_file(
+    tmp_path: Path, client: Client, start_manager: Start
+) -> None:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "widgets.yaml").write_text(
+        """\
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: first, namespace: default}
+spec: {size: 3}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"""
+    )
+    manager = await start_manager(manifests)
+    assert manager.errors == {}
+    widget = await client.request("GET", "/apis/example.com/v1/namespaces/default/widgets/first")
+    assert widget["spec"] == {"size": 3}
+
+
+async def test_skip_file_and_disabled_packaged_manifests(
+    tmp_path: Path, client: Client, start_manager: Start
+) -> None:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "app.yaml").write_text(APP)
+    (manifests / "app.yaml.skip").write_text("")
+    packaged = {
+        "extra": "apiVersion: v1\nkind: Namespace\nmetadata: {name: extra}\n",
+        "gone": "apiVersion: v1\nkind: Namespace\nmetadata: {name: gone}\n",
+    }
+    (manifests / "gone.yaml").write_text(packaged["gone"])
+    await start_manager(manifests, packaged=packaged, disabled={"gone"})
+    assert (manifests / "extra.yaml").read_text() == packaged["extra"]
+    assert not (manifests / "gone.yaml").exists()
+    await client.get(NAMESPACES, "extra")
+    for name in ("gone", "demo"):
+        try:
+            await client.get(NAMESPACES, name)
+        except NotFoundError:
+            pass
+        else:
+            raise AssertionError(f"namespace {name} should not exist")
+
+
+async def test_a_restart_applies_only_what_changed(
+    tmp_path: Path, client: Client, start_manager: Start
+) -> None:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "app.yaml").write_text(APP)
+    first = await start_manager(manifests)
+    await first.stop()
+    before = await client.get(CONFIGMAPS, "settings", namespace="demo")
+    # Someone edits the object by hand: an unchanged manifest does not overwrite it at restart.
+    before["data"] = {"level": "manual"}
+    await client.update(CONFIGMAPS, before)
+    await start_manager(manifests)
+    after = await client.get(CONFIGMAPS, "settings", namespace="demo")
+    assert after["data"] == {"level": "manual"}
