@@ -209,6 +209,15 @@ def _scheduler(config: Config) -> Callable[[Any], Any]:
     return lambda client_config: Scheduler(client_config, options)
 
 
+def _addons(config: Config) -> Callable[[Any], Any]:
+    from sampan.addons import AddonManager, AddonOptions
+
+    options = AddonOptions(
+        manifests_dir=config.data_dir / "server" / "manifests", disabled=frozenset(config.disable)
+    )
+    return lambda client_config: AddonManager(client_config, options)
+
+
 def server_components(config: Config) -> list[Component]:
     for sub in SERVER_DIRS:
         os.makedirs(config.data_dir / "server" / sub, mode=0o700, exist_ok=True)
@@ -236,6 +245,17 @@ def server_components(config: Config) -> list[Component]:
                 build=_scheduler(config),
             )
         )
+    # Manifests in <data-dir>/server/manifests, applied as cluster-admin (as K3s deploys them).
+    components.append(
+        ClientComponent(
+            "addons",
+            api,
+            cred,
+            common_name="system:sampan-addons",
+            organizations=("system:masters",),
+            build=_addons(config),
+        )
+    )
     if not config.disable_agent:
         # The embedded agent joins this server exactly as a remote agent would.
         components += agent_components(
