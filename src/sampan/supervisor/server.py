@@ -77,6 +77,7 @@ class APIServerComponent:
             node_ips=tuple(config.node_ip) or default_node_ips(),
             tls_sans=tuple(config.tls_san),
             service_cidr=config.service_cidr,
+            service_node_port_range=config.service_node_port_range,
             kubeconfig_path=config.write_kubeconfig,
             kubeconfig_mode=config.kubeconfig_mode,
         )
@@ -189,6 +190,7 @@ def _controller_manager(config: Config) -> Callable[[Any], Any]:
         options = ControllerManagerOptions(
             cluster_cidr=config.cluster_cidr,
             service_cidr=config.service_cidr,
+            service_node_port_range=config.service_node_port_range,
             args=config.component_args("kube-controller-manager-arg"),
         )
     except ValueError as exc:
