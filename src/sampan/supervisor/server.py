@@ -190,7 +190,6 @@ def _controller_manager(config: Config) -> Callable[[Any], Any]:
         options = ControllerManagerOptions(
             cluster_cidr=config.cluster_cidr,
             service_cidr=config.service_cidr,
-            service_node_port_range=config.service_node_port_range,
             args=config.component_args("kube-controller-manager-arg"),
         )
     except ValueError as exc:
