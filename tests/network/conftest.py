@@ -1,0 +1,163 @@
+"""Fixtures for the pod network: an in-process API server, and two "hosts" as network
+namespaces joined by veths to a bridge inside a third namespace (addresses in 10.251.0.0/24).
+
+Nothing outside the namespaces the fixture creates is touched; they are deleted (with every
+device in them) at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from sampan.apiserver import APIServer, APIServerOptions
+from sampan.client import Client, ClientConfig
+from sampan.datastore import open_backend
+from sampan.network.overlay import _enter_netns
+from sampan.pki import ensure_client_kubeconfig
+
+T = TypeVar("T")
+NETNS_DIR = Path("/run/netns")
+UNDERLAY_PREFIX = "10.251.0"
+_counter = itertools.count()
+
+
+def sh(*argv: str, check: bool = True) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+class ApiServerHarness:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.kubeconfig = data_dir / "admin.kubeconfig"
+        self.server: APIServer | None = None
+        self.backend: Any = None
+
+    async def start(self) -> None:
+        self.backend = open_backend("", self.data_dir)
+        await self.backend.start()
+        options = APIServerOptions(
+            tls_dir=self.data_dir / "server" / "tls",
+            hostname="localhost",
+            node_ips=("127.0.0.1",),
+            bind_address="127.0.0.1",
+            port=0,
+            kubeconfig_path=self.kubeconfig,
+        )
+        self.server = APIServer(options, self.backend)
+        await self.server.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        if self.backend is not None:
+            await self.backend.close()
+
+    async def identity_config(self, user: str) -> ClientConfig:
+        assert self.server is not None
+        path = self.data_dir / f"{user.replace(':', '-')}.kubeconfig"
+        await asyncio.to_thread(
+            ensure_client_kubeconfig,
+            self.server.pki,
+            name=user.replace(":", "-"),
+            common_name=user,
+            path=path,
+            server_url=self.server.url,
+        )
+        return ClientConfig.from_kubeconfig(path)
+
+
+@pytest.fixture
+async def api_server(tmp_path: Path) -> AsyncIterator[ApiServerHarness]:
+    harness = ApiServerHarness(tmp_path)
+    await harness.start()
+    try:
+        yield harness
+    finally:
+        await harness.stop()
+
+
+@pytest.fixture
+async def client(api_server: ApiServerHarness) -> AsyncIterator[Client]:
+    async with Client(ClientConfig.from_kubeconfig(api_server.kubeconfig)) as c:
+        yield c
+
+
+@dataclass
+class Host:
+    """One network namespace playing a node; ``run`` calls a function on a thread inside."""
+
+    name: str
+    netns: str
+    ip: str
+    executor: ThreadPoolExecutor = field(repr=False)
+
+    @property
+    def netns_path(self) -> Path:
+        return NETNS_DIR / self.netns
+
+    def ip_cmd(self, *args: str) -> str:
+        return sh("ip", "-n", self.netns, *args)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+
+@dataclass
+class Hosts:
+    switch: str
+    hosts: list[Host]
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+
+
+@pytest.fixture
+def hosts() -> Iterator[Hosts]:
+    """Two hosts (h1 10.251.0.1, h2 10.251.0.2, uplink ``eth0``, MTU 1500) on one bridge."""
+    _need_root()
+    tag = f"sp{os.getpid() % 100000}x{next(_counter)}"
+    switch = f"{tag}-sw"
+    created: list[str] = []
+    made: list[Host] = []
+    try:
+        sh("ip", "netns", "add", switch)
+        created.append(switch)
+        sh("ip", "-n", switch, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", switch, "link", "set", "br0", "up")
+        for number in (1, 2):
+            netns = f"{tag}-h{number}"
+            sh("ip", "netns", "add", netns)
+            created.append(netns)
+            port = f"p{number}"
+            sh("ip", "-n", netns, "link", "add", "eth0", "type", "veth", "peer", "name", port,
+               "netns", switch)  # fmt: skip
+            sh("ip", "-n", switch, "link", "set", port, "master", "br0", "up")
+            address = f"{UNDERLAY_PREFIX}.{number}"
+            sh("ip", "-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
+            sh("ip", "-n", netns, "link", "set", "eth0", "up")
+            sh("ip", "-n", netns, "link", "set", "lo", "up")
+            executor = ThreadPoolExecutor(
+                max_workers=2, initializer=_enter_netns, initargs=(NETNS_DIR / netns,)
+            )
+            made.append(Host(f"h{number}", netns, address, executor))
+        yield Hosts(switch, made)
+    finally:
+        for host in made:
+            host.executor.shutdown(wait=True)
+        for netns in reversed(created):
+            sh("ip", "netns", "del", netns, check=False)

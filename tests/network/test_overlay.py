@@ -1,0 +1,263 @@
+"""The overlay between two "hosts" (network namespaces on one bridge), each running the
+``Overlay`` component against one in-process API server: devices, neighbour/FDB entries and
+routes as flannel keeps them, real TCP traffic between pod addresses, masquerade to the
+outside, and a removed node's routes going away."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sampan.client import Client, PatchType
+from sampan.client.api import NODES, NotFoundError
+from sampan.network.cni import CNI_CONFLIST_NAME
+from sampan.network.overlay import (
+    ANNOTATION_BACKEND_DATA,
+    ANNOTATION_BACKEND_TYPE,
+    ANNOTATION_PUBLIC_IP,
+    Overlay,
+    OverlayError,
+    OverlayOptions,
+    vtep_mac,
+)
+from tests.network.conftest import ApiServerHarness, Host, Hosts, sh
+
+CLUSTER_CIDR = "10.42.0.0/16"
+WAIT_S = 20.0
+POLL_S = 0.05
+IO_TIMEOUT_S = 5.0
+
+
+def subnet_of(host: Host) -> str:
+    return f"10.42.{host.name[1:]}.0/24"
+
+
+def pod_ip(host: Host) -> str:
+    return f"10.42.{host.name[1:]}.5"
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str) -> Any:
+    """Poll ``check`` until it returns something truthy (no timing asserted)."""
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(POLL_S)
+
+
+async def create_node(client: Client, host: Host) -> None:
+    await client.create(
+        NODES,
+        {"metadata": {"name": host.name}, "spec": {"podCIDR": subnet_of(host)}},
+    )
+    await client.patch(
+        NODES,
+        host.name,
+        {"status": {"addresses": [{"type": "InternalIP", "address": host.ip}]}},
+        patch_type=PatchType.MERGE,
+        subresource="status",
+    )
+
+
+def add_pod_address(host: Host) -> None:
+    """A "pod" address: on one end of a veth pair inside the host's namespace."""
+    host.ip_cmd("link", "add", "pod0", "type", "veth", "peer", "name", "pod0p")
+    host.ip_cmd("addr", "add", f"{pod_ip(host)}/32", "dev", "pod0")
+    host.ip_cmd("link", "set", "pod0p", "up")
+    host.ip_cmd("link", "set", "pod0", "up")
+
+
+# -- blocking socket helpers, run on a thread inside a host's namespace -----------------------
+
+
+def listen(address: str) -> socket.socket:
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((address, 0))
+    server.listen(1)
+    server.settimeout(IO_TIMEOUT_S)
+    return server
+
+
+def accept_echo(server: socket.socket) -> str:
+    """Accept one connection, echo what it sends, return the peer's address."""
+    conn, peer = server.accept()
+    with conn:
+        conn.settimeout(IO_TIMEOUT_S)
+        conn.sendall(conn.recv(64))
+    return str(peer[0])
+
+
+def connect_echo(source: str, target: str, port: int) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(IO_TIMEOUT_S)
+        sock.bind((source, 0))
+        sock.connect((target, port))
+        sock.sendall(b"sampan")
+        return sock.recv(64)
+
+
+async def tcp_peer_seen(client_host: Host, source: str, server_host: Host, target: str) -> str:
+    """Connect from ``source`` on one host to ``target`` on the other; the address the server
+    saw the connection come from."""
+    server = await server_host.run(listen, target)
+    try:
+        port = server.getsockname()[1]
+        accepted = asyncio.ensure_future(server_host.run(accept_echo, server))
+        echoed = await client_host.run(connect_echo, source, target, port)
+        assert echoed == b"sampan"
+        return await accepted
+    finally:
+        server.close()
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def overlays(
+    api_server: ApiServerHarness, client: Client, hosts: Hosts, tmp_path: Path
+) -> AsyncIterator[Callable[[str], Awaitable[list[Overlay]]]]:
+    started: list[Overlay] = []
+
+    async def start(backend: str) -> list[Overlay]:
+        agent = await api_server.identity_config("system:sampan-agent")
+        for host in hosts.hosts:
+            add_pod_address(host)
+            await create_node(client, host)
+            overlay = Overlay(
+                agent,
+                OverlayOptions(
+                    node_name=host.name,
+                    backend=backend,
+                    iface="eth0",
+                    cluster_cidr=CLUSTER_CIDR,
+                    cni_conf_dir=tmp_path / host.name / "cni",
+                    netns=host.netns_path,
+                ),
+            )
+            await overlay.start()
+            started.append(overlay)
+        for overlay in started:
+            await asyncio.wait_for(overlay.ready.wait(), WAIT_S)
+        return started
+
+    try:
+        yield start
+    finally:
+        for overlay in started:
+            await overlay.stop()
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+async def test_vxlan_between_two_hosts(
+    overlays: Callable[[str], Awaitable[list[Overlay]]], hosts: Hosts, client: Client,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    h1, h2 = hosts.hosts
+    o1, o2 = await overlays("vxlan")
+    await until(lambda: _peers_ready(o1, o2), "each overlay to route to the other")
+
+    # The Node annotations others read.
+    node2 = await client.get(NODES, "h2")
+    annotations = node2["metadata"]["annotations"]
+    assert annotations[ANNOTATION_BACKEND_TYPE] == "vxlan"
+    assert annotations[ANNOTATION_PUBLIC_IP] == h2.ip
+    assert json.loads(annotations[ANNOTATION_BACKEND_DATA]) == {
+        "VNI": 1,
+        "VtepMAC": vtep_mac("h2"),
+    }
+
+    # The device, as flannel's vxlan backend makes it.
+    link = h1.ip_cmd("-d", "link", "show", "sampan.1")
+    assert "vxlan id 1 " in link and f"local {h1.ip} " in link and "dstport 8472" in link
+    assert "nolearning" in link and "mtu 1450" in link and vtep_mac("h1") in link
+    assert "inet 10.42.1.0/32" in h1.ip_cmd("addr", "show", "sampan.1")
+    # Per remote node: route, neighbour and FDB entry.
+    routes = h1.ip_cmd("route", "show", "10.42.2.0/24")
+    assert "via 10.42.2.0 dev sampan.1" in routes and "onlink" in routes
+    neigh = h1.ip_cmd("neigh", "show", "dev", "sampan.1")
+    assert f"10.42.2.0 lladdr {vtep_mac('h2')} PERMANENT" in neigh
+    fdb = sh("bridge", "-n", h1.netns, "fdb", "show", "dev", "sampan.1")
+    assert f"{vtep_mac('h2')} dst {h2.ip} self permanent" in fdb
+
+    # The conflist: own subnet, MTU of the uplink minus 50, the bridge's own masquerade off.
+    conflist = json.loads((tmp_path / "h1" / "cni" / CNI_CONFLIST_NAME).read_text())
+    bridge = conflist["plugins"][0]
+    assert bridge["mtu"] == 1450 and bridge["ipMasq"] is False
+    assert bridge["ipam"]["ranges"] == [[{"subnet": "10.42.1.0/24"}]]
+
+    # Real traffic pod -> pod across the overlay, both ways, without NAT.
+    assert await tcp_peer_seen(h1, pod_ip(h1), h2, pod_ip(h2)) == pod_ip(h1)
+    assert await tcp_peer_seen(h2, pod_ip(h2), h1, pod_ip(h1)) == pod_ip(h2)
+    # Pod -> outside the cluster CIDR is masqueraded to the node's address.
+    assert await tcp_peer_seen(h1, pod_ip(h1), h2, h2.ip) == h1.ip
+
+    # A node removed: its route, neighbour and FDB entry go.
+    await client.delete(NODES, "h2")
+    await until(lambda: _no_peers(o1), "h1 to drop h2")
+    assert h1.ip_cmd("route", "show", "10.42.2.0/24").strip() == ""
+    assert "10.42.2.0" not in h1.ip_cmd("neigh", "show", "dev", "sampan.1")
+    assert vtep_mac("h2") not in sh("bridge", "-n", h1.netns, "fdb", "show", "dev", "sampan.1")
+
+
+async def test_host_gw_between_two_hosts(
+    overlays: Callable[[str], Awaitable[list[Overlay]]], hosts: Hosts, client: Client,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    h1, h2 = hosts.hosts
+    o1, o2 = await overlays("host-gw")
+    await until(lambda: _peers_ready(o1, o2), "each overlay to route to the other")
+
+    assert "sampan.1" not in h1.ip_cmd("link", "show")
+    routes = h1.ip_cmd("route", "show", "10.42.2.0/24")
+    assert f"via {h2.ip} dev eth0" in routes and "proto 83" in routes
+    node1 = await client.get(NODES, "h1")
+    annotations = node1["metadata"]["annotations"]
+    assert annotations[ANNOTATION_BACKEND_TYPE] == "host-gw"
+    assert ANNOTATION_BACKEND_DATA not in annotations
+    conflist = json.loads((tmp_path / "h1" / "cni" / CNI_CONFLIST_NAME).read_text())
+    assert conflist["plugins"][0]["mtu"] == 1500
+
+    assert await tcp_peer_seen(h1, pod_ip(h1), h2, pod_ip(h2)) == pod_ip(h1)
+    assert await tcp_peer_seen(h2, pod_ip(h2), h1, pod_ip(h1)) == pod_ip(h2)
+
+    nat = sh("ip", "netns", "exec", h1.netns, "iptables-save", "-t", "nat")
+    assert "-A POSTROUTING" in nat and "-j SAMPAN-POSTROUTING" in nat
+    assert nat.count("-j SAMPAN-POSTROUTING") == 1  # the jump is added once only
+
+    # A new subnet for h2 moves the route; deleting h2 removes it.
+    await client.delete(NODES, "h2")
+    await until(lambda: _no_peers(o1), "h1 to drop h2")
+    assert h1.ip_cmd("route", "show", "proto", "83").strip() == ""
+
+
+async def test_unknown_interface_fails_at_start(api_server: ApiServerHarness, hosts: Hosts) -> None:
+    h1 = hosts.hosts[0]
+    agent = await api_server.identity_config("system:sampan-agent")
+    overlay = Overlay(agent, OverlayOptions(node_name="h1", iface="nosuch0", netns=h1.netns_path))
+    with pytest.raises(OverlayError, match="nosuch0"):
+        await overlay.start()
+    await overlay.stop()
+
+
+async def _peers_ready(*overlays: Overlay) -> bool:
+    return all(len(o.peers) == 1 for o in overlays)
+
+
+async def _no_peers(overlay: Overlay) -> bool:
+    return not overlay.peers
+
+
+__all__ = ["NotFoundError"]
