@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sampan.client import Client, PatchType
-from sampan.client.api import NODES, NotFoundError
+from sampan.client.api import NODES
 from sampan.network.cni import CNI_CONFLIST_NAME
 from sampan.network.overlay import (
     ANNOTATION_BACKEND_DATA,
@@ -24,6 +24,7 @@ from sampan.network.overlay import (
     Overlay,
     OverlayError,
     OverlayOptions,
+    remove_dataplane,
     vtep_mac,
 )
 from tests.network.conftest import ApiServerHarness, Host, Hosts, sh
@@ -126,30 +127,39 @@ async def tcp_peer_seen(client_host: Host, source: str, server_host: Host, targe
 @pytest.fixture
 async def overlays(
     api_server: ApiServerHarness, client: Client, hosts: Hosts, tmp_path: Path
-) -> AsyncIterator[Callable[[str], Awaitable[list[Overlay]]]]:
+) -> AsyncIterator[Any]:
     started: list[Overlay] = []
 
-    async def start(backend: str) -> list[Overlay]:
-        agent = await api_server.identity_config("system:sampan-agent")
+    agent: list[Any] = []
+
+    async def start_one(host: Host, backend: str, by_ip: bool) -> Overlay:
+        if not agent:
+            agent.append(await api_server.identity_config("system:sampan-agent"))
+        overlay = Overlay(
+            agent[0],
+            OverlayOptions(
+                node_name=host.name,
+                backend=backend,
+                iface="" if by_ip else "eth0",
+                node_ip=host.ip if by_ip else "",
+                cluster_cidr=CLUSTER_CIDR,
+                cni_conf_dir=tmp_path / host.name / "cni",
+                netns=host.netns_path,
+            ),
+        )
+        await overlay.start()
+        started.append(overlay)
+        await asyncio.wait_for(overlay.ready.wait(), WAIT_S)
+        return overlay
+
+    async def start(backend: str, by_ip: bool = False) -> list[Overlay]:
+        """Both hosts: a pod address, the Node, the overlay (uplink by name or by IP)."""
         for host in hosts.hosts:
             add_pod_address(host)
             await create_node(client, host)
-            overlay = Overlay(
-                agent,
-                OverlayOptions(
-                    node_name=host.name,
-                    backend=backend,
-                    iface="eth0",
-                    cluster_cidr=CLUSTER_CIDR,
-                    cni_conf_dir=tmp_path / host.name / "cni",
-                    netns=host.netns_path,
-                ),
-            )
-            await overlay.start()
-            started.append(overlay)
-        for overlay in started:
-            await asyncio.wait_for(overlay.ready.wait(), WAIT_S)
-        return started
+        return [await start_one(host, backend, by_ip) for host in hosts.hosts]
+
+    start.one = start_one  # type: ignore[attr-defined]
 
     try:
         yield start
@@ -162,7 +172,7 @@ async def overlays(
 
 
 async def test_vxlan_between_two_hosts(
-    overlays: Callable[[str], Awaitable[list[Overlay]]], hosts: Hosts, client: Client,
+    overlays: Any, hosts: Hosts, client: Client,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     h1, h2 = hosts.hosts
@@ -204,6 +214,19 @@ async def test_vxlan_between_two_hosts(
     # Pod -> outside the cluster CIDR is masqueraded to the node's address.
     assert await tcp_peer_seen(h1, pod_ip(h1), h2, h2.ip) == h1.ip
 
+    # A restart keeps the device (same ifindex) and the other nodes' entries, removes a stale
+    # route of ours and leaves a foreign one alone.
+    index_before = h1.ip_cmd("-o", "link", "show", "sampan.1").split(":")[0]
+    await o1.stop()
+    h1.ip_cmd("route", "add", "10.42.77.0/24", "via", h2.ip, "proto", "83")
+    h1.ip_cmd("route", "add", "10.99.0.0/24", "via", h2.ip, "proto", "static")
+    o1 = await overlays.one(h1, "vxlan", False)  # type: ignore[attr-defined]
+    await until(lambda: _peers_ready(o1), "the restarted overlay to route to h2")
+    assert h1.ip_cmd("-o", "link", "show", "sampan.1").split(":")[0] == index_before
+    assert h1.ip_cmd("route", "show", "10.42.77.0/24").strip() == ""
+    assert "10.99.0.0/24" in h1.ip_cmd("route", "show", "10.99.0.0/24")
+    assert await tcp_peer_seen(h1, pod_ip(h1), h2, pod_ip(h2)) == pod_ip(h1)
+
     # A node removed: its route, neighbour and FDB entry go.
     await client.delete(NODES, "h2")
     await until(lambda: _no_peers(o1), "h1 to drop h2")
@@ -213,11 +236,11 @@ async def test_vxlan_between_two_hosts(
 
 
 async def test_host_gw_between_two_hosts(
-    overlays: Callable[[str], Awaitable[list[Overlay]]], hosts: Hosts, client: Client,
+    overlays: Any, hosts: Hosts, client: Client,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     h1, h2 = hosts.hosts
-    o1, o2 = await overlays("host-gw")
+    o1, o2 = await overlays("host-gw", by_ip=True)
     await until(lambda: _peers_ready(o1, o2), "each overlay to route to the other")
 
     assert "sampan.1" not in h1.ip_cmd("link", "show")
@@ -237,10 +260,14 @@ async def test_host_gw_between_two_hosts(
     assert "-A POSTROUTING" in nat and "-j SAMPAN-POSTROUTING" in nat
     assert nat.count("-j SAMPAN-POSTROUTING") == 1  # the jump is added once only
 
-    # A new subnet for h2 moves the route; deleting h2 removes it.
+    # Deleting h2 removes its route; on h2, what killall calls removes the rest.
     await client.delete(NODES, "h2")
     await until(lambda: _no_peers(o1), "h1 to drop h2")
     assert h1.ip_cmd("route", "show", "proto", "83").strip() == ""
+    await o2.stop()
+    assert "10.42.1.0/24" in h2.ip_cmd("route", "show", "proto", "83")
+    assert await h2.run(remove_dataplane) == 1
+    assert h2.ip_cmd("route", "show", "proto", "83").strip() == ""
 
 
 async def test_unknown_interface_fails_at_start(api_server: ApiServerHarness, hosts: Hosts) -> None:
@@ -258,6 +285,3 @@ async def _peers_ready(*overlays: Overlay) -> bool:
 
 async def _no_peers(overlay: Overlay) -> bool:
     return not overlay.peers
-
-
-__all__ = ["NotFoundError"]

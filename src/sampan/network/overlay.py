@@ -56,6 +56,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
@@ -87,6 +88,7 @@ __all__ = [
     "node_pod_subnet",
     "own_annotations",
     "peers_from_nodes",
+    "remove_dataplane",
     "vtep_mac",
 ]
 
@@ -382,21 +384,25 @@ def _route_key(route: Any) -> tuple[str, str, int]:
     )
 
 
+def _delete_route(ipr: Any, route: Any) -> None:
+    dst, gateway, oif = _route_key(route)
+    address, _, length = dst.partition("/")
+    ipr.route(
+        "del",
+        dst=address,
+        dst_len=int(length),
+        gateway=gateway or None,
+        oif=oif or None,
+        proto=ROUTE_PROTOCOL,
+    )
+
+
 def _sync_routes(ipr: Any, wanted: dict[str, tuple[str, int, int]]) -> None:
     """Make our routes exactly ``wanted``: subnet -> (gateway, oif, flags)."""
     wanted_keys = {(dst, gw, oif) for dst, (gw, oif, _flags) in wanted.items()}
     for route in _our_routes(ipr):
-        key = _route_key(route)
-        if key not in wanted_keys:
-            dst, _, length = key[0].partition("/")
-            ipr.route(
-                "del",
-                dst=dst,
-                dst_len=int(length),
-                gateway=key[1] or None,
-                oif=key[2] or None,
-                proto=ROUTE_PROTOCOL,
-            )
+        if _route_key(route) not in wanted_keys:
+            _delete_route(ipr, route)
     for dst, (gateway, oif, flags) in wanted.items():
         ipr.route("replace", dst=dst, gateway=gateway, oif=oif, flags=flags, proto=ROUTE_PROTOCOL)
 
@@ -499,8 +505,11 @@ def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProce
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
 
 
-def ensure_masquerade(cluster_cidr: str) -> None:
-    """Write the SAMPAN-* chains and add the jumps to them when missing. Blocking."""
+def ensure_masquerade(cluster_cidr: str) -> bool:
+    """Write the SAMPAN-* chains and add the jumps to them when missing; False (nothing done)
+    without iptables on the machine. Blocking."""
+    if shutil.which("iptables-restore") is None or shutil.which("iptables") is None:
+        return False
     restored = _run(["iptables-restore", "--noflush"], masquerade_rules(cluster_cidr))
     if restored.returncode != 0:
         raise OSError(f"iptables-restore: {restored.stderr.strip()[:300]}")
@@ -511,6 +520,22 @@ def ensure_masquerade(cluster_cidr: str) -> None:
         added = _run(["iptables", "-w", "-t", table, "-A", *spec])
         if added.returncode != 0:
             raise OSError(f"iptables -t {table} -A {chain}: {added.stderr.strip()[:300]}")
+    return True
+
+
+def remove_dataplane() -> int:
+    """Delete ``sampan.1`` and every route this module added (``sampan killall``; the
+    ``SAMPAN-*`` chains are removed with the other chains there); how many things went.
+    Blocking."""
+    removed = 0
+    with _iproute() as ipr:
+        for index in ipr.link_lookup(ifname=VXLAN_DEVICE):
+            ipr.link("del", index=index)  # its routes, neighbours and FDB entries go with it
+            removed += 1
+        for route in _our_routes(ipr):
+            _delete_route(ipr, route)
+            removed += 1
+    return removed
 
 
 # -- the component ----------------------------------------------------------------------------
@@ -642,7 +667,8 @@ class Overlay:
         uplink = self.uplink
         opts = self.options
         if not self._applied.masquerade or force:
-            await self._blocking(ensure_masquerade, opts.cluster_cidr)
+            if not await self._blocking(ensure_masquerade, opts.cluster_cidr) and not force:
+                log.warning("network: no iptables on this machine; pod traffic is not masqueraded")
             self._applied.masquerade = True
         own = self._informer.cache.get_by_name(opts.node_name)
         if own is None:
