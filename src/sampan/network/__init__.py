@@ -1,4 +1,5 @@
-"""Node networking: the pod subnet's CNI configuration (``cni``); routes and policy later."""
+"""Node networking: the pod subnet's CNI configuration (``cni``) and the pod network between
+nodes (``overlay``: vxlan or host-gw routes, masquerade); policy later."""
 
 from sampan.network.cni import (
     CNI_CONFLIST_NAME,
@@ -9,6 +10,7 @@ from sampan.network.cni import (
     render_conflist,
     write_conflist,
 )
+from sampan.network.overlay import Overlay, OverlayError, OverlayOptions, remove_dataplane
 
 __all__ = [
     "CNI_CONFLIST_NAME",
@@ -16,6 +18,10 @@ __all__ = [
     "DEFAULT_NETWORK_NAME",
     "CNIConfig",
     "CNIConfigWriter",
+    "Overlay",
+    "OverlayError",
+    "OverlayOptions",
+    "remove_dataplane",
     "render_conflist",
     "write_conflist",
 ]

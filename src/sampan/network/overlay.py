@@ -472,6 +472,8 @@ def apply_vxlan(uplink: Uplink, own_subnet: str, mac: str, peers: Iterable[Peer]
             {p.subnet: (_subnet_gateway(p.subnet), index, _RTNH_F_ONLINK) for p in peers},
         )
         for neigh in ipr.get_neighbours(family=socket.AF_INET, ifindex=index):
+            if neigh.get("ifindex") != index:
+                continue  # never touch another device's entries, whatever the dump returns
             dst, lladdr = neigh.get("dst"), str(neigh.get("lladdr") or "").lower()
             if wanted_neigh.get(dst) != lladdr:
                 ipr.neigh("del", dst=dst, lladdr=lladdr or None, ifindex=index)
