@@ -119,6 +119,19 @@ class Host:
 class Hosts:
     switch: str
     hosts: list[Host]
+    tag: str = ""
+    extra: list[Host] = field(default_factory=list)
+
+    def add_netns(self, suffix: str) -> Host:
+        """Another namespace (a "pod"), deleted with the hosts; ``ip`` is left empty."""
+        netns = f"{self.tag}-{suffix}"
+        sh("ip", "netns", "add", netns)
+        executor = ThreadPoolExecutor(
+            max_workers=2, initializer=_enter_netns, initargs=(NETNS_DIR / netns,)
+        )
+        made = Host(suffix, netns, "", executor)
+        self.extra.append(made)
+        return made
 
 
 def _need_root() -> None:
@@ -134,6 +147,7 @@ def hosts() -> Iterator[Hosts]:
     switch = f"{tag}-sw"
     created: list[str] = []
     made: list[Host] = []
+    everything = Hosts(switch, made, tag)
     try:
         sh("ip", "netns", "add", switch)
         created.append(switch)
@@ -155,9 +169,9 @@ def hosts() -> Iterator[Hosts]:
                 max_workers=2, initializer=_enter_netns, initargs=(NETNS_DIR / netns,)
             )
             made.append(Host(f"h{number}", netns, address, executor))
-        yield Hosts(switch, made)
+        yield everything
     finally:
-        for host in made:
+        for host in made + everything.extra:
             host.executor.shutdown(wait=True)
-        for netns in reversed(created):
+        for netns in [h.netns for h in everything.extra] + created[::-1]:
             sh("ip", "netns", "del", netns, check=False)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,7 @@ async def overlays(
                 node_ip=host.ip if by_ip else "",
                 cluster_cidr=CLUSTER_CIDR,
                 cni_conf_dir=tmp_path / host.name / "cni",
+                ipam_data_dir=tmp_path / host.name / "ipam",
                 netns=host.netns_path,
             ),
         )
@@ -285,3 +288,55 @@ async def _peers_ready(*overlays: Overlay) -> bool:
 
 async def _no_peers(overlay: Overlay) -> bool:
     return not overlay.peers
+
+
+CNI_BIN_DIR = Path("/usr/lib/cni")
+
+
+def cni_add(host: Host, pod: Host, conflist_path: Path, container_id: str) -> str:
+    """Run the conflist's bridge plugin in ``host`` for the ``pod`` namespace, as containerd
+    would; the pod's address."""
+    conflist = json.loads(conflist_path.read_text())
+    conf = {**conflist["plugins"][0], "cniVersion": conflist["cniVersion"], "name": "sampan"}
+    env = {
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": container_id,
+        "CNI_NETNS": str(pod.netns_path),
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": str(CNI_BIN_DIR),
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+    }
+    result = subprocess.run(
+        ["ip", "netns", "exec", host.netns, str(CNI_BIN_DIR / "bridge")],
+        input=json.dumps(conf),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    address = json.loads(result.stdout)["ips"][0]["address"]
+    return str(address.split("/")[0])
+
+
+@pytest.mark.skipif(not (CNI_BIN_DIR / "bridge").exists(), reason="no CNI plugins")
+async def test_pods_behind_the_cni_bridge_reach_each_other(
+    overlays: Any, hosts: Hosts, tmp_path: Path
+) -> None:
+    """Pods made by the CNI bridge plugin from the written conflist: MTU, no NAT between pods
+    on two nodes, masquerade to an address outside the cluster CIDR."""
+    h1, h2 = hosts.hosts
+    await overlays("vxlan")
+    pods: list[tuple[Host, str]] = []
+    for host in (h1, h2):
+        pod = hosts.add_netns(f"{host.name}pod")
+        conflist = tmp_path / host.name / "cni" / CNI_CONFLIST_NAME
+        ip = await asyncio.to_thread(cni_add, host, pod, conflist, f"pod-{host.name}")
+        assert ip.startswith(f"10.42.{host.name[1:]}.")
+        assert "mtu 1450" in pod.ip_cmd("link", "show", "eth0")
+        assert (tmp_path / host.name / "ipam" / "sampan" / ip).exists()
+        pods.append((pod, ip))
+    (pod1, ip1), (pod2, ip2) = pods
+    assert await tcp_peer_seen(pod1, ip1, pod2, ip2) == ip1
+    assert await tcp_peer_seen(pod2, ip2, pod1, ip1) == ip2
+    assert await tcp_peer_seen(pod1, ip1, h2, h2.ip) == h1.ip
