@@ -128,5 +128,10 @@ def test_masquerade_rules_leave_pod_to_pod_traffic_alone() -> None:
     ],
 )
 def test_options_refuse_what_cannot_work(changes: dict[str, str]) -> None:
-    with pytest.raises((OverlayError, ValueError)):
+    with pytest.raises(OverlayError):
         OverlayOptions(node_name="a", **changes)  # type: ignore[arg-type]
+
+
+def test_dual_stack_cluster_cidr_uses_the_ipv4_entry() -> None:
+    options = OverlayOptions(node_name="a", cluster_cidr="fd00:42::/56, 10.42.0.0/16")
+    assert options.ipv4_cluster_cidr == "10.42.0.0/16"

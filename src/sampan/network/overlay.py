@@ -61,7 +61,7 @@ import socket
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -140,8 +140,9 @@ class OverlayOptions:
     """What the user chose (``--flannel-backend``, ``--node-ip``, ``--flannel-iface``,
     ``--cluster-cidr``) and where the CNI conflist goes (None: write none).
 
-    ``netns`` is a network namespace file (``/run/netns/<name>``) the data-plane thread enters
-    first: None in production.
+    ``cluster_cidr`` may list one CIDR per family (``10.42.0.0/16,fd00:42::/56``): the overlay
+    uses the IPv4 one. ``netns`` is a network namespace file (``/run/netns/<name>``) the
+    data-plane thread enters first: None in production.
     """
 
     node_name: str
@@ -154,17 +155,32 @@ class OverlayOptions:
     bridge: str = DEFAULT_BRIDGE
     netns: Path | None = None
 
+    @property
+    def ipv4_cluster_cidr(self) -> str:
+        """The first IPv4 entry of ``cluster_cidr`` (which may list one per family)."""
+        for item in self.cluster_cidr.split(","):
+            try:
+                net = ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError as exc:
+                raise OverlayError(f"cluster-cidr {self.cluster_cidr}: {exc}") from None
+            if net.version == 4:
+                return str(net)
+        raise OverlayError(
+            f"cluster-cidr {self.cluster_cidr}: no IPv4 CIDR (IPv6-only is not supported)"
+        )
+
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise OverlayError(
                 f"flannel-backend {self.backend!r}: expected one of {', '.join(BACKENDS)} "
                 "(or 'none', which runs no overlay)"
             )
-        net = ipaddress.ip_network(self.cluster_cidr, strict=False)
-        if net.version != 4:
-            raise OverlayError(f"cluster-cidr {self.cluster_cidr}: only IPv4 is supported")
+        _ = self.ipv4_cluster_cidr  # OverlayError without an IPv4 CIDR
         if self.node_ip:
-            ipaddress.IPv4Address(self.node_ip)
+            try:
+                ipaddress.IPv4Address(self.node_ip)
+            except ValueError:
+                raise OverlayError(f"node-ip {self.node_ip!r}: not an IPv4 address") from None
 
 
 @dataclass(frozen=True)
@@ -555,7 +571,6 @@ class _Applied:
     peers: tuple[Peer, ...] | None = None
     masquerade: bool = False
     conflist: CNIConfig | None = None
-    annotations: dict[str, str | None] = field(default_factory=dict)
 
 
 class Overlay:
@@ -657,7 +672,7 @@ class Overlay:
                     delay_s,
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
-                self._applied = _Applied(annotations=self._applied.annotations)
+                self._applied = _Applied()
                 await asyncio.sleep(delay_s * random.uniform(0.8, 1.2))
                 delay_s = min(delay_s * 2, RETRY_MAX_S)
                 self._wake.set()
@@ -669,7 +684,7 @@ class Overlay:
         uplink = self.uplink
         opts = self.options
         if not self._applied.masquerade or force:
-            if not await self._blocking(ensure_masquerade, opts.cluster_cidr) and not force:
+            if not await self._blocking(ensure_masquerade, opts.ipv4_cluster_cidr) and not force:
                 log.warning("network: no iptables on this machine; pod traffic is not masqueraded")
             self._applied.masquerade = True
         own = self._informer.cache.get_by_name(opts.node_name)
