@@ -632,6 +632,7 @@ class Overlay:
             on_delete=lambda _n: self._wake.set(),
         )
         self._informer.start()
+        self._wake.set()  # masquerade at once, even before any Node exists
         self._task = asyncio.create_task(self._run(), name="network-overlay")
         self._task.add_done_callback(_log_task_end)
 
@@ -687,6 +688,8 @@ class Overlay:
             if not await self._blocking(ensure_masquerade, opts.ipv4_cluster_cidr) and not force:
                 log.warning("network: no iptables on this machine; pod traffic is not masqueraded")
             self._applied.masquerade = True
+        if not self._informer.has_synced:
+            return  # a partial list must not remove routes to nodes not seen yet
         own = self._informer.cache.get_by_name(opts.node_name)
         if own is None:
             return
