@@ -14,6 +14,10 @@ The node password (a random secret each agent keeps on its disk) is remembered a
 hash in the Secret ``kube-system/<node>.node-password.sampan``: a second machine that asks for
 an existing node's name with another password is refused (403), as K3s refuses it. Secrets are
 compared in constant time and never logged.
+
+A Kubernetes bootstrap token ``<id>.<secret>`` (``sampan token create``: the Secret
+``kube-system/bootstrap-token-<id>`` of type ``bootstrap.kubernetes.io/token``) is accepted as a
+join secret too while it is unexpired and has ``usage-bootstrap-authentication: true``.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import secrets
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -63,6 +69,8 @@ NODE_PASSWORD_REJECTED = (
 )
 MAX_JOIN_BODY_BYTES = 64 * 1024
 ALLOWED_USERS = ("node", "server")
+BOOTSTRAP_TOKEN_TYPE = "bootstrap.kubernetes.io/token"
+_BOOTSTRAP_TOKEN = re.compile(r"^(?P<id>[a-z0-9]{6})\.(?P<secret>[a-z0-9]{16})$")
 
 
 def is_join_path(path: str) -> bool:
@@ -98,13 +106,13 @@ class JoinService:
                 return web.Response(body=self._pki.ca_pem, content_type="application/x-pem-file")
             if request.method != "POST":
                 raise BadRequest("only POST is supported here")
-            user = self._check_token(request.headers.get("Authorization", ""))
+            user = await self._check_token(request.headers.get("Authorization", ""))
             body = await self._read_body(request)
             return await self._join(user, body)
         except StatusError as exc:
             return error_response(exc)
 
-    def _check_token(self, header: str) -> str:
+    async def _check_token(self, header: str) -> str:
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic" or not encoded:
             raise Unauthorized("a join token is required (basic auth node:<token secret>)")
@@ -117,8 +125,44 @@ class JoinService:
             want = accepted.get(name)
             if want and hmac.compare_digest(secret.encode(), want.encode()):
                 return user or name
+        if await self._bootstrap_token_valid(secret):
+            return user or "node"
         log.info("join refused: wrong token (user %r)", user)
         raise Unauthorized("the join token was not accepted")
+
+    async def _bootstrap_token_valid(self, token: str) -> bool:
+        """``<id>.<secret>``: a Kubernetes bootstrap token (``sampan token create``), valid
+        while its Secret ``kube-system/bootstrap-token-<id>`` allows authentication and has not
+        expired."""
+        match = _BOOTSTRAP_TOKEN.match(token)
+        if match is None:
+            return False
+        try:
+            secret = await self._store_for("secrets").get(
+                "kube-system", f"bootstrap-token-{match['id']}"
+            )
+        except NotFound:
+            return False
+        if secret.get("type") != BOOTSTRAP_TOKEN_TYPE:
+            return False
+        try:
+            data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+        except (binascii.Error, UnicodeDecodeError, TypeError):
+            return False
+        if data.get("usage-bootstrap-authentication") != "true":
+            return False
+        if not hmac.compare_digest(data.get("token-secret", "").encode(), match["secret"].encode()):
+            return False
+        expiration = data.get("expiration")
+        if expiration:
+            try:
+                expires = datetime.fromisoformat(expiration.replace("Z", "+00:00"))
+            except ValueError:
+                return False
+            if expires.tzinfo is None or expires <= datetime.now(UTC):
+                log.info("join refused: bootstrap token %s has expired", match["id"])
+                return False
+        return True
 
     async def _read_body(self, request: web.Request) -> dict[str, Any]:
         raw = await request.content.read(MAX_JOIN_BODY_BYTES + 1)
