@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from sampan import version
+from sampan.cli.token import add_token_parser, run_token
 from sampan.config import (
     COMMANDS,
     DEFAULT_DATA_DIR,
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                 default=False,
                 help="Confirm: this deletes the cluster's data",
             )
+    add_token_parser(sub, _Parser)
     sub.add_parser(
         "kubectl",
         help="Run kubectl with the admin kubeconfig",
@@ -185,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if ns.command == "token":
+        return run_token(ns)
     flags = {k: v for k, v in vars(ns).items() if k not in ("command", "yes")}
     command = "server" if ns.command in ("killall", "uninstall") else ns.command
     try:
