@@ -237,6 +237,11 @@ async def test_vxlan_between_two_hosts(
     assert "10.42.2.0" not in h1.ip_cmd("neigh", "show", "dev", "sampan.1")
     assert vtep_mac("h2") not in sh("bridge", "-n", h1.netns, "fdb", "show", "dev", "sampan.1")
 
+    # Switching the node to host-gw removes the VXLAN device.
+    await o1.stop()
+    await overlays.one(h1, "host-gw", False)  # type: ignore[attr-defined]
+    assert "sampan.1" not in h1.ip_cmd("link", "show")
+
 
 async def test_host_gw_between_two_hosts(
     overlays: Any, hosts: Hosts, client: Client,
