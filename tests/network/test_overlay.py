@@ -229,6 +229,8 @@ async def test_vxlan_between_two_hosts(
     assert h1.ip_cmd("route", "show", "10.42.77.0/24").strip() == ""
     assert "10.99.0.0/24" in h1.ip_cmd("route", "show", "10.99.0.0/24")
     assert await tcp_peer_seen(h1, pod_ip(h1), h2, pod_ip(h2)) == pod_ip(h1)
+    nat = sh("ip", "netns", "exec", h1.netns, "iptables-save", "-t", "nat")
+    assert nat.count("-j SAMPAN-POSTROUTING") == 1 and nat.count("-j MASQUERADE") == 1
 
     # A node removed: its route, neighbour and FDB entry go.
     await client.delete(NODES, "h2")
