@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from sampan import version
+from sampan.cli.checkconfig import add_checkconfig_parser, run_checkconfig
 from sampan.cli.token import add_token_parser, run_token
 from sampan.config import (
     COMMANDS,
@@ -127,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
                 help="Confirm: this deletes the cluster's data",
             )
     add_token_parser(sub, _Parser)
+    add_checkconfig_parser(sub)
+    for tool, text in (
+        ("ctr", "Run ctr against this node's containerd (namespace k8s.io)"),
+        ("crictl", "Run crictl against this node's containerd"),
+    ):
+        sub.add_parser(tool, help=text, add_help=False, description=text)
     sub.add_parser(
         "kubectl",
         help="Run kubectl with the admin kubeconfig",
@@ -182,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "kubectl":
         return _run_kubectl(argv[1:])
+    if argv and argv[0] in ("ctr", "crictl"):
+        from sampan.cli.ctr import run_passthrough
+
+        return run_passthrough(argv[0], argv[1:])
     parser = build_parser()
     ns = parser.parse_args(argv)
     if ns.command is None:
@@ -189,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if ns.command == "token":
         return run_token(ns)
+    if ns.command == "check-config":
+        return run_checkconfig(ns)
     flags = {k: v for k, v in vars(ns).items() if k not in ("command", "yes")}
     command = "server" if ns.command in ("killall", "uninstall") else ns.command
     try:
