@@ -28,7 +28,8 @@ Deliberate differences from upstream, until the matching pieces exist:
   authorizer). Upstream leaves the binding without subjects and relies on the Node authorizer
   to limit each kubelet to its own node's objects; replace the binding when Sampan has one.
 * ``system:sampan-agent`` covers the agent's network and DNS pieces (watch nodes, services,
-  endpoints, endpointslices, namespaces, pods; patch nodes), like K3s's ``system:k3s-controller``.
+  endpoints, endpointslices, namespaces, pods; patch nodes; create services: the DNS server
+  creates the kube-dns Service when missing), like K3s's ``system:k3s-controller``.
 
 The scheduler's leader-election Lease must be ``kube-system/kube-scheduler`` (its role only
 allows get/update on that name), as upstream.
@@ -550,6 +551,7 @@ def _sampan_roles() -> list[dict[str, Any]]:
                 _rule((*READ, "patch", "update"), (CORE,), ("nodes",)),
                 _rule(("patch", "update"), (CORE,), ("nodes/status",)),
                 _rule(READ, (CORE,), ("endpoints", "namespaces", "pods", "services")),
+                _rule(("create",), (CORE,), ("services",)),  # the kube-dns Service (sampan.dns)
                 _rule(READ, (DISCOVERY,), ("endpointslices",)),
                 _rule(READ, (NETWORKING,), ("networkpolicies",)),
                 _rule(EVENT_WRITE, (CORE, EVENTS), ("events",)),
