@@ -1,0 +1,498 @@
+"""The agent's cluster DNS server: UDP and TCP on a node-local address, answering from caches.
+
+``DNSServer`` (component name ``dns``) watches Services and EndpointSlices with informers into a
+``sampan.dns.records.ClusterRecords`` and answers queries on ``listen_address:listen_port``
+(default 169.254.20.10:53, on a dummy interface ``sampan-dns`` it creates, like node-local-dns).
+The proxy sends the kube-dns Service IP (``cluster_dns``, 10.43.0.10) there. Names outside the
+cluster domain, and reverse names that are not cluster addresses, are forwarded unchanged to the
+upstream resolvers (``nameserver`` lines of the host's /etc/resolv.conf by default), over UDP
+(retried over TCP when the reply is truncated) or over TCP for TCP clients; SERVFAIL when none
+answers. The server runs in the host's network namespace, so loopback upstreams such as
+127.0.0.53 work; an upstream equal to our own address is dropped (no forwarding loop).
+
+Invariants:
+* Cluster answers are computed on the event loop without awaiting (they only read the cache),
+  so a UDP query is answered in the callback that received it.
+* Packed cluster replies are cached by the request bytes after the ID and reused while
+  ``ClusterRecords.generation`` is unchanged; the cache is bounded (``RESPONSE_CACHE_ENTRIES``)
+  and dropped as a whole on any change or when full.
+* UDP replies never exceed 512 bytes or the client's EDNS payload size: larger ones are sent
+  empty with TC set, so the client retries over TCP.
+* ``start()`` creates the ``kube-dns`` Service in kube-system when it is missing (a named
+  background task, retried until it succeeds; RBAC: ``system:sampan-agent`` may create
+  services).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from dnslib import AAAA, CNAME, PTR, QTYPE, RCODE, RR, SOA, SRV, A, DNSError, DNSLabel, DNSRecord
+
+from sampan.client import Client, ClientConfig, SharedInformerFactory
+from sampan.client.api import ENDPOINTSLICES, SERVICES, AlreadyExistsError, ClientError
+from sampan.dns.records import DEFAULT_CLUSTER_DOMAIN, Answer, ClusterRecords, Record
+
+__all__ = [
+    "DEFAULT_CLUSTER_DNS",
+    "DEFAULT_INTERFACE",
+    "DEFAULT_LISTEN_ADDRESS",
+    "DEFAULT_LISTEN_PORT",
+    "DNSOptions",
+    "DNSServer",
+    "answer_query",
+    "ensure_dummy_interface",
+    "kube_dns_service",
+    "read_resolv_conf",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CLUSTER_DNS = "10.43.0.10"
+DEFAULT_LISTEN_ADDRESS = "169.254.20.10"
+DEFAULT_LISTEN_PORT = 53
+DEFAULT_INTERFACE = "sampan-dns"
+DEFAULT_RESOLV_CONF = Path("/etc/resolv.conf")
+DNS_PORT = 53
+KUBE_DNS_NAMESPACE = "kube-system"
+KUBE_DNS_NAME = "kube-dns"
+FORWARD_TIMEOUT_S = 2.0
+SYNC_TIMEOUT_S = 60.0
+TCP_IDLE_TIMEOUT_S = 10.0
+SERVICE_RETRY_S = 5.0
+RESPONSE_CACHE_ENTRIES = 10_000
+UDP_DEFAULT_PAYLOAD = 512
+UDP_MAX_PAYLOAD = 4096
+MAX_FORWARDS_IN_FLIGHT = 1000
+"""Forwarded queries waiting for an upstream at once; more are answered SERVFAIL at once."""
+SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S = 7200, 1800, 86400
+
+
+class _FailureSink(Protocol):
+    def fail(self, reason: str) -> None: ...
+
+
+def read_resolv_conf(path: Path = DEFAULT_RESOLV_CONF) -> tuple[tuple[str, int], ...]:
+    """The ``nameserver`` addresses of a resolv.conf as (host, 53); () if unreadable."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return ()
+    servers = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            host = fields[1].split("%", 1)[0]
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                continue
+            servers.append((host, DNS_PORT))
+    return tuple(servers)
+
+
+@dataclass(frozen=True)
+class DNSOptions:
+    """Static configuration. ``upstreams`` default to the host's /etc/resolv.conf (read when
+    the options are made). ``create_interface`` makes the dummy interface ``interface`` carry
+    ``listen_address`` (skipped for loopback addresses). ``listen_port=0`` picks a free port
+    (tests); the bound one is ``DNSServer.port``."""
+
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+    cluster_dns: str = DEFAULT_CLUSTER_DNS
+    listen_address: str = DEFAULT_LISTEN_ADDRESS
+    listen_port: int = DEFAULT_LISTEN_PORT
+    upstreams: tuple[tuple[str, int], ...] = field(default_factory=read_resolv_conf)
+    create_interface: bool = True
+    interface: str = DEFAULT_INTERFACE
+    ensure_service: bool = True
+    forward_timeout_s: float = FORWARD_TIMEOUT_S
+
+
+def kube_dns_service(cluster_dns: str) -> dict[str, Any]:
+    """The kube-dns Service object (no selector: the proxy sends its IP to the node's server)."""
+    labels = {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": KUBE_DNS_NAME, "namespace": KUBE_DNS_NAMESPACE, "labels": labels},
+        "spec": {
+            "clusterIP": cluster_dns,
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153},
+            ],
+        },
+    }
+
+
+def ensure_dummy_interface(name: str, address: str) -> None:
+    """Create dummy link ``name`` carrying ``address``/32 (or /128), up. Blocking: run it in a
+    thread. Idempotent."""
+    from pyroute2 import IPRoute
+
+    ip = ipaddress.ip_address(address)
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            ipr.link("add", ifname=name, kind="dummy")
+            found = ipr.link_lookup(ifname=name)
+        index = found[0]
+        present = {a.get("address") for a in ipr.get_addr(index=index)}
+        if address not in present:
+            ipr.addr("add", index=index, address=address, prefixlen=ip.max_prefixlen)
+        ipr.link("set", index=index, state="up")
+
+
+def _rr(record: Record) -> RR:
+    rtype = record.rtype
+    if rtype == "A":
+        rdata: Any = A(record.data)
+    elif rtype == "AAAA":
+        rdata = AAAA(record.data)
+    elif rtype == "CNAME":
+        rdata = CNAME(record.data + ".")
+    elif rtype == "PTR":
+        rdata = PTR(record.data + ".")
+    else:
+        priority, weight, port, target = record.data
+        rdata = SRV(priority, weight, port, target + ".")
+    return RR(record.name + ".", getattr(QTYPE, rtype), rdata=rdata, ttl=record.ttl_s)
+
+
+def answer_query(records: ClusterRecords, request: DNSRecord) -> tuple[DNSRecord, bool]:
+    """The reply to ``request`` from ``records``, and whether it must be forwarded instead."""
+    question = request.q
+    qname = str(question.qname)
+    qtype = QTYPE.get(question.qtype, "")
+    answer: Answer = records.resolve(qname, str(qtype))
+    if answer.forward:
+        return request.reply(), True
+    reply = request.reply(ra=1, aa=1 if answer.authoritative else 0)
+    reply.header.rcode = answer.rcode
+    for record in answer.answers:
+        reply.add_answer(_rr(record))
+    for record in answer.additional:
+        reply.add_ar(_rr(record))
+    if not answer.answers:
+        zone = records.domain if records.in_domain(qname) else qname.rstrip(".")
+        soa = SOA(
+            DNSLabel("ns.dns." + records.domain + "."),
+            DNSLabel("hostmaster." + records.domain + "."),
+            (records.generation, SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S, records.ttl_s),
+        )
+        reply.add_auth(RR(zone + ".", QTYPE.SOA, rdata=soa, ttl=records.ttl_s))
+    return reply, False
+
+
+def _payload_limit(request: DNSRecord) -> int:
+    for rr in request.ar:
+        if rr.rtype == QTYPE.OPT:
+            return max(UDP_DEFAULT_PAYLOAD, min(int(rr.rclass), UDP_MAX_PAYLOAD))
+    return UDP_DEFAULT_PAYLOAD
+
+
+def _error_reply(data: bytes, rcode: int) -> bytes | None:
+    """A header-only error reply echoing the request's ID and question when parseable."""
+    try:
+        request = DNSRecord.parse(data)
+    except DNSError:
+        if len(data) < 2:
+            return None
+        # ID, QR=1 + opcode 0, rcode; no records.
+        return data[:2] + struct.pack("!BBHHHH", 0x80, rcode, 0, 0, 0, 0)
+    reply = request.reply()
+    reply.header.rcode = rcode
+    return reply.pack()
+
+
+class _UDPUpstream(asyncio.DatagramProtocol):
+    """Receives the one reply with the request's ID; other datagrams are ignored."""
+
+    def __init__(self, future: asyncio.Future[bytes], query_id: bytes) -> None:
+        self.future = future
+        self.query_id = query_id
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if data[:2] == self.query_id and not self.future.done():
+            self.future.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+async def _query_udp(upstream: tuple[str, int], data: bytes, timeout_s: float) -> bytes:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[bytes] = loop.create_future()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: _UDPUpstream(future, data[:2]), remote_addr=upstream
+    )
+    try:
+        transport.sendto(data)
+        async with asyncio.timeout(timeout_s):
+            return await future
+    finally:
+        transport.close()
+
+
+async def _query_tcp(upstream: tuple[str, int], data: bytes, timeout_s: float) -> bytes:
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection(*upstream)
+        try:
+            writer.write(struct.pack("!H", len(data)) + data)
+            await writer.drain()
+            (length,) = struct.unpack("!H", await reader.readexactly(2))
+            return await reader.readexactly(length)
+        finally:
+            writer.close()
+
+
+class _UDPServer(asyncio.DatagramProtocol):
+    def __init__(self, server: DNSServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        assert self.transport is not None
+        reply = self.server.answer_local(data, tcp=False)
+        if reply is not None:
+            self.transport.sendto(reply, addr)
+        elif len(data) >= 12:
+            self.server.spawn_forward(data, lambda r: self._send(r, addr))
+
+    def _send(self, reply: bytes, addr: Any) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("dns: UDP error: %s", exc)
+
+
+class DNSServer:
+    """The node-local cluster DNS server component (see the module docstring).
+
+    Construct with ``DNSServer(ClientConfig.from_kubeconfig(agent_kubeconfig), DNSOptions(...))``;
+    ``start(ctx)`` returns once the caches are synced and both sockets listen.
+    """
+
+    name = "dns"
+
+    def __init__(self, client_config: ClientConfig, options: DNSOptions | None = None) -> None:
+        self.options = options or DNSOptions()
+        self.client_config = client_config.with_user_agent("sampan-dns")
+        self.records = ClusterRecords(domain=self.options.cluster_domain)
+        self.upstreams = tuple(
+            u
+            for u in self.options.upstreams
+            if u != (self.options.listen_address, self.options.listen_port)
+            and u[0] != self.options.cluster_dns
+        )
+        self.port = self.options.listen_port
+        self.address = self.options.listen_address
+        self.queries_answered = 0
+        self.queries_forwarded = 0
+        self._client: Client | None = None
+        self._factory: SharedInformerFactory | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._cache: dict[bytes, bytes] = {}
+        self._cache_generation = -1
+        self._ctx: _FailureSink | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, ctx: _FailureSink | None = None) -> None:
+        self._ctx = ctx
+        self._client = Client(self.client_config)
+        self._factory = SharedInformerFactory(self._client)
+        records = self.records
+        services = self._factory.informer(SERVICES)
+        services.add_event_handler(
+            on_add=records.upsert_service,
+            on_update=lambda _old, new: records.upsert_service(new),
+            on_delete=records.delete_service,
+        )
+        slices = self._factory.informer(ENDPOINTSLICES)
+        slices.add_event_handler(
+            on_add=records.upsert_slice,
+            on_update=lambda _old, new: records.upsert_slice(new),
+            on_delete=records.delete_slice,
+        )
+        self._factory.start()
+        if not await self._factory.wait_synced(SYNC_TIMEOUT_S):
+            await self.stop()
+            raise RuntimeError(f"dns: caches not synced within {SYNC_TIMEOUT_S:g} s")
+        try:
+            await self._listen()
+        except OSError:
+            await self.stop()
+            raise
+        if self.options.ensure_service:
+            self._spawn(self._ensure_service(), "dns-kube-dns-service")
+        log.info(
+            "dns: serving %s on %s:%d (udp, tcp), upstreams %s",
+            self.records.domain,
+            self.address,
+            self.port,
+            ", ".join(f"{h}:{p}" for h, p in self.upstreams) or "none",
+        )
+
+    async def _listen(self) -> None:
+        address = self.options.listen_address
+        if self.options.create_interface and not ipaddress.ip_address(address).is_loopback:
+            await asyncio.to_thread(ensure_dummy_interface, self.options.interface, address)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UDPServer(self), local_addr=(address, self.options.listen_port)
+        )
+        self._udp = transport
+        self.port = transport.get_extra_info("sockname")[1]
+        self._tcp = await asyncio.start_server(self._serve_tcp, address, self.port)
+
+    async def stop(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            self._tcp.close()
+            await self._tcp.wait_closed()
+            self._tcp = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._factory is not None:
+            await self._factory.stop()
+            self._factory = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("dns: task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def _ensure_service(self) -> None:
+        assert self._client is not None
+        body = kube_dns_service(self.options.cluster_dns)
+        while True:
+            try:
+                await self._client.create(SERVICES, body, namespace=KUBE_DNS_NAMESPACE)
+            except AlreadyExistsError:
+                return
+            except ClientError as exc:
+                log.warning(
+                    "dns: cannot create %s/%s yet: %s", KUBE_DNS_NAMESPACE, KUBE_DNS_NAME, exc
+                )
+                await asyncio.sleep(SERVICE_RETRY_S)
+            else:
+                log.info("dns: created Service %s/%s", KUBE_DNS_NAMESPACE, KUBE_DNS_NAME)
+                return
+
+    # -- answering ---------------------------------------------------------------------------
+
+    def answer_local(self, data: bytes, *, tcp: bool) -> bytes | None:
+        """The packed reply to ``data`` if it is a cluster name (or malformed); None when it
+        has to be forwarded."""
+        generation = self.records.generation
+        if generation != self._cache_generation:
+            self._cache.clear()
+            self._cache_generation = generation
+        key = (b"T" if tcp else b"U") + data[2:]
+        cached = self._cache.get(key)
+        if cached is not None:
+            self.queries_answered += 1
+            return data[:2] + cached
+        try:
+            request = DNSRecord.parse(data)
+        except DNSError:
+            return _error_reply(data, RCODE.FORMERR)
+        if request.header.qr or request.header.opcode != 0 or len(request.questions) != 1:
+            return _error_reply(data, RCODE.NOTIMP if request.header.opcode else RCODE.FORMERR)
+        reply, forward = answer_query(self.records, request)
+        if forward:
+            return None
+        packed = reply.pack()
+        if not tcp and len(packed) > _payload_limit(request):
+            truncated = request.reply(ra=1, aa=1)
+            truncated.header.tc = 1
+            truncated.header.rcode = reply.header.rcode
+            packed = truncated.pack()
+        if len(self._cache) >= RESPONSE_CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[key] = packed[2:]
+        self.queries_answered += 1
+        return packed
+
+    def spawn_forward(self, data: bytes, send: Any) -> None:
+        """Forward ``data`` upstream in a task and ``send(reply)`` when it comes back."""
+        if len(self._tasks) >= MAX_FORWARDS_IN_FLIGHT:
+            reply = _error_reply(data, RCODE.SERVFAIL)
+            if reply is not None:
+                send(reply)
+            return
+
+        async def forward() -> None:
+            send(await self.forward(data, tcp=False))
+
+        self._spawn(forward(), "dns-forward")
+
+    async def forward(self, data: bytes, *, tcp: bool) -> bytes:
+        """The upstream reply to ``data``; SERVFAIL when no upstream answers."""
+        self.queries_forwarded += 1
+        timeout_s = self.options.forward_timeout_s
+        for upstream in self.upstreams:
+            try:
+                if tcp:
+                    return await _query_tcp(upstream, data, timeout_s)
+                reply = await _query_udp(upstream, data, timeout_s)
+                if len(reply) > 2 and reply[2] & 0x02:  # TC: ask again over TCP
+                    try:
+                        return await _query_tcp(upstream, data, timeout_s)
+                    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+                        return reply
+                return reply
+            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                log.debug("dns: upstream %s:%d failed: %s", upstream[0], upstream[1], exc)
+        reply = _error_reply(data, RCODE.SERVFAIL)
+        return reply if reply is not None else b""
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(TCP_IDLE_TIMEOUT_S):
+                        (length,) = struct.unpack("!H", await reader.readexactly(2))
+                        data = await reader.readexactly(length)
+                except (TimeoutError, asyncio.IncompleteReadError):
+                    return
+                reply = self.answer_local(data, tcp=True)
+                if reply is None:
+                    reply = await self.forward(data, tcp=True)
+                if not reply:
+                    return
+                writer.write(struct.pack("!H", len(reply)) + reply)
+                await writer.drain()
+        except OSError as exc:
+            log.debug("dns: TCP client error: %s", exc)
+        finally:
+            writer.close()
