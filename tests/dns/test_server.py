@@ -1,0 +1,173 @@
+"""DNSServer against an in-process API server: real UDP and TCP queries over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from dnslib import QTYPE, RCODE, DNSRecord
+
+from sampan.client import Client, NotFoundError
+from sampan.client.api import ENDPOINTSLICES, SERVICES
+from sampan.dns import DNSOptions, DNSServer
+
+from .conftest import UPSTREAM_ADDRESS, ApiServerHarness, Upstream
+
+WAIT_S = 20.0
+
+
+@pytest.fixture
+async def dns(api_server: ApiServerHarness, upstream: Upstream) -> AsyncIterator[DNSServer]:
+    config = await api_server.client_config_for("system:sampan-agent")
+    server = DNSServer(
+        config,
+        DNSOptions(
+            listen_address="127.0.0.1",
+            listen_port=0,
+            upstreams=(("127.0.0.1", upstream.port),),
+            create_interface=False,
+        ),
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def query(server: DNSServer, name: str, qtype: str = "A", *, tcp: bool = False) -> DNSRecord:
+    packet = DNSRecord.question(name, qtype)
+    raw = await asyncio.to_thread(packet.send, "127.0.0.1", server.port, tcp=tcp, timeout=5)
+    return DNSRecord.parse(raw)
+
+
+async def until(
+    server: DNSServer, name: str, qtype: str, ok: Callable[[DNSRecord], bool], **kw: Any
+) -> DNSRecord:
+    """Query until the informer caches have caught up and ``ok(reply)`` holds."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            reply = await query(server, name, qtype, **kw)
+            if ok(reply):
+                return reply
+            await asyncio.sleep(0.05)
+
+
+def values(reply: DNSRecord, qtype: str) -> list[str]:
+    return sorted(str(rr.rdata) for rr in reply.rr if rr.rtype == getattr(QTYPE, qtype))
+
+
+async def test_cluster_names_udp_tcp_and_forwarding(dns: DNSServer, admin: Client) -> None:
+    await admin.create(
+        SERVICES,
+        {
+            "metadata": {"name": "web"},
+            "spec": {
+                "clusterIP": "10.43.0.80",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+            },
+        },
+        namespace="default",
+    )
+    await admin.create(
+        SERVICES,
+        {"metadata": {"name": "db"}, "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}},
+        namespace="default",
+    )
+    await admin.create(
+        ENDPOINTSLICES,
+        {
+            "metadata": {"name": "db-abc", "labels": {"kubernetes.io/service-name": "db"}},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.42.0.5"], "hostname": "db-0", "conditions": {"ready": True}},
+                {"addresses": ["10.42.0.6"], "conditions": {"ready": True}},
+            ],
+            "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
+        },
+        namespace="default",
+    )
+
+    web = await until(dns, "web.default.svc.cluster.local", "A", lambda r: bool(r.rr))
+    assert values(web, "A") == ["10.43.0.80"]
+    assert web.header.aa == 1
+
+    headless = await until(dns, "db.default.svc.cluster.local", "A", lambda r: len(r.rr) == 2)
+    assert values(headless, "A") == ["10.42.0.5", "10.42.0.6"]
+    assert values(await query(dns, "db-0.db.default.svc.cluster.local"), "A") == ["10.42.0.5"]
+
+    srv = await query(dns, "_http._tcp.web.default.svc.cluster.local", "SRV")
+    assert [(rr.rdata.port, str(rr.rdata.target)) for rr in srv.rr] == [
+        (80, "web.default.svc.cluster.local.")
+    ]
+    ptr = await query(dns, "80.0.43.10.in-addr.arpa", "PTR")
+    assert values(ptr, "PTR") == ["web.default.svc.cluster.local."]
+
+    missing = await query(dns, "nope.default.svc.cluster.local")
+    assert missing.header.rcode == RCODE.NXDOMAIN
+    assert missing.auth and missing.auth[0].rtype == QTYPE.SOA
+
+    over_tcp = await query(dns, "web.default.svc.cluster.local", tcp=True)
+    assert values(over_tcp, "A") == ["10.43.0.80"]
+
+    forwarded = await query(dns, "example.com")
+    assert values(forwarded, "A") == [UPSTREAM_ADDRESS]
+    forwarded_tcp = await query(dns, "example.org", tcp=True)
+    assert values(forwarded_tcp, "A") == [UPSTREAM_ADDRESS]
+
+    # changes reach the answers; the cached reply is not served past a change
+    await admin.delete(SERVICES, "web", namespace="default")
+    await until(
+        dns, "web.default.svc.cluster.local", "A", lambda r: r.header.rcode == RCODE.NXDOMAIN
+    )
+
+
+async def test_kube_dns_service_created(dns: DNSServer, admin: Client) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            try:
+                service = await admin.get(SERVICES, "kube-dns", namespace="kube-system")
+                break
+            except NotFoundError:
+                await asyncio.sleep(0.05)
+    assert service["spec"]["clusterIP"] == "10.43.0.10"
+    assert {(p["name"], p["port"], p["protocol"]) for p in service["spec"]["ports"]} == {
+        ("dns", 53, "UDP"),
+        ("dns-tcp", 53, "TCP"),
+        ("metrics", 9153, "TCP"),
+    }
+    reply = await until(dns, "kube-dns.kube-system.svc.cluster.local", "A", lambda r: bool(r.rr))
+    assert values(reply, "A") == ["10.43.0.10"]
+
+
+async def test_no_upstream_answers_servfail(api_server: ApiServerHarness) -> None:
+    config = await api_server.client_config_for("system:sampan-agent")
+    server = DNSServer(
+        config,
+        DNSOptions(
+            listen_address="127.0.0.1",
+            listen_port=0,
+            upstreams=(),
+            create_interface=False,
+            ensure_service=False,
+        ),
+    )
+    await server.start()
+    try:
+        reply = await query(server, "example.com")
+        assert reply.header.rcode == RCODE.SERVFAIL
+        garbage = await asyncio.to_thread(_send_raw, server.port, b"\x12\x34garbage")
+        assert garbage[:2] == b"\x12\x34" and garbage[3] & 0x0F == RCODE.FORMERR
+    finally:
+        await server.stop()
+
+
+def _send_raw(port: int, data: bytes) -> bytes:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(data, ("127.0.0.1", port))
+        return sock.recv(4096)
