@@ -9,7 +9,8 @@ path (K3s: "a server is a control plane plus an agent that joins itself"):
    certificates and write them, with kubeconfigs, under ``<data-dir>/agent/etc/`` (0600). A
    wrong token, an unreachable server or a TLS failure (clock skew) is one log line, then a
    retry with backoff — never a crash;
-2. **network** — the CNI configuration from the node's podCIDR;
+2. **network** — the CNI configuration from the node's podCIDR, and routes to the other
+   nodes' pod subnets (vxlan or host-gw);
 3. **kubelet** — containerd, the Node, pods;
 4. **kubelet-server** — the kubelet API on 10250 (logs, exec, attach, port-forward).
 
@@ -342,7 +343,7 @@ def agent_components(
     from sampan.client import ClientConfig
     from sampan.kubelet import Kubelet, KubeletOptions, KubeletOptionsError
     from sampan.kubelet.runtime.containerd import ContainerdConfig
-    from sampan.network.cni import CNIConfigWriter
+    from sampan.network.overlay import Overlay, OverlayError, OverlayOptions
 
     name = node_name(config)
     node_ips = tuple(config.node_ip) or default_node_ips()
@@ -378,18 +379,25 @@ def agent_components(
         data_dir=config.data_dir,
     )
     components: list[Component] = [join]
-    if config.network_backend != "none":
-        conf_dir = ContainerdConfig(data_dir=config.data_dir).cni_conf_dir
-        ipam_dir = config.data_dir / "agent" / "cni" / "networks"
+    if config.network_backend != "none":  # "none": the user's own CNI
+        try:
+            overlay_options = OverlayOptions(
+                node_name=name,
+                backend=config.network_backend,
+                node_ip=node_ips[0],
+                iface=config.flannel_iface,
+                cluster_cidr=config.cluster_cidr,
+                cni_conf_dir=ContainerdConfig(data_dir=config.data_dir).cni_conf_dir,
+                ipam_data_dir=config.data_dir / "agent" / "cni" / "networks",
+            )
+        except OverlayError as exc:
+            raise ConfigError(str(exc)) from None
         components.append(
             JoinedComponent(
                 "network",
                 join,
-                lambda creds: CNIConfigWriter(
-                    ClientConfig.from_kubeconfig(creds.kubeconfig("agent")),
-                    node_name=name,
-                    conf_dir=conf_dir,
-                    ipam_data_dir=ipam_dir,
+                lambda creds: Overlay(
+                    ClientConfig.from_kubeconfig(creds.kubeconfig("agent")), overlay_options
                 ),
             )
         )

@@ -161,6 +161,21 @@ def _delete_devices() -> list[str]:
     return gone
 
 
+ROUTE_PROTOCOL = "83"
+"""The route protocol number the network component marks its routes with (host-gw)."""
+
+
+def _flush_routes() -> None:
+    result = subprocess.run(
+        ["ip", "route", "flush", "proto", ROUTE_PROTOCOL],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0 and result.stderr.strip():
+        log.warning("ip route flush proto %s: %s", ROUTE_PROTOCOL, result.stderr.strip())
+
+
 _CHAIN_DECL = re.compile(r"^:(\S+) ")
 
 
@@ -240,6 +255,7 @@ def killall(data_dir: Path, *, default_data_dir: bool, cgroup_root: str = CGROUP
     mounts = _unmount_under(agent) if agent.exists() else 0
     cgroups = _remove_cgroups(cgroup_root)
     devices = _delete_devices()
+    _flush_routes()
     chains = _flush_iptables()
     log.info(
         "killall: %d mounts unmounted, %d cgroups removed, devices removed %s, "
