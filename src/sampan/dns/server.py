@@ -113,6 +113,8 @@ class DNSOptions:
     interface: str = DEFAULT_INTERFACE
     ensure_service: bool = True
     forward_timeout_s: float = FORWARD_TIMEOUT_S
+    response_cache: bool = True
+    """Reuse packed cluster replies while the records are unchanged (off: for benchmarks)."""
 
 
 def kube_dns_service(cluster_dns: str) -> dict[str, Any]:
@@ -437,9 +439,10 @@ class DNSServer:
             truncated.header.tc = 1
             truncated.header.rcode = reply.header.rcode
             packed = truncated.pack()
-        if len(self._cache) >= RESPONSE_CACHE_ENTRIES:
-            self._cache.clear()
-        self._cache[key] = packed[2:]
+        if self.options.response_cache:
+            if len(self._cache) >= RESPONSE_CACHE_ENTRIES:
+                self._cache.clear()
+            self._cache[key] = packed[2:]
         self.queries_answered += 1
         return packed
 
