@@ -26,6 +26,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import struct
@@ -136,15 +137,23 @@ def kube_dns_service(cluster_dns: str) -> dict[str, Any]:
 
 
 def ensure_dummy_interface(name: str, address: str) -> None:
-    """Create dummy link ``name`` carrying ``address``/32 (or /128), up. Blocking: run it in a
-    thread. Idempotent."""
+    """Create link ``name`` carrying ``address``/32 (or /128), up: a dummy link, or an empty
+    bridge where the kernel has no dummy driver (both only hold a local address). Blocking: run
+    it in a thread. Idempotent."""
     from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
 
     ip = ipaddress.ip_address(address)
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=name)
         if not found:
-            ipr.link("add", ifname=name, kind="dummy")
+            try:
+                ipr.link("add", ifname=name, kind="dummy")
+            except NetlinkError as exc:
+                if exc.code != errno.EOPNOTSUPP:
+                    raise
+                log.info("dns: no dummy link driver here; %s is an empty bridge", name)
+                ipr.link("add", ifname=name, kind="bridge")
             found = ipr.link_lookup(ifname=name)
         index = found[0]
         present = {a.get("address") for a in ipr.get_addr(index=index)}
