@@ -133,6 +133,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+            # Heartbeats are stamped to the second: start the next run in a later second than
+            # any heartbeat of this process, so an old Ready condition is never taken as new.
+            time.sleep(1.0 - time.time() % 1.0)
         self.proc = None
 
     def killall(self) -> None:
