@@ -40,7 +40,10 @@ async def dns(api_server: ApiServerHarness, upstream: Upstream) -> AsyncIterator
 async def query(server: DNSServer, name: str, qtype: str = "A", *, tcp: bool = False) -> DNSRecord:
     packet = DNSRecord.question(name, qtype)
     raw = await asyncio.to_thread(packet.send, "127.0.0.1", server.port, tcp=tcp, timeout=5)
-    return DNSRecord.parse(raw)
+    reply = DNSRecord.parse(raw)
+    assert reply.header.id == packet.header.id  # also through forwarding (IDs are remapped)
+    assert reply.q == packet.q
+    return reply
 
 
 async def until(
@@ -114,6 +117,9 @@ async def test_cluster_names_udp_tcp_and_forwarding(dns: DNSServer, admin: Clien
 
     forwarded = await query(dns, "example.com")
     assert values(forwarded, "A") == [UPSTREAM_ADDRESS]
+    many = await asyncio.gather(*(query(dns, f"host-{i}.example.net") for i in range(20)))
+    assert all(values(r, "A") == [UPSTREAM_ADDRESS] for r in many)
+    assert [str(r.q.qname) for r in many] == [f"host-{i}.example.net." for i in range(20)]
     forwarded_tcp = await query(dns, "example.org", tcp=True)
     assert values(forwarded_tcp, "A") == [UPSTREAM_ADDRESS]
 

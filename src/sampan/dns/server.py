@@ -29,6 +29,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import secrets
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,7 @@ SERVICE_RETRY_S = 5.0
 RESPONSE_CACHE_ENTRIES = 10_000
 UDP_DEFAULT_PAYLOAD = 512
 UDP_MAX_PAYLOAD = 4096
+UPSTREAM_SOCKETS = 4
 MAX_FORWARDS_IN_FLIGHT = 1000
 """Forwarded queries waiting for an upstream at once; more are answered SERVFAIL at once."""
 SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S = 7200, 1800, 86400
@@ -224,34 +226,82 @@ def _error_reply(data: bytes, rcode: int) -> bytes | None:
     return reply.pack()
 
 
-class _UDPUpstream(asyncio.DatagramProtocol):
-    """Receives the one reply with the request's ID; other datagrams are ignored."""
+class _UpstreamSocket(asyncio.DatagramProtocol):
+    """One connected UDP socket to an upstream, shared by many queries: each query is sent
+    under a fresh random ID (its ``pending`` key) and its reply matched by that ID."""
 
-    def __init__(self, future: asyncio.Future[bytes], query_id: bytes) -> None:
-        self.future = future
-        self.query_id = query_id
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if data[:2] == self.query_id and not self.future.done():
-            self.future.set_result(data)
+        if len(data) < 12:
+            return
+        future = self.pending.pop(int.from_bytes(data[:2], "big"), None)
+        if future is not None and not future.done():
+            future.set_result(data)
 
     def error_received(self, exc: Exception) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
+        # An ICMP error (port unreachable...) says the upstream is down for everyone waiting.
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.error_received(exc or ConnectionResetError("upstream socket closed"))
+
+    async def query(self, data: bytes, timeout_s: float) -> bytes:
+        assert self.transport is not None
+        query_id = secrets.randbits(16)
+        while query_id in self.pending:
+            query_id = secrets.randbits(16)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.pending[query_id] = future
+        try:
+            self.transport.sendto(query_id.to_bytes(2, "big") + data[2:])
+            async with asyncio.timeout(timeout_s):
+                reply = await future
+        finally:
+            if self.pending.get(query_id) is future:
+                del self.pending[query_id]
+        return data[:2] + reply[2:]
 
 
-async def _query_udp(upstream: tuple[str, int], data: bytes, timeout_s: float) -> bytes:
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[bytes] = loop.create_future()
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: _UDPUpstream(future, data[:2]), remote_addr=upstream
-    )
-    try:
-        transport.sendto(data)
-        async with asyncio.timeout(timeout_s):
-            return await future
-    finally:
-        transport.close()
+class _UpstreamPool:
+    """``UPSTREAM_SOCKETS`` shared UDP sockets per upstream, opened on first use, used in
+    turn (several source ports, so an off-path forger has to guess port and ID)."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[tuple[str, int], list[_UpstreamSocket]] = {}
+        self._turn = 0
+
+    async def query(self, upstream: tuple[str, int], data: bytes, timeout_s: float) -> bytes:
+        sockets = self._sockets.get(upstream)
+        if sockets is None:
+            sockets = self._sockets[upstream] = []
+        self._turn += 1
+        if len(sockets) < UPSTREAM_SOCKETS:
+            loop = asyncio.get_running_loop()
+            _, protocol = await loop.create_datagram_endpoint(_UpstreamSocket, remote_addr=upstream)
+            sockets.append(protocol)
+        else:
+            protocol = sockets[self._turn % len(sockets)]
+            if protocol.transport is None:  # closed: replace it
+                sockets.remove(protocol)
+                return await self.query(upstream, data, timeout_s)
+        return await protocol.query(data, timeout_s)
+
+    def close(self) -> None:
+        for sockets in self._sockets.values():
+            for protocol in sockets:
+                if protocol.transport is not None:
+                    protocol.transport.close()
+        self._sockets.clear()
 
 
 async def _query_tcp(upstream: tuple[str, int], data: bytes, timeout_s: float) -> bytes:
@@ -321,6 +371,7 @@ class DNSServer:
         self._cache: dict[bytes, bytes] = {}
         self._cache_generation = -1
         self._ctx: _FailureSink | None = None
+        self._upstreams = _UpstreamPool()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -384,6 +435,7 @@ class DNSServer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._upstreams.close()
         if self._factory is not None:
             await self._factory.stop()
             self._factory = None
@@ -476,7 +528,7 @@ class DNSServer:
             try:
                 if tcp:
                     return await _query_tcp(upstream, data, timeout_s)
-                reply = await _query_udp(upstream, data, timeout_s)
+                reply = await self._upstreams.query(upstream, data, timeout_s)
                 if len(reply) > 2 and reply[2] & 0x02:  # TC: ask again over TCP
                     try:
                         return await _query_tcp(upstream, data, timeout_s)
