@@ -40,6 +40,7 @@ from dnslib import AAAA, CNAME, PTR, QTYPE, RCODE, RR, SOA, SRV, A, DNSError, DN
 from sampan.client import Client, ClientConfig, SharedInformerFactory
 from sampan.client.api import ENDPOINTSLICES, SERVICES, AlreadyExistsError, ClientError
 from sampan.dns.records import DEFAULT_CLUSTER_DOMAIN, Answer, ClusterRecords, Record
+from sampan.dns.wire import encode_reply, parse_query
 
 __all__ = [
     "DEFAULT_CLUSTER_DNS",
@@ -485,6 +486,12 @@ class DNSServer:
         if cached is not None:
             self.queries_answered += 1
             return data[:2] + cached
+        packed = self._answer_fast(data, tcp=tcp)
+        if packed is not None:
+            if not packed:
+                return None
+            self._remember(key, packed)
+            return packed
         try:
             request = DNSRecord.parse(data)
         except DNSError:
@@ -500,12 +507,37 @@ class DNSServer:
             truncated.header.tc = 1
             truncated.header.rcode = reply.header.rcode
             packed = truncated.pack()
+        self._remember(key, packed)
+        return packed
+
+    def _answer_fast(self, data: bytes, *, tcp: bool) -> bytes | None:
+        """The reply through ``sampan.dns.wire``; b"" to forward; None to use dnslib."""
+        query = parse_query(data)
+        if query is None:
+            return None
+        records = self.records
+        answer = records.resolve(query.name, query.qtype)
+        if answer.forward:
+            return b""
+        try:
+            return encode_reply(
+                query,
+                answer,
+                domain=records.domain,
+                in_domain=records.in_domain(query.name),
+                serial=records.generation,
+                ttl_s=records.ttl_s,
+                udp=not tcp,
+            )
+        except ValueError:
+            return None
+
+    def _remember(self, key: bytes, packed: bytes) -> None:
+        self.queries_answered += 1
         if self.options.response_cache:
             if len(self._cache) >= RESPONSE_CACHE_ENTRIES:
                 self._cache.clear()
             self._cache[key] = packed[2:]
-        self.queries_answered += 1
-        return packed
 
     def spawn_forward(self, data: bytes, send: Any) -> None:
         """Forward ``data`` upstream in a task and ``send(reply)`` when it comes back."""
