@@ -177,3 +177,25 @@ def _send_raw(port: int, data: bytes) -> bytes:
         sock.settimeout(5)
         sock.sendto(data, ("127.0.0.1", port))
         return sock.recv(4096)
+
+
+async def test_start_fails_when_the_port_is_taken(api_server: ApiServerHarness) -> None:
+    import socket
+
+    config = await api_server.client_config_for("system:sampan-agent")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        server = DNSServer(
+            config,
+            DNSOptions(
+                listen_address="127.0.0.1",
+                listen_port=port,
+                upstreams=(),
+                create_interface=False,
+                ensure_service=False,
+            ),
+        )
+        with pytest.raises(OSError):
+            await server.start()
+    assert server._factory is None and server._client is None  # stopped what it had started

@@ -394,12 +394,11 @@ class DNSServer:
             on_delete=records.delete_slice,
         )
         self._factory.start()
-        if not await self._factory.wait_synced(SYNC_TIMEOUT_S):
-            await self.stop()
-            raise RuntimeError(f"dns: caches not synced within {SYNC_TIMEOUT_S:g} s")
         try:
+            if not await self._factory.wait_synced(SYNC_TIMEOUT_S):
+                raise RuntimeError(f"dns: caches not synced within {SYNC_TIMEOUT_S:g} s")
             await self._listen()
-        except OSError:
+        except BaseException:  # cancelled or failed: leave nothing running, then re-raise
             await self.stop()
             raise
         if self.options.ensure_service:
