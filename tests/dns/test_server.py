@@ -199,3 +199,35 @@ async def test_start_fails_when_the_port_is_taken(api_server: ApiServerHarness) 
         with pytest.raises(OSError):
             await server.start()
     assert server._factory is None and server._client is None  # stopped what it had started
+
+
+async def test_losing_the_udp_socket_is_reported(api_server: ApiServerHarness) -> None:
+    class Ctx:
+        reasons: list[str] = []
+
+        def fail(self, reason: str) -> None:
+            self.reasons.append(reason)
+
+    ctx = Ctx()
+    config = await api_server.client_config_for("system:sampan-agent")
+    server = DNSServer(
+        config,
+        DNSOptions(
+            listen_address="127.0.0.1",
+            listen_port=0,
+            upstreams=(),
+            create_interface=False,
+            ensure_service=False,
+        ),
+    )
+    await server.start(ctx)
+    try:
+        assert server._udp is not None
+        server._udp.close()
+        async with asyncio.timeout(WAIT_S):
+            while not ctx.reasons:
+                await asyncio.sleep(0.01)
+        assert "UDP socket" in ctx.reasons[0]
+    finally:
+        await server.stop()
+    assert len(ctx.reasons) == 1  # stop() itself is not a failure

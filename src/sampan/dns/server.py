@@ -340,6 +340,10 @@ class _UDPServer(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         log.debug("dns: UDP error: %s", exc)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.server.udp_lost(exc)
+
 
 class DNSServer:
     """The node-local cluster DNS server component (see the module docstring).
@@ -423,10 +427,20 @@ class DNSServer:
         self.port = transport.get_extra_info("sockname")[1]
         self._tcp = await asyncio.start_server(self._serve_tcp, address, self.port)
 
+    def udp_lost(self, exc: Exception | None) -> None:
+        """The UDP socket closed: expected in ``stop()``, fatal otherwise."""
+        if self._udp is None:
+            return
+        self._udp = None
+        reason = f"dns: UDP socket on {self.address}:{self.port} closed: {exc}"
+        log.error("%s", reason)
+        if self._ctx is not None:
+            self._ctx.fail(reason)
+
     async def stop(self) -> None:
         if self._udp is not None:
-            self._udp.close()
-            self._udp = None
+            udp, self._udp = self._udp, None
+            udp.close()
         if self._tcp is not None:
             self._tcp.close()
             await self._tcp.wait_closed()
