@@ -203,10 +203,13 @@ async def test_start_fails_when_the_port_is_taken(api_server: ApiServerHarness) 
 
 async def test_losing_the_udp_socket_is_reported(api_server: ApiServerHarness) -> None:
     class Ctx:
-        reasons: list[str] = []
+        def __init__(self) -> None:
+            self.reasons: list[str] = []
+            self.failed = asyncio.Event()
 
         def fail(self, reason: str) -> None:
             self.reasons.append(reason)
+            self.failed.set()
 
     ctx = Ctx()
     config = await api_server.client_config_for("system:sampan-agent")
@@ -225,8 +228,7 @@ async def test_losing_the_udp_socket_is_reported(api_server: ApiServerHarness) -
         assert server._udp is not None
         server._udp.close()
         async with asyncio.timeout(WAIT_S):
-            while not ctx.reasons:
-                await asyncio.sleep(0.01)
+            await ctx.failed.wait()
         assert "UDP socket" in ctx.reasons[0]
     finally:
         await server.stop()
