@@ -63,7 +63,8 @@ def qualified_resource(resource: str, group: str = "") -> str:
 class Cause:
     """One field cause of an Invalid error: reason is e.g. ``FieldValueInvalid``,
     ``FieldValueRequired``, ``FieldValueDuplicate``, ``FieldValueNotSupported``,
-    ``FieldValueForbidden``, ``FieldValueTooLong``; field is a path like ``spec.containers[0].name``.
+    ``FieldValueForbidden``, ``FieldValueTooLong``; field is a path like
+    ``spec.containers[0].name``.
     """
 
     reason: str
