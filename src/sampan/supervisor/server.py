@@ -1,8 +1,8 @@
 """``sampan server``: which components run, in which order, built from the configuration.
 
 Order (each waits on the readiness of the ones before it): datastore -> API server ->
-controllers -> scheduler -> addons (auto-deployed manifests) -> the embedded agent. Components after the API server talk to it
-only through the Kubernetes API, each with its own client certificate and kubeconfig under
+controllers -> scheduler -> addons (auto-deployed manifests) -> the embedded agent.
+Components after the API server talk to it only through the Kubernetes API, each with its own client certificate and kubeconfig under
 ``<data-dir>/server/cred/`` (as K3s keeps ``server/cred/*.kubeconfig``), exactly as a remote
 component would.
 
