@@ -2,9 +2,9 @@
 
 Order (each waits on the readiness of the ones before it): datastore -> API server ->
 controllers -> scheduler -> addons (auto-deployed manifests) -> the embedded agent.
-Components after the API server talk to it only through the Kubernetes API, each with its own client certificate and kubeconfig under
-``<data-dir>/server/cred/`` (as K3s keeps ``server/cred/*.kubeconfig``), exactly as a remote
-component would.
+Components after the API server talk to it only through the Kubernetes API, each with its
+own client certificate and kubeconfig under ``<data-dir>/server/cred/`` (as K3s keeps
+``server/cred/*.kubeconfig``), exactly as a remote component would.
 
 Everything a user can get wrong in the components' options (``kube-*-arg`` keys, scheduler
 configuration files) is checked here, before anything starts, so the error is one line.
