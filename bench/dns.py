@@ -11,7 +11,8 @@ separate process keeps ``--window`` UDP queries in flight and counts replies for
 * cluster names cycling over all Services (response cache warm: the usual case),
 * the same names with the response cache off (parse + resolve + pack every query),
 * unknown names in the cluster domain (NXDOMAIN, every query a cache miss),
-* names forwarded to an upstream (the trivial responder as the upstream).
+* names forwarded to an upstream (the trivial responder as the upstream), every name new,
+* external names asked again (answered from the forwarded-reply cache).
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ async def bench(duration_s: float, window: int, services: int) -> None:
         names = [f"svc-{i}.default.svc.cluster.local" for i in range(services)]
         unknown = [f"missing-{i}.default.svc.cluster.local" for i in range(200_000)]
         external = [f"host-{i}.example.com" for i in range(services)]
+        external_unique = [f"host-{i}.example.org" for i in range(200_000)]
 
         results: list[tuple[str, float]] = []
         results.append(
@@ -184,7 +186,8 @@ async def bench(duration_s: float, window: int, services: int) -> None:
             (f"cluster names, {services} services, cache warm", True, names),
             ("cluster names, response cache off", False, names),
             ("unknown cluster names (NXDOMAIN, cache misses)", True, unknown),
-            ("forwarded to upstream (trivial responder)", True, external),
+            ("forwarded to upstream (trivial responder)", True, external_unique),
+            (f"external names, {services} kept from upstream", True, external),
         ):
             server = DNSServer(
                 ClientConfig.from_kubeconfig(agent_path),

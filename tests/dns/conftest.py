@@ -71,10 +71,14 @@ def upstream_reply(data: bytes) -> bytes:
 
 
 class _UpstreamUDP(asyncio.DatagramProtocol):
+    def __init__(self, owner: Upstream) -> None:
+        self.owner = owner
+
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.owner.queries += 1
         self.transport.sendto(upstream_reply(data), addr)
 
 
@@ -90,7 +94,7 @@ class Upstream:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._udp, _ = await loop.create_datagram_endpoint(
-            _UpstreamUDP, local_addr=("127.0.0.1", 0)
+            lambda: _UpstreamUDP(self), local_addr=("127.0.0.1", 0)
         )
         self.port = self._udp.get_extra_info("sockname")[1]
         self._tcp = await asyncio.start_server(self._serve_tcp, "127.0.0.1", self.port)
@@ -98,6 +102,7 @@ class Upstream:
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             (length,) = struct.unpack("!H", await reader.readexactly(2))
+            self.queries += 1
             reply = upstream_reply(await reader.readexactly(length))
             writer.write(struct.pack("!H", len(reply)) + reply)
             await writer.drain()

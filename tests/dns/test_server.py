@@ -62,7 +62,9 @@ def values(reply: DNSRecord, qtype: str) -> list[str]:
     return sorted(str(rr.rdata) for rr in reply.rr if rr.rtype == getattr(QTYPE, qtype))
 
 
-async def test_cluster_names_udp_tcp_and_forwarding(dns: DNSServer, admin: Client) -> None:
+async def test_cluster_names_udp_tcp_and_forwarding(
+    dns: DNSServer, admin: Client, upstream: Upstream
+) -> None:
     await admin.create(
         SERVICES,
         {
@@ -120,6 +122,10 @@ async def test_cluster_names_udp_tcp_and_forwarding(dns: DNSServer, admin: Clien
     many = await asyncio.gather(*(query(dns, f"host-{i}.example.net") for i in range(20)))
     assert all(values(r, "A") == [UPSTREAM_ADDRESS] for r in many)
     assert [str(r.q.qname) for r in many] == [f"host-{i}.example.net." for i in range(20)]
+    before = upstream.queries
+    again = await query(dns, "host-3.example.net")  # kept for its TTL
+    assert values(again, "A") == [UPSTREAM_ADDRESS]
+    assert upstream.queries == before
     forwarded_tcp = await query(dns, "example.org", tcp=True)
     assert values(forwarded_tcp, "A") == [UPSTREAM_ADDRESS]
 

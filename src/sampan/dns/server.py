@@ -16,6 +16,9 @@ Invariants:
 * Packed cluster replies are cached by the request bytes after the ID and reused while
   ``ClusterRecords.generation`` is unchanged; the cache is bounded (``RESPONSE_CACHE_ENTRIES``)
   and dropped as a whole on any change or when full.
+* Forwarded replies (NOERROR/NXDOMAIN with records) are reused for their smallest TTL, at
+  most ``FORWARD_CACHE_MAX_TTL_S``, from a bounded cache (``FORWARD_CACHE_ENTRIES``); never
+  those for reverse names, which may become cluster addresses (those are answered locally).
 * UDP replies never exceed 512 bytes or the client's EDNS payload size: larger ones are sent
   empty with TC set, so the client retries over TCP.
 * ``start()`` creates the ``kube-dns`` Service in kube-system when it is missing (a named
@@ -70,6 +73,8 @@ SYNC_TIMEOUT_S = 60.0
 TCP_IDLE_TIMEOUT_S = 10.0
 SERVICE_RETRY_S = 5.0
 RESPONSE_CACHE_ENTRIES = 10_000
+FORWARD_CACHE_ENTRIES = 10_000
+FORWARD_CACHE_MAX_TTL_S = 30
 UDP_DEFAULT_PAYLOAD = 512
 UDP_MAX_PAYLOAD = 4096
 UPSTREAM_SOCKETS = 4
@@ -227,6 +232,22 @@ def _error_reply(data: bytes, rcode: int) -> bytes | None:
     return reply.pack()
 
 
+def _cacheable_ttl_s(reply: bytes) -> int:
+    """How long a forwarded reply may be reused: 0 unless a complete NOERROR/NXDOMAIN reply
+    with records, else the smallest TTL in it, at most ``FORWARD_CACHE_MAX_TTL_S`` (the TTLs
+    in a reused reply are not counted down, so the cap bounds how stale a client can get)."""
+    try:
+        parsed = DNSRecord.parse(reply)
+    except DNSError:
+        return 0
+    if parsed.header.tc or parsed.header.rcode not in (RCODE.NOERROR, RCODE.NXDOMAIN):
+        return 0
+    ttls = [rr.ttl for rr in (*parsed.rr, *parsed.auth)]
+    if not ttls:
+        return 0
+    return min(*ttls, FORWARD_CACHE_MAX_TTL_S)
+
+
 class _UpstreamSocket(asyncio.DatagramProtocol):
     """One connected UDP socket to an upstream, shared by many queries: each query is sent
     under a fresh random ID (its ``pending`` key) and its reply matched by that ID."""
@@ -375,6 +396,7 @@ class DNSServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._cache: dict[bytes, bytes] = {}
         self._cache_generation = -1
+        self._forward_cache: dict[bytes, tuple[float, bytes]] = {}
         self._ctx: _FailureSink | None = None
         self._upstreams = _UpstreamPool()
 
@@ -499,6 +521,10 @@ class DNSServer:
         if cached is not None:
             self.queries_answered += 1
             return data[:2] + cached
+        if key in self._forward_cache:
+            forwarded = self._forwarded_from_cache(key, data)
+            if forwarded is not None:
+                return forwarded
         packed = self._answer_fast(data, tcp=tcp)
         if packed is not None:
             if not packed:
@@ -565,8 +591,39 @@ class DNSServer:
 
         self._spawn(forward(), "dns-forward")
 
+    def _forwarded_from_cache(self, key: bytes, data: bytes) -> bytes | None:
+        entry = self._forward_cache.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= asyncio.get_running_loop().time():
+            del self._forward_cache[key]
+            return None
+        self.queries_answered += 1
+        return data[:2] + entry[1]
+
+    def _remember_forwarded(self, data: bytes, reply: bytes, *, tcp: bool) -> None:
+        if b"\x04arpa\x00" in data[12:].lower():
+            return  # reverse names may become cluster addresses: never kept
+        ttl_s = _cacheable_ttl_s(reply)
+        if ttl_s <= 0:
+            return
+        now = asyncio.get_running_loop().time()
+        if len(self._forward_cache) >= FORWARD_CACHE_ENTRIES:
+            self._forward_cache = {k: v for k, v in self._forward_cache.items() if v[0] > now}
+            if len(self._forward_cache) >= FORWARD_CACHE_ENTRIES:
+                self._forward_cache.clear()
+        key = (b"T" if tcp else b"U") + data[2:]
+        self._forward_cache[key] = (now + ttl_s, reply[2:])
+
     async def forward(self, data: bytes, *, tcp: bool) -> bytes:
-        """The upstream reply to ``data``; SERVFAIL when no upstream answers."""
+        """The upstream reply to ``data``; SERVFAIL when no upstream answers. Good replies are
+        kept for their smallest TTL, at most ``FORWARD_CACHE_MAX_TTL_S``."""
+        reply = await self._forward(data, tcp=tcp)
+        if self.options.response_cache and reply:
+            self._remember_forwarded(data, reply, tcp=tcp)
+        return reply
+
+    async def _forward(self, data: bytes, *, tcp: bool) -> bytes:
         self.queries_forwarded += 1
         timeout_s = self.options.forward_timeout_s
         for upstream in self.upstreams:
