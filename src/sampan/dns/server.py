@@ -6,9 +6,11 @@
 The proxy sends the kube-dns Service IP (``cluster_dns``, 10.43.0.10) there. Names outside the
 cluster domain, and reverse names that are not cluster addresses, are forwarded unchanged to the
 upstream resolvers (``nameserver`` lines of the host's /etc/resolv.conf by default), over UDP
-(retried over TCP when the reply is truncated) or over TCP for TCP clients; SERVFAIL when none
-answers. The server runs in the host's network namespace, so loopback upstreams such as
-127.0.0.53 work; an upstream equal to our own address is dropped (no forwarding loop).
+for UDP clients (a truncated reply is relayed, the client retries over TCP) and over TCP for TCP
+clients; SERVFAIL when none answers. The server runs in the host's network namespace, so
+loopback upstreams such as 127.0.0.53 work; an upstream equal to our own address or to the
+cluster DNS IP is dropped (no forwarding loop). Where the kernel has no dummy link driver the
+interface is an empty bridge (it only has to hold the address).
 
 Invariants:
 * Cluster answers are computed on the event loop without awaiting (they only read the cache),
@@ -630,13 +632,8 @@ class DNSServer:
             try:
                 if tcp:
                     return await _query_tcp(upstream, data, timeout_s)
-                reply = await self._upstreams.query(upstream, data, timeout_s)
-                if len(reply) > 2 and reply[2] & 0x02:  # TC: ask again over TCP
-                    try:
-                        return await _query_tcp(upstream, data, timeout_s)
-                    except (OSError, TimeoutError, asyncio.IncompleteReadError):
-                        return reply
-                return reply
+                # A truncated (TC) reply goes back as it is: the client retries over TCP.
+                return await self._upstreams.query(upstream, data, timeout_s)
             except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
                 log.debug("dns: upstream %s:%d failed: %s", upstream[0], upstream[1], exc)
         reply = _error_reply(data, RCODE.SERVFAIL)
