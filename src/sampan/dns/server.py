@@ -74,6 +74,7 @@ FORWARD_TIMEOUT_S = 2.0
 SYNC_TIMEOUT_S = 60.0
 TCP_IDLE_TIMEOUT_S = 10.0
 SERVICE_RETRY_S = 5.0
+SERVICE_RETRY_MAX_S = 300.0
 RESPONSE_CACHE_ENTRIES = 10_000
 FORWARD_CACHE_ENTRIES = 10_000
 FORWARD_CACHE_MAX_TTL_S = 30
@@ -493,18 +494,27 @@ class DNSServer:
             log.error("dns: task %s failed", task.get_name(), exc_info=task.exception())
 
     async def _ensure_service(self) -> None:
-        assert self._client is not None
+        assert self._client is not None and self._factory is not None
+        services = self._factory.informer(SERVICES)
         body = kube_dns_service(self.options.cluster_dns)
+        delay_s = SERVICE_RETRY_S
         while True:
+            if services.cache.get_by_name(KUBE_DNS_NAME, KUBE_DNS_NAMESPACE) is not None:
+                return  # exists (no write, no create permission needed)
             try:
                 await self._client.create(SERVICES, body, namespace=KUBE_DNS_NAMESPACE)
             except AlreadyExistsError:
                 return
             except ClientError as exc:
                 log.warning(
-                    "dns: cannot create %s/%s yet: %s", KUBE_DNS_NAMESPACE, KUBE_DNS_NAME, exc
+                    "dns: cannot create %s/%s yet (retry in %g s): %s",
+                    KUBE_DNS_NAMESPACE,
+                    KUBE_DNS_NAME,
+                    delay_s,
+                    exc,
                 )
-                await asyncio.sleep(SERVICE_RETRY_S)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, SERVICE_RETRY_MAX_S)
             else:
                 log.info("dns: created Service %s/%s", KUBE_DNS_NAMESPACE, KUBE_DNS_NAME)
                 return
