@@ -11,8 +11,9 @@ path (K3s: "a server is a control plane plus an agent that joins itself"):
    retry with backoff — never a crash;
 2. **network** — the CNI configuration from the node's podCIDR, and routes to the other
    nodes' pod subnets (vxlan or host-gw);
-3. **kubelet** — containerd, the Node, pods;
-4. **kubelet-server** — the kubelet API on 10250 (logs, exec, attach, port-forward).
+3. **dns** — the node-local cluster DNS server (169.254.20.10:53 on a ``sampan-dns`` link);
+4. **kubelet** — containerd, the Node, pods;
+5. **kubelet-server** — the kubelet API on 10250 (logs, exec, attach, port-forward).
 
 The node password is a random secret kept on the node (``/etc/sampan/node/password``, or
 ``<data-dir>/agent/node-password`` with a non-default data dir): the server remembers it per
@@ -341,6 +342,7 @@ def agent_components(
     """The agent's components in start order. Options are checked here, before anything
     starts (``ConfigError`` for a bad ``kubelet-arg``, label or taint)."""
     from sampan.client import ClientConfig
+    from sampan.dns import DNSOptions, DNSServer
     from sampan.kubelet import Kubelet, KubeletOptions, KubeletOptionsError
     from sampan.kubelet.runtime.containerd import ContainerdConfig
     from sampan.network.overlay import Overlay, OverlayError, OverlayOptions
@@ -401,6 +403,15 @@ def agent_components(
                 ),
             )
         )
+    dns = JoinedComponent(
+        "dns",
+        join,
+        lambda creds: DNSServer(
+            ClientConfig.from_kubeconfig(creds.kubeconfig("agent")),
+            DNSOptions(cluster_domain=config.cluster_domain, cluster_dns=config.cluster_dns),
+        ),
+    )
+    components.append(dns)
     kubelet = JoinedComponent(
         "kubelet",
         join,

@@ -8,8 +8,9 @@
    process left in the pod cgroups (``/kubepods`` in each hierarchy);
 3. unmounts everything under ``<data-dir>/agent`` (volumes, rootfs, netns files), deepest
    first, and removes the pod cgroups;
-4. deletes the network devices Sampan made (``cni0``, ``sampan.1``) and the iptables chains
-   (``KUBE-*``, ``CNI-*``, ``SAMPAN-*``) with one ``iptables-restore`` per table.
+4. deletes the network devices Sampan made (``cni0``, ``sampan.1``, ``sampan-dns``) and the
+   iptables chains (``KUBE-*``, ``CNI-*``, ``SAMPAN-*``) with one ``iptables-restore`` per
+   table.
 
 ``uninstall --yes`` runs ``killall`` and then removes the data dir and ``/etc/sampan``.
 
@@ -36,7 +37,7 @@ __all__ = ["killall", "uninstall"]
 log = logging.getLogger("sampan.killall")
 
 CGROUP_ROOT = "/kubepods"
-DEVICES = ("cni0", "sampan.1")
+DEVICES = ("cni0", "sampan.1", "sampan-dns")
 CHAIN_PREFIXES = ("KUBE-", "CNI-", "SAMPAN-")
 TERM_WAIT_S = 10.0
 _MNT_DETACH = 2
