@@ -1,0 +1,443 @@
+"""The Service proxy component (kube-proxy's iptables mode) and a minimal ServiceLB.
+
+``Proxy`` watches Services, EndpointSlices and Nodes and keeps the node's iptables in line
+with them (rule layout: ``sampan.proxy.rules``).
+
+Invariants:
+
+* one sync = one ``iptables-save`` (to learn existing chains and jumps) + one
+  ``iptables-restore --noflush`` with the full text for our chains; never a command per rule;
+* syncs run at most every ``min_sync_period_s`` (default 1 s) and at least every
+  ``sync_period_s`` (default 30 s, repairs drift); any watch event requests one;
+* all iptables/conntrack subprocesses run on one worker thread, never on the event loop; with
+  ``ProxyOptions.netns`` that thread enters the namespace first (tests) and its children
+  inherit it;
+* after a sync, UDP conntrack entries that would keep sending to a removed endpoint, or keep a
+  cached reject for a service that just got endpoints, are deleted (``conntrack -D``);
+* ServiceLB (unless ``service_lb=False``): LoadBalancer services without
+  ``spec.loadBalancerClass`` get ``status.loadBalancer.ingress`` = the InternalIPs of all nodes
+  (every node's proxy computes the same list, so they never fight); the proxy then serves
+  those addresses like external IPs;
+* ``stop()`` leaves the rules in place (traffic keeps flowing across a restart, as upstream);
+  ``cleanup_rules()`` removes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import re
+import subprocess
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from sampan.client import Client, ClientConfig, PatchType, SharedInformerFactory
+from sampan.client.api import ENDPOINTSLICES, NODES, SERVICES
+from sampan.proxy.rules import (
+    MASQ_BIT_DEFAULT,
+    RuleOptions,
+    ServicePort,
+    build_rules,
+    cleanup_text,
+    parse_save,
+    service_ports,
+)
+
+__all__ = [
+    "CLUSTER_DNS_DEFAULT",
+    "MIN_SYNC_PERIOD_DEFAULT_S",
+    "SYNC_PERIOD_DEFAULT_S",
+    "Proxy",
+    "ProxyOptions",
+    "cleanup_rules",
+    "parse_proxy_args",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MIN_SYNC_PERIOD_DEFAULT_S = 1.0
+SYNC_PERIOD_DEFAULT_S = 30.0
+CLUSTER_DNS_DEFAULT = "10.43.0.10"
+SUBPROCESS_TIMEOUT_S = 60.0
+_SERVICE_LABEL = "kubernetes.io/service-name"
+_CLONE_NEWNET = 0x40000000
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class _FailureSink(Protocol):
+    def fail(self, reason: str) -> None: ...
+
+
+def _parse_duration_s(value: str) -> float:
+    text = value.strip()
+    total = 0.0
+    pos = 0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_S[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"not a duration: {value!r}")
+    return total
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", ""):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True)
+class _Args:
+    min_sync_period_s: float = MIN_SYNC_PERIOD_DEFAULT_S
+    sync_period_s: float = SYNC_PERIOD_DEFAULT_S
+    masquerade_all: bool = False
+    masq_bit: int = MASQ_BIT_DEFAULT
+
+
+_ARG_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "iptables-min-sync-period": ("min_sync_period_s", _parse_duration_s),
+    "iptables-sync-period": ("sync_period_s", _parse_duration_s),
+    "masquerade-all": ("masquerade_all", _parse_bool),
+    "iptables-masquerade-bit": ("masq_bit", int),
+}
+
+
+def parse_proxy_args(args: Mapping[str, str]) -> _Args:
+    """The supported ``--kube-proxy-arg`` keys (without leading dashes); ValueError on an
+    unknown key or a bad value."""
+    values: dict[str, Any] = {}
+    for raw_key, raw_value in args.items():
+        key = raw_key.lstrip("-")
+        if key not in _ARG_PARSERS:
+            raise ValueError(
+                f"unsupported kube-proxy-arg {raw_key!r} (supported: {', '.join(_ARG_PARSERS)})"
+            )
+        attr, parse = _ARG_PARSERS[key]
+        values[attr] = parse(str(raw_value))
+    parsed = _Args(**values)
+    if parsed.min_sync_period_s < 0 or parsed.sync_period_s <= 0:
+        raise ValueError("sync periods must be positive")
+    if not 0 <= parsed.masq_bit <= 31:
+        raise ValueError("iptables-masquerade-bit must be in 0..31")
+    return parsed
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    node_name: str
+    node_ips: tuple[str, ...] = ()
+    cluster_cidr: str = "10.42.0.0/16"
+    service_cidr: str = "10.43.0.0/16"
+    args: Mapping[str, str] = field(default_factory=dict)
+    dns_redirect: tuple[str, int] | None = None
+    cluster_dns: str = CLUSTER_DNS_DEFAULT
+    service_lb: bool = True
+    netns: Path | None = None  # run iptables inside this network namespace (tests)
+
+
+def _enter_netns(path: Path) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
+
+
+def _save() -> str:
+    result = _run(["iptables-save", "-t", "nat"])
+    if result.returncode != 0:
+        raise RuntimeError(f"iptables-save -t nat: {result.stderr.strip()}")
+    text = result.stdout
+    result = _run(["iptables-save", "-t", "filter"])
+    if result.returncode != 0:
+        raise RuntimeError(f"iptables-save -t filter: {result.stderr.strip()}")
+    return text + result.stdout
+
+
+def _restore(text: str) -> None:
+    result = _run(["iptables-restore", "--noflush", "-w", "5"], stdin=text)
+    if result.returncode != 0:
+        raise RuntimeError(f"iptables-restore: {result.stderr.strip()}")
+
+
+def cleanup_rules() -> None:
+    """Remove every chain and jump the proxy writes (blocking; ``sampan killall``)."""
+    chains, rules = parse_save(_save())
+    text = cleanup_text(chains, rules)
+    if text:
+        _restore(text)
+
+
+def _conntrack_delete(args: list[str]) -> None:
+    result = _run(["conntrack", "-D", *args])
+    # exit 1 with "0 flow entries have been deleted" is the normal "nothing matched"
+    if result.returncode not in (0, 1):
+        log.warning("proxy: conntrack -D %s: %s", " ".join(args), result.stderr.strip())
+
+
+def _udp_state(ports: list[ServicePort]) -> dict[tuple[str, int, int], set[str]]:
+    """(cluster IP, port, node port) -> endpoint IPs in use, for UDP service ports."""
+    state: dict[tuple[str, int, int], set[str]] = {}
+    for sp in ports:
+        if sp.protocol != "UDP":
+            continue
+        ips = {ep.ip for ep in sp.endpoints if ep.ready or (ep.serving and ep.terminating)}
+        for cluster_ip in sp.cluster_ips:
+            state[(cluster_ip, sp.port, sp.node_port)] = ips
+    return state
+
+
+def _conntrack_work(
+    before: dict[tuple[str, int, int], set[str]], after: dict[tuple[str, int, int], set[str]]
+) -> list[list[str]]:
+    work: list[list[str]] = []
+    for (cluster_ip, port, node_port), old_ips in before.items():
+        new_ips = after.get((cluster_ip, port, node_port), set())
+        for ip in sorted(old_ips - new_ips):
+            work.append(["-p", "udp", "--orig-dst", cluster_ip, "--dst-nat", ip])
+            if node_port:
+                work.append(["-p", "udp", "--orig-port-dst", str(node_port), "--dst-nat", ip])
+    for key, new_ips in after.items():
+        cluster_ip, port, node_port = key
+        if new_ips and not before.get(key):
+            work.append(["-p", "udp", "--orig-dst", cluster_ip, "--orig-port-dst", str(port)])
+            if node_port:
+                work.append(["-p", "udp", "--orig-port-dst", str(node_port)])
+    return work
+
+
+class Proxy:
+    """Programs Services into iptables; see the module docstring."""
+
+    name = "proxy"
+
+    def __init__(self, client_config: ClientConfig, options: ProxyOptions) -> None:
+        self.options = options
+        self.args = parse_proxy_args(options.args)
+        self._client_config = client_config.with_user_agent("sampan-proxy")
+        self._client: Client | None = None
+        self._factory: SharedInformerFactory | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._ctx: _FailureSink | None = None
+        self._udp: dict[tuple[str, int, int], set[str]] = {}
+        self._lb_patched: dict[str, list[str]] = {}
+        self.sync_count = 0
+        self.last_sync_error: str | None = None
+        self._synced_once = asyncio.Event()
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, ctx: _FailureSink | None = None) -> None:
+        self._ctx = ctx
+        netns = self.options.netns
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="sampan-proxy",
+            initializer=_enter_netns if netns is not None else None,
+            initargs=(netns,) if netns is not None else (),
+        )
+        self._client = Client(self._client_config)
+        self._factory = SharedInformerFactory(self._client)
+        self._services = self._factory.informer(SERVICES)
+        self._slices = self._factory.informer(ENDPOINTSLICES)
+        self._nodes = self._factory.informer(NODES) if self.options.service_lb else None
+        for informer in self._factory.informers:
+            informer.add_event_handler(
+                on_add=lambda _o: self._wake.set(),
+                on_update=lambda _a, _b: self._wake.set(),
+                on_delete=lambda _o: self._wake.set(),
+            )
+        try:
+            self._factory.start()
+            await self._factory.wait_synced()
+            await self._sync()
+        except BaseException:
+            await self._shutdown()
+            raise
+        self._task = asyncio.create_task(self._loop(), name="proxy-sync")
+        self._task.add_done_callback(self._task_done)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self._factory is not None:
+            await self._factory.stop()
+            self._factory = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("proxy: sync loop died", exc_info=exc)
+            if self._ctx is not None:
+                self._ctx.fail(f"proxy sync loop died: {exc}")
+
+    async def _blocking(self, func: Callable[..., T], *args: Any) -> T:
+        assert self._executor is not None
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    # syncing -------------------------------------------------------------------------------
+
+    async def wait_sync(self, timeout_s: float | None = None) -> int:
+        """Request a sync and wait until one has finished after the request; returns the
+        sync count (tests)."""
+        target = self.sync_count + 1
+        self._wake.set()
+        async with asyncio.timeout(timeout_s):
+            while self.sync_count < target + (1 if self._syncing else 0):
+                await asyncio.sleep(0.02)
+        return self.sync_count
+
+    _syncing = False
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_start = loop.time()
+        while True:
+            try:
+                async with asyncio.timeout(self.args.sync_period_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            wait_s = last_start + self.args.min_sync_period_s - loop.time()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            last_start = loop.time()
+            try:
+                await self._sync()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_sync_error = str(exc)
+                log.exception("proxy: sync failed (retrying)")
+                self._wake.set()
+
+    def _service_ports(self) -> list[ServicePort]:
+        by_service: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for eps in self._slices.cache.list():
+            meta = eps.get("metadata") or {}
+            owner = (meta.get("labels") or {}).get(_SERVICE_LABEL)
+            if owner:
+                by_service.setdefault((meta.get("namespace", ""), owner), []).append(eps)
+        ports: list[ServicePort] = []
+        for service in self._services.cache.list():
+            meta = service.get("metadata") or {}
+            key = (meta.get("namespace", ""), meta.get("name", ""))
+            ports.extend(service_ports(service, by_service.get(key, [])))
+        return ports
+
+    async def _sync(self) -> None:
+        self._wake.clear()
+        self._syncing = True
+        try:
+            if self.options.service_lb:
+                await self._update_load_balancers()
+            ports = self._service_ports()
+            options = RuleOptions(
+                node_name=self.options.node_name,
+                cluster_cidr=self.options.cluster_cidr,
+                masquerade_all=self.args.masquerade_all,
+                masq_bit=self.args.masq_bit,
+                cluster_dns=self.options.cluster_dns,
+                dns_redirect=self.options.dns_redirect,
+            )
+            await self._blocking(self._apply, ports, options)
+            udp = _udp_state(ports)
+            work = _conntrack_work(self._udp, udp)
+            self._udp = udp
+            for args in work:
+                await self._blocking(_conntrack_delete, args)
+            self.last_sync_error = None
+        finally:
+            self._syncing = False
+            self.sync_count += 1
+
+    @staticmethod
+    def _apply(ports: list[ServicePort], options: RuleOptions) -> None:
+        chains, rules = parse_save(_save())
+        ruleset = build_rules(ports, options, chains, rules)
+        _restore(ruleset.text)
+
+    # ServiceLB -----------------------------------------------------------------------------
+
+    def _lb_ips(self) -> list[str]:
+        ips: set[str] = set()
+        if self._nodes is not None:
+            for node in self._nodes.cache.list():
+                for address in (node.get("status") or {}).get("addresses") or []:
+                    if address.get("type") == "InternalIP" and ":" not in address.get(
+                        "address", ":"
+                    ):
+                        ips.add(address["address"])
+        if not ips:
+            ips.update(ip for ip in self.options.node_ips if ":" not in ip)
+        return sorted(ips)
+
+    async def _update_load_balancers(self) -> None:
+        assert self._client is not None
+        ips = self._lb_ips()
+        for service in self._services.cache.list():
+            spec = service.get("spec") or {}
+            if spec.get("type") != "LoadBalancer" or spec.get("loadBalancerClass"):
+                continue
+            meta = service["metadata"]
+            current = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+            wanted = [{"ip": ip, "ipMode": "VIP"} for ip in ips]
+            if current == wanted:
+                continue
+            try:
+                await self._client.patch(
+                    SERVICES,
+                    meta["name"],
+                    {"status": {"loadBalancer": {"ingress": wanted}}},
+                    namespace=meta["namespace"],
+                    patch_type=PatchType.MERGE,
+                    subresource="status",
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("proxy: ServiceLB status of %s/%s", meta["namespace"], meta["name"])
