@@ -251,7 +251,8 @@ class Proxy:
         self._lb_patched: dict[str, list[str]] = {}
         self.sync_count = 0
         self.last_sync_error: str | None = None
-        self._synced_once = asyncio.Event()
+        self._sync_started = 0
+        self._sync_done = asyncio.Condition()
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -322,16 +323,13 @@ class Proxy:
     # syncing -------------------------------------------------------------------------------
 
     async def wait_sync(self, timeout_s: float | None = None) -> int:
-        """Request a sync and wait until one has finished after the request; returns the
-        sync count (tests)."""
-        target = self.sync_count + 1
+        """Request a sync and wait until one that started after the request has finished;
+        returns the number of finished syncs (tests)."""
+        target = self._sync_started + 1
         self._wake.set()
-        async with asyncio.timeout(timeout_s):
-            while self.sync_count < target + (1 if self._syncing else 0):
-                await asyncio.sleep(0.02)
+        async with asyncio.timeout(timeout_s), self._sync_done:
+            await self._sync_done.wait_for(lambda: self.sync_count >= target)
         return self.sync_count
-
-    _syncing = False
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -371,7 +369,7 @@ class Proxy:
 
     async def _sync(self) -> None:
         self._wake.clear()
-        self._syncing = True
+        self._sync_started += 1
         try:
             if self.options.service_lb:
                 await self._update_load_balancers()
@@ -392,8 +390,9 @@ class Proxy:
                 await self._blocking(_conntrack_delete, args)
             self.last_sync_error = None
         finally:
-            self._syncing = False
             self.sync_count += 1
+            async with self._sync_done:
+                self._sync_done.notify_all()
 
     @staticmethod
     def _apply(ports: list[ServicePort], options: RuleOptions) -> None:
