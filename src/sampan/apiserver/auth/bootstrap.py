@@ -13,7 +13,8 @@ Sampan's component identities (client certificates the server issues; document c
 * ``system:kube-scheduler``: ``system:kube-scheduler`` and ``system:volume-scheduler``;
 * ``system:kube-controller-manager``: ``system:kube-controller-manager`` (kept for tools
   that expect it; Sampan's controllers use ``system:sampan-controller``);
-* ``system:kube-proxy``: ``system:node-proxier``;
+* ``system:kube-proxy``: ``system:node-proxier`` and ``system:sampan-servicelb`` (patch
+  ``services/status``: the proxy's minimal ServiceLB writes LoadBalancer ingress IPs);
 * ``system:node:<node>`` in group ``system:nodes``: ``system:node`` (kubelets);
 * ``system:sampan-agent``: ``system:sampan-agent`` (agent network and DNS pieces);
 * service account ``kube-system/kube-dns``: ``system:kube-dns``.
@@ -454,6 +455,10 @@ def _system_roles() -> list[dict[str, Any]]:
             ],
         ),
         _cluster_role(
+            "system:sampan-servicelb",
+            [_rule(("get", "patch", "update"), (CORE,), ("services/status",))],
+        ),
+        _cluster_role(
             "system:node-bootstrapper",
             [
                 _rule(
@@ -576,6 +581,7 @@ def _bindings() -> list[dict[str, Any]]:
         ),
         _binding("system:node", [_subject("Group", "system:nodes")]),
         _binding("system:node-proxier", [_subject("User", "system:kube-proxy")]),
+        _binding("system:sampan-servicelb", [_subject("User", "system:kube-proxy")]),
         _binding("system:kube-dns", [_subject("ServiceAccount", "kube-dns", "kube-system")]),
         _binding("system:kube-scheduler", [_subject("User", "system:kube-scheduler")]),
         _binding("system:volume-scheduler", [_subject("User", "system:kube-scheduler")]),
