@@ -59,21 +59,21 @@ GOLDEN_NAT = """\
 :KUBE-SVC-{svc} - [0:0]
 :KUBE-SEP-{sep} - [0:0]
 :KUBE-SEP-OLDOLDOLDOLDOLDO - [0:0]
+-A KUBE-SERVICES -m comment --comment "default/web cluster IP" -m tcp -p tcp \
+-d 10.43.0.20/32 --dport 80 -j KUBE-SVC-{svc}
+-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be \
+the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
 -A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
 -A KUBE-POSTROUTING -j MARK --xor-mark 0x4000
 -A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" \
 -j MASQUERADE --random-fully
 -A KUBE-MARK-MASQ -j MARK --or-mark 0x4000
--A KUBE-SERVICES -m comment --comment "default/web cluster IP" -m tcp -p tcp \
--d 10.43.0.20/32 --dport 80 -j KUBE-SVC-{svc}
 -A KUBE-SVC-{svc} -m comment --comment "default/web cluster IP" -m tcp -p tcp \
 -d 10.43.0.20/32 --dport 80 ! -s 10.42.0.0/16 -j KUBE-MARK-MASQ
 -A KUBE-SVC-{svc} -m comment --comment "default/web -> 10.42.0.5:8080" -j KUBE-SEP-{sep}
 -A KUBE-SEP-{sep} -m comment --comment "default/web" -s 10.42.0.5/32 -j KUBE-MARK-MASQ
 -A KUBE-SEP-{sep} -m comment --comment "default/web" -m tcp -p tcp \
 -j DNAT --to-destination 10.42.0.5:8080
--A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be \
-the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
 -X KUBE-SEP-OLDOLDOLDOLDOLDO
 COMMIT
 """
@@ -246,3 +246,31 @@ def test_proxy_args() -> None:
         parse_proxy_args({"proxy-mode": "ipvs"})
     with pytest.raises(ValueError):
         parse_proxy_args({"iptables-sync-period": "soon"})
+
+
+def test_partial_sync_skips_unchanged_chains() -> None:
+    def ports(n: int) -> list[Any]:
+        result = []
+        for i in range(n):
+            service = svc(f"s{i}", {"clusterIP": f"10.43.0.{i + 1}", "ports": [{"port": 80}]})
+            result += service_ports(service, [eps(80, (f"10.42.0.{i + 1}", "n1", READY))])
+        return result
+
+    first = build_rules(ports(3), OPTS)
+    existing = {"nat": first.chains["nat"], "filter": first.chains["filter"]}
+    same = build_rules(ports(3), OPTS, existing, previous=first.contents)
+    assert same.skipped == 6 and "KUBE-SEP-" not in same.text
+    assert "-A KUBE-SERVICES" in same.text  # the fixed chains are always rewritten
+    # one service changes endpoint: only its chains are rewritten
+    changed = ports(3)
+    changed[1].endpoints = (
+        changed[1].endpoints[0].__class__("10.42.0.99", 80, "n1", True, True, False),
+    )
+    text = build_rules(changed, OPTS, existing, previous=first.contents).text
+    assert "10.42.0.99:80" in text and "10.42.0.1:80" not in text
+    sep = "KUBE-SEP-" + chain_hash("default/s1", "tcp", "10.42.0.2:80")
+    assert f"-X {sep}" in text
+    # a chain missing from the kernel is rewritten even when unchanged
+    gone = {"nat": existing["nat"] - {changed[0].svc_chain}, "filter": existing["filter"]}
+    text = build_rules(ports(3), OPTS, gone, previous=first.contents).text
+    assert f":{changed[0].svc_chain}" in text

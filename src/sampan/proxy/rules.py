@@ -256,6 +256,10 @@ class Ruleset:
 
     text: str
     chains: dict[str, set[str]] = field(default_factory=dict)
+    # per table, per per-service chain (KUBE-SVC-/SVL-/EXT-/SEP-): its rule lines; pass it
+    # back as ``previous`` to skip chains that did not change (partial sync)
+    contents: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    skipped: int = 0
 
 
 def _comment(text: str) -> str:
@@ -335,8 +339,14 @@ def build_rules(
     options: RuleOptions,
     existing_chains: Mapping[str, set[str]] | None = None,
     existing_rules: Mapping[str, set[str]] | None = None,
+    previous: Mapping[str, Mapping[str, tuple[str, ...]]] | None = None,
 ) -> Ruleset:
-    """The full restore text for ``ports`` (see the module docstring)."""
+    """The restore text for ``ports`` (see the module docstring).
+
+    With ``previous`` (the ``contents`` of the last ruleset that was applied), per-service
+    chains whose rules are unchanged and that still exist (``existing_chains``) are left out
+    of the text: ``--noflush`` leaves them as they are, which keeps a sync cheap when few
+    services change. The fixed chains are always rewritten."""
     existing_chains = existing_chains or {}
     existing_rules = existing_rules or {}
     mark = f"{1 << options.masq_bit:#x}/{1 << options.masq_bit:#x}"
@@ -503,22 +513,49 @@ def build_rules(
     )
 
     wanted = {"nat": _dedup(nat_chains), "filter": list(FIXED_CHAINS["filter"])}
+    previous = previous or {}
+    contents: dict[str, dict[str, tuple[str, ...]]] = {}
+    skipped = 0
     out: list[str] = []
     for table, rules in (("filter", filt), ("nat", nat)):
+        by_chain: dict[str, list[str]] = {chain: [] for chain in wanted[table]}
+        for line in rules:
+            by_chain[line.split(" ", 2)[1]].append(line)
+        table_contents = {
+            chain: tuple(lines)
+            for chain, lines in by_chain.items()
+            if chain.startswith(OWNED_PREFIXES)
+        }
+        contents[table] = table_contents
+        old = previous.get(table, {})
+        present = existing_chains.get(table, set())
+        keep = {
+            chain
+            for chain, lines in table_contents.items()
+            if chain in present and old.get(chain) == lines
+        }
+        skipped += len(keep)
         stale = sorted(
             chain
-            for chain in existing_chains.get(table, set())
+            for chain in present
             if chain.startswith(OWNED_PREFIXES) and chain not in wanted[table]
         )
         out.append(f"*{table}")
-        out.extend(f":{chain} - [0:0]" for chain in wanted[table])
+        out.extend(f":{chain} - [0:0]" for chain in wanted[table] if chain not in keep)
         out.extend(f":{chain} - [0:0]" for chain in stale)
         have = existing_rules.get(table, set())
         out.extend(line for line in jump_rules(table) if line not in have)
-        out.extend(rules)
+        for chain, lines in by_chain.items():
+            if chain not in keep:
+                out.extend(lines)
         out.extend(f"-X {chain}" for chain in stale)
         out.append("COMMIT")
-    return Ruleset("\n".join(out) + "\n", {k: set(v) for k, v in wanted.items()})
+    return Ruleset(
+        "\n".join(out) + "\n",
+        {k: set(v) for k, v in wanted.items()},
+        contents,
+        skipped,
+    )
 
 
 def _balance(nat: list[str], sp: ServicePort, chain: str, endpoints: Sequence[Endpoint]) -> None:

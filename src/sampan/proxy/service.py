@@ -5,8 +5,10 @@ with them (rule layout: ``sampan.proxy.rules``).
 
 Invariants:
 
-* one sync = one ``iptables-save`` (to learn existing chains and jumps) + one
-  ``iptables-restore --noflush`` with the full text for our chains; never a command per rule;
+* one sync = one ``iptables-save`` per table (to learn existing chains and jumps) + one
+  ``iptables-restore --noflush``; never a command per rule. A sync rewrites the fixed chains
+  and only those per-service chains that changed (or went missing) since the last applied
+  one; every ``sync_period_s`` and after a failure it rewrites everything;
 * syncs run at most every ``min_sync_period_s`` (default 1 s) and at least every
   ``sync_period_s`` (default 30 s, repairs drift); any watch event requests one;
 * all iptables/conntrack subprocesses run on one worker thread, never on the event loop; with
@@ -41,6 +43,7 @@ from sampan.client.api import ENDPOINTSLICES, NODES, SERVICES
 from sampan.proxy.rules import (
     MASQ_BIT_DEFAULT,
     RuleOptions,
+    Ruleset,
     ServicePort,
     build_rules,
     cleanup_text,
@@ -252,6 +255,8 @@ class Proxy:
         self.sync_count = 0
         self.last_sync_error: str | None = None
         self._sync_started = 0
+        self._contents: dict[str, dict[str, tuple[str, ...]]] | None = None
+        self._last_full_s = 0.0
         self._sync_done = asyncio.Condition()
 
     # lifecycle ---------------------------------------------------------------------------
@@ -382,7 +387,14 @@ class Proxy:
                 cluster_dns=self.options.cluster_dns,
                 dns_redirect=self.options.dns_redirect,
             )
-            await self._blocking(self._apply, ports, options)
+            now_s = asyncio.get_running_loop().time()
+            full = self._contents is None or now_s - self._last_full_s >= self.args.sync_period_s
+            previous = None if full else self._contents
+            self._contents = None  # if the restore fails, the next sync is a full one
+            ruleset = await self._blocking(self._apply, ports, options, previous)
+            self._contents = ruleset.contents
+            if full:
+                self._last_full_s = now_s
             udp = _udp_state(ports)
             work = _conntrack_work(self._udp, udp)
             self._udp = udp
@@ -395,10 +407,15 @@ class Proxy:
                 self._sync_done.notify_all()
 
     @staticmethod
-    def _apply(ports: list[ServicePort], options: RuleOptions) -> None:
+    def _apply(
+        ports: list[ServicePort],
+        options: RuleOptions,
+        previous: dict[str, dict[str, tuple[str, ...]]] | None,
+    ) -> Ruleset:
         chains, rules = parse_save(_save())
-        ruleset = build_rules(ports, options, chains, rules)
+        ruleset = build_rules(ports, options, chains, rules, previous)
         _restore(ruleset.text)
+        return ruleset
 
     # ServiceLB -----------------------------------------------------------------------------
 
