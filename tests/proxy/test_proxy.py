@@ -13,7 +13,7 @@ from sampan.proxy import Proxy, ProxyOptions
 from sampan.proxy.rules import chain_hash
 from sampan.proxy.service import cleanup_rules
 
-from .conftest import ApiServerHarness, Node
+from .conftest import ApiServerHarness, Node, sh
 
 SYNC_TIMEOUT_S = 10.0
 SVC_CHAIN = "KUBE-SVC-" + chain_hash("default/web:http", "tcp")
@@ -187,3 +187,43 @@ async def test_service_lb_and_dns_redirect(
     finally:
         await proxy.stop()
         await node.run(cleanup_rules)
+
+
+async def test_udp_conntrack_follows_endpoint_change(
+    api_server: ApiServerHarness, client: Client, node: Node
+) -> None:
+    """A UDP "connection" pinned by conntrack to a removed endpoint is flushed, so the next
+    datagram from the same source port reaches the new endpoint."""
+    await node.run(sh_in_ns, node, ("addr", "add", "10.42.0.6/24", "dev", "vb"))
+    service = web_service(type="ClusterIP")
+    service["spec"]["ports"] = [{"name": "dns", "port": 53, "protocol": "UDP"}]
+    await client.create(SERVICES, service)
+    endpoint_slice = web_slice(node.pod_ip)
+    endpoint_slice["ports"] = [{"name": "dns", "port": 5300, "protocol": "UDP"}]
+    await client.create(ENDPOINTSLICES, endpoint_slice)
+    first = await node.run(_udp_socket, (node.pod_ip, 5300))
+    second = await node.run(_udp_socket, ("10.42.0.6", 5300))
+    sender = await node.run(_udp_socket, (node.node_ip, 0))
+    options = ProxyOptions(node_name="n1", node_ips=(node.node_ip,), netns=node.path)
+    proxy = Proxy(await api_server.identity_config("system:kube-proxy"), options)
+    await proxy.start(None)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_sendto(sender, b"one", ("10.43.0.20", 53))
+        async with asyncio.timeout(5):
+            assert (await loop.sock_recvfrom(first, 100))[0] == b"one"
+        endpoint_slice["endpoints"][0]["addresses"] = ["10.42.0.6"]
+        await client.update(ENDPOINTSLICES, endpoint_slice)
+        await proxy.wait_sync(SYNC_TIMEOUT_S)
+        await loop.sock_sendto(sender, b"two", ("10.43.0.20", 53))
+        async with asyncio.timeout(5):
+            assert (await loop.sock_recvfrom(second, 100))[0] == b"two"
+    finally:
+        await proxy.stop()
+        for sock in (first, second, sender):
+            sock.close()
+        await node.run(cleanup_rules)
+
+
+def sh_in_ns(node: Node, argv: tuple[str, ...]) -> None:
+    sh("ip", "-n", node.netns, *argv)
