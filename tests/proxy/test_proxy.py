@@ -141,7 +141,10 @@ async def test_cluster_ip_and_node_port_traffic_and_cleanup(
     proxy = Proxy(config, options)
     await proxy.start(None)
     await proxy.stop()
-    assert node.save().count("-j KUBE-POSTROUTING") == 1
+    saved = node.save()
+    assert saved.count("-j KUBE-POSTROUTING") == 1
+    assert saved.count("-j KUBE-EXTERNAL-SERVICES") == 2  # INPUT and FORWARD
+    assert saved.count("-j KUBE-FORWARD") == 1
     await node.run(cleanup_rules)
     assert "KUBE-" not in node.save()
     assert "kubernetes service portals" not in node.save()
