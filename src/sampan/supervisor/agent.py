@@ -12,8 +12,10 @@ path (K3s: "a server is a control plane plus an agent that joins itself"):
 2. **network** — the CNI configuration from the node's podCIDR, and routes to the other
    nodes' pod subnets (vxlan or host-gw);
 3. **dns** — the node-local cluster DNS server (169.254.20.10:53 on a ``sampan-dns`` link);
-4. **kubelet** — containerd, the Node, pods;
-5. **kubelet-server** — the kubelet API on 10250 (logs, exec, attach, port-forward).
+4. **proxy** — Services as iptables rules (kube-proxy's iptables mode; the cluster DNS IP is
+   sent to the node-local DNS server);
+5. **kubelet** — containerd, the Node, pods;
+6. **kubelet-server** — the kubelet API on 10250 (logs, exec, attach, port-forward).
 
 The node password is a random secret kept on the node (``/etc/sampan/node/password``, or
 ``<data-dir>/agent/node-password`` with a non-default data dir): the server remembers it per
@@ -346,6 +348,7 @@ def agent_components(
     from sampan.kubelet import Kubelet, KubeletOptions, KubeletOptionsError
     from sampan.kubelet.runtime.containerd import ContainerdConfig
     from sampan.network.overlay import Overlay, OverlayError, OverlayOptions
+    from sampan.proxy import Proxy, ProxyOptions, parse_proxy_args
 
     name = node_name(config)
     node_ips = tuple(config.node_ip) or default_node_ips()
@@ -412,6 +415,27 @@ def agent_components(
         ),
     )
     components.append(dns)
+    try:
+        parse_proxy_args(config.component_args("kube-proxy-arg"))
+    except ValueError as exc:
+        raise ConfigError(f"kube-proxy-arg: {exc}") from None
+
+    def build_proxy(creds: NodeCredentials) -> Any:
+        server = dns.inner
+        return Proxy(
+            ClientConfig.from_kubeconfig(creds.kubeconfig("kube-proxy")),
+            ProxyOptions(
+                node_name=name,
+                node_ips=node_ips,
+                cluster_cidr=config.cluster_cidr,
+                service_cidr=config.service_cidr,
+                args=config.component_args("kube-proxy-arg"),
+                dns_redirect=(server.address, server.port) if server is not None else None,
+                cluster_dns=config.cluster_dns,
+            ),
+        )
+
+    components.append(JoinedComponent("proxy", join, build_proxy))
     kubelet = JoinedComponent(
         "kubelet",
         join,
