@@ -432,6 +432,7 @@ def agent_components(
                 args=config.component_args("kube-proxy-arg"),
                 dns_redirect=(server.address, server.port) if server is not None else None,
                 cluster_dns=config.cluster_dns,
+                service_lb="servicelb" not in config.disable,
             ),
         )
 
