@@ -151,6 +151,9 @@ class KubeletServer:
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._started_at = _now_rfc3339()
+        # Requests in flight (log follows, exec/attach/port-forward splices): stop() cancels
+        # them, since hijacked connections are invisible to aiohttp's graceful shutdown.
+        self._inflight: set[asyncio.Task[Any]] = set()
 
     @property
     def port(self) -> int:
@@ -162,6 +165,7 @@ class KubeletServer:
         del ctx
         ssl_context = await asyncio.to_thread(self.options.ssl_context)
         app = web.Application()
+        app.middlewares.append(self._track_middleware)
         app.middlewares.append(self._auth_middleware)
         r = app.router
         r.add_get("/healthz", self._healthz)
@@ -194,9 +198,24 @@ class KubeletServer:
         log.info("kubelet API listening on %s:%d", self.options.bind_address, self._port)
 
     async def stop(self) -> None:
+        for task in list(self._inflight):
+            task.cancel()
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=SHUTDOWN_TIMEOUT_S)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @web.middleware
+    async def _track_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            return await handler(request)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
 
     # --- authentication ----------------------------------------------------------------
 
