@@ -230,7 +230,6 @@ OPTIONS: tuple[Option, ...] = (
         "vxlan",
         "networking",
         "Backend: 'vxlan', 'host-gw' or 'none'",
-        commands=SERVER,
         choices=("vxlan", "host-gw", "none"),
     ),
     _o(
@@ -239,7 +238,6 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "networking",
         "RKE2-style alias of flannel-backend: 'vxlan', 'host-gw' or 'none'",
-        commands=SERVER,
         choices=("", "vxlan", "host-gw", "none"),
     ),
     _o("flannel-iface", "str", "", "networking", "Override default flannel interface"),
@@ -560,8 +558,7 @@ def load_config(
     """
     env = os.environ if env is None else env
     values: dict[str, Any] = {
-        o.attr: Secret(o.default) if o.type == "secret" else o.default
-        for o in options_for(command)
+        o.attr: Secret(o.default) if o.type == "secret" else o.default for o in options_for(command)
     }
 
     # Which config file: flag > env > default. A file named explicitly must exist.

@@ -28,6 +28,11 @@ HOST_IP = "10.250.77.1"
 NS_IP = "10.250.77.2"
 
 
+# Enter only the network namespace: `ip netns exec` would also remount /sys, hiding the
+# cgroup hierarchies the kubelet needs.
+IN_NETNS = ["nsenter", f"--net=/run/netns/{NETNS}", "--"]
+
+
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
@@ -51,19 +56,20 @@ def netns() -> Iterator[str]:
 
 
 class Agent:
-    def __init__(self, root: Path, name: str, server: str, token: str) -> None:
+    def __init__(
+        self, root: Path, name: str, server: str, token: str, extra_config: str = ""
+    ) -> None:
         self.root = root
         self.data = root / "d"
         self.log = root / "agent.log"
         self.config = root / "config.yaml"
-        self.config.write_text(f"kubelet-arg:\n- cgroup-root=/sampan-e2e-{root.name}\n")
+        self.config.write_text(
+            f"kubelet-arg:\n- cgroup-root=/sampan-e2e-{root.name}\n" + extra_config
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("SAMPAN_")}
         self.proc = subprocess.Popen(
             [
-                "ip",
-                "netns",
-                "exec",
-                NETNS,
+                *IN_NETNS,
                 sys.executable,
                 "-m",
                 "sampan.cli.main",
@@ -106,10 +112,7 @@ class Agent:
                 self.proc.kill()
         subprocess.run(
             [
-                "ip",
-                "netns",
-                "exec",
-                NETNS,
+                *IN_NETNS,
                 sys.executable,
                 "-m",
                 "sampan.cli.main",
