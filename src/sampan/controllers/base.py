@@ -21,6 +21,7 @@ when the term ends, never by a controller.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import re
@@ -408,7 +409,7 @@ class Controller(Protocol):
         ...
 
 
-class QueueController:
+class QueueController(abc.ABC):
     """Optional helper base for a controller with one work queue of string keys.
 
     Subclasses set ``name``, call ``super().__init__(ctx)``, register informers with
@@ -438,8 +439,9 @@ class QueueController:
         self._watched.append(informer)
         return informer
 
+    @abc.abstractmethod
     async def reconcile(self, key: str) -> None:
-        raise NotImplementedError
+        """Bring the object named ``key`` to its desired state (level-triggered)."""
 
     async def run(self, workers: int) -> None:
         try:
@@ -455,7 +457,7 @@ class QueueController:
             self._synced = False
             self.queue.shutdown()
 
-    async def on_synced(self) -> None:
+    async def on_synced(self) -> None:  # noqa: B027 (an optional hook, empty by default)
         """Hook run once after the informers synced, before the loops start."""
 
     def healthy(self) -> bool:

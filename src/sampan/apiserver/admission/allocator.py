@@ -23,6 +23,7 @@ item someone else holds raises ``AlreadyAllocated``; dry runs never write.
 
 from __future__ import annotations
 
+import abc
 import ipaddress
 import json
 import logging
@@ -98,7 +99,7 @@ def _band(size: int, floor: int, step: int, cap: int) -> int:
     return min(max(floor, size // step), cap)
 
 
-class RangeAllocator:
+class RangeAllocator(abc.ABC):
     """Claims items of an integer range ``[first, last]`` as datastore keys (see the module
     docstring). ``render``/``parse`` turn an item into the key suffix / user-facing text."""
 
@@ -254,8 +255,9 @@ class RangeAllocator:
                 return out
             start_after = result.items[-1].key
 
+    @abc.abstractmethod
     def _parse_key(self, key: str) -> int | None:
-        raise NotImplementedError
+        """The number a datastore claim key stands for, or None for a foreign key."""
 
     # --- repair -----------------------------------------------------------------------------
 
@@ -298,8 +300,9 @@ class RangeAllocator:
         self._known.difference_update(self._parse_text(t) for t in released)
         return RepairResult(tuple(claimed), tuple(released), tuple(duplicates))
 
+    @abc.abstractmethod
     def _parse_text(self, text: str) -> int:
-        raise NotImplementedError
+        """The number a user wrote (an IP address or a port)."""
 
 
 class IPRangeAllocator(RangeAllocator):
