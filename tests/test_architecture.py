@@ -15,6 +15,9 @@ def test_import_layers_hold() -> None:
     lint = Path(sys.executable).with_name("lint-imports")
     out = subprocess.run(
         [str(lint), "--config", str(ROOT / ".importlinter")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]

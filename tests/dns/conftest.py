@@ -7,59 +7,15 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from dnslib import QTYPE, RR, A, DNSRecord
 
-from sampan.apiserver import APIServer, APIServerOptions
 from sampan.client import Client, ClientConfig
-from sampan.datastore import open_backend
-from sampan.pki import ensure_client_kubeconfig
+from tests.support.apiserver import ApiServerHarness, api_server  # noqa: F401
 
 UPSTREAM_ADDRESS = "192.0.2.1"
-
-
-class ApiServerHarness:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.kubeconfig = data_dir / "admin.kubeconfig"
-        self.server: APIServer | None = None
-        self.backend: Any = None
-
-    async def start(self) -> None:
-        self.backend = open_backend("", self.data_dir)
-        await self.backend.start()
-        options = APIServerOptions(
-            tls_dir=self.data_dir / "server" / "tls",
-            hostname="localhost",
-            node_ips=("127.0.0.1",),
-            bind_address="127.0.0.1",
-            port=0,
-            kubeconfig_path=self.kubeconfig,
-        )
-        self.server = APIServer(options, self.backend)
-        await self.server.start()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.stop()
-        if self.backend is not None:
-            await self.backend.close()
-
-    async def client_config_for(self, user: str) -> ClientConfig:
-        assert self.server is not None
-        path = self.data_dir / f"{user.replace(':', '-')}.kubeconfig"
-        await asyncio.to_thread(
-            ensure_client_kubeconfig,
-            self.server.pki,
-            name=user.replace(":", "-"),
-            common_name=user,
-            path=path,
-            server_url=self.server.url,
-        )
-        return ClientConfig.from_kubeconfig(path)
 
 
 def upstream_reply(data: bytes) -> bytes:
@@ -117,17 +73,7 @@ class Upstream:
 
 
 @pytest.fixture
-async def api_server(tmp_path: Path) -> AsyncIterator[ApiServerHarness]:
-    harness = ApiServerHarness(tmp_path)
-    await harness.start()
-    try:
-        yield harness
-    finally:
-        await harness.stop()
-
-
-@pytest.fixture
-async def admin(api_server: ApiServerHarness) -> AsyncIterator[Client]:
+async def admin(api_server: ApiServerHarness) -> AsyncIterator[Client]:  # noqa: F811
     client = Client(ClientConfig.from_kubeconfig(api_server.kubeconfig))
     try:
         yield client

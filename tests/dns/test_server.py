@@ -20,7 +20,7 @@ WAIT_S = 20.0
 
 @pytest.fixture
 async def dns(api_server: ApiServerHarness, upstream: Upstream) -> AsyncIterator[DNSServer]:
-    config = await api_server.client_config_for("system:sampan-agent")
+    config = await api_server.identity_config("system:sampan-agent")
     server = DNSServer(
         config,
         DNSOptions(
@@ -155,7 +155,7 @@ async def test_kube_dns_service_created(dns: DNSServer, admin: Client) -> None:
 
 
 async def test_no_upstream_answers_servfail(api_server: ApiServerHarness) -> None:
-    config = await api_server.client_config_for("system:sampan-agent")
+    config = await api_server.identity_config("system:sampan-agent")
     server = DNSServer(
         config,
         DNSOptions(
@@ -188,7 +188,7 @@ def _send_raw(port: int, data: bytes) -> bytes:
 async def test_start_fails_when_the_port_is_taken(api_server: ApiServerHarness) -> None:
     import socket
 
-    config = await api_server.client_config_for("system:sampan-agent")
+    config = await api_server.identity_config("system:sampan-agent")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
@@ -218,7 +218,7 @@ async def test_losing_the_udp_socket_is_reported(api_server: ApiServerHarness) -
             self.failed.set()
 
     ctx = Ctx()
-    config = await api_server.client_config_for("system:sampan-agent")
+    config = await api_server.identity_config("system:sampan-agent")
     server = DNSServer(
         config,
         DNSOptions(

@@ -9,7 +9,7 @@ import ctypes
 import itertools
 import os
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from sampan.apiserver import APIServer, APIServerOptions
-from sampan.client import Client, ClientConfig
-from sampan.datastore import open_backend
-from sampan.pki import ensure_client_kubeconfig
+from tests.support.apiserver import ApiServerHarness, api_server, client  # noqa: F401
 
 T = TypeVar("T")
 NETNS_DIR = Path("/run/netns")
@@ -43,63 +40,6 @@ def _enter_netns(path: Path) -> None:
             raise OSError(err, os.strerror(err))
     finally:
         os.close(fd)
-
-
-class ApiServerHarness:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.kubeconfig = data_dir / "admin.kubeconfig"
-        self.server: APIServer | None = None
-        self.backend: Any = None
-
-    async def start(self) -> None:
-        self.backend = open_backend("", self.data_dir)
-        await self.backend.start()
-        options = APIServerOptions(
-            tls_dir=self.data_dir / "server" / "tls",
-            hostname="localhost",
-            node_ips=("127.0.0.1",),
-            bind_address="127.0.0.1",
-            port=0,
-            kubeconfig_path=self.kubeconfig,
-        )
-        self.server = APIServer(options, self.backend)
-        await self.server.start()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.stop()
-        if self.backend is not None:
-            await self.backend.close()
-
-    async def identity_config(self, user: str) -> ClientConfig:
-        assert self.server is not None
-        path = self.data_dir / f"{user.replace(':', '-')}.kubeconfig"
-        await asyncio.to_thread(
-            ensure_client_kubeconfig,
-            self.server.pki,
-            name=user.replace(":", "-"),
-            common_name=user,
-            path=path,
-            server_url=self.server.url,
-        )
-        return ClientConfig.from_kubeconfig(path)
-
-
-@pytest.fixture
-async def api_server(tmp_path: Path) -> AsyncIterator[ApiServerHarness]:
-    harness = ApiServerHarness(tmp_path)
-    await harness.start()
-    try:
-        yield harness
-    finally:
-        await harness.stop()
-
-
-@pytest.fixture
-async def client(api_server: ApiServerHarness) -> AsyncIterator[Client]:
-    async with Client(ClientConfig.from_kubeconfig(api_server.kubeconfig)) as c:
-        yield c
 
 
 @dataclass
