@@ -21,8 +21,7 @@ Invariants: nothing is buffered beyond one chunk; a splice ends, and both connec
 when either side closes; the kubelet's refusals reach the caller as ``Status`` errors with the
 kubelet's code and message.
 
-The connection takeover below duplicates ``sampan.kubelet.server.upgrade`` on purpose:
-components may not import each other (see ``.importlinter``).
+Connection takeover and splicing come from ``sampan.httpstream``, shared with the kubelet.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from aiohttp import web
 
+from sampan import httpstream
 from sampan.apiserver.auth import Attributes, forbidden_message
 from sampan.apiserver.errors import BadRequest, Forbidden, ServiceUnavailable, StatusError
 from sampan.pki import ensure_client_certificate
@@ -61,9 +61,6 @@ KUBELET_CLIENT_USER = "system:kube-apiserver"
 KUBELET_CLIENT_NAME = "kube-apiserver-kubelet-client"
 """Its file stem under the TLS dir (client-<name>.crt/.key)."""
 CONNECT_TIMEOUT_S = 10.0
-SPLICE_CHUNK_BYTES = 64 * 1024
-STREAM_BUFFER_LIMIT_BYTES = 256 * 1024
-MAX_HEAD_BYTES = 64 * 1024
 MAX_ERROR_BODY_BYTES = 64 * 1024
 MAX_PROXY_BODY_BYTES = 3 * 1024 * 1024
 ADDRESS_PREFERENCE = ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS")
@@ -368,12 +365,12 @@ class PodProxy:
                 reason=_reason(upstream.status),
             )
         try:
-            client_reader, client_writer, done = _hijack(request)
+            client_reader, client_writer, done = await httpstream.hijack(request)
         except BaseException:
-            await _close(upstream.writer)
+            await httpstream.close_writer(upstream.writer)
             raise
         client_writer.write(upstream.head)
-        await _splice((client_reader, client_writer), (upstream.reader, upstream.writer))
+        await httpstream.splice((client_reader, client_writer), (upstream.reader, upstream.writer))
         return done
 
 
@@ -389,26 +386,7 @@ def _reason(code: int) -> str:
     }.get(code, "InternalError" if code >= 500 else "BadRequest")
 
 
-# --- connection takeover and splicing (see the module docstring) ---------------------------
-
-
-@dataclass
-class _Upstream:
-    status: int
-    head: bytes
-    content_length: int | None
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-
-    async def read_body(self) -> bytes:
-        try:
-            if self.content_length is not None:
-                return await self.reader.readexactly(min(self.content_length, MAX_ERROR_BODY_BYTES))
-            return await self.reader.read(MAX_ERROR_BODY_BYTES)
-        except (OSError, asyncio.IncompleteReadError):
-            return b""
-        finally:
-            await _close(self.writer)
+# --- the kubelet side of an upgrade ----------------------------------------------------------
 
 
 async def _open_upgrade(
@@ -417,126 +395,20 @@ async def _open_upgrade(
     path: str,
     headers: list[tuple[str, str]],
     ssl_context: ssl.SSLContext,
-) -> _Upstream:
+) -> httpstream.UpgradeResponse:
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            reader, writer = await asyncio.open_connection(
-                target.host,
-                target.port,
-                ssl=ssl_context,
-                server_hostname=target.host,
-                limit=STREAM_BUFFER_LIMIT_BYTES,
-            )
-            try:
-                host = f"[{target.host}]" if ":" in target.host else target.host
-                lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{target.port}"]
-                lines += [f"{k}: {v}" for k, v in headers]
-                if method in ("POST", "PUT"):
-                    lines.append("Content-Length: 0")
-                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-                await writer.drain()
-                head = await reader.readuntil(b"\r\n\r\n")
-            except BaseException:
-                await _close(writer)
-                raise
-    except TimeoutError as exc:
-        raise OSError(f"timed out connecting to {target.host}:{target.port}") from exc
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-        raise OSError(f"{target.host}:{target.port} sent no HTTP answer") from exc
-    except ssl.SSLError as exc:
-        raise OSError(f"TLS with {target.host}:{target.port}: {exc}") from exc
-    lines = head[:MAX_HEAD_BYTES].decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[1].isdigit():
-        await _close(writer)
-        raise OSError(f"{target.host}:{target.port} answered {lines[0]!r}")
-    length = None
-    for line in lines[1:]:
-        key, _, value = line.partition(":")
-        if key.strip().lower() == "content-length" and value.strip().isdigit():
-            length = int(value.strip())
-    return _Upstream(int(parts[1]), head, length, reader, writer)
-
-
-class _HijackedResponse(web.StreamResponse):
-    """Returned once a hijacked connection is done: aiohttp must not write to it again."""
-
-    def __init__(self) -> None:
-        super().__init__(status=101)
-
-    @property
-    def prepared(self) -> bool:
-        return True
-
-    async def prepare(self, request: web.BaseRequest) -> None:  # type: ignore[override]
-        return None
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        return None
-
-
-def _hijack(
-    request: web.Request,
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, web.StreamResponse]:
-    transport = request.transport
-    if transport is None or transport.is_closing():
-        raise ConnectionResetError("the client connection is closed")
-    loop = asyncio.get_running_loop()
-    aiohttp_protocol = request.protocol
-    reader = asyncio.StreamReader(limit=STREAM_BUFFER_LIMIT_BYTES, loop=loop)
-
-    class _Protocol(asyncio.StreamReaderProtocol):
-        def connection_lost(self, exc: Exception | None) -> None:
-            super().connection_lost(exc)
-            aiohttp_protocol.connection_lost(exc)
-
-    protocol = _Protocol(reader, loop=loop)
-    transport.set_protocol(protocol)
-    protocol.connection_made(transport)
-    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-    return reader, writer, _HijackedResponse()
-
-
-async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    try:
-        while chunk := await src.read(SPLICE_CHUNK_BYTES):
-            dst.write(chunk)
-            await dst.drain()
-    except (OSError, ConnectionError):
-        pass
-    finally:
-        if dst.can_write_eof():
-            with contextlib.suppress(OSError, RuntimeError):
-                dst.write_eof()
-        else:
-            dst.close()
-
-
-async def _splice(
-    client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-    kubelet: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-) -> None:
-    up = asyncio.create_task(_pump(client[0], kubelet[1]), name="podproxy-client-to-kubelet")
-    down = asyncio.create_task(_pump(kubelet[0], client[1]), name="podproxy-kubelet-to-client")
-    try:
-        await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
-        if not down.done():
-            await down
-    finally:
-        for task in (up, down):
-            task.cancel()
-        for task in (up, down):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await _close(client[1])
-        await _close(kubelet[1])
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(OSError, ConnectionError, ssl.SSLError, TimeoutError):
-        async with asyncio.timeout(1.0):
-            await writer.wait_closed()
+        return await httpstream.open_upgrade(
+            host=target.host,
+            port=target.port,
+            method=method,
+            target=path,
+            headers=headers,
+            ssl_context=ssl_context,
+            server_hostname=target.host,
+            timeout_s=CONNECT_TIMEOUT_S,
+        )
+    except httpstream.UpstreamError as exc:
+        raise OSError(str(exc)) from exc
 
 
 async def build_pod_proxy(

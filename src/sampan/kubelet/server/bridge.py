@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from sampan.httpstream import SPLICE_CHUNK_BYTES, UpgradeResponse, open_upgrade
 from sampan.kubelet.server import spdy
-from sampan.kubelet.server.upgrade import SPLICE_CHUNK_BYTES, UpgradeResponse, open_upgrade
 
 __all__ = [
     "CHANNEL_CLOSE",

@@ -12,7 +12,7 @@ Endpoints (the paths upstream's kubelet serves, and that the API server calls)::
 
 Exec, attach and port-forward ask the runtime (CRI ``Exec``/``Attach``/``PortForward``) for a
 streaming URL on containerd's stream server and proxy the caller's upgrade to it byte for
-byte (``upgrade.proxy_upgrade``): containerd speaks SPDY/3.1 and WebSocket
+byte (``sampan.httpstream.proxy_upgrade``): containerd speaks SPDY/3.1 and WebSocket
 ``v4.channel.k8s.io`` itself. A WebSocket client asking only for a protocol the runtime lacks
 (kubectl's ``v5.channel.k8s.io``) gets the runtime's non-101 answer, which kubectl treats as
 an upgrade failure and retries over SPDY — the fallback it keeps for older servers.
@@ -43,8 +43,9 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from cryptography import x509
 
+from sampan import httpstream as upgrade
 from sampan.kubelet.runtime import cri, pb
-from sampan.kubelet.server import bridge, logs, upgrade
+from sampan.kubelet.server import bridge, logs
 from sampan.kubelet.server.lookup import CRIPodLookup, NotFoundError, PodLookup
 
 __all__ = [

@@ -1,12 +1,13 @@
 """Byte-level proxying of HTTP upgrades (SPDY/3.1, WebSocket) from an aiohttp request.
 
-The kubelet does not speak the streaming protocols for exec, attach and port-forward: the
-container runtime's stream server (containerd's CRI streaming, plain HTTP on loopback) does.
-Like upstream's upgrade-aware proxy, ``proxy_upgrade`` sends the caller's upgrade request to
-the runtime's URL, relays the answer, and on ``101 Switching Protocols`` takes the caller's
-connection away from aiohttp and splices the two sockets byte for byte until either side
-closes. Nothing is buffered beyond one read (``SPLICE_CHUNK_BYTES``) and writes wait for the
-peer to drain, so a slow reader slows the writer instead of growing memory.
+Shared by the API server (pods/exec, attach, portforward to the kubelet) and the kubelet's API
+(on to the container runtime's stream server, containerd's CRI streaming on loopback): both
+are upgrade-aware proxies, so the code lives below the components. As upstream's proxy does,
+``proxy_upgrade`` sends the caller's upgrade request to the upstream URL, relays the answer,
+and on ``101 Switching Protocols`` takes the caller's connection away from aiohttp and splices
+the two sockets byte for byte until either side closes. Nothing is buffered beyond one read
+(``SPLICE_CHUNK_BYTES``) and writes wait for the peer to drain, so a slow reader slows the
+writer instead of growing memory.
 
 Invariants:
 
@@ -36,6 +37,7 @@ __all__ = [
     "SPLICE_CHUNK_BYTES",
     "UpgradeResponse",
     "UpstreamError",
+    "close_writer",
     "hijack",
     "is_upgrade_request",
     "open_upgrade",
@@ -43,7 +45,7 @@ __all__ = [
     "splice",
 ]
 
-log = logging.getLogger("sampan.kubelet.server.upgrade")
+log = logging.getLogger("sampan.httpstream")
 
 SPLICE_CHUNK_BYTES = 64 * 1024
 MAX_ERROR_BODY_BYTES = 64 * 1024
@@ -104,7 +106,7 @@ class UpgradeResponse:
         except (OSError, asyncio.IncompleteReadError):
             body = b""
         finally:
-            await _close(self.writer)
+            await close_writer(self.writer)
         return body
 
 
@@ -143,19 +145,19 @@ async def open_upgrade(
                 await writer.drain()
                 head = await reader.readuntil(b"\r\n\r\n")
             except BaseException:
-                await _close(writer)
+                await close_writer(writer)
                 raise
     except (OSError, TimeoutError, ssl.SSLError) as exc:
         raise UpstreamError(f"cannot reach {host}:{port}: {exc}") from exc
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
         raise UpstreamError(f"{host}:{port} closed or sent no HTTP answer") from exc
     if len(head) > MAX_HEAD_BYTES:
-        await _close(writer)
+        await close_writer(writer)
         raise UpstreamError(f"{host}:{port} sent an oversized answer head")
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        await _close(writer)
+        await close_writer(writer)
         raise UpstreamError(f"{host}:{port} answered {lines[0]!r}")
     parsed: list[tuple[str, str]] = []
     for line in lines[1:]:
@@ -255,11 +257,12 @@ async def splice(
         for task in (up, down):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await _close(a[1])
-        await _close(b[1])
+        await close_writer(a[1])
+        await close_writer(b[1])
 
 
-async def _close(writer: asyncio.StreamWriter) -> None:
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close a stream writer, waiting briefly for the close; errors while closing are moot."""
     writer.close()
     with contextlib.suppress(OSError, ConnectionError, ssl.SSLError):
         async with asyncio.timeout(1.0):
@@ -306,7 +309,7 @@ async def proxy_upgrade(
     try:
         client_reader, client_writer, done = await hijack(request)
     except BaseException:
-        await _close(upstream.writer)
+        await close_writer(upstream.writer)
         raise
     client_writer.write(upstream.head)
     await splice((client_reader, client_writer), (upstream.reader, upstream.writer))
