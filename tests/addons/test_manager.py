@@ -76,8 +76,14 @@ async def test_a_changed_file_is_applied_again(
         return cm["data"]["level"] == "2"
 
     await eventually(level_two)
-    addon = await client.get(ADDONS, "app", namespace=ADDON_NAMESPACE)
-    assert addon["spec"]["checksum"] == hashlib.sha256(changed.encode()).hexdigest()
+
+    # The checksum is recorded only after every object of the file was applied (so a crash in
+    # between applies the file again): it follows the ConfigMap, it does not come with it.
+    async def checksum_recorded() -> bool:
+        addon = await client.get(ADDONS, "app", namespace=ADDON_NAMESPACE)
+        return addon["spec"].get("checksum") == hashlib.sha256(changed.encode()).hexdigest()
+
+    await eventually(checksum_recorded)
     # Deleting the file deletes nothing in the cluster.
     (manifests / "app.yaml").unlink()
     await manager.sync()
