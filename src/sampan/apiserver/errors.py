@@ -50,6 +50,7 @@ __all__ = [
     "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
+    "go_json",
     "qualified_resource",
 ]
 
@@ -118,22 +119,49 @@ class StatusError(Exception):
         return details or None
 
     def to_status(self) -> dict[str, Any]:
+        """The Status in meta/v1's field order (kind, apiVersion, metadata, status, message,
+        reason, details, code), empty fields left out as Go's ``omitempty`` does."""
         status: dict[str, Any] = {
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
             "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
         }
+        if self.message:
+            status["message"] = self.message
+        if self.reason:
+            status["reason"] = self.reason
         details = self.details()
         if details is not None:
             status["details"] = details
+        if self.code:
+            status["code"] = self.code
         return status
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_status(), separators=(",", ":")).encode()
+        """The Status as kube-apiserver's encoder writes it (without the trailing newline)."""
+        return go_json(self.to_status())
+
+
+_GO_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+_GO_ESCAPE_TABLE = str.maketrans(_GO_ESCAPES)
+
+
+def go_json(obj: Any) -> bytes:
+    """Compact JSON byte for byte as Go's encoding/json writes it: UTF-8 kept, but ``<``,
+    ``>``, ``&``, U+2028 and U+2029 escaped (they can only occur inside strings, so the
+    translation never touches structure)."""
+    return (
+        json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+        .translate(_GO_ESCAPE_TABLE)
+        .encode()
+    )
 
 
 class BadRequest(StatusError):

@@ -39,7 +39,9 @@ def json_response(body: bytes | dict[str, Any], status: int = 200) -> web.Respon
 
 
 def error_response(error: StatusError) -> web.Response:
-    response = web.Response(body=error.to_json(), status=error.code, content_type=JSON_CONTENT_TYPE)
+    # kube-apiserver's encoder ends every body with a newline; clients comparing bytes see it.
+    body = error.to_json() + b"\n"
+    response = web.Response(body=body, status=error.code, content_type=JSON_CONTENT_TYPE)
     if error.retry_after_s:
         response.headers["Retry-After"] = str(error.retry_after_s)
     return response
