@@ -492,3 +492,23 @@ async def test_apply_configuration_is_pruned_and_patches_retry(harness):
         content_type="application/merge-patch+json",
     )
     assert status == 409
+
+
+async def test_one_file_with_a_crd_and_an_object_of_it(harness):
+    """kubectl finds no OpenAPI v3 for the object's kind before the CRD exists, so it validates
+    client-side from /openapi/v2 in protobuf: that must be served (it was a 406 and the apply
+    failed on "content type"). kubectl then maps every object before it applies any, so the
+    object of a kind created in the same run is reported as unmapped and the CRD is created,
+    exactly as kubectl 1.32 does against kube-apiserver; the second apply creates the object."""
+    both = dump(crontab_crd()) + b"---\n" + dump(crontab("together"))
+    code, out, err = await kubectl(harness, "apply", "-f", "-", stdin=both)
+    assert "content type" not in err and "error validating" not in err, err
+    assert f"customresourcedefinition.apiextensions.k8s.io/{CRD_NAME} created" in out
+    if code != 0:
+        assert 'no matches for kind "CronTab" in version "stable.example.com/v1"' in err
+        assert "ensure CRDs are installed first" in err
+    await ok(harness, "wait", "--for", "condition=established", f"crd/{CRD_NAME}")
+    out = await ok(harness, "apply", "-f", "-", stdin=both)
+    assert f"customresourcedefinition.apiextensions.k8s.io/{CRD_NAME} unchanged" in out
+    assert "crontab.stable.example.com/together" in out
+    await ok(harness, "get", "crontab", "together")

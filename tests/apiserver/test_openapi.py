@@ -8,6 +8,7 @@ import os
 import shutil
 
 import pytest
+import yaml
 
 from sampan.api.resources import ResourceInfo, builtin_registry
 from sampan.apiserver.openapi import OpenAPI, crd_definition_name
@@ -83,7 +84,43 @@ async def test_v3_index_and_group_version_documents(harness):
     assert status == 404
 
 
-async def test_v2_json_and_protobuf_refusal(harness):
+def _fields(message: bytes) -> list[tuple[int, int | bytes]]:
+    """A raw protobuf wire reader for the test: (field number, varint or bytes) pairs."""
+    out, i = [], 0
+    while i < len(message):
+        key, i = _read_varint(message, i)
+        field, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, i = _read_varint(message, i)
+        elif wire_type == 1:
+            value, i = message[i : i + 8], i + 8
+        elif wire_type == 2:
+            length, i = _read_varint(message, i)
+            value, i = message[i : i + length], i + length
+        else:
+            raise AssertionError(f"unexpected wire type {wire_type}")
+        out.append((field, value))
+    assert i == len(message)
+    return out
+
+
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, i
+
+
+def _named(message: bytes, field: int) -> dict[str, bytes]:
+    pairs = (dict(_fields(entry)) for f, entry in _fields(message) if f == field)
+    return {pair[1].decode(): pair.get(2, b"") for pair in pairs}
+
+
+async def test_v2_json_and_protobuf(harness):
     status, document = await harness.request(
         "GET", "/openapi/v2", headers={"Accept": "application/json"}
     )
@@ -92,11 +129,35 @@ async def test_v2_json_and_protobuf_refusal(harness):
     assert "io.k8s.api.apps.v1.Deployment" in definitions
     for ref in refs(document, set()):
         assert ref.startswith("#/definitions/") and ref[len("#/definitions/") :] in definitions
-    status, _ = await harness.request(
-        "GET",
-        "/openapi/v2",
-        headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"},
-    )
+
+    media_type = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+    async with harness.session.get("/openapi/v2", headers={"Accept": media_type}) as response:
+        assert response.status == 200
+        ct = response.headers["Content-Type"]
+        assert ct == "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+        body = await response.read()
+    top = dict(_fields(body))
+    assert top[1] == b"2.0"
+    assert dict(_fields(top[2]))[1] == b"Kubernetes"  # info.title
+    schemas = _named(top[9], 1)  # definitions: NamedSchema(name, Schema)
+    assert set(schemas) == set(definitions)
+    deployment = dict(_fields(schemas["io.k8s.api.apps.v1.Deployment"]))
+    assert dict(_fields(deployment[22]))[1] == b"object"  # type
+    properties = _named(deployment[25], 1)
+    assert set(properties) == set(definitions["io.k8s.api.apps.v1.Deployment"]["properties"])
+    spec_ref = dict(_fields(properties["spec"]))[1]
+    assert spec_ref == b"#/definitions/io.k8s.api.apps.v1.DeploymentSpec"
+    # x-kubernetes-group-version-kind travels as a vendor extension holding YAML (here JSON).
+    extensions = {
+        k: dict(_fields(v))[2]
+        for k, v in _named(schemas["io.k8s.api.apps.v1.Deployment"], 31).items()
+    }
+    gvk = yaml.safe_load(extensions["x-kubernetes-group-version-kind"])
+    assert gvk == [{"group": "apps", "kind": "Deployment", "version": "v1"}]
+    paths = _named(top[8], 2)
+    assert set(paths) == set(document["paths"])
+
+    status, _ = await harness.request("GET", "/openapi/v2", headers={"Accept": "text/html"})
     assert status == 406
 
 

@@ -1,8 +1,8 @@
 """OpenAPI documents (v2 and v3) and the schema lookup the patch paths use.
 
-Owns ``/openapi/v2`` (swagger 2.0, JSON only), ``/openapi/v3`` (the index of group-versions)
-and ``/openapi/v3/<api|apis/g>/<v>`` (one document per group-version), and ``OpenAPI``, the
-object behind them:
+Owns ``/openapi/v2`` (swagger 2.0, in JSON or as gnostic protobuf: ``openapi_pb``),
+``/openapi/v3`` (the index of group-versions) and ``/openapi/v3/<api|apis/g>/<v>`` (one
+document per group-version), and ``OpenAPI``, the object behind them:
 
 * component schemas are the Kubernetes 1.32 definitions (``openapi_data``) plus the schemas
   CustomResourceDefinitions register with ``add_crd``/``remove_crd`` (the CRD handler calls
@@ -45,6 +45,7 @@ from sampan.apiserver.openapi_data import (
     load_definitions,
     to_v2,
 )
+from sampan.apiserver.openapi_pb import encode_document
 from sampan.version import KUBERNETES_VERSION
 
 __all__ = [
@@ -129,6 +130,7 @@ class OpenAPI:
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], tuple[Any, dict[str, Any], str, bytes]] = {}
         self._v2_cache: tuple[Any, bytes] | None = None
+        self._v2_protobuf_cache: tuple[Any, bytes] | None = None
 
     # --- schemas --------------------------------------------------------------------------
 
@@ -395,10 +397,27 @@ class OpenAPI:
 
     def v2_bytes(self) -> bytes:
         """The swagger 2.0 document: every served kind's definitions, JSON-encoded."""
-        infos = sorted(self._registry.all(), key=lambda i: (i.group, i.version, i.plural))
-        key = (self._cache_key(infos), tuple((i.group, i.version) for i in infos))
+        key, infos = self._v2_key()
         if self._v2_cache is not None and self._v2_cache[0] == key:
             return self._v2_cache[1]
+        body = dump_json(self._v2_document(infos))
+        self._v2_cache = (key, body)
+        return body
+
+    def v2_protobuf(self) -> bytes:
+        """The same document as ``openapi.v2.Document`` protobuf (what client-go asks for)."""
+        key, infos = self._v2_key()
+        if self._v2_protobuf_cache is not None and self._v2_protobuf_cache[0] == key:
+            return self._v2_protobuf_cache[1]
+        body = encode_document(self._v2_document(infos))
+        self._v2_protobuf_cache = (key, body)
+        return body
+
+    def _v2_key(self) -> tuple[Any, list[Any]]:
+        infos = sorted(self._registry.all(), key=lambda i: (i.group, i.version, i.plural))
+        return (self._cache_key(infos), tuple((i.group, i.version) for i in infos)), infos
+
+    def _v2_document(self, infos: list[Any]) -> dict[str, Any]:
         paths: dict[str, Any] = {}
         roots: list[str] = []
         for info in infos:
@@ -424,15 +443,12 @@ class OpenAPI:
             if ops:
                 paths[f"{prefix}/{info.plural}/{{name}}"] = ops
         definitions = {n: to_v2(s) for n, s in self._closure(roots).items()}
-        document = {
+        return {
             "swagger": "2.0",
             "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
             "paths": paths,
             "definitions": definitions,
         }
-        body = dump_json(document)
-        self._v2_cache = (key, body)
-        return body
 
 
 PATCH_DEFINITION = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch"

@@ -67,6 +67,7 @@ from sampan.apiserver.impersonation import impersonate
 from sampan.apiserver.join import JoinService, is_join_path
 from sampan.apiserver.openapi import OpenAPI
 from sampan.apiserver.openapi_data import load_definitions
+from sampan.apiserver.openapi_pb import PROTOBUF_CONTENT_TYPE, PROTOBUF_MEDIA_TYPES
 from sampan.apiserver.podproxy import PodProxy, build_pod_proxy
 from sampan.apiserver.requestinfo import RequestInfo, parse_request_info
 from sampan.apiserver.responses import error_response, json_response
@@ -498,12 +499,20 @@ class APIServer:
         return response
 
     def _openapi_v2(self, request: web.Request) -> web.Response:
-        """Swagger 2.0 in JSON; a client that accepts only protobuf gets 406 (kubectl then
-        uses the v3 documents or its compiled-in types)."""
+        """Swagger 2.0 in JSON, or as gnostic protobuf for client-go, which asks for that
+        first (kubectl's client-side validation reads it)."""
         assert self._rt.openapi is not None
         accept = request.headers.get("Accept", "")
+        if any(media_type in accept for media_type in PROTOBUF_MEDIA_TYPES):
+            # Answered with the spelling Go's mime parser accepts (no "@"), as kube-apiserver.
+            return web.Response(
+                body=self._rt.openapi.v2_protobuf(),
+                headers={"Content-Type": PROTOBUF_CONTENT_TYPE},
+            )
         if accept and not any(t in accept for t in ("application/json", "*/*", "application/*")):
-            raise NotAcceptable("only application/json is supported")
+            raise NotAcceptable(
+                "only application/json and " + PROTOBUF_MEDIA_TYPES[0] + " are supported"
+            )
         return json_response(self._rt.openapi.v2_bytes())
 
     def _discovery_document(self, path: str) -> dict[str, Any] | None:
