@@ -153,6 +153,21 @@ def _container_name(pod: dict[str, Any], requested: str) -> str:
     )
 
 
+def _forwarded_ports(request: web.Request) -> list[int]:
+    """PodPortForwardOptions' ``ports`` (WebSocket clients name their ports in the query;
+    SPDY clients such as kubectl name them per stream instead, so none is fine), passed to the
+    kubelet as its ``port`` parameters, as kube-apiserver does. A value may list several
+    ports separated by commas (the official Python client sends them so)."""
+    ports: list[int] = []
+    for raw in request.query.getall("ports", []):
+        for part in raw.split(","):
+            part = part.strip()
+            if not part.isdigit() or not 0 < int(part) < 65536:
+                raise BadRequest(f"invalid port {part!r}: must be between 1 and 65535")
+            ports.append(int(part))
+    return ports
+
+
 def _query(pairs: Iterable[tuple[str, str]]) -> str:
     encoded = urlencode(list(pairs))
     return f"?{encoded}" if encoded else ""
@@ -267,7 +282,7 @@ class PodProxy:
         path = "/portForward/" + "/".join(
             quote(p, safe="") for p in (namespace or "", ri.path_name)
         )
-        path += _query(request.query.items())
+        path += _query(("port", str(port)) for port in _forwarded_ports(request))
         return await self._upgrade(request, target, path)
 
     async def node_proxy(

@@ -39,3 +39,116 @@ async def test_python_client_exec(node_env: NodeEnv) -> None:
         _exec, str(node_env.kubeconfig), name, ["sh", "-c", "echo from-python; echo err >&2"]
     )
     assert "from-python" in out
+
+
+def _client(kubeconfig: str):
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(config_file=kubeconfig)
+    return api_client, client.CoreV1Api(api_client)
+
+
+def _exec_with_stdin(kubeconfig: str, pod: str) -> tuple[str, str, str, int | None]:
+    """write_stdin + readline_stdout on a shell, then the v5 CLOSE signal ending ``cat``."""
+    from kubernetes.stream import stream
+
+    api_client, core = _client(kubeconfig)
+    try:
+        shell = stream(
+            core.connect_get_namespaced_pod_exec,
+            pod,
+            "default",
+            command=["sh"],
+            stderr=True,
+            stdin=True,
+            stdout=True,
+            tty=False,
+            _preload_content=False,
+        )
+        try:
+            shell.write_stdin("echo line-one\n")
+            first = shell.readline_stdout(timeout=20)
+            shell.write_stdin("echo line-two\n")
+            second = shell.readline_stdout(timeout=20)
+        finally:
+            shell.close()
+        cat = stream(
+            core.connect_get_namespaced_pod_exec,
+            pod,
+            "default",
+            command=["cat"],
+            stderr=True,
+            stdin=True,
+            stdout=True,
+            tty=False,
+            _preload_content=False,
+        )
+        protocol = cat.subprotocol or ""
+        cat.write_stdin("to-cat\n")
+        cat.close_channel(0)  # v5: stdin is closed, so cat sees EOF and exits
+        cat.run_forever(timeout=20)
+        code = cat.returncode
+        echoed = cat.read_stdout()
+        cat.close()
+        return first, second, protocol + "|" + echoed, code
+    finally:
+        api_client.close()
+
+
+async def test_python_client_exec_with_stdin_and_v5_close(node_env: NodeEnv) -> None:
+    name = unique("pyin")
+    await node_env.run_pod(name, {"c": ["sleep", "3600"]})
+    first, second, echoed, code = await asyncio.to_thread(
+        _exec_with_stdin, str(node_env.kubeconfig), name
+    )
+    assert first == "line-one"
+    assert second == "line-two"
+    assert echoed == "v5.channel.k8s.io|to-cat\n"
+    assert code == 0
+
+
+def _port_forward_get(kubeconfig: str, pod: str, port: int) -> bytes:
+    from kubernetes.stream import portforward
+
+    api_client, core = _client(kubeconfig)
+    try:
+        forward = portforward(
+            core.connect_get_namespaced_pod_portforward, pod, "default", ports=str(port)
+        )
+        sock = forward.socket(port)
+        sock.setblocking(True)
+        sock.sendall(b"GET /index.html HTTP/1.0\r\nHost: pod\r\n\r\n")
+        data = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        sock.close()
+        error = forward.error(port)
+        forward.close()
+        assert error is None, error
+        return data
+    finally:
+        api_client.close()
+
+
+async def test_python_client_port_forward(node_env: NodeEnv) -> None:
+    name = unique("pypf")
+    await node_env.run_pod(
+        name,
+        {
+            "w": [
+                "sh",
+                "-c",
+                "echo hello-py > /var/www/index.html; exec httpd -f -p 8081 -h /var/www",
+            ]
+        },
+    )
+    await asyncio.sleep(0)  # httpd is started by the shell; the GET below retries on refusal
+    for _ in range(50):
+        reply = await asyncio.to_thread(_port_forward_get, str(node_env.kubeconfig), name, 8081)
+        if reply:
+            break
+        await asyncio.sleep(0.1)
+    assert reply.startswith(b"HTTP/1.") and reply.endswith(b"hello-py\n"), reply

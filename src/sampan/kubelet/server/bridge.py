@@ -115,6 +115,17 @@ async def _open_spdy(
     return upstream
 
 
+def _message_bytes(message: aiohttp.WSMessage) -> bytes:
+    """A client message's bytes: binary frames as they are, and text frames too — clients
+    such as the official Python client send ``chr(channel) + text`` as a text frame, and
+    upstream's stream servers read both kinds alike."""
+    if message.type == aiohttp.WSMsgType.BINARY:
+        return bytes(message.data)
+    if message.type == aiohttp.WSMsgType.TEXT:
+        return message.data.encode()
+    return b""
+
+
 async def _close_writer(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(OSError, ConnectionError, TimeoutError):
@@ -178,9 +189,9 @@ async def bridge_remotecommand(
 
     async def from_client() -> None:
         async for message in ws:
-            if message.type != aiohttp.WSMsgType.BINARY or not message.data:
+            data = _message_bytes(message)
+            if not data:
                 continue
-            data: bytes = message.data
             channel, payload = data[0], data[1:]
             if channel == CHANNEL_CLOSE:
                 closed = stream_of.get(payload[0]) if payload else None
