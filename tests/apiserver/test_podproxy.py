@@ -144,11 +144,65 @@ async def fake_kubelet(harness: ServerHarness, tmp_path: Path) -> AsyncIterator[
     }
     status, created = await harness.request("POST", "/api/v1/namespaces/default/pods", pod)
     assert status == 201, created
+    await set_container_state(harness, {"running": {"startedAt": "2026-01-01T00:00:00Z"}})
     try:
         yield fake
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def set_container_state(
+    harness: ServerHarness, state: dict[str, Any], last: dict[str, Any] | None = None
+) -> None:
+    status, pod = await harness.request("GET", "/api/v1/namespaces/default/pods/p")
+    assert status == 200
+    pod["status"] = {
+        "phase": "Running" if "running" in state else "Pending",
+        "containerStatuses": [
+            {
+                "name": "c",
+                "image": "busybox",
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": state,
+                "lastState": last or {},
+                **({"containerID": "containerd://abc"} if "running" in state else {}),
+            }
+        ],
+    }
+    status, body = await harness.request("PUT", "/api/v1/namespaces/default/pods/p/status", pod)
+    assert status == 200, body
+
+
+async def test_logs_of_a_container_without_logs_answer_the_kubelets_reasons(
+    harness: ServerHarness, fake_kubelet: FakeKubelet
+) -> None:
+    await set_container_state(harness, {"waiting": {"reason": "ContainerCreating"}})
+    async with harness.session.get("/api/v1/namespaces/default/pods/p/log") as response:
+        assert response.status == 400
+        assert await response.read() == (
+            b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+            b'"message":"container \\"c\\" in pod \\"p\\" is waiting to start: '
+            b'ContainerCreating","reason":"BadRequest","code":400}\n'
+        )
+    await set_container_state(harness, {"waiting": {"reason": "ImagePullBackOff"}})
+    status, body = await harness.request("GET", "/api/v1/namespaces/default/pods/p/log")
+    assert status == 400
+    assert body["message"] == (
+        'container "c" in pod "p" is waiting to start: trying and failing to pull image'
+    )
+    status, body = await harness.request(
+        "GET", "/api/v1/namespaces/default/pods/p/log", params={"previous": "true"}
+    )
+    assert status == 400
+    assert body["message"] == 'previous terminated container "c" in pod "p" not found'
+    # A container waiting to restart still has the logs of its last run.
+    terminated = {"terminated": {"exitCode": 1, "containerID": "containerd://old"}}
+    await set_container_state(harness, {"waiting": {"reason": "CrashLoopBackOff"}}, terminated)
+    status, body = await harness.request("GET", "/api/v1/namespaces/default/pods/p/log")
+    assert (status, body) == (200, "line 1\nline 2\n")
 
 
 async def test_pod_log_is_streamed_from_the_kubelet(

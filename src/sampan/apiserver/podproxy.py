@@ -153,6 +153,55 @@ def _container_name(pod: dict[str, Any], requested: str) -> str:
     )
 
 
+_PULL_PROBLEMS = {
+    "ErrImagePull": "image can't be pulled",
+    "ImagePullBackOff": "trying and failing to pull image",
+}
+
+
+def log_status_problem(pod: dict[str, Any], container: str, *, previous: bool) -> str:
+    """Why the logs of ``container`` cannot be read, judged from the pod's status as the
+    kubelet judges it before it opens a log file (its messages, which the API server returns
+    as a 400); "" when there are logs to read."""
+    status = pod.get("status") or {}
+    name = (pod.get("metadata") or {}).get("name", "")
+    found = next(
+        (
+            s
+            for key in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses")
+            for s in status.get(key) or []
+            if isinstance(s, dict) and s.get("name") == container
+        ),
+        None,
+    )
+    if found is None:
+        return f'container "{container}" in pod "{name}" is not available'
+    state = found.get("state") or {}
+    last = (found.get("lastState") or {}).get("terminated")
+    if previous:
+        if not last or not last.get("containerID"):
+            return f'previous terminated container "{container}" in pod "{name}" not found'
+        return ""
+    if "running" in state:
+        return ""
+    terminated = state.get("terminated")
+    if terminated is not None:
+        if terminated.get("containerID") or (last and last.get("containerID")):
+            return ""
+        return f'container "{container}" in pod "{name}" is terminated'
+    if last is not None:
+        if last.get("containerID"):
+            return ""
+        return f'container "{container}" in pod "{name}" is terminated'
+    waiting = state.get("waiting")
+    if waiting is not None:
+        reason = waiting.get("reason", "")
+        return f'container "{container}" in pod "{name}" is waiting to start: ' + (
+            _PULL_PROBLEMS.get(reason, reason)
+        )
+    return f'container "{container}" in pod "{name}" is waiting to start - no logs yet'
+
+
 def _forwarded_ports(request: web.Request) -> list[int]:
     """PodPortForwardOptions' ``ports`` (WebSocket clients name their ports in the query;
     SPDY clients such as kubectl name them per stream instead, so none is fine), passed to the
@@ -243,6 +292,11 @@ class PodProxy:
     ) -> web.StreamResponse:
         pod, target = await self._pod_and_target(namespace, ri.path_name)
         container = _container_name(pod, request.query.get("container", ""))
+        problem = log_status_problem(
+            pod, container, previous=request.query.get("previous", "") in ("true", "1")
+        )
+        if problem:
+            raise BadRequest(problem)
         path = "/containerLogs/" + "/".join(
             quote(p, safe="") for p in (namespace or "", ri.path_name, container)
         )

@@ -235,8 +235,19 @@ async def restart_container(env: NodeEnv, pod: RunningPod, name: str, command: l
     config.command.extend(command)
     container_id = await rt.create_container(pod.sandbox_id, config, pod.sandbox_config)
     await rt.start_container(container_id)
+    previous_id = pod.container_ids[name]
     pod.container_configs[name] = config
     pod.container_ids[name] = container_id
+    # ...and what they report: the new container running, the last one terminated.
+    current = await env.client.get(PODS, pod.name, namespace="default")
+    for status in current["status"]["containerStatuses"]:
+        if status["name"] == name:
+            status["containerID"] = f"containerd://{container_id}"
+            status["restartCount"] = attempt
+            status["lastState"] = {
+                "terminated": {"exitCode": 0, "containerID": f"containerd://{previous_id}"}
+            }
+    await env.client.update_status(PODS, current)
     return container_id
 
 
