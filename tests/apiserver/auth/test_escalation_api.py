@@ -366,6 +366,24 @@ async def test_gc_fields_and_resolution_errors(cluster) -> None:
             "PATCH", path, patch, content_type="application/merge-patch+json"
         )
         assert status == 200, answer
+        # the garbage collector's own patch shape, dropping an owner reference
+        owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "gone", "uid": "u-1"}
+        owned = await admin(cluster, "GET", path)
+        owned["metadata"]["ownerReferences"] = [owner]
+        owned = await admin(cluster, "PUT", path, owned)
+        meta = owned["metadata"]
+        patch = {
+            "metadata": {
+                "uid": meta["uid"],
+                "resourceVersion": meta["resourceVersion"],
+                "ownerReferences": None,
+            }
+        }
+        status, answer = await gus.request(
+            "PATCH", path, patch, content_type="application/merge-patch+json"
+        )
+        assert status == 200, answer
+        assert "ownerReferences" not in answer["metadata"]
         # anything else: the full check (and the message names the missing role)
         status, answer = await gus.request(
             "PATCH",
