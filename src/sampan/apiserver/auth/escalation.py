@@ -46,7 +46,8 @@ resourceVersion, which Sampan's patch path recomputes for every write (they gran
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sampan.apiserver.auth.rbac import Attributes, Decision
@@ -121,54 +122,70 @@ def _breakdown(rule: Rule) -> list[dict[str, Any]]:
     return atoms
 
 
-def _has_all(owned: Sequence[str], wanted: Iterable[str]) -> bool:
+def _has_all(owned: Collection[str], wanted: Iterable[str]) -> bool:
     return all(value in owned for value in wanted)
 
 
-def _resources_covered(owned: Sequence[str], wanted: Sequence[str]) -> bool:
-    if ALL in owned or _has_all(owned, wanted):
-        return True
-    for resource in wanted:
-        if resource in owned:
-            continue
-        _, slash, sub = resource.partition("/")
-        if not slash or f"*/{sub}" not in owned:
+@dataclass(frozen=True, slots=True)
+class _Owned:
+    """One rule the user holds, prepared once per check."""
+
+    verbs: frozenset[str]
+    groups: frozenset[str]
+    resources: frozenset[str]
+    urls: tuple[str, ...]
+    names: frozenset[str]
+
+    @classmethod
+    def of(cls, rule: Rule) -> _Owned:
+        return cls(
+            frozenset(_strings(rule, "verbs")),
+            frozenset(_strings(rule, "apiGroups")),
+            frozenset(_strings(rule, "resources")),
+            tuple(_strings(rule, "nonResourceURLs")),
+            frozenset(_strings(rule, "resourceNames")),
+        )
+
+    def covers(self, atom: Mapping[str, list[str]]) -> bool:
+        """upstream's ruleCovers for one broken-down rule."""
+        wanted_names = atom.get("resourceNames", [])
+        if self.names and not (wanted_names and _has_all(self.names, wanted_names)):
             return False
-    return True
+        return (
+            (ALL in self.verbs or _has_all(self.verbs, atom["verbs"]))
+            and (ALL in self.groups or _has_all(self.groups, atom.get("apiGroups", [])))
+            and self._resources_covered(atom.get("resources", []))
+            and all(
+                any(_url_covered(o, w) for o in self.urls) for w in atom.get("nonResourceURLs", [])
+            )
+        )
+
+    def _resources_covered(self, wanted: Sequence[str]) -> bool:
+        if ALL in self.resources:
+            return True
+        for resource in wanted:
+            if resource in self.resources:
+                continue
+            _, slash, sub = resource.partition("/")
+            if not slash or f"*/{sub}" not in self.resources:
+                return False
+        return True
 
 
 def _url_covered(owned: str, wanted: str) -> bool:
     return owned == wanted or (owned.endswith(ALL) and wanted.startswith(owned.rstrip(ALL)))
 
 
-def _urls_covered(owned: Sequence[str], wanted: Sequence[str]) -> bool:
-    return all(any(_url_covered(o, w) for o in owned) for w in wanted)
-
-
-def _rule_covers(owner: Rule, atom: Rule) -> bool:
-    owned_verbs = _strings(owner, "verbs")
-    owned_groups = _strings(owner, "apiGroups")
-    owned_names = _strings(owner, "resourceNames")
-    wanted_names = _strings(atom, "resourceNames")
-    names_ok = not owned_names or (bool(wanted_names) and _has_all(owned_names, wanted_names))
-    return (
-        (ALL in owned_verbs or _has_all(owned_verbs, _strings(atom, "verbs")))
-        and (ALL in owned_groups or _has_all(owned_groups, _strings(atom, "apiGroups")))
-        and _resources_covered(_strings(owner, "resources"), _strings(atom, "resources"))
-        and _urls_covered(_strings(owner, "nonResourceURLs"), _strings(atom, "nonResourceURLs"))
-        and names_ok
-    )
-
-
 def uncovered_rules(owner_rules: Sequence[Rule], requested_rules: Iterable[Rule]) -> list[dict]:
     """The single-permission rules of ``requested_rules`` no rule of ``owner_rules`` covers
     (empty when the owner holds everything), in breakdown order."""
+    owned = [_Owned.of(rule) for rule in owner_rules if isinstance(rule, Mapping)]
     return [
         atom
         for rule in requested_rules
         if isinstance(rule, Mapping)
         for atom in _breakdown(rule)
-        if not any(_rule_covers(owner, atom) for owner in owner_rules)
+        if not any(owner.covers(atom) for owner in owned)
     ]
 
 
