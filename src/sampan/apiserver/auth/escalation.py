@@ -345,7 +345,9 @@ class RBACEscalation:
         ):
             return
         user: UserInfo | None = attrs.user
-        if user is not None and SYSTEM_MASTERS in user.groups:
+        if user is None:  # every API request has one; a write without one grants nothing
+            raise _forbidden(attrs, "no user on context")
+        if SYSTEM_MASTERS in user.groups:
             return
         if attrs.resource in ROLE_RESOURCES:
             self._check_role(attrs, user)
@@ -354,20 +356,19 @@ class RBACEscalation:
 
     # -- roles --
 
-    def _check_role(self, attrs: AdmissionAttributes, user: UserInfo | None) -> None:
+    def _check_role(self, attrs: AdmissionAttributes, user: UserInfo) -> None:
         obj = attrs.obj or {}
-        if user is not None:
-            request_name = attrs.name if attrs.request_name is None else attrs.request_name
-            escalate = Attributes(
-                user=user,
-                verb="escalate",
-                namespace=attrs.namespace,
-                api_group=attrs.group,
-                resource=attrs.resource,
-                name=request_name,
-            )
-            if self._authorize(escalate).allowed:
-                return
+        request_name = attrs.name if attrs.request_name is None else attrs.request_name
+        escalate = Attributes(
+            user=user,
+            verb="escalate",
+            namespace=attrs.namespace,
+            api_group=attrs.group,
+            resource=attrs.resource,
+            name=request_name,
+        )
+        if self._authorize(escalate).allowed:
+            return
         if attrs.operation == "UPDATE" and is_only_mutating_gc_fields(obj, attrs.old_obj):
             return
         rules = obj.get("rules")
@@ -376,21 +377,20 @@ class RBACEscalation:
             _has_aggregation_rule(obj)
             or (attrs.operation == "UPDATE" and _has_aggregation_rule(attrs.old_obj))
         ):
-            assert user is not None  # _confirm_no_escalation refused a request without one
             owned, _ = self._resolve_rules(user, "")
             if uncovered_rules(owned, FULL_AUTHORITY):
                 raise _forbidden(attrs, AGGREGATION_RULE_FORBIDDEN)
 
     # -- bindings --
 
-    async def _check_binding(self, attrs: AdmissionAttributes, user: UserInfo | None) -> None:
+    async def _check_binding(self, attrs: AdmissionAttributes, user: UserInfo) -> None:
         obj = attrs.obj or {}
         if attrs.operation == "UPDATE" and is_only_mutating_gc_fields(obj, attrs.old_obj):
             return
         role_ref = obj.get("roleRef")
         ref: Mapping[str, Any] = role_ref if isinstance(role_ref, dict) else {}
         kind, name = str(ref.get("kind") or ""), str(ref.get("name") or "")
-        if user is not None and kind in ("Role", "ClusterRole"):
+        if kind in ("Role", "ClusterRole"):
             bind = Attributes(
                 user=user,
                 verb="bind",
@@ -425,10 +425,8 @@ class RBACEscalation:
     # -- shared --
 
     def _confirm_no_escalation(
-        self, attrs: AdmissionAttributes, user: UserInfo | None, rules: Sequence[Rule]
+        self, attrs: AdmissionAttributes, user: UserInfo, rules: Sequence[Rule]
     ) -> None:
-        if user is None:
-            raise _forbidden(attrs, "no user on context")
         owned, missing_roles = self._resolve_rules(user, attrs.namespace)
         missing = uncovered_rules(owned, [r for r in rules if isinstance(r, Mapping)])
         if missing:
