@@ -8,9 +8,19 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from sampan.addons import ADDON_NAMESPACE, ADDONS, AddonManager
-from sampan.client import Client, NotFoundError
-from sampan.client.api import CONFIGMAPS, EVENTS, NAMESPACES
+from sampan.addons import ADDON_NAMESPACE, ADDONS, AddonManager, AddonOptions
+from sampan.client import Client, ClientConfig, NotFoundError
+from sampan.client.api import (
+    CLUSTERROLEBINDINGS,
+    CLUSTERROLES,
+    CONFIGMAPS,
+    EVENTS,
+    NAMESPACES,
+    ROLEBINDINGS,
+    ROLES,
+)
+from sampan.pki import ensure_client_kubeconfig
+from tests.client.conftest import ApiServerHarness
 
 EVENTUALLY_TIMEOUT_S = 20.0
 POLL_S = 0.05
@@ -195,3 +205,73 @@ async def test_a_restart_applies_only_what_changed(
     await start_manager(manifests)
     after = await client.get(CONFIGMAPS, "settings", namespace="demo")
     assert after["data"] == {"level": "manual"}
+
+
+RBAC_ADDON = """\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: addon-aggregated}
+aggregationRule:
+  clusterRoleSelectors:
+  - matchLabels: {addon-aggregate: "yes"}
+rules: []
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: addon-admin}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+subjects:
+- {kind: ServiceAccount, name: addon, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: addon-everything, namespace: kube-system}
+rules:
+- {apiGroups: ["*"], resources: ["*"], verbs: ["*"]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: addon-everything, namespace: kube-system}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: addon-everything}
+subjects:
+- {kind: ServiceAccount, name: addon, namespace: kube-system}
+"""
+
+
+async def test_rbac_manifests_granting_everything(
+    tmp_path: Path, api_server: ApiServerHarness, client: Client
+) -> None:
+    """Add-ons' RBAC (cluster-admin bindings, aggregated roles, roles granting ``*``) is
+    applied: the manager runs as the supervisor runs it, in ``system:masters``, which RBAC
+    escalation prevention lets through (as K3s deploys its manifests as cluster-admin)."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "rbac.yaml").write_text(RBAC_ADDON)
+    assert api_server.server is not None
+    kubeconfig = tmp_path / "addons.kubeconfig"
+    await asyncio.to_thread(
+        ensure_client_kubeconfig,
+        api_server.server.pki,
+        name="test-addons",
+        common_name="system:sampan-addons",
+        organizations=("system:masters",),
+        path=kubeconfig,
+        server_url=api_server.url,
+    )
+    manager = AddonManager(
+        ClientConfig.from_kubeconfig(kubeconfig), AddonOptions(manifests_dir=manifests)
+    )
+    await manager.start()
+    try:
+        await manager.wait_synced()
+    finally:
+        await manager.stop()
+    aggregated = await client.get(CLUSTERROLES, "addon-aggregated")
+    assert aggregated["aggregationRule"]["clusterRoleSelectors"]
+    binding = await client.get(CLUSTERROLEBINDINGS, "addon-admin")
+    assert binding["roleRef"]["name"] == "cluster-admin"
+    role = await client.get(ROLES, "addon-everything", namespace="kube-system")
+    assert role["rules"] == [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]
+    await client.get(ROLEBINDINGS, "addon-everything", namespace="kube-system")
+    addon = await client.get(ADDONS, "rbac", namespace=ADDON_NAMESPACE)
+    assert addon["spec"]["checksum"] == hashlib.sha256(RBAC_ADDON.encode()).hexdigest()

@@ -346,6 +346,7 @@ class ResourceHandler:
         subresource: str = "",
         obj: dict[str, Any] | None = None,
         dry_run: bool = False,
+        request_name: str | None = None,
     ) -> AdmissionAttributes:
         return AdmissionAttributes(
             operation=operation,
@@ -359,6 +360,7 @@ class ResourceHandler:
             obj=obj,
             dry_run=dry_run,
             user=user,
+            request_name=request_name,
         )
 
     def _selectors(
@@ -460,7 +462,9 @@ class ResourceHandler:
         dry_run = self._dry_run(request)
         obj = self._prepare_body(request, info, obj, "CREATE")
         name = obj["metadata"].get("name") or ""
-        attrs = self._admission("CREATE", info, namespace, name, user, obj=obj, dry_run=dry_run)
+        attrs = self._admission(
+            "CREATE", info, namespace, name, user, obj=obj, dry_run=dry_run, request_name=""
+        )
         await self.ctx.admission.admit(attrs)
         obj = self._fields.on_write(request, info, None, attrs.obj or obj)
         created = await self._admitted_create(attrs, self._store(info), info, obj)

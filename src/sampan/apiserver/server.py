@@ -239,6 +239,8 @@ class APIServer:
             rt.storage,
             rt.registry,
             self.backend,
+            authorize=rt.authorizer.authorize,
+            resolve_rules=rt.authorizer.resolved_rules,
             service_cidr=opts.service_cidr,
             node_port_range=opts.service_node_port_range,
             token_issuer=TokenIssuer(await asyncio.to_thread(rt.pki.sa_private_key_pem)),

@@ -60,6 +60,9 @@ class AdmissionAttributes:
     old_obj: dict[str, Any] | None = None
     dry_run: bool = False
     user: Any = None
+    request_name: str | None = None
+    """The name in the request's URL where it differs from ``name`` (a POST create names the
+    object only in its body: ``""``); what authorization saw."""
     extra: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     """Messages for the client, sent back as ``Warning: 299 - "<message>"`` headers."""

@@ -9,9 +9,10 @@ system PriorityClasses, repairs the Service allocations once and starts the peri
 ``(group, plural, subresource)`` to a handler coroutine.
 
 Plugin order (kube-apiserver's recommended order, for the plugins Sampan has):
-NamespaceLifecycle, LimitRanger, ServiceAccount, Priority, DefaultTolerationSeconds,
-PodSecurity, ServiceAllocation (upstream does this in the Service REST storage), ResourceQuota.
-Mutating ones run before validating ones (the chain's rule).
+NamespaceLifecycle, RBACEscalation (upstream checks it in the RBAC REST storage, after
+mutating and before validating admission), LimitRanger, ServiceAccount, Priority,
+DefaultTolerationSeconds, PodSecurity, ServiceAllocation (upstream does this in the Service
+REST storage), ResourceQuota. Mutating ones run before validating ones (the chain's rule).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from sampan.apiserver.admission.services import (
     ServiceAllocationRepair,
 )
 from sampan.apiserver.admission.subresources import EvictionHandler, TokenRequestHandler
+from sampan.apiserver.auth.escalation import Authorize, RBACEscalation, ResolveRules
 from sampan.apiserver.errors import AlreadyExists, NotFound
 
 __all__ = ["Admission", "SubresourceHandler"]
@@ -62,6 +64,8 @@ class Admission:
         registry: Any,
         backend: Any,
         *,
+        authorize: Authorize,
+        resolve_rules: ResolveRules,
         service_cidr: str,
         node_port_range: str = DEFAULT_NODE_PORT_RANGE,
         token_issuer: Any = None,
@@ -94,6 +98,7 @@ class Admission:
         self.quota_recalculator = QuotaRecalculator(self._store("", "resourcequotas"), self.cached)
         plugins: list[AdmissionPlugin] = [
             NamespaceLifecycle(get_namespace),
+            RBACEscalation(authorize, resolve_rules, self.get),
             LimitRanger(self.cached),
             ServiceAccountAdmission(self.get),
             PriorityAdmission(self.get, self.cached),

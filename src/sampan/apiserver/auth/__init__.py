@@ -8,7 +8,9 @@
   ``forbidden_message``, ``aggregate_cluster_role``;
 * ``sampan.apiserver.auth.bootstrap``: ``bootstrap_policy()`` (cluster-scoped defaults) and
   ``bootstrap_namespaced_policy()`` (kube-system Roles and RoleBindings);
-* ``sampan.apiserver.auth.escalation``: RBAC escalation prevention for Role/Binding writes;
+* ``sampan.apiserver.auth.escalation``: ``RBACEscalation``, the admission plugin that keeps
+  Role/ClusterRole/RoleBinding/ClusterRoleBinding writes from granting more than the writer
+  holds (upstream's escalate/bind rules and messages);
 * ``sampan.apiserver.auth.reviews``: bodies of SubjectAccessReview, SelfSubjectRulesReview,
   SelfSubjectReview, and the service-account issuer discovery documents (JWKS).
 """

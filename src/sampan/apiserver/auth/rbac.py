@@ -398,6 +398,15 @@ class RBACAuthorizer:
                     return Decision(True, f"RBAC: allowed by {rule.source}")
         return Decision(False, "")
 
+    def resolved_rules(
+        self, user: UserInfo, namespace: str
+    ) -> tuple[list[Mapping[str, Any]], tuple[str, ...]]:
+        """The PolicyRules ``user`` holds in ``namespace`` (cluster-wide ones included) as
+        stored, and a not-found message per role a binding of theirs refers to that does not
+        exist. For escalation checks: the very data ``authorize`` decides with."""
+        rule_set = self._rule_set(user, namespace)
+        return [rule.raw for rule in rule_set.rules], rule_set.missing
+
     def rules_for(self, user: UserInfo, namespace: str) -> tuple[list[dict], list[dict], bool]:
         """(resourceRules, nonResourceRules, incomplete) in SelfSubjectRulesReview shape."""
         rule_set = self._rule_set(user, namespace)
