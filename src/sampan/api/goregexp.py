@@ -73,6 +73,14 @@ def _go_message(pattern: str, raw: str) -> str:
     code, sep, arg = raw.partition(": ")
     if not sep:
         code, arg = raw, pattern
+    if code == "invalid perl operator" and arg.startswith("(?<"):
+        # Go reads "(?<" as the start of a named capture (look-behind does not exist there):
+        # it quotes up to the closing ">", or the rest of the pattern when there is none.
+        rest = pattern[pattern.find(arg) :] if arg in pattern else arg
+        end = rest.find(">")
+        return (
+            f"error parsing regexp: invalid named capture: `{rest if end < 0 else rest[: end + 1]}`"
+        )
     go_code = _GO_CODE_TEXT.get(code, code)
     return f"error parsing regexp: {go_code}: `{arg}`"
 

@@ -16,7 +16,7 @@ Semantics follow apiextensions-apiserver (written from its documentation, not it
   item and property counts, ``uniqueItems``, ``x-kubernetes-int-or-string``, a few formats,
   and the logical junctors. ``pattern`` is RE2 with Go's semantics (``sampan.api.goregexp``),
   as kube-apiserver evaluates it. Error causes are worded as kube-apiserver words them
-  (``spec.replicas: Invalid value: "x": spec.replicas in body must be of type integer:
+  (``spec.replicas: Invalid value: "string": spec.replicas in body must be of type integer:
   "string"``). CEL rules (``x-kubernetes-validations``) are not evaluated.
 * **CRD checks** (``structural_errors``): the structural-schema rules, default checks and
   OpenAPI keyword checks of kube-apiserver 1.32, with its field paths and messages.
@@ -236,7 +236,7 @@ def _validate(value: Any, schema: Schema, path: str, causes: list[Cause]) -> Non
                 causes.append(
                     fe.invalid(
                         path,
-                        None,
+                        "null",
                         f'{body} in body must be of type {schema.get("type") or "string"}: "null"',
                     )
                 )
@@ -247,7 +247,7 @@ def _validate(value: Any, schema: Schema, path: str, causes: list[Cause]) -> Non
         if actual not in ("integer", "string"):
             causes.append(
                 fe.invalid(
-                    path, value, f'{body} in body must be of type integer,string: "{actual}"'
+                    path, actual, f'{body} in body must be of type integer,string: "{actual}"'
                 )
             )
             return
@@ -255,7 +255,7 @@ def _validate(value: Any, schema: Schema, path: str, causes: list[Cause]) -> Non
         ok = actual == wanted or (wanted == "number" and actual == "integer")
         if not ok:
             causes.append(
-                fe.invalid(path, value, f'{body} in body must be of type {wanted}: "{actual}"')
+                fe.invalid(path, actual, f'{body} in body must be of type {wanted}: "{actual}"')
             )
             return
     enum = schema.get("enum")
