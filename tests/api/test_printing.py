@@ -16,7 +16,6 @@ import pytest
 from sampan.api import printing
 from sampan.api.printing import (
     canonical_quantity,
-    crd_columns,
     crd_table,
     has_printer,
     human_duration,
@@ -1438,7 +1437,7 @@ CRD_COLUMNS = [
 
 
 def test_crd_columns_definitions() -> None:
-    columns = crd_columns(CRD_COLUMNS)
+    columns = crd_table(CRD_COLUMNS, [], now=NOW)["columnDefinitions"]
     assert columns[0]["name"] == "Name" and columns[0]["format"] == "name"
     assert [c["name"] for c in columns[1:]] == [c["name"] for c in CRD_COLUMNS]
     assert columns[2]["priority"] == 1 and columns[2]["type"] == "number"
@@ -1527,7 +1526,6 @@ def test_crd_column_that_does_not_parse_ends_the_columns(path: str) -> None:
     table = crd_table(columns, [obj], now=NOW)
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Good"]
     assert table["rows"][0]["cells"] == ["w", "1"]
-    assert [c["name"] for c in crd_columns(columns)] == ["Name", "Good"]
 
 
 def test_crd_filter_wildcard_and_recursive_columns() -> None:

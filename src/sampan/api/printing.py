@@ -12,7 +12,6 @@ Public API::
     to_table(kind, group, objs, *, wide=True, include_object="Metadata", now=None, ...) -> dict
     table_columns(kind, group, *, wide=True) -> list[dict]         # e.g. for watch events
     crd_table(columns, objs, *, include_object="Metadata", now=None, ...) -> dict
-    crd_columns(columns) -> list[dict]
     human_duration(delta) -> str                                     # duration.HumanDuration
     canonical_quantity(text) -> str | None                           # Quantity.String()
 
@@ -55,7 +54,6 @@ __all__ = [
     "Column",
     "JSONPathError",
     "canonical_quantity",
-    "crd_columns",
     "crd_table",
     "has_printer",
     "human_duration",
@@ -2182,15 +2180,6 @@ def _crd_spec(columns: Sequence[Mapping[str, Any]] | None) -> list[_CrdColumn]:
         )
         parsed.append(_CrdColumn(column, template))
     return parsed
-
-
-def crd_columns(columns: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-    """``columnDefinitions`` for a custom resource version's ``additionalPrinterColumns``.
-
-    An empty list means the apiextensions default: a single ``Age`` date column.  A column
-    whose jsonPath does not parse ends the list (see ``_crd_spec``).
-    """
-    return [_NAME.to_dict(), *(c.column.to_dict() for c in _crd_spec(columns))]
 
 
 def crd_table(

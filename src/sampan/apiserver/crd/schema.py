@@ -535,8 +535,22 @@ def structural_errors(schema: Any, path: str, *, status_enabled: bool = False) -
     return causes
 
 
+# JSONSchemaProps' fields in declaration order: upstream reports the first offending one.
+_FIELD_ORDER = (
+    "id $schema $ref description type format title default maximum exclusiveMaximum minimum "
+    "exclusiveMinimum maxLength minLength pattern maxItems minItems uniqueItems multipleOf enum "
+    "maxProperties minProperties required items allOf oneOf anyOf not properties "
+    "additionalProperties patternProperties dependencies additionalItems definitions "
+    "externalDocs example nullable x-kubernetes-preserve-unknown-fields "
+    "x-kubernetes-embedded-resource x-kubernetes-int-or-string x-kubernetes-list-map-keys "
+    "x-kubernetes-list-type x-kubernetes-map-type x-kubernetes-validations"
+).split()
+
+
 def _status_root_errors(schema: Schema, path: str) -> list[Cause]:
-    for key, value in schema.items():
+    order = {name: i for i, name in enumerate(_FIELD_ORDER)}
+    for key in sorted(schema, key=lambda k: order.get(k, len(order))):
+        value = schema[key]
         if _is_zero(value):
             continue
         if key == "type":

@@ -207,7 +207,7 @@ class CustomResources:
             crd_schema.apply_defaults(obj, version.schema)
             self._validate_custom(version, obj, subresource=subresource)
         elif (info.group, info.kind) == _CRD_KEY:
-            prepare_crd(obj)
+            prepare_crd(obj, status_only=subresource == "status")
         return obj
 
     def drop_unknown_fields(
@@ -350,10 +350,15 @@ def _column_errors(column: Mapping[str, Any], path: str) -> list[Cause]:
     return causes
 
 
-def prepare_crd(crd: JSONObj) -> None:
-    """Defaults and structural-schema checks of a CRD body (Invalid when not servable)."""
+def prepare_crd(crd: JSONObj, *, status_only: bool = False) -> None:
+    """Defaults and structural-schema checks of a CRD body (Invalid when not servable).
+    A write of the status subresource is checked for its status only, as upstream does (the
+    spec it carries is the stored one)."""
     spec = crd.get("spec")
     if not isinstance(spec, dict):
+        return
+    if status_only:
+        _raise_if(crd, _stored_version_errors(crd, spec))
         return
     names = spec.get("names")
     if isinstance(names, dict) and names.get("kind"):
@@ -391,18 +396,24 @@ def prepare_crd(crd: JSONObj) -> None:
                     _column_errors(column, f"spec.versions[{i}].additionalPrinterColumns[{j}]")
                 )
         causes.extend(_scale_errors(version, f"spec.versions[{i}].subresources.scale"))
+    causes.extend(_stored_version_errors(crd, spec))
+    _raise_if(crd, causes)
+
+
+def _stored_version_errors(crd: JSONObj, spec: JSONObj) -> list[Cause]:
     # A version objects may still be stored in cannot go (the update body carries the status
     # it was made from: a patch of the current object, or what a client read and changed).
     names = {v.get("name") for v in spec.get("versions") or [] if isinstance(v, dict)}
     status = crd.get("status")
     stored = status.get("storedVersions") if isinstance(status, dict) else None
-    for i, stored_version in enumerate(stored if isinstance(stored, list) else []):
-        if stored_version not in names:
-            causes.append(
-                fe.invalid(
-                    f"status.storedVersions[{i}]", stored_version, "must appear in spec.versions"
-                )
-            )
+    return [
+        fe.invalid(f"status.storedVersions[{i}]", stored_version, "must appear in spec.versions")
+        for i, stored_version in enumerate(stored if isinstance(stored, list) else [])
+        if stored_version not in names
+    ]
+
+
+def _raise_if(crd: JSONObj, causes: list[Cause]) -> None:
     if causes:
         name = str((crd.get("metadata") or {}).get("name") or "")
         raise _invalid(
