@@ -570,3 +570,29 @@ def test_keyword_checks():
         "p.properties[e].x-kubernetes-preserve-unknown-fields",
         "Invalid value: false: must be true or undefined",
     ) in found
+
+
+def test_embedded_resources_need_type_meta():
+    schema = obj(
+        spec=obj(
+            template={
+                "type": "object",
+                "x-kubernetes-embedded-resource": True,
+                "x-kubernetes-preserve-unknown-fields": True,
+            }
+        )
+    )
+    assert s.validate({"spec": {"template": {"apiVersion": "v1", "kind": "Pod"}}}, schema) == []
+    found = [
+        (c.field, c.message)
+        for c in s.validate(
+            {"spec": {"template": {"apiVersion": "a/b/c", "metadata": {"labels": {"x": "-"}}}}},
+            schema,
+        )
+    ]
+    assert ("spec.template.kind", "Required value: must not be empty") in found
+    assert (
+        "spec.template.apiVersion",
+        'Invalid value: "a/b/c": unexpected GroupVersion string: a/b/c',
+    ) in found
+    assert any(f == "spec.template.metadata.labels" for f, _ in found)

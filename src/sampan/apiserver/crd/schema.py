@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any
 
 from sampan.api import fielderrors as fe
-from sampan.api import goregexp
+from sampan.api import goregexp, names
 from sampan.apiserver.errors import Cause
 
 __all__ = [
@@ -217,6 +217,7 @@ def validate(obj: JSONObj, schema: Schema | None) -> list[Cause]:
         ]
     view = {k: v for k, v in obj.items() if k not in ROOT_KEPT_FIELDS}
     _validate(view, root_schema, "", causes)
+    _embedded_errors(view, root_schema, "", causes)
     # The schema may constrain metadata.name and metadata.generateName (nothing else there).
     meta_schema = (schema.get("properties") or {}).get("metadata")
     metadata = obj.get("metadata")
@@ -226,6 +227,66 @@ def validate(obj: JSONObj, schema: Schema | None) -> list[Cause]:
             if isinstance(sub, Mapping) and isinstance(metadata.get(key), str):
                 _validate(metadata[key], sub, f"metadata.{key}", causes)
     return causes
+
+
+def _embedded_errors(value: Any, schema: Schema, path: str, causes: list[Cause]) -> None:
+    """Type and object metadata of nested ``x-kubernetes-embedded-resource`` objects:
+    ``apiVersion`` and ``kind`` are required and well-formed, metadata labels and
+    annotations valid (after the schema errors, as upstream reports them)."""
+    if isinstance(value, dict):
+        if schema.get(_EMBEDDED) and path:
+            _embedded_resource_errors(value, path, causes)
+        properties = _props(schema)
+        additional = schema.get("additionalProperties")
+        for key, item in value.items():
+            if key in properties and isinstance(properties[key], Mapping):
+                _embedded_errors(item, properties[key], _child(path, key), causes)
+            elif isinstance(additional, Mapping):
+                _embedded_errors(item, additional, _key(path, key), causes)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for i, item in enumerate(value):
+            _embedded_errors(item, schema["items"], _index(path, i), causes)
+
+
+def _embedded_resource_errors(value: JSONObj, path: str, causes: list[Cause]) -> None:
+    for key in ("apiVersion", "kind"):
+        if key not in value:
+            causes.append(fe.required(_child(path, key), "must not be empty"))
+    api_version = value.get("apiVersion", "")
+    if "apiVersion" in value:
+        where = _child(path, "apiVersion")
+        if not isinstance(api_version, str):
+            causes.append(fe.invalid(where, api_version, "must be a string"))
+        elif not api_version:
+            causes.append(fe.invalid(where, api_version, "must not be empty"))
+        elif api_version.count("/") > 1:
+            causes.append(
+                fe.invalid(where, api_version, f"unexpected GroupVersion string: {api_version}")
+            )
+    kind = value.get("kind", "")
+    if "kind" in value:
+        where = _child(path, "kind")
+        if not isinstance(kind, str):
+            causes.append(fe.invalid(where, kind, "must be a string"))
+        elif not kind:
+            causes.append(fe.invalid(where, kind, "must not be empty"))
+        elif problems := names.is_dns1035_label(kind.lower()):
+            causes.append(
+                fe.invalid(
+                    where,
+                    kind,
+                    "may have mixed case, but should otherwise match: " + ",".join(problems),
+                )
+            )
+    metadata = value.get("metadata")
+    if isinstance(metadata, dict):
+        meta_path = _child(path, "metadata")
+        causes.extend(names.validate_labels(metadata.get("labels"), _child(meta_path, "labels")))
+        causes.extend(
+            names.validate_annotations(
+                metadata.get("annotations"), _child(meta_path, "annotations")
+            )
+        )
 
 
 def _validate(value: Any, schema: Schema, path: str, causes: list[Cause]) -> None:
