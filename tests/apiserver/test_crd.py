@@ -412,7 +412,7 @@ async def test_structural_schema_required(harness):
     assert status == 422
     fields = [c["field"] for c in body["details"]["causes"]]
     assert fields == [
-        "spec.versions[0].additionalPrinterColumns[0].jsonPath",
+        "spec.versions[0].additionalPrinterColumns[0].JSONPath",
         "spec.versions[0].subresources.scale.specReplicasPath",
     ]
 

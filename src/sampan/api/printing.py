@@ -12,7 +12,6 @@ Public API::
     to_table(kind, group, objs, *, wide=True, include_object="Metadata", now=None, ...) -> dict
     table_columns(kind, group, *, wide=True) -> list[dict]         # e.g. for watch events
     crd_table(columns, objs, *, include_object="Metadata", now=None, ...) -> dict
-    crd_columns(columns) -> list[dict]
     human_duration(delta) -> str                                     # duration.HumanDuration
     canonical_quantity(text) -> str | None                           # Quantity.String()
 
@@ -37,14 +36,15 @@ Invariants:
 from __future__ import annotations
 
 import ipaddress
-import json
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_UP, Decimal, localcontext
 from typing import Any
+
+from sampan.api.jsonpath import JSONPathError, Template, go_text
+from sampan.api.jsonpath import parse as parse_json_path
 
 __all__ = [
     "INCLUDE_METADATA",
@@ -54,7 +54,6 @@ __all__ = [
     "Column",
     "JSONPathError",
     "canonical_quantity",
-    "crd_columns",
     "crd_table",
     "has_printer",
     "human_duration",
@@ -77,11 +76,6 @@ LOAD_BALANCER_WIDTH = 16
 LIST_MAX_ENTRIES = 3
 #: HPA targets show at most this many metrics.
 HPA_MAX_METRICS = 2
-#: Go prints a float64 with %v in exponent form from this decimal exponent up.
-GO_FLOAT_EXPONENT_THRESHOLD = 6
-#: encoding/json writes a float64 in exponent form below/at or above these magnitudes.
-JSON_FLOAT_SMALL = 1e-6
-JSON_FLOAT_LARGE = 1e21
 
 NODE_ROLE_LABEL_PREFIX = "node-role.kubernetes.io/"
 NODE_ROLE_LABEL = "kubernetes.io/role"
@@ -447,80 +441,6 @@ def _join_host_port(host: str, port: int) -> str:
     except ValueError:
         is_v6 = ":" in host
     return f"[{host}]:{port}" if is_v6 else f"{host}:{port}"
-
-
-def _float_digits(value: float) -> tuple[str, str, int]:
-    """(sign, shortest significant digits, digits before the point) of a finite nonzero float."""
-    sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
-    digits = "".join(str(d) for d in digit_tuple)
-    stripped = digits.rstrip("0")
-    exponent = int(exponent) + len(digits) - len(stripped)
-    return ("-" if sign else ""), stripped, len(stripped) + exponent
-
-
-def _fixed_notation(sign: str, digits: str, point: int) -> str:
-    if point <= 0:
-        return f"{sign}0.{'0' * -point}{digits}"
-    if point >= len(digits):
-        return f"{sign}{digits}{'0' * (point - len(digits))}"
-    return f"{sign}{digits[:point]}.{digits[point:]}"
-
-
-def _exponent_notation(sign: str, digits: str, point: int, min_exp_digits: int) -> str:
-    exponent = point - 1
-    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-    exp_sign = "-" if exponent < 0 else "+"
-    return f"{sign}{mantissa}e{exp_sign}{abs(exponent):0{min_exp_digits}d}"
-
-
-def _go_float(value: float) -> str:
-    """Go's ``%v`` for a float64 (strconv 'g', shortest digits, exponent form when the
-    decimal exponent is < -4 or >= 6): 3.0 -> "3", 0.25 -> "0.25", 1e6 -> "1e+06"."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return "0"
-    sign, digits, point = _float_digits(value)
-    if point - 1 < -4 or point - 1 >= GO_FLOAT_EXPONENT_THRESHOLD:
-        return _exponent_notation(sign, digits, point, 2)
-    return _fixed_notation(sign, digits, point)
-
-
-def _go_json_float(value: float) -> str:
-    """encoding/json's float64: fixed notation unless |v| < 1e-6 or >= 1e21 ("1e-7")."""
-    if not math.isfinite(value) or value == 0:
-        return "0"  # Go refuses NaN/Inf; JSON input cannot carry them anyway
-    sign, digits, point = _float_digits(value)
-    if abs(value) < JSON_FLOAT_SMALL or abs(value) >= JSON_FLOAT_LARGE:
-        return _exponent_notation(sign, digits, point, 1)
-    return _fixed_notation(sign, digits, point)
-
-
-_JSON_HTML_ESCAPES = str.maketrans(
-    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-)
-
-
-def _go_json(value: Any) -> str:
-    """Compact ``json.Marshal`` output: sorted keys, HTML-safe escapes, Go float format."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return _go_json_float(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False).translate(_JSON_HTML_ESCAPES)
-    if isinstance(value, Mapping):
-        items = (f"{_go_json(str(k))}:{_go_json(value[k])}" for k in sorted(value, key=str))
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_go_json(v) for v in value) + "]"
-    return _go_json(str(value))
 
 
 # --------------------------------------------------------------------------------------------
@@ -2177,106 +2097,25 @@ def _now(now: datetime | None) -> datetime:
 
 
 # --------------------------------------------------------------------------------------------
-# Custom resources: additionalPrinterColumns with a JSONPath subset
+# Custom resources: additionalPrinterColumns, evaluated as kubectl's JSONPath dialect
 # --------------------------------------------------------------------------------------------
 
 
-class JSONPathError(ValueError):
-    """A printer column's jsonPath is outside the supported subset."""
-
-
-PathStep = str | int
-
-
-def _parse_json_path(path: str) -> tuple[PathStep, ...]:
-    """Parse ``.a.b[0].c``, ``.a['x.y']``, ``.a.b\\.c``; braces ``{...}`` are allowed."""
-    text = path.strip()
-    if text.startswith("{") and text.endswith("}"):
-        text = text[1:-1].strip()
-    if not text.startswith((".", "[")):
-        raise JSONPathError(f"unrecognized column definition {path!r}")
-    steps: list[PathStep] = []
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char == ".":
-            i += 1
-            name: list[str] = []
-            while i < len(text) and text[i] not in ".[":
-                if text[i] == "\\" and i + 1 < len(text):
-                    name.append(text[i + 1])
-                    i += 2
-                    continue
-                name.append(text[i])
-                i += 1
-            if not name:
-                if i >= len(text) and not steps:
-                    break  # "." alone is the whole object
-                raise JSONPathError(f"empty field name in {path!r}")
-            steps.append("".join(name))
-        elif char == "[":
-            i, step = _parse_bracket(text, i, path)
-            steps.append(step)
-        else:
-            raise JSONPathError(f"unexpected {char!r} in {path!r}")
-    return tuple(steps)
-
-
-def _parse_bracket(text: str, start: int, path: str) -> tuple[int, PathStep]:
-    i = start + 1
-    if i < len(text) and text[i] in "'\"":
-        quote = text[i]
-        end = text.find(quote, i + 1)
-        if end < 0 or end + 1 >= len(text) or text[end + 1] != "]":
-            raise JSONPathError(f"unterminated quoted field in {path!r}")
-        return end + 2, text[i + 1 : end]
-    end = text.find("]", i)
-    if end < 0:
-        raise JSONPathError(f"unterminated index in {path!r}")
-    inner = text[i:end].strip()
+def _crd_cell(column_type: str, template: Template, obj: Mapping[str, Any], ctx: _Context) -> Any:
+    """One cell as the apiextensions convertor computes it: the first result of the column's
+    template; strings printed as client-go's jsonpath prints them; an evaluation error or no
+    result gives a null cell."""
     try:
-        return end + 1, int(inner)
-    except ValueError:
-        raise JSONPathError(f"unsupported index {inner!r} in {path!r}") from None
-
-
-_MISSING = object()
-
-
-def _walk(obj: Any, steps: Sequence[PathStep]) -> Any:
-    for step in steps:
-        if isinstance(step, int):
-            if not isinstance(obj, list):
-                return _MISSING
-            index = step + len(obj) if step < 0 else step
-            if not 0 <= index < len(obj):
-                return _MISSING
-            obj = obj[index]
-        else:
-            if not isinstance(obj, Mapping) or step not in obj:
-                return _MISSING
-            obj = obj[step]
-    return obj
-
-
-def _json_text(value: Any) -> str:
-    """How client-go's jsonpath prints one value: strings raw, others as JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return _go_float(value)
-    return _go_json(value)
-
-
-def _crd_cell(column_type: str, value: Any, ctx: _Context) -> Any:
-    if value is _MISSING or value is None:
+        results = template.find_results(obj, allow_missing_keys=True)
+    except JSONPathError:
         return None
+    if not results or not results[0]:
+        return None
+    value = results[0][0]
     if column_type == "string":
-        return _json_text(value)
+        return "<no value>" if value is None else go_text(value)
+    if value is None:
+        return None
     if column_type == "integer":
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None
@@ -2290,6 +2129,8 @@ def _crd_cell(column_type: str, value: Any, ctx: _Context) -> Any:
     if column_type == "date":
         if not isinstance(value, str):
             return None
+        if value in ("", "null"):
+            return UNKNOWN
         when = _parse_time(value)
         if when is None:
             return UNKNOWN if _is_zero_time_text(value) else INVALID
@@ -2312,14 +2153,21 @@ _CRD_AGE_COLUMN = {
 @dataclass(frozen=True, slots=True)
 class _CrdColumn:
     column: Column
-    steps: tuple[PathStep, ...]
+    template: Template
 
 
 def _crd_spec(columns: Sequence[Mapping[str, Any]] | None) -> list[_CrdColumn]:
+    """The columns the apiextensions convertor serves: when a column's jsonPath does not parse
+    as ``{<jsonPath>}``, that column and the ones after it are left out (upstream falls back
+    to the columns it could build)."""
     definitions = list(columns or []) or [_CRD_AGE_COLUMN]
     parsed: list[_CrdColumn] = []
     for definition in definitions:
         json_path = _s(definition.get("jsonPath") or definition.get("JSONPath"))
+        try:
+            template = parse_json_path("{" + json_path + "}", _s(definition.get("name")))
+        except JSONPathError:
+            break
         description = _s(definition.get("description")) or (
             f"Custom resource definition column (in JSONPath format): {json_path}"
         )
@@ -2330,17 +2178,8 @@ def _crd_spec(columns: Sequence[Mapping[str, Any]] | None) -> list[_CrdColumn]:
             format=_s(definition.get("format")),
             priority=_i(definition.get("priority")),
         )
-        parsed.append(_CrdColumn(column, _parse_json_path(json_path)))
+        parsed.append(_CrdColumn(column, template))
     return parsed
-
-
-def crd_columns(columns: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-    """``columnDefinitions`` for a custom resource version's ``additionalPrinterColumns``.
-
-    An empty list means the apiextensions default: a single ``Age`` date column.  Raises
-    JSONPathError for a path outside the supported subset.
-    """
-    return [_NAME.to_dict(), *(c.column.to_dict() for c in _crd_spec(columns))]
 
 
 def crd_table(
@@ -2357,9 +2196,10 @@ def crd_table(
     """Render custom resources with their CRD's ``additionalPrinterColumns``.
 
     ``columns`` are the CRD version's column dicts (``name``, ``type``, ``format``,
-    ``description``, ``priority``, ``jsonPath``).  Missing values give a null cell; ``date``
-    columns print the age of the timestamp, ``string`` columns print values as kubectl's
-    JSONPath would.  All columns are always sent (kubectl filters by priority).
+    ``description``, ``priority``, ``jsonPath``), each path evaluated as kubectl's JSONPath
+    (filters, wildcards, ...: ``sampan.api.jsonpath``).  Missing values give a null cell;
+    ``date`` columns print the age of the timestamp, ``string`` columns print the first result
+    as kubectl's JSONPath would.  All columns are always sent (kubectl filters by priority).
     """
     include = _check_include(include_object)
     ctx = _Context(now=_now(now), wide=True)
@@ -2367,7 +2207,7 @@ def crd_table(
     rows = []
     for obj in objs:
         cells: Cells = [_name(obj)]
-        cells.extend(_crd_cell(c.column.type, _walk(obj, c.steps), ctx) for c in spec)
+        cells.extend(_crd_cell(c.column.type, c.template, obj, ctx) for c in spec)
         rows.append({"cells": cells, "object": _row_object(obj, include)})
     return _table(
         [_NAME, *(c.column for c in spec)],

@@ -10,7 +10,10 @@ convert a set to and from the nested JSON trie (``{".": {}}`` marks a member wit
 
 List semantics come from the schema (``x-kubernetes-list-type`` / ``-list-map-keys``, else
 the strategic-merge metadata, else atomic); ``x-kubernetes-map-type: atomic`` maps (label
-selectors) are one leaf. Invariant: the same object and schema always give the same set; the
+selectors) are one leaf. A list-map item that omits a key field which has a default is
+identified with that default (structured-merge-diff's rule): a Service port without
+``protocol`` is the item ``k:{"port":80,"protocol":"TCP"}``, the same item the stored,
+defaulted object holds. Invariant: the same object and schema always give the same set; the
 JSON inside ``k:``/``v:`` elements is compact with sorted keys, so equal items compare equal.
 """
 
@@ -26,6 +29,8 @@ __all__ = [
     "Path",
     "flatten",
     "from_fields_v1",
+    "item_key",
+    "key_defaults",
     "list_semantics",
     "path_string",
     "to_fields_v1",
@@ -57,22 +62,57 @@ def list_semantics(schema: SchemaView | None) -> tuple[str, tuple[str, ...]]:
     return "atomic", ()
 
 
-def item_key(item: Any, keys: tuple[str, ...]) -> str | None:
+# Defaults of list-map key fields that kube-apiserver's OpenAPI schema declares
+# (``default: TCP`` on ContainerPort.protocol and ServicePort.protocol) but the definitions
+# Sampan ships do not carry; keyed by the list's map keys. A schema's own default wins.
+_BUILTIN_KEY_DEFAULTS: dict[tuple[str, ...], dict[str, Any]] = {
+    ("containerPort", "protocol"): {"protocol": "TCP"},
+    ("port", "protocol"): {"protocol": "TCP"},
+}
+
+
+def key_defaults(schema: SchemaView | None, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The defaults of a list-map's key fields (``schema`` is the list's schema)."""
+    defaults = dict(_BUILTIN_KEY_DEFAULTS.get(keys, {}))
+    item_schema = schema.items() if schema is not None else None
+    if item_schema is not None:
+        for key in keys:
+            field = item_schema.field(key) if item_schema.has_field(key) else None
+            if field is not None and field.raw.get("default") is not None:
+                defaults[key] = field.raw["default"]
+    return defaults
+
+
+def item_key(
+    item: Any, keys: tuple[str, ...], defaults: dict[str, Any] | None = None
+) -> str | None:
+    """The ``k:`` element of a list-map item: its key fields, a missing one taking its
+    default (fields with neither are left out)."""
     if not isinstance(item, dict):
         return None
-    return "k:" + _json({k: item[k] for k in keys if k in item})
+    values: dict[str, Any] = {}
+    for key in keys:
+        if item.get(key) is not None:
+            values[key] = item[key]
+        elif defaults and key in defaults:
+            values[key] = defaults[key]
+    return "k:" + _json(values)
 
 
 def _is_atomic_map(schema: SchemaView | None) -> bool:
     return schema is not None and schema.map_type == "atomic"
 
 
-def _find_item(items: Any, item: dict[str, Any], keys: tuple[str, ...]) -> Any:
+def _find_item(
+    items: Any, item: dict[str, Any], keys: tuple[str, ...], defaults: dict[str, Any]
+) -> Any:
     if not isinstance(items, list):
         return None
-    present = {k: item[k] for k in keys if k in item}
+    present = json.loads(item_key(item, keys, defaults)[2:])  # type: ignore[index]
     for candidate in items:
-        if isinstance(candidate, dict) and all(candidate.get(k) == v for k, v in present.items()):
+        if isinstance(candidate, dict) and all(
+            candidate.get(k, defaults.get(k)) == v for k, v in present.items()
+        ):
             return candidate
     return None
 
@@ -113,14 +153,15 @@ def flatten(
             for item in value:
                 out[(*prefix, "v:" + _json(item))] = ITEM
             return out
+        defaults = key_defaults(schema, keys)
         for item in value:
-            element = item_key(item, keys)
+            element = item_key(item, keys, defaults)
             if element is None:
                 out[prefix] = value  # not a list of maps after all: one leaf
                 return out
-            item_ref = _find_item(ref, item, keys) if ref is not None else None
+            item_ref = _find_item(ref, item, keys, defaults) if ref is not None else None
             if isinstance(item_ref, dict):
-                element = item_key(item_ref, keys) or element
+                element = item_key(item_ref, keys, defaults) or element
             path = (*prefix, element)
             out[path] = ITEM
             for key, child in item.items():

@@ -36,6 +36,7 @@ from sampan.apiserver.apply.fieldpath import (
     flatten,
     from_fields_v1,
     item_key,
+    key_defaults,
     list_semantics,
     path_string,
     to_fields_v1,
@@ -277,9 +278,10 @@ def _merge(live: Any, applied: Any, schema: SchemaView | None) -> Any:
         if kind == "map":
             item_schema = schema.items() if schema is not None else None
             out_list = copy.deepcopy(live)
-            index = {item_key(item, keys): i for i, item in enumerate(out_list)}
+            defaults = key_defaults(schema, keys)
+            index = {item_key(item, keys, defaults): i for i, item in enumerate(out_list)}
             for item in applied:
-                element = item_key(item, keys)
+                element = item_key(item, keys, defaults)
                 if element is None:
                     return _without_nulls(applied)
                 if element in index:
@@ -427,7 +429,9 @@ def server_side_apply(
     result = _merge(base, applied, schema)
     if mine is not None:
         owned_by_others = set().union(*(e.fields for e in others)) if others else set()
-        for path in sorted(mine.fields - applied_flat.keys(), key=len, reverse=True):
+        # Shortest paths first: a list item goes whole (its key fields with it) before its
+        # fields are visited; removing a field below what is already gone is a no-op.
+        for path in sorted(mine.fields - applied_flat.keys(), key=len):
             if path in owned_by_others or any(p[: len(path)] == path for p in owned_by_others):
                 continue
             _remove_path(result, path)

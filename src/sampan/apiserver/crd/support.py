@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from sampan.api import fielderrors as fe
-from sampan.api.printing import JSONPathError, crd_columns, crd_table
+from sampan.api.printing import crd_table
 from sampan.api.resources import ResourceInfo
 from sampan.apiserver.crd import schema as crd_schema
 from sampan.apiserver.crd.fieldvalidation import (
@@ -207,7 +207,7 @@ class CustomResources:
             crd_schema.apply_defaults(obj, version.schema)
             self._validate_custom(version, obj, subresource=subresource)
         elif (info.group, info.kind) == _CRD_KEY:
-            prepare_crd(obj)
+            prepare_crd(obj, status_only=subresource == "status")
         return obj
 
     def drop_unknown_fields(
@@ -283,32 +283,82 @@ def _invalid(qualified_kind: str, kind: str, group: str, name: str, causes: list
     )
 
 
+def simple_json_path_errors(value: str, path: str) -> list[Cause]:
+    """Upstream's check of printer-column and scale paths: a JSON path in dot notation."""
+    if not value:
+        return [fe.invalid(path, value, "must not be empty")]
+    if not value.startswith("."):
+        return [fe.invalid(path, value, "must be a simple json path starting with .")]
+    return []
+
+
 def _scale_errors(version: Mapping[str, Any], path: str) -> list[Cause]:
     subresources = version.get("subresources")
     scale = subresources.get("scale") if isinstance(subresources, dict) else None
     if not isinstance(scale, dict):
         return []
     causes: list[Cause] = []
-    for key, prefix, required in (
-        ("specReplicasPath", ".spec.", True),
-        ("statusReplicasPath", ".status.", True),
-        ("labelSelectorPath", "", False),
+    for key, prefixes, where in (
+        ("specReplicasPath", (".spec.",), ".spec"),
+        ("statusReplicasPath", (".status.",), ".status"),
+        ("labelSelectorPath", (".spec.", ".status."), "either .spec or .status"),
     ):
         value = scale.get(key)
         if not value:
-            if required:
+            if key != "labelSelectorPath":
                 causes.append(fe.required(f"{path}.{key}"))
             continue
-        if not isinstance(value, str) or not value.startswith(prefix or "."):
-            where = f"start with {prefix}" if prefix else "be a JSON path starting with ."
-            causes.append(fe.invalid(f"{path}.{key}", value, f"should {where}"))
+        value = str(value)
+        errors = simple_json_path_errors(value, f"{path}.{key}")
+        if errors:
+            causes.extend(errors)
+        elif not value.startswith(prefixes):
+            causes.append(
+                fe.invalid(f"{path}.{key}", value, f"should be a json path under {where}")
+            )
     return causes
 
 
-def prepare_crd(crd: JSONObj) -> None:
-    """Defaults and structural-schema checks of a CRD body (Invalid when not servable)."""
+_COLUMN_TYPES = ("boolean", "date", "integer", "number", "string")
+_COLUMN_FORMATS = ("byte", "date", "date-time", "double", "float", "int32", "int64", "password")
+
+
+def _column_errors(column: Mapping[str, Any], path: str) -> list[Cause]:
+    """A printer column as upstream checks it (the field path says ``JSONPath``, the name of
+    the field in the internal API, as kube-apiserver reports it)."""
+    causes: list[Cause] = []
+    if not column.get("name"):
+        causes.append(fe.required(f"{path}.name"))
+    column_type = column.get("type")
+    types = ",".join(_COLUMN_TYPES)
+    if not column_type:
+        causes.append(fe.required(f"{path}.type", f"must be one of {types}"))
+    elif column_type not in _COLUMN_TYPES:
+        causes.append(fe.invalid(f"{path}.type", column_type, f"must be one of {types}"))
+    column_format = column.get("format")
+    if column_format and column_format not in _COLUMN_FORMATS:
+        causes.append(
+            fe.invalid(
+                f"{path}.format", column_format, f"must be one of {','.join(_COLUMN_FORMATS)}"
+            )
+        )
+    json_path = column.get("jsonPath")
+    if not json_path:
+        causes.append(fe.required(f"{path}.JSONPath"))
+    else:
+        causes.extend(simple_json_path_errors(str(json_path), f"{path}.JSONPath"))
+    return causes
+
+
+def prepare_crd(crd: JSONObj, *, status_only: bool = False) -> None:
+    """Defaults and structural-schema checks of a CRD body (Invalid when not servable).
+    A write of the status subresource is checked for its status only, as upstream does (the
+    spec it carries is the stored one)."""
     spec = crd.get("spec")
     if not isinstance(spec, dict):
+        return
+    if status_only:
+        _raise_if(crd, _stored_version_errors(crd, spec))
         return
     names = spec.get("names")
     if isinstance(names, dict) and names.get("kind"):
@@ -335,41 +385,35 @@ def prepare_crd(crd: JSONObj) -> None:
             if isinstance(version.get("schema"), dict)
             else None
         )
-        causes.extend(crd_schema.structural_errors(schema, path))
+        subresources = version.get("subresources")
+        status_enabled = isinstance(subresources, dict) and isinstance(
+            subresources.get("status"), dict
+        )
+        causes.extend(crd_schema.structural_errors(schema, path, status_enabled=status_enabled))
         for j, column in enumerate(version.get("additionalPrinterColumns") or []):
-            if not isinstance(column, dict):
-                continue
-            cpath = f"spec.versions[{i}].additionalPrinterColumns[{j}]"
-            if not column.get("name"):
-                causes.append(fe.required(f"{cpath}.name"))
-            if not column.get("jsonPath"):
-                causes.append(fe.required(f"{cpath}.jsonPath"))
-            else:
-                try:
-                    crd_columns([column])
-                except JSONPathError as exc:
-                    causes.append(fe.invalid(f"{cpath}.jsonPath", column["jsonPath"], str(exc)))
-            if column.get("type") not in ("integer", "number", "string", "boolean", "date"):
-                causes.append(
-                    fe.not_supported(
-                        f"{cpath}.type",
-                        column.get("type"),
-                        ["boolean", "date", "integer", "number", "string"],
-                    )
+            if isinstance(column, dict):
+                causes.extend(
+                    _column_errors(column, f"spec.versions[{i}].additionalPrinterColumns[{j}]")
                 )
         causes.extend(_scale_errors(version, f"spec.versions[{i}].subresources.scale"))
+    causes.extend(_stored_version_errors(crd, spec))
+    _raise_if(crd, causes)
+
+
+def _stored_version_errors(crd: JSONObj, spec: JSONObj) -> list[Cause]:
     # A version objects may still be stored in cannot go (the update body carries the status
     # it was made from: a patch of the current object, or what a client read and changed).
     names = {v.get("name") for v in spec.get("versions") or [] if isinstance(v, dict)}
     status = crd.get("status")
     stored = status.get("storedVersions") if isinstance(status, dict) else None
-    for i, stored_version in enumerate(stored if isinstance(stored, list) else []):
-        if stored_version not in names:
-            causes.append(
-                fe.invalid(
-                    f"status.storedVersions[{i}]", stored_version, "must appear in spec.versions"
-                )
-            )
+    return [
+        fe.invalid(f"status.storedVersions[{i}]", stored_version, "must appear in spec.versions")
+        for i, stored_version in enumerate(stored if isinstance(stored, list) else [])
+        if stored_version not in names
+    ]
+
+
+def _raise_if(crd: JSONObj, causes: list[Cause]) -> None:
     if causes:
         name = str((crd.get("metadata") or {}).get("name") or "")
         raise _invalid(
