@@ -22,6 +22,7 @@ from sampan.kubelet.runtime import pb
 from sampan.kubelet.specs import (
     DNSSettings,
     FieldTypeError,
+    SpecError,
     SubPathError,
     check_pod,
     container_config,
@@ -535,3 +536,43 @@ def test_token_is_private_to_the_pods_user(tmp_path: Path) -> None:
     token = (target / "token").stat()
     assert (stat.S_IMODE(token.st_mode), token.st_uid, token.st_gid) == (0o640, 1000, 2000)
     assert not write_atomic(target, payload, fs_group=2000, owners={"token": 1000})
+
+
+def test_seccomp_profiles() -> None:
+    kinds = pb.SecurityProfile.ProfileType
+    assert _container(_pod()).linux.security_context.seccomp.profile_type == kinds.Unconfined
+    pod = _pod(
+        securityContext={"seccompProfile": {"type": "RuntimeDefault"}},
+        containers=[
+            {"name": "c"},
+            {
+                "name": "d",
+                "securityContext": {
+                    "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}
+                },
+            },
+        ],
+    )
+    assert _container(pod, 0).linux.security_context.seccomp.profile_type == kinds.RuntimeDefault
+    with pytest.raises(SpecError):  # no profile directory given
+        _container(pod, 1)
+    local = container_config(
+        pod,
+        pod["spec"]["containers"][1],
+        attempt=0,
+        env=[],
+        command=[],
+        args=[],
+        mounts=[],
+        qos="BestEffort",
+        memory_capacity_bytes=2**30,
+        termination_file="/t",
+        image="sha256:abc",
+        grace_period_s=1,
+        seccomp_root=Path("/k/seccomp"),
+    ).linux.security_context.seccomp
+    assert (local.profile_type, local.localhost_ref) == (kinds.Localhost, "/k/seccomp/p.json")
+    with pytest.raises(SpecError):
+        _container(_pod(securityContext={"seccompProfile": {"type": "Sometimes"}}))
+    with pytest.raises(FieldTypeError):
+        check_pod(_pod(securityContext={"seccompProfile": {"type": 2}}))

@@ -1,7 +1,7 @@
 """Pod files on the host are the pod's only: the kubelet's directories are 0750 root:root so
 another host user cannot read a Secret or a token, while the containers (root, a runAsUser
-with fsGroup, a runAsUser without) still read their volumes; a static pod whose security
-fields have the wrong type is not started at all."""
+with fsGroup, a runAsUser without) still read their volumes; seccompProfile RuntimeDefault
+is applied; a static pod whose security fields have the wrong type is not started at all."""
 
 from __future__ import annotations
 
@@ -107,7 +107,11 @@ async def test_secret_and_token_files_are_reachable_by_the_pod_only(
     )
     pods = {
         "as-root": _pod("as-root", {}),
-        "with-fsgroup": _pod("with-fsgroup", {"runAsUser": 1000, "fsGroup": 2000}, 0o400),
+        "with-fsgroup": _pod(
+            "with-fsgroup",
+            {"runAsUser": 1000, "fsGroup": 2000, "seccompProfile": {"type": "RuntimeDefault"}},
+            0o400,
+        ),
         "without-fsgroup": _pod("without-fsgroup", {"runAsUser": 1000}),
     }
     for pod in pods.values():
@@ -121,6 +125,11 @@ async def test_secret_and_token_files_are_reachable_by_the_pod_only(
         assert await _exec(node, ns, name, ["cat", "/var/run/t/password"]) == (0, "s3cr3t")
     assert (await _exec(node, ns, "with-fsgroup", ["id", "-u"]))[1].strip() == "1000"
     assert "2000" in (await _exec(node, ns, "with-fsgroup", ["id", "-G"]))[1].split()
+    # seccompProfile RuntimeDefault is applied (mode 2: filter); unset stays unconfined.
+    status = (await _exec(node, ns, "with-fsgroup", ["cat", "/proc/self/status"]))[1]
+    assert "Seccomp:\t2" in status
+    status = (await _exec(node, ns, "as-root", ["cat", "/proc/self/status"]))[1]
+    assert "Seccomp:\t0" in status
 
     kubelet_dir = node.kubelet.options.kubelet_dir
     agent_dir = kubelet_dir.parent

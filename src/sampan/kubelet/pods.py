@@ -784,7 +784,7 @@ class PodWorker:
         args = expand_args(container.get("args"), env_map)
         try:
             mounts, missing = specs.volume_mounts(container, volumes)
-        except (FieldTypeError, specs.SubPathError) as exc:
+        except (FieldTypeError, specs.SpecError) as exc:
             self.waiting[name] = ("CreateContainerConfigError", str(exc))
             self.k.event(ref, "Warning", "Failed", f"Error: {exc}")
             raise _Wait(None) from exc
@@ -803,20 +803,26 @@ class PodWorker:
             and not any(m.container_path == "/etc/hosts" for m in mounts)
         ):
             extra.append(pb.Mount(container_path="/etc/hosts", host_path=str(self._hosts_path())))
-        config = specs.container_config(
-            pod,
-            container,
-            attempt=attempt,
-            env=env,
-            command=command,
-            args=args,
-            mounts=[*mounts, *extra],
-            qos=qos,
-            memory_capacity_bytes=self.k.memory_capacity_bytes,
-            termination_file=termination_file,
-            image=image_ref,
-            grace_period_s=grace_period_s(pod),
-        )
+        try:
+            config = specs.container_config(
+                pod,
+                container,
+                attempt=attempt,
+                env=env,
+                command=command,
+                args=args,
+                mounts=[*mounts, *extra],
+                qos=qos,
+                memory_capacity_bytes=self.k.memory_capacity_bytes,
+                termination_file=termination_file,
+                image=image_ref,
+                grace_period_s=grace_period_s(pod),
+                seccomp_root=self.k.options.kubelet_dir / "seccomp",
+            )
+        except (FieldTypeError, specs.SpecError) as exc:
+            self.waiting[name] = ("CreateContainerConfigError", str(exc))
+            self.k.event(ref, "Warning", "Failed", f"Error: {exc}")
+            raise _Wait(None) from exc
         assert self.sandbox_config is not None
         try:
             cid = await self.k.runtime.create_container(sandbox_id, config, self.sandbox_config)

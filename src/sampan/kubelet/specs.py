@@ -13,6 +13,9 @@ runAsNonRoot, fsGroup, supplemental groups, sysctls...) are read strictly throug
 type (``"privileged": "true"``, ``"hostPID": 1``) raises ``FieldTypeError`` and the pod does not
 start — it is never granted a privilege by truthiness nor silently denied a restriction.
 ``check_pod`` runs every such read up front; the builders repeat them on the fields they use.
+``seccompProfile`` (container over pod) is passed to the runtime: RuntimeDefault, Localhost
+(``<kubelet-dir>/seccomp/<localhostProfile>``), or Unconfined when unset, as upstream without
+``--seccomp-default``; a ``subPath`` may not leave its volume. Both raise ``SpecError``.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ __all__ = [
     "DNSSettings",
     "FieldTypeError",
     "PodSecurity",
+    "SpecError",
     "SubPathError",
     "check_pod",
     "container_config",
@@ -124,6 +128,15 @@ class DNSSettings:
     host_options: tuple[str, ...]
 
 
+class SpecError(ValueError):
+    """A container that cannot be configured as its spec says (CreateContainerConfigError)."""
+
+
+SECCOMP_UNCONFINED = "Unconfined"
+SECCOMP_RUNTIME_DEFAULT = "RuntimeDefault"
+SECCOMP_LOCALHOST = "Localhost"
+
+
 @dataclass(frozen=True)
 class PodSecurity:
     """The pod-level security settings, strictly typed (see the module docstring)."""
@@ -159,6 +172,8 @@ class ContainerSecurity:
     capabilities_add: tuple[str, ...]
     capabilities_drop: tuple[str, ...]
     proc_mount: str | None
+    seccomp_type: str | None
+    seccomp_localhost_profile: str | None
 
 
 def _spec_of(pod: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -219,8 +234,14 @@ def container_security(
     run_as_user = get_int(sc, "runAsUser", sc_path)
     run_as_group = get_int(sc, "runAsGroup", sc_path)
     run_as_non_root = get_bool(sc, "runAsNonRoot", sc_path)
-    for key in ("seLinuxOptions", "seccompProfile", "appArmorProfile", "windowsOptions"):
+    for key in ("seLinuxOptions", "appArmorProfile", "windowsOptions"):
         get_obj(sc, key, sc_path)
+    seccomp = get_obj(sc, "seccompProfile", sc_path)
+    seccomp_path = join_path(sc_path, "seccompProfile")
+    if not seccomp:
+        pod_context = get_obj(_spec_of(pod), "securityContext", "spec")
+        seccomp_path = "spec.securityContext.seccompProfile"
+        seccomp = get_obj(pod_context, "seccompProfile", "spec.securityContext")
     return ContainerSecurity(
         privileged=bool(get_bool(sc, "privileged", sc_path)),
         allow_privilege_escalation=get_bool(sc, "allowPrivilegeEscalation", sc_path),
@@ -231,7 +252,28 @@ def container_security(
         capabilities_add=tuple(get_str_list(caps, "add", caps_path)),
         capabilities_drop=tuple(get_str_list(caps, "drop", caps_path)),
         proc_mount=get_str(sc, "procMount", sc_path),
+        seccomp_type=get_str(seccomp, "type", seccomp_path),
+        seccomp_localhost_profile=get_str(seccomp, "localhostProfile", seccomp_path),
     )
+
+
+def _seccomp(security: ContainerSecurity, seccomp_root: Path | None) -> pb.SecurityProfile:
+    """The CRI seccomp profile: unset is Unconfined (upstream's default without
+    ``--seccomp-default``); Localhost profiles live under ``<kubelet-dir>/seccomp``."""
+    kind = security.seccomp_type
+    if kind in (None, SECCOMP_UNCONFINED):
+        return pb.SecurityProfile(profile_type=pb.SecurityProfile.ProfileType.Unconfined)
+    if kind == SECCOMP_RUNTIME_DEFAULT:
+        return pb.SecurityProfile(profile_type=pb.SecurityProfile.ProfileType.RuntimeDefault)
+    if kind == SECCOMP_LOCALHOST:
+        name = security.seccomp_localhost_profile or ""
+        if not name or name.startswith("/") or ".." in Path(name).parts or seccomp_root is None:
+            raise SpecError(f"invalid seccomp Localhost profile {name!r}")
+        return pb.SecurityProfile(
+            profile_type=pb.SecurityProfile.ProfileType.Localhost,
+            localhost_ref=str(seccomp_root / name),
+        )
+    raise SpecError(f"unsupported seccomp profile type {kind!r}")
 
 
 def _all_containers(pod: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
@@ -440,6 +482,7 @@ def container_config(
     termination_file: str,
     image: str,
     grace_period_s: int,
+    seccomp_root: Path | None = None,
 ) -> pb.ContainerConfig:
     meta = pod.get("metadata") or {}
     name = container.get("name", "")
@@ -453,6 +496,7 @@ def container_config(
     settings = pod_security(pod)
     security = container_security(pod, container)
     privileged = security.privileged
+    seccomp = _seccomp(security, seccomp_root)
     annotations = {
         ANN_RESTART_COUNT: str(attempt),
         ANN_CONTAINER_HASH: container_hash(container),
@@ -504,6 +548,7 @@ def container_config(
                 readonly_rootfs=security.read_only_root_filesystem,
                 supplemental_groups=settings.groups,
                 no_new_privs=security.allow_privilege_escalation is False,
+                seccomp=seccomp,
                 masked_paths=[] if privileged else list(_MASKED_PATHS),
                 readonly_paths=[] if privileged else list(_READONLY_PATHS),
             ),
@@ -511,7 +556,7 @@ def container_config(
     )
 
 
-class SubPathError(ValueError):
+class SubPathError(SpecError):
     """A ``subPath`` that would leave its volume."""
 
 
