@@ -370,6 +370,7 @@ def _container(pod: dict[str, Any], index: int = 0) -> pb.ContainerConfig:
     [
         ({"hostNetwork": "true"}, "spec.hostNetwork"),
         ({"hostPID": 1}, "spec.hostPID"),
+        ({"activeDeadlineSeconds": "60"}, "spec.activeDeadlineSeconds"),
         ({"hostIPC": "false"}, "spec.hostIPC"),
         ({"shareProcessNamespace": "yes"}, "spec.shareProcessNamespace"),
         ({"securityContext": {"runAsUser": "0"}}, "spec.securityContext.runAsUser"),
@@ -418,7 +419,7 @@ def test_security_fields_of_the_wrong_type_are_refused(spec: dict[str, Any], pat
         check_pod(pod)
     assert info.value.path == path
     # The builders refuse too: nothing is granted (nor denied) by truthiness.
-    if not path.endswith("readOnly"):
+    if not path.endswith(("readOnly", "activeDeadlineSeconds")):
         with pytest.raises(FieldTypeError):
             _sandbox(pod)
             _container(pod)

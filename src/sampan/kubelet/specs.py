@@ -292,6 +292,10 @@ def check_pod(pod: Mapping[str, Any]) -> None:
     """Read every security-relevant field of ``pod`` strictly: ``FieldTypeError`` on the
     first one of the wrong type (the kubelet then refuses to start the pod)."""
     pod_security(pod)
+    spec = _spec_of(pod)
+    # Limits the kubelet enforces (and quota scopes count): never ignored for their type.
+    get_int(spec, "activeDeadlineSeconds", "spec")
+    get_int(spec, "terminationGracePeriodSeconds", "spec")
     for path, container in _all_containers(pod):
         container_security(pod, container, path)
         for index, mount in enumerate(get_list(container, "volumeMounts", path)):
