@@ -319,7 +319,7 @@ class VolumeManager:
             return MountedVolume(source.get("path", ""))
         if "emptyDir" in volume:
             source = volume.get("emptyDir") or {}
-            target = base / "kubernetes.io~empty-dir" / name
+            target = base / _PLUGIN_DIRS["emptyDir"] / name
             memory = source.get("medium") == "Memory"
             size = quantity(source.get("sizeLimit"))
             await asyncio.to_thread(
@@ -332,22 +332,23 @@ class VolumeManager:
         tmpfs = False
         owners: dict[str, int] = {}
         if "configMap" in volume:
+            kind = "configMap"
             payload = self._configmap_payload(namespace, volume["configMap"] or {}, None)
         elif "secret" in volume:
-            tmpfs = True
+            kind, tmpfs = "secret", True
             payload = self._secret_payload(namespace, volume["secret"] or {}, None)
         elif "downwardAPI" in volume:
+            kind = "downwardAPI"
             payload = self._downward_payload(pod, volume["downwardAPI"] or {}, None, allocatable)
         elif "projected" in volume:
-            tmpfs = True
+            kind, tmpfs = "projected", True
             payload = await self._projected_payload(
                 pod, volume["projected"] or {}, allocatable, owner, owners
             )
         else:
             kinds = sorted(k for k in volume if k != "name")
             raise VolumeError(f"volume {name}: unsupported volume type {kinds}")
-        plugin = next(_PLUGIN_DIRS[k] for k in volume if k in _PLUGIN_DIRS)
-        target = base / plugin / name
+        target = base / _PLUGIN_DIRS[kind] / name
         await asyncio.to_thread(_write_volume, target, payload, tmpfs, owner.fs_group, owners)
         read_only = "configMap" in volume or "secret" in volume or "projected" in volume
         return MountedVolume(str(target), read_only=read_only)
