@@ -1,11 +1,14 @@
 """Pure pieces of the kubelet: options, $(VAR) expansion, env, DNS, QoS, sandbox and
-container configs, pod phase, the atomic writer, the CNI conflist."""
+container configs (strictly typed security fields), pod phase, the atomic writer, volume
+directory modes and fsGroup ownership, the CNI conflist."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
+import stat
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,14 +21,19 @@ from sampan.kubelet.podutil import pod_resource_totals, qos_class
 from sampan.kubelet.runtime import pb
 from sampan.kubelet.specs import (
     DNSSettings,
+    FieldTypeError,
+    SpecError,
+    SubPathError,
+    check_pod,
     container_config,
     dns_config,
     parse_resolv_conf,
     sandbox_config,
+    volume_mounts,
 )
 from sampan.kubelet.static import mirror_pod, read_manifests
 from sampan.kubelet.status import pod_phase
-from sampan.kubelet.volumes import write_atomic
+from sampan.kubelet.volumes import MountedVolume, VolumeError, VolumeManager, write_atomic
 from sampan.network.cni import CNIConfig, render_conflist, write_conflist
 
 DNS = DNSSettings(
@@ -332,3 +340,240 @@ def test_pull_credentials_match_the_registry() -> None:
     [gh] = pull_credentials("ghcr.io/x/y", [secret])
     assert (gh.username, gh.password) == ("u", "p")
     assert pull_credentials("quay.io/x/y", [secret]) == []
+
+
+def _sandbox(pod: dict[str, Any]) -> pb.PodSandboxConfig:
+    return sandbox_config(
+        pod, attempt=0, log_directory=Path("/l"), cgroup_parent="/x", dns=DNS, grace_period_s=1
+    )
+
+
+def _container(pod: dict[str, Any], index: int = 0) -> pb.ContainerConfig:
+    return container_config(
+        pod,
+        pod["spec"]["containers"][index],
+        attempt=0,
+        env=[],
+        command=[],
+        args=[],
+        mounts=[],
+        qos="BestEffort",
+        memory_capacity_bytes=2**30,
+        termination_file="/t",
+        image="sha256:abc",
+        grace_period_s=1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "path"),
+    [
+        ({"hostNetwork": "true"}, "spec.hostNetwork"),
+        ({"hostPID": 1}, "spec.hostPID"),
+        ({"activeDeadlineSeconds": "60"}, "spec.activeDeadlineSeconds"),
+        ({"hostIPC": "false"}, "spec.hostIPC"),
+        ({"shareProcessNamespace": "yes"}, "spec.shareProcessNamespace"),
+        ({"securityContext": {"runAsUser": "0"}}, "spec.securityContext.runAsUser"),
+        ({"securityContext": {"fsGroup": True}}, "spec.securityContext.fsGroup"),
+        (
+            {"securityContext": {"supplementalGroups": ["1"]}},
+            "spec.securityContext.supplementalGroups[0]",
+        ),
+        (
+            {"containers": [{"name": "c", "securityContext": {"privileged": "true"}}]},
+            "spec.containers[0].securityContext.privileged",
+        ),
+        (
+            {"initContainers": [{"name": "i", "securityContext": {"privileged": 1}}]},
+            "spec.initContainers[0].securityContext.privileged",
+        ),
+        (
+            {"containers": [{"name": "c", "securityContext": "privileged"}]},
+            "spec.containers[0].securityContext",
+        ),
+        (
+            {"containers": [{"name": "c", "securityContext": {"capabilities": {"add": "ALL"}}}]},
+            "spec.containers[0].securityContext.capabilities.add",
+        ),
+        (
+            {"containers": [{"name": "c", "securityContext": {"readOnlyRootFilesystem": "true"}}]},
+            "spec.containers[0].securityContext.readOnlyRootFilesystem",
+        ),
+        (
+            {"containers": [{"name": "c", "securityContext": {"allowPrivilegeEscalation": 0}}]},
+            "spec.containers[0].securityContext.allowPrivilegeEscalation",
+        ),
+        (
+            {"containers": [{"name": "c", "securityContext": {"runAsNonRoot": "true"}}]},
+            "spec.containers[0].securityContext.runAsNonRoot",
+        ),
+        (
+            {"containers": [{"name": "c", "volumeMounts": [{"name": "v", "readOnly": "true"}]}]},
+            "spec.containers[0].volumeMounts[0].readOnly",
+        ),
+    ],
+)
+def test_security_fields_of_the_wrong_type_are_refused(spec: dict[str, Any], path: str) -> None:
+    pod = _pod(**spec)
+    with pytest.raises(FieldTypeError) as info:
+        check_pod(pod)
+    assert info.value.path == path
+    # The builders refuse too: nothing is granted (nor denied) by truthiness.
+    if not path.endswith(("readOnly", "activeDeadlineSeconds")):
+        with pytest.raises(FieldTypeError):
+            _sandbox(pod)
+            _container(pod)
+
+
+def test_security_context_types_and_fs_group() -> None:
+    pod = _pod(
+        securityContext={"runAsUser": 1000, "fsGroup": 2000, "supplementalGroups": [3000]},
+        containers=[
+            {"name": "c", "securityContext": {"runAsUser": None, "privileged": False}},
+            {"name": "d", "securityContext": {"runAsUser": 0, "capabilities": {"drop": ["ALL"]}}},
+        ],
+    )
+    check_pod(pod)
+    sandbox = _sandbox(pod).linux.security_context
+    assert list(sandbox.supplemental_groups) == [2000, 3000]
+    assert not sandbox.privileged
+    assert sandbox.namespace_options.network == pb.NamespaceMode.POD
+    first = _container(pod, 0).linux.security_context
+    assert first.run_as_user.value == 1000  # null falls back to the pod's
+    assert list(first.supplemental_groups) == [2000, 3000]
+    assert not first.privileged and list(first.masked_paths)
+    second = _container(pod, 1).linux.security_context
+    assert second.HasField("run_as_user") and second.run_as_user.value == 0
+    assert list(second.capabilities.drop_capabilities) == ["ALL"]
+
+
+def test_sub_path_cannot_leave_its_volume(tmp_path: Path) -> None:
+    volume = tmp_path / "vol"
+    (volume / "sub").mkdir(parents=True)
+    (volume / "escape").symlink_to("/etc")
+    volumes = {"v": MountedVolume(str(volume))}
+
+    def mount(sub_path: str) -> list[pb.Mount]:
+        container = {"volumeMounts": [{"name": "v", "mountPath": "/m", "subPath": sub_path}]}
+        return volume_mounts(container, volumes)[0]
+
+    assert mount("sub")[0].host_path == str(volume / "sub")
+    for bad in ("../..", "/etc", "sub/../../x", "escape", "escape/passwd"):
+        with pytest.raises(SubPathError):
+            mount(bad)
+
+
+class _VolumeSources(_Sources):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cms[("ns", "kube-root-ca.crt")] = {"data": {"ca.crt": "CA"}}
+
+
+def test_volume_dirs_modes_and_fs_group_ownership(tmp_path: Path) -> None:
+    async def token(_ns: str, _sa: str, _body: dict[str, Any]) -> dict[str, Any]:
+        return {"status": {"token": "a.b.c"}}
+
+    kubelet_dir = tmp_path / "kubelet"
+    kubelet_dir.mkdir(mode=0o755)
+    manager = VolumeManager(kubelet_dir, _VolumeSources(), token)  # type: ignore[arg-type]
+    pods_dir = kubelet_dir / "pods"
+    old_pod_dir = pods_dir / "u1" / "volumes" / "kubernetes.io~configmap"
+    old_pod_dir.mkdir(parents=True, mode=0o755)  # as an older kubelet left it
+    os.chmod(pods_dir, 0o755)
+    pod = _pod(
+        securityContext={"fsGroup": 2000, "runAsUser": 1000},
+        volumes=[
+            {"name": "conf", "configMap": {"name": "cm", "defaultMode": 0o400}},
+            {
+                "name": "info",
+                "downwardAPI": {
+                    "items": [{"path": "ns", "fieldRef": {"fieldPath": "metadata.namespace"}}]
+                },
+            },
+            {"name": "scratch", "emptyDir": {}},
+        ],
+    )
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    volumes = asyncio.run(manager.setup(pod, {}))
+    for directory in (
+        kubelet_dir,
+        pods_dir,
+        pods_dir / "u1",
+        pods_dir / "u1" / "volumes",
+        old_pod_dir,
+    ):
+        assert mode(directory) == 0o750, directory
+        assert (directory.stat().st_uid, directory.stat().st_gid) == (0, 0)
+    conf = Path(volumes["conf"].host_path)
+    assert (conf / "k").read_text() == "v"
+    info = (conf / "k").stat()
+    assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o440, 2000)  # 0400 + g+r
+    assert mode(conf) == 0o2755 and conf.stat().st_gid == 2000
+    assert mode((conf / "k").resolve().parent) == 0o2755
+    ns_file = (Path(volumes["info"].host_path) / "ns").stat()
+    assert (stat.S_IMODE(ns_file.st_mode), ns_file.st_gid) == (0o644, 2000)
+    scratch = Path(volumes["scratch"].host_path)
+    assert (mode(scratch), scratch.stat().st_gid) == (0o2777, 2000)
+    data_dir = os.readlink(conf / "..data")
+    asyncio.run(manager.setup(pod, {}))
+    assert os.readlink(conf / "..data") == data_dir  # nothing rewritten when nothing changed
+
+    bad = _pod(volumes=[{"name": "conf", "configMap": {"name": "cm", "defaultMode": "0400"}}])
+    bad["metadata"]["uid"] = "u2"
+    with pytest.raises(VolumeError, match='defaultMode: Invalid value: "0400": must be an integer'):
+        asyncio.run(manager.setup(bad, {}))
+    bad["spec"]["volumes"][0]["configMap"]["defaultMode"] = 0o4755
+    with pytest.raises(VolumeError, match="between 0 and 0777"):
+        asyncio.run(manager.setup(bad, {}))
+
+
+def test_token_is_private_to_the_pods_user(tmp_path: Path) -> None:
+    payload = {"token": (b"a.b.c", 0o600), "ca.crt": (b"CA", 0o644)}
+    target = tmp_path / "t"
+    assert write_atomic(target, payload, fs_group=2000, owners={"token": 1000})
+    token = (target / "token").stat()
+    assert (stat.S_IMODE(token.st_mode), token.st_uid, token.st_gid) == (0o640, 1000, 2000)
+    assert not write_atomic(target, payload, fs_group=2000, owners={"token": 1000})
+
+
+def test_seccomp_profiles() -> None:
+    kinds = pb.SecurityProfile.ProfileType
+    assert _container(_pod()).linux.security_context.seccomp.profile_type == kinds.Unconfined
+    pod = _pod(
+        securityContext={"seccompProfile": {"type": "RuntimeDefault"}},
+        containers=[
+            {"name": "c"},
+            {
+                "name": "d",
+                "securityContext": {
+                    "seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}
+                },
+            },
+        ],
+    )
+    assert _container(pod, 0).linux.security_context.seccomp.profile_type == kinds.RuntimeDefault
+    with pytest.raises(SpecError):  # no profile directory given
+        _container(pod, 1)
+    local = container_config(
+        pod,
+        pod["spec"]["containers"][1],
+        attempt=0,
+        env=[],
+        command=[],
+        args=[],
+        mounts=[],
+        qos="BestEffort",
+        memory_capacity_bytes=2**30,
+        termination_file="/t",
+        image="sha256:abc",
+        grace_period_s=1,
+        seccomp_root=Path("/k/seccomp"),
+    ).linux.security_context.seccomp
+    assert (local.profile_type, local.localhost_ref) == (kinds.Localhost, "/k/seccomp/p.json")
+    with pytest.raises(SpecError):
+        _container(_pod(securityContext={"seccompProfile": {"type": "Sometimes"}}))
+    with pytest.raises(FieldTypeError):
+        check_pod(_pod(securityContext={"seccompProfile": {"type": 2}}))

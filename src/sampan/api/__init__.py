@@ -11,6 +11,7 @@ Modules (import the one you need; this package imports none of them eagerly):
 * ``strategy``    create/update/status preparation and validation entry points, scale helpers
 * ``conversion``  conversion between versions sharing storage (events, HPAs)
 * ``fielderrors`` field-error causes (``Required value``, ``Invalid value: ...``)
+* ``strictfields`` strict typed reads of JSON fields (security checks: API side and kubelet)
 * ``quantity``    resource quantities as Decimals
 * ``cron``        CronJob schedules
 * ``printing``    table columns for ``kubectl get`` (owned by the printing helper)

@@ -254,6 +254,7 @@ class Kubelet:
             get_pvc=self._get_pvc,
             get_pv=self._get_pv,
         )
+        await asyncio.to_thread(self.volumes.ensure_dirs)
         pods = self._pods_informer()
         pods.add_indexers({INDEX_UID: _uid_index})
         pods.add_event_handler(

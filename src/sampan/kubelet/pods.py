@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sampan.api.strictfields import FieldTypeError
 from sampan.kubelet import specs
 from sampan.kubelet.cgroups import PodCgroupLimits, pod_cgroup_parent
 from sampan.kubelet.credentials import pull_credentials
@@ -255,13 +256,16 @@ class PodWorker:
 
     async def sync(self, pod: dict[str, Any]) -> float | None:
         """One pass; returns when to sync again (None: the periodic resync)."""
-        spec = pod.get("spec") or {}
         status = pod.get("status") or {}
         reported_phase = (self._reported_status or {}).get("phase")
         if status.get("phase") in _TERMINAL or reported_phase in _TERMINAL:
             # Finished (maybe under a previous kubelet): nothing runs again, no new sandbox.
             await self._kill_all(pod, grace_period_s(pod), remove=False)
             return None
+        try:
+            specs.check_pod(pod)
+        except FieldTypeError as exc:
+            await self._refuse_spec(pod, exc)
         deadline_wait_s = self._active_deadline_wait_s(pod)
         if deadline_wait_s is not None and deadline_wait_s <= 0:
             self.k.event(_ref(pod), "Normal", "DeadlineExceeded", DEADLINE_MESSAGE)
@@ -273,7 +277,7 @@ class PodWorker:
                 failed=("DeadlineExceeded", DEADLINE_MESSAGE),
             )
             return None
-        host_network = bool(spec.get("hostNetwork"))
+        host_network = specs.pod_security(pod).host_network
         if not host_network and not self.k.network_ready():
             await self._report(pod, await self._containers(), sandbox_ready=False)
             raise _Wait(None)
@@ -304,6 +308,25 @@ class PodWorker:
         if deadline_wait_s is not None:
             next_s = deadline_wait_s if next_s is None else min(next_s, deadline_wait_s)
         return next_s
+
+    async def _refuse_spec(self, pod: dict[str, Any], exc: FieldTypeError) -> None:
+        """A security-relevant field has the wrong type: nothing of the pod may run (what an
+        older reading may have started is stopped); every container waits with
+        CreateContainerConfigError and the reason, and the pod is looked at again at the
+        periodic resync. Raises ``_Wait``."""
+        message = f"invalid pod spec: {exc}"
+        self._event_once(pod, None, "Warning", "Failed", f"Error: {message}")
+        log.warning("pod %s: not started: %s", self.name, message)
+        await self._kill_all(pod, grace_period_s(pod), remove=False)
+        spec = pod.get("spec") or {}
+        for key in ("initContainers", "containers"):
+            items = spec.get(key)
+            for container in items if isinstance(items, list) else []:
+                if isinstance(container, dict):
+                    name = str(container.get("name", ""))
+                    self.waiting[name] = ("CreateContainerConfigError", message)
+        await self._report(pod, await self._containers(), sandbox_ready=False)
+        raise _Wait(None)
 
     def _active_deadline_wait_s(self, pod: Mapping[str, Any]) -> float | None:
         """Seconds left before ``activeDeadlineSeconds`` runs out (None: no deadline)."""
@@ -392,7 +415,7 @@ class PodWorker:
         self.pod_ips = _sandbox_ips(status.status)
         self.sandbox_id = sandbox_id
         self.sandbox_config = config
-        if not (pod.get("spec") or {}).get("hostNetwork"):
+        if not specs.pod_security(pod).host_network:
             await asyncio.to_thread(self._write_hosts, pod)
         return sandbox_id
 
@@ -638,7 +661,7 @@ class PodWorker:
         self, pod: Mapping[str, Any], container: Mapping[str, Any], cid: str
     ) -> ProbeTarget:
         spec = pod.get("spec") or {}
-        if spec.get("hostNetwork") or not self.pod_ips:
+        if spec.get("hostNetwork") is True or not self.pod_ips:
             host = self.k.node_ips[0] if self.k.node_ips else "127.0.0.1"
         else:
             host = self.pod_ips[0]
@@ -759,37 +782,47 @@ class PodWorker:
         env_map = dict(env)
         command = expand_args(container.get("command"), env_map)
         args = expand_args(container.get("args"), env_map)
-        mounts, missing = specs.volume_mounts(container, volumes)
+        try:
+            mounts, missing = specs.volume_mounts(container, volumes)
+        except (FieldTypeError, specs.SpecError) as exc:
+            self.waiting[name] = ("CreateContainerConfigError", str(exc))
+            self.k.event(ref, "Warning", "Failed", f"Error: {exc}")
+            raise _Wait(None) from exc
         if missing:
             message = f"cannot find volume {missing[0]!r} to mount into container {name!r}"
             self.waiting[name] = ("CreateContainerConfigError", message)
             raise _Wait(None)
-        pod_spec = pod.get("spec") or {}
         termination_file = await asyncio.to_thread(self._termination_file, name, mounts)
         term_path = container.get("terminationMessagePath") or (
             specs.DEFAULT_TERMINATION_MESSAGE_PATH
         )
         extra = [pb.Mount(container_path=term_path, host_path=termination_file)]
         if (
-            not pod_spec.get("hostNetwork")
+            not specs.pod_security(pod).host_network
             and self._hosts_path().exists()
             and not any(m.container_path == "/etc/hosts" for m in mounts)
         ):
             extra.append(pb.Mount(container_path="/etc/hosts", host_path=str(self._hosts_path())))
-        config = specs.container_config(
-            pod,
-            container,
-            attempt=attempt,
-            env=env,
-            command=command,
-            args=args,
-            mounts=[*mounts, *extra],
-            qos=qos,
-            memory_capacity_bytes=self.k.memory_capacity_bytes,
-            termination_file=termination_file,
-            image=image_ref,
-            grace_period_s=grace_period_s(pod),
-        )
+        try:
+            config = specs.container_config(
+                pod,
+                container,
+                attempt=attempt,
+                env=env,
+                command=command,
+                args=args,
+                mounts=[*mounts, *extra],
+                qos=qos,
+                memory_capacity_bytes=self.k.memory_capacity_bytes,
+                termination_file=termination_file,
+                image=image_ref,
+                grace_period_s=grace_period_s(pod),
+                seccomp_root=self.k.options.kubelet_dir / "seccomp",
+            )
+        except (FieldTypeError, specs.SpecError) as exc:
+            self.waiting[name] = ("CreateContainerConfigError", str(exc))
+            self.k.event(ref, "Warning", "Failed", f"Error: {exc}")
+            raise _Wait(None) from exc
         assert self.sandbox_config is not None
         try:
             cid = await self.k.runtime.create_container(sandbox_id, config, self.sandbox_config)
@@ -822,12 +855,10 @@ class PodWorker:
     async def _check_non_root(
         self, pod: Mapping[str, Any], container: Mapping[str, Any], image_ref: str
     ) -> None:
-        sc = container.get("securityContext") or {}
-        pod_sc = (pod.get("spec") or {}).get("securityContext") or {}
-        non_root = sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))
-        if not non_root:
+        security = specs.container_security(pod, container)
+        if security.run_as_non_root is not True:
             return
-        user = sc.get("runAsUser", pod_sc.get("runAsUser"))
+        user = security.run_as_user
         name = container.get("name", "")
         message = ""
         if user == 0:
@@ -1118,7 +1149,7 @@ class PodWorker:
             "qosClass": qos_class(pod),
             "containerStatuses": app_statuses,
         }
-        ips = self.k.node_ips if spec.get("hostNetwork") else self.pod_ips
+        ips = self.k.node_ips if spec.get("hostNetwork") is True else self.pod_ips
         if ips and sandbox_ready:
             status["podIP"] = ips[0]
             status["podIPs"] = [{"ip": ip} for ip in ips]

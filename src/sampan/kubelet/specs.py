@@ -1,21 +1,44 @@
 """CRI request builders: a Pod dict -> ``PodSandboxConfig``; a container -> ``ContainerConfig``.
 
-Pure functions (no I/O) so that every rule is testable on its own: hostname, DNS config by
-policy, port mappings, namespaces (PID per container unless shareProcessNamespace), sysctls,
-cgroup parent, the labels and annotations the kubelet later reads back to adopt what a
-previous run created (pod uid, container name, restart count, container hash), resources
-(CPU shares/quota, memory limit, OOM score) and the security context.
+Pure functions (no I/O but the ``realpath`` of a ``subPath``) so that every rule is testable
+on its own: hostname, DNS config by policy, port mappings, namespaces (PID per container unless
+shareProcessNamespace), sysctls, cgroup parent, the labels and annotations the kubelet later
+reads back to adopt what a previous run created (pod uid, container name, restart count,
+container hash), resources (CPU shares/quota, memory limit, OOM score) and the security
+context.
+
+Security-relevant fields (host namespaces, privileged, capabilities, run-as user/group,
+runAsNonRoot, fsGroup, supplemental groups, sysctls...) are read strictly through
+``sampan.api.strictfields``, as PodSecurity admission reads them: a value of the wrong JSON
+type (``"privileged": "true"``, ``"hostPID": 1``) raises ``FieldTypeError`` and the pod does not
+start — it is never granted a privilege by truthiness nor silently denied a restriction.
+``check_pod`` runs every such read up front; the builders repeat them on the fields they use.
+``seccompProfile`` (container over pod) is passed to the runtime: RuntimeDefault, Localhost
+(``<kubelet-dir>/seccomp/<localhostProfile>``), or Unconfined when unset, as upstream without
+``--seccomp-default``; a ``subPath`` may not leave its volume. Both raise ``SpecError``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sampan.api.strictfields import (
+    FieldTypeError,
+    get_bool,
+    get_int,
+    get_int_list,
+    get_list,
+    get_obj,
+    get_str,
+    get_str_list,
+    join_path,
+)
 from sampan.kubelet.podutil import (
     CFS_PERIOD_US,
     cpu_quota_us,
@@ -36,12 +59,20 @@ __all__ = [
     "LABEL_POD_NAME",
     "LABEL_POD_NAMESPACE",
     "LABEL_POD_UID",
+    "ContainerSecurity",
     "DNSSettings",
+    "FieldTypeError",
+    "PodSecurity",
+    "SpecError",
+    "SubPathError",
+    "check_pod",
     "container_config",
     "container_hash",
+    "container_security",
     "dns_config",
     "parse_resolv_conf",
     "pod_hostname",
+    "pod_security",
     "sandbox_config",
     "volume_mounts",
 ]
@@ -97,6 +128,184 @@ class DNSSettings:
     host_options: tuple[str, ...]
 
 
+class SpecError(ValueError):
+    """A container that cannot be configured as its spec says (CreateContainerConfigError)."""
+
+
+SECCOMP_UNCONFINED = "Unconfined"
+SECCOMP_RUNTIME_DEFAULT = "RuntimeDefault"
+SECCOMP_LOCALHOST = "Localhost"
+
+
+@dataclass(frozen=True)
+class PodSecurity:
+    """The pod-level security settings, strictly typed (see the module docstring)."""
+
+    host_network: bool
+    host_pid: bool
+    host_ipc: bool
+    share_process_namespace: bool
+    run_as_user: int | None
+    run_as_group: int | None
+    run_as_non_root: bool | None
+    fs_group: int | None
+    supplemental_groups: tuple[int, ...]
+    sysctls: tuple[tuple[str, str], ...]
+
+    @property
+    def groups(self) -> list[int]:
+        """CRI supplemental groups: fsGroup first, then supplementalGroups (as upstream)."""
+        extra = [self.fs_group] if self.fs_group is not None else []
+        return [*extra, *self.supplemental_groups]
+
+
+@dataclass(frozen=True)
+class ContainerSecurity:
+    """One container's effective security settings (container over pod), strictly typed."""
+
+    privileged: bool
+    allow_privilege_escalation: bool | None
+    read_only_root_filesystem: bool
+    run_as_user: int | None
+    run_as_group: int | None
+    run_as_non_root: bool | None
+    capabilities_add: tuple[str, ...]
+    capabilities_drop: tuple[str, ...]
+    proc_mount: str | None
+    seccomp_type: str | None
+    seccomp_localhost_profile: str | None
+
+
+def _spec_of(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    return get_obj(pod, "spec")
+
+
+def pod_security(pod: Mapping[str, Any]) -> PodSecurity:
+    """Raises ``FieldTypeError`` for a field of the wrong type."""
+    spec = _spec_of(pod)
+    sc = get_obj(spec, "securityContext", "spec")
+    sc_path = "spec.securityContext"
+    sysctls: list[tuple[str, str]] = []
+    for index, item in enumerate(get_list(sc, "sysctls", sc_path)):
+        item_path = join_path(join_path(sc_path, "sysctls"), index)
+        if not isinstance(item, dict):
+            raise FieldTypeError(item_path, item, "an object")
+        name = get_str(item, "name", item_path) or ""
+        sysctls.append((name, get_str(item, "value", item_path) or ""))
+    get_bool(spec, "hostUsers", "spec")  # user namespaces are not supported; typed all the same
+    return PodSecurity(
+        host_network=bool(get_bool(spec, "hostNetwork", "spec")),
+        host_pid=bool(get_bool(spec, "hostPID", "spec")),
+        host_ipc=bool(get_bool(spec, "hostIPC", "spec")),
+        share_process_namespace=bool(get_bool(spec, "shareProcessNamespace", "spec")),
+        run_as_user=get_int(sc, "runAsUser", sc_path),
+        run_as_group=get_int(sc, "runAsGroup", sc_path),
+        run_as_non_root=get_bool(sc, "runAsNonRoot", sc_path),
+        fs_group=get_int(sc, "fsGroup", sc_path),
+        supplemental_groups=tuple(get_int_list(sc, "supplementalGroups", sc_path)),
+        sysctls=tuple(sysctls),
+    )
+
+
+_CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+
+
+def _container_path(pod: Mapping[str, Any], container: Mapping[str, Any]) -> str:
+    spec = _spec_of(pod)
+    for key in _CONTAINER_LISTS:
+        items = spec.get(key)
+        if isinstance(items, list):
+            for index, item in enumerate(items):
+                if item is container:
+                    return f"spec.{key}[{index}]"
+    return f"spec.containers[{container.get('name', '')}]"
+
+
+def container_security(
+    pod: Mapping[str, Any], container: Mapping[str, Any], path: str | None = None
+) -> ContainerSecurity:
+    """The container's settings with the pod's as fallback; raises ``FieldTypeError``."""
+    path = path or _container_path(pod, container)
+    pod_sc = pod_security(pod)
+    sc_path = join_path(path, "securityContext")
+    sc = get_obj(container, "securityContext", path)
+    caps_path = join_path(sc_path, "capabilities")
+    caps = get_obj(sc, "capabilities", sc_path)
+    run_as_user = get_int(sc, "runAsUser", sc_path)
+    run_as_group = get_int(sc, "runAsGroup", sc_path)
+    run_as_non_root = get_bool(sc, "runAsNonRoot", sc_path)
+    for key in ("seLinuxOptions", "appArmorProfile", "windowsOptions"):
+        get_obj(sc, key, sc_path)
+    seccomp = get_obj(sc, "seccompProfile", sc_path)
+    seccomp_path = join_path(sc_path, "seccompProfile")
+    if not seccomp:
+        pod_context = get_obj(_spec_of(pod), "securityContext", "spec")
+        seccomp_path = "spec.securityContext.seccompProfile"
+        seccomp = get_obj(pod_context, "seccompProfile", "spec.securityContext")
+    return ContainerSecurity(
+        privileged=bool(get_bool(sc, "privileged", sc_path)),
+        allow_privilege_escalation=get_bool(sc, "allowPrivilegeEscalation", sc_path),
+        read_only_root_filesystem=bool(get_bool(sc, "readOnlyRootFilesystem", sc_path)),
+        run_as_user=run_as_user if run_as_user is not None else pod_sc.run_as_user,
+        run_as_group=run_as_group if run_as_group is not None else pod_sc.run_as_group,
+        run_as_non_root=run_as_non_root if run_as_non_root is not None else pod_sc.run_as_non_root,
+        capabilities_add=tuple(get_str_list(caps, "add", caps_path)),
+        capabilities_drop=tuple(get_str_list(caps, "drop", caps_path)),
+        proc_mount=get_str(sc, "procMount", sc_path),
+        seccomp_type=get_str(seccomp, "type", seccomp_path),
+        seccomp_localhost_profile=get_str(seccomp, "localhostProfile", seccomp_path),
+    )
+
+
+def _seccomp(security: ContainerSecurity, seccomp_root: Path | None) -> pb.SecurityProfile:
+    """The CRI seccomp profile: unset is Unconfined (upstream's default without
+    ``--seccomp-default``); Localhost profiles live under ``<kubelet-dir>/seccomp``."""
+    kind = security.seccomp_type
+    if kind in (None, SECCOMP_UNCONFINED):
+        return pb.SecurityProfile(profile_type=pb.SecurityProfile.ProfileType.Unconfined)
+    if kind == SECCOMP_RUNTIME_DEFAULT:
+        return pb.SecurityProfile(profile_type=pb.SecurityProfile.ProfileType.RuntimeDefault)
+    if kind == SECCOMP_LOCALHOST:
+        name = security.seccomp_localhost_profile or ""
+        if not name or name.startswith("/") or ".." in Path(name).parts or seccomp_root is None:
+            raise SpecError(f"invalid seccomp Localhost profile {name!r}")
+        return pb.SecurityProfile(
+            profile_type=pb.SecurityProfile.ProfileType.Localhost,
+            localhost_ref=str(seccomp_root / name),
+        )
+    raise SpecError(f"unsupported seccomp profile type {kind!r}")
+
+
+def _all_containers(pod: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    spec = _spec_of(pod)
+    out: list[tuple[str, Mapping[str, Any]]] = []
+    for key in _CONTAINER_LISTS:
+        for index, item in enumerate(get_list(spec, key, "spec")):
+            item_path = f"spec.{key}[{index}]"
+            if not isinstance(item, dict):
+                raise FieldTypeError(item_path, item, "an object")
+            out.append((item_path, item))
+    return out
+
+
+def check_pod(pod: Mapping[str, Any]) -> None:
+    """Read every security-relevant field of ``pod`` strictly: ``FieldTypeError`` on the
+    first one of the wrong type (the kubelet then refuses to start the pod)."""
+    pod_security(pod)
+    spec = _spec_of(pod)
+    # Limits the kubelet enforces (and quota scopes count): never ignored for their type.
+    get_int(spec, "activeDeadlineSeconds", "spec")
+    get_int(spec, "terminationGracePeriodSeconds", "spec")
+    for path, container in _all_containers(pod):
+        container_security(pod, container, path)
+        for index, mount in enumerate(get_list(container, "volumeMounts", path)):
+            mount_path = join_path(join_path(path, "volumeMounts"), index)
+            if not isinstance(mount, dict):
+                raise FieldTypeError(mount_path, mount, "an object")
+            get_bool(mount, "readOnly", mount_path)
+            get_str(mount, "subPath", mount_path)
+
+
 def parse_resolv_conf(text: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     servers: list[str] = []
     searches: list[str] = []
@@ -116,7 +325,7 @@ def parse_resolv_conf(text: str) -> tuple[tuple[str, ...], tuple[str, ...], tupl
 
 def pod_hostname(pod: Mapping[str, Any]) -> str:
     spec = pod.get("spec") or {}
-    if spec.get("hostNetwork"):
+    if get_bool(spec, "hostNetwork", "spec"):
         return ""
     name = spec.get("hostname") or (pod.get("metadata") or {}).get("name", "")
     return name[:MAX_HOSTNAME_CHARS].rstrip("-.")
@@ -126,7 +335,7 @@ def dns_config(pod: Mapping[str, Any], dns: DNSSettings) -> pb.DNSConfig:
     spec = pod.get("spec") or {}
     policy = spec.get("dnsPolicy") or "ClusterFirst"
     namespace = (pod.get("metadata") or {}).get("namespace", "default")
-    if policy == "ClusterFirst" and spec.get("hostNetwork"):
+    if policy == "ClusterFirst" and get_bool(spec, "hostNetwork", "spec"):
         policy = "Default"
     if policy == "ClusterFirstWithHostNet":
         policy = "ClusterFirst"
@@ -162,22 +371,22 @@ def dns_config(pod: Mapping[str, Any], dns: DNSSettings) -> pb.DNSConfig:
     )
 
 
-def _namespace_options(spec: Mapping[str, Any]) -> pb.NamespaceOption:
-    if spec.get("hostPID"):
+def _namespace_options(settings: PodSecurity) -> pb.NamespaceOption:
+    if settings.host_pid:
         pid = pb.NamespaceMode.NODE
-    elif spec.get("shareProcessNamespace"):
+    elif settings.share_process_namespace:
         pid = pb.NamespaceMode.POD
     else:
         pid = pb.NamespaceMode.CONTAINER
     return pb.NamespaceOption(
-        network=pb.NamespaceMode.NODE if spec.get("hostNetwork") else pb.NamespaceMode.POD,
+        network=pb.NamespaceMode.NODE if settings.host_network else pb.NamespaceMode.POD,
         pid=pid,
-        ipc=pb.NamespaceMode.NODE if spec.get("hostIPC") else pb.NamespaceMode.POD,
+        ipc=pb.NamespaceMode.NODE if settings.host_ipc else pb.NamespaceMode.POD,
     )
 
 
-def _int64(value: Any) -> pb.Int64Value | None:
-    return pb.Int64Value(value=int(value)) if isinstance(value, int) else None
+def _int64(value: int | None) -> pb.Int64Value | None:
+    return pb.Int64Value(value=value) if value is not None else None
 
 
 def sandbox_config(
@@ -214,12 +423,11 @@ def sandbox_config(
                     host_ip=port.get("hostIP") or "",
                 )
             )
-    pod_sc = spec.get("securityContext") or {}
+    settings = pod_security(pod)
     privileged = any(
-        (c.get("securityContext") or {}).get("privileged")
-        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        container_security(pod, c, path).privileged for path, c in _all_containers(pod)
     )
-    sysctls = {s.get("name", ""): str(s.get("value", "")) for s in pod_sc.get("sysctls") or []}
+    sysctls = dict(settings.sysctls)
     return pb.PodSandboxConfig(
         metadata=pb.PodSandboxMetadata(
             name=meta.get("name", ""),
@@ -237,11 +445,11 @@ def sandbox_config(
             cgroup_parent=cgroup_parent,
             sysctls=sysctls,
             security_context=pb.LinuxSandboxSecurityContext(
-                namespace_options=_namespace_options(spec),
-                run_as_user=_int64(pod_sc.get("runAsUser")),
-                run_as_group=_int64(pod_sc.get("runAsGroup")),
-                supplemental_groups=[int(g) for g in pod_sc.get("supplementalGroups") or []],
-                privileged=bool(privileged),
+                namespace_options=_namespace_options(settings),
+                run_as_user=_int64(settings.run_as_user),
+                run_as_group=_int64(settings.run_as_group),
+                supplemental_groups=settings.groups,
+                privileged=privileged,
             ),
         ),
     )
@@ -278,9 +486,9 @@ def container_config(
     termination_file: str,
     image: str,
     grace_period_s: int,
+    seccomp_root: Path | None = None,
 ) -> pb.ContainerConfig:
     meta = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
     name = container.get("name", "")
     resources = container.get("resources") or {}
     requests = resources.get("requests") or {}
@@ -289,12 +497,10 @@ def container_config(
     cpu_limit = milli_cpu(limits.get("cpu"))
     mem_limit = quantity(limits.get("memory"))
     mem_request = quantity(requests.get("memory")) or mem_limit
-    sc = container.get("securityContext") or {}
-    pod_sc = spec.get("securityContext") or {}
-    run_as_user = sc.get("runAsUser", pod_sc.get("runAsUser"))
-    run_as_group = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
-    caps = sc.get("capabilities") or {}
-    privileged = bool(sc.get("privileged"))
+    settings = pod_security(pod)
+    security = container_security(pod, container)
+    privileged = security.privileged
+    seccomp = _seccomp(security, seccomp_root)
     annotations = {
         ANN_RESTART_COUNT: str(attempt),
         ANN_CONTAINER_HASH: container_hash(container),
@@ -336,16 +542,17 @@ def container_config(
             ),
             security_context=pb.LinuxContainerSecurityContext(
                 capabilities=pb.Capability(
-                    add_capabilities=list(caps.get("add") or []),
-                    drop_capabilities=list(caps.get("drop") or []),
+                    add_capabilities=list(security.capabilities_add),
+                    drop_capabilities=list(security.capabilities_drop),
                 ),
                 privileged=privileged,
-                namespace_options=_namespace_options(spec),
-                run_as_user=_int64(run_as_user),
-                run_as_group=_int64(run_as_group),
-                readonly_rootfs=bool(sc.get("readOnlyRootFilesystem")),
-                supplemental_groups=[int(g) for g in pod_sc.get("supplementalGroups") or []],
-                no_new_privs=sc.get("allowPrivilegeEscalation") is False,
+                namespace_options=_namespace_options(settings),
+                run_as_user=_int64(security.run_as_user),
+                run_as_group=_int64(security.run_as_group),
+                readonly_rootfs=security.read_only_root_filesystem,
+                supplemental_groups=settings.groups,
+                no_new_privs=security.allow_privilege_escalation is False,
+                seccomp=seccomp,
                 masked_paths=[] if privileged else list(_MASKED_PATHS),
                 readonly_paths=[] if privileged else list(_READONLY_PATHS),
             ),
@@ -353,26 +560,47 @@ def container_config(
     )
 
 
+class SubPathError(SpecError):
+    """A ``subPath`` that would leave its volume."""
+
+
+def _sub_path(volume_path: str, sub_path: str) -> str:
+    """``volume_path/sub_path``, refused when it is absolute, has a ``..`` component, or
+    resolves (through symlinks a container may have planted) outside the volume."""
+    if sub_path.startswith("/") or ".." in Path(sub_path).parts:
+        raise SubPathError(f"subPath {sub_path!r} must be a relative path without '..'")
+    joined = Path(volume_path) / sub_path
+    base = os.path.realpath(volume_path)
+    resolved = os.path.realpath(joined)
+    if resolved != base and not resolved.startswith(base.rstrip("/") + "/"):
+        raise SubPathError(f"subPath {sub_path!r} resolves outside its volume")
+    return resolved
+
+
 def volume_mounts(
     container: Mapping[str, Any], volumes: Mapping[str, Any]
 ) -> tuple[list[pb.Mount], list[str]]:
-    """CRI mounts for the container's volumeMounts; (mounts, names of missing volumes)."""
+    """CRI mounts for the container's volumeMounts; (mounts, names of missing volumes).
+    Raises ``FieldTypeError`` or ``SubPathError`` for a mount that must not be made."""
     mounts: list[pb.Mount] = []
     missing: list[str] = []
-    for vm in container.get("volumeMounts") or []:
+    for index, vm in enumerate(get_list(container, "volumeMounts", "container")):
+        vm_path = f"volumeMounts[{index}]"
+        if not isinstance(vm, dict):
+            raise FieldTypeError(vm_path, vm, "an object")
         volume = volumes.get(vm.get("name", ""))
         if volume is None:
             missing.append(vm.get("name", ""))
             continue
         host_path = volume.host_path
-        sub_path = vm.get("subPath") or ""
+        sub_path = get_str(vm, "subPath", vm_path) or ""
         if sub_path:
-            host_path = str(Path(host_path) / sub_path)
+            host_path = _sub_path(host_path, sub_path)
         mounts.append(
             pb.Mount(
                 container_path=vm.get("mountPath", ""),
                 host_path=host_path,
-                readonly=bool(vm.get("readOnly")) or volume.read_only,
+                readonly=bool(get_bool(vm, "readOnly", vm_path)) or volume.read_only,
                 propagation=_PROPAGATION.get(
                     vm.get("mountPropagation") or "", pb.MountPropagation.PROPAGATION_PRIVATE
                 ),

@@ -10,6 +10,17 @@ timestamped ``..<random>`` directory, ``..data`` is a symlink to it, and each vi
 a symlink through ``..data``; an update writes a new directory and swaps ``..data`` with one
 ``rename``, so a reader in the container sees either the old or the new set, never a mix.
 
+Modes and ownership (upstream's): the kubelet directory, ``pods/``, each pod's directory,
+its ``volumes/`` and the per-plugin directories are ``0750`` root:root, so no other user of
+the host can reach a pod's files (a container sees only its bind mount, never these parents).
+Files keep upstream's modes: ``defaultMode`` / per-item ``mode`` (default ``0644``), a mode
+outside 0..0777 or of the wrong type fails the mount. With ``fsGroup``, a volume is made
+group-owned as upstream's ``SetVolumeOwnership`` does: gid fsGroup on every entry, ``g+r``
+on files of read-only volumes, ``g+rx`` and setgid on directories (emptyDir: its root gets
+gid fsGroup, ``2777``). A projected service-account token is ``0600`` when the pod has an
+fsGroup or one common runAsUser (its owner then), ``0640`` once the fsGroup mask applies.
+Directories of existing pods are corrected at their next sync.
+
 Invariants: ``setup`` is idempotent (called on every pod sync; it only rewrites what
 changed); ``teardown`` unmounts every mount under the pod's directory, then deletes it. All
 file-system work runs in a thread (``asyncio.to_thread``); the token request is async.
@@ -34,6 +45,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from sampan.api.strictfields import FieldTypeError, get_bool, get_int
+from sampan.kubelet import specs
 from sampan.kubelet.env import ConfigError, Sources, field_ref_value, resource_field_value
 from sampan.kubelet.podutil import quantity
 
@@ -52,6 +65,19 @@ DEFAULT_TOKEN_EXPIRATION_S = 3600
 TOKEN_REFRESH_FRACTION = 0.8
 """A projected token is renewed once this fraction of its lifetime has passed (upstream)."""
 DEFAULT_FILE_MODE = 0o644
+MAX_FILE_MODE = 0o777
+DIR_MODE = 0o750
+"""The kubelet dir, ``pods/``, a pod's dir, its ``volumes/`` and plugin dirs (upstream's)."""
+DATA_DIR_MODE = 0o755
+"""A timestamped data directory inside a file-backed volume (upstream's atomic writer)."""
+READ_ONLY_ROOT_MODE = 0o755
+"""The root of a secret/configMap/downwardAPI/projected volume: bind-mounted read-only; root
+writes it, every container user must traverse it (upstream leaves it 0777: no need)."""
+EMPTY_DIR_MODE = 0o777
+TOKEN_PRIVATE_MODE = 0o600
+_RO_MASK = 0o440
+_RW_MASK = 0o660
+_EXEC_MASK = 0o110
 _MNT_DETACH = 2
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -95,33 +121,55 @@ def _unmount(point: str) -> None:
         log.warning("umount %s: %s", point, os.strerror(ctypes.get_errno()))
 
 
-def write_atomic(target: Path, payload: Mapping[str, tuple[bytes, int]]) -> bool:
+def write_atomic(
+    target: Path,
+    payload: Mapping[str, tuple[bytes, int]],
+    *,
+    fs_group: int | None = None,
+    owners: Mapping[str, int] | None = None,
+) -> bool:
     """Make ``target`` hold exactly ``payload`` (relative path -> (content, mode)); True if
-    anything changed. Blocking."""
+    anything changed. ``fs_group``: every entry gets that gid, files ``g+r``, directories
+    ``g+rx`` and setgid (upstream's ownership of a read-only volume); ``owners``: relative
+    path -> uid of the files that belong to a user. Blocking."""
     target.mkdir(parents=True, exist_ok=True)
+    wanted = {
+        rel: (content, _with_group_mask(mode, fs_group, directory=False))
+        for rel, (content, mode) in payload.items()
+    }
+    uid_of = dict(owners or {})
     data_link = target / "..data"
     old_dir: Path | None = None
     with contextlib.suppress(OSError):
         old_dir = target / os.readlink(data_link)
-    if old_dir is not None and _matches(old_dir, payload):
+    if old_dir is not None and _matches(old_dir, wanted, fs_group, uid_of):
         return False
     new_dir = Path(tempfile.mkdtemp(prefix=f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.", dir=target))
-    os.chmod(new_dir, 0o755)
-    for rel, (content, mode) in payload.items():
+    dir_mode = _with_group_mask(DATA_DIR_MODE, fs_group, directory=True)
+    _own(new_dir, None, fs_group, dir_mode)
+    for rel, (content, mode) in wanted.items():
         path = new_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+        for parent in reversed(path.relative_to(new_dir).parents[:-1]):
+            sub = new_dir / parent
+            if not sub.is_dir():
+                sub.mkdir()
+                _own(sub, None, fs_group, dir_mode)
         path.write_bytes(content)
-        os.chmod(path, mode)
+        _own(path, uid_of.get(rel), fs_group, mode)
     tmp_link = target / "..data_tmp"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp_link)
     os.symlink(new_dir.name, tmp_link)
+    if fs_group is not None:
+        os.lchown(tmp_link, -1, fs_group)
     os.replace(tmp_link, data_link)
     visible = {rel.split("/", 1)[0] for rel in payload}
     for name in visible:
         link = target / name
         if not link.is_symlink():
             os.symlink(f"..data/{name}", link)
+            if fs_group is not None:
+                os.lchown(link, -1, fs_group)
     for entry in target.iterdir():
         if entry.name.startswith(".."):
             continue
@@ -132,18 +180,56 @@ def write_atomic(target: Path, payload: Mapping[str, tuple[bytes, int]]) -> bool
     return True
 
 
-def _matches(directory: Path, payload: Mapping[str, tuple[bytes, int]]) -> bool:
+def _matches(
+    directory: Path,
+    payload: Mapping[str, tuple[bytes, int]],
+    fs_group: int | None,
+    owners: Mapping[str, int],
+) -> bool:
     try:
         present = {str(p.relative_to(directory)) for p in directory.rglob("*") if not p.is_dir()}
         if present != set(payload):
             return False
         for rel, (content, mode) in payload.items():
             path = directory / rel
-            if path.read_bytes() != content or stat.S_IMODE(path.stat().st_mode) != mode:
+            info = path.stat()
+            uid = owners.get(rel, os.geteuid())
+            gid = fs_group if fs_group is not None else os.getegid()
+            if (
+                path.read_bytes() != content
+                or stat.S_IMODE(info.st_mode) != mode
+                or (info.st_uid, info.st_gid) != (uid, gid)
+            ):
                 return False
     except OSError:
         return False
     return True
+
+
+def _with_group_mask(mode: int, fs_group: int | None, *, directory: bool, rw: bool = False) -> int:
+    """``mode`` as upstream's ``SetVolumeOwnership`` leaves it for an fsGroup volume."""
+    if fs_group is None:
+        return mode
+    mode |= _RW_MASK if rw else _RO_MASK
+    if directory:
+        mode |= _EXEC_MASK | stat.S_ISGID
+    return mode
+
+
+def _own(path: Path, uid: int | None, gid: int | None, mode: int) -> None:
+    if uid is not None or gid is not None:
+        os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+    os.chmod(path, mode)
+
+
+def _ensure_dir(path: Path, mode: int, *, root_owned: bool = True) -> None:
+    """``path`` exists as a directory with exactly ``mode`` (root:root when we are root)."""
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    info = path.stat()
+    if root_owned and os.geteuid() == 0 and (info.st_uid, info.st_gid) != (0, 0):
+        os.chown(path, 0, 0)
+    if stat.S_IMODE(info.st_mode) != mode:
+        os.chmod(path, mode)
 
 
 class VolumeManager:
@@ -170,6 +256,24 @@ class VolumeManager:
     def pod_dir(self, uid: str) -> Path:
         return self.kubelet_dir / "pods" / uid
 
+    def ensure_dirs(self) -> None:
+        """The kubelet dir and ``pods/``: 0750 root:root (fixes older, wider ones). Blocking."""
+        _ensure_dir(self.kubelet_dir, DIR_MODE)
+        _ensure_dir(self.kubelet_dir / "pods", DIR_MODE)
+
+    def _ensure_pod_dirs(self, uid: str, plugins: set[str]) -> None:
+        self.ensure_dirs()
+        pod_dir = self.pod_dir(uid)
+        _ensure_dir(pod_dir, DIR_MODE)
+        _ensure_dir(pod_dir / "volumes", DIR_MODE)
+        for plugin in plugins:
+            _ensure_dir(pod_dir / "volumes" / plugin, DIR_MODE)
+        # Directories an older kubelet left wider (termination-message files, plugin dirs).
+        for entry in [pod_dir / "containers", *(pod_dir / "volumes").iterdir()]:
+            with contextlib.suppress(FileNotFoundError):
+                if entry.is_dir() and stat.S_IMODE(entry.stat().st_mode) & 0o007:
+                    os.chmod(entry, DIR_MODE)
+
     async def setup(
         self, pod: Mapping[str, Any], allocatable: Mapping[str, Decimal]
     ) -> dict[str, MountedVolume]:
@@ -177,10 +281,26 @@ class VolumeManager:
         meta = pod.get("metadata") or {}
         uid = meta.get("uid", "")
         base = self.pod_dir(uid) / "volumes"
+        volumes = (pod.get("spec") or {}).get("volumes") or []
+        plugins = {
+            _PLUGIN_DIRS[key]
+            for volume in volumes
+            if isinstance(volume, dict)
+            for key in volume
+            if key in _PLUGIN_DIRS
+        }
+        await asyncio.to_thread(self._ensure_pod_dirs, uid, plugins)
+        try:
+            owner = _Ownership.of(pod)
+        except FieldTypeError as exc:
+            raise VolumeError(str(exc)) from exc
         result: dict[str, MountedVolume] = {}
-        for volume in (pod.get("spec") or {}).get("volumes") or []:
+        for volume in volumes:
             name = volume.get("name", "")
-            result[name] = await self._setup_one(pod, volume, base, allocatable)
+            try:
+                result[name] = await self._setup_one(pod, volume, base, allocatable, owner)
+            except FieldTypeError as exc:
+                raise VolumeError(f"volume {name!r}: {exc}") from exc
         return result
 
     async def _setup_one(
@@ -189,6 +309,7 @@ class VolumeManager:
         volume: Mapping[str, Any],
         base: Path,
         allocatable: Mapping[str, Decimal],
+        owner: _Ownership,
     ) -> MountedVolume:
         name = volume.get("name", "")
         namespace = (pod.get("metadata") or {}).get("namespace", "default")
@@ -198,32 +319,37 @@ class VolumeManager:
             return MountedVolume(source.get("path", ""))
         if "emptyDir" in volume:
             source = volume.get("emptyDir") or {}
-            target = base / "kubernetes.io~empty-dir" / name
+            target = base / _PLUGIN_DIRS["emptyDir"] / name
             memory = source.get("medium") == "Memory"
             size = quantity(source.get("sizeLimit"))
-            await asyncio.to_thread(_prepare_dir, target, memory, int(size) if size else None)
+            await asyncio.to_thread(
+                _prepare_dir, target, memory, int(size) if size else None, owner.fs_group
+            )
             return MountedVolume(str(target))
         if "persistentVolumeClaim" in volume:
             return await self._pvc(namespace, volume["persistentVolumeClaim"] or {})
         payload: dict[str, tuple[bytes, int]]
         tmpfs = False
+        owners: dict[str, int] = {}
         if "configMap" in volume:
-            plugin = "kubernetes.io~configmap"
+            kind = "configMap"
             payload = self._configmap_payload(namespace, volume["configMap"] or {}, None)
         elif "secret" in volume:
-            plugin, tmpfs = "kubernetes.io~secret", True
+            kind, tmpfs = "secret", True
             payload = self._secret_payload(namespace, volume["secret"] or {}, None)
         elif "downwardAPI" in volume:
-            plugin = "kubernetes.io~downward-api"
+            kind = "downwardAPI"
             payload = self._downward_payload(pod, volume["downwardAPI"] or {}, None, allocatable)
         elif "projected" in volume:
-            plugin, tmpfs = "kubernetes.io~projected", True
-            payload = await self._projected_payload(pod, volume["projected"] or {}, allocatable)
+            kind, tmpfs = "projected", True
+            payload = await self._projected_payload(
+                pod, volume["projected"] or {}, allocatable, owner, owners
+            )
         else:
             kinds = sorted(k for k in volume if k != "name")
             raise VolumeError(f"volume {name}: unsupported volume type {kinds}")
-        target = base / plugin / name
-        await asyncio.to_thread(_write_volume, target, payload, tmpfs)
+        target = base / _PLUGIN_DIRS[kind] / name
+        await asyncio.to_thread(_write_volume, target, payload, tmpfs, owner.fs_group, owners)
         read_only = "configMap" in volume or "secret" in volume or "projected" in volume
         return MountedVolume(str(target), read_only=read_only)
 
@@ -269,18 +395,14 @@ class VolumeManager:
         for item in items:
             key = item.get("key", "")
             if key not in data:
-                if source.get("optional"):
+                if get_bool(source, "optional"):
                     continue
                 raise VolumeError(
                     f"configmap references non-existent {kind} key: {key}"
                     if kind == "config"
                     else f"references non-existent secret key: {key}"
                 )
-            mode = item.get("mode")
-            payload[item.get("path") or key] = (
-                data[key],
-                mode if isinstance(mode, int) else default_mode,
-            )
+            payload[item.get("path") or key] = (data[key], _file_mode(item, "mode", default_mode))
         return payload
 
     def _configmap_payload(
@@ -289,7 +411,7 @@ class VolumeManager:
         name = source.get("name", "")
         cm = self.sources.configmap(namespace, name)
         if cm is None:
-            if source.get("optional"):
+            if get_bool(source, "optional"):
                 return {}
             raise VolumeError(f'configmap "{name}" not found')
         data = {k: str(v).encode() for k, v in (cm.get("data") or {}).items()}
@@ -304,7 +426,7 @@ class VolumeManager:
         name = source.get("secretName") or source.get("name") or ""
         secret = self.sources.secret(namespace, name)
         if secret is None:
-            if source.get("optional"):
+            if get_bool(source, "optional"):
                 return {}
             raise VolumeError(f'secret "{name}" not found')
         data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
@@ -337,11 +459,7 @@ class VolumeManager:
                     continue
             except ConfigError as exc:
                 raise VolumeError(str(exc)) from exc
-            item_mode = item.get("mode")
-            payload[item.get("path", "")] = (
-                value.encode(),
-                item_mode if isinstance(item_mode, int) else mode,
-            )
+            payload[item.get("path", "")] = (value.encode(), _file_mode(item, "mode", mode))
         return payload
 
     async def _projected_payload(
@@ -349,11 +467,12 @@ class VolumeManager:
         pod: Mapping[str, Any],
         source: Mapping[str, Any],
         allocatable: Mapping[str, Decimal],
+        owner: _Ownership,
+        owners: dict[str, int],
     ) -> dict[str, tuple[bytes, int]]:
         meta = pod.get("metadata") or {}
         namespace = meta.get("namespace", "default")
-        default_mode = source.get("defaultMode")
-        mode = default_mode if isinstance(default_mode, int) else DEFAULT_FILE_MODE
+        mode = _file_mode(source, "defaultMode", DEFAULT_FILE_MODE)
         payload: dict[str, tuple[bytes, int]] = {}
         for projection in source.get("sources") or []:
             if projection.get("configMap") is not None:
@@ -367,7 +486,13 @@ class VolumeManager:
             elif projection.get("serviceAccountToken") is not None:
                 spec = projection["serviceAccountToken"]
                 token = await self._token(pod, spec)
-                payload[spec.get("path", "token")] = (token.encode(), mode)
+                path = spec.get("path", "token")
+                # Upstream: private to the pod's user when it has an fsGroup or one runAsUser
+                # (the fsGroup mask then makes it 0640).
+                private = owner.fs_group is not None or owner.fs_user is not None
+                payload[path] = (token.encode(), TOKEN_PRIVATE_MODE if private else mode)
+                if owner.fs_user is not None:
+                    owners[path] = owner.fs_user
             else:
                 kinds = sorted(projection)
                 raise VolumeError(f"projected source {kinds} is not supported")
@@ -418,25 +543,71 @@ class VolumeManager:
         return []
 
 
+_PLUGIN_DIRS = {
+    "emptyDir": "kubernetes.io~empty-dir",
+    "configMap": "kubernetes.io~configmap",
+    "secret": "kubernetes.io~secret",
+    "downwardAPI": "kubernetes.io~downward-api",
+    "projected": "kubernetes.io~projected",
+}
+
+
+@dataclass(frozen=True)
+class _Ownership:
+    """Who a pod's volume files belong to: ``fsGroup``, and ``fs_user`` — the runAsUser every
+    init and app container shares, if they all have one (upstream's FsUserFrom)."""
+
+    fs_group: int | None
+    fs_user: int | None
+
+    @classmethod
+    def of(cls, pod: Mapping[str, Any]) -> _Ownership:
+        spec = pod.get("spec") or {}
+        users: set[int | None] = set()
+        for key in ("initContainers", "containers"):
+            for container in spec.get(key) or []:
+                users.add(specs.container_security(pod, container).run_as_user)
+        fs_user = next(iter(users)) if len(users) == 1 else None
+        return cls(specs.pod_security(pod).fs_group, fs_user)
+
+
+def _file_mode(source: Mapping[str, Any], key: str, default_mode: int) -> int:
+    mode = get_int(source, key)
+    if mode is None:
+        return default_mode
+    if not 0 <= mode <= MAX_FILE_MODE:
+        raise VolumeError(
+            f"{key}: Invalid value: {mode}: must be a number between 0 and 0777 (octal), "
+            "both inclusive"
+        )
+    return mode
+
+
 def _mode(source: Mapping[str, Any], default_mode: int | None) -> int:
-    mode = source.get("defaultMode")
-    if isinstance(mode, int):
-        return mode
-    return default_mode if default_mode is not None else DEFAULT_FILE_MODE
+    fallback = default_mode if default_mode is not None else DEFAULT_FILE_MODE
+    return _file_mode(source, "defaultMode", fallback)
 
 
-def _prepare_dir(target: Path, memory: bool, size_bytes: int | None) -> None:
+def _prepare_dir(target: Path, memory: bool, size_bytes: int | None, fs_group: int | None) -> None:
     target.mkdir(parents=True, exist_ok=True)
     if memory:
         _mount_tmpfs(target, size_bytes)
-    os.chmod(target, 0o777)
+    mode = _with_group_mask(EMPTY_DIR_MODE, fs_group, directory=True, rw=True)
+    _own(target, None, fs_group, mode)
 
 
-def _write_volume(target: Path, payload: Mapping[str, tuple[bytes, int]], tmpfs: bool) -> None:
+def _write_volume(
+    target: Path,
+    payload: Mapping[str, tuple[bytes, int]],
+    tmpfs: bool,
+    fs_group: int | None,
+    owners: Mapping[str, int],
+) -> None:
     target.mkdir(parents=True, exist_ok=True)
     if tmpfs:
         _mount_tmpfs(target, None)
-    write_atomic(target, payload)
+    _own(target, None, fs_group, _with_group_mask(READ_ONLY_ROOT_MODE, fs_group, directory=True))
+    write_atomic(target, payload, fs_group=fs_group, owners=owners)
 
 
 def _check_host_path(path: str, path_type: str | None) -> None:

@@ -25,7 +25,10 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sampan.api import fielderrors as fe
+from sampan.api.strictfields import FieldTypeError, get_bool
 from sampan.apiserver.admission.chain import AdmissionAttributes, forbidden
+from sampan.apiserver.errors import Invalid
 
 __all__ = [
     "DEFAULT_NOT_READY_TOLERATION_S",
@@ -151,7 +154,12 @@ class ServiceAccountAdmission:
                 f"error looking up service account {attrs.namespace}/{sa_name}: "
                 f'serviceaccount "{sa_name}" not found',
             )
-        automount = spec.get("automountServiceAccountToken")
+        try:
+            automount = get_bool(spec, "automountServiceAccountToken", "spec")
+        except FieldTypeError as exc:  # never read as "false" nor as "true"
+            raise Invalid.for_object(
+                "Pod", "", attrs.name, [fe.invalid(exc.path, exc.value, exc.detail)]
+            ) from None
         if automount is None:
             automount = account.get("automountServiceAccountToken")
         if automount is not False:

@@ -16,6 +16,14 @@ and evaluated as latest (the 1.32 checks).
 
 Each check returns ``(check id, reason, detail)``; messages join ``reason (detail)`` in check-id
 order with ", ", which is upstream's format.
+
+Type strictness (defence in depth behind the API's typed decoding): a field read as a
+boolean "is set" unless it is ``false`` or absent — ``"privileged": "true"``, ``"hostPID": 1``
+or even ``"hostNetwork": "false"`` are violations, never "false"; a field that must be
+``true`` (``runAsNonRoot``) passes only as the boolean ``true``; ``runAsUser`` other than a
+non-zero integer, ``capabilities.add`` that is not a list, a ``securityContext`` that is not
+an object violate their checks. The kubelet reads the same fields with
+``sampan.api.strictfields`` and refuses such a pod, so the two never disagree.
 """
 
 from __future__ import annotations
@@ -107,6 +115,17 @@ def _d(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _is_set(obj: Any, key: str) -> bool:
+    """A boolean field that is anything but ``false`` or absent (wrong types included)."""
+    value = _d(obj).get(key)
+    return value is not None and value is not False
+
+
+def _malformed(value: Any) -> bool:
+    """An object-typed field holding something else than an object or null."""
+    return value is not None and not isinstance(value, dict)
+
+
 def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for key in ("initContainers", "containers", "ephemeralContainers"):
@@ -132,13 +151,13 @@ def _dedupe(names: list[str]) -> list[str]:
 
 
 def _host_namespaces(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Finding]:
-    used = [f"{k}=true" for k in ("hostNetwork", "hostPID", "hostIPC") if spec.get(k) is True]
+    used = [f"{k}=true" for k in ("hostNetwork", "hostPID", "hostIPC") if _is_set(spec, k)]
     return [("hostNamespaces", "host namespaces", ", ".join(used))] if used else []
 
 
 def _host_process(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Finding]:
     def is_host(sc: Any) -> bool:
-        return _d(_d(sc).get("windowsOptions")).get("hostProcess") is True
+        return _is_set(_d(sc).get("windowsOptions"), "hostProcess")
 
     names = [c.get("name", "") for c in _containers(spec) if is_host(c.get("securityContext"))]
     parts = []
@@ -153,7 +172,7 @@ def _privileged(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Finding]:
     names = [
         c.get("name", "")
         for c in _containers(spec)
-        if _d(c.get("securityContext")).get("privileged") is True
+        if _is_set(c.get("securityContext"), "privileged") or _malformed(c.get("securityContext"))
     ]
     if not names:
         return []
@@ -163,8 +182,17 @@ def _privileged(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Finding]:
 
 
 def _added_caps(container: dict[str, Any]) -> list[str]:
-    caps = _d(_d(container.get("securityContext")).get("capabilities")).get("add")
-    return [str(c) for c in caps] if isinstance(caps, list) else []
+    """``capabilities.add`` as strings; something that is not a list (or an item that is not a
+    string) comes back as its text, which no allow-list holds."""
+    capabilities = _d(container.get("securityContext")).get("capabilities")
+    if _malformed(capabilities):
+        return [str(capabilities)]
+    caps = _d(capabilities).get("add")
+    if caps is None:
+        return []
+    if not isinstance(caps, list):
+        return [str(caps)]
+    return [c if isinstance(c, str) else repr(c) for c in caps]
 
 
 def _capabilities_baseline(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Finding]:
@@ -252,7 +280,8 @@ def _selinux(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Finding]:
     def problems(opts: Any) -> list[str]:
         opts = _d(opts)
         out = []
-        if opts.get("type", "") not in SELINUX_TYPES:
+        kind = opts.get("type", "")
+        if not isinstance(kind, str) or kind not in SELINUX_TYPES:
             out.append(f'type "{opts["type"]}"')
         if opts.get("user"):
             out.append("user may not be set")
@@ -314,7 +343,9 @@ def _sysctls(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Finding]:
     names = [
         str(s.get("name", ""))
         for s in _d(spec.get("securityContext")).get("sysctls") or []
-        if isinstance(s, dict) and s.get("name") not in SAFE_SYSCTLS
+        if not isinstance(s, dict)
+        or not isinstance(s.get("name"), str)
+        or s.get("name") not in SAFE_SYSCTLS
     ]
     return [("sysctls", "forbidden sysctls", ", ".join(names))] if names else []
 
@@ -384,13 +415,12 @@ def _run_as_non_root(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Findin
     unset: list[str] = []
     for container in _containers(spec):
         value = _d(container.get("securityContext")).get("runAsNonRoot")
-        if value is False:
+        if value is not None and value is not True:  # false, or not a boolean
             explicit_false.append(container.get("name", ""))
         elif value is None and pod_value is None:
             unset.append(container.get("name", ""))
-    setters = (["pod"] if pod_value is False else []) + (
-        [_who(explicit_false)] if explicit_false else []
-    )
+    pod_bad = pod_value is not None and pod_value is not True
+    setters = (["pod"] if pod_bad else []) + ([_who(explicit_false)] if explicit_false else [])
     if setters:
         detail = f"{' and '.join(setters)} must not set securityContext.runAsNonRoot=false"
         return [("runAsNonRoot", "runAsNonRoot != true", detail)]
@@ -400,13 +430,17 @@ def _run_as_non_root(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Findin
     return []
 
 
+def _root_user(sc: Any) -> bool:
+    """runAsUser 0, or a runAsUser that is not an integer (which cannot be checked)."""
+    value = _d(sc).get("runAsUser")
+    if value is None:
+        return False
+    return value == 0 or not isinstance(value, int) or isinstance(value, bool)
+
+
 def _run_as_user(spec: dict[str, Any], _meta: dict[str, Any]) -> list[Finding]:
-    setters = ["pod"] if _d(spec.get("securityContext")).get("runAsUser") == 0 else []
-    names = [
-        c.get("name", "")
-        for c in _containers(spec)
-        if _d(c.get("securityContext")).get("runAsUser") == 0
-    ]
+    setters = ["pod"] if _root_user(spec.get("securityContext")) else []
+    names = [c.get("name", "") for c in _containers(spec) if _root_user(c.get("securityContext"))]
     if names:
         setters.append(_who(names))
     if not setters:
