@@ -21,7 +21,7 @@ from cryptography import x509
 
 from sampan.apiserver.errors import BadRequest
 from sampan.apiserver.podproxy import _container_name, kubelet_target
-from sampan.pki import issue_client_certificate, issue_serving_certificate
+from sampan.pki import issue_client_certificate, issue_kubelet_serving_certificate
 from tests.apiserver.conftest import ServerHarness
 
 NODE = "fake-node"
@@ -116,7 +116,9 @@ class FakeKubelet:
 @pytest.fixture
 async def fake_kubelet(harness: ServerHarness, tmp_path: Path) -> AsyncIterator[FakeKubelet]:
     pki = harness.server.pki
-    cert, key = await asyncio.to_thread(issue_serving_certificate, pki, [NODE], ["127.0.0.1"])
+    cert, key = await asyncio.to_thread(
+        issue_kubelet_serving_certificate, pki, [NODE], ["127.0.0.1"]
+    )
     (tmp_path / "k.crt").write_bytes(cert)
     (tmp_path / "k.key").write_bytes(key)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

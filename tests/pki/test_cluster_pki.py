@@ -29,7 +29,7 @@ from sampan.pki import (
     ensure_client_kubeconfig,
     ensure_cluster_pki,
     issue_client_certificate,
-    issue_serving_certificate,
+    issue_kubelet_serving_certificate,
     write_kubeconfig,
 )
 from sampan.pki.certs import (
@@ -212,9 +212,10 @@ def test_client_and_serving_issuance(tls_dir: Path) -> None:
     ]
     load_private_key(key_pem)
 
-    cert_pem, _ = issue_serving_certificate(pki, ["n1"], ["10.0.0.9"])
+    cert_pem, _ = issue_kubelet_serving_certificate(pki, ["n1"], ["10.0.0.9"])
     cert = x509.load_pem_x509_certificate(cert_pem)
-    assert is_issued_by(cert, _cert(pki.server_ca_cert_path))
+    assert is_issued_by(cert, _cert(pki.kubelet_ca_cert_path))
+    assert not is_issued_by(cert, _cert(pki.server_ca_cert_path))
     assert _eku(cert) == {ExtendedKeyUsageOID.SERVER_AUTH}
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.0.0.9")]
