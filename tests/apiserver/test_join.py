@@ -126,6 +126,7 @@ async def test_api_server_names_are_refused(harness: JoinHarness, name: str) -> 
         ("::1", 400, "::1 is a loopback address"),
         ("0.0.0.0", 400, "0.0.0.0 is an unspecified address"),
         ("::", 400, ":: is an unspecified address"),
+        ("::ffff:10.43.0.1", 400, "::ffff:10.43.0.1 is an IPv4-mapped address"),
     ],
 )
 async def test_api_server_addresses_are_refused(
@@ -144,6 +145,22 @@ async def test_the_acceptance_join_is_refused(harness: JoinHarness) -> None:
     _assert_refused(status, body, 403, "kubernetes.default.svc")
     status, body = await harness.join("worker-1", ["10.43.0.1", "127.0.0.1", "192.0.2.21"])
     _assert_refused(status, body, 403, "10.43.0.1")
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("10.43.0.1", "nodeName: 10.43.0.1 is reserved"),
+        ("127.0.0.1", "nodeName: 127.0.0.1 is a loopback address"),
+        (TLS_SAN_IP, f"nodeName: {TLS_SAN_IP} is reserved"),
+    ],
+)
+async def test_a_node_name_that_is_a_reserved_address_is_refused(
+    harness: JoinHarness, name: str, needle: str
+) -> None:
+    status, body = await harness.join(name, ["192.0.2.21"])
+    assert status in (400, 403)
+    _assert_refused(status, body, status, needle)
 
 
 async def test_an_invalid_node_name_is_refused(harness: JoinHarness) -> None:

@@ -233,9 +233,15 @@ class JoinService:
         addresses: list[IPAddress] = []
         for ip in ips:
             try:
-                addresses.append(ipaddress.ip_address(ip))
+                address = ipaddress.ip_address(ip)
             except ValueError:
                 raise BadRequest(f"nodeIPs: {ip!r} is not an IP address") from None
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                raise BadRequest(
+                    f"nodeIPs: {ip} is an IPv4-mapped address; give the IPv4 address "
+                    f"{address.ipv4_mapped} instead"
+                )
+            addresses.append(address)
         local = role == "server" and name == self._local_node()
         self._check_reserved(name, addresses, local=local)
         async with self._claim_lock:  # two joins claiming one address: the second is refused

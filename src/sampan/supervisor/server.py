@@ -75,7 +75,9 @@ class APIServerComponent:
             tls_dir=config.data_dir / "server" / "tls",
             hostname=hostname,
             node_ips=tuple(config.node_ip) or default_node_ips(),
-            tls_sans=tuple(config.tls_san),
+            # Agents and kubectl verify the server's name: the address it advertises must be
+            # in its certificate too (as K3s adds it).
+            tls_sans=(*config.tls_san, *filter(None, [config.advertise_address])),
             service_cidr=config.service_cidr,
             service_node_port_range=config.service_node_port_range,
             kubeconfig_path=config.write_kubeconfig,
