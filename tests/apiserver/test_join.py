@@ -238,8 +238,17 @@ async def test_a_second_node_may_not_claim_the_first_nodes_address(harness: Join
     # worker-1 joins again (agent restart) with the same address: fine
     status, _ = await harness.join("worker-1", ["192.0.2.21"])
     assert status == 200
+    # worker-1 moves to another address: its old one is free for another node
+    status, _ = await harness.join("worker-1", ["192.0.2.24"])
+    assert status == 200
+    status, _ = await harness.join("worker-4", ["192.0.2.21"], password="t" * 32)
+    assert status == 200
+    status, body = await harness.join("worker-5", ["192.0.2.24"], password="u" * 32)
+    _assert_refused(status, body, 403, '192.0.2.24 is already an address of node "worker-1"')
+    status, body = await harness.join("worker-1", ["192.0.2.21"])
+    _assert_refused(status, body, 403, '192.0.2.21 is already an address of node "worker-4"')
     # the same machine with another password is still refused by the node password
-    status, body = await harness.join("worker-1", ["192.0.2.21"], password="r" * 32)
+    status, body = await harness.join("worker-1", ["192.0.2.24"], password="r" * 32)
     _assert_refused(status, body, 403, "node password rejected")
 
     # once a Node exists, its status.addresses hold its addresses

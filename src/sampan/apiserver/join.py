@@ -248,6 +248,9 @@ class JoinService:
             await self._check_other_nodes(name, addresses)
             await self._check_node_password(name, password)
             expires = time.monotonic() + PENDING_CLAIM_TTL_S
+            for claim, (owner, _) in list(self._pending.items()):
+                if owner == name:  # a node joining again with other addresses frees its old ones
+                    del self._pending[claim]
             for claim in (name, *addresses):
                 self._pending[claim] = (name, expires)
         creds = await asyncio.to_thread(self._issue, name, [str(a) for a in addresses])
