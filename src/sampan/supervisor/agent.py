@@ -5,7 +5,8 @@ path (K3s: "a server is a control plane plus an agent that joins itself"):
 
 1. **join** — fetch the cluster CA from ``/cacerts`` and refuse it unless its sha256 matches
    the hash in the ``K10...`` token; send the token secret (basic auth) with the node name, the
-   node password and the node's addresses to ``/v1-sampan/node``; receive the node's
+   node password and the node's addresses to ``/v1-sampan/node`` over TLS that checks the
+   server's certificate against that CA and the host in ``--server``; receive the node's
    certificates and write them, with kubeconfigs, under ``<data-dir>/agent/etc/`` (0600). A
    wrong token, an unreachable server or a TLS failure (clock skew) is one log line, then a
    retry with backoff — never a crash;
