@@ -1,6 +1,6 @@
 """pods/log, pods/exec and friends in the API server, against a stand-in kubelet.
 
-The stand-in is a TLS server with a serving certificate from the cluster's server CA that
+The stand-in is a TLS server with a serving certificate from the kubelet serving CA that
 records each request and either answers a log body or switches protocols and echoes bytes,
 so these tests see exactly what the API server sends to a kubelet and what it relays back.
 The whole path into containerd is tested in tests/kubelet/server/.
@@ -21,7 +21,15 @@ from cryptography import x509
 
 from sampan.apiserver.errors import BadRequest
 from sampan.apiserver.podproxy import _container_name, kubelet_target
-from sampan.pki import issue_client_certificate, issue_serving_certificate
+from sampan.pki import issue_client_certificate, issue_kubelet_serving_certificate
+from sampan.pki.certs import (
+    cert_to_pem,
+    issue_leaf,
+    key_to_pem,
+    load_cert,
+    load_private_key,
+    split_names,
+)
 from tests.apiserver.conftest import ServerHarness
 
 NODE = "fake-node"
@@ -116,7 +124,9 @@ class FakeKubelet:
 @pytest.fixture
 async def fake_kubelet(harness: ServerHarness, tmp_path: Path) -> AsyncIterator[FakeKubelet]:
     pki = harness.server.pki
-    cert, key = await asyncio.to_thread(issue_serving_certificate, pki, [NODE], ["127.0.0.1"])
+    cert, key = await asyncio.to_thread(
+        issue_kubelet_serving_certificate, pki, [NODE], ["127.0.0.1"]
+    )
     (tmp_path / "k.crt").write_bytes(cert)
     (tmp_path / "k.key").write_bytes(key)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -324,3 +334,60 @@ async def test_websocket_exec_also_needs_create(
     writer.close()
     # Allowed: the (stand-in) kubelet's answer comes back, here a protocol switch.
     assert head.startswith(b"HTTP/1.1 101"), head
+
+
+@pytest.mark.parametrize(
+    "impostor",
+    ["server-ca", "other-address"],
+)
+async def test_a_kubelet_must_have_a_kubelet_ca_certificate_for_the_address_dialled(
+    harness: ServerHarness, fake_kubelet: FakeKubelet, tmp_path: Path, impostor: str
+) -> None:
+    """The API server trusts only the kubelet serving CA, and checks the address it dials:
+    a certificate from the server CA (what nodes got before the kubelet CA existed, and what
+    the API server itself serves with) or one for another address is refused."""
+    pki = harness.server.pki
+    if impostor == "server-ca":
+        cert, key = issue_leaf(
+            load_cert(pki.ca_pem),
+            load_private_key(pki.server_ca_key_path.read_bytes()),
+            common_name=NODE,
+            names=split_names([NODE, "127.0.0.1"]),
+            server_auth=True,
+        )
+        cert_pem, key_pem = cert_to_pem(cert), key_to_pem(key)
+    else:
+        cert_pem, key_pem = await asyncio.to_thread(
+            issue_kubelet_serving_certificate, pki, ["other-node"], ["192.0.2.5"]
+        )
+    (tmp_path / "i.crt").write_bytes(cert_pem)
+    (tmp_path / "i.key").write_bytes(key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "i.crt", tmp_path / "i.key")
+    fake = FakeKubelet()
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0, ssl=context)
+    try:
+        status, node = await harness.request("GET", f"/api/v1/nodes/{NODE}")
+        node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] = server.sockets[
+            0
+        ].getsockname()[1]
+        status, _ = await harness.request("PUT", f"/api/v1/nodes/{NODE}/status", node)
+        assert status == 200
+        status, body = await harness.request("GET", "/api/v1/namespaces/default/pods/p/log")
+        assert status == 503, body
+        assert body["reason"] == "ServiceUnavailable"
+        assert (
+            "its serving certificate is not valid for this address or not signed by"
+            in (body["message"])
+        )
+        head, _, writer = await _raw_upgrade(
+            harness,
+            "/api/v1/namespaces/default/pods/p/exec?command=ls&stdout=true",
+            {"Connection": "Upgrade", "Upgrade": "SPDY/3.1"},
+        )
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 503"), head
+        assert fake.heads == []  # nothing was ever sent to the impostor
+    finally:
+        server.close()
+        await server.wait_closed()

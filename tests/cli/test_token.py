@@ -50,7 +50,7 @@ async def join(api_server: ApiServerHarness, secret: str, node: str = "worker-1"
     ca_pem = api_server.server.pki.ca_pem
     context = ssl.create_default_context(cadata=ca_pem.decode())
     auth = "Basic " + base64.b64encode(f"node:{secret}".encode()).decode()
-    body = {"nodeName": node, "nodePassword": "p" * 32, "nodeIPs": ["127.0.0.1"]}
+    body = {"nodeName": node, "nodePassword": "p" * 32, "nodeIPs": ["192.0.2.21"]}
     async with (
         aiohttp.ClientSession() as session,
         session.post(

@@ -1,5 +1,6 @@
 """A second "machine" (a network namespace with its own data dir) joins the server with the
-token; a wrong token and a stolen node name are refused with one clear line."""
+token; a wrong token, a stolen node name and a server address its certificate does not carry
+are refused with one clear line."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ NS_IF = f"spj{os.getpid() % 100000}n"
 # Addresses of this test's own veth pair, inside its own network namespace.
 HOST_IP = "10.250.77.1"
 NS_IP = "10.250.77.2"
+# Another address of the server's host, not among its certificate's names (no --tls-san).
+UNLISTED_IP = "10.250.78.1"
 
 
 # Enter only the network namespace: `ip netns exec` would also remount /sys, hiding the
@@ -44,6 +47,7 @@ def netns() -> Iterator[str]:
         ip("link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
         ip("link", "set", NS_IF, "netns", NETNS)
         ip("addr", "add", f"{HOST_IP}/30", "dev", HOST_IF)
+        ip("addr", "add", f"{UNLISTED_IP}/32", "dev", HOST_IF)
         ip("link", "set", HOST_IF, "up")
         ip("-n", NETNS, "addr", "add", f"{NS_IP}/30", "dev", NS_IF)
         ip("-n", NETNS, "link", "set", NS_IF, "up")
@@ -176,6 +180,18 @@ def test_agent_joins_and_bad_joins_are_refused(server: Cluster) -> None:
             "node password rejected: duplicate hostname or contents of /etc/sampan/node changed",
             timeout_s=30,
         )
+
+        unlisted_url = f"https://{UNLISTED_IP}:{server.port}"
+        unlisted = Agent(
+            Path(tempfile.mkdtemp(prefix="spa-", dir="/tmp")), "agent3", unlisted_url, token
+        )
+        agents.append(unlisted)
+        log = unlisted.wait_log(
+            "the server's certificate is not valid for the host in --server", timeout_s=30
+        )
+        line = next(x for x in log.splitlines() if "not valid for the host" in x)
+        assert UNLISTED_IP in line and "--tls-san" in line
+        assert not (unlisted.data / "agent" / "etc" / "serving-kubelet.crt").exists()
     finally:
         for agent in agents:
             agent.stop()

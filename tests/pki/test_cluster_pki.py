@@ -29,7 +29,7 @@ from sampan.pki import (
     ensure_client_kubeconfig,
     ensure_cluster_pki,
     issue_client_certificate,
-    issue_serving_certificate,
+    issue_kubelet_serving_certificate,
     write_kubeconfig,
 )
 from sampan.pki.certs import (
@@ -73,15 +73,21 @@ def test_first_start_generates_everything_private(tls_dir: Path) -> None:
     for key in (
         pki.server_ca_key_path,
         pki.client_ca_key_path,
+        pki.kubelet_ca_key_path,
         pki.serving_key_path,
         pki.sa_key_path,
     ):
         assert _mode(key) == 0o600, key
     server_ca = _cert(pki.server_ca_cert_path)
     client_ca = _cert(pki.client_ca_cert_path)
+    kubelet_ca = _cert(pki.kubelet_ca_cert_path)
     cn = server_ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     assert cn.startswith("sampan-server-ca@")
     assert client_ca.subject != server_ca.subject
+    kubelet_cn = kubelet_ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    assert kubelet_cn.startswith("sampan-kubelet-serving-ca@")
+    assert kubelet_ca.public_key() != server_ca.public_key()
+    assert pki.kubelet_ca_pem == pki.kubelet_ca_cert_path.read_bytes()
     assert isinstance(server_ca.public_key(), ec.EllipticCurvePublicKey)
     assert server_ca.public_key().curve.name == "secp256r1"
     validity = server_ca.not_valid_after_utc - server_ca.not_valid_before_utc
@@ -124,6 +130,36 @@ def test_restart_reuses_everything(tls_dir: Path) -> None:
     after = {p.name: p.read_bytes() for p in tls_dir.iterdir()}
     assert before == after
     assert first == second
+
+
+def test_a_data_dir_without_the_kubelet_ca_gets_one_and_keeps_everything_else(
+    tls_dir: Path,
+) -> None:
+    """A data dir from before the kubelet serving CA: the CA is added at start; the cluster
+    CAs, the API serving certificate and the keys stay as they were (clients keep working)."""
+    first = _ensure(tls_dir)
+    first.kubelet_ca_cert_path.unlink()
+    first.kubelet_ca_key_path.unlink()
+    before = {p.name: p.read_bytes() for p in tls_dir.iterdir()}
+    pki = _ensure(tls_dir)
+    after = {p.name: p.read_bytes() for p in tls_dir.iterdir()}
+    assert set(after) - set(before) == {"kubelet-serving-ca.crt", "kubelet-serving-ca.key"}
+    assert {name: after[name] for name in before} == before
+    assert _mode(pki.kubelet_ca_key_path) == 0o600
+    assert pki.kubelet_ca_pem != first.kubelet_ca_pem
+    cert_pem, _ = issue_kubelet_serving_certificate(pki, ["n1"], ["10.0.0.9"])
+    assert is_issued_by(x509.load_pem_x509_certificate(cert_pem), _cert(pki.kubelet_ca_cert_path))
+
+
+def test_serving_names_are_the_certificates(tls_dir: Path) -> None:
+    """What no node may claim: every SAN of the serving certificate in use, including ones
+    kept from an earlier --tls-san (the certificate is not re-issued to drop them)."""
+    _ensure(tls_dir, tls_sans=("old.example.com", "203.0.113.9"))
+    pki = _ensure(tls_dir, tls_sans=())
+    assert "old.example.com" in pki.serving_names.dns
+    assert ipaddress.ip_address("203.0.113.9") in pki.serving_names.ips
+    assert ipaddress.ip_address("10.43.0.1") in pki.serving_names.ips
+    assert ipaddress.ip_address(NODE_IPS[0]) in pki.serving_names.ips
 
 
 def test_new_san_reissues_only_serving_cert(tls_dir: Path) -> None:
@@ -212,9 +248,10 @@ def test_client_and_serving_issuance(tls_dir: Path) -> None:
     ]
     load_private_key(key_pem)
 
-    cert_pem, _ = issue_serving_certificate(pki, ["n1"], ["10.0.0.9"])
+    cert_pem, _ = issue_kubelet_serving_certificate(pki, ["n1"], ["10.0.0.9"])
     cert = x509.load_pem_x509_certificate(cert_pem)
-    assert is_issued_by(cert, _cert(pki.server_ca_cert_path))
+    assert is_issued_by(cert, _cert(pki.kubelet_ca_cert_path))
+    assert not is_issued_by(cert, _cert(pki.server_ca_cert_path))
     assert _eku(cert) == {ExtendedKeyUsageOID.SERVER_AUTH}
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.0.0.9")]

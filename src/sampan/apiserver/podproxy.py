@@ -5,7 +5,7 @@ Each request names a pod (or node); the pod's ``spec.nodeName`` picks the Node, 
 ``status.addresses`` (InternalIP first) and ``status.daemonEndpoints.kubeletEndpoint.Port``
 say where its kubelet listens. The API server calls the kubelet over TLS with its own client
 certificate (user ``KUBELET_CLIENT_USER``), verifying the kubelet's serving certificate
-against the cluster's server CA.
+against the kubelet serving CA (never the server CA) and for the address it dials.
 
 * ``pods/log`` is an ordinary streaming GET: the kubelet's ``/containerLogs`` body is copied
   to the caller chunk by chunk (``follow`` keeps it open as long as the kubelet does).
@@ -89,19 +89,27 @@ GetObject = Callable[[str, str | None, str], Awaitable[dict[str, Any]]]
 """(plural, namespace or None, name) -> the object, raising NotFound."""
 
 
-def kubelet_client_context(
-    ca_pem: bytes, cert_path: str, key_path: str, *, verify: bool = True
-) -> ssl.SSLContext:
-    """TLS towards kubelets: our client certificate; their serving certs checked against the
-    server CA (``verify=False`` skips that, as kube-apiserver without
-    ``--kubelet-certificate-authority``). Blocking (reads the key)."""
-    context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+def kubelet_client_context(kubelet_ca_pem: bytes, cert_path: str, key_path: str) -> ssl.SSLContext:
+    """TLS towards kubelets: our client certificate; their serving certificates must chain to
+    the kubelet serving CA and name the address dialled (hostname checking on, as
+    kube-apiserver with ``--kubelet-certificate-authority``). Blocking (reads the key)."""
+    context = ssl.create_default_context(cadata=kubelet_ca_pem.decode("ascii"))
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_path, key_path)
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _unreachable(exc: BaseException) -> ServiceUnavailable:
+    """The Status for a kubelet that cannot be reached; a certificate it presents that does
+    not verify says so, with what to do about it."""
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return ServiceUnavailable(
+            f"error trying to reach the kubelet: its serving certificate is not valid for this "
+            f"address or not signed by the kubelet serving CA ({text}); a node that joined "
+            "before the kubelet serving CA existed gets a new certificate when its agent restarts"
+        )
+    return ServiceUnavailable(f"error trying to reach the kubelet: {text}")
 
 
 @dataclass(frozen=True)
@@ -371,7 +379,7 @@ class PodProxy:
                 )
                 return response
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ServiceUnavailable(f"error trying to reach the kubelet: {exc}") from exc
+            raise _unreachable(exc) from exc
 
     # --- transports --------------------------------------------------------------------
 
@@ -406,7 +414,7 @@ class PodProxy:
                     await response.write(chunk)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             if response is None:
-                raise ServiceUnavailable(f"error trying to reach the kubelet: {exc}") from exc
+                raise _unreachable(exc) from exc
             log.debug("stream from kubelet %s ended: %s", target.host, exc)
             return response
         with contextlib.suppress(ConnectionError):
@@ -424,7 +432,7 @@ class PodProxy:
         try:
             upstream = await _open_upgrade(target, request.method, path, headers, self._ssl)
         except OSError as exc:
-            raise ServiceUnavailable(f"error trying to reach the kubelet: {exc}") from exc
+            raise _unreachable(exc) from exc
         if upstream.status != 101:
             body = await upstream.read_body()
             raise StatusError(
@@ -488,12 +496,13 @@ async def build_pod_proxy(
     authorize: Callable[[Attributes], Any] | None = None,
 ) -> PodProxy:
     """The ``PodProxy`` of an API server: its kubelet client certificate (issued under the
-    TLS dir on first use) and object reads from the watch-cached storage."""
+    TLS dir on first use), trust in the kubelet serving CA only, and object reads from the
+    watch-cached storage."""
     cert_path, key_path = await asyncio.to_thread(
         ensure_client_certificate, pki, KUBELET_CLIENT_NAME, KUBELET_CLIENT_USER
     )
     context = await asyncio.to_thread(
-        kubelet_client_context, pki.ca_pem, str(cert_path), str(key_path)
+        kubelet_client_context, pki.kubelet_ca_pem, str(cert_path), str(key_path)
     )
 
     async def get_object(plural: str, namespace: str | None, name: str) -> dict[str, Any]:

@@ -165,6 +165,7 @@ class APIServer:
         self._watches = WatchTracker()
         self._rt = _Runtime()
         self._join_secrets: dict[str, str] = {}
+        self._local_node: str | None = None
 
     # --- public ---------------------------------------------------------------------------
 
@@ -173,10 +174,14 @@ class APIServer:
         ready. The supervisor uses it for the in-process components' health."""
         self._rt.checks.append(_HealthCheck(name, check))
 
-    def set_join_secrets(self, secrets_by_user: dict[str, str]) -> None:
+    def set_join_secrets(
+        self, secrets_by_user: dict[str, str], *, local_node: str | None = None
+    ) -> None:
         """The token secrets agents may join with (``{"server": s, "node": agent_s}``);
-        until set, every join is refused."""
+        until set, every join is refused. ``local_node``: the name of the node running on
+        this host (the embedded agent), which alone may claim the host's name and IPs."""
         self._join_secrets = dict(secrets_by_user)
+        self._local_node = local_node
 
     @property
     def url(self) -> str:
@@ -258,6 +263,8 @@ class APIServer:
             rt.pki,
             lambda plural: rt.storage.for_resource(rt.registry.by_resource("", "v1", plural)),
             lambda: self._join_secrets,
+            host_addresses=(opts.hostname, *opts.node_ips),
+            local_node=lambda: self._local_node,
         )
         rt.checks = [
             _HealthCheck("ping", _ok),

@@ -2,8 +2,9 @@
 
 Files under ``tls_dir`` (mode 0700; private keys 0600, certificates and public keys 0644)::
 
-    server-ca.crt / server-ca.key                   signs serving certificates (API, kubelets)
+    server-ca.crt / server-ca.key                   signs the API server's serving certificate
     client-ca.crt / client-ca.key                   signs client certificates (users, nodes)
+    kubelet-serving-ca.crt / kubelet-serving-ca.key signs kubelet serving certificates only
     serving-kube-apiserver.crt / .key               the API server's serving certificate
     sa.key / sa.pub                                 RSA key pair signing service-account tokens
     client-admin.crt / client-admin.key             system:admin in system:masters
@@ -11,6 +12,11 @@ Files under ``tls_dir`` (mode 0700; private keys 0600, certificates and public k
 
 Invariants:
 
+* Three CAs, never mixed (as kubeadm keeps separate CAs): what clients of the API trust
+  (server CA) never signs a certificate a node receives, so a joined node's serving
+  certificate can never pass as the API server; the API server trusts only the kubelet CA
+  when it dials a kubelet. A data dir from before the kubelet CA existed gets one at the next
+  start (the nodes' serving certificates are re-issued by it when their agents join again).
 * CAs are created once and never replaced automatically: every client trusts them. A CA
   certificate without its key is an error (``PKIError``), never a reason to start over.
 * For every pair the key is written before the certificate, each file atomically, so the
@@ -63,6 +69,7 @@ from sampan.pki.files import (
     ensure_private_dir,
 )
 from sampan.pki.kubeconfig import write_kubeconfig
+from sampan.pki.tls import server_ssl_context
 
 __all__ = [
     "ADMIN_GROUP",
@@ -77,7 +84,7 @@ __all__ = [
     "ensure_client_kubeconfig",
     "ensure_cluster_pki",
     "issue_client_certificate",
-    "issue_serving_certificate",
+    "issue_kubelet_serving_certificate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -99,6 +106,7 @@ _SERVICE_NAMES = (
 
 _SERVER_CA = "server-ca"
 _CLIENT_CA = "client-ca"
+_KUBELET_CA = "kubelet-serving-ca"
 _SERVING = "serving-kube-apiserver"
 _ADMIN_NAME = "admin"
 _SA_KEY = "sa.key"
@@ -125,9 +133,16 @@ class ClusterPKI:
     serving_key_path: Path
     sa_key_path: Path
     sa_pub_path: Path
+    kubelet_ca_cert_path: Path
+    kubelet_ca_key_path: Path
     ca_pem: bytes = field(repr=False)
     client_ca_pem: bytes = field(repr=False)
+    kubelet_ca_pem: bytes = field(repr=False)
     sa_public_key_pem: bytes = field(repr=False)
+    serving_names: CertificateNames = field(
+        default_factory=lambda: CertificateNames(frozenset(), frozenset())
+    )
+    """The subject alternative names of the API serving certificate (what no node may claim)."""
 
     @property
     def admin_cert_path(self) -> Path:
@@ -139,16 +154,10 @@ class ClusterPKI:
 
     def ssl_server_context(self) -> ssl.SSLContext:
         """Server-side TLS for the API: serving cert; client certs optional but, if sent,
-        verified against the client CA; TLS >= 1.2; ALPN offers only http/1.1."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.serving_cert_path, self.serving_key_path)
-        context.load_verify_locations(cadata=self.client_ca_pem.decode("ascii"))
-        # OPTIONAL: bearer-token clients and anonymous health checks send no certificate;
-        # a certificate that is sent and does not verify still fails the handshake.
-        context.verify_mode = ssl.CERT_OPTIONAL
-        context.set_alpn_protocols(["http/1.1"])
-        return context
+        verified against the client CA; versions and suites of ``sampan.pki.tls``."""
+        return server_ssl_context(
+            self.serving_cert_path, self.serving_key_path, client_ca_pem=self.client_ca_pem
+        )
 
     def ssl_client_context(self) -> ssl.SSLContext:
         """Client-side TLS trusting the server CA (no client certificate loaded)."""
@@ -301,6 +310,7 @@ def ensure_cluster_pki(
     ensure_private_dir(tls_dir)
     server_ca, server_ca_key_path = _ensure_ca(tls_dir, _SERVER_CA, "sampan-server-ca")
     _, client_ca_key_path = _ensure_ca(tls_dir, _CLIENT_CA, "sampan-client-ca")
+    _, kubelet_ca_key_path = _ensure_ca(tls_dir, _KUBELET_CA, "sampan-kubelet-serving-ca")
     sa_key_path, sa_pub_path, sa_public_pem = _ensure_sa_keys(tls_dir)
 
     wanted = api_server_names(
@@ -309,7 +319,9 @@ def ensure_cluster_pki(
     serving_cert_path, serving_key_path = tls_dir / f"{_SERVING}.crt", tls_dir / f"{_SERVING}.key"
     pair = _load_pair(serving_cert_path, serving_key_path)
     reason = _needs_leaf(pair, server_ca, wanted)
+    serving_names = cert_names(pair[0]) if pair is not None else wanted
     if reason is not None:
+        serving_names = wanted
         cert, key = issue_leaf(
             server_ca,
             _load_ca_key(server_ca_key_path),
@@ -337,9 +349,13 @@ def ensure_cluster_pki(
         serving_key_path=serving_key_path,
         sa_key_path=sa_key_path,
         sa_pub_path=sa_pub_path,
+        kubelet_ca_cert_path=tls_dir / f"{_KUBELET_CA}.crt",
+        kubelet_ca_key_path=kubelet_ca_key_path,
         ca_pem=(tls_dir / f"{_SERVER_CA}.crt").read_bytes(),
         client_ca_pem=(tls_dir / f"{_CLIENT_CA}.crt").read_bytes(),
+        kubelet_ca_pem=(tls_dir / f"{_KUBELET_CA}.crt").read_bytes(),
         sa_public_key_pem=sa_public_pem,
+        serving_names=serving_names,
     )
 
 
@@ -364,23 +380,25 @@ def issue_client_certificate(
     return cert_to_pem(cert), key_to_pem(key)
 
 
-def issue_serving_certificate(
+def issue_kubelet_serving_certificate(
     pki: ClusterPKI,
     names: Sequence[str],
     ips: Sequence[str],
     *,
     days: int = LEAF_VALIDITY_DAYS,
 ) -> tuple[bytes, bytes]:
-    """(cert_pem, key_pem) with serverAuth for DNS ``names`` and ``ips``, signed by the server
-    CA (kubelet serving certificates). The CN is the first name (or first IP). Blocking."""
+    """(cert_pem, key_pem) with serverAuth for DNS ``names`` and ``ips``, signed by the
+    kubelet serving CA — never by the server CA that API clients trust. The CN is the first
+    name (or first IP). Which names a node may have is the caller's business (the join
+    checks them). Blocking."""
     all_names = split_names([*names, *ips])
     if not (all_names.dns or all_names.ips):
         raise ValueError("a serving certificate needs at least one name or IP")
     common_name = next(iter(names), None) or str(next(iter(ips)))
-    ca_cert = load_cert(pki.ca_pem)
+    ca_cert = load_cert(pki.kubelet_ca_pem)
     cert, key = issue_leaf(
         ca_cert,
-        _load_ca_key(pki.server_ca_key_path),
+        _load_ca_key(pki.kubelet_ca_key_path),
         common_name=common_name,
         names=all_names,
         server_auth=True,

@@ -5,7 +5,8 @@ path (K3s: "a server is a control plane plus an agent that joins itself"):
 
 1. **join** — fetch the cluster CA from ``/cacerts`` and refuse it unless its sha256 matches
    the hash in the ``K10...`` token; send the token secret (basic auth) with the node name, the
-   node password and the node's addresses to ``/v1-sampan/node``; receive the node's
+   node password and the node's addresses to ``/v1-sampan/node`` over TLS that checks the
+   server's certificate against that CA and the host in ``--server``; receive the node's
    certificates and write them, with kubeconfigs, under ``<data-dir>/agent/etc/`` (0600). A
    wrong token, an unreachable server or a TLS failure (clock skew) is one log line, then a
    retry with backoff — never a crash;
@@ -55,6 +56,8 @@ JOIN_BACKOFF_INITIAL_S = 1.0
 JOIN_BACKOFF_MAX_S = 30.0
 JOIN_TIMEOUT_S = 15.0
 SYSTEM_PASSWORD_FILE = Path("/etc/sampan/node/password")
+X509_V_ERR_NAME_MISMATCH = (62, 64)
+"""OpenSSL's verify codes for a certificate that does not name the host (62) or IP (64)."""
 
 
 class JoinRefused(Exception):
@@ -202,13 +205,14 @@ class JoinComponent:
 
     async def _join(self, token: JoinToken, password: str) -> dict[str, str]:
         timeout = aiohttp.ClientTimeout(total=JOIN_TIMEOUT_S)
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE
+        # Only for GET /cacerts: the CA is not known yet, so nothing can be verified (neither
+        # chain nor name). The answer is trusted only once its sha256 matches the token's CA
+        # hash, and nothing secret is sent on this connection.
+        pinning = ssl.create_default_context()
+        pinning.check_hostname = False
+        pinning.verify_mode = ssl.CERT_NONE
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            # The CA is fetched without verification and then checked against the token's
-            # hash: the hash is what makes this first request safe.
-            async with session.get(self._server_url + CACERTS_PATH, ssl=insecure) as resp:
+            async with session.get(self._server_url + CACERTS_PATH, ssl=pinning) as resp:
                 if resp.status != 200:
                     raise JoinRefused(f"GET {CACERTS_PATH} answered {resp.status}")
                 ca_pem = await resp.read()
@@ -220,8 +224,11 @@ class JoinComponent:
                     )
             else:
                 log.warning("token has no CA hash: trusting the server's CA as presented")
+            # From here on the server must prove its identity: a certificate chaining to the
+            # pinned CA and valid for the host in --server (its serving certificate carries
+            # its addresses, 127.0.0.1 and every --tls-san).
             verified = ssl.create_default_context(cadata=ca_pem.decode())
-            verified.check_hostname = False  # the server is reached by any of its addresses
+            verified.minimum_version = ssl.TLSVersion.TLSv1_2
             auth = base64.b64encode(f"{token.user}:{token.secret}".encode()).decode()
             body = {
                 "nodeName": self._node_name,
@@ -278,7 +285,16 @@ def _status_message(payload: bytes) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+    verify_error = getattr(exc, "certificate_error", exc)  # aiohttp wraps the ssl error
+    if isinstance(verify_error, ssl.SSLCertVerificationError):
+        if verify_error.verify_code in X509_V_ERR_NAME_MISMATCH:
+            return (
+                f"the server's certificate is not valid for the host in --server "
+                f"({verify_error.verify_message}); use an address the server's certificate "
+                "carries, or add this one to the server's --tls-san"
+            )
+        return f"TLS verification failed (is this machine's clock right?): {verify_error}"
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
         return f"TLS verification failed (is this machine's clock right?): {exc}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot reach the server: {exc.os_error.strerror or exc}"

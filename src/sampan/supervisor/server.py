@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sampan.config import Config, ConfigError
-from sampan.supervisor.agent import agent_components, default_node_ips
+from sampan.supervisor.agent import agent_components, default_node_ips, node_name
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import TokenError, ensure_agent_token, ensure_server_token
 
@@ -75,7 +75,9 @@ class APIServerComponent:
             tls_dir=config.data_dir / "server" / "tls",
             hostname=hostname,
             node_ips=tuple(config.node_ip) or default_node_ips(),
-            tls_sans=tuple(config.tls_san),
+            # Agents and kubectl verify the server's name: the address it advertises must be
+            # in its certificate too (as K3s adds it).
+            tls_sans=(*config.tls_san, *filter(None, [config.advertise_address])),
             service_cidr=config.service_cidr,
             service_node_port_range=config.service_node_port_range,
             kubeconfig_path=config.write_kubeconfig,
@@ -101,7 +103,10 @@ class APIServerComponent:
         except TokenError as exc:
             raise RuntimeError(f"--token: {exc}") from None
         # Agents join with the agent token when there is one, else with the server token.
-        server.set_join_secrets({"server": token.secret, "node": (agent_token or token).secret})
+        server.set_join_secrets(
+            {"server": token.secret, "node": (agent_token or token).secret},
+            local_node=None if config.disable_agent else node_name(config),
+        )
         self.token = token
         log.info("node token is available at %s", token_path)
         log.info(

@@ -23,7 +23,11 @@ from sampan.apiserver.auth import (
     user_from_certificate,
 )
 from sampan.apiserver.auth.serviceaccount import TOKEN_LEEWAY_S
-from sampan.pki import ensure_cluster_pki, issue_client_certificate, issue_serving_certificate
+from sampan.pki import (
+    ensure_cluster_pki,
+    issue_client_certificate,
+    issue_kubelet_serving_certificate,
+)
 from sampan.pki.certs import (
     create_ca,
     generate_ec_key,
@@ -357,8 +361,8 @@ async def test_authenticator_rechecks_der_against_client_ca(pki, lookup, tmp_pat
     assert user.name == "system:admin"
     assert user.groups == ("system:masters", SYSTEM_AUTHENTICATED)
     assert await authn.authenticate(peer_cert=der, authorization=None) == user  # cached path
-    # signed by the server CA (a kubelet serving cert): not a client of this cluster
-    serving_pem, _ = issue_serving_certificate(pki, ["n1"], [])
+    # a kubelet serving cert (kubelet CA): not a client of this cluster
+    serving_pem, _ = issue_kubelet_serving_certificate(pki, ["n1"], [])
     serving_der = x509.load_pem_x509_certificate(serving_pem).public_bytes(Encoding.DER)
     with pytest.raises(AuthenticationError, match="client CA"):
         await authn.authenticate(peer_cert=serving_der, authorization=None)

@@ -23,7 +23,7 @@ from sampan.client import Client
 from sampan.client.api import NODES, PODS
 from sampan.kubelet.runtime import pb
 from sampan.kubelet.server import KubeletServer, KubeletServerOptions
-from sampan.pki import issue_serving_certificate
+from sampan.pki import issue_kubelet_serving_certificate
 from tests.client.conftest import ApiServerHarness
 from tests.kubelet.runtime.conftest import (  # noqa: F401 - fixtures used by name
     RuntimeEnv,
@@ -190,7 +190,7 @@ async def node_env(runtime_env: RuntimeEnv) -> AsyncIterator[NodeEnv]:  # noqa: 
     try:
         pki = api.server.pki
         cert_pem, key_pem = await asyncio.to_thread(
-            issue_serving_certificate, pki, [NODE_NAME, "localhost"], ["127.0.0.1"]
+            issue_kubelet_serving_certificate, pki, [NODE_NAME, "localhost"], ["127.0.0.1"]
         )
         tls = data_dir / "kubelet-tls"
         tls.mkdir(mode=0o700)

@@ -21,7 +21,7 @@ def _context(
     env: NodeEnv, tmp_path: Path, user: str | None, groups: tuple[str, ...] = ()
 ) -> ssl.SSLContext:
     pki = env.api.server.pki
-    context = ssl.create_default_context(cadata=pki.ca_pem.decode())
+    context = ssl.create_default_context(cadata=pki.kubelet_ca_pem.decode())
     if user is not None:
         cert, key = issue_client_certificate(pki, user, groups)
         (tmp_path / f"{user}.crt").write_bytes(cert)

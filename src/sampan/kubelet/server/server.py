@@ -47,6 +47,7 @@ from sampan import httpstream as upgrade
 from sampan.kubelet.runtime import cri, pb
 from sampan.kubelet.server import bridge, logs
 from sampan.kubelet.server.lookup import CRIPodLookup, NotFoundError, PodLookup
+from sampan.pki.tls import server_ssl_context
 
 __all__ = [
     "DEFAULT_ALLOWED_GROUPS",
@@ -81,14 +82,9 @@ class KubeletServerOptions:
     allowed_groups: tuple[str, ...] = DEFAULT_ALLOWED_GROUPS
 
     def ssl_context(self) -> ssl.SSLContext:
-        """Serving cert; client certs optional (``/healthz``) but verified when sent."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.cert_path, self.key_path)
-        context.load_verify_locations(cafile=str(self.client_ca_path))
-        context.verify_mode = ssl.CERT_OPTIONAL
-        context.set_alpn_protocols(["http/1.1"])
-        return context
+        """Serving cert; client certs optional (``/healthz``) but verified when sent; the
+        protocol versions and suites of every Sampan listener (``sampan.pki.tls``)."""
+        return server_ssl_context(self.cert_path, self.key_path, client_ca_file=self.client_ca_path)
 
 
 @dataclass(frozen=True)
