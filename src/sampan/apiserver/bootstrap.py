@@ -1,7 +1,8 @@
 """Objects the API server ensures at every start (kube-apiserver's bootstrap post-start hooks).
 
 Owns: the four system namespaces, the bootstrap RBAC policy (created when absent; existing
-objects are left as the administrator may have changed them), and the ``kubernetes`` Service in
+objects are left as the administrator may have changed them, but for the few Sampan narrowed:
+``auth/bootstrap.NARROWED_POLICY``), and the ``kubernetes`` Service in
 ``default`` with its Endpoints pointing at this server (so ``kubectl cluster-info`` and
 in-cluster clients find the API).
 
@@ -15,7 +16,7 @@ import logging
 from typing import Any
 
 from sampan.apiserver.admission import IMMORTAL_NAMESPACES
-from sampan.apiserver.auth.bootstrap import bootstrap_policy
+from sampan.apiserver.auth.bootstrap import NARROWED_POLICY, bootstrap_policy
 from sampan.apiserver.errors import AlreadyExists, NotFound
 
 __all__ = ["ensure_bootstrap_objects", "kubernetes_endpoints", "kubernetes_service"]
@@ -101,6 +102,17 @@ async def _reconcile_policy(store: Any, wanted: dict[str, Any]) -> bool:
     if annotations.get(AUTOUPDATE_ANNOTATION, "true") != "true":
         return False
     field = "subjects" if wanted["kind"].endswith("Binding") else "rules"
+    if (wanted["kind"], name) in NARROWED_POLICY:
+        if (current.get(field) or []) == (wanted.get(field) or []):
+            return False
+
+        def narrow(obj: dict[str, Any]) -> dict[str, Any]:
+            obj[field] = list(wanted.get(field) or [])
+            return obj
+
+        await store.guaranteed_update(namespace, name, narrow)
+        log.info("bootstrap RBAC: %s %s narrowed to its defaults", wanted["kind"], name)
+        return True
     if not _missing(current.get(field) or [], wanted.get(field) or []):
         return False
 

@@ -9,8 +9,9 @@ system PriorityClasses, repairs the Service allocations once and starts the peri
 ``(group, plural, subresource)`` to a handler coroutine.
 
 Plugin order (kube-apiserver's recommended order, for the plugins Sampan has):
-NamespaceLifecycle, LimitRanger, ServiceAccount, Priority, DefaultTolerationSeconds,
-PodSecurity, ServiceAllocation (upstream does this in the Service REST storage), ResourceQuota.
+NamespaceLifecycle, LimitRanger, ServiceAccount, NodeRestriction, Priority,
+DefaultTolerationSeconds, PodSecurity, ServiceAllocation (upstream does this in the Service REST
+storage), ResourceQuota.
 Mutating ones run before validating ones (the chain's rule).
 """
 
@@ -29,6 +30,7 @@ from sampan.apiserver.admission.allocator import (
 )
 from sampan.apiserver.admission.chain import AdmissionChain, AdmissionPlugin
 from sampan.apiserver.admission.namespace import IMMORTAL_NAMESPACES, NamespaceLifecycle
+from sampan.apiserver.admission.noderestriction import NodeRestriction
 from sampan.apiserver.admission.pods import (
     DEFAULT_SERVICE_ACCOUNT,
     SYSTEM_PRIORITY_CLASSES,
@@ -96,6 +98,7 @@ class Admission:
             NamespaceLifecycle(get_namespace),
             LimitRanger(self.cached),
             ServiceAccountAdmission(self.get),
+            NodeRestriction(self.get),
             PriorityAdmission(self.get, self.cached),
             DefaultTolerationSeconds(),
             PodSecurity(get_namespace, lambda namespace: self.cached("", "pods", namespace)),
