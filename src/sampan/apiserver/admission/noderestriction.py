@@ -30,20 +30,15 @@ must exist and does not is a 404. The plugin runs in the mutating phase (upstrea
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+from sampan.api.podrefs import pod_configmap_names, pod_secret_names
 from sampan.apiserver.admission.chain import AdmissionAttributes
-from sampan.apiserver.auth.node import (
-    MIRROR_POD_ANNOTATION,
-    NODE_LEASE_NAMESPACE,
-    node_identity,
-    pod_configmap_names,
-    pod_secret_names,
-)
+from sampan.apiserver.auth.node import MIRROR_POD_ANNOTATION, NODE_LEASE_NAMESPACE, node_identity
 from sampan.apiserver.errors import Forbidden, NotFound, qualified_resource
 
-__all__ = ["KUBELET_LABELS", "NodeRestriction", "is_kubelet_label"]
+__all__ = ["KUBELET_LABELS", "NodeRestriction", "forbidden_node_labels", "is_kubelet_label"]
 
 Getter = Callable[[str, str, str, str], Awaitable[dict[str, Any] | None]]
 
@@ -84,9 +79,10 @@ def is_kubelet_label(key: str) -> bool:
     return any(_in_namespace(namespace, allowed) for allowed in KUBELET_LABEL_NAMESPACES)
 
 
-def _forbidden_labels(modified: set[str]) -> list[str]:
+def forbidden_node_labels(keys: Iterable[str]) -> list[str]:
+    """The label keys (sorted) a kubelet may not add, change or remove on its own Node."""
     out = []
-    for key in modified:
+    for key in set(keys):
         namespace = _label_namespace(key)
         kubernetes = _in_namespace(namespace, "kubernetes.io") or _in_namespace(namespace, "k8s.io")
         if _in_namespace(namespace, NODE_RESTRICTION_LABEL_NAMESPACE) or (
@@ -327,7 +323,7 @@ class NodeRestriction:
                     attrs,
                     f'node "{node}" is not allowed to create pods with a non-nil configSource',
                 )
-            forbidden = _forbidden_labels(set(_meta(new).get("labels") or {}))
+            forbidden = forbidden_node_labels(set(_meta(new).get("labels") or {}))
             if forbidden:
                 raise self._forbidden(
                     attrs,
@@ -348,7 +344,7 @@ class NodeRestriction:
             modified = _modified_labels(
                 _meta(new).get("labels") or {}, _meta(old).get("labels") or {}
             )
-            forbidden = _forbidden_labels(modified)
+            forbidden = forbidden_node_labels(modified)
             if forbidden:
                 raise self._forbidden(
                     attrs, "is not allowed to modify labels: " + ", ".join(forbidden)

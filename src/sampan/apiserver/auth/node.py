@@ -33,10 +33,11 @@ no I/O and never awaits.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sampan.api.podrefs import dicts_of, dig, pod_configmap_names, pod_secret_names, str_of
 from sampan.apiserver.auth.rbac import Attributes, Decision, RBACAuthorizer, StaticRBACSource
 from sampan.apiserver.auth.user import UserInfo
 
@@ -46,8 +47,6 @@ __all__ = [
     "NodeAuthorizer",
     "NodeGraph",
     "node_identity",
-    "pod_configmap_names",
-    "pod_secret_names",
 ]
 
 NODE_USER_PREFIX = "system:node:"
@@ -76,109 +75,41 @@ def node_identity(user: UserInfo) -> tuple[str, bool]:
 # --- what a pod refers to ------------------------------------------------------------------
 
 
-def _dicts(value: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(value, list):
-        for item in value:
-            if isinstance(item, dict):
-                yield item
-
-
-def _sub(obj: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
-def _name(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _containers(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    for key in ("initContainers", "containers", "ephemeralContainers"):
-        yield from _dicts(spec.get(key))
-
-
-# Volume sources whose ``secretRef.name`` names a Secret in the pod's namespace.
-_SECRET_REF_VOLUMES = ("cephfs", "cinder", "flexVolume", "rbd", "scaleIO", "iscsi", "storageos")
-
-
-def pod_secret_names(pod: Mapping[str, Any]) -> set[str]:
-    """Every Secret a pod refers to (upstream's VisitPodSecretNames, all containers)."""
-    spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
-    assert isinstance(spec, dict)
-    names = {_name(ref.get("name")) for ref in _dicts(spec.get("imagePullSecrets"))}
-    for container in _containers(spec):
-        for source in _dicts(container.get("envFrom")):
-            names.add(_name(_sub(source, "secretRef", "name")))
-        for env in _dicts(container.get("env")):
-            names.add(_name(_sub(env, "valueFrom", "secretKeyRef", "name")))
-    for volume in _dicts(spec.get("volumes")):
-        names.add(_name(_sub(volume, "secret", "secretName")))
-        names.add(_name(_sub(volume, "azureFile", "secretName")))
-        names.add(_name(_sub(volume, "csi", "nodePublishSecretRef", "name")))
-        for source in _SECRET_REF_VOLUMES:
-            names.add(_name(_sub(volume, source, "secretRef", "name")))
-        for projected in _dicts(_sub(volume, "projected", "sources")):
-            names.add(_name(_sub(projected, "secret", "name")))
-    names.discard("")
-    return names
-
-
-def pod_configmap_names(pod: Mapping[str, Any]) -> set[str]:
-    """Every ConfigMap a pod refers to (upstream's VisitPodConfigmapNames, all containers)."""
-    spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
-    assert isinstance(spec, dict)
-    names: set[str] = set()
-    for container in _containers(spec):
-        for source in _dicts(container.get("envFrom")):
-            names.add(_name(_sub(source, "configMapRef", "name")))
-        for env in _dicts(container.get("env")):
-            names.add(_name(_sub(env, "valueFrom", "configMapKeyRef", "name")))
-    for volume in _dicts(spec.get("volumes")):
-        names.add(_name(_sub(volume, "configMap", "name")))
-        for projected in _dicts(_sub(volume, "projected", "sources")):
-            names.add(_name(_sub(projected, "configMap", "name")))
-    names.discard("")
-    return names
-
-
 def _pod_claim_names(pod: Mapping[str, Any]) -> set[str]:
     spec = pod.get("spec") or {}
     meta = pod.get("metadata") or {}
     names: set[str] = set()
-    for volume in _dicts(spec.get("volumes")):
-        claim = _name(_sub(volume, "persistentVolumeClaim", "claimName"))
+    for volume in dicts_of(spec.get("volumes")):
+        claim = str_of(dig(volume, "persistentVolumeClaim", "claimName"))
         if claim:
             names.add(claim)
         elif isinstance(volume.get("ephemeral"), dict):
-            names.add(f"{_name(meta.get('name'))}-{_name(volume.get('name'))}")
+            names.add(f"{str_of(meta.get('name'))}-{str_of(volume.get('name'))}")
     return names
 
 
 def _pod_resource_claims(pod: Mapping[str, Any]) -> set[str]:
     spec = pod.get("spec") or {}
     generated = {
-        _name(status.get("name")): _name(status.get("resourceClaimName"))
-        for status in _dicts(_sub(pod, "status", "resourceClaimStatuses"))
+        str_of(status.get("name")): str_of(status.get("resourceClaimName"))
+        for status in dicts_of(dig(pod, "status", "resourceClaimStatuses"))
     }
     names: set[str] = set()
-    for claim in _dicts(spec.get("resourceClaims")):
-        name = _name(claim.get("resourceClaimName"))
+    for claim in dicts_of(spec.get("resourceClaims")):
+        name = str_of(claim.get("resourceClaimName"))
         if not name and claim.get("resourceClaimTemplateName"):
-            name = generated.get(_name(claim.get("name")), "")
+            name = generated.get(str_of(claim.get("name")), "")
         if name:
             names.add(name)
     return names
 
 
 def _pod_refs(namespace: str, pod: Mapping[str, Any]) -> frozenset[_Ref]:
-    annotations = _sub(pod, "metadata", "annotations") or {}
+    annotations = dig(pod, "metadata", "annotations") or {}
     if isinstance(annotations, dict) and MIRROR_POD_ANNOTATION in annotations:
         return frozenset()  # defence in depth: a node-made pod grants nothing
     refs: set[_Ref] = set()
-    account = _name(_sub(pod, "spec", "serviceAccountName"))
+    account = str_of(dig(pod, "spec", "serviceAccountName"))
     if account:
         refs.add((SERVICE_ACCOUNT, namespace, account))
     refs.update((SECRET, namespace, name) for name in pod_secret_names(pod))
@@ -205,14 +136,14 @@ def _pv_secrets(pv: Mapping[str, Any], claim_namespace: str) -> frozenset[tuple[
     out: set[tuple[str, str]] = set()
 
     def add(namespace: Any, name: Any) -> None:
-        if _name(name):
-            out.add((_name(namespace) or claim_namespace, _name(name)))
+        if str_of(name):
+            out.add((str_of(namespace) or claim_namespace, str_of(name)))
 
     azure = spec.get("azureFile")
     if isinstance(azure, dict):
         add(azure.get("secretNamespace"), azure.get("secretName"))
     for source in _PV_SECRET_REF_SOURCES:
-        ref = _sub(spec, source, "secretRef")
+        ref = dig(spec, source, "secretRef")
         if isinstance(ref, dict):
             add(ref.get("namespace"), ref.get("name"))
     iscsi = spec.get("iscsi")
@@ -316,7 +247,7 @@ class NodeGraph:
     # -- pods --
 
     def _put_pod(self, namespace: str, name: str, pod: dict[str, Any]) -> None:
-        node = _name(_sub(pod, "spec", "nodeName"))
+        node = str_of(dig(pod, "spec", "nodeName"))
         key = (namespace, name)
         if not node:
             self._drop_pod(namespace, name)
@@ -351,10 +282,10 @@ class NodeGraph:
 
     def _put_pv(self, _namespace: str, name: str, pv: dict[str, Any]) -> None:
         self._drop_pv("", name)
-        claim_ref = _sub(pv, "spec", "claimRef")
+        claim_ref = dig(pv, "spec", "claimRef")
         claim: tuple[str, str] | None = None
-        if isinstance(claim_ref, dict) and _name(claim_ref.get("name")):
-            claim = (_name(claim_ref.get("namespace")), _name(claim_ref.get("name")))
+        if isinstance(claim_ref, dict) and str_of(claim_ref.get("name")):
+            claim = (str_of(claim_ref.get("namespace")), str_of(claim_ref.get("name")))
         secrets = _pv_secrets(pv, claim[0] if claim else "")
         self._pvs[name] = _PVEntry(claim, secrets)
         for secret in secrets:
@@ -376,7 +307,7 @@ class NodeGraph:
         self._secret_pvs.clear()
 
     def _put_attachment(self, _namespace: str, name: str, va: dict[str, Any]) -> None:
-        node = _name(_sub(va, "spec", "nodeName"))
+        node = str_of(dig(va, "spec", "nodeName"))
         if node:
             self._attachments[name] = node
         else:
