@@ -11,6 +11,8 @@ import pytest
 
 from sampan.client import ApiError, Client, PatchType
 from sampan.client.api import (
+    CLUSTERROLEBINDINGS,
+    CLUSTERROLES,
     CONFIGMAPS,
     LEASES,
     NODES,
@@ -352,3 +354,32 @@ async def test_agent_identity_only_reads(
             )
         )
         await refused(agent.get(SECRETS, "s1", namespace=NS))
+
+
+async def test_an_older_clusters_broad_grants_are_narrowed_at_start(
+    api_server: ApiServerHarness,  # noqa: F811
+    client: Client,  # noqa: F811
+) -> None:
+    """A data dir from before the Node authorizer: system:node bound to every node, the
+    agent role with writes. The server's start narrows both (autoupdate stays true)."""
+    bindings, roles = CLUSTERROLEBINDINGS, CLUSTERROLES
+    old_subject = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}
+    await client.patch(
+        bindings, "system:node", {"subjects": [old_subject]}, patch_type=PatchType.MERGE
+    )
+    agent_role = await client.get(roles, "system:sampan-agent")
+    wide = {"apiGroups": [""], "resources": ["services"], "verbs": ["create"]}
+    await client.patch(
+        roles,
+        "system:sampan-agent",
+        {"rules": [*agent_role["rules"], wide]},
+        patch_type=PatchType.MERGE,
+    )
+    async with await node_client(api_server, "n1") as n1:
+        await n1.list(SECRETS)  # the old, broad grant
+    await api_server.restart_server()
+    async with api_server.new_client() as admin:
+        assert not (await admin.get(bindings, "system:node")).get("subjects")
+        assert wide not in (await admin.get(roles, "system:sampan-agent"))["rules"]
+    async with await node_client(api_server, "n1") as n1:
+        await refused(n1.list(SECRETS))
