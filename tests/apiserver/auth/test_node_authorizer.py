@@ -383,3 +383,47 @@ async def test_an_older_clusters_broad_grants_are_narrowed_at_start(
         assert wide not in (await admin.get(roles, "system:sampan-agent"))["rules"]
     async with await node_client(api_server, "n1") as n1:
         await refused(n1.list(SECRETS))
+
+
+async def test_more_node_restrictions(
+    api_server: ApiServerHarness,  # noqa: F811
+    client: Client,  # noqa: F811
+    world: dict[str, Any],
+) -> None:
+    n1_uid = (await client.get(NODES, "n1"))["metadata"]["uid"]
+    owner = {"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": n1_uid, "controller": True}
+    async with await node_client(api_server, "n1") as n1:
+        # a mirror pod may not reach other objects, nor carry a foreign or blocking owner
+        with_secret = pod("m1", "n1", volumes=[{"name": "s", "secret": {"secretName": "s2"}}])
+        with_secret["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "h"}
+        with_secret["metadata"]["ownerReferences"] = [owner]
+        message = await refused(n1.create(PODS, with_secret, namespace=NS))
+        assert message.endswith("a mirror pod may not reference secrets")  # ServiceAccount's
+        blocking = pod("m2", "n1")
+        blocking["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "h"}
+        blocking["metadata"]["ownerReferences"] = [{**owner, "blockOwnerDeletion": True}]
+        message = await refused(n1.create(PODS, blocking, namespace=NS))
+        assert message.endswith('node "n1" must not set blockOwnerDeletion on an owner reference')
+        unowned = pod("m3", "n1")
+        unowned["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "h"}
+        message = await refused(n1.create(PODS, unowned, namespace=NS))
+        assert message.endswith(
+            'node "n1" can only create pods with an owner reference set to itself'
+        )
+        wrong_uid = {
+            **unowned,
+            "metadata": {**unowned["metadata"], "ownerReferences": [{**owner, "uid": "x"}]},
+        }
+        message = await refused(n1.create(PODS, wrong_uid, namespace=NS))
+        assert message.endswith(f"node n1 UID mismatch: expected x got {n1_uid}")
+
+        # pod status of its own pod, but not its labels
+        relabel = {"metadata": {"labels": {"a": "b"}}, "status": {"phase": "Running"}}
+        message = await refused(n1.patch(PODS, "p1", relabel, namespace=NS, subresource="status"))
+        assert message.endswith('node "n1" cannot update labels through pod status')
+
+        # eviction of a pod that does not exist: 404, as upstream's lister answers
+        eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "gone"}}
+        await refused(
+            n1.create_subresource(PODS, "gone", "eviction", eviction, namespace=NS), code=404
+        )
