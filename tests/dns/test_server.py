@@ -199,7 +199,7 @@ async def test_start_fails_when_the_port_is_taken(api_server: ApiServerHarness) 
                 listen_port=port,
                 upstreams=(),
                 create_interface=False,
-                ),
+            ),
         )
         with pytest.raises(OSError):
             await server.start()
