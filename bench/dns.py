@@ -196,7 +196,6 @@ async def bench(duration_s: float, window: int, services: int) -> None:
                     listen_port=0,
                     upstreams=(("127.0.0.1", trivial_port),),
                     create_interface=False,
-                    ensure_service=False,
                     response_cache=cache,
                 ),
             )

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from sampan.client import Client, NotFoundError
+from sampan.client import ApiError, Client
 from sampan.client.api import ENDPOINTSLICES, SERVICES
-from sampan.dns import DNSOptions, DNSServer
+from sampan.dns import DNSOptions, DNSServer, kube_dns_service
 
 from .conftest import UPSTREAM_ADDRESS, ApiServerHarness, Upstream
 
@@ -136,20 +136,21 @@ async def test_cluster_names_udp_tcp_and_forwarding(
     )
 
 
-async def test_kube_dns_service_created(dns: DNSServer, admin: Client) -> None:
-    async with asyncio.timeout(WAIT_S):
-        while True:
-            try:
-                service = await admin.get(SERVICES, "kube-dns", namespace="kube-system")
-                break
-            except NotFoundError:
-                await asyncio.sleep(0.05)
+async def test_kube_dns_service_is_not_the_agents_to_create(
+    dns: DNSServer, admin: Client, api_server: ApiServerHarness
+) -> None:
+    """The agent identity only reads; the server creates kube-dns (APIServerOptions
+    extra_objects), and once it exists the node's server answers for it."""
+    agent = Client(await api_server.identity_config("system:sampan-agent"))
+    try:
+        with pytest.raises(ApiError) as refused:
+            await agent.create(SERVICES, kube_dns_service("10.43.0.10"), namespace="kube-system")
+        assert refused.value.code == 403
+    finally:
+        await agent.close()
+    await admin.create(SERVICES, kube_dns_service("10.43.0.10"), namespace="kube-system")
+    service = await admin.get(SERVICES, "kube-dns", namespace="kube-system")
     assert service["spec"]["clusterIP"] == "10.43.0.10"
-    assert {(p["name"], p["port"], p["protocol"]) for p in service["spec"]["ports"]} == {
-        ("dns", 53, "UDP"),
-        ("dns-tcp", 53, "TCP"),
-        ("metrics", 9153, "TCP"),
-    }
     reply = await until(dns, "kube-dns.kube-system.svc.cluster.local", "A", lambda r: bool(r.rr))
     assert values(reply, "A") == ["10.43.0.10"]
 
@@ -163,7 +164,6 @@ async def test_no_upstream_answers_servfail(api_server: ApiServerHarness) -> Non
             listen_port=0,
             upstreams=(),
             create_interface=False,
-            ensure_service=False,
         ),
     )
     await server.start()
@@ -199,7 +199,6 @@ async def test_start_fails_when_the_port_is_taken(api_server: ApiServerHarness) 
                 listen_port=port,
                 upstreams=(),
                 create_interface=False,
-                ensure_service=False,
             ),
         )
         with pytest.raises(OSError):
@@ -226,7 +225,6 @@ async def test_losing_the_udp_socket_is_reported(api_server: ApiServerHarness) -
             listen_port=0,
             upstreams=(),
             create_interface=False,
-            ensure_service=False,
         ),
     )
     await server.start(ctx)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_single_node import Cluster
+from tests.e2e.test_single_node import KUBECTL, Cluster
 
 pytestmark = pytest.mark.slow
 
@@ -167,6 +167,25 @@ def test_agent_joins_and_bad_joins_are_refused(server: Cluster) -> None:
             return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
         server.wait("agent1 Ready", ready)
+
+        # What the joined node's own credential may not do (Node authorizer, NodeRestriction).
+        as_node = ("--kubeconfig", str(good.data / "agent" / "etc" / "kubelet.kubeconfig"))
+
+        def refused(*args: str) -> str:
+            assert KUBECTL is not None
+            out = subprocess.run(
+                [KUBECTL, *as_node, *args], capture_output=True, text=True, timeout=60
+            )
+            assert out.returncode != 0, out.stdout
+            return out.stderr
+
+        assert "Forbidden" in refused("get", "secrets", "-n", "kube-system")
+        assert "Forbidden" in refused("get", "pods", "-A")
+        message = refused("label", "node", "agent1", "node-role.kubernetes.io/master=")
+        assert "is not allowed to modify labels: node-role.kubernetes.io/master" in message
+        message = refused("create", "token", "default", "-n", "kube-system")
+        assert "no relationship found between node 'agent1' and this object" in message
+        assert "Forbidden" in refused("run", "x", "--image=busybox:1.36")
 
         wrong = token.rsplit(":", 1)[0] + ":not-the-secret"
         bad = Agent(Path(tempfile.mkdtemp(prefix="spa-", dir="/tmp")), "agent2", url, wrong)

@@ -139,6 +139,39 @@ def test_pods_run_and_killall_cleans_up(cluster: Cluster) -> None:
         )
 
     cluster.wait("the node to be Ready", node_ready)
+    # The server labels its own Node (its kubelet may not: NodeRestriction); it created the
+    # kube-dns Service (the agent identity may not create Services).
+    cluster.wait(
+        "the control-plane role label",
+        lambda: "control-plane" in cluster.kubectl("get", "nodes", "--no-headers"),
+    )
+    assert "10.43.0.10" in cluster.kubectl("get", "service", "kube-dns", "-n", "kube-system")
+    # The node's own credentials: Node authorizer and NodeRestriction (kubectl as a user would).
+    etc = cluster.data / "agent" / "etc"
+    as_kubelet = ("--kubeconfig", str(etc / "kubelet.kubeconfig"))
+    as_agent = ("--kubeconfig", str(etc / "agent.kubeconfig"))
+    out = subprocess.run(
+        [KUBECTL, *as_kubelet, "get", "secrets", "-n", "kube-system"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0 and "Forbidden" in out.stderr, out.stderr
+    out = subprocess.run(
+        [KUBECTL, *as_kubelet, "create", "token", "default", "-n", "kube-system"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0, out.stdout
+    assert "no relationship found between node" in out.stderr, out.stderr
+    out = subprocess.run(
+        [KUBECTL, *as_agent, "create", "service", "clusterip", "grab", "--tcp=80"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0 and "forbidden" in out.stderr, out.stderr
     cluster.kubectl("run", "b", "--image=busybox:1.36", "--", "sh", "-c", "echo hi; sleep 3600")
     cluster.wait(
         "pod b Running",

@@ -137,9 +137,11 @@ async def overlays(
     async def start_one(host: Host, backend: str, by_ip: bool) -> Overlay:
         if not agent:
             agent.append(await api_server.identity_config("system:sampan-agent"))
+        kubelet = await api_server.identity_config(f"system:node:{host.name}", ("system:nodes",))
         overlay = Overlay(
             agent[0],
-            OverlayOptions(
+            node_client_config=kubelet,
+            options=OverlayOptions(
                 node_name=host.name,
                 backend=backend,
                 iface="" if by_ip else "eth0",

@@ -81,9 +81,10 @@ class ApiServerHarness:
     def new_client(self) -> Client:
         return Client(self.client_config())
 
-    async def identity_config(self, user: str) -> ClientConfig:
-        """A client config for ``user`` (a component identity such as ``system:kube-proxy``),
-        with its own client certificate signed by the cluster's client CA."""
+    async def identity_config(self, user: str, organizations: tuple[str, ...] = ()) -> ClientConfig:
+        """A client config for ``user`` (a component identity such as ``system:kube-proxy``;
+        ``organizations`` are its groups, e.g. ``system:nodes`` for a kubelet), with its own
+        client certificate signed by the cluster's client CA."""
         assert self.server is not None
         name = user.replace(":", "-")
         path = self.data_dir / f"{name}.kubeconfig"
@@ -92,6 +93,7 @@ class ApiServerHarness:
             self.server.pki,
             name=name,
             common_name=user,
+            organizations=organizations,
             path=path,
             server_url=self.server.url,
         )

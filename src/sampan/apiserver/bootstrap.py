@@ -1,9 +1,11 @@
 """Objects the API server ensures at every start (kube-apiserver's bootstrap post-start hooks).
 
 Owns: the four system namespaces, the bootstrap RBAC policy (created when absent; existing
-objects are left as the administrator may have changed them), and the ``kubernetes`` Service in
+objects are left as the administrator may have changed them, but for the few Sampan narrowed:
+``auth/bootstrap.NARROWED_POLICY``), and the ``kubernetes`` Service in
 ``default`` with its Endpoints pointing at this server (so ``kubectl cluster-info`` and
-in-cluster clients find the API).
+in-cluster clients find the API); plus the distribution's ``extra_objects`` (the kube-dns
+Service), created when absent.
 
 Invariant: idempotent — running it again on a populated datastore changes nothing except the
 Endpoints when the advertised address or port moved.
@@ -12,10 +14,11 @@ Endpoints when the advertised address or port moved.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sampan.apiserver.admission import IMMORTAL_NAMESPACES
-from sampan.apiserver.auth.bootstrap import bootstrap_policy
+from sampan.apiserver.auth.bootstrap import NARROWED_POLICY, bootstrap_policy
 from sampan.apiserver.errors import AlreadyExists, NotFound
 
 __all__ = ["ensure_bootstrap_objects", "kubernetes_endpoints", "kubernetes_service"]
@@ -101,6 +104,17 @@ async def _reconcile_policy(store: Any, wanted: dict[str, Any]) -> bool:
     if annotations.get(AUTOUPDATE_ANNOTATION, "true") != "true":
         return False
     field = "subjects" if wanted["kind"].endswith("Binding") else "rules"
+    if (wanted["kind"], name) in NARROWED_POLICY:
+        if (current.get(field) or []) == (wanted.get(field) or []):
+            return False
+
+        def narrow(obj: dict[str, Any]) -> dict[str, Any]:
+            obj[field] = list(wanted.get(field) or [])
+            return obj
+
+        await store.guaranteed_update(namespace, name, narrow)
+        log.info("bootstrap RBAC: %s %s narrowed to its defaults", wanted["kind"], name)
+        return True
     if not _missing(current.get(field) or [], wanted.get(field) or []):
         return False
 
@@ -133,7 +147,13 @@ async def _retarget_service(services: Any, port: int) -> None:
 
 
 async def ensure_bootstrap_objects(
-    storage: Any, registry: Any, *, service_ip: str, advertise_address: str, port: int
+    storage: Any,
+    registry: Any,
+    *,
+    service_ip: str,
+    advertise_address: str,
+    port: int,
+    extra_objects: Sequence[dict[str, Any]] = (),
 ) -> None:
     assert set(_NAMESPACE_ORDER) == IMMORTAL_NAMESPACES
     namespaces = storage.for_resource(registry.by_resource("", "v1", "namespaces"))
@@ -161,6 +181,14 @@ async def ensure_bootstrap_objects(
             reconciled += 1
     if created or reconciled:
         log.info("bootstrap RBAC: %d objects created, %d reconciled", created, reconciled)
+
+    for obj in extra_objects:
+        info = registry.by_kind(obj["apiVersion"], obj["kind"])
+        if info is None:
+            log.warning("bootstrap object kind %s is not served", obj["kind"])
+            continue
+        if await _create_if_absent(storage.for_resource(info), dict(obj)):
+            log.info("created %s %s", obj["kind"], obj["metadata"].get("name"))
 
     services = storage.for_resource(registry.by_resource("", "v1", "services"))
     if not await _create_if_absent(services, kubernetes_service(service_ip, port)):

@@ -5,7 +5,7 @@ objects -> ready; stop: end watches -> close the listener -> stop storage) and t
 pipeline every request goes through, in kube-apiserver's order:
 
     request info -> authentication -> (401 unless a public health/version path)
-    -> authorization (RBAC; 403 with the upstream wording) -> handler
+    -> authorization (Node, then RBAC; 403 with the upstream wording) -> handler
 
 Every failure leaves as a ``Status`` JSON (errors.py). Non-resource endpoints served here:
 ``/healthz``, ``/livez``, ``/readyz`` (and ``/<check>`` subpaths, ``?verbose``), ``/version``,
@@ -43,6 +43,9 @@ from sampan.apiserver.auth import (
     TokenIssuer,
     forbidden_message,
 )
+from sampan.apiserver.auth.bootstrap import node_rules
+from sampan.apiserver.auth.node import NodeAuthorizer, NodeGraph
+from sampan.apiserver.auth.union import UnionAuthorizer
 from sampan.apiserver.bootstrap import ensure_bootstrap_objects
 from sampan.apiserver.crd import (
     BuiltinSchemas,
@@ -113,6 +116,9 @@ class APIServerOptions:
     kubeconfig_mode: int = 0o600
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     service_node_port_range: str = "30000-32767"
+    extra_objects: tuple[dict[str, Any], ...] = ()
+    """Objects the distribution wants to exist from the first start (created when absent,
+    never updated): the server's kube-dns Service, so no agent needs to create Services."""
 
     @property
     def service_ip(self) -> str:
@@ -139,7 +145,7 @@ class _Runtime:
     storage: Storage | None = None
     registry: ResourceRegistry | None = None
     authenticator: Authenticator | None = None
-    authorizer: RBACAuthorizer | None = None
+    authorizer: UnionAuthorizer | None = None  # Node, then RBAC
     handler: ResourceHandler | None = None
     admission: Admission | None = None
     endpoints: KubernetesEndpointsReconciler | None = None
@@ -245,7 +251,7 @@ class APIServer:
             rt.registry,
             self.backend,
             authorize=rt.authorizer.authorize,
-            resolve_rules=rt.authorizer.resolved_rules,
+            resolve_rules=rt.authorizer.rbac.resolved_rules,  # RBAC rules only, as upstream
             service_cidr=opts.service_cidr,
             node_port_range=opts.service_node_port_range,
             token_issuer=TokenIssuer(await asyncio.to_thread(rt.pki.sa_private_key_pem)),
@@ -302,6 +308,7 @@ class APIServer:
             service_ip=opts.service_ip,
             advertise_address=self.advertise_address,
             port=rt.port,
+            extra_objects=opts.extra_objects,
         )
         await rt.admission.start()  # system PriorityClasses, Service allocation repair
         rt.endpoints = KubernetesEndpointsReconciler(
@@ -348,7 +355,19 @@ class APIServer:
             lookup=_StorageLookup(rt.storage, rt.registry),
             client_ca_pem=rt.pki.client_ca_pem,
         )
-        rt.authorizer = RBACAuthorizer(_StorageRBACSource(rt.storage, rt.registry))
+
+        def store(group: str, version: str, plural: str) -> Any:
+            return rt.storage.for_resource(rt.registry.by_resource(group, version, plural))
+
+        graph = NodeGraph(
+            store("", "v1", "pods"),
+            store("", "v1", "persistentvolumes"),
+            store("storage.k8s.io", "v1", "volumeattachments"),
+        )
+        rt.authorizer = UnionAuthorizer(
+            NodeAuthorizer(graph, node_rules()),
+            RBACAuthorizer(_StorageRBACSource(rt.storage, rt.registry)),
+        )
 
     def _handler_context(self) -> HandlerContext:
         rt = self._rt
@@ -403,7 +422,7 @@ class APIServer:
                     raise Unauthorized()
             else:
                 user = self._impersonate(request, user)
-                self._authorize(ri, user)
+                self._authorize(ri, user, request.query.get("fieldSelector", ""))
             response = await self._route(request, ri, user)
         except StatusError as exc:
             response = error_response(exc)  # warnings go with failures too, as upstream
@@ -439,7 +458,7 @@ class APIServer:
             forbidden_message=forbidden_message,
         )
 
-    def _authorize(self, ri: RequestInfo, user: Any) -> None:
+    def _authorize(self, ri: RequestInfo, user: Any, field_selector: str = "") -> None:
         if ri.is_resource_request:
             attrs = Attributes(
                 user=user,
@@ -451,6 +470,7 @@ class APIServer:
                 name=ri.name,
                 path=ri.path,
                 resource_request=True,
+                field_selector=field_selector,
             )
         else:
             attrs = Attributes(user=user, verb=ri.verb, path=ri.path, resource_request=False)

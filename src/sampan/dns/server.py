@@ -23,9 +23,9 @@ Invariants:
   those for reverse names, which may become cluster addresses (those are answered locally).
 * UDP replies never exceed 512 bytes or the client's EDNS payload size: larger ones are sent
   empty with TC set, so the client retries over TCP.
-* ``start()`` creates the ``kube-dns`` Service in kube-system when it is missing (a named
-  background task, retried until it succeeds; RBAC: ``system:sampan-agent`` may create
-  services).
+* The server only reads (Services, EndpointSlices): the ``kube-dns`` Service itself
+  (``kube_dns_service``) is created by the Sampan server at its first start, so the agent
+  identity needs no write permission.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from typing import Any, Protocol
 from dnslib import AAAA, CNAME, PTR, QTYPE, RCODE, RR, SOA, SRV, A, DNSError, DNSLabel, DNSRecord
 
 from sampan.client import Client, ClientConfig, SharedInformerFactory
-from sampan.client.api import ENDPOINTSLICES, SERVICES, AlreadyExistsError, ClientError
+from sampan.client.api import ENDPOINTSLICES, SERVICES
 from sampan.dns.records import DEFAULT_CLUSTER_DOMAIN, Answer, ClusterRecords, Record
 from sampan.dns.wire import encode_reply, parse_query
 
@@ -73,8 +73,6 @@ KUBE_DNS_NAME = "kube-dns"
 FORWARD_TIMEOUT_S = 2.0
 SYNC_TIMEOUT_S = 60.0
 TCP_IDLE_TIMEOUT_S = 10.0
-SERVICE_RETRY_S = 5.0
-SERVICE_RETRY_MAX_S = 300.0
 RESPONSE_CACHE_ENTRIES = 10_000
 FORWARD_CACHE_ENTRIES = 10_000
 FORWARD_CACHE_MAX_TTL_S = 30
@@ -123,7 +121,6 @@ class DNSOptions:
     upstreams: tuple[tuple[str, int], ...] = field(default_factory=read_resolv_conf)
     create_interface: bool = True
     interface: str = DEFAULT_INTERFACE
-    ensure_service: bool = True
     forward_timeout_s: float = FORWARD_TIMEOUT_S
     response_cache: bool = True
     """Reuse packed cluster replies while the records are unchanged (off: for benchmarks)."""
@@ -137,7 +134,9 @@ def kube_dns_service(cluster_dns: str) -> dict[str, Any]:
         "kind": "Service",
         "metadata": {"name": KUBE_DNS_NAME, "namespace": KUBE_DNS_NAMESPACE, "labels": labels},
         "spec": {
+            "type": "ClusterIP",
             "clusterIP": cluster_dns,
+            "clusterIPs": [cluster_dns],
             "ports": [
                 {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                 {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
@@ -430,8 +429,6 @@ class DNSServer:
         except BaseException:  # cancelled or failed: leave nothing running, then re-raise
             await self.stop()
             raise
-        if self.options.ensure_service:
-            self._spawn(self._ensure_service(), "dns-kube-dns-service")
         log.info(
             "dns: serving %s on %s:%d (udp, tcp), upstreams %s",
             self.records.domain,
@@ -492,32 +489,6 @@ class DNSServer:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("dns: task %s failed", task.get_name(), exc_info=task.exception())
-
-    async def _ensure_service(self) -> None:
-        assert self._client is not None and self._factory is not None
-        services = self._factory.informer(SERVICES)
-        body = kube_dns_service(self.options.cluster_dns)
-        delay_s = SERVICE_RETRY_S
-        while True:
-            if services.cache.get_by_name(KUBE_DNS_NAME, KUBE_DNS_NAMESPACE) is not None:
-                return  # exists (no write, no create permission needed)
-            try:
-                await self._client.create(SERVICES, body, namespace=KUBE_DNS_NAMESPACE)
-            except AlreadyExistsError:
-                return
-            except ClientError as exc:
-                log.warning(
-                    "dns: cannot create %s/%s yet (retry in %g s): %s",
-                    KUBE_DNS_NAMESPACE,
-                    KUBE_DNS_NAME,
-                    delay_s,
-                    exc,
-                )
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, SERVICE_RETRY_MAX_S)
-            else:
-                log.info("dns: created Service %s/%s", KUBE_DNS_NAMESPACE, KUBE_DNS_NAME)
-                return
 
     # -- answering ---------------------------------------------------------------------------
 

@@ -45,12 +45,10 @@ from sampan.client import (
     SharedInformerFactory,
 )
 from sampan.client.api import (
-    CONFIGMAPS,
     NODES,
     PODS,
     PVCS,
     PVS,
-    SECRETS,
     SERVICEACCOUNTS,
     SERVICES,
     PatchType,
@@ -59,6 +57,7 @@ from sampan.kubelet import specs
 from sampan.kubelet.cgroups import CgroupManager
 from sampan.kubelet.logrotate import LOG_ROTATE_INTERVAL_S, LogRotator
 from sampan.kubelet.node import MachineInfo, NodeAgent, detect_node_ip, read_machine_info
+from sampan.kubelet.objects import PodObjects
 from sampan.kubelet.options import KubeletOptions
 from sampan.kubelet.pods import PodWorker
 from sampan.kubelet.podutil import HASH_ANNOTATION, MIRROR_ANNOTATION, is_mirror_pod
@@ -85,24 +84,6 @@ class _FailureSink(Protocol):
     def fail(self, reason: str) -> None: ...
 
 
-class _Sources:
-    """ConfigMaps, Secrets and Services from the informers (``env.Sources``)."""
-
-    def __init__(self, factory: SharedInformerFactory) -> None:
-        self._configmaps = factory.informer(CONFIGMAPS)
-        self._secrets = factory.informer(SECRETS)
-        self._services = factory.informer(SERVICES)
-
-    def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._configmaps.cache.get(f"{namespace}/{name}")
-
-    def secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._secrets.cache.get(f"{namespace}/{name}")
-
-    def services(self, namespace: str) -> list[dict[str, Any]]:
-        return self._services.cache.by_index("namespace", namespace)
-
-
 class Kubelet:
     """The node agent's kubelet component (``name``, ``start(ctx)``, ``stop()``)."""
 
@@ -125,7 +106,7 @@ class Kubelet:
         self.cgroups = CgroupManager(options.cgroup_root or "/")
         self.probes = ProbeManager(lambda: self.runtime, self.wake, self._probe_event)
         self.volumes: VolumeManager
-        self.sources: _Sources
+        self.sources: PodObjects
         self.dns_settings: specs.DNSSettings
         self.allocatable: dict[str, Decimal] = {}
         self.memory_capacity_bytes = 0
@@ -246,7 +227,7 @@ class Kubelet:
         self.allocatable = self.node_agent.allocatable()
         self.memory_capacity_bytes = self.machine.memory_bytes
         self.factory = SharedInformerFactory(self.client)
-        self.sources = _Sources(self.factory)
+        self.sources = PodObjects(self.client, self.factory, self._on_source)
         self.volumes = VolumeManager(
             options.kubelet_dir,
             self.sources,
@@ -266,12 +247,6 @@ class Kubelet:
         node_informer.add_event_handler(
             on_add=self._on_node, on_update=lambda _o, n: self._on_node(n)
         )
-        for informer in (self.factory.informer(CONFIGMAPS), self.factory.informer(SECRETS)):
-            informer.add_event_handler(
-                on_add=self._on_source,
-                on_update=lambda _o, n: self._on_source(n),
-                on_delete=self._on_source,
-            )
         await self.node_agent.register()
         self.factory.start()
         self._spawn(self._node_status_loop(), "kubelet-node-status")
@@ -338,6 +313,8 @@ class Kubelet:
         await asyncio.gather(*(w.stop() for w in workers))
         self.workers.clear()
         await self.probes.stop()
+        if getattr(self, "sources", None) is not None:
+            await self.sources.stop()
 
     async def stop(self) -> None:
         """Stop workers and loops (containers keep running), then the runtime."""
@@ -408,6 +385,7 @@ class Kubelet:
         self._pleg_seen.pop(worker.uid, None)
         if worker.terminated:
             self._written.pop(worker.uid, None)
+            self.sources.release(worker.uid)
         if (
             not self._stopping
             and self.desired_pod(worker.uid) is not None

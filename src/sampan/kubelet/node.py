@@ -30,7 +30,7 @@ from typing import Any
 
 from sampan.client import AlreadyExistsError, Client, ConflictError, NotFoundError
 from sampan.client.api import LEASES, NODES, PatchType
-from sampan.kubelet.options import CONTROL_PLANE_ROLE_LABEL, KubeletOptions, parse_taint
+from sampan.kubelet.options import KubeletOptions, parse_taint
 from sampan.kubelet.runtime import cri
 from sampan.version import KUBERNETES_VERSION, __version__
 
@@ -244,8 +244,8 @@ class NodeAgent:
             "beta.kubernetes.io/os": "linux",
             "beta.kubernetes.io/arch": self.machine.architecture,
         }
-        if self.options.is_server:
-            labels[CONTROL_PLANE_ROLE_LABEL] = "true"
+        # No node-role label even on a server: NodeRestriction refuses it from a kubelet; the
+        # server labels its own Node (sampan.supervisor.server).
         labels.update(self.options.labels)
         return labels
 
@@ -422,15 +422,9 @@ class NodeAgent:
             node = await self.client.create(NODES, body)
             log.info("registered node %s", self.name)
         except AlreadyExistsError:
-            node = await self.client.get(NODES, self.name)
+            # Taints are the kubelet's only at registration (NodeRestriction refuses a kubelet
+            # changing them later), as upstream's --register-with-taints.
             patch: dict[str, Any] = {"metadata": {"labels": self.labels()}}
-            existing = {
-                (t.get("key"), t.get("effect"))
-                for t in (node.get("spec") or {}).get("taints") or []
-            }
-            missing = [t for t in taints if (t["key"], t["effect"]) not in existing]
-            if missing:
-                patch["spec"] = {"taints": [*(node.get("spec") or {}).get("taints", []), *missing]}
             node = await self.client.patch(NODES, self.name, patch)
             log.info("node %s already registered; labels updated", self.name)
         self.node = node

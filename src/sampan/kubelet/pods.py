@@ -284,6 +284,7 @@ class PodWorker:
         qos = qos_class(pod)
         cgroup = pod_cgroup_parent(self.k.options.cgroup_root, qos, self.uid)
         await self._ensure_cgroup(pod, cgroup)
+        await self.k.sources.prepare(self.uid, pod)  # its Secrets and ConfigMaps, watched
         try:
             volumes = await self.k.volumes.setup(pod, self.k.allocatable)
         except VolumeError as exc:

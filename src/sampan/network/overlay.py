@@ -16,7 +16,8 @@ This module owns, on its node:
 * backend ``host-gw``: the route ``<subnet> via <its InternalIP>`` on the uplink per remote node
   (the nodes must share one L2 segment);
 * the Node annotations other nodes read: ``sampan.io/backend-type``, ``sampan.io/public-ip``,
-  and for vxlan ``sampan.io/backend-data`` = ``{"VNI":1,"VtepMAC":"..."}``;
+  and for vxlan ``sampan.io/backend-data`` = ``{"VNI":1,"VtepMAC":"..."}`` (written with the
+  node's own credential: the agent identity only reads Nodes);
 * the iptables chains ``SAMPAN-POSTROUTING`` (nat) and ``SAMPAN-FORWARD`` (filter), written with
   one ``iptables-restore --noflush`` (declaring a chain there flushes it, so the write is
   idempotent) plus one jump from ``POSTROUTING``/``FORWARD`` added only when missing.
@@ -583,8 +584,19 @@ class Overlay:
 
     name = "network"
 
-    def __init__(self, client_config: ClientConfig, options: OverlayOptions) -> None:
+    def __init__(
+        self,
+        client_config: ClientConfig,
+        options: OverlayOptions,
+        *,
+        node_client_config: ClientConfig | None = None,
+    ) -> None:
+        """``client_config`` reads every Node (the agent identity may list and watch them,
+        nothing more); ``node_client_config`` — the node's own (kubelet) identity, which
+        NodeRestriction lets write only its own Node — publishes the annotations (default:
+        ``client_config``)."""
         self.client_config = client_config
+        self.node_client_config = node_client_config
         self.options = options
         self.mac = vtep_mac(options.node_name)
         self.uplink: Uplink | None = None
@@ -592,6 +604,7 @@ class Overlay:
         self.ready = asyncio.Event()
         self._applied = _Applied()
         self._client: Client | None = None
+        self._node_client: Client | None = None
         self._informer: Informer | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -625,6 +638,8 @@ class Overlay:
             self.uplink.mtu,
         )
         self._client = Client(self.client_config)
+        if self.node_client_config is not None:
+            self._node_client = Client(self.node_client_config)
         self._informer = Informer(self._client, NODES)
         self._informer.add_event_handler(
             on_add=lambda _n: self._wake.set(),
@@ -647,6 +662,9 @@ class Overlay:
         if self._client is not None:
             await self._client.close()
             self._client = None
+        if self._node_client is not None:
+            await self._node_client.close()
+            self._node_client = None
         if self._executor is not None:
             # The thread may have entered another namespace: it dies with the executor.
             self._executor.shutdown(wait=False)
@@ -722,8 +740,9 @@ class Overlay:
         current = (own.get("metadata") or {}).get("annotations") or {}
         if all(current.get(k) == v for k, v in wanted.items()):
             return
-        assert self._client is not None
-        await self._client.patch(
+        client = self._node_client or self._client
+        assert client is not None
+        await client.patch(
             NODES,
             self.options.node_name,
             {"metadata": {"annotations": wanted}},

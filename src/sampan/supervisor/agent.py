@@ -46,7 +46,14 @@ from sampan.config import DEFAULT_DATA_DIR, Config, ConfigError
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import JoinToken, TokenError, parse_token
 
-__all__ = ["JoinComponent", "NodeCredentials", "agent_components", "default_node_ips"]
+__all__ = [
+    "JoinComponent",
+    "NodeCredentials",
+    "agent_components",
+    "default_node_ips",
+    "node_name",
+    "restricted_node_labels",
+]
 
 log = logging.getLogger("sampan.agent")
 
@@ -80,6 +87,14 @@ def default_node_ips() -> tuple[str, ...]:
 
 def node_name(config: Config) -> str:
     return config.node_name or socket.gethostname().lower()
+
+
+def restricted_node_labels(labels: dict[str, str]) -> dict[str, str]:
+    """The ``--node-label`` labels NodeRestriction refuses from a kubelet (``node-role...``,
+    other ``kubernetes.io``/``k8s.io`` labels outside the kubelet's set)."""
+    from sampan.apiserver.admission.noderestriction import forbidden_node_labels
+
+    return {key: labels[key] for key in forbidden_node_labels(labels)}
 
 
 def node_password_file(data_dir: Path) -> Path:
@@ -374,6 +389,13 @@ def agent_components(
         if not sep or not key:
             raise ConfigError(f"node-label: {item!r} is not of the form key=value")
         labels[key] = value
+    restricted = restricted_node_labels(labels)
+    if restricted and not is_server:
+        raise ConfigError(
+            f"node-label: {', '.join(sorted(restricted))}: a kubelet may not set these labels "
+            "on its own Node (NodeRestriction); label the node with kubectl instead"
+        )
+    labels = {k: v for k, v in labels.items() if k not in restricted}  # a server sets them
     try:
         kubelet_options = KubeletOptions(
             node_name=name,
@@ -418,7 +440,9 @@ def agent_components(
                 "network",
                 join,
                 lambda creds: Overlay(
-                    ClientConfig.from_kubeconfig(creds.kubeconfig("agent")), overlay_options
+                    ClientConfig.from_kubeconfig(creds.kubeconfig("agent")),
+                    overlay_options,
+                    node_client_config=ClientConfig.from_kubeconfig(creds.kubeconfig("kubelet")),
                 ),
             )
         )

@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from sampan.config import Config, ConfigError
-from sampan.supervisor.agent import agent_components, default_node_ips, node_name
+from sampan.supervisor.agent import (
+    agent_components,
+    default_node_ips,
+    node_name,
+    restricted_node_labels,
+)
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import TokenError, ensure_agent_token, ensure_server_token
 
@@ -65,6 +70,7 @@ class APIServerComponent:
 
     async def start(self, ctx: ComponentContext) -> None:
         from sampan.apiserver import APIServer, APIServerOptions
+        from sampan.dns import kube_dns_service
 
         config = self._config
         hostname = socket.gethostname()
@@ -82,6 +88,8 @@ class APIServerComponent:
             service_node_port_range=config.service_node_port_range,
             kubeconfig_path=config.write_kubeconfig,
             kubeconfig_mode=config.kubeconfig_mode,
+            # The cluster DNS Service, created by the server (agents may not create Services).
+            extra_objects=(kube_dns_service(config.cluster_dns),),
         )
         assert self._datastore.backend is not None
         server = APIServer(options, self._datastore.backend)
@@ -183,6 +191,80 @@ class ClientComponent:
             self.inner = None
 
 
+CONTROL_PLANE_ROLE_LABEL = "node-role.kubernetes.io/control-plane"
+NODE_LABEL_RETRY_S = 5.0
+
+
+class ServerNodeLabels:
+    """Keeps the labels a kubelet may not set itself (NodeRestriction) on this server's own
+    Node: ``node-role.kubernetes.io/control-plane=true`` and the restricted ``--node-label``
+    values, as K3s's server labels its node. Watches that one Node and patches it whenever
+    one of them is missing or different (also after the Node is deleted and registered
+    again); a failed patch is logged and retried."""
+
+    name = "node-labels"
+
+    def __init__(self, client_config: Any, node: str, labels: dict[str, str]) -> None:
+        self._client_config = client_config
+        self._node = node
+        self._labels = {CONTROL_PLANE_ROLE_LABEL: "true", **labels}
+        self._client: Any = None
+        self._informer: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    async def start(self, ctx: ComponentContext) -> None:
+        from sampan.client import Client, Informer
+        from sampan.client.api import NODES
+
+        self._client = Client(self._client_config)
+        self._informer = Informer(self._client, NODES, field_selector=f"metadata.name={self._node}")
+        self._informer.add_event_handler(
+            on_add=lambda _n: self._wake.set(), on_update=lambda _o, _n: self._wake.set()
+        )
+        self._informer.start()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="node-labels")
+
+    async def _run(self) -> None:
+        from sampan.client import ClientError, PatchType
+        from sampan.client.api import NODES
+
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            node = self._informer.cache.get_by_name(self._node)
+            if node is None:
+                continue
+            current = (node.get("metadata") or {}).get("labels") or {}
+            wanted = {k: v for k, v in self._labels.items() if current.get(k) != v}
+            if not wanted:
+                continue
+            try:
+                await self._client.patch(
+                    NODES,
+                    self._node,
+                    {"metadata": {"labels": wanted}},
+                    patch_type=PatchType.MERGE,
+                )
+                log.info("node %s labelled %s", self._node, ", ".join(sorted(wanted)))
+            except ClientError as exc:
+                log.warning("node %s: cannot set labels yet: %s", self._node, exc)
+                await asyncio.sleep(NODE_LABEL_RETRY_S)
+                self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._informer is not None:
+            await self._informer.stop()
+            self._informer = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
 SERVER_DIRS = ("db", "tls", "manifests", "cred")
 
 
@@ -270,4 +352,25 @@ def server_components(config: Config) -> list[Component]:
             token=lambda: api.token.render(),
             is_server=True,
         )
+        # The labels its kubelet may not set itself, from the server's side.
+        labels = restricted_node_labels(_node_labels(config))
+        name = node_name(config)
+        components.append(
+            ClientComponent(
+                "node-labels",
+                api,
+                cred,
+                common_name="system:sampan-controller",
+                build=lambda client_config: ServerNodeLabels(client_config, name, labels),
+            )
+        )
     return components
+
+
+def _node_labels(config: Config) -> dict[str, str]:
+    """``--node-label`` as a dict (agent_components already refused malformed items)."""
+    labels = {}
+    for item in config.node_label:
+        key, _sep, value = item.partition("=")
+        labels[key] = value
+    return labels

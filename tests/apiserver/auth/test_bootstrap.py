@@ -90,7 +90,8 @@ def test_every_binding_points_at_an_existing_role(policy) -> None:
     for binding in (o for o in policy if o["kind"] == "ClusterRoleBinding"):
         assert binding["roleRef"]["kind"] == "ClusterRole"
         assert binding["roleRef"]["name"] in roles, binding["metadata"]["name"]
-        assert binding["subjects"]
+        # system:node alone has no subjects: the Node authorizer grants nodes (as upstream)
+        assert bool(binding["subjects"]) == (binding["metadata"]["name"] != "system:node")
 
 
 def test_expected_names_present(policy) -> None:
@@ -209,9 +210,10 @@ def test_component_identities(authz) -> None:
         name="other",
     )
     assert not can(authz, scheduler, "create", "pods")
+    # RBAC alone grants a kubelet nothing beyond what every user has (auth/node.py does)
     kubelet = UserInfo("system:node:n1", groups=("system:nodes", SYSTEM_AUTHENTICATED))
-    assert can(authz, kubelet, "patch", "nodes", sub="status", ns="")
-    assert can(authz, kubelet, "get", "secrets")
+    assert not can(authz, kubelet, "patch", "nodes", sub="status", ns="")
+    assert not can(authz, kubelet, "get", "secrets")
     assert not can(authz, kubelet, "delete", "nodes", ns="")
     proxy = "system:kube-proxy"
     assert can(authz, proxy, "watch", "endpointslices", group="discovery.k8s.io", ns="")
@@ -227,8 +229,17 @@ def test_component_identities(authz) -> None:
     dns = UserInfo("system:serviceaccount:kube-system:kube-dns")
     assert can(authz, dns, "watch", "services", ns="")
     agent = "system:sampan-agent"
-    assert can(authz, agent, "patch", "nodes", ns="")
+    assert can(authz, agent, "watch", "nodes", ns="")
+    assert can(authz, agent, "list", "services", ns="")
+    assert can(authz, agent, "watch", "endpointslices", group="discovery.k8s.io", ns="")
+    for verb in ("create", "update", "patch", "delete"):
+        assert not can(authz, agent, verb, "services", ns="default")
+        assert not can(authz, agent, verb, "services", ns="kube-system")
+        assert not can(authz, agent, verb, "nodes", ns="")
     assert not can(authz, agent, "list", "secrets")
+    assert not can(authz, agent, "get", "nodes", sub="status", ns="")
+    assert can(authz, proxy, "patch", "services", sub="status", ns="default")
+    assert not can(authz, proxy, "update", "services", sub="status", ns="default")
 
 
 def test_namespaced_policy() -> None:

@@ -10,9 +10,10 @@ system PriorityClasses, repairs the Service allocations once and starts the peri
 
 Plugin order (kube-apiserver's recommended order, for the plugins Sampan has):
 NamespaceLifecycle, RBACEscalation (upstream checks it in the RBAC REST storage, after
-mutating and before validating admission), LimitRanger, ServiceAccount, Priority,
-DefaultTolerationSeconds, PodSecurity, ServiceAllocation (upstream does this in the Service
-REST storage), ResourceQuota. Mutating ones run before validating ones (the chain's rule).
+mutating and before validating admission), LimitRanger, ServiceAccount, NodeRestriction,
+Priority, DefaultTolerationSeconds, PodSecurity, ServiceAllocation (upstream does this in the
+Service REST storage), ResourceQuota. Mutating ones run before validating ones (the chain's
+rule).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sampan.apiserver.admission.allocator import (
 )
 from sampan.apiserver.admission.chain import AdmissionChain, AdmissionPlugin
 from sampan.apiserver.admission.namespace import IMMORTAL_NAMESPACES, NamespaceLifecycle
+from sampan.apiserver.admission.noderestriction import NodeRestriction
 from sampan.apiserver.admission.pods import (
     DEFAULT_SERVICE_ACCOUNT,
     SYSTEM_PRIORITY_CLASSES,
@@ -101,6 +103,7 @@ class Admission:
             RBACEscalation(authorize, resolve_rules, self.get),
             LimitRanger(self.cached),
             ServiceAccountAdmission(self.get),
+            NodeRestriction(self.get),
             PriorityAdmission(self.get, self.cached),
             DefaultTolerationSeconds(),
             PodSecurity(get_namespace, lambda namespace: self.cached("", "pods", namespace)),

@@ -142,7 +142,6 @@ class TokenRequestHandler:
             )
         audiences = [str(a) for a in spec.get("audiences") or []] or list(self._audiences)
         spec["audiences"] = audiences
-        bound, node = await self._bound_object(namespace, name, spec.get("boundObjectRef"))
         attrs = AdmissionAttributes(
             operation="CREATE",
             group="",
@@ -156,8 +155,9 @@ class TokenRequestHandler:
             dry_run=dry_run,
             user=user,
         )
-        await self._chain.admit(attrs)
+        await self._chain.admit(attrs)  # before the bound object is looked up, as upstream
         await self._chain.finish(attrs, ok=True)
+        bound, node = await self._bound_object(namespace, name, spec.get("boundObjectRef"))
         sa_meta = account.get("metadata") or {}
         token, expires = self._issuer.issue(
             namespace,

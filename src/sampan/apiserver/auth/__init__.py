@@ -6,8 +6,11 @@
 * ``sampan.apiserver.auth.serviceaccount``: ``TokenIssuer`` and service-account JWT checks;
 * ``sampan.apiserver.auth.rbac``: ``RBACAuthorizer``, ``Attributes``, ``Decision``,
   ``forbidden_message``, ``aggregate_cluster_role``;
-* ``sampan.apiserver.auth.bootstrap``: ``bootstrap_policy()`` (cluster-scoped defaults) and
-  ``bootstrap_namespaced_policy()`` (kube-system Roles and RoleBindings);
+* ``sampan.apiserver.auth.node``: ``NodeAuthorizer`` and its ``NodeGraph`` (what each kubelet
+  may reach), ``node_identity``;
+* ``sampan.apiserver.auth.union``: ``UnionAuthorizer`` (Node, then RBAC: the server's chain);
+* ``sampan.apiserver.auth.bootstrap``: ``bootstrap_policy()`` (cluster-scoped defaults),
+  ``bootstrap_namespaced_policy()`` (kube-system Roles and RoleBindings), ``node_rules()``;
 * ``sampan.apiserver.auth.escalation``: ``RBACEscalation``, the admission plugin that keeps
   Role/ClusterRole/RoleBinding/ClusterRoleBinding writes from granting more than the writer
   holds (upstream's escalate/bind rules and messages);

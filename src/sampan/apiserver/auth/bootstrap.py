@@ -15,8 +15,13 @@ Sampan's component identities (client certificates the server issues; document c
   that expect it; Sampan's controllers use ``system:sampan-controller``);
 * ``system:kube-proxy``: ``system:node-proxier`` and ``system:sampan-servicelb`` (patch
   ``services/status``: the proxy's minimal ServiceLB writes LoadBalancer ingress IPs);
-* ``system:node:<node>`` in group ``system:nodes``: ``system:node`` (kubelets);
-* ``system:sampan-agent``: ``system:sampan-agent`` (agent network and DNS pieces);
+* ``system:node:<node>`` in group ``system:nodes``: nothing through RBAC. As upstream, the
+  ``system:node`` ClusterRoleBinding has no subjects: the Node authorizer (``auth/node.py``)
+  gives each kubelet the ``system:node`` rules and only its own node's objects, and
+  NodeRestriction admission narrows its writes;
+* ``system:sampan-agent``: ``system:sampan-agent`` — read-only: list/watch Nodes (network),
+  Services and EndpointSlices (DNS). It writes nothing: the network component annotates its
+  own Node with the node's credential, and the server creates the kube-dns Service;
 * service account ``kube-system/kube-dns``: ``system:kube-dns``.
 
 Deliberate differences from upstream, until the matching pieces exist:
@@ -25,12 +30,12 @@ Deliberate differences from upstream, until the matching pieces exist:
   (upstream has one narrow role per controller): every verb a controller uses on every
   resource, but none of the escalating verbs (``escalate``, ``bind``, ``impersonate``,
   ``approve``, ``sign``) and no non-resource URLs.
-* ``system:node`` is bound to the group ``system:nodes`` (as Kubernetes did before the Node
-  authorizer). Upstream leaves the binding without subjects and relies on the Node authorizer
-  to limit each kubelet to its own node's objects; replace the binding when Sampan has one.
-* ``system:sampan-agent`` covers the agent's network and DNS pieces (watch nodes, services,
-  endpoints, endpointslices, namespaces, pods; patch nodes; create services: the DNS server
-  creates the kube-dns Service when missing), like K3s's ``system:k3s-controller``.
+
+Reconciliation at start only adds what a bootstrap object lacks (as upstream), except for the
+objects in ``NARROWED_POLICY``: Sampan once granted more there (the ``system:nodes`` group in
+the ``system:node`` binding; writes in ``system:sampan-agent``; get/update in
+``system:sampan-servicelb``), so while they keep ``autoupdate: "true"`` their rules or
+subjects are set back to exactly the bootstrap ones.
 
 The scheduler's leader-election Lease must be ``kube-system/kube-scheduler`` (its role only
 allows get/update on that name), as upstream.
@@ -57,10 +62,12 @@ __all__ = [
     "AGGREGATE_TO_VIEW",
     "AUTOUPDATE_ANNOTATION",
     "BOOTSTRAPPING_LABEL",
+    "NARROWED_POLICY",
     "SAMPAN_AGENT_USER",
     "SAMPAN_CONTROLLER_USER",
     "bootstrap_namespaced_policy",
     "bootstrap_policy",
+    "node_rules",
 ]
 
 RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
@@ -70,6 +77,15 @@ AUTOUPDATE_ANNOTATION = ("rbac.authorization.kubernetes.io/autoupdate", "true")
 AGGREGATE_TO_ADMIN = "rbac.authorization.k8s.io/aggregate-to-admin"
 AGGREGATE_TO_EDIT = "rbac.authorization.k8s.io/aggregate-to-edit"
 AGGREGATE_TO_VIEW = "rbac.authorization.k8s.io/aggregate-to-view"
+
+NARROWED_POLICY = frozenset(
+    {
+        ("ClusterRoleBinding", "system:node"),
+        ("ClusterRole", "system:sampan-agent"),
+        ("ClusterRole", "system:sampan-servicelb"),
+    }
+)
+"""(kind, name) of bootstrap objects reconciled to exactly their bootstrap content."""
 
 SAMPAN_CONTROLLER_USER = "system:sampan-controller"
 SAMPAN_AGENT_USER = "system:sampan-agent"
@@ -342,6 +358,36 @@ def _user_facing_roles() -> list[dict[str, Any]]:
     ]
 
 
+def node_rules() -> list[dict[str, Any]]:
+    """Upstream's NodeRules (1.32, default features): the rules of the ``system:node``
+    ClusterRole, which the Node authorizer applies to every node for the resources it does not
+    subdivide (``auth/node.py``)."""
+    return [
+        _rule(("create",), (AUTHENTICATION,), ("tokenreviews",)),
+        _rule(("create",), (AUTHORIZATION,), ("localsubjectaccessreviews", "subjectaccessreviews")),
+        _rule(READ, (CORE,), ("services",)),
+        _rule(("create", "get", "list", "watch"), (CORE,), ("nodes",)),
+        _rule(("patch", "update"), (CORE,), ("nodes/status",)),
+        _rule(("patch", "update"), (CORE,), ("nodes",)),
+        _rule(EVENT_WRITE, (CORE,), ("events",)),
+        _rule(READ, (CORE,), ("pods",)),
+        _rule(("create", "delete"), (CORE,), ("pods",)),
+        _rule(("patch", "update"), (CORE,), ("pods/status",)),
+        _rule(("create",), (CORE,), ("pods/eviction",)),
+        _rule(READ, (CORE,), ("configmaps", "secrets")),
+        _rule(("get",), (CORE,), ("persistentvolumeclaims", "persistentvolumes")),
+        _rule(("get",), (CORE,), ("endpoints",)),
+        _rule(("create", "get", "list", "watch"), (CERTIFICATES,), ("certificatesigningrequests",)),
+        _rule(("create", "delete", "get", "patch", "update"), (COORDINATION,), ("leases",)),
+        _rule(("get",), (STORAGE,), ("volumeattachments",)),
+        _rule(("create",), (CORE,), ("serviceaccounts/token",)),
+        _rule(("get", "patch", "update"), (CORE,), ("persistentvolumeclaims/status",)),
+        _rule(READ, (STORAGE,), ("csidrivers",)),
+        _rule(("create", "delete", "get", "patch", "update"), (STORAGE,), ("csinodes",)),
+        _rule(READ, (NODE,), ("runtimeclasses",)),
+    ]
+
+
 def _system_roles() -> list[dict[str, Any]]:
     events_rule = _rule(EVENT_WRITE, (CORE, EVENTS), ("events",))
     return [
@@ -410,41 +456,7 @@ def _system_roles() -> list[dict[str, Any]]:
                 _rule(("create",), (AUTHORIZATION,), ("subjectaccessreviews",)),
             ],
         ),
-        _cluster_role(
-            "system:node",
-            [
-                _rule(("create",), (AUTHENTICATION,), ("tokenreviews",)),
-                _rule(
-                    ("create",),
-                    (AUTHORIZATION,),
-                    ("localsubjectaccessreviews", "subjectaccessreviews"),
-                ),
-                _rule(READ, (CORE,), ("services",)),
-                _rule(("create", "get", "list", "watch"), (CORE,), ("nodes",)),
-                _rule(("patch", "update"), (CORE,), ("nodes/status",)),
-                _rule(("patch", "update"), (CORE,), ("nodes",)),
-                _rule(EVENT_WRITE, (CORE,), ("events",)),
-                _rule(READ, (CORE,), ("pods",)),
-                _rule(("create", "delete"), (CORE,), ("pods",)),
-                _rule(("patch", "update"), (CORE,), ("pods/status",)),
-                _rule(("create",), (CORE,), ("pods/eviction",)),
-                _rule(READ, (CORE,), ("configmaps", "secrets")),
-                _rule(("get",), (CORE,), ("persistentvolumeclaims", "persistentvolumes")),
-                _rule(("get",), (CORE,), ("endpoints",)),
-                _rule(
-                    ("create", "get", "list", "watch"),
-                    (CERTIFICATES,),
-                    ("certificatesigningrequests",),
-                ),
-                _rule(("create", "delete", "get", "patch", "update"), (COORDINATION,), ("leases",)),
-                _rule(("get",), (STORAGE,), ("volumeattachments",)),
-                _rule(("create",), (CORE,), ("serviceaccounts/token",)),
-                _rule(("get", "patch", "update"), (CORE,), ("persistentvolumeclaims/status",)),
-                _rule(READ, (STORAGE,), ("csidrivers",)),
-                _rule(("create", "delete", "get", "patch", "update"), (STORAGE,), ("csinodes",)),
-                _rule(READ, (NODE,), ("runtimeclasses",)),
-            ],
-        ),
+        _cluster_role("system:node", node_rules()),
         _cluster_role(
             "system:node-proxier",
             [
@@ -456,7 +468,7 @@ def _system_roles() -> list[dict[str, Any]]:
         ),
         _cluster_role(
             "system:sampan-servicelb",
-            [_rule(("get", "patch", "update"), (CORE,), ("services/status",))],
+            [_rule(("patch",), (CORE,), ("services/status",))],
         ),
         _cluster_role(
             "system:node-bootstrapper",
@@ -553,14 +565,11 @@ def _sampan_roles() -> list[dict[str, Any]]:
         _cluster_role(
             "system:sampan-agent",
             [
-                _rule((*READ, "patch", "update"), (CORE,), ("nodes",)),
-                _rule(("patch", "update"), (CORE,), ("nodes/status",)),
-                _rule(READ, (CORE,), ("endpoints", "namespaces", "pods", "services")),
-                _rule(("create",), (CORE,), ("services",)),  # the kube-dns Service (sampan.dns)
-                _rule(READ, (DISCOVERY,), ("endpointslices",)),
-                _rule(READ, (NETWORKING,), ("networkpolicies",)),
-                _rule(EVENT_WRITE, (CORE, EVENTS), ("events",)),
-                _rule(READ_WRITE, (COORDINATION,), ("leases",)),
+                # network: every Node's pod CIDR and overlay annotations (sampan.network)
+                _rule(("list", "watch"), (CORE,), ("nodes",)),
+                # dns: the records (sampan.dns)
+                _rule(("list", "watch"), (CORE,), ("services",)),
+                _rule(("list", "watch"), (DISCOVERY,), ("endpointslices",)),
             ],
         ),
     ]
@@ -579,7 +588,7 @@ def _bindings() -> list[dict[str, Any]]:
             "system:service-account-issuer-discovery",
             [_subject("Group", "system:serviceaccounts")],
         ),
-        _binding("system:node", [_subject("Group", "system:nodes")]),
+        _binding("system:node", []),  # the Node authorizer grants nodes their rights
         _binding("system:node-proxier", [_subject("User", "system:kube-proxy")]),
         _binding("system:sampan-servicelb", [_subject("User", "system:kube-proxy")]),
         _binding("system:kube-dns", [_subject("ServiceAccount", "kube-dns", "kube-system")]),

@@ -65,6 +65,9 @@ class Attributes:
     name: str = ""
     path: str = ""
     resource_request: bool = True
+    field_selector: str = ""
+    """The raw ``fieldSelector`` of a list/watch/deletecollection (the Node authorizer scopes
+    a node's pod lists by ``spec.nodeName``); RBAC ignores it."""
 
 
 @dataclass(frozen=True)

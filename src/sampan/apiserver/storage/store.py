@@ -28,6 +28,7 @@ import copy
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -89,6 +90,8 @@ __all__ = [
     "FINALIZER_ORPHAN",
     "GENERATE_NAME_ALPHABET",
     "GENERATE_NAME_SUFFIX_LENGTH",
+    "CacheCursor",
+    "CacheDelta",
     "ResourceStore",
     "rfc3339",
 ]
@@ -175,6 +178,22 @@ def _set_or_drop(mapping: JSONObj, key: str, value: Any) -> None:
         mapping.pop(key, None)
     else:
         mapping[key] = value
+
+
+@dataclass(frozen=True, slots=True)
+class CacheCursor:
+    """Where a follower of one watch cache is (``ResourceStore.cached_changes``)."""
+
+    epoch: int
+    revision: int
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class CacheDelta:
+    cursor: CacheCursor
+    full: bool
+    changes: list[tuple[str, str, JSONObj | None]]
 
 
 class ResourceStore:
@@ -524,6 +543,34 @@ class ResourceStore:
     @property
     def generation(self) -> int:
         return self._cache.generation
+
+    def cached_changes(self, cursor: CacheCursor | None) -> CacheDelta | None:
+        """What changed in the cache since ``cursor`` (a previous delta's ``cursor``), for
+        in-process indexes that follow the cache synchronously (the Node authorizer's graph).
+
+        None: nothing changed, or the cache is (re)loading (keep the current view). A delta
+        with ``full=True`` lists every current object (the cache reloaded, or the changes fell
+        off its ring): the caller rebuilds from it. Otherwise ``changes`` are the changes in
+        order, each ``(namespace, name, object or None when deleted)``."""
+        cache = self._cache
+        if cache.loading:
+            return None
+        if cursor is not None and cursor.generation == cache.generation:
+            return None
+        new_cursor = CacheCursor(
+            cache.epoch, max(cache.last_change, cache.ring_floor), cache.generation
+        )
+        if cursor is None or cursor.epoch != cache.epoch or cursor.revision < cache.ring_floor:
+            everything = [(e.namespace, e.name, e.obj()) for e in cache.entries(None)]
+            return CacheDelta(new_cursor, True, everything)
+        changes: list[tuple[str, str, JSONObj | None]] = []
+        for change in cache.changes_since(cursor.revision):
+            if change.entry is None:
+                assert change.prev is not None
+                changes.append((change.prev.namespace, change.prev.name, None))
+            else:
+                changes.append((change.entry.namespace, change.entry.name, change.entry.obj()))
+        return CacheDelta(new_cursor, False, changes)
 
     # --- create ----------------------------------------------------------------------------
 
