@@ -1615,6 +1615,14 @@ def _validate_pv(info: ResourceInfo, obj: Obj) -> Causes:
     if "storage" not in capacity:
         causes.append(fe.required("spec.capacity"))
     sources = [k for k in spec if k not in _PV_NON_SOURCE_KEYS]
+    host_path = spec.get("hostPath")
+    if isinstance(host_path, dict):
+        path = host_path.get("path")
+        if not path:
+            causes.append(fe.required("spec.hostPath.path"))
+        elif ".." in str(path).split("/"):
+            # upstream validatePathNoBacksteps
+            causes.append(fe.invalid("spec.hostPath.path", path, "must not contain '..'"))
     if not sources:
         causes.append(fe.required("spec", "must specify a volume type"))
     elif len(sources) > 1:

@@ -241,6 +241,7 @@ class VolumeManager:
         if pv is None:
             raise VolumeError(f'persistentvolume "{pv_name}" not found')
         spec = pv.get("spec") or {}
+        _refuse_block(pv_name, spec)
         path = (spec.get("hostPath") or {}).get("path") or (spec.get("local") or {}).get("path")
         if not path:
             raise VolumeError(f"persistentvolume {pv_name}: only hostPath and local are supported")
@@ -437,6 +438,14 @@ def _write_volume(target: Path, payload: Mapping[str, tuple[bytes, int]], tmpfs:
     if tmpfs:
         _mount_tmpfs(target, None)
     write_atomic(target, payload)
+
+
+def _refuse_block(pv_name: str, spec: Mapping[str, Any]) -> None:
+    """Raw block volumes (``volumeMode: Block``) need volumeDevices, which Sampan lacks."""
+    if (spec.get("volumeMode") or "Filesystem") == "Block":
+        raise VolumeError(
+            f'persistentvolume "{pv_name}" has volumeMode Block: block volumes are not supported'
+        )
 
 
 def _check_host_path(path: str, path_type: str | None) -> None:

@@ -190,6 +190,11 @@ def _controller_manager(config: Config) -> Callable[[Any], Any]:
         options = ControllerManagerOptions(
             cluster_cidr=config.cluster_cidr,
             service_cidr=config.service_cidr,
+            local_storage_path=str(config.local_storage_path),
+            # --disable=local-storage leaves the local-path provisioner out (K3s).
+            controllers=("*", "-local-path-provisioner")
+            if "local-storage" in config.disable
+            else ("*",),
             args=config.component_args("kube-controller-manager-arg"),
         )
     except ValueError as exc:

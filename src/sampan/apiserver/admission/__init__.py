@@ -7,6 +7,7 @@ Layout:
                    then validating; success/failure hooks; warnings) and ``admitted_update``
 * ``namespace``    NamespaceLifecycle
 * ``pods``         ServiceAccount, DefaultTolerationSeconds, Priority
+* ``storage``      DefaultStorageClass, StorageObjectInUseProtection
 * ``allocator``    ClusterIP / NodePort claims in the datastore, with repair
 * ``services``     Service allocation on create/update/delete and the repair loop
 * ``subresources`` serviceaccounts/token (TokenRequest) and pods/eviction

@@ -30,7 +30,9 @@ Deliberate differences from upstream, until the matching pieces exist:
   to limit each kubelet to its own node's objects; replace the binding when Sampan has one.
 * ``system:sampan-agent`` covers the agent's network and DNS pieces (watch nodes, services,
   endpoints, endpointslices, namespaces, pods; patch nodes; create services: the DNS server
-  creates the kube-dns Service when missing), like K3s's ``system:k3s-controller``.
+  creates the kube-dns Service when missing; watch and delete persistentvolumes: the node half
+  of the local-path provisioner removes released volumes), like K3s's
+  ``system:k3s-controller``.
 
 The scheduler's leader-election Lease must be ``kube-system/kube-scheduler`` (its role only
 allows get/update on that name), as upstream.
@@ -557,6 +559,8 @@ def _sampan_roles() -> list[dict[str, Any]]:
                 _rule(("patch", "update"), (CORE,), ("nodes/status",)),
                 _rule(READ, (CORE,), ("endpoints", "namespaces", "pods", "services")),
                 _rule(("create",), (CORE,), ("services",)),  # the kube-dns Service (sampan.dns)
+                # the node half of the local-path provisioner (sampan.kubelet.localpath)
+                _rule((*READ, "delete"), (CORE,), ("persistentvolumes",)),
                 _rule(READ, (DISCOVERY,), ("endpointslices",)),
                 _rule(READ, (NETWORKING,), ("networkpolicies",)),
                 _rule(EVENT_WRITE, (CORE, EVENTS), ("events",)),
