@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from sampan.client import Client, NotFoundError
-from sampan.client.api import InvalidError
-from sampan.client.api import EVENTS, PODS, PVCS, PVS, STORAGECLASSES
+from sampan.client.api import EVENTS, PODS, PVCS, PVS, STORAGECLASSES, InvalidError
 from sampan.controllers.base import ControllerManagerOptions
 from sampan.controllers.localpath import LocalPathProvisioner
 from sampan.controllers.persistentvolume import (
@@ -188,9 +187,7 @@ async def test_no_volume_and_no_class(client: Client, run_controller) -> None:
     await eventually(_bound_to(client, "lonely", "late"))
 
 
-async def test_retain_releases_and_needs_claim_ref_cleared(
-    client: Client, run_controller
-) -> None:
+async def test_retain_releases_and_needs_claim_ref_cleared(client: Client, run_controller) -> None:
     await client.create(PVS, _pv("kept", "1Gi"))
     await run_controller(PersistentVolumeBinder)
     await run_controller(PVCProtectionController)
