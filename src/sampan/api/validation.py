@@ -932,8 +932,28 @@ def _validate_replicaset(info: ResourceInfo, obj: Obj) -> Causes:
     return causes
 
 
+def _with_claim_volumes(obj: Obj) -> Obj:
+    """The set with each volumeClaimTemplate as a volume of its pod template: containers mount
+    claim templates by name (upstream validates the template against their union)."""
+    spec = _d(obj.get("spec"))
+    names = [_d(_d(t).get("metadata")).get("name") for t in _l(spec.get("volumeClaimTemplates"))]
+    template = spec.get("template")
+    if not names or not isinstance(template, dict) or not isinstance(template.get("spec"), dict):
+        return obj
+    pod_spec = dict(template["spec"])
+    volumes = list(_l(pod_spec.get("volumes")))
+    present = {_d(v).get("name") for v in volumes if isinstance(_d(v).get("name"), str)}
+    volumes += [
+        {"name": n, "persistentVolumeClaim": {"claimName": n}}
+        for n in names
+        if isinstance(n, str) and n and n not in present
+    ]
+    pod_spec["volumes"] = volumes
+    return {**obj, "spec": {**spec, "template": {**template, "spec": pod_spec}}}
+
+
 def _validate_statefulset(info: ResourceInfo, obj: Obj) -> Causes:
-    causes = _validate_replicaset(info, obj)
+    causes = _validate_replicaset(info, _with_claim_volumes(obj))
     spec = _d(obj.get("spec"))
     _enum(
         causes,
