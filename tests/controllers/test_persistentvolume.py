@@ -389,3 +389,35 @@ async def test_wait_for_first_consumer_then_local_path(client: Client, run_contr
         return (await client.get(PVS, f"pvc-{uid}"))["status"].get("phase") == "Released"
 
     await eventually(released)
+
+
+async def test_default_class_assigned_retroactively(client: Client, run_controller) -> None:
+    await run_controller(PersistentVolumeBinder)
+    await client.create(PVCS, _pvc("early", klass=None), namespace=NS)
+    await client.create(PVCS, _pvc("classless", klass=""), namespace=NS)
+    assert "storageClassName" not in (await _claim(client, "early"))["spec"]
+    await client.create(STORAGECLASSES, _class("late-default", default=True))
+
+    async def assigned() -> bool:
+        return (await _claim(client, "early"))["spec"].get("storageClassName") == "late-default"
+
+    await eventually(assigned)
+    assert (await _claim(client, "classless"))["spec"].get("storageClassName", "") == ""
+    # The class, once set, is immutable.
+    claim = await _claim(client, "early")
+    claim["spec"]["storageClassName"] = "other"
+    with pytest.raises(InvalidError):
+        await client.update(PVCS, claim)
+
+
+async def test_newest_default_class_wins(client: Client) -> None:
+    first = await client.create(STORAGECLASSES, _class("first", default=True))
+    second = await client.create(STORAGECLASSES, _class("second", default=True))
+    pvc = await client.create(PVCS, _pvc("c", klass=None), namespace=NS)
+    # The newest wins; created in the same second, the first name does.
+    same_second = first["metadata"]["creationTimestamp"] == second["metadata"]["creationTimestamp"]
+    assert pvc["spec"]["storageClassName"] == ("first" if same_second else "second")
+    beta = _pvc("beta", klass=None)
+    beta["metadata"]["annotations"] = {"volume.beta.kubernetes.io/storage-class": "x"}
+    pvc = await client.create(PVCS, beta, namespace=NS)
+    assert "storageClassName" not in pvc["spec"]

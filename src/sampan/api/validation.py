@@ -1599,6 +1599,15 @@ def _validate_pvc_update(info: ResourceInfo, new: Obj, old: Obj) -> Causes:
     if not old_spec.get("volumeName") and new_spec.get("volumeName"):
         new_spec.pop("volumeName")
         old_spec = {k: v for k, v in old_spec.items() if k != "volumeName"}
+    old_annotations = _d(_d(old.get("metadata")).get("annotations"))
+    if (
+        old_spec.get("storageClassName") is None
+        and "volume.beta.kubernetes.io/storage-class" not in old_annotations
+        and new_spec.get("storageClassName")
+    ):
+        # A claim without a class may get one once (upstream: the retroactive default
+        # StorageClass assignment of the PersistentVolume controller).
+        new_spec.pop("storageClassName")
     if old_spec.get("volumeName"):
         # bound claims may grow their storage request
         resources = _d(new_spec.get("resources"))

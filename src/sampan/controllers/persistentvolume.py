@@ -25,6 +25,8 @@ binding and the phases:
   administrator clears ``claimRef``; Delete of a dynamically provisioned volume is left to its
   provisioner (``pv.kubernetes.io/provisioned-by``); Delete or Recycle of any other volume has
   no plugin here -> Failed with a ``VolumeFailedDelete``/``VolumeFailedRecycle`` event.
+* a claim created with no class at all gets the default StorageClass once one exists
+  (upstream's retroactive default assignment; ``storageClassName: ""`` stays classless).
 * a bound claim whose volume vanished or was given to another claim -> Lost (``ClaimLost``,
   ``ClaimMisbound``).
 
@@ -82,6 +84,8 @@ ANN_SELECTED_NODE = "volume.kubernetes.io/selected-node"
 ANN_STORAGE_PROVISIONER = "volume.kubernetes.io/storage-provisioner"
 ANN_STORAGE_PROVISIONER_BETA = "volume.beta.kubernetes.io/storage-provisioner"
 ANN_BETA_CLASS = "volume.beta.kubernetes.io/storage-class"
+ANN_DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
+ANN_DEFAULT_CLASS_BETA = "storageclass.beta.kubernetes.io/is-default-class"
 PVC_PROTECTION_FINALIZER = "kubernetes.io/pvc-protection"
 PV_PROTECTION_FINALIZER = "kubernetes.io/pv-protection"
 YES = "yes"
@@ -242,7 +246,9 @@ class PersistentVolumeBinder(QueueController):
             on_delete=self._claim_deleted,
             resync_period_s=RESYNC_PERIOD_S,
         )
-        self.classes.add_event_handler(on_add=self._class_event)
+        self.classes.add_event_handler(
+            on_add=self._class_event, on_update=lambda old, new: self._class_event(new)
+        )
 
     # -- handlers (enqueue only) -------------------------------------------------------------
 
@@ -278,10 +284,13 @@ class PersistentVolumeBinder(QueueController):
                 self.queue.add(f"pv:{_meta(volume)['name']}")
 
     def _class_event(self, klass: Obj) -> None:
-        # A class that appears late lets pending claims of that class go on.
+        # A class that appears late lets pending claims of that class (or of no class at
+        # all, when it is a default) go on.
         name = _meta(klass).get("name")
         for claim in self.claims.cache.list():
-            if claim_class(claim) == name and not _spec(claim).get("volumeName"):
+            if _spec(claim).get("volumeName"):
+                continue
+            if claim_class(claim) == name or _spec(claim).get("storageClassName") is None:
                 self.queue.add(f"pvc:{object_key(claim)}")
 
     # -- reconcile ---------------------------------------------------------------------------
@@ -310,7 +319,43 @@ class PersistentVolumeBinder(QueueController):
         klass = self.classes.cache.get(name)
         return (klass or {}).get("volumeBindingMode") == "WaitForFirstConsumer"
 
+    def _default_class(self) -> str | None:
+        defaults = [
+            c
+            for c in self.classes.cache.list()
+            if "true"
+            in (
+                _annotations(c).get(ANN_DEFAULT_CLASS),
+                _annotations(c).get(ANN_DEFAULT_CLASS_BETA),
+            )
+        ]
+        if not defaults:
+            return None
+        # The newest default wins (then the first name), as the DefaultStorageClass plugin.
+        defaults.sort(key=lambda c: _meta(c).get("name") or "")
+        defaults.sort(key=lambda c: _meta(c).get("creationTimestamp") or "", reverse=True)
+        return _meta(defaults[0]).get("name")
+
+    async def _assign_default_class(self, claim: Obj) -> Obj:
+        """Upstream's retroactive default StorageClass assignment: a claim created with no
+        class at all (not ``""``) while no default existed gets the default once there is
+        one."""
+        if (
+            _spec(claim).get("storageClassName") is not None
+            or ANN_BETA_CLASS in _annotations(claim)
+            or _spec(claim).get("volumeName")
+        ):
+            return claim
+        name = self._default_class()
+        if not name:
+            return claim
+        body = copy.deepcopy(claim)
+        body.setdefault("spec", {})["storageClassName"] = name
+        log.info("assigned default StorageClass %s to claim %s", name, object_key(claim))
+        return await self.client.update(PVCS, body)
+
     async def _sync_unbound_claim(self, claim: Obj) -> None:
+        claim = await self._assign_default_class(claim)
         volume_name = _spec(claim).get("volumeName")
         if not volume_name:
             delay = self._delay_binding(claim)

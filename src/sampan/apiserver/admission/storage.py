@@ -49,13 +49,9 @@ def default_storage_class(classes: list[dict[str, Any]]) -> dict[str, Any] | Non
     defaults = [c for c in classes if _is_default(c)]
     if not defaults:
         return None
+    defaults.sort(key=lambda c: (c.get("metadata") or {}).get("name") or "")
     defaults.sort(
-        key=lambda c: (
-            (c.get("metadata") or {}).get("creationTimestamp") or "",
-            # Newest first; among equals, the first name: invert the name order.
-            [-ord(ch) for ch in (c.get("metadata") or {}).get("name") or ""],
-        ),
-        reverse=True,
+        key=lambda c: (c.get("metadata") or {}).get("creationTimestamp") or "", reverse=True
     )
     return defaults[0]
 
