@@ -44,6 +44,7 @@ caches are deep-copied before a write; a conflict re-queues the key.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from collections.abc import Mapping
 from decimal import Decimal
@@ -122,8 +123,19 @@ def _phase(obj: Mapping[str, Any]) -> str:
 def _storage(value: Any) -> Decimal:
     if value in (None, ""):
         return Decimal(0)
+    if isinstance(value, str):
+        return _parsed(value)
     try:
         return parse_quantity(value)
+    except QuantityError:
+        return Decimal(0)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(text: str) -> Decimal:
+    """Quantities repeat (every volume of a pool has one of a few sizes): parse each once."""
+    try:
+        return parse_quantity(text)
     except QuantityError:
         return Decimal(0)
 
@@ -182,32 +194,63 @@ def _prebound_to(volume: Mapping[str, Any], claim: Mapping[str, Any]) -> bool:
 
 
 def find_best_volume(
-    volumes: list[Mapping[str, Any]], claim: Mapping[str, Any], *, delay_binding: bool
+    volumes: list[Mapping[str, Any]],
+    claim: Mapping[str, Any],
+    *,
+    delay_binding: bool,
+    taken: Mapping[str, str] | None = None,
 ) -> Mapping[str, Any] | None:
     """The volume ``claim`` should bind to (upstream findMatchingVolume): a fitting volume
     pre-bound to the claim first, else the smallest fitting Available one (none in delayed
     binding: the scheduler picks those). Volumes being deleted or pre-bound elsewhere are
-    skipped; a claim selector must match the volume's labels."""
+    skipped, and so are those in ``taken`` (volume name -> uid of the claim it is being bound
+    to) for another claim; a claim selector must match the volume's labels."""
     try:
         selector = selector_from_label_selector(_spec(claim).get("selector") or {})
     except SelectorError:
         return None
     best: Mapping[str, Any] | None = None
+    best_size = Decimal(0)
+    claim_meta = _meta(claim)
+    claim_uid = claim_meta.get("uid")
+    want_size = _requested(claim)
+    want_class = claim_class(claim)
+    want_mode = _mode(claim)
+    want_modes = set(_spec(claim).get("accessModes") or ())
     for volume in volumes:
-        if _meta(volume).get("deletionTimestamp"):
+        meta = _meta(volume)
+        spec = _spec(volume)
+        if meta.get("deletionTimestamp"):
             continue
-        if mismatch(volume, claim) is not None:
+        ref = spec.get("claimRef")
+        if ref:
+            # Only a volume pre-bound to this very claim is a candidate.
+            if (
+                ref.get("name") != claim_meta.get("name")
+                or ref.get("namespace") != claim_meta.get("namespace")
+                or (ref.get("uid") and ref.get("uid") != claim_uid)
+            ):
+                continue
+        elif delay_binding:
             continue
-        if _prebound_to(volume, claim):
+        if taken and taken.get(meta.get("name", ""), claim_uid) != claim_uid:
+            continue
+        size = _capacity(volume)
+        if (
+            size < want_size
+            or volume_class(volume) != want_class
+            or _mode(volume) != want_mode
+            or not want_modes <= set(spec.get("accessModes") or ())
+        ):
+            continue
+        if ref:
             return volume
-        if delay_binding or _spec(volume).get("claimRef"):
-            continue
         if _phase(volume) not in ("Available", "Pending", ""):
             continue
-        if not selector.matches(_meta(volume).get("labels")):
+        if not selector.matches(meta.get("labels")):
             continue
-        if best is None or _capacity(volume) < _capacity(best):
-            best = volume
+        if best is None or size < best_size:
+            best, best_size = volume, size
     return best
 
 
@@ -235,6 +278,10 @@ class PersistentVolumeBinder(QueueController):
         self.volumes = self.watch(ctx.informers.informer(PVS))
         self.claims = self.watch(ctx.informers.informer(PVCS))
         self.classes = self.watch(ctx.informers.informer(STORAGECLASSES))
+        self._taken: dict[str, str] = {}
+        """Volume name -> claim uid while a binding of that volume is written and the cache
+        has not shown it yet, so two workers never pick the same volume (upstream keeps an
+        assume cache for the same reason)."""
         self.volumes.add_event_handler(
             on_add=self._volume_event,
             on_update=lambda old, new: self._volume_event(new),
@@ -253,8 +300,11 @@ class PersistentVolumeBinder(QueueController):
     # -- handlers (enqueue only) -------------------------------------------------------------
 
     def _volume_event(self, volume: Obj) -> None:
-        self.queue.add(f"pv:{_meta(volume)['name']}")
+        name = _meta(volume)["name"]
+        self.queue.add(f"pv:{name}")
         ref = _spec(volume).get("claimRef") or {}
+        if name in self._taken and ref.get("uid") == self._taken[name]:
+            del self._taken[name]  # the cache caught up with our write
         if ref.get("name") and ref.get("namespace"):
             self.queue.add(f"pvc:{ref['namespace']}/{ref['name']}")
         elif not _meta(volume).get("deletionTimestamp"):
@@ -264,6 +314,7 @@ class PersistentVolumeBinder(QueueController):
                     self.queue.add(f"pvc:{object_key(claim)}")
 
     def _volume_deleted(self, volume: Obj) -> None:
+        self._taken.pop(_meta(volume).get("name", ""), None)
         ref = _spec(volume).get("claimRef") or {}
         if ref.get("name") and ref.get("namespace"):
             self.queue.add(f"pvc:{ref['namespace']}/{ref['name']}")
@@ -359,9 +410,11 @@ class PersistentVolumeBinder(QueueController):
         volume_name = _spec(claim).get("volumeName")
         if not volume_name:
             delay = self._delay_binding(claim)
-            volume = find_best_volume(self.volumes.cache.list(), claim, delay_binding=delay)
+            volume = find_best_volume(
+                self.volumes.cache.list(), claim, delay_binding=delay, taken=self._taken
+            )
             if volume is not None:
-                await self._bind(volume, claim)
+                await self._bind_chosen(volume, claim)
                 return
             if delay and not _annotations(claim).get(ANN_SELECTED_NODE):
                 self.recorder.event(
@@ -441,6 +494,22 @@ class PersistentVolumeBinder(QueueController):
         self.recorder.event(
             claim, TYPE_NORMAL, "ExternalProvisioning", MSG_EXTERNAL.format(provisioner)
         )
+
+    async def _bind_chosen(self, volume: Mapping[str, Any], claim: Obj) -> None:
+        """Bind a volume this controller chose: reserved in ``_taken`` from the choice (made
+        without awaiting) until the cache shows the write, or released if it failed."""
+        name = _meta(volume)["name"]
+        uid = _meta(claim).get("uid", "")
+        self._taken[name] = uid
+        try:
+            await self._bind(volume, claim)
+        except BaseException:
+            if self._taken.get(name) == uid:
+                del self._taken[name]
+            raise
+        cached = self.volumes.cache.get(name)
+        if cached is not None and (_spec(cached).get("claimRef") or {}).get("uid") == uid:
+            self._taken.pop(name, None)
 
     async def _bind(self, volume: Mapping[str, Any], claim: Obj) -> None:
         """Volume first, then the claim; each write only when something differs."""
