@@ -421,3 +421,108 @@ async def test_newest_default_class_wins(client: Client) -> None:
     beta["metadata"]["annotations"] = {"volume.beta.kubernetes.io/storage-class": "x"}
     pvc = await client.create(PVCS, beta, namespace=NS)
     assert "storageClassName" not in pvc["spec"]
+
+
+class _SchedulerCtx:
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def fail(self, reason: str) -> None:
+        self.failures.append(reason)
+
+
+def _node(name: str) -> dict[str, Any]:
+    resources = {"cpu": "4", "memory": "8Gi", "pods": "110"}
+    return {
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {
+            "capacity": dict(resources),
+            "allocatable": dict(resources),
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+
+
+def _claim_pod(name: str, claim: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox"}],
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": claim}}],
+        },
+    }
+
+
+async def test_scheduler_binder_and_provisioner_together(
+    api_server, client: Client, run_controller
+) -> None:
+    from sampan.client.api import NODES
+    from sampan.scheduler import Scheduler, SchedulerOptions
+
+    for name in ("n1", "n2"):
+        await client.create(NODES, _node(name))
+    await client.create(
+        STORAGECLASSES,
+        _class(
+            "local-path",
+            default=True,
+            provisioner="rancher.io/local-path",
+            volumeBindingMode="WaitForFirstConsumer",
+        ),
+    )
+    await client.create(
+        STORAGECLASSES,
+        _class(
+            "local-static",
+            provisioner="kubernetes.io/no-provisioner",
+            **{"volumeBindingMode": "WaitForFirstConsumer"},
+        ),
+    )
+    # A static local volume that only n2 has.
+    static = _pv("on-n2", "5Gi", klass="local-static")
+    static["spec"]["nodeAffinity"] = {
+        "required": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n2"]}
+                    ]
+                }
+            ]
+        }
+    }
+    await client.create(PVS, static)
+    await run_controller(PersistentVolumeBinder)
+    await run_controller(
+        LocalPathProvisioner, options=ControllerManagerOptions(local_storage_path="/srv/s")
+    )
+    config = await api_server.identity_config("system:kube-scheduler")
+    scheduler = Scheduler(config, SchedulerOptions(leader_elect=False))
+    ctx = _SchedulerCtx()
+    await scheduler.start(ctx)
+    try:
+        await client.create(PVCS, _pvc("static", klass="local-static"), namespace=NS)
+        await client.create(PVCS, _pvc("dynamic", klass=None), namespace=NS)
+        await client.create(PODS, _claim_pod("uses-static", "static"), namespace=NS)
+        await client.create(PODS, _claim_pod("uses-dynamic", "dynamic"), namespace=NS)
+
+        async def node_of(pod: str) -> str | None:
+            return (await client.get(PODS, pod, namespace=NS))["spec"].get("nodeName")
+
+        assert await eventually(lambda: node_of("uses-static")) == "n2"
+        await eventually(_bound_to(client, "static", "on-n2"))
+        node = await eventually(lambda: node_of("uses-dynamic"))
+        claim = await _claim(client, "dynamic")
+        volume = await client.get(PVS, claim["spec"]["volumeName"])
+        assert volume["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0][
+            "matchExpressions"
+        ][0]["values"] == [node]
+        assert claim["metadata"]["annotations"]["volume.kubernetes.io/selected-node"] == node
+        # A pod whose claim does not exist is unschedulable with upstream's message.
+        await client.create(PODS, _claim_pod("no-claim", "absent"), namespace=NS)
+        await eventually(_has_event(client, "no-claim", "FailedScheduling"))
+        events = await _events(client, "no-claim")
+        assert any('persistentvolumeclaim "absent" not found' in m for _, _, m in events)
+    finally:
+        await scheduler.stop()
+    assert ctx.failures == []
