@@ -296,13 +296,27 @@ async def test_pvc_protection_waits_for_pods(client: Client, run_controller) -> 
         {
             "metadata": {"name": "user"},
             "spec": {
+                "nodeName": "n1",
                 "containers": [{"name": "c", "image": "busybox"}],
                 "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "used"}}],
             },
         },
         namespace=NS,
     )
+    # An unscheduled pod does not hold a claim (upstream).
+    await client.create(PODS, _claim_pod("pending-user", "used"), namespace=NS)
+    await client.create(PVCS, _pvc("free"), namespace=NS)
     await client.delete(PVCS, "used", namespace=NS)
+    await client.delete(PVCS, "free", namespace=NS)
+
+    async def free_gone() -> bool:
+        try:
+            await _claim(client, "free")
+        except NotFoundError:
+            return True
+        return False
+
+    await eventually(free_gone)  # the controller has run; "used" is still held
     claim = await _claim(client, "used")
     assert claim["metadata"]["deletionTimestamp"]
     assert claim["metadata"]["finalizers"] == ["kubernetes.io/pvc-protection"]

@@ -33,8 +33,8 @@ binding and the phases:
 ``PVCProtectionController`` and ``PVProtectionController`` (upstream "pvc-protection",
 "pv-protection") remove the
 finalizers the ``StorageObjectInUseProtection`` admission plugin adds: ``kubernetes.io/pvc-
-protection`` from a deleted claim once no pod that is not terminal uses it (checked against
-the API, not only the cache), ``kubernetes.io/pv-protection`` from a deleted volume once it is
+protection`` from a deleted claim once no scheduled pod uses it (checked against the API,
+not only the cache), ``kubernetes.io/pv-protection`` from a deleted volume once it is
 not Bound.
 
 Invariants: level-triggered (each sync reads the caches and writes what differs); objects from
@@ -652,14 +652,22 @@ class PersistentVolumeBinder(QueueController):
 
 
 def _pod_uses_claim(pod: Mapping[str, Any], claim_name: str) -> bool:
-    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+    """Upstream's rule: only a scheduled pod counts (the kubelet refuses to start a pod whose
+    claim is being deleted); a claim of a generic ephemeral volume stops counting once its
+    pod is shut down."""
+    if not _spec(pod).get("nodeName"):
         return False
-    pod_name = _meta(pod).get("name")
+    meta = _meta(pod)
+    shut_down = bool(meta.get("deletionTimestamp")) and meta.get("deletionGracePeriodSeconds") == 0
     for volume in _spec(pod).get("volumes") or ():
         source = volume.get("persistentVolumeClaim") or {}
         if source.get("claimName") == claim_name:
             return True
-        if volume.get("ephemeral") is not None and f"{pod_name}-{volume.get('name')}" == claim_name:
+        if (
+            volume.get("ephemeral") is not None
+            and not shut_down
+            and f"{meta.get('name')}-{volume.get('name')}" == claim_name
+        ):
             return True
     return False
 
