@@ -357,6 +357,11 @@ async def test_wait_for_first_consumer_then_local_path(client: Client, run_contr
             "waiting for first consumer to be created before binding",
         )
     )
+    # An unscheduled pod using it changes the event.
+    await client.create(PODS, _claim_pod("web-0", "www"), namespace=NS)
+    await eventually(
+        _has_event(client, "www", "WaitForPodScheduled", "waiting for pod web-0 to be scheduled")
+    )
     # What the scheduler does for the pod that uses it:
     claim = await _claim(client, "www")
     annotations = claim["metadata"].setdefault("annotations", {})

@@ -278,6 +278,8 @@ class PersistentVolumeBinder(QueueController):
         self.volumes = self.watch(ctx.informers.informer(PVS))
         self.claims = self.watch(ctx.informers.informer(PVCS))
         self.classes = self.watch(ctx.informers.informer(STORAGECLASSES))
+        self.pods = self.watch(ctx.informers.informer(PODS))
+        self.pods.add_event_handler(on_add=self._pod_added)
         self._taken: dict[str, str] = {}
         """Volume name -> claim uid while a binding of that volume is written and the cache
         has not shown it yet, so two workers never pick the same volume (upstream keeps an
@@ -333,6 +335,17 @@ class PersistentVolumeBinder(QueueController):
             ref = _spec(volume).get("claimRef") or {}
             if ref.get("uid") and ref.get("uid") == _meta(claim).get("uid"):
                 self.queue.add(f"pv:{_meta(volume)['name']}")
+
+    def _pod_added(self, pod: Obj) -> None:
+        # A new consumer of a waiting claim: its event changes to WaitForPodScheduled.
+        if _spec(pod).get("nodeName"):
+            return
+        namespace = _meta(pod).get("namespace")
+        for volume in _spec(pod).get("volumes") or ():
+            name = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            claim = self.claims.cache.get(f"{namespace}/{name}") if name else None
+            if claim is not None and not _spec(claim).get("volumeName"):
+                self.queue.add(f"pvc:{namespace}/{name}")
 
     def _class_event(self, klass: Obj) -> None:
         # A class that appears late lets pending claims of that class (or of no class at
@@ -417,9 +430,7 @@ class PersistentVolumeBinder(QueueController):
                 await self._bind_chosen(volume, claim)
                 return
             if delay and not _annotations(claim).get(ANN_SELECTED_NODE):
-                self.recorder.event(
-                    claim, TYPE_NORMAL, "WaitForFirstConsumer", MSG_WAIT_FIRST_CONSUMER
-                )
+                self._event_unbound_delayed(claim)
             elif claim_class(claim):
                 await self._provision(claim)
             else:
@@ -452,6 +463,32 @@ class PersistentVolumeBinder(QueueController):
             f'volume "{volume_name}" already bound to a different claim.',
         )
         await self._claim_phase(claim, "Pending")
+
+    def _event_unbound_delayed(self, claim: Obj) -> None:
+        """WaitForFirstConsumer, or WaitForPodScheduled naming the unscheduled pods that use
+        the claim (upstream's emitEventForUnboundDelayBindingClaim)."""
+        name = _meta(claim).get("name", "")
+        pods = sorted(
+            _meta(p).get("name", "")
+            for p in self.pods.cache.by_index("namespace", _meta(claim).get("namespace") or "")
+            if not _spec(p).get("nodeName") and _references_claim(p, name)
+        )
+        if not pods:
+            self.recorder.event(claim, TYPE_NORMAL, "WaitForFirstConsumer", MSG_WAIT_FIRST_CONSUMER)
+        elif len(pods) == 1:
+            self.recorder.event(
+                claim,
+                TYPE_NORMAL,
+                "WaitForPodScheduled",
+                f"waiting for pod {pods[0]} to be scheduled",
+            )
+        else:
+            self.recorder.event(
+                claim,
+                TYPE_NORMAL,
+                "WaitForPodScheduled",
+                f"waiting for pods {','.join(pods)} to be scheduled",
+            )
 
     async def _sync_bound_claim(self, claim: Obj) -> None:
         volume_name = _spec(claim).get("volumeName")
@@ -649,6 +686,16 @@ class PersistentVolumeBinder(QueueController):
             message = "No recycler plugin found for the volume!"
             self.recorder.event(volume, TYPE_WARNING, "VolumeFailedRecycle", message)
         await self._volume_phase(volume, "Failed", message)
+
+
+def _references_claim(pod: Mapping[str, Any], claim_name: str) -> bool:
+    pod_name = _meta(pod).get("name")
+    for volume in _spec(pod).get("volumes") or ():
+        if (volume.get("persistentVolumeClaim") or {}).get("claimName") == claim_name:
+            return True
+        if volume.get("ephemeral") is not None and f"{pod_name}-{volume.get('name')}" == claim_name:
+            return True
+    return False
 
 
 def _pod_uses_claim(pod: Mapping[str, Any], claim_name: str) -> bool:
