@@ -3,6 +3,7 @@ from a real in-process API server (as the kubelet reads them)."""
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,14 @@ async def test_claim_volumes(client: Client, tmp_path: Path) -> None:  # noqa: F
     assert mounted["d"].host_path == str(target)
     assert mounted["d"].read_only
     assert target.is_dir()
+
+    local = tmp_path / "storage" / "pvc-y_default_lp"
+    volume = _pv("lp", {"hostPath": {"path": str(local), "type": "DirectoryOrCreate"}})
+    volume["metadata"]["annotations"] = {"pv.kubernetes.io/provisioned-by": "rancher.io/local-path"}
+    await _bind(client, "lp", volume)
+    await manager.setup(_pod("lp"), {})
+    assert local.is_dir() and stat.S_IMODE(local.stat().st_mode) == 0o777
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755  # plain hostPath: upstream's 0755
 
     await _bind(
         client,

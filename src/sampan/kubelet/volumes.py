@@ -34,6 +34,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from sampan.api.localpath import PROVISIONER as LOCAL_PATH_PROVISIONER
 from sampan.kubelet.env import ConfigError, Sources, field_ref_value, resource_field_value
 from sampan.kubelet.podutil import quantity
 
@@ -52,6 +53,8 @@ DEFAULT_TOKEN_EXPIRATION_S = 3600
 TOKEN_REFRESH_FRACTION = 0.8
 """A projected token is renewed once this fraction of its lifetime has passed (upstream)."""
 DEFAULT_FILE_MODE = 0o644
+LOCAL_PATH_DIR_MODE = 0o777
+"""A local-path volume's directory (rancher's provisioner: ``mkdir -m 0777``)."""
 _MNT_DETACH = 2
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -245,6 +248,8 @@ class VolumeManager:
         path = (spec.get("hostPath") or {}).get("path") or (spec.get("local") or {}).get("path")
         if not path:
             raise VolumeError(f"persistentvolume {pv_name}: only hostPath and local are supported")
+        if _is_local_path(pv):
+            await asyncio.to_thread(_ensure_local_path_dir, path)
         if "hostPath" in spec:
             await asyncio.to_thread(
                 _check_host_path, path, (spec.get("hostPath") or {}).get("type")
@@ -438,6 +443,22 @@ def _write_volume(target: Path, payload: Mapping[str, tuple[bytes, int]], tmpfs:
     if tmpfs:
         _mount_tmpfs(target, None)
     write_atomic(target, payload)
+
+
+def _is_local_path(pv: Mapping[str, Any]) -> bool:
+    annotations = (pv.get("metadata") or {}).get("annotations") or {}
+    return annotations.get("pv.kubernetes.io/provisioned-by") == LOCAL_PATH_PROVISIONER
+
+
+def _ensure_local_path_dir(path: str) -> None:
+    """A local-path volume's directory, made on first mount as the local-path provisioner
+    makes it: mode 0777, so a container running as any user can write its volume."""
+    directory = Path(path)
+    if directory.exists():
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    directory.mkdir(exist_ok=True)
+    os.chmod(directory, LOCAL_PATH_DIR_MODE)
 
 
 def _refuse_block(pv_name: str, spec: Mapping[str, Any]) -> None:
