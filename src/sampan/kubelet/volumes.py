@@ -3,7 +3,9 @@
 Supported: emptyDir (disk, or ``medium: Memory`` as a tmpfs with ``sizeLimit``), hostPath
 (with its ``type`` checks), configMap, secret (tmpfs), downwardAPI, projected (configMap,
 secret, downwardAPI, serviceAccountToken, with the token refreshed before it expires) and
-persistentVolumeClaim bound to a hostPath or local PersistentVolume.
+persistentVolumeClaim bound to a hostPath or local PersistentVolume (a local-path volume's
+directory is made on first mount with mode 0777, as the local-path provisioner makes it;
+``volumeMode: Block`` is refused).
 
 File-backed volumes are written as upstream's atomic writer does: the files live in a
 timestamped ``..<random>`` directory, ``..data`` is a symlink to it, and each visible name is
