@@ -296,6 +296,15 @@ OPTIONS: tuple[Option, ...] = (
         commands=SERVER,
     ),
     _o("disable-agent", "bool", False, "components", "Do not run a local agent", commands=SERVER),
+    # -- storage
+    _o(
+        "default-local-storage-path",
+        "str",
+        "",
+        "storage",
+        "Default local storage path for local provisioner storage class "
+        "(default: <data-dir>/storage)",
+    ),
     # -- flags passed to components
     _o(
         "kube-apiserver-arg",
@@ -381,6 +390,7 @@ class Config:
     disable_controller_manager: bool = False
     disable_cloud_controller: bool = False
     disable_agent: bool = False
+    default_local_storage_path: str = ""
     kube_apiserver_arg: tuple[str, ...] = ()
     kube_scheduler_arg: tuple[str, ...] = ()
     kube_controller_manager_arg: tuple[str, ...] = ()
@@ -397,6 +407,14 @@ class Config:
     @property
     def kubeconfig_mode(self) -> int:
         return int(self.write_kubeconfig_mode, 8)
+
+    @property
+    def local_storage_path(self) -> Path:
+        """Where local-path volumes live: ``default-local-storage-path`` or
+        ``<data-dir>/storage`` (K3s: /var/lib/rancher/k3s/storage)."""
+        if self.default_local_storage_path:
+            return Path(self.default_local_storage_path)
+        return self.data_dir / "storage"
 
     @property
     def network_backend(self) -> str:

@@ -182,3 +182,32 @@ def test_secret_defaults_are_secrets(tmp_path: Path) -> None:
     assert isinstance(cfg.datastore_endpoint, Secret)
     assert cfg.datastore_endpoint.reveal() == ""
     assert isinstance(cfg.token, Secret)
+
+
+def test_local_storage_path_and_disable_local_storage(tmp_path: Path) -> None:
+    from sampan.supervisor.server import controller_manager_options
+
+    none = tmp_path / "none.yaml"
+    cfg = load_config("server", {"data-dir": "/srv/s"}, env={}, default_config_file=none)
+    assert cfg.local_storage_path == Path("/srv/s/storage")
+    options = controller_manager_options(cfg)
+    assert options.local_storage_path == "/srv/s/storage"
+    assert options.enabled("local-path-provisioner")
+    assert options.enabled("persistentvolume-binder")
+    cfg = load_config(
+        "server",
+        {"default-local-storage-path": "/data/vols", "disable": ["local-storage"]},
+        env={},
+        default_config_file=none,
+    )
+    assert cfg.local_storage_path == Path("/data/vols")
+    options = controller_manager_options(cfg)
+    assert not options.enabled("local-path-provisioner")
+    assert options.enabled("persistentvolume-binder")
+    agent = load_config(
+        "agent",
+        {"default-local-storage-path": "/data/vols", "server": "https://s:6443", "token": "t"},
+        env={},
+        default_config_file=none,
+    )
+    assert agent.local_storage_path == Path("/data/vols")

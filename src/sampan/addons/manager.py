@@ -67,10 +67,23 @@ DISCOVERY_WAIT_S = 10.0
 are applied."""
 FIRST_KINDS = ("Namespace", "CustomResourceDefinition")
 
-PACKAGED_MANIFESTS: Mapping[str, str] = {}
+LOCAL_STORAGE_MANIFEST = """\
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local-path
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
+provisioner: rancher.io/local-path
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+"""
+
+PACKAGED_MANIFESTS: Mapping[str, str] = {"local-storage": LOCAL_STORAGE_MANIFEST}
 """Manifests Sampan ships, by name (written as ``<name>.yaml``; ``--disable=<name>`` removes
-one). None yet: cluster DNS creates its Service itself and there is no local-storage
-provisioner; the mechanism is here for the ones to come."""
+one). ``local-storage``: the default StorageClass ``local-path`` of the local-path provisioner
+(its provisioner runs in the controller manager, its node half in each agent, as K3s's
+local-storage.yaml). Cluster DNS creates its Service itself."""
 
 
 class _Context(Protocol):

@@ -932,8 +932,28 @@ def _validate_replicaset(info: ResourceInfo, obj: Obj) -> Causes:
     return causes
 
 
+def _with_claim_volumes(obj: Obj) -> Obj:
+    """The set with each volumeClaimTemplate as a volume of its pod template: containers mount
+    claim templates by name (upstream validates the template against their union)."""
+    spec = _d(obj.get("spec"))
+    names = [_d(_d(t).get("metadata")).get("name") for t in _l(spec.get("volumeClaimTemplates"))]
+    template = spec.get("template")
+    if not names or not isinstance(template, dict) or not isinstance(template.get("spec"), dict):
+        return obj
+    pod_spec = dict(template["spec"])
+    volumes = list(_l(pod_spec.get("volumes")))
+    present = {_d(v).get("name") for v in volumes if isinstance(_d(v).get("name"), str)}
+    volumes += [
+        {"name": n, "persistentVolumeClaim": {"claimName": n}}
+        for n in names
+        if isinstance(n, str) and n and n not in present
+    ]
+    pod_spec["volumes"] = volumes
+    return {**obj, "spec": {**spec, "template": {**template, "spec": pod_spec}}}
+
+
 def _validate_statefulset(info: ResourceInfo, obj: Obj) -> Causes:
-    causes = _validate_replicaset(info, obj)
+    causes = _validate_replicaset(info, _with_claim_volumes(obj))
     spec = _d(obj.get("spec"))
     _enum(
         causes,
@@ -1579,6 +1599,15 @@ def _validate_pvc_update(info: ResourceInfo, new: Obj, old: Obj) -> Causes:
     if not old_spec.get("volumeName") and new_spec.get("volumeName"):
         new_spec.pop("volumeName")
         old_spec = {k: v for k, v in old_spec.items() if k != "volumeName"}
+    old_annotations = _d(_d(old.get("metadata")).get("annotations"))
+    if (
+        old_spec.get("storageClassName") is None
+        and "volume.beta.kubernetes.io/storage-class" not in old_annotations
+        and new_spec.get("storageClassName")
+    ):
+        # A claim without a class may get one once (upstream: the retroactive default
+        # StorageClass assignment of the PersistentVolume controller).
+        new_spec.pop("storageClassName")
     if old_spec.get("volumeName"):
         # bound claims may grow their storage request
         resources = _d(new_spec.get("resources"))
@@ -1615,6 +1644,14 @@ def _validate_pv(info: ResourceInfo, obj: Obj) -> Causes:
     if "storage" not in capacity:
         causes.append(fe.required("spec.capacity"))
     sources = [k for k in spec if k not in _PV_NON_SOURCE_KEYS]
+    host_path = spec.get("hostPath")
+    if isinstance(host_path, dict):
+        path = host_path.get("path")
+        if not path:
+            causes.append(fe.required("spec.hostPath.path"))
+        elif ".." in str(path).split("/"):
+            # upstream validatePathNoBacksteps
+            causes.append(fe.invalid("spec.hostPath.path", path, "must not contain '..'"))
     if not sources:
         causes.append(fe.required("spec", "must specify a volume type"))
     elif len(sources) > 1:

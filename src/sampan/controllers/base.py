@@ -261,6 +261,8 @@ class ControllerManagerOptions:
     root_ca_pem: bytes | None = field(default=None, repr=False)
     """The CA published as ``kube-root-ca.crt`` in every namespace (default: the CA the
     controllers' own client trusts, i.e. the API server's CA)."""
+    local_storage_path: str = "/var/lib/sampan/storage"
+    """Where the local-path provisioner puts volumes (``--default-local-storage-path``)."""
     controllers: tuple[str, ...] = ("*",)
     """Which controllers run: '*' = all, 'name' = add, '-name' = remove (upstream syntax)."""
     concurrent_workers: Mapping[str, int] = field(

@@ -14,9 +14,15 @@ from sampan.controllers.endpoints import EndpointsController
 from sampan.controllers.endpointslice import EndpointSliceController
 from sampan.controllers.garbagecollector import GarbageCollector
 from sampan.controllers.job import JobController
+from sampan.controllers.localpath import LocalPathProvisioner
 from sampan.controllers.namespace import NamespaceController
 from sampan.controllers.nodeipam import NodeIpamController
 from sampan.controllers.nodelifecycle import NodeLifecycleController
+from sampan.controllers.persistentvolume import (
+    PersistentVolumeBinder,
+    PVCProtectionController,
+    PVProtectionController,
+)
 from sampan.controllers.podgc import PodGCController
 from sampan.controllers.replicaset import ReplicaSetController, ReplicationControllerController
 from sampan.controllers.serviceaccount import RootCACertPublisher, ServiceAccountsController
@@ -43,4 +49,8 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "statefulset": StatefulSetController,
     "daemonset": DaemonSetController,
     "ttlafterfinished": TTLAfterFinishedController,
+    "persistentvolume-binder": PersistentVolumeBinder,
+    "pvc-protection": PVCProtectionController,
+    "pv-protection": PVProtectionController,
+    "local-path-provisioner": LocalPathProvisioner,
 }

@@ -3,7 +3,9 @@
 Supported: emptyDir (disk, or ``medium: Memory`` as a tmpfs with ``sizeLimit``), hostPath
 (with its ``type`` checks), configMap, secret (tmpfs), downwardAPI, projected (configMap,
 secret, downwardAPI, serviceAccountToken, with the token refreshed before it expires) and
-persistentVolumeClaim bound to a hostPath or local PersistentVolume.
+persistentVolumeClaim bound to a hostPath or local PersistentVolume (a local-path volume's
+directory is made on first mount with mode 0777, as the local-path provisioner makes it;
+``volumeMode: Block`` is refused).
 
 File-backed volumes are written as upstream's atomic writer does: the files live in a
 timestamped ``..<random>`` directory, ``..data`` is a symlink to it, and each visible name is
@@ -45,6 +47,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from sampan.api.localpath import PROVISIONER as LOCAL_PATH_PROVISIONER
 from sampan.api.strictfields import FieldTypeError, get_bool, get_int
 from sampan.kubelet import specs
 from sampan.kubelet.env import ConfigError, Sources, field_ref_value, resource_field_value
@@ -78,6 +81,8 @@ TOKEN_PRIVATE_MODE = 0o600
 _RO_MASK = 0o440
 _RW_MASK = 0o660
 _EXEC_MASK = 0o110
+LOCAL_PATH_DIR_MODE = 0o777
+"""A local-path volume's directory (rancher's provisioner: ``mkdir -m 0777``)."""
 _MNT_DETACH = 2
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -367,9 +372,12 @@ class VolumeManager:
         if pv is None:
             raise VolumeError(f'persistentvolume "{pv_name}" not found')
         spec = pv.get("spec") or {}
+        _refuse_block(pv_name, spec)
         path = (spec.get("hostPath") or {}).get("path") or (spec.get("local") or {}).get("path")
         if not path:
             raise VolumeError(f"persistentvolume {pv_name}: only hostPath and local are supported")
+        if _is_local_path(pv):
+            await asyncio.to_thread(_ensure_local_path_dir, path)
         if "hostPath" in spec:
             await asyncio.to_thread(
                 _check_host_path, path, (spec.get("hostPath") or {}).get("type")
@@ -608,6 +616,30 @@ def _write_volume(
         _mount_tmpfs(target, None)
     _own(target, None, fs_group, _with_group_mask(READ_ONLY_ROOT_MODE, fs_group, directory=True))
     write_atomic(target, payload, fs_group=fs_group, owners=owners)
+
+
+def _is_local_path(pv: Mapping[str, Any]) -> bool:
+    annotations = (pv.get("metadata") or {}).get("annotations") or {}
+    return annotations.get("pv.kubernetes.io/provisioned-by") == LOCAL_PATH_PROVISIONER
+
+
+def _ensure_local_path_dir(path: str) -> None:
+    """A local-path volume's directory, made on first mount as the local-path provisioner
+    makes it: mode 0777, so a container running as any user can write its volume."""
+    directory = Path(path)
+    if directory.exists():
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    directory.mkdir(exist_ok=True)
+    os.chmod(directory, LOCAL_PATH_DIR_MODE)
+
+
+def _refuse_block(pv_name: str, spec: Mapping[str, Any]) -> None:
+    """Raw block volumes (``volumeMode: Block``) need volumeDevices, which Sampan lacks."""
+    if (spec.get("volumeMode") or "Filesystem") == "Block":
+        raise VolumeError(
+            f'persistentvolume "{pv_name}" has volumeMode Block: block volumes are not supported'
+        )
 
 
 def _check_host_path(path: str, path_type: str | None) -> None:

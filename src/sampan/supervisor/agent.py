@@ -16,7 +16,8 @@ path (K3s: "a server is a control plane plus an agent that joins itself"):
 4. **proxy** — Services as iptables rules (kube-proxy's iptables mode; the cluster DNS IP is
    sent to the node-local DNS server);
 5. **kubelet** — containerd, the Node, pods;
-6. **kubelet-server** — the kubelet API on 10250 (logs, exec, attach, port-forward).
+6. **kubelet-server** — the kubelet API on 10250 (logs, exec, attach, port-forward);
+7. **local-path** — removes the directories of this node's released local-path volumes.
 
 The node password is a random secret kept on the node (``/etc/sampan/node/password``, or
 ``<data-dir>/agent/node-password`` with a non-default data dir): the server remembers it per
@@ -377,6 +378,7 @@ def agent_components(
     from sampan.client import ClientConfig
     from sampan.dns import DNSOptions, DNSServer
     from sampan.kubelet import Kubelet, KubeletOptions, KubeletOptionsError
+    from sampan.kubelet.localpath import LocalPathCleaner
     from sampan.kubelet.runtime.containerd import ContainerdConfig
     from sampan.network.overlay import Overlay, OverlayError, OverlayOptions
     from sampan.proxy import Proxy, ProxyOptions, parse_proxy_args
@@ -485,4 +487,16 @@ def agent_components(
         ),
     )
     components += [kubelet, KubeletServerComponent(kubelet, join, name)]
+    # The node half of the local-path provisioner: removes released volumes' directories.
+    components.append(
+        JoinedComponent(
+            "local-path",
+            join,
+            lambda creds: LocalPathCleaner(
+                ClientConfig.from_kubeconfig(creds.kubeconfig("agent")),
+                node_name=name,
+                storage_root=config.local_storage_path,
+            ),
+        )
+    )
     return components

@@ -268,19 +268,31 @@ class ServerNodeLabels:
 SERVER_DIRS = ("db", "tls", "manifests", "cred")
 
 
-def _controller_manager(config: Config) -> Callable[[Any], Any]:
-    """Validate the controller manager's options now; build the component at start."""
+def controller_manager_options(config: Config) -> Any:
+    """The controller manager's options from the configuration (``ConfigError`` for a bad
+    ``kube-controller-manager-arg``). ``--disable=local-storage`` leaves the local-path
+    provisioner out, as K3s does."""
     from sampan.controllers.base import ControllerManagerOptions
-    from sampan.controllers.manager import ControllerManager
 
     try:
-        options = ControllerManagerOptions(
+        return ControllerManagerOptions(
             cluster_cidr=config.cluster_cidr,
             service_cidr=config.service_cidr,
+            local_storage_path=str(config.local_storage_path),
+            controllers=("*", "-local-path-provisioner")
+            if "local-storage" in config.disable
+            else ("*",),
             args=config.component_args("kube-controller-manager-arg"),
         )
     except ValueError as exc:
         raise ConfigError(f"kube-controller-manager-arg: {exc}") from None
+
+
+def _controller_manager(config: Config) -> Callable[[Any], Any]:
+    """Validate the controller manager's options now; build the component at start."""
+    from sampan.controllers.manager import ControllerManager
+
+    options = controller_manager_options(config)
     return lambda client_config: ControllerManager(client_config, options)
 
 

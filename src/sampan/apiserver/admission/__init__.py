@@ -8,6 +8,7 @@ Layout:
 * ``namespace``    NamespaceLifecycle
 * ``pods``         ServiceAccount, DefaultTolerationSeconds, Priority
 * ``noderestriction`` NodeRestriction (kubelets write only their own node's objects)
+* ``storage``      DefaultStorageClass, StorageObjectInUseProtection
 * ``allocator``    ClusterIP / NodePort claims in the datastore, with repair
 * ``services``     Service allocation on create/update/delete and the repair loop
 * ``subresources`` serviceaccounts/token (TokenRequest) and pods/eviction

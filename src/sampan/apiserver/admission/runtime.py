@@ -11,9 +11,9 @@ system PriorityClasses, repairs the Service allocations once and starts the peri
 Plugin order (kube-apiserver's recommended order, for the plugins Sampan has):
 NamespaceLifecycle, RBACEscalation (upstream checks it in the RBAC REST storage, after
 mutating and before validating admission), LimitRanger, ServiceAccount, NodeRestriction,
-Priority, DefaultTolerationSeconds, PodSecurity, ServiceAllocation (upstream does this in the
-Service REST storage), ResourceQuota. Mutating ones run before validating ones (the chain's
-rule).
+Priority, DefaultTolerationSeconds, PodSecurity, DefaultStorageClass,
+StorageObjectInUseProtection, ServiceAllocation (upstream does this in the Service REST
+storage), ResourceQuota. Mutating ones run before validating ones (the chain's rule).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from sampan.apiserver.admission.services import (
     ServiceAllocation,
     ServiceAllocationRepair,
 )
+from sampan.apiserver.admission.storage import DefaultStorageClass, StorageObjectInUseProtection
 from sampan.apiserver.admission.subresources import EvictionHandler, TokenRequestHandler
 from sampan.apiserver.auth.escalation import Authorize, RBACEscalation, ResolveRules
 from sampan.apiserver.errors import AlreadyExists, NotFound
@@ -107,6 +108,8 @@ class Admission:
             PriorityAdmission(self.get, self.cached),
             DefaultTolerationSeconds(),
             PodSecurity(get_namespace, lambda namespace: self.cached("", "pods", namespace)),
+            DefaultStorageClass(lambda: self.cached("storage.k8s.io", "storageclasses", "")),
+            StorageObjectInUseProtection(),
             ServiceAllocation(
                 self.ips,
                 self.node_ports,

@@ -570,6 +570,9 @@ def _sampan_roles() -> list[dict[str, Any]]:
                 # dns: the records (sampan.dns)
                 _rule(("list", "watch"), (CORE,), ("services",)),
                 _rule(("list", "watch"), (DISCOVERY,), ("endpointslices",)),
+                # local-path: the node half deletes released volumes (sampan.kubelet.localpath)
+                _rule(("get", "list", "watch", "delete"), (CORE,), ("persistentvolumes",)),
+                _rule(EVENT_WRITE, (CORE, EVENTS), ("events",)),
             ],
         ),
     ]

@@ -49,6 +49,7 @@ from sampan.scheduler.framework import (
 __all__ = ["SELECTED_NODE_ANNOTATION", "VolumeBinding"]
 
 SELECTED_NODE_ANNOTATION = "volume.kubernetes.io/selected-node"
+BOUND_BY_CONTROLLER_ANNOTATION = "pv.kubernetes.io/bound-by-controller"
 NO_PROVISIONER = "kubernetes.io/no-provisioner"
 DEFAULT_BIND_TIMEOUT_S = 600.0
 BIND_POLL_INTERVAL_S = 0.2
@@ -217,10 +218,15 @@ class VolumeBinding(Plugin):
                         "name": meta["name"],
                         "uid": meta.get("uid"),
                     }
+                    # As upstream's binder (GetBindVolumeToClaim): the controller side chose
+                    # this volume, so it is marked bound-by-controller.
                     await client.patch(
                         PVS,
                         pv["metadata"]["name"],
-                        {"spec": {"claimRef": claim_ref}},
+                        {
+                            "metadata": {"annotations": {BOUND_BY_CONTROLLER_ANNOTATION: "yes"}},
+                            "spec": {"claimRef": claim_ref},
+                        },
                         patch_type=PatchType.MERGE,
                     )
                 else:
