@@ -394,6 +394,13 @@ async def test_bootstrap_objects(harness):
     status, namespaces = await harness.request("GET", "/api/v1/namespaces")
     names = {n["metadata"]["name"] for n in namespaces["items"]}
     assert names >= {"default", "kube-system", "kube-public", "kube-node-lease"}
+    # The kube-system Role that metrics-server's (and every aggregated API's) manifests bind to.
+    status, _role = await harness.request(
+        "GET",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/roles/"
+        "extension-apiserver-authentication-reader",
+    )
+    assert status == 200
 
 
 async def test_table_output(harness):

@@ -18,7 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from sampan.apiserver.admission import IMMORTAL_NAMESPACES
-from sampan.apiserver.auth.bootstrap import NARROWED_POLICY, bootstrap_policy
+from sampan.apiserver.auth.bootstrap import (
+    NARROWED_POLICY,
+    bootstrap_namespaced_policy,
+    bootstrap_policy,
+)
 from sampan.apiserver.errors import AlreadyExists, NotFound
 
 __all__ = ["ensure_bootstrap_objects", "kubernetes_endpoints", "kubernetes_service"]
@@ -168,7 +172,8 @@ async def ensure_bootstrap_objects(
         log.info("created namespaces %s", ", ".join(created_namespaces))
 
     created = reconciled = 0
-    for obj in bootstrap_policy():
+    # The kube-system Roles and RoleBindings add-ons bind to come after the namespaces.
+    for obj in (*bootstrap_policy(), *bootstrap_namespaced_policy()):
         group = obj["apiVersion"].rpartition("/")[0]
         info = registry.by_kind(obj["apiVersion"], obj["kind"])
         if info is None:
