@@ -23,12 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from sampan.api import fielderrors, jsonwire
+from sampan.api.typecheck import TypeChecker
 from sampan.apiserver import watch as watch_stream
 from sampan.apiserver.admission import (
     AdmissionAttributes,
     AdmissionChain,
     admitted_update,
     warning_header,
+    warning_text_ok,
 )
 from sampan.apiserver.apply import FieldManager, decode_apply_patch
 from sampan.apiserver.auth.user import AuthenticationError
@@ -48,7 +51,12 @@ from sampan.apiserver.negotiation import (
     parse_accept,
     read_body,
 )
-from sampan.apiserver.patch import APPLY_PATCH, apply_patch, check_patch_type
+from sampan.apiserver.patch import (
+    APPLY_PATCH,
+    STRATEGIC_MERGE_PATCH,
+    apply_patch,
+    check_patch_type,
+)
 from sampan.apiserver.requestinfo import RequestInfo, query_flag
 from sampan.apiserver.responses import Renderer, json_response, status_success
 
@@ -151,6 +159,8 @@ class ResourceHandler:
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
         self._fields = FieldManager(ctx.openapi)  # managedFields, apply, patch schemas
+        # Typed decoding of built-in kinds (compiled per kind on first use, then cached).
+        self._types = TypeChecker(ctx.openapi.builtin_definitions) if ctx.openapi else None
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -299,6 +309,9 @@ class ResourceHandler:
                 f'{body_kind} in version "{version}" cannot be handled as a {kind}: '
                 f"the kind in the data ({body_kind}) does not match the expected kind ({kind})"
             )
+        error = self._type_error(api_version, kind, obj)
+        if error is not None:
+            raise self._decode_error(api_version, kind, error)
         obj["apiVersion"] = api_version
         obj["kind"] = kind
         metadata = obj.get("metadata")
@@ -310,6 +323,46 @@ class ResourceHandler:
                 "metadata must be an object"
             )
         return obj
+
+    def _type_error(self, api_version: str, kind: str, obj: dict[str, Any]) -> str | None:
+        """The typed decoder's error for a built-in kind's object (None: it decodes, or the
+        kind is a custom resource, judged by its CRD schema instead)."""
+        openapi = self.ctx.openapi
+        if self._types is None or openapi is None:
+            return None
+        group, _, version = api_version.rpartition("/")
+        if openapi.is_custom(group, version, kind):
+            return None
+        definition = openapi.definition_name(group, version, kind)
+        if definition is None:
+            return None
+        return self._types.check(definition, obj)
+
+    @staticmethod
+    def _decode_error(api_version: str, kind: str, error: str) -> BadRequest:
+        version = api_version.rpartition("/")[2]
+        return BadRequest(f'{kind} in version "{version}" cannot be handled as a {kind}: {error}')
+
+    def _check_patched(
+        self, info: ResourceInfo, patched: dict[str, Any], patch_type: str, body: bytes
+    ) -> None:
+        """The patched object must decode as the kind does (upstream decodes it into the
+        typed struct): an apply configuration that does not fits answers 400, any other
+        patch 422 with the decoder's error on ``patch`` (as kube-apiserver's patcher)."""
+        try:
+            jsonwire.check_depth(patched)
+            error = self._type_error(info.api_version, info.kind, patched)
+        except jsonwire.DecodeError as exc:
+            error = str(exc)
+        if error is None:
+            return
+        if patch_type == APPLY_PATCH:
+            raise self._decode_error(info.api_version, info.kind, error)
+        if patch_type == STRATEGIC_MERGE_PATCH:
+            shown = body.decode("utf-8", "replace")
+        else:
+            shown = dump_json(patched).decode()
+        raise Invalid.for_object("", "", "", [fielderrors.invalid("patch", shown, error)])
 
     @staticmethod
     def _check_namespace(obj: dict[str, Any], info: ResourceInfo, namespace: str | None) -> None:
@@ -573,10 +626,12 @@ class ResourceHandler:
             view = to_request(current) if to_request else current
             if applied is not None:
                 patched = self._fields.apply(request, info, view, applied, subresource=subresource)
+                self._check_patched(info, patched, patch_type, body)
                 _check_patched_identity(info, view, patched)
                 patched = self._prepare_body(request, info, patched, "UPDATE", subresource)
             else:
                 patched = apply_patch(view, body, patch_type, schema)
+                self._check_patched(info, patched, patch_type, body)
                 _check_patched_identity(info, view, patched)
                 # Pruned/unknown fields go before managedFields are computed.
                 patched = self._prepare_body(request, info, patched, "UPDATE", subresource)
@@ -613,6 +668,7 @@ class ResourceHandler:
     ) -> web.StreamResponse:
         """Server-side apply of a missing object creates it (201), as upstream."""
         obj = self._fields.apply(request, info, None, applied)
+        self._check_patched(info, obj, APPLY_PATCH, b"")
         if not isinstance(obj.get("metadata"), dict):
             obj["metadata"] = {}
         self._check_name(obj, ri.path_name)
@@ -631,6 +687,9 @@ class ResourceHandler:
         options: dict[str, Any] = {}
         if body.strip():
             decoded = decode_object(body, media_type_of(request), "DeleteOptions")
+            error = self._type_error("v1", "DeleteOptions", decoded)
+            if error is not None:
+                raise self._decode_error("v1", "DeleteOptions", error)
             options = decoded
         query = request.query
         grace: int | None = options.get("gracePeriodSeconds")
@@ -790,7 +849,13 @@ class ResourceHandler:
             body = await read_body(request, self.ctx.max_body_bytes)
 
             def wanted(current_scale: dict[str, Any]) -> dict[str, Any]:
-                return apply_patch(current_scale, body, patch_type)
+                patched = apply_patch(current_scale, body, patch_type)
+                error = self._type_error("autoscaling/v1", "Scale", patched)
+                if error is not None:
+                    shown = dump_json(patched).decode()
+                    cause = fielderrors.invalid("patch", shown, error)
+                    raise Invalid.for_object("", "", "", [cause])
+                return patched
 
         def mutate(current: dict[str, Any]) -> dict[str, Any]:
             current_scale = scale_of(current)
@@ -1081,7 +1146,8 @@ def _scale_of(info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
 def _warn(response: web.Response, attrs: AdmissionAttributes) -> web.Response:
     """Admission warnings as ``Warning`` headers (kubectl prints them)."""
     for message in attrs.warnings:
-        response.headers.add("Warning", warning_header(message))
+        if warning_text_ok(message):  # upstream drops text with control characters
+            response.headers.add("Warning", warning_header(message))
     return response
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from sampan.api import jsonwire
 from sampan.apiserver import protobuf
 from sampan.apiserver.errors import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
@@ -121,13 +122,16 @@ def decode_object(body: bytes, media_type: str, expected_kind: str) -> dict[str,
             ) from exc
     if media_type in _YAML_TYPES:
         try:
-            obj = yaml.safe_load(body.decode("utf-8")) if body.strip() else None
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            text = body.decode("utf-8")
+            obj = jsonwire.after_yaml(yaml.safe_load(text), text) if body.strip() else None
+        except (yaml.YAMLError, UnicodeDecodeError, jsonwire.DecodeError) as exc:
             raise _unrecognized(expected_kind, f"yaml: {_one_line(str(exc))}", body) from exc
+        except RecursionError as exc:
+            raise _unrecognized(expected_kind, f"yaml: {jsonwire.DEPTH_ERROR}", body) from exc
     elif media_type in _JSON_TYPES or media_type.endswith("+json"):
         try:
-            obj = json.loads(body) if body.strip() else None
-        except (ValueError, UnicodeDecodeError) as exc:
+            obj = jsonwire.loads(body) if body.strip() else None
+        except jsonwire.DecodeError as exc:
             raise _unrecognized(
                 expected_kind, f"couldn't get version/kind; json parse error: {exc}", body
             ) from exc

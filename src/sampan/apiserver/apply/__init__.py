@@ -8,12 +8,12 @@ call on every write), and the FieldsV1 helpers in ``fieldpath``.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 import yaml
 
+from sampan.api import jsonwire
 from sampan.apiserver.apply.fieldpath import from_fields_v1, path_string, to_fields_v1
 from sampan.apiserver.apply.managed import (
     APPLY,
@@ -62,12 +62,17 @@ _Yaml12Loader.add_implicit_resolver(
 def decode_apply_patch(body: bytes) -> dict[str, Any]:
     """The applied configuration: JSON, or YAML (kubectl sends JSON, both are accepted)."""
     try:
-        value = json.loads(body)
-    except ValueError:
+        value = jsonwire.loads(body)
+    except jsonwire.DecodeError as exc:
+        if str(exc) == jsonwire.DEPTH_ERROR:
+            raise BadRequest(f"error decoding patch: {exc}") from exc
         try:
-            value = yaml.load(body, Loader=_Yaml12Loader)  # a SafeLoader subclass
-        except yaml.YAMLError as exc:
-            raise BadRequest(f"error decoding YAML: {exc}") from exc
+            text = body.decode("utf-8")
+            value = jsonwire.after_yaml(yaml.load(text, Loader=_Yaml12Loader), text)
+        except (yaml.YAMLError, UnicodeDecodeError, jsonwire.DecodeError) as exc2:
+            raise BadRequest(f"error decoding YAML: {exc2}") from exc2
+        except RecursionError as exc2:
+            raise BadRequest(f"error decoding YAML: {jsonwire.DEPTH_ERROR}") from exc2
     if not isinstance(value, dict):
         raise BadRequest("error decoding patch: an apply patch must be an object")
     return value

@@ -1,0 +1,113 @@
+"""Request JSON parsed the way kube-apiserver's Go decoder reads it, safely.
+
+Owns turning client bytes (a body, a patch) into Python values with three guarantees the
+standard library does not give:
+
+* **Bounded nesting.** Nothing deeper than ``MAX_DEPTH`` arrays/objects is returned, so every
+  recursive walk downstream (field validation, patches, deep copies, serialisation) stays far
+  below Python's recursion limit. Go's decoder stops at 10,000 levels (``exceeded max
+  depth``); Python's own parser gives up near 1,000 with a RecursionError, and the recursive
+  code after it much earlier, so Sampan's bound is lower and answered the same way: a decode
+  error (400), never a 500. ``check_depth`` bounds values built after parsing (a patched
+  object) without recursion.
+* **No lone surrogates.** ``"\\ud800"`` is valid JSON text but no valid Unicode; Go's decoder
+  replaces each unpaired surrogate escape with U+FFFD, and so does this module (Python keeps
+  it, and the first ``.encode()`` later fails).
+* **No NaN/Infinity.** Python accepts those literals; Go does not (``invalid character 'N'
+  looking for beginning of value``).
+
+The cost on an ordinary body is one ``json.loads`` plus two ``bytes.count`` calls: the exact
+depth walk runs only when the body has more brackets than the bound, and the surrogate repair
+only when the text contains a ``\\uD8xx``-``\\uDFxx`` escape.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+__all__ = [
+    "MAX_DEPTH",
+    "DecodeError",
+    "after_yaml",
+    "check_depth",
+    "fix_surrogates",
+    "loads",
+]
+
+MAX_DEPTH = 128
+"""Deepest nesting of arrays and objects accepted in a request (Go: 10,000)."""
+
+DEPTH_ERROR = f"exceeded max depth of {MAX_DEPTH}"
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_TEXT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class DecodeError(ValueError):
+    """The bytes are not JSON Go would accept; ``str()`` is the decoder's message."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise DecodeError(f"invalid character {name[0]!r} looking for beginning of value")
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse one JSON value with the guarantees in the module docstring (DecodeError)."""
+    try:
+        value = json.loads(data, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise DecodeError(DEPTH_ERROR) from exc
+    except DecodeError:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(str(exc)) from exc
+    if isinstance(value, (dict, list)):
+        raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+        if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+            check_depth(value)
+        if _SURROGATE_ESCAPE.search(raw):
+            value = fix_surrogates(value)
+    elif isinstance(value, str):
+        value = _LONE_SURROGATE.sub("\ufffd", value)
+    return value
+
+
+def after_yaml(value: Any, text: str) -> Any:
+    """Apply the same bounds to a value PyYAML produced from ``text`` (its escapes can make
+    lone surrogates too); the caller catches RecursionError from the YAML parser itself."""
+    if isinstance(value, (dict, list)):
+        check_depth(value)
+        if _SURROGATE_ESCAPE_TEXT.search(text):
+            value = fix_surrogates(value)
+    elif isinstance(value, str):
+        value = _LONE_SURROGATE.sub("\ufffd", value)
+    return value
+
+
+def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
+    """DecodeError when ``value`` nests more than ``limit`` containers (iterative walk)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise DecodeError(DEPTH_ERROR)
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list)) and child:
+                stack.append((child, depth + 1))
+            elif isinstance(child, (dict, list)) and depth + 1 > limit:
+                raise DecodeError(DEPTH_ERROR)
+
+
+def fix_surrogates(value: Any) -> Any:
+    """``value`` with every unpaired surrogate (in keys and strings) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {fix_surrogates(k): fix_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fix_surrogates(item) for item in value]
+    return value

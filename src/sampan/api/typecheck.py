@@ -1,0 +1,524 @@
+"""Typed decoding of built-in kinds: does a JSON object fit the Go structs kube-apiserver
+decodes it into?
+
+kube-apiserver unmarshals every body of a built-in kind into its typed struct; a value of the
+wrong JSON type (``"data": {"a": 1}`` in a ConfigMap, ``"rules": "AAA"`` in a Role,
+``replicas: 2147483648``) fails there with a 400 such as ``ConfigMap in version "v1" cannot be
+handled as a ConfigMap: json: cannot unmarshal number into Go struct field ConfigMap.data of
+type string``. Sampan keeps objects as dicts, so this module answers the same question from
+the OpenAPI definitions (``openapi_data.load_definitions``): ``TypeChecker(definitions)``
+compiles one checker per definition on first use (memoized: later checks of the kind only
+walk the object) and ``check(name, obj)`` returns the decoder's error message or ``None``.
+
+What the walk reproduces of Go's ``encoding/json`` (the sigs.k8s.io/json fork):
+
+* the JSON types of string, bool, int32/int64 (range-checked; ``1.0`` is not an integer),
+  float64, array, map and struct fields; ``null`` anywhere is the zero value and accepted;
+* the types with their own unmarshalers: IntOrString (string or int32), Quantity (string or
+  number that parses as a quantity), ``metav1.Time`` (an RFC 3339 string), ``MicroTime``
+  (RFC 3339; any fraction is accepted), ``[]byte`` (standard base64), and the free-form
+  RawExtension / FieldsV1 / JSON values (anything);
+* the message: ``json: cannot unmarshal <what> into Go struct field <Struct>.<path> of type
+  <gotype>``, where Struct is the innermost struct and path joins the struct field names from
+  the root (map keys and list indexes are not part of it), the first error in document order
+  unless a custom unmarshaler failed (that error ends the decode and wins, as in Go).
+
+Go type names are derived from the definition names (``io.k8s.api.core.v1.PodSpec`` ->
+``v1.PodSpec``); named string types (``v1.Protocol``) are published as plain strings, so they
+read ``string`` here. Unknown fields are not this module's concern (field validation owns
+them). Invariant: ``check`` never mutates the object; the shared definitions are never
+mutated either.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sampan.api.quantity import QUANTITY_FORMAT_ERROR, QuantityError, parse_quantity
+
+__all__ = [
+    "TypeChecker",
+    "go_quote",
+]
+
+_INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
+_QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
+_TIME = "io.k8s.apimachinery.pkg.apis.meta.v1.Time"
+_MICRO_TIME = "io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime"
+_FREE_FORM = frozenset(
+    {
+        "io.k8s.apimachinery.pkg.runtime.RawExtension",
+        "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1",
+        "io.k8s.apimachinery.pkg.apis.meta.v1.Patch",
+    }
+)
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+_MAX_DEPTH = 512  # recursion guard for values built after decoding (bodies are bounded earlier)
+
+
+class _Fatal(Exception):
+    """A custom unmarshaler failed: Go stops decoding and reports this error."""
+
+
+class _State:
+    __slots__ = ("error", "stack")
+
+    def __init__(self) -> None:
+        self.error: str | None = None  # the first saved (non-fatal) error
+        self.stack: list[str] = []  # struct field names from the root
+
+
+Check = Callable[[Any, "_State", str, int], None]
+"""A compiled checker: (value, state, innermost struct name, depth)."""
+
+
+def go_quote(text: str) -> str:
+    """Go's ``strconv.Quote``: double quotes, with control and non-printable characters
+    escaped (``\\n``, ``\\x01``, ``\\u2028``); printable Unicode is kept."""
+    out = ['"']
+    for ch in text:
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        elif ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        else:
+            code = ord(ch)
+            if code < 0x80:
+                out.append(f"\\x{code:02x}")
+            elif code < 0x10000:
+                out.append(f"\\u{code:04x}")
+            else:
+                out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+_GO_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON type as Go's decoder names it in UnmarshalTypeError."""
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _number_text(value: int | float) -> str:
+    """The literal as Go saw it (Python keeps no text: floats print in their shortest form)."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _save(state: _State, what: str, struct: str, gotype: str) -> None:
+    if state.error is not None:
+        return
+    state.error = _type_error(what, state, struct, gotype)
+
+
+def _type_error(what: str, state: _State, struct: str, gotype: str) -> str:
+    if struct or state.stack:
+        return (
+            f"json: cannot unmarshal {what} into Go struct field "
+            f"{struct}.{'.'.join(state.stack)} of type {gotype}"
+        )
+    return f"json: cannot unmarshal {what} into Go value of type {gotype}"
+
+
+# --- leaf checkers -----------------------------------------------------------------------
+
+
+def _any(value: Any, state: _State, struct: str, depth: int) -> None:
+    return None
+
+
+def _string(value: Any, state: _State, struct: str, depth: int) -> None:
+    if value is not None and not isinstance(value, str):
+        _save(state, _json_kind(value), struct, "string")
+
+
+def _bool(value: Any, state: _State, struct: str, depth: int) -> None:
+    if value is not None and not isinstance(value, bool):
+        _save(state, _json_kind(value), struct, "bool")
+
+
+def _number(value: Any, state: _State, struct: str, depth: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _save(state, _json_kind(value), struct, "float64")
+    elif isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        _save(state, f"number {_number_text(value)}", struct, "float64")
+
+
+def _integer(bits: int) -> Check:
+    low, high = _INT32 if bits == 32 else _INT64
+    gotype = f"int{bits}"
+
+    def check(value: Any, state: _State, struct: str, depth: int) -> None:
+        if value is None:
+            return
+        if type(value) is int:
+            if not low <= value <= high:
+                _save(state, f"number {value}", struct, gotype)
+        elif isinstance(value, float):
+            _save(state, f"number {_number_text(value)}", struct, gotype)
+        else:
+            _save(state, _json_kind(value), struct, gotype)
+
+    return check
+
+
+def _bytes(value: Any, state: _State, struct: str, depth: int) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        _save(state, _json_kind(value), struct, "[]uint8")
+        return
+    problem = _base64_error(value)
+    if problem is not None and state.error is None:
+        state.error = problem  # a CorruptInputError: saved without a field context
+
+
+def _int_or_string(value: Any, state: _State, struct: str, depth: int) -> None:
+    if value is None or isinstance(value, str):
+        return
+    if type(value) is int and _INT32[0] <= value <= _INT32[1]:
+        return
+    what = (
+        f"number {_number_text(value)}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else _json_kind(value)
+    )
+    raise _Fatal(_type_error(what, state, struct, "int32"))
+
+
+def _quantity(value: Any, state: _State, struct: str, depth: int) -> None:
+    if value is None:
+        return
+    try:
+        if isinstance(value, (dict, list, bool)):
+            raise QuantityError("")
+        parse_quantity(value)
+    except QuantityError:
+        raise _Fatal(QUANTITY_FORMAT_ERROR) from None
+
+
+def _time(micro: bool) -> Check:
+    def check(value: Any, state: _State, struct: str, depth: int) -> None:
+        if value is None:
+            return
+        if not isinstance(value, str):
+            raise _Fatal(_type_error(_json_kind(value), state, struct, "string"))
+        problem = rfc3339_error(value, micro=micro)
+        if problem is not None:
+            raise _Fatal(problem)
+
+    return check
+
+
+# --- base64 (encoding/base64.StdEncoding) ---------------------------------------------------
+
+_B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def _base64_error(text: str) -> str | None:
+    """Go's ``illegal base64 data at input byte N`` for a string StdEncoding refuses."""
+    stripped = text.replace("\r", "").replace("\n", "")
+    try:
+        binascii.a2b_base64(stripped.encode("ascii"), strict_mode=True)
+        if len(stripped) % 4 == 0:
+            return None
+    except (binascii.Error, UnicodeEncodeError):
+        pass
+    # Find the offending position the way the Go decoder meets it: quantum by quantum.
+    raw = text.encode("utf-8")
+    index = 0
+    count = 0  # alphabet characters in the current quantum
+    quantum_start = 0
+    while index < len(raw):
+        byte = raw[index]
+        if byte in (0x0A, 0x0D):
+            index += 1
+            continue
+        if count == 0:
+            quantum_start = index
+        if byte in _B64_ALPHABET:
+            count = (count + 1) % 4
+            index += 1
+            continue
+        if byte == ord("=") and count >= 2:
+            # Padding: the rest must be '=' to complete the quantum, then nothing more.
+            needed = 4 - count
+            rest = raw[index:].replace(b"\r", b"").replace(b"\n", b"")
+            if rest[:needed] == b"=" * needed and len(rest) == needed:
+                return None
+            return f"illegal base64 data at input byte {index}"
+        return f"illegal base64 data at input byte {index}"
+    if count:
+        return f"illegal base64 data at input byte {quantum_start}"
+    return None
+
+
+# --- RFC 3339 (time.Parse with time.RFC3339) -----------------------------------------------
+
+_RFC3339_LAYOUT = "2006-01-02T15:04:05Z07:00"
+_RFC3339_MICRO_LAYOUT = "2006-01-02T15:04:05.000000Z07:00"
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _days_in(month: int, year: int) -> int:
+    if month == 2:
+        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        return 29 if leap else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def rfc3339_error(value: str, *, micro: bool = False) -> str | None:
+    """Go's ``time.Parse`` error for a string that is not RFC 3339, or None."""
+    layout = _RFC3339_MICRO_LAYOUT if micro else _RFC3339_LAYOUT
+    head = f"parsing time {go_quote(value)}"
+
+    def cannot(rest: str, element: str) -> str:
+        return f"{head} as {go_quote(layout)}: cannot parse {go_quote(rest)} as {go_quote(element)}"
+
+    rest = value
+    if len(rest) < 4 or not rest[:4].isdigit() or not rest[:4].isascii():
+        return cannot(rest, "2006")
+    year = int(rest[:4])
+    rest = rest[4:]
+    fields: list[int] = []
+    for separator, element, low, high, name in (
+        ("-", "01", 1, 12, "month"),
+        ("-", "02", 0, 31, "day"),
+        ("T", "15", 0, 23, "hour"),
+        (":", "04", 0, 59, "minute"),
+        (":", "05", 0, 59, "second"),
+    ):
+        if not rest.startswith(separator):
+            return cannot(rest, separator)
+        rest = rest[1:]
+        if len(rest) < 2 or not (rest[:2].isdigit() and rest[:2].isascii()):
+            return cannot(rest, element)
+        number = int(rest[:2])
+        if not low <= number <= high:
+            return f"{head}: {name} out of range"
+        fields.append(number)
+        rest = rest[2:]
+    if len(rest) >= 2 and rest[0] in ".," and rest[1].isdigit():
+        match = _DIGITS.match(rest, 1)
+        assert match is not None
+        rest = rest[match.end() :]
+    if rest.startswith("Z"):
+        rest = rest[1:]
+    elif (
+        len(rest) >= 6
+        and rest[0] in "+-"
+        and rest[3] == ":"
+        and rest[1:3].isdigit()
+        and rest[4:6].isdigit()
+    ):
+        if int(rest[1:3]) > 24:
+            return f"{head}: time zone offset hour out of range"
+        if int(rest[4:6]) > 60:
+            return f"{head}: time zone offset minute out of range"
+        rest = rest[6:]
+    else:
+        return cannot(rest, "Z07:00")
+    if rest:
+        return f"{head}: extra text: {go_quote(rest)}"
+    month, day = fields[0], fields[1]
+    if day < 1 or day > _days_in(month, year):
+        return f"{head}: day out of range"
+    return None
+
+
+# --- compiled containers --------------------------------------------------------------------
+
+
+class _Ref:
+    """A late-bound checker for a definition (definitions may refer to themselves)."""
+
+    __slots__ = ("check", "gotype")
+
+    def __init__(self, gotype: str) -> None:
+        self.gotype = gotype
+        self.check: Check = _any
+
+    def __call__(self, value: Any, state: _State, struct: str, depth: int) -> None:
+        self.check(value, state, struct, depth)
+
+
+def _go_type_name(definition: str) -> str:
+    package, _, name = definition.rpartition(".")
+    return f"{package.rpartition('.')[2]}.{name}"
+
+
+def _array(item: Check, gotype: str) -> Check:
+    def check(value: Any, state: _State, struct: str, depth: int) -> None:
+        if value is None:
+            return
+        if not isinstance(value, list):
+            _save(state, _json_kind(value), struct, gotype)
+            return
+        if depth > _MAX_DEPTH:
+            raise _Fatal("exceeded max depth")
+        for element in value:
+            item(element, state, struct, depth + 1)
+
+    return check
+
+
+def _map(item: Check, gotype: str) -> Check:
+    def check(value: Any, state: _State, struct: str, depth: int) -> None:
+        if value is None:
+            return
+        if not isinstance(value, dict):
+            _save(state, _json_kind(value), struct, gotype)
+            return
+        if depth > _MAX_DEPTH:
+            raise _Fatal("exceeded max depth")
+        for element in value.values():
+            item(element, state, struct, depth + 1)
+
+    return check
+
+
+def _free_object(gotype: str) -> Check:
+    def check(value: Any, state: _State, struct: str, depth: int) -> None:
+        if value is not None and not isinstance(value, dict):
+            _save(state, _json_kind(value), struct, gotype)
+
+    return check
+
+
+def _struct(fields: dict[str, Check], gotype: str, name: str) -> Check:
+    def check(value: Any, state: _State, struct: str, depth: int) -> None:
+        if value is None:
+            return
+        if not isinstance(value, dict):
+            _save(state, _json_kind(value), struct, gotype)
+            return
+        if depth > _MAX_DEPTH:
+            raise _Fatal("exceeded max depth")
+        stack = state.stack
+        for key, element in value.items():
+            field = fields.get(key)
+            if field is None or element is None:
+                continue  # unknown fields: field validation's concern
+            stack.append(key)
+            field(element, state, name, depth + 1)
+            stack.pop()
+
+    return check
+
+
+class TypeChecker:
+    """Compiled per-definition checkers over one set of definitions (see module doc)."""
+
+    def __init__(self, definitions: Mapping[str, Mapping[str, Any]]) -> None:
+        self._definitions = definitions
+        self._compiled: dict[str, _Ref] = {}
+
+    def check(self, definition: str, obj: Any) -> str | None:
+        """The Go decoder's error for ``obj`` as the definition's struct, or None when it
+        decodes; an unknown definition is never an error."""
+        if definition not in self._definitions:
+            return None
+        checker = self._ref(definition)
+        state = _State()
+        try:
+            checker(obj, state, "", 0)
+        except _Fatal as exc:
+            return str(exc)
+        return state.error
+
+    # --- compilation ----------------------------------------------------------------------
+
+    def _ref(self, name: str) -> _Ref:
+        ref = self._compiled.get(name)
+        if ref is not None:
+            return ref
+        ref = _Ref(_go_type_name(name))
+        self._compiled[name] = ref  # before compiling: recursive definitions find it
+        ref.check, ref.gotype = self._compile_definition(name)
+        return ref
+
+    def _compile_definition(self, name: str) -> tuple[Check, str]:
+        gotype = _go_type_name(name)
+        if name == _INT_OR_STRING:
+            return _int_or_string, "intstr.IntOrString"
+        if name == _QUANTITY:
+            return _quantity, "resource.Quantity"
+        if name in (_TIME, _MICRO_TIME):
+            return _time(micro=name == _MICRO_TIME), gotype
+        if name in _FREE_FORM:
+            return _any, gotype
+        schema = self._definitions[name]
+        props = schema.get("properties")
+        if isinstance(props, Mapping):
+            fields = {key: self._compile(child)[0] for key, child in props.items()}
+            return _struct(fields, gotype, gotype.rpartition(".")[2]), gotype
+        return self._compile(schema, gotype=gotype)
+
+    def _compile(self, node: Any, gotype: str | None = None) -> tuple[Check, str]:
+        """The checker of one schema node and its Go type name."""
+        if not isinstance(node, Mapping):
+            return _any, "interface {}"
+        ref = node.get("$ref")
+        allof = node.get("allOf")
+        if ref is None and isinstance(allof, list) and len(allof) == 1:
+            inner = allof[0]
+            ref = inner.get("$ref") if isinstance(inner, Mapping) else None
+        if isinstance(ref, str):
+            target = ref.rpartition("/")[2]
+            if target not in self._definitions:
+                return _any, "interface {}"
+            compiled = self._ref(target)
+            return compiled, compiled.gotype
+        kind = node.get("type")
+        fmt = node.get("format")
+        if kind == "string":
+            if fmt == "byte":
+                return _bytes, "[]uint8"
+            if fmt == "int-or-string":
+                return _int_or_string, "intstr.IntOrString"
+            return _string, "string"
+        if kind == "integer":
+            bits = 32 if fmt == "int32" else 64
+            return _integer(bits), f"int{bits}"
+        if kind == "boolean":
+            return _bool, "bool"
+        if kind == "number":
+            return _number, "float64"
+        if kind == "array" or (kind is None and "items" in node):
+            item, item_type = self._compile(node.get("items"))
+            array_type = f"[]{item_type}"
+            return _array(item, array_type), array_type
+        if kind == "object" or (kind is None and "additionalProperties" in node):
+            extra = node.get("additionalProperties")
+            if isinstance(extra, Mapping):
+                value, value_type = self._compile(extra)
+                map_type = f"map[string]{value_type}"
+                return _map(value, map_type), map_type
+            name = gotype or "map[string]interface {}"
+            return _free_object(name), name
+        return _any, gotype or "interface {}"
