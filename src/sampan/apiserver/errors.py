@@ -127,6 +127,8 @@ class StatusError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
+        if not self.reason:
+            del status["reason"]  # StatusReasonUnknown: omitted, as Go's omitempty does
         details = self.details()
         if details is not None:
             status["details"] = details
