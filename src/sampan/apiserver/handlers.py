@@ -610,6 +610,16 @@ class ResourceHandler:
         dry_run = self._dry_run(request)
         check_patch_type(patch_type, custom=self._fields.is_custom(info))
         applied = decode_apply_patch(body) if patch_type == APPLY_PATCH else None
+        if applied is not None:
+            # The configuration must decode as the kind (upstream: the typed patch object).
+            error = self._type_error(info.api_version, info.kind, applied)
+            if error is not None:
+                raise self._decode_error(info.api_version, info.kind, error)
+            if not isinstance(applied.get("metadata") or {}, dict):
+                raise BadRequest(
+                    f"the object provided is unrecognized (must be of type {info.kind}): "
+                    "metadata must be an object"
+                )
         if applied is not None and self.ctx.custom is not None:
             # Unknown fields leave an apply configuration before it is merged (Strict: 400),
             # so managedFields never name a field that is not stored.
