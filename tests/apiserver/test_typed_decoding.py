@@ -364,6 +364,33 @@ async def test_review_kinds_with_a_string_spec_are_400_not_500(harness, path, ki
     assert status == 400, body
 
 
+async def test_null_elements_decode_to_zero_values(harness):
+    """Go decodes ``null`` in a list or map to the element's zero value: what is stored (and
+    what typed clients read back) has ``""``/``{}`` there, and nothing downstream sees a
+    ``None`` where a value belongs."""
+    status, created = await harness.request(
+        "POST",
+        CONFIGMAPS,
+        {"metadata": {"name": "nulls", "labels": {"a": None}}, "data": {"k": None}},
+    )
+    assert status == 201, created
+    assert created["data"] == {"k": ""}
+    assert created["metadata"]["labels"] == {"a": ""}
+    review = {
+        "spec": {
+            "user": "jane",
+            "groups": [None],
+            "extra": {"scopes": None},
+            "resourceAttributes": {"verb": None, "resource": "pods", "namespace": None},
+        }
+    }
+    status, body = await harness.request(
+        "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", review
+    )
+    assert status == 201, body
+    assert body["status"]["allowed"] is False
+
+
 def test_checker_units_and_cost():
     """Details the HTTP tests do not reach, and the hot-path cost (printed, not asserted)."""
     checker = TypeChecker(load_definitions())

@@ -21,13 +21,16 @@ What the walk reproduces of Go's ``encoding/json`` (the sigs.k8s.io/json fork):
 * the message: ``json: cannot unmarshal <what> into Go struct field <Struct>.<path> of type
   <gotype>``, where Struct is the innermost struct and path joins the struct field names from
   the root (map keys and list indexes are not part of it), the first error in document order
-  unless a custom unmarshaler failed (that error ends the decode and wins, as in Go).
+  unless a custom unmarshaler failed (that error ends the decode and wins, as in Go);
+* ``null`` as a list element or map value decodes to the element type's zero value, so the
+  checker writes that value in (``{"a": null}`` in ConfigMap data becomes ``{"a": ""}``, a
+  ``null`` container becomes ``{}``); nil slices, maps, ``[]byte`` and times stay ``null``.
 
 Go type names are derived from the definition names (``io.k8s.api.core.v1.PodSpec`` ->
 ``v1.PodSpec``); named string types (``v1.Protocol``) are published as plain strings, so they
 read ``string`` here. Unknown fields are not this module's concern (field validation owns
-them). Invariant: ``check`` never mutates the object; the shared definitions are never
-mutated either.
+them). Invariants: ``check`` changes nothing but those ``null`` elements; the shared
+definitions are never mutated.
 """
 
 from __future__ import annotations
@@ -354,14 +357,27 @@ def rfc3339_error(value: str, *, micro: bool = False) -> str | None:
 # --- compiled containers --------------------------------------------------------------------
 
 
+Zero = Callable[[], Any]
+"""A factory of the Go zero value an element decodes to from ``null``."""
+
+
+def _keep() -> Any:
+    return _KEEP
+
+
+_KEEP: Any = object()
+"""``null`` stays ``null`` (nil slices, maps, pointers and the free-form types)."""
+
+
 class _Ref:
     """A late-bound checker for a definition (definitions may refer to themselves)."""
 
-    __slots__ = ("check", "gotype")
+    __slots__ = ("check", "gotype", "zero")
 
     def __init__(self, gotype: str) -> None:
         self.gotype = gotype
         self.check: Check = _any
+        self.zero: Zero = _keep
 
     def __call__(self, value: Any, state: _State, struct: str, depth: int) -> None:
         self.check(value, state, struct, depth)
@@ -372,7 +388,7 @@ def _go_type_name(definition: str) -> str:
     return f"{package.rpartition('.')[2]}.{name}"
 
 
-def _array(item: Check, gotype: str) -> Check:
+def _array(item: Check, gotype: str, zero: Zero) -> Check:
     def check(value: Any, state: _State, struct: str, depth: int) -> None:
         if value is None:
             return
@@ -381,13 +397,18 @@ def _array(item: Check, gotype: str) -> Check:
             return
         if depth > _MAX_DEPTH:
             raise _Fatal("exceeded max depth")
-        for element in value:
+        for index, element in enumerate(value):
+            if element is None:
+                replacement = zero()
+                if replacement is not _KEEP:
+                    value[index] = replacement
+                continue
             item(element, state, struct, depth + 1)
 
     return check
 
 
-def _map(item: Check, gotype: str) -> Check:
+def _map(item: Check, gotype: str, zero: Zero) -> Check:
     def check(value: Any, state: _State, struct: str, depth: int) -> None:
         if value is None:
             return
@@ -396,7 +417,12 @@ def _map(item: Check, gotype: str) -> Check:
             return
         if depth > _MAX_DEPTH:
             raise _Fatal("exceeded max depth")
-        for element in value.values():
+        for key, element in value.items():
+            if element is None:
+                replacement = zero()
+                if replacement is not _KEEP:
+                    value[key] = replacement  # same key: no resize while iterating
+                continue
             item(element, state, struct, depth + 1)
 
     return check
@@ -431,6 +457,22 @@ def _struct(fields: dict[str, Check], gotype: str, name: str) -> Check:
     return check
 
 
+def _zero_string() -> str:
+    return ""
+
+
+def _zero_int() -> int:
+    return 0
+
+
+def _zero_bool() -> bool:
+    return False
+
+
+def _zero_quantity() -> str:
+    return "0"
+
+
 class TypeChecker:
     """Compiled per-definition checkers over one set of definitions (see module doc)."""
 
@@ -440,7 +482,9 @@ class TypeChecker:
 
     def check(self, definition: str, obj: Any) -> str | None:
         """The Go decoder's error for ``obj`` as the definition's struct, or None when it
-        decodes; an unknown definition is never an error."""
+        decodes; an unknown definition is never an error. A ``null`` element of a list or
+        map becomes the element's zero value in place (``""``, ``0``, ``false``, ``{}``), as
+        decoding into the typed struct makes it."""
         if definition not in self._definitions:
             return None
         checker = self._ref(definition)
@@ -459,30 +503,30 @@ class TypeChecker:
             return ref
         ref = _Ref(_go_type_name(name))
         self._compiled[name] = ref  # before compiling: recursive definitions find it
-        ref.check, ref.gotype = self._compile_definition(name)
+        ref.check, ref.gotype, ref.zero = self._compile_definition(name)
         return ref
 
-    def _compile_definition(self, name: str) -> tuple[Check, str]:
+    def _compile_definition(self, name: str) -> tuple[Check, str, Zero]:
         gotype = _go_type_name(name)
         if name == _INT_OR_STRING:
-            return _int_or_string, "intstr.IntOrString"
+            return _int_or_string, "intstr.IntOrString", _zero_int
         if name == _QUANTITY:
-            return _quantity, "resource.Quantity"
+            return _quantity, "resource.Quantity", _zero_quantity
         if name in (_TIME, _MICRO_TIME):
-            return _time(micro=name == _MICRO_TIME), gotype
+            return _time(micro=name == _MICRO_TIME), gotype, _keep  # zero Time is null
         if name in _FREE_FORM:
-            return _any, gotype
+            return _any, gotype, _keep
         schema = self._definitions[name]
         props = schema.get("properties")
         if isinstance(props, Mapping):
             fields = {key: self._compile(child)[0] for key, child in props.items()}
-            return _struct(fields, gotype, gotype.rpartition(".")[2]), gotype
+            return _struct(fields, gotype, gotype.rpartition(".")[2]), gotype, dict
         return self._compile(schema, gotype=gotype)
 
-    def _compile(self, node: Any, gotype: str | None = None) -> tuple[Check, str]:
-        """The checker of one schema node and its Go type name."""
+    def _compile(self, node: Any, gotype: str | None = None) -> tuple[Check, str, Zero]:
+        """The checker of one schema node, its Go type name and its zero value."""
         if not isinstance(node, Mapping):
-            return _any, "interface {}"
+            return _any, "interface {}", _keep
         ref = node.get("$ref")
         allof = node.get("allOf")
         if ref is None and isinstance(allof, list) and len(allof) == 1:
@@ -491,34 +535,34 @@ class TypeChecker:
         if isinstance(ref, str):
             target = ref.rpartition("/")[2]
             if target not in self._definitions:
-                return _any, "interface {}"
+                return _any, "interface {}", _keep
             compiled = self._ref(target)
-            return compiled, compiled.gotype
+            return compiled, compiled.gotype, lambda: compiled.zero()
         kind = node.get("type")
         fmt = node.get("format")
         if kind == "string":
             if fmt == "byte":
-                return _bytes, "[]uint8"
+                return _bytes, "[]uint8", _keep  # a nil []byte encodes as null
             if fmt == "int-or-string":
-                return _int_or_string, "intstr.IntOrString"
-            return _string, "string"
+                return _int_or_string, "intstr.IntOrString", _zero_int
+            return _string, "string", _zero_string
         if kind == "integer":
             bits = 32 if fmt == "int32" else 64
-            return _integer(bits), f"int{bits}"
+            return _integer(bits), f"int{bits}", _zero_int
         if kind == "boolean":
-            return _bool, "bool"
+            return _bool, "bool", _zero_bool
         if kind == "number":
-            return _number, "float64"
+            return _number, "float64", _zero_int
         if kind == "array" or (kind is None and "items" in node):
-            item, item_type = self._compile(node.get("items"))
+            item, item_type, item_zero = self._compile(node.get("items"))
             array_type = f"[]{item_type}"
-            return _array(item, array_type), array_type
+            return _array(item, array_type, item_zero), array_type, _keep
         if kind == "object" or (kind is None and "additionalProperties" in node):
             extra = node.get("additionalProperties")
             if isinstance(extra, Mapping):
-                value, value_type = self._compile(extra)
+                value, value_type, value_zero = self._compile(extra)
                 map_type = f"map[string]{value_type}"
-                return _map(value, map_type), map_type
+                return _map(value, map_type, value_zero), map_type, _keep
             name = gotype or "map[string]interface {}"
-            return _free_object(name), name
-        return _any, gotype or "interface {}"
+            return _free_object(name), name, _keep
+        return _any, gotype or "interface {}", _keep

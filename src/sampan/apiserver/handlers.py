@@ -1054,7 +1054,8 @@ class ResourceHandler:
 
 def _user_from_spec(caller: UserInfo, spec: dict[str, Any]) -> UserInfo:
     """The user a SubjectAccessReview asks about (same type as the caller's UserInfo)."""
-    extra = {k: tuple(v) for k, v in (spec.get("extra") or {}).items()}
+    # null is a field's zero value (as the typed decoder reads it): "" / () here.
+    extra = {k: tuple(v or ()) for k, v in (spec.get("extra") or {}).items()}
     return type(caller)(
         name=spec.get("user") or "",
         uid=spec.get("uid") or "",
@@ -1070,20 +1071,20 @@ def _review_attributes(
     if resource:
         return make(
             user=user,
-            verb=resource.get("verb", ""),
-            namespace=resource.get("namespace", ""),
-            api_group=resource.get("group", ""),
-            resource=resource.get("resource", ""),
-            subresource=resource.get("subresource", ""),
-            name=resource.get("name", ""),
+            verb=resource.get("verb") or "",
+            namespace=resource.get("namespace") or "",
+            api_group=resource.get("group") or "",
+            resource=resource.get("resource") or "",
+            subresource=resource.get("subresource") or "",
+            name=resource.get("name") or "",
             resource_request=True,
         )
     non_resource = spec.get("nonResourceAttributes")
     if non_resource:
         return make(
             user=user,
-            verb=non_resource.get("verb", ""),
-            path=non_resource.get("path", ""),
+            verb=non_resource.get("verb") or "",
+            path=non_resource.get("path") or "",
             resource_request=False,
         )
     return None
