@@ -364,6 +364,37 @@ async def test_review_kinds_with_a_string_spec_are_400_not_500(harness, path, ki
     assert status == 400, body
 
 
+async def test_computed_subresources_decode_their_bodies_typed(harness):
+    status, _ = await harness.request("POST", PODS, pod("ev"))
+    assert status == 201
+    status, body = await harness.request(
+        "POST", f"{PODS}/ev/eviction", {"metadata": {"name": "ev"}, "deleteOptions": "x"}
+    )
+    assert_bad_request(
+        status,
+        body,
+        'Eviction in version "v1" cannot be handled as a Eviction: json: cannot unmarshal '
+        "string into Go struct field Eviction.deleteOptions of type v1.DeleteOptions",
+    )
+    status, body = await harness.request(
+        "POST", "/api/v1/namespaces/default/serviceaccounts/default/token", {"spec": "x"}
+    )
+    assert_bad_request(
+        status,
+        body,
+        'TokenRequest in version "v1" cannot be handled as a TokenRequest: json: cannot '
+        "unmarshal string into Go struct field TokenRequest.spec of type v1.TokenRequestSpec",
+    )
+    status, body = await harness.request(
+        "DELETE", f"{PODS}/ev", {"kind": "DeleteOptions", "gracePeriodSeconds": "soon"}
+    )
+    assert status == 400, body
+    assert body["message"].endswith(
+        "json: cannot unmarshal string into Go struct field DeleteOptions.gracePeriodSeconds "
+        "of type int64"
+    )
+
+
 async def test_null_elements_decode_to_zero_values(harness):
     """Go decodes ``null`` in a list or map to the element's zero value: what is stored (and
     what typed clients read back) has ``""``/``{}`` there, and nothing downstream sees a

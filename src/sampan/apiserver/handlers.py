@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from sampan.api import fielderrors, jsonwire
-from sampan.api.typecheck import TypeChecker
 from sampan.apiserver import watch as watch_stream
 from sampan.apiserver.admission import (
     AdmissionAttributes,
@@ -51,6 +50,7 @@ from sampan.apiserver.negotiation import (
     parse_accept,
     read_body,
 )
+from sampan.apiserver.openapi_data import builtin_type_error
 from sampan.apiserver.patch import (
     APPLY_PATCH,
     STRATEGIC_MERGE_PATCH,
@@ -159,8 +159,8 @@ class ResourceHandler:
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
         self._fields = FieldManager(ctx.openapi)  # managedFields, apply, patch schemas
-        # Typed decoding of built-in kinds (compiled per kind on first use, then cached).
-        self._types = TypeChecker(ctx.openapi.builtin_definitions) if ctx.openapi else None
+        # Typed decoding of built-in kinds (needs the definitions the OpenAPI holds).
+        self._typed = ctx.openapi is not None
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -327,16 +327,9 @@ class ResourceHandler:
     def _type_error(self, api_version: str, kind: str, obj: dict[str, Any]) -> str | None:
         """The typed decoder's error for a built-in kind's object (None: it decodes, or the
         kind is a custom resource, judged by its CRD schema instead)."""
-        openapi = self.ctx.openapi
-        if self._types is None or openapi is None:
+        if not self._typed:
             return None
-        group, _, version = api_version.rpartition("/")
-        if openapi.is_custom(group, version, kind):
-            return None
-        definition = openapi.definition_name(group, version, kind)
-        if definition is None:
-            return None
-        return self._types.check(definition, obj)
+        return builtin_type_error(api_version, kind, obj)
 
     @staticmethod
     def _decode_error(api_version: str, kind: str, error: str) -> BadRequest:

@@ -132,11 +132,6 @@ class OpenAPI:
 
     # --- schemas --------------------------------------------------------------------------
 
-    @property
-    def builtin_definitions(self) -> dict[str, dict[str, Any]]:
-        """The Kubernetes definitions alone (no CRD schema), shared: never mutate."""
-        return self._builtin
-
     def definition(self, name: str) -> dict[str, Any] | None:
         return self._crds.get(name) or self._builtin.get(name)
 
