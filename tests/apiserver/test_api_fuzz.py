@@ -494,3 +494,21 @@ async def test_create_with_an_unparsable_resource_version_is_not_a_500(harness):
     status, created = await harness.request("POST", CONFIGMAPS, body)
     assert status == 201, created
     assert created["metadata"]["resourceVersion"] != "AAA"
+
+
+async def test_yaml_bodies_become_json_values(harness):
+    """YAML-only values become JSON as upstream's YAML-to-JSON step makes them: a number key
+    is a string, a timestamp or ``yes`` stays a string, ``.inf`` cannot be JSON (400)."""
+    body = b"metadata: {name: yml, creationTimestamp: 2024-01-01T00:00:00Z}\ndata: {1: yes, d: 2024-01-01}\n"
+    status, created = await harness.request(
+        "POST", CONFIGMAPS, body, content_type="application/yaml"
+    )
+    assert status == 201, created
+    assert created["data"] == {"1": "yes", "d": "2024-01-01"}
+    status, err = await harness.request(
+        "POST",
+        CONFIGMAPS,
+        b"metadata: {name: inf}\ndata: {a: .inf}\n",
+        content_type="application/yaml",
+    )
+    assert status == 400 and err["reason"] == "BadRequest", err

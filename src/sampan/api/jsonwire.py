@@ -16,6 +16,9 @@ standard library does not give:
 * **No NaN/Infinity.** Python accepts those literals; Go does not (``invalid character 'N'
   looking for beginning of value``).
 
+``load_yaml`` gives YAML bodies the same bounds and makes their values JSON as the YAML-to-JSON
+conversion upstream does (string keys; timestamps and ``yes``/``on`` stay strings).
+
 The cost on an ordinary body is one ``json.loads`` plus two ``bytes.count`` calls: the exact
 depth walk runs only when the body has more brackets than the bound, and the surrogate repair
 only when the text contains a ``\\uD8xx``-``\\uDFxx`` escape.
@@ -27,12 +30,14 @@ import json
 import re
 from typing import Any
 
+import yaml
+
 __all__ = [
     "MAX_DEPTH",
     "DecodeError",
-    "after_yaml",
     "check_depth",
     "fix_surrogates",
+    "load_yaml",
     "loads",
 ]
 
@@ -75,16 +80,73 @@ def loads(data: bytes | str) -> Any:
     return value
 
 
-def after_yaml(value: Any, text: str) -> Any:
-    """Apply the same bounds to a value PyYAML produced from ``text`` (its escapes can make
-    lone surrogates too); the caller catches RecursionError from the YAML parser itself."""
+class _YamlLoader(yaml.SafeLoader):
+    """YAML as kube-apiserver's YAML-to-JSON step reads it: only true/false are booleans
+    (``yes``/``on`` stay strings) and timestamps stay strings (the Go YAML library keeps a
+    timestamp-looking scalar a string when decoding into an untyped value)."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse one YAML document into JSON values, with the bounds of ``loads`` (DecodeError,
+    or ``yaml.YAMLError`` for YAML syntax)."""
+    try:
+        value = yaml.load(text, Loader=_YamlLoader)  # a SafeLoader subclass
+    except RecursionError as exc:
+        raise DecodeError(DEPTH_ERROR) from exc
     if isinstance(value, (dict, list)):
         check_depth(value)
-        if _SURROGATE_ESCAPE_TEXT.search(text):
-            value = fix_surrogates(value)
-    elif isinstance(value, str):
-        value = _LONE_SURROGATE.sub("\ufffd", value)
+    value = _to_json(value)
+    if _SURROGATE_ESCAPE_TEXT.search(text):
+        value = fix_surrogates(value)
     return value
+
+
+def _to_json(value: Any) -> Any:
+    """YAML-only values made JSON, as the YAML-to-JSON conversion does: keys become strings,
+    sets become maps of nulls, ``!!binary`` its bytes as text; non-finite floats and other
+    objects cannot be JSON (DecodeError). Depth is already bounded."""
+    if isinstance(value, dict):
+        return {_key(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_json(item) for item in value]
+    if isinstance(value, (str, bool, int)) or value is None:
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise DecodeError(f"json: unsupported value: {value}")
+        return value
+    if isinstance(value, (set, frozenset)):
+        return {_key(k): None for k in value}
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise DecodeError(f"json: unsupported type: {type(value).__name__}")
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if key is None:
+        return "null"
+    if isinstance(key, (int, float)):
+        return str(key)
+    raise DecodeError(f"json: unsupported map key type: {type(key).__name__}")
 
 
 def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:

@@ -122,12 +122,9 @@ def decode_object(body: bytes, media_type: str, expected_kind: str) -> dict[str,
             ) from exc
     if media_type in _YAML_TYPES:
         try:
-            text = body.decode("utf-8")
-            obj = jsonwire.after_yaml(yaml.safe_load(text), text) if body.strip() else None
+            obj = jsonwire.load_yaml(body.decode("utf-8")) if body.strip() else None
         except (yaml.YAMLError, UnicodeDecodeError, jsonwire.DecodeError) as exc:
             raise _unrecognized(expected_kind, f"yaml: {_one_line(str(exc))}", body) from exc
-        except RecursionError as exc:
-            raise _unrecognized(expected_kind, f"yaml: {jsonwire.DEPTH_ERROR}", body) from exc
     elif media_type in _JSON_TYPES or media_type.endswith("+json"):
         try:
             obj = jsonwire.loads(body) if body.strip() else None

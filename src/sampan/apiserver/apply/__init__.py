@@ -8,7 +8,6 @@ call on every write), and the FieldsV1 helpers in ``fieldpath``.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import yaml
@@ -43,22 +42,6 @@ __all__ = [
 ]
 
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """YAML with YAML 1.2 booleans: ``y``, ``yes``, ``on``... stay strings (as in the Go
-    YAML library kube-apiserver uses); only true/false are booleans."""
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
-
-
 def decode_apply_patch(body: bytes) -> dict[str, Any]:
     """The applied configuration: JSON, or YAML (kubectl sends JSON, both are accepted)."""
     try:
@@ -67,12 +50,9 @@ def decode_apply_patch(body: bytes) -> dict[str, Any]:
         if str(exc) == jsonwire.DEPTH_ERROR:
             raise BadRequest(f"error decoding patch: {exc}") from exc
         try:
-            text = body.decode("utf-8")
-            value = jsonwire.after_yaml(yaml.load(text, Loader=_Yaml12Loader), text)
+            value = jsonwire.load_yaml(body.decode("utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError, jsonwire.DecodeError) as exc2:
             raise BadRequest(f"error decoding YAML: {exc2}") from exc2
-        except RecursionError as exc2:
-            raise BadRequest(f"error decoding YAML: {jsonwire.DEPTH_ERROR}") from exc2
     if not isinstance(value, dict):
         raise BadRequest("error decoding patch: an apply patch must be an object")
     return value
