@@ -499,7 +499,10 @@ async def test_create_with_an_unparsable_resource_version_is_not_a_500(harness):
 async def test_yaml_bodies_become_json_values(harness):
     """YAML-only values become JSON as upstream's YAML-to-JSON step makes them: a number key
     is a string, a timestamp or ``yes`` stays a string, ``.inf`` cannot be JSON (400)."""
-    body = b"metadata: {name: yml, creationTimestamp: 2024-01-01T00:00:00Z}\ndata: {1: yes, d: 2024-01-01}\n"
+    body = (
+        b"metadata: {name: yml, creationTimestamp: 2024-01-01T00:00:00Z}\n"
+        b"data: {1: yes, d: 2024-01-01}\n"
+    )
     status, created = await harness.request(
         "POST", CONFIGMAPS, body, content_type="application/yaml"
     )
