@@ -8,8 +8,9 @@ standard library does not give:
   below Python's recursion limit. Go's decoder stops at 10,000 levels (``exceeded max
   depth``); Python's own parser gives up near 1,000 with a RecursionError, and the recursive
   code after it much earlier, so Sampan's bound is lower and answered the same way: a decode
-  error (400), never a 500. ``check_depth`` bounds values built after parsing (a patched
-  object) without recursion.
+  error (400), never a 500. ``check_depth`` bounds values built after parsing without
+  recursion; ``check_object_depth`` bounds an object's own content a little lower, so the
+  managed fields the server adds never take an object it stored over the request bound.
 * **No lone surrogates.** ``"\\ud800"`` is valid JSON text but no valid Unicode; Go's decoder
   replaces each unpaired surrogate escape with U+FFFD, and so does this module (Python keeps
   it, and the first ``.encode()`` later fails).
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_DEPTH",
     "DecodeError",
     "check_depth",
+    "check_object_depth",
     "fix_surrogates",
     "load_yaml",
     "loads",
@@ -43,8 +45,15 @@ __all__ = [
 
 MAX_DEPTH = 128
 """Deepest nesting of arrays and objects accepted in a request (Go: 10,000)."""
+MAX_OBJECT_DEPTH = MAX_DEPTH - 8
+"""Deepest nesting of an object's own content (all but ``metadata.managedFields``): the
+managed fields the server adds mirror that content a few levels deeper, and an object read
+back must still be a body the server accepts."""
 
 DEPTH_ERROR = f"exceeded max depth of {MAX_DEPTH}"
+OBJECT_DEPTH_ERROR = (
+    f"exceeded max depth of {MAX_OBJECT_DEPTH} (not counting metadata.managedFields)"
+)
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE_ESCAPE_TEXT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
@@ -149,19 +158,36 @@ def _key(key: Any) -> str:
     raise DecodeError(f"json: unsupported map key type: {type(key).__name__}")
 
 
-def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
+def check_depth(value: Any, limit: int = MAX_DEPTH, *, message: str = DEPTH_ERROR) -> None:
     """DecodeError when ``value`` nests more than ``limit`` containers (iterative walk)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    _check_depth([(value, 1)], limit, message)
+
+
+def check_object_depth(obj: dict[str, Any]) -> None:
+    """DecodeError when an object's own content nests deeper than ``MAX_OBJECT_DEPTH``
+    (``metadata.managedFields`` is not counted: see ``MAX_OBJECT_DEPTH``)."""
+    stack: list[tuple[Any, int]] = []
+    for key, child in obj.items():
+        if key == "metadata" and isinstance(child, dict):
+            stack.extend(
+                (grandchild, 3)
+                for name, grandchild in child.items()
+                if name != "managedFields" and isinstance(grandchild, (dict, list))
+            )
+        elif isinstance(child, (dict, list)):
+            stack.append((child, 2))
+    _check_depth(stack, MAX_OBJECT_DEPTH, OBJECT_DEPTH_ERROR)
+
+
+def _check_depth(stack: list[tuple[Any, int]], limit: int, message: str) -> None:
     while stack:
         node, depth = stack.pop()
         if depth > limit:
-            raise DecodeError(DEPTH_ERROR)
+            raise DecodeError(message)
         children = node.values() if isinstance(node, dict) else node
         for child in children:
-            if isinstance(child, (dict, list)) and child:
+            if isinstance(child, (dict, list)):
                 stack.append((child, depth + 1))
-            elif isinstance(child, (dict, list)) and depth + 1 > limit:
-                raise DecodeError(DEPTH_ERROR)
 
 
 def fix_surrogates(value: Any) -> Any:

@@ -309,6 +309,10 @@ class ResourceHandler:
                 f'{body_kind} in version "{version}" cannot be handled as a {kind}: '
                 f"the kind in the data ({body_kind}) does not match the expected kind ({kind})"
             )
+        try:
+            jsonwire.check_object_depth(obj)
+        except jsonwire.DecodeError as exc:
+            raise self._decode_error(api_version, kind, str(exc)) from exc
         error = self._type_error(api_version, kind, obj)
         if error is not None:
             raise self._decode_error(api_version, kind, error)
@@ -343,7 +347,7 @@ class ResourceHandler:
         typed struct): an apply configuration that does not fits answers 400, any other
         patch 422 with the decoder's error on ``patch`` (as kube-apiserver's patcher)."""
         try:
-            jsonwire.check_depth(patched)
+            jsonwire.check_object_depth(patched)
             error = self._type_error(info.api_version, info.kind, patched)
         except jsonwire.DecodeError as exc:
             error = str(exc)
