@@ -179,6 +179,17 @@ def status_of(raw: bytes) -> tuple[int, str, dict]:
         (b"G@T /api HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         (b"GET /api HTTP/9.9\r\nHost: x\r\n\r\n", 400),
         (
+            b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            b"Content-Length: 5\r\nConnection: close\r\n\r\nabcde",
+            400,
+        ),
+        (
+            b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\nZZ\r\nabc\r\n0\r\n\r\n",
+            400,
+        ),
+        (
             b"GET /api/v1/namespaces/default/configmaps/a%0Ab HTTP/1.1\r\n"
             b"Host: x\r\nConnection: close\r\n\r\n",
             404,
