@@ -344,7 +344,7 @@ class ResourceHandler:
         self, info: ResourceInfo, patched: dict[str, Any], patch_type: str, body: bytes
     ) -> None:
         """The patched object must decode as the kind does (upstream decodes it into the
-        typed struct): an apply configuration that does not fits answers 400, any other
+        typed struct): an apply configuration that does not fit answers 400, any other
         patch 422 with the decoder's error on ``patch`` (as kube-apiserver's patcher)."""
         try:
             jsonwire.check_object_depth(patched)
