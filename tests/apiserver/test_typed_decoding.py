@@ -10,13 +10,18 @@ Valid objects of many kinds still go through, ``null`` is the zero value, and fr
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import shutil
 
 import pytest
+import yaml
 
 from sampan.api.typecheck import TypeChecker, rfc3339_error
 from sampan.apiserver.openapi_data import load_definitions
 
+KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
 PODS = "/api/v1/namespaces/default/pods"
@@ -458,3 +463,47 @@ def test_checker_units_and_cost():
     runs = 2000
     seconds = timeit.timeit(lambda: checker.check(pod_name, obj), number=runs)
     print(f"typed check of a pod: {seconds / runs * 1e6:.1f} us")
+
+
+@pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
+async def test_kubectl_sees_upstreams_decode_errors(harness):
+    """kubectl 1.32 as a user runs it: create and apply (client-side: a strategic merge
+    patch after the first apply) of manifests with a wrong type."""
+    bad = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kc}\ndata: {a: 1}\n"
+    code, _, err = await kubectl(harness, "create", "-f", "-", stdin=bad.encode())
+    assert code == 1
+    assert (
+        'ConfigMap in version "v1" cannot be handled as a ConfigMap: json: cannot unmarshal '
+        "number into Go struct field ConfigMap.data of type string"
+    ) in err
+    good = yaml.safe_dump(deployment("kd")).encode()
+    code, _, err = await kubectl(harness, "apply", "-f", "-", stdin=good)
+    assert code == 0, err
+    manifest = deployment("kd", "two")
+    code, _, err = await kubectl(
+        harness, "apply", "-f", "-", stdin=yaml.safe_dump(manifest).encode()
+    )
+    assert code == 1
+    assert (
+        "json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of "
+        "type int32"
+    ) in err
+    code, _, err = await kubectl(
+        harness, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(manifest).encode()
+    )
+    assert code == 1
+    assert "DeploymentSpec.spec.replicas of type int32" in err
+
+
+async def kubectl(harness, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    env = dict(os.environ, KUBECONFIG=str(harness.kubeconfig), HOME=str(harness.data_dir))
+    process = await asyncio.create_subprocess_exec(
+        KUBECTL,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await process.communicate(stdin)
+    return process.returncode or 0, out.decode(), err.decode()
