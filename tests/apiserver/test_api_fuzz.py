@@ -531,3 +531,18 @@ async def test_yaml_bodies_become_json_values(harness):
         content_type="application/yaml",
     )
     assert status == 400 and err["reason"] == "BadRequest", err
+
+
+def test_http_layer_error_mapping():
+    """What the HTTP-layer hook answers for errors that real requests reach rarely: an
+    exception that escaped the dispatcher is a 500 InternalError Status."""
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    from sampan.apiserver.httperrors import status_for_http_error
+
+    internal = status_for_http_error(500, RuntimeError("boom"))
+    assert (internal.code, internal.reason) == (500, "InternalError")
+    assert "boom" not in internal.message  # no internals leak to the client
+    bad = status_for_http_error(400, BadHttpMessage("Invalid thing:\n  details"))
+    assert (bad.code, bad.reason) == (400, "BadRequest")
+    assert bad.message == "malformed HTTP request: Invalid thing"

@@ -44,6 +44,7 @@ from sampan.apiserver.errors import (
     NotFound,
 )
 from sampan.apiserver.negotiation import (
+    PROTOBUF_CONTENT_TYPE,
     decode_object,
     dump_json,
     media_type_of,
@@ -309,10 +310,13 @@ class ResourceHandler:
                 f'{body_kind} in version "{version}" cannot be handled as a {kind}: '
                 f"the kind in the data ({body_kind}) does not match the expected kind ({kind})"
             )
-        try:
-            jsonwire.check_object_depth(obj)
-        except jsonwire.DecodeError as exc:
-            raise self._decode_error(api_version, kind, str(exc)) from exc
+        # Fewer brackets than the bound cannot nest deeper than it (protobuf has no brackets).
+        few_brackets = body.count(b"{") + body.count(b"[") <= jsonwire.MAX_OBJECT_DEPTH
+        if not few_brackets or media_type_of(request) == PROTOBUF_CONTENT_TYPE:
+            try:
+                jsonwire.check_object_depth(obj)
+            except jsonwire.DecodeError as exc:
+                raise self._decode_error(api_version, kind, str(exc)) from exc
         error = self._type_error(api_version, kind, obj)
         if error is not None:
             raise self._decode_error(api_version, kind, error)
