@@ -44,6 +44,7 @@ from sampan.api.quantity import QUANTITY_FORMAT_ERROR, QuantityError, parse_quan
 
 __all__ = [
     "TypeChecker",
+    "go_format_value",
     "go_quote",
 ]
 
@@ -68,11 +69,12 @@ class _Fatal(Exception):
 
 
 class _State:
-    __slots__ = ("error", "stack")
+    __slots__ = ("error", "stack", "unstructured")
 
-    def __init__(self) -> None:
+    def __init__(self, *, unstructured: bool = False) -> None:
         self.error: str | None = None  # the first saved (non-fatal) error
         self.stack: list[str] = []  # struct field names from the root
+        self.unstructured = unstructured  # the map-to-struct converter's rules and words
 
 
 Check = Callable[[Any, "_State", str, int], None]
@@ -100,6 +102,55 @@ def go_quote(text: str) -> str:
                 out.append(f"\\U{code:08x}")
     out.append('"')
     return "".join(out)
+
+
+def go_format_value(value: Any) -> str:
+    """Go's ``%+v`` of a decoded JSON value: ``map[a:1 b:[x y]]`` (keys sorted), ``<nil>``,
+    strings bare, floats in ``%g`` form (``1.5``, ``1e+06``)."""
+    if isinstance(value, dict):
+        inner = " ".join(f"{k}:{go_format_value(value[k])}" for k in sorted(value))
+        return f"map[{inner}]"
+    if isinstance(value, list):
+        return "[" + " ".join(go_format_value(item) for item in value) + "]"
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _go_float(value)
+    return str(value)
+
+
+def _go_float(value: float) -> str:
+    """strconv.FormatFloat(v, 'g', -1, 64): shortest digits, exponent form when the
+    exponent is < -4 or >= 6 (Go's rule for the shortest %g)."""
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "-0" if str(value).startswith("-") else "0"
+    sign = "-" if value < 0 else ""
+    digits_repr = repr(abs(value))
+    if "e" in digits_repr:
+        base, _, exp_part = digits_repr.partition("e")
+        digits = base.replace(".", "").lstrip("0") or "0"
+        exponent = int(exp_part) + (len(base.partition(".")[0]) - 1)
+    else:
+        whole, _, frac = digits_repr.partition(".")
+        frac = frac.rstrip("0")
+        all_digits = (whole + frac).lstrip("0")
+        exponent = len(whole) - 1 if whole != "0" else -(len(frac) - len(frac.lstrip("0")) + 1)
+        digits = all_digits.rstrip("0") or "0"
+    if exponent < -4 or exponent >= 6:
+        head = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{head}e{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
+    if exponent < 0:
+        return f"{sign}0.{'0' * (-exponent - 1)}{digits}"
+    whole_len = exponent + 1
+    if len(digits) <= whole_len:
+        return sign + digits + "0" * (whole_len - len(digits))
+    return f"{sign}{digits[:whole_len]}.{digits[whole_len:]}"
 
 
 _GO_ESCAPES = {
@@ -137,8 +188,40 @@ def _save(state: _State, what: str, struct: str, gotype: str) -> None:
     state.error = _type_error(what, state, struct, gotype)
 
 
+def _mismatch(state: _State, value: Any, struct: str, gotype: str, kind: str) -> None:
+    """``value`` cannot go where a Go ``gotype`` (of reflect kind ``kind``) is."""
+    if state.unstructured:
+        raise _Fatal(_converter_error(value, kind))
+    _save(state, _json_kind(value), struct, gotype)
+
+
+def _go_kind(value: Any) -> str:
+    """The Go kind of a decoded JSON value in an unstructured map."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int64"
+    if isinstance(value, float):
+        return "float64"
+    if isinstance(value, str):
+        return "string"
+    return "slice" if isinstance(value, list) else "map"
+
+
+def _converter_error(value: Any, kind: str) -> str:
+    """runtime.DefaultUnstructuredConverter's words for a value that does not convert."""
+    source = _go_kind(value)
+    if kind in ("map", "slice"):
+        return f"cannot restore {kind} from {source}"
+    if kind == "struct":
+        return f"cannot restore struct from: {source}"
+    if (source, kind) in (("int64", "string"), ("float64", "int32"), ("float64", "int64")):
+        return f"cannot convert {source} to {kind}"
+    return f"unrecognized type: {kind}"
+
+
 def _type_error(what: str, state: _State, struct: str, gotype: str) -> str:
-    if struct or state.stack:
+    if (struct or state.stack) and not state.unstructured:
         return (
             f"json: cannot unmarshal {what} into Go struct field "
             f"{struct}.{'.'.join(state.stack)} of type {gotype}"
@@ -155,21 +238,26 @@ def _any(value: Any, state: _State, struct: str, depth: int) -> None:
 
 def _string(value: Any, state: _State, struct: str, depth: int) -> None:
     if value is not None and not isinstance(value, str):
-        _save(state, _json_kind(value), struct, "string")
+        _mismatch(state, value, struct, "string", "string")
 
 
 def _bool(value: Any, state: _State, struct: str, depth: int) -> None:
     if value is not None and not isinstance(value, bool):
-        _save(state, _json_kind(value), struct, "bool")
+        _mismatch(state, value, struct, "bool", "bool")
 
 
 def _number(value: Any, state: _State, struct: str, depth: int) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _save(state, _json_kind(value), struct, "float64")
+        _mismatch(state, value, struct, "float64", "float64")
     elif isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         _save(state, f"number {_number_text(value)}", struct, "float64")
+
+
+_INTEGER_CHECKS: set[Check] = set()
+"""The integer checkers: after a strategic merge patch an integral float found there is
+written back as the int the converter makes of it."""
 
 
 def _integer(bits: int) -> Check:
@@ -183,10 +271,15 @@ def _integer(bits: int) -> Check:
             if not low <= value <= high:
                 _save(state, f"number {value}", struct, gotype)
         elif isinstance(value, float):
+            if state.unstructured and value.is_integer() and low <= value <= high:
+                return  # the converter takes an integral float for an integer
+            if state.unstructured:
+                raise _Fatal(_converter_error(value, gotype))
             _save(state, f"number {_number_text(value)}", struct, gotype)
         else:
-            _save(state, _json_kind(value), struct, gotype)
+            _mismatch(state, value, struct, gotype, gotype)
 
+    _INTEGER_CHECKS.add(check)
     return check
 
 
@@ -194,7 +287,7 @@ def _bytes(value: Any, state: _State, struct: str, depth: int) -> None:
     if value is None:
         return
     if not isinstance(value, str):
-        _save(state, _json_kind(value), struct, "[]uint8")
+        _mismatch(state, value, struct, "[]uint8", "slice")
         return
     problem = _base64_error(value)
     if problem is not None and state.error is None:
@@ -393,7 +486,7 @@ def _array(item: Check, gotype: str, zero: Zero) -> Check:
         if value is None:
             return
         if not isinstance(value, list):
-            _save(state, _json_kind(value), struct, gotype)
+            _mismatch(state, value, struct, gotype, "slice")
             return
         if depth > _MAX_DEPTH:
             raise _Fatal("exceeded max depth")
@@ -404,6 +497,8 @@ def _array(item: Check, gotype: str, zero: Zero) -> Check:
                     value[index] = replacement
                 continue
             item(element, state, struct, depth + 1)
+            if type(element) is float and state.unstructured and item in _INTEGER_CHECKS:
+                value[index] = int(element)
 
     return check
 
@@ -413,7 +508,7 @@ def _map(item: Check, gotype: str, zero: Zero) -> Check:
         if value is None:
             return
         if not isinstance(value, dict):
-            _save(state, _json_kind(value), struct, gotype)
+            _mismatch(state, value, struct, gotype, "map")
             return
         if depth > _MAX_DEPTH:
             raise _Fatal("exceeded max depth")
@@ -424,6 +519,8 @@ def _map(item: Check, gotype: str, zero: Zero) -> Check:
                     value[key] = replacement  # same key: no resize while iterating
                 continue
             item(element, state, struct, depth + 1)
+            if type(element) is float and state.unstructured and item in _INTEGER_CHECKS:
+                value[key] = int(element)
 
     return check
 
@@ -431,7 +528,8 @@ def _map(item: Check, gotype: str, zero: Zero) -> Check:
 def _free_object(gotype: str) -> Check:
     def check(value: Any, state: _State, struct: str, depth: int) -> None:
         if value is not None and not isinstance(value, dict):
-            _save(state, _json_kind(value), struct, gotype)
+            kind = "map" if gotype.startswith("map[") else "struct"
+            _mismatch(state, value, struct, gotype, kind)
 
     return check
 
@@ -441,7 +539,7 @@ def _struct(fields: dict[str, Check], gotype: str, name: str) -> Check:
         if value is None:
             return
         if not isinstance(value, dict):
-            _save(state, _json_kind(value), struct, gotype)
+            _mismatch(state, value, struct, gotype, "struct")
             return
         if depth > _MAX_DEPTH:
             raise _Fatal("exceeded max depth")
@@ -453,6 +551,8 @@ def _struct(fields: dict[str, Check], gotype: str, name: str) -> Check:
             stack.append(key)
             field(element, state, name, depth + 1)
             stack.pop()
+            if type(element) is float and state.unstructured and field in _INTEGER_CHECKS:
+                value[key] = int(element)
 
     return check
 
@@ -480,15 +580,20 @@ class TypeChecker:
         self._definitions = definitions
         self._compiled: dict[str, _Ref] = {}
 
-    def check(self, definition: str, obj: Any) -> str | None:
+    def check(self, definition: str, obj: Any, *, unstructured: bool = False) -> str | None:
         """The Go decoder's error for ``obj`` as the definition's struct, or None when it
         decodes; an unknown definition is never an error. A ``null`` element of a list or
         map becomes the element's zero value in place (``""``, ``0``, ``false``, ``{}``), as
-        decoding into the typed struct makes it."""
+        decoding into the typed struct makes it.
+
+        ``unstructured``: judge as upstream's map-to-struct converter does after a strategic
+        merge patch (an integral float fits an integer; the first error ends the walk and
+        reads ``unrecognized type: int32``, ``cannot restore slice from string``...); such
+        an integral float is written back as the int the converter makes of it."""
         if definition not in self._definitions:
             return None
         checker = self._ref(definition)
-        state = _State()
+        state = _State(unstructured=unstructured)
         try:
             checker(obj, state, "", 0)
         except _Fatal as exc:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from sampan.api import fielderrors, jsonwire
+from sampan.api.typecheck import go_format_value
 from sampan.apiserver import watch as watch_stream
 from sampan.apiserver.admission import (
     AdmissionAttributes,
@@ -332,12 +333,14 @@ class ResourceHandler:
             )
         return obj
 
-    def _type_error(self, api_version: str, kind: str, obj: dict[str, Any]) -> str | None:
+    def _type_error(
+        self, api_version: str, kind: str, obj: dict[str, Any], *, unstructured: bool = False
+    ) -> str | None:
         """The typed decoder's error for a built-in kind's object (None: it decodes, or the
         kind is a custom resource, judged by its CRD schema instead)."""
         if not self._typed:
             return None
-        return builtin_type_error(api_version, kind, obj)
+        return builtin_type_error(api_version, kind, obj, unstructured=unstructured)
 
     @staticmethod
     def _decode_error(api_version: str, kind: str, error: str) -> BadRequest:
@@ -349,18 +352,21 @@ class ResourceHandler:
     ) -> None:
         """The patched object must decode as the kind does (upstream decodes it into the
         typed struct): an apply configuration that does not fit answers 400, any other
-        patch 422 with the decoder's error on ``patch`` (as kube-apiserver's patcher)."""
+        patch 422 with the decoder's error on ``patch`` (as kube-apiserver's patcher). A
+        strategic merge patch result goes through upstream's map-to-struct converter
+        instead of the JSON decoder: its rules and words, and the patch shown as Go's %+v."""
+        strategic = patch_type == STRATEGIC_MERGE_PATCH
         try:
             jsonwire.check_object_depth(patched)
-            error = self._type_error(info.api_version, info.kind, patched)
+            error = self._type_error(info.api_version, info.kind, patched, unstructured=strategic)
         except jsonwire.DecodeError as exc:
             error = str(exc)
         if error is None:
             return
         if patch_type == APPLY_PATCH:
             raise self._decode_error(info.api_version, info.kind, error)
-        if patch_type == STRATEGIC_MERGE_PATCH:
-            shown = body.decode("utf-8", "replace")
+        if strategic:
+            shown = go_format_value(jsonwire.loads(body))
         else:
             shown = dump_json(patched).decode()
         raise Invalid.for_object("", "", "", [fielderrors.invalid("patch", shown, error)])

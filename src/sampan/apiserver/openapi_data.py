@@ -109,17 +109,20 @@ def _builtin_types() -> tuple[TypeChecker, dict[tuple[str, str, str], str]]:
     return TypeChecker(definitions), index
 
 
-def builtin_type_error(api_version: str, kind: str, obj: Any) -> str | None:
+def builtin_type_error(
+    api_version: str, kind: str, obj: Any, *, unstructured: bool = False
+) -> str | None:
     """The typed decoder's error for ``obj`` as the built-in ``kind`` of ``api_version``
     (see ``sampan.api.typecheck``), or None; a kind with no definition is never an error.
     One checker per process, over the definitions ``load_definitions`` loaded once: each
-    kind is compiled on first use and cached."""
+    kind is compiled on first use and cached. ``unstructured``: the map-to-struct
+    converter's rules, as after a strategic merge patch."""
     checker, index = _builtin_types()
     group, _, version = api_version.rpartition("/")
     definition = index.get((group, version, kind))
     if definition is None:
         return None
-    return checker.check(definition, obj)
+    return checker.check(definition, obj, unstructured=unstructured)
 
 
 def convert_schema(node: Any, *, top_level: bool = False) -> Any:
