@@ -26,6 +26,12 @@ What the walk reproduces of Go's ``encoding/json`` (the sigs.k8s.io/json fork):
   checker writes that value in (``{"a": null}`` in ConfigMap data becomes ``{"a": ""}``, a
   ``null`` container becomes ``{}``); nil slices, maps, ``[]byte`` and times stay ``null``.
 
+After a strategic merge patch upstream converts the patched map with its unstructured
+converter instead of the JSON decoder; ``check(..., unstructured=True)`` follows that
+converter: an integral float fits an integer (and is written back as an int), the first
+error ends the walk, and it reads as the converter words it (``unrecognized type: int32``,
+``cannot restore slice from string``). ``go_format_value`` prints a value as Go's ``%+v``.
+
 Go type names are derived from the definition names (``io.k8s.api.core.v1.PodSpec`` ->
 ``v1.PodSpec``); named string types (``v1.Protocol``) are published as plain strings, so they
 read ``string`` here. Unknown fields are not this module's concern (field validation owns
