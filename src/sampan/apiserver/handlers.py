@@ -23,12 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from sampan.api import fielderrors, jsonwire
+from sampan.api.typecheck import go_format_value
 from sampan.apiserver import watch as watch_stream
 from sampan.apiserver.admission import (
     AdmissionAttributes,
     AdmissionChain,
     admitted_update,
     warning_header,
+    warning_text_ok,
 )
 from sampan.apiserver.apply import FieldManager, decode_apply_patch
 from sampan.apiserver.auth.user import AuthenticationError
@@ -42,13 +45,20 @@ from sampan.apiserver.errors import (
     NotFound,
 )
 from sampan.apiserver.negotiation import (
+    PROTOBUF_CONTENT_TYPE,
     decode_object,
     dump_json,
     media_type_of,
     parse_accept,
     read_body,
 )
-from sampan.apiserver.patch import APPLY_PATCH, apply_patch, check_patch_type
+from sampan.apiserver.openapi_data import builtin_type_error
+from sampan.apiserver.patch import (
+    APPLY_PATCH,
+    STRATEGIC_MERGE_PATCH,
+    apply_patch,
+    check_patch_type,
+)
 from sampan.apiserver.requestinfo import RequestInfo, query_flag
 from sampan.apiserver.responses import Renderer, json_response, status_success
 
@@ -151,6 +161,8 @@ class ResourceHandler:
     def __init__(self, ctx: HandlerContext) -> None:
         self.ctx = ctx
         self._fields = FieldManager(ctx.openapi)  # managedFields, apply, patch schemas
+        # Typed decoding of built-in kinds (needs the definitions the OpenAPI holds).
+        self._typed = ctx.openapi is not None
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -299,6 +311,16 @@ class ResourceHandler:
                 f'{body_kind} in version "{version}" cannot be handled as a {kind}: '
                 f"the kind in the data ({body_kind}) does not match the expected kind ({kind})"
             )
+        # Fewer brackets than the bound cannot nest deeper than it (protobuf has no brackets).
+        few_brackets = body.count(b"{") + body.count(b"[") <= jsonwire.MAX_OBJECT_DEPTH
+        if not few_brackets or media_type_of(request) == PROTOBUF_CONTENT_TYPE:
+            try:
+                jsonwire.check_object_depth(obj)
+            except jsonwire.DecodeError as exc:
+                raise self._decode_error(api_version, kind, str(exc)) from exc
+        error = self._type_error(api_version, kind, obj)
+        if error is not None:
+            raise self._decode_error(api_version, kind, error)
         obj["apiVersion"] = api_version
         obj["kind"] = kind
         metadata = obj.get("metadata")
@@ -310,6 +332,44 @@ class ResourceHandler:
                 "metadata must be an object"
             )
         return obj
+
+    def _type_error(
+        self, api_version: str, kind: str, obj: dict[str, Any], *, unstructured: bool = False
+    ) -> str | None:
+        """The typed decoder's error for a built-in kind's object (None: it decodes, or the
+        kind is a custom resource, judged by its CRD schema instead)."""
+        if not self._typed:
+            return None
+        return builtin_type_error(api_version, kind, obj, unstructured=unstructured)
+
+    @staticmethod
+    def _decode_error(api_version: str, kind: str, error: str) -> BadRequest:
+        version = api_version.rpartition("/")[2]
+        return BadRequest(f'{kind} in version "{version}" cannot be handled as a {kind}: {error}')
+
+    def _check_patched(
+        self, info: ResourceInfo, patched: dict[str, Any], patch_type: str, body: bytes
+    ) -> None:
+        """The patched object must decode as the kind does (upstream decodes it into the
+        typed struct): an apply configuration that does not fit answers 400, any other
+        patch 422 with the decoder's error on ``patch`` (as kube-apiserver's patcher). A
+        strategic merge patch result goes through upstream's map-to-struct converter
+        instead of the JSON decoder: its rules and words, and the patch shown as Go's %+v."""
+        strategic = patch_type == STRATEGIC_MERGE_PATCH
+        try:
+            jsonwire.check_object_depth(patched)
+            error = self._type_error(info.api_version, info.kind, patched, unstructured=strategic)
+        except jsonwire.DecodeError as exc:
+            error = str(exc)
+        if error is None:
+            return
+        if patch_type == APPLY_PATCH:
+            raise self._decode_error(info.api_version, info.kind, error)
+        if strategic:
+            shown = go_format_value(jsonwire.loads(body))
+        else:
+            shown = dump_json(patched).decode()
+        raise Invalid.for_object("", "", "", [fielderrors.invalid("patch", shown, error)])
 
     @staticmethod
     def _check_namespace(obj: dict[str, Any], info: ResourceInfo, namespace: str | None) -> None:
@@ -561,6 +621,16 @@ class ResourceHandler:
         dry_run = self._dry_run(request)
         check_patch_type(patch_type, custom=self._fields.is_custom(info))
         applied = decode_apply_patch(body) if patch_type == APPLY_PATCH else None
+        if applied is not None:
+            # The configuration must decode as the kind (upstream: the typed patch object).
+            error = self._type_error(info.api_version, info.kind, applied)
+            if error is not None:
+                raise self._decode_error(info.api_version, info.kind, error)
+            if not isinstance(applied.get("metadata") or {}, dict):
+                raise BadRequest(
+                    f"the object provided is unrecognized (must be of type {info.kind}): "
+                    "metadata must be an object"
+                )
         if applied is not None and self.ctx.custom is not None:
             # Unknown fields leave an apply configuration before it is merged (Strict: 400),
             # so managedFields never name a field that is not stored.
@@ -577,10 +647,12 @@ class ResourceHandler:
             view = to_request(current) if to_request else current
             if applied is not None:
                 patched = self._fields.apply(request, info, view, applied, subresource=subresource)
+                self._check_patched(info, patched, patch_type, body)
                 _check_patched_identity(info, view, patched)
                 patched = self._prepare_body(request, info, patched, "UPDATE", subresource)
             else:
                 patched = apply_patch(view, body, patch_type, schema)
+                self._check_patched(info, patched, patch_type, body)
                 _check_patched_identity(info, view, patched)
                 # Pruned/unknown fields go before managedFields are computed.
                 patched = self._prepare_body(request, info, patched, "UPDATE", subresource)
@@ -617,6 +689,7 @@ class ResourceHandler:
     ) -> web.StreamResponse:
         """Server-side apply of a missing object creates it (201), as upstream."""
         obj = self._fields.apply(request, info, None, applied)
+        self._check_patched(info, obj, APPLY_PATCH, b"")
         if not isinstance(obj.get("metadata"), dict):
             obj["metadata"] = {}
         self._check_name(obj, ri.path_name)
@@ -635,6 +708,9 @@ class ResourceHandler:
         options: dict[str, Any] = {}
         if body.strip():
             decoded = decode_object(body, media_type_of(request), "DeleteOptions")
+            error = self._type_error("v1", "DeleteOptions", decoded)
+            if error is not None:
+                raise self._decode_error("v1", "DeleteOptions", error)
             options = decoded
         query = request.query
         grace: int | None = options.get("gracePeriodSeconds")
@@ -794,7 +870,13 @@ class ResourceHandler:
             body = await read_body(request, self.ctx.max_body_bytes)
 
             def wanted(current_scale: dict[str, Any]) -> dict[str, Any]:
-                return apply_patch(current_scale, body, patch_type)
+                patched = apply_patch(current_scale, body, patch_type)
+                error = self._type_error("autoscaling/v1", "Scale", patched)
+                if error is not None:
+                    shown = dump_json(patched).decode()
+                    cause = fielderrors.invalid("patch", shown, error)
+                    raise Invalid.for_object("", "", "", [cause])
+                return patched
 
         def mutate(current: dict[str, Any]) -> dict[str, Any]:
             current_scale = scale_of(current)
@@ -983,7 +1065,8 @@ class ResourceHandler:
 
 def _user_from_spec(caller: UserInfo, spec: dict[str, Any]) -> UserInfo:
     """The user a SubjectAccessReview asks about (same type as the caller's UserInfo)."""
-    extra = {k: tuple(v) for k, v in (spec.get("extra") or {}).items()}
+    # null is a field's zero value (as the typed decoder reads it): "" / () here.
+    extra = {k: tuple(v or ()) for k, v in (spec.get("extra") or {}).items()}
     return type(caller)(
         name=spec.get("user") or "",
         uid=spec.get("uid") or "",
@@ -999,20 +1082,20 @@ def _review_attributes(
     if resource:
         return make(
             user=user,
-            verb=resource.get("verb", ""),
-            namespace=resource.get("namespace", ""),
-            api_group=resource.get("group", ""),
-            resource=resource.get("resource", ""),
-            subresource=resource.get("subresource", ""),
-            name=resource.get("name", ""),
+            verb=resource.get("verb") or "",
+            namespace=resource.get("namespace") or "",
+            api_group=resource.get("group") or "",
+            resource=resource.get("resource") or "",
+            subresource=resource.get("subresource") or "",
+            name=resource.get("name") or "",
             resource_request=True,
         )
     non_resource = spec.get("nonResourceAttributes")
     if non_resource:
         return make(
             user=user,
-            verb=non_resource.get("verb", ""),
-            path=non_resource.get("path", ""),
+            verb=non_resource.get("verb") or "",
+            path=non_resource.get("path") or "",
             resource_request=False,
         )
     return None
@@ -1085,7 +1168,8 @@ def _scale_of(info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
 def _warn(response: web.Response, attrs: AdmissionAttributes) -> web.Response:
     """Admission warnings as ``Warning`` headers (kubectl prints them)."""
     for message in attrs.warnings:
-        response.headers.add("Warning", warning_header(message))
+        if warning_text_ok(message):  # upstream drops text with control characters
+            response.headers.add("Warning", warning_header(message))
     return response
 
 

@@ -13,12 +13,16 @@ nothing downstream ever sees a half-read body.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
+from sampan.api import jsonwire
 from sampan.apiserver import protobuf
 from sampan.apiserver.errors import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
@@ -93,11 +97,18 @@ async def read_body(request: web.Request, max_body_bytes: int) -> bytes:
         raise _too_large(max_body_bytes)
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        total += len(chunk)
-        if total > max_body_bytes:
-            raise _too_large(max_body_bytes)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            total += len(chunk)
+            if total > max_body_bytes:
+                raise _too_large(max_body_bytes)
+            chunks.append(chunk)
+    except (HttpProcessingError, RequestPayloadError) as exc:
+        # The body itself is malformed (a Content-Encoding that does not decode, a broken
+        # chunk): the client's error, not the server's.
+        detail = " ".join(str(getattr(exc, "message", "") or exc).split())
+        detail = re.sub(r"^\d{3}, message: ", "", detail)  # aiohttp's wrapper prefix
+        raise BadRequest(f"error reading the request body: {detail}") from exc
     return b"".join(chunks)
 
 
@@ -121,13 +132,13 @@ def decode_object(body: bytes, media_type: str, expected_kind: str) -> dict[str,
             ) from exc
     if media_type in _YAML_TYPES:
         try:
-            obj = yaml.safe_load(body.decode("utf-8")) if body.strip() else None
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            obj = jsonwire.load_yaml(body.decode("utf-8")) if body.strip() else None
+        except (yaml.YAMLError, UnicodeDecodeError, jsonwire.DecodeError) as exc:
             raise _unrecognized(expected_kind, f"yaml: {_one_line(str(exc))}", body) from exc
     elif media_type in _JSON_TYPES or media_type.endswith("+json"):
         try:
-            obj = json.loads(body) if body.strip() else None
-        except (ValueError, UnicodeDecodeError) as exc:
+            obj = jsonwire.loads(body) if body.strip() else None
+        except jsonwire.DecodeError as exc:
             raise _unrecognized(
                 expected_kind, f"couldn't get version/kind; json parse error: {exc}", body
             ) from exc

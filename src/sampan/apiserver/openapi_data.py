@@ -16,6 +16,9 @@ Schema): ``type: [T, "null"]`` becomes ``type: T``; the ``enum`` pinned on every
 ``apiVersion``/``kind`` is dropped; ``IntOrString`` and ``Quantity`` become the string-typed
 schemas kube-apiserver publishes (``format: int-or-string`` / ``x-kubernetes-int-or-string``).
 
+``builtin_type_error`` checks an object against a kind's definition as kube-apiserver's typed
+decoding does (one compiled checker per process, see ``sampan.api.typecheck``).
+
 Invariant: the loaded definitions are shared and never mutated; callers copy before editing.
 """
 
@@ -27,11 +30,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sampan.api.typecheck import TypeChecker
+
 __all__ = [
     "KUBERNETES_SCHEMA_VERSION",
     "REF_PREFIX_V2",
     "REF_PREFIX_V3",
     "SchemaView",
+    "builtin_type_error",
     "convert_schema",
     "definitions_path",
     "load_definitions",
@@ -90,6 +96,33 @@ def load_definitions() -> dict[str, dict[str, Any]]:
         else:
             result[name] = convert_schema(schema, top_level=True)
     return result
+
+
+@functools.cache
+def _builtin_types() -> tuple[TypeChecker, dict[tuple[str, str, str], str]]:
+    definitions = load_definitions()
+    index: dict[tuple[str, str, str], str] = {}
+    for name, schema in definitions.items():
+        for gvk in schema.get("x-kubernetes-group-version-kind") or ():
+            key = (gvk.get("group", ""), gvk.get("version", ""), gvk.get("kind", ""))
+            index.setdefault(key, name)
+    return TypeChecker(definitions), index
+
+
+def builtin_type_error(
+    api_version: str, kind: str, obj: Any, *, unstructured: bool = False
+) -> str | None:
+    """The typed decoder's error for ``obj`` as the built-in ``kind`` of ``api_version``
+    (see ``sampan.api.typecheck``), or None; a kind with no definition is never an error.
+    One checker per process, over the definitions ``load_definitions`` loaded once: each
+    kind is compiled on first use and cached. ``unstructured``: the map-to-struct
+    converter's rules, as after a strategic merge patch."""
+    checker, index = _builtin_types()
+    group, _, version = api_version.rpartition("/")
+    definition = index.get((group, version, kind))
+    if definition is None:
+        return None
+    return checker.check(definition, obj, unstructured=unstructured)
 
 
 def convert_schema(node: Any, *, top_level: bool = False) -> Any:

@@ -14,9 +14,9 @@ nothing half-applied.
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any
 
+from sampan.api import jsonwire
 from sampan.apiserver.errors import BadRequest, Invalid, UnsupportedMediaType
 from sampan.apiserver.openapi_data import SchemaView
 from sampan.apiserver.strategicpatch import apply_strategic_merge_patch, decode_strategic_patch
@@ -63,13 +63,13 @@ def apply_patch(
         return apply_strategic_merge_patch(current, decode_strategic_patch(patch_body), schema)
     if patch_type == JSON_PATCH:
         try:
-            operations = json.loads(patch_body)
+            operations = jsonwire.loads(patch_body)
         except ValueError as exc:
             raise BadRequest(f"error decoding patch: {exc}") from exc
         return apply_json_patch(current, operations)
     if patch_type == MERGE_PATCH:
         try:
-            patch = json.loads(patch_body)
+            patch = jsonwire.loads(patch_body)
         except ValueError as exc:
             raise BadRequest(f"error decoding patch: {exc}") from exc
         if not isinstance(patch, dict):

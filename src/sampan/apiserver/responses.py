@@ -26,11 +26,30 @@ __all__ = [
     "error_response",
     "json_response",
     "status_success",
+    "warning_header",
+    "warning_text_ok",
 ]
 
 log = logging.getLogger(__name__)
 
 Converter = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def warning_text_ok(message: str) -> bool:
+    """Whether kube-apiserver would send this warning text: it refuses (drops) text with a
+    control character (Go's ``unicode.IsControl``: C0, DEL and C1)."""
+    return not any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in message)
+
+
+def warning_header(message: str) -> str:
+    """One ``Warning`` header value as kube-apiserver writes it: code 299, agent ``-``, the
+    text quoted with ``"`` and ``\\`` escaped. Callers drop text ``warning_text_ok`` refuses,
+    as upstream; should such text get here anyway its control characters are escaped, never
+    written raw (a CR or LF in a header value would split the response)."""
+    escaped = message.replace("\\", "\\\\").replace('"', '\\"')
+    if not warning_text_ok(escaped):
+        escaped = "".join(ch if warning_text_ok(ch) else f"\\u{ord(ch):04x}" for ch in escaped)
+    return f'299 - "{escaped}"'
 
 
 def json_response(body: bytes | dict[str, Any], status: int = 200) -> web.Response:

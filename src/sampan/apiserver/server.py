@@ -66,6 +66,7 @@ from sampan.apiserver.errors import (
     Unauthorized,
 )
 from sampan.apiserver.handlers import HandlerContext, ResourceHandler, not_found
+from sampan.apiserver.httperrors import StatusAppRunner
 from sampan.apiserver.impersonation import impersonate
 from sampan.apiserver.join import JoinService, is_join_path
 from sampan.apiserver.openapi import OpenAPI
@@ -280,10 +281,11 @@ class APIServer:
         ]
         ssl_context: ssl.SSLContext = rt.pki.ssl_server_context()
         app = web.Application(client_max_size=opts.max_body_bytes + 1)
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        # [\s\S]: a path with a newline (%0A) is the API's to answer too, not the router's.
+        app.router.add_route("*", "/{tail:[\\s\\S]*}", self._dispatch)
         # Access entries go to the "aiohttp.access" logger at INFO: the supervisor's logging
         # shows them only at high verbosity, and aiohttp skips formatting when disabled.
-        rt.runner = web.AppRunner(
+        rt.runner = StatusAppRunner(  # HTTP-layer errors answer a Status too
             app,
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
             handle_signals=False,

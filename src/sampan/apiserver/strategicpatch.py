@@ -26,6 +26,7 @@ import copy
 import json
 from typing import Any
 
+from sampan.api import jsonwire
 from sampan.apiserver.errors import BadRequest
 from sampan.apiserver.openapi_data import SchemaView
 
@@ -40,7 +41,7 @@ _MERGE = "merge"
 
 def decode_strategic_patch(body: bytes) -> dict[str, Any]:
     try:
-        patch = json.loads(body)
+        patch = jsonwire.loads(body)
     except ValueError as exc:
         raise BadRequest(f"error decoding patch: {exc}") from exc
     if not isinstance(patch, dict):

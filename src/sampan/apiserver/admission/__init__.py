@@ -26,6 +26,7 @@ from sampan.apiserver.admission.chain import (
     admitted_update,
     forbidden,
     warning_header,
+    warning_text_ok,
 )
 from sampan.apiserver.admission.namespace import (
     IMMORTAL_NAMESPACES,
@@ -46,6 +47,7 @@ __all__ = [
     "default_chain",
     "forbidden",
     "warning_header",
+    "warning_text_ok",
 ]
 
 

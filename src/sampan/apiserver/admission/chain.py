@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sampan.apiserver.errors import Conflict, Forbidden, qualified_resource
+from sampan.apiserver.responses import warning_header, warning_text_ok
 
 __all__ = [
     "MAX_ADMITTED_UPDATE_ATTEMPTS",
@@ -36,6 +37,7 @@ __all__ = [
     "admitted_update",
     "forbidden",
     "warning_header",
+    "warning_text_ok",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,12 +101,6 @@ def forbidden(attrs: AdmissionAttributes, reason: str) -> Forbidden:
     else:
         message = f"{resource} is forbidden: {reason}"
     return Forbidden(message, name=attrs.name, group=attrs.group, kind=attrs.resource)
-
-
-def warning_header(message: str) -> str:
-    """One ``Warning`` header value as kube-apiserver writes it (code 299, agent ``-``)."""
-    escaped = message.replace("\\", "\\\\").replace('"', '\\"')
-    return f'299 - "{escaped}"'
 
 
 class AdmissionChain:

@@ -40,6 +40,7 @@ from sampan.apiserver.errors import (
     TooManyRequests,
 )
 from sampan.apiserver.negotiation import decode_object, media_type_of, read_body
+from sampan.apiserver.openapi_data import builtin_type_error
 from sampan.apiserver.responses import json_response, status_success
 
 __all__ = [
@@ -59,6 +60,9 @@ MAX_BODY_BYTES = 1 << 20
 EVICTION_CONFLICT_RETRIES = 5
 POLICY_GROUP = "policy"
 
+_API_VERSIONS = {"TokenRequest": "authentication.k8s.io/v1", "Eviction": "policy/v1"}
+"""The version a body without ``apiVersion`` is decoded as."""
+
 Getter = Callable[[str, str, str, str], Awaitable[dict[str, Any] | None]]
 
 
@@ -67,6 +71,12 @@ async def _read(request: web.Request, kind: str) -> dict[str, Any]:
     if not body.strip():
         return {"kind": kind, "metadata": {}}
     obj = decode_object(body, media_type_of(request), kind)
+    # Typed decoding, as for every built-in kind (a string deleteOptions is a 400).
+    api_version = obj.get("apiVersion") if isinstance(obj.get("apiVersion"), str) else ""
+    error = builtin_type_error(api_version or _API_VERSIONS[kind], kind, obj)
+    if error is not None:
+        version = (api_version or _API_VERSIONS[kind]).rpartition("/")[2]
+        raise BadRequest(f'{kind} in version "{version}" cannot be handled as a {kind}: {error}')
     if not isinstance(obj.get("metadata"), dict):
         obj["metadata"] = {}
     return obj

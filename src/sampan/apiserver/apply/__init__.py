@@ -8,12 +8,11 @@ call on every write), and the FieldsV1 helpers in ``fieldpath``.
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 import yaml
 
+from sampan.api import jsonwire
 from sampan.apiserver.apply.fieldpath import from_fields_v1, path_string, to_fields_v1
 from sampan.apiserver.apply.managed import (
     APPLY,
@@ -43,31 +42,17 @@ __all__ = [
 ]
 
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """YAML with YAML 1.2 booleans: ``y``, ``yes``, ``on``... stay strings (as in the Go
-    YAML library kube-apiserver uses); only true/false are booleans."""
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
-
-
 def decode_apply_patch(body: bytes) -> dict[str, Any]:
     """The applied configuration: JSON, or YAML (kubectl sends JSON, both are accepted)."""
     try:
-        value = json.loads(body)
-    except ValueError:
+        value = jsonwire.loads(body)
+    except jsonwire.DecodeError as exc:
+        if str(exc) == jsonwire.DEPTH_ERROR:
+            raise BadRequest(f"error decoding patch: {exc}") from exc
         try:
-            value = yaml.load(body, Loader=_Yaml12Loader)  # a SafeLoader subclass
-        except yaml.YAMLError as exc:
-            raise BadRequest(f"error decoding YAML: {exc}") from exc
+            value = jsonwire.load_yaml(body.decode("utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError, jsonwire.DecodeError) as exc2:
+            raise BadRequest(f"error decoding YAML: {exc2}") from exc2
     if not isinstance(value, dict):
         raise BadRequest("error decoding patch: an apply patch must be an object")
     return value

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sampan.api.typecheck import go_quote
 from sampan.apiserver.errors import BadRequest
 
 __all__ = [
@@ -57,7 +58,9 @@ def parse_directive(query: Mapping[str, str]) -> str:
 
 
 def unknown_field_warning(path: str) -> str:
-    return f'unknown field "{path}"'
+    """Upstream's strict-decoding text: the path quoted as Go's ``strconv.Quote`` does, so a
+    field name with a control character reads ``"bogus\\nfield"`` (safe in a header)."""
+    return f"unknown field {go_quote(path)}"
 
 
 def strict_error(kind: str, version: str, paths: list[str]) -> BadRequest:

@@ -39,7 +39,12 @@ from sampan.apiserver.crd.fieldvalidation import (
 )
 from sampan.apiserver.crd.model import ScalePaths, ServedVersion, crd_names
 from sampan.apiserver.errors import BadRequest, Cause, Invalid, MethodNotSupported
-from sampan.apiserver.responses import Converter, Renderer
+from sampan.apiserver.responses import (
+    Converter,
+    Renderer,
+    warning_header,
+    warning_text_ok,
+)
 
 __all__ = [
     "WARNINGS_KEY",
@@ -63,6 +68,8 @@ JSONObj = dict[str, Any]
 
 def add_warning(request: web.Request, message: str) -> None:
     """Queue one warning for the response (duplicates are sent once)."""
+    if not warning_text_ok(message):
+        return  # upstream drops a warning with control characters (it cannot be a header)
     warnings: list[str] = request.setdefault(WARNINGS_KEY, [])
     if message not in warnings:
         warnings.append(message)
@@ -70,12 +77,6 @@ def add_warning(request: web.Request, message: str) -> None:
 
 def request_warnings(request: web.Request) -> list[str]:
     return list(request.get(WARNINGS_KEY) or ())
-
-
-def warning_header(message: str) -> str:
-    """RFC 7234 warning value as kube-apiserver sends it: code 299, agent ``-``."""
-    escaped = message.replace("\\", "\\\\").replace('"', '\\"')
-    return f'299 - "{escaped}"'
 
 
 class CustomResourceRenderer(Renderer):

@@ -578,8 +578,9 @@ class ResourceStore:
         obj = self._to_storage_version(copy.deepcopy(obj))
         sinfo = self.storage_info
         meta = _meta(obj)
-        if meta.get("resourceVersion"):
-            # Upstream's etcd store refuses it with a plain (500) error.
+        if _parses_as_revision(meta.get("resourceVersion")):
+            # Upstream's etcd store refuses it with a plain (500) error; a value its versioner
+            # cannot parse (not a decimal uint64) skips that check and is dropped below.
             raise InternalError(
                 "Internal error occurred: resourceVersion should not be set on objects to be "
                 "created"
@@ -992,3 +993,8 @@ class ResourceStore:
 
         results = await asyncio.gather(*(one(d) for d in page.items))
         return [r for r in results if r is not None]
+
+
+def _parses_as_revision(value: Any) -> bool:
+    """Whether upstream's versioner reads ``value`` as a non-zero revision (uint64)."""
+    return isinstance(value, str) and value.isascii() and value.isdigit() and 0 < int(value) < 2**64

@@ -1,0 +1,201 @@
+"""Request JSON parsed the way kube-apiserver's Go decoder reads it, safely.
+
+Owns turning client bytes (a body, a patch) into Python values with three guarantees the
+standard library does not give:
+
+* **Bounded nesting.** Nothing deeper than ``MAX_DEPTH`` arrays/objects is returned, so every
+  recursive walk downstream (field validation, patches, deep copies, serialisation) stays far
+  below Python's recursion limit. Go's decoder stops at 10,000 levels (``exceeded max
+  depth``); Python's own parser gives up near 1,000 with a RecursionError, and the recursive
+  code after it much earlier, so Sampan's bound is lower and answered the same way: a decode
+  error (400), never a 500. ``check_depth`` bounds values built after parsing without
+  recursion; ``check_object_depth`` bounds an object's own content a little lower, so the
+  managed fields the server adds never take an object it stored over the request bound.
+* **No lone surrogates.** ``"\\ud800"`` is valid JSON text but no valid Unicode; Go's decoder
+  replaces each unpaired surrogate escape with U+FFFD, and so does this module (Python keeps
+  it, and the first ``.encode()`` later fails).
+* **No NaN/Infinity.** Python accepts those literals; Go does not (``invalid character 'N'
+  looking for beginning of value``).
+
+``load_yaml`` gives YAML bodies the same bounds and makes their values JSON as the YAML-to-JSON
+conversion upstream does (string keys; timestamps and ``yes``/``on`` stay strings).
+
+The cost on an ordinary body is one ``json.loads`` plus two ``bytes.count`` calls: the exact
+depth walk runs only when the body has more brackets than the bound, and the surrogate repair
+only when the text contains a ``\\uD8xx``-``\\uDFxx`` escape.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "MAX_DEPTH",
+    "DecodeError",
+    "check_depth",
+    "check_object_depth",
+    "fix_surrogates",
+    "load_yaml",
+    "loads",
+]
+
+MAX_DEPTH = 128
+"""Deepest nesting of arrays and objects accepted in a request (Go: 10,000)."""
+MAX_OBJECT_DEPTH = MAX_DEPTH - 8
+"""Deepest nesting of an object's own content (all but ``metadata.managedFields``): the
+managed fields the server adds mirror that content a few levels deeper, and an object read
+back must still be a body the server accepts."""
+
+DEPTH_ERROR = f"exceeded max depth of {MAX_DEPTH}"
+OBJECT_DEPTH_ERROR = (
+    f"exceeded max depth of {MAX_OBJECT_DEPTH} (not counting metadata.managedFields)"
+)
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_TEXT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class DecodeError(ValueError):
+    """The bytes are not JSON Go would accept; ``str()`` is the decoder's message."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise DecodeError(f"invalid character {name[0]!r} looking for beginning of value")
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse one JSON value with the guarantees in the module docstring (DecodeError)."""
+    try:
+        value = json.loads(data, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise DecodeError(DEPTH_ERROR) from exc
+    except DecodeError:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(str(exc)) from exc
+    if isinstance(value, (dict, list)):
+        raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+        if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+            check_depth(value)
+        if _SURROGATE_ESCAPE.search(raw):
+            value = fix_surrogates(value)
+    elif isinstance(value, str):
+        value = _LONE_SURROGATE.sub("\ufffd", value)
+    return value
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """YAML as kube-apiserver's YAML-to-JSON step reads it: only true/false are booleans
+    (``yes``/``on`` stay strings) and timestamps stay strings (the Go YAML library keeps a
+    timestamp-looking scalar a string when decoding into an untyped value)."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse one YAML document into JSON values, with the bounds of ``loads`` (DecodeError,
+    or ``yaml.YAMLError`` for YAML syntax)."""
+    try:
+        value = yaml.load(text, Loader=_YamlLoader)  # a SafeLoader subclass
+    except RecursionError as exc:
+        raise DecodeError(DEPTH_ERROR) from exc
+    if isinstance(value, (dict, list)):
+        check_depth(value)
+    value = _to_json(value)
+    if _SURROGATE_ESCAPE_TEXT.search(text):
+        value = fix_surrogates(value)
+    return value
+
+
+def _to_json(value: Any) -> Any:
+    """YAML-only values made JSON, as the YAML-to-JSON conversion does: keys become strings,
+    sets become maps of nulls, ``!!binary`` its bytes as text; non-finite floats and other
+    objects cannot be JSON (DecodeError). Depth is already bounded."""
+    if isinstance(value, dict):
+        return {_key(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_json(item) for item in value]
+    if isinstance(value, (str, bool, int)) or value is None:
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise DecodeError(f"json: unsupported value: {value}")
+        return value
+    if isinstance(value, (set, frozenset)):
+        return {_key(k): None for k in value}
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise DecodeError(f"json: unsupported type: {type(value).__name__}")
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if key is None:
+        return "null"
+    if isinstance(key, (int, float)):
+        return str(key)
+    raise DecodeError(f"json: unsupported map key type: {type(key).__name__}")
+
+
+def check_depth(value: Any, limit: int = MAX_DEPTH, *, message: str = DEPTH_ERROR) -> None:
+    """DecodeError when ``value`` nests more than ``limit`` containers (iterative walk)."""
+    _check_depth([(value, 1)], limit, message)
+
+
+def check_object_depth(obj: dict[str, Any]) -> None:
+    """DecodeError when an object's own content nests deeper than ``MAX_OBJECT_DEPTH``
+    (``metadata.managedFields`` is not counted: see ``MAX_OBJECT_DEPTH``)."""
+    stack: list[tuple[Any, int]] = []
+    for key, child in obj.items():
+        if key == "metadata" and isinstance(child, dict):
+            stack.extend(
+                (grandchild, 3)
+                for name, grandchild in child.items()
+                if name != "managedFields" and isinstance(grandchild, (dict, list))
+            )
+        elif isinstance(child, (dict, list)):
+            stack.append((child, 2))
+    _check_depth(stack, MAX_OBJECT_DEPTH, OBJECT_DEPTH_ERROR)
+
+
+def _check_depth(stack: list[tuple[Any, int]], limit: int, message: str) -> None:
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise DecodeError(message)
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+
+
+def fix_surrogates(value: Any) -> Any:
+    """``value`` with every unpaired surrogate (in keys and strings) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {fix_surrogates(k): fix_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fix_surrogates(item) for item in value]
+    return value
