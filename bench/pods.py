@@ -131,7 +131,10 @@ async def raw_cri(node: NodeHarness, count: int, *, at_once: bool = False) -> li
             log_directory=str(log_dir),
             labels={"sampan.bench": "raw"},
             linux=pb.LinuxPodSandboxConfig(
-                cgroup_parent=f"{node.names.cgroup_root}/besteffort/pod{uid}",
+                # Below the test cgroup root (cleaned up with it) but outside the tiers the
+                # kubelet owns: its housekeeping removes pod cgroups it has no pod for, and
+                # once removed this sandbox's cgroup while runc was starting it.
+                cgroup_parent=f"{node.names.cgroup_root}/bench-raw/pod{uid}",
                 security_context=pb.LinuxSandboxSecurityContext(
                     namespace_options=pb.NamespaceOption(pid=pb.NamespaceMode.CONTAINER)
                 ),
