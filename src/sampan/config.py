@@ -296,6 +296,13 @@ OPTIONS: tuple[Option, ...] = (
         commands=SERVER,
     ),
     _o("disable-agent", "bool", False, "components", "Do not run a local agent", commands=SERVER),
+    _o(
+        "disable-network-policy",
+        "bool",
+        False,
+        "components",
+        "Disable the NetworkPolicy enforcement of the agent (removes its rules at start)",
+    ),
     # -- flags passed to components
     _o(
         "kube-apiserver-arg",
@@ -381,6 +388,7 @@ class Config:
     disable_controller_manager: bool = False
     disable_cloud_controller: bool = False
     disable_agent: bool = False
+    disable_network_policy: bool = False
     kube_apiserver_arg: tuple[str, ...] = ()
     kube_scheduler_arg: tuple[str, ...] = ()
     kube_controller_manager_arg: tuple[str, ...] = ()
