@@ -381,10 +381,14 @@ class NetworkPolicyCleanupComponent:
         self._data_dir = data_dir
 
     async def start(self, ctx: ComponentContext) -> None:
-        from sampan.netpol import cleanup, names_for_data_dir
+        from sampan.netpol import NetworkPolicyError, cleanup, names_for_data_dir
 
         names = await asyncio.to_thread(names_for_data_dir, self._data_dir)
-        removed = await asyncio.to_thread(cleanup, names)
+        try:
+            removed = await asyncio.to_thread(cleanup, names)
+        except NetworkPolicyError as exc:  # best effort: the agent runs without it
+            log.warning("network policy disabled; removing its old rules failed: %s", exc)
+            return
         if removed:
             log.info("network policy disabled: removed %d chains and sets", removed)
 
