@@ -22,7 +22,8 @@ PORT = 8080
 
 
 def _pod(name: str, labels: dict[str, str], *, server: bool) -> dict[str, Any]:
-    command = ["httpd", "-f", "-p", str(PORT)] if server else ["sleep", "3600"]
+    web = f"mkdir -p /www; echo hello > /www/index.html; exec httpd -f -p {PORT} -h /www"
+    command = ["sh", "-c", web] if server else ["sleep", "3600"]
     container: dict[str, Any] = {"name": "main", "image": BUSYBOX, "command": command}
     if server:
         container["ports"] = [{"name": "http", "containerPort": PORT}]
@@ -30,6 +31,12 @@ def _pod(name: str, labels: dict[str, str], *, server: bool) -> dict[str, Any]:
         "metadata": {"name": name, "labels": labels},
         "spec": {"containers": [container], "terminationGracePeriodSeconds": 1},
     }
+
+
+async def _ready(node: NodeHarness, ns: str, name: str) -> bool:
+    pod = await node.get_pod(ns, name)
+    conditions = ((pod or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 async def _running(node: NodeHarness, ns: str, name: str) -> str:
@@ -95,6 +102,14 @@ async def test_ingress_default_deny_then_allow_by_label(
     await _policy(node, ns, "deny", {"podSelector": {}, "policyTypes": ["Ingress"]})
     await _eventually(node, ns, "b", a, False)
     assert not await _connects(node, ns, "c", a)
+    # the node itself still reaches its pods: an HTTP readiness probe passes under the deny
+    probed = _pod("probed", {"app": "server"}, server=True)
+    probed["spec"]["containers"][0]["readinessProbe"] = {
+        "httpGet": {"path": "/", "port": "http"},
+        "periodSeconds": 1,
+    }
+    await node.create_pod(ns, probed)
+    await wait_for(lambda: _ready(node, ns, "probed"), what="probed pod Ready")
 
     await _policy(
         node,

@@ -1,6 +1,5 @@
 """The agent identity reads what network policy enforcement needs, and nothing more: list and
-watch NetworkPolicies, Pods and Namespaces cluster-wide; no writes, no single gets of
-other kinds."""
+watch NetworkPolicies, Pods and Namespaces cluster-wide; no writes, no Secrets."""
 
 from __future__ import annotations
 
