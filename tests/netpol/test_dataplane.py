@@ -3,71 +3,11 @@ namespace (ipsets and iptables are per namespace; nothing outside it is touched)
 
 from __future__ import annotations
 
-import ctypes
-import itertools
-import os
-import shutil
-import subprocess
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, TypeVar
-
-import pytest
-
 from sampan.netpol.controller import apply, cleanup
 from sampan.netpol.rules import Names, PodInfo, compile_rules, name_suffix
+from tests.netpol.conftest import Netns
 
-T = TypeVar("T")
-NETNS_DIR = Path("/run/netns")
 NAMES = Names(name_suffix("/tmp/netpol-dataplane-test"))
-_counter = itertools.count()
-
-
-def _enter_netns(path: Path) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, 0x40000000) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-    finally:
-        os.close(fd)
-
-
-class Netns:
-    def __init__(self, name: str, executor: ThreadPoolExecutor) -> None:
-        self.name = name
-        self.executor = executor
-
-    def call(self, fn: Callable[..., T], *args: Any) -> T:
-        return self.executor.submit(fn, *args).result()
-
-    def sh(self, *argv: str) -> str:
-        result = subprocess.run(
-            ["ip", "netns", "exec", self.name, *argv], capture_output=True, text=True, check=False
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    def sets(self) -> set[str]:
-        return set(self.sh("ipset", "list", "-n").split())
-
-
-@pytest.fixture
-def netns() -> Iterator[Netns]:
-    if os.geteuid() != 0 or shutil.which("ipset") is None:
-        pytest.skip("needs root and ipset")
-    name = f"spnp{os.getpid() % 100000}x{next(_counter)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    executor = ThreadPoolExecutor(
-        max_workers=1, initializer=_enter_netns, initargs=(NETNS_DIR / name,)
-    )
-    try:
-        yield Netns(name, executor)
-    finally:
-        executor.shutdown(wait=True)
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 PODS = [

@@ -11,7 +11,9 @@ Invariants:
   temporary name and swapped in) + ``iptables-save -t filter`` + one ``iptables-restore
   --noflush`` (every chain rewritten in one transaction) + one ``ipset restore`` destroying
   sets nothing references any more; never a command per rule or entry;
-* all of it runs on one worker thread, never on the event loop;
+* all of it runs on one worker thread, never on the event loop; with
+  ``NetworkPolicyOptions.netns`` that thread enters the namespace first (tests) and the
+  commands it starts inherit it;
 * syncs run at most every ``min_sync_period_s`` (default 1 s) and at least every
   ``sync_period_s`` (default 30 s: a full rewrite of every set, repairing drift); any watch
   event requests one; a failed sync is retried (the next one is full);
@@ -25,7 +27,9 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping
@@ -66,6 +70,7 @@ T = TypeVar("T")
 MIN_SYNC_PERIOD_DEFAULT_S = 1.0
 SYNC_PERIOD_DEFAULT_S = 30.0
 SUBPROCESS_TIMEOUT_S = 60.0
+_CLONE_NEWNET = 0x40000000
 REQUIRED_BINARIES = (
     ("ipset", "ipset"),
     ("iptables-save", "iptables"),
@@ -93,6 +98,18 @@ class NetworkPolicyOptions:
     names: Names
     min_sync_period_s: float = MIN_SYNC_PERIOD_DEFAULT_S
     sync_period_s: float = SYNC_PERIOD_DEFAULT_S
+    netns: Path | None = None  # program this network namespace instead (tests)
+
+
+def _enter_netns(path: Path) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 def _run(argv: list[str], stdin: str | None = None) -> str:
@@ -199,7 +216,13 @@ class NetworkPolicyController:
     async def start(self, ctx: _FailureSink | None = None) -> None:
         self._ctx = ctx
         check_binaries()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sampan-netpol")
+        netns = self.options.netns
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="sampan-netpol",
+            initializer=_enter_netns if netns is not None else None,
+            initargs=(netns,) if netns is not None else (),
+        )
         self._client = Client(self._client_config)
         self._factory = SharedInformerFactory(self._client)
         self._policies = self._factory.informer(NETWORKPOLICIES)
@@ -223,7 +246,12 @@ class NetworkPolicyController:
         try:
             self._factory.start()
             await self._factory.wait_synced()
-            await self._sync()
+            try:
+                await self._sync()
+            except NetworkPolicyError as exc:
+                raise NetworkPolicyError(
+                    f"{exc} (start with --disable-network-policy to run without enforcement)"
+                ) from exc
         except BaseException:
             await self._shutdown()
             raise
