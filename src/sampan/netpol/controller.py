@@ -11,14 +11,17 @@ Invariants:
   temporary name and swapped in) + ``iptables-save -t filter`` + one ``iptables-restore
   --noflush`` (every chain rewritten in one transaction) + one ``ipset restore`` destroying
   sets nothing references any more; never a command per rule or entry;
-* all of it runs on one worker thread, never on the event loop; with
-  ``NetworkPolicyOptions.netns`` that thread enters the namespace first (tests) and the
+* all of it, and the rule compilation, runs on one worker thread, never on the event loop;
+  with ``NetworkPolicyOptions.netns`` that thread enters the namespace first (tests) and the
   commands it starts inherit it;
 * syncs run at most every ``min_sync_period_s`` (default 1 s) and at least every
-  ``sync_period_s`` (default 30 s: a full rewrite of every set, repairing drift); any watch
-  event requests one; a failed sync is retried (the next one is full);
+  ``sync_period_s`` (default 30 s: a full rewrite of every set and chain, repairing drift);
+  any watch event that can change the rules requests one; a sync whose rules equal the last
+  applied ones writes nothing; a failed sync is retried (and the next one is full);
 * ``start()`` returns once the informers have synced and the first sync has been applied, so
-  the kubelet (started after it) never runs pods before their policies are in force;
+  the policies in force before a restart are re-applied before the kubelet (started after
+  it) runs pods; a new pod is covered from the first sync after its IP is reported, as with
+  kube-router;
 * ``stop()`` leaves chains and sets in place (policies keep applying while the agent restarts,
   as with K3s); ``cleanup(names)`` removes them (``sampan killall``, or an agent started with
   ``--disable-network-policy``).
@@ -27,6 +30,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import copy
 import ctypes
 import logging
 import os
@@ -335,8 +339,9 @@ class NetworkPolicyController:
                 log.error("network policy: sync failed (retrying): %s", exc)
                 self._wake.set()
 
-    def compile(self) -> Ruleset:
-        """The ruleset for the informers' current caches."""
+    async def compile(self) -> Ruleset:
+        """The ruleset for the informers' current caches: the inputs are taken here, the
+        compilation (pure CPU, linear in pods x policies) runs on the worker thread."""
         pods = [info for pod in self._pods.cache.list() if (info := pod_info(pod)) is not None]
         namespaces = {
             (ns.get("metadata") or {}).get("name", ""): dict(
@@ -344,19 +349,16 @@ class NetworkPolicyController:
             )
             for ns in self._namespaces.cache.list()
         }
-        return compile_rules(
-            self.options.names,
-            self.options.node_name,
-            self._policies.cache.list(),
-            pods,
-            namespaces,
+        policies = copy.deepcopy(self._policies.cache.list())  # the thread must own them
+        return await self._blocking(
+            compile_rules, self.options.names, self.options.node_name, policies, pods, namespaces
         )
 
     async def _sync(self) -> None:
         self._wake.clear()
         self._sync_started += 1
         try:
-            ruleset = self.compile()
+            ruleset = await self.compile()
             text = repr((ruleset.chains, ruleset.sets))
             now_s = asyncio.get_running_loop().time()
             full = self._applied is None or now_s - self._last_full_s >= self.options.sync_period_s

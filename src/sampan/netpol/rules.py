@@ -244,6 +244,12 @@ class _Compiler:
         self.pods = sorted(pods, key=lambda p: (p.namespace, p.name))
         self.namespaces = namespaces
         self.sets: dict[str, IPSet] = {}
+        self.by_namespace: dict[str, list[PodInfo]] = {}
+        for pod in self.pods:
+            self.by_namespace.setdefault(pod.namespace, []).append(pod)
+        # a policy's peers and egress named ports are the same for every pod it selects
+        self._peer_cache: dict[tuple[str, str, str], list[str]] = {}
+        self._named_cache: dict[tuple[str, str], str] = {}
 
     # peers -----------------------------------------------------------------------------------
 
@@ -263,13 +269,20 @@ class _Compiler:
             in_namespaces = {namespace}
         return [
             pod
-            for pod in self.pods
-            if pod.namespace in in_namespaces and pod_selector.matches(pod.labels)
+            for ns in sorted(in_namespaces)
+            for pod in self.by_namespace.get(ns, ())
+            if pod_selector.matches(pod.labels)
         ]
 
     def peer_matches(self, namespace: str, peer: Mapping[str, Any], side: str) -> list[str]:
         """iptables match fragments for one peer (``side`` is ``src`` or ``dst``); a peer
         that can match nothing yields no fragment."""
+        key = (namespace, json.dumps(peer, sort_keys=True), side)
+        if key not in self._peer_cache:
+            self._peer_cache[key] = self._peer_matches(namespace, peer, side)
+        return self._peer_cache[key]
+
+    def _peer_matches(self, namespace: str, peer: Mapping[str, Any], side: str) -> list[str]:
         flag = "-s" if side == "src" else "-d"
         block = peer.get("ipBlock")
         if block is not None:
@@ -299,8 +312,11 @@ class _Compiler:
             key_doc["namespaceSelector"] = peer["namespaceSelector"]
         else:
             key_doc["namespace"] = namespace
-        ips = [pod.ip for pod in self._selected_pods(namespace, peer)]
-        name = self._add_set("s", "hash:ip", json.dumps(key_doc, sort_keys=True), ips)
+        key = json.dumps(key_doc, sort_keys=True)
+        name = self.names.set_name("s", key)
+        if name not in self.sets:  # the same peer in another namespace's policy: same set
+            ips = [pod.ip for pod in self._selected_pods(namespace, peer)]
+            self._add_set("s", "hash:ip", key, ips)
         return [f"-m set --match-set {name} {side}"]
 
     # ports -----------------------------------------------------------------------------------
@@ -328,14 +344,7 @@ class _Compiler:
                     if number is not None:
                         out.append(f"-p {proto} -m {proto} --dport {number}")
                     continue
-                entries = []
-                for pod in self.pods:
-                    number = pod.named_port(value, protocol)
-                    if number is not None:
-                        entries.append(f"{pod.ip},{proto}:{number}")
-                key = json.dumps({"port": value, "protocol": protocol})
-                name = self._add_set("n", "hash:ip,port", key, entries)
-                out.append(f"-p {proto} -m set --match-set {name} dst,dst")
+                out.append(f"-p {proto} -m set --match-set {self._named(value, protocol)} dst,dst")
                 continue
             number = int(value)
             end = port.get("endPort")
@@ -344,6 +353,20 @@ class _Compiler:
             else:
                 out.append(f"-p {proto} -m {proto} --dport {number}")
         return out
+
+    def _named(self, port_name: str, protocol: str) -> str:
+        """The set of every pod IP with its container port called ``port_name``."""
+        if (port_name, protocol) not in self._named_cache:
+            proto = protocol.lower()
+            entries = []
+            for pod in self.pods:
+                number = pod.named_port(port_name, protocol)
+                if number is not None:
+                    entries.append(f"{pod.ip},{proto}:{number}")
+            key = json.dumps({"port": port_name, "protocol": protocol})
+            name = self._add_set("n", "hash:ip,port", key, entries)
+            self._named_cache[(port_name, protocol)] = name
+        return self._named_cache[(port_name, protocol)]
 
     # chains ----------------------------------------------------------------------------------
 
@@ -397,6 +420,9 @@ def compile_rules(
     pod_list = list(pods)
     compiler = _Compiler(names, node_name, pod_list, namespaces)
     local = [pod for pod in compiler.pods if pod.node_name == node_name]
+    local_by_ns: dict[str, list[PodInfo]] = {}
+    for pod in local:
+        local_by_ns.setdefault(pod.namespace, []).append(pod)
     selecting: dict[str, dict[str, list[Mapping[str, Any]]]] = {"ingress": {}, "egress": {}}
     ordered = sorted(
         policies,
@@ -408,8 +434,8 @@ def compile_rules(
         namespace = meta.get("namespace", "")
         selector = _selector(spec.get("podSelector") or {})
         types = _policy_types(spec)
-        for pod in local:
-            if pod.namespace != namespace or not selector.matches(pod.labels):
+        for pod in local_by_ns.get(namespace, ()):
+            if not selector.matches(pod.labels):
                 continue
             if "Ingress" in types:
                 selecting["ingress"].setdefault(pod.key, []).append(policy)
