@@ -12,11 +12,12 @@ PYTHON=${PYTHON:-python3}
 #   containerd, runc, containernetworking-plugins: the node agent's container runtime and CNI
 #   catatonit: Sampan builds its own pause image from Debian's static catatonit
 #   iptables, conntrack: Services (kube-proxy's iptables mode) and stale UDP flows
+#   ipset: NetworkPolicy enforcement (pod IP sets matched from iptables)
 #   busybox-static, umoci, skopeo, zstd: the tests build their own small images
 #   postgresql: the PostgreSQL datastore driver's tests start a private server from it
 DEB_PACKAGES=(
   python3-venv ca-certificates
-  containerd runc containernetworking-plugins catatonit iptables conntrack iproute2
+  containerd runc containernetworking-plugins catatonit iptables conntrack ipset iproute2
   busybox-static umoci skopeo zstd
   postgresql
 )

@@ -305,6 +305,13 @@ OPTIONS: tuple[Option, ...] = (
         "Default local storage path for local provisioner storage class "
         "(default: <data-dir>/storage)",
     ),
+    _o(
+        "disable-network-policy",
+        "bool",
+        False,
+        "components",
+        "Disable the NetworkPolicy enforcement of the agent (removes its rules at start)",
+    ),
     # -- flags passed to components
     _o(
         "kube-apiserver-arg",
@@ -391,6 +398,7 @@ class Config:
     disable_cloud_controller: bool = False
     disable_agent: bool = False
     default_local_storage_path: str = ""
+    disable_network_policy: bool = False
     kube_apiserver_arg: tuple[str, ...] = ()
     kube_scheduler_arg: tuple[str, ...] = ()
     kube_controller_manager_arg: tuple[str, ...] = ()

@@ -237,6 +237,7 @@ _BINARIES = (
     ("iptables-restore", "iptables", True),
     ("iptables-save", "iptables", True),
     ("conntrack", "conntrack", False),
+    ("ipset", "ipset", False),
     ("kubectl", "kubernetes-client", False),
 )
 

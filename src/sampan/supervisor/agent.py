@@ -15,9 +15,11 @@ path (K3s: "a server is a control plane plus an agent that joins itself"):
 3. **dns** — the node-local cluster DNS server (169.254.20.10:53 on a ``sampan-dns`` link);
 4. **proxy** — Services as iptables rules (kube-proxy's iptables mode; the cluster DNS IP is
    sent to the node-local DNS server);
-5. **kubelet** — containerd, the Node, pods;
-6. **kubelet-server** — the kubelet API on 10250 (logs, exec, attach, port-forward);
-7. **local-path** — removes the directories of this node's released local-path volumes.
+5. **network-policy** — NetworkPolicies as ipsets and iptables rules for this node's pods
+   (unless ``--disable-network-policy``: then its leftover rules are removed at start);
+6. **kubelet** — containerd, the Node, pods;
+7. **kubelet-server** — the kubelet API on 10250 (logs, exec, attach, port-forward);
+8. **local-path** — removes the directories of this node's released local-path volumes.
 
 The node password is a random secret kept on the node (``/etc/sampan/node/password``, or
 ``<data-dir>/agent/node-password`` with a non-default data dir): the server remembers it per
@@ -370,6 +372,47 @@ class KubeletServerComponent:
             self.inner = None
 
 
+class NetworkPolicyCleanupComponent:
+    """With ``--disable-network-policy``: remove what an earlier run enforced, so stale
+    policies do not keep applying."""
+
+    name = "network-policy-cleanup"
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+
+    async def start(self, ctx: ComponentContext) -> None:
+        from sampan.netpol import NetworkPolicyError, cleanup, names_for_data_dir
+
+        names = await asyncio.to_thread(names_for_data_dir, self._data_dir)
+        try:
+            removed = await asyncio.to_thread(cleanup, names)
+        except NetworkPolicyError as exc:  # best effort: the agent runs without it
+            log.warning("network policy disabled; removing its old rules failed: %s", exc)
+            return
+        if removed:
+            log.info("network policy disabled: removed %d chains and sets", removed)
+
+    async def stop(self) -> None:
+        return None
+
+
+def _network_policy_component(config: Config, join: JoinComponent, node: str) -> Component:
+    if config.disable_network_policy:
+        return NetworkPolicyCleanupComponent(config.data_dir)
+    from sampan.client import ClientConfig
+    from sampan.netpol import NetworkPolicyController, NetworkPolicyOptions, names_for_data_dir
+
+    return JoinedComponent(
+        "network-policy",
+        join,
+        lambda creds: NetworkPolicyController(
+            ClientConfig.from_kubeconfig(creds.kubeconfig("agent")),
+            NetworkPolicyOptions(node_name=node, names=names_for_data_dir(config.data_dir)),
+        ),
+    )
+
+
 def agent_components(
     config: Config, *, server_url: Callable[[], str], token: Callable[[], str], is_server: bool
 ) -> list[Component]:
@@ -479,6 +522,7 @@ def agent_components(
         )
 
     components.append(JoinedComponent("proxy", join, build_proxy))
+    components.append(_network_policy_component(config, join, name))
     kubelet = JoinedComponent(
         "kubelet",
         join,

@@ -8,9 +8,9 @@
    process left in the pod cgroups (``/kubepods`` in each hierarchy);
 3. unmounts everything under ``<data-dir>/agent`` (volumes, rootfs, netns files), deepest
    first, and removes the pod cgroups;
-4. deletes the network devices Sampan made (``cni0``, ``sampan.1``, ``sampan-dns``) and the
-   iptables chains (``KUBE-*``, ``CNI-*``, ``SAMPAN-*``) with one ``iptables-restore`` per
-   table.
+4. deletes the network devices Sampan made (``cni0``, ``sampan.1``, ``sampan-dns``), this data
+   dir's network policy chains and ipsets (``sampan.netpol.cleanup``), and the iptables chains
+   (``KUBE-*``, ``CNI-*``, ``SAMPAN-*``) with one ``iptables-restore`` per table.
 
 ``uninstall --yes`` runs ``killall`` and then removes the data dir and ``/etc/sampan``.
 
@@ -229,6 +229,16 @@ def _flush_iptables() -> int:
     return removed
 
 
+def _remove_network_policy(data_dir: Path) -> int:
+    from sampan.netpol import NetworkPolicyError, cleanup, names_for_data_dir
+
+    try:
+        return cleanup(names_for_data_dir(data_dir))
+    except NetworkPolicyError as exc:
+        log.warning("network policy cleanup: %s", exc)
+        return 0
+
+
 def killall(data_dir: Path, *, default_data_dir: bool, cgroup_root: str = CGROUP_ROOT) -> int:
     """Stop Sampan and everything it started for ``data_dir``; returns an exit code."""
     data_dir = data_dir.resolve()
@@ -257,14 +267,16 @@ def killall(data_dir: Path, *, default_data_dir: bool, cgroup_root: str = CGROUP
     cgroups = _remove_cgroups(cgroup_root)
     devices = _delete_devices()
     _flush_routes()
+    policy = _remove_network_policy(data_dir)
     chains = _flush_iptables()
     log.info(
         "killall: %d mounts unmounted, %d cgroups removed, devices removed %s, "
-        "%d iptables chains removed",
+        "%d iptables chains removed, %d network policy chains and sets removed",
         mounts,
         cgroups,
         devices or "none",
         chains,
+        policy,
     )
     return 0
 

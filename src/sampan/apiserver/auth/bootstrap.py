@@ -21,7 +21,9 @@ Sampan's component identities (client certificates the server issues; document c
   NodeRestriction admission narrows its writes;
 * ``system:sampan-agent``: ``system:sampan-agent`` — read-only: list/watch Nodes (network),
   Services and EndpointSlices (DNS). It writes nothing: the network component annotates its
-  own Node with the node's credential, and the server creates the kube-dns Service;
+  own Node with the node's credential, and the server creates the kube-dns Service; and
+  ``system:sampan-network-policy`` — list/watch NetworkPolicies, Pods and Namespaces (the
+  network policy component; kube-router's ClusterRole has the same reads);
 * service account ``kube-system/kube-dns``: ``system:kube-dns``.
 
 Deliberate differences from upstream, until the matching pieces exist:
@@ -575,6 +577,14 @@ def _sampan_roles() -> list[dict[str, Any]]:
                 _rule(EVENT_WRITE, (CORE, EVENTS), ("events",)),
             ],
         ),
+        _cluster_role(
+            "system:sampan-network-policy",
+            [
+                # network policy enforcement (sampan.netpol): targets, peers, policies
+                _rule(("list", "watch"), (CORE,), ("pods", "namespaces")),
+                _rule(("list", "watch"), (NETWORKING,), ("networkpolicies",)),
+            ],
+        ),
     ]
 
 
@@ -603,6 +613,7 @@ def _bindings() -> list[dict[str, Any]]:
         ),
         _binding("system:sampan-controller", [_subject("User", SAMPAN_CONTROLLER_USER)]),
         _binding("system:sampan-agent", [_subject("User", SAMPAN_AGENT_USER)]),
+        _binding("system:sampan-network-policy", [_subject("User", SAMPAN_AGENT_USER)]),
     ]
 
 
