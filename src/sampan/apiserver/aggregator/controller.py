@@ -199,7 +199,8 @@ class Aggregator:
         backoff_s = ERROR_BACKOFF_MIN_S
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), self._probe_interval_s)
+                async with asyncio.timeout(self._probe_interval_s):  # no helper task
+                    await self._wake.wait()
                 await asyncio.sleep(DEBOUNCE_S)
             except TimeoutError:
                 pass
@@ -332,8 +333,14 @@ class Aggregator:
             del self._discovery[gone]
         for gone in set(self._available) - names:
             del self._available[gone]
-        results = await asyncio.gather(*(self._check(o) for o in apiservices))
-        for obj, (status, reason, message) in zip(apiservices, results, strict=True):
+        remote = [o for o in apiservices if isinstance(_spec(o).get("service"), dict)]
+        local = [o for o in apiservices if not isinstance(_spec(o).get("service"), dict)]
+        # Backends are probed concurrently (each bounded by PROBE_TIMEOUT_S); local ones
+        # need no I/O and spawn no tasks.
+        results = [await self._check(o) for o in local]
+        if remote:
+            results += await asyncio.gather(*(self._check(o) for o in remote))
+        for obj, (status, reason, message) in zip([*local, *remote], results, strict=True):
             self._available[_name(obj)] = status == "True"
             await self._write_condition(obj, status, reason, message)
 
