@@ -116,6 +116,12 @@ class Wardle:
                 }
             )
         prefix = f"/apis/{GV}/namespaces/default/flunders"
+        if path == prefix + "/one/echo":  # a connection upgrade (WebSocket), as exec is
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for message in ws:
+                await ws.send_str(message.data.upper())
+            return ws
         if path == prefix and request.query.get("watch") in ("1", "true"):
             response = web.StreamResponse()
             response.content_type = "application/json"
@@ -397,6 +403,16 @@ async def test_proxy_discovery_and_unavailability(harness, wardle):
         assert json.loads(line)["object"]["metadata"]["name"] == "streamed"
         await wardle.events.put(None)
 
+    # Connection upgrades pass through and are spliced both ways.
+    async with (
+        asyncio.timeout(20),
+        harness.session.ws_connect(f"/apis/{GV}/namespaces/default/flunders/one/echo") as ws,
+    ):
+        await ws.send_str("hello")
+        assert (await ws.receive_str()) == "HELLO"
+    assert wardle.seen[-1]["path"].endswith("/one/echo")
+    assert wardle.seen[-1]["user"] == "system:admin"
+
     # Groups are ordered by groupPriorityMinimum: wardle (2000) after the built-in groups.
     names = [g["name"] for g in groups["groups"]]
     assert names.index("apps") < names.index(GROUP) < names.index("discovery.k8s.io") + 100
@@ -412,9 +428,12 @@ async def test_proxy_discovery_and_unavailability(harness, wardle):
     assert wardle.seen[-1]["user"] == "system:admin"
     assert "evil" not in wardle.seen[-1]["groups"]
 
+    port = wardle.port
     await wardle.stop()
     condition = await _available(harness, "False")
     assert condition["reason"] == "FailedDiscoveryCheck"
+    url = f"https://127.0.0.1:{port}/apis/{GV}"
+    assert condition["message"].startswith(f'failing or missing response from {url}: Get "{url}": ')
     async with asyncio.timeout(10):  # answered promptly, never hangs
         status, answer = await harness.request("GET", f"/apis/{GV}/namespaces/default/flunders")
     assert status == 503, answer

@@ -6,7 +6,8 @@ Rules: the name must be ``<spec.version>.<spec.group>`` (and a valid path segmen
 label; ``groupPriorityMinimum`` in (0, 20000] and ``versionPriority`` in (0, 1000]; a local
 APIService (no ``spec.service``) has neither ``caBundle`` nor ``insecureSkipTLSVerify``; a
 service reference names a namespace, a name and a valid port; ``insecureSkipTLSVerify`` and
-``caBundle`` exclude each other. ``spec.service.port`` defaults to 443 (``default_apiservice``).
+``caBundle`` exclude each other; a status condition's status is True, False or Unknown.
+``spec.service.port`` defaults to 443 (``default_apiservice``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,22 @@ import binascii
 from typing import TYPE_CHECKING, Any
 
 from sampan.api import fielderrors as fe
-from sampan.api.names import is_dns1035_label, is_dns1123_subdomain
+from sampan.api.names import (
+    is_dns1035_label,
+    is_dns1123_subdomain,
+    is_valid_path_segment_name,
+)
 
 if TYPE_CHECKING:
     from sampan.apiserver.errors import Cause
 
-__all__ = ["DEFAULT_SERVICE_PORT", "apiservice_name", "default_apiservice", "validate_apiservice"]
+__all__ = [
+    "DEFAULT_SERVICE_PORT",
+    "apiservice_name",
+    "default_apiservice",
+    "validate_apiservice",
+    "validate_apiservice_status",
+]
 
 DEFAULT_SERVICE_PORT = 443
 MAX_GROUP_PRIORITY = 20000
@@ -61,7 +72,8 @@ def validate_apiservice(info: Any, obj: dict[str, Any]) -> list[Cause]:
     version = str(spec.get("version") or "")
     name = str(meta.get("name") or "")
     required_name = apiservice_name(group, version)
-    if name and name != required_name:
+    # A name that is not a path segment is reported by the generic name check alone.
+    if name and not is_valid_path_segment_name(name) and name != required_name:
         causes.append(
             fe.invalid(
                 "metadata.name", name, f'must be `spec.version+"."+spec.group`: "{required_name}"'
@@ -128,4 +140,20 @@ def validate_apiservice(info: Any, obj: dict[str, Any]) -> list[Cause]:
         causes.append(
             fe.invalid("spec.insecureSkipTLSVerify", True, "may not be true if caBundle is present")
         )
+    return causes
+
+
+def validate_apiservice_status(info: Any, new: dict[str, Any], old: dict[str, Any]) -> list[Cause]:
+    """Each condition's status is True, False or Unknown."""
+    causes: list[Cause] = []
+    status = new.get("status") if isinstance(new.get("status"), dict) else {}
+    conditions = status.get("conditions") if isinstance(status.get("conditions"), list) else []
+    for i, condition in enumerate(conditions):
+        value = condition.get("status") if isinstance(condition, dict) else None
+        if value not in ("True", "False", "Unknown"):
+            causes.append(
+                fe.not_supported(
+                    f"status.conditions[{i}].status", value, ["True", "False", "Unknown"]
+                )
+            )
     return causes

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sampan.api import fielderrors as fe
-from sampan.api.apiregistration import validate_apiservice
+from sampan.api.apiregistration import validate_apiservice, validate_apiservice_status
 from sampan.api.cron import CronError, parse_schedule
 from sampan.api.labels import SelectorError, selector_from_label_selector
 from sampan.api.names import (
@@ -2291,6 +2291,7 @@ _UPDATE: dict[tuple[str, str], _UpdateFn] = {
 }
 
 _STATUS: dict[tuple[str, str], _UpdateFn] = {
+    ("apiregistration.k8s.io", "APIService"): validate_apiservice_status,
     ("", "Pod"): _validate_pod_status,
     ("certificates.k8s.io", "CertificateSigningRequest"): _validate_csr_status,
 }

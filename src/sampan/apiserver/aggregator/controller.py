@@ -12,8 +12,13 @@ It owns four jobs, all over the storage layer's caches:
   the others the Service and its endpoints are resolved (``ServiceNotFound``,
   ``ServicePortError``, ``EndpointsNotFound``, ``MissingEndpoints``) and the backend's
   ``/apis/<group>/<version>`` is fetched as ``system:kube-aggregator`` (``FailedDiscoveryCheck``
-  or ``Passed``). Checked at start, every ``PROBE_INTERVAL_S``, on any change to APIServices,
-  Services, Endpoints, EndpointSlices or CRDs, and at once when a proxied request cannot dial.
+  or ``Passed``). Checked just after start (off the start path, so a silent backend never
+  delays readiness; until then the stored condition counts), every ``PROBE_INTERVAL_S``, on
+  any change to APIServices, Services, Endpoints, EndpointSlices or CRDs, and at once when a
+  proxied request cannot dial.
+  Upstream's check skips certificate verification; this one verifies with ``caBundle`` as the
+  proxy does (the discovery documents it fetches are served to clients), so a wrong bundle
+  shows as ``FailedDiscoveryCheck`` instead of as failing requests.
   The condition is written only when it changes.
 * **Discovery**: the APIResourceList a passing check fetched is cached per APIService and
   merged into ``/apis`` and aggregated discovery (``discovery.py``); ``/apis/<group>`` of a
@@ -151,13 +156,21 @@ class Aggregator:
 
     async def start(self) -> None:
         await self._storage.wait_ready()
+        # Until checked again, an APIService is as available as its stored condition says
+        # (as upstream's proxy reads it), so a restart does not interrupt working backends.
+        for obj in self._apiservices.cached_objects(None):
+            condition = _available_condition(obj)
+            self._available[_name(obj)] = (
+                condition is not None and condition.get("status") == "True"
+            )
         try:
             await self.publish_authentication_config()
             await self.sync_local_apiservices(include_onstart=True)
-            await self.check_all()
         except (StatusError, StoreError) as exc:
             log.warning("initial aggregator pass failed (%s); retrying in the background", exc)
-            self._wake.set()
+        # Backends are probed by the loop at once, never on the start path: a backend that
+        # does not answer must not delay the server's readiness.
+        self._wake.set()
         watched = {
             "apiservices": self._apiservices,
             "services": self._services,
@@ -368,7 +381,8 @@ class Aggregator:
             return (
                 "False",
                 "FailedDiscoveryCheck",
-                f"failing or missing response from {url}: {detail}",
+                # Worded as upstream's, with Go's url.Error inside.
+                f'failing or missing response from {url}: Get "{url}": {detail}',
             )
         if not 200 <= status < 300:
             self._mark_stale(name)
