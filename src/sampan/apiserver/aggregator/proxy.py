@@ -11,12 +11,14 @@ insecureSkipTLSVerify): the backend's serving certificate must chain to ``spec.c
 ``forward`` relays one request: the caller's headers minus hop-by-hop ones, credentials
 (``Authorization``), impersonation and any ``X-Remote-*`` the caller sent, plus the
 authenticated user as ``X-Remote-User`` / ``X-Remote-Group`` (one per group) /
-``X-Remote-Extra-<key>`` (key percent-escaped). The body streams both ways chunk by chunk,
+``X-Remote-Extra-<key>`` (key percent-escaped), and the caller's address appended to
+``X-Forwarded-For``. The body streams both ways chunk by chunk,
 so a watch's events reach the caller as the backend writes them. Connection upgrades are
 sent on raw and spliced after ``101`` (``sampan.httpstream``).
 
 Invariants: the caller's own identity headers never reach a backend; nothing is buffered
-beyond one chunk; a backend that cannot be reached is a 503 ``ServiceUnavailable`` Status.
+beyond one chunk; a backend that cannot be reached is a 503 ``ServiceUnavailable`` Status, one
+that does not start answering within ``RESPONSE_HEAD_TIMEOUT_S`` a 504 ``Timeout``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from sampan.apiserver.auth.authn import (
     REQUEST_HEADER_GROUP,
     REQUEST_HEADER_USER,
 )
-from sampan.apiserver.errors import ServiceUnavailable
+from sampan.apiserver.errors import ServiceUnavailable, Timeout
 
 __all__ = ["CONNECT_TIMEOUT_S", "BackendTransport", "identity_headers"]
 
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 """How long a dial to a backend may take before the request is answered 503."""
 BODY_CHUNK_BYTES = 64 * 1024
+RESPONSE_HEAD_TIMEOUT_S = 60.0
+"""How long a backend may take to start answering (kube-apiserver's default request timeout);
+a watch answers its head at once, so this never cuts a stream short."""
 
 _HOP_BY_HOP = frozenset(
     h.lower()
@@ -80,13 +85,21 @@ def identity_headers(user: Any) -> list[tuple[str, str]]:
 
 def _forwarded_request_headers(request: web.Request) -> list[tuple[str, str]]:
     kept: list[tuple[str, str]] = []
+    forwarded_for: list[str] = []
     for key, value in request.headers.items():
         lower = key.lower()
         if lower in _HOP_BY_HOP or lower == "authorization":
             continue
         if lower.startswith(_DROPPED_PREFIXES):
             continue
+        if lower == "x-forwarded-for":
+            forwarded_for.append(value)
+            continue
         kept.append((key, value))
+    if request.remote:
+        forwarded_for.append(request.remote)
+    if forwarded_for:
+        kept.append(("X-Forwarded-For", ", ".join(forwarded_for)))
     return kept
 
 
@@ -177,16 +190,29 @@ class BackendTransport:
         session = self._session_or_new()
         body: Any = _body(request) if request.can_read_body else None
         response: web.StreamResponse | None = None
+        deadline = asyncio.timeout(RESPONSE_HEAD_TIMEOUT_S)
         try:
-            async with session.request(
-                request.method,
-                backend.base_url + target,
-                ssl=context,
-                server_hostname=backend.server_name,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-            ) as upstream:
+            async with deadline:
+                upstream = await session.request(
+                    request.method,
+                    backend.base_url + target,
+                    ssl=context,
+                    server_hostname=backend.server_name,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if deadline.expired():
+                raise Timeout(
+                    "Timeout: request did not complete within requested timeout - "
+                    "context deadline exceeded"
+                ) from exc
+            if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ServerTimeoutError)):
+                on_unreachable()  # dial failed: have availability checked again now
+            raise _unreachable(exc) from exc
+        try:
+            async with upstream:
                 response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
                 for key, value in upstream.headers.items():
                     if key.lower() not in _HOP_BY_HOP:
@@ -196,12 +222,6 @@ class BackendTransport:
                 await response.prepare(request)
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
-        except (aiohttp.ClientConnectorError, aiohttp.ServerTimeoutError) as exc:
-            if response is None:
-                on_unreachable()
-                raise _unreachable(exc) from exc
-            log.debug("stream from %s ended: %s", backend.base_url, exc)
-            return response
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             if response is None:
                 raise _unreachable(exc) from exc
