@@ -217,8 +217,9 @@ async def _register(harness, wardle: Wardle) -> None:
         assert status == 201, created
 
 
-async def _available(harness, want: str) -> dict[str, Any]:
-    """Wait (bounded) for the APIService's Available condition to read ``want``."""
+async def _available(harness, want: str, reason: str | None = None) -> dict[str, Any]:
+    """Wait (bounded) for the APIService's Available condition to read ``want`` (and
+    ``reason``, if given)."""
     async with asyncio.timeout(30):
         while True:
             status, obj = await harness.request(
@@ -226,7 +227,11 @@ async def _available(harness, want: str) -> dict[str, Any]:
             )
             assert status == 200, obj
             for condition in (obj.get("status") or {}).get("conditions") or []:
-                if condition["type"] == "Available" and condition["status"] == want:
+                if (
+                    condition["type"] == "Available"
+                    and condition["status"] == want
+                    and reason in (None, condition["reason"])
+                ):
                     return condition
             await asyncio.sleep(0.1)
 
@@ -442,12 +447,39 @@ async def test_proxy_discovery_and_unavailability(harness, wardle):
 
     status, _ = await harness.request("DELETE", "/api/v1/namespaces/default/endpoints/api")
     assert status == 200
-    condition = await _available(harness, "False")
-    async with asyncio.timeout(30):
-        while condition["reason"] != "EndpointsNotFound":
-            await asyncio.sleep(0.1)
-            condition = await _available(harness, "False")
+    condition = await _available(harness, "False", "EndpointsNotFound")
     assert condition["message"] == 'cannot find endpoints for service/api in "default"'
+    async with asyncio.timeout(10):
+        status, answer = await harness.request("GET", f"/apis/{GV}/namespaces/default/flunders")
+    assert status == 503, answer
+
+
+async def test_unavailable_reasons(harness, wardle):
+    await _register(harness, wardle)
+    await _available(harness, "True", "Passed")
+    endpoints = "/api/v1/namespaces/default/endpoints/api"
+    status, current = await harness.request("GET", endpoints)
+    current["subsets"][0]["ports"][0]["name"] = "other"
+    status, answer = await harness.request("PUT", endpoints, current)
+    assert status == 200, answer
+    condition = await _available(harness, "False", "MissingEndpoints")
+    assert condition["message"] == (
+        'endpoints for service/api in "default" have no addresses with port name "https"'
+    )
+    status, _ = await harness.request("DELETE", "/api/v1/namespaces/default/services/api")
+    assert status == 200
+    condition = await _available(harness, "False", "ServiceNotFound")
+    assert condition["message"] == 'service/api in "default" is not present'
+
+    # A caBundle of another CA: the backend's certificate does not verify.
+    await harness.request("DELETE", endpoints)
+    path = f"/apis/apiregistration.k8s.io/v1/apiservices/{APISERVICE}"
+    await harness.request("DELETE", path)
+    await _poll(harness, path, 404)
+    wardle.ca_pem = cert_to_pem(create_ca("another-ca")[0])
+    await _register(harness, wardle)
+    condition = await _available(harness, "False", "FailedDiscoveryCheck")
+    assert "certificate verify failed" in condition["message"]
 
 
 async def test_rbac_denied_before_backend(harness, wardle):

@@ -60,7 +60,7 @@ from sampan.apiserver.auth.authn import (
     REQUEST_HEADER_USER,
 )
 from sampan.apiserver.auth.user import UserInfo
-from sampan.apiserver.errors import NotFound, ServiceUnavailable, StatusError
+from sampan.apiserver.errors import InternalError, NotFound, ServiceUnavailable, StatusError
 from sampan.apiserver.storage import DeleteOptions, Storage
 from sampan.datastore import StoreError
 from sampan.pki import AUTH_PROXY_USER
@@ -375,7 +375,7 @@ class Aggregator:
             status, body = await self._transport.get(
                 backend, path, context, identity_headers(CHECK_USER), PROBE_TIMEOUT_S
             )
-        except (aiohttp.ClientError, OSError, TimeoutError, ssl.SSLError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             self._mark_stale(name)
             detail = str(exc) or type(exc).__name__
             return (
@@ -496,7 +496,10 @@ class Aggregator:
         except BackendUnavailable as exc:
             self._wake.set()
             raise ServiceUnavailable(UNAVAILABLE_MESSAGE) from exc
-        context = await self._context(apiservice)
+        try:
+            context = await self._context(apiservice)
+        except (ssl.SSLError, ValueError) as exc:  # upstream's transport-building error
+            raise InternalError(f"unable to build the transport for {name}: {exc}") from exc
 
         def unreachable() -> None:
             self._available[name] = False
