@@ -151,6 +151,7 @@ class Aggregator:
         self._discovery: dict[str, tuple[JSONObj, bool]] = {}  # name -> (resource list, stale)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._remote_index: tuple[int, dict[str, JSONObj]] = (-1, {})
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -455,11 +456,17 @@ class Aggregator:
         return list(self._apiservices.cached_objects(None))
 
     def remote_apiservice(self, group: str, version: str) -> JSONObj | None:
-        """The APIService with a ``spec.service`` serving ``group``/``version``, if any."""
-        for obj in self._apiservices.cached_objects(None):
-            if _name(obj) == apiservice_name(group, version):
-                return obj if isinstance(_spec(obj).get("service"), dict) else None
-        return None
+        """The APIService with a ``spec.service`` serving ``group``/``version``, if any.
+        Called for every ``/apis/...`` request: a dict lookup, rebuilt when the cache moves."""
+        generation = self._apiservices.generation
+        if self._remote_index[0] != generation:
+            index = {
+                _name(o): o
+                for o in self._apiservices.cached_objects(None)
+                if isinstance(_spec(o).get("service"), dict)
+            }
+            self._remote_index = (generation, index)
+        return self._remote_index[1].get(apiservice_name(group, version))
 
     def remote_group(self, group: str) -> JSONObj | None:
         """The APIGroup document of a group only backends serve (None if any part is local
