@@ -6,6 +6,9 @@ pipeline every request goes through, in kube-apiserver's order:
 
     request info -> authentication -> (401 unless a public health/version path)
     -> authorization (Node, then RBAC; 403 with the upstream wording) -> handler
+       (or, for ``/apis/<group>/<version>/...`` of an APIService with a ``spec.service``,
+       the aggregator's proxy: authorized here first, so a refused request never reaches
+       the extension server)
 
 Every failure leaves as a ``Status`` JSON (errors.py). Non-resource endpoints served here:
 ``/healthz``, ``/livez``, ``/readyz`` (and ``/<check>`` subpaths, ``?verbose``), ``/version``,
