@@ -18,6 +18,7 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
+from sampan.api.apiregistration import default_apiservice
 from sampan.api.resources import ResourceInfo
 
 __all__ = [
@@ -586,6 +587,7 @@ def _default_crd(obj: Obj) -> None:
 
 
 _DEFAULTERS: dict[tuple[str, str], Callable[[Obj], None]] = {
+    ("apiregistration.k8s.io", "APIService"): default_apiservice,
     ("", "Pod"): _default_pod,
     ("", "PodTemplate"): _default_podtemplate,
     ("", "ReplicationController"): _default_replicationcontroller,

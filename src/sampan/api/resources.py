@@ -41,6 +41,8 @@ __all__ = [
     "ResourceInfo",
     "ResourceRegistry",
     "SubresourceInfo",
+    "builtin_api_priority",
+    "builtin_group_priority",
     "builtin_registry",
     "builtin_resources",
     "storage_key",
@@ -193,6 +195,17 @@ _BUILTIN_PRIORITIES: dict[tuple[str, str], tuple[int, int]] = {
     ("node.k8s.io", "v1"): (16300, 15),
     ("discovery.k8s.io", "v1"): (16200, 15),
 }
+
+
+def builtin_api_priority(group: str, version: str) -> tuple[int, int] | None:
+    """(groupPriorityMinimum, versionPriority) of a built-in group-version's APIService, as
+    kube-aggregator lists them; None for anything else."""
+    return _BUILTIN_PRIORITIES.get((group, version))
+
+
+def builtin_group_priority(group: str) -> int:
+    """The priority discovery orders ``group`` by when no APIService says otherwise."""
+    return _group_priority(group)
 
 
 def _group_priority(group: str) -> int:
@@ -530,6 +543,7 @@ def builtin_resources() -> list[ResourceInfo]:
             namespaced=cl,
             cats=ext,
             subs=(_status("APIService"),),
+            name_rule="path-segment",  # "v1." names the core group's APIService
             storage="apiregistration.k8s.io/apiservices",
         ),
         # apps/v1

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sampan.api import fielderrors as fe
+from sampan.api.apiregistration import validate_apiservice, validate_apiservice_status
 from sampan.api.cron import CronError, parse_schedule
 from sampan.api.labels import SelectorError, selector_from_label_selector
 from sampan.api.names import (
@@ -2299,6 +2300,7 @@ _CREATE: dict[tuple[str, str], _CreateFn] = {
     ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"): _validate_webhooks,
     ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"): _validate_webhooks,
     ("apiextensions.k8s.io", "CustomResourceDefinition"): _validate_crd,
+    ("apiregistration.k8s.io", "APIService"): validate_apiservice,
 }
 
 # Rules that apply on create only (after the kind's general rules).
@@ -2326,6 +2328,7 @@ _UPDATE: dict[tuple[str, str], _UpdateFn] = {
 }
 
 _STATUS: dict[tuple[str, str], _UpdateFn] = {
+    ("apiregistration.k8s.io", "APIService"): validate_apiservice_status,
     ("", "Pod"): _validate_pod_status,
     ("certificates.k8s.io", "CertificateSigningRequest"): _validate_csr_status,
 }

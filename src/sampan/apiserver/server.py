@@ -6,6 +6,9 @@ pipeline every request goes through, in kube-apiserver's order:
 
     request info -> authentication -> (401 unless a public health/version path)
     -> authorization (Node, then RBAC; 403 with the upstream wording) -> handler
+       (or, for ``/apis/<group>/<version>/...`` of an APIService with a ``spec.service``,
+       the aggregator's proxy: authorized here first, so a refused request never reaches
+       the extension server)
 
 Every failure leaves as a ``Status`` JSON (errors.py). Non-resource endpoints served here:
 ``/healthz``, ``/livez``, ``/readyz`` (and ``/<check>`` subpaths, ``?verbose``), ``/version``,
@@ -34,12 +37,14 @@ from sampan.api.labels import SelectorError, parse_selector
 from sampan.api.resources import builtin_registry
 from sampan.apiserver import discovery
 from sampan.apiserver.admission import Admission
+from sampan.apiserver.aggregator import Aggregator
 from sampan.apiserver.auth import (
     DEFAULT_API_AUDIENCES,
     Attributes,
     AuthenticationError,
     Authenticator,
     RBACAuthorizer,
+    RequestHeaderConfig,
     TokenIssuer,
     forbidden_message,
 )
@@ -78,7 +83,7 @@ from sampan.apiserver.responses import error_response, json_response
 from sampan.apiserver.storage import DeleteOptions, Storage
 from sampan.apiserver.watch import WatchTracker
 from sampan.datastore import StoreError
-from sampan.pki import ensure_admin_kubeconfig, ensure_cluster_pki
+from sampan.pki import AUTH_PROXY_USER, ensure_admin_kubeconfig, ensure_cluster_pki
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -155,6 +160,7 @@ class _Runtime:
     crds: CRDController | None = None
     pod_proxy: PodProxy | None = None  # pods/log, exec, attach, portforward; nodes/proxy
     join: JoinService | None = None  # /cacerts and /v1-sampan/node (agents joining)
+    aggregator: Aggregator | None = None  # APIServices: proxying, availability, discovery
     runner: web.AppRunner | None = None
     port: int = 0
     bootstrapped: bool = False
@@ -325,6 +331,8 @@ class APIServer:
         rt.endpoints.start()
         rt.crds = CRDController(rt.storage, rt.registry, rt.custom, rt.openapi)
         await rt.crds.start()
+        rt.aggregator = Aggregator(rt.storage, rt.registry, rt.pki)
+        await rt.aggregator.start()
         rt.bootstrapped = True
         self.ready.set()
         log.info("API server listening on %s:%d", opts.bind_address, rt.port)
@@ -340,6 +348,9 @@ class APIServer:
         if rt.runner is not None:
             await rt.runner.cleanup()
             rt.runner = None
+        if rt.aggregator is not None:
+            await rt.aggregator.stop()
+            rt.aggregator = None
         if rt.crds is not None:
             await rt.crds.stop()
             rt.crds = None
@@ -356,6 +367,9 @@ class APIServer:
             sa_public_keys=[rt.pki.sa_public_key_pem],
             lookup=_StorageLookup(rt.storage, rt.registry),
             client_ca_pem=rt.pki.client_ca_pem,
+            request_header=RequestHeaderConfig(
+                ca_pem=rt.pki.request_header_ca_pem, allowed_names=(AUTH_PROXY_USER,)
+            ),
         )
 
         def store(group: str, version: str, plural: str) -> Any:
@@ -445,7 +459,9 @@ class APIServer:
             peer_cert = ssl_object.getpeercert(binary_form=True)
         try:
             return await self._rt.authenticator.authenticate(
-                peer_cert=peer_cert, authorization=request.headers.get("Authorization")
+                peer_cert=peer_cert,
+                authorization=request.headers.get("Authorization"),
+                headers=request.headers,
             )
         except AuthenticationError as exc:
             log.debug("authentication failed for %s: %s", request.path, exc)
@@ -487,6 +503,9 @@ class APIServer:
 
     async def _route(self, request: web.Request, ri: RequestInfo, user: Any) -> web.StreamResponse:
         rt = self._rt
+        aggregated = self._aggregated(request)
+        if aggregated is not None:
+            return await aggregated(user)
         if ri.is_resource_request:
             assert rt.handler is not None
             return await rt.handler.handle(request, ri, user)
@@ -511,6 +530,8 @@ class APIServer:
                 aggregated = discovery.aggregated_discovery(
                     self._rt.registry, legacy=path == "/api"
                 )
+                if path == "/apis" and rt.aggregator is not None:
+                    aggregated = rt.aggregator.merge_aggregated(aggregated)
                 response = json_response(aggregated)
                 response.headers["Content-Type"] = media_type
                 return response
@@ -519,6 +540,20 @@ class APIServer:
             _require_get(request)
             return json_response(document)
         raise not_found()
+
+    def _aggregated(
+        self, request: web.Request
+    ) -> Callable[[Any], Awaitable[web.StreamResponse]] | None:
+        """The proxy call for ``/apis/<group>/<version>[/...]`` of an APIService with a
+        ``spec.service`` (after authentication and authorization), else None."""
+        aggregator = self._rt.aggregator
+        parts = request.path.strip("/").split("/")
+        if aggregator is None or len(parts) < 3 or parts[0] != "apis":
+            return None
+        apiservice = aggregator.remote_apiservice(parts[1], parts[2])
+        if apiservice is None:
+            return None
+        return lambda user: aggregator.proxy(request, apiservice, user)
 
     def _openapi_v3(self, request: web.Request, path: str) -> web.Response:
         assert self._rt.openapi is not None
@@ -553,10 +588,13 @@ class APIServer:
             return discovery.api_versions(f"{self.advertise_address}:{self._rt.port}")
         if len(parts) == 2 and parts[0] == "api":
             return discovery.api_resource_list(registry, "", parts[1])
+        aggregator = self._rt.aggregator
         if parts == ["apis"]:
-            return discovery.api_group_list(registry)
+            groups = discovery.api_group_list(registry)
+            return aggregator.merge_group_list(groups) if aggregator is not None else groups
         if len(parts) == 2 and parts[0] == "apis":
-            return discovery.api_group(registry, parts[1])
+            remote = aggregator.remote_group(parts[1]) if aggregator is not None else None
+            return remote or discovery.api_group(registry, parts[1])
         if len(parts) == 3 and parts[0] == "apis":
             return discovery.api_resource_list(registry, parts[1], parts[2])
         return None

@@ -10,6 +10,7 @@ All functions block (key generation, file I/O): call them from a thread in async
 from sampan.pki.cluster import (
     ADMIN_GROUP,
     ADMIN_USER,
+    AUTH_PROXY_USER,
     DEFAULT_SERVICE_IP,
     LEAF_RENEW_BEFORE_DAYS,
     ClusterPKI,
@@ -28,6 +29,7 @@ from sampan.pki.tls import TLS12_CIPHERS, server_ssl_context
 __all__ = [
     "ADMIN_GROUP",
     "ADMIN_USER",
+    "AUTH_PROXY_USER",
     "DEFAULT_SERVICE_IP",
     "LEAF_RENEW_BEFORE_DAYS",
     "TLS12_CIPHERS",

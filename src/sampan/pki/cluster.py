@@ -9,9 +9,15 @@ Files under ``tls_dir`` (mode 0700; private keys 0600, certificates and public k
     sa.key / sa.pub                                 RSA key pair signing service-account tokens
     client-admin.crt / client-admin.key             system:admin in system:masters
     client-<name>.crt / client-<name>.key           other client identities (components)
+    request-header-ca.crt / request-header-ca.key   the front-proxy CA (requestheader-client-ca)
+    client-auth-proxy.crt / client-auth-proxy.key   system:auth-proxy, signed by it: what the
+                                                    aggregator presents to extension API servers
 
 Invariants:
 
+* The front-proxy (request-header) CA is a fourth, separate CA: a certificate it signs lets
+  its bearer assert any user in X-Remote-* headers, so it signs the aggregator's one client
+  certificate and nothing else, and no user certificate can pass for it.
 * Three CAs, never mixed (as kubeadm keeps separate CAs): what clients of the API trust
   (server CA) never signs a certificate a node receives, so a joined node's serving
   certificate can never pass as the API server; the API server trusts only the kubelet CA
@@ -74,6 +80,7 @@ from sampan.pki.tls import server_ssl_context
 __all__ = [
     "ADMIN_GROUP",
     "ADMIN_USER",
+    "AUTH_PROXY_USER",
     "DEFAULT_SERVICE_IP",
     "LEAF_RENEW_BEFORE_DAYS",
     "ClusterPKI",
@@ -107,6 +114,10 @@ _SERVICE_NAMES = (
 _SERVER_CA = "server-ca"
 _CLIENT_CA = "client-ca"
 _KUBELET_CA = "kubelet-serving-ca"
+_REQUEST_HEADER_CA = "request-header-ca"
+_AUTH_PROXY = "client-auth-proxy"
+AUTH_PROXY_USER = "system:auth-proxy"
+"""The front-proxy client's CN (K3s's choice) and the one requestheader-allowed-names entry."""
 _SERVING = "serving-kube-apiserver"
 _ADMIN_NAME = "admin"
 _SA_KEY = "sa.key"
@@ -135,9 +146,13 @@ class ClusterPKI:
     sa_pub_path: Path
     kubelet_ca_cert_path: Path
     kubelet_ca_key_path: Path
+    request_header_ca_cert_path: Path
+    auth_proxy_cert_path: Path
+    auth_proxy_key_path: Path
     ca_pem: bytes = field(repr=False)
     client_ca_pem: bytes = field(repr=False)
     kubelet_ca_pem: bytes = field(repr=False)
+    request_header_ca_pem: bytes = field(repr=False)
     sa_public_key_pem: bytes = field(repr=False)
     serving_names: CertificateNames = field(
         default_factory=lambda: CertificateNames(frozenset(), frozenset())
@@ -156,7 +171,10 @@ class ClusterPKI:
         """Server-side TLS for the API: serving cert; client certs optional but, if sent,
         verified against the client CA; versions and suites of ``sampan.pki.tls``."""
         return server_ssl_context(
-            self.serving_cert_path, self.serving_key_path, client_ca_pem=self.client_ca_pem
+            self.serving_cert_path,
+            self.serving_key_path,
+            # The TLS layer accepts both; authentication tells them apart by issuer.
+            client_ca_pem=self.client_ca_pem + self.request_header_ca_pem,
         )
 
     def ssl_client_context(self) -> ssl.SSLContext:
@@ -311,6 +329,12 @@ def ensure_cluster_pki(
     server_ca, server_ca_key_path = _ensure_ca(tls_dir, _SERVER_CA, "sampan-server-ca")
     _, client_ca_key_path = _ensure_ca(tls_dir, _CLIENT_CA, "sampan-client-ca")
     _, kubelet_ca_key_path = _ensure_ca(tls_dir, _KUBELET_CA, "sampan-kubelet-serving-ca")
+    request_header_ca, request_header_ca_key_path = _ensure_ca(
+        tls_dir, _REQUEST_HEADER_CA, "sampan-request-header-ca"
+    )
+    auth_proxy_cert_path, auth_proxy_key_path = _ensure_auth_proxy_certificate(
+        tls_dir, request_header_ca, request_header_ca_key_path
+    )
     sa_key_path, sa_pub_path, sa_public_pem = _ensure_sa_keys(tls_dir)
 
     wanted = api_server_names(
@@ -351,12 +375,43 @@ def ensure_cluster_pki(
         sa_pub_path=sa_pub_path,
         kubelet_ca_cert_path=tls_dir / f"{_KUBELET_CA}.crt",
         kubelet_ca_key_path=kubelet_ca_key_path,
+        request_header_ca_cert_path=tls_dir / f"{_REQUEST_HEADER_CA}.crt",
+        auth_proxy_cert_path=auth_proxy_cert_path,
+        auth_proxy_key_path=auth_proxy_key_path,
         ca_pem=(tls_dir / f"{_SERVER_CA}.crt").read_bytes(),
         client_ca_pem=(tls_dir / f"{_CLIENT_CA}.crt").read_bytes(),
         kubelet_ca_pem=(tls_dir / f"{_KUBELET_CA}.crt").read_bytes(),
+        request_header_ca_pem=(tls_dir / f"{_REQUEST_HEADER_CA}.crt").read_bytes(),
         sa_public_key_pem=sa_public_pem,
         serving_names=serving_names,
     )
+
+
+def _ensure_auth_proxy_certificate(
+    tls_dir: Path, ca_cert: x509.Certificate, ca_key_path: Path
+) -> tuple[Path, Path]:
+    """The front-proxy client certificate (CN system:auth-proxy, clientAuth), both files
+    0600; re-issued when missing, expiring or not signed by the current request-header CA."""
+    cert_path, key_path = tls_dir / f"{_AUTH_PROXY}.crt", tls_dir / f"{_AUTH_PROXY}.key"
+    pair = _load_pair(cert_path, key_path)
+    if (
+        pair is not None
+        and _needs_leaf(pair, ca_cert, None) is None
+        and _subject_is(pair[0], AUTH_PROXY_USER, ())
+    ):
+        _tighten(key_path)
+        return cert_path, key_path
+    cert, key = issue_leaf(
+        ca_cert,
+        _load_ca_key(ca_key_path),
+        common_name=AUTH_PROXY_USER,
+        client_auth=True,
+        valid_days=LEAF_VALIDITY_DAYS,
+    )
+    _write_private(key_path, key_to_pem(key))
+    _write_private(cert_path, cert_to_pem(cert))
+    logger.info("issued front-proxy client certificate %s", cert_path)
+    return cert_path, key_path
 
 
 def issue_client_certificate(

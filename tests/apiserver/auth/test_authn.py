@@ -454,3 +454,55 @@ async def test_hostile_headers_are_authentication_errors(issuer, authn) -> None:
         crafted = f"{_b64url(json.dumps(header).encode())}.{body}.{signature}"
         with pytest.raises(AuthenticationError):
             await authn.authenticate(peer_cert=None, authorization=bearer(crafted))
+
+
+async def test_request_header_authentication(pki, lookup) -> None:
+    """A front-proxy certificate (request-header CA, allowed CN) vouches for X-Remote-*; no
+    other certificate can, and a front-proxy certificate is never a user of its own."""
+    from multidict import CIMultiDict
+
+    from sampan.apiserver.auth import RequestHeaderConfig
+    from sampan.pki import AUTH_PROXY_USER
+    from sampan.pki.certs import load_cert, load_private_key
+
+    authn = Authenticator(
+        sa_public_keys=[pki.sa_public_key_pem],
+        lookup=lookup,
+        client_ca_pem=pki.client_ca_pem,
+        request_header=RequestHeaderConfig(
+            ca_pem=pki.request_header_ca_pem, allowed_names=(AUTH_PROXY_USER,)
+        ),
+    )
+    proxy_der = x509.load_pem_x509_certificate(pki.auth_proxy_cert_path.read_bytes()).public_bytes(
+        Encoding.DER
+    )
+    headers = CIMultiDict(
+        [
+            ("X-Remote-User", "alice"),
+            ("X-Remote-Group", "a"),
+            ("X-Remote-Group", "b"),
+            ("X-Remote-Extra-Acme.com%2Fproject", "p1"),
+            ("X-Remote-Extra-Acme.com%2Fproject", "p2"),
+        ]
+    )
+    user = await authn.authenticate(peer_cert=proxy_der, authorization=None, headers=headers)
+    assert user == UserInfo(
+        "alice",
+        groups=("a", "b", SYSTEM_AUTHENTICATED),
+        extra={"acme.com/project": ("p1", "p2")},
+    )
+    # Without a user header the front-proxy certificate authenticates nobody.
+    assert await authn.authenticate(peer_cert=proxy_der, authorization=None, headers={}) is None
+    # A user's own certificate (client CA) cannot assert another identity.
+    jane_pem, _ = issue_client_certificate(pki, "jane")
+    jane_der = x509.load_pem_x509_certificate(jane_pem).public_bytes(Encoding.DER)
+    user = await authn.authenticate(peer_cert=jane_der, authorization=None, headers=headers)
+    assert user.name == "jane"
+    # A request-header CA certificate with a CN that is not allowed: 401.
+    ca = load_cert(pki.request_header_ca_pem)
+    ca_key = load_private_key((pki.tls_dir / "request-header-ca.key").read_bytes())
+    other, _ = issue_leaf(ca, ca_key, common_name="someone-else", client_auth=True)
+    with pytest.raises(AuthenticationError, match="not allowed"):
+        await authn.authenticate(
+            peer_cert=other.public_bytes(Encoding.DER), authorization=None, headers=headers
+        )

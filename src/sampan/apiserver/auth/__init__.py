@@ -18,7 +18,11 @@
   SelfSubjectReview, and the service-account issuer discovery documents (JWKS).
 """
 
-from sampan.apiserver.auth.authn import Authenticator, user_from_certificate
+from sampan.apiserver.auth.authn import (
+    Authenticator,
+    RequestHeaderConfig,
+    user_from_certificate,
+)
 from sampan.apiserver.auth.rbac import (
     Attributes,
     Decision,
@@ -60,6 +64,7 @@ __all__ = [
     "Decision",
     "RBACAuthorizer",
     "RBACSource",
+    "RequestHeaderConfig",
     "ServiceAccountTokenAuthenticator",
     "StaticRBACSource",
     "TokenAuthenticator",

@@ -8,6 +8,13 @@ caller then treats it as ``system:anonymous``), a ``UserInfo`` when they are val
   subject's CN and the groups its O values. When ``client_ca_pem`` is given the certificate is
   checked again here (issuer signature, validity, clientAuth usage) so a mis-configured TLS
   context cannot turn into an authentication bypass; results are cached per certificate.
+* Request-header (front-proxy) authentication, as kube-apiserver's ``--requestheader-*``
+  flags: a client certificate signed by the separate request-header CA (``RequestHeaderConfig``)
+  whose CN is among the allowed names makes the server trust the ``X-Remote-User``,
+  ``X-Remote-Group`` (one header per group) and ``X-Remote-Extra-<key>`` headers. Such a
+  certificate never authenticates as its own CN; without a user header it is ignored (the
+  bearer token, if any, decides). A certificate from the request-header CA with a CN not
+  allowed is a 401.
 * Bearer tokens go through a list of ``TokenAuthenticator``s: service-account JWTs first, then
   whatever ``token_authenticators`` adds (bootstrap tokens will plug in there). The first
   that recognises the token decides.
@@ -19,7 +26,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Iterable, Sequence
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
@@ -41,7 +50,30 @@ from sampan.apiserver.auth.user import (
 )
 from sampan.pki.certs import is_issued_by
 
-__all__ = ["Authenticator", "user_from_certificate"]
+__all__ = [
+    "REQUEST_HEADER_EXTRA_PREFIX",
+    "REQUEST_HEADER_GROUP",
+    "REQUEST_HEADER_USER",
+    "Authenticator",
+    "RequestHeaderConfig",
+    "user_from_certificate",
+]
+
+REQUEST_HEADER_USER = "X-Remote-User"
+REQUEST_HEADER_GROUP = "X-Remote-Group"
+REQUEST_HEADER_EXTRA_PREFIX = "X-Remote-Extra-"
+
+
+@dataclass(frozen=True)
+class RequestHeaderConfig:
+    """The front-proxy trust: the request-header CA and the CNs it may vouch with (empty =
+    any certificate from that CA, as upstream)."""
+
+    ca_pem: bytes = field(repr=False)
+    allowed_names: tuple[str, ...] = ()
+    username_headers: tuple[str, ...] = (REQUEST_HEADER_USER,)
+    group_headers: tuple[str, ...] = (REQUEST_HEADER_GROUP,)
+    extra_headers_prefixes: tuple[str, ...] = (REQUEST_HEADER_EXTRA_PREFIX,)
 
 # Verified-certificate cache size; a cluster has few distinct client certificates, and the
 # cache is simply cleared when full (a re-verification costs one signature check).
@@ -103,6 +135,14 @@ def _check_certificate(cert: x509.Certificate, client_ca: x509.Certificate, now:
         raise AuthenticationError("client certificate is not valid for client authentication")
 
 
+def _first_header(headers: Mapping[str, str], names: Sequence[str]) -> str:
+    for header in names:
+        value = headers.get(header, "").strip()
+        if value:
+            return value
+    return ""
+
+
 class Authenticator:
     """The API server's authentication chain (see module docstring)."""
 
@@ -115,6 +155,7 @@ class Authenticator:
         lookup: TokenLookup,
         client_ca_pem: bytes | None = None,
         token_authenticators: Sequence[TokenAuthenticator] = (),
+        request_header: RequestHeaderConfig | None = None,
         clock: Clock = time.time,
     ) -> None:
         self.service_accounts = ServiceAccountTokenAuthenticator(
@@ -134,15 +175,72 @@ class Authenticator:
         )
         self._clock = clock
         self._cert_cache: dict[bytes, tuple[UserInfo, float]] = {}
+        self._request_header = request_header
+        self._request_header_ca = (
+            x509.load_pem_x509_certificate(request_header.ca_pem)
+            if request_header is not None
+            else None
+        )
 
     async def authenticate(
-        self, *, peer_cert: dict[str, Any] | bytes | None, authorization: str | None
+        self,
+        *,
+        peer_cert: dict[str, Any] | bytes | None,
+        authorization: str | None,
+        headers: Any = None,
     ) -> UserInfo | None:
+        """``headers``: the request's headers (a multidict: ``getall``), needed for
+        request-header authentication; without them a front-proxy certificate is ignored."""
+        if peer_cert and isinstance(peer_cert, bytes) and self._is_front_proxy(peer_cert):
+            user = self._authenticate_request_header(peer_cert, headers)
+            if user is not None:
+                return user
+            peer_cert = None  # a front-proxy certificate is no user of its own
         if peer_cert:
             return self._authenticate_certificate(peer_cert)
         if authorization:
             return await self._authenticate_authorization(authorization)
         return None
+
+    def _is_front_proxy(self, der: bytes) -> bool:
+        if self._request_header_ca is None:
+            return False
+        return is_issued_by(_load_der(der), self._request_header_ca)
+
+    def _authenticate_request_header(self, der: bytes, headers: Any) -> UserInfo | None:
+        config, ca = self._request_header, self._request_header_ca
+        assert config is not None and ca is not None
+        if headers is None:
+            return None
+        name = _first_header(headers, config.username_headers)
+        if not name:
+            return None
+        cert = _load_der(der)
+        _check_certificate(cert, ca, self._clock())
+        common_name = next(
+            (str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)), ""
+        )
+        if config.allowed_names and common_name not in config.allowed_names:
+            raise AuthenticationError(
+                f"request-header client certificate CN {common_name!r} is not allowed"
+            )
+        groups: list[str] = []
+        for header in config.group_headers:
+            groups.extend(v for v in headers.getall(header, []) if v)
+        extra: dict[str, list[str]] = {}
+        for key in headers:
+            for prefix in config.extra_headers_prefixes:
+                if key.lower().startswith(prefix.lower()) and len(key) > len(prefix):
+                    extra_key = urllib.parse.unquote(key[len(prefix) :].lower())
+                    extra.setdefault(extra_key, []).extend(headers.getall(key))
+                    break
+        return with_authenticated_group(
+            UserInfo(
+                name=name,
+                groups=tuple(dict.fromkeys(groups)),
+                extra={k: tuple(dict.fromkeys(v)) for k, v in extra.items()},
+            )
+        )
 
     def _authenticate_certificate(self, peer_cert: dict[str, Any] | bytes) -> UserInfo:
         client_ca = self._client_ca
