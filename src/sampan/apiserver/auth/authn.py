@@ -75,6 +75,7 @@ class RequestHeaderConfig:
     group_headers: tuple[str, ...] = (REQUEST_HEADER_GROUP,)
     extra_headers_prefixes: tuple[str, ...] = (REQUEST_HEADER_EXTRA_PREFIX,)
 
+
 # Verified-certificate cache size; a cluster has few distinct client certificates, and the
 # cache is simply cleared when full (a re-verification costs one signature check).
 _CERT_CACHE_MAX = 1024
