@@ -23,6 +23,7 @@ import json
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from sampan.api import fielderrors as fe
 from sampan.api.cron import CronError, parse_schedule
@@ -1992,6 +1993,87 @@ def _validate_networkpolicy(info: ResourceInfo, obj: Obj) -> Causes:
     return causes
 
 
+_WEBHOOK_OPERATIONS = ("*", "CONNECT", "CREATE", "DELETE", "UPDATE")
+
+
+def _webhook_url(path: str, url: str) -> Causes:
+    """kube-apiserver's ValidateWebhookURL (forceHTTPS)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        return [fe.invalid(path, url, f"url must be a valid URL: {e}")]
+    causes: Causes = []
+    if parts.scheme != "https":
+        causes.append(fe.invalid(path, parts.scheme, "'https' is the only allowed URL scheme"))
+    if not parts.hostname:
+        causes.append(fe.invalid(path, parts.netloc, "host must be specified"))
+    if parts.username is not None or parts.password is not None:
+        causes.append(
+            fe.invalid(path, parts.netloc, "user information is not permitted in the URL")
+        )
+    if parts.fragment or url.endswith("#"):
+        causes.append(fe.invalid(path, parts.fragment, "fragments are not permitted in the URL"))
+    if parts.query or url.endswith("?"):
+        causes.append(
+            fe.invalid(path, parts.query, "query parameters are not permitted in the URL")
+        )
+    return causes
+
+
+def _webhook_service(path: str, service: Obj) -> Causes:
+    causes: Causes = []
+    if not service.get("namespace"):
+        causes.append(fe.required(f"{path}.namespace", "service namespace is required"))
+    if not service.get("name"):
+        causes.append(fe.required(f"{path}.name", "service name is required"))
+    svc_path = service.get("path")
+    if svc_path:
+        if not str(svc_path).startswith("/"):
+            causes.append(fe.invalid(f"{path}.path", svc_path, "must start with a '/'"))
+    port = _int(service.get("port"))
+    if port is not None and not 1 <= port <= 65535:
+        causes.append(
+            fe.invalid(
+                f"{path}.port", port, "port is not valid: must be between 1 and 65535, inclusive"
+            )
+        )
+    return causes
+
+
+def _webhook_rule(path: str, rule: Obj) -> Causes:
+    causes: Causes = []
+    operations = [str(o) for o in _l(rule.get("operations"))]
+    if not operations:
+        causes.append(fe.required(f"{path}.operations"))
+    elif len(operations) > 1 and "*" in operations:
+        causes.append(
+            fe.invalid(
+                f"{path}.operations",
+                operations,
+                "if '*' is present, must not specify other operations",
+            )
+        )
+    for k, operation in enumerate(operations):
+        if operation not in _WEBHOOK_OPERATIONS:
+            causes.append(
+                fe.not_supported(f"{path}.operations[{k}]", operation, _WEBHOOK_OPERATIONS)
+            )
+    for key in ("apiGroups", "apiVersions", "resources"):
+        values = [str(v) for v in _l(rule.get(key))]
+        if not values:
+            causes.append(fe.required(f"{path}.{key}"))
+        elif len(values) > 1 and "*" in values and key != "resources":
+            causes.append(
+                fe.invalid(
+                    f"{path}.{key}", values, "if '*' is present, must not specify other " + key
+                )
+            )
+    _enum(
+        causes, f"{path}.scope", rule.get("scope"), ("*", "Cluster", "Namespaced"), required=False
+    )
+    return causes
+
+
 def _validate_webhooks(info: ResourceInfo, obj: Obj) -> Causes:
     causes: Causes = []
     names: set[str] = set()
@@ -2029,11 +2111,47 @@ def _validate_webhooks(info: ResourceInfo, obj: Obj) -> Causes:
             causes.append(
                 fe.required(f"{wpath}.admissionReviewVersions", "must specify one of v1, v1beta1")
             )
+        versions = [str(v) for v in _l(webhook.get("admissionReviewVersions"))]
+        if versions and not any(v in ("v1", "v1beta1") for v in versions):
+            causes.append(
+                fe.invalid(
+                    f"{wpath}.admissionReviewVersions",
+                    versions,
+                    "must include at least one of v1, v1beta1",
+                )
+            )
+        if webhook.get("matchConditions"):
+            # CEL match conditions are not evaluated yet: refuse rather than store a webhook
+            # that would be called for requests its conditions exclude.
+            causes.append(
+                fe.forbidden(f"{wpath}.matchConditions", "not supported by this server yet")
+            )
         client = _d(webhook.get("clientConfig"))
         if bool(client.get("url")) == bool(client.get("service")):
             causes.append(
                 fe.required(f"{wpath}.clientConfig", "exactly one of url or service is required")
             )
+        elif client.get("url"):
+            causes.extend(_webhook_url(f"{wpath}.clientConfig.url", str(client["url"])))
+        else:
+            causes.extend(_webhook_service(f"{wpath}.clientConfig.service", _d(client["service"])))
+        for j, rule in enumerate(_l(webhook.get("rules"))):
+            causes.extend(_webhook_rule(f"{wpath}.rules[{j}]", _d(rule)))
+        if "reinvocationPolicy" in webhook and info.kind == "MutatingWebhookConfiguration":
+            _enum(
+                causes,
+                f"{wpath}.reinvocationPolicy",
+                webhook.get("reinvocationPolicy"),
+                ("IfNeeded", "Never"),
+                required=False,
+            )
+        for key in ("namespaceSelector", "objectSelector"):
+            selector = webhook.get(key)
+            if selector:
+                try:
+                    selector_from_label_selector(selector)
+                except SelectorError as e:
+                    causes.append(fe.invalid(f"{wpath}.{key}", selector, str(e)))
         _enum(
             causes,
             f"{wpath}.failurePolicy",

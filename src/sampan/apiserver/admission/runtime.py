@@ -12,8 +12,8 @@ Plugin order (kube-apiserver's recommended order, for the plugins Sampan has):
 NamespaceLifecycle, RBACEscalation (upstream checks it in the RBAC REST storage, after
 mutating and before validating admission), LimitRanger, ServiceAccount, NodeRestriction,
 Priority, DefaultTolerationSeconds, PodSecurity, ServiceAllocation (upstream does this in the
-Service REST storage), ResourceQuota. Mutating ones run before validating ones (the chain's
-rule).
+Service REST storage), MutatingAdmissionWebhook, ValidatingAdmissionWebhook, ResourceQuota.
+Mutating ones run before validating ones (the chain's rule).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sampan.api.conversion import convert
 from sampan.apiserver.admission.allocator import (
     DEFAULT_LEAK_GRACE_S,
     DEFAULT_NODE_PORT_RANGE,
@@ -47,6 +48,15 @@ from sampan.apiserver.admission.services import (
     ServiceAllocationRepair,
 )
 from sampan.apiserver.admission.subresources import EvictionHandler, TokenRequestHandler
+from sampan.apiserver.admission.webhooks import (
+    GROUP as WEBHOOK_GROUP,
+)
+from sampan.apiserver.admission.webhooks import (
+    WebhookCaller,
+    WebhookSource,
+    build,
+    pick_endpoint,
+)
 from sampan.apiserver.auth.escalation import Authorize, RBACEscalation, ResolveRules
 from sampan.apiserver.errors import AlreadyExists, NotFound
 
@@ -55,6 +65,9 @@ __all__ = ["Admission", "SubresourceHandler"]
 log = logging.getLogger(__name__)
 
 SubresourceHandler = Callable[..., Awaitable[Any]]
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+"""The label that ties an EndpointSlice to its Service."""
 
 
 class Admission:
@@ -113,6 +126,7 @@ class Admission:
                 get_service,
                 lambda namespace: self.cached("", "services", namespace),
             ),
+            *self._webhook_plugins(),
             ResourceQuota(self._store("", "resourcequotas"), self.cached, self.quota_recalculator),
             *extra_plugins,
         ]
@@ -126,6 +140,78 @@ class Admission:
             self.subresource_handlers[("", "pods", "eviction")] = EvictionHandler(
                 storage, registry, self.chain, delete_options_type
             )
+
+    # --- dynamic admission webhooks ---------------------------------------------------------
+
+    def _webhook_plugins(self) -> tuple[AdmissionPlugin, ...]:
+        """MutatingAdmissionWebhook and ValidatingAdmissionWebhook over the watch cache of
+        their configurations (see admission.webhooks)."""
+        registry = self._registry
+
+        def source(plural: str, *, mutating: bool) -> WebhookSource:
+            store = self._store(WEBHOOK_GROUP, plural)
+            return WebhookSource(
+                lambda: store.generation, lambda: store.cached_objects(None), mutating=mutating
+            )
+
+        def kind_of(group: str, version: str, plural: str) -> str | None:
+            info = registry.by_resource(group, version, plural)
+            return info.kind if info is not None else None
+
+        def versions_of(group: str, plural: str) -> list[str]:
+            return [i.version for i in registry.all() if (i.group, i.plural) == (group, plural)]
+
+        def convert_to(
+            obj: dict[str, Any], group: str, plural: str, version: str
+        ) -> dict[str, Any]:
+            source_version = str(obj.get("apiVersion") or "").rpartition("/")[2]
+            info_from = registry.by_resource(group, source_version, plural)
+            info_to = registry.by_resource(group, version, plural)
+            if info_from is None or info_to is None:
+                return obj
+            return convert(info_from, obj, info_to)
+
+        namespaces = self._store("", "namespaces")
+        labels_by_name: dict[str, dict[str, str]] = {}
+        seen: list[int] = [-1]
+
+        async def namespace_labels(name: str) -> dict[str, str] | None:
+            if seen[0] != namespaces.generation:
+                labels_by_name.clear()
+                for ns in namespaces.cached_objects(None):
+                    meta = ns.get("metadata") or {}
+                    labels_by_name[str(meta.get("name"))] = dict(meta.get("labels") or {})
+                seen[0] = namespaces.generation
+            labels = labels_by_name.get(name)
+            if labels is None:  # not in the cache yet: read it
+                ns = await self.get("", "namespaces", "", name)
+                labels = (
+                    dict(((ns or {}).get("metadata") or {}).get("labels") or {}) if ns else None
+                )
+            return labels
+
+        async def resolve_service(namespace: str, name: str, port: int) -> tuple[str, int]:
+            service = await self.get("", "services", namespace, name)
+            if service is None:
+                raise LookupError(f'service "{name}" not found')
+            slices = [
+                s
+                for s in self.cached("discovery.k8s.io", "endpointslices", namespace)
+                if ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL) == name
+            ]
+            endpoints = await self.get("", "endpoints", namespace, name)
+            return pick_endpoint(service, slices, endpoints, port)
+
+        self.webhook_caller = WebhookCaller(resolve_service)
+        return build(
+            source("mutatingwebhookconfigurations", mutating=True),
+            source("validatingwebhookconfigurations", mutating=False),
+            self.webhook_caller,
+            kind_of=kind_of,
+            versions_of=versions_of,
+            namespace_labels=namespace_labels,
+            convert=convert_to,
+        )
 
     # --- lookups the plugins use ----------------------------------------------------------
 
@@ -175,6 +261,7 @@ class Admission:
         await self.quota_recalculator.poke()
 
     async def stop(self) -> None:
+        await self.webhook_caller.close()
         await self.repair.stop()
         await self.quota_recalculator.stop()
 
