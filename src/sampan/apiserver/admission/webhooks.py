@@ -409,7 +409,8 @@ def _with_timeout(url: str, timeout_s: int) -> str:
 def _cert_reason(error: aiohttp.ClientConnectorCertificateError) -> str:
     cert_error = getattr(error, "certificate_error", None)
     text = str(getattr(cert_error, "verify_message", "") or cert_error or error)
-    if "unable to get local issuer" in text or "self-signed" in text or "self signed" in text:
+    unknown = ("unable to get local issuer", "self-signed", "self signed", "signature failure")
+    if any(marker in text for marker in unknown):
         return "certificate signed by unknown authority"
     if "Hostname mismatch" in text or "IP address mismatch" in text:
         return f"certificate is not valid for the requested name ({text})"
