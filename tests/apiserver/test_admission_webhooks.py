@@ -505,3 +505,52 @@ async def test_configuration_validation(harness, hooks):
     }
     message = await refused("ValidatingWebhookConfiguration", bad_rule)
     assert 'webhooks[0].rules[0].operations[0]: Unsupported value: "PATCH"' in message
+
+
+async def test_invalid_objects_are_refused_before_validating_webhooks(harness, hooks):
+    await install(
+        harness,
+        "ValidatingWebhookConfiguration",
+        "deny",
+        webhook("deny.example.com", url_client(hooks, "/deny")),
+    )
+    await until_status(harness, lambda i: configmap(f"i{i}"), 400)
+    calls = len(hooks.seen("/deny"))
+    bad = configmap("bad")
+    bad["data"] = {"not a key!": "v"}
+    status, body = await harness.request("POST", CONFIGMAPS, bad)
+    assert status == 422, body
+    assert "data[not a key!]" in body["message"] or "not a key!" in body["message"]
+    assert len(hooks.seen("/deny")) == calls
+
+
+async def test_mutating_order_and_reinvocation(harness, hooks):
+    # "a-observe" sorts before "b-mutate": it runs first, then again after the mutation.
+    await install(
+        harness,
+        "MutatingWebhookConfiguration",
+        "b-mutate",
+        webhook("mutate.example.com", url_client(hooks, "/mutate")),
+    )
+    await install(
+        harness,
+        "MutatingWebhookConfiguration",
+        "a-observe",
+        webhook(
+            "observe.example.com",
+            url_client(hooks, "/observe"),
+            reinvocationPolicy="IfNeeded",
+            admissionReviewVersions=["v1beta1"],
+        ),
+    )
+    for i in range(POLL_ROUNDS):
+        before = len(hooks.seen("/observe"))
+        status, body = await harness.request("POST", CONFIGMAPS, configmap(f"o{i}"))
+        assert status == 201, body
+        if body["metadata"].get("labels") and len(hooks.seen("/observe")) - before == 2:
+            break
+        await asyncio.sleep(POLL_S)
+    first, second = hooks.seen("/observe")[-2:]
+    assert first["apiVersion"] == "admission.k8s.io/v1beta1"
+    assert "labels" not in first["request"]["object"]["metadata"]
+    assert second["request"]["object"]["metadata"]["labels"] == {"webhook": "seen"}

@@ -18,11 +18,13 @@ Mutating ones run before validating ones (the chain's rule).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sampan.api import strategy
 from sampan.api.conversion import convert
 from sampan.apiserver.admission.allocator import (
     DEFAULT_LEAK_GRACE_S,
@@ -30,7 +32,7 @@ from sampan.apiserver.admission.allocator import (
     ip_range,
     port_range,
 )
-from sampan.apiserver.admission.chain import AdmissionChain, AdmissionPlugin
+from sampan.apiserver.admission.chain import AdmissionAttributes, AdmissionChain, AdmissionPlugin
 from sampan.apiserver.admission.namespace import IMMORTAL_NAMESPACES, NamespaceLifecycle
 from sampan.apiserver.admission.noderestriction import NodeRestriction
 from sampan.apiserver.admission.pods import (
@@ -58,7 +60,7 @@ from sampan.apiserver.admission.webhooks import (
     pick_endpoint,
 )
 from sampan.apiserver.auth.escalation import Authorize, RBACEscalation, ResolveRules
-from sampan.apiserver.errors import AlreadyExists, NotFound
+from sampan.apiserver.errors import AlreadyExists, Invalid, NotFound
 
 __all__ = ["Admission", "SubresourceHandler"]
 
@@ -202,6 +204,41 @@ class Admission:
             endpoints = await self.get("", "endpoints", namespace, name)
             return pick_endpoint(service, slices, endpoints, port)
 
+        def prevalidate(attrs: AdmissionAttributes) -> None:
+            """The strategy's validation of the object admission holds (what the store does
+            again when it writes, after admission)."""
+            if attrs.obj is None or attrs.operation not in ("CREATE", "UPDATE"):
+                return
+            version = str(attrs.obj.get("apiVersion") or "").rpartition("/")[2]
+            info = registry.by_resource(attrs.group, version or attrs.version, attrs.resource)
+            if info is None:
+                return
+            new = copy.deepcopy(attrs.obj)
+            meta = new.get("metadata")
+            if not isinstance(meta, dict):
+                return  # the store reports it
+            if attrs.operation == "CREATE" and not attrs.subresource:
+                if not meta.get("name") and meta.get("generateName"):
+                    meta["name"] = f"{meta['generateName']}xxxxx"  # the store picks the real one
+                strategy.default(info, new)
+                strategy.prepare_for_create(info, new)
+                causes = strategy.validate(info, new)
+            elif attrs.operation == "UPDATE" and attrs.old_obj is not None:
+                old = copy.deepcopy(attrs.old_obj)
+                if attrs.subresource == "status":
+                    strategy.prepare_for_status_update(info, new, old)
+                    causes = strategy.validate_status_update(info, new, old)
+                elif not attrs.subresource:
+                    strategy.default(info, new)
+                    strategy.prepare_for_update(info, new, old)
+                    causes = strategy.validate_update(info, new, old)
+                else:
+                    return
+            else:
+                return
+            if causes:
+                raise Invalid.for_object(info.kind, info.group, str(meta.get("name") or ""), causes)
+
         self.webhook_caller = WebhookCaller(resolve_service)
         return build(
             source("mutatingwebhookconfigurations", mutating=True),
@@ -211,6 +248,7 @@ class Admission:
             versions_of=versions_of,
             namespace_labels=namespace_labels,
             convert=convert_to,
+            prevalidate=prevalidate,
         )
 
     # --- lookups the plugins use ----------------------------------------------------------

@@ -713,13 +713,22 @@ class MutatingWebhooks:
     name = "MutatingAdmissionWebhook"
     mutating = True
 
-    def __init__(self, dispatcher: _Dispatcher) -> None:
+    def __init__(
+        self,
+        dispatcher: _Dispatcher,
+        prevalidate: Callable[[AdmissionAttributes], None] | None = None,
+    ) -> None:
         self._dispatcher = dispatcher
+        self._prevalidate = prevalidate
 
     async def admit(self, attrs: AdmissionAttributes) -> None:
         invocations = await self._dispatcher.matching(attrs)
         if not invocations:
             return
+        if self._prevalidate is not None:
+            # kube-apiserver validates the object before validating admission: an invalid
+            # object is a 422 and no validating webhook sees it.
+            self._prevalidate(attrs)
         changed_at: dict[str, int] = {}  # webhook name -> step of its last call
         last_change = -1
         step = 0
@@ -778,13 +787,22 @@ class ValidatingWebhooks:
     name = "ValidatingAdmissionWebhook"
     mutating = False
 
-    def __init__(self, dispatcher: _Dispatcher) -> None:
+    def __init__(
+        self,
+        dispatcher: _Dispatcher,
+        prevalidate: Callable[[AdmissionAttributes], None] | None = None,
+    ) -> None:
         self._dispatcher = dispatcher
+        self._prevalidate = prevalidate
 
     async def admit(self, attrs: AdmissionAttributes) -> None:
         invocations = await self._dispatcher.matching(attrs)
         if not invocations:
             return
+        if self._prevalidate is not None:
+            # kube-apiserver validates the object before validating admission: an invalid
+            # object is a 422 and no validating webhook sees it.
+            self._prevalidate(attrs)
         results = await asyncio.gather(
             *(self._call(inv, attrs) for inv in invocations), return_exceptions=True
         )
@@ -816,6 +834,7 @@ def build(
     versions_of: VersionsOf,
     namespace_labels: Callable[[str], Awaitable[dict[str, str] | None]],
     convert: Converter | None = None,
+    prevalidate: Callable[[AdmissionAttributes], None] | None = None,
 ) -> tuple[MutatingWebhooks, ValidatingWebhooks]:
     """The two plugins over their sources and one shared caller."""
     common = dict(
@@ -826,7 +845,7 @@ def build(
     )
     return (
         MutatingWebhooks(_Dispatcher(mutating, caller, **common)),  # type: ignore[arg-type]
-        ValidatingWebhooks(_Dispatcher(validating, caller, **common)),  # type: ignore[arg-type]
+        ValidatingWebhooks(_Dispatcher(validating, caller, **common), prevalidate),  # type: ignore[arg-type]
     )
 
 
