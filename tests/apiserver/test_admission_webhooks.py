@@ -554,3 +554,36 @@ async def test_mutating_order_and_reinvocation(harness, hooks):
     assert first["apiVersion"] == "admission.k8s.io/v1beta1"
     assert "labels" not in first["request"]["object"]["metadata"]
     assert second["request"]["object"]["metadata"]["labels"] == {"webhook": "seen"}
+
+
+async def test_delete_sends_the_old_object(harness, hooks):
+    status, _ = await harness.request("POST", CONFIGMAPS, configmap("keep", {"keep": "yes"}))
+    assert status == 201
+    status, _ = await harness.request("POST", CONFIGMAPS, configmap("drop"))
+    assert status == 201
+    await install(
+        harness,
+        "ValidatingWebhookConfiguration",
+        "keep",
+        webhook(
+            "keep.example.com",
+            url_client(hooks, "/deny"),
+            operations=("DELETE",),
+            objectSelector={"matchLabels": {"keep": "yes"}},
+        ),
+    )
+    for _ in range(POLL_ROUNDS):
+        status, body = await harness.request("DELETE", f"{CONFIGMAPS}/keep")
+        if status == 400:
+            break
+        await asyncio.sleep(POLL_S)
+    assert status == 400, body
+    assert body["message"] == 'admission webhook "keep.example.com" denied the request: no thanks'
+    request = hooks.seen("/deny")[-1]["request"]
+    assert request["operation"] == "DELETE"
+    assert request["name"] == "keep"
+    assert request["object"] is None
+    assert request["oldObject"]["metadata"]["labels"] == {"keep": "yes"}
+    assert request["options"]["kind"] == "DeleteOptions"
+    status, body = await harness.request("DELETE", f"{CONFIGMAPS}/drop")
+    assert status == 200, body

@@ -239,6 +239,9 @@ class Admission:
             if causes:
                 raise Invalid.for_object(info.kind, info.group, str(meta.get("name") or ""), causes)
 
+        async def get_object(attrs: AdmissionAttributes) -> dict[str, Any] | None:
+            return await self.get(attrs.group, attrs.resource, attrs.namespace, attrs.name)
+
         self.webhook_caller = WebhookCaller(resolve_service)
         return build(
             source("mutatingwebhookconfigurations", mutating=True),
@@ -249,6 +252,7 @@ class Admission:
             namespace_labels=namespace_labels,
             convert=convert_to,
             prevalidate=prevalidate,
+            get_object=get_object,
         )
 
     # --- lookups the plugins use ----------------------------------------------------------

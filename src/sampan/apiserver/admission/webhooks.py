@@ -280,6 +280,9 @@ def denied(webhook: str, result: Any) -> StatusError:
 
 # --- calling --------------------------------------------------------------------------------
 
+ObjectGetter = Callable[[AdmissionAttributes], Awaitable[dict[str, Any] | None]]
+"""The stored object ``attrs`` names (None when it is gone)."""
+
 ServiceResolver = Callable[[str, str, int], Awaitable[tuple[str, int]]]
 """(namespace, name, port) -> (address, port) of a ready endpoint; raises LookupError with
 upstream's message when there is none."""
@@ -475,7 +478,9 @@ class _Dispatcher:
         versions_of: VersionsOf,
         namespace_labels: Callable[[str], Awaitable[dict[str, str] | None]],
         convert: Converter | None = None,
+        get_object: ObjectGetter | None = None,
     ) -> None:
+        self._get_object = get_object
         self._source = source
         self._caller = caller
         self._kind_of = kind_of
@@ -554,6 +559,20 @@ class _Dispatcher:
                     return True
         return False
 
+    async def _load_deleted(self, attrs: AdmissionAttributes) -> None:
+        """A DELETE's ``oldObject`` is the object being deleted (the handlers admit deletes
+        by name only): read it once, for the first webhook whose rules match."""
+        if (
+            attrs.operation != "DELETE"
+            or attrs.old_obj is not None
+            or not attrs.name
+            or self._get_object is None
+            or attrs.extra.get("webhooks_old_loaded")
+        ):
+            return
+        attrs.extra["webhooks_old_loaded"] = True
+        attrs.old_obj = await self._get_object(attrs)
+
     async def matching(self, attrs: AdmissionAttributes) -> list[_Invocation]:
         if self._exempt(attrs):
             return []
@@ -566,6 +585,7 @@ class _Dispatcher:
             invocation = self._match_rules(hook, attrs)
             if invocation is None:
                 continue
+            await self._load_deleted(attrs)
             if hook.invalid:
                 out.append(invocation)  # fails when called, under its failure policy
                 continue
@@ -619,8 +639,8 @@ class _Dispatcher:
             request["requestSubResource"] = attrs.subresource
         if attrs.namespace:
             request["namespace"] = attrs.namespace
-        if attrs.name == "" and attrs.operation != "CREATE":
-            request.pop("name")
+        if not attrs.name:
+            request.pop("name")  # omitempty, as a create with generateName sends it
         review = {
             "kind": "AdmissionReview",
             "apiVersion": f"admission.k8s.io/{version}",
@@ -775,7 +795,9 @@ class MutatingWebhooks:
         if patched == versioned:
             return False
         if versioned is not attrs.obj and self._dispatcher._convert is not None:
-            back = attrs.version
+            # Back to the version admission holds the object in (the request's on create, the
+            # storage version inside admitted_update).
+            back = str(attrs.obj.get("apiVersion") or "").rpartition("/")[2] or attrs.version
             patched = self._dispatcher._convert(patched, attrs.group, attrs.resource, back)
         attrs.obj = patched
         return True
@@ -835,6 +857,7 @@ def build(
     namespace_labels: Callable[[str], Awaitable[dict[str, str] | None]],
     convert: Converter | None = None,
     prevalidate: Callable[[AdmissionAttributes], None] | None = None,
+    get_object: ObjectGetter | None = None,
 ) -> tuple[MutatingWebhooks, ValidatingWebhooks]:
     """The two plugins over their sources and one shared caller."""
     common = dict(
@@ -842,6 +865,7 @@ def build(
         versions_of=versions_of,
         namespace_labels=namespace_labels,
         convert=convert,
+        get_object=get_object,
     )
     return (
         MutatingWebhooks(_Dispatcher(mutating, caller, **common)),  # type: ignore[arg-type]
