@@ -587,3 +587,72 @@ async def test_delete_sends_the_old_object(harness, hooks):
     assert request["options"]["kind"] == "DeleteOptions"
     status, body = await harness.request("DELETE", f"{CONFIGMAPS}/drop")
     assert status == 200, body
+
+
+def hpa(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 1,
+            "maxReplicas": 3,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 70},
+                    },
+                }
+            ],
+        },
+    }
+
+
+@pytest.mark.parametrize("policy", ["Equivalent", "Exact"])
+async def test_match_policy(harness, hooks, policy):
+    rule = {
+        "apiGroups": ["autoscaling"],
+        "apiVersions": ["v1"],
+        "operations": ["CREATE"],
+        "resources": ["horizontalpodautoscalers"],
+    }
+    await install(
+        harness,
+        "ValidatingWebhookConfiguration",
+        "hpa",
+        webhook("hpa.example.com", url_client(hooks, "/deny"), rules=[rule], matchPolicy=policy),
+    )
+    # The configuration is in effect once a v1 create is refused.
+    v1_path = "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers"
+    for i in range(POLL_ROUNDS):
+        v1 = hpa(f"v1-{i}")
+        v1["apiVersion"] = "autoscaling/v1"
+        v1["spec"] = {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "maxReplicas": 3,
+        }
+        status, body = await harness.request("POST", v1_path, v1)
+        if status == 400:
+            break
+        await asyncio.sleep(POLL_S)
+    assert status == 400, body
+    status, body = await harness.request(
+        "POST", "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers", hpa("v2")
+    )
+    if policy == "Exact":
+        assert status == 201, body
+        return
+    assert status == 400, body
+    request = hooks.seen("/deny")[-1]["request"]
+    assert request["kind"] == {
+        "group": "autoscaling",
+        "version": "v1",
+        "kind": "HorizontalPodAutoscaler",
+    }
+    assert request["requestKind"]["version"] == "v2"
+    assert request["requestResource"]["version"] == "v2"
+    assert request["object"]["apiVersion"] == "autoscaling/v1"
+    assert request["object"]["spec"]["targetCPUUtilizationPercentage"] == 70

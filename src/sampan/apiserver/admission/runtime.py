@@ -160,16 +160,25 @@ class Admission:
             info = registry.by_resource(group, version, plural)
             return info.kind if info is not None else None
 
-        def versions_of(group: str, plural: str) -> list[str]:
-            return [i.version for i in registry.all() if (i.group, i.plural) == (group, plural)]
+        def equivalents(group: str, version: str, plural: str) -> list[tuple[str, str, str]]:
+            info = registry.by_resource(group, version, plural)
+            if info is None or not info.stored:
+                return []
+            return [
+                (other.group, other.version, other.plural)
+                for other in registry.all()
+                if other.storage_resource == info.storage_resource
+                and other.stored
+                and other.namespaced == info.namespaced
+                and (other.group, other.version, other.plural) != (group, version, plural)
+            ]
 
         def convert_to(
-            obj: dict[str, Any], group: str, plural: str, version: str
+            obj: dict[str, Any], group: str, version: str, plural: str
         ) -> dict[str, Any]:
-            source_version = str(obj.get("apiVersion") or "").rpartition("/")[2]
-            info_from = registry.by_resource(group, source_version, plural)
+            info_from = registry.by_kind(str(obj.get("apiVersion") or ""), str(obj.get("kind")))
             info_to = registry.by_resource(group, version, plural)
-            if info_from is None or info_to is None:
+            if info_from is None or info_to is None or info_from is info_to:
                 return obj
             return convert(info_from, obj, info_to)
 
@@ -248,7 +257,7 @@ class Admission:
             source("validatingwebhookconfigurations", mutating=False),
             self.webhook_caller,
             kind_of=kind_of,
-            versions_of=versions_of,
+            equivalents=equivalents,
             namespace_labels=namespace_labels,
             convert=convert_to,
             prevalidate=prevalidate,

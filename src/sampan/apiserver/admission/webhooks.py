@@ -81,10 +81,10 @@ _EXEMPT_RESOURCES = {
 
 KindOf = Callable[[str, str, str], str | None]
 """(group, version, plural) -> Kind, or None when that version is not served."""
-VersionsOf = Callable[[str, str], Sequence[str]]
-"""(group, plural) -> the served versions, preferred first."""
+Equivalents = Callable[[str, str, str], Sequence[tuple[str, str, str]]]
+"""(group, version, plural) -> the other (group, version, plural) over the same storage."""
 Converter = Callable[[dict[str, Any], str, str, str], dict[str, Any]]
-"""(object, group, plural, to_version) -> the object as that version serves it."""
+"""(object, group, version, plural) -> the object as that resource serves it."""
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -475,7 +475,7 @@ class _Dispatcher:
         caller: WebhookCaller,
         *,
         kind_of: KindOf,
-        versions_of: VersionsOf,
+        equivalents: Equivalents,
         namespace_labels: Callable[[str], Awaitable[dict[str, str] | None]],
         convert: Converter | None = None,
         get_object: ObjectGetter | None = None,
@@ -484,7 +484,7 @@ class _Dispatcher:
         self._source = source
         self._caller = caller
         self._kind_of = kind_of
-        self._versions_of = versions_of
+        self._equivalents = equivalents
         self._namespace_labels = namespace_labels
         self._convert = convert
 
@@ -507,6 +507,19 @@ class _Dispatcher:
             )
         if hook.match_policy != "Equivalent":
             return None
+        # Another resource over the same storage: another version, or the same objects served
+        # in another group (core/v1 and events.k8s.io/v1 events), as upstream's equivalent
+        # resource mapper; the webhook gets the object converted to the version it asked for.
+        for group, version, plural in self._equivalents(attrs.group, attrs.version, attrs.resource):
+            if any(
+                rule.matches(
+                    attrs.operation, group, version, plural, attrs.subresource, attrs.namespaced
+                )
+                for rule in hook.rules
+            ):
+                kind = self._kind_of(group, version, plural) or ""
+                return _Invocation(hook, group, version, plural, attrs.subresource, kind)
+        return None
         # Another served version of the same resource (upstream also maps resources that
         # moved between groups; Sampan serves each resource in one group).
         for version in self._versions_of(attrs.group, attrs.resource):
@@ -602,7 +615,7 @@ class _Dispatcher:
         api_version = f"{inv.group}/{inv.version}" if inv.group else inv.version
         if obj.get("apiVersion") in (None, api_version) or self._convert is None:
             return obj
-        return self._convert(obj, inv.group, inv.resource, inv.version)
+        return self._convert(obj, inv.group, inv.version, inv.resource)
 
     def review(self, inv: _Invocation, attrs: AdmissionAttributes) -> tuple[str, dict[str, Any]]:
         """(uid, AdmissionReview) in the first version the webhook accepts."""
@@ -797,8 +810,10 @@ class MutatingWebhooks:
         if versioned is not attrs.obj and self._dispatcher._convert is not None:
             # Back to the version admission holds the object in (the request's on create, the
             # storage version inside admitted_update).
-            back = str(attrs.obj.get("apiVersion") or "").rpartition("/")[2] or attrs.version
-            patched = self._dispatcher._convert(patched, attrs.group, attrs.resource, back)
+            group, _, version = str(attrs.obj.get("apiVersion") or "").rpartition("/")
+            patched = self._dispatcher._convert(
+                patched, group, version or attrs.version, attrs.resource
+            )
         attrs.obj = patched
         return True
 
@@ -853,7 +868,7 @@ def build(
     caller: WebhookCaller,
     *,
     kind_of: KindOf,
-    versions_of: VersionsOf,
+    equivalents: Equivalents,
     namespace_labels: Callable[[str], Awaitable[dict[str, str] | None]],
     convert: Converter | None = None,
     prevalidate: Callable[[AdmissionAttributes], None] | None = None,
@@ -862,7 +877,7 @@ def build(
     """The two plugins over their sources and one shared caller."""
     common = dict(
         kind_of=kind_of,
-        versions_of=versions_of,
+        equivalents=equivalents,
         namespace_labels=namespace_labels,
         convert=convert,
         get_object=get_object,
