@@ -201,8 +201,14 @@ class Admission:
                 )
             return labels
 
+        async def from_cache(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+            try:  # resourceVersion "0": the watch cache as it is, no datastore round trip
+                return await self._store("", plural).get(namespace, name, resource_version="0")
+            except NotFound:
+                return None
+
         async def resolve_service(namespace: str, name: str, port: int) -> tuple[str, int]:
-            service = await self.get("", "services", namespace, name)
+            service = await from_cache("services", namespace, name)
             if service is None:
                 raise LookupError(f'service "{name}" not found')
             slices = [
@@ -210,7 +216,7 @@ class Admission:
                 for s in self.cached("discovery.k8s.io", "endpointslices", namespace)
                 if ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL) == name
             ]
-            endpoints = await self.get("", "endpoints", namespace, name)
+            endpoints = await from_cache("endpoints", namespace, name)
             return pick_endpoint(service, slices, endpoints, port)
 
         def prevalidate(attrs: AdmissionAttributes) -> None:
