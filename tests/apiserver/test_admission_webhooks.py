@@ -656,3 +656,16 @@ async def test_match_policy(harness, hooks, policy):
     assert request["requestResource"]["version"] == "v2"
     assert request["object"]["apiVersion"] == "autoscaling/v1"
     assert request["object"]["spec"]["targetCPUUtilizationPercentage"] == 70
+
+
+async def test_configurations_apply_from_the_first_request_after_a_restart(harness, hooks):
+    await install(
+        harness,
+        "ValidatingWebhookConfiguration",
+        "deny",
+        webhook("deny.example.com", url_client(hooks, "/deny")),
+    )
+    await until_status(harness, lambda i: configmap(f"p{i}"), 400)
+    await harness.restart()
+    status, body = await harness.request("POST", CONFIGMAPS, configmap("first"))
+    assert status == 400, body

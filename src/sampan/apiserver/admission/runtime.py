@@ -152,9 +152,12 @@ class Admission:
 
         def source(plural: str, *, mutating: bool) -> WebhookSource:
             store = self._store(WEBHOOK_GROUP, plural)
-            return WebhookSource(
-                lambda: store.generation, lambda: store.cached_objects(None), mutating=mutating
-            )
+
+            async def objects() -> list[dict[str, Any]]:
+                page = await store.list(None)
+                return [json.loads(item) for item in page.items]
+
+            return WebhookSource(lambda: store.generation, objects, mutating=mutating)
 
         def kind_of(group: str, version: str, plural: str) -> str | None:
             info = registry.by_resource(group, version, plural)

@@ -6,8 +6,9 @@ ValidatingWebhookConfigurations, the matching of a request against their webhook
 
 * Configurations come from the API server's own watch cache (``WebhookSource``): the sorted
   webhook list is rebuilt only when the cache's generation moved, so a created, changed or
-  deleted configuration takes effect with the next request after the cache saw it, and a
-  request never reads the datastore for them.
+  deleted configuration takes effect with the next request after the cache saw it; requests
+  in between read nothing. A cache that is reloading is bypassed (a consistent list), never
+  read as "no configurations".
 * Order: mutating webhooks run after the built-in mutating plugins, sorted by configuration
   name, then in the order of ``webhooks`` in it; a webhook with ``reinvocationPolicy:
   IfNeeded`` runs once more when a webhook after it changed the object. Validating webhooks
@@ -201,13 +202,14 @@ def compile_configurations(objects: Iterable[dict[str, Any]], *, mutating: bool)
 class WebhookSource:
     """The compiled webhooks of one configuration kind, rebuilt when the watch cache moved.
 
-    ``generation()`` is the cache's change counter and ``objects()`` its current objects
-    (both cheap, in memory)."""
+    ``generation()`` is the cache's change counter (cheap, in memory); ``objects()`` lists the
+    configurations consistently (from the watch cache when it is current, from the datastore
+    while it (re)loads), so a cache that is loading never makes webhooks disappear."""
 
     def __init__(
         self,
         generation: Callable[[], int],
-        objects: Callable[[], Iterable[dict[str, Any]]],
+        objects: Callable[[], Awaitable[Iterable[dict[str, Any]]]],
         *,
         mutating: bool,
     ) -> None:
@@ -216,12 +218,17 @@ class WebhookSource:
         self._mutating = mutating
         self._seen: int | None = None
         self._hooks: list[Webhook] = []
+        self._lock = asyncio.Lock()
 
-    def webhooks(self) -> list[Webhook]:
-        generation = self._generation()
-        if generation != self._seen:
-            self._hooks = compile_configurations(self._objects(), mutating=self._mutating)
-            self._seen = generation
+    async def webhooks(self) -> list[Webhook]:
+        if self._generation() == self._seen:
+            return self._hooks
+        async with self._lock:
+            generation = self._generation()
+            if generation != self._seen:
+                objects = await self._objects()
+                self._hooks = compile_configurations(objects, mutating=self._mutating)
+                self._seen = generation
         return self._hooks
 
 
@@ -589,7 +596,7 @@ class _Dispatcher:
     async def matching(self, attrs: AdmissionAttributes) -> list[_Invocation]:
         if self._exempt(attrs):
             return []
-        hooks = self._source.webhooks()
+        hooks = await self._source.webhooks()
         if not hooks:
             return []
         ctx = _Context(attrs, self._kind_of(attrs.group, attrs.version, attrs.resource) or "")
