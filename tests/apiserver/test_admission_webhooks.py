@@ -669,3 +669,29 @@ async def test_configurations_apply_from_the_first_request_after_a_restart(harne
     await harness.restart()
     status, body = await harness.request("POST", CONFIGMAPS, configmap("first"))
     assert status == 400, body
+
+
+async def test_webhooks_see_defaulted_objects(harness, hooks):
+    await install(
+        harness,
+        "MutatingWebhookConfiguration",
+        "pods",
+        webhook("pods.example.com", url_client(hooks, "/mutate"), resources=("pods",)),
+    )
+    pods = "/api/v1/namespaces/default/pods"
+    for i in range(POLL_ROUNDS):
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"p{i}"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        }
+        status, body = await harness.request("POST", pods, pod)
+        assert status == 201, body
+        if (body["metadata"].get("labels") or {}).get("webhook") == "seen":
+            break
+        await asyncio.sleep(POLL_S)
+    assert body["metadata"]["labels"] == {"webhook": "seen"}
+    sent = hooks.seen("/mutate")[-1]["request"]["object"]
+    assert sent["spec"]["restartPolicy"] == "Always"
+    assert sent["spec"]["containers"][0]["terminationMessagePath"] == "/dev/termination-log"

@@ -260,6 +260,14 @@ class Admission:
         async def get_object(attrs: AdmissionAttributes) -> dict[str, Any] | None:
             return await self.get(attrs.group, attrs.resource, attrs.namespace, attrs.name)
 
+        def default(obj: dict[str, Any]) -> dict[str, Any]:
+            info = registry.by_kind(str(obj.get("apiVersion") or ""), str(obj.get("kind") or ""))
+            if info is None:
+                return obj
+            out = copy.deepcopy(obj)
+            strategy.default(info, out)
+            return out
+
         self.webhook_caller = WebhookCaller(resolve_service)
         return build(
             source("mutatingwebhookconfigurations", mutating=True),
@@ -271,6 +279,7 @@ class Admission:
             convert=convert_to,
             prevalidate=prevalidate,
             get_object=get_object,
+            default=default,
         )
 
     # --- lookups the plugins use ----------------------------------------------------------

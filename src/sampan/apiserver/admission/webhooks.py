@@ -290,6 +290,9 @@ def denied(webhook: str, result: Any) -> StatusError:
 ObjectGetter = Callable[[AdmissionAttributes], Awaitable[dict[str, Any] | None]]
 """The stored object ``attrs`` names (None when it is gone)."""
 
+Defaulter = Callable[[dict[str, Any]], dict[str, Any]]
+"""A defaulted copy of an object (the kind's defaults as the API server fills them)."""
+
 ServiceResolver = Callable[[str, str, int], Awaitable[tuple[str, int]]]
 """(namespace, name, port) -> (address, port) of a ready endpoint; raises LookupError with
 upstream's message when there is none."""
@@ -486,8 +489,10 @@ class _Dispatcher:
         namespace_labels: Callable[[str], Awaitable[dict[str, str] | None]],
         convert: Converter | None = None,
         get_object: ObjectGetter | None = None,
+        default: Defaulter | None = None,
     ) -> None:
         self._get_object = get_object
+        self._default = default
         self._source = source
         self._caller = caller
         self._kind_of = kind_of
@@ -616,6 +621,15 @@ class _Dispatcher:
             out.append(invocation)
         return out
 
+    def outgoing(self, attrs: AdmissionAttributes, inv: _Invocation) -> dict[str, Any] | None:
+        """The new object as the webhook sees it: defaulted (kube-apiserver defaults when it
+        decodes a request, before admission; Sampan's store defaults again when it writes)
+        and in the webhook's version."""
+        obj = attrs.obj
+        if obj is not None and self._default is not None:
+            obj = self._default(obj)
+        return self._versioned(obj, inv)
+
     def _versioned(self, obj: dict[str, Any] | None, inv: _Invocation) -> dict[str, Any] | None:
         if obj is None:
             return None
@@ -649,7 +663,7 @@ class _Dispatcher:
             "name": attrs.name,
             "operation": attrs.operation,
             "userInfo": _user_info(attrs.user),
-            "object": self._versioned(attrs.obj, inv),
+            "object": self.outgoing(attrs, inv),
             "oldObject": self._versioned(attrs.old_obj, inv),
             "dryRun": bool(attrs.dry_run),
             "options": _options(attrs),
@@ -807,14 +821,14 @@ class MutatingWebhooks:
             operations = json.loads(base64.b64decode(str(patch), validate=True))
         except (binascii.Error, ValueError) as e:
             raise InternalError(f"Internal error occurred: {e}") from None
-        versioned = self._dispatcher._versioned(attrs.obj, inv)
+        versioned = self._dispatcher.outgoing(attrs, inv)
         try:
             patched = apply_json_patch(versioned or {}, operations)
         except StatusError as e:
             raise InternalError(f"Internal error occurred: {e.message}") from None
         if patched == versioned:
             return False
-        if versioned is not attrs.obj and self._dispatcher._convert is not None:
+        if patched.get("apiVersion") != attrs.obj.get("apiVersion") and self._dispatcher._convert:
             # Back to the version admission holds the object in (the request's on create, the
             # storage version inside admitted_update).
             group, _, version = str(attrs.obj.get("apiVersion") or "").rpartition("/")
@@ -880,6 +894,7 @@ def build(
     convert: Converter | None = None,
     prevalidate: Callable[[AdmissionAttributes], None] | None = None,
     get_object: ObjectGetter | None = None,
+    default: Defaulter | None = None,
 ) -> tuple[MutatingWebhooks, ValidatingWebhooks]:
     """The two plugins over their sources and one shared caller."""
     common = dict(
@@ -888,6 +903,7 @@ def build(
         namespace_labels=namespace_labels,
         convert=convert,
         get_object=get_object,
+        default=default,
     )
     return (
         MutatingWebhooks(_Dispatcher(mutating, caller, **common)),  # type: ignore[arg-type]
