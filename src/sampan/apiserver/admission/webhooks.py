@@ -14,6 +14,13 @@ ValidatingWebhookConfigurations, the matching of a request against their webhook
   IfNeeded`` runs once more when a webhook after it changed the object. Validating webhooks
   run after the built-in validating plugins, all at once; the first refusal in webhook order
   is the answer.
+* What a webhook sees: the new object defaulted (kube-apiserver defaults on decode, before
+  admission) and converted to the version its rule matched (``matchPolicy: Equivalent`` also
+  matches the other versions and groups over the same storage); for a DELETE, the object
+  being deleted as ``oldObject``. Validating webhooks only see objects that passed the
+  kind's validation (an invalid object is a 422 first, as upstream). Unlike upstream, the
+  uid, creationTimestamp and generated name the store assigns at write time are not in the
+  object yet.
 * Calls go through one shared aiohttp session (made lazily on the API server's loop), with one
   SSL context per ``caBundle`` (the system roots when it is empty). A ``service`` reference is
   dialled at a ready address of the Service's EndpointSlices (else its Endpoints), verified as
