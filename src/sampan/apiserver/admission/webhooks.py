@@ -634,7 +634,16 @@ class _Dispatcher:
         and in the webhook's version."""
         obj = attrs.obj
         if obj is not None and self._default is not None:
-            obj = self._default(obj)
+            # Once per object and phase: within one plugin only webhook patches change the
+            # object, and they replace it (a new identity).
+            key = f"webhooks-defaulted-{id(self)}"
+            cached = attrs.extra.get(key)
+            if cached is not None and cached[0] is obj:
+                obj = cached[1]
+            else:
+                defaulted = self._default(obj)
+                attrs.extra[key] = (obj, defaulted)
+                obj = defaulted
         return self._versioned(obj, inv)
 
     def _versioned(self, obj: dict[str, Any] | None, inv: _Invocation) -> dict[str, Any] | None:
