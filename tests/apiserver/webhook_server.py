@@ -12,6 +12,8 @@
 * ``/slow``   sleeps 3 s, then allows
 * ``/baduid`` answers with another uid
 * ``/garbage`` answers a body that is not JSON
+* ``/chunked`` allows, in a chunked response
+* ``/close``  allows, and closes the connection (``Connection: close``)
 
 Every request's ``AdmissionReview`` is kept in ``reviews`` (path, review).
 """
@@ -113,10 +115,10 @@ def make_pki(directory: Path, dns_names: tuple[str, ...] = (SERVICE_DNS,)) -> We
 
 
 class WebhookServer:
-    def __init__(self, pki: WebhookPKI) -> None:
+    def __init__(self, pki: WebhookPKI, port: int = 0) -> None:
         self.pki = pki
         self.reviews: list[tuple[str, dict[str, Any]]] = []
-        self.port = 0
+        self.port = port
         self._runner: web.AppRunner | None = None
 
     def url(self, path: str) -> str:
@@ -132,7 +134,7 @@ class WebhookServer:
         await self._runner.setup()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.pki.cert_path, self.pki.key_path)
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -172,6 +174,20 @@ class WebhookServer:
             response["uid"] = "not-the-uid"
         elif behaviour == "garbage":
             return web.Response(body=b"garbage", content_type="application/json")
-        return web.json_response(
-            {"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": response}
-        )
+        answer = {
+            "apiVersion": review["apiVersion"],
+            "kind": "AdmissionReview",
+            "response": response,
+        }
+        if behaviour == "chunked":
+            stream = web.StreamResponse(headers={"Content-Type": "application/json"})
+            stream.enable_chunked_encoding()
+            await stream.prepare(request)
+            data = json.dumps(answer).encode()
+            for start in range(0, len(data), 7):
+                await stream.write(data[start : start + 7])
+            await stream.write_eof()
+            return stream
+        if behaviour == "close":
+            return web.json_response(answer, headers={"Connection": "close"})
+        return web.json_response(answer)

@@ -21,8 +21,8 @@ ValidatingWebhookConfigurations, the matching of a request against their webhook
   kind's validation (an invalid object is a 422 first, as upstream). Unlike upstream, the
   uid, creationTimestamp and generated name the store assigns at write time are not in the
   object yet.
-* Calls go through one shared aiohttp session (made lazily on the API server's loop), with one
-  SSL context per ``caBundle`` (the system roots when it is empty). A ``service`` reference is
+* Calls go through one shared pool of keep-alive HTTPS connections (``webhooks_http``), with
+  one SSL context per ``caBundle`` (the system roots when it is empty). A ``service`` reference is
   dialled at a ready address of the Service's EndpointSlices (else its Endpoints), verified as
   ``<service>.<namespace>.svc`` (kube-apiserver's ``--enable-aggregator-routing`` behaviour).
   Each call is bounded by the webhook's ``timeoutSeconds``; nothing blocks the loop.
@@ -52,11 +52,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import aiohttp
+from urllib.parse import urlsplit
 
 from sampan.api.labels import SelectorError, selector_from_label_selector
 from sampan.apiserver.admission.chain import AdmissionAttributes
+from sampan.apiserver.admission.webhooks_http import DialError, HTTPSPool, ProtocolError, TLSError
 from sampan.apiserver.errors import BadRequest, Cause, InternalError, StatusError
 from sampan.apiserver.patch import apply_json_patch
 
@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "admissionregistration.k8s.io"
 DEFAULT_TIMEOUT_S = 10
+USER_AGENT = "kube-apiserver-admission"
 KNOWN_REVIEW_VERSIONS = ("v1", "v1beta1")
 
 # Resources whose writes never go to webhooks (upstream's IsExemptAdmissionConfigurationResource
@@ -306,11 +307,11 @@ upstream's message when there is none."""
 
 
 class WebhookCaller:
-    """POSTs AdmissionReviews: one shared session, SSL contexts cached per caBundle."""
+    """POSTs AdmissionReviews: one shared connection pool, SSL contexts cached per caBundle."""
 
     def __init__(self, resolve_service: ServiceResolver) -> None:
         self._resolve = resolve_service
-        self._session: aiohttp.ClientSession | None = None
+        self._pool = HTTPSPool()
         self._ssl: dict[str, ssl.SSLContext] = {}
 
     def _ssl_context(self, ca_bundle: str) -> ssl.SSLContext:
@@ -328,81 +329,59 @@ class WebhookCaller:
             self._ssl[ca_bundle] = context
         return context
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=10),
-                json_serialize=lambda o: json.dumps(o, separators=(",", ":")),
-            )
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        self._pool.close()
 
     async def post(self, hook: Webhook, review: dict[str, Any]) -> dict[str, Any]:
         """The decoded answer, or ``CallError`` with upstream's wording."""
         timeout = hook.timeout_s
         if hook.url:
             shown = _with_timeout(hook.url, timeout)
-            target = shown
-            server_hostname: str | None = None
-            host_header: str | None = None
+            parts = urlsplit(hook.url)
+            address = server_hostname = parts.hostname or ""
+            try:
+                port = parts.port or 443
+            except ValueError as e:
+                raise CallError(hook.name, f"could not get REST client: {e}") from e
+            host_header = parts.netloc.rpartition("@")[2]
+            target = _with_timeout(parts.path or "/", timeout)
         else:
             service = hook.service or {}
             namespace = str(service.get("namespace") or "")
             name = str(service.get("name") or "")
-            port = int(service.get("port") or 443)
+            service_port = int(service.get("port") or 443)
             path = str(service.get("path") or "") or "/"
-            host = f"{name}.{namespace}.svc"
-            shown = _with_timeout(f"https://{host}:{port}{path}", timeout)
+            server_hostname = f"{name}.{namespace}.svc"
+            shown = _with_timeout(f"https://{server_hostname}:{service_port}{path}", timeout)
             try:
-                address, target_port = await self._resolve(namespace, name, port)
+                address, port = await self._resolve(namespace, name, service_port)
             except LookupError as e:
                 raise CallError(hook.name, f'failed to call webhook: Post "{shown}": {e}') from e
-            ip = f"[{address}]" if ":" in address else address
-            target = _with_timeout(f"https://{ip}:{target_port}{path}", timeout)
-            server_hostname = host
-            host_header = f"{host}:{port}"
+            host_header = f"{server_hostname}:{service_port}"
+            target = _with_timeout(path, timeout)
         try:
             context = self._ssl_context(hook.ca_bundle)
         except (ValueError, ssl.SSLError) as e:
             raise CallError(hook.name, f"could not get REST client: {e}") from e
         body = json.dumps(review, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json, */*"}
-        if host_header:
-            headers["Host"] = host_header
+        headers = (
+            ("Host", host_header),
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, */*"),
+            ("User-Agent", USER_AGENT),
+        )
         try:
             async with asyncio.timeout(timeout):
-                async with self._client().post(
-                    target,
-                    data=body,
-                    headers=headers,
-                    ssl=context,
-                    server_hostname=server_hostname,
-                    allow_redirects=False,
-                ) as response:
-                    raw = await response.read()
-                    status = response.status
+                status, raw = await self._pool.post(
+                    address, port, server_hostname, context, hook.ca_bundle, target, headers, body
+                )
         except TimeoutError as e:
             raise CallError(
                 hook.name, f'failed to call webhook: Post "{shown}": context deadline exceeded'
             ) from e
-        except aiohttp.ClientConnectorCertificateError as e:
-            raise CallError(
-                hook.name,
-                f'failed to call webhook: Post "{shown}": tls: failed to verify certificate: '
-                f"x509: {_cert_reason(e)}",
-            ) from e
-        except aiohttp.ClientConnectorError as e:
-            host, port = (server_hostname or e.host), e.port
-            raise CallError(
-                hook.name,
-                f'failed to call webhook: Post "{shown}": dial tcp {host}:{port}: connect: '
-                f"{_errno_text(e)}",
-            ) from e
-        except (aiohttp.ClientError, OSError) as e:
+        except (DialError, TLSError, ProtocolError) as e:
+            raise CallError(hook.name, f'failed to call webhook: Post "{shown}": {e}') from e
+        except OSError as e:
             raise CallError(hook.name, f'failed to call webhook: Post "{shown}": {e}') from e
         if not 200 <= status < 300:
             raise CallError(hook.name, f"failed to call webhook: {_http_error(status, raw)}")
@@ -424,26 +403,6 @@ class WebhookCaller:
 
 def _with_timeout(url: str, timeout_s: int) -> str:
     return f"{url}{'&' if '?' in url else '?'}timeout={timeout_s}s"
-
-
-def _cert_reason(error: aiohttp.ClientConnectorCertificateError) -> str:
-    cert_error = getattr(error, "certificate_error", None)
-    text = str(getattr(cert_error, "verify_message", "") or cert_error or error)
-    unknown = ("unable to get local issuer", "self-signed", "self signed", "signature failure")
-    if any(marker in text for marker in unknown):
-        return "certificate signed by unknown authority"
-    if "Hostname mismatch" in text or "IP address mismatch" in text:
-        return f"certificate is not valid for the requested name ({text})"
-    return text
-
-
-def _errno_text(error: aiohttp.ClientConnectorError) -> str:
-    os_error = getattr(error, "os_error", None)
-    if isinstance(os_error, ConnectionRefusedError):
-        return "connection refused"
-    if os_error is not None and os_error.strerror:
-        return str(os_error.strerror).lower()
-    return str(error)
 
 
 def _http_error(status: int, raw: bytes) -> str:
