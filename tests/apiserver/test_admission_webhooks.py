@@ -695,3 +695,23 @@ async def test_webhooks_see_defaulted_objects(harness, hooks):
     sent = hooks.seen("/mutate")[-1]["request"]["object"]
     assert sent["spec"]["restartPolicy"] == "Always"
     assert sent["spec"]["containers"][0]["terminationMessagePath"] == "/dev/termination-log"
+
+
+async def test_mutation_of_a_create_on_update(harness, hooks):
+    await install(
+        harness,
+        "MutatingWebhookConfiguration",
+        "endpoints",
+        webhook("ep.example.com", url_client(hooks, "/mutate"), resources=("endpoints",)),
+    )
+    path = "/api/v1/namespaces/default/endpoints"
+    for i in range(POLL_ROUNDS):
+        endpoints = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": f"ep{i}"}}
+        status, body = await harness.request("PUT", f"{path}/ep{i}", endpoints)
+        assert status == 201, body
+        if (body["metadata"].get("labels") or {}).get("webhook") == "seen":
+            break
+        await asyncio.sleep(POLL_S)
+    assert body["metadata"]["labels"] == {"webhook": "seen"}
+    status, stored = await harness.request("GET", f"{path}/{body['metadata']['name']}")
+    assert stored["metadata"]["labels"] == {"webhook": "seen"}

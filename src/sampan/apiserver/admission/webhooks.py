@@ -36,7 +36,8 @@ ValidatingWebhookConfigurations, the matching of a request against their webhook
 
 Invariants: a webhook with ``matchConditions`` is never stored (validation refuses it until
 Sampan evaluates CEL), so none is ever silently skipped; a mutating webhook's patch is applied
-to a copy and only a fully applied result replaces ``attrs.obj``.
+to a copy and only a fully applied result replaces the content of ``attrs.obj`` (in place, so
+every handler writes what the webhooks made of it).
 """
 
 from __future__ import annotations
@@ -459,6 +460,7 @@ class _Dispatcher:
     ) -> None:
         self._get_object = get_object
         self._default = default
+        self.defaulted_key = f"webhooks-defaulted-{id(self)}"
         self._source = source
         self._caller = caller
         self._kind_of = kind_of
@@ -594,8 +596,8 @@ class _Dispatcher:
         obj = attrs.obj
         if obj is not None and self._default is not None:
             # Once per object and phase: within one plugin only webhook patches change the
-            # object, and they replace it (a new identity).
-            key = f"webhooks-defaulted-{id(self)}"
+            # object, and they drop this copy (``patched``).
+            key = self.defaulted_key
             cached = attrs.extra.get(key)
             if cached is not None and cached[0] is obj:
                 obj = cached[1]
@@ -810,7 +812,10 @@ class MutatingWebhooks:
             patched = self._dispatcher._convert(
                 patched, group, version or attrs.version, attrs.resource
             )
-        attrs.obj = patched
+        # In place: every handler keeps using the object it handed to admission.
+        attrs.obj.clear()
+        attrs.obj.update(patched)
+        attrs.extra.pop(self._dispatcher.defaulted_key, None)
         return True
 
 
