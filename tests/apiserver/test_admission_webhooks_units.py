@@ -123,3 +123,50 @@ def test_denials():
     assert error.message == 'admission webhook "h.x.y" denied the request without explanation'
     error = denied("h.x.y", {"code": 429, "message": "slow down", "reason": "TooManyRequests"})
     assert (error.code, error.reason) == (429, "TooManyRequests")
+
+
+def _causes(rule: dict) -> list[str]:
+    from sampan.api.resources import builtin_registry
+    from sampan.api.validation import validate_create
+
+    info = builtin_registry().by_resource(
+        "admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations"
+    )
+    obj = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "c"},
+        "webhooks": [
+            {
+                "name": "h.x.y",
+                "clientConfig": {"url": "https://h.example/"},
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "rules": [rule],
+            }
+        ],
+    }
+    return [f"{c.field}: {c.message}" for c in validate_create(info, obj)]
+
+
+def test_rule_validation():
+    base = {"operations": ["*"], "apiGroups": [""], "apiVersions": ["v1"]}
+    assert _causes({**base, "resources": ["pods", "pods/status", "*/scale"]}) == []
+    assert _causes({**base, "resources": ["*", "pods"]}) == [
+        'webhooks[0].rules[0].resources: Invalid value: []string{"*", "pods"}: '
+        "if '*' is present, must not specify other resources without subresources"
+    ]
+    assert _causes({**base, "resources": ["pods/*", "pods/status"]}) == [
+        'webhooks[0].rules[0].resources[1]: Invalid value: "pods/status": '
+        "if 'pods/*' is present, must not specify pods/status"
+    ]
+    assert _causes({**base, "resources": ["*/*", "pods"]})[0].endswith(
+        "if '*/*' is present, must not specify other resources"
+    )
+    assert _causes({**base, "apiGroups": ["*", "apps"], "resources": ["pods"]}) == [
+        'webhooks[0].rules[0].apiGroups: Invalid value: []string{"*", "apps"}: '
+        "if '*' is present, must not specify other API groups"
+    ]
+    assert _causes({**base, "operations": [], "resources": ["pods"]}) == [
+        "webhooks[0].rules[0].operations: Required value"
+    ]

@@ -2040,6 +2040,41 @@ def _webhook_service(path: str, service: Obj) -> Causes:
     return causes
 
 
+def _webhook_rule_resources(path: str, resources: list[str]) -> Causes:
+    """kube-apiserver's rule resource checks: wildcards may not overlap other entries."""
+    if not resources:
+        return [fe.required(path)]
+    causes: Causes = []
+    wildcard_sub: set[str] = set()  # "x/*"
+    wildcard_res: set[str] = set()  # "*/x"
+    plain = False
+    for i, entry in enumerate(resources):
+        if not entry:
+            causes.append(fe.required(f"{path}[{i}]"))
+            continue
+        res, sep, sub = entry.partition("/")
+        if not sep:
+            plain = plain or entry != "*"
+            continue
+        if res in wildcard_sub:
+            message = f"if '{res}/*' is present, must not specify {entry}"
+            causes.append(fe.invalid(f"{path}[{i}]", entry, message))
+        if sub in wildcard_res:
+            message = f"if '*/{sub}' is present, must not specify {entry}"
+            causes.append(fe.invalid(f"{path}[{i}]", entry, message))
+        if sub == "*":
+            wildcard_sub.add(res)
+        if res == "*":
+            wildcard_res.add(sub)
+    if len(resources) > 1 and "*/*" in resources:
+        message = "if '*/*' is present, must not specify other resources"
+        causes.append(fe.invalid(path, resources, message))
+    if "*" in resources and plain:
+        message = "if '*' is present, must not specify other resources without subresources"
+        causes.append(fe.invalid(path, resources, message))
+    return causes
+
+
 def _webhook_rule(path: str, rule: Obj) -> Causes:
     causes: Causes = []
     operations = [str(o) for o in _l(rule.get("operations"))]
@@ -2058,16 +2093,21 @@ def _webhook_rule(path: str, rule: Obj) -> Causes:
             causes.append(
                 fe.not_supported(f"{path}.operations[{k}]", operation, _WEBHOOK_OPERATIONS)
             )
-    for key in ("apiGroups", "apiVersions", "resources"):
+    for key, what in (("apiGroups", "API groups"), ("apiVersions", "API versions")):
         values = [str(v) for v in _l(rule.get(key))]
         if not values:
             causes.append(fe.required(f"{path}.{key}"))
-        elif len(values) > 1 and "*" in values and key != "resources":
+        elif len(values) > 1 and "*" in values:
             causes.append(
                 fe.invalid(
-                    f"{path}.{key}", values, "if '*' is present, must not specify other " + key
+                    f"{path}.{key}", values, f"if '*' is present, must not specify other {what}"
                 )
             )
+    for k, version in enumerate(_l(rule.get("apiVersions"))):
+        if not version:
+            causes.append(fe.required(f"{path}.apiVersions[{k}]"))
+    resources = [str(r) for r in _l(rule.get("resources"))]
+    causes.extend(_webhook_rule_resources(f"{path}.resources", resources))
     _enum(
         causes, f"{path}.scope", rule.get("scope"), ("*", "Cluster", "Namespaced"), required=False
     )
