@@ -715,3 +715,50 @@ async def test_mutation_of_a_create_on_update(harness, hooks):
     assert body["metadata"]["labels"] == {"webhook": "seen"}
     status, stored = await harness.request("GET", f"{path}/{body['metadata']['name']}")
     assert stored["metadata"]["labels"] == {"webhook": "seen"}
+
+
+async def test_service_through_an_endpointslice(harness, hooks):
+    status, body = await harness.request(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "hooks"},
+            "spec": {"ports": [{"port": 8443, "targetPort": hooks.port}]},
+        },
+    )
+    assert status == 201, body
+    status, body = await harness.request(
+        "POST",
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "hooks-1", "labels": {"kubernetes.io/service-name": "hooks"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+            "ports": [{"port": hooks.port, "protocol": "TCP"}],
+        },
+    )
+    assert status == 201, body
+    client = {
+        "service": {"namespace": "default", "name": "hooks", "port": 8443, "path": "/deny"},
+        "caBundle": hooks.pki.ca_bundle,
+    }
+    await install(
+        harness, "ValidatingWebhookConfiguration", "svc", webhook("svc.example.com", client)
+    )
+    _, body = await until_status(harness, lambda i: configmap(f"es{i}"), 400)
+    assert body["message"] == 'admission webhook "svc.example.com" denied the request: no thanks'
+    # The webhook's Service without endpoints: the call fails (Fail policy).
+    status, _ = await harness.request(
+        "DELETE", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/hooks-1"
+    )
+    assert status == 200
+    _, body = await until_status(harness, lambda i: configmap(f"es2-{i}"), 500)
+    assert body["message"] == (
+        'Internal error occurred: failed calling webhook "svc.example.com": failed to call '
+        'webhook: Post "https://hooks.default.svc:8443/deny?timeout=10s": no endpoints '
+        'available for service "hooks"'
+    )
