@@ -733,7 +733,8 @@ def _verify(hook: Webhook, uid: str, api_version: str, answer: dict[str, Any]) -
 
 
 def _warn_all(attrs: AdmissionAttributes, response: dict[str, Any]) -> None:
-    for warning in response.get("warnings") or ():
+    warnings = response.get("warnings")
+    for warning in warnings if isinstance(warnings, list) else ():
         if isinstance(warning, str) and warning:
             attrs.warn(warning)
 
@@ -803,6 +804,8 @@ class MutatingWebhooks:
             patched = apply_json_patch(versioned or {}, operations)
         except StatusError as e:
             raise InternalError(f"Internal error occurred: {e.message}") from None
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            raise InternalError(f"Internal error occurred: invalid JSON patch: {e}") from None
         if patched == versioned:
             return False
         if patched.get("apiVersion") != attrs.obj.get("apiVersion") and self._dispatcher._convert:
