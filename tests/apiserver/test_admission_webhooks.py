@@ -762,3 +762,29 @@ async def test_service_through_an_endpointslice(harness, hooks):
         'webhook: Post "https://hooks.default.svc:8443/deny?timeout=10s": no endpoints '
         'available for service "hooks"'
     )
+
+
+async def test_stored_match_conditions_fail_closed(harness, hooks):
+    """A configuration with matchConditions written by another server is not skipped."""
+    info = builtin_registry().by_resource(
+        "admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations"
+    )
+    stored = configuration(
+        "ValidatingWebhookConfiguration",
+        "cel",
+        webhook(
+            "cel.example.com",
+            url_client(hooks, "/allow"),
+            matchConditions=[{"name": "never", "expression": "false"}],
+        ),
+    )
+    stored["webhooks"][0].update(failurePolicy="Fail", timeoutSeconds=10)
+    stored["metadata"].update(
+        uid="6f0c9b8e-0000-4000-8000-000000000002", creationTimestamp="2026-01-01T00:00:00Z"
+    )
+    await harness.backend.create(storage_key(info, None, "cel"), json.dumps(stored).encode())
+    _, body = await until_status(harness, lambda i: configmap(f"cel{i}"), 500)
+    assert body["message"] == (
+        'Internal error occurred: failed calling webhook "cel.example.com": matchConditions '
+        "are not supported by this server yet"
+    )

@@ -35,9 +35,10 @@ ValidatingWebhookConfigurations, the matching of a request against their webhook
   virtual resources (TokenReview, SubjectAccessReview, ...).
 
 Invariants: a webhook with ``matchConditions`` is never stored (validation refuses it until
-Sampan evaluates CEL), so none is ever silently skipped; a mutating webhook's patch is applied
-to a copy and only a fully applied result replaces the content of ``attrs.obj`` (in place, so
-every handler writes what the webhooks made of it).
+Sampan evaluates CEL); one stored by another server fails under its failure policy whenever
+its rules match, as an evaluation error does upstream: none is ever silently skipped. A
+mutating webhook's patch is applied to a copy and only a fully applied result replaces the
+content of ``attrs.obj`` (in place, so every handler writes what the webhooks made of it).
 """
 
 from __future__ import annotations
@@ -199,6 +200,10 @@ def compile_configurations(objects: Iterable[dict[str, Any]], *, mutating: bool)
                 ca_bundle=str(client.get("caBundle") or ""),
                 reinvoke=mutating and raw.get("reinvocationPolicy") == "IfNeeded",
             )
+            if raw.get("matchConditions"):
+                # Only stored by another server (validation refuses them here): without CEL
+                # they cannot be evaluated, which upstream treats under the failure policy.
+                hook.invalid = "matchConditions are not supported by this server yet"
             try:
                 hook.namespace_selector = _selector(raw.get("namespaceSelector"))
                 hook.object_selector = _selector(raw.get("objectSelector"))
