@@ -788,3 +788,35 @@ async def test_stored_match_conditions_fail_closed(harness, hooks):
         'Internal error occurred: failed calling webhook "cel.example.com": matchConditions '
         "are not supported by this server yet"
     )
+
+
+async def test_a_slow_webhook_does_not_hold_other_requests(harness, hooks):
+    await install(
+        harness,
+        "ValidatingWebhookConfiguration",
+        "gate",
+        webhook("gate.example.com", url_client(hooks, "/gate"), timeoutSeconds=30),
+    )
+    held = asyncio.create_task(harness.request("POST", CONFIGMAPS, configmap("held0")))
+    # Creates until one is held at the webhook (the configuration is in effect).
+    for i in range(POLL_ROUNDS):
+        if hooks.seen("/gate"):
+            break
+        if held.done():
+            assert held.result()[0] == 201
+            held = asyncio.create_task(harness.request("POST", CONFIGMAPS, configmap(f"held{i}")))
+        await asyncio.sleep(POLL_S)
+    assert hooks.seen("/gate")
+    # While that create waits for the webhook, other requests are served.
+    status, _ = await harness.request("GET", "/api/v1/namespaces/default")
+    assert status == 200
+    status, _ = await harness.request(
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "meanwhile"}},
+    )
+    assert status == 201
+    assert not held.done()
+    hooks.gate.set()
+    status, body = await held
+    assert status == 201, body

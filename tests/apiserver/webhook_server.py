@@ -10,6 +10,7 @@
 * ``/mutate`` allowed, with a JSONPatch adding the label ``webhook: seen``
 * ``/warn``   allowed, with the warning "careful now"
 * ``/slow``   sleeps 3 s, then allows
+* ``/gate``   waits until ``gate`` is set, then allows
 * ``/baduid`` answers with another uid
 * ``/garbage`` answers a body that is not JSON
 * ``/chunked`` allows, in a chunked response
@@ -119,6 +120,7 @@ class WebhookServer:
         self.pki = pki
         self.reviews: list[tuple[str, dict[str, Any]]] = []
         self.port = port
+        self.gate = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
     def url(self, path: str) -> str:
@@ -170,6 +172,8 @@ class WebhookServer:
             response["warnings"] = ["careful now"]
         elif behaviour == "slow":
             await asyncio.sleep(3)
+        elif behaviour == "gate":
+            await self.gate.wait()
         elif behaviour == "baduid":
             response["uid"] = "not-the-uid"
         elif behaviour == "garbage":
