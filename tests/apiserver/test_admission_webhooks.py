@@ -820,3 +820,48 @@ async def test_a_slow_webhook_does_not_hold_other_requests(harness, hooks):
     hooks.gate.set()
     status, body = await held
     assert status == 201, body
+
+
+async def test_update_through_another_group_is_validated_in_its_storage_version(harness, hooks):
+    """events.k8s.io/v1 Events are stored as core/v1 Events: the object admission holds
+    during an update is a core Event, and must be validated as one."""
+    event = {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"name": "e1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "example.com/ctl",
+        "reportingInstance": "ctl-1",
+        "action": "Test",
+        "reason": "Testing",
+        "type": "Normal",
+        "regarding": {"kind": "Pod", "name": "p", "namespace": "default"},
+        "note": "first",
+    }
+    path = "/apis/events.k8s.io/v1/namespaces/default/events"
+    status, body = await harness.request("POST", path, event)
+    assert status == 201, body
+    await install(
+        harness,
+        "ValidatingWebhookConfiguration",
+        "events",
+        webhook(
+            "events.example.com",
+            url_client(hooks, "/allow"),
+            operations=("UPDATE",),
+            resources=("events",),
+        ),
+    )
+    for i in range(POLL_ROUNDS):
+        calls = len(hooks.seen("/allow"))
+        status, body = await harness.request(
+            "PATCH",
+            f"{path}/e1",
+            {"note": f"update {i}"},
+            content_type="application/merge-patch+json",
+        )
+        assert status == 200, body
+        if len(hooks.seen("/allow")) > calls:
+            break
+        await asyncio.sleep(POLL_S)
+    assert hooks.seen("/allow")

@@ -227,8 +227,11 @@ class Admission:
             again when it writes, after admission)."""
             if attrs.obj is None or attrs.operation not in ("CREATE", "UPDATE"):
                 return
-            version = str(attrs.obj.get("apiVersion") or "").rpartition("/")[2]
-            info = registry.by_resource(attrs.group, version or attrs.version, attrs.resource)
+            # The object's own apiVersion and kind (inside admitted_update it is in the
+            # storage version, which may be another group's: events.k8s.io over core events).
+            info = registry.by_kind(
+                str(attrs.obj.get("apiVersion") or ""), str(attrs.obj.get("kind") or "")
+            ) or registry.by_resource(attrs.group, attrs.version, attrs.resource)
             if info is None:
                 return
             new = copy.deepcopy(attrs.obj)
