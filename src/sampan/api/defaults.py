@@ -558,8 +558,9 @@ def _default_webhooks(obj: Obj, *, mutating: bool) -> None:
     for webhook in _dicts(obj, "webhooks"):
         webhook.setdefault("failurePolicy", "Fail")
         webhook.setdefault("matchPolicy", "Equivalent")
-        webhook.setdefault("namespaceSelector", {})
-        webhook.setdefault("objectSelector", {})
+        for key in ("namespaceSelector", "objectSelector"):
+            if webhook.get(key) is None:  # absent or null: the empty selector (everything)
+                webhook[key] = {}
         webhook.setdefault("timeoutSeconds", DEFAULT_WEBHOOK_TIMEOUT_S)
         if mutating:
             webhook.setdefault("reinvocationPolicy", "Never")

@@ -23,6 +23,7 @@ import json
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from sampan.api import fielderrors as fe
 from sampan.api.apiregistration import validate_apiservice, validate_apiservice_status
@@ -2030,6 +2031,127 @@ def _validate_networkpolicy(info: ResourceInfo, obj: Obj) -> Causes:
     return causes
 
 
+_WEBHOOK_OPERATIONS = ("*", "CONNECT", "CREATE", "DELETE", "UPDATE")
+
+
+def _webhook_url(path: str, url: str) -> Causes:
+    """kube-apiserver's ValidateWebhookURL (forceHTTPS)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        return [fe.invalid(path, url, f"url must be a valid URL: {e}")]
+    causes: Causes = []
+    if parts.scheme != "https":
+        causes.append(fe.invalid(path, parts.scheme, "'https' is the only allowed URL scheme"))
+    if not parts.hostname:
+        causes.append(fe.invalid(path, parts.netloc, "host must be specified"))
+    if parts.username is not None or parts.password is not None:
+        causes.append(
+            fe.invalid(path, parts.netloc, "user information is not permitted in the URL")
+        )
+    if parts.fragment or url.endswith("#"):
+        causes.append(fe.invalid(path, parts.fragment, "fragments are not permitted in the URL"))
+    if parts.query or url.endswith("?"):
+        causes.append(
+            fe.invalid(path, parts.query, "query parameters are not permitted in the URL")
+        )
+    return causes
+
+
+def _webhook_service(path: str, service: Obj) -> Causes:
+    causes: Causes = []
+    if not service.get("namespace"):
+        causes.append(fe.required(f"{path}.namespace", "service namespace is required"))
+    if not service.get("name"):
+        causes.append(fe.required(f"{path}.name", "service name is required"))
+    svc_path = service.get("path")
+    if svc_path:
+        if not str(svc_path).startswith("/"):
+            causes.append(fe.invalid(f"{path}.path", svc_path, "must start with a '/'"))
+    port = _int(service.get("port"))
+    if port is not None and not 1 <= port <= 65535:
+        causes.append(
+            fe.invalid(
+                f"{path}.port", port, "port is not valid: must be between 1 and 65535, inclusive"
+            )
+        )
+    return causes
+
+
+def _webhook_rule_resources(path: str, resources: list[str]) -> Causes:
+    """kube-apiserver's rule resource checks: wildcards may not overlap other entries."""
+    if not resources:
+        return [fe.required(path)]
+    causes: Causes = []
+    wildcard_sub: set[str] = set()  # "x/*"
+    wildcard_res: set[str] = set()  # "*/x"
+    plain = False
+    for i, entry in enumerate(resources):
+        if not entry:
+            causes.append(fe.required(f"{path}[{i}]"))
+            continue
+        res, sep, sub = entry.partition("/")
+        if not sep:
+            plain = plain or entry != "*"
+            continue
+        if res in wildcard_sub:
+            message = f"if '{res}/*' is present, must not specify {entry}"
+            causes.append(fe.invalid(f"{path}[{i}]", entry, message))
+        if sub in wildcard_res:
+            message = f"if '*/{sub}' is present, must not specify {entry}"
+            causes.append(fe.invalid(f"{path}[{i}]", entry, message))
+        if sub == "*":
+            wildcard_sub.add(res)
+        if res == "*":
+            wildcard_res.add(sub)
+    if len(resources) > 1 and "*/*" in resources:
+        message = "if '*/*' is present, must not specify other resources"
+        causes.append(fe.invalid(path, resources, message))
+    if "*" in resources and plain:
+        message = "if '*' is present, must not specify other resources without subresources"
+        causes.append(fe.invalid(path, resources, message))
+    return causes
+
+
+def _webhook_rule(path: str, rule: Obj) -> Causes:
+    causes: Causes = []
+    operations = [str(o) for o in _l(rule.get("operations"))]
+    if not operations:
+        causes.append(fe.required(f"{path}.operations"))
+    elif len(operations) > 1 and "*" in operations:
+        causes.append(
+            fe.invalid(
+                f"{path}.operations",
+                operations,
+                "if '*' is present, must not specify other operations",
+            )
+        )
+    for k, operation in enumerate(operations):
+        if operation not in _WEBHOOK_OPERATIONS:
+            causes.append(
+                fe.not_supported(f"{path}.operations[{k}]", operation, _WEBHOOK_OPERATIONS)
+            )
+    for key, what in (("apiGroups", "API groups"), ("apiVersions", "API versions")):
+        values = [str(v) for v in _l(rule.get(key))]
+        if not values:
+            causes.append(fe.required(f"{path}.{key}"))
+        elif len(values) > 1 and "*" in values:
+            causes.append(
+                fe.invalid(
+                    f"{path}.{key}", values, f"if '*' is present, must not specify other {what}"
+                )
+            )
+    for k, version in enumerate(_l(rule.get("apiVersions"))):
+        if not version:
+            causes.append(fe.required(f"{path}.apiVersions[{k}]"))
+    resources = [str(r) for r in _l(rule.get("resources"))]
+    causes.extend(_webhook_rule_resources(f"{path}.resources", resources))
+    _enum(
+        causes, f"{path}.scope", rule.get("scope"), ("*", "Cluster", "Namespaced"), required=False
+    )
+    return causes
+
+
 def _validate_webhooks(info: ResourceInfo, obj: Obj) -> Causes:
     causes: Causes = []
     names: set[str] = set()
@@ -2067,11 +2189,47 @@ def _validate_webhooks(info: ResourceInfo, obj: Obj) -> Causes:
             causes.append(
                 fe.required(f"{wpath}.admissionReviewVersions", "must specify one of v1, v1beta1")
             )
+        versions = [str(v) for v in _l(webhook.get("admissionReviewVersions"))]
+        if versions and not any(v in ("v1", "v1beta1") for v in versions):
+            causes.append(
+                fe.invalid(
+                    f"{wpath}.admissionReviewVersions",
+                    versions,
+                    "must include at least one of v1, v1beta1",
+                )
+            )
+        if webhook.get("matchConditions"):
+            # CEL match conditions are not evaluated yet: refuse rather than store a webhook
+            # that would be called for requests its conditions exclude.
+            causes.append(
+                fe.forbidden(f"{wpath}.matchConditions", "not supported by this server yet")
+            )
         client = _d(webhook.get("clientConfig"))
         if bool(client.get("url")) == bool(client.get("service")):
             causes.append(
                 fe.required(f"{wpath}.clientConfig", "exactly one of url or service is required")
             )
+        elif client.get("url"):
+            causes.extend(_webhook_url(f"{wpath}.clientConfig.url", str(client["url"])))
+        else:
+            causes.extend(_webhook_service(f"{wpath}.clientConfig.service", _d(client["service"])))
+        for j, rule in enumerate(_l(webhook.get("rules"))):
+            causes.extend(_webhook_rule(f"{wpath}.rules[{j}]", _d(rule)))
+        if "reinvocationPolicy" in webhook and info.kind == "MutatingWebhookConfiguration":
+            _enum(
+                causes,
+                f"{wpath}.reinvocationPolicy",
+                webhook.get("reinvocationPolicy"),
+                ("IfNeeded", "Never"),
+                required=False,
+            )
+        for key in ("namespaceSelector", "objectSelector"):
+            selector = webhook.get(key)
+            if selector:
+                try:
+                    selector_from_label_selector(selector)
+                except SelectorError as e:
+                    causes.append(fe.invalid(f"{wpath}.{key}", selector, str(e)))
         _enum(
             causes,
             f"{wpath}.failurePolicy",

@@ -12,6 +12,8 @@ Layout:
 * ``allocator``    ClusterIP / NodePort claims in the datastore, with repair
 * ``services``     Service allocation on create/update/delete and the repair loop
 * ``subresources`` serviceaccounts/token (TokenRequest) and pods/eviction
+* ``webhooks``     MutatingAdmissionWebhook and ValidatingAdmissionWebhook: the webhook
+                   configurations from the watch cache, matching, AdmissionReview calls
 * ``runtime``      ``Admission``: builds all of it for the API server, including
                    ``sampan.apiserver.auth.escalation.RBACEscalation`` (RBAC writes must not
                    grant more than the writer holds)

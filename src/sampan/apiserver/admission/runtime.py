@@ -13,23 +13,27 @@ NamespaceLifecycle, RBACEscalation (upstream checks it in the RBAC REST storage,
 mutating and before validating admission), LimitRanger, ServiceAccount, NodeRestriction,
 Priority, DefaultTolerationSeconds, PodSecurity, DefaultStorageClass,
 StorageObjectInUseProtection, ServiceAllocation (upstream does this in the Service REST
-storage), ResourceQuota. Mutating ones run before validating ones (the chain's rule).
+storage), MutatingAdmissionWebhook, ValidatingAdmissionWebhook, ResourceQuota. Mutating ones
+run before validating ones (the chain's rule).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sampan.api import strategy
+from sampan.api.conversion import convert
 from sampan.apiserver.admission.allocator import (
     DEFAULT_LEAK_GRACE_S,
     DEFAULT_NODE_PORT_RANGE,
     ip_range,
     port_range,
 )
-from sampan.apiserver.admission.chain import AdmissionChain, AdmissionPlugin
+from sampan.apiserver.admission.chain import AdmissionAttributes, AdmissionChain, AdmissionPlugin
 from sampan.apiserver.admission.namespace import IMMORTAL_NAMESPACES, NamespaceLifecycle
 from sampan.apiserver.admission.noderestriction import NodeRestriction
 from sampan.apiserver.admission.pods import (
@@ -48,14 +52,26 @@ from sampan.apiserver.admission.services import (
 )
 from sampan.apiserver.admission.storage import DefaultStorageClass, StorageObjectInUseProtection
 from sampan.apiserver.admission.subresources import EvictionHandler, TokenRequestHandler
+from sampan.apiserver.admission.webhooks import (
+    GROUP as WEBHOOK_GROUP,
+)
+from sampan.apiserver.admission.webhooks import (
+    WebhookCaller,
+    WebhookSource,
+    build,
+    pick_endpoint,
+)
 from sampan.apiserver.auth.escalation import Authorize, RBACEscalation, ResolveRules
-from sampan.apiserver.errors import AlreadyExists, NotFound
+from sampan.apiserver.errors import AlreadyExists, Invalid, NotFound
 
 __all__ = ["Admission", "SubresourceHandler"]
 
 log = logging.getLogger(__name__)
 
 SubresourceHandler = Callable[..., Awaitable[Any]]
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+"""The label that ties an EndpointSlice to its Service."""
 
 
 class Admission:
@@ -116,6 +132,7 @@ class Admission:
                 get_service,
                 lambda namespace: self.cached("", "services", namespace),
             ),
+            *self._webhook_plugins(),
             ResourceQuota(self._store("", "resourcequotas"), self.cached, self.quota_recalculator),
             *extra_plugins,
         ]
@@ -129,6 +146,148 @@ class Admission:
             self.subresource_handlers[("", "pods", "eviction")] = EvictionHandler(
                 storage, registry, self.chain, delete_options_type
             )
+
+    # --- dynamic admission webhooks ---------------------------------------------------------
+
+    def _webhook_plugins(self) -> tuple[AdmissionPlugin, ...]:
+        """MutatingAdmissionWebhook and ValidatingAdmissionWebhook over the watch cache of
+        their configurations (see admission.webhooks)."""
+        registry = self._registry
+
+        def source(plural: str, *, mutating: bool) -> WebhookSource:
+            store = self._store(WEBHOOK_GROUP, plural)
+
+            async def objects() -> list[dict[str, Any]]:
+                page = await store.list(None)
+                return [json.loads(item) for item in page.items]
+
+            return WebhookSource(lambda: store.generation, objects, mutating=mutating)
+
+        def kind_of(group: str, version: str, plural: str) -> str | None:
+            info = registry.by_resource(group, version, plural)
+            return info.kind if info is not None else None
+
+        def equivalents(group: str, version: str, plural: str) -> list[tuple[str, str, str]]:
+            info = registry.by_resource(group, version, plural)
+            if info is None or not info.stored:
+                return []
+            return [
+                (other.group, other.version, other.plural)
+                for other in registry.all()
+                if other.storage_resource == info.storage_resource
+                and other.stored
+                and other.namespaced == info.namespaced
+                and (other.group, other.version, other.plural) != (group, version, plural)
+            ]
+
+        def convert_to(
+            obj: dict[str, Any], group: str, version: str, plural: str
+        ) -> dict[str, Any]:
+            info_from = registry.by_kind(str(obj.get("apiVersion") or ""), str(obj.get("kind")))
+            info_to = registry.by_resource(group, version, plural)
+            if info_from is None or info_to is None or info_from is info_to:
+                return obj
+            return convert(info_from, obj, info_to)
+
+        namespaces = self._store("", "namespaces")
+        labels_by_name: dict[str, dict[str, str]] = {}
+        seen: list[int] = [-1]
+
+        async def namespace_labels(name: str) -> dict[str, str] | None:
+            if seen[0] != namespaces.generation:
+                labels_by_name.clear()
+                for ns in namespaces.cached_objects(None):
+                    meta = ns.get("metadata") or {}
+                    labels_by_name[str(meta.get("name"))] = dict(meta.get("labels") or {})
+                seen[0] = namespaces.generation
+            labels = labels_by_name.get(name)
+            if labels is None:  # not in the cache yet: read it
+                ns = await self.get("", "namespaces", "", name)
+                labels = (
+                    dict(((ns or {}).get("metadata") or {}).get("labels") or {}) if ns else None
+                )
+            return labels
+
+        async def from_cache(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+            try:  # resourceVersion "0": the watch cache as it is, no datastore round trip
+                return await self._store("", plural).get(namespace, name, resource_version="0")
+            except NotFound:
+                return None
+
+        async def resolve_service(namespace: str, name: str, port: int) -> tuple[str, int]:
+            service = await from_cache("services", namespace, name)
+            if service is None:
+                raise LookupError(f'service "{name}" not found')
+            slices = [
+                s
+                for s in self.cached("discovery.k8s.io", "endpointslices", namespace)
+                if ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL) == name
+            ]
+            endpoints = await from_cache("endpoints", namespace, name)
+            return pick_endpoint(service, slices, endpoints, port)
+
+        def prevalidate(attrs: AdmissionAttributes) -> None:
+            """The strategy's validation of the object admission holds (what the store does
+            again when it writes, after admission)."""
+            if attrs.obj is None or attrs.operation not in ("CREATE", "UPDATE"):
+                return
+            # The object's own apiVersion and kind (inside admitted_update it is in the
+            # storage version, which may be another group's: events.k8s.io over core events).
+            info = registry.by_kind(
+                str(attrs.obj.get("apiVersion") or ""), str(attrs.obj.get("kind") or "")
+            ) or registry.by_resource(attrs.group, attrs.version, attrs.resource)
+            if info is None:
+                return
+            new = copy.deepcopy(attrs.obj)
+            meta = new.get("metadata")
+            if not isinstance(meta, dict):
+                return  # the store reports it
+            if attrs.operation == "CREATE" and not attrs.subresource:
+                if not meta.get("name") and meta.get("generateName"):
+                    meta["name"] = f"{meta['generateName']}xxxxx"  # the store picks the real one
+                strategy.default(info, new)
+                strategy.prepare_for_create(info, new)
+                causes = strategy.validate(info, new)
+            elif attrs.operation == "UPDATE" and attrs.old_obj is not None:
+                old = copy.deepcopy(attrs.old_obj)
+                if attrs.subresource == "status":
+                    strategy.prepare_for_status_update(info, new, old)
+                    causes = strategy.validate_status_update(info, new, old)
+                elif not attrs.subresource:
+                    strategy.default(info, new)
+                    strategy.prepare_for_update(info, new, old)
+                    causes = strategy.validate_update(info, new, old)
+                else:
+                    return
+            else:
+                return
+            if causes:
+                raise Invalid.for_object(info.kind, info.group, str(meta.get("name") or ""), causes)
+
+        async def get_object(attrs: AdmissionAttributes) -> dict[str, Any] | None:
+            return await self.get(attrs.group, attrs.resource, attrs.namespace, attrs.name)
+
+        def default(obj: dict[str, Any]) -> dict[str, Any]:
+            info = registry.by_kind(str(obj.get("apiVersion") or ""), str(obj.get("kind") or ""))
+            if info is None:
+                return obj
+            out = copy.deepcopy(obj)
+            strategy.default(info, out)
+            return out
+
+        self.webhook_caller = WebhookCaller(resolve_service)
+        return build(
+            source("mutatingwebhookconfigurations", mutating=True),
+            source("validatingwebhookconfigurations", mutating=False),
+            self.webhook_caller,
+            kind_of=kind_of,
+            equivalents=equivalents,
+            namespace_labels=namespace_labels,
+            convert=convert_to,
+            prevalidate=prevalidate,
+            get_object=get_object,
+            default=default,
+        )
 
     # --- lookups the plugins use ----------------------------------------------------------
 
@@ -178,6 +337,7 @@ class Admission:
         await self.quota_recalculator.poke()
 
     async def stop(self) -> None:
+        await self.webhook_caller.close()
         await self.repair.stop()
         await self.quota_recalculator.stop()
 
