@@ -1,0 +1,494 @@
+"""CEL for the API server: compile an expression once, evaluate it per request within a bound.
+
+Public API::
+
+    compile(expression, variables, *, result="bool") -> Program   # raises CompileError
+    Program.evaluate(activation) -> Any                            # raises EvalError
+    Program.uses(name) -> bool                                     # e.g. transition rules
+
+The engine is ``cel-expr-python`` (import ``cel_expr_python``): Google's own Python binding of
+cel-cpp, the reference C++ implementation maintained by the CEL team. It was chosen over
+``cel-python`` (``celpy``, pure Python) and ``common-expression-language`` (cel-rust) after
+measuring them here on the rules Kubernetes users write:
+
+* conformance: only cel-cpp type-checks (``found no matching overload``, undeclared references
+  at compile time, as cel-go does in kube-apiserver), has the strings extension
+  (``lowerAscii``, ``split``, ``join``, ``replace``, ``trim``, ``substring``, ``indexOf``,
+  ``format``...) and optionals (``self.?x.orValue(...)``); the others lack both;
+* speed of ``self.minReplicas <= self.replicas && self.replicas <= self.maxReplicas``:
+  cel-cpp ~0.2 ms compile / ~11 us eval; cel-rust ~70 us / ~25 us; celpy ~0.6 ms / ~700 us;
+* bounded cost: cel-cpp stops an evaluation after ``ITERATION_BUDGET`` comprehension
+  iterations in total ("Iteration budget exceeded"), so nested ``all``/``map`` over big lists
+  cannot hang the server; RE2 regexes are linear. This is the runtime cost limit (upstream
+  counts abstract cost units with a per-call limit of 1,000,000; this bound is coarser: a rule
+  over a list of more than 10,000 items is refused here where upstream may accept it).
+
+Kubernetes' CEL libraries are added as custom functions (``lists``: ``isSorted``, ``sum``,
+``min``, ``max``; ``regex``: ``find``, ``findAll``; ``urls``:
+``url``, ``isURL`` and the ``get*`` accessors; ``quantity``: ``quantity``, ``isQuantity``,
+``isInteger``, ``asInteger``, ``asApproximateFloat``, ``sign``, ``add``, ``sub``,
+``isGreaterThan``, ``isLessThan``, ``compareTo``). The lists library's ``indexOf`` and
+``lastIndexOf`` are missing: cel-cpp's binding refuses a second declaration of a function the
+strings extension already declares (``'abc'.indexOf('b')`` works). cel-cpp's binding
+cannot carry opaque Python values, so URLs and quantities are CEL maps with one private key
+(``_url`` / ``_quantity``); their accessors work as upstream's do.
+
+Every variable is declared ``dyn`` (values are JSON: maps, lists, strings, numbers, null), so
+type errors against a schema surface at evaluation time (``no matching overload``) rather
+than at compile time as upstream's schema-typed declarations would report them.
+
+Invariants: ``compile`` never evaluates anything; ``evaluate`` never mutates its activation,
+always returns or raises ``EvalError`` (``CostExceeded`` for the budget), never blocks longer
+than the iteration budget allows; environments are cached per variable set.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from cel_expr_python import cel as _cel
+from cel_expr_python.ext import ext_optional, ext_strings
+
+from sampan.api import goregexp
+from sampan.api.quantity import QuantityError, parse_quantity
+
+__all__ = [
+    "ITERATION_BUDGET",
+    "CompileError",
+    "CostExceeded",
+    "EvalError",
+    "Program",
+    "compile",
+]
+
+ITERATION_BUDGET = 10_000
+"""Comprehension iterations one evaluation may run in total (cel-cpp's built-in bound)."""
+
+_T = _cel.Type
+_OPAQUE = _T.Map(_T.STRING, _T.DYN)
+_QUANTITY_KEY = "_quantity"
+_URL_KEY = "_url"
+
+
+class CompileError(ValueError):
+    """The expression does not parse or type-check; ``str()`` is cel's issue list
+    (``ERROR: <input>:1:6: ...`` with the caret lines), as cel-go words it."""
+
+
+class EvalError(RuntimeError):
+    """Evaluation failed (no such key, division by zero, no matching overload...)."""
+
+
+class CostExceeded(EvalError):
+    """Evaluation ran past ``ITERATION_BUDGET``."""
+
+
+_STATUS_CODES = (
+    "INVALID_ARGUMENT",
+    "INTERNAL",
+    "NOT_FOUND",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "UNKNOWN",
+    "FAILED_PRECONDITION",
+)
+
+
+def _eval_message(message: str) -> str:
+    """cel-cpp's evaluation error worded as cel-go words the common ones."""
+    message = _strip_status(message)
+    if message.startswith("Key not found in map"):
+        key = message.split(":", 1)[1].strip() if ":" in message else ""
+        if len(key) >= 2 and key[0] == key[-1] == '"':
+            key = key[1:-1]
+        return f"no such key: {key}"
+    if message.startswith("No matching overloads found"):
+        return "no such overload"
+    return message
+
+
+def _strip_status(message: str) -> str:
+    """cel-cpp's absl status text without its code prefix and suffix."""
+    for code in _STATUS_CODES:
+        prefix = f"{code}: "
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+        suffix = f" [{code}]"
+        if message.endswith(suffix):
+            message = message[: -len(suffix)]
+    return message
+
+
+# --- Kubernetes libraries --------------------------------------------------------------------
+
+
+def _is_sorted(items: list[Any]) -> bool:
+    return all(items[i] <= items[i + 1] for i in range(len(items) - 1))
+
+
+def _sum(items: list[Any]) -> Any:
+    total: Any = 0
+    for item in items:
+        total = total + item
+    return total
+
+
+def _min(items: list[Any]) -> Any:
+    if not items:
+        raise ValueError("min(list) called on empty list")
+    return min(items)
+
+
+def _max(items: list[Any]) -> Any:
+    if not items:
+        raise ValueError("max(list) called on empty list")
+    return max(items)
+
+
+def _find(text: str, pattern: str) -> str:
+    match = goregexp.compile_go(pattern).search(text)
+    return match.group(0) if match else ""
+
+
+def _find_all(text: str, pattern: str, limit: int = -1) -> list[str]:
+    if limit == 0:
+        return []
+    found = [m.group(0) for m in goregexp.compile_go(pattern).finditer(text)]
+    return found if limit < 0 else found[:limit]
+
+
+def _quantity(text: str) -> dict[str, Any]:
+    try:
+        parse_quantity(text)
+    except QuantityError as err:
+        raise ValueError(str(err)) from err
+    return {_QUANTITY_KEY: text}
+
+
+def _is_quantity(text: str) -> bool:
+    try:
+        parse_quantity(text)
+    except QuantityError:
+        return False
+    return True
+
+
+def _q(value: Mapping[str, Any]) -> Decimal:
+    if _QUANTITY_KEY not in value:
+        raise ValueError("no such overload")
+    return parse_quantity(str(value[_QUANTITY_KEY]))
+
+
+def _q_text(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def _compare(a: Decimal, b: Decimal) -> int:
+    return (a > b) - (a < b)
+
+
+def _as_integer(value: Mapping[str, Any]) -> int:
+    q = _q(value)
+    if q != q.to_integral_value() or not (-(2**63) <= q < 2**63):
+        raise ValueError("cannot convert value to integer")
+    return int(q)
+
+
+def _url(text: str) -> dict[str, Any]:
+    if not _is_url(text):
+        raise ValueError(f"URL parse error during conversion from string: {text}")
+    return {_URL_KEY: text}
+
+
+def _is_url(text: str) -> bool:
+    # Go's url.ParseRequestURI: an absolute URI or an absolute path.
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError:
+        return False
+    if " " in text or "\n" in text:
+        return False
+    return bool(parts.scheme) or text.startswith("/")
+
+
+def _u(value: Mapping[str, Any]) -> urllib.parse.SplitResult:
+    if _URL_KEY not in value:
+        raise ValueError("no such overload")
+    return urllib.parse.urlsplit(str(value[_URL_KEY]))
+
+
+def _get_host(value: Mapping[str, Any]) -> str:
+    netloc = _u(value).netloc
+    return netloc.rsplit("@", 1)[-1]
+
+
+def _get_hostname(value: Mapping[str, Any]) -> str:
+    host = _get_host(value)
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.split(":", 1)[0]
+
+
+def _get_port(value: Mapping[str, Any]) -> str:
+    host = _get_host(value)
+    if host.startswith("["):
+        rest = host[host.find("]") + 1 :] if "]" in host else ""
+        return rest[1:] if rest.startswith(":") else ""
+    return host.split(":", 1)[1] if ":" in host else ""
+
+
+def _get_query(value: Mapping[str, Any]) -> dict[str, list[str]]:
+    return urllib.parse.parse_qs(_u(value).query, keep_blank_values=True)
+
+
+def _overload(name: str, result: Any, params: list[Any], impl: Any, *, member: bool = False) -> Any:
+    return _cel.Overload(name, result, params, is_member=member, impl=impl)
+
+
+def _library() -> list[Any]:
+    L = _T.List(_T.DYN)
+    S, B, I, D = _T.STRING, _T.BOOL, _T.INT, _T.DYN  # noqa: E741
+    decl = _cel.FunctionDecl
+    return [
+        # lists
+        decl("isSorted", [_overload("list_is_sorted", B, [L], _is_sorted, member=True)]),
+        decl("sum", [_overload("list_sum", D, [L], _sum, member=True)]),
+        decl("min", [_overload("list_min", D, [L], _min, member=True)]),
+        decl("max", [_overload("list_max", D, [L], _max, member=True)]),
+        # regex
+        decl("find", [_overload("string_find", S, [S, S], _find, member=True)]),
+        decl(
+            "findAll",
+            [
+                _overload("string_find_all", _T.List(S), [S, S], _find_all, member=True),
+                _overload("string_find_all_n", _T.List(S), [S, S, I], _find_all, member=True),
+            ],
+        ),
+        # urls
+        decl("url", [_overload("string_to_url", _OPAQUE, [S], _url)]),
+        decl("isURL", [_overload("is_url_string", B, [S], _is_url)]),
+        decl(
+            "getScheme",
+            [_overload("url_get_scheme", S, [_OPAQUE], lambda u: _u(u).scheme, member=True)],
+        ),
+        decl("getHost", [_overload("url_get_host", S, [_OPAQUE], _get_host, member=True)]),
+        decl(
+            "getHostname",
+            [_overload("url_get_hostname", S, [_OPAQUE], _get_hostname, member=True)],
+        ),
+        decl("getPort", [_overload("url_get_port", S, [_OPAQUE], _get_port, member=True)]),
+        decl(
+            "getEscapedPath",
+            [_overload("url_get_escaped_path", S, [_OPAQUE], lambda u: _u(u).path, member=True)],
+        ),
+        decl(
+            "getQuery",
+            [_overload("url_get_query", _T.Map(S, _T.List(S)), [_OPAQUE], _get_query, member=True)],
+        ),
+        # quantity
+        decl("quantity", [_overload("string_to_quantity", _OPAQUE, [S], _quantity)]),
+        decl("isQuantity", [_overload("is_quantity_string", B, [S], _is_quantity)]),
+        decl(
+            "isInteger",
+            [
+                _overload(
+                    "quantity_is_integer",
+                    B,
+                    [_OPAQUE],
+                    lambda q: _q(q) == _q(q).to_integral_value(),
+                    member=True,
+                )
+            ],
+        ),
+        decl(
+            "asInteger",
+            [_overload("quantity_as_integer", I, [_OPAQUE], _as_integer, member=True)],
+        ),
+        decl(
+            "asApproximateFloat",
+            [
+                _overload(
+                    "quantity_as_float", _T.DOUBLE, [_OPAQUE], lambda q: float(_q(q)), member=True
+                )
+            ],
+        ),
+        decl(
+            "sign",
+            [
+                _overload(
+                    "quantity_sign",
+                    I,
+                    [_OPAQUE],
+                    lambda q: _compare(_q(q), Decimal(0)),
+                    member=True,
+                )
+            ],
+        ),
+        decl(
+            "isGreaterThan",
+            [
+                _overload(
+                    "quantity_is_greater_than",
+                    B,
+                    [_OPAQUE, _OPAQUE],
+                    lambda a, b: _q(a) > _q(b),
+                    member=True,
+                )
+            ],
+        ),
+        decl(
+            "isLessThan",
+            [
+                _overload(
+                    "quantity_is_less_than",
+                    B,
+                    [_OPAQUE, _OPAQUE],
+                    lambda a, b: _q(a) < _q(b),
+                    member=True,
+                )
+            ],
+        ),
+        decl(
+            "compareTo",
+            [
+                _overload(
+                    "quantity_compare_to",
+                    I,
+                    [_OPAQUE, _OPAQUE],
+                    lambda a, b: _compare(_q(a), _q(b)),
+                    member=True,
+                )
+            ],
+        ),
+        decl(
+            "add",
+            [
+                _overload(
+                    "quantity_add",
+                    _OPAQUE,
+                    [_OPAQUE, _OPAQUE],
+                    lambda a, b: {_QUANTITY_KEY: _q_text(_q(a) + _q(b))},
+                    member=True,
+                ),
+                _overload(
+                    "quantity_add_int",
+                    _OPAQUE,
+                    [_OPAQUE, I],
+                    lambda a, b: {_QUANTITY_KEY: _q_text(_q(a) + Decimal(b))},
+                    member=True,
+                ),
+            ],
+        ),
+        decl(
+            "sub",
+            [
+                _overload(
+                    "quantity_sub",
+                    _OPAQUE,
+                    [_OPAQUE, _OPAQUE],
+                    lambda a, b: {_QUANTITY_KEY: _q_text(_q(a) - _q(b))},
+                    member=True,
+                ),
+                _overload(
+                    "quantity_sub_int",
+                    _OPAQUE,
+                    [_OPAQUE, I],
+                    lambda a, b: {_QUANTITY_KEY: _q_text(_q(a) - Decimal(b))},
+                    member=True,
+                ),
+            ],
+        ),
+    ]
+
+
+_env_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=64)
+def _env(variables: tuple[str, ...]) -> Any:
+    with _env_lock:
+        return _cel.NewEnv(
+            variables={name: _T.DYN for name in variables},
+            extensions=[ext_strings.ExtStrings(), ext_optional.ExtOptional()],
+            functions=_library(),
+        )
+
+
+_RESULT_TYPES = {
+    "bool": (_T.BOOL, "cel expression must evaluate to a bool"),
+    "string": (_T.STRING, "cel expression must evaluate to a string"),
+    "any": (None, ""),
+}
+
+
+class Program:
+    """One compiled expression (see the module docstring)."""
+
+    __slots__ = ("_expr", "expression", "variables")
+
+    def __init__(self, expression: str, variables: tuple[str, ...], expr: Any) -> None:
+        self.expression = expression
+        self.variables = variables
+        self._expr = expr
+
+    def uses(self, name: str) -> bool:
+        """Whether the expression refers to variable ``name`` (a syntactic check on the
+        identifier, as a transition rule is recognised by its use of ``oldSelf``)."""
+        return _mentions(self.expression, name)
+
+    def evaluate(self, activation: Mapping[str, Any]) -> Any:
+        """The expression's value as plain Python (bool, int, float, str, list, dict...)."""
+        try:
+            result = self._expr.eval(data=activation)
+        except RuntimeError as err:
+            message = _eval_message(str(err))
+            if "Iteration budget exceeded" in message:
+                raise CostExceeded(
+                    f"operation cancelled: actual cost limit exceeded ({ITERATION_BUDGET} "
+                    "iterations)"
+                ) from err
+            raise EvalError(message) from err
+        except (TypeError, ValueError) as err:
+            raise EvalError(str(err)) from err
+        if result.type() == _T.ERROR:
+            raise EvalError(_eval_message(str(result.value())))
+        try:
+            return result.plain_value()
+        except Exception as err:  # an unconvertible result (a type value...)
+            raise EvalError(f"unsupported result: {err}") from err
+
+
+def _mentions(expression: str, name: str) -> bool:
+    start = 0
+    while True:
+        i = expression.find(name, start)
+        if i < 0:
+            return False
+        before = expression[i - 1] if i else " "
+        after = expression[i + len(name)] if i + len(name) < len(expression) else " "
+        if not (before.isalnum() or before in "_.'\"") and not (after.isalnum() or after == "_"):
+            return True
+        start = i + 1
+
+
+def compile(expression: str, variables: Iterable[str], *, result: str = "bool") -> Program:
+    """Parse and type-check ``expression`` with ``variables`` declared (all ``dyn``).
+
+    ``result``: ``"bool"`` or ``"string"`` (the result must be of that type, or ``dyn``), or
+    ``"any"``."""
+    names = tuple(sorted(set(variables)))
+    try:
+        expr = _env(names).compile(expression)
+    except RuntimeError as err:
+        raise CompileError(_strip_status(str(err))) from err
+    want, message = _RESULT_TYPES[result]
+    if want is not None:
+        got = expr.return_type()
+        if got != want and got != _T.DYN:
+            raise CompileError(message)
+    return Program(expression, names, expr)
