@@ -11,9 +11,11 @@ system PriorityClasses, repairs the Service allocations once and starts the peri
 Plugin order (kube-apiserver's recommended order, for the plugins Sampan has):
 NamespaceLifecycle, RBACEscalation (upstream checks it in the RBAC REST storage, after
 mutating and before validating admission), LimitRanger, ServiceAccount, NodeRestriction,
-Priority, DefaultTolerationSeconds, PodSecurity, ServiceAllocation (upstream does this in the
-Service REST storage), ResourceQuota. Mutating ones run before validating ones (the chain's
-rule).
+Priority, DefaultTolerationSeconds, CustomResourceValidationRules (the CEL rules of a custom
+resource's schema; upstream runs them in the strategy's validation, just before validating
+admission), PodSecurity, ServiceAllocation (upstream does this in the Service REST storage),
+ValidatingAdmissionPolicy, ResourceQuota. Mutating ones run before validating ones (the chain's
+rule). ``custom`` is set by the API server once it built its ``CustomResources``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from sampan.apiserver.admission.pods import (
     ServiceAccountAdmission,
 )
 from sampan.apiserver.admission.podsecurity import PodSecurity
+from sampan.apiserver.admission.policy import ValidatingAdmissionPolicyPlugin
 from sampan.apiserver.admission.quota import LimitRanger, QuotaRecalculator, ResourceQuota
 from sampan.apiserver.admission.services import (
     DEFAULT_REPAIR_INTERVAL_S,
@@ -48,6 +51,7 @@ from sampan.apiserver.admission.services import (
 )
 from sampan.apiserver.admission.subresources import EvictionHandler, TokenRequestHandler
 from sampan.apiserver.auth.escalation import Authorize, RBACEscalation, ResolveRules
+from sampan.apiserver.crd.celrules import CustomResourceRules
 from sampan.apiserver.errors import AlreadyExists, NotFound
 
 __all__ = ["Admission", "SubresourceHandler"]
@@ -79,6 +83,8 @@ class Admission:
     ) -> None:
         self._storage = storage
         self._registry = registry
+        self.custom: Any = None
+        """The API server's ``CustomResources`` (schemas of custom resources), once built."""
         self.ips = ip_range(backend, service_cidr, leak_grace_s=leak_grace_s)
         self.node_ports = port_range(backend, node_port_range, leak_grace_s=leak_grace_s)
         services = self._store("", "services")
@@ -106,12 +112,16 @@ class Admission:
             NodeRestriction(self.get),
             PriorityAdmission(self.get, self.cached),
             DefaultTolerationSeconds(),
+            CustomResourceRules(lambda: self.custom),
             PodSecurity(get_namespace, lambda namespace: self.cached("", "pods", namespace)),
             ServiceAllocation(
                 self.ips,
                 self.node_ports,
                 get_service,
                 lambda namespace: self.cached("", "services", namespace),
+            ),
+            ValidatingAdmissionPolicyPlugin(
+                self.cached, self.generation, get_namespace, self.kind_of, self.resource_of_kind
             ),
             ResourceQuota(self._store("", "resourcequotas"), self.cached, self.quota_recalculator),
             *extra_plugins,
@@ -163,6 +173,25 @@ class Admission:
         if info is None:
             return []
         return list(self._storage.for_resource(info).cached_objects(namespace or None))
+
+    def generation(self, group: str, plural: str) -> int:
+        """The watch cache generation of a kind (-1 when not served): changes on every write."""
+        info = self._info(group, plural)
+        if info is None:
+            return -1
+        return int(self._storage.for_resource(info).generation)
+
+    def kind_of(self, group: str, version: str, plural: str) -> tuple[str, bool] | None:
+        info = self._registry.by_resource(group, version, plural) or self._info(group, plural)
+        return (info.kind, info.namespaced) if info is not None else None
+
+    def resource_of_kind(self, api_version: str, kind: str) -> tuple[str, bool] | None:
+        """(plural, namespaced) of the kind ``api_version``/``kind`` (None: not served)."""
+        group, _, version = api_version.rpartition("/")
+        for info in self._registry.all():
+            if (info.group, info.version, info.kind) == (group, version, kind):
+                return (info.plural, info.namespaced)
+        return None
 
     # --- lifecycle --------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ measuring them here on the rules Kubernetes users write:
 * conformance: only cel-cpp type-checks (``found no matching overload``, undeclared references
   at compile time, as cel-go does in kube-apiserver), has the strings extension
   (``lowerAscii``, ``split``, ``join``, ``replace``, ``trim``, ``substring``, ``indexOf``,
-  ``format``...) and optionals (``self.?x.orValue(...)``); the others lack both;
+  ``format``...), optionals (``self.?x.orValue(...)``) and ``cel.bind``; the others lack them;
 * speed of ``self.minReplicas <= self.replicas && self.replicas <= self.maxReplicas``:
   cel-cpp ~0.2 ms compile / ~11 us eval; cel-rust ~70 us / ~25 us; celpy ~0.6 ms / ~700 us;
 * bounded cost: cel-cpp stops an evaluation after ``ITERATION_BUDGET`` comprehension
@@ -52,7 +52,7 @@ from decimal import Decimal
 from typing import Any
 
 from cel_expr_python import cel as _cel
-from cel_expr_python.ext import ext_optional, ext_strings
+from cel_expr_python.ext import ext_bindings, ext_optional, ext_strings
 
 from sampan.api import goregexp
 from sampan.api.quantity import QuantityError, parse_quantity
@@ -414,7 +414,11 @@ def _env(variables: tuple[str, ...]) -> Any:
     with _env_lock:
         return _cel.NewEnv(
             variables={name: _T.DYN for name in variables},
-            extensions=[ext_strings.ExtStrings(), ext_optional.ExtOptional()],
+            extensions=[
+                ext_strings.ExtStrings(),
+                ext_optional.ExtOptional(),
+                ext_bindings.ExtBindings(),
+            ],
             functions=_library(),
         )
 

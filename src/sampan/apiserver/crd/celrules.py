@@ -1,0 +1,486 @@
+"""CEL validation rules of custom resources (``x-kubernetes-validations``), as kube-apiserver 1.32
+applies them.
+
+* ``compile_errors(schema, path)``: the write-time check of a CRD: every ``rule`` and
+  ``messageExpression`` must compile (``...x-kubernetes-validations[0].rule: Invalid value:
+  apiextensions.ValidationRule{...}: compilation failed: ERROR: <input>:1:6: ...``).
+* ``RuleSet.for_schema(schema)``: the compiled rules of one version's schema, cached on the
+  ``ServedVersion`` by the admission plugin; ``RuleSet.validate(obj, old)`` returns the field
+  errors of an object (``old`` is the stored object on update, None on create).
+
+Semantics: ``self`` is the value at the rule's schema node (objects as maps whose property
+names are escaped as upstream escapes them: ``foo-bar`` -> ``foo__dash__bar``; at the root
+only ``apiVersion``, ``kind``, ``metadata.name`` and ``metadata.generateName``); null values
+are not validated; rules apply at any depth (properties, additionalProperties, items).
+Transition rules (using ``oldSelf``) run only on update where an old value is correlated: the
+same property, the same map key, the same key of an ``x-kubernetes-list-type: map`` list, the
+same value of a ``set`` list; ``optionalOldSelf: true`` rules always run, with ``oldSelf`` an
+optional. Ratcheting (upstream's CRDValidationRatcheting, on by default in 1.32): a rule that
+does not use ``oldSelf`` and fails on a value equal to its correlated old value is not an
+error. Failures become field errors of ``reason`` (FieldValueInvalid by default, with the
+schema type as the value: ``spec: Invalid value: "object": <message>``), at the rule's node
+plus its ``fieldPath``; the message is ``messageExpression``'s result, else ``message``, else
+``failed rule: <rule>``. The cost bound is the CEL module's: a rule that runs out of it is an
+error and no further rules run.
+
+Invariants: never mutates the objects or the schema; compiling never evaluates anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sampan.api import fielderrors as fe
+from sampan.apiserver import cel
+from sampan.apiserver.errors import Cause
+
+__all__ = ["RuleSet", "compile_errors", "escape_property"]
+
+_RULE_VARS = ("self", "oldSelf")
+_OPTIONAL_VARS = ("self", "__oldSelfValue", "__oldSelfPresent")
+_OPTIONAL_WRAP = (
+    "cel.bind(oldSelf, __oldSelfPresent ? optional.of(__oldSelfValue) : optional.none(), ({}))"
+)
+_RESERVED = frozenset(
+    "true false null in as break const continue else for function if import let loop package "
+    "namespace return var void while".split()
+)
+_REASONS = {
+    None: fe.REASON_INVALID,
+    "FieldValueInvalid": fe.REASON_INVALID,
+    "FieldValueForbidden": fe.REASON_FORBIDDEN,
+    "FieldValueRequired": fe.REASON_REQUIRED,
+    "FieldValueDuplicate": fe.REASON_DUPLICATE,
+}
+
+
+def escape_property(name: str) -> str:
+    """A property name as CEL sees it (upstream's escaping of names that are not identifiers)."""
+    if name in _RESERVED:
+        return f"__{name}__"
+    out = name.replace("__", "__underscores__")
+    for char, word in ((".", "__dot__"), ("-", "__dash__"), ("/", "__slash__")):
+        out = out.replace(char, word)
+    return out
+
+
+def _go_quote(text: str) -> str:
+    out = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{out}"'
+
+
+def _rule_value(rule: Mapping[str, Any]) -> str:
+    """The rule as Go's ``%#v`` prints upstream's internal ValidationRule (the value of a
+    compile error)."""
+    reason = rule.get("reason")
+    reason_text = (
+        f"(*apiextensions.FieldValueErrorReason)({_go_quote(str(reason))})"
+        if reason
+        else "(*apiextensions.FieldValueErrorReason)(nil)"
+    )
+    optional = rule.get("optionalOldSelf")
+    optional_text = (
+        f"(*bool)({str(bool(optional)).lower()})" if optional is not None else "(*bool)(nil)"
+    )
+    return (
+        "apiextensions.ValidationRule{"
+        f"Rule:{_go_quote(str(rule.get('rule') or ''))}, "
+        f"Message:{_go_quote(str(rule.get('message') or ''))}, "
+        f"MessageExpression:{_go_quote(str(rule.get('messageExpression') or ''))}, "
+        f"Reason:{reason_text}, "
+        f"FieldPath:{_go_quote(str(rule.get('fieldPath') or ''))}, "
+        f"OptionalOldSelf:{optional_text}"
+        "}"
+    )
+
+
+@dataclass(slots=True)
+class _Rule:
+    rule: str
+    message: str
+    reason: str | None
+    field_path: str
+    program: cel.Program
+    message_program: cel.Program | None
+    transition: bool
+    optional_old_self: bool
+
+
+def _compile_rule(rule: Mapping[str, Any]) -> tuple[_Rule | None, list[tuple[str, str]]]:
+    """The compiled rule, or the (field, detail) compile errors."""
+    text = str(rule.get("rule") or "")
+    errors: list[tuple[str, str]] = []
+    program: cel.Program | None = None
+    if text.strip():
+        try:
+            program = cel.compile(text, _RULE_VARS)
+        except cel.CompileError as err:
+            detail = str(err)
+            if not detail.startswith("cel expression"):
+                detail = f"compilation failed: {detail}"
+            errors.append(("rule", detail))
+    message_program = None
+    expression = str(rule.get("messageExpression") or "")
+    if expression.strip():
+        try:
+            message_program = cel.compile(expression, _RULE_VARS, result="string")
+        except cel.CompileError as err:
+            detail = str(err)
+            if detail.startswith("cel expression"):
+                detail = "must evaluate to a string"
+            else:
+                detail = f"messageExpression compilation failed: {detail}"
+            errors.append(("messageExpression", detail))
+    if errors or program is None:
+        return None, errors
+    optional = bool(rule.get("optionalOldSelf"))
+    transition = program.uses("oldSelf")
+    if optional and transition:
+        program = cel.compile(_OPTIONAL_WRAP.format(text), _OPTIONAL_VARS)
+    return (
+        _Rule(
+            rule=text,
+            message=str(rule.get("message") or ""),
+            reason=rule.get("reason"),
+            field_path=str(rule.get("fieldPath") or ""),
+            program=program,
+            message_program=message_program,
+            transition=transition,
+            optional_old_self=optional,
+        ),
+        [],
+    )
+
+
+def _children(schema: Mapping[str, Any], path: str) -> list[tuple[Mapping[str, Any], str]]:
+    out: list[tuple[Mapping[str, Any], str]] = []
+    properties = schema.get("properties")
+    if isinstance(properties, Mapping):
+        for name, sub in properties.items():
+            if isinstance(sub, Mapping):
+                out.append((sub, f"{path}.properties[{name}]"))
+    for key in ("additionalProperties", "items"):
+        sub = schema.get(key)
+        if isinstance(sub, Mapping):
+            out.append((sub, f"{path}.{key}"))
+    return out
+
+
+def compile_errors(schema: Any, path: str) -> list[Cause]:
+    """Compile errors of every rule in ``schema`` (rooted at field path ``path``)."""
+    causes: list[Cause] = []
+    if not isinstance(schema, Mapping):
+        return causes
+    rules = schema.get("x-kubernetes-validations")
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        if not isinstance(rule, Mapping):
+            continue
+        _, errors = _compile_rule(rule)
+        for name, detail in errors:
+            where = f"{path}.x-kubernetes-validations[{i}].{name}"
+            causes.append(
+                Cause(fe.REASON_INVALID, f"Invalid value: {_rule_value(rule)}: {detail}", where)
+            )
+    for sub, sub_path in _children(schema, path):
+        causes.extend(compile_errors(sub, sub_path))
+    return causes
+
+
+@dataclass(slots=True)
+class _Node:
+    """A schema node with its compiled rules and its children that carry rules."""
+
+    schema: Mapping[str, Any]
+    rules: list[_Rule] = field(default_factory=list)
+    properties: dict[str, _Node] = field(default_factory=dict)
+    additional: _Node | None = None
+    items: _Node | None = None
+
+    def empty(self) -> bool:
+        return not (self.rules or self.properties or self.additional or self.items)
+
+
+def _build(schema: Mapping[str, Any]) -> _Node:
+    node = _Node(schema)
+    rules = schema.get("x-kubernetes-validations")
+    for rule in rules if isinstance(rules, list) else []:
+        if isinstance(rule, Mapping):
+            compiled, _ = _compile_rule(rule)
+            if compiled is not None:
+                node.rules.append(compiled)
+    properties = schema.get("properties")
+    if isinstance(properties, Mapping):
+        for name, sub in properties.items():
+            if isinstance(sub, Mapping):
+                child = _build(sub)
+                if not child.empty():
+                    node.properties[name] = child
+    for key in ("additionalProperties", "items"):
+        sub = schema.get(key)
+        if isinstance(sub, Mapping):
+            child = _build(sub)
+            if not child.empty():
+                setattr(node, "additional" if key == "additionalProperties" else "items", child)
+    return node
+
+
+def _view(value: Any, schema: Mapping[str, Any] | None, *, root: bool = False) -> Any:
+    """The value as CEL sees it: property names escaped; at the root only type and name meta."""
+    if isinstance(value, dict):
+        properties = schema.get("properties") if schema is not None else None
+        additional = schema.get("additionalProperties") if schema is not None else None
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if root and key == "metadata":
+                meta = item if isinstance(item, dict) else {}
+                out["metadata"] = {k: meta[k] for k in ("name", "generateName") if k in meta}
+                continue
+            if isinstance(properties, Mapping) and properties:
+                sub = properties.get(key)
+                out[escape_property(key)] = _view(item, sub if isinstance(sub, Mapping) else None)
+            else:
+                out[key] = _view(item, additional if isinstance(additional, Mapping) else None)
+        return out
+    if isinstance(value, list):
+        items = schema.get("items") if schema is not None else None
+        return [_view(item, items if isinstance(items, Mapping) else None) for item in value]
+    return value
+
+
+def _schema_type(schema: Mapping[str, Any]) -> str:
+    return str(schema.get("type") or "")
+
+
+def _join(path: str, child: str) -> str:
+    return f"{path}.{child}" if path else child
+
+
+def _normalized_field_path(field_path: str) -> str:
+    """``.spec.foo`` / ``['a.b']`` -> a field path suffix (``spec.foo``, ``a.b``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(field_path):
+        char = field_path[i]
+        if char == ".":
+            j = i + 1
+            while j < len(field_path) and field_path[j] not in ".[":
+                j += 1
+            out.append(field_path[i + 1 : j])
+            i = j
+        elif char == "[" and field_path[i + 1 : i + 2] == "'":
+            end = field_path.find("']", i + 2)
+            if end < 0:
+                break
+            out.append(field_path[i + 2 : end])
+            i = end + 2
+        else:
+            break
+    return ".".join(out)
+
+
+class _Stop(Exception):
+    """The cost budget ran out: no further rules run."""
+
+
+class RuleSet:
+    """The compiled rules of one schema (see the module docstring)."""
+
+    def __init__(self, root: _Node | None) -> None:
+        self._root = root
+
+    @classmethod
+    def for_schema(cls, schema: Mapping[str, Any] | None) -> RuleSet:
+        if not isinstance(schema, Mapping):
+            return cls(None)
+        root = _build(schema)
+        return cls(None if root.empty() else root)
+
+    @property
+    def empty(self) -> bool:
+        return self._root is None
+
+    def validate(self, obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[Cause]:
+        if self._root is None:
+            return []
+        causes: list[Cause] = []
+        try:
+            self._walk(self._root, obj, old, "", causes, root=True)
+        except _Stop:
+            pass
+        return causes
+
+    def _walk(
+        self,
+        node: _Node,
+        value: Any,
+        old: Any,
+        path: str,
+        causes: list[Cause],
+        *,
+        root: bool = False,
+    ) -> None:
+        if value is None:
+            return
+        if node.rules:
+            self._run_rules(node, value, old, path, causes, root=root)
+        if isinstance(value, dict):
+            old_map = old if isinstance(old, dict) else None
+            for key, item in value.items():
+                child = node.properties.get(key) if node.properties else None
+                where = _join(path, key)
+                if child is None and node.additional is not None and not node.properties:
+                    child = node.additional
+                    where = f"{path}[{key}]"
+                if child is not None:
+                    old_item = old_map.get(key) if old_map is not None else None
+                    self._walk(child, item, old_item, where, causes)
+        elif isinstance(value, list) and node.items is not None:
+            correlate = _correlator(node.schema, old)
+            for i, item in enumerate(value):
+                self._walk(node.items, item, correlate(item), f"{path}[{i}]", causes)
+
+    def _run_rules(
+        self, node: _Node, value: Any, old: Any, path: str, causes: list[Cause], *, root: bool
+    ) -> None:
+        schema = node.schema
+        this = _view(value, schema, root=root)
+        that = _view(old, schema, root=root) if old is not None else None
+        shown_path = path or "<nil>"
+        for rule in node.rules:
+            if rule.transition and old is None and not rule.optional_old_self:
+                continue
+            if rule.optional_old_self and rule.transition:
+                activation = {
+                    "self": this,
+                    "__oldSelfValue": that,
+                    "__oldSelfPresent": old is not None,
+                }
+            else:
+                activation = {"self": this, "oldSelf": that}
+            try:
+                ok = rule.program.evaluate(activation)
+            except cel.CostExceeded as err:
+                causes.append(
+                    fe.invalid(
+                        shown_path,
+                        _schema_type(schema),
+                        f"'{err}': no further validation rules will be run due to call cost "
+                        f"exceeds limit for rule: {_rule_text(rule)}",
+                    )
+                )
+                raise _Stop() from err
+            except cel.EvalError as err:
+                causes.append(
+                    fe.invalid(
+                        shown_path,
+                        _schema_type(schema),
+                        f"{err} evaluating rule: {_rule_text(rule)}",
+                    )
+                )
+                continue
+            if ok is True:
+                continue
+            if not rule.transition and old is not None and old == value:
+                continue  # ratcheting: an unchanged value keeps passing
+            where = path
+            if rule.field_path:
+                where = _join(path, _normalized_field_path(rule.field_path))
+            causes.append(self._failure(rule, activation, where or "<nil>", _schema_type(schema)))
+
+    @staticmethod
+    def _failure(rule: _Rule, activation: dict[str, Any], path: str, type_name: str) -> Cause:
+        detail = ""
+        if rule.message_program is not None:
+            try:
+                text = rule.message_program.evaluate(
+                    {"self": activation.get("self"), "oldSelf": activation.get("oldSelf")}
+                )
+            except cel.EvalError:
+                text = ""
+            if isinstance(text, str) and text.strip() and "\n" not in text.strip():
+                detail = text.strip()
+        if not detail:
+            detail = (
+                rule.message.strip() if rule.message.strip() else f"failed rule: {_rule_text(rule)}"
+            )
+        reason = _REASONS.get(rule.reason, fe.REASON_INVALID)
+        if reason == fe.REASON_FORBIDDEN:
+            return fe.forbidden(path, detail)
+        if reason == fe.REASON_REQUIRED:
+            return fe.required(path, detail)
+        if reason == fe.REASON_DUPLICATE:
+            return fe.duplicate(path, type_name)
+        return fe.invalid(path, type_name, detail)
+
+
+def _rule_text(rule: _Rule) -> str:
+    return rule.message.strip() if rule.message.strip() else rule.rule.strip()
+
+
+def _correlator(schema: Mapping[str, Any], old: Any) -> Any:
+    """For a list: new item -> its old item (map lists by their keys, sets by value)."""
+    if not isinstance(old, list):
+        return lambda item: None
+    list_type = schema.get("x-kubernetes-list-type")
+    if list_type == "map":
+        keys = [str(k) for k in schema.get("x-kubernetes-list-map-keys") or []]
+
+        def key_of(item: Any) -> Any:
+            if not isinstance(item, dict):
+                return None
+            return tuple(repr(item.get(k)) for k in keys)
+
+        by_key = {key_of(item): item for item in old if isinstance(item, dict)}
+        return lambda item: by_key.get(key_of(item))
+    if list_type == "set":
+        return lambda item: item if item in old else None
+    return lambda item: None
+
+
+class CustomResourceRules:
+    """Validating admission step that applies the CEL rules of a custom resource's schema.
+
+    Upstream evaluates these rules in the custom resource strategy's validation, after mutating
+    admission and before validating admission; placed first among the validating plugins, this
+    step runs at the same point. ``custom`` returns the ``CustomResources`` (None until the
+    API server built it); the compiled rules are cached on each ``ServedVersion``."""
+
+    name = "CustomResourceValidationRules"
+    mutating = False
+
+    def __init__(self, custom: Any) -> None:
+        self._custom = custom
+
+    async def admit(self, attrs: Any) -> None:
+        obj = attrs.obj
+        custom = self._custom()
+        if (
+            custom is None
+            or not isinstance(obj, dict)
+            or attrs.operation
+            not in (
+                "CREATE",
+                "UPDATE",
+            )
+        ):
+            return
+        group, _, version = str(obj.get("apiVersion") or "").rpartition("/")
+        served = custom.version_for(group, version, attrs.resource)
+        if served is None or served.schema is None:
+            return
+        rules = served.extra.get("cel_rules")
+        if rules is None:
+            rules = RuleSet.for_schema(served.schema)
+            served.extra["cel_rules"] = rules
+        if rules.empty:
+            return
+        old = attrs.old_obj if attrs.operation == "UPDATE" else None
+        causes = rules.validate(obj, old)
+        if causes:
+            from sampan.apiserver.crd.support import invalid_error
+
+            info = served.info
+            name = str((obj.get("metadata") or {}).get("name") or attrs.name)
+            raise invalid_error(f"{info.kind}.{info.group}", info.kind, info.group, name, causes)
