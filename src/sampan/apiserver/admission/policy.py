@@ -500,7 +500,15 @@ class ValidatingAdmissionPolicyPlugin:
             return
         if causes:
             name = str((obj.get("metadata") or {}).get("name") or attrs.name)
-            raise Invalid.for_object(f"{kind}.{GROUP}", GROUP, name, causes)
+            parts = [fe.error_string(c) for c in causes]
+            summary = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+            raise Invalid(
+                f'{kind}.{GROUP} "{name}" is invalid: {summary}',
+                name=name,
+                group=GROUP,
+                kind=kind,
+                causes=causes,
+            )
 
     # --- state ----------------------------------------------------------------------------
 
