@@ -148,3 +148,24 @@ def test_ratcheting_keeps_unchanged_values_valid():
     assert rules.validate({"spec": {"a": 10, "b": 2}}, old) == []
     [cause] = rules.validate({"spec": {"a": 11, "b": 2}}, old)
     assert cause.field == "spec.a"
+
+
+def test_request_budget_stops_many_costly_rules():
+    schema = {
+        "type": "array",
+        "items": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "x-kubernetes-validations": [{"rule": "self.all(x, self.all(y, x + y >= 0))"}],
+        },
+    }
+    value = [list(range(90)) for _ in range(50)]
+    assert RuleSet.for_schema(schema).validate(value, None) == []
+    causes = RuleSet.for_schema(schema, budget_s=0.0).validate(value, None)
+    assert [(c.field, c.message) for c in causes] == [
+        (
+            "[0]",
+            'Invalid value: "array": validation failed due to running out of cost budget, '
+            "no further validation rules will be run",
+        )
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import yaml
 
 from tests.apiserver.test_crd import KUBECTL, dump, kubectl, ok
 
@@ -255,3 +256,48 @@ async def test_cost_limit_refuses_and_server_stays_responsive(harness):
     err = await wait_refused(harness, deployment("slow", 1))
     assert "resulted in error: operation cancelled: actual cost limit exceeded" in err
     await ok(harness, "get", "deployments")
+
+
+async def test_delete_sees_old_object_and_defaults_are_applied(harness):
+    protect = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": POLICY},
+        "spec": {
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["DELETE"],
+                        "resources": ["configmaps"],
+                    }
+                ]
+            },
+            "validations": [
+                {
+                    "expression": "oldObject.metadata.name != 'keep' && object == null",
+                    "message": "this ConfigMap is protected",
+                }
+            ],
+        },
+    }
+    await ok(harness, "create", "-f", "-", stdin=dump(protect))
+    await ok(harness, "create", "-f", "-", stdin=dump(binding()))
+    stored = yaml.safe_load(
+        await ok(harness, "get", "validatingadmissionpolicy", POLICY, "-o", "yaml")
+    )
+    assert stored["spec"]["failurePolicy"] == "Fail"
+    assert stored["spec"]["matchConstraints"]["matchPolicy"] == "Equivalent"
+    assert stored["spec"]["matchConstraints"]["namespaceSelector"] == {}
+    assert stored["spec"]["matchConstraints"]["resourceRules"][0]["scope"] == "*"
+    await ok(harness, "create", "configmap", "keep")
+    await ok(harness, "create", "configmap", "other")
+    await ok(harness, "delete", "configmap", "other")
+    for _ in range(ATTEMPTS):
+        code, _, err = await kubectl(harness, "delete", "configmap", "keep", "--dry-run=server")
+        if code != 0:
+            break
+    assert code != 0
+    assert "this ConfigMap is protected" in err
+    await ok(harness, "get", "configmap", "keep")

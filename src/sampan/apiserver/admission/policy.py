@@ -52,7 +52,7 @@ from sampan.apiserver import cel
 from sampan.apiserver.admission.chain import AdmissionAttributes
 from sampan.apiserver.errors import Cause, Invalid, StatusError, qualified_resource
 
-__all__ = ["ValidatingAdmissionPolicyPlugin"]
+__all__ = ["PolicyDefaults", "ValidatingAdmissionPolicyPlugin"]
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +300,49 @@ def binding_errors(binding: Mapping[str, Any]) -> list[Cause]:
     return causes
 
 
+# --- defaults -----------------------------------------------------------------------------------
+
+
+def _default_match(resources: dict[str, Any]) -> None:
+    resources.setdefault("matchPolicy", "Equivalent")
+    resources.setdefault("namespaceSelector", {})
+    resources.setdefault("objectSelector", {})
+    for key in ("resourceRules", "excludeResourceRules"):
+        for rule in resources.get(key) or []:
+            if isinstance(rule, dict):
+                rule.setdefault("scope", "*")
+
+
+class PolicyDefaults:
+    """Upstream's defaults of ValidatingAdmissionPolicies and bindings (``failurePolicy:
+    Fail``, ``matchPolicy: Equivalent``, empty selectors, rule ``scope: "*"``), applied on
+    write as the API's defaulting does."""
+
+    name = "ValidatingAdmissionPolicyDefaults"
+    mutating = True
+
+    async def admit(self, attrs: AdmissionAttributes) -> None:
+        if (
+            attrs.group != GROUP
+            or attrs.subresource
+            or attrs.operation
+            not in (
+                "CREATE",
+                "UPDATE",
+            )
+        ):
+            return
+        spec = attrs.obj.get("spec") if isinstance(attrs.obj, dict) else None
+        if not isinstance(spec, dict):
+            return
+        if attrs.resource == POLICIES:
+            spec.setdefault("failurePolicy", "Fail")
+            if isinstance(spec.get("matchConstraints"), dict):
+                _default_match(spec["matchConstraints"])
+        elif attrs.resource == BINDINGS and isinstance(spec.get("matchResources"), dict):
+            _default_match(spec["matchResources"])
+
+
 # --- compiled policies ------------------------------------------------------------------------
 
 
@@ -455,13 +498,13 @@ class ValidatingAdmissionPolicyPlugin:
         self,
         cached: Cached,
         generation: Generation,
-        get_namespace: Callable[[str], Any],
+        get: Callable[[str, str, str, str], Any],
         kind_of: KindOf,
         resource_of_kind: Callable[[str, str], tuple[str, bool] | None],
     ) -> None:
         self._cached = cached
         self._generation = generation
-        self._get_namespace = get_namespace
+        self._get = get
         self._kind_of = kind_of
         self._resource_of_kind = resource_of_kind
         self._state = _State()
@@ -474,6 +517,11 @@ class ValidatingAdmissionPolicyPlugin:
         pairs = self._pairs()
         if not pairs:
             return
+        if attrs.operation == "DELETE" and attrs.old_obj is None and attrs.name:
+            # oldObject of a delete is the object being deleted (the handler admits by name).
+            attrs.old_obj = await self._get(
+                attrs.group, attrs.resource, attrs.namespace, attrs.name
+            )
         context: dict[str, Any] | None = None
         for binding, policy in pairs:
             if not self._matches(policy.constraints, attrs, required=True):

@@ -11,7 +11,8 @@ system PriorityClasses, repairs the Service allocations once and starts the peri
 Plugin order (kube-apiserver's recommended order, for the plugins Sampan has):
 NamespaceLifecycle, RBACEscalation (upstream checks it in the RBAC REST storage, after
 mutating and before validating admission), LimitRanger, ServiceAccount, NodeRestriction,
-Priority, DefaultTolerationSeconds, CustomResourceValidationRules (the CEL rules of a custom
+Priority, DefaultTolerationSeconds, ValidatingAdmissionPolicyDefaults (the API defaults of
+policies and bindings), CustomResourceValidationRules (the CEL rules of a custom
 resource's schema; upstream runs them in the strategy's validation, just before validating
 admission), PodSecurity, ServiceAllocation (upstream does this in the Service REST storage),
 ValidatingAdmissionPolicy, ResourceQuota. Mutating ones run before validating ones (the chain's
@@ -42,7 +43,7 @@ from sampan.apiserver.admission.pods import (
     ServiceAccountAdmission,
 )
 from sampan.apiserver.admission.podsecurity import PodSecurity
-from sampan.apiserver.admission.policy import ValidatingAdmissionPolicyPlugin
+from sampan.apiserver.admission.policy import PolicyDefaults, ValidatingAdmissionPolicyPlugin
 from sampan.apiserver.admission.quota import LimitRanger, QuotaRecalculator, ResourceQuota
 from sampan.apiserver.admission.services import (
     DEFAULT_REPAIR_INTERVAL_S,
@@ -112,6 +113,7 @@ class Admission:
             NodeRestriction(self.get),
             PriorityAdmission(self.get, self.cached),
             DefaultTolerationSeconds(),
+            PolicyDefaults(),
             CustomResourceRules(lambda: self.custom),
             PodSecurity(get_namespace, lambda namespace: self.cached("", "pods", namespace)),
             ServiceAllocation(
@@ -121,7 +123,7 @@ class Admission:
                 lambda namespace: self.cached("", "services", namespace),
             ),
             ValidatingAdmissionPolicyPlugin(
-                self.cached, self.generation, get_namespace, self.kind_of, self.resource_of_kind
+                self.cached, self.generation, self.get, self.kind_of, self.resource_of_kind
             ),
             ResourceQuota(self._store("", "resourcequotas"), self.cached, self.quota_recalculator),
             *extra_plugins,

@@ -21,13 +21,17 @@ error. Failures become field errors of ``reason`` (FieldValueInvalid by default,
 schema type as the value: ``spec: Invalid value: "object": <message>``), at the rule's node
 plus its ``fieldPath``; the message is ``messageExpression``'s result, else ``message``, else
 ``failed rule: <rule>``. The cost bound is the CEL module's: a rule that runs out of it is an
-error and no further rules run.
+error and no further rules run; all the rules of one object share ``REQUEST_BUDGET_S`` of
+evaluation time (many items each running a costly rule), past which the object is refused with
+upstream's ``validation failed due to running out of cost budget, no further validation rules
+will be run``.
 
 Invariants: never mutates the objects or the schema; compiling never evaluates anything.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +40,17 @@ from sampan.api import fielderrors as fe
 from sampan.apiserver import cel
 from sampan.apiserver.errors import Cause
 
-__all__ = ["RuleSet", "compile_errors", "escape_property"]
+__all__ = [
+    "REQUEST_BUDGET_S",
+    "CustomResourceRules",
+    "RuleSet",
+    "compile_errors",
+    "escape_property",
+]
+
+REQUEST_BUDGET_S = 0.5
+"""CEL time one object's validation may take in total (upstream: 10,000,000 cost units per
+request); past it the remaining rules do not run and the object is refused."""
 
 _RULE_VARS = ("self", "oldSelf")
 _OPTIONAL_VARS = ("self", "__oldSelfValue", "__oldSelfPresent")
@@ -287,15 +301,19 @@ class _Stop(Exception):
 class RuleSet:
     """The compiled rules of one schema (see the module docstring)."""
 
-    def __init__(self, root: _Node | None) -> None:
+    def __init__(self, root: _Node | None, *, budget_s: float = REQUEST_BUDGET_S) -> None:
         self._root = root
+        self._budget_s = budget_s
+        self._deadline = 0.0
 
     @classmethod
-    def for_schema(cls, schema: Mapping[str, Any] | None) -> RuleSet:
+    def for_schema(
+        cls, schema: Mapping[str, Any] | None, *, budget_s: float = REQUEST_BUDGET_S
+    ) -> RuleSet:
         if not isinstance(schema, Mapping):
-            return cls(None)
+            return cls(None, budget_s=budget_s)
         root = _build(schema)
-        return cls(None if root.empty() else root)
+        return cls(None if root.empty() else root, budget_s=budget_s)
 
     @property
     def empty(self) -> bool:
@@ -305,6 +323,7 @@ class RuleSet:
         if self._root is None:
             return []
         causes: list[Cause] = []
+        self._deadline = time.perf_counter() + self._budget_s
         try:
             self._walk(self._root, obj, old, "", causes, root=True)
         except _Stop:
@@ -359,6 +378,16 @@ class RuleSet:
                 }
             else:
                 activation = {"self": this, "oldSelf": that}
+            if time.perf_counter() > self._deadline:
+                causes.append(
+                    fe.invalid(
+                        shown_path,
+                        _schema_type(schema),
+                        "validation failed due to running out of cost budget, no further "
+                        "validation rules will be run",
+                    )
+                )
+                raise _Stop()
             try:
                 ok = rule.program.evaluate(activation)
             except cel.CostExceeded as err:
