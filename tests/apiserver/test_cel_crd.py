@@ -314,3 +314,24 @@ async def test_cost_limit_stops_pathological_rules(harness):
     assert "call cost exceeds limit for rule" in err
     # The server still answers.
     await ok(harness, "get", "widgets")
+
+
+async def test_changed_rules_take_effect(harness):
+    await establish(harness, widget_crd())
+    await ok(harness, "create", "-f", "-", stdin=dump(widget("before", replicas=3)))
+    spec = copy.deepcopy(SPEC_SCHEMA)
+    spec["x-kubernetes-validations"][0] = {"rule": "self.replicas <= 2", "message": "at most 2"}
+    await ok(harness, "apply", "-f", "-", stdin=dump(widget_crd(spec)))
+    for _ in range(200):
+        code, _, err = await kubectl(
+            harness,
+            "create",
+            "--dry-run=server",
+            "-f",
+            "-",
+            stdin=dump(widget("after", replicas=3)),
+        )
+        if code != 0:
+            break
+    assert code != 0
+    assert err.strip() == 'The Widget "after" is invalid: spec: Invalid value: "object": at most 2'

@@ -729,12 +729,11 @@ class ValidatingAdmissionPolicyPlugin:
         for params in params_list:
             activation = dict(context)
             activation["params"] = params
-            failure = self._run(policy, activation)
-            if failure is not None:
-                self._act(binding, policy, attrs, *failure)
+            for message, reason in self._run(policy, activation):
+                self._act(binding, policy, attrs, message, reason)
 
-    def _run(self, policy: _Policy, activation: dict[str, Any]) -> tuple[str, str] | None:
-        """The first failing validation's (message, reason), or None."""
+    def _run(self, policy: _Policy, activation: dict[str, Any]) -> list[tuple[str, str]]:
+        """The (message, reason) of every failing validation, in order."""
         variables: dict[str, Any] = {}
         errors: dict[str, str] = {}
         activation["variables"] = variables
@@ -747,11 +746,12 @@ class ValidatingAdmissionPolicyPlugin:
         for name, program in policy.conditions:
             try:
                 if program.evaluate(activation) is not True:
-                    return None
+                    return []
             except cel.EvalError as err:
                 if fail:
-                    return (f"failed to evaluate matchCondition '{name}': {err}", "Invalid")
-                return None
+                    return [(f"failed to evaluate matchCondition '{name}': {err}", "Invalid")]
+                return []
+        failures: list[tuple[str, str]] = []
         for validation in policy.validations:
             try:
                 ok = validation.program.evaluate(activation)
@@ -761,15 +761,16 @@ class ValidatingAdmissionPolicyPlugin:
                     if f"variables.{name}" in validation.expression:
                         message = f'composited variable "{name}" fails to evaluate: {error}'
                 if fail:
-                    return (
-                        f"expression '{validation.expression}' resulted in error: {message}",
-                        validation.reason,
+                    failures.append(
+                        (
+                            f"expression '{validation.expression}' resulted in error: {message}",
+                            validation.reason,
+                        )
                     )
                 continue
-            if ok is True:
-                continue
-            return (self._message(validation, activation), validation.reason)
-        return None
+            if ok is not True:
+                failures.append((self._message(validation, activation), validation.reason))
+        return failures
 
     @staticmethod
     def _message(validation: _Validation, activation: dict[str, Any]) -> str:
