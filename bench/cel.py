@@ -8,7 +8,9 @@
    without any ValidatingAdmissionPolicy (the baseline) and with one policy + Deny binding
    (compiled once, evaluated per create), so both are measured in the same run.
 
-Goal (issue #14): one policy adds <= 0.5 ms per create.
+Goal (issue #14): one policy adds <= 0.5 ms per create. On a shared machine the end-to-end
+rounds vary more than that between themselves (the per-round figures show it); the in-process
+admission-step timing is the precise figure.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import aiohttp
 
 from bench.api import Bench, client_ssl, pct
 from sampan.apiserver import cel
+from sampan.apiserver.admission.chain import AdmissionAttributes
+from sampan.apiserver.admission.policy import ValidatingAdmissionPolicyPlugin
 
 CONCURRENCY = 8
 POLICY_PATH = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
@@ -83,7 +87,58 @@ def deployment(name: str, replicas: int = 1) -> dict:
     }
 
 
-def micro(n: int) -> None:
+async def plugin_cost(n: int) -> None:
+    """Time of the ValidatingAdmissionPolicy admission step for one Deployment create, with
+    the policy and binding served from an in-memory cache (what the API server does per
+    request), beside the same step with no policy."""
+    objects = {POLICY_PATH: [POLICY], BINDING_PATH: [{**BINDING}]}
+
+    def plugin(with_policy: bool) -> ValidatingAdmissionPolicyPlugin:
+        def cached(group: str, plural: str, namespace: str) -> list[dict]:
+            if not with_policy:
+                return []
+            path = POLICY_PATH if plural == "validatingadmissionpolicies" else BINDING_PATH
+            return objects.get(path, [])
+
+        async def get(*_: str) -> None:
+            return None
+
+        return ValidatingAdmissionPolicyPlugin(
+            cached,
+            lambda group, plural: 1,
+            get,
+            lambda group, version, plural: ("Deployment", True),
+            lambda api_version, kind: None,
+        )
+
+    async def measure(step: ValidatingAdmissionPolicyPlugin) -> float:
+        t0 = time.perf_counter()
+        for i in range(n):
+            attrs = AdmissionAttributes(
+                "CREATE",
+                "apps",
+                "v1",
+                "deployments",
+                "",
+                "default",
+                f"d{i}",
+                True,
+                obj=deployment(f"d{i}"),
+            )
+            await step.admit(attrs)
+        return (time.perf_counter() - t0) / n * 1e6
+
+    await measure(plugin(True))  # warm-up: compiles the policy once
+    without = await measure(plugin(False))
+    with_one = await measure(plugin(True))
+    print(f"  {'admission step, no policy (baseline)':<52} {without:8.1f} us")
+    print(f"  {'admission step, one policy (match + evaluate)':<52} {with_one:8.1f} us")
+    print(
+        f"  {'added per create by one policy':<52} {with_one - without:8.1f} us   (goal <= 500 us)"
+    )
+
+
+async def micro(n: int) -> None:
     print("In process:")
     rule = "self.minReplicas <= self.replicas && self.replicas <= self.maxReplicas"
     t0 = time.perf_counter()
@@ -107,6 +162,7 @@ def micro(n: int) -> None:
         policy.evaluate(activation)
     eval_us = (time.perf_counter() - t0) / n * 1e6
     print(f"  {'evaluate object.spec.replicas <= 5 on a Deployment':<52} {eval_us:8.1f} us")
+    await plugin_cost(n // 4)
 
 
 async def creates(
@@ -138,7 +194,7 @@ async def wait_policy(bench: Bench, session: aiohttp.ClientSession, active: bool
 
 
 async def run(bench: Bench, quick: bool) -> None:
-    micro(2000 if quick else 20000)
+    await micro(2000 if quick else 20000)
     await bench.start_server()
     ctx = client_ssl(bench.kubeconfig, bench.workdir)
     n = 500 if quick else 2000
@@ -149,16 +205,25 @@ async def run(bench: Bench, quick: bool) -> None:
             assert r.status == 201, await r.text()
         await creates(bench, s, "warm", 200)
         results: dict[str, list[tuple[float, list[float]]]] = {"without": [], "with": []}
+        bound = False
         for round_no in range(rounds):
-            await wait_policy(bench, s, False)
-            results["without"].append(await creates(bench, s, f"a{round_no}", n))
-            async with s.post(bench.url + BINDING_PATH, json=BINDING) as r:
-                assert r.status == 201, await r.text()
-            await wait_policy(bench, s, True)
-            results["with"].append(await creates(bench, s, f"b{round_no}", n))
-            async with s.delete(bench.url + BINDING_PATH + "/replicas") as r:
-                assert r.status == 200, await r.text()
+            # Alternate the order so that neither case always runs on the larger store.
+            order = ("without", "with") if round_no % 2 == 0 else ("with", "without")
+            for case in order:
+                if (case == "with") != bound:
+                    if case == "with":
+                        async with s.post(bench.url + BINDING_PATH, json=BINDING) as r:
+                            assert r.status == 201, await r.text()
+                    else:
+                        async with s.delete(bench.url + BINDING_PATH + "/replicas") as r:
+                            assert r.status == 200, await r.text()
+                    bound = case == "with"
+                await wait_policy(bench, s, bound)
+                results[case].append(await creates(bench, s, f"{case}{round_no}", n))
     print(f"Deployment creates ({CONCURRENCY} concurrent clients, {rounds} x {n} per case):")
+    for case in ("without", "with"):
+        rounds_text = "  ".join(f"{rate:.0f}" for rate, _ in results[case])
+        bench.report(f"creates/s per round, {case} policy", rounds_text)
     summary = {}
     for case, label in (("without", "no policy (baseline)"), ("with", "one policy, Deny")):
         rates = [rate for rate, _ in results[case]]
