@@ -169,3 +169,92 @@ def test_request_budget_stops_many_costly_rules():
             "no further validation rules will be run",
         )
     ]
+
+
+def test_write_time_type_checks_against_the_schema():
+    from sampan.apiserver.crd.celrules import compile_errors
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "replicas": {"type": "integer"},
+                    "ratio": {"type": "number"},
+                    "name": {"type": "string"},
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                    "ports": {
+                        "type": "array",
+                        "items": {"type": "object", "properties": {"port": {"type": "integer"}}},
+                    },
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "any": {"x-kubernetes-int-or-string": True},
+                    "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                    "foo-bar": {"type": "integer"},
+                },
+                "x-kubernetes-validations": [
+                    {"rule": "self.replicas > 1 && self.ratio > 0.5 && self.name != ''"},
+                    {"rule": "self.tags.all(t, t.size() < 5) && self.ports.all(p, p.port > 0)"},
+                    {"rule": "self.labels.all(k, self.labels[k] != '') && self.any != 1"},
+                    {"rule": "self.free.x == 1 && self.foo__dash__bar == 2"},
+                    {"rule": "self.replicsa > 1"},
+                    {"rule": "self.replicas == 'x'"},
+                    {"rule": "self.replicas"},
+                    {"rule": "self == oldSelf"},
+                    {"rule": "has(self.name)", "messageExpression": "self.replicas"},
+                ],
+            }
+        },
+        "x-kubernetes-validations": [{"rule": "self.metadata.name.startsWith('a')"}],
+    }
+    causes = compile_errors(schema, "s")
+    found = {c.field: c.message.split(": ", 2)[-1] for c in causes}
+    base = "s.properties[spec].x-kubernetes-validations"
+    assert set(found) == {
+        f"{base}[4].rule",
+        f"{base}[5].rule",
+        f"{base}[6].rule",
+        f"{base}[8].messageExpression",
+    }
+    assert found[f"{base}[4].rule"].startswith(
+        "compilation failed: ERROR: <input>:1:5: undefined field 'replicsa'\n"
+    )
+    assert (
+        "found no matching overload for '_==_' applied to '(int, string)'"
+        in found[f"{base}[5].rule"]
+    )
+    assert found[f"{base}[6].rule"] == "cel expression must evaluate to a bool"
+    assert found[f"{base}[8].messageExpression"] == "must evaluate to a string"
+
+
+def test_date_time_and_duration_fields_are_timestamps_and_durations():
+    from sampan.apiserver.crd.celrules import compile_errors
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "start": {"type": "string", "format": "date-time"},
+            "end": {"type": "string", "format": "date-time"},
+            "timeout": {"type": "string", "format": "duration"},
+            "count": {"type": "integer"},
+        },
+        "x-kubernetes-validations": [
+            {"rule": "self.end - self.start <= self.timeout"},
+            {"rule": "self.count < 2.5"},
+        ],
+    }
+    assert compile_errors(schema, "s", root=False) == []
+    rules = RuleSet.for_schema(schema)
+    good = {
+        "start": "2024-01-01T00:00:00Z",
+        "end": "2024-01-01T00:30:00Z",
+        "timeout": "1h",
+        "count": 2,
+    }
+    assert rules.validate(good, None) == []
+    [cause] = rules.validate({**good, "timeout": "10m", "count": 1}, None)
+    assert (
+        cause.message
+        == 'Invalid value: "object": failed rule: self.end - self.start <= self.timeout'
+    )

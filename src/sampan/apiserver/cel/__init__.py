@@ -3,6 +3,7 @@
 Public API::
 
     compile(expression, variables, *, result="bool") -> Program   # raises CompileError
+    TypedEnv(descriptor_pool, {name: Type}).check(expression)     # write-time type check
     Program.evaluate(activation) -> Any                            # raises EvalError
     Program.uses(name) -> bool                                     # e.g. transition rules
 
@@ -33,9 +34,10 @@ strings extension already declares (``'abc'.indexOf('b')`` works). cel-cpp's bin
 cannot carry opaque Python values, so URLs and quantities are CEL maps with one private key
 (``_url`` / ``_quantity``); their accessors work as upstream's do.
 
-Every variable is declared ``dyn`` (values are JSON: maps, lists, strings, numbers, null), so
-type errors against a schema surface at evaluation time (``no matching overload``) rather
-than at compile time as upstream's schema-typed declarations would report them.
+Programs declare every variable ``dyn`` (values are JSON: maps, lists, strings, numbers,
+null). Where a schema is known (CRD rules), ``TypedEnv`` type-checks the expression once more
+against protobuf messages built from the schema when it is written, so misspelt fields and
+type mismatches are refused then, as upstream refuses them.
 
 Invariants: ``compile`` never evaluates anything; ``evaluate`` never mutates its activation,
 always returns or raises ``EvalError`` (``CostExceeded`` for the budget), never blocks longer
@@ -63,6 +65,8 @@ __all__ = [
     "CostExceeded",
     "EvalError",
     "Program",
+    "Type",
+    "TypedEnv",
     "compile",
 ]
 
@@ -411,9 +415,14 @@ _env_lock = threading.Lock()
 
 @functools.lru_cache(maxsize=64)
 def _env(variables: tuple[str, ...]) -> Any:
+    return _new_env(None, {name: _T.DYN for name in variables})
+
+
+def _new_env(pool: Any, variables: Mapping[str, Any]) -> Any:
     with _env_lock:
         return _cel.NewEnv(
-            variables={name: _T.DYN for name in variables},
+            pool,
+            variables=dict(variables),
             extensions=[
                 ext_strings.ExtStrings(),
                 ext_optional.ExtOptional(),
@@ -421,6 +430,50 @@ def _env(variables: tuple[str, ...]) -> Any:
             ],
             functions=_library(),
         )
+
+
+Type = _T
+"""CEL types for ``TypedEnv`` declarations (``Type.INT``, ``Type.List(...)``, ``Type("pkg.Msg")``
+for a message of the descriptor pool)."""
+
+
+class TypedEnv:
+    """Variables of known types, for write-time checks only (``check``): messages come from
+    a protobuf descriptor pool built from a schema. Programs still evaluate with ``dyn``
+    variables (``compile``); this environment catches what upstream's typed declarations
+    catch when a rule is written (``undefined field 'x'``, mismatched overloads, a non-bool
+    result)."""
+
+    def __init__(self, pool: Any, variables: Mapping[str, Any]) -> None:
+        self._env = _new_env(pool, variables)
+
+    def check(self, expression: str, *, result: str = "bool") -> None:
+        """Raise ``CompileError`` (cel-go's wording where it differs) if ``expression`` does
+        not type-check."""
+        try:
+            expr = self._env.compile(expression)
+        except RuntimeError as err:
+            raise CompileError(_go_wording(_strip_status(str(err)))) from err
+        _check_result(expr, result)
+
+
+def _go_wording(message: str) -> str:
+    """cel-cpp's ``undefined field 'x' not found in struct 'pkg.M'`` is cel-go's ``undefined
+    field 'x'``."""
+    out = []
+    for line in message.split("\n"):
+        if "undefined field '" in line and " not found in struct '" in line:
+            line = line[: line.index(" not found in struct '")]
+        out.append(line)
+    return "\n".join(out)
+
+
+def _check_result(expr: Any, result: str) -> None:
+    want, message = _RESULT_TYPES[result]
+    if want is not None:
+        got = expr.return_type()
+        if got != want and got != _T.DYN:
+            raise CompileError(message)
 
 
 _RESULT_TYPES = {
@@ -490,9 +543,5 @@ def compile(expression: str, variables: Iterable[str], *, result: str = "bool") 
         expr = _env(names).compile(expression)
     except RuntimeError as err:
         raise CompileError(_strip_status(str(err))) from err
-    want, message = _RESULT_TYPES[result]
-    if want is not None:
-        got = expr.return_type()
-        if got != want and got != _T.DYN:
-            raise CompileError(message)
+    _check_result(expr, result)
     return Program(expression, names, expr)

@@ -3,15 +3,20 @@ applies them.
 
 * ``compile_errors(schema, path)``: the write-time check of a CRD: every ``rule`` and
   ``messageExpression`` must compile (``...x-kubernetes-validations[0].rule: Invalid value:
-  apiextensions.ValidationRule{...}: compilation failed: ERROR: <input>:1:6: ...``).
+  apiextensions.ValidationRule{...}: compilation failed: ERROR: <input>:1:6: ...``), first
+  with ``dyn`` variables, then type-checked against protobuf messages built from the schema
+  (``_SchemaTypes``), so a misspelt field (``undefined field 'replicsa'``), a type mismatch
+  or a non-bool rule is refused as upstream refuses it. Comparisons across numeric types are
+  not reported (upstream's CEL allows them; cel-cpp's checker does not, its runtime does).
 * ``RuleSet.for_schema(schema)``: the compiled rules of one version's schema, cached on the
   ``ServedVersion`` by the admission plugin; ``RuleSet.validate(obj, old)`` returns the field
   errors of an object (``old`` is the stored object on update, None on create).
 
 Semantics: ``self`` is the value at the rule's schema node (objects as maps whose property
 names are escaped as upstream escapes them: ``foo-bar`` -> ``foo__dash__bar``; at the root
-only ``apiVersion``, ``kind``, ``metadata.name`` and ``metadata.generateName``); null values
-are not validated; rules apply at any depth (properties, additionalProperties, items).
+only ``apiVersion``, ``kind``, ``metadata.name`` and ``metadata.generateName``; strings of
+format ``date-time``/``date`` are timestamps and ``duration`` durations, numbers doubles, as
+upstream declares them); null values are not validated; rules apply at any depth (properties, additionalProperties, items).
 Transition rules (using ``oldSelf``) run only on update where an old value is correlated: the
 same property, the same map key, the same key of an ``x-kubernetes-list-type: map`` list, the
 same value of a ``set`` list; ``optionalOldSelf: true`` rules always run, with ``oldSelf`` an
@@ -31,10 +36,21 @@ Invariants: never mutates the objects or the schema; compiling never evaluates a
 
 from __future__ import annotations
 
+import itertools
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    duration_pb2,
+    struct_pb2,
+    timestamp_pb2,
+)
 
 from sampan.api import fielderrors as fe
 from sampan.apiserver import cel
@@ -168,6 +184,300 @@ def _compile_rule(rule: Mapping[str, Any]) -> tuple[_Rule | None, list[tuple[str
     )
 
 
+# --- schema types for write-time type checks -------------------------------------------------
+
+_FD = descriptor_pb2.FieldDescriptorProto
+_PROTO_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SCALARS = {
+    "string": (_FD.TYPE_STRING, cel.Type.STRING),
+    "integer": (_FD.TYPE_INT64, cel.Type.INT),
+    "number": (_FD.TYPE_DOUBLE, cel.Type.DOUBLE),
+    "boolean": (_FD.TYPE_BOOL, cel.Type.BOOL),
+}
+_packages = itertools.count()
+_GO_DURATION = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+
+
+def _time_kind(schema: Mapping[str, Any]) -> str | None:
+    """``Timestamp``/``Duration`` for strings that upstream's CEL sees as those types."""
+    if schema.get("type") != "string":
+        return None
+    return {"date-time": "Timestamp", "date": "Timestamp", "duration": "Duration"}.get(
+        str(schema.get("format") or "")
+    )
+
+
+def _timestamp(text: str) -> Any:
+    try:
+        if len(text) == 10:
+            parsed = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+        else:
+            parsed = datetime.fromisoformat(text)
+            if parsed.tzinfo is None:
+                return None
+    except ValueError:
+        return None
+    value = timestamp_pb2.Timestamp()
+    value.FromDatetime(parsed.astimezone(UTC).replace(tzinfo=None))
+    return value
+
+
+def _duration(text: str) -> Any:
+    """A Go duration string (``1h30m``, ``-1.5s``, ``0``) as a protobuf Duration."""
+    body = text[1:] if text[:1] in "+-" else text
+    if body == "0":
+        return duration_pb2.Duration()
+    total_ns = 0
+    position = 0
+    for match in _GO_DURATION.finditer(body):
+        if match.start() != position or match.group(1) in ("", "."):
+            return None
+        total_ns += int(float(match.group(1)) * _DURATION_UNITS_NS[match.group(2)])
+        position = match.end()
+    if position != len(body) or not body:
+        return None
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(-total_ns if text.startswith("-") else total_ns)
+    return value
+
+
+class _SchemaTypes:
+    """Protobuf messages mirroring a schema's objects, so that rules type-check against the
+    schema as upstream's declarations make them (an object with properties is a message
+    whose fields are the escaped property names; ``additionalProperties`` a map; arrays
+    lists; int-or-string, preserve-unknown-fields and nullable values ``dyn``)."""
+
+    def __init__(self) -> None:
+        self.package = f"sampan.crd{next(_packages)}"
+        self._file = descriptor_pb2.FileDescriptorProto(
+            name=f"{self.package}.proto",
+            package=self.package,
+            syntax="proto3",
+            dependency=[
+                "google/protobuf/struct.proto",
+                "google/protobuf/timestamp.proto",
+                "google/protobuf/duration.proto",
+            ],
+        )
+        self._names = itertools.count()
+        self._types: list[tuple[Mapping[str, Any], bool, Any]] = []
+
+    def pool(self) -> Any:
+        pool = descriptor_pool.DescriptorPool()
+        for module in (struct_pb2, timestamp_pb2, duration_pb2):
+            pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+        pool.Add(self._file)
+        return pool
+
+    @staticmethod
+    def _dyn(schema: Mapping[str, Any]) -> bool:
+        return bool(
+            schema.get("x-kubernetes-int-or-string")
+            or schema.get("nullable")
+            or schema.get("x-kubernetes-embedded-resource")
+            or (schema.get("x-kubernetes-preserve-unknown-fields") and not schema.get("properties"))
+            or not schema.get("type")
+        )
+
+    def cel_type(self, schema: Mapping[str, Any], *, root: bool = False) -> Any:
+        """The CEL type of a value of ``schema``."""
+        if self._dyn(schema) and not root:
+            return cel.Type.DYN
+        kind = schema.get("type")
+        time_kind = _time_kind(schema)
+        if time_kind is not None:
+            return cel.Type.TIMESTAMP if time_kind == "Timestamp" else cel.Type.DURATION
+        if kind in _SCALARS:
+            return _SCALARS[kind][1]
+        if kind == "array":
+            items = schema.get("items")
+            return cel.Type.List(
+                self.cel_type(items) if isinstance(items, Mapping) else cel.Type.DYN
+            )
+        if kind == "object" or root:
+            if schema.get("properties") or root:
+                return cel.Type(f"{self.package}.{self.message(schema, root=root)}")
+            additional = schema.get("additionalProperties")
+            if isinstance(additional, Mapping):
+                return cel.Type.Map(cel.Type.STRING, self.cel_type(additional))
+        return cel.Type.DYN
+
+    def message(self, schema: Mapping[str, Any], *, root: bool = False) -> str:
+        for known, known_root, name in self._types:
+            if known is schema and known_root == root:
+                return name
+        name = f"M{next(self._names)}"
+        self._types.append((schema, root, name))
+        message = self._file.message_type.add(name=name)
+        number = itertools.count(1)
+        properties = schema.get("properties") or {}
+        if root:
+            meta = self._file.message_type.add(name=f"{name}Meta")
+            for key in ("name", "generateName"):
+                meta.field.add(
+                    name=key, number=next(number), type=_FD.TYPE_STRING, label=_FD.LABEL_OPTIONAL
+                )
+            for key in ("apiVersion", "kind"):
+                message.field.add(
+                    name=key, number=next(number), type=_FD.TYPE_STRING, label=_FD.LABEL_OPTIONAL
+                )
+            message.field.add(
+                name="metadata",
+                number=next(number),
+                type=_FD.TYPE_MESSAGE,
+                type_name=f".{self.package}.{name}Meta",
+                label=_FD.LABEL_OPTIONAL,
+            )
+        for key, sub in properties.items():
+            if root and key in ("apiVersion", "kind", "metadata"):
+                continue
+            field_name = escape_property(str(key))
+            if not isinstance(sub, Mapping) or not _PROTO_NAME.match(field_name):
+                continue
+            self._add_field(message, field_name, next(number), sub)
+        return name
+
+    def _add_field(self, message: Any, name: str, number: int, schema: Mapping[str, Any]) -> None:
+        kind = schema.get("type")
+        time_kind = _time_kind(schema)
+        if self._dyn(schema):
+            self._add_well_known(message, name, number, "Value")
+        elif time_kind is not None:
+            self._add_well_known(message, name, number, time_kind)
+        elif kind in _SCALARS:
+            message.field.add(
+                name=name, number=number, type=_SCALARS[kind][0], label=_FD.LABEL_OPTIONAL
+            )
+        elif kind == "array":
+            items = schema.get("items")
+            element = self._element(items) if isinstance(items, Mapping) else None
+            if element is None:
+                self._add_well_known(message, name, number, "ListValue")
+            else:
+                message.field.add(name=name, number=number, label=_FD.LABEL_REPEATED, **element)
+        elif kind == "object" and schema.get("properties"):
+            message.field.add(
+                name=name,
+                number=number,
+                type=_FD.TYPE_MESSAGE,
+                type_name=f".{self.package}.{self.message(schema)}",
+                label=_FD.LABEL_OPTIONAL,
+            )
+        elif kind == "object" and isinstance(schema.get("additionalProperties"), Mapping):
+            element = self._element(schema["additionalProperties"])
+            if element is None:
+                self._add_well_known(message, name, number, "Struct")
+                return
+            entry = message.nested_type.add(name=f"{name.capitalize()}Entry")
+            entry.options.map_entry = True
+            entry.field.add(name="key", number=1, type=_FD.TYPE_STRING, label=_FD.LABEL_OPTIONAL)
+            entry.field.add(name="value", number=2, label=_FD.LABEL_OPTIONAL, **element)
+            message.field.add(
+                name=name,
+                number=number,
+                type=_FD.TYPE_MESSAGE,
+                type_name=f".{self.package}.{message.name}.{entry.name}",
+                label=_FD.LABEL_REPEATED,
+            )
+        else:
+            self._add_well_known(message, name, number, "Struct" if kind == "object" else "Value")
+
+    def _element(self, schema: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The proto type of a list item or map value (None: needs ``dyn``)."""
+        if self._dyn(schema):
+            return None
+        kind = schema.get("type")
+        time_kind = _time_kind(schema)
+        if time_kind is not None:
+            return {"type": _FD.TYPE_MESSAGE, "type_name": f".google.protobuf.{time_kind}"}
+        if kind in _SCALARS:
+            return {"type": _SCALARS[kind][0]}
+        if kind == "object" and schema.get("properties"):
+            return {
+                "type": _FD.TYPE_MESSAGE,
+                "type_name": f".{self.package}.{self.message(schema)}",
+            }
+        return None
+
+    @staticmethod
+    def _add_well_known(message: Any, name: str, number: int, kind: str) -> None:
+        message.field.add(
+            name=name,
+            number=number,
+            type=_FD.TYPE_MESSAGE,
+            type_name=f".google.protobuf.{kind}",
+            label=_FD.LABEL_OPTIONAL,
+        )
+
+
+_NUMERIC_MISMATCH = re.compile(
+    r"found no matching overload for '_(?:<|<=|>|>=|==|!=)_' applied to "
+    r"'\((?:int|uint|double), (?:int|uint|double)\)'"
+)
+
+
+def _numeric_mismatch_only(detail: str) -> bool:
+    """Whether every error is a comparison across numeric types, which kube-apiserver's CEL
+    accepts (cross-type numeric comparisons) and cel-cpp's checker does not; its runtime
+    compares them as upstream does."""
+    errors = [line for line in detail.split("\n") if line.startswith("ERROR:")]
+    return bool(errors) and all(_NUMERIC_MISMATCH.search(line) for line in errors)
+
+
+def _type_errors(
+    schema: Mapping[str, Any], rules: list[Any], root: bool
+) -> dict[tuple[int, str], str]:
+    """Write-time type errors of a node's rules: {(rule index, field): detail}."""
+    types = _SchemaTypes()
+    try:
+        self_type = types.cel_type(schema, root=root)
+        env = cel.TypedEnv(types.pool(), {"self": self_type, "oldSelf": self_type})
+        optional_env = cel.TypedEnv(types.pool(), {"self": self_type, "oldSelf": cel.Type.DYN})
+    except Exception:  # a schema the descriptors cannot mirror: the dyn checks stand alone
+        return {}
+    errors: dict[tuple[int, str], str] = {}
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, Mapping):
+            continue
+        check_env = optional_env if rule.get("optionalOldSelf") else env
+        text = str(rule.get("rule") or "")
+        if text.strip():
+            try:
+                check_env.check(text)
+            except cel.CompileError as err:
+                detail = str(err)
+                if _numeric_mismatch_only(detail):
+                    continue
+                errors[(i, "rule")] = (
+                    detail
+                    if detail.startswith("cel expression")
+                    else f"compilation failed: {detail}"
+                )
+        expression = str(rule.get("messageExpression") or "")
+        if expression.strip():
+            try:
+                check_env.check(expression, result="string")
+            except cel.CompileError as err:
+                detail = str(err)
+                if _numeric_mismatch_only(detail):
+                    continue
+                errors[(i, "messageExpression")] = (
+                    "must evaluate to a string"
+                    if detail.startswith("cel expression")
+                    else f"messageExpression compilation failed: {detail}"
+                )
+    return errors
+
+
 def _children(schema: Mapping[str, Any], path: str) -> list[tuple[Mapping[str, Any], str]]:
     out: list[tuple[Mapping[str, Any], str]] = []
     properties = schema.get("properties")
@@ -182,23 +492,34 @@ def _children(schema: Mapping[str, Any], path: str) -> list[tuple[Mapping[str, A
     return out
 
 
-def compile_errors(schema: Any, path: str) -> list[Cause]:
-    """Compile errors of every rule in ``schema`` (rooted at field path ``path``)."""
+def compile_errors(schema: Any, path: str, *, root: bool = True) -> list[Cause]:
+    """Compile errors of every rule in ``schema`` (rooted at field path ``path``): syntax and
+    functions first, then types against the schema (misspelt fields, mismatched overloads)."""
     causes: list[Cause] = []
     if not isinstance(schema, Mapping):
         return causes
     rules = schema.get("x-kubernetes-validations")
-    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+    rules = rules if isinstance(rules, list) else []
+    typed: dict[tuple[int, str], str] | None = None
+    for i, rule in enumerate(rules):
         if not isinstance(rule, Mapping):
             continue
         _, errors = _compile_rule(rule)
+        if not errors:
+            if typed is None:
+                typed = _type_errors(schema, rules, root)
+            errors = [
+                (name, typed[(i, name)])
+                for name in ("rule", "messageExpression")
+                if (i, name) in typed
+            ]
         for name, detail in errors:
             where = f"{path}.x-kubernetes-validations[{i}].{name}"
             causes.append(
                 Cause(fe.REASON_INVALID, f"Invalid value: {_rule_value(rule)}: {detail}", where)
             )
     for sub, sub_path in _children(schema, path):
-        causes.extend(compile_errors(sub, sub_path))
+        causes.extend(compile_errors(sub, sub_path, root=False))
     return causes
 
 
@@ -260,6 +581,15 @@ def _view(value: Any, schema: Mapping[str, Any] | None, *, root: bool = False) -
     if isinstance(value, list):
         items = schema.get("items") if schema is not None else None
         return [_view(item, items if isinstance(items, Mapping) else None) for item in value]
+    if schema is None:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and schema.get("type") == "number":
+        return float(value)  # a JSON 2 in a number field is the double 2.0, as declared
+    if isinstance(value, str):
+        time_kind = _time_kind(schema)
+        if time_kind is not None:
+            converted = _timestamp(value) if time_kind == "Timestamp" else _duration(value)
+            return value if converted is None else converted
     return value
 
 
