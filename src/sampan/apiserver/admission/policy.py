@@ -473,9 +473,9 @@ def _rule_matches(rule: Mapping[str, Any], attrs: AdmissionAttributes) -> bool:
 
 
 def _labels(obj: Any) -> dict[str, str]:
-    if not isinstance(obj, dict):
-        return {}
-    return dict((obj.get("metadata") or {}).get("labels") or {})
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    labels = metadata.get("labels") if isinstance(metadata, dict) else None
+    return labels if isinstance(labels, dict) else {}
 
 
 class _Denied(Exception):
