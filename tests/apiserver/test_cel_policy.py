@@ -8,6 +8,7 @@ pathological expression is stopped by the cost bound.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -301,3 +302,42 @@ async def test_delete_sees_old_object_and_defaults_are_applied(harness):
     assert code != 0
     assert "this ConfigMap is protected" in err
     await ok(harness, "get", "configmap", "keep")
+
+
+async def test_type_checking_status(harness):
+    """The documentation's type-checking example: a misspelt field is reported in
+    status.typeChecking for each kind the policy names."""
+    spec = policy("object.replicas > 1", resources=("deployments", "replicasets"))
+    spec["spec"]["validations"][0]["message"] = "must be replicated"
+    await ok(harness, "create", "-f", "-", stdin=dump(spec))
+    for _ in range(ATTEMPTS):
+        stored = yaml.safe_load(
+            await ok(harness, "get", "validatingadmissionpolicy", POLICY, "-o", "yaml")
+        )
+        if stored.get("status", {}).get("observedGeneration") == 1:
+            break
+        await asyncio.sleep(0.05)
+    warnings = stored["status"]["typeChecking"]["expressionWarnings"]
+    assert warnings == [
+        {
+            "fieldRef": "spec.validations[0].expression",
+            "warning": "apps/v1, Kind=Deployment: ERROR: <input>:1:7: undefined field 'replicas'\n"
+            " | object.replicas > 1\n"
+            " | ......^\n"
+            "apps/v1, Kind=ReplicaSet: ERROR: <input>:1:7: undefined field 'replicas'\n"
+            " | object.replicas > 1\n"
+            " | ......^",
+        }
+    ]
+    # Fixed: the next generation has no warnings.
+    spec["spec"]["validations"][0]["expression"] = "object.spec.replicas > 1"
+    await ok(harness, "apply", "-f", "-", stdin=dump(spec))
+    for _ in range(ATTEMPTS):
+        stored = yaml.safe_load(
+            await ok(harness, "get", "validatingadmissionpolicy", POLICY, "-o", "yaml")
+        )
+        if stored.get("status", {}).get("observedGeneration") == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert stored["status"]["observedGeneration"] == 2
+    assert stored["status"]["typeChecking"] == {}

@@ -41,8 +41,9 @@ CEL evaluation; every evaluation is bounded by the CEL module's budget; a refusa
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,9 +51,15 @@ from sampan.api import fielderrors as fe
 from sampan.api.labels import SelectorError, selector_from_label_selector
 from sampan.apiserver import cel
 from sampan.apiserver.admission.chain import AdmissionAttributes
+from sampan.apiserver.crd.celrules import SchemaTypes, numeric_mismatch_only
 from sampan.apiserver.errors import Cause, Invalid, StatusError, qualified_resource
 
-__all__ = ["PolicyDefaults", "ValidatingAdmissionPolicyPlugin"]
+__all__ = [
+    "PolicyDefaults",
+    "PolicyStatusController",
+    "ValidatingAdmissionPolicyPlugin",
+    "type_warnings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -828,3 +835,219 @@ class ValidatingAdmissionPolicyPlugin:
                 reason=reason,
                 code=_REASON_CODES.get(reason, 422),
             )
+
+
+# --- type checking (status.typeChecking) -----------------------------------------------------
+
+STATUS_INTERVAL_S = 0.2
+"""How often the status controller looks for policies whose generation it has not checked."""
+
+Definition = Callable[[str], Any]
+"""OpenAPI definition name -> schema (built-in kinds and CRDs)."""
+DefinitionName = Callable[[str, str, str], str | None]
+"""(group, version, kind) -> OpenAPI definition name."""
+
+
+def _resolver(definition: Definition) -> Callable[[Mapping[str, Any]], Mapping[str, Any]]:
+    """Follows ``$ref`` (and ``allOf: [{$ref}]``) to the definition; int-or-string becomes
+    ``dyn``; an object without ``type`` but with properties is an object. Returns one object
+    per definition, so recursive definitions end."""
+    normalized: dict[int, Mapping[str, Any]] = {}
+
+    def resolve(node: Mapping[str, Any]) -> Mapping[str, Any]:
+        for _ in range(32):
+            ref = node.get("$ref")
+            all_of = node.get("allOf")
+            if ref is None and isinstance(all_of, list) and len(all_of) == 1:
+                ref = all_of[0].get("$ref") if isinstance(all_of[0], Mapping) else None
+            if not isinstance(ref, str):
+                break
+            target = definition(ref.rsplit("/", 1)[-1])
+            if not isinstance(target, Mapping):
+                return {}
+            node = target
+        key = id(node)
+        if key not in normalized:
+            out = node
+            if node.get("format") == "int-or-string":
+                out = {"x-kubernetes-int-or-string": True}
+            elif not node.get("type") and node.get("properties"):
+                out = {**node, "type": "object"}
+            normalized[key] = out
+        return normalized[key]
+
+    return resolve
+
+
+def _gvks(spec: Mapping[str, Any], kind_of: KindOf) -> list[tuple[str, str, str]]:
+    """The (group, version, kind) the policy's rules name exactly (wildcards and
+    subresources are not checked, as upstream)."""
+    out: list[tuple[str, str, str]] = []
+    constraints = spec.get("matchConstraints") or {}
+    for rule in constraints.get("resourceRules") or []:
+        if not isinstance(rule, Mapping):
+            continue
+        for group in rule.get("apiGroups") or []:
+            for version in rule.get("apiVersions") or []:
+                for resource in rule.get("resources") or []:
+                    if "*" in (group, version) or "*" in resource or "/" in resource:
+                        continue
+                    found = kind_of(group, version, resource)
+                    if found is not None and (group, version, found[0]) not in out:
+                        out.append((group, version, found[0]))
+    return out
+
+
+def type_warnings(
+    policy: Mapping[str, Any],
+    kind_of: KindOf,
+    definition_name: DefinitionName,
+    definition: Definition,
+) -> list[dict[str, str]]:
+    """``status.typeChecking.expressionWarnings`` of a policy: its expressions type-checked
+    against the schema of every kind its rules name (``apps/v1, Kind=Deployment: ERROR:
+    <input>:1:8: undefined field 'replicas'...``)."""
+    spec = policy.get("spec") or {}
+    resolve = _resolver(definition)
+    envs: list[tuple[str, cel.TypedEnv]] = []
+    for group, version, kind in _gvks(spec, kind_of):
+        name = definition_name(group, version, kind)
+        schema = definition(name) if name else None
+        if not isinstance(schema, Mapping):
+            continue
+        types = SchemaTypes(resolve, time_types=False)
+        try:
+            object_type = types.cel_type(schema)
+            env = cel.TypedEnv(
+                types.pool(),
+                {
+                    "object": object_type,
+                    "oldObject": object_type,
+                    "request": cel.Type.DYN,
+                    "params": cel.Type.DYN,
+                    "namespaceObject": cel.Type.DYN,
+                    "variables": cel.Type.DYN,
+                },
+            )
+        except Exception:  # a schema the descriptors cannot mirror: not checked
+            log.debug("cannot type-check against %s/%s %s", group, version, kind, exc_info=True)
+            continue
+        envs.append((f"{group}/{version}, Kind={kind}", env))
+    if not envs:
+        return []
+    checks: list[tuple[str, str, str]] = []
+    for i, validation in enumerate(spec.get("validations") or []):
+        if not isinstance(validation, Mapping):
+            continue
+        checks.append(
+            (f"spec.validations[{i}].expression", str(validation.get("expression") or ""), "bool")
+        )
+        if str(validation.get("messageExpression") or "").strip():
+            checks.append(
+                (
+                    f"spec.validations[{i}].messageExpression",
+                    str(validation["messageExpression"]),
+                    "string",
+                )
+            )
+    for i, audit in enumerate(spec.get("auditAnnotations") or []):
+        if isinstance(audit, Mapping) and str(audit.get("valueExpression") or "").strip():
+            checks.append(
+                (
+                    f"spec.auditAnnotations[{i}].valueExpression",
+                    str(audit["valueExpression"]),
+                    "any",
+                )
+            )
+    warnings: list[dict[str, str]] = []
+    for field_ref, expression, result in checks:
+        lines = []
+        for label, env in envs:
+            try:
+                env.check(expression, result=result)
+            except cel.CompileError as err:
+                if not numeric_mismatch_only(str(err)):
+                    lines.append(f"{label}: {err}")
+        if lines:
+            warnings.append({"fieldRef": field_ref, "warning": "\n".join(lines)})
+    return warnings
+
+
+class PolicyStatusController:
+    """Writes ``status.observedGeneration`` and ``status.typeChecking`` of every
+    ValidatingAdmissionPolicy whose generation it has not checked yet (upstream's policy
+    status controller). Checks run in a worker thread; the loop wakes every
+    ``STATUS_INTERVAL_S`` and does nothing while the policies' cache generation is unchanged."""
+
+    def __init__(
+        self,
+        cached: Cached,
+        generation: Generation,
+        kind_of: KindOf,
+        definition_name: DefinitionName,
+        definition: Definition,
+        write_status: Callable[[str, Callable[[dict[str, Any]], dict[str, Any]]], Awaitable[Any]],
+        *,
+        interval_s: float = STATUS_INTERVAL_S,
+    ) -> None:
+        self._cached = cached
+        self._generation = generation
+        self._kind_of = kind_of
+        self._definition_name = definition_name
+        self._definition = definition
+        self._write_status = write_status
+        self._interval_s = interval_s
+        self._seen = -2
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="vap-status")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            generation = self._generation(GROUP, POLICIES)
+            if generation != self._seen:
+                try:
+                    await self.sync()
+                    self._seen = generation
+                except Exception:
+                    log.exception("ValidatingAdmissionPolicy status sync failed")
+            await asyncio.sleep(self._interval_s)
+
+    async def sync(self) -> None:
+        for policy in self._cached(GROUP, POLICIES, ""):
+            meta = policy.get("metadata") or {}
+            generation = meta.get("generation")
+            status = policy.get("status") or {}
+            if generation is None or status.get("observedGeneration") == generation:
+                continue
+            warnings = await asyncio.to_thread(
+                type_warnings, policy, self._kind_of, self._definition_name, self._definition
+            )
+
+            def write(
+                current: dict[str, Any],
+                generation: Any = generation,
+                warnings: list[dict[str, str]] = warnings,
+            ) -> dict[str, Any]:
+                if (current.get("metadata") or {}).get("generation") != generation:
+                    return current  # changed meanwhile: the next round checks the new one
+                status = dict(current.get("status") or {})
+                status["observedGeneration"] = generation
+                status["typeChecking"] = {"expressionWarnings": warnings} if warnings else {}
+                return {**current, "status": status}
+
+            try:
+                await self._write_status(str(meta.get("name") or ""), write)
+            except StatusError as err:  # deleted meanwhile, or a conflict: next round
+                log.debug("policy status of %s not written: %s", meta.get("name"), err)

@@ -43,7 +43,11 @@ from sampan.apiserver.admission.pods import (
     ServiceAccountAdmission,
 )
 from sampan.apiserver.admission.podsecurity import PodSecurity
-from sampan.apiserver.admission.policy import PolicyDefaults, ValidatingAdmissionPolicyPlugin
+from sampan.apiserver.admission.policy import (
+    PolicyDefaults,
+    PolicyStatusController,
+    ValidatingAdmissionPolicyPlugin,
+)
 from sampan.apiserver.admission.quota import LimitRanger, QuotaRecalculator, ResourceQuota
 from sampan.apiserver.admission.services import (
     DEFAULT_REPAIR_INTERVAL_S,
@@ -86,6 +90,8 @@ class Admission:
         self._registry = registry
         self.custom: Any = None
         """The API server's ``CustomResources`` (schemas of custom resources), once built."""
+        self.openapi: Any = None
+        """The API server's ``OpenAPI`` (schemas of every kind), for policy type checks."""
         self.ips = ip_range(backend, service_cidr, leak_grace_s=leak_grace_s)
         self.node_ports = port_range(backend, node_port_range, leak_grace_s=leak_grace_s)
         services = self._store("", "services")
@@ -129,6 +135,21 @@ class Admission:
             *extra_plugins,
         ]
         self.chain = AdmissionChain(plugins)
+
+        async def write_policy_status(name: str, write: Callable[..., Any]) -> Any:
+            store = self._store("admissionregistration.k8s.io", "validatingadmissionpolicies")
+            return await store.guaranteed_update(None, name, write, subresource="status")
+
+        self.policy_status = PolicyStatusController(
+            self.cached,
+            self.generation,
+            self.kind_of,
+            lambda group, version, kind: (
+                self.openapi.definition_name(group, version, kind) if self.openapi else None
+            ),
+            lambda name: self.openapi.definition(name) if self.openapi else None,
+            write_policy_status,
+        )
         self.subresource_handlers: dict[tuple[str, str, str], SubresourceHandler] = {}
         if token_issuer is not None:
             self.subresource_handlers[("", "serviceaccounts", "token")] = TokenRequestHandler(
@@ -204,8 +225,10 @@ class Admission:
         self.repair.start()
         self.quota_recalculator.start()
         await self.quota_recalculator.poke()
+        self.policy_status.start()
 
     async def stop(self) -> None:
+        await self.policy_status.stop()
         await self.repair.stop()
         await self.quota_recalculator.stop()
 
