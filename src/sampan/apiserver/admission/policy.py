@@ -27,10 +27,12 @@ does two things:
 
 Policies, bindings and params are read from the watch cache on each request; compiled
 policies are cached per object resourceVersion, so a policy takes effect as soon as the cache
-has it (well under a second) and costs one compile. Not supported: the ``authorizer``
-variable (an expression using it does not compile), ``status.typeChecking`` (never written),
-``matchPolicy: Equivalent`` across versions (rules match the request's own version),
-``auditAnnotations`` (compiled and checked, not recorded). Policies and bindings never apply
+has it (well under a second) and costs one compile. ``PolicyDefaults`` applies the API
+defaults on write; ``PolicyStatusController`` writes ``status.observedGeneration`` and
+``status.typeChecking`` (each expression type-checked against the OpenAPI schema of every
+kind the rules name, ``type_warnings``). Not supported: the ``authorizer`` variable (an
+expression using it does not compile), ``matchPolicy: Equivalent`` across versions (rules
+match the request's own version), ``auditAnnotations`` (compiled and checked, not recorded). Policies and bindings never apply
 to requests for ValidatingAdmissionPolicies, their bindings and webhook configurations, so a
 bad policy cannot lock administrators out.
 
