@@ -335,3 +335,26 @@ async def test_changed_rules_take_effect(harness):
             break
     assert code != 0
     assert err.strip() == 'The Widget "after" is invalid: spec: Invalid value: "object": at most 2'
+
+
+async def test_scale_subresource_is_judged_by_the_rules(harness):
+    crd = widget_crd()
+    version = crd["spec"]["versions"][0]
+    version["subresources"] = {
+        "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"}
+    }
+    version["schema"]["openAPIV3Schema"]["properties"]["status"] = {
+        "type": "object",
+        "properties": {"replicas": {"type": "integer"}},
+    }
+    await establish(harness, crd)
+    await ok(harness, "create", "-f", "-", stdin=dump(widget("scaled")))
+    await ok(harness, "scale", "widget", "scaled", "--replicas=3")
+    code, _, err = await kubectl(harness, "scale", "widget", "scaled", "--replicas=30")
+    assert code != 0
+    assert (
+        err.strip() == 'The Widget "scaled" is invalid: spec: Invalid value: "object": '
+        "replicas should be in the range minReplicas..maxReplicas."
+    )
+    stored = json.loads(await ok(harness, "get", "widget", "scaled", "-o", "json"))
+    assert stored["spec"]["replicas"] == 3

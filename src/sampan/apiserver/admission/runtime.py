@@ -120,7 +120,7 @@ class Admission:
             PriorityAdmission(self.get, self.cached),
             DefaultTolerationSeconds(),
             PolicyDefaults(),
-            CustomResourceRules(lambda: self.custom),
+            CustomResourceRules(lambda: self.custom, self.get),
             PodSecurity(get_namespace, lambda namespace: self.cached("", "pods", namespace)),
             ServiceAllocation(
                 self.ips,

@@ -37,6 +37,7 @@ Invariants: never mutates the objects or the schema; compiling never evaluates a
 
 from __future__ import annotations
 
+import copy
 import itertools
 import re
 import time
@@ -847,29 +848,56 @@ class CustomResourceRules:
     Upstream evaluates these rules in the custom resource strategy's validation, after mutating
     admission and before validating admission; placed first among the validating plugins, this
     step runs at the same point. ``custom`` returns the ``CustomResources`` (None until the
-    API server built it); the compiled rules are cached on each ``ServedVersion``."""
+    API server built it); ``get(group, plural, namespace, name)`` reads the stored object (for
+    writes of the scale subresource); the compiled rules are cached on each
+    ``ServedVersion``."""
 
     name = "CustomResourceValidationRules"
     mutating = False
 
-    def __init__(self, custom: Any) -> None:
+    def __init__(self, custom: Any, get: Any = None) -> None:
         self._custom = custom
+        self._get = get
 
     async def admit(self, attrs: Any) -> None:
         obj = attrs.obj
         custom = self._custom()
-        if (
-            custom is None
-            or not isinstance(obj, dict)
-            or attrs.operation
-            not in (
-                "CREATE",
-                "UPDATE",
-            )
-        ):
+        if custom is None or not isinstance(obj, dict):
+            return
+        if attrs.operation not in ("CREATE", "UPDATE"):
+            return
+        if attrs.subresource == "scale":
+            await self._admit_scale(attrs, custom)
             return
         group, _, version = str(obj.get("apiVersion") or "").rpartition("/")
         served = custom.version_for(group, version, attrs.resource)
+        old = attrs.old_obj if attrs.operation == "UPDATE" else None
+        self._validate(served, obj, old, attrs.name)
+
+    async def _admit_scale(self, attrs: Any, custom: Any) -> None:
+        """A write of the scale subresource changes the custom resource's replicas: its rules
+        judge the custom resource as it will be stored (upstream validates it the same way)."""
+        if self._get is None:
+            return
+        if custom.version_for(attrs.group, attrs.version, attrs.resource) is None:
+            return  # not a custom resource
+        current = await self._get(attrs.group, attrs.resource, attrs.namespace, attrs.name)
+        if not isinstance(current, dict):
+            return
+        group, _, version = str(current.get("apiVersion") or "").rpartition("/")
+        served = custom.version_for(group, version, attrs.resource)
+        replicas = (attrs.obj.get("spec") or {}).get("replicas")
+        if served is None or served.scale is None:
+            return
+        if not isinstance(replicas, int) or isinstance(replicas, bool):
+            return  # the handler refuses it
+        from sampan.apiserver.crd.scale import set_replicas
+
+        updated = set_replicas(served.scale, copy.deepcopy(current), replicas)
+        self._validate(served, updated, current, attrs.name)
+
+    @staticmethod
+    def _validate(served: Any, obj: dict[str, Any], old: Any, name: str) -> None:
         if served is None or served.schema is None:
             return
         rules = served.extra.get("cel_rules")
@@ -878,11 +906,10 @@ class CustomResourceRules:
             served.extra["cel_rules"] = rules
         if rules.empty:
             return
-        old = attrs.old_obj if attrs.operation == "UPDATE" else None
         causes = rules.validate(obj, old)
         if causes:
             from sampan.apiserver.crd.support import invalid_error
 
             info = served.info
-            name = str((obj.get("metadata") or {}).get("name") or attrs.name)
+            name = str((obj.get("metadata") or {}).get("name") or name)
             raise invalid_error(f"{info.kind}.{info.group}", info.kind, info.group, name, causes)
