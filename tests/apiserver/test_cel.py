@@ -258,3 +258,45 @@ def test_date_time_and_duration_fields_are_timestamps_and_durations():
         cause.message
         == 'Invalid value: "object": failed rule: self.end - self.start <= self.timeout'
     )
+
+
+def test_authorizer_library():
+    asked = []
+
+    def check(wanted):
+        asked.append(dict(wanted))
+        if wanted.get("path") == "/boom":
+            raise RuntimeError("authorizer down")
+        return wanted.get("verb") == "get", "because"
+
+    variables = ["authorizer", "self"]
+    with cel.authorizer_value(check, {"group": "apps", "resource": "deployments"}) as authz:
+        activation = {"authorizer": authz, "self": {}}
+
+        def run(expression, result="any"):
+            return cel.compile(expression, variables, result=result).evaluate(activation)
+
+        assert run(
+            "authorizer.group('').resource('pods').namespace('ns').name('p').check('get').allowed()"
+        )
+        assert asked[-1] == {
+            "group": "",
+            "resource": "pods",
+            "namespace": "ns",
+            "name": "p",
+            "verb": "get",
+        }
+        assert not run("authorizer.requestResource.check('delete').allowed()")
+        assert asked[-1]["resource"] == "deployments"
+        assert run("authorizer.requestResource.check('delete').reason()") == "because"
+        assert run(
+            "authorizer.serviceAccount('ns', 'sa').group('').resource('pods')"
+            ".check('get').allowed()"
+        )
+        assert asked[-1]["serviceAccount"] == ["ns", "sa"]
+        assert run("authorizer.path('/boom').check('get').errored()")
+        assert run("authorizer.path('/boom').check('get').error()") == "authorizer down"
+    with pytest.raises(cel.EvalError, match="outside of its request"):
+        cel.compile("authorizer.path('/x').check('get').allowed()", variables).evaluate(
+            {"authorizer": authz, "self": {}}
+        )

@@ -230,10 +230,10 @@ async def test_invalid_cel_refused_at_write_time(harness):
         'Invalid value: "object.spec.replicas <=": compilation failed: ERROR: <input>:1:'
     )
     code, _, err = await kubectl(
-        harness, "create", "-f", "-", stdin=dump(policy("authorizer.group('') != null"))
+        harness, "create", "-f", "-", stdin=dump(policy("authorizer.groups('') != null"))
     )
     assert code != 0
-    assert "undeclared reference to 'authorizer'" in err
+    assert "undeclared reference to 'groups'" in err
     code, _, err = await kubectl(
         harness, "create", "-f", "-", stdin=dump(binding(("Deny", "Warn")))
     )
@@ -341,3 +341,29 @@ async def test_type_checking_status(harness):
         await asyncio.sleep(0.05)
     assert stored["status"]["observedGeneration"] == 2
     assert stored["status"]["typeChecking"] == {}
+
+
+async def test_authorizer_variable(harness):
+    await ok(
+        harness, "create", "role", "creator", "--verb=create,get,list", "--resource=deployments"
+    )
+    await ok(harness, "create", "rolebinding", "jane", "--role=creator", "--user=jane")
+    spec = policy(
+        "authorizer.group('apps').resource('deployments').namespace(request.namespace)"
+        ".check('delete').allowed()"
+    )
+    spec["spec"]["validations"][0]["messageExpression"] = (
+        "'user ' + request.userInfo.username + ' may not delete deployments here'"
+    )
+    await ok(harness, "create", "-f", "-", stdin=dump(spec))
+    await ok(harness, "create", "-f", "-", stdin=dump(binding()))
+    for i in range(ATTEMPTS):
+        code, _, err = await kubectl(
+            harness, "create", "--as=jane", "-f", "-", stdin=dump(deployment(f"j{i}", 1))
+        )
+        if code != 0:
+            break
+    assert code != 0
+    assert "denied request: user jane may not delete deployments here" in err
+    # The admin (system:masters) may delete, so its creates pass.
+    await ok(harness, "create", "-f", "-", stdin=dump(deployment("admin", 1)))

@@ -14,7 +14,8 @@ does two things:
   apiGroups/apiVersions/operations/resources incl. ``deployments/scale``, ``*/*``,
   resourceNames and scope; excludeResourceRules; namespaceSelector; objectSelector) and every
   ``matchConditions`` expression is true, the ``validations`` are evaluated with ``object``,
-  ``oldObject``, ``request``, ``params``, ``namespaceObject`` and ``variables``. A failure
+  ``oldObject``, ``request``, ``params``, ``namespaceObject``, ``variables`` and
+  ``authorizer``. A failure
   (false, or an error under ``failurePolicy: Fail``) takes the binding's
   ``validationActions``: **Deny** refuses the request with upstream's error
   (``deployments.apps "web" is forbidden: ValidatingAdmissionPolicy 'P' with binding 'B'
@@ -30,9 +31,10 @@ policies are cached per object resourceVersion, so a policy takes effect as soon
 has it (well under a second) and costs one compile. ``PolicyDefaults`` applies the API
 defaults on write; ``PolicyStatusController`` writes ``status.observedGeneration`` and
 ``status.typeChecking`` (each expression type-checked against the OpenAPI schema of every
-kind the rules name, ``type_warnings``). Not supported: the ``authorizer`` variable (an
-expression using it does not compile), ``matchPolicy: Equivalent`` across versions (rules
-match the request's own version), ``auditAnnotations`` (compiled and checked, not recorded). Policies and bindings never apply
+kind the rules name, ``type_warnings``). The ``authorizer`` variable asks the API server's
+authorizer (RBAC and Node) for the request's user or a named service account. Not supported:
+``matchPolicy: Equivalent`` across versions (rules match the request's own version),
+``auditAnnotations`` (compiled and checked, not recorded). Policies and bindings never apply
 to requests for ValidatingAdmissionPolicies, their bindings and webhook configurations, so a
 bad policy cannot lock administrators out.
 
@@ -53,6 +55,8 @@ from sampan.api import fielderrors as fe
 from sampan.api.labels import SelectorError, selector_from_label_selector
 from sampan.apiserver import cel
 from sampan.apiserver.admission.chain import AdmissionAttributes
+from sampan.apiserver.auth.rbac import Attributes, Decision
+from sampan.apiserver.auth.user import UserInfo
 from sampan.apiserver.crd.celrules import SchemaTypes, numeric_mismatch_only
 from sampan.apiserver.errors import Cause, Invalid, StatusError, qualified_resource
 
@@ -76,7 +80,15 @@ _EXEMPT = frozenset(
         "mutatingwebhookconfigurations",
     }
 )
-_VARIABLES = ("object", "oldObject", "request", "params", "namespaceObject", "variables")
+_VARIABLES = (
+    "object",
+    "oldObject",
+    "request",
+    "params",
+    "namespaceObject",
+    "variables",
+    "authorizer",
+)
 _OPERATIONS = ("*", "CREATE", "UPDATE", "DELETE", "CONNECT")
 _ACTIONS = ("Deny", "Warn", "Audit")
 _REASON_CODES = {
@@ -510,7 +522,9 @@ class ValidatingAdmissionPolicyPlugin:
         get: Callable[[str, str, str, str], Any],
         kind_of: KindOf,
         resource_of_kind: Callable[[str, str], tuple[str, bool] | None],
+        authorize: Callable[[Attributes], Decision] | None = None,
     ) -> None:
+        self._authorize = authorize
         self._cached = cached
         self._generation = generation
         self._get = get
@@ -735,11 +749,60 @@ class ValidatingAdmissionPolicyPlugin:
             if policy.failure_policy == "Fail":
                 self._act(binding, policy, attrs, denied.message, denied.reason)
             return
-        for params in params_list:
-            activation = dict(context)
-            activation["params"] = params
-            for message, reason in self._run(policy, activation):
-                self._act(binding, policy, attrs, message, reason)
+        request_resource = {
+            "group": attrs.group,
+            "version": attrs.version,
+            "resource": attrs.resource,
+            "subresource": attrs.subresource,
+            "namespace": attrs.namespace,
+            "name": attrs.name,
+        }
+        with cel.authorizer_value(self._checker(attrs), request_resource) as authorizer:
+            for params in params_list:
+                activation = dict(context)
+                activation["params"] = params
+                activation["authorizer"] = authorizer
+                for message, reason in self._run(policy, activation):
+                    self._act(binding, policy, attrs, message, reason)
+
+    def _checker(self, attrs: AdmissionAttributes) -> cel.AuthorizerCheck:
+        """The ``authorizer`` variable's checks: the request's user (or the service account
+        ``serviceAccount(namespace, name)`` names) asked of the API server's authorizer."""
+
+        def check(wanted: Mapping[str, Any]) -> tuple[bool, str]:
+            if self._authorize is None or attrs.user is None:
+                raise RuntimeError("no authorizer for this request")
+            user = attrs.user
+            account = wanted.get("serviceAccount")
+            if account:
+                namespace, name = account
+                user = UserInfo(
+                    name=f"system:serviceaccount:{namespace}:{name}",
+                    groups=(
+                        "system:serviceaccounts",
+                        f"system:serviceaccounts:{namespace}",
+                        "system:authenticated",
+                    ),
+                )
+            verb = str(wanted.get("verb") or "")
+            if wanted.get("path"):
+                question = Attributes(
+                    user=user, verb=verb, path=str(wanted["path"]), resource_request=False
+                )
+            else:
+                question = Attributes(
+                    user=user,
+                    verb=verb,
+                    namespace=str(wanted.get("namespace") or ""),
+                    api_group=str(wanted.get("group") or ""),
+                    resource=str(wanted.get("resource") or ""),
+                    subresource=str(wanted.get("subresource") or ""),
+                    name=str(wanted.get("name") or ""),
+                )
+            decision = self._authorize(question)
+            return decision.allowed, decision.reason
+
+        return check
 
     def _run(self, policy: _Policy, activation: dict[str, Any]) -> list[tuple[str, str]]:
         """The (message, reason) of every failing validation, in order."""
@@ -929,6 +992,7 @@ def type_warnings(
                     "params": cel.Type.DYN,
                     "namespaceObject": cel.Type.DYN,
                     "variables": cel.Type.DYN,
+                    "authorizer": cel.Type.DYN,
                 },
             )
         except Exception:  # a schema the descriptors cannot mirror: not checked

@@ -129,7 +129,12 @@ class Admission:
                 lambda namespace: self.cached("", "services", namespace),
             ),
             ValidatingAdmissionPolicyPlugin(
-                self.cached, self.generation, self.get, self.kind_of, self.resource_of_kind
+                self.cached,
+                self.generation,
+                self.get,
+                self.kind_of,
+                self.resource_of_kind,
+                authorize,
             ),
             ResourceQuota(self._store("", "resourcequotas"), self.cached, self.quota_recalculator),
             *extra_plugins,

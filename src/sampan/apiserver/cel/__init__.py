@@ -25,11 +25,13 @@ measuring them here on the rules Kubernetes users write:
   over a list of more than 10,000 items is refused here where upstream may accept it).
 
 Kubernetes' CEL libraries are added as custom functions (``lists``: ``isSorted``, ``sum``,
-``min``, ``max``; ``regex``: ``find``, ``findAll``; ``urls``:
-``url``, ``isURL`` and the ``get*`` accessors; ``quantity``: ``quantity``, ``isQuantity``,
-``isInteger``, ``asInteger``, ``asApproximateFloat``, ``sign``, ``add``, ``sub``,
-``isGreaterThan``, ``isLessThan``, ``compareTo``). The lists library's ``indexOf`` and
-``lastIndexOf`` are missing: cel-cpp's binding refuses a second declaration of a function the
+``min``, ``max``; ``regex``: ``find``, ``findAll``; ``urls``: ``url``, ``isURL`` and the
+``get*`` accessors; ``quantity``: ``quantity``, ``isQuantity``, ``isInteger``, ``asInteger``,
+``asApproximateFloat``, ``sign``, ``add``, ``sub``, ``isGreaterThan``, ``isLessThan``,
+``compareTo``; ``authorizer``: ``path``, ``group``, ``resource``, ``subresource``,
+``namespace``, ``name``, ``serviceAccount``, ``check``, ``allowed``, ``reason``, ``errored``,
+``error`` on the value ``authorizer_value`` gives for one request). The lists library's
+``indexOf`` and ``lastIndexOf`` are missing: cel-cpp's binding refuses a second declaration of a function the
 strings extension already declares (``'abc'.indexOf('b')`` works). cel-cpp's binding
 cannot carry opaque Python values, so URLs and quantities are CEL maps with one private key
 (``_url`` / ``_quantity``); their accessors work as upstream's do.
@@ -46,10 +48,12 @@ than the iteration budget allows; environments are cached per variable set.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import threading
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -61,12 +65,14 @@ from sampan.api.quantity import QuantityError, parse_quantity
 
 __all__ = [
     "ITERATION_BUDGET",
+    "AuthorizerCheck",
     "CompileError",
     "CostExceeded",
     "EvalError",
     "Program",
     "Type",
     "TypedEnv",
+    "authorizer_value",
     "compile",
 ]
 
@@ -250,6 +256,78 @@ def _get_query(value: Mapping[str, Any]) -> dict[str, list[str]]:
     return urllib.parse.parse_qs(_u(value).query, keep_blank_values=True)
 
 
+# --- the authorizer library ------------------------------------------------------------------
+
+AuthorizerCheck = Callable[[Mapping[str, Any]], tuple[bool, str]]
+"""Authorizes one check: ``{"verb", "group", "resource", "subresource", "namespace", "name",
+"path", "serviceAccount": [namespace, name] (optional)}`` -> (allowed, reason); raises for an
+authorizer error."""
+
+_AUTHZ_KEY = "_authz"
+_DECISION_KEY = "_decision"
+_checks: dict[int, AuthorizerCheck] = {}
+_tokens = itertools.count(1)
+
+
+@contextlib.contextmanager
+def authorizer_value(
+    check: AuthorizerCheck, request_resource: Mapping[str, str]
+) -> Iterator[dict[str, Any]]:
+    """The value of the ``authorizer`` variable for evaluations inside the ``with`` block:
+    its checks call ``check`` (the request's user's authorizer); ``authorizer.requestResource``
+    is the request's own resource."""
+    token = next(_tokens)
+    _checks[token] = check
+    try:
+        yield {_AUTHZ_KEY: token, "requestResource": {_AUTHZ_KEY: token, **request_resource}}
+    finally:
+        _checks.pop(token, None)
+
+
+def _authz(value: Mapping[str, Any]) -> int:
+    if _AUTHZ_KEY not in value:
+        raise ValueError("no such overload")
+    return int(value[_AUTHZ_KEY])
+
+
+def _with(key: str) -> Callable[[Mapping[str, Any], str], dict[str, Any]]:
+    def impl(value: Mapping[str, Any], text: str) -> dict[str, Any]:
+        _authz(value)
+        out = {k: v for k, v in value.items() if k != "requestResource"}
+        out[key] = text
+        return out
+
+    return impl
+
+
+def _service_account(value: Mapping[str, Any], namespace: str, name: str) -> dict[str, Any]:
+    return {_AUTHZ_KEY: _authz(value), "serviceAccount": [namespace, name]}
+
+
+def _check(value: Mapping[str, Any], verb: str) -> dict[str, Any]:
+    check = _checks.get(_authz(value))
+    if check is None:
+        raise ValueError("authorizer used outside of its request")
+    attributes = {k: v for k, v in value.items() if k not in (_AUTHZ_KEY, "requestResource")}
+    attributes["verb"] = verb
+    try:
+        allowed, reason = check(attributes)
+    except Exception as err:  # an authorizer error is part of the decision
+        return {_DECISION_KEY: True, "allowed": False, "reason": "", "error": str(err)}
+    return {_DECISION_KEY: True, "allowed": bool(allowed), "reason": reason, "error": ""}
+
+
+def _decision(key: str) -> Callable[[Mapping[str, Any]], Any]:
+    def impl(value: Mapping[str, Any]) -> Any:
+        if _DECISION_KEY not in value:
+            raise ValueError("no such overload")
+        if key == "errored":
+            return bool(value.get("error"))
+        return value.get(key)
+
+    return impl
+
+
 def _overload(name: str, result: Any, params: list[Any], impl: Any, *, member: bool = False) -> Any:
     return _cel.Overload(name, result, params, is_member=member, impl=impl)
 
@@ -294,6 +372,47 @@ def _library() -> list[Any]:
             "getQuery",
             [_overload("url_get_query", _T.Map(S, _T.List(S)), [_OPAQUE], _get_query, member=True)],
         ),
+        # authorizer
+        decl(
+            "path",
+            [_overload("authorizer_path", _OPAQUE, [_OPAQUE, S], _with("path"), member=True)],
+        ),
+        decl(
+            "group",
+            [_overload("authorizer_group", _OPAQUE, [_OPAQUE, S], _with("group"), member=True)],
+        ),
+        decl(
+            "serviceAccount",
+            [
+                _overload(
+                    "authorizer_service_account",
+                    _OPAQUE,
+                    [_OPAQUE, S, S],
+                    _service_account,
+                    member=True,
+                )
+            ],
+        ),
+        *(
+            decl(
+                key,
+                [_overload(f"resourcecheck_{key}", _OPAQUE, [_OPAQUE, S], _with(key), member=True)],
+            )
+            for key in ("resource", "subresource", "namespace", "name")
+        ),
+        decl("check", [_overload("authorizer_check", _OPAQUE, [_OPAQUE, S], _check, member=True)]),
+        decl(
+            "allowed",
+            [_overload("decision_allowed", B, [_OPAQUE], _decision("allowed"), member=True)],
+        ),
+        decl(
+            "reason", [_overload("decision_reason", S, [_OPAQUE], _decision("reason"), member=True)]
+        ),
+        decl(
+            "errored",
+            [_overload("decision_errored", B, [_OPAQUE], _decision("errored"), member=True)],
+        ),
+        decl("error", [_overload("decision_error", S, [_OPAQUE], _decision("error"), member=True)]),
         # quantity
         decl("quantity", [_overload("string_to_quantity", _OPAQUE, [S], _quantity)]),
         decl("isQuantity", [_overload("is_quantity_string", B, [S], _is_quantity)]),
