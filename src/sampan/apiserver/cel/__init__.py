@@ -31,8 +31,8 @@ Kubernetes' CEL libraries are added as custom functions (``lists``: ``isSorted``
 ``compareTo``; ``authorizer``: ``path``, ``group``, ``resource``, ``subresource``,
 ``namespace``, ``name``, ``serviceAccount``, ``check``, ``allowed``, ``reason``, ``errored``,
 ``error`` on the value ``authorizer_value`` gives for one request). The lists library's
-``indexOf`` and ``lastIndexOf`` are missing: cel-cpp's binding refuses a second declaration of a function the
-strings extension already declares (``'abc'.indexOf('b')`` works). cel-cpp's binding
+``indexOf`` and ``lastIndexOf`` are missing: cel-cpp's binding refuses a second declaration of
+a function the strings extension already declares (``'abc'.indexOf('b')`` works). cel-cpp's binding
 cannot carry opaque Python values, so URLs and quantities are CEL maps with one private key
 (``_url`` / ``_quantity``); their accessors work as upstream's do.
 
