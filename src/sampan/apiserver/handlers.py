@@ -15,6 +15,7 @@ store in the storage version and leave in the requested one.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -897,11 +898,14 @@ class ResourceHandler:
                 updated["spec"] = {**(current.get("spec") or {}), "replicas": replicas}
             return self._fields.on_write(request, info, current, updated, subresource="scale")
 
-        await self.ctx.admission.admit(
-            self._admission(
-                "UPDATE", info, namespace, ri.path_name, user, subresource="scale", dry_run=dry_run
-            )
+        attrs = self._admission(
+            "UPDATE", info, namespace, ri.path_name, user, subresource="scale", dry_run=dry_run
         )
+        # Admission sees the Scale objects (old and new), as upstream's scale REST storage
+        # passes them: a ValidatingAdmissionPolicy on deployments/scale reads object.spec.replicas.
+        attrs.old_obj = scale_of(await store.get(namespace, ri.path_name))
+        attrs.obj = wanted(copy.deepcopy(attrs.old_obj))
+        await self.ctx.admission.admit(attrs)
         updated = await store.guaranteed_update(namespace, ri.path_name, mutate, dry_run=dry_run)
         return json_response(scale_of(updated))
 

@@ -268,6 +268,8 @@ class APIServer:
         rt.custom = CustomResources(
             BuiltinSchemas(rt.openapi.definition_name, rt.openapi.definition)
         )
+        rt.admission.custom = rt.custom  # CEL rules of custom resources
+        rt.admission.openapi = rt.openapi  # type checks of ValidatingAdmissionPolicies
         rt.pod_proxy = await build_pod_proxy(
             rt.pki, rt.storage, rt.registry, authorize=rt.authorizer.authorize
         )

@@ -11,10 +11,13 @@ system PriorityClasses, repairs the Service allocations once and starts the peri
 Plugin order (kube-apiserver's recommended order, for the plugins Sampan has):
 NamespaceLifecycle, RBACEscalation (upstream checks it in the RBAC REST storage, after
 mutating and before validating admission), LimitRanger, ServiceAccount, NodeRestriction,
-Priority, DefaultTolerationSeconds, PodSecurity, DefaultStorageClass,
-StorageObjectInUseProtection, ServiceAllocation (upstream does this in the Service REST
-storage), MutatingAdmissionWebhook, ValidatingAdmissionWebhook, ResourceQuota. Mutating ones
-run before validating ones (the chain's rule).
+Priority, DefaultTolerationSeconds, ValidatingAdmissionPolicyDefaults (the API defaults of
+policies and bindings), CustomResourceValidationRules (the CEL rules of a custom resource's
+schema; upstream runs them in the strategy's validation, just before validating admission),
+PodSecurity, DefaultStorageClass, StorageObjectInUseProtection, ServiceAllocation (upstream
+does this in the Service REST storage), MutatingAdmissionWebhook, ValidatingAdmissionPolicy,
+ValidatingAdmissionWebhook, ResourceQuota. Mutating ones run before validating ones (the
+chain's rule). ``custom`` is set by the API server once it built its ``CustomResources``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ from sampan.apiserver.admission.pods import (
     ServiceAccountAdmission,
 )
 from sampan.apiserver.admission.podsecurity import PodSecurity
+from sampan.apiserver.admission.policy import (
+    PolicyDefaults,
+    PolicyStatusController,
+    ValidatingAdmissionPolicyPlugin,
+)
 from sampan.apiserver.admission.quota import LimitRanger, QuotaRecalculator, ResourceQuota
 from sampan.apiserver.admission.services import (
     DEFAULT_REPAIR_INTERVAL_S,
@@ -62,6 +70,7 @@ from sampan.apiserver.admission.webhooks import (
     pick_endpoint,
 )
 from sampan.apiserver.auth.escalation import Authorize, RBACEscalation, ResolveRules
+from sampan.apiserver.crd.celrules import CustomResourceRules
 from sampan.apiserver.errors import AlreadyExists, Invalid, NotFound
 
 __all__ = ["Admission", "SubresourceHandler"]
@@ -96,6 +105,10 @@ class Admission:
     ) -> None:
         self._storage = storage
         self._registry = registry
+        self.custom: Any = None
+        """The API server's ``CustomResources`` (schemas of custom resources), once built."""
+        self.openapi: Any = None
+        """The API server's ``OpenAPI`` (schemas of every kind), for policy type checks."""
         self.ips = ip_range(backend, service_cidr, leak_grace_s=leak_grace_s)
         self.node_ports = port_range(backend, node_port_range, leak_grace_s=leak_grace_s)
         services = self._store("", "services")
@@ -115,6 +128,7 @@ class Admission:
             return await self.get("", "namespaces", "", name)
 
         self.quota_recalculator = QuotaRecalculator(self._store("", "resourcequotas"), self.cached)
+        mutating_webhooks, validating_webhooks = self._webhook_plugins()
         plugins: list[AdmissionPlugin] = [
             NamespaceLifecycle(get_namespace),
             RBACEscalation(authorize, resolve_rules, self.get),
@@ -123,6 +137,8 @@ class Admission:
             NodeRestriction(self.get),
             PriorityAdmission(self.get, self.cached),
             DefaultTolerationSeconds(),
+            PolicyDefaults(),
+            CustomResourceRules(lambda: self.custom, self.get),
             PodSecurity(get_namespace, lambda namespace: self.cached("", "pods", namespace)),
             DefaultStorageClass(lambda: self.cached("storage.k8s.io", "storageclasses", "")),
             StorageObjectInUseProtection(),
@@ -132,11 +148,35 @@ class Admission:
                 get_service,
                 lambda namespace: self.cached("", "services", namespace),
             ),
-            *self._webhook_plugins(),
+            mutating_webhooks,
+            ValidatingAdmissionPolicyPlugin(
+                self.cached,
+                self.generation,
+                self.get,
+                self.kind_of,
+                self.resource_of_kind,
+                authorize,
+            ),
+            validating_webhooks,
             ResourceQuota(self._store("", "resourcequotas"), self.cached, self.quota_recalculator),
             *extra_plugins,
         ]
         self.chain = AdmissionChain(plugins)
+
+        async def write_policy_status(name: str, write: Callable[..., Any]) -> Any:
+            store = self._store("admissionregistration.k8s.io", "validatingadmissionpolicies")
+            return await store.guaranteed_update(None, name, write, subresource="status")
+
+        self.policy_status = PolicyStatusController(
+            self.cached,
+            self.generation,
+            self.kind_of,
+            lambda group, version, kind: (
+                self.openapi.definition_name(group, version, kind) if self.openapi else None
+            ),
+            lambda name: self.openapi.definition(name) if self.openapi else None,
+            write_policy_status,
+        )
         self.subresource_handlers: dict[tuple[str, str, str], SubresourceHandler] = {}
         if token_issuer is not None:
             self.subresource_handlers[("", "serviceaccounts", "token")] = TokenRequestHandler(
@@ -149,7 +189,7 @@ class Admission:
 
     # --- dynamic admission webhooks ---------------------------------------------------------
 
-    def _webhook_plugins(self) -> tuple[AdmissionPlugin, ...]:
+    def _webhook_plugins(self) -> tuple[AdmissionPlugin, AdmissionPlugin]:
         """MutatingAdmissionWebhook and ValidatingAdmissionWebhook over the watch cache of
         their configurations (see admission.webhooks)."""
         registry = self._registry
@@ -326,6 +366,25 @@ class Admission:
             return []
         return list(self._storage.for_resource(info).cached_objects(namespace or None))
 
+    def generation(self, group: str, plural: str) -> int:
+        """The watch cache generation of a kind (-1 when not served): changes on every write."""
+        info = self._info(group, plural)
+        if info is None:
+            return -1
+        return int(self._storage.for_resource(info).generation)
+
+    def kind_of(self, group: str, version: str, plural: str) -> tuple[str, bool] | None:
+        info = self._registry.by_resource(group, version, plural) or self._info(group, plural)
+        return (info.kind, info.namespaced) if info is not None else None
+
+    def resource_of_kind(self, api_version: str, kind: str) -> tuple[str, bool] | None:
+        """(plural, namespaced) of the kind ``api_version``/``kind`` (None: not served)."""
+        group, _, version = api_version.rpartition("/")
+        for info in self._registry.all():
+            if (info.group, info.version, info.kind) == (group, version, kind):
+                return (info.plural, info.namespaced)
+        return None
+
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -335,9 +394,11 @@ class Admission:
         self.repair.start()
         self.quota_recalculator.start()
         await self.quota_recalculator.poke()
+        self.policy_status.start()
 
     async def stop(self) -> None:
         await self.webhook_caller.close()
+        await self.policy_status.stop()
         await self.repair.stop()
         await self.quota_recalculator.stop()
 

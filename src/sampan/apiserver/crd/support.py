@@ -30,6 +30,7 @@ from aiohttp import web
 from sampan.api import fielderrors as fe
 from sampan.api.printing import crd_table
 from sampan.api.resources import ResourceInfo
+from sampan.apiserver.crd import celrules
 from sampan.apiserver.crd import schema as crd_schema
 from sampan.apiserver.crd.fieldvalidation import (
     BuiltinSchemas,
@@ -163,6 +164,10 @@ class CustomResources:
             return None
         return version
 
+    def version_for(self, group: str, version: str, plural: str) -> ServedVersion | None:
+        """The served version of a custom resource by group, version and plural."""
+        return self._versions.get((group, version, plural))
+
     def scale_paths(self, info: ResourceInfo) -> ScalePaths | None:
         version = self.lookup(info)
         return version.scale if version is not None else None
@@ -270,6 +275,13 @@ class CustomResources:
             info = version.info
             name = str((obj.get("metadata") or {}).get("name") or "")
             raise _invalid(f"{info.kind}.{info.group}", info.kind, info.group, name, causes)
+
+
+def invalid_error(
+    qualified_kind: str, kind: str, group: str, name: str, causes: list[Cause]
+) -> Invalid:
+    """``<Kind>.<group> "<name>" is invalid: <errors>`` (422) with ``causes``."""
+    return _invalid(qualified_kind, kind, group, name, causes)
 
 
 def _invalid(qualified_kind: str, kind: str, group: str, name: str, causes: list[Cause]) -> Invalid:
@@ -391,6 +403,7 @@ def prepare_crd(crd: JSONObj, *, status_only: bool = False) -> None:
             subresources.get("status"), dict
         )
         causes.extend(crd_schema.structural_errors(schema, path, status_enabled=status_enabled))
+        causes.extend(celrules.compile_errors(schema, path))
         for j, column in enumerate(version.get("additionalPrinterColumns") or []):
             if isinstance(column, dict):
                 causes.extend(
