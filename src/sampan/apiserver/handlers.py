@@ -50,7 +50,7 @@ from sampan.apiserver.negotiation import (
 )
 from sampan.apiserver.patch import APPLY_PATCH, apply_patch, check_patch_type
 from sampan.apiserver.requestinfo import RequestInfo, query_flag
-from sampan.apiserver.responses import Renderer, json_response, status_success
+from sampan.apiserver.responses import Renderer, json_response, status_success, stream_json
 
 __all__ = [
     "RESOURCE_NOT_FOUND",
@@ -407,13 +407,13 @@ class ResourceHandler:
             resource_version_match=request.query.get("resourceVersionMatch", ""),
         )
         renderer = self._renderer(request, info)
-        body = renderer.list_bytes(
+        chunks = renderer.list_chunks(
             page.items,
             resource_version=page.resource_version,
             continue_token=page.continue_token,
             remaining=page.remaining,
         )
-        return json_response(body)
+        return await stream_json(request, chunks)
 
     async def _watch(
         self,

@@ -65,6 +65,7 @@ from sampan.apiserver.errors import (
 from sampan.apiserver.handlers import HandlerContext, ResourceHandler, not_found
 from sampan.apiserver.impersonation import impersonate
 from sampan.apiserver.join import JoinService, is_join_path
+from sampan.apiserver.limits import InFlightLimiter, LimitsOptions, WatchLimiter
 from sampan.apiserver.openapi import OpenAPI
 from sampan.apiserver.openapi_data import load_definitions
 from sampan.apiserver.podproxy import PodProxy, build_pod_proxy
@@ -73,6 +74,12 @@ from sampan.apiserver.responses import error_response, json_response
 from sampan.apiserver.storage import DeleteOptions, Storage
 from sampan.apiserver.watch import WatchTracker
 from sampan.datastore import StoreError
+from sampan.httpconn import (
+    DEFAULT_HEADER_READ_TIMEOUT_S,
+    HeaderTimeout,
+    HeaderTimeoutRunner,
+    pin_mmap_threshold,
+)
 from sampan.pki import ensure_admin_kubeconfig, ensure_cluster_pki
 
 __all__ = [
@@ -95,6 +102,7 @@ SHUTDOWN_TIMEOUT_S = 3.0
 HEALTH_CHECK_TIMEOUT_S = 5.0
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
 PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version")
+"""Answered without authentication, and exempt from the in-flight limit."""
 SERVICE_HTTPS_PORT = 443
 
 
@@ -112,6 +120,8 @@ class APIServerOptions:
     kubeconfig_mode: int = 0o600
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     service_node_port_range: str = "30000-32767"
+    limits: LimitsOptions = field(default_factory=LimitsOptions)
+    header_read_timeout_s: float = DEFAULT_HEADER_READ_TIMEOUT_S
 
     @property
     def service_ip(self) -> str:
@@ -162,6 +172,10 @@ class APIServer:
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._watches = WatchTracker()
+        self._inflight = InFlightLimiter(
+            options.limits.max_requests_inflight, options.limits.max_mutating_requests_inflight
+        )
+        self._watch_limiter = WatchLimiter(options.limits.max_watches_per_user)
         self._rt = _Runtime()
         self._join_secrets: dict[str, str] = {}
 
@@ -263,12 +277,15 @@ class APIServer:
             _HealthCheck("poststarthook/bootstrap-controller", self._check_bootstrap),
         ]
         ssl_context: ssl.SSLContext = rt.pki.ssl_server_context()
+        pin_mmap_threshold()  # closed connections give their TLS buffers back (httpconn)
         app = web.Application(client_max_size=opts.max_body_bytes + 1)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        app.on_response_prepare.append(_add_warnings)
         # Access entries go to the "aiohttp.access" logger at INFO: the supervisor's logging
         # shows them only at high verbosity, and aiohttp skips formatting when disabled.
-        rt.runner = web.AppRunner(
+        rt.runner = HeaderTimeoutRunner(
             app,
+            HeaderTimeout(opts.header_read_timeout_s),
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
             handle_signals=False,
             access_log_format=ACCESS_LOG_FORMAT,
@@ -391,20 +408,31 @@ class APIServer:
             if user is None:
                 if not _is_public(request.path):
                     raise Unauthorized()
+                response = await self._route(request, ri, user)
             else:
                 user = self._impersonate(request, user)
-                self._authorize(ri, user)
-            response = await self._route(request, ri, user)
+                response = await self._limited_route(request, ri, user)
         except StatusError as exc:
             response = error_response(exc)  # warnings go with failures too, as upstream
         except Exception as exc:  # the last guard: log it, answer 500, keep serving
             log.exception("internal error serving %s %s", request.method, request.path)
             return error_response(InternalError(f"Internal error occurred: {exc}"))
-        if response.prepared:
-            return response  # a stream already sent its headers
-        for warning in request_warnings(request):
-            response.headers.add("Warning", warning_header(warning))
         return response
+
+    async def _limited_route(
+        self, request: web.Request, ri: RequestInfo, user: Any
+    ) -> web.StreamResponse:
+        """In-flight limit (before authorization, as upstream), authorization, then the watch
+        cap for watches that were allowed, then the handler."""
+        if _is_public(request.path):
+            self._authorize(ri, user)
+            return await self._route(request, ri, user)
+        with self._inflight.admit(ri.verb, ri.subresource, user):
+            self._authorize(ri, user)
+            if ri.verb != "watch":
+                return await self._route(request, ri, user)
+            with self._watch_limiter.admit(user):
+                return await self._route(request, ri, user)
 
     async def _authenticate(self, request: web.Request) -> Any:
         peer_cert: bytes | None = None
@@ -572,6 +600,13 @@ class APIServer:
     async def _check_bootstrap(self) -> None:
         if not self._rt.bootstrapped:
             raise RuntimeError("bootstrap objects not created yet")
+
+
+async def _add_warnings(request: web.Request, response: web.StreamResponse) -> None:
+    """Warning headers go with every response, failures and streams (LIST, watch) included:
+    added as the headers are sent, after the handler recorded them."""
+    for warning in request_warnings(request):
+        response.headers.add("Warning", warning_header(warning))
 
 
 async def _ok() -> None:

@@ -60,6 +60,7 @@ class APIServerComponent:
     def __init__(self, config: Config, datastore: DatastoreComponent) -> None:
         self._config = config
         self._datastore = datastore
+        self._limits = _apiserver_limits(config)
         self.server = None
         self.token = None
 
@@ -80,6 +81,7 @@ class APIServerComponent:
             service_node_port_range=config.service_node_port_range,
             kubeconfig_path=config.write_kubeconfig,
             kubeconfig_mode=config.kubeconfig_mode,
+            limits=self._limits,
         )
         assert self._datastore.backend is not None
         server = APIServer(options, self._datastore.backend)
@@ -179,6 +181,16 @@ class ClientComponent:
 
 
 SERVER_DIRS = ("db", "tls", "manifests", "cred")
+
+
+def _apiserver_limits(config: Config) -> Any:
+    """``kube-apiserver-arg`` (the request limits' keys), checked now."""
+    from sampan.apiserver.limits import parse_limits_args
+
+    try:
+        return parse_limits_args(config.component_args("kube-apiserver-arg"))
+    except ValueError as exc:
+        raise ConfigError(f"kube-apiserver-arg: {exc}") from None
 
 
 def _controller_manager(config: Config) -> Callable[[Any], Any]:
