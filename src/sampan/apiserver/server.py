@@ -217,6 +217,20 @@ class APIServer:
         return self._rt.openapi
 
     @property
+    def inflight(self) -> InFlightLimiter:
+        """Requests being served, by kind (the max-in-flight counters)."""
+        return self._inflight
+
+    @property
+    def watch_limiter(self) -> WatchLimiter:
+        """Open watches per user."""
+        return self._watch_limiter
+
+    @property
+    def open_watch_streams(self) -> int:
+        return len(self._watches)
+
+    @property
     def advertise_address(self) -> str:
         if self.options.advertise_address:
             return self.options.advertise_address
