@@ -41,6 +41,10 @@ LIST_CHUNK_BYTES = 16 * 1024
 """A large LIST body is produced and written in pieces of about this size, yielding to the
 event loop between them: encoding and TLS-encrypting 50 MB in one go held the loop (and every
 other request, /readyz included) for about half a second per LIST."""
+STREAM_TIMEOUT_S = 60.0
+"""kube-apiserver's --request-timeout: a streamed body not written by then (a client that
+stopped reading) is cut off, as upstream's timeout filter aborts it, so a stalled reader
+cannot hold an in-flight slot for ever."""
 
 
 def json_response(body: bytes | dict[str, Any], status: int = 200) -> web.Response:
@@ -53,7 +57,7 @@ async def stream_json(request: web.Request, chunks: Iterable[bytes]) -> web.Stre
     ``LIST_CHUNK_BYTES``; otherwise a chunked stream, written piece by piece with a yield to
     the event loop after each (``write`` only waits when the peer is slow, so without the yield
     a fast reader would still monopolise the loop). A client that goes away mid-stream ends it
-    quietly."""
+    quietly; one that has not read it all after ``STREAM_TIMEOUT_S`` is disconnected."""
     iterator = iter(chunks)
     head: list[bytes] = []
     size = 0
@@ -69,14 +73,24 @@ async def stream_json(request: web.Request, chunks: Iterable[bytes]) -> web.Stre
     response.enable_chunked_encoding()
     await response.prepare(request)
     try:
-        await response.write(b"".join(head))
-        del head
-        for chunk in iterator:
-            await asyncio.sleep(0)
-            await response.write(chunk)
-        await response.write_eof()
+        async with asyncio.timeout(STREAM_TIMEOUT_S):
+            await response.write(b"".join(head))
+            del head
+            for chunk in iterator:
+                await asyncio.sleep(0)
+                await response.write(chunk)
+            await response.write_eof()
     except ConnectionError as exc:  # ConnectionResetError included
         log.debug("client went away during a streamed response: %s", exc)
+    except TimeoutError:
+        log.info(
+            "%s %s: response not read in %gs, closing",
+            request.method,
+            request.path,
+            STREAM_TIMEOUT_S,
+        )
+        if request.transport is not None:
+            request.transport.abort()  # close() would wait to flush to the stalled peer
     return response
 
 
