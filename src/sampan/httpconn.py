@@ -19,12 +19,15 @@ glibc serves the first ones with mmap, but freeing one raises its dynamic mmap t
 that size, so later buffers come from the heap and their memory stays with the process after
 the connections close (500 watches opened and closed left about 145 MB behind; Python held
 none of it). Pinning the threshold at its default keeps such buffers mmapped, so closing a
-connection gives its buffers back to the system.
+connection gives its buffers back to the system. What smaller allocations leave behind in the
+heap is handed back by ``malloc_trim`` once a burst of connections has closed (at most every
+``TRIM_INTERVAL_S``), so memory after closing stays near where it was before opening.
 
 ``on_connection_lost`` tells a long-running handler that its client went away (aiohttp itself
 does not cancel the handler).
 
-Invariants: a connection has at most one timer, disarmed when the connection is lost; while a
+Invariants: a connection has at most one timer (and a listener at most one heap-trim timer,
+cancelled by the runner's cleanup), disarmed when the connection is lost; while a
 request is being handled (a long watch, an exec splice) the timer is never armed. A handler
 that takes the transport over (``transport.set_protocol``) leaves the wrapper behind, idle and
 disarmed.
@@ -55,14 +58,25 @@ DEFAULT_HEADER_READ_TIMEOUT_S = 32.0
 MMAP_THRESHOLD_BYTES = 128 * 1024
 """glibc's default M_MMAP_THRESHOLD, kept fixed (setting it turns the dynamic raise off)."""
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number (malloc.h)
+TRIM_AFTER_CLOSED = 100
+"""Closed connections that make a heap trim worth its cost (it walks the heap)."""
+TRIM_INTERVAL_S = 10.0
+TRIM_DELAY_S = 1.0
+"""A trim waits this long after it is due, so the rest of a burst of closes is freed first."""
+
+
+def _libc_function(name: str) -> Any:
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
 
 
 def pin_mmap_threshold() -> bool:
     """Keep glibc's mmap threshold at its default for this process (see the module
     docstring); False where the C library has no ``mallopt`` (not glibc). Idempotent."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
@@ -73,10 +87,19 @@ class _GuardedProtocol(asyncio.Protocol):
     """Forwards every protocol call to aiohttp's handler; closes the connection when a
     request's headers take longer than the timeout."""
 
-    __slots__ = ("_busy", "_inner", "_lost_callbacks", "_timeout_s", "_timer", "_transport")
+    __slots__ = (
+        "_busy",
+        "_inner",
+        "_lost_callbacks",
+        "_timeout_s",
+        "_timer",
+        "_transport",
+        "_trimmer",
+    )
 
-    def __init__(self, inner: asyncio.Protocol, timeout_s: float) -> None:
+    def __init__(self, inner: asyncio.Protocol, timeout_s: float, trimmer: _HeapTrimmer) -> None:
         self._inner = inner
+        self._trimmer = trimmer
         self._timeout_s = timeout_s
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.BaseTransport | None = None
@@ -105,6 +128,7 @@ class _GuardedProtocol(asyncio.Protocol):
         for callback in callbacks:
             callback()
         self._inner.connection_lost(exc)
+        self._trimmer.connection_closed()
 
     def pause_writing(self) -> None:
         self._inner.pause_writing()
@@ -172,6 +196,39 @@ def on_connection_lost(request: web.Request, callback: Callable[[], None]) -> Ca
     return guard.on_lost(callback)
 
 
+class _HeapTrimmer:
+    """Counts closed connections; trims the C heap after ``TRIM_AFTER_CLOSED`` of them, at
+    most every ``TRIM_INTERVAL_S``."""
+
+    def __init__(self) -> None:
+        self._trim = _libc_function("malloc_trim")
+        if self._trim is not None:
+            self._trim.argtypes = [ctypes.c_size_t]
+            self._trim.restype = ctypes.c_int
+        self._closed = 0
+        self._last = -TRIM_INTERVAL_S
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_closed(self) -> None:
+        self._closed += 1
+        if self._trim is None or self._timer is not None or self._closed < TRIM_AFTER_CLOSED:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(TRIM_DELAY_S, self._last + TRIM_INTERVAL_S - loop.time())
+        self._timer = loop.call_later(delay, self._run)
+
+    def _run(self) -> None:
+        self._timer = None
+        self._closed = 0
+        self._last = asyncio.get_running_loop().time()
+        self._trim(0)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class HeaderTimeout:
     """One listener's header-read timeout; serve the app with ``HeaderTimeoutRunner``."""
 
@@ -179,10 +236,12 @@ class HeaderTimeout:
         if timeout_s <= 0:
             raise ValueError(f"header read timeout must be positive, not {timeout_s}")
         self.timeout_s = timeout_s
+        self.trimmer = _HeapTrimmer()
 
     def wrap(self, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         timeout_s = self.timeout_s
-        return lambda: _GuardedProtocol(factory(), timeout_s)
+        trimmer = self.trimmer
+        return lambda: _GuardedProtocol(factory(), timeout_s, trimmer)
 
     @web.middleware
     async def middleware(
@@ -214,3 +273,7 @@ class HeaderTimeoutRunner(web.AppRunner):
     def server(self) -> Any:  # the protocol factory the sites listen with
         inner = super().server
         return None if inner is None else self.header_timeout.wrap(inner)
+
+    async def cleanup(self) -> None:
+        await super().cleanup()
+        self.header_timeout.trimmer.cancel()
