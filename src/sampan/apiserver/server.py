@@ -5,7 +5,11 @@ objects -> ready; stop: end watches -> close the listener -> stop storage) and t
 pipeline every request goes through, in kube-apiserver's order:
 
     request info -> authentication -> (401 unless a public health/version path)
-    -> authorization (RBAC; 403 with the upstream wording) -> handler
+    -> impersonation -> max in-flight (429; limits.py) -> authorization (RBAC; 403 with the
+    upstream wording) -> watches per user (429) -> handler
+
+Connections are accepted through ``httpconn.HeaderTimeoutRunner``: request headers must arrive
+within 32 s (upstream's ReadHeaderTimeout).
 
 Every failure leaves as a ``Status`` JSON (errors.py). Non-resource endpoints served here:
 ``/healthz``, ``/livez``, ``/readyz`` (and ``/<check>`` subpaths, ``?verbose``), ``/version``,
