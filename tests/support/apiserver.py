@@ -25,8 +25,10 @@ __all__ = ["ApiServerHarness", "api_server", "client"]
 class ApiServerHarness:
     """One API server over one data dir; ``restart()`` keeps the data."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, **options: Any) -> None:
+        """``options``: APIServerOptions fields to override (limits, timeouts)."""
         self.data_dir = data_dir
+        self.options = options
         self.kubeconfig = data_dir / "admin.kubeconfig"
         self.server: APIServer | None = None
         self.backend: Any = None
@@ -49,6 +51,7 @@ class ApiServerHarness:
             bind_address="127.0.0.1",
             port=port,
             kubeconfig_path=self.kubeconfig,
+            **self.options,
         )
         self.server = APIServer(options, self.backend)
         await self.server.start()

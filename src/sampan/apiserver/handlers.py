@@ -61,7 +61,7 @@ from sampan.apiserver.patch import (
     check_patch_type,
 )
 from sampan.apiserver.requestinfo import RequestInfo, query_flag
-from sampan.apiserver.responses import Renderer, json_response, status_success
+from sampan.apiserver.responses import Renderer, json_response, status_success, stream_json
 
 __all__ = [
     "RESOURCE_NOT_FOUND",
@@ -470,13 +470,13 @@ class ResourceHandler:
             resource_version_match=request.query.get("resourceVersionMatch", ""),
         )
         renderer = self._renderer(request, info)
-        body = renderer.list_bytes(
+        chunks = renderer.list_chunks(
             page.items,
             resource_version=page.resource_version,
             continue_token=page.continue_token,
             remaining=page.remaining,
         )
-        return json_response(body)
+        return await stream_json(request, chunks)
 
     async def _watch(
         self,

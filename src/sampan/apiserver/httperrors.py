@@ -13,8 +13,8 @@ request handler whose ``handle_error`` writes one instead:
   ``InternalError``, logged with its traceback.
 
 The connection is closed after such a response (the stream may be out of sync), as aiohttp
-does. ``StatusAppRunner`` is a drop-in ``web.AppRunner`` that installs the handler; it is the
-only thing the server needs to use. aiohttp picks its protocol class in ``Server.__call__``
+does. ``StatusAppRunner`` is a drop-in ``httpconn.HeaderTimeoutRunner`` that installs the
+handler; it is the only thing the server needs to use. aiohttp picks its protocol class in ``Server.__call__``
 and offers no option for it, so the runner re-classes the server it built to a subclass that
 differs only there (same slots and state).
 """
@@ -32,6 +32,7 @@ from aiohttp.web_request import BaseRequest
 
 from sampan.apiserver.errors import BadRequest, InternalError, StatusError
 from sampan.apiserver.responses import error_response
+from sampan.httpconn import HeaderTimeoutRunner
 
 __all__ = ["StatusAppRunner", "StatusRequestHandler", "status_for_http_error"]
 
@@ -116,8 +117,9 @@ class _StatusServer(web.Server):
         return StatusRequestHandler(self, loop=self._loop, **kwargs)
 
 
-class StatusAppRunner(web.AppRunner):
-    """``web.AppRunner`` whose HTTP-layer errors are ``Status`` JSON (see module doc)."""
+class StatusAppRunner(HeaderTimeoutRunner):
+    """``HeaderTimeoutRunner`` (request headers must arrive in time) whose HTTP-layer errors
+    are ``Status`` JSON (see module doc)."""
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()

@@ -3,14 +3,17 @@
 Owns how a dict (or a list page of serialized items) becomes bytes on the wire, including the
 optional version conversion (served version != storage version) and the Accept-driven output
 forms (``as=Table``, ``as=PartialObjectMetadata[List]``). Lists whose items need neither
-conversion nor transformation are assembled from the stored bytes without parsing them.
+conversion nor transformation are assembled from the stored bytes without parsing them; a
+large list is produced and written in pieces (``list_chunks``, ``stream_json``) so one LIST
+never holds the event loop for long.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,11 +24,13 @@ from sampan.apiserver.errors import BadRequest, StatusError
 from sampan.apiserver.negotiation import JSON_CONTENT_TYPE, OutputFormat, dump_json
 
 __all__ = [
+    "LIST_CHUNK_BYTES",
     "Converter",
     "Renderer",
     "error_response",
     "json_response",
     "status_success",
+    "stream_json",
     "warning_header",
     "warning_text_ok",
 ]
@@ -33,6 +38,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Converter = Callable[[dict[str, Any]], dict[str, Any]]
+
+LIST_CHUNK_BYTES = 16 * 1024
+"""A large LIST body is produced and written in pieces of about this size, yielding to the
+event loop between them: encoding and TLS-encrypting 50 MB in one go held the loop (and every
+other request, /readyz included) for about half a second per LIST."""
+STREAM_TIMEOUT_S = 60.0
+"""kube-apiserver's --request-timeout: a streamed body not written by then (a client that
+stopped reading) is cut off, as upstream's timeout filter aborts it, so a stalled reader
+cannot hold an in-flight slot for ever."""
 
 
 def warning_text_ok(message: str) -> bool:
@@ -55,6 +69,48 @@ def warning_header(message: str) -> str:
 def json_response(body: bytes | dict[str, Any], status: int = 200) -> web.Response:
     data = body if isinstance(body, bytes) else dump_json(body)
     return web.Response(body=data, status=status, content_type=JSON_CONTENT_TYPE)
+
+
+async def stream_json(request: web.Request, chunks: Iterable[bytes]) -> web.StreamResponse:
+    """A 200 JSON response from ``chunks``: one plain response when they add up to less than
+    ``LIST_CHUNK_BYTES``; otherwise a chunked stream, written piece by piece with a yield to
+    the event loop after each (``write`` only waits when the peer is slow, so without the yield
+    a fast reader would still monopolise the loop). A client that goes away mid-stream ends it
+    quietly; one that has not read it all after ``STREAM_TIMEOUT_S`` is disconnected."""
+    iterator = iter(chunks)
+    head: list[bytes] = []
+    size = 0
+    for chunk in iterator:
+        head.append(chunk)
+        size += len(chunk)
+        if size >= LIST_CHUNK_BYTES:
+            break
+    else:
+        return json_response(b"".join(head))
+    response = web.StreamResponse(status=200)
+    response.content_type = JSON_CONTENT_TYPE
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    try:
+        async with asyncio.timeout(STREAM_TIMEOUT_S):
+            await response.write(b"".join(head))
+            del head
+            for chunk in iterator:
+                await asyncio.sleep(0)
+                await response.write(chunk)
+            await response.write_eof()
+    except ConnectionError as exc:  # ConnectionResetError included
+        log.debug("client went away during a streamed response: %s", exc)
+    except TimeoutError:
+        log.info(
+            "%s %s: response not read in %gs, closing",
+            request.method,
+            request.path,
+            STREAM_TIMEOUT_S,
+        )
+        if request.transport is not None:
+            request.transport.abort()  # close() would wait to flush to the stalled peer
+    return response
 
 
 def error_response(error: StatusError) -> web.Response:
@@ -158,25 +214,38 @@ class Renderer:
         continue_token: str | None,
         remaining: int | None,
     ) -> bytes:
+        """The whole list body at once (small lists; ``list_chunks`` for the served LIST)."""
+        return b"".join(
+            self.list_chunks(
+                items,
+                resource_version=resource_version,
+                continue_token=continue_token,
+                remaining=remaining,
+            )
+        )
+
+    def list_chunks(
+        self,
+        items: Sequence[bytes],
+        *,
+        resource_version: str,
+        continue_token: str | None,
+        remaining: int | None,
+        chunk_bytes: int = LIST_CHUNK_BYTES,
+    ) -> Iterator[bytes]:
+        """The list body in pieces of about ``chunk_bytes``, produced lazily: stored bytes are
+        joined a group at a time, and converted or partial-metadata items are parsed and
+        encoded one by one, so no step costs more than one piece. A Table is built whole."""
         metadata: dict[str, Any] = {"resourceVersion": resource_version}
         if continue_token:
             metadata["continue"] = continue_token
         if remaining is not None:
             metadata["remainingItemCount"] = remaining
-        if self.passthrough:
-            head = dump_json(
-                {
-                    "kind": self.info.list_kind,
-                    "apiVersion": self.info.api_version,
-                    "metadata": metadata,
-                }
-            )
-            return head[:-1] + b',"items":[' + b",".join(items) + b"]}"
-        objs = [json.loads(item) for item in items]
-        if self.convert is not None:
-            objs = [self.convert(o) for o in objs]
         if self.output.table:
-            return dump_json(
+            objs = [json.loads(item) for item in items]
+            if self.convert is not None:
+                objs = [self.convert(o) for o in objs]
+            yield dump_json(
                 self.table(
                     objs,
                     resource_version=resource_version,
@@ -184,23 +253,32 @@ class Renderer:
                     remaining=remaining,
                 )
             )
-        if self.output.partial_metadata:
-            return dump_json(
-                {
-                    "kind": "PartialObjectMetadataList",
-                    "apiVersion": self.output.group_version,
-                    "metadata": metadata,
-                    "items": [partial_metadata(o, self.output.group_version) for o in objs],
-                }
-            )
-        return dump_json(
-            {
-                "kind": self.info.list_kind,
-                "apiVersion": self.info.api_version,
-                "metadata": metadata,
-                "items": objs,
-            }
-        )
+            return
+        if self.passthrough:
+            kind, api_version = self.info.list_kind, self.info.api_version
+            encoded: Iterable[bytes] = items
+        elif self.output.partial_metadata:
+            kind, api_version = "PartialObjectMetadataList", self.output.group_version
+            encoded = (dump_json(self.object(json.loads(item))) for item in items)
+        else:
+            kind, api_version = self.info.list_kind, self.info.api_version
+            encoded = (self.object_bytes(json.loads(item)) for item in items)
+        head = dump_json({"kind": kind, "apiVersion": api_version, "metadata": metadata})
+        yield head[:-1] + b',"items":['
+        group: list[bytes] = []
+        size = 0
+        first = True
+        for item in encoded:
+            group.append(item)
+            size += len(item)
+            if size >= chunk_bytes:
+                yield (b"" if first else b",") + b",".join(group)
+                first = False
+                group = []
+                size = 0
+        if group:
+            yield (b"" if first else b",") + b",".join(group)
+        yield b"]}"
 
 
 def partial_metadata(obj: dict[str, Any], group_version: str) -> dict[str, Any]:

@@ -5,10 +5,15 @@ objects -> ready; stop: end watches -> close the listener -> stop storage) and t
 pipeline every request goes through, in kube-apiserver's order:
 
     request info -> authentication -> (401 unless a public health/version path)
-    -> authorization (Node, then RBAC; 403 with the upstream wording) -> handler
+    -> impersonation -> max in-flight (429; limits.py) -> authorization (Node, then RBAC; 403
+       with the upstream wording) -> watches per user (429) -> handler
        (or, for ``/apis/<group>/<version>/...`` of an APIService with a ``spec.service``,
        the aggregator's proxy: authorized here first, so a refused request never reaches
        the extension server)
+
+Connections are accepted through ``httpconn.HeaderTimeoutRunner`` (as ``StatusAppRunner``):
+request headers must arrive within 32 s (upstream's ReadHeaderTimeout), and errors of the HTTP
+layer itself are answered as a Status.
 
 Every failure leaves as a ``Status`` JSON (errors.py). Non-resource endpoints served here:
 ``/healthz``, ``/livez``, ``/readyz`` (and ``/<check>`` subpaths, ``?verbose``), ``/version``,
@@ -74,6 +79,7 @@ from sampan.apiserver.handlers import HandlerContext, ResourceHandler, not_found
 from sampan.apiserver.httperrors import StatusAppRunner
 from sampan.apiserver.impersonation import impersonate
 from sampan.apiserver.join import JoinService, is_join_path
+from sampan.apiserver.limits import InFlightLimiter, LimitsOptions, WatchLimiter
 from sampan.apiserver.openapi import OpenAPI
 from sampan.apiserver.openapi_data import load_definitions
 from sampan.apiserver.openapi_pb import PROTOBUF_CONTENT_TYPE, PROTOBUF_MEDIA_TYPES
@@ -83,6 +89,11 @@ from sampan.apiserver.responses import error_response, json_response
 from sampan.apiserver.storage import DeleteOptions, Storage
 from sampan.apiserver.watch import WatchTracker
 from sampan.datastore import StoreError
+from sampan.httpconn import (
+    DEFAULT_HEADER_READ_TIMEOUT_S,
+    HeaderTimeout,
+    pin_mmap_threshold,
+)
 from sampan.pki import AUTH_PROXY_USER, ensure_admin_kubeconfig, ensure_cluster_pki
 
 __all__ = [
@@ -105,6 +116,7 @@ SHUTDOWN_TIMEOUT_S = 3.0
 HEALTH_CHECK_TIMEOUT_S = 5.0
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
 PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version")
+"""Answered without authentication, and exempt from the in-flight limit."""
 SERVICE_HTTPS_PORT = 443
 
 
@@ -125,6 +137,8 @@ class APIServerOptions:
     extra_objects: tuple[dict[str, Any], ...] = ()
     """Objects the distribution wants to exist from the first start (created when absent,
     never updated): the server's kube-dns Service, so no agent needs to create Services."""
+    limits: LimitsOptions = field(default_factory=LimitsOptions)
+    header_read_timeout_s: float = DEFAULT_HEADER_READ_TIMEOUT_S
 
     @property
     def service_ip(self) -> str:
@@ -176,6 +190,10 @@ class APIServer:
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._watches = WatchTracker()
+        self._inflight = InFlightLimiter(
+            options.limits.max_requests_inflight, options.limits.max_mutating_requests_inflight
+        )
+        self._watch_limiter = WatchLimiter(options.limits.max_watches_per_user)
         self._rt = _Runtime()
         self._join_secrets: dict[str, str] = {}
         self._local_node: str | None = None
@@ -220,6 +238,20 @@ class APIServer:
     def openapi(self) -> OpenAPI | None:
         """The served OpenAPI schemas (CRD handling registers CRD schemas here)."""
         return self._rt.openapi
+
+    @property
+    def inflight(self) -> InFlightLimiter:
+        """Requests being served, by kind (the max-in-flight counters)."""
+        return self._inflight
+
+    @property
+    def watch_limiter(self) -> WatchLimiter:
+        """Open watches per user."""
+        return self._watch_limiter
+
+    @property
+    def open_watch_streams(self) -> int:
+        return len(self._watches)
 
     @property
     def advertise_address(self) -> str:
@@ -288,13 +320,17 @@ class APIServer:
             _HealthCheck("poststarthook/bootstrap-controller", self._check_bootstrap),
         ]
         ssl_context: ssl.SSLContext = rt.pki.ssl_server_context()
+        pin_mmap_threshold()  # closed connections give their TLS buffers back (httpconn)
         app = web.Application(client_max_size=opts.max_body_bytes + 1)
         # [\s\S]: a path with a newline (%0A) is the API's to answer too, not the router's.
         app.router.add_route("*", "/{tail:[\\s\\S]*}", self._dispatch)
+        app.on_response_prepare.append(_add_warnings)
         # Access entries go to the "aiohttp.access" logger at INFO: the supervisor's logging
         # shows them only at high verbosity, and aiohttp skips formatting when disabled.
-        rt.runner = StatusAppRunner(  # HTTP-layer errors answer a Status too
+        # HTTP-layer errors answer a Status; request headers must arrive in time (httpconn).
+        rt.runner = StatusAppRunner(
             app,
+            HeaderTimeout(opts.header_read_timeout_s),
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
             handle_signals=False,
             access_log_format=ACCESS_LOG_FORMAT,
@@ -438,20 +474,32 @@ class APIServer:
             if user is None:
                 if not _is_public(request.path):
                     raise Unauthorized()
+                response = await self._route(request, ri, user)
             else:
                 user = self._impersonate(request, user)
-                self._authorize(ri, user, request.query.get("fieldSelector", ""))
-            response = await self._route(request, ri, user)
+                response = await self._limited_route(request, ri, user)
         except StatusError as exc:
             response = error_response(exc)  # warnings go with failures too, as upstream
         except Exception as exc:  # the last guard: log it, answer 500, keep serving
             log.exception("internal error serving %s %s", request.method, request.path)
             return error_response(InternalError(f"Internal error occurred: {exc}"))
-        if response.prepared:
-            return response  # a stream already sent its headers
-        for warning in request_warnings(request):
-            response.headers.add("Warning", warning_header(warning))
         return response
+
+    async def _limited_route(
+        self, request: web.Request, ri: RequestInfo, user: Any
+    ) -> web.StreamResponse:
+        """In-flight limit (before authorization, as upstream), authorization, then the watch
+        cap for watches that were allowed, then the handler."""
+        field_selector = request.query.get("fieldSelector", "")
+        if _is_public(request.path):
+            self._authorize(ri, user, field_selector)
+            return await self._route(request, ri, user)
+        with self._inflight.admit(ri.verb, ri.subresource, user):
+            self._authorize(ri, user, field_selector)
+            if ri.verb != "watch":
+                return await self._route(request, ri, user)
+            with self._watch_limiter.admit(user):
+                return await self._route(request, ri, user)
 
     async def _authenticate(self, request: web.Request) -> Any:
         peer_cert: bytes | None = None
@@ -652,6 +700,13 @@ class APIServer:
     async def _check_bootstrap(self) -> None:
         if not self._rt.bootstrapped:
             raise RuntimeError("bootstrap objects not created yet")
+
+
+async def _add_warnings(request: web.Request, response: web.StreamResponse) -> None:
+    """Warning headers go with every response, failures and streams (LIST, watch) included:
+    added as the headers are sent, after the handler recorded them."""
+    for warning in request_warnings(request):
+        response.headers.add("Warning", warning_header(warning))
 
 
 async def _ok() -> None:

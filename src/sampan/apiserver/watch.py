@@ -4,7 +4,10 @@ Owns the wire side of a watch: headers are sent at once (client-go waits for the
 returns from Watch()), then every event is written as ``{"type":...,"object":...}\\n`` and
 flushed on its own. The stream ends, with a clean chunked terminator, when the timeout
 (``timeoutSeconds`` or a random 30-60 minutes, as kube-apiserver's min-request-timeout does)
-expires, when the server stops, when the storage iterator ends, or when the client goes away.
+expires, when the server stops, when the storage iterator ends, or when the client goes away
+(noticed when its connection is lost, ``httpconn.on_connection_lost``, not only at the next
+write: a closed watch with no traffic would otherwise keep its watcher, queue and timer for up
+to an hour).
 
 A StatusError raised by the storage iterator (e.g. 410 for a too-old resourceVersion) becomes
 an ERROR event carrying the Status, which is how kube-apiserver reports it mid-stream.
@@ -25,6 +28,7 @@ from aiohttp import web
 from sampan.apiserver.errors import StatusError
 from sampan.apiserver.negotiation import JSON_CONTENT_TYPE, dump_json
 from sampan.apiserver.responses import Renderer
+from sampan.httpconn import on_connection_lost
 
 __all__ = [
     "MAX_WATCH_TIMEOUT_S",
@@ -121,7 +125,9 @@ async def serve_watch(
     iterator = aiter(events)
     try:
         if not tracker.stopped:
-            await _pump(response, iterator, renderer, timeout_s or default_timeout_s(), tracker)
+            await _pump(
+                request, response, iterator, renderer, timeout_s or default_timeout_s(), tracker
+            )
     except (ConnectionResetError, ConnectionError) as exc:
         log.debug("watch client went away: %s", exc)
         return response
@@ -137,17 +143,26 @@ async def serve_watch(
     return response
 
 
+def _end_now(scope: asyncio.Timeout, loop: asyncio.AbstractEventLoop) -> None:
+    if not scope.expired():
+        scope.reschedule(loop.time())
+
+
 async def _pump(
+    request: web.Request,
     response: web.StreamResponse,
     iterator: AsyncIterator[Any],
     renderer: Renderer,
     timeout_s: float,
     tracker: WatchTracker,
 ) -> None:
-    """Write events until the iterator ends, the timeout expires or the server stops."""
+    """Write events until the iterator ends, the timeout expires, the server stops or the
+    client goes away."""
+    loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout_s) as scope:
             tracker.add(scope)
+            forget = on_connection_lost(request, lambda: _end_now(scope, loop))
             try:
                 while True:
                     try:
@@ -159,6 +174,7 @@ async def _pump(
                         return
                     await response.write(_encode(renderer, event.type, event.object))
             finally:
+                forget()
                 tracker.discard(scope)
     except TimeoutError:
         return  # timeoutSeconds reached or the server is stopping: end the stream cleanly

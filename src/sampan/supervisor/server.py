@@ -65,6 +65,7 @@ class APIServerComponent:
     def __init__(self, config: Config, datastore: DatastoreComponent) -> None:
         self._config = config
         self._datastore = datastore
+        self._limits = _apiserver_limits(config)
         self.server = None
         self.token = None
 
@@ -90,6 +91,7 @@ class APIServerComponent:
             kubeconfig_mode=config.kubeconfig_mode,
             # The cluster DNS Service, created by the server (agents may not create Services).
             extra_objects=(kube_dns_service(config.cluster_dns),),
+            limits=self._limits,
         )
         assert self._datastore.backend is not None
         server = APIServer(options, self._datastore.backend)
@@ -266,6 +268,16 @@ class ServerNodeLabels:
 
 
 SERVER_DIRS = ("db", "tls", "manifests", "cred")
+
+
+def _apiserver_limits(config: Config) -> Any:
+    """``kube-apiserver-arg`` (the request limits' keys), checked now."""
+    from sampan.apiserver.limits import parse_limits_args
+
+    try:
+        return parse_limits_args(config.component_args("kube-apiserver-arg"))
+    except ValueError as exc:
+        raise ConfigError(f"kube-apiserver-arg: {exc}") from None
 
 
 def controller_manager_options(config: Config) -> Any:

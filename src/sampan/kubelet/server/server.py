@@ -44,6 +44,12 @@ from aiohttp import web
 from cryptography import x509
 
 from sampan import httpstream as upgrade
+from sampan.httpconn import (
+    DEFAULT_HEADER_READ_TIMEOUT_S,
+    HeaderTimeout,
+    HeaderTimeoutRunner,
+    pin_mmap_threshold,
+)
 from sampan.kubelet.runtime import cri, pb
 from sampan.kubelet.server import bridge, logs
 from sampan.kubelet.server.lookup import CRIPodLookup, NotFoundError, PodLookup
@@ -80,6 +86,7 @@ class KubeletServerOptions:
     port: int = DEFAULT_KUBELET_PORT  # 0: any free port (tests)
     allowed_users: tuple[str, ...] = DEFAULT_ALLOWED_USERS
     allowed_groups: tuple[str, ...] = DEFAULT_ALLOWED_GROUPS
+    header_read_timeout_s: float = DEFAULT_HEADER_READ_TIMEOUT_S  # slow clients are closed
 
     def ssl_context(self) -> ssl.SSLContext:
         """Serving cert; client certs optional (``/healthz``) but verified when sent; the
@@ -145,7 +152,7 @@ class KubeletServer:
         self.options = options
         self.runtime = runtime
         self.lookup: PodLookup = lookup if lookup is not None else CRIPodLookup(runtime)
-        self._runner: web.AppRunner | None = None
+        self._runner: HeaderTimeoutRunner | None = None
         self._port = 0
         self._started_at = _now_rfc3339()
         # Requests in flight (log follows, exec/attach/port-forward splices): stop() cancels
@@ -161,6 +168,7 @@ class KubeletServer:
         can fail as a whole (each request fails alone)."""
         del ctx
         ssl_context = await asyncio.to_thread(self.options.ssl_context)
+        pin_mmap_threshold()  # closed connections give their TLS buffers back (httpconn)
         app = web.Application()
         app.middlewares.append(self._track_middleware)
         app.middlewares.append(self._auth_middleware)
@@ -179,7 +187,12 @@ class KubeletServer:
             r.add_route("POST", path, self._port_forward)
         r.add_get("/stats/summary", self._stats_summary)
         r.add_get("/pods", self._pods)
-        runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False)
+        runner = HeaderTimeoutRunner(
+            app,
+            HeaderTimeout(self.options.header_read_timeout_s),
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            handle_signals=False,
+        )
         await runner.setup()
         try:
             site = web.TCPSite(
