@@ -14,9 +14,9 @@ request handler whose ``handle_error`` writes one instead:
 
 The connection is closed after such a response (the stream may be out of sync), as aiohttp
 does. ``StatusAppRunner`` is a drop-in ``httpconn.HeaderTimeoutRunner`` that installs the
-handler; it is the only thing the server needs to use. aiohttp picks its protocol class in ``Server.__call__``
-and offers no option for it, so the runner re-classes the server it built to a subclass that
-differs only there (same slots and state).
+handler; it is the only thing the server needs to use. aiohttp picks its protocol class in
+``Server.__call__`` and offers no option for it, so the runner re-classes the server it built
+to a subclass that differs only there (same slots and state).
 """
 
 from __future__ import annotations
