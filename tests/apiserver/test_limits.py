@@ -26,7 +26,7 @@ from sampan.apiserver.limits import LimitsOptions, parse_limits_args
 from sampan.config import ConfigError, load_config
 from sampan.kubelet.runtime import cri
 from sampan.kubelet.server import KubeletServer, KubeletServerOptions
-from sampan.pki import issue_serving_certificate
+from sampan.pki import issue_kubelet_serving_certificate
 from sampan.supervisor.server import server_components
 from tests.support.apiserver import ApiServerHarness
 
@@ -298,7 +298,7 @@ async def test_kubelet_api_closes_slow_header_connections(
     assert plain.server is not None
     pki = plain.server.pki
     cert_pem, key_pem = await asyncio.to_thread(
-        issue_serving_certificate, pki, ["limits-node", "localhost"], ["127.0.0.1"]
+        issue_kubelet_serving_certificate, pki, ["limits-node", "localhost"], ["127.0.0.1"]
     )
     (tmp_path / "kubelet.crt").write_bytes(cert_pem)
     (tmp_path / "kubelet.key").write_bytes(key_pem)
@@ -319,7 +319,7 @@ async def test_kubelet_api_closes_slow_header_connections(
     )
     await kubelet.start()
     try:
-        ctx = ssl.create_default_context(cadata=pki.ca_pem.decode())
+        ctx = ssl.create_default_context(cadata=pki.kubelet_ca_pem.decode())
         ctx.check_hostname = False
         await _slow_header_connection_is_closed(kubelet.port, ctx)
         await _keepalive_survives_idle(kubelet.port, ctx)
