@@ -9,17 +9,17 @@
 3. unmounts everything under ``<data-dir>/agent`` (volumes, rootfs, netns files), deepest
    first, and removes the pod cgroups;
 4. deletes the network devices Sampan made (``cni0``, ``sampan.1``, ``sampan-dns``), the
-   routes it added, and the iptables chains (``KUBE-*``, ``CNI-*``, ``SAMPAN-POSTROUTING``,
-   ``SAMPAN-FORWARD``) with one ``iptables-restore`` per table.
+   routes it added, and the iptables chains (``KUBE-*``, ``CNI-*``, ``SAMPAN-*``) with one
+   ``iptables-restore`` per table.
 
 Only this cluster's things go: with ``--cluster-name NAME`` (``sampan.config.HostNames``) the
 devices are ``cni-NAME``, ``sampan-NAME`` and ``sdns-NAME``, the chains ``KNAME-*`` and
 ``SAMPAN-NAME-*``, the cgroups ``/kubepods-NAME`` and the routes those into its cluster CIDR;
 ``CNI-*`` chains are then left alone (portmap's ``CNI-HOSTPORT-*`` chains are shared by every
 CNI user on the host). An unnamed cluster's killall never matches a named one's chains,
-devices or cgroups either (``KUBE-`` is not ``KNAME-``, ``SAMPAN-POSTROUTING`` is not
-``SAMPAN-NAME-POSTROUTING``); it still flushes every route with Sampan's route protocol, which
-a named cluster's network component puts back at its next resync.
+devices or cgroups either (``KUBE-`` is not ``KNAME-``, and ``SAMPAN-`` followed by a
+lower-case letter is a named cluster's); it still flushes every route with Sampan's route
+protocol, which a named cluster's network component puts back at its next resync.
 
 ``uninstall --yes`` runs ``killall`` and then removes the data dir and ``/etc/sampan`` (not
 ``/etc/sampan`` for a named cluster: that belongs to the unnamed one).
@@ -49,6 +49,7 @@ __all__ = ["killall", "uninstall"]
 log = logging.getLogger("sampan.killall")
 
 CGROUP_ROOT = HostNames().cgroup_root
+NETWORK_CHAIN_PREFIX = HostNames().network_chain_prefix
 UNNAMED_CHAIN_PREFIXES = ("CNI-",)
 """Shared with every CNI user on the host: removed only for an unnamed cluster (K3s's way)."""
 TERM_WAIT_S = 10.0
@@ -199,17 +200,22 @@ _CHAIN_DECL = re.compile(r"^:(\S+) ")
 
 
 class _Ours:
-    """Which chains belong to one cluster (see the module docstring)."""
+    """Which chains belong to one cluster (see the module docstring): a named cluster's carry
+    its prefixes; an unnamed cluster's are ``KUBE-*``, ``CNI-*`` and ``SAMPAN-*`` except
+    ``SAMPAN-<name>-*`` (cluster names are lower-case, Sampan's own chain words upper-case)."""
 
     def __init__(self, names: HostNames) -> None:
-        self.prefixes: tuple[str, ...] = (names.proxy_chain_prefix,)
-        if not names.cluster_name:
+        self.named = bool(names.cluster_name)
+        self.prefixes: tuple[str, ...] = (names.proxy_chain_prefix, names.network_chain_prefix)
+        if not self.named:
             self.prefixes += UNNAMED_CHAIN_PREFIXES
-        network = names.network_chain_prefix
-        self.exact = frozenset({network + "POSTROUTING", network + "FORWARD"})
 
     def __call__(self, chain: str) -> bool:
-        return chain in self.exact or chain.startswith(self.prefixes)
+        if not chain.startswith(self.prefixes):
+            return False
+        if self.named or not chain.startswith(NETWORK_CHAIN_PREFIX):
+            return True
+        return not chain[len(NETWORK_CHAIN_PREFIX) :][:1].islower()
 
 
 def filter_iptables_save(text: str, names: HostNames | None = None) -> tuple[str, int]:
