@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--cluster-name",
             dest="cluster_name",
+            metavar="NAME",
             default=argparse.SUPPRESS,
             help="Only this named cluster's interfaces, chains and cgroups [$SAMPAN_CLUSTER_NAME]",
         )
