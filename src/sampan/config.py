@@ -34,12 +34,14 @@ __all__ = [
     "COMMANDS",
     "DEFAULT_CONFIG_FILE",
     "DEFAULT_DATA_DIR",
+    "DEFAULT_KUBECONFIG",
     "OPTIONS",
     "Config",
     "ConfigError",
     "HostNames",
     "Option",
     "Secret",
+    "check_server_files",
     "host_names",
     "load_config",
     "options_for",
@@ -707,6 +709,11 @@ def _check(command: Command, values: Mapping[str, Any]) -> None:
         for item in values.get(opt_name.replace("-", "_"), ()):
             _split_component_arg(opt_name, item)
     host_names(values.get("cluster_name", ""), values.get("node_local_dns_address", ""))
+    if values.get("cluster_name") and Path(values["data_dir"]).resolve() == DEFAULT_DATA_DIR:
+        raise ConfigError(
+            f"cluster-name {values['cluster_name']}: give the cluster its own --data-dir "
+            f"({DEFAULT_DATA_DIR} belongs to the unnamed cluster on this host)"
+        )
     ports = values.get("service_node_port_range")
     if ports is not None:
         lo, sep, hi = str(ports).partition("-")
@@ -729,6 +736,15 @@ def _check(command: Command, values: Mapping[str, Any]) -> None:
             raise ConfigError(
                 "sampan agent needs --token (or SAMPAN_TOKEN, or 'token' in config.yaml)"
             )
+
+
+def check_server_files(config: Config) -> None:
+    """A named cluster's server must not write the unnamed cluster's admin kubeconfig."""
+    if config.cluster_name and config.write_kubeconfig == DEFAULT_KUBECONFIG:
+        raise ConfigError(
+            f"cluster-name {config.cluster_name}: give the cluster its own --write-kubeconfig "
+            f"({DEFAULT_KUBECONFIG} belongs to the unnamed cluster on this host)"
+        )
 
 
 def describe(config: Config, *, skip: Iterable[str] = ()) -> Sequence[str]:

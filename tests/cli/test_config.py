@@ -201,7 +201,7 @@ def test_cluster_name_names_every_host_resource(tmp_path: Path) -> None:
     assert default.dns_address == "169.254.20.10"
     named = load_config(
         "agent",
-        {"cluster_name": "b2", "server": "https://x:6443", "token": "t"},
+        {"cluster_name": "b2", "server": "https://x:6443", "token": "t", "data_dir": "/srv/b2"},
         env={},
         default_config_file=none,
     ).host_names
@@ -214,7 +214,7 @@ def test_cluster_name_names_every_host_resource(tmp_path: Path) -> None:
     assert named.cgroup_root == "/kubepods-b2"
     assert named.vxlan_vni != 1 and named.dns_address != "169.254.20.10"
     assert named.dns_address.startswith("169.254.20.")
-    env = {"SAMPAN_CLUSTER_NAME": "c"}
+    env = {"SAMPAN_CLUSTER_NAME": "c", "SAMPAN_DATA_DIR": "/srv/c"}
     flags = {"node_local_dns_address": "169.254.21.1"}
     other = load_config("server", flags, env=env, default_config_file=none).host_names
     assert other.dns_address == "169.254.21.1" and other.bridge == "cni-c"
@@ -235,3 +235,17 @@ def test_cluster_name_and_dns_address_are_checked(
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config("server", flags, env={}, default_config_file=tmp_path / "none.yaml")
+
+
+def test_a_named_cluster_needs_its_own_data_dir_and_kubeconfig(tmp_path: Path) -> None:
+    from sampan.config import check_server_files
+
+    none = tmp_path / "none.yaml"
+    with pytest.raises(ConfigError, match="give the cluster its own --data-dir"):
+        load_config("server", {"cluster_name": "b"}, env={}, default_config_file=none)
+    flags = {"cluster_name": "b", "data_dir": str(tmp_path / "b")}
+    config = load_config("server", flags, env={}, default_config_file=none)
+    with pytest.raises(ConfigError, match="give the cluster its own --write-kubeconfig"):
+        check_server_files(config)
+    flags["write_kubeconfig"] = str(tmp_path / "b.yaml")
+    check_server_files(load_config("server", flags, env={}, default_config_file=none))

@@ -21,9 +21,11 @@ from sampan.cli.token import add_token_parser, run_token
 from sampan.config import (
     COMMANDS,
     DEFAULT_DATA_DIR,
+    DEFAULT_KUBECONFIG,
     Config,
     ConfigError,
     Option,
+    check_server_files,
     load_config,
     options_for,
 )
@@ -202,7 +204,8 @@ def _cleanup(command: str, config: Config, *, confirmed: bool) -> int:
         names=names,
         cluster_cidr=cluster_cidr,
     )
-    config.write_kubeconfig.unlink(missing_ok=True)  # when written outside /etc/sampan
+    if not names.cluster_name or config.write_kubeconfig != DEFAULT_KUBECONFIG:
+        config.write_kubeconfig.unlink(missing_ok=True)  # when written outside /etc/sampan
     return code
 
 
@@ -232,6 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if ns.command in ("killall", "uninstall"):
         return _cleanup(ns.command, config, confirmed=getattr(ns, "yes", False))
+    if ns.command == "server":
+        try:
+            check_server_files(config)
+        except ConfigError as exc:
+            print(f"sampan {ns.command}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
 
     from sampan.supervisor import run  # imported late: keeps --help and errors fast
 
