@@ -22,6 +22,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +34,15 @@ __all__ = [
     "COMMANDS",
     "DEFAULT_CONFIG_FILE",
     "DEFAULT_DATA_DIR",
+    "DEFAULT_KUBECONFIG",
     "OPTIONS",
     "Config",
     "ConfigError",
+    "HostNames",
     "Option",
     "Secret",
+    "check_server_files",
+    "host_names",
     "load_config",
     "options_for",
 ]
@@ -149,6 +154,16 @@ OPTIONS: tuple[Option, ...] = (
         env="SAMPAN_URL",
         short="s",
     ),
+    _o(
+        "cluster-name",
+        "str",
+        "",
+        "cluster",
+        "Short name (1-6 of a-z, 0-9; a letter first) that this cluster's interfaces, iptables "
+        "chains and pod cgroups carry on the host, so that a second cluster can run beside the "
+        "first; empty: the usual names (cni0, KUBE-*, /kubepods)",
+        env="SAMPAN_CLUSTER_NAME",
+    ),
     # -- listener (server)
     _o("bind-address", "str", "0.0.0.0", "listener", "sampan bind address", commands=SERVER),
     _o(
@@ -241,6 +256,14 @@ OPTIONS: tuple[Option, ...] = (
         choices=("", "vxlan", "host-gw", "none"),
     ),
     _o("flannel-iface", "str", "", "networking", "Override default flannel interface"),
+    _o(
+        "node-local-dns-address",
+        "str",
+        "",
+        "agent/networking",
+        "Link-local IPv4 address of the node-local DNS server (default 169.254.20.10; with "
+        "--cluster-name one derived from the name in 169.254.20.0/24)",
+    ),
     # -- datastore
     _o(
         "datastore-endpoint",
@@ -375,6 +398,7 @@ class Config:
     v: int = 0
     token: Secret = field(default_factory=lambda: Secret(""))
     server: str = ""
+    cluster_name: str = ""
     bind_address: str = "0.0.0.0"
     advertise_address: str = ""
     https_listen_port: int = 6443
@@ -389,6 +413,7 @@ class Config:
     flannel_backend: str = "vxlan"
     cni: str = ""
     flannel_iface: str = ""
+    node_local_dns_address: str = ""
     datastore_endpoint: Secret = field(default_factory=lambda: Secret(""))
     etcd_expose_metrics: bool = False
     agent_token: Secret = field(default_factory=lambda: Secret(""))
@@ -429,10 +454,89 @@ class Config:
         """``cni`` (RKE2 spelling) wins over ``flannel-backend`` when given."""
         return self.cni or self.flannel_backend
 
+    @property
+    def host_names(self) -> HostNames:
+        """The names and numbers this cluster uses on the host (see ``HostNames``)."""
+        return host_names(self.cluster_name, self.node_local_dns_address)
+
     def component_args(self, option: str) -> dict[str, str]:
         """``kube-scheduler-arg`` style lists as a dict (later entries win)."""
         values: tuple[str, ...] = getattr(self, option.replace("-", "_"))
         return dict(_split_component_arg(option, v) for v in values)
+
+
+CLUSTER_NAME_MAX_CHARS = 6
+"""Longest ``--cluster-name``: ``K<name>-SVC-<16-char hash>`` must fit iptables' 28-character
+chain names, and ``sampan-<name>`` the kernel's 15-character interface names."""
+_CLUSTER_NAME_RE = re.compile(rf"^[a-z][a-z0-9]{{0,{CLUSTER_NAME_MAX_CHARS - 1}}}$")
+DEFAULT_NODE_LOCAL_DNS_ADDRESS = "169.254.20.10"
+_DERIVED_DNS_NETWORK = ipaddress.IPv4Network("169.254.20.0/24")
+_VNI_SPACE = 2**24
+
+
+@dataclass(frozen=True)
+class HostNames:
+    """What one cluster owns on a host, where a second cluster on the same host must differ.
+
+    The defaults are K3s's and flannel's own (``cni0``, ``KUBE-*`` chains, ``/kubepods``) and
+    are what an unnamed cluster uses. With ``--cluster-name NAME`` every name carries ``NAME``
+    (interfaces ``cni-NAME``, ``sampan-NAME``, ``sdns-NAME``; chains ``KNAME-*`` and
+    ``SAMPAN-NAME-*``; cgroups ``/kubepods-NAME``) and the numbers are derived from it (VXLAN
+    VNI; the node-local DNS address unless ``--node-local-dns-address`` is given). Names of two
+    differently named clusters never collide: each chain prefix ends with ``-`` and ``NAME`` is
+    lower-case, so no prefix is a prefix of another, nor of upstream's ``KUBE-``.
+
+    Ports are not derived: ``--https-listen-port``, ``--kubelet-arg=port=N`` and
+    ``--service-node-port-range`` are chosen by the user, as are the cluster and service CIDRs.
+    """
+
+    cluster_name: str = ""
+    bridge: str = "cni0"
+    vxlan_device: str = "sampan.1"
+    vxlan_vni: int = 1
+    dns_interface: str = "sampan-dns"
+    dns_address: str = DEFAULT_NODE_LOCAL_DNS_ADDRESS
+    proxy_chain_prefix: str = "KUBE-"
+    network_chain_prefix: str = "SAMPAN-"
+    cgroup_root: str = "/kubepods"
+
+
+def host_names(cluster_name: str = "", dns_address: str = "") -> HostNames:
+    """``HostNames`` for a cluster name ("" : the defaults); ConfigError for a bad name or
+    address."""
+    if cluster_name and not _CLUSTER_NAME_RE.match(cluster_name):
+        raise ConfigError(
+            f"cluster-name: {cluster_name!r} must be 1-{CLUSTER_NAME_MAX_CHARS} characters of "
+            "a-z and 0-9, starting with a letter"
+        )
+    if dns_address:
+        try:
+            address = ipaddress.IPv4Address(dns_address)
+        except ValueError:
+            raise ConfigError(
+                f"node-local-dns-address: {dns_address!r} is not an IPv4 address"
+            ) from None
+        if address.is_loopback or address.is_unspecified or address.is_multicast:
+            raise ConfigError(
+                f"node-local-dns-address: {dns_address} cannot hold a listening DNS server"
+            )
+    if not cluster_name:
+        return HostNames(dns_address=dns_address or DEFAULT_NODE_LOCAL_DNS_ADDRESS)
+    digest = zlib.crc32(cluster_name.encode())
+    if not dns_address:
+        # .11-.250: never the default .10, never the network or broadcast address
+        dns_address = str(_DERIVED_DNS_NETWORK.network_address + 11 + digest % 240)
+    return HostNames(
+        cluster_name=cluster_name,
+        bridge=f"cni-{cluster_name}",
+        vxlan_device=f"sampan-{cluster_name}",
+        vxlan_vni=2 + digest % (_VNI_SPACE - 2),
+        dns_interface=f"sdns-{cluster_name}",
+        dns_address=dns_address,
+        proxy_chain_prefix=f"K{cluster_name}-",
+        network_chain_prefix=f"SAMPAN-{cluster_name}-",
+        cgroup_root=f"/kubepods-{cluster_name}",
+    )
 
 
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(Config)}
@@ -630,6 +734,12 @@ def _check(command: Command, values: Mapping[str, Any]) -> None:
     ):
         for item in values.get(opt_name.replace("-", "_"), ()):
             _split_component_arg(opt_name, item)
+    host_names(values.get("cluster_name", ""), values.get("node_local_dns_address", ""))
+    if values.get("cluster_name") and Path(values["data_dir"]).resolve() == DEFAULT_DATA_DIR:
+        raise ConfigError(
+            f"cluster-name {values['cluster_name']}: give the cluster its own --data-dir "
+            f"({DEFAULT_DATA_DIR} belongs to the unnamed cluster on this host)"
+        )
     ports = values.get("service_node_port_range")
     if ports is not None:
         lo, sep, hi = str(ports).partition("-")
@@ -652,6 +762,15 @@ def _check(command: Command, values: Mapping[str, Any]) -> None:
             raise ConfigError(
                 "sampan agent needs --token (or SAMPAN_TOKEN, or 'token' in config.yaml)"
             )
+
+
+def check_server_files(config: Config) -> None:
+    """A named cluster's server must not write the unnamed cluster's admin kubeconfig."""
+    if config.cluster_name and config.write_kubeconfig == DEFAULT_KUBECONFIG:
+        raise ConfigError(
+            f"cluster-name {config.cluster_name}: give the cluster its own --write-kubeconfig "
+            f"({DEFAULT_KUBECONFIG} belongs to the unnamed cluster on this host)"
+        )
 
 
 def describe(config: Config, *, skip: Iterable[str] = ()) -> Sequence[str]:

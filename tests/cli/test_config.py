@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,69 @@ def test_local_storage_path_and_disable_local_storage(tmp_path: Path) -> None:
         default_config_file=none,
     )
     assert agent.local_storage_path == Path("/data/vols")
+
+
+def test_cluster_name_names_every_host_resource(tmp_path: Path) -> None:
+    none = tmp_path / "none.yaml"
+    default = load_config("server", {}, env={}, default_config_file=none).host_names
+    assert (default.bridge, default.vxlan_device, default.dns_interface) == (
+        "cni0",
+        "sampan.1",
+        "sampan-dns",
+    )
+    assert (default.proxy_chain_prefix, default.cgroup_root, default.vxlan_vni) == (
+        "KUBE-",
+        "/kubepods",
+        1,
+    )
+    assert default.dns_address == "169.254.20.10"
+    named = load_config(
+        "agent",
+        {"cluster_name": "b2", "server": "https://x:6443", "token": "t", "data_dir": "/srv/b2"},
+        env={},
+        default_config_file=none,
+    ).host_names
+    assert (named.bridge, named.vxlan_device, named.dns_interface) == (
+        "cni-b2",
+        "sampan-b2",
+        "sdns-b2",
+    )
+    assert (named.proxy_chain_prefix, named.network_chain_prefix) == ("Kb2-", "SAMPAN-b2-")
+    assert named.cgroup_root == "/kubepods-b2"
+    assert named.vxlan_vni != 1 and named.dns_address != "169.254.20.10"
+    assert named.dns_address.startswith("169.254.20.")
+    env = {"SAMPAN_CLUSTER_NAME": "c", "SAMPAN_DATA_DIR": "/srv/c"}
+    flags = {"node_local_dns_address": "169.254.21.1"}
+    other = load_config("server", flags, env=env, default_config_file=none).host_names
+    assert other.dns_address == "169.254.21.1" and other.bridge == "cni-c"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"cluster_name": "Big"}, "cluster-name: 'Big' must be 1-6 characters"),
+        ({"cluster_name": "toolong7"}, "cluster-name: 'toolong7'"),
+        ({"cluster_name": "1a"}, "starting with a letter"),
+        ({"node_local_dns_address": "fe80::1"}, "not an IPv4 address"),
+        ({"node_local_dns_address": "127.0.0.1"}, "cannot hold a listening DNS server"),
+    ],
+)
+def test_cluster_name_and_dns_address_are_checked(
+    tmp_path: Path, flags: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("server", flags, env={}, default_config_file=tmp_path / "none.yaml")
+
+
+def test_a_named_cluster_needs_its_own_data_dir_and_kubeconfig(tmp_path: Path) -> None:
+    from sampan.config import check_server_files
+
+    none = tmp_path / "none.yaml"
+    with pytest.raises(ConfigError, match="give the cluster its own --data-dir"):
+        load_config("server", {"cluster_name": "b"}, env={}, default_config_file=none)
+    flags = {"cluster_name": "b", "data_dir": str(tmp_path / "b")}
+    config = load_config("server", flags, env={}, default_config_file=none)
+    with pytest.raises(ConfigError, match="give the cluster its own --write-kubeconfig"):
+        check_server_files(config)
+    flags["write_kubeconfig"] = str(tmp_path / "b.yaml")
+    check_server_files(load_config("server", flags, env={}, default_config_file=none))

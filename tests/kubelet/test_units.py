@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import stat
 from decimal import Decimal
 from pathlib import Path
@@ -577,3 +578,20 @@ def test_seccomp_profiles() -> None:
         _container(_pod(securityContext={"seccompProfile": {"type": "Sometimes"}}))
     with pytest.raises(FieldTypeError):
         check_pod(_pod(securityContext={"seccompProfile": {"type": 2}}))
+
+
+def test_kubelet_port_address_and_listeners_that_stay_off(tmp_path: Path) -> None:
+    default = KubeletOptions(node_name="n", data_dir=tmp_path)
+    assert (default.args.port, default.args.address) == (10250, "0.0.0.0")
+    args = {"port": "11250", "address": "127.0.0.1", "read-only-port": "0", "healthz-port": "0"}
+    options = KubeletOptions(node_name="n", data_dir=tmp_path, kubelet_args=args)
+    assert (options.args.port, options.args.address) == (11250, "127.0.0.1")
+    for bad, message in (
+        ({"port": "0"}, "port=0: not a port number"),
+        ({"port": "70000"}, "not a port number"),
+        ({"read-only-port": "10255"}, "has no such listener; only 0 (off) is accepted"),
+        ({"healthz-port": "10248"}, "has no such listener"),
+        ({"address": "nowhere"}, "address=nowhere: not an IP address"),
+    ):
+        with pytest.raises(KubeletOptionsError, match=re.escape(message)):
+            KubeletOptions(node_name="n", data_dir=tmp_path, kubelet_args=bad)

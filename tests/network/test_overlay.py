@@ -6,6 +6,7 @@ outside, and a removed node's routes going away."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import socket
@@ -26,7 +27,10 @@ from sampan.network.overlay import (
     Overlay,
     OverlayError,
     OverlayOptions,
+    Peer,
+    apply_vxlan,
     remove_dataplane,
+    resolve_uplink,
     vtep_mac,
 )
 from tests.network.conftest import ApiServerHarness, Host, Hosts, sh
@@ -349,3 +353,28 @@ async def test_pods_behind_the_cni_bridge_reach_each_other(
     assert await tcp_peer_seen(pod1, ip1, pod2, ip2) == ip1
     assert await tcp_peer_seen(pod2, ip2, pod1, ip1) == ip2
     assert await tcp_peer_seen(pod1, ip1, h2, h2.ip) == h1.ip
+
+
+async def test_a_named_cluster_leaves_the_other_clusters_device_and_routes(hosts: Hosts) -> None:
+    """Two clusters' data planes on one host: each syncs and removes only its own VXLAN device
+    and the routes into its own cluster CIDR."""
+    h1, _ = hosts.hosts
+    uplink = await h1.run(resolve_uplink, "eth0", "")
+    peer = Peer("h2", "10.42.2.0/24", hosts.hosts[1].ip, vtep_mac("h2"))
+    await h1.run(apply_vxlan, uplink, "10.42.1.0/24", vtep_mac("h1"), [peer])
+    other = Peer("h2", "10.152.2.0/24", hosts.hosts[1].ip, vtep_mac("h2", 77))
+    named = functools.partial(apply_vxlan, device="sampan-b", vni=77, cluster_cidr="10.152.0.0/16")
+    await h1.run(named, uplink, "10.152.1.0/24", vtep_mac("h1", 77), [other])
+    links = h1.ip_cmd("-d", "link", "show")
+    assert "sampan.1" in links and "sampan-b" in links and "vxlan id 77" in links
+    routes = h1.ip_cmd("route", "show", "proto", "83")
+    assert "10.42.2.0/24" in routes and "10.152.2.0/24" in routes
+    # the named cluster loses its peer: the unnamed cluster's route stays
+    await h1.run(named, uplink, "10.152.1.0/24", vtep_mac("h1", 77), [])
+    routes = h1.ip_cmd("route", "show", "proto", "83")
+    assert "10.42.2.0/24" in routes and "10.152.2.0/24" not in routes
+    # and the named cluster's cleanup removes its device only
+    assert await h1.run(functools.partial(remove_dataplane, "sampan-b", "10.152.0.0/16")) == 1
+    links = h1.ip_cmd("link", "show")
+    assert "sampan.1" in links and "sampan-b" not in links
+    assert "10.42.2.0/24" in h1.ip_cmd("route", "show", "proto", "83")

@@ -135,3 +135,10 @@ def test_options_refuse_what_cannot_work(changes: dict[str, str]) -> None:
 def test_dual_stack_cluster_cidr_uses_the_ipv4_entry() -> None:
     options = OverlayOptions(node_name="a", cluster_cidr="fd00:42::/56, 10.42.0.0/16")
     assert options.ipv4_cluster_cidr == "10.42.0.0/16"
+
+
+def test_masquerade_chains_and_vtep_mac_follow_the_cluster_name() -> None:
+    rules = masquerade_rules("10.52.0.0/16", "SAMPAN-b-")
+    assert ":SAMPAN-b-POSTROUTING - [0:0]" in rules and ":SAMPAN-b-FORWARD - [0:0]" in rules
+    assert "SAMPAN-POSTROUTING" not in rules
+    assert vtep_mac("n1") == vtep_mac("n1", 1) != vtep_mac("n1", 77)

@@ -274,3 +274,51 @@ def test_partial_sync_skips_unchanged_chains() -> None:
     gone = {"nat": existing["nat"] - {changed[0].svc_chain}, "filter": existing["filter"]}
     text = build_rules(ports(3), OPTS, gone, previous=first.contents).text
     assert f":{changed[0].svc_chain}" in text
+
+
+def test_chain_prefix_names_every_chain_and_leaves_other_prefixes_alone() -> None:
+    ports = service_ports(
+        svc("web", {"ports": [{"port": 80}], "sessionAffinity": "ClientIP"}),
+        [eps(8080, ("10.42.0.5", "n1", READY))],
+    )
+    named = RuleOptions(node_name="n1", cluster_cidr="10.52.0.0/16", chain_prefix="Kb-")
+    # the unnamed cluster's chains and jumps exist; none of them is ours
+    existing = {
+        "nat": {"KUBE-SERVICES", "KUBE-SVC-AAAAAAAAAAAAAAAA", "Kb-SEP-OLDOLDOLDOLDOLDO"},
+        "filter": {"KUBE-SERVICES"},
+    }
+    rules = {"nat": set(jump_rules("nat")), "filter": set(jump_rules("filter"))}
+    ruleset = build_rules(ports, named, existing, rules)
+    text = ruleset.text
+    assert "KUBE-" not in text
+    assert ":Kb-SERVICES - [0:0]" in text and ":Kb-NODEPORTS - [0:0]" in text
+    svc_chain = "Kb-SVC-" + chain_hash("default/web", "tcp")
+    assert f"-j {svc_chain}" in text and "--name Kb-SEP-" in text
+    assert "-X Kb-SEP-OLDOLDOLDOLDOLDO" in text  # its own stale chain goes
+    for line in jump_rules("nat", "Kb-") + jump_rules("filter", "Kb-"):
+        assert line in text  # its jumps are missing, so they are written
+    assert all(len(chain) <= 28 for chain in parse_save(text)[0]["nat"])
+    # once its jumps exist they are not written again
+    again = build_rules(
+        ports, named, existing, {t: rules[t] | set(jump_rules(t, "Kb-")) for t in rules}
+    )
+    assert "-A PREROUTING" not in again.text
+    # the unnamed cluster's proxy never touches Kb- chains
+    plain = build_rules(ports, OPTS, {"nat": {"Kb-SVC-BBBBBBBBBBBBBBBB"}, "filter": set()}).text
+    assert "Kb-" not in plain
+
+
+def test_cleanup_with_a_prefix_removes_only_that_cluster() -> None:
+    saved = (
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-AAAA - [0:0]\n"
+        ":Kb-SERVICES - [0:0]\n:Kb-SVC-AAAA - [0:0]\n"
+        + "\n".join(jump_rules("nat")[:1] + jump_rules("nat", "Kb-")[:1])
+        + "\nCOMMIT\n"
+    )
+    chains, rules = parse_save(saved)
+    text = cleanup_text(chains, rules, "Kb-")
+    assert "-X Kb-SVC-AAAA" in text and "-X Kb-SERVICES" in text
+    assert '-D PREROUTING -m comment --comment "kubernetes service portals" -j Kb-SERVICES' in text
+    assert "KUBE-" not in text
+    plain = cleanup_text(chains, rules)
+    assert "Kb-" not in plain and "-X KUBE-SVC-AAAA" in plain

@@ -41,3 +41,35 @@ def test_data_dir_matching(tmp_path) -> None:
     assert not _uses_data_dir(["sampan", "server", "--data-dir", "/other"], d, True)
     assert _uses_data_dir(["sampan", "server"], d, True)
     assert not _uses_data_dir(["sampan", "server"], d, False)
+
+
+NAMED_SAVE = """\
+*nat
+:POSTROUTING ACCEPT [0:0]
+:CNI-HOSTPORT-DNAT - [0:0]
+:KUBE-SERVICES - [0:0]
+:Kb-SERVICES - [0:0]
+:SAMPAN-POSTROUTING - [0:0]
+:SAMPAN-b-POSTROUTING - [0:0]
+:SAMPAN-NP-ABC-IN - [0:0]
+-A POSTROUTING -m comment --comment "sampan pod network masquerade" -j SAMPAN-POSTROUTING
+-A POSTROUTING -m comment --comment "sampan pod network masquerade" -j SAMPAN-b-POSTROUTING
+-A POSTROUTING -m comment --comment "kube" -j Kb-SERVICES
+COMMIT
+"""
+
+
+def test_named_and_unnamed_clusters_remove_only_their_own_chains() -> None:
+    from sampan.config import host_names
+
+    text, removed = filter_iptables_save(NAMED_SAVE, host_names("b"))
+    assert removed == 2
+    assert "Kb-" not in text and "SAMPAN-b-" not in text
+    for kept in (":CNI-HOSTPORT-DNAT", ":KUBE-SERVICES", "-j SAMPAN-POSTROUTING", ":SAMPAN-NP-"):
+        assert kept in text
+    text, removed = filter_iptables_save(NAMED_SAVE)
+    assert removed == 4
+    assert "CNI-" not in text and "KUBE-" not in text and ":SAMPAN-POSTROUTING" not in text
+    assert "SAMPAN-NP-" not in text
+    for kept in (":Kb-SERVICES", "-j Kb-SERVICES", ":SAMPAN-b-POSTROUTING"):
+        assert kept in text

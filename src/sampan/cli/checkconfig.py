@@ -54,7 +54,8 @@ def run_checkconfig(ns: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     ports = (6443, 10250)
     try:
         config = load_config("server", flags)
-        ports = (config.https_listen_port, 10250)
+        kubelet_port = config.component_args("kubelet-arg").get("port", "10250")
+        ports = (config.https_listen_port, int(kubelet_port) if kubelet_port.isdigit() else 10250)
     except ConfigError as exc:
         print(f"sampan check-config: {exc} (checking the default ports)", file=sys.stderr)
     checks = run_checks(Host(ports=ports))

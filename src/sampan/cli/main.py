@@ -21,9 +21,11 @@ from sampan.cli.token import add_token_parser, run_token
 from sampan.config import (
     COMMANDS,
     DEFAULT_DATA_DIR,
+    DEFAULT_KUBECONFIG,
     Config,
     ConfigError,
     Option,
+    check_server_files,
     load_config,
     options_for,
 )
@@ -120,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=argparse.SUPPRESS,
             help="Folder to hold state [$SAMPAN_DATA_DIR]",
         )
+        cmd.add_argument(
+            "--cluster-name",
+            dest="cluster_name",
+            metavar="NAME",
+            default=argparse.SUPPRESS,
+            help="Only this named cluster's interfaces, chains and cgroups [$SAMPAN_CLUSTER_NAME]",
+        )
         if name == "uninstall":
             cmd.add_argument(
                 "--yes",
@@ -163,7 +172,7 @@ def _run_kubectl(args: Sequence[str]) -> int:
 
 
 def _cleanup(command: str, config: Config, *, confirmed: bool) -> int:
-    from sampan.supervisor.killall import CGROUP_ROOT, killall, uninstall
+    from sampan.supervisor.killall import killall, uninstall
     from sampan.supervisor.logs import setup_logging
 
     if command == "uninstall" and not confirmed:
@@ -174,14 +183,29 @@ def _cleanup(command: str, config: Config, *, confirmed: bool) -> int:
         )
         return EXIT_USAGE
     setup_logging(debug=config.debug, verbosity=config.v)
-    cgroup_root = config.component_args("kubelet-arg").get("cgroup-root", CGROUP_ROOT)
+    names = config.host_names
+    cgroup_root = config.component_args("kubelet-arg").get("cgroup-root", names.cgroup_root)
     default = config.data_dir.resolve() == DEFAULT_DATA_DIR
+    cluster_cidr = config.cluster_cidr.split(",")[0]
     if command == "killall":
-        return killall(config.data_dir, default_data_dir=default, cgroup_root=cgroup_root)
+        return killall(
+            config.data_dir,
+            default_data_dir=default,
+            cgroup_root=cgroup_root,
+            names=names,
+            cluster_cidr=cluster_cidr,
+        )
     code = uninstall(
-        config.data_dir, default_data_dir=default, etc_dir=ETC_DIR, cgroup_root=cgroup_root
+        config.data_dir,
+        default_data_dir=default,
+        # /etc/sampan belongs to the unnamed cluster; a named one keeps its files elsewhere
+        etc_dir=None if names.cluster_name else ETC_DIR,
+        cgroup_root=cgroup_root,
+        names=names,
+        cluster_cidr=cluster_cidr,
     )
-    config.write_kubeconfig.unlink(missing_ok=True)  # when written outside /etc/sampan
+    if not names.cluster_name or config.write_kubeconfig != DEFAULT_KUBECONFIG:
+        config.write_kubeconfig.unlink(missing_ok=True)  # when written outside /etc/sampan
     return code
 
 
@@ -211,6 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if ns.command in ("killall", "uninstall"):
         return _cleanup(ns.command, config, confirmed=getattr(ns, "yes", False))
+    if ns.command == "server":
+        try:
+            check_server_files(config)
+        except ConfigError as exc:
+            print(f"sampan {ns.command}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
 
     from sampan.supervisor import run  # imported late: keeps --help and errors fast
 

@@ -51,7 +51,6 @@ LEASE_DURATION_S = 40
 LEASE_RENEW_S = 10.0
 NODE_STATUS_REPORT_S = 300.0
 MAX_IMAGES_IN_STATUS = 50
-KUBELET_PORT = 10250
 DISK_PRESSURE_FREE_FRACTION = 0.10
 PID_PRESSURE_USED_FRACTION = 0.90
 MEMORY_PRESSURE_AVAILABLE_BYTES = 100 * 1024 * 1024
@@ -386,7 +385,7 @@ class NodeAgent:
             },
             "conditions": conditions,
             "addresses": self._addresses(),
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.options.args.port}},
             "nodeInfo": {
                 "machineID": m.machine_id,
                 "systemUUID": m.system_uuid,

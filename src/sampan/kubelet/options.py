@@ -8,6 +8,7 @@ error at start, not a silently ignored flag).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,6 +20,7 @@ __all__ = [
     "CONTROL_PLANE_ROLE_LABEL",
     "DEFAULT_CLUSTER_DNS",
     "DEFAULT_CLUSTER_DOMAIN",
+    "DEFAULT_KUBELET_PORT",
     "DEFAULT_MAX_PODS",
     "KUBELET_ARGS",
     "KubeletArgs",
@@ -33,6 +35,8 @@ DEFAULT_CLUSTER_DNS = "10.43.0.10"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 DEFAULT_MAX_PODS = 110
 DEFAULT_CGROUP_ROOT = "/kubepods"
+DEFAULT_KUBELET_PORT = 10250
+DEFAULT_KUBELET_ADDRESS = "0.0.0.0"
 DEFAULT_NODE_STATUS_UPDATE_S = 10.0
 DEFAULT_LEASE_DURATION_S = 40
 DEFAULT_SYNC_FREQUENCY_S = 60.0
@@ -44,6 +48,10 @@ CONTROL_PLANE_ROLE_LABEL = "node-role.kubernetes.io/control-plane"
 KUBELET_ARGS = frozenset(
     {
         "max-pods",
+        "port",
+        "address",
+        "read-only-port",
+        "healthz-port",
         "cgroup-root",
         "node-status-update-frequency",
         "sync-frequency",
@@ -66,11 +74,13 @@ KUBELET_ARGS = frozenset(
     }
 )
 """``--kubelet-arg`` keys Sampan's kubelet accepts (upstream spellings, no dashes). Acted on:
-max-pods, cgroup-root, node-status-update-frequency, sync-frequency, pod-max-pids,
+max-pods, port (the kubelet API, 10250; the Node's ``daemonEndpoints`` reports it), address
+(its bind address), cgroup-root, node-status-update-frequency, sync-frequency, pod-max-pids,
 pod-manifest-path, cluster-dns, cluster-domain, resolv-conf, kube-reserved, system-reserved,
 root-dir, container-log-max-size, container-log-max-files. Accepted for compatibility with
-K3s configurations but not acted on yet: serialize-image-pulls, image-pull-progress-deadline,
-runtime-request-timeout, eviction-hard, fail-swap-on, v."""
+K3s configurations: read-only-port and healthz-port only as 0 (Sampan's kubelet opens neither
+listener; K3s also turns the read-only port off); not acted on yet: serialize-image-pulls,
+image-pull-progress-deadline, runtime-request-timeout, eviction-hard, fail-swap-on, v."""
 
 
 class KubeletOptionsError(ValueError):
@@ -82,6 +92,8 @@ class KubeletArgs:
     """The parsed ``--kubelet-arg`` values that change behaviour."""
 
     max_pods: int = DEFAULT_MAX_PODS
+    port: int = DEFAULT_KUBELET_PORT
+    address: str = DEFAULT_KUBELET_ADDRESS
     cgroup_root: str = DEFAULT_CGROUP_ROOT
     node_status_update_s: float = DEFAULT_NODE_STATUS_UPDATE_S
     sync_frequency_s: float = DEFAULT_SYNC_FREQUENCY_S
@@ -109,6 +121,16 @@ def _duration_s(key: str, text: str) -> float:
         return float(text)
     except ValueError as exc:
         raise KubeletOptionsError(f"--kubelet-arg {key}={text}: not a duration") from exc
+
+
+def _port(key: str, text: str, *, allow_zero: bool) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not (0 if allow_zero else 1) <= port <= 65535:
+        raise KubeletOptionsError(f"--kubelet-arg {key}={text}: not a port number")
+    return port
 
 
 def parse_reserved(text: str) -> dict[str, Decimal]:
@@ -155,6 +177,21 @@ def parse_kubelet_args(args: Mapping[str, str]) -> KubeletArgs:
             values["pod_max_pids"] = int(args["pod-max-pids"])
     except ValueError as exc:
         raise KubeletOptionsError(f"--kubelet-arg: {exc}") from exc
+    if "port" in args:
+        values["port"] = _port("port", args["port"], allow_zero=False)
+    for key in ("read-only-port", "healthz-port"):
+        if key in args and _port(key, args[key], allow_zero=True) != 0:
+            raise KubeletOptionsError(
+                f"--kubelet-arg {key}={args[key]}: Sampan's kubelet has no such listener; "
+                "only 0 (off) is accepted"
+            )
+    if "address" in args:
+        try:
+            values["address"] = str(ipaddress.ip_address(args["address"]))
+        except ValueError:
+            raise KubeletOptionsError(
+                f"--kubelet-arg address={args['address']}: not an IP address"
+            ) from None
     if "cgroup-root" in args:
         root = args["cgroup-root"].rstrip("/") or "/"
         if not root.startswith("/"):

@@ -31,10 +31,12 @@ same choice.
 
 Invariants:
 
-* every route this module adds carries the route protocol ``ROUTE_PROTOCOL``; anything with
-  that protocol and not wanted is removed, anything else is never touched (``ip route flush
-  proto 83`` removes what is left after ``sampan killall``, which deletes ``sampan.1`` and the
-  ``SAMPAN-*`` chains);
+* every route this module adds carries the route protocol ``ROUTE_PROTOCOL`` and leads into
+  the cluster CIDR; anything with that protocol, inside the cluster CIDR and not wanted is
+  removed, anything else is never touched — another cluster on the same host (its own
+  ``--cluster-name``, so its own device, VNI and ``SAMPAN-<name>-*`` chains, and its own
+  cluster CIDR) keeps its routes (``sampan killall`` deletes ``sampan.1`` and the
+  ``SAMPAN-*`` chains, and flushes the routes);
 * all netlink and iptables calls run on one dedicated worker thread (never on the event loop),
   one at a time; with ``OverlayOptions.netns`` that thread enters the given network namespace
   first (tests; an agent in a namespace) and the subprocesses it starts inherit it;
@@ -51,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import hashlib
 import ipaddress
 import json
@@ -112,8 +115,9 @@ ANNOTATION_PUBLIC_IP = "sampan.io/public-ip"
 ROUTE_PROTOCOL = 83
 """rtm_protocol of every route this module adds (83 = ASCII 'S'; unused by known daemons)."""
 
-MASQUERADE_CHAIN = "SAMPAN-POSTROUTING"
-FORWARD_CHAIN = "SAMPAN-FORWARD"
+CHAIN_PREFIX = "SAMPAN-"
+MASQUERADE_CHAIN = CHAIN_PREFIX + "POSTROUTING"
+FORWARD_CHAIN = CHAIN_PREFIX + "FORWARD"
 MULTICAST_CIDR = "224.0.0.0/4"
 
 RESYNC_INTERVAL_S = 60.0
@@ -142,7 +146,9 @@ class OverlayOptions:
     ``--cluster-cidr``) and where the CNI conflist goes (None: write none).
 
     ``cluster_cidr`` may list one CIDR per family (``10.42.0.0/16,fd00:42::/56``): the overlay
-    uses the IPv4 one. ``netns`` is a network namespace file (``/run/netns/<name>``) the
+    uses the IPv4 one. ``bridge``, ``vxlan_device``, ``vxlan_vni`` and ``chain_prefix`` are
+    the cluster's names on the host (``sampan.config.HostNames``: flannel's defaults unless
+    the cluster is named). ``netns`` is a network namespace file (``/run/netns/<name>``) the
     data-plane thread enters first: None in production.
     """
 
@@ -154,6 +160,9 @@ class OverlayOptions:
     cni_conf_dir: Path | None = None
     ipam_data_dir: Path | None = None
     bridge: str = DEFAULT_BRIDGE
+    vxlan_device: str = VXLAN_DEVICE
+    vxlan_vni: int = VXLAN_VNI
+    chain_prefix: str = CHAIN_PREFIX
     netns: Path | None = None
 
     @property
@@ -207,9 +216,11 @@ class Peer:
 # -- pure functions ---------------------------------------------------------------------------
 
 
-def vtep_mac(node_name: str) -> str:
-    """A stable, locally administered unicast MAC for the node's VTEP."""
-    raw = bytearray(hashlib.sha256(b"sampan-vtep:" + node_name.encode()).digest()[:6])
+def vtep_mac(node_name: str, vni: int = VXLAN_VNI) -> str:
+    """A stable, locally administered unicast MAC for the node's VTEP (per VNI, so that two
+    clusters' devices on one host differ)."""
+    seed = node_name if vni == VXLAN_VNI else f"{node_name}:{vni}"
+    raw = bytearray(hashlib.sha256(b"sampan-vtep:" + seed.encode()).digest()[:6])
     raw[0] = (raw[0] & 0xFE) | 0x02
     return ":".join(f"{b:02x}" for b in raw)
 
@@ -285,10 +296,12 @@ def peers_from_nodes(
     return tuple(sorted(peers))
 
 
-def own_annotations(backend: str, public_ip: str, mac: str) -> dict[str, str | None]:
+def own_annotations(
+    backend: str, public_ip: str, mac: str, vni: int = VXLAN_VNI
+) -> dict[str, str | None]:
     """The annotations this node publishes (None deletes one in a merge patch)."""
     data = (
-        json.dumps({"VNI": VXLAN_VNI, "VtepMAC": mac}, separators=(",", ":"))
+        json.dumps({"VNI": vni, "VtepMAC": mac}, separators=(",", ":"))
         if backend == BACKEND_VXLAN
         else None
     )
@@ -299,30 +312,38 @@ def own_annotations(backend: str, public_ip: str, mac: str) -> dict[str, str | N
     }
 
 
-def masquerade_rules(cluster_cidr: str) -> str:
+def masquerade_rules(cluster_cidr: str, chain_prefix: str = CHAIN_PREFIX) -> str:
     """``iptables-restore --noflush`` input for the nat and filter chains (not the jumps)."""
     cidr = str(ipaddress.ip_network(cluster_cidr, strict=False))
+    masquerade_chain, forward_chain = _chains(chain_prefix)
     return "\n".join(
         [
             "*nat",
-            f":{MASQUERADE_CHAIN} - [0:0]",
-            f"-A {MASQUERADE_CHAIN} -s {cidr} -d {cidr} -j RETURN",
-            f"-A {MASQUERADE_CHAIN} -s {cidr} ! -d {MULTICAST_CIDR} -j MASQUERADE --random-fully",
+            f":{masquerade_chain} - [0:0]",
+            f"-A {masquerade_chain} -s {cidr} -d {cidr} -j RETURN",
+            f"-A {masquerade_chain} -s {cidr} ! -d {MULTICAST_CIDR} -j MASQUERADE --random-fully",
             "COMMIT",
             "*filter",
-            f":{FORWARD_CHAIN} - [0:0]",
-            f"-A {FORWARD_CHAIN} -s {cidr} -j ACCEPT",
-            f"-A {FORWARD_CHAIN} -d {cidr} -j ACCEPT",
+            f":{forward_chain} - [0:0]",
+            f"-A {forward_chain} -s {cidr} -j ACCEPT",
+            f"-A {forward_chain} -d {cidr} -j ACCEPT",
             "COMMIT",
             "",
         ]
     )
 
 
-_JUMPS = (
-    ("nat", "POSTROUTING", MASQUERADE_CHAIN, "sampan pod network masquerade"),
-    ("filter", "FORWARD", FORWARD_CHAIN, "sampan pod network forward"),
-)
+def _chains(prefix: str) -> tuple[str, str]:
+    """The masquerade (nat) and forward (filter) chain names for a chain prefix."""
+    return prefix + "POSTROUTING", prefix + "FORWARD"
+
+
+def _jumps(prefix: str) -> tuple[tuple[str, str, str, str], ...]:
+    masquerade_chain, forward_chain = _chains(prefix)
+    return (
+        ("nat", "POSTROUTING", masquerade_chain, "sampan pod network masquerade"),
+        ("filter", "FORWARD", forward_chain, "sampan pod network forward"),
+    )
 
 
 # -- the data plane (blocking; runs on the worker thread) --------------------------------------
@@ -385,12 +406,29 @@ def _subnet_gateway(subnet: str) -> str:
     return str(ipaddress.ip_network(subnet).network_address)
 
 
-def _our_routes(ipr: Any) -> list[Any]:
+def _our_routes(ipr: Any, cluster_cidr: str | None) -> list[Any]:
+    """Routes with our protocol; with ``cluster_cidr``, only those into it (another cluster
+    on this host marks its routes the same way, into its own cluster CIDR)."""
+    network = ipaddress.ip_network(cluster_cidr, strict=False) if cluster_cidr else None
     return [
         r
         for r in ipr.get_routes(family=socket.AF_INET)
-        if r.get("proto") == ROUTE_PROTOCOL and r.get("table") == 254
+        if r.get("proto") == ROUTE_PROTOCOL
+        and r.get("table") == 254
+        and (network is None or _route_within(r, network))
     ]
+
+
+def _route_within(route: Any, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    dst = route.get("dst")
+    if not dst:
+        return False
+    try:
+        return ipaddress.ip_network(f"{dst}/{route.get('dst_len')}", strict=False).subnet_of(
+            network  # type: ignore[arg-type]
+        )
+    except (TypeError, ValueError):
+        return False
 
 
 def _route_key(route: Any) -> tuple[str, str, int]:
@@ -414,10 +452,13 @@ def _delete_route(ipr: Any, route: Any) -> None:
     )
 
 
-def _sync_routes(ipr: Any, wanted: dict[str, tuple[str, int, int]]) -> None:
-    """Make our routes exactly ``wanted``: subnet -> (gateway, oif, flags)."""
+def _sync_routes(
+    ipr: Any, wanted: dict[str, tuple[str, int, int]], cluster_cidr: str | None = None
+) -> None:
+    """Make our routes (into ``cluster_cidr``) exactly ``wanted``: subnet -> (gateway, oif,
+    flags)."""
     wanted_keys = {(dst, gw, oif) for dst, (gw, oif, _flags) in wanted.items()}
-    for route in _our_routes(ipr):
+    for route in _our_routes(ipr, cluster_cidr):
         if _route_key(route) not in wanted_keys:
             _delete_route(ipr, route)
     for dst, (gateway, oif, flags) in wanted.items():
@@ -429,28 +470,28 @@ def _delete_link(ipr: Any, name: str) -> None:
         ipr.link("del", index=index)
 
 
-def _ensure_vxlan_device(ipr: Any, uplink: Uplink, mac: str) -> int:
+def _ensure_vxlan_device(ipr: Any, uplink: Uplink, mac: str, device: str, vni: int) -> int:
     mtu = uplink.mtu - VXLAN_OVERHEAD_BYTES
-    found = ipr.link_lookup(ifname=VXLAN_DEVICE)
+    found = ipr.link_lookup(ifname=device)
     if found:
         link = next(iter(ipr.get_links(found[0])))
         same = (
             link.get(("linkinfo", "kind")) == "vxlan"
-            and link.get(("linkinfo", "data", "vxlan_id")) == VXLAN_VNI
+            and link.get(("linkinfo", "data", "vxlan_id")) == vni
             and link.get(("linkinfo", "data", "vxlan_local")) == uplink.ip
             and link.get(("linkinfo", "data", "vxlan_link")) == uplink.index
             and link.get(("linkinfo", "data", "vxlan_port")) == VXLAN_PORT
         )
         if not same:
-            log.info("network: %s does not match the node's settings; recreating", VXLAN_DEVICE)
+            log.info("network: %s does not match the node's settings; recreating", device)
             ipr.link("del", index=found[0])
             found = []
     if not found:
         ipr.link(
             "add",
-            ifname=VXLAN_DEVICE,
+            ifname=device,
             kind="vxlan",
-            vxlan_id=VXLAN_VNI,
+            vxlan_id=vni,
             vxlan_local=uplink.ip,
             vxlan_link=uplink.index,
             vxlan_port=VXLAN_PORT,
@@ -458,7 +499,7 @@ def _ensure_vxlan_device(ipr: Any, uplink: Uplink, mac: str) -> int:
             address=mac,
             mtu=mtu,
         )
-        found = ipr.link_lookup(ifname=VXLAN_DEVICE)
+        found = ipr.link_lookup(ifname=device)
     index = int(found[0])
     ipr.link("set", index=index, address=mac, mtu=mtu, state="up")
     return index
@@ -475,11 +516,21 @@ def _ensure_device_address(ipr: Any, index: int, address: str) -> None:
         ipr.addr("add", index=index, address=address, prefixlen=32)
 
 
-def apply_vxlan(uplink: Uplink, own_subnet: str, mac: str, peers: Iterable[Peer]) -> None:
-    """Device, address, and per peer neighbour + FDB entry + route; stale ones removed."""
+def apply_vxlan(
+    uplink: Uplink,
+    own_subnet: str,
+    mac: str,
+    peers: Iterable[Peer],
+    *,
+    device: str = VXLAN_DEVICE,
+    vni: int = VXLAN_VNI,
+    cluster_cidr: str | None = None,
+) -> None:
+    """Device, address, and per peer neighbour + FDB entry + route; stale ones (routes into
+    ``cluster_cidr`` only) removed."""
     peers = list(peers)
     with _iproute() as ipr:
-        index = _ensure_vxlan_device(ipr, uplink, mac)
+        index = _ensure_vxlan_device(ipr, uplink, mac, device, vni)
         _ensure_device_address(ipr, index, _subnet_gateway(own_subnet))
         wanted_neigh = {_subnet_gateway(p.subnet): p.vtep_mac for p in peers}
         wanted_fdb = {p.vtep_mac: p.public_ip for p in peers}
@@ -487,6 +538,7 @@ def apply_vxlan(uplink: Uplink, own_subnet: str, mac: str, peers: Iterable[Peer]
         _sync_routes(
             ipr,
             {p.subnet: (_subnet_gateway(p.subnet), index, _RTNH_F_ONLINK) for p in peers},
+            cluster_cidr,
         )
         for neigh in ipr.get_neighbours(family=socket.AF_INET, ifindex=index):
             if neigh.get("ifindex") != index:
@@ -513,26 +565,32 @@ def apply_vxlan(uplink: Uplink, own_subnet: str, mac: str, peers: Iterable[Peer]
             )
 
 
-def apply_host_gw(uplink: Uplink, peers: Iterable[Peer]) -> None:
+def apply_host_gw(
+    uplink: Uplink,
+    peers: Iterable[Peer],
+    *,
+    device: str = VXLAN_DEVICE,
+    cluster_cidr: str | None = None,
+) -> None:
     """A route per peer via its address on the uplink; no VXLAN device."""
     with _iproute() as ipr:
-        _delete_link(ipr, VXLAN_DEVICE)
-        _sync_routes(ipr, {p.subnet: (p.public_ip, uplink.index, 0) for p in peers})
+        _delete_link(ipr, device)
+        _sync_routes(ipr, {p.subnet: (p.public_ip, uplink.index, 0) for p in peers}, cluster_cidr)
 
 
 def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
 
 
-def ensure_masquerade(cluster_cidr: str) -> bool:
+def ensure_masquerade(cluster_cidr: str, chain_prefix: str = CHAIN_PREFIX) -> bool:
     """Write the SAMPAN-* chains and add the jumps to them when missing; False (nothing done)
     without iptables on the machine. Blocking."""
     if shutil.which("iptables-restore") is None or shutil.which("iptables") is None:
         return False
-    restored = _run(["iptables-restore", "--noflush"], masquerade_rules(cluster_cidr))
+    restored = _run(["iptables-restore", "--noflush"], masquerade_rules(cluster_cidr, chain_prefix))
     if restored.returncode != 0:
         raise OSError(f"iptables-restore: {restored.stderr.strip()[:300]}")
-    for table, chain, target, comment in _JUMPS:
+    for table, chain, target, comment in _jumps(chain_prefix):
         spec = [chain, "-m", "comment", "--comment", comment, "-j", target]
         if _run(["iptables", "-w", "-t", table, "-C", *spec]).returncode == 0:
             continue
@@ -542,16 +600,16 @@ def ensure_masquerade(cluster_cidr: str) -> bool:
     return True
 
 
-def remove_dataplane() -> int:
-    """Delete ``sampan.1`` and every route this module added (``sampan killall``; the
-    ``SAMPAN-*`` chains are removed with the other chains there); how many things went.
-    Blocking."""
+def remove_dataplane(device: str = VXLAN_DEVICE, cluster_cidr: str | None = None) -> int:
+    """Delete the VXLAN device (``sampan.1``) and every route this module added (into
+    ``cluster_cidr`` when given) (``sampan killall``; the ``SAMPAN-*`` chains are removed with
+    the other chains there); how many things went. Blocking."""
     removed = 0
     with _iproute() as ipr:
-        for index in ipr.link_lookup(ifname=VXLAN_DEVICE):
+        for index in ipr.link_lookup(ifname=device):
             ipr.link("del", index=index)  # its routes, neighbours and FDB entries go with it
             removed += 1
-        for route in _our_routes(ipr):
+        for route in _our_routes(ipr, cluster_cidr):
             _delete_route(ipr, route)
             removed += 1
     return removed
@@ -598,7 +656,7 @@ class Overlay:
         self.client_config = client_config
         self.node_client_config = node_client_config
         self.options = options
-        self.mac = vtep_mac(options.node_name)
+        self.mac = vtep_mac(options.node_name, options.vxlan_vni)
         self.uplink: Uplink | None = None
         self.peers: tuple[Peer, ...] = ()
         self.ready = asyncio.Event()
@@ -703,7 +761,12 @@ class Overlay:
         uplink = self.uplink
         opts = self.options
         if not self._applied.masquerade or force:
-            if not await self._blocking(ensure_masquerade, opts.ipv4_cluster_cidr) and not force:
+            if (
+                not await self._blocking(
+                    ensure_masquerade, opts.ipv4_cluster_cidr, opts.chain_prefix
+                )
+                and not force
+            ):
                 log.warning("network: no iptables on this machine; pod traffic is not masqueraded")
             self._applied.masquerade = True
         if not self._informer.has_synced:
@@ -721,9 +784,26 @@ class Overlay:
         )
         if force or peers != self._applied.peers or subnet != self._applied.subnet:
             if opts.backend == BACKEND_VXLAN:
-                await self._blocking(apply_vxlan, uplink, subnet, self.mac, peers)
+                await self._blocking(
+                    functools.partial(
+                        apply_vxlan,
+                        device=opts.vxlan_device,
+                        vni=opts.vxlan_vni,
+                        cluster_cidr=opts.ipv4_cluster_cidr,
+                    ),
+                    uplink,
+                    subnet,
+                    self.mac,
+                    peers,
+                )
             else:
-                await self._blocking(apply_host_gw, uplink, peers)
+                await self._blocking(
+                    functools.partial(
+                        apply_host_gw, device=opts.vxlan_device, cluster_cidr=opts.ipv4_cluster_cidr
+                    ),
+                    uplink,
+                    peers,
+                )
             if peers != self._applied.peers:
                 log.info(
                     "network: routes to %d node(s): %s",
@@ -736,7 +816,7 @@ class Overlay:
         self.ready.set()
 
     async def _publish(self, own: Mapping[str, Any], uplink: Uplink) -> None:
-        wanted = own_annotations(self.options.backend, uplink.ip, self.mac)
+        wanted = own_annotations(self.options.backend, uplink.ip, self.mac, self.options.vxlan_vni)
         current = (own.get("metadata") or {}).get("annotations") or {}
         if all(current.get(k) == v for k, v in wanted.items()):
             return

@@ -21,6 +21,13 @@ Chain names are upstream's: prefix + the first 16 characters of base32(sha256(se
 name + lower-case protocol [+ "ip:port"])), where the service port name is ``ns/name`` or
 ``ns/name:port-name``.
 
+Chain prefix: upstream's ``KUBE-`` unless ``RuleOptions.chain_prefix`` says otherwise (a
+second cluster on the same host, ``--cluster-name NAME``: ``KNAME-``, so ``KNAME-SERVICES``,
+``KNAME-SVC-<hash>``; the ``-m recent`` lists take the prefix too). The rules are built with
+the canonical ``KUBE-`` names (``Ruleset.chains`` and ``Ruleset.contents`` hold those) and the
+text is written with the real ones; chains and jumps of another prefix are never read,
+rewritten or deleted, so two clusters' proxies on one host leave each other alone.
+
 Invariants: the text declares every fixed chain and every chain it uses (declaring a chain in
 ``--noflush`` mode flushes it, so a restore rewrites our chains completely); chains listed in
 ``existing`` that are no longer wanted are declared and deleted (``-X``) in the same text;
@@ -39,6 +46,7 @@ from typing import Any
 
 __all__ = [
     "AFFINITY_TIMEOUT_DEFAULT_S",
+    "DEFAULT_CHAIN_PREFIX",
     "FIXED_CHAINS",
     "MASQ_BIT_DEFAULT",
     "OWNED_PREFIXES",
@@ -56,6 +64,7 @@ __all__ = [
 ]
 
 MASQ_BIT_DEFAULT = 14
+DEFAULT_CHAIN_PREFIX = "KUBE-"
 AFFINITY_TIMEOUT_DEFAULT_S = 10800
 FIXED_CHAINS: dict[str, tuple[str, ...]] = {
     "nat": ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"),
@@ -248,6 +257,7 @@ class RuleOptions:
     masq_bit: int = MASQ_BIT_DEFAULT
     cluster_dns: str | None = None
     dns_redirect: tuple[str, int] | None = None
+    chain_prefix: str = DEFAULT_CHAIN_PREFIX
 
 
 @dataclass
@@ -311,10 +321,25 @@ JUMPS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-def jump_rules(table: str) -> list[str]:
+def jump_rules(table: str, prefix: str = DEFAULT_CHAIN_PREFIX) -> list[str]:
     """The ``-A <builtin> ...`` lines linking the built-in chains to ours, as iptables-save
     prints them."""
-    return [f"-A {chain} {rule}" for chain, rule in JUMPS[table]]
+    return [_named(f"-A {chain} {rule}", prefix) for chain, rule in JUMPS[table]]
+
+
+def _named(text: str, prefix: str) -> str:
+    """Canonical (``KUBE-``) chain names in ``text`` -> the names with ``prefix``. Comments
+    never hold ``KUBE-`` (service keys are lower-case DNS names), so only names change."""
+    if prefix == DEFAULT_CHAIN_PREFIX:
+        return text
+    return text.replace(DEFAULT_CHAIN_PREFIX, prefix)
+
+
+def _own_chains(chains: Iterable[str], prefix: str) -> set[str]:
+    """The canonical names of the existing chains that carry ``prefix`` (only those are
+    ours)."""
+    n = len(prefix)
+    return {DEFAULT_CHAIN_PREFIX + c[n:] for c in chains if c.startswith(prefix)}
 
 
 def parse_save(text: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
@@ -349,6 +374,7 @@ def build_rules(
     services change. The fixed chains are always rewritten."""
     existing_chains = existing_chains or {}
     existing_rules = existing_rules or {}
+    prefix = options.chain_prefix
     mark = f"{1 << options.masq_bit:#x}/{1 << options.masq_bit:#x}"
     nat_chains: list[str] = list(FIXED_CHAINS["nat"])
     nat: list[str] = []
@@ -528,7 +554,7 @@ def build_rules(
         }
         contents[table] = table_contents
         old = previous.get(table, {})
-        present = existing_chains.get(table, set())
+        present = _own_chains(existing_chains.get(table, set()), prefix)
         keep = {
             chain
             for chain, lines in table_contents.items()
@@ -544,14 +570,14 @@ def build_rules(
         out.extend(f":{chain} - [0:0]" for chain in wanted[table] if chain not in keep)
         out.extend(f":{chain} - [0:0]" for chain in stale)
         have = existing_rules.get(table, set())
-        out.extend(line for line in jump_rules(table) if line not in have)
+        out.extend(line for line in jump_rules(table) if _named(line, prefix) not in have)
         for chain, lines in by_chain.items():
             if chain not in keep:
                 out.extend(lines)
         out.extend(f"-X {chain}" for chain in stale)
         out.append("COMMIT")
     return Ruleset(
-        "\n".join(out) + "\n",
+        _named("\n".join(out) + "\n", prefix),
         {k: set(v) for k, v in wanted.items()},
         contents,
         skipped,
@@ -588,18 +614,22 @@ def _dedup(items: Iterable[str]) -> list[str]:
 
 
 def cleanup_text(
-    existing_chains: Mapping[str, set[str]], existing_rules: Mapping[str, set[str]]
+    existing_chains: Mapping[str, set[str]],
+    existing_rules: Mapping[str, set[str]],
+    prefix: str = DEFAULT_CHAIN_PREFIX,
 ) -> str:
-    """Restore text removing every chain and jump this module writes (``kube-proxy
-    --cleanup``)."""
+    """Restore text removing every chain and jump this module writes with ``prefix``
+    (``kube-proxy --cleanup``)."""
     out: list[str] = []
     for table in ("filter", "nat"):
         chains = sorted(
-            chain
-            for chain in existing_chains.get(table, set())
+            _named(chain, prefix)
+            for chain in _own_chains(existing_chains.get(table, set()), prefix)
             if chain in FIXED_CHAINS[table] or chain.startswith(OWNED_PREFIXES)
         )
-        jumps = [line for line in jump_rules(table) if line in existing_rules.get(table, set())]
+        jumps = [
+            line for line in jump_rules(table, prefix) if line in existing_rules.get(table, set())
+        ]
         if not chains and not jumps:
             continue
         out.append(f"*{table}")

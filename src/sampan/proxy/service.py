@@ -41,6 +41,7 @@ from typing import Any, Protocol, TypeVar
 from sampan.client import Client, ClientConfig, PatchType, SharedInformerFactory
 from sampan.client.api import ENDPOINTSLICES, NODES, SERVICES
 from sampan.proxy.rules import (
+    DEFAULT_CHAIN_PREFIX,
     MASQ_BIT_DEFAULT,
     RuleOptions,
     Ruleset,
@@ -147,6 +148,7 @@ class ProxyOptions:
     dns_redirect: tuple[str, int] | None = None
     cluster_dns: str = CLUSTER_DNS_DEFAULT
     service_lb: bool = True
+    chain_prefix: str = DEFAULT_CHAIN_PREFIX  # KUBE-, or K<cluster-name>- (HostNames)
     netns: Path | None = None  # run iptables inside this network namespace (tests)
 
 
@@ -189,10 +191,10 @@ def _restore(text: str) -> None:
         raise RuntimeError(f"iptables-restore: {result.stderr.strip()}")
 
 
-def cleanup_rules() -> None:
-    """Remove every chain and jump the proxy writes (blocking; ``sampan killall``)."""
+def cleanup_rules(prefix: str = DEFAULT_CHAIN_PREFIX) -> None:
+    """Remove every chain and jump the proxy writes with ``prefix`` (blocking)."""
     chains, rules = parse_save(_save())
-    text = cleanup_text(chains, rules)
+    text = cleanup_text(chains, rules, prefix)
     if text:
         _restore(text)
 
@@ -386,6 +388,7 @@ class Proxy:
                 masq_bit=self.args.masq_bit,
                 cluster_dns=self.options.cluster_dns,
                 dns_redirect=self.options.dns_redirect,
+                chain_prefix=self.options.chain_prefix,
             )
             now_s = asyncio.get_running_loop().time()
             full = self._contents is None or now_s - self._last_full_s >= self.args.sync_period_s

@@ -12,14 +12,20 @@ path (K3s: "a server is a control plane plus an agent that joins itself"):
    retry with backoff — never a crash;
 2. **network** — the CNI configuration from the node's podCIDR, and routes to the other
    nodes' pod subnets (vxlan or host-gw);
-3. **dns** — the node-local cluster DNS server (169.254.20.10:53 on a ``sampan-dns`` link);
+3. **dns** — the node-local cluster DNS server (169.254.20.10:53 on a ``sampan-dns`` link;
+   ``--node-local-dns-address``, or derived from ``--cluster-name``);
 4. **proxy** — Services as iptables rules (kube-proxy's iptables mode; the cluster DNS IP is
    sent to the node-local DNS server);
 5. **network-policy** — NetworkPolicies as ipsets and iptables rules for this node's pods
    (unless ``--disable-network-policy``: then its leftover rules are removed at start);
 6. **kubelet** — containerd, the Node, pods;
-7. **kubelet-server** — the kubelet API on 10250 (logs, exec, attach, port-forward);
+7. **kubelet-server** — the kubelet API on 10250 (``--kubelet-arg=port=N``; the Node's
+   ``daemonEndpoints`` tells the API server) for logs, exec, attach, port-forward;
 8. **local-path** — removes the directories of this node's released local-path volumes.
+
+Host names: every interface, iptables chain and cgroup root comes from
+``Config.host_names`` (K3s's names by default; ``--cluster-name NAME`` gives a second cluster
+on the same host its own), so two clusters' agents never rewrite or delete each other's.
 
 The node password is a random secret kept on the node (``/etc/sampan/node/password``, or
 ``<data-dir>/agent/node-password`` with a non-default data dir): the server remembers it per
@@ -341,7 +347,8 @@ class JoinedComponent:
 
 
 class KubeletServerComponent:
-    """The kubelet API (10250), started once the kubelet's runtime is up."""
+    """The kubelet API (10250 or ``--kubelet-arg=port``), started once the kubelet's runtime
+    is up."""
 
     name = "kubelet-server"
 
@@ -357,8 +364,11 @@ class KubeletServerComponent:
         creds = self._join.credentials
         kubelet = self._kubelet.inner
         assert creds is not None and kubelet is not None
+        args = kubelet.options.args
         options = KubeletServerOptions(
             node_name=self._node,
+            bind_address=args.address,
+            port=args.port,
             cert_path=creds.serving_cert,
             key_path=creds.serving_key,
             client_ca_path=creds.client_ca,
@@ -441,6 +451,10 @@ def agent_components(
             "on its own Node (NodeRestriction); label the node with kubectl instead"
         )
     labels = {k: v for k, v in labels.items() if k not in restricted}  # a server sets them
+    names = config.host_names
+    kubelet_args = config.component_args("kubelet-arg")
+    if names.cluster_name:
+        kubelet_args.setdefault("cgroup-root", names.cgroup_root)
     try:
         kubelet_options = KubeletOptions(
             node_name=name,
@@ -452,7 +466,7 @@ def agent_components(
             cluster_domain=config.cluster_domain,
             is_server=is_server,
             runtime_endpoint=config.container_runtime_endpoint,
-            kubelet_args=config.component_args("kubelet-arg"),
+            kubelet_args=kubelet_args,
         )
     except KubeletOptionsError as exc:
         raise ConfigError(str(exc)) from None
@@ -477,6 +491,10 @@ def agent_components(
                 cluster_cidr=config.cluster_cidr,
                 cni_conf_dir=ContainerdConfig(data_dir=config.data_dir).cni_conf_dir,
                 ipam_data_dir=config.data_dir / "agent" / "cni" / "networks",
+                bridge=names.bridge,
+                vxlan_device=names.vxlan_device,
+                vxlan_vni=names.vxlan_vni,
+                chain_prefix=names.network_chain_prefix,
             )
         except OverlayError as exc:
             raise ConfigError(str(exc)) from None
@@ -496,7 +514,12 @@ def agent_components(
         join,
         lambda creds: DNSServer(
             ClientConfig.from_kubeconfig(creds.kubeconfig("agent")),
-            DNSOptions(cluster_domain=config.cluster_domain, cluster_dns=config.cluster_dns),
+            DNSOptions(
+                cluster_domain=config.cluster_domain,
+                cluster_dns=config.cluster_dns,
+                listen_address=names.dns_address,
+                interface=names.dns_interface,
+            ),
         ),
     )
     components.append(dns)
@@ -518,6 +541,7 @@ def agent_components(
                 dns_redirect=(server.address, server.port) if server is not None else None,
                 cluster_dns=config.cluster_dns,
                 service_lb="servicelb" not in config.disable,
+                chain_prefix=names.proxy_chain_prefix,
             ),
         )
 

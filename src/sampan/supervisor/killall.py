@@ -8,11 +8,22 @@
    process left in the pod cgroups (``/kubepods`` in each hierarchy);
 3. unmounts everything under ``<data-dir>/agent`` (volumes, rootfs, netns files), deepest
    first, and removes the pod cgroups;
-4. deletes the network devices Sampan made (``cni0``, ``sampan.1``, ``sampan-dns``), this data
-   dir's network policy chains and ipsets (``sampan.netpol.cleanup``), and the iptables chains
-   (``KUBE-*``, ``CNI-*``, ``SAMPAN-*``) with one ``iptables-restore`` per table.
+4. deletes the network devices Sampan made (``cni0``, ``sampan.1``, ``sampan-dns``), the
+   routes it added, this data dir's network policy chains and ipsets
+   (``sampan.netpol.cleanup``), and the iptables chains (``KUBE-*``, ``CNI-*``, ``SAMPAN-*``)
+   with one ``iptables-restore`` per table.
 
-``uninstall --yes`` runs ``killall`` and then removes the data dir and ``/etc/sampan``.
+Only this cluster's things go: with ``--cluster-name NAME`` (``sampan.config.HostNames``) the
+devices are ``cni-NAME``, ``sampan-NAME`` and ``sdns-NAME``, the chains ``KNAME-*`` and
+``SAMPAN-NAME-*``, the cgroups ``/kubepods-NAME`` and the routes those into its cluster CIDR;
+``CNI-*`` chains are then left alone (portmap's ``CNI-HOSTPORT-*`` chains are shared by every
+CNI user on the host). An unnamed cluster's killall never matches a named one's chains,
+devices or cgroups either (``KUBE-`` is not ``KNAME-``, and ``SAMPAN-`` followed by a
+lower-case letter is a named cluster's); it still flushes every route with Sampan's route
+protocol, which a named cluster's network component puts back at its next resync.
+
+``uninstall --yes`` runs ``killall`` and then removes the data dir and ``/etc/sampan`` (not
+``/etc/sampan`` for a named cluster: that belongs to the unnamed one).
 
 Each step is best effort: what fails is reported in one line and the others still run.
 """
@@ -32,13 +43,16 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from sampan.config import HostNames
+
 __all__ = ["killall", "uninstall"]
 
 log = logging.getLogger("sampan.killall")
 
-CGROUP_ROOT = "/kubepods"
-DEVICES = ("cni0", "sampan.1", "sampan-dns")
-CHAIN_PREFIXES = ("KUBE-", "CNI-", "SAMPAN-")
+CGROUP_ROOT = HostNames().cgroup_root
+NETWORK_CHAIN_PREFIX = HostNames().network_chain_prefix
+UNNAMED_CHAIN_PREFIXES = ("CNI-",)
+"""Shared with every CNI user on the host: removed only for an unnamed cluster (K3s's way)."""
 TERM_WAIT_S = 10.0
 _MNT_DETACH = 2
 
@@ -148,9 +162,13 @@ def _unmount_under(root: Path) -> int:
     return done
 
 
-def _delete_devices() -> list[str]:
+def _devices(names: HostNames) -> tuple[str, ...]:
+    return (names.bridge, names.vxlan_device, names.dns_interface)
+
+
+def _delete_devices(devices: Iterable[str]) -> list[str]:
     gone = []
-    for device in DEVICES:
+    for device in devices:
         if Path(f"/sys/class/net/{device}").exists():
             result = subprocess.run(
                 ["ip", "link", "delete", device], capture_output=True, text=True, check=False
@@ -166,9 +184,11 @@ ROUTE_PROTOCOL = "83"
 """The route protocol number the network component marks its routes with (host-gw)."""
 
 
-def _flush_routes() -> None:
+def _flush_routes(within: str | None) -> None:
+    """Flush routes with our protocol (only those into ``within``, a CIDR, when given)."""
+    scope = ["root", within] if within else []
     result = subprocess.run(
-        ["ip", "route", "flush", "proto", ROUTE_PROTOCOL],
+        ["ip", "route", "flush", "proto", ROUTE_PROTOCOL, *scope],
         capture_output=True,
         text=True,
         check=False,
@@ -180,13 +200,29 @@ def _flush_routes() -> None:
 _CHAIN_DECL = re.compile(r"^:(\S+) ")
 
 
-def _ours(chain: str) -> bool:
-    return chain.startswith(CHAIN_PREFIXES)
+class _Ours:
+    """Which chains belong to one cluster (see the module docstring): a named cluster's carry
+    its prefixes; an unnamed cluster's are ``KUBE-*``, ``CNI-*`` and ``SAMPAN-*`` except
+    ``SAMPAN-<name>-*`` (cluster names are lower-case, Sampan's own chain words upper-case)."""
+
+    def __init__(self, names: HostNames) -> None:
+        self.named = bool(names.cluster_name)
+        self.prefixes: tuple[str, ...] = (names.proxy_chain_prefix, names.network_chain_prefix)
+        if not self.named:
+            self.prefixes += UNNAMED_CHAIN_PREFIXES
+
+    def __call__(self, chain: str) -> bool:
+        if not chain.startswith(self.prefixes):
+            return False
+        if self.named or not chain.startswith(NETWORK_CHAIN_PREFIX):
+            return True
+        return not chain[len(NETWORK_CHAIN_PREFIX) :][:1].islower()
 
 
-def filter_iptables_save(text: str) -> tuple[str, int]:
-    """Drop our chains and every rule that is in or jumps to one of them; returns the new
-    ``iptables-save`` text and how many chains were removed."""
+def filter_iptables_save(text: str, names: HostNames | None = None) -> tuple[str, int]:
+    """Drop this cluster's chains and every rule that is in or jumps to one of them; returns
+    the new ``iptables-save`` text and how many chains were removed."""
+    _ours = _Ours(names or HostNames())
     out: list[str] = []
     removed = 0
     for line in text.splitlines():
@@ -206,7 +242,7 @@ def filter_iptables_save(text: str) -> tuple[str, int]:
     return "\n".join(out) + "\n", removed
 
 
-def _flush_iptables() -> int:
+def _flush_iptables(names: HostNames) -> int:
     if shutil.which("iptables-save") is None:
         return 0
     removed = 0
@@ -216,7 +252,7 @@ def _flush_iptables() -> int:
         )
         if saved.returncode != 0 or not saved.stdout.strip():
             continue
-        text, count = filter_iptables_save(saved.stdout)
+        text, count = filter_iptables_save(saved.stdout, names)
         if count == 0:
             continue
         restored = subprocess.run(
@@ -239,8 +275,18 @@ def _remove_network_policy(data_dir: Path) -> int:
         return 0
 
 
-def killall(data_dir: Path, *, default_data_dir: bool, cgroup_root: str = CGROUP_ROOT) -> int:
-    """Stop Sampan and everything it started for ``data_dir``; returns an exit code."""
+def killall(
+    data_dir: Path,
+    *,
+    default_data_dir: bool,
+    cgroup_root: str = CGROUP_ROOT,
+    names: HostNames | None = None,
+    cluster_cidr: str | None = None,
+) -> int:
+    """Stop Sampan and everything it started for ``data_dir``; returns an exit code.
+    ``names``: the cluster's host names (default: an unnamed cluster's); ``cluster_cidr``
+    limits the routes flushed for a named cluster."""
+    names = names or HostNames()
     data_dir = data_dir.resolve()
     agent = data_dir / "agent"
     sampan = _sampan_processes(data_dir, default_data_dir)
@@ -265,10 +311,10 @@ def killall(data_dir: Path, *, default_data_dir: bool, cgroup_root: str = CGROUP
         _wait_gone(victims, TERM_WAIT_S)
     mounts = _unmount_under(agent) if agent.exists() else 0
     cgroups = _remove_cgroups(cgroup_root)
-    devices = _delete_devices()
-    _flush_routes()
+    devices = _delete_devices(_devices(names))
+    _flush_routes(cluster_cidr if names.cluster_name else None)
     policy = _remove_network_policy(data_dir)
-    chains = _flush_iptables()
+    chains = _flush_iptables(names)
     log.info(
         "killall: %d mounts unmounted, %d cgroups removed, devices removed %s, "
         "%d iptables chains removed, %d network policy chains and sets removed",
@@ -282,11 +328,23 @@ def killall(data_dir: Path, *, default_data_dir: bool, cgroup_root: str = CGROUP
 
 
 def uninstall(
-    data_dir: Path, *, default_data_dir: bool, etc_dir: Path, cgroup_root: str = CGROUP_ROOT
+    data_dir: Path,
+    *,
+    default_data_dir: bool,
+    etc_dir: Path | None,
+    cgroup_root: str = CGROUP_ROOT,
+    names: HostNames | None = None,
+    cluster_cidr: str | None = None,
 ) -> int:
-    killall(data_dir, default_data_dir=default_data_dir, cgroup_root=cgroup_root)
+    killall(
+        data_dir,
+        default_data_dir=default_data_dir,
+        cgroup_root=cgroup_root,
+        names=names,
+        cluster_cidr=cluster_cidr,
+    )
     for path in (data_dir, etc_dir):
-        if path.exists():
+        if path is not None and path.exists():
             shutil.rmtree(path, ignore_errors=True)
             log.info("removed %s", path)
     return 0

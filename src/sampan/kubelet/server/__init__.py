@@ -1,4 +1,5 @@
-"""The kubelet's HTTPS API on port 10250 (logs, exec, attach, port-forward, stats).
+"""The kubelet's HTTPS API on port 10250, or ``--kubelet-arg=port`` (logs, exec, attach,
+port-forward, stats).
 
 ``KubeletServer(KubeletServerOptions(...), runtime, lookup=...)`` is the component; see
 ``server`` for the endpoints and the authorization choice, ``logs`` for the CRI log format,

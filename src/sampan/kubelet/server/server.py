@@ -1,4 +1,6 @@
-"""The kubelet's HTTPS API (port 10250): logs, exec, attach, port-forward, stats, pods.
+"""The kubelet's HTTPS API (port 10250 unless ``--kubelet-arg=port`` says otherwise; the Node's
+``status.daemonEndpoints`` tells the API server which): logs, exec, attach, port-forward, stats,
+pods.
 
 Endpoints (the paths upstream's kubelet serves, and that the API server calls)::
 
