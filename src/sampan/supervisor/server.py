@@ -318,6 +318,32 @@ def _addons(config: Config) -> Callable[[Any], Any]:
     return lambda client_config: AddonManager(client_config, options)
 
 
+def _metrics_server(config: Config, api: APIServerComponent) -> Callable[[Any], Any]:
+    """The metrics-server add-on (``--disable=metrics-server`` leaves it out, as K3s)."""
+    from sampan.addons.metrics import MetricsServer, MetricsServerOptions
+    from sampan.addons.metrics.tls import ensure_metrics_tls
+
+    def build(client_config: Any) -> Any:
+        assert api.server is not None
+        pki = api.server.pki
+        tls = ensure_metrics_tls(pki, "127.0.0.1")
+        # The front-proxy CA of API aggregation, once the server has one.
+        requestheader_ca = pki.tls_dir / "request-header-ca.crt"
+        return MetricsServer(
+            client_config,
+            MetricsServerOptions(
+                serving_cert_path=tls.serving_cert,
+                serving_key_path=tls.serving_key,
+                requestheader_ca_path=requestheader_ca if requestheader_ca.exists() else None,
+                kubelet_client_cert_path=tls.kubelet_cert,
+                kubelet_client_key_path=tls.kubelet_key,
+                kubelet_ca_path=tls.kubelet_ca,
+            ),
+        )
+
+    return build
+
+
 def server_components(config: Config) -> list[Component]:
     for sub in SERVER_DIRS:
         os.makedirs(config.data_dir / "server" / sub, mode=0o700, exist_ok=True)
@@ -356,6 +382,19 @@ def server_components(config: Config) -> list[Component]:
             build=_addons(config),
         )
     )
+    if "metrics-server" not in config.disable:
+        # Registers its own Service, Endpoints and APIService (hence cluster-admin, as the
+        # manifests K3s applies for it).
+        components.append(
+            ClientComponent(
+                "metrics-server",
+                api,
+                cred,
+                common_name="system:metrics-server",
+                organizations=("system:masters",),
+                build=_metrics_server(config, api),
+            )
+        )
     if not config.disable_agent:
         # The embedded agent joins this server exactly as a remote agent would.
         components += agent_components(
