@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from sampan.api.labels import SelectorError, parse_selector
 from sampan.api.quantity import QuantityError, parse_quantity
-from sampan.client import ApiError, Client, NotFoundError
+from sampan.client import ApiError, Client
 from sampan.client.api import HPAS, PODS, Resource
 from sampan.client.events import TYPE_NORMAL, TYPE_WARNING
 from sampan.client.informer import object_key
@@ -129,7 +129,8 @@ class APIMetricsSource:
         try:
             body = await self.client.request("GET", path, params={"labelSelector": selector})
         except ApiError as exc:
-            raise MetricsError(f"unable to fetch metrics from resource metrics API: {exc}") from exc
+            message = f"unable to fetch metrics from resource metrics API: {exc.message}"
+            raise MetricsError(message) from exc
         result: dict[str, PodUsage] = {}
         for item in (body or {}).get("items") or []:
             containers: dict[str, dict[str, int]] = {}
@@ -273,7 +274,7 @@ class HPAController(QueueController):
             body = await self.ctx.client.request("GET", path)
         except ApiError as exc:
             raise _ComputeError(
-                "", f"unable to determine resource for scale target reference: {exc}"
+                "", f"unable to determine resource for scale target reference: {exc.message}"
             ) from exc
         names = {r.get("name") for r in (body or {}).get("resources") or []}
         for r in (body or {}).get("resources") or []:
@@ -309,9 +310,7 @@ class HPAController(QueueController):
                 resource.path(namespace=namespace, name=ref.get("name", ""), subresource="scale"),
             )
         except (_ComputeError, ApiError) as exc:
-            message = str(exc)
-            if isinstance(exc, NotFoundError):
-                message = exc.message if hasattr(exc, "message") else str(exc)
+            message = exc.message if isinstance(exc, ApiError) else str(exc)
             self.recorder.event(hpa, TYPE_WARNING, "FailedGetScale", message)
             self._set_condition(
                 hpa,
@@ -397,14 +396,14 @@ class HPAController(QueueController):
                     hpa,
                     TYPE_WARNING,
                     "FailedRescale",
-                    f"New size: {desired}; reason: {rescale_reason}; error: {exc}",
+                    f"New size: {desired}; reason: {rescale_reason}; error: {exc.message}",
                 )
                 self._set_condition(
                     hpa,
                     "AbleToScale",
                     "False",
                     "FailedUpdateScale",
-                    f"the HPA controller was unable to update the target scale: {exc}",
+                    f"the HPA controller was unable to update the target scale: {exc.message}",
                 )
                 self._set_status(hpa, current, current, metric_statuses)
                 await self._write_status(hpa, original_status)
