@@ -1,0 +1,54 @@
+"""Cgroup readings (v1 hybrid and v2 layouts in a temp tree) and CPU rates from samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sampan.kubelet.stats import _Series, read_cgroup_usage
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_v1(tmp_path: Path) -> None:
+    pod = "kubepods/burstable/podabc"
+    _write(tmp_path / "cpuacct" / pod / "cpuacct.usage", "2500000000\n")
+    _write(tmp_path / "memory" / pod / "memory.usage_in_bytes", "10485760\n")
+    _write(
+        tmp_path / "memory" / pod / "memory.stat",
+        "cache 100\nrss 1\ntotal_rss 4194304\ntotal_inactive_file 2097152\ntotal_pgfault 7\n"
+        "total_pgmajfault 1\n",
+    )
+    usage = read_cgroup_usage("/" + pod, fs=tmp_path)
+    assert usage is not None
+    assert usage.cpu_ns == 2_500_000_000
+    assert usage.memory_usage == 10485760
+    assert usage.working_set == 10485760 - 2097152
+    assert usage.rss == 4194304
+    assert (usage.page_faults, usage.major_page_faults) == (7, 1)
+    assert read_cgroup_usage("/kubepods/podnone", fs=tmp_path) is None
+
+
+def test_cgroup_v2(tmp_path: Path) -> None:
+    _write(tmp_path / "cgroup.controllers", "cpu memory pids\n")
+    pod = "kubepods/podabc"
+    _write(tmp_path / pod / "cpu.stat", "usage_usec 1500000\nuser_usec 1000000\n")
+    _write(tmp_path / pod / "memory.current", "8388608\n")
+    _write(tmp_path / pod / "memory.stat", "anon 4194304\ninactive_file 9999999999\n")
+    usage = read_cgroup_usage(pod, fs=tmp_path)
+    assert usage is not None
+    assert usage.cpu_ns == 1_500_000_000
+    assert usage.working_set == 0  # inactive file pages larger than usage: never negative
+    assert usage.rss == 4194304
+
+
+def test_rate_needs_two_samples_and_survives_a_reset() -> None:
+    series = _Series()
+    series.add(0, 0)
+    assert series.rate() is None
+    series.add(2_000_000_000, 1_000_000_000)  # one core-second over two seconds
+    assert series.rate() == 500_000_000
+    series.add(3_000_000_000, 10)  # counter went back: a new container
+    assert series.rate() is None
