@@ -52,3 +52,20 @@ def test_rate_needs_two_samples_and_survives_a_reset() -> None:
     assert series.rate() == 500_000_000
     series.add(3_000_000_000, 10)  # counter went back: a new container
     assert series.rate() is None
+
+
+def test_net_dev(tmp_path: Path) -> None:
+    from sampan.kubelet.stats import read_net_dev
+
+    _write(
+        tmp_path / "dev",
+        "Inter-|   Receive                                                |  Transmit\n"
+        " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs"
+        " drop fifo colls carrier compressed\n"
+        "    lo:  100 1 0 0 0 0 0 0  100 1 0 0 0 0 0 0\n"
+        "  eth0: 5000 10 2 0 0 0 0 0 7000 12 3 0 0 0 0 0\n",
+    )
+    assert read_net_dev(tmp_path / "dev") == [
+        {"name": "eth0", "rxBytes": 5000, "rxErrors": 2, "txBytes": 7000, "txErrors": 3}
+    ]
+    assert read_net_dev(tmp_path / "absent") == []

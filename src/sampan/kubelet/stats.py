@@ -4,7 +4,9 @@
 Sources: node CPU and memory from ``/proc``; a pod's CPU and memory from its pod cgroup
 (``<cgroup-root>/[burstable|besteffort/]pod<uid>``, cgroup v1 ``cpuacct``/``memory``
 hierarchies or the v2 unified tree); a container's from CRI ``ListContainerStats`` (which
-reads the container's own cgroup), with its writable layer as ``rootfs``. A pod whose cgroup
+reads the container's own cgroup), with its writable layer as ``rootfs``; network from
+``/proc/<pid>/net/dev`` of the sandbox process (its pid asked of CRI once per sandbox) and of
+the node. A pod whose cgroup
 is not found (run straight through CRI) is the sum of its containers.
 
 ``usageNanoCores`` is a rate: the provider keeps, per object, the samples of its cumulative
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import time
@@ -44,6 +47,7 @@ __all__ = [
     "CgroupUsage",
     "StatsProvider",
     "read_cgroup_usage",
+    "read_net_dev",
 ]
 
 log = logging.getLogger("sampan.kubelet.stats")
@@ -147,6 +151,46 @@ def _node_usage() -> tuple[CgroupUsage, int | None]:
     )
 
 
+def read_net_dev(path: Path) -> list[dict[str, Any]]:
+    """Interfaces of a network namespace (``/proc/<pid>/net/dev``) but ``lo``, as the Summary
+    API's ``InterfaceStats``; empty when unreadable."""
+    result: list[dict[str, Any]] = []
+    try:
+        lines = path.read_text().splitlines()[2:]
+    except OSError:
+        return result
+    for line in lines:
+        name, _, rest = line.partition(":")
+        name = name.strip()
+        fields = rest.split()
+        if name == "lo" or len(fields) < 11:
+            continue
+        with contextlib.suppress(ValueError):
+            result.append(
+                {
+                    "name": name,
+                    "rxBytes": int(fields[0]),
+                    "rxErrors": int(fields[2]),
+                    "txBytes": int(fields[8]),
+                    "txErrors": int(fields[10]),
+                }
+            )
+    return result
+
+
+def _network(interfaces: list[dict[str, Any]], at: str, default: str = "eth0") -> dict[str, Any]:
+    """``NetworkStats``: the default interface's figures inline, every interface listed."""
+    result: dict[str, Any] = {"time": at}
+    if not interfaces:
+        return result
+    main = next((i for i in interfaces if i["name"] == default), None)
+    if main is None:
+        main = max(interfaces, key=lambda i: i["rxBytes"] + i["txBytes"])
+    result.update(main)
+    result["interfaces"] = interfaces
+    return result
+
+
 def _rfc3339(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -198,6 +242,7 @@ class _PodReading:
     at: int
     cgroup: CgroupUsage | None
     containers: list[_ContainerReading]
+    network: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -206,6 +251,7 @@ class _Snapshot:
     node: CgroupUsage
     available: int | None
     pods: list[_PodReading]
+    network: list[dict[str, Any]] = field(default_factory=list)
 
 
 class StatsProvider:
@@ -227,6 +273,7 @@ class StatsProvider:
         self.clock = clock
         self.started_ns = clock()
         self._series: dict[str, _Series] = {}
+        self._sandbox_pids: dict[str, int] = {}
         self._lock = asyncio.Lock()
 
     # --- sampling ------------------------------------------------------------------------
@@ -249,6 +296,26 @@ class StatsProvider:
             )
         return result
 
+    async def _pids(self, sandboxes: list[pb.PodSandbox]) -> dict[str, int]:
+        """The sandbox (pause) process of each sandbox, asked of the runtime once."""
+        live = {s.id for s in sandboxes}
+        for gone in set(self._sandbox_pids) - live:
+            del self._sandbox_pids[gone]
+        for sandbox in sandboxes:
+            if sandbox.id in self._sandbox_pids:
+                continue
+            try:
+                status = await self.runtime.pod_sandbox_status(sandbox.id, verbose=True)
+                pid = int(json.loads(status.info.get("info", "{}")).get("pid") or 0)
+            except (cri.CRIError, ValueError, TypeError):
+                continue
+            if pid > 0:
+                self._sandbox_pids[sandbox.id] = pid
+        return dict(self._sandbox_pids)
+
+    def _read_networks(self, pids: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+        return {sid: read_net_dev(Path(f"/proc/{pid}/net/dev")) for sid, pid in pids.items()}
+
     async def sample(self) -> _Snapshot:
         """Read everything once and record the CPU counters."""
         sandboxes = [
@@ -260,6 +327,8 @@ class StatsProvider:
         stats = await self.runtime.list_container_stats()
         node, available = await asyncio.to_thread(_node_usage)
         pod_cgroups = await asyncio.to_thread(self._read_pods, sandboxes)
+        networks = await asyncio.to_thread(self._read_networks, await self._pids(sandboxes))
+        node_network = await asyncio.to_thread(read_net_dev, Path("/proc/net/dev"))
         at = self.clock()
         by_sandbox: dict[str, list[_ContainerReading]] = {}
         for stat in stats:
@@ -296,10 +365,11 @@ class StatsProvider:
                 at=at,
                 cgroup=pod_cgroups.get(s.id),
                 containers=sorted(by_sandbox.get(s.id, []), key=lambda c: c.name),
+                network=networks.get(s.id, []),
             )
             for s in sandboxes
         ]
-        snapshot = _Snapshot(at=at, node=node, available=available, pods=pods)
+        snapshot = _Snapshot(at=at, node=node, available=available, pods=pods, network=node_network)
         self._record(snapshot)
         return snapshot
 
@@ -360,6 +430,7 @@ class StatsProvider:
             "startTime": _rfc3339(self.started_ns),
             "cpu": node_cpu,
             "memory": node_memory,
+            "network": _network(snap.network, node_time),
             "fs": dict(fs, time=node_time),
             "systemContainers": [],
         }
@@ -406,6 +477,7 @@ class StatsProvider:
             "containers": containers,
             "cpu": cpu,
             "memory": memory,
+            "network": _network(pod.network, at),
         }
         used = _total(c.rootfs_used for c in pod.containers)
         if used is not None:

@@ -137,6 +137,8 @@ async def test_busy_pod_shows_cpu_usage(node_env: NodeEnv, tmp_path: Path) -> No
     summary = json.loads(body)
     assert summary["node"]["cpu"]["usageNanoCores"] > 0
     assert summary["node"]["fs"]["capacityBytes"] > 0
+    assert entry["network"]["name"] == "eth0"
+    assert [i["name"] for i in entry["network"]["interfaces"]] == ["eth0"]
 
     status, body = await _get(node_env, context, "/metrics/resource")
     assert status == 200
