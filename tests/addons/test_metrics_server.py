@@ -10,6 +10,7 @@ answer is covered in tests/kubelet/server/test_api.py).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -321,3 +322,17 @@ async def test_registers_the_apiservice(env: _Env) -> None:
     assert spec["insecureSkipTLSVerify"] is True
     endpoints = await env.client.get(ENDPOINTS, "metrics-server", namespace="kube-system")
     assert endpoints["subsets"][0]["ports"][0]["port"] == env.metrics.port
+
+
+async def test_port_in_use_falls_back_to_a_free_port(env: _Env) -> None:
+    assert env.metrics is not None
+    taken = env.metrics.port
+    options = dataclasses.replace(env.metrics.options, port=taken, register=False)
+    second = MetricsServer(env.api.client_config(), options)
+    await second.start()
+    try:
+        assert second.port not in (0, taken)
+        status, body = await env.get("/apis/metrics.k8s.io/v1beta1/nodes")
+        assert status == 200
+    finally:
+        await second.stop()

@@ -14,6 +14,7 @@ as an aggregated API server (upstream's metrics-server, in process).
   authenticator. Authorization is the aggregating API server's (it authorizes every request
   before it proxies); a caller without such a certificate gets 401 and one whose front-proxy
   request names no user 401 too. Without a request-header CA nobody is authenticated.
+  The configured port is used when free, else any free port (the Endpoints say which).
 * Registration: at start (and again after a failure, every ``REGISTER_RETRY_S``) the Service
   ``kube-system/metrics-server``, its Endpoints (``advertise_address``:``port``) and the
   APIService ``v1beta1.metrics.k8s.io`` are created or updated, as upstream's manifests do.
@@ -26,6 +27,7 @@ Routes: ``/apis``, ``/apis/metrics.k8s.io``, ``/apis/metrics.k8s.io/v1beta1`` (d
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import ssl
 import time
@@ -168,10 +170,22 @@ class MetricsServer:
         runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         try:
-            site = web.TCPSite(
-                runner, self.options.bind_address, self.options.port, ssl_context=serving
-            )
-            await site.start()
+            try:
+                site = web.TCPSite(
+                    runner, self.options.bind_address, self.options.port, ssl_context=serving
+                )
+                await site.start()
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or not self.options.port:
+                    raise
+                # Another server on this host has it (several servers on one machine): any
+                # free port does, since the Endpoints advertise the one bound.
+                log.warning(
+                    "metrics server: port %d in use; listening on a free port",
+                    self.options.port,
+                )
+                site = web.TCPSite(runner, self.options.bind_address, 0, ssl_context=serving)
+                await site.start()
         except BaseException:
             await runner.cleanup()
             await self._close_clients()
