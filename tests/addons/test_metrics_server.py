@@ -332,7 +332,7 @@ async def test_port_in_use_falls_back_to_a_free_port(env: _Env) -> None:
     await second.start()
     try:
         assert second.port not in (0, taken)
-        status, body = await env.get("/apis/metrics.k8s.io/v1beta1/nodes")
+        status, _ = await env.get("/apis/metrics.k8s.io/v1beta1/nodes")
         assert status == 200
     finally:
         await second.stop()
