@@ -5,6 +5,8 @@ events as upstream, and the missing-metrics / missing-request conditions."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from typing import Any
 
 import pytest
@@ -326,3 +328,47 @@ async def test_target_without_scale_subresource(
     assert able["message"].startswith(
         "the HPA controller was unable to get the target's current scale: "
     )
+
+
+async def _kubectl(api_server: Any, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "kubectl",
+        f"--kubeconfig={api_server.kubeconfig}",
+        "-n",
+        NS,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+async def test_kubectl_autoscale_and_get_hpa(
+    api_server: Any, client: Client, run_controller: RunController
+) -> None:
+    clock = FakeClock(T0)
+    metrics = FakeMetrics()
+    await _deployment(client, 1)
+    await _pod(client, "p1")
+    code, out = await _kubectl(
+        api_server, "autoscale", "deployment", "web", "--cpu-percent=50", "--min=1", "--max=5"
+    )
+    assert code == 0, out
+    await run_controller(_controller(metrics), clock=clock)
+    await _status_where(client, lambda h: _condition(h, "ScalingActive")["status"] == "False")
+    code, out = await _kubectl(api_server, "get", "hpa", "web")
+    assert code == 0, out
+    header, row = out.splitlines()
+    assert header.split() == [
+        "NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE",
+    ]  # fmt: skip
+    assert row.split()[:6] == ["web", "Deployment/web", "cpu:", "<unknown>/50%", "1", "5"]
+    metrics.cpu = {"p1": 90}
+    clock.advance(SYNC_PERIOD_S)
+    await _status_where(client, lambda h: h["status"].get("desiredReplicas") == 2)
+    code, out = await _kubectl(api_server, "get", "hpa", "web")
+    assert out.splitlines()[1].split()[:7] == [
+        "web", "Deployment/web", "cpu:", "90%/50%", "1", "5", "1",
+    ]  # fmt: skip
