@@ -372,3 +372,101 @@ async def test_kubectl_autoscale_and_get_hpa(
     assert out.splitlines()[1].split()[:7] == [
         "web", "Deployment/web", "cpu:", "90%/50%", "1", "5", "1",
     ]  # fmt: skip
+
+
+class SidecarMetrics:
+    """Container "c" and a busy sidecar "s" per pod; memory in bytes (as milli-units)."""
+
+    def __init__(self, cpu_c: int, cpu_s: int, memory: int) -> None:
+        self.values = {"c": {"cpu": cpu_c, "memory": memory * 1000}, "s": {"cpu": cpu_s}}
+
+    async def pod_usage(self, namespace: str, selector: str) -> dict[str, PodUsage]:
+        return {"p1": PodUsage("2023-11-14T22:13:20Z", 15.0, self.values)}
+
+
+async def _hpa_with(client: Client, metric: dict[str, Any]) -> None:
+    await client.create(
+        HPAS,
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "namespace": NS},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 1,
+                "maxReplicas": 10,
+                "metrics": [metric],
+            },
+        },
+        namespace=NS,
+    )
+
+
+def _with_source(metrics: Any) -> type[HPAController]:
+    class Controller(HPAController):
+        def __init__(self, ctx: ControllerContext) -> None:
+            super().__init__(ctx, metrics=metrics)
+
+    return Controller
+
+
+async def test_container_resource_counts_only_that_container(
+    client: Client, run_controller: RunController
+) -> None:
+    await _deployment(client, 1)
+    await _pod(client, "p1")
+    await _hpa_with(
+        client,
+        {
+            "type": "ContainerResource",
+            "containerResource": {
+                "name": "cpu",
+                "container": "c",
+                "target": {"type": "Utilization", "averageUtilization": 50},
+            },
+        },
+    )
+    # the sidecar burns 900m; container c uses 80m of its 100m: 80% / 50% -> ceil(1.6) = 2
+    await run_controller(_with_source(SidecarMetrics(80, 900, 0)), clock=FakeClock(T0))
+    hpa = await _status_where(client, lambda h: h["status"].get("desiredReplicas") == 2)
+    assert hpa["status"]["currentMetrics"] == [
+        {
+            "type": "ContainerResource",
+            "containerResource": {
+                "name": "cpu",
+                "container": "c",
+                "current": {"averageUtilization": 80, "averageValue": "80m"},
+            },
+        }
+    ]
+    assert (
+        "New size: 2; reason: cpu container resource utilization (percentage of request) "
+        "above target" in await eventually(lambda: _events(client, "SuccessfulRescale"))
+    )
+
+
+async def test_memory_average_value(client: Client, run_controller: RunController) -> None:
+    await _deployment(client, 1)
+    await _pod(client, "p1")
+    await _hpa_with(
+        client,
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "memory",
+                "target": {"type": "AverageValue", "averageValue": "50Mi"},
+            },
+        },
+    )
+    # 150Mi against 50Mi per pod: 3 replicas
+    await run_controller(_with_source(SidecarMetrics(1, 1, 150 * 2**20)), clock=FakeClock(T0))
+    hpa = await _status_where(client, lambda h: h["status"].get("desiredReplicas") == 3)
+    assert hpa["status"]["currentMetrics"] == [
+        {
+            "type": "Resource",
+            "resource": {"name": "memory", "current": {"averageValue": "157286400"}},
+        }
+    ]
+    assert "New size: 3; reason: memory resource above target" in await eventually(
+        lambda: _events(client, "SuccessfulRescale")
+    )
