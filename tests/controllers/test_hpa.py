@@ -325,8 +325,9 @@ async def test_target_without_scale_subresource(
     hpa = await _status_where(client, lambda h: h["status"].get("conditions"))
     able = _condition(hpa, "AbleToScale")
     assert able["status"] == "False" and able["reason"] == "FailedGetScale"
-    assert able["message"].startswith(
+    assert able["message"] == (
         "the HPA controller was unable to get the target's current scale: "
+        "the server could not find the requested resource"
     )
 
 

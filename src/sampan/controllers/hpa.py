@@ -276,15 +276,8 @@ class HPAController(QueueController):
             raise _ComputeError(
                 "", f"unable to determine resource for scale target reference: {exc.message}"
             ) from exc
-        names = {r.get("name") for r in (body or {}).get("resources") or []}
         for r in (body or {}).get("resources") or []:
             if r.get("kind") == kind and "/" not in r.get("name", ""):
-                if f"{r['name']}/scale" not in names:
-                    raise _ComputeError(
-                        "",
-                        f"the server could not find the requested resource ({r['name']}."
-                        f"{group or 'core'} scale)",
-                    )
                 resource = Resource(group, version, r["name"], kind, bool(r.get("namespaced")))
                 self._resources[(api_version, kind)] = resource
                 return resource
