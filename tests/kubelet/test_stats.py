@@ -69,3 +69,57 @@ def test_net_dev(tmp_path: Path) -> None:
         {"name": "eth0", "rxBytes": 5000, "rxErrors": 2, "txBytes": 7000, "txErrors": 3}
     ]
     assert read_net_dev(tmp_path / "absent") == []
+
+
+def test_prometheus_families_from_a_snapshot() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from sampan.kubelet.stats import (
+        CgroupUsage,
+        _CadvisorCollector,
+        _ContainerReading,
+        _PodReading,
+        _ResourceCollector,
+        _Snapshot,
+    )
+
+    at = 1_700_000_000_000_000_000
+    container = _ContainerReading(
+        name="app", container_id="abc", started_ns=at - 10**9, at=at, cpu_ns=3 * 10**9,
+        working_set=2048, usage=4096, rss=1024, rootfs_used=None, image="busybox:1",
+    )  # fmt: skip
+    pod = _PodReading(
+        name="web", namespace="default", uid="u1", started_ns=at, at=at,
+        cgroup=CgroupUsage(cpu_ns=4 * 10**9, memory_usage=8192, working_set=4096, rss=2048),
+        containers=[container],
+        network=[{"name": "eth0", "rxBytes": 10, "rxErrors": 0, "txBytes": 20, "txErrors": 0}],
+        cgroup_path="/kubepods/podu1",
+    )  # fmt: skip
+    snap = _Snapshot(at=at, node=CgroupUsage(cpu_ns=10**10, working_set=10**6), available=None,
+                     pods=[pod])  # fmt: skip
+    for collector, expected in (
+        (
+            _ResourceCollector(snap),
+            [
+                'container_cpu_usage_seconds_total{container="app",namespace="default",pod="web"}'
+                " 3.0 1700000000000",
+                'pod_memory_working_set_bytes{namespace="default",pod="web"} 4096.0 1700000000000',
+                "node_cpu_usage_seconds_total 10.0 1700000000000",
+            ],
+        ),
+        (
+            _CadvisorCollector(snap),
+            [
+                'container_cpu_usage_seconds_total{container="app",cpu="total",'
+                'id="/kubepods/podu1/abc",image="busybox:1",name="abc",namespace="default",'
+                'pod="web"} 3.0 1700000000000',
+                'container_network_receive_bytes_total{container="",id="/kubepods/podu1",image="",'
+                'interface="eth0",name="",namespace="default",pod="web"} 10.0 1700000000000',
+            ],
+        ),
+    ):
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        lines = generate_latest(registry).decode().splitlines()
+        for line in expected:
+            assert line in lines, (line, lines)

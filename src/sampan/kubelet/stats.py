@@ -231,6 +231,7 @@ class _ContainerReading:
     usage: int | None
     rss: int | None
     rootfs_used: int | None
+    image: str = ""
 
 
 @dataclass
@@ -243,6 +244,7 @@ class _PodReading:
     cgroup: CgroupUsage | None
     containers: list[_ContainerReading]
     network: list[dict[str, Any]] = field(default_factory=list)
+    cgroup_path: str = ""
 
 
 @dataclass
@@ -287,13 +289,16 @@ class StatsProvider:
                 return cgroup
         return None
 
-    def _read_pods(self, sandboxes: list[pb.PodSandbox]) -> dict[str, CgroupUsage | None]:
-        result: dict[str, CgroupUsage | None] = {}
+    def _read_pods(
+        self, sandboxes: list[pb.PodSandbox]
+    ) -> dict[str, tuple[str, CgroupUsage | None]]:
+        result: dict[str, tuple[str, CgroupUsage | None]] = {}
         for sandbox in sandboxes:
             cgroup = self._pod_cgroup(sandbox.metadata.uid)
-            result[sandbox.id] = (
-                read_cgroup_usage(cgroup, fs=self.fs) if cgroup is not None else None
-            )
+            if cgroup is None:
+                result[sandbox.id] = ("", None)
+            else:
+                result[sandbox.id] = (cgroup, read_cgroup_usage(cgroup, fs=self.fs))
         return result
 
     async def _pids(self, sandboxes: list[pb.PodSandbox]) -> dict[str, int]:
@@ -341,6 +346,7 @@ class StatsProvider:
                 _ContainerReading(
                     name=container.metadata.name,
                     container_id=container.id,
+                    image=container.image.image or container.image_ref,
                     started_ns=container.created_at,
                     at=cpu.timestamp or at,
                     cpu_ns=cpu.usage_core_nano_seconds.value
@@ -363,7 +369,8 @@ class StatsProvider:
                 uid=s.metadata.uid,
                 started_ns=s.created_at,
                 at=at,
-                cgroup=pod_cgroups.get(s.id),
+                cgroup=pod_cgroups.get(s.id, ("", None))[1],
+                cgroup_path=pod_cgroups.get(s.id, ("", None))[0],
                 containers=sorted(by_sandbox.get(s.id, []), key=lambda c: c.name),
                 network=networks.get(s.id, []),
             )
@@ -483,6 +490,13 @@ class StatsProvider:
         if used is not None:
             result["ephemeral-storage"] = {"time": at, "usedBytes": used}
         return result
+
+    async def cadvisor_metrics(self) -> bytes:
+        """``/metrics/cadvisor``: the container series kube-prometheus' dashboards read."""
+        snap = await self._fresh()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_CadvisorCollector(snap))
+        return generate_latest(registry)
 
     # --- /metrics/resource ---------------------------------------------------------------
 
@@ -609,3 +623,86 @@ class _ResourceCollector(Collector):
             pod_memory,
             scrape_error,
         )
+
+
+_CADVISOR_LABELS = ["container", "id", "image", "name", "namespace", "pod"]
+
+
+class _CadvisorCollector(Collector):
+    """cAdvisor's names and labels: one series per container (``id`` its cgroup, ``name`` its
+    runtime id) and one per pod (``container=""``, ``id`` the pod cgroup)."""
+
+    def __init__(self, snap: _Snapshot) -> None:
+        self.snap = snap
+
+    def collect(self) -> Iterable[Any]:
+        cpu = CounterMetricFamily(
+            "container_cpu_usage_seconds",
+            "Cumulative cpu time consumed in seconds.",
+            labels=[*_CADVISOR_LABELS, "cpu"],
+        )
+        working = GaugeMetricFamily(
+            "container_memory_working_set_bytes",
+            "Current working set in bytes.",
+            labels=_CADVISOR_LABELS,
+        )
+        usage = GaugeMetricFamily(
+            "container_memory_usage_bytes",
+            "Current memory usage in bytes, including all memory regardless of when it was "
+            "accessed",
+            labels=_CADVISOR_LABELS,
+        )
+        rss = GaugeMetricFamily(
+            "container_memory_rss", "Size of RSS in bytes.", labels=_CADVISOR_LABELS
+        )
+        rx = CounterMetricFamily(
+            "container_network_receive_bytes",
+            "Cumulative count of bytes received",
+            labels=[*_CADVISOR_LABELS, "interface"],
+        )
+        tx = CounterMetricFamily(
+            "container_network_transmit_bytes",
+            "Cumulative count of bytes transmitted",
+            labels=[*_CADVISOR_LABELS, "interface"],
+        )
+        rx_errors = CounterMetricFamily(
+            "container_network_receive_errors",
+            "Cumulative count of errors encountered while receiving",
+            labels=[*_CADVISOR_LABELS, "interface"],
+        )
+        tx_errors = CounterMetricFamily(
+            "container_network_transmit_errors",
+            "Cumulative count of errors encountered while transmitting",
+            labels=[*_CADVISOR_LABELS, "interface"],
+        )
+        for pod in self.snap.pods:
+            ts = pod.at / 1e9
+            pod_id = pod.cgroup_path
+            base = ["", pod_id, "", "", pod.namespace, pod.name]
+            pod_cpu = _pod_cpu(pod)
+            if pod_cpu is not None:
+                cpu.add_metric([*base, "total"], pod_cpu / 1e9, timestamp=ts)
+            if pod.cgroup is not None:
+                for family, value in (
+                    (working, pod.cgroup.working_set),
+                    (usage, pod.cgroup.memory_usage),
+                    (rss, pod.cgroup.rss),
+                ):
+                    if value is not None:
+                        family.add_metric(base, value, timestamp=ts)
+            for iface in pod.network:
+                labels = [*base, iface["name"]]
+                rx.add_metric(labels, iface["rxBytes"], timestamp=ts)
+                tx.add_metric(labels, iface["txBytes"], timestamp=ts)
+                rx_errors.add_metric(labels, iface["rxErrors"], timestamp=ts)
+                tx_errors.add_metric(labels, iface["txErrors"], timestamp=ts)
+            for c in pod.containers:
+                cts = c.at / 1e9
+                cid = f"{pod_id}/{c.container_id}" if pod_id else c.container_id
+                labels = [c.name, cid, c.image, c.container_id, pod.namespace, pod.name]
+                if c.cpu_ns is not None:
+                    cpu.add_metric([*labels, "total"], c.cpu_ns / 1e9, timestamp=cts)
+                for family, value in ((working, c.working_set), (usage, c.usage), (rss, c.rss)):
+                    if value is not None:
+                        family.add_metric(labels, value, timestamp=cts)
+        yield from (cpu, working, usage, rss, rx, tx, rx_errors, tx_errors)

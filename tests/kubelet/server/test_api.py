@@ -155,3 +155,16 @@ async def test_busy_pod_shows_cpu_usage(node_env: NodeEnv, tmp_path: Path) -> No
     assert "node_memory_working_set_bytes " in text
     anonymous = await asyncio.to_thread(_context, node_env, tmp_path, None)
     assert (await _get(node_env, anonymous, "/metrics/resource"))[0] == 401
+
+    status, body = await _get(node_env, context, "/metrics/cadvisor")
+    assert status == 200
+    text = body.decode()
+    line = next(
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("container_cpu_usage_seconds_total{")
+        and 'container="burn"' in ln
+        and f'pod="{name}"' in ln
+    )
+    assert 'cpu="total"' in line and float(line.split()[1]) > 0
+    assert 'container_network_receive_bytes_total{container="",' in text

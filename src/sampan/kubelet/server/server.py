@@ -9,6 +9,7 @@ Endpoints (the paths upstream's kubelet serves, and that the API server calls)::
     GET|POST  /portForward/<ns>/<pod>[/<uid>]             ?port=.. (WebSocket clients)
     GET       /stats/summary                              Summary API (``sampan.kubelet.stats``)
     GET       /metrics/resource                           node/pod/container CPU and memory
+    GET       /metrics/cadvisor                           cAdvisor-named container series
     GET       /pods                                       the pods with a sandbox here
 
 Exec, attach and port-forward ask the runtime (CRI ``Exec``/``Attach``/``PortForward``) for a
@@ -34,6 +35,7 @@ import contextlib
 import datetime as dt
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -182,6 +184,7 @@ class KubeletServer:
         r.add_get("/stats/summary", self._stats_summary)
         r.add_get("/stats/summary/", self._stats_summary)
         r.add_get("/metrics/resource", self._metrics_resource)
+        r.add_get("/metrics/cadvisor", self._metrics_cadvisor)
         r.add_get("/pods", self._pods)
         runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False)
         await runner.setup()
@@ -409,8 +412,14 @@ class KubeletServer:
         return web.json_response(summary)
 
     async def _metrics_resource(self, request: web.Request) -> web.Response:
+        return await self._metrics(self.stats.resource_metrics)
+
+    async def _metrics_cadvisor(self, request: web.Request) -> web.Response:
+        return await self._metrics(self.stats.cadvisor_metrics)
+
+    async def _metrics(self, render: Callable[[], Awaitable[bytes]]) -> web.Response:
         try:
-            body = await self.stats.resource_metrics()
+            body = await render()
         except cri.CRIError as exc:
             return _text(503, f"container runtime: {exc}")
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
