@@ -26,7 +26,7 @@ from sampan.addons.metrics import MetricsServer, MetricsServerOptions
 from sampan.addons.metrics.server import APISERVICES
 from sampan.addons.metrics.store import format_cpu, format_go_duration, format_memory
 from sampan.client import Client
-from sampan.client.api import ENDPOINTS, NODES, PODS
+from sampan.client.api import ENDPOINTS, ENDPOINTSLICES, NODES, PODS
 from sampan.pki import issue_client_certificate, issue_kubelet_serving_certificate
 from sampan.pki.certs import cert_to_pem, create_ca, issue_leaf, key_to_pem, split_names
 from sampan.pki.tls import server_ssl_context
@@ -322,6 +322,11 @@ async def test_registers_the_apiservice(env: _Env) -> None:
     assert spec["insecureSkipTLSVerify"] is True
     endpoints = await env.client.get(ENDPOINTS, "metrics-server", namespace="kube-system")
     assert endpoints["subsets"][0]["ports"][0]["port"] == env.metrics.port
+    assert endpoints["subsets"][0]["addresses"] == [{"ip": "127.0.0.1"}]
+    slice_ = await env.client.get(ENDPOINTSLICES, "metrics-server", namespace="kube-system")
+    assert slice_["endpoints"][0]["addresses"] == ["127.0.0.1"]
+    assert slice_["ports"][0]["port"] == env.metrics.port
+    assert slice_["metadata"]["labels"]["kubernetes.io/service-name"] == "metrics-server"
 
 
 async def test_port_in_use_falls_back_to_a_free_port(env: _Env) -> None:

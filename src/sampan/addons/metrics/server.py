@@ -16,7 +16,8 @@ as an aggregated API server (upstream's metrics-server, in process).
   request names no user 401 too. Without a request-header CA nobody is authenticated.
   The configured port is used when free, else any free port (the Endpoints say which).
 * Registration: at start (and again after a failure, every ``REGISTER_RETRY_S``) the Service
-  ``kube-system/metrics-server``, its Endpoints (``advertise_address``:``port``) and the
+  ``kube-system/metrics-server``, its Endpoints and EndpointSlice (``advertise_address``:``port``,
+  the Service has no selector) and the
   APIService ``v1beta1.metrics.k8s.io`` are created or updated, as upstream's manifests do.
 
 Routes: ``/apis``, ``/apis/metrics.k8s.io``, ``/apis/metrics.k8s.io/v1beta1`` (discovery),
@@ -42,7 +43,7 @@ from cryptography import x509
 from sampan.addons.metrics.store import GROUP_VERSION, MetricsStore, parse_resource_metrics
 from sampan.api.labels import SelectorError, parse_selector
 from sampan.client import Client, ClientConfig, ClientError, NotFoundError
-from sampan.client.api import ENDPOINTS, NODES, PODS, SERVICES, Resource
+from sampan.client.api import ENDPOINTS, ENDPOINTSLICES, NODES, PODS, SERVICES, Resource
 from sampan.client.informer import Informer
 from sampan.pki.tls import server_ssl_context
 
@@ -63,6 +64,7 @@ REGISTER_RETRY_S = 10.0
 APISERVICE_NAME = "v1beta1.metrics.k8s.io"
 SERVICE_NAMESPACE = "kube-system"
 SERVICE_NAME = "metrics-server"
+SLICE_MANAGER = "metrics-server.sampan.io"  # not the EndpointSlice controller's: it leaves it
 APISERVICES = Resource("apiregistration.k8s.io", "v1", "apiservices", "APIService", False)
 _OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 
@@ -329,6 +331,23 @@ class MetricsServer:
         }
         await self._apply(SERVICES, service, SERVICE_NAMESPACE, ("spec",))
         await self._apply(ENDPOINTS, endpoints, SERVICE_NAMESPACE, ("subsets",))
+        slice_ = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": SERVICE_NAME,
+                "namespace": SERVICE_NAMESPACE,
+                "labels": {
+                    **labels,
+                    "kubernetes.io/service-name": SERVICE_NAME,
+                    "endpointslice.kubernetes.io/managed-by": SLICE_MANAGER,
+                },
+            },
+            "addressType": "IPv6" if ":" in address else "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": self._port, "protocol": "TCP"}],
+        }
+        await self._apply(ENDPOINTSLICES, slice_, SERVICE_NAMESPACE, ("endpoints", "ports"))
         await self._apply(APISERVICES, apiservice, None, ("spec",))
 
     async def _apply(
