@@ -341,3 +341,23 @@ async def test_port_in_use_falls_back_to_a_free_port(env: _Env) -> None:
         assert status == 200
     finally:
         await second.stop()
+
+
+async def test_disabled_removes_the_registration(env: _Env) -> None:
+    from sampan.addons.metrics import MetricsServerRemoval
+    from sampan.client import NotFoundError
+
+    assert env.metrics is not None
+    for _ in range(200):  # the registration task has finished (the APIService comes last)
+        if all(t.done() for t in env.metrics._tasks if "register" in t.get_name()):
+            break
+        await asyncio.sleep(0.05)
+    await env.client.get(APISERVICES, "v1beta1.metrics.k8s.io")
+    await MetricsServerRemoval(env.api.client_config()).start()
+    for resource, namespace, name in (
+        (APISERVICES, None, "v1beta1.metrics.k8s.io"),
+        (ENDPOINTS, "kube-system", "metrics-server"),
+        (ENDPOINTSLICES, "kube-system", "metrics-server"),
+    ):
+        with pytest.raises(NotFoundError):
+            await env.client.get(resource, name, namespace=namespace)

@@ -344,6 +344,12 @@ def _metrics_server(config: Config, api: APIServerComponent) -> Callable[[Any], 
     return build
 
 
+def _metrics_server_removal(client_config: Any) -> Any:
+    from sampan.addons.metrics import MetricsServerRemoval
+
+    return MetricsServerRemoval(client_config)
+
+
 def server_components(config: Config) -> list[Component]:
     for sub in SERVER_DIRS:
         os.makedirs(config.data_dir / "server" / sub, mode=0o700, exist_ok=True)
@@ -382,19 +388,20 @@ def server_components(config: Config) -> list[Component]:
             build=_addons(config),
         )
     )
-    if "metrics-server" not in config.disable:
-        # Registers its own Service, Endpoints and APIService (hence cluster-admin, as the
-        # manifests K3s applies for it).
-        components.append(
-            ClientComponent(
-                "metrics-server",
-                api,
-                cred,
-                common_name="system:metrics-server",
-                organizations=("system:masters",),
-                build=_metrics_server(config, api),
-            )
+    # The metrics add-on registers its own Service, Endpoints and APIService (hence
+    # cluster-admin, as the manifests K3s applies for it); disabled, it removes them.
+    components.append(
+        ClientComponent(
+            "metrics-server",
+            api,
+            cred,
+            common_name="system:metrics-server",
+            organizations=("system:masters",),
+            build=_metrics_server_removal
+            if "metrics-server" in config.disable
+            else _metrics_server(config, api),
         )
+    )
     if not config.disable_agent:
         # The embedded agent joins this server exactly as a remote agent would.
         components += agent_components(

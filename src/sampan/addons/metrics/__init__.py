@@ -13,6 +13,7 @@ from sampan.addons.metrics.server import (
     DEFAULT_SCRAPE_INTERVAL_S,
     MetricsServer,
     MetricsServerOptions,
+    MetricsServerRemoval,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "DEFAULT_SCRAPE_INTERVAL_S",
     "MetricsServer",
     "MetricsServerOptions",
+    "MetricsServerRemoval",
 ]

@@ -42,7 +42,7 @@ from cryptography import x509
 
 from sampan.addons.metrics.store import GROUP_VERSION, MetricsStore, parse_resource_metrics
 from sampan.api.labels import SelectorError, parse_selector
-from sampan.client import Client, ClientConfig, ClientError, NotFoundError
+from sampan.client import AlreadyExistsError, Client, ClientConfig, ClientError, NotFoundError
 from sampan.client.api import ENDPOINTS, ENDPOINTSLICES, NODES, PODS, SERVICES, Resource
 from sampan.client.informer import Informer
 from sampan.pki.tls import server_ssl_context
@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_SCRAPE_INTERVAL_S",
     "MetricsServer",
     "MetricsServerOptions",
+    "MetricsServerRemoval",
 ]
 
 log = logging.getLogger("sampan.addons.metrics")
@@ -358,8 +359,11 @@ class MetricsServer:
         try:
             current = await self._client.get(resource, name, namespace=namespace)
         except NotFoundError:
-            await self._client.create(resource, obj, namespace=namespace)
-            return
+            try:
+                await self._client.create(resource, obj, namespace=namespace)
+                return
+            except AlreadyExistsError:  # created meanwhile: update that one
+                current = await self._client.get(resource, name, namespace=namespace)
         changed = dict(current)
         for key in keys:
             if key == "spec" and resource is SERVICES:
@@ -537,3 +541,40 @@ def _not_found(resource: str, name: str) -> web.Response:
         f'{resource}.metrics.k8s.io "{name}" not found',
         {"name": name, "group": "metrics.k8s.io", "kind": resource},
     )
+
+
+class MetricsServerRemoval:
+    """With ``--disable=metrics-server``: remove what a previous run registered (APIService,
+    Service, Endpoints, EndpointSlice labelled ``k8s-app=metrics-server``), as K3s deletes a
+    disabled component; a cluster without the add-on must not advertise its API."""
+
+    name = "metrics-server-removal"
+
+    def __init__(self, client_config: ClientConfig) -> None:
+        self.client_config = client_config
+
+    async def start(self, ctx: _FailureSink | None = None) -> None:
+        del ctx
+        async with Client(self.client_config) as client:
+            targets: list[tuple[Resource, str | None]] = [
+                (APISERVICES, None),
+                (SERVICES, SERVICE_NAMESPACE),
+                (ENDPOINTS, SERVICE_NAMESPACE),
+                (ENDPOINTSLICES, SERVICE_NAMESPACE),
+            ]
+            for resource, namespace in targets:
+                name = APISERVICE_NAME if resource is APISERVICES else SERVICE_NAME
+                try:
+                    current = await client.get(resource, name, namespace=namespace)
+                    labels = (current.get("metadata") or {}).get("labels") or {}
+                    if labels.get("k8s-app") != "metrics-server":
+                        continue  # not ours: someone deployed their own metrics-server
+                    await client.delete(resource, name, namespace=namespace)
+                    log.info("metrics-server disabled: deleted %s %s", resource.kind, name)
+                except NotFoundError:
+                    continue
+                except ClientError as exc:
+                    log.warning("metrics-server disabled: cannot delete %s: %s", name, exc)
+
+    async def stop(self) -> None:
+        return None
