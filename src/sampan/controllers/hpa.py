@@ -648,7 +648,12 @@ class HPAController(QueueController):
                     fail_reason,
                     f"failed to get {resource} utilization: {_NO_READY_METRICS}",
                 )
-            ratio, utilization, raw_average = _utilization(metrics, requests, goal)
+            try:
+                ratio, utilization, raw_average = _utilization(metrics, requests, goal)
+            except _ComputeError as exc:
+                raise _ComputeError(
+                    fail_reason, f"failed to get {resource} utilization: {exc}"
+                ) from exc
             replicas = _replicas_with_gaps(
                 current,
                 ratio,
