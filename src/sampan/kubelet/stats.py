@@ -498,6 +498,24 @@ class StatsProvider:
         registry.register(_CadvisorCollector(snap))
         return generate_latest(registry)
 
+    async def kubelet_metrics(self) -> bytes:
+        """``/metrics``: the kubelet's own gauges (``kubelet_running_pods``,
+        ``kubelet_running_containers``) with the names upstream uses."""
+        snap = await self._fresh()
+        registry = CollectorRegistry(auto_describe=False)
+        pods = GaugeMetricFamily(
+            "kubelet_running_pods", "[ALPHA] Number of pods that have a running pod sandbox"
+        )
+        pods.add_metric([], len(snap.pods))
+        containers = GaugeMetricFamily(
+            "kubelet_running_containers",
+            "[ALPHA] Number of containers currently running",
+            labels=["container_state"],
+        )
+        containers.add_metric(["running"], sum(len(p.containers) for p in snap.pods))
+        registry.register(_Fixed([pods, containers]))
+        return generate_latest(registry)
+
     # --- /metrics/resource ---------------------------------------------------------------
 
     async def resource_metrics(self) -> bytes:
@@ -706,3 +724,11 @@ class _CadvisorCollector(Collector):
                     if value is not None:
                         family.add_metric(labels, value, timestamp=cts)
         yield from (cpu, working, usage, rss, rx, tx, rx_errors, tx_errors)
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Any]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Any]:
+        yield from self.families

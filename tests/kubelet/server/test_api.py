@@ -168,3 +168,9 @@ async def test_busy_pod_shows_cpu_usage(node_env: NodeEnv, tmp_path: Path) -> No
     )
     assert 'cpu="total"' in line and float(line.split()[1]) > 0
     assert 'container_network_receive_bytes_total{container="",' in text
+    status, body = await _get(node_env, context, "/metrics")
+    assert status == 200
+    running = next(
+        ln for ln in body.decode().splitlines() if ln.startswith("kubelet_running_pods ")
+    )
+    assert float(running.split()[1]) >= 1

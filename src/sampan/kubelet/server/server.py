@@ -10,6 +10,7 @@ Endpoints (the paths upstream's kubelet serves, and that the API server calls)::
     GET       /stats/summary                              Summary API (``sampan.kubelet.stats``)
     GET       /metrics/resource                           node/pod/container CPU and memory
     GET       /metrics/cadvisor                           cAdvisor-named container series
+    GET       /metrics                                    kubelet_running_pods, ..._containers
     GET       /pods                                       the pods with a sandbox here
 
 Exec, attach and port-forward ask the runtime (CRI ``Exec``/``Attach``/``PortForward``) for a
@@ -185,6 +186,7 @@ class KubeletServer:
         r.add_get("/stats/summary/", self._stats_summary)
         r.add_get("/metrics/resource", self._metrics_resource)
         r.add_get("/metrics/cadvisor", self._metrics_cadvisor)
+        r.add_get("/metrics", self._metrics_kubelet)
         r.add_get("/pods", self._pods)
         runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False)
         await runner.setup()
@@ -413,6 +415,9 @@ class KubeletServer:
 
     async def _metrics_resource(self, request: web.Request) -> web.Response:
         return await self._metrics(self.stats.resource_metrics)
+
+    async def _metrics_kubelet(self, request: web.Request) -> web.Response:
+        return await self._metrics(self.stats.kubelet_metrics)
 
     async def _metrics_cadvisor(self, request: web.Request) -> web.Response:
         return await self._metrics(self.stats.cadvisor_metrics)
