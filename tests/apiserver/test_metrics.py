@@ -47,6 +47,9 @@ async def test_metrics_counts_requests(harness: ServerHarness) -> None:
     assert [b.labels["le"] for b in buckets][:3] == ["0.005", "0.025", "0.05"]
     assert buckets[-1].labels["le"] == "+Inf" and buckets[-1].value >= 1
     assert "apiserver_current_inflight_requests" in families
+    stored = {s.labels["resource"]: s.value for s in families["apiserver_storage_objects"].samples}
+    assert stored["namespaces"] >= 4  # default, kube-system, kube-public, kube-node-lease
+    assert stored["clusterroles.rbac.authorization.k8s.io"] > 10
 
 
 async def test_metrics_needs_the_rbac_rule(harness: ServerHarness) -> None:

@@ -7,6 +7,7 @@
   upstream)
 * ``apiserver_current_inflight_requests{request_kind="readOnly"|"mutating"}``
 * ``apiserver_longrunning_requests{verb,group,version,resource,subresource,scope,component}``
+* ``apiserver_storage_objects{resource}`` (``deployments.apps``), from the watch caches
 
 Each ``APIServer`` has its own registry (several servers may live in one test process).
 ``/metrics`` is an ordinary non-resource path: authenticated, and authorized as ``get`` on
@@ -19,8 +20,9 @@ returns to its value when a request ends, however it ends.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,6 +32,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from sampan.apiserver.requestinfo import RequestInfo
 
@@ -89,6 +93,8 @@ class APIServerMetrics:
             ("verb", "group", "version", "resource", "subresource", "scope", "component"),
             registry=self.registry,
         )
+        self._counts: Callable[[], dict[str, int]] = dict
+        self.registry.register(_StorageObjects(lambda: self._counts()))
 
     @staticmethod
     def _labels(method: str, ri: RequestInfo | None, dry_run: bool) -> dict[str, str]:
@@ -140,5 +146,27 @@ class APIServerMetrics:
                 self.duration.labels(**labels).observe(time.monotonic() - started)
             self.requests.labels(**labels, code=str(code[0] if code else 500)).inc()
 
+    def watch_storage(self, counts: Callable[[], dict[str, int]]) -> None:
+        """Report ``apiserver_storage_objects{resource}`` from ``counts()`` at each scrape."""
+        self._counts = counts
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _StorageObjects(Collector):
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterable[Any]:
+        family = GaugeMetricFamily(
+            "apiserver_storage_objects",
+            "[STABLE] Number of stored objects at the time of last check split by kind.",
+            labels=["resource"],
+        )
+        for resource, count in sorted(self.counts().items()):
+            family.add_metric([resource], count)
+        yield family
+
+    def describe(self) -> Iterable[Any]:
+        return []

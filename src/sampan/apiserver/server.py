@@ -249,6 +249,7 @@ class APIServer:
         rt.registry = builtin_registry()
         rt.openapi = OpenAPI(rt.registry, await asyncio.to_thread(load_definitions))
         rt.storage = Storage(self.backend, rt.registry)
+        self.metrics.watch_storage(rt.storage.object_counts)
         await rt.storage.start()
         self._build_auth()
         rt.admission = Admission(
