@@ -318,19 +318,27 @@ def _addons(config: Config) -> Callable[[Any], Any]:
     return lambda client_config: AddonManager(client_config, options)
 
 
-def _metrics_server(config: Config, api: APIServerComponent) -> Callable[[Any], Any]:
-    """The metrics-server add-on (``--disable=metrics-server`` leaves it out, as K3s)."""
-    from sampan.addons.metrics import MetricsServer, MetricsServerOptions
-    from sampan.addons.metrics.tls import ensure_metrics_tls
+class MetricsServerComponent:
+    """The metrics-server add-on with its TLS material (issued in a thread at start)."""
 
-    def build(client_config: Any) -> Any:
-        assert api.server is not None
-        pki = api.server.pki
-        tls = ensure_metrics_tls(pki, "127.0.0.1")
+    name = "metrics-server"
+
+    def __init__(self, client_config: Any, api: APIServerComponent) -> None:
+        self._client_config = client_config
+        self._api = api
+        self.inner: Any = None
+
+    async def start(self, ctx: ComponentContext) -> None:
+        from sampan.addons.metrics import MetricsServer, MetricsServerOptions
+        from sampan.addons.metrics.tls import ensure_metrics_tls
+
+        assert self._api.server is not None
+        pki = self._api.server.pki
+        tls = await asyncio.to_thread(ensure_metrics_tls, pki, "127.0.0.1")
         # The front-proxy CA of API aggregation, once the server has one.
         requestheader_ca = pki.tls_dir / "request-header-ca.crt"
-        return MetricsServer(
-            client_config,
+        self.inner = MetricsServer(
+            self._client_config,
             MetricsServerOptions(
                 serving_cert_path=tls.serving_cert,
                 serving_key_path=tls.serving_key,
@@ -340,8 +348,18 @@ def _metrics_server(config: Config, api: APIServerComponent) -> Callable[[Any], 
                 kubelet_ca_path=tls.kubelet_ca,
             ),
         )
+        await self.inner.start(ctx)
 
-    return build
+    async def stop(self) -> None:
+        if self.inner is not None:
+            await self.inner.stop()
+            self.inner = None
+
+
+def _metrics_server(config: Config, api: APIServerComponent) -> Callable[[Any], Any]:
+    """The metrics-server add-on (``--disable=metrics-server`` leaves it out, as K3s)."""
+    del config
+    return lambda client_config: MetricsServerComponent(client_config, api)
 
 
 def _metrics_server_removal(client_config: Any) -> Any:
