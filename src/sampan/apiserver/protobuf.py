@@ -3,9 +3,9 @@ few kinds clients send only as protobuf.
 
 Sampan answers in JSON, but client-go 1.32 typed clients (and so kubectl's ``create
 namespace|configmap|secret|serviceaccount|deployment|service|job|cronjob|role|rolebinding|
-clusterrole|clusterrolebinding|quota|priorityclass|poddisruptionbudget``, ``auth whoami``,
-``auth can-i``) send request bodies as ``application/vnd.kubernetes.protobuf`` whatever the
-server prefers. This module decodes those bodies into the same dicts the JSON
+clusterrole|clusterrolebinding|quota|priorityclass|poddisruptionbudget``, ``autoscale``,
+``auth whoami``, ``auth can-i``) send request bodies as ``application/vnd.kubernetes.protobuf``
+whatever the server prefers. This module decodes those bodies into the same dicts the JSON
 path produces, from small per-kind schemas (field number -> JSON name and type, as published
 in Kubernetes' ``generated.proto`` files). A kind without a schema here is refused by the
 caller with 415; part 2 of the API server widens the table (or serves protobuf fully).
@@ -288,6 +288,20 @@ _KINDS: dict[tuple[str, str], _Schema] = {
                 6: _ptr("revisionHistoryLimit", "int"),
                 7: _f("paused", "bool"),
                 9: _ptr("progressDeadlineSeconds", "int"),
+            },
+        ),
+    },
+    # kubectl autoscale
+    ("autoscaling/v1", "HorizontalPodAutoscaler"): {
+        **_STATUS_IGNORED,
+        1: _META,
+        2: _m(
+            "spec",
+            {
+                1: _m("scaleTargetRef", {1: _s("kind"), 2: _s("name"), 3: _s("apiVersion")}),
+                2: _ptr("minReplicas", "int"),
+                3: _ptr("maxReplicas", "int"),  # no omitempty in JSON
+                4: _ptr("targetCPUUtilizationPercentage", "int"),
             },
         ),
     },

@@ -17,6 +17,7 @@ layer itself are answered as a Status.
 
 Every failure leaves as a ``Status`` JSON (errors.py). Non-resource endpoints served here:
 ``/healthz``, ``/livez``, ``/readyz`` (and ``/<check>`` subpaths, ``?verbose``), ``/version``,
+``/metrics`` (Prometheus, ``sampan.apiserver.metrics``; every request is counted there),
 and discovery (``/api``, ``/apis`` ...).
 
 Invariants: the server never owns the datastore backend (the supervisor starts and closes
@@ -80,6 +81,8 @@ from sampan.apiserver.httperrors import StatusAppRunner
 from sampan.apiserver.impersonation import impersonate
 from sampan.apiserver.join import JoinService, is_join_path
 from sampan.apiserver.limits import InFlightLimiter, LimitsOptions, WatchLimiter
+from sampan.apiserver.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
+from sampan.apiserver.metrics import APIServerMetrics
 from sampan.apiserver.openapi import OpenAPI
 from sampan.apiserver.openapi_data import load_definitions
 from sampan.apiserver.openapi_pb import PROTOBUF_CONTENT_TYPE, PROTOBUF_MEDIA_TYPES
@@ -195,6 +198,7 @@ class APIServer:
         )
         self._watch_limiter = WatchLimiter(options.limits.max_watches_per_user)
         self._rt = _Runtime()
+        self.metrics = APIServerMetrics()
         self._join_secrets: dict[str, str] = {}
         self._local_node: str | None = None
 
@@ -283,6 +287,7 @@ class APIServer:
         rt.registry = builtin_registry()
         rt.openapi = OpenAPI(rt.registry, await asyncio.to_thread(load_definitions))
         rt.storage = Storage(self.backend, rt.registry)
+        self.metrics.watch_storage(rt.storage.object_counts)
         await rt.storage.start()
         self._build_auth()
         rt.admission = Admission(
@@ -466,6 +471,14 @@ class APIServer:
     # --- request pipeline -----------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        ri = parse_request_info(request.method, request.path, request.query)
+        dry_run = bool(request.query.get("dryRun"))
+        with self.metrics.track(request.method, ri, dry_run=dry_run) as code:
+            response = await self._serve(request)
+            code.append(response.status)
+            return response
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         try:
             if self._rt.join is not None and is_join_path(request.path):
                 return await self._rt.join.handle(request)
@@ -567,6 +580,11 @@ class APIServer:
         if path == "/version":
             _require_get(request)
             return json_response(discovery.version_info())
+        if path == "/metrics":
+            _require_get(request)
+            return web.Response(
+                body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+            )
         if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
             _require_get(request)
             return self._openapi_v3(request, path)

@@ -13,6 +13,7 @@ from sampan.controllers.deployment import DeploymentController
 from sampan.controllers.endpoints import EndpointsController
 from sampan.controllers.endpointslice import EndpointSliceController
 from sampan.controllers.garbagecollector import GarbageCollector
+from sampan.controllers.hpa import HPAController
 from sampan.controllers.job import JobController
 from sampan.controllers.localpath import LocalPathProvisioner
 from sampan.controllers.namespace import NamespaceController
@@ -53,4 +54,5 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "pvc-protection": PVCProtectionController,
     "pv-protection": PVProtectionController,
     "local-path-provisioner": LocalPathProvisioner,
+    "horizontalpodautoscaling": HPAController,
 }

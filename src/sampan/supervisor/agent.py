@@ -372,6 +372,7 @@ class KubeletServerComponent:
             cert_path=creds.serving_cert,
             key_path=creds.serving_key,
             client_ca_path=creds.client_ca,
+            cgroup_root=kubelet.options.cgroup_root or "/",
         )
         self.inner = KubeletServer(options, kubelet.runtime, lookup=PodManagerLookup(kubelet))
         await self.inner.start(ctx)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sampan.config import Config, ConfigError
+from sampan.pki import AUTH_PROXY_USER
 from sampan.supervisor.agent import (
     agent_components,
     default_node_ips,
@@ -330,6 +331,56 @@ def _addons(config: Config) -> Callable[[Any], Any]:
     return lambda client_config: AddonManager(client_config, options)
 
 
+class MetricsServerComponent:
+    """The metrics-server add-on with its TLS material (issued in a thread at start)."""
+
+    name = "metrics-server"
+
+    def __init__(self, client_config: Any, api: APIServerComponent) -> None:
+        self._client_config = client_config
+        self._api = api
+        self.inner: Any = None
+
+    async def start(self, ctx: ComponentContext) -> None:
+        from sampan.addons.metrics import MetricsServer, MetricsServerOptions
+        from sampan.addons.metrics.tls import ensure_metrics_tls
+
+        assert self._api.server is not None
+        pki = self._api.server.pki
+        tls = await asyncio.to_thread(ensure_metrics_tls, pki, "127.0.0.1")
+        self.inner = MetricsServer(
+            self._client_config,
+            MetricsServerOptions(
+                serving_cert_path=tls.serving_cert,
+                serving_key_path=tls.serving_key,
+                # The API server's front-proxy client (API aggregation) is the only caller.
+                requestheader_ca_path=pki.request_header_ca_cert_path,
+                requestheader_allowed_names=(AUTH_PROXY_USER,),
+                kubelet_client_cert_path=tls.kubelet_cert,
+                kubelet_client_key_path=tls.kubelet_key,
+                kubelet_ca_path=tls.kubelet_ca,
+            ),
+        )
+        await self.inner.start(ctx)
+
+    async def stop(self) -> None:
+        if self.inner is not None:
+            await self.inner.stop()
+            self.inner = None
+
+
+def _metrics_server(config: Config, api: APIServerComponent) -> Callable[[Any], Any]:
+    """The metrics-server add-on (``--disable=metrics-server`` leaves it out, as K3s)."""
+    del config
+    return lambda client_config: MetricsServerComponent(client_config, api)
+
+
+def _metrics_server_removal(client_config: Any) -> Any:
+    from sampan.addons.metrics import MetricsServerRemoval
+
+    return MetricsServerRemoval(client_config)
+
+
 def server_components(config: Config) -> list[Component]:
     for sub in SERVER_DIRS:
         os.makedirs(config.data_dir / "server" / sub, mode=0o700, exist_ok=True)
@@ -366,6 +417,20 @@ def server_components(config: Config) -> list[Component]:
             common_name="system:sampan-addons",
             organizations=("system:masters",),
             build=_addons(config),
+        )
+    )
+    # The metrics add-on registers its own Service, Endpoints and APIService (hence
+    # cluster-admin, as the manifests K3s applies for it); disabled, it removes them.
+    components.append(
+        ClientComponent(
+            "metrics-server",
+            api,
+            cred,
+            common_name="system:metrics-server",
+            organizations=("system:masters",),
+            build=_metrics_server_removal
+            if "metrics-server" in config.disable
+            else _metrics_server(config, api),
         )
     )
     if not config.disable_agent:

@@ -204,6 +204,8 @@ async def node_env(runtime_env: RuntimeEnv) -> AsyncIterator[NodeEnv]:  # noqa: 
                 client_ca_path=pki.client_ca_cert_path,
                 bind_address="127.0.0.1",
                 port=0,
+                cgroup_root=runtime_env.names.cgroup_root,
+                housekeeping_interval_s=1.0,
             ),
             runtime_env.runtime.runtime,
         )

@@ -111,3 +111,66 @@ async def test_pod_without_a_node_is_a_bad_request(node_env: NodeEnv) -> None:
     )
     assert result.returncode != 0
     assert b"does not have a host assigned" in result.stderr
+
+
+async def test_busy_pod_shows_cpu_usage(node_env: NodeEnv, tmp_path: Path) -> None:
+    """A pod burning CPU: usageNanoCores > 0 for the container and the pod (its cgroup), and
+    /metrics/resource carries upstream's names with the pod's labels."""
+    name = unique("busy")
+    await node_env.run_pod(name, {"burn": ["sh", "-c", "while :; do :; done"]})
+    context = await asyncio.to_thread(_context, node_env, tmp_path, "system:kube-apiserver")
+    entry: dict = {}
+    for _ in range(100):  # the housekeeping loop samples every second: wait for two samples
+        status, body = await _get(node_env, context, "/stats/summary")
+        assert status == 200
+        entry = next(p for p in json.loads(body)["pods"] if p["podRef"]["name"] == name)
+        if entry["containers"] and entry["containers"][0]["cpu"].get("usageNanoCores"):
+            if entry["cpu"].get("usageNanoCores"):
+                break
+        await asyncio.sleep(0.3)
+    container = entry["containers"][0]
+    assert container["name"] == "burn"
+    assert container["cpu"]["usageNanoCores"] > 0
+    assert container["cpu"]["usageCoreNanoSeconds"] > 0
+    assert entry["cpu"]["usageNanoCores"] > 0
+    assert entry["memory"]["workingSetBytes"] > 0
+    summary = json.loads(body)
+    assert summary["node"]["cpu"]["usageNanoCores"] > 0
+    assert summary["node"]["fs"]["capacityBytes"] > 0
+    assert entry["network"]["name"] == "eth0"
+    assert [i["name"] for i in entry["network"]["interfaces"]] == ["eth0"]
+
+    status, body = await _get(node_env, context, "/metrics/resource")
+    assert status == 200
+    text = body.decode()
+    assert "# TYPE container_cpu_usage_seconds_total counter" in text
+    labels = f'container="burn",namespace="default",pod="{name}"'
+    line = next(
+        ln
+        for ln in text.splitlines()
+        if ln.startswith(f"container_cpu_usage_seconds_total{{{labels}}}")
+    )
+    assert float(line.split()[1]) > 0
+    assert f'pod_memory_working_set_bytes{{namespace="default",pod="{name}"}}' in text
+    assert "node_memory_working_set_bytes " in text
+    anonymous = await asyncio.to_thread(_context, node_env, tmp_path, None)
+    assert (await _get(node_env, anonymous, "/metrics/resource"))[0] == 401
+
+    status, body = await _get(node_env, context, "/metrics/cadvisor")
+    assert status == 200
+    text = body.decode()
+    line = next(
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("container_cpu_usage_seconds_total{")
+        and 'container="burn"' in ln
+        and f'pod="{name}"' in ln
+    )
+    assert 'cpu="total"' in line and float(line.split()[1]) > 0
+    assert 'container_network_receive_bytes_total{container="",' in text
+    status, body = await _get(node_env, context, "/metrics")
+    assert status == 200
+    running = next(
+        ln for ln in body.decode().splitlines() if ln.startswith("kubelet_running_pods ")
+    )
+    assert float(running.split()[1]) >= 1

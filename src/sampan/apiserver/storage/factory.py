@@ -139,6 +139,16 @@ class Storage:
         self._stores[key] = store
         return store
 
+    def object_counts(self) -> dict[str, int]:
+        """Objects held per stored resource (``deployments.apps``, ``pods``), from the
+        watch caches: what ``apiserver_storage_objects`` reports."""
+        counts: dict[str, int] = {}
+        for cache in self._caches.values():
+            info = cache.info
+            name = f"{info.plural}.{info.group}" if info.group else info.plural
+            counts[name] = counts.get(name, 0) + len(cache.objects)
+        return counts
+
     def _storage_info(self, info: ResourceInfo) -> ResourceInfo:
         if info.api_version == info.storage_version:
             return info

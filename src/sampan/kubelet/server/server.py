@@ -9,7 +9,10 @@ Endpoints (the paths upstream's kubelet serves, and that the API server calls)::
     GET|POST  /exec/<ns>/<pod>[/<uid>]/<container>        ?command=..&stdin&stdout&stderr&tty
     GET|POST  /attach/<ns>/<pod>[/<uid>]/<container>      ?stdin&stdout&stderr&tty
     GET|POST  /portForward/<ns>/<pod>[/<uid>]             ?port=.. (WebSocket clients)
-    GET       /stats/summary                              node and per-pod CPU and memory
+    GET       /stats/summary                              Summary API (``sampan.kubelet.stats``)
+    GET       /metrics/resource                           node/pod/container CPU and memory
+    GET       /metrics/cadvisor                           cAdvisor-named container series
+    GET       /metrics                                    kubelet_running_pods, ..._containers
     GET       /pods                                       the pods with a sandbox here
 
 Exec, attach and port-forward ask the runtime (CRI ``Exec``/``Attach``/``PortForward``) for a
@@ -34,9 +37,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import os
 import ssl
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,6 +46,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from cryptography import x509
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from sampan import httpstream as upgrade
 from sampan.httpconn import (
@@ -55,6 +58,7 @@ from sampan.httpconn import (
 from sampan.kubelet.runtime import cri, pb
 from sampan.kubelet.server import bridge, logs
 from sampan.kubelet.server.lookup import CRIPodLookup, NotFoundError, PodLookup
+from sampan.kubelet.stats import DEFAULT_HOUSEKEEPING_INTERVAL_S, StatsProvider
 from sampan.pki.tls import server_ssl_context
 
 __all__ = [
@@ -89,6 +93,8 @@ class KubeletServerOptions:
     allowed_users: tuple[str, ...] = DEFAULT_ALLOWED_USERS
     allowed_groups: tuple[str, ...] = DEFAULT_ALLOWED_GROUPS
     header_read_timeout_s: float = DEFAULT_HEADER_READ_TIMEOUT_S  # slow clients are closed
+    cgroup_root: str = "/kubepods"  # where the kubelet puts pod cgroups (stats)
+    housekeeping_interval_s: float = DEFAULT_HOUSEKEEPING_INTERVAL_S
 
     def ssl_context(self) -> ssl.SSLContext:
         """Serving cert; client certs optional (``/healthz``) but verified when sent; the
@@ -128,10 +134,6 @@ def _text(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message.rstrip("\n") + "\n")
 
 
-def _now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _ns_to_rfc3339(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -156,7 +158,10 @@ class KubeletServer:
         self.lookup: PodLookup = lookup if lookup is not None else CRIPodLookup(runtime)
         self._runner: HeaderTimeoutRunner | None = None
         self._port = 0
-        self._started_at = _now_rfc3339()
+        self.stats = StatsProvider(
+            runtime, node_name=options.node_name, cgroup_root=options.cgroup_root
+        )
+        self._housekeeping: asyncio.Task[None] | None = None
         # Requests in flight (log follows, exec/attach/port-forward splices): stop() cancels
         # them, since hijacked connections are invisible to aiohttp's graceful shutdown.
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -188,6 +193,10 @@ class KubeletServer:
             r.add_route("GET", path, self._port_forward)
             r.add_route("POST", path, self._port_forward)
         r.add_get("/stats/summary", self._stats_summary)
+        r.add_get("/stats/summary/", self._stats_summary)
+        r.add_get("/metrics/resource", self._metrics_resource)
+        r.add_get("/metrics/cadvisor", self._metrics_cadvisor)
+        r.add_get("/metrics", self._metrics_kubelet)
         r.add_get("/pods", self._pods)
         runner = HeaderTimeoutRunner(
             app,
@@ -207,9 +216,18 @@ class KubeletServer:
         self._runner = runner
         addresses = [a for a in runner.addresses if isinstance(a, tuple)]
         self._port = addresses[0][1] if addresses else self.options.port
+        self._housekeeping = asyncio.create_task(
+            self.stats.run_housekeeping(self.options.housekeeping_interval_s),
+            name="kubelet-stats-housekeeping",
+        )
         log.info("kubelet API listening on %s:%d", self.options.bind_address, self._port)
 
     async def stop(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+            self._housekeeping = None
         for task in list(self._inflight):
             task.cancel()
         if self._inflight:
@@ -405,46 +423,26 @@ class KubeletServer:
 
     async def _stats_summary(self, request: web.Request) -> web.Response:
         try:
-            sandboxes = await self.runtime.list_pod_sandbox()
-            stats = await self.runtime.list_container_stats()
+            summary = await self.stats.summary()
         except cri.CRIError as exc:
             return _text(503, f"container runtime: {exc}")
-        node_cpu, node_memory = await asyncio.to_thread(_node_usage)
-        by_sandbox: dict[str, list[pb.ContainerStats]] = {}
-        containers = {c.id: c for c in await self.runtime.list_containers()}
-        for stat in stats:
-            container = containers.get(stat.attributes.id)
-            if container is not None:
-                by_sandbox.setdefault(container.pod_sandbox_id, []).append(stat)
-        pods = []
-        for sandbox in sandboxes:
-            if sandbox.state != pb.PodSandboxState.SANDBOX_READY:
-                continue
-            entries = [_container_stats(s) for s in by_sandbox.get(sandbox.id, [])]
-            pods.append(
-                {
-                    "podRef": {
-                        "name": sandbox.metadata.name,
-                        "namespace": sandbox.metadata.namespace,
-                        "uid": sandbox.metadata.uid,
-                    },
-                    "startTime": _ns_to_rfc3339(sandbox.created_at),
-                    "containers": entries,
-                    "cpu": _sum(entries, "cpu", ("usageNanoCores", "usageCoreNanoSeconds")),
-                    "memory": _sum(entries, "memory", ("workingSetBytes", "usageBytes")),
-                }
-            )
-        return web.json_response(
-            {
-                "node": {
-                    "nodeName": self.options.node_name,
-                    "startTime": self._started_at,
-                    "cpu": node_cpu,
-                    "memory": node_memory,
-                },
-                "pods": pods,
-            }
-        )
+        return web.json_response(summary)
+
+    async def _metrics_resource(self, request: web.Request) -> web.Response:
+        return await self._metrics(self.stats.resource_metrics)
+
+    async def _metrics_kubelet(self, request: web.Request) -> web.Response:
+        return await self._metrics(self.stats.kubelet_metrics)
+
+    async def _metrics_cadvisor(self, request: web.Request) -> web.Response:
+        return await self._metrics(self.stats.cadvisor_metrics)
+
+    async def _metrics(self, render: Callable[[], Awaitable[bytes]]) -> web.Response:
+        try:
+            body = await render()
+        except cri.CRIError as exc:
+            return _text(503, f"container runtime: {exc}")
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _pods(self, request: web.Request) -> web.Response:
         try:
@@ -468,51 +466,3 @@ class KubeletServer:
         return web.json_response(
             {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
         )
-
-
-def _container_stats(stat: pb.ContainerStats) -> dict[str, Any]:
-    cpu = stat.cpu
-    memory = stat.memory
-    return {
-        "name": stat.attributes.metadata.name,
-        "cpu": {
-            "time": _ns_to_rfc3339(cpu.timestamp),
-            "usageNanoCores": cpu.usage_nano_cores.value,
-            "usageCoreNanoSeconds": cpu.usage_core_nano_seconds.value,
-        },
-        "memory": {
-            "time": _ns_to_rfc3339(memory.timestamp),
-            "workingSetBytes": memory.working_set_bytes.value,
-            "usageBytes": memory.usage_bytes.value,
-            "rssBytes": memory.rss_bytes.value,
-        },
-    }
-
-
-def _sum(entries: Iterable[dict[str, Any]], key: str, fields: tuple[str, ...]) -> dict[str, Any]:
-    total: dict[str, Any] = {"time": _now_rfc3339()}
-    for name in fields:
-        total[name] = sum(int(e[key][name]) for e in entries)
-    return total
-
-
-def _node_usage() -> tuple[dict[str, Any], dict[str, Any]]:
-    """Node CPU seconds and memory from /proc (blocking)."""
-    now = _now_rfc3339()
-    cpu: dict[str, Any] = {"time": now}
-    memory: dict[str, Any] = {"time": now}
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        ticks = [int(f) for f in fields]
-        busy = sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)
-        hz = os.sysconf("SC_CLK_TCK")
-        cpu["usageCoreNanoSeconds"] = busy * 1_000_000_000 // hz
-    with contextlib.suppress(OSError, ValueError):
-        info = {}
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            info[key] = int(rest.split()[0]) * 1024
-        memory["availableBytes"] = info["MemAvailable"]
-        memory["usageBytes"] = info["MemTotal"] - info["MemFree"]
-        memory["workingSetBytes"] = info["MemTotal"] - info["MemAvailable"]
-    return cpu, memory
