@@ -14,11 +14,14 @@ PYTHON=${PYTHON:-python3}
 #   iptables, conntrack: Services (kube-proxy's iptables mode) and stale UDP flows
 #   busybox-static, umoci, skopeo, zstd: the tests build their own small images
 #   postgresql: the PostgreSQL datastore driver's tests start a private server from it
+#   nginx: the ingress controller's data plane (Sampan runs its own nginx with its own config
+#     under <data-dir>/agent/ingress; the Debian nginx service is not used)
 DEB_PACKAGES=(
   python3-venv ca-certificates
   containerd runc containernetworking-plugins catatonit iptables conntrack iproute2
   busybox-static umoci skopeo zstd
   postgresql
+  nginx
 )
 
 missing=()

@@ -17,7 +17,10 @@ path (K3s: "a server is a control plane plus an agent that joins itself"):
    sent to the node-local DNS server);
 5. **kubelet** — containerd, the Node, pods;
 6. **kubelet-server** — the kubelet API on 10250 (logs, exec, attach, port-forward);
-7. **local-path** — removes the directories of this node's released local-path volumes.
+7. **local-path** — removes the directories of this node's released local-path volumes;
+8. **ingress** — nginx (a supervised child) serving the Ingresses of the ``sampan-nginx``
+   IngressClass on ``--ingress-http-port``/``--ingress-https-port`` (80/443); not with
+   ``--disable=ingress``.
 
 The node password is a random secret kept on the node (``/etc/sampan/node/password``, or
 ``<data-dir>/agent/node-password`` with a non-default data dir): the server remembers it per
@@ -279,6 +282,7 @@ class JoinComponent:
             "kubelet": ("kubeletClientCert", "kubeletClientKey"),
             "agent": ("agentCert", "agentKey"),
             "kube-proxy": ("proxyCert", "proxyKey"),
+            "ingress": ("ingressCert", "ingressKey"),
         }
         for identity, (cert, key) in pairs.items():
             _write_private(
@@ -499,4 +503,23 @@ def agent_components(
             ),
         )
     )
+    if "ingress" not in config.disable:
+        from sampan.ingress import IngressController, IngressOptions
+
+        ingress_options = IngressOptions(
+            node_name=name,
+            directory=config.data_dir / "agent" / "ingress",
+            node_ips=node_ips,
+            http_port=config.ingress_http_port,
+            https_port=config.ingress_https_port,
+        )
+        components.append(
+            JoinedComponent(
+                "ingress",
+                join,
+                lambda creds: IngressController(
+                    ClientConfig.from_kubeconfig(creds.kubeconfig("ingress")), ingress_options
+                ),
+            )
+        )
     return components

@@ -22,6 +22,10 @@ Sampan's component identities (client certificates the server issues; document c
 * ``system:sampan-agent``: ``system:sampan-agent`` — read-only: list/watch Nodes (network),
   Services and EndpointSlices (DNS). It writes nothing: the network component annotates its
   own Node with the node's credential, and the server creates the kube-dns Service;
+* ``system:sampan-ingress``: ``system:sampan-ingress`` — the ingress controller (list/watch
+  Ingresses, IngressClasses, Services, EndpointSlices, Nodes and Secrets — TLS Secrets are
+  read cluster-wide, as ingress-nginx's ServiceAccount does; patch/update
+  ``ingresses/status``; events). A separate identity so the agent's own stays secret-free;
 * service account ``kube-system/kube-dns``: ``system:kube-dns``.
 
 Deliberate differences from upstream, until the matching pieces exist:
@@ -65,6 +69,7 @@ __all__ = [
     "NARROWED_POLICY",
     "SAMPAN_AGENT_USER",
     "SAMPAN_CONTROLLER_USER",
+    "SAMPAN_INGRESS_USER",
     "bootstrap_namespaced_policy",
     "bootstrap_policy",
     "node_rules",
@@ -89,6 +94,7 @@ NARROWED_POLICY = frozenset(
 
 SAMPAN_CONTROLLER_USER = "system:sampan-controller"
 SAMPAN_AGENT_USER = "system:sampan-agent"
+SAMPAN_INGRESS_USER = "system:sampan-ingress"
 
 READ = ("get", "list", "watch")
 WRITE = ("create", "delete", "deletecollection", "patch", "update")
@@ -575,6 +581,18 @@ def _sampan_roles() -> list[dict[str, Any]]:
                 _rule(EVENT_WRITE, (CORE, EVENTS), ("events",)),
             ],
         ),
+        _cluster_role(
+            "system:sampan-ingress",
+            [
+                # the ingress controller (sampan.ingress), as ingress-nginx's ServiceAccount:
+                # TLS Secrets are read cluster-wide (the informer selects type=kubernetes.io/tls)
+                _rule(("list", "watch"), (NETWORKING,), ("ingresses", "ingressclasses")),
+                _rule(("patch", "update"), (NETWORKING,), ("ingresses/status",)),
+                _rule(("list", "watch"), (CORE,), ("services", "secrets", "nodes")),
+                _rule(("list", "watch"), (DISCOVERY,), ("endpointslices",)),
+                _rule(EVENT_WRITE, (CORE, EVENTS), ("events",)),
+            ],
+        ),
     ]
 
 
@@ -603,6 +621,7 @@ def _bindings() -> list[dict[str, Any]]:
         ),
         _binding("system:sampan-controller", [_subject("User", SAMPAN_CONTROLLER_USER)]),
         _binding("system:sampan-agent", [_subject("User", SAMPAN_AGENT_USER)]),
+        _binding("system:sampan-ingress", [_subject("User", SAMPAN_INGRESS_USER)]),
     ]
 
 
