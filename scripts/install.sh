@@ -43,6 +43,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts its own nginx (default site on port 80) on install; Sampan runs a private
+  # nginx for Ingresses, so the packaged service we just installed is stopped and disabled.
+  if [[ " ${missing[*]} " == *" nginx "* ]]; then
+    { systemctl disable --now nginx || invoke-rc.d nginx stop; } >/dev/null 2>&1 || true
+  fi
 fi
 # Debian starts the packaged PostgreSQL cluster on install; Sampan's tests run their own
 # private servers and do not need it (it is left as the system has it).

@@ -27,10 +27,12 @@ Invariants:
   running nginx uses is never overwritten), the text goes to ``nginx.conf.candidate`` and
   ``nginx -t`` checks it; only a configuration nginx accepts replaces ``nginx.conf`` and is
   loaded with SIGHUP (nginx's graceful reload: old workers finish their connections). A
-  rejected one leaves the previous configuration serving and a Warning event
-  ``InvalidConfiguration`` on the Ingress that produced the failing line (when the error names
-  none, on every Ingress that changed since the last accepted configuration); the same
-  rejected text is not tested again;
+  rejected configuration is never loaded: when nginx's error names a line, the Ingress that
+  produced it gets a Warning event ``InvalidConfiguration`` and is held back (its last accepted
+  version keeps serving, or nothing if it never had one) until its resourceVersion changes,
+  and the rest is rendered and tested again, so one broken Ingress never blocks the others;
+  when the error names no Ingress, the previous configuration keeps serving, every Ingress
+  changed since it gets the event, and the same text is not tested again;
 * problems with one Ingress (missing Service or Secret, ignored annotations, path conflicts)
   are Warning events on it, sent once per distinct message, never a failed sync;
 * status: every node's controller writes the same ``status.loadBalancer.ingress`` (the
@@ -70,6 +72,7 @@ from sampan.ingress.render import (
     DEFAULT_CLASS_ANNOTATION,
     Rendered,
     RenderOptions,
+    ingress_key,
     render,
 )
 
@@ -86,6 +89,8 @@ RESTART_BACKOFF_START_S = 1.0
 RESTART_BACKOFF_MAX_S = 30.0
 STABLE_RUN_S = 10.0
 STOP_TIMEOUT_S = 10.0
+MAX_HOLD_BACKS = 8
+"""Rejected Ingresses held back in one sync before giving up (keeping the previous config)."""
 _ERROR_LINE = re.compile(r":(\d+)\s*$")
 _TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
@@ -184,6 +189,10 @@ class IngressController:
         self._stopping = False
         self._applied: Rendered | None = None
         self._rejected_text: str | None = None
+        self._held: dict[str, str] = {}
+        """Ingress key -> resourceVersion nginx rejected (held back until it changes)."""
+        self._good: dict[str, Mapping[str, Any]] = {}
+        """The Ingress objects of the configuration nginx serves."""
         self._reported: dict[str, tuple[str, ...]] = {}
         self.sync_count = 0
         self.reload_count = 0
@@ -415,19 +424,38 @@ class IngressController:
                 (s["metadata"].get("namespace", ""), s["metadata"]["name"]): s
                 for s in self._secrets.cache.list()
             }
-            rendered = await asyncio.to_thread(
-                render,
-                self._ingresses.cache.list(),
-                self._services.cache.list(),
-                self._slices.cache.list(),
-                secrets,
-                self._render_options(),
-            )
-            self._report_problems(rendered)
-            if self._applied is None or rendered.text != self._applied.text:
-                if rendered.text != self._rejected_text:
-                    await self._apply(rendered)
-            await self._update_status(rendered)
+            current = {ingress_key(i): i for i in self._ingresses.cache.list()}
+            # An Ingress nginx rejected stays held back (its last accepted version keeps
+            # serving, or nothing) until it changes.
+            self._held = {k: v for k, v in self._held.items() if _version(current.get(k, {})) == v}
+            options = self._render_options()
+            for _ in range(MAX_HOLD_BACKS):
+                ingresses = []
+                for key, ingress in current.items():
+                    if key in self._held:
+                        good = self._good.get(key)
+                        if good is not None:
+                            ingresses.append(good)
+                    else:
+                        ingresses.append(ingress)
+                rendered = await asyncio.to_thread(
+                    render,
+                    ingresses,
+                    self._services.cache.list(),
+                    self._slices.cache.list(),
+                    secrets,
+                    options,
+                )
+                if self._applied is not None and rendered.text == self._applied.text:
+                    break
+                if rendered.text == self._rejected_text:
+                    break
+                owner = await self._apply(rendered, current)
+                if owner is None:
+                    break
+                self._held[owner] = _version(current[owner])
+            self._report_problems(rendered, current)
+            await self._update_status(rendered, current)
             self.last_error = None
         finally:
             self._syncing = False
@@ -435,16 +463,20 @@ class IngressController:
             async with self._sync_done:
                 self._sync_done.notify_all()
 
-    async def _apply(self, rendered: Rendered) -> None:
+    async def _apply(self, rendered: Rendered, current: Mapping[str, Any]) -> str | None:
+        """Test and load ``rendered``; after a rejection, the Ingress to hold back and retry
+        without (None: keep the previous configuration as it is)."""
         error = await asyncio.to_thread(self._write_and_test, rendered)
         if error is not None:
-            self._rejected_text = rendered.text
-            self._report_rejection(rendered, error)
-            if self._proc is None and self._applied is None:
-                raise IngressError(f"nginx rejected the first configuration: {error}")
-            return
+            owner = self._report_rejection(rendered, error, current)
+            if owner is None:
+                self._rejected_text = rendered.text
+                if self._applied is None:
+                    raise IngressError(f"nginx rejected the first configuration: {error}")
+            return owner
         self._rejected_text = None
         previous, self._applied = self._applied, rendered
+        self._good = dict(rendered.ingresses)
         if self._proc is None or self._proc.returncode is not None:
             if self._watcher is None:
                 await self._spawn()
@@ -455,6 +487,7 @@ class IngressController:
                 "ingress: nginx configuration reloaded (%d Ingresses)", len(rendered.ingresses)
             )
         await asyncio.to_thread(self._collect_certs, rendered, previous)
+        return None
 
     def _write_and_test(self, rendered: Rendered) -> str | None:
         """Write certificates and the candidate, run ``nginx -t``; the error, or None after
@@ -488,48 +521,57 @@ class IngressController:
 
     # -- events and status -------------------------------------------------------------------
 
-    def _report_problems(self, rendered: Rendered) -> None:
-        current = {k: tuple(v) for k, v in rendered.problems.items()}
+    def _report_problems(self, rendered: Rendered, current: Mapping[str, Any]) -> None:
+        reported = {k: tuple(v) for k, v in rendered.problems.items()}
         assert self._recorder is not None
-        for key, problems in current.items():
-            if self._reported.get(key) == problems:
-                continue
-            ingress = rendered.ingresses.get(key)
-            if ingress is None:
+        for key, problems in reported.items():
+            ingress = current.get(key)
+            if ingress is None or key in self._held:
                 continue
             for problem in problems:
                 if problem not in self._reported.get(key, ()):
                     self._recorder.event(ingress, TYPE_WARNING, "InvalidIngress", problem)
-        self._reported = current
+        self._reported = reported
 
-    def _report_rejection(self, rendered: Rendered, error: str) -> None:
+    def _report_rejection(
+        self, rendered: Rendered, error: str, current: Mapping[str, Any]
+    ) -> str | None:
+        """Warn about a configuration nginx rejected; the Ingress that produced the failing
+        line if the error names one (held back by the caller), else None."""
         assert self._recorder is not None
-        owners: set[str] = set()
+        owner = None
         match = _ERROR_LINE.search(error)
         if match and str(self.candidate_path) in error:
             owner = rendered.line_owners.get(int(match.group(1)))
-            if owner is not None:
-                owners.add(owner)
-        if not owners:
+        if owner is not None and owner in current and owner not in self._held:
+            owners = {owner}
+            outcome = (
+                "its previous version keeps serving" if owner in self._good else "it is not served"
+            )
+        else:
+            owner = None
+            outcome = "the previous configuration keeps serving"
             before = self._applied.ingresses if self._applied is not None else {}
-            for key, ingress in rendered.ingresses.items():
-                old = before.get(key)
-                if old is None or _version(old) != _version(ingress):
-                    owners.add(key)
+            owners = {
+                key
+                for key in rendered.ingresses
+                if key in current
+                and (key not in before or _version(before[key]) != _version(current[key]))
+            }
         log.warning(
-            "ingress: nginx rejected the new configuration (%s); the previous one keeps "
-            "serving; caused by %s",
-            error,
+            "ingress: nginx rejected the configuration rendered with %s (%s); %s",
             ", ".join(sorted(owners)) or "an unknown change",
+            error,
+            outcome,
         )
         for key in sorted(owners):
             self._recorder.event(
-                rendered.ingresses[key],
+                current[key],
                 TYPE_WARNING,
                 "InvalidConfiguration",
-                "nginx rejected the configuration rendered with this Ingress; the previous "
-                f"configuration keeps serving: {error}",
+                f"nginx rejected the configuration rendered from this Ingress ({error}); {outcome}",
             )
+        return owner
 
     def _node_ips(self) -> list[str]:
         ips: set[str] = set()
@@ -542,10 +584,13 @@ class IngressController:
             ips.update(ip for ip in self.options.node_ips if ":" not in ip)
         return sorted(ips)
 
-    async def _update_status(self, rendered: Rendered) -> None:
+    async def _update_status(self, rendered: Rendered, current: Mapping[str, Any]) -> None:
         assert self._client is not None
         wanted = [{"ip": ip} for ip in self._node_ips()]
-        for key, ingress in sorted(rendered.ingresses.items()):
+        for key in sorted(rendered.ingresses):
+            ingress = current.get(key)
+            if ingress is None:
+                continue
             lb = (ingress.get("status") or {}).get("loadBalancer") or {}
             if (lb.get("ingress") or []) == wanted:
                 continue
