@@ -162,10 +162,11 @@ def _alive_nginx(pid_path: Path, conf: Path) -> int | None:
     """The pid of an nginx master a previous agent left running with this configuration."""
     try:
         pid = int(pid_path.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except (OSError, ValueError):
         return None
-    if any(b"nginx" in part for part in cmdline[:1]) and str(conf).encode() in cmdline:
+    # nginx rewrites its command line: "nginx: master process nginx -c <conf> ..."
+    if cmdline.startswith(b"nginx") and f" -c {conf} ".encode() in cmdline + b" ":
         return pid
     return None
 
