@@ -12,8 +12,9 @@ Plugin order (kube-apiserver's recommended order, for the plugins Sampan has):
 NamespaceLifecycle, RBACEscalation (upstream checks it in the RBAC REST storage, after
 mutating and before validating admission), LimitRanger, ServiceAccount, NodeRestriction,
 Priority, DefaultTolerationSeconds, PodSecurity, DefaultStorageClass,
-StorageObjectInUseProtection, ServiceAllocation (upstream does this in the Service REST
-storage), ResourceQuota. Mutating ones run before validating ones (the chain's rule).
+StorageObjectInUseProtection, DefaultIngressClass, ServiceAllocation (upstream does this in
+the Service REST storage), ResourceQuota. Mutating ones run before validating ones (the
+chain's rule).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sampan.apiserver.admission.allocator import (
 )
 from sampan.apiserver.admission.chain import AdmissionChain, AdmissionPlugin
 from sampan.apiserver.admission.namespace import IMMORTAL_NAMESPACES, NamespaceLifecycle
+from sampan.apiserver.admission.network import DefaultIngressClass
 from sampan.apiserver.admission.noderestriction import NodeRestriction
 from sampan.apiserver.admission.pods import (
     DEFAULT_SERVICE_ACCOUNT,
@@ -110,6 +112,7 @@ class Admission:
             PodSecurity(get_namespace, lambda namespace: self.cached("", "pods", namespace)),
             DefaultStorageClass(lambda: self.cached("storage.k8s.io", "storageclasses", "")),
             StorageObjectInUseProtection(),
+            DefaultIngressClass(lambda: self.cached("networking.k8s.io", "ingressclasses", "")),
             ServiceAllocation(
                 self.ips,
                 self.node_ports,
