@@ -14,7 +14,10 @@ Sampan's nginx never touches the Debian package's files: it runs with
 ``-c <data-dir>/agent/ingress/nginx.conf -p <data-dir>/agent/ingress/ -e .../logs/error.log``
 and its pid file, logs, temp directories and certificates all live under
 ``<data-dir>/agent/ingress/`` (a system nginx service, if any, is left alone — it must then
-not hold the same ports).
+not hold the same ports). The master runs as root (ports 80/443, certificates read at load);
+its workers run as nginx's default unprivileged user (``nobody``), which cannot enter the
+0700 data dir — they never need to: request and response buffering are off, so no temp file
+is written (large uploads were checked to pass).
 
 Invariants:
 
