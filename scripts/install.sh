@@ -15,11 +15,14 @@ PYTHON=${PYTHON:-python3}
 #   ipset: NetworkPolicy enforcement (pod IP sets matched from iptables)
 #   busybox-static, umoci, skopeo, zstd: the tests build their own small images
 #   postgresql: the PostgreSQL datastore driver's tests start a private server from it
+#   nginx: the ingress controller's data plane (Sampan runs its own nginx with its own config
+#     under <data-dir>/agent/ingress; the Debian nginx service is not used)
 DEB_PACKAGES=(
   python3-venv ca-certificates
   containerd runc containernetworking-plugins catatonit iptables conntrack ipset iproute2
   busybox-static umoci skopeo zstd
   postgresql
+  nginx
 )
 
 missing=()
@@ -41,6 +44,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts its own nginx (default site on port 80) on install; Sampan runs a private
+  # nginx for Ingresses, so the packaged service we just installed is stopped and disabled.
+  if [[ " ${missing[*]} " == *" nginx "* ]]; then
+    { systemctl disable --now nginx || invoke-rc.d nginx stop; } >/dev/null 2>&1 || true
+  fi
 fi
 # Debian starts the packaged PostgreSQL cluster on install; Sampan's tests run their own
 # private servers and do not need it (it is left as the system has it).

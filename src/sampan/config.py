@@ -374,6 +374,20 @@ OPTIONS: tuple[Option, ...] = (
         "agent/runtime",
         "Use an existing CRI socket instead of the bundled containerd",
     ),
+    _o(
+        "ingress-http-port",
+        "port",
+        80,
+        "agent/networking",
+        "Port the ingress controller's nginx serves HTTP on (on every node address)",
+    ),
+    _o(
+        "ingress-https-port",
+        "port",
+        443,
+        "agent/networking",
+        "Port the ingress controller's nginx serves HTTPS on (on every node address)",
+    ),
 )
 
 _BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -434,6 +448,8 @@ class Config:
     node_label: tuple[str, ...] = ()
     node_taint: tuple[str, ...] = ()
     container_runtime_endpoint: str = ""
+    ingress_http_port: int = 80
+    ingress_https_port: int = 443
     sources: tuple[str, ...] = ()
     """The configuration files that were read, in order (for the log)."""
 

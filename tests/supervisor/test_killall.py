@@ -73,3 +73,40 @@ def test_named_and_unnamed_clusters_remove_only_their_own_chains() -> None:
     assert "SAMPAN-NP-" not in text
     for kept in (":Kb-SERVICES", "-j Kb-SERVICES", ":SAMPAN-b-POSTROUTING"):
         assert kept in text
+
+
+def test_finds_the_ingress_nginx_by_its_rewritten_command_line(tmp_path) -> None:
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from sampan.ingress.render import RenderOptions, render
+    from sampan.supervisor.killall import _nginx_masters
+
+    if shutil.which("nginx") is None:
+        import pytest
+
+        pytest.fail("nginx is not installed (scripts/install.sh installs it)")
+    d = tmp_path / "agent" / "ingress"
+    for sub in ("logs", "tmp"):
+        (d / sub).mkdir(parents=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = d / "nginx.conf"
+    conf.write_text(render([], [], [], {}, RenderOptions(data_dir=str(d), http_port=port)).text)
+    other = tmp_path / "other.conf"
+    proc = subprocess.Popen(
+        ["nginx", "-c", str(conf), "-p", f"{d}/", "-e", str(d / "logs" / "error.log")]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while proc.pid not in _nginx_masters(conf) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _nginx_masters(conf) == [proc.pid]  # not its workers
+        assert _nginx_masters(other) == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)

@@ -79,11 +79,27 @@ volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Delete
 """
 
-PACKAGED_MANIFESTS: Mapping[str, str] = {"local-storage": LOCAL_STORAGE_MANIFEST}
+INGRESS_MANIFEST = """\
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: sampan-nginx
+  annotations:
+    ingressclass.kubernetes.io/is-default-class: "true"
+spec:
+  controller: sampan.io/ingress-nginx
+"""
+
+PACKAGED_MANIFESTS: Mapping[str, str] = {
+    "local-storage": LOCAL_STORAGE_MANIFEST,
+    "ingress": INGRESS_MANIFEST,
+}
 """Manifests Sampan ships, by name (written as ``<name>.yaml``; ``--disable=<name>`` removes
 one). ``local-storage``: the default StorageClass ``local-path`` of the local-path provisioner
 (its provisioner runs in the controller manager, its node half in each agent, as K3s's
-local-storage.yaml). Cluster DNS creates its Service itself."""
+local-storage.yaml). ``ingress``: the default IngressClass ``sampan-nginx`` served by each
+agent's ingress component (``sampan.ingress``; ``--disable=ingress`` also stops the server's own
+agent from running it). Cluster DNS creates its Service itself."""
 
 
 class _Context(Protocol):

@@ -8,8 +8,8 @@ K3s's agent join, on the API server's port:
   JSON body ``{"nodeName", "nodePassword", "nodeIPs"}``: the node's credentials — a kubelet
   client certificate (``system:node:<name>`` in ``system:nodes``), a kubelet serving
   certificate for the node's name and addresses (signed by the kubelet serving CA, which API
-  clients do not trust), and certificates for the agent's network (``system:sampan-agent``)
-  and proxy (``system:kube-proxy``) identities.
+  clients do not trust), and certificates for the agent's network (``system:sampan-agent``),
+  proxy (``system:kube-proxy``) and ingress controller (``system:sampan-ingress``) identities.
 
 A node gets certificates only for its own name and addresses. Refused, with a ``Status``
 naming the problem: a name that is not a DNS-1123 subdomain; the API server's names —
@@ -348,6 +348,7 @@ class JoinService:
         serving_cert, serving_key = issue_kubelet_serving_certificate(pki, [node], ips)
         agent_cert, agent_key = issue_client_certificate(pki, "system:sampan-agent")
         proxy_cert, proxy_key = issue_client_certificate(pki, "system:kube-proxy")
+        ingress_cert, ingress_key = issue_client_certificate(pki, "system:sampan-ingress")
         return {
             "ca": pki.ca_pem.decode(),
             "clientCA": pki.client_ca_pem.decode(),
@@ -359,6 +360,8 @@ class JoinService:
             "agentKey": agent_key.decode(),
             "proxyCert": proxy_cert.decode(),
             "proxyKey": proxy_key.decode(),
+            "ingressCert": ingress_cert.decode(),
+            "ingressKey": ingress_key.decode(),
         }
 
 

@@ -21,7 +21,10 @@ path (K3s: "a server is a control plane plus an agent that joins itself"):
 6. **kubelet** — containerd, the Node, pods;
 7. **kubelet-server** — the kubelet API on 10250 (``--kubelet-arg=port=N``; the Node's
    ``daemonEndpoints`` tells the API server) for logs, exec, attach, port-forward;
-8. **local-path** — removes the directories of this node's released local-path volumes.
+8. **local-path** — removes the directories of this node's released local-path volumes;
+9. **ingress** — nginx (a supervised child) serving the Ingresses of the ``sampan-nginx``
+   IngressClass on ``--ingress-http-port``/``--ingress-https-port`` (80/443); not with
+   ``--disable=ingress``.
 
 Host names: every interface, iptables chain and cgroup root comes from
 ``Config.host_names`` (K3s's names by default; ``--cluster-name NAME`` gives a second cluster
@@ -287,6 +290,7 @@ class JoinComponent:
             "kubelet": ("kubeletClientCert", "kubeletClientKey"),
             "agent": ("agentCert", "agentKey"),
             "kube-proxy": ("proxyCert", "proxyKey"),
+            "ingress": ("ingressCert", "ingressKey"),
         }
         for identity, (cert, key) in pairs.items():
             _write_private(
@@ -568,4 +572,23 @@ def agent_components(
             ),
         )
     )
+    if "ingress" not in config.disable:
+        from sampan.ingress import IngressController, IngressOptions
+
+        ingress_options = IngressOptions(
+            node_name=name,
+            directory=config.data_dir / "agent" / "ingress",
+            node_ips=node_ips,
+            http_port=config.ingress_http_port,
+            https_port=config.ingress_https_port,
+        )
+        components.append(
+            JoinedComponent(
+                "ingress",
+                join,
+                lambda creds: IngressController(
+                    ClientConfig.from_kubeconfig(creds.kubeconfig("ingress")), ingress_options
+                ),
+            )
+        )
     return components

@@ -4,8 +4,9 @@
 
 1. stops the ``sampan server``/``sampan agent`` processes that use this data dir (SIGTERM,
    then SIGKILL);
-2. kills this data dir's containerd, its shims (found by their ``-address`` argument) and every
-   process left in the pod cgroups (``/kubepods`` in each hierarchy);
+2. stops this data dir's ingress nginx (SIGTERM to its master); kills its containerd, its
+   shims (found by their ``-address`` argument) and every process left in the pod cgroups
+   (``/kubepods`` in each hierarchy);
 3. unmounts everything under ``<data-dir>/agent`` (volumes, rootfs, netns files), deepest
    first, and removes the pod cgroups;
 4. deletes the network devices Sampan made (``cni0``, ``sampan.1``, ``sampan-dns``), the
@@ -112,6 +113,13 @@ def _zombie(pid: int) -> bool:
 
 def _with_arg(value: str) -> list[int]:
     return [pid for pid, argv in _processes() if value in argv]
+
+
+def _nginx_masters(conf: Path) -> list[int]:
+    """The ingress controller's nginx masters for this data dir (nginx rewrites its command
+    line into one string: ``nginx: master process nginx -c <conf> ...``)."""
+    wanted = f" -c {conf} "
+    return [pid for pid, argv in _processes() if wanted in " ".join(argv) + " "]
 
 
 def _cgroup_pids(root: str) -> list[int]:
@@ -294,6 +302,11 @@ def killall(
         log.info("stopping sampan processes %s", sampan)
         _kill(sampan, signal.SIGTERM)
         _kill(_wait_gone(sampan, TERM_WAIT_S), signal.SIGKILL)
+    nginx = _nginx_masters(agent / "ingress" / "nginx.conf")
+    if nginx:  # SIGTERM: the master stops its workers (they hold the ingress ports) first
+        log.info("stopping the ingress nginx %s", nginx)
+        _kill(nginx, signal.SIGTERM)
+        _kill(_wait_gone(nginx, TERM_WAIT_S), signal.SIGKILL)
     config = agent / "etc" / "containerd" / "config.toml"
     containerd = _with_arg(str(config))
     socket_path = agent / "run" / "containerd" / "containerd.sock"

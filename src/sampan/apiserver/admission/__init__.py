@@ -9,6 +9,7 @@ Layout:
 * ``pods``         ServiceAccount, DefaultTolerationSeconds, Priority
 * ``noderestriction`` NodeRestriction (kubelets write only their own node's objects)
 * ``storage``      DefaultStorageClass, StorageObjectInUseProtection
+* ``network``      DefaultIngressClass
 * ``allocator``    ClusterIP / NodePort claims in the datastore, with repair
 * ``services``     Service allocation on create/update/delete and the repair loop
 * ``subresources`` serviceaccounts/token (TokenRequest) and pods/eviction

@@ -14,10 +14,11 @@ mutating and before validating admission), LimitRanger, ServiceAccount, NodeRest
 Priority, DefaultTolerationSeconds, ValidatingAdmissionPolicyDefaults (the API defaults of
 policies and bindings), CustomResourceValidationRules (the CEL rules of a custom resource's
 schema; upstream runs them in the strategy's validation, just before validating admission),
-PodSecurity, DefaultStorageClass, StorageObjectInUseProtection, ServiceAllocation (upstream
-does this in the Service REST storage), MutatingAdmissionWebhook, ValidatingAdmissionPolicy,
-ValidatingAdmissionWebhook, ResourceQuota. Mutating ones run before validating ones (the
-chain's rule). ``custom`` is set by the API server once it built its ``CustomResources``.
+PodSecurity, DefaultStorageClass, StorageObjectInUseProtection, DefaultIngressClass,
+ServiceAllocation (upstream does this in the Service REST storage), MutatingAdmissionWebhook,
+ValidatingAdmissionPolicy, ValidatingAdmissionWebhook, ResourceQuota. Mutating ones run before
+validating ones (the chain's rule). ``custom`` is set by the API server once it built its
+``CustomResources``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from sampan.apiserver.admission.allocator import (
 )
 from sampan.apiserver.admission.chain import AdmissionAttributes, AdmissionChain, AdmissionPlugin
 from sampan.apiserver.admission.namespace import IMMORTAL_NAMESPACES, NamespaceLifecycle
+from sampan.apiserver.admission.network import DefaultIngressClass
 from sampan.apiserver.admission.noderestriction import NodeRestriction
 from sampan.apiserver.admission.pods import (
     DEFAULT_SERVICE_ACCOUNT,
@@ -142,6 +144,7 @@ class Admission:
             PodSecurity(get_namespace, lambda namespace: self.cached("", "pods", namespace)),
             DefaultStorageClass(lambda: self.cached("storage.k8s.io", "storageclasses", "")),
             StorageObjectInUseProtection(),
+            DefaultIngressClass(lambda: self.cached("networking.k8s.io", "ingressclasses", "")),
             ServiceAllocation(
                 self.ips,
                 self.node_ports,

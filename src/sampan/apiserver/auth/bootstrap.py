@@ -19,11 +19,17 @@ Sampan's component identities (client certificates the server issues; document c
   ``system:node`` ClusterRoleBinding has no subjects: the Node authorizer (``auth/node.py``)
   gives each kubelet the ``system:node`` rules and only its own node's objects, and
   NodeRestriction admission narrows its writes;
-* ``system:sampan-agent``: ``system:sampan-agent`` — read-only: list/watch Nodes (network),
-  Services and EndpointSlices (DNS). It writes nothing: the network component annotates its
-  own Node with the node's credential, and the server creates the kube-dns Service; and
+* ``system:sampan-agent``: ``system:sampan-agent`` — list/watch Nodes (network), Services and
+  EndpointSlices (DNS); get/list/watch/delete PersistentVolumes and write events (the node
+  half of local-path removes released volumes: its checks, not RBAC, keep it to its own
+  storage root). It writes nothing else: the network component annotates its own Node with
+  the node's credential, and the server creates the kube-dns Service; and
   ``system:sampan-network-policy`` — list/watch NetworkPolicies, Pods and Namespaces (the
   network policy component; kube-router's ClusterRole has the same reads);
+* ``system:sampan-ingress``: ``system:sampan-ingress`` — the ingress controller (list/watch
+  Ingresses, IngressClasses, Services, EndpointSlices, Nodes and Secrets — TLS Secrets are
+  read cluster-wide, as ingress-nginx's ServiceAccount does; patch/update
+  ``ingresses/status``; events). A separate identity so the agent's own stays secret-free;
 * service account ``kube-system/kube-dns``: ``system:kube-dns``.
 
 Deliberate differences from upstream, until the matching pieces exist:
@@ -67,6 +73,7 @@ __all__ = [
     "NARROWED_POLICY",
     "SAMPAN_AGENT_USER",
     "SAMPAN_CONTROLLER_USER",
+    "SAMPAN_INGRESS_USER",
     "bootstrap_namespaced_policy",
     "bootstrap_policy",
     "node_rules",
@@ -91,6 +98,7 @@ NARROWED_POLICY = frozenset(
 
 SAMPAN_CONTROLLER_USER = "system:sampan-controller"
 SAMPAN_AGENT_USER = "system:sampan-agent"
+SAMPAN_INGRESS_USER = "system:sampan-ingress"
 
 READ = ("get", "list", "watch")
 WRITE = ("create", "delete", "deletecollection", "patch", "update")
@@ -585,6 +593,18 @@ def _sampan_roles() -> list[dict[str, Any]]:
                 _rule(("list", "watch"), (NETWORKING,), ("networkpolicies",)),
             ],
         ),
+        _cluster_role(
+            "system:sampan-ingress",
+            [
+                # the ingress controller (sampan.ingress), as ingress-nginx's ServiceAccount:
+                # TLS Secrets are read cluster-wide (the informer selects type=kubernetes.io/tls)
+                _rule(("list", "watch"), (NETWORKING,), ("ingresses", "ingressclasses")),
+                _rule(("patch", "update"), (NETWORKING,), ("ingresses/status",)),
+                _rule(("list", "watch"), (CORE,), ("services", "secrets", "nodes")),
+                _rule(("list", "watch"), (DISCOVERY,), ("endpointslices",)),
+                _rule(EVENT_WRITE, (CORE, EVENTS), ("events",)),
+            ],
+        ),
     ]
 
 
@@ -614,6 +634,7 @@ def _bindings() -> list[dict[str, Any]]:
         _binding("system:sampan-controller", [_subject("User", SAMPAN_CONTROLLER_USER)]),
         _binding("system:sampan-agent", [_subject("User", SAMPAN_AGENT_USER)]),
         _binding("system:sampan-network-policy", [_subject("User", SAMPAN_AGENT_USER)]),
+        _binding("system:sampan-ingress", [_subject("User", SAMPAN_INGRESS_USER)]),
     ]
 
 
