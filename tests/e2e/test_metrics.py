@@ -73,7 +73,13 @@ def test_metrics_on_a_single_node(cluster: Cluster) -> None:  # noqa: F811
         active = [c for c in conditions if c["type"] == "ScalingActive"]
         return active[0]["reason"] if active else ""
 
-    assert cluster.wait("the HPA's ScalingActive condition", hpa_condition) == "ValidMetricFound"
+    # The first reads may come before metrics-server's first two scrapes (15 s apart):
+    # FailedGetResourceMetric until then, as upstream.
+    cluster.wait(
+        "the HPA's ScalingActive condition to be ValidMetricFound",
+        lambda: hpa_condition() == "ValidMetricFound",
+        timeout_s=120,
+    )
     assert "Deployment/hot" in cluster.kubectl("get", "hpa", "hot")
 
     def top(*args: str) -> str:
