@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sampan.apiserver.admission.chain import AdmissionAttributes
+from sampan.apiserver.admission.storage import newest_default
 
 __all__ = ["DEFAULT_INGRESS_CLASS_ANNOTATION", "DefaultIngressClass", "default_ingress_class"]
 
@@ -23,22 +24,8 @@ ClassLister = Callable[[], list[dict[str, Any]]]
 
 
 def default_ingress_class(classes: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The default class among ``classes``: newest creationTimestamp, then name."""
-    defaults = [
-        c
-        for c in classes
-        if ((c.get("metadata") or {}).get("annotations") or {}).get(
-            DEFAULT_INGRESS_CLASS_ANNOTATION
-        )
-        == "true"
-    ]
-    if not defaults:
-        return None
-    defaults.sort(key=lambda c: (c.get("metadata") or {}).get("name") or "")
-    defaults.sort(
-        key=lambda c: (c.get("metadata") or {}).get("creationTimestamp") or "", reverse=True
-    )
-    return defaults[0]
+    """The default IngressClass among ``classes``."""
+    return newest_default(classes, (DEFAULT_INGRESS_CLASS_ANNOTATION,))
 
 
 class DefaultIngressClass:

@@ -25,6 +25,7 @@ __all__ = [
     "DefaultStorageClass",
     "StorageObjectInUseProtection",
     "default_storage_class",
+    "newest_default",
 ]
 
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
@@ -36,24 +37,30 @@ PV_PROTECTION_FINALIZER = "kubernetes.io/pv-protection"
 ClassLister = Callable[[], list[dict[str, Any]]]
 
 
-def _is_default(klass: Mapping[str, Any]) -> bool:
-    annotations = (klass.get("metadata") or {}).get("annotations") or {}
-    return (
-        annotations.get(DEFAULT_CLASS_ANNOTATION) == "true"
-        or annotations.get(DEFAULT_CLASS_BETA_ANNOTATION) == "true"
+def newest_default(
+    classes: list[dict[str, Any]], annotations: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """The default class among ``classes`` (StorageClasses, IngressClasses): one of
+    ``annotations`` is ``"true"``; with several defaults the newest creationTimestamp, then
+    the first by name, as upstream since 1.26."""
+
+    def is_default(klass: Mapping[str, Any]) -> bool:
+        marks = (klass.get("metadata") or {}).get("annotations") or {}
+        return any(marks.get(key) == "true" for key in annotations)
+
+    defaults = sorted(
+        (c for c in classes if is_default(c)),
+        key=lambda c: (c.get("metadata") or {}).get("name") or "",
     )
-
-
-def default_storage_class(classes: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The default class among ``classes``: newest creationTimestamp, then name."""
-    defaults = [c for c in classes if _is_default(c)]
-    if not defaults:
-        return None
-    defaults.sort(key=lambda c: (c.get("metadata") or {}).get("name") or "")
     defaults.sort(
         key=lambda c: (c.get("metadata") or {}).get("creationTimestamp") or "", reverse=True
     )
-    return defaults[0]
+    return defaults[0] if defaults else None
+
+
+def default_storage_class(classes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The default StorageClass among ``classes`` (the GA or the beta annotation)."""
+    return newest_default(classes, (DEFAULT_CLASS_ANNOTATION, DEFAULT_CLASS_BETA_ANNOTATION))
 
 
 class DefaultStorageClass:
