@@ -82,6 +82,19 @@ async def wait_for_output(env: NodeEnv, pod: str, text: bytes) -> None:
     raise AssertionError(f"{pod} never logged {text!r}")
 
 
+async def wait_listening(env: NodeEnv, pod: str, port: int) -> None:
+    """Wait until a server in ``pod`` accepts on ``port``: kubectl port-forward gives up on
+    the whole forward when the pod refuses its first connection, which on a loaded machine
+    can come before httpd is listening."""
+    probe = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc 127.0.0.1 {port}"
+    for _ in range(200):
+        result = await run(env, "exec", pod, "--", "sh", "-c", probe)
+        if result.returncode == 0 and result.stdout.startswith(b"HTTP/"):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"nothing listens on port {port} in {pod}")
+
+
 @pytest.fixture(scope="module")
 def busy_name() -> str:
     return unique("b")
@@ -251,6 +264,7 @@ async def test_port_forward_to_httpd(node_env: NodeEnv, spdy_only: bool) -> None
             ]
         },
     )
+    await wait_listening(node_env, name, 8080)
     proc = kubectl_popen(
         node_env,
         "port-forward",
