@@ -53,6 +53,7 @@ from sampan.apiserver.storage.cache import (
     WatchCache,
     dumps,
 )
+from sampan.apiserver.storage.encryption import is_stale
 from sampan.apiserver.storage.tokens import (
     decode_continue,
     encode_continue,
@@ -722,7 +723,7 @@ class ResourceStore:
                     continue
                 raise Conflict.stale(self.info.plural, self.info.group, name)
             result = self._prepare_update(name, old, new, subresource)
-            if result == _without_rv(old):
+            if result == _without_rv(old) and not is_stale(self._backend, key):
                 return old
             if dry_run:
                 _meta(result)["resourceVersion"] = str(old_rev)
