@@ -12,7 +12,9 @@ import base64
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from sampan.apiserver.storage.encryption import (
@@ -20,9 +22,20 @@ from sampan.apiserver.storage.encryption import (
     load_encryption_config,
     write_generated_config,
 )
-from sampan.cli.secrets_encrypt import reencrypt_secrets
-from sampan.client.api import SECRETS
+from sampan.cli.secrets_encrypt import reencrypt_secrets, status_lines
+from sampan.client import ApiError
+from sampan.client.api import CONFIGMAPS, SECRETS
+from sampan.config import ConfigError, load_config
+from sampan.datastore.postgres import PostgresBackend
+from sampan.supervisor.server import (
+    APIServerComponent,
+    DatastoreComponent,
+    encryption_config_path,
+)
 from tests.support.apiserver import ApiServerHarness
+from tests.support.postgres import postgres_server
+
+__all__ = ["postgres_server"]
 
 PLAINTEXT = "s3cr3t-value-that-must-not-leak"
 KEY1 = base64.b64encode(b"k" * 32).decode()
@@ -219,3 +232,110 @@ def test_generated_config_is_k3s_layout_and_0600(tmp_path: Path) -> None:
     assert (resources, provider, name) == ("secrets", "aescbc", "aescbckey")
     doc = json.loads(path.read_text())
     assert doc["resources"][0]["providers"][1] == {"identity": {}}
+
+
+async def test_value_no_provider_reads_is_a_500_and_others_keep_working(tmp_path: Path) -> None:
+    first = _config(tmp_path / "one.json", [_aescbc("key1", KEY1), {"identity": {}}])
+    harness = ApiServerHarness(tmp_path, encryption_provider_config=first)
+    await harness.start()
+    try:
+        async with harness.new_client() as client:
+            await client.create(SECRETS, _secret("lost"), namespace="default")
+        # The old key is dropped from the file: the Secret cannot be read any more.
+        second = _config(tmp_path / "two.json", [_aescbc("key2", KEY2), {"identity": {}}])
+        await harness.server.stop()
+        harness.options["encryption_provider_config"] = second
+        await harness._start_server(port=0)
+        async with harness.new_client() as client:
+            with pytest.raises(ApiError) as e:
+                await client.get(SECRETS, "lost", namespace="default")
+            assert e.value.code == 500
+            assert e.value.status["reason"] == "InternalError"
+            assert e.value.status["message"] == (
+                'Internal error occurred: unable to transform key "/registry/secrets/default/lost":'
+                " no matching prefix found"
+            )
+            # Everything else is served: new Secrets (with key2), lists, other resources.
+            await client.create(SECRETS, _secret("new"), namespace="default")
+            names = [
+                s["metadata"]["name"]
+                for s in (await client.list(SECRETS, namespace="default"))["items"]
+            ]
+            assert "new" in names and "lost" not in names
+            cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}
+            await client.create(CONFIGMAPS, cm, namespace="default")
+        value = _rows(tmp_path, "/registry/secrets/default/new")[-1][0]
+        assert value.startswith(b"k8s:enc:aescbc:v1:key2:")
+        assert json.loads(_rows(tmp_path, "/registry/configmaps/default/c")[-1][0])
+    finally:
+        await harness.stop()
+
+
+class _PostgresHarness(ApiServerHarness):
+    def __init__(self, data_dir: Path, dsn: str, **options: Any) -> None:
+        super().__init__(data_dir, **options)
+        self.dsn = dsn
+
+    async def start(self) -> None:
+        self.backend = PostgresBackend(self.dsn, auto_compact=False)
+        await self.backend.start()
+        await self._start_server(port=0)
+
+
+@pytest.mark.postgres
+async def test_postgres_holds_only_ciphertext(tmp_path: Path, postgres_server: Any) -> None:
+    dsn = postgres_server.create_database()
+    config = _config(tmp_path / "enc.json", [_aescbc("key1", KEY1), {"identity": {}}])
+    harness = _PostgresHarness(tmp_path, dsn, encryption_provider_config=config)
+    await harness.start()
+    try:
+        async with harness.new_client() as client:
+            await client.create(SECRETS, _secret("pg"), namespace="default")
+            got = await client.get(SECRETS, "pg", namespace="default")
+            got["metadata"]["labels"] = {"a": "b"}
+            await client.update(SECRETS, got, namespace="default")
+            got = await client.get(SECRETS, "pg", namespace="default")
+            assert base64.b64decode(got["data"]["password"]).decode() == PLAINTEXT
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute(
+                "SELECT value, old_value FROM kv WHERE name = %s ORDER BY id",
+                ("/registry/secrets/default/pg",),
+            ).fetchall()
+        assert len(rows) == 2
+        for value, old in rows:
+            assert bytes(value).startswith(b"k8s:enc:aescbc:v1:key1:")
+            assert b"password" not in bytes(value) and b"password" not in bytes(old)
+    finally:
+        await harness.stop()
+
+
+def test_server_configuration_wiring(tmp_path: Path) -> None:
+    """``--secrets-encryption`` picks the generated file; ``kube-apiserver-arg=
+    encryption-provider-config=PATH`` a given one, checked before start (one line)."""
+    data_dir = tmp_path / "data"
+    config = load_config("server", {"data_dir": str(data_dir), "secrets_encryption": True})
+    generated = data_dir / "server" / "cred" / "encryption-config.json"
+    assert encryption_config_path(config) == generated
+    component = APIServerComponent(config, DatastoreComponent("", data_dir))
+    assert component._encryption == generated
+    assert status_lines(None) == ["Encryption Status: Disabled, no configuration file found"]
+    write_generated_config(generated)
+    lines = status_lines(generated)
+    assert lines[:2] == ["Encryption Status: Enabled", "Current Rotation Stage: start"]
+    assert lines[2].startswith("Server Encryption Hashes: All hashes match (start-")
+    assert "AESCBC" in lines[-1] and "aescbckey" in lines[-1]
+    secret = json.loads(generated.read_text())["resources"][0]["providers"][0]["aescbc"]
+    assert all(secret["keys"][0]["secret"] not in line for line in lines)
+
+    bad = _config(tmp_path / "bad.json", [_aescbc("k", base64.b64encode(b"x" * 7).decode())])
+    arg = f"encryption-provider-config={bad}"
+    config = load_config("server", {"data_dir": str(data_dir), "kube_apiserver_arg": [arg]})
+    with pytest.raises(ConfigError) as e:
+        APIServerComponent(config, DatastoreComponent("", data_dir))
+    assert "\n" not in str(e.value) and str(bad) in str(e.value)
+    assert "expected length, got 7" in str(e.value)
+    good = _config(tmp_path / "good.json", [{"identity": {}}])
+    args = [f"encryption-provider-config={good}", "max-requests-inflight=7"]
+    config = load_config("server", {"data_dir": str(data_dir), "kube_apiserver_arg": args})
+    component = APIServerComponent(config, DatastoreComponent("", data_dir))
+    assert component._encryption == good and component._limits.max_requests_inflight == 7

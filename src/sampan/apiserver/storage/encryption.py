@@ -27,7 +27,9 @@ What it owns:
 
 Invariants: key material lives only in the configuration file (0600 when Sampan writes it) and
 in memory; no log line or error carries it. A value that no provider can read is a
-``TransformError`` (a ``StoreError``: the API answers 500, the watch relists and logs it).
+``TransformError`` (a ``StoreError``: a ``get`` answers 500 "unable to transform key"); lists
+and watches leave such an object out and log its key once (never its value), so one
+unreadable Secret does not keep every watch cache from loading.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -63,6 +66,7 @@ __all__ = [
     "config_hash",
     "generate_config",
     "is_stale",
+    "is_unreadable",
     "load_encryption_config",
     "wrap_backend",
     "write_generated_config",
@@ -76,6 +80,8 @@ AES_KEY_SIZES = (16, 24, 32)
 SECRETBOX_KEY_SIZES = (32,)
 AES_BLOCK = 16
 GCM_NONCE = 12
+log = logging.getLogger(__name__)
+
 K3S_KEY_NAME = "aescbckey"
 """The key name K3s gives the key it generates (``--secrets-encryption``)."""
 
@@ -188,17 +194,19 @@ class ResourceTransformer:
             for p in self.providers:
                 if isinstance(p, _Identity):
                     return value, p is not self.writer
-            raise TransformError(f"unable to transform key {key!r}: no matching prefix found")
+            raise TransformError(
+                f"unable to transform key {json.dumps(key)}: no matching prefix found"
+            )
         for p in self.providers:
             if p.prefix and value.startswith(p.prefix):
                 try:
                     return p.open(value[len(p.prefix) :]), p is not self.writer
                 except Exception as e:  # wrong key, truncated data: never echo the data
                     raise TransformError(
-                        f"unable to transform key {key!r}: {p.type_name} provider "
+                        f"unable to transform key {json.dumps(key)}: {p.type_name} provider "
                         f"{p.name!r} could not decrypt the value ({type(e).__name__})"
                     ) from None
-        raise TransformError(f"unable to transform key {key!r}: no matching prefix found")
+        raise TransformError(f"unable to transform key {json.dumps(key)}: no matching prefix found")
 
 
 @dataclass(frozen=True)
@@ -445,6 +453,7 @@ class EncryptingBackend:
             if t is not None:
                 self._by_resource.setdefault(info.storage_resource, t)
         self.stale: set[str] = set()
+        self.unreadable: set[str] = set()
 
     def __getattr__(self, name: str) -> Any:  # start, close, current_revision, compact, ...
         return getattr(self.inner, name)
@@ -478,8 +487,22 @@ class EncryptingBackend:
         self, prefix: str, revision: int = 0, limit: int = 0, start_after: str = ""
     ) -> ListResult:
         result = await self.inner.list(prefix, revision, limit, start_after)
-        items = [self._open(kv) for kv in result.items]
+        items = [kv for kv in map(self._readable, result.items) if kv is not None]
         return replace(result, items=items)
+
+    def _readable(self, kv: KeyValue) -> KeyValue | None:
+        """``kv`` decrypted, or None (logged) when no provider can read it: one unreadable
+        object must not keep every watch cache from loading. ``get`` still answers 500."""
+        try:
+            return self._open(kv)
+        except TransformError as e:
+            self._unreadable(kv.key, e)
+            return None
+
+    def _unreadable(self, key: str, err: TransformError) -> None:
+        if key not in self.unreadable:
+            self.unreadable.add(key)
+            log.error("%s; the object is left out of lists and watches until it is readable", err)
 
     async def create(self, key: str, value: bytes, lease: int = 0) -> int:
         revision = await self.inner.create(key, self._seal(key, value), lease)
@@ -508,17 +531,35 @@ class EncryptingBackend:
         async for batch in self.inner.watch(prefix, start_revision):
             out = []
             for ev in batch:
-                kv = self._open(ev.kv)
-                if not ev.kv.value:
-                    self.stale.discard(ev.kv.key)
-                out.append(replace(ev, kv=kv, prev_kv=self._open(ev.prev_kv, track=False)))
-            yield out
+                key = ev.kv.key
+                if not ev.kv.value:  # a delete
+                    self.stale.discard(key)
+                    self.unreadable.discard(key)
+                try:
+                    kv = self._open(ev.kv)
+                except TransformError as e:
+                    self._unreadable(key, e)
+                    continue
+                self.unreadable.discard(key)
+                try:
+                    prev = self._open(ev.prev_kv, track=False)
+                except TransformError:
+                    prev = None  # the cache knows the old object already
+                out.append(replace(ev, kv=kv, prev_kv=prev))
+            if out:
+                yield out
 
 
 def is_stale(backend: Any, key: str) -> bool:
     """True when ``backend`` encrypts and the value last read for ``key`` was not written by
     its first provider: a no-op update must still be written (re-encrypting it)."""
     return isinstance(backend, EncryptingBackend) and key in backend.stale
+
+
+def is_unreadable(backend: Any, key: str) -> bool:
+    """True when ``backend`` left ``key`` out of lists and watches (no provider reads it): a
+    get must ask the datastore (and answer 500) rather than say 404."""
+    return isinstance(backend, EncryptingBackend) and key in backend.unreadable
 
 
 def wrap_backend(
