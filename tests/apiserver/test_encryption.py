@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -339,3 +341,43 @@ def test_server_configuration_wiring(tmp_path: Path) -> None:
     config = load_config("server", {"data_dir": str(data_dir), "kube_apiserver_arg": args})
     component = APIServerComponent(config, DatastoreComponent("", data_dir))
     assert component._encryption == good and component._limits.max_requests_inflight == 7
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+async def test_kubectl_create_and_replace_reencrypts(tmp_path: Path) -> None:
+    """kubectl's view: create a Secret; after a key change, upstream's recipe
+    ``kubectl get secrets -A -o json | kubectl replace -f -`` moves it to the new key."""
+    first = _config(tmp_path / "one.json", [_aescbc("key1", KEY1), {"identity": {}}])
+    harness = ApiServerHarness(tmp_path, encryption_provider_config=first)
+    await harness.start()
+    try:
+        await _kubectl(
+            harness, "create", "secret", "generic", "k", f"--from-literal=pw={PLAINTEXT}"
+        )
+        out = await _kubectl(harness, "get", "secret", "k", "-o", "jsonpath={.data.pw}")
+        assert base64.b64decode(out).decode() == PLAINTEXT
+        second = _config(tmp_path / "two.json", [_aescbc("key2", KEY2), _aescbc("key1", KEY1)])
+        await harness.server.stop()
+        harness.options["encryption_provider_config"] = second
+        await harness._start_server(port=0)
+        listed = await _kubectl(harness, "get", "secrets", "-A", "-o", "json")
+        await _kubectl(harness, "replace", "-f", "-", stdin=listed.encode())
+        value = _rows(tmp_path, "/registry/secrets/default/k")[-1][0]
+        assert value.startswith(b"k8s:enc:aescbc:v1:key2:") and PLAINTEXT.encode() not in value
+    finally:
+        await harness.stop()
+
+
+async def _kubectl(harness: ApiServerHarness, *args: str, stdin: bytes | None = None) -> str:
+    env = dict(os.environ, KUBECONFIG=str(harness.kubeconfig), HOME=str(harness.data_dir))
+    process = await asyncio.create_subprocess_exec(
+        shutil.which("kubectl") or "kubectl",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin), 60)
+    assert process.returncode == 0, f"kubectl {' '.join(args)}: {err.decode()}"
+    return out.decode()
