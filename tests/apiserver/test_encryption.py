@@ -24,7 +24,16 @@ from sampan.apiserver.storage.encryption import (
     load_encryption_config,
     write_generated_config,
 )
-from sampan.cli.secrets_encrypt import reencrypt_secrets, status_lines
+from sampan.cli.main import main
+from sampan.cli.secrets_encrypt import (
+    EncryptCommandError,
+    finish_rotation,
+    prepare,
+    read_stage,
+    reencrypt_secrets,
+    rotate,
+    status_lines,
+)
 from sampan.client import ApiError
 from sampan.client.api import CONFIGMAPS, SECRETS
 from sampan.config import ConfigError, load_config
@@ -32,6 +41,7 @@ from sampan.datastore.postgres import PostgresBackend
 from sampan.supervisor.server import (
     APIServerComponent,
     DatastoreComponent,
+    _record_encryption_hash,
     encryption_config_path,
 )
 from tests.support.apiserver import ApiServerHarness
@@ -230,8 +240,10 @@ def test_generated_config_is_k3s_layout_and_0600(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     assert not write_generated_config(path)  # kept on the next start
     config = load_encryption_config(path)
-    [(resources, provider, name)] = config.describe()
-    assert (resources, provider, name) == ("secrets", "aescbc", "aescbckey")
+    assert config.describe() == [
+        ("secrets", "aescbc", "aescbckey", True),
+        ("secrets", "identity", "", False),
+    ]
     doc = json.loads(path.read_text())
     assert doc["resources"][0]["providers"][1] == {"identity": {}}
 
@@ -324,8 +336,13 @@ def test_server_configuration_wiring(tmp_path: Path) -> None:
     write_generated_config(generated)
     lines = status_lines(generated)
     assert lines[:2] == ["Encryption Status: Enabled", "Current Rotation Stage: start"]
+    assert lines[2].startswith("Server Encryption Hashes: hash does not match")  # not started
+    _record_encryption_hash(config, load_encryption_config(generated))
+    lines = status_lines(generated)
     assert lines[2].startswith("Server Encryption Hashes: All hashes match (start-")
-    assert "AESCBC" in lines[-1] and "aescbckey" in lines[-1]
+    assert (generated.parent / "encryption-loaded.json").stat().st_mode & 0o777 == 0o600
+    assert lines[-2].startswith(" *") and "AESCBC" in lines[-2] and "aescbckey" in lines[-2]
+    assert "IDENTITY" in lines[-1] and not lines[-1].startswith(" *")
     secret = json.loads(generated.read_text())["resources"][0]["providers"][0]["aescbc"]
     assert all(secret["keys"][0]["secret"] not in line for line in lines)
 
@@ -381,3 +398,78 @@ async def _kubectl(harness: ApiServerHarness, *args: str, stdin: bytes | None = 
     out, err = await asyncio.wait_for(process.communicate(stdin), 60)
     assert process.returncode == 0, f"kubectl {' '.join(args)}: {err.decode()}"
     return out.decode()
+
+
+async def test_k3s_rotation_stages(tmp_path: Path) -> None:
+    """prepare -> restart -> rotate -> restart -> reencrypt (drops the old key) -> restart, as
+    ``k3s secrets-encrypt``; every stage refuses to run before the server loaded the file."""
+    data_dir = tmp_path / "data"
+    config = load_config("server", {"data_dir": str(data_dir), "secrets_encryption": True})
+    path = encryption_config_path(config)
+    hash_path = path.parent / "encryption-loaded.json"
+    write_generated_config(path)
+    harness = ApiServerHarness(tmp_path, encryption_provider_config=path)
+
+    async def restart() -> None:
+        if harness.server is None:
+            await harness.start()
+        else:
+            await harness.server.stop()
+            await harness._start_server(port=0)
+        _record_encryption_hash(config, harness.server.encryption)
+
+    await restart()
+    try:
+        async with harness.new_client() as client:
+            for i in range(3):
+                await client.create(SECRETS, _secret(f"r{i}"), namespace="default")
+        with pytest.raises(EncryptCommandError, match="rotate follows prepare"):
+            rotate(path, hash_path)
+        new_key = prepare(path, hash_path)
+        assert read_stage(path) == "prepare" and path.stat().st_mode & 0o777 == 0o600
+        assert "hash does not match" in status_lines(path, hash_path)[2]
+        with pytest.raises(EncryptCommandError, match="restart it"):
+            rotate(path, hash_path)  # the server has not loaded the prepared key yet
+        await restart()
+        assert rotate(path, hash_path) == new_key
+        await restart()
+        async with harness.new_client() as client:
+            await client.create(SECRETS, _secret("after"), namespace="default")
+            assert _rows(tmp_path, "/registry/secrets/default/after")[-1][0].startswith(
+                f"k8s:enc:aescbc:v1:{new_key}:".encode()
+            )
+            assert await reencrypt_secrets(client, batch=2) >= 3
+        assert finish_rotation(path) == ["aescbckey"]
+        assert read_stage(path) == "reencrypt_finished"
+        for i in range(3):
+            value = _rows(tmp_path, f"/registry/secrets/default/r{i}")[-1][0]
+            assert value.startswith(f"k8s:enc:aescbc:v1:{new_key}:".encode())
+        await restart()  # without the old key: everything still reads
+        async with harness.new_client() as client:
+            got = await client.get(SECRETS, "r0", namespace="default")
+            assert base64.b64decode(got["data"]["password"]).decode() == PLAINTEXT
+        assert status_lines(path, hash_path)[1] == "Current Rotation Stage: reencrypt_finished"
+        assert "All hashes match" in status_lines(path, hash_path)[2]
+    finally:
+        await harness.stop()
+
+
+def test_status_command_finds_the_file_the_server_loaded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sampan secrets-encrypt status -d DIR`` without flags: the server started with
+    ``--secrets-encryption`` on its command line recorded which file it loaded."""
+    data_dir = tmp_path / "data"
+    plain = load_config("server", {"data_dir": str(data_dir)})
+    assert main(["secrets-encrypt", "status", "-d", str(data_dir)]) == 0
+    assert capsys.readouterr().out.startswith("Encryption Status: Disabled")
+    path = data_dir / "server" / "cred" / "encryption-config.json"
+    write_generated_config(path)
+    _record_encryption_hash(plain, load_encryption_config(path))
+    assert main(["secrets-encrypt", "status", "-d", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "Encryption Status: Enabled" in out and "All hashes match" in out
+    secret = json.loads(path.read_text())["resources"][0]["providers"][0]["aescbc"]["keys"][0]
+    assert secret["secret"] not in out
+    assert main(["secrets-encrypt", "rotate", "-d", str(data_dir)]) == 1
+    assert "rotate follows prepare" in capsys.readouterr().err

@@ -90,7 +90,11 @@ from sampan.apiserver.podproxy import PodProxy, build_pod_proxy
 from sampan.apiserver.requestinfo import RequestInfo, parse_request_info
 from sampan.apiserver.responses import error_response, json_response
 from sampan.apiserver.storage import DeleteOptions, Storage
-from sampan.apiserver.storage.encryption import load_encryption_config, wrap_backend
+from sampan.apiserver.storage.encryption import (
+    EncryptionConfig,
+    load_encryption_config,
+    wrap_backend,
+)
 from sampan.apiserver.watch import WatchTracker
 from sampan.datastore import StoreError
 from sampan.httpconn import (
@@ -194,6 +198,7 @@ class APIServer:
     def __init__(self, options: APIServerOptions, backend: Any) -> None:
         self.options = options
         self.backend = backend
+        self.encryption: EncryptionConfig | None = None  # what start() loaded
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._watches = WatchTracker()
@@ -296,6 +301,7 @@ class APIServer:
                 load_encryption_config, opts.encryption_provider_config
             )
             self.backend = wrap_backend(self.backend, encryption, rt.registry.all)
+            self.encryption = encryption
         rt.storage = Storage(self.backend, rt.registry)
         self.metrics.watch_storage(rt.storage.object_counts)
         await rt.storage.start()

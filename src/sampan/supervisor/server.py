@@ -13,6 +13,7 @@ configuration files) is checked here, before anything starts, so the error is on
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -31,7 +32,13 @@ from sampan.supervisor.agent import (
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import TokenError, ensure_agent_token, ensure_server_token
 
-__all__ = ["DatastoreComponent", "encryption_config_path", "server_components"]
+__all__ = [
+    "DatastoreComponent",
+    "encryption_config_path",
+    "encryption_hash_path",
+    "generated_encryption_path",
+    "server_components",
+]
 
 log = logging.getLogger("sampan.supervisor")
 
@@ -105,6 +112,7 @@ class APIServerComponent:
         server = APIServer(options, self._datastore.backend)
         await server.start()
         self.server = server
+        await asyncio.to_thread(_record_encryption_hash, config, server.encryption)
         try:
             token_path = config.data_dir / "server" / "token"
             token = await asyncio.to_thread(
@@ -310,6 +318,26 @@ def encryption_config_path(config: Config) -> Path | None:
     if config.secrets_encryption:
         return generated_encryption_path(config)
     return None
+
+
+def encryption_hash_path(config: Config) -> Path:
+    """Where the server records the path and hash of the encryption configuration it loaded
+    (removed when it runs without one): ``secrets-encrypt`` compares the file with it (a
+    change needs a restart) and finds the file through it when no flag names one."""
+    return config.data_dir / "server" / "cred" / "encryption-loaded.json"
+
+
+def _record_encryption_hash(config: Config, loaded: Any) -> None:
+    path = encryption_hash_path(config)
+    if loaded is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    record = {"hash": f"start-{loaded.digest}", "path": str(loaded.path)}
+    tmp.write_text(json.dumps(record) + "\n")
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
 
 
 def _apiserver_encryption(config: Config) -> Path | None:

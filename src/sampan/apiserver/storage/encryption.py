@@ -57,6 +57,7 @@ from sampan.datastore.types import ConflictError, Event, KeyValue, ListResult, S
 __all__ = [
     "API_VERSION",
     "ENCRYPTED_PREFIX",
+    "K3S_KEY_NAME",
     "KIND",
     "EncryptingBackend",
     "EncryptionConfig",
@@ -232,10 +233,13 @@ class EncryptionConfig:
                     return transformer
         return None
 
-    def describe(self) -> list[tuple[str, str, str]]:
-        """(resources, provider type, key name) of every entry's writer, for ``status``."""
+    def describe(self) -> list[tuple[str, str, str, bool]]:
+        """(resources, provider type, key name, writes) of every provider key, for
+        ``status``; ``writes`` marks the first (the key new values are written with)."""
         return [
-            (",".join(patterns), t.writer.type_name, t.writer.name) for patterns, t in self.entries
+            (",".join(patterns), p.type_name, p.name, p is t.writer)
+            for patterns, t in self.entries
+            for p in t.providers
         ]
 
 
@@ -292,10 +296,6 @@ def _provider(path: Path, field: str, item: Any) -> _Provider:
         name = key.get("name")
         if not name or not isinstance(name, str):
             raise _fail(path, f"{kf}.name", "Required value: key.name is a mandatory field")
-        if ":" in name:
-            raise _fail(
-                path, f"{kf}.name", f'Invalid value: "{name}": key name must not contain ":"'
-            )
         if name in seen:
             raise _fail(path, f"{kf}.name", f'Duplicate value: "{name}"')
         seen.add(name)
