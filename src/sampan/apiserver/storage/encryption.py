@@ -528,26 +528,37 @@ class EncryptingBackend:
         return self._open(kv, track=False)  # type: ignore[return-value]
 
     async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Event]]:
-        async for batch in self.inner.watch(prefix, start_revision):
-            out = []
-            for ev in batch:
-                key = ev.kv.key
-                if not ev.kv.value:  # a delete
-                    self.stale.discard(key)
-                    self.unreadable.discard(key)
-                try:
-                    kv = self._open(ev.kv)
-                except TransformError as e:
-                    self._unreadable(key, e)
-                    continue
+        inner = self.inner.watch(prefix, start_revision)
+        try:
+            async for batch in inner:
+                out = self._open_batch(batch)
+                if out:
+                    yield out
+        finally:  # closing this watch closes the datastore's (its watcher is released now)
+            close = getattr(inner, "aclose", None)
+            if close is not None:
+                await close()
+
+    def _open_batch(self, batch: list[Event]) -> list[Event]:
+        """The batch decrypted; events no provider can read are left out (logged)."""
+        out = []
+        for ev in batch:
+            key = ev.kv.key
+            if not ev.kv.value:  # a delete
+                self.stale.discard(key)
                 self.unreadable.discard(key)
-                try:
-                    prev = self._open(ev.prev_kv, track=False)
-                except TransformError:
-                    prev = None  # the cache knows the old object already
-                out.append(replace(ev, kv=kv, prev_kv=prev))
-            if out:
-                yield out
+            try:
+                kv = self._open(ev.kv)
+            except TransformError as e:
+                self._unreadable(key, e)
+                continue
+            self.unreadable.discard(key)
+            try:
+                prev = self._open(ev.prev_kv, track=False)
+            except TransformError:
+                prev = None  # the cache knows the old object already
+            out.append(replace(ev, kv=kv, prev_kv=prev))
+        return out
 
 
 def is_stale(backend: Any, key: str) -> bool:
