@@ -12,7 +12,10 @@ import base64
 import json
 import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,7 @@ __all__ = ["postgres_server"]
 
 PLAINTEXT = "s3cr3t-value-that-must-not-leak"
 KEY1 = base64.b64encode(b"k" * 32).decode()
+SAMPAN = [sys.executable, "-m", "sampan.cli.main"]
 KEY2 = base64.b64encode(b"z" * 32).decode()
 
 
@@ -473,3 +477,58 @@ def test_status_command_finds_the_file_the_server_loaded(
     assert secret["secret"] not in out
     assert main(["secrets-encrypt", "rotate", "-d", str(data_dir)]) == 1
     assert "rotate follows prepare" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_sampan_server_secrets_encryption_process(tmp_path: Path) -> None:
+    """``sampan server --secrets-encryption`` as a user runs it (control plane only): the key
+    file is generated 0600, a Secret created with kubectl is ciphertext in state.db, ``sampan
+    secrets-encrypt status`` (no flags) reports it, and the key is in no log line. A bad
+    ``encryption-provider-config`` stops the start with one line."""
+    from tests.supervisor.test_server_process import start_server, wait_for_log
+
+    proc, log_path = start_server(tmp_path, "--disable-agent", "--secrets-encryption")
+    data_dir = tmp_path / "data"
+    try:
+        wait_for_log(proc, log_path, "all components ready")
+        path = data_dir / "server" / "cred" / "encryption-config.json"
+        assert path.stat().st_mode & 0o777 == 0o600
+        env = dict(os.environ, KUBECONFIG=str(tmp_path / "kubeconfig.yaml"), HOME=str(tmp_path))
+        subprocess.run(
+            ["kubectl", "create", "secret", "generic", "p", f"--from-literal=pw={PLAINTEXT}"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        value = _rows(data_dir, "/registry/secrets/default/p")[-1][0]
+        assert value.startswith(b"k8s:enc:aescbc:v1:aescbckey:")
+        assert PLAINTEXT.encode() not in value
+        status = subprocess.run(
+            [*SAMPAN, "secrets-encrypt", "status", "--config", os.devnull, "-d", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.returncode == 0, status.stderr
+        assert "Encryption Status: Enabled" in status.stdout
+        assert "All hashes match" in status.stdout
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    key = json.loads(path.read_text())["resources"][0]["providers"][0]["aescbc"]["keys"][0]
+    assert key["secret"] not in log_path.read_text()
+    bad = _config(tmp_path / "bad.json", [_aescbc("k", base64.b64encode(b"x" * 5).decode())])
+    proc, log_path = start_server(
+        tmp_path, "--disable-agent", f"--kube-apiserver-arg=encryption-provider-config={bad}"
+    )
+    try:
+        assert proc.wait(timeout=60) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log_path.read_text()
+    assert "secret is not of the expected length, got 5" in text and str(bad) in text
+    assert "Traceback" not in text
