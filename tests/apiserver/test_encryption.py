@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from sampan.api.resources import builtin_registry
 from sampan.apiserver.storage.encryption import (
     EncryptionConfigError,
     load_encryption_config,
@@ -38,7 +39,7 @@ from sampan.cli.secrets_encrypt import (
     status_lines,
 )
 from sampan.client import ApiError
-from sampan.client.api import CONFIGMAPS, SECRETS
+from sampan.client.api import CONFIGMAPS, ENDPOINTS, SECRETS, SERVICES
 from sampan.config import ConfigError, load_config
 from sampan.datastore.postgres import PostgresBackend
 from sampan.supervisor.server import (
@@ -532,3 +533,52 @@ def test_sampan_server_secrets_encryption_process(tmp_path: Path) -> None:
     text = log_path.read_text()
     assert "secret is not of the expected length, got 5" in text and str(bad) in text
     assert "Traceback" not in text
+
+
+async def test_other_resources_and_nested_storage_keys(tmp_path: Path) -> None:
+    """Any resource may be listed: Services (stored under ``/registry/services/specs/``) and
+    ``*.apps`` are encrypted; Endpoints (``/registry/services/endpoints/``) are not listed and
+    stay plain JSON."""
+    path = tmp_path / "enc.json"
+    path.write_text(
+        json.dumps(
+            {
+                "kind": "EncryptionConfiguration",
+                "apiVersion": "apiserver.config.k8s.io/v1",
+                "resources": [
+                    {
+                        "resources": ["services", "*.apps"],
+                        "providers": [{"aesgcm": {"keys": [{"name": "g", "secret": KEY1}]}}],
+                    }
+                ],
+            }
+        )
+    )
+    harness = ApiServerHarness(tmp_path, encryption_provider_config=path)
+    await harness.start()
+    try:
+        async with harness.new_client() as client:
+            svc = {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "web"},
+                "spec": {"ports": [{"port": 80}]},
+            }
+            await client.create(SERVICES, svc, namespace="default")
+            eps = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web"}}
+            await client.create(ENDPOINTS, eps, namespace="default")
+            cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}
+            await client.create(CONFIGMAPS, cm, namespace="default")
+            got = await client.get(SERVICES, "web", namespace="default")
+            assert got["spec"]["ports"][0]["port"] == 80
+        assert _rows(tmp_path, "/registry/services/specs/default/web")[-1][0].startswith(
+            b"k8s:enc:aesgcm:v1:g:"
+        )
+        assert json.loads(_rows(tmp_path, "/registry/services/endpoints/default/web")[-1][0])
+        assert json.loads(_rows(tmp_path, "/registry/configmaps/default/c")[-1][0])
+        config = load_encryption_config(path)
+        registry = builtin_registry()
+        assert config.transformer_for(registry.by_resource("apps", "v1", "deployments")) is not None
+        assert config.transformer_for(registry.by_resource("", "v1", "secrets")) is None
+    finally:
+        await harness.stop()

@@ -445,13 +445,14 @@ class EncryptingBackend:
     def __init__(self, backend: Any, config: EncryptionConfig, infos: Iterable[ResourceInfo]):
         self.inner = backend
         self.config = config
-        self._by_resource: dict[str, ResourceTransformer] = {}
+        by_prefix: dict[str, ResourceTransformer] = {}
         for info in infos:
             if not info.stored:
                 continue
             t = config.transformer_for(info)
-            if t is not None:
-                self._by_resource.setdefault(info.storage_resource, t)
+            if t is not None:  # storage resources may nest: services/specs, services/endpoints
+                by_prefix.setdefault(f"{REGISTRY_PREFIX}{info.storage_resource}/", t)
+        self._prefixes = sorted(by_prefix.items(), key=lambda item: -len(item[0]))
         self.stale: set[str] = set()
         self.unreadable: set[str] = set()
 
@@ -459,10 +460,10 @@ class EncryptingBackend:
         return getattr(self.inner, name)
 
     def _transformer(self, key: str) -> ResourceTransformer | None:
-        if not key.startswith(REGISTRY_PREFIX):
-            return None
-        resource = key[len(REGISTRY_PREFIX) :].split("/", 1)[0]
-        return self._by_resource.get(resource)
+        for prefix, transformer in self._prefixes:  # longest first
+            if key.startswith(prefix):
+                return transformer
+        return None
 
     def _open(self, kv: KeyValue | None, track: bool = True) -> KeyValue | None:
         if kv is None or not kv.value:
