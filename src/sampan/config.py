@@ -275,6 +275,15 @@ OPTIONS: tuple[Option, ...] = (
         env="SAMPAN_DATASTORE_ENDPOINT",
     ),
     _o(
+        "secrets-encryption",
+        "bool",
+        False,
+        "database",
+        "Enable secret encryption at rest (generates <data-dir>/server/cred/"
+        "encryption-config.json with an aescbc key on the first start)",
+        commands=SERVER,
+    ),
+    _o(
         "etcd-expose-metrics",
         "bool",
         False,
@@ -429,6 +438,7 @@ class Config:
     flannel_iface: str = ""
     node_local_dns_address: str = ""
     datastore_endpoint: Secret = field(default_factory=lambda: Secret(""))
+    secrets_encryption: bool = False
     etcd_expose_metrics: bool = False
     agent_token: Secret = field(default_factory=lambda: Secret(""))
     disable: tuple[str, ...] = ()

@@ -90,6 +90,11 @@ from sampan.apiserver.podproxy import PodProxy, build_pod_proxy
 from sampan.apiserver.requestinfo import RequestInfo, parse_request_info
 from sampan.apiserver.responses import error_response, json_response
 from sampan.apiserver.storage import DeleteOptions, Storage
+from sampan.apiserver.storage.encryption import (
+    EncryptionConfig,
+    load_encryption_config,
+    wrap_backend,
+)
 from sampan.apiserver.watch import WatchTracker
 from sampan.datastore import StoreError
 from sampan.httpconn import (
@@ -141,6 +146,9 @@ class APIServerOptions:
     """Objects the distribution wants to exist from the first start (created when absent,
     never updated): the server's kube-dns Service, so no agent needs to create Services."""
     limits: LimitsOptions = field(default_factory=LimitsOptions)
+    encryption_provider_config: Path | None = None
+    """kube-apiserver's ``--encryption-provider-config``: resources encrypted at rest
+    (storage/encryption.py); a bad file stops the start."""
     header_read_timeout_s: float = DEFAULT_HEADER_READ_TIMEOUT_S
 
     @property
@@ -190,6 +198,7 @@ class APIServer:
     def __init__(self, options: APIServerOptions, backend: Any) -> None:
         self.options = options
         self.backend = backend
+        self.encryption: EncryptionConfig | None = None  # what start() loaded
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._watches = WatchTracker()
@@ -286,6 +295,13 @@ class APIServer:
         )
         rt.registry = builtin_registry()
         rt.openapi = OpenAPI(rt.registry, await asyncio.to_thread(load_definitions))
+        if opts.encryption_provider_config is not None:
+            # Every writer below (stores, binding, endpoints, allocators) goes through it.
+            encryption = await asyncio.to_thread(
+                load_encryption_config, opts.encryption_provider_config
+            )
+            self.backend = wrap_backend(self.backend, encryption, rt.registry.all)
+            self.encryption = encryption
         rt.storage = Storage(self.backend, rt.registry)
         self.metrics.watch_storage(rt.storage.object_counts)
         await rt.storage.start()

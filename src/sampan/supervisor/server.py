@@ -13,6 +13,7 @@ configuration files) is checked here, before anything starts, so the error is on
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -31,7 +32,13 @@ from sampan.supervisor.agent import (
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import TokenError, ensure_agent_token, ensure_server_token
 
-__all__ = ["DatastoreComponent", "server_components"]
+__all__ = [
+    "DatastoreComponent",
+    "encryption_config_path",
+    "encryption_hash_path",
+    "generated_encryption_path",
+    "server_components",
+]
 
 log = logging.getLogger("sampan.supervisor")
 
@@ -67,6 +74,7 @@ class APIServerComponent:
         self._config = config
         self._datastore = datastore
         self._limits = _apiserver_limits(config)
+        self._encryption = _apiserver_encryption(config)
         self.server = None
         self.token = None
 
@@ -76,6 +84,11 @@ class APIServerComponent:
 
         config = self._config
         hostname = socket.gethostname()
+        if config.secrets_encryption and self._encryption == generated_encryption_path(config):
+            from sampan.apiserver.storage.encryption import write_generated_config
+
+            if await asyncio.to_thread(write_generated_config, self._encryption):
+                log.info("generated the secrets encryption configuration %s", self._encryption)
         options = APIServerOptions(
             bind_address=config.bind_address,
             port=config.https_listen_port,
@@ -93,11 +106,13 @@ class APIServerComponent:
             # The cluster DNS Service, created by the server (agents may not create Services).
             extra_objects=(kube_dns_service(config.cluster_dns),),
             limits=self._limits,
+            encryption_provider_config=self._encryption,
         )
         assert self._datastore.backend is not None
         server = APIServer(options, self._datastore.backend)
         await server.start()
         self.server = server
+        await asyncio.to_thread(_record_encryption_hash, config, server.encryption)
         try:
             token_path = config.data_dir / "server" / "token"
             token = await asyncio.to_thread(
@@ -271,14 +286,75 @@ class ServerNodeLabels:
 SERVER_DIRS = ("db", "tls", "manifests", "cred")
 
 
+ENCRYPTION_PROVIDER_CONFIG_ARG = "encryption-provider-config"
+
+
 def _apiserver_limits(config: Config) -> Any:
     """``kube-apiserver-arg`` (the request limits' keys), checked now."""
     from sampan.apiserver.limits import parse_limits_args
 
+    args = config.component_args("kube-apiserver-arg")
+    args.pop(ENCRYPTION_PROVIDER_CONFIG_ARG, None)  # see encryption_config_path
     try:
-        return parse_limits_args(config.component_args("kube-apiserver-arg"))
+        return parse_limits_args(args)
     except ValueError as exc:
         raise ConfigError(f"kube-apiserver-arg: {exc}") from None
+
+
+def generated_encryption_path(config: Config) -> Path:
+    """Where ``--secrets-encryption`` keeps its configuration (K3s's place)."""
+    return config.data_dir / "server" / "cred" / "encryption-config.json"
+
+
+def encryption_config_path(config: Config) -> Path | None:
+    """The ``EncryptionConfiguration`` in effect: ``kube-apiserver-arg=
+    encryption-provider-config=PATH`` (the user's file wins, as a later kube-apiserver flag
+    does in K3s), else the generated file with ``--secrets-encryption``, else None."""
+    given = config.component_args("kube-apiserver-arg").get(ENCRYPTION_PROVIDER_CONFIG_ARG)
+    if given is not None:
+        if not given.strip():
+            raise ConfigError(f"kube-apiserver-arg: --{ENCRYPTION_PROVIDER_CONFIG_ARG}: empty path")
+        return Path(given.strip())
+    if config.secrets_encryption:
+        return generated_encryption_path(config)
+    return None
+
+
+def encryption_hash_path(config: Config) -> Path:
+    """Where the server records the path and hash of the encryption configuration it loaded
+    (removed when it runs without one): ``secrets-encrypt`` compares the file with it (a
+    change needs a restart) and finds the file through it when no flag names one."""
+    return config.data_dir / "server" / "cred" / "encryption-loaded.json"
+
+
+def _record_encryption_hash(config: Config, loaded: Any) -> None:
+    path = encryption_hash_path(config)
+    if loaded is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    record = {"hash": f"start-{loaded.digest}", "path": str(loaded.path)}
+    tmp.write_text(json.dumps(record) + "\n")
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
+
+
+def _apiserver_encryption(config: Config) -> Path | None:
+    """The configuration file, validated now when it exists (a bad one stops the start with
+    one line naming the file and the field)."""
+    from sampan.apiserver.storage.encryption import EncryptionConfigError, load_encryption_config
+
+    path = encryption_config_path(config)
+    if path is None or (path == generated_encryption_path(config) and not path.exists()):
+        return path
+    try:
+        load_encryption_config(path)
+    except EncryptionConfigError as exc:
+        raise ConfigError(
+            f"kube-apiserver-arg: --{ENCRYPTION_PROVIDER_CONFIG_ARG}: {exc}"
+        ) from None
+    return path
 
 
 def controller_manager_options(config: Config) -> Any:

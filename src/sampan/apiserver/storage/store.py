@@ -53,6 +53,7 @@ from sampan.apiserver.storage.cache import (
     WatchCache,
     dumps,
 )
+from sampan.apiserver.storage.encryption import is_stale, is_unreadable
 from sampan.apiserver.storage.tokens import (
     decode_continue,
     encode_continue,
@@ -332,9 +333,10 @@ class ResourceStore:
         key = self._key(namespace, name)
         if await self._cache_fresh(resource_version, revision):
             entry = self._cache.objects.get(key)
-            if entry is None:
+            if entry is not None:
+                return entry.obj()
+            if not is_unreadable(self._backend, key):
                 raise self._not_found(name)
-            return entry.obj()
         found = await self._fetch(key, name)
         if found is None:
             raise self._not_found(name)
@@ -722,7 +724,7 @@ class ResourceStore:
                     continue
                 raise Conflict.stale(self.info.plural, self.info.group, name)
             result = self._prepare_update(name, old, new, subresource)
-            if result == _without_rv(old):
+            if result == _without_rv(old) and not is_stale(self._backend, key):
                 return old
             if dry_run:
                 _meta(result)["resourceVersion"] = str(old_rev)

@@ -22,6 +22,7 @@ from sampan.apiserver.errors import (
     ServiceUnavailable,
     StatusError,
 )
+from sampan.apiserver.storage.encryption import TransformError
 from sampan.datastore.types import (
     CompactedError,
     ConflictError,
@@ -74,6 +75,9 @@ def translate_store_error(
         if "large" in text or "size" in text:
             return RequestEntityTooLarge(REQUEST_TOO_LARGE_MESSAGE)
         return BadRequest(text)
+    if isinstance(err, TransformError):
+        log.error("%s", err)
+        return InternalError(f"Internal error occurred: {err}")
     if isinstance(err, StoreUnavailableError):
         log.warning("datastore unavailable while serving %s: %s", info.group_resource, err)
         return ServiceUnavailable("the datastore is unavailable; try again later", retry_after_s=1)
