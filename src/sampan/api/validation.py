@@ -2198,12 +2198,8 @@ def _validate_webhooks(info: ResourceInfo, obj: Obj) -> Causes:
                     "must include at least one of v1, v1beta1",
                 )
             )
-        if webhook.get("matchConditions"):
-            # CEL match conditions are not evaluated yet: refuse rather than store a webhook
-            # that would be called for requests its conditions exclude.
-            causes.append(
-                fe.forbidden(f"{wpath}.matchConditions", "not supported by this server yet")
-            )
+        # matchConditions (CEL) are checked by the webhook admission plugin, which compiles
+        # them (sampan.apiserver.admission.webhooks.configuration_errors).
         client = _d(webhook.get("clientConfig"))
         if bool(client.get("url")) == bool(client.get("service")):
             causes.append(

@@ -130,7 +130,7 @@ class Admission:
             return await self.get("", "namespaces", "", name)
 
         self.quota_recalculator = QuotaRecalculator(self._store("", "resourcequotas"), self.cached)
-        mutating_webhooks, validating_webhooks = self._webhook_plugins()
+        mutating_webhooks, validating_webhooks = self._webhook_plugins(authorize)
         plugins: list[AdmissionPlugin] = [
             NamespaceLifecycle(get_namespace),
             RBACEscalation(authorize, resolve_rules, self.get),
@@ -192,7 +192,7 @@ class Admission:
 
     # --- dynamic admission webhooks ---------------------------------------------------------
 
-    def _webhook_plugins(self) -> tuple[AdmissionPlugin, AdmissionPlugin]:
+    def _webhook_plugins(self, authorize: Authorize) -> tuple[AdmissionPlugin, AdmissionPlugin]:
         """MutatingAdmissionWebhook and ValidatingAdmissionWebhook over the watch cache of
         their configurations (see admission.webhooks)."""
         registry = self._registry
@@ -330,6 +330,7 @@ class Admission:
             prevalidate=prevalidate,
             get_object=get_object,
             default=default,
+            authorize=authorize,
         )
 
     # --- lookups the plugins use ----------------------------------------------------------

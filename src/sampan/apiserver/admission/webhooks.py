@@ -34,11 +34,21 @@ ValidatingWebhookConfigurations, the matching of a request against their webhook
   webhooks, so a bad webhook cannot lock its own repair out; neither are the review-style
   virtual resources (TokenReview, SubjectAccessReview, ...).
 
-Invariants: a webhook with ``matchConditions`` is never stored (validation refuses it until
-Sampan evaluates CEL); one stored by another server fails under its failure policy whenever
-its rules match, as an evaluation error does upstream: none is ever silently skipped. A
-mutating webhook's patch is applied to a copy and only a fully applied result replaces the
-content of ``attrs.obj`` (in place, so every handler writes what the webhooks made of it).
+* ``matchConditions`` (CEL, ``sampan.apiserver.cel``): compiled once per configuration
+  version with the variables ``object``, ``oldObject``, ``request`` (the AdmissionRequest
+  without its objects) and ``authorizer`` (with ``authorizer.requestResource``); evaluated
+  after rules and selectors matched, just before the call (for mutating webhooks, on the
+  object as the webhooks before it left it). Any condition false skips the webhook; otherwise
+  an evaluation error (or an expression that does not compile, stored by another server) is
+  refused under ``failurePolicy: Fail`` with upstream's 403 (``<resource> "<name>" is
+  forbidden: expression '...' resulted in error: ...``) and skips the webhook under
+  ``Ignore``. Configurations are checked when written (``configuration_errors``: at most 64
+  conditions, unique qualified names, expressions that compile; a 422 with field causes).
+
+Invariants: a webhook whose conditions cannot be evaluated is never silently called nor
+silently skipped under ``Fail``. A mutating webhook's patch is applied to a copy and only a
+fully applied result replaces the content of ``attrs.obj`` (in place, so every handler
+writes what the webhooks made of it).
 """
 
 from __future__ import annotations
@@ -56,10 +66,21 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from sampan.api import fielderrors as fe
 from sampan.api.labels import SelectorError, selector_from_label_selector
+from sampan.apiserver import cel
 from sampan.apiserver.admission.chain import AdmissionAttributes
+from sampan.apiserver.admission.policy import authorizer_check, match_condition_errors
 from sampan.apiserver.admission.webhooks_http import DialError, HTTPSPool, ProtocolError, TLSError
-from sampan.apiserver.errors import BadRequest, Cause, InternalError, StatusError
+from sampan.apiserver.errors import (
+    BadRequest,
+    Cause,
+    Forbidden,
+    InternalError,
+    Invalid,
+    StatusError,
+    qualified_resource,
+)
 from sampan.apiserver.patch import apply_json_patch
 
 __all__ = [
@@ -69,6 +90,7 @@ __all__ = [
     "WebhookCaller",
     "WebhookSource",
     "compile_configurations",
+    "configuration_errors",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +99,12 @@ GROUP = "admissionregistration.k8s.io"
 DEFAULT_TIMEOUT_S = 10
 USER_AGENT = "kube-apiserver-admission"
 KNOWN_REVIEW_VERSIONS = ("v1", "v1beta1")
+CONDITION_VARIABLES = ("object", "oldObject", "request", "authorizer")
+"""The CEL variables of a webhook's ``matchConditions`` (no params, unlike a policy's)."""
+CONFIGURATION_KINDS = {
+    "mutatingwebhookconfigurations": "MutatingWebhookConfiguration",
+    "validatingwebhookconfigurations": "ValidatingWebhookConfiguration",
+}
 
 # Resources whose writes never go to webhooks (upstream's IsExemptAdmissionConfigurationResource
 # and the review kinds, which are answers rather than stored objects).
@@ -144,12 +172,77 @@ class Webhook:
     service: dict[str, Any] | None
     ca_bundle: str
     reinvoke: bool = False
+    conditions: tuple[Condition, ...] = ()
     invalid: str = ""
     """Why this webhook cannot be used (a selector that does not parse); calling it fails."""
 
     @property
     def ignore_failures(self) -> bool:
         return self.failure_policy == "Ignore"
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One compiled ``matchConditions`` entry (``program`` None: ``error`` says why)."""
+
+    name: str
+    expression: str
+    program: cel.Program | None
+    error: str = ""
+
+
+def _condition(raw: Any) -> Condition:
+    raw = raw if isinstance(raw, dict) else {}
+    expression = str(raw.get("expression") or "")
+    try:
+        program: cel.Program | None = cel.compile(expression, CONDITION_VARIABLES)
+        error = ""
+    except cel.CompileError as e:
+        program, error = None, f"compilation error: {e}"
+    return Condition(str(raw.get("name") or ""), expression, program, error)
+
+
+def configuration_errors(obj: dict[str, Any]) -> list[Cause]:
+    """The field errors of a webhook configuration that need CEL (its ``matchConditions``);
+    the rest of its validation is the kind's strategy (``sampan.api.validation``)."""
+    causes: list[Cause] = []
+    webhooks = obj.get("webhooks")
+    for i, raw in enumerate(webhooks if isinstance(webhooks, list) else ()):
+        if isinstance(raw, dict) and raw.get("matchConditions") is not None:
+            causes.extend(
+                match_condition_errors(
+                    raw.get("matchConditions"),
+                    f"webhooks[{i}].matchConditions",
+                    CONDITION_VARIABLES,
+                )
+            )
+    return causes
+
+
+def check_configuration_write(attrs: AdmissionAttributes) -> None:
+    """Refuse (422) a create or update of a webhook configuration whose conditions are
+    invalid."""
+    kind = CONFIGURATION_KINDS.get(attrs.resource)
+    if (
+        attrs.group != GROUP
+        or kind is None
+        or attrs.subresource
+        or attrs.operation not in ("CREATE", "UPDATE")
+        or not isinstance(attrs.obj, dict)
+    ):
+        return
+    causes = configuration_errors(attrs.obj)
+    if causes:
+        name = str((attrs.obj.get("metadata") or {}).get("name") or attrs.name)
+        parts = [fe.error_string(c) for c in causes]
+        summary = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+        raise Invalid(
+            f'{kind}.{GROUP} "{name}" is invalid: {summary}',
+            name=name,
+            group=GROUP,
+            kind=kind,
+            causes=causes,
+        )
 
 
 def _rule(raw: dict[str, Any]) -> Rule:
@@ -200,10 +293,9 @@ def compile_configurations(objects: Iterable[dict[str, Any]], *, mutating: bool)
                 ca_bundle=str(client.get("caBundle") or ""),
                 reinvoke=mutating and raw.get("reinvocationPolicy") == "IfNeeded",
             )
-            if raw.get("matchConditions"):
-                # Only stored by another server (validation refuses them here): without CEL
-                # they cannot be evaluated, which upstream treats under the failure policy.
-                hook.invalid = "matchConditions are not supported by this server yet"
+            conditions = raw.get("matchConditions")
+            if isinstance(conditions, list):
+                hook.conditions = tuple(_condition(c) for c in conditions)
             try:
                 hook.namespace_selector = _selector(raw.get("namespaceSelector"))
                 hook.object_selector = _selector(raw.get("objectSelector"))
@@ -462,7 +554,9 @@ class _Dispatcher:
         convert: Converter | None = None,
         get_object: ObjectGetter | None = None,
         default: Defaulter | None = None,
+        authorize: Callable[[Any], Any] | None = None,
     ) -> None:
+        self._authorize = authorize
         self._get_object = get_object
         self._default = default
         self.defaulted_key = f"webhooks-defaulted-{id(self)}"
@@ -594,6 +688,64 @@ class _Dispatcher:
             out.append(invocation)
         return out
 
+    def conditions_match(self, inv: _Invocation, attrs: AdmissionAttributes) -> bool:
+        """Whether ``inv``'s webhook is to be called after its ``matchConditions``: False when
+        one is false (or, under ``Ignore``, when one cannot be evaluated); upstream's 403 when
+        one cannot be evaluated under ``Fail`` and none is false."""
+        hook = inv.hook
+        if not hook.conditions:
+            return True
+        _, review = self.review(inv, attrs, uid="")
+        request = dict(review["request"])
+        activation: dict[str, Any] = {
+            "object": request.pop("object", None),
+            "oldObject": request.pop("oldObject", None),
+            "request": request,
+        }
+        request_resource = {
+            "group": inv.group,
+            "version": inv.version,
+            "resource": inv.resource,
+            "subresource": inv.subresource,
+            "namespace": attrs.namespace,
+            "name": attrs.name,
+        }
+        errors: list[str] = []
+        with cel.authorizer_value(
+            authorizer_check(self._authorize, attrs), request_resource
+        ) as authorizer:
+            activation["authorizer"] = authorizer
+            for condition in hook.conditions:
+                if condition.program is None:
+                    errors.append(condition.error)
+                    continue
+                try:
+                    result = condition.program.evaluate(activation)
+                except cel.EvalError as e:
+                    errors.append(f"expression '{condition.expression}' resulted in error: {e}")
+                    continue
+                if result is False:
+                    return False
+                if result is not True:
+                    errors.append(
+                        f"expression '{condition.expression}' resulted in error: no such overload"
+                    )
+        if not errors:
+            return True
+        if hook.ignore_failures:
+            return False
+        text = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
+        log.warning("Failed evaluating match conditions, failing closed %s: %s", hook.name, text)
+        resource = qualified_resource(attrs.resource, attrs.group)
+        raise Forbidden(
+            f'{resource} "{attrs.name}" is forbidden: {text}'
+            if attrs.name
+            else f"{resource} is forbidden: {text}",
+            name=attrs.name,
+            group=attrs.group,
+            kind=attrs.resource,
+        )
+
     def outgoing(self, attrs: AdmissionAttributes, inv: _Invocation) -> dict[str, Any] | None:
         """The new object as the webhook sees it: defaulted (kube-apiserver defaults when it
         decodes a request, before admission; Sampan's store defaults again when it writes)
@@ -620,17 +772,24 @@ class _Dispatcher:
             return obj
         return self._convert(obj, inv.group, inv.version, inv.resource)
 
-    def review(self, inv: _Invocation, attrs: AdmissionAttributes) -> tuple[str, dict[str, Any]]:
-        """(uid, AdmissionReview) in the first version the webhook accepts."""
+    def review(
+        self, inv: _Invocation, attrs: AdmissionAttributes, *, uid: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """(uid, AdmissionReview) in the first version the webhook accepts (``uid`` given:
+        the request as match conditions see it, whatever versions the webhook accepts)."""
         hook = inv.hook
         version = next((v for v in hook.review_versions if v in KNOWN_REVIEW_VERSIONS), None)
         if version is None:
-            raise CallError(
-                hook.name,
-                "could not create admission objects: webhook does not accept known "
-                "AdmissionReview versions (v1, v1beta1)",
-            )
-        uid = str(uuid.uuid4())
+            if uid is not None:
+                version = "v1"
+            else:
+                raise CallError(
+                    hook.name,
+                    "could not create admission objects: webhook does not accept known "
+                    "AdmissionReview versions (v1, v1beta1)",
+                )
+        if uid is None:
+            uid = str(uuid.uuid4())
         request_kind = self._kind_of(attrs.group, attrs.version, attrs.resource) or ""
         request: dict[str, Any] = {
             "uid": uid,
@@ -770,6 +929,9 @@ class MutatingWebhooks:
         last_change = -1
         step = 0
         for inv in invocations:
+            # Conditions see the object as the webhooks before this one left it.
+            if not self._dispatcher.conditions_match(inv, attrs):
+                continue
             if await self._call(inv, attrs):
                 last_change = step
             changed_at[inv.hook.name] = step
@@ -781,7 +943,8 @@ class MutatingWebhooks:
             if inv.hook.reinvoke and changed_at.get(inv.hook.name, step) < last_change
         ]
         for inv in again:
-            await self._call(inv, attrs)
+            if self._dispatcher.conditions_match(inv, attrs):
+                await self._call(inv, attrs)
 
     async def _call(self, inv: _Invocation, attrs: AdmissionAttributes) -> bool:
         """Whether the webhook changed the object."""
@@ -842,6 +1005,7 @@ class ValidatingWebhooks:
         self._prevalidate = prevalidate
 
     async def admit(self, attrs: AdmissionAttributes) -> None:
+        check_configuration_write(attrs)
         invocations = await self._dispatcher.matching(attrs)
         if not invocations:
             return
@@ -849,6 +1013,7 @@ class ValidatingWebhooks:
             # kube-apiserver validates the object before validating admission: an invalid
             # object is a 422 and no validating webhook sees it.
             self._prevalidate(attrs)
+        invocations = [inv for inv in invocations if self._dispatcher.conditions_match(inv, attrs)]
         results = await asyncio.gather(
             *(self._call(inv, attrs) for inv in invocations), return_exceptions=True
         )
@@ -883,9 +1048,12 @@ def build(
     prevalidate: Callable[[AdmissionAttributes], None] | None = None,
     get_object: ObjectGetter | None = None,
     default: Defaulter | None = None,
+    authorize: Callable[[Any], Any] | None = None,
 ) -> tuple[MutatingWebhooks, ValidatingWebhooks]:
-    """The two plugins over their sources and one shared caller."""
+    """The two plugins over their sources and one shared caller (``authorize`` answers the
+    ``authorizer`` of match conditions)."""
     common = dict(
+        authorize=authorize,
         kind_of=kind_of,
         equivalents=equivalents,
         namespace_labels=namespace_labels,
