@@ -38,6 +38,7 @@ from sampan.apiserver.apply import FieldManager, decode_apply_patch
 from sampan.apiserver.auth.user import AuthenticationError
 from sampan.apiserver.binding import bind_pod
 from sampan.apiserver.crd import scale as crd_scale
+from sampan.apiserver.crd.conversion import ConversionFailed
 from sampan.apiserver.errors import (
     BadRequest,
     Conflict,
@@ -239,6 +240,8 @@ class ResourceHandler:
         storage_info = self._storage_info(info)
         if storage_info is info or self.ctx.convert is None:
             return None
+        if self._webhook_converted(info):
+            return lambda obj: _converted_already(obj, info.api_version)
         convert = self.ctx.convert
         return lambda obj: convert(storage_info, obj, info)
 
@@ -246,7 +249,39 @@ class ResourceHandler:
         storage_info = self._storage_info(info)
         if storage_info is info or self.ctx.convert is None:
             return obj
+        if self._webhook_converted(info):
+            return _converted_already(obj, info.storage_version)
         return self.ctx.convert(info, obj, storage_info)
+
+    # A custom resource whose CRD converts through a webhook is converted asynchronously
+    # (``_in_version``) before the synchronous converters above see it; they only check.
+
+    def _webhook_converted(self, info: ResourceInfo) -> bool:
+        custom = self.ctx.custom
+        return custom is not None and custom.conversion_webhook(info) is not None
+
+    async def _in_version(
+        self, info: ResourceInfo, objs: list[dict[str, Any]], api_version: str = ""
+    ) -> list[dict[str, Any]]:
+        """``objs`` of ``info``'s resource in ``api_version`` (default: ``info``'s), through
+        the CRD's conversion webhook when it has one (unchanged otherwise)."""
+        if self.ctx.custom is None or not self._webhook_converted(info):
+            return objs
+        return await self.ctx.custom.convert(info, objs, api_version or info.api_version)
+
+    def _event_converter(
+        self, info: ResourceInfo
+    ) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None:
+        if not self._webhook_converted(info):
+            return None
+
+        async def convert(obj: dict[str, Any]) -> dict[str, Any]:
+            return (await self._in_version(info, [obj]))[0]
+
+        return convert
+
+    async def _in_storage_version(self, info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
+        return (await self._in_version(info, [obj], info.storage_version))[0]
 
     def _renderer(self, request: web.Request, info: ResourceInfo) -> Renderer:
         output = parse_accept(request.headers.get("Accept", ""))
@@ -283,9 +318,10 @@ class ResourceHandler:
             request, info, obj, operation=operation, subresource=subresource
         )
 
-    def _respond(
+    async def _respond(
         self, request: web.Request, info: ResourceInfo, obj: dict[str, Any], status: int = 200
     ) -> web.Response:
+        (obj,) = await self._in_version(info, [obj])
         return json_response(self._renderer(request, info).object_bytes(obj), status)
 
     async def _read_object(
@@ -446,7 +482,7 @@ class ResourceHandler:
         obj = await self._store(info).get(
             namespace, ri.path_name, resource_version=request.query.get("resourceVersion", "")
         )
-        return self._respond(request, info, obj)
+        return await self._respond(request, info, obj)
 
     async def _list(
         self,
@@ -469,9 +505,13 @@ class ResourceHandler:
             resource_version=request.query.get("resourceVersion", ""),
             resource_version_match=request.query.get("resourceVersionMatch", ""),
         )
+        items = page.items
+        if self._webhook_converted(info) and items:
+            converted = await self._in_version(info, [json.loads(item) for item in items])
+            items = [json.dumps(o, separators=(",", ":")).encode() for o in converted]
         renderer = self._renderer(request, info)
         chunks = renderer.list_chunks(
-            page.items,
+            items,
             resource_version=page.resource_version,
             continue_token=page.continue_token,
             remaining=page.remaining,
@@ -508,6 +548,7 @@ class ResourceHandler:
             self._renderer(request, info),
             timeout_s=float(timeout_s) if timeout_s > 0 else None,
             tracker=self.ctx.watches,
+            convert=self._event_converter(info),
         )
 
     async def _create(
@@ -528,8 +569,10 @@ class ResourceHandler:
         )
         await self.ctx.admission.admit(attrs)
         obj = self._fields.on_write(request, info, None, attrs.obj or obj)
+        if self._webhook_converted(info):
+            obj = await self._in_storage_version(info, obj)
         created = await self._admitted_create(attrs, self._store(info), info, obj)
-        return _warn(self._respond(request, info, created, 201), attrs)
+        return _warn(await self._respond(request, info, created, 201), attrs)
 
     async def _admitted_create(
         self,
@@ -570,6 +613,8 @@ class ResourceHandler:
             "UPDATE", info, namespace, ri.path_name, user, subresource=subresource, dry_run=dry_run
         )
         store = self._store(info)
+        if self._webhook_converted(info):
+            obj = await self._in_storage_version(info, obj)
         stored = self._to_storage_version(info, obj)
 
         def replace(current: dict[str, Any]) -> dict[str, Any]:
@@ -594,8 +639,8 @@ class ResourceHandler:
             stored["metadata"].pop("resourceVersion", None)
             stored = self._fields.on_write(request, info, None, stored)
             created = await self._admitted_create(attrs, store, info, stored, converted=True)
-            return _warn(self._respond(request, info, created, 201), attrs)
-        return _warn(self._respond(request, info, updated), attrs)
+            return _warn(await self._respond(request, info, created, 201), attrs)
+        return _warn(await self._respond(request, info, updated), attrs)
 
     @staticmethod
     def _check_name(obj: dict[str, Any], url_name: str) -> None:
@@ -645,7 +690,13 @@ class ResourceHandler:
         rv_in_body = b"resourceVersion" in body
 
         def mutate(current: dict[str, Any]) -> dict[str, Any]:
-            view = to_request(current) if to_request else current
+            return patched_in(to_request(current) if to_request else current)
+
+        async def mutate_converted(current: dict[str, Any]) -> dict[str, Any]:
+            (view,) = await self._in_version(info, [current])
+            return await self._in_storage_version(info, patched_in(view))
+
+        def patched_in(view: dict[str, Any]) -> dict[str, Any]:
             if applied is not None:
                 patched = self._fields.apply(request, info, view, applied, subresource=subresource)
                 self._check_patched(info, patched, patch_type, body)
@@ -665,18 +716,24 @@ class ResourceHandler:
                 # is no precondition, so a concurrent write makes admitted_update retry
                 # instead of answering 409.
                 (patched.get("metadata") or {}).pop("resourceVersion", None)
+            if self._webhook_converted(info):
+                return patched  # mutate_converted converts it
             return self._to_storage_version(info, patched)
 
         try:
             # Admitted against the patched object (see admission.admitted_update).
             updated = await admitted_update(
-                self.ctx.admission, self._store(info), attrs, mutate, subresource=subresource
+                self.ctx.admission,
+                self._store(info),
+                attrs,
+                mutate_converted if self._webhook_converted(info) else mutate,
+                subresource=subresource,
             )
         except NotFound:
             if applied is None or subresource:
                 raise
             return await self._apply_create(request, ri, info, namespace, user, applied, dry_run)
-        return _warn(self._respond(request, info, updated), attrs)
+        return _warn(await self._respond(request, info, updated), attrs)
 
     async def _apply_create(
         self,
@@ -701,8 +758,11 @@ class ResourceHandler:
             "CREATE", info, namespace, ri.path_name, user, obj=obj, dry_run=dry_run
         )
         await self.ctx.admission.admit(attrs)
-        created = await self._admitted_create(attrs, self._store(info), info, attrs.obj or obj)
-        return _warn(self._respond(request, info, created, 201), attrs)
+        obj = attrs.obj or obj
+        if self._webhook_converted(info):
+            obj = await self._in_storage_version(info, obj)
+        created = await self._admitted_create(attrs, self._store(info), info, obj)
+        return _warn(await self._respond(request, info, created, 201), attrs)
 
     async def _delete_options(self, request: web.Request) -> tuple[DeleteOptions, bool | None]:
         body = await read_body(request, self.ctx.max_body_bytes)
@@ -772,7 +832,7 @@ class ResourceHandler:
             if not info.group:
                 details.pop("group")
             return json_response(status_success(200, details), status)
-        return self._respond(request, info, obj, status)
+        return await self._respond(request, info, obj, status)
 
     async def _delete_collection(
         self,
@@ -793,6 +853,7 @@ class ResourceHandler:
         finally:
             # Partial success is possible: hooks check what is really gone.
             await self.ctx.admission.finish(attrs, ok=True)
+        deleted = await self._in_version(info, list(deleted))
         renderer = Renderer(info, parse_accept(""), self._to_request_version(info))
         body = renderer.list_bytes(
             [json.dumps(o, separators=(",", ":")).encode() for o in deleted],
@@ -1167,6 +1228,17 @@ def _scale_of(info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
             "selector": _selector_string(info, obj),
         },
     }
+
+
+def _converted_already(obj: dict[str, Any], api_version: str) -> dict[str, Any]:
+    """The guard of webhook-converted resources: ``obj`` must be in ``api_version`` already
+    (a path that skipped ``_in_version`` is a 500, never an unconverted object)."""
+    if obj.get("apiVersion") != api_version:
+        raise ConversionFailed(
+            f"conversion webhook for {obj.get('apiVersion')}, Kind={obj.get('kind')} failed: "
+            f"the object was not converted to {api_version}"
+        )
+    return obj
 
 
 def _warn(response: web.Response, attrs: AdmissionAttributes) -> web.Response:

@@ -85,6 +85,7 @@ from sampan.apiserver.patch import apply_json_patch
 
 __all__ = [
     "MutatingWebhooks",
+    "ReviewError",
     "ValidatingWebhooks",
     "Webhook",
     "WebhookCaller",
@@ -341,6 +342,15 @@ class WebhookSource:
 # --- errors ---------------------------------------------------------------------------------
 
 
+class ReviewError(Exception):
+    """A review POST failed (Go's REST client wording); ``before_call``: no request was
+    sent (the client could not be built)."""
+
+    def __init__(self, message: str, *, before_call: bool = False) -> None:
+        super().__init__(message)
+        self.before_call = before_call
+
+
 class CallError(Exception):
     """The webhook could not be called or answered something unusable (upstream's
     ErrCallingWebhook): subject to the failure policy."""
@@ -432,19 +442,33 @@ class WebhookCaller:
 
     async def post(self, hook: Webhook, review: dict[str, Any]) -> dict[str, Any]:
         """The decoded answer, or ``CallError`` with upstream's wording."""
-        timeout = hook.timeout_s
-        if hook.url:
-            shown = _with_timeout(hook.url, timeout)
-            parts = urlsplit(hook.url)
+        client = {"url": hook.url, "service": hook.service, "caBundle": hook.ca_bundle}
+        try:
+            return await self.post_review(client, review, hook.timeout_s)
+        except ReviewError as e:
+            reason = str(e) if e.before_call else f"failed to call webhook: {e}"
+            raise CallError(hook.name, reason) from e
+
+    async def post_review(
+        self, client: dict[str, Any], review: dict[str, Any], timeout_s: int
+    ) -> dict[str, Any]:
+        """POST ``review`` to a webhook ``clientConfig`` (``url``, or ``service`` resolved
+        through its endpoints; ``caBundle``) within ``timeout_s``: the decoded JSON answer, or
+        ``ReviewError`` worded as Go's REST client (``Post "<url>": ...``)."""
+        timeout = timeout_s
+        url = client.get("url") or None
+        if url:
+            shown = _with_timeout(url, timeout)
+            parts = urlsplit(url)
             address = server_hostname = parts.hostname or ""
             try:
                 port = parts.port or 443
             except ValueError as e:
-                raise CallError(hook.name, f"could not get REST client: {e}") from e
+                raise ReviewError(f"could not get REST client: {e}", before_call=True) from e
             host_header = parts.netloc.rpartition("@")[2]
             target = _with_timeout(parts.path or "/", timeout)
         else:
-            service = hook.service or {}
+            service = client.get("service") or {}
             namespace = str(service.get("namespace") or "")
             name = str(service.get("name") or "")
             service_port = int(service.get("port") or 443)
@@ -454,13 +478,14 @@ class WebhookCaller:
             try:
                 address, port = await self._resolve(namespace, name, service_port)
             except LookupError as e:
-                raise CallError(hook.name, f'failed to call webhook: Post "{shown}": {e}') from e
+                raise ReviewError(f'Post "{shown}": {e}') from e
             host_header = f"{server_hostname}:{service_port}"
             target = _with_timeout(path, timeout)
+        ca_bundle = str(client.get("caBundle") or "")
         try:
-            context = self._ssl_context(hook.ca_bundle)
+            context = self._ssl_context(ca_bundle)
         except (ValueError, ssl.SSLError) as e:
-            raise CallError(hook.name, f"could not get REST client: {e}") from e
+            raise ReviewError(f"could not get REST client: {e}", before_call=True) from e
         body = json.dumps(review, separators=(",", ":")).encode()
         headers = (
             ("Host", host_header),
@@ -471,30 +496,24 @@ class WebhookCaller:
         try:
             async with asyncio.timeout(timeout):
                 status, raw = await self._pool.post(
-                    address, port, server_hostname, context, hook.ca_bundle, target, headers, body
+                    address, port, server_hostname, context, ca_bundle, target, headers, body
                 )
         except TimeoutError as e:
-            raise CallError(
-                hook.name, f'failed to call webhook: Post "{shown}": context deadline exceeded'
-            ) from e
+            raise ReviewError(f'Post "{shown}": context deadline exceeded') from e
         except (DialError, TLSError, ProtocolError) as e:
-            raise CallError(hook.name, f'failed to call webhook: Post "{shown}": {e}') from e
+            raise ReviewError(f'Post "{shown}": {e}') from e
         except OSError as e:
-            raise CallError(hook.name, f'failed to call webhook: Post "{shown}": {e}') from e
+            raise ReviewError(f'Post "{shown}": {e}') from e
         if not 200 <= status < 300:
-            raise CallError(hook.name, f"failed to call webhook: {_http_error(status, raw)}")
+            raise ReviewError(_http_error(status, raw))
         try:
             answer = json.loads(raw)
         except ValueError as e:
-            raise CallError(
-                hook.name,
-                f"failed to call webhook: couldn't get version/kind; json parse error: {e}",
-            ) from e
+            raise ReviewError(f"couldn't get version/kind; json parse error: {e}") from e
         if not isinstance(answer, dict):
-            raise CallError(
-                hook.name,
-                "failed to call webhook: couldn't get version/kind; json parse error: "
-                "json: cannot unmarshal into Go value of type struct",
+            raise ReviewError(
+                "couldn't get version/kind; json parse error: "
+                "json: cannot unmarshal into Go value of type struct"
             )
         return answer
 
