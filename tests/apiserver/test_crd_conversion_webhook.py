@@ -310,3 +310,59 @@ async def test_bad_answers(harness, converter):
         f"conversion webhook for {GROUP}/v2, Kind=CronTab returned invalid converted object "
         "at index 0: invalid kind (expected CronTab, received Other)"
     )
+
+
+async def test_through_a_service_in_v1beta1_reviews(harness, converter):
+    """``clientConfig.service`` resolved through the Service's endpoints and verified as
+    ``<service>.<namespace>.svc``; a CRD that only speaks v1beta1 reviews gets them."""
+    status, body = await harness.request(
+        "POST",
+        "/api/v1/namespaces/default/services",
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "hooks"},
+            "spec": {"ports": [{"name": "https", "port": 443, "targetPort": converter.port}]},
+        },
+    )
+    assert status == 201, body
+    status, body = await harness.request(
+        "POST",
+        "/api/v1/namespaces/default/endpoints",
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": "hooks"},
+            "subsets": [
+                {
+                    "addresses": [{"ip": "127.0.0.1"}],
+                    "ports": [{"name": "https", "port": converter.port}],
+                }
+            ],
+        },
+    )
+    assert status == 201, body
+    definition = crd(
+        {
+            "service": {"namespace": "default", "name": "hooks", "path": "/convert"},
+            "caBundle": converter.pki.ca_bundle,
+        }
+    )
+    definition["spec"]["conversion"]["webhook"]["conversionReviewVersions"] = ["v1beta1"]
+    status, body = await harness.request("POST", CRDS, definition)
+    assert status == 201, body
+    for _ in range(POLL_ROUNDS):
+        status, body = await harness.request("POST", V2, crontab_v2("svc", "5 * * * *"))
+        if status != 404:
+            break
+        await asyncio.sleep(POLL_S)
+    assert status == 201, body
+    assert converter.reviews[-1]["apiVersion"] == "apiextensions.k8s.io/v1beta1"
+    status, body = await harness.request("GET", V2)
+    assert status == 200, body
+    assert [i["spec"]["schedule"] for i in body["items"]] == ["5 * * * *"]
+    assert body["apiVersion"] == f"{GROUP}/v2"
+    event = await first_watch_event(harness, V2)
+    assert event["object"]["spec"]["schedule"] == "5 * * * *"
+    status, body = await harness.request("DELETE", f"{V2}/svc")
+    assert status == 200, body
