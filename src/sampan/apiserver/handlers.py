@@ -2,7 +2,9 @@
 
 Owns the REST semantics kube-apiserver's generic handlers give a resource URL: reading and
 checking the body (kind/apiVersion/namespace/name against the URL), dryRun, delete options,
-patch application, conversion between the served version and the storage version, admission,
+patch application, conversion between the served version and the storage version (for a CRD
+whose conversion strategy is ``Webhook``, through its webhook, awaited before the synchronous
+renderers see the objects: ``_in_version``; ``_converted_already`` guards the rest), admission,
 response codes (201 on create, 200/202 on delete...), and the subresources served in part 1:
 status, scale, pods/binding, namespaces/finalize, plus the review kinds that are computed
 instead of stored (selfsubjectreviews, selfsubjectaccessreviews, subjectaccessreviews,
