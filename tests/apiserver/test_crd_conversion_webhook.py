@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from tests.apiserver.test_http_clients import kubectl
-from tests.apiserver.webhook_server import make_pki
+from tests.apiserver.webhook_server import WebhookServer, make_pki
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 GROUP = "stable.example.com"
@@ -366,3 +366,57 @@ async def test_through_a_service_in_v1beta1_reviews(harness, converter):
     assert event["object"]["spec"]["schedule"] == "5 * * * *"
     status, body = await harness.request("DELETE", f"{V2}/svc")
     assert status == 200, body
+
+
+async def test_admission_webhooks_see_equivalent_versions_converted(harness, converter, tmp_path):
+    """An admission webhook registered for v1 (``matchPolicy: Equivalent``) gets a v2 write
+    converted by the CRD's conversion webhook, as kube-apiserver sends it."""
+    hooks = WebhookServer(make_pki(tmp_path / "admission-pki"))
+    await hooks.start()
+    try:
+        await install(
+            harness, {"url": converter.url("/convert"), "caBundle": converter.pki.ca_bundle}
+        )
+        status, body = await harness.request(
+            "POST",
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingWebhookConfiguration",
+                "metadata": {"name": "crontabs"},
+                "webhooks": [
+                    {
+                        "name": "crontabs.example.com",
+                        "clientConfig": {
+                            "url": hooks.url("/allow"),
+                            "caBundle": hooks.pki.ca_bundle,
+                        },
+                        "rules": [
+                            {
+                                "apiGroups": [GROUP],
+                                "apiVersions": ["v1"],
+                                "operations": ["CREATE"],
+                                "resources": ["crontabs"],
+                            }
+                        ],
+                        "sideEffects": "None",
+                        "admissionReviewVersions": ["v1"],
+                    }
+                ],
+            },
+        )
+        assert status == 201, body
+        for i in range(POLL_ROUNDS):
+            status, body = await harness.request("POST", V2, crontab_v2(f"a{i}", "7 * * * *"))
+            assert status == 201, body
+            if hooks.seen("/allow"):
+                break
+            await asyncio.sleep(POLL_S)
+        request = hooks.seen("/allow")[-1]["request"]
+        assert request["kind"] == {"group": GROUP, "version": "v1", "kind": "CronTab"}
+        assert request["requestKind"]["version"] == "v2"
+        assert request["object"]["apiVersion"] == f"{GROUP}/v1"
+        assert request["object"]["spec"]["cronSpec"] == "7 * * * *"
+        assert "schedule" not in request["object"]["spec"]
+    finally:
+        await hooks.stop()

@@ -56,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import inspect
 import json
 import logging
 import random
@@ -123,8 +124,9 @@ KindOf = Callable[[str, str, str], str | None]
 """(group, version, plural) -> Kind, or None when that version is not served."""
 Equivalents = Callable[[str, str, str], Sequence[tuple[str, str, str]]]
 """(group, version, plural) -> the other (group, version, plural) over the same storage."""
-Converter = Callable[[dict[str, Any], str, str, str], dict[str, Any]]
-"""(object, group, version, plural) -> the object as that resource serves it."""
+Converter = Callable[[dict[str, Any], str, str, str], Any]
+"""(object, group, version, plural) -> the object as that resource serves it (or an awaitable
+of it: a CRD whose conversion strategy is ``Webhook``)."""
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -707,14 +709,14 @@ class _Dispatcher:
             out.append(invocation)
         return out
 
-    def conditions_match(self, inv: _Invocation, attrs: AdmissionAttributes) -> bool:
+    async def conditions_match(self, inv: _Invocation, attrs: AdmissionAttributes) -> bool:
         """Whether ``inv``'s webhook is to be called after its ``matchConditions``: False when
         one is false (or, under ``Ignore``, when one cannot be evaluated); upstream's 403 when
         one cannot be evaluated under ``Fail`` and none is false."""
         hook = inv.hook
         if not hook.conditions:
             return True
-        _, review = self.review(inv, attrs, uid="")
+        _, review = await self.review(inv, attrs, uid="")
         request = dict(review["request"])
         activation: dict[str, Any] = {
             "object": request.pop("object", None),
@@ -765,7 +767,7 @@ class _Dispatcher:
             kind=attrs.resource,
         )
 
-    def outgoing(self, attrs: AdmissionAttributes, inv: _Invocation) -> dict[str, Any] | None:
+    async def outgoing(self, attrs: AdmissionAttributes, inv: _Invocation) -> dict[str, Any] | None:
         """The new object as the webhook sees it: defaulted (kube-apiserver defaults when it
         decodes a request, before admission; Sampan's store defaults again when it writes)
         and in the webhook's version."""
@@ -781,17 +783,31 @@ class _Dispatcher:
                 defaulted = self._default(obj)
                 attrs.extra[key] = (obj, defaulted)
                 obj = defaulted
-        return self._versioned(obj, inv)
+        return await self._versioned(obj, inv)
 
-    def _versioned(self, obj: dict[str, Any] | None, inv: _Invocation) -> dict[str, Any] | None:
+    async def _versioned(
+        self, obj: dict[str, Any] | None, inv: _Invocation
+    ) -> dict[str, Any] | None:
         if obj is None:
             return None
         api_version = f"{inv.group}/{inv.version}" if inv.group else inv.version
         if obj.get("apiVersion") in (None, api_version) or self._convert is None:
             return obj
-        return self._convert(obj, inv.group, inv.version, inv.resource)
+        return await self.convert(obj, inv.group, inv.version, inv.resource)
 
-    def review(
+    async def convert(
+        self, obj: dict[str, Any], group: str, version: str, plural: str
+    ) -> dict[str, Any]:
+        """``obj`` as ``group/version`` ``plural`` serves it (a converter may be async: a CRD
+        conversion webhook)."""
+        if self._convert is None:
+            return obj
+        result = self._convert(obj, group, version, plural)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def review(
         self, inv: _Invocation, attrs: AdmissionAttributes, *, uid: str | None = None
     ) -> tuple[str, dict[str, Any]]:
         """(uid, AdmissionReview) in the first version the webhook accepts (``uid`` given:
@@ -823,8 +839,8 @@ class _Dispatcher:
             "name": attrs.name,
             "operation": attrs.operation,
             "userInfo": _user_info(attrs.user),
-            "object": self.outgoing(attrs, inv),
-            "oldObject": self._versioned(attrs.old_obj, inv),
+            "object": await self.outgoing(attrs, inv),
+            "oldObject": await self._versioned(attrs.old_obj, inv),
             "dryRun": bool(attrs.dry_run),
             "options": _options(attrs),
         }
@@ -849,7 +865,7 @@ class _Dispatcher:
             raise BadRequest(f'admission webhook "{hook.name}" does not support dry run')
         if hook.invalid:
             raise CallError(hook.name, hook.invalid)
-        uid, review = self.review(inv, attrs)
+        uid, review = await self.review(inv, attrs)
         answer = await self._caller.post(hook, review)
         return _verify(hook, uid, review["apiVersion"], answer)
 
@@ -949,7 +965,7 @@ class MutatingWebhooks:
         step = 0
         for inv in invocations:
             # Conditions see the object as the webhooks before this one left it.
-            if not self._dispatcher.conditions_match(inv, attrs):
+            if not await self._dispatcher.conditions_match(inv, attrs):
                 continue
             if await self._call(inv, attrs):
                 last_change = step
@@ -962,7 +978,7 @@ class MutatingWebhooks:
             if inv.hook.reinvoke and changed_at.get(inv.hook.name, step) < last_change
         ]
         for inv in again:
-            if self._dispatcher.conditions_match(inv, attrs):
+            if await self._dispatcher.conditions_match(inv, attrs):
                 await self._call(inv, attrs)
 
     async def _call(self, inv: _Invocation, attrs: AdmissionAttributes) -> bool:
@@ -986,7 +1002,7 @@ class MutatingWebhooks:
             operations = json.loads(base64.b64decode(str(patch), validate=True))
         except (binascii.Error, ValueError) as e:
             raise InternalError(f"Internal error occurred: {e}") from None
-        versioned = self._dispatcher.outgoing(attrs, inv)
+        versioned = await self._dispatcher.outgoing(attrs, inv)
         try:
             patched = apply_json_patch(versioned or {}, operations)
         except StatusError as e:
@@ -999,7 +1015,7 @@ class MutatingWebhooks:
             # Back to the version admission holds the object in (the request's on create, the
             # storage version inside admitted_update).
             group, _, version = str(attrs.obj.get("apiVersion") or "").rpartition("/")
-            patched = self._dispatcher._convert(
+            patched = await self._dispatcher.convert(
                 patched, group, version or attrs.version, attrs.resource
             )
         # In place: every handler keeps using the object it handed to admission.
@@ -1032,7 +1048,9 @@ class ValidatingWebhooks:
             # kube-apiserver validates the object before validating admission: an invalid
             # object is a 422 and no validating webhook sees it.
             self._prevalidate(attrs)
-        invocations = [inv for inv in invocations if self._dispatcher.conditions_match(inv, attrs)]
+        invocations = [
+            inv for inv in invocations if await self._dispatcher.conditions_match(inv, attrs)
+        ]
         results = await asyncio.gather(
             *(self._call(inv, attrs) for inv in invocations), return_exceptions=True
         )
