@@ -236,6 +236,33 @@ async def test_served_in_both_versions_through_the_webhook(harness, converter):
     event = await first_watch_event(harness, V1)
     assert event["object"]["apiVersion"] == f"{GROUP}/v1"
     assert "cronSpec" in event["object"]["spec"]
+    code, out, err = await kubectl(
+        harness, "get", f"crontabs.v2.{GROUP}", "-w", "--request-timeout=2s", "-o", "json"
+    )
+    watched = [json.loads(doc) for doc in out.replace("}\n{", "}\0{").split("\0") if doc.strip()]
+    assert {o["metadata"]["name"] for o in watched} == {"nightly", "hourly"}, (out, err)
+    assert {o["spec"]["schedule"] for o in watched} == {"0 3 * * *", "0 * * * *"}
+    # Initial events then the bookmark that ends them, in v2.
+    assert harness.session is not None
+    async with harness.session.get(
+        V2,
+        params={
+            "watch": "1",
+            "sendInitialEvents": "true",
+            "resourceVersionMatch": "NotOlderThan",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": "5",
+        },
+    ) as response:
+        assert response.status == 200
+        events = []
+        while not events or events[-1]["type"] != "BOOKMARK":
+            line = await response.content.readline()
+            assert line, events
+            events.append(json.loads(line))
+    assert [e["type"] for e in events] == ["ADDED", "ADDED", "BOOKMARK"]
+    assert {e["object"]["apiVersion"] for e in events} == {f"{GROUP}/v2"}
+    assert {e["object"]["spec"]["schedule"] for e in events[:2]} == {"0 3 * * *", "0 * * * *"}
 
     # Patch and update in v2 reach the stored v1 object.
     status, body = await harness.request(

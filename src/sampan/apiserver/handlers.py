@@ -273,11 +273,13 @@ class ResourceHandler:
 
     def _event_converter(
         self, info: ResourceInfo
-    ) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None:
+    ) -> Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]] | None:
         if not self._webhook_converted(info):
             return None
 
-        async def convert(obj: dict[str, Any]) -> dict[str, Any]:
+        async def convert(event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
+            if event_type == "BOOKMARK":  # metadata only: nothing for the webhook to convert
+                return {**obj, "apiVersion": info.api_version}
             return (await self._in_version(info, [obj]))[0]
 
         return convert

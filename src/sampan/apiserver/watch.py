@@ -40,9 +40,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Convert = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-"""An asynchronous conversion of each event's object before rendering (CRD conversion
-webhooks); a StatusError ends the watch with an ERROR event."""
+Convert = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+"""(event type, object) -> the object converted before rendering (CRD conversion webhooks;
+BOOKMARK objects too, which carry only metadata); a StatusError ends the watch with an ERROR
+event."""
 
 MIN_WATCH_TIMEOUT_S = 1800.0
 """kube-apiserver's --min-request-timeout: watches last between this and twice this."""
@@ -185,9 +186,9 @@ async def _pump(
                         await response.write(b'{"type":"ERROR","object":' + exc.to_json() + b"}\n")
                         return
                     data = event.object
-                    if convert is not None and event.type in ("ADDED", "MODIFIED", "DELETED"):
+                    if convert is not None and event.type != "ERROR":
                         try:
-                            converted = await convert(json.loads(data))
+                            converted = await convert(event.type, json.loads(data))
                         except StatusError as exc:
                             await response.write(
                                 b'{"type":"ERROR","object":' + exc.to_json() + b"}\n"
