@@ -33,10 +33,11 @@ pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is 
 def _convert(obj: dict[str, Any], desired: str) -> dict[str, Any]:
     out = copy.deepcopy(obj)
     spec = out.setdefault("spec", {})
-    if desired.endswith("/v2") and "cronSpec" in spec:
-        spec["schedule"] = spec.pop("cronSpec")
-    elif desired.endswith("/v1") and "schedule" in spec:
-        spec["cronSpec"] = spec.pop("schedule")
+    for v1_field, v2_field in (("cronSpec", "schedule"), ("replicas", "count")):
+        if desired.endswith("/v2") and v1_field in spec:
+            spec[v2_field] = spec.pop(v1_field)
+        elif desired.endswith("/v1") and v2_field in spec:
+            spec[v1_field] = spec.pop(v2_field)
     out["apiVersion"] = desired
     return out
 
@@ -100,19 +101,33 @@ async def converter(tmp_path):
 
 
 def crd(client: dict[str, Any]) -> dict[str, Any]:
-    def version(name: str, field: str, storage: bool) -> dict[str, Any]:
+    def version(name: str, field: str, storage: bool, replicas: str) -> dict[str, Any]:
         return {
             "name": name,
             "served": True,
             "storage": storage,
+            "subresources": {
+                "scale": {
+                    "specReplicasPath": f".spec.{replicas}",
+                    "statusReplicasPath": ".status.replicas",
+                }
+            },
             "schema": {
                 "openAPIV3Schema": {
                     "type": "object",
                     "properties": {
                         "spec": {
                             "type": "object",
-                            "properties": {field: {"type": "string"}, "image": {"type": "string"}},
-                        }
+                            "properties": {
+                                field: {"type": "string"},
+                                "image": {"type": "string"},
+                                replicas: {"type": "integer"},
+                            },
+                        },
+                        "status": {
+                            "type": "object",
+                            "properties": {"replicas": {"type": "integer"}},
+                        },
                     },
                 }
             },
@@ -126,7 +141,10 @@ def crd(client: dict[str, Any]) -> dict[str, Any]:
             "group": GROUP,
             "scope": "Namespaced",
             "names": {"plural": "crontabs", "singular": "crontab", "kind": "CronTab"},
-            "versions": [version("v1", "cronSpec", True), version("v2", "schedule", False)],
+            "versions": [
+                version("v1", "cronSpec", True, "replicas"),
+                version("v2", "schedule", False, "count"),
+            ],
             "conversion": {
                 "strategy": "Webhook",
                 "webhook": {"clientConfig": client, "conversionReviewVersions": ["v1"]},
@@ -288,6 +306,27 @@ async def test_served_in_both_versions_through_the_webhook(harness, converter):
     assert code == 0, err
     status, stored = await harness.request("GET", f"{V1}/nightly")
     assert stored["metadata"]["labels"] == {"app": "cron", "tier": "batch"}
+
+    # The scale subresource of v2 reads and writes v2's replicas path.
+    status, body = await harness.request(
+        "PATCH",
+        f"{V2}/nightly",
+        {"spec": {"count": 2}},
+        content_type="application/merge-patch+json",
+    )
+    assert status == 200, body
+    status, scale = await harness.request("GET", f"{V2}/nightly/scale")
+    assert status == 200, scale
+    assert scale["spec"]["replicas"] == 2
+    code, out, err = await kubectl(
+        harness, "scale", f"crontabs.v2.{GROUP}", "nightly", "--replicas=5"
+    )
+    assert code == 0, err
+    status, stored = await harness.request("GET", f"{V1}/nightly")
+    assert stored["spec"]["replicas"] == 5
+    assert "count" not in stored["spec"]
+    status, scale = await harness.request("GET", f"{V1}/nightly/scale")
+    assert scale["spec"]["replicas"] == 5
 
     # The webhook goes away: reads in v2 fail at once with upstream's message, v1 still works.
     await converter.stop()

@@ -918,6 +918,7 @@ class ResourceHandler:
 
         if ri.verb == "get":
             obj = await store.get(namespace, ri.path_name)
+            (obj,) = await self._in_version(info, [obj])
             return json_response(scale_of(obj))
         dry_run = self._dry_run(request)
         if ri.verb == "update":
@@ -968,10 +969,26 @@ class ResourceHandler:
         )
         # Admission sees the Scale objects (old and new), as upstream's scale REST storage
         # passes them: a ValidatingAdmissionPolicy on deployments/scale reads object.spec.replicas.
-        attrs.old_obj = scale_of(await store.get(namespace, ri.path_name))
+        current = await store.get(namespace, ri.path_name)
+        (view,) = await self._in_version(info, [current])
+        attrs.old_obj = scale_of(view)
         attrs.obj = wanted(copy.deepcopy(attrs.old_obj))
         await self.ctx.admission.admit(attrs)
-        updated = await store.guaranteed_update(namespace, ri.path_name, mutate, dry_run=dry_run)
+        if self._webhook_converted(info) and view is not current:
+            # Scale paths are the requested version's: the object read above is scaled in
+            # that version and converted back; a concurrent write in between is a 409.
+            stored = await self._in_storage_version(info, mutate(view))
+            stored.setdefault("metadata", {})["resourceVersion"] = current["metadata"].get(
+                "resourceVersion"
+            )
+            updated = await store.guaranteed_update(
+                namespace, ri.path_name, lambda _: copy.deepcopy(stored), dry_run=dry_run
+            )
+        else:
+            updated = await store.guaranteed_update(
+                namespace, ri.path_name, mutate, dry_run=dry_run
+            )
+        (updated,) = await self._in_version(info, [updated])
         return json_response(scale_of(updated))
 
     async def _bind(
