@@ -856,7 +856,7 @@ async def test_match_conditions(harness, hooks):
     status, body = await harness.request("POST", CONFIGMAPS, configmap("allowed"))
     assert status == 201, body
     assert len(hooks.seen("/deny")) == calls
-    # An update of a "deny-" object: request.operation is false, so skipped.
+    # Deleting the configuration lets "deny-" objects through again.
     await harness.request("DELETE", f"{VWC}/conditions")
     await until_status(harness, lambda i: configmap(f"deny-stored{i}"), 201)
 
