@@ -449,17 +449,50 @@ async def test_configuration_validation(harness, hooks):
 
     message = await refused(
         "ValidatingWebhookConfiguration",
-        {**good, "matchConditions": [{"name": "x", "expression": "true"}]},
+        {**good, "matchConditions": [{"name": "x", "expression": "imnotafield == null"}]},
     )
-    # (upstream qualifies the kind with its group; Sampan's store does not yet, for any kind)
-    assert message.endswith(
-        '"bad" is invalid: webhooks[0].matchConditions: Forbidden: not supported by this server yet'
-    )
+    assert message.startswith(
+        'ValidatingWebhookConfiguration.admissionregistration.k8s.io "bad" is invalid: '
+        'webhooks[0].matchConditions[0].expression: Invalid value: "imnotafield == null": '
+        "compilation failed: ERROR: <input>:1:1: undeclared reference to 'imnotafield'"
+    ), message
     message = await refused(
         "MutatingWebhookConfiguration",
-        {**good, "matchConditions": [{"name": "x", "expression": "true"}]},
+        {
+            **good,
+            "matchConditions": [
+                {"name": "a", "expression": "1 + 'a'"},
+                {"name": "a", "expression": "true"},
+                {"name": " bad", "expression": ""},
+                {"expression": "true"},
+            ],
+        },
     )
-    assert "webhooks[0].matchConditions: Forbidden: not supported by this server yet" in message
+    assert message.startswith(
+        'MutatingWebhookConfiguration.admissionregistration.k8s.io "bad" is invalid: ['
+    ), message
+    for part in (
+        "webhooks[0].matchConditions[0].expression: Invalid value: \"1 + 'a'\": "
+        "compilation failed: ",
+        'webhooks[0].matchConditions[1].name: Duplicate value: "a"',
+        "webhooks[0].matchConditions[2].expression: Required value",
+        'webhooks[0].matchConditions[2].name: Invalid value: " bad": ',
+        "webhooks[0].matchConditions[3].name: Required value",
+    ):
+        assert part in message, (part, message)
+    many = [{"name": f"c{i}", "expression": "true"} for i in range(65)]
+    message = await refused("ValidatingWebhookConfiguration", {**good, "matchConditions": many})
+    assert "webhooks[0].matchConditions: Too many: 65: must have at most 64 items" in message
+    status, body = await harness.request(
+        "POST",
+        VWC + "?dryRun=All",
+        configuration(
+            "ValidatingWebhookConfiguration",
+            "sixty-four",
+            {**good, "matchConditions": many[:64]},
+        ),
+    )
+    assert status == 201, body
     message = await refused(
         "ValidatingWebhookConfiguration", {**good, "clientConfig": {"url": "http://x.example/"}}
     )
@@ -764,8 +797,9 @@ async def test_service_through_an_endpointslice(harness, hooks):
     )
 
 
-async def test_stored_match_conditions_fail_closed(harness, hooks):
-    """A configuration with matchConditions written by another server is not skipped."""
+async def test_stored_match_conditions_that_do_not_compile_fail_closed(harness, hooks):
+    """A configuration written by another server with a condition this server cannot compile
+    is refused under Fail (as an evaluation error), never silently skipped."""
     info = builtin_registry().by_resource(
         "admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations"
     )
@@ -775,7 +809,7 @@ async def test_stored_match_conditions_fail_closed(harness, hooks):
         webhook(
             "cel.example.com",
             url_client(hooks, "/allow"),
-            matchConditions=[{"name": "never", "expression": "false"}],
+            matchConditions=[{"name": "broken", "expression": "nosuchvariable"}],
         ),
     )
     stored["webhooks"][0].update(failurePolicy="Fail", timeoutSeconds=10)
@@ -783,11 +817,123 @@ async def test_stored_match_conditions_fail_closed(harness, hooks):
         uid="6f0c9b8e-0000-4000-8000-000000000002", creationTimestamp="2026-01-01T00:00:00Z"
     )
     await harness.backend.create(storage_key(info, None, "cel"), json.dumps(stored).encode())
-    _, body = await until_status(harness, lambda i: configmap(f"cel{i}"), 500)
-    assert body["message"] == (
-        'Internal error occurred: failed calling webhook "cel.example.com": matchConditions '
-        "are not supported by this server yet"
+    _, body = await until_status(harness, lambda i: configmap(f"cel{i}"), 403)
+    assert body["reason"] == "Forbidden"
+    assert body["message"].startswith('configmaps "cel')
+    assert " is forbidden: compilation error: " in body["message"]
+    assert hooks.seen("/allow") == []
+
+
+async def test_match_conditions(harness, hooks):
+    """Called only when every condition is true; a false one skips the webhook; an error
+    refuses under Fail (403, upstream's wording) and skips under Ignore; conditions see
+    object, oldObject, request and the authorizer."""
+    await install(
+        harness,
+        "ValidatingWebhookConfiguration",
+        "conditions",
+        webhook(
+            "prefix.example.com",
+            url_client(hooks, "/deny"),
+            operations=("CREATE", "UPDATE"),
+            matchConditions=[
+                {"name": "deny-prefix", "expression": 'object.metadata.name.startsWith("deny-")'},
+                {"name": "is-create", "expression": 'request.operation == "CREATE"'},
+                {"name": "no-old", "expression": "oldObject == null"},
+                {
+                    "name": "authorized",
+                    "expression": "authorizer.requestResource.check('create').allowed()",
+                },
+            ],
+        ),
     )
+    status, body = await until_status(harness, lambda i: configmap(f"deny-{i}"), 400)
+    assert body["message"] == 'admission webhook "prefix.example.com" denied the request: no thanks'
+    calls = len(hooks.seen("/deny"))
+    request = hooks.seen("/deny")[-1]["request"]
+    assert request["object"]["metadata"]["name"].startswith("deny-")
+    # A false condition: the webhook is not called.
+    status, body = await harness.request("POST", CONFIGMAPS, configmap("allowed"))
+    assert status == 201, body
+    assert len(hooks.seen("/deny")) == calls
+    # Deleting the configuration lets "deny-" objects through again.
+    await harness.request("DELETE", f"{VWC}/conditions")
+    await until_status(harness, lambda i: configmap(f"deny-stored{i}"), 201)
+
+    # An erroring condition: Fail refuses, without calling; Ignore skips.
+    for policy in ("Fail", "Ignore"):
+        name = f"errors-{policy.lower()}"
+        await install(
+            harness,
+            "ValidatingWebhookConfiguration",
+            name,
+            webhook(
+                f"{name}.example.com",
+                url_client(hooks, "/deny"),
+                failurePolicy=policy,
+                matchConditions=[
+                    {"name": "true", "expression": "true"},
+                    {"name": "label", "expression": "object.metadata.labels.team == 'a'"},
+                ],
+            ),
+        )
+        if policy == "Fail":
+            status, body = await until_status(harness, lambda i: configmap(f"e{i}"), 403)
+            assert body["reason"] == "Forbidden"
+            assert body["code"] == 403
+            name_created = body["details"]["name"]
+            assert body["message"] == (
+                f'configmaps "{name_created}" is forbidden: expression '
+                "'object.metadata.labels.team == 'a'' resulted in error: no such key: labels"
+            ), body
+            assert len(hooks.seen("/deny")) == calls
+            # A false condition wins over an error.
+            status, body = await harness.request(
+                "POST", CONFIGMAPS, configmap("labelled", {"team": "b"})
+            )
+            assert status == 201, body
+            await harness.request("DELETE", f"{VWC}/{name}")
+        else:
+            # Give the configuration time to be seen: a matching object is denied.
+            status, body = await until_status(
+                harness, lambda i: configmap(f"team{i}", {"team": "a"}), 400
+            )
+            status, body = await harness.request("POST", CONFIGMAPS, configmap("nolabels"))
+            assert status == 201, body
+
+
+async def test_mutating_match_conditions_see_earlier_mutations(harness, hooks):
+    """A mutating webhook's conditions see the object as the webhooks before it left it."""
+    await install(
+        harness,
+        "MutatingWebhookConfiguration",
+        "a-mutate",
+        webhook("mutate.example.com", url_client(hooks, "/mutate")),
+    )
+    await install(
+        harness,
+        "MutatingWebhookConfiguration",
+        "b-after",
+        webhook(
+            "after.example.com",
+            url_client(hooks, "/warn"),
+            matchConditions=[
+                {
+                    "name": "seen",
+                    "expression": "has(object.metadata.labels) && "
+                    "object.metadata.labels.webhook == 'seen'",
+                }
+            ],
+        ),
+    )
+    for i in range(POLL_ROUNDS):
+        status, body = await harness.request("POST", CONFIGMAPS, configmap(f"m{i}"))
+        assert status == 201, body
+        if hooks.seen("/warn"):
+            break
+        await asyncio.sleep(POLL_S)
+    assert hooks.seen("/warn"), "the second webhook was never called"
+    assert hooks.seen("/warn")[-1]["request"]["object"]["metadata"]["labels"] == {"webhook": "seen"}
 
 
 async def test_a_slow_webhook_does_not_hold_other_requests(harness, hooks):

@@ -512,3 +512,62 @@ async def test_one_file_with_a_crd_and_an_object_of_it(harness):
     assert f"customresourcedefinition.apiextensions.k8s.io/{CRD_NAME} unchanged" in out
     assert "crontab.stable.example.com/together" in out
     await ok(harness, "get", "crontab", "together")
+
+
+async def test_conversion_stanza_validation(harness):
+    """spec.conversion as kube-apiserver validates it (its internal field paths)."""
+
+    async def refused(conversion: dict) -> list[str]:
+        crd = crontab_crd()
+        crd["spec"]["conversion"] = conversion
+        status, body = await harness.request("POST", CRDS, crd)
+        assert status == 422, body
+        return [f"{c['field']}: {c['message']}" for c in body["details"]["causes"]]
+
+    assert await refused({"strategy": "Webhook"}) == [
+        "spec.conversion.webhookClientConfig: Required value: required when strategy is set "
+        "to Webhook",
+        "spec.conversion.conversionReviewVersions: Required value",
+    ]
+    causes = await refused(
+        {
+            "strategy": "Webhook",
+            "webhook": {
+                "clientConfig": {"url": "http://convert.example.com/?x=1"},
+                "conversionReviewVersions": ["v2", "v2"],
+            },
+        }
+    )
+    assert causes == [
+        "spec.conversion.webhookClientConfig.url: Invalid value: \"http\": 'https' is the only "
+        "allowed URL scheme",
+        'spec.conversion.webhookClientConfig.url: Invalid value: "x=1": query parameters are '
+        "not permitted in the URL",
+        'spec.conversion.conversionReviewVersions[1]: Invalid value: "v2": duplicate version',
+        'spec.conversion.conversionReviewVersions: Invalid value: []string{"v2", "v2"}: must '
+        "include at least one of v1, v1beta1",
+    ], causes
+    causes = await refused(
+        {
+            "strategy": "None",
+            "webhook": {
+                "clientConfig": {"url": "https://convert.example.com/"},
+                "conversionReviewVersions": ["v1"],
+            },
+        }
+    )
+    assert causes == [
+        "spec.conversion.webhookClientConfig: Forbidden: should not be set when strategy is "
+        "not set to Webhook",
+        "spec.conversion.conversionReviewVersions: Forbidden: should not be set when strategy "
+        "is not set to Webhook",
+    ]
+    assert await refused({"strategy": "Magic"}) == [
+        'spec.conversion.strategy: Unsupported value: "Magic": supported values: "None", "Webhook"'
+    ]
+    assert await refused(
+        {"strategy": "Webhook", "webhook": {"clientConfig": {}, "conversionReviewVersions": ["v1"]}}
+    ) == [
+        "spec.conversion.webhookClientConfig: Required value: exactly one of url or service is "
+        "required"
+    ]

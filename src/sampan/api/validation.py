@@ -2198,12 +2198,8 @@ def _validate_webhooks(info: ResourceInfo, obj: Obj) -> Causes:
                     "must include at least one of v1, v1beta1",
                 )
             )
-        if webhook.get("matchConditions"):
-            # CEL match conditions are not evaluated yet: refuse rather than store a webhook
-            # that would be called for requests its conditions exclude.
-            causes.append(
-                fe.forbidden(f"{wpath}.matchConditions", "not supported by this server yet")
-            )
+        # matchConditions (CEL) are checked by the webhook admission plugin, which compiles
+        # them (sampan.apiserver.admission.webhooks.configuration_errors).
         client = _d(webhook.get("clientConfig"))
         if bool(client.get("url")) == bool(client.get("service")):
             causes.append(
@@ -2306,6 +2302,82 @@ def _validate_crd(info: ResourceInfo, obj: Obj) -> Causes:
                     for m in is_dns1035_label(str(vname))
                 )
             seen.add(_h(vname))
+    if isinstance(spec.get("conversion"), dict):
+        causes.extend(_crd_conversion(spec["conversion"]))
+    return causes
+
+
+CONVERSION_REVIEW_VERSIONS = ("v1", "v1beta1")
+
+
+def _crd_conversion(conversion: Obj) -> Causes:
+    """kube-apiserver's conversion checks. Its field paths are those of its internal type:
+    ``spec.conversion.webhook.clientConfig`` is reported as
+    ``spec.conversion.webhookClientConfig`` and ``spec.conversion.webhook.
+    conversionReviewVersions`` as ``spec.conversion.conversionReviewVersions``."""
+    path = "spec.conversion"
+    causes: Causes = []
+    strategy = conversion.get("strategy")
+    webhook = conversion.get("webhook")
+    webhook = webhook if isinstance(webhook, dict) else None
+    client = webhook.get("clientConfig") if webhook is not None else None
+    versions = [str(v) for v in _l((webhook or {}).get("conversionReviewVersions"))]
+    _enum(causes, f"{path}.strategy", strategy, ("None", "Webhook"), required=True)
+    if strategy == "Webhook":
+        if not isinstance(client, dict):
+            causes.append(
+                fe.required(
+                    f"{path}.webhookClientConfig", "required when strategy is set to Webhook"
+                )
+            )
+        elif bool(client.get("url")) == bool(client.get("service")):
+            causes.append(
+                fe.required(
+                    f"{path}.webhookClientConfig", "exactly one of url or service is required"
+                )
+            )
+        elif client.get("url"):
+            causes.extend(_webhook_url(f"{path}.webhookClientConfig.url", str(client["url"])))
+        else:
+            causes.extend(
+                _webhook_service(f"{path}.webhookClientConfig.service", _d(client["service"]))
+            )
+        where = f"{path}.conversionReviewVersions"
+        if not versions:
+            causes.append(fe.required(where))
+        else:
+            seen: set[str] = set()
+            for i, version in enumerate(versions):
+                if version in seen:
+                    causes.append(fe.invalid(f"{where}[{i}]", version, "duplicate version"))
+                    continue
+                seen.add(version)
+                causes.extend(
+                    fe.invalid(f"{where}[{i}]", version, m) for m in is_dns1035_label(version)
+                )
+            if not seen & set(CONVERSION_REVIEW_VERSIONS):
+                causes.append(
+                    fe.invalid(
+                        where,
+                        versions,
+                        "must include at least one of " + ", ".join(CONVERSION_REVIEW_VERSIONS),
+                    )
+                )
+    else:
+        if client is not None:
+            causes.append(
+                fe.forbidden(
+                    f"{path}.webhookClientConfig",
+                    "should not be set when strategy is not set to Webhook",
+                )
+            )
+        if versions:
+            causes.append(
+                fe.forbidden(
+                    f"{path}.conversionReviewVersions",
+                    "should not be set when strategy is not set to Webhook",
+                )
+            )
     return causes
 
 

@@ -2,7 +2,9 @@
 
 Owns the REST semantics kube-apiserver's generic handlers give a resource URL: reading and
 checking the body (kind/apiVersion/namespace/name against the URL), dryRun, delete options,
-patch application, conversion between the served version and the storage version, admission,
+patch application, conversion between the served version and the storage version (for a CRD
+whose conversion strategy is ``Webhook``, through its webhook, awaited before the synchronous
+renderers see the objects: ``_in_version``; ``_converted_already`` guards the rest), admission,
 response codes (201 on create, 200/202 on delete...), and the subresources served in part 1:
 status, scale, pods/binding, namespaces/finalize, plus the review kinds that are computed
 instead of stored (selfsubjectreviews, selfsubjectaccessreviews, subjectaccessreviews,
@@ -38,6 +40,7 @@ from sampan.apiserver.apply import FieldManager, decode_apply_patch
 from sampan.apiserver.auth.user import AuthenticationError
 from sampan.apiserver.binding import bind_pod
 from sampan.apiserver.crd import scale as crd_scale
+from sampan.apiserver.crd.conversion import ConversionFailed
 from sampan.apiserver.errors import (
     BadRequest,
     Conflict,
@@ -239,6 +242,8 @@ class ResourceHandler:
         storage_info = self._storage_info(info)
         if storage_info is info or self.ctx.convert is None:
             return None
+        if self._webhook_converted(info):
+            return lambda obj: _converted_already(obj, info.api_version)
         convert = self.ctx.convert
         return lambda obj: convert(storage_info, obj, info)
 
@@ -246,7 +251,41 @@ class ResourceHandler:
         storage_info = self._storage_info(info)
         if storage_info is info or self.ctx.convert is None:
             return obj
+        if self._webhook_converted(info):
+            return _converted_already(obj, info.storage_version)
         return self.ctx.convert(info, obj, storage_info)
+
+    # A custom resource whose CRD converts through a webhook is converted asynchronously
+    # (``_in_version``) before the synchronous converters above see it; they only check.
+
+    def _webhook_converted(self, info: ResourceInfo) -> bool:
+        custom = self.ctx.custom
+        return custom is not None and custom.conversion_webhook(info) is not None
+
+    async def _in_version(
+        self, info: ResourceInfo, objs: list[dict[str, Any]], api_version: str = ""
+    ) -> list[dict[str, Any]]:
+        """``objs`` of ``info``'s resource in ``api_version`` (default: ``info``'s), through
+        the CRD's conversion webhook when it has one (unchanged otherwise)."""
+        if self.ctx.custom is None or not self._webhook_converted(info):
+            return objs
+        return await self.ctx.custom.convert(info, objs, api_version or info.api_version)
+
+    def _event_converter(
+        self, info: ResourceInfo
+    ) -> Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]] | None:
+        if not self._webhook_converted(info):
+            return None
+
+        async def convert(event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
+            if event_type == "BOOKMARK":  # metadata only: nothing for the webhook to convert
+                return {**obj, "apiVersion": info.api_version}
+            return (await self._in_version(info, [obj]))[0]
+
+        return convert
+
+    async def _in_storage_version(self, info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
+        return (await self._in_version(info, [obj], info.storage_version))[0]
 
     def _renderer(self, request: web.Request, info: ResourceInfo) -> Renderer:
         output = parse_accept(request.headers.get("Accept", ""))
@@ -283,9 +322,10 @@ class ResourceHandler:
             request, info, obj, operation=operation, subresource=subresource
         )
 
-    def _respond(
+    async def _respond(
         self, request: web.Request, info: ResourceInfo, obj: dict[str, Any], status: int = 200
     ) -> web.Response:
+        (obj,) = await self._in_version(info, [obj])
         return json_response(self._renderer(request, info).object_bytes(obj), status)
 
     async def _read_object(
@@ -446,7 +486,7 @@ class ResourceHandler:
         obj = await self._store(info).get(
             namespace, ri.path_name, resource_version=request.query.get("resourceVersion", "")
         )
-        return self._respond(request, info, obj)
+        return await self._respond(request, info, obj)
 
     async def _list(
         self,
@@ -469,9 +509,13 @@ class ResourceHandler:
             resource_version=request.query.get("resourceVersion", ""),
             resource_version_match=request.query.get("resourceVersionMatch", ""),
         )
+        items = page.items
+        if self._webhook_converted(info) and items:
+            converted = await self._in_version(info, [json.loads(item) for item in items])
+            items = [json.dumps(o, separators=(",", ":")).encode() for o in converted]
         renderer = self._renderer(request, info)
         chunks = renderer.list_chunks(
-            page.items,
+            items,
             resource_version=page.resource_version,
             continue_token=page.continue_token,
             remaining=page.remaining,
@@ -508,6 +552,7 @@ class ResourceHandler:
             self._renderer(request, info),
             timeout_s=float(timeout_s) if timeout_s > 0 else None,
             tracker=self.ctx.watches,
+            convert=self._event_converter(info),
         )
 
     async def _create(
@@ -528,8 +573,10 @@ class ResourceHandler:
         )
         await self.ctx.admission.admit(attrs)
         obj = self._fields.on_write(request, info, None, attrs.obj or obj)
+        if self._webhook_converted(info):
+            obj = await self._in_storage_version(info, obj)
         created = await self._admitted_create(attrs, self._store(info), info, obj)
-        return _warn(self._respond(request, info, created, 201), attrs)
+        return _warn(await self._respond(request, info, created, 201), attrs)
 
     async def _admitted_create(
         self,
@@ -570,6 +617,8 @@ class ResourceHandler:
             "UPDATE", info, namespace, ri.path_name, user, subresource=subresource, dry_run=dry_run
         )
         store = self._store(info)
+        if self._webhook_converted(info):
+            obj = await self._in_storage_version(info, obj)
         stored = self._to_storage_version(info, obj)
 
         def replace(current: dict[str, Any]) -> dict[str, Any]:
@@ -594,8 +643,8 @@ class ResourceHandler:
             stored["metadata"].pop("resourceVersion", None)
             stored = self._fields.on_write(request, info, None, stored)
             created = await self._admitted_create(attrs, store, info, stored, converted=True)
-            return _warn(self._respond(request, info, created, 201), attrs)
-        return _warn(self._respond(request, info, updated), attrs)
+            return _warn(await self._respond(request, info, created, 201), attrs)
+        return _warn(await self._respond(request, info, updated), attrs)
 
     @staticmethod
     def _check_name(obj: dict[str, Any], url_name: str) -> None:
@@ -645,7 +694,13 @@ class ResourceHandler:
         rv_in_body = b"resourceVersion" in body
 
         def mutate(current: dict[str, Any]) -> dict[str, Any]:
-            view = to_request(current) if to_request else current
+            return patched_in(to_request(current) if to_request else current)
+
+        async def mutate_converted(current: dict[str, Any]) -> dict[str, Any]:
+            (view,) = await self._in_version(info, [current])
+            return await self._in_storage_version(info, patched_in(view))
+
+        def patched_in(view: dict[str, Any]) -> dict[str, Any]:
             if applied is not None:
                 patched = self._fields.apply(request, info, view, applied, subresource=subresource)
                 self._check_patched(info, patched, patch_type, body)
@@ -665,18 +720,24 @@ class ResourceHandler:
                 # is no precondition, so a concurrent write makes admitted_update retry
                 # instead of answering 409.
                 (patched.get("metadata") or {}).pop("resourceVersion", None)
+            if self._webhook_converted(info):
+                return patched  # mutate_converted converts it
             return self._to_storage_version(info, patched)
 
         try:
             # Admitted against the patched object (see admission.admitted_update).
             updated = await admitted_update(
-                self.ctx.admission, self._store(info), attrs, mutate, subresource=subresource
+                self.ctx.admission,
+                self._store(info),
+                attrs,
+                mutate_converted if self._webhook_converted(info) else mutate,
+                subresource=subresource,
             )
         except NotFound:
             if applied is None or subresource:
                 raise
             return await self._apply_create(request, ri, info, namespace, user, applied, dry_run)
-        return _warn(self._respond(request, info, updated), attrs)
+        return _warn(await self._respond(request, info, updated), attrs)
 
     async def _apply_create(
         self,
@@ -701,8 +762,11 @@ class ResourceHandler:
             "CREATE", info, namespace, ri.path_name, user, obj=obj, dry_run=dry_run
         )
         await self.ctx.admission.admit(attrs)
-        created = await self._admitted_create(attrs, self._store(info), info, attrs.obj or obj)
-        return _warn(self._respond(request, info, created, 201), attrs)
+        obj = attrs.obj or obj
+        if self._webhook_converted(info):
+            obj = await self._in_storage_version(info, obj)
+        created = await self._admitted_create(attrs, self._store(info), info, obj)
+        return _warn(await self._respond(request, info, created, 201), attrs)
 
     async def _delete_options(self, request: web.Request) -> tuple[DeleteOptions, bool | None]:
         body = await read_body(request, self.ctx.max_body_bytes)
@@ -772,7 +836,7 @@ class ResourceHandler:
             if not info.group:
                 details.pop("group")
             return json_response(status_success(200, details), status)
-        return self._respond(request, info, obj, status)
+        return await self._respond(request, info, obj, status)
 
     async def _delete_collection(
         self,
@@ -793,6 +857,7 @@ class ResourceHandler:
         finally:
             # Partial success is possible: hooks check what is really gone.
             await self.ctx.admission.finish(attrs, ok=True)
+        deleted = await self._in_version(info, list(deleted))
         renderer = Renderer(info, parse_accept(""), self._to_request_version(info))
         body = renderer.list_bytes(
             [json.dumps(o, separators=(",", ":")).encode() for o in deleted],
@@ -853,6 +918,7 @@ class ResourceHandler:
 
         if ri.verb == "get":
             obj = await store.get(namespace, ri.path_name)
+            (obj,) = await self._in_version(info, [obj])
             return json_response(scale_of(obj))
         dry_run = self._dry_run(request)
         if ri.verb == "update":
@@ -903,10 +969,26 @@ class ResourceHandler:
         )
         # Admission sees the Scale objects (old and new), as upstream's scale REST storage
         # passes them: a ValidatingAdmissionPolicy on deployments/scale reads object.spec.replicas.
-        attrs.old_obj = scale_of(await store.get(namespace, ri.path_name))
+        current = await store.get(namespace, ri.path_name)
+        (view,) = await self._in_version(info, [current])
+        attrs.old_obj = scale_of(view)
         attrs.obj = wanted(copy.deepcopy(attrs.old_obj))
         await self.ctx.admission.admit(attrs)
-        updated = await store.guaranteed_update(namespace, ri.path_name, mutate, dry_run=dry_run)
+        if self._webhook_converted(info) and view is not current:
+            # Scale paths are the requested version's: the object read above is scaled in
+            # that version and converted back; a concurrent write in between is a 409.
+            stored = await self._in_storage_version(info, mutate(view))
+            stored.setdefault("metadata", {})["resourceVersion"] = current["metadata"].get(
+                "resourceVersion"
+            )
+            updated = await store.guaranteed_update(
+                namespace, ri.path_name, lambda _: copy.deepcopy(stored), dry_run=dry_run
+            )
+        else:
+            updated = await store.guaranteed_update(
+                namespace, ri.path_name, mutate, dry_run=dry_run
+            )
+        (updated,) = await self._in_version(info, [updated])
         return json_response(scale_of(updated))
 
     async def _bind(
@@ -1167,6 +1249,17 @@ def _scale_of(info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
             "selector": _selector_string(info, obj),
         },
     }
+
+
+def _converted_already(obj: dict[str, Any], api_version: str) -> dict[str, Any]:
+    """The guard of webhook-converted resources: ``obj`` must be in ``api_version`` already
+    (a path that skipped ``_in_version`` is a 500, never an unconverted object)."""
+    if obj.get("apiVersion") != api_version:
+        raise ConversionFailed(
+            f"conversion webhook for {obj.get('apiVersion')}, Kind={obj.get('kind')} failed: "
+            f"the object was not converted to {api_version}"
+        )
+    return obj
 
 
 def _warn(response: web.Response, attrs: AdmissionAttributes) -> web.Response:

@@ -65,6 +65,7 @@ from sampan.apiserver.crd import (
     request_warnings,
     warning_header,
 )
+from sampan.apiserver.crd.conversion import WebhookConversion
 from sampan.apiserver.endpoints_reconciler import KubernetesEndpointsReconciler
 from sampan.apiserver.errors import (
     BadRequest,
@@ -322,6 +323,8 @@ class APIServer:
             BuiltinSchemas(rt.openapi.definition_name, rt.openapi.definition)
         )
         rt.admission.custom = rt.custom  # CEL rules of custom resources
+        # CRD conversion webhooks go through the admission webhooks' HTTPS pool.
+        rt.custom.conversion = WebhookConversion(rt.admission.webhook_caller.post_review)
         rt.admission.openapi = rt.openapi  # type checks of ValidatingAdmissionPolicies
         rt.pod_proxy = await build_pod_proxy(
             rt.pki, rt.storage, rt.registry, authorize=rt.authorizer.authorize

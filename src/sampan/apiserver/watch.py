@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -39,6 +39,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+Convert = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+"""(event type, object) -> the object converted before rendering (CRD conversion webhooks;
+BOOKMARK objects too, which carry only metadata); a StatusError ends the watch with an ERROR
+event."""
 
 MIN_WATCH_TIMEOUT_S = 1800.0
 """kube-apiserver's --min-request-timeout: watches last between this and twice this."""
@@ -116,6 +121,7 @@ async def serve_watch(
     *,
     timeout_s: float | None,
     tracker: WatchTracker,
+    convert: Convert | None = None,
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=200)
     response.content_type = JSON_CONTENT_TYPE
@@ -126,7 +132,13 @@ async def serve_watch(
     try:
         if not tracker.stopped:
             await _pump(
-                request, response, iterator, renderer, timeout_s or default_timeout_s(), tracker
+                request,
+                response,
+                iterator,
+                renderer,
+                timeout_s or default_timeout_s(),
+                tracker,
+                convert,
             )
     except (ConnectionResetError, ConnectionError) as exc:
         log.debug("watch client went away: %s", exc)
@@ -155,6 +167,7 @@ async def _pump(
     renderer: Renderer,
     timeout_s: float,
     tracker: WatchTracker,
+    convert: Convert | None = None,
 ) -> None:
     """Write events until the iterator ends, the timeout expires, the server stops or the
     client goes away."""
@@ -172,7 +185,17 @@ async def _pump(
                     except StatusError as exc:
                         await response.write(b'{"type":"ERROR","object":' + exc.to_json() + b"}\n")
                         return
-                    await response.write(_encode(renderer, event.type, event.object))
+                    data = event.object
+                    if convert is not None and event.type != "ERROR":
+                        try:
+                            converted = await convert(event.type, json.loads(data))
+                        except StatusError as exc:
+                            await response.write(
+                                b'{"type":"ERROR","object":' + exc.to_json() + b"}\n"
+                            )
+                            return
+                        data = dump_json(converted)
+                    await response.write(_encode(renderer, event.type, data))
             finally:
                 forget()
                 tracker.discard(scope)

@@ -20,6 +20,7 @@ every reservation made for it is released; hooks never raise (failures are logge
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -143,7 +144,7 @@ async def admitted_update(
     chain: AdmissionChain,
     store: Any,
     attrs: AdmissionAttributes,
-    mutate: Callable[[dict[str, Any]], dict[str, Any]],
+    mutate: Callable[[dict[str, Any]], Any],
     *,
     subresource: str = "",
 ) -> dict[str, Any]:
@@ -161,6 +162,8 @@ async def admitted_update(
         current = await store.get(namespace, attrs.name)
         current_rv = str((current.get("metadata") or {}).get("resourceVersion") or "")
         new = mutate(copy.deepcopy(current))
+        if inspect.isawaitable(new):  # an async mutate (a conversion webhook on the way)
+            new = await new
         pinned_rv = str((new.get("metadata") or {}).get("resourceVersion") or "")
         if pinned_rv and pinned_rv != current_rv:
             raise Conflict.stale(attrs.resource, attrs.group, attrs.name)

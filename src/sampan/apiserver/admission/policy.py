@@ -53,6 +53,7 @@ from typing import Any
 
 from sampan.api import fielderrors as fe
 from sampan.api.labels import SelectorError, selector_from_label_selector
+from sampan.api.names import is_qualified_name
 from sampan.apiserver import cel
 from sampan.apiserver.admission.chain import AdmissionAttributes
 from sampan.apiserver.auth.rbac import Attributes, Decision
@@ -64,6 +65,8 @@ __all__ = [
     "PolicyDefaults",
     "PolicyStatusController",
     "ValidatingAdmissionPolicyPlugin",
+    "authorizer_check",
+    "match_condition_errors",
     "type_warnings",
 ]
 
@@ -239,27 +242,42 @@ def policy_errors(policy: Mapping[str, Any]) -> list[Cause]:
             causes.append(fe.required(f"{where}.valueExpression"))
         elif cause := _compile_cause(f"{where}.valueExpression", expression, "any"):
             causes.append(cause)
-    causes.extend(_match_condition_errors(spec.get("matchConditions"), "spec.matchConditions"))
+    causes.extend(match_condition_errors(spec.get("matchConditions"), "spec.matchConditions"))
     return causes
 
 
-def _match_condition_errors(conditions: Any, path: str) -> list[Cause]:
+MAX_MATCH_CONDITIONS = 64
+"""Upstream's limit on ``matchConditions`` (policies and webhooks alike)."""
+
+
+def match_condition_errors(
+    conditions: Any, path: str, variables: Sequence[str] = _VARIABLES
+) -> list[Cause]:
+    """The field errors of a ``matchConditions`` list (a policy's or a webhook's, each with its
+    own CEL variables): at most 64, each a unique qualified ``name`` and an ``expression``
+    that compiles to a bool."""
     causes: list[Cause] = []
+    if not isinstance(conditions, list):
+        return causes
+    if len(conditions) > MAX_MATCH_CONDITIONS:
+        causes.append(fe.too_many(path, len(conditions), MAX_MATCH_CONDITIONS))
     names: set[str] = set()
-    for i, condition in enumerate(conditions if isinstance(conditions, list) else []):
+    for i, condition in enumerate(conditions):
         where = f"{path}[{i}]"
-        condition = condition or {}
+        condition = condition if isinstance(condition, dict) else {}
+        expression = str(condition.get("expression") or "").strip()
+        if not expression:
+            causes.append(fe.required(f"{where}.expression"))
+        elif cause := _compile_cause(f"{where}.expression", expression, variables=variables):
+            causes.append(cause)
         name = str(condition.get("name") or "")
         if not name:
             causes.append(fe.required(f"{where}.name"))
-        elif name in names:
-            causes.append(fe.duplicate(f"{where}.name", name))
-        names.add(name)
-        expression = str(condition.get("expression") or "")
-        if not expression.strip():
-            causes.append(fe.required(f"{where}.expression"))
-        elif cause := _compile_cause(f"{where}.expression", expression):
-            causes.append(cause)
+        else:
+            causes.extend(fe.invalid(f"{where}.name", name, m) for m in is_qualified_name(name))
+            if name in names:
+                causes.append(fe.duplicate(f"{where}.name", name))
+            names.add(name)
     return causes
 
 
@@ -458,6 +476,48 @@ def _binding(obj: Mapping[str, Any]) -> _Binding:
         if isinstance(spec.get("matchResources"), dict)
         else None,
     )
+
+
+def authorizer_check(
+    authorize: Callable[[Attributes], Decision] | None, attrs: AdmissionAttributes
+) -> cel.AuthorizerCheck:
+    """The ``authorizer`` variable's checks: the request's user (or the service account
+    ``serviceAccount(namespace, name)`` names) asked of the API server's authorizer."""
+
+    def check(wanted: Mapping[str, Any]) -> tuple[bool, str]:
+        if authorize is None or attrs.user is None:
+            raise RuntimeError("no authorizer for this request")
+        user = attrs.user
+        account = wanted.get("serviceAccount")
+        if account:
+            namespace, name = account
+            user = UserInfo(
+                name=f"system:serviceaccount:{namespace}:{name}",
+                groups=(
+                    "system:serviceaccounts",
+                    f"system:serviceaccounts:{namespace}",
+                    "system:authenticated",
+                ),
+            )
+        verb = str(wanted.get("verb") or "")
+        if wanted.get("path"):
+            question = Attributes(
+                user=user, verb=verb, path=str(wanted["path"]), resource_request=False
+            )
+        else:
+            question = Attributes(
+                user=user,
+                verb=verb,
+                namespace=str(wanted.get("namespace") or ""),
+                api_group=str(wanted.get("group") or ""),
+                resource=str(wanted.get("resource") or ""),
+                subresource=str(wanted.get("subresource") or ""),
+                name=str(wanted.get("name") or ""),
+            )
+        decision = authorize(question)
+        return decision.allowed, decision.reason
+
+    return check
 
 
 # --- matching ---------------------------------------------------------------------------------
@@ -766,43 +826,7 @@ class ValidatingAdmissionPolicyPlugin:
                     self._act(binding, policy, attrs, message, reason)
 
     def _checker(self, attrs: AdmissionAttributes) -> cel.AuthorizerCheck:
-        """The ``authorizer`` variable's checks: the request's user (or the service account
-        ``serviceAccount(namespace, name)`` names) asked of the API server's authorizer."""
-
-        def check(wanted: Mapping[str, Any]) -> tuple[bool, str]:
-            if self._authorize is None or attrs.user is None:
-                raise RuntimeError("no authorizer for this request")
-            user = attrs.user
-            account = wanted.get("serviceAccount")
-            if account:
-                namespace, name = account
-                user = UserInfo(
-                    name=f"system:serviceaccount:{namespace}:{name}",
-                    groups=(
-                        "system:serviceaccounts",
-                        f"system:serviceaccounts:{namespace}",
-                        "system:authenticated",
-                    ),
-                )
-            verb = str(wanted.get("verb") or "")
-            if wanted.get("path"):
-                question = Attributes(
-                    user=user, verb=verb, path=str(wanted["path"]), resource_request=False
-                )
-            else:
-                question = Attributes(
-                    user=user,
-                    verb=verb,
-                    namespace=str(wanted.get("namespace") or ""),
-                    api_group=str(wanted.get("group") or ""),
-                    resource=str(wanted.get("resource") or ""),
-                    subresource=str(wanted.get("subresource") or ""),
-                    name=str(wanted.get("name") or ""),
-                )
-            decision = self._authorize(question)
-            return decision.allowed, decision.reason
-
-        return check
+        return authorizer_check(self._authorize, attrs)
 
     def _run(self, policy: _Policy, activation: dict[str, Any]) -> list[tuple[str, str]]:
         """The (message, reason) of every failing validation, in order."""

@@ -85,6 +85,10 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 """The label that ties an EndpointSlice to its Service."""
 
 
+async def _first(objects: Awaitable[list[dict[str, Any]]]) -> dict[str, Any]:
+    return (await objects)[0]
+
+
 class Admission:
     """See the module docstring."""
 
@@ -130,7 +134,7 @@ class Admission:
             return await self.get("", "namespaces", "", name)
 
         self.quota_recalculator = QuotaRecalculator(self._store("", "resourcequotas"), self.cached)
-        mutating_webhooks, validating_webhooks = self._webhook_plugins()
+        mutating_webhooks, validating_webhooks = self._webhook_plugins(authorize)
         plugins: list[AdmissionPlugin] = [
             NamespaceLifecycle(get_namespace),
             RBACEscalation(authorize, resolve_rules, self.get),
@@ -192,7 +196,7 @@ class Admission:
 
     # --- dynamic admission webhooks ---------------------------------------------------------
 
-    def _webhook_plugins(self) -> tuple[AdmissionPlugin, AdmissionPlugin]:
+    def _webhook_plugins(self, authorize: Authorize) -> tuple[AdmissionPlugin, AdmissionPlugin]:
         """MutatingAdmissionWebhook and ValidatingAdmissionWebhook over the watch cache of
         their configurations (see admission.webhooks)."""
         registry = self._registry
@@ -223,13 +227,15 @@ class Admission:
                 and (other.group, other.version, other.plural) != (group, version, plural)
             ]
 
-        def convert_to(
-            obj: dict[str, Any], group: str, version: str, plural: str
-        ) -> dict[str, Any]:
+        def convert_to(obj: dict[str, Any], group: str, version: str, plural: str) -> Any:
             info_from = registry.by_kind(str(obj.get("apiVersion") or ""), str(obj.get("kind")))
             info_to = registry.by_resource(group, version, plural)
             if info_from is None or info_to is None or info_from is info_to:
                 return obj
+            custom = self.custom
+            if custom is not None and custom.conversion_webhook(info_to) is not None:
+                # A CRD converted by its webhook: an awaitable the dispatcher awaits.
+                return _first(custom.convert(info_to, [obj], info_to.api_version))
             return convert(info_from, obj, info_to)
 
         namespaces = self._store("", "namespaces")
@@ -330,6 +336,7 @@ class Admission:
             prevalidate=prevalidate,
             get_object=get_object,
             default=default,
+            authorize=authorize,
         )
 
     # --- lookups the plugins use ----------------------------------------------------------

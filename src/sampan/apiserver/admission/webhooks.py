@@ -34,11 +34,21 @@ ValidatingWebhookConfigurations, the matching of a request against their webhook
   webhooks, so a bad webhook cannot lock its own repair out; neither are the review-style
   virtual resources (TokenReview, SubjectAccessReview, ...).
 
-Invariants: a webhook with ``matchConditions`` is never stored (validation refuses it until
-Sampan evaluates CEL); one stored by another server fails under its failure policy whenever
-its rules match, as an evaluation error does upstream: none is ever silently skipped. A
-mutating webhook's patch is applied to a copy and only a fully applied result replaces the
-content of ``attrs.obj`` (in place, so every handler writes what the webhooks made of it).
+* ``matchConditions`` (CEL, ``sampan.apiserver.cel``): compiled once per configuration
+  version with the variables ``object``, ``oldObject``, ``request`` (the AdmissionRequest
+  without its objects) and ``authorizer`` (with ``authorizer.requestResource``); evaluated
+  after rules and selectors matched, just before the call (for mutating webhooks, on the
+  object as the webhooks before it left it). Any condition false skips the webhook; otherwise
+  an evaluation error (or an expression that does not compile, stored by another server) is
+  refused under ``failurePolicy: Fail`` with upstream's 403 (``<resource> "<name>" is
+  forbidden: expression '...' resulted in error: ...``) and skips the webhook under
+  ``Ignore``. Configurations are checked when written (``configuration_errors``: at most 64
+  conditions, unique qualified names, expressions that compile; a 422 with field causes).
+
+Invariants: a webhook whose conditions cannot be evaluated is never silently called nor
+silently skipped under ``Fail``. A mutating webhook's patch is applied to a copy and only a
+fully applied result replaces the content of ``attrs.obj`` (in place, so every handler
+writes what the webhooks made of it).
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import inspect
 import json
 import logging
 import random
@@ -56,19 +67,32 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from sampan.api import fielderrors as fe
 from sampan.api.labels import SelectorError, selector_from_label_selector
+from sampan.apiserver import cel
 from sampan.apiserver.admission.chain import AdmissionAttributes
+from sampan.apiserver.admission.policy import authorizer_check, match_condition_errors
 from sampan.apiserver.admission.webhooks_http import DialError, HTTPSPool, ProtocolError, TLSError
-from sampan.apiserver.errors import BadRequest, Cause, InternalError, StatusError
+from sampan.apiserver.errors import (
+    BadRequest,
+    Cause,
+    Forbidden,
+    InternalError,
+    Invalid,
+    StatusError,
+    qualified_resource,
+)
 from sampan.apiserver.patch import apply_json_patch
 
 __all__ = [
     "MutatingWebhooks",
+    "ReviewError",
     "ValidatingWebhooks",
     "Webhook",
     "WebhookCaller",
     "WebhookSource",
     "compile_configurations",
+    "configuration_errors",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +101,12 @@ GROUP = "admissionregistration.k8s.io"
 DEFAULT_TIMEOUT_S = 10
 USER_AGENT = "kube-apiserver-admission"
 KNOWN_REVIEW_VERSIONS = ("v1", "v1beta1")
+CONDITION_VARIABLES = ("object", "oldObject", "request", "authorizer")
+"""The CEL variables of a webhook's ``matchConditions`` (no params, unlike a policy's)."""
+CONFIGURATION_KINDS = {
+    "mutatingwebhookconfigurations": "MutatingWebhookConfiguration",
+    "validatingwebhookconfigurations": "ValidatingWebhookConfiguration",
+}
 
 # Resources whose writes never go to webhooks (upstream's IsExemptAdmissionConfigurationResource
 # and the review kinds, which are answers rather than stored objects).
@@ -94,8 +124,9 @@ KindOf = Callable[[str, str, str], str | None]
 """(group, version, plural) -> Kind, or None when that version is not served."""
 Equivalents = Callable[[str, str, str], Sequence[tuple[str, str, str]]]
 """(group, version, plural) -> the other (group, version, plural) over the same storage."""
-Converter = Callable[[dict[str, Any], str, str, str], dict[str, Any]]
-"""(object, group, version, plural) -> the object as that resource serves it."""
+Converter = Callable[[dict[str, Any], str, str, str], Any]
+"""(object, group, version, plural) -> the object as that resource serves it (or an awaitable
+of it: a CRD whose conversion strategy is ``Webhook``)."""
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -144,12 +175,77 @@ class Webhook:
     service: dict[str, Any] | None
     ca_bundle: str
     reinvoke: bool = False
+    conditions: tuple[Condition, ...] = ()
     invalid: str = ""
     """Why this webhook cannot be used (a selector that does not parse); calling it fails."""
 
     @property
     def ignore_failures(self) -> bool:
         return self.failure_policy == "Ignore"
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One compiled ``matchConditions`` entry (``program`` None: ``error`` says why)."""
+
+    name: str
+    expression: str
+    program: cel.Program | None
+    error: str = ""
+
+
+def _condition(raw: Any) -> Condition:
+    raw = raw if isinstance(raw, dict) else {}
+    expression = str(raw.get("expression") or "")
+    try:
+        program: cel.Program | None = cel.compile(expression, CONDITION_VARIABLES)
+        error = ""
+    except cel.CompileError as e:
+        program, error = None, f"compilation error: {e}"
+    return Condition(str(raw.get("name") or ""), expression, program, error)
+
+
+def configuration_errors(obj: dict[str, Any]) -> list[Cause]:
+    """The field errors of a webhook configuration that need CEL (its ``matchConditions``);
+    the rest of its validation is the kind's strategy (``sampan.api.validation``)."""
+    causes: list[Cause] = []
+    webhooks = obj.get("webhooks")
+    for i, raw in enumerate(webhooks if isinstance(webhooks, list) else ()):
+        if isinstance(raw, dict) and raw.get("matchConditions") is not None:
+            causes.extend(
+                match_condition_errors(
+                    raw.get("matchConditions"),
+                    f"webhooks[{i}].matchConditions",
+                    CONDITION_VARIABLES,
+                )
+            )
+    return causes
+
+
+def check_configuration_write(attrs: AdmissionAttributes) -> None:
+    """Refuse (422) a create or update of a webhook configuration whose conditions are
+    invalid."""
+    kind = CONFIGURATION_KINDS.get(attrs.resource)
+    if (
+        attrs.group != GROUP
+        or kind is None
+        or attrs.subresource
+        or attrs.operation not in ("CREATE", "UPDATE")
+        or not isinstance(attrs.obj, dict)
+    ):
+        return
+    causes = configuration_errors(attrs.obj)
+    if causes:
+        name = str((attrs.obj.get("metadata") or {}).get("name") or attrs.name)
+        parts = [fe.error_string(c) for c in causes]
+        summary = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+        raise Invalid(
+            f'{kind}.{GROUP} "{name}" is invalid: {summary}',
+            name=name,
+            group=GROUP,
+            kind=kind,
+            causes=causes,
+        )
 
 
 def _rule(raw: dict[str, Any]) -> Rule:
@@ -200,10 +296,9 @@ def compile_configurations(objects: Iterable[dict[str, Any]], *, mutating: bool)
                 ca_bundle=str(client.get("caBundle") or ""),
                 reinvoke=mutating and raw.get("reinvocationPolicy") == "IfNeeded",
             )
-            if raw.get("matchConditions"):
-                # Only stored by another server (validation refuses them here): without CEL
-                # they cannot be evaluated, which upstream treats under the failure policy.
-                hook.invalid = "matchConditions are not supported by this server yet"
+            conditions = raw.get("matchConditions")
+            if isinstance(conditions, list):
+                hook.conditions = tuple(_condition(c) for c in conditions)
             try:
                 hook.namespace_selector = _selector(raw.get("namespaceSelector"))
                 hook.object_selector = _selector(raw.get("objectSelector"))
@@ -247,6 +342,15 @@ class WebhookSource:
 
 
 # --- errors ---------------------------------------------------------------------------------
+
+
+class ReviewError(Exception):
+    """A review POST failed (Go's REST client wording); ``before_call``: no request was
+    sent (the client could not be built)."""
+
+    def __init__(self, message: str, *, before_call: bool = False) -> None:
+        super().__init__(message)
+        self.before_call = before_call
 
 
 class CallError(Exception):
@@ -340,19 +444,33 @@ class WebhookCaller:
 
     async def post(self, hook: Webhook, review: dict[str, Any]) -> dict[str, Any]:
         """The decoded answer, or ``CallError`` with upstream's wording."""
-        timeout = hook.timeout_s
-        if hook.url:
-            shown = _with_timeout(hook.url, timeout)
-            parts = urlsplit(hook.url)
+        client = {"url": hook.url, "service": hook.service, "caBundle": hook.ca_bundle}
+        try:
+            return await self.post_review(client, review, hook.timeout_s)
+        except ReviewError as e:
+            reason = str(e) if e.before_call else f"failed to call webhook: {e}"
+            raise CallError(hook.name, reason) from e
+
+    async def post_review(
+        self, client: dict[str, Any], review: dict[str, Any], timeout_s: int
+    ) -> dict[str, Any]:
+        """POST ``review`` to a webhook ``clientConfig`` (``url``, or ``service`` resolved
+        through its endpoints; ``caBundle``) within ``timeout_s``: the decoded JSON answer, or
+        ``ReviewError`` worded as Go's REST client (``Post "<url>": ...``)."""
+        timeout = timeout_s
+        url = client.get("url") or None
+        if url:
+            shown = _with_timeout(url, timeout)
+            parts = urlsplit(url)
             address = server_hostname = parts.hostname or ""
             try:
                 port = parts.port or 443
             except ValueError as e:
-                raise CallError(hook.name, f"could not get REST client: {e}") from e
+                raise ReviewError(f"could not get REST client: {e}", before_call=True) from e
             host_header = parts.netloc.rpartition("@")[2]
             target = _with_timeout(parts.path or "/", timeout)
         else:
-            service = hook.service or {}
+            service = client.get("service") or {}
             namespace = str(service.get("namespace") or "")
             name = str(service.get("name") or "")
             service_port = int(service.get("port") or 443)
@@ -362,13 +480,14 @@ class WebhookCaller:
             try:
                 address, port = await self._resolve(namespace, name, service_port)
             except LookupError as e:
-                raise CallError(hook.name, f'failed to call webhook: Post "{shown}": {e}') from e
+                raise ReviewError(f'Post "{shown}": {e}') from e
             host_header = f"{server_hostname}:{service_port}"
             target = _with_timeout(path, timeout)
+        ca_bundle = str(client.get("caBundle") or "")
         try:
-            context = self._ssl_context(hook.ca_bundle)
+            context = self._ssl_context(ca_bundle)
         except (ValueError, ssl.SSLError) as e:
-            raise CallError(hook.name, f"could not get REST client: {e}") from e
+            raise ReviewError(f"could not get REST client: {e}", before_call=True) from e
         body = json.dumps(review, separators=(",", ":")).encode()
         headers = (
             ("Host", host_header),
@@ -379,30 +498,24 @@ class WebhookCaller:
         try:
             async with asyncio.timeout(timeout):
                 status, raw = await self._pool.post(
-                    address, port, server_hostname, context, hook.ca_bundle, target, headers, body
+                    address, port, server_hostname, context, ca_bundle, target, headers, body
                 )
         except TimeoutError as e:
-            raise CallError(
-                hook.name, f'failed to call webhook: Post "{shown}": context deadline exceeded'
-            ) from e
+            raise ReviewError(f'Post "{shown}": context deadline exceeded') from e
         except (DialError, TLSError, ProtocolError) as e:
-            raise CallError(hook.name, f'failed to call webhook: Post "{shown}": {e}') from e
+            raise ReviewError(f'Post "{shown}": {e}') from e
         except OSError as e:
-            raise CallError(hook.name, f'failed to call webhook: Post "{shown}": {e}') from e
+            raise ReviewError(f'Post "{shown}": {e}') from e
         if not 200 <= status < 300:
-            raise CallError(hook.name, f"failed to call webhook: {_http_error(status, raw)}")
+            raise ReviewError(_http_error(status, raw))
         try:
             answer = json.loads(raw)
         except ValueError as e:
-            raise CallError(
-                hook.name,
-                f"failed to call webhook: couldn't get version/kind; json parse error: {e}",
-            ) from e
+            raise ReviewError(f"couldn't get version/kind; json parse error: {e}") from e
         if not isinstance(answer, dict):
-            raise CallError(
-                hook.name,
-                "failed to call webhook: couldn't get version/kind; json parse error: "
-                "json: cannot unmarshal into Go value of type struct",
+            raise ReviewError(
+                "couldn't get version/kind; json parse error: "
+                "json: cannot unmarshal into Go value of type struct"
             )
         return answer
 
@@ -462,7 +575,9 @@ class _Dispatcher:
         convert: Converter | None = None,
         get_object: ObjectGetter | None = None,
         default: Defaulter | None = None,
+        authorize: Callable[[Any], Any] | None = None,
     ) -> None:
+        self._authorize = authorize
         self._get_object = get_object
         self._default = default
         self.defaulted_key = f"webhooks-defaulted-{id(self)}"
@@ -594,7 +709,65 @@ class _Dispatcher:
             out.append(invocation)
         return out
 
-    def outgoing(self, attrs: AdmissionAttributes, inv: _Invocation) -> dict[str, Any] | None:
+    async def conditions_match(self, inv: _Invocation, attrs: AdmissionAttributes) -> bool:
+        """Whether ``inv``'s webhook is to be called after its ``matchConditions``: False when
+        one is false (or, under ``Ignore``, when one cannot be evaluated); upstream's 403 when
+        one cannot be evaluated under ``Fail`` and none is false."""
+        hook = inv.hook
+        if not hook.conditions:
+            return True
+        _, review = await self.review(inv, attrs, uid="")
+        request = dict(review["request"])
+        activation: dict[str, Any] = {
+            "object": request.pop("object", None),
+            "oldObject": request.pop("oldObject", None),
+            "request": request,
+        }
+        request_resource = {
+            "group": inv.group,
+            "version": inv.version,
+            "resource": inv.resource,
+            "subresource": inv.subresource,
+            "namespace": attrs.namespace,
+            "name": attrs.name,
+        }
+        errors: list[str] = []
+        with cel.authorizer_value(
+            authorizer_check(self._authorize, attrs), request_resource
+        ) as authorizer:
+            activation["authorizer"] = authorizer
+            for condition in hook.conditions:
+                if condition.program is None:
+                    errors.append(condition.error)
+                    continue
+                try:
+                    result = condition.program.evaluate(activation)
+                except cel.EvalError as e:
+                    errors.append(f"expression '{condition.expression}' resulted in error: {e}")
+                    continue
+                if result is False:
+                    return False
+                if result is not True:
+                    errors.append(
+                        f"expression '{condition.expression}' resulted in error: no such overload"
+                    )
+        if not errors:
+            return True
+        if hook.ignore_failures:
+            return False
+        text = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
+        log.warning("Failed evaluating match conditions, failing closed %s: %s", hook.name, text)
+        resource = qualified_resource(attrs.resource, attrs.group)
+        raise Forbidden(
+            f'{resource} "{attrs.name}" is forbidden: {text}'
+            if attrs.name
+            else f"{resource} is forbidden: {text}",
+            name=attrs.name,
+            group=attrs.group,
+            kind=attrs.resource,
+        )
+
+    async def outgoing(self, attrs: AdmissionAttributes, inv: _Invocation) -> dict[str, Any] | None:
         """The new object as the webhook sees it: defaulted (kube-apiserver defaults when it
         decodes a request, before admission; Sampan's store defaults again when it writes)
         and in the webhook's version."""
@@ -610,27 +783,48 @@ class _Dispatcher:
                 defaulted = self._default(obj)
                 attrs.extra[key] = (obj, defaulted)
                 obj = defaulted
-        return self._versioned(obj, inv)
+        return await self._versioned(obj, inv)
 
-    def _versioned(self, obj: dict[str, Any] | None, inv: _Invocation) -> dict[str, Any] | None:
+    async def _versioned(
+        self, obj: dict[str, Any] | None, inv: _Invocation
+    ) -> dict[str, Any] | None:
         if obj is None:
             return None
         api_version = f"{inv.group}/{inv.version}" if inv.group else inv.version
         if obj.get("apiVersion") in (None, api_version) or self._convert is None:
             return obj
-        return self._convert(obj, inv.group, inv.version, inv.resource)
+        return await self.convert(obj, inv.group, inv.version, inv.resource)
 
-    def review(self, inv: _Invocation, attrs: AdmissionAttributes) -> tuple[str, dict[str, Any]]:
-        """(uid, AdmissionReview) in the first version the webhook accepts."""
+    async def convert(
+        self, obj: dict[str, Any], group: str, version: str, plural: str
+    ) -> dict[str, Any]:
+        """``obj`` as ``group/version`` ``plural`` serves it (a converter may be async: a CRD
+        conversion webhook)."""
+        if self._convert is None:
+            return obj
+        result = self._convert(obj, group, version, plural)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def review(
+        self, inv: _Invocation, attrs: AdmissionAttributes, *, uid: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """(uid, AdmissionReview) in the first version the webhook accepts (``uid`` given:
+        the request as match conditions see it, whatever versions the webhook accepts)."""
         hook = inv.hook
         version = next((v for v in hook.review_versions if v in KNOWN_REVIEW_VERSIONS), None)
         if version is None:
-            raise CallError(
-                hook.name,
-                "could not create admission objects: webhook does not accept known "
-                "AdmissionReview versions (v1, v1beta1)",
-            )
-        uid = str(uuid.uuid4())
+            if uid is not None:
+                version = "v1"
+            else:
+                raise CallError(
+                    hook.name,
+                    "could not create admission objects: webhook does not accept known "
+                    "AdmissionReview versions (v1, v1beta1)",
+                )
+        if uid is None:
+            uid = str(uuid.uuid4())
         request_kind = self._kind_of(attrs.group, attrs.version, attrs.resource) or ""
         request: dict[str, Any] = {
             "uid": uid,
@@ -645,8 +839,8 @@ class _Dispatcher:
             "name": attrs.name,
             "operation": attrs.operation,
             "userInfo": _user_info(attrs.user),
-            "object": self.outgoing(attrs, inv),
-            "oldObject": self._versioned(attrs.old_obj, inv),
+            "object": await self.outgoing(attrs, inv),
+            "oldObject": await self._versioned(attrs.old_obj, inv),
             "dryRun": bool(attrs.dry_run),
             "options": _options(attrs),
         }
@@ -671,7 +865,7 @@ class _Dispatcher:
             raise BadRequest(f'admission webhook "{hook.name}" does not support dry run')
         if hook.invalid:
             raise CallError(hook.name, hook.invalid)
-        uid, review = self.review(inv, attrs)
+        uid, review = await self.review(inv, attrs)
         answer = await self._caller.post(hook, review)
         return _verify(hook, uid, review["apiVersion"], answer)
 
@@ -770,6 +964,9 @@ class MutatingWebhooks:
         last_change = -1
         step = 0
         for inv in invocations:
+            # Conditions see the object as the webhooks before this one left it.
+            if not await self._dispatcher.conditions_match(inv, attrs):
+                continue
             if await self._call(inv, attrs):
                 last_change = step
             changed_at[inv.hook.name] = step
@@ -781,7 +978,8 @@ class MutatingWebhooks:
             if inv.hook.reinvoke and changed_at.get(inv.hook.name, step) < last_change
         ]
         for inv in again:
-            await self._call(inv, attrs)
+            if await self._dispatcher.conditions_match(inv, attrs):
+                await self._call(inv, attrs)
 
     async def _call(self, inv: _Invocation, attrs: AdmissionAttributes) -> bool:
         """Whether the webhook changed the object."""
@@ -804,7 +1002,7 @@ class MutatingWebhooks:
             operations = json.loads(base64.b64decode(str(patch), validate=True))
         except (binascii.Error, ValueError) as e:
             raise InternalError(f"Internal error occurred: {e}") from None
-        versioned = self._dispatcher.outgoing(attrs, inv)
+        versioned = await self._dispatcher.outgoing(attrs, inv)
         try:
             patched = apply_json_patch(versioned or {}, operations)
         except StatusError as e:
@@ -817,7 +1015,7 @@ class MutatingWebhooks:
             # Back to the version admission holds the object in (the request's on create, the
             # storage version inside admitted_update).
             group, _, version = str(attrs.obj.get("apiVersion") or "").rpartition("/")
-            patched = self._dispatcher._convert(
+            patched = await self._dispatcher.convert(
                 patched, group, version or attrs.version, attrs.resource
             )
         # In place: every handler keeps using the object it handed to admission.
@@ -842,6 +1040,7 @@ class ValidatingWebhooks:
         self._prevalidate = prevalidate
 
     async def admit(self, attrs: AdmissionAttributes) -> None:
+        check_configuration_write(attrs)
         invocations = await self._dispatcher.matching(attrs)
         if not invocations:
             return
@@ -849,6 +1048,9 @@ class ValidatingWebhooks:
             # kube-apiserver validates the object before validating admission: an invalid
             # object is a 422 and no validating webhook sees it.
             self._prevalidate(attrs)
+        invocations = [
+            inv for inv in invocations if await self._dispatcher.conditions_match(inv, attrs)
+        ]
         results = await asyncio.gather(
             *(self._call(inv, attrs) for inv in invocations), return_exceptions=True
         )
@@ -883,9 +1085,12 @@ def build(
     prevalidate: Callable[[AdmissionAttributes], None] | None = None,
     get_object: ObjectGetter | None = None,
     default: Defaulter | None = None,
+    authorize: Callable[[Any], Any] | None = None,
 ) -> tuple[MutatingWebhooks, ValidatingWebhooks]:
-    """The two plugins over their sources and one shared caller."""
+    """The two plugins over their sources and one shared caller (``authorize`` answers the
+    ``authorizer`` of match conditions)."""
     common = dict(
+        authorize=authorize,
         kind_of=kind_of,
         equivalents=equivalents,
         namespace_labels=namespace_labels,

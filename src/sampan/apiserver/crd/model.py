@@ -5,12 +5,14 @@ plus the per-version facts the request path needs (schema, printer columns, subr
 result in the ResourceRegistry and in ``CustomResources`` (the handler-facing index).
 
 Invariants: a custom resource is stored under ``/registry/<group>/<plural>/`` in its CRD's
-storage version (upstream's layout); every served version shares that storage, so the
-none-conversion between versions is a change of ``apiVersion`` only.
+storage version (upstream's layout); every served version shares that storage. The ``None``
+conversion between versions is a change of ``apiVersion`` only; with ``Webhook`` each
+version carries the CRD's ``spec.conversion.webhook`` (see ``crd.conversion``).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +54,8 @@ class ServedVersion:
     preserve_unknown_fields: bool = False
     deprecation_warning: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    conversion_webhook: dict[str, Any] | None = None
+    """``spec.conversion.webhook`` when the strategy is ``Webhook`` (None: apiVersion only)."""
 
     @property
     def has_status(self) -> bool:
@@ -132,6 +136,12 @@ def served_versions(crd: Mapping[str, Any]) -> list[ServedVersion]:
         return []
     namespaced = spec.get("scope", "Namespaced") != "Cluster"
     crd_name = str(_d(crd.get("metadata")).get("name") or "")
+    conversion = _d(spec.get("conversion"))
+    webhook = (
+        copy.deepcopy(_d(conversion.get("webhook")))
+        if conversion.get("strategy") == "Webhook"
+        else None
+    )
     out: list[ServedVersion] = []
     for version in spec.get("versions") or []:
         version = _d(version)
@@ -191,6 +201,7 @@ def served_versions(crd: Mapping[str, Any]) -> list[ServedVersion]:
                 crd_name=crd_name,
                 preserve_unknown_fields=bool(spec.get("preserveUnknownFields")),
                 deprecation_warning=warning,
+                conversion_webhook=webhook,
             )
         )
     return out

@@ -32,6 +32,7 @@ from sampan.api.printing import crd_table
 from sampan.api.resources import ResourceInfo
 from sampan.apiserver.crd import celrules
 from sampan.apiserver.crd import schema as crd_schema
+from sampan.apiserver.crd.conversion import ConversionFailed, WebhookConversion
 from sampan.apiserver.crd.fieldvalidation import (
     BuiltinSchemas,
     parse_directive,
@@ -127,6 +128,8 @@ class CustomResources:
 
     def __init__(self, builtin: BuiltinSchemas | None) -> None:
         self._builtin = builtin
+        self.conversion: WebhookConversion | None = None
+        """Conversion through CRD conversion webhooks (set once the webhook caller exists)."""
         self._versions: dict[tuple[str, str, str], ServedVersion] = {}
         self._by_crd: dict[str, list[tuple[str, str, str]]] = {}
         self._terminating: set[str] = set()
@@ -163,6 +166,28 @@ class CustomResources:
         if version is None or version.info != info:
             return None
         return version
+
+    def conversion_webhook(self, info: ResourceInfo) -> dict[str, Any] | None:
+        """``spec.conversion.webhook`` of the CRD serving ``info`` when its strategy is
+        ``Webhook`` (None otherwise)."""
+        version = self.lookup(info)
+        return version.conversion_webhook if version is not None else None
+
+    async def convert(
+        self, info: ResourceInfo, objects: list[JSONObj], api_version: str
+    ) -> list[JSONObj]:
+        """``objects`` of ``info``'s CRD in ``api_version``: through its conversion webhook
+        when it has one (ConversionFailed, a 500, when that fails), else unchanged (the
+        handlers' synchronous converter sets ``apiVersion``)."""
+        webhook = self.conversion_webhook(info)
+        if webhook is None:
+            return objects
+        if self.conversion is None:
+            raise ConversionFailed(
+                f"conversion webhook for {info.api_version}, Kind={info.kind} failed: "
+                "no conversion webhook client"
+            )
+        return await self.conversion.convert(objects, api_version, webhook)
 
     def version_for(self, group: str, version: str, plural: str) -> ServedVersion | None:
         """The served version of a custom resource by group, version and plural."""
