@@ -843,19 +843,10 @@ async def test_published_manifests(harness, project: Project):
             assert needle in out, out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Sampan applies structural-schema defaults only to the request body; kube-apiserver "
-        "also defaults on every read from storage (storage-version schema). Flux's "
-        "GitRepository CRD defaults .status to {observedGeneration: -1}: create drops the "
-        "status (status subresource), and upstream's read-time defaulting puts it back, so "
-        "GET shows observedGeneration -1; Sampan shows no status."
-    ),
-)
 async def test_status_default_applied_on_read(harness):
     """A default on ``.status`` itself is visible right after create, as upstream's
-    defaulting on read from storage makes it."""
+    defaulting on read from storage makes it (Flux's GitRepository defaults ``.status`` to
+    ``{observedGeneration: -1}``; create drops the status: status subresource)."""
     crd = "flux/source.toolkit.fluxcd.io_gitrepositories.yaml"
     await ok(harness, "create", "namespace", "corpus")
     await ok(harness, "apply", *file_args((crd,)))
