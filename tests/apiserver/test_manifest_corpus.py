@@ -144,6 +144,20 @@ spec:
   url: https://stefanprodan.github.io/podinfo
 """,
     """
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: podinfo, namespace: corpus}
+spec:
+  interval: 10m
+  targetNamespace: default
+  sourceRef:
+    kind: GitRepository
+    name: podinfo
+  path: ./kustomize
+  prune: true
+  timeout: 1m
+""",
+    """
 apiVersion: source.toolkit.fluxcd.io/v1
 kind: OCIRepository
 metadata: {name: podinfo-oci, namespace: corpus}
@@ -498,6 +512,7 @@ spec:
         gets=(
             ("gitrepositories.source.toolkit.fluxcd.io", "corpus", None),
             ("helmrepositories.source.toolkit.fluxcd.io", "corpus", None),
+            ("kustomizations.kustomize.toolkit.fluxcd.io", "corpus", None),
             ("ocirepositories.source.toolkit.fluxcd.io", "corpus", None),
         ),
         explain=(
