@@ -791,7 +791,9 @@ async def test_published_manifests(harness, project: Project):
     for name in project.server_side_only:
         code, out, err = await kubectl(harness, "apply", *file_args((name,)))
         assert code != 0
-        assert ANNOTATION_LIMIT_MESSAGE in err, err
+        for doc in load_docs((name,)):
+            refused = f'The {doc["kind"]} "{doc["metadata"]["name"]}" is invalid: '
+            assert refused + ANNOTATION_LIMIT_MESSAGE in err, err
         out = await ok(harness, "apply", "--server-side", *file_args((name,)))
         assert "serverside-applied" in out
 
