@@ -750,14 +750,18 @@ def file_args(files: tuple[str, ...]) -> list[str]:
     return args
 
 
-def expected_headers(crds: dict[str, dict], resource: str, api_version: str) -> tuple[str, ...]:
-    """The header line kube-apiserver's Table and kubectl print for a custom resource."""
+def expected_headers(
+    crds: dict[str, dict], resource: str, api_version: str, *, wide: bool = False
+) -> tuple[str, ...]:
+    """The header line kube-apiserver's Table and kubectl print for a custom resource
+    (``-o wide`` adds the columns of priority > 0, in the CRD's order)."""
     crd = crds[resource]
     version = next(v for v in crd["spec"]["versions"] if v["name"] == api_version)
     columns = version.get("additionalPrinterColumns")
     if not columns:
         return ("NAME", "AGE")
-    return ("NAME", *(c["name"].upper() for c in columns if c.get("priority", 0) == 0))
+    shown = [c for c in columns if wide or c.get("priority", 0) == 0]
+    return ("NAME", *(c["name"].upper() for c in shown))
 
 
 def header_of(output: str) -> str:
@@ -844,10 +848,14 @@ async def test_published_manifests(harness, project: Project):
 
     # kubectl get: headers are the CRD's printer columns (or the built-in table's).
     for resource, namespace, headers in project.gets:
-        if headers is None:
-            crd = crds[resource]
-            headers = expected_headers(crds, resource, preferred_version(crd))
         args = ["get", resource] + (["-n", namespace] if namespace else [])
+        if headers is None:
+            version = preferred_version(crds[resource])
+            headers = expected_headers(crds, resource, version)
+            wide = await ok(harness, *args, "-o", "wide")
+            assert header_of(wide) == " ".join(
+                expected_headers(crds, resource, version, wide=True)
+            ), wide
         out = await ok(harness, *args)
         assert header_of(out) == " ".join(headers), out
         assert len(out.splitlines()) >= 2, out
