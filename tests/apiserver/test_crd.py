@@ -571,3 +571,40 @@ async def test_conversion_stanza_validation(harness):
         "spec.conversion.webhookClientConfig: Required value: exactly one of url or service is "
         "required"
     ]
+
+
+async def test_defaults_are_applied_on_read(harness):
+    """kube-apiserver defaults objects read from storage with the storage version's schema: a
+    ``.status`` default shows right after create (which drops the status), in get, list and
+    watch; a default added to the CRD later shows on objects stored before it."""
+    crd = crontab_crd()
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    status = schema["properties"]["status"]
+    status["default"] = {"observedGeneration": -1}
+    status["properties"]["observedGeneration"] = {"type": "integer", "format": "int64"}
+    await establish(harness, crd)
+    status_code, created = await harness.request("POST", CRONTABS, crontab("read-defaults"))
+    assert status_code == 201, created
+    assert created["status"] == {"observedGeneration": -1}
+    _, got = await harness.request("GET", f"{CRONTABS}/read-defaults")
+    assert got["status"] == {"observedGeneration": -1}
+    _, listed = await harness.request("GET", CRONTABS)
+    assert [item["status"] for item in listed["items"]] == [{"observedGeneration": -1}]
+    async with harness.session.get(
+        CRONTABS, params={"watch": "true", "resourceVersion": "0", "timeoutSeconds": "1"}
+    ) as response:
+        events = [json.loads(line) for line in (await response.read()).splitlines() if line]
+    assert events[0]["type"] == "ADDED"
+    assert events[0]["object"]["status"] == {"observedGeneration": -1}
+
+    # A default the CRD gains later applies to the object stored without it.
+    schema["properties"]["spec"]["properties"]["suspend"] = {"type": "boolean", "default": False}
+    await ok(harness, "apply", "-f", "-", stdin=dump(crd))
+    for _ in range(50):
+        _, got = await harness.request("GET", f"{CRONTABS}/read-defaults")
+        if "suspend" in got["spec"]:
+            break
+        await asyncio.sleep(0.1)
+    assert got["spec"]["suspend"] is False
+    out = await ok(harness, "get", "crontab", "read-defaults", "-o", "jsonpath={.status}")
+    assert json.loads(out) == {"observedGeneration": -1}

@@ -72,7 +72,12 @@ async def test_v3_index_and_group_version_documents(harness):
     assert "enum" not in deployment["properties"]["kind"]
     containers = schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]
     assert containers["x-kubernetes-patch-merge-key"] == "name"
-    assert schemas["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]["format"] == "int-or-string"
+    # IntOrString and Quantity are published as oneOf without a type (Go's OpenAPIV3OneOfTypes).
+    int_or_string = schemas["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]
+    assert int_or_string["format"] == "int-or-string" and "type" not in int_or_string
+    assert int_or_string["oneOf"] == [{"type": "integer"}, {"type": "string"}]
+    quantity = schemas["io.k8s.apimachinery.pkg.api.resource.Quantity"]
+    assert quantity["oneOf"] == [{"type": "string"}, {"type": "number"}]
     # Every reference resolves inside the document.
     for ref in refs(document, set()):
         assert ref.startswith(REF_PREFIX_V3) and ref[len(REF_PREFIX_V3) :] in schemas, ref
@@ -127,6 +132,10 @@ async def test_v2_json_and_protobuf(harness):
     assert status == 200 and document["swagger"] == "2.0"
     definitions = document["definitions"]
     assert "io.k8s.api.apps.v1.Deployment" in definitions
+    # Swagger 2.0 has no oneOf: there both are strings.
+    int_or_string = definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]
+    assert int_or_string["type"] == "string" and int_or_string["format"] == "int-or-string"
+    assert definitions["io.k8s.apimachinery.pkg.api.resource.Quantity"]["type"] == "string"
     for ref in refs(document, set()):
         assert ref.startswith("#/definitions/") and ref[len("#/definitions/") :] in definitions
 
@@ -205,6 +214,13 @@ async def test_kubectl_explain_builtin_and_custom(harness):
     assert code == 0, err
     assert "FIELD: strategy <DeploymentStrategy>" in out
     assert "rollingUpdate\t<RollingUpdateDeployment>" in out
+    # Types whose JSON is a string or a number are named, as kubectl shows them upstream.
+    code, out, err = await kubectl(harness, "explain", "pod.spec.containers.resources")
+    assert code == 0, err
+    assert "limits\t<map[string]Quantity>" in out
+    code, out, err = await kubectl(harness, "explain", "pod.spec.containers.readinessProbe.httpGet")
+    assert code == 0, err
+    assert "port\t<IntOrString> -required-" in out
     harness.server.registry.add(crontab_info())
     harness.server.openapi.add_crd("stable.example.com", "v1", "CronTab", CRONTAB_SCHEMA)
     code, out, err = await kubectl(harness, "explain", "crontab.spec.cronSpec")

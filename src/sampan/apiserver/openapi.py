@@ -41,6 +41,7 @@ from typing import Any
 from sampan.apiserver.negotiation import dump_json
 from sampan.apiserver.openapi_data import (
     REF_PREFIX_V3,
+    V3_PUBLISHED,
     SchemaView,
     load_definitions,
     to_v2,
@@ -337,7 +338,9 @@ class OpenAPI:
             "openapi": "3.0.0",
             "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
             "paths": paths,
-            "components": {"schemas": self._closure(roots)},
+            "components": {
+                "schemas": {n: V3_PUBLISHED.get(n, s) for n, s in self._closure(roots).items()}
+            },
         }
 
     def v3_index(self) -> dict[str, Any]:

@@ -15,6 +15,9 @@ What the conversion undoes (the package's generator made the definitions stricte
 Schema): ``type: [T, "null"]`` becomes ``type: T``; the ``enum`` pinned on every kind's
 ``apiVersion``/``kind`` is dropped; ``IntOrString`` and ``Quantity`` become the string-typed
 schemas kube-apiserver publishes (``format: int-or-string`` / ``x-kubernetes-int-or-string``).
+Those string forms are what swagger 2.0 publishes and what the checkers here walk; the
+OpenAPI v3 documents publish both types as ``oneOf`` without a ``type`` (``V3_PUBLISHED``),
+as kube-apiserver does (kubectl explain then names them ``<IntOrString>``/``<Quantity>``).
 
 ``builtin_type_error`` checks an object against a kind's definition as kube-apiserver's typed
 decoding does (one compiled checker per process, see ``sampan.api.typecheck``).
@@ -36,6 +39,7 @@ __all__ = [
     "KUBERNETES_SCHEMA_VERSION",
     "REF_PREFIX_V2",
     "REF_PREFIX_V3",
+    "V3_PUBLISHED",
     "SchemaView",
     "builtin_type_error",
     "convert_schema",
@@ -53,6 +57,20 @@ _PACKAGE = "kubernetes_validate"
 _INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
 _QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
 _KIND_FIELDS = ("apiVersion", "kind")
+
+V3_PUBLISHED: dict[str, dict[str, Any]] = {
+    _INT_OR_STRING: {
+        "description": "IntOrString is a type that can hold an int32 or a string.",
+        "format": "int-or-string",
+        "oneOf": [{"type": "integer"}, {"type": "string"}],
+    },
+    _QUANTITY: {
+        "description": "Quantity is a fixed-point representation of a number.",
+        "oneOf": [{"type": "string"}, {"type": "number"}],
+    },
+}
+"""The component schemas the OpenAPI v3 documents publish instead of the loaded ones: the
+two types whose JSON is a string or a number (their Go types' OpenAPIV3OneOfTypes)."""
 
 
 class DefinitionsUnavailable(RuntimeError):

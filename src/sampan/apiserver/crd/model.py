@@ -4,6 +4,11 @@ plus the per-version facts the request path needs (schema, printer columns, subr
 ``served_versions(crd)`` is a pure function of the CRD object; the controller registers its
 result in the ResourceRegistry and in ``CustomResources`` (the handler-facing index).
 
+``ServedVersion.read_defaults`` is the storage version's schema when it declares any
+``default``: kube-apiserver defaults every object it reads from storage with that schema (so
+a default on ``.status`` shows right after a create whose status was dropped, and a default
+added to the CRD later shows on old objects), and the renderer does the same.
+
 Invariants: a custom resource is stored under ``/registry/<group>/<plural>/`` in its CRD's
 storage version (upstream's layout); every served version shares that storage. The ``None``
 conversion between versions is a change of ``apiVersion`` only; with ``Webhook`` each
@@ -56,6 +61,7 @@ class ServedVersion:
     extra: dict[str, Any] = field(default_factory=dict)
     conversion_webhook: dict[str, Any] | None = None
     """``spec.conversion.webhook`` when the strategy is ``Webhook`` (None: apiVersion only)."""
+    read_defaults: dict[str, Any] | None = None
 
     @property
     def has_status(self) -> bool:
@@ -124,6 +130,25 @@ def _default_deprecation(spec: Mapping[str, Any], group: str, version: str, kind
     return warning
 
 
+def _has_default(node: Any) -> bool:
+    if isinstance(node, dict):
+        return "default" in node or any(_has_default(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_default(v) for v in node)
+    return False
+
+
+def _storage_defaults(spec: Mapping[str, Any], storage: str) -> dict[str, Any] | None:
+    """The storage version's schema if it declares defaults (served or not), else None."""
+    for version in spec.get("versions") or []:
+        version = _d(version)
+        if version.get("name") == storage:
+            schema = _d(version.get("schema")).get("openAPIV3Schema")
+            if isinstance(schema, dict) and _has_default(schema.get("properties")):
+                return schema
+    return None
+
+
 def served_versions(crd: Mapping[str, Any]) -> list[ServedVersion]:
     """Every served version of ``crd`` (none when its names or versions are unusable)."""
     spec = _d(crd.get("spec"))
@@ -143,6 +168,7 @@ def served_versions(crd: Mapping[str, Any]) -> list[ServedVersion]:
         else None
     )
     out: list[ServedVersion] = []
+    read_defaults = _storage_defaults(spec, storage)
     for version in spec.get("versions") or []:
         version = _d(version)
         if not version.get("served"):
@@ -202,6 +228,7 @@ def served_versions(crd: Mapping[str, Any]) -> list[ServedVersion]:
                 preserve_unknown_fields=bool(spec.get("preserveUnknownFields")),
                 deprecation_warning=warning,
                 conversion_webhook=webhook,
+                read_defaults=read_defaults,
             )
         )
     return out

@@ -82,7 +82,10 @@ def request_warnings(request: web.Request) -> list[str]:
 
 
 class CustomResourceRenderer(Renderer):
-    """Tables of a custom resource version print its ``additionalPrinterColumns``."""
+    """Tables of a custom resource version print its ``additionalPrinterColumns``; every
+    object read from storage is first defaulted with the storage version's schema
+    (``read_defaults``), as kube-apiserver's storage decoding does. Watch bookmarks carry no
+    object and are not defaulted."""
 
     def __init__(
         self,
@@ -92,9 +95,28 @@ class CustomResourceRenderer(Renderer):
         columns: Sequence[Mapping[str, Any]],
         *,
         include_object: str = "Metadata",
+        read_defaults: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(info, output, convert, include_object=include_object)
         self.columns = list(columns)
+        self._read_defaults = read_defaults
+
+    @property
+    def passthrough(self) -> bool:
+        return self._read_defaults is None and super().passthrough
+
+    def _defaulted(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if self._read_defaults is None:
+            return obj
+        obj = copy.deepcopy(obj)  # the stored object may be shared (watch cache)
+        crd_schema.apply_defaults(obj, self._read_defaults)
+        return obj
+
+    def object(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return super().object(self._defaulted(obj))
+
+    def watch_table(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return super().watch_table(self._defaulted(obj))
 
     def table(
         self,
@@ -214,7 +236,12 @@ class CustomResources:
         if request is not None and version.deprecation_warning:
             add_warning(request, version.deprecation_warning)
         return CustomResourceRenderer(
-            info, output, convert, version.columns, include_object=include_object
+            info,
+            output,
+            convert,
+            version.columns,
+            include_object=include_object,
+            read_defaults=version.read_defaults,
         )
 
     def prepare_body(
