@@ -1,0 +1,109 @@
+"""pods/ephemeralcontainers and certificatesigningrequests/approval through the real API
+server: only the subresource's own part changes, existing ephemeral containers are fixed, and
+a plain pod update may not touch spec.ephemeralContainers."""
+
+from __future__ import annotations
+
+import copy
+
+PODS = "/api/v1/namespaces/default/pods"
+SMP = "application/strategic-merge-patch+json"
+
+
+async def make_pod(harness, name: str = "x") -> dict:
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+    status, created = await harness.request("POST", PODS, body)
+    assert status == 201, created
+    return created
+
+
+DEBUGGER = {
+    "name": "debugger-1",
+    "image": "busybox:1.36",
+    "targetContainerName": "c",
+    "command": ["ps"],
+}
+
+
+async def test_patch_adds_an_ephemeral_container_and_nothing_else(harness):
+    await make_pod(harness)
+    status, body = await harness.request("GET", f"{PODS}/x/ephemeralcontainers")
+    assert status == 200 and body["kind"] == "Pod"
+    # What kubectl debug sends: a strategic merge patch of the whole pod.
+    patch = {
+        "metadata": {"labels": {"app": "changed"}},
+        "spec": {"ephemeralContainers": [DEBUGGER], "activeDeadlineSeconds": 5},
+    }
+    status, pod = await harness.request(
+        "PATCH", f"{PODS}/x/ephemeralcontainers", patch, content_type=SMP
+    )
+    assert status == 200, pod
+    (added,) = pod["spec"]["ephemeralContainers"]
+    assert added["name"] == "debugger-1" and added["targetContainerName"] == "c"
+    assert added["terminationMessagePolicy"] == "File"  # defaulted
+    assert added["imagePullPolicy"] == "IfNotPresent"
+    assert pod["metadata"]["labels"] == {"app": "x"}
+    assert "activeDeadlineSeconds" not in pod["spec"]
+    status, stored = await harness.request("GET", f"{PODS}/x")
+    assert stored["spec"]["ephemeralContainers"] == pod["spec"]["ephemeralContainers"]
+
+
+async def test_existing_ephemeral_containers_may_not_change(harness):
+    await make_pod(harness)
+    status, pod = await harness.request(
+        "PATCH",
+        f"{PODS}/x/ephemeralcontainers",
+        {"spec": {"ephemeralContainers": [DEBUGGER]}},
+        content_type=SMP,
+    )
+    assert status == 200, pod
+    changed = copy.deepcopy(pod)
+    changed["spec"]["ephemeralContainers"][0]["image"] = "busybox:1.35"
+    status, body = await harness.request("PUT", f"{PODS}/x/ephemeralcontainers", changed)
+    assert status == 422, body
+    assert body["reason"] == "Invalid"
+    causes = body["details"]["causes"]
+    assert {
+        "reason": "FieldValueForbidden",
+        "message": 'Forbidden: existing ephemeral containers "debugger-1" may not be changed',
+        "field": "spec.ephemeralContainers",
+    } in causes
+    removed = copy.deepcopy(pod)
+    removed["spec"]["ephemeralContainers"] = []
+    status, body = await harness.request("PUT", f"{PODS}/x/ephemeralcontainers", removed)
+    assert status == 422, body
+    assert body["details"]["causes"][0]["field"] == "spec.ephemeralContainers"
+
+
+async def test_new_ephemeral_containers_are_validated(harness):
+    await make_pod(harness)
+    bad = [
+        {"name": "c", "image": "busybox", "ports": [{"containerPort": 80}]},
+        {"name": "d", "image": "busybox", "readinessProbe": {"exec": {"command": ["true"]}}},
+    ]
+    status, body = await harness.request(
+        "PATCH",
+        f"{PODS}/x/ephemeralcontainers",
+        {"spec": {"ephemeralContainers": bad}},
+        content_type=SMP,
+    )
+    assert status == 422, body
+    fields = {(c["reason"], c["field"]) for c in body["details"]["causes"]}
+    assert ("FieldValueDuplicate", "spec.ephemeralContainers[0].name") in fields
+    assert ("FieldValueForbidden", "spec.ephemeralContainers[0].ports") in fields
+    assert ("FieldValueForbidden", "spec.ephemeralContainers[1].readinessProbe") in fields
+
+
+async def test_plain_pod_update_may_not_change_ephemeral_containers(harness):
+    pod = await make_pod(harness)
+    pod["spec"]["ephemeralContainers"] = [DEBUGGER]
+    status, body = await harness.request("PUT", f"{PODS}/x", pod)
+    assert status == 422, body
+    assert body["details"]["causes"][0]["field"] == "spec"
+    status, stored = await harness.request("GET", f"{PODS}/x")
+    assert "ephemeralContainers" not in stored["spec"]
