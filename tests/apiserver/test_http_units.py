@@ -264,13 +264,81 @@ def test_protobuf_configmap_body_decodes_like_json():
         "metadata": {"name": "cfg", "namespace": "demo", "labels": {"tier": "web"}},
         "data": {"a": "1"},
     }
-    unknown = ENVELOPE_MAGIC + _len_field(1, _len_field(1, b"v1") + _len_field(2, b"Pod"))
+    unknown = ENVELOPE_MAGIC + _len_field(
+        1, _len_field(1, b"v1") + _len_field(2, b"PersistentVolume")
+    )
     with pytest.raises(ProtobufError):
         decode_object(unknown)
     with pytest.raises(ProtobufError):
         decode_object(b"not protobuf")
     with pytest.raises(ProtobufError):
         decode_object(ENVELOPE_MAGIC + b"\x0a\xff")
+
+
+def test_protobuf_node_debugger_pod_decodes_like_json():
+    """The pod `kubectl debug node/NAME` creates: host namespaces, the host root at /host,
+    tolerate everything; the volume source is inlined into the volume as in JSON."""
+    from sampan.apiserver.protobuf import ENVELOPE_MAGIC, decode_object
+
+    mount = _len_field(1, b"host-root") + _len_field(3, b"/host")
+    container = (
+        _len_field(1, b"debugger")
+        + _len_field(2, b"busybox:1.36")
+        + _len_field(9, mount)
+        + _len_field(15, _varint(2 << 3) + _varint(1))  # securityContext.privileged
+        + _varint(16 << 3)
+        + _varint(1)  # stdin
+    )
+    volume = _len_field(1, b"host-root") + _len_field(2, _len_field(1, _len_field(1, b"/")))
+    config_volume = _len_field(1, b"cfg") + _len_field(
+        2, _len_field(19, _len_field(1, _len_field(1, b"my-config")))
+    )
+    empty_volume = _len_field(1, b"scratch") + _len_field(2, _len_field(2, b""))
+    spec = (
+        _len_field(1, volume)
+        + _len_field(1, config_volume)
+        + _len_field(1, empty_volume)
+        + _len_field(2, container)
+        + _len_field(3, b"Never")
+        + _len_field(10, b"node-1")
+        + _varint(11 << 3)
+        + _varint(1)
+        + _varint(12 << 3)
+        + _varint(1)
+        + _varint(13 << 3)
+        + _varint(1)
+        + _len_field(22, _len_field(2, b"Exists"))
+    )
+    raw = _len_field(1, _len_field(1, b"node-debugger-node-1-abcde")) + _len_field(2, spec)
+    type_meta = _len_field(1, b"v1") + _len_field(2, b"Pod")
+    decoded = decode_object(ENVELOPE_MAGIC + _len_field(1, type_meta) + _len_field(2, raw))
+    assert decoded == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "node-debugger-node-1-abcde"},
+        "spec": {
+            "volumes": [
+                {"name": "host-root", "hostPath": {"path": "/"}},
+                {"name": "cfg", "configMap": {"name": "my-config"}},
+                {"name": "scratch", "emptyDir": {}},
+            ],
+            "containers": [
+                {
+                    "name": "debugger",
+                    "image": "busybox:1.36",
+                    "volumeMounts": [{"name": "host-root", "mountPath": "/host"}],
+                    "securityContext": {"privileged": True},
+                    "stdin": True,
+                }
+            ],
+            "restartPolicy": "Never",
+            "nodeName": "node-1",
+            "hostNetwork": True,
+            "hostPID": True,
+            "hostIPC": True,
+            "tolerations": [{"operator": "Exists"}],
+        },
+    }
 
 
 def test_protobuf_delete_options_and_zero_values():

@@ -77,6 +77,7 @@ def _ptr(name: str, type_: str) -> _Field:
 
 _TIME = "time"
 _IGNORED = -1
+_INLINE = "inline"
 """Schema key listing field numbers that are read and deliberately discarded."""
 
 # --- meta.k8s.io/v1 -----------------------------------------------------------------------
@@ -140,9 +141,50 @@ _CONTAINER: _Schema = {
     16: _f("stdin", "bool"),
     17: _f("stdinOnce", "bool"),
     18: _f("tty", "bool"),
+    15: _m(
+        "securityContext",
+        {
+            1: _m("capabilities", {1: _ss("add"), 2: _ss("drop")}),
+            2: _ptr("privileged", "bool"),
+            4: _ptr("runAsUser", "int"),
+            5: _ptr("runAsNonRoot", "bool"),
+            6: _ptr("readOnlyRootFilesystem", "bool"),
+            7: _ptr("allowPrivilegeEscalation", "bool"),
+            8: _ptr("runAsGroup", "int"),
+        },
+    ),
     20: _s("terminationMessagePolicy"),
 }
+_KEY_TO_PATH: _Schema = {1: _s("key"), 2: _s("path"), 3: _ptr("mode", "int")}
+_VOLUME_SOURCE: _Schema = {
+    1: _m("hostPath", {1: _s("path"), 2: _ptr("type", "string")}),
+    2: _m("emptyDir", {1: _s("medium")}),
+    6: _m(
+        "secret",
+        {
+            1: _s("secretName"),
+            2: _m("items", _KEY_TO_PATH, repeated=True),
+            3: _ptr("defaultMode", "int"),
+            4: _ptr("optional", "bool"),
+        },
+    ),
+    10: _m("persistentVolumeClaim", {1: _s("claimName"), 2: _f("readOnly", "bool")}),
+    19: _m(
+        "configMap",
+        {
+            1: _f("localObjectReference", _INLINE, schema={1: _s("name")}),
+            2: _m("items", _KEY_TO_PATH, repeated=True),
+            3: _ptr("defaultMode", "int"),
+            4: _ptr("optional", "bool"),
+        },
+    ),
+}
 _POD_SPEC: _Schema = {
+    1: _m(
+        "volumes",
+        {1: _s("name"), 2: _f("volumeSource", _INLINE, schema=_VOLUME_SOURCE)},
+        repeated=True,
+    ),
     2: _m("containers", _CONTAINER, repeated=True),
     3: _s("restartPolicy"),
     4: _ptr("terminationGracePeriodSeconds", "int"),
@@ -152,13 +194,27 @@ _POD_SPEC: _Schema = {
     8: _s("serviceAccountName"),
     10: _s("nodeName"),
     11: _f("hostNetwork", "bool"),
+    12: _f("hostPID", "bool"),
+    13: _f("hostIPC", "bool"),
     15: _m("imagePullSecrets", {1: _s("name")}, repeated=True),
     16: _s("hostname"),
     17: _s("subdomain"),
     19: _s("schedulerName"),
     20: _m("initContainers", _CONTAINER, repeated=True),
     21: _ptr("automountServiceAccountToken", "bool"),
+    22: _m(
+        "tolerations",
+        {
+            1: _s("key"),
+            2: _s("operator"),
+            3: _s("value"),
+            4: _s("effect"),
+            5: _ptr("tolerationSeconds", "int"),
+        },
+        repeated=True,
+    ),
     24: _s("priorityClassName"),
+    27: _ptr("shareProcessNamespace", "bool"),
     30: _ptr("enableServiceLinks", "bool"),
 }
 _POD_TEMPLATE: _Schema = {1: _META, 2: _m("spec", _POD_SPEC)}
@@ -260,6 +316,8 @@ _KINDS: dict[tuple[str, str], _Schema] = {
         4: _ptr("automountServiceAccountToken", "bool"),
     },
     ("v1", "Service"): {**_STATUS_IGNORED, 1: _META, 2: _m("spec", _SERVICE_SPEC)},
+    # kubectl debug node/NAME creates its pod this way.
+    ("v1", "Pod"): {**_STATUS_IGNORED, 1: _META, 2: _m("spec", _POD_SPEC)},
     ("v1", "ResourceQuota"): {
         **_STATUS_IGNORED,
         1: _META,
@@ -546,6 +604,11 @@ def _message(data: bytes, schema: _Schema) -> dict[str, Any]:
                 continue
             # Never drop data silently: a field this table does not know refuses the body.
             raise ProtobufError(f"protobuf field {number} is not supported yet")
+        if field.type == _INLINE and wire == _LEN:
+            # An embedded Go struct (json ",inline"): its fields are the parent's.
+            assert field.schema is not None
+            out.update(_message(value, field.schema))
+            continue
         if field.type in ("map_str", "map_bytes", "map_quantity"):
             key, raw = _map_entry(value)
             entry: str
