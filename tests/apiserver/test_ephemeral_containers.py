@@ -107,3 +107,54 @@ async def test_plain_pod_update_may_not_change_ephemeral_containers(harness):
     assert body["details"]["causes"][0]["field"] == "spec"
     status, stored = await harness.request("GET", f"{PODS}/x")
     assert "ephemeralContainers" not in stored["spec"]
+
+
+def _csr_pem() -> str:
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "someone")]))
+        .sign(key, hashes.SHA256())
+    )
+    return base64.b64encode(csr.public_bytes(serialization.Encoding.PEM)).decode()
+
+
+async def test_csr_approval_changes_only_the_conditions(harness):
+    csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+    body = {
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {"name": "req"},
+        "spec": {
+            "request": _csr_pem(),
+            "signerName": "example.com/signer",
+            "usages": ["client auth"],
+        },
+    }
+    status, created = await harness.request("POST", csrs, body)
+    assert status == 201, created
+    # What `kubectl certificate approve` sends: the whole object with an Approved condition.
+    created["status"] = {
+        "conditions": [
+            {"type": "Approved", "status": "True", "reason": "KubectlApprove", "message": "ok"}
+        ]
+    }
+    created["metadata"]["labels"] = {"sneaky": "yes"}
+    status, approved = await harness.request("PUT", f"{csrs}/req/approval", created)
+    assert status == 200, approved
+    (condition,) = approved["status"]["conditions"]
+    assert condition["type"] == "Approved" and condition["lastUpdateTime"]
+    assert "labels" not in approved["metadata"]
+    status, stored = await harness.request("GET", f"{csrs}/req")
+    assert stored["status"]["conditions"][0]["reason"] == "KubectlApprove"
+    stored["status"]["conditions"].append({"type": "Denied", "status": "True"})
+    status, body = await harness.request("PUT", f"{csrs}/req/approval", stored)
+    assert status == 422, body
+    assert body["details"]["causes"][0]["field"] == "status.conditions"
