@@ -70,7 +70,7 @@ async def test_debug_container_sees_the_target_processes(node: NodeHarness, ns: 
     status = await wait_for(finished, what="debugger terminated")
     assert status["state"]["terminated"]["exitCode"] == 0
     assert status["state"]["terminated"]["reason"] == "Completed"
-    assert status["ready"] is False and status["restartCount"] == 0
+    assert status["ready"] is False and status["restartCount"] == 0 and "started" not in status
     assert status["containerID"].startswith("containerd://")
     log_path = await node.kubelet.container_log_path(ns, "x", "debugger")
     assert log_path is not None

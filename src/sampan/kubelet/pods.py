@@ -1152,7 +1152,9 @@ class PodWorker:
         for container in spec.get("ephemeralContainers") or []:
             facts = await self._facts(pod, container, runs.get(container.get("name", ""), []))
             facts.ready = False  # upstream: an ephemeral container is never ready
-            ephemeral_statuses.append(container_status(facts))
+            ephemeral_status = container_status(facts)
+            ephemeral_status.pop("started", None)  # only probed containers report it
+            ephemeral_statuses.append(ephemeral_status)
         policy = spec.get("restartPolicy") or "Always"
         phase = pod_phase(policy, init_done, init_failed, app_statuses)
         if failed is not None:
