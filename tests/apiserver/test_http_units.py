@@ -341,6 +341,101 @@ def test_protobuf_node_debugger_pod_decodes_like_json():
     }
 
 
+def test_protobuf_stored_pod_copy_decodes_like_json():
+    """What `kubectl debug --copy-to` sends: a copy of a stored pod, with the service account
+    token's projected volume, env from fields and the admission-set scheduling fields."""
+    from sampan.apiserver.protobuf import ENVELOPE_MAGIC, decode_object
+
+    token = _len_field(4, _varint(2 << 3) + _varint(3607) + _len_field(3, b"token"))
+    root_ca = _len_field(
+        3,
+        _len_field(1, _len_field(1, b"kube-root-ca.crt"))
+        + _len_field(2, _len_field(1, b"ca.crt") + _len_field(2, b"ca.crt")),
+    )
+    namespace_file = _len_field(
+        2,
+        _len_field(
+            1,
+            _len_field(1, b"namespace")
+            + _len_field(2, _len_field(1, b"v1") + _len_field(2, b"metadata.namespace")),
+        ),
+    )
+    projected = (
+        _len_field(1, token)
+        + _len_field(1, root_ca)
+        + _len_field(1, namespace_file)
+        + _varint(2 << 3)
+        + _varint(420)
+    )
+    volume = _len_field(1, b"kube-api-access") + _len_field(2, _len_field(26, projected))
+    env = _len_field(1, b"NODE") + _len_field(
+        3, _len_field(1, _len_field(1, b"v1") + _len_field(2, b"spec.nodeName"))
+    )
+    container = _len_field(1, b"c") + _len_field(2, b"busybox") + _len_field(7, env)
+    spec = (
+        _len_field(1, volume)
+        + _len_field(2, container)
+        + _len_field(9, b"default")
+        + _len_field(14, b"")
+        + _varint(25 << 3)
+        + _varint(0)
+        + _len_field(31, b"PreemptLowerPriority")
+    )
+    raw = _len_field(1, _len_field(1, b"y")) + _len_field(2, spec)
+    type_meta = _len_field(1, b"v1") + _len_field(2, b"Pod")
+    decoded = decode_object(ENVELOPE_MAGIC + _len_field(1, type_meta) + _len_field(2, raw))
+    assert decoded["spec"] == {
+        "volumes": [
+            {
+                "name": "kube-api-access",
+                "projected": {
+                    "sources": [
+                        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                        {
+                            "configMap": {
+                                "name": "kube-root-ca.crt",
+                                "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                            }
+                        },
+                        {
+                            "downwardAPI": {
+                                "items": [
+                                    {
+                                        "path": "namespace",
+                                        "fieldRef": {
+                                            "apiVersion": "v1",
+                                            "fieldPath": "metadata.namespace",
+                                        },
+                                    }
+                                ]
+                            }
+                        },
+                    ],
+                    "defaultMode": 420,
+                },
+            }
+        ],
+        "containers": [
+            {
+                "name": "c",
+                "image": "busybox",
+                "env": [
+                    {
+                        "name": "NODE",
+                        "valueFrom": {
+                            "fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}
+                        },
+                    }
+                ],
+            }
+        ],
+        "serviceAccount": "default",
+        "securityContext": {},
+        "priority": 0,
+        "preemptionPolicy": "PreemptLowerPriority",
+    }
+
+
 def test_protobuf_delete_options_and_zero_values():
     from sampan.apiserver.protobuf import ENVELOPE_MAGIC, ProtobufError, decode_object
 

@@ -112,6 +112,9 @@ _LABEL_SELECTOR: _Schema = {
 }
 
 # --- core/v1 pieces used by workload templates ----------------------------------------------
+_OBJECT_FIELD: _Schema = {1: _s("apiVersion"), 2: _s("fieldPath")}
+_LOCAL_NAME = _f("localObjectReference", "inline", schema={1: _s("name")})
+_KEY_SELECTOR: _Schema = {1: _LOCAL_NAME, 2: _s("key"), 3: _ptr("optional", "bool")}
 _CONTAINER: _Schema = {
     1: _s("name"),
     2: _s("image"),
@@ -129,7 +132,22 @@ _CONTAINER: _Schema = {
         },
         repeated=True,
     ),
-    7: _m("env", {1: _s("name"), 2: _s("value")}, repeated=True),
+    7: _m(
+        "env",
+        {
+            1: _s("name"),
+            2: _s("value"),
+            3: _m(
+                "valueFrom",
+                {
+                    1: _m("fieldRef", _OBJECT_FIELD),
+                    3: _m("configMapKeyRef", _KEY_SELECTOR),
+                    4: _m("secretKeyRef", _KEY_SELECTOR),
+                },
+            ),
+        },
+        repeated=True,
+    ),
     8: _m("resources", {1: _f("limits", "map_quantity"), 2: _f("requests", "map_quantity")}),
     9: _m(
         "volumeMounts",
@@ -156,6 +174,26 @@ _CONTAINER: _Schema = {
     20: _s("terminationMessagePolicy"),
 }
 _KEY_TO_PATH: _Schema = {1: _s("key"), 2: _s("path"), 3: _ptr("mode", "int")}
+_DOWNWARD_ITEMS = _m(
+    "items",
+    {1: _s("path"), 2: _m("fieldRef", _OBJECT_FIELD), 4: _ptr("mode", "int")},
+    repeated=True,
+)
+_PROJECTION: _Schema = {
+    1: _m(
+        "secret",
+        {1: _LOCAL_NAME, 2: _m("items", _KEY_TO_PATH, repeated=True), 4: _ptr("optional", "bool")},
+    ),
+    2: _m("downwardAPI", {1: _DOWNWARD_ITEMS}),
+    3: _m(
+        "configMap",
+        {1: _LOCAL_NAME, 2: _m("items", _KEY_TO_PATH, repeated=True), 4: _ptr("optional", "bool")},
+    ),
+    4: _m(
+        "serviceAccountToken",
+        {1: _s("audience"), 2: _ptr("expirationSeconds", "int"), 3: _s("path")},
+    ),
+}
 _VOLUME_SOURCE: _Schema = {
     1: _m("hostPath", {1: _s("path"), 2: _ptr("type", "string")}),
     2: _m("emptyDir", {1: _s("medium")}),
@@ -169,14 +207,19 @@ _VOLUME_SOURCE: _Schema = {
         },
     ),
     10: _m("persistentVolumeClaim", {1: _s("claimName"), 2: _f("readOnly", "bool")}),
+    16: _m("downwardAPI", {1: _DOWNWARD_ITEMS, 2: _ptr("defaultMode", "int")}),
     19: _m(
         "configMap",
         {
-            1: _f("localObjectReference", _INLINE, schema={1: _s("name")}),
+            1: _LOCAL_NAME,
             2: _m("items", _KEY_TO_PATH, repeated=True),
             3: _ptr("defaultMode", "int"),
             4: _ptr("optional", "bool"),
         },
+    ),
+    26: _m(
+        "projected",
+        {1: _m("sources", _PROJECTION, repeated=True), 2: _ptr("defaultMode", "int")},
     ),
 }
 _POD_SPEC: _Schema = {
@@ -192,10 +235,21 @@ _POD_SPEC: _Schema = {
     6: _s("dnsPolicy"),
     7: _f("nodeSelector", "map_str"),
     8: _s("serviceAccountName"),
+    9: _s("serviceAccount"),
     10: _s("nodeName"),
     11: _f("hostNetwork", "bool"),
     12: _f("hostPID", "bool"),
     13: _f("hostIPC", "bool"),
+    14: _m(
+        "securityContext",
+        {
+            2: _ptr("runAsUser", "int"),
+            3: _ptr("runAsNonRoot", "bool"),
+            4: _f("supplementalGroups", "int", repeated=True),
+            5: _ptr("fsGroup", "int"),
+            6: _ptr("runAsGroup", "int"),
+        },
+    ),
     15: _m("imagePullSecrets", {1: _s("name")}, repeated=True),
     16: _s("hostname"),
     17: _s("subdomain"),
@@ -214,8 +268,11 @@ _POD_SPEC: _Schema = {
         repeated=True,
     ),
     24: _s("priorityClassName"),
+    25: _ptr("priority", "int"),
     27: _ptr("shareProcessNamespace", "bool"),
+    29: _ptr("runtimeClassName", "string"),
     30: _ptr("enableServiceLinks", "bool"),
+    31: _ptr("preemptionPolicy", "string"),
 }
 _POD_TEMPLATE: _Schema = {1: _META, 2: _m("spec", _POD_SPEC)}
 _REFERENCE: _Schema = {
