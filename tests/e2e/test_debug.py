@@ -119,6 +119,23 @@ def test_kubectl_debug_pod_and_node(cluster: Cluster) -> None:  # noqa: F811
     err = refused("replace", "-f", str(added))
     assert "pod updates may not change fields" in err, err
 
+    # A copy of the pod sharing one PID namespace, with the debugger added.
+    c.kubectl(
+        "debug",
+        "x",
+        "--copy-to=y",
+        "--share-processes",
+        f"--image={IMAGE}",
+        "-c",
+        "dbg",
+        "--",
+        "ps",
+    )
+    c.wait(
+        "the copy's debugger output",
+        lambda: "sleep 3601" in c.kubectl("logs", "y", "-c", "dbg", check=False),
+    )
+
     # A node debugger: host namespaces and the host's root at /host.
     node = c.kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}")
     out = c.kubectl(
