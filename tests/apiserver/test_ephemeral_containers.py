@@ -158,3 +158,48 @@ async def test_csr_approval_changes_only_the_conditions(harness):
     status, body = await harness.request("PUT", f"{csrs}/req/approval", stored)
     assert status == 422, body
     assert body["details"]["causes"][0]["field"] == "status.conditions"
+
+
+async def test_pod_security_checks_an_added_debugger(harness):
+    """`kubectl debug --profile=sysadmin` in a baseline namespace: the privileged debugger
+    is refused, as upstream's PodSecurity checks pods/ephemeralcontainers."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": "secure",
+            "labels": {"pod-security.kubernetes.io/enforce": "baseline"},
+        },
+    }
+    status, created = await harness.request("POST", "/api/v1/namespaces", body)
+    assert status == 201, created
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}
+    status, created = await harness.request(
+        "POST", "/api/v1/namespaces/secure/serviceaccounts", account
+    )
+    assert status == 201, created
+    pods = "/api/v1/namespaces/secure/pods"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "x"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+    status, created = await harness.request("POST", pods, pod)
+    assert status == 201, created["message"]
+    privileged = {**DEBUGGER, "securityContext": {"privileged": True}}
+    status, body = await harness.request(
+        "PATCH",
+        f"{pods}/x/ephemeralcontainers",
+        {"spec": {"ephemeralContainers": [privileged]}},
+        content_type=SMP,
+    )
+    assert status == 403, body
+    assert 'violates PodSecurity "baseline:latest": privileged' in body["message"]
+    status, body = await harness.request(
+        "PATCH",
+        f"{pods}/x/ephemeralcontainers",
+        {"spec": {"ephemeralContainers": [DEBUGGER]}},
+        content_type=SMP,
+    )
+    assert status == 200, body
