@@ -85,6 +85,7 @@ async def test_new_ephemeral_containers_are_validated(harness):
     bad = [
         {"name": "c", "image": "busybox", "ports": [{"containerPort": 80}]},
         {"name": "d", "image": "busybox", "readinessProbe": {"exec": {"command": ["true"]}}},
+        {"name": "e", "image": "busybox", "targetContainerName": "missing"},
     ]
     status, body = await harness.request(
         "PATCH",
@@ -97,6 +98,7 @@ async def test_new_ephemeral_containers_are_validated(harness):
     assert ("FieldValueDuplicate", "spec.ephemeralContainers[0].name") in fields
     assert ("FieldValueForbidden", "spec.ephemeralContainers[0].ports") in fields
     assert ("FieldValueForbidden", "spec.ephemeralContainers[1].readinessProbe") in fields
+    assert ("FieldValueNotFound", "spec.ephemeralContainers[2].targetContainerName") in fields
 
 
 async def test_plain_pod_update_may_not_change_ephemeral_containers(harness):
