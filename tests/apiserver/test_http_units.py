@@ -264,13 +264,176 @@ def test_protobuf_configmap_body_decodes_like_json():
         "metadata": {"name": "cfg", "namespace": "demo", "labels": {"tier": "web"}},
         "data": {"a": "1"},
     }
-    unknown = ENVELOPE_MAGIC + _len_field(1, _len_field(1, b"v1") + _len_field(2, b"Pod"))
+    unknown = ENVELOPE_MAGIC + _len_field(
+        1, _len_field(1, b"v1") + _len_field(2, b"PersistentVolume")
+    )
     with pytest.raises(ProtobufError):
         decode_object(unknown)
     with pytest.raises(ProtobufError):
         decode_object(b"not protobuf")
     with pytest.raises(ProtobufError):
         decode_object(ENVELOPE_MAGIC + b"\x0a\xff")
+
+
+def test_protobuf_node_debugger_pod_decodes_like_json():
+    """The pod `kubectl debug node/NAME` creates: host namespaces, the host root at /host,
+    tolerate everything; the volume source is inlined into the volume as in JSON."""
+    from sampan.apiserver.protobuf import ENVELOPE_MAGIC, decode_object
+
+    mount = _len_field(1, b"host-root") + _len_field(3, b"/host")
+    container = (
+        _len_field(1, b"debugger")
+        + _len_field(2, b"busybox:1.36")
+        + _len_field(9, mount)
+        + _len_field(15, _varint(2 << 3) + _varint(1))  # securityContext.privileged
+        + _varint(16 << 3)
+        + _varint(1)  # stdin
+    )
+    volume = _len_field(1, b"host-root") + _len_field(2, _len_field(1, _len_field(1, b"/")))
+    config_volume = _len_field(1, b"cfg") + _len_field(
+        2, _len_field(19, _len_field(1, _len_field(1, b"my-config")))
+    )
+    empty_volume = _len_field(1, b"scratch") + _len_field(2, _len_field(2, b""))
+    spec = (
+        _len_field(1, volume)
+        + _len_field(1, config_volume)
+        + _len_field(1, empty_volume)
+        + _len_field(2, container)
+        + _len_field(3, b"Never")
+        + _len_field(10, b"node-1")
+        + _varint(11 << 3)
+        + _varint(1)
+        + _varint(12 << 3)
+        + _varint(1)
+        + _varint(13 << 3)
+        + _varint(1)
+        + _len_field(22, _len_field(2, b"Exists"))
+    )
+    raw = _len_field(1, _len_field(1, b"node-debugger-node-1-abcde")) + _len_field(2, spec)
+    type_meta = _len_field(1, b"v1") + _len_field(2, b"Pod")
+    decoded = decode_object(ENVELOPE_MAGIC + _len_field(1, type_meta) + _len_field(2, raw))
+    assert decoded == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "node-debugger-node-1-abcde"},
+        "spec": {
+            "volumes": [
+                {"name": "host-root", "hostPath": {"path": "/"}},
+                {"name": "cfg", "configMap": {"name": "my-config"}},
+                {"name": "scratch", "emptyDir": {}},
+            ],
+            "containers": [
+                {
+                    "name": "debugger",
+                    "image": "busybox:1.36",
+                    "volumeMounts": [{"name": "host-root", "mountPath": "/host"}],
+                    "securityContext": {"privileged": True},
+                    "stdin": True,
+                }
+            ],
+            "restartPolicy": "Never",
+            "nodeName": "node-1",
+            "hostNetwork": True,
+            "hostPID": True,
+            "hostIPC": True,
+            "tolerations": [{"operator": "Exists"}],
+        },
+    }
+
+
+def test_protobuf_stored_pod_copy_decodes_like_json():
+    """What `kubectl debug --copy-to` sends: a copy of a stored pod, with the service account
+    token's projected volume, env from fields and the admission-set scheduling fields."""
+    from sampan.apiserver.protobuf import ENVELOPE_MAGIC, decode_object
+
+    token = _len_field(4, _varint(2 << 3) + _varint(3607) + _len_field(3, b"token"))
+    root_ca = _len_field(
+        3,
+        _len_field(1, _len_field(1, b"kube-root-ca.crt"))
+        + _len_field(2, _len_field(1, b"ca.crt") + _len_field(2, b"ca.crt")),
+    )
+    namespace_file = _len_field(
+        2,
+        _len_field(
+            1,
+            _len_field(1, b"namespace")
+            + _len_field(2, _len_field(1, b"v1") + _len_field(2, b"metadata.namespace")),
+        ),
+    )
+    projected = (
+        _len_field(1, token)
+        + _len_field(1, root_ca)
+        + _len_field(1, namespace_file)
+        + _varint(2 << 3)
+        + _varint(420)
+    )
+    volume = _len_field(1, b"kube-api-access") + _len_field(2, _len_field(26, projected))
+    env = _len_field(1, b"NODE") + _len_field(
+        3, _len_field(1, _len_field(1, b"v1") + _len_field(2, b"spec.nodeName"))
+    )
+    container = _len_field(1, b"c") + _len_field(2, b"busybox") + _len_field(7, env)
+    spec = (
+        _len_field(1, volume)
+        + _len_field(2, container)
+        + _len_field(9, b"default")
+        + _len_field(14, b"")
+        + _varint(25 << 3)
+        + _varint(0)
+        + _len_field(31, b"PreemptLowerPriority")
+    )
+    raw = _len_field(1, _len_field(1, b"y")) + _len_field(2, spec)
+    type_meta = _len_field(1, b"v1") + _len_field(2, b"Pod")
+    decoded = decode_object(ENVELOPE_MAGIC + _len_field(1, type_meta) + _len_field(2, raw))
+    assert decoded["spec"] == {
+        "volumes": [
+            {
+                "name": "kube-api-access",
+                "projected": {
+                    "sources": [
+                        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                        {
+                            "configMap": {
+                                "name": "kube-root-ca.crt",
+                                "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                            }
+                        },
+                        {
+                            "downwardAPI": {
+                                "items": [
+                                    {
+                                        "path": "namespace",
+                                        "fieldRef": {
+                                            "apiVersion": "v1",
+                                            "fieldPath": "metadata.namespace",
+                                        },
+                                    }
+                                ]
+                            }
+                        },
+                    ],
+                    "defaultMode": 420,
+                },
+            }
+        ],
+        "containers": [
+            {
+                "name": "c",
+                "image": "busybox",
+                "env": [
+                    {
+                        "name": "NODE",
+                        "valueFrom": {
+                            "fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}
+                        },
+                    }
+                ],
+            }
+        ],
+        "serviceAccount": "default",
+        "securityContext": {},
+        "priority": 0,
+        "preemptionPolicy": "PreemptLowerPriority",
+    }
 
 
 def test_protobuf_delete_options_and_zero_values():

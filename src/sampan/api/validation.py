@@ -738,6 +738,9 @@ def validate_ephemeral_containers_update(info: ResourceInfo, new: Obj, old: Obj)
             seen.add(_h(name))
         if not container.get("image"):
             causes.append(fe.required(f"{cpath}.image"))
+        target = container.get("targetContainerName")
+        if target and _h(target) not in taken:
+            causes.append(fe.not_found(f"{cpath}.targetContainerName", target))
         for key in _EPHEMERAL_FORBIDDEN:
             if container.get(key) not in (None, {}, []):
                 causes.append(

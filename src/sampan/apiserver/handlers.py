@@ -116,6 +116,13 @@ _CREATE_ON_UPDATE = frozenset(
     }
 )
 """Kinds whose upstream strategy allows create-on-update (PUT of a missing object -> 201)."""
+_STRATEGY_SUBRESOURCES = frozenset(
+    {
+        ("", "pods", "ephemeralcontainers"),
+        ("certificates.k8s.io", "certificatesigningrequests", "approval"),
+    }
+)
+"""Subresources that read and write the whole object through their own update strategy."""
 _SCALABLE = frozenset(
     {
         ("apps", "deployments"),
@@ -887,6 +894,15 @@ class ResourceHandler:
                 return await self._update(request, ri, info, ns, user, subresource="status")
             if ri.verb == "patch":
                 return await self._patch(request, ri, info, ns, user, subresource="status")
+        if (info.group, info.plural, name) in _STRATEGY_SUBRESOURCES:
+            # pods/ephemeralcontainers, certificatesigningrequests/approval: the whole object,
+            # of which the subresource's strategy lets only its own part change.
+            if ri.verb == "get":
+                return await self._get(request, ri, info, ns, user)
+            if ri.verb == "update":
+                return await self._update(request, ri, info, ns, user, subresource=name)
+            if ri.verb == "patch":
+                return await self._patch(request, ri, info, ns, user, subresource=name)
         if name == "finalize" and info.plural == "namespaces" and ri.verb == "update":
             return await self._update(request, ri, info, ns, user, subresource="finalize")
         if name == "scale" and (

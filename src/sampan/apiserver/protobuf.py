@@ -77,6 +77,7 @@ def _ptr(name: str, type_: str) -> _Field:
 
 _TIME = "time"
 _IGNORED = -1
+_INLINE = "inline"
 """Schema key listing field numbers that are read and deliberately discarded."""
 
 # --- meta.k8s.io/v1 -----------------------------------------------------------------------
@@ -111,6 +112,9 @@ _LABEL_SELECTOR: _Schema = {
 }
 
 # --- core/v1 pieces used by workload templates ----------------------------------------------
+_OBJECT_FIELD: _Schema = {1: _s("apiVersion"), 2: _s("fieldPath")}
+_LOCAL_NAME = _f("localObjectReference", "inline", schema={1: _s("name")})
+_KEY_SELECTOR: _Schema = {1: _LOCAL_NAME, 2: _s("key"), 3: _ptr("optional", "bool")}
 _CONTAINER: _Schema = {
     1: _s("name"),
     2: _s("image"),
@@ -128,7 +132,22 @@ _CONTAINER: _Schema = {
         },
         repeated=True,
     ),
-    7: _m("env", {1: _s("name"), 2: _s("value")}, repeated=True),
+    7: _m(
+        "env",
+        {
+            1: _s("name"),
+            2: _s("value"),
+            3: _m(
+                "valueFrom",
+                {
+                    1: _m("fieldRef", _OBJECT_FIELD),
+                    3: _m("configMapKeyRef", _KEY_SELECTOR),
+                    4: _m("secretKeyRef", _KEY_SELECTOR),
+                },
+            ),
+        },
+        repeated=True,
+    ),
     8: _m("resources", {1: _f("limits", "map_quantity"), 2: _f("requests", "map_quantity")}),
     9: _m(
         "volumeMounts",
@@ -140,9 +159,75 @@ _CONTAINER: _Schema = {
     16: _f("stdin", "bool"),
     17: _f("stdinOnce", "bool"),
     18: _f("tty", "bool"),
+    15: _m(
+        "securityContext",
+        {
+            1: _m("capabilities", {1: _ss("add"), 2: _ss("drop")}),
+            2: _ptr("privileged", "bool"),
+            4: _ptr("runAsUser", "int"),
+            5: _ptr("runAsNonRoot", "bool"),
+            6: _ptr("readOnlyRootFilesystem", "bool"),
+            7: _ptr("allowPrivilegeEscalation", "bool"),
+            8: _ptr("runAsGroup", "int"),
+        },
+    ),
     20: _s("terminationMessagePolicy"),
 }
+_KEY_TO_PATH: _Schema = {1: _s("key"), 2: _s("path"), 3: _ptr("mode", "int")}
+_DOWNWARD_ITEMS = _m(
+    "items",
+    {1: _s("path"), 2: _m("fieldRef", _OBJECT_FIELD), 4: _ptr("mode", "int")},
+    repeated=True,
+)
+_PROJECTION: _Schema = {
+    1: _m(
+        "secret",
+        {1: _LOCAL_NAME, 2: _m("items", _KEY_TO_PATH, repeated=True), 4: _ptr("optional", "bool")},
+    ),
+    2: _m("downwardAPI", {1: _DOWNWARD_ITEMS}),
+    3: _m(
+        "configMap",
+        {1: _LOCAL_NAME, 2: _m("items", _KEY_TO_PATH, repeated=True), 4: _ptr("optional", "bool")},
+    ),
+    4: _m(
+        "serviceAccountToken",
+        {1: _s("audience"), 2: _ptr("expirationSeconds", "int"), 3: _s("path")},
+    ),
+}
+_VOLUME_SOURCE: _Schema = {
+    1: _m("hostPath", {1: _s("path"), 2: _ptr("type", "string")}),
+    2: _m("emptyDir", {1: _s("medium")}),
+    6: _m(
+        "secret",
+        {
+            1: _s("secretName"),
+            2: _m("items", _KEY_TO_PATH, repeated=True),
+            3: _ptr("defaultMode", "int"),
+            4: _ptr("optional", "bool"),
+        },
+    ),
+    10: _m("persistentVolumeClaim", {1: _s("claimName"), 2: _f("readOnly", "bool")}),
+    16: _m("downwardAPI", {1: _DOWNWARD_ITEMS, 2: _ptr("defaultMode", "int")}),
+    19: _m(
+        "configMap",
+        {
+            1: _LOCAL_NAME,
+            2: _m("items", _KEY_TO_PATH, repeated=True),
+            3: _ptr("defaultMode", "int"),
+            4: _ptr("optional", "bool"),
+        },
+    ),
+    26: _m(
+        "projected",
+        {1: _m("sources", _PROJECTION, repeated=True), 2: _ptr("defaultMode", "int")},
+    ),
+}
 _POD_SPEC: _Schema = {
+    1: _m(
+        "volumes",
+        {1: _s("name"), 2: _f("volumeSource", _INLINE, schema=_VOLUME_SOURCE)},
+        repeated=True,
+    ),
     2: _m("containers", _CONTAINER, repeated=True),
     3: _s("restartPolicy"),
     4: _ptr("terminationGracePeriodSeconds", "int"),
@@ -150,16 +235,44 @@ _POD_SPEC: _Schema = {
     6: _s("dnsPolicy"),
     7: _f("nodeSelector", "map_str"),
     8: _s("serviceAccountName"),
+    9: _s("serviceAccount"),
     10: _s("nodeName"),
     11: _f("hostNetwork", "bool"),
+    12: _f("hostPID", "bool"),
+    13: _f("hostIPC", "bool"),
+    14: _m(
+        "securityContext",
+        {
+            2: _ptr("runAsUser", "int"),
+            3: _ptr("runAsNonRoot", "bool"),
+            4: _f("supplementalGroups", "int", repeated=True),
+            5: _ptr("fsGroup", "int"),
+            6: _ptr("runAsGroup", "int"),
+        },
+    ),
     15: _m("imagePullSecrets", {1: _s("name")}, repeated=True),
     16: _s("hostname"),
     17: _s("subdomain"),
     19: _s("schedulerName"),
     20: _m("initContainers", _CONTAINER, repeated=True),
     21: _ptr("automountServiceAccountToken", "bool"),
+    22: _m(
+        "tolerations",
+        {
+            1: _s("key"),
+            2: _s("operator"),
+            3: _s("value"),
+            4: _s("effect"),
+            5: _ptr("tolerationSeconds", "int"),
+        },
+        repeated=True,
+    ),
     24: _s("priorityClassName"),
+    25: _ptr("priority", "int"),
+    27: _ptr("shareProcessNamespace", "bool"),
+    29: _ptr("runtimeClassName", "string"),
     30: _ptr("enableServiceLinks", "bool"),
+    31: _ptr("preemptionPolicy", "string"),
 }
 _POD_TEMPLATE: _Schema = {1: _META, 2: _m("spec", _POD_SPEC)}
 _REFERENCE: _Schema = {
@@ -260,6 +373,8 @@ _KINDS: dict[tuple[str, str], _Schema] = {
         4: _ptr("automountServiceAccountToken", "bool"),
     },
     ("v1", "Service"): {**_STATUS_IGNORED, 1: _META, 2: _m("spec", _SERVICE_SPEC)},
+    # kubectl debug node/NAME creates its pod this way.
+    ("v1", "Pod"): {**_STATUS_IGNORED, 1: _META, 2: _m("spec", _POD_SPEC)},
     ("v1", "ResourceQuota"): {
         **_STATUS_IGNORED,
         1: _META,
@@ -546,6 +661,11 @@ def _message(data: bytes, schema: _Schema) -> dict[str, Any]:
                 continue
             # Never drop data silently: a field this table does not know refuses the body.
             raise ProtobufError(f"protobuf field {number} is not supported yet")
+        if field.type == _INLINE and wire == _LEN:
+            # An embedded Go struct (json ",inline"): its fields are the parent's.
+            assert field.schema is not None
+            out.update(_message(value, field.schema))
+            continue
         if field.type in ("map_str", "map_bytes", "map_quantity"):
             key, raw = _map_entry(value)
             entry: str

@@ -101,9 +101,13 @@ class _Wait(Exception):
 
 def _ref(pod: Mapping[str, Any], container: str | None = None, init: bool | None = None) -> dict:
     meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
     if init is None:
-        inits = (pod.get("spec") or {}).get("initContainers") or []
+        inits = spec.get("initContainers") or []
         init = any(c.get("name") == container for c in inits)
+    ephemeral = not init and any(
+        c.get("name") == container for c in spec.get("ephemeralContainers") or []
+    )
     ref = {
         "kind": "Pod",
         "apiVersion": "v1",
@@ -112,7 +116,8 @@ def _ref(pod: Mapping[str, Any], container: str | None = None, init: bool | None
         "uid": meta.get("uid"),
     }
     if container:
-        ref["fieldPath"] = f"spec.{'initContainers' if init else 'containers'}{{{container}}}"
+        kind = "initContainers" if init else "ephemeralContainers" if ephemeral else "containers"
+        ref["fieldPath"] = f"spec.{kind}{{{container}}}"
     return ref
 
 
@@ -480,6 +485,11 @@ class PodWorker:
             latest[container.metadata.name] = container  # sorted by attempt: last wins
         previous_attempts = _last_attempts(containers)
         wake_in: list[float] = []
+        ephemeral_wait = await self._sync_ephemeral(
+            pod, qos, volumes, sandbox_id, latest, previous_attempts
+        )
+        if ephemeral_wait is not None:
+            wake_in.append(ephemeral_wait)
         # Init containers, in order; sidecars (restartPolicy Always) keep running.
         for init in spec.get("initContainers") or []:
             name = init.get("name", "")
@@ -542,6 +552,42 @@ class PodWorker:
         for cid in self.k.probes.containers_of(self.uid):
             if cid not in live:
                 await self.k.probes.forget(cid)
+        return min(wake_in) if wake_in else None
+
+    async def _sync_ephemeral(
+        self,
+        pod: dict[str, Any],
+        qos: str,
+        volumes: Mapping[str, Any],
+        sandbox_id: str,
+        latest: Mapping[str, pb.Container],
+        previous_attempts: Mapping[str, int],
+    ) -> float | None:
+        """Start each ephemeral container once; never restarted, never probed. One with a
+        ``targetContainerName`` joins that container's PID namespace, so it waits for the
+        target to run."""
+        wake_in: list[float] = []
+        for container in (pod.get("spec") or {}).get("ephemeralContainers") or []:
+            name = container.get("name", "")
+            if name in latest or name in previous_attempts:
+                continue  # started once (maybe in an earlier sandbox): it stays as it ended
+            target_id = ""
+            target = container.get("targetContainerName") or ""
+            if target:
+                running = latest.get(target)
+                if running is None or running.state != pb.ContainerState.CONTAINER_RUNNING:
+                    self.waiting[name] = (
+                        "ContainerCreating",
+                        f"target container {target!r} is not running",
+                    )
+                    wake_in.append(RETRY_AFTER_ERROR_S)
+                    continue
+                target_id = running.id
+            try:
+                await self._start(pod, container, qos, volumes, sandbox_id, 0, target_id=target_id)
+            except _Wait as wait:
+                if wait.delay_s is not None:
+                    wake_in.append(wait.delay_s)
         return min(wake_in) if wake_in else None
 
     async def _sync_app_container(
@@ -763,9 +809,10 @@ class PodWorker:
         attempt: int,
         *,
         init: bool = False,
+        target_id: str = "",
     ) -> None:
         name = container.get("name", "")
-        ref = _ref(pod, name, init)
+        ref = _ref(pod, name, True if init else None)
         image_ref = await self._ensure_image(pod, container)
         try:
             env = build_env(
@@ -819,6 +866,7 @@ class PodWorker:
                 image=image_ref,
                 grace_period_s=grace_period_s(pod),
                 seccomp_root=self.k.options.kubelet_dir / "seccomp",
+                target_id=target_id,
             )
         except (FieldTypeError, specs.SpecError) as exc:
             self.waiting[name] = ("CreateContainerConfigError", str(exc))
@@ -1100,6 +1148,13 @@ class PodWorker:
             app_statuses.append(container_status(facts))
             if not facts.ready:
                 unready.append(facts.name)
+        ephemeral_statuses = []
+        for container in spec.get("ephemeralContainers") or []:
+            facts = await self._facts(pod, container, runs.get(container.get("name", ""), []))
+            facts.ready = False  # upstream: an ephemeral container is never ready
+            ephemeral_status = container_status(facts)
+            ephemeral_status.pop("started", None)  # only probed containers report it
+            ephemeral_statuses.append(ephemeral_status)
         policy = spec.get("restartPolicy") or "Always"
         phase = pod_phase(policy, init_done, init_failed, app_statuses)
         if failed is not None:
@@ -1156,6 +1211,8 @@ class PodWorker:
             status["podIPs"] = [{"ip": ip} for ip in ips]
         if init_statuses:
             status["initContainerStatuses"] = init_statuses
+        if ephemeral_statuses:
+            status["ephemeralContainerStatuses"] = ephemeral_statuses
         if failed is not None:
             status["reason"], status["message"] = failed
         elif old.get("reason"):

@@ -371,17 +371,22 @@ def dns_config(pod: Mapping[str, Any], dns: DNSSettings) -> pb.DNSConfig:
     )
 
 
-def _namespace_options(settings: PodSecurity) -> pb.NamespaceOption:
+def _namespace_options(settings: PodSecurity, target_id: str = "") -> pb.NamespaceOption:
+    """The pod's namespaces; ``target_id`` (an ephemeral container's target) replaces a
+    container-private PID namespace with that container's (upstream: mode TARGET)."""
     if settings.host_pid:
         pid = pb.NamespaceMode.NODE
     elif settings.share_process_namespace:
         pid = pb.NamespaceMode.POD
+    elif target_id:
+        pid = pb.NamespaceMode.TARGET
     else:
         pid = pb.NamespaceMode.CONTAINER
     return pb.NamespaceOption(
         network=pb.NamespaceMode.NODE if settings.host_network else pb.NamespaceMode.POD,
         pid=pid,
         ipc=pb.NamespaceMode.NODE if settings.host_ipc else pb.NamespaceMode.POD,
+        target_id=target_id if pid == pb.NamespaceMode.TARGET else "",
     )
 
 
@@ -487,6 +492,7 @@ def container_config(
     image: str,
     grace_period_s: int,
     seccomp_root: Path | None = None,
+    target_id: str = "",
 ) -> pb.ContainerConfig:
     meta = pod.get("metadata") or {}
     name = container.get("name", "")
@@ -546,7 +552,7 @@ def container_config(
                     drop_capabilities=list(security.capabilities_drop),
                 ),
                 privileged=privileged,
-                namespace_options=_namespace_options(settings),
+                namespace_options=_namespace_options(settings, target_id),
                 run_as_user=_int64(security.run_as_user),
                 run_as_group=_int64(security.run_as_group),
                 readonly_rootfs=security.read_only_root_filesystem,

@@ -603,8 +603,8 @@ class PodSecurity:
         if attrs.is_resource("", "namespaces"):
             await self._namespace(attrs)
             return
-        if attrs.subresource:
-            return
+        if attrs.subresource and not attrs.is_resource("", "pods", "ephemeralcontainers"):
+            return  # upstream: of pods' subresources, only an added debugger is checked
         key = (attrs.group, attrs.resource)
         if key == ("", "pods"):
             await self._pod(attrs)

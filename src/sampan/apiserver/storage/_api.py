@@ -29,9 +29,11 @@ __all__ = [
     "strategy_default",
     "strategy_prepare_for_create",
     "strategy_prepare_for_status_update",
+    "strategy_prepare_for_subresource_update",
     "strategy_prepare_for_update",
     "strategy_validate",
     "strategy_validate_status_update",
+    "strategy_validate_subresource_update",
     "strategy_validate_update",
 ]
 
@@ -108,4 +110,30 @@ def strategy_validate_update(info: ResourceInfo, new: JSONObj, old: JSONObj) -> 
 
 
 def strategy_validate_status_update(info: ResourceInfo, new: JSONObj, old: JSONObj) -> list[Cause]:
+    return list(strategy.validate_status_update(info, new, old))
+
+
+def strategy_prepare_for_subresource_update(
+    info: ResourceInfo, subresource: str, new: JSONObj, old: JSONObj
+) -> bool:
+    """The update strategy of ``pods/ephemeralcontainers`` or
+    ``certificatesigningrequests/approval``; False when ``subresource`` has none of its own."""
+    if (info.group, info.kind, subresource) == ("", "Pod", "ephemeralcontainers"):
+        strategy.prepare_for_ephemeral_containers_update(info, new, old)
+        return True
+    if (info.group, info.kind, subresource) == (
+        "certificates.k8s.io",
+        "CertificateSigningRequest",
+        "approval",
+    ):
+        strategy.prepare_for_approval_update(info, new, old)
+        return True
+    return False
+
+
+def strategy_validate_subresource_update(
+    info: ResourceInfo, subresource: str, new: JSONObj, old: JSONObj
+) -> list[Cause]:
+    if subresource == "ephemeralcontainers":
+        return list(strategy.validate_ephemeral_containers_update(info, new, old))
     return list(strategy.validate_status_update(info, new, old))

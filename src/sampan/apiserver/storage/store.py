@@ -779,7 +779,11 @@ class ResourceStore:
             meta.pop("namespace", None)
         elif not meta.get("namespace"):
             meta["namespace"] = old_meta.get("namespace")
-        if subresource == "status":
+        if subresource in ("ephemeralcontainers", "approval") and (
+            _api.strategy_prepare_for_subresource_update(sinfo, subresource, result, old)
+        ):
+            causes = _api.strategy_validate_subresource_update(sinfo, subresource, result, old)
+        elif subresource == "status":
             _api.strategy_prepare_for_status_update(sinfo, result, old)
             causes = _api.strategy_validate_status_update(sinfo, result, old)
         else:
