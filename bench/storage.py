@@ -191,7 +191,9 @@ async def run(claims: int) -> dict[str, Any]:
             cpu0 = time.process_time()
             start = time.monotonic()
             factory.start()
-            task = asyncio.get_running_loop().create_task(binder.run(2))
+            task = asyncio.get_running_loop().create_task(
+                binder.run(ctx.options.workers(binder.name))
+            )
             await _wait_bound(client, "a-", claims)
             results["backlog_s"] = time.monotonic() - start
             results["backlog_cpu_s"] = time.process_time() - cpu0
