@@ -21,7 +21,9 @@ in the same run:
   whole process's);
 * **bind live**: ``N`` more volumes and claims created while the binder runs: time from the
   first create until every claim is Bound, and each claim's bind latency (from its create call
-  to the first watch event showing it Bound; p50, p99).
+  to the first watch event showing it Bound; p50, p99); in a burst this is mostly queueing;
+* **bind one at a time**: ``--sequential`` claims created one after another (each once the
+  previous is Bound) against Available volumes: the latency of a single bind (p50, p99).
 
 Volumes have distinct sizes, so each claim's search for the smallest fitting volume scans the
 pool (the upstream algorithm is linear in the number of volumes too).
@@ -109,6 +111,25 @@ async def _wait_bound(client: Any, prefix: str, count: int) -> None:
         await asyncio.sleep(POLL_S)
 
 
+async def _wait_available(client: Any, prefix: str, count: int) -> None:
+    from sampan.client.api import PVS
+
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        items = (await client.list_all(PVS))["items"]
+        ready = sum(
+            1
+            for v in items
+            if v["metadata"]["name"].startswith(prefix)
+            and (v.get("status") or {}).get("phase") == "Available"
+        )
+        if ready >= count:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{prefix}: volumes not Available within {TIMEOUT_S:g} s")
+        await asyncio.sleep(POLL_S)
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
@@ -121,9 +142,10 @@ async def _watch_bound(
     bound_at: dict[str, float],
     ready: asyncio.Event,
     done: asyncio.Event,
+    changed: asyncio.Event | None = None,
 ) -> None:
-    """Note when each claim named ``prefix...`` is first seen Bound; ``done`` once ``count``
-    are."""
+    """Note when each claim named ``prefix...`` is first seen Bound (setting ``changed``);
+    ``done`` once ``count`` are."""
     from sampan.client.api import PVCS
 
     async with client.watch(PVCS, namespace=NAMESPACE) as stream:
@@ -136,11 +158,13 @@ async def _watch_bound(
                 and (claim.get("status") or {}).get("phase") == "Bound"
             ):
                 bound_at[name] = time.monotonic()
+                if changed is not None:
+                    changed.set()
                 if len(bound_at) >= count:
                     done.set()
 
 
-async def run(claims: int) -> dict[str, Any]:
+async def run(claims: int, sequential: int) -> dict[str, Any]:
     from sampan.apiserver import APIServer, APIServerOptions
     from sampan.client import Client, ClientConfig, SharedInformerFactory
     from sampan.client.api import PVCS, PVS
@@ -211,6 +235,27 @@ async def run(claims: int) -> dict[str, Any]:
             await asyncio.wait_for(all_bound.wait(), TIMEOUT_S)
             results["live_s"] = time.monotonic() - start
             results["latencies"] = [bound_at[n] - created[n] for n in created]
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+            # One claim at a time, against volumes already Available: the latency of a
+            # single bind, without the queueing of a burst.
+            await _create_all(client, PVS, [_pv("c", i) for i in range(sequential)])
+            await _wait_available(client, "c-", sequential)
+            created, bound_at = {}, {}
+            watching, all_bound, changed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+            watcher = asyncio.get_running_loop().create_task(
+                _watch_bound(client, "c-", sequential, bound_at, watching, all_bound, changed)
+            )
+            await watching.wait()
+            for i in range(sequential):
+                body = _pvc("c", i)
+                name = body["metadata"]["name"]
+                await _create_all(client, PVCS, [body], created)
+                while name not in bound_at:
+                    await asyncio.wait_for(changed.wait(), TIMEOUT_S)
+                    changed.clear()
+            results["sequential"] = [bound_at[n] - created[n] for n in created]
         finally:
             for t in (task, watcher):
                 if t is not None:
@@ -340,6 +385,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--claims", type=int, default=500)
     parser.add_argument("--replicas", type=int, default=20)
+    parser.add_argument("--sequential", type=int, default=100)
     parser.add_argument("--no-node", action="store_true", help="skip the StatefulSet part")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -351,7 +397,7 @@ def main() -> None:
             f"  with local-path volumeClaimTemplates   {s['volumes_s']:7.2f} s"
             f"   {s['volumes_s'] / s['plain_s']:.2f}x the baseline (goal <= 1.3x)"
         )
-    r = asyncio.run(run(args.claims))
+    r = asyncio.run(run(args.claims, args.sequential))
     n = args.claims
     print(f"PersistentVolume binding, {n} volumes + {n} claims per phase:")
     print(f"  baseline: create them, no controller   {r['baseline_s']:7.2f} s")
@@ -364,6 +410,11 @@ def main() -> None:
     print(
         f"  bind latency, create to Bound (live)   p50 {_percentile(lat, 0.5) * 1000:6.0f} ms"
         f"   p99 {_percentile(lat, 0.99) * 1000:6.0f} ms"
+    )
+    seq = r["sequential"]
+    p50, p99 = _percentile(seq, 0.5) * 1000, _percentile(seq, 0.99) * 1000
+    print(
+        f"  bind latency, one claim at a time ({len(seq)})  p50 {p50:6.0f} ms   p99 {p99:6.0f} ms"
     )
 
 
