@@ -545,3 +545,34 @@ async def test_scheduler_binder_and_provisioner_together(
     finally:
         await scheduler.stop()
     assert ctx.failures == []
+
+
+async def test_many_claims_bind_one_to_one_with_the_managers_workers(
+    client: Client, run_controller
+) -> None:
+    # The controller manager runs the binder with several workers: claims created in a burst
+    # against as many equal volumes each get their own volume, none bound twice.
+    options = ControllerManagerOptions()
+    assert options.workers(PersistentVolumeBinder.name) == 2
+    count = 12
+    for i in range(count):
+        await client.create(PVS, _pv(f"v{i}", "1Gi"))
+    await run_controller(
+        PersistentVolumeBinder, options, workers=options.workers(PersistentVolumeBinder.name)
+    )
+    for i in range(count):
+        await client.create(PVCS, _pvc(f"c{i}"), namespace=NS)
+
+    async def all_bound() -> list[dict[str, Any]] | None:
+        claims = (await client.list(PVCS, namespace=NS))["items"]
+        if sum(1 for c in claims if c["status"].get("phase") == "Bound") < count:
+            return None
+        return claims
+
+    claims = await eventually(all_bound)
+    names = [c["spec"]["volumeName"] for c in claims]
+    assert sorted(names) == sorted(f"v{i}" for i in range(count))
+    for claim in claims:
+        pv = await client.get(PVS, claim["spec"]["volumeName"])
+        assert pv["spec"]["claimRef"]["uid"] == claim["metadata"]["uid"]
+        assert pv["status"]["phase"] == "Bound"

@@ -199,3 +199,94 @@ def test_manual_host_path_volume_retain(cluster: Cluster) -> None:  # noqa: F811
     )
     cluster.wait("second Bound", lambda: phase("pvc", "second") == "Bound")
     assert _json(cluster, "get", "pvc", "second")["spec"]["volumeName"] == "manual"
+
+
+# A database-style workload: at every start the container appends a line to its data file,
+# prints the whole file and serves it; the Deployment replaces its pod (Recreate) on
+# `kubectl rollout restart`, and the new pod finds the old pod's line beside its own.
+DATABASE = """
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: db-data
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests: {storage: 1Gi}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: db
+spec:
+  replicas: 1
+  strategy: {type: Recreate}
+  selector:
+    matchLabels: {app: db}
+  template:
+    metadata:
+      labels: {app: db}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: db
+        image: docker.io/library/busybox:1.36
+        command:
+        - sh
+        - -c
+        - echo "started $HOSTNAME" >> /data/log && cat /data/log && exec httpd -f -p 8080 -h /data
+        readinessProbe:
+          exec: {command: [grep, -q, "started", /data/log]}
+          periodSeconds: 1
+        volumeMounts:
+        - {name: data, mountPath: /data}
+      volumes:
+      - name: data
+        persistentVolumeClaim: {claimName: db-data}
+"""
+
+
+def _db_pod(c: Cluster) -> dict | None:
+    pods = [
+        p
+        for p in _json(c, "get", "pods", "-l", "app=db")["items"]
+        if not p["metadata"].get("deletionTimestamp")
+    ]
+    if len(pods) != 1:
+        return None
+    ready = any(
+        cond["type"] == "Ready" and cond["status"] == "True"
+        for cond in pods[0]["status"].get("conditions", [])
+    )
+    return pods[0] if ready else None
+
+
+def test_database_keeps_data_across_rollout_restart(cluster: Cluster) -> None:  # noqa: F811
+    cluster.wait("node Ready", lambda: _node_ready(cluster))
+    cluster.wait(
+        "the local-path class",
+        lambda: "local-path (default)" in cluster.kubectl("get", "storageclass", check=False),
+    )
+    _apply(cluster, DATABASE, "db")
+    first = cluster.wait("the db pod Ready", lambda: _db_pod(cluster), timeout_s=180)
+    first_name = first["metadata"]["name"]
+    assert _json(cluster, "get", "pvc", "db-data")["status"]["phase"] == "Bound"
+    assert cluster.kubectl("exec", first_name, "--", "cat", "/data/log") == (
+        f"started {first_name}\n"
+    )
+
+    cluster.kubectl("rollout", "restart", "deployment/db")
+    cluster.kubectl("rollout", "status", "deployment/db", "--timeout=180s")
+    second = cluster.wait(
+        "a new db pod Ready",
+        lambda: (p := _db_pod(cluster)) and p["metadata"]["name"] != first_name and p,
+        timeout_s=180,
+    )
+    second_name = second["metadata"]["name"]
+    expected = f"started {first_name}\nstarted {second_name}\n"
+    # The file holds both starts, as the new pod's log (printed at start) and a read show.
+    assert cluster.kubectl("exec", second_name, "--", "cat", "/data/log") == expected
+    assert cluster.wait(
+        "the new pod's log",
+        lambda: cluster.kubectl("logs", second_name, check=False) == expected,
+    )

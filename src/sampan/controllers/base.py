@@ -90,6 +90,8 @@ DEFAULT_CONCURRENT_WORKERS: Mapping[str, int] = MappingProxyType(
         "namespace": 10,
         "nodeipam": 1,
         "nodelifecycle": 1,
+        # Upstream runs one claim loop and one volume loop; here both share one queue.
+        "persistentvolume-binder": 2,
         "podgc": 1,
         "replicaset": 5,
         "replicationcontroller": 5,
