@@ -6,7 +6,8 @@ containerd:
 (a) an image of the registry and no credentials -> ErrImagePull carrying the registry's 401;
 (d) the same image with a ``kubernetes.io/dockerconfigjson`` imagePullSecret -> Running;
 (b) registries.yaml ``configs`` auth + ``ca_file`` (agent restarted) -> Running, no secret;
-(c) registries.yaml mirror of docker.io -> ``docker.io/test/busybox:1`` pulls from it.
+(c) registries.yaml mirror of docker.io -> ``docker.io/test/busybox:1`` pulls from it;
+(e) the ``"*"`` mirror -> ``registry.invalid/test/busybox:2`` pulls from it.
 
 Run under the node lock (``flock /tmp/sampan-node.lock ...``).
 """
@@ -17,6 +18,7 @@ import base64
 import datetime
 import ipaddress
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -34,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from sampan.client.api import SECRETS
+from sampan.client.api import PODS, SECRETS
 from sampan.kubelet.registries import load_registries
 from tests.support.cluster import NodeHarness, wait_for
 from tests.support.images import busybox_archive
@@ -198,7 +200,10 @@ def _registries_yaml(path: Path, registry: Registry, *, auth: bool) -> Path:
     if auth:
         config["auth"] = {"username": USER, "password": PASSWORD}
     document = {
-        "mirrors": {"docker.io": {"endpoint": [f"https://{registry.host}"]}},
+        "mirrors": {
+            "docker.io": {"endpoint": [f"https://{registry.host}"]},
+            "*": {"endpoint": [f"https://{registry.host}"]},
+        },
         "configs": {registry.host: config},
     }
     path.write_text(json.dumps(document))
@@ -255,7 +260,10 @@ async def _running(node: NodeHarness, ns: str, name: str) -> dict[str, Any]:
         raise AssertionError(f"pod {name} not Running: {_waiting(pod or {})}") from None
 
 
-async def test_private_registry_pulls(node: NodeHarness, registry: Registry) -> None:
+async def test_private_registry_pulls(
+    node: NodeHarness, registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     assert node.client is not None
     ns = await node.namespace()
     private = f"{registry.host}/test/busybox:1"
@@ -272,6 +280,7 @@ async def test_private_registry_pulls(node: NodeHarness, registry: Registry) -> 
 
     waiting = await wait_for(refused, what="ErrImagePull", timeout_s=60)
     assert "401 Unauthorized" in waiting["message"], waiting
+    await node.client.delete(PODS, "anonymous", namespace=ns)
 
     # (d) an imagePullSecret of type kubernetes.io/dockerconfigjson.
     dockerconfig = {
@@ -317,3 +326,14 @@ async def test_private_registry_pulls(node: NodeHarness, registry: Registry) -> 
     await node.create_pod(ns, _pod("mirrored", "docker.io/test/busybox:1"))
     await _running(node, ns, "mirrored")
     assert registry.manifest_requests("test/busybox", "1") > before
+
+    # (e) the "*" mirror: a registry with no entry of its own (and no DNS name) pulls from it.
+    before = registry.manifest_requests("test/busybox", "2")
+    await node.create_pod(ns, _pod("wildcard", "registry.invalid/test/busybox:2"))
+    await _running(node, ns, "wildcard")
+    assert registry.manifest_requests("test/busybox", "2") > before
+
+    # No password in Sampan's log records, nor in containerd's log.
+    assert PASSWORD not in caplog.text
+    assert node.kubelet is not None
+    assert PASSWORD not in node.kubelet.runtime_component.cfg.log_path.read_text()
