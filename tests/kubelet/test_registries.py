@@ -241,12 +241,23 @@ def _pod(name: str, image: str, **spec: Any) -> dict[str, Any]:
     }
 
 
+def _diagnostics(node: NodeHarness, registry: Registry) -> str:
+    """What a failed pull needs to be understood: hosts.toml files and the logs' tails."""
+    assert node.kubelet is not None
+    cfg = node.kubelet.runtime_component.cfg
+    parts = [f"{p}:\n{p.read_text()}" for p in sorted(cfg.hosts_dir.glob("*/hosts.toml"))]
+    lines = cfg.log_path.read_text().splitlines()
+    parts.append("containerd: " + "\n".join(ln for ln in lines if "test/busybox" in ln)[-3000:])
+    parts.append("registry: " + registry.log.read_text()[-3000:])
+    return "\n".join(parts)
+
+
 def _waiting(pod: dict[str, Any]) -> dict[str, Any]:
     statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
     return (statuses[0].get("state") or {}).get("waiting") or {}
 
 
-async def _running(node: NodeHarness, ns: str, name: str) -> dict[str, Any]:
+async def _running(node: NodeHarness, registry: Registry, ns: str, name: str) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
         pod = await node.get_pod(ns, name)
         if pod is not None and (pod.get("status") or {}).get("phase") == "Running":
@@ -257,7 +268,9 @@ async def _running(node: NodeHarness, ns: str, name: str) -> dict[str, Any]:
         return await wait_for(check, what=f"pod {name} Running", timeout_s=60)
     except AssertionError:
         pod = await node.get_pod(ns, name)
-        raise AssertionError(f"pod {name} not Running: {_waiting(pod or {})}") from None
+        raise AssertionError(
+            f"pod {name} not Running: {_waiting(pod or {})}\n{_diagnostics(node, registry)}"
+        ) from None
 
 
 async def test_private_registry_pulls(
@@ -279,7 +292,7 @@ async def test_private_registry_pulls(
         return None
 
     waiting = await wait_for(refused, what="ErrImagePull", timeout_s=60)
-    assert "401 Unauthorized" in waiting["message"], waiting
+    assert "401 Unauthorized" in waiting["message"], (waiting, _diagnostics(node, registry))
     await node.client.delete(PODS, "anonymous", namespace=ns)
 
     # (d) an imagePullSecret of type kubernetes.io/dockerconfigjson.
@@ -304,7 +317,7 @@ async def test_private_registry_pulls(
         namespace=ns,
     )
     await node.create_pod(ns, _pod("with-secret", private, imagePullSecrets=[{"name": "pull"}]))
-    await _running(node, ns, "with-secret")
+    await _running(node, registry, ns, "with-secret")
 
     # The agent restarts with registries.yaml carrying the credentials (read at start only).
     await node.stop_kubelet()
@@ -319,18 +332,18 @@ async def test_private_registry_pulls(
 
     # (b) configs auth + ca_file: a pod without any secret pulls (a tag not pulled before).
     await node.create_pod(ns, _pod("with-config", f"{registry.host}/test/busybox:2"))
-    await _running(node, ns, "with-config")
+    await _running(node, registry, ns, "with-config")
 
     # (c) the docker.io mirror: docker.io/test/busybox:1 comes from the local registry.
     before = registry.manifest_requests("test/busybox", "1")
     await node.create_pod(ns, _pod("mirrored", "docker.io/test/busybox:1"))
-    await _running(node, ns, "mirrored")
+    await _running(node, registry, ns, "mirrored")
     assert registry.manifest_requests("test/busybox", "1") > before
 
     # (e) the "*" mirror: a registry with no entry of its own (and no DNS name) pulls from it.
     before = registry.manifest_requests("test/busybox", "2")
     await node.create_pod(ns, _pod("wildcard", "registry.invalid/test/busybox:2"))
-    await _running(node, ns, "wildcard")
+    await _running(node, registry, ns, "wildcard")
     assert registry.manifest_requests("test/busybox", "2") > before
 
     # No password in Sampan's log records, nor in containerd's log.

@@ -51,6 +51,7 @@ def test_missing_file_is_empty(tmp_path: Path) -> None:
             "mirrors.docker.io.rewrite: rewrite rules are not supported",
         ),
         ("mirrors: [\n", "line 2:"),
+        ("mirrors: {'*': {}}\n", 'mirrors.*.endpoint: the "*" mirror needs at least one'),
         ("- a\n", "must be a map"),
     ],
 )
@@ -112,15 +113,22 @@ configs:
         "client": [[str(cert), str(key)]],
     }
     direct = tomllib.loads((cfg.hosts_dir / "mirror.local:5000" / "hosts.toml").read_text())
+    tls = {"ca": str(ca), "client": [[str(cert), str(key)]]}
     assert direct == {
         "server": "https://mirror.local:5000",
-        "ca": str(ca),
-        "client": [[str(cert), str(key)]],
+        **tls,
+        "host": {"https://mirror.local:5000": {"capabilities": ["pull", "resolve"], **tls}},
     }
     wildcard = tomllib.loads((cfg.hosts_dir / "_default" / "hosts.toml").read_text())
     assert "server" not in wildcard
     other = tomllib.loads((cfg.hosts_dir / "other.io" / "hosts.toml").read_text())
-    assert other == {"server": "https://other.io", "skip_verify": True}
+    assert other == {
+        "server": "https://other.io",
+        "skip_verify": True,
+        "host": {"https://other.io": {"capabilities": ["pull", "resolve"], "skip_verify": True}},
+    }
+    # containerd 1.6 cannot read a hosts.toml without a [host] table.
+    assert all("host" in tomllib.loads(p.read_text()) for p in cfg.hosts_dir.glob("*/hosts.toml"))
 
     # Re-rendering without the file leaves nothing behind.
     write_hosts_dir(load_registries(tmp_path / "gone.yaml"), cfg.hosts_dir)

@@ -16,7 +16,8 @@ K3s's schema::
 unknown key, wrong type or unusable value raises ``RegistriesError`` with one line naming the
 file and the key path, so the agent refuses to start. ``write_hosts_dir`` renders containerd's
 ``hosts.toml`` layout (one ``<dir>/<host>/hosts.toml`` per mirrored or configured host, the
-``"*"`` mirror as ``_default``); ``auth_toml`` renders the CRI plugin's
+``"*"`` mirror as ``_default``; every file has a ``[host]`` table, which containerd 1.6 needs
+to read it at all); ``auth_toml`` renders the CRI plugin's
 ``registry.configs."<host>".auth`` tables, which containerd 1.6 and 1.7 still use for
 credentials when ``config_path`` is set.
 
@@ -192,6 +193,8 @@ def parse_registries(document: Any, source: str) -> Registries:
         disable = c.boolean(body.get("disable_default_endpoint"), f"{key}.disable_default_endpoint")
         if disable and not urls:
             raise c.fail(key, "disable_default_endpoint needs at least one endpoint")
+        if name == "*" and not urls:
+            raise c.fail(f"{key}.endpoint", 'the "*" mirror needs at least one endpoint')
         mirrors[name] = RegistryMirror(urls, disable)
     configs: dict[str, RegistryConfig] = {}
     for name, raw in c.mapping(top.get("configs"), "configs").items():
@@ -289,6 +292,14 @@ def render_hosts_toml(registries: Registries, registry: str) -> str:
         lines.append('  capabilities = ["pull", "resolve"]')
         config = registries.configs.get(host)
         lines.extend(_tls_lines(config.tls if config else None))
+    if not mirror.endpoints:
+        # containerd 1.6 cannot read a hosts.toml without a [host] table (it falls back to
+        # defaults: plain http for a loopback registry), so the server is also listed there.
+        own = registries.configs.get(registry)
+        lines.append("")
+        lines.append(f"[host.{_toml_str(_default_server(registry))}]")
+        lines.append('  capabilities = ["pull", "resolve"]')
+        lines.extend(_tls_lines(own.tls if own else None))
     return "\n".join(lines) + "\n"
 
 
