@@ -3,7 +3,8 @@ TLS from a private CA and htpasswd basic auth, started on loopback with its own 
 storage; the busybox test image pushed into it with skopeo. Then, through the kubelet and its
 containerd:
 
-(a) an image of the registry and no credentials -> ErrImagePull carrying the registry's 401;
+(a) an image of the registry and no credentials -> ErrImagePull, its event carrying the
+    registry's 401;
 (d) the same image with a ``kubernetes.io/dockerconfigjson`` imagePullSecret -> Running;
 (b) registries.yaml ``configs`` auth + ``ca_file`` (agent restarted) -> Running, no secret;
 (c) registries.yaml mirror of docker.io -> ``docker.io/test/busybox:1`` pulls from it;
@@ -36,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from sampan.client.api import PODS, SECRETS
+from sampan.client.api import EVENTS, PODS, SECRETS
 from sampan.kubelet.registries import load_registries
 from tests.support.cluster import NodeHarness, wait_for
 from tests.support.images import busybox_archive
@@ -284,15 +285,21 @@ async def test_private_registry_pulls(
     # (a) no credentials anywhere: the registry's 401 reaches the pod's status.
     await node.create_pod(ns, _pod("anonymous", private))
 
-    async def refused() -> dict[str, Any] | None:
+    async def refused() -> str | None:
         pod = await node.get_pod(ns, "anonymous")
-        waiting = _waiting(pod or {})
-        if waiting.get("reason") == "ErrImagePull":
-            return waiting
+        if _waiting(pod or {}).get("reason") not in ("ErrImagePull", "ImagePullBackOff"):
+            return None
+        events = await node.client.list(
+            EVENTS, namespace=ns, field_selector="involvedObject.name=anonymous"
+        )
+        for event in events.get("items") or []:
+            message = str(event.get("message") or "")
+            if event.get("reason") == "Failed" and "Failed to pull image" in message:
+                return message
         return None
 
-    waiting = await wait_for(refused, what="ErrImagePull", timeout_s=60)
-    assert "401 Unauthorized" in waiting["message"], (waiting, _diagnostics(node, registry))
+    message = await wait_for(refused, what="ErrImagePull and its event", timeout_s=60)
+    assert "401 Unauthorized" in message, (message, _diagnostics(node, registry))
     await node.client.delete(PODS, "anonymous", namespace=ns)
 
     # (d) an imagePullSecret of type kubernetes.io/dockerconfigjson.
