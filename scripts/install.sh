@@ -15,6 +15,8 @@ PYTHON=${PYTHON:-python3}
 #   ipset: NetworkPolicy enforcement (pod IP sets matched from iptables)
 #   busybox-static, umoci, skopeo, zstd: the tests build their own small images
 #   postgresql: the PostgreSQL datastore driver's tests start a private server from it
+#   docker-registry, apache2-utils: the private-registry test runs its own registry with
+#     htpasswd auth and TLS (the Debian service is not used)
 #   nginx: the ingress controller's data plane (Sampan runs its own nginx with its own config
 #     under <data-dir>/agent/ingress; the Debian nginx service is not used)
 DEB_PACKAGES=(
@@ -23,6 +25,7 @@ DEB_PACKAGES=(
   busybox-static umoci skopeo zstd
   postgresql
   nginx
+  docker-registry apache2-utils
 )
 
 missing=()

@@ -384,6 +384,13 @@ OPTIONS: tuple[Option, ...] = (
         "Use an existing CRI socket instead of the bundled containerd",
     ),
     _o(
+        "private-registry",
+        "str",
+        "/etc/sampan/registries.yaml",
+        "agent/runtime",
+        "Private registry configuration file (mirrors, auth, TLS; read at agent start)",
+    ),
+    _o(
         "ingress-http-port",
         "port",
         80,
@@ -458,6 +465,7 @@ class Config:
     node_label: tuple[str, ...] = ()
     node_taint: tuple[str, ...] = ()
     container_runtime_endpoint: str = ""
+    private_registry: str = "/etc/sampan/registries.yaml"
     ingress_http_port: int = 80
     ingress_https_port: int = 443
     sources: tuple[str, ...] = ()

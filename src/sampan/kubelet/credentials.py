@@ -4,7 +4,8 @@ Secrets of type ``kubernetes.io/dockerconfigjson`` (``.dockerconfigjson``: ``{"a
 and ``kubernetes.io/dockercfg`` (``.dockercfg``: the map itself) are read; an entry applies
 when its key names the image's registry host (with or without a scheme or path; Docker Hub's
 historical names count as ``docker.io``). Pure functions; the caller tries each candidate in
-turn and finally an anonymous pull, as the kubelet does.
+turn and finally an anonymous pull, as the kubelet does. Nothing here logs: the values are
+credentials.
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ def pull_credentials(image: str, secrets: Iterable[Mapping[str, Any]]) -> list[p
                 pb.AuthConfig(
                     username=username,
                     password=password,
-                    server_address=key,
+                    # Left empty as upstream's kubelet does: containerd drops credentials
+                    # whose server address does not parse as a URL of the host it talks to
+                    # (a bare "host:port" key fails, "index.docker.io" never matches).
+                    server_address="",
                     identity_token=str(entry.get("identitytoken") or ""),
                 )
             )

@@ -93,7 +93,7 @@ class Kubelet:
         self.client_config = client_config
         self.options = options
         self.runtime_component = ContainerRuntime(
-            ContainerdConfig(data_dir=options.data_dir),
+            ContainerdConfig(data_dir=options.data_dir, registries=options.registries),
             endpoint=options.runtime_endpoint,
             image_poll_interval_s=options.image_poll_interval_s,
         )

@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from sampan.api.quantity import QuantityError, parse_quantity
+from sampan.kubelet.registries import Registries
 
 __all__ = [
     "CONTROL_PLANE_ROLE_LABEL",
@@ -260,6 +261,7 @@ class KubeletOptions:
     crash_backoff_max_s: float = 300.0
     image_poll_interval_s: float = 1.0
     static_pod_poll_interval_s: float = 5.0
+    registries: Registries = field(default_factory=Registries)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())

@@ -437,6 +437,7 @@ def agent_components(
     from sampan.dns import DNSOptions, DNSServer
     from sampan.kubelet import Kubelet, KubeletOptions, KubeletOptionsError
     from sampan.kubelet.localpath import LocalPathCleaner
+    from sampan.kubelet.registries import RegistriesError, load_registries
     from sampan.kubelet.runtime.containerd import ContainerdConfig
     from sampan.network.overlay import Overlay, OverlayError, OverlayOptions
     from sampan.proxy import Proxy, ProxyOptions, parse_proxy_args
@@ -461,6 +462,10 @@ def agent_components(
     if names.cluster_name:
         kubelet_args.setdefault("cgroup-root", names.cgroup_root)
     try:
+        registries = load_registries(config.private_registry)
+    except RegistriesError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
         kubelet_options = KubeletOptions(
             node_name=name,
             data_dir=config.data_dir,
@@ -472,6 +477,7 @@ def agent_components(
             is_server=is_server,
             runtime_endpoint=config.container_runtime_endpoint,
             kubelet_args=kubelet_args,
+            registries=registries,
         )
     except KubeletOptionsError as exc:
         raise ConfigError(str(exc)) from None

@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sampan.kubelet.registries import Registries, auth_toml, write_hosts_dir
 from sampan.kubelet.runtime import cri
 
 __all__ = [
@@ -113,6 +114,7 @@ class ContainerdConfig:
     cni_bin_dir: Path = DEFAULT_CNI_BIN_DIR
     snapshotter: str = "overlayfs"
     log_level: str = "info"
+    registries: Registries = dataclasses.field(default_factory=Registries)
 
     def __post_init__(self) -> None:
         # containerd wants absolute paths everywhere; a relative --data-dir is the user's cwd.
@@ -125,6 +127,11 @@ class ContainerdConfig:
     @property
     def config_path(self) -> Path:
         return self.agent_dir / "etc" / "containerd" / "config.toml"
+
+    @property
+    def hosts_dir(self) -> Path:
+        """containerd's registry ``config_path``: ``<host>/hosts.toml`` from registries.yaml."""
+        return self.config_path.parent / "certs.d"
 
     @property
     def root_dir(self) -> Path:
@@ -220,6 +227,10 @@ def render_config(cfg: ContainerdConfig) -> str:
         f"  bin_dir = {_toml_str(cfg.cni_bin_dir)}",
         f"  conf_dir = {_toml_str(cfg.cni_conf_dir)}",
         "",
+        cri_plugin[:-1] + ".registry]",
+        f"  config_path = {_toml_str(cfg.hosts_dir)}",
+        "",
+        *auth_toml(cfg.registries),
     ]
     return "\n".join(lines)
 
@@ -278,8 +289,13 @@ def _write_config(cfg: ContainerdConfig) -> None:
         cfg.images_dir,
     ):
         directory.mkdir(parents=True, exist_ok=True)
+    write_hosts_dir(cfg.registries, cfg.hosts_dir)
+    # 0600: registry credentials from registries.yaml are in it.
     tmp = cfg.config_path.with_name(cfg.config_path.name + ".tmp")
-    tmp.write_text(render_config(cfg))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(render_config(cfg))
+    os.chmod(tmp, 0o600)
     os.replace(tmp, cfg.config_path)
 
 
