@@ -34,6 +34,7 @@ unreadable Secret does not keep every watch cache from loading.
 
 from __future__ import annotations
 
+import abc
 import base64
 import binascii
 import hashlib
@@ -98,7 +99,7 @@ class TransformError(StoreError):
 # --- providers ---------------------------------------------------------------------------
 
 
-class _Provider:
+class _Provider(abc.ABC):
     type_name = ""
 
     def __init__(self, name: str, key: bytes = b"") -> None:
@@ -106,11 +107,13 @@ class _Provider:
         self._key = key
         self.prefix = f"k8s:enc:{self.type_name}:v1:{name}:".encode()
 
+    @abc.abstractmethod
     def seal(self, data: bytes) -> bytes:
-        raise NotImplementedError
+        """Encrypt ``data`` (the prefix is added by the caller)."""
 
+    @abc.abstractmethod
     def open(self, payload: bytes) -> bytes:
-        raise NotImplementedError
+        """Decrypt ``payload`` (the prefix already removed)."""
 
     def __repr__(self) -> str:  # never the key
         return f"<{self.type_name} {self.name}>"
