@@ -36,7 +36,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sampan.api.cron import CronError, Schedule, parse_schedule
-from sampan.client.api import CRONJOBS, JOBS, AlreadyExistsError, ConflictError, NotFoundError
+from sampan.client.api import CRONJOBS, JOBS, AlreadyExistsError, NotFoundError
 from sampan.client.events import TYPE_NORMAL, TYPE_WARNING
 from sampan.client.informer import INDEX_OWNER_UID, object_key
 from sampan.controllers.base import ControllerContext, QueueController
@@ -151,13 +151,6 @@ class CronJobController(QueueController):
             self.queue.add(f"{(job.get('metadata') or {}).get('namespace')}/{ref.get('name')}")
 
     async def reconcile(self, key: str) -> None:
-        try:
-            await self._reconcile(key)
-        except ConflictError:
-            log.debug("cronjob %s: conflict; retrying", key)
-            self.queue.add_rate_limited(key)
-
-    async def _reconcile(self, key: str) -> None:
         cached = self.cronjobs.cache.get(key)
         if cached is None:
             return

@@ -43,7 +43,6 @@ from sampan.client.api import (
     DAEMONSETS,
     NODES,
     PODS,
-    ConflictError,
     NotFoundError,
 )
 from sampan.client.events import TYPE_WARNING
@@ -331,13 +330,6 @@ class DaemonSetController(QueueController):
     # -- reconcile --------------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> None:
-        try:
-            await self._reconcile(key)
-        except ConflictError:
-            log.debug("daemonset %s: conflict; retrying", key)
-            self.queue.add_rate_limited(key)
-
-    async def _reconcile(self, key: str) -> None:
         cached = self.sets.cache.get(key)
         if cached is None:
             self.expectations.forget(key)

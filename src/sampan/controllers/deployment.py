@@ -312,14 +312,6 @@ class DeploymentController(QueueController):
     # -- reconcile --------------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> None:
-        try:
-            await self._reconcile(key)
-        except ConflictError:
-            # a stale cache or a racing writer: quietly retry once the cache caught up
-            log.debug("%s %s: conflict; retrying", self.name, key)
-            self.queue.add_rate_limited(key)
-
-    async def _reconcile(self, key: str) -> None:
         cached = self.deployments.cache.get(key)
         if cached is None:
             log.debug("deployment %s deleted", key)

@@ -39,7 +39,7 @@ from datetime import datetime
 from typing import Any
 
 from sampan.api.labels import SelectorError, selector_from_label_selector
-from sampan.client.api import JOBS, PODS, ConflictError, NotFoundError, PatchType
+from sampan.client.api import JOBS, PODS, NotFoundError, PatchType
 from sampan.client.events import TYPE_NORMAL, TYPE_WARNING
 from sampan.client.informer import INDEX_NAMESPACE, object_key
 from sampan.controllers.base import ControllerContext, QueueController
@@ -282,13 +282,6 @@ class JobController(QueueController):
     # -- reconcile --------------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> None:
-        try:
-            await self._reconcile(key)
-        except ConflictError:
-            log.debug("job %s: conflict; retrying", key)
-            self.queue.add_rate_limited(key)
-
-    async def _reconcile(self, key: str) -> None:
         if key.startswith(ORPHAN_KEY_PREFIX):
             pod = self.pods.cache.get(key.removeprefix(ORPHAN_KEY_PREFIX))
             if pod is not None and controller_of(pod) is None:

@@ -46,7 +46,6 @@ from sampan.client.api import (
     PVCS,
     STATEFULSETS,
     AlreadyExistsError,
-    ConflictError,
     NotFoundError,
 )
 from sampan.client.events import TYPE_NORMAL, TYPE_WARNING
@@ -174,13 +173,6 @@ class StatefulSetController(QueueController):
     # -- reconcile --------------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> None:
-        try:
-            await self._reconcile(key)
-        except ConflictError:
-            log.debug("statefulset %s: conflict; retrying", key)
-            self.queue.add_rate_limited(key)
-
-    async def _reconcile(self, key: str) -> None:
         cached = self.sets.cache.get(key)
         if cached is None:
             return
