@@ -7,6 +7,7 @@ import copy
 
 import pytest
 
+from sampan.api.errors import Forbidden
 from sampan.apiserver.admission import (
     AdmissionAttributes,
     AdmissionChain,
@@ -14,7 +15,6 @@ from sampan.apiserver.admission import (
     forbidden,
     warning_header,
 )
-from sampan.apiserver.errors import Forbidden
 
 
 def attrs(operation: str = "CREATE", obj: dict | None = None) -> AdmissionAttributes:

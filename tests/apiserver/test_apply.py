@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from sampan.api.errors import BadRequest
 from sampan.api.resources import builtin_registry
 from sampan.apiserver.apply import (
     ApplyConflict,
@@ -17,7 +18,6 @@ from sampan.apiserver.apply import (
     to_fields_v1,
     track_update,
 )
-from sampan.apiserver.errors import BadRequest
 from sampan.apiserver.openapi import OpenAPI
 from sampan.apiserver.openapi_data import load_definitions
 from sampan.apiserver.patch import check_patch_type

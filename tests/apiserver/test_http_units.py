@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from sampan.apiserver.admission import AdmissionAttributes, NamespaceLifecycle
-from sampan.apiserver.errors import (
+from sampan.api.errors import (
     BadRequest,
     Forbidden,
     Invalid,
     NotFound,
     UnsupportedMediaType,
 )
+from sampan.apiserver.admission import AdmissionAttributes, NamespaceLifecycle
 from sampan.apiserver.negotiation import decode_object, parse_accept
 from sampan.apiserver.patch import apply_json_patch, apply_merge_patch, apply_patch
 from sampan.apiserver.requestinfo import parse_request_info

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from sampan.apiserver.errors import BadRequest
+from sampan.api.errors import BadRequest
 from sampan.apiserver.podproxy import _container_name, kubelet_target
 from sampan.pki import issue_client_certificate, issue_kubelet_serving_certificate
 from sampan.pki.certs import (

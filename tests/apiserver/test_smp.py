@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from sampan.api.errors import BadRequest
 from sampan.api.resources import builtin_registry
-from sampan.apiserver.errors import BadRequest
 from sampan.apiserver.openapi import OpenAPI
 from sampan.apiserver.openapi_data import load_definitions
 from sampan.apiserver.strategicpatch import apply_strategic_merge_patch

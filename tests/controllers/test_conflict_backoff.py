@@ -11,6 +11,7 @@ do in a real cluster, so the test covers whatever a controller does with them.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -86,7 +87,7 @@ async def test_repeated_conflicts_back_off_exponentially(
     assert requeues_seen[: CONFLICTS + 1] == list(range(CONFLICTS + 1))
     backoff = delays[:CONFLICTS]
     assert len(backoff) == CONFLICTS
-    for earlier, later in zip(backoff, backoff[1:], strict=False):
+    for earlier, later in itertools.pairwise(backoff):
         assert later >= 2 * earlier * 0.999, backoff
     # and once it went through, the key's back-off is forgotten
     await eventually(lambda: _forgotten(controller, key))

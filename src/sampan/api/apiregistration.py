@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sampan.api import fielderrors as fe
+from sampan.api.errors import Cause
 from sampan.api.names import (
     is_dns1035_label,
     is_dns1123_subdomain,
     is_valid_path_segment_name,
 )
-
-if TYPE_CHECKING:
-    from sampan.apiserver.errors import Cause
 
 __all__ = [
     "DEFAULT_SERVICE_PORT",

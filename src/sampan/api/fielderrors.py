@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from sampan.apiserver.errors import Cause
+from sampan.api.errors import Cause
 
 __all__ = [
     "REASON_DUPLICATE",
@@ -52,11 +51,6 @@ REASON_NOT_FOUND = "FieldValueNotFound"
 
 
 def _cause(reason: str, message: str, path: str) -> Cause:
-    # Imported on first use: importing ``sampan.apiserver`` runs its package initialisation,
-    # which itself imports this package; a module-level import would make
-    # ``import sampan.api.labels`` circular when it comes first.
-    from sampan.apiserver.errors import Cause
-
     return Cause(reason, message, path)
 
 

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from sampan.api import fielderrors as fe
+from sampan.api.errors import Cause
 from sampan.api.resources import ResourceInfo
-
-if TYPE_CHECKING:
-    from sampan.apiserver.errors import Cause
 
 __all__ = [
     "DNS1035_LABEL_MAX_LENGTH",

@@ -34,10 +34,11 @@ import copy
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sampan.api.defaults import apply_defaults
 from sampan.api.defaults import default_pod_spec as _default_pod_spec
+from sampan.api.errors import Cause
 from sampan.api.labels import SelectorError, selector_from_label_selector, selector_from_set
 from sampan.api.quantity import QuantityError, parse_quantity
 from sampan.api.resources import ResourceInfo, builtin_resources
@@ -45,9 +46,6 @@ from sampan.api.validation import validate_create
 from sampan.api.validation import validate_ephemeral_containers_update as _validate_ephemeral_update
 from sampan.api.validation import validate_status_update as _validate_status_update
 from sampan.api.validation import validate_update as _validate_update
-
-if TYPE_CHECKING:
-    from sampan.apiserver.errors import Cause
 
 __all__ = [
     "JOB_CONTROLLER_UID_LABEL",

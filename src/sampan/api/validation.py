@@ -22,12 +22,13 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from sampan.api import fielderrors as fe
 from sampan.api.apiregistration import validate_apiservice, validate_apiservice_status
 from sampan.api.cron import CronError, parse_schedule
+from sampan.api.errors import Cause
 from sampan.api.labels import SelectorError, selector_from_label_selector
 from sampan.api.names import (
     is_dns1035_label,
@@ -43,9 +44,6 @@ from sampan.api.names import (
 )
 from sampan.api.quantity import QuantityError, parse_quantity
 from sampan.api.resources import ResourceInfo
-
-if TYPE_CHECKING:
-    from sampan.apiserver.errors import Cause
 
 __all__ = [
     "CRONJOB_NAME_MAX_LENGTH",

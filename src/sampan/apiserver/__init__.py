@@ -18,7 +18,6 @@ Public façade: ``APIServer`` and ``APIServerOptions``. Layout of the package:
 * ``bootstrap``    system namespaces, bootstrap RBAC, the ``kubernetes`` Service
 * ``storage/``     watch cache + registry store (another owner)
 * ``auth/``        authentication and RBAC (another owner)
-* ``errors``       the Status error tree
 """
 
 from __future__ import annotations

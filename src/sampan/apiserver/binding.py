@@ -18,8 +18,8 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+from sampan.api.errors import Conflict, NotFound, ServiceUnavailable
 from sampan.api.resources import storage_key
-from sampan.apiserver.errors import Conflict, NotFound, ServiceUnavailable
 from sampan.apiserver.negotiation import dump_json
 
 __all__ = ["BIND_RETRIES", "bind_pod"]

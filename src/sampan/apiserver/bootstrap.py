@@ -17,13 +17,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from sampan.api.errors import AlreadyExists, NotFound
 from sampan.apiserver.admission import IMMORTAL_NAMESPACES
 from sampan.apiserver.auth.bootstrap import (
     NARROWED_POLICY,
     bootstrap_namespaced_policy,
     bootstrap_policy,
 )
-from sampan.apiserver.errors import AlreadyExists, NotFound
 
 __all__ = ["ensure_bootstrap_objects", "kubernetes_endpoints", "kubernetes_service"]
 

@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sampan.api.errors import AlreadyExists, Conflict, NotFound, StatusError
 from sampan.apiserver.bootstrap import kubernetes_service
-from sampan.apiserver.errors import AlreadyExists, Conflict, NotFound, StatusError
 from sampan.apiserver.storage import DeleteOptions
 from sampan.datastore.types import ConflictError, KeyExistsError, KeyNotFoundError, StoreError
 

@@ -27,6 +27,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from sampan.api import fielderrors, jsonwire
+from sampan.api.errors import (
+    BadRequest,
+    Conflict,
+    Invalid,
+    MethodNotSupported,
+    NotFound,
+)
 from sampan.api.typecheck import go_format_value
 from sampan.apiserver import watch as watch_stream
 from sampan.apiserver.admission import (
@@ -41,13 +48,6 @@ from sampan.apiserver.auth.user import AuthenticationError
 from sampan.apiserver.binding import bind_pod
 from sampan.apiserver.crd import scale as crd_scale
 from sampan.apiserver.crd.conversion import ConversionFailed
-from sampan.apiserver.errors import (
-    BadRequest,
-    Conflict,
-    Invalid,
-    MethodNotSupported,
-    NotFound,
-)
 from sampan.apiserver.negotiation import (
     PROTOBUF_CONTENT_TYPE,
     decode_object,

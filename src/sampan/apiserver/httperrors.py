@@ -30,7 +30,7 @@ from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooL
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from sampan.apiserver.errors import BadRequest, InternalError, StatusError
+from sampan.api.errors import BadRequest, InternalError, StatusError
 from sampan.apiserver.responses import error_response
 from sampan.httpconn import HeaderTimeoutRunner
 

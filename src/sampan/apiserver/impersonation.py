@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sampan.apiserver.errors import BadRequest, Forbidden
+from sampan.api.errors import BadRequest, Forbidden
 
 __all__ = ["HEADER_EXTRA_PREFIX", "HEADER_GROUP", "HEADER_UID", "HEADER_USER", "impersonate"]
 

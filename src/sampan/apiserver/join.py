@@ -51,8 +51,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sampan.api.names import validate_name
-from sampan.apiserver.errors import (
+from sampan.api.errors import (
     AlreadyExists,
     BadRequest,
     Forbidden,
@@ -60,6 +59,7 @@ from sampan.apiserver.errors import (
     StatusError,
     Unauthorized,
 )
+from sampan.api.names import validate_name
 from sampan.apiserver.responses import error_response
 from sampan.pki import issue_client_certificate, issue_kubelet_serving_certificate
 

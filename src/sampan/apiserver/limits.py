@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sampan.apiserver.errors import TooManyRequests
+from sampan.api.errors import TooManyRequests
 
 __all__ = [
     "DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT",

@@ -23,8 +23,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from sampan.api import jsonwire
+from sampan.api.errors import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 from sampan.apiserver import protobuf
-from sampan.apiserver.errors import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 __all__ = [
     "JSON_CONTENT_TYPE",

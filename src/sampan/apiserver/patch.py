@@ -17,7 +17,7 @@ import copy
 from typing import Any
 
 from sampan.api import jsonwire
-from sampan.apiserver.errors import BadRequest, Invalid, UnsupportedMediaType
+from sampan.api.errors import BadRequest, Invalid, UnsupportedMediaType
 from sampan.apiserver.openapi_data import SchemaView
 from sampan.apiserver.strategicpatch import apply_strategic_merge_patch, decode_strategic_patch
 

@@ -39,8 +39,8 @@ import aiohttp
 from aiohttp import web
 
 from sampan import httpstream
+from sampan.api.errors import BadRequest, Forbidden, ServiceUnavailable, StatusError
 from sampan.apiserver.auth import Attributes, forbidden_message
-from sampan.apiserver.errors import BadRequest, Forbidden, ServiceUnavailable, StatusError
 from sampan.pki import ensure_client_certificate
 
 __all__ = [

@@ -19,8 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
+from sampan.api.errors import BadRequest, StatusError
 from sampan.api.printing import to_table
-from sampan.apiserver.errors import BadRequest, StatusError
 from sampan.apiserver.negotiation import JSON_CONTENT_TYPE, OutputFormat, dump_json
 
 __all__ = [

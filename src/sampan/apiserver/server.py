@@ -39,6 +39,16 @@ from aiohttp import web
 
 from sampan.api import fields
 from sampan.api.conversion import convert
+from sampan.api.errors import (
+    BadRequest,
+    Forbidden,
+    InternalError,
+    MethodNotSupported,
+    NotAcceptable,
+    NotFound,
+    StatusError,
+    Unauthorized,
+)
 from sampan.api.labels import SelectorError, parse_selector
 from sampan.api.resources import builtin_registry
 from sampan.apiserver import discovery
@@ -67,16 +77,6 @@ from sampan.apiserver.crd import (
 )
 from sampan.apiserver.crd.conversion import WebhookConversion
 from sampan.apiserver.endpoints_reconciler import KubernetesEndpointsReconciler
-from sampan.apiserver.errors import (
-    BadRequest,
-    Forbidden,
-    InternalError,
-    MethodNotSupported,
-    NotAcceptable,
-    NotFound,
-    StatusError,
-    Unauthorized,
-)
 from sampan.apiserver.handlers import HandlerContext, ResourceHandler, not_found
 from sampan.apiserver.httperrors import StatusAppRunner
 from sampan.apiserver.impersonation import impersonate

@@ -27,7 +27,7 @@ import json
 from typing import Any
 
 from sampan.api import jsonwire
-from sampan.apiserver.errors import BadRequest
+from sampan.api.errors import BadRequest
 from sampan.apiserver.openapi_data import SchemaView
 
 __all__ = ["apply_strategic_merge_patch", "decode_strategic_patch"]

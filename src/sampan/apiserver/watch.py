@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sampan.apiserver.errors import StatusError
+from sampan.api.errors import StatusError
 from sampan.apiserver.negotiation import JSON_CONTENT_TYPE, dump_json
 from sampan.apiserver.responses import Renderer
 from sampan.httpconn import on_connection_lost

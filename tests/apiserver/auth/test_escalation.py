@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from sampan.api.errors import BadRequest, Forbidden, InternalError, NotFound
 from sampan.apiserver.admission import AdmissionAttributes
 from sampan.apiserver.auth import SYSTEM_AUTHENTICATED, RBACAuthorizer, StaticRBACSource, UserInfo
 from sampan.apiserver.auth.escalation import (
@@ -17,7 +18,6 @@ from sampan.apiserver.auth.escalation import (
     is_only_mutating_gc_fields,
     uncovered_rules,
 )
-from sampan.apiserver.errors import BadRequest, Forbidden, InternalError, NotFound
 
 RBAC = "rbac.authorization.k8s.io"
 

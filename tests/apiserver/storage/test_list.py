@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from sampan.apiserver.errors import BadRequest, Gone, Timeout
+from sampan.api.errors import BadRequest, Gone, Timeout
 from sampan.apiserver.storage import DeleteOptions, ResourceStore, Storage
 from sampan.apiserver.storage.tokens import decode_continue, encode_continue
 from sampan.datastore.sqlite import SQLiteBackend

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from sampan.apiserver.errors import (
+from sampan.api.errors import (
     AlreadyExists,
     BadRequest,
     Conflict,

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sampan.apiserver.errors import Conflict, Forbidden, qualified_resource
+from sampan.api.errors import Conflict, Forbidden, qualified_resource
 from sampan.apiserver.responses import warning_header, warning_text_ok
 
 __all__ = [

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sampan.api.errors import NotFound
 from sampan.apiserver.admission.chain import AdmissionAttributes, forbidden
-from sampan.apiserver.errors import NotFound
 
 __all__ = [
     "IMMORTAL_NAMESPACES",

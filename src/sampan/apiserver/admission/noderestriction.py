@@ -33,10 +33,10 @@ import copy
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+from sampan.api.errors import Forbidden, NotFound, qualified_resource
 from sampan.api.podrefs import pod_configmap_names, pod_secret_names
 from sampan.apiserver.admission.chain import AdmissionAttributes
 from sampan.apiserver.auth.node import MIRROR_POD_ANNOTATION, NODE_LEASE_NAMESPACE, node_identity
-from sampan.apiserver.errors import Forbidden, NotFound, qualified_resource
 
 __all__ = ["KUBELET_LABELS", "NodeRestriction", "forbidden_node_labels", "is_kubelet_label"]
 

@@ -26,9 +26,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sampan.api import fielderrors as fe
+from sampan.api.errors import Invalid
 from sampan.api.strictfields import FieldTypeError, get_bool
 from sampan.apiserver.admission.chain import AdmissionAttributes, forbidden
-from sampan.apiserver.errors import Invalid
 
 __all__ = [
     "DEFAULT_NOT_READY_TOLERATION_S",

@@ -32,8 +32,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sampan.api import fielderrors as fe
+from sampan.api.errors import Invalid
 from sampan.apiserver.admission.chain import AdmissionAttributes, forbidden
-from sampan.apiserver.errors import Invalid
 
 __all__ = [
     "LABEL_PREFIX",

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sampan.api import fielderrors as fe
+from sampan.api.errors import Cause, Invalid, StatusError, qualified_resource
 from sampan.api.labels import SelectorError, selector_from_label_selector
 from sampan.api.names import is_qualified_name
 from sampan.apiserver import cel
@@ -59,7 +60,6 @@ from sampan.apiserver.admission.chain import AdmissionAttributes
 from sampan.apiserver.auth.rbac import Attributes, Decision
 from sampan.apiserver.auth.user import UserInfo
 from sampan.apiserver.crd.celrules import SchemaTypes, numeric_mismatch_only
-from sampan.apiserver.errors import Cause, Invalid, StatusError, qualified_resource
 
 __all__ = [
     "PolicyDefaults",

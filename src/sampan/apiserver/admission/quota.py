@@ -33,9 +33,9 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
+from sampan.api.errors import Forbidden, NotFound, StatusError
 from sampan.api.quantity import QuantityError, format_quantity, parse_quantity
 from sampan.apiserver.admission.chain import AdmissionAttributes, forbidden
-from sampan.apiserver.errors import Forbidden, NotFound, StatusError
 
 __all__ = [
     "DEFAULT_RECALCULATE_INTERVAL_S",

@@ -31,6 +31,7 @@ from typing import Any
 
 from sampan.api import strategy
 from sampan.api.conversion import convert
+from sampan.api.errors import AlreadyExists, Invalid, NotFound
 from sampan.apiserver.admission.allocator import (
     DEFAULT_LEAK_GRACE_S,
     DEFAULT_NODE_PORT_RANGE,
@@ -73,7 +74,6 @@ from sampan.apiserver.admission.webhooks import (
 )
 from sampan.apiserver.auth.escalation import Authorize, RBACEscalation, ResolveRules
 from sampan.apiserver.crd.celrules import CustomResourceRules
-from sampan.apiserver.errors import AlreadyExists, Invalid, NotFound
 
 __all__ = ["Admission", "SubresourceHandler"]
 

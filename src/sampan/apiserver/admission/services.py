@@ -27,13 +27,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sampan.api import fielderrors as fe
+from sampan.api.errors import InternalError, Invalid
 from sampan.apiserver.admission.allocator import (
     AllocationError,
     RangeAllocator,
     RangeFull,
 )
 from sampan.apiserver.admission.chain import AdmissionAttributes
-from sampan.apiserver.errors import InternalError, Invalid
 
 __all__ = [
     "DEFAULT_REPAIR_INTERVAL_S",

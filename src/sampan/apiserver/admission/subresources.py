@@ -27,9 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from sampan.api import fielderrors as fe
-from sampan.api.labels import SelectorError, selector_from_label_selector
-from sampan.apiserver.admission.chain import AdmissionAttributes, AdmissionChain
-from sampan.apiserver.errors import (
+from sampan.api.errors import (
     BadRequest,
     Cause,
     Forbidden,
@@ -39,6 +37,8 @@ from sampan.apiserver.errors import (
     StatusError,
     TooManyRequests,
 )
+from sampan.api.labels import SelectorError, selector_from_label_selector
+from sampan.apiserver.admission.chain import AdmissionAttributes, AdmissionChain
 from sampan.apiserver.negotiation import decode_object, media_type_of, read_body
 from sampan.apiserver.openapi_data import builtin_type_error
 from sampan.apiserver.responses import json_response, status_success

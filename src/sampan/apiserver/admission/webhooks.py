@@ -68,12 +68,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sampan.api import fielderrors as fe
-from sampan.api.labels import SelectorError, selector_from_label_selector
-from sampan.apiserver import cel
-from sampan.apiserver.admission.chain import AdmissionAttributes
-from sampan.apiserver.admission.policy import authorizer_check, match_condition_errors
-from sampan.apiserver.admission.webhooks_http import DialError, HTTPSPool, ProtocolError, TLSError
-from sampan.apiserver.errors import (
+from sampan.api.errors import (
     BadRequest,
     Cause,
     Forbidden,
@@ -82,6 +77,11 @@ from sampan.apiserver.errors import (
     StatusError,
     qualified_resource,
 )
+from sampan.api.labels import SelectorError, selector_from_label_selector
+from sampan.apiserver import cel
+from sampan.apiserver.admission.chain import AdmissionAttributes
+from sampan.apiserver.admission.policy import authorizer_check, match_condition_errors
+from sampan.apiserver.admission.webhooks_http import DialError, HTTPSPool, ProtocolError, TLSError
 from sampan.apiserver.patch import apply_json_patch
 
 __all__ = [

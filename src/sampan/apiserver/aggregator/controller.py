@@ -50,6 +50,7 @@ import aiohttp
 from aiohttp import web
 
 from sampan.api.apiregistration import apiservice_name
+from sampan.api.errors import InternalError, NotFound, ServiceUnavailable, StatusError
 from sampan.api.resources import ResourceRegistry, builtin_api_priority
 from sampan.apiserver.aggregator import discovery
 from sampan.apiserver.aggregator.proxy import BackendTransport, identity_headers
@@ -60,7 +61,6 @@ from sampan.apiserver.auth.authn import (
     REQUEST_HEADER_USER,
 )
 from sampan.apiserver.auth.user import UserInfo
-from sampan.apiserver.errors import InternalError, NotFound, ServiceUnavailable, StatusError
 from sampan.apiserver.storage import DeleteOptions, Storage
 from sampan.datastore import StoreError
 from sampan.pki import AUTH_PROXY_USER

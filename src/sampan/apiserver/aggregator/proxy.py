@@ -35,13 +35,13 @@ import aiohttp
 from aiohttp import web
 
 from sampan import httpstream
+from sampan.api.errors import ServiceUnavailable, Timeout
 from sampan.apiserver.aggregator.resolve import Backend
 from sampan.apiserver.auth.authn import (
     REQUEST_HEADER_EXTRA_PREFIX,
     REQUEST_HEADER_GROUP,
     REQUEST_HEADER_USER,
 )
-from sampan.apiserver.errors import ServiceUnavailable, Timeout
 
 __all__ = ["CONNECT_TIMEOUT_S", "BackendTransport", "identity_headers"]
 

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from sampan.api import jsonwire
+from sampan.api.errors import BadRequest
 from sampan.apiserver.apply.fieldpath import from_fields_v1, path_string, to_fields_v1
 from sampan.apiserver.apply.managed import (
     APPLY,
@@ -24,7 +25,6 @@ from sampan.apiserver.apply.managed import (
     track_update,
 )
 from sampan.apiserver.apply.request import FieldManager
-from sampan.apiserver.errors import BadRequest
 
 __all__ = [
     "APPLY",

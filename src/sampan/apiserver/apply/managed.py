@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sampan.api.errors import BadRequest, Cause, Conflict
 from sampan.apiserver.apply.fieldpath import (
     Path,
     flatten,
@@ -41,7 +42,6 @@ from sampan.apiserver.apply.fieldpath import (
     path_string,
     to_fields_v1,
 )
-from sampan.apiserver.errors import BadRequest, Cause, Conflict
 from sampan.apiserver.openapi_data import SchemaView
 
 __all__ = [

@@ -17,13 +17,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sampan.api.defaults import apply_defaults
+from sampan.api.errors import BadRequest, Invalid
 from sampan.apiserver.apply.managed import (
     ApplyConflict,
     field_set,
     server_side_apply,
     track_update,
 )
-from sampan.apiserver.errors import BadRequest, Invalid
 
 if TYPE_CHECKING:
     from aiohttp import web

@@ -50,15 +50,15 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sampan.apiserver.auth.rbac import Attributes, Decision
-from sampan.apiserver.auth.user import SYSTEM_MASTERS, UserInfo
-from sampan.apiserver.errors import (
+from sampan.api.errors import (
     BadRequest,
     Forbidden,
     InternalError,
     NotFound,
     qualified_resource,
 )
+from sampan.apiserver.auth.rbac import Attributes, Decision
+from sampan.apiserver.auth.user import SYSTEM_MASTERS, UserInfo
 
 if TYPE_CHECKING:
     from sampan.apiserver.admission.chain import AdmissionAttributes

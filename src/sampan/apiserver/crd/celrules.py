@@ -55,8 +55,8 @@ from google.protobuf import (
 )
 
 from sampan.api import fielderrors as fe
+from sampan.api.errors import Cause
 from sampan.apiserver import cel
-from sampan.apiserver.errors import Cause
 
 __all__ = [
     "REQUEST_BUDGET_S",

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from sampan.api.errors import Conflict, NotFound, StatusError
 from sampan.api.resources import ResourceInfo, ResourceRegistry
 from sampan.apiserver.crd.model import (
     CRD_FINALIZER,
@@ -39,7 +40,6 @@ from sampan.apiserver.crd.model import (
     storage_version_name,
 )
 from sampan.apiserver.crd.support import CustomResources
-from sampan.apiserver.errors import Conflict, NotFound, StatusError
 from sampan.apiserver.storage import DeleteOptions, Storage
 from sampan.datastore import StoreError
 

@@ -27,8 +27,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from sampan.api.errors import StatusError
 from sampan.api.names import is_qualified_name
-from sampan.apiserver.errors import StatusError
 
 __all__ = ["CONVERSION_TIMEOUT_S", "ConversionFailed", "WebhookConversion"]
 

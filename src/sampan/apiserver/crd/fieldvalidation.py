@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sampan.api.errors import BadRequest
 from sampan.api.typecheck import go_quote
-from sampan.apiserver.errors import BadRequest
 
 __all__ = [
     "DEFAULT_DIRECTIVE",

@@ -37,7 +37,7 @@ from typing import Any
 
 from sampan.api import fielderrors as fe
 from sampan.api import goregexp, names
-from sampan.apiserver.errors import Cause
+from sampan.api.errors import Cause
 
 __all__ = [
     "ROOT_KEPT_FIELDS",

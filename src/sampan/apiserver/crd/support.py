@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from sampan.api import fielderrors as fe
+from sampan.api.errors import BadRequest, Cause, Invalid, MethodNotSupported
 from sampan.api.printing import crd_table
 from sampan.api.resources import ResourceInfo
 from sampan.apiserver.crd import celrules
@@ -40,7 +41,6 @@ from sampan.apiserver.crd.fieldvalidation import (
     unknown_field_warning,
 )
 from sampan.apiserver.crd.model import ScalePaths, ServedVersion, crd_names
-from sampan.apiserver.errors import BadRequest, Cause, Invalid, MethodNotSupported
 from sampan.apiserver.responses import (
     Converter,
     Renderer,

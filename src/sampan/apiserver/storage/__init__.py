@@ -4,7 +4,7 @@ Public façade (the contract with the HTTP layer): ``Storage`` (one per API serv
 ``ResourceStore`` per resource; reads are served from per-storage-resource watch caches fed by
 one datastore watch, writes go to the datastore with compare-and-swap; ``ListPage``,
 ``WatchEvent`` and ``DeleteOptions`` are the value types; ``StorageSettings`` the tunables.
-Errors are ``sampan.apiserver.errors.StatusError`` subclasses, never datastore errors.
+Errors are ``sampan.api.errors.StatusError`` subclasses, never datastore errors.
 """
 
 from sampan.apiserver.storage.factory import Storage

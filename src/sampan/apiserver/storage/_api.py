@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from sampan.api import conversion, fields, labels, strategy
+from sampan.api.errors import BadRequest, Cause
 from sampan.api.labels import SelectorError
 from sampan.api.resources import ResourceInfo
-from sampan.apiserver.errors import BadRequest, Cause
 
 __all__ = [
     "Matcher",

@@ -33,8 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-from sampan.api.resources import ResourceInfo, ResourceRegistry, storage_key
-from sampan.apiserver.errors import (
+from sampan.api.errors import (
     AlreadyExists,
     BadRequest,
     Cause,
@@ -46,6 +45,7 @@ from sampan.apiserver.errors import (
     StatusError,
     qualified_resource,
 )
+from sampan.api.resources import ResourceInfo, ResourceRegistry, storage_key
 from sampan.apiserver.storage import _api
 from sampan.apiserver.storage.cache import (
     Entry,

@@ -14,7 +14,7 @@ import binascii
 import json
 from dataclasses import dataclass
 
-from sampan.apiserver.errors import BadRequest
+from sampan.api.errors import BadRequest
 
 __all__ = [
     "CONTINUE_VERSION",

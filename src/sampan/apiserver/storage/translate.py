@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from sampan.api.resources import ResourceInfo
-from sampan.apiserver.errors import (
+from sampan.api.errors import (
     AlreadyExists,
     BadRequest,
     Conflict,
@@ -22,6 +21,7 @@ from sampan.apiserver.errors import (
     ServiceUnavailable,
     StatusError,
 )
+from sampan.api.resources import ResourceInfo
 from sampan.apiserver.storage.encryption import TransformError
 from sampan.datastore.types import (
     CompactedError,

@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from sampan.api.errors import Cause, Gone, StatusError, Timeout, TooManyRequests
 from sampan.api.resources import ResourceInfo
-from sampan.apiserver.errors import Cause, Gone, StatusError, Timeout, TooManyRequests
 from sampan.apiserver.storage import _api
 from sampan.apiserver.storage.cache import RevisionTracker, WatchCache, Watcher, dumps
 from sampan.apiserver.storage.types import (
