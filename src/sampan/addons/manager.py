@@ -4,9 +4,16 @@ What it owns:
 
 * the ``addons.sampan.io`` CRD (applied at start) and one ``AddOn`` per manifest file in
   kube-system (``spec.source``, ``spec.checksum``);
-* the packaged manifests Sampan writes into the directory (``AddonOptions.packaged``), except
-  those named in ``disabled``, whose files it removes (their objects stay, as they would after
-  deleting any manifest);
+* the packaged components (K3s's "packaged components"): the manifests Sampan ships in
+  ``sampan/addons/packaged/`` (``coredns``, ``local-storage``, ``ingress``). At every start each
+  is written into the directory with the cluster's values filled in (``%{CLUSTER_DNS}%``,
+  ``%{CLUSTER_DOMAIN}%``, ``%{DEFAULT_LOCAL_STORAGE_PATH}%``), except those named in
+  ``disabled``: as K3s's stage step, a ``<file>.skip`` does not stop the rewrite, it stops the
+  apply;
+* disabling (``--disable=NAME``, any manifest of the directory, packaged or not, as K3s): at
+  each pass a file whose name without extension is disabled has every object it lists deleted
+  from the cluster, then the file is removed and its AddOn deleted (K3s's deploy controller
+  "delete": the objects of a disabled component go, the AddOn too);
 * applying: every object of every manifest with server-side apply, field manager
   ``sampan-addons``, ``force=true``; Namespaces and CRDs of a file first; namespaced objects
   without a namespace land in kube-system (the AddOn's namespace), as with K3s.
@@ -19,7 +26,9 @@ Invariants:
 * a bad file (does not parse, unknown kind, rejected object) gets one log line and one Warning
   Event on its AddOn naming the file and the problem, once per content; the other files are
   applied regardless;
-* deleting a file (or adding ``<file>.skip``) deletes nothing in the cluster;
+* deleting a file (or adding ``<file>.skip``) deletes nothing in the cluster; only a disable
+  does, and a disabled file whose objects cannot all be deleted stays on disk (retried at the
+  next pass);
 * the background task ``addons`` catches and logs each pass's errors; cancellation propagates.
 """
 
@@ -29,11 +38,18 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
 from sampan.addons.crd import ADDON_NAMESPACE, ADDONS, addon_crd
-from sampan.addons.manifests import ManifestError, ManifestFile, parse_manifest, scan_manifests
+from sampan.addons.manifests import (
+    ManifestError,
+    ManifestFile,
+    disabled_manifests,
+    parse_manifest,
+    scan_manifests,
+)
 from sampan.client import (
     ApiError,
     Client,
@@ -50,9 +66,12 @@ from sampan.client.events import TYPE_NORMAL, TYPE_WARNING
 __all__ = [
     "DEFAULT_POLL_INTERVAL_S",
     "FIELD_MANAGER",
-    "PACKAGED_MANIFESTS",
+    "PACKAGED_NAMES",
     "AddonManager",
     "AddonOptions",
+    "packaged_manifests",
+    "render",
+    "template_vars",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,39 +86,49 @@ DISCOVERY_WAIT_S = 10.0
 are applied."""
 FIRST_KINDS = ("Namespace", "CustomResourceDefinition")
 
-LOCAL_STORAGE_MANIFEST = """\
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata:
-  name: local-path
-  annotations:
-    storageclass.kubernetes.io/is-default-class: "true"
-provisioner: rancher.io/local-path
-volumeBindingMode: WaitForFirstConsumer
-reclaimPolicy: Delete
-"""
+PACKAGED_DIR = "packaged"
+"""Package data directory (``sampan/addons/packaged/<name>.yaml``) of the packaged manifests."""
+PACKAGED_NAMES = ("coredns", "local-storage", "ingress")
+"""The packaged components, by the name ``--disable`` takes (their files are
+``<name>.yaml``). ``coredns``: the cluster DNS Service ``kube-dns`` (the DNS server itself runs
+in each agent). ``local-storage``: the default StorageClass ``local-path`` (its provisioner
+runs in the controller manager, its node half in each agent; ``--disable=local-storage`` also
+leaves the provisioner out). ``ingress``: the default IngressClass ``sampan-nginx`` served by
+each agent's ingress component (``--disable=ingress`` also stops the server's own agent from
+running it). ``metrics-server`` and ``servicelb`` are components of their own with no
+manifest; ``--disable`` takes them too."""
 
-INGRESS_MANIFEST = """\
-apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata:
-  name: sampan-nginx
-  annotations:
-    ingressclass.kubernetes.io/is-default-class: "true"
-spec:
-  controller: sampan.io/ingress-nginx
-"""
 
-PACKAGED_MANIFESTS: Mapping[str, str] = {
-    "local-storage": LOCAL_STORAGE_MANIFEST,
-    "ingress": INGRESS_MANIFEST,
+DEFAULT_VALUES = {
+    "cluster_dns": "10.43.0.10",
+    "cluster_domain": "cluster.local",
+    "default_local_storage_path": "/var/lib/sampan/storage",
 }
-"""Manifests Sampan ships, by name (written as ``<name>.yaml``; ``--disable=<name>`` removes
-one). ``local-storage``: the default StorageClass ``local-path`` of the local-path provisioner
-(its provisioner runs in the controller manager, its node half in each agent, as K3s's
-local-storage.yaml). ``ingress``: the default IngressClass ``sampan-nginx`` served by each
-agent's ingress component (``sampan.ingress``; ``--disable=ingress`` also stops the server's own
-agent from running it). Cluster DNS creates its Service itself."""
+"""The values of Sampan's default configuration (``sampan.config``) for ``template_vars``."""
+
+
+def packaged_manifests() -> dict[str, str]:
+    """The packaged manifests' templates by component name (read from the package data)."""
+    root = resources.files("sampan.addons") / PACKAGED_DIR
+    return {name: (root / f"{name}.yaml").read_text(encoding="utf-8") for name in PACKAGED_NAMES}
+
+
+def template_vars(
+    *, cluster_dns: str, cluster_domain: str, default_local_storage_path: str
+) -> dict[str, str]:
+    """The placeholders K3s fills in its packaged manifests, with this cluster's values."""
+    return {
+        "%{CLUSTER_DNS}%": cluster_dns,
+        "%{CLUSTER_DOMAIN}%": cluster_domain,
+        "%{DEFAULT_LOCAL_STORAGE_PATH}%": default_local_storage_path,
+    }
+
+
+def render(template: str, variables: Mapping[str, str]) -> str:
+    """``template`` with every placeholder of ``variables`` replaced (plain substitution)."""
+    for key, value in variables.items():
+        template = template.replace(key, value)
+    return template
 
 
 class _Context(Protocol):
@@ -110,8 +139,13 @@ class _Context(Protocol):
 class AddonOptions:
     manifests_dir: Path
     disabled: frozenset[str] | set[str] = frozenset()
-    """Packaged manifests not to deploy (their files are removed)."""
-    packaged: Mapping[str, str] = field(default_factory=lambda: dict(PACKAGED_MANIFESTS))
+    """Manifests (by file name without extension) not to deploy: not written if packaged,
+    and their objects, file and AddOn removed if present."""
+    packaged: Mapping[str, str] = field(default_factory=packaged_manifests)
+    """Templates of the packaged manifests by name (written as ``<name>.yaml``)."""
+    variables: Mapping[str, str] = field(default_factory=lambda: template_vars(**DEFAULT_VALUES))
+    """Placeholders filled in the packaged templates (``template_vars``; the server passes its
+    configuration's values, the default is Sampan's default configuration)."""
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
 
 
@@ -226,8 +260,15 @@ class AddonManager:
         """One pass: apply every manifest whose content is not applied yet.
 
         Returns the problems of this pass by addon name (empty when all is applied)."""
-        files = await asyncio.to_thread(self._scan)
         problems: dict[str, str] = {}
+        disabled = set(self.options.disabled)
+        for manifest in await asyncio.to_thread(
+            disabled_manifests, self.options.manifests_dir, disabled
+        ):
+            problem = await self._delete_file(manifest)
+            if problem:
+                problems[manifest.addon] = problem
+        files = await asyncio.to_thread(scan_manifests, self.options.manifests_dir, disabled)
         for manifest in files:
             state = self._states.setdefault(manifest.path, _State())
             if state.applied_checksum == manifest.checksum:
@@ -240,19 +281,14 @@ class AddonManager:
                 self.errors.pop(manifest.addon, None)
         return problems
 
-    def _scan(self) -> list[ManifestFile]:
-        disabled = set(self.options.disabled)
-        return [m for m in scan_manifests(self.options.manifests_dir) if m.addon not in disabled]
-
     def _write_packaged(self) -> None:
         directory = self.options.manifests_dir
         directory.mkdir(parents=True, exist_ok=True)
         for name, text in self.options.packaged.items():
             path = directory / f"{name}.yaml"
             if name in self.options.disabled:
-                path.unlink(missing_ok=True)
-                continue
-            data = text.encode()
+                continue  # an earlier run's file, if any, is removed by the disable pass
+            data = render(text, self.options.variables).encode()
             try:
                 if path.read_bytes() == data:
                     continue
@@ -305,6 +341,71 @@ class AddonManager:
                 "AppliedManifest",
                 f"applied manifest {manifest.path} ({count} objects)",
             )
+        return ""
+
+    async def _delete_file(self, manifest: ManifestFile) -> str:
+        """A disabled manifest: delete every object it lists (last applied first), then the
+        file, then its AddOn. Returns "" when done, else the problem (logged once per
+        content; the file stays for the next pass)."""
+        client = self._require_client()
+        problems: list[str] = []
+        try:
+            objects = parse_manifest(manifest.path.name, manifest.data)
+        except ManifestError as exc:
+            objects = []
+            problems.append(str(exc))
+        objects.sort(key=_apply_order, reverse=True)
+        deleted = 0
+        for obj in objects:
+            try:
+                resource = await self._resolve(obj["apiVersion"], obj["kind"], wait=False)
+            except ManifestError:
+                continue  # the server does not serve the kind: nothing of it to delete
+            metadata = obj["metadata"]
+            namespace = (
+                (metadata.get("namespace") or ADDON_NAMESPACE) if resource.namespaced else None
+            )
+            try:
+                await client.delete(resource, metadata["name"], namespace=namespace)
+                deleted += 1
+            except NotFoundError:
+                continue
+            except ApiError as exc:
+                problems.append(f"{_describe(obj)}: {_message(exc)}")
+        state = self._states.setdefault(manifest.path, _State())
+        if problems:
+            problem = "; ".join(problems)
+            if state.reported != (manifest.checksum, problem):
+                state.reported = (manifest.checksum, problem)
+                log.warning(
+                    "addons: disabled manifest %s: cannot delete: %s", manifest.path, problem
+                )
+            return problem
+        addon: dict[str, Any] | None = None
+        try:
+            addon = await client.get(ADDONS, manifest.addon, namespace=ADDON_NAMESPACE)
+        except NotFoundError:
+            pass
+        if addon is not None and self._recorder is not None:
+            self._recorder.event(
+                addon,
+                TYPE_NORMAL,
+                "DeletingManifest",
+                f"deleting manifest {manifest.path} (disabled; {deleted} objects deleted)",
+            )
+        await asyncio.to_thread(manifest.path.unlink, missing_ok=True)
+        if addon is not None:
+            try:
+                await client.delete(ADDONS, manifest.addon, namespace=ADDON_NAMESPACE)
+            except NotFoundError:
+                pass
+        self._states.pop(manifest.path, None)
+        self.errors.pop(manifest.addon, None)
+        log.info(
+            "addons: %s is disabled: deleted %d objects, the manifest and its AddOn",
+            manifest.path,
+            deleted,
+        )
         return ""
 
     async def _apply_object(self, obj: dict[str, Any], *, wait_for_kind: bool) -> None:
