@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from sampan import version
 from sampan.cli.checkconfig import add_checkconfig_parser, run_checkconfig
+from sampan.cli.install import remove_services, run_install
 from sampan.cli.secrets_encrypt import add_secrets_encrypt_parser, run_secrets_encrypt
 from sampan.cli.token import add_token_parser, run_token
 from sampan.config import (
@@ -146,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub.add_parser(tool, help=text, add_help=False, description=text)
     sub.add_parser(
+        "install",
+        help="Install Sampan as a systemd service (sampan.service / sampan-agent.service)",
+        add_help=False,
+        description="sampan install [server|agent] [flags...] (see 'sampan install --help')",
+    )
+    sub.add_parser(
         "kubectl",
         help="Run kubectl with the admin kubeconfig",
         add_help=False,
@@ -173,6 +180,13 @@ def _run_kubectl(args: Sequence[str]) -> int:
     return 0  # not reached
 
 
+def _command_flags(command: str, flags: list[str]) -> dict[str, object]:
+    """The flags of ``sampan <command>`` given in ``flags`` (attribute -> raw value); a bad
+    flag exits with the command's one-line usage error."""
+    ns = build_parser().parse_args([command, *flags])
+    return {k: v for k, v in vars(ns).items() if k != "command"}
+
+
 def _cleanup(command: str, config: Config, *, confirmed: bool) -> int:
     from sampan.supervisor.killall import killall, uninstall
     from sampan.supervisor.logs import setup_logging
@@ -189,6 +203,10 @@ def _cleanup(command: str, config: Config, *, confirmed: bool) -> int:
     cgroup_root = config.component_args("kubelet-arg").get("cgroup-root", names.cgroup_root)
     default = config.data_dir.resolve() == DEFAULT_DATA_DIR
     cluster_cidr = config.cluster_cidr.split(",")[0]
+    if command == "uninstall":
+        # The services first, as K3s's uninstall: a running unit would restart what killall stops.
+        for path in remove_services(Path("/")):
+            print(f"sampan uninstall: removed {path}")
     if command == "killall":
         return killall(
             config.data_dir,
@@ -215,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "kubectl":
         return _run_kubectl(argv[1:])
+    if argv and argv[0] == "install":
+        return run_install(argv[1:], _command_flags)
     if argv and argv[0] in ("ctr", "crictl"):
         from sampan.cli.ctr import run_passthrough
 
