@@ -239,6 +239,53 @@ async def test_disable_removes_the_objects_file_and_addon(
     await client.get(ADDONS, "kept", namespace=ADDON_NAMESPACE)
 
 
+async def test_objects_dropped_from_a_file_are_pruned(
+    tmp_path: Path, client: Client, start_manager: Start
+) -> None:
+    """K3s's apply with the AddOn as owner: what a changed file no longer lists is deleted,
+    across kinds it held before; objects that did not come from it stay."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "app.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: one}\n---\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: two}\n---\n"
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n"
+        "metadata: {name: app-role}\nrules: []\n"
+    )
+    await client.create(
+        CONFIGMAPS,
+        {"metadata": {"name": "mine", "namespace": "kube-system"}},
+        namespace="kube-system",
+    )
+    manager = await start_manager(manifests, packaged={}, poll_interval_s=0.1)
+    one = await client.get(CONFIGMAPS, "one", namespace="kube-system")
+    assert one["metadata"]["labels"] == {"addons.sampan.io/owner": "app"}
+    addon = await client.get(ADDONS, "app", namespace=ADDON_NAMESPACE)
+    assert addon["metadata"]["annotations"]["addons.sampan.io/gvks"] == (
+        "rbac.authorization.k8s.io/v1, Kind=ClusterRole;v1, Kind=ConfigMap"
+    )
+    (manifests / "app.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: one}\ndata: {a: b}\n"
+    )
+
+    async def pruned() -> bool:
+        for resource, name, namespace in (
+            (CONFIGMAPS, "two", "kube-system"),
+            (CLUSTERROLES, "app-role", None),
+        ):
+            try:
+                await client.get(resource, name, namespace=namespace)
+                return False
+            except NotFoundError:
+                continue
+        return True
+
+    await eventually(pruned)
+    assert manager.errors == {}
+    assert (await client.get(CONFIGMAPS, "one", namespace="kube-system"))["data"] == {"a": "b"}
+    await client.get(CONFIGMAPS, "mine", namespace="kube-system")
+
+
 def test_packaged_manifests_are_package_data_with_placeholders() -> None:
     from sampan.addons import PACKAGED_NAMES, packaged_manifests, render, template_vars
 

@@ -15,8 +15,12 @@ What it owns:
   from the cluster, then the file is removed and its AddOn deleted (K3s's deploy controller
   "delete": the objects of a disabled component go, the AddOn too);
 * applying: every object of every manifest with server-side apply, field manager
-  ``sampan-addons``, ``force=true``; Namespaces and CRDs of a file first; namespaced objects
-  without a namespace land in kube-system (the AddOn's namespace), as with K3s.
+  ``sampan-addons``, ``force=true``, labelled ``addons.sampan.io/owner=<addon>``; Namespaces
+  and CRDs of a file first; namespaced objects without a namespace land in kube-system (the
+  AddOn's namespace), as with K3s;
+* pruning, as K3s's apply with the AddOn as owner: once a changed file applied in full, the
+  objects carrying its owner label that it no longer lists are deleted, searched among the
+  kinds it holds now and held before (the AddOn's ``addons.sampan.io/gvks`` annotation).
 
 Invariants:
 
@@ -35,7 +39,9 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -85,6 +91,16 @@ DISCOVERY_WAIT_S = 10.0
 """How long a file that defines CRDs waits for them to be served before its custom objects
 are applied."""
 FIRST_KINDS = ("Namespace", "CustomResourceDefinition")
+OWNER_LABEL = "addons.sampan.io/owner"
+"""Set on every object applied from a manifest: the AddOn it came from (``owner_label_value``),
+so objects dropped from the file, or of a disabled file, can be found and deleted."""
+GVK_ANNOTATION = "addons.sampan.io/gvks"
+"""On the AddOn: the kinds its content last applied in full held (K3s's
+``addon.k3s.cattle.io/gvks``), where pruning looks for objects of that AddOn."""
+GVK_SEPARATOR = ";"
+GVK_KIND_SEPARATOR = ", Kind="
+MAX_LABEL_VALUE = 63
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 
 PACKAGED_DIR = "packaged"
 """Package data directory (``sampan/addons/packaged/<name>.yaml``) of the packaged manifests."""
@@ -154,6 +170,8 @@ class _State:
     """What the manager knows of one manifest file."""
 
     applied_checksum: str = ""
+    gvks: frozenset[str] = frozenset()
+    """The kinds (``GVK_ANNOTATION`` form) of the content last applied in full."""
     reported: tuple[str, str] | None = None
     """(checksum, message) of the last failure reported, so each is reported once."""
 
@@ -254,7 +272,9 @@ class AddonManager:
             spec = addon.get("spec") or {}
             source, checksum = spec.get("source"), spec.get("checksum")
             if isinstance(source, str) and isinstance(checksum, str) and checksum:
-                self._states.setdefault(Path(source), _State()).applied_checksum = checksum
+                state = self._states.setdefault(Path(source), _State())
+                state.applied_checksum = checksum
+                state.gvks = _addon_gvks(addon)
 
     async def sync(self) -> dict[str, str]:
         """One pass: apply every manifest whose content is not applied yet.
@@ -311,14 +331,23 @@ class AddonManager:
             objects = []
         has_crds = any(o.get("kind") == "CustomResourceDefinition" for o in objects)
         objects.sort(key=_apply_order)
+        applied: set[tuple[str, str, str, str]] = set()
         for obj in objects:
             try:
-                await self._apply_object(obj, wait_for_kind=has_crds)
+                key = await self._apply_object(
+                    obj, owner=owner_label_value(manifest.addon), wait_for_kind=has_crds
+                )
+                applied.add(key)
                 count += 1
             except (ManifestError, ApiError) as exc:
                 problems.append(f"{_describe(obj)}: {_message(exc)}")
+        gvks = frozenset(_gvk(o) for o in objects)
+        if not problems:
+            # As K3s (wrangler's apply with the AddOn as owner): what the file no longer lists
+            # goes, searched by the owner label among the kinds applied before and now.
+            problems += await self._prune(manifest.addon, state.gvks | gvks, keep=applied)
         problem = "; ".join(problems)
-        addon = await self._record(manifest, state, problem)
+        addon = await self._record(manifest, state, problem, gvks)
         if problem:
             if state.reported != (manifest.checksum, problem):
                 state.reported = (manifest.checksum, problem)
@@ -332,6 +361,7 @@ class AddonManager:
                     )
             return problem
         state.applied_checksum = manifest.checksum
+        state.gvks = gvks
         state.reported = None
         log.info("addons: applied %s (%d objects)", manifest.path, count)
         if addon is not None and self._recorder is not None:
@@ -372,6 +402,16 @@ class AddonManager:
                 continue
             except ApiError as exc:
                 problems.append(f"{_describe(obj)}: {_message(exc)}")
+        addon: dict[str, Any] | None = None
+        try:
+            addon = await client.get(ADDONS, manifest.addon, namespace=ADDON_NAMESPACE)
+        except NotFoundError:
+            pass
+        # Objects it applied before that the file does not list any more go too.
+        known = frozenset(_gvk(o) for o in objects) | (
+            _addon_gvks(addon) if addon is not None else frozenset()
+        )
+        problems += await self._prune(manifest.addon, known, keep=set())
         state = self._states.setdefault(manifest.path, _State())
         if problems:
             problem = "; ".join(problems)
@@ -381,11 +421,6 @@ class AddonManager:
                     "addons: disabled manifest %s: cannot delete: %s", manifest.path, problem
                 )
             return problem
-        addon: dict[str, Any] | None = None
-        try:
-            addon = await client.get(ADDONS, manifest.addon, namespace=ADDON_NAMESPACE)
-        except NotFoundError:
-            pass
         if addon is not None and self._recorder is not None:
             self._recorder.event(
                 addon,
@@ -408,14 +443,22 @@ class AddonManager:
         )
         return ""
 
-    async def _apply_object(self, obj: dict[str, Any], *, wait_for_kind: bool) -> None:
+    async def _apply_object(
+        self, obj: dict[str, Any], *, owner: str, wait_for_kind: bool
+    ) -> tuple[str, str, str, str]:
+        """Apply one object with the owner label; returns its ``_key`` as applied."""
         client = self._require_client()
         resource = await self._resolve(obj["apiVersion"], obj["kind"], wait=wait_for_kind)
-        metadata = obj["metadata"]
+        metadata = dict(obj["metadata"])
+        labels = metadata.get("labels")
+        metadata["labels"] = {**(labels if isinstance(labels, dict) else {}), OWNER_LABEL: owner}
         namespace: str | None = None
         if resource.namespaced:
             namespace = metadata.get("namespace") or ADDON_NAMESPACE
-            obj = {**obj, "metadata": {**metadata, "namespace": namespace}}
+            metadata["namespace"] = namespace
+        else:
+            metadata.pop("namespace", None)
+        obj = {**obj, "metadata": metadata}
         await client.patch(
             resource,
             metadata["name"],
@@ -425,19 +468,25 @@ class AddonManager:
             field_manager=FIELD_MANAGER,
             force=True,
         )
+        return _key(obj)
 
     async def _record(
-        self, manifest: ManifestFile, state: _State, problem: str
+        self, manifest: ManifestFile, state: _State, problem: str, gvks: frozenset[str]
     ) -> dict[str, Any] | None:
-        """Apply the file's AddOn; its checksum only when the whole file applied."""
+        """Apply the file's AddOn; its checksum and kinds only when the whole file applied
+        (else the previous ones, which server-side apply would otherwise drop)."""
         spec: dict[str, Any] = {"source": str(manifest.path)}
         checksum = manifest.checksum if not problem else state.applied_checksum
         if checksum:
             spec["checksum"] = checksum
+        metadata: dict[str, Any] = {"name": manifest.addon, "namespace": ADDON_NAMESPACE}
+        kinds = gvks if not problem else state.gvks
+        if kinds:
+            metadata["annotations"] = {GVK_ANNOTATION: GVK_SEPARATOR.join(sorted(kinds))}
         body = {
             "apiVersion": ADDONS.api_version,
             "kind": ADDONS.kind,
-            "metadata": {"name": manifest.addon, "namespace": ADDON_NAMESPACE},
+            "metadata": metadata,
             "spec": spec,
         }
         try:
@@ -453,6 +502,46 @@ class AddonManager:
         except ApiError as exc:
             log.warning("addons: cannot record AddOn %s: %s", manifest.addon, _message(exc))
             return None
+
+    async def _prune(
+        self, addon: str, gvks: frozenset[str], *, keep: set[tuple[str, str, str, str]]
+    ) -> list[str]:
+        """Delete the objects labelled as applied from ``addon`` among ``gvks`` that are not
+        in ``keep`` (``_key`` tuples). Returns the problems."""
+        client = self._require_client()
+        selector = f"{OWNER_LABEL}={owner_label_value(addon)}"
+        problems: list[str] = []
+        found: list[tuple[Resource, dict[str, Any]]] = []
+        for gvk in sorted(gvks):
+            api_version, _, kind = gvk.partition(GVK_KIND_SEPARATOR)
+            try:
+                resource = await self._resolve(api_version, kind, wait=False)
+            except ManifestError:
+                continue  # not served (any more): nothing of it to delete
+            try:
+                listed = await client.list_all(resource, label_selector=selector)
+            except NotFoundError:
+                continue  # the kind went away since discovery answered
+            except ApiError as exc:
+                problems.append(f"cannot list {resource.plural}: {_message(exc)}")
+                continue
+            for item in listed.get("items") or []:
+                item = {"apiVersion": api_version, "kind": kind, **item}
+                if _key(item) not in keep:
+                    found.append((resource, item))
+        found.sort(key=lambda pair: _apply_order(pair[1]), reverse=True)
+        for resource, item in found:
+            metadata = item.get("metadata") or {}
+            try:
+                await client.delete(resource, metadata["name"], namespace=metadata.get("namespace"))
+                log.info(
+                    "addons: %s: deleted %s (no longer in its manifest)", addon, _describe(item)
+                )
+            except NotFoundError:
+                continue
+            except ApiError as exc:
+                problems.append(f"{_describe(item)}: cannot delete: {_message(exc)}")
+        return problems
 
     # -- discovery ---------------------------------------------------------------------------
 
@@ -512,3 +601,30 @@ def _message(exc: Exception) -> str:
     if isinstance(exc, ApiError):
         return exc.message or str(exc)
     return str(exc)
+
+
+def owner_label_value(addon: str) -> str:
+    """The ``OWNER_LABEL`` value naming ``addon`` (its name, or a hash when the name is no
+    valid label value)."""
+    if len(addon) <= MAX_LABEL_VALUE and _LABEL_VALUE.fullmatch(addon):
+        return addon
+    return hashlib.sha256(addon.encode()).hexdigest()[:MAX_LABEL_VALUE]
+
+
+def _gvk(obj: Mapping[str, Any]) -> str:
+    """``apps/v1, Kind=Deployment`` (K3s's notation of its AddOn GVK annotation)."""
+    return f"{obj.get('apiVersion')}{GVK_KIND_SEPARATOR}{obj.get('kind')}"
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """(group, kind, namespace, name): an object as applied or listed, whatever version names
+    it."""
+    metadata = obj.get("metadata") or {}
+    group = str(obj.get("apiVersion") or "").rpartition("/")[0]
+    return (group, str(obj.get("kind")), metadata.get("namespace") or "", metadata.get("name"))
+
+
+def _addon_gvks(addon: Mapping[str, Any]) -> frozenset[str]:
+    annotations = (addon.get("metadata") or {}).get("annotations") or {}
+    text = annotations.get(GVK_ANNOTATION) or ""
+    return frozenset(g for g in text.split(GVK_SEPARATOR) if GVK_KIND_SEPARATOR in g)
