@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from sampan.cli import install
-from sampan.cli.install import remove_services, run_install, service_files
+from sampan.cli.install import remove_services, run_install, service_files, stop_services
 from sampan.cli.main import _command_flags
 from sampan.config import load_config
 
@@ -225,6 +225,10 @@ def test_with_systemd_running_it_reloads_enables_and_starts(
     )
     assert systemctl.calls == [["daemon-reload"], ["enable", "sampan-agent.service"]]
     systemctl.calls.clear()
+    # killall stops them first (Restart=always would start them again).
+    assert stop_services(root, systemctl=systemctl) == ["sampan.service", "sampan-agent.service"]
+    assert systemctl.calls == [["stop", "sampan.service"], ["stop", "sampan-agent.service"]]
+    systemctl.calls.clear()
     removed = remove_services(root, systemctl=systemctl)
     assert sorted(p.name for p in removed) == [
         "sampan-agent.service",
@@ -244,6 +248,7 @@ def test_remove_services_without_systemd_removes_the_files(tmp_path: Path) -> No
     root = tmp_path / "root"
     assert sampan("install", "--root", str(root), "--skip-enable").returncode == 0
     systemctl = FakeSystemctl()
+    assert stop_services(root, systemctl=systemctl) == []
     removed = remove_services(root, systemctl=systemctl)
     assert {p.name for p in removed} == {"sampan.service", "sampan.service.env"}
     assert systemctl.calls == []  # not the live system: nothing to stop

@@ -48,6 +48,7 @@ __all__ = [
     "render_unit",
     "run_install",
     "service_files",
+    "stop_services",
 ]
 
 ENV_ROOT = "SAMPAN_INSTALL_ROOT"
@@ -394,6 +395,21 @@ def _write(path: Path, text: str, mode: int) -> None:
         f.write(text)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
+
+
+def stop_services(root: Path, *, systemctl: Runner = _systemctl) -> list[str]:
+    """``sampan killall``'s first step, as K3s's killall script: stop the installed units
+    (where systemd runs and ``root`` is the live root), or ``Restart=always`` would start
+    again what killall stops. Returns the units stopped."""
+    if not (SYSTEMD_RUNNING.is_dir() and root.resolve() == LIVE_ROOT.resolve()):
+        return []
+    stopped = []
+    for command in SERVICE_NAMES:
+        files = service_files(root, command)
+        if files.unit.exists():
+            systemctl(["stop", files.unit_name])
+            stopped.append(files.unit_name)
+    return stopped
 
 
 def remove_services(root: Path, *, systemctl: Runner = _systemctl) -> list[Path]:

@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from sampan import version
 from sampan.cli.checkconfig import add_checkconfig_parser, run_checkconfig
-from sampan.cli.install import remove_services, run_install
+from sampan.cli.install import remove_services, run_install, stop_services
 from sampan.cli.secrets_encrypt import add_secrets_encrypt_parser, run_secrets_encrypt
 from sampan.cli.token import add_token_parser, run_token
 from sampan.config import (
@@ -203,10 +203,15 @@ def _cleanup(command: str, config: Config, *, confirmed: bool) -> int:
     cgroup_root = config.component_args("kubelet-arg").get("cgroup-root", names.cgroup_root)
     default = config.data_dir.resolve() == DEFAULT_DATA_DIR
     cluster_cidr = config.cluster_cidr.split(",")[0]
-    if command == "uninstall":
-        # The services first, as K3s's uninstall: a running unit would restart what killall stops.
-        for path in remove_services(Path("/")):
-            print(f"sampan uninstall: removed {path}")
+    # The installed services run the unnamed cluster with the default data dir: they are
+    # stopped first (a running unit would restart what killall stops), as K3s's scripts do.
+    if default and not names.cluster_name:
+        if command == "uninstall":
+            for path in remove_services(Path("/")):
+                print(f"sampan uninstall: removed {path}")
+        else:
+            for unit in stop_services(Path("/")):
+                print(f"sampan killall: stopped {unit}")
     if command == "killall":
         return killall(
             config.data_dir,
