@@ -22,6 +22,7 @@ from sampan.cli.secrets_encrypt import add_secrets_encrypt_parser, run_secrets_e
 from sampan.cli.token import add_token_parser, run_token
 from sampan.config import (
     COMMANDS,
+    DEFAULT_CONFIG_FILE,
     DEFAULT_DATA_DIR,
     DEFAULT_KUBECONFIG,
     Config,
@@ -203,9 +204,10 @@ def _cleanup(command: str, config: Config, *, confirmed: bool) -> int:
     cgroup_root = config.component_args("kubelet-arg").get("cgroup-root", names.cgroup_root)
     default = config.data_dir.resolve() == DEFAULT_DATA_DIR
     cluster_cidr = config.cluster_cidr.split(",")[0]
-    # The installed services run the unnamed cluster with the default data dir: they are
-    # stopped first (a running unit would restart what killall stops), as K3s's scripts do.
-    if default and not names.cluster_name:
+    # The installed services run with the default configuration file (the one install wrote):
+    # they are stopped first (a running unit would restart what killall stops), as K3s's
+    # scripts do; a killall for another configuration or a named cluster leaves them.
+    if config.config == DEFAULT_CONFIG_FILE and not names.cluster_name:
         if command == "uninstall":
             for path in remove_services(Path("/")):
                 print(f"sampan uninstall: removed {path}")
