@@ -13,6 +13,8 @@ PYTHON=${PYTHON:-python3}
 #   catatonit: Sampan builds its own pause image from Debian's static catatonit
 #   iptables, conntrack: Services (kube-proxy's iptables mode) and stale UDP flows
 #   ipset: NetworkPolicy enforcement (pod IP sets matched from iptables)
+#   systemd: systemd-analyze verifies the unit `sampan install` writes (works without systemd
+#     as PID 1; installing the package does not make it the init)
 #   busybox-static, umoci, skopeo, zstd: the tests build their own small images
 #   postgresql: the PostgreSQL datastore driver's tests start a private server from it
 #   docker-registry, apache2-utils: the private-registry test runs its own registry with
@@ -20,7 +22,7 @@ PYTHON=${PYTHON:-python3}
 #   nginx: the ingress controller's data plane (Sampan runs its own nginx with its own config
 #     under <data-dir>/agent/ingress; the Debian nginx service is not used)
 DEB_PACKAGES=(
-  python3-venv ca-certificates
+  python3-venv ca-certificates systemd
   containerd runc containernetworking-plugins catatonit iptables conntrack ipset iproute2
   busybox-static umoci skopeo zstd
   postgresql

@@ -15,7 +15,6 @@ from sampan.client.api import (
     CLUSTERROLES,
     CONFIGMAPS,
     EVENTS,
-    NAMESPACES,
     ROLEBINDINGS,
     ROLES,
 )
@@ -165,29 +164,139 @@ spec:
     assert widget["spec"] == {"size": 3}
 
 
-async def test_skip_file_and_disabled_packaged_manifests(
+async def test_skip_file_and_packaged_manifests(
     tmp_path: Path, client: Client, start_manager: Start
 ) -> None:
+    """Packaged manifests are written with the cluster's values at every start (a ``.skip``
+    does not stop the rewrite, as K3s's stage step; it stops the apply)."""
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     (manifests / "app.yaml").write_text(APP)
     (manifests / "app.yaml.skip").write_text("")
     packaged = {
-        "extra": "apiVersion: v1\nkind: Namespace\nmetadata: {name: extra}\n",
-        "gone": "apiVersion: v1\nkind: Namespace\nmetadata: {name: gone}\n",
+        "extra": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\n"
+        "data: {dns: '%{CLUSTER_DNS}%', domain: '%{CLUSTER_DOMAIN}%'}\n",
+        "held": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held}\n",
     }
-    (manifests / "gone.yaml").write_text(packaged["gone"])
-    await start_manager(manifests, packaged=packaged, disabled={"gone"})
-    assert (manifests / "extra.yaml").read_text() == packaged["extra"]
-    assert not (manifests / "gone.yaml").exists()
-    await client.get(NAMESPACES, "extra")
-    for name in ("gone", "demo"):
+    (manifests / "extra.yaml").write_text("edited by hand\n")
+    (manifests / "held.yaml.skip").write_text("")
+    variables = {"%{CLUSTER_DNS}%": "10.99.0.10", "%{CLUSTER_DOMAIN}%": "example.lan"}
+    await start_manager(manifests, packaged=packaged, variables=variables)
+    assert "10.99.0.10" in (manifests / "extra.yaml").read_text()
+    extra = await client.get(CONFIGMAPS, "extra", namespace="kube-system")
+    assert extra["data"] == {"dns": "10.99.0.10", "domain": "example.lan"}
+    assert (manifests / "held.yaml").exists()
+    for name, namespace in (("held", "kube-system"), ("settings", "demo")):
         try:
-            await client.get(NAMESPACES, name)
+            await client.get(CONFIGMAPS, name, namespace=namespace)
         except NotFoundError:
             pass
         else:
-            raise AssertionError(f"namespace {name} should not exist")
+            raise AssertionError(f"configmap {name} should not exist")
+
+
+async def test_disable_removes_the_objects_file_and_addon(
+    tmp_path: Path, client: Client, start_manager: Start
+) -> None:
+    """K3s's ``--disable``: the objects a disabled manifest lists are deleted from the
+    cluster, its file removed (and not written again) and its AddOn deleted; a ``.skip`` does
+    not protect a disabled file."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    packaged = {
+        "gone": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: gone-a}\n---\n"
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n"
+        "metadata: {name: gone-role}\nrules: []\n",
+        "kept": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kept}\n",
+    }
+    (manifests / "user.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: user, namespace: default}\n"
+    )
+    first = await start_manager(manifests, packaged=packaged)
+    await first.stop()
+    await client.get(CONFIGMAPS, "gone-a", namespace="kube-system")
+    await client.get(CLUSTERROLES, "gone-role")
+    await client.get(ADDONS, "gone", namespace=ADDON_NAMESPACE)
+    (manifests / "gone.yaml.skip").write_text("")
+    manager = await start_manager(manifests, packaged=packaged, disabled={"gone", "user"})
+    assert manager.errors == {}
+    assert not (manifests / "gone.yaml").exists()
+    assert not (manifests / "user.yaml").exists()
+    assert (manifests / "kept.yaml").exists()
+    for resource, name, namespace in (
+        (CONFIGMAPS, "gone-a", "kube-system"),
+        (CLUSTERROLES, "gone-role", None),
+        (ADDONS, "gone", ADDON_NAMESPACE),
+        (CONFIGMAPS, "user", "default"),
+        (ADDONS, "user", ADDON_NAMESPACE),
+    ):
+        try:
+            await client.get(resource, name, namespace=namespace)
+        except NotFoundError:
+            continue
+        raise AssertionError(f"{resource.kind} {name} should have been deleted")
+    await client.get(CONFIGMAPS, "kept", namespace="kube-system")
+    await client.get(ADDONS, "kept", namespace=ADDON_NAMESPACE)
+
+
+async def test_objects_dropped_from_a_file_are_pruned(
+    tmp_path: Path, client: Client, start_manager: Start
+) -> None:
+    """K3s's apply with the AddOn as owner: what a changed file no longer lists is deleted,
+    across kinds it held before; objects that did not come from it stay."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "app.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: one}\n---\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: two}\n---\n"
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n"
+        "metadata: {name: app-role}\nrules: []\n"
+    )
+    await client.create(
+        CONFIGMAPS,
+        {"metadata": {"name": "mine", "namespace": "kube-system"}},
+        namespace="kube-system",
+    )
+    manager = await start_manager(manifests, packaged={}, poll_interval_s=0.1)
+    one = await client.get(CONFIGMAPS, "one", namespace="kube-system")
+    assert one["metadata"]["labels"] == {"addons.sampan.io/owner": "app"}
+    addon = await client.get(ADDONS, "app", namespace=ADDON_NAMESPACE)
+    assert addon["metadata"]["annotations"]["addons.sampan.io/gvks"] == (
+        "rbac.authorization.k8s.io/v1, Kind=ClusterRole;v1, Kind=ConfigMap"
+    )
+    (manifests / "app.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: one}\ndata: {a: b}\n"
+    )
+
+    async def pruned() -> bool:
+        for resource, name, namespace in (
+            (CONFIGMAPS, "two", "kube-system"),
+            (CLUSTERROLES, "app-role", None),
+        ):
+            try:
+                await client.get(resource, name, namespace=namespace)
+                return False
+            except NotFoundError:
+                continue
+        return True
+
+    await eventually(pruned)
+    assert manager.errors == {}
+    assert (await client.get(CONFIGMAPS, "one", namespace="kube-system"))["data"] == {"a": "b"}
+    await client.get(CONFIGMAPS, "mine", namespace="kube-system")
+
+
+def test_packaged_manifests_are_package_data_with_placeholders() -> None:
+    from sampan.addons import PACKAGED_NAMES, packaged_manifests, render, template_vars
+
+    packaged = packaged_manifests()
+    assert set(packaged) == set(PACKAGED_NAMES) == {"coredns", "local-storage", "ingress"}
+    variables = template_vars(
+        cluster_dns="10.43.0.10", cluster_domain="cluster.local", default_local_storage_path="/s"
+    )
+    coredns = render(packaged["coredns"], variables)
+    assert "%{" not in coredns
+    assert "clusterIP: 10.43.0.10" in coredns
 
 
 async def test_a_restart_applies_only_what_changed(

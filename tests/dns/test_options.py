@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sampan.client import ClientConfig
-from sampan.dns import DNSOptions, DNSServer, kube_dns_service, read_resolv_conf
+from sampan.dns import DNSOptions, DNSServer, read_resolv_conf
 
 
 def test_read_resolv_conf(tmp_path: Path) -> None:
@@ -26,13 +26,3 @@ def test_upstreams_never_point_back_at_cluster_dns() -> None:
     )
     server = DNSServer(ClientConfig(server="https://127.0.0.1:1"), options)
     assert server.upstreams == (("1.1.1.1", 53),)
-
-
-def test_kube_dns_service_object() -> None:
-    service = kube_dns_service("10.43.0.10")
-    assert service["metadata"] == {
-        "name": "kube-dns",
-        "namespace": "kube-system",
-        "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true"},
-    }
-    assert service["spec"]["clusterIP"] == "10.43.0.10"

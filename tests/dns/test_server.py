@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import yaml
 from dnslib import QTYPE, RCODE, DNSRecord
 
+from sampan.addons import packaged_manifests, render, template_vars
 from sampan.client import ApiError, Client
 from sampan.client.api import ENDPOINTSLICES, SERVICES
-from sampan.dns import DNSOptions, DNSServer, kube_dns_service
+from sampan.dns import DNSOptions, DNSServer
 
 from .conftest import UPSTREAM_ADDRESS, ApiServerHarness, Upstream
 
@@ -136,19 +138,29 @@ async def test_cluster_names_udp_tcp_and_forwarding(
     )
 
 
+def kube_dns_service() -> dict[str, Any]:
+    """The kube-dns Service as the server's packaged manifest describes it."""
+    values = template_vars(
+        cluster_dns="10.43.0.10", cluster_domain="cluster.local", default_local_storage_path="/s"
+    )
+    service = yaml.safe_load(render(packaged_manifests()["coredns"], values))
+    assert service["metadata"]["labels"]["k8s-app"] == "kube-dns"
+    return service
+
+
 async def test_kube_dns_service_is_not_the_agents_to_create(
     dns: DNSServer, admin: Client, api_server: ApiServerHarness
 ) -> None:
-    """The agent identity only reads; the server creates kube-dns (APIServerOptions
-    extra_objects), and once it exists the node's server answers for it."""
+    """The agent identity only reads; the server applies kube-dns (the packaged component
+    ``coredns``), and once it exists the node's server answers for it."""
     agent = Client(await api_server.identity_config("system:sampan-agent"))
     try:
         with pytest.raises(ApiError) as refused:
-            await agent.create(SERVICES, kube_dns_service("10.43.0.10"), namespace="kube-system")
+            await agent.create(SERVICES, kube_dns_service(), namespace="kube-system")
         assert refused.value.code == 403
     finally:
         await agent.close()
-    await admin.create(SERVICES, kube_dns_service("10.43.0.10"), namespace="kube-system")
+    await admin.create(SERVICES, kube_dns_service(), namespace="kube-system")
     service = await admin.get(SERVICES, "kube-dns", namespace="kube-system")
     assert service["spec"]["clusterIP"] == "10.43.0.10"
     reply = await until(dns, "kube-dns.kube-system.svc.cluster.local", "A", lambda r: bool(r.rr))

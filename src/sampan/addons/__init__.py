@@ -3,7 +3,9 @@
 
 * ``sampan.addons.manifests``: which files count, checksums, parsing (pure functions);
 * ``sampan.addons.crd``: the AddOn kind;
-* ``sampan.addons.manager``: the ``AddonManager`` component (``name = "addons"``).
+* ``sampan.addons.manager``: the ``AddonManager`` component (``name = "addons"``), which also
+  writes the packaged components (``sampan/addons/packaged/*.yaml``, package data) and removes
+  disabled ones.
 
 Construct: ``AddonManager(ClientConfig.from_kubeconfig(path), AddonOptions(manifests_dir,
 disabled))``; it talks to the API server only through the client, with cluster-admin rights.
@@ -12,9 +14,12 @@ disabled))``; it talks to the API server only through the client, with cluster-a
 from sampan.addons.crd import ADDON_NAMESPACE, ADDONS, CRD_NAME
 from sampan.addons.manager import (
     FIELD_MANAGER,
-    PACKAGED_MANIFESTS,
+    PACKAGED_NAMES,
     AddonManager,
     AddonOptions,
+    packaged_manifests,
+    render,
+    template_vars,
 )
 
 __all__ = [
@@ -22,7 +27,10 @@ __all__ = [
     "ADDON_NAMESPACE",
     "CRD_NAME",
     "FIELD_MANAGER",
-    "PACKAGED_MANIFESTS",
+    "PACKAGED_NAMES",
     "AddonManager",
     "AddonOptions",
+    "packaged_manifests",
+    "render",
+    "template_vars",
 ]

@@ -6,6 +6,9 @@ them from a thread. Rules, as K3s's deploy controller has them:
 * a manifest is a regular file named ``*.yaml``, ``*.yml`` or ``*.json`` directly in the
   directory (sub-directories and hidden files are ignored);
 * ``<file>.skip`` beside it (``coredns.yaml.skip``) stops that manifest from being applied;
+* a manifest whose file name without extension is disabled (``--disable=coredns``) is not
+  applied either, whether or not it has a ``.skip``: ``disabled_manifests`` lists it for
+  removal;
 * its AddOn's name is the file name without the extension, made a valid DNS subdomain;
 * a file may hold many YAML documents (``---``) and ``kind: List`` objects; empty documents
   are ignored; each object must have ``apiVersion``, ``kind`` and ``metadata.name``.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,8 @@ __all__ = [
     "ManifestError",
     "ManifestFile",
     "addon_name",
+    "disabled_manifests",
+    "manifest_stem",
     "parse_manifest",
     "scan_manifests",
 ]
@@ -53,23 +59,45 @@ class ManifestFile:
     data: bytes
 
 
+def manifest_stem(name: str) -> str:
+    """``coredns.yaml`` -> ``coredns``: the file name without its manifest extension (what
+    ``--disable`` names)."""
+    for suffix in MANIFEST_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def addon_name(path: Path) -> str:
     """``/x/Traefik_Config.yaml`` -> ``traefik-config``: the file name without its extension,
     lower-cased, characters a name may not hold replaced by ``-``."""
-    stem = path.name
-    for suffix in MANIFEST_SUFFIXES:
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    name = _INVALID_NAME_CHARS.sub("-", stem.lower()).strip(".-")
+    name = _INVALID_NAME_CHARS.sub("-", manifest_stem(path.name).lower()).strip(".-")
     return name[:MAX_NAME_LENGTH].rstrip(".-") or "manifest"
 
 
-def scan_manifests(directory: Path) -> list[ManifestFile]:
-    """Every manifest in ``directory`` that is not skipped, read whole, sorted by name.
+def scan_manifests(
+    directory: Path, disabled: frozenset[str] | set[str] = frozenset()
+) -> list[ManifestFile]:
+    """Every manifest in ``directory`` that is neither skipped nor disabled, read whole,
+    sorted by name.
 
     Blocking file I/O. A file that vanishes or cannot be read between listing and reading is
     left out (it will be seen, or not, at the next scan)."""
+    return _read(
+        directory,
+        lambda name, names: name + SKIP_SUFFIX not in names and manifest_stem(name) not in disabled,
+    )
+
+
+def disabled_manifests(directory: Path, disabled: frozenset[str] | set[str]) -> list[ManifestFile]:
+    """The manifests in ``directory`` whose name without extension is in ``disabled`` (a
+    ``.skip`` beside one does not matter), read whole. Blocking file I/O."""
+    if not disabled:
+        return []
+    return _read(directory, lambda name, _names: manifest_stem(name) in disabled)
+
+
+def _read(directory: Path, wanted: Callable[[str, set[str]], bool]) -> list[ManifestFile]:
     try:
         entries = sorted(directory.iterdir())
     except FileNotFoundError:
@@ -79,7 +107,7 @@ def scan_manifests(directory: Path) -> list[ManifestFile]:
     for entry in entries:
         if entry.name.startswith(".") or not entry.name.endswith(MANIFEST_SUFFIXES):
             continue
-        if entry.name + SKIP_SUFFIX in names:
+        if not wanted(entry.name, names):
             continue
         try:
             if not entry.is_file():

@@ -4,8 +4,8 @@ Owns: the four system namespaces, the bootstrap RBAC policy (created when absent
 objects are left as the administrator may have changed them, but for the few Sampan narrowed:
 ``auth/bootstrap.NARROWED_POLICY``), and the ``kubernetes`` Service in
 ``default`` with its Endpoints pointing at this server (so ``kubectl cluster-info`` and
-in-cluster clients find the API); plus the distribution's ``extra_objects`` (the kube-dns
-Service), created when absent.
+in-cluster clients find the API). The distribution's own objects (the kube-dns Service, ...)
+are not here: the server applies them as packaged manifests (``sampan.addons``).
 
 Invariant: idempotent — running it again on a populated datastore changes nothing except the
 Endpoints when the advertised address or port moved.
@@ -14,7 +14,6 @@ Endpoints when the advertised address or port moved.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from sampan.api.errors import AlreadyExists, NotFound
@@ -157,7 +156,6 @@ async def ensure_bootstrap_objects(
     service_ip: str,
     advertise_address: str,
     port: int,
-    extra_objects: Sequence[dict[str, Any]] = (),
 ) -> None:
     assert set(_NAMESPACE_ORDER) == IMMORTAL_NAMESPACES
     namespaces = storage.for_resource(registry.by_resource("", "v1", "namespaces"))
@@ -186,14 +184,6 @@ async def ensure_bootstrap_objects(
             reconciled += 1
     if created or reconciled:
         log.info("bootstrap RBAC: %d objects created, %d reconciled", created, reconciled)
-
-    for obj in extra_objects:
-        info = registry.by_kind(obj["apiVersion"], obj["kind"])
-        if info is None:
-            log.warning("bootstrap object kind %s is not served", obj["kind"])
-            continue
-        if await _create_if_absent(storage.for_resource(info), dict(obj)):
-            log.info("created %s %s", obj["kind"], obj["metadata"].get("name"))
 
     services = storage.for_resource(registry.by_resource("", "v1", "services"))
     if not await _create_if_absent(services, kubernetes_service(service_ip, port)):

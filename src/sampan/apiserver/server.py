@@ -143,9 +143,6 @@ class APIServerOptions:
     kubeconfig_mode: int = 0o600
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     service_node_port_range: str = "30000-32767"
-    extra_objects: tuple[dict[str, Any], ...] = ()
-    """Objects the distribution wants to exist from the first start (created when absent,
-    never updated): the server's kube-dns Service, so no agent needs to create Services."""
     limits: LimitsOptions = field(default_factory=LimitsOptions)
     encryption_provider_config: Path | None = None
     """kube-apiserver's ``--encryption-provider-config``: resources encrypted at rest
@@ -378,7 +375,6 @@ class APIServer:
             service_ip=opts.service_ip,
             advertise_address=self.advertise_address,
             port=rt.port,
-            extra_objects=opts.extra_objects,
         )
         await rt.admission.start()  # system PriorityClasses, Service allocation repair
         rt.endpoints = KubernetesEndpointsReconciler(

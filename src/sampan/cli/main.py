@@ -17,10 +17,12 @@ from typing import NoReturn
 
 from sampan import version
 from sampan.cli.checkconfig import add_checkconfig_parser, run_checkconfig
+from sampan.cli.install import remove_services, run_install, stop_services
 from sampan.cli.secrets_encrypt import add_secrets_encrypt_parser, run_secrets_encrypt
 from sampan.cli.token import add_token_parser, run_token
 from sampan.config import (
     COMMANDS,
+    DEFAULT_CONFIG_FILE,
     DEFAULT_DATA_DIR,
     DEFAULT_KUBECONFIG,
     Config,
@@ -146,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub.add_parser(tool, help=text, add_help=False, description=text)
     sub.add_parser(
+        "install",
+        help="Install Sampan as a systemd service (sampan.service / sampan-agent.service)",
+        add_help=False,
+        description="sampan install [server|agent] [flags...] (see 'sampan install --help')",
+    )
+    sub.add_parser(
         "kubectl",
         help="Run kubectl with the admin kubeconfig",
         add_help=False,
@@ -173,6 +181,13 @@ def _run_kubectl(args: Sequence[str]) -> int:
     return 0  # not reached
 
 
+def _command_flags(command: str, flags: list[str]) -> dict[str, object]:
+    """The flags of ``sampan <command>`` given in ``flags`` (attribute -> raw value); a bad
+    flag exits with the command's one-line usage error."""
+    ns = build_parser().parse_args([command, *flags])
+    return {k: v for k, v in vars(ns).items() if k != "command"}
+
+
 def _cleanup(command: str, config: Config, *, confirmed: bool) -> int:
     from sampan.supervisor.killall import killall, uninstall
     from sampan.supervisor.logs import setup_logging
@@ -189,6 +204,16 @@ def _cleanup(command: str, config: Config, *, confirmed: bool) -> int:
     cgroup_root = config.component_args("kubelet-arg").get("cgroup-root", names.cgroup_root)
     default = config.data_dir.resolve() == DEFAULT_DATA_DIR
     cluster_cidr = config.cluster_cidr.split(",")[0]
+    # The installed services run with the default configuration file (the one install wrote):
+    # they are stopped first (a running unit would restart what killall stops), as K3s's
+    # scripts do; a killall for another configuration or a named cluster leaves them.
+    if config.config == DEFAULT_CONFIG_FILE and not names.cluster_name:
+        if command == "uninstall":
+            for path in remove_services(Path("/")):
+                print(f"sampan uninstall: removed {path}")
+        else:
+            for unit in stop_services(Path("/")):
+                print(f"sampan killall: stopped {unit}")
     if command == "killall":
         return killall(
             config.data_dir,
@@ -215,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "kubectl":
         return _run_kubectl(argv[1:])
+    if argv and argv[0] == "install":
+        return run_install(argv[1:], _command_flags)
     if argv and argv[0] in ("ctr", "crictl"):
         from sampan.cli.ctr import run_passthrough
 

@@ -3,7 +3,7 @@
 * ``sampan.dns.records``: ``ClusterRecords``, the pure name -> records logic fed from Service
   and EndpointSlice objects (``Answer``, ``Record``).
 * ``sampan.dns.server``: ``DNSServer`` (the agent component, UDP + TCP, forwarding to the host's
-  resolvers), ``DNSOptions``, ``read_resolv_conf``, ``kube_dns_service``.
+  resolvers), ``DNSOptions``, ``read_resolv_conf``.
 
 Construct: ``DNSServer(ClientConfig.from_kubeconfig(<data-dir>/agent/etc/agent.kubeconfig),
 DNSOptions(cluster_domain=..., cluster_dns=...))``; it listens on ``DNSServer.address`` /
@@ -19,7 +19,6 @@ from sampan.dns.server import (
     DEFAULT_LISTEN_PORT,
     DNSOptions,
     DNSServer,
-    kube_dns_service,
     read_resolv_conf,
 )
 
@@ -33,6 +32,5 @@ __all__ = [
     "DNSOptions",
     "DNSServer",
     "Record",
-    "kube_dns_service",
     "read_resolv_conf",
 ]

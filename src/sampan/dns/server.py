@@ -23,9 +23,9 @@ Invariants:
   those for reverse names, which may become cluster addresses (those are answered locally).
 * UDP replies never exceed 512 bytes or the client's EDNS payload size: larger ones are sent
   empty with TC set, so the client retries over TCP.
-* The server only reads (Services, EndpointSlices): the ``kube-dns`` Service itself
-  (``kube_dns_service``) is created by the Sampan server at its first start, so the agent
-  identity needs no write permission.
+* The server only reads (Services, EndpointSlices): the ``kube-dns`` Service itself is the
+  packaged component ``coredns`` the Sampan server applies (``sampan/addons/packaged/
+  coredns.yaml``), so the agent identity needs no write permission.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ __all__ = [
     "DNSServer",
     "answer_query",
     "ensure_dummy_interface",
-    "kube_dns_service",
     "read_resolv_conf",
 ]
 
@@ -124,26 +123,6 @@ class DNSOptions:
     forward_timeout_s: float = FORWARD_TIMEOUT_S
     response_cache: bool = True
     """Reuse packed cluster replies while the records are unchanged (off: for benchmarks)."""
-
-
-def kube_dns_service(cluster_dns: str) -> dict[str, Any]:
-    """The kube-dns Service object (no selector: the proxy sends its IP to the node's server)."""
-    labels = {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true"}
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": KUBE_DNS_NAME, "namespace": KUBE_DNS_NAMESPACE, "labels": labels},
-        "spec": {
-            "type": "ClusterIP",
-            "clusterIP": cluster_dns,
-            "clusterIPs": [cluster_dns],
-            "ports": [
-                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
-                {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153},
-            ],
-        },
-    }
 
 
 def ensure_dummy_interface(name: str, address: str) -> None:

@@ -8,6 +8,7 @@ import logging
 from sampan.config import Config, ConfigError, describe
 from sampan.supervisor.agent import agent_components
 from sampan.supervisor.logs import setup_logging
+from sampan.supervisor.notify import Notifier
 from sampan.supervisor.server import server_components
 from sampan.supervisor.supervisor import Supervisor
 
@@ -17,6 +18,8 @@ log = logging.getLogger("sampan.supervisor")
 
 
 def run(config: Config) -> int:
+    # Taken out of the environment first: containerd and the shims must not inherit it.
+    notifier = Notifier.from_environment()
     setup_logging(debug=config.debug, verbosity=config.v)
     from sampan import version
 
@@ -48,4 +51,4 @@ def run(config: Config) -> int:
         except ConfigError as exc:
             log.error("%s", exc)
             return 1
-    return asyncio.run(Supervisor(components).run())
+    return asyncio.run(Supervisor(components, notifier=notifier).run())

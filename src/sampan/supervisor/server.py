@@ -80,7 +80,6 @@ class APIServerComponent:
 
     async def start(self, ctx: ComponentContext) -> None:
         from sampan.apiserver import APIServer, APIServerOptions
-        from sampan.dns import kube_dns_service
 
         config = self._config
         hostname = socket.gethostname()
@@ -103,8 +102,6 @@ class APIServerComponent:
             service_node_port_range=config.service_node_port_range,
             kubeconfig_path=config.write_kubeconfig,
             kubeconfig_mode=config.kubeconfig_mode,
-            # The cluster DNS Service, created by the server (agents may not create Services).
-            extra_objects=(kube_dns_service(config.cluster_dns),),
             limits=self._limits,
             encryption_provider_config=self._encryption,
         )
@@ -399,10 +396,16 @@ def _scheduler(config: Config) -> Callable[[Any], Any]:
 
 
 def _addons(config: Config) -> Callable[[Any], Any]:
-    from sampan.addons import AddonManager, AddonOptions
+    from sampan.addons import AddonManager, AddonOptions, template_vars
 
     options = AddonOptions(
-        manifests_dir=config.data_dir / "server" / "manifests", disabled=frozenset(config.disable)
+        manifests_dir=config.data_dir / "server" / "manifests",
+        disabled=frozenset(config.disable),
+        variables=template_vars(
+            cluster_dns=config.cluster_dns,
+            cluster_domain=config.cluster_domain,
+            default_local_storage_path=str(config.local_storage_path),
+        ),
     )
     return lambda client_config: AddonManager(client_config, options)
 

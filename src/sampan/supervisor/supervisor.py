@@ -10,7 +10,9 @@ Invariants:
   from inside a task, and ``CancelledError`` is never swallowed;
 * SIGTERM and SIGINT request a clean shutdown; components stop in reverse order, each within
   its share of ``STOP_TIMEOUT_S``;
-* every task the supervisor spawns is named and awaited before ``run`` returns.
+* every task the supervisor spawns is named and awaited before ``run`` returns;
+* with a ``Notifier`` (``sampan.supervisor.notify``), systemd hears ``READY=1`` once every
+  component is ready and ``STOPPING=1`` when the shutdown begins.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import signal
 import time
 from collections.abc import Sequence
 from typing import Protocol
+
+from sampan.supervisor.notify import Notifier
 
 __all__ = ["STOP_TIMEOUT_S", "Component", "ComponentContext", "Supervisor"]
 
@@ -52,8 +56,11 @@ class Component(Protocol):
 
 
 class Supervisor:
-    def __init__(self, components: Sequence[Component]) -> None:
+    def __init__(
+        self, components: Sequence[Component], *, notifier: Notifier | None = None
+    ) -> None:
         self._components = list(components)
+        self._notifier = notifier or Notifier(None)
         self._stop = asyncio.Event()
         self._reason = ""
         self._failed = False
@@ -109,8 +116,10 @@ class Supervisor:
                 log.info("%s: ready (%.2fs)", component.name, time.monotonic() - t0)
             else:
                 log.info("all components ready")
+                self._notifier.ready("all components ready")
             await self._stop.wait()
             log.info("stopping: %s", self._reason)
+            self._notifier.stopping(f"stopping: {self._reason}")
         finally:
             await self._stop_all(started)
             if install_signals:
