@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.network import _service, _slice, _sync_once
+from sampan.netns import enter as enter_netns
 from sampan.netpol import controller as netpol
 from sampan.netpol.rules import Names, compile_rules, pod_info
 from sampan.proxy.rules import RuleOptions, service_ports
@@ -128,7 +129,7 @@ def run(policies: int, pods: int, services: int) -> None:
     subprocess.run(["ip", "netns", "add", netns], check=True)
     try:
         path = Path("/run/netns") / netns
-        with ThreadPoolExecutor(1, initializer=netpol._enter_netns, initargs=(path,)) as worker:
+        with ThreadPoolExecutor(1, initializer=enter_netns, initargs=(path,)) as worker:
 
             def timed_apply(rs: Any, previous: Any) -> float:
                 began = time.perf_counter()

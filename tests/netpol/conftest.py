@@ -10,7 +10,6 @@ with a worker thread inside it; deleted at the end."""
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import itertools
 import os
 import shutil
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 import pytest
 import pytest_asyncio
 
+from sampan.netns import enter as enter_netns
 from sampan.netpol import (
     NetworkPolicyController,
     NetworkPolicyOptions,
@@ -35,17 +35,6 @@ from tests.support.cluster import NodeHarness
 T = TypeVar("T")
 NETNS_DIR = Path("/run/netns")
 _counter = itertools.count()
-
-
-def _enter_netns(path: Path) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, 0x40000000) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-    finally:
-        os.close(fd)
 
 
 class Netns:
@@ -81,7 +70,7 @@ def netns() -> Iterator[Netns]:
     name = f"spnp{os.getpid() % 100000}x{next(_counter)}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     executor = ThreadPoolExecutor(
-        max_workers=1, initializer=_enter_netns, initargs=(NETNS_DIR / name,)
+        max_workers=1, initializer=enter_netns, initargs=(NETNS_DIR / name,)
     )
     try:
         yield Netns(name, executor)

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from sampan.network.overlay import _enter_netns
+from sampan.netns import enter as enter_netns
 from tests.support.apiserver import ApiServerHarness, api_server, client  # noqa: F401
 
 T = TypeVar("T")
@@ -67,7 +67,7 @@ class Hosts:
         netns = f"{self.tag}-{suffix}"
         sh("ip", "netns", "add", netns)
         executor = ThreadPoolExecutor(
-            max_workers=2, initializer=_enter_netns, initargs=(NETNS_DIR / netns,)
+            max_workers=2, initializer=enter_netns, initargs=(NETNS_DIR / netns,)
         )
         made = Host(suffix, netns, "", executor)
         self.extra.append(made)
@@ -106,7 +106,7 @@ def hosts() -> Iterator[Hosts]:
             sh("ip", "-n", netns, "link", "set", "eth0", "up")
             sh("ip", "-n", netns, "link", "set", "lo", "up")
             executor = ThreadPoolExecutor(
-                max_workers=2, initializer=_enter_netns, initargs=(NETNS_DIR / netns,)
+                max_workers=2, initializer=enter_netns, initargs=(NETNS_DIR / netns,)
             )
             made.append(Host(f"h{number}", netns, address, executor))
         yield everything

@@ -5,7 +5,6 @@ to the service CIDR. Nothing outside the namespace is touched; it is deleted at 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import itertools
 import os
 import subprocess
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from sampan.netns import enter as enter_netns
 from tests.support.apiserver import ApiServerHarness, api_server, client  # noqa: F401
 
 T = TypeVar("T")
@@ -29,17 +29,6 @@ def sh(*argv: str, check: bool = True, stdin: str | None = None) -> str:
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: {result.stderr.strip()}")
     return result.stdout
-
-
-def _enter_netns(path: Path) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, 0x40000000) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -69,7 +58,7 @@ def node() -> Iterator[Node]:
     netns = f"sppx{os.getpid() % 100000}x{next(_counter)}"
     sh("ip", "netns", "add", netns)
     executor = ThreadPoolExecutor(
-        max_workers=2, initializer=_enter_netns, initargs=(NETNS_DIR / netns,)
+        max_workers=2, initializer=enter_netns, initargs=(NETNS_DIR / netns,)
     )
     try:
         for argv in (

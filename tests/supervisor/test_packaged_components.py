@@ -138,8 +138,7 @@ def test_disable_removes_a_packaged_component(server: Server) -> None:
     assert "clusterIP: 10.43.0.10" in coredns and "%{" not in coredns
     server.wait(
         "the kube-dns Service",
-        lambda: server.kubectl("get", "service", "kube-dns", "-n", "kube-system").returncode
-        == 0,
+        lambda: server.kubectl("get", "service", "kube-dns", "-n", "kube-system").returncode == 0,
     )
     server.wait(
         "the local-path StorageClass",
@@ -154,8 +153,10 @@ def test_disable_removes_a_packaged_component(server: Server) -> None:
     )
     server.wait(
         "the local-storage AddOn to be deleted",
-        lambda: "NotFound"
-        in server.kubectl("get", "addon", "local-storage", "-n", "kube-system").stderr,
+        lambda: (
+            "NotFound"
+            in server.kubectl("get", "addon", "local-storage", "-n", "kube-system").stderr
+        ),
     )
     assert not (manifests / "local-storage.yaml").exists()
     # The other packaged components stay.

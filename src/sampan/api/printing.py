@@ -43,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_UP, Decimal, localcontext
 from typing import Any
 
+from sampan.api import times
 from sampan.api.jsonpath import JSONPathError, Template, go_text
 from sampan.api.jsonpath import parse as parse_json_path
 
@@ -205,22 +206,7 @@ def _is_set(value: Any) -> bool:
 _ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 
 
-def _parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 timestamp, or None when absent, unparsable or Go's zero time."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    if parsed <= _ZERO_TIME:
-        return None
-    return parsed
+_parse_time = times.parse
 
 
 def _trunc_div(numerator: int, denominator: int) -> int:

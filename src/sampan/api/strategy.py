@@ -33,9 +33,9 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
+from sampan.api import times
 from sampan.api.defaults import apply_defaults
 from sampan.api.defaults import default_pod_spec as _default_pod_spec
 from sampan.api.errors import Cause
@@ -176,7 +176,7 @@ def apply_defaults_to_ephemeral(spec: Obj) -> None:
 
 def _now() -> str:
     """metav1.Time as upstream serializes it: RFC 3339, seconds, UTC."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.now()
 
 
 # --- create --------------------------------------------------------------------------------

@@ -15,9 +15,9 @@ CAS on the revision that was checked, so two racing binders cannot both win.
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
 from typing import Any
 
+from sampan.api import times
 from sampan.api.errors import Conflict, NotFound, ServiceUnavailable
 from sampan.api.resources import storage_key
 from sampan.apiserver.negotiation import dump_json
@@ -49,7 +49,7 @@ def _assign(pod: dict[str, Any], name: str, node_name: str, annotations: dict[st
         metadata["annotations"] = {**(metadata.get("annotations") or {}), **annotations}
     status = pod.setdefault("status", {})
     conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = times.now()
     conditions.append(
         {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now}
     )

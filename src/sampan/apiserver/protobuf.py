@@ -23,6 +23,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from sampan.api import times
+
 __all__ = ["ENVELOPE_MAGIC", "ProtobufError", "decode_object", "supported_kinds"]
 
 ENVELOPE_MAGIC = b"k8s\x00"
@@ -579,7 +581,7 @@ def _time(data: bytes) -> str | None:
     if seconds == 0:
         return None
     moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(moment)
 
 
 def _int_or_string(data: bytes) -> int | str:

@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sampan.api import times
 from sampan.config import ConfigError, load_config
 
 if TYPE_CHECKING:  # the client (aiohttp) is imported when a verb runs: keeps --help fast
@@ -154,7 +155,7 @@ async def create_token(
     data = {"token-id": token_id, "token-secret": token_secret}
     if ttl is not None:
         expires = (now or datetime.now(UTC)) + ttl
-        data["expiration"] = expires.strftime("%Y-%m-%dT%H:%M:%SZ")
+        data["expiration"] = times.rfc3339(expires)
     if description:
         data["description"] = description
     for usage in usages:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sampan.api import times
 from sampan.client.api import (
     EVENTS,
     AlreadyExistsError,
@@ -62,7 +63,7 @@ SPAM_REFILL_S = 300.0
 
 
 def _timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(moment)
 
 
 @dataclass

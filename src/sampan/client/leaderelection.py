@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sampan.api import times
 from sampan.client.api import (
     LEASES,
     AlreadyExistsError,
@@ -66,7 +67,7 @@ RELEASE_ATTEMPTS = 3
 
 def _micro_time(moment: datetime) -> str:
     """A ``metav1.MicroTime`` string: RFC 3339 with microseconds, in UTC."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return times.micro(moment)
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ import copy
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from sampan.api import times
 from sampan.client import ClientError, NotFoundError
 from sampan.client.api import NAMESPACES, PODS, ConflictError, Resource
 from sampan.controllers.base import ControllerContext, QueueController
@@ -256,7 +256,7 @@ class NamespaceController(QueueController):
     ) -> dict[str, Any]:
         status = namespace.get("status") or {}
         current = {c.get("type"): c for c in status.get("conditions") or []}
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = times.now()
         merged: list[dict[str, Any]] = []
         changed = False
         for kind in CONDITION_ORDER:

@@ -37,9 +37,9 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from sampan.api import times
 from sampan.client import ClientError, ConflictError, NotFoundError
 from sampan.client.api import LEASES, NODES, PODS, PatchType
 from sampan.client.events import TYPE_NORMAL
@@ -84,7 +84,7 @@ STATE_FULL = "FullDisruption"
 
 
 def _now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.now()
 
 
 def _condition(node: dict[str, Any], kind: str) -> dict[str, Any] | None:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sampan.api import times
 from sampan.api.labels import Selector
 from sampan.client.api import (
     PODS,
@@ -107,20 +108,8 @@ def wall_now(clock: Clock | None = None) -> datetime:
     return datetime.now(UTC)
 
 
-def format_time(moment: datetime) -> str:
-    """RFC 3339 with second precision, as metav1.Time serialises."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: Any) -> datetime | None:
-    """A metav1.Time (or MicroTime) string, or None if absent or malformed."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+format_time = times.rfc3339
+parse_time = times.parse
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
+from sampan.api import times
 from sampan.client import ClientError, ConflictError, NotFoundError
 from sampan.client.api import NODES, PODS
 from sampan.controllers.base import ControllerContext
@@ -180,7 +180,7 @@ class PodGCController:
         body = copy.deepcopy(pod)
         status = body.setdefault("status", {})
         status["phase"] = "Failed"
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = times.now()
         conditions = [
             c for c in status.get("conditions") or [] if c.get("type") != "DisruptionTarget"
         ]

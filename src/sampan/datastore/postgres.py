@@ -74,6 +74,7 @@ from sampan.datastore.types import (
     StoreUnavailableError,
 )
 from sampan.datastore.watch import Broadcaster, watch_events
+from sampan.tasks import log_task_end
 
 __all__ = [
     "GAP_FILL_AFTER_S",
@@ -321,7 +322,7 @@ class PostgresBackend:
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
-        task.add_done_callback(_log_task_end)
+        task.add_done_callback(log_task_end)
         self._tasks.append(task)
 
     async def close(self) -> None:
@@ -645,11 +646,3 @@ class PostgresBackend:
                     deleted += len(ids)
                     after = max(ids) if len(ids) == COMPACT_BATCH_ROWS else upto
             log.debug("compacted %d rows at or below revision %d", deleted, revision)
-
-
-def _log_task_end(task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    err = task.exception()
-    if err is not None:
-        log.error("task %s failed", task.get_name(), exc_info=err)

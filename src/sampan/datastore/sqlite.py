@@ -66,6 +66,7 @@ from sampan.datastore.types import (
     StoreUnavailableError,
 )
 from sampan.datastore.watch import Broadcaster, watch_events
+from sampan.tasks import log_task_end
 
 __all__ = [
     "DB_FILE_MODE",
@@ -449,7 +450,7 @@ class SQLiteBackend:
                 run_compactor(self, interval_s=self._compact_interval_s, window=self._retention),
                 name="datastore-sqlite-compactor",
             )
-            self._compactor.add_done_callback(_log_task_end)
+            self._compactor.add_done_callback(log_task_end)
         log.info("datastore %s ready at revision %d", self.description, current)
 
     async def close(self) -> None:
@@ -641,11 +642,3 @@ class SQLiteBackend:
             if deleted:
                 await self._write(_op_reclaim, standalone=True)
             log.debug("compacted %d rows at or below revision %d", deleted, revision)
-
-
-def _log_task_end(task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    err = task.exception()
-    if err is not None:
-        log.error("task %s failed", task.get_name(), exc_info=err)

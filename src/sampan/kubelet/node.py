@@ -23,11 +23,11 @@ import platform
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from sampan.api import times
 from sampan.client import AlreadyExistsError, Client, ConflictError, NotFoundError
 from sampan.client.api import LEASES, NODES, PatchType
 from sampan.kubelet.options import KubeletOptions, parse_taint
@@ -176,11 +176,11 @@ def _format_quantity(value: Decimal, *, binary: bool = False) -> str:
 
 
 def _micro_time() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return times.micro()
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.now()
 
 
 class NodeAgent:

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sampan.api import times
 from sampan.api.strictfields import FieldTypeError
 from sampan.kubelet import specs
 from sampan.kubelet.cgroups import PodCgroupLimits, pod_cgroup_parent
@@ -340,9 +341,8 @@ class PodWorker:
         started = (pod.get("status") or {}).get("startTime")
         if not isinstance(deadline, int) or not started:
             return None
-        try:
-            start = datetime.strptime(started, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-        except ValueError:
+        start = times.parse(started)
+        if start is None:
             return None
         return deadline - (datetime.now(UTC) - start).total_seconds()
 

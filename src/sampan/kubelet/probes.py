@@ -25,6 +25,7 @@ import grpc
 import grpc.aio
 
 from sampan.kubelet.runtime import cri
+from sampan.tasks import log_task_end
 
 __all__ = ["ProbeManager", "ProbeTarget", "resolve_port", "run_action"]
 
@@ -250,7 +251,7 @@ class ProbeManager:
             self._run(pod_uid, cid, name, kind, probe, target, started, pod_ref),
             name=f"probe-{kind}-{name}-{cid[:12]}",
         )
-        task.add_done_callback(_log_task_end)
+        task.add_done_callback(log_task_end)
         return task
 
     async def _run(
@@ -332,11 +333,3 @@ class ProbeManager:
     async def stop(self) -> None:
         for cid in list(self._states):
             await self.forget(cid)
-
-
-def _log_task_end(task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        log.error("task %s failed: %r", task.get_name(), exc, exc_info=exc)

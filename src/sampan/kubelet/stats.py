@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from sampan.api import times
 from sampan.kubelet.cgroups import CGROUP_FS
 from sampan.kubelet.runtime import cri, pb
 
@@ -192,7 +192,7 @@ def _network(interfaces: list[dict[str, Any]], at: str, default: str = "eth0") -
 
 
 def _rfc3339(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(times.from_unix(ns / 1e9))
 
 
 @dataclass

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sampan.api import times
+
 __all__ = [
     "ContainerFacts",
     "container_status",
@@ -25,8 +27,7 @@ __all__ = [
 ]
 
 
-def rfc3339(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+rfc3339 = times.rfc3339
 
 
 def rfc3339_ns(ns: int) -> str:

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import ctypes
 import logging
-import os
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping
@@ -44,6 +42,7 @@ from typing import Any, Protocol, TypeVar
 
 from sampan.client import Client, ClientConfig, SharedInformerFactory
 from sampan.client.api import NAMESPACES, NETWORKPOLICIES, PODS
+from sampan.netns import enter as enter_netns
 from sampan.netpol.rules import (
     IPSet,
     Names,
@@ -74,7 +73,6 @@ T = TypeVar("T")
 MIN_SYNC_PERIOD_DEFAULT_S = 1.0
 SYNC_PERIOD_DEFAULT_S = 30.0
 SUBPROCESS_TIMEOUT_S = 60.0
-_CLONE_NEWNET = 0x40000000
 REQUIRED_BINARIES = (
     ("ipset", "ipset"),
     ("iptables-save", "iptables"),
@@ -103,17 +101,6 @@ class NetworkPolicyOptions:
     min_sync_period_s: float = MIN_SYNC_PERIOD_DEFAULT_S
     sync_period_s: float = SYNC_PERIOD_DEFAULT_S
     netns: Path | None = None  # program this network namespace instead (tests)
-
-
-def _enter_netns(path: Path) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns {path}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 def _run(argv: list[str], stdin: str | None = None) -> str:
@@ -224,7 +211,7 @@ class NetworkPolicyController:
         self._executor = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix="sampan-netpol",
-            initializer=_enter_netns if netns is not None else None,
+            initializer=enter_netns if netns is not None else None,
             initargs=(netns,) if netns is not None else (),
         )
         self._client = Client(self._client_config)

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from sampan.client import Client, ClientConfig, Informer
 from sampan.client.api import NODES
+from sampan.tasks import log_task_end
 
 __all__ = [
     "CNI_CONFLIST_NAME",
@@ -173,7 +174,7 @@ class CNIConfigWriter:
         )
         self._informer.start()
         self._task = asyncio.create_task(self._run(), name="network-cni-writer")
-        self._task.add_done_callback(_log_task_end)
+        self._task.add_done_callback(log_task_end)
 
     def _on_node(self, node: dict[str, Any]) -> None:
         spec = node.get("spec") or {}
@@ -211,11 +212,3 @@ class CNIConfigWriter:
         if self._client is not None:
             await self._client.close()
             self._client = None
-
-
-def _log_task_end(task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        log.error("task %s failed: %r", task.get_name(), exc, exc_info=exc)

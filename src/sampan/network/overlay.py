@@ -52,13 +52,11 @@ Only IPv4 pod subnets are handled (the first IPv4 entry of ``spec.podCIDRs``).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import functools
 import hashlib
 import ipaddress
 import json
 import logging
-import os
 import random
 import shutil
 import socket
@@ -71,7 +69,9 @@ from typing import Any, Protocol, TypeVar
 
 from sampan.client import Client, ClientConfig, Informer, PatchType
 from sampan.client.api import NODES
+from sampan.netns import enter as enter_netns
 from sampan.network.cni import DEFAULT_BRIDGE, CNIConfig, write_conflist
+from sampan.tasks import log_task_end
 
 __all__ = [
     "ANNOTATION_BACKEND_DATA",
@@ -125,7 +125,6 @@ RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 30.0
 FIELD_MANAGER = "sampan-network"
 
-_CLONE_NEWNET = 0x40000000
 _RTNH_F_ONLINK = 4
 _NUD_PERMANENT = 0x80
 _NTF_SELF = 0x02
@@ -347,17 +346,6 @@ def _jumps(prefix: str) -> tuple[tuple[str, str, str, str], ...]:
 
 
 # -- the data plane (blocking; runs on the worker thread) --------------------------------------
-
-
-def _enter_netns(path: Path) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns {path}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 def _iproute() -> Any:
@@ -677,7 +665,7 @@ class Overlay:
         self._executor = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix="sampan-netlink",
-            initializer=_enter_netns if netns is not None else None,
+            initializer=enter_netns if netns is not None else None,
             initargs=(netns,) if netns is not None else (),
         )
         try:
@@ -707,7 +695,7 @@ class Overlay:
         self._informer.start()
         self._wake.set()  # masquerade at once, even before any Node exists
         self._task = asyncio.create_task(self._run(), name="network-overlay")
-        self._task.add_done_callback(_log_task_end)
+        self._task.add_done_callback(log_task_end)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -851,11 +839,3 @@ class Overlay:
             cfg.mtu,
             "written" if changed else "unchanged",
         )
-
-
-def _log_task_end(task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        log.error("task %s failed: %r", task.get_name(), exc, exc_info=exc)

@@ -27,9 +27,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
-import os
 import re
 import subprocess
 from collections.abc import Callable, Mapping
@@ -40,6 +38,7 @@ from typing import Any, Protocol, TypeVar
 
 from sampan.client import Client, ClientConfig, PatchType, SharedInformerFactory
 from sampan.client.api import ENDPOINTSLICES, NODES, SERVICES
+from sampan.netns import enter as enter_netns
 from sampan.proxy.rules import (
     DEFAULT_CHAIN_PREFIX,
     MASQ_BIT_DEFAULT,
@@ -70,7 +69,6 @@ SYNC_PERIOD_DEFAULT_S = 30.0
 CLUSTER_DNS_DEFAULT = "10.43.0.10"
 SUBPROCESS_TIMEOUT_S = 60.0
 _SERVICE_LABEL = "kubernetes.io/service-name"
-_CLONE_NEWNET = 0x40000000
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _DURATION_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -150,17 +148,6 @@ class ProxyOptions:
     service_lb: bool = True
     chain_prefix: str = DEFAULT_CHAIN_PREFIX  # KUBE-, or K<cluster-name>- (HostNames)
     netns: Path | None = None  # run iptables inside this network namespace (tests)
-
-
-def _enter_netns(path: Path) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns {path}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -269,7 +256,7 @@ class Proxy:
         self._executor = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix="sampan-proxy",
-            initializer=_enter_netns if netns is not None else None,
+            initializer=enter_netns if netns is not None else None,
             initargs=(netns,) if netns is not None else (),
         )
         self._client = Client(self._client_config)

@@ -32,10 +32,10 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any, Protocol
 
+from sampan.api import times
 from sampan.client import (
     Client,
     ClientConfig,
@@ -132,7 +132,7 @@ def num_feasible_nodes_to_find(percentage: int | None, num_nodes: int) -> int:
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.now()
 
 
 def _terminal(pod: Mapping[str, Any]) -> bool:

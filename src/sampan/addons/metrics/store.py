@@ -14,12 +14,13 @@ decimal SI form (``123456n``, ``15m``, ``2``), memory in the binary SI form (``1
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from sampan.api import times
 
 __all__ = [
     "GROUP_VERSION",
@@ -92,7 +93,7 @@ def _rate(old: ContainerSample, new: ContainerSample) -> tuple[int, float] | Non
 
 
 def _rfc3339(at: float) -> str:
-    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(times.from_unix(at))
 
 
 def format_go_duration(seconds: float) -> str:

@@ -19,7 +19,6 @@ Invariant: neither writes anything when it refuses; both answer 201 on success.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from sampan.api import fielderrors as fe
+from sampan.api import times
 from sampan.api.errors import (
     BadRequest,
     Cause,
@@ -91,7 +91,7 @@ def _dry_run(request: web.Request) -> bool:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.now()
 
 
 class TokenRequestHandler:
@@ -186,7 +186,7 @@ class TokenRequestHandler:
         token_request["kind"] = "TokenRequest"
         token_request["status"] = {
             "token": "" if dry_run else token,
-            "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "expirationTimestamp": times.rfc3339(expires),
         }
         return json_response(token_request, 201)
 

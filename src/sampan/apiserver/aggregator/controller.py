@@ -43,12 +43,12 @@ import copy
 import json
 import logging
 import ssl
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from sampan.api import times
 from sampan.api.apiregistration import apiservice_name
 from sampan.api.errors import InternalError, NotFound, ServiceUnavailable, StatusError
 from sampan.api.resources import ResourceRegistry, builtin_api_priority
@@ -64,6 +64,7 @@ from sampan.apiserver.auth.user import UserInfo
 from sampan.apiserver.storage import DeleteOptions, Storage
 from sampan.datastore import StoreError
 from sampan.pki import AUTH_PROXY_USER
+from sampan.tasks import log_task_end
 
 __all__ = [
     "AUTH_CONFIGMAP",
@@ -93,7 +94,7 @@ JSONObj = dict[str, Any]
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.now()
 
 
 def _spec(obj: JSONObj) -> JSONObj:
@@ -110,11 +111,6 @@ def _available_condition(obj: JSONObj) -> JSONObj | None:
         if isinstance(condition, dict) and condition.get("type") == "Available":
             return condition
     return None
-
-
-def _log_task_end(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("task %s failed", task.get_name(), exc_info=task.exception())
 
 
 class Aggregator:
@@ -192,7 +188,7 @@ class Aggregator:
 
     def _spawn(self, name: str, coro: Any) -> None:
         task = asyncio.create_task(coro, name=name)
-        task.add_done_callback(_log_task_end)
+        task.add_done_callback(log_task_end)
         self._tasks.append(task)
 
     async def _watch(self, store: Any) -> None:

@@ -25,12 +25,12 @@ subresource. Invariants: entries with no fields are dropped; a client-supplied
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sampan.api import times
 from sampan.api.errors import BadRequest, Cause, Conflict
 from sampan.apiserver.apply.fieldpath import (
     Path,
@@ -114,7 +114,7 @@ class ManagedEntry:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.now()
 
 
 def read_entries(obj: dict[str, Any] | None) -> list[ManagedEntry]:

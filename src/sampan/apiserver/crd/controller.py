@@ -26,9 +26,9 @@ import asyncio
 import copy
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from sampan.api import times
 from sampan.api.errors import Conflict, NotFound, StatusError
 from sampan.api.resources import ResourceInfo, ResourceRegistry
 from sampan.apiserver.crd.model import (
@@ -42,6 +42,7 @@ from sampan.apiserver.crd.model import (
 from sampan.apiserver.crd.support import CustomResources
 from sampan.apiserver.storage import DeleteOptions, Storage
 from sampan.datastore import StoreError
+from sampan.tasks import log_task_end
 
 __all__ = [
     "CLEANUP_RETRY_S",
@@ -71,7 +72,7 @@ class SchemaRegistry(Protocol):
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.now()
 
 
 def _condition(type_: str, status: str, reason: str, message: str) -> JSONObj:
@@ -143,7 +144,7 @@ class CRDController:
             self._wake.set()
         for name, coro in (("crd-watch", self._watch()), ("crd-reconcile", self._loop())):
             task = asyncio.create_task(coro, name=name)
-            task.add_done_callback(_log_task_end)
+            task.add_done_callback(log_task_end)
             self._tasks.append(task)
 
     async def stop(self) -> None:
@@ -406,11 +407,3 @@ class CRDController:
         await store.delete_collection(None, options=DeleteOptions())
         page = await store.list(None, limit=1)
         return not page.items
-
-
-def _log_task_end(task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    err = task.exception()
-    if err is not None:
-        log.error("task %s failed", task.get_name(), exc_info=err)

@@ -31,6 +31,7 @@ from sampan.apiserver.storage.cache import RevisionTracker, WatchCache
 from sampan.apiserver.storage.store import ResourceStore
 from sampan.apiserver.storage.types import StorageSettings
 from sampan.datastore.types import Backend, CompactedError, Event, KeyValue, StoreError
+from sampan.tasks import log_task_end
 
 __all__ = ["RELIST_BACKOFF_MAX_S", "RELIST_BACKOFF_MIN_S", "Storage"]
 
@@ -76,7 +77,7 @@ class Storage:
             if info.stored:
                 self._cache_for(info)
         self._task = asyncio.create_task(self._run(), name="storage-watch")
-        self._task.add_done_callback(_log_task_end)
+        self._task.add_done_callback(log_task_end)
 
     async def stop(self) -> None:
         """Stop the shared watch; every watch stream ends."""
@@ -182,7 +183,7 @@ class Storage:
         )
         self._load_tasks.add(task)
         task.add_done_callback(self._load_tasks.discard)
-        task.add_done_callback(_log_task_end)
+        task.add_done_callback(log_task_end)
 
     async def _load_late(self, cache: WatchCache, revision: int, epoch: int) -> None:
         backoff_s = RELIST_BACKOFF_MIN_S
@@ -207,7 +208,7 @@ class Storage:
             self._task.cancel()
         if self._running:
             self._task = asyncio.create_task(self._run(), name="storage-watch")
-            self._task.add_done_callback(_log_task_end)
+            self._task.add_done_callback(log_task_end)
 
     async def _list_all(self, prefix: str, revision: int) -> list[KeyValue]:
         if revision == 0:
@@ -273,11 +274,3 @@ class Storage:
                 cache.apply(ev)
         if batch:
             self._tracker.advance(batch[-1].revision)
-
-
-def _log_task_end(task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    err = task.exception()
-    if err is not None:
-        log.error("task %s failed", task.get_name(), exc_info=err)

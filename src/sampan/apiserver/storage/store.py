@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
+from sampan.api import times
 from sampan.api.errors import (
     AlreadyExists,
     BadRequest,
@@ -122,9 +123,7 @@ _SYSTEM_META_KEPT_ON_UPDATE = (
 JSONObj = dict[str, Any]
 
 
-def rfc3339(moment: datetime) -> str:
-    """``2024-01-02T03:04:05Z``: seconds precision, UTC, as metav1.Time serializes."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+rfc3339 = times.rfc3339
 
 
 def _generate_name(base: str) -> str:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -49,6 +48,7 @@ from cryptography import x509
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from sampan import httpstream as upgrade
+from sampan.api import times
 from sampan.httpconn import (
     DEFAULT_HEADER_READ_TIMEOUT_S,
     HeaderTimeout,
@@ -135,7 +135,7 @@ def _text(status: int, message: str) -> web.Response:
 
 
 def _ns_to_rfc3339(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.rfc3339(times.from_unix(ns / 1e9))
 
 
 class KubeletServer:
