@@ -126,3 +126,32 @@ async def test_kubectl_create_bound_token(harness):
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["aud"] == ["vault"] and claims["exp"] - claims["iat"] == 7200
     assert claims["kubernetes.io"]["secret"]["uid"] == secret["metadata"]["uid"]
+
+
+@pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
+async def test_issuer_discovery_verifies_a_service_account_token(harness):
+    """/.well-known/openid-configuration and its JWKS, as a token verifier outside the
+    cluster reads them: any service account may (system:service-account-issuer-discovery),
+    a request without credentials may not."""
+    token = (await ok(harness, "create", "token", "default")).strip()
+    unverified = jwt.decode(token, options={"verify_signature": False})
+    async with harness.anonymous_session({"Authorization": f"Bearer {token}"}) as session:
+        async with session.get("/.well-known/openid-configuration") as response:
+            assert response.status == 200
+            config = await response.json()
+        assert config["issuer"] == unverified["iss"]
+        jwks_path = "/" + config["jwks_uri"].split("/", 3)[3]
+        assert jwks_path == "/openid/v1/jwks"
+        async with session.get(jwks_path) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"] == "application/jwk-set+json"
+            jwks = await response.json(content_type=None)
+    keys = jwt.PyJWKSet.from_dict(jwks)
+    kid = jwt.get_unverified_header(token)["kid"]
+    (key,) = [k for k in keys.keys if k.key_id == kid]
+    claims = jwt.decode(token, key.key, algorithms=[key.algorithm_name], audience=unverified["aud"])
+    assert claims["sub"] == "system:serviceaccount:default:default"
+    assert config["id_token_signing_alg_values_supported"] == [key.algorithm_name]
+    async with harness.anonymous_session({}) as session:
+        async with session.get("/openid/v1/jwks") as response:
+            assert response.status == 401  # no anonymous requests, as with K3s

@@ -66,6 +66,13 @@ from sampan.apiserver.auth import (
 )
 from sampan.apiserver.auth.bootstrap import node_rules
 from sampan.apiserver.auth.node import NodeAuthorizer, NodeGraph
+from sampan.apiserver.auth.reviews import (
+    JWKS_PATH,
+    OPENID_CONFIGURATION_PATH,
+    openid_configuration,
+    service_account_jwks,
+)
+from sampan.apiserver.auth.serviceaccount import DEFAULT_ISSUER
 from sampan.apiserver.auth.union import UnionAuthorizer
 from sampan.apiserver.bootstrap import ensure_bootstrap_objects
 from sampan.apiserver.crd import (
@@ -600,6 +607,9 @@ class APIServer:
             return web.Response(
                 body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
             )
+        if path in (OPENID_CONFIGURATION_PATH, JWKS_PATH):
+            _require_get(request)
+            return self._issuer_discovery(path)
         if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
             _require_get(request)
             return self._openapi_v3(request, path)
@@ -623,6 +633,18 @@ class APIServer:
             _require_get(request)
             return json_response(document)
         raise not_found()
+
+    def _issuer_discovery(self, path: str) -> web.StreamResponse:
+        """Service-account issuer discovery (OIDC), as kube-apiserver serves it: the
+        configuration names this server's JWKS; both behind RBAC
+        (``system:service-account-issuer-discovery``, bound to every service account)."""
+        keys = [self._rt.pki.sa_public_key_pem]
+        if path == JWKS_PATH:
+            response = json_response(service_account_jwks(keys))
+            response.headers["Content-Type"] = "application/jwk-set+json"
+            return response
+        jwks_uri = f"https://{self.advertise_address}:{self._rt.port}{JWKS_PATH}"
+        return json_response(openid_configuration(DEFAULT_ISSUER, jwks_uri, keys))
 
     def _aggregated(
         self, request: web.Request

@@ -14,8 +14,8 @@
 * ``sampan.apiserver.auth.escalation``: ``RBACEscalation``, the admission plugin that keeps
   Role/ClusterRole/RoleBinding/ClusterRoleBinding writes from granting more than the writer
   holds (upstream's escalate/bind rules and messages);
-* ``sampan.apiserver.auth.reviews``: bodies of SubjectAccessReview, SelfSubjectRulesReview,
-  SelfSubjectReview, and the service-account issuer discovery documents (JWKS).
+* ``sampan.apiserver.auth.reviews``: the service-account issuer discovery documents (OIDC
+  configuration and JWKS), served by the API server.
 """
 
 from sampan.apiserver.auth.authn import (
