@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sampan.api.fields import check_supported, field_set, parse_field_selector, supported_fields
+from sampan.api.fields import check_supported, field_set, parse_field_selector
 from sampan.api.labels import (
     SelectorError,
     parse_selector,
@@ -190,7 +190,6 @@ def test_label_selector_object() -> None:
 def test_field_selector_parse_and_match() -> None:
     sel = parse_field_selector("status.phase!=Running,spec.nodeName=n1")
     assert str(sel) == "spec.nodeName=n1,status.phase!=Running"
-    assert sel.requires_exact("spec.nodeName") == "n1"
     fields = field_set(
         PODS,
         {
@@ -229,8 +228,10 @@ def test_field_selector_errors(text: str, message: str) -> None:
 
 
 def test_supported_fields_and_messages() -> None:
-    assert "spec.nodeName" in supported_fields(PODS)
-    assert supported_fields(CONFIGMAPS) == ("metadata.name", "metadata.namespace")
+    check_supported(PODS, parse_field_selector("spec.nodeName=n1"))
+    with pytest.raises(SelectorError) as info:
+        check_supported(CONFIGMAPS, parse_field_selector("spec.nodeName=n1"))
+    assert '"metadata.name", "metadata.namespace"' in info.value.message
     with pytest.raises(SelectorError) as info:
         check_supported(PODS, parse_field_selector("foo=bar"))
     assert info.value.message == "field label not supported: foo"

@@ -301,28 +301,3 @@ async def test_workers_in_parallel_never_share_a_key() -> None:
     await asyncio.wait_for(asyncio.gather(*workers), timeout=5)
     assert overlaps == []
     assert set(handled) >= {"a", "b", "c"}
-
-
-async def test_shutdown_with_drain_waits_for_workers() -> None:
-    queue: WorkQueue[str] = WorkQueue("t", clock=FakeClock())
-    queue.add("a")
-    queue.add("b")
-    held = await queue.get()
-    drain = asyncio.ensure_future(queue.shutdown_with_drain())
-    await asyncio.sleep(0)
-    assert not drain.done()
-    queue.done(held)
-    await asyncio.sleep(0)
-    assert not drain.done()  # "b" is still queued
-    other = await queue.get()
-    await asyncio.sleep(0)
-    assert not drain.done()
-    queue.done(other)
-    assert await asyncio.wait_for(drain, timeout=5) is True
-
-
-async def test_shutdown_with_drain_times_out() -> None:
-    queue: WorkQueue[str] = WorkQueue("t", clock=FakeClock())
-    queue.add("a")
-    await queue.get()
-    assert await queue.shutdown_with_drain(timeout_s=0.01) is False

@@ -316,7 +316,7 @@ async def test_real_tls_handshake_with_admin_cert(tls_dir: Path, tmp_path: Path)
     await site.start()
     port = runner.addresses[0][1]
     try:
-        client_ctx = pki.ssl_client_context()
+        client_ctx = ssl.create_default_context(cadata=pki.ca_pem.decode())
         client_ctx.set_alpn_protocols(["h2", "http/1.1"])
         client_ctx.load_cert_chain(pki.admin_cert_path, pki.admin_key_path)
         async with aiohttp.ClientSession() as session:
@@ -327,7 +327,8 @@ async def test_real_tls_handshake_with_admin_cert(tls_dir: Path, tmp_path: Path)
                     assert await resp.text() == "http/1.1"
             # no client certificate: still allowed at the TLS layer
             async with session.get(
-                f"https://localhost:{port}/", ssl=pki.ssl_client_context()
+                f"https://localhost:{port}/",
+                ssl=ssl.create_default_context(cadata=pki.ca_pem.decode()),
             ) as resp:
                 assert resp.status == 200
             # a certificate from a foreign CA fails the handshake
@@ -339,7 +340,7 @@ async def test_real_tls_handshake_with_admin_cert(tls_dir: Path, tmp_path: Path)
             rogue_dir.mkdir()
             (rogue_dir / "c.crt").write_bytes(cert_to_pem(rogue_cert))
             (rogue_dir / "c.key").write_bytes(key_to_pem(rogue_leaf_key))
-            rogue_ctx = pki.ssl_client_context()
+            rogue_ctx = ssl.create_default_context(cadata=pki.ca_pem.decode())
             rogue_ctx.load_cert_chain(rogue_dir / "c.crt", rogue_dir / "c.key")
             with pytest.raises(aiohttp.ClientError):
                 async with session.get(f"https://localhost:{port}/", ssl=rogue_ctx) as resp:

@@ -4,8 +4,8 @@
 ``field==value`` or ``field!=value``; in values ``\\``, ``,`` and ``=`` are escaped with a
 backslash. Terms are kept sorted, so ``str()`` is canonical.
 
-``supported_fields(info)`` lists the field labels a list/watch of that resource accepts and
-``check_supported(info, selector)`` raises ``SelectorError`` worded as kube-apiserver 1.32
+``check_supported(info, selector)`` checks a selector against the field labels a list/watch
+of that resource accepts and raises ``SelectorError`` worded as kube-apiserver 1.32
 (``field label not supported: foo``, or for kinds without their own table
 ``"foo" is not a known field selector: only "metadata.name", "metadata.namespace"``).
 ``field_set(info, obj)`` computes the values those labels have for one object, which
@@ -28,7 +28,6 @@ __all__ = [
     "escape_value",
     "field_set",
     "parse_field_selector",
-    "supported_fields",
 ]
 
 _META_FIELDS = ("metadata.name", "metadata.namespace")
@@ -58,13 +57,6 @@ class FieldSelector:
 
     def matches(self, fields: Mapping[str, str]) -> bool:
         return all(r.matches(fields) for r in self.requirements)
-
-    def requires_exact(self, field: str) -> str | None:
-        """The value ``field`` must equal, if pinned (e.g. ``spec.nodeName`` for indexing)."""
-        for r in self.requirements:
-            if r.field == field and r.operator == "=":
-                return r.value
-        return None
 
     def __str__(self) -> str:
         return ",".join(str(r) for r in self.requirements)
@@ -331,12 +323,6 @@ _KIND_FIELDS: dict[tuple[str, str], _KindFields] = {
 
 def _kind_fields(info: ResourceInfo) -> _KindFields | None:
     return _KIND_FIELDS.get((info.group, info.kind))
-
-
-def supported_fields(info: ResourceInfo) -> tuple[str, ...]:
-    """Field labels a list or watch of this resource may select on."""
-    kf = _kind_fields(info)
-    return kf.labels if kf else _META_FIELDS
 
 
 def check_supported(info: ResourceInfo, selector: FieldSelector) -> FieldSelector:

@@ -121,14 +121,6 @@ class Selector:
         labels = labels or {}
         return all(r.matches(labels) for r in self.requirements)
 
-    def requires_exact(self, key: str) -> str | None:
-        """The single value ``key`` must equal, if the selector pins it (for indexing)."""
-        for r in self.requirements:
-            if r.key == key and len(r.values) == 1:
-                if r.operator in (Operator.EQUALS, Operator.DOUBLE_EQUALS, Operator.IN):
-                    return r.values[0]
-        return None
-
     def __str__(self) -> str:
         return ",".join(str(r) for r in self.requirements)
 

@@ -1959,6 +1959,7 @@ def _normal_group(group: str) -> str:
     return "" if group in ("", "core") else group
 
 
+# Only tests call this: it states which kinds have upstream's own columns.
 def has_printer(kind: str, group: str) -> bool:
     """True when the kind has a dedicated printer (else the Name/Created At default)."""
     return (_normal_group(group), kind) in _PRINTERS
@@ -2020,6 +2021,7 @@ def _table(
     }
 
 
+# Only tests call this: the column definitions alone, without rendering rows.
 def table_columns(kind: str, group: str, *, wide: bool = True) -> list[dict[str, Any]]:
     """The ``columnDefinitions`` kube-apiserver sends for ``kind`` in ``group``."""
     spec = _spec_for(kind, group)

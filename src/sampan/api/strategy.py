@@ -52,7 +52,6 @@ __all__ = [
     "JOB_NAME_LABEL",
     "LEGACY_JOB_CONTROLLER_UID_LABEL",
     "LEGACY_JOB_NAME_LABEL",
-    "apply_scale",
     "default",
     "pod_qos_class",
     "prepare_for_approval_update",
@@ -565,9 +564,3 @@ def scale_of(info: ResourceInfo, obj: Obj) -> Obj:
             "selector": _selector_string(info, obj),
         },
     }
-
-
-def apply_scale(info: ResourceInfo, obj: Obj, scale: Obj) -> None:
-    """Write a Scale's ``spec.replicas`` into the object (``PUT/PATCH .../scale``)."""
-    replicas = _d(scale.get("spec")).get("replicas", 0)
-    _spec(obj)["replicas"] = replicas

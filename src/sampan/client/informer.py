@@ -163,13 +163,6 @@ class Cache:
         keys = self._indexes[index_name].get(value, ())
         return [self._items[key] for key in keys]
 
-    def index_keys(self, index_name: str, value: str) -> list[str]:
-        return list(self._indexes[index_name].get(value, ()))
-
-    def index_values(self, index_name: str) -> list[str]:
-        """Every value that has at least one object in ``index_name``."""
-        return list(self._indexes[index_name])
-
     # -- indexes -----------------------------------------------------------------------------
 
     def add_indexers(self, indexers: Mapping[str, IndexFunc]) -> None:

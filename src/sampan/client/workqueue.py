@@ -18,8 +18,7 @@ Invariants (the contract controllers rely on):
   and an overall token bucket (10 qps, burst 100), as client-go's default controller limiter.
   ``forget(key)`` after a successful reconcile resets the key's back-off.
 * **Shutdown drains.** After ``shutdown()`` new adds are ignored, ``get()`` still returns the
-  keys already queued and then raises ``QueueShutDown``. ``shutdown_with_drain()`` also waits
-  until every queued or processing key is ``done`` (graceful controller stop).
+  keys already queued and then raises ``QueueShutDown``.
 
 The queue is unbounded by design: it holds *keys* (one entry per distinct object at most, since
 adds collapse), so its size is bounded by the number of objects watched.
@@ -131,6 +130,7 @@ class FakeClock:
             if not fut.done():
                 fut.set_result(None)
 
+    # Only tests call this (FakeClock exists for tests): let woken sleepers run.
     async def settle(self, rounds: int = 10) -> None:
         """Yield to the loop a few times so woken tasks run to their next wait."""
         for _ in range(rounds):
@@ -296,7 +296,6 @@ class WorkQueue(Generic[K]):
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._getters: deque[asyncio.Future[None]] = deque()
-        self._drain_waiters: list[asyncio.Future[None]] = []
         self._shutting_down = False
         # Delayed keys: a heap of (ready_at_s, seq, key) plus each key's current ready time so a
         # later add_after of the same key can keep the earlier time (stale heap rows skipped).
@@ -382,11 +381,6 @@ class WorkQueue(Generic[K]):
         if key in self._dirty:
             self._queue.append(key)
             self._wake_one_getter()
-        elif not self._processing and self._drain_waiters:
-            for fut in self._drain_waiters:
-                if not fut.done():
-                    fut.set_result(None)
-            self._drain_waiters.clear()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -402,22 +396,6 @@ class WorkQueue(Generic[K]):
             fut = self._getters.popleft()
             if not fut.done():
                 fut.set_result(None)
-
-    async def shutdown_with_drain(self, timeout_s: float | None = None) -> bool:
-        """``shutdown()``, then wait until workers have taken and finished every key.
-
-        Returns False if ``timeout_s`` passed first (keys still queued or processing).
-        """
-        self.shutdown()
-        try:
-            async with asyncio.timeout(timeout_s):
-                while self._queue or self._processing:
-                    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                    self._drain_waiters.append(fut)
-                    await fut
-        except TimeoutError:
-            return False
-        return True
 
     @property
     def shutting_down(self) -> bool:

@@ -371,6 +371,7 @@ class IngressController:
 
     # -- syncing -----------------------------------------------------------------------------
 
+    # Only tests call this: wait for a sync instead of sleeping.
     async def wait_sync(self, timeout_s: float | None = None) -> int:
         """Request a sync and wait for one started after the request (tests)."""
         target = self.sync_count + (2 if self._syncing else 1)

@@ -295,6 +295,7 @@ class NetworkPolicyController:
         assert self._executor is not None
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
+    # Only tests call this: wait for a sync instead of sleeping.
     async def wait_sync(self, timeout_s: float | None = None) -> int:
         """Request a sync and wait until one that started after the request has finished;
         returns the number of finished syncs (tests)."""

@@ -177,12 +177,6 @@ class ClusterPKI:
             client_ca_pem=self.client_ca_pem + self.request_header_ca_pem,
         )
 
-    def ssl_client_context(self) -> ssl.SSLContext:
-        """Client-side TLS trusting the server CA (no client certificate loaded)."""
-        context = ssl.create_default_context(cadata=self.ca_pem.decode("ascii"))
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        return context
-
     def ca_hash(self) -> str:
         """SHA-256 hex of the server CA certificate file (the K10<hash>::... token part)."""
         return hashlib.sha256(self.ca_pem).hexdigest()

@@ -316,6 +316,7 @@ class Proxy:
 
     # syncing -------------------------------------------------------------------------------
 
+    # Only tests call this: wait for a sync instead of sleeping.
     async def wait_sync(self, timeout_s: float | None = None) -> int:
         """Request a sync and wait until one that started after the request has finished;
         returns the number of finished syncs (tests)."""

@@ -162,9 +162,6 @@ class SchedulerCache:
         self.assumed.discard(uid)
         return self._uncount(uid)
 
-    def node_of(self, uid: str) -> str | None:
-        return self.pod_nodes.get(uid)
-
     def pod_info(self, uid: str) -> PodInfo | None:
         """The counted (bound or assumed) pod with this uid."""
         node_name = self.pod_nodes.get(uid)

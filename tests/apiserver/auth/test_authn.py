@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import ssl
 from pathlib import Path
 
 import aiohttp
@@ -405,13 +406,14 @@ async def test_authenticate_peer_cert_from_a_real_tls_handshake(pki, lookup, tmp
     (tmp_path / "c.crt").write_bytes(cert_pem)
     (tmp_path / "c.key").write_bytes(key_pem)
     try:
-        client_ctx = pki.ssl_client_context()
+        client_ctx = ssl.create_default_context(cadata=pki.ca_pem.decode())
         client_ctx.load_cert_chain(tmp_path / "c.crt", tmp_path / "c.key")
         async with aiohttp.ClientSession() as session:
             async with session.get(f"https://localhost:{port}/", ssl=client_ctx) as resp:
                 assert resp.status == 200
             async with session.get(
-                f"https://localhost:{port}/", ssl=pki.ssl_client_context()
+                f"https://localhost:{port}/",
+                ssl=ssl.create_default_context(cadata=pki.ca_pem.decode()),
             ) as resp:
                 assert resp.status == 200
     finally:

@@ -158,6 +158,7 @@ class RangeAllocator(abc.ABC):
 
     # --- claims -----------------------------------------------------------------------------
 
+    # Only tests call this: who holds an allocation, to check repair and release.
     async def owner_of(self, item: int) -> str | None:
         _, kv = await self._backend.get(self._key(item))
         if kv is None:

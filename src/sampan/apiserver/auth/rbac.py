@@ -197,6 +197,7 @@ def _compile(rule: Mapping[str, Any], source: str) -> _CompiledRule:
     )
 
 
+# Only tests call this: one rule's verdict, for the table tests of rule matching.
 def rule_allows(rule: Mapping[str, Any], attrs: Attributes) -> bool:
     """Does this single PolicyRule allow the request? (Uncached; for tests and tools.)"""
     compiled = _compile(rule, "")

@@ -232,6 +232,7 @@ def encode_syn_stream(
     return _control(TYPE_SYN_STREAM, flags, payload)
 
 
+# Only tests call this: the client half of the codec, with which tests act as kubectl.
 def encode_syn_reply(
     stream_id: int, headers: Headers, compressor: HeaderCompressor, *, flags: int = 0
 ) -> bytes:
@@ -247,6 +248,7 @@ def encode_ping(ping_id: int) -> bytes:
     return _control(TYPE_PING, 0, struct.pack(">I", ping_id))
 
 
+# Only tests call this: the client half of the codec, with which tests act as kubectl.
 def encode_goaway(last_good_stream_id: int, status: int = 0) -> bytes:
     return _control(
         TYPE_GOAWAY, 0, struct.pack(">II", last_good_stream_id & _STREAM_ID_MASK, status)
@@ -298,6 +300,7 @@ def parse_syn_reply(
     return stream_id & _STREAM_ID_MASK, decompressor.decompress(frame.payload[4:])
 
 
+# Only tests call this: the client half of the codec, with which tests act as kubectl.
 def parse_rst_stream(frame: ControlFrame) -> tuple[int, int]:
     _need(frame, 8, "RST_STREAM")
     stream_id, status = struct.unpack_from(">II", frame.payload)
@@ -309,6 +312,7 @@ def parse_ping(frame: ControlFrame) -> int:
     return struct.unpack_from(">I", frame.payload)[0]
 
 
+# Only tests call this: the client half of the codec, with which tests act as kubectl.
 def parse_goaway(frame: ControlFrame) -> tuple[int, int]:
     _need(frame, 4, "GOAWAY")
     (last,) = struct.unpack_from(">I", frame.payload)

@@ -96,6 +96,7 @@ class TaintToleration(Plugin):
             scores.append(count)
         return scores
 
+    # The framework calls this through getattr (an optional extension point).
     def normalize_score(
         self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo], scores: list[int]
     ) -> None:
@@ -190,6 +191,7 @@ class NodeAffinity(Plugin):
             scores.append(total)
         return scores
 
+    # The framework calls this through getattr (an optional extension point).
     def normalize_score(
         self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo], scores: list[int]
     ) -> None:
