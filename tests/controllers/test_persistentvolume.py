@@ -223,13 +223,15 @@ async def test_delete_policy_without_provisioner_fails(client: Client, run_contr
         return (await client.get(PVS, "doomed"))["status"].get("phase") == "Failed"
 
     await eventually(failed)
-    assert await _has_event(
-        client,
-        "doomed",
-        "VolumeFailedDelete",
-        'error getting deleter volume plugin for volume "doomed": '
-        "no deletable volume plugin matched",
-    )()
+    await eventually(
+        _has_event(
+            client,
+            "doomed",
+            "VolumeFailedDelete",
+            'error getting deleter volume plugin for volume "doomed": '
+            "no deletable volume plugin matched",
+        )
+    )
 
 
 async def test_lost_claim(client: Client, run_controller) -> None:
@@ -246,12 +248,14 @@ async def test_lost_claim(client: Client, run_controller) -> None:
         return (await _claim(client, "orphan"))["status"].get("phase") == "Lost"
 
     await eventually(lost)
-    assert await _has_event(
-        client,
-        "orphan",
-        "ClaimLost",
-        "Bound claim has lost reference to PersistentVolume. Data on the volume is lost!",
-    )()
+    await eventually(
+        _has_event(
+            client,
+            "orphan",
+            "ClaimLost",
+            "Bound claim has lost reference to PersistentVolume. Data on the volume is lost!",
+        )
+    )
 
 
 def _class(name: str, *, default: bool = False, provisioner: str = "example.com/p", **kw: Any):
@@ -390,17 +394,21 @@ async def test_wait_for_first_consumer_then_local_path(client: Client, run_contr
     assert claim["metadata"]["annotations"]["volume.kubernetes.io/storage-provisioner"] == (
         "rancher.io/local-path"
     )
-    assert await _has_event(
-        client,
-        "www",
-        "ExternalProvisioning",
-        "Waiting for a volume to be created either by the external provisioner "
-        "'rancher.io/local-path' or manually by the system administrator. If volume creation "
-        "is delayed, please verify that the provisioner is running and correctly registered.",
-    )()
-    assert await _has_event(
-        client, "www", "ProvisioningSucceeded", f"Successfully provisioned volume pvc-{uid}"
-    )()
+    await eventually(
+        _has_event(
+            client,
+            "www",
+            "ExternalProvisioning",
+            "Waiting for a volume to be created either by the external provisioner "
+            "'rancher.io/local-path' or manually by the system administrator. If volume creation "
+            "is delayed, please verify that the provisioner is running and correctly registered.",
+        )
+    )
+    await eventually(
+        _has_event(
+            client, "www", "ProvisioningSucceeded", f"Successfully provisioned volume pvc-{uid}"
+        )
+    )
     # Deleting the claim releases the volume; the binder leaves it to the provisioner.
     await client.delete(PVCS, "www", namespace=NS)
 
