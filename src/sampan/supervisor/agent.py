@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -55,6 +56,8 @@ from typing import Any
 import aiohttp
 
 from sampan.config import DEFAULT_DATA_DIR, Config, ConfigError
+from sampan.pki import LEAF_RENEW_BEFORE_DAYS
+from sampan.pki.certs import load_cert, remaining_validity
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import JoinToken, TokenError, parse_token
 
@@ -63,6 +66,7 @@ __all__ = [
     "NodeCredentials",
     "agent_components",
     "default_node_ips",
+    "expiring_node_certificates",
     "node_name",
     "restricted_node_labels",
 ]
@@ -285,6 +289,10 @@ class JoinComponent:
     def _write(self, creds: dict[str, str]) -> NodeCredentials:
         etc = self._data_dir / "agent" / "etc"
         out = NodeCredentials(etc, self._server_url)
+        # Every join brings fresh certificates; say which old ones were due (K3s renews those
+        # within 90 days of expiry at start, and logs each).
+        for path, reason in expiring_node_certificates(etc):
+            log.info("renewed certificate %s: %s", path, reason)
         ca = creds["ca"]
         pairs = {
             "kubelet": ("kubeletClientCert", "kubeletClientKey"),
@@ -302,6 +310,48 @@ class JoinComponent:
         _write_private(out.client_ca, creds["clientCA"].encode())
         _write_private(etc / "server-ca.crt", ca.encode())
         return out
+
+
+def _certificate_in(path: Path) -> bytes | None:
+    """The PEM certificate of a node file: a ``.crt``, or the client certificate embedded in
+    a kubeconfig (JSON, as ``_kubeconfig`` writes it)."""
+    data = path.read_bytes()
+    if path.suffix == ".crt":
+        return data
+    try:
+        users = json.loads(data).get("users") or []
+        return base64.b64decode(users[0]["user"]["client-certificate-data"])
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def expiring_node_certificates(etc_dir: Path) -> list[tuple[Path, str]]:
+    """(file, why) for each certificate under ``etc_dir`` (the node's kubeconfigs and serving
+    certificate) that has expired or expires within ``LEAF_RENEW_BEFORE_DAYS``."""
+    if not etc_dir.is_dir():
+        return []
+    found = []
+    for path in sorted([*etc_dir.glob("*.kubeconfig"), etc_dir / "serving-kubelet.crt"]):
+        try:
+            pem = _certificate_in(path)
+            cert = load_cert(pem) if pem else None
+        except (OSError, ValueError):
+            continue
+        if cert is None:
+            continue
+        left = remaining_validity(cert)
+        expiry = cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if left <= dt.timedelta(0):
+            found.append((path, f"expired at {expiry}"))
+        elif left < dt.timedelta(days=LEAF_RENEW_BEFORE_DAYS):
+            found.append(
+                (
+                    path,
+                    f"expires within {LEAF_RENEW_BEFORE_DAYS} days "
+                    f"(at {expiry}, {left.days} days left)",
+                )
+            )
+    return found
 
 
 def _status_message(payload: bytes) -> str:
