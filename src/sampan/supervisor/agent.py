@@ -4,9 +4,11 @@
 path (K3s: "a server is a control plane plus an agent that joins itself"):
 
 1. **join** — fetch the cluster CA from ``/cacerts`` and refuse it unless its sha256 matches
-   the hash in the ``K10...`` token; send the token secret (basic auth) with the node name, the
-   node password and the node's addresses to ``/v1-sampan/node`` over TLS that checks the
-   server's certificate against that CA and the host in ``--server``; receive the node's
+   the hash in the ``K10...`` token (after ``certificate rotate-ca``: unless it is a bundle
+   holding that CA, which signed the new one); send the token secret (basic auth) with the
+   node name, the node password and the node's addresses to ``/v1-sampan/node`` over TLS
+   that checks the server's certificate against that CA and the host in ``--server``;
+   receive the node's
    certificates and write them, with kubeconfigs, under ``<data-dir>/agent/etc/`` (0600). A
    wrong token, an unreachable server or a TLS failure (clock skew) is one log line, then a
    retry with backoff — never a crash;
@@ -40,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -58,6 +59,7 @@ import aiohttp
 from sampan.config import DEFAULT_DATA_DIR, Config, ConfigError
 from sampan.pki import LEAF_RENEW_BEFORE_DAYS
 from sampan.pki.certs import load_cert, remaining_validity
+from sampan.pki.rotation import bundle_endorsed_by
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import JoinToken, TokenError, parse_token
 
@@ -248,7 +250,9 @@ class JoinComponent:
                     raise JoinRefused(f"GET {CACERTS_PATH} answered {resp.status}")
                 ca_pem = await resp.read()
             if token.ca_hash is not None:
-                if hashlib.sha256(ca_pem).hexdigest() != token.ca_hash:
+                # After `sampan certificate rotate-ca` the file is a bundle that still holds
+                # the pinned CA, which signed the new one: the old token keeps working.
+                if not bundle_endorsed_by(ca_pem, token.ca_hash):
                     raise JoinRefused(
                         "the server's CA does not match the hash in the token (wrong server, "
                         "or a token from another cluster)"
