@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import ipaddress
+import json
+import shutil
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -223,3 +227,74 @@ async def test_kubelet_serving_waits_for_approval_then_uses_kubelet_ca(
     assert not is_issued_by(cert, load_cert(pki.ca_pem))
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["n1"]
+
+
+async def _kubectl(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "kubectl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode() + err.decode()
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+async def test_kubectl_certificate_approve_then_whoami(api_server, run_controller, tmp_path):
+    await run_controller(CSRApprovingController, _options(api_server))
+    await run_controller(CSRSigningController, _options(api_server))
+    admin = f"--kubeconfig={api_server.kubeconfig}"
+    key, request = _request("alice", ("qa",))
+    manifest = tmp_path / "csr.yaml"
+    manifest.write_text(
+        json.dumps(
+            _csr(
+                "alice",
+                request,
+                "kubernetes.io/kube-apiserver-client",
+                ["client auth"],
+                expirationSeconds=86400,
+            )
+        )
+    )
+    code, out = await _kubectl(admin, "apply", "-f", str(manifest))
+    assert code == 0, out
+    code, out = await _kubectl(admin, "get", "csr", "alice")
+    assert code == 0 and "Pending" in out, out
+    code, out = await _kubectl(admin, "certificate", "approve", "alice")
+    assert code == 0, out
+    assert "certificatesigningrequest.certificates.k8s.io/alice approved" in out
+
+    async def issued():
+        code, out = await _kubectl(
+            admin, "get", "csr", "alice", "-o", "jsonpath={.status.certificate}"
+        )
+        return out.strip() if code == 0 else None
+
+    cert_path, key_path = tmp_path / "alice.crt", tmp_path / "alice.key"
+    cert_path.write_bytes(base64.b64decode(await eventually(issued)))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    code, out = await _kubectl(admin, "get", "csr", "alice")
+    assert "Approved,Issued" in out, out
+    # A kubeconfig for alice, built the way a user would.
+    ca_path = tmp_path / "ca.crt"
+    ca_path.write_bytes(api_server.server.pki.ca_pem)
+    mine = f"--kubeconfig={tmp_path / 'alice.kubeconfig'}"
+    for step in (
+        ("set-cluster", "c", f"--server={api_server.url}", f"--certificate-authority={ca_path}"),
+        ("set-credentials", "alice", f"--client-certificate={cert_path}"),
+        ("set-credentials", "alice", f"--client-key={key_path}"),
+        ("set-context", "a", "--cluster=c", "--user=alice"),
+        ("use-context", "a"),
+    ):
+        code, out = await _kubectl(mine, "config", *step)
+        assert code == 0, out
+    code, out = await _kubectl(mine, "auth", "whoami", "-o", "json")
+    assert code == 0, out
+    user = json.loads(out)["status"]["userInfo"]
+    assert user["username"] == "alice"
+    assert "qa" in user["groups"]
