@@ -27,6 +27,8 @@ path (K3s: "a server is a control plane plus an agent that joins itself"):
 9. **ingress** — nginx (a supervised child) serving the Ingresses of the ``sampan-nginx``
    IngressClass on ``--ingress-http-port``/``--ingress-https-port`` (80/443); not with
    ``--disable=ingress``.
+10. **kubelet-certificate** — renews the kubelet's client certificate through a CSR at 70-90 %
+   of its lifetime (``sampan.supervisor.certrotation``).
 
 Host names: every interface, iptables chain and cgroup root comes from
 ``Config.host_names`` (K3s's names by default; ``--cluster-name NAME`` gives a second cluster
@@ -60,6 +62,7 @@ from sampan.config import DEFAULT_DATA_DIR, Config, ConfigError
 from sampan.pki import LEAF_RENEW_BEFORE_DAYS
 from sampan.pki.certs import load_cert, remaining_validity
 from sampan.pki.rotation import bundle_endorsed_by
+from sampan.supervisor.certrotation import KubeletCertificateRotation
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import JoinToken, TokenError, parse_token
 
@@ -620,6 +623,7 @@ def agent_components(
         ),
     )
     components += [kubelet, KubeletServerComponent(kubelet, join, name)]
+
     # The node half of the local-path provisioner: removes released volumes' directories.
     components.append(
         JoinedComponent(
@@ -651,4 +655,16 @@ def agent_components(
                 ),
             )
         )
+
+    def kubelet_clients() -> list[Any]:
+        inner = kubelet.inner
+        client = getattr(inner, "client", None) if inner is not None else None
+        return [client] if client is not None else []
+
+    def kubelet_kubeconfig() -> Path:
+        assert join.credentials is not None, "join starts first"
+        return join.credentials.kubeconfig("kubelet")
+
+    # The kubelet's client certificate is renewed through a CSR before it expires.
+    components.append(KubeletCertificateRotation(kubelet_kubeconfig, name, kubelet_clients))
     return components
