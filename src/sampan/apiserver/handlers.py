@@ -596,8 +596,18 @@ class ResourceHandler:
     ) -> dict[str, Any]:
         """Store an admitted create; the admission hooks learn whether it happened."""
         try:
+            user = attrs.user
             created = await store.create(
-                obj if converted else self._to_storage_version(info, obj), dry_run=attrs.dry_run
+                obj if converted else self._to_storage_version(info, obj),
+                dry_run=attrs.dry_run,
+                requester=None
+                if user is None
+                else {
+                    "username": user.name,
+                    "uid": user.uid,
+                    "groups": list(user.groups),
+                    "extra": {k: list(v) for k, v in user.extra.items()},
+                },
             )
         except BaseException:
             await self.ctx.admission.finish(attrs, ok=False)

@@ -4,11 +4,12 @@ few kinds clients send only as protobuf.
 Sampan answers in JSON, but client-go 1.32 typed clients (and so kubectl's ``create
 namespace|configmap|secret|serviceaccount|deployment|service|job|cronjob|role|rolebinding|
 clusterrole|clusterrolebinding|quota|priorityclass|poddisruptionbudget``, ``autoscale``,
-``auth whoami``, ``auth can-i``) send request bodies as ``application/vnd.kubernetes.protobuf``
-whatever the server prefers. This module decodes those bodies into the same dicts the JSON
-path produces, from small per-kind schemas (field number -> JSON name and type, as published
-in Kubernetes' ``generated.proto`` files). A kind without a schema here is refused by the
-caller with 415; part 2 of the API server widens the table (or serves protobuf fully).
+``auth whoami``, ``auth can-i``, ``certificate approve|deny``) send request bodies as
+``application/vnd.kubernetes.protobuf`` whatever the server prefers. This module decodes
+those bodies into the same dicts the JSON path produces, from small per-kind schemas (field
+number -> JSON name and type, as published in Kubernetes' ``generated.proto`` files). A kind
+without a schema here is refused by the caller with 415; part 2 of the API server widens the
+table (or serves protobuf fully).
 
 Invariants: decoding never raises anything but ``ProtobufError``; a field number the tables do
 not know refuses the whole body (415) rather than silently losing data; zero scalars, which
@@ -493,6 +494,41 @@ _KINDS: dict[tuple[str, str], _Schema] = {
         ),
     },
     ("policy/v1", "Eviction"): {1: _META, 2: _m("deleteOptions", _DELETE_OPTIONS)},
+    # kubectl certificate approve|deny: the whole object, to the approval subresource.
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"): {
+        1: _META,
+        2: _m(
+            "spec",
+            {
+                _IGNORED: (6,),  # extra: recorded by the server on create, immutable after
+                1: _f("request", "bytes"),
+                2: _s("username"),
+                3: _s("uid"),
+                4: _ss("groups"),
+                5: _ss("usages"),
+                7: _s("signerName"),
+                8: _ptr("expirationSeconds", "int"),
+            },
+        ),
+        3: _m(
+            "status",
+            {
+                1: _m(
+                    "conditions",
+                    {
+                        1: _s("type"),
+                        6: _s("status"),
+                        2: _s("reason"),
+                        3: _s("message"),
+                        4: _f("lastUpdateTime", _TIME),
+                        5: _f("lastTransitionTime", _TIME),
+                    },
+                    repeated=True,
+                ),
+                2: _f("certificate", "bytes"),
+            },
+        ),
+    },
     ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): {
         **_STATUS_IGNORED,
         1: _META,

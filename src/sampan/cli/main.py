@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from sampan import version
+from sampan.cli.certificate import add_certificate_parser, run_certificate
 from sampan.cli.checkconfig import add_checkconfig_parser, run_checkconfig
 from sampan.cli.install import remove_services, run_install, stop_services
 from sampan.cli.secrets_encrypt import add_secrets_encrypt_parser, run_secrets_encrypt
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
     add_token_parser(sub, _Parser)
     add_secrets_encrypt_parser(sub, _Parser)
+    add_certificate_parser(sub, _Parser)
     add_checkconfig_parser(sub)
     for tool, text in (
         ("ctr", "Run ctr against this node's containerd (namespace k8s.io)"),
@@ -255,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_token(ns)
     if ns.command == "secrets-encrypt":
         return run_secrets_encrypt(ns)
+    if ns.command == "certificate":
+        return run_certificate(ns)
     if ns.command == "check-config":
         return run_checkconfig(ns)
     flags = {k: v for k, v in vars(ns).items() if k not in ("command", "yes")}

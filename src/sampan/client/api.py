@@ -501,19 +501,23 @@ def _build_ssl_context(config: ClientConfig) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if config.client_cert_pem and config.client_key_pem:
-        # The ssl module loads key pairs only from files: use a private directory that is
-        # removed at once (mkdtemp makes it 0700).
-        with tempfile.TemporaryDirectory(prefix="sampan-client-") as tmp:
-            cert_path = Path(tmp) / "client.crt"
-            key_path = Path(tmp) / "client.key"
-            cert_path.write_bytes(config.client_cert_pem)
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as key_file:
-                key_file.write(config.client_key_pem)
-            context.load_cert_chain(cert_path, key_path)
+        _load_client_pair(context, config.client_cert_pem, config.client_key_pem)
     elif config.client_cert_pem or config.client_key_pem:
         raise ValueError("client certificate and key must be given together")
     return context
+
+
+def _load_client_pair(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """Present this key pair from now on (blocking). The ssl module loads key pairs only
+    from files: use a private directory that is removed at once (mkdtemp makes it 0700)."""
+    with tempfile.TemporaryDirectory(prefix="sampan-client-") as tmp:
+        cert_path = Path(tmp) / "client.crt"
+        key_path = Path(tmp) / "client.key"
+        cert_path.write_bytes(cert_pem)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as key_file:
+            key_file.write(key_pem)
+        context.load_cert_chain(cert_path, key_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -630,6 +634,7 @@ class Client:
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
         self._session: aiohttp.ClientSession | None = None
+        self._ssl_context: ssl.SSLContext | None = None
         self._session_lock = asyncio.Lock()
         self._auth_header: str | None = None
         self._token_read_at_s = 0.0
@@ -652,6 +657,15 @@ class Client:
         """How many watch streams are open right now (each holds one connection)."""
         return self._active_watches
 
+    async def reload_client_certificate(self, cert_pem: bytes, key_pem: bytes) -> None:
+        """Authenticate with a new client certificate from now on (a renewed one): new
+        connections present it; connections already open keep the old one until they close
+        (it is still valid when it is renewed)."""
+        async with self._session_lock:
+            if self._ssl_context is not None:
+                await asyncio.to_thread(_load_client_pair, self._ssl_context, cert_pem, key_pem)
+            self.config = replace(self.config, client_cert_pem=cert_pem, client_key_pem=key_pem)
+
     async def close(self) -> None:
         """Close the session and its connections; later calls raise ``TransportError``."""
         self._closed = True
@@ -669,6 +683,7 @@ class Client:
                 ssl_context = None
                 if self.config.server.startswith("https:"):
                     ssl_context = await asyncio.to_thread(_build_ssl_context, self.config)
+                    self._ssl_context = ssl_context
                 if self.config.token:
                     self._auth_header = f"Bearer {self.config.token}"
                 connector = aiohttp.TCPConnector(

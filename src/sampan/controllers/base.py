@@ -48,6 +48,7 @@ from sampan.client.workqueue import (
 
 __all__ = [
     "DEFAULT_CLUSTER_CIDR",
+    "DEFAULT_CLUSTER_SIGNING_DURATION_S",
     "DEFAULT_CONCURRENT_WORKERS",
     "DEFAULT_NODE_CIDR_MASK_SIZE",
     "DEFAULT_NODE_EVICTION_RATE",
@@ -56,6 +57,7 @@ __all__ = [
     "DEFAULT_SERVICE_CIDR",
     "DEFAULT_TERMINATED_POD_GC_THRESHOLD",
     "KNOWN_ARGS",
+    "SIGNER_FILE_FIELDS",
     "Controller",
     "ControllerContext",
     "ControllerManagerOptions",
@@ -76,6 +78,25 @@ DEFAULT_SECONDARY_NODE_EVICTION_RATE = 0.01
 DEFAULT_LARGE_CLUSTER_SIZE_THRESHOLD = 50
 DEFAULT_UNHEALTHY_ZONE_THRESHOLD = 0.55
 DEFAULT_TERMINATED_POD_GC_THRESHOLD = 12500
+DEFAULT_CLUSTER_SIGNING_DURATION_S = 8760 * 3600.0  # --cluster-signing-duration (1 year)
+
+# Signer name -> the option fields holding its CA certificate and key files.
+SIGNER_FILE_FIELDS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "kubernetes.io/kube-apiserver-client": (
+            "signing_kube_apiserver_client_cert_file",
+            "signing_kube_apiserver_client_key_file",
+        ),
+        "kubernetes.io/kube-apiserver-client-kubelet": (
+            "signing_kubelet_client_cert_file",
+            "signing_kubelet_client_key_file",
+        ),
+        "kubernetes.io/kubelet-serving": (
+            "signing_kubelet_serving_cert_file",
+            "signing_kubelet_serving_key_file",
+        ),
+    }
+)
 
 # Worker counts per controller, as upstream's --concurrent-*-syncs defaults.
 DEFAULT_CONCURRENT_WORKERS: Mapping[str, int] = MappingProxyType(
@@ -147,6 +168,17 @@ KNOWN_ARGS: Mapping[str, str] = MappingProxyType(
         "unhealthy-zone-threshold": "share of not-ready nodes that makes a zone unhealthy",
         "terminated-pod-gc-threshold": "terminated pods kept before podgc deletes them (12500)",
         "controllers": "controllers to run: '*', 'name', '-name' (comma-separated)",
+        "cluster-signing-duration": "longest validity csrsigning gives a certificate (8760h)",
+        "cluster-signing-cert-file": "CA certificate of every kubernetes.io signer",
+        "cluster-signing-key-file": "CA key of every kubernetes.io signer",
+        "cluster-signing-kube-apiserver-client-cert-file": "CA of kube-apiserver-client",
+        "cluster-signing-kube-apiserver-client-key-file": "CA key of kube-apiserver-client",
+        "cluster-signing-kubelet-client-cert-file": "CA of kube-apiserver-client-kubelet",
+        "cluster-signing-kubelet-client-key-file": "CA key of kube-apiserver-client-kubelet",
+        "cluster-signing-kubelet-serving-cert-file": "CA of kubelet-serving",
+        "cluster-signing-kubelet-serving-key-file": "CA key of kubelet-serving",
+        "cluster-signing-legacy-unknown-cert-file": "accepted; legacy-unknown is never signed",
+        "cluster-signing-legacy-unknown-key-file": "accepted; legacy-unknown is never signed",
         "profiling": "accepted for compatibility; ignored",
         "bind-address": "accepted for compatibility; ignored",
         "secure-port": "accepted for compatibility; ignored",
@@ -265,6 +297,16 @@ class ControllerManagerOptions:
     controllers' own client trusts, i.e. the API server's CA)."""
     local_storage_path: str = "/var/lib/sampan/storage"
     """Where the local-path provisioner puts volumes (``--default-local-storage-path``)."""
+    cluster_signing_duration_s: float = DEFAULT_CLUSTER_SIGNING_DURATION_S
+    """The longest validity csrsigning gives (``spec.expirationSeconds`` may ask less)."""
+    signing_kube_apiserver_client_cert_file: str = ""
+    signing_kube_apiserver_client_key_file: str = ""
+    signing_kubelet_client_cert_file: str = ""
+    signing_kubelet_client_key_file: str = ""
+    signing_kubelet_serving_cert_file: str = ""
+    signing_kubelet_serving_key_file: str = ""
+    """CA files of the csrsigning controller's signers (upstream's ``--cluster-signing-*``
+    flags); a signer without both files is not signed for."""
     controllers: tuple[str, ...] = ("*",)
     """Which controllers run: '*' = all, 'name' = add, '-name' = remove (upstream syntax)."""
     concurrent_workers: Mapping[str, int] = field(
@@ -308,6 +350,15 @@ class ControllerManagerOptions:
             return False
         return controller in self.controllers or "*" in self.controllers
 
+    def signer_files(self) -> dict[str, tuple[str, str]]:
+        """Signer name -> (CA certificate file, CA key file), for the signers configured."""
+        files = {}
+        for signer, (cert_field, key_field) in SIGNER_FILE_FIELDS.items():
+            cert_file, key_file = getattr(self, cert_field), getattr(self, key_field)
+            if cert_file and key_file:
+                files[signer] = (cert_file, key_file)
+        return files
+
     def with_changes(self, **changes: Any) -> ControllerManagerOptions:
         """A copy with ``changes`` applied (``args`` is re-applied on top)."""
         return replace(self, **changes)
@@ -350,6 +401,20 @@ def _apply_arg(key: str, value: str) -> dict[str, Any]:
             return {"unhealthy_zone_threshold": _parse_float(key, value)}
         case "terminated-pod-gc-threshold":
             return {"terminated_pod_gc_threshold": _parse_int(key, value)}
+        case "cluster-signing-duration":
+            return {"cluster_signing_duration_s": _parse_duration(key, value)}
+        case "cluster-signing-cert-file" | "cluster-signing-key-file":
+            half = key.rsplit("-", 2)[-2]  # "cert" or "key"
+            return {
+                fields[0 if half == "cert" else 1]: value.strip()
+                for fields in SIGNER_FILE_FIELDS.values()
+            }
+        case _ if key.startswith("cluster-signing-") and not key.startswith(
+            "cluster-signing-legacy-unknown-"
+        ):
+            # cluster-signing-<signer>-cert-file / -key-file
+            field_name = "signing_" + key.removeprefix("cluster-signing-").replace("-", "_")
+            return {field_name: value.strip()}
         case "controllers":
             names = tuple(part.strip() for part in value.split(",") if part.strip())
             return {"controllers": names or ("*",)}

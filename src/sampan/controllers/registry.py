@@ -7,6 +7,7 @@ enabled ones (``ControllerManagerOptions.enabled``) once per leadership term, in
 from __future__ import annotations
 
 from sampan.controllers.base import Controller
+from sampan.controllers.certificates import CSRApprovingController, CSRSigningController
 from sampan.controllers.cronjob import CronJobController
 from sampan.controllers.daemonset import DaemonSetController
 from sampan.controllers.deployment import DeploymentController
@@ -55,4 +56,6 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "pv-protection": PVProtectionController,
     "local-path-provisioner": LocalPathProvisioner,
     "horizontalpodautoscaling": HPAController,
+    "csrsigning": CSRSigningController,
+    "csrapproving": CSRApprovingController,
 }

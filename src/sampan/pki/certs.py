@@ -33,9 +33,11 @@ __all__ = [
     "issue_leaf",
     "key_to_pem",
     "load_cert",
+    "load_csr",
     "load_private_key",
     "public_key_to_pem",
     "remaining_validity",
+    "sign_request",
     "split_names",
 ]
 
@@ -238,3 +240,98 @@ def is_issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
 
 def remaining_validity(cert: x509.Certificate) -> dt.timedelta:
     return cert.not_valid_after_utc - _now()
+
+
+def load_csr(pem: bytes) -> x509.CertificateSigningRequest:
+    """A PEM ``CERTIFICATE REQUEST`` whose self-signature verifies (``ValueError`` if not)."""
+    csr = x509.load_pem_x509_csr(pem)
+    if not csr.is_signature_valid:
+        raise ValueError("the certificate request's signature does not verify")
+    return csr
+
+
+# Kubernetes ``spec.usages`` strings -> X.509 key usage bits / extended key usages.
+_KEY_USAGE_BITS = {
+    "signing": "digital_signature",
+    "digital signature": "digital_signature",
+    "content commitment": "content_commitment",
+    "key encipherment": "key_encipherment",
+    "key agreement": "key_agreement",
+    "data encipherment": "data_encipherment",
+    "cert sign": "key_cert_sign",
+    "crl sign": "crl_sign",
+    "encipher only": "encipher_only",
+    "decipher only": "decipher_only",
+}
+_EXTENDED_USAGES = {
+    "any": x509.ObjectIdentifier("2.5.29.37.0"),
+    "server auth": ExtendedKeyUsageOID.SERVER_AUTH,
+    "client auth": ExtendedKeyUsageOID.CLIENT_AUTH,
+    "code signing": ExtendedKeyUsageOID.CODE_SIGNING,
+    "email protection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
+    "s/mime": ExtendedKeyUsageOID.EMAIL_PROTECTION,
+    "ipsec end system": x509.ObjectIdentifier("1.3.6.1.5.5.7.3.5"),
+    "ipsec tunnel": x509.ObjectIdentifier("1.3.6.1.5.5.7.3.6"),
+    "ipsec user": x509.ObjectIdentifier("1.3.6.1.5.5.7.3.7"),
+    "timestamping": ExtendedKeyUsageOID.TIME_STAMPING,
+    "ocsp signing": ExtendedKeyUsageOID.OCSP_SIGNING,
+    "microsoft sgc": x509.ObjectIdentifier("1.3.6.1.4.1.311.10.3.3"),
+    "netscape sgc": x509.ObjectIdentifier("2.16.840.1.113730.4.1"),
+}
+REQUEST_BACKDATE_S = 300
+
+
+def sign_request(
+    ca_cert: x509.Certificate,
+    ca_key: PrivateKey,
+    csr: x509.CertificateSigningRequest,
+    usages: Sequence[str],
+    *,
+    valid_s: float,
+) -> x509.Certificate:
+    """A leaf for ``csr``'s public key, subject and subject alternative names (DNS, IP,
+    e-mail, URI), with exactly the key usages and extended key usages named by the
+    Kubernetes ``usages`` strings (an unknown string: ``ValueError``). Valid from
+    ``REQUEST_BACKDATE_S`` ago for ``valid_s`` seconds, never past the CA's own expiry. What
+    a signer may sign (which subjects and usages) is the caller's policy."""
+    bits = dict.fromkeys(_KEY_USAGE_BITS.values(), False)
+    extended: list[x509.ObjectIdentifier] = []
+    for usage in usages:
+        if usage in _KEY_USAGE_BITS:
+            bits[_KEY_USAGE_BITS[usage]] = True
+        elif usage in _EXTENDED_USAGES:
+            if _EXTENDED_USAGES[usage] not in extended:
+                extended.append(_EXTENDED_USAGES[usage])
+        else:
+            raise ValueError(f"unknown key usage {usage!r}")
+    if not bits["key_agreement"]:
+        # X.509: encipherOnly/decipherOnly only mean something with keyAgreement.
+        bits["encipher_only"] = bits["decipher_only"] = False
+    now = _now()
+    not_before = now - dt.timedelta(seconds=REQUEST_BACKDATE_S)
+    not_after = min(now + dt.timedelta(seconds=valid_s), ca_cert.not_valid_after_utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
+    if any(bits.values()):
+        builder = builder.add_extension(x509.KeyUsage(**bits), critical=True)
+    if extended:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(extended), critical=False)
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    if san is not None and len(san):
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())

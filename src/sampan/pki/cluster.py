@@ -297,11 +297,23 @@ def _needs_leaf(
     cert, _ = pair
     if not is_issued_by(cert, ca_cert):
         return "not signed by the current CA"
-    if remaining_validity(cert) < dt.timedelta(days=LEAF_RENEW_BEFORE_DAYS):
-        return f"expires within {LEAF_RENEW_BEFORE_DAYS} days"
+    left = remaining_validity(cert)
+    if left < dt.timedelta(days=LEAF_RENEW_BEFORE_DAYS):
+        expiry = cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if left <= dt.timedelta(0):
+            return f"expired at {expiry}"
+        return f"expires within {LEAF_RENEW_BEFORE_DAYS} days (at {expiry}, {left.days} days left)"
     if wanted is not None and not cert_names(cert).covers(wanted):
         return "missing subject alternative names"
     return None
+
+
+def _log_issued(cert_path: Path, what: str, reason: str) -> None:
+    """One line per certificate written: issued (it was missing) or renewed, and why."""
+    if reason == "missing":
+        logger.info("issued %s %s", what, cert_path)
+    else:
+        logger.info("renewed %s %s: %s", what, cert_path, reason)
 
 
 def _load_ca_key(key_path: Path) -> PrivateKey:
@@ -350,10 +362,7 @@ def ensure_cluster_pki(
         )
         _write_private(serving_key_path, key_to_pem(key))
         _write_public(serving_cert_path, cert_to_pem(cert))
-        if reason == "missing":
-            logger.info("issued API serving certificate %s", serving_cert_path)
-        else:
-            logger.info("re-issued API serving certificate %s: %s", serving_cert_path, reason)
+        _log_issued(serving_cert_path, "API serving certificate", reason)
     else:
         _tighten(serving_key_path)
 
@@ -388,11 +397,10 @@ def _ensure_auth_proxy_certificate(
     0600; re-issued when missing, expiring or not signed by the current request-header CA."""
     cert_path, key_path = tls_dir / f"{_AUTH_PROXY}.crt", tls_dir / f"{_AUTH_PROXY}.key"
     pair = _load_pair(cert_path, key_path)
-    if (
-        pair is not None
-        and _needs_leaf(pair, ca_cert, None) is None
-        and _subject_is(pair[0], AUTH_PROXY_USER, ())
-    ):
+    reason = _needs_leaf(pair, ca_cert, None)
+    if reason is None and pair is not None and not _subject_is(pair[0], AUTH_PROXY_USER, ()):
+        reason = "subject changed"
+    if reason is None:
         _tighten(key_path)
         return cert_path, key_path
     cert, key = issue_leaf(
@@ -404,7 +412,7 @@ def _ensure_auth_proxy_certificate(
     )
     _write_private(key_path, key_to_pem(key))
     _write_private(cert_path, cert_to_pem(cert))
-    logger.info("issued front-proxy client certificate %s", cert_path)
+    _log_issued(cert_path, "front-proxy client certificate", reason)
     return cert_path, key_path
 
 
@@ -478,17 +486,16 @@ def ensure_client_certificate(
     _check_client_name(name)
     cert_path, key_path = pki.tls_dir / f"client-{name}.crt", pki.tls_dir / f"client-{name}.key"
     pair = _load_pair(cert_path, key_path)
-    if (
-        pair is not None
-        and _needs_leaf(pair, load_cert(pki.client_ca_pem), None) is None
-        and _subject_is(pair[0], common_name, organizations)
-    ):
+    reason = _needs_leaf(pair, load_cert(pki.client_ca_pem), None)
+    if reason is None and pair is not None and not _subject_is(pair[0], common_name, organizations):
+        reason = "subject changed"
+    if reason is None:
         _tighten(key_path)
         return cert_path, key_path
     cert_pem, key_pem = issue_client_certificate(pki, common_name, organizations)
     _write_private(key_path, key_pem)
     _write_private(cert_path, cert_pem)
-    logger.info("issued client certificate %s for %s", cert_path, common_name)
+    _log_issued(cert_path, f"client certificate for {common_name}", reason)
     return cert_path, key_path
 
 

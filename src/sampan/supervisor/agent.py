@@ -4,9 +4,11 @@
 path (K3s: "a server is a control plane plus an agent that joins itself"):
 
 1. **join** — fetch the cluster CA from ``/cacerts`` and refuse it unless its sha256 matches
-   the hash in the ``K10...`` token; send the token secret (basic auth) with the node name, the
-   node password and the node's addresses to ``/v1-sampan/node`` over TLS that checks the
-   server's certificate against that CA and the host in ``--server``; receive the node's
+   the hash in the ``K10...`` token (after ``certificate rotate-ca``: unless it is a bundle
+   holding that CA, which signed the new one); send the token secret (basic auth) with the
+   node name, the node password and the node's addresses to ``/v1-sampan/node`` over TLS
+   that checks the server's certificate against that CA and the host in ``--server``;
+   receive the node's
    certificates and write them, with kubeconfigs, under ``<data-dir>/agent/etc/`` (0600). A
    wrong token, an unreachable server or a TLS failure (clock skew) is one log line, then a
    retry with backoff — never a crash;
@@ -25,6 +27,8 @@ path (K3s: "a server is a control plane plus an agent that joins itself"):
 9. **ingress** — nginx (a supervised child) serving the Ingresses of the ``sampan-nginx``
    IngressClass on ``--ingress-http-port``/``--ingress-https-port`` (80/443); not with
    ``--disable=ingress``.
+10. **kubelet-certificate** — renews the kubelet's client certificate through a CSR at 70-90 %
+   of its lifetime (``sampan.supervisor.certrotation``).
 
 Host names: every interface, iptables chain and cgroup root comes from
 ``Config.host_names`` (K3s's names by default; ``--cluster-name NAME`` gives a second cluster
@@ -39,7 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
+import datetime as dt
 import json
 import logging
 import os
@@ -55,6 +59,10 @@ from typing import Any
 import aiohttp
 
 from sampan.config import DEFAULT_DATA_DIR, Config, ConfigError
+from sampan.pki import LEAF_RENEW_BEFORE_DAYS
+from sampan.pki.certs import load_cert, remaining_validity
+from sampan.pki.rotation import bundle_endorsed_by
+from sampan.supervisor.certrotation import KubeletCertificateRotation
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import JoinToken, TokenError, parse_token
 
@@ -63,6 +71,7 @@ __all__ = [
     "NodeCredentials",
     "agent_components",
     "default_node_ips",
+    "expiring_node_certificates",
     "node_name",
     "restricted_node_labels",
 ]
@@ -244,7 +253,9 @@ class JoinComponent:
                     raise JoinRefused(f"GET {CACERTS_PATH} answered {resp.status}")
                 ca_pem = await resp.read()
             if token.ca_hash is not None:
-                if hashlib.sha256(ca_pem).hexdigest() != token.ca_hash:
+                # After `sampan certificate rotate-ca` the file is a bundle that still holds
+                # the pinned CA, which signed the new one: the old token keeps working.
+                if not bundle_endorsed_by(ca_pem, token.ca_hash):
                     raise JoinRefused(
                         "the server's CA does not match the hash in the token (wrong server, "
                         "or a token from another cluster)"
@@ -285,6 +296,10 @@ class JoinComponent:
     def _write(self, creds: dict[str, str]) -> NodeCredentials:
         etc = self._data_dir / "agent" / "etc"
         out = NodeCredentials(etc, self._server_url)
+        # Every join brings fresh certificates; say which old ones were due (K3s renews those
+        # within 90 days of expiry at start, and logs each).
+        for path, reason in expiring_node_certificates(etc):
+            log.info("renewed certificate %s: %s", path, reason)
         ca = creds["ca"]
         pairs = {
             "kubelet": ("kubeletClientCert", "kubeletClientKey"),
@@ -302,6 +317,48 @@ class JoinComponent:
         _write_private(out.client_ca, creds["clientCA"].encode())
         _write_private(etc / "server-ca.crt", ca.encode())
         return out
+
+
+def _certificate_in(path: Path) -> bytes | None:
+    """The PEM certificate of a node file: a ``.crt``, or the client certificate embedded in
+    a kubeconfig (JSON, as ``_kubeconfig`` writes it)."""
+    data = path.read_bytes()
+    if path.suffix == ".crt":
+        return data
+    try:
+        users = json.loads(data).get("users") or []
+        return base64.b64decode(users[0]["user"]["client-certificate-data"])
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def expiring_node_certificates(etc_dir: Path) -> list[tuple[Path, str]]:
+    """(file, why) for each certificate under ``etc_dir`` (the node's kubeconfigs and serving
+    certificate) that has expired or expires within ``LEAF_RENEW_BEFORE_DAYS``."""
+    if not etc_dir.is_dir():
+        return []
+    found = []
+    for path in sorted([*etc_dir.glob("*.kubeconfig"), etc_dir / "serving-kubelet.crt"]):
+        try:
+            pem = _certificate_in(path)
+            cert = load_cert(pem) if pem else None
+        except (OSError, ValueError):
+            continue
+        if cert is None:
+            continue
+        left = remaining_validity(cert)
+        expiry = cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if left <= dt.timedelta(0):
+            found.append((path, f"expired at {expiry}"))
+        elif left < dt.timedelta(days=LEAF_RENEW_BEFORE_DAYS):
+            found.append(
+                (
+                    path,
+                    f"expires within {LEAF_RENEW_BEFORE_DAYS} days "
+                    f"(at {expiry}, {left.days} days left)",
+                )
+            )
+    return found
 
 
 def _status_message(payload: bytes) -> str:
@@ -566,6 +623,7 @@ def agent_components(
         ),
     )
     components += [kubelet, KubeletServerComponent(kubelet, join, name)]
+
     # The node half of the local-path provisioner: removes released volumes' directories.
     components.append(
         JoinedComponent(
@@ -597,4 +655,16 @@ def agent_components(
                 ),
             )
         )
+
+    def kubelet_clients() -> list[Any]:
+        inner = kubelet.inner
+        client = getattr(inner, "client", None) if inner is not None else None
+        return [client] if client is not None else []
+
+    def kubelet_kubeconfig() -> Path:
+        assert join.credentials is not None, "join starts first"
+        return join.credentials.kubeconfig("kubelet")
+
+    # The kubelet's client certificate is renewed through a CSR before it expires.
+    components.append(KubeletCertificateRotation(kubelet_kubeconfig, name, kubelet_clients))
     return components

@@ -360,11 +360,20 @@ def controller_manager_options(config: Config) -> Any:
     provisioner out, as K3s does."""
     from sampan.controllers.base import ControllerManagerOptions
 
+    tls = config.data_dir / "server" / "tls"
     try:
         return ControllerManagerOptions(
             cluster_cidr=config.cluster_cidr,
             service_cidr=config.service_cidr,
             local_storage_path=str(config.local_storage_path),
+            # csrsigning signs with the CAs the API server and the nodes already trust, as
+            # K3s points kube-controller-manager's --cluster-signing-* flags at its own.
+            signing_kube_apiserver_client_cert_file=str(tls / "client-ca.crt"),
+            signing_kube_apiserver_client_key_file=str(tls / "client-ca.key"),
+            signing_kubelet_client_cert_file=str(tls / "client-ca.crt"),
+            signing_kubelet_client_key_file=str(tls / "client-ca.key"),
+            signing_kubelet_serving_cert_file=str(tls / "kubelet-serving-ca.crt"),
+            signing_kubelet_serving_key_file=str(tls / "kubelet-serving-ca.key"),
             controllers=("*", "-local-path-provisioner")
             if "local-storage" in config.disable
             else ("*",),

@@ -119,8 +119,12 @@ def _load_der(der: bytes) -> x509.Certificate:
         raise AuthenticationError("client certificate cannot be parsed") from exc
 
 
-def _check_certificate(cert: x509.Certificate, client_ca: x509.Certificate, now: float) -> None:
-    if not is_issued_by(cert, client_ca):
+def _check_certificate(
+    cert: x509.Certificate, client_cas: Sequence[x509.Certificate], now: float
+) -> None:
+    """``client_cas``: every CA of the bundle (after a CA rotation it holds the new CA and
+    the old one, and certificates of both are valid)."""
+    if not any(is_issued_by(cert, ca) for ca in client_cas):
         raise AuthenticationError("client certificate is not signed by the client CA")
     moment = dt.datetime.fromtimestamp(now, dt.UTC)
     if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
@@ -172,13 +176,13 @@ class Authenticator:
             *token_authenticators,
         ]
         self._client_ca = (
-            x509.load_pem_x509_certificate(client_ca_pem) if client_ca_pem is not None else None
+            x509.load_pem_x509_certificates(client_ca_pem) if client_ca_pem is not None else None
         )
         self._clock = clock
         self._cert_cache: dict[bytes, tuple[UserInfo, float]] = {}
         self._request_header = request_header
         self._request_header_ca = (
-            x509.load_pem_x509_certificate(request_header.ca_pem)
+            x509.load_pem_x509_certificates(request_header.ca_pem)
             if request_header is not None
             else None
         )
@@ -206,7 +210,8 @@ class Authenticator:
     def _is_front_proxy(self, der: bytes) -> bool:
         if self._request_header_ca is None:
             return False
-        return is_issued_by(_load_der(der), self._request_header_ca)
+        cert = _load_der(der)
+        return any(is_issued_by(cert, ca) for ca in self._request_header_ca)
 
     def _authenticate_request_header(self, der: bytes, headers: Any) -> UserInfo | None:
         config, ca = self._request_header, self._request_header_ca

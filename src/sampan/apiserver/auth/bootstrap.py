@@ -30,14 +30,18 @@ Sampan's component identities (client certificates the server issues; document c
   Ingresses, IngressClasses, Services, EndpointSlices, Nodes and Secrets — TLS Secrets are
   read cluster-wide, as ingress-nginx's ServiceAccount does; patch/update
   ``ingresses/status``; events). A separate identity so the agent's own stays secret-free;
-* service account ``kube-system/kube-dns``: ``system:kube-dns``.
+* service account ``kube-system/kube-dns``: ``system:kube-dns``;
+* group ``system:nodes``: ``system:certificates.k8s.io:certificatesigningrequests:
+  selfnodeclient`` through ``sampan:node-autoapprove-certificate-rotation`` (kubeadm's
+  binding), so csrapproving approves a node's CSR for its own client certificate.
 
 Deliberate differences from upstream, until the matching pieces exist:
 
 * ``system:sampan-controller`` is one broad role for all of Sampan's in-process controllers
   (upstream has one narrow role per controller): every verb a controller uses on every
-  resource, but none of the escalating verbs (``escalate``, ``bind``, ``impersonate``,
-  ``approve``, ``sign``) and no non-resource URLs.
+  resource, but none of the escalating verbs (``escalate``, ``bind``, ``impersonate``) and
+  no non-resource URLs; ``approve`` and ``sign`` only on the signers upstream's
+  certificate-controller role names (csrapproving, csrsigning).
 
 Reconciliation at start only adds what a bootstrap object lacks (as upstream), except for the
 objects in ``NARROWED_POLICY``: Sampan once granted more there (the ``system:nodes`` group in
@@ -490,6 +494,27 @@ def _system_roles() -> list[dict[str, Any]]:
                 )
             ],
         ),
+        # Checked by csrapproving with a SubjectAccessReview for the CSR's requester.
+        _cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            [_rule(("create",), (CERTIFICATES,), ("certificatesigningrequests/nodeclient",))],
+        ),
+        _cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            [_rule(("create",), (CERTIFICATES,), ("certificatesigningrequests/selfnodeclient",))],
+        ),
+        *(
+            _cluster_role(
+                f"system:certificates.k8s.io:{signer}-approver",
+                [_rule(("approve",), (CERTIFICATES,), ("signers",), (f"kubernetes.io/{signer}",))],
+            )
+            for signer in (
+                "legacy-unknown",
+                "kubelet-serving",
+                "kube-apiserver-client",
+                "kube-apiserver-client-kubelet",
+            )
+        ),
         _cluster_role(
             "system:kube-dns",
             [_rule(("list", "watch"), (CORE,), ("endpoints", "services"))],
@@ -570,6 +595,24 @@ def _sampan_roles() -> list[dict[str, Any]]:
                 _rule(EVENT_WRITE, (CORE, EVENTS), ("events",)),
                 _rule(("create",), (AUTHENTICATION,), ("tokenreviews",)),
                 _rule(("create",), (AUTHORIZATION,), ("subjectaccessreviews",)),
+                # csrapproving and csrsigning, as upstream's certificate-controller role
+                _rule(
+                    ("approve",),
+                    (CERTIFICATES,),
+                    ("signers",),
+                    ("kubernetes.io/kube-apiserver-client-kubelet",),
+                ),
+                _rule(
+                    ("sign",),
+                    (CERTIFICATES,),
+                    ("signers",),
+                    (
+                        "kubernetes.io/kube-apiserver-client",
+                        "kubernetes.io/kube-apiserver-client-kubelet",
+                        "kubernetes.io/kubelet-serving",
+                        "kubernetes.io/legacy-unknown",
+                    ),
+                ),
             ],
         ),
         _cluster_role(
@@ -632,6 +675,13 @@ def _bindings() -> list[dict[str, Any]]:
             [_subject("User", "system:kube-controller-manager")],
         ),
         _binding("system:sampan-controller", [_subject("User", SAMPAN_CONTROLLER_USER)]),
+        # kubeadm's choice (its node-autoapprove-certificate-rotation binding): a node may
+        # have a new client certificate for its own name approved automatically.
+        _binding(
+            "sampan:node-autoapprove-certificate-rotation",
+            [_subject("Group", "system:nodes")],
+            role="system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+        ),
         _binding("system:sampan-agent", [_subject("User", SAMPAN_AGENT_USER)]),
         _binding("system:sampan-network-policy", [_subject("User", SAMPAN_AGENT_USER)]),
         _binding("system:sampan-ingress", [_subject("User", SAMPAN_INGRESS_USER)]),

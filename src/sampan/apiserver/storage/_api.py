@@ -89,8 +89,10 @@ def strategy_default(info: ResourceInfo, obj: JSONObj) -> None:
     strategy.default(info, obj)
 
 
-def strategy_prepare_for_create(info: ResourceInfo, obj: JSONObj) -> None:
-    strategy.prepare_for_create(info, obj)
+def strategy_prepare_for_create(
+    info: ResourceInfo, obj: JSONObj, requester: Mapping[str, Any] | None = None
+) -> None:
+    strategy.prepare_for_create(info, obj, user=requester)
 
 
 def strategy_prepare_for_update(info: ResourceInfo, new: JSONObj, old: JSONObj) -> None:

@@ -27,7 +27,7 @@ import asyncio
 import copy
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -575,7 +575,11 @@ class ResourceStore:
 
     # --- create ----------------------------------------------------------------------------
 
-    async def create(self, obj: JSONObj, *, dry_run: bool = False) -> JSONObj:
+    async def create(
+        self, obj: JSONObj, *, dry_run: bool = False, requester: Mapping[str, Any] | None = None
+    ) -> JSONObj:
+        """``requester`` (``{"username", "uid", "groups", "extra"}``): the authenticated
+        user, which a CertificateSigningRequest records in its spec (none: recorded empty)."""
         obj = self._to_storage_version(copy.deepcopy(obj))
         sinfo = self.storage_info
         meta = _meta(obj)
@@ -606,7 +610,7 @@ class ResourceStore:
             meta = _meta(obj)
             if not given_name and generate:
                 meta["name"] = _generate_name(generate)
-            _api.strategy_prepare_for_create(sinfo, obj)
+            _api.strategy_prepare_for_create(sinfo, obj, requester)
             meta = _meta(obj)
             if sinfo.tracks_generation:
                 meta["generation"] = 1
