@@ -25,6 +25,7 @@ test-repeat: install
 lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 bench: install
 	$(VENV)/bin/python -m bench.datastore

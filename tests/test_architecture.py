@@ -21,3 +21,17 @@ def test_import_layers_hold() -> None:
         timeout=120,
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+def test_lower_layers_type_check_strictly() -> None:
+    """mypy --strict over the packages ``[tool.mypy] files`` names (api, datastore, client,
+    pki): the layers everything else stands on keep their annotations honest."""
+    mypy = Path(sys.executable).with_name("mypy")
+    out = subprocess.run(
+        [str(mypy), "--cache-dir", str(ROOT / ".mypy_cache")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]

@@ -62,10 +62,14 @@ def _ca_bundle_size(value: Any) -> int:
         return len(value)
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def validate_apiservice(info: Any, obj: dict[str, Any]) -> list[Cause]:
     causes: list[Cause] = []
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    meta = _mapping(obj.get("metadata"))
+    spec = _mapping(obj.get("spec"))
     group = str(spec.get("group") or "")
     version = str(spec.get("version") or "")
     name = str(meta.get("name") or "")
@@ -144,8 +148,10 @@ def validate_apiservice(info: Any, obj: dict[str, Any]) -> list[Cause]:
 def validate_apiservice_status(info: Any, new: dict[str, Any], old: dict[str, Any]) -> list[Cause]:
     """Each condition's status is True, False or Unknown."""
     causes: list[Cause] = []
-    status = new.get("status") if isinstance(new.get("status"), dict) else {}
-    conditions = status.get("conditions") if isinstance(status.get("conditions"), list) else []
+    status = _mapping(new.get("status"))
+    conditions = status.get("conditions")
+    if not isinstance(conditions, list):
+        conditions = []
     for i, condition in enumerate(conditions):
         value = condition.get("status") if isinstance(condition, dict) else None
         if value not in ("True", "False", "Unknown"):

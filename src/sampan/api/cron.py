@@ -29,7 +29,7 @@ _MONTHS = {
 }
 _DAYS = {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}
 # (low, high, names)
-_FIELDS = (
+_FIELDS: tuple[tuple[int, int, dict[str, int]], ...] = (
     (0, 59, {}),
     (0, 23, {}),
     (1, 31, {}),

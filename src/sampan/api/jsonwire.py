@@ -89,7 +89,7 @@ def loads(data: bytes | str) -> Any:
     return value
 
 
-class _YamlLoader(yaml.SafeLoader):
+class _YamlLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type stubs
     """YAML as kube-apiserver's YAML-to-JSON step reads it: only true/false are booleans
     (``yes``/``on`` stay strings) and timestamps stay strings (the Go YAML library keeps a
     timestamp-looking scalar a string when decoding into an untyped value)."""

@@ -61,8 +61,8 @@ def pod_secret_names(pod: Mapping[str, Any]) -> set[str]:
         names.add(str_of(dig(volume, "secret", "secretName")))
         names.add(str_of(dig(volume, "azureFile", "secretName")))
         names.add(str_of(dig(volume, "csi", "nodePublishSecretRef", "name")))
-        for source in _SECRET_REF_VOLUMES:
-            names.add(str_of(dig(volume, source, "secretRef", "name")))
+        for source_key in _SECRET_REF_VOLUMES:
+            names.add(str_of(dig(volume, source_key, "secretRef", "name")))
         for projected in dicts_of(dig(volume, "projected", "sources")):
             names.add(str_of(dig(projected, "secret", "name")))
     names.discard("")

@@ -150,7 +150,9 @@ class _Spec:
 _PRINTERS: dict[tuple[str, str], _Spec] = {}
 
 
-def _register(group: str, kinds: Iterable[str], columns: Sequence[Column]) -> Callable:
+def _register(
+    group: str, kinds: Iterable[str], columns: Sequence[Column]
+) -> Callable[[Printer], Printer]:
     def decorate(fn: Printer) -> Printer:
         for kind in kinds:
             _PRINTERS[(group, kind)] = _Spec(tuple(columns), fn)

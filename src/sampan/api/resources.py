@@ -25,6 +25,7 @@ whole index dicts, so a reader on the event loop never sees a half-updated regis
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -256,7 +257,7 @@ class ResourceRegistry:
             versions.setdefault(group, set()).add(version)
         groups = []
         for group, vs in versions.items():
-            ordered = tuple(sorted(vs, key=lambda v, g=group: _version_order_key(g, v)))
+            ordered = tuple(sorted(vs, key=functools.partial(_version_order_key, group)))
             groups.append(GroupInfo(name=group, versions=ordered, preferred_version=ordered[0]))
         # kube-aggregator: group priority high to low, then by name.
         groups.sort(key=lambda g: (-_group_priority(g.name), g.name))

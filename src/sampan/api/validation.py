@@ -309,8 +309,9 @@ def validate_object_meta_update(info: ResourceInfo, new: Obj, old: Obj) -> Cause
                 )
             )
     new_generation, old_generation = new_meta.get("generation"), old_meta.get("generation")
-    if _int(new_generation) is not None and _int(old_generation) is not None:
-        if new_generation < old_generation:
+    new_gen, old_gen = _int(new_generation), _int(old_generation)
+    if new_gen is not None and old_gen is not None:
+        if new_gen < old_gen:
             causes.append(
                 fe.invalid("metadata.generation", new_generation, "must not be decremented")
             )
@@ -541,10 +542,12 @@ def validate_pod_spec(spec: Any, path: str = "spec") -> Causes:
     for i, toleration in enumerate(_l(spec.get("tolerations"))):
         toleration = _d(toleration)
         tpath = f"{path}.tolerations[{i}]"
-        key = toleration.get("key")
+        tol_key = toleration.get("key")
         operator = toleration.get("operator") or "Equal"
-        if key:
-            causes.extend(fe.invalid(f"{tpath}.key", key, m) for m in is_qualified_name(str(key)))
+        if tol_key:
+            causes.extend(
+                fe.invalid(f"{tpath}.key", tol_key, m) for m in is_qualified_name(str(tol_key))
+            )
         elif operator != "Exists":
             causes.append(
                 fe.invalid(
@@ -650,8 +653,8 @@ def _validate_pod_update(info: ResourceInfo, new: Obj, old: Obj) -> Causes:
             munged.pop("tolerations", None)
     old_grace = old_spec.get("terminationGracePeriodSeconds")
     if (
-        _int(old_grace) is not None
-        and old_grace < 0
+        (grace := _int(old_grace)) is not None
+        and grace < 0
         and new_spec.get("terminationGracePeriodSeconds") == 1
     ):
         munged["terminationGracePeriodSeconds"] = old_grace
@@ -1225,7 +1228,7 @@ def _validate_job_update(info: ResourceInfo, new: Obj, old: Obj) -> Causes:
         if isinstance(new_affinity, dict) or isinstance(old_affinity, dict):
             merged = {k: v for k, v in _d(old_affinity).items() if k != "nodeAffinity"}
             if "nodeAffinity" in _d(new_affinity):
-                merged["nodeAffinity"] = new_affinity["nodeAffinity"]
+                merged["nodeAffinity"] = _d(new_affinity)["nodeAffinity"]
             if merged or new_affinity is not None:
                 old_pod["affinity"] = merged
             else:
@@ -1328,16 +1331,18 @@ def _validate_service(info: ResourceInfo, obj: Obj) -> Causes:
     for i, port in enumerate(ports):
         port = _d(port)
         ppath = f"spec.ports[{i}]"
-        name = port.get("name")
-        if len(ports) > 1 and not name:
+        port_name = port.get("name")
+        if len(ports) > 1 and not port_name:
             causes.append(fe.required(f"{ppath}.name"))
-        if name:
-            causes.extend(fe.invalid(f"{ppath}.name", name, m) for m in is_dns1123_label(str(name)))
-            if _h(name) in names:
-                causes.append(fe.duplicate(f"{ppath}.name", name))
-            names.add(_h(name))
+        if port_name:
+            causes.extend(
+                fe.invalid(f"{ppath}.name", port_name, m) for m in is_dns1123_label(str(port_name))
+            )
+            if _h(port_name) in names:
+                causes.append(fe.duplicate(f"{ppath}.name", port_name))
+            names.add(_h(port_name))
         service_port = port.get("port")
-        if _int(service_port) is None or not 1 <= service_port <= 65535:
+        if (number := _int(service_port)) is None or not 1 <= number <= 65535:
             causes.append(fe.invalid(f"{ppath}.port", service_port or 0, PORT_RANGE))
         _enum(causes, f"{ppath}.protocol", port.get("protocol"), PROTOCOLS, required=True)
         key = (_h(port.get("port")), _h(port.get("protocol")))

@@ -488,7 +488,7 @@ def _data_or_file(section: Mapping[str, Any], key: str, base_dir: Path) -> bytes
         return base64.b64decode(data)
     file_name = section.get(key)
     if file_name:
-        return (base_dir / file_name).read_bytes()
+        return (base_dir / str(file_name)).read_bytes()
     return None
 
 
@@ -783,6 +783,14 @@ class Client:
             self._auth_header = f"Bearer {token}"
         self._token_read_at_s = now_s
 
+    async def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """``request`` for an answer that must be one JSON object (an object, a list, a
+        Status); anything else is a ``ClientError``."""
+        answer = await self.request(method, path, **kwargs)
+        if not isinstance(answer, dict):
+            raise ClientError(f"{method} {path}: the server answered {type(answer).__name__}")
+        return answer
+
     async def request(
         self,
         method: str,
@@ -836,7 +844,7 @@ class Client:
     ) -> dict[str, Any]:
         """One object (``NotFoundError`` if absent)."""
         _need_namespace(resource, namespace)
-        return await self.request("GET", resource.path(namespace=namespace, name=name))
+        return await self._object("GET", resource.path(namespace=namespace, name=name))
 
     async def list(
         self,
@@ -863,7 +871,7 @@ class Client:
             params["resourceVersion"] = resource_version
         if resource_version_match:
             params["resourceVersionMatch"] = resource_version_match
-        return await self.request("GET", resource.path(namespace=namespace), params=params)
+        return await self._object("GET", resource.path(namespace=namespace), params=params)
 
     async def list_all(
         self,
@@ -926,7 +934,7 @@ class Client:
         """Create ``body`` (``AlreadyExistsError`` if the name is taken)."""
         namespace = namespace or _body_namespace(body)
         _need_namespace(resource, namespace)
-        return await self.request(
+        return await self._object(
             "POST",
             resource.path(namespace=namespace),
             params=_write_params(dry_run, field_manager),
@@ -972,7 +980,7 @@ class Client:
         name = (body.get("metadata") or {}).get("name")
         if not name:
             raise ValueError("update needs metadata.name in the body")
-        return await self.request(
+        return await self._object(
             "PUT",
             resource.path(namespace=namespace, name=name, subresource=subresource),
             params=_write_params(dry_run, field_manager),
@@ -1000,7 +1008,7 @@ class Client:
         params = _write_params(dry_run, field_manager)
         if force is not None:
             params["force"] = _bool_param(force)
-        return await self.request(
+        return await self._object(
             "PATCH",
             resource.path(namespace=namespace, name=name, subresource=subresource),
             params=params,
@@ -1026,7 +1034,7 @@ class Client:
         make the delete conditional (``ConflictError`` when they do not hold).
         """
         _need_namespace(resource, namespace)
-        return await self.request(
+        return await self._object(
             "DELETE",
             resource.path(namespace=namespace, name=name),
             body=_delete_options(
@@ -1049,7 +1057,7 @@ class Client:
         propagation_policy: str | None = None,
     ) -> dict[str, Any]:
         """Delete every matching object; returns the server's answer (a list or a Status)."""
-        return await self.request(
+        return await self._object(
             "DELETE",
             resource.path(namespace=namespace),
             params=_selector_params(label_selector, field_selector),
@@ -1070,7 +1078,7 @@ class Client:
         Returns the server's answer (a Status for binding/eviction, a TokenRequest for token).
         """
         _need_namespace(resource, namespace)
-        return await self.request(
+        return await self._object(
             "POST",
             resource.path(namespace=namespace, name=name, subresource=subresource),
             body=dict(body),

@@ -41,6 +41,7 @@ component in a process shares one watch per resource. Every task is named
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
@@ -145,10 +146,10 @@ class Cache:
     def get_by_name(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         return self._items.get(f"{namespace}/{name}" if namespace else name)
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> builtins.list[dict[str, Any]]:
         return list(self._items.values())
 
-    def keys(self) -> list[str]:
+    def keys(self) -> builtins.list[str]:
         return list(self._items)
 
     def __len__(self) -> int:
@@ -157,7 +158,7 @@ class Cache:
     def __contains__(self, key: object) -> bool:
         return key in self._items
 
-    def by_index(self, index_name: str, value: str) -> list[dict[str, Any]]:
+    def by_index(self, index_name: str, value: str) -> builtins.list[dict[str, Any]]:
         """Objects filed under ``value`` in the index ``index_name`` (``KeyError`` if no such
         index)."""
         keys = self._indexes[index_name].get(value, ())

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -110,7 +110,7 @@ class LeaderElector:
         namespace: str,
         name: str,
         identity: str,
-        on_started_leading: Callable[[], Awaitable[None]],
+        on_started_leading: Callable[[], Coroutine[Any, Any, None]],
         on_stopped_leading: Callable[[], None],
         *,
         lease_duration_s: float = DEFAULT_LEASE_DURATION_S,
@@ -155,7 +155,7 @@ class LeaderElector:
         await self._acquire()
         self._leading = True
         log.info("%s: %s became the leader", self._lease_name, self.identity)
-        work = asyncio.get_running_loop().create_task(
+        work: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self.on_started_leading(), name=f"leader-{self.name}-work"
         )
         renewer = asyncio.get_running_loop().create_task(

@@ -36,7 +36,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Hashable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = [
     "DEFAULT_BASE_DELAY_S",
@@ -63,6 +63,7 @@ DEFAULT_BUCKET_QPS = 10.0
 DEFAULT_BUCKET_BURST = 100
 
 K = TypeVar("K", bound=Hashable)
+K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
 
 
 class QueueShutDown(Exception):
@@ -141,18 +142,18 @@ class FakeClock:
 # Rate limiters
 
 
-class RateLimiter(Protocol[K]):
+class RateLimiter(Protocol[K_contra]):
     """Decides how long a key waits before it is retried (client-go's ``RateLimiter``)."""
 
-    def when(self, key: K) -> float:
+    def when(self, key: K_contra) -> float:
         """The delay in seconds before ``key`` may be processed again (counts one failure)."""
         ...
 
-    def forget(self, key: K) -> None:
+    def forget(self, key: K_contra) -> None:
         """Stop tracking ``key`` (it succeeded); its next delay starts from the base again."""
         ...
 
-    def num_requeues(self, key: K) -> int:
+    def num_requeues(self, key: K_contra) -> int:
         """How many times ``key`` has been rate-limited since it was last forgotten."""
         ...
 
@@ -177,7 +178,7 @@ class ItemExponentialFailureRateLimiter(Generic[K]):
         # Cap the exponent so the float never overflows however often a key fails.
         if failures >= 64:
             return self.max_delay_s
-        return min(self.base_delay_s * (2**failures), self.max_delay_s)
+        return min(self.base_delay_s * float(2**failures), self.max_delay_s)
 
     def forget(self, key: K) -> None:
         self._failures.pop(key, None)
@@ -245,7 +246,7 @@ class MaxOfRateLimiter(Generic[K]):
         return max(limiter.num_requeues(key) for limiter in self.limiters)
 
 
-def default_controller_rate_limiter(clock: Clock | None = None) -> MaxOfRateLimiter:
+def default_controller_rate_limiter(clock: Clock | None = None) -> MaxOfRateLimiter[Any]:
     """client-go's ``DefaultControllerRateLimiter``: per-key 5 ms..1000 s, overall 10 qps/100."""
     return MaxOfRateLimiter(
         ItemExponentialFailureRateLimiter(DEFAULT_BASE_DELAY_S, DEFAULT_MAX_DELAY_S),

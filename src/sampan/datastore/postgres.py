@@ -31,6 +31,7 @@ message that names the endpoint only in redacted form, never the DSN); no DSN is
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import time
@@ -83,6 +84,17 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+async def _fetch_one(
+    conn: psycopg.AsyncConnection[Any], sql: str, params: tuple[Any, ...] | None = None
+) -> tuple[Any, ...]:
+    """The one row of a statement that always returns one (aggregates, RETURNING)."""
+    row = await (await conn.execute(sql, params)).fetchone()
+    if row is None:
+        raise RuntimeError(f"{sql.split()[0]} returned no row")
+    return tuple(row)
+
 
 POOL_SIZE = 8
 """Connections in each of the write and read pools."""
@@ -308,7 +320,7 @@ class PostgresBackend:
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_ID,))
                 for statement in _SCHEMA:
                     await conn.execute(statement)
-            current, _floor = await (await conn.execute(_SNAPSHOT_SQL)).fetchone()
+            current, _floor = await _fetch_one(conn, _SNAPSHOT_SQL)
         self._broadcaster = Broadcaster(current)
         self._started = True
         self._spawn(self._listen_loop(), "datastore-postgres-listener")
@@ -357,7 +369,7 @@ class PostgresBackend:
                         await conn.execute(_KEY_LOCK_SQL, (key,))
                         latest = await (await conn.execute(_LATEST_SQL, (key,))).fetchone()
                         result, params = decide(latest)
-                        row_id = (await (await conn.execute(_INSERT_SQL, params)).fetchone())[0]
+                        row_id = (await _fetch_one(conn, _INSERT_SQL, params))[0]
             except pg_errors.UniqueViolation as err:
                 # Another writer of this key won without our lock (it should not happen):
                 # decide again against the row that won.
@@ -394,7 +406,8 @@ class PostgresBackend:
             return None, (key, True, False, 0, prev, lease, value, b"")
 
         row_id, _, _ = await self._locked_write(key, decide)
-        return row_id
+        revision: int = row_id
+        return revision
 
     async def update(
         self, key: str, value: bytes, expected_revision: int, lease: int = 0
@@ -426,7 +439,8 @@ class PostgresBackend:
             return row_kv(latest), params
 
         _, result, _ = await self._locked_write(key, decide)
-        return result
+        record: KeyValue = result
+        return record
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -439,7 +453,7 @@ class PostgresBackend:
         settled = self._broadcaster.revision
         async with self._translated(), self._reads.connection() as conn:
             async with conn.transaction():
-                floor = (await (await conn.execute(_FLOOR_SQL)).fetchone())[0]
+                floor = (await _fetch_one(conn, _FLOOR_SQL))[0]
                 if revision <= 0:
                     at = current if current > floor else settled
                 elif revision > settled:
@@ -460,7 +474,7 @@ class PostgresBackend:
         woken and awaited up to the MAX(id) seen now."""
         assert self._broadcaster is not None
         async with self._translated(), self._writes.connection() as conn:
-            newest = (await (await conn.execute(_MAX_ID_SQL)).fetchone())[0]
+            newest = (await _fetch_one(conn, _MAX_ID_SQL))[0]
         if newest > self._broadcaster.revision:
             self._wake.set()
             await self._settled(newest)
@@ -475,7 +489,7 @@ class PostgresBackend:
     async def compact_revision(self) -> int:
         self._check_open()
         async with self._translated(), self._writes.connection() as conn:
-            return (await (await conn.execute(_FLOOR_SQL)).fetchone())[0]
+            return int((await _fetch_one(conn, _FLOOR_SQL))[0])
 
     async def get(self, key: str, revision: int = 0) -> tuple[int, KeyValue | None]:
         check_key(key)
@@ -507,7 +521,9 @@ class PostgresBackend:
             n = (await cur.fetchone())[0]
         return at, n
 
-    async def _history(self, prefix: str, after: int, upto: int) -> tuple[int, list[Event]]:
+    async def _history(
+        self, prefix: str, after: int, upto: int
+    ) -> tuple[int, builtins.list[Event]]:
         async with self._snapshot(0) as (conn, _, floor):
             if upto <= after:
                 return floor, []
@@ -515,7 +531,7 @@ class PostgresBackend:
             rows = await (await conn.execute(_HISTORY_SQL, params)).fetchall()
         return floor, [row_event(r) for r in rows]
 
-    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Event]]:
+    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[builtins.list[Event]]:
         check_prefix(prefix)
         self._check_open()
         assert self._broadcaster is not None
@@ -573,7 +589,7 @@ class PostgresBackend:
                     await conn.close()
 
     async def _publish_polled(
-        self, rows: list[Row], gap_id: int, gap_since_s: float
+        self, rows: builtins.list[Row], gap_id: int, gap_since_s: float
     ) -> tuple[int, float]:
         """Publish the gap-free head of ``rows``, then wait as the situation asks: briefly
         while a gap is open (filling it once it is old enough), else until woken."""

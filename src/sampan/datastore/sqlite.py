@@ -22,6 +22,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import functools
 import logging
@@ -33,7 +34,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sampan.datastore.compaction import (
     COMPACT_BATCH_ROWS,
@@ -76,6 +77,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MAX_GROUP_REQUESTS = 1_000
 """Most requests committed in one transaction."""
@@ -188,7 +190,9 @@ def _snapshot(conn: sqlite3.Connection, revision: int) -> tuple[int, int]:
 # --- operations run by the writer thread (conn is the writer's connection) -------------------
 
 
-def _op_create(key: str, value: bytes, lease: int, conn: sqlite3.Connection) -> tuple[Any, list]:
+def _op_create(
+    key: str, value: bytes, lease: int, conn: sqlite3.Connection
+) -> tuple[Any, list[tuple[Any, ...]]]:
     latest = conn.execute(_LATEST_SQL, (key,)).fetchone()
     if latest is not None and not latest[3]:
         raise KeyExistsError(key)
@@ -199,7 +203,7 @@ def _op_create(key: str, value: bytes, lease: int, conn: sqlite3.Connection) -> 
 
 def _op_update(
     key: str, value: bytes, expected: int, lease: int, conn: sqlite3.Connection
-) -> tuple[Any, list]:
+) -> tuple[Any, list[tuple[Any, ...]]]:
     latest = conn.execute(_LATEST_SQL, (key,)).fetchone()
     if latest is None or latest[3]:
         raise KeyNotFoundError(key)
@@ -212,7 +216,9 @@ def _op_update(
     return row_kv(row), [row]
 
 
-def _op_delete(key: str, expected: int, conn: sqlite3.Connection) -> tuple[Any, list]:
+def _op_delete(
+    key: str, expected: int, conn: sqlite3.Connection
+) -> tuple[Any, list[tuple[Any, ...]]]:
     latest = conn.execute(_LATEST_SQL, (key,)).fetchone()
     if latest is None or latest[3]:
         raise KeyNotFoundError(key)
@@ -224,7 +230,7 @@ def _op_delete(key: str, expected: int, conn: sqlite3.Connection) -> tuple[Any, 
     return row_kv(latest), [(row_id, *params)]
 
 
-def _op_raise_floor(revision: int, conn: sqlite3.Connection) -> tuple[Any, list]:
+def _op_raise_floor(revision: int, conn: sqlite3.Connection) -> tuple[Any, list[tuple[Any, ...]]]:
     conn.execute(
         "UPDATE kv_meta SET value = MAX(value, ?) WHERE name = 'compact_revision'", (revision,)
     )
@@ -233,14 +239,14 @@ def _op_raise_floor(revision: int, conn: sqlite3.Connection) -> tuple[Any, list]
 
 def _op_compact_batch(
     after_id: int, upto_id: int, target: int, limit: int, conn: sqlite3.Connection
-) -> tuple[Any, list]:
+) -> tuple[Any, list[tuple[Any, ...]]]:
     ids = [r[0] for r in conn.execute(_COMPACT_CANDIDATES_SQL, (after_id, upto_id, target, limit))]
     conn.executemany("DELETE FROM kv WHERE id = ?", [(i,) for i in ids])
     next_after = ids[-1] if len(ids) == limit else upto_id
     return (len(ids), next_after), []
 
 
-def _op_reclaim(conn: sqlite3.Connection) -> tuple[Any, list]:
+def _op_reclaim(conn: sqlite3.Connection) -> tuple[Any, list[tuple[Any, ...]]]:
     # executescript steps the pragma to the end; execute() would free a single page.
     conn.executescript("PRAGMA incremental_vacuum;")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
@@ -507,20 +513,23 @@ class SQLiteBackend:
     async def create(self, key: str, value: bytes, lease: int = 0) -> int:
         check_key(key)
         check_value(value)
-        return await self._write(functools.partial(_op_create, key, value, lease))
+        revision: int = await self._write(functools.partial(_op_create, key, value, lease))
+        return revision
 
     async def update(
         self, key: str, value: bytes, expected_revision: int, lease: int = 0
     ) -> KeyValue:
         check_key(key)
         check_value(value)
-        return await self._write(
+        updated: KeyValue = await self._write(
             functools.partial(_op_update, key, value, expected_revision, lease)
         )
+        return updated
 
     async def delete(self, key: str, expected_revision: int = 0) -> KeyValue:
         check_key(key)
-        return await self._write(functools.partial(_op_delete, key, expected_revision))
+        deleted: KeyValue = await self._write(functools.partial(_op_delete, key, expected_revision))
+        return deleted
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -533,21 +542,21 @@ class SQLiteBackend:
                 self._reader_conns.append(conn)
         return conn
 
-    def _in_snapshot(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _in_snapshot(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         try:
             conn = self._reader()
             conn.execute("BEGIN")
             try:
-                return fn(conn, *args)
+                return fn(conn)
             finally:
                 conn.execute("COMMIT")
         except sqlite3.Error as err:
             raise _unavailable(err) from err
 
-    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         self._check_open()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._in_snapshot, fn, *args)
+        return await loop.run_in_executor(self._readers, self._in_snapshot, fn)
 
     async def current_revision(self) -> int:
         self._check_open()
@@ -600,8 +609,10 @@ class SQLiteBackend:
 
         return await self._read(read)
 
-    async def _history(self, prefix: str, after: int, upto: int) -> tuple[int, list[Event]]:
-        def read(conn: sqlite3.Connection) -> tuple[int, list[Event]]:
+    async def _history(
+        self, prefix: str, after: int, upto: int
+    ) -> tuple[int, builtins.list[Event]]:
+        def read(conn: sqlite3.Connection) -> tuple[int, builtins.list[Event]]:
             _, floor = _snapshot(conn, 0)
             if upto <= after:
                 return floor, []
@@ -610,7 +621,7 @@ class SQLiteBackend:
 
         return await self._read(read)
 
-    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Event]]:
+    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[builtins.list[Event]]:
         check_prefix(prefix)
         self._check_open()
         assert self._broadcaster is not None

@@ -25,6 +25,7 @@ Exception tree (every error a caller can see)::
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -199,7 +200,7 @@ class Backend(Protocol):
         """Writes a tombstone and returns the deleted record (as it was). ``expected_revision``
         0 deletes unconditionally; otherwise ConflictError on mismatch."""
 
-    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[Event]]:
+    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[builtins.list[Event]]:
         """Yields batches of events with revision >= ``start_revision`` under ``prefix``, in
         revision order, each exactly once; history first, then live. Raises CompactedError
         (at the first iteration) if ``start_revision`` <= the compaction floor. Ends when the

@@ -125,7 +125,9 @@ def cert_names(cert: x509.Certificate) -> CertificateNames:
         return CertificateNames(frozenset(), frozenset())
     dns = frozenset(n.lower() for n in san.get_values_for_type(x509.DNSName))
     ips = frozenset(
-        ip for ip in san.get_values_for_type(x509.IPAddress) if not isinstance(ip, tuple)
+        ip
+        for ip in san.get_values_for_type(x509.IPAddress)
+        if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address)
     )
     return CertificateNames(dns, ips)
 

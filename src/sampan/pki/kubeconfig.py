@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -33,7 +34,7 @@ def build_kubeconfig(
     cluster_name: str = DEFAULT_CONTEXT_NAME,
     user_name: str = DEFAULT_CONTEXT_NAME,
     context_name: str = DEFAULT_CONTEXT_NAME,
-) -> dict:
+) -> dict[str, Any]:
     """The kubeconfig as a plain dict (``kind: Config``, ``apiVersion: v1``)."""
     return {
         "apiVersion": "v1",

@@ -51,6 +51,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from sampan.pki.certs import (
     CA_VALIDITY_DAYS,
@@ -144,9 +145,9 @@ def _usages(cert: x509.Certificate) -> tuple[str, ...]:
     except x509.ExtensionNotFound:
         extended = x509.ExtendedKeyUsage([])
     for oid in extended:
-        if oid == x509.ExtendedKeyUsageOID.SERVER_AUTH:
+        if oid == ExtendedKeyUsageOID.SERVER_AUTH:
             usages.append("ServerAuth")
-        elif oid == x509.ExtendedKeyUsageOID.CLIENT_AUTH:
+        elif oid == ExtendedKeyUsageOID.CLIENT_AUTH:
             usages.append("ClientAuth")
     return tuple(usages) or ("Unknown",)
 
