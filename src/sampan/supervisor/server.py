@@ -30,7 +30,12 @@ from sampan.supervisor.agent import (
     restricted_node_labels,
 )
 from sampan.supervisor.supervisor import Component, ComponentContext
-from sampan.supervisor.token import TokenError, ensure_agent_token, ensure_server_token
+from sampan.supervisor.token import (
+    TokenError,
+    ensure_agent_token,
+    ensure_server_token,
+    parse_token,
+)
 
 __all__ = [
     "DatastoreComponent",
@@ -84,6 +89,7 @@ class APIServerComponent:
 
         config = self._config
         hostname = socket.gethostname()
+        boot = await self._bootstrap()
         if config.secrets_encryption and self._encryption == generated_encryption_path(config):
             from sampan.apiserver.storage.encryption import write_generated_config
 
@@ -116,15 +122,18 @@ class APIServerComponent:
         try:
             token_path = config.data_dir / "server" / "token"
             token = await asyncio.to_thread(
-                ensure_server_token, config.data_dir, server.pki.ca_pem, config.token.reveal()
+                ensure_server_token,
+                config.data_dir,
+                server.pki.ca_pem,
+                config.token.reveal() or boot.token_secret,
             )
             agent_token = None
-            if config.agent_token:
+            if config.agent_token or boot.agent_token_secret:
                 agent_token = await asyncio.to_thread(
                     ensure_agent_token,
                     config.data_dir,
                     server.pki.ca_pem,
-                    config.agent_token.reveal(),
+                    config.agent_token.reveal() or boot.agent_token_secret,
                 )
         except TokenError as exc:
             raise RuntimeError(f"--token: {exc}") from None
@@ -142,6 +151,35 @@ class APIServerComponent:
             "use it with: export KUBECONFIG=%s; kubectl get nodes  (or: sampan kubectl get nodes)",
             config.write_kubeconfig,
         )
+
+    async def _bootstrap(self) -> Any:
+        """The cluster's shared CAs, keys and tokens from the datastore (written there by the
+        first server): see ``sampan.supervisor.bootstrap_data``."""
+        from sampan.apiserver.storage.encryption import write_generated_config
+        from sampan.supervisor.bootstrap_data import BootstrapError, reconcile_bootstrap
+
+        config = self._config
+        backend = self._datastore.backend
+        assert backend is not None, "the datastore starts first"
+        try:
+            token = parse_token(config.token.reveal()).secret if config.token else ""
+            agent_token = ""
+            if config.agent_token:
+                agent_token = parse_token(config.agent_token.reveal(), default_user="node").secret
+        except TokenError as exc:
+            raise RuntimeError(f"--token: {exc}") from None
+        try:
+            return await reconcile_bootstrap(
+                backend,
+                server_dir=config.data_dir / "server",
+                token=token,
+                agent_token=agent_token,
+                secrets_encryption=bool(config.secrets_encryption)
+                and self._encryption == generated_encryption_path(config),
+                generate_encryption=write_generated_config,
+            )
+        except BootstrapError as exc:
+            raise RuntimeError(f"bootstrap: {exc}") from None
 
     async def stop(self) -> None:
         if self.server is not None:
