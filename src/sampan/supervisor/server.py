@@ -547,6 +547,13 @@ def server_components(config: Config) -> list[Component]:
             else _metrics_server(config, api),
         )
     )
+    snapshots = _snapshots(config)
+    if snapshots is not None:
+        components.append(
+            ClientComponent(
+                "etcd-snapshots", api, cred, common_name="system:sampan-controller", build=snapshots
+            )
+        )
     if not config.disable_agent:
         # The embedded agent joins this server exactly as a remote agent would.
         components += agent_components(
@@ -568,6 +575,24 @@ def server_components(config: Config) -> list[Component]:
             )
         )
     return components
+
+
+def _snapshots(config: Config) -> Callable[[Any], Any] | None:
+    """Scheduled snapshots and their records, for a datastore that has snapshots (SQLite;
+    etcd's driver adds its own backend), unless ``--etcd-disable-snapshots``. Options are
+    checked now."""
+    from sampan.datastore.snapshot import SnapshotError, snapshot_backend
+    from sampan.supervisor.snapshots import SnapshotComponent, check_snapshot_options
+
+    if config.etcd_disable_snapshots:
+        return None
+    try:
+        snapshot_backend(config.datastore_endpoint.reveal(), config.data_dir)
+    except SnapshotError:
+        return None  # e.g. PostgreSQL: backed up with its own tools
+    check_snapshot_options(config)
+    name = node_name(config)
+    return lambda client_config: SnapshotComponent(client_config, config, name)
 
 
 def _node_labels(config: Config) -> dict[str, str]:
