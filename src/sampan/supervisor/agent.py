@@ -3,6 +3,10 @@
 ``sampan agent --server URL --token T`` and the agent inside ``sampan server`` take the same
 path (K3s: "a server is a control plane plus an agent that joins itself"):
 
+0. **load-balancer** — a local TCP proxy (``sampan.supervisor.loadbalancer``) in front of
+   every API server: the join and every kubeconfig below use ``https://127.0.0.1:<port>``, so
+   the node keeps working when the server it talks to dies; the servers are learned from the
+   ``kubernetes`` Endpoints once the node has joined;
 1. **join** — fetch the cluster CA from ``/cacerts`` and refuse it unless its sha256 matches
    the hash in the ``K10...`` token; send the token secret (basic auth) with the node name, the
    node password and the node's addresses to ``/v1-sampan/node`` over TLS that checks the
@@ -55,6 +59,7 @@ from typing import Any
 import aiohttp
 
 from sampan.config import DEFAULT_DATA_DIR, Config, ConfigError
+from sampan.supervisor.loadbalancer import EndpointsWatcher, LoadBalancerComponent
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import JoinToken, TokenError, parse_token
 
@@ -484,14 +489,30 @@ def agent_components(
     for sub in ("etc", "images", "pod-manifests", "containerd", "logs"):
         os.makedirs(config.data_dir / "agent" / sub, mode=0o700, exist_ok=True)
 
-    join = JoinComponent(
+    # Every client of the node reaches the API servers through the local load balancer.
+    balancer = LoadBalancerComponent(
+        "load-balancer",
         server_url=server_url,
+        port=config.lb_server_port or (config.https_listen_port + 1 if is_server else 0),
+        state_file=config.data_dir / "agent" / "etc" / "load-balancer.json",
+    )
+    join = JoinComponent(
+        server_url=lambda: balancer.url,
         token=token,
         node_name=name,
         node_ips=node_ips,
         data_dir=config.data_dir,
     )
-    components: list[Component] = [join]
+    components: list[Component] = [balancer, join]
+    components.append(
+        JoinedComponent(
+            "load-balancer-endpoints",
+            join,
+            lambda creds: EndpointsWatcher(
+                ClientConfig.from_kubeconfig(creds.kubeconfig("kube-proxy")), balancer.balancer
+            ),
+        )
+    )
     if config.network_backend != "none":  # "none": the user's own CNI
         try:
             overlay_options = OverlayOptions(

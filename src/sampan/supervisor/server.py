@@ -104,7 +104,12 @@ class APIServerComponent:
             node_ips=tuple(config.node_ip) or default_node_ips(),
             # Agents and kubectl verify the server's name: the address it advertises must be
             # in its certificate too (as K3s adds it).
-            tls_sans=(*config.tls_san, *filter(None, [config.advertise_address])),
+            # So must a specific --bind-address: the server's own components dial it.
+            tls_sans=(
+                *config.tls_san,
+                *filter(None, [config.advertise_address]),
+                *([config.bind_address] if config.bind_address not in ("0.0.0.0", "::") else []),
+            ),
             service_cidr=config.service_cidr,
             service_node_port_range=config.service_node_port_range,
             kubeconfig_path=config.write_kubeconfig,
