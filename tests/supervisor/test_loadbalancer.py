@@ -224,3 +224,20 @@ async def test_agent_client_survives_killing_its_server(
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+async def test_a_taken_port_falls_back_only_when_derived() -> None:
+    taken = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = taken.sockets[0].getsockname()[1]
+    try:
+        chosen = LoadBalancer("lb", "127.0.0.1:1", port=port)
+        with pytest.raises(OSError, match=f"cannot listen on port {port}"):
+            await chosen.start()
+        derived = LoadBalancer("lb", "127.0.0.1:1", port=port, fallback_to_free_port=True)
+        await derived.start()
+        try:
+            assert derived.port != port and derived.url.endswith(f":{derived.port}")
+        finally:
+            await derived.stop()
+    finally:
+        taken.close()

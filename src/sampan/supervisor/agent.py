@@ -493,7 +493,7 @@ def agent_components(
     balancer = LoadBalancerComponent(
         "load-balancer",
         server_url=server_url,
-        port=config.lb_server_port or (config.https_listen_port + 1 if is_server else 0),
+        port=config.lb_server_port,  # 0: the port of the server URL plus one
         state_file=config.data_dir / "agent" / "etc" / "load-balancer.json",
     )
     join = JoinComponent(

@@ -22,7 +22,9 @@ runs end to end between the client and the server; every server's certificate ca
 
 Ports: ``--lb-server-port``; by default the port of ``--server`` plus one (6444 for 6443, as
 K3s), for a server's embedded agent ``--https-listen-port`` plus one — so clusters whose API
-ports differ on one host never collide. The listener binds loopback only.
+ports differ on one host never collide; a derived port that is taken falls back to a free one
+(logged; the join writes every kubeconfig with the port in use), a ``--lb-server-port`` that is
+taken stops the start. The listener binds loopback only.
 
 Invariants: at most ``MAX_CONNECTIONS`` proxied connections (more are refused, not queued);
 every connection task is tracked and closed at ``stop``; no address list is ever empty (the
@@ -99,8 +101,10 @@ class LoadBalancer:
         state_file: Path | None = None,
         health_interval_s: float = HEALTH_INTERVAL_S,
         dial_timeout_s: float = DIAL_TIMEOUT_S,
+        fallback_to_free_port: bool = False,
     ) -> None:
         self.name = name
+        self._fallback_to_free_port = fallback_to_free_port
         self.default_server = default_server
         self._port = port
         self._state_file = state_file
@@ -129,9 +133,20 @@ class LoadBalancer:
         saved = await asyncio.to_thread(self._load_state)
         if saved:
             self.set_servers(saved)
-        self._listener = await asyncio.start_server(
-            self._accept, LISTEN_HOST, self._port, reuse_address=True
-        )
+        try:
+            self._listener = await asyncio.start_server(
+                self._accept, LISTEN_HOST, self._port, reuse_address=True
+            )
+        except OSError as exc:
+            if not self._fallback_to_free_port:
+                raise OSError(f"{self.name}: cannot listen on port {self._port}: {exc}") from None
+            log.warning(
+                "%s: port %d is taken (%s); using a free port (set --lb-server-port)",
+                self.name,
+                self._port,
+                exc.strerror or exc,
+            )
+            self._listener = await asyncio.start_server(self._accept, LISTEN_HOST, 0)
         self._port = self._listener.sockets[0].getsockname()[1]
         self._health_task = asyncio.get_running_loop().create_task(
             self._health_loop(), name=f"{self.name}:health"
@@ -330,6 +345,9 @@ class LoadBalancerComponent:
             server_address(url),
             port=lb_port(self._port, url),
             state_file=self._state_file,
+            # A derived port may be taken by something else: every kubeconfig is written at
+            # the join with the port in use, so any free one does; a chosen one must hold.
+            fallback_to_free_port=not self._port,
         )
         await self.balancer.start()
 
