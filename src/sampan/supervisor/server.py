@@ -1,7 +1,11 @@
 """``sampan server``: which components run, in which order, built from the configuration.
 
 Order (each waits on the readiness of the ones before it): datastore -> API server ->
-controllers -> scheduler -> addons (auto-deployed manifests) -> the embedded agent.
+controllers -> scheduler -> addons (auto-deployed manifests) -> snapshots -> the embedded
+agent. Before the API server issues its certificates it loads the cluster's shared CAs, keys
+and tokens from the datastore, or stores them there when it is the first server
+(``sampan.supervisor.bootstrap_data``); ``--cluster-reset`` restores a snapshot instead of
+starting anything (``sampan.supervisor.snapshots``).
 Components after the API server talk to it only through the Kubernetes API, each with its
 own client certificate and kubeconfig under ``<data-dir>/server/cred/`` (as K3s keeps
 ``server/cred/*.kubeconfig``), exactly as a remote component would.
