@@ -50,6 +50,9 @@ __all__ = [
 DEFAULT_CONFIG_FILE = Path("/etc/sampan/config.yaml")
 DEFAULT_DATA_DIR = Path("/var/lib/sampan")
 DEFAULT_KUBECONFIG = Path("/etc/sampan/sampan.yaml")
+DEFAULT_SNAPSHOT_SCHEDULE = "0 */12 * * *"
+"""K3s's default snapshot schedule: every 12 hours."""
+DEFAULT_SNAPSHOT_RETENTION = 5
 
 Command = Literal["server", "agent"]
 COMMANDS: tuple[Command, ...] = ("server", "agent")
@@ -291,6 +294,76 @@ OPTIONS: tuple[Option, ...] = (
         "Accepted for RKE2 compatibility; Sampan has no embedded etcd",
         commands=SERVER,
     ),
+    # -- snapshots and restore (K3s's etcd-snapshot flags; SQLite and etcd)
+    _o(
+        "etcd-disable-snapshots",
+        "bool",
+        False,
+        "database",
+        "Disable automatic datastore snapshots",
+        commands=SERVER,
+    ),
+    _o(
+        "etcd-snapshot-schedule-cron",
+        "str",
+        DEFAULT_SNAPSHOT_SCHEDULE,
+        "database",
+        "Snapshot interval time in cron spec. eg. every 5 hours '0 */5 * * *'",
+        commands=SERVER,
+    ),
+    _o(
+        "etcd-snapshot-retention",
+        "int",
+        DEFAULT_SNAPSHOT_RETENTION,
+        "database",
+        "Number of snapshots to retain",
+        commands=SERVER,
+    ),
+    _o(
+        "etcd-snapshot-dir",
+        "str",
+        "",
+        "database",
+        "Directory to save snapshots (default: <data-dir>/server/db/snapshots)",
+        commands=SERVER,
+    ),
+    _o(
+        "etcd-snapshot-compress",
+        "bool",
+        False,
+        "database",
+        "Compress snapshots (zip)",
+        commands=SERVER,
+    ),
+    _o(
+        "cluster-reset",
+        "bool",
+        False,
+        "cluster",
+        "Forget all peers and become sole member of a new cluster; with "
+        "--cluster-reset-restore-path, restore the datastore from a snapshot first, then exit",
+        commands=SERVER,
+        env="SAMPAN_CLUSTER_RESET",
+    ),
+    _o(
+        "cluster-reset-restore-path",
+        "str",
+        "",
+        "cluster",
+        "Path to snapshot file to be restored",
+        commands=SERVER,
+    ),
+    # -- agent load balancer
+    _o(
+        "lb-server-port",
+        "port",
+        0,
+        "agent/networking",
+        "Local port of the client load balancer the agent reaches the API servers through "
+        "(default: the port of --server plus one, i.e. 6444 as in K3s; for a server, "
+        "--https-listen-port plus one)",
+        env="SAMPAN_LB_SERVER_PORT",
+    ),
     # -- cluster tokens
     _o(
         "agent-token",
@@ -448,6 +521,14 @@ class Config:
     secrets_encryption: bool = False
     etcd_expose_metrics: bool = False
     agent_token: Secret = field(default_factory=lambda: Secret(""))
+    etcd_disable_snapshots: bool = False
+    etcd_snapshot_schedule_cron: str = DEFAULT_SNAPSHOT_SCHEDULE
+    etcd_snapshot_retention: int = DEFAULT_SNAPSHOT_RETENTION
+    etcd_snapshot_dir: str = ""
+    etcd_snapshot_compress: bool = False
+    cluster_reset: bool = False
+    cluster_reset_restore_path: str = ""
+    lb_server_port: int = 0
     disable: tuple[str, ...] = ()
     disable_scheduler: bool = False
     disable_controller_manager: bool = False
@@ -482,6 +563,13 @@ class Config:
         if self.default_local_storage_path:
             return Path(self.default_local_storage_path)
         return self.data_dir / "storage"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """``etcd-snapshot-dir`` or ``<data-dir>/server/db/snapshots`` (K3s's place)."""
+        if self.etcd_snapshot_dir:
+            return Path(self.etcd_snapshot_dir)
+        return self.data_dir / "server" / "db" / "snapshots"
 
     @property
     def network_backend(self) -> str:

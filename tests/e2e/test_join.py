@@ -169,7 +169,11 @@ def test_agent_joins_and_bad_joins_are_refused(server: Cluster) -> None:
         server.wait("agent1 Ready", ready)
 
         # What the joined node's own credential may not do (Node authorizer, NodeRestriction).
-        as_node = ("--kubeconfig", str(good.data / "agent" / "etc" / "kubelet.kubeconfig"))
+        # Its kubeconfig names the agent's load balancer (loopback of the agent's network
+        # namespace): from here, reach the server directly.
+        kubeconfig = good.data / "agent" / "etc" / "kubelet.kubeconfig"
+        assert "https://127.0.0.1:" in kubeconfig.read_text()
+        as_node = ("--kubeconfig", str(kubeconfig), "--server", url)
 
         def refused(*args: str) -> str:
             assert KUBECTL is not None

@@ -112,3 +112,62 @@ async def test_an_address_the_certificate_carries_joins(
     serving = load_cert(join.credentials.serving_cert.read_bytes())
     assert cert_names(serving) == split_names(["worker-a", "192.0.2.31"])
     assert (join.credentials.serving_key.stat().st_mode & 0o777) == 0o600
+
+
+class _Errors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+        self.logged = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.logged.set()
+
+
+async def test_through_the_load_balancer_the_name_in_server_is_still_checked(
+    servers: dict[str, APIServer], tmp_path: Path
+) -> None:
+    """The join connects through the agent's load balancer (127.0.0.1, which every server's
+    certificate carries) yet checks the certificate for the host in --server."""
+    from sampan.client import ClientConfig
+    from sampan.supervisor.loadbalancer import LoadBalancer
+
+    for bind, joins in (("127.0.0.1", True), (UNLISTED_IP, False)):
+        server = servers[bind]
+        lb = LoadBalancer("lb", f"{bind}:{server.port}", port=0)
+        await lb.start()
+        token = f"K10{ca_hash(server.pki.ca_pem)}::node:{SECRET}"
+        join = JoinComponent(
+            server_url=lambda bind=bind, server=server: f"https://{bind}:{server.port}",
+            dial_url=lambda lb=lb: lb.url,
+            token=lambda token=token: token,
+            node_name="worker-a",
+            node_ips=("192.0.2.31",),
+            data_dir=tmp_path / bind,
+        )
+        try:
+            if joins:
+                async with asyncio.timeout(60):
+                    await join.start(None)  # type: ignore[arg-type]
+                assert join.credentials is not None
+                kubeconfig = join.credentials.kubeconfig("kubelet")
+                assert ClientConfig.from_kubeconfig(kubeconfig).server == lb.url
+            else:
+                handler = _Errors()
+                logging.getLogger("sampan.agent").addHandler(handler)
+                task = asyncio.create_task(join.start(None))  # type: ignore[arg-type]
+                try:
+                    async with asyncio.timeout(60):
+                        await handler.logged.wait()
+                finally:
+                    logging.getLogger("sampan.agent").removeHandler(handler)
+                    task.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await task
+                message = handler.records[0].getMessage()
+                assert message.startswith(f"join https://{bind}:{server.port}: ")
+                assert "not valid for the host in --server" in message
+                assert join.credentials is None
+        finally:
+            await lb.stop()

@@ -234,7 +234,14 @@ class APIServer:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self._rt.port or self.options.port}"
+        """Where this process reaches its own API: loopback, unless the listener is bound to
+        one specific address (then that one)."""
+        host = self.options.bind_address
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"https://{host}:{self._rt.port or self.options.port}"
 
     @property
     def port(self) -> int:

@@ -19,6 +19,7 @@ from sampan import version
 from sampan.cli.certificate import add_certificate_parser, run_certificate
 from sampan.cli.checkconfig import add_checkconfig_parser, run_checkconfig
 from sampan.cli.install import remove_services, run_install, stop_services
+from sampan.cli.etcd_snapshot import add_etcd_snapshot_parser, run_etcd_snapshot
 from sampan.cli.secrets_encrypt import add_secrets_encrypt_parser, run_secrets_encrypt
 from sampan.cli.token import add_token_parser, run_token
 from sampan.config import (
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_token_parser(sub, _Parser)
     add_secrets_encrypt_parser(sub, _Parser)
     add_certificate_parser(sub, _Parser)
+    add_etcd_snapshot_parser(sub, _Parser)
     add_checkconfig_parser(sub)
     for tool, text in (
         ("ctr", "Run ctr against this node's containerd (namespace k8s.io)"),
@@ -259,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_secrets_encrypt(ns)
     if ns.command == "certificate":
         return run_certificate(ns)
+    if ns.command == "etcd-snapshot":
+        return run_etcd_snapshot(ns)
     if ns.command == "check-config":
         return run_checkconfig(ns)
     flags = {k: v for k, v in vars(ns).items() if k not in ("command", "yes")}

@@ -10,8 +10,10 @@
 * ``token delete ID...``: delete tokens (``<id>`` or ``<id>.<secret>``); agents that already
   joined keep their credentials.
 * ``token rotate [--new-token SECRET]``: write a new server token to
-  ``<data-dir>/server/token`` (0600; a random secret unless given), keeping the CA hash. The
-  running server still accepts the old token: restart it (``sampan server``) to use the new
+  ``<data-dir>/server/token`` (0600; a random secret unless given), keeping the CA hash, and
+  the old one in ``server/token.previous`` until the next start re-seals the datastore's
+  bootstrap data under the new secret (``sampan.supervisor.bootstrap_data``). The running
+  server still accepts the old token: restart it (``sampan server``) to use the new
   one; agents that join later, and servers started with ``--token``, must then use the new
   token (a ``token:`` in the configuration file overrides the file and must be changed too).
 
@@ -247,6 +249,17 @@ def rotate_server_token(data_dir: Path, new_secret: str = "") -> str:
     if secret == match["secret"]:
         raise TokenCommandError("the new token is the same as the current one")
     rendered = f"K10{match['hash']}::{match['user']}:{secret}"
+    # The datastore's bootstrap record is sealed under the secret the server last started
+    # with: keep it until the next start moves the record (two rotations in a row keep the
+    # first one's).
+    previous = path.with_name("token.previous")
+    if not previous.exists():
+        fd = os.open(previous, os.O_WRONLY | os.O_CREAT | os.O_EXCL, TOKEN_FILE_MODE)
+        try:
+            os.write(fd, (old + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     tmp = path.with_name(f".{path.name}.rotate")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, TOKEN_FILE_MODE)
     try:

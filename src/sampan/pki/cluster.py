@@ -80,6 +80,7 @@ from sampan.pki.tls import server_ssl_context
 __all__ = [
     "ADMIN_GROUP",
     "ADMIN_USER",
+    "AUTHORITY_FILES",
     "AUTH_PROXY_USER",
     "DEFAULT_SERVICE_IP",
     "LEAF_RENEW_BEFORE_DAYS",
@@ -87,6 +88,7 @@ __all__ = [
     "PKIError",
     "api_server_names",
     "ensure_admin_kubeconfig",
+    "ensure_authorities",
     "ensure_client_certificate",
     "ensure_client_kubeconfig",
     "ensure_cluster_pki",
@@ -320,6 +322,32 @@ def _load_ca_key(key_path: Path) -> PrivateKey:
     return load_private_key(key_path.read_bytes())
 
 
+AUTHORITY_FILES = (
+    *(
+        f"{ca}.{ext}"
+        for ca in (_SERVER_CA, _CLIENT_CA, _KUBELET_CA, _REQUEST_HEADER_CA)
+        for ext in ("crt", "key")
+    ),
+    _SA_KEY,
+    _SA_PUB,
+)
+"""The files under tls_dir every server of one cluster shares (the CAs and the service-account
+key pair); everything else there is issued from them per server."""
+
+
+def ensure_authorities(tls_dir: Path) -> None:
+    """Create the CAs and the service-account key pair under ``tls_dir`` when missing (the
+    ``AUTHORITY_FILES``), reuse them when present. Blocking; ``PKIError`` on inconsistent CA
+    files."""
+    tls_dir = Path(tls_dir)
+    ensure_private_dir(tls_dir)
+    _ensure_ca(tls_dir, _SERVER_CA, "sampan-server-ca")
+    _ensure_ca(tls_dir, _CLIENT_CA, "sampan-client-ca")
+    _ensure_ca(tls_dir, _KUBELET_CA, "sampan-kubelet-serving-ca")
+    _ensure_ca(tls_dir, _REQUEST_HEADER_CA, "sampan-request-header-ca")
+    _ensure_sa_keys(tls_dir)
+
+
 def ensure_cluster_pki(
     tls_dir: Path,
     *,
@@ -331,10 +359,10 @@ def ensure_cluster_pki(
     """Create what is missing under ``tls_dir``, reuse what is there, renew the serving
     certificate when needed. Blocking; raises ``PKIError`` on inconsistent CA files."""
     tls_dir = Path(tls_dir)
-    ensure_private_dir(tls_dir)
+    ensure_authorities(tls_dir)
     server_ca, server_ca_key_path = _ensure_ca(tls_dir, _SERVER_CA, "sampan-server-ca")
-    _, client_ca_key_path = _ensure_ca(tls_dir, _CLIENT_CA, "sampan-client-ca")
-    _, kubelet_ca_key_path = _ensure_ca(tls_dir, _KUBELET_CA, "sampan-kubelet-serving-ca")
+    client_ca_key_path = tls_dir / f"{_CLIENT_CA}.key"
+    kubelet_ca_key_path = tls_dir / f"{_KUBELET_CA}.key"
     request_header_ca, request_header_ca_key_path = _ensure_ca(
         tls_dir, _REQUEST_HEADER_CA, "sampan-request-header-ca"
     )

@@ -3,6 +3,11 @@
 ``sampan agent --server URL --token T`` and the agent inside ``sampan server`` take the same
 path (K3s: "a server is a control plane plus an agent that joins itself"):
 
+0. **load-balancer** — a local TCP proxy (``sampan.supervisor.loadbalancer``) in front of
+   every API server: the join connects through it (still checking the server's certificate
+   for the host in ``--server``) and every kubeconfig below uses ``https://127.0.0.1:<port>``,
+   so the node keeps working when the server it talks to dies; the servers are learned from
+   the ``kubernetes`` Endpoints once the node has joined;
 1. **join** — fetch the cluster CA from ``/cacerts`` and refuse it unless its sha256 matches
    the hash in the ``K10...`` token (after ``certificate rotate-ca``: unless it is a bundle
    holding that CA, which signed the new one); send the token secret (basic auth) with the
@@ -55,6 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -63,6 +69,7 @@ from sampan.pki import LEAF_RENEW_BEFORE_DAYS
 from sampan.pki.certs import load_cert, remaining_validity
 from sampan.pki.rotation import bundle_endorsed_by
 from sampan.supervisor.certrotation import KubeletCertificateRotation
+from sampan.supervisor.loadbalancer import EndpointsWatcher, LoadBalancerComponent
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import JoinToken, TokenError, parse_token
 
@@ -207,9 +214,14 @@ class JoinComponent:
         node_name: str,
         node_ips: tuple[str, ...],
         data_dir: Path,
+        dial_url: Callable[[], str] | None = None,
     ) -> None:
         self._server_url_of = server_url
         self._server_url = ""
+        # Where to connect (the local load balancer) when it is not --server itself; the
+        # server's certificate is still checked for the host in --server.
+        self._dial_url_of = dial_url
+        self._dial_url = ""
         self._token = token
         self._node_name = node_name
         self._node_ips = node_ips
@@ -218,6 +230,7 @@ class JoinComponent:
 
     async def start(self, ctx: ComponentContext) -> None:
         self._server_url = self._server_url_of().rstrip("/")
+        self._dial_url = (self._dial_url_of or self._server_url_of)().rstrip("/")
         try:
             token = parse_token(self._token(), default_user="node")
         except TokenError as exc:
@@ -248,7 +261,7 @@ class JoinComponent:
         pinning.check_hostname = False
         pinning.verify_mode = ssl.CERT_NONE
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.get(self._server_url + CACERTS_PATH, ssl=pinning) as resp:
+            async with session.get(self._dial_url + CACERTS_PATH, ssl=pinning) as resp:
                 if resp.status != 200:
                     raise JoinRefused(f"GET {CACERTS_PATH} answered {resp.status}")
                 ca_pem = await resp.read()
@@ -274,10 +287,11 @@ class JoinComponent:
                 "nodeIPs": list(self._node_ips),
             }
             async with session.post(
-                self._server_url + JOIN_PATH,
+                self._dial_url + JOIN_PATH,
                 json=body,
                 headers={"Authorization": f"Basic {auth}"},
                 ssl=verified,
+                server_hostname=urlsplit(self._server_url).hostname,
             ) as resp:
                 payload = await resp.read()
                 if resp.status != 200:
@@ -295,7 +309,7 @@ class JoinComponent:
 
     def _write(self, creds: dict[str, str]) -> NodeCredentials:
         etc = self._data_dir / "agent" / "etc"
-        out = NodeCredentials(etc, self._server_url)
+        out = NodeCredentials(etc, self._dial_url)
         # Every join brings fresh certificates; say which old ones were due (K3s renews those
         # within 90 days of expiry at start, and logs each).
         for path, reason in expiring_node_certificates(etc):
@@ -310,7 +324,7 @@ class JoinComponent:
         for identity, (cert, key) in pairs.items():
             _write_private(
                 out.kubeconfig(identity),
-                _kubeconfig(self._server_url, ca, creds[cert], creds[key]),
+                _kubeconfig(self._dial_url, ca, creds[cert], creds[key]),
             )
         _write_private(out.serving_cert, creds["kubeletServingCert"].encode())
         _write_private(out.serving_key, creds["kubeletServingKey"].encode())
@@ -541,14 +555,31 @@ def agent_components(
     for sub in ("etc", "images", "pod-manifests", "containerd", "logs"):
         os.makedirs(config.data_dir / "agent" / sub, mode=0o700, exist_ok=True)
 
+    # Every client of the node reaches the API servers through the local load balancer.
+    balancer = LoadBalancerComponent(
+        "load-balancer",
+        server_url=server_url,
+        port=config.lb_server_port,  # 0: the port of the server URL plus one
+        state_file=config.data_dir / "agent" / "etc" / "load-balancer.json",
+    )
     join = JoinComponent(
         server_url=server_url,
+        dial_url=lambda: balancer.url,
         token=token,
         node_name=name,
         node_ips=node_ips,
         data_dir=config.data_dir,
     )
-    components: list[Component] = [join]
+    components: list[Component] = [balancer, join]
+    components.append(
+        JoinedComponent(
+            "load-balancer-endpoints",
+            join,
+            lambda creds: EndpointsWatcher(
+                ClientConfig.from_kubeconfig(creds.kubeconfig("kube-proxy")), balancer.balancer
+            ),
+        )
+    )
     if config.network_backend != "none":  # "none": the user's own CNI
         try:
             overlay_options = OverlayOptions(

@@ -34,6 +34,8 @@ def run(config: Config) -> int:
         log.info("configuration read from %s", source)
     for line in describe(config):
         log.debug("option %s", line)
+    if config.command == "server" and config.cluster_reset:
+        return _cluster_reset(config)
     if config.command == "server":
         try:
             components = server_components(config)
@@ -52,3 +54,17 @@ def run(config: Config) -> int:
             log.error("%s", exc)
             return 1
     return asyncio.run(Supervisor(components, notifier=notifier).run())
+
+
+def _cluster_reset(config: Config) -> int:
+    """``sampan server --cluster-reset [--cluster-reset-restore-path FILE]``: done before any
+    component starts, then the process exits (as K3s's reset does)."""
+    from sampan.datastore.snapshot import SnapshotError
+    from sampan.supervisor.snapshots import cluster_reset
+
+    try:
+        log.info("%s", cluster_reset(config))
+    except (SnapshotError, OSError) as exc:
+        log.error("cluster reset failed, nothing changed: %s", exc)
+        return 1
+    return 0

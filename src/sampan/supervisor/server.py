@@ -1,7 +1,11 @@
 """``sampan server``: which components run, in which order, built from the configuration.
 
 Order (each waits on the readiness of the ones before it): datastore -> API server ->
-controllers -> scheduler -> addons (auto-deployed manifests) -> the embedded agent.
+controllers -> scheduler -> addons (auto-deployed manifests) -> snapshots -> the embedded
+agent. Before the API server issues its certificates it loads the cluster's shared CAs, keys
+and tokens from the datastore, or stores them there when it is the first server
+(``sampan.supervisor.bootstrap_data``); ``--cluster-reset`` restores a snapshot instead of
+starting anything (``sampan.supervisor.snapshots``).
 Components after the API server talk to it only through the Kubernetes API, each with its
 own client certificate and kubeconfig under ``<data-dir>/server/cred/`` (as K3s keeps
 ``server/cred/*.kubeconfig``), exactly as a remote component would.
@@ -30,7 +34,12 @@ from sampan.supervisor.agent import (
     restricted_node_labels,
 )
 from sampan.supervisor.supervisor import Component, ComponentContext
-from sampan.supervisor.token import TokenError, ensure_agent_token, ensure_server_token
+from sampan.supervisor.token import (
+    TokenError,
+    ensure_agent_token,
+    ensure_server_token,
+    parse_token,
+)
 
 __all__ = [
     "DatastoreComponent",
@@ -83,6 +92,7 @@ class APIServerComponent:
 
         config = self._config
         hostname = socket.gethostname()
+        boot = await self._bootstrap()
         if config.secrets_encryption and self._encryption == generated_encryption_path(config):
             from sampan.apiserver.storage.encryption import write_generated_config
 
@@ -97,7 +107,12 @@ class APIServerComponent:
             node_ips=tuple(config.node_ip) or default_node_ips(),
             # Agents and kubectl verify the server's name: the address it advertises must be
             # in its certificate too (as K3s adds it).
-            tls_sans=(*config.tls_san, *filter(None, [config.advertise_address])),
+            # So must a specific --bind-address: the server's own components dial it.
+            tls_sans=(
+                *config.tls_san,
+                *filter(None, [config.advertise_address]),
+                *([config.bind_address] if config.bind_address not in ("0.0.0.0", "::") else []),
+            ),
             service_cidr=config.service_cidr,
             service_node_port_range=config.service_node_port_range,
             kubeconfig_path=config.write_kubeconfig,
@@ -113,15 +128,18 @@ class APIServerComponent:
         try:
             token_path = config.data_dir / "server" / "token"
             token = await asyncio.to_thread(
-                ensure_server_token, config.data_dir, server.pki.ca_pem, config.token.reveal()
+                ensure_server_token,
+                config.data_dir,
+                server.pki.ca_pem,
+                config.token.reveal() or boot.token_secret,
             )
             agent_token = None
-            if config.agent_token:
+            if config.agent_token or boot.agent_token_secret:
                 agent_token = await asyncio.to_thread(
                     ensure_agent_token,
                     config.data_dir,
                     server.pki.ca_pem,
-                    config.agent_token.reveal(),
+                    config.agent_token.reveal() or boot.agent_token_secret,
                 )
         except TokenError as exc:
             raise RuntimeError(f"--token: {exc}") from None
@@ -139,6 +157,35 @@ class APIServerComponent:
             "use it with: export KUBECONFIG=%s; kubectl get nodes  (or: sampan kubectl get nodes)",
             config.write_kubeconfig,
         )
+
+    async def _bootstrap(self) -> Any:
+        """The cluster's shared CAs, keys and tokens from the datastore (written there by the
+        first server): see ``sampan.supervisor.bootstrap_data``."""
+        from sampan.apiserver.storage.encryption import write_generated_config
+        from sampan.supervisor.bootstrap_data import BootstrapError, reconcile_bootstrap
+
+        config = self._config
+        backend = self._datastore.backend
+        assert backend is not None, "the datastore starts first"
+        try:
+            token = parse_token(config.token.reveal()).secret if config.token else ""
+            agent_token = ""
+            if config.agent_token:
+                agent_token = parse_token(config.agent_token.reveal(), default_user="node").secret
+        except TokenError as exc:
+            raise RuntimeError(f"--token: {exc}") from None
+        try:
+            return await reconcile_bootstrap(
+                backend,
+                server_dir=config.data_dir / "server",
+                token=token,
+                agent_token=agent_token,
+                secrets_encryption=bool(config.secrets_encryption)
+                and self._encryption == generated_encryption_path(config),
+                generate_encryption=write_generated_config,
+            )
+        except BootstrapError as exc:
+            raise RuntimeError(f"bootstrap: {exc}") from None
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -521,6 +568,13 @@ def server_components(config: Config) -> list[Component]:
             else _metrics_server(config, api),
         )
     )
+    snapshots = _snapshots(config)
+    if snapshots is not None:
+        components.append(
+            ClientComponent(
+                "etcd-snapshots", api, cred, common_name="system:sampan-controller", build=snapshots
+            )
+        )
     if not config.disable_agent:
         # The embedded agent joins this server exactly as a remote agent would.
         components += agent_components(
@@ -542,6 +596,24 @@ def server_components(config: Config) -> list[Component]:
             )
         )
     return components
+
+
+def _snapshots(config: Config) -> Callable[[Any], Any] | None:
+    """Scheduled snapshots and their records, for a datastore that has snapshots (SQLite;
+    etcd's driver adds its own backend), unless ``--etcd-disable-snapshots``. Options are
+    checked now."""
+    from sampan.datastore.snapshot import SnapshotError, snapshot_backend
+    from sampan.supervisor.snapshots import SnapshotComponent, check_snapshot_options
+
+    if config.etcd_disable_snapshots:
+        return None
+    try:
+        snapshot_backend(config.datastore_endpoint.reveal(), config.data_dir)
+    except SnapshotError:
+        return None  # e.g. PostgreSQL: backed up with its own tools
+    check_snapshot_options(config)
+    name = node_name(config)
+    return lambda client_config: SnapshotComponent(client_config, config, name)
 
 
 def _node_labels(config: Config) -> dict[str, str]:
