@@ -129,6 +129,15 @@ async def test_token_secret_filled_and_authenticates(
     current = await client.get(SECRETS, "bot-token", namespace=NS)
     assert _data(current, "token").decode() == token
 
+    # Deleting a token Secret revokes its token (the account keeps its other tokens).
+    await client.create(SECRETS, _token_secret("bot-spare", "bot"), namespace=NS)
+    spare = _data(await eventually(lambda: _filled(client, "bot-spare")), "token").decode()
+    assert (await _whoami(api_server, spare))["username"] == f"system:serviceaccount:{NS}:bot"
+    await client.delete(SECRETS, "bot-spare", namespace=NS)
+    with pytest.raises(UnauthorizedError):
+        await _whoami(api_server, spare)
+    assert (await _whoami(api_server, token))["username"] == f"system:serviceaccount:{NS}:bot"
+
     # Deleting the service account deletes its token Secrets; the token no longer works.
     await client.delete(SERVICEACCOUNTS, "bot", namespace=NS)
     await eventually(lambda: _gone(client, SECRETS, "bot-token"))
