@@ -188,13 +188,16 @@ async def test_losing_the_lease_stops_the_controllers(
 
 
 async def test_every_registered_controller_runs_under_the_manager(
-    controller_config: ClientConfig, client
+    controller_config: ClientConfig, client, api_server
 ) -> None:
     from sampan.controllers.registry import CONTROLLERS
 
-    manager = ControllerManager(
-        controller_config, ControllerManagerOptions(identity="all", leader_elect=False)
+    # As ``sampan server`` builds it: with the service-account key (serviceaccount-token).
+    key_pem = await asyncio.to_thread(api_server.server.pki.sa_private_key_pem)
+    options = ControllerManagerOptions(
+        identity="all", leader_elect=False, service_account_private_key_pem=key_pem
     )
+    manager = ControllerManager(controller_config, options)
     await manager.start()
     try:
 
@@ -215,6 +218,28 @@ async def test_every_registered_controller_runs_under_the_manager(
             return True
 
         await eventually(defaults_exist)
+    finally:
+        await manager.stop()
+
+
+async def test_a_controller_that_opts_out_is_not_run(controller_config: ClientConfig) -> None:
+    """``serviceaccount-token`` without a signing key: disabled (not unhealthy), as upstream."""
+    from sampan.controllers.tokens import TokensController
+
+    registry = {"serviceaccount-token": TokensController, "nscounter": NamespaceCounter}
+    manager = ControllerManager(
+        controller_config,
+        ControllerManagerOptions(identity="solo", leader_elect=False),
+        controllers=registry,
+    )
+    await manager.start()
+    try:
+
+        async def running() -> dict[str, bool] | None:
+            health = manager.health()
+            return health if health.get("nscounter") else None
+
+        assert await eventually(running) == {"nscounter": True}
     finally:
         await manager.stop()
 

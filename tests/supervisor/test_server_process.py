@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 READY_TIMEOUT_S = 60.0
 
@@ -106,3 +110,71 @@ def test_dsn_password_never_logged(tmp_path: Path) -> None:
     text = log_path.read_text()
     assert "hunter2" not in text
     assert "datastore failed to start" in text
+
+
+def _kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> tuple[int, str]:
+    done = subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_server_fills_a_long_lived_service_account_token(tmp_path: Path) -> None:
+    """The server hands its service-account key to ``serviceaccount-token``: a token Secret a
+    user applies gets a token that authenticates as the ServiceAccount."""
+    proc, log_path = start_server(tmp_path, "--disable-agent")
+    try:
+        wait_for_log(proc, log_path, "all components ready")
+        admin = tmp_path / "kubeconfig.yaml"
+        code, out = _kubectl(admin, "create", "serviceaccount", "robot")
+        assert code == 0, out
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/service-account-token",
+            "metadata": {
+                "name": "robot-token",
+                "annotations": {"kubernetes.io/service-account.name": "robot"},
+            },
+        }
+        code, out = _kubectl(admin, "apply", "-f", "-", stdin=json.dumps(secret))
+        assert code == 0, out
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        encoded = ""
+        while not encoded and time.monotonic() < deadline:
+            code, encoded = _kubectl(
+                admin, "get", "secret", "robot-token", "-o", "jsonpath={.data.token}"
+            )
+            assert code == 0, encoded
+            time.sleep(0.2)
+        assert encoded, "the token Secret was never filled"
+        token = base64.b64decode(encoded).decode()
+        # Only the token: the server and its CA from the admin kubeconfig, no certificate.
+        cluster = yaml.safe_load(admin.read_text())["clusters"][0]["cluster"]
+        ca_file = tmp_path / "ca.crt"
+        ca_file.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+        code, out = _kubectl(
+            Path(os.devnull),
+            f"--server={cluster['server']}",
+            f"--certificate-authority={ca_file}",
+            f"--token={token}",
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        )
+        assert code == 0, out
+        assert out == "system:serviceaccount:default:robot"
+        assert token not in log_path.read_text()  # never logged
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()

@@ -60,6 +60,7 @@ __all__ = [
     "SIGNER_FILE_FIELDS",
     "Controller",
     "ControllerContext",
+    "ControllerDisabled",
     "ControllerManagerOptions",
     "QueueController",
     "parse_duration_s",
@@ -117,6 +118,7 @@ DEFAULT_CONCURRENT_WORKERS: Mapping[str, int] = MappingProxyType(
         "replicaset": 5,
         "replicationcontroller": 5,
         "serviceaccount": 5,
+        "serviceaccount-token": 5,
         "statefulset": 5,
         "ttlafterfinished": 5,
         "ttl-after-finished": 5,
@@ -138,7 +140,7 @@ _CONCURRENCY_ARGS: Mapping[str, str] = MappingProxyType(
         "concurrent-namespace-syncs": "namespace",
         "concurrent-replicaset-syncs": "replicaset",
         "concurrent-rc-syncs": "replicationcontroller",
-        "concurrent-serviceaccount-token-syncs": "serviceaccount",
+        "concurrent-serviceaccount-token-syncs": "serviceaccount-token",
         "concurrent-statefulset-syncs": "statefulset",
         "concurrent-ttl-after-finished-syncs": "ttlafterfinished",
     }
@@ -293,8 +295,13 @@ class ControllerManagerOptions:
     unhealthy_zone_threshold: float = DEFAULT_UNHEALTHY_ZONE_THRESHOLD
     terminated_pod_gc_threshold: int = DEFAULT_TERMINATED_POD_GC_THRESHOLD
     root_ca_pem: bytes | None = field(default=None, repr=False)
-    """The CA published as ``kube-root-ca.crt`` in every namespace (default: the CA the
-    controllers' own client trusts, i.e. the API server's CA)."""
+    """The CA published as ``kube-root-ca.crt`` in every namespace and put into service-account
+    token Secrets as ``ca.crt`` (default: the CA the controllers' own client trusts, i.e. the
+    API server's CA)."""
+    service_account_private_key_pem: bytes | None = field(default=None, repr=False)
+    """The key legacy service-account tokens are signed with (upstream's
+    ``--service-account-private-key-file``); without it ``serviceaccount-token`` does not
+    run, as upstream."""
     local_storage_path: str = "/var/lib/sampan/storage"
     """Where the local-path provisioner puts volumes (``--default-local-storage-path``)."""
     cluster_signing_duration_s: float = DEFAULT_CLUSTER_SIGNING_DURATION_S
@@ -458,6 +465,12 @@ class ControllerContext:
             await recorder.stop()
 
 
+class ControllerDisabled(Exception):
+    """Raised by a controller's ``__init__`` when the configuration leaves it nothing to do
+    (e.g. ``serviceaccount-token`` without a signing key): the manager logs the reason and
+    does not run it, as upstream skips such controllers at start."""
+
+
 @runtime_checkable
 class Controller(Protocol):
     """One controller; see the module docstring for the contract."""
@@ -465,7 +478,9 @@ class Controller(Protocol):
     name: str
     """Upstream's controller name: "deployment", "replicaset", "namespace"..."""
 
-    def __init__(self, ctx: ControllerContext) -> None: ...
+    def __init__(self, ctx: ControllerContext) -> None:
+        """Register informer handlers (raise ``ControllerDisabled`` to opt out)."""
+        ...
 
     async def run(self, workers: int) -> None:
         """Wait for this controller's informers to sync, then reconcile with ``workers``

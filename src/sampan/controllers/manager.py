@@ -14,7 +14,8 @@ This module owns running the registered controllers under leader election:
 * ``stop()`` cancels the root task, which releases the lease (so a peer takes over at once),
   then closes the client.
 
-A controller whose constructor raises is skipped for the term (logged); one whose ``run``
+A controller whose constructor raises ``ControllerDisabled`` is not run (its reason logged);
+one whose constructor raises anything else is skipped for the term (logged); one whose ``run``
 fails is logged and reported unhealthy until the next term. Nothing here touches objects: that
 is the controllers' business.
 """
@@ -31,7 +32,12 @@ from typing import Protocol
 from sampan.client import Client, ClientConfig, LeaderElector, SharedInformerFactory
 from sampan.client.events import TYPE_NORMAL
 from sampan.client.workqueue import Clock
-from sampan.controllers.base import Controller, ControllerContext, ControllerManagerOptions
+from sampan.controllers.base import (
+    Controller,
+    ControllerContext,
+    ControllerDisabled,
+    ControllerManagerOptions,
+)
 
 __all__ = [
     "COMPONENT_NAME",
@@ -210,6 +216,8 @@ class ControllerManager:
                     continue
                 try:
                     self._running[name] = cls(context)
+                except ControllerDisabled as why:
+                    log.info("controllers: %s disabled: %s", name, why)
                 except Exception:
                     log.exception("controllers: could not build %s; skipped this term", name)
             factory.start()

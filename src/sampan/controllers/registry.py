@@ -29,6 +29,7 @@ from sampan.controllers.podgc import PodGCController
 from sampan.controllers.replicaset import ReplicaSetController, ReplicationControllerController
 from sampan.controllers.serviceaccount import RootCACertPublisher, ServiceAccountsController
 from sampan.controllers.statefulset import StatefulSetController
+from sampan.controllers.tokens import TokensController
 from sampan.controllers.ttlafterfinished import TTLAfterFinishedController
 
 __all__ = ["CONTROLLERS"]
@@ -37,6 +38,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "namespace": NamespaceController,
     "serviceaccount": ServiceAccountsController,
     "root-ca-cert-publisher": RootCACertPublisher,
+    "serviceaccount-token": TokensController,
     "garbagecollector": GarbageCollector,
     "endpoint": EndpointsController,
     "endpointslice": EndpointSliceController,

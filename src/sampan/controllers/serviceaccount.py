@@ -29,6 +29,7 @@ __all__ = [
     "ROOT_CA_KEY",
     "RootCACertPublisher",
     "ServiceAccountsController",
+    "cluster_root_ca",
 ]
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,12 @@ ROOT_CA_DESCRIPTION = (
     "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is "
     "guaranteed across distributions of Kubernetes clusters."
 )
+
+
+def cluster_root_ca(ctx: ControllerContext) -> bytes:
+    """The cluster CA bundle handed to workloads (``kube-root-ca.crt``, token Secrets'
+    ``ca.crt``): ``options.root_ca_pem``, else the CA the controllers' client trusts."""
+    return ctx.options.root_ca_pem or ctx.client.config.ca_pem or b""
 
 
 def _active(namespace: dict[str, Any] | None) -> bool:
@@ -98,8 +105,7 @@ class RootCACertPublisher(QueueController):
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)
         self.client = ctx.client
-        ca_pem = ctx.options.root_ca_pem or ctx.client.config.ca_pem or b""
-        self.ca_text = ca_pem.decode()
+        self.ca_text = cluster_root_ca(ctx).decode()
         self.namespaces = self.watch(ctx.informers.informer(NAMESPACES))
         self.configmaps = self.watch(
             ctx.informers.informer(CONFIGMAPS, field_selector=f"metadata.name={ROOT_CA_CONFIGMAP}")

@@ -17,6 +17,7 @@ configuration files) is checked here, before anything starts, so the error is on
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -232,7 +233,10 @@ class ClientComponent:
             server_url=server.url,
         )
         client_config = await asyncio.to_thread(ClientConfig.from_kubeconfig, path)
-        self.inner = self._build(client_config)
+        inner = self._build(client_config)
+        if inspect.isawaitable(inner):  # a builder that must read files first
+            inner = await inner
+        self.inner = inner
         await self.inner.start(ctx)
         if callable(getattr(self.inner, "health", None)):
             server.add_readyz_check(f"component/{self.name}", self._check_health)
@@ -430,12 +434,21 @@ def controller_manager_options(config: Config) -> Any:
         raise ConfigError(f"kube-controller-manager-arg: {exc}") from None
 
 
-def _controller_manager(config: Config) -> Callable[[Any], Any]:
-    """Validate the controller manager's options now; build the component at start."""
+def _controller_manager(config: Config, api: APIServerComponent) -> Callable[[Any], Any]:
+    """Validate the controller manager's options now; build the component at start, with the
+    service-account signing key (read off the event loop) for ``serviceaccount-token``."""
     from sampan.controllers.manager import ControllerManager
 
     options = controller_manager_options(config)
-    return lambda client_config: ControllerManager(client_config, options)
+
+    async def build(client_config: Any) -> Any:
+        assert api.server is not None, "the API server starts first"
+        key_pem = await asyncio.to_thread(api.server.pki.sa_private_key_pem)
+        return ControllerManager(
+            client_config, options.with_changes(service_account_private_key_pem=key_pem)
+        )
+
+    return build
 
 
 def _scheduler(config: Config) -> Callable[[Any], Any]:
@@ -530,7 +543,7 @@ def server_components(config: Config) -> list[Component]:
                 api,
                 cred,
                 common_name="system:sampan-controller",
-                build=_controller_manager(config),
+                build=_controller_manager(config, api),
             )
         )
     if not config.disable_scheduler:

@@ -15,13 +15,15 @@ A token is accepted only if its signature verifies with one of the service-accou
 keys, its times and audience are right, and — through ``TokenLookup`` — the service account
 (and the bound pod/secret/node, or for legacy tokens the secret holding it) still exists with
 the uid the token names. Time comes from an injectable clock so tests need not sleep.
+
+Signing (key loading, ``kid``, algorithm, the legacy claims) lives in ``sampan.pki.satokens``,
+shared with the ``serviceaccount-token`` controller that fills legacy token Secrets.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import hmac
 import time
 import uuid
@@ -40,6 +42,17 @@ from sampan.apiserver.auth.user import (
     service_account_groups,
     service_account_username,
 )
+from sampan.pki.satokens import (
+    LEGACY_CLAIM_NAMESPACE,
+    LEGACY_CLAIM_SA_NAME,
+    LEGACY_CLAIM_SA_UID,
+    LEGACY_CLAIM_SECRET_NAME,
+    LEGACY_ISSUER,
+    PublicKey,
+    ServiceAccountSigner,
+    key_id,
+    signing_algorithm,
+)
 
 __all__ = [
     "DEFAULT_API_AUDIENCES",
@@ -56,7 +69,6 @@ __all__ = [
 
 DEFAULT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 DEFAULT_API_AUDIENCES = ("https://kubernetes.default.svc.cluster.local", "sampan")
-LEGACY_ISSUER = "kubernetes/serviceaccount"
 DEFAULT_TOKEN_EXPIRATION_S = 3600
 TOKEN_LEEWAY_S = 60
 # A bound object marked for deletion longer ago than this no longer vouches for its tokens.
@@ -69,17 +81,11 @@ EXTRA_NODE_NAME = "authentication.kubernetes.io/node-name"
 EXTRA_NODE_UID = "authentication.kubernetes.io/node-uid"
 EXTRA_CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
 
-_LEGACY_PREFIX = "kubernetes.io/serviceaccount/"
-_LEGACY_NAMESPACE = _LEGACY_PREFIX + "namespace"
-_LEGACY_SECRET = _LEGACY_PREFIX + "secret.name"
-_LEGACY_SA_NAME = _LEGACY_PREFIX + "service-account.name"
-_LEGACY_SA_UID = _LEGACY_PREFIX + "service-account.uid"
 _PRIVATE_CLAIM = "kubernetes.io"
 
 # The kinds a token can be bound to, and the resource TokenLookup knows them by.
 _BINDABLE = {"Pod": "pods", "Secret": "secrets", "Node": "nodes"}
 
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 Clock = Callable[[], float]
 
 
@@ -98,22 +104,6 @@ def load_public_key(key: bytes | str | PublicKey) -> PublicKey:
     return loaded
 
 
-def key_id(public_key: PublicKey) -> str:
-    """The ``kid`` header: unpadded base64url SHA-256 of the DER public key (as upstream)."""
-    der = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode("ascii")
-
-
-def _algorithm(key: PublicKey) -> str:
-    if isinstance(key, rsa.RSAPublicKey):
-        return "RS256"
-    if isinstance(key.curve, ec.SECP256R1):
-        return "ES256"
-    raise ValueError(f"unsupported EC curve {key.curve.name} for service-account tokens")
-
-
 class TokenIssuer:
     """Signs bound service-account tokens (TokenRequest, pod token volumes) and legacy ones
     (for ``kubernetes.io/service-account-token`` Secrets)."""
@@ -126,20 +116,10 @@ class TokenIssuer:
         *,
         clock: Clock = time.time,
     ) -> None:
-        key = serialization.load_pem_private_key(private_key_pem, password=None)
-        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-            raise ValueError(f"unsupported service-account key type {type(key).__name__}")
-        self._key = key
-        self._algorithm = _algorithm(key.public_key())
-        self._kid = key_id(key.public_key())
+        self._signer = ServiceAccountSigner(private_key_pem)
         self.issuer = issuer
         self.audiences = tuple(audiences)
         self._clock = clock
-
-    def _sign(self, claims: Mapping[str, Any]) -> str:
-        return jwt.encode(
-            dict(claims), self._key, algorithm=self._algorithm, headers={"kid": self._kid}
-        )
 
     def issue(
         self,
@@ -185,20 +165,11 @@ class TokenIssuer:
             "nbf": now,
             "sub": service_account_username(namespace, sa_name),
         }
-        return self._sign(claims), dt.datetime.fromtimestamp(exp, dt.UTC)
+        return self._signer.sign(claims), dt.datetime.fromtimestamp(exp, dt.UTC)
 
     def issue_legacy(self, namespace: str, sa_name: str, sa_uid: str, secret_name: str) -> str:
         """A non-expiring token for a ``kubernetes.io/service-account-token`` Secret."""
-        return self._sign(
-            {
-                "iss": LEGACY_ISSUER,
-                _LEGACY_NAMESPACE: namespace,
-                _LEGACY_SECRET: secret_name,
-                _LEGACY_SA_NAME: sa_name,
-                _LEGACY_SA_UID: sa_uid,
-                "sub": service_account_username(namespace, sa_name),
-            }
-        )
+        return self._signer.sign_legacy(namespace, sa_name, sa_uid, secret_name)
 
 
 def _str_claim(claims: Mapping[str, Any], key: str) -> str:
@@ -263,7 +234,7 @@ class ServiceAccountTokenAuthenticator:
                 return jwt.decode(
                     token,
                     key,
-                    algorithms=[_algorithm(key)],
+                    algorithms=[signing_algorithm(key)],
                     audience=list(self.api_audiences) if bound else None,
                     issuer=self.issuer if bound else LEGACY_ISSUER,
                     options=options,
@@ -379,10 +350,10 @@ class ServiceAccountTokenAuthenticator:
 
     async def _authenticate_legacy(self, token: str, header: Mapping[str, Any]) -> UserInfo:
         claims = self._verify(token, header, bound=False)
-        namespace = _str_claim(claims, _LEGACY_NAMESPACE)
-        secret_name = _str_claim(claims, _LEGACY_SECRET)
-        sa_name = _str_claim(claims, _LEGACY_SA_NAME)
-        sa_uid = _str_claim(claims, _LEGACY_SA_UID)
+        namespace = _str_claim(claims, LEGACY_CLAIM_NAMESPACE)
+        secret_name = _str_claim(claims, LEGACY_CLAIM_SECRET_NAME)
+        sa_name = _str_claim(claims, LEGACY_CLAIM_SA_NAME)
+        sa_uid = _str_claim(claims, LEGACY_CLAIM_SA_UID)
         if claims.get("sub") != service_account_username(namespace, sa_name):
             raise AuthenticationError("service account token subject does not match its claims")
         secret = await self._get("secrets", namespace, secret_name)
