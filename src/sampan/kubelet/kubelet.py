@@ -51,7 +51,6 @@ from sampan.client.api import (
     PVS,
     SERVICEACCOUNTS,
     SERVICES,
-    PatchType,
 )
 from sampan.kubelet import specs
 from sampan.kubelet.cgroups import CgroupManager
@@ -64,6 +63,7 @@ from sampan.kubelet.podutil import HASH_ANNOTATION, MIRROR_ANNOTATION, is_mirror
 from sampan.kubelet.probes import ProbeManager
 from sampan.kubelet.runtime import ContainerdConfig, ContainerRuntime, cri, pb
 from sampan.kubelet.static import mirror_pod, read_manifests
+from sampan.kubelet.statusmanager import StatusManager
 from sampan.kubelet.volumes import VolumeManager
 
 __all__ = ["PLEG_RELIST_S", "Kubelet"]
@@ -120,7 +120,7 @@ class Kubelet:
         self._pleg_seen: dict[str, frozenset[tuple[str, int]]] = {}
         self._ctx: _FailureSink | None = None
         self._stopping = False
-        self._written: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.status_manager: StatusManager
 
     # -- public API for the kubelet server and tests --------------------------------------
 
@@ -220,6 +220,9 @@ class Kubelet:
         )
         self.recorder = EventRecorder(self.client, "kubelet", options.node_name)
         self.recorder.start()
+        self.status_manager = StatusManager(
+            self.client, is_static=self._is_static_uid, mirror_of=self._mirror_of
+        )
         self.node_agent = NodeAgent(
             self.client, options, self._runtime_part, self.node_ips, self.machine
         )
@@ -384,7 +387,7 @@ class Kubelet:
             del self.workers[worker.uid]
         self._pleg_seen.pop(worker.uid, None)
         if worker.terminated:
-            self._written.pop(worker.uid, None)
+            self.status_manager.forget(worker.uid)
             self.sources.release(worker.uid)
         if (
             not self._stopping
@@ -409,12 +412,10 @@ class Kubelet:
         items = self._pods_informer().cache.by_index(INDEX_UID, uid)
         if not items or is_mirror_pod(items[0]):
             return None
-        pod = items[0]
-        written = self._written.get(uid)
-        rv = int((pod.get("metadata") or {}).get("resourceVersion") or 0)
-        if written is not None and written[0] > rv:
-            pod = {**pod, "status": written[1]}
-        return pod
+        return self.status_manager.latest(items[0])
+
+    def _is_static_uid(self, uid: str) -> bool:
+        return uid in self.static_pods
 
     def network_ready(self) -> bool:
         return self._network_ready
@@ -463,52 +464,6 @@ class Kubelet:
         if mirror is None or not is_mirror_pod(mirror):
             return None
         return mirror
-
-    async def write_pod_status(self, pod: Mapping[str, Any], patch: dict[str, Any]) -> None:
-        assert self.client is not None
-        meta = pod.get("metadata") or {}
-        uid = meta.get("uid", "")
-        target_uid = uid
-        if uid in self.static_pods:
-            mirror = self._mirror_of(pod)
-            if mirror is None:
-                return
-            target_uid = mirror["metadata"]["uid"]
-        body = {"metadata": {"uid": target_uid}, "status": patch}
-        try:
-            answer = await self.client.patch(
-                PODS,
-                meta.get("name", ""),
-                body,
-                namespace=meta.get("namespace"),
-                subresource="status",
-                patch_type=PatchType.MERGE,
-            )
-        except (NotFoundError, ConflictError) as exc:
-            log.debug(
-                "pod %s/%s status not written: %s", meta.get("namespace"), meta.get("name"), exc
-            )
-            return
-        rv = int((answer.get("metadata") or {}).get("resourceVersion") or 0)
-        if uid not in self.static_pods:
-            self._written[uid] = (rv, answer.get("status") or {})
-
-    async def delete_pod_object(self, pod: Mapping[str, Any]) -> None:
-        assert self.client is not None
-        meta = pod.get("metadata") or {}
-        self._written.pop(meta.get("uid", ""), None)
-        if meta.get("uid") in self.static_pods or is_mirror_pod(pod):
-            return
-        try:
-            await self.client.delete(
-                PODS,
-                meta.get("name", ""),
-                namespace=meta.get("namespace"),
-                grace_period_s=0,
-                precondition_uid=meta.get("uid"),
-            )
-        except (NotFoundError, ConflictError):
-            pass
 
     async def _request_token(
         self, namespace: str, service_account: str, body: dict[str, Any]

@@ -11,8 +11,8 @@ backoff expiring) or every ``sync_frequency_s``. A sync is level-triggered and i
    init containers one at a time, then app containers, each started with its image pulled,
    its env and mounts, restarted as ``restartPolicy`` says with upstream's backoff (10 s
    doubling to 5 min, reset after 10 min of running); liveness failures kill the container;
-3. status (phase, conditions, IPs, container statuses) written through ``pods/status`` only
-   when a field changed.
+3. status (phase, conditions, IPs, container statuses) handed to the status manager
+   (``sampan.kubelet.statusmanager``), which writes ``pods/status`` only when a field changed.
 
 What the runtime holds is read back from CRI at every sync (labels carry the pod uid and the
 container name; annotations the restart count and the spec hash), so containers created by a
@@ -54,7 +54,6 @@ from sampan.kubelet.status import (
     container_status,
     pod_phase,
     rfc3339,
-    status_patch,
     with_conditions,
 )
 from sampan.kubelet.volumes import VolumeError
@@ -1032,7 +1031,7 @@ class PodWorker:
             )
         await asyncio.to_thread(self._remove_logs, source)
         if pod is not None:
-            await self.k.delete_pod_object(pod)
+            await self.k.status_manager.delete_pod_object(pod)
         self.terminated = True
 
     def _orphan_grace(self) -> int:
@@ -1220,26 +1219,11 @@ class PodWorker:
             if old.get("message"):
                 status["message"] = old["message"]
         status = {k: v for k, v in status.items() if v is not None}
-        comparable = _without_times(old)
-        patch = status_patch(comparable, _without_times(status))
-        if patch:
-            # Only the fields that changed, but with their fresh transition times.
-            patch = {k: status[k] for k in patch}
+        if await self.k.status_manager.set_pod_status(pod, status):
             self._reported_status = status
-            await self.k.write_pod_status(pod, patch)
         elif self._reported_status is None:
             self._reported_status = status
         return phase
-
-
-def _without_times(status: Mapping[str, Any]) -> dict[str, Any]:
-    result = dict(status)
-    if "conditions" in result:
-        result["conditions"] = [
-            {k: v for k, v in c.items() if k not in ("lastTransitionTime", "lastProbeTime")}
-            for c in result["conditions"] or []
-        ]
-    return result
 
 
 def _last_attempts(containers: list[pb.Container]) -> dict[str, int]:
