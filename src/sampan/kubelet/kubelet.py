@@ -1,6 +1,9 @@
 """The kubelet component: runtime, Node, and one worker per pod.
 
-``Kubelet(client_config, options)`` is the agent component named ``kubelet``:
+``Kubelet(client_config, options)`` is the agent component named ``kubelet``. The
+constructor builds every collaborator (API client, event recorder, informer factory, Node
+agent, cgroups, probes, ConfigMap/Secret sources, volumes, status manager); nothing is
+assigned later, and nothing does I/O or needs the loop until ``start``:
 
 * ``start(ctx)`` starts ``ContainerRuntime`` (the containerd child, or the given CRI socket),
   registers the Node, starts the informers (this node's pods by ``spec.nodeName``; the
@@ -55,7 +58,7 @@ from sampan.client.api import (
 from sampan.kubelet import specs
 from sampan.kubelet.cgroups import CgroupManager
 from sampan.kubelet.logrotate import LOG_ROTATE_INTERVAL_S, LogRotator
-from sampan.kubelet.node import MachineInfo, NodeAgent, detect_node_ip, read_machine_info
+from sampan.kubelet.node import NodeAgent
 from sampan.kubelet.objects import PodObjects
 from sampan.kubelet.options import KubeletOptions
 from sampan.kubelet.pods import PodWorker
@@ -97,17 +100,32 @@ class Kubelet:
             endpoint=options.runtime_endpoint,
             image_poll_interval_s=options.image_poll_interval_s,
         )
-        self.client: Client | None = None
-        self.factory: SharedInformerFactory | None = None
-        self.recorder: EventRecorder | None = None
-        self.node_agent: NodeAgent | None = None
-        self.machine: MachineInfo | None = None
-        self.node_ips: tuple[str, ...] = tuple(options.node_ips)
+        self.client = Client(client_config.with_user_agent(f"sampan-kubelet/{options.node_name}"))
+        self.recorder = EventRecorder(self.client, "kubelet", options.node_name)
+        self.node_agent = NodeAgent(self.client, options, self._runtime_part)
+        self.node_agent.on_ready_change = self._node_ready_changed
         self.cgroups = CgroupManager(options.cgroup_root or "/")
         self.probes = ProbeManager(lambda: self.runtime, self.wake, self._probe_event)
-        self.volumes: VolumeManager
-        self.sources: PodObjects
-        self.dns_settings: specs.DNSSettings
+        self.factory = SharedInformerFactory(self.client)
+        self.sources = PodObjects(self.client, self.factory, self._on_source)
+        self.volumes = VolumeManager(
+            options.kubelet_dir,
+            self.sources,
+            self._request_token,
+            get_pvc=self._get_pvc,
+            get_pv=self._get_pv,
+        )
+        self.status_manager = StatusManager(
+            self.client, is_static=self._is_static_uid, mirror_of=self._mirror_of
+        )
+        self.dns_settings = specs.DNSSettings(
+            cluster_dns=options.effective_cluster_dns,
+            cluster_domain=options.effective_cluster_domain,
+            host_servers=(),
+            host_searches=(),
+            host_options=(),
+        )
+        """Re-read from ``resolv.conf`` at start."""
         self.allocatable: dict[str, Decimal] = {}
         self.memory_capacity_bytes = 0
         self.workers: dict[str, PodWorker] = {}
@@ -120,9 +138,24 @@ class Kubelet:
         self._pleg_seen: dict[str, frozenset[tuple[str, int]]] = {}
         self._ctx: _FailureSink | None = None
         self._stopping = False
-        self.status_manager: StatusManager
+        pods = self._pods_informer()
+        pods.add_indexers({INDEX_UID: _uid_index})
+        pods.add_event_handler(
+            on_add=self._on_pod, on_update=lambda _o, n: self._on_pod(n), on_delete=self._on_pod
+        )
+        node_informer = self.factory.informer(
+            NODES, field_selector=f"metadata.name={options.node_name}"
+        )
+        node_informer.add_event_handler(
+            on_add=self._on_node, on_update=lambda _o, n: self._on_node(n)
+        )
 
     # -- public API for the kubelet server and tests --------------------------------------
+
+    @property
+    def node_ips(self) -> tuple[str, ...]:
+        """The node's addresses (given, or detected at start)."""
+        return self.node_agent.node_ips
 
     @property
     def runtime(self) -> cri.RuntimeClient:
@@ -149,8 +182,6 @@ class Kubelet:
             meta = pod["metadata"]
             if meta.get("namespace") == namespace and meta.get("name") == name:
                 return pod
-        if self.factory is None:
-            return None
         pod = self._pods_informer().cache.get(f"{namespace}/{name}")
         if pod is None or is_mirror_pod(pod):
             return None
@@ -210,46 +241,13 @@ class Kubelet:
 
     async def _start(self) -> None:
         options = self.options
-        if not self.node_ips:
-            self.node_ips = (await asyncio.to_thread(detect_node_ip),)
-        self.machine = await asyncio.to_thread(read_machine_info, options.data_dir)
+        await self.node_agent.discover()
         self.dns_settings = await asyncio.to_thread(self._read_dns)
         await self.runtime_component.start()
-        self.client = Client(
-            self.client_config.with_user_agent(f"sampan-kubelet/{options.node_name}")
-        )
-        self.recorder = EventRecorder(self.client, "kubelet", options.node_name)
         self.recorder.start()
-        self.status_manager = StatusManager(
-            self.client, is_static=self._is_static_uid, mirror_of=self._mirror_of
-        )
-        self.node_agent = NodeAgent(
-            self.client, options, self._runtime_part, self.node_ips, self.machine
-        )
-        self.node_agent.on_ready_change = self._node_ready_changed
         self.allocatable = self.node_agent.allocatable()
-        self.memory_capacity_bytes = self.machine.memory_bytes
-        self.factory = SharedInformerFactory(self.client)
-        self.sources = PodObjects(self.client, self.factory, self._on_source)
-        self.volumes = VolumeManager(
-            options.kubelet_dir,
-            self.sources,
-            self._request_token,
-            get_pvc=self._get_pvc,
-            get_pv=self._get_pv,
-        )
+        self.memory_capacity_bytes = self.node_agent.machine.memory_bytes
         await asyncio.to_thread(self.volumes.ensure_dirs)
-        pods = self._pods_informer()
-        pods.add_indexers({INDEX_UID: _uid_index})
-        pods.add_event_handler(
-            on_add=self._on_pod, on_update=lambda _o, n: self._on_pod(n), on_delete=self._on_pod
-        )
-        node_informer = self.factory.informer(
-            NODES, field_selector=f"metadata.name={options.node_name}"
-        )
-        node_informer.add_event_handler(
-            on_add=self._on_node, on_update=lambda _o, n: self._on_node(n)
-        )
         await self.node_agent.register()
         self.factory.start()
         self._spawn(self._node_status_loop(), "kubelet-node-status")
@@ -287,7 +285,6 @@ class Kubelet:
         )
 
     def _pods_informer(self) -> Any:
-        assert self.factory is not None
         return self.factory.informer(PODS, field_selector=f"spec.nodeName={self.options.node_name}")
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -316,20 +313,14 @@ class Kubelet:
         await asyncio.gather(*(w.stop() for w in workers))
         self.workers.clear()
         await self.probes.stop()
-        if getattr(self, "sources", None) is not None:
-            await self.sources.stop()
+        await self.sources.stop()
 
     async def stop(self) -> None:
         """Stop workers and loops (containers keep running), then the runtime."""
         await self.stop_pod_sync()
-        if self.factory is not None:
-            await self.factory.stop()
-        if self.recorder is not None:
-            await self.recorder.stop()
-            self.recorder = None
-        if self.client is not None:
-            await self.client.close()
-            self.client = None
+        await self.factory.stop()
+        await self.recorder.stop()
+        await self.client.close()
         await self.runtime_component.stop()
 
     # -- informer handlers (quick: wake workers only) -------------------------------------
@@ -357,8 +348,7 @@ class Kubelet:
                 self.workers[uid].wake()
 
     def _on_node(self, node: dict[str, Any]) -> None:
-        if self.node_agent is not None:
-            self.node_agent.observe(node)
+        self.node_agent.observe(node)
         spec = node.get("spec") or {}
         cidrs = tuple(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
         if cidrs and cidrs != self._pod_cidrs:
@@ -407,8 +397,6 @@ class Kubelet:
             if mirror is not None:
                 pod["status"] = copy.deepcopy(mirror.get("status") or {})
             return pod
-        if self.factory is None:
-            return None
         items = self._pods_informer().cache.by_index(INDEX_UID, uid)
         if not items or is_mirror_pod(items[0]):
             return None
@@ -421,16 +409,11 @@ class Kubelet:
         return self._network_ready
 
     def master_services(self) -> list[dict[str, Any]]:
-        svc = (
-            self.factory.informer(SERVICES).cache.get("default/kubernetes")
-            if (self.factory)
-            else None
-        )
+        svc = self.factory.informer(SERVICES).cache.get("default/kubernetes")
         return [svc] if svc else []
 
     def event(self, ref: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
-        if self.recorder is not None:
-            self.recorder.event(ref, event_type, reason, message)
+        self.recorder.event(ref, event_type, reason, message)
 
     def _probe_event(self, uid: str, reason: str, message: str, container: str) -> None:
         pod = self.desired_pod(uid)
@@ -457,8 +440,6 @@ class Kubelet:
         return await self.images.pull_image(image, auth=auth, sandbox_config=sandbox)
 
     def _mirror_of(self, static: Mapping[str, Any]) -> dict[str, Any] | None:
-        if self.factory is None:
-            return None
         meta = static["metadata"]
         mirror = self._pods_informer().cache.get(f"{meta['namespace']}/{meta['name']}")
         if mirror is None or not is_mirror_pod(mirror):
@@ -468,21 +449,18 @@ class Kubelet:
     async def _request_token(
         self, namespace: str, service_account: str, body: dict[str, Any]
     ) -> dict[str, Any]:
-        assert self.client is not None
         answer = await self.client.create_subresource(
             SERVICEACCOUNTS, service_account, "token", body, namespace=namespace
         )
         return answer or {}
 
     async def _get_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
-        assert self.client is not None
         try:
             return await self.client.get(PVCS, name, namespace=namespace)
         except NotFoundError:
             return None
 
     async def _get_pv(self, name: str) -> dict[str, Any] | None:
-        assert self.client is not None
         try:
             return await self.client.get(PVS, name)
         except NotFoundError:
@@ -525,7 +503,6 @@ class Kubelet:
             await asyncio.sleep(interval_s)
 
     async def _node_status_loop(self) -> None:
-        assert self.node_agent is not None
         agent = self.node_agent
 
         async def step() -> None:
@@ -541,7 +518,6 @@ class Kubelet:
         await self._every(self.options.args.node_status_update_s, "node status", step)
 
     async def _lease_loop(self) -> None:
-        assert self.node_agent is not None
         await self._every(self._lease_interval_s(), "lease", self.node_agent.renew_lease)
 
     def _lease_interval_s(self) -> float:
@@ -557,14 +533,12 @@ class Kubelet:
     async def _check_network(self) -> None:
         """Until CNI is configured (by the network component, once the Node has a pod CIDR),
         ask the runtime every relist, so pods start as soon as it is."""
-        assert self.node_agent is not None
         await self.node_agent.probe_runtime()
         if self.node_agent.network_ok:
             self._set_network_ready()
             await self.node_agent.update_status()
 
     async def _sync_loop(self) -> None:
-        assert self.factory is not None
         await self.factory.wait_synced()
         waited_since = time.monotonic()
         self._synced.set()
@@ -674,8 +648,6 @@ class Kubelet:
             await self._sync_mirror_pods()
 
     async def _sync_mirror_pods(self) -> None:
-        if self.client is None or self.node_agent is None:
-            return
         node_uid = ((self.node_agent.node or {}).get("metadata") or {}).get("uid", "")
         wanted = {
             (p["metadata"]["namespace"], p["metadata"]["name"]): p
