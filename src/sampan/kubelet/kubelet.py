@@ -23,7 +23,8 @@ assigned later, and nothing does I/O or needs the loop until ``start``:
 For the kubelet HTTPS server (another module) it exposes ``runtime``/``images`` (CRI
 clients), ``pod_container_id(namespace, pod, container)``, ``pod_sandbox_id(namespace,
 pod)``, ``container_log_path(namespace, pod, container, previous=False)`` and
-``pod_log_dir(pod)``.
+``pod_log_dir(pod)``. To its pod workers it is their ``PodWorkerHost``
+(``sampan.kubelet.workerhost``), and nothing more.
 """
 
 from __future__ import annotations
@@ -62,12 +63,18 @@ from sampan.kubelet.node import NodeAgent
 from sampan.kubelet.objects import PodObjects
 from sampan.kubelet.options import KubeletOptions
 from sampan.kubelet.pods import PodWorker
-from sampan.kubelet.podutil import HASH_ANNOTATION, MIRROR_ANNOTATION, is_mirror_pod
+from sampan.kubelet.podutil import (
+    HASH_ANNOTATION,
+    MIRROR_ANNOTATION,
+    is_mirror_pod,
+    pod_log_dir,
+)
 from sampan.kubelet.probes import ProbeManager
 from sampan.kubelet.runtime import ContainerdConfig, ContainerRuntime, cri, pb
 from sampan.kubelet.static import mirror_pod, read_manifests
 from sampan.kubelet.statusmanager import StatusManager
 from sampan.kubelet.volumes import VolumeManager
+from sampan.kubelet.workerhost import SystemClock
 
 __all__ = ["PLEG_RELIST_S", "Kubelet"]
 
@@ -100,6 +107,7 @@ class Kubelet:
             endpoint=options.runtime_endpoint,
             image_poll_interval_s=options.image_poll_interval_s,
         )
+        self.clock = SystemClock()
         self.client = Client(client_config.with_user_agent(f"sampan-kubelet/{options.node_name}"))
         self.recorder = EventRecorder(self.client, "kubelet", options.node_name)
         self.node_agent = NodeAgent(self.client, options, self._runtime_part)
@@ -171,10 +179,7 @@ class Kubelet:
         return self.runtime_component.cfg.cni_conf_dir
 
     def pod_log_dir(self, pod: Mapping[str, Any]) -> Path:
-        meta = pod.get("metadata") or {}
-        return self.options.pod_logs_dir / (
-            f"{meta.get('namespace')}_{meta.get('name')}_{meta.get('uid')}"
-        )
+        return pod_log_dir(self.options.pod_logs_dir, pod)
 
     def find_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The pod this kubelet runs by namespace/name (static pods by their full name)."""
@@ -365,7 +370,7 @@ class Kubelet:
             return None
         worker = self.workers.get(uid)
         if worker is None:
-            worker = PodWorker(self, uid)
+            worker = PodWorker(uid, self)
             self.workers[uid] = worker
             worker.start()
         else:
@@ -412,15 +417,12 @@ class Kubelet:
         svc = self.factory.informer(SERVICES).cache.get("default/kubernetes")
         return [svc] if svc else []
 
-    def event(self, ref: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
-        self.recorder.event(ref, event_type, reason, message)
-
     def _probe_event(self, uid: str, reason: str, message: str, container: str) -> None:
         pod = self.desired_pod(uid)
         if pod is None:
             return
         meta = pod["metadata"]
-        self.event(
+        self.recorder.event(
             {
                 "kind": "Pod",
                 "apiVersion": "v1",
@@ -433,11 +435,6 @@ class Kubelet:
             reason,
             message,
         )
-
-    async def pull_image(
-        self, image: str, sandbox: pb.PodSandboxConfig | None, auth: pb.AuthConfig | None = None
-    ) -> str:
-        return await self.images.pull_image(image, auth=auth, sandbox_config=sandbox)
 
     def _mirror_of(self, static: Mapping[str, Any]) -> dict[str, Any] | None:
         meta = static["metadata"]
@@ -474,14 +471,14 @@ class Kubelet:
             "uid": self.options.node_name,
         }
         if ready:
-            self.event(
+            self.recorder.event(
                 ref,
                 "Normal",
                 "NodeReady",
                 f"Node {self.options.node_name} status is now: NodeReady",
             )
         else:
-            self.event(
+            self.recorder.event(
                 ref,
                 "Warning",
                 "NodeNotReady",
