@@ -304,7 +304,7 @@ class ProbeManager:
                     return
                 if failures >= failure_threshold:
                     state.liveness_failed = True
-                    state.message = f"failed startup probe: {message}"
+                    state.message = "failed startup probe"
                     self._on_change(pod_uid)
                     return
             elif kind == "readiness":
@@ -318,7 +318,7 @@ class ProbeManager:
                     self._on_change(pod_uid)
             elif kind == "liveness" and failures >= failure_threshold:
                 state.liveness_failed = True
-                state.message = f"failed liveness probe: {message}"
+                state.message = "failed liveness probe"
                 self._on_change(pod_uid)
                 return
             await asyncio.sleep(period_s)
