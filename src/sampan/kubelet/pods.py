@@ -189,26 +189,34 @@ class PodWorker:
                 except TimeoutError:
                     pass
             self.wake_event.clear()
-            pod = self.host.desired_pod(self.uid)
-            if pod is not None:
-                self.last_pod = pod
-            try:
-                if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
-                    await self.terminate(pod)
-                    return
-                delay_s = await self.sync(pod)
-            except _Wait as wait:
-                delay_s = wait.delay_s
-            except cri.UnavailableError as exc:
-                log.warning("pod %s: container runtime unavailable: %s", self.name, exc)
-                delay_s = RETRY_AFTER_ERROR_S
-            except Exception:
-                log.exception("pod %s: sync failed", self.name)
-                delay_s = RETRY_AFTER_ERROR_S
-            finally:
-                self.first_sync_done.set()
+            delay_s = await self.sync_once()
+            if self.terminated:
+                return
             if delay_s is None:
                 delay_s = self.host.options.args.sync_frequency_s
+
+    async def sync_once(self) -> float | None:
+        """One pass of the worker's task: read the pod, then terminate it (gone or being
+        deleted: ``terminated`` is set once everything is cleaned up) or sync it. Returns
+        seconds until the next pass (None: the periodic resync); failures are logged here."""
+        pod = self.host.desired_pod(self.uid)
+        if pod is not None:
+            self.last_pod = pod
+        try:
+            if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+                await self.terminate(pod)
+                return None
+            return await self.sync(pod)
+        except _Wait as wait:
+            return wait.delay_s
+        except cri.UnavailableError as exc:
+            log.warning("pod %s: container runtime unavailable: %s", self.name, exc)
+            return RETRY_AFTER_ERROR_S
+        except Exception:
+            log.exception("pod %s: sync failed", self.name)
+            return RETRY_AFTER_ERROR_S
+        finally:
+            self.first_sync_done.set()
 
     @property
     def name(self) -> str:
