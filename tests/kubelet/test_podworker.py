@@ -67,7 +67,7 @@ class _Run:
     sandbox_id: str
     config: pb.ContainerConfig
     created_at: int
-    state: int = pb.ContainerState.CONTAINER_CREATED
+    state: pb.ContainerState.ValueType = pb.ContainerState.CONTAINER_CREATED
     started_at: int = 0
     finished_at: int = 0
     exit_code: int = 0
@@ -83,7 +83,9 @@ class FakeRuntime:
     """CRI RuntimeService in memory. ``calls`` records what the worker asked, in order."""
 
     clock: FakeClock
-    sandboxes: dict[str, tuple[pb.PodSandboxConfig, int, int]] = field(default_factory=dict)
+    sandboxes: dict[str, tuple[pb.PodSandboxConfig, pb.PodSandboxState.ValueType, int]] = field(
+        default_factory=dict
+    )
     runs: dict[str, _Run] = field(default_factory=dict)
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     exec_handler: Callable[[str, Sequence[str]], int] = lambda _cid, _cmd: 0
@@ -430,7 +432,7 @@ def worker_for(host: FakeHost, pod: dict[str, Any]) -> PodWorker:
 
 async def let_probes_run() -> None:
     """Probe tasks run their first check at once (no initial delay): give them a few turns."""
-    for _ in range(10):
+    for _ in range(20):
         await asyncio.sleep(0)
 
 
