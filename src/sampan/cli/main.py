@@ -18,8 +18,8 @@ from typing import NoReturn
 from sampan import version
 from sampan.cli.certificate import add_certificate_parser, run_certificate
 from sampan.cli.checkconfig import add_checkconfig_parser, run_checkconfig
-from sampan.cli.install import remove_services, run_install, stop_services
 from sampan.cli.etcd_snapshot import add_etcd_snapshot_parser, run_etcd_snapshot
+from sampan.cli.install import remove_services, run_install, stop_services
 from sampan.cli.secrets_encrypt import add_secrets_encrypt_parser, run_secrets_encrypt
 from sampan.cli.token import add_token_parser, run_token
 from sampan.config import (

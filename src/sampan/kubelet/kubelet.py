@@ -1,6 +1,9 @@
 """The kubelet component: runtime, Node, and one worker per pod.
 
-``Kubelet(client_config, options)`` is the agent component named ``kubelet``:
+``Kubelet(client_config, options)`` is the agent component named ``kubelet``. The
+constructor builds every collaborator (API client, event recorder, informer factory, Node
+agent, cgroups, probes, ConfigMap/Secret sources, volumes, status manager); nothing is
+assigned later, and nothing does I/O or needs the loop until ``start``:
 
 * ``start(ctx)`` starts ``ContainerRuntime`` (the containerd child, or the given CRI socket),
   registers the Node, starts the informers (this node's pods by ``spec.nodeName``; the
@@ -20,7 +23,8 @@
 For the kubelet HTTPS server (another module) it exposes ``runtime``/``images`` (CRI
 clients), ``pod_container_id(namespace, pod, container)``, ``pod_sandbox_id(namespace,
 pod)``, ``container_log_path(namespace, pod, container, previous=False)`` and
-``pod_log_dir(pod)``.
+``pod_log_dir(pod)``. To its pod workers it is their ``PodWorkerHost``
+(``sampan.kubelet.workerhost``), and nothing more.
 """
 
 from __future__ import annotations
@@ -51,20 +55,26 @@ from sampan.client.api import (
     PVS,
     SERVICEACCOUNTS,
     SERVICES,
-    PatchType,
 )
 from sampan.kubelet import specs
 from sampan.kubelet.cgroups import CgroupManager
 from sampan.kubelet.logrotate import LOG_ROTATE_INTERVAL_S, LogRotator
-from sampan.kubelet.node import MachineInfo, NodeAgent, detect_node_ip, read_machine_info
+from sampan.kubelet.node import NodeAgent
 from sampan.kubelet.objects import PodObjects
 from sampan.kubelet.options import KubeletOptions
 from sampan.kubelet.pods import PodWorker
-from sampan.kubelet.podutil import HASH_ANNOTATION, MIRROR_ANNOTATION, is_mirror_pod
+from sampan.kubelet.podutil import (
+    HASH_ANNOTATION,
+    MIRROR_ANNOTATION,
+    is_mirror_pod,
+    pod_log_dir,
+)
 from sampan.kubelet.probes import ProbeManager
 from sampan.kubelet.runtime import ContainerdConfig, ContainerRuntime, cri, pb
 from sampan.kubelet.static import mirror_pod, read_manifests
+from sampan.kubelet.statusmanager import StatusManager
 from sampan.kubelet.volumes import VolumeManager
+from sampan.kubelet.workerhost import SystemClock
 
 __all__ = ["PLEG_RELIST_S", "Kubelet"]
 
@@ -97,17 +107,33 @@ class Kubelet:
             endpoint=options.runtime_endpoint,
             image_poll_interval_s=options.image_poll_interval_s,
         )
-        self.client: Client | None = None
-        self.factory: SharedInformerFactory | None = None
-        self.recorder: EventRecorder | None = None
-        self.node_agent: NodeAgent | None = None
-        self.machine: MachineInfo | None = None
-        self.node_ips: tuple[str, ...] = tuple(options.node_ips)
+        self.clock = SystemClock()
+        self.client = Client(client_config.with_user_agent(f"sampan-kubelet/{options.node_name}"))
+        self.recorder = EventRecorder(self.client, "kubelet", options.node_name)
+        self.node_agent = NodeAgent(self.client, options, self._runtime_part)
+        self.node_agent.on_ready_change = self._node_ready_changed
         self.cgroups = CgroupManager(options.cgroup_root or "/")
         self.probes = ProbeManager(lambda: self.runtime, self.wake, self._probe_event)
-        self.volumes: VolumeManager
-        self.sources: PodObjects
-        self.dns_settings: specs.DNSSettings
+        self.factory = SharedInformerFactory(self.client)
+        self.sources = PodObjects(self.client, self.factory, self._on_source)
+        self.volumes = VolumeManager(
+            options.kubelet_dir,
+            self.sources,
+            self._request_token,
+            get_pvc=self._get_pvc,
+            get_pv=self._get_pv,
+        )
+        self.status_manager = StatusManager(
+            self.client, is_static=self._is_static_uid, mirror_of=self._mirror_of
+        )
+        self.dns_settings = specs.DNSSettings(
+            cluster_dns=options.effective_cluster_dns,
+            cluster_domain=options.effective_cluster_domain,
+            host_servers=(),
+            host_searches=(),
+            host_options=(),
+        )
+        """Re-read from ``resolv.conf`` at start."""
         self.allocatable: dict[str, Decimal] = {}
         self.memory_capacity_bytes = 0
         self.workers: dict[str, PodWorker] = {}
@@ -120,9 +146,24 @@ class Kubelet:
         self._pleg_seen: dict[str, frozenset[tuple[str, int]]] = {}
         self._ctx: _FailureSink | None = None
         self._stopping = False
-        self._written: dict[str, tuple[int, dict[str, Any]]] = {}
+        pods = self._pods_informer()
+        pods.add_indexers({INDEX_UID: _uid_index})
+        pods.add_event_handler(
+            on_add=self._on_pod, on_update=lambda _o, n: self._on_pod(n), on_delete=self._on_pod
+        )
+        node_informer = self.factory.informer(
+            NODES, field_selector=f"metadata.name={options.node_name}"
+        )
+        node_informer.add_event_handler(
+            on_add=self._on_node, on_update=lambda _o, n: self._on_node(n)
+        )
 
     # -- public API for the kubelet server and tests --------------------------------------
+
+    @property
+    def node_ips(self) -> tuple[str, ...]:
+        """The node's addresses (given, or detected at start)."""
+        return self.node_agent.node_ips
 
     @property
     def runtime(self) -> cri.RuntimeClient:
@@ -138,10 +179,7 @@ class Kubelet:
         return self.runtime_component.cfg.cni_conf_dir
 
     def pod_log_dir(self, pod: Mapping[str, Any]) -> Path:
-        meta = pod.get("metadata") or {}
-        return self.options.pod_logs_dir / (
-            f"{meta.get('namespace')}_{meta.get('name')}_{meta.get('uid')}"
-        )
+        return pod_log_dir(self.options.pod_logs_dir, pod)
 
     def find_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The pod this kubelet runs by namespace/name (static pods by their full name)."""
@@ -149,8 +187,6 @@ class Kubelet:
             meta = pod["metadata"]
             if meta.get("namespace") == namespace and meta.get("name") == name:
                 return pod
-        if self.factory is None:
-            return None
         pod = self._pods_informer().cache.get(f"{namespace}/{name}")
         if pod is None or is_mirror_pod(pod):
             return None
@@ -210,43 +246,13 @@ class Kubelet:
 
     async def _start(self) -> None:
         options = self.options
-        if not self.node_ips:
-            self.node_ips = (await asyncio.to_thread(detect_node_ip),)
-        self.machine = await asyncio.to_thread(read_machine_info, options.data_dir)
+        await self.node_agent.discover()
         self.dns_settings = await asyncio.to_thread(self._read_dns)
         await self.runtime_component.start()
-        self.client = Client(
-            self.client_config.with_user_agent(f"sampan-kubelet/{options.node_name}")
-        )
-        self.recorder = EventRecorder(self.client, "kubelet", options.node_name)
         self.recorder.start()
-        self.node_agent = NodeAgent(
-            self.client, options, self._runtime_part, self.node_ips, self.machine
-        )
-        self.node_agent.on_ready_change = self._node_ready_changed
         self.allocatable = self.node_agent.allocatable()
-        self.memory_capacity_bytes = self.machine.memory_bytes
-        self.factory = SharedInformerFactory(self.client)
-        self.sources = PodObjects(self.client, self.factory, self._on_source)
-        self.volumes = VolumeManager(
-            options.kubelet_dir,
-            self.sources,
-            self._request_token,
-            get_pvc=self._get_pvc,
-            get_pv=self._get_pv,
-        )
+        self.memory_capacity_bytes = self.node_agent.machine.memory_bytes
         await asyncio.to_thread(self.volumes.ensure_dirs)
-        pods = self._pods_informer()
-        pods.add_indexers({INDEX_UID: _uid_index})
-        pods.add_event_handler(
-            on_add=self._on_pod, on_update=lambda _o, n: self._on_pod(n), on_delete=self._on_pod
-        )
-        node_informer = self.factory.informer(
-            NODES, field_selector=f"metadata.name={options.node_name}"
-        )
-        node_informer.add_event_handler(
-            on_add=self._on_node, on_update=lambda _o, n: self._on_node(n)
-        )
         await self.node_agent.register()
         self.factory.start()
         self._spawn(self._node_status_loop(), "kubelet-node-status")
@@ -284,7 +290,6 @@ class Kubelet:
         )
 
     def _pods_informer(self) -> Any:
-        assert self.factory is not None
         return self.factory.informer(PODS, field_selector=f"spec.nodeName={self.options.node_name}")
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -313,20 +318,14 @@ class Kubelet:
         await asyncio.gather(*(w.stop() for w in workers))
         self.workers.clear()
         await self.probes.stop()
-        if getattr(self, "sources", None) is not None:
-            await self.sources.stop()
+        await self.sources.stop()
 
     async def stop(self) -> None:
         """Stop workers and loops (containers keep running), then the runtime."""
         await self.stop_pod_sync()
-        if self.factory is not None:
-            await self.factory.stop()
-        if self.recorder is not None:
-            await self.recorder.stop()
-            self.recorder = None
-        if self.client is not None:
-            await self.client.close()
-            self.client = None
+        await self.factory.stop()
+        await self.recorder.stop()
+        await self.client.close()
         await self.runtime_component.stop()
 
     # -- informer handlers (quick: wake workers only) -------------------------------------
@@ -354,8 +353,7 @@ class Kubelet:
                 self.workers[uid].wake()
 
     def _on_node(self, node: dict[str, Any]) -> None:
-        if self.node_agent is not None:
-            self.node_agent.observe(node)
+        self.node_agent.observe(node)
         spec = node.get("spec") or {}
         cidrs = tuple(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
         if cidrs and cidrs != self._pod_cidrs:
@@ -372,7 +370,7 @@ class Kubelet:
             return None
         worker = self.workers.get(uid)
         if worker is None:
-            worker = PodWorker(self, uid)
+            worker = PodWorker(uid, self)
             self.workers[uid] = worker
             worker.start()
         else:
@@ -384,7 +382,7 @@ class Kubelet:
             del self.workers[worker.uid]
         self._pleg_seen.pop(worker.uid, None)
         if worker.terminated:
-            self._written.pop(worker.uid, None)
+            self.status_manager.forget(worker.uid)
             self.sources.release(worker.uid)
         if (
             not self._stopping
@@ -404,39 +402,27 @@ class Kubelet:
             if mirror is not None:
                 pod["status"] = copy.deepcopy(mirror.get("status") or {})
             return pod
-        if self.factory is None:
-            return None
         items = self._pods_informer().cache.by_index(INDEX_UID, uid)
         if not items or is_mirror_pod(items[0]):
             return None
-        pod = items[0]
-        written = self._written.get(uid)
-        rv = int((pod.get("metadata") or {}).get("resourceVersion") or 0)
-        if written is not None and written[0] > rv:
-            pod = {**pod, "status": written[1]}
-        return pod
+        return self.status_manager.latest(items[0])
+
+    def _is_static_uid(self, uid: str) -> bool:
+        return uid in self.static_pods
 
     def network_ready(self) -> bool:
         return self._network_ready
 
     def master_services(self) -> list[dict[str, Any]]:
-        svc = (
-            self.factory.informer(SERVICES).cache.get("default/kubernetes")
-            if (self.factory)
-            else None
-        )
+        svc = self.factory.informer(SERVICES).cache.get("default/kubernetes")
         return [svc] if svc else []
-
-    def event(self, ref: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
-        if self.recorder is not None:
-            self.recorder.event(ref, event_type, reason, message)
 
     def _probe_event(self, uid: str, reason: str, message: str, container: str) -> None:
         pod = self.desired_pod(uid)
         if pod is None:
             return
         meta = pod["metadata"]
-        self.event(
+        self.recorder.event(
             {
                 "kind": "Pod",
                 "apiVersion": "v1",
@@ -450,84 +436,28 @@ class Kubelet:
             message,
         )
 
-    async def pull_image(
-        self, image: str, sandbox: pb.PodSandboxConfig | None, auth: pb.AuthConfig | None = None
-    ) -> str:
-        return await self.images.pull_image(image, auth=auth, sandbox_config=sandbox)
-
     def _mirror_of(self, static: Mapping[str, Any]) -> dict[str, Any] | None:
-        if self.factory is None:
-            return None
         meta = static["metadata"]
         mirror = self._pods_informer().cache.get(f"{meta['namespace']}/{meta['name']}")
         if mirror is None or not is_mirror_pod(mirror):
             return None
         return mirror
 
-    async def write_pod_status(self, pod: Mapping[str, Any], patch: dict[str, Any]) -> None:
-        assert self.client is not None
-        meta = pod.get("metadata") or {}
-        uid = meta.get("uid", "")
-        target_uid = uid
-        if uid in self.static_pods:
-            mirror = self._mirror_of(pod)
-            if mirror is None:
-                return
-            target_uid = mirror["metadata"]["uid"]
-        body = {"metadata": {"uid": target_uid}, "status": patch}
-        try:
-            answer = await self.client.patch(
-                PODS,
-                meta.get("name", ""),
-                body,
-                namespace=meta.get("namespace"),
-                subresource="status",
-                patch_type=PatchType.MERGE,
-            )
-        except (NotFoundError, ConflictError) as exc:
-            log.debug(
-                "pod %s/%s status not written: %s", meta.get("namespace"), meta.get("name"), exc
-            )
-            return
-        rv = int((answer.get("metadata") or {}).get("resourceVersion") or 0)
-        if uid not in self.static_pods:
-            self._written[uid] = (rv, answer.get("status") or {})
-
-    async def delete_pod_object(self, pod: Mapping[str, Any]) -> None:
-        assert self.client is not None
-        meta = pod.get("metadata") or {}
-        self._written.pop(meta.get("uid", ""), None)
-        if meta.get("uid") in self.static_pods or is_mirror_pod(pod):
-            return
-        try:
-            await self.client.delete(
-                PODS,
-                meta.get("name", ""),
-                namespace=meta.get("namespace"),
-                grace_period_s=0,
-                precondition_uid=meta.get("uid"),
-            )
-        except (NotFoundError, ConflictError):
-            pass
-
     async def _request_token(
         self, namespace: str, service_account: str, body: dict[str, Any]
     ) -> dict[str, Any]:
-        assert self.client is not None
         answer = await self.client.create_subresource(
             SERVICEACCOUNTS, service_account, "token", body, namespace=namespace
         )
         return answer or {}
 
     async def _get_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
-        assert self.client is not None
         try:
             return await self.client.get(PVCS, name, namespace=namespace)
         except NotFoundError:
             return None
 
     async def _get_pv(self, name: str) -> dict[str, Any] | None:
-        assert self.client is not None
         try:
             return await self.client.get(PVS, name)
         except NotFoundError:
@@ -541,14 +471,14 @@ class Kubelet:
             "uid": self.options.node_name,
         }
         if ready:
-            self.event(
+            self.recorder.event(
                 ref,
                 "Normal",
                 "NodeReady",
                 f"Node {self.options.node_name} status is now: NodeReady",
             )
         else:
-            self.event(
+            self.recorder.event(
                 ref,
                 "Warning",
                 "NodeNotReady",
@@ -570,7 +500,6 @@ class Kubelet:
             await asyncio.sleep(interval_s)
 
     async def _node_status_loop(self) -> None:
-        assert self.node_agent is not None
         agent = self.node_agent
 
         async def step() -> None:
@@ -586,7 +515,6 @@ class Kubelet:
         await self._every(self.options.args.node_status_update_s, "node status", step)
 
     async def _lease_loop(self) -> None:
-        assert self.node_agent is not None
         await self._every(self._lease_interval_s(), "lease", self.node_agent.renew_lease)
 
     def _lease_interval_s(self) -> float:
@@ -602,14 +530,12 @@ class Kubelet:
     async def _check_network(self) -> None:
         """Until CNI is configured (by the network component, once the Node has a pod CIDR),
         ask the runtime every relist, so pods start as soon as it is."""
-        assert self.node_agent is not None
         await self.node_agent.probe_runtime()
         if self.node_agent.network_ok:
             self._set_network_ready()
             await self.node_agent.update_status()
 
     async def _sync_loop(self) -> None:
-        assert self.factory is not None
         await self.factory.wait_synced()
         waited_since = time.monotonic()
         self._synced.set()
@@ -719,8 +645,6 @@ class Kubelet:
             await self._sync_mirror_pods()
 
     async def _sync_mirror_pods(self) -> None:
-        if self.client is None or self.node_agent is None:
-            return
         node_uid = ((self.node_agent.node or {}).get("metadata") or {}).get("uid", "")
         wanted = {
             (p["metadata"]["namespace"], p["metadata"]["name"]): p

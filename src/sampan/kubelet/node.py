@@ -10,7 +10,8 @@
 
 Ready is False, with upstream's reason and message, while the container runtime does not
 answer or reports its network not ready (no CNI configuration yet, i.e. no pod CIDR).
-Machine facts are read in threads.
+Machine facts (and the node IP when none is given) are read in threads by ``discover()``,
+which runs before anything else.
 """
 
 from __future__ import annotations
@@ -191,14 +192,12 @@ class NodeAgent:
         client: Client,
         options: KubeletOptions,
         runtime: Any,  # () -> cri.RuntimeClient | None, images client for the image list
-        node_ips: tuple[str, ...],
-        machine: MachineInfo,
     ) -> None:
         self.client = client
         self.options = options
         self._runtime = runtime
-        self.node_ips = node_ips
-        self.machine = machine
+        self.node_ips: tuple[str, ...] = tuple(options.node_ips)
+        self._machine: MachineInfo | None = None
         self.node: dict[str, Any] | None = None
         self.runtime_ok = False
         self.runtime_message = ""
@@ -208,6 +207,19 @@ class NodeAgent:
         self._lease: dict[str, Any] | None = None
         self.last_ready: bool | None = None
         self.on_ready_change: Any = None
+
+    async def discover(self) -> None:
+        """Read the machine facts and, unless given, the node IP (in threads). Before
+        anything else: capacity, labels and the Node's status need them."""
+        if not self.node_ips:
+            self.node_ips = (await asyncio.to_thread(detect_node_ip),)
+        self._machine = await asyncio.to_thread(read_machine_info, self.options.data_dir)
+
+    @property
+    def machine(self) -> MachineInfo:
+        if self._machine is None:
+            raise RuntimeError("NodeAgent.discover() has not run yet")
+        return self._machine
 
     @property
     def name(self) -> str:

@@ -11,12 +11,16 @@ backoff expiring) or every ``sync_frequency_s``. A sync is level-triggered and i
    init containers one at a time, then app containers, each started with its image pulled,
    its env and mounts, restarted as ``restartPolicy`` says with upstream's backoff (10 s
    doubling to 5 min, reset after 10 min of running); liveness failures kill the container;
-3. status (phase, conditions, IPs, container statuses) written through ``pods/status`` only
-   when a field changed.
+3. status (phase, conditions, IPs, container statuses) handed to the status manager
+   (``sampan.kubelet.statusmanager``), which writes ``pods/status`` only when a field changed.
 
 What the runtime holds is read back from CRI at every sync (labels carry the pod uid and the
 container name; annotations the restart count and the spec hash), so containers created by a
 previous kubelet are adopted, never duplicated. Failures of one pod stay in its worker.
+
+A worker uses nothing of the kubelet but its ``PodWorkerHost`` (``sampan.kubelet.workerhost``):
+the CRI services, volume/probe/cgroup/source managers, the status manager, the event recorder,
+the clock it reads all time from, and the node's options and facts.
 """
 
 from __future__ import annotations
@@ -28,10 +32,8 @@ import logging
 import os
 import secrets
 import shutil
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +47,7 @@ from sampan.kubelet.podutil import (
     CFS_PERIOD_US,
     cpu_quota_us,
     cpu_shares,
+    pod_log_dir,
     pod_resource_totals,
     qos_class,
 )
@@ -55,13 +58,12 @@ from sampan.kubelet.status import (
     container_status,
     pod_phase,
     rfc3339,
-    status_patch,
     with_conditions,
 )
 from sampan.kubelet.volumes import VolumeError
 
 if TYPE_CHECKING:
-    from sampan.kubelet.kubelet import Kubelet
+    from sampan.kubelet.workerhost import PodWorkerHost
 
 __all__ = ["BACKOFF_RESET_S", "PodWorker"]
 
@@ -89,7 +91,7 @@ _STATE_NAMES = {
 @dataclass
 class _Backoff:
     delay_s: float
-    until_s: float  # loop time
+    until_s: float  # the host clock's monotonic time
 
 
 class _Wait(Exception):
@@ -136,8 +138,8 @@ def grace_period_s(pod: Mapping[str, Any] | None) -> int:
 class PodWorker:
     """Keeps one pod's containers as the pod says (see the module docstring)."""
 
-    def __init__(self, kubelet: Kubelet, uid: str) -> None:
-        self.k = kubelet
+    def __init__(self, uid: str, host: PodWorkerHost) -> None:
+        self.host = host
         self.uid = uid
         self.wake_event = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -165,7 +167,7 @@ class PodWorker:
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             log.error("pod worker %s failed: %r", self.uid, exc, exc_info=exc)
-        self.k.worker_done(self)
+        self.host.worker_done(self)
 
     def wake(self) -> None:
         self.wake_event.set()
@@ -187,26 +189,34 @@ class PodWorker:
                 except TimeoutError:
                     pass
             self.wake_event.clear()
-            pod = self.k.desired_pod(self.uid)
-            if pod is not None:
-                self.last_pod = pod
-            try:
-                if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
-                    await self.terminate(pod)
-                    return
-                delay_s = await self.sync(pod)
-            except _Wait as wait:
-                delay_s = wait.delay_s
-            except cri.UnavailableError as exc:
-                log.warning("pod %s: container runtime unavailable: %s", self.name, exc)
-                delay_s = RETRY_AFTER_ERROR_S
-            except Exception:
-                log.exception("pod %s: sync failed", self.name)
-                delay_s = RETRY_AFTER_ERROR_S
-            finally:
-                self.first_sync_done.set()
+            delay_s = await self.sync_once()
+            if self.terminated:
+                return
             if delay_s is None:
-                delay_s = self.k.options.args.sync_frequency_s
+                delay_s = self.host.options.args.sync_frequency_s
+
+    async def sync_once(self) -> float | None:
+        """One pass of the worker's task: read the pod, then terminate it (gone or being
+        deleted: ``terminated`` is set once everything is cleaned up) or sync it. Returns
+        seconds until the next pass (None: the periodic resync); failures are logged here."""
+        pod = self.host.desired_pod(self.uid)
+        if pod is not None:
+            self.last_pod = pod
+        try:
+            if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+                await self.terminate(pod)
+                return None
+            return await self.sync(pod)
+        except _Wait as wait:
+            return wait.delay_s
+        except cri.UnavailableError as exc:
+            log.warning("pod %s: container runtime unavailable: %s", self.name, exc)
+            return RETRY_AFTER_ERROR_S
+        except Exception:
+            log.exception("pod %s: sync failed", self.name)
+            return RETRY_AFTER_ERROR_S
+        finally:
+            self.first_sync_done.set()
 
     @property
     def name(self) -> str:
@@ -230,18 +240,18 @@ class PodWorker:
         if key in self._events_sent:
             return
         self._events_sent.add(key)
-        self.k.event(_ref(pod, container), event_type, reason, message)
+        self.host.recorder.event(_ref(pod, container), event_type, reason, message)
 
     # -- CRI facts ---------------------------------------------------------------------------
 
     async def _sandboxes(self) -> list[pb.PodSandbox]:
-        items = await self.k.runtime.list_pod_sandbox(
+        items = await self.host.runtime.list_pod_sandbox(
             pb.PodSandboxFilter(label_selector={specs.LABEL_POD_UID: self.uid})
         )
         return sorted(items, key=lambda s: s.created_at)
 
     async def _containers(self) -> list[pb.Container]:
-        items = await self.k.runtime.list_containers(
+        items = await self.host.runtime.list_containers(
             pb.ContainerFilter(label_selector={specs.LABEL_POD_UID: self.uid})
         )
         return sorted(items, key=lambda c: (c.metadata.attempt, c.created_at))
@@ -251,7 +261,7 @@ class PodWorker:
         if cached is not None:
             return cached
         try:
-            status = (await self.k.runtime.container_status(container.id)).status
+            status = (await self.host.runtime.container_status(container.id)).status
         except cri.NotFoundError:
             return None
         if status.state == pb.ContainerState.CONTAINER_EXITED:
@@ -274,7 +284,7 @@ class PodWorker:
             await self._refuse_spec(pod, exc)
         deadline_wait_s = self._active_deadline_wait_s(pod)
         if deadline_wait_s is not None and deadline_wait_s <= 0:
-            self.k.event(_ref(pod), "Normal", "DeadlineExceeded", DEADLINE_MESSAGE)
+            self.host.recorder.event(_ref(pod), "Normal", "DeadlineExceeded", DEADLINE_MESSAGE)
             await self._kill_all(pod, grace_period_s(pod), remove=False)
             await self._report(
                 pod,
@@ -284,15 +294,15 @@ class PodWorker:
             )
             return None
         host_network = specs.pod_security(pod).host_network
-        if not host_network and not self.k.network_ready():
+        if not host_network and not self.host.network_ready():
             await self._report(pod, await self._containers(), sandbox_ready=False)
             raise _Wait(None)
         qos = qos_class(pod)
-        cgroup = pod_cgroup_parent(self.k.options.cgroup_root, qos, self.uid)
+        cgroup = pod_cgroup_parent(self.host.options.cgroup_root, qos, self.uid)
         await self._ensure_cgroup(pod, cgroup)
-        await self.k.sources.prepare(self.uid, pod)  # its Secrets and ConfigMaps, watched
+        await self.host.sources.prepare(self.uid, pod)  # its Secrets and ConfigMaps, watched
         try:
-            volumes = await self.k.volumes.setup(pod, self.k.allocatable)
+            volumes = await self.host.volumes.setup(pod, self.host.allocatable)
         except VolumeError as exc:
             self._event_once(
                 pod, None, "Warning", "FailedMount", f"MountVolume.SetUp failed: {exc}"
@@ -344,11 +354,11 @@ class PodWorker:
         start = times.parse(started)
         if start is None:
             return None
-        return deadline - (datetime.now(UTC) - start).total_seconds()
+        return deadline - (self.host.clock.now() - start).total_seconds()
 
     async def _ensure_cgroup(self, pod: Mapping[str, Any], cgroup: str) -> None:
         req_cpu, lim_cpu, lim_mem = pod_resource_totals(pod)
-        pids = self.k.options.args.pod_max_pids
+        pids = self.host.options.args.pod_max_pids
         limits = PodCgroupLimits(
             cpu_shares=cpu_shares(req_cpu),
             cpu_quota_us=cpu_quota_us(lim_cpu),
@@ -356,10 +366,10 @@ class PodWorker:
             memory_limit_bytes=lim_mem,
             pids_limit=pids if pids > 0 else None,
         )
-        await asyncio.to_thread(self.k.cgroups.ensure, cgroup, limits)
+        await asyncio.to_thread(self.host.cgroups.ensure, cgroup, limits)
 
     def _log_dir(self, pod: Mapping[str, Any]) -> Path:
-        return self.k.pod_log_dir(pod)
+        return pod_log_dir(self.host.options.pod_logs_dir, pod)
 
     async def _ensure_sandbox(self, pod: dict[str, Any], cgroup: str) -> str:
         sandboxes = await self._sandboxes()
@@ -371,13 +381,13 @@ class PodWorker:
             attempt=attempt,
             log_directory=self._log_dir(pod),
             cgroup_parent=cgroup,
-            dns=self.k.dns_settings,
+            dns=self.host.dns_settings,
             grace_period_s=grace,
         )
         if ready:
             current = ready[-1]
             if current.id != self.sandbox_id or not self.pod_ips:
-                status = await self.k.runtime.pod_sandbox_status(current.id)
+                status = await self.host.runtime.pod_sandbox_status(current.id)
                 self.pod_ips = _sandbox_ips(status.status)
                 self.sandbox_id = current.id
                 # The config the sandbox was created with (the attempt number is its own).
@@ -404,20 +414,20 @@ class PodWorker:
                     await self._stop_container(pod, container, grace)
             for sandbox in sandboxes:
                 with contextlib.suppress(cri.NotFoundError):
-                    await self.k.runtime.stop_pod_sandbox(sandbox.id)
+                    await self.host.runtime.stop_pod_sandbox(sandbox.id)
         await asyncio.to_thread(self._log_dir(pod).mkdir, parents=True, exist_ok=True)
         try:
-            async with self.k.sandbox_slots:
-                sandbox_id = await self.k.runtime.run_pod_sandbox(config)
+            async with self.host.sandbox_slots:
+                sandbox_id = await self.host.runtime.run_pod_sandbox(config)
         except cri.CRIError as exc:
-            self.k.event(
+            self.host.recorder.event(
                 _ref(pod),
                 "Warning",
                 "FailedCreatePodSandBox",
                 f"Failed to create pod sandbox: {exc}",
             )
             raise _Wait(RETRY_AFTER_ERROR_S) from exc
-        status = await self.k.runtime.pod_sandbox_status(sandbox_id)
+        status = await self.host.runtime.pod_sandbox_status(sandbox_id)
         self.pod_ips = _sandbox_ips(status.status)
         self.sandbox_id = sandbox_id
         self.sandbox_config = config
@@ -426,7 +436,7 @@ class PodWorker:
         return sandbox_id
 
     def _hosts_path(self) -> Path:
-        return self.k.volumes.pod_dir(self.uid) / "etc-hosts"
+        return self.host.volumes.pod_dir(self.uid) / "etc-hosts"
 
     def _write_hosts(self, pod: Mapping[str, Any]) -> None:
         spec = pod.get("spec") or {}
@@ -444,7 +454,7 @@ class PodWorker:
         namespace = (pod.get("metadata") or {}).get("namespace", "default")
         for ip in self.pod_ips:
             if subdomain:
-                domain = self.k.options.effective_cluster_domain
+                domain = self.host.options.effective_cluster_domain
                 fqdn = f"{hostname}.{subdomain}.{namespace}.svc.{domain}"
                 lines.append(f"{ip}\t{fqdn}\t{hostname}")
             else:
@@ -462,9 +472,9 @@ class PodWorker:
 
     async def _remove_sandbox(self, sandbox_id: str) -> None:
         with contextlib.suppress(cri.NotFoundError):
-            await self.k.runtime.stop_pod_sandbox(sandbox_id)
+            await self.host.runtime.stop_pod_sandbox(sandbox_id)
         with contextlib.suppress(cri.NotFoundError):
-            await self.k.runtime.remove_pod_sandbox(sandbox_id)
+            await self.host.runtime.remove_pod_sandbox(sandbox_id)
 
     # -- containers --------------------------------------------------------------------------
 
@@ -536,7 +546,7 @@ class PodWorker:
                 await self._check_running(pod, init, current, sandbox_id)
                 if not sidecar:
                     return None  # wait for it to finish
-                if not self.k.probes.started(current.id):
+                if not self.host.probes.started(current.id):
                     return None
         for app in spec.get("containers") or []:
             try:
@@ -549,9 +559,9 @@ class PodWorker:
                 wake_in.append(delay)
         # Probes of containers that are gone.
         live = {c.id for c in containers if c.state == pb.ContainerState.CONTAINER_RUNNING}
-        for cid in self.k.probes.containers_of(self.uid):
+        for cid in self.host.probes.containers_of(self.uid):
             if cid not in live:
-                await self.k.probes.forget(cid)
+                await self.host.probes.forget(cid)
         return min(wake_in) if wake_in else None
 
     async def _sync_ephemeral(
@@ -618,7 +628,7 @@ class PodWorker:
                 pod, app, qos, volumes, sandbox_id, previous_attempts.get(name, -1) + 1
             )
             return None
-        await self.k.probes.forget(current.id)
+        await self.host.probes.forget(current.id)
         status = await self._status(current)
         exit_code = status.exit_code if status else 1
         if policy == "Never" or (policy == "OnFailure" and exit_code == 0):
@@ -635,7 +645,7 @@ class PodWorker:
         """None: restart now (and lengthen the backoff); else seconds to wait, meanwhile
         waiting in CrashLoopBackOff. Upstream: the first restart is immediate, then 10 s,
         20 s ... up to 5 min; a run of 10 min resets it."""
-        now = asyncio.get_running_loop().time()
+        now = self.host.clock.monotonic()
         backoff = self.crash_backoff.get(name)
         ran_s = 0.0
         if status is not None and status.finished_at and status.started_at:
@@ -644,9 +654,9 @@ class PodWorker:
             backoff = None
         if backoff is None or now >= backoff.until_s:
             if backoff is None:
-                delay = self.k.options.crash_backoff_initial_s
+                delay = self.host.options.crash_backoff_initial_s
             else:
-                delay = min(backoff.delay_s * 2, self.k.options.crash_backoff_max_s)
+                delay = min(backoff.delay_s * 2, self.host.options.crash_backoff_max_s)
             self.crash_backoff[name] = _Backoff(delay, now + delay)
             return None
         remaining = backoff.until_s - now
@@ -677,7 +687,7 @@ class PodWorker:
         self.waiting.pop(name, None)
         desired_hash = specs.container_hash(container)
         if current.annotations.get(specs.ANN_CONTAINER_HASH, desired_hash) != desired_hash:
-            self.k.event(
+            self.host.recorder.event(
                 _ref(pod, name),
                 "Normal",
                 "Killing",
@@ -685,22 +695,22 @@ class PodWorker:
             )
             await self._stop_container(pod, current, grace_period_s(pod))
             self.crash_backoff.pop(name, None)
-            self.k.wake(self.uid)
+            self.host.wake(self.uid)
             return
-        failure = self.k.probes.liveness_failed(current.id)
+        failure = self.host.probes.liveness_failed(current.id)
         if failure is not None:
-            self.k.event(
+            self.host.recorder.event(
                 _ref(pod, name),
                 "Normal",
                 "Killing",
                 f"Container {name} {failure}, will be restarted",
             )
             await self._stop_container(pod, current, grace_period_s(pod))
-            await self.k.probes.forget(current.id)
+            await self.host.probes.forget(current.id)
             self.crash_backoff.pop(name, None)
-            self.k.wake(self.uid)
+            self.host.wake(self.uid)
             return
-        self.k.probes.ensure(
+        self.host.probes.ensure(
             self.uid, container, self._target(pod, container, current.id), pod_ref=_ref(pod)
         )
 
@@ -709,7 +719,7 @@ class PodWorker:
     ) -> ProbeTarget:
         spec = pod.get("spec") or {}
         if spec.get("hostNetwork") is True or not self.pod_ips:
-            host = self.k.node_ips[0] if self.k.node_ips else "127.0.0.1"
+            host = self.host.node_ips[0] if self.host.node_ips else "127.0.0.1"
         else:
             host = self.pod_ips[0]
         ports = {
@@ -733,7 +743,7 @@ class PodWorker:
         present = None
         if policy != "Always":
             with contextlib.suppress(cri.NotFoundError):
-                present = await self.k.images.image_status(image)
+                present = await self.host.images.image_status(image)
         if present is not None:
             self._event_once(
                 pod,
@@ -753,32 +763,32 @@ class PodWorker:
                 pod, name, "Warning", "ErrImageNeverPull", self.waiting[name][1], unique=image
             )
             raise _Wait(None)
-        loop = asyncio.get_running_loop()
+        clock = self.host.clock
         backoff = self.pull_backoff.get(image)
-        if backoff is not None and loop.time() < backoff.until_s:
+        if backoff is not None and clock.monotonic() < backoff.until_s:
             self.waiting[name] = ("ImagePullBackOff", f'Back-off pulling image "{image}"')
-            raise _Wait(backoff.until_s - loop.time())
-        self.k.event(_ref(pod, name), "Normal", "Pulling", f'Pulling image "{image}"')
-        started = time.monotonic()
+            raise _Wait(backoff.until_s - clock.monotonic())
+        self.host.recorder.event(_ref(pod, name), "Normal", "Pulling", f'Pulling image "{image}"')
+        started = clock.monotonic()
         try:
             ref = await self._pull(pod, image)
         except cri.CRIError as exc:
             delay = min(
-                (backoff.delay_s * 2) if backoff else self.k.options.crash_backoff_initial_s,
-                self.k.options.crash_backoff_max_s,
+                (backoff.delay_s * 2) if backoff else self.host.options.crash_backoff_initial_s,
+                self.host.options.crash_backoff_max_s,
             )
-            self.pull_backoff[image] = _Backoff(delay, loop.time() + delay)
+            self.pull_backoff[image] = _Backoff(delay, clock.monotonic() + delay)
             message = f'Failed to pull image "{image}": {exc}'
             self.waiting[name] = ("ErrImagePull", message)
-            self.k.event(_ref(pod, name), "Warning", "Failed", message)
-            self.k.event(_ref(pod, name), "Warning", "Failed", "Error: ErrImagePull")
+            self.host.recorder.event(_ref(pod, name), "Warning", "Failed", message)
+            self.host.recorder.event(_ref(pod, name), "Warning", "Failed", "Error: ErrImagePull")
             raise _Wait(delay) from exc
         self.pull_backoff.pop(image, None)
-        self.k.event(
+        self.host.recorder.event(
             _ref(pod, name),
             "Normal",
             "Pulled",
-            f'Successfully pulled image "{image}" in {time.monotonic() - started:.3f}s',
+            f'Successfully pulled image "{image}" in {clock.monotonic() - started:.3f}s',
         )
         return ref
 
@@ -787,13 +797,15 @@ class PodWorker:
         namespace = (pod.get("metadata") or {}).get("namespace", "default")
         secrets_ = []
         for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []:
-            secret = self.k.sources.secret(namespace, ref.get("name", ""))
+            secret = self.host.sources.secret(namespace, ref.get("name", ""))
             if secret is not None:
                 secrets_.append(secret)
         error: cri.CRIError | None = None
         for auth in [*pull_credentials(image, secrets_), None]:
             try:
-                return await self.k.pull_image(image, self.sandbox_config, auth)
+                return await self.host.images.pull_image(
+                    image, auth=auth, sandbox_config=self.sandbox_config
+                )
             except cri.CRIError as exc:
                 error = exc
         assert error is not None
@@ -818,13 +830,13 @@ class PodWorker:
             env = build_env(
                 pod,
                 container,
-                self.k.sources,
-                self.k.allocatable,
-                master_services=self.k.master_services(),
+                self.host.sources,
+                self.host.allocatable,
+                master_services=self.host.master_services(),
             )
         except ConfigError as exc:
             self.waiting[name] = ("CreateContainerConfigError", str(exc))
-            self.k.event(ref, "Warning", "Failed", f"Error: {exc}")
+            self.host.recorder.event(ref, "Warning", "Failed", f"Error: {exc}")
             raise _Wait(None) from exc
         await self._check_non_root(pod, container, image_ref)
         env_map = dict(env)
@@ -834,7 +846,7 @@ class PodWorker:
             mounts, missing = specs.volume_mounts(container, volumes)
         except (FieldTypeError, specs.SpecError) as exc:
             self.waiting[name] = ("CreateContainerConfigError", str(exc))
-            self.k.event(ref, "Warning", "Failed", f"Error: {exc}")
+            self.host.recorder.event(ref, "Warning", "Failed", f"Error: {exc}")
             raise _Wait(None) from exc
         if missing:
             message = f"cannot find volume {missing[0]!r} to mount into container {name!r}"
@@ -861,45 +873,45 @@ class PodWorker:
                 args=args,
                 mounts=[*mounts, *extra],
                 qos=qos,
-                memory_capacity_bytes=self.k.memory_capacity_bytes,
+                memory_capacity_bytes=self.host.memory_capacity_bytes,
                 termination_file=termination_file,
                 image=image_ref,
                 grace_period_s=grace_period_s(pod),
-                seccomp_root=self.k.options.kubelet_dir / "seccomp",
+                seccomp_root=self.host.options.kubelet_dir / "seccomp",
                 target_id=target_id,
             )
         except (FieldTypeError, specs.SpecError) as exc:
             self.waiting[name] = ("CreateContainerConfigError", str(exc))
-            self.k.event(ref, "Warning", "Failed", f"Error: {exc}")
+            self.host.recorder.event(ref, "Warning", "Failed", f"Error: {exc}")
             raise _Wait(None) from exc
         assert self.sandbox_config is not None
         try:
-            cid = await self.k.runtime.create_container(sandbox_id, config, self.sandbox_config)
+            cid = await self.host.runtime.create_container(sandbox_id, config, self.sandbox_config)
         except cri.CRIError as exc:
             self.waiting[name] = ("CreateContainerError", str(exc))
-            self.k.event(ref, "Warning", "Failed", f"Error: {exc}")
+            self.host.recorder.event(ref, "Warning", "Failed", f"Error: {exc}")
             raise _Wait(RETRY_AFTER_ERROR_S) from exc
-        self.k.event(ref, "Normal", "Created", f"Created container {name}")
+        self.host.recorder.event(ref, "Normal", "Created", f"Created container {name}")
         try:
-            await self.k.runtime.start_container(cid)
+            await self.host.runtime.start_container(cid)
         except cri.CRIError as exc:
             self.waiting[name] = ("RunContainerError", str(exc))
-            self.k.event(ref, "Warning", "Failed", f"Error: {exc}")
+            self.host.recorder.event(ref, "Warning", "Failed", f"Error: {exc}")
             return
         self.waiting.pop(name, None)
-        self.k.event(ref, "Normal", "Started", f"Started container {name}")
+        self.host.recorder.event(ref, "Normal", "Started", f"Started container {name}")
         await self._prune_old(name, attempt)
         post_start = (container.get("lifecycle") or {}).get("postStart")
         if post_start:
             ok, message = await run_action(
-                self.k.runtime, post_start, self._target(pod, container, cid), HOOK_TIMEOUT_S
+                self.host.runtime, post_start, self._target(pod, container, cid), HOOK_TIMEOUT_S
             )
             if not ok:
-                self.k.event(
+                self.host.recorder.event(
                     ref, "Warning", "FailedPostStartHook", f"PostStartHook failed: {message}"
                 )
                 with contextlib.suppress(cri.CRIError):
-                    await self.k.runtime.stop_container(cid, grace_period_s=grace_period_s(pod))
+                    await self.host.runtime.stop_container(cid, grace_period_s=grace_period_s(pod))
 
     async def _check_non_root(
         self, pod: Mapping[str, Any], container: Mapping[str, Any], image_ref: str
@@ -913,7 +925,7 @@ class PodWorker:
         if user == 0:
             message = "container's runAsUser breaks non-root policy"
         elif user is None:
-            image = await self.k.images.image_status(image_ref)
+            image = await self.host.images.image_status(image_ref)
             uid = image.uid.value if image is not None and image.HasField("uid") else None
             if image is not None and image.username and not image.HasField("uid"):
                 message = (
@@ -924,7 +936,7 @@ class PodWorker:
                 message = "container has runAsNonRoot and image will run as root"
         if message:
             self.waiting[name] = ("CreateContainerConfigError", message)
-            self.k.event(_ref(pod, name), "Warning", "Failed", f"Error: {message}")
+            self.host.recorder.event(_ref(pod, name), "Warning", "Failed", f"Error: {message}")
             raise _Wait(None)
 
     def _termination_file(self, name: str, _mounts: list[pb.Mount]) -> str:
@@ -932,7 +944,7 @@ class PodWorker:
             path = Path(mount.host_path)
             if not path.exists():
                 path.mkdir(parents=True, exist_ok=True)
-        directory = self.k.volumes.pod_dir(self.uid) / "containers" / name
+        directory = self.host.volumes.pod_dir(self.uid) / "containers" / name
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / secrets.token_hex(4)
         path.touch(mode=0o666)
@@ -946,18 +958,18 @@ class PodWorker:
                 await self._remove_container(container)
 
     async def _remove_container(self, container: pb.Container) -> None:
-        await self.k.probes.forget(container.id)
+        await self.host.probes.forget(container.id)
         self._exited_cache.pop(container.id, None)
         path = container.annotations.get(specs.ANN_TERMINATION_FILE)
         with contextlib.suppress(cri.NotFoundError):
-            await self.k.runtime.remove_container(container.id)
+            await self.host.runtime.remove_container(container.id)
         if path:
             await asyncio.to_thread(_unlink_quietly, Path(path))
 
     async def _stop_container(
         self, pod: Mapping[str, Any] | None, container: pb.Container, grace_s: int
     ) -> None:
-        started = time.monotonic()
+        started = self.host.clock.monotonic()
         pre_stop_text = container.annotations.get(specs.ANN_PRESTOP)
         if pre_stop_text and container.state == pb.ContainerState.CONTAINER_RUNNING:
             try:
@@ -972,28 +984,28 @@ class PodWorker:
                 try:
                     async with asyncio.timeout(max(grace_s, 1)):
                         ok, message = await run_action(
-                            self.k.runtime, pre_stop, target, float(max(grace_s, 1))
+                            self.host.runtime, pre_stop, target, float(max(grace_s, 1))
                         )
                 except TimeoutError:
                     ok, message = False, "timed out"
                 if not ok and pod is not None:
-                    self.k.event(
+                    self.host.recorder.event(
                         _ref(pod, container.metadata.name),
                         "Warning",
                         "FailedPreStopHook",
                         f"PreStopHook failed: {message}",
                     )
-        remaining = max(0, int(grace_s - (time.monotonic() - started)))
+        remaining = max(0, int(grace_s - (self.host.clock.monotonic() - started)))
         if pod is not None:
-            self.k.event(
+            self.host.recorder.event(
                 _ref(pod, container.metadata.name),
                 "Normal",
                 "Killing",
                 f"Stopping container {container.metadata.name}",
             )
         with contextlib.suppress(cri.NotFoundError):
-            await self.k.runtime.stop_container(container.id, grace_period_s=remaining)
-        await self.k.probes.forget(container.id)
+            await self.host.runtime.stop_container(container.id, grace_period_s=remaining)
+        await self.host.probes.forget(container.id)
 
     async def _kill_all(self, pod: Mapping[str, Any] | None, grace_s: int, *, remove: bool) -> None:
         containers = await self._containers()
@@ -1005,7 +1017,7 @@ class PodWorker:
                 await self._remove_sandbox(sandbox.id)
             elif sandbox.state == pb.PodSandboxState.SANDBOX_READY:
                 with contextlib.suppress(cri.NotFoundError):
-                    await self.k.runtime.stop_pod_sandbox(sandbox.id)
+                    await self.host.runtime.stop_pod_sandbox(sandbox.id)
         if remove:
             for container in await self._containers():
                 await self._remove_container(container)
@@ -1024,15 +1036,16 @@ class PodWorker:
         if pod is not None:
             await self._report(pod, await self._containers(), sandbox_ready=False, terminating=True)
         await self._kill_all(source, 0, remove=True)
-        await self.k.volumes.teardown(self.uid)
+        await self.host.volumes.teardown(self.uid)
         if source is not None:
             qos = qos_class(source)
             await asyncio.to_thread(
-                self.k.cgroups.remove, pod_cgroup_parent(self.k.options.cgroup_root, qos, self.uid)
+                self.host.cgroups.remove,
+                pod_cgroup_parent(self.host.options.cgroup_root, qos, self.uid),
             )
         await asyncio.to_thread(self._remove_logs, source)
         if pod is not None:
-            await self.k.delete_pod_object(pod)
+            await self.host.status_manager.delete_pod_object(pod)
         self.terminated = True
 
     def _orphan_grace(self) -> int:
@@ -1065,11 +1078,11 @@ class PodWorker:
             await self._fill(last, runs[-2])
             facts.last = last
         if facts.state == "running":
-            facts.started = self.k.probes.started(current.id) or (
-                not self.k.probes.tracked(current.id) and container.get("startupProbe") is None
+            facts.started = self.host.probes.started(current.id) or (
+                not self.host.probes.tracked(current.id) and container.get("startupProbe") is None
             )
-            facts.ready = self.k.probes.ready(current.id) or (
-                not self.k.probes.tracked(current.id)
+            facts.ready = self.host.probes.ready(current.id) or (
+                not self.host.probes.tracked(current.id)
                 and container.get("readinessProbe") is None
                 and container.get("startupProbe") is None
             )
@@ -1161,7 +1174,7 @@ class PodWorker:
             phase = "Failed"
         if old.get("phase") in ("Succeeded", "Failed"):
             phase = old["phase"]
-        now = rfc3339()
+        now = rfc3339(self.host.clock.now())
         containers_ready = not unready and phase == "Running"
         gates_ok = all(
             any(
@@ -1199,13 +1212,13 @@ class PodWorker:
         status: dict[str, Any] = {
             "phase": phase,
             "conditions": with_conditions(old.get("conditions"), wanted, now),
-            "hostIP": self.k.node_ips[0] if self.k.node_ips else None,
-            "hostIPs": [{"ip": ip} for ip in self.k.node_ips] or None,
+            "hostIP": self.host.node_ips[0] if self.host.node_ips else None,
+            "hostIPs": [{"ip": ip} for ip in self.host.node_ips] or None,
             "startTime": old.get("startTime") or now,
             "qosClass": qos_class(pod),
             "containerStatuses": app_statuses,
         }
-        ips = self.k.node_ips if spec.get("hostNetwork") is True else self.pod_ips
+        ips = self.host.node_ips if spec.get("hostNetwork") is True else self.pod_ips
         if ips and sandbox_ready:
             status["podIP"] = ips[0]
             status["podIPs"] = [{"ip": ip} for ip in ips]
@@ -1220,26 +1233,11 @@ class PodWorker:
             if old.get("message"):
                 status["message"] = old["message"]
         status = {k: v for k, v in status.items() if v is not None}
-        comparable = _without_times(old)
-        patch = status_patch(comparable, _without_times(status))
-        if patch:
-            # Only the fields that changed, but with their fresh transition times.
-            patch = {k: status[k] for k in patch}
+        if await self.host.status_manager.set_pod_status(pod, status):
             self._reported_status = status
-            await self.k.write_pod_status(pod, patch)
         elif self._reported_status is None:
             self._reported_status = status
         return phase
-
-
-def _without_times(status: Mapping[str, Any]) -> dict[str, Any]:
-    result = dict(status)
-    if "conditions" in result:
-        result["conditions"] = [
-            {k: v for k, v in c.items() if k not in ("lastTransitionTime", "lastProbeTime")}
-            for c in result["conditions"] or []
-        ]
-    return result
 
 
 def _last_attempts(containers: list[pb.Container]) -> dict[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sampan.api.quantity import QuantityError, parse_quantity
@@ -24,6 +25,7 @@ __all__ = [
     "is_static_pod",
     "milli_cpu",
     "pod_full_name",
+    "pod_log_dir",
     "pod_resource_totals",
     "qos_class",
     "quantity",
@@ -150,3 +152,10 @@ def is_mirror_pod(pod: Mapping[str, Any]) -> bool:
 def is_static_pod(pod: Mapping[str, Any]) -> bool:
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     return annotations.get(SOURCE_ANNOTATION) == "file"
+
+
+def pod_log_dir(pod_logs_dir: Path, pod: Mapping[str, Any]) -> Path:
+    """Where the runtime writes the pod's container logs (upstream's layout:
+    ``<pod_logs_dir>/<namespace>_<name>_<uid>``)."""
+    meta = pod.get("metadata") or {}
+    return pod_logs_dir / f"{meta.get('namespace')}_{meta.get('name')}_{meta.get('uid')}"

@@ -16,18 +16,18 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import grpc
 import grpc.aio
 
-from sampan.kubelet.runtime import cri
+from sampan.kubelet.runtime import cri, pb
 from sampan.tasks import log_task_end
 
-__all__ = ["ProbeManager", "ProbeTarget", "resolve_port", "run_action"]
+__all__ = ["ExecRuntime", "ProbeManager", "ProbeTarget", "resolve_port", "run_action"]
 
 log = logging.getLogger("sampan.kubelet.probes")
 
@@ -38,6 +38,14 @@ DEFAULT_SUCCESS_THRESHOLD = 1
 MAX_PROBE_OUTPUT_CHARS = 10 * 1024
 _GRPC_HEALTH_METHOD = "/grpc.health.v1.Health/Check"
 _GRPC_SERVING = 1
+
+
+class ExecRuntime(Protocol):
+    """What actions need of the runtime: running a command in a container."""
+
+    async def exec_sync(
+        self, container_id: str, cmd: Sequence[str], *, timeout_s: int = 0
+    ) -> pb.ExecSyncResponse: ...
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,7 @@ def resolve_port(port: Any, ports: Mapping[str, int]) -> int:
 
 
 async def run_action(
-    runtime: cri.RuntimeClient,
+    runtime: ExecRuntime,
     action: Mapping[str, Any],
     target: ProbeTarget,
     timeout_s: float,
@@ -169,7 +177,7 @@ class ProbeManager:
 
     def __init__(
         self,
-        runtime: Callable[[], cri.RuntimeClient],
+        runtime: Callable[[], ExecRuntime],
         on_change: Callable[[str], None],
         on_failure_event: Callable[[str, str, str, str], None] | None = None,
     ) -> None:
@@ -297,7 +305,7 @@ class ProbeManager:
                     return
                 if failures >= failure_threshold:
                     state.liveness_failed = True
-                    state.message = f"failed startup probe: {message}"
+                    state.message = "failed startup probe"
                     self._on_change(pod_uid)
                     return
             elif kind == "readiness":
@@ -311,7 +319,7 @@ class ProbeManager:
                     self._on_change(pod_uid)
             elif kind == "liveness" and failures >= failure_threshold:
                 state.liveness_failed = True
-                state.message = f"failed liveness probe: {message}"
+                state.message = "failed liveness probe"
                 self._on_change(pod_uid)
                 return
             await asyncio.sleep(period_s)

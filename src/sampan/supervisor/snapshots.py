@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sampan.api import times
 from sampan.config import Config, ConfigError
 from sampan.datastore.snapshot import (
     SCHEDULED_NAME,
@@ -59,7 +60,7 @@ UPDATE_ATTEMPTS = 5
 
 
 def _record(node: str, snap: SnapshotFile) -> str:
-    created = datetime.fromtimestamp(snap.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = times.rfc3339(times.from_unix(snap.created))
     return json.dumps(
         {
             "name": snap.name,
