@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sampan.client import Client, NotFoundError
-from sampan.client.api import PODS, InvalidError
+from sampan.client.api import PODS
 from sampan.kubelet.podutil import MIRROR_ANNOTATION
 from sampan.kubelet.statusmanager import StatusManager
 from tests.support.apiserver import ApiServerHarness, api_server, client  # noqa: F401
@@ -79,13 +79,6 @@ async def test_latest_shows_its_own_write_until_the_informer_catches_up(
     assert manager.latest(copy.deepcopy(stale)) == stale
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidError,
-    reason="the API server answers a status PATCH whose metadata.uid differs from the "
-    "object's with 422 'field is immutable'; kube-apiserver answers 409 'Precondition failed: "
-    "UID in precondition', which the status manager drops",
-)
 async def test_never_writes_a_pod_re_created_under_the_same_name(
     client: Client,  # noqa: F811
 ) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sampan.client import Client, ConflictError, NotFoundError
-from sampan.client.api import PODS, PatchType
+from sampan.client.api import PODS, InvalidError, PatchType
 from sampan.kubelet.podutil import is_mirror_pod
 from sampan.kubelet.status import status_patch
 
@@ -96,6 +96,14 @@ class StatusManager:
                 "pod %s/%s status not written: %s", meta.get("namespace"), meta.get("name"), exc
             )
             return
+        except InvalidError as exc:
+            # The uid in the patch is another pod's: this one was deleted and re-created
+            # under the same name (the API server refuses a uid change as immutable).
+            causes = (exc.status.get("details") or {}).get("causes") or []
+            if not any(c.get("field") == "metadata.uid" for c in causes):
+                raise
+            log.debug("pod %s/%s was re-created; status not written", *_ns_name(meta))
+            return
         rv = int((answer.get("metadata") or {}).get("resourceVersion") or 0)
         if not static:
             self._written[uid] = (rv, answer.get("status") or {})
@@ -130,3 +138,7 @@ def _without_times(status: Mapping[str, Any]) -> dict[str, Any]:
             for c in result["conditions"] or []
         ]
     return result
+
+
+def _ns_name(meta: dict[str, Any]) -> tuple[str, str]:
+    return meta.get("namespace", ""), meta.get("name", "")
