@@ -1,6 +1,7 @@
 """The supervisor component "helm-controller": CRDs first, then the controller under a Lease.
 
-``start(ctx)`` returns at once after starting one root task, ``helm-controller-start``, which
+``start(ctx)`` starts one root task, ``helm-controller-start``, and returns once the CRDs are
+served (or after ``START_WAIT_S``, the task going on). The task
 
 1. creates (or updates) the ``helmcharts`` and ``helmchartconfigs`` CustomResourceDefinitions
    and waits until the API serves them (retrying while the API is not ready);
@@ -38,6 +39,8 @@ CRDS = Resource(
 )
 CRD_POLL_S = 0.1
 CRD_RETRY_S = 2.0
+START_WAIT_S = 30.0
+"""How long ``start`` waits for the CRDs before returning anyway (the root task goes on)."""
 
 
 async def ensure_crds(client: Client) -> None:
@@ -96,6 +99,17 @@ class HelmControllerComponent:
             self._run(ctx), name="helm-controller-start"
         )
         self._root.add_done_callback(lambda task: self._root_ended(task, ctx))
+        # Wait (bounded) for the CRDs, so that components started after this one (the
+        # manifests of <data-dir>/server/manifests) find the HelmChart kind served.
+        waiter = asyncio.get_running_loop().create_task(
+            self._started.wait(), name="helm-controller-wait-started"
+        )
+        try:
+            await asyncio.wait(
+                {self._root, waiter}, timeout=START_WAIT_S, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiter.cancel()
 
     @staticmethod
     def _root_ended(task: asyncio.Task[None], ctx: Any) -> None:
