@@ -10,9 +10,7 @@ This package sits above the controller framework (it runs its controller with
 ``sampan.controllers``' manager) and below the supervisor; nothing else imports it.
 """
 
-from sampan.helm.component import HelmControllerComponent
-from sampan.helm.controller import HelmChartController, HelmOptions
-from sampan.helm.crd import FINALIZER, HELMCHARTCONFIGS, HELMCHARTS
+from typing import Any
 
 __all__ = [
     "FINALIZER",
@@ -22,3 +20,23 @@ __all__ = [
     "HelmControllerComponent",
     "HelmOptions",
 ]
+
+# Exports are imported lazily: the engine child (``python -m sampan.helm.engine``) imports this
+# package first, and must not pay for the client and controller stack it never uses.
+_EXPORTS = {
+    "FINALIZER": "sampan.helm.crd",
+    "HELMCHARTCONFIGS": "sampan.helm.crd",
+    "HELMCHARTS": "sampan.helm.crd",
+    "HelmChartController": "sampan.helm.controller",
+    "HelmOptions": "sampan.helm.controller",
+    "HelmControllerComponent": "sampan.helm.component",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sampan.helm' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
