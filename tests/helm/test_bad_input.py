@@ -33,6 +33,11 @@ async def failed_with(client: Client, name: str, reason: str) -> dict[str, Any] 
     return None
 
 
+async def warned(client: Client, name: str, reason: str) -> bool:
+    """Events are recorded asynchronously: wait for them with ``eventually``."""
+    return reason in await warning_reasons(client, name)
+
+
 async def warning_reasons(client: Client, name: str) -> set[str]:
     events = await client.list(
         EVENTS, namespace="default", field_selector=f"involvedObject.name={name}"
@@ -75,7 +80,7 @@ async def test_failures_keep_the_previous_release(
     assert "replicaCount" in condition(status, "Failed")["message"]
     assert status["releaseRevision"] == 1
     assert condition(status, "Deployed")["status"] == "True"
-    assert "InvalidValues" in await warning_reasons(client, "demo")
+    await eventually(lambda: warned(client, "demo", "InvalidValues"))
     assert await release_secrets(client, "demo") == ["sh.helm.release.v1.demo.v1"]
 
     # Manifests the API rejects (a Service port out of range): Helm records the failed
@@ -133,7 +138,7 @@ async def test_failures_keep_the_previous_release(
     )
     status = await eventually(lambda: failed_with(client, "norepo", "RepoUnavailable"))
     assert dead in condition(status, "Failed")["message"]
-    assert "RepoUnavailable" in await warning_reasons(client, "norepo")
+    await eventually(lambda: warned(client, "norepo", "RepoUnavailable"))
     await client.create(HELMCHARTS, helmchart("nothing"), namespace="default")
     await eventually(lambda: failed_with(client, "nothing", "InvalidChartSource"))
 

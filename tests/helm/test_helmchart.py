@@ -116,11 +116,16 @@ async def test_install_upgrade_config_uninstall(
     assert service["spec"]["ports"][0]["port"] == 8081
     assert len(await release_secrets(client, "demo")) == 4
 
-    events = await client.list(
-        EVENTS, namespace="default", field_selector="involvedObject.name=demo"
-    )
-    reasons = {e["reason"] for e in events["items"] if e["involvedObject"]["kind"] == "HelmChart"}
-    assert {"ApplyChart", "Applied"} <= reasons
+    async def normal_events() -> bool:  # recorded asynchronously
+        events = await client.list(
+            EVENTS, namespace="default", field_selector="involvedObject.name=demo"
+        )
+        reasons = {
+            e["reason"] for e in events["items"] if e["involvedObject"]["kind"] == "HelmChart"
+        }
+        return {"ApplyChart", "Applied"} <= reasons
+
+    await eventually(normal_events)
 
     # Deleting the HelmChart uninstalls the release and removes its Secrets.
     await client.delete(HELMCHARTS, "demo", namespace="default")

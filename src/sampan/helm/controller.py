@@ -22,7 +22,7 @@ whose status already records that hash with a deployed release is left alone, so
 re-applies nothing. A failed apply records the failure (status + Warning event) without the
 new hash and is retried with the work queue's backoff; Helm keeps the previous revision
 running (an upgrade that fails leaves the last deployed revision in place and a ``failed``
-record). Helm itself runs in a child process per operation (``sampan.helm.engine``).
+record). Helm itself runs in a child process (``sampan.helm.engine``), reused while busy.
 
 Invariants: never mutates informer objects; the kubeconfig handed to Helm travels over a pipe
 and never reaches a log or event; status writes are compare-and-swap on resourceVersion.
@@ -50,7 +50,7 @@ from sampan.client.events import TYPE_NORMAL, TYPE_WARNING
 from sampan.client.informer import object_key
 from sampan.controllers.base import ControllerContext, QueueController, parse_duration_s
 from sampan.helm.crd import FINALIZER, HELMCHARTCONFIGS, HELMCHARTS
-from sampan.helm.engine import DEFAULT_OPERATION_TIMEOUT_S, EngineError, run_engine
+from sampan.helm.engine import DEFAULT_OPERATION_TIMEOUT_S, EngineError, HelmEngine
 from sampan.helm.source import (
     CA_BUNDLE_KEY,
     ChartSourceError,
@@ -190,6 +190,7 @@ class HelmChartController(QueueController):
         self.client = ctx.client
         self.recorder = ctx.recorder(CONTROLLER_NAME)
         self.kubeconfig = self.options.engine_kubeconfig or kubeconfig_text(ctx.client.config)
+        self.engine = HelmEngine()
         # key -> (uid, configHash) last applied by this controller: the informer cache may not
         # hold our own status write yet when the key comes round again.
         self._applied: dict[str, tuple[str, str]] = {}
@@ -203,6 +204,12 @@ class HelmChartController(QueueController):
             on_update=lambda old, new: self._enqueue(new),
             on_delete=self._enqueue,
         )
+
+    async def run(self, workers: int) -> None:
+        try:
+            await super().run(workers)
+        finally:
+            await self.engine.close()
 
     # -- events -------------------------------------------------------------------------------
 
@@ -395,7 +402,7 @@ class HelmChartController(QueueController):
 
     async def _run(self, request: Obj, *, timeout_s: float | None = None) -> Any:
         try:
-            return await run_engine(
+            return await self.engine.run(
                 {**request, "kubeconfig": self.kubeconfig},
                 timeout_s=timeout_s or request.get("timeout_s"),
             )

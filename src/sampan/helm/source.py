@@ -18,13 +18,18 @@ TLS to a repository trusts ``spec.repoCA`` and the ``ca-bundle.crt`` key of
 ``kubernetes.io/basic-auth`` Secret) gives the basic-auth credentials, which are sent to
 another host only with ``spec.authPassCredentials``. Every failure raises ``ChartSourceError``
 with a ``reason`` (``ChartNotFound``, ``RepoUnavailable``, ``InvalidChartSource``) and a
-message naming what failed; credentials never appear in it.
+message naming what failed; credentials never appear in it. An archive whose index entry has
+a ``digest`` is kept in memory (a few, by URL and digest) and not downloaded again while the
+index names the same digest.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import collections
+import functools
+import hashlib
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -50,6 +55,7 @@ FETCH_TIMEOUT_S = 60.0
 MAX_CHART_BYTES = 64 * 1024 * 1024
 MAX_INDEX_BYTES = 64 * 1024 * 1024
 CA_BUNDLE_KEY = "ca-bundle.crt"
+MAX_CACHED_ARCHIVES = 16
 
 _VERSION = re.compile(r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:-([0-9A-Za-z.-]+))?(?:\+.*)?$")
 
@@ -85,18 +91,13 @@ class RepoAccess:
         self.insecure_skip_tls_verify = insecure_skip_tls_verify
         self.plain_http = plain_http
 
-    def ssl_context(self) -> ssl.SSLContext | bool:
+    def ssl_context(self, url: str) -> ssl.SSLContext | bool:
+        """TLS settings for ``url`` (none for plain http)."""
+        if not url.startswith("https://"):
+            return True  # aiohttp's default; unused for http
         if self.insecure_skip_tls_verify:
             return False
-        context = ssl.create_default_context()
-        if self.ca_pem.strip():
-            try:
-                context.load_verify_locations(cadata=self.ca_pem)
-            except (ssl.SSLError, ValueError) as exc:
-                raise ChartSourceError(
-                    "InvalidChartSource", f"repoCA is not a PEM certificate bundle: {exc}"
-                ) from None
-        return context
+        return _ssl_context(self.ca_pem.strip())
 
     def auth_for(self, url: str, repo_url: str) -> aiohttp.BasicAuth | None:
         if not self.username and not self.password:
@@ -104,6 +105,43 @@ class RepoAccess:
         if not self.pass_credentials and urlsplit(url).netloc != urlsplit(repo_url).netloc:
             return None
         return aiohttp.BasicAuth(self.username, self.password)
+
+
+@functools.lru_cache(maxsize=8)
+def _ssl_context(ca_pem: str) -> ssl.SSLContext:
+    """The system roots plus ``ca_pem`` (loading the roots costs ~0.1 s: made once per CA)."""
+    context = ssl.create_default_context()
+    if ca_pem:
+        try:
+            context.load_verify_locations(cadata=ca_pem)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ChartSourceError(
+                "InvalidChartSource", f"repoCA is not a PEM certificate bundle: {exc}"
+            ) from None
+    return context
+
+
+class _ArchiveCache:
+    """Chart archives by (URL, index digest): an unchanged chart is not downloaded again.
+    Bounded by ``MAX_CACHED_ARCHIVES`` entries (least recently used dropped)."""
+
+    def __init__(self) -> None:
+        self._entries: collections.OrderedDict[tuple[str, str], bytes] = collections.OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> bytes | None:
+        data = self._entries.get(key)
+        if data is not None:
+            self._entries.move_to_end(key)
+        return data
+
+    def put(self, key: tuple[str, str], data: bytes) -> None:
+        self._entries[key] = data
+        self._entries.move_to_end(key)
+        while len(self._entries) > MAX_CACHED_ARCHIVES:
+            self._entries.popitem(last=False)
+
+
+_ARCHIVES = _ArchiveCache()
 
 
 def describe_source(spec: Mapping[str, Any], chart_url: str = "") -> str:
@@ -166,7 +204,7 @@ async def _get(
 ) -> bytes:
     try:
         async with session.get(
-            url, auth=access.auth_for(url, repo_url), ssl=access.ssl_context()
+            url, auth=access.auth_for(url, repo_url), ssl=access.ssl_context(url)
         ) as response:
             if response.status == 404:
                 raise ChartSourceError("ChartNotFound", f"{url}: 404 Not Found")
@@ -257,4 +295,12 @@ async def fetch_chart(
             raise ChartSourceError(
                 "RepoUnavailable", f'{repo}: chart "{chart}" has no download URL'
             )
-        return await _get(session, urljoin(base, str(urls[0])), access, repo, MAX_CHART_BYTES)
+        url = urljoin(base, str(urls[0]))
+        digest = str(entry.get("digest") or "")
+        cached = _ARCHIVES.get((url, digest)) if digest else None
+        if cached is not None and hashlib.sha256(cached).hexdigest() == digest:
+            return cached
+        data = await _get(session, url, access, repo, MAX_CHART_BYTES)
+        if digest and hashlib.sha256(data).hexdigest() == digest:
+            _ARCHIVES.put((url, digest), data)
+        return data

@@ -1,8 +1,9 @@
 """The Helm worker: the child process that performs one Helm operation with helm-python-sdk.
 
-``python -m sampan.helm.worker`` reads one JSON request on stdin and writes one JSON answer on
-stdout: ``{"ok": true, "result": {...}}`` or ``{"ok": false, "error": {"type", "message"}}``
-(``type`` is the library's error class name). It imports only the standard library and
+``python -m sampan.helm.worker`` reads JSON requests, one per line, on stdin and writes one
+JSON answer line per request on stdout: ``{"ok": true, "result": {...}}`` or
+``{"ok": false, "error": {"type", "message"}}`` (``type`` is the library's error class name);
+it exits when stdin ends. It imports only the standard library and
 ``helm_python`` (which loads Helm's Go runtime), so it starts quickly; ``sampan.helm.engine``
 is the server side.
 
@@ -18,7 +19,7 @@ Requests (``kubeconfig`` is the YAML text, received over the pipe):
 * ``uninstall``: remove the release (a missing release is success: ``{"release": null}``).
 * ``pull``: fetch an ``oci://`` chart; the answer holds it base64-encoded.
 
-Invariant: exactly one JSON document goes to stdout; anything else goes to stderr.
+Invariant: exactly one JSON line goes to stdout per request; anything else goes to stderr.
 """
 
 from __future__ import annotations
@@ -149,6 +150,25 @@ def _pull(helm: Any, request: Mapping[str, Any]) -> dict[str, Any]:
             return {"chart": base64.b64encode(archive.read()).decode()}
 
 
+# (kubeconfig, namespace) -> helm Config, most recently used last. A Config keeps its API
+# discovery in memory, which a fresh one would fetch again for every operation.
+_CONFIGS: dict[tuple[str, str], Any] = {}
+MAX_CONFIGS = 16
+
+
+def _config(helm: Any, kubeconfig: str, namespace: str) -> Any:
+    key = (kubeconfig, namespace)
+    cfg = _CONFIGS.pop(key, None)
+    if cfg is None:
+        cfg = helm.Config(
+            kubeconfig_content=kubeconfig, namespace=namespace, storage_driver="secret"
+        )
+    _CONFIGS[key] = cfg
+    while len(_CONFIGS) > MAX_CONFIGS:
+        _CONFIGS.pop(next(iter(_CONFIGS))).close()
+    return cfg
+
+
 def _perform(request: Mapping[str, Any]) -> Any:
     import helm_python as helm
 
@@ -156,28 +176,30 @@ def _perform(request: Mapping[str, Any]) -> Any:
     action = request.get("action")
     if action == "pull":
         return _pull(helm, request)
-    with helm.Config(
-        kubeconfig_content=request["kubeconfig"],
-        namespace=request["namespace"],
-        storage_driver="secret",
-    ) as cfg:
-        if action == "apply":
-            return _apply(helm, cfg, request)
-        if action == "uninstall":
-            return _uninstall(helm, cfg, request)
+    cfg = _config(helm, request["kubeconfig"], request["namespace"])
+    if action == "apply":
+        return _apply(helm, cfg, request)
+    if action == "uninstall":
+        return _uninstall(helm, cfg, request)
     raise ValueError(f"unknown engine action {action!r}")
 
 
-def main() -> int:
-    """Child entry point: one request on stdin, one answer on stdout."""
+def answer(line: bytes) -> dict[str, Any]:
+    """The answer to one request line (every failure becomes the answer)."""
     try:
-        request = json.loads(sys.stdin.buffer.read())
-        result = _perform(request)
-        answer: dict[str, Any] = {"ok": True, "result": result}
-    except Exception as exc:  # every failure becomes the answer; nothing is swallowed
-        answer = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
-    sys.stdout.write(json.dumps(answer))
-    sys.stdout.flush()
+        return {"ok": True, "result": _perform(json.loads(line))}
+    except Exception as exc:
+        return {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
+
+
+def main() -> int:
+    """Child entry point: one JSON request per stdin line, one JSON answer per stdout line,
+    until stdin ends."""
+    for line in sys.stdin.buffer:
+        if not line.strip():
+            continue
+        sys.stdout.write(json.dumps(answer(line)) + "\n")
+        sys.stdout.flush()
     return 0
 
 
