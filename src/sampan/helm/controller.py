@@ -304,6 +304,7 @@ class HelmChartController(QueueController):
             "release": meta.get("name"),
             "namespace": spec.get("targetNamespace") or namespace,
             "create_namespace": bool(spec.get("createNamespace")),
+            "driver": spec.get("driver") or "secret",
             "values_layers": layers,
             "set": typed,
             "set_string": strings,
@@ -423,7 +424,12 @@ class HelmChartController(QueueController):
         )
         try:
             result = await self._run(
-                {"action": "uninstall", "release": meta.get("name"), "namespace": namespace},
+                {
+                    "action": "uninstall",
+                    "release": meta.get("name"),
+                    "namespace": namespace,
+                    "driver": spec.get("driver") or "secret",
+                },
                 timeout_s=self.options.default_timeout_s,
             )
         except ApplyError as exc:

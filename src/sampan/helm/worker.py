@@ -7,7 +7,8 @@ it exits when stdin ends. It imports only the standard library and
 ``helm_python`` (which loads Helm's Go runtime), so it starts quickly; ``sampan.helm.engine``
 is the server side.
 
-Requests (``kubeconfig`` is the YAML text, received over the pipe):
+Requests (``kubeconfig`` is the YAML text, received over the pipe; ``driver`` is Helm's release
+storage, ``secret`` by default or ``configmap``):
 
 * ``apply``: install the release, or upgrade it, per its history and ``failure_policy``
   (``reinstall``: a release whose last revision is failed and that never deployed, or one left
@@ -150,19 +151,17 @@ def _pull(helm: Any, request: Mapping[str, Any]) -> dict[str, Any]:
             return {"chart": base64.b64encode(archive.read()).decode()}
 
 
-# (kubeconfig, namespace) -> helm Config, most recently used last. A Config keeps its API
-# discovery in memory, which a fresh one would fetch again for every operation.
-_CONFIGS: dict[tuple[str, str], Any] = {}
+# (kubeconfig, namespace, storage driver) -> helm Config, most recently used last. A Config
+# keeps its API discovery in memory, which a fresh one would fetch again for every operation.
+_CONFIGS: dict[tuple[str, str, str], Any] = {}
 MAX_CONFIGS = 16
 
 
-def _config(helm: Any, kubeconfig: str, namespace: str) -> Any:
-    key = (kubeconfig, namespace)
+def _config(helm: Any, kubeconfig: str, namespace: str, driver: str) -> Any:
+    key = (kubeconfig, namespace, driver)
     cfg = _CONFIGS.pop(key, None)
     if cfg is None:
-        cfg = helm.Config(
-            kubeconfig_content=kubeconfig, namespace=namespace, storage_driver="secret"
-        )
+        cfg = helm.Config(kubeconfig_content=kubeconfig, namespace=namespace, storage_driver=driver)
     _CONFIGS[key] = cfg
     while len(_CONFIGS) > MAX_CONFIGS:
         _CONFIGS.pop(next(iter(_CONFIGS))).close()
@@ -176,7 +175,9 @@ def _perform(request: Mapping[str, Any]) -> Any:
     action = request.get("action")
     if action == "pull":
         return _pull(helm, request)
-    cfg = _config(helm, request["kubeconfig"], request["namespace"])
+    cfg = _config(
+        helm, request["kubeconfig"], request["namespace"], request.get("driver") or "secret"
+    )
     if action == "apply":
         return _apply(helm, cfg, request)
     if action == "uninstall":
