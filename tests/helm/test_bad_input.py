@@ -223,3 +223,40 @@ async def test_static_files_are_served_without_authentication(tmp_path: Path) ->
                 assert response.status == 401  # the rest of the API still needs credentials
     finally:
         await harness.stop()
+
+
+async def test_failure_policy_abort_and_reinstall(
+    client: Client, repo: ChartRepo, helm_controller: HelmControllerComponent
+) -> None:
+    rejected = "service:\n  port: 999999\n"  # the API refuses the Service: the install fails
+    await client.create(
+        HELMCHARTS,
+        helmchart(
+            "abort", chart="demo", repo=repo.url, valuesContent=rejected, failurePolicy="abort"
+        ),
+        namespace="default",
+    )
+
+    async def aborted() -> dict[str, Any] | None:
+        status = await failed_with(client, "abort", "ReleaseFailed")
+        if status and "failure policy is 'abort'" in condition(status, "Failed")["message"]:
+            return status
+        return None
+
+    status = await eventually(aborted)
+    assert "waiting for operator intervention" in condition(status, "Failed")["message"]
+    assert await release_secrets(client, "abort") == ["sh.helm.release.v1.abort.v1"]
+
+    # With reinstall (the default), the failed release is uninstalled and installed anew: once
+    # the values are fixed it deploys as revision 1.
+    await client.patch(
+        HELMCHARTS,
+        "abort",
+        {"spec": {"failurePolicy": "reinstall", "valuesContent": "greeting: ok\n"}},
+        namespace="default",
+    )
+    await eventually(lambda: at_revision(client, "abort", 1))
+    assert await release_secrets(client, "abort") == ["sh.helm.release.v1.abort.v1"]
+    assert (await client.get(CONFIGMAPS, "abort-demo", namespace="default"))["data"][
+        "greeting"
+    ] == "ok"
