@@ -24,8 +24,9 @@ new hash and is retried with the work queue's backoff; Helm keeps the previous r
 running (an upgrade that fails leaves the last deployed revision in place and a ``failed``
 record). Helm itself runs in a child process (``sampan.helm.engine``), reused while busy.
 
-Invariants: never mutates informer objects; the kubeconfig handed to Helm travels over a pipe
-and never reaches a log or event; status writes are compare-and-swap on resourceVersion.
+Invariants: never mutates informer objects; the kubeconfig handed to Helm is a path to the
+server's 0600 credential file (or travels over the pipe) and never reaches a log or event;
+status writes are compare-and-swap on resourceVersion.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,9 @@ class HelmOptions:
     static_dir: Path = Path("/var/lib/sampan/server/static")
     """``<data-dir>/server/static``: what ``https://%{KUBERNETES_API}%/static/...`` names."""
     default_timeout_s: float = DEFAULT_OPERATION_TIMEOUT_S
-    engine_kubeconfig: str = field(default="", repr=False)
-    """A kubeconfig for Helm; empty = one made from the controller's own client."""
+    kubeconfig_path: Path | None = None
+    """The controller's own kubeconfig file (0600), handed to Helm by path; None = the
+    kubeconfig is made from the controller's client and sent over the pipe."""
 
 
 def kubeconfig_text(config: ClientConfig) -> str:
@@ -189,7 +191,11 @@ class HelmChartController(QueueController):
         super().__init__(ctx)
         self.client = ctx.client
         self.recorder = ctx.recorder(CONTROLLER_NAME)
-        self.kubeconfig = self.options.engine_kubeconfig or kubeconfig_text(ctx.client.config)
+        self.cluster: Obj = (
+            {"kubeconfig_path": str(self.options.kubeconfig_path)}
+            if self.options.kubeconfig_path is not None
+            else {"kubeconfig": kubeconfig_text(ctx.client.config)}
+        )
         self.engine = HelmEngine()
         # key -> (uid, configHash) last applied by this controller: the informer cache may not
         # hold our own status write yet when the key comes round again.
@@ -404,7 +410,7 @@ class HelmChartController(QueueController):
     async def _run(self, request: Obj, *, timeout_s: float | None = None) -> Any:
         try:
             return await self.engine.run(
-                {**request, "kubeconfig": self.kubeconfig},
+                {**request, **self.cluster},
                 timeout_s=timeout_s or request.get("timeout_s"),
             )
         except EngineError as exc:

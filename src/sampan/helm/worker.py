@@ -7,8 +7,10 @@ it exits when stdin ends. It imports only the standard library and
 ``helm_python`` (which loads Helm's Go runtime), so it starts quickly; ``sampan.helm.engine``
 is the server side.
 
-Requests (``kubeconfig`` is the YAML text, received over the pipe; ``driver`` is Helm's release
-storage, ``secret`` by default or ``configmap``):
+Requests name the cluster with ``kubeconfig_path`` (a 0600 file of the server's) or
+``kubeconfig`` (the YAML text, received over the pipe; the library keeps a private temporary
+copy while the child lives); ``driver`` is Helm's release storage, ``secret`` by default or
+``configmap``:
 
 * ``apply``: install the release, or upgrade it, per its history and ``failure_policy``
   (``reinstall``: a release whose last revision is failed and that never deployed, or one left
@@ -157,11 +159,20 @@ _CONFIGS: dict[tuple[str, str, str], Any] = {}
 MAX_CONFIGS = 16
 
 
-def _config(helm: Any, kubeconfig: str, namespace: str, driver: str) -> Any:
-    key = (kubeconfig, namespace, driver)
+def _config(helm: Any, request: Mapping[str, Any]) -> Any:
+    path = str(request.get("kubeconfig_path") or "")
+    text = "" if path else str(request["kubeconfig"])
+    namespace = str(request["namespace"])
+    driver = str(request.get("driver") or "secret")
+    key = (path or text, namespace, driver)
     cfg = _CONFIGS.pop(key, None)
     if cfg is None:
-        cfg = helm.Config(kubeconfig_content=kubeconfig, namespace=namespace, storage_driver=driver)
+        cfg = helm.Config(
+            kubeconfig_path=path or None,
+            kubeconfig_content=text or None,
+            namespace=namespace,
+            storage_driver=driver,
+        )
     _CONFIGS[key] = cfg
     while len(_CONFIGS) > MAX_CONFIGS:
         _CONFIGS.pop(next(iter(_CONFIGS))).close()
@@ -175,9 +186,7 @@ def _perform(request: Mapping[str, Any]) -> Any:
     action = request.get("action")
     if action == "pull":
         return _pull(helm, request)
-    cfg = _config(
-        helm, request["kubeconfig"], request["namespace"], request.get("driver") or "secret"
-    )
+    cfg = _config(helm, request)
     if action == "apply":
         return _apply(helm, cfg, request)
     if action == "uninstall":

@@ -395,7 +395,11 @@ def _helm_controller(config: Config) -> Callable[[Any], Any]:
     """The HelmChart controller, leader-elected with the controller manager's timings."""
     from sampan.helm import HelmControllerComponent, HelmOptions
 
-    options = HelmOptions(static_dir=config.data_dir / "server" / "static")
+    options = HelmOptions(
+        static_dir=config.data_dir / "server" / "static",
+        # Written by its ClientComponent before the component is built (0600).
+        kubeconfig_path=config.data_dir / "server" / "cred" / "helm-controller.kubeconfig",
+    )
     manager_options = controller_manager_options(config)
     return lambda client_config: HelmControllerComponent(client_config, options, manager_options)
 
