@@ -9,8 +9,10 @@ archives over HTTP on 127.0.0.1.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import ssl
 import tarfile
 from collections.abc import Mapping
 from typing import Any
@@ -164,12 +166,21 @@ def package(files: Mapping[str, str]) -> bytes:
 
 
 class ChartRepo:
-    """A chart repository: ``/index.yaml`` and ``/charts/<name>-<version>.tgz``."""
+    """A chart repository: ``/index.yaml`` and ``/charts/<name>-<version>.tgz``; over TLS
+    with ``ssl_context``, and asking for basic auth with ``credentials`` (user, password)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         self.archives: dict[str, tuple[str, str, bytes]] = {}  # file -> (name, version, data)
         self.runner: web.AppRunner | None = None
         self.url = ""
+        self.ssl_context = ssl_context
+        self.credentials = credentials
+        self.refused = 0
 
     def add(self, files: Mapping[str, str]) -> bytes:
         chart = yaml.safe_load(
@@ -198,15 +209,25 @@ class ChartRepo:
         return yaml.safe_dump({"apiVersion": "v1", "entries": entries})
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._auth])
         app.router.add_get("/index.yaml", self._index)
         app.router.add_get("/charts/{file}", self._archive)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         port = self.runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        scheme = "https" if self.ssl_context else "http"
+        self.url = f"{scheme}://127.0.0.1:{port}"
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.credentials is not None:
+            want = "Basic " + base64.b64encode(":".join(self.credentials).encode()).decode()
+            if request.headers.get("Authorization") != want:
+                self.refused += 1
+                raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Basic realm="charts"'})
+        return await handler(request)
 
     async def stop(self) -> None:
         if self.runner is not None:

@@ -99,12 +99,15 @@ class RepoAccess:
             return False
         return _ssl_context(self.ca_pem.strip())
 
-    def auth_for(self, url: str, repo_url: str) -> aiohttp.BasicAuth | None:
+    def headers_for(self, url: str, repo_url: str) -> dict[str, str]:
+        """The basic-auth header for ``url``: only on the repository's host unless
+        ``pass_credentials``."""
         if not self.username and not self.password:
-            return None
+            return {}
         if not self.pass_credentials and urlsplit(url).netloc != urlsplit(repo_url).netloc:
-            return None
-        return aiohttp.BasicAuth(self.username, self.password)
+            return {}
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
 
 
 @functools.lru_cache(maxsize=8)
@@ -204,7 +207,7 @@ async def _get(
 ) -> bytes:
     try:
         async with session.get(
-            url, auth=access.auth_for(url, repo_url), ssl=access.ssl_context(url)
+            url, headers=access.headers_for(url, repo_url), ssl=access.ssl_context(url)
         ) as response:
             if response.status == 404:
                 raise ChartSourceError("ChartNotFound", f"{url}: 404 Not Found")
