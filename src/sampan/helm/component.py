@@ -20,7 +20,7 @@ import contextlib
 import logging
 from typing import Any
 
-from sampan.client import AlreadyExistsError, ApiError, Client, ClientConfig, NotFoundError
+from sampan.client import AlreadyExistsError, Client, ClientConfig, ClientError, NotFoundError
 from sampan.client.api import Resource
 from sampan.controllers.base import ControllerManagerOptions
 from sampan.controllers.manager import ControllerManager
@@ -125,7 +125,7 @@ class HelmControllerComponent:
                 try:
                     await ensure_crds(client)
                     break
-                except (ApiError, OSError) as exc:
+                except (ClientError, OSError) as exc:  # API errors, transport errors
                     log.warning("helm-controller: cannot install its CRDs yet: %s", exc)
                     await asyncio.sleep(CRD_RETRY_S)
         manager = ControllerManager(
