@@ -172,7 +172,7 @@ class HelmBench:
         self.report()
 
     def report(self) -> None:
-        print(f"{'':28} {'HelmChart':>10} {'engine':>10} {'kubectl SSA':>12} {'ratio':>7}")
+        print(f"{'':28} {'HelmChart':>10} {'cold engine':>12} {'kubectl SSA':>12} {'ratio':>7}")
         by_label: dict[str, list[tuple[float, float, float]]] = {}
         for label, h, e, k in self.rows:
             by_label.setdefault(label, []).append((h, e, k))
