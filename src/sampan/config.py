@@ -401,6 +401,14 @@ OPTIONS: tuple[Option, ...] = (
         commands=SERVER,
     ),
     _o("disable-agent", "bool", False, "components", "Do not run a local agent", commands=SERVER),
+    _o(
+        "disable-helm-controller",
+        "bool",
+        False,
+        "components",
+        "Disable the Helm controller (same as --disable=helm-controller)",
+        commands=SERVER,
+    ),
     # -- storage
     _o(
         "default-local-storage-path",
@@ -534,6 +542,7 @@ class Config:
     disable_controller_manager: bool = False
     disable_cloud_controller: bool = False
     disable_agent: bool = False
+    disable_helm_controller: bool = False
     default_local_storage_path: str = ""
     disable_network_policy: bool = False
     kube_apiserver_arg: tuple[str, ...] = ()

@@ -97,6 +97,7 @@ from sampan.apiserver.openapi_pb import PROTOBUF_CONTENT_TYPE, PROTOBUF_MEDIA_TY
 from sampan.apiserver.podproxy import PodProxy, build_pod_proxy
 from sampan.apiserver.requestinfo import RequestInfo, parse_request_info
 from sampan.apiserver.responses import error_response, json_response
+from sampan.apiserver.static import is_static_path, serve_static
 from sampan.apiserver.storage import DeleteOptions, Storage
 from sampan.apiserver.storage.encryption import (
     EncryptionConfig,
@@ -155,6 +156,9 @@ class APIServerOptions:
     """kube-apiserver's ``--encryption-provider-config``: resources encrypted at rest
     (storage/encryption.py); a bad file stops the start."""
     header_read_timeout_s: float = DEFAULT_HEADER_READ_TIMEOUT_S
+    static_dir: Path | None = None
+    """``<data-dir>/server/static``: served unauthenticated under ``/static/`` (K3s); None =
+    not served."""
 
     @property
     def service_ip(self) -> str:
@@ -511,6 +515,8 @@ class APIServer:
         try:
             if self._rt.join is not None and is_join_path(request.path):
                 return await self._rt.join.handle(request)
+            if self.options.static_dir is not None and is_static_path(request.path):
+                return await serve_static(self.options.static_dir, request)
             ri = parse_request_info(request.method, request.path, request.query)
             user = await self._authenticate(request)
             if user is None:

@@ -85,9 +85,14 @@ class ControllerManager:
         *,
         controllers: Mapping[str, type[Controller]] | None = None,
         clock: Clock | None = None,
+        lease_name: str = LEASE_NAME,
+        user_agent: str = USER_AGENT,
     ) -> None:
-        """``controllers`` defaults to ``registry.CONTROLLERS`` (tests pass a subset)."""
-        self.client_config = client_config.with_user_agent(USER_AGENT)
+        """``controllers`` defaults to ``registry.CONTROLLERS`` (tests pass a subset).
+        ``lease_name``: another set of controllers (the helm controller) runs under its own
+        Lease in kube-system, so it elects its leader apart from kube-controller-manager."""
+        self.client_config = client_config.with_user_agent(user_agent)
+        self.lease_name = lease_name
         self.options = options or ControllerManagerOptions()
         self.identity = self.options.identity or default_identity()
         self._controllers = controllers
@@ -170,7 +175,7 @@ class ControllerManager:
             self._elector = LeaderElector(
                 self._client,
                 LEASE_NAMESPACE,
-                LEASE_NAME,
+                self.lease_name,
                 self.identity,
                 self._lead,
                 self._stopped_leading,
@@ -207,7 +212,10 @@ class ControllerManager:
         log.info("controllers: term %d started by %s", self.terms, self.identity)
         if self.options.leader_elect:
             context.recorder(LEADER_ELECTION_SOURCE).event(
-                LEASE_REFERENCE, TYPE_NORMAL, "LeaderElection", f"{self.identity} became leader"
+                {**LEASE_REFERENCE, "name": self.lease_name},
+                TYPE_NORMAL,
+                "LeaderElection",
+                f"{self.identity} became leader",
             )
         try:
             for name, cls in registry.items():

@@ -120,6 +120,7 @@ class APIServerComponent:
             kubeconfig_mode=config.kubeconfig_mode,
             limits=self._limits,
             encryption_provider_config=self._encryption,
+            static_dir=config.data_dir / "server" / "static",
         )
         assert self._datastore.backend is not None
         server = APIServer(options, self._datastore.backend)
@@ -331,7 +332,7 @@ class ServerNodeLabels:
             self._client = None
 
 
-SERVER_DIRS = ("db", "tls", "manifests", "cred")
+SERVER_DIRS = ("db", "tls", "manifests", "cred", "static")
 
 
 ENCRYPTION_PROVIDER_CONFIG_ARG = "encryption-provider-config"
@@ -451,6 +452,24 @@ def _controller_manager(config: Config, api: APIServerComponent) -> Callable[[An
     return build
 
 
+def helm_controller_enabled(config: Config) -> bool:
+    """K3s's two switches: ``--disable=helm-controller`` and ``--disable-helm-controller``."""
+    return not config.disable_helm_controller and "helm-controller" not in config.disable
+
+
+def _helm_controller(config: Config) -> Callable[[Any], Any]:
+    """The HelmChart controller, leader-elected with the controller manager's timings."""
+    from sampan.helm import HelmControllerComponent, HelmOptions
+
+    options = HelmOptions(
+        static_dir=config.data_dir / "server" / "static",
+        # Written by its ClientComponent before the component is built (0600).
+        kubeconfig_path=config.data_dir / "server" / "cred" / "helm-controller.kubeconfig",
+    )
+    manager_options = controller_manager_options(config)
+    return lambda client_config: HelmControllerComponent(client_config, options, manager_options)
+
+
 def _scheduler(config: Config) -> Callable[[Any], Any]:
     """Validate ``kube-scheduler-arg`` (and the configuration file it names) now."""
     from sampan.scheduler import Scheduler, SchedulerConfigError, SchedulerOptions
@@ -532,6 +551,7 @@ def _metrics_server_removal(client_config: Any) -> Any:
 def server_components(config: Config) -> list[Component]:
     for sub in SERVER_DIRS:
         os.makedirs(config.data_dir / "server" / sub, mode=0o700, exist_ok=True)
+    os.makedirs(config.data_dir / "server" / "static" / "charts", mode=0o700, exist_ok=True)
     cred = config.data_dir / "server" / "cred"
     datastore = DatastoreComponent(config.datastore_endpoint.reveal(), config.data_dir)
     api = APIServerComponent(config, datastore)
@@ -554,6 +574,18 @@ def server_components(config: Config) -> list[Component]:
                 cred,
                 common_name="system:kube-scheduler",
                 build=_scheduler(config),
+            )
+        )
+    if helm_controller_enabled(config):
+        # Helm charts may hold any kind: cluster-admin, as K3s's Helm jobs run.
+        components.append(
+            ClientComponent(
+                "helm-controller",
+                api,
+                cred,
+                common_name="system:sampan-helm-controller",
+                organizations=("system:masters",),
+                build=_helm_controller(config),
             )
         )
     # Manifests in <data-dir>/server/manifests, applied as cluster-admin (as K3s deploys them).
