@@ -39,12 +39,12 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from sampan.api import times
 from sampan.client import ClientConfig, ConflictError, NotFoundError
 from sampan.client.api import CONFIGMAPS, SECRETS
 from sampan.client.events import TYPE_NORMAL, TYPE_WARNING
@@ -168,7 +168,7 @@ def _meta(obj: Any) -> Obj:
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times.now()
 
 
 def helm_controller_class(options: HelmOptions) -> type[HelmChartController]:
