@@ -3,10 +3,8 @@
 Owns the write behind ``POST .../pods/<name>/binding``. Upstream's BindingREST writes the pod
 straight through storage (no update strategy: spec.nodeName is otherwise immutable), sets
 spec.nodeName, merges the binding's annotations, and marks the PodScheduled condition True.
-The storage layer's ResourceStore has no such path yet, so this module does the
-compare-and-swap itself against the datastore (read through the store, write with the
-revision read; retry on a lost race). When ResourceStore grows a ``binding`` update, this
-module shrinks to a call.
+The write goes through the store's ``guaranteed_update`` with ``subresource="binding"``,
+which stores the pod as mutated here (system metadata kept, no strategy).
 
 Invariants: a pod already bound, or being deleted, is never rebound (409); the write is a
 CAS on the revision that was checked, so two racing binders cannot both win.
@@ -14,18 +12,12 @@ CAS on the revision that was checked, so two racing binders cannot both win.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from sampan.api import times
-from sampan.api.errors import Conflict, NotFound, ServiceUnavailable
-from sampan.api.resources import storage_key
-from sampan.apiserver.negotiation import dump_json
+from sampan.api.errors import Conflict
 
-__all__ = ["BIND_RETRIES", "bind_pod"]
-
-BIND_RETRIES = 5
-"""CAS attempts before giving up with 409 (each retry re-reads the pod)."""
+__all__ = ["bind_pod"]
 
 
 def _conflict(name: str, detail: str) -> Conflict:
@@ -58,7 +50,6 @@ def _assign(pod: dict[str, Any], name: str, node_name: str, annotations: dict[st
 
 async def bind_pod(
     store: Any,
-    backend: Any,
     namespace: str,
     name: str,
     node_name: str,
@@ -66,25 +57,15 @@ async def bind_pod(
     *,
     dry_run: bool = False,
 ) -> dict[str, Any]:
-    from sampan.datastore import ConflictError, KeyNotFoundError, StoreError
+    """Bind the pod through the store's compare-and-swap (``subresource="binding"``: no
+    update strategy, as upstream's BindingREST); a lost race re-reads and re-checks."""
 
-    key = storage_key(store.info, namespace, name)
-    for _ in range(BIND_RETRIES):
-        current = await store.get(namespace, name)
-        revision = int(current["metadata"]["resourceVersion"])
-        pod = copy.deepcopy(current)
+    def assign(pod: dict[str, Any]) -> dict[str, Any]:
         _assign(pod, name, node_name, annotations)
-        if dry_run:
-            return pod
-        pod["metadata"].pop("resourceVersion", None)
-        try:
-            record = await backend.update(key, dump_json(pod), revision)
-        except ConflictError:
-            continue
-        except KeyNotFoundError as exc:
-            raise NotFound.for_object("pods", "", name) from exc
-        except StoreError as exc:
-            raise ServiceUnavailable(f"the datastore is unavailable: {type(exc).__name__}") from exc
-        pod["metadata"]["resourceVersion"] = str(record.mod_revision)
+        pod.get("metadata", {}).pop("resourceVersion", None)
         return pod
-    raise _conflict(name, "the object has been modified; please try again")
+
+    bound: dict[str, Any] = await store.guaranteed_update(
+        namespace, name, assign, subresource="binding", dry_run=dry_run
+    )
+    return bound

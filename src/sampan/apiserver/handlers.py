@@ -80,7 +80,6 @@ if TYPE_CHECKING:
     from sampan.apiserver.crd import CustomResources
     from sampan.apiserver.openapi import OpenAPI
     from sampan.apiserver.storage import DeleteOptions, ResourceStore, Storage
-    from sampan.datastore import Backend
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +155,6 @@ class HandlerContext:
     label_selector: Callable[[str], Selector]
     field_selector: Callable[[ResourceInfo, str], FieldSelector]
     convert: Callable[[ResourceInfo, dict[str, Any], ResourceInfo], dict[str, Any]] | None
-    backend: Backend  # pods/binding writes through it (see binding.py)
     rules_for: Callable[[UserInfo, str], tuple[list[dict[str, Any]], list[dict[str, Any]], bool]]
     authenticate_token: Callable[[str], Awaitable[UserInfo | None]]
     api_audiences: tuple[str, ...]
@@ -1058,7 +1056,6 @@ class ResourceHandler:
 
         await bind_pod(
             self._store(pods),
-            self.ctx.backend,
             namespace or "",
             pod_name,
             node_name,

@@ -477,7 +477,6 @@ class APIServer:
             label_selector=_parse_label_selector,
             field_selector=_parse_field_selector,
             convert=convert,
-            backend=self.backend,
             rules_for=rt.authorizer.rules_for,
             authenticate_token=self._authenticate_token,
             api_audiences=tuple(DEFAULT_API_AUDIENCES),

@@ -782,6 +782,10 @@ class ResourceStore:
             meta.pop("namespace", None)
         elif not meta.get("namespace"):
             meta["namespace"] = old_meta.get("namespace")
+        if subresource == "binding":
+            # pods/binding: spec.nodeName, annotations and the PodScheduled condition are
+            # written as the binding set them; no strategy (upstream's BindingREST).
+            return _without_rv(result)
         if subresource in ("ephemeralcontainers", "approval") and (
             _api.strategy_prepare_for_subresource_update(sinfo, subresource, result, old)
         ):
