@@ -275,6 +275,55 @@ async def test_behavior_policies(client: Client, run_controller: RunController) 
     assert _condition(hpa, "ScalingLimited")["reason"] == "ScaleDownLimit"
 
 
+async def test_scale_down_after_shortened_window_with_select_policy(
+    client: Client, run_controller: RunController
+) -> None:
+    """Load stops: nothing happens inside ``scaleDown.stabilizationWindowSeconds`` (30 s),
+    then the policies limit the step, ``selectPolicy: Min`` picking the smaller change; a
+    scale-up inside a policy's period counts against the next scale-down, as upstream."""
+    clock = FakeClock(T0)
+    metrics = FakeMetrics()
+    metrics.cpu = {f"p{i}": 50 for i in range(1, 5)}  # on target: 4 stays 4
+    await _deployment(client, 4)
+    for i in range(1, 5):
+        await _pod(client, f"p{i}")
+    behavior = {
+        "scaleDown": {
+            "stabilizationWindowSeconds": 30,
+            "selectPolicy": "Min",
+            "policies": [
+                {"type": "Pods", "value": 1, "periodSeconds": 60},
+                {"type": "Percent", "value": 50, "periodSeconds": 60},
+            ],
+        },
+    }
+    await _hpa(client, behavior=behavior, max_replicas=10)
+    await run_controller(_controller(metrics), clock=clock)
+    await _status_where(client, lambda h: _utilization(h) == 50)
+    assert await _replicas(client) == 4
+
+    metrics.cpu = {f"p{i}": 5 for i in range(1, 5)}  # the load stops: 10% wants 1
+    clock.advance(SYNC_PERIOD_S)
+    hpa = await _status_where(client, lambda h: _utilization(h) == 5)
+    assert _condition(hpa, "AbleToScale")["reason"] == "ScaleDownStabilized"
+    assert hpa["status"]["desiredReplicas"] == 4 and await _replicas(client) == 4
+
+    clock.advance(SYNC_PERIOD_S + 1)  # 31 s after the last recommendation of 4
+    hpa = await _status_where(client, lambda h: h["status"].get("desiredReplicas") == 3)
+    # Min of the changes: 1 pod (to 3), not 50% (to 2)
+    assert _condition(hpa, "ScalingLimited")["reason"] == "ScaleDownLimit"
+    assert await _replicas(client) == 3
+
+    clock.advance(SYNC_PERIOD_S)  # inside the 60 s period of that step: no further change
+    hpa = await _status_where(
+        client, lambda h: h["status"]["currentReplicas"] == 3 and h["status"]["desiredReplicas"] == 3
+    )
+    assert await _replicas(client) == 3
+    clock.advance(60)
+    await _status_where(client, lambda h: h["status"].get("desiredReplicas") == 2)
+    assert await _replicas(client) == 2
+
+
 async def test_missing_metrics_and_requests(client: Client, run_controller: RunController) -> None:
     clock = FakeClock(T0)
     metrics = FakeMetrics()
