@@ -316,7 +316,8 @@ async def test_scale_down_after_shortened_window_with_select_policy(
 
     clock.advance(SYNC_PERIOD_S)  # inside the 60 s period of that step: no further change
     hpa = await _status_where(
-        client, lambda h: h["status"]["currentReplicas"] == 3 and h["status"]["desiredReplicas"] == 3
+        client,
+        lambda h: h["status"]["currentReplicas"] == 3 and h["status"]["desiredReplicas"] == 3,
     )
     assert await _replicas(client) == 3
     clock.advance(60)
