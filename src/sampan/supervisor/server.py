@@ -2,7 +2,10 @@
 
 Order (each waits on the readiness of the ones before it): datastore -> API server ->
 controllers -> scheduler -> addons (auto-deployed manifests) -> the embedded agent.
-Components after the API server talk to it only through the Kubernetes API, each with its
+The controllers and the scheduler record their Prometheus series in the API server's
+registry, so its ``/metrics`` serves them all (K3s serves its embedded components' metrics on
+the apiserver's port the same way). Components after the API server talk to it only through
+the Kubernetes API, each with its
 own client certificate and kubeconfig under ``<data-dir>/server/cred/`` (as K3s keeps
 ``server/cred/*.kubeconfig``), exactly as a remote component would.
 
@@ -377,15 +380,24 @@ def controller_manager_options(config: Config) -> Any:
         raise ConfigError(f"kube-controller-manager-arg: {exc}") from None
 
 
-def _controller_manager(config: Config) -> Callable[[Any], Any]:
+def _shared_registry(api: APIServerComponent) -> Any:
+    """The metrics registry of the in-process components: the API server's, served on its
+    ``/metrics`` (as K3s serves its embedded components' metrics on the apiserver's)."""
+    assert api.server is not None, "the API server starts first"
+    return api.server.metrics.registry
+
+
+def _controller_manager(config: Config, api: APIServerComponent) -> Callable[[Any], Any]:
     """Validate the controller manager's options now; build the component at start."""
     from sampan.controllers.manager import ControllerManager
 
     options = controller_manager_options(config)
-    return lambda client_config: ControllerManager(client_config, options)
+    return lambda client_config: ControllerManager(
+        client_config, options, metrics_registry=_shared_registry(api)
+    )
 
 
-def _scheduler(config: Config) -> Callable[[Any], Any]:
+def _scheduler(config: Config, api: APIServerComponent) -> Callable[[Any], Any]:
     """Validate ``kube-scheduler-arg`` (and the configuration file it names) now."""
     from sampan.scheduler import Scheduler, SchedulerConfigError, SchedulerOptions
     from sampan.scheduler.config import resolve_options
@@ -395,7 +407,9 @@ def _scheduler(config: Config) -> Callable[[Any], Any]:
         resolve_options(options)
     except SchedulerConfigError as exc:
         raise ConfigError(str(exc)) from None
-    return lambda client_config: Scheduler(client_config, options)
+    return lambda client_config: Scheduler(
+        client_config, options, metrics_registry=_shared_registry(api)
+    )
 
 
 def _addons(config: Config) -> Callable[[Any], Any]:
@@ -471,7 +485,7 @@ def server_components(config: Config) -> list[Component]:
                 api,
                 cred,
                 common_name="system:sampan-controller",
-                build=_controller_manager(config),
+                build=_controller_manager(config, api),
             )
         )
     if not config.disable_scheduler:
@@ -481,7 +495,7 @@ def server_components(config: Config) -> list[Component]:
                 api,
                 cred,
                 common_name="system:kube-scheduler",
-                build=_scheduler(config),
+                build=_scheduler(config, api),
             )
         )
     # Manifests in <data-dir>/server/manifests, applied as cluster-admin (as K3s deploys them).
