@@ -109,6 +109,8 @@ async def test_scheduler_and_workqueue_series(harness: ServerHarness) -> None:
                             samples, "workqueue_work_duration_seconds_count", name="deployment"
                         )
                         >= 1
+                        # settled: every key added has been handed out
+                        and _value(samples, "workqueue_depth", name="deployment") == 0
                     )
                     if done:
                         break
@@ -138,7 +140,6 @@ async def test_scheduler_and_workqueue_series(harness: ServerHarness) -> None:
         "gated",
     }
     assert _value(samples, "workqueue_adds_total", name="deployment") >= 1
-    assert _value(samples, "workqueue_depth", name="deployment") == 0
     le = [
         s.labels["le"]
         for s in samples
@@ -146,4 +147,13 @@ async def test_scheduler_and_workqueue_series(harness: ServerHarness) -> None:
     ]
     # Go's ExponentialBuckets(10e-7, 10, 10), the same floats as kube-controller-manager's
     assert le[:2] == ["1e-06", "9.999999999999999e-06"] and len(le) == 11 and le[-1] == "+Inf"
-    assert _value(samples, "workqueue_longest_running_processor_seconds", name="deployment") == 0
+    in_progress = {
+        s.name
+        for s in samples
+        if s.name.startswith("workqueue_") and s.labels.get("name") == "deployment"
+    }
+    assert {
+        "workqueue_longest_running_processor_seconds",
+        "workqueue_unfinished_work_seconds",
+        "workqueue_retries_total",
+    } <= in_progress

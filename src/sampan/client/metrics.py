@@ -11,6 +11,11 @@ This module owns:
   ``workqueue_longest_running_processor_seconds``, computed here when scraped.
   ``WorkQueueMetrics.of(registry)`` gives the one instance of a registry (a registry refuses
   a family twice), and ``queue(name)`` the recorder a ``WorkQueue`` calls.
+* ``CompactHistogram`` — a histogram family exposed by ``prometheus_client`` like its
+  ``Histogram``, but keeping each label set's bucket counts in one array of floats (8 bytes
+  a bucket) instead of an object with its own lock per bucket (~150 bytes): the API server's
+  240 and more label sets of 24 buckets each made that the largest cost of metrics. It is
+  not thread-safe: observe on the event loop (every Sampan component does).
 * ``disable_created_metrics()`` at import: Go's client emits no ``*_created`` series, so
   neither do we (it is a process-wide switch of ``prometheus_client``; it also saves a
   float per counter and histogram child).
@@ -29,15 +34,24 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Hashable, Iterable
+from array import array
+from bisect import bisect_left
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client import disable_created_metrics as _disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-__all__ = ["WORKQUEUE_BUCKETS", "QueueMetrics", "WorkQueueMetrics", "exponential_buckets"]
+__all__ = [
+    "WORKQUEUE_BUCKETS",
+    "CompactHistogram",
+    "QueueMetrics",
+    "WorkQueueMetrics",
+    "exponential_buckets",
+]
 
 _disable_created_metrics()
 
@@ -55,6 +69,82 @@ def exponential_buckets(start: float, factor: float, count: int) -> tuple[float,
 
 
 WORKQUEUE_BUCKETS = exponential_buckets(1e-6, 10, 10)
+
+
+class _HistogramChild:
+    """One label set: counts per bucket (not cumulative), their total and the sum."""
+
+    __slots__ = ("_bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = array("d", bytes(8 * len(bounds)))
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        index = bisect_left(self._bounds, value)  # the first bound >= value (le)
+        if index < len(self.counts):
+            self.counts[index] += 1
+        self.count += 1
+        self.sum += value
+
+
+class CompactHistogram(Collector):
+    """A histogram family with ``prometheus_client``'s exposition (``_bucket{le}``,
+    ``_count``, ``_sum``) and small children; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(float(b) for b in buckets if b != float("inf"))
+        if list(self.bounds) != sorted(set(self.bounds)):
+            raise ValueError(f"{name}: buckets must be increasing")
+        self._les = [floatToGoString(b) for b in self.bounds]
+        self._children: dict[tuple[str, ...], _HistogramChild] = {}
+        registry.register(self)
+
+    def labels(self, *values: str, **by_name: str) -> _HistogramChild:
+        """The child of one label set (made on first use), by position or by name."""
+        key = tuple(by_name[n] for n in self.labelnames) if by_name else tuple(values)
+        if len(key) != len(self.labelnames):
+            raise ValueError(f"{self.name}: want labels {self.labelnames}, got {key}")
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = _HistogramChild(self.bounds)
+        return child
+
+    def observe(self, value: float) -> None:
+        """Observe into the only child of a family without labels."""
+        self.labels().observe(value)
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterable[Any]:
+        family = self._family()
+        for key, child in list(self._children.items()):
+            cumulative = 0.0
+            buckets: list[tuple[str, float]] = []
+            for le, count in zip(self._les, child.counts, strict=True):
+                cumulative += count
+                buckets.append((le, cumulative))
+            buckets.append(("+Inf", float(child.count)))
+            family.add_metric(list(key), buckets, child.sum)
+        yield family
+
+    def describe(self) -> Iterable[Any]:
+        return [self._family()]
+
 
 _REGISTRIES: weakref.WeakKeyDictionary[CollectorRegistry, WorkQueueMetrics] = (
     weakref.WeakKeyDictionary()
@@ -105,14 +195,14 @@ class WorkQueueMetrics:
             ("name",),
             registry=registry,
         )
-        self.latency = Histogram(
+        self.latency = CompactHistogram(
             "workqueue_queue_duration_seconds",
             "[BETA] How long in seconds an item stays in workqueue before being requested.",
             ("name",),
             buckets=WORKQUEUE_BUCKETS,
             registry=registry,
         )
-        self.work = Histogram(
+        self.work = CompactHistogram(
             "workqueue_work_duration_seconds",
             "[BETA] How long in seconds processing an item from workqueue takes.",
             ("name",),

@@ -20,9 +20,9 @@ never raises (a query too short to read counts as type ``other``).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 
-from sampan.client.metrics import exponential_buckets
+from sampan.client.metrics import CompactHistogram, exponential_buckets
 
 __all__ = ["TIME_BUCKETS", "DNSMetrics"]
 
@@ -68,7 +68,7 @@ class DNSMetrics:
             ("server", "zone", "view", "rcode", "plugin"),
             registry=registry,
         )
-        self.duration = Histogram(
+        self.duration = CompactHistogram(
             "coredns_dns_request_duration_seconds",
             "Histogram of the time (in seconds) each request took per zone.",
             ("server", "zone", "view"),

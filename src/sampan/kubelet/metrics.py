@@ -12,7 +12,9 @@ was ``Pending`` (or had no status) before.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
+
+from sampan.client.metrics import CompactHistogram
 
 __all__ = ["POD_START_BUCKETS", "KubeletMetrics"]
 
@@ -26,7 +28,7 @@ POD_START_BUCKETS = (
 class KubeletMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.pod_start = Histogram(
+        self.pod_start = CompactHistogram(
             "kubelet_pod_start_duration_seconds",
             "[ALPHA] Duration in seconds from kubelet seeing a pod for the first time to the "
             "pod starting to run",

@@ -9,9 +9,9 @@ kubelet API's ``/metrics``; see ``sampan.client.metrics``):
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
 
-from sampan.client.metrics import exponential_buckets
+from sampan.client.metrics import CompactHistogram, exponential_buckets
 
 __all__ = ["SYNC_BUCKETS", "ProxyMetrics"]
 
@@ -20,7 +20,7 @@ SYNC_BUCKETS = exponential_buckets(0.001, 2, 15)
 
 class ProxyMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.sync_duration = Histogram(
+        self.sync_duration = CompactHistogram(
             "kubeproxy_sync_proxy_rules_duration_seconds",
             "[ALPHA] SyncProxyRules latency in seconds",
             buckets=SYNC_BUCKETS,

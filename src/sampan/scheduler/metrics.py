@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sampan.client.metrics import exponential_buckets
+from sampan.client.metrics import CompactHistogram, exponential_buckets
 
 __all__ = ["ERROR", "PENDING_QUEUES", "SCHEDULED", "UNSCHEDULABLE", "SchedulerMetrics"]
 
@@ -45,7 +45,7 @@ class SchedulerMetrics:
             ("result", "profile"),
             registry=registry,
         )
-        self.duration = Histogram(
+        self.duration = CompactHistogram(
             "scheduler_scheduling_attempt_duration_seconds",
             "[STABLE] Scheduling attempt latency in seconds (scheduling algorithm + binding)",
             ("result", "profile"),
