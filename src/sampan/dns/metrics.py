@@ -14,13 +14,19 @@ what answered, as the CoreDNS plugin that would have: ``kubernetes`` (a cluster 
 ``forward`` (an upstream), ``cache`` (a reply reused from either cache), empty for errors
 the server itself writes (malformed queries).
 
-Invariant: one request and one response counted per reply sent; parsing for the labels
+Invariant: one request and one response counted per reply sent (counted as plain integers,
+summed per family when scraped); parsing for the labels
 never raises (a query too short to read counts as type ``other``).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from sampan.client.metrics import CompactHistogram, exponential_buckets
 
@@ -53,21 +59,13 @@ def query_type(data: bytes) -> str:
     return _TYPES.get(qtype, "other")
 
 
-class DNSMetrics:
+class DNSMetrics(Collector):
+    """The families, registered in ``registry``. Counts are plain integers per label set,
+    summed into the two counter families when scraped: a reply costs a dict update and a
+    histogram observation (no lock; the server answers on the event loop)."""
+
     def __init__(self, registry: CollectorRegistry, port: int) -> None:
         self.server = f"dns://:{port}"
-        self.requests = Counter(
-            "coredns_dns_requests",
-            "Counter of DNS requests made per zone, protocol and family.",
-            ("server", "zone", "view", "proto", "family", "type"),
-            registry=registry,
-        )
-        self.responses = Counter(
-            "coredns_dns_responses",
-            "Counter of response status codes.",
-            ("server", "zone", "view", "rcode", "plugin"),
-            registry=registry,
-        )
         self.duration = CompactHistogram(
             "coredns_dns_request_duration_seconds",
             "Histogram of the time (in seconds) each request took per zone.",
@@ -75,28 +73,44 @@ class DNSMetrics:
             buckets=TIME_BUCKETS,
             registry=registry,
         )
-        # Children by label values: ``labels()`` takes a lock and builds a tuple each call.
-        self._requests: dict[tuple[str, bool, str], object] = {}
-        self._responses: dict[tuple[str, str], object] = {}
         self._duration = self.duration.labels(self.server, ZONE, "")
+        # (type, tcp, ipv6, rcode, plugin) -> replies
+        self._counts: dict[tuple[str, bool, bool, int, str], int] = {}
+        registry.register(self)
 
     def report(
         self, query: bytes, reply: bytes, *, tcp: bool, ipv6: bool, plugin: str, took_s: float
     ) -> None:
-        qtype = query_type(query)
-        key = (qtype, tcp, "2" if ipv6 else "1")
-        child = self._requests.get(key)
-        if child is None:
-            child = self._requests[key] = self.requests.labels(
-                self.server, ZONE, "", "tcp" if tcp else "udp", key[2], qtype
-            )
-        child.inc()  # type: ignore[attr-defined]
-        rcode = _RCODES.get(reply[3] & 0x0F, str(reply[3] & 0x0F)) if len(reply) > 3 else "SERVFAIL"
-        rkey = (rcode, plugin)
-        rchild = self._responses.get(rkey)
-        if rchild is None:
-            rchild = self._responses[rkey] = self.responses.labels(
-                self.server, ZONE, "", rcode, plugin
-            )
-        rchild.inc()  # type: ignore[attr-defined]
+        rcode = reply[3] & 0x0F if len(reply) > 3 else 2  # SERVFAIL when there is no reply
+        key = (query_type(query), tcp, ipv6, rcode, plugin)
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
         self._duration.observe(took_s)
+
+    def collect(self) -> Iterable[Any]:
+        requests: dict[tuple[str, str, str], int] = {}
+        responses: dict[tuple[str, str], int] = {}
+        for (qtype, tcp, ipv6, rcode, plugin), count in list(self._counts.items()):
+            req = ("tcp" if tcp else "udp", "2" if ipv6 else "1", qtype)
+            requests[req] = requests.get(req, 0) + count
+            res = (_RCODES.get(rcode, str(rcode)), plugin)
+            responses[res] = responses.get(res, 0) + count
+        family = CounterMetricFamily(
+            "coredns_dns_requests",
+            "Counter of DNS requests made per zone, protocol and family.",
+            labels=["server", "zone", "view", "proto", "family", "type"],
+        )
+        for (proto, fam, qtype), count in sorted(requests.items()):
+            family.add_metric([self.server, ZONE, "", proto, fam, qtype], count)
+        yield family
+        family = CounterMetricFamily(
+            "coredns_dns_responses",
+            "Counter of response status codes.",
+            labels=["server", "zone", "view", "rcode", "plugin"],
+        )
+        for (rcode_name, plugin), count in sorted(responses.items()):
+            family.add_metric([self.server, ZONE, "", rcode_name, plugin], count)
+        yield family
+
+    def describe(self) -> Iterable[Any]:
+        return []

@@ -373,8 +373,12 @@ class _UDPServer(asyncio.DatagramProtocol):
         log.debug("dns: UDP error: %s", exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        self.server.udp_lost(exc)
+        transport, self.transport = self.transport, None
+        self.server.udp_lost(exc, transport)
+
+
+PORT_ATTEMPTS = 20
+"""Tries at a free UDP port whose TCP port is free too (``listen_port`` 0)."""
 
 
 class DNSServer:
@@ -465,18 +469,34 @@ class DNSServer:
         if self.options.create_interface and not ipaddress.ip_address(address).is_loopback:
             await asyncio.to_thread(ensure_dummy_interface, self.options.interface, address)
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UDPServer(self), local_addr=(address, self.options.listen_port)
-        )
-        self._udp = transport
-        self.port = transport.get_extra_info("sockname")[1]
+        # With listen_port 0 the kernel picks a free UDP port, whose TCP twin may be taken:
+        # then pick again (a fixed port that is taken fails at once).
+        for attempt in range(PORT_ATTEMPTS):
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UDPServer(self), local_addr=(address, self.options.listen_port)
+            )
+            self._udp = transport
+            self.port = transport.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(self._serve_tcp, address, self.port)
+            except OSError as exc:
+                if (
+                    exc.errno != errno.EADDRINUSE
+                    or self.options.listen_port != 0
+                    or attempt == PORT_ATTEMPTS - 1
+                ):
+                    raise
+                self._udp = None  # closed on purpose: udp_lost() must not fail the agent
+                transport.close()
+                continue
+            break
         if self.metrics is None:
             self.metrics = DNSMetrics(self._metrics_registry, self.port)
-        self._tcp = await asyncio.start_server(self._serve_tcp, address, self.port)
 
-    def udp_lost(self, exc: Exception | None) -> None:
-        """The UDP socket closed: expected in ``stop()``, fatal otherwise."""
-        if self._udp is None:
+    def udp_lost(self, exc: Exception | None, transport: Any = None) -> None:
+        """The UDP socket closed: expected in ``stop()`` (or for a socket given up at start),
+        fatal otherwise."""
+        if self._udp is None or (transport is not None and transport is not self._udp):
             return
         self._udp = None
         reason = f"dns: UDP socket on {self.address}:{self.port} closed: {exc}"
