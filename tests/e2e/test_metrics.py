@@ -248,6 +248,15 @@ def test_prometheus_scrapes_the_cluster(cluster: Cluster, tmp_path: Path) -> Non
         )
         assert query('kubelet_running_pods{job="sampan-kubelet"} > 0')
         assert query("kubeproxy_sync_proxy_rules_last_timestamp_seconds > 0")
+        # The node's DNS server, named as CoreDNS's.
+        cluster.kubectl(
+            "exec", "sleeper", "--", "nslookup", "kubernetes.default.svc.cluster.local",
+            check=False,
+        )  # fmt: skip
+        assert cluster.wait(
+            "CoreDNS-named DNS series",
+            lambda: query('coredns_dns_responses_total{job="sampan-kubelet",rcode="NOERROR"} > 0'),
+        )
         assert query('container_cpu_usage_seconds_total{job="sampan-cadvisor",pod="sleeper"}')
     finally:
         proc.terminate()
