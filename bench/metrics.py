@@ -11,15 +11,25 @@ each beside a baseline taken in the same run:
   100 PodMetrics from the store — beside a JSON round trip of the same list;
 * the CPU per node per minute (the kubelet's housekeeping samples every 10 s, and 4 scrapes
   at the 15 s default: render, parse, store), as a percentage of one core (goal < 1 %);
-* the RSS added by the metrics modules and a store holding 100 pods (goal <= 10 MB).
+* the RSS added by metrics (goal <= 10 MB), each part measured in a fresh interpreter so the
+  timing runs above do not count: ``prometheus_client`` itself, imported after the
+  libraries a server loads anyway (aiohttp, cryptography, grpc, yaml, the client); the
+  metrics code (the metrics-server add-on, the kubelet's stats) imported after every
+  component; and the live series and stores of a busy one-node server: the API server's
+  (240 request label sets), 30 controllers' work queues, the scheduler's, the kubelet's
+  with 100 pods (``/stats/summary``, ``/metrics/resource``, ``/metrics/cadvisor`` rendered),
+  the proxy's, the DNS server's, and the add-on's store with two scrapes of 100 pods.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -113,13 +123,6 @@ async def _median_ms(fn: Any, repeat: int = REPEAT) -> float:
 
 
 async def main() -> None:
-    # The node agent and the server load these anyway: not the metrics' cost.
-    import aiohttp  # noqa: F401
-
-    from sampan.client import Client  # noqa: F401
-    from sampan.kubelet.runtime import cri, pb  # noqa: F401
-
-    rss_before = _rss_kib()
     from sampan.addons.metrics.store import MetricsStore, parse_resource_metrics
     from sampan.kubelet.stats import StatsProvider
 
@@ -173,12 +176,150 @@ async def main() -> None:
         f"add-on CPU per node per minute: {per_minute_s * 1000:.1f} ms = "
         f"{per_minute_s / 60 * 100:.3f} % of one core (goal < 1 %)"
     )
-    rss_after = _rss_kib()
+    parts = {stage: _rss_stage_mb(stage) for stage in ("library", "code", "series")}
     print(
-        f"RSS added by the metrics modules and stores: {(rss_after - rss_before) / 1024:.1f} MB"
-        " (goal <= 10 MB)"
+        f"RSS added by metrics: {sum(parts.values()):.1f} MB (goal <= 10 MB) = "
+        f"prometheus_client {parts['library']:.1f} + metrics code {parts['code']:.1f}"
+        f" + live series and stores {parts['series']:.1f}"
     )
 
 
+# --- RSS, each stage in a fresh interpreter --------------------------------------------------
+
+
+def _rss_stage_mb(stage: str) -> float:
+    """The RSS ``stage`` adds (MB), measured in a child process (see ``_rss_child``)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.metrics", "--rss", stage],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    return int(out.stdout.split()[-1]) / 1024
+
+
+def _settled_rss_kib() -> int:
+    gc.collect()
+    return _rss_kib()
+
+
+def _rss_child(stage: str) -> int:
+    """KiB of RSS ``stage`` adds on top of what comes before it:
+
+    * ``library``: ``prometheus_client`` after the libraries every server loads anyway;
+    * ``code``: the metrics-only modules after every component (which import the small
+      per-component metrics modules and ``prometheus_client`` themselves);
+    * ``series``: the live registries, samples and stores of a busy one-node server.
+    """
+    import aiohttp.web  # noqa: F401
+    import cryptography.x509  # noqa: F401
+    import grpc  # noqa: F401
+    import yaml  # noqa: F401
+
+    import sampan.client.informer
+    import sampan.pki.tls
+
+    if stage == "library":
+        before = _settled_rss_kib()
+        import prometheus_client  # noqa: F401
+
+        return _settled_rss_kib() - before
+    import sampan.apiserver.server
+    import sampan.controllers.manager
+    import sampan.dns
+    import sampan.kubelet
+    import sampan.proxy
+    import sampan.scheduler
+
+    if stage == "code":
+        before = _settled_rss_kib()
+        import sampan.addons.metrics
+        import sampan.kubelet.server
+        import sampan.kubelet.stats
+
+        return _settled_rss_kib() - before
+    import sampan.addons.metrics
+    import sampan.kubelet.stats  # noqa: F401
+
+    before = _settled_rss_kib()
+    keep = asyncio.run(_live_series())
+    after = _settled_rss_kib()
+    del keep
+    return after - before
+
+
+async def _live_series() -> list[Any]:
+    """Build and exercise every registry and store a busy one-node server holds."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from sampan.addons.metrics.store import MetricsStore, parse_resource_metrics
+    from sampan.apiserver.metrics import APIServerMetrics
+    from sampan.apiserver.requestinfo import RequestInfo
+    from sampan.client.metrics import WorkQueueMetrics
+    from sampan.dns.metrics import DNSMetrics
+    from sampan.kubelet.metrics import KubeletMetrics
+    from sampan.kubelet.stats import StatsProvider
+    from sampan.proxy.metrics import ProxyMetrics
+    from sampan.scheduler.metrics import SchedulerMetrics
+
+    api = APIServerMetrics()
+    registry = api.registry
+    resources = [f"kind{i}s" for i in range(30)]
+    for res in resources:
+        for verb in ("get", "list", "watch", "create", "update", "patch", "delete", "proxy"):
+            ri = RequestInfo(
+                path="/", is_resource_request=True, verb=verb, api_group="", api_version="v1",
+                resource=res, namespace="default", name="x" if verb == "get" else "",
+            )  # fmt: skip
+            with api.track("GET", ri, dry_run=False) as code:
+                code.append(200)
+    queues = WorkQueueMetrics.of(registry)
+    recorders = [queues.queue(f"controller-{i}") for i in range(30)]
+    for recorder in recorders:
+        for key in range(20):
+            recorder.add(key)
+            recorder.get(key)
+            recorder.done(key)
+        recorder.retry()
+    scheduler = SchedulerMetrics(registry, dict)
+    for result in ("scheduled", "unschedulable", "error"):
+        scheduler.attempt(result, "default-scheduler", 0.01)
+    node = CollectorRegistry()
+    kubelet = KubeletMetrics(node)
+    kubelet.pod_start.observe(2.0)
+    proxy = ProxyMetrics(node)
+    proxy.sync_duration.observe(0.05)
+    proxy.last_sync.set_to_current_time()
+    dns = DNSMetrics(node, 53)
+    query = bytes(12) + b"\x03www\x07example\x03com\x00\x00\x01\x00\x01"
+    for rcode in (0, 3):
+        reply = query[:3] + bytes([rcode]) + query[4:]
+        for tcp in (False, True):
+            dns.report(query, reply, tcp=tcp, ipv6=False, plugin="forward", took_s=0.001)
+    stats = StatsProvider(_FakeRuntime(PODS), node_name="n1")  # type: ignore[arg-type]
+    await stats.sample()
+    await stats.summary()
+    await stats.cadvisor_metrics()
+    await stats.kubelet_metrics(node)
+    text = (await stats.resource_metrics()).decode()
+    store = MetricsStore()
+    for _ in range(2):
+        store.add(parse_resource_metrics("n1", text, at=time.time()))
+        text = (await stats.resource_metrics()).decode()
+    pods = [
+        {"metadata": {"name": f"p{i}", "namespace": "default"}, "spec": {"nodeName": "n1"}}
+        for i in range(PODS)
+    ]
+    listing = [store.pod_metrics(pod) for pod in pods]
+    generate_latest(registry)  # a scrape (its answer is freed when sent)
+    generate_latest(node)
+    kept: list[Any] = [api, queues, recorders, scheduler, kubelet, proxy, dns, stats, store]
+    return [*kept, listing, node]
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    if len(sys.argv) == 3 and sys.argv[1] == "--rss":
+        print(_rss_child(sys.argv[2]))
+    else:
+        asyncio.run(main())

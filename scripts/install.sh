@@ -19,6 +19,8 @@ PYTHON=${PYTHON:-python3}
 #   postgresql: the PostgreSQL datastore driver's tests start a private server from it
 #   docker-registry, apache2-utils: the private-registry test runs its own registry with
 #     htpasswd auth and TLS (the Debian service is not used)
+#   prometheus: the metrics e2e test runs a private Prometheus server (own port, data dir and
+#     config) scraping the API server and the kubelet (the Debian service is not used)
 #   nginx: the ingress controller's data plane (Sampan runs its own nginx with its own config
 #     under <data-dir>/agent/ingress; the Debian nginx service is not used)
 DEB_PACKAGES=(
@@ -28,6 +30,7 @@ DEB_PACKAGES=(
   postgresql
   nginx
   docker-registry apache2-utils
+  prometheus
 )
 
 missing=()

@@ -301,3 +301,36 @@ async def test_workers_in_parallel_never_share_a_key() -> None:
     await asyncio.wait_for(asyncio.gather(*workers), timeout=5)
     assert overlaps == []
     assert set(handled) >= {"a", "b", "c"}
+
+
+async def test_metrics_follow_client_go() -> None:
+    """``workqueue_*{name}``: an add per key made dirty, depth = added and not yet handed
+    out, one queue and one work observation per ``get``/``done``, a retry per delayed add."""
+    from prometheus_client import CollectorRegistry
+
+    from sampan.client.metrics import WorkQueueMetrics
+
+    registry = CollectorRegistry()
+    metrics = WorkQueueMetrics.of(registry)
+    assert WorkQueueMetrics.of(registry) is metrics
+    clock = FakeClock()
+    queue: WorkQueue[str] = WorkQueue("things", clock=clock, metrics=metrics)
+
+    def value(metric: str) -> float | None:
+        return registry.get_sample_value(metric, {"name": "things"})
+
+    queue.add("a")
+    queue.add("a")  # collapses: not counted again
+    queue.add("b")
+    assert value("workqueue_adds_total") == 2 and value("workqueue_depth") == 2
+    key = await queue.get()
+    assert value("workqueue_depth") == 1
+    assert value("workqueue_queue_duration_seconds_count") == 1
+    assert value("workqueue_longest_running_processor_seconds") is not None
+    queue.add(key)  # added while processing: pending again
+    assert value("workqueue_adds_total") == 3 and value("workqueue_depth") == 2
+    queue.done(key)
+    assert value("workqueue_work_duration_seconds_count") == 1
+    queue.add_rate_limited("c")
+    assert value("workqueue_retries_total") == 1
+    queue.shutdown()

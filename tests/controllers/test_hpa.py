@@ -155,6 +155,17 @@ def _utilization(hpa: dict[str, Any]) -> int | None:
     return metrics[0]["resource"]["current"].get("averageUtilization")
 
 
+async def _advance(clock: FakeClock, seconds: float) -> None:
+    """Move the clock once the controller has asked for its next resync (``add_after`` runs
+    after the status write the test saw: advancing earlier would skip that resync)."""
+
+    async def resync_pending() -> bool:
+        return clock.sleepers > 0
+
+    await eventually(resync_pending)
+    clock.advance(seconds)
+
+
 async def test_helpers() -> None:
     assert _format_milli(90) == "90m"
     assert _format_milli(2000) == "2"
@@ -206,17 +217,17 @@ async def test_scales_up_respects_tolerance_limits_and_stabilization(
     # 53%: within the 0.1 tolerance, nothing changes
     await _pod(client, "p2")
     metrics.cpu = {"p1": 52, "p2": 54}
-    clock.advance(SYNC_PERIOD_S)
+    await _advance(clock, SYNC_PERIOD_S)
     hpa = await _status_where(client, lambda h: _utilization(h) == 53)
     assert hpa["status"]["desiredReplicas"] == 2 and await _replicas(client) == 2
 
     # 500%: the scale-up limit max(2 * 2, 4) = 4, then maxReplicas 5
     metrics.cpu = {"p1": 500, "p2": 500}
-    clock.advance(SYNC_PERIOD_S)
+    await _advance(clock, SYNC_PERIOD_S)
     hpa = await _status_where(client, lambda h: h["status"].get("desiredReplicas") == 4)
     assert _condition(hpa, "ScalingLimited")["status"] == "True"
     assert _condition(hpa, "ScalingLimited")["reason"] == "ScaleUpLimit"
-    clock.advance(SYNC_PERIOD_S)
+    await _advance(clock, SYNC_PERIOD_S)
     hpa = await _status_where(client, lambda h: h["status"].get("desiredReplicas") == 5)
     assert _condition(hpa, "ScalingLimited")["reason"] == "TooManyReplicas"
     assert _condition(hpa, "ScalingLimited")["message"] == (
@@ -226,11 +237,11 @@ async def test_scales_up_respects_tolerance_limits_and_stabilization(
 
     # idle: the 300 s scale-down stabilization window keeps the highest recommendation
     metrics.cpu = {"p1": 5, "p2": 5}
-    clock.advance(SYNC_PERIOD_S)
+    await _advance(clock, SYNC_PERIOD_S)
     hpa = await _status_where(client, lambda h: _utilization(h) == 5)
     assert await _replicas(client) == 5
     assert _condition(hpa, "AbleToScale")["reason"] == "ScaleDownStabilized"
-    clock.advance(300)
+    await _advance(clock, 300)
     hpa = await _status_where(client, lambda h: h["status"].get("desiredReplicas") == 1)
     assert await _replicas(client) == 1
     assert "New size: 1; reason: All metrics below target" in await _events(
@@ -260,7 +271,7 @@ async def test_behavior_policies(client: Client, run_controller: RunController) 
     assert _condition(hpa, "ScalingLimited")["message"] == (
         "the desired replica count is increasing faster than the maximum scale rate"
     )
-    clock.advance(SYNC_PERIOD_S)  # still inside the 60 s period: no change
+    await _advance(clock, SYNC_PERIOD_S)  # still inside the 60 s period: no change
     hpa = await _status_where(
         client,
         lambda h: (
@@ -270,9 +281,59 @@ async def test_behavior_policies(client: Client, run_controller: RunController) 
     )
     assert await _replicas(client) == 3
     metrics.cpu = {"p1": 10, "p2": 10}  # 10%: scale down, one pod per period, no window
-    clock.advance(60)
+    await _advance(clock, 60)
     hpa = await _status_where(client, lambda h: h["status"].get("desiredReplicas") == 2)
     assert _condition(hpa, "ScalingLimited")["reason"] == "ScaleDownLimit"
+
+
+async def test_scale_down_after_shortened_window_with_select_policy(
+    client: Client, run_controller: RunController
+) -> None:
+    """Load stops: nothing happens inside ``scaleDown.stabilizationWindowSeconds`` (30 s),
+    then the policies limit the step, ``selectPolicy: Min`` picking the smaller change; a
+    scale-up inside a policy's period counts against the next scale-down, as upstream."""
+    clock = FakeClock(T0)
+    metrics = FakeMetrics()
+    metrics.cpu = {f"p{i}": 50 for i in range(1, 5)}  # on target: 4 stays 4
+    await _deployment(client, 4)
+    for i in range(1, 5):
+        await _pod(client, f"p{i}")
+    behavior = {
+        "scaleDown": {
+            "stabilizationWindowSeconds": 30,
+            "selectPolicy": "Min",
+            "policies": [
+                {"type": "Pods", "value": 1, "periodSeconds": 60},
+                {"type": "Percent", "value": 50, "periodSeconds": 60},
+            ],
+        },
+    }
+    await _hpa(client, behavior=behavior, max_replicas=10)
+    await run_controller(_controller(metrics), clock=clock)
+    await _status_where(client, lambda h: _utilization(h) == 50)
+    assert await _replicas(client) == 4
+
+    metrics.cpu = {f"p{i}": 5 for i in range(1, 5)}  # the load stops: 10% wants 1
+    await _advance(clock, SYNC_PERIOD_S)
+    hpa = await _status_where(client, lambda h: _utilization(h) == 5)
+    assert _condition(hpa, "AbleToScale")["reason"] == "ScaleDownStabilized"
+    assert hpa["status"]["desiredReplicas"] == 4 and await _replicas(client) == 4
+
+    await _advance(clock, SYNC_PERIOD_S + 1)  # 31 s after the last recommendation of 4
+    hpa = await _status_where(client, lambda h: h["status"].get("desiredReplicas") == 3)
+    # Min of the changes: 1 pod (to 3), not 50% (to 2)
+    assert _condition(hpa, "ScalingLimited")["reason"] == "ScaleDownLimit"
+    assert await _replicas(client) == 3
+
+    await _advance(clock, SYNC_PERIOD_S)  # inside the 60 s period of that step: no further change
+    hpa = await _status_where(
+        client,
+        lambda h: h["status"]["currentReplicas"] == 3 and h["status"]["desiredReplicas"] == 3,
+    )
+    assert await _replicas(client) == 3
+    await _advance(clock, 60)
+    await _status_where(client, lambda h: h["status"].get("desiredReplicas") == 2)
+    assert await _replicas(client) == 2
 
 
 async def test_missing_metrics_and_requests(client: Client, run_controller: RunController) -> None:
@@ -294,7 +355,7 @@ async def test_missing_metrics_and_requests(client: Client, run_controller: RunC
     assert await eventually(lambda: _events(client, "FailedComputeMetricsReplicas"))
 
     metrics.cpu = {"p1": 50}
-    clock.advance(SYNC_PERIOD_S)
+    await _advance(clock, SYNC_PERIOD_S)
     hpa = await _status_where(
         client, lambda h: "missing request" in _condition(h, "ScalingActive")["message"]
     )
@@ -367,7 +428,7 @@ async def test_kubectl_autoscale_and_get_hpa(
     ]  # fmt: skip
     assert row.split()[:6] == ["web", "Deployment/web", "cpu:", "<unknown>/50%", "1", "5"]
     metrics.cpu = {"p1": 90}
-    clock.advance(SYNC_PERIOD_S)
+    await _advance(clock, SYNC_PERIOD_S)
     await _status_where(client, lambda h: h["status"].get("desiredReplicas") == 2)
     code, out = await _kubectl(api_server, "get", "hpa", "web")
     assert out.splitlines()[1].split()[:7] == [

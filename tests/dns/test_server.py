@@ -249,3 +249,63 @@ async def test_losing_the_udp_socket_is_reported(api_server: ApiServerHarness) -
     finally:
         await server.stop()
     assert len(ctx.reasons) == 1  # stop() itself is not a failure
+
+
+async def test_coredns_metrics(api_server: ApiServerHarness, upstream: Upstream) -> None:
+    """``coredns_dns_*`` with CoreDNS's labels: one request and one response per reply, by
+    protocol, type, rcode and the plugin that answered."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    registry = CollectorRegistry()
+    config = await api_server.identity_config("system:sampan-agent")
+    server = DNSServer(
+        config,
+        DNSOptions(
+            listen_address="127.0.0.1",
+            listen_port=0,
+            upstreams=(("127.0.0.1", upstream.port),),
+            create_interface=False,
+        ),
+        metrics_registry=registry,
+    )
+    await server.start()
+    try:
+        await until(
+            server,
+            "kubernetes.default.svc.cluster.local",
+            "A",
+            lambda r: r.header.rcode in (RCODE.NOERROR, RCODE.NXDOMAIN),
+        )
+        await query(server, "nope.default.svc.cluster.local", "AAAA", tcp=True)
+        await query(server, "example.com")
+        await query(server, "example.com", "CAA")
+    finally:
+        await server.stop()
+    text = generate_latest(registry).decode()
+    assert "_created" not in text
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+    def total(name: str, **labels: str) -> float:
+        return sum(
+            s.value
+            for s in samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
+
+    server_label = f"dns://:{server.port}"
+    common = {"server": server_label, "zone": ".", "view": ""}
+    assert total("coredns_dns_requests_total", **common, proto="tcp", family="1", type="AAAA") == 1
+    assert total("coredns_dns_requests_total", type="other") == 1  # CAA is not tracked
+    assert total("coredns_dns_requests_total", proto="udp", type="A") >= 2
+    assert (
+        total("coredns_dns_responses_total", **common, rcode="NXDOMAIN", plugin="kubernetes") >= 1
+    )
+    assert total("coredns_dns_responses_total", rcode="NOERROR", plugin="forward") >= 1
+    requests = total("coredns_dns_requests_total")
+    assert requests == total("coredns_dns_responses_total")
+    assert total("coredns_dns_request_duration_seconds_count", **common) == requests
+    buckets = [
+        s.labels["le"] for s in samples if s.name == "coredns_dns_request_duration_seconds_bucket"
+    ]
+    assert buckets[:2] == ["0.00025", "0.0005"] and buckets[-2:] == ["8.192", "+Inf"]

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from sampan.kubelet import specs
 from sampan.kubelet.cgroups import PodCgroupLimits
+from sampan.kubelet.metrics import KubeletMetrics
 from sampan.kubelet.options import KubeletOptions
 from sampan.kubelet.pods import PodWorker
 from sampan.kubelet.probes import ProbeManager
@@ -348,6 +350,7 @@ class FakeHost:
         self.pods: dict[str, dict[str, Any]] = {}
         self.status_manager = FakeStatusWriter(self.pods)
         self.recorder = FakeRecorder()
+        self.metrics = KubeletMetrics(CollectorRegistry())
         self.node_ips = (NODE_IP,)
         self.allocatable = {"cpu": Decimal(2), "memory": Decimal(4 << 30)}
         self.memory_capacity_bytes = 4 << 30

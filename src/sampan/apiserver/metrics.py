@@ -29,13 +29,13 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sampan.apiserver.requestinfo import RequestInfo
+from sampan.client.metrics import CompactHistogram
 
 __all__ = ["CONTENT_TYPE_LATEST", "APIServerMetrics"]
 
@@ -71,7 +71,7 @@ class APIServerMetrics:
             (*_LABELS, "code"),
             registry=self.registry,
         )
-        self.duration = Histogram(
+        self.duration = CompactHistogram(
             "apiserver_request_duration_seconds",
             "Response latency distribution in seconds for each verb, dry run value, group, "
             "version, resource, subresource, scope and component.",

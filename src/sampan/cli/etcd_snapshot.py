@@ -21,10 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sampan.api import times
 from sampan.config import ConfigError, load_config
 
 __all__ = ["add_etcd_snapshot_parser", "run_etcd_snapshot"]
@@ -115,7 +115,7 @@ def run_etcd_snapshot(ns: argparse.Namespace) -> int:
         if verb in ("ls", "list"):
             print(f"{'Name':<48} {'Location':<72} {'Size':>10} Created")
             for snap in list_snapshots(directory):
-                created = datetime.fromtimestamp(snap.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                created = times.rfc3339(times.from_unix(snap.created))
                 location = snap.path.resolve().as_uri()
                 print(f"{snap.name:<48} {location:<72} {snap.size:>10} {created}")
             return EXIT_OK

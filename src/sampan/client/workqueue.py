@@ -23,6 +23,11 @@ Invariants (the contract controllers rely on):
 The queue is unbounded by design: it holds *keys* (one entry per distinct object at most, since
 adds collapse), so its size is bounded by the number of objects watched.
 
+**Metrics.** Given ``metrics`` (a ``WorkQueueMetrics``), the queue records client-go's
+``workqueue_*`` series under its ``name``: an add when a key becomes dirty, the queue time
+when ``get`` hands it out, the work time at ``done``, a retry at each ``add_after`` /
+``add_rate_limited`` (client-go counts a retry at every delayed add).
+
 Time comes from an injected ``Clock`` (``now()`` and ``async sleep()``). Production code uses
 ``MonotonicClock``; tests use ``FakeClock`` and ``advance()`` it, so nothing sleeps for real.
 Everything here runs on the event loop and is not thread-safe.
@@ -36,7 +41,10 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Hashable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from sampan.client.metrics import QueueMetrics, WorkQueueMetrics
 
 __all__ = [
     "DEFAULT_BASE_DELAY_S",
@@ -287,8 +295,10 @@ class WorkQueue(Generic[K]):
         *,
         clock: Clock | None = None,
         rate_limiter: RateLimiter[K] | None = None,
+        metrics: WorkQueueMetrics | None = None,
     ) -> None:
         self.name = name
+        self._metrics: QueueMetrics | None = metrics.queue(name) if metrics is not None else None
         self._clock: Clock = clock or MonotonicClock()
         self._rate_limiter: RateLimiter[K] = rate_limiter or default_controller_rate_limiter(
             self._clock
@@ -313,6 +323,8 @@ class WorkQueue(Generic[K]):
         if self._shutting_down or key in self._dirty:
             return
         self._dirty.add(key)
+        if self._metrics is not None:
+            self._metrics.add(key)
         if key in self._processing:
             return
         self._queue.append(key)
@@ -322,6 +334,8 @@ class WorkQueue(Generic[K]):
         """Queue ``key`` once ``delay_s`` has passed (at once if ``delay_s <= 0``)."""
         if self._shutting_down:
             return
+        if self._metrics is not None:
+            self._metrics.retry()
         if delay_s <= 0:
             self.add(key)
             return
@@ -374,11 +388,15 @@ class WorkQueue(Generic[K]):
         key = self._queue.popleft()
         self._processing.add(key)
         self._dirty.discard(key)
+        if self._metrics is not None:
+            self._metrics.get(key)
         return key
 
     def done(self, key: K) -> None:
         """Mark ``key`` finished; if it was added while processing, queue it again now."""
         self._processing.discard(key)
+        if self._metrics is not None:
+            self._metrics.done(key)
         if key in self._dirty:
             self._queue.append(key)
             self._wake_one_getter()

@@ -38,6 +38,7 @@ from sampan.client import (
     Informer,
     SharedInformerFactory,
 )
+from sampan.client.metrics import WorkQueueMetrics
 from sampan.client.workqueue import (
     Clock,
     MonotonicClock,
@@ -443,11 +444,14 @@ class ControllerContext:
         informers: SharedInformerFactory,
         options: ControllerManagerOptions,
         clock: Clock | None = None,
+        queue_metrics: WorkQueueMetrics | None = None,
     ) -> None:
         self.client = client
         self.informers = informers
         self.options = options
         self.clock: Clock = clock if clock is not None else MonotonicClock()
+        self.queue_metrics = queue_metrics
+        """Where the controllers' work queues record ``workqueue_*`` (None: nowhere)."""
         self._recorders: dict[str, EventRecorder] = {}
 
     def recorder(self, component: str) -> EventRecorder:
@@ -512,6 +516,7 @@ class QueueController(abc.ABC):
             self.name or type(self).__name__,
             clock=ctx.clock,
             rate_limiter=default_controller_rate_limiter(ctx.clock),
+            metrics=ctx.queue_metrics,
         )
         self._watched: list[Informer] = []
         self._synced = False

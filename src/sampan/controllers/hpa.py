@@ -823,7 +823,7 @@ class HPAController(QueueController):
             "the desired count is within the acceptable range",
         )
         if stabilized > current:
-            limit = _scale_up_limit(current, state.up_events, up, now)
+            limit = _scale_up_limit(current, state.up_events, state.down_events, up, now)
             limit = max(limit, current)
             if max_r > limit:
                 maximum, c, m = (
@@ -840,7 +840,7 @@ class HPAController(QueueController):
             if stabilized > maximum:
                 result, cond, msg = maximum, c, m
         elif stabilized < current:
-            limit = _scale_down_limit(current, state.down_events, down, now)
+            limit = _scale_down_limit(current, state.up_events, state.down_events, down, now)
             limit = min(limit, current)
             if min_r < limit:
                 minimum, c, m = (
@@ -900,15 +900,29 @@ def _changes_in_period(events: list[_ScaleEvent], period: float, now: float) -> 
     return sum(e.change for e in events if e.at > now - period)
 
 
+def _period_start(
+    current: int, ups: list[_ScaleEvent], downs: list[_ScaleEvent], period_s: float, now: float
+) -> int:
+    """The replicas at the start of a policy's period: what was added in it taken away, what
+    was removed given back (both directions count, as upstream since 1.27)."""
+    return (
+        current - _changes_in_period(ups, period_s, now) + _changes_in_period(downs, period_s, now)
+    )
+
+
 def _scale_up_limit(
-    current: int, events: list[_ScaleEvent], rules: Mapping[str, Any], now: float
+    current: int,
+    ups: list[_ScaleEvent],
+    downs: list[_ScaleEvent],
+    rules: Mapping[str, Any],
+    now: float,
 ) -> int:
     policy = rules.get("selectPolicy") or "Max"
     if policy == "Disabled":
         return current
     results = []
     for p in rules.get("policies") or []:
-        start = current - _changes_in_period(events, float(p.get("periodSeconds") or 0), now)
+        start = _period_start(current, ups, downs, float(p.get("periodSeconds") or 0), now)
         if p.get("type") == "Pods":
             results.append(start + int(p.get("value") or 0))
         else:
@@ -919,14 +933,18 @@ def _scale_up_limit(
 
 
 def _scale_down_limit(
-    current: int, events: list[_ScaleEvent], rules: Mapping[str, Any], now: float
+    current: int,
+    ups: list[_ScaleEvent],
+    downs: list[_ScaleEvent],
+    rules: Mapping[str, Any],
+    now: float,
 ) -> int:
     policy = rules.get("selectPolicy") or "Max"
     if policy == "Disabled":
         return current
     results = []
     for p in rules.get("policies") or []:
-        start = current + _changes_in_period(events, float(p.get("periodSeconds") or 0), now)
+        start = _period_start(current, ups, downs, float(p.get("periodSeconds") or 0), now)
         if p.get("type") == "Pods":
             results.append(start - int(p.get("value") or 0))
         else:

@@ -27,10 +27,11 @@ import logging
 import socket
 import uuid
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sampan.client import Client, ClientConfig, LeaderElector, SharedInformerFactory
 from sampan.client.events import TYPE_NORMAL
+from sampan.client.metrics import WorkQueueMetrics
 from sampan.client.workqueue import Clock
 from sampan.controllers.base import (
     Controller,
@@ -38,6 +39,9 @@ from sampan.controllers.base import (
     ControllerDisabled,
     ControllerManagerOptions,
 )
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = [
     "COMPONENT_NAME",
@@ -87,16 +91,22 @@ class ControllerManager:
         clock: Clock | None = None,
         lease_name: str = LEASE_NAME,
         user_agent: str = USER_AGENT,
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         """``controllers`` defaults to ``registry.CONTROLLERS`` (tests pass a subset).
         ``lease_name``: another set of controllers (the helm controller) runs under its own
-        Lease in kube-system, so it elects its leader apart from kube-controller-manager."""
+        Lease in kube-system, so it elects its leader apart from kube-controller-manager.
+        ``metrics_registry`` gets the work queues' ``workqueue_*`` series (the supervisor
+        passes the registry the API server serves on ``/metrics``)."""
         self.client_config = client_config.with_user_agent(user_agent)
         self.lease_name = lease_name
         self.options = options or ControllerManagerOptions()
         self.identity = self.options.identity or default_identity()
         self._controllers = controllers
         self._clock = clock
+        self._queue_metrics = (
+            WorkQueueMetrics.of(metrics_registry) if metrics_registry is not None else None
+        )
         self._client: Client | None = None
         self._root: asyncio.Task[None] | None = None
         self._elector: LeaderElector | None = None
@@ -207,7 +217,9 @@ class ControllerManager:
         registry = self._controllers if self._controllers is not None else CONTROLLERS
         self.terms += 1
         factory = SharedInformerFactory(self._client)
-        context = ControllerContext(self._client, factory, self.options, self._clock)
+        context = ControllerContext(
+            self._client, factory, self.options, self._clock, self._queue_metrics
+        )
         self._leading = True
         log.info("controllers: term %d started by %s", self.terms, self.identity)
         if self.options.leader_elect:

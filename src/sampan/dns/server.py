@@ -36,14 +36,17 @@ import ipaddress
 import logging
 import secrets
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from dnslib import AAAA, CNAME, PTR, QTYPE, RCODE, RR, SOA, SRV, A, DNSError, DNSLabel, DNSRecord
+from prometheus_client import CollectorRegistry
 
 from sampan.client import Client, ClientConfig, SharedInformerFactory
 from sampan.client.api import ENDPOINTSLICES, SERVICES
+from sampan.dns.metrics import DNSMetrics
 from sampan.dns.records import DEFAULT_CLUSTER_DOMAIN, Answer, ClusterRecords, Record
 from sampan.dns.wire import encode_reply, parse_query
 
@@ -329,22 +332,32 @@ class _UDPServer(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         assert self.transport is not None
-        reply = self.server.answer_local(data, tcp=False)
+        started = time.perf_counter()
+        server = self.server
+        reply = server.answer_local(data, tcp=False)
         if reply is not None:
             self.transport.sendto(reply, addr)
+            server.report(data, reply, tcp=False, ipv6=len(addr) > 2, started=started)
         elif len(data) >= 12:
-            self.server.spawn_forward(data, lambda r: self._send(r, addr))
+            server.spawn_forward(data, lambda r: self._send(data, r, addr, started))
 
-    def _send(self, reply: bytes, addr: Any) -> None:
+    def _send(self, query: bytes, reply: bytes, addr: Any, started: float) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(reply, addr)
+            self.server.report(
+                query, reply, tcp=False, ipv6=len(addr) > 2, started=started, plugin="forward"
+            )
 
     def error_received(self, exc: Exception) -> None:
         log.debug("dns: UDP error: %s", exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        self.server.udp_lost(exc)
+        transport, self.transport = self.transport, None
+        self.server.udp_lost(exc, transport)
+
+
+PORT_ATTEMPTS = 20
+"""Tries at a free UDP port whose TCP port is free too (``listen_port`` 0)."""
 
 
 class DNSServer:
@@ -356,8 +369,22 @@ class DNSServer:
 
     name = "dns"
 
-    def __init__(self, client_config: ClientConfig, options: DNSOptions | None = None) -> None:
+    def __init__(
+        self,
+        client_config: ClientConfig,
+        options: DNSOptions | None = None,
+        *,
+        metrics_registry: CollectorRegistry | None = None,
+    ) -> None:
+        """``metrics_registry``: where ``coredns_*`` series go (the agent's node registry;
+        None: a private one)."""
         self.options = options or DNSOptions()
+        self._metrics_registry = (
+            metrics_registry if metrics_registry is not None else CollectorRegistry()
+        )
+        self.metrics: DNSMetrics | None = None  # made once the port is known (start)
+        self.answered_by = ""
+        """What made the last reply of ``answer_local``: kubernetes, cache or "" (an error)."""
         self.client_config = client_config.with_user_agent("sampan-dns")
         self.records = ClusterRecords(domain=self.options.cluster_domain)
         self.upstreams = tuple(
@@ -421,16 +448,34 @@ class DNSServer:
         if self.options.create_interface and not ipaddress.ip_address(address).is_loopback:
             await asyncio.to_thread(ensure_dummy_interface, self.options.interface, address)
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UDPServer(self), local_addr=(address, self.options.listen_port)
-        )
-        self._udp = transport
-        self.port = transport.get_extra_info("sockname")[1]
-        self._tcp = await asyncio.start_server(self._serve_tcp, address, self.port)
+        # With listen_port 0 the kernel picks a free UDP port, whose TCP twin may be taken:
+        # then pick again (a fixed port that is taken fails at once).
+        for attempt in range(PORT_ATTEMPTS):
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UDPServer(self), local_addr=(address, self.options.listen_port)
+            )
+            self._udp = transport
+            self.port = transport.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(self._serve_tcp, address, self.port)
+            except OSError as exc:
+                if (
+                    exc.errno != errno.EADDRINUSE
+                    or self.options.listen_port != 0
+                    or attempt == PORT_ATTEMPTS - 1
+                ):
+                    raise
+                self._udp = None  # closed on purpose: udp_lost() must not fail the agent
+                transport.close()
+                continue
+            break
+        if self.metrics is None:
+            self.metrics = DNSMetrics(self._metrics_registry, self.port)
 
-    def udp_lost(self, exc: Exception | None) -> None:
-        """The UDP socket closed: expected in ``stop()``, fatal otherwise."""
-        if self._udp is None:
+    def udp_lost(self, exc: Exception | None, transport: Any = None) -> None:
+        """The UDP socket closed: expected in ``stop()`` (or for a socket given up at start),
+        fatal otherwise."""
+        if self._udp is None or (transport is not None and transport is not self._udp):
             return
         self._udp = None
         reason = f"dns: UDP socket on {self.address}:{self.port} closed: {exc}"
@@ -471,6 +516,27 @@ class DNSServer:
 
     # -- answering ---------------------------------------------------------------------------
 
+    def report(
+        self,
+        query: bytes,
+        reply: bytes,
+        *,
+        tcp: bool,
+        ipv6: bool,
+        started: float,
+        plugin: str | None = None,
+    ) -> None:
+        """Count one reply sent (``plugin`` None: what ``answer_local`` last used)."""
+        if self.metrics is not None:
+            self.metrics.report(
+                query,
+                reply,
+                tcp=tcp,
+                ipv6=ipv6,
+                plugin=self.answered_by if plugin is None else plugin,
+                took_s=time.perf_counter() - started,
+            )
+
     def answer_local(self, data: bytes, *, tcp: bool) -> bytes | None:
         """The packed reply to ``data`` if it is a cluster name (or malformed); None when it
         has to be forwarded."""
@@ -482,6 +548,7 @@ class DNSServer:
         cached = self._cache.get(key)
         if cached is not None:
             self.queries_answered += 1
+            self.answered_by = "cache"
             return data[:2] + cached
         if key in self._forward_cache:
             forwarded = self._forwarded_from_cache(key, data)
@@ -492,13 +559,16 @@ class DNSServer:
             if not packed:
                 return None
             self._remember(key, packed)
+            self.answered_by = "kubernetes"
             return packed
+        self.answered_by = ""
         try:
             request = DNSRecord.parse(data)
         except DNSError:
             return _error_reply(data, RCODE.FORMERR)
         if request.header.qr or request.header.opcode != 0 or len(request.questions) != 1:
             return _error_reply(data, RCODE.NOTIMP if request.header.opcode else RCODE.FORMERR)
+        self.answered_by = "kubernetes"
         reply, forward = answer_query(self.records, request)
         if forward:
             return None
@@ -561,6 +631,7 @@ class DNSServer:
             del self._forward_cache[key]
             return None
         self.queries_answered += 1
+        self.answered_by = "cache"
         return data[:2] + entry[1]
 
     def _remember_forwarded(self, data: bytes, reply: bytes, *, tcp: bool) -> None:
@@ -600,6 +671,8 @@ class DNSServer:
         return reply if reply is not None else b""
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        ipv6 = isinstance(peer, tuple) and len(peer) > 2
         try:
             while True:
                 try:
@@ -608,12 +681,16 @@ class DNSServer:
                         data = await reader.readexactly(length)
                 except (TimeoutError, asyncio.IncompleteReadError):
                     return
+                started = time.perf_counter()
                 reply = self.answer_local(data, tcp=True)
+                plugin = self.answered_by
                 if reply is None:
                     reply = await self.forward(data, tcp=True)
+                    plugin = "forward"
                 if not reply:
                     return
                 writer.write(struct.pack("!H", len(reply)) + reply)
+                self.report(data, reply, tcp=True, ipv6=ipv6, started=started, plugin=plugin)
                 await writer.drain()
         except OSError as exc:
             log.debug("dns: TCP client error: %s", exc)

@@ -39,6 +39,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry
+
 from sampan.client import (
     Client,
     ClientConfig,
@@ -59,6 +61,7 @@ from sampan.client.api import (
 from sampan.kubelet import specs
 from sampan.kubelet.cgroups import CgroupManager
 from sampan.kubelet.logrotate import LOG_ROTATE_INTERVAL_S, LogRotator
+from sampan.kubelet.metrics import KubeletMetrics
 from sampan.kubelet.node import NodeAgent
 from sampan.kubelet.objects import PodObjects
 from sampan.kubelet.options import KubeletOptions
@@ -99,9 +102,20 @@ class Kubelet:
 
     name = "kubelet"
 
-    def __init__(self, client_config: ClientConfig, options: KubeletOptions) -> None:
+    def __init__(
+        self,
+        client_config: ClientConfig,
+        options: KubeletOptions,
+        *,
+        metrics_registry: CollectorRegistry | None = None,
+    ) -> None:
+        """``metrics_registry``: where ``kubelet_*`` series go (the agent's node registry,
+        served on the kubelet API's ``/metrics``; None: a private one)."""
         self.client_config = client_config
         self.options = options
+        self.metrics = KubeletMetrics(
+            metrics_registry if metrics_registry is not None else CollectorRegistry()
+        )
         self.runtime_component = ContainerRuntime(
             ContainerdConfig(data_dir=options.data_dir, registries=options.registries),
             endpoint=options.runtime_endpoint,

@@ -156,6 +156,9 @@ class PodWorker:
         self._reported_status: dict[str, Any] | None = None
         self._stopping = False
         self.first_sync_done = asyncio.Event()
+        self.first_seen_s = host.clock.monotonic()
+        """When this kubelet first saw the pod (``kubelet_pod_start_duration_seconds``)."""
+        self._start_observed = False
 
     # -- life --------------------------------------------------------------------------------
 
@@ -1174,6 +1177,10 @@ class PodWorker:
             phase = "Failed"
         if old.get("phase") in ("Succeeded", "Failed"):
             phase = old["phase"]
+        if phase == "Running" and not self._start_observed:
+            self._start_observed = True
+            if old.get("phase") in (None, "Pending"):
+                self.host.metrics.pod_start.observe(self.host.clock.monotonic() - self.first_seen_s)
         now = rfc3339(self.host.clock.now())
         containers_ready = not unready and phase == "Running"
         gates_ok = all(

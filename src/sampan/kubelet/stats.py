@@ -498,11 +498,15 @@ class StatsProvider:
         registry.register(_CadvisorCollector(snap))
         return generate_latest(registry)
 
-    async def kubelet_metrics(self) -> bytes:
+    async def kubelet_metrics(self, shared: CollectorRegistry | None = None) -> bytes:
         """``/metrics``: the kubelet's own gauges (``kubelet_running_pods``,
-        ``kubelet_running_containers``) with the names upstream uses."""
+        ``kubelet_running_containers``) with the names upstream uses, then every series of
+        ``shared`` (the node registry: ``kubelet_pod_start_duration_seconds``, the proxy's
+        and DNS server's series)."""
         snap = await self._fresh()
         registry = CollectorRegistry(auto_describe=False)
+        if shared is not None:
+            registry.register(_Forward(shared))
         pods = GaugeMetricFamily(
             "kubelet_running_pods", "[ALPHA] Number of pods that have a running pod sandbox"
         )
@@ -724,6 +728,16 @@ class _CadvisorCollector(Collector):
                     if value is not None:
                         family.add_metric(labels, value, timestamp=cts)
         yield from (cpu, working, usage, rss, rx, tx, rx_errors, tx_errors)
+
+
+class _Forward(Collector):
+    """Every family of another registry (scraped together with this one)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Any]:
+        yield from self.registry.collect()
 
 
 class _Fixed(Collector):

@@ -31,6 +31,7 @@ from sampan.kubelet.specs import DNSSettings
 
 if TYPE_CHECKING:
     from sampan.kubelet.cgroups import PodCgroupLimits
+    from sampan.kubelet.metrics import KubeletMetrics
     from sampan.kubelet.pods import PodWorker
     from sampan.kubelet.volumes import MountedVolume
 
@@ -232,6 +233,9 @@ class PodWorkerHost(Protocol):
 
     @property
     def recorder(self) -> EventSink: ...
+
+    @property
+    def metrics(self) -> KubeletMetrics: ...
 
     # -- the node -------------------------------------------------------------------------
 

@@ -30,15 +30,19 @@ import asyncio
 import logging
 import re
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from prometheus_client import CollectorRegistry
+
 from sampan.client import Client, ClientConfig, PatchType, SharedInformerFactory
 from sampan.client.api import ENDPOINTSLICES, NODES, SERVICES
 from sampan.netns import enter as enter_netns
+from sampan.proxy.metrics import ProxyMetrics
 from sampan.proxy.rules import (
     DEFAULT_CHAIN_PREFIX,
     MASQ_BIT_DEFAULT,
@@ -229,8 +233,19 @@ class Proxy:
 
     name = "proxy"
 
-    def __init__(self, client_config: ClientConfig, options: ProxyOptions) -> None:
+    def __init__(
+        self,
+        client_config: ClientConfig,
+        options: ProxyOptions,
+        *,
+        metrics_registry: CollectorRegistry | None = None,
+    ) -> None:
+        """``metrics_registry``: where ``kubeproxy_*`` series go (the agent's node registry;
+        None: a private one)."""
         self.options = options
+        self.metrics = ProxyMetrics(
+            metrics_registry if metrics_registry is not None else CollectorRegistry()
+        )
         self.args = parse_proxy_args(options.args)
         self._client_config = client_config.with_user_agent("sampan-proxy")
         self._client: Client | None = None
@@ -365,6 +380,7 @@ class Proxy:
     async def _sync(self) -> None:
         self._wake.clear()
         self._sync_started += 1
+        started = time.perf_counter()
         try:
             if self.options.service_lb:
                 await self._update_load_balancers()
@@ -392,7 +408,9 @@ class Proxy:
             for args in work:
                 await self._blocking(_conntrack_delete, args)
             self.last_sync_error = None
+            self.metrics.last_sync.set_to_current_time()
         finally:
+            self.metrics.sync_duration.observe(time.perf_counter() - started)
             self.sync_count += 1
             async with self._sync_done:
                 self._sync_done.notify_all()

@@ -35,6 +35,8 @@ from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry
+
 from sampan.api import times
 from sampan.client import (
     Client,
@@ -86,6 +88,13 @@ from sampan.scheduler.framework import (
     NodeInfo,
     PodInfo,
     Status,
+)
+from sampan.scheduler.metrics import (
+    ERROR,
+    PENDING_QUEUES,
+    SCHEDULED,
+    UNSCHEDULABLE,
+    SchedulerMetrics,
 )
 from sampan.scheduler.plugins.preemption import fit_error_message
 from sampan.scheduler.queue import QueuedPodInfo, SchedulingQueue
@@ -174,7 +183,15 @@ class Scheduler:
 
     name = "scheduler"
 
-    def __init__(self, client_config: ClientConfig, options: SchedulerOptions) -> None:
+    def __init__(
+        self,
+        client_config: ClientConfig,
+        options: SchedulerOptions,
+        *,
+        metrics_registry: CollectorRegistry | None = None,
+    ) -> None:
+        """``metrics_registry`` gets the ``scheduler_*`` series (the supervisor passes the
+        registry the API server serves on ``/metrics``; None: a private one)."""
         self.options, self.configuration = resolve_options(options)
         self.client_config = client_config.with_user_agent(
             f"{client_config.user_agent} (scheduler)"
@@ -201,6 +218,11 @@ class Scheduler:
         self.cycles = 0
         self.cycle_s = 0.0
         """Scheduling cycles run and the wall time spent in them (the algorithm alone)."""
+        self.metrics = SchedulerMetrics(
+            metrics_registry if metrics_registry is not None else CollectorRegistry(),
+            self._pending_counts,
+        )
+        self._cycle_started = perf_counter()
 
     @property
     def config(self) -> SchedulerConfiguration:
@@ -501,12 +523,13 @@ class Scheduler:
                 if q is None:
                     return
             await self._bind_slots.acquire()
-            started = perf_counter()
+            started = self._cycle_started = perf_counter()
             try:
                 self.schedule_one(q)
             except Exception:
                 self._bind_slots.release()
                 log.exception("scheduler: scheduling %s failed", q.pod.key)
+                self._attempt(ERROR, q.pod)
                 queue.add_backoff(q)
             self.cycles += 1
             self.cycle_s += perf_counter() - started
@@ -623,10 +646,13 @@ class Scheduler:
             self.cache.forget_pod(assumed)
             self.queue.requeue(pi, q.attempts)
             self._bind_slots.release()
+            self._attempt(ERROR if st.code == 1 else UNSCHEDULABLE, pi)
             self._report_failure(pi, st.message, error=st.code == 1)
             return
         self._spawn(
-            self._binding_cycle(fwk, state, pi, assumed, node_name, q.attempts, wait_s),
+            self._binding_cycle(
+                fwk, state, pi, assumed, node_name, q.attempts, wait_s, self._cycle_started
+            ),
             name=f"scheduler-bind-{pi.key}",
         )
 
@@ -639,6 +665,7 @@ class Scheduler:
         node_name: str,
         attempts: int,
         wait_s: float,
+        started: float,
     ) -> None:
         try:
             st: Status | None = None
@@ -657,6 +684,7 @@ class Scheduler:
                 st = await fwk.run_bind(state, assumed, node_name)
             if st is None or st.ok:
                 self.scheduled += 1
+                self._attempt(SCHEDULED, pi, started)
                 fwk.run_post_bind(state, assumed, node_name)
                 if self.recorder is not None:
                     self.recorder.event(
@@ -669,6 +697,7 @@ class Scheduler:
                 return
             fwk.run_unreserve(state, assumed, node_name)
             self.cache.forget_pod(assumed)
+            self._attempt(ERROR, pi, started)
             assert self.queue is not None
             self.queue.move_all(EV_ASSIGNED_POD_DELETE)
             current = self.informers["pods"].cache.get(pi.key)
@@ -677,6 +706,24 @@ class Scheduler:
                 self._report_failure(pi, f"Binding rejected: {st.message}", error=True)
         finally:
             self._bind_slots.release()
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def _attempt(self, result: str, pi: PodInfo, started: float | None = None) -> None:
+        """Count one scheduling attempt of ``pi`` (from ``started``, default: this cycle)."""
+        since = self._cycle_started if started is None else started
+        self.metrics.attempt(result, pi.scheduler_name, perf_counter() - since)
+
+    def _pending_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(PENDING_QUEUES, 0)
+        if self.queue is None:
+            return counts
+        for q in list(self.queue.pods.values()):
+            if q.where == "unschedulable" and q.gated:
+                counts["gated"] += 1
+            elif q.where in counts:
+                counts[q.where] += 1
+        return counts
 
     # -- failures ----------------------------------------------------------------------------
 
@@ -694,6 +741,7 @@ class Scheduler:
         assert self.queue is not None
         self._bind_slots.release()
         self.failed_attempts += 1
+        self._attempt(ERROR if error else UNSCHEDULABLE, q.pod)
         if error:
             self.queue.add_backoff(q)
         else:

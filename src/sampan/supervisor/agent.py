@@ -427,10 +427,13 @@ class KubeletServerComponent:
 
     name = "kubelet-server"
 
-    def __init__(self, kubelet: JoinedComponent, join: JoinComponent, node: str) -> None:
+    def __init__(
+        self, kubelet: JoinedComponent, join: JoinComponent, node: str, registry: Any
+    ) -> None:
         self._kubelet = kubelet
         self._join = join
         self._node = node
+        self._registry = registry
         self.inner: Any = None
 
     async def start(self, ctx: ComponentContext) -> None:
@@ -449,7 +452,12 @@ class KubeletServerComponent:
             client_ca_path=creds.client_ca,
             cgroup_root=kubelet.options.cgroup_root or "/",
         )
-        self.inner = KubeletServer(options, kubelet.runtime, lookup=PodManagerLookup(kubelet))
+        self.inner = KubeletServer(
+            options,
+            kubelet.runtime,
+            lookup=PodManagerLookup(kubelet),
+            metrics_registry=self._registry,
+        )
         await self.inner.start(ctx)
 
     async def stop(self) -> None:
@@ -504,6 +512,8 @@ def agent_components(
 ) -> list[Component]:
     """The agent's components in start order. Options are checked here, before anything
     starts (``ConfigError`` for a bad ``kubelet-arg``, label or taint)."""
+    from prometheus_client import CollectorRegistry
+
     from sampan.client import ClientConfig
     from sampan.dns import DNSOptions, DNSServer
     from sampan.kubelet import Kubelet, KubeletOptions, KubeletOptionsError
@@ -515,6 +525,9 @@ def agent_components(
 
     name = node_name(config)
     node_ips = tuple(config.node_ip) or default_node_ips()
+    # The node's Prometheus registry: the kubelet's, proxy's and DNS server's series, served
+    # on the kubelet API's /metrics (they share one registry, as in K3s's agent process).
+    node_registry = CollectorRegistry()
     labels: dict[str, str] = {}
     for item in config.node_label:
         key, sep, value = item.partition("=")
@@ -619,6 +632,7 @@ def agent_components(
                 listen_address=names.dns_address,
                 interface=names.dns_interface,
             ),
+            metrics_registry=node_registry,
         ),
     )
     components.append(dns)
@@ -642,6 +656,7 @@ def agent_components(
                 service_lb="servicelb" not in config.disable,
                 chain_prefix=names.proxy_chain_prefix,
             ),
+            metrics_registry=node_registry,
         )
 
     components.append(JoinedComponent("proxy", join, build_proxy))
@@ -650,10 +665,12 @@ def agent_components(
         "kubelet",
         join,
         lambda creds: Kubelet(
-            ClientConfig.from_kubeconfig(creds.kubeconfig("kubelet")), kubelet_options
+            ClientConfig.from_kubeconfig(creds.kubeconfig("kubelet")),
+            kubelet_options,
+            metrics_registry=node_registry,
         ),
     )
-    components += [kubelet, KubeletServerComponent(kubelet, join, name)]
+    components += [kubelet, KubeletServerComponent(kubelet, join, name, node_registry)]
 
     # The node half of the local-path provisioner: removes released volumes' directories.
     components.append(

@@ -6,7 +6,10 @@ agent. Before the API server issues its certificates it loads the cluster's shar
 and tokens from the datastore, or stores them there when it is the first server
 (``sampan.supervisor.bootstrap_data``); ``--cluster-reset`` restores a snapshot instead of
 starting anything (``sampan.supervisor.snapshots``).
-Components after the API server talk to it only through the Kubernetes API, each with its
+The controllers and the scheduler record their Prometheus series in the API server's
+registry, so its ``/metrics`` serves them all (K3s serves its embedded components' metrics on
+the apiserver's port the same way). Components after the API server talk to it only through
+the Kubernetes API, each with its
 own client certificate and kubeconfig under ``<data-dir>/server/cred/`` (as K3s keeps
 ``server/cred/*.kubeconfig``), exactly as a remote component would.
 
@@ -435,6 +438,13 @@ def controller_manager_options(config: Config) -> Any:
         raise ConfigError(f"kube-controller-manager-arg: {exc}") from None
 
 
+def _shared_registry(api: APIServerComponent) -> Any:
+    """The metrics registry of the in-process components: the API server's, served on its
+    ``/metrics`` (as K3s serves its embedded components' metrics on the apiserver's)."""
+    assert api.server is not None, "the API server starts first"
+    return api.server.metrics.registry
+
+
 def _controller_manager(config: Config, api: APIServerComponent) -> Callable[[Any], Any]:
     """Validate the controller manager's options now; build the component at start, with the
     service-account signing key (read off the event loop) for ``serviceaccount-token``."""
@@ -446,7 +456,9 @@ def _controller_manager(config: Config, api: APIServerComponent) -> Callable[[An
         assert api.server is not None, "the API server starts first"
         key_pem = await asyncio.to_thread(api.server.pki.sa_private_key_pem)
         return ControllerManager(
-            client_config, options.with_changes(service_account_private_key_pem=key_pem)
+            client_config,
+            options.with_changes(service_account_private_key_pem=key_pem),
+            metrics_registry=_shared_registry(api),
         )
 
     return build
@@ -470,7 +482,7 @@ def _helm_controller(config: Config) -> Callable[[Any], Any]:
     return lambda client_config: HelmControllerComponent(client_config, options, manager_options)
 
 
-def _scheduler(config: Config) -> Callable[[Any], Any]:
+def _scheduler(config: Config, api: APIServerComponent) -> Callable[[Any], Any]:
     """Validate ``kube-scheduler-arg`` (and the configuration file it names) now."""
     from sampan.scheduler import Scheduler, SchedulerConfigError, SchedulerOptions
     from sampan.scheduler.config import resolve_options
@@ -480,7 +492,9 @@ def _scheduler(config: Config) -> Callable[[Any], Any]:
         resolve_options(options)
     except SchedulerConfigError as exc:
         raise ConfigError(str(exc)) from None
-    return lambda client_config: Scheduler(client_config, options)
+    return lambda client_config: Scheduler(
+        client_config, options, metrics_registry=_shared_registry(api)
+    )
 
 
 def _addons(config: Config) -> Callable[[Any], Any]:
@@ -573,7 +587,7 @@ def server_components(config: Config) -> list[Component]:
                 api,
                 cred,
                 common_name="system:kube-scheduler",
-                build=_scheduler(config),
+                build=_scheduler(config, api),
             )
         )
     if helm_controller_enabled(config):

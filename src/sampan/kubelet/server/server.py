@@ -12,7 +12,7 @@ Endpoints (the paths upstream's kubelet serves, and that the API server calls)::
     GET       /stats/summary                              Summary API (``sampan.kubelet.stats``)
     GET       /metrics/resource                           node/pod/container CPU and memory
     GET       /metrics/cadvisor                           cAdvisor-named container series
-    GET       /metrics                                    kubelet_running_pods, ..._containers
+    GET       /metrics                                    kubelet_*, and the node registry's series
     GET       /pods                                       the pods with a sandbox here
 
 Exec, attach and port-forward ask the runtime (CRI ``Exec``/``Attach``/``PortForward``) for a
@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from cryptography import x509
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from sampan import httpstream as upgrade
 from sampan.api import times
@@ -152,8 +152,12 @@ class KubeletServer:
         runtime: cri.RuntimeClient,
         *,
         lookup: PodLookup | None = None,
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
+        """``metrics_registry``: the node registry whose series ``/metrics`` serves beside
+        the running pods and containers (the kubelet's, proxy's and DNS server's)."""
         self.options = options
+        self.metrics_registry = metrics_registry
         self.runtime = runtime
         self.lookup: PodLookup = lookup if lookup is not None else CRIPodLookup(runtime)
         self._runner: HeaderTimeoutRunner | None = None
@@ -432,7 +436,7 @@ class KubeletServer:
         return await self._metrics(self.stats.resource_metrics)
 
     async def _metrics_kubelet(self, request: web.Request) -> web.Response:
-        return await self._metrics(self.stats.kubelet_metrics)
+        return await self._metrics(lambda: self.stats.kubelet_metrics(self.metrics_registry))
 
     async def _metrics_cadvisor(self, request: web.Request) -> web.Response:
         return await self._metrics(self.stats.cadvisor_metrics)
