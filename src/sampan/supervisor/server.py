@@ -29,6 +29,7 @@ from sampan.supervisor.agent import (
     node_name,
     restricted_node_labels,
 )
+from sampan.supervisor.etcd import EmbeddedEtcd, uses_embedded_etcd
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import TokenError, ensure_agent_token, ensure_server_token
 
@@ -44,17 +45,32 @@ log = logging.getLogger("sampan.supervisor")
 
 
 class DatastoreComponent:
+    """The datastore driver: ``--datastore-endpoint`` (with K3s's TLS file flags for etcd),
+    or the embedded etcd started before it."""
+
     name = "datastore"
 
-    def __init__(self, endpoint: str, data_dir: Path) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        data_dir: Path,
+        *,
+        tls: Any = None,
+        embedded_etcd: EmbeddedEtcd | None = None,
+    ) -> None:
         self._endpoint = endpoint
         self._data_dir = data_dir
+        self._tls = tls
+        self._embedded_etcd = embedded_etcd
         self.backend = None
 
     async def start(self, ctx: ComponentContext) -> None:
         from sampan.datastore import describe, open_backend
 
-        backend = open_backend(self._endpoint, self._data_dir)
+        endpoint, tls = self._endpoint, self._tls
+        if self._embedded_etcd is not None:
+            endpoint, tls = self._embedded_etcd.endpoint, self._embedded_etcd.tls
+        backend = open_backend(endpoint, self._data_dir, tls=tls)
         await backend.start()
         self.backend = backend
         log.info(
@@ -461,9 +477,19 @@ def server_components(config: Config) -> list[Component]:
     for sub in SERVER_DIRS:
         os.makedirs(config.data_dir / "server" / sub, mode=0o700, exist_ok=True)
     cred = config.data_dir / "server" / "cred"
-    datastore = DatastoreComponent(config.datastore_endpoint.reveal(), config.data_dir)
+    components: list[Component] = []
+    embedded_etcd = None
+    if uses_embedded_etcd(config):
+        embedded_etcd = EmbeddedEtcd(config)
+        components.append(embedded_etcd)
+    datastore = DatastoreComponent(
+        config.datastore_endpoint.reveal(),
+        config.data_dir,
+        tls=_datastore_tls(config),
+        embedded_etcd=embedded_etcd,
+    )
     api = APIServerComponent(config, datastore)
-    components: list[Component] = [datastore, api]
+    components += [datastore, api]
     if not config.disable_controller_manager:
         components.append(
             ClientComponent(
@@ -530,6 +556,19 @@ def server_components(config: Config) -> list[Component]:
             )
         )
     return components
+
+
+def _datastore_tls(config: Config) -> Any:
+    """K3s's ``--datastore-cafile/certfile/keyfile`` (etcd endpoints only)."""
+    from sampan.datastore.etcd import EtcdTLS
+
+    if not (config.datastore_cafile or config.datastore_certfile or config.datastore_keyfile):
+        return None
+    return EtcdTLS(
+        cafile=Path(config.datastore_cafile) if config.datastore_cafile else None,
+        certfile=Path(config.datastore_certfile) if config.datastore_certfile else None,
+        keyfile=Path(config.datastore_keyfile) if config.datastore_keyfile else None,
+    )
 
 
 def _node_labels(config: Config) -> dict[str, str]:
