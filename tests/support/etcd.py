@@ -84,6 +84,7 @@ class EtcdServer:
         self.peer_port = 0
         self.tls: EtcdTLS | None = _write_tls(root) if tls else None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
         self._counter = itertools.count(1)
 
     @property
@@ -91,15 +92,17 @@ class EtcdServer:
         scheme = "https" if self.tls else "http"
         return f"{scheme}://127.0.0.1:{self.client_port}"
 
-    def start(self) -> None:
+    def start(self, *, same_ports: bool = False) -> None:
+        """Start etcd (again, on the same data dir and ports with ``same_ports``)."""
         if shutil.which(ETCD_BIN) is None:
             pytest.fail(
                 "etcd not found: `make test` installs the Debian `etcd-server` package (or run "
                 "`apt-get install etcd-server etcd-client`)",
                 pytrace=False,
             )
-        self.client_port = _free_port()
-        self.peer_port = _free_port()
+        if not same_ports:
+            self.client_port = _free_port()
+            self.peer_port = _free_port()
         scheme = "https" if self.tls else "http"
         client_url = f"{scheme}://127.0.0.1:{self.client_port}"
         peer_url = f"http://127.0.0.1:{self.peer_port}"
@@ -126,6 +129,7 @@ class EtcdServer:
                 f"--key-file={tls_dir / 'server.key'}",
             ]
         with open(self.log_path, "ab") as log:
+            self._log_offset = log.tell()
             self._proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
             )
@@ -138,7 +142,7 @@ class EtcdServer:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"etcd exited ({self._proc.returncode}): {self._log_tail()}")
             # etcd 3.4 logs "serving client traffic" (securely or not) once it serves clients.
-            if b"serving client traffic" in self.log_path.read_bytes():
+            if b"serving client traffic" in self.log_path.read_bytes()[self._log_offset :]:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"etcd did not become ready: {self._log_tail()}")
