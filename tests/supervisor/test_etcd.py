@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -18,6 +19,18 @@ from sampan.supervisor.etcd import etcd_args
 from tests.supervisor.test_server_process import free_port, start_server, wait_for_log
 
 pytestmark = pytest.mark.etcd
+
+
+def _etcd_ports() -> list[str]:
+    """Free client and peer ports, the peer's next port (etcd's metrics) free too."""
+    while True:
+        peer = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", peer + 1))
+            except OSError:
+                continue
+        return ["--etcd-client-port", str(free_port()), "--etcd-peer-port", str(peer)]
 
 
 def _etcdctl(pki: EtcdPKI, port: int, *args: str, cert: bool = True) -> subprocess.CompletedProcess:
@@ -45,8 +58,8 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 def test_cluster_init_runs_a_tls_etcd_child_that_keeps_the_data(tmp_path: Path) -> None:
-    client_port, peer_port = free_port(), free_port()
-    ports = ["--etcd-client-port", str(client_port), "--etcd-peer-port", str(peer_port)]
+    ports = _etcd_ports()
+    client_port = int(ports[1])
     proc, log_path = start_server(
         tmp_path, "--disable-agent", "--cluster-init", *ports, "--etcd-arg=snapshot-count=5000"
     )
@@ -124,3 +137,55 @@ def test_etcd_listens_on_loopback_and_the_node_ip_and_etcd_arg_overrides(tmp_pat
     plain = load_config("server", {}, env={}, default_config_file=Path(os.devnull))
     args = etcd_args(plain, name="n1", node_ip="192.0.2.7", pki=pki, data_dir=tmp_path)
     assert "--listen-metrics-urls=http://127.0.0.1:2381" in args
+
+
+def test_a_second_server_joins_as_a_learner_and_is_promoted(tmp_path: Path) -> None:
+    first_dir, second_dir, third_dir = tmp_path / "one", tmp_path / "two", tmp_path / "three"
+    for d in (first_dir, second_dir, third_dir):
+        d.mkdir()
+    first_ports = _etcd_ports()
+    first, first_log = start_server(first_dir, "--disable-agent", "--cluster-init", *first_ports)
+    procs = [first]
+    try:
+        wait_for_log(first, first_log, "all components ready")
+        api_port = re.search(r"API server ready at https://127.0.0.1:(\d+)", first_log.read_text())
+        server_url = f"https://127.0.0.1:{api_port.group(1)}"
+        token = (first_dir / "data" / "server" / "token").read_text().strip()
+        pki = EtcdPKI(first_dir / "data" / "server" / "tls" / "etcd")
+        client_port = int(first_ports[1])
+
+        # A wrong secret: one line, and no member is added.
+        bad_token = token.rsplit(":", 1)[0] + ":not-the-secret"
+        third_ports = _etcd_ports()
+        third, third_log = start_server(
+            third_dir, "--disable-agent", "--server", server_url, "--token", bad_token, *third_ports
+        )
+        procs.append(third)
+        assert third.wait(timeout=60) == 1
+        assert "refused to add this server to its etcd cluster: the server refused the token" in (
+            third_log.read_text()
+        )
+        assert "not-the-secret" not in third_log.read_text()
+
+        second_ports = _etcd_ports()
+        second, second_log = start_server(
+            second_dir, "--disable-agent", "--server", server_url, "--token", token, *second_ports
+        )
+        procs.append(second)
+        text = wait_for_log(second, second_log, "all components ready")
+        assert "promoted from learner to voting member" in text
+        assert token.rsplit(":", 1)[1] not in text
+        members = json.loads(_etcdctl(pki, client_port, "member", "list", "-w", "json").stdout)
+        assert len(members["members"]) == 2
+        assert all(m.get("name") and not m.get("isLearner") for m in members["members"])
+        # One datastore: what one server writes, the other serves.
+        made = _kubectl(first_dir / "kubeconfig.yaml", "create", "configmap", "shared")
+        assert made.returncode == 0, made.stderr
+        seen = _kubectl(second_dir / "kubeconfig.yaml", "get", "configmap", "shared", "-o", "name")
+        assert seen.stdout.strip() == "configmap/shared", seen.stderr
+        _stop(second)
+        _stop(first)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()

@@ -78,6 +78,8 @@ __all__ = [
     "ETCD_SCHEMES",
     "REQUEST_TIMEOUT_S",
     "EtcdBackend",
+    "EtcdMember",
+    "EtcdMembers",
     "EtcdTLS",
     "parse_etcd_endpoints",
     "probe_etcd",
@@ -192,6 +194,70 @@ async def probe_etcd(endpoint: str, tls: EtcdTLS | None = None, timeout_s: float
         ) from None
     finally:
         await channel.close()
+
+
+@dataclass(frozen=True)
+class EtcdMember:
+    id: int
+    name: str
+    """Empty until the member has started and published itself."""
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    is_learner: bool
+
+
+class EtcdMembers:
+    """etcd's cluster membership API on one endpoint (``async with EtcdMembers(...) as m``).
+    Errors become StoreUnavailableError carrying etcd's own message."""
+
+    def __init__(self, endpoint: str, tls: EtcdTLS | None = None) -> None:
+        scheme, targets = parse_etcd_endpoints(endpoint)
+        self._where = f"{scheme}://{targets[0]}"
+        if scheme == "https":
+            self._channel = grpc.aio.secure_channel(targets[0], (tls or EtcdTLS()).credentials())
+        else:
+            self._channel = grpc.aio.insecure_channel(targets[0])
+        self._cluster = rpc_pb2_grpc.ClusterStub(self._channel)
+        self._maintenance = rpc_pb2_grpc.MaintenanceStub(self._channel)
+
+    async def __aenter__(self) -> EtcdMembers:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._channel.close()
+
+    async def _rpc(self, call: Any, request: Any) -> Any:
+        try:
+            return await call(request, timeout=REQUEST_TIMEOUT_S)
+        except grpc.aio.AioRpcError as err:
+            raise StoreUnavailableError(
+                f"etcd {self._where}: {(err.details() or err.code().name)[:200]}"
+            ) from None
+
+    @staticmethod
+    def _member(m: Any) -> EtcdMember:
+        return EtcdMember(m.ID, m.name, tuple(m.peerURLs), tuple(m.clientURLs), m.isLearner)
+
+    async def list(self) -> list[EtcdMember]:
+        response = await self._rpc(self._cluster.MemberList, rpc_pb2.MemberListRequest())
+        return [self._member(m) for m in response.members]
+
+    async def add_learner(self, peer_url: str) -> tuple[EtcdMember, list[EtcdMember]]:
+        """Adds a learner; returns it and the members after the change."""
+        request = rpc_pb2.MemberAddRequest(peerURLs=[peer_url], isLearner=True)
+        response = await self._rpc(self._cluster.MemberAdd, request)
+        return self._member(response.member), [self._member(m) for m in response.members]
+
+    async def promote(self, member_id: int) -> None:
+        await self._rpc(self._cluster.MemberPromote, rpc_pb2.MemberPromoteRequest(ID=member_id))
+
+    async def remove(self, member_id: int) -> None:
+        await self._rpc(self._cluster.MemberRemove, rpc_pb2.MemberRemoveRequest(ID=member_id))
+
+    async def status(self) -> int:
+        """This endpoint's member ID (answers on a learner too, unlike a linearizable read)."""
+        response = await self._rpc(self._maintenance.Status, rpc_pb2.StatusRequest())
+        return response.header.member_id
 
 
 def _kv(kv: Any, strip: int) -> KeyValue:

@@ -18,6 +18,9 @@ Invariants:
 * CAs are created once and never replaced automatically (other members trust them); leaves
   are re-issued when missing, not signed by the current CA, close to expiry, or lacking a
   wanted name (a new node IP);
+* a server that joined another server's etcd cluster holds the CA *certificates* only: its
+  leaves were issued by the server it joined (``issue_member_certificates``, sent over the
+  join) and are kept as they are (``write_joined_pki``); it cannot issue any itself;
 * every function blocks (key generation, file I/O): call it from a thread.
 """
 
@@ -29,6 +32,7 @@ from pathlib import Path
 
 from sampan.pki.certs import cert_to_pem, issue_leaf, key_to_pem, load_cert, split_names
 from sampan.pki.cluster import (
+    PKIError,
     _ensure_ca,
     _load_ca_key,
     _load_pair,
@@ -39,7 +43,14 @@ from sampan.pki.cluster import (
 )
 from sampan.pki.files import ensure_private_dir
 
-__all__ = ["ETCD_TLS_SUBDIR", "EtcdPKI", "ensure_etcd_pki"]
+__all__ = [
+    "ETCD_TLS_SUBDIR",
+    "JOINED_FILES",
+    "EtcdPKI",
+    "ensure_etcd_pki",
+    "issue_member_certificates",
+    "write_joined_pki",
+]
 
 ETCD_TLS_SUBDIR = "etcd"
 
@@ -52,6 +63,11 @@ class EtcdPKI:
 
     def path(self, stem: str, ext: str) -> Path:
         return self.dir / f"{stem}.{ext}"
+
+    @property
+    def joined(self) -> bool:
+        """True for a member that joined another server's cluster (no CA keys here)."""
+        return self.server_ca.exists() and not self.path("server-ca", "key").exists()
 
     @property
     def server_ca(self) -> Path:
@@ -121,6 +137,11 @@ def ensure_etcd_pki(tls_dir: Path, names: Sequence[str]) -> EtcdPKI:
     is reached at (loopback and ``localhost`` are always added). Blocking."""
     pki = EtcdPKI(tls_dir / ETCD_TLS_SUBDIR)
     ensure_private_dir(pki.dir)
+    if pki.joined:
+        missing = [f for f in JOINED_FILES if not pki.dir.joinpath(f).exists()]
+        if missing:
+            raise PKIError(f"{pki.dir}: {', '.join(missing)} missing (join the cluster again)")
+        return pki
     _ensure_ca(pki.dir, "server-ca", "etcd-server-ca")
     _ensure_ca(pki.dir, "peer-ca", "etcd-peer-ca")
     all_names = ["localhost", "127.0.0.1", *names]
@@ -133,4 +154,58 @@ def ensure_etcd_pki(tls_dir: Path, names: Sequence[str]) -> EtcdPKI:
         server_auth=True,
     )  # fmt: skip
     _ensure_leaf(pki, "client", "server-ca", common_name="etcd-client", server_auth=False)
+    return pki
+
+
+JOINED_FILES = (
+    "server-ca.crt",
+    "peer-ca.crt",
+    "server-client.crt",
+    "server-client.key",
+    "peer-server-client.crt",
+    "peer-server-client.key",
+    "client.crt",
+    "client.key",
+)
+"""What a joining member receives (the names are the files' names here)."""
+
+
+def issue_member_certificates(pki: EtcdPKI, names: Sequence[str]) -> dict[str, str]:
+    """The CA certificates and fresh serving, peer and client pairs for a joining member
+    reached at ``names``: ``{file name: PEM}``. Blocking; needs this server's CA keys."""
+    if pki.joined:
+        raise PKIError("this member joined another server's cluster and holds no etcd CA key")
+    all_names = split_names(["localhost", "127.0.0.1", *names])
+    out = {
+        "server-ca.crt": pki.server_ca.read_text(),
+        "peer-ca.crt": pki.peer_ca.read_text(),
+    }
+    for stem, ca_stem, common_name, server_auth in (
+        ("server-client", "server-ca", "etcd-server", True),
+        ("peer-server-client", "peer-ca", "etcd-peer", True),
+        ("client", "server-ca", "etcd-client", False),
+    ):
+        ca_cert = load_cert(pki.path(ca_stem, "crt").read_bytes())
+        cert, key = issue_leaf(
+            ca_cert,
+            _load_ca_key(pki.path(ca_stem, "key")),
+            common_name=common_name,
+            names=all_names if server_auth else None,
+            server_auth=server_auth,
+            client_auth=True,
+        )
+        out[f"{stem}.crt"] = cert_to_pem(cert).decode()
+        out[f"{stem}.key"] = key_to_pem(key).decode()
+    return out
+
+
+def write_joined_pki(tls_dir: Path, files: dict[str, str]) -> EtcdPKI:
+    """Write what ``issue_member_certificates`` gave (every file 0600). Blocking."""
+    pki = EtcdPKI(tls_dir / ETCD_TLS_SUBDIR)
+    ensure_private_dir(pki.dir)
+    for name in JOINED_FILES:
+        data = files.get(name)
+        if not isinstance(data, str) or "-----BEGIN" not in data:
+            raise PKIError(f"the join answer has no valid {name}")
+        _write_private(pki.dir / name, data.encode())
     return pki

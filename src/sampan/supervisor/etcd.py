@@ -12,7 +12,18 @@ driver connects to it:
   IP too with ``--etcd-expose-metrics``;
 * ``--etcd-arg key=value`` overrides any flag Sampan sets (as K3s's ``--etcd-arg``);
 * a data dir that already holds a member restarts that member (etcd ignores the
-  ``initial-*`` flags then), so a restart keeps the data.
+  ``initial-*`` flags then), so a restart keeps the data;
+* joining (``sampan server --server https://first:6443 --token T`` with no member yet): the
+  server pins the first server's CA with the token's hash (``GET /cacerts``, as an agent
+  does), then ``POST /v1-sampan/etcd-member`` with the server token. The first server adds
+  it as a *learner* (``add_member``) and answers with the initial cluster and certificates
+  it issued for it from its etcd CAs; the new member starts with
+  ``initial-cluster-state=existing`` and, once it answers, is promoted to a voting member
+  through the cluster's client URLs (retried while etcd says it is not in sync yet), as K3s
+  does. If anything fails before the promotion, the learner is removed again and the local
+  member data deleted: nothing is left half-joined. Not done yet: the CA keys are not
+  shared (a joined server cannot issue etcd certificates itself), and a deleted Node does
+  not remove its member.
 
 Invariants: ``start()`` returns only once etcd answers a linearizable read over TLS on the
 loopback client URL; etcd runs in its own session (Ctrl-C on sampan's terminal does not reach
@@ -52,6 +63,11 @@ log = logging.getLogger("sampan.supervisor.etcd")
 ETCD_BIN = "etcd"
 ETCD_DB_SUBDIR = Path("server") / "db" / "etcd"
 READY_TIMEOUT_S = 60.0
+PROMOTE_TIMEOUT_S = 120.0
+PROMOTE_RETRY_S = 1.0
+JOIN_TIMEOUT_S = 30.0
+ETCD_MEMBER_PATH = "/v1-sampan/etcd-member"
+_MEMBER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
 READY_POLL_INTERVAL_S = 0.2
 STOP_TIMEOUT_S = 10.0
 RESTART_BACKOFF_START_S = 1.0
@@ -86,11 +102,11 @@ def etcd_dir(config: Config) -> Path:
 
 
 def uses_embedded_etcd(config: Config) -> bool:
-    """``--cluster-init``, or a data dir whose server ran embedded etcd before (as K3s, a
-    restart without the flag keeps using it)."""
+    """``--cluster-init``; ``--server`` (joining another server's etcd cluster); or a data
+    dir whose server ran embedded etcd before (as K3s, a restart keeps using it)."""
     if config.datastore_endpoint:
         return False
-    return config.cluster_init or (etcd_dir(config) / "member").is_dir()
+    return config.cluster_init or bool(config.server) or (etcd_dir(config) / "member").is_dir()
 
 
 def check_cluster_init(config: Config) -> None:
@@ -127,7 +143,15 @@ def _url(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def etcd_args(config: Config, *, name: str, node_ip: str, pki: Any, data_dir: Path) -> list[str]:
+def etcd_args(
+    config: Config,
+    *,
+    name: str,
+    node_ip: str,
+    pki: Any,
+    data_dir: Path,
+    initial_cluster: str = "",
+) -> list[str]:
     """etcd's command line: Sampan's flags, then ``--etcd-arg`` overriding any of them."""
     client_port, peer_port = config.etcd_client_port, config.etcd_peer_port
     metrics_port = peer_port + 1
@@ -141,8 +165,8 @@ def etcd_args(config: Config, *, name: str, node_ip: str, pki: Any, data_dir: Pa
         "advertise-client-urls": _url("https", advertise, client_port),
         "listen-peer-urls": ",".join(_url("https", h, peer_port) for h in hosts),
         "initial-advertise-peer-urls": _url("https", advertise, peer_port),
-        "initial-cluster": f"{name}={_url('https', advertise, peer_port)}",
-        "initial-cluster-state": "new",
+        "initial-cluster": initial_cluster or f"{name}={_url('https', advertise, peer_port)}",
+        "initial-cluster-state": "existing" if initial_cluster else "new",
         "listen-metrics-urls": ",".join(_url("http", h, metrics_port) for h in metrics_hosts),
         "client-cert-auth": "true",
         "trusted-ca-file": str(pki.server_ca),
@@ -192,6 +216,9 @@ class EmbeddedEtcd:
         self._log_offset = 0
         self.pki: Any = None
         self.restarts = 0
+        self._node_ip = ""
+        self._names: list[str] = []
+        self._member_lock = asyncio.Lock()
 
     @property
     def endpoint(self) -> str:
@@ -207,27 +234,260 @@ class EmbeddedEtcd:
             cafile=self.pki.server_ca, certfile=self.pki.client_cert, keyfile=self.pki.client_key
         )
 
-    def _prepare(self) -> None:
-        from sampan.pki.etcd import ensure_etcd_pki
+    @property
+    def peer_url(self) -> str:
+        return _url("https", self._node_ip, self._config.etcd_peer_port)
+
+    def _joining(self) -> bool:
+        return bool(self._config.server) and not (self._dir / "member").is_dir()
+
+    def _prepare_names(self) -> None:
         from sampan.supervisor.agent import default_node_ips
 
         config = self._config
         node_ips = tuple(config.node_ip) or default_node_ips()
-        node_ip = config.advertise_address or node_ips[0]
-        names = [node_ip, *node_ips, socket.gethostname()]
-        self.pki = ensure_etcd_pki(config.data_dir / "server" / "tls", names)
+        self._node_ip = config.advertise_address or node_ips[0]
+        self._names = list(dict.fromkeys([self._node_ip, *node_ips, socket.gethostname()]))
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._dir.chmod(0o700)
         self._log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        name = _member_name(self._dir)
-        self._args = etcd_args(config, name=name, node_ip=node_ip, pki=self.pki, data_dir=self._dir)
+
+    def _prepare(self, joined: dict[str, Any] | None = None) -> None:
+        from sampan.pki.etcd import ensure_etcd_pki, write_joined_pki
+
+        self._prepare_names()
+        tls_dir = self._config.data_dir / "server" / "tls"
+        if joined is not None:
+            write_joined_pki(tls_dir, joined["files"])
+        self.pki = ensure_etcd_pki(tls_dir, self._names)
+        self._args = etcd_args(
+            self._config,
+            name=_member_name(self._dir),
+            node_ip=self._node_ip,
+            pki=self.pki,
+            data_dir=self._dir,
+            initial_cluster=joined["initialCluster"] if joined is not None else "",
+        )
 
     async def start(self, ctx: Any) -> None:
-        await asyncio.to_thread(self._prepare)
         self._stopping = False
-        await self._spawn_and_wait_ready()
+        if self._joining():
+            await self._join_cluster()
+        else:
+            await asyncio.to_thread(self._prepare)
+            await self._spawn_and_wait_ready()
         self._watcher = asyncio.create_task(self._watch(), name="etcd-watcher")
         self._watcher.add_done_callback(_log_task_failure)
+
+    # --- joining another server's cluster ---------------------------------------------------
+
+    async def _join_cluster(self) -> None:
+        from sampan.datastore.etcd import EtcdMembers
+        from sampan.datastore.types import StoreError
+
+        await asyncio.to_thread(self._prepare_names)
+        name = await asyncio.to_thread(_member_name, self._dir)
+        answer = await self._request_membership(name)
+        member_id = int(answer["memberID"])
+        client_urls = [u for u in answer.get("clientURLs", []) if isinstance(u, str)]
+        try:
+            await asyncio.to_thread(self._prepare, answer)
+            self._proc = await self._spawn()
+            await self._wait_started(self._proc, member_id)
+            await self._promote(self._proc, member_id, client_urls)
+            await self._wait_ready(self._proc)
+        except BaseException as exc:
+            log.error(
+                "joining the etcd cluster failed (%s); removing the learner",
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
+            if self._proc is not None:
+                await self._terminate(self._proc)
+                self._proc = None
+            for url in client_urls:
+                try:
+                    async with EtcdMembers(url, self.tls) as members:
+                        await members.remove(member_id)
+                    break
+                except (StoreError, OSError) as err:
+                    log.warning("could not remove learner %x via %s: %s", member_id, url, err)
+            await asyncio.to_thread(shutil.rmtree, self._dir / "member", True)
+            raise
+        log.info("joined the etcd cluster as member %s (%x)", name, member_id)
+
+    async def _request_membership(self, name: str) -> dict[str, Any]:
+        """Pin the first server's CA with the token's hash, then ask it to add this member."""
+        import base64
+        import hashlib
+        import json
+        import ssl
+
+        import aiohttp
+
+        from sampan.supervisor.token import TokenError, parse_token
+
+        server = self._config.server.rstrip("/")
+        if not self._config.token:
+            raise ConfigError("joining a server (--server) needs its --token")
+        try:
+            token = parse_token(self._config.token.reveal())
+        except TokenError as exc:
+            raise ConfigError(f"--token: {exc}") from None
+        if token.ca_hash is None:
+            raise ConfigError("joining a server needs its full K10 token (with the CA hash)")
+        pinning = ssl.create_default_context()
+        pinning.check_hostname = False
+        pinning.verify_mode = ssl.CERT_NONE
+        timeout = aiohttp.ClientTimeout(total=JOIN_TIMEOUT_S)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.get(server + "/cacerts", ssl=pinning) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"{server}: GET /cacerts answered {resp.status}")
+                ca_pem = await resp.read()
+            if hashlib.sha256(ca_pem).hexdigest() != token.ca_hash:
+                raise RuntimeError(f"{server}: the server's CA does not match the token's hash")
+            verified = ssl.create_default_context(cadata=ca_pem.decode())
+            auth = base64.b64encode(f"{token.user}:{token.secret}".encode()).decode()
+            body = {"name": name, "peerURL": self.peer_url, "names": self._names}
+            async with session.post(
+                server + ETCD_MEMBER_PATH,
+                json=body,
+                headers={"Authorization": f"Basic {auth}"},
+                ssl=verified,
+            ) as resp:
+                payload = await resp.read()
+                status = resp.status
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            answer = None
+        if status != 200 or not isinstance(answer, dict):
+            message = answer.get("message") if isinstance(answer, dict) else None
+            if status == 401:
+                message = "the server refused the token"
+            raise RuntimeError(
+                f"{server} refused to add this server to its etcd cluster: "
+                f"{message or f'HTTP {status}'}"
+            )
+        return answer
+
+    async def _wait_started(self, proc: asyncio.subprocess.Process, member_id: int) -> None:
+        """Until the new learner answers Status (it serves no linearizable read yet) as the
+        member that was added (not another etcd already on the client port)."""
+        from sampan.datastore.etcd import EtcdMembers
+        from sampan.datastore.types import StoreError
+
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if proc.returncode is not None:
+                raise RuntimeError(
+                    f"etcd exited with code {proc.returncode} while joining; from "
+                    f"{self._log_path}:\n{await asyncio.to_thread(self._log_excerpt)}"
+                )
+            try:
+                async with EtcdMembers(self.endpoint, self.tls) as members:
+                    answered = await members.status()
+                if answered != member_id:
+                    raise RuntimeError(
+                        f"another etcd member ({answered:x}) answers on {self.endpoint}: "
+                        "choose a free --etcd-client-port"
+                    )
+                return
+            except StoreError:
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(
+                        f"the new etcd member did not answer within {READY_TIMEOUT_S:g}s"
+                    ) from None
+            await asyncio.sleep(READY_POLL_INTERVAL_S)
+
+    async def _promote(
+        self, proc: asyncio.subprocess.Process, member_id: int, client_urls: list[str]
+    ) -> None:
+        """Learner -> voting member, once etcd considers it in sync with the leader."""
+        from sampan.datastore.etcd import EtcdMembers
+        from sampan.datastore.types import StoreError
+
+        deadline = time.monotonic() + PROMOTE_TIMEOUT_S
+        last = ""
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                raise RuntimeError(
+                    f"etcd exited with code {proc.returncode} before its promotion; from "
+                    f"{self._log_path}:\n{await asyncio.to_thread(self._log_excerpt)}"
+                )
+            for url in client_urls:
+                try:
+                    async with EtcdMembers(url, self.tls) as members:
+                        await members.promote(member_id)
+                    log.info("etcd member %x promoted from learner to voting member", member_id)
+                    return
+                except StoreError as exc:
+                    last = str(exc)
+                    if "not a learner" in last:
+                        return
+            await asyncio.sleep(PROMOTE_RETRY_S)
+        raise RuntimeError(f"the learner was not promoted within {PROMOTE_TIMEOUT_S:g}s: {last}")
+
+    # --- the first server's side of a join -------------------------------------------------
+
+    async def add_member(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1-sampan/etcd-member`` (the API server checked the server token): add
+        the caller as a learner; answer the initial cluster and its certificates."""
+        import ipaddress
+        import urllib.parse
+
+        from sampan.apiserver.errors import BadRequest, Conflict, ServiceUnavailable
+        from sampan.datastore.etcd import EtcdMembers
+        from sampan.datastore.types import StoreError
+        from sampan.pki.etcd import issue_member_certificates
+
+        name, peer_url, names = body.get("name"), body.get("peerURL"), body.get("names") or []
+        if not isinstance(name, str) or not 0 < len(name) <= 63 or set(name) - _MEMBER_NAME_CHARS:
+            raise BadRequest("name must be 1-63 characters of a-z, 0-9, '-' and '.'")
+        try:
+            url = urllib.parse.urlsplit(peer_url if isinstance(peer_url, str) else "")
+            host = ipaddress.ip_address(url.hostname or "")
+            port = url.port
+        except ValueError:
+            raise BadRequest("peerURL must be https://<IP>:<port>") from None
+        if url.scheme != "https" or not port or url.path or host.is_unspecified:
+            raise BadRequest("peerURL must be https://<IP>:<port>")
+        if not isinstance(names, list) or len(names) > 32:
+            raise BadRequest("names must be a list of at most 32 host names or addresses")
+        if not all(isinstance(n, str) and 0 < len(n) <= 253 for n in names):
+            raise BadRequest("names must be a list of at most 32 host names or addresses")
+        if self.pki is None or self.pki.joined:
+            raise ServiceUnavailable("this server holds no etcd CA key; join through the first")
+        async with self._member_lock:
+            files = await asyncio.to_thread(
+                issue_member_certificates, self.pki, [str(host), *names]
+            )
+            try:
+                async with EtcdMembers(self.endpoint, self.tls) as members:
+                    for member in await members.list():
+                        if peer_url in member.peer_urls:
+                            if member.name:
+                                raise Conflict(
+                                    f"peer URL {peer_url} belongs to etcd member {member.name}"
+                                )
+                            await members.remove(member.id)  # an earlier, unfinished join
+                    added, current = await members.add_learner(peer_url)
+            except StoreError as exc:
+                raise ServiceUnavailable(f"etcd could not add the member: {exc}") from None
+        initial = []
+        client_urls = []
+        for member in current:
+            member_name = name if member.id == added.id else member.name
+            if member_name:
+                initial += [f"{member_name}={u}" for u in member.peer_urls]
+            client_urls += list(member.client_urls)
+        log.info("added etcd learner %s (%x) at %s", name, added.id, peer_url)
+        return {
+            "memberID": str(added.id),
+            "initialCluster": ",".join(initial),
+            "clientURLs": client_urls,
+            "files": files,
+        }
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         def open_log() -> int:

@@ -31,7 +31,12 @@ from sampan.supervisor.agent import (
 )
 from sampan.supervisor.etcd import EmbeddedEtcd, uses_embedded_etcd
 from sampan.supervisor.supervisor import Component, ComponentContext
-from sampan.supervisor.token import TokenError, ensure_agent_token, ensure_server_token
+from sampan.supervisor.token import (
+    TokenError,
+    ensure_agent_token,
+    ensure_server_token,
+    parse_token,
+)
 
 __all__ = [
     "DatastoreComponent",
@@ -93,6 +98,8 @@ class APIServerComponent:
         self._encryption = _apiserver_encryption(config)
         self.server = None
         self.token = None
+        self.embedded_etcd: EmbeddedEtcd | None = None
+        """Set when this server runs an embedded etcd: it then answers etcd member joins."""
 
     async def start(self, ctx: ComponentContext) -> None:
         from sampan.apiserver import APIServer, APIServerOptions
@@ -131,8 +138,13 @@ class APIServerComponent:
         await asyncio.to_thread(_record_encryption_hash, config, server.encryption)
         try:
             token_path = config.data_dir / "server" / "token"
+            given = config.token.reveal()
+            if config.server and self.embedded_etcd is not None and given:
+                # The token pins the CA of the server this one joined; this server still has
+                # CAs of its own (they are not shared yet), so only the secret carries over.
+                given = parse_token(given).secret
             token = await asyncio.to_thread(
-                ensure_server_token, config.data_dir, server.pki.ca_pem, config.token.reveal()
+                ensure_server_token, config.data_dir, server.pki.ca_pem, given
             )
             agent_token = None
             if config.agent_token:
@@ -150,6 +162,8 @@ class APIServerComponent:
             local_node=None if config.disable_agent else node_name(config),
         )
         self.token = token
+        if self.embedded_etcd is not None:
+            server.set_etcd_member_handler(self.embedded_etcd.add_member)
         log.info("node token is available at %s", token_path)
         log.info(
             "API server ready at %s; admin kubeconfig: %s", server.url, config.write_kubeconfig
@@ -489,6 +503,7 @@ def server_components(config: Config) -> list[Component]:
         embedded_etcd=embedded_etcd,
     )
     api = APIServerComponent(config, datastore)
+    api.embedded_etcd = embedded_etcd
     components += [datastore, api]
     if not config.disable_controller_manager:
         components.append(
