@@ -238,9 +238,12 @@ def show(
         print(line)
 
 
-async def raw_etcd_puts_per_s(endpoint: str, total: int, clients: int) -> float:
+async def raw_etcd_puts_per_s(
+    endpoint: str, total: int, clients: int, *, txn: bool = False
+) -> float:
     """The etcd floor: plain KV Put RPCs (no transaction, no compare) of ``VALUE`` to new keys
-    from ``clients`` concurrent callers on one channel."""
+    from ``clients`` concurrent callers on one channel. With ``txn``, the same puts inside the
+    create-if-absent transaction the driver sends (etcd's own cost of compare-and-swap)."""
     import grpc
     from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
 
@@ -250,7 +253,19 @@ async def raw_etcd_puts_per_s(endpoint: str, total: int, clients: int) -> float:
         await kv.Range(rpc_pb2.RangeRequest(key=b"warm-up"), timeout=10)
 
         async def put(w: int, i: int) -> None:
-            await kv.Put(rpc_pb2.PutRequest(key=f"/raw/{clients}/{i:07d}".encode(), value=VALUE))
+            key = f"/raw/{clients}/{txn}/{i:07d}".encode()
+            request = rpc_pb2.PutRequest(key=key, value=VALUE)
+            if not txn:
+                await kv.Put(request)
+                return
+            absent = rpc_pb2.Compare(
+                result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.CREATE, key=key
+            )
+            await kv.Txn(
+                rpc_pb2.TxnRequest(
+                    compare=[absent], success=[rpc_pb2.RequestOp(request_put=request)]
+                )
+            )
 
         return await rate(total, clients, put)
 
@@ -275,9 +290,12 @@ async def run_etcd(scale: int, sizes: tuple[int, ...]) -> None:
             1: await raw_etcd_puts_per_s(server.endpoint, 200 * scale, 1),
             WRITERS: await raw_etcd_puts_per_s(server.endpoint, 2_000 * scale, WRITERS),
         }
+        txn_rate = await raw_etcd_puts_per_s(server.endpoint, 2_000 * scale, WRITERS, txn=True)
         print(
             f"\n  etcd floor: raw Put RPCs of {len(VALUE)} B values: "
             f"{floors[1]:,.0f}/s with 1 client, {floors[WRITERS]:,.0f}/s with {WRITERS}"
+            f"\n  (raw create-if-absent Txn RPCs, etcd's own CAS cost: {txn_rate:,.0f}/s with "
+            f"{WRITERS})"
         )
         store = EtcdBackend(server.endpoint, auto_compact=False)
 
