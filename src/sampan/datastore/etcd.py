@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -115,13 +116,19 @@ _TOO_LARGE = "request is too large"
 
 @dataclass(frozen=True)
 class EtcdTLS:
-    """Client TLS files (K3s's ``--datastore-cafile/certfile/keyfile``); any may be None."""
+    """Client TLS files (K3s's ``--datastore-cafile/certfile/keyfile``); any may be None.
+    The files are read once, by the first ``credentials()`` (blocking: the driver calls it
+    from a thread at start)."""
 
     cafile: Path | None = None
     certfile: Path | None = None
     keyfile: Path | None = None
 
     def credentials(self) -> grpc.ChannelCredentials:
+        return self._credentials
+
+    @functools.cached_property
+    def _credentials(self) -> grpc.ChannelCredentials:
         def read(path: Path | None) -> bytes | None:
             return path.read_bytes() if path is not None else None
 
@@ -391,6 +398,8 @@ class EtcdBackend:
                 return
             if self._closed:
                 raise StoreUnavailableError("etcd datastore is closed")
+            if self._scheme == "https":
+                await asyncio.to_thread(self._tls.credentials)  # reads the files once
             self._open_channel()
             self._started = True
             try:

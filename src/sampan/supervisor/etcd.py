@@ -215,6 +215,7 @@ class EmbeddedEtcd:
         self._args: list[str] = []
         self._log_offset = 0
         self.pki: Any = None
+        self._tls: Any = None
         self.restarts = 0
         self._node_ip = ""
         self._names: list[str] = []
@@ -227,12 +228,8 @@ class EmbeddedEtcd:
 
     @property
     def tls(self) -> Any:
-        from sampan.datastore.etcd import EtcdTLS
-
-        assert self.pki is not None, "start() first"
-        return EtcdTLS(
-            cafile=self.pki.server_ca, certfile=self.pki.client_cert, keyfile=self.pki.client_key
-        )
+        assert self._tls is not None, "start() first"
+        return self._tls
 
     @property
     def peer_url(self) -> str:
@@ -253,6 +250,7 @@ class EmbeddedEtcd:
         self._log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _prepare(self, joined: dict[str, Any] | None = None) -> None:
+        from sampan.datastore.etcd import EtcdTLS
         from sampan.pki.etcd import ensure_etcd_pki, write_joined_pki
 
         self._prepare_names()
@@ -260,6 +258,10 @@ class EmbeddedEtcd:
         if joined is not None:
             write_joined_pki(tls_dir, joined["files"])
         self.pki = ensure_etcd_pki(tls_dir, self._names)
+        self._tls = EtcdTLS(
+            cafile=self.pki.server_ca, certfile=self.pki.client_cert, keyfile=self.pki.client_key
+        )
+        self._tls.credentials()  # read the files now, in this thread
         self._args = etcd_args(
             self._config,
             name=_member_name(self._dir),
@@ -304,9 +306,11 @@ class EmbeddedEtcd:
             if self._proc is not None:
                 await self._terminate(self._proc)
                 self._proc = None
-            for url in client_urls:
+            if self._tls is None:
+                log.error("cannot remove learner %x: no etcd client certificate", member_id)
+            for url in client_urls if self._tls is not None else []:
                 try:
-                    async with EtcdMembers(url, self.tls) as members:
+                    async with EtcdMembers(url, self._tls) as members:
                         await members.remove(member_id)
                     break
                 except (StoreError, OSError) as err:
@@ -415,9 +419,11 @@ class EmbeddedEtcd:
                     f"etcd exited with code {proc.returncode} before its promotion; from "
                     f"{self._log_path}:\n{await asyncio.to_thread(self._log_excerpt)}"
                 )
-            for url in client_urls:
+            if self._tls is None:
+                log.error("cannot remove learner %x: no etcd client certificate", member_id)
+            for url in client_urls if self._tls is not None else []:
                 try:
-                    async with EtcdMembers(url, self.tls) as members:
+                    async with EtcdMembers(url, self._tls) as members:
                         await members.promote(member_id)
                     log.info("etcd member %x promoted from learner to voting member", member_id)
                     return
