@@ -130,3 +130,25 @@ async def test_a_watch_resumes_across_an_etcd_restart() -> None:
             await watch.aclose()
         finally:
             await store.close()
+
+
+async def test_compacting_to_the_present_keeps_the_present_readable(
+    etcd_server: EtcdServer,
+) -> None:
+    """A cache that lists at "now" right after another server compacted to "now" must not
+    loop on 410s: the present is never compacted away."""
+    store = EtcdBackend(etcd_server.endpoint, namespace=etcd_server.namespace(), auto_compact=False)
+    await store.start()
+    try:
+        rev = await store.create(P + "a", b"0")
+        rev = (await store.update(P + "a", b"1", rev)).mod_revision
+        await store.compact(rev)
+        assert [kv.value for kv in (await store.list(P, revision=rev)).items] == [b"1"]
+        with pytest.raises(CompactedError):
+            await store.get(P + "a", revision=rev - 1)
+        watch = store.watch(P, rev + 1)
+        later = await store.update(P + "a", b"2", rev)
+        assert [e.revision for e in await next_events(watch, 1)] == [later.mod_revision]
+        await watch.aclose()
+    finally:
+        await store.close()

@@ -493,22 +493,27 @@ class EtcdBackend:
 
     async def get(self, key: str, revision: int = 0) -> tuple[int, KeyValue | None]:
         check_key(key)
-        self._check_revision(revision)
+        await self._check_revision(revision)
         request = rpc_pb2.RangeRequest(key=self._key(key), revision=max(revision, 0))
         response = await self._call("Range", request, revision=revision)
         at = revision if revision > 0 else response.header.revision
         kv = _kv(response.kvs[0], len(self._ns)) if response.kvs else None
         return at, kv
 
-    def _check_revision(self, revision: int) -> None:
+    async def _check_revision(self, revision: int) -> None:
+        """Refuse a read at or below the known floor, except at the current revision itself:
+        compaction never removes the present (etcd serves its compaction revision), and a
+        cache that lists "now" right after a compaction to "now" must not loop on 410s."""
         if 0 < revision <= self._floor:
+            if revision == self._floor and revision == await self.current_revision():
+                return
             raise CompactedError(revision, self._floor)
 
     async def list(
         self, prefix: str, revision: int = 0, limit: int = 0, start_after: str = ""
     ) -> ListResult:
         check_prefix(prefix)
-        self._check_revision(revision)
+        await self._check_revision(revision)
         lower = self._key(prefix)
         if start_after and start_after >= prefix:
             lower = self._key(start_after) + b"\x00"
@@ -528,7 +533,7 @@ class EtcdBackend:
 
     async def count(self, prefix: str, revision: int = 0) -> tuple[int, int]:
         check_prefix(prefix)
-        self._check_revision(revision)
+        await self._check_revision(revision)
         request = rpc_pb2.RangeRequest(
             key=self._key(prefix),
             range_end=self._key(prefix_end(prefix)),
@@ -662,7 +667,8 @@ class EtcdBackend:
         self._check_open()
         current = await self.current_revision()
         if start_revision > 0:
-            self._check_revision(start_revision)
+            if start_revision <= self._floor:
+                raise CompactedError(start_revision, self._floor)
             if start_revision <= current and not await self._readable(start_revision):
                 raise CompactedError(start_revision, await self._find_floor())
         else:
