@@ -1,16 +1,24 @@
-"""Datastore benchmark: ``python -m bench.datastore [--postgres DSN] [--quick]``.
+"""Datastore benchmark:
+``python -m bench.datastore [--backend sqlite,postgres,etcd] [--postgres DSN] [--quick]``.
 
-Prints, for the SQLite driver (synchronous=FULL, in a temp dir) and optionally PostgreSQL:
-creates/s and updates/s with 1 and 32 concurrent writers, list latency over 10,000 and
-100,000 keys, watch delivery latency (create() call -> event at a watcher) p50/p99, and the
-database size before and after compaction. The floor is a plain sqlite3 loop in this same
-process: one INSERT per COMMIT, WAL, synchronous=FULL; write rates are shown against it.
+Prints, for the SQLite driver (synchronous=FULL, in a temp dir; always, as the reference) and
+for each other backend asked for: creates/s and updates/s with 1 and 32 concurrent writers,
+list latency over 10,000 and 100,000 keys, watch delivery latency (create() call -> event at
+a watcher) p50/p99, and the database size before and after compaction.
+
+Floors, measured in this same run: a plain sqlite3 loop (one INSERT per COMMIT, WAL,
+synchronous=FULL) for SQLite and PostgreSQL; for etcd, the raw put rate of the same etcd
+(plain KV Put RPCs of the same values with 1 and 32 concurrent clients, what
+``etcdctl check perf`` measures), so the driver's cost on top of etcd is visible. PostgreSQL
+is a private server started here unless ``--postgres DSN`` names one; etcd is a private
+Debian etcd (fsync on, data in a temp dir) started here.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import pathlib
@@ -21,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from sampan.datastore import describe, redact_endpoint
+from sampan.datastore.etcd import EtcdBackend
 from sampan.datastore.postgres import PostgresBackend
 from sampan.datastore.sqlite import SQLiteBackend
 from sampan.datastore.types import Backend
@@ -209,20 +218,120 @@ async def run_store(
         await store.close()
 
 
-def show(title: str, figures: dict[str, float], floor: float | None) -> None:
+def show(
+    title: str,
+    figures: dict[str, float],
+    floor: float | None,
+    *,
+    floors: dict[int, float] | None = None,
+    floor_name: str = "the plain sqlite3 loop",
+) -> None:
+    """``floors`` (per writer count) wins over the single ``floor``."""
     print(f"\n{title}")
     for name, value in figures.items():
         line = f"  {name:<40} {value:>12,.2f}"
-        if floor and name.startswith(("creates/s", "updates/s")):
-            line += f"   ({value / floor:.1f}x the plain sqlite3 loop)"
+        if name.startswith(("creates/s", "updates/s")):
+            writers = int(name.split(", ")[1].split()[0])
+            base = (floors or {}).get(writers, floor)
+            if base:
+                line += f"   ({value / base:.0%} of {floor_name})"
         print(line)
+
+
+async def raw_etcd_puts_per_s(
+    endpoint: str, total: int, clients: int, *, txn: bool = False
+) -> float:
+    """The etcd floor: plain KV Put RPCs (no transaction, no compare) of ``VALUE`` to new keys
+    from ``clients`` concurrent callers on one channel. With ``txn``, the same puts inside the
+    create-if-absent transaction the driver sends (etcd's own cost of compare-and-swap)."""
+    import grpc
+    from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
+
+    target = endpoint.split("://", 1)[1]
+    async with grpc.aio.insecure_channel(target) as channel:
+        kv = rpc_pb2_grpc.KVStub(channel)
+        await kv.Range(rpc_pb2.RangeRequest(key=b"warm-up"), timeout=10)
+
+        async def put(w: int, i: int) -> None:
+            key = f"/raw/{clients}/{txn}/{i:07d}".encode()
+            request = rpc_pb2.PutRequest(key=key, value=VALUE)
+            if not txn:
+                await kv.Put(request)
+                return
+            absent = rpc_pb2.Compare(
+                result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.CREATE, key=key
+            )
+            await kv.Txn(
+                rpc_pb2.TxnRequest(
+                    compare=[absent], success=[rpc_pb2.RequestOp(request_put=request)]
+                )
+            )
+
+        return await rate(total, clients, put)
+
+
+async def etcd_size_mb(endpoint: str) -> float:
+    """etcd's backend size in use (compaction frees pages; only a defrag shrinks the file)."""
+    import grpc
+    from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
+
+    async with grpc.aio.insecure_channel(endpoint.split("://", 1)[1]) as channel:
+        status = await rpc_pb2_grpc.MaintenanceStub(channel).Status(
+            rpc_pb2.StatusRequest(), timeout=10
+        )
+    return status.dbSizeInUse / 1e6
+
+
+async def run_etcd(scale: int, sizes: tuple[int, ...]) -> None:
+    from tests.support.etcd import start_etcd
+
+    with start_etcd() as server:
+        floors = {
+            1: await raw_etcd_puts_per_s(server.endpoint, 200 * scale, 1),
+            WRITERS: await raw_etcd_puts_per_s(server.endpoint, 2_000 * scale, WRITERS),
+        }
+        txn_rate = await raw_etcd_puts_per_s(server.endpoint, 2_000 * scale, WRITERS, txn=True)
+        print(
+            f"\n  etcd floor: raw Put RPCs of {len(VALUE)} B values: "
+            f"{floors[1]:,.0f}/s with 1 client, {floors[WRITERS]:,.0f}/s with {WRITERS}"
+            f"\n  (raw create-if-absent Txn RPCs, etcd's own CAS cost: {txn_rate:,.0f}/s with "
+            f"{WRITERS})"
+        )
+        store = EtcdBackend(server.endpoint, auto_compact=False)
+
+        async def size() -> float:
+            return await etcd_size_mb(server.endpoint)
+
+        started = time.perf_counter()
+        figures = await run_store(store, size, scale, sizes)
+        show(
+            f"{describe(store)} (Debian etcd 3.4, fsync on)",
+            figures,
+            None,
+            floors=floors,
+            floor_name="raw etcd puts",
+        )
+        print(f"  ({time.perf_counter() - started:.1f} s)")
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.datastore", description=__doc__)
-    parser.add_argument("--postgres", metavar="DSN", help="also run against this database")
+    parser.add_argument(
+        "--backend",
+        default="sqlite",
+        help="comma-separated: sqlite (always run, the reference), postgres, etcd",
+    )
+    parser.add_argument(
+        "--postgres", metavar="DSN", help="run PostgreSQL against this database (not a private one)"
+    )
     parser.add_argument("--quick", action="store_true", help="a tenth of the work (smoke run)")
     args = parser.parse_args()
+    backends = {b.strip() for b in args.backend.split(",") if b.strip()}
+    unknown = backends - {"sqlite", "postgres", "etcd"}
+    if unknown:
+        parser.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
+    if args.postgres:
+        backends.add("postgres")
     logging.basicConfig(level=logging.WARNING)
     scale = 1 if args.quick else 10
     sizes = (1_000, 10_000) if args.quick else LIST_SIZES
@@ -248,16 +357,25 @@ async def main() -> None:
         show(f"{describe(store)} (synchronous=FULL)", figures, floor)
         print(f"  ({time.perf_counter() - started:.1f} s)")
 
-    if args.postgres:
-        store = PostgresBackend(args.postgres, auto_compact=False)
+    if "postgres" in backends:
+        with contextlib.ExitStack() as stack:
+            dsn = args.postgres
+            if not dsn:
+                from tests.support.postgres import start_postgres
 
-        async def pg_size() -> float:
-            return await postgres_size_mb(args.postgres)
+                dsn = stack.enter_context(start_postgres()).create_database("bench")
+            store = PostgresBackend(dsn, auto_compact=False)
 
-        started = time.perf_counter()
-        figures = await run_store(store, pg_size, max(1, scale // 2), sizes)
-        show(f"postgres {redact_endpoint(args.postgres)}", figures, floor)
-        print(f"  ({time.perf_counter() - started:.1f} s)")
+            async def pg_size() -> float:
+                return await postgres_size_mb(dsn)
+
+            started = time.perf_counter()
+            figures = await run_store(store, pg_size, max(1, scale // 2), sizes)
+            show(f"postgres {redact_endpoint(dsn)}", figures, floor)
+            print(f"  ({time.perf_counter() - started:.1f} s)")
+
+    if "etcd" in backends:
+        await run_etcd(scale, sizes)
 
 
 if __name__ == "__main__":

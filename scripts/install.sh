@@ -17,6 +17,8 @@ PYTHON=${PYTHON:-python3}
 #     as PID 1; installing the package does not make it the init)
 #   busybox-static, umoci, skopeo, zstd: the tests build their own small images
 #   postgresql: the PostgreSQL datastore driver's tests start a private server from it
+#   etcd-server, etcd-client: the embedded etcd of `sampan server --cluster-init` and the etcd
+#     driver's tests (the Debian service is not used); etcdctl for users and benchmarks
 #   docker-registry, apache2-utils: the private-registry test runs its own registry with
 #     htpasswd auth and TLS (the Debian service is not used)
 #   prometheus: the metrics e2e test runs a private Prometheus server (own port, data dir and
@@ -28,6 +30,7 @@ DEB_PACKAGES=(
   containerd runc containernetworking-plugins catatonit iptables conntrack ipset iproute2
   busybox-static umoci skopeo zstd
   postgresql
+  etcd-server etcd-client
   nginx
   docker-registry apache2-utils
   prometheus
@@ -56,6 +59,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   # nginx for Ingresses, so the packaged service we just installed is stopped and disabled.
   if [[ " ${missing[*]} " == *" nginx "* ]]; then
     { systemctl disable --now nginx || invoke-rc.d nginx stop; } >/dev/null 2>&1 || true
+  fi
+  # Debian's etcd-server starts a system etcd on 2379/2380 where an init system runs it;
+  # Sampan runs its own etcd (embedded, or private ones in tests), so that one is stopped.
+  if [[ " ${missing[*]} " == *" etcd-server "* ]]; then
+    { systemctl disable --now etcd || invoke-rc.d etcd stop; } >/dev/null 2>&1 || true
   fi
 fi
 # Debian starts the packaged PostgreSQL cluster on install; Sampan's tests run their own

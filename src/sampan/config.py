@@ -273,9 +273,63 @@ OPTIONS: tuple[Option, ...] = (
         "secret",
         "",
         "database",
-        "Specify sqlite (default), or a postgres:// DSN",
+        "Specify sqlite (default), a postgres:// DSN, or etcd as https://HOST:2379 "
+        "(several comma-separated; http:// without TLS)",
         commands=SERVER,
         env="SAMPAN_DATASTORE_ENDPOINT",
+    ),
+    _o(
+        "datastore-cafile",
+        "str",
+        "",
+        "database",
+        "TLS Certificate Authority file used to secure datastore backend communication (etcd)",
+        commands=SERVER,
+        env="SAMPAN_DATASTORE_CAFILE",
+    ),
+    _o(
+        "datastore-certfile",
+        "str",
+        "",
+        "database",
+        "TLS certification file used to secure datastore backend communication (etcd)",
+        commands=SERVER,
+        env="SAMPAN_DATASTORE_CERTFILE",
+    ),
+    _o(
+        "datastore-keyfile",
+        "str",
+        "",
+        "database",
+        "TLS key file used to secure datastore backend communication (etcd)",
+        commands=SERVER,
+        env="SAMPAN_DATASTORE_KEYFILE",
+    ),
+    _o(
+        "cluster-init",
+        "bool",
+        False,
+        "cluster",
+        "Initialize a new cluster using embedded etcd",
+        commands=SERVER,
+        env="SAMPAN_CLUSTER_INIT",
+    ),
+    _o(
+        "etcd-client-port",
+        "port",
+        2379,
+        "database",
+        "Port of the embedded etcd's client listener (node IP and loopback)",
+        commands=SERVER,
+    ),
+    _o(
+        "etcd-peer-port",
+        "port",
+        2380,
+        "database",
+        "Port of the embedded etcd's peer listener (node IP and loopback); its metrics "
+        "listener uses the next port",
+        commands=SERVER,
     ),
     _o(
         "secrets-encryption",
@@ -291,7 +345,7 @@ OPTIONS: tuple[Option, ...] = (
         "bool",
         False,
         "database",
-        "Accepted for RKE2 compatibility; Sampan has no embedded etcd",
+        "Expose embedded etcd metrics to the node IP (default: loopback only)",
         commands=SERVER,
     ),
     # -- snapshots and restore (K3s's etcd-snapshot flags; SQLite and etcd)
@@ -450,6 +504,7 @@ OPTIONS: tuple[Option, ...] = (
         "Customized flag for the controller manager",
         commands=SERVER,
     ),
+    _o("etcd-arg", "list", (), "flags", "Customized flag for the embedded etcd", commands=SERVER),
     _o("kubelet-arg", "list", (), "flags", "Customized flag for the kubelet"),
     _o("kube-proxy-arg", "list", (), "flags", "Customized flag for the proxy"),
     # -- agent
@@ -526,6 +581,12 @@ class Config:
     flannel_iface: str = ""
     node_local_dns_address: str = ""
     datastore_endpoint: Secret = field(default_factory=lambda: Secret(""))
+    datastore_cafile: str = ""
+    datastore_certfile: str = ""
+    datastore_keyfile: str = ""
+    cluster_init: bool = False
+    etcd_client_port: int = 2379
+    etcd_peer_port: int = 2380
     secrets_encryption: bool = False
     etcd_expose_metrics: bool = False
     agent_token: Secret = field(default_factory=lambda: Secret(""))
@@ -548,6 +609,7 @@ class Config:
     kube_apiserver_arg: tuple[str, ...] = ()
     kube_scheduler_arg: tuple[str, ...] = ()
     kube_controller_manager_arg: tuple[str, ...] = ()
+    etcd_arg: tuple[str, ...] = ()
     kubelet_arg: tuple[str, ...] = ()
     kube_proxy_arg: tuple[str, ...] = ()
     node_name: str = ""
@@ -860,6 +922,7 @@ def _check(command: Command, values: Mapping[str, Any]) -> None:
         "kube-apiserver-arg",
         "kube-scheduler-arg",
         "kube-controller-manager-arg",
+        "etcd-arg",
         "kubelet-arg",
         "kube-proxy-arg",
     ):
@@ -883,6 +946,15 @@ def _check(command: Command, values: Mapping[str, Any]) -> None:
             ipaddress.ip_address(ip)
         except ValueError:
             raise ConfigError(f"node-ip: {ip!r} is not an IP address") from None
+    if values.get("cluster_init") and values.get("datastore_endpoint"):
+        raise ConfigError(
+            "cluster-init: --cluster-init runs an embedded etcd and cannot be used with "
+            "--datastore-endpoint"
+        )
+    if values.get("etcd_client_port") and values.get("etcd_client_port") == values.get(
+        "etcd_peer_port"
+    ):
+        raise ConfigError("etcd-client-port and etcd-peer-port must differ")
     if command == "agent":
         if not values.get("server"):
             raise ConfigError(

@@ -27,6 +27,11 @@ hash in the Secret ``kube-system/<node>.node-password.sampan``: a second machine
 an existing node's name with another password is refused (403), as K3s refuses it. Secrets are
 compared in constant time and never logged.
 
+* ``POST /v1-sampan/etcd-member`` with the *server* token only (an agent token or bootstrap
+  token is refused): a server joining this server's embedded etcd cluster. The body and the
+  answer belong to the supervisor's embedded etcd (``set_etcd_member_handler``); a server
+  without an embedded etcd answers 404.
+
 A Kubernetes bootstrap token ``<id>.<secret>`` (``sampan token create``: the Secret
 ``kube-system/bootstrap-token-<id>`` of type ``bootstrap.kubernetes.io/token``) is accepted as a
 join secret too while it is unexpired and has ``usage-bootstrap-authentication: true``.
@@ -65,6 +70,7 @@ from sampan.pki import issue_client_certificate, issue_kubelet_serving_certifica
 
 __all__ = [
     "CACERTS_PATH",
+    "ETCD_MEMBER_PATH",
     "JOIN_PATH",
     "NODE_PASSWORD_REJECTED",
     "JoinService",
@@ -75,6 +81,7 @@ log = logging.getLogger(__name__)
 
 CACERTS_PATH = "/cacerts"
 JOIN_PATH = "/v1-sampan/node"
+ETCD_MEMBER_PATH = "/v1-sampan/etcd-member"
 NODE_PASSWORD_SECRET_SUFFIX = ".node-password.sampan"
 NODE_PASSWORD_SECRET_TYPE = "sampan.io/node-password"
 NODE_PASSWORD_REJECTED = (
@@ -100,7 +107,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def is_join_path(path: str) -> bool:
-    return path == CACERTS_PATH or path == JOIN_PATH
+    return path in (CACERTS_PATH, JOIN_PATH, ETCD_MEMBER_PATH)
 
 
 def _hash_password(password: str, salt: str) -> str:
@@ -124,8 +131,10 @@ class JoinService:
         *,
         host_addresses: Iterable[str] = (),
         local_node: Callable[[], str | None] = lambda: None,
+        etcd_member: Callable[[], Any] = lambda: None,
     ) -> None:
         self._pki = pki
+        self._etcd_member = etcd_member
         self._store_for = store_for
         self._secrets = secrets_by_user
         host_names, host_ips = _split_addresses(host_addresses)
@@ -147,6 +156,8 @@ class JoinService:
                 raise BadRequest("only POST is supported here")
             role = await self._check_token(request.headers.get("Authorization", ""))
             body = await self._read_body(request)
+            if request.path == ETCD_MEMBER_PATH:
+                return await self._add_etcd_member(role, body)
             return await self._join(role, body)
         except StatusError as exc:
             return error_response(exc)
@@ -204,6 +215,15 @@ class JoinService:
                 log.info("join refused: bootstrap token %s has expired", match["id"])
                 return False
         return True
+
+    async def _add_etcd_member(self, role: str, body: dict[str, Any]) -> web.Response:
+        if role != "server":
+            raise Forbidden("only the server token may join a server to the etcd cluster")
+        handler = self._etcd_member()
+        if handler is None:
+            raise NotFound("this server runs no embedded etcd (start it with --cluster-init)")
+        answer = await handler(body)
+        return web.json_response(answer)
 
     async def _read_body(self, request: web.Request) -> dict[str, Any]:
         raw = await request.content.read(MAX_JOIN_BODY_BYTES + 1)

@@ -218,6 +218,7 @@ class APIServer:
         self._rt = _Runtime()
         self.metrics = APIServerMetrics()
         self._join_secrets: dict[str, str] = {}
+        self._etcd_member: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
         self._local_node: str | None = None
 
     # --- public ---------------------------------------------------------------------------
@@ -235,6 +236,13 @@ class APIServer:
         this host (the embedded agent), which alone may claim the host's name and IPs."""
         self._join_secrets = dict(secrets_by_user)
         self._local_node = local_node
+
+    def set_etcd_member_handler(
+        self, handler: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None
+    ) -> None:
+        """What answers ``POST /v1-sampan/etcd-member`` (a server joining the embedded etcd
+        cluster): the supervisor's embedded etcd; None (the default) answers 404."""
+        self._etcd_member = handler
 
     @property
     def url(self) -> str:
@@ -351,6 +359,7 @@ class APIServer:
             lambda: self._join_secrets,
             host_addresses=(opts.hostname, *opts.node_ips),
             local_node=lambda: self._local_node,
+            etcd_member=lambda: self._etcd_member,
         )
         rt.checks = [
             _HealthCheck("ping", _ok),

@@ -37,6 +37,7 @@ from sampan.supervisor.agent import (
     node_name,
     restricted_node_labels,
 )
+from sampan.supervisor.etcd import EmbeddedEtcd, uses_embedded_etcd
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import (
     TokenError,
@@ -57,17 +58,32 @@ log = logging.getLogger("sampan.supervisor")
 
 
 class DatastoreComponent:
+    """The datastore driver: ``--datastore-endpoint`` (with K3s's TLS file flags for etcd),
+    or the embedded etcd started before it."""
+
     name = "datastore"
 
-    def __init__(self, endpoint: str, data_dir: Path) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        data_dir: Path,
+        *,
+        tls: Any = None,
+        embedded_etcd: EmbeddedEtcd | None = None,
+    ) -> None:
         self._endpoint = endpoint
         self._data_dir = data_dir
+        self._tls = tls
+        self._embedded_etcd = embedded_etcd
         self.backend = None
 
     async def start(self, ctx: ComponentContext) -> None:
         from sampan.datastore import describe, open_backend
 
-        backend = open_backend(self._endpoint, self._data_dir)
+        endpoint, tls = self._endpoint, self._tls
+        if self._embedded_etcd is not None:
+            endpoint, tls = self._embedded_etcd.endpoint, self._embedded_etcd.tls
+        backend = open_backend(endpoint, self._data_dir, tls=tls)
         await backend.start()
         self.backend = backend
         log.info(
@@ -90,6 +106,8 @@ class APIServerComponent:
         self._encryption = _apiserver_encryption(config)
         self.server = None
         self.token = None
+        self.embedded_etcd: EmbeddedEtcd | None = None
+        """Set when this server runs an embedded etcd: it then answers etcd member joins."""
 
     async def start(self, ctx: ComponentContext) -> None:
         from sampan.apiserver import APIServer, APIServerOptions
@@ -132,11 +150,16 @@ class APIServerComponent:
         await asyncio.to_thread(_record_encryption_hash, config, server.encryption)
         try:
             token_path = config.data_dir / "server" / "token"
+            given = config.token.reveal()
+            if config.server and self.embedded_etcd is not None and given:
+                # The token's CA hash was checked when joining; only its secret is kept (the
+                # token file is written again with this server's CA bundle).
+                given = parse_token(given).secret
             token = await asyncio.to_thread(
                 ensure_server_token,
                 config.data_dir,
                 server.pki.ca_pem,
-                config.token.reveal() or boot.token_secret,
+                given or boot.token_secret,
             )
             agent_token = None
             if config.agent_token or boot.agent_token_secret:
@@ -154,6 +177,8 @@ class APIServerComponent:
             local_node=None if config.disable_agent else node_name(config),
         )
         self.token = token
+        if self.embedded_etcd is not None:
+            server.set_etcd_member_handler(self.embedded_etcd.add_member)
         log.info("node token is available at %s", token_path)
         log.info(
             "API server ready at %s; admin kubeconfig: %s", server.url, config.write_kubeconfig
@@ -567,9 +592,20 @@ def server_components(config: Config) -> list[Component]:
         os.makedirs(config.data_dir / "server" / sub, mode=0o700, exist_ok=True)
     os.makedirs(config.data_dir / "server" / "static" / "charts", mode=0o700, exist_ok=True)
     cred = config.data_dir / "server" / "cred"
-    datastore = DatastoreComponent(config.datastore_endpoint.reveal(), config.data_dir)
+    components: list[Component] = []
+    embedded_etcd = None
+    if uses_embedded_etcd(config):
+        embedded_etcd = EmbeddedEtcd(config)
+        components.append(embedded_etcd)
+    datastore = DatastoreComponent(
+        config.datastore_endpoint.reveal(),
+        config.data_dir,
+        tls=_datastore_tls(config),
+        embedded_etcd=embedded_etcd,
+    )
     api = APIServerComponent(config, datastore)
-    components: list[Component] = [datastore, api]
+    api.embedded_etcd = embedded_etcd
+    components += [datastore, api]
     if not config.disable_controller_manager:
         components.append(
             ClientComponent(
@@ -673,6 +709,19 @@ def _snapshots(config: Config) -> Callable[[Any], Any] | None:
     check_snapshot_options(config)
     name = node_name(config)
     return lambda client_config: SnapshotComponent(client_config, config, name)
+
+
+def _datastore_tls(config: Config) -> Any:
+    """K3s's ``--datastore-cafile/certfile/keyfile`` (etcd endpoints only)."""
+    from sampan.datastore.etcd import EtcdTLS
+
+    if not (config.datastore_cafile or config.datastore_certfile or config.datastore_keyfile):
+        return None
+    return EtcdTLS(
+        cafile=Path(config.datastore_cafile) if config.datastore_cafile else None,
+        certfile=Path(config.datastore_certfile) if config.datastore_certfile else None,
+        keyfile=Path(config.datastore_keyfile) if config.datastore_keyfile else None,
+    )
 
 
 def _node_labels(config: Config) -> dict[str, str]:

@@ -1,5 +1,6 @@
-"""Fixtures for the storage-layer tests: a real SQLite datastore in a temp dir, the built-in
-registry, and a started ``Storage`` with small limits (so rings and queues overflow quickly)."""
+"""Fixtures for the storage-layer tests: a real datastore (SQLite in a temp dir, and etcd: a
+private server shared by the session, a key namespace per test), the built-in registry, and a
+started ``Storage`` with small limits (so rings and queues overflow quickly)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ import pytest
 
 from sampan.api.resources import ResourceInfo, ResourceRegistry, builtin_registry
 from sampan.apiserver.storage import ResourceStore, Storage, StorageSettings
+from sampan.datastore.etcd import EtcdBackend
 from sampan.datastore.sqlite import SQLiteBackend
+from tests.support.etcd import EtcdServer, etcd_server
+
+__all__ = ["etcd_server"]
 
 TEST_SETTINGS = StorageSettings(
     ring_size=1_000,
@@ -31,9 +36,17 @@ def registry() -> ResourceRegistry:
     return builtin_registry()
 
 
-@pytest.fixture
-async def backend(tmp_path: pathlib.Path) -> AsyncIterator[SQLiteBackend]:
-    store = SQLiteBackend(tmp_path / "state.db", auto_compact=False)
+@pytest.fixture(params=["sqlite", pytest.param("etcd", marks=pytest.mark.etcd)])
+async def backend(
+    request: pytest.FixtureRequest, tmp_path: pathlib.Path
+) -> AsyncIterator[SQLiteBackend | EtcdBackend]:
+    if request.param == "etcd":
+        server: EtcdServer = request.getfixturevalue("etcd_server")
+        store: SQLiteBackend | EtcdBackend = EtcdBackend(
+            server.endpoint, namespace=server.namespace(), auto_compact=False
+        )
+    else:
+        store = SQLiteBackend(tmp_path / "state.db", auto_compact=False)
     await store.start()
     try:
         yield store
@@ -43,7 +56,7 @@ async def backend(tmp_path: pathlib.Path) -> AsyncIterator[SQLiteBackend]:
 
 @pytest.fixture
 async def make_storage(
-    backend: SQLiteBackend, registry: ResourceRegistry
+    backend: SQLiteBackend | EtcdBackend, registry: ResourceRegistry
 ) -> AsyncIterator[StorageFactory]:
     """Start a Storage over the shared backend with settings overridden by keyword."""
     started: list[Storage] = []

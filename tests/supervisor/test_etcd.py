@@ -1,0 +1,191 @@
+"""``sampan server --cluster-init``: the embedded etcd as a user meets it (a real server
+process, a real etcd child, kubectl and etcdctl), and the command line it gets."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sampan.config import ConfigError, load_config
+from sampan.pki.etcd import EtcdPKI
+from sampan.supervisor.etcd import etcd_args
+from tests.supervisor.test_server_process import free_port, start_server, wait_for_log
+
+pytestmark = pytest.mark.etcd
+
+
+def _etcd_ports() -> list[str]:
+    """Free client and peer ports, the peer's next port (etcd's metrics) free too."""
+    while True:
+        peer = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", peer + 1))
+            except OSError:
+                continue
+        return ["--etcd-client-port", str(free_port()), "--etcd-peer-port", str(peer)]
+
+
+def _etcdctl(pki: EtcdPKI, port: int, *args: str, cert: bool = True) -> subprocess.CompletedProcess:
+    tls = ["--cacert", str(pki.server_ca)]
+    if cert:
+        tls += ["--cert", str(pki.client_cert), "--key", str(pki.client_key)]
+    return subprocess.run(
+        ["etcdctl", f"--endpoints=https://127.0.0.1:{port}", "--dial-timeout=3s", *tls, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "ETCDCTL_API": "3"},
+    )
+
+
+def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+
+
+def test_cluster_init_runs_a_tls_etcd_child_that_keeps_the_data(tmp_path: Path) -> None:
+    ports = _etcd_ports()
+    client_port = int(ports[1])
+    proc, log_path = start_server(
+        tmp_path, "--disable-agent", "--cluster-init", *ports, "--etcd-arg=snapshot-count=5000"
+    )
+    kubeconfig = tmp_path / "kubeconfig.yaml"
+    pki = EtcdPKI(tmp_path / "data" / "server" / "tls" / "etcd")
+    try:
+        text = wait_for_log(proc, log_path, "all components ready")
+        assert f"datastore ready: etcd https://127.0.0.1:{client_port}" in text
+        etcd_pid = int(re.search(r"started etcd \(pid (\d+)\)", text).group(1))
+        created = _kubectl(kubeconfig, "create", "configmap", "kept", "--from-literal=a=b")
+        assert created.returncode == 0, created.stderr
+        # etcdctl with the etcd CA's client certificate sees the object and one member...
+        got = _etcdctl(pki, client_port, "get", "/registry/configmaps/default/kept", "--keys-only")
+        assert got.stdout.split() == ["/registry/configmaps/default/kept"], got.stderr
+        members = json.loads(_etcdctl(pki, client_port, "member", "list", "-w", "json").stdout)
+        assert len(members["members"]) == 1
+        assert not members["members"][0].get("isLearner")
+        # ...and without a client certificate etcd does not answer.
+        refused = _etcdctl(pki, client_port, "get", "/registry", "--prefix", cert=False)
+        assert refused.returncode != 0
+        etcd_log = (tmp_path / "data" / "server" / "logs" / "etcd.log").read_text()
+        assert '"snapshot-count":5000' in etcd_log  # --etcd-arg wins over Sampan's own flag
+        assert (tmp_path / "data" / "server" / "db" / "etcd" / "member").is_dir()
+        assert pki.client_key.stat().st_mode & 0o777 == 0o600
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (
+        not Path(f"/proc/{etcd_pid}").exists()
+        or "zombie" in Path(f"/proc/{etcd_pid}/status").read_text()
+    )
+    assert "Traceback" not in log_path.read_text()
+
+    # A restart without --cluster-init keeps using the embedded etcd and its data.
+    proc, log_path = start_server(tmp_path, "--disable-agent", *ports)
+    try:
+        text = wait_for_log(proc, log_path, "all components ready")
+        assert "etcd: ready" in text
+        kept = _kubectl(kubeconfig, "get", "configmap", "kept", "-o", "jsonpath={.data.a}")
+        assert kept.stdout == "b", kept.stderr
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_cluster_init_and_an_external_datastore_exclude_each_other() -> None:
+    with pytest.raises(ConfigError, match="cannot be used with --datastore-endpoint"):
+        load_config(
+            "server",
+            {"cluster_init": "true", "datastore_endpoint": "https://10.0.0.1:2379"},
+            env={},
+            default_config_file=Path(os.devnull),
+        )
+
+
+def test_etcd_listens_on_loopback_and_the_node_ip_and_etcd_arg_overrides(tmp_path: Path) -> None:
+    config = load_config(
+        "server",
+        {"etcd_expose_metrics": "true", "etcd_arg": ["heartbeat-interval=250"]},
+        env={},
+        default_config_file=Path(os.devnull),
+    )
+    pki = EtcdPKI(tmp_path)
+    args = etcd_args(config, name="n1", node_ip="192.0.2.7", pki=pki, data_dir=tmp_path / "db")
+    flags = dict(a[2:].split("=", 1) for a in args[1:])
+    assert flags["listen-client-urls"] == "https://127.0.0.1:2379,https://192.0.2.7:2379"
+    assert flags["listen-peer-urls"] == "https://127.0.0.1:2380,https://192.0.2.7:2380"
+    assert flags["initial-cluster"] == "n1=https://192.0.2.7:2380"
+    assert flags["listen-metrics-urls"] == "http://127.0.0.1:2381,http://192.0.2.7:2381"
+    assert flags["client-cert-auth"] == flags["peer-client-cert-auth"] == "true"
+    assert flags["heartbeat-interval"] == "250"
+    assert args.count("--heartbeat-interval=250") == 1
+    plain = load_config("server", {}, env={}, default_config_file=Path(os.devnull))
+    args = etcd_args(plain, name="n1", node_ip="192.0.2.7", pki=pki, data_dir=tmp_path)
+    assert "--listen-metrics-urls=http://127.0.0.1:2381" in args
+
+
+def test_a_second_server_joins_as_a_learner_and_is_promoted(tmp_path: Path) -> None:
+    first_dir, second_dir, third_dir = tmp_path / "one", tmp_path / "two", tmp_path / "three"
+    for d in (first_dir, second_dir, third_dir):
+        d.mkdir()
+    first_ports = _etcd_ports()
+    first, first_log = start_server(first_dir, "--disable-agent", "--cluster-init", *first_ports)
+    procs = [first]
+    try:
+        wait_for_log(first, first_log, "all components ready")
+        api_port = re.search(r"API server ready at https://127.0.0.1:(\d+)", first_log.read_text())
+        server_url = f"https://127.0.0.1:{api_port.group(1)}"
+        token = (first_dir / "data" / "server" / "token").read_text().strip()
+        pki = EtcdPKI(first_dir / "data" / "server" / "tls" / "etcd")
+        client_port = int(first_ports[1])
+
+        # A wrong secret: one line, and no member is added.
+        bad_token = token.rsplit(":", 1)[0] + ":not-the-secret"
+        third_ports = _etcd_ports()
+        third, third_log = start_server(
+            third_dir, "--disable-agent", "--server", server_url, "--token", bad_token, *third_ports
+        )
+        procs.append(third)
+        assert third.wait(timeout=60) == 1
+        assert "refused to add this server to its etcd cluster: the server refused the token" in (
+            third_log.read_text()
+        )
+        assert "not-the-secret" not in third_log.read_text()
+
+        second_ports = _etcd_ports()
+        second, second_log = start_server(
+            second_dir, "--disable-agent", "--server", server_url, "--token", token, *second_ports
+        )
+        procs.append(second)
+        text = wait_for_log(second, second_log, "all components ready")
+        assert "promoted from learner to voting member" in text
+        assert token.rsplit(":", 1)[1] not in text
+        members = json.loads(_etcdctl(pki, client_port, "member", "list", "-w", "json").stdout)
+        assert len(members["members"]) == 2
+        assert all(m.get("name") and not m.get("isLearner") for m in members["members"])
+        # One datastore: what one server writes, the other serves.
+        made = _kubectl(first_dir / "kubeconfig.yaml", "create", "configmap", "shared")
+        assert made.returncode == 0, made.stderr
+        seen = _kubectl(second_dir / "kubeconfig.yaml", "get", "configmap", "shared", "-o", "name")
+        assert seen.stdout.strip() == "configmap/shared", seen.stderr
+        _stop(second)
+        _stop(first)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
