@@ -25,7 +25,8 @@ def test_import_layers_hold() -> None:
 
 def test_lower_layers_type_check_strictly() -> None:
     """mypy --strict over the packages ``[tool.mypy] files`` names (api, datastore, client,
-    pki): the layers everything else stands on keep their annotations honest."""
+    pki, supervisor): the layers everything stands on, and the wiring, keep their annotations
+    honest."""
     mypy = Path(sys.executable).with_name("mypy")
     out = subprocess.run(
         [str(mypy), "--cache-dir", str(ROOT / ".mypy_cache")],

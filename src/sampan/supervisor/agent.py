@@ -589,7 +589,7 @@ def agent_components(
             "load-balancer-endpoints",
             join,
             lambda creds: EndpointsWatcher(
-                ClientConfig.from_kubeconfig(creds.kubeconfig("kube-proxy")), balancer.balancer
+                ClientConfig.from_kubeconfig(creds.kubeconfig("kube-proxy")), balancer.started()
             ),
         )
     )

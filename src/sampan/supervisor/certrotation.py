@@ -68,7 +68,8 @@ def rotation_deadline(cert: x509.Certificate, fraction: float | None = None) -> 
 
 
 def _read_kubeconfig(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
 
 
 def _current_certificate(path: Path) -> x509.Certificate:

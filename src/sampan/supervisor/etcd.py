@@ -447,11 +447,14 @@ class EmbeddedEtcd:
         from sampan.datastore.types import StoreError
         from sampan.pki.etcd import issue_member_certificates
 
-        name, peer_url, names = body.get("name"), body.get("peerURL"), body.get("names") or []
+        name, names = body.get("name"), body.get("names") or []
+        peer_url = body.get("peerURL")
+        if not isinstance(peer_url, str):
+            raise BadRequest("peerURL must be https://<IP>:<port>")
         if not isinstance(name, str) or not 0 < len(name) <= 63 or set(name) - _MEMBER_NAME_CHARS:
             raise BadRequest("name must be 1-63 characters of a-z, 0-9, '-' and '.'")
         try:
-            url = urllib.parse.urlsplit(peer_url if isinstance(peer_url, str) else "")
+            url = urllib.parse.urlsplit(peer_url)
             host = ipaddress.ip_address(url.hostname or "")
             port = url.port
         except ValueError:
@@ -593,7 +596,7 @@ class EmbeddedEtcd:
                 log.error("etcd restart failed: %s", exc)
                 continue
             self.restarts += 1
-            log.info("etcd restarted (pid %d)", self._proc.pid)
+            log.info("etcd restarted (pid %s)", self._proc.pid if self._proc else "?")
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
         if proc.returncode is not None:

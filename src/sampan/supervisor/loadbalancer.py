@@ -353,8 +353,12 @@ class LoadBalancerComponent:
 
     @property
     def url(self) -> str:
+        return self.started().url
+
+    def started(self) -> LoadBalancer:
+        """The running balancer (the component starts before anything that uses it)."""
         assert self.balancer is not None, "the load balancer starts first"
-        return self.balancer.url
+        return self.balancer
 
     async def stop(self) -> None:
         if self.balancer is not None:

@@ -10,7 +10,7 @@ __all__ = ["setup_logging"]
 
 
 class _Formatter(logging.Formatter):
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
 
     def format(self, record: logging.LogRecord) -> str:
         name = record.name.removeprefix("sampan.")

@@ -27,7 +27,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sampan.config import Config, ConfigError
 from sampan.pki import AUTH_PROXY_USER
@@ -40,11 +40,16 @@ from sampan.supervisor.agent import (
 from sampan.supervisor.etcd import EmbeddedEtcd, uses_embedded_etcd
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import (
+    JoinToken,
     TokenError,
     ensure_agent_token,
     ensure_server_token,
     parse_token,
 )
+
+if TYPE_CHECKING:
+    from sampan.apiserver import APIServer
+    from sampan.datastore import Backend
 
 __all__ = [
     "DatastoreComponent",
@@ -75,7 +80,7 @@ class DatastoreComponent:
         self._data_dir = data_dir
         self._tls = tls
         self._embedded_etcd = embedded_etcd
-        self.backend = None
+        self.backend: Backend | None = None
 
     async def start(self, ctx: ComponentContext) -> None:
         from sampan.datastore import describe, open_backend
@@ -104,8 +109,8 @@ class APIServerComponent:
         self._datastore = datastore
         self._limits = _apiserver_limits(config)
         self._encryption = _apiserver_encryption(config)
-        self.server = None
-        self.token = None
+        self.server: APIServer | None = None
+        self.token: JoinToken | None = None
         self.embedded_etcd: EmbeddedEtcd | None = None
         """Set when this server runs an embedded etcd: it then answers etcd member joins."""
 
@@ -216,6 +221,15 @@ class APIServerComponent:
             )
         except BootstrapError as exc:
             raise RuntimeError(f"bootstrap: {exc}") from None
+
+    def started(self) -> APIServer:
+        """The running API server (components after this one start once it runs)."""
+        assert self.server is not None, "the API server starts first"
+        return self.server
+
+    def server_token(self) -> JoinToken:
+        assert self.token is not None, "the API server starts first"
+        return self.token
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -674,8 +688,8 @@ def server_components(config: Config) -> list[Component]:
         # The embedded agent joins this server exactly as a remote agent would.
         components += agent_components(
             config,
-            server_url=lambda: api.server.url,
-            token=lambda: api.token.render(),
+            server_url=lambda: api.started().url,
+            token=lambda: api.server_token().render(),
             is_server=True,
         )
         # The labels its kubelet may not set itself, from the server's side.
