@@ -546,3 +546,17 @@ def test_http_layer_error_mapping():
     bad = status_for_http_error(400, BadHttpMessage("Invalid thing:\n  details"))
     assert (bad.code, bad.reason) == (400, "BadRequest")
     assert bad.message == "malformed HTTP request: Invalid thing"
+
+
+async def test_invalid_utf8_echoed_in_an_error_is_written_as_replacement_characters(harness):
+    """Reproducer (fuzz): ``Impersonate-User: \\xed\\xa0\\x80`` made the 403's message hold
+    lone surrogates and its encoding a 500. Go's encoder writes each invalid byte as U+FFFD."""
+    raw = await raw_exchange(
+        harness,
+        b"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Impersonate-User: \xed\xa0\x80\r\n\r\n",
+    )
+    code, _, body = status_of(raw)
+    assert code == 403, body
+    assert body["reason"] == "Forbidden"
+    assert body["message"].startswith('namespaces is forbidden: User "\ufffd\ufffd\ufffd" cannot')
