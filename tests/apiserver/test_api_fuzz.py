@@ -546,3 +546,41 @@ def test_http_layer_error_mapping():
     bad = status_for_http_error(400, BadHttpMessage("Invalid thing:\n  details"))
     assert (bad.code, bad.reason) == (400, "BadRequest")
     assert bad.message == "malformed HTTP request: Invalid thing"
+
+
+async def test_invalid_utf8_echoed_in_an_error_is_written_as_replacement_characters(harness):
+    """Reproducer (fuzz): ``Impersonate-User: \\xed\\xa0\\x80`` made the 403's message hold
+    lone surrogates and its encoding a 500. Go's encoder writes each invalid byte as U+FFFD."""
+    raw = await raw_exchange(
+        harness,
+        b"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Impersonate-User: \xed\xa0\x80\r\n\r\n",
+    )
+    code, _, body = status_of(raw)
+    assert code == 403, body
+    assert body["reason"] == "Forbidden"
+    assert body["message"].startswith('namespaces is forbidden: User "\ufffd\ufffd\ufffd" cannot')
+
+
+async def test_invalid_utf8_in_json_strings_becomes_replacement_characters(harness):
+    """Reproducer (fuzz): ``{"metadata":{"name":"\\xed\\xa0\\x80"}}`` decoded (surrogatepass)
+    into a lone surrogate and its 422 became a 500; ``"\\xff"`` was a 400. Go's decoder
+    coerces every invalid byte in a string to U+FFFD, so kube-apiserver stores those."""
+    body = b'{"metadata":{"name":"u8"},"data":{"k":"a\xffb","k2":"\xc3\x28\xf0\x28\x8c\xbc"}}'
+    status, created = await harness.request("POST", CONFIGMAPS, body)
+    assert status == 201, created["message"]
+    assert created["data"] == {"k": "a\ufffdb", "k2": "\ufffd(\ufffd(\ufffd\ufffd"}
+    status, err = await harness.request("POST", CONFIGMAPS, b'{"metadata":{"name":"\xed\xa0\x80"}}')
+    assert status == 422, err
+    assert err["details"]["name"] == "\ufffd\ufffd\ufffd"
+    status, patched = await harness.request(
+        "PATCH",
+        f"{CONFIGMAPS}/u8",
+        b'{"data":{"k":"\xfe"}}',
+        content_type="application/merge-patch+json",
+    )
+    assert status == 200, patched
+    assert patched["data"]["k"] == "\ufffd"
+    # Outside a string it is still a syntax error.
+    status, err = await harness.request("POST", CONFIGMAPS, b'{"metadata":\xff}')
+    assert status == 400 and err["reason"] == "BadRequest"

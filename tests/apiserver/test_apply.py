@@ -348,3 +348,20 @@ async def test_http_scale_then_apply_conflicts_with_the_scale_manager(harness):
         'Apply failed with 1 conflict: conflict with "scaler" with subresource "scale" '
         "using apps/v1: .spec.replicas"
     )
+
+
+async def test_wrong_or_missing_type_is_upstreams_invalid_object_type(harness):
+    """Reproducer (fuzz): an apply configuration without apiVersion/kind answered
+    ``invalid object type: , Kind=`` and a mismatched one a message of Sampan's own.
+    kube-apiserver's version check writes the Go GroupVersionKind: ``group/version, Kind=``."""
+    for body, shown in (
+        ({"metadata": {"name": "t"}}, "/, Kind="),
+        ({"apiVersion": "v1", "metadata": {"name": "t"}}, "/v1, Kind="),
+        ({"apiVersion": "apps/v1", "kind": "ConfigMap"}, "apps/v1, Kind=ConfigMap"),
+        ({"apiVersion": "a/b/c", "kind": "ConfigMap"}, "/, Kind="),
+    ):
+        status, err = await harness.request(
+            "PATCH", f"{CM_PATH}/t", body, content_type=APPLY, params={"fieldManager": "m"}
+        )
+        assert (status, err["reason"]) == (400, "BadRequest"), err
+        assert err["message"] == f"invalid object type: {shown}"

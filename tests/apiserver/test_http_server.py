@@ -351,6 +351,57 @@ async def test_bad_inputs(harness):
     assert names.isdisjoint({"big", "s", "elsewhere", "Not_Valid"})
 
 
+async def test_bad_list_query_parameters_answer_as_upstream(harness):
+    """Reproducers (fuzz): ``?timeoutSeconds=abc`` on a list was ignored (200),
+    ``?resourceVersionMatch=bogus`` a 400, ``?watch=maybe`` a list. kube-apiserver decodes
+    every list option (Go's ParseInt: 400 with its error text), validates them as
+    ``ListOptions`` (422), and reads any boolean other than 0/false as true."""
+    for params, message in (
+        ({"limit": "abc"}, 'strconv.ParseInt: parsing "abc": invalid syntax'),
+        ({"timeoutSeconds": "abc"}, 'strconv.ParseInt: parsing "abc": invalid syntax'),
+        ({"limit": "1_0"}, 'strconv.ParseInt: parsing "1_0": invalid syntax'),
+        ({"limit": "9" * 20}, f'strconv.ParseInt: parsing "{"9" * 20}": value out of range'),
+    ):
+        status, err = await harness.request("GET", CM_PATH, params=params)
+        assert (status, err["reason"], err["message"]) == (400, "BadRequest", message), params
+    status, err = await harness.request(
+        "GET", CM_PATH, params={"resourceVersion": "0", "resourceVersionMatch": "bogus"}
+    )
+    assert status == 422 and err["reason"] == "Invalid"
+    message = 'Unsupported value: "bogus": supported values: "Exact", "NotOlderThan", ""'
+    assert err["message"] == (
+        f'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: {message}'
+    )
+    assert err["details"] == {
+        "group": "meta.k8s.io",
+        "kind": "ListOptions",
+        "causes": [
+            {
+                "reason": "FieldValueNotSupported",
+                "message": message,
+                "field": "resourceVersionMatch",
+            }
+        ],
+    }
+    status, err = await harness.request(
+        "GET", CM_PATH, params={"resourceVersionMatch": "NotOlderThan"}
+    )
+    assert status == 422 and err["details"]["causes"][0]["reason"] == "FieldValueForbidden"
+    status, _ = await harness.request("POST", CM_PATH, configmap("watched"))
+    assert status == 201
+    assert harness.session is not None
+    for value in ("maybe", "", "True"):
+        async with harness.session.get(
+            CM_PATH, params={"watch": value, "timeoutSeconds": "1"}
+        ) as response:
+            assert response.status == 200
+            line = await asyncio.wait_for(response.content.readline(), 10)
+            assert json.loads(line)["type"] in ("ADDED", "BOOKMARK"), line
+    for value in ("0", "false", "FALSE"):
+        status, listed = await harness.request("GET", CM_PATH, params={"watch": value})
+        assert status == 200 and listed["kind"] == "ConfigMapList"
+
+
 async def test_namespace_lifecycle(harness):
     status, missing = await harness.request(
         "POST", "/api/v1/namespaces/ghost/configmaps", configmap("c")

@@ -163,6 +163,14 @@ def test_accept_parsing():
     assert parse_accept("").as_kind == ""
     fmt = parse_accept("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
     assert fmt.partial_metadata
+    # Reproducer (fuzz): "as=Table;v=v9;g=meta.k8s.io" answered a meta.k8s.io/v9 Table.
+    # Only v1 and v1beta1 exist; another version's range is skipped for the next one.
+    fmt = parse_accept(
+        "application/json;as=Table;v=v9;g=meta.k8s.io,"
+        "application/json;as=Table;v=v1beta1;g=meta.k8s.io"
+    )
+    assert fmt.table and fmt.group_version == "meta.k8s.io/v1beta1"
+    assert parse_accept("application/json;as=PartialObjectMetadata;g=meta.k8s.io").as_kind == ""
 
 
 def test_decode_object_json_yaml_and_errors():

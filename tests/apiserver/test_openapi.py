@@ -83,6 +83,20 @@ async def test_v3_index_and_group_version_documents(harness):
         assert ref.startswith(REF_PREFIX_V3) and ref[len(REF_PREFIX_V3) :] in schemas, ref
     item = document["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]
     assert {p["name"] for p in item["patch"]["parameters"]} >= {"fieldValidation", "fieldManager"}
+    # Path parameters are declared (as upstream, once per path), and each operation lists
+    # its own query parameters: a generator such as Schemathesis needs both.
+    assert [(p["name"], p["in"], p.get("required")) for p in item["parameters"]] == [
+        ("name", "path", True),
+        ("namespace", "path", True),
+        ("pretty", "query", None),
+    ]
+    assert item["get"]["parameters"] == []
+    collection = document["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments"]
+    listed = {p["name"]: p["schema"]["type"] for p in collection["get"]["parameters"]}
+    assert listed["limit"] == "integer" and listed["watch"] == "boolean"
+    assert {"labelSelector", "fieldSelector", "resourceVersion", "continue"} <= set(listed)
+    deleted = {p["name"] for p in item["delete"]["parameters"]}
+    assert {"gracePeriodSeconds", "propagationPolicy", "dryRun"} <= deleted
     status, core = await harness.request("GET", index["paths"]["api/v1"]["serverRelativeURL"])
     assert status == 200 and "io.k8s.api.core.v1.Pod" in core["components"]["schemas"]
     status, _ = await harness.request("GET", "/openapi/v3/apis/nope.example.com/v1")

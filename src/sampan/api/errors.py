@@ -28,6 +28,7 @@ kube-apiserver words messages as ``deployments.apps "web" not found``.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,15 +154,20 @@ _GO_ESCAPES = {
 _GO_ESCAPE_TABLE = str.maketrans(_GO_ESCAPES)
 
 
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
 def go_json(obj: Any) -> bytes:
     """Compact JSON byte for byte as Go's encoding/json writes it: UTF-8 kept, but ``<``,
     ``>``, ``&``, U+2028 and U+2029 escaped (they can only occur inside strings, so the
-    translation never touches structure)."""
-    return (
-        json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-        .translate(_GO_ESCAPE_TABLE)
-        .encode()
-    )
+    translation never touches structure), and a lone surrogate (a name or value that came
+    from invalid UTF-8) written as U+FFFD, as Go writes invalid UTF-8; never an encode error
+    that would turn a 4xx into a 500."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).translate(_GO_ESCAPE_TABLE)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", text).encode()
 
 
 class BadRequest(StatusError):

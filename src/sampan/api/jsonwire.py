@@ -14,6 +14,9 @@ standard library does not give:
 * **No lone surrogates.** ``"\\ud800"`` is valid JSON text but no valid Unicode; Go's decoder
   replaces each unpaired surrogate escape with U+FFFD, and so does this module (Python keeps
   it, and the first ``.encode()`` later fails).
+* **Invalid UTF-8 becomes U+FFFD.** Go's decoder coerces each invalid byte inside a string
+  to U+FFFD (outside strings it is a syntax error); Python's ``json.loads`` on bytes refuses
+  some such bytes and decodes others (an encoded surrogate) into lone surrogates.
 * **No NaN/Infinity.** Python accepts those literals; Go does not (``invalid character 'N'
   looking for beginning of value``).
 
@@ -70,8 +73,14 @@ def _reject_constant(name: str) -> Any:
 
 def loads(data: bytes | str) -> Any:
     """Parse one JSON value with the guarantees in the module docstring (DecodeError)."""
+    text = data
+    if isinstance(data, bytes):
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            text = data.decode(errors="replace")
     try:
-        value = json.loads(data, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
     except RecursionError as exc:
         raise DecodeError(DEPTH_ERROR) from exc
     except DecodeError:

@@ -63,7 +63,7 @@ from sampan.apiserver.patch import (
     apply_patch,
     check_patch_type,
 )
-from sampan.apiserver.requestinfo import RequestInfo, query_flag
+from sampan.apiserver.requestinfo import RequestInfo, query_flag, query_int
 from sampan.apiserver.responses import Renderer, json_response, status_success, stream_json
 
 __all__ = [
@@ -505,6 +505,7 @@ class ResourceHandler:
             return await self._watch(request, ri, info, namespace, user)
         labels, fields = self._selectors(request, info)
         limit = _int_param(request, "limit", 0)
+        _int_param(request, "timeoutSeconds", 0)  # decoded (and refused) as upstream does
         page = await self._store(info).list(
             namespace,
             label_selector=labels,
@@ -1298,6 +1299,6 @@ def _int_param(request: web.Request, key: str, default: int) -> int:
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        return query_int(raw)
     except ValueError as exc:
-        raise BadRequest(f"invalid {key} parameter {raw!r}: not an integer") from exc
+        raise BadRequest(str(exc)) from exc

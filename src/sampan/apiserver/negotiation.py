@@ -65,10 +65,15 @@ class OutputFormat:
         return self.as_kind.startswith("PartialObjectMetadata")
 
 
+_META_VERSIONS = frozenset({"v1", "v1beta1"})
+"""The versions of meta.k8s.io whose Table and PartialObjectMetadata kube-apiserver serves."""
+
+
 def parse_accept(accept: str) -> OutputFormat:
     """Pick the first acceptable media range: Table / PartialObjectMetadata (meta.k8s.io v1 or
-    v1beta1) when asked, else plain JSON. Aggregated discovery ranges are skipped (plain
-    discovery answers; clients fall back)."""
+    v1beta1) when asked, else plain JSON. A range naming another group or version of those is
+    skipped, as are aggregated discovery ranges (plain discovery answers; clients fall
+    back)."""
     for media_range in accept.split(","):
         fields = [f.strip() for f in media_range.split(";")]
         media_type = fields[0].lower()
@@ -81,10 +86,10 @@ def parse_accept(accept: str) -> OutputFormat:
             continue
         if not as_kind:
             return OutputFormat()
-        if params.get("g") == "meta.k8s.io" and as_kind in (
-            "Table",
-            "PartialObjectMetadata",
-            "PartialObjectMetadataList",
+        if (
+            params.get("g") == "meta.k8s.io"
+            and params.get("v") in _META_VERSIONS
+            and as_kind in ("Table", "PartialObjectMetadata", "PartialObjectMetadataList")
         ):
             return OutputFormat(as_kind=as_kind, group_version=f"meta.k8s.io/{params.get('v')}")
     return OutputFormat()

@@ -11,10 +11,12 @@ document per group-version), and ``OpenAPI``, the object behind them:
   or CRD) for strategic merge patch, server-side apply and field validation; ``None`` for a
   kind without one;
 * each group-version document lists the resources' paths with their operations, the
-  ``x-kubernetes-group-version-kind``/``x-kubernetes-action`` extensions and the
-  ``fieldValidation`` query parameter (kubectl 1.32 reads that to leave validation to the
-  server), the patch media types each resource accepts (kubectl computes a client-side
-  strategic merge patch from these schemas only when the patch operation lists
+  ``x-kubernetes-group-version-kind``/``x-kubernetes-action`` extensions, the path
+  parameters (``namespace``, ``name``) and each operation's query parameters as upstream
+  lists them (the list options, the write options with ``fieldValidation``, which kubectl
+  1.32 reads to leave validation to the server, the delete options), the patch media
+  types each resource accepts (kubectl computes a client-side strategic merge patch from
+  these schemas only when the patch operation lists
   ``application/strategic-merge-patch+json``, which custom kinds never do), and the component
   schemas reachable from the group-version's kinds, which is what ``kubectl explain`` and
   kubectl's patch computation look up;
@@ -58,7 +60,53 @@ __all__ = [
 
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 LIST_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"
-_QUERY_PARAMETERS = ("dryRun", "fieldManager", "fieldValidation", "pretty")
+
+
+def _query(name: str, type_: str = "string") -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": {"type": type_, "uniqueItems": True}}
+
+
+def _path_parameter(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "uniqueItems": True},
+    }
+
+
+# The query parameters of each operation, as kube-apiserver's v3 documents list them; the
+# path parameters and ``pretty`` are declared once per path.
+_WRITE_PARAMETERS = [_query("dryRun"), _query("fieldManager"), _query("fieldValidation")]
+_OPERATION_PARAMETERS: dict[str, list[dict[str, Any]]] = {
+    "get": [],
+    "put": _WRITE_PARAMETERS,
+    "post": _WRITE_PARAMETERS,
+    "patch": [*_WRITE_PARAMETERS, _query("force", "boolean")],
+    "delete": [
+        _query("dryRun"),
+        _query("gracePeriodSeconds", "integer"),
+        _query("orphanDependents", "boolean"),
+        _query("propagationPolicy"),
+    ],
+    "list": [
+        _query("allowWatchBookmarks", "boolean"),
+        _query("continue"),
+        _query("fieldSelector"),
+        _query("labelSelector"),
+        _query("limit", "integer"),
+        _query("resourceVersion"),
+        _query("resourceVersionMatch"),
+        _query("sendInitialEvents", "boolean"),
+        _query("timeoutSeconds", "integer"),
+        _query("watch", "boolean"),
+    ],
+}
+_NAMESPACE_PARAMETER = _path_parameter(
+    "namespace", "object name and auth scope, such as for teams and projects"
+)
+_PRETTY_PARAMETER = _query("pretty")
 _ITEM_OPERATIONS = (
     ("get", "get", "read"),
     ("put", "update", "replace"),
@@ -277,10 +325,6 @@ class OpenAPI:
         return cached
 
     def _build_document(self, group: str, version: str, infos: list[Any]) -> dict[str, Any]:
-        parameters = [
-            {"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
-            for name in _QUERY_PARAMETERS
-        ]
         paths: dict[str, Any] = {}
         roots: list[str] = []
         for info in infos:
@@ -301,7 +345,7 @@ class OpenAPI:
                 if verb in info.verbs:
                     operations[method] = {
                         "operationId": f"{action}{info.kind}",
-                        "parameters": parameters,
+                        "parameters": _OPERATION_PARAMETERS[method],
                         "responses": {"200": {"description": "OK", **content}},
                         "x-kubernetes-action": "put" if verb == "update" else verb,
                         "x-kubernetes-group-version-kind": gvk,
@@ -312,13 +356,16 @@ class OpenAPI:
                         operations[method]["requestBody"] = _patch_body(custom=custom)
                     elif method == "put" and content:
                         operations[method]["requestBody"] = content
+            scope = [_NAMESPACE_PARAMETER] if info.namespaced else []
             if operations:
+                name_parameter = _path_parameter("name", f"name of the {info.kind}")
+                operations["parameters"] = [name_parameter, *scope, _PRETTY_PARAMETER]
                 paths[f"{prefix}/{info.plural}/{{name}}"] = operations
             collection: dict[str, Any] = {}
             if "list" in info.verbs:
                 collection["get"] = {
                     "operationId": f"list{info.kind}",
-                    "parameters": parameters,
+                    "parameters": _OPERATION_PARAMETERS["list"],
                     "responses": {"200": {"description": "OK", **_content(list_definition)}},
                     "x-kubernetes-action": "list",
                     "x-kubernetes-group-version-kind": gvk,
@@ -326,7 +373,7 @@ class OpenAPI:
             if "create" in info.verbs:
                 collection["post"] = {
                     "operationId": f"create{info.kind}",
-                    "parameters": parameters,
+                    "parameters": _OPERATION_PARAMETERS["post"],
                     "responses": {"201": {"description": "Created", **content}},
                     "x-kubernetes-action": "post",
                     "x-kubernetes-group-version-kind": gvk,
@@ -334,6 +381,7 @@ class OpenAPI:
                 if content:
                     collection["post"]["requestBody"] = content
             if collection:
+                collection["parameters"] = [*scope, _PRETTY_PARAMETER]
                 paths[f"{prefix}/{info.plural}"] = collection
         return {
             "openapi": "3.0.0",

@@ -8,19 +8,27 @@ subresource / name, following the rules kube-apiserver's request-info factory ap
   lower-cased HTTP method;
 * POST -> create, GET/HEAD -> get, PUT -> update, PATCH -> patch, DELETE -> delete;
 * a ``watch`` segment right after the version makes a watch (deprecated path form);
-* a GET without a name is a list, or a watch when ``?watch=true|1``; a DELETE without a name
-  is a deletecollection;
+* a GET without a name is a list, or a watch when ``?watch`` is present and not ``0``/``false``;
+  a DELETE without a name is a deletecollection;
 * ``namespaces/<ns>/status|finalize`` are subresources of the namespace object itself.
 
 Invariant: parsing never raises; a path it cannot understand is a non-resource request.
+
+Also owns how boolean and integer query parameters read, as kube-apiserver's parameter
+decoding reads them: ``query_flag`` (present and not ``0``/``false`` is true, so
+``watch=maybe`` watches) and ``query_int`` (Go's ``strconv.ParseInt``, whose error text a
+400 carries).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["RequestInfo", "parse_request_info", "query_flag"]
+from sampan.api.typecheck import go_quote
+
+__all__ = ["RequestInfo", "parse_request_info", "query_flag", "query_int"]
 
 _METHOD_VERBS = {
     "POST": "create",
@@ -57,8 +65,28 @@ class RequestInfo:
 
 
 def query_flag(query: Mapping[str, str], key: str) -> bool:
-    """A boolean query parameter as Go's strconv.ParseBool reads it (true, 1, t, True...)."""
-    return query.get(key, "").lower() in ("1", "t", "true")
+    """A boolean query parameter as kube-apiserver decodes one: absent, ``0`` or ``false``
+    (any case) is false; anything else, even an empty value or ``maybe``, is true."""
+    if key not in query:
+        return False
+    value = query[key]
+    return not (value == "0" or value.casefold() == "false")
+
+
+_GO_INT = re.compile(r"[+-]?[0-9]+")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def query_int(raw: str) -> int:
+    """An integer query parameter as Go's ``strconv.ParseInt(raw, 10, 64)`` reads it; the
+    ValueError's text is Go's error text (``strconv.ParseInt: parsing "abc": invalid
+    syntax``), which kube-apiserver answers as a 400."""
+    if not _GO_INT.fullmatch(raw):
+        raise ValueError(f"strconv.ParseInt: parsing {go_quote(raw)}: invalid syntax")
+    value = int(raw)
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError(f"strconv.ParseInt: parsing {go_quote(raw)}: value out of range")
+    return value
 
 
 def parse_request_info(method: str, path: str, query: Mapping[str, str]) -> RequestInfo:

@@ -27,6 +27,7 @@ __all__ = [
     "LIST_CHUNK_BYTES",
     "Converter",
     "Renderer",
+    "bounded_warnings",
     "error_response",
     "json_response",
     "status_success",
@@ -53,6 +54,40 @@ def warning_text_ok(message: str) -> bool:
     """Whether kube-apiserver would send this warning text: it refuses (drops) text with a
     control character (Go's ``unicode.IsControl``: C0, DEL and C1)."""
     return not any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in message)
+
+
+WARNINGS_TOTAL_RUNES = 4 * 1024
+"""kube-apiserver's bound on the warning text of one response; past it every warning is cut
+to ``WARNING_ITEM_RUNES`` and, once that too is spent, the rest are dropped."""
+WARNING_ITEM_RUNES = 256
+
+
+def bounded_warnings(messages: Iterable[str]) -> list[str]:
+    """The warnings (already deduplicated, in order) a response carries, bounded as
+    kube-apiserver's warning recorder bounds them: all of them while their text adds up to
+    at most ``WARNINGS_TOTAL_RUNES`` characters; otherwise each cut to ``WARNING_ITEM_RUNES``,
+    adding warnings until the total reaches the bound. So a body with thousands of unknown
+    fields never makes a response with thousands of ``Warning`` headers."""
+    kept: list[str] = []
+    seen: list[str] = []
+    written = 0
+    truncating = False
+    for text in messages:
+        if not text:
+            continue
+        if truncating and written >= WARNINGS_TOTAL_RUNES:
+            break
+        seen.append(text)
+        if truncating:
+            text = text[:WARNING_ITEM_RUNES]
+        if truncating or written + len(text) <= WARNINGS_TOTAL_RUNES:
+            written += len(text)
+            kept.append(text)
+            continue
+        truncating = True
+        kept = [item[:WARNING_ITEM_RUNES] for item in seen]
+        written = sum(len(item) for item in kept)
+    return kept
 
 
 def warning_header(message: str) -> str:

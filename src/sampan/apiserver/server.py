@@ -96,7 +96,7 @@ from sampan.apiserver.openapi_data import load_definitions
 from sampan.apiserver.openapi_pb import PROTOBUF_CONTENT_TYPE, PROTOBUF_MEDIA_TYPES
 from sampan.apiserver.podproxy import PodProxy, build_pod_proxy
 from sampan.apiserver.requestinfo import RequestInfo, parse_request_info
-from sampan.apiserver.responses import error_response, json_response
+from sampan.apiserver.responses import bounded_warnings, error_response, json_response
 from sampan.apiserver.static import is_static_path, serve_static
 from sampan.apiserver.storage import DeleteOptions, Storage
 from sampan.apiserver.storage.encryption import (
@@ -781,7 +781,7 @@ class APIServer:
 async def _add_warnings(request: web.Request, response: web.StreamResponse) -> None:
     """Warning headers go with every response, failures and streams (LIST, watch) included:
     added as the headers are sent, after the handler recorded them."""
-    for warning in request_warnings(request):
+    for warning in bounded_warnings(request_warnings(request)):
         response.headers.add("Warning", warning_header(warning))
 
 

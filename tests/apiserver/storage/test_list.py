@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from sampan.api.errors import BadRequest, Gone, Timeout
+from sampan.api.errors import BadRequest, Gone, Invalid, Timeout
 from sampan.apiserver.storage import DeleteOptions, ResourceStore, Storage
 from sampan.apiserver.storage.tokens import decode_continue, encode_continue
 from sampan.datastore.sqlite import SQLiteBackend
@@ -161,7 +161,8 @@ async def test_not_older_than(configmaps: ResourceStore, backend: SQLiteBackend)
 async def test_bad_resource_version(configmaps: ResourceStore) -> None:
     with pytest.raises(BadRequest):
         await configmaps.list("default", resource_version="abc")
-    with pytest.raises(BadRequest):
+    # Invalid list options are a 422 for the kind ListOptions, as kube-apiserver answers.
+    with pytest.raises(Invalid, match=r'^ListOptions.meta.k8s.io "" is invalid: '):
         await configmaps.list("default", resource_version="0", resource_version_match="Exact")
     with pytest.raises(BadRequest):
         configmaps.watch("default", resource_version="-1")

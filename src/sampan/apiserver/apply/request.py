@@ -153,15 +153,10 @@ class FieldManager:
         subresource: str = "",
     ) -> dict[str, Any]:
         """The object after this apply request (``live`` None: the object is created)."""
-        api_version = applied.get("apiVersion")
-        kind = applied.get("kind")
-        if not api_version or not kind:
-            raise BadRequest(f"invalid object type: {api_version or ''}, Kind={kind or ''}")
-        if api_version != info.api_version or kind != info.kind:
-            raise BadRequest(
-                f"the API version and kind in the data ({api_version}, {kind}) do not match "
-                f"the expected ones ({info.api_version}, {info.kind})"
-            )
+        group, version, kind = _applied_gvk(applied)
+        if (group, version, kind) != (info.group, info.version, info.kind):
+            # kube-apiserver's version check, with Go's GroupVersionKind.String().
+            raise BadRequest(f"invalid object type: {group}/{version}, Kind={kind}")
         manager = self.manager(request, apply=True)
         force = self.check_force(request, apply=True)
 
@@ -198,3 +193,17 @@ class FieldManager:
         if manager == KUBECTL_MANAGER:
             _sync_last_applied(result, applied)
         return result
+
+
+def _applied_gvk(applied: dict[str, Any]) -> tuple[str, str, str]:
+    """(group, version, kind) of an apply configuration as an unstructured object reads
+    them: a missing or non-string field is empty, and an apiVersion with more than one
+    ``/`` gives an empty group-version-kind."""
+    api_version = applied.get("apiVersion")
+    kind = applied.get("kind")
+    api_version = api_version if isinstance(api_version, str) else ""
+    kind = kind if isinstance(kind, str) else ""
+    if api_version.count("/") > 1:
+        return "", "", ""
+    group, _, version = api_version.rpartition("/")
+    return group, version, kind

@@ -365,19 +365,19 @@ class ResourceStore:
         revision = parse_resource_version(resource_version)
         match = resource_version_match
         if match not in ("", "Exact", "NotOlderThan"):
-            raise BadRequest(
-                f'resourceVersionMatch: Unsupported value: "{match}": supported values: '
-                '"Exact", "NotOlderThan"'
+            raise _invalid_list_options(
+                "FieldValueNotSupported",
+                f'Unsupported value: "{match}": supported values: "Exact", "NotOlderThan", ""',
             )
         if match and resource_version == "":
-            raise BadRequest(
-                "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless "
-                "resourceVersion is provided"
+            raise _invalid_list_options(
+                "FieldValueForbidden",
+                "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
             )
         if match == "Exact" and revision == 0:
-            raise BadRequest(
-                'resourceVersionMatch: Forbidden: resourceVersionMatch "exact" is forbidden '
-                'for resourceVersion "0"'
+            raise _invalid_list_options(
+                "FieldValueForbidden",
+                'Forbidden: resourceVersionMatch "exact" is forbidden for resourceVersion "0"',
             )
         if match == "Exact" or (match == "" and revision > 0 and limit > 0):
             # Upstream: a non-zero RV with a limit and no match means "exactly at RV".
@@ -1011,3 +1011,15 @@ class ResourceStore:
 def _parses_as_revision(value: Any) -> bool:
     """Whether upstream's versioner reads ``value`` as a non-zero revision (uint64)."""
     return isinstance(value, str) and value.isascii() and value.isdigit() and 0 < int(value) < 2**64
+
+
+def _invalid_list_options(reason: str, message: str) -> Invalid:
+    """kube-apiserver's answer to list options that fail validation: 422 Invalid for the
+    kind ``ListOptions.meta.k8s.io`` with no name, one cause on ``resourceVersionMatch``."""
+    field = "resourceVersionMatch"
+    return Invalid(
+        f'ListOptions.meta.k8s.io "" is invalid: {field}: {message}',
+        group="meta.k8s.io",
+        kind="ListOptions",
+        causes=[Cause(reason, message, field)],
+    )
