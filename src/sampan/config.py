@@ -291,6 +291,42 @@ OPTIONS: tuple[Option, ...] = (
         "Accepted for RKE2 compatibility; Sampan has no embedded etcd",
         commands=SERVER,
     ),
+    # -- security (RKE2's flags)
+    _o(
+        "profile",
+        "str",
+        "",
+        "security",
+        "Validate system configuration against the selected benchmark (valid items: cis)",
+        env="SAMPAN_CIS_PROFILE",
+        choices=("", "cis"),
+    ),
+    _o(
+        "protect-kernel-defaults",
+        "bool",
+        False,
+        "agent/node",
+        "Kernel tuning behavior. If set, error if kernel tunables are different than kubelet "
+        "defaults.",
+    ),
+    _o(
+        "audit-policy-file",
+        "str",
+        "",
+        "security",
+        "Path to the file that defines the audit policy configuration",
+        commands=SERVER,
+        env="SAMPAN_AUDIT_POLICY_FILE",
+    ),
+    _o(
+        "pod-security-admission-config-file",
+        "str",
+        "",
+        "security",
+        "Path to the file that defines Pod Security Admission configuration",
+        commands=SERVER,
+        env="SAMPAN_POD_SECURITY_ADMISSION_CONFIG_FILE",
+    ),
     # -- cluster tokens
     _o(
         "agent-token",
@@ -447,6 +483,10 @@ class Config:
     datastore_endpoint: Secret = field(default_factory=lambda: Secret(""))
     secrets_encryption: bool = False
     etcd_expose_metrics: bool = False
+    profile: str = ""
+    protect_kernel_defaults: bool = False
+    audit_policy_file: str = ""
+    pod_security_admission_config_file: str = ""
     agent_token: Secret = field(default_factory=lambda: Secret(""))
     disable: tuple[str, ...] = ()
     disable_scheduler: bool = False
