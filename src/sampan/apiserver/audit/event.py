@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from datetime import UTC, datetime
+import secrets
+import time
 from typing import Any
 
 from sampan.apiserver.audit.policy import (
@@ -100,23 +101,40 @@ def _drop_managed_fields(obj: Any) -> None:
                 _drop_managed_fields(row.get("object"))
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_dumps = _ENCODER.encode
+_RAW_MARK = f"sampanraw{secrets.token_hex(8)}"
+"""Stands in for a raw JSON value in the one ``dumps`` of a line (letters and digits only, so
+it is written verbatim, and random, so no request can contain it)."""
+_second_cache: tuple[int, str] = (-1, "")
 
 
 def micro_time(when: float) -> str:
-    """metav1.MicroTime: ``2026-12-07T03:04:05.123456Z``."""
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """metav1.MicroTime: ``2026-12-07T03:04:05.123456Z`` (the seconds part is cached: events
+    come in bursts within one second)."""
+    global _second_cache
+    second = int(when)
+    micros = round((when - second) * 1e6)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    cached_second, prefix = _second_cache
+    if cached_second != second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_cache = (second, prefix)
+    return f"{prefix}.{micros:06d}Z"
 
 
 def source_ips(request: Any) -> list[str]:
     """X-Forwarded-For, then X-Real-Ip, then the peer, without repeats (as upstream)."""
     found: list[str] = []
     forwarded = request.headers.get("X-Forwarded-For", "")
-    for part in forwarded.split(","):
-        _add_ip(found, part.strip())
+    if forwarded:
+        for part in forwarded.split(","):
+            _add_ip(found, part.strip())
     _add_ip(found, request.headers.get("X-Real-Ip", "").strip())
-    _add_ip(found, request.remote or "")
+    remote = request.remote or ""
+    if remote and remote not in found:
+        found.append(remote)  # the peer address as the socket gave it
     return found
 
 
@@ -316,19 +334,23 @@ def _response_status(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode_event(record: dict[str, Any]) -> bytes:
-    """One JSON line (writer thread)."""
-    parts = []
+    """One JSON line (writer thread): one ``dumps`` of the fields in order, raw bodies put in
+    afterwards in place of their marks."""
+    out: dict[str, Any] = {}
+    raws: list[str] = []
     for key in EVENT_FIELDS:
         if key not in record:
             continue
         value = record[key]
         if key == "responseStatus":
-            text = _dumps(_response_status(record))
+            value = _response_status(record)
         elif isinstance(value, RawJSON):
-            text = value.render()
+            raws.append(value.render())
+            value = f"{_RAW_MARK}{len(raws) - 1}"
         elif key in ("requestReceivedTimestamp", "stageTimestamp"):
-            text = f'"{micro_time(value)}"'
-        else:
-            text = _dumps(value)
-        parts.append(f'"{key}":{text}')
-    return ("{" + ",".join(parts) + "}\n").encode()
+            value = micro_time(value)
+        out[key] = value
+    line = _dumps(out)
+    for index, raw in enumerate(raws):
+        line = line.replace(f'"{_RAW_MARK}{index}"', raw, 1)
+    return (line + "\n").encode()
