@@ -290,6 +290,7 @@ async def test_watch_has_response_started(tmp_path):
         await h.stop()
     assert [e["stage"] for e in got] == ["ResponseStarted", "ResponseComplete"]
     assert got[0]["auditID"] == got[1]["auditID"]
+    assert got[0]["requestURI"] == "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1"
     assert got[0]["responseStatus"]["code"] == 200
 
 

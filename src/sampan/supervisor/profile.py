@@ -35,7 +35,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sampan.config import Config, ConfigError
+from sampan.config import DEFAULT_CONFIG_FILE, Config, ConfigError
 
 __all__ = [
     "KERNEL_PARAMETERS",
@@ -160,7 +160,10 @@ def cis_server_files(config: Config) -> tuple[str, str]:
     pss = config.pod_security_admission_config_file
     if config.profile != PROFILE_CIS:
         return audit, pss
-    config_dir = config.config.parent
+    # Beside the configuration file (/etc/sampan by default); --config /dev/null means none.
+    config_dir = (
+        config.config.parent if config.config != Path(os.devnull) else DEFAULT_CONFIG_FILE.parent
+    )
     try:
         if not audit:
             audit = str(config_dir / AUDIT_POLICY_NAME)
