@@ -4,9 +4,10 @@
 a writer thread that encodes them (``event.encode_event``) and appends them to the log: a file
 (rotated as kube-apiserver's lumberjack logger rotates it) or stdout for ``-``.
 
-Queueing: at most ``queue_events`` records wait at once (a slot semaphore on the event loop;
-the thread gives slots back after each batch it wrote, with one loop wake-up per batch). When
-every slot is taken, ``submit`` waits for one: the request being audited is held back, the
+Queueing: at most ``queue_events`` records wait at once. The event loop counts its free slots;
+the thread counts the slots it gave back (under a lock) and wakes the loop only when a request
+is waiting for room, so an event costs the loop no wake-up of its own. When every slot is
+taken, ``submit`` waits for one: the request being audited is held back, the
 event loop and every other request are not. That is the semantics of kube-apiserver's default
 ``blocking`` mode (an event is never dropped; a writer that cannot keep up slows the requests
 it audits down) without its cost of a file write on the request path. Dropping events, as
@@ -211,10 +212,13 @@ class AuditLogBackend:
                 max_age_days=max_age_days,
             )
         )
-        self._capacity = queue_events
-        # Unbounded in itself: the semaphore below bounds what is in it.
+        # Unbounded in itself: the slot count below bounds what is in it.
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._slots: asyncio.Semaphore | None = None
+        self._free = queue_events  # loop side
+        self._lock = threading.Lock()
+        self._returned = 0  # slots the writer gave back (under the lock)
+        self._waiting = False  # a submit waits for room (under the lock)
+        self._room: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.written = 0
@@ -226,14 +230,23 @@ class AuditLogBackend:
             await asyncio.to_thread(self._out.write, b"")
             await asyncio.to_thread(self._out.flush)
         self._loop = asyncio.get_running_loop()
-        self._slots = asyncio.Semaphore(self._capacity)
+        self._room = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="audit-log-writer", daemon=True)
         self._thread.start()
 
     async def submit(self, record: Any) -> None:
         """Queue one event record; waits only while the queue is full."""
-        assert self._slots is not None, "start() first"
-        await self._slots.acquire()
+        assert self._room is not None, "start() first"
+        while self._free <= 0:
+            with self._lock:
+                self._free += self._returned
+                self._returned = 0
+                if self._free <= 0:
+                    self._waiting = True
+                    self._room.clear()
+            if self._free <= 0:
+                await self._room.wait()
+        self._free -= 1
         self._queue.put(record)
 
     async def stop(self) -> None:
@@ -242,11 +255,6 @@ class AuditLogBackend:
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
-
-    def _give_back(self, count: int) -> None:
-        assert self._slots is not None
-        for _ in range(count):
-            self._slots.release()
 
     def _run(self) -> None:
         stopping = False
@@ -282,8 +290,10 @@ class AuditLogBackend:
             log.error("Error in audit plugin 'log' affecting %d audit events: %s", len(lines), exc)
 
     def _release(self, count: int) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(self._give_back, count)
+        with self._lock:
+            self._returned += count
+            wake, self._waiting = self._waiting, False
+        loop, room = self._loop, self._room
+        if wake and loop is not None and room is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(room.set)
