@@ -433,3 +433,23 @@ async def test_writer_keeps_up_with_many_requests(tmp_path):
     finally:
         await h.stop()
     assert len([e for e in got if e["requestURI"] == "/api/v1/namespaces"]) == 50
+
+
+async def test_internal_error_is_a_panic_event(tmp_path):
+    h = await start(tmp_path, METADATA_POLICY)
+    try:
+        assert h.server is not None
+
+        async def broken(*_args: Any, **_kwargs: Any) -> Any:
+            raise RuntimeError("boom")
+
+        h.server._rt.handler.handle = broken  # a bug in a handler, injected
+        status, _ = await h.request("GET", "/api/v1/namespaces/default/configmaps")
+        assert status == 500
+        got = [e for e in await events(h) if e["verb"] == "list"]
+    finally:
+        await h.stop()
+    assert [e["stage"] for e in got] == ["Panic"]
+    assert got[0]["responseStatus"]["code"] == 500
+    assert got[0]["responseStatus"]["reason"] == "InternalError"
+    assert got[0]["responseStatus"]["message"] == "Internal error occurred: boom"
