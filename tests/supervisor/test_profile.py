@@ -74,6 +74,9 @@ def test_protect_kernel_defaults_alone_uses_the_kubelet_words(tmp_path):
         "--protect-kernel-defaults: invalid kernel flag: vm/overcommit_memory, "
         "expected value: 1, actual value: 0"
     )
+    as_kubelet_arg = config_for(tmp_path, "kubelet-arg: [protect-kernel-defaults=true]\n")
+    with pytest.raises(ConfigError, match=r"^--protect-kernel-defaults: invalid kernel flag"):
+        apply_profile(as_kubelet_arg, proc_sys=proc)
     # Without either flag nothing is checked.
     assert apply_profile(config_for(tmp_path), proc_sys=tmp_path / "nowhere") is not None
 

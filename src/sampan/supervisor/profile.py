@@ -7,7 +7,8 @@
   ``kernel.panic_on_oops=1``) must have those values, or Sampan stops with one line naming
   every wrong one in RKE2's words (``invalid kernel parameter value vm.panic_on_oom=1 -
   expected 0``); then ``protect-kernel-defaults`` is set.
-* ``--protect-kernel-defaults`` (alone, or set by the profile): the same parameters, in the
+* ``--protect-kernel-defaults`` (alone, as ``--kubelet-arg=protect-kernel-defaults=true``, or
+  set by the profile): the same parameters, in the
   kubelet's words (``invalid kernel flag: vm/panic_on_oom, expected value: 0, actual value:
   1``). Sampan's kubelet never changes kernel parameters itself.
 
@@ -133,7 +134,8 @@ def apply_profile(config: Config, *, proc_sys: Path = PROC_SYS) -> Config:
         if errors:
             raise ConfigError(f"--profile={PROFILE_CIS}: {'; '.join(errors)}")
         return dataclasses.replace(config, protect_kernel_defaults=True)
-    if config.protect_kernel_defaults:
+    kubelet_flag = config.component_args("kubelet-arg").get("protect-kernel-defaults", "")
+    if config.protect_kernel_defaults or kubelet_flag.strip().lower() in ("true", "1"):
         errors = kernel_parameter_errors(proc_sys, kubelet_words=True)
         if errors:
             raise ConfigError(f"--protect-kernel-defaults: {'; '.join(errors)}")
