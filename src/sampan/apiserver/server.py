@@ -181,12 +181,12 @@ class APIServerOptions:
     (storage/encryption.py); a bad file stops the start."""
     header_read_timeout_s: float = DEFAULT_HEADER_READ_TIMEOUT_S
     audit: AuditOptions | None = None
+    """kube-apiserver's ``--audit-policy-file`` and ``--audit-log-*`` (audit/); a bad policy
+    stops the start."""
     admission_config_file: Path | None = None
     """kube-apiserver's ``--admission-control-config-file`` (RKE2's
     ``--pod-security-admission-config-file``): the PodSecurity plugin's defaults and
     exemptions (admission/podsecurityconfig.py); a bad file stops the start."""
-    """kube-apiserver's ``--audit-policy-file`` and ``--audit-log-*`` (audit/); a bad policy
-    stops the start."""
 
     @property
     def service_ip(self) -> str:
