@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import secrets
 import time
 from typing import Any
 
@@ -103,9 +102,6 @@ def _drop_managed_fields(obj: Any) -> None:
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _dumps = _ENCODER.encode
-_RAW_MARK = f"sampanraw{secrets.token_hex(8)}"
-"""Stands in for a raw JSON value in the one ``dumps`` of a line (letters and digits only, so
-it is written verbatim, and random, so no request can contain it)."""
 _second_cache: tuple[int, str] = (-1, "")
 
 
@@ -333,24 +329,55 @@ def _response_status(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_SAFE_STRING_MAX = 4096
+_encoded: dict[int, tuple[Any, str]] = {}
+"""Writer-side memo of the objects a request's stages share (user, objectRef, sourceIPs): by
+identity, holding the object so that its id stays its own; cleared when it grows."""
+_ENCODED_MAX = 8192
+
+
+def _string(value: str) -> str:
+    """A JSON string; plain text (most fields) without the encoder."""
+    if len(value) < _SAFE_STRING_MAX and value.isprintable() and '"' not in value:
+        if "\\" not in value:
+            return f'"{value}"'
+    return _dumps(value)
+
+
+def _shared(value: Any) -> str:
+    hit = _encoded.get(id(value))
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    text = _dumps(value)
+    if len(_encoded) >= _ENCODED_MAX:
+        _encoded.clear()
+    _encoded[id(value)] = (value, text)
+    return text
+
+
+_SHARED_FIELDS = frozenset({"user", "impersonatedUser", "sourceIPs", "objectRef"})
+
+
 def encode_event(record: dict[str, Any]) -> bytes:
-    """One JSON line (writer thread): one ``dumps`` of the fields in order, raw bodies put in
-    afterwards in place of their marks."""
-    out: dict[str, Any] = {}
-    raws: list[str] = []
+    """One JSON line (writer thread only: it keeps a memo). Fields in order; plain strings
+    written directly, the objects a request's stages share encoded once."""
+    parts = []
     for key in EVENT_FIELDS:
         if key not in record:
             continue
         value = record[key]
         if key == "responseStatus":
-            value = _response_status(record)
+            text = _dumps(_response_status(record))
         elif isinstance(value, RawJSON):
-            raws.append(value.render())
-            value = f"{_RAW_MARK}{len(raws) - 1}"
+            text = value.render()
         elif key in ("requestReceivedTimestamp", "stageTimestamp"):
-            value = micro_time(value)
-        out[key] = value
-    line = _dumps(out)
-    for index, raw in enumerate(raws):
-        line = line.replace(f'"{_RAW_MARK}{index}"', raw, 1)
-    return (line + "\n").encode()
+            text = f'"{micro_time(value)}"'
+        elif isinstance(value, str):
+            text = _string(value)
+        elif key in _SHARED_FIELDS:
+            text = _shared(value)
+        else:
+            text = _dumps(value)
+        parts.append(f'"{key}":{text}')
+    # A lone surrogate (an undecodable header byte) becomes a \\udcXX escape, still JSON.
+    return ("{" + ",".join(parts) + "}\n").encode("utf-8", "backslashreplace")
