@@ -367,7 +367,12 @@ def encode_event(record: dict[str, Any]) -> bytes:
             continue
         value = record[key]
         if key == "responseStatus":
-            text = _dumps(_response_status(record))
+            if "_statusBody" in record:
+                text = _dumps(_response_status(record))
+            else:
+                text = f'{{"metadata":{{}},"code":{int(value["code"])}}}'
+        elif key == "annotations":
+            text = "{" + ",".join(f"{_string(k)}:{_string(v)}" for k, v in value.items()) + "}"
         elif isinstance(value, RawJSON):
             text = value.render()
         elif key in ("requestReceivedTimestamp", "stageTimestamp"):
