@@ -8,16 +8,23 @@ A client in this process (aiohttp over TLS with the admin client certificate) me
 * creates/s with 32 concurrent clients;
 * create latency p50/p99 at a fixed offered rate of 500 creates/s (open loop);
 * LIST of 10,000 objects (latency, median of 5);
-* watch fan-out: 1,000 watchers, one change, p99 time until every watcher has the event.
+* watch fan-out: 1,000 watchers, one change, p99 time until every watcher has the event;
+* Secrets (issue "Security hardening"): creates/s and GETs/s of Secrets on four more servers
+  started one after the other — identity (the baseline), ``aescbc``, ``secretbox``
+  (``encryption-provider-config``), and identity with an audit policy at Metadata level
+  (every request written to the audit log) — two rounds in alternating order, best of the
+  two per server, each beside the baseline.
 
 Goals (issue "API server, part 1"): GET >= 40% of the trivial handler's requests/s; >= 2,000
-creates/s; p99 create latency < 25 ms at 500 creates/s; fan-out p99 < 100 ms.
+creates/s; p99 create latency < 25 ms at 500 creates/s; fan-out p99 < 100 ms. Secrets: each
+variant at most 10% slower than identity. ``--secrets`` runs the Secrets rows alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -42,6 +49,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -107,8 +120,19 @@ class Bench:
 
     # -- processes --------------------------------------------------------------------------
 
-    async def start_server(self) -> None:
-        log = (self.workdir / "server.log").open("w")
+    async def start_server(
+        self,
+        *,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        kubeconfig: Path | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> subprocess.Popen[bytes]:
+        data_dir = data_dir or self.workdir / "data"
+        port = port or self.port
+        kubeconfig = kubeconfig or self.kubeconfig
+        log_path = data_dir.with_name(data_dir.name + "-server.log")
+        log = log_path.open("w")
         env = {k: v for k, v in os.environ.items() if not k.startswith("SAMPAN_")}
         proc = subprocess.Popen(
             [
@@ -119,16 +143,17 @@ class Bench:
                 "--config",
                 os.devnull,
                 "--data-dir",
-                str(self.workdir / "data"),
+                str(data_dir),
                 "--https-listen-port",
-                str(self.port),
+                str(port),
                 "--bind-address",
                 "127.0.0.1",
                 "--write-kubeconfig",
-                str(self.kubeconfig),
+                str(kubeconfig),
                 "--disable-agent",
                 "--disable-scheduler",
                 "--disable-controller-manager",
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -136,13 +161,12 @@ class Bench:
         )
         self.procs.append(proc)
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while "API server ready" not in (self.workdir / "server.log").read_text():
+        while "API server ready" not in log_path.read_text():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(
-                    "sampan server did not start:\n" + (self.workdir / "server.log").read_text()
-                )
+                raise SystemExit("sampan server did not start:\n" + log_path.read_text())
             await asyncio.sleep(0.1)
         self.server_pid = proc.pid
+        return proc
 
     async def start_ceiling(self) -> str:
         port = free_port()
@@ -205,7 +229,141 @@ class Bench:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return total / (time.perf_counter() - t0), latencies
 
-    async def run(self) -> None:
+    # -- Secrets: encryption providers and the audit log ---------------------------------------
+
+    def variant_args(self, name: str) -> tuple[str, ...]:
+        """The server flags of one Secrets variant (files written under the workdir)."""
+        if name in ("aescbc", "secretbox"):
+            path = self.workdir / f"encryption-{name}.json"
+            key = base64.b64encode(os.urandom(32)).decode()
+            config = {
+                "apiVersion": "apiserver.config.k8s.io/v1",
+                "kind": "EncryptionConfiguration",
+                "resources": [
+                    {
+                        "resources": ["secrets"],
+                        "providers": [
+                            {name: {"keys": [{"name": "key1", "secret": key}]}},
+                            {"identity": {}},
+                        ],
+                    }
+                ],
+            }
+            path.write_text(json.dumps(config))
+            os.chmod(path, 0o600)
+            return ("--kube-apiserver-arg", f"encryption-provider-config={path}")
+        if name == "audit":
+            path = self.workdir / "audit-policy.yaml"
+            path.write_text(
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n"
+            )
+            return ("--audit-policy-file", str(path))
+        return ()
+
+    async def run_secrets(self) -> None:
+        """The four servers run side by side; each round measures a burst of creates and of
+        GETs on every one, back to back in a rotating order, so load from elsewhere hits
+        them alike. Figures: the median over rounds, and the median of the per-round ratios
+        to identity."""
+        variants = ("identity", "aescbc", "secretbox", "audit")
+        labels = {
+            "identity": "identity (baseline)",
+            "aescbc": "aescbc",
+            "secretbox": "secretbox",
+            "audit": "identity + audit policy at Metadata",
+        }
+        rounds = 3 if self.quick else 7
+        n_create = 150 if self.quick else 300
+        n_get = 300 if self.quick else 600
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
+        urls: dict[str, str] = {}
+        pids: dict[str, int] = {}
+        sessions: dict[str, aiohttp.ClientSession] = {}
+        try:
+            for name in variants:
+                port = free_port()
+                kubeconfig = self.workdir / f"kubeconfig-{name}.yaml"
+                proc = await self.start_server(
+                    data_dir=self.workdir / f"data-{name}",
+                    port=port,
+                    kubeconfig=kubeconfig,
+                    extra=self.variant_args(name),
+                )
+                pids[name] = proc.pid
+                ctx = client_ssl(kubeconfig, self.workdir)
+                sessions[name] = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=ctx, limit=0), timeout=timeout
+                )
+                urls[name] = f"https://127.0.0.1:{port}/api/v1/namespaces/default/secrets"
+
+            def secret(i: int) -> dict:
+                return {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": f"s-{i}"},
+                    "data": {"password": base64.b64encode(b"hunter2-%d" % i).decode()},
+                }
+
+            for name in variants:  # warm-up: connections, caches
+                url = urls[name]
+                await self.closed_loop(
+                    sessions[name], "POST", lambda i, u=url: u, lambda i: secret(-1 - i), 32, 100
+                )
+            creates: dict[str, list[float]] = {name: [] for name in variants}
+            gets: dict[str, list[float]] = {name: [] for name in variants}
+            cpu: dict[str, list[float]] = {name: [] for name in variants}
+            for round_ in range(rounds):
+                shift = round_ % len(variants)
+                for name in variants[shift:] + variants[:shift]:
+                    url, s = urls[name], sessions[name]
+                    first = round_ * n_create
+                    cpu0 = cpu_s(pids[name])
+                    cps, _ = await self.closed_loop(
+                        s,
+                        "POST",
+                        lambda i, u=url: u,
+                        lambda i, f=first: secret(f + i),
+                        32,
+                        n_create,
+                    )
+                    gps, _ = await self.closed_loop(
+                        s,
+                        "GET",
+                        lambda i, u=url, f=first: f"{u}/s-{f + i % n_create}",
+                        lambda i: None,
+                        32,
+                        n_get,
+                    )
+                    creates[name].append(cps)
+                    gets[name].append(gps)
+                    cpu[name].append((cpu_s(pids[name]) - cpu0) / (n_create + n_get))
+        finally:
+            for session in sessions.values():
+                await session.close()
+        print(
+            f"Secrets (32 concurrent clients, {rounds} interleaved rounds, medians; "
+            "goal <= 10% slower than identity; server CPU per request is the figure that "
+            "holds on a loaded machine, where a second thread also buys a second CPU share):"
+        )
+        for name in variants:
+            c_ratio = statistics.median(
+                c / b for c, b in zip(creates[name], creates["identity"], strict=True)
+            )
+            g_ratio = statistics.median(
+                g / b for g, b in zip(gets[name], gets["identity"], strict=True)
+            )
+            self.report(
+                f"Secret create/get: {labels[name]}",
+                f"{statistics.median(creates[name]):6.0f} creates/s ({c_ratio:4.0%})  "
+                f"{statistics.median(gets[name]):6.0f} gets/s ({g_ratio:4.0%})  "
+                f"server CPU {statistics.median(cpu[name]) * 1e3:.2f} ms/request "
+                f"({statistics.median(cpu[name]) / statistics.median(cpu['identity']):4.0%})",
+            )
+
+    async def run(self, secrets_only: bool = False) -> None:
+        if secrets_only:
+            await self.run_secrets()
+            return
         await self.start_server()
         ctx = client_ssl(self.kubeconfig, self.workdir)
         ceiling = await self.start_ceiling()
@@ -373,16 +531,18 @@ class Bench:
                 f"p50 {pct(delays, 50) * 1e3:.1f} ms  p99 {pct(delays, 99) * 1e3:.1f} ms  "
                 "(goal p99 < 100 ms)",
             )
+        await self.run_secrets()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts")
+    parser.add_argument("--secrets", action="store_true", help="only the Secrets rows")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sampan-bench-api-") as tmp:
         bench = Bench(Path(tmp), args.quick)
         try:
-            asyncio.run(bench.run())
+            asyncio.run(bench.run(secrets_only=args.secrets))
         finally:
             bench.stop()
 

@@ -418,6 +418,42 @@ OPTIONS: tuple[Option, ...] = (
         "--https-listen-port plus one)",
         env="SAMPAN_LB_SERVER_PORT",
     ),
+    # -- security (RKE2's flags)
+    _o(
+        "profile",
+        "str",
+        "",
+        "security",
+        "Validate system configuration against the selected benchmark (valid items: cis)",
+        env="SAMPAN_CIS_PROFILE",
+        choices=("", "cis"),
+    ),
+    _o(
+        "protect-kernel-defaults",
+        "bool",
+        False,
+        "agent/node",
+        "Kernel tuning behavior. If set, error if kernel tunables are different than kubelet "
+        "defaults.",
+    ),
+    _o(
+        "audit-policy-file",
+        "str",
+        "",
+        "security",
+        "Path to the file that defines the audit policy configuration",
+        commands=SERVER,
+        env="SAMPAN_AUDIT_POLICY_FILE",
+    ),
+    _o(
+        "pod-security-admission-config-file",
+        "str",
+        "",
+        "security",
+        "Path to the file that defines Pod Security Admission configuration",
+        commands=SERVER,
+        env="SAMPAN_POD_SECURITY_ADMISSION_CONFIG_FILE",
+    ),
     # -- cluster tokens
     _o(
         "agent-token",
@@ -589,6 +625,10 @@ class Config:
     etcd_peer_port: int = 2380
     secrets_encryption: bool = False
     etcd_expose_metrics: bool = False
+    profile: str = ""
+    protect_kernel_defaults: bool = False
+    audit_policy_file: str = ""
+    pod_security_admission_config_file: str = ""
     agent_token: Secret = field(default_factory=lambda: Secret(""))
     etcd_disable_snapshots: bool = False
     etcd_snapshot_schedule_cron: str = DEFAULT_SNAPSHOT_SCHEDULE

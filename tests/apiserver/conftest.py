@@ -16,8 +16,10 @@ from sampan.datastore import open_backend
 
 
 class ServerHarness:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, **options: Any) -> None:
+        """``options``: APIServerOptions fields to override (audit, admission config)."""
         self.data_dir = data_dir
+        self.options = options
         self.kubeconfig = data_dir / "kubeconfig.yaml"
         self.server: APIServer | None = None
         self.backend: Any = None
@@ -38,6 +40,7 @@ class ServerHarness:
             bind_address="127.0.0.1",
             port=0,
             kubeconfig_path=self.kubeconfig,
+            **self.options,
         )
         self.server = APIServer(options, self.backend)
         await self.server.start()

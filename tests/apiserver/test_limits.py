@@ -346,7 +346,7 @@ def test_limits_args_parse_and_errors_name_the_flag() -> None:
             "max-mutating-requests-inflight=many",
             r"^kube-apiserver-arg: --max-mutating-requests-inflight: 'many' is not an integer$",
         ),
-        ("audit-log-path=/x", r"^kube-apiserver-arg: unsupported key 'audit-log-path'"),
+        ("profiling=false", r"^kube-apiserver-arg: unsupported key 'profiling'"),
     ],
 )
 def test_bad_kube_apiserver_arg_stops_the_server_at_configuration(

@@ -44,6 +44,7 @@ from sampan.apiserver.admission import (
     warning_text_ok,
 )
 from sampan.apiserver.apply import FieldManager, decode_apply_patch
+from sampan.apiserver.audit import record_request_object, record_request_patch
 from sampan.apiserver.auth.user import AuthenticationError
 from sampan.apiserver.binding import bind_pod
 from sampan.apiserver.crd import scale as crd_scale
@@ -377,6 +378,7 @@ class ResourceHandler:
                 f"the object provided is unrecognized (must be of type {kind}): "
                 "metadata must be an object"
             )
+        record_request_object(request, obj, body)
         return obj
 
     def _type_error(
@@ -684,6 +686,7 @@ class ResourceHandler:
     ) -> web.StreamResponse:
         patch_type = media_type_of(request)
         body = await read_body(request, self.ctx.max_body_bytes)
+        record_request_patch(request, body)
         dry_run = self._dry_run(request)
         check_patch_type(patch_type, custom=self._fields.is_custom(info))
         applied = decode_apply_patch(body) if patch_type == APPLY_PATCH else None
@@ -793,6 +796,7 @@ class ResourceHandler:
             if error is not None:
                 raise self._decode_error("v1", "DeleteOptions", error)
             options = decoded
+            record_request_object(request, decoded, body)
         query = request.query
         grace: int | None = options.get("gracePeriodSeconds")
         if "gracePeriodSeconds" in query:

@@ -5,6 +5,7 @@ objects -> ready; stop: end watches -> close the listener -> stop storage) and t
 pipeline every request goes through, in kube-apiserver's order:
 
     request info -> authentication -> (401 unless a public health/version path)
+    -> audit (policy evaluated with the authenticated user; 401s are audited too)
     -> impersonation -> max in-flight (429; limits.py) -> authorization (Node, then RBAC; 403
        with the upstream wording) -> watches per user (429) -> handler
        (or, for ``/apis/<group>/<version>/...`` of an APIService with a ``spec.service``,
@@ -14,6 +15,12 @@ pipeline every request goes through, in kube-apiserver's order:
 Connections are accepted through ``httpconn.HeaderTimeoutRunner`` (as ``StatusAppRunner``):
 request headers must arrive within 32 s (upstream's ReadHeaderTimeout), and errors of the HTTP
 layer itself are answered as a Status.
+
+Every response carries ``Audit-ID`` (the client's, or a new UUID). With an audit policy
+(``APIServerOptions.audit``), each request the policy records emits RequestReceived,
+ResponseStarted (long-running requests, when the headers go out), then ResponseComplete — or
+Panic for the last-guard 500 — to the audit log (audit/); authorization adds the
+``authorization.k8s.io/decision`` and ``reason`` annotations.
 
 Every failure leaves as a ``Status`` JSON (errors.py). Non-resource endpoints served here:
 ``/healthz``, ``/livez``, ``/readyz`` (and ``/<check>`` subpaths, ``?verbose``), ``/version``,
@@ -30,6 +37,8 @@ import asyncio
 import ipaddress
 import logging
 import ssl
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,8 +62,21 @@ from sampan.api.labels import SelectorError, parse_selector
 from sampan.api.resources import builtin_registry
 from sampan.apiserver import discovery
 from sampan.apiserver.admission import Admission
+from sampan.apiserver.admission.podsecurityconfig import load_admission_config
 from sampan.apiserver.aggregator import Aggregator
+from sampan.apiserver.audit import (
+    AUDIT_ID_HEADER,
+    AUDIT_ID_KEY,
+    AUDIT_KEY,
+    STAGE_PANIC,
+    STAGE_RESPONSE_STARTED,
+    AuditLogBackend,
+    AuditOptions,
+    Auditor,
+    load_policy,
+)
 from sampan.apiserver.auth import (
+    ANONYMOUS,
     DEFAULT_API_AUDIENCES,
     Attributes,
     AuthenticationError,
@@ -88,7 +110,12 @@ from sampan.apiserver.handlers import HandlerContext, ResourceHandler, not_found
 from sampan.apiserver.httperrors import StatusAppRunner
 from sampan.apiserver.impersonation import impersonate
 from sampan.apiserver.join import JoinService, is_join_path
-from sampan.apiserver.limits import InFlightLimiter, LimitsOptions, WatchLimiter
+from sampan.apiserver.limits import (
+    InFlightLimiter,
+    LimitsOptions,
+    WatchLimiter,
+    is_long_running,
+)
 from sampan.apiserver.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from sampan.apiserver.metrics import APIServerMetrics
 from sampan.apiserver.openapi import OpenAPI
@@ -135,6 +162,8 @@ ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
 PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version")
 """Answered without authentication, and exempt from the in-flight limit."""
 SERVICE_HTTPS_PORT = 443
+DECISION_ANNOTATION = "authorization.k8s.io/decision"
+REASON_ANNOTATION = "authorization.k8s.io/reason"
 
 
 @dataclass(frozen=True)
@@ -159,6 +188,13 @@ class APIServerOptions:
     static_dir: Path | None = None
     """``<data-dir>/server/static``: served unauthenticated under ``/static/`` (K3s); None =
     not served."""
+    audit: AuditOptions | None = None
+    """kube-apiserver's ``--audit-policy-file`` and ``--audit-log-*`` (audit/); a bad policy
+    stops the start."""
+    admission_config_file: Path | None = None
+    """kube-apiserver's ``--admission-control-config-file`` (RKE2's
+    ``--pod-security-admission-config-file``): the PodSecurity plugin's defaults and
+    exemptions (admission/podsecurityconfig.py); a bad file stops the start."""
 
     @property
     def service_ip(self) -> str:
@@ -195,6 +231,7 @@ class _Runtime:
     pod_proxy: PodProxy | None = None  # pods/log, exec, attach, portforward; nodes/proxy
     join: JoinService | None = None  # /cacerts and /v1-sampan/node (agents joining)
     aggregator: Aggregator | None = None  # APIServices: proxying, availability, discovery
+    auditor: Auditor | None = None  # with an audit policy
     runner: web.AppRunner | None = None
     port: int = 0
     bootstrapped: bool = False
@@ -317,6 +354,17 @@ class APIServer:
             tls_sans=list(opts.tls_sans),
             service_ip=opts.service_ip,
         )
+        if opts.audit is not None:
+            policy = await asyncio.to_thread(load_policy, opts.audit.policy_file)
+            backend = AuditLogBackend(
+                opts.audit.log_path,
+                max_size_mb=opts.audit.max_size_mb,
+                max_backups=opts.audit.max_backups,
+                max_age_days=opts.audit.max_age_days,
+                queue_events=opts.audit.queue_events,
+            )
+            await backend.start()
+            rt.auditor = Auditor(policy, backend)
         rt.registry = builtin_registry()
         rt.openapi = OpenAPI(rt.registry, await asyncio.to_thread(load_definitions))
         if opts.encryption_provider_config is not None:
@@ -330,6 +378,11 @@ class APIServer:
         self.metrics.watch_storage(rt.storage.object_counts)
         await rt.storage.start()
         self._build_auth()
+        pod_security = None
+        if opts.admission_config_file is not None:
+            pod_security = await asyncio.to_thread(
+                load_admission_config, opts.admission_config_file
+            )
         rt.admission = Admission(
             rt.storage,
             rt.registry,
@@ -341,6 +394,7 @@ class APIServer:
             token_issuer=TokenIssuer(await asyncio.to_thread(rt.pki.sa_private_key_pem)),
             api_audiences=tuple(DEFAULT_API_AUDIENCES),
             delete_options_type=DeleteOptions,
+            pod_security=pod_security,
         )
         rt.custom = CustomResources(
             BuiltinSchemas(rt.openapi.definition_name, rt.openapi.definition)
@@ -373,6 +427,7 @@ class APIServer:
         # [\s\S]: a path with a newline (%0A) is the API's to answer too, not the router's.
         app.router.add_route("*", "/{tail:[\\s\\S]*}", self._dispatch)
         app.on_response_prepare.append(_add_warnings)
+        app.on_response_prepare.append(_audit_response_started)
         # Access entries go to the "aiohttp.access" logger at INFO: the supervisor's logging
         # shows them only at high verbosity, and aiohttp skips formatting when disabled.
         # HTTP-layer errors answer a Status; request headers must arrive in time (httpconn).
@@ -436,6 +491,9 @@ class APIServer:
         if rt.aggregator is not None:
             await rt.aggregator.stop()
             rt.aggregator = None
+        if rt.auditor is not None:
+            await rt.auditor.backend.stop()  # every event of the finished requests written
+            rt.auditor = None
         if rt.crds is not None:
             await rt.crds.stop()
             rt.crds = None
@@ -512,34 +570,67 @@ class APIServer:
     # --- request pipeline -----------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        received = time.time()
+        request[AUDIT_ID_KEY] = request.headers.get(AUDIT_ID_HEADER) or str(uuid.uuid4())
         ri = parse_request_info(request.method, request.path, request.query)
         dry_run = bool(request.query.get("dryRun"))
         with self.metrics.track(request.method, ri, dry_run=dry_run) as code:
-            response = await self._serve(request)
+            response = await self._serve(request, ri, received)
             code.append(response.status)
             return response
 
-    async def _serve(self, request: web.Request) -> web.StreamResponse:
+    async def _serve(
+        self, request: web.Request, ri: RequestInfo, received: float
+    ) -> web.StreamResponse:
+        audit = None
         try:
             if self._rt.join is not None and is_join_path(request.path):
                 return await self._rt.join.handle(request)
             if self.options.static_dir is not None and is_static_path(request.path):
                 return await serve_static(self.options.static_dir, request)
-            ri = parse_request_info(request.method, request.path, request.query)
-            user = await self._authenticate(request)
-            if user is None:
-                if not _is_public(request.path):
+            try:
+                user = await self._authenticate(request)
+                if user is None and not _is_public(request.path):
                     raise Unauthorized()
+            except Unauthorized:
+                audit = await self._audit_begin(request, ri, None, received)
+                raise
+            audit = await self._audit_begin(request, ri, user or ANONYMOUS, received)
+            if user is None:
                 response = await self._route(request, ri, user)
             else:
-                user = self._impersonate(request, user)
-                response = await self._limited_route(request, ri, user)
+                impersonated = self._impersonate(request, user)
+                if audit is not None and impersonated is not user:
+                    audit.impersonated(impersonated)
+                response = await self._limited_route(request, ri, impersonated)
         except StatusError as exc:
             response = error_response(exc)  # warnings go with failures too, as upstream
         except Exception as exc:  # the last guard: log it, answer 500, keep serving
             log.exception("internal error serving %s %s", request.method, request.path)
-            return error_response(InternalError(f"Internal error occurred: {exc}"))
+            response = error_response(InternalError(f"Internal error occurred: {exc}"))
+            if audit is not None:
+                audit.response(response.status, response)
+                await audit.emit(STAGE_PANIC, time.time())
+            return response
+        if audit is not None:
+            assert self._rt.auditor is not None
+            await self._rt.auditor.finish(audit, response.status, response)
         return response
+
+    async def _audit_begin(
+        self, request: web.Request, ri: RequestInfo, user: Any, received: float
+    ) -> Any:
+        auditor = self._rt.auditor
+        if auditor is None:
+            return None
+        return await auditor.begin(
+            request,
+            ri,
+            user,
+            audit_id=request[AUDIT_ID_KEY],
+            received=received,
+            long_running=is_long_running(ri.verb, ri.subresource),
+        )
 
     async def _limited_route(
         self, request: web.Request, ri: RequestInfo, user: Any
@@ -548,10 +639,10 @@ class APIServer:
         cap for watches that were allowed, then the handler."""
         field_selector = request.query.get("fieldSelector", "")
         if _is_public(request.path):
-            self._authorize(ri, user, field_selector)
+            self._authorize(ri, user, field_selector, request.get(AUDIT_KEY))
             return await self._route(request, ri, user)
         with self._inflight.admit(ri.verb, ri.subresource, user):
-            self._authorize(ri, user, field_selector)
+            self._authorize(ri, user, field_selector, request.get(AUDIT_KEY))
             if ri.verb != "watch":
                 return await self._route(request, ri, user)
             with self._watch_limiter.admit(user):
@@ -582,7 +673,9 @@ class APIServer:
             forbidden_message=forbidden_message,
         )
 
-    def _authorize(self, ri: RequestInfo, user: Any, field_selector: str = "") -> None:
+    def _authorize(
+        self, ri: RequestInfo, user: Any, field_selector: str = "", audit: Any = None
+    ) -> None:
         if ri.is_resource_request:
             attrs = Attributes(
                 user=user,
@@ -599,6 +692,9 @@ class APIServer:
         else:
             attrs = Attributes(user=user, verb=ri.verb, path=ri.path, resource_request=False)
         decision = self._rt.authorizer.authorize(attrs)
+        if audit is not None:
+            audit.annotate(DECISION_ANNOTATION, "allow" if decision.allowed else "forbid")
+            audit.annotate(REASON_ANNOTATION, decision.reason)
         if not decision.allowed:
             raise Forbidden(
                 forbidden_message(attrs, decision.reason),
@@ -783,6 +879,19 @@ async def _add_warnings(request: web.Request, response: web.StreamResponse) -> N
     added as the headers are sent, after the handler recorded them."""
     for warning in bounded_warnings(request_warnings(request)):
         response.headers.add("Warning", warning_header(warning))
+
+
+async def _audit_response_started(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response says its ``Audit-ID``; a long-running request's audit emits
+    ResponseStarted as its headers go out (a watch, logs, exec...)."""
+    audit_id = request.get(AUDIT_ID_KEY)
+    if audit_id is not None and AUDIT_ID_HEADER not in response.headers:
+        response.headers[AUDIT_ID_HEADER] = audit_id
+    audit = request.get(AUDIT_KEY)
+    if audit is not None and audit.long_running and not audit.started:
+        audit.started = True
+        audit.status_code = response.status
+        await audit.emit(STAGE_RESPONSE_STARTED, time.time())
 
 
 async def _ok() -> None:

@@ -71,6 +71,7 @@ KUBELET_ARGS = frozenset(
         "fail-swap-on",
         "container-log-max-size",
         "container-log-max-files",
+        "protect-kernel-defaults",
         "v",
     }
 )
@@ -78,10 +79,12 @@ KUBELET_ARGS = frozenset(
 max-pods, port (the kubelet API, 10250; the Node's ``daemonEndpoints`` reports it), address
 (its bind address), cgroup-root, node-status-update-frequency, sync-frequency, pod-max-pids,
 pod-manifest-path, cluster-dns, cluster-domain, resolv-conf, kube-reserved, system-reserved,
-root-dir, container-log-max-size, container-log-max-files. Accepted for compatibility with
-K3s configurations: read-only-port and healthz-port only as 0 (Sampan's kubelet opens neither
-listener; K3s also turns the read-only port off); not acted on yet: serialize-image-pulls,
-image-pull-progress-deadline, runtime-request-timeout, eviction-hard, fail-swap-on, v."""
+root-dir, container-log-max-size, container-log-max-files; protect-kernel-defaults is checked
+by the supervisor before the agent starts (sampan.supervisor.profile). Accepted for
+compatibility with K3s configurations: read-only-port and healthz-port only as 0 (Sampan's
+kubelet opens neither listener; K3s also turns the read-only port off); not acted on yet:
+serialize-image-pulls, image-pull-progress-deadline, runtime-request-timeout, eviction-hard,
+fail-swap-on, v."""
 
 
 class KubeletOptionsError(ValueError):

@@ -9,6 +9,7 @@ from sampan.config import Config, ConfigError, describe
 from sampan.supervisor.agent import agent_components
 from sampan.supervisor.logs import setup_logging
 from sampan.supervisor.notify import Notifier
+from sampan.supervisor.profile import apply_profile
 from sampan.supervisor.server import server_components
 from sampan.supervisor.supervisor import Supervisor
 
@@ -34,6 +35,11 @@ def run(config: Config) -> int:
         log.info("configuration read from %s", source)
     for line in describe(config):
         log.debug("option %s", line)
+    try:
+        config = apply_profile(config)  # --profile=cis, --protect-kernel-defaults
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 1
     if config.command == "server" and config.cluster_reset:
         return _cluster_reset(config)
     if config.command == "server":

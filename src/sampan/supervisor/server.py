@@ -38,6 +38,7 @@ from sampan.supervisor.agent import (
     restricted_node_labels,
 )
 from sampan.supervisor.etcd import EmbeddedEtcd, uses_embedded_etcd
+from sampan.supervisor.profile import PROFILE_CIS, SecretFilePermissions, cis_server_files
 from sampan.supervisor.supervisor import Component, ComponentContext
 from sampan.supervisor.token import (
     JoinToken,
@@ -109,6 +110,13 @@ class APIServerComponent:
         self._datastore = datastore
         self._limits = _apiserver_limits(config)
         self._encryption = _apiserver_encryption(config)
+        audit_policy, admission_config = cis_server_files(config)
+        self._audit = _apiserver_audit(config, audit_policy)
+        # kube-apiserver-arg wins, as a later kube-apiserver flag does in RKE2.
+        args = config.component_args("kube-apiserver-arg")
+        self._admission_config = _apiserver_admission_config(
+            args.get(ADMISSION_CONFIG_ARG) or admission_config
+        )
         self.server: APIServer | None = None
         self.token: JoinToken | None = None
         self.embedded_etcd: EmbeddedEtcd | None = None
@@ -147,6 +155,8 @@ class APIServerComponent:
             limits=self._limits,
             encryption_provider_config=self._encryption,
             static_dir=config.data_dir / "server" / "static",
+            audit=self._audit,
+            admission_config_file=self._admission_config,
         )
         assert self._datastore.backend is not None
         server = APIServer(options, self._datastore.backend)
@@ -378,14 +388,18 @@ SERVER_DIRS = ("db", "tls", "manifests", "cred", "static")
 
 
 ENCRYPTION_PROVIDER_CONFIG_ARG = "encryption-provider-config"
+ADMISSION_CONFIG_ARG = "admission-control-config-file"
 
 
 def _apiserver_limits(config: Config) -> Any:
     """``kube-apiserver-arg`` (the request limits' keys), checked now."""
+    from sampan.apiserver.audit import AUDIT_ARGS
     from sampan.apiserver.limits import parse_limits_args
 
     args = config.component_args("kube-apiserver-arg")
     args.pop(ENCRYPTION_PROVIDER_CONFIG_ARG, None)  # see encryption_config_path
+    for key in (*AUDIT_ARGS, ADMISSION_CONFIG_ARG):  # see _apiserver_audit
+        args.pop(key, None)
     try:
         return parse_limits_args(args)
     except ValueError as exc:
@@ -446,6 +460,44 @@ def _apiserver_encryption(config: Config) -> Path | None:
             f"kube-apiserver-arg: --{ENCRYPTION_PROVIDER_CONFIG_ARG}: {exc}"
         ) from None
     return path
+
+
+def _apiserver_audit(config: Config, policy_file: str) -> Any:
+    """``--audit-policy-file`` and the ``kube-apiserver-arg`` ``audit-*`` keys, checked now
+    (the policy too: a bad one stops the start with one line naming the file and field)."""
+    from sampan.apiserver.audit import AuditPolicyError, load_policy, parse_audit_args
+
+    try:
+        options = parse_audit_args(
+            config.component_args("kube-apiserver-arg"),
+            policy_file=policy_file,
+            default_log_path=config.data_dir / "server" / "logs" / "audit.log",
+        )
+    except ValueError as exc:
+        raise ConfigError(f"kube-apiserver-arg: {exc}") from None
+    if options is not None:
+        try:
+            load_policy(options.policy_file)
+        except AuditPolicyError as exc:
+            raise ConfigError(f"audit-policy-file: {exc}") from None
+    return options
+
+
+def _apiserver_admission_config(path: str) -> Path | None:
+    """``--pod-security-admission-config-file`` (or ``kube-apiserver-arg=
+    admission-control-config-file``), checked now."""
+    from sampan.apiserver.admission.podsecurityconfig import (
+        PodSecurityConfigError,
+        load_admission_config,
+    )
+
+    if not path:
+        return None
+    try:
+        load_admission_config(Path(path))
+    except PodSecurityConfigError as exc:
+        raise ConfigError(f"pod-security-admission-config-file: {exc}") from None
+    return Path(path)
 
 
 def controller_manager_options(config: Config) -> Any:
@@ -704,6 +756,8 @@ def server_components(config: Config) -> list[Component]:
                 build=lambda client_config: ServerNodeLabels(client_config, name, labels),
             )
         )
+    if config.profile == PROFILE_CIS:
+        components.append(SecretFilePermissions(config.data_dir))  # last: every file written
     return components
 
 

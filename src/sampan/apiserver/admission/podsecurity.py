@@ -5,12 +5,16 @@ per namespace through the ``pod-security.kubernetes.io/enforce|warn|audit`` labe
   ``enforce`` level: ``pods "p" is forbidden: violates PodSecurity "restricted:latest": ...``.
 * The ``warn`` level adds ``would violate PodSecurity ...`` Warning headers, for pods and for
   the pod templates of workload objects (Deployments, Jobs, CronJobs...), as upstream does.
-* ``audit`` only annotates audit events upstream; Sampan has no audit log, so it is accepted
-  and checked for validity but has no other effect.
+* ``audit`` annotates the request's audit event (``pod-security.kubernetes.io/
+  audit-violations``), as does every evaluation (``.../enforce-policy``) and exemption
+  (``.../exempt``), when the request is audited (sampan.apiserver.audit).
 * Namespaces: label values must be valid levels/versions (422 otherwise); turning on or
   tightening ``enforce`` warns about the existing pods that would be refused.
 
-A namespace without labels is ``privileged`` (Kubernetes' and K3s's default). Only the
+A namespace without a mode's label gets that mode's default from the PodSecurity
+configuration (podsecurityconfig.py; without one, ``privileged``: Kubernetes' and K3s's
+default). Requests of exempt users, pods of exempt runtime classes and everything in exempt
+namespaces are not checked. Only the
 ``latest`` version of the standards is implemented; a pinned ``*-version`` label is accepted
 and evaluated as latest (the 1.32 checks).
 
@@ -34,6 +38,8 @@ from typing import Any
 from sampan.api import fielderrors as fe
 from sampan.api.errors import Invalid
 from sampan.apiserver.admission.chain import AdmissionAttributes, forbidden
+from sampan.apiserver.admission.podsecurityconfig import DEFAULT_CONFIG, PodSecurityConfig
+from sampan.apiserver.audit import add_annotation
 
 __all__ = [
     "LABEL_PREFIX",
@@ -46,6 +52,9 @@ LABEL_PREFIX = "pod-security.kubernetes.io/"
 LEVELS = ("privileged", "baseline", "restricted")
 MODES = ("enforce", "warn", "audit")
 LATEST = "latest"
+ANNOTATION_ENFORCE_POLICY = LABEL_PREFIX + "enforce-policy"
+ANNOTATION_AUDIT_VIOLATIONS = LABEL_PREFIX + "audit-violations"
+ANNOTATION_EXEMPT = LABEL_PREFIX + "exempt"
 
 # Workload kinds whose pod template is checked for warn (never enforced), with the template's
 # path in the object.
@@ -533,10 +542,19 @@ def check_pod(level: str, metadata: dict[str, Any], spec: dict[str, Any]) -> lis
     ]
 
 
-def _policy(labels: dict[str, Any], mode: str) -> tuple[str, str] | None:
+def _policy(
+    labels: dict[str, Any], mode: str, config: PodSecurityConfig = DEFAULT_CONFIG
+) -> tuple[str, str] | None:
+    """The (level, version) of ``mode``: the namespace's label, else the configured default;
+    None when that is ``privileged`` (nothing to check)."""
+    default_level, default_version = config.defaults[mode]
     level = labels.get(LABEL_PREFIX + mode)
     if level is None:
-        return None
+        level = default_level
+        version = labels.get(f"{LABEL_PREFIX}{mode}-version") or default_version
+        if level == "privileged":
+            return None
+        return level, str(version)
     version = labels.get(f"{LABEL_PREFIX}{mode}-version") or LATEST
     return str(level), str(version)
 
@@ -579,6 +597,12 @@ def _valid_version(text: str) -> bool:
     return major == "v1" and minor.isdigit()
 
 
+def _plain(policy: tuple[str, str] | None) -> str:
+    """``restricted:latest`` (the enforce-policy annotation's form)."""
+    level, version = policy if policy is not None else ("privileged", LATEST)
+    return f"{level}:{version}"
+
+
 def _label(level: str, version: str) -> str:
     return f'"{level}:{version}"'
 
@@ -593,9 +617,29 @@ class PodSecurity:
     name = "PodSecurity"
     mutating = False
 
-    def __init__(self, get_namespace: NamespaceGetter, list_pods: PodLister) -> None:
+    def __init__(
+        self,
+        get_namespace: NamespaceGetter,
+        list_pods: PodLister,
+        config: PodSecurityConfig = DEFAULT_CONFIG,
+    ) -> None:
         self._get_namespace = get_namespace
         self._list_pods = list_pods
+        self.config = config
+
+    def _exempt(self, attrs: AdmissionAttributes, spec: dict[str, Any]) -> bool:
+        """Exempt namespace, user or runtime class (in upstream's order), annotated."""
+        config = self.config
+        reason = ""
+        if attrs.namespace in config.exempt_namespaces:
+            reason = "namespace"
+        elif getattr(attrs.user, "name", None) in config.exempt_usernames:
+            reason = "user"
+        elif spec.get("runtimeClassName") in config.exempt_runtime_classes:
+            reason = "runtimeClass"
+        if reason:
+            add_annotation(ANNOTATION_EXEMPT, reason)
+        return bool(reason)
 
     async def admit(self, attrs: AdmissionAttributes) -> None:
         if attrs.operation not in ("CREATE", "UPDATE") or attrs.obj is None:
@@ -622,16 +666,27 @@ class PodSecurity:
             old_spec = _d((attrs.old_obj or {}).get("spec"))
             if spec == old_spec:
                 return  # metadata/status-only updates are never re-checked
+        if self._exempt(attrs, spec):
+            return
         labels = await self._labels(attrs.namespace)
         meta = _d(pod.get("metadata"))
-        enforce = _policy(labels, "enforce")
+        enforce = _policy(labels, "enforce", self.config)
+        add_annotation(ANNOTATION_ENFORCE_POLICY, _plain(enforce))
+        audit = _policy(labels, "audit", self.config)
+        if audit is not None:
+            broken = check_pod(audit[0], meta, spec)
+            if broken:
+                add_annotation(
+                    ANNOTATION_AUDIT_VIOLATIONS,
+                    f"would violate PodSecurity {_label(*audit)}: {', '.join(broken)}",
+                )
         if enforce is not None:
             broken = check_pod(enforce[0], meta, spec)
             if broken:
                 raise forbidden(
                     attrs, f"violates PodSecurity {_label(*enforce)}: {', '.join(broken)}"
                 )
-        warn = _policy(labels, "warn")
+        warn = _policy(labels, "warn", self.config)
         if warn is not None:
             broken = check_pod(warn[0], meta, spec)
             if broken:
@@ -648,11 +703,21 @@ class PodSecurity:
                 old = _d(old).get(key)
             if _d(old) == template:
                 return
-        labels = await self._labels(attrs.namespace)
         meta, spec = _d(template.get("metadata")), _d(template.get("spec"))
+        if self._exempt(attrs, spec):
+            return
+        labels = await self._labels(attrs.namespace)
+        audit = _policy(labels, "audit", self.config)
+        if audit is not None:
+            broken = check_pod(audit[0], meta, spec)
+            if broken:
+                add_annotation(
+                    ANNOTATION_AUDIT_VIOLATIONS,
+                    f"would violate PodSecurity {_label(*audit)}: {', '.join(broken)}",
+                )
         for mode in ("enforce", "warn"):
             # Upstream warns about workloads for both the enforce and the warn level.
-            policy = _policy(labels, mode)
+            policy = _policy(labels, mode, self.config)
             if policy is None:
                 continue
             broken = check_pod(policy[0], meta, spec)
@@ -662,11 +727,11 @@ class PodSecurity:
     async def _namespace(self, attrs: AdmissionAttributes) -> None:
         labels = _d(_d((attrs.obj or {}).get("metadata")).get("labels"))
         _validate_labels(attrs.name, labels)
-        if attrs.operation != "UPDATE":
+        if attrs.operation != "UPDATE" or attrs.name in self.config.exempt_namespaces:
             return
-        enforce = _policy(labels, "enforce")
+        enforce = _policy(labels, "enforce", self.config)
         old_labels = _d(_d((attrs.old_obj or {}).get("metadata")).get("labels"))
-        if enforce is None or enforce == _policy(old_labels, "enforce"):
+        if enforce is None or enforce == _policy(old_labels, "enforce", self.config):
             return
         offenders: list[str] = []
         for pod in self._list_pods(attrs.name):

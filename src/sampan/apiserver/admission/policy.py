@@ -22,7 +22,7 @@ does two things:
   denied request: failed expression: object.spec.replicas <= 5``, reason from the validation,
   default Invalid -> 422), **Warn** adds a ``Warning`` header (``Validation failed for
   ValidatingAdmissionPolicy 'P' with binding 'B': ...``), **Audit** is logged at info level
-  (Sampan has no audit log). ``paramKind`` + ``paramRef`` (name, namespace, selector,
+  (not yet recorded in the audit log). ``paramKind`` + ``paramRef`` (name, namespace, selector,
   parameterNotFoundAction) resolve params from the watch cache; a selector evaluates once
   per matching param.
 

@@ -50,6 +50,7 @@ from sampan.apiserver.admission.pods import (
     ServiceAccountAdmission,
 )
 from sampan.apiserver.admission.podsecurity import PodSecurity
+from sampan.apiserver.admission.podsecurityconfig import DEFAULT_CONFIG as DEFAULT_POD_SECURITY
 from sampan.apiserver.admission.policy import (
     PolicyDefaults,
     PolicyStatusController,
@@ -108,6 +109,7 @@ class Admission:
         repair_interval_s: float = DEFAULT_REPAIR_INTERVAL_S,
         leak_grace_s: float = DEFAULT_LEAK_GRACE_S,
         extra_plugins: tuple[AdmissionPlugin, ...] = (),
+        pod_security: Any = None,
     ) -> None:
         self._storage = storage
         self._registry = registry
@@ -145,7 +147,11 @@ class Admission:
             DefaultTolerationSeconds(),
             PolicyDefaults(),
             CustomResourceRules(lambda: self.custom, self.get),
-            PodSecurity(get_namespace, lambda namespace: self.cached("", "pods", namespace)),
+            PodSecurity(
+                get_namespace,
+                lambda namespace: self.cached("", "pods", namespace),
+                pod_security or DEFAULT_POD_SECURITY,  # defaults and exemptions
+            ),
             DefaultStorageClass(lambda: self.cached("storage.k8s.io", "storageclasses", "")),
             StorageObjectInUseProtection(),
             DefaultIngressClass(lambda: self.cached("networking.k8s.io", "ingressclasses", "")),
