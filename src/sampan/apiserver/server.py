@@ -91,7 +91,7 @@ from sampan.apiserver.join import JoinService, is_join_path
 from sampan.apiserver.limits import InFlightLimiter, LimitsOptions, WatchLimiter
 from sampan.apiserver.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from sampan.apiserver.metrics import APIServerMetrics
-from sampan.apiserver.negotiation import JSON_CONTENT_TYPE
+from sampan.apiserver.negotiation import JSON_CONTENT_TYPE, dump_json
 from sampan.apiserver.openapi import DocumentResponse, OpenAPI
 from sampan.apiserver.openapi_data import load_definitions
 from sampan.apiserver.openapi_pb import PROTOBUF_CONTENT_TYPE, PROTOBUF_MEDIA_TYPES
@@ -639,7 +639,11 @@ class APIServer:
                 )
                 if path == "/apis" and rt.aggregator is not None:
                     aggregated = rt.aggregator.merge_aggregated(aggregated)
-                response = json_response(aggregated)
+                body = dump_json(aggregated)
+                headers = discovery.aggregated_caching_headers(body)
+                if discovery.not_modified(headers, request.headers.get("If-None-Match")):
+                    return web.Response(status=304, headers=headers)
+                response = web.Response(body=body, headers=headers)
                 response.headers["Content-Type"] = media_type
                 return response
         document = self._discovery_document(path)
