@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.admission import server_cpu_s
 from bench.api import Bench, client_ssl, pct
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
@@ -66,8 +68,10 @@ def manifest(index: int, namespace: str, generation: int) -> dict:
 
 
 class ApplyBench(Bench):
-    def kubectl(self, *args: str) -> float:
+    def kubectl(self, *args: str) -> KubectlRun:
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), HOME=str(self.workdir))
+        children0 = _children_cpu_s()
+        server0 = server_cpu_s(self.server_pid)
         t0 = time.perf_counter()
         done = subprocess.run(
             [KUBECTL, *args], env=env, capture_output=True, text=True, check=False
@@ -75,7 +79,9 @@ class ApplyBench(Bench):
         elapsed = time.perf_counter() - t0
         if done.returncode != 0:
             raise SystemExit(f"kubectl {' '.join(args)} failed: {done.stderr}")
-        return elapsed
+        return KubectlRun(
+            elapsed, _children_cpu_s() - children0, server_cpu_s(self.server_pid) - server0
+        )
 
     def write_dir(self, name: str, namespace: str, generation: int, count: int) -> Path:
         directory = self.workdir / name
@@ -96,17 +102,19 @@ class ApplyBench(Bench):
         first = self.write_dir("apply-0", "bench-apply", 0, count)
         changed = self.write_dir("apply-1", "bench-apply", 1, count)
         baseline = await asyncio.to_thread(self.kubectl, "create", "-f", str(created))
-        self.report("baseline: kubectl create -f", f"{baseline:.2f} s")
-        took = await asyncio.to_thread(self.kubectl, "apply", "-f", str(first))
-        self.report("kubectl apply -f (all created)", f"{took:.2f} s  ({took / baseline:.2f}x)")
-        took = await asyncio.to_thread(self.kubectl, "apply", "-f", str(first))
-        self.report("kubectl apply -f (all unchanged)", f"{took:.2f} s  ({took / baseline:.2f}x)")
-        took = await asyncio.to_thread(self.kubectl, "apply", "-f", str(changed))
-        self.report("kubectl apply -f (all configured)", f"{took:.2f} s  ({took / baseline:.2f}x)")
+        self.report("baseline: kubectl create -f", baseline.describe())
+        runs = (
+            ("kubectl apply -f (all created)", ("apply", "-f", str(first))),
+            ("kubectl apply -f (all unchanged)", ("apply", "-f", str(first))),
+            ("kubectl apply -f (all configured)", ("apply", "-f", str(changed))),
+        )
+        for label, args in runs:
+            took = await asyncio.to_thread(self.kubectl, *args)
+            self.report(label, took.describe(baseline))
         took = await asyncio.to_thread(
             self.kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(first)
         )
-        self.report("kubectl apply --server-side -f (all changed)", f"{took:.2f} s")
+        self.report("kubectl apply --server-side -f (all changed)", took.describe())
 
     async def rate(
         self,
@@ -179,6 +187,27 @@ class ApplyBench(Bench):
         await self.start_server()
         await self.kubectl_apply()
         await self.server_side_apply()
+
+
+class KubectlRun:
+    """Wall time of one kubectl run and the CPU seconds kubectl and the server spent in it."""
+
+    def __init__(self, wall_s: float, kubectl_cpu_s: float, server_cpu_s: float) -> None:
+        self.wall_s = wall_s
+        self.kubectl_cpu_s = kubectl_cpu_s
+        self.server_cpu_s = server_cpu_s
+
+    def describe(self, baseline: KubectlRun | None = None) -> str:
+        ratio = f"({self.wall_s / baseline.wall_s:.2f}x)" if baseline is not None else ""
+        return (
+            f"{self.wall_s:5.2f} s {ratio:8} kubectl CPU {self.kubectl_cpu_s:5.2f} s"
+            f"  server CPU {self.server_cpu_s:5.2f} s"
+        )
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _rate(rate: float, latencies: list[float]) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 
@@ -261,6 +262,70 @@ async def test_v3_patch_media_types_and_caching(harness):
     async with harness.session.get(stale, allow_redirects=False) as response:
         assert response.status == 301
         assert response.headers["Location"] == url
+
+
+async def test_v3_conditional_requests_answer_304(harness):
+    """kubectl's HTTP cache revalidates with If-None-Match; a match is a 304 without body,
+    keeping the ETag and caching headers, as kube-apiserver's ServeContent answers."""
+    assert harness.session is not None
+    async with harness.session.get("/openapi/v3") as response:
+        assert response.status == 200
+        assert response.headers["Cache-Control"] == "no-cache, private"
+        index_etag = response.headers["ETag"]
+        index = await response.json()
+    async with harness.session.get(
+        "/openapi/v3", headers={"If-None-Match": index_etag}
+    ) as response:
+        assert response.status == 304
+        assert response.headers["ETag"] == index_etag
+        assert await response.read() == b""
+    url = index["paths"]["api/v1"]["serverRelativeURL"]
+    async with harness.session.get(url) as response:
+        etag = response.headers["ETag"]
+        assert response.headers["Vary"] == "Accept"
+        assert response.headers["Expires"].endswith(" UTC")
+    for path in (url, "/openapi/v3/api/v1"):
+        for header in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+            async with harness.session.get(path, headers={"If-None-Match": header}) as response:
+                assert response.status == 304, (path, header)
+                assert response.headers["ETag"] == etag
+                assert "Content-Type" not in response.headers
+                assert await response.read() == b""
+    async with harness.session.get(url, headers={"If-None-Match": '"stale"'}) as response:
+        assert response.status == 200
+        assert response.headers["Cache-Control"] == "public, immutable"
+        assert (await response.json())["openapi"].startswith("3.")
+    async with harness.session.get("/openapi/v3/api/v1") as response:
+        assert response.status == 200
+        assert response.headers["Cache-Control"] == "no-cache, private"
+        assert response.headers["ETag"] == etag
+
+
+async def test_v2_conditional_requests_answer_304(harness):
+    assert harness.session is not None
+    protobuf = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    async with harness.session.get(
+        "/openapi/v2", headers={"Accept": "application/json"}
+    ) as response:
+        assert response.status == 200
+        etag = response.headers["ETag"]
+        assert response.headers["Vary"] == "Accept"
+        body = await response.read()
+    assert etag == '"' + hashlib.sha512(body).hexdigest().upper() + '"'
+    async with harness.session.get("/openapi/v2", headers={"Accept": protobuf}) as response:
+        assert response.status == 200
+        assert response.headers["ETag"] == etag  # the JSON form's hash for both encodings
+        assert len(await response.read()) > 0
+    for accept in ("application/json", protobuf):
+        headers = {"Accept": accept, "If-None-Match": etag}
+        async with harness.session.get("/openapi/v2", headers=headers) as response:
+            assert response.status == 304
+            assert response.headers["ETag"] == etag
+            assert await response.read() == b""
+    headers = {"Accept": "application/json", "If-None-Match": '"0123"'}
+    async with harness.session.get("/openapi/v2", headers=headers) as response:
+        assert response.status == 200
+        assert (await response.json())["swagger"] == "2.0"
 
 
 def test_custom_kinds_do_not_offer_strategic_merge_patch():

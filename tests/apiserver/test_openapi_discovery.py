@@ -4,6 +4,7 @@ legacy documents, and what the real kubectl uses (two discovery requests per com
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 
@@ -71,6 +72,30 @@ async def test_aggregated_matches_legacy(harness):
     # Without the aggregated media type, /api stays the legacy APIVersions.
     _, content_type, legacy_core = await get(harness, "/api", "application/json")
     assert legacy_core["kind"] == "APIVersions" and content_type.startswith("application/json")
+
+
+async def test_aggregated_discovery_revalidates_with_etag(harness):
+    """kube-apiserver's validators on aggregated discovery: an ETag (Vary: Accept,
+    Cache-Control: public) and a 304 without a body when If-None-Match repeats it."""
+    assert harness.session is not None
+    for path in ("/api", "/apis"):
+        async with harness.session.get(path, headers={"Accept": KUBECTL_ACCEPT}) as response:
+            assert response.status == 200
+            etag = response.headers["ETag"]
+            assert response.headers["Vary"] == "Accept"
+            assert response.headers["Cache-Control"] == "public"
+            body = await response.read()
+        assert etag == '"' + hashlib.sha512(body).hexdigest().upper() + '"'
+        headers = {"Accept": KUBECTL_ACCEPT, "If-None-Match": etag}
+        async with harness.session.get(path, headers=headers) as response:
+            assert response.status == 304
+            assert response.headers["ETag"] == etag
+            assert await response.read() == b""
+        headers["If-None-Match"] = '"0123"'
+        async with harness.session.get(path, headers=headers) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"] == AGGREGATED_V2
+            assert await response.read() == body
 
 
 @pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")

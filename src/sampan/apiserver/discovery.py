@@ -13,7 +13,11 @@ and ``/apis``): ``aggregated_media_type(accept)`` says whether the client accept
 response then carries that media type as its Content-Type) and ``aggregated_discovery``
 builds the APIGroupDiscoveryList (every group, version and resource in one document, so a
 kubectl command makes two discovery requests instead of one per group-version). Clients that
-do not ask for it get the legacy documents.
+do not ask for it get the legacy documents. ``aggregated_caching_headers`` gives that answer
+kube-apiserver's validators (ETag: the SHA-512 of the document, ``Vary: Accept``,
+``Cache-Control: public``), and ``not_modified`` says when an ``If-None-Match`` naming the
+same ETag gets a 304 instead (kubectl's HTTP cache revalidates discovery that way once its
+on-disk copy has expired).
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from sampan.version import KUBERNETES_MAJOR, KUBERNETES_MINOR, KUBERNETES_VERSIO
 
 __all__ = [
     "AGGREGATED_V2",
+    "aggregated_caching_headers",
     "aggregated_discovery",
     "aggregated_media_type",
     "api_group",
     "api_group_list",
     "api_resource_list",
     "api_versions",
+    "not_modified",
     "storage_version_hash",
     "version_info",
 ]
@@ -233,3 +239,15 @@ def aggregated_discovery(registry: Any, *, legacy: bool) -> dict[str, Any]:
         "metadata": {},
         "items": items,
     }
+
+
+def aggregated_caching_headers(body: bytes) -> dict[str, str]:
+    """Headers of an aggregated discovery answer whose JSON is ``body``."""
+    etag = hashlib.sha512(body).hexdigest().upper()
+    return {"ETag": f'"{etag}"', "Vary": "Accept", "Cache-Control": "public"}
+
+
+def not_modified(headers: dict[str, str], if_none_match: str | None) -> bool:
+    """Whether the request's ``If-None-Match`` is exactly the answer's quoted ETag (the
+    aggregated discovery handler compares the whole header, without a list or ``*``)."""
+    return if_none_match is not None and if_none_match == headers["ETag"]

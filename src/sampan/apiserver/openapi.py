@@ -20,8 +20,10 @@ document per group-version), and ``OpenAPI``, the object behind them:
   ``application/strategic-merge-patch+json``, which custom kinds never do), and the component
   schemas reachable from the group-version's kinds, which is what ``kubectl explain`` and
   kubectl's patch computation look up;
-* ``v3_response`` answers a hashed URL with ``Cache-Control: public, immutable`` and an ETag,
-  and a stale hash with a 301 to the current one, as kube-apiserver does.
+* ``v3_response`` and ``v2_response`` answer with kube-apiserver's caching headers: an ETag
+  (SHA-512 of the JSON) on every document, ``Cache-Control: public, immutable`` on a hashed
+  v3 URL, a 301 from a stale hash to the current one, and a 304 to an ``If-None-Match``
+  naming the current ETag (kubectl's HTTP cache revalidates that way).
 
 Invariants: documents are built from the ResourceRegistry, so they always match discovery;
 a document is rebuilt (and re-encoded) only when its group-version's resources or its own
@@ -35,9 +37,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import html
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sampan.apiserver.negotiation import dump_json
@@ -53,8 +57,8 @@ from sampan.version import KUBERNETES_VERSION
 
 __all__ = [
     "OBJECT_META",
+    "DocumentResponse",
     "OpenAPI",
-    "V3Response",
     "crd_definition_name",
 ]
 
@@ -124,15 +128,51 @@ _KIND_DESCRIPTION = (
 )
 
 
-IMMUTABLE_EXPIRES = "Thu, 31 Dec 2099 23:59:59 GMT"
-"""Expires of a hashed (content-addressed) document: it can never change."""
+NO_CACHE = "no-cache, private"
+"""Cache-Control kube-apiserver adds to every response that sets none."""
 
 
 @dataclass(frozen=True)
-class V3Response:
+class DocumentResponse:
+    """One answer for an OpenAPI URL: body, headers beyond Content-Type, status."""
+
     body: bytes
     headers: dict[str, str]
     status: int = 200
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak comparison, ``*`` matches
+    anything), as Go's ``http.ServeContent`` decides a 304."""
+    if not if_none_match:
+        return False
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*":
+            return True
+        if candidate.startswith("W/"):
+            candidate = candidate[2:]
+        if candidate == f'"{etag}"':
+            return True
+    return False
+
+
+def _conditional(response: DocumentResponse, if_none_match: str | None) -> DocumentResponse:
+    etag = response.headers["ETag"].strip('"')
+    if _matches(if_none_match, etag):
+        return DocumentResponse(b"", response.headers, 304)
+    return response
+
+
+def _a_year_ahead() -> str:
+    """``Expires`` of a hashed (content-addressed) document: a year from now, in the
+    RFC 1123 form kube-apiserver writes."""
+    moment = datetime.now(UTC)
+    try:
+        moment = moment.replace(year=moment.year + 1)
+    except ValueError:  # 29 February
+        moment = moment.replace(year=moment.year + 1, day=28)
+    return moment.strftime("%a, %d %b %Y %H:%M:%S UTC")
 
 
 def crd_definition_name(group: str, version: str, kind: str) -> str:
@@ -179,6 +219,7 @@ class OpenAPI:
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], tuple[Any, dict[str, Any], str, bytes]] = {}
         self._v2_cache: tuple[Any, bytes] | None = None
+        self._v2_etag_cache: tuple[bytes, str] | None = None
         self._v2_protobuf_cache: tuple[Any, bytes] | None = None
 
     # --- schemas --------------------------------------------------------------------------
@@ -419,14 +460,21 @@ class OpenAPI:
             cached = self._cached_document(parts[1], parts[2])
         return cached[3] if cached is not None else None
 
-    def v3_response(self, path: str, requested_hash: str | None) -> V3Response | None:
-        """What to answer for a v3 URL: the document with caching headers (immutable when
-        the URL carries the document's current hash, as kube-apiserver marks it, so
-        kubectl's HTTP cache skips the download next time), a 301 to the current hash's
-        URL for a stale hash, or None (404)."""
+    def v3_response(
+        self, path: str, requested_hash: str | None, if_none_match: str | None = None
+    ) -> DocumentResponse | None:
+        """What to answer for a v3 URL, as kube-apiserver does: the document with its ETag
+        (the SHA-512 of its JSON) and ``Vary: Accept``; when the URL carries the current hash,
+        also ``Cache-Control: public, immutable`` and an ``Expires`` a year ahead (kubectl's
+        HTTP cache then skips the download next time); a 301 to the current hash's URL for a
+        stale hash; a 304 without a body when ``If-None-Match`` names the ETag; or None
+        (404)."""
         parts = path.strip("/").split("/")[2:]
         if not parts:
-            return V3Response(dump_json(self.v3_index()), {"Cache-Control": "no-cache"})
+            body = dump_json(self.v3_index())
+            etag = hashlib.sha512(body).hexdigest().upper()
+            headers = {"Cache-Control": NO_CACHE, "ETag": f'"{etag}"'}
+            return _conditional(DocumentResponse(body, headers), if_none_match)
         cached = None
         if len(parts) == 2 and parts[0] == "api":
             cached = self._cached_document("", parts[1])
@@ -435,17 +483,37 @@ class OpenAPI:
         if cached is None:
             return None
         digest = cached[2]
+        headers = {"Vary": "Accept", "ETag": f'"{digest}"'}
         if requested_hash is None:
-            return V3Response(cached[3], {"Cache-Control": "no-cache", "ETag": f'"{digest}"'})
+            headers["Cache-Control"] = NO_CACHE
+            return _conditional(DocumentResponse(cached[3], headers), if_none_match)
         if requested_hash != digest:
             gv_path = "/".join(parts)
-            return V3Response(b"", {"Location": f"/openapi/v3/{gv_path}?hash={digest}"}, 301)
-        headers = {
-            "Cache-Control": "public, immutable",
-            "Expires": IMMUTABLE_EXPIRES,
-            "ETag": f'"{digest}"',
-        }
-        return V3Response(cached[3], headers)
+            location = f"/openapi/v3/{gv_path}?hash={digest}"
+            headers["Location"] = location
+            headers["Cache-Control"] = NO_CACHE
+            body = f'<a href="{html.escape(location)}">Moved Permanently</a>.\n\n'.encode()
+            return DocumentResponse(body, headers, 301)
+        headers["Cache-Control"] = "public, immutable"
+        headers["Expires"] = _a_year_ahead()
+        return _conditional(DocumentResponse(cached[3], headers), if_none_match)
+
+    def v2_response(self, *, protobuf: bool, if_none_match: str | None = None) -> DocumentResponse:
+        """``/openapi/v2`` in JSON or protobuf with kube-apiserver's headers: the ETag is the
+        SHA-512 of the JSON form for both encodings, ``Vary: Accept``, and a 304 without a
+        body when ``If-None-Match`` names the ETag."""
+        etag = self._v2_etag()
+        headers = {"Vary": "Accept", "ETag": f'"{etag}"', "Cache-Control": NO_CACHE}
+        if _matches(if_none_match, etag):
+            return DocumentResponse(b"", headers, 304)
+        body = self.v2_protobuf() if protobuf else self.v2_bytes()
+        return DocumentResponse(body, headers)
+
+    def _v2_etag(self) -> str:
+        body = self.v2_bytes()
+        if self._v2_etag_cache is None or self._v2_etag_cache[0] is not body:
+            self._v2_etag_cache = (body, hashlib.sha512(body).hexdigest().upper())
+        return self._v2_etag_cache[1]
 
     def v2_bytes(self) -> bytes:
         """The swagger 2.0 document: every served kind's definitions, JSON-encoded."""

@@ -118,7 +118,8 @@ from sampan.apiserver.limits import (
 )
 from sampan.apiserver.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from sampan.apiserver.metrics import APIServerMetrics
-from sampan.apiserver.openapi import OpenAPI
+from sampan.apiserver.negotiation import JSON_CONTENT_TYPE, dump_json
+from sampan.apiserver.openapi import DocumentResponse, OpenAPI
 from sampan.apiserver.openapi_data import load_definitions
 from sampan.apiserver.openapi_pb import PROTOBUF_CONTENT_TYPE, PROTOBUF_MEDIA_TYPES
 from sampan.apiserver.podproxy import PodProxy, build_pod_proxy
@@ -742,7 +743,11 @@ class APIServer:
                 )
                 if path == "/apis" and rt.aggregator is not None:
                     aggregated = rt.aggregator.merge_aggregated(aggregated)
-                response = json_response(aggregated)
+                body = dump_json(aggregated)
+                headers = discovery.aggregated_caching_headers(body)
+                if discovery.not_modified(headers, request.headers.get("If-None-Match")):
+                    return web.Response(status=304, headers=headers)
+                response = web.Response(body=body, headers=headers)
                 response.headers["Content-Type"] = media_type
                 return response
         document = self._discovery_document(path)
@@ -779,29 +784,29 @@ class APIServer:
 
     def _openapi_v3(self, request: web.Request, path: str) -> web.Response:
         assert self._rt.openapi is not None
-        served = self._rt.openapi.v3_response(path, request.query.get("hash"))
+        served = self._rt.openapi.v3_response(
+            path, request.query.get("hash"), request.headers.get("If-None-Match")
+        )
         if served is None:
             raise not_found()
-        response = json_response(served.body, served.status)
-        response.headers.update(served.headers)
-        return response
+        return _document_response(served, JSON_CONTENT_TYPE)
 
     def _openapi_v2(self, request: web.Request) -> web.Response:
         """Swagger 2.0 in JSON, or as gnostic protobuf for client-go, which asks for that
         first (kubectl's client-side validation reads it)."""
         assert self._rt.openapi is not None
         accept = request.headers.get("Accept", "")
+        if_none_match = request.headers.get("If-None-Match")
         if any(media_type in accept for media_type in PROTOBUF_MEDIA_TYPES):
             # Answered with the spelling Go's mime parser accepts (no "@"), as kube-apiserver.
-            return web.Response(
-                body=self._rt.openapi.v2_protobuf(),
-                headers={"Content-Type": PROTOBUF_CONTENT_TYPE},
-            )
+            served = self._rt.openapi.v2_response(protobuf=True, if_none_match=if_none_match)
+            return _document_response(served, PROTOBUF_CONTENT_TYPE)
         if accept and not any(t in accept for t in ("application/json", "*/*", "application/*")):
             raise NotAcceptable(
                 "only application/json and " + PROTOBUF_MEDIA_TYPES[0] + " are supported"
             )
-        return json_response(self._rt.openapi.v2_bytes())
+        served = self._rt.openapi.v2_response(protobuf=False, if_none_match=if_none_match)
+        return _document_response(served, JSON_CONTENT_TYPE)
 
     def _discovery_document(self, path: str) -> dict[str, Any] | None:
         registry = self._rt.registry
@@ -896,6 +901,19 @@ async def _audit_response_started(request: web.Request, response: web.StreamResp
 
 async def _ok() -> None:
     return None
+
+
+def _document_response(served: DocumentResponse, content_type: str) -> web.Response:
+    """An OpenAPI answer: a 304 goes without body or Content-Type (as Go's
+    ``http.ServeContent`` sends it), a 301 with the small HTML body of ``http.Redirect``."""
+    if served.status == 304:
+        return web.Response(status=304, headers=served.headers)
+    if served.status == 301:
+        content_type = "text/html; charset=utf-8"
+    response = web.Response(body=served.body, status=served.status)
+    response.headers["Content-Type"] = content_type
+    response.headers.update(served.headers)
+    return response
 
 
 def _require_get(request: web.Request) -> None:
