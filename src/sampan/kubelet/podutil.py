@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sampan.api.quantity import QuantityError, parse_quantity
+from sampan.api.quantity import QuantityError, milli_value, parse_quantity
 
 __all__ = [
     "CFS_PERIOD_US",
@@ -53,7 +53,7 @@ def quantity(value: Any) -> Decimal | None:
 
 def milli_cpu(value: Any) -> int | None:
     q = quantity(value)
-    return None if q is None else int((q * 1000).to_integral_value(rounding="ROUND_CEILING"))
+    return None if q is None else milli_value(q)
 
 
 def all_containers(pod: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
