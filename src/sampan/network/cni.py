@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from sampan.client import Client, ClientConfig, Informer
 from sampan.client.api import NODES
-from sampan.tasks import log_task_end
+from sampan.tasks import cancel_and_wait, log_task_end
 
 __all__ = [
     "CNI_CONFLIST_NAME",
@@ -132,9 +132,7 @@ async def stop_watch_loop(
 ) -> None:
     """Stop a Node-watching component (this writer, the overlay): cancel its loop and wait
     for it to end, then stop its informer, then close its clients; ``None`` parts are skipped."""
-    if task is not None:
-        task.cancel()
-        await asyncio.wait([task])
+    await cancel_and_wait(task)
     if informer is not None:
         await informer.stop()
     for client in clients:
