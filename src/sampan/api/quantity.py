@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from decimal import ROUND_UP, Decimal, InvalidOperation, localcontext
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "BINARY_SI",
@@ -30,6 +30,7 @@ __all__ = [
     "format_quantity",
     "milli_value",
     "parse_quantity",
+    "quantity_or_none",
 ]
 
 BINARY_SI = "BinarySI"
@@ -87,6 +88,14 @@ def parse_quantity(value: str | int | float) -> Decimal:
     if suffix[:1] in ("e", "E"):
         return number.scaleb(int(suffix[1:]))
     return number * _MULTIPLIERS[suffix]
+
+
+def quantity_or_none(value: Any) -> Decimal | None:
+    """``parse_quantity(value)``, or None when ``value`` is absent or not a quantity."""
+    try:
+        return parse_quantity(value)
+    except QuantityError:
+        return None
 
 
 def milli_value(value: str | int | float | Decimal) -> int:

@@ -12,7 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sampan.api.quantity import QuantityError, milli_value, parse_quantity
+from sampan.api.quantity import milli_value
+from sampan.api.quantity import quantity_or_none as quantity
 
 __all__ = [
     "CFS_PERIOD_US",
@@ -39,16 +40,6 @@ MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 SOURCE_ANNOTATION = "kubernetes.io/config.source"
 HASH_ANNOTATION = "kubernetes.io/config.hash"
 _COMPUTE = ("cpu", "memory")
-
-
-def quantity(value: Any) -> Decimal | None:
-    """A resource quantity as a Decimal, or None if absent or malformed."""
-    if value is None:
-        return None
-    try:
-        return parse_quantity(value)
-    except QuantityError:
-        return None
 
 
 def milli_cpu(value: Any) -> int | None:

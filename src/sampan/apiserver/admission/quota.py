@@ -34,14 +34,10 @@ from decimal import Decimal
 from typing import Any
 
 from sampan.api.errors import Forbidden, NotFound, StatusError
-from sampan.api.quantity import (
-    BINARY_SI,
-    DECIMAL_SI,
-    QuantityError,
-    format_canonical,
-    parse_quantity,
-)
+from sampan.api.quantity import BINARY_SI, DECIMAL_SI, format_canonical
+from sampan.api.quantity import quantity_or_none as _q
 from sampan.apiserver.admission.chain import AdmissionAttributes, forbidden
+from sampan.tasks import cancel_and_wait
 
 __all__ = [
     "DEFAULT_RECALCULATE_INTERVAL_S",
@@ -77,13 +73,6 @@ _SIMPLE_COUNTS = {
 
 def _d(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _q(value: Any) -> Decimal | None:
-    try:
-        return parse_quantity(value)
-    except (QuantityError, TypeError):
-        return None
 
 
 def _fmt(value: Decimal, hint: Any = None) -> str:
@@ -602,9 +591,7 @@ class QuotaRecalculator:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task})
+        await cancel_and_wait(task)
 
     async def _loop(self) -> None:
         while True:
