@@ -4,7 +4,7 @@
 * ``repo``: a started ``ChartRepo`` holding the demo chart 0.1.0.
 * ``helm_controller``: ``HelmControllerComponent`` started with the admin identity (the
   server gives it cluster-admin too) and ``<tmp>/static`` as its static directory.
-* ``eventually``: ``tests/support/poll.py``'s, re-exported for the tests here.
+* waits: ``tests/support/poll.py``'s ``eventually``.
 """
 
 from __future__ import annotations
