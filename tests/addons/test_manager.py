@@ -20,9 +20,7 @@ from sampan.client.api import (
 )
 from sampan.pki import ensure_client_kubeconfig
 from tests.client.conftest import ApiServerHarness
-
-EVENTUALLY_TIMEOUT_S = 20.0
-POLL_S = 0.05
+from tests.support.poll import eventually
 
 Start = Callable[..., Awaitable[AddonManager]]
 
@@ -41,15 +39,6 @@ kind: ConfigMap
 metadata: {name: defaults}
 data: {a: b}
 """
-
-
-async def eventually(predicate: Callable[[], Awaitable[Any]]) -> Any:
-    async with asyncio.timeout(EVENTUALLY_TIMEOUT_S):
-        while True:
-            value = await predicate()
-            if value:
-                return value
-            await asyncio.sleep(POLL_S)
 
 
 async def test_applies_every_manifest_and_records_addons(

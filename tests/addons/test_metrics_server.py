@@ -223,7 +223,7 @@ async def test_quantity_and_duration_formats() -> None:
     assert format_cpu(1_500) == "1500n"
     assert format_memory(20 * 1024 * 1024) == "20Mi"
     assert format_memory(1234 * 1024) == "1234Ki"
-    assert format_memory(1000) == "1000"
+    assert format_memory(1000) == "1k"  # BinarySI below 1024 prints as DecimalSI
     assert format_go_duration(15.0) == "15s"
     assert format_go_duration(10.537) == "10.537s"
     assert format_go_duration(75.5) == "1m15.5s"

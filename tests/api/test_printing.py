@@ -15,13 +15,13 @@ import pytest
 
 from sampan.api import printing
 from sampan.api.printing import (
-    canonical_quantity,
     crd_table,
     has_printer,
     human_duration,
     table_columns,
     to_table,
 )
+from sampan.api.quantity import canonical_quantity
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 

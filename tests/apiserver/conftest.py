@@ -1,5 +1,6 @@
-"""A real API server in-process: real SQLite datastore in a temp dir, real TLS, admin client
-certificate. ``ServerHarness`` can restart the server over the same data dir."""
+"""A real API server in-process (``tests/support/apiserver.py``'s harness): real SQLite
+datastore in a temp dir, real TLS, admin client certificate. ``ServerHarness`` adds a raw
+admin HTTP session and can restart the server over the same data dir."""
 
 from __future__ import annotations
 
@@ -11,39 +12,20 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sampan.apiserver import APIServer, APIServerOptions
-from sampan.datastore import open_backend
+from tests.support.apiserver import ApiServerHarness
 
 
-class ServerHarness:
+class ServerHarness(ApiServerHarness):
+    """The shared harness plus an admin ``aiohttp`` session (``request``) and a full restart.
+    ``options``: APIServerOptions fields to override (audit, admission config)."""
+
     def __init__(self, data_dir: Path, **options: Any) -> None:
-        """``options``: APIServerOptions fields to override (audit, admission config)."""
-        self.data_dir = data_dir
-        self.options = options
+        super().__init__(data_dir, **options)
         self.kubeconfig = data_dir / "kubeconfig.yaml"
-        self.server: APIServer | None = None
-        self.backend: Any = None
         self.session: aiohttp.ClientSession | None = None
 
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return self.server.url
-
     async def start(self) -> None:
-        self.backend = open_backend("", self.data_dir)
-        await self.backend.start()
-        options = APIServerOptions(
-            tls_dir=self.data_dir / "server" / "tls",
-            hostname="localhost",
-            node_ips=("127.0.0.1",),
-            bind_address="127.0.0.1",
-            port=0,
-            kubeconfig_path=self.kubeconfig,
-            **self.options,
-        )
-        self.server = APIServer(options, self.backend)
-        await self.server.start()
+        await super().start()
         self.session = aiohttp.ClientSession(
             base_url=self.url,
             connector=aiohttp.TCPConnector(ssl=self.ssl_context(client_cert=True)),
@@ -68,12 +50,7 @@ class ServerHarness:
         if self.session is not None:
             await self.session.close()
             self.session = None
-        if self.server is not None:
-            await self.server.stop()
-            self.server = None
-        if self.backend is not None:
-            await self.backend.close()
-            self.backend = None
+        await super().stop()
 
     async def restart(self) -> None:
         await self.stop()

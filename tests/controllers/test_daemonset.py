@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,9 +17,9 @@ from sampan.controllers.daemonset import (
     tolerates,
 )
 from sampan.controllers.history import CONTROLLER_REVISION_HASH_LABEL
+from tests.support.fakekubelet import FakeKubelet
 
 from .conftest import eventually
-from .test_replicaset import set_ready
 
 NS = "default"
 
@@ -85,33 +84,17 @@ def test_node_eligibility() -> None:
     assert not node_should_run(affinity, node("q", {"zone": "y"}))
 
 
+def _affinity_node(pod: dict[str, Any]) -> str:
+    required = pod["spec"]["affinity"]["nodeAffinity"]
+    terms = required["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    return terms[0]["matchFields"][0]["values"][0]
+
+
 @pytest.fixture
 async def kubelet(client: Client) -> AsyncIterator[None]:
     """Binds daemon pods to the node of their node affinity and marks them Ready."""
-
-    async def loop() -> None:
-        while True:
-            for pod in (await client.list(PODS, namespace=NS))["items"]:
-                name = pod["metadata"]["name"]
-                if pod["metadata"].get("deletionTimestamp"):
-                    with contextlib.suppress(Exception):
-                        await client.delete(PODS, name, namespace=NS, grace_period_s=0)
-                    continue
-                if (pod.get("status") or {}).get("phase") != "Running":
-                    terms = pod["spec"]["affinity"]["nodeAffinity"][
-                        "requiredDuringSchedulingIgnoredDuringExecution"
-                    ]["nodeSelectorTerms"]
-                    target = terms[0]["matchFields"][0]["values"][0]
-                    with contextlib.suppress(Exception):
-                        await set_ready(client, pod, node=target)
-            await asyncio.sleep(0.05)
-
-    task = asyncio.get_running_loop().create_task(loop(), name="test-fake-kubelet")
-    try:
+    async with FakeKubelet(client, NS, node_for=_affinity_node):
         yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def ds_body(name: str, image: str = "busybox:1", **pod_spec: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ binds every new pod and marks it Running and Ready.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -28,9 +27,9 @@ from sampan.controllers.deployment import (
     resolve_fenceposts,
 )
 from sampan.controllers.replicaset import ReplicaSetController
+from tests.support.fakekubelet import FakeKubelet
 
 from .conftest import eventually
-from .test_replicaset import set_ready
 
 NS = "default"
 
@@ -94,29 +93,8 @@ def test_new_rs_replicas_respects_surge() -> None:
 async def kubelet(client: Client) -> AsyncIterator[set[str]]:
     """Marks every pod Ready unless its name is in the returned set or it is labelled
     ``hold: "yes"``, and finishes the graceful deletion of terminating pods."""
-    held: set[str] = set()
-
-    async def loop() -> None:
-        while True:
-            for pod in (await client.list(PODS, namespace=NS))["items"]:
-                name = pod["metadata"]["name"]
-                if pod["metadata"].get("deletionTimestamp"):
-                    with contextlib.suppress(Exception):  # the kubelet finishes deletion
-                        await client.delete(PODS, name, namespace=NS, grace_period_s=0)
-                    continue
-                if name in held or pod["metadata"].get("labels", {}).get("hold") == "yes":
-                    continue
-                if (pod.get("status") or {}).get("phase") != "Running":
-                    with contextlib.suppress(Exception):
-                        await set_ready(client, pod)
-            await asyncio.sleep(0.05)
-
-    task = asyncio.get_running_loop().create_task(loop(), name="test-fake-kubelet")
-    try:
-        yield held
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    async with FakeKubelet(client, NS) as fake:
+        yield fake.held
 
 
 def deployment_body(name: str, replicas: int, image: str = "busybox:1", **spec: Any) -> dict:

@@ -13,6 +13,7 @@ from sampan.client.api import EVENTS, PODS, REPLICASETS, REPLICATIONCONTROLLERS
 from sampan.client.workqueue import FakeClock
 from sampan.controllers.podcontrol import format_time, wall_now
 from sampan.controllers.replicaset import ReplicaSetController, ReplicationControllerController
+from tests.support.fakekubelet import mark_running
 
 from .conftest import eventually
 
@@ -44,37 +45,6 @@ async def owned_pods(client: Client, owner_uid: str) -> list[dict[str, Any]]:
     ]
 
 
-async def set_ready(client: Client, pod: dict[str, Any], node: str = "node-1") -> None:
-    """Play the scheduler and the kubelet: bind, then Running + Ready."""
-    name = pod["metadata"]["name"]
-    if not pod["spec"].get("nodeName"):
-        await client.create_subresource(
-            PODS,
-            name,
-            "binding",
-            {
-                "apiVersion": "v1",
-                "kind": "Binding",
-                "metadata": {"name": name, "namespace": NS},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-            },
-            namespace=NS,
-        )
-    now = format_time(wall_now())
-    await client.patch(
-        PODS,
-        name,
-        {
-            "status": {
-                "phase": "Running",
-                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
-            }
-        },
-        namespace=NS,
-        subresource="status",
-    )
-
-
 async def test_replicaset_creates_scales_down_and_reports_status(client, run_controller) -> None:
     await run_controller(ReplicaSetController)
     rs = await client.create(REPLICASETS, rs_body("web", 3), namespace=NS)
@@ -95,7 +65,7 @@ async def test_replicaset_creates_scales_down_and_reports_status(client, run_con
     keep = sorted(p["metadata"]["name"] for p in pods)[:2]
     for p in pods:
         if p["metadata"]["name"] in keep:
-            await set_ready(client, p)
+            await mark_running(client, p)
 
     async def status_ready():
         got = await client.get(REPLICASETS, "web", namespace=NS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,9 +17,9 @@ from sampan.controllers.statefulset import (
     StatefulSetController,
     ordinal_of,
 )
+from tests.support.fakekubelet import FakeKubelet
 
 from .conftest import eventually
-from .test_replicaset import set_ready
 
 NS = "default"
 
@@ -41,32 +40,11 @@ def test_revision_data_shape() -> None:
 
 
 @pytest.fixture
-async def kubelet(client: Client) -> AsyncIterator[dict[str, Any]]:
-    """Marks pods Ready (in creation order) and finishes deletions. ``state["paused"]``
-    stops it; ``state["log"]`` records the order in which pods became ready."""
-    state: dict[str, Any] = {"paused": False, "log": []}
-
-    async def loop() -> None:
-        while True:
-            if not state["paused"]:
-                for pod in (await client.list(PODS, namespace=NS))["items"]:
-                    name = pod["metadata"]["name"]
-                    if pod["metadata"].get("deletionTimestamp"):
-                        with contextlib.suppress(Exception):
-                            await client.delete(PODS, name, namespace=NS, grace_period_s=0)
-                        continue
-                    if (pod.get("status") or {}).get("phase") != "Running":
-                        with contextlib.suppress(Exception):
-                            await set_ready(client, pod)
-                            state["log"].append(name)
-            await asyncio.sleep(0.05)
-
-    task = asyncio.get_running_loop().create_task(loop(), name="test-fake-kubelet")
-    try:
-        yield state
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+async def kubelet(client: Client) -> AsyncIterator[FakeKubelet]:
+    """Marks pods Ready (in creation order) and finishes deletions. ``paused`` stops it;
+    ``started`` records the order in which pods became ready."""
+    async with FakeKubelet(client, NS) as fake:
+        yield fake
 
 
 def sts_body(name: str, replicas: int, image: str = "busybox:1", **spec: Any) -> dict[str, Any]:
@@ -133,7 +111,7 @@ async def test_ordered_creation_claims_and_identity(client, run_controller, kube
     await run_controller(StatefulSetController)
     await client.create(STATEFULSETS, body, namespace=NS)
     sts = await wait_ready(client, "web", 3)
-    assert kubelet["log"][:3] == ["web-0", "web-1", "web-2"]
+    assert kubelet.started[:3] == ["web-0", "web-1", "web-2"]
     pods = await pods_of(client, "web")
     assert sorted(pods) == ["web-0", "web-1", "web-2"]
     for name, pod in pods.items():
@@ -220,7 +198,7 @@ async def test_rolling_update_with_partition_and_rollback(client, run_controller
 
 
 async def test_parallel_policy_creates_without_waiting(client, run_controller, kubelet) -> None:
-    kubelet["paused"] = True  # nothing becomes ready
+    kubelet.paused = True  # nothing becomes ready
     await run_controller(StatefulSetController)
     await client.create(
         STATEFULSETS, sts_body("par", 3, podManagementPolicy="Parallel"), namespace=NS

@@ -4,16 +4,14 @@
 * ``repo``: a started ``ChartRepo`` holding the demo chart 0.1.0.
 * ``helm_controller``: ``HelmControllerComponent`` started with the admin identity (the
   server gives it cluster-admin too) and ``<tmp>/static`` as its static directory.
-* ``eventually(predicate)``: poll an async predicate until it returns a truthy value (bounded
-  wait, not a timing assertion).
+* waits: ``tests/support/poll.py``'s ``eventually``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,26 +19,7 @@ from sampan.controllers.base import ControllerManagerOptions
 from sampan.helm import HelmControllerComponent, HelmOptions
 from tests.helm.charts import ChartRepo, demo_chart_files
 from tests.support.apiserver import ApiServerHarness, api_server, client  # noqa: F401
-
-EVENTUALLY_TIMEOUT_S = 60.0
-POLL_INTERVAL_S = 0.1
-
-
-async def eventually(
-    predicate: Callable[[], Awaitable[Any]], timeout_s: float = EVENTUALLY_TIMEOUT_S
-) -> Any:
-    last: Any = None
-    try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                last = await predicate()
-                if last:
-                    return last
-                await asyncio.sleep(POLL_INTERVAL_S)
-    except TimeoutError:
-        raise AssertionError(
-            f"condition not met within {timeout_s}s; last value {last!r}"
-        ) from None
+from tests.support.poll import EVENTUALLY_TIMEOUT_S
 
 
 @pytest.fixture

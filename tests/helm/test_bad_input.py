@@ -18,9 +18,9 @@ from sampan.client import Client, NotFoundError
 from sampan.client.api import CONFIGMAPS, DEPLOYMENTS, EVENTS, NAMESPACES
 from sampan.helm import HELMCHARTS, HelmControllerComponent
 from tests.helm.charts import ChartRepo, demo_chart_files, package
-from tests.helm.conftest import eventually
 from tests.helm.test_helmchart import at_revision, condition, helmchart, release_secrets, status_of
 from tests.support.apiserver import ApiServerHarness
+from tests.support.poll import eventually
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -11,7 +11,7 @@ from sampan.client import Client, NotFoundError
 from sampan.client.api import CONFIGMAPS, DEPLOYMENTS, EVENTS, SECRETS, SERVICES
 from sampan.helm import FINALIZER, HELMCHARTCONFIGS, HELMCHARTS
 from tests.helm.charts import ChartRepo
-from tests.helm.conftest import eventually
+from tests.support.poll import eventually
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -18,8 +18,8 @@ from sampan.client import Client
 from sampan.client.api import CONFIGMAPS
 from sampan.helm import HELMCHARTS, HelmControllerComponent
 from tests.helm.charts import demo_chart_files, package
-from tests.helm.conftest import eventually
 from tests.helm.test_helmchart import at_revision, helmchart
+from tests.support.poll import eventually
 
 pytestmark = [
     pytest.mark.timeout(240),

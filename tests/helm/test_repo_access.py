@@ -13,10 +13,10 @@ from sampan.client import Client
 from sampan.client.api import CONFIGMAPS, SECRETS
 from sampan.helm import HELMCHARTS, HelmControllerComponent
 from tests.helm.charts import ChartRepo, demo_chart_files
-from tests.helm.conftest import eventually
 from tests.helm.test_bad_input import failed_with
 from tests.helm.test_helmchart import at_revision, helmchart
 from tests.kubelet.test_registries import _certs
+from tests.support.poll import eventually
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -5,7 +5,6 @@ identity ``system:sampan-ingress`` (so its RBAC is exercised too). No containerd
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import socket
@@ -21,6 +20,7 @@ from sampan.client import Client
 from sampan.client.api import ENDPOINTSLICES, EVENTS, INGRESSCLASSES, INGRESSES, SERVICES
 from sampan.ingress import IngressController, IngressOptions
 from tests.support.apiserver import ApiServerHarness, api_server  # noqa: F401
+from tests.support.poll import eventually
 
 WAIT_S = 20.0
 
@@ -157,17 +157,6 @@ async def get(ctl: IngressController, path: str, host: str = "echo.example.com")
             return 0, str(exc)
 
 
-async def until(check: Any) -> Any:
-    """Poll ``check`` until truthy (reloads and watch events land asynchronously)."""
-    result = None
-    for _ in range(int(WAIT_S / 0.05)):
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out; last {result!r}")
-
-
 def answers(ctl: IngressController, path: str, code: int, host: str = "echo.example.com") -> Any:
     async def check() -> Any:
         status, body = await get(ctl, path, host)
@@ -180,7 +169,7 @@ async def test_proxies_with_headers_websocket_status_and_reloads_only_on_change(
     controller: IngressController, admin: Client
 ) -> None:
     await admin.create(INGRESSES, ingress(), namespace="default")
-    _, body = await until(answers(controller, "/hello?x=1", 200))
+    _, body = await eventually(answers(controller, "/hello?x=1", 200))
     assert body["path"] == "/hello?x=1"
     headers = body["headers"]
     assert headers["Host"] == "echo.example.com"
@@ -205,14 +194,14 @@ async def test_proxies_with_headers_websocket_status_and_reloads_only_on_change(
             except aiohttp.WSServerHandshakeError:
                 return ""
 
-    assert await until(websocket_echo) == "echo:ping"
+    assert await eventually(websocket_echo) == "echo:ping"
 
     # status: the node addresses (no Node objects here: the agent's own)
     async def address() -> Any:
         obj = await admin.get(INGRESSES, "web", namespace="default")
         return (obj.get("status") or {}).get("loadBalancer", {}).get("ingress")
 
-    assert await until(address) == [{"ip": "192.0.2.10"}]
+    assert await eventually(address) == [{"ip": "192.0.2.10"}]
 
     # nothing rendered changes -> no reload; a path change -> one graceful reload
     reloads, pid = controller.reload_count, controller.pid
@@ -226,8 +215,8 @@ async def test_proxies_with_headers_websocket_status_and_reloads_only_on_change(
     await admin.update(INGRESSES, obj, namespace="default")
     await controller.wait_sync(WAIT_S)
     assert controller.reload_count == reloads + 1 and controller.pid == pid
-    await until(answers(controller, "/hello", 404))
-    await until(answers(controller, "/v2/x", 200))
+    await eventually(answers(controller, "/hello", 404))
+    await eventually(answers(controller, "/v2/x", 200))
 
 
 async def test_rejected_ingress_is_held_back_with_an_event(
@@ -238,7 +227,7 @@ async def test_rejected_ingress_is_held_back_with_an_event(
     bad["metadata"]["name"] = "bad"
     bad["spec"]["rules"][0]["host"] = "bad.example.com"
     bad["spec"]["rules"][0]["http"]["paths"][0]["pathType"] = "ImplementationSpecific"
-    await until(answers(controller, "/", 200))
+    await eventually(answers(controller, "/", 200))
     await admin.create(INGRESSES, bad, namespace="default")
 
     async def event() -> Any:
@@ -249,7 +238,7 @@ async def test_rejected_ingress_is_held_back_with_an_event(
             if e["reason"] == "InvalidConfiguration" and e["involvedObject"]["name"] == "bad"
         ]
 
-    [found] = await until(event)
+    [found] = await eventually(event)
     assert found["type"] == "Warning" and "pcre" in found["message"].lower()
     assert (await get(controller, "/", host="echo.example.com"))[0] == 200
     assert (await get(controller, "/x(", host="bad.example.com"))[0] == 404
@@ -257,6 +246,6 @@ async def test_rejected_ingress_is_held_back_with_an_event(
     obj = await admin.get(INGRESSES, "web", namespace="default")
     obj["spec"]["rules"][0]["host"] = "echo2.example.com"
     await admin.update(INGRESSES, obj, namespace="default")
-    await until(answers(controller, "/", 200, host="echo2.example.com"))
+    await eventually(answers(controller, "/", 200, host="echo2.example.com"))
     conf = (controller.options.directory / "nginx.conf").read_text()
     assert "bad.example.com" not in conf

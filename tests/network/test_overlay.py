@@ -11,7 +11,7 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,10 @@ from sampan.network.overlay import (
     vtep_mac,
 )
 from tests.network.conftest import ApiServerHarness, Host, Hosts, sh
+from tests.support.poll import eventually
 
 CLUSTER_CIDR = "10.42.0.0/16"
 WAIT_S = 20.0
-POLL_S = 0.05
 IO_TIMEOUT_S = 5.0
 
 
@@ -47,18 +47,6 @@ def subnet_of(host: Host) -> str:
 
 def pod_ip(host: Host) -> str:
     return f"10.42.{host.name[1:]}.5"
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str) -> Any:
-    """Poll ``check`` until it returns something truthy (no timing asserted)."""
-    deadline = asyncio.get_running_loop().time() + WAIT_S
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(POLL_S)
 
 
 async def create_node(client: Client, host: Host) -> None:
@@ -186,7 +174,7 @@ async def test_vxlan_between_two_hosts(
 ) -> None:  # fmt: skip
     h1, h2 = hosts.hosts
     o1, o2 = await overlays("vxlan")
-    await until(lambda: _peers_ready(o1, o2), "each overlay to route to the other")
+    await eventually(lambda: _peers_ready(o1, o2), what="each overlay to route to the other")
 
     # The Node annotations others read.
     node2 = await client.get(NODES, "h2")
@@ -230,7 +218,7 @@ async def test_vxlan_between_two_hosts(
     h1.ip_cmd("route", "add", "10.42.77.0/24", "via", h2.ip, "proto", "83")
     h1.ip_cmd("route", "add", "10.99.0.0/24", "via", h2.ip, "proto", "static")
     o1 = await overlays.one(h1, "vxlan", False)  # type: ignore[attr-defined]
-    await until(lambda: _peers_ready(o1), "the restarted overlay to route to h2")
+    await eventually(lambda: _peers_ready(o1), what="the restarted overlay to route to h2")
     assert h1.ip_cmd("-o", "link", "show", "sampan.1").split(":")[0] == index_before
     assert h1.ip_cmd("route", "show", "10.42.77.0/24").strip() == ""
     assert "10.99.0.0/24" in h1.ip_cmd("route", "show", "10.99.0.0/24")
@@ -240,7 +228,7 @@ async def test_vxlan_between_two_hosts(
 
     # A node removed: its route, neighbour and FDB entry go.
     await client.delete(NODES, "h2")
-    await until(lambda: _no_peers(o1), "h1 to drop h2")
+    await eventually(lambda: _no_peers(o1), what="h1 to drop h2")
     assert h1.ip_cmd("route", "show", "10.42.2.0/24").strip() == ""
     assert "10.42.2.0" not in h1.ip_cmd("neigh", "show", "dev", "sampan.1")
     assert vtep_mac("h2") not in sh("bridge", "-n", h1.netns, "fdb", "show", "dev", "sampan.1")
@@ -257,7 +245,7 @@ async def test_host_gw_between_two_hosts(
 ) -> None:  # fmt: skip
     h1, h2 = hosts.hosts
     o1, o2 = await overlays("host-gw", by_ip=True)
-    await until(lambda: _peers_ready(o1, o2), "each overlay to route to the other")
+    await eventually(lambda: _peers_ready(o1, o2), what="each overlay to route to the other")
 
     assert "sampan.1" not in h1.ip_cmd("link", "show")
     routes = h1.ip_cmd("route", "show", "10.42.2.0/24")
@@ -278,7 +266,7 @@ async def test_host_gw_between_two_hosts(
 
     # Deleting h2 removes its route; on h2, what killall calls removes the rest.
     await client.delete(NODES, "h2")
-    await until(lambda: _no_peers(o1), "h1 to drop h2")
+    await eventually(lambda: _no_peers(o1), what="h1 to drop h2")
     assert h1.ip_cmd("route", "show", "proto", "83").strip() == ""
     await o2.stop()
     assert "10.42.1.0/24" in h2.ip_cmd("route", "show", "proto", "83")

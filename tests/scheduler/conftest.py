@@ -1,6 +1,6 @@
 """Fixtures for scheduler tests: a real API server in-process and simulated nodes.
 
-* ``api_server`` / ``client``: ``ApiServerHarness`` from the client tests, and an admin client
+* ``api_server`` / ``client``: ``tests/support/apiserver.py``'s harness, and an admin client
   (the test plays the user and the kubelet).
 * ``scheduler_config``: a ``ClientConfig`` for ``system:kube-scheduler`` (the identity the
   scheduler runs as in ``sampan server``), so RBAC gaps show up here.
@@ -8,25 +8,22 @@
   stopped at the end of the test.
 * ``make_node``/``make_pod``: plain Node and Pod dicts (nodes have capacity and allocatable
   and no kubelet behind them).
-* ``eventually(predicate)``: poll an async predicate until truthy (bounds a wait only).
+* ``eventually``: ``tests/support/poll.py``'s, re-exported for the tests here.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sampan.client import Client, ClientConfig
+from sampan.client import ClientConfig
 from sampan.pki import ensure_client_kubeconfig
 from sampan.scheduler import Scheduler, SchedulerOptions
-from tests.client.conftest import ApiServerHarness
-
-EVENTUALLY_TIMEOUT_S = 20.0
-POLL_INTERVAL_S = 0.05
+from tests.support.apiserver import ApiServerHarness, api_server, client  # noqa: F401
+from tests.support.poll import eventually  # noqa: F401
 
 
 class _Ctx:
@@ -92,23 +89,7 @@ def make_pod(
 
 
 @pytest.fixture
-async def api_server(tmp_path: Path) -> AsyncIterator[ApiServerHarness]:
-    harness = ApiServerHarness(tmp_path)
-    await harness.start()
-    try:
-        yield harness
-    finally:
-        await harness.stop()
-
-
-@pytest.fixture
-async def client(api_server: ApiServerHarness) -> AsyncIterator[Client]:
-    async with api_server.new_client() as c:
-        yield c
-
-
-@pytest.fixture
-async def scheduler_config(api_server: ApiServerHarness) -> ClientConfig:
+async def scheduler_config(api_server: ApiServerHarness) -> ClientConfig:  # noqa: F811
     assert api_server.server is not None
     path = api_server.data_dir / "scheduler.kubeconfig"
     await asyncio.to_thread(
@@ -145,16 +126,3 @@ async def start_scheduler(scheduler_config: ClientConfig) -> AsyncIterator[Start
     finally:
         for scheduler in started:
             await scheduler.stop()
-
-
-async def eventually(
-    predicate: Callable[[], Awaitable[Any]], timeout_s: float = EVENTUALLY_TIMEOUT_S
-) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    last: Any = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(POLL_INTERVAL_S)
-    raise AssertionError(f"condition not met in {timeout_s} s; last value {last!r}")

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import signal
 import subprocess
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,25 +27,12 @@ from sampan.supervisor.loadbalancer import (
     server_address,
 )
 from tests.supervisor.test_server_process import free_port, start_server, wait_for_log
+from tests.support.poll import eventually
 from tests.support.postgres import postgres_server
 
 __all__ = ["postgres_server"]
 
 WAIT_S = 90.0
-
-
-async def _eventually(check: Callable[[], Awaitable[bool] | bool], what: str) -> None:
-    """Wait (bounded, not timed) until ``check`` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_S
-    while loop.time() < deadline:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 class _Echo:
@@ -107,7 +93,7 @@ async def test_fails_over_and_closes_connections_to_a_dead_server(tmp_path: Path
         assert answer == "a:one"
         lb.set_servers([addr_b])  # learned from Endpoints; the default server stays
         assert lb.servers == sorted([addr_a, addr_b])
-        await _eventually(lambda: state.exists(), "the saved server list")
+        await eventually(lambda: state.exists(), WAIT_S, what="the saved server list")
         assert sorted(json.loads(state.read_text())["servers"]) == sorted([addr_a, addr_b])
         assert state.stat().st_mode & 0o777 == 0o600
 
@@ -180,7 +166,9 @@ async def test_agent_client_survives_killing_its_server(
         watcher = EndpointsWatcher(through_lb, lb)
         await watcher.start(None)  # type: ignore[arg-type]
         both = sorted([f"127.0.0.2:{port}", f"127.0.0.3:{port}"])
-        await _eventually(lambda: lb.servers == both, "both servers learned from Endpoints")
+        await eventually(
+            lambda: lb.servers == both, WAIT_S, what="both servers learned from Endpoints"
+        )
         assert lb.current == f"127.0.0.2:{port}"
 
         client = Client(through_lb)
@@ -190,7 +178,9 @@ async def test_agent_client_survives_killing_its_server(
         await client.create(
             CONFIGMAPS, {"metadata": {"name": "before"}, "data": {}}, namespace="default"
         )
-        await _eventually(lambda: informer.cache.get("default/before") is not None, "before")
+        await eventually(
+            lambda: informer.cache.get("default/before") is not None, WAIT_S, what="before"
+        )
 
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait(timeout=30)
@@ -204,10 +194,12 @@ async def test_agent_client_survives_killing_its_server(
                 return False  # the one request in flight when the server died
             return True
 
-        await _eventually(create_after, "a write through the surviving server")
+        await eventually(create_after, WAIT_S, what="a write through the surviving server")
         assert lb.current == f"127.0.0.3:{port}"
         # The watch reconnected through the balancer and saw the new object.
-        await _eventually(lambda: informer.cache.get("default/after") is not None, "watch")
+        await eventually(
+            lambda: informer.cache.get("default/after") is not None, WAIT_S, what="watch"
+        )
     finally:
         if informer is not None:
             await informer.stop()

@@ -18,7 +18,6 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,28 +30,14 @@ from sampan.pki.cluster import ensure_client_kubeconfig
 from tests.client.conftest import ApiServerHarness
 from tests.kubelet.runtime.conftest import HostNames, cleanup_host, remove_all_sandboxes
 from tests.support.images import busybox_archive
+from tests.support.poll import eventually as wait_for
 
 __all__ = ["BUSYBOX", "NodeHarness", "wait_for"]
 
 log = logging.getLogger("tests.support.cluster")
 
 BUSYBOX = "docker.io/library/busybox:1.36"
-WAIT_TIMEOUT_S = 60.0
 CLEANUP_TIMEOUT_S = 60.0
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[Any]], *, timeout_s: float = WAIT_TIMEOUT_S, what: str = ""
-) -> Any:
-    """Poll ``check`` until it returns something truthy; its last value on timeout fails."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}: last value {last!r}")
 
 
 class NodeHarness:

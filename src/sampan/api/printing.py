@@ -13,7 +13,6 @@ Public API::
     table_columns(kind, group, *, wide=True) -> list[dict]         # e.g. for watch events
     crd_table(columns, objs, *, include_object="Metadata", now=None, ...) -> dict
     human_duration(delta) -> str                                     # duration.HumanDuration
-    canonical_quantity(text) -> str | None                           # Quantity.String()
 
 Invariants:
 
@@ -36,16 +35,16 @@ Invariants:
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_UP, Decimal, localcontext
 from typing import Any
 
 from sampan.api import times
 from sampan.api.jsonpath import JSONPathError, Template, go_text
 from sampan.api.jsonpath import parse as parse_json_path
+from sampan.api.labels import SelectorError, selector_from_label_selector
+from sampan.api.quantity import canonical_quantity
 
 __all__ = [
     "INCLUDE_METADATA",
@@ -54,7 +53,6 @@ __all__ = [
     "TABLE_API_VERSION",
     "Column",
     "JSONPathError",
-    "canonical_quantity",
     "crd_table",
     "has_printer",
     "human_duration",
@@ -280,43 +278,17 @@ def _format_labels(labels: Any) -> str:
     return ",".join(f"{k}={items[k]}" for k in sorted(items))
 
 
-class _SelectorError(ValueError):
-    pass
-
-
-_SELECTOR_OPS = {"In": "in", "NotIn": "notin", "Exists": "", "DoesNotExist": "!"}
-
-
 def _selector_string(selector: Any) -> str:
-    """``LabelSelectorAsSelector(sel).String()``: requirements sorted by key, "" for none."""
-    sel = _d(selector)
-    requirements: list[tuple[str, str]] = []
-    for key, value in _d(sel.get("matchLabels")).items():
-        requirements.append((str(key), f"{key}={value}"))
-    for expr in _l(sel.get("matchExpressions")):
-        expr = _d(expr)
-        key = _s(expr.get("key"))
-        op = expr.get("operator")
-        values = [str(v) for v in _l(expr.get("values"))]
-        if op in ("In", "NotIn"):
-            if not values:
-                raise _SelectorError(f"{op} needs values")
-            requirements.append((key, f"{key} {_SELECTOR_OPS[op]} ({','.join(sorted(values))})"))
-        elif op in ("Exists", "DoesNotExist"):
-            if values:
-                raise _SelectorError(f"{op} takes no values")
-            requirements.append((key, f"{_SELECTOR_OPS[op]}{key}"))
-        else:
-            raise _SelectorError(f"{op!r} is not a valid label selector operator")
-    requirements.sort(key=lambda item: item[0])
-    return ",".join(text for _, text in requirements)
+    """``LabelSelectorAsSelector(sel).String()``: requirements sorted by key, "" for none.
+    Raises ``SelectorError`` for a malformed selector."""
+    return str(selector_from_label_selector(_d(selector)))
 
 
 def _format_label_selector(selector: Any) -> str:
     """metav1.FormatLabelSelector: the selector string, "<none>" if empty, "<error>"."""
     try:
         text = _selector_string(selector)
-    except _SelectorError:
+    except SelectorError:
         return "<error>"
     return text or NONE
 
@@ -356,63 +328,6 @@ def _quantity(value: Any) -> str:
         return str(value)
     canonical = canonical_quantity(value)
     return value if canonical is None else canonical
-
-
-_QUANTITY_RE = re.compile(
-    r"^(?P<num>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
-    r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
-)
-_BINARY_SUFFIXES = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
-_DECIMAL_SUFFIXES = {-9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P"}
-_DECIMAL_SUFFIXES[18] = "E"
-_DECIMAL_EXPONENTS = {suffix: exp for exp, suffix in _DECIMAL_SUFFIXES.items()}
-#: Quantities keep nine decimal places; finer values round up (as ParseQuantity does).
-QUANTITY_MIN_EXPONENT = -9
-#: Enough significant digits for any quantity kube accepts (up to ~1e27 with 9 decimals).
-QUANTITY_DECIMAL_PRECISION = 60
-
-
-def canonical_quantity(text: str) -> str | None:
-    """The canonical spelling of a quantity ("1.5Gi" -> "1536Mi", "1000m" -> "1"), or None
-    when ``text`` is not a quantity.  Binary suffixes stay binary while the value is a whole
-    number of at least 1024; decimal exponents ("1e3") stay exponents; the rest use SI.
-    """
-    match = _QUANTITY_RE.match(text.strip())
-    if match is None:
-        return None
-    with localcontext(prec=QUANTITY_DECIMAL_PRECISION):
-        return _canonical_quantity(Decimal(match.group("num")), match.group("suffix") or "")
-
-
-def _canonical_quantity(number: Decimal, suffix: str) -> str:
-    if suffix in _BINARY_SUFFIXES and suffix:
-        value = number * (Decimal(1024) ** _BINARY_SUFFIXES.index(suffix))
-        style = "binary"
-    elif len(suffix) > 1 and suffix[0] in ("e", "E"):  # "E" alone is exa
-        value = number.scaleb(int(suffix[1:]))
-        style = "exponent"
-    else:
-        value = number.scaleb(_DECIMAL_EXPONENTS[suffix])
-        style = "decimal"
-    value = value.quantize(Decimal(1).scaleb(QUANTITY_MIN_EXPONENT), rounding=ROUND_UP)
-    if value == 0:
-        return "0"
-    if style == "binary" and abs(value) >= 1024 and value == value.to_integral_value():
-        mantissa = int(value)
-        power = 0
-        while mantissa % 1024 == 0 and power < len(_BINARY_SUFFIXES) - 1:
-            mantissa //= 1024
-            power += 1
-        return f"{mantissa}{_BINARY_SUFFIXES[power]}"
-    sign, digits, exponent = value.normalize().as_tuple()
-    mantissa = int("".join(str(d) for d in digits)) * (-1 if sign else 1)
-    exponent = int(exponent)
-    shift = exponent % 3
-    mantissa *= 10**shift
-    exponent -= shift
-    if style != "exponent" and exponent in _DECIMAL_SUFFIXES:
-        return f"{mantissa}{_DECIMAL_SUFFIXES[exponent]}"
-    return f"{mantissa}e{exponent}" if exponent else str(mantissa)
 
 
 def _list_with_more(items: list[str], count: int, *, empty: str) -> str:
@@ -1099,7 +1014,7 @@ def _print_deployment(obj: Mapping[str, Any], ctx: _Context) -> Cells:
     names, images = _container_cells(_template_containers(obj))
     try:
         selector = _selector_string(spec.get("selector"))
-    except _SelectorError:
+    except SelectorError:
         selector = INVALID
     return [
         _name(obj),

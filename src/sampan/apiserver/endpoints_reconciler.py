@@ -30,6 +30,7 @@ from sampan.api.errors import AlreadyExists, Conflict, NotFound, StatusError
 from sampan.apiserver.bootstrap import kubernetes_service
 from sampan.apiserver.storage import DeleteOptions
 from sampan.datastore.types import ConflictError, KeyExistsError, KeyNotFoundError, StoreError
+from sampan.tasks import cancel_and_wait
 
 __all__ = [
     "DEFAULT_LEASE_INTERVAL_S",
@@ -255,9 +256,7 @@ class KubernetesEndpointsReconciler:
     async def stop(self) -> None:
         """Stop renewing; drop this server's lease and address (best effort)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task})
+        await cancel_and_wait(task)
         try:
             key = self._lease_key(self.address)
             _, current = await self._backend.get(key)

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sampan.api import times
 from sampan.config import Config, ConfigError, load_config
 
 __all__ = ["add_certificate_parser", "run_certificate"]
@@ -120,10 +121,10 @@ def _print_check(infos: list[Any], output: str) -> None:
     if output == "text":
         for info in infos:
             usages = ",".join(info.usages)
-            expiry = info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+            expiry = times.rfc3339(info.not_after)
             name = info.path.name
             if info.status == "NOT YET VALID":
-                stamp = info.not_before.strftime("%Y-%m-%dT%H:%M:%SZ")
+                stamp = times.rfc3339(info.not_before)
                 line = f"{name}: certificate {info.subject} ({usages}) is not valid before {stamp}"
             elif info.status == "EXPIRED":
                 line = f"{name}: certificate {info.subject} ({usages}) expired at {expiry}"
@@ -166,9 +167,9 @@ def _print_check(infos: list[Any], output: str) -> None:
                 "Subject": info.subject,
                 "Issuer": info.issuer,
                 "Usages": list(info.usages),
-                "ExpiryTime": (
+                "ExpiryTime": times.rfc3339(
                     info.not_before if info.status == "NOT YET VALID" else info.not_after
-                ).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                ),
                 "ResidualTime": int(info.residual(now).total_seconds() * 1e9),
                 "Status": info.status,
             }

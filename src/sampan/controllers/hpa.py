@@ -38,10 +38,12 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 from sampan.api.labels import SelectorError, parse_selector
-from sampan.api.quantity import QuantityError, parse_quantity
+from sampan.api.quantity import DECIMAL_SI, QuantityError, format_canonical
+from sampan.api.quantity import milli_value as _milli
 from sampan.client import ApiError, Client
 from sampan.client.api import HPAS, PODS, Resource
 from sampan.client.events import TYPE_NORMAL, TYPE_WARNING
@@ -94,10 +96,6 @@ class MetricsSource(Protocol):
     async def pod_usage(self, namespace: str, selector: str) -> dict[str, PodUsage]:
         """Pod name -> usage of the pods matching ``selector`` (``MetricsError``)."""
         ...
-
-
-def _milli(value: Any) -> int:
-    return math.ceil(parse_quantity(value) * 1000)
 
 
 def _go_duration_s(text: str) -> float:
@@ -216,13 +214,7 @@ def _requests(pod: Mapping[str, Any], resource: str, container: str | None) -> i
 
 def _format_milli(milli: int) -> str:
     """A milli-value as a canonical decimal-SI quantity (resource.NewMilliQuantity)."""
-    if milli % 1000 == 0:
-        value = milli // 1000
-        for power, suffix in ((18, "E"), (15, "P"), (12, "T"), (9, "G"), (6, "M"), (3, "k")):
-            if value and value % 10**power == 0:
-                return f"{value // 10**power}{suffix}"
-        return str(value)
-    return f"{milli}m"
+    return format_canonical(Decimal(milli).scaleb(-3), DECIMAL_SI)
 
 
 class HPAController(QueueController):

@@ -78,6 +78,7 @@ from sampan.ingress.render import (
     ingress_key,
     render,
 )
+from sampan.tasks import cancel_and_wait
 
 __all__ = ["CLASS_NAME", "CONTROLLER_NAME", "IngressController", "IngressError", "IngressOptions"]
 
@@ -260,9 +261,7 @@ class IngressController:
     async def stop(self) -> None:
         self._stopping = True
         for task in (self._task, self._watcher):
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task])
+            await cancel_and_wait(task)
         self._task = self._watcher = None
         await self._terminate()
         await self._shutdown()

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sampan.api import times
+from sampan.api.quantity import BINARY_SI, DECIMAL_SI, format_canonical
 from sampan.client import AlreadyExistsError, Client, ConflictError, NotFoundError
 from sampan.client.api import LEASES, NODES, PatchType
 from sampan.kubelet.options import KubeletOptions, parse_taint
@@ -168,12 +169,7 @@ def _pid_pressure() -> bool:
 
 
 def _format_quantity(value: Decimal, *, binary: bool = False) -> str:
-    if value == value.to_integral_value():
-        number = int(value)
-        if binary and number % 1024 == 0 and number:
-            return f"{number // 1024}Ki"
-        return str(number)
-    return f"{int(value * 1000)}m"
+    return format_canonical(value, BINARY_SI if binary else DECIMAL_SI)
 
 
 def _micro_time() -> str:

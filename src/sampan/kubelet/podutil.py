@@ -12,7 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sampan.api.quantity import QuantityError, parse_quantity
+from sampan.api.quantity import milli_value
+from sampan.api.quantity import quantity_or_none as quantity
 
 __all__ = [
     "CFS_PERIOD_US",
@@ -41,19 +42,9 @@ HASH_ANNOTATION = "kubernetes.io/config.hash"
 _COMPUTE = ("cpu", "memory")
 
 
-def quantity(value: Any) -> Decimal | None:
-    """A resource quantity as a Decimal, or None if absent or malformed."""
-    if value is None:
-        return None
-    try:
-        return parse_quantity(value)
-    except QuantityError:
-        return None
-
-
 def milli_cpu(value: Any) -> int | None:
     q = quantity(value)
-    return None if q is None else int((q * 1000).to_integral_value(rounding="ROUND_CEILING"))
+    return None if q is None else milli_value(q)
 
 
 def all_containers(pod: Mapping[str, Any]) -> Iterator[dict[str, Any]]:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from sampan.client import Client, ClientConfig, Informer
 from sampan.client.api import NODES
-from sampan.tasks import log_task_end
+from sampan.tasks import cancel_and_wait, log_task_end
 
 __all__ = [
     "CNI_CONFLIST_NAME",
@@ -127,6 +127,19 @@ def write_conflist(conf_dir: Path, cfg: CNIConfig) -> bool:
     return True
 
 
+async def stop_watch_loop(
+    task: asyncio.Task[None] | None, informer: Informer | None, *clients: Client | None
+) -> None:
+    """Stop a Node-watching component (this writer, the overlay): cancel its loop and wait
+    for it to end, then stop its informer, then close its clients; ``None`` parts are skipped."""
+    await cancel_and_wait(task)
+    if informer is not None:
+        await informer.stop()
+    for client in clients:
+        if client is not None:
+            await client.close()
+
+
 class _FailureSink(Protocol):
     def fail(self, reason: str) -> None: ...
 
@@ -202,13 +215,6 @@ class CNIConfigWriter:
             self.written.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task])
-            self._task = None
-        if self._informer is not None:
-            await self._informer.stop()
-            self._informer = None
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        task, informer, client = self._task, self._informer, self._client
+        self._task, self._informer, self._client = None, None, None
+        await stop_watch_loop(task, informer, client)

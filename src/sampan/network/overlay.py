@@ -70,7 +70,7 @@ from typing import Any, Protocol, TypeVar
 from sampan.client import Client, ClientConfig, Informer, PatchType
 from sampan.client.api import NODES
 from sampan.netns import enter as enter_netns
-from sampan.network.cni import DEFAULT_BRIDGE, CNIConfig, write_conflist
+from sampan.network.cni import DEFAULT_BRIDGE, CNIConfig, stop_watch_loop, write_conflist
 from sampan.tasks import log_task_end
 
 __all__ = [
@@ -698,19 +698,9 @@ class Overlay:
         self._task.add_done_callback(log_task_end)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task])
-            self._task = None
-        if self._informer is not None:
-            await self._informer.stop()
-            self._informer = None
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-        if self._node_client is not None:
-            await self._node_client.close()
-            self._node_client = None
+        task, informer, clients = self._task, self._informer, (self._client, self._node_client)
+        self._task, self._informer, self._client, self._node_client = None, None, None, None
+        await stop_watch_loop(task, informer, *clients)
         if self._executor is not None:
             # The thread may have entered another namespace: it dies with the executor.
             self._executor.shutdown(wait=False)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sampan.api.labels import Selector, SelectorError, selector_from_label_selector
+from sampan.api.quantity import milli_value as _milli
 from sampan.api.quantity import parse_quantity
 
 if TYPE_CHECKING:
@@ -151,10 +152,6 @@ class CycleState(dict[str, Any]):
 
 # ---------------------------------------------------------------------------------------------
 # Quantities and requests
-
-
-def _milli(value: Any) -> int:
-    return math.ceil(parse_quantity(value) * 1000)
 
 
 def _whole(value: Any) -> int:

@@ -64,6 +64,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from sampan.api import times
 from sampan.config import DEFAULT_DATA_DIR, Config, ConfigError
 from sampan.pki import LEAF_RENEW_BEFORE_DAYS
 from sampan.pki.certs import load_cert, remaining_validity
@@ -361,7 +362,7 @@ def expiring_node_certificates(etc_dir: Path) -> list[tuple[Path, str]]:
         if cert is None:
             continue
         left = remaining_validity(cert)
-        expiry = cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+        expiry = times.rfc3339(cert.not_valid_after_utc)
         if left <= dt.timedelta(0):
             found.append((path, f"expired at {expiry}"))
         elif left < dt.timedelta(days=LEAF_RENEW_BEFORE_DAYS):

@@ -37,6 +37,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from sampan.api import times
 from sampan.pki.certs import generate_ec_key, key_to_pem, load_cert
 from sampan.pki.files import PRIVATE_FILE_MODE, atomic_write
 
@@ -188,7 +189,7 @@ class KubeletCertificateRotation:
         log.info(
             "kubelet client certificate renewed through CSR %s (expires %s)",
             name,
-            cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            times.rfc3339(cert.not_valid_after_utc),
         )
         self.renewed.set()
 

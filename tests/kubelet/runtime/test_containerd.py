@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from tests.kubelet.runtime.conftest import (
     write_test_cni_conflist,
 )
 from tests.support.images import BUSYBOX_IMAGE
+from tests.support.poll import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -33,16 +33,6 @@ WAIT_TIMEOUT_S = 30.0
 """Upper bound for conditions that become true asynchronously (not a speed assertion)."""
 
 _CRI_LOG_LINE = re.compile(r"^\S+ (stdout|stderr) ([FP]) (.*)$")
-
-
-async def wait_for(
-    condition: Callable[[], Awaitable[bool]], what: str, timeout_s: float = WAIT_TIMEOUT_S
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def _tags(image_list: list[pb.Image]) -> set[str]:
@@ -102,7 +92,7 @@ async def test_archive_dropped_later_is_imported_compressed(
     async def listed() -> bool:
         return await runtime_env.runtime.images.image_status(ref) is not None
 
-    await wait_for(listed, f"{ref} to be imported from the images dir")
+    await eventually(listed, WAIT_TIMEOUT_S, what=f"{ref} to be imported from the images dir")
     assert any(
         "could not import image archive" in r.getMessage() and str(bad) in r.getMessage()
         for r in caplog.records
@@ -227,7 +217,7 @@ async def test_host_network_pod_runs_logs_and_execs(runtime_env: RuntimeEnv) -> 
     async def logged_hi() -> bool:
         return log_path.exists() and ("stdout", "F", "hi") in _log_lines(log_path)
 
-    await wait_for(logged_hi, "'hi' in the container log")
+    await eventually(logged_hi, WAIT_TIMEOUT_S, what="'hi' in the container log")
 
     result = await rt.exec_sync(container_id, ["echo", "ok"], timeout_s=10)
     assert (result.exit_code, result.stdout, result.stderr) == (0, b"ok\n", b"")
@@ -255,7 +245,9 @@ async def test_host_network_pod_runs_logs_and_execs(runtime_env: RuntimeEnv) -> 
     async def logged_after_reopen() -> bool:
         return ("stdout", "F", "after-reopen") in _log_lines(log_path)
 
-    await wait_for(logged_after_reopen, "output after ReopenContainerLog in the log")
+    await eventually(
+        logged_after_reopen, WAIT_TIMEOUT_S, what="output after ReopenContainerLog in the log"
+    )
 
     await _remove_pod(env, sandbox_id, container_id)
 
@@ -269,7 +261,9 @@ async def test_cni_network_pod_gets_an_address(runtime_env: RuntimeEnv) -> None:
         status = await rt.status()
         return any(c.type == "NetworkReady" and c.status for c in status.status.conditions)
 
-    await wait_for(network_ready, "NetworkReady after writing the CNI conflist")
+    await eventually(
+        network_ready, WAIT_TIMEOUT_S, what="NetworkReady after writing the CNI conflist"
+    )
     sandbox_id, container_id, _, _ = await _run_pod(env, "cni", ["sleep", "60"], host_network=False)
     sandbox = await rt.pod_sandbox_status(sandbox_id)
     ip = ipaddress.ip_address(sandbox.status.network.ip)
@@ -308,7 +302,7 @@ async def test_killed_containerd_is_restarted_and_containers_survive(
     async def restarted() -> bool:
         return containerd.restarts > restarts and containerd.ready.is_set()
 
-    await wait_for(restarted, "the supervisor to restart containerd")
+    await eventually(restarted, WAIT_TIMEOUT_S, what="the supervisor to restart containerd")
     assert containerd.pid != old_pid
 
     after = await rt.container_status(container_id)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from sampan.api import times
+from sampan.api.quantity import BINARY_SI, DECIMAL_SI, format_canonical
 
 __all__ = [
     "GROUP_VERSION",
@@ -118,22 +120,12 @@ def format_go_duration(seconds: float) -> str:
 
 def format_cpu(nanocores: int) -> str:
     """Nanocores as a canonical decimal-SI quantity (``resource.NewScaledQuantity(n, -9)``)."""
-    if nanocores == 0:
-        return "0"
-    for divisor, suffix in ((10**9, ""), (10**6, "m"), (10**3, "u")):
-        if nanocores % divisor == 0:
-            return f"{nanocores // divisor}{suffix}"
-    return f"{nanocores}n"
+    return format_canonical(Decimal(nanocores).scaleb(-9), DECIMAL_SI)
 
 
 def format_memory(value: int) -> str:
     """Bytes as a canonical binary-SI quantity (``resource.NewQuantity(b, BinarySI)``)."""
-    if value == 0:
-        return "0"
-    for power, suffix in ((6, "Ei"), (5, "Pi"), (4, "Ti"), (3, "Gi"), (2, "Mi"), (1, "Ki")):
-        if value % (1024**power) == 0:
-            return f"{value // 1024**power}{suffix}"
-    return str(value)
+    return format_canonical(value, BINARY_SI)
 
 
 class MetricsStore:

@@ -34,8 +34,10 @@ from decimal import Decimal
 from typing import Any
 
 from sampan.api.errors import Forbidden, NotFound, StatusError
-from sampan.api.quantity import QuantityError, format_quantity, parse_quantity
+from sampan.api.quantity import BINARY_SI, DECIMAL_SI, format_canonical
+from sampan.api.quantity import quantity_or_none as _q
 from sampan.apiserver.admission.chain import AdmissionAttributes, forbidden
+from sampan.tasks import cancel_and_wait
 
 __all__ = [
     "DEFAULT_RECALCULATE_INTERVAL_S",
@@ -73,46 +75,11 @@ def _d(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _q(value: Any) -> Decimal | None:
-    try:
-        return parse_quantity(value)
-    except (QuantityError, TypeError):
-        return None
-
-
-_BINARY_SUFFIXES = ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki")
-_DECIMAL_SUFFIXES = {
-    18: "E",
-    15: "P",
-    12: "T",
-    9: "G",
-    6: "M",
-    3: "k",
-    0: "",
-    -3: "m",
-    -6: "u",
-    -9: "n",
-}
-
-
 def _fmt(value: Decimal, hint: Any = None) -> str:
-    """A quantity in Kubernetes' canonical form: binary suffixes when ``hint`` (the quantity
-    this one is compared with) used them and the value allows it, else the largest SI suffix
-    that keeps the mantissa whole (``0.4`` -> ``400m``, ``1000`` -> ``1k``)."""
-    if isinstance(hint, str) and hint.endswith("i") and value == value.to_integral_value():
-        number = int(value)
-        for i, suffix in enumerate(_BINARY_SUFFIXES):
-            unit = 1024 ** (len(_BINARY_SUFFIXES) - i)
-            if number and number % unit == 0:
-                return f"{number // unit}{suffix}"
-        return str(number)
-    if value == 0:
-        return "0"
-    for exponent in sorted(_DECIMAL_SUFFIXES, reverse=True):
-        mantissa = value.scaleb(-exponent)
-        if mantissa == mantissa.to_integral_value():
-            return f"{int(mantissa)}{_DECIMAL_SUFFIXES[exponent]}"
-    return format_quantity(value)
+    """A quantity in Kubernetes' canonical form, binary when ``hint`` (the quantity this one
+    is compared with) used a binary suffix (``0.4`` -> ``400m``, ``2048Ki`` -> ``2Mi``)."""
+    binary = isinstance(hint, str) and hint.endswith("i")
+    return format_canonical(value, BINARY_SI if binary else DECIMAL_SI)
 
 
 def _containers(spec: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -624,9 +591,7 @@ class QuotaRecalculator:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task})
+        await cancel_and_wait(task)
 
     async def _loop(self) -> None:
         while True:

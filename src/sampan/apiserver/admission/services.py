@@ -34,6 +34,7 @@ from sampan.apiserver.admission.allocator import (
     RangeFull,
 )
 from sampan.apiserver.admission.chain import AdmissionAttributes
+from sampan.tasks import cancel_and_wait
 
 __all__ = [
     "DEFAULT_REPAIR_INTERVAL_S",
@@ -497,9 +498,7 @@ class ServiceAllocationRepair:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task})
+        await cancel_and_wait(task)
 
     async def _loop(self) -> None:
         while True:

@@ -62,6 +62,7 @@ from cel_expr_python.ext import ext_bindings, ext_optional, ext_strings
 
 from sampan.api import goregexp
 from sampan.api.quantity import QuantityError, parse_quantity
+from sampan.api.quantity import format_quantity as _q_text
 
 __all__ = [
     "ITERATION_BUDGET",
@@ -192,10 +193,6 @@ def _q(value: Mapping[str, Any]) -> Decimal:
     if _QUANTITY_KEY not in value:
         raise ValueError("no such overload")
     return parse_quantity(str(value[_QUANTITY_KEY]))
-
-
-def _q_text(value: Decimal) -> str:
-    return format(value.normalize(), "f")
 
 
 def _compare(a: Decimal, b: Decimal) -> int:
