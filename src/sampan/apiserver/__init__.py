@@ -12,7 +12,9 @@ Public façade: ``APIServer`` and ``APIServerOptions``. Layout of the package:
 * ``patch``        JSON Patch and JSON Merge Patch
 * ``admission/``   the admission chain and its plugins (NamespaceLifecycle, LimitRanger,
                    ServiceAccount, Priority, DefaultTolerationSeconds, PodSecurity, Service
-                   IP/port allocation, ResourceQuota), serviceaccounts/token, pods/eviction
+                   IP/port allocation, ResourceQuota)
+* ``subresources`` serviceaccounts/token (TokenRequest) and pods/eviction (REST handlers)
+* ``binding``      pods/binding through the store
 * ``endpoints_reconciler``  the ``kubernetes`` Service's Endpoints/EndpointSlice (live servers)
 * ``discovery``    discovery documents and /version
 * ``bootstrap``    system namespaces, bootstrap RBAC, the ``kubernetes`` Service

@@ -162,7 +162,7 @@ class HandlerContext:
     datastore_health: Callable[[], Awaitable[tuple[bool, str]]]
     openapi: OpenAPI | None = None  # schemas for strategic merge patch and apply
     custom: CustomResources | None = None  # CRDs: body preparation, printer columns, scale
-    # Computed subresources served by admission (serviceaccounts/token, pods/eviction):
+    # Computed subresources (serviceaccounts/token, pods/eviction; pod proxy paths):
     # (group, plural, subresource) -> handler(request, ri, info, namespace, user).
     subresources: dict[tuple[str, str, str], Callable[..., Any]] = field(default_factory=dict)
 

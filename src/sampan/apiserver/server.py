@@ -132,6 +132,7 @@ from sampan.apiserver.storage.encryption import (
     load_encryption_config,
     wrap_backend,
 )
+from sampan.apiserver.subresources import EvictionHandler, TokenRequestHandler
 from sampan.apiserver.watch import WatchTracker
 from sampan.datastore import StoreError
 from sampan.httpconn import (
@@ -230,6 +231,8 @@ class _Runtime:
     custom: CustomResources | None = None
     crds: CRDController | None = None
     pod_proxy: PodProxy | None = None  # pods/log, exec, attach, portforward; nodes/proxy
+    # serviceaccounts/token, pods/eviction: (group, plural, subresource) -> handler
+    subresources: dict[tuple[str, str, str], Any] = field(default_factory=dict)
     join: JoinService | None = None  # /cacerts and /v1-sampan/node (agents joining)
     aggregator: Aggregator | None = None  # APIServices: proxying, availability, discovery
     auditor: Auditor | None = None  # with an audit policy
@@ -392,11 +395,21 @@ class APIServer:
             resolve_rules=rt.authorizer.rbac.resolved_rules,  # RBAC rules only, as upstream
             service_cidr=opts.service_cidr,
             node_port_range=opts.service_node_port_range,
-            token_issuer=TokenIssuer(await asyncio.to_thread(rt.pki.sa_private_key_pem)),
-            api_audiences=tuple(DEFAULT_API_AUDIENCES),
-            delete_options_type=DeleteOptions,
             pod_security=pod_security,
         )
+        # The computed subresources (REST handlers, not admission plugins; they admit what
+        # they create through the chain as upstream's TokenRequest and Eviction REST do).
+        rt.subresources = {
+            ("", "serviceaccounts", "token"): TokenRequestHandler(
+                TokenIssuer(await asyncio.to_thread(rt.pki.sa_private_key_pem)),
+                rt.admission.get,
+                rt.admission.chain,
+                tuple(DEFAULT_API_AUDIENCES),
+            ),
+            ("", "pods", "eviction"): EvictionHandler(
+                rt.storage, rt.registry, rt.admission.chain, DeleteOptions
+            ),
+        }
         rt.custom = CustomResources(
             BuiltinSchemas(rt.openapi.definition_name, rt.openapi.definition)
         )
@@ -536,7 +549,7 @@ class APIServer:
             registry=rt.registry,
             storage=rt.storage,
             admission=rt.admission.chain,
-            subresources={**rt.admission.subresource_handlers, **rt.pod_proxy.handlers()},
+            subresources={**rt.subresources, **rt.pod_proxy.handlers()},
             max_body_bytes=self.options.max_body_bytes,
             watches=self._watches,
             authorize=rt.authorizer.authorize,

@@ -1,12 +1,11 @@
 """The API server's admission runtime: builds the plugin chain in kube-apiserver's order, the
-Service allocators and their repair loop, the built-in PriorityClasses, and the computed
-subresources (TokenRequest, Eviction) the handlers dispatch to.
+Service allocators and their repair loop, and the built-in PriorityClasses.
 
 ``Admission(storage, registry, backend, ...)`` is built after the storage layer started;
 ``start()`` (after the bootstrap objects exist, before the server reports ready) creates the
 system PriorityClasses, repairs the Service allocations once and starts the periodic repair;
-``stop()`` ends it. ``chain`` is what handlers admit with; ``subresource_handlers`` maps
-``(group, plural, subresource)`` to a handler coroutine.
+``stop()`` ends it. ``chain`` is what handlers (and the computed subresources of
+``sampan.apiserver.subresources``) admit with.
 
 Plugin order (kube-apiserver's recommended order, for the plugins Sampan has):
 NamespaceLifecycle, RBACEscalation (upstream checks it in the RBAC REST storage, after
@@ -63,7 +62,6 @@ from sampan.apiserver.admission.services import (
     ServiceAllocationRepair,
 )
 from sampan.apiserver.admission.storage import DefaultStorageClass, StorageObjectInUseProtection
-from sampan.apiserver.admission.subresources import EvictionHandler, TokenRequestHandler
 from sampan.apiserver.admission.webhooks import (
     GROUP as WEBHOOK_GROUP,
 )
@@ -76,11 +74,10 @@ from sampan.apiserver.admission.webhooks import (
 from sampan.apiserver.auth.escalation import Authorize, RBACEscalation, ResolveRules
 from sampan.apiserver.crd.celrules import CustomResourceRules
 
-__all__ = ["Admission", "SubresourceHandler"]
+__all__ = ["Admission"]
 
 log = logging.getLogger(__name__)
 
-SubresourceHandler = Callable[..., Awaitable[Any]]
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 """The label that ties an EndpointSlice to its Service."""
@@ -103,9 +100,6 @@ class Admission:
         resolve_rules: ResolveRules,
         service_cidr: str,
         node_port_range: str = DEFAULT_NODE_PORT_RANGE,
-        token_issuer: Any = None,
-        api_audiences: tuple[str, ...] = (),
-        delete_options_type: Any = None,
         repair_interval_s: float = DEFAULT_REPAIR_INTERVAL_S,
         leak_grace_s: float = DEFAULT_LEAK_GRACE_S,
         extra_plugins: tuple[AdmissionPlugin, ...] = (),
@@ -190,15 +184,6 @@ class Admission:
             lambda name: self.openapi.definition(name) if self.openapi else None,
             write_policy_status,
         )
-        self.subresource_handlers: dict[tuple[str, str, str], SubresourceHandler] = {}
-        if token_issuer is not None:
-            self.subresource_handlers[("", "serviceaccounts", "token")] = TokenRequestHandler(
-                token_issuer, self.get, self.chain, api_audiences
-            )
-        if delete_options_type is not None:
-            self.subresource_handlers[("", "pods", "eviction")] = EvictionHandler(
-                storage, registry, self.chain, delete_options_type
-            )
 
     # --- dynamic admission webhooks ---------------------------------------------------------
 

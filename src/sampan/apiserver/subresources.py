@@ -1,4 +1,4 @@
-"""Computed subresources that belong with admission: ``serviceaccounts/token`` (TokenRequest,
+"""Computed subresources, served as REST handlers: ``serviceaccounts/token`` (TokenRequest,
 ``kubectl create token``) and ``pods/eviction`` (the Eviction API that ``kubectl drain`` uses,
 respecting PodDisruptionBudgets).
 
