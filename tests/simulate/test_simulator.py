@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -63,8 +62,7 @@ async def control_plane(api_server: ApiServerHarness) -> AsyncIterator[None]:  #
     controllers = [CONTROLLERS[name](context) for name in CONTROLLER_NAMES]
     factory.start()
     tasks = [
-        asyncio.get_running_loop().create_task(c.run(2), name=f"test-{c.name}")
-        for c in controllers
+        asyncio.get_running_loop().create_task(c.run(2), name=f"test-{c.name}") for c in controllers
     ]
     scheduler = Scheduler(scheduler_config, SchedulerOptions(leader_elect=False))
     await scheduler.start(_Ctx())
