@@ -1,12 +1,17 @@
-"""Scale benchmark: ``python -m bench.scale [--nodes 500] [--pods 10000] [--report PATH]``.
+"""Scale benchmark: ``python -m bench.scale [--nodes 200] [--pods 2000] [--report PATH]``.
 
 The issue's target is ``--nodes 5000 --pods 150000`` on a quiet machine; the defaults finish
-in a few minutes on a shared one. What runs, each in its own process:
+in a few minutes on a shared one (``--nodes 500 --pods 10000`` would take about half an hour
+there at the ramp rate seen).
+What runs, each in its own process:
 
 * ``sampan server --disable-agent`` on a temp data dir (SQLite), so the real controllers and
   scheduler do the work; cluster CIDR 10.128.0.0/9 so 5,000 nodes get a /24 each; packaged
   add-ons disabled (their pods would only add noise, and metrics-server would scrape
-  kubelets that do not exist);
+  kubelets that do not exist); the scheduler's and controller manager's leader election off
+  (one server needs none, and on an overloaded machine a Lease renewal that misses its 10 s
+  deadline makes the scheduler quit and ``sampan server`` stop with it, which ends the run;
+  ``--leader-elect`` keeps it on to see that);
 * ``sampan simulate --nodes N`` (KWOK's model: leases, pods marked Running with IPs);
 * this process: creates ``pods/100`` Deployments of 100 replicas (fewer for a remainder) over
   ``--namespaces`` namespaces, watches the pods, and measures.
@@ -111,9 +116,19 @@ def _loadavg() -> list[float]:
 class Processes:
     """The server and simulator child processes, their logs in the work dir."""
 
-    def __init__(self, workdir: Path, nodes: int) -> None:
+    def __init__(self, workdir: Path, nodes: int, leader_elect: bool) -> None:
         self.workdir = workdir
         self.nodes = nodes
+        self.leader_args = (
+            []
+            if leader_elect
+            else [
+                "--kube-scheduler-arg",
+                "leader-elect=false",
+                "--kube-controller-manager-arg",
+                "leader-elect=false",
+            ]
+        )
         self.port = _free_port()
         self.kubeconfig = workdir / "kubeconfig.yaml"
         self.server: subprocess.Popen[bytes] | None = None
@@ -149,6 +164,7 @@ class Processes:
                 "coredns,ingress,local-storage,metrics-server",
                 "--cluster-cidr",
                 CLUSTER_CIDR,
+                *self.leader_args,
             ],
         )
 
@@ -251,7 +267,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
         self.workdir = workdir
-        self.procs = Processes(workdir, args.nodes)
+        self.procs = Processes(workdir, args.nodes, args.leader_elect)
         self.figures: dict[str, Any] = {}
 
     def note(self, key: str, value: Any) -> None:
@@ -544,12 +560,17 @@ def print_table(report: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=500)
-    parser.add_argument("--pods", type=int, default=10000)
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--pods", type=int, default=2000)
     parser.add_argument("--namespaces", type=int, default=5)
     parser.add_argument("--probe-rate", type=float, default=5.0, help="mutating probe calls/s")
     parser.add_argument("--timeout", type=float, default=1800.0, help="ramp timeout (s)")
     parser.add_argument("--report", type=Path, default=None, help="write the JSON report here")
+    parser.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="keep the scheduler's and controllers' leader election on (see the docstring)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, data)")
     args = parser.parse_args()
     if args.pods > args.nodes * 110:
