@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,8 +191,8 @@ class Simulator:
         finally:
             await self.stop()
 
-    def _spawn(self, name: str, coro: Awaitable[None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         task.add_done_callback(_log_task_end)
         self._tasks.append(task)
 
@@ -390,7 +390,7 @@ class Simulator:
         if held is not None:
             return held[1]
         if pod["status"].get("podIP"):
-            ip = pod["status"]["podIP"]
+            ip = str(pod["status"]["podIP"])
             self._pool(node).reserve(ip)
         else:
             ip = self._pool(node).allocate()
