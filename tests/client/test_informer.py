@@ -181,6 +181,36 @@ async def test_selectors_limit_what_is_cached(client: Client) -> None:
         await informer.stop()
 
 
+async def test_transform_shrinks_cached_objects_from_list_and_watch(client: Client) -> None:
+    """A transform (client-go's TransformFunc) applies to listed and watched objects alike;
+    handlers and the cache see only what it kept."""
+
+    def slim(obj: dict) -> dict:
+        meta = obj["metadata"]
+        keep = ("name", "namespace", "resourceVersion")
+        return {"metadata": {k: meta[k] for k in keep}, "size": len(obj.get("data") or {})}
+
+    await client.create(CONFIGMAPS, {**configmap("listed"), "data": {"a": "1"}})
+    informer = Informer(client, CONFIGMAPS, namespace="default", transform=slim)
+    recorder = Recorder()
+    recorder.register(informer)
+    informer.start()
+    try:
+        assert await informer.wait_synced(WAIT_S)
+        await client.create(CONFIGMAPS, {**configmap("watched"), "data": {"a": "1", "b": "2"}})
+        await recorder.wait_event(("add", "default/watched"))
+        listed = informer.cache.get("default/listed")
+        watched = informer.cache.get("default/watched")
+        assert listed is not None and watched is not None
+        assert (listed["size"], watched["size"]) == (1, 2)
+        assert set(listed) == set(watched) == {"metadata", "size"}
+        await client.delete(CONFIGMAPS, "watched", namespace="default")
+        await recorder.wait_event(("delete", "default/watched"))
+        assert "default/watched" not in informer.cache
+    finally:
+        await informer.stop()
+
+
 async def test_relists_after_expired_resource_version(
     api_server: ApiServerHarness, client: Client
 ) -> None:

@@ -33,6 +33,10 @@ Keys are ``"<namespace>/<name>"`` for namespaced objects and ``"<name>"`` for cl
 ones (client-go's MetaNamespaceKeyFunc). Built-in indexes: ``INDEX_NAMESPACE`` and
 ``INDEX_OWNER_UID`` (uids of ``metadata.ownerReferences``); add more with ``IndexFunc``s.
 
+A ``transform`` (client-go's TransformFunc) may shrink each object before it is cached and
+handed to handlers (a simulator of thousands of nodes keeps only the fields it reads); it must
+keep ``metadata.name``, ``namespace`` and ``resourceVersion``.
+
 ``SharedInformerFactory`` hands out one informer per (resource, namespace, selectors), so every
 component in a process shares one watch per resource. Every task is named
 (``informer-<resource>...``) and its failure is logged. Everything runs on the event loop.
@@ -265,8 +269,10 @@ class Informer:
         page_size: int = DEFAULT_PAGE_SIZE,
         backoff_initial_s: float = BACKOFF_INITIAL_S,
         backoff_max_s: float = BACKOFF_MAX_S,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.client = client
+        self._transform = transform
         self.resource = resource
         self.namespace = namespace
         self.label_selector = label_selector
@@ -417,6 +423,8 @@ class Informer:
             # List items have no kind/apiVersion on the wire; give them one, as watch events do.
             obj.setdefault("kind", self.resource.kind)
             obj.setdefault("apiVersion", self.resource.api_version)
+            if self._transform is not None:
+                obj = self._transform(obj)
             key = object_key(obj)
             seen.add(key)
             old = self.cache._upsert(obj)
@@ -454,6 +462,8 @@ class Informer:
         return resource_version, healthy
 
     def _apply(self, event_type: str, obj: dict[str, Any]) -> None:
+        if self._transform is not None and event_type != "BOOKMARK" and obj.get("metadata"):
+            obj = self._transform(obj)
         if event_type in ("ADDED", "MODIFIED"):
             old = self.cache._upsert(obj)
             if old is None:
