@@ -23,7 +23,6 @@ work queue's per-key back-off. Every task is named ``simulate-...`` and stopped 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -54,6 +53,7 @@ from sampan.simulate.objects import (
     pod_status,
     slim_pod,
 )
+from sampan.tasks import log_task_end
 
 __all__ = ["Simulator", "SimulatorOptions", "parse_duration"]
 
@@ -193,7 +193,7 @@ class Simulator:
 
     def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
-        task.add_done_callback(_log_task_end)
+        task.add_done_callback(log_task_end)
         self._tasks.append(task)
 
     # -- nodes -------------------------------------------------------------------------------
@@ -419,12 +419,3 @@ def _slim_node(node: dict[str, Any]) -> dict[str, Any]:
         "podCIDR": (node.get("spec") or {}).get("podCIDR"),
         "readySince": ready_since,
     }
-
-
-def _log_task_end(task: asyncio.Task[None]) -> None:
-    if task.cancelled():
-        return
-    with contextlib.suppress(asyncio.CancelledError):
-        exc = task.exception()
-        if exc is not None:
-            log.error("task %s failed", task.get_name(), exc_info=exc)
