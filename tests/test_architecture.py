@@ -1,6 +1,6 @@
-"""The layering of DESIGN.md, enforced: cli -> supervisor -> components -> client ->
-api/datastore/pki; components (apiserver, kubelet, controllers, scheduler, network, proxy,
-dns) never import each other — they talk through the Kubernetes API."""
+"""``make lint`` in the suite, so CI runs it: ruff, the layering of DESIGN.md (cli ->
+supervisor -> components -> client -> api/datastore/pki; components never import each other —
+they talk through the Kubernetes API) and mypy --strict on the lower layers."""
 
 from __future__ import annotations
 
@@ -34,5 +34,18 @@ def test_lower_layers_type_check_strictly() -> None:
         capture_output=True,
         text=True,
         timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+def test_ruff_is_clean() -> None:
+    """``make lint``'s ruff pass, in the suite so CI runs it: src, tests and bench."""
+    ruff = Path(sys.executable).with_name("ruff")
+    out = subprocess.run(
+        [str(ruff), "check", "src", "tests", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]

@@ -239,9 +239,6 @@ class SchemaView:
     def raw(self) -> dict[str, Any]:
         return self._node
 
-    def extension(self, name: str) -> Any:
-        return self._node.get(name)
-
     @property
     def type(self) -> str | None:
         value = self._node.get("type")

@@ -88,6 +88,7 @@ class HelmControllerComponent:
         self._started = asyncio.Event()
         self.manager: ControllerManager | None = None
 
+    # Only tests call this: wait for the controller's first pass instead of sleeping.
     async def wait_started(self) -> None:
         """Until the CRDs are served and the controller manager has started."""
         await self._started.wait()

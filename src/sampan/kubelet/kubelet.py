@@ -238,6 +238,7 @@ class Kubelet:
         )
         return items[-1].id if items else None
 
+    # Only tests call this: where a container's CRI log is, to check rotation and logs.
     async def container_log_path(
         self, namespace: str, pod: str, container: str, *, previous: bool = False
     ) -> Path | None:

@@ -144,6 +144,7 @@ class _FailureSink(Protocol):
     def fail(self, reason: str) -> None: ...
 
 
+# Only tests call this: the test cluster's agents (no overlay) write the conflist with it.
 class CNIConfigWriter:
     """Agent component: writes the conflist once this node's ``spec.podCIDRs`` is known.
 

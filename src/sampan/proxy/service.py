@@ -182,6 +182,7 @@ def _restore(text: str) -> None:
         raise RuntimeError(f"iptables-restore: {result.stderr.strip()}")
 
 
+# Only tests call this: test clean-up; `sampan killall` removes the same in its own pass.
 def cleanup_rules(prefix: str = DEFAULT_CHAIN_PREFIX) -> None:
     """Remove every chain and jump the proxy writes with ``prefix`` (blocking)."""
     chains, rules = parse_save(_save())

@@ -37,6 +37,7 @@ from sampan.pki.certs import (
     key_to_pem,
     public_key_to_pem,
 )
+from sampan.pki.satokens import ServiceAccountSigner
 
 NOW = 1_800_000_000.0
 SA_UID = "11111111-2222-3333-4444-555555555555"
@@ -249,8 +250,9 @@ async def test_key_rotation_accepts_old_and_new(rsa_key_pem, lookup, clock) -> N
         assert await authn.authenticate(peer_cert=None, authorization=bearer(token))
 
 
-async def test_legacy_secret_token(issuer, authn, lookup) -> None:
-    token = issuer.issue_legacy("demo", "robot", SA_UID, "robot-token")
+async def test_legacy_secret_token(rsa_key_pem, authn, lookup) -> None:
+    # signed as the serviceaccount-token controller signs them
+    token = ServiceAccountSigner(rsa_key_pem).sign_legacy("demo", "robot", SA_UID, "robot-token")
     secret = lookup.put(
         "secrets",
         "demo",
@@ -278,8 +280,10 @@ async def test_legacy_secret_token(issuer, authn, lookup) -> None:
         await authn.authenticate(peer_cert=None, authorization=bearer(token))
 
 
-async def test_legacy_token_uid_mismatch(issuer, authn, lookup) -> None:
-    token = issuer.issue_legacy("demo", "robot", "stale-uid", "robot-token")
+async def test_legacy_token_uid_mismatch(rsa_key_pem, authn, lookup) -> None:
+    token = ServiceAccountSigner(rsa_key_pem).sign_legacy(
+        "demo", "robot", "stale-uid", "robot-token"
+    )
     lookup.put(
         "secrets",
         "demo",

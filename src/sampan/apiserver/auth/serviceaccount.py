@@ -167,10 +167,6 @@ class TokenIssuer:
         }
         return self._signer.sign(claims), dt.datetime.fromtimestamp(exp, dt.UTC)
 
-    def issue_legacy(self, namespace: str, sa_name: str, sa_uid: str, secret_name: str) -> str:
-        """A non-expiring token for a ``kubernetes.io/service-account-token`` Secret."""
-        return self._signer.sign_legacy(namespace, sa_name, sa_uid, secret_name)
-
 
 def _str_claim(claims: Mapping[str, Any], key: str) -> str:
     value = claims.get(key)

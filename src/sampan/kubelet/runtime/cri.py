@@ -240,6 +240,7 @@ class RuntimeClient:
         request = pb.ContainerStatusRequest(container_id=container_id, verbose=verbose)
         return await _call("ContainerStatus", self._stub.ContainerStatus, request, self.timeout_s)
 
+    # Only tests call this: CRI surface for in-place resize, which the kubelet lacks yet.
     async def update_container_resources(
         self, container_id: str, linux: pb.LinuxContainerResources
     ) -> None:
@@ -320,6 +321,7 @@ class RuntimeClient:
 
     # -- stats ---------------------------------------------------------------------------------
 
+    # Only tests call this: the Summary API reads cgroups directly (cheaper per pod).
     async def container_stats(self, container_id: str) -> pb.ContainerStats:
         request = pb.ContainerStatsRequest(container_id=container_id)
         response = await _call("ContainerStats", self._stub.ContainerStats, request, self.timeout_s)
@@ -377,6 +379,7 @@ class ImageClient:
         response = await _call("ImageStatus", self._stub.ImageStatus, request, self.timeout_s)
         return response.image if response.HasField("image") else None
 
+    # Only tests call this: CRI surface for image garbage collection, not built yet.
     async def remove_image(self, image: str) -> None:
         """Remove the image (idempotent: removing a missing image succeeds)."""
         request = pb.RemoveImageRequest(image=pb.ImageSpec(image=image))
