@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sampan.config import ConfigError, load_config
 from sampan.pki.etcd import EtcdPKI
@@ -183,6 +184,17 @@ def test_a_second_server_joins_as_a_learner_and_is_promoted(tmp_path: Path) -> N
         assert made.returncode == 0, made.stderr
         seen = _kubectl(second_dir / "kubeconfig.yaml", "get", "configmap", "shared", "-o", "name")
         assert seen.stdout.strip() == "configmap/shared", seen.stderr
+        # One cluster: the bootstrap data in etcd gave the second server the first's CAs, so
+        # the first server's admin kubeconfig works against the second as it is.
+        second_url = yaml.safe_load((second_dir / "kubeconfig.yaml").read_text())["clusters"][0][
+            "cluster"
+        ]["server"]
+        shared = yaml.safe_load((first_dir / "kubeconfig.yaml").read_text())
+        shared["clusters"][0]["cluster"]["server"] = second_url
+        (tmp_path / "shared.kubeconfig").write_text(yaml.safe_dump(shared))
+        (tmp_path / "shared.kubeconfig").chmod(0o600)
+        via_second = _kubectl(tmp_path / "shared.kubeconfig", "get", "configmap", "shared")
+        assert via_second.returncode == 0, via_second.stderr
         _stop(second)
         _stop(first)
     finally:
