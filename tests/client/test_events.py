@@ -81,3 +81,25 @@ async def test_spam_filter_limits_events_per_object(client: Client) -> None:
     assert sorted(by_object) == ["s", "s", "s", "t"]
     assert recorder.dropped == 2
     await recorder.stop()
+
+
+async def test_a_full_queue_logs_once_per_burst(client: Client, caplog) -> None:
+    """Dropping events because the queue is full is logged once when it starts and once
+    with the count when the queue drains, not once per event (a ramp drops hundreds)."""
+    from sampan.client.events import EVENT_QUEUE_SIZE
+
+    recorder = EventRecorder(client, "burst", spam_burst=10**6)
+    subjects = [
+        {"kind": "ConfigMap", "apiVersion": "v1", "namespace": "default", "name": f"c{i}"}
+        for i in range(EVENT_QUEUE_SIZE + 7)
+    ]
+    with caplog.at_level("WARNING", logger="sampan.client.events"):
+        for subject in subjects:  # no await: the writer cannot take any yet
+            recorder.event(subject, TYPE_NORMAL, "Burst", "one of many")
+        await recorder.flush()
+    assert recorder.dropped == 7
+    lines = [r.getMessage() for r in caplog.records if r.name == "sampan.client.events"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("events: queue full; dropping events until it drains")
+    assert lines[1] == "events: 7 events were dropped while the queue was full"
+    await recorder.stop()

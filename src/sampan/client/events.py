@@ -110,6 +110,7 @@ class EventRecorder:
         self._spam: OrderedDict[tuple[str, ...], tuple[float, float]] = OrderedDict()
         self.dropped = 0
         """Events dropped because the queue was full or every write attempt failed."""
+        self._overflow_drops = 0  # drops since the queue last filled up (logged once per burst)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=EVENT_QUEUE_SIZE)
         self._seen: OrderedDict[tuple[str, ...], _Seen] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
@@ -147,7 +148,13 @@ class EventRecorder:
             self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             self.dropped += 1
-            log.warning("events: queue full; dropped %s %s", reason, _describe(pending.involved))
+            self._overflow_drops += 1
+            if self._overflow_drops == 1:  # one line per burst, not one per event
+                log.warning(
+                    "events: queue full; dropping events until it drains (first: %s %s)",
+                    reason,
+                    _describe(pending.involved),
+                )
 
     def _spam_allows(self, ref: Mapping[str, Any]) -> bool:
         key = tuple(str(ref.get(f, "")) for f in ("kind", "namespace", "name", "uid"))
@@ -208,6 +215,11 @@ class EventRecorder:
     async def _write_loop(self) -> None:
         while True:
             pending = await self._queue.get()
+            if self._overflow_drops and self._queue.qsize() < self._queue.maxsize // 2:
+                log.warning(
+                    "events: %d events were dropped while the queue was full", self._overflow_drops
+                )
+                self._overflow_drops = 0
             try:
                 for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
                     try:
