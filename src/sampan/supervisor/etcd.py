@@ -21,7 +21,9 @@ driver connects to it:
   ``initial-cluster-state=existing`` and, once it answers, is promoted to a voting member
   through the cluster's client URLs (retried while etcd says it is not in sync yet), as K3s
   does. If anything fails before the promotion, the learner is removed again and the local
-  member data deleted: nothing is left half-joined. Not done yet: the CA keys are not
+  member data deleted: nothing is left half-joined. ``--cluster-reset`` (``force_new_cluster``)
+  restarts this member once with ``--force-new-cluster``; ``etcd_snapshot_backend`` is its
+  ``SnapshotBackend`` (``sampan.datastore.etcd_snapshot``). Not done yet: the CA keys are not
   shared (a joined server cannot issue etcd certificates itself), and a deleted Node does
   not remove its member.
 
@@ -55,6 +57,8 @@ __all__ = [
     "READY_TIMEOUT_S",
     "EmbeddedEtcd",
     "etcd_args",
+    "etcd_snapshot_backend",
+    "force_new_cluster",
     "uses_embedded_etcd",
 ]
 
@@ -621,6 +625,70 @@ class EmbeddedEtcd:
             await self._terminate(self._proc)
             self._proc = None
             log.info("etcd stopped")
+
+
+def _member_peer_url(config: Config) -> str:
+    from sampan.supervisor.agent import default_node_ips
+
+    node_ip = config.advertise_address or (tuple(config.node_ip) or default_node_ips())[0]
+    return _url("https", node_ip, config.etcd_peer_port)
+
+
+def etcd_snapshot_backend(config: Config) -> Any:
+    """The ``SnapshotBackend`` of this server's embedded etcd member (``sampan etcd-snapshot``
+    and ``--cluster-reset``): its loopback client URL with the server's etcd client
+    certificate, its data dir, member name and peer URL. ``SnapshotError`` when this data
+    dir holds no member. Blocking."""
+    from sampan.datastore.etcd import EtcdTLS
+    from sampan.datastore.etcd_snapshot import EtcdSnapshots
+    from sampan.datastore.snapshot import SnapshotError
+    from sampan.pki.etcd import ETCD_TLS_SUBDIR, EtcdPKI
+
+    directory = etcd_dir(config)
+    name_file = directory / "name"
+    try:
+        name = name_file.read_text().strip()
+    except OSError:
+        name = ""
+    if not name or not (directory / "member").is_dir():
+        raise SnapshotError(f"no embedded etcd member in {directory}: start the server first")
+    pki = EtcdPKI(config.data_dir / "server" / "tls" / ETCD_TLS_SUBDIR)
+    tls = EtcdTLS(cafile=pki.server_ca, certfile=pki.client_cert, keyfile=pki.client_key)
+    return EtcdSnapshots(
+        _url("https", "127.0.0.1", config.etcd_client_port),
+        tls,
+        data_dir=directory,
+        member_name=name,
+        peer_url=_member_peer_url(config),
+    )
+
+
+async def force_new_cluster(config: Config) -> str:
+    """``--cluster-reset`` without a snapshot (as K3s): start this member's etcd once with
+    ``--force-new-cluster`` (it forgets every other member and keeps its data), wait until it
+    serves a linearizable read, stop it. Returns the line to log; ``RuntimeError``/``OSError``
+    when etcd does not come up (its data is left as etcd left it)."""
+    from sampan.datastore.etcd import EtcdMembers
+
+    etcd = EmbeddedEtcd(config)
+    if not (etcd._dir / "member").is_dir():
+        raise RuntimeError(f"no embedded etcd member in {etcd._dir} to reset")
+    await asyncio.to_thread(etcd._prepare)
+    if any(arg.startswith("--force-new-cluster") for arg in etcd._args):
+        etcd._args = [a for a in etcd._args if not a.startswith("--force-new-cluster")]
+    etcd._args.append("--force-new-cluster=true")
+    await etcd._spawn_and_wait_ready()
+    try:
+        async with EtcdMembers(etcd.endpoint, etcd.tls) as members:
+            count = len(await members.list())
+    finally:
+        etcd._stopping = True
+        if etcd._proc is not None:
+            await etcd._terminate(etcd._proc)
+    return (
+        f"etcd cluster reset: this member is now the only one ({count} member); restart "
+        "without --cluster-reset, then wipe and rejoin the other servers"
+    )
 
 
 def _log_task_failure(task: asyncio.Task[None]) -> None:
