@@ -9,7 +9,9 @@ import re
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +52,14 @@ def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["kubectl", f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True, timeout=60
     )
+
+
+def _poll(check: Any, timeout_s: float = 120.0) -> None:
+    """Until ``check()`` is true (fails the test after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "the condition did not become true"
+        time.sleep(0.5)
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -169,7 +179,15 @@ def test_a_second_server_joins_as_a_learner_and_is_promoted(tmp_path: Path) -> N
 
         second_ports = _etcd_ports()
         second, second_log = start_server(
-            second_dir, "--disable-agent", "--server", server_url, "--token", token, *second_ports
+            second_dir,
+            "--disable-agent",
+            "--server",
+            server_url,
+            "--token",
+            token,
+            "--node-name",
+            "second",
+            *second_ports,
         )
         procs.append(second)
         text = wait_for_log(second, second_log, "all components ready")
@@ -183,7 +201,37 @@ def test_a_second_server_joins_as_a_learner_and_is_promoted(tmp_path: Path) -> N
         assert made.returncode == 0, made.stderr
         seen = _kubectl(second_dir / "kubeconfig.yaml", "get", "configmap", "shared", "-o", "name")
         assert seen.stdout.strip() == "configmap/shared", seen.stderr
-        _stop(second)
+
+        # `kubectl delete node` of the second server removes its etcd member. (No agent runs
+        # here, so the Node is made by hand; the second server marks it with its member.)
+        kubeconfig = first_dir / "kubeconfig.yaml"
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "second"}}
+        made = subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", "create", "-f", "-"],
+            input=json.dumps(node),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        member_name = (second_dir / "data" / "server" / "db" / "etcd" / "name").read_text().strip()
+        jsonpath = "jsonpath={.metadata.annotations.etcd\\.sampan\\.io/member-name}"
+        _poll(lambda: _kubectl(kubeconfig, "get", "node", "second", "-o", jsonpath).stdout
+              == member_name)  # fmt: skip
+        gone = _kubectl(kubeconfig, "delete", "node", "second")
+        assert gone.returncode == 0, gone.stderr
+
+        def names() -> list[str]:
+            out = _etcdctl(pki, client_port, "member", "list", "-w", "json")
+            return [m.get("name", "") for m in json.loads(out.stdout)["members"]]
+
+        _poll(lambda: len(names()) == 1)
+        assert member_name not in names()
+        # Deleting a Node that is no member (or the last member's) changes nothing.
+        first_name = (first_dir / "data" / "server" / "db" / "etcd" / "name").read_text().strip()
+        assert names() == [first_name]
+        second.kill()
+        second.wait(timeout=30)
         _stop(first)
     finally:
         for proc in procs:
@@ -291,3 +339,17 @@ def test_snapshot_save_reset_restore_brings_a_namespace_back(tmp_path: Path) -> 
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_deleted_node_names_the_member_to_remove_never_its_own_or_the_last() -> None:
+    from sampan.datastore.etcd import EtcdMember
+    from sampan.supervisor.etcd_members import MEMBER_ANNOTATION, member_to_remove
+
+    one = EtcdMember(1, "vm-aaaa", ("https://10.0.0.1:2380",), (), False)
+    two = EtcdMember(2, "vm-bbbb", ("https://10.0.0.2:2380",), (), False)
+    marked = {"metadata": {"name": "node-b", "annotations": {MEMBER_ANNOTATION: "vm-bbbb"}}}
+    assert member_to_remove(marked, [one, two], own_id=1) == two
+    assert member_to_remove({"metadata": {"name": "vm-bbbb"}}, [one, two], own_id=1) == two
+    assert member_to_remove(marked, [one, two], own_id=2) is None  # never our own member
+    assert member_to_remove(marked, [two], own_id=1) is None  # never the last one
+    assert member_to_remove({"metadata": {"name": "agent"}}, [one, two], own_id=1) is None

@@ -24,8 +24,8 @@ driver connects to it:
   member data deleted: nothing is left half-joined. ``--cluster-reset`` (``force_new_cluster``)
   restarts this member once with ``--force-new-cluster``; ``etcd_snapshot_backend`` is its
   ``SnapshotBackend`` (``sampan.datastore.etcd_snapshot``). Not done yet: the CA keys are not
-  shared (a joined server cannot issue etcd certificates itself), and a deleted Node does
-  not remove its member.
+  shared (a joined server cannot issue etcd certificates itself). A deleted server Node
+  removes its member through ``sampan.supervisor.etcd_members``.
 
 Invariants: ``start()`` returns only once etcd answers a linearizable read over TLS on the
 loopback client URL; etcd runs in its own session (Ctrl-C on sampan's terminal does not reach
@@ -229,6 +229,11 @@ class EmbeddedEtcd:
     def endpoint(self) -> str:
         """The loopback client URL the datastore driver uses."""
         return _url("https", "127.0.0.1", self._config.etcd_client_port)
+
+    @property
+    def data_dir(self) -> Path:
+        """etcd's data dir (``member/`` and the ``name`` file)."""
+        return self._dir
 
     @property
     def tls(self) -> Any:
