@@ -69,6 +69,9 @@ ETCD_DB_SUBDIR = Path("server") / "db" / "etcd"
 READY_TIMEOUT_S = 60.0
 PROMOTE_TIMEOUT_S = 120.0
 PROMOTE_RETRY_S = 1.0
+UNHEALTHY_RETRY_S = 20.0
+"""How long a member add waits out etcd's ``unhealthy cluster`` (under the joiner's
+``JOIN_TIMEOUT_S``)."""
 JOIN_TIMEOUT_S = 30.0
 ETCD_MEMBER_PATH = "/v1-sampan/etcd-member"
 _MEMBER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
@@ -489,7 +492,7 @@ class EmbeddedEtcd:
                                     f"peer URL {peer_url} belongs to etcd member {member.name}"
                                 )
                             await members.remove(member.id)  # an earlier, unfinished join
-                    added, current = await members.add_learner(peer_url)
+                    added, current = await _add_learner(members, peer_url)
             except StoreError as exc:
                 raise ServiceUnavailable(f"etcd could not add the member: {exc}") from None
         initial = []
@@ -630,6 +633,23 @@ class EmbeddedEtcd:
             await self._terminate(self._proc)
             self._proc = None
             log.info("etcd stopped")
+
+
+async def _add_learner(members: Any, peer_url: str) -> tuple[Any, list[Any]]:
+    """``add_learner``, retried while etcd refuses every membership change as ``unhealthy
+    cluster`` (its strict reconfiguration check wants each member connected for a few seconds,
+    so a server joining right after another one waits here instead of failing)."""
+    from sampan.datastore.types import StoreError
+
+    deadline = time.monotonic() + UNHEALTHY_RETRY_S
+    while True:
+        try:
+            added, current = await members.add_learner(peer_url)
+            return added, current
+        except StoreError as exc:
+            if "unhealthy cluster" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(PROMOTE_RETRY_S)
 
 
 def _member_peer_url(config: Config) -> str:
