@@ -18,10 +18,9 @@ etcd-snapshot save`` and ``sampan server --cluster-reset --cluster-reset-restore
 Revisions after a restore: etcd 3.4's ``etcdctl snapshot restore`` has no ``--bump-revision
 --mark-compacted`` (etcd 3.6's ``etcdutl`` has), so the restored cluster continues from the
 snapshot's revision, lower than revisions clients may have seen. Sampan's API servers are
-restarted by the reset (their watch caches start from the restored store); an outside client
-still watching from a newer resourceVersion than the store's gets no events until the store
-passes it, so it must relist — informers do this when their watch breaks, which every API
-server restart causes.
+restarted by the reset (their watch caches start from the restored store); a client resuming
+a watch from a resourceVersion newer than the store's is answered ``Too large resource
+version`` (504, as kube-apiserver) and informers relist on it.
 
 Everything here blocks (file I/O, subprocesses, a blocking gRPC channel): async callers use a
 thread.
