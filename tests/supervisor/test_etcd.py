@@ -9,7 +9,9 @@ import re
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -51,6 +53,14 @@ def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["kubectl", f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True, timeout=60
     )
+
+
+def _poll(check: Any, timeout_s: float = 120.0) -> None:
+    """Until ``check()`` is true (fails the test after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "the condition did not become true"
+        time.sleep(0.5)
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -170,7 +180,15 @@ def test_a_second_server_joins_as_a_learner_and_is_promoted(tmp_path: Path) -> N
 
         second_ports = _etcd_ports()
         second, second_log = start_server(
-            second_dir, "--disable-agent", "--server", server_url, "--token", token, *second_ports
+            second_dir,
+            "--disable-agent",
+            "--server",
+            server_url,
+            "--token",
+            token,
+            "--node-name",
+            "second",
+            *second_ports,
         )
         procs.append(second)
         text = wait_for_log(second, second_log, "all components ready")
@@ -195,9 +213,155 @@ def test_a_second_server_joins_as_a_learner_and_is_promoted(tmp_path: Path) -> N
         (tmp_path / "shared.kubeconfig").chmod(0o600)
         via_second = _kubectl(tmp_path / "shared.kubeconfig", "get", "configmap", "shared")
         assert via_second.returncode == 0, via_second.stderr
-        _stop(second)
+
+        # `kubectl delete node` of the second server removes its etcd member. (No agent runs
+        # here, so the Node is made by hand; the second server marks it with its member.)
+        kubeconfig = first_dir / "kubeconfig.yaml"
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "second"}}
+        made = subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", "create", "-f", "-"],
+            input=json.dumps(node),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        member_name = (second_dir / "data" / "server" / "db" / "etcd" / "name").read_text().strip()
+        jsonpath = "jsonpath={.metadata.annotations.etcd\\.sampan\\.io/member-name}"
+        _poll(lambda: _kubectl(kubeconfig, "get", "node", "second", "-o", jsonpath).stdout
+              == member_name)  # fmt: skip
+        gone = _kubectl(kubeconfig, "delete", "node", "second")
+        assert gone.returncode == 0, gone.stderr
+
+        def names() -> list[str]:
+            out = _etcdctl(pki, client_port, "member", "list", "-w", "json")
+            return [m.get("name", "") for m in json.loads(out.stdout)["members"]]
+
+        _poll(lambda: len(names()) == 1)
+        assert member_name not in names()
+        # Deleting a Node that is no member (or the last member's) changes nothing.
+        first_name = (first_dir / "data" / "server" / "db" / "etcd" / "name").read_text().strip()
+        assert names() == [first_name]
+        second.kill()
+        second.wait(timeout=30)
         _stop(first)
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+
+
+def _sampan(*args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMPAN_")}
+    return subprocess.run(
+        [sys.executable, "-m", "sampan.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+
+
+def test_snapshot_save_reset_restore_brings_a_namespace_back(tmp_path: Path) -> None:
+    ports = _etcd_ports()
+    data = tmp_path / "data"
+    kubeconfig = tmp_path / "kubeconfig.yaml"
+    common = ("--config", os.devnull, "--data-dir", str(data), *ports)
+    proc, log_path = start_server(tmp_path, "--disable-agent", "--cluster-init", *ports)
+    try:
+        wait_for_log(proc, log_path, "all components ready")
+        made = _kubectl(kubeconfig, "create", "namespace", "keep-me")
+        assert made.returncode == 0, made.stderr
+        saved = _sampan(
+            "etcd-snapshot", "save", *common, "--node-name", "n1", "--kubeconfig", str(kubeconfig)
+        )
+        assert saved.returncode == 0, saved.stderr
+        snaps = sorted((data / "server" / "db" / "snapshots").iterdir())
+        assert [p.name.rsplit("-", 1)[0] for p in snaps] == ["on-demand-n1"]
+        snapshot = snaps[0]
+        assert snapshot.stat().st_mode & 0o777 == 0o600
+        # etcdctl agrees it is an etcd snapshot (the hash trailer included).
+        status = subprocess.run(
+            ["etcdctl", "snapshot", "status", str(snapshot), "-w", "json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "ETCDCTL_API": "3"},
+        )
+        assert status.returncode == 0 and json.loads(status.stdout)["totalKey"] > 0, status.stderr
+        assert snapshot.name in _sampan("etcd-snapshot", "ls", *common).stdout
+        record = _kubectl(
+            kubeconfig, "-n", "kube-system", "get", "configmap", "sampan-etcd-snapshots",
+            "-o", "json",
+        )  # fmt: skip
+        assert record.returncode == 0, record.stderr
+        assert snapshot.name in json.loads(record.stdout)["data"]
+
+        gone = _kubectl(
+            kubeconfig, "delete", "namespace", "keep-me", "--wait=true", "--timeout=90s"
+        )
+        assert gone.returncode == 0, gone.stderr
+        _stop(proc)
+
+        # A truncated file or one that is not a snapshot: one line, the member untouched.
+        member = data / "server" / "db" / "etcd" / "member"
+        before = sorted(p.name for p in member.rglob("*"))
+        truncated = tmp_path / "truncated"
+        truncated.write_bytes(snapshot.read_bytes()[:-4096])
+        for bad in (truncated, log_path):
+            out = _sampan(
+                "server", *common, "--cluster-reset", f"--cluster-reset-restore-path={bad}"
+            )
+            assert out.returncode == 1, out.stderr
+            errors = [line for line in out.stderr.splitlines() if "cluster reset failed" in line]
+            assert len(errors) == 1, out.stderr
+            assert "Traceback" not in out.stderr
+            assert sorted(p.name for p in member.rglob("*")) == before
+
+        out = _sampan(
+            "server", *common, "--cluster-reset", f"--cluster-reset-restore-path={snapshot}"
+        )
+        assert out.returncode == 0, out.stderr
+        assert "restart without --cluster-reset" in out.stderr
+        assert list((data / "server" / "db").glob("etcd-old-*"))
+
+        proc, log_path = start_server(tmp_path, "--disable-agent", *ports)
+        wait_for_log(proc, log_path, "all components ready")
+        back = _kubectl(kubeconfig, "get", "namespace", "keep-me", "-o", "jsonpath={.status.phase}")
+        assert back.returncode == 0, back.stderr
+        assert back.stdout == "Active"
+        after = _kubectl(kubeconfig, "create", "namespace", "after-restore")
+        assert after.returncode == 0, after.stderr
+        # delete and prune work on the etcd server too.
+        dropped = _sampan("etcd-snapshot", "delete", *common, snapshot.name)
+        assert dropped.returncode == 0 and not snapshot.exists(), dropped.stderr
+        _stop(proc)
+
+        # --cluster-reset without a file: the member restarts once as a new one-member cluster.
+        out = _sampan("server", *common, "--cluster-reset")
+        assert out.returncode == 0, out.stderr
+        assert "this member is now the only one" in out.stderr
+        proc, log_path = start_server(tmp_path, "--disable-agent", *ports)
+        wait_for_log(proc, log_path, "all components ready")
+        kept = _kubectl(kubeconfig, "get", "namespace", "after-restore", "-o", "name")
+        assert kept.stdout.strip() == "namespace/after-restore", kept.stderr
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_deleted_node_names_the_member_to_remove_never_its_own_or_the_last() -> None:
+    from sampan.datastore.etcd import EtcdMember
+    from sampan.supervisor.etcd_members import MEMBER_ANNOTATION, member_to_remove
+
+    one = EtcdMember(1, "vm-aaaa", ("https://10.0.0.1:2380",), (), False)
+    two = EtcdMember(2, "vm-bbbb", ("https://10.0.0.2:2380",), (), False)
+    marked = {"metadata": {"name": "node-b", "annotations": {MEMBER_ANNOTATION: "vm-bbbb"}}}
+    assert member_to_remove(marked, [one, two], own_id=1) == two
+    assert member_to_remove({"metadata": {"name": "vm-bbbb"}}, [one, two], own_id=1) == two
+    assert member_to_remove(marked, [one, two], own_id=2) is None  # never our own member
+    assert member_to_remove(marked, [two], own_id=1) is None  # never the last one
+    assert member_to_remove({"metadata": {"name": "agent"}}, [one, two], own_id=1) is None

@@ -2,8 +2,8 @@
 
 * ``save [--name on-demand] [--etcd-snapshot-dir DIR] [--etcd-snapshot-compress]``: a
   consistent snapshot ``<name>-<node>-<unix ts>`` (``.zip`` compressed) of the datastore while
-  the server keeps running (SQLite's online backup API; etcd's snapshot when its driver adds
-  one), printed with its path;
+  the server keeps running (SQLite's online backup API; etcd's Maintenance.Snapshot on an
+  embedded-etcd server), printed with its path;
 * ``ls`` (``list``): the snapshot files, oldest first: ``Name Location Size Created``;
 * ``delete NAME...``: remove snapshot files;
 * ``prune [--name etcd-snapshot] [--etcd-snapshot-retention N]``: keep the newest ``N`` of
@@ -39,6 +39,8 @@ _CONFIG_KEYS = (
     "etcd_snapshot_retention",
     "node_name",
     "datastore_endpoint",
+    "etcd_client_port",
+    "etcd_peer_port",
 )
 
 
@@ -53,6 +55,10 @@ def add_etcd_snapshot_parser(sub: Any, parser_class: type[argparse.ArgumentParse
     common.add_argument(
         "--datastore-endpoint", default=s, help="the server's datastore (default: SQLite)"
     )
+    common.add_argument(
+        "--etcd-client-port", default=s, help="the embedded etcd's client port (2379)"
+    )
+    common.add_argument("--etcd-peer-port", default=s, help="the embedded etcd's peer port (2380)")
     common.add_argument(
         "--etcd-snapshot-dir",
         "--dir",
@@ -99,9 +105,9 @@ def run_etcd_snapshot(ns: argparse.Namespace) -> int:
         list_snapshots,
         prune_snapshots,
         save_snapshot,
-        snapshot_backend,
     )
     from sampan.supervisor.agent import node_name
+    from sampan.supervisor.snapshots import backend_for
 
     verb = getattr(ns, "snapshot_command", None)
     if verb is None:
@@ -120,7 +126,7 @@ def run_etcd_snapshot(ns: argparse.Namespace) -> int:
                 print(f"{snap.name:<48} {location:<72} {snap.size:>10} {created}")
             return EXIT_OK
         if verb == "save":
-            backend = snapshot_backend(config.datastore_endpoint.reveal(), config.data_dir)
+            backend = backend_for(config)
             snap = save_snapshot(
                 backend,
                 directory,

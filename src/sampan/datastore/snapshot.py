@@ -8,10 +8,11 @@ Two layers:
   (a consistent copy while writes continue), ``verify(path)`` (is this file a complete
   snapshot of this kind?) and ``restore(path)`` (replace the datastore with it; the server is
   stopped). ``snapshot_backend(endpoint, data_dir)`` picks it. SQLite's is here
-  (``SQLiteSnapshots``: SQLite's online backup API); the etcd driver adds its own (etcd's
-  snapshot via the client, ``etcdutl snapshot restore``) by returning it from
-  ``snapshot_backend`` for its endpoints. PostgreSQL has none: it is backed up with its own
-  tools.
+  (``SQLiteSnapshots``: SQLite's online backup API); the embedded etcd's is
+  ``sampan.datastore.etcd_snapshot.EtcdSnapshots`` (etcd's Maintenance.Snapshot, ``etcdctl
+  snapshot restore``), chosen by the supervisor (``supervisor.snapshots.backend_for``)
+  because it needs the member's name, ports and certificates. PostgreSQL has none: it is
+  backed up with its own tools.
 * file handling shared by every kind: names ``<name>-<node>-<unix ts>`` (``.zip`` when
   compressed: one member, the raw snapshot), the directory (default
   ``<data-dir>/server/db/snapshots``, 0700; files 0600), ``list_snapshots``,

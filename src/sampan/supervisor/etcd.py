@@ -21,9 +21,11 @@ driver connects to it:
   ``initial-cluster-state=existing`` and, once it answers, is promoted to a voting member
   through the cluster's client URLs (retried while etcd says it is not in sync yet), as K3s
   does. If anything fails before the promotion, the learner is removed again and the local
-  member data deleted: nothing is left half-joined. Not done yet: the CA keys are not
-  shared (a joined server cannot issue etcd certificates itself), and a deleted Node does
-  not remove its member.
+  member data deleted: nothing is left half-joined. ``--cluster-reset`` (``force_new_cluster``)
+  restarts this member once with ``--force-new-cluster``; ``etcd_snapshot_backend`` is its
+  ``SnapshotBackend`` (``sampan.datastore.etcd_snapshot``). Not done yet: the CA keys are not
+  shared (a joined server cannot issue etcd certificates itself). A deleted server Node
+  removes its member through ``sampan.supervisor.etcd_members``.
 
 Invariants: ``start()`` returns only once etcd answers a linearizable read over TLS on the
 loopback client URL; etcd runs in its own session (Ctrl-C on sampan's terminal does not reach
@@ -55,6 +57,8 @@ __all__ = [
     "READY_TIMEOUT_S",
     "EmbeddedEtcd",
     "etcd_args",
+    "etcd_snapshot_backend",
+    "force_new_cluster",
     "uses_embedded_etcd",
 ]
 
@@ -65,6 +69,9 @@ ETCD_DB_SUBDIR = Path("server") / "db" / "etcd"
 READY_TIMEOUT_S = 60.0
 PROMOTE_TIMEOUT_S = 120.0
 PROMOTE_RETRY_S = 1.0
+UNHEALTHY_RETRY_S = 20.0
+"""How long a member add waits out etcd's ``unhealthy cluster`` (under the joiner's
+``JOIN_TIMEOUT_S``)."""
 JOIN_TIMEOUT_S = 30.0
 ETCD_MEMBER_PATH = "/v1-sampan/etcd-member"
 _MEMBER_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
@@ -225,6 +232,11 @@ class EmbeddedEtcd:
     def endpoint(self) -> str:
         """The loopback client URL the datastore driver uses."""
         return _url("https", "127.0.0.1", self._config.etcd_client_port)
+
+    @property
+    def data_dir(self) -> Path:
+        """etcd's data dir (``member/`` and the ``name`` file)."""
+        return self._dir
 
     @property
     def tls(self) -> Any:
@@ -480,7 +492,7 @@ class EmbeddedEtcd:
                                     f"peer URL {peer_url} belongs to etcd member {member.name}"
                                 )
                             await members.remove(member.id)  # an earlier, unfinished join
-                    added, current = await members.add_learner(peer_url)
+                    added, current = await _add_learner(members, peer_url)
             except StoreError as exc:
                 raise ServiceUnavailable(f"etcd could not add the member: {exc}") from None
         initial = []
@@ -621,6 +633,87 @@ class EmbeddedEtcd:
             await self._terminate(self._proc)
             self._proc = None
             log.info("etcd stopped")
+
+
+async def _add_learner(members: Any, peer_url: str) -> tuple[Any, list[Any]]:
+    """``add_learner``, retried while etcd refuses every membership change as ``unhealthy
+    cluster`` (its strict reconfiguration check wants each member connected for a few seconds,
+    so a server joining right after another one waits here instead of failing)."""
+    from sampan.datastore.types import StoreError
+
+    deadline = time.monotonic() + UNHEALTHY_RETRY_S
+    while True:
+        try:
+            added, current = await members.add_learner(peer_url)
+            return added, current
+        except StoreError as exc:
+            if "unhealthy cluster" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(PROMOTE_RETRY_S)
+
+
+def _member_peer_url(config: Config) -> str:
+    from sampan.supervisor.agent import default_node_ips
+
+    node_ip = config.advertise_address or (tuple(config.node_ip) or default_node_ips())[0]
+    return _url("https", node_ip, config.etcd_peer_port)
+
+
+def etcd_snapshot_backend(config: Config) -> Any:
+    """The ``SnapshotBackend`` of this server's embedded etcd member (``sampan etcd-snapshot``
+    and ``--cluster-reset``): its loopback client URL with the server's etcd client
+    certificate, its data dir, member name and peer URL. ``SnapshotError`` when this data
+    dir holds no member. Blocking."""
+    from sampan.datastore.etcd import EtcdTLS
+    from sampan.datastore.etcd_snapshot import EtcdSnapshots
+    from sampan.datastore.snapshot import SnapshotError
+    from sampan.pki.etcd import ETCD_TLS_SUBDIR, EtcdPKI
+
+    directory = etcd_dir(config)
+    name_file = directory / "name"
+    try:
+        name = name_file.read_text().strip()
+    except OSError:
+        name = ""
+    if not name or not (directory / "member").is_dir():
+        raise SnapshotError(f"no embedded etcd member in {directory}: start the server first")
+    pki = EtcdPKI(config.data_dir / "server" / "tls" / ETCD_TLS_SUBDIR)
+    tls = EtcdTLS(cafile=pki.server_ca, certfile=pki.client_cert, keyfile=pki.client_key)
+    return EtcdSnapshots(
+        _url("https", "127.0.0.1", config.etcd_client_port),
+        tls,
+        data_dir=directory,
+        member_name=name,
+        peer_url=_member_peer_url(config),
+    )
+
+
+async def force_new_cluster(config: Config) -> str:
+    """``--cluster-reset`` without a snapshot (as K3s): start this member's etcd once with
+    ``--force-new-cluster`` (it forgets every other member and keeps its data), wait until it
+    serves a linearizable read, stop it. Returns the line to log; ``RuntimeError``/``OSError``
+    when etcd does not come up (its data is left as etcd left it)."""
+    from sampan.datastore.etcd import EtcdMembers
+
+    etcd = EmbeddedEtcd(config)
+    if not (etcd._dir / "member").is_dir():
+        raise RuntimeError(f"no embedded etcd member in {etcd._dir} to reset")
+    await asyncio.to_thread(etcd._prepare)
+    if any(arg.startswith("--force-new-cluster") for arg in etcd._args):
+        etcd._args = [a for a in etcd._args if not a.startswith("--force-new-cluster")]
+    etcd._args.append("--force-new-cluster=true")
+    await etcd._spawn_and_wait_ready()
+    try:
+        async with EtcdMembers(etcd.endpoint, etcd.tls) as members:
+            count = len(await members.list())
+    finally:
+        etcd._stopping = True
+        if etcd._proc is not None:
+            await etcd._terminate(etcd._proc)
+    return (
+        f"etcd cluster reset: this member is now the only one ({count} member); restart "
+        "without --cluster-reset, then wipe and rejoin the other servers"
+    )
 
 
 def _log_task_failure(task: asyncio.Task[None]) -> None:

@@ -729,6 +729,19 @@ def server_components(config: Config) -> list[Component]:
             else _metrics_server(config, api),
         )
     )
+    if embedded_etcd is not None:
+        from sampan.supervisor.etcd_members import EtcdMemberController
+
+        etcd, own_node = embedded_etcd, node_name(config)
+        components.append(
+            ClientComponent(
+                "etcd-member-controller",
+                api,
+                cred,
+                common_name="system:sampan-controller",
+                build=lambda client_config: EtcdMemberController(client_config, etcd, own_node),
+            )
+        )
     snapshots = _snapshots(config)
     if snapshots is not None:
         components.append(
@@ -762,9 +775,9 @@ def server_components(config: Config) -> list[Component]:
 
 
 def _snapshots(config: Config) -> Callable[[Any], Any] | None:
-    """Scheduled snapshots and their records, for a datastore that has snapshots (SQLite;
-    etcd's driver adds its own backend), unless ``--etcd-disable-snapshots``. Options are
-    checked now."""
+    """Scheduled snapshots and their records, for a datastore that has snapshots (SQLite and
+    embedded etcd: ``supervisor.snapshots.backend_for``), unless ``--etcd-disable-snapshots``.
+    Options are checked now."""
     from sampan.datastore.snapshot import SnapshotError, snapshot_backend
     from sampan.supervisor.snapshots import SnapshotComponent, check_snapshot_options
 

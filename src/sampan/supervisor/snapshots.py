@@ -46,6 +46,7 @@ __all__ = [
     "RECORDS_CONFIGMAP",
     "RECORDS_NAMESPACE",
     "SnapshotComponent",
+    "backend_for",
     "check_snapshot_options",
     "cluster_reset",
     "sync_records",
@@ -198,7 +199,7 @@ class SnapshotComponent:
 
     def _take(self) -> SnapshotFile:
         config = self._config
-        backend = snapshot_backend(config.datastore_endpoint.reveal(), config.data_dir)
+        backend = backend_for(config)
         return save_snapshot(
             backend,
             config.snapshot_dir,
@@ -217,18 +218,43 @@ class SnapshotComponent:
             self._client = None
 
 
+def backend_for(config: Config) -> Any:
+    """The snapshot backend of this server's datastore: its embedded etcd member, else by
+    ``--datastore-endpoint`` (SQLite). ``SnapshotError`` when there is none."""
+    from sampan.supervisor.etcd import etcd_snapshot_backend, uses_embedded_etcd
+
+    if uses_embedded_etcd(config):
+        return etcd_snapshot_backend(config)
+    return snapshot_backend(config.datastore_endpoint.reveal(), config.data_dir)
+
+
 def cluster_reset(config: Config) -> str:
     """``--cluster-reset``: restore the datastore from ``--cluster-reset-restore-path`` (the
-    server is not running). Returns the line to log; ``SnapshotError`` (nothing changed) when
-    the file is not a complete snapshot. Blocking."""
+    server is not running), or with embedded etcd and no path, make this member the only one
+    (``--force-new-cluster``). Returns the line to log; ``SnapshotError`` (nothing changed)
+    when the file is not a complete snapshot. Blocking."""
+    from sampan.supervisor.etcd import force_new_cluster, uses_embedded_etcd
+
+    embedded = uses_embedded_etcd(config)
+    if embedded and not config.cluster_reset_restore_path:
+        try:
+            return asyncio.run(force_new_cluster(config))
+        except RuntimeError as exc:
+            raise SnapshotError(str(exc).splitlines()[0]) from None
     if not config.cluster_reset_restore_path:
         raise SnapshotError(
             "--cluster-reset with the SQLite datastore needs --cluster-reset-restore-path: a "
             "single-server datastore has no members to reset"
         )
-    backend = snapshot_backend(config.datastore_endpoint.reveal(), config.data_dir)
+    backend = backend_for(config)
     path = Path(config.cluster_reset_restore_path)
     info = restore_snapshot(backend, path)
+    if embedded:
+        return (
+            f"etcd restored from {path} as a one-member cluster ({info.keys} keys at revision "
+            f"{info.revision}); restart without --cluster-reset, then wipe and rejoin the "
+            "other servers"
+        )
     return (
         f"datastore restored from {path} ({info.keys} keys; revisions continue after "
         f"{info.revision}); restart without --cluster-reset"
