@@ -352,14 +352,17 @@ async def test_bad_inputs(harness):
 
 
 async def test_bad_list_query_parameters_answer_as_upstream(harness):
-    """Reproducers (fuzz): ``?timeoutSeconds=abc`` on a list was ignored (200),
-    ``?resourceVersionMatch=bogus`` a 400, ``?watch=maybe`` a list. kube-apiserver decodes
+    """Reproducers (fuzz): ``?timeoutSeconds=abc`` on a list was ignored (200), ``?limit=``
+    read as no limit, ``?resourceVersionMatch=bogus`` a 400, ``?watch=maybe`` a list.
+    kube-apiserver decodes
     every list option (Go's ParseInt: 400 with its error text), validates them as
     ``ListOptions`` (422), and reads any boolean other than 0/false as true."""
     for params, message in (
         ({"limit": "abc"}, 'strconv.ParseInt: parsing "abc": invalid syntax'),
         ({"timeoutSeconds": "abc"}, 'strconv.ParseInt: parsing "abc": invalid syntax'),
         ({"limit": "1_0"}, 'strconv.ParseInt: parsing "1_0": invalid syntax'),
+        ({"limit": ""}, 'strconv.ParseInt: parsing "": invalid syntax'),
+        ({"timeoutSeconds": ""}, 'strconv.ParseInt: parsing "": invalid syntax'),
         ({"limit": "9" * 20}, f'strconv.ParseInt: parsing "{"9" * 20}": value out of range'),
     ):
         status, err = await harness.request("GET", CM_PATH, params=params)

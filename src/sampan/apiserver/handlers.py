@@ -1299,8 +1299,10 @@ def _warn(response: web.Response, attrs: AdmissionAttributes) -> web.Response:
 
 
 def _int_param(request: web.Request, key: str, default: int) -> int:
+    """An int64 query option as kube-apiserver's parameter codec reads it: absent is the
+    default, but present-and-empty (``?limit=``) is parsed like any value, so a 400."""
     raw = request.query.get(key)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         return query_int(raw)
