@@ -467,6 +467,34 @@ async def test_table_output(harness):
     assert row["object"]["kind"] == "PartialObjectMetadata"
 
 
+NOT_ACCEPTABLE = (
+    "only the following media types are accepted: "
+    "application/json, application/yaml, application/vnd.kubernetes.protobuf"
+)
+
+
+async def test_unacceptable_accept_is_a_406(harness):
+    """Reproducer: ``Accept: text/html`` on a get/list answered JSON. kube-apiserver
+    negotiates the answer's media type first (before looking the object up) and answers
+    406 NotAcceptable when no range names one it serves; ``*/*`` and any range with one
+    it serves still answer JSON."""
+    for path in (CM_PATH, f"{CM_PATH}/absent"):
+        for accept in ("text/html", "text/plain, image/*", "application/xml"):
+            status, err = await harness.request("GET", path, headers={"Accept": accept})
+            assert (status, err["reason"], err["message"], err["code"]) == (
+                406,
+                "NotAcceptable",
+                NOT_ACCEPTABLE,
+                406,
+            ), (path, accept)
+    bogus_table = "application/json;as=Table;v=v1;g=example.com"
+    status, err = await harness.request("GET", CM_PATH, headers={"Accept": bogus_table})
+    assert (status, err["message"]) == (406, NOT_ACCEPTABLE)
+    for accept in ("text/html, */*;q=0.8", "application/*", f"{bogus_table}, application/json"):
+        status, listed = await harness.request("GET", CM_PATH, headers={"Accept": accept})
+        assert status == 200 and listed["kind"] == "ConfigMapList", accept
+
+
 async def test_watch_stream_raw(harness):
     _status, listed = await harness.request("GET", CM_PATH)
     rv = listed["metadata"]["resourceVersion"]

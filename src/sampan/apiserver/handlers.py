@@ -51,6 +51,7 @@ from sampan.apiserver.crd import scale as crd_scale
 from sampan.apiserver.crd.conversion import ConversionFailed
 from sampan.apiserver.negotiation import (
     PROTOBUF_CONTENT_TYPE,
+    check_acceptable,
     decode_object,
     dump_json,
     media_type_of,
@@ -192,6 +193,8 @@ class ResourceHandler:
                 raise not_found()
             if ri.verb not in ("list", "watch"):
                 raise method_not_allowed()
+        if not ri.subresource:  # as upstream, the answer's media type is settled first
+            check_acceptable(request.headers.get("Accept", ""))
         if (info.group, info.plural) in _REVIEW_RESOURCES and not ri.subresource:
             if ri.verb != "create":
                 raise method_not_allowed()

@@ -4,7 +4,9 @@ Owns: reading what the client sent (JSON or YAML within the body limit; the prot
 client-go's typed clients send are handed to ``protobuf``) and what it wants back (plain
 JSON, a meta.k8s.io Table, or PartialObjectMetadata). Sampan answers in JSON only: a client
 that prefers protobuf (kubectl sends ``application/vnd.kubernetes.protobuf,
-application/json``) gets JSON, which client-go decodes by the response's Content-Type.
+application/json``) gets JSON, which client-go decodes by the response's Content-Type. An
+Accept header naming nothing a resource endpoint serves (``text/html``) is a 406 before the
+request does anything, as kube-apiserver's.
 
 Invariant: a body is decoded completely or the request fails with a 400/413/415 Status;
 nothing downstream ever sees a half-read body.
@@ -23,13 +25,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from sampan.api import jsonwire
-from sampan.api.errors import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
+from sampan.api.errors import BadRequest, NotAcceptable, RequestEntityTooLarge, UnsupportedMediaType
 from sampan.apiserver import protobuf
 
 __all__ = [
     "JSON_CONTENT_TYPE",
     "PROTOBUF_CONTENT_TYPE",
     "OutputFormat",
+    "check_acceptable",
     "decode_object",
     "dump_json",
     "media_type_of",
@@ -93,6 +96,40 @@ def parse_accept(accept: str) -> OutputFormat:
         ):
             return OutputFormat(as_kind=as_kind, group_version=f"meta.k8s.io/{params.get('v')}")
     return OutputFormat()
+
+
+SERVED_MEDIA_TYPES = ("application/json", "application/yaml", PROTOBUF_CONTENT_TYPE)
+"""What kube-apiserver's resource endpoints (built-in and custom alike) list as acceptable, in
+its order; the 406 message names them."""
+
+
+def check_acceptable(accept: str) -> None:
+    """406 NotAcceptable, worded as kube-apiserver's, when a non-empty Accept header has no
+    media range a resource endpoint serves: none of :data:`SERVED_MEDIA_TYPES`, ``*/*`` or
+    ``application/*``, or only ones asking (``as=``) for a kind other than meta.k8s.io's Table
+    or PartialObjectMetadata. Checked before the request does anything."""
+    if not accept.strip():
+        return
+    for media_range in accept.split(","):
+        fields = [f.strip() for f in media_range.split(";")]
+        media_type = fields[0].lower()
+        if media_type not in (*SERVED_MEDIA_TYPES, "*/*", "application/*"):
+            continue
+        params = {
+            key.strip().lower(): value.strip()
+            for key, _, value in (param.partition("=") for param in fields[1:])
+        }
+        if not any(key in params for key in ("as", "g", "v")):
+            return
+        if (
+            params.get("g") == "meta.k8s.io"
+            and params.get("v") in _META_VERSIONS
+            and params.get("as") in ("Table", "PartialObjectMetadata", "PartialObjectMetadataList")
+        ):
+            return
+    raise NotAcceptable(
+        "only the following media types are accepted: " + ", ".join(SERVED_MEDIA_TYPES)
+    )
 
 
 async def read_body(request: web.Request, max_body_bytes: int) -> bytes:
