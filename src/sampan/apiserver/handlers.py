@@ -694,6 +694,7 @@ class ResourceHandler:
         check_patch_type(patch_type, custom=self._fields.is_custom(info))
         applied = decode_apply_patch(body) if patch_type == APPLY_PATCH else None
         if applied is not None:
+            self._fields.check_type(info, applied)
             # The configuration must decode as the kind (upstream: the typed patch object).
             error = self._type_error(info.api_version, info.kind, applied)
             if error is not None:
