@@ -15,6 +15,7 @@ nothing downstream ever sees a half-read body.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,8 @@ __all__ = [
     "parse_accept",
     "read_body",
 ]
+
+log = logging.getLogger(__name__)
 
 JSON_CONTENT_TYPE = "application/json"
 _YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
@@ -145,6 +148,13 @@ async def read_body(request: web.Request, max_body_bytes: int) -> bytes:
             if total > max_body_bytes:
                 raise _too_large(max_body_bytes)
             chunks.append(chunk)
+    except ConnectionResetError as exc:
+        # The client went away mid-body: nobody is left to read an answer, and it is no
+        # server fault (no error log, no 500). The 400 goes to the access log and audit.
+        log.debug("client %s closed its connection mid-body: %s", request.remote, exc)
+        raise BadRequest(
+            "error reading the request body: the client closed the connection"
+        ) from exc
     except (HttpProcessingError, RequestPayloadError) as exc:
         # The body itself is malformed (a Content-Encoding that does not decode, a broken
         # chunk): the client's error, not the server's.
