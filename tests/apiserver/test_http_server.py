@@ -352,6 +352,75 @@ async def test_bad_inputs(harness):
     assert names.isdisjoint({"big", "s", "elsewhere", "Not_Valid"})
 
 
+JSON_PATCH = "application/json-patch+json"
+
+
+async def test_json_patch_errors_answer_as_upstream(harness):
+    """Reproducer: a JSON patch that did not apply answered the library's words (``testing
+    value /data/a failed: test failed``). kube-apiserver answers its generic 422 for every
+    such failure (the jsonpatch error is dropped, ``details`` empty), and a document that does
+    not decode a 400 with Go's decoder error (strict decode first unless Ignore)."""
+    status, _ = await harness.request("POST", CM_PATH, configmap("jp", {"a": "1"}))
+    assert status == 201
+    rejected = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "the server rejected our request due to an error in our request",
+        "reason": "Invalid",
+        "details": {},
+        "code": 422,
+    }
+    for ops in (
+        [{"op": "replace", "path": "/data/missing", "value": "x"}],
+        [{"op": "remove", "path": "/data/missing"}],
+        [{"op": "remove", "path": "/spec/x"}],
+        [{"op": "test", "path": "/data/a", "value": "2"}],
+        [{"op": "frobnicate", "path": "/data/a"}],
+        [{"path": "/data/a"}],
+        [{"op": "add", "path": "/data/b", "value": "2"}, {"op": "test", "path": "/x", "value": 1}],
+    ):
+        status, err = await harness.request("PATCH", f"{CM_PATH}/jp", ops, content_type=JSON_PATCH)
+        assert (status, err) == (422, rejected), ops
+    for body, params, message in (
+        (
+            {"op": "add"},
+            None,
+            "error decoding patch: json: cannot unmarshal object into Go value of type "
+            "[]handlers.jsonPatchOp",
+        ),
+        (
+            [1],
+            {"fieldValidation": "Strict"},
+            "error decoding patch: json: cannot unmarshal number into Go value of type "
+            "handlers.jsonPatchOp",
+        ),
+        (
+            [{"op": 5, "path": "/data/a"}],
+            None,
+            "error decoding patch: json: cannot unmarshal number into Go struct field "
+            "jsonPatchOp.op of type string",
+        ),
+        (
+            {"op": "add"},
+            {"fieldValidation": "Ignore"},
+            "json: cannot unmarshal object into Go value of type jsonpatch.Patch",
+        ),
+        (
+            ["x"],
+            {"fieldValidation": "Ignore"},
+            "json: cannot unmarshal string into Go value of type jsonpatch.Operation",
+        ),
+    ):
+        status, err = await harness.request(
+            "PATCH", f"{CM_PATH}/jp", body, content_type=JSON_PATCH, params=params
+        )
+        assert (status, err["reason"], err["message"]) == (400, "BadRequest", message), body
+    status, got = await harness.request("GET", f"{CM_PATH}/jp")
+    assert got["data"] == {"a": "1"}  # nothing half-applied
+
+
 async def test_bad_list_query_parameters_answer_as_upstream(harness):
     """Reproducers (fuzz): ``?timeoutSeconds=abc`` on a list was ignored (200), ``?limit=``
     read as no limit, ``?resourceVersionMatch=bogus`` a 400, ``?watch=maybe`` a list.

@@ -730,7 +730,13 @@ class ResourceHandler:
                 _check_patched_identity(info, view, patched)
                 patched = self._prepare_body(request, info, patched, "UPDATE", subresource)
             else:
-                patched = apply_patch(view, body, patch_type, schema)
+                patched = apply_patch(
+                    view,
+                    body,
+                    patch_type,
+                    schema,
+                    field_validation=request.query.get("fieldValidation", ""),
+                )
                 self._check_patched(info, patched, patch_type, body)
                 _check_patched_identity(info, view, patched)
                 # Pruned/unknown fields go before managedFields are computed.
@@ -970,7 +976,12 @@ class ResourceHandler:
             body = await read_body(request, self.ctx.max_body_bytes)
 
             def wanted(current_scale: dict[str, Any]) -> dict[str, Any]:
-                patched = apply_patch(current_scale, body, patch_type)
+                patched = apply_patch(
+                    current_scale,
+                    body,
+                    patch_type,
+                    field_validation=request.query.get("fieldValidation", ""),
+                )
                 error = self._type_error("autoscaling/v1", "Scale", patched)
                 if error is not None:
                     shown = dump_json(patched).decode()
