@@ -353,12 +353,18 @@ async def test_http_scale_then_apply_conflicts_with_the_scale_manager(harness):
 async def test_wrong_or_missing_type_is_upstreams_invalid_object_type(harness):
     """Reproducer (fuzz): an apply configuration without apiVersion/kind answered
     ``invalid object type: , Kind=`` and a mismatched one a message of Sampan's own.
-    kube-apiserver's version check writes the Go GroupVersionKind: ``group/version, Kind=``."""
+    kube-apiserver's version check writes the Go GroupVersionKind: ``group/version, Kind=``.
+    A non-string apiVersion or kind reads as empty there (the check runs on the decoded
+    map, before any typed decoding): it answered the typed decoder's error."""
     for body, shown in (
         ({"metadata": {"name": "t"}}, "/, Kind="),
         ({"apiVersion": "v1", "metadata": {"name": "t"}}, "/v1, Kind="),
         ({"apiVersion": "apps/v1", "kind": "ConfigMap"}, "apps/v1, Kind=ConfigMap"),
         ({"apiVersion": "a/b/c", "kind": "ConfigMap"}, "/, Kind="),
+        ({"apiVersion": 5, "metadata": {"name": "t"}}, "/, Kind="),
+        ({"apiVersion": ["v1"], "kind": "ConfigMap"}, "/, Kind=ConfigMap"),
+        ({"apiVersion": None, "kind": {"k": 1}}, "/, Kind="),
+        ({"apiVersion": True, "kind": "ConfigMap"}, "/, Kind=ConfigMap"),
     ):
         status, err = await harness.request(
             "PATCH", f"{CM_PATH}/t", body, content_type=APPLY, params={"fieldManager": "m"}

@@ -608,3 +608,18 @@ async def test_defaults_are_applied_on_read(harness):
     assert got["spec"]["suspend"] is False
     out = await ok(harness, "get", "crontab", "read-defaults", "-o", "jsonpath={.status}")
     assert json.loads(out) == {"observedGeneration": -1}
+
+
+async def test_unacceptable_accept_on_a_custom_resource_is_a_406(harness):
+    """Custom resources list the same media types as built-in ones in their 406 (the CRD
+    serializer serves protobuf for Table and PartialObjectMetadata)."""
+    await establish(harness, crontab_crd())
+    status, err = await harness.request("GET", CRONTABS, headers={"Accept": "text/html"})
+    assert (status, err["reason"], err["message"]) == (
+        406,
+        "NotAcceptable",
+        "only the following media types are accepted: "
+        "application/json, application/yaml, application/vnd.kubernetes.protobuf",
+    )
+    status, listed = await harness.request("GET", CRONTABS, headers={"Accept": "*/*"})
+    assert status == 200 and listed["kind"] == "CronTabList"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 
@@ -351,15 +352,87 @@ async def test_bad_inputs(harness):
     assert names.isdisjoint({"big", "s", "elsewhere", "Not_Valid"})
 
 
+JSON_PATCH = "application/json-patch+json"
+
+
+async def test_json_patch_errors_answer_as_upstream(harness):
+    """Reproducer: a JSON patch that did not apply answered the library's words (``testing
+    value /data/a failed: test failed``). kube-apiserver answers its generic 422 for every
+    such failure (the jsonpatch error is dropped, ``details`` empty), and a document that does
+    not decode a 400 with Go's decoder error (strict decode first unless Ignore)."""
+    status, _ = await harness.request("POST", CM_PATH, configmap("jp", {"a": "1"}))
+    assert status == 201
+    rejected = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "the server rejected our request due to an error in our request",
+        "reason": "Invalid",
+        "details": {},
+        "code": 422,
+    }
+    for ops in (
+        [{"op": "replace", "path": "/data/missing", "value": "x"}],
+        [{"op": "remove", "path": "/data/missing"}],
+        [{"op": "remove", "path": "/spec/x"}],
+        [{"op": "test", "path": "/data/a", "value": "2"}],
+        [{"op": "frobnicate", "path": "/data/a"}],
+        [{"path": "/data/a"}],
+        [{"op": "add", "path": "/data/b", "value": "2"}, {"op": "test", "path": "/x", "value": 1}],
+    ):
+        status, err = await harness.request("PATCH", f"{CM_PATH}/jp", ops, content_type=JSON_PATCH)
+        assert (status, err) == (422, rejected), ops
+    for body, params, message in (
+        (
+            {"op": "add"},
+            None,
+            "error decoding patch: json: cannot unmarshal object into Go value of type "
+            "[]handlers.jsonPatchOp",
+        ),
+        (
+            [1],
+            {"fieldValidation": "Strict"},
+            "error decoding patch: json: cannot unmarshal number into Go value of type "
+            "handlers.jsonPatchOp",
+        ),
+        (
+            [{"op": 5, "path": "/data/a"}],
+            None,
+            "error decoding patch: json: cannot unmarshal number into Go struct field "
+            "jsonPatchOp.op of type string",
+        ),
+        (
+            {"op": "add"},
+            {"fieldValidation": "Ignore"},
+            "json: cannot unmarshal object into Go value of type jsonpatch.Patch",
+        ),
+        (
+            ["x"],
+            {"fieldValidation": "Ignore"},
+            "json: cannot unmarshal string into Go value of type jsonpatch.Operation",
+        ),
+    ):
+        status, err = await harness.request(
+            "PATCH", f"{CM_PATH}/jp", body, content_type=JSON_PATCH, params=params
+        )
+        assert (status, err["reason"], err["message"]) == (400, "BadRequest", message), body
+    status, got = await harness.request("GET", f"{CM_PATH}/jp")
+    assert got["data"] == {"a": "1"}  # nothing half-applied
+
+
 async def test_bad_list_query_parameters_answer_as_upstream(harness):
-    """Reproducers (fuzz): ``?timeoutSeconds=abc`` on a list was ignored (200),
-    ``?resourceVersionMatch=bogus`` a 400, ``?watch=maybe`` a list. kube-apiserver decodes
+    """Reproducers (fuzz): ``?timeoutSeconds=abc`` on a list was ignored (200), ``?limit=``
+    read as no limit, ``?resourceVersionMatch=bogus`` a 400, ``?watch=maybe`` a list.
+    kube-apiserver decodes
     every list option (Go's ParseInt: 400 with its error text), validates them as
     ``ListOptions`` (422), and reads any boolean other than 0/false as true."""
     for params, message in (
         ({"limit": "abc"}, 'strconv.ParseInt: parsing "abc": invalid syntax'),
         ({"timeoutSeconds": "abc"}, 'strconv.ParseInt: parsing "abc": invalid syntax'),
         ({"limit": "1_0"}, 'strconv.ParseInt: parsing "1_0": invalid syntax'),
+        ({"limit": ""}, 'strconv.ParseInt: parsing "": invalid syntax'),
+        ({"timeoutSeconds": ""}, 'strconv.ParseInt: parsing "": invalid syntax'),
         ({"limit": "9" * 20}, f'strconv.ParseInt: parsing "{"9" * 20}": value out of range'),
     ):
         status, err = await harness.request("GET", CM_PATH, params=params)
@@ -462,6 +535,34 @@ async def test_table_output(harness):
     assert next(c["name"] for c in table["columnDefinitions"]) == "Name"
     row = next(r for r in table["rows"] if r["cells"][0] == "tabled")
     assert row["object"]["kind"] == "PartialObjectMetadata"
+
+
+NOT_ACCEPTABLE = (
+    "only the following media types are accepted: "
+    "application/json, application/yaml, application/vnd.kubernetes.protobuf"
+)
+
+
+async def test_unacceptable_accept_is_a_406(harness):
+    """Reproducer: ``Accept: text/html`` on a get/list answered JSON. kube-apiserver
+    negotiates the answer's media type first (before looking the object up) and answers
+    406 NotAcceptable when no range names one it serves; ``*/*`` and any range with one
+    it serves still answer JSON."""
+    for path in (CM_PATH, f"{CM_PATH}/absent"):
+        for accept in ("text/html", "text/plain, image/*", "application/xml"):
+            status, err = await harness.request("GET", path, headers={"Accept": accept})
+            assert (status, err["reason"], err["message"], err["code"]) == (
+                406,
+                "NotAcceptable",
+                NOT_ACCEPTABLE,
+                406,
+            ), (path, accept)
+    bogus_table = "application/json;as=Table;v=v1;g=example.com"
+    status, err = await harness.request("GET", CM_PATH, headers={"Accept": bogus_table})
+    assert (status, err["message"]) == (406, NOT_ACCEPTABLE)
+    for accept in ("text/html, */*;q=0.8", "application/*", f"{bogus_table}, application/json"):
+        status, listed = await harness.request("GET", CM_PATH, headers={"Accept": accept})
+        assert status == 200 and listed["kind"] == "ConfigMapList", accept
 
 
 async def test_watch_stream_raw(harness):
@@ -784,3 +885,40 @@ async def test_start_fails_cleanly_when_the_port_is_taken(tmp_path):
         await first.stop()
     finally:
         await backend.close()
+
+
+async def test_client_gone_mid_body_is_no_internal_error(harness, caplog):
+    """Reproducer: a client that closes its connection in the middle of a request body
+    (Content-Length larger than what it sent) was logged as an internal error with a
+    traceback. kube-apiserver logs nothing for it: at most a debug line here, no error, no
+    500, and the server keeps serving."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(harness.url)
+    for method, path in (("POST", CM_PATH), ("PUT", f"{CM_PATH}/half"), ("PATCH", f"{CM_PATH}/h")):
+        with caplog.at_level("DEBUG"):
+            _, writer = await asyncio.open_connection(
+                url.hostname, url.port, ssl=harness.ssl_context(client_cert=True)
+            )
+            head = (
+                f"{method} {path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                "Content-Type: application/merge-patch+json\r\nContent-Length: 1000\r\n\r\n"
+            )
+            writer.write(head.encode() + b'{"metadata": {"na')
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+            # The server has handled the abandoned request once a new one is answered.
+            for _ in range(50):
+                if any(r.name.startswith("sampan") for r in caplog.records):
+                    break
+                status, _ = await harness.request("GET", "/version")
+                assert status == 200
+                await asyncio.sleep(0.02)
+    loud = [
+        r
+        for r in caplog.records
+        if r.levelno > logging.INFO or (r.name.startswith("sampan") and r.levelno > logging.DEBUG)
+    ]
+    assert not loud, [r.getMessage() for r in loud]
+    assert not any(r.exc_info for r in caplog.records if r.name.startswith("sampan"))

@@ -134,6 +134,10 @@ def test_json_patch_failures_are_422_and_atomic():
     assert doc == {"a": {"b": 1}}
     with pytest.raises(BadRequest):
         apply_json_patch(doc, {"op": "add"})
+    with pytest.raises(BadRequest):
+        apply_json_patch(doc, [{"op": ["add"]}])
+    with pytest.raises(Invalid):  # Ignore: only the library's decode, which takes any op
+        apply_json_patch(doc, [{"op": ["add"]}], strict=False)
 
 
 def test_patch_types():

@@ -138,16 +138,51 @@ def test_volumes_merge_and_retain_keys(openapi):
 
 
 def test_malformed_directives_are_bad_requests(openapi):
+    """Reproducer: the errors showed Python reprs (``{'image': 'no-name'}``). They read as
+    upstream's merge library words them, values in Go's ``%v``."""
     schema = openapi.schema_for("apps", "v1", "Deployment")
     original = deployment([{"name": "a", "image": "a"}])
-    with pytest.raises(BadRequest):
-        apply_strategic_merge_patch(
-            original,
-            {"spec": {"template": {"spec": {"containers": [{"image": "no-name"}]}}}},
-            schema,
-        )
-    with pytest.raises(BadRequest):
-        apply_strategic_merge_patch(original, {"spec": {"$patch": "explode"}}, schema)
+
+    def spec(template_spec: dict) -> dict:
+        return {"spec": {"template": {"spec": template_spec}}}
+
+    for patch, message in (
+        (
+            spec({"containers": [{"image": "no-name", "ports": [{"containerPort": 80}]}]}),
+            "map: map[image:no-name ports:[map[containerPort:80]]] does not contain declared "
+            "merge key: name",
+        ),
+        (
+            spec({"containers": [{"$patch": "delete", "image": "x"}]}),
+            "map: map[$patch:delete image:x] does not contain declared merge key: name",
+        ),
+        (
+            {"spec": {"$patch": "explode", "replicas": 2}},
+            "unknown patch type: explode in map: map[$patch:explode replicas:2]",
+        ),
+        (
+            spec({"containers": [{"name": "a", "$patch": 7}]}),
+            "unknown patch type: %!s(float64=7) in map: map[$patch:7 name:a]",
+        ),
+        ({"metadata": {"$deleteFromPrimitiveList/finalizers": "x"}}, None),
+        ({"spec": {"$setElementOrder/x": {"a": 1}}}, None),
+        ({"spec": {"strategy": {"$retainKeys": "type"}}}, None),
+    ):
+        with pytest.raises(BadRequest) as raised:
+            apply_strategic_merge_patch(original, patch, schema)
+        if message is not None:
+            assert raised.value.message == message
+        assert "{'" not in raised.value.message and "'}" not in raised.value.message
+    for patch, message in (
+        (
+            {"metadata": {"$deleteFromPrimitiveList/finalizers": "x"}},
+            "invalid patch format of primitive list",
+        ),
+        ({"spec": {"$setElementOrder/x": 1}}, "invalid patch format of setElementOrder list"),
+        ({"spec": {"strategy": {"$retainKeys": "type"}}}, "invalid patch format of retainKeys"),
+    ):
+        with pytest.raises(BadRequest, match=f"^{message}$"):
+            apply_strategic_merge_patch(original, patch, schema)
 
 
 def test_without_schema_lists_are_replaced():
@@ -181,3 +216,19 @@ async def test_http_strategic_merge_patch(harness):
         "PATCH", f"{path}/d", patch, content_type=SMP, params={"force": "true"}
     )
     assert status == 422 and "non-apply" in error["message"]
+
+
+async def test_http_strategic_merge_patch_errors_read_as_go(harness):
+    path = "/apis/apps/v1/namespaces/default/deployments"
+    body = deployment([{"name": "a", "image": "a:1"}])
+    body["spec"]["template"]["metadata"] = {"labels": {"app": "d"}}
+    body["metadata"].pop("finalizers")
+    status, created = await harness.request("POST", path, body)
+    assert status == 201, created
+    patch = {"spec": {"template": {"spec": {"containers": [{"image": "b:2"}]}}}}
+    status, error = await harness.request("PATCH", f"{path}/d", patch, content_type=SMP)
+    assert (status, error["reason"], error["message"]) == (
+        400,
+        "BadRequest",
+        "map: map[image:b:2] does not contain declared merge key: name",
+    )

@@ -274,6 +274,8 @@ def test_invalid_utf8_in_a_json_body(fuzz_api: FuzzAPI, body: bytes, code: int) 
         ({"watch": "maybe", "timeoutSeconds": "1"}, 200),
         ({"allowWatchBookmarks": "maybe"}, 200),
         ({"limit": "abc"}, 400),
+        ({"limit": ""}, 400),  # present and empty is parsed, not "no limit"
+        ({"timeoutSeconds": ""}, 400),
         ({"limit": "-1"}, 200),
         ({"timeoutSeconds": "abc"}, 400),
         ({"resourceVersion": "abc"}, 400),
@@ -291,6 +293,27 @@ def test_invalid_utf8_in_a_json_body(fuzz_api: FuzzAPI, body: bytes, code: int) 
 def test_bad_list_query_parameters(fuzz_api: FuzzAPI, params: dict, code: int) -> None:
     response = send(fuzz_api, "GET", CONFIGMAPS, params=params)
     assert response.status_code == code, (params, response.text if code != 200 else "")
+
+
+@pytest.mark.parametrize(
+    ("accept", "code"),
+    [
+        ("text/html", 406),
+        ("text/html,application/xhtml+xml,application/xml;q=0.9", 406),
+        ("garbage", 406),
+        (";;;,,,", 406),
+        ("application/json;as=Nope;g=meta.k8s.io;v=v1", 406),
+        ("text/html, */*;q=0.8", 200),
+        ("application/yaml", 200),
+        ("application/vnd.kubernetes.protobuf, application/json", 200),
+    ],
+)
+def test_accept_headers(fuzz_api: FuzzAPI, accept: str, code: int) -> None:
+    """An Accept with nothing a resource endpoint serves is a 406 NotAcceptable Status."""
+    response = send(fuzz_api, "GET", CONFIGMAPS, headers={"Accept": accept})
+    assert response.status_code == code, (accept, response.text if code != 200 else "")
+    if code == 406:
+        assert response.json()["reason"] == "NotAcceptable"
 
 
 def test_a_name_with_invalid_utf8_is_a_status(fuzz_api: FuzzAPI) -> None:

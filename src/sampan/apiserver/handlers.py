@@ -51,6 +51,7 @@ from sampan.apiserver.crd import scale as crd_scale
 from sampan.apiserver.crd.conversion import ConversionFailed
 from sampan.apiserver.negotiation import (
     PROTOBUF_CONTENT_TYPE,
+    check_acceptable,
     decode_object,
     dump_json,
     media_type_of,
@@ -192,6 +193,8 @@ class ResourceHandler:
                 raise not_found()
             if ri.verb not in ("list", "watch"):
                 raise method_not_allowed()
+        if not ri.subresource:  # as upstream, the answer's media type is settled first
+            check_acceptable(request.headers.get("Accept", ""))
         if (info.group, info.plural) in _REVIEW_RESOURCES and not ri.subresource:
             if ri.verb != "create":
                 raise method_not_allowed()
@@ -691,6 +694,7 @@ class ResourceHandler:
         check_patch_type(patch_type, custom=self._fields.is_custom(info))
         applied = decode_apply_patch(body) if patch_type == APPLY_PATCH else None
         if applied is not None:
+            self._fields.check_type(info, applied)
             # The configuration must decode as the kind (upstream: the typed patch object).
             error = self._type_error(info.api_version, info.kind, applied)
             if error is not None:
@@ -726,7 +730,13 @@ class ResourceHandler:
                 _check_patched_identity(info, view, patched)
                 patched = self._prepare_body(request, info, patched, "UPDATE", subresource)
             else:
-                patched = apply_patch(view, body, patch_type, schema)
+                patched = apply_patch(
+                    view,
+                    body,
+                    patch_type,
+                    schema,
+                    field_validation=request.query.get("fieldValidation", ""),
+                )
                 self._check_patched(info, patched, patch_type, body)
                 _check_patched_identity(info, view, patched)
                 # Pruned/unknown fields go before managedFields are computed.
@@ -966,7 +976,12 @@ class ResourceHandler:
             body = await read_body(request, self.ctx.max_body_bytes)
 
             def wanted(current_scale: dict[str, Any]) -> dict[str, Any]:
-                patched = apply_patch(current_scale, body, patch_type)
+                patched = apply_patch(
+                    current_scale,
+                    body,
+                    patch_type,
+                    field_validation=request.query.get("fieldValidation", ""),
+                )
                 error = self._type_error("autoscaling/v1", "Scale", patched)
                 if error is not None:
                     shown = dump_json(patched).decode()
@@ -1299,8 +1314,10 @@ def _warn(response: web.Response, attrs: AdmissionAttributes) -> web.Response:
 
 
 def _int_param(request: web.Request, key: str, default: int) -> int:
+    """An int64 query option as kube-apiserver's parameter codec reads it: absent is the
+    default, but present-and-empty (``?limit=``) is parsed like any value, so a 400."""
     raw = request.query.get(key)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         return query_int(raw)

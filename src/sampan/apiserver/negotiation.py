@@ -4,7 +4,9 @@ Owns: reading what the client sent (JSON or YAML within the body limit; the prot
 client-go's typed clients send are handed to ``protobuf``) and what it wants back (plain
 JSON, a meta.k8s.io Table, or PartialObjectMetadata). Sampan answers in JSON only: a client
 that prefers protobuf (kubectl sends ``application/vnd.kubernetes.protobuf,
-application/json``) gets JSON, which client-go decodes by the response's Content-Type.
+application/json``) gets JSON, which client-go decodes by the response's Content-Type. An
+Accept header naming nothing a resource endpoint serves (``text/html``) is a 406 before the
+request does anything, as kube-apiserver's.
 
 Invariant: a body is decoded completely or the request fails with a 400/413/415 Status;
 nothing downstream ever sees a half-read body.
@@ -13,6 +15,7 @@ nothing downstream ever sees a half-read body.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -23,19 +26,22 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from sampan.api import jsonwire
-from sampan.api.errors import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
+from sampan.api.errors import BadRequest, NotAcceptable, RequestEntityTooLarge, UnsupportedMediaType
 from sampan.apiserver import protobuf
 
 __all__ = [
     "JSON_CONTENT_TYPE",
     "PROTOBUF_CONTENT_TYPE",
     "OutputFormat",
+    "check_acceptable",
     "decode_object",
     "dump_json",
     "media_type_of",
     "parse_accept",
     "read_body",
 ]
+
+log = logging.getLogger(__name__)
 
 JSON_CONTENT_TYPE = "application/json"
 _YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
@@ -95,6 +101,40 @@ def parse_accept(accept: str) -> OutputFormat:
     return OutputFormat()
 
 
+SERVED_MEDIA_TYPES = ("application/json", "application/yaml", PROTOBUF_CONTENT_TYPE)
+"""What kube-apiserver's resource endpoints (built-in and custom alike) list as acceptable, in
+its order; the 406 message names them."""
+
+
+def check_acceptable(accept: str) -> None:
+    """406 NotAcceptable, worded as kube-apiserver's, when a non-empty Accept header has no
+    media range a resource endpoint serves: none of :data:`SERVED_MEDIA_TYPES`, ``*/*`` or
+    ``application/*``, or only ones asking (``as=``) for a kind other than meta.k8s.io's Table
+    or PartialObjectMetadata. Checked before the request does anything."""
+    if not accept.strip():
+        return
+    for media_range in accept.split(","):
+        fields = [f.strip() for f in media_range.split(";")]
+        media_type = fields[0].lower()
+        if media_type not in (*SERVED_MEDIA_TYPES, "*/*", "application/*"):
+            continue
+        params = {
+            key.strip().lower(): value.strip()
+            for key, _, value in (param.partition("=") for param in fields[1:])
+        }
+        if not any(key in params for key in ("as", "g", "v")):
+            return
+        if (
+            params.get("g") == "meta.k8s.io"
+            and params.get("v") in _META_VERSIONS
+            and params.get("as") in ("Table", "PartialObjectMetadata", "PartialObjectMetadataList")
+        ):
+            return
+    raise NotAcceptable(
+        "only the following media types are accepted: " + ", ".join(SERVED_MEDIA_TYPES)
+    )
+
+
 async def read_body(request: web.Request, max_body_bytes: int) -> bytes:
     """The whole body, or 413 when it exceeds ``max_body_bytes`` (checked while reading, so a
     lying Content-Length cannot make us buffer more)."""
@@ -108,6 +148,13 @@ async def read_body(request: web.Request, max_body_bytes: int) -> bytes:
             if total > max_body_bytes:
                 raise _too_large(max_body_bytes)
             chunks.append(chunk)
+    except ConnectionResetError as exc:
+        # The client went away mid-body: nobody is left to read an answer, and it is no
+        # server fault (no error log, no 500). The 400 goes to the access log and audit.
+        log.debug("client %s closed its connection mid-body: %s", request.remote, exc)
+        raise BadRequest(
+            "error reading the request body: the client closed the connection"
+        ) from exc
     except (HttpProcessingError, RequestPayloadError) as exc:
         # The body itself is malformed (a Content-Encoding that does not decode, a broken
         # chunk): the client's error, not the server's.

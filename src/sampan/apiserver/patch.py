@@ -6,9 +6,9 @@ kind's schema and is refused (415) for custom resources, as upstream; server-sid
 (``application/apply-patch+yaml``) is accepted here and applied by ``apiserver.apply``.
 
 Invariants: the current object is never mutated (patches work on a deep copy); a patch that
-cannot apply raises a StatusError (400 BadRequest for a malformed patch, 422 Invalid for a
-failed ``test`` operation or a path that does not exist, as kube-apiserver answers) and leaves
-nothing half-applied.
+cannot apply raises a StatusError (400 BadRequest for a malformed patch, with Go's decoder
+words; 422 Invalid with kube-apiserver's generic message for a failed ``test`` operation, a
+path that does not exist or an unknown op) and leaves nothing half-applied.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ __all__ = [
     "MERGE_PATCH",
     "STRATEGIC_MERGE_PATCH",
     "SUPPORTED_PATCH_TYPES",
+    "JSONPatchRejected",
     "apply_json_patch",
     "apply_merge_patch",
     "apply_patch",
@@ -57,8 +58,11 @@ def apply_patch(
     patch_body: bytes,
     patch_type: str,
     schema: SchemaView | None = None,
+    *,
+    field_validation: str = "",
 ) -> dict[str, Any]:
-    """JSON, merge or strategic merge patch (``schema``: the kind's, for the latter)."""
+    """JSON, merge or strategic merge patch (``schema``: the kind's, for the latter;
+    ``field_validation``: the request's directive, which picks the JSON patch decoder)."""
     if patch_type == STRATEGIC_MERGE_PATCH:
         return apply_strategic_merge_patch(current, decode_strategic_patch(patch_body), schema)
     if patch_type == JSON_PATCH:
@@ -66,7 +70,7 @@ def apply_patch(
             operations = jsonwire.loads(patch_body)
         except ValueError as exc:
             raise BadRequest(f"error decoding patch: {exc}") from exc
-        return apply_json_patch(current, operations)
+        return apply_json_patch(current, operations, strict=field_validation != "Ignore")
     if patch_type == MERGE_PATCH:
         try:
             patch = jsonwire.loads(patch_body)
@@ -101,23 +105,72 @@ class _PatchFailure(Exception):
     pass
 
 
-def apply_json_patch(current: dict[str, Any], operations: Any) -> dict[str, Any]:
+class JSONPatchRejected(Invalid):
+    """A JSON patch that decodes but does not apply (a missing path, a failed ``test``, an
+    unknown ``op``): kube-apiserver answers its generic 422 and drops the library's words,
+    with an empty ``details``."""
+
+    def __init__(self) -> None:
+        super().__init__("the server rejected our request due to an error in our request")
+
+    def details(self) -> dict[str, Any] | None:
+        return {}
+
+
+def _go_json_kind(value: Any) -> str:
+    """The JSON kind as Go's json.UnmarshalTypeError names it."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return {dict: "object", list: "array", str: "string"}.get(type(value), "null")
+
+
+def _check_decodes(operations: Any, *, strict: bool) -> list[Any]:
+    """The patch as kube-apiserver decodes it, or its 400: with fieldValidation Strict/Warn
+    (the default) a strict decode into its operation struct comes first ("error decoding
+    patch: ..."); with Ignore only the jsonpatch library's decode, whose error is the
+    message."""
+    if operations is None:
+        return []
+    if strict:
+        into, element = "[]handlers.jsonPatchOp", "handlers.jsonPatchOp"
+    else:
+        into, element = "jsonpatch.Patch", "jsonpatch.Operation"
+    prefix = "error decoding patch: " if strict else ""
     if not isinstance(operations, list):
-        raise BadRequest(
-            "error decoding patch: json: cannot unmarshal object into Go value of type "
-            "jsonpatch.Patch"
-        )
-    doc: Any = copy.deepcopy(current)
-    for index, operation in enumerate(operations):
-        if not isinstance(operation, dict) or "op" not in operation:
+        kind = _go_json_kind(operations)
+        raise BadRequest(f"{prefix}json: cannot unmarshal {kind} into Go value of type {into}")
+    for operation in operations:
+        if operation is not None and not isinstance(operation, dict):
+            kind = _go_json_kind(operation)
             raise BadRequest(
-                f"the server rejected our request due to an error in our request: "
-                f"invalid JSON patch operation at index {index}"
+                f"{prefix}json: cannot unmarshal {kind} into Go value of type {element}"
             )
+        if not strict or operation is None:
+            continue
+        for key in ("op", "path", "from"):
+            value = operation.get(key)
+            if value is not None and not isinstance(value, str):
+                raise BadRequest(
+                    f"{prefix}json: cannot unmarshal {_go_json_kind(value)} into Go struct "
+                    f"field jsonPatchOp.{key} of type string"
+                )
+    return operations
+
+
+def apply_json_patch(
+    current: dict[str, Any], operations: Any, *, strict: bool = True
+) -> dict[str, Any]:
+    operations = _check_decodes(operations, strict=strict)
+    doc: Any = copy.deepcopy(current)
+    for operation in operations:
         try:
+            if not isinstance(operation, dict) or not isinstance(operation.get("op"), str):
+                raise _PatchFailure("Unexpected kind: unknown")
             doc = _apply_operation(doc, operation)
         except _PatchFailure as exc:
-            raise Invalid(str(exc)) from exc
+            raise JSONPatchRejected() from exc
     if not isinstance(doc, dict):
         raise Invalid("the patch replaced the whole object with a non-object value")
     return doc

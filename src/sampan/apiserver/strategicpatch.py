@@ -16,8 +16,10 @@ follow the patch metadata of the kind's OpenAPI schema (``openapi_data.SchemaVie
   both; upstream's ``$setElementOrder`` keeps items the patch does not mention in place).
 
 Invariants: pure (inputs are never mutated; the result shares nothing with the patch);
-directives never reach the result; a malformed directive raises ``BadRequest`` before
-anything is returned.
+directives never reach the result; a malformed directive raises a StatusError before
+anything is returned, worded as kube-apiserver's (values shown as Go's ``%v``, never
+Python's repr). All are 400s: upstream answers an unknown ``$patch`` or a missing merge key
+with a reasonless 500, which Sampan does not copy.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import json
 from typing import Any
 
 from sampan.api import jsonwire
-from sampan.api.errors import BadRequest
+from sampan.api.errors import BadRequest, StatusError
+from sampan.api.typecheck import go_format_value
 from sampan.apiserver.openapi_data import SchemaView
 
 __all__ = ["apply_strategic_merge_patch", "decode_strategic_patch"]
@@ -61,6 +64,27 @@ def apply_strategic_merge_patch(
     return result
 
 
+def _unexpected(message: str) -> StatusError:
+    """An error the merge library returns unwrapped. kube-apiserver answers it as any error
+    that is not a Status (a 500 with no reason, the error's text); Sampan keeps the text but
+    answers 400 BadRequest: the client's patch is at fault, and no input may cause a 5xx."""
+    return BadRequest(message)
+
+
+def _bad_patch_type(directive: Any, where: dict[str, Any]) -> StatusError:
+    """An unknown ``$patch`` value, worded as upstream (Go's ``%s`` of the value, ``%v`` of
+    the map that holds it)."""
+    if isinstance(directive, str):
+        shown = directive
+    elif isinstance(directive, bool):
+        shown = f"%!s(bool={go_format_value(directive)})"
+    elif isinstance(directive, int | float):
+        shown = f"%!s(float64={go_format_value(float(directive))})"
+    else:
+        shown = f"%!s({go_format_value(directive)})"
+    return _unexpected(f"unknown patch type: {shown} in map: {go_format_value(where)}")
+
+
 def _merge_map(
     original: dict[str, Any] | None, patch: dict[str, Any], schema: SchemaView | None
 ) -> dict[str, Any] | None:
@@ -73,7 +97,7 @@ def _merge_map(
         if directive == "replace":
             return _strip({k: v for k, v in patch.items() if k != PATCH_DIRECTIVE}, schema)
         if directive != _MERGE:
-            raise BadRequest(f"unknown patch type: {directive!r} in map: {patch!r}")
+            raise _bad_patch_type(directive, patch)
     result = original if isinstance(original, dict) else {}
     retain = patch.get(RETAIN_KEYS)
     orders: dict[str, list[Any]] = {}
@@ -82,13 +106,13 @@ def _merge_map(
             continue
         if key.startswith(SET_ELEMENT_ORDER):
             if not isinstance(value, list):
-                raise BadRequest(f"invalid type for {key}: must be a list")
+                raise BadRequest("invalid patch format of setElementOrder list")
             orders[key[len(SET_ELEMENT_ORDER) :]] = value
             continue
         if key.startswith(DELETE_FROM_PRIMITIVE_LIST):
             field = key[len(DELETE_FROM_PRIMITIVE_LIST) :]
             if not isinstance(value, list):
-                raise BadRequest(f"invalid type for {key}: must be a list")
+                raise BadRequest("invalid patch format of primitive list")
             current = result.get(field)
             if isinstance(current, list):
                 result[field] = [v for v in current if v not in value]
@@ -122,7 +146,7 @@ def _merge_map(
             result[field] = _apply_order(current, order, child_schema)
     if retain is not None:
         if not isinstance(retain, list):
-            raise BadRequest(f"invalid type for {RETAIN_KEYS}: must be a list")
+            raise BadRequest("invalid patch format of retainKeys")
         for key in list(result):
             if key not in retain:
                 del result[key]
@@ -156,11 +180,14 @@ def _merge_list(original: Any, patch: list[Any], schema: SchemaView | None) -> l
     for item in patch:
         if not isinstance(item, dict):
             raise BadRequest(
-                f"invalid list item {item!r}: a list with merge key {merge_key!r} holds maps"
+                f"invalid list item {go_format_value(item)}: a list with merge key "
+                f"{merge_key} holds maps"
             )
         directive = item.get(PATCH_DIRECTIVE)
         if merge_key not in item:
-            raise BadRequest(f"map: {item!r} does not contain declared merge key: {merge_key}")
+            raise _unexpected(
+                f"map: {go_format_value(item)} does not contain declared merge key: {merge_key}"
+            )
         key_value = item[merge_key]
         index = next(
             (
@@ -176,7 +203,7 @@ def _merge_list(original: Any, patch: list[Any], schema: SchemaView | None) -> l
             ]
             continue
         if directive not in (None, _MERGE, "replace"):
-            raise BadRequest(f"unknown patch type: {directive!r} in list item {item!r}")
+            raise _bad_patch_type(directive, item)
         if directive == "replace":
             replacement = _strip(
                 {k: v for k, v in item.items() if k != PATCH_DIRECTIVE}, item_schema

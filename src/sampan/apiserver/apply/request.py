@@ -143,6 +143,15 @@ class FieldManager:
             normalize=_defaulted(info),
         )
 
+    @staticmethod
+    def check_type(info: ResourceInfo, applied: dict[str, Any]) -> None:
+        """kube-apiserver's version check, with Go's GroupVersionKind.String(): the first
+        thing an apply configuration meets after YAML decoding, so a non-string apiVersion
+        or kind reads as empty here rather than failing the typed decoding."""
+        group, version, kind = _applied_gvk(applied)
+        if (group, version, kind) != (info.group, info.version, info.kind):
+            raise BadRequest(f"invalid object type: {group}/{version}, Kind={kind}")
+
     def apply(
         self,
         request: web.Request,
@@ -153,10 +162,7 @@ class FieldManager:
         subresource: str = "",
     ) -> dict[str, Any]:
         """The object after this apply request (``live`` None: the object is created)."""
-        group, version, kind = _applied_gvk(applied)
-        if (group, version, kind) != (info.group, info.version, info.kind):
-            # kube-apiserver's version check, with Go's GroupVersionKind.String().
-            raise BadRequest(f"invalid object type: {group}/{version}, Kind={kind}")
+        self.check_type(info, applied)
         manager = self.manager(request, apply=True)
         force = self.check_force(request, apply=True)
 
