@@ -253,6 +253,7 @@ def test_agent_stays_ready_and_its_pod_runs_when_its_server_is_killed(
                 "containers": containers,
                 "phases": phases,
                 "lease_renewed_after_s": renewed_after_kill,
+                "killed_at": datetime.datetime.fromtimestamp(killed_wall, datetime.UTC).isoformat(),
             }
 
         seen = asyncio.run(watch_after_kill())
@@ -261,9 +262,10 @@ def test_agent_stays_ready_and_its_pod_runs_when_its_server_is_killed(
         print(
             f"longest NotReady stretch {seen['longest_not_ready_s']:.1f}s, "
             f"first Lease renewal {seen['lease_renewed_after_s']}s after the kill, "
-            f"{seen['failed_polls']} failed polls"
+            f"{seen['failed_polls']} failed polls; killed at {seen['killed_at']}"
         )
         agent_log = agent.log.read_text()
+        print("\n".join(line for line in agent_log.splitlines() if "; using " in line))
         assert re.search(
             rf"{re.escape(ADDRESSES[0])}:{port} (is unhealthy|cannot be reached|failed)", agent_log
         ), agent_log[-3000:]
