@@ -221,7 +221,9 @@ class ControllerManager:
             self._client, factory, self.options, self._clock, self._queue_metrics
         )
         self._leading = True
-        log.info("controllers: term %d started by %s", self.terms, self.identity)
+        log.info(
+            "controllers (%s): term %d started by %s", self.lease_name, self.terms, self.identity
+        )
         if self.options.leader_elect:
             context.recorder(LEADER_ELECTION_SOURCE).event(
                 {**LEASE_REFERENCE, "name": self.lease_name},
@@ -270,7 +272,7 @@ class ControllerManager:
             await context.aclose()
         except Exception:
             log.exception("controllers: stopping event recorders failed")
-        log.info("controllers: term %d ended", self.terms)
+        log.info("controllers (%s): term %d ended", self.lease_name, self.terms)
 
 
 def _log_controller_end(task: asyncio.Task[None]) -> None:
