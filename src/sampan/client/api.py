@@ -837,6 +837,26 @@ class Client:
         except ValueError as exc:
             raise TransportError(f"{method} {path}: answer is not JSON: {raw[:200]!r}") from exc
 
+    async def request_text(
+        self, path: str, *, params: Mapping[str, str] | None = None, timeout_s: float | None = None
+    ) -> str:
+        """GET a plain-text endpoint (``/readyz``, ``/livez``, ``/version``'s neighbours);
+        returns the body as text. Failures raise as above."""
+        timeout = aiohttp.ClientTimeout(
+            total=timeout_s or self.config.request_timeout_s,
+            connect=self.config.connect_timeout_s,
+        )
+        response = await self._send(
+            "GET", path, params=params, body=None, content_type=None, client_timeout=timeout
+        )
+        try:
+            raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransportError(f"GET {path}: {exc}") from exc
+        finally:
+            response.release()
+        return raw.decode("utf-8", "replace")
+
     # -- verbs -------------------------------------------------------------------------------
 
     async def get(

@@ -1,0 +1,185 @@
+"""The supervisor component "manager": ``sampan server --manager``.
+
+``start(ctx)`` (the local API is up; the supervisor gave this component a cluster-admin
+client) does, in order:
+
+1. installs the ``management.sampan.io`` CRDs and waits until they are served (retrying while
+   the API refuses);
+2. writes the built-in RoleTemplates and the ``local`` Cluster, refreshes its status;
+3. creates the bootstrap admin if there is none: its random password is written once to the
+   log (one line, marked ``BOOTSTRAP PASSWORD``; the one secret Sampan ever logs, as Rancher
+   prints its bootstrap password) and to ``<manager_dir>/bootstrap-password`` (0600); only
+   its argon2id hash is stored. Later starts print nothing;
+4. issues the serving certificate (``manager-serving.crt``/``.key``, 0600, in the server's
+   TLS directory) signed by the server CA for the API server's own names, at every start;
+5. serves the HTTPS API (``sampan.manager.web``) on ``bind_address:port`` (default 8443);
+6. keeps one task, ``manager-refresh``: every ``REFRESH_S`` the ``local`` Cluster's status is
+   refreshed and expired Tokens are deleted (a failure is logged and retried next time).
+
+``stop()`` stops the listener and the task. Blocking work (certificates, files, argon2) runs
+in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from sampan.client import Client, ClientConfig, ClientError
+from sampan.manager import store
+from sampan.manager.web import ManagerAPI
+from sampan.pki import ClusterPKI
+from sampan.pki.certs import cert_to_pem, issue_leaf, key_to_pem, load_cert, load_private_key
+from sampan.pki.files import atomic_write
+from sampan.pki.tls import server_ssl_context
+from sampan.version import __version__
+
+__all__ = [
+    "BOOTSTRAP_PASSWORD_FILE",
+    "COMPONENT_NAME",
+    "DEFAULT_PORT",
+    "ManagerComponent",
+    "ManagerOptions",
+]
+
+log = logging.getLogger(__name__)
+
+COMPONENT_NAME = "manager"
+USER_AGENT = "sampan-manager"
+DEFAULT_PORT = 8443
+BOOTSTRAP_PASSWORD_FILE = "bootstrap-password"
+REFRESH_S = 30.0
+INSTALL_RETRY_S = 2.0
+
+
+@dataclass(frozen=True)
+class ManagerOptions:
+    manager_dir: Path
+    """``<data-dir>/server/manager``: the bootstrap password file."""
+    bind_address: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    manager_url: str = ""
+    """What registration commands name; empty: the ``Host`` the caller used."""
+
+
+def issue_serving_certificate(pki: ClusterPKI) -> tuple[Path, Path]:
+    """A serving certificate for the API server's names, signed by the server CA (blocking)."""
+    ca = load_cert(pki.ca_pem)
+    ca_key = load_private_key(pki.server_ca_key_path.read_bytes())
+    cert, key = issue_leaf(
+        ca, ca_key, common_name="sampan-manager", names=pki.serving_names, server_auth=True
+    )
+    cert_path = pki.tls_dir / "manager-serving.crt"
+    key_path = pki.tls_dir / "manager-serving.key"
+    atomic_write(key_path, key_to_pem(key), mode=0o600)
+    atomic_write(cert_path, cert_to_pem(cert), mode=0o600)
+    return cert_path, key_path
+
+
+def _write_bootstrap_password(path: Path, password: str) -> None:
+    os.makedirs(path.parent, mode=0o700, exist_ok=True)
+    atomic_write(path, (password + "\n").encode(), mode=0o600)
+
+
+class ManagerComponent:
+    """See the module docstring."""
+
+    name = COMPONENT_NAME
+
+    def __init__(
+        self, client_config: ClientConfig, options: ManagerOptions, pki: ClusterPKI
+    ) -> None:
+        self._client_config = client_config.with_user_agent(USER_AGENT)
+        self._options = options
+        self._pki = pki
+        self._client: Client | None = None
+        self._runner: web.AppRunner | None = None
+        self._refresh: asyncio.Task[None] | None = None
+        self.port: int | None = None
+        """The port served (useful with ``port=0``)."""
+
+    @property
+    def bootstrap_password_path(self) -> Path:
+        return self._options.manager_dir / BOOTSTRAP_PASSWORD_FILE
+
+    async def start(self, ctx: Any = None) -> None:
+        del ctx
+        client = Client(self._client_config)
+        self._client = client
+        while True:
+            try:
+                await store.ensure_crds(client)
+                await store.ensure_builtins(client)
+                password = await store.ensure_bootstrap_admin(client)
+                break
+            except (ClientError, OSError) as exc:
+                log.warning("manager: cannot install its resources yet: %s", exc)
+                await asyncio.sleep(INSTALL_RETRY_S)
+        if password is not None:
+            path = self.bootstrap_password_path
+            await asyncio.to_thread(_write_bootstrap_password, path, password)
+            # The one secret ever logged: shown once, as Rancher's bootstrap password.
+            log.warning(
+                "manager: BOOTSTRAP PASSWORD for user admin (shown once; also in %s, 0600; "
+                "change it at first login): %s",
+                path,
+                password,
+            )
+        await self._refresh_once()
+        cert, key = await asyncio.to_thread(issue_serving_certificate, self._pki)
+        context: ssl.SSLContext = await asyncio.to_thread(server_ssl_context, cert, key)
+        api = ManagerAPI(
+            client,
+            ca_pem=self._pki.ca_pem,
+            agent_version=__version__,
+            manager_url=self._options.manager_url,
+        )
+        runner = web.AppRunner(api.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(
+            runner, self._options.bind_address, self._options.port, ssl_context=context
+        )
+        await site.start()
+        self._runner = runner
+        self.port = next(
+            (int(a[1]) for a in runner.addresses if isinstance(a, tuple) and len(a) >= 2),
+            self._options.port,
+        )
+        log.info("manager: serving https on %s:%s", self._options.bind_address, self.port)
+        self._refresh = asyncio.get_running_loop().create_task(
+            self._refresh_loop(), name="manager-refresh"
+        )
+
+    async def _refresh_once(self) -> None:
+        assert self._client is not None
+        try:
+            await store.refresh_local_cluster(self._client)
+            await store.delete_expired_tokens(self._client)
+        except (ClientError, OSError) as exc:
+            log.warning("manager: refresh failed (retrying in %ds): %s", REFRESH_S, exc)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            await self._refresh_once()
+
+    async def stop(self) -> None:
+        refresh, self._refresh = self._refresh, None
+        if refresh is not None:
+            refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresh
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()

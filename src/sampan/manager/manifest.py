@@ -1,0 +1,136 @@
+"""The import manifest a downstream cluster applies, and the registration commands.
+
+``import_manifest`` renders what ``/v3/import/<token>_<cluster>.yaml`` serves (Rancher's import
+URL shape): namespace ``sampan-system``; ServiceAccount ``sampan-cluster-agent`` bound to
+``cluster-admin`` by the ClusterRoleBinding ``sampan-cluster-agent``; the Secret
+``sampan-cluster-agent-credentials`` holding the registration token; and the Deployment
+``sampan-cluster-agent`` whose container reads ``SAMPAN_MANAGER_URL``, ``SAMPAN_CA_CHECKSUM``
+(SHA-256 hex of the manager's CA PEM, as served at ``/cacerts``), ``SAMPAN_CLUSTER`` and
+``SAMPAN_TOKEN`` (from the Secret, never inline).
+
+Pure functions: no I/O. The token is a secret; the manifest carries it only inside the Secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "AGENT_IMAGE_REPOSITORY",
+    "AGENT_NAME",
+    "AGENT_NAMESPACE",
+    "ca_checksum",
+    "import_manifest",
+    "import_path",
+    "registration_commands",
+]
+
+AGENT_NAMESPACE = "sampan-system"
+AGENT_NAME = "sampan-cluster-agent"
+AGENT_SECRET = "sampan-cluster-agent-credentials"
+AGENT_IMAGE_REPOSITORY = "docker.io/sampan/cluster-agent"
+_LABELS = {"app.kubernetes.io/name": AGENT_NAME, "app.kubernetes.io/part-of": "sampan"}
+
+
+def ca_checksum(ca_pem: bytes) -> str:
+    """What ``SAMPAN_CA_CHECKSUM`` holds: the SHA-256 hex of the CA PEM (Rancher's
+    ``CATTLE_CA_CHECKSUM`` of ``/cacerts``)."""
+    return hashlib.sha256(ca_pem).hexdigest()
+
+
+def import_path(token: str, cluster: str) -> str:
+    return f"/v3/import/{token}_{cluster}.yaml"
+
+
+def registration_commands(manager_url: str, token: str, cluster: str, ca_pem: bytes) -> dict:
+    """Rancher's ``command`` / ``insecureCommand`` pair, with the URL and the CA checksum."""
+    url = manager_url.rstrip("/") + import_path(token, cluster)
+    checksum = ca_checksum(ca_pem)
+    return {
+        "manifestUrl": url,
+        "command": f"kubectl apply -f {url}",
+        "insecureCommand": f"curl --insecure -sfL {url} | kubectl apply -f -",
+        "caChecksum": checksum,
+        "caChecksumCommand": (
+            f"curl --insecure -sfL {manager_url.rstrip('/')}/cacerts | sha256sum"
+            f"  # expect {checksum}"
+        ),
+    }
+
+
+def import_manifest(
+    *, manager_url: str, token: str, cluster: str, ca_pem: bytes, agent_version: str
+) -> str:
+    """The YAML stream (five documents) a downstream cluster applies to import itself."""
+    labels = dict(_LABELS)
+    meta = {"name": AGENT_NAME, "namespace": AGENT_NAMESPACE, "labels": labels}
+    documents: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": AGENT_NAMESPACE, "labels": labels},
+        },
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": AGENT_NAME, "labels": labels},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "cluster-admin",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": AGENT_NAME, "namespace": AGENT_NAMESPACE}
+            ],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {**meta, "name": AGENT_SECRET},
+            "type": "Opaque",
+            "data": {
+                "token": base64.b64encode(token.encode()).decode(),
+                "url": base64.b64encode(manager_url.encode()).decode(),
+            },
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta,
+            "spec": {
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": {"app.kubernetes.io/name": AGENT_NAME}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": AGENT_NAME,
+                        "containers": [
+                            {
+                                "name": "cluster-agent",
+                                "image": f"{AGENT_IMAGE_REPOSITORY}:{agent_version}",
+                                "imagePullPolicy": "IfNotPresent",
+                                "env": [
+                                    {"name": "SAMPAN_MANAGER_URL", "value": manager_url},
+                                    {"name": "SAMPAN_CA_CHECKSUM", "value": ca_checksum(ca_pem)},
+                                    {"name": "SAMPAN_CLUSTER", "value": cluster},
+                                    {
+                                        "name": "SAMPAN_TOKEN",
+                                        "valueFrom": {
+                                            "secretKeyRef": {"name": AGENT_SECRET, "key": "token"}
+                                        },
+                                    },
+                                ],
+                            }
+                        ],
+                    },
+                },
+            },
+        },
+    ]
+    return yaml.safe_dump_all(documents, sort_keys=False, explicit_start=True)
