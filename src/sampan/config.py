@@ -499,6 +499,22 @@ OPTIONS: tuple[Option, ...] = (
         "Disable the Helm controller (same as --disable=helm-controller)",
         commands=SERVER,
     ),
+    _o(
+        "manager",
+        "bool",
+        False,
+        "components",
+        "Run the Sampan manager (multi-cluster management API, users, cluster import)",
+        commands=SERVER,
+    ),
+    _o(
+        "manager-port",
+        "port",
+        8443,
+        "components",
+        "Port the manager serves HTTPS on (with --manager)",
+        commands=SERVER,
+    ),
     # -- storage
     _o(
         "default-local-storage-path",
@@ -644,6 +660,8 @@ class Config:
     disable_cloud_controller: bool = False
     disable_agent: bool = False
     disable_helm_controller: bool = False
+    manager: bool = False
+    manager_port: int = 8443
     default_local_storage_path: str = ""
     disable_network_policy: bool = False
     kube_apiserver_arg: tuple[str, ...] = ()

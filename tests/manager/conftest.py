@@ -75,7 +75,8 @@ async def manager(
 
 @pytest.fixture
 async def http(
-    manager: ManagerComponent, api_server: ApiServerHarness  # noqa: F811
+    manager: ManagerComponent,
+    api_server: ApiServerHarness,  # noqa: F811
 ) -> AsyncIterator[ManagerHTTP]:
     assert api_server.server is not None
     context = ssl.create_default_context(cadata=api_server.server.pki.ca_pem.decode())

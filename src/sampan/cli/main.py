@@ -20,6 +20,7 @@ from sampan.cli.certificate import add_certificate_parser, run_certificate
 from sampan.cli.checkconfig import add_checkconfig_parser, run_checkconfig
 from sampan.cli.etcd_snapshot import add_etcd_snapshot_parser, run_etcd_snapshot
 from sampan.cli.install import remove_services, run_install, stop_services
+from sampan.cli.manager import add_manager_parser, run_manager
 from sampan.cli.secrets_encrypt import add_secrets_encrypt_parser, run_secrets_encrypt
 from sampan.cli.simulate import add_simulate_parser, run_simulate
 from sampan.cli.token import add_token_parser, run_token
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_etcd_snapshot_parser(sub, _Parser)
     add_checkconfig_parser(sub)
     add_simulate_parser(sub, _Parser)
+    add_manager_parser(sub, _Parser)
     for tool, text in (
         ("ctr", "Run ctr against this node's containerd (namespace k8s.io)"),
         ("crictl", "Run crictl against this node's containerd"),
@@ -269,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_checkconfig(ns)
     if ns.command == "simulate":
         return run_simulate(ns)
+    if ns.command == "manager":
+        return run_manager(ns)
     flags = {k: v for k, v in vars(ns).items() if k not in ("command", "yes")}
     command = "server" if ns.command in ("killall", "uninstall") else ns.command
     try:

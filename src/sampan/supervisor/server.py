@@ -573,6 +573,25 @@ def _helm_controller(config: Config) -> Callable[[Any], Any]:
     return lambda client_config: HelmControllerComponent(client_config, options, manager_options)
 
 
+def _manager(config: Config, api: APIServerComponent) -> Callable[[Any], Any]:
+    """The manager (``--manager``): a component of this server, not a separate process. It
+    needs the server CA (its serving certificate and ``/cacerts``), and keeps its state in
+    this cluster through the API like any other component; one process, one lifecycle."""
+    from sampan.manager.component import ManagerComponent, ManagerOptions
+
+    options = ManagerOptions(
+        manager_dir=config.data_dir / "server" / "manager",
+        bind_address=config.bind_address,
+        port=config.manager_port,
+    )
+
+    def build(client_config: Any) -> Any:
+        assert api.server is not None, "the API server starts first"
+        return ManagerComponent(client_config, options, api.server.pki)
+
+    return build
+
+
 def _scheduler(config: Config, api: APIServerComponent) -> Callable[[Any], Any]:
     """Validate ``kube-scheduler-arg`` (and the configuration file it names) now."""
     from sampan.scheduler import Scheduler, SchedulerConfigError, SchedulerOptions
@@ -702,6 +721,18 @@ def server_components(config: Config) -> list[Component]:
                 common_name="system:sampan-helm-controller",
                 organizations=("system:masters",),
                 build=_helm_controller(config),
+            )
+        )
+    if config.manager:
+        # The manager installs its CRDs and reads and writes any kind: cluster-admin.
+        components.append(
+            ClientComponent(
+                "manager",
+                api,
+                cred,
+                common_name="system:sampan-manager",
+                organizations=("system:masters",),
+                build=_manager(config, api),
             )
         )
     # Manifests in <data-dir>/server/manifests, applied as cluster-admin (as K3s deploys them).
