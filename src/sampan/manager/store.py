@@ -289,6 +289,14 @@ def _global_binding(user_id: str, role: str) -> dict[str, Any]:
 
 async def ensure_bootstrap_admin(client: Client) -> str | None:
     """Create the admin user if it does not exist; return its new password (else None)."""
+    try:
+        await client.get(USERS, BOOTSTRAP_ADMIN)
+        exists = True
+    except NotFoundError:
+        exists = False
+    if exists:
+        await _ensure(client, GLOBAL_ROLE_BINDINGS, _global_binding(BOOTSTRAP_ADMIN, ADMIN_ROLE))
+        return None
     password = credentials.new_password()
     body = _user_body(
         BOOTSTRAP_ADMIN,
@@ -301,11 +309,15 @@ async def ensure_bootstrap_admin(client: Client) -> str | None:
         await client.create(USERS, body)
     except AlreadyExistsError:
         password = ""
+    await _ensure(client, GLOBAL_ROLE_BINDINGS, _global_binding(BOOTSTRAP_ADMIN, ADMIN_ROLE))
+    return password or None
+
+
+async def _ensure(client: Client, resource: Resource, body: dict[str, Any]) -> None:
     try:
-        await client.create(GLOBAL_ROLE_BINDINGS, _global_binding(BOOTSTRAP_ADMIN, ADMIN_ROLE))
+        await client.create(resource, body)
     except AlreadyExistsError:
         pass
-    return password or None
 
 
 async def create_user(
