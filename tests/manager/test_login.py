@@ -200,6 +200,35 @@ async def test_lockout_after_repeated_failures(
     assert (await http.login("admin", NEW_ADMIN_PASSWORD))[0] == 201
 
 
+async def test_unknown_usernames_lock_out_the_same_way(http: ManagerHTTP) -> None:
+    for _ in range(LOCKOUT_FAILURES):
+        status, body = await http.login("nobody", "not the password")
+        assert status == 401
+    status, body = await http.login("nobody", "not the password")
+    assert status == 429
+    _is_error(body, 429, "TooManyRequests")
+
+
+async def test_unknown_paths_and_methods(http: ManagerHTTP, admin_token: str) -> None:
+    status, body = await http.call("GET", "/v3/nothing", token=admin_token)
+    assert status == 404
+    _is_error(body, 404, "NotFound")
+    status, body = await http.call("PATCH", "/v3/clusters", token=admin_token, json={})
+    assert status == 405
+    _is_error(body, 405, "MethodNotAllowed")
+    status, body = await http.call(
+        "POST", "/v3/clusters", token=admin_token, headers={"Content-Type": "application/json"}
+    )
+    assert status == 422
+    _is_error(body, 422, "MissingRequired")
+    async with http.session.post(
+        http.base + "/v3/clusters",
+        data=b"{not json",
+        headers={"Authorization": f"Bearer {admin_token}"},
+    ) as response:
+        _is_error(await response.json(), 422, "InvalidBodyContent")
+
+
 async def test_failures_below_the_limit_are_forgotten_on_success(
     http: ManagerHTTP, admin_token: str
 ) -> None:

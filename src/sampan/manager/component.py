@@ -89,6 +89,13 @@ def _write_bootstrap_password(path: Path, password: str) -> None:
     atomic_write(path, (password + "\n").encode(), mode=0o600)
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "manager: %s ended: %r", task.get_name(), task.exception(), exc_info=task.exception()
+        )
+
+
 class ManagerComponent:
     """See the module docstring."""
 
@@ -157,6 +164,7 @@ class ManagerComponent:
         self._refresh = asyncio.get_running_loop().create_task(
             self._refresh_loop(), name="manager-refresh"
         )
+        self._refresh.add_done_callback(_log_failure)
 
     async def _refresh_once(self) -> None:
         assert self._client is not None

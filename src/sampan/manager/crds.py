@@ -128,7 +128,9 @@ _RULES: dict[str, Any] = {
 }
 
 
-def _object(spec: dict[str, Any], status: dict[str, Any] | None = None, **extra: Any) -> dict:
+def _object(
+    spec: dict[str, Any], status: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "apiVersion": _STRING,
         "kind": _STRING,

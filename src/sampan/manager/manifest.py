@@ -46,7 +46,9 @@ def import_path(token: str, cluster: str) -> str:
     return f"/v3/import/{token}_{cluster}.yaml"
 
 
-def registration_commands(manager_url: str, token: str, cluster: str, ca_pem: bytes) -> dict:
+def registration_commands(
+    manager_url: str, token: str, cluster: str, ca_pem: bytes
+) -> dict[str, str]:
     """Rancher's ``command`` / ``insecureCommand`` pair, with the URL and the CA checksum."""
     url = manager_url.rstrip("/") + import_path(token, cluster)
     checksum = ca_checksum(ca_pem)
@@ -133,4 +135,5 @@ def import_manifest(
             },
         },
     ]
-    return yaml.safe_dump_all(documents, sort_keys=False, explicit_start=True)
+    text: str = yaml.safe_dump_all(documents, sort_keys=False, explicit_start=True)
+    return text

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -66,6 +67,7 @@ __all__ = [
     "MAX_TOKEN_TTL_MS",
     "ManagerError",
     "Principal",
+    "UnknownUserLockout",
     "authenticate",
     "bound_cluster_names",
     "create_token",
@@ -102,11 +104,15 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 class ManagerError(Exception):
     """An answer the manager's API gives with ``status`` and Rancher's ``code``."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s
+        """Sent as ``Retry-After`` (a 429 of the lockout)."""
 
 
 def now() -> datetime:
@@ -554,27 +560,67 @@ async def _record_failure(client: Client, user: dict[str, Any]) -> None:
             user = await client.get(USERS, user["metadata"]["name"])
 
 
+class UnknownUserLockout:
+    """Failed logins for usernames that do not exist, counted in memory with the same limits,
+    so that a 429 does not tell a guesser that a name exists. Bounded to
+    ``MAX_UNKNOWN_NAMES`` names (the least recently failed are forgotten first); per process
+    (a restart forgets them, which reveals nothing)."""
+
+    MAX_UNKNOWN_NAMES = 10_000
+
+    def __init__(self) -> None:
+        self._names: OrderedDict[str, tuple[int, datetime | None]] = OrderedDict()
+
+    def locked_for_s(self, username: str) -> float:
+        _, until = self._names.get(username, (0, None))
+        return max(0.0, (until - now()).total_seconds()) if until else 0.0
+
+    def failed(self, username: str) -> None:
+        failures, _ = self._names.pop(username, (0, None))
+        failures += 1
+        if failures >= LOCKOUT_FAILURES:
+            self._names[username] = (0, now() + timedelta(seconds=LOCKOUT_S))
+        else:
+            self._names[username] = (failures, None)
+        while len(self._names) > self.MAX_UNKNOWN_NAMES:
+            self._names.popitem(last=False)
+
+
+def _locked(locked_s: float) -> ManagerError:
+    retry_s = int(locked_s) + 1
+    return ManagerError(
+        429,
+        "TooManyRequests",
+        f"too many failed logins: user locked for {retry_s} more seconds",
+        retry_after_s=retry_s,
+    )
+
+
 async def login(
-    client: Client, username: str, password: str, ttl_ms: int, description: str = ""
+    client: Client,
+    username: str,
+    password: str,
+    ttl_ms: int,
+    description: str = "",
+    *,
+    unknown: UnknownUserLockout | None = None,
 ) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """Check a password; return (Token, ``<name>:<secret>``, User). 401 for a wrong username
-    or password (one message for both), 429 while the user is locked out."""
+    or password (one message for both), 429 while the user (or, with ``unknown``, a name
+    that does not exist) is locked out."""
     user = await _find_user(client, username)
-    if user is not None:
-        locked_s = _locked_for_s(user)
-        if locked_s > 0:
-            error = ManagerError(
-                429,
-                "TooManyRequests",
-                f"too many failed logins: user locked for {int(locked_s) + 1} more seconds",
-            )
-            error.retry_after_s = int(locked_s) + 1  # type: ignore[attr-defined]
-            raise error
+    locked_s = _locked_for_s(user) if user is not None else 0.0
+    if user is None and unknown is not None:
+        locked_s = unknown.locked_for_s(username)
+    if locked_s > 0:
+        raise _locked(locked_s)
     spec = (user or {}).get("spec", {})
     ok = await credentials.check_password(spec.get("passwordHash") if user else None, password)
     if user is None or not ok or spec.get("enabled") is False:
         if user is not None and not ok:
             await _record_failure(client, user)
+        elif user is None and unknown is not None:
+            unknown.failed(username)
         raise ManagerError(401, "Unauthorized", "authentication failed")
     name = user["metadata"]["name"]
     token, presented = await create_token(client, name, ttl_ms, description)

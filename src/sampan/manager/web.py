@@ -95,7 +95,7 @@ def _collection(resource_type: str, data: list[dict[str, Any]]) -> web.Response:
 def _condition(cluster: dict[str, Any], kind: str) -> bool:
     for condition in (cluster.get("status") or {}).get("conditions") or []:
         if condition.get("type") == kind:
-            return condition.get("status") == "True"
+            return bool(condition.get("status") == "True")
     return False
 
 
@@ -114,6 +114,7 @@ class ManagerAPI:
         self._ca_pem = ca_pem
         self._agent_version = agent_version
         self._manager_url = manager_url.rstrip("/")
+        self._unknown_users = store.UnknownUserLockout()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._errors])
@@ -153,12 +154,12 @@ class ManagerAPI:
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
-            return await handler(request)
+            response: web.StreamResponse = await handler(request)
+            return response
         except ManagerError as exc:
             headers = {}
-            retry = getattr(exc, "retry_after_s", None)
-            if retry is not None:
-                headers["Retry-After"] = str(retry)
+            if exc.retry_after_s is not None:
+                headers["Retry-After"] = str(exc.retry_after_s)
             return error_response(exc.status, exc.code, exc.message, **headers)
         except web.HTTPException as exc:
             if exc.status < 400:
@@ -209,7 +210,7 @@ class ManagerAPI:
         ttl_ms = min(ttl_ms or store.DEFAULT_TOKEN_TTL_MS, store.MAX_TOKEN_TTL_MS)
         description = _string(body, "description")
         token, presented, user = await store.login(
-            self._client, username, password, ttl_ms, description
+            self._client, username, password, ttl_ms, description, unknown=self._unknown_users
         )
         answer = {
             **self._token_view(token),
@@ -666,7 +667,7 @@ class ManagerAPI:
     # -- helpers -----------------------------------------------------------------------
 
     async def _create_named(
-        self, resource: Any, prefix: str, kind: str, labels: dict[str, str], spec: dict
+        self, resource: Any, prefix: str, kind: str, labels: dict[str, str], spec: dict[str, Any]
     ) -> dict[str, Any]:
         for _ in range(store.STATUS_RETRIES):
             try:
