@@ -1013,6 +1013,10 @@ def _check(command: Command, values: Mapping[str, Any]) -> None:
         "etcd_peer_port"
     ):
         raise ConfigError("etcd-client-port and etcd-peer-port must differ")
+    if values.get("manager") and values.get("manager_port", 8443) == values.get(
+        "https_listen_port", 6443
+    ):
+        raise ConfigError("manager-port must differ from https-listen-port")
     if command == "agent":
         if not values.get("server"):
             raise ConfigError(

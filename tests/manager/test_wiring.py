@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sampan.cli.main import build_parser
 from sampan.client import ClientConfig
-from sampan.config import load_config
+from sampan.config import ConfigError, load_config
 from sampan.manager.component import ManagerComponent
 from sampan.supervisor.server import server_components
 
@@ -42,6 +44,15 @@ def test_manager_flags(tmp_path: Path) -> None:
     assert config.manager is True
     assert config.manager_port == 9443
     assert load_config("server", {}, default_config_file=path).manager_port == 8443
+
+
+def test_manager_port_must_differ_from_the_api_port(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("manager: true\nmanager-port: 6443\n")
+    with pytest.raises(ConfigError, match="manager-port must differ from https-listen-port"):
+        load_config("server", {}, default_config_file=path)
+    path.write_text("manager-port: 6443\n")  # no manager: no listener, no clash
+    assert load_config("server", {}, default_config_file=path).manager_port == 6443
 
 
 def test_manager_builds_with_the_server_pki(tmp_path: Path) -> None:
