@@ -6,10 +6,10 @@ client) does, in order:
 1. installs the ``management.sampan.io`` CRDs and waits until they are served (retrying while
    the API refuses);
 2. writes the built-in RoleTemplates and the ``local`` Cluster, refreshes its status;
-3. creates the bootstrap admin if there is none: its random password is written once to the
-   log (one line, marked ``BOOTSTRAP PASSWORD``; the one secret Sampan ever logs, as Rancher
-   prints its bootstrap password) and to ``<manager_dir>/bootstrap-password`` (0600); only
-   its argon2id hash is stored. Later starts print nothing;
+3. creates the bootstrap admin if there is none: its random password is written once to
+   ``<manager_dir>/bootstrap-password`` (0600) and the log names that file in one line marked
+   ``BOOTSTRAP PASSWORD`` (unlike Rancher, never the password itself: no secret goes to a log
+   line); only its argon2id hash is stored. Later starts print nothing;
 4. issues the serving certificate (``manager-serving.crt``/``.key``, 0600, in the server's
    TLS directory) signed by the server CA for the API server's own names, at every start;
 5. serves the HTTPS API (``sampan.manager.web``) on ``bind_address:port`` (default 8443);
@@ -133,12 +133,11 @@ class ManagerComponent:
         if password is not None:
             path = self.bootstrap_password_path
             await asyncio.to_thread(_write_bootstrap_password, path, password)
-            # The one secret ever logged: shown once, as Rancher's bootstrap password.
+            # Rancher logs the password itself; a log line never carries a secret here.
             log.warning(
-                "manager: BOOTSTRAP PASSWORD for user admin (shown once; also in %s, 0600; "
-                "change it at first login): %s",
+                "manager: BOOTSTRAP PASSWORD for user admin written to %s (0600, this once; "
+                "change it at first login; `sampan manager reset-admin` sets a new one)",
                 path,
-                password,
             )
         await self._refresh_once()
         cert, key = await asyncio.to_thread(issue_serving_certificate, self._pki)

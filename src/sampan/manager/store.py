@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sampan.api import times
 from sampan.api.quantity import format_quantity, parse_quantity
 from sampan.client import (
     AlreadyExistsError,
@@ -119,17 +120,8 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def format_time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+format_time = times.rfc3339
+parse_time = times.parse
 
 
 def _api_version() -> str:
