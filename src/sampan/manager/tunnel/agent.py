@@ -267,4 +267,3 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     return 0
-

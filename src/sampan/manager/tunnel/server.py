@@ -63,6 +63,7 @@ CONNECT_PATH = "/v3/connect"
 CLUSTER_HEADER = "X-Sampan-Cluster"
 AGENT_VERSION_HEADER = "X-Sampan-Agent-Version"
 DEFAULT_HEARTBEAT_S = 10.0
+CLOSE_HANDSHAKE_TIMEOUT_S = 2.0
 
 Authenticator = Callable[[str, str], "Awaitable[str | None] | str | None"]
 
@@ -219,6 +220,7 @@ class TunnelServer:
             heartbeat=self._heartbeat_s,
             max_msg_size=frames.MAX_FRAME_BYTES,
             compress=False,
+            timeout=CLOSE_HANDSHAKE_TIMEOUT_S,
         )
         ready = ws.can_prepare(request)
         if not ready.ok or ready.protocol != frames.SUBPROTOCOL:

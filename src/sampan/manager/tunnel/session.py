@@ -398,6 +398,7 @@ class Session:
         """Serve the session until its WebSocket closes; then reset every stream."""
         self._spawn(self._write_loop(), f"tunnel-writer {self.name}")
         reason = "closed by the peer"
+        close_code, close_message = 1000, b""
         try:
             while True:
                 msg = await self.ws.receive()
@@ -411,6 +412,7 @@ class Session:
                 elif msg.type is aiohttp.WSMsgType.TEXT:
                     raise ProtocolError("text message on a binary-only tunnel")
                 elif msg.type is aiohttp.WSMsgType.ERROR:
+                    # aiohttp has closed the WebSocket already (1009 for an oversized message)
                     reason = f"protocol error: {msg.data}"
                     log.error("tunnel %s: %s; session closed", self.name, msg.data)
                     break
@@ -420,13 +422,12 @@ class Session:
                     break
         except ProtocolError as exc:
             reason = f"protocol error: {exc}"
+            close_code, close_message = WS_CLOSE_PROTOCOL_ERROR, str(exc)[:120].encode()
             log.error("tunnel %s: protocol error: %s; session closed", self.name, exc)
-            with contextlib.suppress(Exception):
-                await self.ws.close(code=WS_CLOSE_PROTOCOL_ERROR, message=str(exc)[:120].encode())
         except (ConnectionError, aiohttp.ClientError) as exc:
             reason = f"connection lost: {exc}"
         finally:
-            await self._teardown(reason)
+            await self._teardown(reason, close_code, close_message)
 
     async def close(self, reason: str = "closed", code: int = 1000) -> None:
         """Close the WebSocket; ``run`` then resets every stream."""
@@ -434,7 +435,8 @@ class Session:
         with contextlib.suppress(Exception):
             await self.ws.close(code=code, message=reason[:120].encode())
 
-    async def _teardown(self, reason: str) -> None:
+    async def _teardown(self, reason: str, code: int = 1000, message: bytes = b"") -> None:
+        """Reset every stream first (they learn at once), then finish the close handshake."""
         if not self.alive:
             return
         self.alive = False
@@ -452,7 +454,7 @@ class Session:
             with contextlib.suppress(BaseException):
                 await task
         with contextlib.suppress(Exception):
-            await self.ws.close()
+            await self.ws.close(code=code, message=message)
 
     async def _write_loop(self) -> None:
         ws = self.ws
