@@ -413,8 +413,12 @@ class Session:
                     raise ProtocolError("text message on a binary-only tunnel")
                 elif msg.type is aiohttp.WSMsgType.ERROR:
                     # aiohttp has closed the WebSocket already (1009 for an oversized message)
-                    reason = f"protocol error: {msg.data}"
-                    log.error("tunnel %s: %s; session closed", self.name, msg.data)
+                    if isinstance(msg.data, aiohttp.WebSocketError):
+                        reason = f"protocol error: {msg.data}"
+                        log.error("tunnel %s: %s; session closed", self.name, msg.data)
+                    else:  # e.g. the heartbeat's pong did not come back
+                        reason = f"connection lost: {msg.data}"
+                        log.warning("tunnel %s: %s; session closed", self.name, msg.data)
                     break
                 else:  # CLOSE, CLOSING, CLOSED
                     if self.ws.close_code not in (None, 1000):
