@@ -271,3 +271,22 @@ async def test_a_new_connection_replaces_the_old_session(manager: Manager) -> No
             writer.write_eof()
             assert await reader.read() == b"via the new one"
             writer.close()
+
+
+async def test_heartbeats_are_recorded_and_a_disconnected_agent_comes_back(
+    manager: Manager,
+) -> None:
+    async with agent_task(manager, ["127.0.0.1:6443"], heartbeat_s=0.2):
+        await manager.connected()
+        assert manager.server is not None
+        first = manager.server.state(CLUSTER_ID)
+        assert first is not None and first.connected and first.cluster_name == CLUSTER_NAME
+        assert first.connected_at is not None and first.agent_version
+        await wait_until(
+            lambda: manager.server.state(CLUSTER_ID).last_heartbeat > first.connected_at,
+            "a heartbeat after the connect",
+        )
+        await manager.server.disconnect(CLUSTER_ID, "cluster deleted")
+        await wait_until(lambda: len(manager.changes) >= 3, "the reconnect")
+        assert [c.connected for c in manager.changes][:3] == [True, False, True]
+        assert manager.changes[1].close_reason == "cluster deleted"

@@ -476,7 +476,9 @@ class Session:
                 await ws.send_bytes(frame)
             except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
                 log.info("tunnel %s: sending failed (%s); closing", self.name, exc)
-                self._loop.call_soon(lambda: asyncio.ensure_future(self.close("send failed", 1011)))
+                closing = asyncio.ensure_future(self.close("send failed", 1011))
+                closing.set_name(f"tunnel-close {self.name}")
+                closing.add_done_callback(log_task_end)
                 return
 
     def _on_frame(self, message: bytes) -> None:
