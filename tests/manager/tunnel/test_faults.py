@@ -19,6 +19,7 @@ from sampan.manager.tunnel import (
     CONNECT_PATH,
     CAChecksumMismatch,
     DialError,
+    DialTimeout,
     StreamReset,
     run_agent,
 )
@@ -290,3 +291,21 @@ async def test_heartbeats_are_recorded_and_a_disconnected_agent_comes_back(
         await wait_until(lambda: len(manager.changes) >= 3, "the reconnect")
         assert [c.connected for c in manager.changes][:3] == [True, False, True]
         assert manager.changes[1].close_reason == "cluster deleted"
+
+
+async def test_a_dial_nobody_answers_times_out_and_a_late_dial_ok_is_closed(
+    manager: Manager,
+) -> None:
+    async with raw_agent(manager) as ws:
+        await manager.connected()
+        assert manager.server is not None
+        dialing = asyncio.ensure_future(
+            manager.server.dial(CLUSTER_ID, "127.0.0.1", 6443, timeout_s=0.3)
+        )
+        _kind, conn_id = struct.unpack_from("!BI", await ws.receive_bytes())
+        with pytest.raises(DialTimeout, match="timed out"):
+            await dialing
+        assert await ws.receive_bytes() == frame(FrameType.CLOSE, conn_id)  # the manager gave up
+        await ws.send_bytes(frame(FrameType.DIAL_OK, conn_id, struct.pack("!I", 65536)))
+        assert await ws.receive_bytes() == frame(FrameType.CLOSE, conn_id)  # late: closed again
+        assert manager.server.is_connected(CLUSTER_ID)

@@ -10,9 +10,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
+import pytest
 from aiohttp import web
 
-from sampan.manager.tunnel import StreamReset
+from sampan.manager.tunnel import DialError, NotConnected, StreamReset, TunnelConnectError
 from tests.manager.tunnel.conftest import (
     CLUSTER_ID,
     Manager,
@@ -160,3 +161,17 @@ async def test_a_stream_ends_with_an_error_when_the_agent_goes_away(
                         assert isinstance(exc.__cause__, StreamReset) or "tunnel" in str(exc)
                     else:
                         raise AssertionError("the watch ended cleanly although its tunnel was lost")
+
+
+async def test_the_connector_raises_tunnel_errors_the_proxy_can_map(manager: Manager) -> None:
+    """No agent: ``NotConnected`` (the proxy's 503); a refused target: ``DialError`` (502)."""
+    assert manager.server is not None
+    async with aiohttp.ClientSession(connector=manager.server.connector(CLUSTER_ID)) as http:
+        with pytest.raises(TunnelConnectError) as caught:
+            await http.get("http://127.0.0.1:1/api")
+        assert isinstance(caught.value.error, NotConnected)
+        async with agent_task(manager, ["127.0.0.1:6443"]):
+            await manager.connected()
+            with pytest.raises(TunnelConnectError, match="not an allowed target") as caught:
+                await http.get("http://127.0.0.1:1/api")
+            assert isinstance(caught.value.error, DialError)

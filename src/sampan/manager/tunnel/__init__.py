@@ -28,6 +28,7 @@ from sampan.manager.tunnel.errors import (
     NotConnected,
     ProtocolError,
     StreamReset,
+    TunnelConnectError,
     TunnelError,
 )
 from sampan.manager.tunnel.server import CONNECT_PATH, TunnelConnector, TunnelServer, TunnelState
@@ -46,6 +47,7 @@ __all__ = [
     "Session",
     "Stream",
     "StreamReset",
+    "TunnelConnectError",
     "TunnelConnector",
     "TunnelError",
     "TunnelServer",

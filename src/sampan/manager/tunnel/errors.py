@@ -11,6 +11,10 @@ Tree::
     │                               the tunnel itself went away (the proxy: 502)
     └── ProtocolError               the peer broke the framing rules; its session is closed
 
+    TunnelConnectError (aiohttp.ClientConnectionError)
+                                    what ``TunnelConnector`` raises through an aiohttp client
+                                    when a dial fails; ``.error`` is the ``TunnelError`` above
+
     AgentError                      the cluster agent cannot run at all
     └── CAChecksumMismatch          the manager's CA does not hash to the expected checksum
 
@@ -20,6 +24,8 @@ connection as such (aiohttp's response handler, asyncio streams) need no special
 
 from __future__ import annotations
 
+import aiohttp
+
 __all__ = [
     "AgentError",
     "CAChecksumMismatch",
@@ -28,6 +34,7 @@ __all__ = [
     "NotConnected",
     "ProtocolError",
     "StreamReset",
+    "TunnelConnectError",
     "TunnelError",
 ]
 
@@ -54,6 +61,15 @@ class StreamReset(TunnelError):
 
 class ProtocolError(TunnelError):
     """The peer broke the framing rules; the whole session is closed."""
+
+
+class TunnelConnectError(aiohttp.ClientConnectionError):
+    """A failed dial seen through aiohttp (which passes its own errors through unchanged but
+    would wrap a bare ``OSError``): ``error`` says which one, for the proxy's status code."""
+
+    def __init__(self, error: TunnelError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class AgentError(Exception):

@@ -43,7 +43,7 @@ from aiohttp.client_proto import ResponseHandler
 
 from sampan.api.errors import BadRequest, StatusError, Unauthorized
 from sampan.manager.tunnel import frames
-from sampan.manager.tunnel.errors import NotConnected
+from sampan.manager.tunnel.errors import NotConnected, TunnelConnectError, TunnelError
 from sampan.manager.tunnel.session import DEFAULT_DIAL_TIMEOUT_S, Session, Stream, open_connection
 from sampan.tasks import log_task_end
 
@@ -305,8 +305,10 @@ class TunnelServer:
 class TunnelConnector(aiohttp.BaseConnector):
     """An aiohttp connector whose connections are tunnel streams (TLS on top for https).
 
-    Pooling, keep-alive and limits are aiohttp's; a connection whose stream or tunnel broke
-    is seen by aiohttp as a lost connection (``StreamReset`` is a ``ConnectionError``)."""
+    Pooling, keep-alive and limits are aiohttp's. A failed dial raises ``TunnelConnectError``
+    (its ``error``: ``NotConnected``, ``DialError``...); a connection whose stream or tunnel
+    broke later is seen by aiohttp as a lost connection (``ServerDisconnectedError`` or
+    ``ClientPayloadError``, caused by ``StreamReset``)."""
 
     def __init__(
         self,
@@ -329,7 +331,10 @@ class TunnelConnector(aiohttp.BaseConnector):
             timeout.sock_connect or timeout.connect or timeout.total or DEFAULT_DIAL_TIMEOUT_S
         )
         port = req.port or (443 if req.is_ssl() else 80)
-        stream = await self._open_stream(req.host, port, timeout_s)
+        try:
+            stream = await self._open_stream(req.host, port, timeout_s)
+        except TunnelError as exc:
+            raise TunnelConnectError(exc) from exc
         protocol = self._factory()
         if not req.is_ssl():
             stream.set_protocol(protocol)
