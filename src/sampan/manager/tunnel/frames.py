@@ -17,7 +17,8 @@ Frame layout (network byte order)::
 
 Connection ids name one stream (one TCP connection on the agent's side). The side that dials
 picks the id: the manager (WebSocket server) uses odd ids, the agent even ones, so both could
-dial without colliding; id 0 is never used. Ids are not reused while their stream is open.
+dial without colliding; id 0 is never used. Ids only grow (never reused within a session), so
+a late frame cannot be mistaken for a new stream's.
 
 Types and payloads:
 
@@ -33,8 +34,9 @@ data           4     1 .. ``MAX_DATA_BYTES`` bytes of the stream, in order
 window         5     ``increment u32``: the receiver consumed that many more bytes; the sender
                      may send that many more
 close-write    6     empty: the sender will send no more data (half-close); it still reads
-close          7     empty: the sender is done with the stream in both directions; the id is
-                     free once both sides have sent or received ``close``/``error``
+close          7     empty: the sender is done with the stream in both directions (after its
+                     buffered data); each side forgets the id once it has sent or received
+                     ``close``, ``error`` or ``dial-error``
 error          8     UTF-8 message (≤ 1 KiB): the stream is aborted (the far side's socket
                      failed, or the frame named a connection the receiver does not know)
 =============  ====  ===================================================================

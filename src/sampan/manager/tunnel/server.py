@@ -41,7 +41,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.client_proto import ResponseHandler
 
-from sampan.api.errors import BadRequest, StatusError, Unauthorized
+from sampan.api.errors import BadRequest, InternalError, StatusError, Unauthorized
 from sampan.manager.tunnel import frames
 from sampan.manager.tunnel.errors import NotConnected, TunnelConnectError, TunnelError
 from sampan.manager.tunnel.session import DEFAULT_DIAL_TIMEOUT_S, Session, Stream, open_connection
@@ -205,8 +205,12 @@ class TunnelServer:
                 CLUSTER_HEADER,
             )
             return _status_response(Unauthorized())
-        result = self._authenticate(token.strip(), cluster_name)
-        cluster_id = await result if inspect.isawaitable(result) else result
+        try:
+            result = self._authenticate(token.strip(), cluster_name)
+            cluster_id = await result if inspect.isawaitable(result) else result
+        except Exception:
+            log.exception("tunnel: authenticating the agent for cluster %r failed", cluster_name)
+            return _status_response(InternalError("the agent could not be authenticated"))
         if not cluster_id:
             log.warning(
                 "tunnel: agent at %s for cluster %r presented an invalid token; rejected",
@@ -353,5 +357,6 @@ class TunnelConnector(aiohttp.BaseConnector):
         except BaseException:
             stream.abort()
             raise
+        assert tls is not None  # start_tls returns None only for a transport already closed
         protocol.connection_made(tls)
         return protocol

@@ -65,8 +65,8 @@ SPLICE_CHUNK_BYTES = 64 * 1024
 DEFAULT_DIAL_TIMEOUT_S = 10.0
 WS_CLOSE_PROTOCOL_ERROR = 1002
 
-# Opens the local end of a dial: (host, port, timeout_s) -> asyncio streams; raising OSError
-# or DialError answers ``dial-error`` with the exception's text.
+# Opens the local end of a dial: (host, port, timeout_s) -> asyncio streams; whatever it
+# raises (OSError, DialError for a refused target...) answers ``dial-error`` with its text.
 Acceptor = Callable[[str, int, float], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
@@ -201,7 +201,7 @@ class Stream(asyncio.Transport):
         if isinstance(protocol, asyncio.BufferedProtocol):
             view = memoryview(data)
             while view:
-                buf = protocol.get_buffer(len(view))
+                buf = memoryview(protocol.get_buffer(len(view)))
                 n = min(len(buf), len(view))
                 buf[:n] = view[:n]
                 protocol.buffer_updated(n)
@@ -466,12 +466,11 @@ class Session:
             while not self._control and not self._ready:
                 self._wake.clear()
                 await self._wake.wait()
-            if self._control:
-                frame: bytes | None = self._control.popleft()
-            else:
-                frame = self._ready.popleft()._take_frame()
-                if frame is None:
-                    continue
+            frame = (
+                self._control.popleft() if self._control else self._ready.popleft()._take_frame()
+            )
+            if frame is None:
+                continue
             try:
                 await ws.send_bytes(frame)
             except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
@@ -557,7 +556,7 @@ class Session:
             reader, writer = await asyncio.wait_for(
                 self._acceptor(host, port, timeout_s), timeout_s
             )
-        except (OSError, TimeoutError, DialError) as exc:
+        except Exception as exc:  # whatever the acceptor raised becomes the dial-error text
             text = str(exc) or type(exc).__name__
             if isinstance(exc, TimeoutError) and not isinstance(exc, TunnelError):
                 text = f"dial {host}:{port} timed out after {timeout_s:g}s"
@@ -614,6 +613,7 @@ async def open_connection(
     except BaseException:
         stream.abort()
         raise
+    assert tls is not None  # start_tls returns None only for a transport already closed
     protocol.connection_made(tls)
     return reader, asyncio.StreamWriter(tls, protocol, reader, loop)
 
