@@ -29,6 +29,7 @@ from tests.manager.tunnel.conftest import (
     CLUSTER_NAME,
     TOKEN,
     Manager,
+    Pki,
     agent_process,
     agent_task,
     echo,
@@ -309,3 +310,20 @@ async def test_a_dial_nobody_answers_times_out_and_a_late_dial_ok_is_closed(
         await ws.send_bytes(frame(FrameType.DIAL_OK, conn_id, struct.pack("!I", 65536)))
         assert await ws.receive_bytes() == frame(FrameType.CLOSE, conn_id)  # late: closed again
         assert manager.server.is_connected(CLUSTER_ID)
+
+
+async def test_a_manager_whose_certificate_is_not_from_the_checked_ca_never_gets_the_token(
+    manager_pki: Pki, downstream_pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``/cacerts`` serves the expected CA (the checksum matches) but TLS presents a
+    certificate from another CA, as an impostor would: the agent refuses at the handshake."""
+    impostor = Manager(Pki(manager_pki.ca_pem, downstream_pki.cert_file, downstream_pki.key_file))
+    await impostor.start()
+    try:
+        caplog.set_level(logging.INFO)
+        async with agent_task(impostor, ["127.0.0.1:6443"]):
+            await wait_until(lambda: caplog.text.count("cannot reach manager") >= 2, "two attempts")
+        assert impostor.auth_calls == []
+        assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+    finally:
+        await impostor.stop()
