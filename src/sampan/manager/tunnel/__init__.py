@@ -15,7 +15,16 @@ TCP connections inside the cluster (to its API server) through it. Modules:
 The manager calls: ``TunnelServer(authenticate, on_change=...)``, ``add_routes(app)`` (and
 ``app.router.add_get(CACERTS_PATH, cacerts_handler(ca_pem))``), then ``state(cluster_id)``,
 ``dial(...)``, ``open_stream(...)``, ``connector(cluster_id, ssl=...)``, ``disconnect(...)``.
-The agent's process calls ``run_agent(**AgentConfig.from_env().as_kwargs())``.
+The agent's container runs ``python -m sampan.manager.tunnel`` (``AgentConfig.from_env`` +
+``run_agent``).
+
+For the proxy: ordinary requests (watches and ``logs -f`` included) go through an
+``aiohttp.ClientSession(connector=tunnels.connector(cluster_id, ssl=downstream_ca))``; a
+failed dial raises ``TunnelConnectError`` whose ``error`` is ``NotConnected`` (answer 503) or
+``DialError`` (502), and a tunnel lost mid-response surfaces as aiohttp's
+``ClientPayloadError``/``ServerDisconnectedError`` (502). Upgrades (exec, attach,
+port-forward) take ``tunnels.dial(cluster_id, host, port, ssl=...)``, write the request head,
+read the 101 and splice the client's hijacked connection with the returned streams.
 """
 
 from sampan.manager.tunnel.agent import AgentConfig, fetch_ca, run_agent
