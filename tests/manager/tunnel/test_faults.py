@@ -327,3 +327,47 @@ async def test_a_manager_whose_certificate_is_not_from_the_checked_ca_never_gets
         assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
     finally:
         await impostor.stop()
+
+
+async def test_cluster_params_reach_the_manager_and_stay_out_of_logs(
+    manager: Manager, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    reads: list[int] = []
+
+    def params() -> dict[str, str]:
+        reads.append(1)
+        return {"address": "10.43.0.1:443", "caCert": "PEM", "token": f"sa-token-{len(reads)}"}
+
+    async with agent_task(manager, ["10.43.0.1:443"], cluster_params=params):
+        await manager.connected()
+        assert manager.server is not None
+        state = manager.server.state(CLUSTER_ID)
+        assert state is not None
+        assert dict(state.params) == {
+            "address": "10.43.0.1:443",
+            "caCert": "PEM",
+            "token": "sa-token-1",
+        }
+        assert "sa-token" not in repr(state)
+        await manager.server.disconnect(CLUSTER_ID)  # params are read again at the reconnect
+        await wait_until(lambda: len(manager.changes) >= 3, "the reconnect")
+        assert manager.server.state(CLUSTER_ID).params["token"] == "sa-token-2"
+    assert "sa-token" not in caplog.text
+
+
+async def test_malformed_cluster_params_are_a_400_status(manager: Manager) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            manager.url + CONNECT_PATH,
+            headers={
+                "Authorization": f"Bearer {TOKEN}",
+                "X-Sampan-Cluster": CLUSTER_NAME,
+                "X-Sampan-Cluster-Params": "bm90IGpzb24=",  # "not json"
+            },
+            ssl=manager.pki.client_context(),
+        ) as response:
+            assert response.status == 400
+            body = await response.json()
+            assert body["reason"] == "BadRequest" and body["code"] == 400
+            assert "X-Sampan-Cluster-Params" in body["message"]

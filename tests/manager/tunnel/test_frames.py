@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_ca_checksum_is_sha256_hex_of_the_pem() -> None:
     assert ca_checksum(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
-def test_agent_config_from_env() -> None:
+def test_agent_config_from_env(tmp_path: Path) -> None:
     env = {
         "SAMPAN_MANAGER_URL": "https://manager:8443",
         "SAMPAN_CA_CHECKSUM": "ab" * 32,
@@ -80,5 +81,18 @@ def test_agent_config_from_env() -> None:
     )
     explicit = AgentConfig.from_env({**env, "SAMPAN_ALLOWED_TARGETS": "a:1, b:2"})
     assert explicit.allowed_targets == ("a:1", "b:2")
+    assert config.as_kwargs()["allowed_targets"] == ("10.43.0.1:443",)
+    (tmp_path / "token").write_text("sa-token\n")
+    (tmp_path / "ca.crt").write_text("PEM\n")
+    with_sa = AgentConfig.from_env({**env, "SAMPAN_SERVICEACCOUNT_DIR": str(tmp_path)})
+    assert with_sa.cluster_params() == {
+        "address": "10.43.0.1:443",
+        "caCert": "PEM",
+        "token": "sa-token",
+    }
+    assert (
+        config.cluster_params() == {"address": "10.43.0.1:443"}
+        or config.serviceaccount_dir.exists()
+    )
     with pytest.raises(AgentError, match="SAMPAN_TOKEN"):
         AgentConfig.from_env({k: v for k, v in env.items() if k != "SAMPAN_TOKEN"})

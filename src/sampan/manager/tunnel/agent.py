@@ -10,7 +10,10 @@ container) loops:
    checksum means the manager's certificate is publicly trusted: the system store is used;
 2. open the WebSocket to ``<manager>/v3/connect`` (subprotocol ``sampan-tunnel.v1``) with TLS
    verified against that CA only, sending ``Authorization: Bearer <token>``,
-   ``X-Sampan-Cluster`` and ``X-Sampan-Agent-Version``;
+   ``X-Sampan-Cluster``, ``X-Sampan-Agent-Version`` and ``X-Sampan-Cluster-Params`` (what the
+   manager needs to talk to the downstream API server through the tunnel: its ``address``,
+   its CA ``caCert`` and the agent's service-account ``token``; read again at every connect,
+   so a rotated token is picked up);
 3. serve the session: ping every ``heartbeat_s`` (a manager that stops answering is
    dropped after half that much more), and answer the manager's ``dial`` frames by opening a
    TCP connection — only to ``allowed_targets`` (``host:port`` strings, normally just the
@@ -27,12 +30,16 @@ from the environment, exit status 1 on ``AgentError``).
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import json
 import logging
 import os
 import random
 import ssl
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -42,7 +49,12 @@ from sampan.manager.tunnel import frames
 from sampan.manager.tunnel.ca import CACERTS_PATH
 from sampan.manager.tunnel.ca import ca_checksum as checksum_of
 from sampan.manager.tunnel.errors import AgentError, CAChecksumMismatch, DialError
-from sampan.manager.tunnel.server import AGENT_VERSION_HEADER, CLUSTER_HEADER, CONNECT_PATH
+from sampan.manager.tunnel.server import (
+    AGENT_VERSION_HEADER,
+    CLUSTER_HEADER,
+    CLUSTER_PARAMS_HEADER,
+    CONNECT_PATH,
+)
 from sampan.manager.tunnel.session import Session
 from sampan.version import __version__ as VERSION
 
@@ -64,7 +76,7 @@ BACKOFF_RESET_AFTER_S = 30.0
 DEFAULT_HEARTBEAT_S = 10.0
 CA_FETCH_TIMEOUT_S = 15.0
 MAX_CA_BYTES = 256 * 1024
-DIAL_TCP_TIMEOUT_S = 10.0
+SERVICEACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 @dataclass(frozen=True)
@@ -76,12 +88,15 @@ class AgentConfig:
     token: str = field(repr=False)
     cluster_name: str
     allowed_targets: tuple[str, ...]
+    serviceaccount_dir: Path = SERVICEACCOUNT_DIR
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> AgentConfig:
         """``SAMPAN_MANAGER_URL``, ``SAMPAN_CA_CHECKSUM``, ``SAMPAN_TOKEN``,
         ``SAMPAN_CLUSTER_NAME``; ``SAMPAN_ALLOWED_TARGETS`` (comma-separated ``host:port``)
-        defaults to the in-cluster API server, ``KUBERNETES_SERVICE_HOST:PORT``."""
+        defaults to the in-cluster API server, ``KUBERNETES_SERVICE_HOST:PORT``;
+        ``SAMPAN_SERVICEACCOUNT_DIR`` (default: the pod's mounted service account) holds the
+        ``token`` and ``ca.crt`` sent to the manager as cluster params."""
         missing = [
             k
             for k in ("SAMPAN_MANAGER_URL", "SAMPAN_TOKEN", "SAMPAN_CLUSTER_NAME")
@@ -102,10 +117,28 @@ class AgentConfig:
             token=env["SAMPAN_TOKEN"],
             cluster_name=env["SAMPAN_CLUSTER_NAME"],
             allowed_targets=tuple(targets),
+            serviceaccount_dir=Path(env.get("SAMPAN_SERVICEACCOUNT_DIR") or SERVICEACCOUNT_DIR),
         )
 
+    def cluster_params(self) -> dict[str, str]:
+        """The downstream API server's address (the first allowed target), and the CA and
+        token files of the service account when present (read now: tokens rotate)."""
+        params = {"address": self.allowed_targets[0]}
+        for key, name in (("caCert", "ca.crt"), ("token", "token")):
+            with contextlib.suppress(OSError):
+                params[key] = (self.serviceaccount_dir / name).read_text().strip()
+        return params
+
     def as_kwargs(self) -> dict[str, Any]:
-        return asdict(self)
+        """``run_agent``'s arguments."""
+        return {
+            "manager_url": self.manager_url,
+            "ca_checksum": self.ca_checksum,
+            "token": self.token,
+            "cluster_name": self.cluster_name,
+            "allowed_targets": self.allowed_targets,
+            "cluster_params": self.cluster_params,
+        }
 
 
 def _target(text: str) -> tuple[str, int]:
@@ -155,6 +188,7 @@ async def run_agent(
     backoff_initial_s: float = DEFAULT_BACKOFF_INITIAL_S,
     backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
     window_bytes: int = frames.DEFAULT_WINDOW_BYTES,
+    cluster_params: Callable[[], Mapping[str, str]] | None = None,
 ) -> NoReturn:
     """Keep the tunnel to the manager up until cancelled; ``CAChecksumMismatch`` (logged once)
     and ``AgentError`` (bad configuration) are the only ways it returns."""
@@ -176,8 +210,16 @@ async def run_agent(
     while True:
         started = loop.time()
         try:
+            params = dict(cluster_params()) if cluster_params is not None else {}
             await _connect_once(
-                manager_url, ca_checksum, token, cluster_name, accept, heartbeat_s, window_bytes
+                manager_url,
+                ca_checksum,
+                token,
+                cluster_name,
+                params,
+                accept,
+                heartbeat_s,
+                window_bytes,
             )
         except CAChecksumMismatch as exc:
             log.error("%s", exc)
@@ -209,6 +251,7 @@ async def _connect_once(
     expected_checksum: str,
     token: str,
     cluster_name: str,
+    params: Mapping[str, str],
     accept: Any,
     heartbeat_s: float,
     window_bytes: int,
@@ -225,6 +268,10 @@ async def _connect_once(
             CLUSTER_HEADER: cluster_name,
             AGENT_VERSION_HEADER: VERSION,
         }
+        if params:
+            headers[CLUSTER_PARAMS_HEADER] = base64.b64encode(
+                json.dumps(dict(params), separators=(",", ":")).encode()
+            ).decode()
         async with http.ws_connect(
             manager_url.rstrip("/") + CONNECT_PATH,
             headers=headers,

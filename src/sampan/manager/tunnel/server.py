@@ -8,6 +8,9 @@ and dialing downstream through them.
   ``X-Sampan-Cluster``; the manager's ``authenticate(token, cluster_name)`` callback (sync or
   async) answers the cluster id, or ``None`` — then the answer is ``401`` with a Kubernetes
   ``Status`` body and nothing is upgraded. The token never appears in a log line;
+* the cluster params the agent sends at connect (``X-Sampan-Cluster-Params``: base64 of a
+  JSON object of strings — ``address`` of its API server, ``caCert``, its service account's
+  ``token``), kept in ``TunnelState.params`` for the proxy and out of every log line and repr;
 * the session table: one live session per cluster id. A new connection for a cluster replaces
   (closes) the old one, and the old one's end never marks the cluster disconnected;
 * the observable state (``state()``/``states()``, ``TunnelState``): connected or not, since
@@ -29,12 +32,15 @@ tunnel broke); see ``errors``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import datetime as dt
 import inspect
+import json
 import logging
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -50,6 +56,7 @@ from sampan.tasks import log_task_end
 __all__ = [
     "AGENT_VERSION_HEADER",
     "CLUSTER_HEADER",
+    "CLUSTER_PARAMS_HEADER",
     "CONNECT_PATH",
     "Authenticator",
     "TunnelConnector",
@@ -62,6 +69,7 @@ log = logging.getLogger("sampan.manager.tunnel")
 CONNECT_PATH = "/v3/connect"
 CLUSTER_HEADER = "X-Sampan-Cluster"
 AGENT_VERSION_HEADER = "X-Sampan-Agent-Version"
+CLUSTER_PARAMS_HEADER = "X-Sampan-Cluster-Params"
 DEFAULT_HEARTBEAT_S = 10.0
 CLOSE_HANDSHAKE_TIMEOUT_S = 2.0
 
@@ -82,6 +90,9 @@ class TunnelState:
     agent_version: str = ""
     open_streams: int = 0
     close_reason: str = ""
+    # what the agent reported for reaching its API server: address, caCert, token (secret:
+    # kept out of repr, never logged)
+    params: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 def _now() -> dt.datetime:
@@ -90,6 +101,20 @@ def _now() -> dt.datetime:
 
 def _status_response(error: StatusError) -> web.Response:
     return web.Response(status=error.code, body=error.to_json(), content_type="application/json")
+
+
+def _decode_params(text: str) -> dict[str, str]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(base64.b64decode(text, validate=True))
+    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError("malformed") from exc
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError("not an object of strings")
+    return value
 
 
 class TunnelServer:
@@ -218,6 +243,13 @@ class TunnelServer:
                 cluster_name,
             )
             return _status_response(Unauthorized())
+        try:
+            params = _decode_params(request.headers.get(CLUSTER_PARAMS_HEADER, ""))
+        except ValueError:
+            log.warning("tunnel: agent for cluster %s sent malformed cluster params", cluster_id)
+            return _status_response(
+                BadRequest(f"{CLUSTER_PARAMS_HEADER} is not base64 of a JSON object of strings")
+            )
         ws = web.WebSocketResponse(
             protocols=(frames.SUBPROTOCOL,),
             autoping=False,
@@ -263,6 +295,7 @@ class TunnelServer:
                 last_heartbeat=_now(),
                 remote=remote,
                 agent_version=request.headers.get(AGENT_VERSION_HEADER, ""),
+                params=params,
             )
         )
         try:
