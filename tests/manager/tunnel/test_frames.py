@@ -90,9 +90,7 @@ def test_agent_config_from_env(tmp_path: Path) -> None:
         "caCert": "PEM",
         "token": "sa-token",
     }
-    assert (
-        config.cluster_params() == {"address": "10.43.0.1:443"}
-        or config.serviceaccount_dir.exists()
-    )
+    missing = AgentConfig.from_env({**env, "SAMPAN_SERVICEACCOUNT_DIR": str(tmp_path / "none")})
+    assert missing.cluster_params() == {"address": "10.43.0.1:443"}
     with pytest.raises(AgentError, match="SAMPAN_TOKEN"):
         AgentConfig.from_env({k: v for k, v in env.items() if k != "SAMPAN_TOKEN"})
