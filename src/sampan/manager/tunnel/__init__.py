@@ -18,7 +18,9 @@ The manager calls: ``TunnelServer(authenticate, on_change=...)``, ``add_routes(a
 The agent's container runs ``python -m sampan.manager.tunnel`` (``AgentConfig.from_env`` +
 ``run_agent``).
 
-For the proxy: ordinary requests (watches and ``logs -f`` included) go through an
+For the proxy: ``state(cluster_id).params`` holds what the agent reported — ``address`` of
+the downstream API server, its ``caCert`` (verify TLS with it) and the agent's ``token``
+(send it with ``Impersonate-*``). Ordinary requests (watches and ``logs -f`` included) go through an
 ``aiohttp.ClientSession(connector=tunnels.connector(cluster_id, ssl=downstream_ca))``; a
 failed dial raises ``TunnelConnectError`` whose ``error`` is ``NotConnected`` (answer 503) or
 ``DialError`` (502), and a tunnel lost mid-response surfaces as aiohttp's
