@@ -238,6 +238,26 @@ def _raw_session(config: ClientConfig, workdir: Path) -> aiohttp.ClientSession:
     )
 
 
+async def _request_counts(raw: aiohttp.ClientSession) -> dict[str, float]:
+    """``apiserver_request_total`` from the server's ``/metrics``, summed over codes, keyed
+    ``VERB resource[/subresource]``."""
+    async with raw.get("/metrics") as resp:
+        text = await resp.text()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels_text, _, value = line[len("apiserver_request_total{") :].rpartition("} ")
+        labels = dict(
+            part.split("=", 1) for part in labels_text.replace('"', "").split(",") if "=" in part
+        )
+        key = f"{labels.get('verb', '')} {labels.get('resource', '')}"
+        if labels.get("subresource"):
+            key += "/" + labels["subresource"]
+        counts[key] = counts.get(key, 0.0) + float(value)
+    return counts
+
+
 def _deployment(name: str, namespace: str, replicas: int) -> dict[str, Any]:
     labels = {"app": name, LABEL: "1"}
     return {
@@ -291,8 +311,10 @@ class Bench:
             for ns in [*namespaces, "scale-probe"]:
                 await client.create(NAMESPACES, {"metadata": {"name": ns}})
             await asyncio.sleep(1.0)  # the namespaces' service accounts
-            await self.ramp(client, namespaces)
             async with _raw_session(config, self.workdir) as raw:
+                before = await _request_counts(raw)
+                await self.ramp(client, namespaces)
+                self.request_breakdown(before, await _request_counts(raw))
                 await self.reads(raw, namespaces)
                 await self.watch_delivery(client, raw)
         assert self.procs.server is not None and self.procs.simulator is not None
@@ -368,6 +390,20 @@ class Bench:
         self.note("mutating_calls", len(probe_latencies))
         self.note("mutating_p50_s", _pct(probe_latencies, 0.5))
         self.note("mutating_p99_s", _pct(probe_latencies, 0.99))
+
+    def request_breakdown(self, before: dict[str, float], after: dict[str, float]) -> None:
+        """The API requests the ramp caused (all clients: controllers, scheduler, simulator,
+        this process), per pod, most frequent first."""
+        pods = max(self.args.pods, 1)
+        diff = {k: v - before.get(k, 0.0) for k, v in after.items()}
+        total = sum(diff.values())
+        self.note("ramp_requests_per_pod", total / pods)
+        breakdown = {k: round(v / pods, 3) for k, v in diff.items() if v / pods >= 0.01}
+        self.figures["ramp_requests_per_pod_by_kind"] = dict(
+            sorted(breakdown.items(), key=lambda kv: -kv[1])
+        )
+        for key, value in self.figures["ramp_requests_per_pod_by_kind"].items():
+            print(f"    {value:8.3f}  {key}", flush=True)
 
     async def probe(self, client: Client, latencies: list[float], stop: asyncio.Event) -> None:
         """ConfigMap creates and updates at a fixed rate (open loop: a slow answer does not

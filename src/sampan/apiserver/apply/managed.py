@@ -24,7 +24,6 @@ subresource. Invariants: entries with no fields are dropped; a client-supplied
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 
 from sampan.api import times
 from sampan.api.errors import BadRequest, Cause, Conflict
+from sampan.api.jsonwire import copy_json
 from sampan.apiserver.apply.fieldpath import (
     Path,
     flatten,
@@ -260,7 +260,7 @@ def _merge(live: Any, applied: Any, schema: SchemaView | None) -> Any:
     if isinstance(applied, dict):
         if not isinstance(live, dict) or (schema is not None and schema.map_type == "atomic"):
             return _without_nulls(applied)
-        out = copy.deepcopy(live)
+        out = copy_json(live)
         for key, value in applied.items():
             if value is None:
                 continue
@@ -270,14 +270,14 @@ def _merge(live: Any, applied: Any, schema: SchemaView | None) -> Any:
     if isinstance(applied, list) and isinstance(live, list):
         kind, keys = list_semantics(schema)
         if kind == "set":
-            out_list = copy.deepcopy(live)
+            out_list = copy_json(live)
             for item in applied:
                 if item not in out_list:
-                    out_list.append(copy.deepcopy(item))
+                    out_list.append(copy_json(item))
             return out_list
         if kind == "map":
             item_schema = schema.items() if schema is not None else None
-            out_list = copy.deepcopy(live)
+            out_list = copy_json(live)
             defaults = key_defaults(schema, keys)
             index = {item_key(item, keys, defaults): i for i, item in enumerate(out_list)}
             for item in applied:
@@ -397,7 +397,7 @@ def server_side_apply(
             'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
             "is required for apply patch"
         )
-    base = copy.deepcopy(live) if isinstance(live, dict) else {}
+    base = copy_json(live) if isinstance(live, dict) else {}
     entries = read_entries(base)
     merged = normalize(_merge(base, applied, schema))
     applied_flat = _tracked(

@@ -24,7 +24,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -46,6 +45,7 @@ from sampan.api.errors import (
     StatusError,
     qualified_resource,
 )
+from sampan.api.jsonwire import copy_json
 from sampan.api.resources import ResourceInfo, ResourceRegistry, storage_key
 from sampan.apiserver.storage import _api
 from sampan.apiserver.storage.cache import (
@@ -580,7 +580,7 @@ class ResourceStore:
     ) -> JSONObj:
         """``requester`` (``{"username", "uid", "groups", "extra"}``): the authenticated
         user, which a CertificateSigningRequest records in its spec (none: recorded empty)."""
-        obj = self._to_storage_version(copy.deepcopy(obj))
+        obj = self._to_storage_version(copy_json(obj))
         sinfo = self.storage_info
         meta = _meta(obj)
         if _parses_as_revision(meta.get("resourceVersion")):
@@ -606,7 +606,7 @@ class ResourceStore:
         attempts = self._settings.generate_name_retries if not given_name and generate else 1
         template = obj
         for attempt in range(attempts):
-            obj = copy.deepcopy(template) if attempts > 1 else template
+            obj = copy_json(template) if attempts > 1 else template
             meta = _meta(obj)
             if not given_name and generate:
                 meta["name"] = _generate_name(generate)
@@ -675,7 +675,7 @@ class ResourceStore:
     ) -> JSONObj:
         """Replace the object; compare-and-swap on ``obj.metadata.resourceVersion`` when set,
         unconditional otherwise. Status changes go through ``subresource="status"``."""
-        obj = self._to_storage_version(copy.deepcopy(obj))
+        obj = self._to_storage_version(copy_json(obj))
         body_name = _meta(obj).get("name")
         if body_name and body_name != name:
             raise BadRequest(
@@ -683,7 +683,7 @@ class ResourceStore:
             )
 
         def replace(_current: JSONObj) -> JSONObj:
-            return copy.deepcopy(obj)
+            return copy_json(obj)
 
         return await self.guaranteed_update(
             namespace, name, replace, subresource=subresource, dry_run=dry_run
@@ -716,7 +716,7 @@ class ResourceStore:
             if current is None:
                 raise self._not_found(name)
             old, old_rev = current
-            new = mutate(copy.deepcopy(old))
+            new = mutate(copy_json(old))
             if not isinstance(new, dict):
                 raise InternalError("update produced no object")
             new = self._to_storage_version(new)
@@ -765,7 +765,7 @@ class ResourceStore:
         sinfo = self.storage_info
         old_meta = old.get("metadata") or {}
         if subresource == "finalize" and self._is("", "Namespace"):
-            result = copy.deepcopy(old)
+            result = copy_json(old)
             finalizers = (new.get("spec") or {}).get("finalizers") or []
             spec = result.setdefault("spec", {})
             _set_or_drop(spec, "finalizers", list(finalizers))
@@ -928,7 +928,7 @@ class ResourceStore:
             if not terminating:
                 if not spec_finalizers and not new_finalizers:
                     return None
-                marked = copy.deepcopy(obj)
+                marked = copy_json(obj)
                 mmeta = _meta(marked)
                 mmeta["deletionTimestamp"] = rfc3339(now)
                 mmeta["deletionGracePeriodSeconds"] = 0
@@ -943,7 +943,7 @@ class ResourceStore:
         if terminating:
             current_grace = meta.get("deletionGracePeriodSeconds")
             remaining_grace = current_grace if isinstance(current_grace, int) else 0
-            marked = copy.deepcopy(obj)
+            marked = copy_json(obj)
             mmeta = _meta(marked)
             changed = False
             if grace < remaining_grace:
@@ -962,7 +962,7 @@ class ResourceStore:
             return marked if changed else obj
         if grace == 0 and not new_finalizers:
             return None
-        marked = copy.deepcopy(obj)
+        marked = copy_json(obj)
         mmeta = _meta(marked)
         mmeta["deletionTimestamp"] = rfc3339(now + timedelta(seconds=grace))
         mmeta["deletionGracePeriodSeconds"] = grace
