@@ -9,9 +9,9 @@ What runs, each in its own process:
   scheduler do the work; cluster CIDR 10.128.0.0/9 so 5,000 nodes get a /24 each; packaged
   add-ons disabled (their pods would only add noise, and metrics-server would scrape
   kubelets that do not exist); the scheduler's and controller manager's leader election off
-  (one server needs none, and on an overloaded machine a Lease renewal that misses its 10 s
-  deadline makes the scheduler quit and ``sampan server`` stop with it, which ends the run;
-  ``--leader-elect`` keeps it on to see that);
+  (one server needs none; on an overloaded machine a Lease renewal that misses its 10 s
+  deadline ends the component's term and it competes again, which stalls the ramp for a
+  lease duration; ``--leader-elect`` keeps it on to see that);
 * ``sampan simulate --nodes N`` (KWOK's model: leases, pods marked Running with IPs);
 * this process: creates ``pods/100`` Deployments of 100 replicas (fewer for a remainder) over
   ``--namespaces`` namespaces, watches the pods, and measures.
