@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sampan.api import times
@@ -91,6 +91,12 @@ class ManagedEntry:
     subresource: str
     time: str
     fields: set[Path]
+    stored: tuple[frozenset[Path], dict[str, Any]] | None = field(
+        default=None, compare=False, repr=False
+    )
+    """The fields as read from a stored object and their ``fieldsV1`` as stored (written by
+    ``to_json``, so canonical): ``to_json`` reuses it while the fields are unchanged instead
+    of rebuilding the same tree."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -107,7 +113,10 @@ class ManagedEntry:
         if self.time:
             entry["time"] = self.time
         entry["fieldsType"] = FIELDS_TYPE
-        entry["fieldsV1"] = to_fields_v1(self.fields)
+        if self.stored is not None and self.stored[0] == self.fields:
+            entry["fieldsV1"] = copy_json(self.stored[1])
+        else:
+            entry["fieldsV1"] = to_fields_v1(self.fields)
         if self.subresource:
             entry["subresource"] = self.subresource
         return entry
@@ -117,7 +126,9 @@ def _now() -> str:
     return times.now()
 
 
-def read_entries(obj: dict[str, Any] | None) -> list[ManagedEntry]:
+def read_entries(obj: dict[str, Any] | None, *, stored: bool = False) -> list[ManagedEntry]:
+    """The entries of ``obj``'s managedFields; ``stored``: ``obj`` was read from storage, so
+    its ``fieldsV1`` trees are canonical and may be reused while unchanged."""
     if not isinstance(obj, dict):
         return []
     raw = (obj.get("metadata") or {}).get("managedFields")
@@ -127,6 +138,8 @@ def read_entries(obj: dict[str, Any] | None) -> list[ManagedEntry]:
     for item in raw:
         if not isinstance(item, dict):
             continue
+        raw = item.get("fieldsV1") or {}
+        fields = from_fields_v1(raw)
         entries.append(
             ManagedEntry(
                 manager=str(item.get("manager") or ""),
@@ -134,7 +147,8 @@ def read_entries(obj: dict[str, Any] | None) -> list[ManagedEntry]:
                 api_version=str(item.get("apiVersion") or ""),
                 subresource=str(item.get("subresource") or ""),
                 time=str(item.get("time") or ""),
-                fields=from_fields_v1(item.get("fieldsV1") or {}),
+                fields=fields,
+                stored=(frozenset(fields), raw) if stored and isinstance(raw, dict) else None,
             )
         )
     return entries
@@ -164,7 +178,23 @@ def _tracked(
     """The owned paths of ``obj`` that managedFields tracks for this (sub)resource."""
     if not isinstance(obj, dict):
         return {}
-    flat = flatten(obj, schema, ref=ref)
+    if has_status:
+        # Only one side of ``status`` is tracked: flatten just that side (the same paths).
+        if subresource == "status":
+            status = obj.get("status")
+            if status is None:
+                return {}
+            flat = flatten(
+                status,
+                schema.field("status") if schema is not None else None,
+                ("f:status",),
+                ref=ref.get("status") if isinstance(ref, dict) else None,
+            )
+        else:
+            obj = {k: v for k, v in obj.items() if k != "status"}
+            flat = flatten(obj, schema, ref=ref)
+    else:
+        flat = flatten(obj, schema, ref=ref)
     out: dict[Path, Any] = {}
     for path, value in flat.items():
         if not path or path[0] in _STRIPPED_TOP:
@@ -215,7 +245,7 @@ def track_update(
     will read; the returned object is ``new`` itself plus managedFields."""
     result = {**new, "metadata": dict(new.get("metadata") or {})}
     reset = _client_reset(old, new)
-    entries = reset if reset is not None else read_entries(old)
+    entries = reset if reset is not None else read_entries(old, stored=True)
     if reset is None and old is not None and _without_managed(old) == _without_managed(new):
         _write_entries(result, entries)  # an identical write: nobody's ownership changes
         return result
