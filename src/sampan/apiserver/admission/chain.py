@@ -189,7 +189,12 @@ async def admitted_update(
 
         try:
             updated = await store.guaranteed_update(
-                namespace, attrs.name, fixed, subresource=subresource, dry_run=attrs.dry_run
+                namespace,
+                attrs.name,
+                fixed,
+                subresource=subresource,
+                dry_run=attrs.dry_run,
+                mutate_reads_only=True,  # fixed only reads latest's resourceVersion
             )
         except _Moved:
             await chain.finish(attrs, ok=False)

@@ -697,13 +697,16 @@ class ResourceStore:
         *,
         subresource: str = "",
         dry_run: bool = False,
+        mutate_reads_only: bool = False,
     ) -> JSONObj:
         """Get, ``mutate`` (a copy), compare-and-swap; retried when another writer won.
 
         ``mutate`` receives the current object (storage version, with its resourceVersion)
         and returns the desired one; if that carries a resourceVersion different from the
         current one, the update is a 409 Conflict (the caller's precondition). It may raise
-        ``StatusError`` to refuse."""
+        ``StatusError`` to refuse. ``mutate_reads_only``: the caller promises ``mutate``
+        neither modifies its argument nor returns it (or part of it), so it gets the current
+        object itself instead of a copy."""
         namespace = namespace if self.info.namespaced else None
         key = self._key(namespace, name)
         current = self._cached(key) if await self._cache_ready() else None
@@ -716,7 +719,7 @@ class ResourceStore:
             if current is None:
                 raise self._not_found(name)
             old, old_rev = current
-            new = mutate(copy_json(old))
+            new = mutate(old if mutate_reads_only else copy_json(old))
             if not isinstance(new, dict):
                 raise InternalError("update produced no object")
             new = self._to_storage_version(new)
