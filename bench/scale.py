@@ -20,6 +20,9 @@ Figures, each printed beside its SLO or the issue's goal (for 5,000 nodes/150,00
 
 * ramp: time from the first Deployment create to all pods Running and Ready (seen through a
   watch), pods/s, and pod startup p50/p99 (first seen by the watch -> seen Running and Ready);
+  the server's CPU seconds in the ramp per pod (``/proc/<pid>/stat``; on a shared machine the
+  figure that moves least with the load) and the API requests it took per pod, by verb and
+  resource (``apiserver_request_total`` from ``/metrics`` before and after);
 * mutating calls during the ramp: a probe client creates and updates ConfigMaps at a fixed
   ``--probe-rate`` (default 5/s), p50/p99 of each call;
 * reads after the ramp: LIST of all pods with ``resourceVersion=0`` (served from the watch
@@ -103,6 +106,13 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (``/proc/<pid>/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _dir_bytes(path: Path) -> int:
@@ -313,7 +323,14 @@ class Bench:
             await asyncio.sleep(1.0)  # the namespaces' service accounts
             async with _raw_session(config, self.workdir) as raw:
                 before = await _request_counts(raw)
+                assert self.procs.server is not None and self.procs.simulator is not None
+                cpu_before = _cpu_s(self.procs.server.pid), _cpu_s(self.procs.simulator.pid)
                 await self.ramp(client, namespaces)
+                server_cpu = _cpu_s(self.procs.server.pid) - cpu_before[0]
+                simulator_cpu = _cpu_s(self.procs.simulator.pid) - cpu_before[1]
+                self.note("ramp_server_cpu_s", server_cpu)
+                self.note("ramp_server_cpu_ms_per_pod", server_cpu * 1000 / max(args.pods, 1))
+                self.note("ramp_simulator_cpu_s", simulator_cpu)
                 self.request_breakdown(before, await _request_counts(raw))
                 await self.reads(raw, namespaces)
                 await self.watch_delivery(client, raw)
@@ -560,6 +577,8 @@ def print_table(report: dict[str, Any]) -> None:
         ("pods Running per second", "pods_per_s", None),
         ("pod startup p50 (s)", "pod_startup_p50_s", None),
         ("pod startup p99 (s)", "pod_startup_p99_s", "pod_startup_p99_s"),
+        ("server CPU in the ramp, per pod (ms)", "ramp_server_cpu_ms_per_pod", None),
+        ("API requests in the ramp, per pod", "ramp_requests_per_pod", None),
         ("mutating p50 during ramp (s)", "mutating_p50_s", None),
         ("mutating p99 during ramp (s)", "mutating_p99_s", "mutating_p99_s"),
         ("LIST all pods rv=0 p50 (s)", "list_all_rv0_p50_s", None),

@@ -25,6 +25,11 @@ cost: the write path copies whole objects several times per request (admission, 
 the store's compare-and-swap), and ``copy.deepcopy``'s generic dispatch and memo dominated it.
 Anything that is not a JSON shape (a tuple, an object) is still handed to ``copy.deepcopy``.
 
+``parse`` reads JSON that Sampan itself or a Kubernetes server wrote (stored values, watch
+events, API answers) with orjson, and gives exactly ``json.loads``'s result: text orjson would
+read differently (an integer too long for 64 bits, which orjson makes a float) or refuses
+(NaN, lone surrogates, invalid UTF-8, deep nesting) goes to ``json.loads``, errors included.
+
 ``load_yaml`` gives YAML bodies the same bounds and makes their values JSON as the YAML-to-JSON
 conversion upstream does (string keys; timestamps and ``yes``/``on`` stay strings).
 
@@ -40,6 +45,7 @@ import json
 import re
 from typing import Any
 
+import orjson
 import yaml
 
 __all__ = [
@@ -51,6 +57,7 @@ __all__ = [
     "fix_surrogates",
     "load_yaml",
     "loads",
+    "parse",
 ]
 
 MAX_DEPTH = 128
@@ -204,6 +211,20 @@ def _check_depth(stack: list[tuple[Any, int]], limit: int, message: str) -> None
         for child in children:
             if isinstance(child, (dict, list)):
                 stack.append((child, depth + 1))
+
+
+_LONG_DIGITS = re.compile(rb"\d{19}")
+"""19 digits in a row: maybe an integer beyond 64 bits (or a digit run inside a string)."""
+
+
+def parse(data: bytes) -> Any:
+    """``json.loads(data)``, faster (see the module docstring)."""
+    if _LONG_DIGITS.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
 
 
 _SCALARS = frozenset((str, int, float, bool, type(None)))

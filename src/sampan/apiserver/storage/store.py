@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-from sampan.api import times
+from sampan.api import jsonwire, times
 from sampan.api.errors import (
     AlreadyExists,
     BadRequest,
@@ -143,7 +143,7 @@ def _meta(obj: JSONObj) -> JSONObj:
 
 
 def _parse_kv(kv: KeyValue) -> JSONObj:
-    obj = json.loads(kv.value)
+    obj = jsonwire.parse(kv.value)
     _meta(obj)["resourceVersion"] = str(kv.mod_revision)
     return obj
 
