@@ -213,13 +213,16 @@ def _check_depth(stack: list[tuple[Any, int]], limit: int, message: str) -> None
                 stack.append((child, depth + 1))
 
 
-_LONG_DIGITS = re.compile(rb"\d{19}")
-"""19 digits in a row: maybe an integer beyond 64 bits (or a digit run inside a string)."""
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
+_LONG_DIGIT_RUN = b"0" * 19
+"""19 digits in a row (after mapping digits to ``0``): maybe an integer beyond 64 bits, or
+just a digit run inside a string; either way ``json.loads`` reads it. (A ``bytes.translate``
+and a substring search cost a fraction of a regular expression's scan.)"""
 
 
 def parse(data: bytes) -> Any:
     """``json.loads(data)``, faster (see the module docstring)."""
-    if _LONG_DIGITS.search(data) is None:
+    if type(data) is bytes and _LONG_DIGIT_RUN not in data.translate(_DIGITS_AS_ZERO):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
