@@ -93,7 +93,15 @@ class RacyStore:
         return copy.deepcopy(self.obj)
 
     async def guaranteed_update(
-        self, namespace, name, mutate, *, subresource="", dry_run=False, mutate_reads_only=False
+        self,
+        namespace,
+        name,
+        mutate,
+        *,
+        subresource="",
+        dry_run=False,
+        mutate_reads_only=False,
+        known=None,
     ):
         if not self.raced:
             self.raced = True

@@ -195,6 +195,7 @@ async def admitted_update(
                 subresource=subresource,
                 dry_run=attrs.dry_run,
                 mutate_reads_only=True,  # fixed only reads latest's resourceVersion
+                known=current,
             )
         except _Moved:
             await chain.finish(attrs, ok=False)

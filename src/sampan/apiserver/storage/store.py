@@ -698,6 +698,7 @@ class ResourceStore:
         subresource: str = "",
         dry_run: bool = False,
         mutate_reads_only: bool = False,
+        known: JSONObj | None = None,
     ) -> JSONObj:
         """Get, ``mutate`` (a copy), compare-and-swap; retried when another writer won.
 
@@ -706,10 +707,22 @@ class ResourceStore:
         current one, the update is a 409 Conflict (the caller's precondition). It may raise
         ``StatusError`` to refuse. ``mutate_reads_only``: the caller promises ``mutate``
         neither modifies its argument nor returns it (or part of it), so it gets the current
-        object itself instead of a copy."""
+        object itself instead of a copy. ``known``: the object as the caller just read it
+        (with its resourceVersion, not modified since); with ``mutate_reads_only`` it stands
+        for the cached object while the cache holds that same revision (no second parse)."""
         namespace = namespace if self.info.namespaced else None
         key = self._key(namespace, name)
-        current = self._cached(key) if await self._cache_ready() else None
+        current = None
+        if await self._cache_ready():
+            entry = self._cache.objects.get(key)
+            if entry is not None:
+                known_meta = (known or {}).get("metadata")
+                known_rv = known_meta.get("resourceVersion") if isinstance(known_meta, dict) else ""
+                if mutate_reads_only and str(known_rv or "") == str(entry.mod_revision):
+                    assert known is not None
+                    current = known, entry.mod_revision
+                else:
+                    current = entry.obj(), entry.mod_revision
         fresh = False
         if current is None:
             current = await self._fetch(key, name)
