@@ -43,7 +43,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import orjson
 import yaml
@@ -230,18 +230,23 @@ def parse(data: bytes) -> Any:
     return json.loads(data)
 
 
+_T = TypeVar("_T")
 _SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
-def copy_json(value: Any) -> Any:
+def copy_json(value: _T) -> _T:
     """A deep copy of a JSON value, equal to ``copy.deepcopy(value)``. Shared sub-objects
     come back as separate copies (JSON has no aliasing); other types go to
     ``copy.deepcopy``."""
+    return cast(_T, _copy(value))
+
+
+def _copy(value: Any) -> Any:
     kind = type(value)
     if kind is dict:
-        return {k: v if type(v) in _SCALARS else copy_json(v) for k, v in value.items()}
+        return {k: v if type(v) in _SCALARS else _copy(v) for k, v in value.items()}
     if kind is list:
-        return [v if type(v) in _SCALARS else copy_json(v) for v in value]
+        return [v if type(v) in _SCALARS else _copy(v) for v in value]
     if kind in _SCALARS:
         return value
     return copy.deepcopy(value)
