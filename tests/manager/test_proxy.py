@@ -248,6 +248,11 @@ async def test_manager_errors_are_status_bodies(http: ManagerHTTP, admin_token: 
     assert status == 401 and body["kind"] == "Status" and body["reason"] == "Unauthorized"
     status, body = await http.call("GET", "/k8s/clusters/c-nothere/version", token=admin_token)
     assert status == 404 and body["reason"] == "NotFound" and body["code"] == 404
+    status, body = await http.call("GET", "/k8s/clusters/LOCAL/version", token=admin_token)
+    assert status == 404 and body["kind"] == "Status"  # no object name: no cluster
+    for odd in ("lo%2Fcal", "local%2F..", ".."):  # never forwarded, whoever answers the 404
+        status, body = await http.call("GET", f"/k8s/clusters/{odd}/version", token=admin_token)
+        assert status == 404, odd
     _, token = await _user(http, admin_token, "nobody")
     status, body = await http.call("GET", "/k8s/clusters/c-nothere/version", token=token)
     assert status == 403 and body["reason"] == "Forbidden"
@@ -466,3 +471,85 @@ async def test_unreachable_dialer_is_503(
     manager.set_remote_dialer(Refusing())
     status, body = await http.call("GET", f"/k8s/clusters/{cluster}/api", token=admin_token)
     assert status == 503 and body["message"] == f"cluster {cluster}: no tunnel"
+
+
+class SpdyDownstream:
+    """A raw TLS server answering an upgrade as a kubelet's exec would (``101`` with
+    ``Upgrade: SPDY/3.1``), then echoing bytes: SPDY frames are opaque to the proxy."""
+
+    def __init__(self, harness: ApiServerHarness) -> None:
+        assert harness.server is not None
+        self.pki = harness.server.pki
+        self.heads: list[str] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        tls = self.pki.tls_dir
+        context = server_ssl_context(tls / "manager-serving.crt", tls / "manager-serving.key")
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=context)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            self.heads.append((await reader.readuntil(b"\r\n\r\n")).decode("latin-1"))
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                b"Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n"
+            )
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def open(self, cluster_id: str) -> tuple[ByteReader, ByteWriter]:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return await asyncio.open_connection("127.0.0.1", port)
+
+    async def downstream(self, cluster_id: str) -> Downstream:
+        context = ssl.create_default_context(cadata=self.pki.ca_pem.decode())
+        return Downstream(context, "127.0.0.1", "kubernetes.default.svc", "downstream-secret")
+
+
+async def test_spdy_upgrade_is_spliced_raw(
+    http: ManagerHTTP,
+    admin_token: str,
+    manager: ManagerComponent,
+    api_server: ApiServerHarness,
+) -> None:
+    cluster = await _cluster(http, admin_token, "edge-1")
+    spdy = SpdyDownstream(api_server)
+    await spdy.start()
+    manager.set_remote_dialer(spdy)
+    assert api_server.server is not None
+    context = ssl.create_default_context(cadata=api_server.server.pki.ca_pem.decode())
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", manager.port, ssl=context, server_hostname="127.0.0.1"
+    )
+    try:
+        path = f"/k8s/clusters/{cluster}/api/v1/namespaces/default/pods/p/exec?command=sh&stdin=1"
+        writer.write(
+            (
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {admin_token}\r\nImpersonate-User: u-admin-not\r\n"
+                "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+                "X-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+        )
+        async with asyncio.timeout(EVENTUALLY_TIMEOUT_S):
+            head = (await reader.readuntil(b"\r\n\r\n")).decode()
+            assert head.startswith("HTTP/1.1 101"), head
+            assert "Upgrade: SPDY/3.1" in head
+            for payload in (b"\x80\x03\x00\x01frame", bytes(range(256)) * 1000):
+                writer.write(payload)
+                await writer.drain()
+                assert await reader.readexactly(len(payload)) == payload
+    finally:
+        writer.close()
+        assert spdy.server is not None
+        spdy.server.close()
+    sent = next(h for h in spdy.heads if h.startswith("POST")).lower()
+    assert "post /api/v1/namespaces/default/pods/p/exec?command=sh&stdin=1 http/1.1" in sent
+    assert "impersonate-user: u-admin\r\n" in sent and "u-admin-not" not in sent
+    assert "authorization: bearer downstream-secret\r\n" in sent
+    assert "upgrade: spdy/3.1\r\n" in sent and "x-stream-protocol-version: v4" in sent

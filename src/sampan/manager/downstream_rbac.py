@@ -101,7 +101,7 @@ async def _call(
     status, answer = await downstream_request(dialer, cluster_id, method, path, body)
     if status == 404 and method == "DELETE":
         return None
-    if status >= 300:
+    if not 200 <= status < 300:
         message = (answer or {}).get("message", "") if isinstance(answer, dict) else ""
         raise DownstreamError(f"cluster {cluster_id}: {method} {path}: {status} {message}")
     return answer

@@ -50,6 +50,7 @@ from typing import Any
 from aiohttp import web
 
 from sampan.api.errors import Forbidden, NotFound, StatusError, Unauthorized
+from sampan.api.names import is_dns1123_subdomain
 from sampan.client import AlreadyExistsError, ApiError, Client, NotFoundError
 from sampan.manager import credentials, store
 from sampan.manager.crds import (
@@ -586,6 +587,13 @@ class ManagerAPI:
         """``/k8s/clusters/<id>/...``: see the module docstring."""
         assert self._proxy is not None
         name = request.match_info["cluster"]
+        prefix = f"{PROXY_PREFIX}{name}"
+        raw = request.raw_path
+        rest = raw[len(prefix) :] if raw.startswith(prefix) else None
+        if rest is None or is_dns1123_subdomain(name) or rest[:1] not in ("", "/", "?"):
+            # An id that is no object name (or was spelled with escapes) names no cluster.
+            return status_response(NotFound(f'clusters.{GROUP} "{name}" not found', name=name))
+        target = rest if rest.startswith("/") else "/" + rest
         try:
             try:
                 who = await store.authenticate(self._client, _presented_token(request))
@@ -602,11 +610,6 @@ class ManagerAPI:
                 raise NotFound(f'clusters.{GROUP} "{name}" not found', name=name) from None
         except StatusError as exc:
             return status_response(exc)
-        prefix = f"{PROXY_PREFIX}{name}"
-        raw = request.raw_path
-        target = raw[len(prefix) :] if raw.startswith(prefix) else "/"
-        if not target.startswith("/"):
-            target = "/" + target
         return await self._proxy.forward(request, name, target, who.user_id, IMPERSONATED_GROUPS)
 
     async def _delete_cluster(self, request: web.Request, who: Principal) -> web.Response:
