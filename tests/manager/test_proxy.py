@@ -553,3 +553,55 @@ async def test_spdy_upgrade_is_spliced_raw(
     assert "impersonate-user: u-admin\r\n" in sent and "u-admin-not" not in sent
     assert "authorization: bearer downstream-secret\r\n" in sent
     assert "upgrade: spdy/3.1\r\n" in sent and "x-stream-protocol-version: v4" in sent
+
+
+class IdleWatchDownstream(SpdyDownstream):
+    """Answers a watch's head and one event, then idles until its connection is closed."""
+
+    def __init__(self, harness: ApiServerHarness) -> None:
+        super().__init__(harness)
+        self.closed = asyncio.Event()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            self.heads.append(head)
+            if "watch=true" not in head.split("\r\n")[0]:
+                writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                return
+            event = b'{"type":"ADDED","object":{}}\n'
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(event) + event + b"\r\n"
+            )
+            await writer.drain()
+            while await reader.read(65536):
+                pass
+            self.closed.set()
+        finally:
+            writer.close()
+
+
+async def test_a_caller_leaving_an_idle_watch_closes_the_downstream(
+    http: ManagerHTTP,
+    admin_token: str,
+    manager: ManagerComponent,
+    api_server: ApiServerHarness,
+) -> None:
+    cluster = await _cluster(http, admin_token, "edge-1")
+    downstream = IdleWatchDownstream(api_server)
+    await downstream.start()
+    manager.set_remote_dialer(downstream)
+    try:
+        async with http.session.get(
+            f"{http.base}/k8s/clusters/{cluster}/api/v1/pods?watch=true",
+            headers={"Authorization": f"Bearer {admin_token}"},
+        ) as response:
+            assert response.status == 200
+            async with asyncio.timeout(EVENTUALLY_TIMEOUT_S):
+                assert await response.content.readline() == b'{"type":"ADDED","object":{}}\n'
+            response.close()  # the caller leaves while the watch is idle
+        await eventually(downstream.closed.is_set, what="the downstream connection closed")
+    finally:
+        assert downstream.server is not None
+        downstream.server.close()

@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 DIAL_TIMEOUT_S = 10.0
+CALLER_CHECK_S = 1.0
+"""How often a relay waiting on an idle downstream checks that its caller is still there."""
 RESPONSE_HEAD_TIMEOUT_S = 60.0
 """How long a downstream may take to start answering (kube-apiserver's request timeout); a
 watch answers its head at once, so this never cuts a stream short."""
@@ -473,6 +475,26 @@ def forwarded_headers(request: web.Request, upgrade: bool) -> list[tuple[str, st
     return out
 
 
+async def _next_piece(body: AsyncIterator[bytes], request: web.Request) -> bytes:
+    """The body's next piece (``b""`` at its end); ``ConnectionResetError`` as soon as the
+    caller is gone (checked every ``CALLER_CHECK_S``), so an idle watch whose caller left
+    does not keep its downstream connection."""
+    task = asyncio.ensure_future(anext(body, b""))
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=CALLER_CHECK_S)
+            if done:
+                return task.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("the caller closed the connection")
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
 class ClusterProxy:
     """Relays requests to downstream API servers through a ``ClusterDialer``."""
 
@@ -557,10 +579,17 @@ class ClusterProxy:
         if length is not None and length.isdigit() and not chunked:
             response.content_length = int(length)
         body = connection.body(request.method, status, headers)
-        try:
-            first = await anext(body, b"")
-        except (DownstreamError, OSError, ConnectionError, ssl.SSLError) as exc:
-            return bad_gateway(f"{exc}")
+        first = b""
+        if not chunked:
+            # A whole answer of known size: wait for its first bytes, so a downstream that dies
+            # right after its head is still a 502. A chunked answer (a watch, ``logs -f``)
+            # may idle for long: its head goes out at once.
+            try:
+                first = await _next_piece(body, request)
+            except (DownstreamError, OSError, ssl.SSLError) as exc:
+                return bad_gateway(f"{exc}")
+            except ConnectionError:
+                return response
         try:
             await response.prepare(request)
         except ConnectionError:
@@ -568,7 +597,7 @@ class ClusterProxy:
         try:
             if first:
                 await response.write(first)
-            async for piece in body:
+            while piece := await _next_piece(body, request):
                 await response.write(piece)
         except (DownstreamError, OSError, ConnectionError, ssl.SSLError) as exc:
             # The head is out: abort the caller's connection so the answer cannot look whole.
