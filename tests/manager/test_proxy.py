@@ -391,6 +391,7 @@ async def test_what_the_downstream_receives(
             "impersonate-group": "system:masters",
             "Impersonate-Extra-Scopes": "all",
             "X-Remote-User": "someone-else",
+            "Cookie": "R_SESS=token-abcde:secret",
             "Accept": "application/json",
         },
     )
@@ -399,6 +400,7 @@ async def test_what_the_downstream_receives(
     assert body["impersonate-user"] == ["u-admin"]
     assert body["impersonate-group"] == ["system:authenticated"]
     assert "impersonate-extra-scopes" not in body and "x-remote-user" not in body
+    assert "cookie" not in body
     assert body["host"] == ["kubernetes.default.svc"]
     assert body["accept"] == ["application/json"]
 

@@ -19,19 +19,21 @@ supervisor gives the manager the cluster-admin client certificate); ``RoutingDia
 **Proxy.** ``ClusterProxy.forward(request, cluster_id, user_id, groups)`` relays one request of
 an already authenticated and authorized manager user: TLS is run here over the dialer's stream
 (``TLSStream``, memory BIOs, so any stream works), the request goes out as HTTP/1.1 with the
-caller's headers minus hop-by-hop ones, minus every ``Authorization``, ``Impersonate-*`` and
-``X-Remote-*`` header the caller sent, plus the downstream credentials and
-``Impersonate-User: <user id>`` / ``Impersonate-Group`` (one per group): downstream RBAC
-decides. Bodies stream both ways chunk by chunk (a watch or ``logs -f`` reaches the caller as
-the downstream writes it); a ``101`` to an upgrade request (exec, attach, port-forward: SPDY or
-WebSocket) hands both connections to a byte splice until either side ends.
+caller's headers minus hop-by-hop ones, minus every ``Authorization``, ``Cookie`` (a browser
+session is a manager credential), ``Impersonate-*`` and ``X-Remote-*`` header the caller sent,
+plus the downstream credentials and ``Impersonate-User: <user id>`` / ``Impersonate-Group``
+(one per group): downstream RBAC decides. Bodies stream both ways chunk by chunk (a watch or
+``logs -f`` reaches the caller as the downstream writes it); a ``101`` to an upgrade request
+(exec, attach, port-forward: SPDY or WebSocket) hands both connections to a byte splice until
+either side ends.
 
 Invariants: a caller's credentials or impersonation headers never reach a downstream; a cluster
 that cannot be dialed answers 503 ``ServiceUnavailable``, a downstream that fails or closes
 before its answer is complete answers 502 (a Kubernetes ``Status``) when nothing was sent yet,
 and otherwise the caller's connection is aborted (never a truncated answer that looks whole,
-never a hang: the answer head must start within ``RESPONSE_HEAD_TIMEOUT_S``). One downstream
-connection per request (no pooling yet).
+never a hang: the answer head must start within ``RESPONSE_HEAD_TIMEOUT_S``); a caller that
+leaves, even during an idle watch, closes its downstream connection within ``CALLER_CHECK_S``.
+One downstream connection per request (no pooling yet).
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ _HOP_BY_HOP = frozenset(
         "host",
         "content-length",
         "authorization",
+        "cookie",
     )
 )
 _DROPPED_PREFIXES = ("impersonate-", "x-remote-")
