@@ -98,7 +98,11 @@ data: {hello: world}
 
 
 async def test_generated_kubeconfig_and_kubectl_through_the_proxy(
-    http: ManagerHTTP, admin_token: str, manager: ManagerComponent, tmp_path: Path
+    http: ManagerHTTP,
+    admin_token: str,
+    manager: ManagerComponent,
+    client: Client,
+    tmp_path: Path,
 ) -> None:
     config_path = await _kubeconfig(http, admin_token, "local", tmp_path / "admin.yaml")
     config = yaml.safe_load(config_path.read_text())
@@ -114,6 +118,8 @@ async def test_generated_kubeconfig_and_kubectl_through_the_proxy(
         return dict(json.loads(out))
 
     review = await eventually(whoami, what="kubectl auth whoami through the proxy")
+    admin_binding = await client.get(CLUSTERROLEBINDINGS, "sampan-admin-u-admin")
+    assert admin_binding["roleRef"]["name"] == "cluster-admin"
     assert review["status"]["userInfo"]["username"] == "u-admin"
     assert "system:authenticated" in review["status"]["userInfo"]["groups"]
     assert "system:masters" not in review["status"]["userInfo"]["groups"]
@@ -278,6 +284,7 @@ class TestDownstream:
     async def start(self, manager: ManagerComponent) -> None:
         app = web.Application()
         app.router.add_get("/headers", self._headers)
+        app.router.add_post("/echo", self._echo)
         app.router.add_get("/stream", self._stream)
         app.router.add_get("/ws", self._ws)
         app.router.add_get("/die", self._die)
@@ -315,6 +322,13 @@ class TestDownstream:
         for key, value in request.headers.items():
             headers.setdefault(key.lower(), []).append(value)
         return web.json_response(headers)
+
+    async def _echo(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.Response(
+            body=body,
+            headers={"X-Was-Chunked": str(request.headers.get("Transfer-Encoding") == "chunked")},
+        )
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
@@ -401,6 +415,20 @@ async def test_what_the_downstream_receives(
     assert body["impersonate-group"] == ["system:authenticated"]
     assert "impersonate-extra-scopes" not in body and "x-remote-user" not in body
     assert "cookie" not in body
+    # Request bodies stream on, with a length or chunked as the caller sent them.
+    payload = bytes(range(256)) * 2000
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(payload), 100_000):
+            yield payload[start : start + 100_000]
+
+    url = f"{http.base}/k8s/clusters/{cluster}/echo"
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    for data, chunked in ((payload, "False"), (pieces(), "True")):
+        async with http.session.post(url, data=data, headers=auth) as response:
+            assert response.status == 200
+            assert response.headers["X-Was-Chunked"] == chunked
+            assert await response.read() == payload
     assert body["host"] == ["kubernetes.default.svc"]
     assert body["accept"] == ["application/json"]
 
