@@ -110,6 +110,10 @@ async def test_generated_kubeconfig_and_kubectl_through_the_proxy(
     token = config["users"][0]["user"]["token"]
     assert token.startswith("token-") and token != admin_token  # a new token of the caller
     assert (await http.call("GET", "/v3/users?me=true", token=token))[0] == 200
+    status, body = await http.call(
+        "GET", "/v3/clusters/local?action=generateKubeconfig", token=admin_token
+    )
+    assert status == 200 and body["config"].startswith("apiVersion: v1")
 
     # Admins are cluster-admin downstream once the RBAC pass has run.
     async def whoami() -> dict[str, Any]:

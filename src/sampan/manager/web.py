@@ -23,7 +23,8 @@ lists only those; any other cluster id is 403), their own user, tokens and bindi
 
 Cluster access (``sampan.manager.proxy``):
 
-* ``POST /v3/clusters/<id>?action=generateKubeconfig`` (anyone who sees the cluster) -> 200
+* ``POST /v3/clusters/<id>?action=generateKubeconfig`` (Rancher's action; ``GET`` also
+  answers) (anyone who sees the cluster) -> 200
   ``{"type": "generateKubeConfigOutput", "config": "<kubeconfig YAML>"}``: server
   ``https://<manager>/k8s/clusters/<id>``, the manager's CA, and a new Token of the caller
   (``KUBECONFIG_TOKEN_TTL_MS``);
@@ -488,6 +489,8 @@ class ManagerAPI:
         return cluster, visible is None or "cluster-owner" in visible[name]
 
     async def _get_cluster(self, request: web.Request, who: Principal) -> web.Response:
+        if request.query.get("action") == "generateKubeconfig":
+            return await self._cluster_action(request, who)
         cluster, owner = await self._find_cluster(request, who)
         return web.json_response(await self._cluster_view(request, cluster, registration=owner))
 
