@@ -282,7 +282,7 @@ class TestDownstream:
         self.seen: list[dict[str, list[str]]] = []
         self.release = asyncio.Event()
         self.port = 0
-        self.dials = 0
+        self.transports: list[asyncio.BaseTransport] = []
         self._runner: web.AppRunner | None = None
 
     async def start(self, manager: ManagerComponent) -> None:
@@ -308,7 +308,6 @@ class TestDownstream:
 
     # the dialer
     async def open(self, cluster_id: str) -> tuple[ByteReader, ByteWriter]:
-        self.dials += 1
         return await asyncio.open_connection("127.0.0.1", self.port)
 
     async def downstream(self, cluster_id: str) -> Downstream:
@@ -322,6 +321,8 @@ class TestDownstream:
 
     # the server
     async def _headers(self, request: web.Request) -> web.Response:
+        assert request.transport is not None
+        self.transports.append(request.transport)
         headers: dict[str, list[str]] = {}
         for key, value in request.headers.items():
             headers.setdefault(key.lower(), []).append(value)
@@ -639,3 +640,19 @@ async def test_a_caller_leaving_an_idle_watch_closes_the_downstream(
     finally:
         assert downstream.server is not None
         downstream.server.close()
+
+
+async def test_kept_alive_downstream_connections(
+    http: ManagerHTTP, admin_token: str, manager: ManagerComponent, downstream: TestDownstream
+) -> None:
+    cluster = await _cluster(http, admin_token, "edge-1")
+    manager.set_remote_dialer(downstream)
+    path = f"/k8s/clusters/{cluster}/headers"
+    for _ in range(3):
+        assert (await http.call("GET", path, token=admin_token))[0] == 200
+    # One connection served the three requests one after the other.
+    assert len(downstream.transports) == 3 and len(set(map(id, downstream.transports))) == 1
+    # The downstream closes the kept connection meanwhile: the next GET goes out anew.
+    downstream.transports[0].close()
+    assert (await http.call("GET", path, token=admin_token))[0] == 200
+    assert len(set(map(id, downstream.transports))) == 2

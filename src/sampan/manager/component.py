@@ -135,6 +135,7 @@ class ManagerComponent:
         self._refresh: asyncio.Task[None] | None = None
         self._rbac: asyncio.Task[None] | None = None
         self._rbac_wanted = asyncio.Event()
+        self._proxy = ClusterProxy(self.dialer)
         self.port: int | None = None
         """The port served (useful with ``port=0``)."""
 
@@ -172,7 +173,7 @@ class ManagerComponent:
             ca_pem=self._pki.ca_pem,
             agent_version=__version__,
             manager_url=self._options.manager_url,
-            proxy=ClusterProxy(self.dialer),
+            proxy=self._proxy,
             bindings_changed=self.reconcile_rbac_soon,
         )
         runner = web.AppRunner(api.app(), access_log=None)
@@ -251,6 +252,7 @@ class ManagerComponent:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        await self._proxy.close()
         client, self._client = self._client, None
         if client is not None:
             await client.close()

@@ -33,7 +33,7 @@ before its answer is complete answers 502 (a Kubernetes ``Status``) when nothing
 and otherwise the caller's connection is aborted (never a truncated answer that looks whole,
 never a hang: the answer head must start within ``RESPONSE_HEAD_TIMEOUT_S``); a caller that
 leaves, even during an idle watch, closes its downstream connection within ``CALLER_CHECK_S``.
-One downstream connection per request (no pooling yet).
+Kept-alive downstream connections: see ``ClusterProxy``.
 """
 
 from __future__ import annotations
@@ -74,6 +74,9 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 DIAL_TIMEOUT_S = 10.0
+IDLE_S = 30.0
+"""How long a kept-alive downstream connection may wait for its next request."""
+IDLE_PER_CLUSTER = 8
 CALLER_CHECK_S = 1.0
 """How often a relay waiting on an idle downstream checks that its caller is still there."""
 RESPONSE_HEAD_TIMEOUT_S = 60.0
@@ -499,10 +502,46 @@ async def _next_piece(body: AsyncIterator[bytes], request: web.Request) -> bytes
 
 
 class ClusterProxy:
-    """Relays requests to downstream API servers through a ``ClusterDialer``."""
+    """Relays requests to downstream API servers through a ``ClusterDialer``.
+
+    Downstream connections are kept alive: after a whole answer the connection waits (at most
+    ``IDLE_PER_CLUSTER`` per cluster, ``IDLE_S`` each) for the next request without a body
+    that may be sent twice (``GET``, ``HEAD``, ``OPTIONS``); if such a kept connection turns
+    out closed before answering, the request is sent once more on a new one. Every other
+    request, upgrades included, dials a new connection."""
 
     def __init__(self, dialer: ClusterDialer) -> None:
         self.dialer = dialer
+        self._idle: dict[str, list[tuple[float, _Connection]]] = {}
+
+    def _take_idle(self, cluster_id: str) -> _Connection | None:
+        idle = self._idle.get(cluster_id, [])
+        now = asyncio.get_running_loop().time()
+        while idle:
+            since, connection = idle.pop()
+            if now - since < IDLE_S:
+                return connection
+            asyncio.get_running_loop().create_task(connection.tls.close())
+        return None
+
+    async def _put_idle(self, cluster_id: str, connection: _Connection) -> None:
+        idle = self._idle.setdefault(cluster_id, [])
+        now = asyncio.get_running_loop().time()
+        stale = [c for since, c in idle if now - since >= IDLE_S]
+        idle[:] = [(since, c) for since, c in idle if now - since < IDLE_S]
+        if len(idle) >= IDLE_PER_CLUSTER:
+            stale.append(connection)
+        else:
+            idle.append((now, connection))
+        for old in stale:
+            await old.tls.close()
+
+    async def close(self) -> None:
+        """Close the kept connections (the manager stops)."""
+        idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for _, connection in connections:
+                await connection.tls.close()
 
     async def forward(
         self,
@@ -516,42 +555,74 @@ class ClusterProxy:
         headers = forwarded_headers(request, upgrade)
         headers.append(("Impersonate-User", user_id))
         headers.extend(("Impersonate-Group", group) for group in groups)
-        has_body = not upgrade and (request.body_exists or request.content_length)
+        has_body = bool(not upgrade and (request.body_exists or request.content_length))
         if has_body and request.content_length is not None:
             headers.append(("Content-Length", str(request.content_length)))
         elif has_body:
             headers.append(("Transfer-Encoding", "chunked"))
-        if not upgrade:
-            headers.append(("Connection", "close"))
+        repeatable = not upgrade and not has_body and request.method in ("GET", "HEAD", "OPTIONS")
         try:
-            connection, downstream = await _connect(self.dialer, cluster_id)
+            downstream = await self.dialer.downstream(cluster_id)
         except ClusterNotConnected as exc:
             return status_response(ServiceUnavailable(str(exc)))
-        except DownstreamError as exc:
-            log.info("manager proxy: %s", exc)
-            return bad_gateway(str(exc))
-        handed_over = False
-        try:
+        head_out = _request_head(request.method, target, downstream, headers)
+        connection = self._take_idle(cluster_id) if repeatable else None
+        if connection is not None:
             try:
-                await connection.tls.write(
-                    _request_head(request.method, target, downstream, headers)
-                )
+                async with asyncio.timeout(RESPONSE_HEAD_TIMEOUT_S):
+                    await connection.tls.write(head_out)
+                    answer = await connection.read_head()
+            except (DownstreamError, OSError, ConnectionError, ssl.SSLError) as exc:
+                # A kept connection the downstream had closed meanwhile: once more, anew.
+                log.debug("manager proxy: kept connection to %s failed: %s", cluster_id, exc)
+                await connection.tls.close()
+                connection = None
+            except BaseException:
+                await connection.tls.close()
+                raise
+        if connection is None:
+            try:
+                connection, _ = await _connect(self.dialer, cluster_id)
+            except ClusterNotConnected as exc:
+                return status_response(ServiceUnavailable(str(exc)))
+            except DownstreamError as exc:
+                log.info("manager proxy: %s", exc)
+                return bad_gateway(str(exc))
+            try:
+                await connection.tls.write(head_out)
                 if has_body:
                     await self._send_body(
                         request, connection, chunked=request.content_length is None
                     )
                 async with asyncio.timeout(RESPONSE_HEAD_TIMEOUT_S):
-                    status, reason, answer_headers, head = await connection.read_head()
+                    answer = await connection.read_head()
             except (DownstreamError, OSError, ConnectionError, ssl.SSLError, TimeoutError) as exc:
+                await connection.tls.close()
                 text = str(exc) or type(exc).__name__
                 log.info("manager proxy: cluster %s: %s", cluster_id, text)
                 return bad_gateway(f"cluster {cluster_id}: {text}")
-            if upgrade and status == 101:
-                handed_over = True
-                return await self._splice(request, connection, head)
-            return await self._relay(request, connection, status, reason, answer_headers)
+            except BaseException:
+                await connection.tls.close()
+                raise
+        status, reason, answer_headers, head = answer
+        if upgrade and status == 101:
+            return await self._splice(request, connection, head)
+        kept = False
+        try:
+            response, whole = await self._relay(request, connection, status, reason, answer_headers)
+            closing = "close" in (_header(answer_headers, "Connection") or "").lower()
+            framed = (
+                _header(answer_headers, "Content-Length") is not None
+                or "chunked" in (_header(answer_headers, "Transfer-Encoding") or "").lower()
+                or status in (204, 304)
+                or request.method == "HEAD"
+            )
+            if whole and framed and not closing and head.startswith(b"HTTP/1.1 "):
+                await self._put_idle(cluster_id, connection)
+                kept = True
+            return response
         finally:
-            if not handed_over:
+            if not kept:
                 await connection.tls.close()
 
     async def _send_body(
@@ -572,7 +643,9 @@ class ClusterProxy:
         status: int,
         reason: str,
         headers: list[tuple[str, str]],
-    ) -> web.StreamResponse:
+    ) -> tuple[web.StreamResponse, bool]:
+        """Relay the answer; also says whether it was relayed whole (the connection may be
+        kept)."""
         response = web.StreamResponse(status=status, reason=reason or None)
         for key, value in headers:
             if key.lower() not in _HOP_BY_HOP:
@@ -590,13 +663,13 @@ class ClusterProxy:
             try:
                 first = await _next_piece(body, request)
             except (DownstreamError, OSError, ssl.SSLError) as exc:
-                return bad_gateway(f"{exc}")
+                return bad_gateway(f"{exc}"), False
             except ConnectionError:
-                return response
+                return response, False
         try:
             await response.prepare(request)
         except ConnectionError:
-            return response  # the caller left
+            return response, False  # the caller left
         try:
             if first:
                 await response.write(first)
@@ -607,10 +680,12 @@ class ClusterProxy:
             log.info("manager proxy: %s %s: %s", request.method, request.path, exc)
             if request.transport is not None:
                 request.transport.abort()
-            return response
-        with contextlib.suppress(ConnectionError):
+            return response, False
+        try:
             await response.write_eof()
-        return response
+        except ConnectionError:
+            return response, False
+        return response, True
 
     async def _splice(
         self, request: web.Request, connection: _Connection, head: bytes
