@@ -266,6 +266,18 @@ async def test_manager_errors_are_status_bodies(http: ManagerHTTP, admin_token: 
     _, token = await _user(http, admin_token, "nobody")
     status, body = await http.call("GET", "/k8s/clusters/c-nothere/version", token=token)
     assert status == 403 and body["reason"] == "Forbidden"
+    # A user who must change their password reaches no cluster, even a bound one.
+    status, body = await http.call(
+        "POST",
+        "/v3/users",
+        token=admin_token,
+        json={"username": "newbie", "password": PASSWORD, "mustChangePassword": True},
+    )
+    assert status == 201, body
+    await _bind(http, admin_token, body["id"], "local", "read-only")
+    status, login = await http.login("newbie", PASSWORD)
+    status, body = await http.call("GET", "/k8s/clusters/local/version", token=login["token"])
+    assert status == 403 and body["reason"] == "Forbidden"
 
 
 # --- a downstream behind a test dialer -----------------------------------------------------
