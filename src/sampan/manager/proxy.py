@@ -514,14 +514,14 @@ class ClusterProxy:
         self.dialer = dialer
         self._idle: dict[str, list[tuple[float, _Connection]]] = {}
 
-    def _take_idle(self, cluster_id: str) -> _Connection | None:
+    async def _take_idle(self, cluster_id: str) -> _Connection | None:
         idle = self._idle.get(cluster_id, [])
         now = asyncio.get_running_loop().time()
         while idle:
             since, connection = idle.pop()
             if now - since < IDLE_S:
                 return connection
-            asyncio.get_running_loop().create_task(connection.tls.close())
+            await connection.tls.close()
         return None
 
     async def _put_idle(self, cluster_id: str, connection: _Connection) -> None:
@@ -566,7 +566,7 @@ class ClusterProxy:
         except ClusterNotConnected as exc:
             return status_response(ServiceUnavailable(str(exc)))
         head_out = _request_head(request.method, target, downstream, headers)
-        connection = self._take_idle(cluster_id) if repeatable else None
+        connection = await self._take_idle(cluster_id) if repeatable else None
         if connection is not None:
             try:
                 async with asyncio.timeout(RESPONSE_HEAD_TIMEOUT_S):
