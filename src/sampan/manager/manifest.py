@@ -6,7 +6,8 @@ URL shape): namespace ``sampan-system``; ServiceAccount ``sampan-cluster-agent``
 ``sampan-cluster-agent-credentials`` holding the registration token; and the Deployment
 ``sampan-cluster-agent`` whose container reads ``SAMPAN_MANAGER_URL``, ``SAMPAN_CA_CHECKSUM``
 (SHA-256 hex of the manager's CA PEM, as served at ``/cacerts``), ``SAMPAN_CLUSTER`` and
-``SAMPAN_TOKEN`` (from the Secret, never inline).
+``SAMPAN_TOKEN`` (from the Secret, never inline). ``kubeconfig`` renders what
+``generateKubeconfig`` answers.
 
 Pure functions: no I/O. The token is a secret; the manifest carries it only inside the Secret.
 """
@@ -26,6 +27,7 @@ __all__ = [
     "ca_checksum",
     "import_manifest",
     "import_path",
+    "kubeconfig",
     "registration_commands",
 ]
 
@@ -137,3 +139,28 @@ def import_manifest(
     ]
     text: str = yaml.safe_dump_all(documents, sort_keys=False, explicit_start=True)
     return text
+
+
+def kubeconfig(*, server: str, cluster: str, user: str, token: str, ca_pem: bytes) -> str:
+    """A kubeconfig for one cluster through the manager's proxy (``generateKubeconfig``):
+    context and cluster named after the cluster id, the manager's CA, the user's token."""
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": cluster,
+                "cluster": {
+                    "server": server,
+                    "certificate-authority-data": base64.b64encode(ca_pem).decode(),
+                },
+            }
+        ],
+        "users": [{"name": f"{user}@{cluster}", "user": {"token": token}}],
+        "contexts": [
+            {"name": cluster, "context": {"cluster": cluster, "user": f"{user}@{cluster}"}}
+        ],
+        "current-context": cluster,
+        "preferences": {},
+    }
+    return str(yaml.safe_dump(doc, sort_keys=False))
