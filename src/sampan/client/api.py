@@ -493,7 +493,7 @@ def _data_or_file(section: Mapping[str, Any], key: str, base_dir: Path) -> bytes
     return None
 
 
-def _build_ssl_context(config: ClientConfig) -> ssl.SSLContext:
+def build_ssl_context(config: ClientConfig) -> ssl.SSLContext:
     """The client TLS context (blocking: writes the client key to a private temp file)."""
     context = ssl.create_default_context(
         cadata=config.ca_pem.decode("ascii") if config.ca_pem else None
@@ -683,7 +683,7 @@ class Client:
             if self._session is None:
                 ssl_context = None
                 if self.config.server.startswith("https:"):
-                    ssl_context = await asyncio.to_thread(_build_ssl_context, self.config)
+                    ssl_context = await asyncio.to_thread(build_ssl_context, self.config)
                     self._ssl_context = ssl_context
                 if self.config.token:
                     self._auth_header = f"Bearer {self.config.token}"

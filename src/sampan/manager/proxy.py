@@ -174,9 +174,9 @@ class LocalDialer:
         if cluster_id != LOCAL_CLUSTER:
             raise ClusterNotConnected(f"cluster {cluster_id} is not connected")
         if self._downstream is None:
-            from sampan.client.api import _build_ssl_context
+            from sampan.client.api import build_ssl_context
 
-            context = await asyncio.to_thread(_build_ssl_context, self._config)
+            context = await asyncio.to_thread(build_ssl_context, self._config)
             token = self._config.token
             if token is None and self._config.token_file is not None:
                 token = (await asyncio.to_thread(self._config.token_file.read_text)).strip()
