@@ -21,6 +21,9 @@ Mapping onto etcd (upstream kube-apiserver's own mapping):
   mod_revision == expected -> Put(prev_kv), else Range); delete likewise with DeleteRange. A
   refused Txn writes nothing, so refused writes never consume a revision;
 * reads use linearizable Range (``limit`` + ``more`` for paging, ``count_only`` for count);
+* ``current_revision`` (asked by every consistent read the API server serves from its cache)
+  is one count-only Range shared by all concurrent callers: a caller joins the next read not
+  yet sent, so each answer is still read after the caller's own earlier writes;
 * watch is etcd's watch with ``prev_kv`` from ``start_revision``; a stream broken by a lost
   connection is resumed from the next revision (each event still delivered exactly once);
 * compaction: ``compact(N)`` is etcd's ``Compact(N)``. etcd still serves revision N itself
