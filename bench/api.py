@@ -388,7 +388,7 @@ class Bench:
         sqlite = await self.start_server()
         ceiling = await self.start_ceiling()
         print(f"== datastore sqlite (load average {load_average()})", flush=True)
-        await self.run_core("sqlite", self.url, self.kubeconfig, ceiling)
+        await self.run_core("sqlite", self.url, self.kubeconfig, ceiling, sqlite.pid)
         if "etcd" in datastores:
             stop_process(sqlite)
             await self.run_etcd()
@@ -396,8 +396,11 @@ class Bench:
         if secrets:
             await self.run_secrets()
 
-    async def run_core(self, label: str, url: str, kubeconfig: Path, ceiling: str) -> None:
-        """The GET, create, LIST and watch rows against the server at ``url``."""
+    async def run_core(
+        self, label: str, url: str, kubeconfig: Path, ceiling: str, server_pid: int
+    ) -> None:
+        """The GET, create, LIST and watch rows against the server at ``url`` (process
+        ``server_pid``, whose CPU per create is reported)."""
         ctx = client_ssl(kubeconfig, self.workdir)
         conn = aiohttp.TCPConnector(ssl=ctx, limit=0)
         timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
@@ -439,6 +442,7 @@ class Bench:
             )
 
             n_create = 1000 if self.quick else 3000
+            cpu0 = cpu_s(server_pid)
             cps, clat = await self.closed_loop(
                 s,
                 "POST",
@@ -452,12 +456,15 @@ class Bench:
                 32,
                 n_create,
             )
+            create_cpu = (cpu_s(server_pid) - cpu0) / n_create
             self.figures[label]["creates/s (32)"] = cps
+            self.figures[label]["server CPU per create (us)"] = create_cpu * 1e6
             print("Creates:")
             self.report(
                 label,
                 "creates/s (32 concurrent)",
-                f"{cps:8.0f} /s  p99 {pct(clat, 99) * 1e3:.1f} ms  (goal >= 2,000/s)",
+                f"{cps:8.0f} /s  p99 {pct(clat, 99) * 1e3:.1f} ms  (goal >= 2,000/s)  "
+                f"server CPU {create_cpu * 1e3:.2f} ms/create",
             )
 
             rate = 500
@@ -630,7 +637,7 @@ class Bench:
         )
         url = f"https://127.0.0.1:{port}"
         ceiling = await self.start_ceiling(data_dir)
-        await self.run_core("etcd", url, kubeconfig, ceiling)
+        await self.run_core("etcd", url, kubeconfig, ceiling, proc.pid)
         tls_dir = data_dir / "server" / "tls" / "etcd"
         tls = EtcdTLS(
             cafile=tls_dir / "server-ca.crt",
