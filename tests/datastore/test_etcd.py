@@ -152,3 +152,60 @@ async def test_compacting_to_the_present_keeps_the_present_readable(
         await watch.aclose()
     finally:
         await store.close()
+
+
+def _range_calls(server: EtcdServer) -> int:
+    """Range RPCs etcd has answered so far (its own metrics, on the client URL)."""
+    import urllib.request
+
+    with urllib.request.urlopen(server.endpoint + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("grpc_server_handled_total{")
+        and 'grpc_method="Range"' in line
+        and 'grpc_service="etcdserverpb.KV"' in line
+    )
+
+
+async def test_concurrent_revision_reads_share_a_range_and_follow_earlier_writes(
+    etcd_server: EtcdServer,
+) -> None:
+    """The API server asks for the current revision on every consistent read; concurrent
+    askers share one Range, yet each answer is read after its caller's earlier write (a caller
+    never joins a read already sent)."""
+    store = EtcdBackend(etcd_server.endpoint, namespace=etcd_server.namespace(), auto_compact=False)
+    await store.start()
+    try:
+        before = await asyncio.to_thread(_range_calls, etcd_server)
+        revisions = await asyncio.gather(*(store.current_revision() for _ in range(200)))
+        used = await asyncio.to_thread(_range_calls, etcd_server) - before
+        assert len(set(revisions)) == 1
+        assert used <= 2, f"{used} Range calls for 200 concurrent revision reads"
+
+        # A read whose answer is still on its way (held back here after etcd answered it)
+        # must not serve a caller whose write completed meanwhile.
+        real_call = store._call
+        hold = asyncio.Event()
+
+        async def held_call(method: str, request: object, **kwargs: object) -> object:
+            response = await real_call(method, request, **kwargs)  # type: ignore[arg-type]
+            if method == "Range" and not hold.is_set():
+                await hold.wait()
+            return response
+
+        store._call = held_call  # type: ignore[method-assign]
+        early = asyncio.ensure_future(store.current_revision())
+        await asyncio.sleep(0.2)  # its Range has been answered, its answer is held
+        written = await store.create(P + "after", b"v")
+        late = asyncio.ensure_future(store.current_revision())
+        await asyncio.sleep(0.2)
+        hold.set()
+        assert await early < written <= await late
+        store._call = real_call  # type: ignore[method-assign]
+        await store.close()
+        with pytest.raises(StoreUnavailableError):
+            await store.current_revision()
+    finally:
+        await store.close()

@@ -303,6 +303,9 @@ def test_snapshot_save_reset_restore_brings_a_namespace_back(tmp_path: Path) -> 
             kubeconfig, "delete", "namespace", "keep-me", "--wait=true", "--timeout=90s"
         )
         assert gone.returncode == 0, gone.stderr
+        seen = _kubectl(kubeconfig, "get", "--raw", "/api/v1/namespaces")
+        assert seen.returncode == 0, seen.stderr
+        seen_rv = int(json.loads(seen.stdout)["metadata"]["resourceVersion"])
         _stop(proc)
 
         # A truncated file or one that is not a snapshot: one line, the member untouched.
@@ -332,8 +335,19 @@ def test_snapshot_save_reset_restore_brings_a_namespace_back(tmp_path: Path) -> 
         back = _kubectl(kubeconfig, "get", "namespace", "keep-me", "-o", "jsonpath={.status.phase}")
         assert back.returncode == 0, back.stderr
         assert back.stdout == "Active"
-        after = _kubectl(kubeconfig, "create", "namespace", "after-restore")
+        after = _kubectl(
+            kubeconfig, "create", "namespace", "after-restore", "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        )  # fmt: skip
         assert after.returncode == 0, after.stderr
+        # Revisions never go backwards across the restore (the snapshot is older than them),
+        # and a client resuming from a resourceVersion it saw before is told to relist (410).
+        assert int(after.stdout) > seen_rv, (seen_rv, after.stdout)
+        stale = _kubectl(
+            kubeconfig, "get", "--raw",
+            f"/api/v1/namespaces?watch=1&resourceVersion={seen_rv}&timeoutSeconds=2",
+        )  # fmt: skip
+        assert '"code":410' in stale.stdout.replace(" ", ""), stale.stdout + stale.stderr
         # delete and prune work on the etcd server too.
         dropped = _sampan("etcd-snapshot", "delete", *common, snapshot.name)
         assert dropped.returncode == 0 and not snapshot.exists(), dropped.stderr

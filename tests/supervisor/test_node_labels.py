@@ -54,5 +54,20 @@ def test_server_labels_its_own_node(tmp_path: Path) -> None:
     assert isinstance(built, ServerNodeLabels)
     assert built._labels == {
         "node-role.kubernetes.io/control-plane": "true",
+        "node-role.kubernetes.io/master": "true",
         "node-role.kubernetes.io/worker": "true",
+    }
+
+
+def test_a_server_on_embedded_etcd_carries_the_etcd_role(tmp_path: Path) -> None:
+    """K3s's roles of a ``--cluster-init`` server: control-plane, etcd, master."""
+    config = _config(tmp_path, "server", ["team=a"])
+    object.__setattr__(config, "cluster_init", True)
+    components = server_components(config)
+    labeller = next(c for c in components if c.name == "node-labels")
+    built = labeller._build(object())  # type: ignore[attr-defined]
+    assert built._labels == {
+        "node-role.kubernetes.io/control-plane": "true",
+        "node-role.kubernetes.io/etcd": "true",
+        "node-role.kubernetes.io/master": "true",
     }

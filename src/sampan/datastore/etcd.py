@@ -21,6 +21,9 @@ Mapping onto etcd (upstream kube-apiserver's own mapping):
   mod_revision == expected -> Put(prev_kv), else Range); delete likewise with DeleteRange. A
   refused Txn writes nothing, so refused writes never consume a revision;
 * reads use linearizable Range (``limit`` + ``more`` for paging, ``count_only`` for count);
+* ``current_revision`` (asked by every consistent read the API server serves from its cache)
+  is one count-only Range shared by all concurrent callers: a caller joins the next read not
+  yet sent, so each answer is still read after the caller's own earlier writes;
 * watch is etcd's watch with ``prev_kv`` from ``start_revision``; a stream broken by a lost
   connection is resumed from the next revision (each event still delivered exactly once);
 * compaction: ``compact(N)`` is etcd's ``Compact(N)``. etcd still serves revision N itself
@@ -269,6 +272,12 @@ class EtcdMembers:
         return int(response.header.member_id)
 
 
+def _retrieve(future: asyncio.Future[int]) -> None:
+    """Marks a shared result's exception retrieved (every waiter may have been cancelled)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _kv(kv: Any, strip: int) -> KeyValue:
     return KeyValue(
         key=kv.key[strip:].decode(),
@@ -305,6 +314,8 @@ class EtcdBackend:
         self._watch: Any = None
         self._lease: Any = None
         self._floor = 0
+        self._revision_batch: asyncio.Future[int] | None = None
+        self._revision_reader: asyncio.Task[None] | None = None
         self._watch_calls: set[Any] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._start_lock = asyncio.Lock()
@@ -440,11 +451,16 @@ class EtcdBackend:
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
+        reader = self._revision_reader
+        for task in [*self._tasks, *([reader] if reader is not None else [])]:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks)
         self._tasks.clear()
+        if reader is not None:
+            await asyncio.wait([reader])
+        if self._revision_batch is not None and not self._revision_batch.done():
+            self._revision_batch.set_exception(StoreUnavailableError("etcd datastore is closed"))
         for call in list(self._watch_calls):
             call.cancel()
         if self._channel is not None:
@@ -457,8 +473,35 @@ class EtcdBackend:
     # --- reads ----------------------------------------------------------------------------
 
     async def current_revision(self) -> int:
+        """etcd's revision, read linearizably *after* this call began. Concurrent callers
+        share one Range: a caller joins the next read that has not been sent yet, never one
+        already in flight (which etcd may have served before the caller's own earlier write
+        committed), so at most one read is in flight and one more is gathering callers."""
+        self._check_open()
+        batch = self._revision_batch
+        if batch is None:
+            batch = self._revision_batch = asyncio.get_running_loop().create_future()
+            batch.add_done_callback(_retrieve)
+            if self._revision_reader is None or self._revision_reader.done():
+                self._revision_reader = asyncio.create_task(
+                    self._read_revisions(), name="datastore-etcd-revision"
+                )
+        return await asyncio.shield(batch)
+
+    async def _read_revisions(self) -> None:
+        """Sends one count-only Range per gathered batch until no caller is waiting."""
         request = rpc_pb2.RangeRequest(key=_PROBE_KEY, count_only=True)
-        return int((await self._call("Range", request)).header.revision)
+        while (batch := self._revision_batch) is not None:
+            self._revision_batch = None  # callers from now on wait for the next read
+            try:
+                response = await self._call("Range", request)
+            except Exception as exc:
+                batch.set_exception(exc)  # to every caller of this batch
+            except BaseException:
+                batch.set_exception(StoreUnavailableError("etcd datastore is closed"))
+                raise
+            else:
+                batch.set_result(int(response.header.revision))
 
     async def _readable(self, revision: int) -> bool:
         """False when ``revision`` has been compacted away."""

@@ -15,12 +15,20 @@ etcd-snapshot save`` and ``sampan server --cluster-reset --cluster-reset-restore
   keeps it) and the restored one moved in. The server is stopped (checked: nothing answers on
   the client URL).
 
-Revisions after a restore: etcd 3.4's ``etcdctl snapshot restore`` has no ``--bump-revision
---mark-compacted`` (etcd 3.6's ``etcdutl`` has), so the restored cluster continues from the
-snapshot's revision, lower than revisions clients may have seen. Sampan's API servers are
-restarted by the reset (their watch caches start from the restored store); a client resuming
-a watch from a resourceVersion newer than the store's is answered ``Too large resource
-version`` (504, as kube-apiserver) and informers relist on it.
+Revisions after a restore never go backwards (the choice etcd 3.5.10+/3.6 offers as ``etcdutl
+snapshot restore --bump-revision N --mark-compacted``, which Kubernetes' etcd restore guide
+recommends; etcd 3.4's ``etcdctl`` has no such flag). Before the old member is moved aside,
+its database's revision is read (``sampan.datastore.bbolt``); the restored database's
+``finishedCompactRev`` is then raised to ``max(snapshot revision, that revision) +
+REVISION_BUMP`` (1,000, as for SQLite), so etcd 3.4 opens it at that revision with everything
+older compacted: the restored objects keep their resourceVersions, the next write is above
+every revision this member handed out, and a client watching from an older resourceVersion is
+answered 410 Gone and relists. A member restored on a machine with no earlier data continues
+from the snapshot's revision + 1,000 (a client that saw more than 1,000 later writes gets
+``Too large resource version`` and relists). ``save`` first asks etcd to compact at revision 1
+(a no-op on history; refused harmlessly once anything is compacted), so every snapshot it
+writes holds the ``finishedCompactRev`` mark the restore raises; a foreign snapshot without
+it is restored unbumped (``SnapshotInfo.revision`` then says the snapshot's own).
 
 Everything here blocks (file I/O, subprocesses, a blocking gRPC channel): async callers use a
 thread.
@@ -40,8 +48,9 @@ from pathlib import Path
 import grpc
 from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
 
+from sampan.datastore.bbolt import BoltError, etcd_revisions, raise_compact_revision
 from sampan.datastore.etcd import MAX_MESSAGE_BYTES, EtcdTLS, parse_etcd_endpoints
-from sampan.datastore.snapshot import SnapshotError, SnapshotInfo
+from sampan.datastore.snapshot import REVISION_BUMP, SnapshotError, SnapshotInfo
 
 __all__ = ["EtcdSnapshots", "check_etcd_snapshot"]
 
@@ -139,6 +148,16 @@ class EtcdSnapshots:
     def save(self, dest: Path) -> None:
         channel = self._channel()
         try:
+            # The compaction mark a restore raises (see the module docstring): compacting
+            # at revision 1 removes no history; etcd refuses it once anything is compacted.
+            try:
+                rpc_pb2_grpc.KVStub(channel).Compact(
+                    rpc_pb2.CompactionRequest(revision=1), timeout=SNAPSHOT_TIMEOUT_S
+                )
+            except grpc.RpcError as err:
+                details = err.details() if hasattr(err, "details") else ""
+                if "compacted" not in (details or ""):
+                    raise
             stream = rpc_pb2_grpc.MaintenanceStub(channel).Snapshot(
                 rpc_pb2.SnapshotRequest(), timeout=SNAPSHOT_TIMEOUT_S
             )
@@ -177,10 +196,21 @@ class EtcdSnapshots:
         finally:
             channel.close()
 
+    def _member_revision(self) -> int:
+        """The revision of the member being replaced (0 without one or if unreadable)."""
+        db = self.data_dir / "member" / "snap" / "db"
+        if not db.exists():
+            return 0
+        try:
+            return etcd_revisions(db)[0]
+        except BoltError:
+            return 0
+
     def restore(self, path: Path) -> SnapshotInfo:
         info = self.verify(path)
         if self._running():
             raise SnapshotError(f"etcd answers on {self.endpoint}: stop the server first")
+        previous = self._member_revision()
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         scratch = Path(tempfile.mkdtemp(prefix=".restore-", dir=self.data_dir.parent))
         try:
@@ -197,6 +227,13 @@ class EtcdSnapshots:
             )
             if out.returncode != 0 or not (target / "member").is_dir():
                 raise SnapshotError(f"etcdctl snapshot restore failed: {_last_line(out.stderr)}")
+            revision = max(info.revision, previous) + REVISION_BUMP
+            try:
+                bumped = raise_compact_revision(target / "member" / "snap" / "db", revision)
+            except BoltError as exc:
+                raise SnapshotError(f"cannot set the restored revision: {exc}") from None
+            if bumped:
+                info = SnapshotInfo(revision=revision, keys=info.keys)
             current = self.data_dir / "member"
             if current.exists():
                 old = self.data_dir.with_name(f"{self.data_dir.name}-old-{int(time.time())}")

@@ -22,9 +22,10 @@ Two layers:
 Invariants: a snapshot file appears only complete (written to a temporary name, verified,
 then renamed); a restore checks the whole file before it touches the datastore, so a truncated
 file or one that is not a snapshot changes nothing (``SnapshotError``, one line); after a
-SQLite restore every revision a client saw before is compacted and the next write gets a
-higher revision than any of them (as ``etcdutl snapshot restore --bump-revision
---mark-compacted``), so watchers relist instead of waiting on revisions that will never come.
+restore (SQLite, or etcd: ``etcd_snapshot``) every revision a client saw before is compacted
+and the next write gets a higher revision than any of them (as ``etcdutl snapshot restore
+--bump-revision --mark-compacted``), so watchers relist instead of waiting on revisions that
+will never come.
 
 Everything here blocks (file I/O, SQLite): async callers use a thread.
 """

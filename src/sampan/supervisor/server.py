@@ -311,22 +311,31 @@ class ClientComponent:
 
 
 CONTROL_PLANE_ROLE_LABEL = "node-role.kubernetes.io/control-plane"
+MASTER_ROLE_LABEL = "node-role.kubernetes.io/master"
+ETCD_ROLE_LABEL = "node-role.kubernetes.io/etcd"
 NODE_LABEL_RETRY_S = 5.0
 
 
 class ServerNodeLabels:
     """Keeps the labels a kubelet may not set itself (NodeRestriction) on this server's own
-    Node: ``node-role.kubernetes.io/control-plane=true`` and the restricted ``--node-label``
-    values, as K3s's server labels its node. Watches that one Node and patches it whenever
-    one of them is missing or different (also after the Node is deleted and registered
-    again); a failed patch is logged and retried."""
+    Node, as K3s's server labels its node: ``node-role.kubernetes.io/control-plane=true`` and
+    ``node-role.kubernetes.io/master=true``, ``node-role.kubernetes.io/etcd=true`` when the
+    server runs an embedded etcd member (so ``kubectl get nodes`` shows
+    ``control-plane,etcd,master``), and the restricted ``--node-label`` values. Watches that
+    one Node and patches it whenever one of them is missing or different (also after the Node
+    is deleted and registered again); a failed patch is logged and retried."""
 
     name = "node-labels"
 
-    def __init__(self, client_config: Any, node: str, labels: dict[str, str]) -> None:
+    def __init__(
+        self, client_config: Any, node: str, labels: dict[str, str], *, etcd: bool = False
+    ) -> None:
         self._client_config = client_config
         self._node = node
-        self._labels = {CONTROL_PLANE_ROLE_LABEL: "true", **labels}
+        roles = {CONTROL_PLANE_ROLE_LABEL: "true", MASTER_ROLE_LABEL: "true"}
+        if etcd:
+            roles[ETCD_ROLE_LABEL] = "true"
+        self._labels = {**roles, **labels}
         self._client: Any = None
         self._informer: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -797,7 +806,9 @@ def server_components(config: Config) -> list[Component]:
                 api,
                 cred,
                 common_name="system:sampan-controller",
-                build=lambda client_config: ServerNodeLabels(client_config, name, labels),
+                build=lambda client_config: ServerNodeLabels(
+                    client_config, name, labels, etcd=embedded_etcd is not None
+                ),
             )
         )
     if config.profile == PROFILE_CIS:
