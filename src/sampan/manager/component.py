@@ -12,12 +12,15 @@ client) does, in order:
    line); only its argon2id hash is stored. Later starts print nothing;
 4. issues the serving certificate (``manager-serving.crt``/``.key``, 0600, in the server's
    TLS directory) signed by the server CA for the API server's own names, at every start;
-5. serves the HTTPS API (``sampan.manager.web``) on ``bind_address:port`` (default 8443);
-6. keeps one task, ``manager-refresh``: every ``REFRESH_S`` the ``local`` Cluster's status is
-   refreshed and expired Tokens are deleted (a failure is logged and retried next time).
+5. serves the HTTPS API (``sampan.manager.web``) on ``bind_address:port`` (default 8443),
+   with the agents' tunnel endpoint ``/v3/connect`` (``sampan.manager.clusters``);
+6. keeps two tasks: ``manager-refresh``: every ``REFRESH_S`` the ``local`` Cluster's status is
+   refreshed and expired Tokens are deleted (a failure is logged and retried next time);
+   ``manager-clusters``: the imported clusters' status from their tunnels and, through them,
+   from their API servers (``ImportedClusters.run``).
 
-``stop()`` stops the listener and the task. Blocking work (certificates, files, argon2) runs
-in threads.
+``stop()`` stops the listener (closing every tunnel) and the tasks. Blocking work
+(certificates, files, argon2) runs in threads.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from aiohttp import web
 
 from sampan.client import Client, ClientConfig, ClientError
 from sampan.manager import store
+from sampan.manager.clusters import ImportedClusters
 from sampan.manager.web import ManagerAPI
 from sampan.pki import ClusterPKI
 from sampan.pki.certs import cert_to_pem, issue_leaf, key_to_pem, load_cert, load_private_key
@@ -110,6 +114,8 @@ class ManagerComponent:
         self._client: Client | None = None
         self._runner: web.AppRunner | None = None
         self._refresh: asyncio.Task[None] | None = None
+        self._health: asyncio.Task[None] | None = None
+        self.clusters: ImportedClusters | None = None
         self.port: int | None = None
         """The port served (useful with ``port=0``)."""
 
@@ -142,11 +148,14 @@ class ManagerComponent:
         await self._refresh_once()
         cert, key = await asyncio.to_thread(issue_serving_certificate, self._pki)
         context: ssl.SSLContext = await asyncio.to_thread(server_ssl_context, cert, key)
+        clusters = ImportedClusters(client)
+        self.clusters = clusters
         api = ManagerAPI(
             client,
             ca_pem=self._pki.ca_pem,
             agent_version=__version__,
             manager_url=self._options.manager_url,
+            clusters=clusters,
         )
         runner = web.AppRunner(api.app(), access_log=None)
         await runner.setup()
@@ -164,6 +173,10 @@ class ManagerComponent:
             self._refresh_loop(), name="manager-refresh"
         )
         self._refresh.add_done_callback(_log_failure)
+        self._health = asyncio.get_running_loop().create_task(
+            clusters.run(), name="manager-clusters"
+        )
+        self._health.add_done_callback(_log_failure)
 
     async def _refresh_once(self) -> None:
         assert self._client is not None
@@ -179,11 +192,12 @@ class ManagerComponent:
             await self._refresh_once()
 
     async def stop(self) -> None:
-        refresh, self._refresh = self._refresh, None
-        if refresh is not None:
-            refresh.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresh
+        for task in (self._refresh, self._health):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._refresh = self._health = None
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
