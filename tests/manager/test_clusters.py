@@ -150,7 +150,7 @@ async def test_agent_connects_status_follows_and_delete_removes_it(
     # Before any agent: never connected.
     await manager.clusters.refresh(cluster_id)  # type: ignore[union-attr]
     cluster = await client.get(CLUSTERS, cluster_id)
-    assert _condition(cluster, "Connected")["reason"] == "NeverConnected"
+    assert _condition(cluster, "Connected")["reason"] == "AgentNotConnected"
 
     async with _agent(env):
 

@@ -10,12 +10,13 @@
 * **keeps each imported Cluster's status** (``health`` loop): on every tunnel connect and
   disconnect at once, and every ``HEALTH_S`` for every imported cluster: condition
   ``Connected`` (``True``/``AgentConnected``, or ``False`` with ``AgentDisconnected`` and why
-  the session ended, ``NeverConnected`` before the first connect), ``agentVersion``,
-  ``lastHeartbeat`` (the tunnel's last heartbeat); and, through the tunnel with the agent's
-  service-account token, ``Ready`` from the downstream ``/readyz``, ``version``,
-  ``nodeCount``, ``capacity``/``allocatable``. A cluster that is not connected is ``Ready``
-  ``Unknown``. An agent's death is seen by the tunnel's heartbeat (within 1.5 times
-  ``heartbeat_s``) and written at once, so ``Connected`` turns false well within 30 s;
+  the session ended, ``AgentNotConnected`` while no agent has connected since the manager
+  started), ``agentVersion``, ``lastHeartbeat`` (the tunnel's last heartbeat); and, through
+  the tunnel with the agent's service-account token, ``Ready`` from the downstream
+  ``/readyz``, ``version``, ``nodeCount``, ``capacity``/``allocatable``. A cluster that is
+  not connected is ``Ready`` ``Unknown``. An agent that exits closes its tunnel (the agent
+  handles SIGTERM); a silent one is dropped by the tunnel's heartbeat (within 1.5 times
+  ``heartbeat_s``); either is written at once, so ``Connected`` turns false within 30 s;
 * **removes the agent** of a Cluster being deleted while it is connected
   (``remove_agent``): deletes namespace ``sampan-system`` and the ClusterRoleBinding
   ``sampan-cluster-agent`` in the downstream cluster through the tunnel, then closes the
@@ -233,7 +234,12 @@ class ImportedClusters:
         connected = state is not None and state.connected
         update: dict[str, Any] = {}
         if state is None:
-            connected_condition = _condition("Connected", "False", "NeverConnected")
+            connected_condition = _condition(
+                "Connected",
+                "False",
+                "AgentNotConnected",
+                "no cluster agent has connected since the manager started",
+            )
         elif connected:
             connected_condition = _condition("Connected", "True", "AgentConnected")
             update["agentVersion"] = state.agent_version
