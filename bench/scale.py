@@ -9,9 +9,9 @@ What runs, each in its own process:
   scheduler do the work; cluster CIDR 10.128.0.0/9 so 5,000 nodes get a /24 each; packaged
   add-ons disabled (their pods would only add noise, and metrics-server would scrape
   kubelets that do not exist); the scheduler's and controller manager's leader election off
-  (one server needs none, and on an overloaded machine a Lease renewal that misses its 10 s
-  deadline makes the scheduler quit and ``sampan server`` stop with it, which ends the run;
-  ``--leader-elect`` keeps it on to see that);
+  (one server needs none; on an overloaded machine a Lease renewal that misses its 10 s
+  deadline ends the component's term and it competes again, which stalls the ramp for a
+  lease duration; ``--leader-elect`` keeps it on to see that);
 * ``sampan simulate --nodes N`` (KWOK's model: leases, pods marked Running with IPs);
 * this process: creates ``pods/100`` Deployments of 100 replicas (fewer for a remainder) over
   ``--namespaces`` namespaces, watches the pods, and measures.
@@ -20,6 +20,9 @@ Figures, each printed beside its SLO or the issue's goal (for 5,000 nodes/150,00
 
 * ramp: time from the first Deployment create to all pods Running and Ready (seen through a
   watch), pods/s, and pod startup p50/p99 (first seen by the watch -> seen Running and Ready);
+  the server's CPU seconds in the ramp per pod (``/proc/<pid>/stat``; on a shared machine the
+  figure that moves least with the load) and the API requests it took per pod, by verb and
+  resource (``apiserver_request_total`` from ``/metrics`` before and after);
 * mutating calls during the ramp: a probe client creates and updates ConfigMaps at a fixed
   ``--probe-rate`` (default 5/s), p50/p99 of each call;
 * reads after the ramp: LIST of all pods with ``resourceVersion=0`` (served from the watch
@@ -103,6 +106,13 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (``/proc/<pid>/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _dir_bytes(path: Path) -> int:
@@ -238,6 +248,26 @@ def _raw_session(config: ClientConfig, workdir: Path) -> aiohttp.ClientSession:
     )
 
 
+async def _request_counts(raw: aiohttp.ClientSession) -> dict[str, float]:
+    """``apiserver_request_total`` from the server's ``/metrics``, summed over codes, keyed
+    ``VERB resource[/subresource]``."""
+    async with raw.get("/metrics") as resp:
+        text = await resp.text()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels_text, _, value = line[len("apiserver_request_total{") :].rpartition("} ")
+        labels = dict(
+            part.split("=", 1) for part in labels_text.replace('"', "").split(",") if "=" in part
+        )
+        key = f"{labels.get('verb', '')} {labels.get('resource', '')}"
+        if labels.get("subresource"):
+            key += "/" + labels["subresource"]
+        counts[key] = counts.get(key, 0.0) + float(value)
+    return counts
+
+
 def _deployment(name: str, namespace: str, replicas: int) -> dict[str, Any]:
     labels = {"app": name, LABEL: "1"}
     return {
@@ -291,8 +321,17 @@ class Bench:
             for ns in [*namespaces, "scale-probe"]:
                 await client.create(NAMESPACES, {"metadata": {"name": ns}})
             await asyncio.sleep(1.0)  # the namespaces' service accounts
-            await self.ramp(client, namespaces)
             async with _raw_session(config, self.workdir) as raw:
+                before = await _request_counts(raw)
+                assert self.procs.server is not None and self.procs.simulator is not None
+                cpu_before = _cpu_s(self.procs.server.pid), _cpu_s(self.procs.simulator.pid)
+                await self.ramp(client, namespaces)
+                server_cpu = _cpu_s(self.procs.server.pid) - cpu_before[0]
+                simulator_cpu = _cpu_s(self.procs.simulator.pid) - cpu_before[1]
+                self.note("ramp_server_cpu_s", server_cpu)
+                self.note("ramp_server_cpu_ms_per_pod", server_cpu * 1000 / max(args.pods, 1))
+                self.note("ramp_simulator_cpu_s", simulator_cpu)
+                self.request_breakdown(before, await _request_counts(raw))
                 await self.reads(raw, namespaces)
                 await self.watch_delivery(client, raw)
         assert self.procs.server is not None and self.procs.simulator is not None
@@ -368,6 +407,20 @@ class Bench:
         self.note("mutating_calls", len(probe_latencies))
         self.note("mutating_p50_s", _pct(probe_latencies, 0.5))
         self.note("mutating_p99_s", _pct(probe_latencies, 0.99))
+
+    def request_breakdown(self, before: dict[str, float], after: dict[str, float]) -> None:
+        """The API requests the ramp caused (all clients: controllers, scheduler, simulator,
+        this process), per pod, most frequent first."""
+        pods = max(self.args.pods, 1)
+        diff = {k: v - before.get(k, 0.0) for k, v in after.items()}
+        total = sum(diff.values())
+        self.note("ramp_requests_per_pod", total / pods)
+        breakdown = {k: round(v / pods, 3) for k, v in diff.items() if v / pods >= 0.01}
+        self.figures["ramp_requests_per_pod_by_kind"] = dict(
+            sorted(breakdown.items(), key=lambda kv: -kv[1])
+        )
+        for key, value in self.figures["ramp_requests_per_pod_by_kind"].items():
+            print(f"    {value:8.3f}  {key}", flush=True)
 
     async def probe(self, client: Client, latencies: list[float], stop: asyncio.Event) -> None:
         """ConfigMap creates and updates at a fixed rate (open loop: a slow answer does not
@@ -524,6 +577,8 @@ def print_table(report: dict[str, Any]) -> None:
         ("pods Running per second", "pods_per_s", None),
         ("pod startup p50 (s)", "pod_startup_p50_s", None),
         ("pod startup p99 (s)", "pod_startup_p99_s", "pod_startup_p99_s"),
+        ("server CPU/pod in ramp (ms)", "ramp_server_cpu_ms_per_pod", None),
+        ("API requests/pod in ramp", "ramp_requests_per_pod", None),
         ("mutating p50 during ramp (s)", "mutating_p50_s", None),
         ("mutating p99 during ramp (s)", "mutating_p99_s", "mutating_p99_s"),
         ("LIST all pods rv=0 p50 (s)", "list_all_rv0_p50_s", None),

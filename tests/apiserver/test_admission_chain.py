@@ -92,7 +92,17 @@ class RacyStore:
     async def get(self, namespace, name):
         return copy.deepcopy(self.obj)
 
-    async def guaranteed_update(self, namespace, name, mutate, *, subresource="", dry_run=False):
+    async def guaranteed_update(
+        self,
+        namespace,
+        name,
+        mutate,
+        *,
+        subresource="",
+        dry_run=False,
+        mutate_reads_only=False,
+        known=None,
+    ):
         if not self.raced:
             self.raced = True
             self.obj["metadata"]["resourceVersion"] = "2"

@@ -4,6 +4,8 @@ force takes ownership, omitted fields are removed, updates take ownership)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sampan.api.errors import BadRequest
@@ -57,6 +59,25 @@ def test_fields_v1_round_trip():
         path_string(("f:spec", "f:containers", 'k:{"name":"x","port":80}', "f:image"))
         == '.spec.containers[name="x",port=80].image'
     )
+
+
+def test_fields_v1_order_is_sorted_with_the_member_mark_first():
+    paths = {
+        ("f:spec", "f:z"),
+        ("f:spec",),
+        ("f:metadata", "f:labels", "f:b"),
+        ("f:spec", "f:a", "f:x"),
+        ("f:metadata", "f:labels", "f:a"),
+        ("f:spec", "f:a"),
+        ("f:metadata", "f:labels"),
+    }
+    # Order is part of the bytes clients see: keys sorted, "." before a member's children,
+    # a member without children an empty object.
+    assert json.dumps(to_fields_v1(paths), separators=(",", ":")) == (
+        '{"f:metadata":{"f:labels":{".":{},"f:a":{},"f:b":{}}},'
+        '"f:spec":{".":{},"f:a":{".":{},"f:x":{}},"f:z":{}}}'
+    )
+    assert to_fields_v1(set()) == {}
 
 
 def test_apply_yaml_keeps_yaml_1_2_booleans():

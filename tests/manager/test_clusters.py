@@ -171,6 +171,27 @@ async def test_agent_connects_status_follows_and_delete_removes_it(
         status, view = await http.call("GET", f"/v3/clusters/{cluster_id}", token=admin_token)
         assert view["state"] == "active" and view["agentVersion"] == __version__
 
+        # The proxy reaches the cluster through the tunnel, as the manager user (the admin's
+        # downstream binding is written when the agent connects).
+        async def proxied_nodes() -> Any:
+            status, body = await http.call(
+                "GET", f"/k8s/clusters/{cluster_id}/api/v1/nodes", token=admin_token
+            )
+            return body if status == 200 else None
+
+        listed = await _wait_for(proxied_nodes, "nodes through the proxy")
+        assert [n["metadata"]["name"] for n in listed["items"]] == [
+            n["metadata"]["name"] for n in nodes
+        ]
+        status, review = await http.call(
+            "POST",
+            f"/k8s/clusters/{cluster_id}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            token=admin_token,
+            json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+        assert status == 201, review
+        assert review["status"]["userInfo"]["username"].startswith("u-")
+
     # The agent is gone: Connected false (written at the disconnect, not at the next round).
     async def disconnected() -> dict[str, Any] | None:
         cluster = await client.get(CLUSTERS, cluster_id)
@@ -179,6 +200,14 @@ async def test_agent_connects_status_follows_and_delete_removes_it(
     cluster = await _wait_for(disconnected, "Connected false")
     assert _condition(cluster, "Connected")["reason"] == "AgentDisconnected"
     assert _condition(cluster, "Ready")["status"] == "Unknown"
+    status, body = await http.call(
+        "GET", f"/k8s/clusters/{cluster_id}/api/v1/nodes", token=admin_token
+    )
+    assert status == 503 and body["kind"] == "Status", body
+    assert (
+        body["reason"] == "ServiceUnavailable"
+        and body["message"] == f"cluster {cluster_id} is not connected"
+    )
 
     # Back, then the Cluster is deleted while connected: the agent is removed downstream.
     async with _agent(env) as agent:

@@ -281,6 +281,43 @@ async def test_leader_election_takes_the_kube_scheduler_lease(
     assert scheduler._ctx is not None and scheduler._ctx.failures == []  # type: ignore[attr-defined]
 
 
+async def test_a_lost_lease_ends_the_term_and_the_scheduler_competes_again(
+    client: Client, start_scheduler: StartScheduler
+) -> None:
+    """Upstream's kube-scheduler exits on a lost lease; inside ``sampan server`` that would stop
+    the API server too, so the term ends, a fresh one competes again, and nothing is failed."""
+    await client.create(NODES, make_node("n1"))
+    scheduler = await start_scheduler(
+        leader_elect=True,
+        identity="victim",
+        lease_duration_s=3.0,
+        renew_deadline_s=2.0,
+        retry_period_s=0.5,
+    )
+    await client.create(PODS, make_pod("before"), namespace=NS)
+    assert await eventually(lambda: node_of(client, "before")) == "n1"
+    first_cache = scheduler.cache
+    lease = await client.get(LEASES, "kube-scheduler", namespace="kube-system")
+    transitions = lease["spec"].get("leaseTransitions", 0)
+    # Another holder takes the lease and never renews it: the victim's renewals fail until its
+    # renew deadline, then (once the intruder's 3 s have passed unrenewed) it takes it back.
+    lease["spec"]["holderIdentity"] = "intruder"
+    lease["spec"]["leaseDurationSeconds"] = 3
+    await client.update(LEASES, lease, namespace="kube-system")
+
+    async def new_term_leads() -> bool:
+        current = await client.get(LEASES, "kube-scheduler", namespace="kube-system")
+        return scheduler.terms == 2 and current["spec"]["holderIdentity"] == "victim"
+
+    await eventually(new_term_leads)
+    assert scheduler.cache is not first_cache  # nothing survives from the lost term
+    await client.create(PODS, make_pod("after"), namespace=NS)
+    assert await eventually(lambda: node_of(client, "after")) == "n1"
+    lease = await client.get(LEASES, "kube-scheduler", namespace="kube-system")
+    assert lease["spec"]["leaseTransitions"] == transitions + 1
+    assert scheduler._ctx is not None and scheduler._ctx.failures == []  # type: ignore[attr-defined]
+
+
 async def test_wait_for_first_consumer_claim_gets_the_chosen_node(
     client: Client, start_scheduler: StartScheduler
 ) -> None:

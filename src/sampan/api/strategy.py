@@ -30,7 +30,6 @@ node-port allocation, admission plugins. ``prepare_for_create`` of a Job needs
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -39,6 +38,7 @@ from sampan.api import times
 from sampan.api.defaults import apply_defaults
 from sampan.api.defaults import default_pod_spec as _default_pod_spec
 from sampan.api.errors import Cause
+from sampan.api.jsonwire import copy_json
 from sampan.api.labels import SelectorError, selector_from_label_selector, selector_from_set
 from sampan.api.quantity import QuantityError, parse_quantity
 from sampan.api.resources import ResourceInfo, builtin_resources
@@ -253,7 +253,7 @@ def _fresh_status(info: ResourceInfo, obj: Obj) -> Obj | None:
             "storedVersions": stored[:1],
         }
     if key in _FRESH_STATUS:
-        return copy.deepcopy(_FRESH_STATUS[key])
+        return copy_json(_FRESH_STATUS[key])
     return {} if info.has_status else None
 
 
@@ -365,7 +365,7 @@ def _prepare_service_update(new: Obj, old: Obj) -> None:
     if not new_spec.get("clusterIP") and old_spec.get("clusterIP"):
         for key in _SERVICE_ALLOCATED:
             if key in old_spec:
-                new_spec[key] = copy.deepcopy(old_spec[key])
+                new_spec[key] = copy_json(old_spec[key])
     if new_spec.get("type") in ("NodePort", "LoadBalancer") and new_spec.get(
         "type"
     ) == old_spec.get("type"):
@@ -391,7 +391,7 @@ def _prepare_namespace_update(new: Obj, old: Obj) -> None:
     if old_finalizers is None:
         spec.pop("finalizers", None)
     else:
-        spec["finalizers"] = copy.deepcopy(old_finalizers)
+        spec["finalizers"] = copy_json(old_finalizers)
 
 
 _UPDATE_HOOKS: dict[tuple[str, str], Callable[[Obj, Obj], None]] = {
@@ -409,7 +409,7 @@ def _keep_system_metadata(new_meta: Obj, old_meta: Obj) -> None:
         new_meta["uid"] = old_meta["uid"]
     for key in _KEPT_ON_UPDATE:
         if key in old_meta and old_meta[key] is not None:
-            new_meta[key] = copy.deepcopy(old_meta[key])
+            new_meta[key] = copy_json(old_meta[key])
         elif key != "deletionGracePeriodSeconds":
             new_meta.pop(key, None)
 
@@ -421,7 +421,7 @@ def prepare_for_update(info: ResourceInfo, new: Obj, old: Obj) -> None:
     _keep_system_metadata(new_meta, old_meta)
     if info.has_status:
         if "status" in old:
-            new["status"] = copy.deepcopy(old["status"])
+            new["status"] = copy_json(old["status"])
         else:
             new.pop("status", None)
     hook = _UPDATE_HOOKS.get((info.group, info.kind))
@@ -458,12 +458,12 @@ def prepare_for_status_update(info: ResourceInfo, new: Obj, old: Obj) -> None:
             del new[key]
     for key, value in old.items():
         if key not in ("apiVersion", "kind", "metadata", "status"):
-            new[key] = copy.deepcopy(value)
+            new[key] = copy_json(value)
     new_meta, old_meta = _meta(new), _d(old.get("metadata"))
     _keep_system_metadata(new_meta, old_meta)
     for key in _POD_STATUS_PRESERVED_META if is_pod else _STATUS_PRESERVED_META:
         if key in old_meta:
-            new_meta[key] = copy.deepcopy(old_meta[key])
+            new_meta[key] = copy_json(old_meta[key])
         else:
             new_meta.pop(key, None)
     if (info.group, info.kind) == ("", "PersistentVolume"):
@@ -490,11 +490,11 @@ def prepare_for_ephemeral_containers_update(info: ResourceInfo, new: Obj, old: O
             del new[key]
     for key, value in old.items():
         if key not in ("apiVersion", "kind", "metadata"):
-            new[key] = copy.deepcopy(value)
+            new[key] = copy_json(value)
     _keep_system_metadata(_meta(new), _d(old.get("metadata")))
     for key in ("labels", "annotations", "finalizers", "ownerReferences", "generation"):
         if key in _d(old.get("metadata")):
-            _meta(new)[key] = copy.deepcopy(old["metadata"][key])
+            _meta(new)[key] = copy_json(old["metadata"][key])
         else:
             _meta(new).pop(key, None)
     spec = _spec(new)
@@ -517,7 +517,7 @@ def prepare_for_approval_update(info: ResourceInfo, new: Obj, old: Obj) -> None:
             del new[key]
     for key, value in old.items():
         if key not in ("apiVersion", "kind"):
-            new[key] = copy.deepcopy(value)
+            new[key] = copy_json(value)
     status = new.get("status")
     if not isinstance(status, dict):
         status = new["status"] = {}

@@ -17,7 +17,6 @@ store in the storage version and leave in the requested one.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -34,6 +33,7 @@ from sampan.api.errors import (
     MethodNotSupported,
     NotFound,
 )
+from sampan.api.jsonwire import copy_json
 from sampan.api.typecheck import go_format_value
 from sampan.apiserver import watch as watch_stream
 from sampan.apiserver.admission import (
@@ -1016,7 +1016,7 @@ class ResourceHandler:
         current = await store.get(namespace, ri.path_name)
         (view,) = await self._in_version(info, [current])
         attrs.old_obj = scale_of(view)
-        attrs.obj = wanted(copy.deepcopy(attrs.old_obj))
+        attrs.obj = wanted(copy_json(attrs.old_obj))
         await self.ctx.admission.admit(attrs)
         if self._webhook_converted(info) and view is not current:
             # Scale paths are the requested version's: the object read above is scaled in
@@ -1026,7 +1026,7 @@ class ResourceHandler:
                 "resourceVersion"
             )
             updated = await store.guaranteed_update(
-                namespace, ri.path_name, lambda _: copy.deepcopy(stored), dry_run=dry_run
+                namespace, ri.path_name, lambda _: copy_json(stored), dry_run=dry_run
             )
         else:
             updated = await store.guaranteed_update(

@@ -13,11 +13,11 @@ path that does not exist or an unknown op) and leaves nothing half-applied.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from sampan.api import jsonwire
 from sampan.api.errors import BadRequest, Invalid, UnsupportedMediaType
+from sampan.api.jsonwire import copy_json
 from sampan.apiserver.openapi_data import SchemaView
 from sampan.apiserver.strategicpatch import apply_strategic_merge_patch, decode_strategic_patch
 
@@ -91,14 +91,25 @@ def apply_patch(
 def apply_merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: objects merge key by key, ``null`` deletes, anything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return copy_json(patch)
+    result = copy_json(target) if isinstance(target, dict) else {}
+    _merge_into(result, patch)
+    return result
+
+
+def _merge_into(result: dict[str, Any], patch: dict[str, Any]) -> None:
+    """Merge ``patch`` into ``result``, a copy the caller owns (each level copied once)."""
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
+        elif isinstance(value, dict):
+            inner = result.get(key)
+            if not isinstance(inner, dict):
+                inner = {}
+            result[key] = inner
+            _merge_into(inner, value)
         else:
-            result[key] = apply_merge_patch(result.get(key), value)
-    return result
+            result[key] = copy_json(value)
 
 
 class _PatchFailure(Exception):
@@ -163,7 +174,7 @@ def apply_json_patch(
     current: dict[str, Any], operations: Any, *, strict: bool = True
 ) -> dict[str, Any]:
     operations = _check_decodes(operations, strict=strict)
-    doc: Any = copy.deepcopy(current)
+    doc: Any = copy_json(current)
     for operation in operations:
         try:
             if not isinstance(operation, dict) or not isinstance(operation.get("op"), str):
@@ -226,12 +237,12 @@ def _get(doc: Any, path: str) -> Any:
 def _add(doc: Any, path: str, value: Any) -> Any:
     tokens = _pointer(path)
     if not tokens:
-        return copy.deepcopy(value)
+        return copy_json(value)
     parent, last = _parent(doc, tokens, path)
     if isinstance(parent, dict):
-        parent[last] = copy.deepcopy(value)
+        parent[last] = copy_json(value)
     elif isinstance(parent, list):
-        parent.insert(_index(parent, last, path, allow_end=True), copy.deepcopy(value))
+        parent.insert(_index(parent, last, path, allow_end=True), copy_json(value))
     else:
         raise _PatchFailure(f"doc is missing path: {path}: missing value")
     return doc
@@ -263,7 +274,7 @@ def _apply_operation(doc: Any, operation: dict[str, Any]) -> Any:
         _require_value(operation)
         tokens = _pointer(path)
         if not tokens:
-            return copy.deepcopy(operation["value"])
+            return copy_json(operation["value"])
         _get(doc, path)  # must exist
         doc, _ = _remove(doc, path)
         return _add(doc, path, operation["value"])

@@ -61,6 +61,7 @@ from urllib.parse import quote
 import aiohttp
 import yaml
 
+from sampan.api import jsonwire
 from sampan.version import __version__
 
 __all__ = [
@@ -590,7 +591,7 @@ class WatchStream:
 
     def _decode(self, line: bytes) -> tuple[str, dict[str, Any]]:
         try:
-            event = json.loads(line)
+            event = jsonwire.parse(line)
             event_type = event["type"]
             obj = event["object"]
             if not isinstance(obj, dict):
@@ -833,7 +834,7 @@ class Client:
         if not raw:
             return None
         try:
-            return json.loads(raw)
+            return jsonwire.parse(raw)
         except ValueError as exc:
             raise TransportError(f"{method} {path}: answer is not JSON: {raw[:200]!r}") from exc
 

@@ -23,7 +23,12 @@
   tunnel (its registration token is gone, so the agent cannot come back);
 * **requests downstream** (``downstream_session``): an ``aiohttp.ClientSession`` whose
   connections are tunnel streams to the API server address the agent reported, TLS verified
-  against the CA it reported, with its bearer token.
+  against the CA it reported, with its bearer token;
+* calls ``on_connected(cluster_id)`` at each agent connect (the component then reconciles
+  that cluster's downstream RBAC at once).
+
+``TunnelDialer`` is the authenticating proxy's ``ClusterDialer`` for imported clusters
+(``sampan.manager.proxy``), on the same tunnels and agent-reported parameters.
 
 Status writes go through the local API (merge patch of the ``status`` subresource); a write
 that fails is logged and done again at the next round. Nothing here holds a secret in a log
@@ -36,8 +41,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -45,10 +51,11 @@ from sampan.client import ApiError, Client, ClientError, NotFoundError
 from sampan.manager import credentials, store
 from sampan.manager.crds import CLUSTERS, LOCAL_CLUSTER, REGISTRATION_TOKENS
 from sampan.manager.manifest import AGENT_NAME, AGENT_NAMESPACE
+from sampan.manager.proxy import ByteReader, ByteWriter, ClusterNotConnected, Downstream
 from sampan.manager.tunnel import TunnelConnectError, TunnelError, TunnelServer, TunnelState
 from sampan.manager.tunnel.server import DEFAULT_HEARTBEAT_S
 
-__all__ = ["HEALTH_S", "DownstreamUnavailable", "ImportedClusters"]
+__all__ = ["HEALTH_S", "DownstreamUnavailable", "ImportedClusters", "TunnelDialer"]
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +108,10 @@ class ImportedClusters:
         *,
         heartbeat_s: float = DEFAULT_HEARTBEAT_S,
         health_s: float = HEALTH_S,
+        on_connected: Callable[[str], None] | None = None,
     ) -> None:
         self._client = client
+        self._on_connected = on_connected
         self._health_s = health_s
         self.tunnels = TunnelServer(
             self.authenticate, on_change=self._on_change, heartbeat_s=heartbeat_s
@@ -135,13 +144,16 @@ class ImportedClusters:
     def _on_change(self, state: TunnelState) -> None:
         self._pending.add(state.cluster_id)
         self._wake.set()
+        if state.connected and self._on_connected is not None:
+            self._on_connected(state.cluster_id)
 
     # -- downstream ----------------------------------------------------------------------
 
-    def _params(self, cluster_id: str) -> Mapping[str, str]:
+    def params(self, cluster_id: str) -> Mapping[str, str]:
+        """What the connected agent reported (``address``, ``caCert``, ``token``)."""
         state = self.tunnels.state(cluster_id)
         if state is None or not state.connected or not self.tunnels.is_connected(cluster_id):
-            raise DownstreamUnavailable(f"cluster {cluster_id} has no connected agent")
+            raise DownstreamUnavailable(f"cluster {cluster_id} is not connected")
         if not state.params.get("address"):
             raise DownstreamUnavailable(
                 f"the agent of cluster {cluster_id} did not report its API server"
@@ -152,7 +164,7 @@ class ImportedClusters:
     async def downstream_session(self, cluster_id: str) -> AsyncIterator[tuple[Any, str]]:
         """``(session, base_url)`` to the cluster's API server through its tunnel, as its
         agent's service account."""
-        params = self._params(cluster_id)
+        params = self.params(cluster_id)
         headers = {"User-Agent": "sampan-manager"}
         if params.get("token"):
             headers["Authorization"] = f"Bearer {params['token']}"
@@ -315,3 +327,56 @@ def _same(old: Mapping[str, Any], update: Mapping[str, Any]) -> bool:
         elif old.get(key) != value:
             return False
     return True
+
+
+class TunnelDialer:
+    """The proxy's ``ClusterDialer`` for imported clusters (``sampan.manager.proxy``): streams
+    are tunnel connections, through the cluster's agent, to the API server address it
+    reported; TLS is verified against the CA it reported, for that address's host, and
+    requests carry its service-account token (the proxy adds ``Impersonate-*``). A cluster
+    without a live tunnel, or whose agent cannot reach its API server, is
+    ``ClusterNotConnected`` (the proxy answers 503)."""
+
+    def __init__(self, clusters: ImportedClusters) -> None:
+        self._clusters = clusters
+        self._contexts: dict[str, tuple[str, ssl.SSLContext]] = {}
+
+    def _params(self, cluster_id: str) -> Mapping[str, str]:
+        try:
+            return self._clusters.params(cluster_id)
+        except DownstreamUnavailable as exc:
+            raise ClusterNotConnected(str(exc)) from exc
+
+    async def open(self, cluster_id: str) -> tuple[ByteReader, ByteWriter]:
+        host, port = _split_address(self._params(cluster_id)["address"])
+        try:
+            return await self._clusters.tunnels.dial(
+                cluster_id, host, port, timeout_s=DOWNSTREAM_TIMEOUT_S
+            )
+        except TunnelError as exc:
+            raise ClusterNotConnected(f"cluster {cluster_id}: {exc}") from exc
+
+    async def downstream(self, cluster_id: str) -> Downstream:
+        params = self._params(cluster_id)
+        ca_pem = params.get("caCert", "")
+        cached = self._contexts.get(cluster_id)
+        if cached is not None and cached[0] == ca_pem:
+            context = cached[1]
+        else:
+            context = await asyncio.to_thread(_ssl_context, ca_pem)
+            self._contexts[cluster_id] = (ca_pem, context)  # one per cluster: the latest CA
+        host, _ = _split_address(params["address"])
+        return Downstream(
+            ssl_context=context,
+            server_hostname=host,
+            host_header=params["address"],
+            token=params.get("token") or None,
+        )
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port)."""
+    parts = urlsplit(f"//{address}")
+    if not parts.hostname or parts.port is None:
+        raise ClusterNotConnected(f"the agent reported an unusable API server address: {address}")
+    return parts.hostname, parts.port

@@ -14,10 +14,18 @@ client) does, in order:
    TLS directory) signed by the server CA for the API server's own names, at every start;
 5. serves the HTTPS API (``sampan.manager.web``) on ``bind_address:port`` (default 8443),
    with the agents' tunnel endpoint ``/v3/connect`` (``sampan.manager.clusters``);
-6. keeps two tasks: ``manager-refresh``: every ``REFRESH_S`` the ``local`` Cluster's status is
-   refreshed and expired Tokens are deleted (a failure is logged and retried next time);
+6. keeps three tasks: ``manager-refresh``: every ``REFRESH_S`` the ``local`` Cluster's status
+   is refreshed and expired Tokens are deleted (a failure is logged and retried next time);
    ``manager-clusters``: the imported clusters' status from their tunnels and, through them,
-   from their API servers (``ImportedClusters.run``).
+   from their API servers (``ImportedClusters.run``); ``manager-rbac``: at start, whenever
+   the API changes a binding, whenever an agent connects, and every ``REFRESH_S``, the
+   downstream RBAC of every Cluster is reconciled (``sampan.manager.downstream_rbac``)
+   through the dialer; clusters that are not connected are skipped until the next pass.
+
+The dialer (``sampan.manager.proxy``) reaches cluster ``local`` with the manager's own client
+configuration (``LocalDialer``) and every other cluster through its agent's tunnel
+(``sampan.manager.clusters.TunnelDialer``, installed at start; ``remote_dialer`` or
+``set_remote_dialer`` may replace it).
 
 ``stop()`` stops the listener (closing every tunnel) and the tasks. Blocking work
 (certificates, files, argon2) runs in threads.
@@ -37,8 +45,17 @@ from typing import Any
 from aiohttp import web
 
 from sampan.client import Client, ClientConfig, ClientError
-from sampan.manager import store
-from sampan.manager.clusters import ImportedClusters
+from sampan.manager import downstream_rbac, store
+from sampan.manager.clusters import ImportedClusters, TunnelDialer
+from sampan.manager.crds import CLUSTERS
+from sampan.manager.proxy import (
+    ClusterDialer,
+    ClusterNotConnected,
+    ClusterProxy,
+    DownstreamError,
+    LocalDialer,
+    RoutingDialer,
+)
 from sampan.manager.web import ManagerAPI
 from sampan.pki import ClusterPKI
 from sampan.pki.certs import cert_to_pem, issue_leaf, key_to_pem, load_cert, load_private_key
@@ -106,16 +123,26 @@ class ManagerComponent:
     name = COMPONENT_NAME
 
     def __init__(
-        self, client_config: ClientConfig, options: ManagerOptions, pki: ClusterPKI
+        self,
+        client_config: ClientConfig,
+        options: ManagerOptions,
+        pki: ClusterPKI,
+        *,
+        remote_dialer: ClusterDialer | None = None,
     ) -> None:
         self._client_config = client_config.with_user_agent(USER_AGENT)
         self._options = options
         self._pki = pki
+        self.dialer = RoutingDialer(LocalDialer(self._client_config), remote_dialer)
+        """Reaches every cluster's API server (see ``sampan.manager.proxy``)."""
         self._client: Client | None = None
         self._runner: web.AppRunner | None = None
         self._refresh: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
         self.clusters: ImportedClusters | None = None
+        self._rbac: asyncio.Task[None] | None = None
+        self._rbac_wanted = asyncio.Event()
+        self._proxy = ClusterProxy(self.dialer)
         self.port: int | None = None
         """The port served (useful with ``port=0``)."""
 
@@ -148,14 +175,18 @@ class ManagerComponent:
         await self._refresh_once()
         cert, key = await asyncio.to_thread(issue_serving_certificate, self._pki)
         context: ssl.SSLContext = await asyncio.to_thread(server_ssl_context, cert, key)
-        clusters = ImportedClusters(client)
+        clusters = ImportedClusters(client, on_connected=lambda _id: self.reconcile_rbac_soon())
         self.clusters = clusters
+        if self.dialer.remote is None:
+            self.dialer.remote = TunnelDialer(clusters)
         api = ManagerAPI(
             client,
             ca_pem=self._pki.ca_pem,
             agent_version=__version__,
             manager_url=self._options.manager_url,
             clusters=clusters,
+            proxy=self._proxy,
+            bindings_changed=self.reconcile_rbac_soon,
         )
         runner = web.AppRunner(api.app(), access_log=None)
         await runner.setup()
@@ -177,6 +208,41 @@ class ManagerComponent:
             clusters.run(), name="manager-clusters"
         )
         self._health.add_done_callback(_log_failure)
+        self._rbac = asyncio.get_running_loop().create_task(self._rbac_loop(), name="manager-rbac")
+        self._rbac.add_done_callback(_log_failure)
+
+    def set_remote_dialer(self, dialer: ClusterDialer | None) -> None:
+        """Install (or remove) the dialer of the clusters other than ``local``."""
+        self.dialer.remote = dialer
+        self.reconcile_rbac_soon()
+
+    def reconcile_rbac_soon(self) -> None:
+        self._rbac_wanted.set()
+
+    async def reconcile_rbac_once(self) -> None:
+        """One pass over every Cluster (failures are logged; the next pass retries)."""
+        assert self._client is not None
+        try:
+            clusters = (await self._client.list_all(CLUSTERS)).get("items", [])
+        except (ClientError, OSError) as exc:
+            log.warning("manager: cannot list clusters for RBAC: %s", exc)
+            return
+        for cluster in clusters:
+            name = cluster["metadata"]["name"]
+            try:
+                await downstream_rbac.reconcile(self._client, self.dialer, name)
+            except ClusterNotConnected:
+                continue
+            except (ClientError, DownstreamError, OSError) as exc:
+                log.warning("manager: downstream RBAC of cluster %s: %s", name, exc)
+
+    async def _rbac_loop(self) -> None:
+        while True:
+            self._rbac_wanted.clear()
+            await self.reconcile_rbac_once()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REFRESH_S):
+                    await self._rbac_wanted.wait()
 
     async def _refresh_once(self) -> None:
         assert self._client is not None
@@ -192,15 +258,17 @@ class ManagerComponent:
             await self._refresh_once()
 
     async def stop(self) -> None:
-        for task in (self._refresh, self._health):
+        for attr in ("_refresh", "_health", "_rbac"):
+            task = getattr(self, attr)
+            setattr(self, attr, None)
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._refresh = self._health = None
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        await self._proxy.close()
         client, self._client = self._client, None
         if client is not None:
             await client.close()

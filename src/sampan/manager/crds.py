@@ -348,8 +348,9 @@ def builtin_role_templates() -> list[dict[str, Any]]:
     """``cluster-owner`` (everything), ``cluster-member`` (read everything, manage workloads
     and their Services, config and networking), ``read-only`` (get/list/watch everything).
 
-    They are data until the proxy writes downstream RBAC from the bindings (issue 24 item 4);
-    today a binding decides which clusters a user sees in the manager's API.
+    A binding decides which clusters a user sees in the manager's API, and
+    ``sampan.manager.downstream_rbac`` turns it into RBAC on that cluster (``cluster-owner``
+    as ``cluster-admin``, the others as a ClusterRole with these rules).
     """
     everything = [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]
     read_all = [{"apiGroups": ["*"], "resources": ["*"], "verbs": list(_READ)}]

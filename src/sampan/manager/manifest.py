@@ -16,6 +16,7 @@ token); and the Deployment ``sampan-cluster-agent``: one replica of the cluster 
 $(KUBERNETES_SERVICE_PORT)``), no automounted token, and the token Secret's ``token`` and
 ``ca.crt`` mounted at ``SAMPAN_SERVICEACCOUNT_DIR`` (listed as items, so the pod waits until
 the token controller has filled them in).
+``kubeconfig`` renders what ``generateKubeconfig`` answers.
 
 Pure functions: no I/O. The registration token is a secret; the manifest carries it only
 inside the credentials Secret.
@@ -38,6 +39,7 @@ __all__ = [
     "ca_checksum",
     "import_manifest",
     "import_path",
+    "kubeconfig",
     "registration_commands",
 ]
 
@@ -194,3 +196,28 @@ def import_manifest(
     ]
     text: str = yaml.safe_dump_all(documents, sort_keys=False, explicit_start=True)
     return text
+
+
+def kubeconfig(*, server: str, cluster: str, user: str, token: str, ca_pem: bytes) -> str:
+    """A kubeconfig for one cluster through the manager's proxy (``generateKubeconfig``):
+    context and cluster named after the cluster id, the manager's CA, the user's token."""
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": cluster,
+                "cluster": {
+                    "server": server,
+                    "certificate-authority-data": base64.b64encode(ca_pem).decode(),
+                },
+            }
+        ],
+        "users": [{"name": f"{user}@{cluster}", "user": {"token": token}}],
+        "contexts": [
+            {"name": cluster, "context": {"cluster": cluster, "user": f"{user}@{cluster}"}}
+        ],
+        "current-context": cluster,
+        "preferences": {},
+    }
+    return str(yaml.safe_dump(doc, sort_keys=False))

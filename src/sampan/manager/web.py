@@ -23,7 +23,20 @@ other user sees the clusters they hold a ClusterRoleTemplateBinding on (``GET /v
 lists only those; any other cluster id is 403), their own user, tokens and bindings; a
 ``cluster-owner`` on a cluster also sees its registration commands.
 
-Every error is Rancher's API error body ``{"type": "error", "baseType": "error", "status",
+Cluster access (``sampan.manager.proxy``):
+
+* ``POST /v3/clusters/<id>?action=generateKubeconfig`` (Rancher's action; ``GET`` also
+  answers) (anyone who sees the cluster) -> 200
+  ``{"type": "generateKubeConfigOutput", "config": "<kubeconfig YAML>"}``: server
+  ``https://<manager>/k8s/clusters/<id>``, the manager's CA, and a new Token of the caller
+  (``KUBECONFIG_TOKEN_TTL_MS``);
+* ``/k8s/clusters/<id>/<path>`` (any method, upgrades included): the same token
+  authentication, then the manager's RBAC (an admin reaches every cluster, another user only
+  the clusters they are bound to: 403, never forwarded; an admin naming an unknown cluster:
+  404), then forwarded to the downstream API server as ``Impersonate-User: <user id>``.
+  Errors here are Kubernetes ``Status`` bodies, which kubectl shows.
+
+Every other error is Rancher's API error body ``{"type": "error", "baseType": "error", "status",
 "code", "message"}`` with the HTTP status it names.
 """
 
@@ -39,6 +52,8 @@ from typing import Any
 
 from aiohttp import web
 
+from sampan.api.errors import Forbidden, NotFound, StatusError, Unauthorized
+from sampan.api.names import is_dns1123_subdomain
 from sampan.client import AlreadyExistsError, ApiError, Client, NotFoundError
 from sampan.manager import credentials, store
 from sampan.manager.clusters import ImportedClusters
@@ -58,7 +73,8 @@ from sampan.manager.crds import (
     USERS,
     VERSION,
 )
-from sampan.manager.manifest import import_manifest, registration_commands
+from sampan.manager.manifest import import_manifest, kubeconfig, registration_commands
+from sampan.manager.proxy import ClusterProxy, status_response
 from sampan.manager.store import ManagerError, Principal
 
 __all__ = ["ManagerAPI", "error_response"]
@@ -66,6 +82,11 @@ __all__ = ["ManagerAPI", "error_response"]
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
+KUBECONFIG_TOKEN_TTL_MS = 30 * 24 * 3600 * 1000
+"""Tokens of generated kubeconfigs last 30 days (Rancher's kubeconfig-default-token-ttl)."""
+IMPERSONATED_GROUPS = ("system:authenticated",)
+"""The groups a manager user has downstream (its id is the user name)."""
+PROXY_PREFIX = "/k8s/clusters/"
 NAME_MAX_CHARS = 253
 
 
@@ -113,9 +134,13 @@ class ManagerAPI:
         agent_version: str,
         manager_url: str = "",
         clusters: ImportedClusters | None = None,
+        proxy: ClusterProxy | None = None,
+        bindings_changed: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
         self._clusters = clusters
+        self._proxy = proxy
+        self._bindings_changed = bindings_changed or (lambda: None)
         self._ca_pem = ca_pem
         self._agent_version = agent_version
         self._manager_url = manager_url.rstrip("/")
@@ -129,6 +154,9 @@ class ManagerAPI:
         app.router.add_get("/v3/import/{file}", self._import)
         if self._clusters is not None:
             self._clusters.tunnels.add_routes(app)
+        if self._proxy is not None:
+            app.router.add_route("*", PROXY_PREFIX + "{cluster}", self._cluster_proxy)
+            app.router.add_route("*", PROXY_PREFIX + "{cluster}/{path:.*}", self._cluster_proxy)
         private = [
             _Route("POST", "/v3/tokens", self._tokens_action),
             _Route("GET", "/v3/tokens", self._list_tokens),
@@ -143,6 +171,7 @@ class ManagerAPI:
             _Route("POST", "/v3/clusters", self._create_cluster),
             _Route("GET", "/v3/clusters/{id}", self._get_cluster),
             _Route("PUT", "/v3/clusters/{id}", self._update_cluster),
+            _Route("POST", "/v3/clusters/{id}", self._cluster_action),
             _Route("DELETE", "/v3/clusters/{id}", self._delete_cluster),
             _Route("GET", "/v3/globalrolebindings", self._list_grbs),
             _Route("POST", "/v3/globalrolebindings", self._create_grb),
@@ -387,6 +416,7 @@ class ManagerAPI:
                 if binding["spec"].get("userId") == name:
                     await self._delete_quietly(resource, binding["metadata"]["name"])
         await self._delete_quietly(USERS, name)
+        self._bindings_changed()
         return web.json_response(view)
 
     # -- clusters ----------------------------------------------------------------------
@@ -466,6 +496,8 @@ class ManagerAPI:
         return cluster, visible is None or "cluster-owner" in visible[name]
 
     async def _get_cluster(self, request: web.Request, who: Principal) -> web.Response:
+        if request.query.get("action") == "generateKubeconfig":
+            return await self._cluster_action(request, who)
         cluster, owner = await self._find_cluster(request, who)
         return web.json_response(await self._cluster_view(request, cluster, registration=owner))
 
@@ -537,6 +569,59 @@ class ManagerAPI:
             )
         return web.json_response(await self._cluster_view(request, cluster, registration=owner))
 
+    async def _cluster_action(self, request: web.Request, who: Principal) -> web.Response:
+        action = request.query.get("action")
+        if action != "generateKubeconfig":
+            raise ManagerError(404, "NotFound", f"unknown action {action!r}")
+        cluster, _ = await self._find_cluster(request, who)
+        name = cluster["metadata"]["name"]
+        _, presented = await store.create_token(
+            self._client, who.user_id, KUBECONFIG_TOKEN_TTL_MS, f"kubeconfig for cluster {name}"
+        )
+        config = kubeconfig(
+            server=f"{self._url(request)}{PROXY_PREFIX}{name}",
+            cluster=name,
+            user=who.user["spec"].get("username", who.user_id),
+            token=presented,
+            ca_pem=self._ca_pem,
+        )
+        return web.json_response(
+            {
+                "type": "generateKubeConfigOutput",
+                "baseType": "generateKubeConfigOutput",
+                "config": config,
+            }
+        )
+
+    async def _cluster_proxy(self, request: web.Request) -> web.StreamResponse:
+        """``/k8s/clusters/<id>/...``: see the module docstring."""
+        assert self._proxy is not None
+        name = request.match_info["cluster"]
+        prefix = f"{PROXY_PREFIX}{name}"
+        raw = request.raw_path
+        rest = raw[len(prefix) :] if raw.startswith(prefix) else None
+        if rest is None or is_dns1123_subdomain(name) or rest[:1] not in ("", "/", "?"):
+            # An id that is no object name (or was spelled with escapes) names no cluster.
+            return status_response(NotFound(f'clusters.{GROUP} "{name}" not found', name=name))
+        target = rest if rest.startswith("/") else "/" + rest
+        try:
+            try:
+                who = await store.authenticate(self._client, _presented_token(request))
+            except ManagerError:
+                raise Unauthorized("Unauthorized") from None
+            if who.must_change_password:
+                raise Forbidden(f"user {who.user_id} must change their password first")
+            visible = await self._visible(who)
+            if visible is not None and name not in visible:
+                raise Forbidden(f'user "{who.user_id}" may not access cluster "{name}"')
+            try:
+                await self._client.get(CLUSTERS, name)
+            except NotFoundError:
+                raise NotFound(f'clusters.{GROUP} "{name}" not found', name=name) from None
+        except StatusError as exc:
+            return status_response(exc)
+        return await self._proxy.forward(request, name, target, who.user_id, IMPERSONATED_GROUPS)
+
     async def _delete_cluster(self, request: web.Request, who: Principal) -> web.Response:
         _need_admin(who)
         cluster, _ = await self._find_cluster(request, who)
@@ -553,6 +638,7 @@ class ManagerAPI:
                     CLUSTER_ROLE_TEMPLATE_BINDINGS, binding["metadata"]["name"]
                 )
         await self._delete_quietly(CLUSTERS, name)
+        self._bindings_changed()
         return web.json_response(view)
 
     # -- bindings ----------------------------------------------------------------------
@@ -599,6 +685,7 @@ class ManagerAPI:
             {LABEL_USER_ID: user_id},
             {"userId": user_id, "globalRoleName": role},
         )
+        self._bindings_changed()
         return web.json_response(self._binding_view(binding, "globalRoleBinding"), status=201)
 
     async def _delete_grb(self, request: web.Request, who: Principal) -> web.Response:
@@ -614,6 +701,7 @@ class ManagerAPI:
         ):
             raise ManagerError(422, "InvalidAction", "you cannot remove your own admin role")
         await self._delete_quietly(GLOBAL_ROLE_BINDINGS, name)
+        self._bindings_changed()
         return web.json_response(self._binding_view(binding, "globalRoleBinding"))
 
     async def _list_crtbs(self, request: web.Request, who: Principal) -> web.Response:
@@ -649,6 +737,7 @@ class ManagerAPI:
             {"userId": user_id, "clusterName": cluster, "roleTemplateName": template},
         )
         kind = "clusterRoleTemplateBinding"
+        self._bindings_changed()
         return web.json_response(self._binding_view(binding, kind), status=201)
 
     async def _delete_crtb(self, request: web.Request, who: Principal) -> web.Response:
@@ -661,6 +750,7 @@ class ManagerAPI:
                 404, "NotFound", f"clusterRoleTemplateBinding {name} not found"
             ) from None
         await self._delete_quietly(CLUSTER_ROLE_TEMPLATE_BINDINGS, name)
+        self._bindings_changed()
         return web.json_response(self._binding_view(binding, "clusterRoleTemplateBinding"))
 
     async def _list_role_templates(self, request: web.Request, who: Principal) -> web.Response:

@@ -19,8 +19,15 @@ This module owns the loop that assigns pending pods to nodes (upstream's ``sched
    and a ``FailedScheduling`` Event with upstream's summary ("0/3 nodes are available: ...").
 
 Runs under leader election (Lease ``kube-system/kube-scheduler``) unless disabled; informers
-run (and the cache warms) before leadership is won, as upstream. Losing the lease asks the
-supervisor to shut down (``ctx.fail``). Pod priority is ``spec.priority``, or -- because no
+run (and the cache warms) before leadership is won, as upstream. Losing the lease ends the
+*term*: scheduling stops at once (the elector cancels it before the lease can expire), then
+everything the term built — informers, cache, queue, in-flight binding tasks, the event
+recorder, the client — is torn down and a fresh term competes again from fresh informers.
+Upstream's kube-scheduler exits instead (``leaderelection lost``, and a restarted process
+competes again), and so does K3s's whole server process; here the scheduler shares its
+process with the API server and the datastore, so exiting would take the cluster down because
+the event loop lagged past the renew deadline. A fresh term is what a restart gives: nothing
+survives from the lost one. Pod priority is ``spec.priority``, or -- because no
 Priority admission plugin fills it in yet -- the value of ``spec.priorityClassName``'s
 PriorityClass (or the global default class).
 """
@@ -119,6 +126,9 @@ MIN_FEASIBLE_NODES_TO_FIND = 100
 MIN_FEASIBLE_NODES_PERCENTAGE = 5
 MIN_FILTER_CHUNK = 32
 INFORMER_SYNC_TIMEOUT_S = 60.0
+NEW_TERM_RETRY_S = 2.0
+"""Pause before building a new term again after building one failed (informers that did not
+sync on an overloaded server)."""
 CYCLES_PER_YIELD = 1
 """Scheduling cycles between yields to the event loop (binding tasks, informers)."""
 
@@ -208,10 +218,10 @@ class Scheduler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._main: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
-        self._bind_slots = asyncio.Semaphore(MAX_BINDS_IN_FLIGHT)
-        self._status_slots = asyncio.Semaphore(MAX_STATUS_WRITES_IN_FLIGHT)
-        self._next_start = 0
-        self._waiting: dict[str, asyncio.Future[Status | None]] = {}
+        self._new_term: asyncio.Task[None] | None = None
+        self.terms = 0
+        """Terms built so far (one per start, one more after each lost lease)."""
+        self._reset_term_state()
         self.scheduled = 0
         """Pods bound so far (for benchmarks and diagnostics)."""
         self.failed_attempts = 0
@@ -230,14 +240,30 @@ class Scheduler:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def _reset_term_state(self) -> None:
+        """What one term owns, fresh (the counters and metrics outlive terms)."""
+        self.cache = SchedulerCache()
+        self.frameworks = {}
+        self.queue = None
+        self.informers = {}
+        self._bind_slots = asyncio.Semaphore(MAX_BINDS_IN_FLIGHT)
+        self._status_slots = asyncio.Semaphore(MAX_STATUS_WRITES_IN_FLIGHT)
+        self._next_start = 0
+        self._waiting: dict[str, asyncio.Future[Status | None]] = {}
+
     async def start(self, ctx: _Context) -> None:
         self._ctx = ctx
-        self.client = Client(self.client_config)
         try:
-            await self._start_informers()
+            await self._begin_term()
         except BaseException:
             await self.stop()
             raise
+
+    async def _begin_term(self) -> None:
+        """Client, informers (synced), then compete for the lease (or just schedule)."""
+        self.terms += 1
+        self.client = Client(self.client_config)
+        await self._start_informers()
         if self.options.leader_elect:
             elector = LeaderElector(
                 self.client,
@@ -269,12 +295,43 @@ class Scheduler:
     def _on_stopped_leading(self) -> None:
         if self._stopping:
             return  # our own shutdown released the lease
-        log.warning("scheduler: lost the lease %s/%s", LEASE_NAMESPACE, LEASE_NAME)
-        if self._ctx is not None:
-            self._ctx.fail("scheduler: leader election lost")
+        log.warning(
+            "scheduler: lost the lease %s/%s; term %d ended, competing again",
+            LEASE_NAMESPACE,
+            LEASE_NAME,
+            self.terms,
+        )
+        if self._new_term is None or self._new_term.done():
+            self._new_term = asyncio.get_running_loop().create_task(
+                self._next_term(self._main), name="scheduler-new-term"
+            )
+            self._new_term.add_done_callback(self._main_ended)
+
+    async def _next_term(self, ended: asyncio.Task[None] | None) -> None:
+        """Tear the lost term down and build a new one; retried until it starts or the
+        scheduler stops."""
+        if ended is not None:
+            await asyncio.wait({ended})  # the elector returns right after telling us
+        while not self._stopping:
+            await self._teardown()
+            self._reset_term_state()
+            try:
+                await self._begin_term()
+                return
+            except Exception:
+                log.exception("scheduler: could not build term %d; trying again", self.terms)
+            await asyncio.sleep(NEW_TERM_RETRY_S)
 
     async def stop(self) -> None:
         self._stopping = True
+        current = asyncio.current_task()
+        if self._new_term is not None and self._new_term is not current:
+            self._new_term.cancel()
+            await asyncio.wait({self._new_term})
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        """Stop everything the current term started (idempotent)."""
         if self.queue is not None:
             self.queue.close()
         for task in (self._main, self._flusher):

@@ -19,7 +19,6 @@ every reservation made for it is released; hooks never raise (failures are logge
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sampan.api.errors import Conflict, Forbidden, qualified_resource
+from sampan.api.jsonwire import copy_json
 from sampan.apiserver.responses import warning_header, warning_text_ok
 
 __all__ = [
@@ -161,7 +161,7 @@ async def admitted_update(
     for _attempt in range(MAX_ADMITTED_UPDATE_ATTEMPTS):
         current = await store.get(namespace, attrs.name)
         current_rv = str((current.get("metadata") or {}).get("resourceVersion") or "")
-        new = mutate(copy.deepcopy(current))
+        new = mutate(copy_json(current))
         if inspect.isawaitable(new):  # an async mutate (a conversion webhook on the way)
             new = await new
         pinned_rv = str((new.get("metadata") or {}).get("resourceVersion") or "")
@@ -183,13 +183,19 @@ async def admitted_update(
             latest_rv = str((latest.get("metadata") or {}).get("resourceVersion") or "")
             if latest_rv != current_rv:
                 raise _Moved()
-            out = copy.deepcopy(admitted)
+            out = copy_json(admitted)
             out.setdefault("metadata", {})["resourceVersion"] = current_rv
             return out
 
         try:
             updated = await store.guaranteed_update(
-                namespace, attrs.name, fixed, subresource=subresource, dry_run=attrs.dry_run
+                namespace,
+                attrs.name,
+                fixed,
+                subresource=subresource,
+                dry_run=attrs.dry_run,
+                mutate_reads_only=True,  # fixed only reads latest's resourceVersion
+                known=current,
             )
         except _Moved:
             await chain.finish(attrs, ok=False)

@@ -177,29 +177,32 @@ def flatten(
 
 
 def to_fields_v1(paths: set[Path]) -> dict[str, Any]:
+    """The ``fieldsV1`` tree of ``paths``: children in sorted order; a path that is itself a
+    member and has children carries ``"."`` first; a member without children is ``{}``.
+
+    One pass over the sorted paths: a path sorts before all its extensions, so a member's
+    node is new when its path comes and can take ``"."`` first; members left without
+    children are emptied at the end."""
     root: dict[str, Any] = {}
+    members: list[dict[str, Any]] = []
     for path in sorted(paths):
+        if not path:
+            continue
         node = root
-        for element in path:
-            node = node.setdefault(element, {})
-        node[_MEMBER] = {}
-    return _compact(root)
-
-
-def _compact(node: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, child in node.items():
-        if key == _MEMBER:
-            continue
-        children = {k: v for k, v in child.items() if k != _MEMBER}
-        if not children:
-            out[key] = {}
-            continue
-        compacted = _compact(child)
-        if _MEMBER in child:
-            compacted = {_MEMBER: {}, **compacted}
-        out[key] = compacted
-    return out
+        for element in path[:-1]:
+            child = node.get(element)
+            if child is None:
+                child = node[element] = {}
+            node = child
+        last = path[-1]
+        if last not in node:
+            leaf: dict[str, Any] = {_MEMBER: {}}
+            node[last] = leaf
+            members.append(leaf)
+    for leaf in members:
+        if len(leaf) == 1:
+            leaf.clear()
+    return root
 
 
 def from_fields_v1(tree: Any, prefix: Path = (), out: set[Path] | None = None) -> set[Path]:

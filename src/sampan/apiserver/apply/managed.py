@@ -24,14 +24,14 @@ subresource. Invariants: entries with no fields are dropped; a client-supplied
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sampan.api import times
 from sampan.api.errors import BadRequest, Cause, Conflict
+from sampan.api.jsonwire import copy_json
 from sampan.apiserver.apply.fieldpath import (
     Path,
     flatten,
@@ -91,6 +91,12 @@ class ManagedEntry:
     subresource: str
     time: str
     fields: set[Path]
+    stored: tuple[frozenset[Path], dict[str, Any]] | None = field(
+        default=None, compare=False, repr=False
+    )
+    """The fields as read from a stored object and their ``fieldsV1`` as stored (written by
+    ``to_json``, so canonical): ``to_json`` reuses it while the fields are unchanged instead
+    of rebuilding the same tree."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -107,7 +113,10 @@ class ManagedEntry:
         if self.time:
             entry["time"] = self.time
         entry["fieldsType"] = FIELDS_TYPE
-        entry["fieldsV1"] = to_fields_v1(self.fields)
+        if self.stored is not None and self.stored[0] == self.fields:
+            entry["fieldsV1"] = copy_json(self.stored[1])
+        else:
+            entry["fieldsV1"] = to_fields_v1(self.fields)
         if self.subresource:
             entry["subresource"] = self.subresource
         return entry
@@ -117,7 +126,9 @@ def _now() -> str:
     return times.now()
 
 
-def read_entries(obj: dict[str, Any] | None) -> list[ManagedEntry]:
+def read_entries(obj: dict[str, Any] | None, *, stored: bool = False) -> list[ManagedEntry]:
+    """The entries of ``obj``'s managedFields; ``stored``: ``obj`` was read from storage, so
+    its ``fieldsV1`` trees are canonical and may be reused while unchanged."""
     if not isinstance(obj, dict):
         return []
     raw = (obj.get("metadata") or {}).get("managedFields")
@@ -127,6 +138,8 @@ def read_entries(obj: dict[str, Any] | None) -> list[ManagedEntry]:
     for item in raw:
         if not isinstance(item, dict):
             continue
+        raw = item.get("fieldsV1") or {}
+        fields = from_fields_v1(raw)
         entries.append(
             ManagedEntry(
                 manager=str(item.get("manager") or ""),
@@ -134,7 +147,8 @@ def read_entries(obj: dict[str, Any] | None) -> list[ManagedEntry]:
                 api_version=str(item.get("apiVersion") or ""),
                 subresource=str(item.get("subresource") or ""),
                 time=str(item.get("time") or ""),
-                fields=from_fields_v1(item.get("fieldsV1") or {}),
+                fields=fields,
+                stored=(frozenset(fields), raw) if stored and isinstance(raw, dict) else None,
             )
         )
     return entries
@@ -164,7 +178,23 @@ def _tracked(
     """The owned paths of ``obj`` that managedFields tracks for this (sub)resource."""
     if not isinstance(obj, dict):
         return {}
-    flat = flatten(obj, schema, ref=ref)
+    if has_status:
+        # Only one side of ``status`` is tracked: flatten just that side (the same paths).
+        if subresource == "status":
+            status = obj.get("status")
+            if status is None:
+                return {}
+            flat = flatten(
+                status,
+                schema.field("status") if schema is not None else None,
+                ("f:status",),
+                ref=ref.get("status") if isinstance(ref, dict) else None,
+            )
+        else:
+            obj = {k: v for k, v in obj.items() if k != "status"}
+            flat = flatten(obj, schema, ref=ref)
+    else:
+        flat = flatten(obj, schema, ref=ref)
     out: dict[Path, Any] = {}
     for path, value in flat.items():
         if not path or path[0] in _STRIPPED_TOP:
@@ -215,7 +245,7 @@ def track_update(
     will read; the returned object is ``new`` itself plus managedFields."""
     result = {**new, "metadata": dict(new.get("metadata") or {})}
     reset = _client_reset(old, new)
-    entries = reset if reset is not None else read_entries(old)
+    entries = reset if reset is not None else read_entries(old, stored=True)
     if reset is None and old is not None and _without_managed(old) == _without_managed(new):
         _write_entries(result, entries)  # an identical write: nobody's ownership changes
         return result
@@ -260,7 +290,7 @@ def _merge(live: Any, applied: Any, schema: SchemaView | None) -> Any:
     if isinstance(applied, dict):
         if not isinstance(live, dict) or (schema is not None and schema.map_type == "atomic"):
             return _without_nulls(applied)
-        out = copy.deepcopy(live)
+        out = copy_json(live)
         for key, value in applied.items():
             if value is None:
                 continue
@@ -270,14 +300,14 @@ def _merge(live: Any, applied: Any, schema: SchemaView | None) -> Any:
     if isinstance(applied, list) and isinstance(live, list):
         kind, keys = list_semantics(schema)
         if kind == "set":
-            out_list = copy.deepcopy(live)
+            out_list = copy_json(live)
             for item in applied:
                 if item not in out_list:
-                    out_list.append(copy.deepcopy(item))
+                    out_list.append(copy_json(item))
             return out_list
         if kind == "map":
             item_schema = schema.items() if schema is not None else None
-            out_list = copy.deepcopy(live)
+            out_list = copy_json(live)
             defaults = key_defaults(schema, keys)
             index = {item_key(item, keys, defaults): i for i, item in enumerate(out_list)}
             for item in applied:
@@ -397,7 +427,7 @@ def server_side_apply(
             'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
             "is required for apply patch"
         )
-    base = copy.deepcopy(live) if isinstance(live, dict) else {}
+    base = copy_json(live) if isinstance(live, dict) else {}
     entries = read_entries(base)
     merged = normalize(_merge(base, applied, schema))
     applied_flat = _tracked(

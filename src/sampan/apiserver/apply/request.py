@@ -11,13 +11,13 @@ Manager names: the ``fieldManager`` query parameter, else the User-Agent up to i
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sampan.api.defaults import apply_defaults
 from sampan.api.errors import BadRequest, Invalid
+from sampan.api.jsonwire import copy_json
 from sampan.apiserver.apply.managed import (
     ApplyConflict,
     field_set,
@@ -64,7 +64,7 @@ def _sync_last_applied(result: dict[str, Any], applied: dict[str, Any]) -> None:
     annotations = _annotations(result)
     if LAST_APPLIED not in annotations:
         return
-    config = copy.deepcopy(applied)
+    config = copy_json(applied)
     config_annotations = _annotations(config)
     config_annotations.pop(LAST_APPLIED, None)
     annotations[LAST_APPLIED] = json.dumps(config, separators=(",", ":")) + "\n"
@@ -72,7 +72,7 @@ def _sync_last_applied(result: dict[str, Any], applied: dict[str, Any]) -> None:
 
 def _defaulted(info: ResourceInfo) -> Callable[[dict[str, Any]], dict[str, Any]]:
     def normalize(obj: dict[str, Any]) -> dict[str, Any]:
-        result = copy.deepcopy(obj)
+        result = copy_json(obj)
         apply_defaults(info, result)
         return result
 
@@ -134,7 +134,7 @@ class FieldManager:
         a caller that reuses ``new`` across retries (the store's strategies edit in place)."""
         return track_update(
             old,
-            copy.deepcopy(new) if copy_new else new,
+            copy_json(new) if copy_new else new,
             manager=self.manager(request),
             api_version=info.api_version,
             schema=self.schema(info),

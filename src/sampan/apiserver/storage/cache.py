@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from sampan.api import jsonwire
 from sampan.api.resources import ResourceInfo
 from sampan.apiserver.storage import _api
 from sampan.apiserver.storage.types import (
@@ -73,7 +74,7 @@ def dumps(obj: Any) -> bytes:
 
 def with_resource_version(data: bytes, revision: int) -> bytes:
     """``data`` re-serialized with ``metadata.resourceVersion`` = ``revision``."""
-    obj = json.loads(data)
+    obj = jsonwire.parse(data)
     meta = obj.get("metadata")
     if not isinstance(meta, dict):
         meta = obj["metadata"] = {}
@@ -123,12 +124,12 @@ class Entry:
 
     def obj(self) -> dict[str, Any]:
         """A fresh parsed copy (callers may mutate it)."""
-        return json.loads(self.data)
+        return jsonwire.parse(self.data)
 
 
 def make_entry(info: ResourceInfo, kv: KeyValue) -> Entry:
     """Parse a datastore record once: served bytes with its RV, plus filter values."""
-    obj = json.loads(kv.value)
+    obj = jsonwire.parse(kv.value)
     if not isinstance(obj, dict):
         raise ValueError("stored value is not a JSON object")
     meta = obj.get("metadata")

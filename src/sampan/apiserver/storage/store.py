@@ -24,7 +24,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -33,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-from sampan.api import times
+from sampan.api import jsonwire, times
 from sampan.api.errors import (
     AlreadyExists,
     BadRequest,
@@ -46,6 +45,7 @@ from sampan.api.errors import (
     StatusError,
     qualified_resource,
 )
+from sampan.api.jsonwire import copy_json
 from sampan.api.resources import ResourceInfo, ResourceRegistry, storage_key
 from sampan.apiserver.storage import _api
 from sampan.apiserver.storage.cache import (
@@ -143,7 +143,7 @@ def _meta(obj: JSONObj) -> JSONObj:
 
 
 def _parse_kv(kv: KeyValue) -> JSONObj:
-    obj = json.loads(kv.value)
+    obj = jsonwire.parse(kv.value)
     _meta(obj)["resourceVersion"] = str(kv.mod_revision)
     return obj
 
@@ -580,7 +580,7 @@ class ResourceStore:
     ) -> JSONObj:
         """``requester`` (``{"username", "uid", "groups", "extra"}``): the authenticated
         user, which a CertificateSigningRequest records in its spec (none: recorded empty)."""
-        obj = self._to_storage_version(copy.deepcopy(obj))
+        obj = self._to_storage_version(copy_json(obj))
         sinfo = self.storage_info
         meta = _meta(obj)
         if _parses_as_revision(meta.get("resourceVersion")):
@@ -606,7 +606,7 @@ class ResourceStore:
         attempts = self._settings.generate_name_retries if not given_name and generate else 1
         template = obj
         for attempt in range(attempts):
-            obj = copy.deepcopy(template) if attempts > 1 else template
+            obj = copy_json(template) if attempts > 1 else template
             meta = _meta(obj)
             if not given_name and generate:
                 meta["name"] = _generate_name(generate)
@@ -675,7 +675,7 @@ class ResourceStore:
     ) -> JSONObj:
         """Replace the object; compare-and-swap on ``obj.metadata.resourceVersion`` when set,
         unconditional otherwise. Status changes go through ``subresource="status"``."""
-        obj = self._to_storage_version(copy.deepcopy(obj))
+        obj = self._to_storage_version(copy_json(obj))
         body_name = _meta(obj).get("name")
         if body_name and body_name != name:
             raise BadRequest(
@@ -683,7 +683,7 @@ class ResourceStore:
             )
 
         def replace(_current: JSONObj) -> JSONObj:
-            return copy.deepcopy(obj)
+            return copy_json(obj)
 
         return await self.guaranteed_update(
             namespace, name, replace, subresource=subresource, dry_run=dry_run
@@ -697,16 +697,32 @@ class ResourceStore:
         *,
         subresource: str = "",
         dry_run: bool = False,
+        mutate_reads_only: bool = False,
+        known: JSONObj | None = None,
     ) -> JSONObj:
         """Get, ``mutate`` (a copy), compare-and-swap; retried when another writer won.
 
         ``mutate`` receives the current object (storage version, with its resourceVersion)
         and returns the desired one; if that carries a resourceVersion different from the
         current one, the update is a 409 Conflict (the caller's precondition). It may raise
-        ``StatusError`` to refuse."""
+        ``StatusError`` to refuse. ``mutate_reads_only``: the caller promises ``mutate``
+        neither modifies its argument nor returns it (or part of it), so it gets the current
+        object itself instead of a copy. ``known``: the object as the caller just read it
+        (with its resourceVersion, not modified since); with ``mutate_reads_only`` it stands
+        for the cached object while the cache holds that same revision (no second parse)."""
         namespace = namespace if self.info.namespaced else None
         key = self._key(namespace, name)
-        current = self._cached(key) if await self._cache_ready() else None
+        current = None
+        if await self._cache_ready():
+            entry = self._cache.objects.get(key)
+            if entry is not None:
+                known_meta = (known or {}).get("metadata")
+                known_rv = known_meta.get("resourceVersion") if isinstance(known_meta, dict) else ""
+                if mutate_reads_only and str(known_rv or "") == str(entry.mod_revision):
+                    assert known is not None
+                    current = known, entry.mod_revision
+                else:
+                    current = entry.obj(), entry.mod_revision
         fresh = False
         if current is None:
             current = await self._fetch(key, name)
@@ -716,7 +732,7 @@ class ResourceStore:
             if current is None:
                 raise self._not_found(name)
             old, old_rev = current
-            new = mutate(copy.deepcopy(old))
+            new = mutate(old if mutate_reads_only else copy_json(old))
             if not isinstance(new, dict):
                 raise InternalError("update produced no object")
             new = self._to_storage_version(new)
@@ -765,7 +781,7 @@ class ResourceStore:
         sinfo = self.storage_info
         old_meta = old.get("metadata") or {}
         if subresource == "finalize" and self._is("", "Namespace"):
-            result = copy.deepcopy(old)
+            result = copy_json(old)
             finalizers = (new.get("spec") or {}).get("finalizers") or []
             spec = result.setdefault("spec", {})
             _set_or_drop(spec, "finalizers", list(finalizers))
@@ -928,7 +944,7 @@ class ResourceStore:
             if not terminating:
                 if not spec_finalizers and not new_finalizers:
                     return None
-                marked = copy.deepcopy(obj)
+                marked = copy_json(obj)
                 mmeta = _meta(marked)
                 mmeta["deletionTimestamp"] = rfc3339(now)
                 mmeta["deletionGracePeriodSeconds"] = 0
@@ -943,7 +959,7 @@ class ResourceStore:
         if terminating:
             current_grace = meta.get("deletionGracePeriodSeconds")
             remaining_grace = current_grace if isinstance(current_grace, int) else 0
-            marked = copy.deepcopy(obj)
+            marked = copy_json(obj)
             mmeta = _meta(marked)
             changed = False
             if grace < remaining_grace:
@@ -962,7 +978,7 @@ class ResourceStore:
             return marked if changed else obj
         if grace == 0 and not new_finalizers:
             return None
-        marked = copy.deepcopy(obj)
+        marked = copy_json(obj)
         mmeta = _meta(marked)
         mmeta["deletionTimestamp"] = rfc3339(now + timedelta(seconds=grace))
         mmeta["deletionGracePeriodSeconds"] = grace

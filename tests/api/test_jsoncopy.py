@@ -1,0 +1,80 @@
+"""``jsonwire.copy_json``: the write path's deep copy is a real deep copy of JSON values, and
+RFC 7386 merge patches built on it leave their inputs untouched. ``jsonwire.parse`` (orjson)
+reads exactly what ``json.loads`` reads, errors included."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+
+from sampan.api.jsonwire import copy_json, parse
+from sampan.apiserver.patch import apply_merge_patch
+
+
+def test_copy_json_equals_deepcopy_and_shares_nothing() -> None:
+    shared = {"k": [1, 2.5, None, True, "s"]}
+    value = {"a": shared, "b": [shared, [{"c": {}}]], "t": (1, [2])}
+    copied = copy_json(value)
+    assert copied == copy.deepcopy(value)
+    assert type(copied["t"]) is tuple  # not a JSON shape: copied by copy.deepcopy
+    copied["a"]["k"].append("x")
+    copied["b"][1][0]["c"]["d"] = 1
+    copied["t"][1].append(3)
+    assert value == {
+        "a": {"k": [1, 2.5, None, True, "s"]},
+        "b": [{"k": [1, 2.5, None, True, "s"]}, [{"c": {}}]],
+        "t": (1, [2]),
+    }
+    # JSON has no aliasing: a shared sub-object comes back as two independent copies.
+    assert copied["b"][0]["k"] == [1, 2.5, None, True, "s"]
+
+
+def test_merge_patch_copies_once_and_keeps_inputs() -> None:
+    target = {"a": {"b": {"c": 1, "d": [1]}, "e": 2}, "f": "x", "g": 1}
+    patch = {"a": {"b": {"c": None, "n": {"m": [3]}}, "e": {"z": None}}, "f": None, "h": [{}]}
+    before_target, before_patch = copy.deepcopy(target), copy.deepcopy(patch)
+    result = apply_merge_patch(target, patch)
+    assert result == {"a": {"b": {"d": [1], "n": {"m": [3]}}, "e": {}}, "g": 1, "h": [{}]}
+    assert list(result) == ["a", "g", "h"]  # replaced keys keep their place, new ones last
+    assert target == before_target and patch == before_patch
+    result["a"]["b"]["d"].append(2)
+    result["a"]["b"]["n"]["m"].append(4)
+    result["h"][0]["x"] = 1
+    assert target == before_target and patch == before_patch
+    assert apply_merge_patch("scalar", {"a": {"b": None}}) == {"a": {}}
+    assert apply_merge_patch(target, [1]) == [1]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"kind":"Pod","metadata":{"name":"p","labels":{"a":"\\u00e9\\n"}},"spec":{"n":[1,2.5e-7,-0.0,true,null]}}',
+        b'{"big":123456789012345678901234567890,"max":18446744073709551615,"neg":-9223372036854775809}',
+        b'{"lone":"\\ud800","pair":"\\ud83d\\ude00"}',
+        b'{"a":1,"a":2}',
+        b'{"huge":1e400}',
+        b'{"nan":NaN}',
+        b"[" * 600 + b"]" * 600,
+        '{"text":"\u00e9"}'.encode(),
+    ],
+)
+def test_parse_reads_what_json_loads_reads(data: bytes) -> None:
+    assert repr(parse(data)) == repr(json.loads(data))
+    value = parse(data)
+    if isinstance(value, dict) and "big" in value:
+        assert type(value["big"]) is int  # never a float, as orjson alone would give
+    if isinstance(value, dict) and "huge" in value:
+        assert math.isinf(value["huge"])
+
+
+@pytest.mark.parametrize("data", [b"", b"{", b'{"a":}', b"\xff", b"[1,]"])
+def test_parse_fails_as_json_loads_does(data: bytes) -> None:
+    with pytest.raises(ValueError) as expected:
+        json.loads(data)
+    with pytest.raises(ValueError) as got:
+        parse(data)
+    assert type(got.value) is type(expected.value)
+    assert str(got.value) == str(expected.value)
