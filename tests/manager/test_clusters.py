@@ -20,8 +20,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from sampan.client import Client, NotFoundError, Resource
+from sampan.manager.clusters import _split_address
 from sampan.manager.component import ManagerComponent
 from sampan.manager.crds import CLUSTERS, REGISTRATION_TOKENS
+from sampan.manager.proxy import ClusterNotConnected
 from sampan.manager.tunnel import AgentConfig, run_agent
 from sampan.version import __version__
 from tests.manager.conftest import ManagerHTTP
@@ -270,3 +272,17 @@ async def test_registration_token_authenticates_its_own_cluster_only(
         },
     )
     assert status == 401 and body["kind"] == "Status" and body["reason"] == "Unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [("10.43.0.1:443", ("10.43.0.1", 443)), ("[fd00::1]:6443", ("fd00::1", 6443))],
+)
+def test_agent_reported_addresses_split(address: str, expected: tuple[str, int]) -> None:
+    assert _split_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["10.43.0.1", "", "host:port"])
+def test_unusable_agent_reported_address_is_not_connected(address: str) -> None:
+    with pytest.raises(ClusterNotConnected, match="unusable API server address"):
+        _split_address(address)

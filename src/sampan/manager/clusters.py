@@ -377,6 +377,10 @@ class TunnelDialer:
 def _split_address(address: str) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` -> (host, port)."""
     parts = urlsplit(f"//{address}")
-    if not parts.hostname or parts.port is None:
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        port = None
+    if not parts.hostname or port is None:
         raise ClusterNotConnected(f"the agent reported an unusable API server address: {address}")
-    return parts.hostname, parts.port
+    return parts.hostname, port
