@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from sampan.client import Client, NotFoundError, Resource
-from sampan.manager.clusters import _split_address
+from sampan.manager.clusters import ImportedClusters, _split_address
 from sampan.manager.component import ManagerComponent
 from sampan.manager.crds import CLUSTERS, REGISTRATION_TOKENS
 from sampan.manager.proxy import ClusterNotConnected
@@ -194,13 +194,28 @@ async def test_agent_connects_status_follows_and_delete_removes_it(
         assert status == 201, review
         assert review["status"]["userInfo"]["username"].startswith("u-")
 
+        # Another server running the manager (no tunnel there) leaves the status alone while
+        # its heartbeat is fresh, and says "not connected" once it is stale.
+        other = ImportedClusters(client)
+        await other.refresh(cluster_id)
+        cluster = await client.get(CLUSTERS, cluster_id)
+        assert _condition(cluster, "Connected")["status"] == "True"
+        stale = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        await client.patch(
+            CLUSTERS, cluster_id, {"status": {"lastHeartbeat": stale}}, subresource="status"
+        )
+        await other.refresh(cluster_id)
+        cluster = await client.get(CLUSTERS, cluster_id)
+        assert _condition(cluster, "Connected")["reason"] == "AgentNotConnected"
+
     # The agent is gone: Connected false (written at the disconnect, not at the next round).
     async def disconnected() -> dict[str, Any] | None:
         cluster = await client.get(CLUSTERS, cluster_id)
-        return cluster if _condition(cluster, "Connected").get("status") == "False" else None
+        condition = _condition(cluster, "Connected")
+        return cluster if condition.get("reason") == "AgentDisconnected" else None
 
     cluster = await _wait_for(disconnected, "Connected false")
-    assert _condition(cluster, "Connected")["reason"] == "AgentDisconnected"
+    assert _condition(cluster, "Connected")["status"] == "False"
     assert _condition(cluster, "Ready")["status"] == "Unknown"
     status, body = await http.call(
         "GET", f"/k8s/clusters/{cluster_id}/api/v1/nodes", token=admin_token

@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from sampan.api import times
 from sampan.client import ApiError, Client, ClientError, NotFoundError
 from sampan.manager import credentials, store
 from sampan.manager.crds import CLUSTERS, LOCAL_CLUSTER, REGISTRATION_TOKENS
@@ -63,6 +64,12 @@ HEALTH_S = 15.0
 """Every imported cluster's status is refreshed this often (and at each connect/disconnect)."""
 
 DOWNSTREAM_TIMEOUT_S = 10.0
+
+STALE_S = 3 * HEALTH_S
+"""With several servers running the manager, the agent's tunnel ends on one of them. A server
+that does not hold it writes "not connected" at its own disconnect events, but in its
+periodic rounds only once the status's ``lastHeartbeat`` is older than this (no server is
+refreshing it), so two servers never flap the status."""
 
 
 class DownstreamUnavailable(Exception):
@@ -233,8 +240,9 @@ class ImportedClusters:
 
     # -- status --------------------------------------------------------------------------
 
-    async def refresh(self, cluster_id: str) -> None:
-        """Write one imported cluster's status (see the module docstring)."""
+    async def refresh(self, cluster_id: str, *, event: bool = False) -> None:
+        """Write one imported cluster's status (see the module docstring); ``event``: at a
+        connect or disconnect of this server's tunnel (see ``STALE_S``)."""
         try:
             cluster = await self._client.get(CLUSTERS, cluster_id)
         except NotFoundError:
@@ -244,6 +252,8 @@ class ImportedClusters:
         old = cluster.get("status") or {}
         state = self.tunnels.state(cluster_id)
         connected = state is not None and state.connected
+        if not connected and not event and _held_elsewhere(old):
+            return
         update: dict[str, Any] = {}
         if state is None:
             connected_condition = _condition(
@@ -288,9 +298,9 @@ class ImportedClusters:
             if name != LOCAL_CLUSTER and not (cluster.get("spec") or {}).get("internal"):
                 await self._refresh_logged(name)
 
-    async def _refresh_logged(self, cluster_id: str) -> None:
+    async def _refresh_logged(self, cluster_id: str, *, event: bool = False) -> None:
         try:
-            await self.refresh(cluster_id)
+            await self.refresh(cluster_id, event=event)
         except (ApiError, ClientError, OSError) as exc:
             log.warning("manager: cluster %s: status not written: %s", cluster_id, exc)
 
@@ -305,13 +315,23 @@ class ImportedClusters:
             self._wake.clear()
             pending, self._pending = self._pending, set()
             for cluster_id in sorted(pending):
-                await self._refresh_logged(cluster_id)
+                await self._refresh_logged(cluster_id, event=True)
             if loop.time() >= next_round:
                 try:
                     await self.refresh_all()
                 except (ApiError, ClientError, OSError) as exc:
                     log.warning("manager: cluster health round failed: %s", exc)
                 next_round = loop.time() + self._health_s
+
+
+def _held_elsewhere(status: Mapping[str, Any]) -> bool:
+    """The status says Connected with a heartbeat fresher than ``STALE_S``."""
+    connected = any(
+        c.get("type") == "Connected" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    beat = times.parse(status.get("lastHeartbeat"))
+    return connected and beat is not None and (store.now() - beat).total_seconds() < STALE_S
 
 
 def _same(old: Mapping[str, Any], update: Mapping[str, Any]) -> bool:
