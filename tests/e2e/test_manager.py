@@ -212,6 +212,27 @@ def test_import_a_cluster_and_use_it_through_the_manager(
         )
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == f"node/{nodes[0]['metadata']['name']}"
+
+        def through_a(*args: str) -> str:
+            assert KUBECTL is not None
+            done = subprocess.run(
+                [KUBECTL, "--kubeconfig", str(kubeconfig), *args],
+                capture_output=True,
+                text=True,
+                timeout=150,
+            )
+            assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
+            return done.stdout
+
+        # B's API server sees the manager user (impersonated), and pods work through A.
+        assert (
+            through_a("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+            == (login["userId"])
+        )
+        through_a("run", "hello", "--image=busybox:1.36", "--", "sh", "-c", "echo hi; sleep 3600")
+        through_a("wait", "--for=condition=Ready", "pod/hello", "--timeout=120s")
+        assert through_a("logs", "hello").strip() == "hi"
+        assert through_a("exec", "hello", "--", "cat", "/etc/hostname").strip() == "hello"
     else:
         print(f"no generateKubeconfig yet ({status}): proxy steps skipped")
 
