@@ -15,6 +15,7 @@ import yaml
 
 from sampan.client import Client, Resource
 from sampan.manager.crds import CLUSTERS, REGISTRATION_TOKENS
+from sampan.version import __version__
 from tests.manager.conftest import ManagerHTTP
 
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment", True)
@@ -75,6 +76,7 @@ async def test_import_manifest(
         ("Namespace", "sampan-system"),
         ("ServiceAccount", "sampan-cluster-agent"),
         ("ClusterRoleBinding", "sampan-cluster-agent"),
+        ("Secret", "sampan-cluster-agent-token"),
         ("Secret", "sampan-cluster-agent-credentials"),
         ("Deployment", "sampan-cluster-agent"),
     ]
@@ -83,20 +85,35 @@ async def test_import_manifest(
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "sampan-cluster-agent", "namespace": "sampan-system"}
     ]
-    secret = documents[3]
-    assert base64.b64decode(secret["data"]["token"]).decode() == token
-    pod = documents[4]["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "sampan-cluster-agent"
-    env = {e["name"]: e for e in pod["containers"][0]["env"]}
-    assert env["SAMPAN_MANAGER_URL"]["value"] == http.base
-    assert env["SAMPAN_CLUSTER"]["value"] == cluster
-    status, ca = await http.call("GET", "/cacerts")
-    assert env["SAMPAN_CA_CHECKSUM"]["value"] == hashlib.sha256(ca.encode()).hexdigest()
-    assert env["SAMPAN_TOKEN"] == {
-        "name": "SAMPAN_TOKEN",
-        "valueFrom": {"secretKeyRef": {"name": "sampan-cluster-agent-credentials", "key": "token"}},
+    sa_token = documents[3]
+    assert sa_token["type"] == "kubernetes.io/service-account-token"
+    assert sa_token["metadata"]["annotations"] == {
+        "kubernetes.io/service-account.name": "sampan-cluster-agent"
     }
-    assert token not in yaml.safe_dump(documents[4])  # the token only in the Secret
+    status, ca = await http.call("GET", "/cacerts")
+    secret = {k: base64.b64decode(v).decode() for k, v in documents[4]["data"].items()}
+    assert secret == {
+        "SAMPAN_MANAGER_URL": http.base,
+        "SAMPAN_CA_CHECKSUM": hashlib.sha256(ca.encode()).hexdigest(),
+        "SAMPAN_CLUSTER_NAME": cluster,
+        "SAMPAN_TOKEN": token,
+    }
+    pod = documents[5]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "sampan-cluster-agent"
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    assert container["image"] == f"docker.io/sampan/cluster-agent:{__version__}"
+    assert container["command"] == ["/usr/bin/python3", "-m", "sampan.manager.tunnel"]
+    assert container["envFrom"] == [{"secretRef": {"name": "sampan-cluster-agent-credentials"}}]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env == {
+        "SAMPAN_ALLOWED_TARGETS": "$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT)",
+        "SAMPAN_SERVICEACCOUNT_DIR": "/var/run/secrets/sampan.io/serviceaccount",
+    }
+    (volume,) = pod["volumes"]
+    assert volume["secret"]["secretName"] == "sampan-cluster-agent-token"
+    assert container["volumeMounts"][0]["mountPath"] == env["SAMPAN_SERVICEACCOUNT_DIR"]
+    assert token not in yaml.safe_dump(documents[5])  # the token only in the Secret
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed")
@@ -118,7 +135,9 @@ async def test_import_manifest(
     assert "deployment.apps/sampan-cluster-agent created" in lines
     # Applied to this (the test's) cluster: every object is there, as written.
     deployment = await client.get(DEPLOYMENTS, "sampan-cluster-agent", namespace="sampan-system")
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] == http.base
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"] == (
+        container["envFrom"]
+    )
 
 
 async def test_import_wrong_or_expired_token(

@@ -5,8 +5,12 @@
   ``admin`` again if unbound), clears its lockout, revokes its tokens, requires a password
   change at the next login, and prints the password on stdout (once; it is stored only as an
   argon2id hash).
+* ``manager agent-image --output FILE``: writes the cluster agent image (an OCI archive,
+  ``docker.io/sampan/cluster-agent:<version>``, built from Debian's ``python3`` and Sampan's
+  code as every Sampan agent builds it) for a cluster that is not Sampan:
+  ``ctr -n k8s.io images import FILE`` on each of its nodes. Prints the image name.
 
-It talks to the local server with the admin kubeconfig (``--kubeconfig``, else the
+``reset-admin`` talks to the local server with the admin kubeconfig (``--kubeconfig``, else the
 ``write-kubeconfig`` of the configuration); the manager's CRDs must exist (the server ran with
 ``--manager`` at least once).
 """
@@ -44,13 +48,41 @@ def add_manager_parser(sub: Any, parser_class: type[argparse.ArgumentParser]) ->
     reset.add_argument(
         "--kubeconfig", default=None, help="admin kubeconfig (default: write-kubeconfig)"
     )
+    image = verbs.add_parser(
+        "agent-image",
+        help="Write the cluster agent image archive (for clusters that are not Sampan)",
+        description="Write the cluster agent image as an OCI archive; load it on each node of "
+        "the cluster to import with: ctr -n k8s.io images import FILE",
+    )
+    image.add_argument("--output", "-o", required=True, help="the archive to write (.tar)")
+
+
+def _agent_image(output: str) -> int:
+    from sampan.kubelet.runtime.agent_image import (
+        build_cluster_agent_archive,
+        cluster_agent_image_ref,
+    )
+    from sampan.kubelet.runtime.images import ImageImportError
+
+    ref = cluster_agent_image_ref()
+    try:
+        digest = build_cluster_agent_archive(Path(output), ref=ref)
+    except (ImageImportError, OSError) as exc:
+        print(f"sampan manager agent-image: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"{ref} ({digest}) written to {output}; on each node: ctr -n k8s.io images import {output}"
+    )
+    return EXIT_OK
 
 
 def run_manager(ns: argparse.Namespace) -> int:
     """Run ``sampan manager VERB``; returns the exit code."""
     verb = getattr(ns, "manager_command", None)
+    if verb == "agent-image":
+        return _agent_image(ns.output)
     if verb != "reset-admin":
-        print("sampan manager: a verb is required: reset-admin", file=sys.stderr)
+        print("sampan manager: a verb is required: reset-admin, agent-image", file=sys.stderr)
         return EXIT_FAILED
     from sampan.client import ClientConfig, ClientError, NotFoundError
 

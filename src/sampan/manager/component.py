@@ -12,19 +12,23 @@ client) does, in order:
    line); only its argon2id hash is stored. Later starts print nothing;
 4. issues the serving certificate (``manager-serving.crt``/``.key``, 0600, in the server's
    TLS directory) signed by the server CA for the API server's own names, at every start;
-5. serves the HTTPS API (``sampan.manager.web``) on ``bind_address:port`` (default 8443);
-6. keeps two tasks: ``manager-refresh``: every ``REFRESH_S`` the ``local`` Cluster's status is
-   refreshed and expired Tokens are deleted (a failure is logged and retried next time);
-   ``manager-rbac``: at start, whenever the API changes a binding, and every ``REFRESH_S``,
-   the downstream RBAC of every Cluster is reconciled (``sampan.manager.downstream_rbac``)
+5. serves the HTTPS API (``sampan.manager.web``) on ``bind_address:port`` (default 8443),
+   with the agents' tunnel endpoint ``/v3/connect`` (``sampan.manager.clusters``);
+6. keeps three tasks: ``manager-refresh``: every ``REFRESH_S`` the ``local`` Cluster's status
+   is refreshed and expired Tokens are deleted (a failure is logged and retried next time);
+   ``manager-clusters``: the imported clusters' status from their tunnels and, through them,
+   from their API servers (``ImportedClusters.run``); ``manager-rbac``: at start, whenever
+   the API changes a binding, whenever an agent connects, and every ``REFRESH_S``, the
+   downstream RBAC of every Cluster is reconciled (``sampan.manager.downstream_rbac``)
    through the dialer; clusters that are not connected are skipped until the next pass.
 
 The dialer (``sampan.manager.proxy``) reaches cluster ``local`` with the manager's own client
-configuration (``LocalDialer``) and other clusters through ``remote_dialer`` (the tunnel),
-which ``set_remote_dialer`` may install after start.
+configuration (``LocalDialer``) and every other cluster through its agent's tunnel
+(``sampan.manager.clusters.TunnelDialer``, installed at start; ``remote_dialer`` or
+``set_remote_dialer`` may replace it).
 
-``stop()`` stops the listener and the task. Blocking work (certificates, files, argon2) runs
-in threads.
+``stop()`` stops the listener (closing every tunnel) and the tasks. Blocking work
+(certificates, files, argon2) runs in threads.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from aiohttp import web
 
 from sampan.client import Client, ClientConfig, ClientError
 from sampan.manager import downstream_rbac, store
+from sampan.manager.clusters import ImportedClusters, TunnelDialer
 from sampan.manager.crds import CLUSTERS
 from sampan.manager.proxy import (
     ClusterDialer,
@@ -133,6 +138,8 @@ class ManagerComponent:
         self._client: Client | None = None
         self._runner: web.AppRunner | None = None
         self._refresh: asyncio.Task[None] | None = None
+        self._health: asyncio.Task[None] | None = None
+        self.clusters: ImportedClusters | None = None
         self._rbac: asyncio.Task[None] | None = None
         self._rbac_wanted = asyncio.Event()
         self._proxy = ClusterProxy(self.dialer)
@@ -168,11 +175,16 @@ class ManagerComponent:
         await self._refresh_once()
         cert, key = await asyncio.to_thread(issue_serving_certificate, self._pki)
         context: ssl.SSLContext = await asyncio.to_thread(server_ssl_context, cert, key)
+        clusters = ImportedClusters(client, on_connected=lambda _id: self.reconcile_rbac_soon())
+        self.clusters = clusters
+        if self.dialer.remote is None:
+            self.dialer.remote = TunnelDialer(clusters)
         api = ManagerAPI(
             client,
             ca_pem=self._pki.ca_pem,
             agent_version=__version__,
             manager_url=self._options.manager_url,
+            clusters=clusters,
             proxy=self._proxy,
             bindings_changed=self.reconcile_rbac_soon,
         )
@@ -192,6 +204,10 @@ class ManagerComponent:
             self._refresh_loop(), name="manager-refresh"
         )
         self._refresh.add_done_callback(_log_failure)
+        self._health = asyncio.get_running_loop().create_task(
+            clusters.run(), name="manager-clusters"
+        )
+        self._health.add_done_callback(_log_failure)
         self._rbac = asyncio.get_running_loop().create_task(self._rbac_loop(), name="manager-rbac")
         self._rbac.add_done_callback(_log_failure)
 
@@ -242,7 +258,7 @@ class ManagerComponent:
             await self._refresh_once()
 
     async def stop(self) -> None:
-        for attr in ("_refresh", "_rbac"):
+        for attr in ("_refresh", "_health", "_rbac"):
             task = getattr(self, attr)
             setattr(self, attr, None)
             if task is not None:

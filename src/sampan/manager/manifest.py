@@ -1,15 +1,25 @@
 """The import manifest a downstream cluster applies, and the registration commands.
 
 ``import_manifest`` renders what ``/v3/import/<token>_<cluster>.yaml`` serves (Rancher's import
-URL shape): namespace ``sampan-system``; ServiceAccount ``sampan-cluster-agent`` bound to
-``cluster-admin`` by the ClusterRoleBinding ``sampan-cluster-agent``; the Secret
-``sampan-cluster-agent-credentials`` holding the registration token; and the Deployment
-``sampan-cluster-agent`` whose container reads ``SAMPAN_MANAGER_URL``, ``SAMPAN_CA_CHECKSUM``
-(SHA-256 hex of the manager's CA PEM, as served at ``/cacerts``), ``SAMPAN_CLUSTER`` and
-``SAMPAN_TOKEN`` (from the Secret, never inline). ``kubeconfig`` renders what
-``generateKubeconfig`` answers.
+URL shape), in order: namespace ``sampan-system``; ServiceAccount ``sampan-cluster-agent``
+bound to ``cluster-admin`` by the ClusterRoleBinding ``sampan-cluster-agent``; the Secret
+``sampan-cluster-agent-token`` of type ``kubernetes.io/service-account-token`` (a long-lived
+token the downstream's token controller fills in, as Rancher's agent uses: the manager keeps
+using it between the agent's reconnects, unlike a projected token that expires); the Secret
+``sampan-cluster-agent-credentials`` whose keys are the agent's environment
+(``SAMPAN_MANAGER_URL``, ``SAMPAN_CA_CHECKSUM`` — SHA-256 hex of the manager's CA PEM, as
+served at ``/cacerts`` —, ``SAMPAN_CLUSTER_NAME`` and ``SAMPAN_TOKEN``, the registration
+token); and the Deployment ``sampan-cluster-agent``: one replica of the cluster agent image
+(``docker.io/sampan/cluster-agent:<version>``, built locally by every Sampan agent) running
+``python3 -m sampan.manager.tunnel`` with ``envFrom`` that Secret,
+``SAMPAN_ALLOWED_TARGETS`` = the downstream API server (``$(KUBERNETES_SERVICE_HOST):
+$(KUBERNETES_SERVICE_PORT)``), no automounted token, and the token Secret's ``token`` and
+``ca.crt`` mounted at ``SAMPAN_SERVICEACCOUNT_DIR`` (listed as items, so the pod waits until
+the token controller has filled them in).
+``kubeconfig`` renders what ``generateKubeconfig`` answers.
 
-Pure functions: no I/O. The token is a secret; the manifest carries it only inside the Secret.
+Pure functions: no I/O. The registration token is a secret; the manifest carries it only
+inside the credentials Secret.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ __all__ = [
     "AGENT_IMAGE_REPOSITORY",
     "AGENT_NAME",
     "AGENT_NAMESPACE",
+    "AGENT_SECRET",
+    "AGENT_TOKEN_SECRET",
     "ca_checksum",
     "import_manifest",
     "import_path",
@@ -34,6 +46,9 @@ __all__ = [
 AGENT_NAMESPACE = "sampan-system"
 AGENT_NAME = "sampan-cluster-agent"
 AGENT_SECRET = "sampan-cluster-agent-credentials"
+AGENT_TOKEN_SECRET = "sampan-cluster-agent-token"
+AGENT_SERVICEACCOUNT_DIR = "/var/run/secrets/sampan.io/serviceaccount"
+AGENT_COMMAND = ["/usr/bin/python3", "-m", "sampan.manager.tunnel"]
 AGENT_IMAGE_REPOSITORY = "docker.io/sampan/cluster-agent"
 _LABELS = {"app.kubernetes.io/name": AGENT_NAME, "app.kubernetes.io/part-of": "sampan"}
 
@@ -42,6 +57,11 @@ def ca_checksum(ca_pem: bytes) -> str:
     """What ``SAMPAN_CA_CHECKSUM`` holds: the SHA-256 hex of the CA PEM (Rancher's
     ``CATTLE_CA_CHECKSUM`` of ``/cacerts``)."""
     return hashlib.sha256(ca_pem).hexdigest()
+
+
+def _tag(version: str) -> str:
+    """The image tag of a Sampan version (``+`` is not allowed in a tag)."""
+    return version.replace("+", "-")
 
 
 def import_path(token: str, cluster: str) -> str:
@@ -69,7 +89,7 @@ def registration_commands(
 def import_manifest(
     *, manager_url: str, token: str, cluster: str, ca_pem: bytes, agent_version: str
 ) -> str:
-    """The YAML stream (five documents) a downstream cluster applies to import itself."""
+    """The YAML stream (six documents) a downstream cluster applies to import itself."""
     labels = dict(_LABELS)
     meta = {"name": AGENT_NAME, "namespace": AGENT_NAMESPACE, "labels": labels}
     documents: list[dict[str, Any]] = [
@@ -95,11 +115,26 @@ def import_manifest(
         {
             "apiVersion": "v1",
             "kind": "Secret",
+            "metadata": {
+                **meta,
+                "name": AGENT_TOKEN_SECRET,
+                "annotations": {"kubernetes.io/service-account.name": AGENT_NAME},
+            },
+            "type": "kubernetes.io/service-account-token",
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
             "metadata": {**meta, "name": AGENT_SECRET},
             "type": "Opaque",
             "data": {
-                "token": base64.b64encode(token.encode()).decode(),
-                "url": base64.b64encode(manager_url.encode()).decode(),
+                key: base64.b64encode(value.encode()).decode()
+                for key, value in (
+                    ("SAMPAN_MANAGER_URL", manager_url),
+                    ("SAMPAN_CA_CHECKSUM", ca_checksum(ca_pem)),
+                    ("SAMPAN_CLUSTER_NAME", cluster),
+                    ("SAMPAN_TOKEN", token),
+                )
             },
         },
         {
@@ -114,22 +149,44 @@ def import_manifest(
                     "metadata": {"labels": labels},
                     "spec": {
                         "serviceAccountName": AGENT_NAME,
+                        "automountServiceAccountToken": False,
                         "containers": [
                             {
                                 "name": "cluster-agent",
-                                "image": f"{AGENT_IMAGE_REPOSITORY}:{agent_version}",
+                                "image": f"{AGENT_IMAGE_REPOSITORY}:{_tag(agent_version)}",
                                 "imagePullPolicy": "IfNotPresent",
+                                "command": list(AGENT_COMMAND),
+                                "envFrom": [{"secretRef": {"name": AGENT_SECRET}}],
                                 "env": [
-                                    {"name": "SAMPAN_MANAGER_URL", "value": manager_url},
-                                    {"name": "SAMPAN_CA_CHECKSUM", "value": ca_checksum(ca_pem)},
-                                    {"name": "SAMPAN_CLUSTER", "value": cluster},
                                     {
-                                        "name": "SAMPAN_TOKEN",
-                                        "valueFrom": {
-                                            "secretKeyRef": {"name": AGENT_SECRET, "key": "token"}
-                                        },
+                                        "name": "SAMPAN_ALLOWED_TARGETS",
+                                        "value": "$(KUBERNETES_SERVICE_HOST):"
+                                        "$(KUBERNETES_SERVICE_PORT)",
+                                    },
+                                    {
+                                        "name": "SAMPAN_SERVICEACCOUNT_DIR",
+                                        "value": AGENT_SERVICEACCOUNT_DIR,
                                     },
                                 ],
+                                "volumeMounts": [
+                                    {
+                                        "name": "serviceaccount",
+                                        "mountPath": AGENT_SERVICEACCOUNT_DIR,
+                                        "readOnly": True,
+                                    }
+                                ],
+                            }
+                        ],
+                        "volumes": [
+                            {
+                                "name": "serviceaccount",
+                                "secret": {
+                                    "secretName": AGENT_TOKEN_SECRET,
+                                    "items": [
+                                        {"key": "token", "path": "token"},
+                                        {"key": "ca.crt", "path": "ca.crt"},
+                                    ],
+                                },
                             }
                         ],
                     },

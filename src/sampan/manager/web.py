@@ -8,7 +8,9 @@ Unauthenticated:
   description}`` -> 201 with ``token: "token-xxxxx:<secret>"`` (``ttl`` in milliseconds; 0 or
   absent: ``DEFAULT_TOKEN_TTL_MS``);
 * ``GET /v3/import/<token>_<cluster>.yaml``: the import manifest; the registration token in
-  the path is the credential (unknown token or cluster: 404; expired: 401).
+  the path is the credential (unknown token or cluster: 404; expired: 401);
+* ``GET /v3/connect``: the cluster agents' tunnel (``sampan.manager.clusters``; the
+  registration token is the credential, a wrong or expired one is 401).
 
 Everything else under ``/v3`` needs ``Authorization: Bearer token-xxxxx:<secret>`` (or Basic
 with the two halves as user and password, as Rancher's API keys): 401 without or with a bad,
@@ -54,6 +56,7 @@ from sampan.api.errors import Forbidden, NotFound, StatusError, Unauthorized
 from sampan.api.names import is_dns1123_subdomain
 from sampan.client import AlreadyExistsError, ApiError, Client, NotFoundError
 from sampan.manager import credentials, store
+from sampan.manager.clusters import ImportedClusters
 from sampan.manager.crds import (
     ADMIN_ROLE,
     CLUSTER_ROLE_TEMPLATE_BINDINGS,
@@ -130,10 +133,12 @@ class ManagerAPI:
         ca_pem: bytes,
         agent_version: str,
         manager_url: str = "",
+        clusters: ImportedClusters | None = None,
         proxy: ClusterProxy | None = None,
         bindings_changed: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
+        self._clusters = clusters
         self._proxy = proxy
         self._bindings_changed = bindings_changed or (lambda: None)
         self._ca_pem = ca_pem
@@ -147,6 +152,8 @@ class ManagerAPI:
         app.router.add_get("/cacerts", self._cacerts)
         app.router.add_post("/v3-public/localProviders/local", self._login)
         app.router.add_get("/v3/import/{file}", self._import)
+        if self._clusters is not None:
+            self._clusters.tunnels.add_routes(app)
         if self._proxy is not None:
             app.router.add_route("*", PROXY_PREFIX + "{cluster}", self._cluster_proxy)
             app.router.add_route("*", PROXY_PREFIX + "{cluster}/{path:.*}", self._cluster_proxy)
@@ -623,6 +630,8 @@ class ManagerAPI:
             raise ManagerError(422, "InvalidAction", "the local cluster cannot be deleted")
         view = await self._cluster_view(request, cluster, registration=False)
         await self._delete_quietly(REGISTRATION_TOKENS, f"crt-{name}")
+        if self._clusters is not None:  # after the token: the agent cannot reconnect
+            view["agentRemoved"] = await self._clusters.remove_agent(name)
         for binding in (await self._client.list_all(CLUSTER_ROLE_TEMPLATE_BINDINGS))["items"]:
             if binding["spec"].get("clusterName") == name:
                 await self._delete_quietly(

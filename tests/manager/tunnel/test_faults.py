@@ -371,3 +371,16 @@ async def test_malformed_cluster_params_are_a_400_status(manager: Manager) -> No
             body = await response.json()
             assert body["reason"] == "BadRequest" and body["code"] == 400
             assert "X-Sampan-Cluster-Params" in body["message"]
+
+
+async def test_sigterm_closes_the_tunnel_and_exits_zero(manager: Manager) -> None:
+    """In its container the agent is PID 1, where an unhandled SIGTERM is ignored: it must
+    handle it, or a deleted pod lingers until SIGKILL and the cluster looks connected."""
+    async with tcp_target(echo) as target, agent_process(manager, [target.address]) as proc:
+        await manager.connected()
+        assert manager.server is not None
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        await wait_until(lambda: not manager.server.is_connected(CLUSTER_ID), "the disconnect")
+        assert proc.stderr is not None
+        assert b"terminated: tunnel to the manager closed" in await proc.stderr.read()

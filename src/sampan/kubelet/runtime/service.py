@@ -2,7 +2,9 @@
 
 ``ContainerRuntime.start()`` returns when the kubelet can run pods: CRI answers, the pause
 image is imported and visible to CRI, and the archives already in ``<data-dir>/agent/images/``
-are imported. A named background task then imports archives that appear later.
+are imported. A named background task then imports archives that appear later, and another
+builds and imports the manager's cluster agent image (``agent_image``; a few seconds of work,
+so not on the start path; skipped with a warning when Debian's ``python3`` is missing).
 
 Invariants:
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sampan.kubelet.runtime import cri
+from sampan.kubelet.runtime.agent_image import build_cluster_agent_archive
 from sampan.kubelet.runtime.containerd import Containerd, ContainerdConfig, ContainerdError
 from sampan.kubelet.runtime.images import (
     IMAGE_DIR_POLL_INTERVAL_S,
@@ -39,6 +42,7 @@ EXTERNAL_READY_TIMEOUT_S = 30.0
 
 _POLL_INTERVAL_S = 0.05
 PAUSE_ARCHIVE_NAME = "sampan-pause.tar"
+CLUSTER_AGENT_ARCHIVE_NAME = "sampan-cluster-agent.tar"
 IMPORT_INDEX_NAME = "sampan-imported-images.json"
 
 
@@ -61,8 +65,11 @@ class ContainerRuntime:
         *,
         endpoint: str = "",
         image_poll_interval_s: float = IMAGE_DIR_POLL_INTERVAL_S,
+        cluster_agent_image: bool = True,
     ) -> None:
         self.cfg = cfg
+        self.cluster_agent_image = cluster_agent_image
+        self._agent_image: asyncio.Task[None] | None = None
         self.external_endpoint = endpoint
         self.image_poll_interval_s = image_poll_interval_s
         self.containerd: Containerd | None = None
@@ -130,6 +137,11 @@ class ContainerRuntime:
             name="image-archive-watcher",
         )
         self._watcher.add_done_callback(_log_task_failure)
+        if self.cluster_agent_image:
+            self._agent_image = asyncio.create_task(
+                self._import_cluster_agent(), name="cluster-agent-image"
+            )
+            self._agent_image.add_done_callback(_log_task_failure)
 
     async def _wait_external(self) -> None:
         deadline = time.monotonic() + EXTERNAL_READY_TIMEOUT_S
@@ -156,8 +168,23 @@ class ContainerRuntime:
                 f"not {self.cfg.sandbox_image}"
             )
 
+    async def _import_cluster_agent(self) -> None:
+        """Build the cluster agent image and import it (skipped when unchanged); a failure
+        is one warning: only clusters imported into a Sampan manager need the image."""
+        assert self.importer is not None
+        archive = self.cfg.root_dir / CLUSTER_AGENT_ARCHIVE_NAME
+        try:
+            await asyncio.to_thread(build_cluster_agent_archive, archive)
+            await self.importer.import_archive(archive)
+        except (ImageImportError, cri.CRIError, OSError) as exc:
+            log.warning("no cluster agent image (the manager's import manifest needs it): %s", exc)
+
     async def stop(self) -> None:
         """Stop watching, close CRI, stop containerd. Idempotent."""
+        if self._agent_image is not None:
+            self._agent_image.cancel()
+            await asyncio.wait([self._agent_image])
+            self._agent_image = None
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.wait([self._watcher])

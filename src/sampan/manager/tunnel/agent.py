@@ -24,7 +24,8 @@ container) loops:
 
 Only ``https`` manager URLs are accepted. The token is never logged.
 ``python -m sampan.manager.tunnel`` (``main``) is the agent container's entry point (configuration
-from the environment, exit status 1 on ``AgentError``).
+from the environment, exit status 1 on ``AgentError``, 0 on SIGTERM/SIGINT, which close the
+tunnel at once).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import json
 import logging
 import os
 import random
+import signal
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -298,6 +300,21 @@ async def _connect_once(
             log.info("tunnel to manager %s closed (%s)", manager, session.close_reason)
 
 
+async def _run_until_terminated(config: AgentConfig) -> None:
+    """``run_agent`` until SIGTERM or SIGINT, which close the tunnel at once (so the manager
+    sees the agent go when its pod is deleted). The agent is PID 1 of its container, where a
+    signal without a handler is ignored: without this, SIGTERM would do nothing and the pod
+    would linger until its grace period ends in SIGKILL."""
+    task = asyncio.ensure_future(run_agent(**config.as_kwargs()))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        log.info("terminated: tunnel to the manager closed")
+
+
 def main() -> int:
     """Run the agent from the environment until killed; 1 on a configuration/CA error."""
     logging.basicConfig(
@@ -305,7 +322,7 @@ def main() -> int:
     )
     try:
         config = AgentConfig.from_env()
-        asyncio.run(run_agent(**config.as_kwargs()))
+        asyncio.run(_run_until_terminated(config))
     except CAChecksumMismatch:
         return 1  # run_agent logged it
     except AgentError as exc:
