@@ -25,8 +25,10 @@ PYTHON=${PYTHON:-python3}
 #     config) scraping the API server and the kubelet (the Debian service is not used)
 #   nginx: the ingress controller's data plane (Sampan runs its own nginx with its own config
 #     under <data-dir>/agent/ingress; the Debian nginx service is not used)
+#   python3: Debian's interpreter and standard library go into the manager's cluster agent
+#     image, which every agent builds locally (kubelet/runtime/agent_image.py)
 DEB_PACKAGES=(
-  python3-venv ca-certificates systemd
+  python3 python3-venv ca-certificates systemd
   containerd runc containernetworking-plugins catatonit iptables conntrack ipset iproute2
   busybox-static umoci skopeo zstd
   postgresql

@@ -135,8 +135,8 @@ async def test_import_manifest(
     assert "deployment.apps/sampan-cluster-agent created" in lines
     # Applied to this (the test's) cluster: every object is there, as written.
     deployment = await client.get(DEPLOYMENTS, "sampan-cluster-agent", namespace="sampan-system")
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"] == (
-        container["envFrom"]
+    assert (
+        deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"] == (container["envFrom"])
     )
 
 
