@@ -20,8 +20,7 @@ import contextlib
 import logging
 from typing import Any
 
-from sampan.client import AlreadyExistsError, Client, ClientConfig, ClientError, NotFoundError
-from sampan.client.api import Resource
+from sampan.client import Client, ClientConfig, ClientError, crds
 from sampan.controllers.base import ControllerManagerOptions
 from sampan.controllers.manager import ControllerManager
 from sampan.helm.controller import CONTROLLER_NAME, HelmOptions, helm_controller_class
@@ -34,10 +33,6 @@ log = logging.getLogger(__name__)
 COMPONENT_NAME = "helm-controller"
 LEASE_NAME = "helm-controller"
 USER_AGENT = "sampan-helm-controller"
-CRDS = Resource(
-    "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False
-)
-CRD_POLL_S = 0.1
 CRD_RETRY_S = 2.0
 START_WAIT_S = 30.0
 """How long ``start`` waits for the CRDs before returning anyway (the root task goes on)."""
@@ -45,27 +40,7 @@ START_WAIT_S = 30.0
 
 async def ensure_crds(client: Client) -> None:
     """Create or update the two CRDs, then wait until both kinds are served."""
-    for crd in helm_crds():
-        try:
-            await client.create(CRDS, crd)
-        except AlreadyExistsError:
-            current = await client.get(CRDS, crd["metadata"]["name"])
-            if current.get("spec") != crd["spec"]:
-                body = {
-                    **crd,
-                    "metadata": {
-                        **crd["metadata"],
-                        "resourceVersion": current["metadata"]["resourceVersion"],
-                    },
-                }
-                await client.update(CRDS, body)
-    for resource in (HELMCHARTS, HELMCHARTCONFIGS):
-        while True:
-            try:
-                await client.list(resource, limit=1)
-                break
-            except NotFoundError:
-                await asyncio.sleep(CRD_POLL_S)
+    await crds.ensure_crds(client, helm_crds(), (HELMCHARTS, HELMCHARTCONFIGS))
 
 
 class HelmControllerComponent:

@@ -86,20 +86,6 @@ def _condition(kind: str, status: str, reason: str, message: str = "") -> dict[s
     }
 
 
-def _merge_conditions(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``new`` with ``lastTransitionTime`` kept where the status did not change."""
-    previous = {c.get("type"): c for c in old}
-    merged = []
-    for condition in new:
-        before = previous.get(condition["type"])
-        if before is not None and before.get("status") == condition["status"]:
-            stamp = before.get("lastTransitionTime") or condition["lastUpdateTime"]
-        else:
-            stamp = condition["lastUpdateTime"]
-        merged.append({**condition, "lastTransitionTime": stamp})
-    return merged
-
-
 def _ssl_context(ca_pem: str) -> ssl.SSLContext:
     if ca_pem:
         return ssl.create_default_context(cadata=ca_pem)
@@ -279,7 +265,7 @@ class ImportedClusters:
             update.update(probe)
         else:
             ready_status, reason, message = "Unknown", "AgentDisconnected", ""
-        conditions = _merge_conditions(
+        conditions = store.merge_conditions(
             old.get("conditions") or [],
             [connected_condition, _condition("Ready", ready_status, reason, message)],
         )

@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from sampan.client import Resource
+from sampan.client.crds import CRDS
 
 __all__ = [
     "ADMIN_ROLE",
@@ -57,9 +58,6 @@ __all__ = [
 
 GROUP = "management.sampan.io"
 VERSION = "v1"
-CRDS = Resource(
-    "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False
-)
 
 CLUSTERS = Resource(GROUP, VERSION, "clusters", "Cluster", False)
 REGISTRATION_TOKENS = Resource(

@@ -22,7 +22,6 @@ the HTTP layer turns them into ``{"type": "error", "status", "code", "message"}`
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections import OrderedDict
@@ -40,13 +39,13 @@ from sampan.client import (
     NotFoundError,
     Resource,
 )
+from sampan.client.crds import ensure_crds as install_crds
 from sampan.manager import credentials
 from sampan.manager.crds import (
     ADMIN_ROLE,
     ALL,
     CLUSTER_ROLE_TEMPLATE_BINDINGS,
     CLUSTERS,
-    CRDS,
     GLOBAL_ROLE_BINDINGS,
     GROUP,
     LABEL_USER_ID,
@@ -96,7 +95,6 @@ LOCKOUT_S = 600.0
 DEFAULT_TOKEN_TTL_MS = 16 * 3600 * 1000
 """Rancher's ``auth-user-session-ttl-minutes`` default: 960 minutes."""
 MAX_TOKEN_TTL_MS = 90 * 24 * 3600 * 1000
-CRD_POLL_S = 0.1
 STATUS_RETRIES = 5
 CORE_NODES = Resource("", "v1", "nodes", "Node", False)
 USERNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
@@ -133,24 +131,7 @@ def _api_version() -> str:
 
 async def ensure_crds(client: Client) -> None:
     """Create or update the CRDs, then wait until every kind is served."""
-    for crd in manager_crds():
-        try:
-            await client.create(CRDS, crd)
-        except AlreadyExistsError:
-            current = await client.get(CRDS, crd["metadata"]["name"])
-            if current.get("spec") != crd["spec"]:
-                metadata = {
-                    **crd["metadata"],
-                    "resourceVersion": current["metadata"]["resourceVersion"],
-                }
-                await client.update(CRDS, {**crd, "metadata": metadata})
-    for resource in ALL:
-        while True:
-            try:
-                await client.list(resource, limit=1)
-                break
-            except NotFoundError:
-                await asyncio.sleep(CRD_POLL_S)
+    await install_crds(client, manager_crds(), ALL)
 
 
 async def _create_or_update_spec(client: Client, resource: Any, body: dict[str, Any]) -> None:
@@ -194,7 +175,7 @@ def _condition(kind: str, ok: bool, reason: str, message: str = "") -> dict[str,
     }
 
 
-def _merge_conditions(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def merge_conditions(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Keep ``lastTransitionTime`` unless the status changed."""
     previous = {c.get("type"): c for c in old}
     merged = []
@@ -234,7 +215,7 @@ async def refresh_local_cluster(client: Client) -> None:
     nodes = (await client.list_all(CORE_NODES)).get("items", [])
     current = await client.get(CLUSTERS, LOCAL_CLUSTER)
     status = current.get("status") or {}
-    conditions = _merge_conditions(
+    conditions = merge_conditions(
         status.get("conditions") or [],
         [_condition("Connected", True, "Local"), _condition("Ready", ready, reason)],
     )
