@@ -178,7 +178,7 @@ class ManagerComponent:
         clusters = ImportedClusters(client, on_connected=lambda _id: self.reconcile_rbac_soon())
         self.clusters = clusters
         if self.dialer.remote is None:
-            self.dialer.remote = TunnelDialer(clusters)
+            self.set_remote_dialer(TunnelDialer(clusters))
         api = ManagerAPI(
             client,
             ca_pem=self._pki.ca_pem,

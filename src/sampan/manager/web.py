@@ -76,6 +76,7 @@ from sampan.manager.crds import (
 from sampan.manager.manifest import import_manifest, kubeconfig, registration_commands
 from sampan.manager.proxy import ClusterProxy, status_response
 from sampan.manager.store import ManagerError, Principal
+from sampan.manager.tunnel.ca import CACERTS_PATH, cacerts_handler
 
 __all__ = ["ManagerAPI", "error_response"]
 
@@ -149,7 +150,7 @@ class ManagerAPI:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._errors])
         app.router.add_get("/ping", self._ping)
-        app.router.add_get("/cacerts", self._cacerts)
+        app.router.add_get(CACERTS_PATH, cacerts_handler(self._ca_pem))
         app.router.add_post("/v3-public/localProviders/local", self._login)
         app.router.add_get("/v3/import/{file}", self._import)
         if self._clusters is not None:
@@ -230,9 +231,6 @@ class ManagerAPI:
 
     async def _ping(self, request: web.Request) -> web.Response:
         return web.Response(text="pong")
-
-    async def _cacerts(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._ca_pem, content_type="text/plain")
 
     async def _login(self, request: web.Request) -> web.Response:
         if request.query.get("action") != "login":

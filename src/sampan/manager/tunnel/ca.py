@@ -26,9 +26,10 @@ def ca_checksum(ca_pem: bytes) -> str:
 
 
 def cacerts_handler(ca_pem: bytes) -> Handler:
-    """The ``GET /cacerts`` handler serving ``ca_pem`` byte for byte."""
+    """The ``GET /cacerts`` handler serving ``ca_pem`` byte for byte (``text/plain``, as
+    Rancher serves it)."""
 
     async def handle(_request: web.Request) -> web.Response:
-        return web.Response(body=ca_pem, content_type="application/x-pem-file")
+        return web.Response(body=ca_pem, content_type="text/plain")
 
     return handle
