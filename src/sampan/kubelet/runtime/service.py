@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Protocol
 
 from sampan.kubelet.runtime import cri
-from sampan.kubelet.runtime.agent_image import build_cluster_agent_archive
 from sampan.kubelet.runtime.containerd import Containerd, ContainerdConfig, ContainerdError
 from sampan.kubelet.runtime.images import (
     IMAGE_DIR_POLL_INTERVAL_S,
@@ -174,7 +174,24 @@ class ContainerRuntime:
         assert self.importer is not None
         archive = self.cfg.root_dir / CLUSTER_AGENT_ARCHIVE_NAME
         try:
-            await asyncio.to_thread(build_cluster_agent_archive, archive)
+            # In a child process: the build's memory never lands in the server's RSS.
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "sampan.kubelet.runtime.agent_image",
+                str(archive),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            try:
+                _, err = await proc.communicate()
+            except asyncio.CancelledError:
+                proc.kill()  # stopping: the archive is rebuilt at the next start
+                await proc.wait()
+                raise
+            if proc.returncode != 0:
+                detail = err.decode(errors="replace").strip().splitlines()
+                raise ImageImportError(detail[-1] if detail else f"exit {proc.returncode}")
             await self.importer.import_archive(archive)
         except (ImageImportError, cri.CRIError, OSError) as exc:
             log.warning("no cluster agent image (the manager's import manifest needs it): %s", exc)
