@@ -379,3 +379,12 @@ def test_a_deleted_node_names_the_member_to_remove_never_its_own_or_the_last() -
     assert member_to_remove(marked, [one, two], own_id=2) is None  # never our own member
     assert member_to_remove(marked, [two], own_id=1) is None  # never the last one
     assert member_to_remove({"metadata": {"name": "agent"}}, [one, two], own_id=1) is None
+
+
+def test_the_member_name_is_the_node_name_and_a_suffix_chosen_once(tmp_path: Path) -> None:
+    from sampan.supervisor.etcd import _member_name
+
+    first = _member_name(tmp_path, "edge-node-1")
+    assert re.fullmatch(r"edge-node-1-[0-9a-f]{8}", first)
+    assert _member_name(tmp_path, "renamed") == first  # etcd knows its members by this name
+    assert (tmp_path / "name").read_text() == first + "\n"

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from sampan.config import Config, ConfigError
+from sampan.supervisor.agent import node_name
 
 __all__ = [
     "ETCD_DB_SUBDIR",
@@ -132,14 +133,16 @@ def check_cluster_init(config: Config) -> None:
         )
 
 
-def _member_name(path: Path) -> str:
-    """The member name chosen at the first start (kept: etcd knows its members by name)."""
+def _member_name(path: Path, node: str) -> str:
+    """The member name chosen at the first start (kept: etcd knows its members by name):
+    ``<node name>-<8 hex>``, as K3s names them, so ``etcdctl member list`` says which node
+    each member is."""
     name_file = path / "name"
     with contextlib.suppress(OSError):
         name = name_file.read_text().strip()
         if name:
             return name
-    name = f"{socket.gethostname().split('.')[0] or 'sampan'}-{secrets.token_hex(4)}"
+    name = f"{node}-{secrets.token_hex(4)}"
     tmp = name_file.with_name("name.tmp")
     tmp.write_text(name + "\n")
     os.replace(tmp, name_file)
@@ -276,7 +279,7 @@ class EmbeddedEtcd:
         self._tls.credentials()  # read the files now, in this thread
         self._args = etcd_args(
             self._config,
-            name=_member_name(self._dir),
+            name=_member_name(self._dir, node_name(self._config)),
             node_ip=self._node_ip,
             pki=self.pki,
             data_dir=self._dir,
@@ -300,7 +303,7 @@ class EmbeddedEtcd:
         from sampan.datastore.types import StoreError
 
         await asyncio.to_thread(self._prepare_names)
-        name = await asyncio.to_thread(_member_name, self._dir)
+        name = await asyncio.to_thread(_member_name, self._dir, node_name(self._config))
         answer = await self._request_membership(name)
         member_id = int(answer["memberID"])
         client_urls = [u for u in answer.get("clientURLs", []) if isinstance(u, str)]
