@@ -59,7 +59,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sampan.client import Client, ClientConfig, PatchType, SharedInformerFactory
 from sampan.client.api import (
@@ -71,6 +71,7 @@ from sampan.client.api import (
     SERVICES,
 )
 from sampan.client.events import TYPE_WARNING, EventRecorder
+from sampan.client.syncloop import SyncLoop
 from sampan.ingress.render import (
     DEFAULT_CLASS_ANNOTATION,
     Rendered,
@@ -87,6 +88,7 @@ log = logging.getLogger(__name__)
 CONTROLLER_NAME = "sampan.io/ingress-nginx"
 CLASS_NAME = "sampan-nginx"
 MIN_SYNC_INTERVAL_S = 0.3
+SYNC_ERROR_PAUSE_S = 1.0  # nginx or the API failing: do not spin
 RESYNC_INTERVAL_S = 60.0
 NGINX_TEST_TIMEOUT_S = 60.0
 RESTART_BACKOFF_START_S = 1.0
@@ -101,10 +103,6 @@ _TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 class IngressError(Exception):
     pass
-
-
-class _FailureSink(Protocol):
-    def fail(self, reason: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -175,21 +173,23 @@ def _alive_nginx(pid_path: Path, conf: Path) -> int | None:
     return None
 
 
-class IngressController:
+class IngressController(SyncLoop):
     """Component ``ingress``; see the module docstring."""
 
     name = "ingress"
+    log_name = "ingress"
 
     def __init__(self, client_config: ClientConfig, options: IngressOptions) -> None:
+        super().__init__(
+            client_config,
+            "sampan-ingress",
+            resync_s=RESYNC_INTERVAL_S,
+            min_interval_s=MIN_SYNC_INTERVAL_S,
+            error_pause_s=SYNC_ERROR_PAUSE_S,
+        )
         self.options = options
-        self._client_config = client_config.with_user_agent("sampan-ingress")
-        self._client: Client | None = None
-        self._factory: SharedInformerFactory | None = None
         self._recorder: EventRecorder | None = None
-        self._ctx: _FailureSink | None = None
-        self._task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._proc: asyncio.subprocess.Process | None = None
         self._stopping = False
         self._applied: Rendered | None = None
@@ -199,10 +199,7 @@ class IngressController:
         self._good: dict[str, Mapping[str, Any]] = {}
         """The Ingress objects of the configuration nginx serves."""
         self._reported: dict[str, tuple[str, ...]] = {}
-        self.sync_count = 0
         self.reload_count = 0
-        self.last_error: str | None = None
-        self._sync_done = asyncio.Condition()
         d = options.directory
         self.conf_path = d / "nginx.conf"
         self.candidate_path = d / "nginx.conf.candidate"
@@ -213,36 +210,22 @@ class IngressController:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, ctx: _FailureSink | None = None) -> None:
-        self._ctx = ctx
+    async def _prepare(self) -> None:
         self._stopping = False
-        await asyncio.to_thread(self._prepare)
-        self._client = Client(self._client_config)
-        self._recorder = EventRecorder(self._client, "sampan-ingress", self.options.node_name)
-        self._factory = SharedInformerFactory(self._client)
-        self._ingresses = self._factory.informer(INGRESSES)
-        self._classes = self._factory.informer(INGRESSCLASSES)
-        self._services = self._factory.informer(SERVICES)
-        self._slices = self._factory.informer(ENDPOINTSLICES)
-        self._secrets = self._factory.informer(SECRETS, field_selector="type=kubernetes.io/tls")
-        self._nodes = self._factory.informer(NODES)
-        for informer in self._factory.informers:
-            informer.add_event_handler(
-                on_add=lambda _o: self._wake.set(),
-                on_update=lambda _a, _b: self._wake.set(),
-                on_delete=lambda _o: self._wake.set(),
-            )
-        try:
-            self._factory.start()
-            await self._factory.wait_synced()
-            await self._sync()
-        except BaseException:
-            await self._shutdown()
-            raise
-        self._task = asyncio.create_task(self._loop(), name="ingress-sync")
-        self._task.add_done_callback(self._task_done)
+        await asyncio.to_thread(self._prepare_directory)
 
-    def _prepare(self) -> None:
+    def _add_informers(self, factory: SharedInformerFactory, client: Client) -> None:
+        self._recorder = EventRecorder(client, "sampan-ingress", self.options.node_name)
+        self._ingresses = factory.informer(INGRESSES)
+        self._classes = factory.informer(INGRESSCLASSES)
+        self._services = factory.informer(SERVICES)
+        self._slices = factory.informer(ENDPOINTSLICES)
+        self._secrets = factory.informer(SECRETS, field_selector="type=kubernetes.io/tls")
+        self._nodes = factory.informer(NODES)
+        for informer in factory.informers:
+            self._wake_on_changes(informer)
+
+    def _prepare_directory(self) -> None:
         d = self.options.directory
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(d, 0o700)
@@ -260,31 +243,17 @@ class IngressController:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in (self._task, self._watcher):
-            await cancel_and_wait(task)
-        self._task = self._watcher = None
-        await self._terminate()
-        await self._shutdown()
+        await super().stop()
 
-    async def _shutdown(self) -> None:
+    async def _before_stop(self) -> None:
+        await cancel_and_wait(self._watcher)
+        self._watcher = None
+        await self._terminate()
+
+    async def _release(self) -> None:
         if self._recorder is not None:
             await self._recorder.stop()
             self._recorder = None
-        if self._factory is not None:
-            await self._factory.stop()
-            self._factory = None
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("ingress: sync loop died", exc_info=exc)
-            if self._ctx is not None:
-                self._ctx.fail(f"ingress sync loop died: {exc}")
 
     # -- nginx process -----------------------------------------------------------------------
 
@@ -370,38 +339,6 @@ class IngressController:
 
     # -- syncing -----------------------------------------------------------------------------
 
-    # Only tests call this: wait for a sync instead of sleeping.
-    async def wait_sync(self, timeout_s: float | None = None) -> int:
-        """Request a sync and wait for one started after the request (tests)."""
-        target = self.sync_count + (2 if self._syncing else 1)
-        self._wake.set()
-        async with asyncio.timeout(timeout_s), self._sync_done:
-            await self._sync_done.wait_for(lambda: self.sync_count >= target)
-        return self.sync_count
-
-    _syncing = False
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        last = loop.time()
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RESYNC_INTERVAL_S):
-                    await self._wake.wait()
-            wait_s = last + MIN_SYNC_INTERVAL_S - loop.time()
-            if wait_s > 0:
-                await asyncio.sleep(wait_s)
-            last = loop.time()
-            try:
-                await self._sync()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.last_error = str(exc)
-                log.exception("ingress: sync failed (retrying)")
-                await asyncio.sleep(1.0)
-                self._wake.set()
-
     def _render_options(self) -> RenderOptions:
         names: set[str] = set()
         default = False
@@ -421,51 +358,42 @@ class IngressController:
         )
 
     async def _sync(self) -> None:
-        self._wake.clear()
-        self._syncing = True
-        try:
-            secrets = {
-                (s["metadata"].get("namespace", ""), s["metadata"]["name"]): s
-                for s in self._secrets.cache.list()
-            }
-            current = {ingress_key(i): i for i in self._ingresses.cache.list()}
-            # An Ingress nginx rejected stays held back (its last accepted version keeps
-            # serving, or nothing) until it changes.
-            self._held = {k: v for k, v in self._held.items() if _version(current.get(k, {})) == v}
-            options = self._render_options()
-            for _ in range(MAX_HOLD_BACKS):
-                ingresses = []
-                for key, ingress in current.items():
-                    if key in self._held:
-                        good = self._good.get(key)
-                        if good is not None:
-                            ingresses.append(good)
-                    else:
-                        ingresses.append(ingress)
-                rendered = await asyncio.to_thread(
-                    render,
-                    ingresses,
-                    self._services.cache.list(),
-                    self._slices.cache.list(),
-                    secrets,
-                    options,
-                )
-                if self._applied is not None and rendered.text == self._applied.text:
-                    break
-                if rendered.text == self._rejected_text:
-                    break
-                owner = await self._apply(rendered, current)
-                if owner is None:
-                    break
-                self._held[owner] = _version(current[owner])
-            self._report_problems(rendered, current)
-            await self._update_status(rendered, current)
-            self.last_error = None
-        finally:
-            self._syncing = False
-            self.sync_count += 1
-            async with self._sync_done:
-                self._sync_done.notify_all()
+        secrets = {
+            (s["metadata"].get("namespace", ""), s["metadata"]["name"]): s
+            for s in self._secrets.cache.list()
+        }
+        current = {ingress_key(i): i for i in self._ingresses.cache.list()}
+        # An Ingress nginx rejected stays held back (its last accepted version keeps
+        # serving, or nothing) until it changes.
+        self._held = {k: v for k, v in self._held.items() if _version(current.get(k, {})) == v}
+        options = self._render_options()
+        for _ in range(MAX_HOLD_BACKS):
+            ingresses = []
+            for key, ingress in current.items():
+                if key in self._held:
+                    good = self._good.get(key)
+                    if good is not None:
+                        ingresses.append(good)
+                else:
+                    ingresses.append(ingress)
+            rendered = await asyncio.to_thread(
+                render,
+                ingresses,
+                self._services.cache.list(),
+                self._slices.cache.list(),
+                secrets,
+                options,
+            )
+            if self._applied is not None and rendered.text == self._applied.text:
+                break
+            if rendered.text == self._rejected_text:
+                break
+            owner = await self._apply(rendered, current)
+            if owner is None:
+                break
+            self._held[owner] = _version(current[owner])
+        self._report_problems(rendered, current)
+        await self._update_status(rendered, current)
 
     async def _apply(self, rendered: Rendered, current: Mapping[str, Any]) -> str | None:
         """Test and load ``rendered``; after a rejection, the Ingress to hold back and retry

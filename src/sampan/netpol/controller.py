@@ -34,14 +34,14 @@ import copy
 import logging
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from sampan.client import Client, ClientConfig, SharedInformerFactory
 from sampan.client.api import NAMESPACES, NETWORKPOLICIES, PODS
+from sampan.client.syncloop import SyncLoop
 from sampan.netns import enter as enter_netns
 from sampan.netpol.rules import (
     IPSet,
@@ -68,7 +68,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("sampan.netpol")
-T = TypeVar("T")
 
 MIN_SYNC_PERIOD_DEFAULT_S = 1.0
 SYNC_PERIOD_DEFAULT_S = 30.0
@@ -88,10 +87,6 @@ def names_for_data_dir(data_dir: Path) -> Names:
 
 class NetworkPolicyError(Exception):
     """A command the data plane needs failed or is missing."""
-
-
-class _FailureSink(Protocol):
-    def fail(self, reason: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -179,51 +174,41 @@ def cleanup(names: Names) -> int:
     return removed
 
 
-class NetworkPolicyController:
+class NetworkPolicyController(SyncLoop):
     """Enforces NetworkPolicies on this node; see the module docstring."""
 
     name = "network-policy"
+    log_name = "network policy"
 
     def __init__(self, client_config: ClientConfig, options: NetworkPolicyOptions) -> None:
+        super().__init__(
+            client_config,
+            "sampan-network-policy",
+            resync_s=options.sync_period_s,
+            min_interval_s=options.min_sync_period_s,
+        )
         self.options = options
-        self._client_config = client_config.with_user_agent("sampan-network-policy")
-        self._client: Client | None = None
-        self._factory: SharedInformerFactory | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._ctx: _FailureSink | None = None
         self._applied: Ruleset | None = None
         self._applied_text = ""
         self._last_full_s = 0.0
-        self._sync_started = 0
-        self._sync_done = asyncio.Condition()
-        self.sync_count = 0
         self.apply_count = 0
-        self.last_sync_error: str | None = None
 
     # lifecycle -------------------------------------------------------------------------------
 
-    async def start(self, ctx: _FailureSink | None = None) -> None:
-        self._ctx = ctx
+    async def _prepare(self) -> None:
         check_binaries()
         netns = self.options.netns
-        self._executor = ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix="sampan-netpol",
-            initializer=enter_netns if netns is not None else None,
-            initargs=(netns,) if netns is not None else (),
+        self._open_worker(
+            "sampan-netpol",
+            enter_netns if netns is not None else None,
+            (netns,) if netns is not None else (),
         )
-        self._client = Client(self._client_config)
-        self._factory = SharedInformerFactory(self._client)
-        self._policies = self._factory.informer(NETWORKPOLICIES)
-        self._pods = self._factory.informer(PODS)
-        self._namespaces = self._factory.informer(NAMESPACES)
-        self._policies.add_event_handler(
-            on_add=lambda _o: self._wake.set(),
-            on_update=lambda _a, _b: self._wake.set(),
-            on_delete=lambda _o: self._wake.set(),
-        )
+
+    def _add_informers(self, factory: SharedInformerFactory, client: Client) -> None:
+        self._policies = factory.informer(NETWORKPOLICIES)
+        self._pods = factory.informer(PODS)
+        self._namespaces = factory.informer(NAMESPACES)
+        self._wake_on_changes(self._policies)
         self._pods.add_event_handler(
             on_add=lambda _o: self._wake.set(),
             on_update=self._on_pod_update,
@@ -234,50 +219,14 @@ class NetworkPolicyController:
             on_update=self._on_labels_update,
             on_delete=lambda _o: self._wake.set(),
         )
+
+    async def _first_sync(self) -> None:
         try:
-            self._factory.start()
-            await self._factory.wait_synced()
-            try:
-                await self._sync()
-            except NetworkPolicyError as exc:
-                raise NetworkPolicyError(
-                    f"{exc} (start with --disable-network-policy to run without enforcement)"
-                ) from exc
-        except BaseException:
-            await self._shutdown()
-            raise
-        self._task = asyncio.create_task(self._loop(), name="netpol-sync")
-        self._task.add_done_callback(self._task_done)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        await self._shutdown()
-
-    async def _shutdown(self) -> None:
-        if self._factory is not None:
-            await self._factory.stop()
-            self._factory = None
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("network policy: sync loop died", exc_info=exc)
-            if self._ctx is not None:
-                self._ctx.fail(f"network policy sync loop died: {exc}")
+            await self._run_sync()
+        except NetworkPolicyError as exc:
+            raise NetworkPolicyError(
+                f"{exc} (start with --disable-network-policy to run without enforcement)"
+            ) from exc
 
     # event filters: only what can change the rules wakes the loop ------------------------------
 
@@ -290,42 +239,6 @@ class NetworkPolicyController:
             self._wake.set()
 
     # syncing ---------------------------------------------------------------------------------
-
-    async def _blocking(self, func: Callable[..., T], *args: Any) -> T:
-        assert self._executor is not None
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
-
-    # Only tests call this: wait for a sync instead of sleeping.
-    async def wait_sync(self, timeout_s: float | None = None) -> int:
-        """Request a sync and wait until one that started after the request has finished;
-        returns the number of finished syncs (tests)."""
-        target = self._sync_started + 1
-        self._wake.set()
-        async with asyncio.timeout(timeout_s), self._sync_done:
-            await self._sync_done.wait_for(lambda: self.sync_count >= target)
-        return self.sync_count
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        last_start = loop.time()
-        while True:
-            try:
-                async with asyncio.timeout(self.options.sync_period_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            wait_s = last_start + self.options.min_sync_period_s - loop.time()
-            if wait_s > 0:
-                await asyncio.sleep(wait_s)
-            last_start = loop.time()
-            try:
-                await self._sync()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.last_sync_error = str(exc)
-                log.error("network policy: sync failed (retrying): %s", exc)
-                self._wake.set()
 
     async def compile(self) -> Ruleset:
         """The ruleset for the informers' current caches: the inputs are taken here, the
@@ -343,30 +256,22 @@ class NetworkPolicyController:
         )
 
     async def _sync(self) -> None:
-        self._wake.clear()
-        self._sync_started += 1
-        try:
-            ruleset = await self.compile()
-            text = repr((ruleset.chains, ruleset.sets))
-            now_s = asyncio.get_running_loop().time()
-            full = self._applied is None or now_s - self._last_full_s >= self.options.sync_period_s
-            if full or text != self._applied_text:
-                previous = None if full or self._applied is None else self._applied.sets
-                self._applied = None  # a failed apply makes the next sync a full one
-                await self._blocking(apply, ruleset, previous)
-                self._applied = ruleset
-                self._applied_text = text
-                self.apply_count += 1
-                if full:
-                    self._last_full_s = now_s
-                log.debug(
-                    "network policy: %d isolated pods (ingress), %d (egress), %d sets",
-                    len(ruleset.isolated.get("ingress", ())),
-                    len(ruleset.isolated.get("egress", ())),
-                    len(ruleset.sets),
-                )
-            self.last_sync_error = None
-        finally:
-            self.sync_count += 1
-            async with self._sync_done:
-                self._sync_done.notify_all()
+        ruleset = await self.compile()
+        text = repr((ruleset.chains, ruleset.sets))
+        now_s = asyncio.get_running_loop().time()
+        full = self._applied is None or now_s - self._last_full_s >= self.options.sync_period_s
+        if full or text != self._applied_text:
+            previous = None if full or self._applied is None else self._applied.sets
+            self._applied = None  # a failed apply makes the next sync a full one
+            await self._blocking(apply, ruleset, previous)
+            self._applied = ruleset
+            self._applied_text = text
+            self.apply_count += 1
+            if full:
+                self._last_full_s = now_s
+            log.debug(
+                "network policy: %d isolated pods (ingress), %d (egress), %d sets",
+                len(ruleset.isolated.get("ingress", ())),
+                len(ruleset.isolated.get("egress", ())),
+                len(ruleset.sets),
+            )

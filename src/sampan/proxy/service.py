@@ -32,15 +32,15 @@ import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from sampan.client import Client, ClientConfig, PatchType, SharedInformerFactory
 from sampan.client.api import ENDPOINTSLICES, NODES, SERVICES
+from sampan.client.syncloop import SyncLoop
 from sampan.netns import enter as enter_netns
 from sampan.proxy.metrics import ProxyMetrics
 from sampan.proxy.rules import (
@@ -66,7 +66,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MIN_SYNC_PERIOD_DEFAULT_S = 1.0
 SYNC_PERIOD_DEFAULT_S = 30.0
@@ -75,10 +74,6 @@ SUBPROCESS_TIMEOUT_S = 60.0
 _SERVICE_LABEL = "kubernetes.io/service-name"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _DURATION_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-class _FailureSink(Protocol):
-    def fail(self, reason: str) -> None: ...
 
 
 def _parse_duration_s(value: str) -> float:
@@ -229,10 +224,11 @@ def _conntrack_work(
     return work
 
 
-class Proxy:
+class Proxy(SyncLoop):
     """Programs Services into iptables; see the module docstring."""
 
     name = "proxy"
+    log_name = "proxy"
 
     def __init__(
         self,
@@ -244,125 +240,39 @@ class Proxy:
         """``metrics_registry``: where ``kubeproxy_*`` series go (the agent's node registry;
         None: a private one)."""
         self.options = options
+        self.args = parse_proxy_args(options.args)
+        super().__init__(
+            client_config,
+            "sampan-proxy",
+            resync_s=self.args.sync_period_s,
+            min_interval_s=self.args.min_sync_period_s,
+        )
         self.metrics = ProxyMetrics(
             metrics_registry if metrics_registry is not None else CollectorRegistry()
         )
-        self.args = parse_proxy_args(options.args)
-        self._client_config = client_config.with_user_agent("sampan-proxy")
-        self._client: Client | None = None
-        self._factory: SharedInformerFactory | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._ctx: _FailureSink | None = None
         self._udp: dict[tuple[str, int, int], set[str]] = {}
         self._lb_patched: dict[str, list[str]] = {}
-        self.sync_count = 0
-        self.last_sync_error: str | None = None
-        self._sync_started = 0
         self._contents: dict[str, dict[str, tuple[str, ...]]] | None = None
         self._last_full_s = 0.0
-        self._sync_done = asyncio.Condition()
 
     # lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, ctx: _FailureSink | None = None) -> None:
-        self._ctx = ctx
+    async def _prepare(self) -> None:
         netns = self.options.netns
-        self._executor = ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix="sampan-proxy",
-            initializer=enter_netns if netns is not None else None,
-            initargs=(netns,) if netns is not None else (),
+        self._open_worker(
+            "sampan-proxy",
+            enter_netns if netns is not None else None,
+            (netns,) if netns is not None else (),
         )
-        self._client = Client(self._client_config)
-        self._factory = SharedInformerFactory(self._client)
-        self._services = self._factory.informer(SERVICES)
-        self._slices = self._factory.informer(ENDPOINTSLICES)
-        self._nodes = self._factory.informer(NODES) if self.options.service_lb else None
-        for informer in self._factory.informers:
-            informer.add_event_handler(
-                on_add=lambda _o: self._wake.set(),
-                on_update=lambda _a, _b: self._wake.set(),
-                on_delete=lambda _o: self._wake.set(),
-            )
-        try:
-            self._factory.start()
-            await self._factory.wait_synced()
-            await self._sync()
-        except BaseException:
-            await self._shutdown()
-            raise
-        self._task = asyncio.create_task(self._loop(), name="proxy-sync")
-        self._task.add_done_callback(self._task_done)
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        await self._shutdown()
-
-    async def _shutdown(self) -> None:
-        if self._factory is not None:
-            await self._factory.stop()
-            self._factory = None
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("proxy: sync loop died", exc_info=exc)
-            if self._ctx is not None:
-                self._ctx.fail(f"proxy sync loop died: {exc}")
-
-    async def _blocking(self, func: Callable[..., T], *args: Any) -> T:
-        assert self._executor is not None
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+    def _add_informers(self, factory: SharedInformerFactory, client: Client) -> None:
+        self._services = factory.informer(SERVICES)
+        self._slices = factory.informer(ENDPOINTSLICES)
+        self._nodes = factory.informer(NODES) if self.options.service_lb else None
+        for informer in factory.informers:
+            self._wake_on_changes(informer)
 
     # syncing -------------------------------------------------------------------------------
-
-    # Only tests call this: wait for a sync instead of sleeping.
-    async def wait_sync(self, timeout_s: float | None = None) -> int:
-        """Request a sync and wait until one that started after the request has finished;
-        returns the number of finished syncs (tests)."""
-        target = self._sync_started + 1
-        self._wake.set()
-        async with asyncio.timeout(timeout_s), self._sync_done:
-            await self._sync_done.wait_for(lambda: self.sync_count >= target)
-        return self.sync_count
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        last_start = loop.time()
-        while True:
-            try:
-                async with asyncio.timeout(self.args.sync_period_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            wait_s = last_start + self.args.min_sync_period_s - loop.time()
-            if wait_s > 0:
-                await asyncio.sleep(wait_s)
-            last_start = loop.time()
-            try:
-                await self._sync()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.last_sync_error = str(exc)
-                log.exception("proxy: sync failed (retrying)")
-                self._wake.set()
 
     def _service_ports(self) -> list[ServicePort]:
         by_service: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -379,8 +289,6 @@ class Proxy:
         return ports
 
     async def _sync(self) -> None:
-        self._wake.clear()
-        self._sync_started += 1
         started = time.perf_counter()
         try:
             if self.options.service_lb:
@@ -408,13 +316,9 @@ class Proxy:
             self._udp = udp
             for args in work:
                 await self._blocking(_conntrack_delete, args)
-            self.last_sync_error = None
             self.metrics.last_sync.set_to_current_time()
         finally:
             self.metrics.sync_duration.observe(time.perf_counter() - started)
-            self.sync_count += 1
-            async with self._sync_done:
-                self._sync_done.notify_all()
 
     @staticmethod
     def _apply(
