@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sampan import children
 from sampan.config import Config, ConfigError
 from sampan.supervisor.agent import node_name
 
@@ -585,46 +586,23 @@ class EmbeddedEtcd:
         return "\n".join((telling or lines)[-LOG_EXCERPT_LINES:])
 
     async def _watch(self) -> None:
-        backoff_s = RESTART_BACKOFF_START_S
-        while True:
-            proc = self._proc
-            assert proc is not None
-            started = time.monotonic()
-            returncode = await proc.wait()
-            if self._stopping:
-                return
-            if time.monotonic() - started >= STABLE_RUN_S:
-                backoff_s = RESTART_BACKOFF_START_S
-            log.warning(
-                "etcd (pid %d) exited with code %d; restarting in %gs",
-                proc.pid,
-                returncode,
-                backoff_s,
-            )
-            await asyncio.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, RESTART_BACKOFF_MAX_S)
-            if self._stopping:
-                return
-            try:
-                await self._spawn_and_wait_ready()
-            except (RuntimeError, OSError) as exc:
-                log.error("etcd restart failed: %s", exc)
-                continue
-            self.restarts += 1
-            log.info("etcd restarted (pid %s)", self._proc.pid if self._proc else "?")
+        await children.keep_running(
+            "etcd",
+            lambda: self._proc,
+            self._spawn_and_wait_ready,
+            lambda: self._stopping,
+            retry=(RuntimeError, OSError),
+            backoff=children.RestartBackoff(
+                RESTART_BACKOFF_START_S, RESTART_BACKOFF_MAX_S, STABLE_RUN_S
+            ),
+            on_restart=self._count_restart,
+        )
+
+    def _count_restart(self) -> None:
+        self.restarts += 1
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
-        if proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("etcd (pid %d) did not exit after SIGTERM; killing it", proc.pid)
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        await children.terminate(proc, STOP_TIMEOUT_S, "etcd")
 
     async def stop(self) -> None:
         self._stopping = True

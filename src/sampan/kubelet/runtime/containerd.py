@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sampan import children
 from sampan.kubelet.registries import Registries, auth_toml, write_hosts_dir
 from sampan.kubelet.runtime import cri
 
@@ -495,51 +496,24 @@ class Containerd:
                 return
 
     async def _watch(self) -> None:
-        backoff_s = RESTART_BACKOFF_START_S
-        while True:
-            proc = self._proc
-            assert proc is not None
-            started = time.monotonic()
-            returncode = await proc.wait()
-            if self._stopping:
-                return
-            self.ready.clear()
-            if time.monotonic() - started >= STABLE_RUN_S:
-                backoff_s = RESTART_BACKOFF_START_S
-            log.warning(
-                "containerd (pid %d) exited with code %d; restarting in %gs",
-                proc.pid,
-                returncode,
-                backoff_s,
-            )
-            await asyncio.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, RESTART_BACKOFF_MAX_S)
-            if self._stopping:
-                return
-            try:
-                await self._spawn_and_wait_ready()
-            except (ContainerdError, OSError) as exc:
-                log.error("containerd restart failed: %s", exc)
-                continue
-            self.restarts += 1
-            log.info("containerd restarted (pid %d)", self._proc.pid)
+        await children.keep_running(
+            "containerd",
+            lambda: self._proc,
+            self._spawn_and_wait_ready,
+            lambda: self._stopping,
+            retry=(ContainerdError, OSError),
+            backoff=children.RestartBackoff(
+                RESTART_BACKOFF_START_S, RESTART_BACKOFF_MAX_S, STABLE_RUN_S
+            ),
+            on_exit=self.ready.clear,
+            on_restart=self._count_restart,
+        )
+
+    def _count_restart(self) -> None:
+        self.restarts += 1
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
-        if proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), self.stop_timeout_s)
-        except TimeoutError:
-            log.warning(
-                "containerd (pid %d) did not exit %gs after SIGTERM; killing it",
-                proc.pid,
-                self.stop_timeout_s,
-            )
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        await children.terminate(proc, self.stop_timeout_s, "containerd")
 
     async def stop(self) -> None:
         """Stop containerd (not the containers: their shims keep running). Idempotent."""
