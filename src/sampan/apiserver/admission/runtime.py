@@ -13,7 +13,8 @@ mutating and before validating admission), LimitRanger, ServiceAccount, NodeRest
 Priority, DefaultTolerationSeconds, ValidatingAdmissionPolicyDefaults (the API defaults of
 policies and bindings), CustomResourceValidationRules (the CEL rules of a custom resource's
 schema; upstream runs them in the strategy's validation, just before validating admission),
-PodSecurity, DefaultStorageClass, StorageObjectInUseProtection, DefaultIngressClass,
+PodSecurity, DefaultStorageClass, StorageObjectInUseProtection, CertificateApproval,
+CertificateSigning, CertificateSubjectRestriction, DefaultIngressClass,
 ServiceAllocation (upstream does this in the Service REST storage), MutatingAdmissionWebhook,
 ValidatingAdmissionPolicy, ValidatingAdmissionWebhook, ResourceQuota. Mutating ones run before
 validating ones (the chain's rule). ``custom`` is set by the API server once it built its
@@ -36,6 +37,11 @@ from sampan.apiserver.admission.allocator import (
     DEFAULT_NODE_PORT_RANGE,
     ip_range,
     port_range,
+)
+from sampan.apiserver.admission.certificates import (
+    CertificateApproval,
+    CertificateSigning,
+    CertificateSubjectRestriction,
 )
 from sampan.apiserver.admission.chain import AdmissionAttributes, AdmissionChain, AdmissionPlugin
 from sampan.apiserver.admission.namespace import IMMORTAL_NAMESPACES, NamespaceLifecycle
@@ -148,6 +154,9 @@ class Admission:
             ),
             DefaultStorageClass(lambda: self.cached("storage.k8s.io", "storageclasses", "")),
             StorageObjectInUseProtection(),
+            CertificateApproval(authorize),
+            CertificateSigning(authorize),
+            CertificateSubjectRestriction(),
             DefaultIngressClass(lambda: self.cached("networking.k8s.io", "ingressclasses", "")),
             ServiceAllocation(
                 self.ips,
