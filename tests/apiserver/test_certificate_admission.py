@@ -177,3 +177,47 @@ async def _no_system_masters(client: Client) -> None:
     # the same subject for another signer, and other groups for this one, are accepted
     await client.create(CSRS, _csr("elsewhere", OTHER_SIGNER, _request("x", "system:masters")))
     await client.create(CSRS, _csr("qa", CLIENT_SIGNER, _request("qa", "qa", "system:mastersx")))
+
+
+async def test_v1_refuses_missing_unknown_and_duplicate_usages_and_the_legacy_signer(
+    harness: ApiServerHarness,
+) -> None:
+    request = _request("u")
+    async with harness.new_client() as client:
+        bad = _csr("bad", "kubernetes.io/legacy-unknown", request)
+        bad["spec"]["usages"] = ["client auth", "flying", "client auth"]
+        with pytest.raises(ApiError) as refused:
+            await client.create(CSRS, bad)
+        assert refused.value.code == 422
+        causes = refused.value.details["causes"]
+        assert causes[-3:] == [
+            {
+                "reason": "FieldValueNotSupported",
+                "message": 'Unsupported value: "flying": supported values: "any", "cert sign", '
+                '"client auth", "code signing", "content commitment", "crl sign", '
+                '"data encipherment", "decipher only", "digital signature", "email protection", '
+                '"encipher only", "ipsec end system", "ipsec tunnel", "ipsec user", '
+                '"key agreement", "key encipherment", "microsoft sgc", "netscape sgc", '
+                '"ocsp signing", "s/mime", "server auth", "signing", "timestamping"',
+                "field": "spec.usages[1]",
+            },
+            {
+                "reason": "FieldValueDuplicate",
+                "message": 'Duplicate value: "client auth"',
+                "field": "spec.usages[2]",
+            },
+            {
+                "reason": "FieldValueInvalid",
+                "message": 'Invalid value: "kubernetes.io/legacy-unknown": the legacy signerName '
+                "is not allowed via this API version",
+                "field": "spec.signerName",
+            },
+        ]
+        none = _csr("none", OTHER_SIGNER, request)
+        del none["spec"]["usages"]
+        with pytest.raises(ApiError) as refused:
+            await client.create(CSRS, none)
+        assert refused.value.message == (
+            'CertificateSigningRequest.certificates.k8s.io "none" is invalid: spec.usages: '
+            "Required value: usages must be provided"
+        )

@@ -264,14 +264,16 @@ class Invalid(StatusError):
     @classmethod
     def for_object(cls, kind: str, group: str, name: str, causes: list[Cause]) -> Invalid:
         """kube-apiserver's wording: ``ConfigMap "Foo" is invalid: metadata.name: Invalid
-        value: ...`` with one ``field: message`` per cause, joined as a list when several."""
+        value: ...`` with one ``field: message`` per cause, joined as a list when several; the
+        kind is qualified by a non-empty group (``Deployment.apps "web" is invalid: ...``)."""
         parts = [f"{c.field}: {c.message}" if c.field else c.message for c in causes]
         if len(parts) == 1:
             summary = parts[0]
         else:
             summary = "[" + ", ".join(parts) + "]"
+        qualified_kind = f"{kind}.{group}" if group else kind
         return cls(
-            f'{kind} "{name}" is invalid: {summary}',
+            f'{qualified_kind} "{name}" is invalid: {summary}',
             name=name,
             group=group,
             kind=kind,

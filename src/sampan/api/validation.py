@@ -2434,6 +2434,62 @@ def _validate_csr(info: ResourceInfo, obj: Obj) -> Causes:
     return causes
 
 
+CSR_USAGES = (
+    "any",
+    "cert sign",
+    "client auth",
+    "code signing",
+    "content commitment",
+    "crl sign",
+    "data encipherment",
+    "decipher only",
+    "digital signature",
+    "email protection",
+    "encipher only",
+    "ipsec end system",
+    "ipsec tunnel",
+    "ipsec user",
+    "key agreement",
+    "key encipherment",
+    "microsoft sgc",
+    "netscape sgc",
+    "ocsp signing",
+    "s/mime",
+    "server auth",
+    "signing",
+    "timestamping",
+)
+"""The key usages certificates.k8s.io/v1 accepts, sorted as upstream lists them."""
+LEGACY_UNKNOWN_SIGNER = "kubernetes.io/legacy-unknown"
+
+
+def _validate_csr_v1_create(info: ResourceInfo, obj: Obj) -> Causes:
+    """What certificates.k8s.io/v1 refuses in a new request (an object stored before keeps
+    its usages and signer: upstream relaxes these on update when the old object had them)."""
+    causes: Causes = []
+    spec = _d(obj.get("spec"))
+    usages = _l(spec.get("usages"))
+    if not usages:
+        causes.append(fe.required("spec.usages", "usages must be provided"))
+    for i, usage in enumerate(usages):
+        if usage not in CSR_USAGES:
+            causes.append(fe.not_supported(f"spec.usages[{i}]", usage, CSR_USAGES))
+    seen: set[Any] = set()
+    for i, usage in enumerate(usages):
+        if _h(usage) in seen:
+            causes.append(fe.duplicate(f"spec.usages[{i}]", usage))
+        seen.add(_h(usage))
+    if spec.get("signerName") == LEGACY_UNKNOWN_SIGNER:
+        causes.append(
+            fe.invalid(
+                "spec.signerName",
+                LEGACY_UNKNOWN_SIGNER,
+                "the legacy signerName is not allowed via this API version",
+            )
+        )
+    return causes
+
+
 def _csr_conditions(obj: Obj) -> Causes:
     causes: Causes = []
     seen: set[Any] = set()
@@ -2542,6 +2598,7 @@ _CREATE: dict[tuple[str, str], _CreateFn] = {
 # Rules that apply on create only (after the kind's general rules).
 _CREATE_ONLY: dict[tuple[str, str], _CreateFn] = {
     ("batch", "CronJob"): _validate_cronjob_name,
+    ("certificates.k8s.io", "CertificateSigningRequest"): _validate_csr_v1_create,
 }
 
 _UPDATE: dict[tuple[str, str], _UpdateFn] = {
