@@ -453,3 +453,65 @@ async def test_internal_error_is_a_panic_event(tmp_path):
     assert got[0]["responseStatus"]["code"] == 500
     assert got[0]["responseStatus"]["reason"] == "InternalError"
     assert got[0]["responseStatus"]["message"] == "Internal error occurred: boom"
+
+
+VAP = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
+VAPB = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
+
+
+async def test_admission_policy_audit_action_and_audit_annotations_reach_the_log(tmp_path):
+    """A ValidatingAdmissionPolicy bound with ``Audit`` records its failure, and its
+    ``auditAnnotations`` their values, in the request's audit event (as kube-apiserver)."""
+    h = await start(tmp_path, METADATA_POLICY)
+    try:
+        rules = [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                  "resources": ["configmaps"]}]  # fmt: skip
+        status, body = await h.request("POST", VAP, {
+            "metadata": {"name": "small"},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": rules},
+                "validations": [
+                    {"expression": "true"},
+                    {"expression": "size(object.data) <= 1", "message": "one key at most"},
+                ],
+                "auditAnnotations": [
+                    {"key": "keys", "valueExpression": "string(size(object.data))"},
+                    {"key": "never", "valueExpression": "null"},
+                ],
+            },
+        })  # fmt: skip
+        assert status == 201, body
+        status, body = await h.request("POST", VAPB, {
+            "metadata": {"name": "small-audit"},
+            "spec": {"policyName": "small", "validationActions": ["Audit", "Warn"]},
+        })  # fmt: skip
+        assert status == 201, body
+        assert h.session is not None
+        path = "/api/v1/namespaces/default/configmaps"
+        audit_id = ""
+        for attempt in range(200):  # the policy takes effect once the watch cache has it
+            data = {"a": "1", "b": "2", "c": "3"}
+            cm = {"metadata": {"name": f"big-{attempt}"}, "data": data}
+            async with h.session.post(path, json=cm) as r:
+                assert r.status == 201, await r.text()
+                if "one key at most" in r.headers.get("Warning", ""):
+                    audit_id = r.headers["Audit-ID"]
+                    break
+            await asyncio.sleep(0.05)
+        assert audit_id, "the policy never took effect"
+        (event,) = [e for e in await events(h) if e["auditID"] == audit_id]
+    finally:
+        await h.stop()
+    annotations = event["annotations"]
+    assert json.loads(annotations["validation.policy.admission.k8s.io/validation_failure"]) == [
+        {
+            "message": "one key at most",
+            "policy": "small",
+            "binding": "small-audit",
+            "expressionIndex": 1,
+            "validationActions": ["Audit", "Warn"],
+        }
+    ]
+    assert annotations["small/keys"] == "3"
+    assert "small/never" not in annotations

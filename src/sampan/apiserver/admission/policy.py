@@ -21,10 +21,12 @@ does two things:
   (``deployments.apps "web" is forbidden: ValidatingAdmissionPolicy 'P' with binding 'B'
   denied request: failed expression: object.spec.replicas <= 5``, reason from the validation,
   default Invalid -> 422), **Warn** adds a ``Warning`` header (``Validation failed for
-  ValidatingAdmissionPolicy 'P' with binding 'B': ...``), **Audit** is logged at info level
-  (not yet recorded in the audit log). ``paramKind`` + ``paramRef`` (name, namespace, selector,
-  parameterNotFoundAction) resolve params from the watch cache; a selector evaluates once
-  per matching param.
+  ValidatingAdmissionPolicy 'P' with binding 'B': ...``), **Audit** records the audit
+  annotation ``validation.policy.admission.k8s.io/validation_failure`` (a JSON list of
+  message, policy, binding, expressionIndex and validationActions; the request's first
+  failure wins, as upstream's annotations are never overwritten). ``paramKind`` +
+  ``paramRef`` (name, namespace, selector, parameterNotFoundAction) resolve params from the
+  watch cache; a selector evaluates once per matching param.
 
 Policies, bindings and params are read from the watch cache on each request; compiled
 policies are cached per object resourceVersion, so a policy takes effect as soon as the cache
@@ -33,9 +35,12 @@ defaults on write; ``PolicyStatusController`` writes ``status.observedGeneration
 ``status.typeChecking`` (each expression type-checked against the OpenAPI schema of every
 kind the rules name, ``type_warnings``). The ``authorizer`` variable asks the API server's
 authorizer (RBAC and Node) for the request's user or a named service account. Not supported:
-``matchPolicy: Equivalent`` across versions (rules match the request's own version),
-``auditAnnotations`` (compiled and checked, not recorded). Policies and bindings never apply
-to requests for ValidatingAdmissionPolicies, their bindings and webhook configurations, so a
+``matchPolicy: Equivalent`` across versions (rules match the request's own version).
+``auditAnnotations`` are evaluated for every request the policy matches (its matchConditions
+included): a non-empty string value becomes the audit annotation ``<policy>/<key>``
+(distinct values of several bindings or params joined with ``, ``, at most 10 KiB), null or
+empty adds none, an error denies under ``failurePolicy: Fail``. Policies and bindings never
+apply to requests for ValidatingAdmissionPolicies, their bindings and webhook configurations, so a
 bad policy cannot lock administrators out.
 
 Invariants: a request that matches no binding costs one dictionary lookup per binding and no
@@ -52,11 +57,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sampan.api import fielderrors as fe
-from sampan.api.errors import Cause, Invalid, StatusError, qualified_resource
+from sampan.api.errors import Cause, Invalid, StatusError, go_json, qualified_resource
 from sampan.api.labels import SelectorError, selector_from_label_selector
 from sampan.api.names import is_qualified_name
 from sampan.apiserver import cel
 from sampan.apiserver.admission.chain import AdmissionAttributes
+from sampan.apiserver.audit import add_annotation
 from sampan.apiserver.auth.rbac import Attributes, Decision
 from sampan.apiserver.auth.user import UserInfo
 from sampan.apiserver.crd.celrules import SchemaTypes, numeric_mismatch_only
@@ -94,6 +100,9 @@ _VARIABLES = (
 )
 _OPERATIONS = ("*", "CREATE", "UPDATE", "DELETE", "CONNECT")
 _ACTIONS = ("Deny", "Warn", "Audit")
+VALIDATION_FAILURE_ANNOTATION = "validation.policy.admission.k8s.io/validation_failure"
+"""The audit annotation a failure under a binding with the ``Audit`` action records."""
+MAX_AUDIT_ANNOTATION_VALUE = 10 * 1024
 _REASON_CODES = {
     "Unauthorized": 401,
     "Forbidden": 403,
@@ -403,6 +412,8 @@ class _Policy:
     variables: list[tuple[str, cel.Program]]
     conditions: list[tuple[str, cel.Program]]
     validations: list[_Validation]
+    audits: list[tuple[str, str, cel.Program]] = field(default_factory=list)
+    """``auditAnnotations``: (key, valueExpression, program)."""
     broken: str = ""
     """Why the stored policy cannot be evaluated (it was written before a check existed)."""
 
@@ -459,6 +470,11 @@ def _compile_policy(obj: Mapping[str, Any]) -> _Policy:
                     else None,
                     reason=str(validation.get("reason") or "Invalid"),
                 )
+            )
+        for audit in spec.get("auditAnnotations") or []:
+            expression = str(audit["valueExpression"])
+            policy.audits.append(
+                (str(audit["key"]), expression, cel.compile(expression, _VARIABLES, result="any"))
             )
     except (cel.CompileError, KeyError, TypeError) as err:
         policy.broken = f"compilation failed: {err}"
@@ -807,7 +823,7 @@ class ValidatingAdmissionPolicyPlugin:
             params_list = self._params(binding, policy, attrs)
         except _Denied as denied:
             if policy.failure_policy == "Fail":
-                self._act(binding, policy, attrs, denied.message, denied.reason)
+                self._act(binding, policy, attrs, denied.message, denied.reason, 0)
             return
         request_resource = {
             "group": attrs.group,
@@ -817,19 +833,33 @@ class ValidatingAdmissionPolicyPlugin:
             "namespace": attrs.namespace,
             "name": attrs.name,
         }
-        with cel.authorizer_value(self._checker(attrs), request_resource) as authorizer:
-            for params in params_list:
-                activation = dict(context)
-                activation["params"] = params
-                activation["authorizer"] = authorizer
-                for message, reason in self._run(policy, activation):
-                    self._act(binding, policy, attrs, message, reason)
+        annotations: dict[str, list[str]] = {}
+        try:
+            with cel.authorizer_value(self._checker(attrs), request_resource) as authorizer:
+                for params in params_list:
+                    activation = dict(context)
+                    activation["params"] = params
+                    activation["authorizer"] = authorizer
+                    failures, values = self._run(policy, activation)
+                    for key, value in values:
+                        if value not in annotations.setdefault(key, []):
+                            annotations[key].append(value)
+                    for message, reason, index in failures:
+                        self._act(binding, policy, attrs, message, reason, index)
+        finally:
+            # published even when the request is denied, as upstream records them
+            for key, values in annotations.items():
+                add_annotation(f"{policy.name}/{key}", ", ".join(values))
 
     def _checker(self, attrs: AdmissionAttributes) -> cel.AuthorizerCheck:
         return authorizer_check(self._authorize, attrs)
 
-    def _run(self, policy: _Policy, activation: dict[str, Any]) -> list[tuple[str, str]]:
-        """The (message, reason) of every failing validation, in order."""
+    def _run(
+        self, policy: _Policy, activation: dict[str, Any]
+    ) -> tuple[list[tuple[str, str, int]], list[tuple[str, str]]]:
+        """The (message, reason, expression index) of every failing validation, in order, and
+        the (key, value) of every audit annotation that evaluated to a non-empty string (none
+        when a matchCondition excludes the request)."""
         variables: dict[str, Any] = {}
         errors: dict[str, str] = {}
         activation["variables"] = variables
@@ -842,13 +872,15 @@ class ValidatingAdmissionPolicyPlugin:
         for name, program in policy.conditions:
             try:
                 if program.evaluate(activation) is not True:
-                    return []
+                    return [], []
             except cel.EvalError as err:
                 if fail:
-                    return [(f"failed to evaluate matchCondition '{name}': {err}", "Invalid")]
-                return []
-        failures: list[tuple[str, str]] = []
-        for validation in policy.validations:
+                    return [
+                        (f"failed to evaluate matchCondition '{name}': {err}", "Invalid", 0)
+                    ], []
+                return [], []
+        failures: list[tuple[str, str, int]] = []
+        for index, validation in enumerate(policy.validations):
             try:
                 ok = validation.program.evaluate(activation)
             except cel.EvalError as err:
@@ -861,12 +893,25 @@ class ValidatingAdmissionPolicyPlugin:
                         (
                             f"expression '{validation.expression}' resulted in error: {message}",
                             validation.reason,
+                            index,
                         )
                     )
                 continue
             if ok is not True:
-                failures.append((self._message(validation, activation), validation.reason))
-        return failures
+                failures.append((self._message(validation, activation), validation.reason, index))
+        values: list[tuple[str, str]] = []
+        for key, expression, program in policy.audits:
+            try:
+                value = program.evaluate(activation)
+            except cel.EvalError as err:
+                if fail:
+                    failures.append(
+                        (f"expression '{expression}' resulted in error: {err}", "Invalid", 0)
+                    )
+                continue
+            if isinstance(value, str) and value.strip():
+                values.append((key, value.strip()[:MAX_AUDIT_ANNOTATION_VALUE]))
+        return failures, values
 
     @staticmethod
     def _message(validation: _Validation, activation: dict[str, Any]) -> str:
@@ -888,6 +933,7 @@ class ValidatingAdmissionPolicyPlugin:
         attrs: AdmissionAttributes,
         message: str,
         reason: str,
+        index: int,
     ) -> None:
         if "Warn" in binding.actions:
             attrs.warn(
@@ -895,15 +941,15 @@ class ValidatingAdmissionPolicyPlugin:
                 f"'{binding.name}': {message}"
             )
         if "Audit" in binding.actions:
-            log.info(
-                "ValidatingAdmissionPolicy %r with binding %r: audit: %s (%s %s/%s)",
-                policy.name,
-                binding.name,
-                message,
-                attrs.operation,
-                attrs.namespace,
-                attrs.name,
-            )
+            failure = {
+                "message": message,
+                "policy": policy.name,
+                "binding": binding.name,
+                "expressionIndex": index,
+                "validationActions": list(binding.actions),
+            }
+            # first failure wins, as upstream's admission annotations are never overwritten
+            add_annotation(VALIDATION_FAILURE_ANNOTATION, go_json([failure]).decode())
         if "Deny" in binding.actions:
             text = (
                 f"ValidatingAdmissionPolicy '{policy.name}' with binding '{binding.name}' "
