@@ -295,6 +295,8 @@ class TestDownstream:
         self.release = asyncio.Event()
         self.port = 0
         self.transports: list[asyncio.BaseTransport] = []
+        self.dials = 0
+        """Streams the proxy opened to this downstream."""
         self._runner: web.AppRunner | None = None
 
     async def start(self, manager: ManagerComponent) -> None:
@@ -320,6 +322,7 @@ class TestDownstream:
 
     # the dialer
     async def open(self, cluster_id: str) -> tuple[ByteReader, ByteWriter]:
+        self.dials += 1
         return await asyncio.open_connection("127.0.0.1", self.port)
 
     async def downstream(self, cluster_id: str) -> Downstream:
@@ -406,6 +409,34 @@ async def test_not_connected_cluster_is_503(
     assert status == 503, body
     assert body["kind"] == "Status" and body["reason"] == "ServiceUnavailable"
     assert body["message"] == f"cluster {cluster} is not connected"
+
+
+async def test_an_unbound_cluster_is_403_and_never_dialed(
+    http: ManagerHTTP, admin_token: str, manager: ManagerComponent, downstream: TestDownstream
+) -> None:
+    bound = await _cluster(http, admin_token, "edge-1")
+    unbound = await _cluster(http, admin_token, "edge-2")
+    manager.set_remote_dialer(downstream)
+    user_id, token = await _user(http, admin_token, "member")
+    await _bind(http, admin_token, user_id, bound, "cluster-member")
+    status, body = await http.call("GET", f"/k8s/clusters/{bound}/headers", token=token)
+    assert status == 200, body
+    dials = downstream.dials
+    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13"}
+    for method, path, headers in (
+        ("GET", f"/k8s/clusters/{unbound}/headers", {}),
+        ("POST", f"/k8s/clusters/{unbound}/echo", {}),
+        (
+            "GET",
+            f"/k8s/clusters/{unbound}/ws",
+            {**upgrade, "Sec-WebSocket-Key": "a2V5a2V5a2V5a2V5a2V5aw=="},
+        ),
+        ("GET", "/k8s/clusters/local/api/v1/namespaces", {}),
+    ):
+        status, body = await http.call(method, path, token=token, headers=headers)
+        assert status == 403 and body["kind"] == "Status" and body["reason"] == "Forbidden", body
+        assert body["message"] == f'user "{user_id}" may not access cluster "{path.split("/")[3]}"'
+    assert downstream.dials == dials
 
 
 async def test_what_the_downstream_receives(
