@@ -22,6 +22,7 @@ from tests.manager.test_proxy import _bind, _get, _user
 from tests.support.poll import eventually
 
 REQUESTS = 20
+PASSWORD = "a long enough password"
 # What the request path read per request before the caches (the background loops never do
 # these: they list Tokens and get Clusters, which are therefore not counted here).
 WATCHED_READS = {
@@ -130,3 +131,27 @@ async def test_what_the_manager_deletes_is_refused_at_once(
     assert status == 200
     status, body = await http.call("GET", path, token=token)
     assert status == 403 and body["reason"] == "Forbidden", body
+
+
+async def test_a_changed_password_is_seen_at_once(http: ManagerHTTP, admin_token: str) -> None:
+    status, body = await http.call(
+        "POST",
+        "/v3/users",
+        token=admin_token,
+        json={"username": "newcomer", "password": PASSWORD, "mustChangePassword": True},
+    )
+    assert status == 201, body
+    status, login = await http.login("newcomer", PASSWORD)
+    assert status == 201, login
+    token = login["token"]
+    assert (await http.call("GET", "/v3/clusters", token=token))[0] == 403  # must change first
+    status, body = await http.call(
+        "POST",
+        "/v3/users?action=changepassword",
+        token=token,
+        json={"currentPassword": PASSWORD, "newPassword": "the newcomer's own password"},
+    )
+    assert status == 200, body
+    # The very next request, before or after the User's watch event: allowed.
+    status, body = await http.call("GET", "/v3/clusters", token=token)
+    assert status == 200, body

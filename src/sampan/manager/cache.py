@@ -20,9 +20,11 @@ Invariants:
   GlobalRoleBinding counts once its event arrived. Until every informer has listed once
   (``synced``), every lookup answers "unknown" and the callers read the API, as without a
   cache.
-* **What this manager deletes itself is gone at once** (``deleted``): a logout, a revoked
-  Token, a deleted User or binding is hidden from the lookups until its DELETED event arrives
-  (then forgotten: the set stays as small as the deletions in flight).
+* **What this manager writes or deletes itself is seen at once**: ``wrote`` (a User whose
+  password was just changed: no 403 "must change" on the next request) and ``deleted`` (a
+  logout, a revoked Token, a deleted User or binding: refused) take precedence over the cache
+  until its watch event with that revision (or a later one, or the DELETED event) arrives;
+  then they are dropped, so they stay as small as the writes in flight.
 * Objects handed out are the informers' own dicts, shared: callers must not mutate them.
 * ``on_bindings_changed`` is called (from the informers' task: it must only schedule work) for
   every add, update and delete of a binding or RoleTemplate, after the cache has it, so work
@@ -57,6 +59,13 @@ SYNC_TIMEOUT_S = 30.0
 """How long ``start`` waits for the first lists (the API reads are the fallback meanwhile)."""
 
 
+def _revision(obj: Mapping[str, Any]) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
 def _index_user_id(obj: Mapping[str, Any]) -> Iterable[str]:
     user_id = (obj.get("spec") or {}).get("userId")
     return [user_id] if isinstance(user_id, str) and user_id else []
@@ -75,6 +84,8 @@ class ManagerObjects:
         self.clusters = Informer(client, CLUSTERS)
         self._deleted: dict[str, set[str]] = {}
         """Resource plural -> names this manager deleted whose DELETED event is still due."""
+        self._written: dict[str, dict[str, dict[str, Any]]] = {}
+        """Resource plural -> name -> what this manager wrote, until the cache catches up."""
         self._all = (
             self.users,
             self.tokens,
@@ -85,30 +96,56 @@ class ManagerObjects:
         )
 
         for informer in self._all:
-            informer.add_event_handler(on_delete=self._forget_deleted(informer))
+            seen, gone = self._catch_up(informer)
+            informer.add_event_handler(
+                on_add=seen, on_update=lambda _old, new, seen=seen: seen(new), on_delete=gone
+            )
 
-    def _forget_deleted(self, informer: Informer) -> Callable[[dict[str, Any]], None]:
+    def _catch_up(
+        self, informer: Informer
+    ) -> tuple[Callable[[dict[str, Any]], None], Callable[[dict[str, Any]], None]]:
+        """Handlers that drop what ``wrote``/``deleted`` remembered once the cache has it."""
         plural = informer.resource.plural
 
-        def forget(obj: dict[str, Any]) -> None:
-            names = self._deleted.get(plural)
-            if names is not None:
-                names.discard(obj["metadata"]["name"])
+        def seen(obj: dict[str, Any]) -> None:
+            written = self._written.get(plural, {})
+            name = obj["metadata"]["name"]
+            if name in written and _revision(obj) >= _revision(written[name]):
+                del written[name]
 
-        return forget
+        def gone(obj: dict[str, Any]) -> None:
+            name = obj["metadata"]["name"]
+            self._deleted.get(plural, set()).discard(name)
+            self._written.get(plural, {}).pop(name, None)
+
+        return seen, gone
+
+    def wrote(self, resource: Resource, obj: dict[str, Any]) -> None:
+        """This manager wrote ``obj`` (as the API answered it): lookups answer it until the
+        cache holds that revision or a later one (see the module docstring)."""
+        cached = self._informer(resource).cache.get_by_name(obj["metadata"]["name"])
+        if cached is None or _revision(cached) < _revision(obj):
+            self._written.setdefault(resource.plural, {})[obj["metadata"]["name"]] = obj
 
     def deleted(self, resource: Resource, name: str) -> None:
         """This manager deleted ``name``: hide it now (see the module docstring)."""
-        informer = next((i for i in self._all if i.resource == resource), None)
-        if informer is not None and name in informer.cache:
+        self._written.get(resource.plural, {}).pop(name, None)
+        if name in self._informer(resource).cache:
             self._deleted.setdefault(resource.plural, set()).add(name)
 
-    def _visible(self, informer: Informer, obj: dict[str, Any] | None) -> dict[str, Any] | None:
-        if obj is None or obj["metadata"]["name"] in self._deleted.get(
-            informer.resource.plural, ()
-        ):
+    def _informer(self, resource: Resource) -> Informer:
+        return next(i for i in self._all if i.resource == resource)
+
+    def _lookup(self, informer: Informer, name: str) -> dict[str, Any] | None:
+        if not self.synced:
             return None
-        return obj
+        plural = informer.resource.plural
+        written = self._written.get(plural, {}).get(name)
+        if written is not None:
+            return written
+        if name in self._deleted.get(plural, ()):
+            return None
+        return informer.cache.get_by_name(name)
 
     def _indexed(self, informer: Informer, user_id: str) -> list[dict[str, Any]]:
         hidden = self._deleted.get(informer.resource.plural, ())
@@ -152,19 +189,13 @@ class ManagerObjects:
     # -- lookups (None: unknown here, ask the API) -----------------------------------------
 
     def token(self, name: str) -> dict[str, Any] | None:
-        if not self.synced:
-            return None
-        return self._visible(self.tokens, self.tokens.cache.get_by_name(name))
+        return self._lookup(self.tokens, name)
 
     def user(self, name: str) -> dict[str, Any] | None:
-        if not self.synced:
-            return None
-        return self._visible(self.users, self.users.cache.get_by_name(name))
+        return self._lookup(self.users, name)
 
     def cluster(self, name: str) -> dict[str, Any] | None:
-        if not self.synced:
-            return None
-        return self._visible(self.clusters, self.clusters.cache.get_by_name(name))
+        return self._lookup(self.clusters, name)
 
     def is_admin(self, user_id: str) -> bool | None:
         if not self.synced:

@@ -38,7 +38,7 @@ Cluster access (``sampan.manager.proxy``):
 
 Tokens, Users, the admin role, cluster bindings and Clusters are read from the manager's
 watch-backed caches (``sampan.manager.cache``) when it gives them (a proxied request then reads
-none of them from the API); what the manager deletes itself is hidden from them at once.
+none of them from the API); what the manager writes or deletes itself is seen at once.
 
 Every other error is Rancher's API error body ``{"type": "error", "baseType": "error", "status",
 "code", "message"}`` with the HTTP status it names.
@@ -371,6 +371,8 @@ class ManagerAPI:
                 )
             store.check_password_policy(new, who.user["spec"]["username"])
             user = await store.set_password(self._client, who.user_id, new, must_change=False)
+            if self._objects is not None:
+                self._objects.wrote(USERS, user)
             return web.json_response(await self._user_view(user))
         if action is not None:
             raise ManagerError(404, "NotFound", f"unknown action {action!r}")
@@ -409,6 +411,8 @@ class ManagerAPI:
         user = await store.set_password(
             self._client, user["metadata"]["name"], new, must_change=must_change
         )
+        if self._objects is not None:
+            self._objects.wrote(USERS, user)
         return web.json_response(await self._user_view(user))
 
     async def _delete_user(self, request: web.Request, who: Principal) -> web.Response:
