@@ -123,18 +123,24 @@ class ManagerObjects:
     def wrote(self, resource: Resource, obj: dict[str, Any]) -> None:
         """This manager wrote ``obj`` (as the API answered it): lookups answer it until the
         cache holds that revision or a later one (see the module docstring)."""
-        cached = self._informer(resource).cache.get_by_name(obj["metadata"]["name"])
+        informer = self._informer(resource)
+        if informer is None:
+            return  # not cached here
+        cached = informer.cache.get_by_name(obj["metadata"]["name"])
         if cached is None or _revision(cached) < _revision(obj):
             self._written.setdefault(resource.plural, {})[obj["metadata"]["name"]] = obj
 
     def deleted(self, resource: Resource, name: str) -> None:
         """This manager deleted ``name``: hide it now (see the module docstring)."""
+        informer = self._informer(resource)
+        if informer is None:
+            return  # not cached here
         self._written.get(resource.plural, {}).pop(name, None)
-        if name in self._informer(resource).cache:
+        if name in informer.cache:
             self._deleted.setdefault(resource.plural, set()).add(name)
 
-    def _informer(self, resource: Resource) -> Informer:
-        return next(i for i in self._all if i.resource == resource)
+    def _informer(self, resource: Resource) -> Informer | None:
+        return next((i for i in self._all if i.resource == resource), None)
 
     def _lookup(self, informer: Informer, name: str) -> dict[str, Any] | None:
         if not self.synced:
