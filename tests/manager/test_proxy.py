@@ -295,12 +295,20 @@ class TestDownstream:
         self.release = asyncio.Event()
         self.port = 0
         self.transports: list[asyncio.BaseTransport] = []
-        self.dials = 0
-        """Streams the proxy opened to this downstream."""
+        self.impersonated: list[str] = []
+        """The ``Impersonate-User`` of every request received (the proxy's, not the RBAC
+        upkeep's, which is the manager's own identity)."""
         self._runner: web.AppRunner | None = None
 
     async def start(self, manager: ManagerComponent) -> None:
-        app = web.Application()
+        @web.middleware
+        async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+            if "Impersonate-User" in request.headers:
+                self.impersonated.append(request.headers["Impersonate-User"])
+            response: web.StreamResponse = await handler(request)
+            return response
+
+        app = web.Application(middlewares=[record])
         app.router.add_get("/headers", self._headers)
         app.router.add_post("/echo", self._echo)
         app.router.add_get("/stream", self._stream)
@@ -322,7 +330,6 @@ class TestDownstream:
 
     # the dialer
     async def open(self, cluster_id: str) -> tuple[ByteReader, ByteWriter]:
-        self.dials += 1
         return await asyncio.open_connection("127.0.0.1", self.port)
 
     async def downstream(self, cluster_id: str) -> Downstream:
@@ -411,7 +418,7 @@ async def test_not_connected_cluster_is_503(
     assert body["message"] == f"cluster {cluster} is not connected"
 
 
-async def test_an_unbound_cluster_is_403_and_never_dialed(
+async def test_an_unbound_cluster_is_403_and_never_forwarded(
     http: ManagerHTTP, admin_token: str, manager: ManagerComponent, downstream: TestDownstream
 ) -> None:
     bound = await _cluster(http, admin_token, "edge-1")
@@ -421,7 +428,7 @@ async def test_an_unbound_cluster_is_403_and_never_dialed(
     await _bind(http, admin_token, user_id, bound, "cluster-member")
     status, body = await http.call("GET", f"/k8s/clusters/{bound}/headers", token=token)
     assert status == 200, body
-    dials = downstream.dials
+    assert downstream.impersonated == [user_id]
     upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13"}
     for method, path, headers in (
         ("GET", f"/k8s/clusters/{unbound}/headers", {}),
@@ -436,7 +443,7 @@ async def test_an_unbound_cluster_is_403_and_never_dialed(
         status, body = await http.call(method, path, token=token, headers=headers)
         assert status == 403 and body["kind"] == "Status" and body["reason"] == "Forbidden", body
         assert body["message"] == f'user "{user_id}" may not access cluster "{path.split("/")[3]}"'
-    assert downstream.dials == dials
+    assert downstream.impersonated == [user_id]
 
 
 async def test_what_the_downstream_receives(

@@ -234,14 +234,17 @@ class ManagerComponent:
     async def reconcile_rbac_once(self) -> None:
         """One pass over every Cluster (failures are logged; the next pass retries)."""
         assert self._client is not None
-        try:
-            clusters = (await self._client.list_all(CLUSTERS)).get("items", [])
-        except (ClientError, OSError) as exc:
-            log.warning("manager: cannot list clusters for RBAC: %s", exc)
-            return
         inputs = self.objects.rbac_inputs() if self.objects is not None else None
-        for cluster in clusters:
-            name = cluster["metadata"]["name"]
+        if inputs is not None and self.objects is not None:
+            names = [c["metadata"]["name"] for c in self.objects.clusters.cache.list()]
+        else:
+            try:
+                clusters = (await self._client.list_all(CLUSTERS)).get("items", [])
+            except (ClientError, OSError) as exc:
+                log.warning("manager: cannot list clusters for RBAC: %s", exc)
+                return
+            names = [c["metadata"]["name"] for c in clusters]
+        for name in names:
             try:
                 await downstream_rbac.reconcile(self._client, self.dialer, name, inputs)
             except ClusterNotConnected:
