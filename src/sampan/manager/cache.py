@@ -94,16 +94,10 @@ class ManagerObjects:
             self.role_templates,
             self.clusters,
         )
-
         for informer in self._all:
-            seen, gone = self._catch_up(informer)
-            informer.add_event_handler(
-                on_add=seen, on_update=lambda _old, new, seen=seen: seen(new), on_delete=gone
-            )
+            self._catch_up(informer)
 
-    def _catch_up(
-        self, informer: Informer
-    ) -> tuple[Callable[[dict[str, Any]], None], Callable[[dict[str, Any]], None]]:
+    def _catch_up(self, informer: Informer) -> None:
         """Handlers that drop what ``wrote``/``deleted`` remembered once the cache has it."""
         plural = informer.resource.plural
 
@@ -113,12 +107,15 @@ class ManagerObjects:
             if name in written and _revision(obj) >= _revision(written[name]):
                 del written[name]
 
+        def updated(_old: dict[str, Any], new: dict[str, Any]) -> None:
+            seen(new)
+
         def gone(obj: dict[str, Any]) -> None:
             name = obj["metadata"]["name"]
             self._deleted.get(plural, set()).discard(name)
             self._written.get(plural, {}).pop(name, None)
 
-        return seen, gone
+        informer.add_event_handler(on_add=seen, on_update=updated, on_delete=gone)
 
     def wrote(self, resource: Resource, obj: dict[str, Any]) -> None:
         """This manager wrote ``obj`` (as the API answered it): lookups answer it until the
