@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_single_node import KUBECTL, Cluster
+from tests.support.netns import ip, veth_namespace  # noqa: F401 (ip: re-exported)
 
 pytestmark = pytest.mark.slow
 
@@ -31,32 +32,16 @@ NS_IP = "10.250.77.2"
 UNLISTED_IP = "10.250.78.1"
 
 
-# Enter only the network namespace: `ip netns exec` would also remount /sys, hiding the
-# cgroup hierarchies the kubelet needs.
+# Enter only the network namespace (see tests.support.netns).
 IN_NETNS = ["nsenter", f"--net=/run/netns/{NETNS}", "--"]
-
-
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    ip("netns", "add", NETNS)
-    try:
-        ip("link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
-        ip("link", "set", NS_IF, "netns", NETNS)
-        ip("addr", "add", f"{HOST_IP}/30", "dev", HOST_IF)
-        ip("addr", "add", f"{UNLISTED_IP}/32", "dev", HOST_IF)
-        ip("link", "set", HOST_IF, "up")
-        ip("-n", NETNS, "addr", "add", f"{NS_IP}/30", "dev", NS_IF)
-        ip("-n", NETNS, "link", "set", NS_IF, "up")
-        ip("-n", NETNS, "link", "set", "lo", "up")
-        ip("-n", NETNS, "route", "add", "default", "via", HOST_IP)
-        yield NETNS
-    finally:
-        subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
-        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+    with veth_namespace(
+        NETNS, HOST_IF, NS_IF, HOST_IP, NS_IP, extra_host_addresses=(UNLISTED_IP,)
+    ) as namespace:
+        yield namespace.name
 
 
 class Agent:

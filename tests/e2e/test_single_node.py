@@ -42,10 +42,12 @@ class Cluster:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = free_port()
         self.extra_config = ""
+        self.prefix: list[str] = []
+        """Runs the server, kubectl and sampan commands inside (e.g. ``nsenter --net=...``)."""
 
     def sampan(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "sampan.cli.main", *args],
+            [*self.prefix, sys.executable, "-m", "sampan.cli.main", *args],
             capture_output=True,
             text=True,
             timeout=120,
@@ -68,6 +70,7 @@ class Cluster:
         shutil.copy(busybox_archive(self.root / "cache"), images / "busybox.tar")
         self.proc = subprocess.Popen(
             [
+                *self.prefix,
                 sys.executable,
                 "-m",
                 "sampan.cli.main",
@@ -84,7 +87,11 @@ class Cluster:
 
     def kubectl(self, *args: str, check: bool = True) -> str:
         out = subprocess.run(
-            [KUBECTL, *args], capture_output=True, text=True, timeout=120, env=self.env()
+            [*self.prefix, KUBECTL, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=self.env(),
         )
         if check and out.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)}: {out.stderr}\n{self.tail()}")

@@ -59,6 +59,7 @@ class NamedCluster(Cluster):
         shutil.copy(busybox_archive(self.root / "cache"), images / "busybox.tar")
         self.proc = subprocess.Popen(
             [
+                *self.prefix,
                 *(sys.executable, "-m", "sampan.cli.main", "server"),
                 *("--config", str(self.config), "--data-dir", str(self.data)),
             ],

@@ -14,6 +14,7 @@ from sampan.manager.component import ManagerComponent
 from sampan.manager.crds import TOKENS, USERS
 from sampan.manager.store import LOCKOUT_FAILURES
 from tests.manager.conftest import NEW_ADMIN_PASSWORD, ManagerHTTP
+from tests.support.poll import eventually
 
 
 def _is_error(body: object, status: int, code: str) -> None:
@@ -147,8 +148,13 @@ async def test_token_ttl_and_expiry(http: ManagerHTTP, admin_token: str, client:
     name = token.partition(":")[0]
     past = (datetime.now(UTC) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     await client.patch(TOKENS, name, {"spec": {"expiresAt": past}})
-    status, body = await http.call("GET", "/v3/clusters", token=token)
-    assert status == 401
+
+    async def refused() -> bool:
+        # The manager sees the change when its cache's watch event arrives.
+        status, _ = await http.call("GET", "/v3/clusters", token=token)
+        return status == 401
+
+    await eventually(refused, what="the expired token refused")
     assert not [t for t in (await client.list(TOKENS))["items"] if t["metadata"]["name"] == name]
 
 
@@ -173,8 +179,12 @@ async def test_logout_and_revocation(http: ManagerHTTP, admin_token: str, client
     assert (await http.call("GET", "/v3/clusters", token=third))[0] == 401
     status, body = await http.login("admin", NEW_ADMIN_PASSWORD)
     fourth = body["token"]
-    await client.delete(TOKENS, fourth.partition(":")[0])
-    assert (await http.call("GET", "/v3/clusters", token=fourth))[0] == 401
+    await client.delete(TOKENS, fourth.partition(":")[0])  # not through the manager
+
+    async def refused() -> bool:
+        return (await http.call("GET", "/v3/clusters", token=fourth))[0] == 401
+
+    await eventually(refused, what="the deleted token refused (its watch event arrived)")
 
 
 async def test_lockout_after_repeated_failures(

@@ -295,10 +295,20 @@ class TestDownstream:
         self.release = asyncio.Event()
         self.port = 0
         self.transports: list[asyncio.BaseTransport] = []
+        self.impersonated: list[str] = []
+        """The ``Impersonate-User`` of every request received (the proxy's, not the RBAC
+        upkeep's, which is the manager's own identity)."""
         self._runner: web.AppRunner | None = None
 
     async def start(self, manager: ManagerComponent) -> None:
-        app = web.Application()
+        @web.middleware
+        async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+            if "Impersonate-User" in request.headers:
+                self.impersonated.append(request.headers["Impersonate-User"])
+            response: web.StreamResponse = await handler(request)
+            return response
+
+        app = web.Application(middlewares=[record])
         app.router.add_get("/headers", self._headers)
         app.router.add_post("/echo", self._echo)
         app.router.add_get("/stream", self._stream)
@@ -406,6 +416,34 @@ async def test_not_connected_cluster_is_503(
     assert status == 503, body
     assert body["kind"] == "Status" and body["reason"] == "ServiceUnavailable"
     assert body["message"] == f"cluster {cluster} is not connected"
+
+
+async def test_an_unbound_cluster_is_403_and_never_forwarded(
+    http: ManagerHTTP, admin_token: str, manager: ManagerComponent, downstream: TestDownstream
+) -> None:
+    bound = await _cluster(http, admin_token, "edge-1")
+    unbound = await _cluster(http, admin_token, "edge-2")
+    manager.set_remote_dialer(downstream)
+    user_id, token = await _user(http, admin_token, "member")
+    await _bind(http, admin_token, user_id, bound, "cluster-member")
+    status, body = await http.call("GET", f"/k8s/clusters/{bound}/headers", token=token)
+    assert status == 200, body
+    assert downstream.impersonated == [user_id]
+    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13"}
+    for method, path, headers in (
+        ("GET", f"/k8s/clusters/{unbound}/headers", {}),
+        ("POST", f"/k8s/clusters/{unbound}/echo", {}),
+        (
+            "GET",
+            f"/k8s/clusters/{unbound}/ws",
+            {**upgrade, "Sec-WebSocket-Key": "a2V5a2V5a2V5a2V5a2V5aw=="},
+        ),
+        ("GET", "/k8s/clusters/local/api/v1/namespaces", {}),
+    ):
+        status, body = await http.call(method, path, token=token, headers=headers)
+        assert status == 403 and body["kind"] == "Status" and body["reason"] == "Forbidden", body
+        assert body["message"] == f'user "{user_id}" may not access cluster "{path.split("/")[3]}"'
+    assert downstream.impersonated == [user_id]
 
 
 async def test_what_the_downstream_receives(

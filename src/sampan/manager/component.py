@@ -14,12 +14,16 @@ client) does, in order:
    TLS directory) signed by the server CA for the API server's own names, at every start;
 5. serves the HTTPS API (``sampan.manager.web``) on ``bind_address:port`` (default 8443),
    with the agents' tunnel endpoint ``/v3/connect`` (``sampan.manager.clusters``);
-6. keeps three tasks: ``manager-refresh``: every ``REFRESH_S`` the ``local`` Cluster's status
+6. keeps watch-backed caches of its own objects (``sampan.manager.cache``: Users, Tokens,
+   bindings, RoleTemplates, Clusters), from which requests are authenticated and authorized
+   and the downstream RBAC is computed;
+7. keeps three tasks: ``manager-refresh``: every ``REFRESH_S`` the ``local`` Cluster's status
    is refreshed and expired Tokens are deleted (a failure is logged and retried next time);
    ``manager-clusters``: the imported clusters' status from their tunnels and, through them,
    from their API servers (``ImportedClusters.run``); ``manager-rbac``: at start, whenever
    the API changes a binding, whenever an agent connects, and every ``REFRESH_S``, the
-   downstream RBAC of every Cluster is reconciled (``sampan.manager.downstream_rbac``)
+   downstream RBAC of every Cluster is reconciled (at once too when the cache sees a binding
+   or RoleTemplate change, however it was made) (``sampan.manager.downstream_rbac``)
    through the dialer; clusters that are not connected are skipped until the next pass.
 
 The dialer (``sampan.manager.proxy``) reaches cluster ``local`` with the manager's own client
@@ -46,6 +50,7 @@ from aiohttp import web
 
 from sampan.client import Client, ClientConfig, ClientError
 from sampan.manager import downstream_rbac, store
+from sampan.manager.cache import ManagerObjects
 from sampan.manager.clusters import ImportedClusters, TunnelDialer
 from sampan.manager.crds import CLUSTERS
 from sampan.manager.proxy import (
@@ -142,6 +147,8 @@ class ManagerComponent:
         self.clusters: ImportedClusters | None = None
         self._rbac: asyncio.Task[None] | None = None
         self._rbac_wanted = asyncio.Event()
+        self.objects: ManagerObjects | None = None
+        """The watch-backed caches of the manager's objects (from ``start``)."""
         self._proxy = ClusterProxy(self.dialer)
         self.port: int | None = None
         """The port served (useful with ``port=0``)."""
@@ -173,6 +180,10 @@ class ManagerComponent:
                 path,
             )
         await self._refresh_once()
+        objects = ManagerObjects(client)
+        objects.on_bindings_changed(self.reconcile_rbac_soon)
+        self.objects = objects
+        await objects.start()
         cert, key = await asyncio.to_thread(issue_serving_certificate, self._pki)
         context: ssl.SSLContext = await asyncio.to_thread(server_ssl_context, cert, key)
         clusters = ImportedClusters(client, on_connected=lambda _id: self.reconcile_rbac_soon())
@@ -187,6 +198,7 @@ class ManagerComponent:
             clusters=clusters,
             proxy=self._proxy,
             bindings_changed=self.reconcile_rbac_soon,
+            objects=objects,
         )
         runner = web.AppRunner(api.app(), access_log=None)
         await runner.setup()
@@ -222,15 +234,19 @@ class ManagerComponent:
     async def reconcile_rbac_once(self) -> None:
         """One pass over every Cluster (failures are logged; the next pass retries)."""
         assert self._client is not None
-        try:
-            clusters = (await self._client.list_all(CLUSTERS)).get("items", [])
-        except (ClientError, OSError) as exc:
-            log.warning("manager: cannot list clusters for RBAC: %s", exc)
-            return
-        for cluster in clusters:
-            name = cluster["metadata"]["name"]
+        inputs = self.objects.rbac_inputs() if self.objects is not None else None
+        if inputs is not None and self.objects is not None:
+            names = [c["metadata"]["name"] for c in self.objects.clusters.cache.list()]
+        else:
             try:
-                await downstream_rbac.reconcile(self._client, self.dialer, name)
+                clusters = (await self._client.list_all(CLUSTERS)).get("items", [])
+            except (ClientError, OSError) as exc:
+                log.warning("manager: cannot list clusters for RBAC: %s", exc)
+                return
+            names = [c["metadata"]["name"] for c in clusters]
+        for name in names:
+            try:
+                await downstream_rbac.reconcile(self._client, self.dialer, name, inputs)
             except ClusterNotConnected:
                 continue
             except (ClientError, DownstreamError, OSError) as exc:
@@ -269,6 +285,9 @@ class ManagerComponent:
         if runner is not None:
             await runner.cleanup()
         await self._proxy.close()
+        objects, self.objects = self.objects, None
+        if objects is not None:
+            await objects.stop()
         client, self._client = self._client, None
         if client is not None:
             await client.close()

@@ -132,14 +132,25 @@ async def _sync(
         await _call(dialer, cluster_id, "DELETE", f"{RBAC}/{plural}/{name}")
 
 
-async def reconcile(client: Client, dialer: ClusterDialer, cluster_id: str) -> None:
-    """Bring one cluster's managed RBAC in line with the bindings (see the module docstring).
-    Raises ``ClusterNotConnected``, ``DownstreamError`` or the local client's errors."""
-    crtbs = (await client.list_all(CLUSTER_ROLE_TEMPLATE_BINDINGS)).get("items", [])
-    grbs = (await client.list_all(GLOBAL_ROLE_BINDINGS)).get("items", [])
-    templates = {
-        t["metadata"]["name"]: t for t in (await client.list_all(ROLE_TEMPLATES)).get("items", [])
-    }
+RbacInputs = tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[str, Any]]]
+"""ClusterRoleTemplateBindings, GlobalRoleBindings, RoleTemplates by name."""
+
+
+async def reconcile(
+    client: Client, dialer: ClusterDialer, cluster_id: str, inputs: RbacInputs | None = None
+) -> None:
+    """Bring one cluster's managed RBAC in line with the bindings (see the module docstring):
+    ``inputs`` (from the manager's caches), else read from the local API. Raises
+    ``ClusterNotConnected``, ``DownstreamError`` or the local client's errors."""
+    if inputs is not None:
+        crtbs, grbs, templates = inputs
+    else:
+        crtbs = (await client.list_all(CLUSTER_ROLE_TEMPLATE_BINDINGS)).get("items", [])
+        grbs = (await client.list_all(GLOBAL_ROLE_BINDINGS)).get("items", [])
+        templates = {
+            t["metadata"]["name"]: t
+            for t in (await client.list_all(ROLE_TEMPLATES)).get("items", [])
+        }
     roles, bindings = desired_objects(cluster_id, crtbs, grbs, templates)
     # Roles first so a new binding never points at a missing role (a binding whose role was
     # just pruned grants nothing until it is pruned too).

@@ -27,7 +27,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sampan.api import times
 from sampan.api.quantity import format_quantity, parse_quantity
@@ -65,6 +65,7 @@ __all__ = [
     "LOCKOUT_FAILURES",
     "LOCKOUT_S",
     "MAX_TOKEN_TTL_MS",
+    "CachedObjects",
     "ManagerError",
     "Principal",
     "UnknownUserLockout",
@@ -468,28 +469,50 @@ async def bound_cluster_names(client: Client, user_id: str) -> dict[str, set[str
 _UNAUTHORIZED = ManagerError(401, "Unauthorized", "must authenticate")
 
 
-async def authenticate(client: Client, presented: str) -> Principal:
-    """The Principal behind ``token-xxxxx:secret``; 401 for anything else."""
+class CachedObjects(Protocol):
+    """What ``authenticate`` reads from memory when it can (``sampan.manager.cache``); each
+    lookup answers ``None`` when it does not know, and then the API is read."""
+
+    def token(self, name: str) -> dict[str, Any] | None: ...
+
+    def user(self, name: str) -> dict[str, Any] | None: ...
+
+    def is_admin(self, user_id: str) -> bool | None: ...
+
+
+async def authenticate(
+    client: Client, presented: str, objects: CachedObjects | None = None
+) -> Principal:
+    """The Principal behind ``token-xxxxx:secret``; 401 for anything else. With ``objects``,
+    the Token, User and admin role come from its caches when they know them."""
     name, sep, secret = presented.partition(":")
     if not sep or not name.startswith("token-") or not secret:
         raise _UNAUTHORIZED
-    try:
-        token = await client.get(TOKENS, name)
-    except NotFoundError:
-        raise _UNAUTHORIZED from None
+    token = objects.token(name) if objects is not None else None
+    if token is None:
+        try:
+            token = await client.get(TOKENS, name)
+        except NotFoundError:
+            raise _UNAUTHORIZED from None
     spec = token.get("spec", {})
     if not credentials.token_secret_matches(str(spec.get("hash", "")), secret):
         raise _UNAUTHORIZED
     if token_expired(token):
         await _delete_quietly(client, TOKENS, name)
         raise _UNAUTHORIZED
-    try:
-        user = await client.get(USERS, str(spec.get("userId", "")))
-    except NotFoundError:
-        raise _UNAUTHORIZED from None
+    user_id = str(spec.get("userId", ""))
+    user = objects.user(user_id) if objects is not None else None
+    if user is None:
+        try:
+            user = await client.get(USERS, user_id)
+        except NotFoundError:
+            raise _UNAUTHORIZED from None
     if user.get("spec", {}).get("enabled") is False:
         raise _UNAUTHORIZED
-    return Principal(user=user, token=token, admin=await is_admin(client, user["metadata"]["name"]))
+    admin = objects.is_admin(user_id) if objects is not None else None
+    if admin is None:
+        admin = await is_admin(client, user_id)
+    return Principal(user=user, token=token, admin=admin)
 
 
 async def _find_user(client: Client, username: str) -> dict[str, Any] | None:

@@ -36,6 +36,10 @@ Cluster access (``sampan.manager.proxy``):
   404), then forwarded to the downstream API server as ``Impersonate-User: <user id>``.
   Errors here are Kubernetes ``Status`` bodies, which kubectl shows.
 
+Tokens, Users, the admin role, cluster bindings and Clusters are read from the manager's
+watch-backed caches (``sampan.manager.cache``) when it gives them (a proxied request then reads
+none of them from the API); what the manager writes or deletes itself is seen at once.
+
 Every other error is Rancher's API error body ``{"type": "error", "baseType": "error", "status",
 "code", "message"}`` with the HTTP status it names.
 """
@@ -56,6 +60,7 @@ from sampan.api.errors import Forbidden, NotFound, StatusError, Unauthorized
 from sampan.api.names import is_dns1123_subdomain
 from sampan.client import AlreadyExistsError, ApiError, Client, NotFoundError
 from sampan.manager import credentials, store
+from sampan.manager.cache import ManagerObjects
 from sampan.manager.clusters import ImportedClusters
 from sampan.manager.crds import (
     ADMIN_ROLE,
@@ -137,8 +142,11 @@ class ManagerAPI:
         clusters: ImportedClusters | None = None,
         proxy: ClusterProxy | None = None,
         bindings_changed: Callable[[], None] | None = None,
+        objects: ManagerObjects | None = None,
     ) -> None:
         self._client = client
+        self._objects = objects
+        """Watch-backed caches: authentication and RBAC of a request read memory."""
         self._clusters = clusters
         self._proxy = proxy
         self._bindings_changed = bindings_changed or (lambda: None)
@@ -213,7 +221,9 @@ class ManagerAPI:
         self, handler: Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def run(request: web.Request) -> web.StreamResponse:
-            principal = await store.authenticate(self._client, _presented_token(request))
+            principal = await store.authenticate(
+                self._client, _presented_token(request), self._objects
+            )
             if principal.must_change_password and not _allowed_before_change(request):
                 raise ManagerError(
                     403,
@@ -361,6 +371,8 @@ class ManagerAPI:
                 )
             store.check_password_policy(new, who.user["spec"]["username"])
             user = await store.set_password(self._client, who.user_id, new, must_change=False)
+            if self._objects is not None:
+                self._objects.wrote(USERS, user)
             return web.json_response(await self._user_view(user))
         if action is not None:
             raise ManagerError(404, "NotFound", f"unknown action {action!r}")
@@ -399,6 +411,8 @@ class ManagerAPI:
         user = await store.set_password(
             self._client, user["metadata"]["name"], new, must_change=must_change
         )
+        if self._objects is not None:
+            self._objects.wrote(USERS, user)
         return web.json_response(await self._user_view(user))
 
     async def _delete_user(self, request: web.Request, who: Principal) -> web.Response:
@@ -461,10 +475,18 @@ class ManagerAPI:
                 }
         return view
 
-    async def _visible(self, who: Principal) -> dict[str, set[str]] | None:
-        """None: every cluster (admin); else cluster -> role templates held there."""
+    async def _visible(
+        self, who: Principal, wanted: str | None = None
+    ) -> dict[str, set[str]] | None:
+        """None: every cluster (admin); else cluster -> role templates held there. From the
+        cache when it grants the cluster ``wanted``, else read (a binding made a moment ago
+        may not be cached yet)."""
         if who.admin:
             return None
+        if wanted is not None and self._objects is not None:
+            cached = self._objects.bound_clusters(who.user_id)
+            if cached is not None and wanted in cached:
+                return cached
         return await store.bound_cluster_names(self._client, who.user_id)
 
     async def _list_clusters(self, request: web.Request, who: Principal) -> web.Response:
@@ -484,7 +506,7 @@ class ManagerAPI:
         """The cluster of the path and whether the caller owns it (admin or cluster-owner);
         403 for a cluster the caller is not bound to, whether it exists or not."""
         name = request.match_info["id"]
-        visible = await self._visible(who)
+        visible = await self._visible(who, name)
         if visible is not None and name not in visible:
             raise ManagerError(403, "PermissionDenied", f"cluster {name}: not allowed")
         try:
@@ -604,18 +626,21 @@ class ManagerAPI:
         target = rest if rest.startswith("/") else "/" + rest
         try:
             try:
-                who = await store.authenticate(self._client, _presented_token(request))
+                who = await store.authenticate(
+                    self._client, _presented_token(request), self._objects
+                )
             except ManagerError:
                 raise Unauthorized("Unauthorized") from None
             if who.must_change_password:
                 raise Forbidden(f"user {who.user_id} must change their password first")
-            visible = await self._visible(who)
+            visible = await self._visible(who, name)
             if visible is not None and name not in visible:
                 raise Forbidden(f'user "{who.user_id}" may not access cluster "{name}"')
-            try:
-                await self._client.get(CLUSTERS, name)
-            except NotFoundError:
-                raise NotFound(f'clusters.{GROUP} "{name}" not found', name=name) from None
+            if self._objects is None or self._objects.cluster(name) is None:
+                try:
+                    await self._client.get(CLUSTERS, name)
+                except NotFoundError:
+                    raise NotFound(f'clusters.{GROUP} "{name}" not found', name=name) from None
         except StatusError as exc:
             return status_response(exc)
         return await self._proxy.forward(request, name, target, who.user_id, IMPERSONATED_GROUPS)
@@ -789,6 +814,8 @@ class ManagerAPI:
             await self._client.delete(resource, name)
         except NotFoundError:
             pass
+        if self._objects is not None:
+            self._objects.deleted(resource, name)
 
 
 def _need_admin(who: Principal) -> None:

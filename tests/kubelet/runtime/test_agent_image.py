@@ -63,11 +63,12 @@ def test_image_is_named_and_runs_the_tunnel_agent(
     built: tuple[Path, str, dict[str, bytes]],
 ) -> None:
     _, digest, members = built
-    (entry,) = json.loads(members["index.json"])["manifests"]
-    assert entry["digest"] == digest
-    assert entry["annotations"]["io.containerd.image.name"] == (
-        agent_image.cluster_agent_image_ref()
-    )
+    entries = json.loads(members["index.json"])["manifests"]
+    assert [e["digest"] for e in entries] == [digest, digest]
+    version_ref, content_ref = (e["annotations"]["io.containerd.image.name"] for e in entries)
+    assert version_ref == agent_image.cluster_agent_image_ref()
+    assert content_ref.startswith(version_ref + "-")
+    assert len(content_ref) == len(version_ref) + 1 + agent_image.CONTENT_TAG_CHARS
     config, _ = _layer(members, digest)
     inner = config["config"]
     assert isinstance(inner, dict)
@@ -129,3 +130,61 @@ def test_image_entrypoint_starts_from_the_image_alone(
     assert proc.returncode == 1, proc.stderr
     assert "missing environment: SAMPAN_MANAGER_URL" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _copy_of_sampan(tmp_path: Path) -> Path:
+    """A development tree of its own: a copy of the ``sampan`` package being tested."""
+    import sampan
+
+    root = tmp_path / "src"
+    shutil.copytree(
+        Path(sampan.__file__).parent,
+        root / "sampan",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    return root
+
+
+def test_content_tag_follows_the_files_and_the_build_is_skipped_when_present(
+    tmp_path: Path,
+) -> None:
+    root = _copy_of_sampan(tmp_path)
+    inputs = tmp_path / "inputs.json"
+    first = tmp_path / "first.tar"
+    ref, built = agent_image.prepare_cluster_agent_archive(first, inputs, sampan_root=root)
+    assert built and first.exists()
+    assert ref.startswith(agent_image.cluster_agent_image_ref() + "-")
+    assert inputs.stat().st_mode & 0o777 == 0o600
+    # Unchanged inputs: the tag is known from their sizes and times alone.
+    assert agent_image.recorded_content_ref(inputs) == ref
+
+    # An edit in the tree (a module the agent imports): stale, and another tag, built.
+    module = root / "sampan" / "manager" / "tunnel" / "agent.py"
+    original = module.read_bytes()
+    module.write_bytes(original + b"\n# an edit\n")
+    assert agent_image.recorded_content_ref(inputs) is None
+    second = tmp_path / "second.tar"
+    edited, built = agent_image.prepare_cluster_agent_archive(
+        second, inputs, present=[ref], sampan_root=root
+    )
+    assert built and second.exists() and edited != ref
+    layer = _layer(_members(second), _index_digest(second))[1]
+    with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
+        copied = tar.extractfile(f"{agent_image.DIST_PACKAGES}/sampan/manager/tunnel/agent.py")
+        assert copied is not None and copied.read().endswith(b"# an edit\n")
+
+    # The edit undone (the file is newer, its content as before): the first tag again, which
+    # the runtime holds, so nothing is written.
+    module.write_bytes(original)
+    assert agent_image.recorded_content_ref(inputs) is None
+    third = tmp_path / "third.tar"
+    again, built = agent_image.prepare_cluster_agent_archive(
+        third, inputs, present=[ref, edited], sampan_root=root
+    )
+    assert (again, built) == (ref, False)
+    assert not third.exists()
+    assert agent_image.recorded_content_ref(inputs) == ref
+
+
+def _index_digest(path: Path) -> str:
+    return str(json.loads(_members(path)["index.json"])["manifests"][0]["digest"])

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from sampan.kubelet.runtime import ContainerdConfig, ContainerRuntime, NotFoundError, images, pb
+from sampan.kubelet.runtime.agent_image import DEBIAN_PYTHON, cluster_agent_image_ref
+from sampan.kubelet.runtime.service import CLUSTER_AGENT_ARCHIVE_NAME, IMPORT_INDEX_NAME
 from tests.kubelet.runtime.conftest import (
     RuntimeEnv,
     container_config,
@@ -329,6 +331,55 @@ async def test_existing_endpoint_is_used_without_starting_containerd(
         await other.stop()
     # Stopping a runtime that only borrowed the socket leaves its owner running.
     assert (await runtime_env.runtime.runtime.version()).runtime_name == "containerd"
+
+
+@pytest.mark.skipif(not DEBIAN_PYTHON.exists(), reason="Debian's python3 is not installed")
+async def test_cluster_agent_image_is_built_only_when_missing(
+    runtime_env: RuntimeEnv, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    images_client = runtime_env.runtime.images
+    version_ref = cluster_agent_image_ref()
+
+    async def content_tags() -> list[str]:
+        image = await images_client.image_status(version_ref)
+        tags = image.repo_tags if image is not None else []
+        return [tag for tag in tags if tag.startswith(version_ref + "-")]
+
+    # The session's runtime builds and imports it in the background: wait for its import to
+    # be over (recorded in its import index), then remove it.
+    index = runtime_env.cfg.root_dir / IMPORT_INDEX_NAME
+
+    def session_import_done() -> bool:
+        recorded = json.loads(index.read_text())["imported"] if index.exists() else {}
+        return any(ref.startswith(version_ref + "-") for refs in recorded.values() for ref in refs)
+
+    await eventually(session_import_done, what="the session's own agent image")
+    for tag in await content_tags():
+        await images_client.remove_image(tag)
+    await images_client.remove_image(version_ref)
+    assert await images_client.image_status(version_ref) is None
+
+    other = ContainerRuntime(
+        ContainerdConfig(data_dir=tmp_path / "other"),
+        endpoint=runtime_env.cfg.endpoint,
+        cluster_agent_image=False,
+    )
+    await other.start()
+    try:
+        archive = other.cfg.root_dir / CLUSTER_AGENT_ARCHIVE_NAME
+        # Missing from the runtime: built and imported under both tags.
+        await other.ensure_cluster_agent_image()
+        assert archive.exists()
+        (tag,) = await content_tags()
+        # Present, inputs unchanged: no build (no archive written, no child process).
+        archive.unlink()
+        with caplog.at_level(logging.INFO, logger="sampan.kubelet.runtime"):
+            await other.ensure_cluster_agent_image()
+        assert f"cluster agent image {tag} is up to date (no build)" in caplog.text
+        assert not archive.exists()
+        assert await content_tags() == [tag]
+    finally:
+        await other.stop()
 
 
 @pytest.mark.slow

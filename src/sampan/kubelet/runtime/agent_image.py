@@ -20,6 +20,15 @@ One layer, made of:
   and its dependencies, compiled parts included) — found by importing the agent's entry
   module in a child interpreter of the one running Sampan, so the set follows the code.
 
+**Tags.** The archive names the image twice: ``:<version>`` (what the import manifest runs, the
+same on every Sampan of that version) and the content tag ``:<version>-<digest>``, a SHA-256
+of what goes in (each file's image path, mode and content, the symlinks, the configuration),
+so an edit in a development tree gives another tag. ``prepare_cluster_agent_archive`` builds
+only when the runtime does not already hold that content tag, and records the inputs' sizes
+and modification times; ``recorded_content_ref`` answers the tag again from those alone, so
+an agent start whose inputs did not change and whose runtime holds the image does no build
+at all (see ``sampan.kubelet.runtime.service``).
+
 Invariants: the same inputs give the same bytes (``build_oci_archive`` is deterministic);
 compiled third-party modules must be built for the same ``python3.X`` as Debian's (checked:
 a mismatch raises ``ImageImportError`` rather than building an image that cannot start).
@@ -30,28 +39,40 @@ build's transient ~50 MB and the few MB it leaves behind stay out of the server'
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from sampan.kubelet.runtime.images import ImageImportError, build_oci_archive
+from sampan.pki.files import atomic_write
 from sampan.version import __version__
 
 __all__ = [
     "AGENT_ENTRY_MODULE",
     "CLUSTER_AGENT_IMAGE_REPOSITORY",
+    "CONTENT_TAG_CHARS",
     "DEBIAN_PYTHON",
     "build_cluster_agent_archive",
+    "cluster_agent_content_ref",
     "cluster_agent_image_ref",
+    "content_digest",
+    "prepare_cluster_agent_archive",
+    "recorded_content_ref",
 ]
 
 CLUSTER_AGENT_IMAGE_REPOSITORY = "docker.io/sampan/cluster-agent"
 """Also in ``sampan.manager.manifest`` (components do not import each other; a test checks
 that both agree)."""
 
+CONTENT_TAG_CHARS = 16
+"""Hex digits of the content digest in the content tag."""
 AGENT_ENTRY_MODULE = "sampan.manager.tunnel.agent"
 AGENT_MAIN = "sampan/manager/tunnel/__main__.py"
 DEBIAN_PYTHON = Path("/usr/bin/python3")
@@ -105,11 +126,11 @@ def _sampan_root() -> Path:
     return Path(sampan.__file__).resolve().parent.parent
 
 
-def _agent_modules(python: str, entry: str) -> dict[str, Path]:
+def _agent_modules(python: str, entry: str, sampan_root: Path) -> dict[str, Path]:
     """Module name -> file of everything ``entry`` imports, in a child of ``python``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(_sampan_root()), *filter(None, [env.get("PYTHONPATH", "")])]
+        [str(sampan_root), *filter(None, [env.get("PYTHONPATH", "")])]
     )
     env.pop("PYTHONSTARTUP", None)
     proc = subprocess.run(
@@ -187,16 +208,18 @@ def _add_library(path: Path, files: dict[str, Path], symlinks: dict[str, str]) -
         symlinks[str(named).lstrip("/")] = str(real)
 
 
-def build_cluster_agent_archive(
-    dest: Path,
-    *,
-    ref: str | None = None,
-    python: Path = DEBIAN_PYTHON,
-    builder_python: str = sys.executable,
-) -> str:
-    """Write the cluster agent image (see the module docstring) to ``dest``; returns the
-    manifest digest. ``builder_python`` is the interpreter whose packages are copied (the one
-    running Sampan). Blocking."""
+@dataclass(frozen=True)
+class _Plan:
+    """What goes into the image: image path -> host file, and image symlinks."""
+
+    files: dict[str, Path]
+    symlinks: dict[str, str]
+
+
+def _plan(python: Path, builder_python: str, sampan_root: Path | None = None) -> _Plan:
+    """The image's contents (see the module docstring); ``sampan_root``: the directory
+    holding the ``sampan`` package to copy (default: the running one). Blocking (a child
+    import, ``ldd``)."""
     if not python.exists():
         raise ImageImportError(
             f"{python} not found: install the Debian package python3 (the cluster agent image "
@@ -228,8 +251,8 @@ def build_cluster_agent_archive(
         raise ImageImportError(f"{stdlib} not found: install the Debian package python{minor}")
     _copy_tree(stdlib, str(stdlib).lstrip("/"), files, symlinks, stdlib=True)
 
-    modules = _agent_modules(builder_python, AGENT_ENTRY_MODULE)
-    sampan_root = _sampan_root()
+    sampan_root = (sampan_root or _sampan_root()).resolve()
+    modules = _agent_modules(builder_python, AGENT_ENTRY_MODULE, sampan_root)
     packages: dict[str, Path] = {}
     for name, path in sorted(modules.items()):
         top = name.split(".")[0]
@@ -257,33 +280,152 @@ def build_cluster_agent_archive(
         abi = re.search(r"\.cpython-(\d)(\d+)-", target)
         if abi and f"{abi.group(1)}.{abi.group(2)}" != minor:
             raise ImageImportError(f"{target} is built for another Python than {minor}")
+    return _Plan(files, symlinks)
 
+
+_ENTRYPOINT = ("/usr/bin/python3", "-m", "sampan.manager.tunnel")
+_ENV = (
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "PYTHONUNBUFFERED=1",
+    "PYTHONDONTWRITEBYTECODE=1",
+)
+
+
+def _labels() -> dict[str, str]:
+    return {"io.sampan.image": "cluster-agent", "io.sampan.version": __version__}
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_digest(plan: _Plan) -> str:
+    """SHA-256 of everything that makes the image: each file's image path, mode and content,
+    each symlink, and the image configuration (blocking: reads every file)."""
+    digest = hashlib.sha256()
+    config = {"entrypoint": _ENTRYPOINT, "env": _ENV, "labels": _labels()}
+    digest.update(json.dumps(config, sort_keys=True).encode() + b"\n")
+    for target in sorted(plan.files):
+        source = plan.files[target]
+        mode = source.stat().st_mode & 0o7777
+        digest.update(f"f {target} {mode:o} {_file_digest(source)}\n".encode())
+    for target in sorted(plan.symlinks):
+        digest.update(f"l {target} {plan.symlinks[target]}\n".encode())
+    return digest.hexdigest()
+
+
+def cluster_agent_content_ref(digest: str, version: str = __version__) -> str:
+    """``docker.io/sampan/cluster-agent:<version>-<first CONTENT_TAG_CHARS of digest>``: the
+    tag that names these very contents (the import manifest names the version tag)."""
+    return f"{cluster_agent_image_ref(version)}-{digest[:CONTENT_TAG_CHARS]}"
+
+
+def _write(plan: _Plan, dest: Path, refs: list[str]) -> str:
     return build_oci_archive(
         dest,
-        ref=ref or cluster_agent_image_ref(),
-        files=files,
-        symlinks=symlinks,
+        ref=refs[0],
+        extra_refs=refs[1:],
+        files=plan.files,
+        symlinks=plan.symlinks,
         dirs={"tmp": 0o1777},
-        entrypoint=["/usr/bin/python3", "-m", "sampan.manager.tunnel"],
-        env=(
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "PYTHONUNBUFFERED=1",
-            "PYTHONDONTWRITEBYTECODE=1",
-        ),
-        labels={"io.sampan.image": "cluster-agent", "io.sampan.version": __version__},
+        entrypoint=list(_ENTRYPOINT),
+        env=_ENV,
+        labels=_labels(),
     )
 
 
-def _main(argv: list[str]) -> int:
-    """``python -m sampan.kubelet.runtime.agent_image DEST``: build the archive at DEST."""
-    if len(argv) != 1:
-        print("usage: python -m sampan.kubelet.runtime.agent_image DEST", file=sys.stderr)
-        return 2
+def build_cluster_agent_archive(
+    dest: Path,
+    *,
+    ref: str | None = None,
+    python: Path = DEBIAN_PYTHON,
+    builder_python: str = sys.executable,
+) -> str:
+    """Write the cluster agent image (see the module docstring) to ``dest``, named ``ref``
+    (default: the version tag) and by its content tag; returns the manifest digest.
+    ``builder_python`` is the interpreter whose packages are copied (the one running Sampan).
+    Blocking."""
+    plan = _plan(python, builder_python)
+    refs = [ref or cluster_agent_image_ref(), cluster_agent_content_ref(content_digest(plan))]
+    return _write(plan, dest, refs)
+
+
+# -- building only what is missing or stale ------------------------------------------------
+
+
+def _signatures(plan: _Plan) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for source in plan.files.values():
+        st = source.stat()
+        out[str(source)] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def recorded_content_ref(inputs: Path) -> str | None:
+    """The content tag recorded in ``inputs`` by the last ``prepare_cluster_agent_archive``,
+    if none of the files that went in has changed since (same size and modification time)
+    and Sampan's version is the same; else None. Blocking (a ``stat`` per file: a few ms)."""
     try:
-        build_cluster_agent_archive(Path(argv[0]))
+        record = json.loads(inputs.read_text())
+        if record.get("version") != __version__ or not isinstance(record.get("files"), dict):
+            return None
+        for source, signature in record["files"].items():
+            st = os.stat(source)
+            if [st.st_size, st.st_mtime_ns] != signature:
+                return None
+        ref = record.get("ref")
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return ref if isinstance(ref, str) else None
+
+
+def prepare_cluster_agent_archive(
+    dest: Path,
+    inputs: Path,
+    *,
+    present: Iterable[str] = (),
+    python: Path = DEBIAN_PYTHON,
+    builder_python: str = sys.executable,
+    sampan_root: Path | None = None,
+) -> tuple[str, bool]:
+    """Find what goes into the image and its content tag; write the archive to ``dest``
+    (named by the version tag and the content tag) unless that content tag is among
+    ``present`` (the runtime already has it). Records the inputs' signatures in ``inputs``
+    (for ``recorded_content_ref``). Returns (content ref, whether the archive was written).
+    Blocking."""
+    plan = _plan(python, builder_python, sampan_root)
+    content_ref = cluster_agent_content_ref(content_digest(plan))
+    built = content_ref not in set(present)
+    if built:
+        _write(plan, dest, [cluster_agent_image_ref(), content_ref])
+    record = {"version": __version__, "ref": content_ref, "files": _signatures(plan)}
+    inputs.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(inputs, json.dumps(record).encode(), mode=0o600)
+    return content_ref, built
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m sampan.kubelet.runtime.agent_image DEST [--inputs FILE [--present REF]...]``:
+    build the archive at DEST; with ``--inputs``, only when no ``--present`` ref is its content
+    tag (see ``prepare_cluster_agent_archive``), printing ``built REF`` or ``present REF``."""
+    parser = argparse.ArgumentParser(prog="python -m sampan.kubelet.runtime.agent_image")
+    parser.add_argument("dest", type=Path)
+    parser.add_argument("--inputs", type=Path)
+    parser.add_argument("--present", action="append", default=[])
+    args = parser.parse_args(argv)
+    try:
+        if args.inputs is None:
+            build_cluster_agent_archive(args.dest)
+            return 0
+        ref, built = prepare_cluster_agent_archive(args.dest, args.inputs, present=args.present)
     except (ImageImportError, OSError) as exc:
         print(exc, file=sys.stderr)
         return 1
+    print(f"{'built' if built else 'present'} {ref}")
     return 0
 
 

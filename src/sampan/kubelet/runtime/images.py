@@ -171,6 +171,7 @@ def build_oci_archive(
     dest: Path,
     *,
     ref: str,
+    extra_refs: Sequence[str] = (),
     files: Mapping[str, bytes | Path],
     symlinks: Mapping[str, str] | None = None,
     dirs: Mapping[str, int] | None = None,
@@ -180,8 +181,9 @@ def build_oci_archive(
     working_dir: str = "/",
     labels: Mapping[str, str] | None = None,
 ) -> str:
-    """Write a single-layer OCI image archive (OCI layout in a tar) tagged ``ref`` to
-    ``dest``; returns the manifest digest. ``files`` maps image paths to bytes (mode 0644)
+    """Write a single-layer OCI image archive (OCI layout in a tar) tagged ``ref`` (and each
+    of ``extra_refs``: one index entry per name, all for the same manifest) to ``dest``;
+    returns the manifest digest. ``files`` maps image paths to bytes (mode 0644)
     or to host files (copied with their mode). Blocking: run it in a thread."""
     layer = _layer_tar(files, symlinks or {}, dirs or {})
     layer_digest, layer_desc = _blob(layer)
@@ -209,7 +211,6 @@ def build_oci_archive(
     }
     manifest_bytes = _json_bytes(manifest)
     manifest_digest, manifest_desc = _blob(manifest_bytes)
-    tag = ref.rsplit(":", 1)[1] if ":" in ref.rsplit("/", 1)[-1] else "latest"
     index = {
         "schemaVersion": 2,
         "mediaType": _MEDIA_INDEX,
@@ -219,10 +220,13 @@ def build_oci_archive(
                 **manifest_desc,
                 "platform": {"architecture": oci_architecture(), "os": "linux"},
                 "annotations": {
-                    "io.containerd.image.name": ref,
-                    "org.opencontainers.image.ref.name": tag,
+                    "io.containerd.image.name": name,
+                    "org.opencontainers.image.ref.name": (
+                        name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else "latest"
+                    ),
                 },
             }
+            for name in (ref, *extra_refs)
         ],
     }
     members = [
@@ -389,13 +393,15 @@ class ImageImporter:
                 return False
         return True
 
-    async def import_archive(self, path: Path) -> ImportResult:
-        """Import one archive unless the index says it was, and its images are still there."""
+    async def import_archive(self, path: Path, *, force: bool = False) -> ImportResult:
+        """Import one archive unless the index says it was, and its images are still there
+        (``force``: import anyway, e.g. when one of its names was since moved to another
+        image)."""
         async with self._lock:
             sha256 = await asyncio.to_thread(_file_sha256, path)
             index = await asyncio.to_thread(_read_index, self.index_path)
             known = index.get(sha256)
-            if known and await self._all_present(known):
+            if known and not force and await self._all_present(known):
                 log.debug("image archive %s already imported: %s", path, ", ".join(known))
                 return ImportResult(path, sha256, tuple(known), skipped=True)
             refs = await self._ctr_import(path)

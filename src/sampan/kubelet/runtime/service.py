@@ -4,7 +4,11 @@
 image is imported and visible to CRI, and the archives already in ``<data-dir>/agent/images/``
 are imported. A named background task then imports archives that appear later, and another
 builds and imports the manager's cluster agent image (``agent_image``; a few seconds of work,
-so not on the start path; skipped with a warning when Debian's ``python3`` is missing).
+so not on the start path; skipped with a warning when Debian's ``python3`` is missing) when
+the runtime lacks its content tag: unchanged inputs (by the sizes and modification times
+recorded at the last build) and the tag present mean no build and no child process at all;
+changed inputs mean a child that hashes them and builds only if the new content tag is
+missing.
 
 Invariants:
 
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sampan.kubelet.runtime import cri
+from sampan.kubelet.runtime.agent_image import cluster_agent_image_ref, recorded_content_ref
 from sampan.kubelet.runtime.containerd import Containerd, ContainerdConfig, ContainerdError
 from sampan.kubelet.runtime.images import (
     IMAGE_DIR_POLL_INTERVAL_S,
@@ -43,6 +48,7 @@ EXTERNAL_READY_TIMEOUT_S = 30.0
 _POLL_INTERVAL_S = 0.05
 PAUSE_ARCHIVE_NAME = "sampan-pause.tar"
 CLUSTER_AGENT_ARCHIVE_NAME = "sampan-cluster-agent.tar"
+CLUSTER_AGENT_INPUTS_NAME = "sampan-cluster-agent.inputs.json"
 IMPORT_INDEX_NAME = "sampan-imported-images.json"
 
 
@@ -139,7 +145,7 @@ class ContainerRuntime:
         self._watcher.add_done_callback(_log_task_failure)
         if self.cluster_agent_image:
             self._agent_image = asyncio.create_task(
-                self._import_cluster_agent(), name="cluster-agent-image"
+                self.ensure_cluster_agent_image(), name="cluster-agent-image"
             )
             self._agent_image.add_done_callback(_log_task_failure)
 
@@ -168,23 +174,43 @@ class ContainerRuntime:
                 f"not {self.cfg.sandbox_image}"
             )
 
-    async def _import_cluster_agent(self) -> None:
-        """Build the cluster agent image and import it (skipped when unchanged); a failure
-        is one warning: only clusters imported into a Sampan manager need the image."""
+    async def _agent_content_refs(self, version_ref: str) -> list[str]:
+        """The content tags the runtime holds for the image ``version_ref`` names (those
+        imported with it and still naming the same image)."""
+        assert self.importer is not None
+        image = await self.importer.images.image_status(version_ref)
+        if image is None:
+            return []
+        return [tag for tag in image.repo_tags if tag.startswith(version_ref + "-")]
+
+    async def ensure_cluster_agent_image(self) -> None:
+        """Build the cluster agent image and import it, only when it is missing or stale
+        (``agent_image``'s content tag); a failure is one warning: only clusters imported
+        into a Sampan manager need the image."""
         assert self.importer is not None
         archive = self.cfg.root_dir / CLUSTER_AGENT_ARCHIVE_NAME
+        inputs = self.cfg.root_dir / CLUSTER_AGENT_INPUTS_NAME
         try:
+            present = await self._agent_content_refs(cluster_agent_image_ref())
+            recorded = await asyncio.to_thread(recorded_content_ref, inputs)
+            if recorded is not None and recorded in present:
+                log.info("cluster agent image %s is up to date (no build)", recorded)
+                return
             # In a child process: the build's memory never lands in the server's RSS.
+            present_args = [arg for ref in present for arg in ("--present", ref)]
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "sampan.kubelet.runtime.agent_image",
                 str(archive),
-                stdout=asyncio.subprocess.DEVNULL,
+                "--inputs",
+                str(inputs),
+                *present_args,
+                stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
             try:
-                _, err = await proc.communicate()
+                out, err = await proc.communicate()
             except asyncio.CancelledError:
                 proc.kill()  # stopping: the archive is rebuilt at the next start
                 await proc.wait()
@@ -192,7 +218,13 @@ class ContainerRuntime:
             if proc.returncode != 0:
                 detail = err.decode(errors="replace").strip().splitlines()
                 raise ImageImportError(detail[-1] if detail else f"exit {proc.returncode}")
-            await self.importer.import_archive(archive)
+            outcome, _, ref = out.decode(errors="replace").strip().partition(" ")
+            if outcome != "built":
+                log.info("cluster agent image %s is up to date (inputs checked)", ref)
+                return
+            # Forced: the same archive may have been imported before and its version tag
+            # moved since to another build (a development tree edited, then reverted).
+            await self.importer.import_archive(archive, force=True)
         except (ImageImportError, cri.CRIError, OSError) as exc:
             log.warning("no cluster agent image (the manager's import manifest needs it): %s", exc)
 
