@@ -57,7 +57,7 @@ LOG_TAIL_LINES = 500
 MAX_YAML_BYTES = 1 << 20
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
-_SESSION = web.AppKey("session", Session)
+_SESSION = web.RequestKey("sampan_ui_session", Session)
 
 
 def _static_dir() -> Path:
