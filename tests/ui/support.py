@@ -27,23 +27,33 @@ async def dashboard_on(harness: Any) -> DashboardComponent:
 async def service_account_token(client: Client, name: str, *, admin: bool) -> str:
     ns = "kube-system"
     await client.request(
-        "POST", f"/api/v1/namespaces/{ns}/serviceaccounts",
+        "POST",
+        f"/api/v1/namespaces/{ns}/serviceaccounts",
         body={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
     )
     if admin:
         await client.request(
-            "POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            "POST",
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
             body={
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
                 "metadata": {"name": f"{name}-admin"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                            "name": "cluster-admin"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "cluster-admin",
+                },
                 "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
             },
         )
     answer = await client.request(
-        "POST", f"/api/v1/namespaces/{ns}/serviceaccounts/{name}/token",
-        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-              "spec": {"expirationSeconds": 3600}},
+        "POST",
+        f"/api/v1/namespaces/{ns}/serviceaccounts/{name}/token",
+        body={
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600},
+        },
     )
     return str(answer["status"]["token"])

@@ -17,8 +17,11 @@ from tests.ui.support import service_account_token
 POD = {
     "apiVersion": "v1",
     "kind": "Pod",
-    "metadata": {"name": "web-1", "labels": {"app": "web"},
-                 "annotations": {"note": "<script>alert(1)</script>"}},
+    "metadata": {
+        "name": "web-1",
+        "labels": {"app": "web"},
+        "annotations": {"note": "<script>alert(1)</script>"},
+    },
     "spec": {"containers": [{"name": "c", "image": "busybox"}]},
 }
 
@@ -62,7 +65,7 @@ async def test_a_wrong_token_is_refused_with_the_api_servers_reason(browser: Bro
 
 
 async def test_login_needs_the_login_forms_token(browser: Browser, admin_token: str) -> None:
-    status, html, _ = await browser.post(
+    status, _, _ = await browser.post(
         "/dashboard/login", data={"csrf_token": "forged", "secret": admin_token}
     )
     assert status == 403
@@ -121,16 +124,20 @@ async def test_logout_ends_the_session(browser: Browser, admin_token: str) -> No
     assert (await browser.get("/dashboard/c/local/k/pods"))[0] == 302
 
 
-async def test_html_in_objects_is_escaped(
-    browser: Browser, admin_token: str, client: Any
-) -> None:
+async def test_html_in_objects_is_escaped(browser: Browser, admin_token: str, client: Any) -> None:
     await _pod(client)
     await client.request(
-        "POST", "/api/v1/namespaces/default/events",
-        body={"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1"},
-              "involvedObject": {"kind": "Pod", "name": "web-1", "namespace": "default"},
-              "reason": "Test", "type": "Warning",
-              "message": "<img src=x onerror=alert(1)>"},
+        "POST",
+        "/api/v1/namespaces/default/events",
+        body={
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": "e1"},
+            "involvedObject": {"kind": "Pod", "name": "web-1", "namespace": "default"},
+            "reason": "Test",
+            "type": "Warning",
+            "message": "<img src=x onerror=alert(1)>",
+        },
     )
     await browser.login(admin_token)
     _, html, _ = await browser.get("/dashboard/c/local/k/pods/default/web-1")
@@ -146,9 +153,14 @@ async def test_apply_reports_malformed_yaml_with_its_line(
     browser: Browser, admin_token: str, client: Any
 ) -> None:
     await client.request(
-        "POST", "/api/v1/namespaces/default/configmaps",
-        body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
-              "data": {"a": "1"}},
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        body={
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "cfg"},
+            "data": {"a": "1"},
+        },
     )
     await browser.login(admin_token)
     _, html, _ = await browser.get("/dashboard/c/local/k/configmaps/default/cfg")
@@ -158,8 +170,10 @@ async def test_apply_reports_malformed_yaml_with_its_line(
     status, text, _ = await browser.post(path, data={"yaml": bad}, headers=headers)
     assert status == 422
     assert "Malformed YAML: line 6" in text
-    good = ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: default\n"
-            "data:\n  a: '2'\n")
+    good = (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: default\n"
+        "data:\n  a: '2'\n"
+    )
     status, text, _ = await browser.post(path, data={"yaml": good}, headers=headers)
     assert status == 200, text
     cm = await client.request("GET", "/api/v1/namespaces/default/configmaps/cfg")
@@ -172,20 +186,21 @@ async def test_apply_shows_the_servers_error_inline(
     await _pod(client)
     await browser.login(admin_token)
     _, html, _ = await browser.get("/dashboard/c/local/k/pods/default/web-1")
-    doc = ("apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-1\n  namespace: default\n"
-           "spec:\n  containers:\n  - name: c\n    image: busybox\n    ports:\n"
-           "    - containerPort: 99999\n")
+    doc = (
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-1\n  namespace: default\n"
+        "spec:\n  containers:\n  - name: c\n    image: busybox\n    ports:\n"
+        "    - containerPort: 99999\n"
+    )
     status, text, _ = await browser.post(
-        "/dashboard/c/local/k/pods/default/web-1/apply", data={"yaml": doc},
+        "/dashboard/c/local/k/pods/default/web-1/apply",
+        data={"yaml": doc},
         headers={"X-CSRF-Token": _csrf_header(html)},
     )
     assert status == 422
     assert "containerPort" in text and 'class="error"' in text
 
 
-async def test_rbac_denials_show_the_servers_message(
-    browser: Browser, client: Any
-) -> None:
+async def test_rbac_denials_show_the_servers_message(browser: Browser, client: Any) -> None:
     token = await service_account_token(client, "nobody", admin=False)
     await browser.login(token)
     status, html, _ = await browser.get("/dashboard/c/local/k/pods")
@@ -200,9 +215,14 @@ async def test_secret_values_are_hidden_until_asked(
     browser: Browser, admin_token: str, client: Any
 ) -> None:
     await client.request(
-        "POST", "/api/v1/namespaces/default/secrets",
-        body={"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
-              "stringData": {"password": "hunter2"}},
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+        body={
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "s"},
+            "stringData": {"password": "hunter2"},
+        },
     )
     await browser.login(admin_token)
     _, html, _ = await browser.get("/dashboard/c/local/k/secrets/default/s")
@@ -236,9 +256,15 @@ async def test_scale_and_lists_update_live_from_a_watch(
     assert "&lt;script&gt;" not in event["html"]  # annotations are not columns
 
 
-@pytest.mark.parametrize("path", ["/dashboard/c/local/k/nodes", "/dashboard/c/local/k/events",
-                                  "/dashboard/c/local/k/deployments",
-                                  "/dashboard/c/local/k/customresourcedefinitions"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/dashboard/c/local/k/nodes",
+        "/dashboard/c/local/k/events",
+        "/dashboard/c/local/k/deployments",
+        "/dashboard/c/local/k/customresourcedefinitions",
+    ],
+)
 async def test_every_list_page_renders(browser: Browser, admin_token: str, path: str) -> None:
     await browser.login(admin_token)
     status, html, _ = await browser.get(path)

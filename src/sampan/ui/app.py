@@ -229,8 +229,12 @@ class UIApp:
     def _error_page(self, request: web.Request, exc: KubeError, **context: Any) -> web.Response:
         log.info("ui: %s %s: %s %s", request.method, request.path, exc.status, exc.reason)
         return self._page(
-            request, "error.html", status=exc.status if exc.status >= 400 else 502,
-            error=exc, cluster=request.match_info.get("cluster", ""), **context,
+            request,
+            "error.html",
+            status=exc.status if exc.status >= 400 else 502,
+            error=exc,
+            cluster=request.match_info.get("cluster", ""),
+            **context,
         )
 
     async def _kind(self, request: web.Request) -> kinds.Kind:
@@ -258,8 +262,13 @@ class UIApp:
             multi_cluster=self.provider.multi_cluster,
         )
         response.set_cookie(
-            PRE_COOKIE, token, path=PREFIX + "/login", secure=True, httponly=True,
-            samesite="Strict", max_age=3600,
+            PRE_COOKIE,
+            token,
+            path=PREFIX + "/login",
+            secure=True,
+            httponly=True,
+            samesite="Strict",
+            max_age=3600,
         )
         return response
 
@@ -322,16 +331,22 @@ class UIApp:
             return
         used_cpu = sum(_cpu(m.get("usage", {}).get("cpu")) for m in metrics.get("items") or [])
         used_mem = sum(_mem(m.get("usage", {}).get("memory")) for m in metrics.get("items") or [])
-        cap_cpu = sum(_cpu((n.get("status") or {}).get("allocatable", {}).get("cpu"))
-                      for n in nodes.get("items") or [])
-        cap_mem = sum(_mem((n.get("status") or {}).get("allocatable", {}).get("memory"))
-                      for n in nodes.get("items") or [])
+        cap_cpu = sum(
+            _cpu((n.get("status") or {}).get("allocatable", {}).get("cpu"))
+            for n in nodes.get("items") or []
+        )
+        cap_mem = sum(
+            _mem((n.get("status") or {}).get("allocatable", {}).get("memory"))
+            for n in nodes.get("items") or []
+        )
         row.nodes = row.nodes or len(nodes.get("items") or [])
         if cap_cpu:
             row.cpu = f"{used_cpu:.2f} / {cap_cpu:g} cores ({100 * used_cpu / cap_cpu:.0f}%)"
         if cap_mem:
-            row.memory = (f"{used_mem / 2**30:.1f} / {cap_mem / 2**30:.1f} GiB "
-                          f"({100 * used_mem / cap_mem:.0f}%)")
+            row.memory = (
+                f"{used_mem / 2**30:.1f} / {cap_mem / 2**30:.1f} GiB "
+                f"({100 * used_mem / cap_mem:.0f}%)"
+            )
 
     async def _cluster_home(self, request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound(f"{PREFIX}/c/{quote(request.match_info['cluster'])}/k/pods")
@@ -357,8 +372,13 @@ class UIApp:
         rv = (answer.get("metadata") or {}).get("resourceVersion", "")
         query = {"rv": rv, **({"ns": ns} if ns else {})}
         return self._page(
-            request, "list.html", cluster=request.match_info["cluster"], kind=kind,
-            items=items, ns=ns or "", namespaces=namespaces,
+            request,
+            "list.html",
+            cluster=request.match_info["cluster"],
+            kind=kind,
+            items=items,
+            ns=ns or "",
+            namespaces=namespaces,
             watch_url=self._watch_url(request.match_info["cluster"], kind, query),
         )
 
@@ -390,7 +410,8 @@ class UIApp:
             events: list[dict[str, Any]] = []
             with contextlib.suppress(KubeError):
                 answer = await self.kube.get(
-                    target, kinds.BUILTIN["events"].collection_path(ns or "default"),
+                    target,
+                    kinds.BUILTIN["events"].collection_path(ns or "default"),
                     fieldSelector=f"involvedObject.name={name}",
                 )
                 events = kinds.sort_events(answer.get("items") or [])
@@ -400,9 +421,19 @@ class UIApp:
         if kind.key == "secrets":
             shown = _mask_secret(shown)
         return self._page(
-            request, "object.html", cluster=cluster, kind=kind, obj=obj, ns=ns or "-",
-            name=name, yaml_text=_yaml_dump(shown), pods=pods, pod_kind=kinds.BUILTIN["pods"],
-            watch_url=watch_url, events=events, editable=kind.key != "secrets",
+            request,
+            "object.html",
+            cluster=cluster,
+            kind=kind,
+            obj=obj,
+            ns=ns or "-",
+            name=name,
+            yaml_text=_yaml_dump(shown),
+            pods=pods,
+            pod_kind=kinds.BUILTIN["pods"],
+            watch_url=watch_url,
+            events=events,
+            editable=kind.key != "secrets",
             containers=[c.get("name") for c in (obj.get("spec") or {}).get("containers") or []],
         )
 
@@ -436,9 +467,12 @@ class UIApp:
         try:
             kind = await self._kind(request)
             await self.kube.request(
-                self._target(request), "PATCH", kind.object_path(ns, name),
+                self._target(request),
+                "PATCH",
+                kind.object_path(ns, name),
                 query={"fieldManager": FIELD_MANAGER, "force": "true"},
-                body=json.dumps(doc).encode(), content_type="application/apply-patch+yaml",
+                body=json.dumps(doc).encode(),
+                content_type="application/apply-patch+yaml",
             )
         except KubeError as exc:
             return self._result(False, exc.message, exc.status)
@@ -456,7 +490,9 @@ class UIApp:
         try:
             kind = await self._kind(request)
             await self.kube.request(
-                self._target(request), "PATCH", kind.object_path(ns, name) + "/scale",
+                self._target(request),
+                "PATCH",
+                kind.object_path(ns, name) + "/scale",
                 body=json.dumps({"spec": {"replicas": replicas}}).encode(),
                 content_type="application/merge-patch+json",
             )
@@ -469,13 +505,21 @@ class UIApp:
 
         ns, name = self._ns(request), request.match_info["name"]
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        patch = {"spec": {"template": {"metadata": {"annotations": {
-            "kubectl.kubernetes.io/restartedAt": now}}}}}
+        patch = {
+            "spec": {
+                "template": {
+                    "metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": now}}
+                }
+            }
+        }
         try:
             kind = await self._kind(request)
             await self.kube.request(
-                self._target(request), "PATCH", kind.object_path(ns, name),
-                body=json.dumps(patch).encode(), content_type="application/merge-patch+json",
+                self._target(request),
+                "PATCH",
+                kind.object_path(ns, name),
+                body=json.dumps(patch).encode(),
+                content_type="application/merge-patch+json",
             )
         except KubeError as exc:
             return self._result(False, exc.message, exc.status)
@@ -511,8 +555,11 @@ class UIApp:
 
     async def _sse(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
-                     "X-Accel-Buffering": "no"}
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
         )
         await response.prepare(request)
         return response
@@ -584,8 +631,9 @@ class UIApp:
                             await self._send(response, "row", {"op": "delete", "id": uid})
                         else:
                             html = str(rows.row(cluster, kind, obj))  # type: ignore[attr-defined]
-                            await self._send(response, "row", {"op": "upsert", "id": uid,
-                                                               "html": html})
+                            await self._send(
+                                response, "row", {"op": "upsert", "id": uid, "html": html}
+                            )
                     if self.sessions.peek(session.id) is None:
                         await self._send(response, "expired", {"to": PREFIX + "/login"})
                         return response
@@ -595,12 +643,12 @@ class UIApp:
                         await asyncio.sleep(5)
                         continue
                     # Expired version: list again and send the whole table.
-                    answer = await self.kube.get(
-                        target, kind.collection_path(ns), **query
-                    )
+                    answer = await self.kube.get(target, kind.collection_path(ns), **query)
                     rv = (answer.get("metadata") or {}).get("resourceVersion", "")
-                    html = "".join(str(rows.row(cluster, kind, o))  # type: ignore[attr-defined]
-                                   for o in answer.get("items") or [])
+                    html = "".join(
+                        str(rows.row(cluster, kind, o))  # type: ignore[attr-defined]
+                        for o in answer.get("items") or []
+                    )
                     await self._send(response, "reset", {"html": html})
         except (ConnectionResetError, asyncio.CancelledError, KubeError):
             pass
@@ -617,26 +665,38 @@ class UIApp:
         except KubeError as exc:
             return self._error_page(request, exc)
         spec = pod.get("spec") or {}
-        containers = [c["name"] for c in (spec.get("initContainers") or []) +
-                      (spec.get("containers") or [])]
+        containers = [
+            c["name"] for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])
+        ]
         container = request.query.get("container") or (containers[-1] if containers else "")
         if spec.get("containers"):
             container = request.query.get("container") or spec["containers"][0]["name"]
         from urllib.parse import urlencode
 
-        stream = (f"{PREFIX}/c/{quote(request.match_info['cluster'])}/logs/{quote(ns)}/"
-                  f"{quote(name)}/stream?" + urlencode({"container": container}))
+        stream = (
+            f"{PREFIX}/c/{quote(request.match_info['cluster'])}/logs/{quote(ns)}/"
+            f"{quote(name)}/stream?" + urlencode({"container": container})
+        )
         return self._page(
-            request, "logs.html", cluster=request.match_info["cluster"], ns=ns, name=name,
-            containers=containers, container=container, stream_url=stream,
+            request,
+            "logs.html",
+            cluster=request.match_info["cluster"],
+            ns=ns,
+            name=name,
+            containers=containers,
+            container=container,
+            stream_url=stream,
             pod_kind=kinds.BUILTIN["pods"],
         )
 
     async def _logs_stream(self, request: web.Request) -> web.StreamResponse:
         session: Session = request[_SESSION]
         ns, name = request.match_info["ns"], request.match_info["name"]
-        query = {"container": request.query.get("container") or None, "follow": "true",
-                 "tailLines": str(LOG_TAIL_LINES)}
+        query = {
+            "container": request.query.get("container") or None,
+            "follow": "true",
+            "tailLines": str(LOG_TAIL_LINES),
+        }
         response = await self._sse(request)
         path = kinds.BUILTIN["pods"].object_path(ns, name) + "/log"
         try:
@@ -668,11 +728,19 @@ class UIApp:
         container = request.query.get("container") or (containers[0] if containers else "")
         from urllib.parse import urlencode
 
-        ws = (f"{PREFIX}/c/{quote(request.match_info['cluster'])}/shell/{quote(ns)}/"
-              f"{quote(name)}/ws?" + urlencode({"container": container}))
+        ws = (
+            f"{PREFIX}/c/{quote(request.match_info['cluster'])}/shell/{quote(ns)}/"
+            f"{quote(name)}/ws?" + urlencode({"container": container})
+        )
         return self._page(
-            request, "shell.html", cluster=request.match_info["cluster"], ns=ns, name=name,
-            containers=containers, container=container, ws_url=ws,
+            request,
+            "shell.html",
+            cluster=request.match_info["cluster"],
+            ns=ns,
+            name=name,
+            containers=containers,
+            container=container,
+            ws_url=ws,
             pod_kind=kinds.BUILTIN["pods"],
         )
 
@@ -692,25 +760,30 @@ class UIApp:
             await browser.close(code=4403, message=b"missing or wrong CSRF token")
             return browser
         ns, name = request.match_info["ns"], request.match_info["name"]
-        query = [("container", request.query.get("container", ""))] if request.query.get(
-            "container") else []
+        query = (
+            [("container", request.query.get("container", ""))]
+            if request.query.get("container")
+            else []
+        )
         query += [("stdin", "true"), ("stdout", "true"), ("tty", "true")]
-        command = ["/bin/sh", "-c",
-                   "command -v bash >/dev/null && exec bash || exec sh"]
+        command = ["/bin/sh", "-c", "command -v bash >/dev/null && exec bash || exec sh"]
         query += [("command", c) for c in command]
         cols, rows = int(hello.get("cols") or 80), int(hello.get("rows") or 24)
         try:
             upstream = await self.kube.websocket(
-                self._target(request), kinds.BUILTIN["pods"].object_path(ns, name) + "/exec",
-                query, EXEC_PROTOCOLS,
+                self._target(request),
+                kinds.BUILTIN["pods"].object_path(ns, name) + "/exec",
+                query,
+                EXEC_PROTOCOLS,
             )
         except KubeError as exc:
             await browser.send_json({"error": exc.message})
             await browser.close()
             return browser
         try:
-            await upstream.send_bytes(b"\x04" + json.dumps(
-                {"Width": cols, "Height": rows}).encode())
+            await upstream.send_bytes(
+                b"\x04" + json.dumps({"Width": cols, "Height": rows}).encode()
+            )
             await _splice(browser, upstream)
         finally:
             await upstream.close()

@@ -84,16 +84,18 @@ class DashboardComponent:
         context: ssl.SSLContext = await asyncio.to_thread(server_ssl_context, cert, key)
         runner = web.AppRunner(self.ui.root_app(), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self._options.bind_address, self._options.port,
-                           ssl_context=context)
+        site = web.TCPSite(
+            runner, self._options.bind_address, self._options.port, ssl_context=context
+        )
         await site.start()
         self._runner = runner
         self.port = next(
             (int(a[1]) for a in runner.addresses if isinstance(a, tuple) and len(a) >= 2),
             self._options.port,
         )
-        log.info("dashboard: serving https on %s:%s%s/", self._options.bind_address,
-                 self.port, PREFIX)
+        log.info(
+            "dashboard: serving https on %s:%s%s/", self._options.bind_address, self.port, PREFIX
+        )
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None

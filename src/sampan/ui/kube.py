@@ -151,9 +151,7 @@ class Kube:
         except (aiohttp.ClientError, OSError) as exc:
             raise KubeError(503, f"cannot reach the cluster: {exc}") from None
 
-    async def stream_lines(
-        self, target: Target, path: str, **query: Any
-    ) -> AsyncIterator[str]:
+    async def stream_lines(self, target: Target, path: str, **query: Any) -> AsyncIterator[str]:
         """The lines of a streamed answer (``pods/<name>/log?follow=true``)."""
         try:
             async with self.session.get(

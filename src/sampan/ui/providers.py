@@ -92,8 +92,12 @@ class ManagerProvider:
 
     async def login(self, kube: Kube, username: str, secret: str) -> LoginResult:
         body = json.dumps(
-            {"username": username, "password": secret, "ttl": LOGIN_TTL_MS,
-             "description": "sampan web UI"}
+            {
+                "username": username,
+                "password": secret,
+                "ttl": LOGIN_TTL_MS,
+                "description": "sampan web UI",
+            }
         ).encode()
         try:
             answer = await kube.request(
@@ -132,7 +136,8 @@ class ManagerProvider:
                     version=str(view.get("version") or ""),
                     nodes=int(view.get("nodeCount") or 0),
                     registration={
-                        k: str(v) for k, v in registration.items()
+                        k: str(v)
+                        for k, v in registration.items()
                         if k.lower().endswith("command") and isinstance(v, str)
                     },
                 )

@@ -131,8 +131,15 @@ NAMESPACE = Column("Namespace", lambda o: str(_meta(o).get("namespace", "")))
 AGE = Column("Age", age)
 
 
-def _k(key: str, title: str, group: str, version: str, namespaced: bool,
-       *columns: Column, **flags: bool) -> Kind:
+def _k(
+    key: str,
+    title: str,
+    group: str,
+    version: str,
+    namespaced: bool,
+    *columns: Column,
+    **flags: bool,
+) -> Kind:
     base = (NAME, NAMESPACE) if namespaced else (NAME,)
     return Kind(key, title, group, version, key, namespaced, (*base, *columns, AGE), **flags)
 
@@ -140,68 +147,175 @@ def _k(key: str, title: str, group: str, version: str, namespaced: bool,
 BUILTIN: dict[str, Kind] = {
     k.key: k
     for k in (
-        _k("nodes", "Nodes", "", "v1", False,
-           Column("Status", _node_ready),
-           Column("Version", lambda o: str((_status(o).get("nodeInfo") or {})
-                                           .get("kubeletVersion", ""))),
-           Column("CPU", lambda o: str((_status(o).get("capacity") or {}).get("cpu", ""))),
-           Column("Memory", lambda o: str((_status(o).get("capacity") or {})
-                                          .get("memory", ""))),
-           Column("Pods", lambda o: str((_status(o).get("capacity") or {}).get("pods", "")))),
-        _k("namespaces", "Namespaces", "", "v1", False,
-           Column("Status", lambda o: str(_status(o).get("phase", "")))),
-        _k("pods", "Pods", "", "v1", True,
-           Column("Ready", _ready_containers),
-           Column("Status", pod_phase),
-           Column("Restarts", lambda o: str(pod_restarts(o))),
-           Column("Node", lambda o: str(_spec(o).get("nodeName", "")))),
-        _k("deployments", "Deployments", "apps", "v1", True,
-           Column("Ready", _ready_of),
-           Column("Up-to-date", lambda o: str(_status(o).get("updatedReplicas") or 0)),
-           Column("Available", lambda o: str(_status(o).get("availableReplicas") or 0)),
-           scalable=True, restartable=True, has_pods=True),
-        _k("statefulsets", "StatefulSets", "apps", "v1", True,
-           Column("Ready", _ready_of), scalable=True, restartable=True, has_pods=True),
-        _k("daemonsets", "DaemonSets", "apps", "v1", True,
-           Column("Desired", lambda o: str(_status(o).get("desiredNumberScheduled") or 0)),
-           Column("Ready", lambda o: str(_status(o).get("numberReady") or 0)),
-           restartable=True, has_pods=True),
-        _k("jobs", "Jobs", "batch", "v1", True,
-           Column("Completions", lambda o: f"{_status(o).get('succeeded') or 0}/"
-                                           f"{_spec(o).get('completions', 1)}"),
-           Column("Active", lambda o: str(_status(o).get("active") or 0)),
-           has_pods=True),
-        _k("cronjobs", "CronJobs", "batch", "v1", True,
-           Column("Schedule", lambda o: str(_spec(o).get("schedule", ""))),
-           Column("Suspend", lambda o: str(bool(_spec(o).get("suspend")))),
-           Column("Active", lambda o: str(len(_status(o).get("active") or [])))),
-        _k("services", "Services", "", "v1", True,
-           Column("Type", lambda o: str(_spec(o).get("type", "ClusterIP"))),
-           Column("Cluster IP", lambda o: str(_spec(o).get("clusterIP", ""))),
-           Column("Ports", _ports)),
-        _k("ingresses", "Ingresses", "networking.k8s.io", "v1", True,
-           Column("Hosts", lambda o: ",".join(str(r.get("host", "*"))
-                                              for r in _spec(o).get("rules") or []))),
-        _k("configmaps", "ConfigMaps", "", "v1", True,
-           Column("Data", lambda o: str(len(o.get("data") or {})))),
-        _k("secrets", "Secrets", "", "v1", True,
-           Column("Type", lambda o: str(o.get("type", ""))),
-           Column("Data", lambda o: str(len(o.get("data") or {})))),
-        _k("persistentvolumeclaims", "PVCs", "", "v1", True,
-           Column("Status", lambda o: str(_status(o).get("phase", ""))),
-           Column("Volume", lambda o: str(_spec(o).get("volumeName", ""))),
-           Column("Capacity", lambda o: str((_status(o).get("capacity") or {})
-                                            .get("storage", "")))),
-        _k("events", "Events", "", "v1", True,
-           Column("Type", lambda o: str(o.get("type", ""))),
-           Column("Reason", lambda o: str(o.get("reason", ""))),
-           Column("Object", lambda o: f"{(o.get('involvedObject') or {}).get('kind', '')}/"
-                                      f"{(o.get('involvedObject') or {}).get('name', '')}"),
-           Column("Message", lambda o: str(o.get("message", ""))),
-           Column("Count", lambda o: str(o.get("count") or 1))),
-        _k("customresourcedefinitions", "Custom resources", "apiextensions.k8s.io", "v1", False,
-           Column("Kind", lambda o: str((_spec(o).get("names") or {}).get("kind", ""))),
-           Column("Scope", lambda o: str(_spec(o).get("scope", "")))),
+        _k(
+            "nodes",
+            "Nodes",
+            "",
+            "v1",
+            False,
+            Column("Status", _node_ready),
+            Column(
+                "Version",
+                lambda o: str((_status(o).get("nodeInfo") or {}).get("kubeletVersion", "")),
+            ),
+            Column("CPU", lambda o: str((_status(o).get("capacity") or {}).get("cpu", ""))),
+            Column("Memory", lambda o: str((_status(o).get("capacity") or {}).get("memory", ""))),
+            Column("Pods", lambda o: str((_status(o).get("capacity") or {}).get("pods", ""))),
+        ),
+        _k(
+            "namespaces",
+            "Namespaces",
+            "",
+            "v1",
+            False,
+            Column("Status", lambda o: str(_status(o).get("phase", ""))),
+        ),
+        _k(
+            "pods",
+            "Pods",
+            "",
+            "v1",
+            True,
+            Column("Ready", _ready_containers),
+            Column("Status", pod_phase),
+            Column("Restarts", lambda o: str(pod_restarts(o))),
+            Column("Node", lambda o: str(_spec(o).get("nodeName", ""))),
+        ),
+        _k(
+            "deployments",
+            "Deployments",
+            "apps",
+            "v1",
+            True,
+            Column("Ready", _ready_of),
+            Column("Up-to-date", lambda o: str(_status(o).get("updatedReplicas") or 0)),
+            Column("Available", lambda o: str(_status(o).get("availableReplicas") or 0)),
+            scalable=True,
+            restartable=True,
+            has_pods=True,
+        ),
+        _k(
+            "statefulsets",
+            "StatefulSets",
+            "apps",
+            "v1",
+            True,
+            Column("Ready", _ready_of),
+            scalable=True,
+            restartable=True,
+            has_pods=True,
+        ),
+        _k(
+            "daemonsets",
+            "DaemonSets",
+            "apps",
+            "v1",
+            True,
+            Column("Desired", lambda o: str(_status(o).get("desiredNumberScheduled") or 0)),
+            Column("Ready", lambda o: str(_status(o).get("numberReady") or 0)),
+            restartable=True,
+            has_pods=True,
+        ),
+        _k(
+            "jobs",
+            "Jobs",
+            "batch",
+            "v1",
+            True,
+            Column(
+                "Completions",
+                lambda o: f"{_status(o).get('succeeded') or 0}/{_spec(o).get('completions', 1)}",
+            ),
+            Column("Active", lambda o: str(_status(o).get("active") or 0)),
+            has_pods=True,
+        ),
+        _k(
+            "cronjobs",
+            "CronJobs",
+            "batch",
+            "v1",
+            True,
+            Column("Schedule", lambda o: str(_spec(o).get("schedule", ""))),
+            Column("Suspend", lambda o: str(bool(_spec(o).get("suspend")))),
+            Column("Active", lambda o: str(len(_status(o).get("active") or []))),
+        ),
+        _k(
+            "services",
+            "Services",
+            "",
+            "v1",
+            True,
+            Column("Type", lambda o: str(_spec(o).get("type", "ClusterIP"))),
+            Column("Cluster IP", lambda o: str(_spec(o).get("clusterIP", ""))),
+            Column("Ports", _ports),
+        ),
+        _k(
+            "ingresses",
+            "Ingresses",
+            "networking.k8s.io",
+            "v1",
+            True,
+            Column(
+                "Hosts",
+                lambda o: ",".join(str(r.get("host", "*")) for r in _spec(o).get("rules") or []),
+            ),
+        ),
+        _k(
+            "configmaps",
+            "ConfigMaps",
+            "",
+            "v1",
+            True,
+            Column("Data", lambda o: str(len(o.get("data") or {}))),
+        ),
+        _k(
+            "secrets",
+            "Secrets",
+            "",
+            "v1",
+            True,
+            Column("Type", lambda o: str(o.get("type", ""))),
+            Column("Data", lambda o: str(len(o.get("data") or {}))),
+        ),
+        _k(
+            "persistentvolumeclaims",
+            "PVCs",
+            "",
+            "v1",
+            True,
+            Column("Status", lambda o: str(_status(o).get("phase", ""))),
+            Column("Volume", lambda o: str(_spec(o).get("volumeName", ""))),
+            Column(
+                "Capacity", lambda o: str((_status(o).get("capacity") or {}).get("storage", ""))
+            ),
+        ),
+        _k(
+            "events",
+            "Events",
+            "",
+            "v1",
+            True,
+            Column("Type", lambda o: str(o.get("type", ""))),
+            Column("Reason", lambda o: str(o.get("reason", ""))),
+            Column(
+                "Object",
+                lambda o: (
+                    f"{(o.get('involvedObject') or {}).get('kind', '')}/"
+                    f"{(o.get('involvedObject') or {}).get('name', '')}"
+                ),
+            ),
+            Column("Message", lambda o: str(o.get("message", ""))),
+            Column("Count", lambda o: str(o.get("count") or 1)),
+        ),
+        _k(
+            "customresourcedefinitions",
+            "Custom resources",
+            "apiextensions.k8s.io",
+            "v1",
+            False,
+            Column("Kind", lambda o: str((_spec(o).get("names") or {}).get("kind", ""))),
+            Column("Scope", lambda o: str(_spec(o).get("scope", ""))),
+        ),
     )
 }
 
@@ -239,9 +353,12 @@ def kind_for(key: str) -> Kind | None:
 
 def sort_events(events: list[Obj]) -> list[Obj]:
     """Warnings first, then the most recent first."""
+
     def when(e: Obj) -> str:
-        return str(e.get("lastTimestamp") or e.get("eventTime") or
-                   _meta(e).get("creationTimestamp") or "")
+        return str(
+            e.get("lastTimestamp") or e.get("eventTime") or _meta(e).get("creationTimestamp") or ""
+        )
+
     by_time = sorted(events, key=when, reverse=True)
     return sorted(by_time, key=lambda e: e.get("type") != "Warning")
 

@@ -51,9 +51,7 @@ class Sessions:
         self.idle_ttl_s = idle_ttl_s
         self._clock = clock
 
-    def create(
-        self, user: str, token: str, *, ttl_s: float | None = None, **extra: Any
-    ) -> Session:
+    def create(self, user: str, token: str, *, ttl_s: float | None = None, **extra: Any) -> Session:
         now = self._clock()
         self._expire(now)
         if len(self._sessions) >= MAX_SESSIONS:
