@@ -96,7 +96,7 @@ class UIApp:
         self.env = jinja2.Environment(
             loader=jinja2.PackageLoader("sampan.ui", "templates"),
             autoescape=True,
-            undefined=jinja2.StrictUndefined,
+            undefined=jinja2.ChainableUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
         )
@@ -113,6 +113,8 @@ class UIApp:
         r.add_get("/login", self._login_page)
         r.add_post("/login", self._login)
         r.add_post("/logout", self._logout)
+        r.add_get("/password", self._password_page)
+        r.add_post("/password", self._password)
         r.add_static("/static", _static_dir(), append_version=False)
         c = "/c/{cluster}"
         r.add_get(c + "/", self._cluster_home)
@@ -172,6 +174,13 @@ class UIApp:
                 if not session.csrf_ok(presented):
                     return self._text(403, "missing or wrong CSRF token: reload the page")
             request[_SESSION] = session
+            if session.extra.get("must_change") and request.path not in (
+                PREFIX + "/password",
+                PREFIX + "/logout",
+            ):
+                if request.headers.get("HX-Request"):
+                    return web.Response(headers={"HX-Redirect": PREFIX + "/password"})
+                raise web.HTTPFound(PREFIX + "/password")
             response = await handler(request)
         if not response.prepared:
             response.headers.setdefault("Cache-Control", "no-store")
@@ -286,9 +295,15 @@ class UIApp:
             return await self._login_page(request, str(exc), 401)
         except KubeError as exc:
             return await self._login_page(request, f"Login is unavailable: {exc.message}", 503)
-        session = self.sessions.create(result.user, result.token, ttl_s=result.ttl_s)
+        try:
+            must_change = await self.provider.must_change_password(self.kube, result.token)
+        except KubeError as exc:
+            return await self._login_page(request, f"Login is unavailable: {exc.message}", 503)
+        session = self.sessions.create(
+            result.user, result.token, ttl_s=result.ttl_s, must_change=must_change
+        )
         log.info("ui: %s logged in", result.user)
-        response = web.HTTPFound(PREFIX + "/")
+        response = web.HTTPFound(PREFIX + ("/password" if must_change else "/"))
         response.set_cookie(
             COOKIE, session.id, path=PREFIX, secure=True, httponly=True, samesite="Strict"
         )
@@ -306,6 +321,34 @@ class UIApp:
             response = web.HTTPOk(headers={"HX-Redirect": PREFIX + "/login"})
             response.del_cookie(COOKIE, path=PREFIX)
         raise response
+
+    async def _password_page(
+        self, request: web.Request, error: str = "", status: int = 200
+    ) -> web.Response:
+        session: Session = request[_SESSION]
+        return self._page(
+            request,
+            "password.html",
+            status,
+            error=error,
+            must_change=bool(session.extra.get("must_change")),
+        )
+
+    async def _password(self, request: web.Request) -> web.StreamResponse:
+        session: Session = request[_SESSION]
+        form = await request.post()
+        current, new = str(form.get("current") or ""), str(form.get("new") or "")
+        if new != str(form.get("confirm") or ""):
+            return await self._password_page(request, "The new passwords differ.", 422)
+        try:
+            await self.provider.change_password(self.kube, session.token, current, new)
+        except LoginFailed as exc:
+            return await self._password_page(request, str(exc), 422)
+        except KubeError as exc:
+            return await self._password_page(request, exc.message, 503)
+        session.extra["must_change"] = False
+        log.info("ui: %s changed their password", session.user)
+        raise web.HTTPFound(PREFIX + "/")
 
     # -- pages ----------------------------------------------------------------------------
 

@@ -71,6 +71,11 @@ class Provider(Protocol):
 
     async def logout(self, kube: Kube, token: str) -> None: ...
 
+    async def must_change_password(self, kube: Kube, token: str) -> bool: ...
+
+    async def change_password(self, kube: Kube, token: str, current: str, new: str) -> None:
+        """Raises ``LoginFailed`` with the backend's reason when refused."""
+
     async def clusters(self, kube: Kube, token: str) -> list[ClusterRow]: ...
 
     def target(self, cluster: str, token: str) -> Target: ...
@@ -121,6 +126,25 @@ class ManagerProvider:
         await kube.request(
             Target(self._base(), token), "POST", "/v3/tokens", query={"action": "logout"}
         )
+
+    async def must_change_password(self, kube: Kube, token: str) -> bool:
+        answer = await kube.get(Target(self._base(), token), "/v3/users", me="true")
+        return any(u.get("mustChangePassword") for u in answer.get("data") or [])
+
+    async def change_password(self, kube: Kube, token: str, current: str, new: str) -> None:
+        body = json.dumps({"currentPassword": current, "newPassword": new}).encode()
+        try:
+            await kube.request(
+                Target(self._base(), token),
+                "POST",
+                "/v3/users",
+                query={"action": "changepassword"},
+                body=body,
+            )
+        except KubeError as exc:
+            if 400 <= exc.status < 500:
+                raise LoginFailed(exc.message) from None
+            raise
 
     async def clusters(self, kube: Kube, token: str) -> list[ClusterRow]:
         answer = await kube.get(Target(self._base(), token), "/v3/clusters")
@@ -177,6 +201,14 @@ class TokenProvider:
 
     async def logout(self, kube: Kube, token: str) -> None:
         del kube, token
+
+    async def must_change_password(self, kube: Kube, token: str) -> bool:
+        del kube, token
+        return False
+
+    async def change_password(self, kube: Kube, token: str, current: str, new: str) -> None:
+        del kube, token, current, new
+        raise LoginFailed("a service account token has no password")
 
     async def clusters(self, kube: Kube, token: str) -> list[ClusterRow]:
         target = self.target(LOCAL, token)
