@@ -269,3 +269,81 @@ async def test_every_list_page_renders(browser: Browser, admin_token: str, path:
     await browser.login(admin_token)
     status, html, _ = await browser.get(path)
     assert status == 200, html[:500]
+
+
+async def test_custom_resources_are_listed_through_their_crd(
+    browser: Browser, admin_token: str, client: Any
+) -> None:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    await client.request(
+        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body=crd
+    )
+    widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}}
+    for _ in range(50):  # the CRD is served once Established
+        try:
+            await client.request(
+                "POST", "/apis/example.com/v1/namespaces/default/widgets", body=widget
+            )
+            break
+        except Exception:
+            await asyncio.sleep(0.2)
+    await browser.login(admin_token)
+    status, html, _ = await browser.get("/dashboard/c/local/k/customresourcedefinitions")
+    assert status == 200 and "widgets.example.com" in html
+    status, html, _ = await browser.get("/dashboard/c/local/k/widgets.example.com")
+    assert status == 200, html[:300]
+    assert 'href="/dashboard/c/local/k/widgets.example.com/default/w1"' in html
+    status, html, _ = await browser.get("/dashboard/c/local/k/widgets.example.com/default/w1")
+    assert status == 200 and "kind: Widget" in html
+    status, html, _ = await browser.get("/dashboard/c/local/k/nosuch.example.com")
+    assert status == 404
+
+
+async def test_a_node_shows_its_conditions_and_pods(
+    browser: Browser, admin_token: str, client: Any
+) -> None:
+    await client.request(
+        "POST",
+        "/api/v1/nodes",
+        body={
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "n1"},
+            "status": {
+                "capacity": {"cpu": "2", "pods": "110"},
+                "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ok"}
+                ],
+            },
+        },
+    )
+    body = json.loads(json.dumps(POD))
+    body["spec"]["nodeName"] = "n1"
+    await client.request("POST", "/api/v1/namespaces/default/pods", body=body)
+    await browser.login(admin_token)
+    status, html, _ = await browser.get("/dashboard/c/local/k/nodes/-/n1")
+    assert status == 200, html[:300]
+    assert "KubeletReady" in html
+    assert 'href="/dashboard/c/local/k/pods/default/web-1"' in html

@@ -53,6 +53,7 @@ PREFIX = "/dashboard"
 FIELD_MANAGER = "sampan-ui"
 PRE_COOKIE = "sampan_ui_login"
 KEEPALIVE_S = 60.0
+WATCH_RETRY_S = 5.0
 LOG_TAIL_LINES = 500
 MAX_YAML_BYTES = 1 << 20
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
@@ -65,7 +66,9 @@ def _static_dir() -> Path:
 
 
 def _yaml_dump(obj: Any) -> str:
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return yaml.safe_dump(
+        obj, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1 << 16
+    )
 
 
 def _clean(obj: dict[str, Any]) -> dict[str, Any]:
@@ -441,14 +444,24 @@ class UIApp:
             pods: list[dict[str, Any]] = []
             watch_url = ""
             selector = kinds.selector_query(obj) if kind.has_pods else None
-            if selector:
+            pod_query = {"labelSelector": selector} if selector else {}
+            if kind.key == "nodes":
+                pod_query = {"fieldSelector": f"spec.nodeName={name}"}
+            if pod_query:
                 answer = await self.kube.get(
-                    target, kinds.BUILTIN["pods"].collection_path(ns), labelSelector=selector
+                    target, kinds.BUILTIN["pods"].collection_path(ns), **pod_query
                 )
                 pods = sorted(answer.get("items") or [], key=lambda p: p["metadata"]["name"])
                 rv = (answer.get("metadata") or {}).get("resourceVersion", "")
                 watch_url = self._watch_url(
-                    cluster, kinds.BUILTIN["pods"], {"rv": rv, "ns": ns or "", "sel": selector}
+                    cluster,
+                    kinds.BUILTIN["pods"],
+                    {
+                        "rv": rv,
+                        "ns": ns or "",
+                        "sel": selector or "",
+                        "node": name if kind.key == "nodes" else "",
+                    },
                 )
             events: list[dict[str, Any]] = []
             with contextlib.suppress(KubeError):
@@ -646,6 +659,7 @@ class UIApp:
         session: Session = request[_SESSION]
         ns = request.query.get("ns") or None
         selector = request.query.get("sel") or None
+        node = request.query.get("node") or None
         rv = request.query.get("rv", "")
         try:
             kind = await self._kind(request)
@@ -656,6 +670,8 @@ class UIApp:
         response = await self._sse(request)
         rows = self.env.get_template("rows.html").module
         query = {"labelSelector": selector} if selector else {}
+        if node:
+            query["fieldSelector"] = f"spec.nodeName={node}"
         try:
             while True:
                 try:
@@ -681,9 +697,12 @@ class UIApp:
                         await self._send(response, "expired", {"to": PREFIX + "/login"})
                         return response
                 except KubeError as exc:
-                    if exc.status != 410:
+                    if exc.status in (401, 403, 404):  # refused: retrying would not help
                         await self._send(response, "failure", {"message": exc.message})
-                        await asyncio.sleep(5)
+                        return response
+                    if exc.status != 410:  # unreachable for now: try again a bit later
+                        await self._send(response, "failure", {"message": exc.message})
+                        await asyncio.sleep(WATCH_RETRY_S)
                         continue
                     # Expired version: list again and send the whole table.
                     answer = await self.kube.get(target, kind.collection_path(ns), **query)
