@@ -203,7 +203,11 @@ def test_the_ui_in_a_browser(manager_cluster: Cluster) -> None:
         # Edit a ConfigMap's YAML (server-side apply).
         driver.get(base + "/c/local/k/configmaps/default/ui-config")
         area = wait.until(ec.presence_of_element_located((By.ID, "yaml")))
-        text = area.get_attribute("value").replace("color: blue", "color: green")
+        original = area.get_attribute("value")
+        driver.execute_script("arguments[0].value = arguments[1];", area, original + "data: [\n")
+        driver.find_element(By.XPATH, "//button[contains(., 'Apply')]").click()
+        wait.until(lambda d: "Malformed YAML: line" in d.find_element(By.ID, "apply-result").text)
+        text = original.replace("color: blue", "color: green")
         driver.execute_script("arguments[0].value = arguments[1];", area, text)
         driver.find_element(By.XPATH, "//button[contains(., 'Apply')]").click()
         wait.until(lambda d: "Applied" in d.find_element(By.ID, "apply-result").text)
