@@ -66,9 +66,10 @@ def _static_dir() -> Path:
 
 
 def _yaml_dump(obj: Any) -> str:
-    return yaml.safe_dump(
+    text: str = yaml.safe_dump(
         obj, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1 << 16
     )
+    return text
 
 
 def _clean(obj: dict[str, Any]) -> dict[str, Any]:
@@ -262,7 +263,9 @@ class UIApp:
 
     # -- login ----------------------------------------------------------------------------
 
-    async def _login_page(self, request: web.Request, error: str = "", status: int = 200):
+    async def _login_page(
+        self, request: web.Request, error: str = "", status: int = 200
+    ) -> web.Response:
         token = secrets.token_urlsafe(24)
         response = self._render(
             "login.html",
@@ -318,11 +321,10 @@ class UIApp:
         self.sessions.end(session.id)
         with contextlib.suppress(KubeError):
             await self.provider.logout(self.kube, session.token)
-        response = web.HTTPFound(PREFIX + "/login")
-        response.del_cookie(COOKIE, path=PREFIX)
+        response: web.HTTPException = web.HTTPFound(PREFIX + "/login")
         if request.headers.get("HX-Request"):
             response = web.HTTPOk(headers={"HX-Redirect": PREFIX + "/login"})
-            response.del_cookie(COOKIE, path=PREFIX)
+        response.del_cookie(COOKIE, path=PREFIX)
         raise response
 
     async def _password_page(
@@ -409,7 +411,9 @@ class UIApp:
                     nss = await self.kube.get(target, "/api/v1/namespaces")
                     namespaces = [n["metadata"]["name"] for n in nss.get("items") or []]
         except KubeError as exc:
-            return self._error_page(request, exc)
+            # Allowed in some namespaces only: offer to name one.
+            ns_form = exc.status == 403 and kind_or_none(request) is not None
+            return self._error_page(request, exc, ns_form=ns_form, ns=ns or "")
         items = answer.get("items") or []
         if kind.key == "events":
             items = kinds.sort_events(items)
@@ -640,7 +644,7 @@ class UIApp:
                 if not done:
                     yield None
                     continue
-                pending, task = None, pending
+                task, pending = pending, None
                 try:
                     yield task.result()
                 except StopAsyncIteration:
@@ -894,6 +898,12 @@ async def _splice(browser: web.WebSocketResponse, upstream: Any) -> None:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+
+
+def kind_or_none(request: web.Request) -> kinds.Kind | None:
+    """The built-in namespaced kind of the request's path, if it is one."""
+    kind = kinds.kind_for(request.match_info.get("kind", ""))
+    return kind if kind is not None and kind.namespaced else None
 
 
 def _cpu(value: Any) -> float:
