@@ -4,6 +4,7 @@ user (first login changes the password), the clusters list, and the explorer of 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -40,7 +41,9 @@ async def test_manager_login_password_change_clusters_and_explorer(
     manager: ManagerComponent, api_server: ApiServerHarness
 ) -> None:
     assert api_server.server is not None
-    browser = Browser(f"https://127.0.0.1:{manager.port}", api_server.server.pki.ca_pem)
+    # "localhost", not the 127.0.0.1 the UI calls the manager at: import commands must name
+    # the host the browser used.
+    browser = Browser(f"https://localhost:{manager.port}", api_server.server.pki.ca_pem)
     try:
         password = manager.bootstrap_password_path.read_text().strip()
         _, html, _ = await browser.get("/dashboard/login")
@@ -72,6 +75,22 @@ async def test_manager_login_password_change_clusters_and_explorer(
         assert status == 200
         assert 'href="/dashboard/c/local/"' in html
         assert "Connected" in html
+        status, _, response = await browser.post(
+            "/dashboard/clusters", data={"csrf_token": browser.csrf(html), "name": "edge-1"}
+        )
+        assert status == 302, _
+        status, html, _ = await browser.get("/dashboard/")
+        assert "edge-1" in html and "Disconnected" in html
+        assert f"kubectl apply -f https://localhost:{manager.port}/v3/import/" in html
+        # A cluster with no agent connected: its explorer answers at once, with the reason.
+        edge = re.search(r'href="/dashboard/c/(c-[a-z0-9]+)/"', html)
+        assert edge
+        status, page, _ = await browser.get(f"/dashboard/c/{edge.group(1)}/k/pods")
+        assert status == 503, page
+        status, html, _ = await browser.post(
+            "/dashboard/clusters", data={"csrf_token": browser.csrf(html), "name": "edge-1"}
+        )
+        assert status == 409 and "already in use" in html
         status, html, _ = await browser.get("/dashboard/c/local/k/namespaces")
         assert status == 200, html
         assert ">kube-system<" in html

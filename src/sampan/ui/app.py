@@ -117,6 +117,7 @@ class UIApp:
         r.add_get("/login", self._login_page)
         r.add_post("/login", self._login)
         r.add_post("/logout", self._logout)
+        r.add_post("/clusters", self._create_cluster)
         r.add_get("/password", self._password_page)
         r.add_post("/password", self._password)
         r.add_static("/static", _static_dir(), append_version=False)
@@ -360,13 +361,28 @@ class UIApp:
     async def _home(self, request: web.Request) -> web.StreamResponse:
         if not self.provider.multi_cluster:
             raise web.HTTPFound(f"{PREFIX}/c/local/")
+        return await self._clusters_page(request)
+
+    async def _clusters_page(
+        self, request: web.Request, error: str = "", status: int = 200
+    ) -> web.Response:
         session: Session = request[_SESSION]
         try:
-            clusters = await self.provider.clusters(self.kube, session.token)
+            clusters = await self.provider.clusters(self.kube, session.token, request.host)
         except KubeError as exc:
             return self._error_page(request, exc)
         await asyncio.gather(*(self._usage(session, c) for c in clusters if c.connected))
-        return self._page(request, "clusters.html", clusters=clusters)
+        return self._page(request, "clusters.html", status, clusters=clusters, error=error)
+
+    async def _create_cluster(self, request: web.Request) -> web.StreamResponse:
+        session: Session = request[_SESSION]
+        form = await request.post()
+        name = str(form.get("name") or "").strip()
+        try:
+            await self.provider.create_cluster(self.kube, session.token, name, request.host)
+        except KubeError as exc:
+            return await self._clusters_page(request, exc.message, exc.status)
+        raise web.HTTPFound(PREFIX + "/")
 
     async def _usage(self, session: Session, row: Any) -> None:
         """CPU and memory use from metrics.k8s.io (skipped when absent or slow)."""

@@ -101,8 +101,11 @@ class Kube:
         body: bytes | None = None,
         content_type: str = "application/json",
         timeout_s: float = REQUEST_TIMEOUT_S,
+        host: str | None = None,
     ) -> dict[str, Any]:
         headers = self.headers(target)
+        if host:
+            headers["Host"] = host
         if body is not None:
             headers["Content-Type"] = content_type
         try:

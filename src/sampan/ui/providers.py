@@ -76,7 +76,11 @@ class Provider(Protocol):
     async def change_password(self, kube: Kube, token: str, current: str, new: str) -> None:
         """Raises ``LoginFailed`` with the backend's reason when refused."""
 
-    async def clusters(self, kube: Kube, token: str) -> list[ClusterRow]: ...
+    async def clusters(self, kube: Kube, token: str, host: str = "") -> list[ClusterRow]:
+        """``host``: the ``Host`` the browser used (the manager names it in import commands)."""
+
+    async def create_cluster(self, kube: Kube, token: str, name: str, host: str = "") -> None:
+        """Raises ``KubeError`` with the backend's reason when refused."""
 
     def target(self, cluster: str, token: str) -> Target: ...
 
@@ -146,8 +150,19 @@ class ManagerProvider:
                 raise LoginFailed(exc.message) from None
             raise
 
-    async def clusters(self, kube: Kube, token: str) -> list[ClusterRow]:
-        answer = await kube.get(Target(self._base(), token), "/v3/clusters")
+    async def create_cluster(self, kube: Kube, token: str, name: str, host: str = "") -> None:
+        await kube.request(
+            Target(self._base(), token),
+            "POST",
+            "/v3/clusters",
+            body=json.dumps({"type": "cluster", "name": name}).encode(),
+            host=host or None,
+        )
+
+    async def clusters(self, kube: Kube, token: str, host: str = "") -> list[ClusterRow]:
+        answer = await kube.request(
+            Target(self._base(), token), "GET", "/v3/clusters", host=host or None
+        )
         rows = []
         for view in answer.get("data") or []:
             registration = view.get("registration") or {}
@@ -210,7 +225,12 @@ class TokenProvider:
         del kube, token, current, new
         raise LoginFailed("a service account token has no password")
 
-    async def clusters(self, kube: Kube, token: str) -> list[ClusterRow]:
+    async def create_cluster(self, kube: Kube, token: str, name: str, host: str = "") -> None:
+        del kube, token, name, host
+        raise KubeError(404, "the single-cluster dashboard imports no clusters", "NotFound")
+
+    async def clusters(self, kube: Kube, token: str, host: str = "") -> list[ClusterRow]:
+        del host
         target = self.target(LOCAL, token)
         row = ClusterRow(id=LOCAL, name=LOCAL, connected=True, ready=False)
         try:
