@@ -347,3 +347,42 @@ async def test_a_node_shows_its_conditions_and_pods(
     assert status == 200, html[:300]
     assert "KubeletReady" in html
     assert 'href="/dashboard/c/local/k/pods/default/web-1"' in html
+
+
+async def test_a_cronjob_shows_its_jobs(browser: Browser, admin_token: str, client: Any) -> None:
+    template = {
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}
+    }
+    cron = await client.request(
+        "POST",
+        "/apis/batch/v1/namespaces/default/cronjobs",
+        body={
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "nightly"},
+            "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": template}}},
+        },
+    )
+    owner = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "name": "nightly",
+        "uid": cron["metadata"]["uid"],
+        "controller": True,
+    }
+    for name, refs in (("nightly-1", [owner]), ("unrelated", [])):
+        await client.request(
+            "POST",
+            "/apis/batch/v1/namespaces/default/jobs",
+            body={
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {"name": name, "ownerReferences": refs},
+                "spec": {"template": template},
+            },
+        )
+    await browser.login(admin_token)
+    status, html, _ = await browser.get("/dashboard/c/local/k/cronjobs/default/nightly")
+    assert status == 200, html[:300]
+    assert 'href="/dashboard/c/local/k/jobs/default/nightly-1"' in html
+    assert "/jobs/default/unrelated" not in html

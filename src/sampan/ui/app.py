@@ -483,6 +483,15 @@ class UIApp:
                         "node": name if kind.key == "nodes" else "",
                     },
                 )
+            jobs: list[dict[str, Any]] = []
+            if kind.key == "cronjobs":
+                answer = await self.kube.get(target, kinds.BUILTIN["jobs"].collection_path(ns))
+                uid = obj["metadata"].get("uid")
+                jobs = [
+                    j
+                    for j in answer.get("items") or []
+                    if any(o.get("uid") == uid for o in j["metadata"].get("ownerReferences") or [])
+                ]
             events: list[dict[str, Any]] = []
             with contextlib.suppress(KubeError):
                 answer = await self.kube.get(
@@ -508,6 +517,8 @@ class UIApp:
             pods=pods,
             pod_kind=kinds.BUILTIN["pods"],
             watch_url=watch_url,
+            jobs=jobs,
+            job_kind=kinds.BUILTIN["jobs"],
             events=events,
             editable=kind.key != "secrets",
             containers=[c.get("name") for c in (obj.get("spec") or {}).get("containers") or []],
