@@ -188,7 +188,9 @@ class UIApp:
                 raise web.HTTPFound(PREFIX + "/password")
             response = await handler(request)
         if not response.prepared:
-            response.headers.setdefault("Cache-Control", "no-store")
+            static = request.path.startswith(PREFIX + "/static/")
+            # Pages hold live data: never cached. Static files: revalidated (a cheap 304).
+            response.headers.setdefault("Cache-Control", "no-cache" if static else "no-store")
             response.headers.setdefault("X-Content-Type-Options", "nosniff")
             response.headers.setdefault("X-Frame-Options", "DENY")
             response.headers.setdefault("Referrer-Policy", "same-origin")

@@ -77,7 +77,9 @@ class Kube:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self.ssl, limit=200),
+                # No pool limit: every open list, log or shell holds one stream for as long
+                # as its tab is open; a limit would make the next page wait behind them.
+                connector=aiohttp.TCPConnector(ssl=self.ssl, limit=0),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
             )
         return self._session
