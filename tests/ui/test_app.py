@@ -386,3 +386,38 @@ async def test_a_cronjob_shows_its_jobs(browser: Browser, admin_token: str, clie
     assert status == 200, html[:300]
     assert 'href="/dashboard/c/local/k/jobs/default/nightly-1"' in html
     assert "/jobs/default/unrelated" not in html
+
+
+async def test_scale_and_rollout_restart(browser: Browser, admin_token: str, client: Any) -> None:
+    labels = {"app": "web"}
+    await client.request(
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        body={
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+                },
+            },
+        },
+    )
+    await browser.login(admin_token)
+    _, html, _ = await browser.get("/dashboard/c/local/k/deployments/default/web")
+    headers = {"X-CSRF-Token": _csrf_header(html)}
+    base = "/dashboard/c/local/k/deployments/default/web"
+    status, text, _ = await browser.post(base + "/scale", data={"replicas": "-1"}, headers=headers)
+    assert status == 422 and "replicas" in text
+    status, text, _ = await browser.post(base + "/scale", data={"replicas": "3"}, headers=headers)
+    assert status == 200 and "Scaled web to 3" in text
+    status, text, _ = await browser.post(base + "/restart", headers=headers)
+    assert status == 200 and "Restarted web" in text
+    deploy = await client.request("GET", "/apis/apps/v1/namespaces/default/deployments/web")
+    assert deploy["spec"]["replicas"] == 3
+    annotations = deploy["spec"]["template"]["metadata"]["annotations"]
+    assert "kubectl.kubernetes.io/restartedAt" in annotations
