@@ -5,7 +5,6 @@ repository root, or ``$SAMPAN_UI_SCREENSHOTS``)."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +55,3 @@ def screenshot(driver: Any, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
-
-
-def have_browser() -> bool:
-    return bool(shutil.which("chromium") or Path(CHROMIUM).exists())

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import json
 import logging
 import secrets
@@ -33,7 +34,7 @@ from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import jinja2
@@ -452,8 +453,6 @@ class UIApp:
 
     @staticmethod
     def _watch_url(cluster: str, kind: kinds.Kind, query: dict[str, str]) -> str:
-        from urllib.parse import urlencode
-
         return f"{PREFIX}/c/{quote(cluster)}/k/{quote(kind.key)}/watch?{urlencode(query)}"
 
     async def _object(self, request: web.Request) -> web.StreamResponse:
@@ -590,8 +589,6 @@ class UIApp:
         return self._result(True, f"Scaled {name} to {replicas}.")
 
     async def _restart(self, request: web.Request) -> web.StreamResponse:
-        import datetime as dt
-
         ns, name = self._ns(request), request.match_info["name"]
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         patch = {
@@ -766,8 +763,6 @@ class UIApp:
         container = request.query.get("container") or (containers[-1] if containers else "")
         if spec.get("containers"):
             container = request.query.get("container") or spec["containers"][0]["name"]
-        from urllib.parse import urlencode
-
         stream = (
             f"{PREFIX}/c/{quote(request.match_info['cluster'])}/logs/{quote(ns)}/"
             f"{quote(name)}/stream?" + urlencode({"container": container})
@@ -821,8 +816,6 @@ class UIApp:
             return self._error_page(request, exc)
         containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
         container = request.query.get("container") or (containers[0] if containers else "")
-        from urllib.parse import urlencode
-
         ws = (
             f"{PREFIX}/c/{quote(request.match_info['cluster'])}/shell/{quote(ns)}/"
             f"{quote(name)}/ws?" + urlencode({"container": container})
