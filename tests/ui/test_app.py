@@ -421,3 +421,17 @@ async def test_scale_and_rollout_restart(browser: Browser, admin_token: str, cli
     assert deploy["spec"]["replicas"] == 3
     annotations = deploy["spec"]["template"]["metadata"]["annotations"]
     assert "kubectl.kubernetes.io/restartedAt" in annotations
+
+
+async def test_repeated_failed_logins_are_throttled(browser: Browser, admin_token: str) -> None:
+    for _ in range(10):
+        _, html, _ = await browser.get("/dashboard/login")
+        status, _, _ = await browser.post(
+            "/dashboard/login", data={"csrf_token": browser.csrf(html), "secret": "wrong"}
+        )
+        assert status == 401
+    _, html, _ = await browser.get("/dashboard/login")
+    status, html, _ = await browser.post(
+        "/dashboard/login", data={"csrf_token": browser.csrf(html), "secret": admin_token}
+    )
+    assert status == 429 and "Too many failed logins" in html

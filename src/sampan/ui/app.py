@@ -17,6 +17,8 @@ Security invariants:
   (kept in a short-lived pre-session cookie); the exec WebSocket checks the ``Origin`` and
   takes the CSRF token as its first message;
 * the session's credential never leaves the server: not in a page, a URL or a log line;
+* ``LOGIN_FAILURES`` failed logins from one address within ``LOGIN_WINDOW_S`` refuse its
+  next attempts (429) until the window passes (the manager also locks a user out itself);
 * the API server's answer to a refused request (RBAC, validation, server-side apply conflict)
   is shown as it wrote it.
 """
@@ -30,6 +32,7 @@ import datetime as dt
 import json
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
@@ -55,6 +58,9 @@ FIELD_MANAGER = "sampan-ui"
 PRE_COOKIE = "sampan_ui_login"
 KEEPALIVE_S = 60.0
 WATCH_RETRY_S = 5.0
+LOGIN_FAILURES = 10
+LOGIN_WINDOW_S = 300.0
+MAX_TRACKED_CLIENTS = 10_000
 LOG_TAIL_LINES = 500
 MAX_YAML_BYTES = 1 << 20
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
@@ -106,7 +112,8 @@ class UIApp:
             lstrip_blocks=True,
         )
         self.env.globals.update(prefix=PREFIX, title=title, nav=kinds.NAV, kinds=kinds.BUILTIN)
-        self._streams: set[asyncio.Task[Any]] = set()
+        self._failures: dict[str, list[float]] = {}
+        """Failed login times per client address (``_throttled``)."""
 
     # -- app ------------------------------------------------------------------------------
 
@@ -141,8 +148,6 @@ class UIApp:
 
     async def _cleanup(self, app: web.Application) -> None:
         del app
-        for task in list(self._streams):
-            task.cancel()
         await self.kube.close()
 
     def root_app(self) -> web.Application:
@@ -297,11 +302,18 @@ class UIApp:
         presented = str(form.get("csrf_token") or "")
         if not expected or not secrets.compare_digest(expected, presented):
             return await self._login_page(request, "The login form expired: try again.", 403)
+        client = request.remote or ""
+        if self._throttled(client):
+            return await self._login_page(
+                request, "Too many failed logins from your address: wait a few minutes.", 429
+            )
         try:
             result = await self.provider.login(
                 self.kube, str(form.get("username") or ""), str(form.get("secret") or "")
             )
         except LoginFailed as exc:
+            self._failures.setdefault(client, []).append(time.monotonic())
+            log.info("ui: failed login from %s", client)
             return await self._login_page(request, str(exc), 401)
         except KubeError as exc:
             return await self._login_page(request, f"Login is unavailable: {exc.message}", 503)
@@ -319,6 +331,18 @@ class UIApp:
         )
         response.del_cookie(PRE_COOKIE, path=PREFIX + "/login")
         raise response
+
+    def _throttled(self, client: str) -> bool:
+        """More than ``LOGIN_FAILURES`` failed logins from ``client`` in ``LOGIN_WINDOW_S``."""
+        now = time.monotonic()
+        if len(self._failures) > MAX_TRACKED_CLIENTS:
+            self._failures.clear()
+        recent = [t for t in self._failures.get(client, []) if now - t < LOGIN_WINDOW_S]
+        if recent:
+            self._failures[client] = recent
+        else:
+            self._failures.pop(client, None)
+        return len(recent) >= LOGIN_FAILURES
 
     async def _logout(self, request: web.Request) -> web.StreamResponse:
         session: Session = request[_SESSION]
@@ -776,6 +800,7 @@ class UIApp:
             containers=containers,
             container=container,
             stream_url=stream,
+            tail=LOG_TAIL_LINES,
             pod_kind=kinds.BUILTIN["pods"],
         )
 
