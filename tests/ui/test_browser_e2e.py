@@ -232,6 +232,16 @@ def test_the_ui_in_a_browser(manager_cluster: Cluster) -> None:
         )
         assert gone != "" or cluster.kubectl("get", "pod", pod_name, "--ignore-not-found") == ""
 
+        # The node (conditions, its pods) and the events (warnings first).
+        driver.get(base + "/c/local/k/nodes")
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "table.live tbody tr a")))
+        driver.find_element(By.CSS_SELECTOR, "table.live tbody tr a").click()
+        wait.until(lambda d: "KubeletReady" in d.find_element(By.TAG_NAME, "main").text)
+        screenshot(driver, "09-node")
+        driver.get(base + "/c/local/k/events")
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "table.live tbody tr")))
+        screenshot(driver, "09-events")
+
         # The pods page at 1280x800 and at phone width.
         driver.get(base + "/c/local/k/pods?ns=default")
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "table.live tbody tr")))

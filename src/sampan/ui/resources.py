@@ -22,6 +22,8 @@ Obj = dict[str, Any]
 class Column:
     title: str
     value: Callable[[Obj], str]
+    wrap: bool = False
+    """Long text (a message): wraps instead of being cut."""
 
 
 @dataclass(frozen=True)
@@ -289,23 +291,28 @@ BUILTIN: dict[str, Kind] = {
                 "Capacity", lambda o: str((_status(o).get("capacity") or {}).get("storage", ""))
             ),
         ),
-        _k(
+        Kind(
             "events",
             "Events",
             "",
             "v1",
+            "events",
             True,
-            Column("Type", lambda o: str(o.get("type", ""))),
-            Column("Reason", lambda o: str(o.get("reason", ""))),
-            Column(
-                "Object",
-                lambda o: (
-                    f"{(o.get('involvedObject') or {}).get('kind', '')}/"
-                    f"{(o.get('involvedObject') or {}).get('name', '')}"
+            (
+                Column("Type", lambda o: str(o.get("type", ""))),
+                Column("Reason", lambda o: str(o.get("reason", ""))),
+                Column(
+                    "Object",
+                    lambda o: (
+                        f"{(o.get('involvedObject') or {}).get('kind', '')}/"
+                        f"{(o.get('involvedObject') or {}).get('name', '')}"
+                    ),
                 ),
+                Column("Message", lambda o: str(o.get("message", "")), wrap=True),
+                Column("Count", lambda o: str(o.get("count") or 1)),
+                NAMESPACE,
+                AGE,
             ),
-            Column("Message", lambda o: str(o.get("message", ""))),
-            Column("Count", lambda o: str(o.get("count") or 1)),
         ),
         _k(
             "customresourcedefinitions",
