@@ -97,6 +97,10 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    // Phone width: the resource menu starts folded (one tap or Enter opens it).
+    if (window.matchMedia("(max-width: 700px)").matches) {
+      document.querySelectorAll("details.navbox").forEach(function (d) { d.open = false; });
+    }
     document.querySelectorAll("table.live[data-watch]").forEach(liveTable);
     document.querySelectorAll("pre.log[data-stream]").forEach(logStream);
     document.querySelectorAll("#terminal[data-ws]").forEach(terminal);
