@@ -113,6 +113,12 @@ def main() -> None:
                     == args.pods
                 )
             )
+            # The paint entry is queued asynchronously: wait until the browser reports it.
+            WebDriverWait(driver, 10).until(
+                lambda d: d.execute_script(
+                    "return performance.getEntriesByName('first-contentful-paint').length"
+                )
+            )
             timing = driver.execute_script(
                 "const n = performance.getEntriesByType('navigation')[0];"
                 "const p = performance.getEntriesByName('first-contentful-paint')[0];"
