@@ -752,7 +752,9 @@ class UIApp:
                         return response
                 except KubeError as exc:
                     if exc.status in (401, 403, 404):  # refused: retrying would not help
-                        await self._send(response, "failure", {"message": exc.message})
+                        await self._send(
+                            response, "failure", {"message": exc.message, "final": True}
+                        )
                         return response
                     if exc.status != 410:  # unreachable for now: try again a bit later
                         await self._send(response, "failure", {"message": exc.message})

@@ -47,10 +47,18 @@
       tbody.replaceChildren(fragment(JSON.parse(e.data).html));
       if (count) count.textContent = String(tbody.rows.length);
     });
-    source.addEventListener("failure", function (e) { status(table, JSON.parse(e.data).message); });
+    source.addEventListener("failure", function (e) {
+      var m = JSON.parse(e.data);
+      if (m.final) source.close();  // refused for good: reconnecting would only poll
+      status(table, m.message);
+    });
     source.addEventListener("expired", function () { source.close(); location.href = prefix + "/login"; });
     source.addEventListener("open", function () { table.dataset.live = "1"; status(table, ""); });
-    source.onerror = function () { table.dataset.live = ""; status(table, "Live updates interrupted; reconnecting…"); };
+    source.onerror = function () {
+      table.dataset.live = "";
+      if (source.readyState === EventSource.CLOSED) status(table, "Live updates stopped: reload the page.");
+      else status(table, "Live updates interrupted; reconnecting…");
+    };
   }
 
   function logStream(pre) {
