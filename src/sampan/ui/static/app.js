@@ -35,7 +35,12 @@
         var row = fragment(m.html).firstElementChild;
         if (old) old.replaceWith(row); else tbody.appendChild(row);
       }
+      counted();
+    }
+    function counted() {
       if (count) count.textContent = String(tbody.rows.length);
+      var empty = table.parentElement.nextElementSibling;
+      if (empty && empty.classList.contains("empty")) empty.hidden = tbody.rows.length > 0;
     }
     var source = new EventSource(url);
     source.addEventListener("row", function (e) {
@@ -45,7 +50,7 @@
     source.addEventListener("reset", function (e) {
       queue = [];
       tbody.replaceChildren(fragment(JSON.parse(e.data).html));
-      if (count) count.textContent = String(tbody.rows.length);
+      counted();
     });
     source.addEventListener("failure", function (e) {
       var m = JSON.parse(e.data);
