@@ -57,6 +57,7 @@ PREFIX = "/dashboard"
 FIELD_MANAGER = "sampan-ui"
 PRE_COOKIE = "sampan_ui_login"
 KEEPALIVE_S = 60.0
+CALLER_CHECK_S = 5.0
 WATCH_RETRY_S = 5.0
 LOGIN_FAILURES = 10
 LOGIN_WINDOW_S = 300.0
@@ -672,6 +673,7 @@ class UIApp:
             }
         )
         await response.prepare(request)
+        await response.write(b": live\n\n")  # the head goes out now: the browser sees "open"
         return response
 
     @staticmethod
@@ -680,21 +682,29 @@ class UIApp:
         await response.write(f"event: {event}\ndata: {payload}\n\n".encode())
 
     async def _events_with_keepalive(
-        self, source: AsyncIterator[Any], session: Session
+        self, source: AsyncIterator[Any], session: Session, request: web.Request
     ) -> AsyncIterator[Any]:
-        """``source``'s items; ``None`` every ``KEEPALIVE_S`` of silence (a keep-alive); ends
-        when the session ends."""
+        """``source``'s items; ``None`` after ``KEEPALIVE_S`` of silence (a keep-alive); ends
+        when the session ends or, within ``CALLER_CHECK_S``, when the browser has gone (an
+        idle watch is not left open upstream for a tab that was closed)."""
         iterator = source.__aiter__()
         pending: asyncio.Task[Any] | None = None
+        quiet_since = time.monotonic()
         try:
             while self.sessions.peek(session.id) is not None:
                 if pending is None:
                     pending = asyncio.ensure_future(iterator.__anext__())
-                done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_S)
+                done, _ = await asyncio.wait({pending}, timeout=CALLER_CHECK_S)
                 if not done:
-                    yield None
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
+                        return
+                    if time.monotonic() - quiet_since >= KEEPALIVE_S:
+                        quiet_since = time.monotonic()
+                        yield None
                     continue
                 task, pending = pending, None
+                quiet_since = time.monotonic()
                 try:
                     yield task.result()
                 except StopAsyncIteration:
@@ -730,7 +740,7 @@ class UIApp:
             while True:
                 try:
                     source = self.kube.watch(target, kind.collection_path(ns), rv, **query)
-                    async for event in self._events_with_keepalive(source, session):
+                    async for event in self._events_with_keepalive(source, session, request):
                         if event is None:
                             await response.write(b": keep-alive\n\n")
                             continue
@@ -818,7 +828,7 @@ class UIApp:
         path = kinds.BUILTIN["pods"].object_path(ns, name) + "/log"
         try:
             source = self.kube.stream_lines(self._target(request), path, **query)
-            async for line in self._events_with_keepalive(source, session):
+            async for line in self._events_with_keepalive(source, session, request):
                 if line is None:
                     await response.write(b": keep-alive\n\n")
                     continue

@@ -82,7 +82,9 @@ class DashboardComponent:
         del ctx
         cert, key = await asyncio.to_thread(_issue_serving_certificate, self._pki)
         context: ssl.SSLContext = await asyncio.to_thread(server_ssl_context, cert, key)
-        runner = web.AppRunner(self.ui.root_app(), access_log=None)
+        # Live streams end within CALLER_CHECK_S of their browser leaving; at stop, open ones
+        # are not waited for longer than this.
+        runner = web.AppRunner(self.ui.root_app(), access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         site = web.TCPSite(
             runner, self._options.bind_address, self._options.port, ssl_context=context
