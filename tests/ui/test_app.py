@@ -174,7 +174,12 @@ async def test_apply_reports_malformed_yaml_with_its_line(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: default\n"
         "data:\n  a: '2'\n"
     )
+    # data.a belongs to the client that created it: a conflict, as the API server words it.
     status, text, _ = await browser.post(path, data={"yaml": good}, headers=headers)
+    assert status == 409
+    assert "Apply failed with 1 conflict: conflict with &#34;sampan&#34;" in text
+    assert ".data.a" in text
+    status, text, _ = await browser.post(path, data={"yaml": good, "force": "1"}, headers=headers)
     assert status == 200, text
     cm = await client.request("GET", "/api/v1/namespaces/default/configmaps/cfg")
     assert cm["data"] == {"a": "2"}

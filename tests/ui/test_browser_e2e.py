@@ -210,6 +210,11 @@ def test_the_ui_in_a_browser(manager_cluster: Cluster) -> None:
         text = original.replace("color: blue", "color: green")
         driver.execute_script("arguments[0].value = arguments[1];", area, text)
         driver.find_element(By.XPATH, "//button[contains(., 'Apply')]").click()
+        # kubectl's client-side apply owns data.color: the server's conflict, inline ...
+        wait.until(lambda d: "conflict" in d.find_element(By.ID, "apply-result").text)
+        # ... then taking the field over.
+        driver.find_element(By.NAME, "force").click()
+        driver.find_element(By.XPATH, "//button[contains(., 'Apply')]").click()
         wait.until(lambda d: "Applied" in d.find_element(By.ID, "apply-result").text)
         screenshot(driver, "08-configmap")
         got = cluster.kubectl("get", "cm", "ui-config", "-o", "jsonpath={.data.color}")

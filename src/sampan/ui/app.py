@@ -583,7 +583,10 @@ class UIApp:
                 self._target(request),
                 "PATCH",
                 kind.object_path(ns, name),
-                query={"fieldManager": FIELD_MANAGER, "force": "true"},
+                query={
+                    "fieldManager": FIELD_MANAGER,
+                    "force": "true" if form.get("force") else None,
+                },
                 body=json.dumps(doc).encode(),
                 content_type="application/apply-patch+yaml",
             )
@@ -793,12 +796,9 @@ class UIApp:
         except KubeError as exc:
             return self._error_page(request, exc)
         spec = pod.get("spec") or {}
-        containers = [
-            c["name"] for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])
-        ]
-        container = request.query.get("container") or (containers[-1] if containers else "")
-        if spec.get("containers"):
-            container = request.query.get("container") or spec["containers"][0]["name"]
+        main = [c["name"] for c in spec.get("containers") or []]
+        containers = [c["name"] for c in spec.get("initContainers") or []] + main
+        container = request.query.get("container") or (main[0] if main else "")
         stream = (
             f"{PREFIX}/c/{quote(request.match_info['cluster'])}/logs/{quote(ns)}/"
             f"{quote(name)}/stream?" + urlencode({"container": container})
