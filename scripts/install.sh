@@ -25,6 +25,9 @@ PYTHON=${PYTHON:-python3}
 #     config) scraping the API server and the kubelet (the Debian service is not used)
 #   nginx: the ingress controller's data plane (Sampan runs its own nginx with its own config
 #     under <data-dir>/agent/ingress; the Debian nginx service is not used)
+#   npm: scripts/vendor-ui.py fetches the web UI's htmx and xterm.js (pinned, sha512-checked)
+#   chromium, chromium-driver: the web UI's browser tests drive headless chromium through the
+#     system chromedriver with selenium (no browser download)
 #   python3: Debian's interpreter and standard library go into the manager's cluster agent
 #     image, which every agent builds locally (kubelet/runtime/agent_image.py)
 DEB_PACKAGES=(
@@ -36,6 +39,7 @@ DEB_PACKAGES=(
   nginx
   docker-registry apache2-utils
   prometheus
+  npm chromium chromium-driver
 )
 
 missing=()
@@ -79,6 +83,11 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$VENV/bin/pip" install -q --disable-pip-version-check -U pip
   "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
   echo "$want" > "$stamp"
+fi
+
+# The web UI's JavaScript and CSS (htmx, xterm.js), vendored into the package when missing.
+if [ ! -f src/sampan/ui/static/vendor/xterm.js ] || [ ! -f src/sampan/ui/static/vendor/htmx.min.js ]; then
+  "$PYTHON" scripts/vendor-ui.py
 fi
 
 # kubectl: the system one when present (the README's acceptance uses it).

@@ -77,6 +77,17 @@ def test_wheel_holds_the_data_files_and_runs_outside_the_repository(tmp_path: Pa
         expected
     )
     assert expected - names == set()
+    # The web UI works air-gapped: its templates and the vendored htmx/xterm.js are inside
+    # (scripts/vendor-ui.py fills static/vendor; scripts/install.sh runs it).
+    assert {
+        "sampan/ui/templates/base.html",
+        "sampan/ui/static/app.js",
+        "sampan/ui/static/app.css",
+        "sampan/ui/static/vendor/htmx.min.js",
+        "sampan/ui/static/vendor/xterm.js",
+        "sampan/ui/static/vendor/xterm.css",
+        "sampan/ui/static/vendor/addon-fit.js",
+    } <= names
     assert "sampan = sampan.cli.main:main" in entry_points
 
     # A fresh venv holding only the wheel; the dependencies come from this test's environment

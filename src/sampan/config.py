@@ -515,6 +515,23 @@ OPTIONS: tuple[Option, ...] = (
         "Port the manager serves HTTPS on (with --manager)",
         commands=SERVER,
     ),
+    _o(
+        "dashboard",
+        "bool",
+        False,
+        "components",
+        "Serve the single-cluster web dashboard (login with a service account token); with "
+        "--manager the manager serves the UI at /dashboard/ instead",
+        commands=SERVER,
+    ),
+    _o(
+        "dashboard-port",
+        "port",
+        8443,
+        "components",
+        "Port the dashboard serves HTTPS on (with --dashboard)",
+        commands=SERVER,
+    ),
     # -- storage
     _o(
         "default-local-storage-path",
@@ -662,6 +679,8 @@ class Config:
     disable_helm_controller: bool = False
     manager: bool = False
     manager_port: int = 8443
+    dashboard: bool = False
+    dashboard_port: int = 8443
     default_local_storage_path: str = ""
     disable_network_policy: bool = False
     kube_apiserver_arg: tuple[str, ...] = ()
@@ -1017,6 +1036,12 @@ def _check(command: Command, values: Mapping[str, Any]) -> None:
         "https_listen_port", 6443
     ):
         raise ConfigError("manager-port must differ from https-listen-port")
+    if (
+        values.get("dashboard")
+        and not values.get("manager")
+        and values.get("dashboard_port", 8443) == values.get("https_listen_port", 6443)
+    ):
+        raise ConfigError("dashboard-port must differ from https-listen-port")
     if command == "agent":
         if not values.get("server"):
             raise ConfigError(

@@ -13,7 +13,9 @@ client) does, in order:
 4. issues the serving certificate (``manager-serving.crt``/``.key``, 0600, in the server's
    TLS directory) signed by the server CA for the API server's own names, at every start;
 5. serves the HTTPS API (``sampan.manager.web``) on ``bind_address:port`` (default 8443),
-   with the agents' tunnel endpoint ``/v3/connect`` (``sampan.manager.clusters``);
+   with the agents' tunnel endpoint ``/v3/connect`` (``sampan.manager.clusters``) and, when
+   the supervisor gives one (``ui``), the web UI mounted under its prefix (``/dashboard/``),
+   which reaches the manager's API through this same listener;
 6. keeps watch-backed caches of its own objects (``sampan.manager.cache``: Users, Tokens,
    bindings, RoleTemplates, Clusters), from which requests are authenticated and authorized
    and the downstream RBAC is computed;
@@ -42,6 +44,7 @@ import contextlib
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +86,10 @@ USER_AGENT = "sampan-manager"
 DEFAULT_PORT = 8443
 BOOTSTRAP_PASSWORD_FILE = "bootstrap-password"
 REFRESH_S = 30.0
+UIFactory = Callable[[Callable[[], str], bytes], tuple[str, web.Application]]
+"""The web UI to mount (``sampan.ui``, given by the supervisor: components do not import each
+other): called with the manager's loopback URL (a callable: the port is known once serving)
+and the CA, it answers ``(path prefix, sub-application)``."""
 INSTALL_RETRY_S = 2.0
 
 
@@ -134,7 +141,9 @@ class ManagerComponent:
         pki: ClusterPKI,
         *,
         remote_dialer: ClusterDialer | None = None,
+        ui: UIFactory | None = None,
     ) -> None:
+        self._ui = ui
         self._client_config = client_config.with_user_agent(USER_AGENT)
         self._options = options
         self._pki = pki
@@ -200,7 +209,11 @@ class ManagerComponent:
             bindings_changed=self.reconcile_rbac_soon,
             objects=objects,
         )
-        runner = web.AppRunner(api.app(), access_log=None)
+        app = api.app()
+        if self._ui is not None:
+            prefix, ui_app = self._ui(self._loopback_url, self._pki.ca_pem)
+            app.add_subapp(prefix, ui_app)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(
             runner, self._options.bind_address, self._options.port, ssl_context=context
@@ -222,6 +235,15 @@ class ManagerComponent:
         self._health.add_done_callback(_log_failure)
         self._rbac = asyncio.get_running_loop().create_task(self._rbac_loop(), name="manager-rbac")
         self._rbac.add_done_callback(_log_failure)
+
+    def _loopback_url(self) -> str:
+        """This listener's URL as this process reaches it (the web UI calls the API here)."""
+        host = self._options.bind_address
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"https://{host}:{self.port}"
 
     def set_remote_dialer(self, dialer: ClusterDialer | None) -> None:
         """Install (or remove) the dialer of the clusters other than ``local``."""

@@ -582,11 +582,44 @@ def _helm_controller(config: Config) -> Callable[[Any], Any]:
     return lambda client_config: HelmControllerComponent(client_config, options, manager_options)
 
 
+class DashboardServerComponent:
+    """``--dashboard`` (without ``--manager``): the single-cluster web UI on its own port. It
+    has no credential of its own (each user logs in with a service account token), so unlike
+    the client components it gets no client certificate: only the API server's URL and the
+    PKI (its serving certificate is signed by the server CA)."""
+
+    name = "dashboard"
+
+    def __init__(self, config: Config, api: APIServerComponent) -> None:
+        self._config = config
+        self._api = api
+        self.inner: Any = None
+
+    async def start(self, ctx: ComponentContext) -> None:
+        from sampan.ui.component import DashboardComponent, DashboardOptions
+
+        server = self._api.server
+        assert server is not None, "the API server starts first"
+        options = DashboardOptions(
+            api_url=server.url,
+            bind_address=self._config.bind_address,
+            port=self._config.dashboard_port,
+        )
+        self.inner = DashboardComponent(options, server.pki)
+        await self.inner.start(ctx)
+
+    async def stop(self) -> None:
+        if self.inner is not None:
+            await self.inner.stop()
+            self.inner = None
+
+
 def _manager(config: Config, api: APIServerComponent) -> Callable[[Any], Any]:
     """The manager (``--manager``): a component of this server, not a separate process. It
     needs the server CA (its serving certificate and ``/cacerts``), and keeps its state in
     this cluster through the API like any other component; one process, one lifecycle."""
     from sampan.manager.component import ManagerComponent, ManagerOptions
+    from sampan.ui.component import manager_ui_app
 
     options = ManagerOptions(
         manager_dir=config.data_dir / "server" / "manager",
@@ -596,7 +629,9 @@ def _manager(config: Config, api: APIServerComponent) -> Callable[[Any], Any]:
 
     def build(client_config: Any) -> Any:
         assert api.server is not None, "the API server starts first"
-        return ManagerComponent(client_config, options, api.server.pki)
+        # The web UI is mounted in the manager's app (/dashboard/), handed over here:
+        # components do not import each other.
+        return ManagerComponent(client_config, options, api.server.pki, ui=manager_ui_app)
 
     return build
 
@@ -744,6 +779,8 @@ def server_components(config: Config) -> list[Component]:
                 build=_manager(config, api),
             )
         )
+    if config.dashboard and not config.manager:
+        components.append(DashboardServerComponent(config, api))
     # Manifests in <data-dir>/server/manifests, applied as cluster-admin (as K3s deploys them).
     components.append(
         ClientComponent(
