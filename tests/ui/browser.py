@@ -24,6 +24,7 @@ def chrome(width: int = 1280, height: int = 800) -> Any:
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.fail("chromium and chromium-driver are not installed (scripts/install.sh)")
     from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
@@ -38,7 +39,15 @@ def chrome(width: int = 1280, height: int = 800) -> Any:
     ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    # A browser's first start on a machine (profile, font cache) can outlast chromedriver's own
+    # start-up wait on a loaded machine: try again rather than fail the test on it.
+    for attempt in range(3):
+        try:
+            driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+            break
+        except WebDriverException:
+            if attempt == 2:
+                raise
     set_viewport(driver, width, height)
     return driver
 
