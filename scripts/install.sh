@@ -52,6 +52,13 @@ if [ ${#missing[@]} -gt 0 ] && "$PYTHON" -m venv --help >/dev/null 2>&1; then
   for pkg in "${missing[@]}"; do [ "$pkg" = python3-venv ] || filtered+=("$pkg"); done
   missing=("${filtered[@]+"${filtered[@]}"}")
 fi
+# npm is only needed as a command: a machine whose Node.js ships its own npm (NodeSource's
+# nodejs package, which conflicts with Debian's npm) has what vendor-ui.py needs.
+if [ ${#missing[@]} -gt 0 ] && command -v npm >/dev/null 2>&1; then
+  filtered=()
+  for pkg in "${missing[@]}"; do [ "$pkg" = npm ] || filtered+=("$pkg"); done
+  missing=("${filtered[@]+"${filtered[@]}"}")
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
