@@ -14,7 +14,6 @@ nothing downstream ever sees a half-read body.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -51,8 +50,9 @@ _SUMMARY_CHARS = 30
 
 
 def dump_json(obj: Any) -> bytes:
-    """Compact JSON, UTF-8, as kube-apiserver writes it (no spaces, non-ASCII kept)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON, UTF-8, as kube-apiserver writes it (no spaces, non-ASCII kept;
+    ``jsonwire.dumps``: orjson where it writes the same bytes as ``json.dumps``)."""
+    return jsonwire.dumps(obj)
 
 
 @dataclass(frozen=True, slots=True)
