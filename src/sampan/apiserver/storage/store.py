@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,9 +71,8 @@ from sampan.apiserver.storage.types import (
     DeleteOptions,
     ListPage,
     StorageSettings,
-    WatchEvent,
 )
-from sampan.apiserver.storage.watch import too_large_resource_version, watch_stream
+from sampan.apiserver.storage.watch import WatchStream, too_large_resource_version, watch_stream
 from sampan.datastore.types import (
     MAX_VALUE_BYTES,
     Backend,
@@ -514,7 +513,7 @@ class ResourceStore:
         resource_version: str = "",
         allow_bookmarks: bool = False,
         send_initial_events: bool | None = None,
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> WatchStream:
         """A watch stream (see watch.py). Bad parameters raise here, before any event."""
         revision = parse_resource_version(resource_version)
         labels = _api.label_matcher(label_selector)
