@@ -4,8 +4,8 @@ Owns the wire side of a watch: headers are sent at once (client-go waits for the
 returns from Watch()), then every event is written as ``{"type":...,"object":...}\\n``.
 Events that are ready together (the catch-up, or changes that queued while a write was
 under way) go out in one write of up to ``BATCH_BYTES``. An event sent as stored (no
-conversion, no Table or metadata-only form) is framed once — its chunk is kept on the shared
-``WatchEvent`` — and, while the stream is idle, the watch cache's fan-out writes it to the
+conversion, no Table or metadata-only form) is framed once per change and, while the stream
+is idle, the watch cache's fan-out writes it to the
 connection itself (``WatchStream.direct``), so a change reaching 1,000 idle watchers costs
 1,000 socket writes of the same bytes and no task switches; a connection whose send buffer is
 backed up (over ``DIRECT_LIMIT_BYTES``) gets it through the queue instead, which waits for
@@ -74,14 +74,27 @@ def _line(event_type: str, obj: bytes) -> bytes:
     return b'{"type":"' + event_type.encode() + b'","object":' + obj + b"}\n"
 
 
-def _wire(event: WatchEvent) -> bytes:
-    """The event's chunk as sent unconverted, built once per event (shared by watchers)."""
-    wire = event.wire
-    if wire is None:
-        line = _line(event.type, event.object)
-        wire = b"%x\r\n%b\r\n" % (len(line), line)
-        object.__setattr__(event, "wire", wire)  # a cache slot of the frozen event
-    return wire
+class _LastWire:
+    """The chunk of the last event written directly: a fan-out hands the same event to
+    every watcher in turn, so it is framed once per change. Only the last one is kept (the
+    events themselves live on in the watch cache's ring and entries; a kept chunk each would
+    double that memory)."""
+
+    __slots__ = ("event", "wire")
+
+    def __init__(self) -> None:
+        self.event: WatchEvent | None = None
+        self.wire = b""
+
+    def of(self, event: WatchEvent) -> bytes:
+        if event is not self.event:
+            line = _line(event.type, event.object)
+            self.wire = b"%x\r\n%b\r\n" % (len(line), line)
+            self.event = event
+        return self.wire
+
+
+_last_wire = _LastWire()
 
 
 def _encode(renderer: Renderer, event_type: str, obj: bytes) -> bytes:
@@ -203,7 +216,7 @@ def _direct_writer(request: web.Request, writable: list[bool]) -> Callable[[Watc
             or transport.get_write_buffer_size() > DIRECT_LIMIT_BYTES
         ):
             return False
-        transport.write(_wire(event))
+        transport.write(_last_wire.of(event))
         return True
 
     return write

@@ -8,7 +8,7 @@ that returns it; the HTTP layer converts versions and assembles the wire envelop
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = [
     "EVENT_ADDED",
@@ -55,9 +55,6 @@ class WatchEvent:
     """ADDED | MODIFIED | DELETED | BOOKMARK | ERROR."""
     object: bytes
     """JSON of the object; for ERROR a ``meta.k8s.io/v1`` Status."""
-    wire: bytes | None = field(default=None, compare=False, repr=False)
-    """The event as the HTTP layer writes it unconverted (one chunk of a watch response),
-    built once by that layer and shared by every watcher the same event goes to."""
 
 
 @dataclass(frozen=True, slots=True)
