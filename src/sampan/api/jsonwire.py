@@ -40,7 +40,9 @@ and the same shortest round-trip float text, except floats of magnitude 1e-9 to 
 ``0.0000`` run or a one-digit negative exponent, found on the bytes; a ``null`` that does not
 read back as the value) and everything orjson refuses (integers beyond 64 bits, non-string
 keys, subclasses of the JSON types, lone surrogates, deep nesting) is encoded by
-``json.dumps`` instead, errors included. The one difference left is in values no JSON
+``json.dumps`` instead, errors included. The bytes returned are an exact-size copy of
+orjson's (which keep their buffer's spare capacity: 2.4x the memory for bytes kept, as the
+watch cache keeps them). The one difference left is in values no JSON
 document yields: a plain ``Enum`` or a ``UUID``, which ``json.dumps`` refuses (TypeError),
 orjson writes as its value. ``dumps_go`` is the same with Go's HTML and line
 separator escapes (``api.errors.go_json``).
@@ -323,7 +325,10 @@ def dumps(value: Any) -> bytes:
     if b"null" in shape and orjson.loads(out) != value:
         # A null that is not a None (a NaN or infinite float): json.dumps answers.
         return _json_dumps(value)
-    return out
+    # orjson's bytes keep the capacity of its growing buffer (up to twice their length, more
+    # for small outputs); the watch cache keeps these bytes for every object and change, so
+    # they are copied to their exact size (0.4 us for a pod, against 2.4x the memory).
+    return bytes(memoryview(out))
 
 
 _GO_ESCAPES = (
