@@ -8,7 +8,11 @@ A client in this process (aiohttp over TLS with the admin client certificate) me
 * creates/s with 32 concurrent clients;
 * create latency p50/p99 at a fixed offered rate of 500 creates/s (open loop);
 * LIST of 10,000 objects (latency, median of 5);
-* watch fan-out: 1,000 watchers, one change, p99 time until every watcher has the event;
+* watch fan-out: 1,000 watchers, one change, p99 time until every watcher has the event —
+  once with every watcher in this process (one event loop decrypting 1,000 TLS streams: the
+  client's own cost is in the figure) and once with the watchers spread over
+  ``--watch-procs`` client processes (4), receive times on the shared monotonic clock, with
+  the server's CPU per delivered event (the figure a loaded machine moves least);
 * Secrets (issue "Security hardening"): creates/s and GETs/s of Secrets on four more servers
   started one after the other — identity (the baseline), ``aescbc``, ``secretbox``
   (``encryption-provider-config``), and identity with an audit policy at Metadata level
@@ -55,6 +59,8 @@ import yaml
 from sampan.datastore.etcd import EtcdTLS
 
 READY_TIMEOUT_S = 60.0
+ROWS = ("get", "create", "watch")
+FAN_OUT_ROUNDS = 5
 
 
 def free_port() -> int:
@@ -117,9 +123,15 @@ CEILING_APP = textwrap.dedent(
 
 
 class Bench:
-    def __init__(self, workdir: Path, quick: bool) -> None:
+    def __init__(
+        self, workdir: Path, quick: bool, rows: frozenset[str] = frozenset(), watch_procs: int = 4
+    ) -> None:
         self.workdir = workdir
         self.quick = quick
+        self.rows = rows or frozenset(ROWS)
+        self.watch_procs = watch_procs
+        self.profile_fan_out = ""
+        self.ceiling_pid = 0
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.kubeconfig = workdir / "kubeconfig.yaml"
@@ -202,6 +214,7 @@ class Bench:
             stderr=subprocess.DEVNULL,
         )
         self.procs.append(proc)
+        self.ceiling_pid = proc.pid
         for _ in range(100):
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -415,193 +428,306 @@ class Bench:
             async with s.post(ns, json=cm) as r:
                 assert r.status == 201, await r.text()
 
-            n_get = 2000 if self.quick else 10000
-            await self.closed_loop(s, "GET", lambda i: ceiling + "/x", lambda i: None, 32, 500)
-            ceil_rps, ceil_lat = await self.closed_loop(
-                s, "GET", lambda i: ceiling + "/x", lambda i: None, 32, n_get
-            )
-            await self.closed_loop(s, "GET", lambda i: ns + "/bench", lambda i: None, 32, 500)
-            rps, lat = await self.closed_loop(
-                s, "GET", lambda i: ns + "/bench", lambda i: None, 32, n_get
-            )
-            self.figures[label]["GET req/s"] = rps
-            self.figures[label]["GET % of ceiling"] = rps / ceil_rps * 100
-            print("GET one object (32 concurrent clients, TLS):")
-            self.report(
-                label,
-                "trivial aiohttp handler (ceiling)",
-                f"{ceil_rps:8.0f} req/s  p50 {pct(ceil_lat, 50) * 1e3:.1f} ms  "
-                f"p99 {pct(ceil_lat, 99) * 1e3:.1f} ms",
-            )
-            self.report(
-                label,
-                "sampan GET configmap",
-                f"{rps:8.0f} req/s  p50 {pct(lat, 50) * 1e3:.1f} ms  "
-                f"p99 {pct(lat, 99) * 1e3:.1f} ms  ({rps / ceil_rps:.0%} of ceiling; "
-                "goal >= 40%)",
-            )
+            if "get" in self.rows:
+                await self.get_rows(s, label, ns, ceiling, server_pid)
+            if "create" in self.rows:
+                await self.create_rows(s, label, url, ns, server_pid)
+            if "watch" in self.rows:
+                await self.watch_rows(s, label, ns, ctx, timeout, server_pid)
 
-            n_create = 1000 if self.quick else 3000
-            cpu0 = cpu_s(server_pid)
-            cps, clat = await self.closed_loop(
-                s,
-                "POST",
-                lambda i: ns,
-                lambda i: {
-                    "apiVersion": "v1",
-                    "kind": "ConfigMap",
-                    "metadata": {"name": f"c-{i}"},
-                    "data": {"k": "v"},
-                },
-                32,
-                n_create,
-            )
-            create_cpu = (cpu_s(server_pid) - cpu0) / n_create
-            self.figures[label]["creates/s (32)"] = cps
-            self.figures[label]["server CPU per create (us)"] = create_cpu * 1e6
-            print("Creates:")
-            self.report(
-                label,
-                "creates/s (32 concurrent)",
-                f"{cps:8.0f} /s  p99 {pct(clat, 99) * 1e3:.1f} ms  (goal >= 2,000/s)  "
-                f"server CPU {create_cpu * 1e3:.2f} ms/create",
-            )
+    async def get_rows(
+        self, s: aiohttp.ClientSession, label: str, ns: str, ceiling: str, server_pid: int
+    ) -> None:
+        n_get = 2000 if self.quick else 10000
+        await self.closed_loop(s, "GET", lambda i: ceiling + "/x", lambda i: None, 32, 500)
+        cpu0 = cpu_s(self.ceiling_pid)
+        ceil_rps, ceil_lat = await self.closed_loop(
+            s, "GET", lambda i: ceiling + "/x", lambda i: None, 32, n_get
+        )
+        ceil_cpu = (cpu_s(self.ceiling_pid) - cpu0) / n_get
+        await self.closed_loop(s, "GET", lambda i: ns + "/bench", lambda i: None, 32, 500)
+        cpu0 = cpu_s(server_pid)
+        rps, lat = await self.closed_loop(
+            s, "GET", lambda i: ns + "/bench", lambda i: None, 32, n_get
+        )
+        get_cpu = (cpu_s(server_pid) - cpu0) / n_get
+        self.figures[label]["server CPU per GET (us)"] = get_cpu * 1e6
+        self.figures[label]["GET req/s"] = rps
+        self.figures[label]["GET % of ceiling"] = rps / ceil_rps * 100
+        print("GET one object (32 concurrent clients, TLS):")
+        self.report(
+            label,
+            "trivial aiohttp handler (ceiling)",
+            f"{ceil_rps:8.0f} req/s  p50 {pct(ceil_lat, 50) * 1e3:.1f} ms  "
+            f"p99 {pct(ceil_lat, 99) * 1e3:.1f} ms  CPU {ceil_cpu * 1e6:.0f} us/GET",
+        )
+        self.report(
+            label,
+            "sampan GET configmap",
+            f"{rps:8.0f} req/s  p50 {pct(lat, 50) * 1e3:.1f} ms  "
+            f"p99 {pct(lat, 99) * 1e3:.1f} ms  ({rps / ceil_rps:.0%} of ceiling; "
+            f"goal >= 40%)  server CPU {get_cpu * 1e6:.0f} us/GET "
+            f"(the handler's CPU is {ceil_cpu / get_cpu:.0%} of it)",
+        )
 
-            rate = 500
-            duration_s = 3 if self.quick else 6
-            lat500: list[float] = []
+    async def create_rows(
+        self, s: aiohttp.ClientSession, label: str, url: str, ns: str, server_pid: int
+    ) -> None:
+        n_create = 1000 if self.quick else 3000
+        cpu0 = cpu_s(server_pid)
+        cps, clat = await self.closed_loop(
+            s,
+            "POST",
+            lambda i: ns,
+            lambda i: {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": f"c-{i}"},
+                "data": {"k": "v"},
+            },
+            32,
+            n_create,
+        )
+        create_cpu = (cpu_s(server_pid) - cpu0) / n_create
+        self.figures[label]["creates/s (32)"] = cps
+        self.figures[label]["server CPU per create (us)"] = create_cpu * 1e6
+        print("Creates:")
+        self.report(
+            label,
+            "creates/s (32 concurrent)",
+            f"{cps:8.0f} /s  p99 {pct(clat, 99) * 1e3:.1f} ms  (goal >= 2,000/s)  "
+            f"server CPU {create_cpu * 1e3:.2f} ms/create",
+        )
 
-            refused = 0
+        rate = 500
+        duration_s = 3 if self.quick else 6
+        lat500: list[float] = []
 
-            async def one(i: int) -> None:
-                nonlocal refused
-                t0 = time.perf_counter()
-                try:
-                    async with s.post(
-                        ns,
-                        json={
-                            "apiVersion": "v1",
-                            "kind": "ConfigMap",
-                            "metadata": {"name": f"r-{i}"},
-                        },
-                    ) as r:
-                        await r.read()
-                except aiohttp.ClientConnectionError:
-                    # A server slower than the offered rate: new connections pile up until
-                    # its listen backlog overflows. Counted, not timed.
-                    refused += 1
-                    return
-                lat500.append(time.perf_counter() - t0)
+        refused = 0
 
-            tasks = []
-            start = time.perf_counter()
-            for i in range(rate * duration_s):
-                delay = start + i / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one(i)))
-            await asyncio.gather(*tasks)
-            self.figures[label][f"create p99 at {rate}/s (ms)"] = pct(lat500, 99) * 1e3
-            self.report(
-                label,
-                f"create latency at {rate}/s offered",
-                f"p50 {pct(lat500, 50) * 1e3:.1f} ms  p99 {pct(lat500, 99) * 1e3:.1f} ms  "
-                "(goal p99 < 25 ms)" + (f"  {refused} connections refused" if refused else ""),
-            )
-
-            # LIST of 10,000 objects in their own namespace.
-            async with s.post(
-                f"{url}/api/v1/namespaces",
-                json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-list"}},
-            ) as r:
-                assert r.status == 201, await r.text()
-            lns = f"{url}/api/v1/namespaces/bench-list/configmaps"
-            await self.closed_loop(
-                s,
-                "POST",
-                lambda i: lns,
-                lambda i: {
-                    "apiVersion": "v1",
-                    "kind": "ConfigMap",
-                    "metadata": {"name": f"l-{i:05d}"},
-                    "data": {"k": "v" * 64},
-                },
-                32,
-                10000,
-            )
-            list_lat = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                async with s.get(lns) as r:
-                    body = await r.read()
-                list_lat.append(time.perf_counter() - t0)
-            count = len(json.loads(body)["items"])
-            self.figures[label][f"LIST {count} (ms)"] = statistics.median(list_lat) * 1e3
-            print("LIST:")
-            self.report(
-                label,
-                f"LIST of {count} configmaps (median of 5)",
-                f"{statistics.median(list_lat) * 1e3:8.1f} ms",
-            )
-
-            # Watch fan-out.
-            n_watchers = 200 if self.quick else 1000
-            # Watch from the collection's current resourceVersion (the object's own may be older
-            # than the watch cache's window after the creates above, which would be a 410).
-            async with s.get(ns + "?limit=1") as r:
-                rv = json.loads(await r.read())["metadata"]["resourceVersion"]
-            got: list[float] = []
-            ready = 0
-            all_ready = asyncio.Event()
-            changed_at: list[float] = []
-
-            fan_conn = aiohttp.TCPConnector(ssl=ctx, limit=0)
-            async with aiohttp.ClientSession(connector=fan_conn, timeout=timeout) as ws:
-
-                async def watcher() -> None:
-                    nonlocal ready
-                    url = (
-                        f"{ns}?watch=1&resourceVersion={rv}"
-                        "&fieldSelector=metadata.name%3Dbench&timeoutSeconds=120"
-                    )
-                    for _attempt in range(60):
-                        async with ws.get(url) as r:
-                            if r.status == 429:  # the server's in-flight limit: as clients do
-                                await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
-                                continue
-                            if r.status != 200:
-                                raise SystemExit(f"watch: {r.status} {await r.text()}")
-                            ready += 1
-                            if ready == n_watchers:
-                                all_ready.set()
-                            async for line in r.content:
-                                event = json.loads(line)
-                                if event.get("type") != "MODIFIED":
-                                    raise SystemExit(f"watch: unexpected event {line[:200]!r}")
-                                got.append(time.perf_counter())
-                                return
-                    raise SystemExit("watch: refused 60 times (429)")
-
-                watchers = [asyncio.create_task(watcher()) for _ in range(n_watchers)]
-                await asyncio.wait_for(all_ready.wait(), 120)
-                await asyncio.sleep(0.5)
-                changed_at.append(time.perf_counter())
-                async with s.patch(
-                    ns + "/bench",
-                    data=json.dumps({"data": {"key": "v2"}}),
-                    headers={"Content-Type": "application/merge-patch+json"},
+        async def one(i: int) -> None:
+            nonlocal refused
+            t0 = time.perf_counter()
+            try:
+                async with s.post(
+                    ns,
+                    json={
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "metadata": {"name": f"r-{i}"},
+                    },
                 ) as r:
                     await r.read()
-                await asyncio.wait_for(asyncio.gather(*watchers), 120)
-            delays = [g - changed_at[0] for g in got]
-            self.figures[label]["fan-out p99 (ms)"] = pct(delays, 99) * 1e3
-            print("Watch fan-out:")
-            self.report(
-                label,
-                f"{n_watchers} watchers, one change",
-                f"p50 {pct(delays, 50) * 1e3:.1f} ms  p99 {pct(delays, 99) * 1e3:.1f} ms  "
-                "(goal p99 < 100 ms)",
+            except aiohttp.ClientConnectionError:
+                # A server slower than the offered rate: new connections pile up until
+                # its listen backlog overflows. Counted, not timed.
+                refused += 1
+                return
+            lat500.append(time.perf_counter() - t0)
+
+        tasks = []
+        start = time.perf_counter()
+        for i in range(rate * duration_s):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        self.figures[label][f"create p99 at {rate}/s (ms)"] = pct(lat500, 99) * 1e3
+        self.report(
+            label,
+            f"create latency at {rate}/s offered",
+            f"p50 {pct(lat500, 50) * 1e3:.1f} ms  p99 {pct(lat500, 99) * 1e3:.1f} ms  "
+            "(goal p99 < 25 ms)" + (f"  {refused} connections refused" if refused else ""),
+        )
+
+        # LIST of 10,000 objects in their own namespace.
+        async with s.post(
+            f"{url}/api/v1/namespaces",
+            json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-list"}},
+        ) as r:
+            assert r.status == 201, await r.text()
+        lns = f"{url}/api/v1/namespaces/bench-list/configmaps"
+        await self.closed_loop(
+            s,
+            "POST",
+            lambda i: lns,
+            lambda i: {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": f"l-{i:05d}"},
+                "data": {"k": "v" * 64},
+            },
+            32,
+            10000,
+        )
+        list_lat = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            async with s.get(lns) as r:
+                body = await r.read()
+            list_lat.append(time.perf_counter() - t0)
+        count = len(json.loads(body)["items"])
+        self.figures[label][f"LIST {count} (ms)"] = statistics.median(list_lat) * 1e3
+        print("LIST:")
+        self.report(
+            label,
+            f"LIST of {count} configmaps (median of 5)",
+            f"{statistics.median(list_lat) * 1e3:8.1f} ms",
+        )
+
+    async def watch_rows(
+        self,
+        s: aiohttp.ClientSession,
+        label: str,
+        ns: str,
+        ctx: ssl.SSLContext,
+        client_timeout: aiohttp.ClientTimeout,
+        server_pid: int,
+    ) -> None:
+        timeout = client_timeout
+        n_watchers = 200 if self.quick else 1000
+        # Watch from the collection's current resourceVersion (the object's own may be older
+        # than the watch cache's window after the creates above, which would be a 410).
+        async with s.get(ns + "?limit=1") as r:
+            rv = json.loads(await r.read())["metadata"]["resourceVersion"]
+        got: list[float] = []
+        ready = 0
+        all_ready = asyncio.Event()
+        changed_at: list[float] = []
+
+        fan_conn = aiohttp.TCPConnector(ssl=ctx, limit=0)
+        async with aiohttp.ClientSession(connector=fan_conn, timeout=timeout) as ws:
+
+            async def watcher() -> None:
+                nonlocal ready
+                url = (
+                    f"{ns}?watch=1&resourceVersion={rv}"
+                    "&fieldSelector=metadata.name%3Dbench&timeoutSeconds=120"
+                )
+                for _attempt in range(60):
+                    async with ws.get(url) as r:
+                        if r.status == 429:  # the server's in-flight limit: as clients do
+                            await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+                            continue
+                        if r.status != 200:
+                            raise SystemExit(f"watch: {r.status} {await r.text()}")
+                        ready += 1
+                        if ready == n_watchers:
+                            all_ready.set()
+                        async for line in r.content:
+                            event = json.loads(line)
+                            if event.get("type") != "MODIFIED":
+                                raise SystemExit(f"watch: unexpected event {line[:200]!r}")
+                            got.append(time.perf_counter())
+                            return
+                raise SystemExit("watch: refused 60 times (429)")
+
+            watchers = [asyncio.create_task(watcher()) for _ in range(n_watchers)]
+            await asyncio.wait_for(all_ready.wait(), 120)
+            await asyncio.sleep(0.5)
+            changed_at.append(time.perf_counter())
+            async with s.patch(
+                ns + "/bench",
+                data=json.dumps({"data": {"key": "v2"}}),
+                headers={"Content-Type": "application/merge-patch+json"},
+            ) as r:
+                await r.read()
+            await asyncio.wait_for(asyncio.gather(*watchers), 120)
+        delays = [g - changed_at[0] for g in got]
+        self.figures[label]["fan-out p99 (ms)"] = pct(delays, 99) * 1e3
+        print("Watch fan-out:")
+        self.report(
+            label,
+            f"{n_watchers} watchers, one change (1 client process)",
+            f"p50 {pct(delays, 50) * 1e3:.1f} ms  p99 {pct(delays, 99) * 1e3:.1f} ms  "
+            "(goal p99 < 100 ms)",
+        )
+        if self.watch_procs > 0:
+            await self.watch_fan_out_procs(s, label, ns, n_watchers, server_pid)
+
+    async def watch_fan_out_procs(
+        self, s: aiohttp.ClientSession, label: str, ns: str, n_watchers: int, server_pid: int
+    ) -> None:
+        """The fan-out with the watchers in ``watch_procs`` client processes, ``ROUNDS``
+        changes one second apart: each child prints "ready" once its watches are open, then
+        its receive times (time.monotonic, shared by every process) and keeps its watches
+        open until told, so the server's CPU over the rounds is the fan-out's alone."""
+        procs = self.watch_procs
+        rounds = FAN_OUT_ROUNDS
+        async with s.get(ns + "?limit=1") as r:
+            rv = json.loads(await r.read())["metadata"]["resourceVersion"]
+        url = (
+            f"{ns}?watch=1&resourceVersion={rv}"
+            "&fieldSelector=metadata.name%3Dbench&timeoutSeconds=120"
+        )
+        children = []
+        for i in range(procs):
+            count = n_watchers // procs + (1 if i < n_watchers % procs else 0)
+            children.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bench.api",
+                    "--watch-client",
+                    json.dumps(
+                        {"url": url, "count": count, "rounds": rounds, "dir": str(self.workdir)}
+                    ),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                )
             )
+        for child in children:
+            assert child.stdout is not None
+            line = await asyncio.wait_for(child.stdout.readline(), 180)
+            if line.strip() != b"ready":
+                raise SystemExit(f"watch client: {line[:200]!r}")
+        spy = None
+        if self.profile_fan_out:
+            spy = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).with_name("py-spy")), "record",
+                "-p", str(server_pid), "-r", "500", "-d", "3",
+                "-f", "raw", "-o", self.profile_fan_out,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+        await asyncio.sleep(0.5)
+        cpu0 = cpu_s(server_pid)
+        starts: list[float] = []
+        for i in range(rounds):
+            if i:
+                await asyncio.sleep(1.0)
+            starts.append(time.monotonic())
+            async with s.patch(
+                ns + "/bench",
+                data=json.dumps({"data": {"key": f"v{starts[-1]}"}}),
+                headers={"Content-Type": "application/merge-patch+json"},
+            ) as r:
+                await r.read()
+        delays: list[float] = []
+        for child in children:
+            assert child.stdout is not None
+            out = json.loads(await asyncio.wait_for(child.stdout.readline(), 180))
+            for times in out["times"]:  # one watcher's receive times, a change each
+                delays.extend(t - start for t, start in zip(times, starts, strict=True))
+        # Sampled while the watches are still open: their teardown is not the fan-out's.
+        server_cpu = cpu_s(server_pid) - cpu0
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write(b"done\n")
+            await child.stdin.drain()
+            await child.wait()
+        if spy is not None:
+            await spy.wait()
+        per_event = server_cpu / (n_watchers * rounds)
+        self.figures[label][f"fan-out p99, {procs} client procs (ms)"] = pct(delays, 99) * 1e3
+        self.figures[label]["server CPU per watch event (us)"] = per_event * 1e6
+        self.report(
+            label,
+            f"{n_watchers} watchers, {rounds} changes ({procs} client processes)",
+            f"p50 {pct(delays, 50) * 1e3:.1f} ms  p99 {pct(delays, 99) * 1e3:.1f} ms  "
+            f"(goal p99 < 100 ms)  server CPU {per_event * 1e6:.0f} us/event delivered "
+            "(incl. the PATCHes)",
+        )
 
     # -- embedded etcd --------------------------------------------------------------------------
 
@@ -785,6 +911,64 @@ class Bench:
             print(f"  {key:<34}{cells}")
 
 
+def watch_client(spec_text: str) -> None:
+    """A child of the fan-out row (see ``watch_fan_out_procs``)."""
+    spec = json.loads(spec_text)
+    workdir = Path(spec["dir"])
+    ctx = ssl.create_default_context(cafile=str(workdir / "ca.crt"))
+    ctx.load_cert_chain(str(workdir / "client.crt"), str(workdir / "client.key"))
+    ctx.check_hostname = False
+
+    async def main() -> None:
+        got: list[list[float]] = []
+        done = 0
+        ready = 0
+        all_ready = asyncio.Event()
+        release = asyncio.Event()
+        all_got = asyncio.Event()
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
+        conn = aiohttp.TCPConnector(ssl=ctx, limit=0)
+        async with aiohttp.ClientSession(connector=conn, timeout=timeout) as ws:
+
+            async def watcher() -> None:
+                nonlocal ready, done
+                for _attempt in range(60):
+                    async with ws.get(spec["url"]) as r:
+                        if r.status == 429:
+                            await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+                            continue
+                        if r.status != 200:
+                            raise SystemExit(f"watch: {r.status} {await r.text()}")
+                        ready += 1
+                        if ready == spec["count"]:
+                            all_ready.set()
+                        times: list[float] = []
+                        got.append(times)
+                        async for line in r.content:
+                            times.append(time.monotonic())
+                            if json.loads(line).get("type") != "MODIFIED":
+                                raise SystemExit(f"watch: unexpected event {line[:200]!r}")
+                            if len(times) == spec["rounds"]:
+                                break
+                        done += 1
+                        if done == spec["count"]:
+                            all_got.set()
+                        await release.wait()  # the connection stays open until told
+                        return
+                raise SystemExit("watch: refused 60 times (429)")
+
+            tasks = [asyncio.create_task(watcher()) for _ in range(spec["count"])]
+            await asyncio.wait_for(all_ready.wait(), 170)
+            print("ready", flush=True)
+            await asyncio.wait_for(all_got.wait(), 170)
+            print(json.dumps({"times": got, "cpu_s": time.process_time()}), flush=True)
+            await asyncio.to_thread(sys.stdin.readline)
+            release.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), 170)
+
+    asyncio.run(main())
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -833,13 +1017,39 @@ def main() -> None:
         "sampan server --cluster-init, with etcd's raw put rate as its floor)",
     )
     parser.add_argument("--no-secrets", action="store_true", help="leave out the Secrets rows")
+    parser.add_argument(
+        "--rows",
+        default=",".join(ROWS),
+        help=f"comma-separated rows to run on SQLite: {', '.join(ROWS)} (create includes "
+        "the 500/s and LIST rows)",
+    )
+    parser.add_argument(
+        "--watch-procs",
+        type=int,
+        default=4,
+        help="client processes for the second fan-out row (0: leave it out)",
+    )
+    parser.add_argument(
+        "--profile-fan-out",
+        default="",
+        metavar="PATH",
+        help="py-spy record (raw, 3 s) of the server around the multi-process fan-out",
+    )
+    parser.add_argument("--watch-client", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.watch_client:
+        watch_client(args.watch_client)
+        return
+    rows = frozenset(r.strip() for r in args.rows.split(",") if r.strip())
+    if rows - set(ROWS):
+        parser.error(f"unknown row(s): {', '.join(sorted(rows - set(ROWS)))}")
     datastores = tuple(d.strip() for d in args.datastore.split(",") if d.strip())
     unknown = set(datastores) - {"sqlite", "etcd"}
     if unknown:
         parser.error(f"unknown datastore(s): {', '.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory(prefix="sampan-bench-api-") as tmp:
-        bench = Bench(Path(tmp), args.quick)
+        bench = Bench(Path(tmp), args.quick, rows, args.watch_procs)
+        bench.profile_fan_out = args.profile_fan_out
         try:
             asyncio.run(
                 bench.run(datastores, secrets_only=args.secrets, secrets=not args.no_secrets)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 
@@ -590,6 +591,45 @@ async def test_watch_stream_raw(harness):
                 events.append(json.loads(line))
     assert [e["type"] for e in events] == ["ADDED", "MODIFIED", "DELETED"]
     assert all(e["object"]["metadata"]["name"] == "w1" for e in events)
+
+
+async def test_watch_streams_in_order_direct_and_batched(harness):
+    """Several watchers of a burst of changes with large objects: the idle ones get them
+    written by the fan-out, the one that reads nothing until the end (its connection backs
+    up) through its queue in batches; every stream has every event once, in order."""
+    _status, listed = await harness.request("GET", CM_PATH)
+    rv = listed["metadata"]["resourceVersion"]
+    assert harness.session is not None
+    params = {"watch": "1", "resourceVersion": rv, "timeoutSeconds": "60"}
+    big = "x" * 20_000
+    count = 40
+    async with contextlib.AsyncExitStack() as stack:
+        streams = [
+            await stack.enter_async_context(harness.session.get(CM_PATH, params=params))
+            for _ in range(3)
+        ]
+        assert all(r.status == 200 for r in streams)
+        await harness.request("POST", CM_PATH, configmap("burst"))
+        for i in range(count):
+            await harness.request(
+                "PATCH",
+                f"{CM_PATH}/burst",
+                {"data": {"i": str(i), "big": big}},
+                content_type="application/merge-patch+json",
+            )
+        for response in streams:
+            events = []
+            async with asyncio.timeout(30):
+                while len(events) < count + 1:
+                    line = await response.content.readline()
+                    assert line, "stream ended early"
+                    events.append(json.loads(line))
+            assert [e["type"] for e in events] == ["ADDED"] + ["MODIFIED"] * count
+            assert [e["object"]["data"].get("i") for e in events[1:]] == [
+                str(i) for i in range(count)
+            ]
+            rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+            assert rvs == sorted(set(rvs))
 
 
 async def test_watch_ends_on_server_stop(harness):

@@ -32,6 +32,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from sampan.api import jsonwire
+
 __all__ = [
     "AlreadyExists",
     "BadRequest",
@@ -163,11 +165,11 @@ def go_json(obj: Any) -> bytes:
     translation never touches structure), and a lone surrogate (a name or value that came
     from invalid UTF-8) written as U+FFFD, as Go writes invalid UTF-8; never an encode error
     that would turn a 4xx into a 500."""
-    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).translate(_GO_ESCAPE_TABLE)
     try:
-        return text.encode()
+        return jsonwire.dumps_go(obj)
     except UnicodeEncodeError:
-        return _LONE_SURROGATE.sub("\ufffd", text).encode()
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+        return _LONE_SURROGATE.sub("\ufffd", text.translate(_GO_ESCAPE_TABLE)).encode()
 
 
 class BadRequest(StatusError):

@@ -493,8 +493,15 @@ class ResourceHandler:
         namespace: str | None,
         user: UserInfo,
     ) -> web.StreamResponse:
+        resource_version = request.query.get("resourceVersion", "")
+        if self._renderer(request, info).passthrough and not self._webhook_converted(info):
+            # Served as stored: the cached bytes, not a parse and an encode of them.
+            data = await self._store(info).get_bytes(
+                namespace, ri.path_name, resource_version=resource_version
+            )
+            return json_response(data)
         obj = await self._store(info).get(
-            namespace, ri.path_name, resource_version=request.query.get("resourceVersion", "")
+            namespace, ri.path_name, resource_version=resource_version
         )
         return await self._respond(request, info, obj)
 

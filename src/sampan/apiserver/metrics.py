@@ -94,6 +94,7 @@ class APIServerMetrics:
             registry=self.registry,
         )
         self._counts: Callable[[], dict[str, int]] = dict
+        self._children: dict[int, dict[tuple[Any, ...], Any]] = {}
         self.registry.register(_StorageObjects(lambda: self._counts()))
 
     @staticmethod
@@ -131,20 +132,42 @@ class APIServerMetrics:
             else "mutating"
         )
         long_running = labels["verb"] in _LONG_RUNNING
-        self.inflight.labels(kind).inc()
+        key = tuple(labels.items())
+        inflight = self._child(self.inflight, (kind,), lambda: self.inflight.labels(kind))
+        inflight.inc()
         if long_running:
-            self.longrunning.labels(*(labels[k] for k in _LABELS if k != "dry_run")).inc()
+            longrunning = self._child(
+                self.longrunning,
+                key,
+                lambda: self.longrunning.labels(*(labels[k] for k in _LABELS if k != "dry_run")),
+            )
+            longrunning.inc()
         started = time.monotonic()
         code: list[int] = []
         try:
             yield code
         finally:
-            self.inflight.labels(kind).dec()
+            inflight.dec()
             if long_running:
-                self.longrunning.labels(*(labels[k] for k in _LABELS if k != "dry_run")).dec()
+                longrunning.dec()
             else:
-                self.duration.labels(**labels).observe(time.monotonic() - started)
-            self.requests.labels(**labels, code=str(code[0] if code else 500)).inc()
+                duration = self._child(self.duration, key, lambda: self.duration.labels(**labels))
+                duration.observe(time.monotonic() - started)
+            status = str(code[0] if code else 500)
+            self._child(
+                self.requests, (*key, status), lambda: self.requests.labels(**labels, code=status)
+            ).inc()
+
+    def _child(self, metric: Any, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        """``metric.labels(...)`` for ``key`` (its label values), looked up once: the client
+        library's ``labels`` validates and locks on every call, a cost per request."""
+        children = self._children.get(id(metric))
+        if children is None:
+            children = self._children[id(metric)] = {}
+        child = children.get(key)
+        if child is None:
+            child = children[key] = make()
+        return child
 
     def watch_storage(self, counts: Callable[[], dict[str, int]]) -> None:
         """Report ``apiserver_storage_objects{resource}`` from ``counts()`` at each scrape."""

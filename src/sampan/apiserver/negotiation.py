@@ -14,7 +14,7 @@ nothing downstream ever sees a half-read body.
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -51,8 +51,9 @@ _SUMMARY_CHARS = 30
 
 
 def dump_json(obj: Any) -> bytes:
-    """Compact JSON, UTF-8, as kube-apiserver writes it (no spaces, non-ASCII kept)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON, UTF-8, as kube-apiserver writes it (no spaces, non-ASCII kept;
+    ``jsonwire.dumps``: orjson where it writes the same bytes as ``json.dumps``)."""
+    return jsonwire.dumps(obj)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ _META_VERSIONS = frozenset({"v1", "v1beta1"})
 """The versions of meta.k8s.io whose Table and PartialObjectMetadata kube-apiserver serves."""
 
 
+@functools.lru_cache(maxsize=256)
 def parse_accept(accept: str) -> OutputFormat:
     """Pick the first acceptable media range: Table / PartialObjectMetadata (meta.k8s.io v1 or
     v1beta1) when asked, else plain JSON. A range naming another group or version of those is
@@ -106,6 +108,7 @@ SERVED_MEDIA_TYPES = ("application/json", "application/yaml", PROTOBUF_CONTENT_T
 its order; the 406 message names them."""
 
 
+@functools.lru_cache(maxsize=256)
 def check_acceptable(accept: str) -> None:
     """406 NotAcceptable, worded as kube-apiserver's, when a non-empty Accept header has no
     media range a resource endpoint serves: none of :data:`SERVED_MEDIA_TYPES`, ``*/*`` or

@@ -180,6 +180,9 @@ class Authenticator:
         )
         self._clock = clock
         self._cert_cache: dict[bytes, tuple[UserInfo, float]] = {}
+        self._front_proxy_cache: dict[bytes, bool] = {}
+        """Whether a client certificate (its DER bytes) is signed by the request-header CA:
+        a signature check per request otherwise (the CA is fixed for the server's life)."""
         self._request_header = request_header
         self._request_header_ca = (
             x509.load_pem_x509_certificates(request_header.ca_pem)
@@ -210,8 +213,15 @@ class Authenticator:
     def _is_front_proxy(self, der: bytes) -> bool:
         if self._request_header_ca is None:
             return False
+        known = self._front_proxy_cache.get(der)
+        if known is not None:
+            return known
         cert = _load_der(der)
-        return any(is_issued_by(cert, ca) for ca in self._request_header_ca)
+        issued = any(is_issued_by(cert, ca) for ca in self._request_header_ca)
+        if len(self._front_proxy_cache) >= _CERT_CACHE_MAX:
+            self._front_proxy_cache.clear()
+        self._front_proxy_cache[der] = issued
+        return issued
 
     def _authenticate_request_header(self, der: bytes, headers: Any) -> UserInfo | None:
         config, ca = self._request_header, self._request_header_ca

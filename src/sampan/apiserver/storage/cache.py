@@ -20,6 +20,10 @@ Invariants:
   N (used for consistent paged lists).
 * Watchers have bounded queues: a watcher whose queue is full is ended (its stream drains what
   it has, then stops; the client rewatches from its last revision) instead of memory growing.
+* A watcher may have a ``direct`` writer (its stream's HTTP response, when events go out as
+  stored): while it is ``idle`` — its queue empty and everything its stream took already
+  written — a change is written by the fan-out itself, in order, with no task switch; the
+  writer declines (and the change is queued) when the connection is backed up or closing.
 * While loading, incoming changes are buffered and applied after the load, in order.
 """
 
@@ -29,10 +33,9 @@ import asyncio
 import bisect
 import heapq
 import itertools
-import json
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from sampan.api import jsonwire
@@ -68,8 +71,9 @@ DEFAULT_WATCHER_QUEUE_SIZE = 10_000
 
 
 def dumps(obj: Any) -> bytes:
-    """The one JSON encoding used for stored and served bytes (compact, UTF-8)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """The one JSON encoding used for stored and served bytes (compact, UTF-8; orjson where
+    it writes the same bytes as ``json.dumps``, see ``jsonwire.dumps``)."""
+    return jsonwire.dumps(obj)
 
 
 def with_resource_version(data: bytes, revision: int) -> bytes:
@@ -187,8 +191,10 @@ class Watcher:
     """One watch stream's filter and bounded queue."""
 
     __slots__ = (
+        "direct",
         "ended",
         "fields",
+        "idle",
         "labels",
         "namespace",
         "overflowed",
@@ -212,6 +218,10 @@ class Watcher:
         self.wake = asyncio.Event()
         self.ended = False
         self.overflowed = False
+        self.direct: Callable[[WatchEvent], bool] | None = None
+        """Writes an event at once, or declines (False); see the module docstring."""
+        self.idle = False
+        """Set by the stream while it waits on an empty queue with nothing unwritten."""
 
     def matches(self, entry: Entry) -> bool:
         if self.namespace is not None and entry.namespace != self.namespace:
@@ -238,12 +248,14 @@ class Watcher:
             self.overflowed = True
             self.end()
             return False
+        self.idle = False  # later events queue behind this one
         self.queue.append(event)
         self.wake.set()
         return True
 
     def end(self) -> None:
         self.ended = True
+        self.idle = False
         self.wake.set()
 
 
@@ -438,7 +450,11 @@ class WatchCache:
         for watchers in targets:
             for w in watchers:
                 out = w.translate(change)
-                if out is not None and not w.offer(out):
+                if out is None:
+                    continue
+                if w.idle and w.direct is not None and w.direct(out):
+                    continue
+                if not w.offer(out):
                     dropped.append(w)
         for w in dropped:
             log.info("ending a watch of %s: it fell %d events behind", self.prefix, w.queue_size)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,9 +71,8 @@ from sampan.apiserver.storage.types import (
     DeleteOptions,
     ListPage,
     StorageSettings,
-    WatchEvent,
 )
-from sampan.apiserver.storage.watch import too_large_resource_version, watch_stream
+from sampan.apiserver.storage.watch import WatchStream, too_large_resource_version, watch_stream
 from sampan.datastore.types import (
     MAX_VALUE_BYTES,
     Backend,
@@ -341,6 +340,24 @@ class ResourceStore:
             raise self._not_found(name)
         return found[0]
 
+    async def get_bytes(
+        self, namespace: str | None, name: str, *, resource_version: str = ""
+    ) -> bytes:
+        """``get``'s object as the JSON bytes it is served as (``dumps`` of ``get``'s answer):
+        from the watch cache, its stored bytes as they are, without a parse and an encode."""
+        revision = parse_resource_version(resource_version)
+        key = self._key(namespace, name)
+        if await self._cache_fresh(resource_version, revision):
+            entry = self._cache.objects.get(key)
+            if entry is not None:
+                return entry.data
+            if not is_unreadable(self._backend, key):
+                raise self._not_found(name)
+        found = await self._fetch(key, name)
+        if found is None:
+            raise self._not_found(name)
+        return dumps(found[0])
+
     async def list(
         self,
         namespace: str | None,
@@ -514,7 +531,7 @@ class ResourceStore:
         resource_version: str = "",
         allow_bookmarks: bool = False,
         send_initial_events: bool | None = None,
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> WatchStream:
         """A watch stream (see watch.py). Bad parameters raise here, before any event."""
         revision = parse_resource_version(resource_version)
         labels = _api.label_matcher(label_selector)

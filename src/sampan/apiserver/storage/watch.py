@@ -15,12 +15,16 @@ Invariants:
   changes the client has not seen.
 * A stream ends (without error) when its watcher is ended: queue overflow, cache relist, or
   server stop. The client resumes from its last revision.
+* Events come out in batches (``WatchStream.next_batch``: the catch-up at once, then whatever
+  queued while the writer was busy), in the same order as one by one; a live change that
+  finds the stream idle may be written by the fan-out itself (``WatchStream.direct``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from sampan.api.errors import Cause, Gone, StatusError, Timeout, TooManyRequests
 from sampan.api.resources import ResourceInfo
@@ -35,6 +39,7 @@ from sampan.apiserver.storage.types import (
 
 __all__ = [
     "INITIAL_EVENTS_END_ANNOTATION",
+    "WatchStream",
     "bookmark_event",
     "error_event",
     "too_large_resource_version",
@@ -65,7 +70,45 @@ def too_large_resource_version(revision: int, current: int) -> Timeout:
     )
 
 
-async def watch_stream(
+class WatchStream:
+    """One open watch: an async iterator of events that also hands out, in one step,
+    everything already waiting (``next_batch``), so its writer can send a batch in one write.
+
+    ``direct``, when set before the first event is asked for, becomes the watcher's direct
+    writer (see ``cache.Watcher``): live events then skip the queue while the stream is idle.
+    """
+
+    __slots__ = ("_batches", "_buffer", "direct")
+
+    def __init__(self) -> None:
+        self.direct: Callable[[WatchEvent], bool] | None = None
+        self._buffer: deque[WatchEvent] = deque()
+        self._batches: AsyncGenerator[list[WatchEvent], None] | None = None
+
+    def __aiter__(self) -> WatchStream:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        assert self._batches is not None
+        while not self._buffer:
+            self._buffer.extend(await anext(self._batches))
+        return self._buffer.popleft()
+
+    async def next_batch(self) -> list[WatchEvent]:
+        """The events ready now (at least one; waits for one when none is)."""
+        if self._buffer:
+            out = list(self._buffer)
+            self._buffer.clear()
+            return out
+        assert self._batches is not None
+        return await anext(self._batches)
+
+    async def aclose(self) -> None:
+        if self._batches is not None:
+            await self._batches.aclose()
+
+
+def watch_stream(
     cache: WatchCache,
     tracker: RevisionTracker,
     info: ResourceInfo,
@@ -79,35 +122,71 @@ async def watch_stream(
     revision: int,
     allow_bookmarks: bool,
     send_initial_events: bool | None,
-) -> AsyncIterator[WatchEvent]:
+) -> WatchStream:
     """The events of one watch; see the module docstring. ``revision`` is
     ``resource_version`` parsed (0 for "" and "0")."""
+    stream = WatchStream()
+    stream._batches = _batches(
+        stream,
+        cache,
+        tracker,
+        info,
+        settings,
+        current_revision,
+        namespace=namespace,
+        labels=labels,
+        fields=fields,
+        resource_version=resource_version,
+        revision=revision,
+        allow_bookmarks=allow_bookmarks,
+        send_initial_events=send_initial_events,
+    )
+    return stream
+
+
+async def _batches(
+    stream: WatchStream,
+    cache: WatchCache,
+    tracker: RevisionTracker,
+    info: ResourceInfo,
+    settings: StorageSettings,
+    current_revision: Callable[[], Awaitable[int]],
+    *,
+    namespace: str | None,
+    labels: _api.Matcher | None,
+    fields: _api.Matcher | None,
+    resource_version: str,
+    revision: int,
+    allow_bookmarks: bool,
+    send_initial_events: bool | None,
+) -> AsyncGenerator[list[WatchEvent], None]:
     if not cache.ready.is_set():
         try:
             await asyncio.wait_for(cache.ready.wait(), settings.ready_wait_s)
         except TimeoutError:
-            yield error_event(TooManyRequests("storage is (re)initializing", retry_after_s=1))
+            yield [error_event(TooManyRequests("storage is (re)initializing", retry_after_s=1))]
             return
     if resource_version == "":
         # Consistent: start from a state at least as new as the datastore's now.
         try:
             target = await current_revision()
         except StatusError as e:
-            yield error_event(e)
+            yield [error_event(e)]
             return
         await tracker.wait_consistent(target, settings.consistent_read_wait_s)
     elif revision > 0 and not await tracker.wait_for(revision, settings.freshness_wait_s):
-        yield error_event(too_large_resource_version(revision, tracker.revision))
+        yield [error_event(too_large_resource_version(revision, tracker.revision))]
         return
     if not cache.ready.is_set():
         # A relist started while we waited: let the client come back.
-        yield error_event(TooManyRequests("storage is (re)initializing", retry_after_s=1))
+        yield [error_event(TooManyRequests("storage is (re)initializing", retry_after_s=1))]
         return
 
     initial = send_initial_events
     if initial is None:
         initial = resource_version in ("", "0")
     watcher = Watcher(namespace, labels, fields, settings.watcher_queue_size)
+    watcher.direct = stream.direct
     # --- synchronous: snapshot/replay and registration, atomic w.r.t. incoming changes ---
     replay: list[WatchEvent] = []
     if initial:
@@ -119,7 +198,7 @@ async def watch_stream(
             replay.append(bookmark_event(info, snapshot_revision, initial_end=True))
     elif revision > 0:
         if revision < cache.ring_floor:
-            yield error_event(Gone(f"too old resource version: {revision} ({cache.ring_floor})"))
+            yield [error_event(Gone(f"too old resource version: {revision} ({cache.ring_floor})"))]
             return
         for change in cache.changes_since(revision):
             out = watcher.translate(change)
@@ -128,24 +207,35 @@ async def watch_stream(
     cache.register(watcher)
     # --- end of the synchronous part ---
     try:
-        for event in replay:
-            yield event
+        if replay:
+            yield replay
         del replay
         queue = watcher.queue
         while True:
-            while queue:
-                yield queue.popleft()
+            if queue:
+                # Everything waiting, in one batch (the stream's writer sends it at once).
+                batch = list(queue)
+                queue.clear()
+                yield batch
+                continue
             if watcher.ended:
                 return
             watcher.wake.clear()
-            if not allow_bookmarks:
-                await watcher.wake.wait()
-                continue
+            # Idle: the queue is empty and what was yielded is written (the writer asks
+            # for the next batch only then), so a live change may be written directly.
+            watcher.idle = True
             try:
-                await asyncio.wait_for(watcher.wake.wait(), settings.bookmark_interval_s)
-            except TimeoutError:
-                if not queue and not watcher.ended:
-                    yield bookmark_event(info, tracker.revision)
+                if not allow_bookmarks:
+                    await watcher.wake.wait()
+                    continue
+                try:
+                    await asyncio.wait_for(watcher.wake.wait(), settings.bookmark_interval_s)
+                except TimeoutError:
+                    if not queue and not watcher.ended:
+                        watcher.idle = False
+                        yield [bookmark_event(info, tracker.revision)]
+            finally:
+                watcher.idle = False
     finally:
         cache.unregister(watcher)
         watcher.end()
