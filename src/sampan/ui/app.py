@@ -787,7 +787,20 @@ class UIApp:
 
     # -- logs -----------------------------------------------------------------------------
 
-    async def _logs_page(self, request: web.Request) -> web.StreamResponse:
+    async def _pod_stream_page(
+        self,
+        request: web.Request,
+        template_name: str,
+        *,
+        endpoint: str,
+        with_init_containers: bool,
+        **context: Any,
+    ) -> web.StreamResponse:
+        """The logs and shell pages of a pod (``<page>.html``, served at ``.../<page>/{ns}/
+        {name}``): the containers to choose from (init containers first when
+        ``with_init_containers``), the one chosen (query ``container``, else the first main
+        container) and ``stream_url``, the page's ``endpoint`` for that container. A pod the
+        API refuses answers the error page."""
         ns, name = request.match_info["ns"], request.match_info["name"]
         try:
             pod = await self.kube.get(
@@ -797,23 +810,30 @@ class UIApp:
             return self._error_page(request, exc)
         spec = pod.get("spec") or {}
         main = [c["name"] for c in spec.get("containers") or []]
-        containers = [c["name"] for c in spec.get("initContainers") or []] + main
+        init = [c["name"] for c in spec.get("initContainers") or []]
+        containers = (init if with_init_containers else []) + main
         container = request.query.get("container") or (main[0] if main else "")
-        stream = (
-            f"{PREFIX}/c/{quote(request.match_info['cluster'])}/logs/{quote(ns)}/"
-            f"{quote(name)}/stream?" + urlencode({"container": container})
+        page = template_name.removesuffix(".html")
+        stream_url = (
+            f"{PREFIX}/c/{quote(request.match_info['cluster'])}/{page}/{quote(ns)}/"
+            f"{quote(name)}/{endpoint}?" + urlencode({"container": container})
         )
         return self._page(
             request,
-            "logs.html",
+            template_name,
             cluster=request.match_info["cluster"],
             ns=ns,
             name=name,
             containers=containers,
             container=container,
-            stream_url=stream,
-            tail=LOG_TAIL_LINES,
+            stream_url=stream_url,
             pod_kind=kinds.BUILTIN["pods"],
+            **context,
+        )
+
+    async def _logs_page(self, request: web.Request) -> web.StreamResponse:
+        return await self._pod_stream_page(
+            request, "logs.html", endpoint="stream", with_init_containers=True, tail=LOG_TAIL_LINES
         )
 
     async def _logs_stream(self, request: web.Request) -> web.StreamResponse:
@@ -844,29 +864,9 @@ class UIApp:
     # -- exec shell -----------------------------------------------------------------------
 
     async def _shell_page(self, request: web.Request) -> web.StreamResponse:
-        ns, name = request.match_info["ns"], request.match_info["name"]
-        try:
-            pod = await self.kube.get(
-                self._target(request), kinds.BUILTIN["pods"].object_path(ns, name)
-            )
-        except KubeError as exc:
-            return self._error_page(request, exc)
-        containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
-        container = request.query.get("container") or (containers[0] if containers else "")
-        ws = (
-            f"{PREFIX}/c/{quote(request.match_info['cluster'])}/shell/{quote(ns)}/"
-            f"{quote(name)}/ws?" + urlencode({"container": container})
-        )
-        return self._page(
-            request,
-            "shell.html",
-            cluster=request.match_info["cluster"],
-            ns=ns,
-            name=name,
-            containers=containers,
-            container=container,
-            ws_url=ws,
-            pod_kind=kinds.BUILTIN["pods"],
+        # Only main containers: an init container has ended before the pod runs.
+        return await self._pod_stream_page(
+            request, "shell.html", endpoint="ws", with_init_containers=False
         )
 
     async def _shell_ws(self, request: web.Request) -> web.StreamResponse:
