@@ -12,6 +12,9 @@ import pytest
 from sampan.client.api import CONFIGMAPS, Client
 from sampan.client.informer import SharedInformerFactory
 from sampan.client.syncloop import SyncLoop
+from sampan.ingress.controller import IngressController
+from sampan.netpol.controller import NetworkPolicyController
+from sampan.proxy.service import Proxy
 
 from .conftest import ApiServerHarness
 
@@ -131,3 +134,20 @@ async def test_a_loop_that_dies_fails_the_component(api_server: ApiServerHarness
 
 
 def _unused(*_: Any) -> None: ...
+
+
+def test_a_subclass_must_say_what_it_watches_and_what_a_sync_does(
+    api_server: ApiServerHarness,
+) -> None:
+    """The two hooks are abstract: a subclass that forgets one cannot be made (instead of
+    failing at its first start); the node's three sync loops provide both."""
+
+    class NoSync(SyncLoop):
+        def _add_informers(self, factory: SharedInformerFactory, client: Client) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="_sync"):
+        NoSync(api_server.client_config(), "test", resync_s=1.0, min_interval_s=0.1)  # type: ignore[abstract]
+    assert SyncLoop.__abstractmethods__ == {"_add_informers", "_sync"}
+    for component in (IngressController, NetworkPolicyController, Proxy):
+        assert not component.__abstractmethods__, component

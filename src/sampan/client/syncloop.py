@@ -21,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -40,7 +41,7 @@ class FailureSink(Protocol):
     def fail(self, reason: str) -> None: ...
 
 
-class SyncLoop:
+class SyncLoop(abc.ABC):
     """Base of the informer-driven sync components; see the module docstring."""
 
     name = "sync"
@@ -75,25 +76,25 @@ class SyncLoop:
 
     # --- what a subclass provides -----------------------------------------------------------
 
+    @abc.abstractmethod
     def _add_informers(self, factory: SharedInformerFactory, client: Client) -> None:
         """Create the informers (and whatever else needs the client) before they start."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _sync(self) -> None:
         """Bring the outside state in line with the caches; raise on failure."""
-        raise NotImplementedError
 
-    async def _prepare(self) -> None:
+    async def _prepare(self) -> None:  # noqa: B027 (optional hook, empty by default)
         """Runs first in ``start``, before the client exists (directories, worker threads)."""
 
     async def _first_sync(self) -> None:
         """The sync ``start`` waits for; a subclass may reword its error."""
         await self._run_sync()
 
-    async def _before_stop(self) -> None:
+    async def _before_stop(self) -> None:  # noqa: B027 (optional hook, empty by default)
         """Runs first in ``stop``, once the loop has ended (child processes, extra tasks)."""
 
-    async def _release(self) -> None:
+    async def _release(self) -> None:  # noqa: B027 (optional hook, empty by default)
         """Closes what :meth:`_prepare` and :meth:`_add_informers` made beside the informers;
         runs while the client is still open, after a failed start too."""
 
