@@ -15,6 +15,7 @@ from sampan.client.syncloop import SyncLoop
 from sampan.ingress.controller import IngressController
 from sampan.netpol.controller import NetworkPolicyController
 from sampan.proxy.service import Proxy
+from tests.support.syncloop import wait_sync
 
 from .conftest import ApiServerHarness
 
@@ -83,7 +84,7 @@ async def test_a_change_wakes_a_sync_and_stop_closes_everything(
     await _create(client, "two")
     async with asyncio.timeout(WAIT_S):
         while loop.seen != {"one", "two"}:
-            await loop.wait_sync(WAIT_S)
+            await wait_sync(loop, WAIT_S)
     await loop.stop()
     assert loop.released == 1 and loop._client is None and loop._factory is None
 
@@ -95,15 +96,15 @@ async def test_a_failed_sync_is_retried_and_its_error_kept_until_one_succeeds(
     await loop.start()
     try:
         loop.failures = 10**9  # the outside world refuses until told otherwise
-        count = await loop.wait_sync(WAIT_S)
+        count = await wait_sync(loop, WAIT_S)
         assert loop.last_sync_error == "the outside world said no"
         async with asyncio.timeout(WAIT_S):
             while caplog.text.count("names: sync failed (retrying): the outside world said no") < 3:
-                await loop.wait_sync(WAIT_S)  # retried without being woken by a change
+                await wait_sync(loop, WAIT_S)  # retried without being woken by a change
         loop.failures = 0
         async with asyncio.timeout(WAIT_S):
             while loop.last_sync_error is not None:
-                count = await loop.wait_sync(WAIT_S)
+                count = await wait_sync(loop, WAIT_S)
         assert count >= 5
     finally:
         await loop.stop()
@@ -125,7 +126,7 @@ async def test_a_loop_that_dies_fails_the_component(api_server: ApiServerHarness
     await loop.start(sink)
     try:
         loop.die = Bug("the loop's own bug")
-        loop._wake.set()
+        loop.request_sync()
         async with asyncio.timeout(WAIT_S):
             await sink.failed.wait()
         assert sink.reasons == ["names sync loop died: the loop's own bug"]

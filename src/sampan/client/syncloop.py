@@ -15,8 +15,8 @@ Invariants:
 * A failed sync is logged and retried, after ``error_pause_s``. If the loop itself ends with
   an exception (a bug), the component fails through the supervisor's context; it never dies
   silently.
-* ``sync_count`` counts finished syncs, failed ones included; ``wait_sync`` waits for one that
-  started after the call.
+* ``syncs_started`` counts syncs begun, ``sync_count`` finished ones (failed ones included),
+  each counted once; ``last_sync_error`` is set before ``sync_count`` moves.
 """
 
 from __future__ import annotations
@@ -69,8 +69,7 @@ class SyncLoop(abc.ABC):
         self._executor: ThreadPoolExecutor | None = None
         self._wake = asyncio.Event()
         self._ctx: FailureSink | None = None
-        self._sync_started = 0
-        self._sync_done = asyncio.Condition()
+        self.syncs_started = 0
         self.sync_count = 0
         self.last_sync_error: str | None = None
 
@@ -157,9 +156,9 @@ class SyncLoop(abc.ABC):
     def _wake_on_changes(self, informer: Informer) -> None:
         """Any add, update or delete in ``informer`` wakes the loop."""
         informer.add_event_handler(
-            on_add=lambda _o: self._wake.set(),
-            on_update=lambda _a, _b: self._wake.set(),
-            on_delete=lambda _o: self._wake.set(),
+            on_add=lambda _o: self.request_sync(),
+            on_update=lambda _a, _b: self.request_sync(),
+            on_delete=lambda _o: self.request_sync(),
         )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -173,19 +172,13 @@ class SyncLoop(abc.ABC):
 
     # --- syncing ------------------------------------------------------------------------------
 
-    # Only tests call this: wait for a sync instead of sleeping.
-    async def wait_sync(self, timeout_s: float | None = None) -> int:
-        """Request a sync and wait until one that started after the request has finished;
-        returns the number of finished syncs."""
-        target = self._sync_started + 1
+    def request_sync(self) -> None:
+        """Wake the loop: a sync starts as soon as ``min_interval_s`` allows."""
         self._wake.set()
-        async with asyncio.timeout(timeout_s), self._sync_done:
-            await self._sync_done.wait_for(lambda: self.sync_count >= target)
-        return self.sync_count
 
     async def _run_sync(self) -> None:
         self._wake.clear()
-        self._sync_started += 1
+        self.syncs_started += 1
         try:
             await self._sync()
         except Exception as exc:
@@ -195,8 +188,6 @@ class SyncLoop(abc.ABC):
             self.last_sync_error = None
         finally:
             self.sync_count += 1
-            async with self._sync_done:
-                self._sync_done.notify_all()
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -217,7 +208,7 @@ class SyncLoop(abc.ABC):
                 self._log.debug("%s: the failed sync", self.log_name, exc_info=exc)
                 if self._error_pause_s > 0:
                     await asyncio.sleep(self._error_pause_s)
-                self._wake.set()
+                self.request_sync()
 
 
 def _describe(exc: BaseException) -> str:
