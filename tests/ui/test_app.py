@@ -463,6 +463,7 @@ async def test_logs_and_shell_pages_offer_the_pods_containers(
     status, html, _ = await browser.get("/dashboard/c/local/logs/default/web-1")
     assert status == 200
     assert options(html) == ["setup", "c", "side"] and selected(html) == ["c"]
+    assert 'of pod <a href="/dashboard/c/local/k/pods/default/web-1">web-1</a>' in html
     assert 'data-stream="/dashboard/c/local/logs/default/web-1/stream?container=c"' in html
     _, html, _ = await browser.get("/dashboard/c/local/logs/default/web-1?container=setup")
     assert selected(html) == ["setup"]
@@ -471,6 +472,7 @@ async def test_logs_and_shell_pages_offer_the_pods_containers(
     status, html, _ = await browser.get("/dashboard/c/local/shell/default/web-1")
     assert status == 200
     assert options(html) == ["c", "side"] and selected(html) == ["c"]
+    assert 'in pod <a href="/dashboard/c/local/k/pods/default/web-1">web-1</a>' in html
     assert 'data-ws="/dashboard/c/local/shell/default/web-1/ws?container=c"' in html
     _, html, _ = await browser.get("/dashboard/c/local/shell/default/web-1?container=side")
     assert 'data-ws="/dashboard/c/local/shell/default/web-1/ws?container=side"' in html
