@@ -283,20 +283,10 @@ async def test_unknown_ids_are_not_found(runtime_env: RuntimeEnv) -> None:
         await rt.pod_sandbox_status("0" * 64)
 
 
-@pytest.mark.slow
-async def test_killed_containerd_is_restarted_and_containers_survive(
-    runtime_env: RuntimeEnv,
-) -> None:
-    env = runtime_env
+async def _kill_containerd_and_wait_restart(env: RuntimeEnv) -> None:
+    """SIGKILL the session's containerd; return once its supervisor has restarted it."""
     containerd = env.runtime.containerd
     assert containerd is not None
-    rt = env.runtime.runtime
-    sandbox_id, container_id, _, _ = await _run_pod(
-        env, "survivor", ["sleep", "120"], host_network=True
-    )
-    before = await rt.container_status(container_id)
-    assert before.status.state == pb.ContainerState.CONTAINER_RUNNING
-
     old_pid, restarts = containerd.pid, containerd.restarts
     assert old_pid is not None
     os.kill(old_pid, signal.SIGKILL)
@@ -306,6 +296,21 @@ async def test_killed_containerd_is_restarted_and_containers_survive(
 
     await eventually(restarted, WAIT_TIMEOUT_S, what="the supervisor to restart containerd")
     assert containerd.pid != old_pid
+
+
+@pytest.mark.slow
+async def test_killed_containerd_is_restarted_and_containers_survive(
+    runtime_env: RuntimeEnv,
+) -> None:
+    env = runtime_env
+    rt = env.runtime.runtime
+    sandbox_id, container_id, _, _ = await _run_pod(
+        env, "survivor", ["sleep", "120"], host_network=True
+    )
+    before = await rt.container_status(container_id)
+    assert before.status.state == pb.ContainerState.CONTAINER_RUNNING
+
+    await _kill_containerd_and_wait_restart(env)
 
     after = await rt.container_status(container_id)
     assert after.status.state == pb.ContainerState.CONTAINER_RUNNING
@@ -400,18 +405,9 @@ async def test_the_cluster_agent_image_is_checked_again_after_containerd_restart
 ) -> None:
     """A containerd that dies during the image's import loses it: after each restart the
     runtime checks the image again, so an image missing then is built and imported again."""
-    containerd = runtime_env.runtime.containerd
-    assert containerd is not None
     await _agent_image_checks_done(runtime_env)
     await _remove_agent_image(runtime_env)
-    old_pid, restarts = containerd.pid, containerd.restarts
-    assert old_pid is not None
-    os.kill(old_pid, signal.SIGKILL)
-
-    async def restarted() -> bool:
-        return containerd.restarts > restarts and containerd.ready.is_set()
-
-    await eventually(restarted, WAIT_TIMEOUT_S, what="the supervisor to restart containerd")
+    await _kill_containerd_and_wait_restart(runtime_env)
     await _agent_image_checks_done(runtime_env)
     tags = await _agent_content_tags(runtime_env)
     assert len(tags) == 1, tags
