@@ -283,20 +283,10 @@ async def test_unknown_ids_are_not_found(runtime_env: RuntimeEnv) -> None:
         await rt.pod_sandbox_status("0" * 64)
 
 
-@pytest.mark.slow
-async def test_killed_containerd_is_restarted_and_containers_survive(
-    runtime_env: RuntimeEnv,
-) -> None:
-    env = runtime_env
+async def _kill_containerd_and_wait_restart(env: RuntimeEnv) -> None:
+    """SIGKILL the session's containerd; return once its supervisor has restarted it."""
     containerd = env.runtime.containerd
     assert containerd is not None
-    rt = env.runtime.runtime
-    sandbox_id, container_id, _, _ = await _run_pod(
-        env, "survivor", ["sleep", "120"], host_network=True
-    )
-    before = await rt.container_status(container_id)
-    assert before.status.state == pb.ContainerState.CONTAINER_RUNNING
-
     old_pid, restarts = containerd.pid, containerd.restarts
     assert old_pid is not None
     os.kill(old_pid, signal.SIGKILL)
@@ -306,6 +296,21 @@ async def test_killed_containerd_is_restarted_and_containers_survive(
 
     await eventually(restarted, WAIT_TIMEOUT_S, what="the supervisor to restart containerd")
     assert containerd.pid != old_pid
+
+
+@pytest.mark.slow
+async def test_killed_containerd_is_restarted_and_containers_survive(
+    runtime_env: RuntimeEnv,
+) -> None:
+    env = runtime_env
+    rt = env.runtime.runtime
+    sandbox_id, container_id, _, _ = await _run_pod(
+        env, "survivor", ["sleep", "120"], host_network=True
+    )
+    before = await rt.container_status(container_id)
+    assert before.status.state == pb.ContainerState.CONTAINER_RUNNING
+
+    await _kill_containerd_and_wait_restart(env)
 
     after = await rt.container_status(container_id)
     assert after.status.state == pb.ContainerState.CONTAINER_RUNNING
@@ -333,29 +338,42 @@ async def test_existing_endpoint_is_used_without_starting_containerd(
     assert (await runtime_env.runtime.runtime.version()).runtime_name == "containerd"
 
 
-@pytest.mark.skipif(not DEBIAN_PYTHON.exists(), reason="Debian's python3 is not installed")
-async def test_cluster_agent_image_is_built_only_when_missing(
-    runtime_env: RuntimeEnv, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    images_client = runtime_env.runtime.images
+AGENT_IMAGE_WAIT_S = 300.0
+"""Upper bound for a build and import of the cluster agent image on a loaded machine."""
+
+
+async def _agent_content_tags(env: RuntimeEnv) -> list[str]:
     version_ref = cluster_agent_image_ref()
+    image = await env.runtime.images.image_status(version_ref)
+    tags = image.repo_tags if image is not None else []
+    return [tag for tag in tags if tag.startswith(version_ref + "-")]
 
-    async def content_tags() -> list[str]:
-        image = await images_client.image_status(version_ref)
-        tags = image.repo_tags if image is not None else []
-        return [tag for tag in tags if tag.startswith(version_ref + "-")]
 
-    # The session's runtime builds and imports it in the background: wait for that task to
-    # end (it may have failed: an earlier test kills containerd, which can land mid-import),
-    # then remove whatever it imported.
-    background = runtime_env.runtime._agent_image
-    if background is not None:
-        await asyncio.wait_for(asyncio.wait([background]), 300)
-    for tag in await content_tags():
+async def _agent_image_checks_done(env: RuntimeEnv) -> None:
+    await asyncio.wait_for(env.runtime._agent_image_idle.wait(), AGENT_IMAGE_WAIT_S)
+
+
+async def _remove_agent_image(env: RuntimeEnv) -> None:
+    images_client = env.runtime.images
+    version_ref = cluster_agent_image_ref()
+    for tag in await _agent_content_tags(env):
         await images_client.remove_image(tag)
     if await images_client.image_status(version_ref) is not None:
         await images_client.remove_image(version_ref)
     assert await images_client.image_status(version_ref) is None
+
+
+@pytest.mark.skipif(not DEBIAN_PYTHON.exists(), reason="Debian's python3 is not installed")
+async def test_cluster_agent_image_is_built_only_when_missing(
+    runtime_env: RuntimeEnv, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def content_tags() -> list[str]:
+        return await _agent_content_tags(runtime_env)
+
+    # The session's runtime checks it in the background (at start, and again after an earlier
+    # test killed containerd): wait until no check is running or due, then remove the image.
+    await _agent_image_checks_done(runtime_env)
+    await _remove_agent_image(runtime_env)
 
     other = ContainerRuntime(
         ContainerdConfig(data_dir=tmp_path / "other"),
@@ -378,6 +396,23 @@ async def test_cluster_agent_image_is_built_only_when_missing(
         assert await content_tags() == [tag]
     finally:
         await other.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEBIAN_PYTHON.exists(), reason="Debian's python3 is not installed")
+async def test_the_cluster_agent_image_is_checked_again_after_containerd_restarts(
+    runtime_env: RuntimeEnv,
+) -> None:
+    """A containerd that dies during the image's import loses it: after each restart the
+    runtime checks the image again, so an image missing then is built and imported again."""
+    await _agent_image_checks_done(runtime_env)
+    await _remove_agent_image(runtime_env)
+    await _kill_containerd_and_wait_restart(runtime_env)
+    await _agent_image_checks_done(runtime_env)
+    tags = await _agent_content_tags(runtime_env)
+    assert len(tags) == 1, tags
+    image = await runtime_env.runtime.images.image_status(cluster_agent_image_ref())
+    assert image is not None and tags[0] in image.repo_tags
 
 
 @pytest.mark.slow
