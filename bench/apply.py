@@ -9,13 +9,23 @@ run:
   another namespace;
 * server-side apply requests/s (32 concurrent clients, aiohttp over TLS): apply that creates,
   apply of an unchanged configuration, apply that changes a field — beside plain POST creates
-  of the same ConfigMaps.
+  of the same ConfigMaps;
+* with ``--upstream-openapi DIR``: ``kubectl create -f`` and the unchanged ``kubectl apply -f``
+  again, through a plain-HTTP proxy in this process that forwards everything to the server
+  (with the admin client certificate), once passing this server's OpenAPI v3 documents
+  through and once answering ``/openapi/v3/api/v1`` and ``/openapi/v3/apis/apps/v1`` from
+  recorded kube-apiserver documents (``DIR/api/v1.json``, ``DIR/apis/apps/v1.json``: the layout
+  of kubectl's own ``testdata/openapi/v3``), their hashes put into the ``/openapi/v3`` index.
+  Same kubectl, same objects, same server: the difference between the two pairs is what the
+  size of the documents costs kubectl, which parses a group-version's whole document for
+  every object (kubernetes/kubernetes#127095).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import resource
@@ -26,9 +36,11 @@ import time
 from pathlib import Path
 
 import aiohttp
+import yaml
+from aiohttp import web
 
 from bench.admission import server_cpu_s
-from bench.api import Bench, client_ssl, pct
+from bench.api import Bench, client_ssl, free_port, pct
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -67,9 +79,20 @@ def manifest(index: int, namespace: str, generation: int) -> dict:
     }
 
 
+RECORDED_GROUP_VERSIONS = ("api/v1", "apis/apps/v1")
+
+
 class ApplyBench(Bench):
-    def kubectl(self, *args: str) -> KubectlRun:
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), HOME=str(self.workdir))
+    upstream_openapi: Path | None = None
+
+    def kubectl(
+        self, *args: str, kubeconfig: Path | None = None, home: Path | None = None
+    ) -> KubectlRun:
+        env = dict(
+            os.environ,
+            KUBECONFIG=str(kubeconfig or self.kubeconfig),
+            HOME=str(home or self.workdir),
+        )
         children0 = _children_cpu_s()
         server0 = server_cpu_s(self.server_pid)
         t0 = time.perf_counter()
@@ -82,6 +105,9 @@ class ApplyBench(Bench):
         return KubectlRun(
             elapsed, _children_cpu_s() - children0, server_cpu_s(self.server_pid) - server0
         )
+
+    def line(self, name: str, value: str) -> None:
+        self.report("apply", name, value)
 
     def write_dir(self, name: str, namespace: str, generation: int, count: int) -> Path:
         directory = self.workdir / name
@@ -102,7 +128,7 @@ class ApplyBench(Bench):
         first = self.write_dir("apply-0", "bench-apply", 0, count)
         changed = self.write_dir("apply-1", "bench-apply", 1, count)
         baseline = await asyncio.to_thread(self.kubectl, "create", "-f", str(created))
-        self.report("baseline: kubectl create -f", baseline.describe())
+        self.line("baseline: kubectl create -f", baseline.describe())
         runs = (
             ("kubectl apply -f (all created)", ("apply", "-f", str(first))),
             ("kubectl apply -f (all unchanged)", ("apply", "-f", str(first))),
@@ -110,11 +136,11 @@ class ApplyBench(Bench):
         )
         for label, args in runs:
             took = await asyncio.to_thread(self.kubectl, *args)
-            self.report(label, took.describe(baseline))
+            self.line(label, took.describe(baseline))
         took = await asyncio.to_thread(
             self.kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(first)
         )
-        self.report("kubectl apply --server-side -f (all changed)", took.describe())
+        self.line("kubectl apply --server-side -f (all changed)", took.describe())
 
     async def rate(
         self,
@@ -166,7 +192,7 @@ class ApplyBench(Bench):
             rate, lat = await self.rate(
                 session, "POST", lambda i: base, posted, "application/json", total
             )
-            self.report("baseline: POST creates/s", _rate(rate, lat))
+            self.line("baseline: POST creates/s", _rate(rate, lat))
             runs = (
                 ("apply creating the object", "a"),
                 ("apply unchanged", "a"),
@@ -181,12 +207,115 @@ class ApplyBench(Bench):
                     APPLY_CONTENT_TYPE,
                     total,
                 )
-                self.report(f"{label}/s", _rate(rate, lat))
+                self.line(f"{label}/s", _rate(rate, lat))
+
+    async def recorded_openapi(self) -> None:
+        """create/apply pairs through the proxy: this server's documents, then recorded
+        kube-apiserver documents for the two group-versions the objects use."""
+        assert self.upstream_openapi is not None
+        recorded = {}
+        for gv_path in RECORDED_GROUP_VERSIONS:
+            document = json.loads((self.upstream_openapi / f"{gv_path}.json").read_text())
+            body = json.dumps(document, separators=(",", ":")).encode()
+            recorded[gv_path] = (body, hashlib.sha512(body).hexdigest().upper())
+        sizes = ", ".join(f"{gv} {len(b) // 1024} KiB" for gv, (b, _) in recorded.items())
+        print(f"Through a proxy: this server's OpenAPI v3 vs recorded kube-apiserver's ({sizes}):")
+        count = KUBECTL_OBJECTS // 4 if self.quick else KUBECTL_OBJECTS
+        applied = self.workdir / "apply-0"
+        ssl_context = client_ssl(self.kubeconfig, self.workdir)
+        for label, documents in (("this server's", {}), ("kube-apiserver's", recorded)):
+            proxy = OpenAPIProxy(self.url, ssl_context, documents)
+            port = await proxy.start()
+            try:
+                name = "recorded" if documents else "ours"
+                kubeconfig = self.workdir / f"kubeconfig-proxy-{name}.yaml"
+                config = yaml.safe_load(self.kubeconfig.read_text())
+                config["clusters"][0]["cluster"] = {"server": f"http://127.0.0.1:{port}"}
+                config["users"][0]["user"] = {}
+                kubeconfig.write_text(yaml.safe_dump(config))
+                home = self.workdir / f"home-{name}"
+                home.mkdir()
+                namespace = f"bench-create-{name}"
+
+                def run(*args: str, kubeconfig: Path = kubeconfig, home: Path = home) -> KubectlRun:
+                    return self.kubectl(*args, kubeconfig=kubeconfig, home=home)
+
+                await asyncio.to_thread(run, "create", "namespace", namespace)
+                await asyncio.to_thread(run, "get", "namespaces")
+                created = self.write_dir(f"create-{name}", namespace, 0, count)
+                baseline = await asyncio.to_thread(run, "create", "-f", str(created))
+                self.line(f"{label} OpenAPI: kubectl create -f", baseline.describe())
+                took = await asyncio.to_thread(run, "apply", "-f", str(applied))
+                self.line(f"{label} OpenAPI: kubectl apply -f (unchanged)", took.describe(baseline))
+            finally:
+                await proxy.stop()
 
     async def run(self) -> None:
         await self.start_server()
         await self.kubectl_apply()
+        if self.upstream_openapi is not None:
+            await self.recorded_openapi()
         await self.server_side_apply()
+
+
+class OpenAPIProxy:
+    """Plain-HTTP proxy to the server; answers ``/openapi/v3/<gv>`` from ``documents``
+    (gv path -> (JSON bytes, hash)) with kube-apiserver's hashed-URL headers and rewrites
+    the ``/openapi/v3`` index to name their hashes."""
+
+    def __init__(self, target: str, ssl_context, documents: dict[str, tuple[bytes, str]]) -> None:
+        self.target = target
+        self.ssl_context = ssl_context
+        self.documents = documents
+        self.runner: web.AppRunner | None = None
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> int:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.ssl_context), auto_decompress=False
+        )
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        return port
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.session is not None:
+            await self.session.close()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        gv_path = request.path.removeprefix("/openapi/v3/")
+        if gv_path in self.documents:
+            body, digest = self.documents[gv_path]
+            headers = {"ETag": f'"{digest}"', "Vary": "Accept"}
+            if request.query.get("hash") == digest:
+                headers["Cache-Control"] = "public, immutable"
+                headers["Expires"] = "Fri, 31 Dec 2099 23:59:59 UTC"
+            return web.Response(body=body, content_type="application/json", headers=headers)
+        index = request.path == "/openapi/v3" and bool(self.documents)
+        skip = {"host", "content-length"} | ({"if-none-match"} if index else set())
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+        assert self.session is not None
+        async with self.session.request(
+            request.method,
+            self.target + str(request.rel_url),
+            headers=headers,
+            data=await request.read(),
+        ) as upstream:
+            body = await upstream.read()
+            if index and upstream.status == 200:
+                paths = json.loads(body)["paths"]
+                for gv, (_, digest) in self.documents.items():
+                    paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={digest}"}
+                body = json.dumps({"paths": paths}).encode()
+            drop = {"content-length", "transfer-encoding", "connection"}
+            out = {k: v for k, v in upstream.headers.items() if k.lower() not in drop}
+            return web.Response(body=body, status=upstream.status, headers=out)
 
 
 class KubectlRun:
@@ -219,9 +348,17 @@ def _rate(rate: float, latencies: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts")
+    parser.add_argument(
+        "--upstream-openapi",
+        type=Path,
+        metavar="DIR",
+        help="recorded kube-apiserver OpenAPI v3 documents (DIR/api/v1.json, "
+        "DIR/apis/apps/v1.json) to compare kubectl's cost with (see bench/README.md)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sampan-bench-apply-") as tmp:
         bench = ApplyBench(Path(tmp), args.quick)
+        bench.upstream_openapi = args.upstream_openapi
         try:
             asyncio.run(bench.run())
         finally:
