@@ -10,15 +10,17 @@ run:
 * server-side apply requests/s (32 concurrent clients, aiohttp over TLS): apply that creates,
   apply of an unchanged configuration, apply that changes a field — beside plain POST creates
   of the same ConfigMaps;
-* with ``--upstream-openapi DIR``: ``kubectl create -f`` and the unchanged ``kubectl apply -f``
-  again, through a plain-HTTP proxy in this process that forwards everything to the server
-  (with the admin client certificate), once passing this server's OpenAPI v3 documents
-  through and once answering ``/openapi/v3/api/v1`` and ``/openapi/v3/apis/apps/v1`` from
-  recorded kube-apiserver documents (``DIR/api/v1.json``, ``DIR/apis/apps/v1.json``: the layout
-  of kubectl's own ``testdata/openapi/v3``), their hashes put into the ``/openapi/v3`` index.
-  Same kubectl, same objects, same server: the difference between the two pairs is what the
-  size of the documents costs kubectl, which parses a group-version's whole document for
-  every object (kubernetes/kubernetes#127095).
+* with ``--openapi-rows``: ``kubectl create -f`` and the unchanged ``kubectl apply -f`` again,
+  each through a plain-HTTP proxy in this process that forwards everything to the server
+  (with the admin client certificate): once passing this server's OpenAPI v3 documents
+  through, and once with every ``/openapi/v3`` URL a 404 (kubectl then falls back to
+  ``/openapi/v2``, which it parses once per process: the floor that shows what kubectl's
+  per-object parsing of v3 documents costs, kubernetes/kubernetes#127095);
+* with ``--upstream-openapi DIR`` also a pair whose ``/openapi/v3/api/v1`` and
+  ``/openapi/v3/apis/apps/v1`` are recorded kube-apiserver documents (``DIR/api/v1.json``,
+  ``DIR/apis/apps/v1.json``: the layout of kubectl's ``testdata/openapi/v3``), their hashes
+  put into the ``/openapi/v3`` index. Same kubectl, objects and server: the difference to
+  the first pair is what the documents' size costs kubectl.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ RECORDED_GROUP_VERSIONS = ("api/v1", "apis/apps/v1")
 
 class ApplyBench(Bench):
     upstream_openapi: Path | None = None
+    openapi_rows = False
 
     def kubectl(
         self, *args: str, kubeconfig: Path | None = None, home: Path | None = None
@@ -210,24 +213,36 @@ class ApplyBench(Bench):
                 self.line(f"{label}/s", _rate(rate, lat))
 
     async def recorded_openapi(self) -> None:
-        """create/apply pairs through the proxy: this server's documents, then recorded
-        kube-apiserver documents for the two group-versions the objects use."""
-        assert self.upstream_openapi is not None
+        """create/apply pairs through the proxy: this server's documents, recorded
+        kube-apiserver documents for the two group-versions the objects use (when given),
+        no v3 documents at all."""
         recorded = {}
-        for gv_path in RECORDED_GROUP_VERSIONS:
+        for gv_path in RECORDED_GROUP_VERSIONS if self.upstream_openapi else ():
             document = json.loads((self.upstream_openapi / f"{gv_path}.json").read_text())
             body = json.dumps(document, separators=(",", ":")).encode()
             recorded[gv_path] = (body, hashlib.sha512(body).hexdigest().upper())
-        sizes = ", ".join(f"{gv} {len(b) // 1024} KiB" for gv, (b, _) in recorded.items())
-        print(f"Through a proxy: this server's OpenAPI v3 vs recorded kube-apiserver's ({sizes}):")
+        ours = [len(self.openapi_bytes(gv)) // 1024 for gv in RECORDED_GROUP_VERSIONS]
+        theirs = [len(b) // 1024 for b, _ in recorded.values()]
+        print(
+            "Through a proxy, kubectl CPU by OpenAPI document (KiB of "
+            f"{' and '.join(RECORDED_GROUP_VERSIONS)}: ours {ours}"
+            + (f", kube-apiserver's {theirs}" if theirs else "")
+            + "):"
+        )
         count = KUBECTL_OBJECTS // 4 if self.quick else KUBECTL_OBJECTS
         applied = self.workdir / "apply-0"
         ssl_context = client_ssl(self.kubeconfig, self.workdir)
-        for label, documents in (("this server's", {}), ("kube-apiserver's", recorded)):
-            proxy = OpenAPIProxy(self.url, ssl_context, documents)
+        modes = (
+            ("ours", "this server's OpenAPI", {}, False),
+            ("recorded", "kube-apiserver's OpenAPI", recorded, False),
+            ("v2", "no OpenAPI v3 (kubectl uses v2)", {}, True),
+        )
+        for name, label, documents, hide_v3 in modes:
+            if name == "recorded" and not recorded:
+                continue
+            proxy = OpenAPIProxy(self.url, ssl_context, documents, hide_v3=hide_v3)
             port = await proxy.start()
             try:
-                name = "recorded" if documents else "ours"
                 kubeconfig = self.workdir / f"kubeconfig-proxy-{name}.yaml"
                 config = yaml.safe_load(self.kubeconfig.read_text())
                 config["clusters"][0]["cluster"] = {"server": f"http://127.0.0.1:{port}"}
@@ -244,16 +259,25 @@ class ApplyBench(Bench):
                 await asyncio.to_thread(run, "get", "namespaces")
                 created = self.write_dir(f"create-{name}", namespace, 0, count)
                 baseline = await asyncio.to_thread(run, "create", "-f", str(created))
-                self.line(f"{label} OpenAPI: kubectl create -f", baseline.describe())
+                self.line(f"{label}: kubectl create -f", baseline.describe())
                 took = await asyncio.to_thread(run, "apply", "-f", str(applied))
-                self.line(f"{label} OpenAPI: kubectl apply -f (unchanged)", took.describe(baseline))
+                self.line(f"{label}: kubectl apply -f (unchanged)", took.describe(baseline))
             finally:
                 await proxy.stop()
+
+    def openapi_bytes(self, gv_path: str) -> bytes:
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), HOME=str(self.workdir))
+        return subprocess.run(
+            [KUBECTL, "get", "--raw", f"/openapi/v3/{gv_path}"],
+            env=env,
+            capture_output=True,
+            check=True,
+        ).stdout
 
     async def run(self) -> None:
         await self.start_server()
         await self.kubectl_apply()
-        if self.upstream_openapi is not None:
+        if self.openapi_rows:
             await self.recorded_openapi()
         await self.server_side_apply()
 
@@ -261,12 +285,22 @@ class ApplyBench(Bench):
 class OpenAPIProxy:
     """Plain-HTTP proxy to the server; answers ``/openapi/v3/<gv>`` from ``documents``
     (gv path -> (JSON bytes, hash)) with kube-apiserver's hashed-URL headers and rewrites
-    the ``/openapi/v3`` index to name their hashes."""
+    the ``/openapi/v3`` index to name their hashes. With ``hide_v3`` every ``/openapi/v3``
+    URL is a 404, as from a server older than 1.24: kubectl then validates and computes
+    patches from ``/openapi/v2``, which it parses once per process (the floor row)."""
 
-    def __init__(self, target: str, ssl_context, documents: dict[str, tuple[bytes, str]]) -> None:
+    def __init__(
+        self,
+        target: str,
+        ssl_context,
+        documents: dict[str, tuple[bytes, str]],
+        *,
+        hide_v3: bool = False,
+    ) -> None:
         self.target = target
         self.ssl_context = ssl_context
         self.documents = documents
+        self.hide_v3 = hide_v3
         self.runner: web.AppRunner | None = None
         self.session: aiohttp.ClientSession | None = None
 
@@ -289,6 +323,8 @@ class OpenAPIProxy:
             await self.session.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.hide_v3 and (request.path + "/").startswith("/openapi/v3/"):
+            return web.Response(status=404, text="404 page not found\n")
         gv_path = request.path.removeprefix("/openapi/v3/")
         if gv_path in self.documents:
             body, digest = self.documents[gv_path]
@@ -353,12 +389,20 @@ def main() -> None:
         type=Path,
         metavar="DIR",
         help="recorded kube-apiserver OpenAPI v3 documents (DIR/api/v1.json, "
-        "DIR/apis/apps/v1.json) to compare kubectl's cost with (see bench/README.md)",
+        "DIR/apis/apps/v1.json) to compare kubectl's cost with (see bench/README.md); "
+        "implies --openapi-rows",
+    )
+    parser.add_argument(
+        "--openapi-rows",
+        action="store_true",
+        help="create/unchanged apply again through a proxy: with this server's OpenAPI v3, "
+        "then with none (kubectl falls back to v2)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sampan-bench-apply-") as tmp:
         bench = ApplyBench(Path(tmp), args.quick)
         bench.upstream_openapi = args.upstream_openapi
+        bench.openapi_rows = args.openapi_rows or args.upstream_openapi is not None
         try:
             asyncio.run(bench.run())
         finally:
