@@ -4,7 +4,7 @@
 ``system:node:<name>`` client certificate, drops the busybox test image into the agent's image
 directory, starts ``Kubelet`` with per-session host names (cgroup root, CNI bridge, pod
 subnet; no masquerade so no iptables rules), and sets the Node's pod CIDR as the node IPAM
-controller would; ``CNIConfigWriter`` (the network component) then writes the CNI
+controller would; ``tests.support.cni_writer.CNIConfigWriter`` then writes the CNI
 configuration. ``stop()`` always leaves the host clean: pods' sandboxes removed through
 CRI, containerd stopped, shims killed, mounts under the data dir unmounted, cgroups and the
 bridge deleted, temp dirs removed.
@@ -25,10 +25,10 @@ from sampan.client import Client, ClientConfig, NotFoundError
 from sampan.client.api import CONFIGMAPS, NAMESPACES, NODES, PODS, SERVICEACCOUNTS
 from sampan.kubelet.kubelet import Kubelet
 from sampan.kubelet.options import KubeletOptions
-from sampan.network.cni import CNIConfigWriter
 from sampan.pki.cluster import ensure_client_kubeconfig
 from tests.client.conftest import ApiServerHarness
 from tests.kubelet.runtime.conftest import HostNames, cleanup_host, remove_all_sandboxes
+from tests.support.cni_writer import CNIConfigWriter
 from tests.support.images import busybox_archive
 from tests.support.poll import eventually as wait_for
 
