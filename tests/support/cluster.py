@@ -32,7 +32,7 @@ from tests.support.cni_writer import CNIConfigWriter
 from tests.support.images import busybox_archive
 from tests.support.poll import eventually as wait_for
 
-__all__ = ["BUSYBOX", "NodeHarness", "wait_for"]
+__all__ = ["BUSYBOX", "NodeHarness", "container_log_path", "wait_for"]
 
 log = logging.getLogger("tests.support.cluster")
 
@@ -179,3 +179,15 @@ class NodeHarness:
             await asyncio.to_thread(cleanup_host, self.data_dir, socket_path, self.names)
             await asyncio.to_thread(shutil.rmtree, self.root, True)
             log.info("node harness cleanup took %.1fs", time.monotonic() - started)
+
+
+async def container_log_path(
+    kubelet: Kubelet, namespace: str, pod: str, container: str, *, previous: bool = False
+) -> Path | None:
+    """The CRI log file of the container's current (or previous) run, as the runtime reports
+    it (the kubelet's log server finds it through ``sampan.kubelet.server.lookup``)."""
+    cid = await kubelet.pod_container_id(namespace, pod, container, previous=previous)
+    if cid is None:
+        return None
+    status = await kubelet.runtime.container_status(cid)
+    return Path(status.status.log_path) if status.status.log_path else None
