@@ -9,9 +9,10 @@ from typing import Any
 
 from sampan.client import Client
 from sampan.client.api import ENDPOINTSLICES, SERVICES
+from sampan.config import HostNames
 from sampan.proxy import Proxy, ProxyOptions
 from sampan.proxy.rules import chain_hash
-from sampan.proxy.service import cleanup_rules
+from sampan.supervisor.killall import _flush_iptables
 from tests.support.syncloop import wait_sync
 
 from .conftest import ApiServerHarness, Node, sh
@@ -146,7 +147,7 @@ async def test_cluster_ip_and_node_port_traffic_and_cleanup(
     assert saved.count("-j KUBE-POSTROUTING") == 1
     assert saved.count("-j KUBE-EXTERNAL-SERVICES") == 2  # INPUT and FORWARD
     assert saved.count("-j KUBE-FORWARD") == 1
-    await node.run(cleanup_rules)
+    await node.run(_flush_iptables, HostNames())
     assert "KUBE-" not in node.save()
     assert "kubernetes service portals" not in node.save()
 
@@ -190,7 +191,7 @@ async def test_service_lb_and_dns_redirect(
             sender.close()
     finally:
         await proxy.stop()
-        await node.run(cleanup_rules)
+        await node.run(_flush_iptables, HostNames())
 
 
 async def test_udp_conntrack_follows_endpoint_change(
@@ -226,7 +227,7 @@ async def test_udp_conntrack_follows_endpoint_change(
         await proxy.stop()
         for sock in (first, second, sender):
             sock.close()
-        await node.run(cleanup_rules)
+        await node.run(_flush_iptables, HostNames())
 
 
 def sh_in_ns(node: Node, argv: tuple[str, ...]) -> None:
