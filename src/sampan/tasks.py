@@ -3,14 +3,16 @@
 ``log_task_end`` is the done-callback every long-lived ``asyncio`` task gets: a task that
 ends with an exception is logged once, with its traceback, under its task name (tasks are
 named after what they do, e.g. ``sqlite-compactor``); a cancelled or finished task is not.
-``cancel_and_wait`` is how a component's ``stop()`` ends such a task: cancel it and wait until
-it has ended, without re-raising what it ended with (its done-callback has logged that).
+``cancel_and_wait`` is how a component's ``stop()`` ends such tasks (and how a handler ends
+its helper tasks): cancel them and wait until they have ended, without re-raising what they
+ended with (a long-lived task's done-callback has logged that).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 __all__ = ["cancel_and_wait", "log_task_end"]
 
@@ -26,9 +28,16 @@ def log_task_end(task: asyncio.Task[object]) -> None:
         log.error("task %s failed: %r", task.get_name(), exc, exc_info=exc)
 
 
-async def cancel_and_wait(task: asyncio.Task[object] | asyncio.Task[None] | None) -> None:
-    """Cancel ``task`` (``None``: nothing to do) and wait until it has ended."""
-    if task is None:
+async def cancel_and_wait(*tasks: asyncio.Future[Any] | None) -> None:
+    """Cancel each of ``tasks`` (``None``s skipped) and wait until all have ended. What one
+    ended with is not raised (nor left to asyncio's "never retrieved" warning), and a
+    cancellation of the caller is not swallowed."""
+    pending = {task for task in tasks if task is not None}
+    if not pending:
         return
-    task.cancel()
-    await asyncio.wait({task})
+    for task in pending:
+        task.cancel()
+    await asyncio.wait(pending)
+    for task in pending:
+        if not task.cancelled():
+            task.exception()

@@ -16,9 +16,7 @@ import pytest
 from sampan.api import printing
 from sampan.api.printing import (
     crd_table,
-    has_printer,
     human_duration,
-    table_columns,
     to_table,
 )
 from sampan.api.quantity import canonical_quantity
@@ -40,6 +38,11 @@ def cells(kind: str, group: str, obj: dict[str, Any], **kwargs: Any) -> list[Any
     row_cells = table["rows"][0]["cells"]
     assert len(row_cells) == len(table["columnDefinitions"])
     return row_cells
+
+
+def table_columns(kind: str, group: str, *, wide: bool = True) -> list[dict[str, Any]]:
+    """The column definitions the server sends for a kind (those of an empty list)."""
+    return to_table(kind, group, [], wide=wide)["columnDefinitions"]
 
 
 def column_names(kind: str, group: str, *, wide: bool = True) -> list[str]:
@@ -339,8 +342,8 @@ def test_default_convertor_columns_and_cells() -> None:
         "w",
         "0001-01-01T00:00:00Z",
     ]
-    assert not has_printer("Role", "rbac.authorization.k8s.io")
-    assert has_printer("Pod", "core") and has_printer("Pod", "")
+    assert column_names("Role", "rbac.authorization.k8s.io") == ["Name", "Created At"]
+    assert column_names("Pod", "core") == column_names("Pod", "") != ["Name", "Created At"]
 
 
 # ---------------------------------------------------------------------------------------------

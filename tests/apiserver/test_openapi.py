@@ -104,6 +104,31 @@ async def test_v3_index_and_group_version_documents(harness):
     assert status == 404
 
 
+async def test_v3_group_version_documents_hold_only_reachable_schemas(harness):
+    """As kube-apiserver, a group-version's document carries the schemas its paths reference
+    and what those reference, nothing else: kubectl 1.32 parses the whole document of an
+    object's group-version two to three times per object it applies (bench/README.md,
+    "bench.apply"), so an unreferenced schema is paid for on every object."""
+    status, index = await harness.request("GET", "/openapi/v3")
+    assert status == 200
+    for gv_path in ("api/v1", "apis/apps/v1"):
+        status, document = await harness.request(
+            "GET", index["paths"][gv_path]["serverRelativeURL"]
+        )
+        assert status == 200
+        schemas = document["components"]["schemas"]
+        reachable: set[str] = set()
+        todo = [r[len(REF_PREFIX_V3) :] for r in refs(document["paths"], set())]
+        while todo:
+            name = todo.pop()
+            if name not in reachable:
+                reachable.add(name)
+                todo.extend(r[len(REF_PREFIX_V3) :] for r in refs(schemas[name], set()))
+        assert set(schemas) == reachable, gv_path
+    assert "io.k8s.api.batch.v1.JobSpec" not in schemas  # apps/v1 holds no other group's kinds
+    assert "io.k8s.api.core.v1.PodSpec" in schemas  # but what its kinds reference
+
+
 def _fields(message: bytes) -> list[tuple[int, int | bytes]]:
     """A raw protobuf wire reader for the test: (field number, varint or bytes) pairs."""
     out, i = [], 0

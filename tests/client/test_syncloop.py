@@ -12,6 +12,10 @@ import pytest
 from sampan.client.api import CONFIGMAPS, Client
 from sampan.client.informer import SharedInformerFactory
 from sampan.client.syncloop import SyncLoop
+from sampan.ingress.controller import IngressController
+from sampan.netpol.controller import NetworkPolicyController
+from sampan.proxy.service import Proxy
+from tests.support.syncloop import wait_sync
 
 from .conftest import ApiServerHarness
 
@@ -80,7 +84,7 @@ async def test_a_change_wakes_a_sync_and_stop_closes_everything(
     await _create(client, "two")
     async with asyncio.timeout(WAIT_S):
         while loop.seen != {"one", "two"}:
-            await loop.wait_sync(WAIT_S)
+            await wait_sync(loop, WAIT_S)
     await loop.stop()
     assert loop.released == 1 and loop._client is None and loop._factory is None
 
@@ -92,15 +96,15 @@ async def test_a_failed_sync_is_retried_and_its_error_kept_until_one_succeeds(
     await loop.start()
     try:
         loop.failures = 10**9  # the outside world refuses until told otherwise
-        count = await loop.wait_sync(WAIT_S)
+        count = await wait_sync(loop, WAIT_S)
         assert loop.last_sync_error == "the outside world said no"
         async with asyncio.timeout(WAIT_S):
             while caplog.text.count("names: sync failed (retrying): the outside world said no") < 3:
-                await loop.wait_sync(WAIT_S)  # retried without being woken by a change
+                await wait_sync(loop, WAIT_S)  # retried without being woken by a change
         loop.failures = 0
         async with asyncio.timeout(WAIT_S):
             while loop.last_sync_error is not None:
-                count = await loop.wait_sync(WAIT_S)
+                count = await wait_sync(loop, WAIT_S)
         assert count >= 5
     finally:
         await loop.stop()
@@ -122,7 +126,7 @@ async def test_a_loop_that_dies_fails_the_component(api_server: ApiServerHarness
     await loop.start(sink)
     try:
         loop.die = Bug("the loop's own bug")
-        loop._wake.set()
+        loop.request_sync()
         async with asyncio.timeout(WAIT_S):
             await sink.failed.wait()
         assert sink.reasons == ["names sync loop died: the loop's own bug"]
@@ -131,3 +135,20 @@ async def test_a_loop_that_dies_fails_the_component(api_server: ApiServerHarness
 
 
 def _unused(*_: Any) -> None: ...
+
+
+def test_a_subclass_must_say_what_it_watches_and_what_a_sync_does(
+    api_server: ApiServerHarness,
+) -> None:
+    """The two hooks are abstract: a subclass that forgets one cannot be made (instead of
+    failing at its first start); the node's three sync loops provide both."""
+
+    class NoSync(SyncLoop):
+        def _add_informers(self, factory: SharedInformerFactory, client: Client) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="_sync"):
+        NoSync(api_server.client_config(), "test", resync_s=1.0, min_interval_s=0.1)  # type: ignore[abstract]
+    assert SyncLoop.__abstractmethods__ == {"_add_informers", "_sync"}
+    for component in (IngressController, NetworkPolicyController, Proxy):
+        assert not component.__abstractmethods__, component

@@ -17,6 +17,13 @@ from sampan.client.workqueue import (
 )
 
 
+async def settle(rounds: int = 10) -> None:
+    """Yield to the loop a few times so the sleepers a ``FakeClock`` woke run to their next
+    wait."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
 async def get_now(queue: WorkQueue[str]) -> str | None:
     """The next key if one is ready without waiting, else None."""
     task = asyncio.ensure_future(queue.get())
@@ -153,16 +160,16 @@ async def test_add_after_waits_for_the_clock() -> None:
     queue: WorkQueue[str] = WorkQueue("t", clock=clock)
     queue.add_after("a", 10.0)
     queue.add_after("b", 5.0)
-    await clock.settle()
+    await settle()
     assert queue.waiting == 2 and await get_now(queue) is None
     clock.advance(5.0)
-    await clock.settle()
+    await settle()
     assert await get_now(queue) == "b"
     clock.advance(4.9)
-    await clock.settle()
+    await settle()
     assert await get_now(queue) is None
     clock.advance(0.1)
-    await clock.settle()
+    await settle()
     assert await get_now(queue) == "a"
     assert queue.waiting == 0
     queue.shutdown()
@@ -172,16 +179,16 @@ async def test_add_after_keeps_the_earlier_time() -> None:
     clock = FakeClock()
     queue: WorkQueue[str] = WorkQueue("t", clock=clock)
     queue.add_after("a", 100.0)
-    await clock.settle()
+    await settle()
     queue.add_after("a", 1.0)  # earlier: wins
     queue.add_after("a", 50.0)  # later: ignored
-    await clock.settle()
+    await settle()
     clock.advance(1.0)
-    await clock.settle()
+    await settle()
     assert await get_now(queue) == "a"
     queue.done("a")
     clock.advance(100.0)
-    await clock.settle()
+    await settle()
     assert await get_now(queue) is None  # the superseded 100 s entry does not fire again
     queue.shutdown()
 
@@ -198,22 +205,22 @@ async def test_add_rate_limited_backs_off_per_key_and_forget_resets() -> None:
     expected_s = 0.005
     for attempt in range(1, 6):
         queue.add_rate_limited("a")
-        await clock.settle()
+        await settle()
         assert queue.num_requeues("a") == attempt
         clock.advance(expected_s * 0.99)
-        await clock.settle()
+        await settle()
         assert await get_now(queue) is None, f"attempt {attempt} came back early"
         clock.advance(expected_s * 0.01 + 1e-9)
-        await clock.settle()
+        await settle()
         assert await get_now(queue) == "a", f"attempt {attempt} did not come back"
         queue.done("a")
         expected_s *= 2
     queue.forget("a")
     assert queue.num_requeues("a") == 0
     queue.add_rate_limited("a")
-    await clock.settle()
+    await settle()
     clock.advance(0.005)
-    await clock.settle()
+    await settle()
     assert await get_now(queue) == "a"
     queue.shutdown()
 
@@ -225,15 +232,15 @@ async def test_default_limiter_bucket_spreads_a_storm() -> None:
     )
     for i in range(110):
         queue.add_rate_limited(f"k{i}")
-    await clock.settle()
+    await settle()
     clock.advance(0.005)
-    await clock.settle()
+    await settle()
     assert len(queue) == 100  # the burst; the other ten are spaced at 10 qps
     clock.advance(0.5)
-    await clock.settle()
+    await settle()
     assert len(queue) == 105
     clock.advance(0.5)
-    await clock.settle()
+    await settle()
     assert len(queue) == 110
     queue.shutdown()
 
@@ -243,7 +250,7 @@ async def test_shutdown_drains_then_raises_and_ignores_adds() -> None:
     queue: WorkQueue[str] = WorkQueue("t", clock=clock)
     queue.add("a")
     queue.add_after("late", 1.0)
-    await clock.settle()
+    await settle()
     queue.shutdown()
     queue.add("b")
     queue.add_after("c", 1.0)
@@ -253,7 +260,7 @@ async def test_shutdown_drains_then_raises_and_ignores_adds() -> None:
     with pytest.raises(QueueShutDown):
         await queue.get()
     clock.advance(10.0)
-    await clock.settle()
+    await settle()
     assert len(queue) == 0
 
 

@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,6 +43,8 @@ class Cluster:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = free_port()
         self.extra_config = ""
+        self.manager_port: int | None = None
+        """The manager's HTTPS port, when the configuration serves it."""
         self.prefix: list[str] = []
         """Runs the server, kubectl and sampan commands inside (e.g. ``nsenter --net=...``)."""
 
@@ -113,11 +116,18 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster() -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A started single-node ``sampan server`` (its readiness is the test's to wait for),
+    stopped and cleaned up after the test (``sampan killall``). Parametrised indirectly with
+    ``{"manager": True}``, it also serves the manager on a free port (``manager_port``)."""
     if KUBECTL is None:
         pytest.fail("kubectl is not installed")
+    options: dict[str, Any] = getattr(request, "param", {})
     # A short path: containerd's socket must fit in a unix socket address.
     c = Cluster(Path(tempfile.mkdtemp(prefix="spe2e-", dir="/tmp")))
+    if options.get("manager"):
+        c.manager_port = free_port()
+        c.extra_config += f"manager: true\nmanager-port: {c.manager_port}\n"
     try:
         c.start()
         yield c

@@ -21,6 +21,7 @@ from sampan.client.api import ENDPOINTSLICES, EVENTS, INGRESSCLASSES, INGRESSES,
 from sampan.ingress import IngressController, IngressOptions
 from tests.support.apiserver import ApiServerHarness, api_server  # noqa: F401
 from tests.support.poll import eventually
+from tests.support.syncloop import wait_sync
 
 WAIT_S = 20.0
 
@@ -208,12 +209,12 @@ async def test_proxies_with_headers_websocket_status_and_reloads_only_on_change(
     obj = await admin.get(INGRESSES, "web", namespace="default")
     obj["metadata"]["labels"] = {"touched": "yes"}
     await admin.update(INGRESSES, obj, namespace="default")
-    await controller.wait_sync(WAIT_S)
+    await wait_sync(controller, WAIT_S)
     assert controller.reload_count == reloads
     obj = await admin.get(INGRESSES, "web", namespace="default")
     obj["spec"]["rules"][0]["http"]["paths"][0]["path"] = "/v2"
     await admin.update(INGRESSES, obj, namespace="default")
-    await controller.wait_sync(WAIT_S)
+    await wait_sync(controller, WAIT_S)
     assert controller.reload_count == reloads + 1 and controller.pid == pid
     await eventually(answers(controller, "/hello", 404))
     await eventually(answers(controller, "/v2/x", 200))

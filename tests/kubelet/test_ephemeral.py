@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sampan.client.api import PODS, PatchType
-from tests.support.cluster import BUSYBOX, NodeHarness, wait_for
+from tests.support.cluster import BUSYBOX, NodeHarness, container_log_path, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -72,7 +72,7 @@ async def test_debug_container_sees_the_target_processes(node: NodeHarness, ns: 
     assert status["state"]["terminated"]["reason"] == "Completed"
     assert status["ready"] is False and status["restartCount"] == 0 and "started" not in status
     assert status["containerID"].startswith("containerd://")
-    log_path = await node.kubelet.container_log_path(ns, "x", "debugger")
+    log_path = await container_log_path(node.kubelet, ns, "x", "debugger")
     assert log_path is not None
     output = log_path.read_text()
     assert "sleep 3601" in output  # the target's process: one PID namespace

@@ -11,7 +11,7 @@ import pytest
 from sampan.client.api import LEASES, NODES, PODS
 from sampan.kubelet.logrotate import LogRotator
 from sampan.kubelet.runtime import pb
-from tests.support.cluster import BUSYBOX, NodeHarness, wait_for
+from tests.support.cluster import BUSYBOX, NodeHarness, container_log_path, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -186,7 +186,7 @@ async def test_lookups_for_the_kubelet_server(node: NodeHarness, ns: str) -> Non
     assert status.status.metadata.name == "main"
     assert await kubelet.pod_container_id(ns, "looked-up", "main", previous=True) is None
     assert await kubelet.pod_container_id(ns, "no-such-pod", "main") is None
-    path = await kubelet.container_log_path(ns, "looked-up", "main")
+    path = await container_log_path(kubelet, ns, "looked-up", "main")
     assert path is not None and path.parent.parent == kubelet.pod_log_dir(
         (await node.get_pod(ns, "looked-up")) or {}
     )
@@ -198,7 +198,7 @@ async def test_container_logs_rotate(node: NodeHarness, ns: str) -> None:
     script = "yes x | head -c 4000; echo; while true; do echo tick; sleep 0.2; done"
     await node.create_pod(ns, _sleeper("chatty", ["sh", "-c", script], 1))
     await _running(node, ns, "chatty")
-    path = await kubelet.container_log_path(ns, "chatty", "main")
+    path = await container_log_path(kubelet, ns, "chatty", "main")
     assert path is not None
 
     async def big() -> bool:

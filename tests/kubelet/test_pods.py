@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import BUSYBOX, NodeHarness, wait_for
+from tests.support.cluster import BUSYBOX, NodeHarness, container_log_path, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -43,7 +43,7 @@ async def test_pod_runs_and_becomes_ready(node: NodeHarness, ns: str) -> None:
     assert cs["ready"] is True and cs["restartCount"] == 0 and "running" in cs["state"]
     assert cs["containerID"].startswith("containerd://")
     assert node.kubelet is not None
-    log_path = await node.kubelet.container_log_path(ns, "hello", "main")
+    log_path = await container_log_path(node.kubelet, ns, "hello", "main")
     assert log_path is not None
 
     async def logged() -> bool:

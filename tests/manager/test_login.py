@@ -255,3 +255,22 @@ async def test_cacerts_and_ping(http: ManagerHTTP, api_server) -> None:
     status, body = await http.call("GET", "/cacerts")
     assert status == 200 and body == api_server.server.pki.ca_pem.decode()
     assert await http.call("GET", "/ping") == (200, "pong")
+
+
+async def test_a_missing_object_is_a_404_naming_it(http: ManagerHTTP, admin_token: str) -> None:
+    for method, path, message in (
+        ("GET", "/v3/tokens/token-nope", "token token-nope not found"),
+        ("DELETE", "/v3/tokens/token-nope", "token token-nope not found"),
+        ("GET", "/v3/users/u-nope", "user u-nope not found"),
+        ("GET", "/v3/clusters/c-nope", "cluster c-nope not found"),
+        ("DELETE", "/v3/globalrolebindings/grb-nope", "globalRoleBinding grb-nope not found"),
+        (
+            "DELETE",
+            "/v3/clusterroletemplatebindings/crtb-nope",
+            "clusterRoleTemplateBinding crtb-nope not found",
+        ),
+    ):
+        status, body = await http.call(method, path, token=admin_token)
+        assert status == 404, (method, path)
+        _is_error(body, 404, "NotFound")
+        assert isinstance(body, dict) and body["message"] == message

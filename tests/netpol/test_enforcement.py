@@ -15,6 +15,7 @@ import pytest
 from sampan.client.api import NAMESPACES, NETWORKPOLICIES
 from sampan.netpol import NetworkPolicyController, names_for_data_dir
 from tests.support.cluster import BUSYBOX, NodeHarness, wait_for
+from tests.support.syncloop import wait_sync
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
@@ -230,7 +231,7 @@ async def test_jumps_come_first_and_carry_the_node_suffix(
     node: NodeHarness, netpol: NetworkPolicyController
 ) -> None:
     names = names_for_data_dir(node.data_dir)
-    await netpol.wait_sync(timeout_s=30)
+    await wait_sync(netpol, timeout_s=30)
     saved = subprocess.run(
         ["iptables-save", "-t", "filter"], capture_output=True, text=True, check=True
     ).stdout

@@ -19,6 +19,7 @@ import pytest
 
 from sampan.client import Client, PatchType
 from sampan.client.api import NODES
+from sampan.config import HostNames
 from sampan.network.cni import CNI_CONFLIST_NAME
 from sampan.network.overlay import (
     ANNOTATION_BACKEND_DATA,
@@ -29,10 +30,10 @@ from sampan.network.overlay import (
     OverlayOptions,
     Peer,
     apply_vxlan,
-    remove_dataplane,
     resolve_uplink,
     vtep_mac,
 )
+from sampan.supervisor.killall import _remove_overlay
 from tests.network.conftest import ApiServerHarness, Host, Hosts, sh
 from tests.support.poll import eventually
 
@@ -264,13 +265,13 @@ async def test_host_gw_between_two_hosts(
     assert "-A POSTROUTING" in nat and "-j SAMPAN-POSTROUTING" in nat
     assert nat.count("-j SAMPAN-POSTROUTING") == 1  # the jump is added once only
 
-    # Deleting h2 removes its route; on h2, what killall calls removes the rest.
+    # Deleting h2 removes its route; on h2, killall's overlay step removes the rest.
     await client.delete(NODES, "h2")
     await eventually(lambda: _no_peers(o1), what="h1 to drop h2")
     assert h1.ip_cmd("route", "show", "proto", "83").strip() == ""
     await o2.stop()
     assert "10.42.1.0/24" in h2.ip_cmd("route", "show", "proto", "83")
-    assert await h2.run(remove_dataplane) == 1
+    assert await h2.run(_remove_overlay, HostNames(), None) == 1
     assert h2.ip_cmd("route", "show", "proto", "83").strip() == ""
 
 
@@ -362,7 +363,8 @@ async def test_a_named_cluster_leaves_the_other_clusters_device_and_routes(hosts
     routes = h1.ip_cmd("route", "show", "proto", "83")
     assert "10.42.2.0/24" in routes and "10.152.2.0/24" not in routes
     # and the named cluster's cleanup removes its device only
-    assert await h1.run(functools.partial(remove_dataplane, "sampan-b", "10.152.0.0/16")) == 1
+    named_cluster = HostNames(cluster_name="b", vxlan_device="sampan-b", vxlan_vni=77)
+    assert await h1.run(_remove_overlay, named_cluster, "10.152.0.0/16") == 1
     links = h1.ip_cmd("link", "show")
     assert "sampan.1" in links and "sampan-b" not in links
     assert "10.42.2.0/24" in h1.ip_cmd("route", "show", "proto", "83")

@@ -30,6 +30,8 @@ from sampan.pki import (
     ensure_cluster_pki,
     issue_client_certificate,
     issue_kubelet_serving_certificate,
+    issue_listener_serving_certificate,
+    server_ssl_context,
     write_kubeconfig,
 )
 from sampan.pki.certs import (
@@ -255,6 +257,47 @@ def test_client_and_serving_issuance(tls_dir: Path) -> None:
     assert _eku(cert) == {ExtendedKeyUsageOID.SERVER_AUTH}
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.0.0.9")]
+
+
+async def test_listener_serving_certificate(tls_dir: Path) -> None:
+    """The dashboard's and manager's certificate: the API server's names, signed by the server
+    CA (a client trusting the cluster trusts it), private files, issued anew at each call."""
+    pki = _ensure(tls_dir)
+    cert_path, key_path = issue_listener_serving_certificate(pki, "dashboard")
+    assert (cert_path.name, key_path.name) == ("dashboard-serving.crt", "dashboard-serving.key")
+    assert _mode(cert_path) == 0o600 and _mode(key_path) == 0o600
+    cert = _cert(cert_path)
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "sampan-dashboard"
+    assert is_issued_by(cert, _cert(pki.server_ca_cert_path))
+    assert _eku(cert) == {ExtendedKeyUsageOID.SERVER_AUTH}
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(san.get_values_for_type(x509.DNSName)) == set(pki.serving_names.dns)
+    assert set(san.get_values_for_type(x509.IPAddress)) == set(pki.serving_names.ips)
+    first = cert_path.read_bytes()
+    assert issue_listener_serving_certificate(pki, "dashboard") == (cert_path, key_path)
+    assert cert_path.read_bytes() != first
+    with pytest.raises(ValueError):
+        issue_listener_serving_certificate(pki, "../manager")
+
+    async def hello(_request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    context = server_ssl_context(cert_path, key_path)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        client_ctx = ssl.create_default_context(cadata=pki.ca_pem.decode())
+        async with aiohttp.ClientSession() as session:
+            for host in ("localhost", "127.0.0.1"):
+                async with session.get(f"https://{host}:{port}/", ssl=client_ctx) as resp:
+                    assert await resp.text() == "hello"
+    finally:
+        await runner.cleanup()
 
 
 def test_admin_kubeconfig(tls_dir: Path, tmp_path: Path) -> None:

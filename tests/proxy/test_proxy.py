@@ -9,9 +9,11 @@ from typing import Any
 
 from sampan.client import Client
 from sampan.client.api import ENDPOINTSLICES, SERVICES
+from sampan.config import HostNames
 from sampan.proxy import Proxy, ProxyOptions
 from sampan.proxy.rules import chain_hash
-from sampan.proxy.service import cleanup_rules
+from sampan.supervisor.killall import _flush_iptables
+from tests.support.syncloop import wait_sync
 
 from .conftest import ApiServerHarness, Node, sh
 
@@ -110,21 +112,21 @@ async def test_cluster_ip_and_node_port_traffic_and_cleanup(
             raise AssertionError("a service without endpoints must reject")
 
         await client.create(ENDPOINTSLICES, web_slice(node.pod_ip))
-        await proxy.wait_sync(SYNC_TIMEOUT_S)
+        await wait_sync(proxy, SYNC_TIMEOUT_S)
         saved = node.save()
         assert f":{SVC_CHAIN}" in saved and "has no endpoints" not in saved
         assert await ask(node, ("10.43.0.20", 80)) == b"hello from pod"
         assert await ask(node, (node.node_ip, 30080)) == b"hello from pod"
 
         # a second sync changes nothing and adds no second jump
-        await proxy.wait_sync(SYNC_TIMEOUT_S)
+        await wait_sync(proxy, SYNC_TIMEOUT_S)
         again = node.save()
         assert again.count("-j KUBE-SERVICES") == saved.count("-j KUBE-SERVICES")
         assert again.count("-j KUBE-POSTROUTING") == 1
 
         await client.delete(SERVICES, "web", namespace="default")
         await client.delete(ENDPOINTSLICES, "web-1", namespace="default")
-        await proxy.wait_sync(SYNC_TIMEOUT_S)
+        await wait_sync(proxy, SYNC_TIMEOUT_S)
         saved = node.save()
         # only the API server's own default/kubernetes service is left
         chains = {line.split()[0][1:] for line in saved.splitlines() if line.startswith(":K")}
@@ -145,7 +147,7 @@ async def test_cluster_ip_and_node_port_traffic_and_cleanup(
     assert saved.count("-j KUBE-POSTROUTING") == 1
     assert saved.count("-j KUBE-EXTERNAL-SERVICES") == 2  # INPUT and FORWARD
     assert saved.count("-j KUBE-FORWARD") == 1
-    await node.run(cleanup_rules)
+    await node.run(_flush_iptables, HostNames())
     assert "KUBE-" not in node.save()
     assert "kubernetes service portals" not in node.save()
 
@@ -164,7 +166,7 @@ async def test_service_lb_and_dns_redirect(
     proxy = Proxy(config, options)
     await proxy.start(None)
     try:
-        await proxy.wait_sync(SYNC_TIMEOUT_S)  # the status patch comes back as an update
+        await wait_sync(proxy, SYNC_TIMEOUT_S)  # the status patch comes back as an update
         service = await client.get(SERVICES, "web", namespace="default")
         assert service["status"]["loadBalancer"]["ingress"] == [
             {"ip": node.node_ip, "ipMode": "VIP"}
@@ -189,7 +191,7 @@ async def test_service_lb_and_dns_redirect(
             sender.close()
     finally:
         await proxy.stop()
-        await node.run(cleanup_rules)
+        await node.run(_flush_iptables, HostNames())
 
 
 async def test_udp_conntrack_follows_endpoint_change(
@@ -217,7 +219,7 @@ async def test_udp_conntrack_follows_endpoint_change(
             assert (await loop.sock_recvfrom(first, 100))[0] == b"one"
         endpoint_slice["endpoints"][0]["addresses"] = ["10.42.0.6"]
         await client.update(ENDPOINTSLICES, endpoint_slice)
-        await proxy.wait_sync(SYNC_TIMEOUT_S)
+        await wait_sync(proxy, SYNC_TIMEOUT_S)
         await loop.sock_sendto(sender, b"two", ("10.43.0.20", 53))
         async with asyncio.timeout(5):
             assert (await loop.sock_recvfrom(second, 100))[0] == b"two"
@@ -225,7 +227,7 @@ async def test_udp_conntrack_follows_endpoint_change(
         await proxy.stop()
         for sock in (first, second, sender):
             sock.close()
-        await node.run(cleanup_rules)
+        await node.run(_flush_iptables, HostNames())
 
 
 def sh_in_ns(node: Node, argv: tuple[str, ...]) -> None:

@@ -10,7 +10,6 @@ from sampan.proxy.rules import (
     RuleOptions,
     build_rules,
     chain_hash,
-    cleanup_text,
     jump_rules,
     parse_save,
     service_ports,
@@ -227,17 +226,6 @@ def test_headless_and_external_name_skipped() -> None:
     assert service_ports(svc("e", {"type": "ExternalName", "externalName": "x.org"}), []) == []
 
 
-def test_parse_save_and_cleanup() -> None:
-    saved = (
-        "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-AAAA - [0:0]\n"
-        ":OTHER - [0:0]\n" + "\n".join(jump_rules("nat")[:1]) + "\nCOMMIT\n"
-    )
-    chains, rules = parse_save(saved)
-    text = cleanup_text(chains, rules)
-    assert "-X KUBE-SVC-AAAA" in text and "-X KUBE-SERVICES" in text and "OTHER" not in text
-    assert "-D PREROUTING -m comment" in text
-
-
 def test_proxy_args() -> None:
     parsed = parse_proxy_args({"iptables-min-sync-period": "500ms", "masquerade-all": "true"})
     assert parsed.min_sync_period_s == 0.5 and parsed.masquerade_all
@@ -306,19 +294,3 @@ def test_chain_prefix_names_every_chain_and_leaves_other_prefixes_alone() -> Non
     # the unnamed cluster's proxy never touches Kb- chains
     plain = build_rules(ports, OPTS, {"nat": {"Kb-SVC-BBBBBBBBBBBBBBBB"}, "filter": set()}).text
     assert "Kb-" not in plain
-
-
-def test_cleanup_with_a_prefix_removes_only_that_cluster() -> None:
-    saved = (
-        "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-AAAA - [0:0]\n"
-        ":Kb-SERVICES - [0:0]\n:Kb-SVC-AAAA - [0:0]\n"
-        + "\n".join(jump_rules("nat")[:1] + jump_rules("nat", "Kb-")[:1])
-        + "\nCOMMIT\n"
-    )
-    chains, rules = parse_save(saved)
-    text = cleanup_text(chains, rules, "Kb-")
-    assert "-X Kb-SVC-AAAA" in text and "-X Kb-SERVICES" in text
-    assert '-D PREROUTING -m comment --comment "kubernetes service portals" -j Kb-SERVICES' in text
-    assert "KUBE-" not in text
-    plain = cleanup_text(chains, rules)
-    assert "Kb-" not in plain and "-X KUBE-SVC-AAAA" in plain

@@ -109,8 +109,7 @@ class Env:
             if st is not None and st.code == 5:
                 return []
         scores = plugin.score(state, pi, nodes)
-        if hasattr(plugin, "normalize_score"):
-            plugin.normalize_score(state, pi, nodes, scores)
+        plugin.normalize_score(state, pi, nodes, scores)
         return scores
 
 

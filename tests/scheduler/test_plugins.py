@@ -262,6 +262,32 @@ def test_node_affinity_filter_and_score() -> None:
     assert env.filter("NodeAffinity", pod(affinity=empty_term))[0] == []
 
 
+def test_framework_normalizes_raw_scores_before_weighting() -> None:
+    # Raw NodeAffinity scores are weight sums and raw TaintToleration scores count untolerated
+    # taints (more is worse): only after NormalizeScore are they 0..100 and comparable with the
+    # other plugins' scores, which decides the winner below.
+    env = Env()
+    busy, idle = env.add_nodes(node("busy", labels={"zone": "a"}), node("idle"))
+    env.add_pod(pod("load", requests={"cpu": "3", "memory": "24Gi"}, node_name="busy"))
+    prefers_a = pod(
+        affinity={
+            "nodeAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [_preferred(1, "zone", "a")]
+            }
+        }
+    )
+    totals = env.framework.run_score(CycleState(), prefers_a, [busy, idle])
+    # NodeAffinity 100 x weight 2 outweighs the idle node's lead in NodeResourcesFit.
+    assert totals[0] > totals[1], totals
+
+    env = Env()
+    soft = [{"key": f"k{i}", "value": "v", "effect": "PreferNoSchedule"} for i in range(3)]
+    tainted, clean = env.add_nodes(node("tainted", taints=soft), node("clean"))
+    totals = env.framework.run_score(CycleState(), pod(), [tainted, clean])
+    # Three untolerated taints score 0 and none 100 (x weight 3), not 3 and 0.
+    assert totals[1] - totals[0] == 300, totals
+
+
 # -- ImageLocality --------------------------------------------------------------------------------
 
 

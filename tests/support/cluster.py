@@ -4,7 +4,7 @@
 ``system:node:<name>`` client certificate, drops the busybox test image into the agent's image
 directory, starts ``Kubelet`` with per-session host names (cgroup root, CNI bridge, pod
 subnet; no masquerade so no iptables rules), and sets the Node's pod CIDR as the node IPAM
-controller would; ``CNIConfigWriter`` (the network component) then writes the CNI
+controller would; ``tests.support.cni_writer.CNIConfigWriter`` then writes the CNI
 configuration. ``stop()`` always leaves the host clean: pods' sandboxes removed through
 CRI, containerd stopped, shims killed, mounts under the data dir unmounted, cgroups and the
 bridge deleted, temp dirs removed.
@@ -25,14 +25,14 @@ from sampan.client import Client, ClientConfig, NotFoundError
 from sampan.client.api import CONFIGMAPS, NAMESPACES, NODES, PODS, SERVICEACCOUNTS
 from sampan.kubelet.kubelet import Kubelet
 from sampan.kubelet.options import KubeletOptions
-from sampan.network.cni import CNIConfigWriter
 from sampan.pki.cluster import ensure_client_kubeconfig
 from tests.client.conftest import ApiServerHarness
 from tests.kubelet.runtime.conftest import HostNames, cleanup_host, remove_all_sandboxes
+from tests.support.cni_writer import CNIConfigWriter
 from tests.support.images import busybox_archive
 from tests.support.poll import eventually as wait_for
 
-__all__ = ["BUSYBOX", "NodeHarness", "wait_for"]
+__all__ = ["BUSYBOX", "NodeHarness", "container_log_path", "wait_for"]
 
 log = logging.getLogger("tests.support.cluster")
 
@@ -179,3 +179,15 @@ class NodeHarness:
             await asyncio.to_thread(cleanup_host, self.data_dir, socket_path, self.names)
             await asyncio.to_thread(shutil.rmtree, self.root, True)
             log.info("node harness cleanup took %.1fs", time.monotonic() - started)
+
+
+async def container_log_path(
+    kubelet: Kubelet, namespace: str, pod: str, container: str, *, previous: bool = False
+) -> Path | None:
+    """The CRI log file of the container's current (or previous) run, as the runtime reports
+    it (the kubelet's log server finds it through ``sampan.kubelet.server.lookup``)."""
+    cid = await kubelet.pod_container_id(namespace, pod, container, previous=previous)
+    if cid is None:
+        return None
+    status = await kubelet.runtime.container_status(cid)
+    return Path(status.status.log_path) if status.status.log_path else None

@@ -440,3 +440,44 @@ async def test_repeated_failed_logins_are_throttled(browser: Browser, admin_toke
         "/dashboard/login", data={"csrf_token": browser.csrf(html), "secret": admin_token}
     )
     assert status == 429 and "Too many failed logins" in html
+
+
+async def test_logs_and_shell_pages_offer_the_pods_containers(
+    browser: Browser, admin_token: str, client: Any
+) -> None:
+    """Logs offer init containers too (their output is worth reading), the shell only the
+    main ones; the first main container is chosen unless the query names one; each page
+    points at its own stream; a missing pod shows the API server's 404."""
+    body = json.loads(json.dumps(POD))
+    body["spec"]["initContainers"] = [{"name": "setup", "image": "busybox"}]
+    body["spec"]["containers"].append({"name": "side", "image": "busybox"})
+    await client.request("POST", "/api/v1/namespaces/default/pods", body=body)
+    await browser.login(admin_token)
+
+    def options(html: str) -> list[str]:
+        return re.findall(r"<option(?: selected)?>([^<]*)</option>", html)
+
+    def selected(html: str) -> list[str]:
+        return re.findall(r"<option selected>([^<]*)</option>", html)
+
+    status, html, _ = await browser.get("/dashboard/c/local/logs/default/web-1")
+    assert status == 200
+    assert options(html) == ["setup", "c", "side"] and selected(html) == ["c"]
+    assert 'of pod <a href="/dashboard/c/local/k/pods/default/web-1">web-1</a>' in html
+    assert 'data-stream="/dashboard/c/local/logs/default/web-1/stream?container=c"' in html
+    _, html, _ = await browser.get("/dashboard/c/local/logs/default/web-1?container=setup")
+    assert selected(html) == ["setup"]
+    assert 'data-stream="/dashboard/c/local/logs/default/web-1/stream?container=setup"' in html
+
+    status, html, _ = await browser.get("/dashboard/c/local/shell/default/web-1")
+    assert status == 200
+    assert options(html) == ["c", "side"] and selected(html) == ["c"]
+    assert 'in pod <a href="/dashboard/c/local/k/pods/default/web-1">web-1</a>' in html
+    assert 'data-ws="/dashboard/c/local/shell/default/web-1/ws?container=c"' in html
+    _, html, _ = await browser.get("/dashboard/c/local/shell/default/web-1?container=side")
+    assert 'data-ws="/dashboard/c/local/shell/default/web-1/ws?container=side"' in html
+
+    for page in ("logs", "shell"):
+        status, html, _ = await browser.get(f"/dashboard/c/local/{page}/default/missing")
+        assert status == 404
+        assert "pods &#34;missing&#34; not found" in html

@@ -12,17 +12,11 @@ pages at 1280x800 (and the pods page at phone width) go to ``tests/ui/browser.SC
 from __future__ import annotations
 
 import json
-import shutil
-import signal
-import subprocess
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.test_single_node import KUBECTL, Cluster, free_port
+from tests.e2e.test_single_node import Cluster, cluster  # noqa: F401 (the fixture)
 from tests.ui.browser import chrome, screenshot, set_viewport
 
 pytestmark = pytest.mark.slow
@@ -74,27 +68,6 @@ MANIFESTS = {
 }
 
 
-@pytest.fixture
-def manager_cluster() -> Iterator[Cluster]:
-    if KUBECTL is None:
-        pytest.fail("kubectl is not installed")
-    c = Cluster(Path(tempfile.mkdtemp(prefix="spui-", dir="/tmp")))
-    c.manager_port = free_port()  # type: ignore[attr-defined]
-    c.extra_config = f"manager: true\nmanager-port: {c.manager_port}\n"  # type: ignore[attr-defined]
-    try:
-        c.start()
-        yield c
-    finally:
-        if c.proc is not None and c.proc.poll() is None:
-            c.proc.send_signal(signal.SIGTERM)
-            try:
-                c.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                c.proc.kill()
-        c.sampan("killall", "--config", str(c.config), "--data-dir", str(c.data))
-        shutil.rmtree(c.root, ignore_errors=True)
-
-
 def _no_alert(driver: Any) -> None:
     from selenium.common.exceptions import NoAlertPresentException
 
@@ -105,13 +78,13 @@ def _no_alert(driver: Any) -> None:
     raise AssertionError(f"an alert fired: {text!r}")
 
 
-def test_the_ui_in_a_browser(manager_cluster: Cluster) -> None:
+@pytest.mark.parametrize("cluster", [{"manager": True}], ids=["manager"], indirect=True)
+def test_the_ui_in_a_browser(cluster: Cluster) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    cluster = manager_cluster
     password_file = cluster.data / "server" / "manager" / "bootstrap-password"
     cluster.wait("the manager's bootstrap password", password_file.exists)
     manifest = cluster.root / "ui.json"
@@ -120,7 +93,7 @@ def test_the_ui_in_a_browser(manager_cluster: Cluster) -> None:
         "the apply to succeed",
         lambda: cluster.kubectl("apply", "-f", str(manifest), check=False) != "",
     )
-    base = f"https://127.0.0.1:{cluster.manager_port}/dashboard"  # type: ignore[attr-defined]
+    base = f"https://127.0.0.1:{cluster.manager_port}/dashboard"
 
     driver = chrome()
     wait = WebDriverWait(driver, WAIT_S)

@@ -10,7 +10,6 @@ documented behaviour of those printers; descriptions are our own wording.
 Public API::
 
     to_table(kind, group, objs, *, wide=True, include_object="Metadata", now=None, ...) -> dict
-    table_columns(kind, group, *, wide=True) -> list[dict]         # e.g. for watch events
     crd_table(columns, objs, *, include_object="Metadata", now=None, ...) -> dict
     human_duration(delta) -> str                                     # duration.HumanDuration
 
@@ -54,9 +53,7 @@ __all__ = [
     "Column",
     "JSONPathError",
     "crd_table",
-    "has_printer",
     "human_duration",
-    "table_columns",
     "to_table",
 ]
 
@@ -1876,12 +1873,6 @@ def _normal_group(group: str) -> str:
     return "" if group in ("", "core") else group
 
 
-# Only tests call this: it states which kinds have upstream's own columns.
-def has_printer(kind: str, group: str) -> bool:
-    """True when the kind has a dedicated printer (else the Name/Created At default)."""
-    return (_normal_group(group), kind) in _PRINTERS
-
-
 def _spec_for(kind: str, group: str) -> _Spec:
     return _PRINTERS.get((_normal_group(group), kind), _DEFAULT_SPEC)
 
@@ -1936,13 +1927,6 @@ def _table(
         "columnDefinitions": [] if no_headers else [c.to_dict() for c in columns],
         "rows": rows,
     }
-
-
-# Only tests call this: the column definitions alone, without rendering rows.
-def table_columns(kind: str, group: str, *, wide: bool = True) -> list[dict[str, Any]]:
-    """The ``columnDefinitions`` kube-apiserver sends for ``kind`` in ``group``."""
-    spec = _spec_for(kind, group)
-    return [spec.columns[i].to_dict() for i in _visible(spec.columns, wide)]
 
 
 def to_table(

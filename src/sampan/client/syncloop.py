@@ -15,12 +15,13 @@ Invariants:
 * A failed sync is logged and retried, after ``error_pause_s``. If the loop itself ends with
   an exception (a bug), the component fails through the supervisor's context; it never dies
   silently.
-* ``sync_count`` counts finished syncs, failed ones included; ``wait_sync`` waits for one that
-  started after the call.
+* ``syncs_started`` counts syncs begun, ``sync_count`` finished ones (failed ones included),
+  each counted once; ``last_sync_error`` is set before ``sync_count`` moves.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -40,7 +41,7 @@ class FailureSink(Protocol):
     def fail(self, reason: str) -> None: ...
 
 
-class SyncLoop:
+class SyncLoop(abc.ABC):
     """Base of the informer-driven sync components; see the module docstring."""
 
     name = "sync"
@@ -68,32 +69,31 @@ class SyncLoop:
         self._executor: ThreadPoolExecutor | None = None
         self._wake = asyncio.Event()
         self._ctx: FailureSink | None = None
-        self._sync_started = 0
-        self._sync_done = asyncio.Condition()
+        self.syncs_started = 0
         self.sync_count = 0
         self.last_sync_error: str | None = None
 
     # --- what a subclass provides -----------------------------------------------------------
 
+    @abc.abstractmethod
     def _add_informers(self, factory: SharedInformerFactory, client: Client) -> None:
         """Create the informers (and whatever else needs the client) before they start."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _sync(self) -> None:
         """Bring the outside state in line with the caches; raise on failure."""
-        raise NotImplementedError
 
-    async def _prepare(self) -> None:
+    async def _prepare(self) -> None:  # noqa: B027 (optional hook, empty by default)
         """Runs first in ``start``, before the client exists (directories, worker threads)."""
 
     async def _first_sync(self) -> None:
         """The sync ``start`` waits for; a subclass may reword its error."""
         await self._run_sync()
 
-    async def _before_stop(self) -> None:
+    async def _before_stop(self) -> None:  # noqa: B027 (optional hook, empty by default)
         """Runs first in ``stop``, once the loop has ended (child processes, extra tasks)."""
 
-    async def _release(self) -> None:
+    async def _release(self) -> None:  # noqa: B027 (optional hook, empty by default)
         """Closes what :meth:`_prepare` and :meth:`_add_informers` made beside the informers;
         runs while the client is still open, after a failed start too."""
 
@@ -156,9 +156,9 @@ class SyncLoop:
     def _wake_on_changes(self, informer: Informer) -> None:
         """Any add, update or delete in ``informer`` wakes the loop."""
         informer.add_event_handler(
-            on_add=lambda _o: self._wake.set(),
-            on_update=lambda _a, _b: self._wake.set(),
-            on_delete=lambda _o: self._wake.set(),
+            on_add=lambda _o: self.request_sync(),
+            on_update=lambda _a, _b: self.request_sync(),
+            on_delete=lambda _o: self.request_sync(),
         )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -172,19 +172,13 @@ class SyncLoop:
 
     # --- syncing ------------------------------------------------------------------------------
 
-    # Only tests call this: wait for a sync instead of sleeping.
-    async def wait_sync(self, timeout_s: float | None = None) -> int:
-        """Request a sync and wait until one that started after the request has finished;
-        returns the number of finished syncs."""
-        target = self._sync_started + 1
+    def request_sync(self) -> None:
+        """Wake the loop: a sync starts as soon as ``min_interval_s`` allows."""
         self._wake.set()
-        async with asyncio.timeout(timeout_s), self._sync_done:
-            await self._sync_done.wait_for(lambda: self.sync_count >= target)
-        return self.sync_count
 
     async def _run_sync(self) -> None:
         self._wake.clear()
-        self._sync_started += 1
+        self.syncs_started += 1
         try:
             await self._sync()
         except Exception as exc:
@@ -194,8 +188,6 @@ class SyncLoop:
             self.last_sync_error = None
         finally:
             self.sync_count += 1
-            async with self._sync_done:
-                self._sync_done.notify_all()
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -216,7 +208,7 @@ class SyncLoop:
                 self._log.debug("%s: the failed sync", self.log_name, exc_info=exc)
                 if self._error_pause_s > 0:
                     await asyncio.sleep(self._error_pause_s)
-                self._wake.set()
+                self.request_sync()
 
 
 def _describe(exc: BaseException) -> str:

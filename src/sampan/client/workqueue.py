@@ -104,8 +104,8 @@ class FakeClock:
     """A clock for tests: time stands still until ``advance(delta_s)`` moves it.
 
     ``sleep`` returns once the clock has been advanced past the sleeper's deadline (a sleep of
-    zero or less returns at once). ``advance`` wakes the due sleepers; call ``await
-    asyncio.sleep(0)`` (or ``settle()``) afterwards to let them run.
+    zero or less returns at once). ``advance`` wakes the due sleepers; yield to the
+    loop (``await asyncio.sleep(0)``, a few times) afterwards to let them run.
     """
 
     def __init__(self, start_s: float = 0.0) -> None:
@@ -138,12 +138,6 @@ class FakeClock:
             _, _, fut = heapq.heappop(self._sleepers)
             if not fut.done():
                 fut.set_result(None)
-
-    # Only tests call this (FakeClock exists for tests): let woken sleepers run.
-    async def settle(self, rounds: int = 10) -> None:
-        """Yield to the loop a few times so woken tasks run to their next wait."""
-        for _ in range(rounds):
-            await asyncio.sleep(0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -63,9 +63,9 @@ class HelmControllerComponent:
         self._started = asyncio.Event()
         self.manager: ControllerManager | None = None
 
-    # Only tests call this: wait for the controller's first pass instead of sleeping.
     async def wait_started(self) -> None:
-        """Until the CRDs are served and the controller manager has started."""
+        """Until the CRDs are served and the controller manager has started (``start`` waits
+        on it, bounded; tests wait on it unbounded instead of sleeping)."""
         await self._started.wait()
 
     async def start(self, ctx: Any = None) -> None:
@@ -78,7 +78,7 @@ class HelmControllerComponent:
         # Wait (bounded) for the CRDs, so that components started after this one (the
         # manifests of <data-dir>/server/manifests) find the HelmChart kind served.
         waiter = asyncio.get_running_loop().create_task(
-            self._started.wait(), name="helm-controller-wait-started"
+            self.wait_started(), name="helm-controller-wait-started"
         )
         try:
             await asyncio.wait(

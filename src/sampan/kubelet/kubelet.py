@@ -22,8 +22,7 @@ assigned later, and nothing does I/O or needs the loop until ``start``:
 
 For the kubelet HTTPS server (another module) it exposes ``runtime``/``images`` (CRI
 clients), ``pod_container_id(namespace, pod, container)``, ``pod_sandbox_id(namespace,
-pod)``, ``container_log_path(namespace, pod, container, previous=False)`` and
-``pod_log_dir(pod)``. To its pod workers it is their ``PodWorkerHost``
+pod)`` and ``pod_log_dir(pod)``. To its pod workers it is their ``PodWorkerHost``
 (``sampan.kubelet.workerhost``), and nothing more.
 """
 
@@ -237,17 +236,6 @@ class Kubelet:
             )
         )
         return items[-1].id if items else None
-
-    # Only tests call this: where a container's CRI log is, to check rotation and logs.
-    async def container_log_path(
-        self, namespace: str, pod: str, container: str, *, previous: bool = False
-    ) -> Path | None:
-        """The CRI log file of the container's current (or previous) run."""
-        cid = await self.pod_container_id(namespace, pod, container, previous=previous)
-        if cid is None:
-            return None
-        status = await self.runtime.container_status(cid)
-        return Path(status.status.log_path) if status.status.log_path else None
 
     # -- lifecycle ---------------------------------------------------------------------------
 

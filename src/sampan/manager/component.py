@@ -65,8 +65,7 @@ from sampan.manager.proxy import (
     RoutingDialer,
 )
 from sampan.manager.web import ManagerAPI
-from sampan.pki import ClusterPKI
-from sampan.pki.certs import cert_to_pem, issue_leaf, key_to_pem, load_cert, load_private_key
+from sampan.pki import ClusterPKI, issue_listener_serving_certificate
 from sampan.pki.files import atomic_write
 from sampan.pki.tls import server_ssl_context
 from sampan.version import __version__
@@ -101,20 +100,6 @@ class ManagerOptions:
     port: int = DEFAULT_PORT
     manager_url: str = ""
     """What registration commands name; empty: the ``Host`` the caller used."""
-
-
-def issue_serving_certificate(pki: ClusterPKI) -> tuple[Path, Path]:
-    """A serving certificate for the API server's names, signed by the server CA (blocking)."""
-    ca = load_cert(pki.ca_pem)
-    ca_key = load_private_key(pki.server_ca_key_path.read_bytes())
-    cert, key = issue_leaf(
-        ca, ca_key, common_name="sampan-manager", names=pki.serving_names, server_auth=True
-    )
-    cert_path = pki.tls_dir / "manager-serving.crt"
-    key_path = pki.tls_dir / "manager-serving.key"
-    atomic_write(key_path, key_to_pem(key), mode=0o600)
-    atomic_write(cert_path, cert_to_pem(cert), mode=0o600)
-    return cert_path, key_path
 
 
 def _write_bootstrap_password(path: Path, password: str) -> None:
@@ -193,7 +178,9 @@ class ManagerComponent:
         objects.on_bindings_changed(self.reconcile_rbac_soon)
         self.objects = objects
         await objects.start()
-        cert, key = await asyncio.to_thread(issue_serving_certificate, self._pki)
+        cert, key = await asyncio.to_thread(
+            issue_listener_serving_certificate, self._pki, "manager"
+        )
         context: ssl.SSLContext = await asyncio.to_thread(server_ssl_context, cert, key)
         clusters = ImportedClusters(client, on_connected=lambda _id: self.reconcile_rbac_soon())
         self.clusters = clusters

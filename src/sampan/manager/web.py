@@ -58,7 +58,7 @@ from aiohttp import web
 
 from sampan.api.errors import Forbidden, NotFound, StatusError, Unauthorized
 from sampan.api.names import is_dns1123_subdomain
-from sampan.client import AlreadyExistsError, ApiError, Client, NotFoundError
+from sampan.client import AlreadyExistsError, ApiError, Client, NotFoundError, Resource
 from sampan.manager import credentials, store
 from sampan.manager.cache import ManagerObjects
 from sampan.manager.clusters import ImportedClusters
@@ -315,12 +315,16 @@ class ManagerAPI:
             tokens = [t for t in tokens if t["spec"].get("userId") == who.user_id]
         return _collection("token", [self._token_view(t) for t in tokens])
 
+    async def _get_or_404(self, resource: Resource, name: str, what: str) -> dict[str, Any]:
+        """The object, or the manager's 404 naming it as ``what`` (its API type)."""
+        try:
+            return await self._client.get(resource, name)
+        except NotFoundError:
+            raise ManagerError(404, "NotFound", f"{what} {name} not found") from None
+
     async def _own_token(self, request: web.Request, who: Principal) -> dict[str, Any]:
         name = request.match_info["id"]
-        try:
-            token = await self._client.get(TOKENS, name)
-        except NotFoundError:
-            raise ManagerError(404, "NotFound", f"token {name} not found") from None
+        token = await self._get_or_404(TOKENS, name, "token")
         if not who.admin and token["spec"].get("userId") != who.user_id:
             raise ManagerError(403, "PermissionDenied", f"token {name}: not yours")
         return token
@@ -390,10 +394,7 @@ class ManagerAPI:
         name = request.match_info["id"]
         if not who.admin and name != who.user_id:
             raise ManagerError(403, "PermissionDenied", f"user {name}: not allowed")
-        try:
-            return await self._client.get(USERS, name)
-        except NotFoundError:
-            raise ManagerError(404, "NotFound", f"user {name} not found") from None
+        return await self._get_or_404(USERS, name, "user")
 
     async def _get_user(self, request: web.Request, who: Principal) -> web.Response:
         return web.json_response(await self._user_view(await self._find_user(request, who)))
@@ -509,10 +510,7 @@ class ManagerAPI:
         visible = await self._visible(who, name)
         if visible is not None and name not in visible:
             raise ManagerError(403, "PermissionDenied", f"cluster {name}: not allowed")
-        try:
-            cluster = await self._client.get(CLUSTERS, name)
-        except NotFoundError:
-            raise ManagerError(404, "NotFound", f"cluster {name} not found") from None
+        cluster = await self._get_or_404(CLUSTERS, name, "cluster")
         return cluster, visible is None or "cluster-owner" in visible[name]
 
     async def _get_cluster(self, request: web.Request, who: Principal) -> web.Response:
@@ -714,10 +712,7 @@ class ManagerAPI:
     async def _delete_grb(self, request: web.Request, who: Principal) -> web.Response:
         _need_admin(who)
         name = request.match_info["id"]
-        try:
-            binding = await self._client.get(GLOBAL_ROLE_BINDINGS, name)
-        except NotFoundError:
-            raise ManagerError(404, "NotFound", f"globalRoleBinding {name} not found") from None
+        binding = await self._get_or_404(GLOBAL_ROLE_BINDINGS, name, "globalRoleBinding")
         if (
             binding["spec"].get("userId") == who.user_id
             and binding["spec"].get("globalRoleName") == ADMIN_ROLE
@@ -766,12 +761,9 @@ class ManagerAPI:
     async def _delete_crtb(self, request: web.Request, who: Principal) -> web.Response:
         _need_admin(who)
         name = request.match_info["id"]
-        try:
-            binding = await self._client.get(CLUSTER_ROLE_TEMPLATE_BINDINGS, name)
-        except NotFoundError:
-            raise ManagerError(
-                404, "NotFound", f"clusterRoleTemplateBinding {name} not found"
-            ) from None
+        binding = await self._get_or_404(
+            CLUSTER_ROLE_TEMPLATE_BINDINGS, name, "clusterRoleTemplateBinding"
+        )
         await self._delete_quietly(CLUSTER_ROLE_TEMPLATE_BINDINGS, name)
         self._bindings_changed()
         return web.json_response(self._binding_view(binding, "clusterRoleTemplateBinding"))

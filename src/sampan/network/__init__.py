@@ -6,7 +6,6 @@ from sampan.network.cni import (
     DEFAULT_BRIDGE,
     DEFAULT_NETWORK_NAME,
     CNIConfig,
-    CNIConfigWriter,
     render_conflist,
     write_conflist,
 )
@@ -17,7 +16,6 @@ __all__ = [
     "DEFAULT_BRIDGE",
     "DEFAULT_NETWORK_NAME",
     "CNIConfig",
-    "CNIConfigWriter",
     "Overlay",
     "OverlayError",
     "OverlayOptions",

@@ -588,7 +588,6 @@ def ensure_masquerade(cluster_cidr: str, chain_prefix: str = CHAIN_PREFIX) -> bo
     return True
 
 
-# Only tests call this: test clean-up; `sampan killall` removes the same in its own pass.
 def remove_dataplane(device: str = VXLAN_DEVICE, cluster_cidr: str | None = None) -> int:
     """Delete the VXLAN device (``sampan.1``) and every route this module added (into
     ``cluster_cidr`` when given) (``sampan killall``; the ``SAMPAN-*`` chains are removed with

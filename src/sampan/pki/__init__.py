@@ -24,6 +24,7 @@ from sampan.pki.cluster import (
     ensure_cluster_pki,
     issue_client_certificate,
     issue_kubelet_serving_certificate,
+    issue_listener_serving_certificate,
 )
 from sampan.pki.kubeconfig import build_kubeconfig, write_kubeconfig
 from sampan.pki.tls import TLS12_CIPHERS, server_ssl_context
@@ -47,6 +48,7 @@ __all__ = [
     "ensure_cluster_pki",
     "issue_client_certificate",
     "issue_kubelet_serving_certificate",
+    "issue_listener_serving_certificate",
     "server_ssl_context",
     "write_kubeconfig",
 ]

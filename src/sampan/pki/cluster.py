@@ -94,6 +94,7 @@ __all__ = [
     "ensure_cluster_pki",
     "issue_client_certificate",
     "issue_kubelet_serving_certificate",
+    "issue_listener_serving_certificate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -492,6 +493,27 @@ def issue_kubelet_serving_certificate(
     return cert_to_pem(cert), key_to_pem(key)
 
 
+def issue_listener_serving_certificate(pki: ClusterPKI, name: str) -> tuple[Path, Path]:
+    """Issue ``<name>-serving.crt``/``.key`` in ``tls_dir`` (both 0600, key written first):
+    CN ``sampan-<name>``, serverAuth, for the API server's own names (``serving_names``),
+    signed by the server CA, so a client that trusts the cluster's API trusts this listener
+    too. Issued anew at every call (the HTTPS listeners beside the API server, dashboard and
+    manager, call it at each start). Answers ``(cert_path, key_path)``. Blocking."""
+    _check_client_name(name)
+    cert, key = issue_leaf(
+        load_cert(pki.ca_pem),
+        _load_ca_key(pki.server_ca_key_path),
+        common_name=f"sampan-{name}",
+        names=pki.serving_names,
+        server_auth=True,
+    )
+    cert_path = pki.tls_dir / f"{name}-serving.crt"
+    key_path = pki.tls_dir / f"{name}-serving.key"
+    _write_private(key_path, key_to_pem(key))
+    _write_private(cert_path, cert_to_pem(cert))
+    return cert_path, key_path
+
+
 def _subject_is(cert: x509.Certificate, common_name: str, organizations: Sequence[str]) -> bool:
     subject = cert.subject
     common_names = [a.value for a in subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
@@ -501,7 +523,7 @@ def _subject_is(cert: x509.Certificate, common_name: str, organizations: Sequenc
 
 def _check_client_name(name: str) -> None:
     if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
-        raise ValueError(f"invalid client credential name {name!r}")
+        raise ValueError(f"invalid credential file name {name!r}")
 
 
 def ensure_client_certificate(

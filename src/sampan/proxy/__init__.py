@@ -8,6 +8,6 @@ Construct it as ``Proxy(ClientConfig.from_kubeconfig(path), ProxyOptions(node_na
 node_ips=..., cluster_cidr=..., service_cidr=..., args=..., dns_redirect=...))``.
 """
 
-from sampan.proxy.service import Proxy, ProxyOptions, cleanup_rules, parse_proxy_args
+from sampan.proxy.service import Proxy, ProxyOptions, parse_proxy_args
 
-__all__ = ["Proxy", "ProxyOptions", "cleanup_rules", "parse_proxy_args"]
+__all__ = ["Proxy", "ProxyOptions", "parse_proxy_args"]

@@ -56,7 +56,6 @@ __all__ = [
     "ServicePort",
     "build_rules",
     "chain_hash",
-    "cleanup_text",
     "endpoint_chain",
     "jump_rules",
     "parse_save",
@@ -611,30 +610,3 @@ def _dedup_eps(endpoints: Iterable[Endpoint]) -> list[Endpoint]:
 
 def _dedup(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
-
-
-def cleanup_text(
-    existing_chains: Mapping[str, set[str]],
-    existing_rules: Mapping[str, set[str]],
-    prefix: str = DEFAULT_CHAIN_PREFIX,
-) -> str:
-    """Restore text removing every chain and jump this module writes with ``prefix``
-    (``kube-proxy --cleanup``)."""
-    out: list[str] = []
-    for table in ("filter", "nat"):
-        chains = sorted(
-            _named(chain, prefix)
-            for chain in _own_chains(existing_chains.get(table, set()), prefix)
-            if chain in FIXED_CHAINS[table] or chain.startswith(OWNED_PREFIXES)
-        )
-        jumps = [
-            line for line in jump_rules(table, prefix) if line in existing_rules.get(table, set())
-        ]
-        if not chains and not jumps:
-            continue
-        out.append(f"*{table}")
-        out.extend(f":{chain} - [0:0]" for chain in chains)
-        out.extend("-D" + line[2:] for line in jumps)
-        out.extend(f"-X {chain}" for chain in chains)
-        out.append("COMMIT")
-    return "\n".join(out) + "\n" if out else ""

@@ -21,7 +21,7 @@ Invariants:
   (every node's proxy computes the same list, so they never fight); the proxy then serves
   those addresses like external IPs;
 * ``stop()`` leaves the rules in place (traffic keeps flowing across a restart, as upstream);
-  ``cleanup_rules()`` removes them.
+  ``sampan killall`` removes them (with every ``KUBE-*`` chain, in one pass per table).
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ from sampan.proxy.rules import (
     Ruleset,
     ServicePort,
     build_rules,
-    cleanup_text,
     parse_save,
     service_ports,
 )
@@ -61,7 +60,6 @@ __all__ = [
     "SYNC_PERIOD_DEFAULT_S",
     "Proxy",
     "ProxyOptions",
-    "cleanup_rules",
     "parse_proxy_args",
 ]
 
@@ -175,15 +173,6 @@ def _restore(text: str) -> None:
     result = _run(["iptables-restore", "--noflush", "-w", "5"], stdin=text)
     if result.returncode != 0:
         raise RuntimeError(f"iptables-restore: {result.stderr.strip()}")
-
-
-# Only tests call this: test clean-up; `sampan killall` removes the same in its own pass.
-def cleanup_rules(prefix: str = DEFAULT_CHAIN_PREFIX) -> None:
-    """Remove every chain and jump the proxy writes with ``prefix`` (blocking)."""
-    chains, rules = parse_save(_save())
-    text = cleanup_text(chains, rules, prefix)
-    if text:
-        _restore(text)
 
 
 def _conntrack_delete(args: list[str]) -> None:

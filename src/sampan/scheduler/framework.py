@@ -725,7 +725,8 @@ class Plugin:
     ``filter(state, pod, nodes, failed) -> nodes that pass``;
     ``post_filter(state, pod, failed) -> (nominated node or None, Status)``;
     ``pre_score(state, pod, nodes) -> Status|None`` (SKIP skips its Score);
-    ``score(state, pod, nodes) -> list[int]``; ``normalize_score(state, pod, nodes, scores)``;
+    ``score(state, pod, nodes) -> list[int]``; ``normalize_score(state, pod, nodes, scores)``
+    (always called after ``score``; the base class's leaves 0..100 scores alone);
     ``reserve``/``unreserve(state, pod, node_name)``; ``permit(state, pod, node_name) ->
     (Status|None, timeout_s)``; ``async pre_bind``, ``async bind`` (SKIP: next binder),
     ``post_bind(state, pod, node_name)``.
@@ -741,6 +742,13 @@ class Plugin:
     def __init__(self, args: Mapping[str, Any], handle: Handle) -> None:
         self.args = args
         self.handle = handle
+
+    def normalize_score(
+        self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo], scores: list[int]
+    ) -> None:
+        """NormalizeScore: rescale this plugin's raw ``score`` list in place to 0..100. The
+        framework calls it for every Score plugin before weighting; raw scores that are counts
+        or weight sums (taints, affinity terms, skew) override it. Already 0..100: no-op."""
 
 
 POINTS = (
@@ -846,9 +854,7 @@ class Framework:
             if pl.name in skip:
                 continue
             scores = pl.score(state, pod, nodes)  # type: ignore[attr-defined]
-            normalize = getattr(pl, "normalize_score", None)
-            if normalize is not None:
-                normalize(state, pod, nodes, scores)
+            pl.normalize_score(state, pod, nodes, scores)
             weight = self.score_weights.get(pl.name, 1)
             if weight != 1:
                 scores = [b * weight for b in scores]

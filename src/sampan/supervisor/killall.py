@@ -9,10 +9,10 @@
    (``/kubepods`` in each hierarchy);
 3. unmounts everything under ``<data-dir>/agent`` (volumes, rootfs, netns files), deepest
    first, and removes the pod cgroups;
-4. deletes the network devices Sampan made (``cni0``, ``sampan.1``, ``sampan-dns``), the
-   routes it added, this data dir's network policy chains and ipsets
-   (``sampan.netpol.cleanup``), and the iptables chains (``KUBE-*``, ``CNI-*``, ``SAMPAN-*``)
-   with one ``iptables-restore`` per table.
+4. deletes the network devices Sampan made (``cni0``, ``sampan-dns``; ``sampan.1`` and the
+   routes the network component added go through its own ``remove_dataplane``), this data
+   dir's network policy chains and ipsets (``sampan.netpol.cleanup``), and the iptables chains
+   (``KUBE-*``, ``CNI-*``, ``SAMPAN-*``) with one ``iptables-restore`` per table.
 
 Only this cluster's things go: with ``--cluster-name NAME`` (``sampan.config.HostNames``) the
 devices are ``cni-NAME``, ``sampan-NAME`` and ``sdns-NAME``, the chains ``KNAME-*`` and
@@ -45,6 +45,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sampan.config import HostNames
+from sampan.network import remove_dataplane
 
 __all__ = ["killall", "uninstall"]
 
@@ -171,7 +172,8 @@ def _unmount_under(root: Path) -> int:
 
 
 def _devices(names: HostNames) -> tuple[str, ...]:
-    return (names.bridge, names.vxlan_device, names.dns_interface)
+    """The devices deleted here; the VXLAN device goes with the overlay (``_remove_overlay``)."""
+    return (names.bridge, names.dns_interface)
 
 
 def _delete_devices(devices: Iterable[str]) -> list[str]:
@@ -188,21 +190,15 @@ def _delete_devices(devices: Iterable[str]) -> list[str]:
     return gone
 
 
-ROUTE_PROTOCOL = "83"
-"""The route protocol number the network component marks its routes with (host-gw)."""
-
-
-def _flush_routes(within: str | None) -> None:
-    """Flush routes with our protocol (only those into ``within``, a CIDR, when given)."""
-    scope = ["root", within] if within else []
-    result = subprocess.run(
-        ["ip", "route", "flush", "proto", ROUTE_PROTOCOL, *scope],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0 and result.stderr.strip():
-        log.warning("ip route flush proto %s: %s", ROUTE_PROTOCOL, result.stderr.strip())
+def _remove_overlay(names: HostNames, cluster_cidr: str | None) -> int:
+    """The network component's own clean-up: its VXLAN device and the routes it marked (a named
+    cluster's only those into ``cluster_cidr``); how many things went."""
+    within = cluster_cidr if names.cluster_name else None
+    try:
+        return remove_dataplane(names.vxlan_device, within)
+    except Exception as exc:
+        log.warning("removing %s and its routes: %s", names.vxlan_device, exc)
+        return 0
 
 
 _CHAIN_DECL = re.compile(r"^:(\S+) ")
@@ -325,15 +321,17 @@ def killall(
     mounts = _unmount_under(agent) if agent.exists() else 0
     cgroups = _remove_cgroups(cgroup_root)
     devices = _delete_devices(_devices(names))
-    _flush_routes(cluster_cidr if names.cluster_name else None)
+    overlay = _remove_overlay(names, cluster_cidr)
     policy = _remove_network_policy(data_dir)
     chains = _flush_iptables(names)
     log.info(
         "killall: %d mounts unmounted, %d cgroups removed, devices removed %s, "
+        "%d overlay devices and routes removed, "
         "%d iptables chains removed, %d network policy chains and sets removed",
         mounts,
         cgroups,
         devices or "none",
+        overlay,
         chains,
         policy,
     )

@@ -33,7 +33,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ import jinja2
 import yaml
 from aiohttp import web
 
+from sampan.tasks import cancel_and_wait
 from sampan.ui import resources as kinds
 from sampan.ui.kube import Kube, KubeError, Target
 from sampan.ui.providers import LoginFailed, Provider
@@ -560,8 +561,36 @@ class UIApp:
     def _result(self, ok: bool, message: str, status: int = 200) -> web.Response:
         return self._render("result.html", status, ok=ok, message=message)
 
-    async def _apply(self, request: web.Request) -> web.StreamResponse:
+    async def _write(
+        self,
+        request: web.Request,
+        method: str,
+        done: Callable[[kinds.Kind], str],
+        *,
+        subresource: str = "",
+        patch: Any = None,
+        content_type: str = "application/merge-patch+json",
+        query: dict[str, Any] | None = None,
+    ) -> web.Response:
+        """One write to the object the URL names (``subresource`` appended to its path):
+        answers the result fragment, ``done(kind)`` or the API server's refusal as is."""
         ns, name = self._ns(request), request.match_info["name"]
+        try:
+            kind = await self._kind(request)
+            await self.kube.request(
+                self._target(request),
+                method,
+                kind.object_path(ns, name) + subresource,
+                query=query,
+                body=None if patch is None else json.dumps(patch).encode(),
+                content_type=content_type,
+            )
+        except KubeError as exc:
+            return self._result(False, exc.message, exc.status)
+        return self._result(True, done(kind))
+
+    async def _apply(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
         form = await request.post()
         text = str(form.get("yaml") or "")
         try:
@@ -577,25 +606,17 @@ class UIApp:
         meta = doc.setdefault("metadata", {}) if isinstance(doc.get("metadata", {}), dict) else {}
         meta.pop("managedFields", None)
         meta.pop("resourceVersion", None)
-        try:
-            kind = await self._kind(request)
-            await self.kube.request(
-                self._target(request),
-                "PATCH",
-                kind.object_path(ns, name),
-                query={
-                    "fieldManager": FIELD_MANAGER,
-                    "force": "true" if form.get("force") else None,
-                },
-                body=json.dumps(doc).encode(),
-                content_type="application/apply-patch+yaml",
-            )
-        except KubeError as exc:
-            return self._result(False, exc.message, exc.status)
-        return self._result(True, f"Applied {kind.title.rstrip('s')} {name}.")
+        return await self._write(
+            request,
+            "PATCH",
+            lambda kind: f"Applied {kind.title.rstrip('s')} {name}.",
+            patch=doc,
+            content_type="application/apply-patch+yaml",
+            query={"fieldManager": FIELD_MANAGER, "force": "true" if form.get("force") else None},
+        )
 
     async def _scale(self, request: web.Request) -> web.StreamResponse:
-        ns, name = self._ns(request), request.match_info["name"]
+        name = request.match_info["name"]
         form = await request.post()
         try:
             replicas = int(str(form.get("replicas") or ""))
@@ -603,21 +624,16 @@ class UIApp:
                 raise ValueError
         except ValueError:
             return self._result(False, "replicas: a whole number, 0 or more", 422)
-        try:
-            kind = await self._kind(request)
-            await self.kube.request(
-                self._target(request),
-                "PATCH",
-                kind.object_path(ns, name) + "/scale",
-                body=json.dumps({"spec": {"replicas": replicas}}).encode(),
-                content_type="application/merge-patch+json",
-            )
-        except KubeError as exc:
-            return self._result(False, exc.message, exc.status)
-        return self._result(True, f"Scaled {name} to {replicas}.")
+        return await self._write(
+            request,
+            "PATCH",
+            lambda _kind: f"Scaled {name} to {replicas}.",
+            subresource="/scale",
+            patch={"spec": {"replicas": replicas}},
+        )
 
     async def _restart(self, request: web.Request) -> web.StreamResponse:
-        ns, name = self._ns(request), request.match_info["name"]
+        name = request.match_info["name"]
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         patch = {
             "spec": {
@@ -626,27 +642,13 @@ class UIApp:
                 }
             }
         }
-        try:
-            kind = await self._kind(request)
-            await self.kube.request(
-                self._target(request),
-                "PATCH",
-                kind.object_path(ns, name),
-                body=json.dumps(patch).encode(),
-                content_type="application/merge-patch+json",
-            )
-        except KubeError as exc:
-            return self._result(False, exc.message, exc.status)
-        return self._result(True, f"Restarted {name} (rollout at {now}).")
+        return await self._write(
+            request, "PATCH", lambda _kind: f"Restarted {name} (rollout at {now}).", patch=patch
+        )
 
     async def _delete(self, request: web.Request) -> web.StreamResponse:
-        ns, name = self._ns(request), request.match_info["name"]
-        try:
-            kind = await self._kind(request)
-            await self.kube.request(self._target(request), "DELETE", kind.object_path(ns, name))
-        except KubeError as exc:
-            return self._result(False, exc.message, exc.status)
-        return self._result(True, f"Deleted {name}.")
+        name = request.match_info["name"]
+        return await self._write(request, "DELETE", lambda _kind: f"Deleted {name}.")
 
     async def _reveal(self, request: web.Request) -> web.StreamResponse:
         ns, name = self._ns(request), request.match_info["name"]
@@ -787,7 +789,20 @@ class UIApp:
 
     # -- logs -----------------------------------------------------------------------------
 
-    async def _logs_page(self, request: web.Request) -> web.StreamResponse:
+    async def _pod_stream_page(
+        self,
+        request: web.Request,
+        template_name: str,
+        *,
+        endpoint: str,
+        with_init_containers: bool,
+        **context: Any,
+    ) -> web.StreamResponse:
+        """The logs and shell pages of a pod (``<page>.html``, served at ``.../<page>/{ns}/
+        {name}``): the containers to choose from (init containers first when
+        ``with_init_containers``), the one chosen (query ``container``, else the first main
+        container) and ``stream_url``, the page's ``endpoint`` for that container. A pod the
+        API refuses answers the error page."""
         ns, name = request.match_info["ns"], request.match_info["name"]
         try:
             pod = await self.kube.get(
@@ -797,23 +812,30 @@ class UIApp:
             return self._error_page(request, exc)
         spec = pod.get("spec") or {}
         main = [c["name"] for c in spec.get("containers") or []]
-        containers = [c["name"] for c in spec.get("initContainers") or []] + main
+        init = [c["name"] for c in spec.get("initContainers") or []]
+        containers = (init if with_init_containers else []) + main
         container = request.query.get("container") or (main[0] if main else "")
-        stream = (
-            f"{PREFIX}/c/{quote(request.match_info['cluster'])}/logs/{quote(ns)}/"
-            f"{quote(name)}/stream?" + urlencode({"container": container})
+        page = template_name.removesuffix(".html")
+        stream_url = (
+            f"{PREFIX}/c/{quote(request.match_info['cluster'])}/{page}/{quote(ns)}/"
+            f"{quote(name)}/{endpoint}?" + urlencode({"container": container})
         )
         return self._page(
             request,
-            "logs.html",
+            template_name,
             cluster=request.match_info["cluster"],
             ns=ns,
             name=name,
             containers=containers,
             container=container,
-            stream_url=stream,
-            tail=LOG_TAIL_LINES,
+            stream_url=stream_url,
             pod_kind=kinds.BUILTIN["pods"],
+            **context,
+        )
+
+    async def _logs_page(self, request: web.Request) -> web.StreamResponse:
+        return await self._pod_stream_page(
+            request, "logs.html", endpoint="stream", with_init_containers=True, tail=LOG_TAIL_LINES
         )
 
     async def _logs_stream(self, request: web.Request) -> web.StreamResponse:
@@ -844,29 +866,9 @@ class UIApp:
     # -- exec shell -----------------------------------------------------------------------
 
     async def _shell_page(self, request: web.Request) -> web.StreamResponse:
-        ns, name = request.match_info["ns"], request.match_info["name"]
-        try:
-            pod = await self.kube.get(
-                self._target(request), kinds.BUILTIN["pods"].object_path(ns, name)
-            )
-        except KubeError as exc:
-            return self._error_page(request, exc)
-        containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
-        container = request.query.get("container") or (containers[0] if containers else "")
-        ws = (
-            f"{PREFIX}/c/{quote(request.match_info['cluster'])}/shell/{quote(ns)}/"
-            f"{quote(name)}/ws?" + urlencode({"container": container})
-        )
-        return self._page(
-            request,
-            "shell.html",
-            cluster=request.match_info["cluster"],
-            ns=ns,
-            name=name,
-            containers=containers,
-            container=container,
-            ws_url=ws,
-            pod_kind=kinds.BUILTIN["pods"],
+        # Only main containers: an init container has ended before the pod runs.
+        return await self._pod_stream_page(
+            request, "shell.html", endpoint="ws", with_init_containers=False
         )
 
     async def _shell_ws(self, request: web.Request) -> web.StreamResponse:
@@ -952,11 +954,7 @@ async def _splice(browser: web.WebSocketResponse, upstream: Any) -> None:
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(*tasks)
 
 
 def kind_or_none(request: web.Request) -> kinds.Kind | None:

@@ -19,14 +19,11 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from sampan.pki import ClusterPKI
-from sampan.pki.certs import cert_to_pem, issue_leaf, key_to_pem, load_cert, load_private_key
-from sampan.pki.files import atomic_write
+from sampan.pki import ClusterPKI, issue_listener_serving_certificate
 from sampan.pki.tls import server_ssl_context
 from sampan.ui.app import PREFIX, UIApp
 from sampan.ui.providers import ManagerProvider, TokenProvider
@@ -44,19 +41,6 @@ class DashboardOptions:
     """The local API server's URL (the UI calls it with each session's token)."""
     bind_address: str = "0.0.0.0"
     port: int = DEFAULT_PORT
-
-
-def _issue_serving_certificate(pki: ClusterPKI) -> tuple[Path, Path]:
-    ca = load_cert(pki.ca_pem)
-    ca_key = load_private_key(pki.server_ca_key_path.read_bytes())
-    cert, key = issue_leaf(
-        ca, ca_key, common_name="sampan-dashboard", names=pki.serving_names, server_auth=True
-    )
-    cert_path = pki.tls_dir / "dashboard-serving.crt"
-    key_path = pki.tls_dir / "dashboard-serving.key"
-    atomic_write(key_path, key_to_pem(key), mode=0o600)
-    atomic_write(cert_path, cert_to_pem(cert), mode=0o600)
-    return cert_path, key_path
 
 
 def manager_ui_app(manager_url: Callable[[], str], ca_pem: bytes) -> tuple[str, web.Application]:
@@ -80,7 +64,9 @@ class DashboardComponent:
 
     async def start(self, ctx: Any = None) -> None:
         del ctx
-        cert, key = await asyncio.to_thread(_issue_serving_certificate, self._pki)
+        cert, key = await asyncio.to_thread(
+            issue_listener_serving_certificate, self._pki, "dashboard"
+        )
         context: ssl.SSLContext = await asyncio.to_thread(server_ssl_context, cert, key)
         # Live streams end within CALLER_CHECK_S of their browser leaving; at stop, open ones
         # are not waited for longer than this.

@@ -12,7 +12,7 @@ from sampan.apiserver.auth import (
     aggregate_cluster_role,
     forbidden_message,
 )
-from sampan.apiserver.auth.rbac import label_selector_matches, rule_allows
+from sampan.apiserver.auth.rbac import label_selector_matches
 
 JANE = UserInfo("jane", groups=("devs", "system:authenticated"))
 
@@ -120,7 +120,14 @@ RULE_CASES = [
 
 @pytest.mark.parametrize(("rule", "attrs", "allowed"), RULE_CASES)
 def test_rule_matching(rule, attrs, allowed) -> None:
-    assert rule_allows(rule, attrs) is allowed
+    # the one rule, in a ClusterRole bound to jane cluster-wide
+    only_rule = StaticRBACSource(
+        cluster_role_list=[cluster_role("one-rule", [rule])],
+        cluster_role_binding_list=[
+            binding("ClusterRoleBinding", "one", "ClusterRole", "one-rule", [user_subject("jane")])
+        ],
+    )
+    assert RBACAuthorizer(only_rule).authorize(attrs).allowed is allowed
 
 
 def cluster_role(name, rules, labels=None, aggregation=None):

@@ -10,6 +10,7 @@ import zlib
 import pytest
 
 from sampan.kubelet.server import spdy
+from tests.support import spdy_peer
 
 # The dictionary's published size and digest (SPDY/3 draft, section 2.6.10.1).
 DICTIONARY_BYTES = 1423
@@ -51,12 +52,12 @@ async def test_frames_round_trip() -> None:
     compressor, decompressor = spdy.HeaderCompressor(), spdy.HeaderDecompressor()
     wire = (
         spdy.encode_syn_stream(1, [("streamtype", "error")], compressor)
-        + spdy.encode_syn_reply(1, [], compressor)
+        + spdy_peer.encode_syn_reply(1, [], compressor)
         + spdy.encode_data(3, b"hello")
         + spdy.encode_data(3, b"", fin=True)
         + spdy.encode_ping(7)
         + spdy.encode_rst_stream(5, 3)
-        + spdy.encode_goaway(9)
+        + spdy_peer.encode_goaway(9)
     )
     reader = _reader(wire)
     frame = await spdy.read_frame(reader)
@@ -71,9 +72,9 @@ async def test_frames_round_trip() -> None:
     ping = await spdy.read_frame(reader)
     assert isinstance(ping, spdy.ControlFrame) and spdy.parse_ping(ping) == 7
     rst = await spdy.read_frame(reader)
-    assert isinstance(rst, spdy.ControlFrame) and spdy.parse_rst_stream(rst) == (5, 3)
+    assert isinstance(rst, spdy.ControlFrame) and spdy_peer.parse_rst_stream(rst) == (5, 3)
     goaway = await spdy.read_frame(reader)
-    assert isinstance(goaway, spdy.ControlFrame) and spdy.parse_goaway(goaway) == (9, 0)
+    assert isinstance(goaway, spdy.ControlFrame) and spdy_peer.parse_goaway(goaway) == (9, 0)
     assert await spdy.read_frame(reader) is None
 
 

@@ -158,8 +158,8 @@ class RangeAllocator(abc.ABC):
 
     # --- claims -----------------------------------------------------------------------------
 
-    # Only tests call this: who holds an allocation, to check repair and release.
     async def owner_of(self, item: int) -> str | None:
+        """Who holds ``item`` ("" for a claim that names nobody), None when it is free."""
         _, kv = await self._backend.get(self._key(item))
         if kv is None:
             return None
@@ -170,9 +170,9 @@ class RangeAllocator(abc.ABC):
         new to release on failure), True for a new claim. Raises NotInRange/AlreadyAllocated."""
         self.check_range(item)
         key = self._key(item)
-        _, kv = await self._backend.get(key)
-        if kv is not None:
-            if self._decode(kv.value).get("owner") == owner:
+        holder = await self.owner_of(item)
+        if holder is not None:
+            if holder == owner:
                 return False
             self._known.add(item)
             raise AlreadyAllocated(f"provided {self.what} is already allocated")

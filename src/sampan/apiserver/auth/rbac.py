@@ -42,7 +42,6 @@ __all__ = [
     "aggregate_cluster_role",
     "forbidden_message",
     "label_selector_matches",
-    "rule_allows",
 ]
 
 ALL = "*"
@@ -194,15 +193,6 @@ def _compile(rule: Mapping[str, Any], source: str) -> _CompiledRule:
         has_urls=bool(urls) and bool(verbs),
         source=source,
         raw=rule,
-    )
-
-
-# Only tests call this: one rule's verdict, for the table tests of rule matching.
-def rule_allows(rule: Mapping[str, Any], attrs: Attributes) -> bool:
-    """Does this single PolicyRule allow the request? (Uncached; for tests and tools.)"""
-    compiled = _compile(rule, "")
-    return (
-        compiled.allows_resource(attrs) if attrs.resource_request else compiled.allows_path(attrs)
     )
 
 

@@ -3,7 +3,9 @@
 ``ContainerdConfig`` says where everything lives (all under ``<data-dir>/agent/``) and
 ``render_config`` turns it into containerd's version-2 TOML. ``Containerd`` runs
 ``containerd --config <file>`` as a child, waits until CRI answers ``Version`` on its socket,
-and restarts it with backoff if it dies.
+and restarts it with backoff if it dies; ``on_restart`` (given at construction) runs after
+each successful restart, so an owner can redo what a dead containerd may have lost (an image
+import in flight).
 
 Invariants:
 
@@ -34,6 +36,7 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -370,8 +373,10 @@ class Containerd:
         ready_timeout_s: float = READY_TIMEOUT_S,
         stop_timeout_s: float = STOP_TIMEOUT_S,
         detect_overlay: bool = True,
+        on_restart: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self._on_restart = on_restart
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._detect_overlay = detect_overlay
@@ -511,6 +516,8 @@ class Containerd:
 
     def _count_restart(self) -> None:
         self.restarts += 1
+        if self._on_restart is not None:
+            self._on_restart()
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
         await children.terminate(proc, self.stop_timeout_s, "containerd")

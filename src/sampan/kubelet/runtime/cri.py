@@ -240,18 +240,6 @@ class RuntimeClient:
         request = pb.ContainerStatusRequest(container_id=container_id, verbose=verbose)
         return await _call("ContainerStatus", self._stub.ContainerStatus, request, self.timeout_s)
 
-    # Only tests call this: CRI surface for in-place resize, which the kubelet lacks yet.
-    async def update_container_resources(
-        self, container_id: str, linux: pb.LinuxContainerResources
-    ) -> None:
-        request = pb.UpdateContainerResourcesRequest(container_id=container_id, linux=linux)
-        await _call(
-            "UpdateContainerResources",
-            self._stub.UpdateContainerResources,
-            request,
-            self.timeout_s,
-        )
-
     async def reopen_container_log(self, container_id: str) -> None:
         """Ask the runtime to reopen the container's log file (after the kubelet rotated it)."""
         request = pb.ReopenContainerLogRequest(container_id=container_id)
@@ -321,12 +309,6 @@ class RuntimeClient:
 
     # -- stats ---------------------------------------------------------------------------------
 
-    # Only tests call this: the Summary API reads cgroups directly (cheaper per pod).
-    async def container_stats(self, container_id: str) -> pb.ContainerStats:
-        request = pb.ContainerStatsRequest(container_id=container_id)
-        response = await _call("ContainerStats", self._stub.ContainerStats, request, self.timeout_s)
-        return response.stats
-
     async def list_container_stats(
         self, filter: pb.ContainerStatsFilter | None = None
     ) -> list[pb.ContainerStats]:
@@ -378,12 +360,6 @@ class ImageClient:
         request = pb.ImageStatusRequest(image=pb.ImageSpec(image=image))
         response = await _call("ImageStatus", self._stub.ImageStatus, request, self.timeout_s)
         return response.image if response.HasField("image") else None
-
-    # Only tests call this: CRI surface for image garbage collection, not built yet.
-    async def remove_image(self, image: str) -> None:
-        """Remove the image (idempotent: removing a missing image succeeds)."""
-        request = pb.RemoveImageRequest(image=pb.ImageSpec(image=image))
-        await _call("RemoveImage", self._stub.RemoveImage, request, self.timeout_s)
 
     async def image_fs_info(self) -> list[pb.FilesystemUsage]:
         response = await _call(

@@ -8,7 +8,9 @@ so not on the start path; skipped with a warning when Debian's ``python3`` is mi
 the runtime lacks its content tag: unchanged inputs (by the sizes and modification times
 recorded at the last build) and the tag present mean no build and no child process at all;
 changed inputs mean a child that hashes them and builds only if the new content tag is
-missing.
+missing. That check runs at start and again after every restart of our containerd (a
+containerd that died during the import lost it), one check at a time: a restart during a
+check makes one more check follow it.
 
 Invariants:
 
@@ -76,6 +78,8 @@ class ContainerRuntime:
         self.cfg = cfg
         self.cluster_agent_image = cluster_agent_image
         self._agent_image: asyncio.Task[None] | None = None
+        self._agent_image_wanted = asyncio.Event()
+        self._agent_image_idle = asyncio.Event()
         self.external_endpoint = endpoint
         self.image_poll_interval_s = image_poll_interval_s
         self.containerd: Containerd | None = None
@@ -113,7 +117,7 @@ class ContainerRuntime:
             self.connection = cri.connect(self.endpoint)
             await self._wait_external()
         else:
-            self.containerd = Containerd(self.cfg)
+            self.containerd = Containerd(self.cfg, on_restart=self._check_agent_image_again)
             await self.containerd.start()
             snapshotter = self.containerd.cfg.snapshotter
             self.connection = cri.connect(self.endpoint)
@@ -144,8 +148,9 @@ class ContainerRuntime:
         )
         self._watcher.add_done_callback(_log_task_failure)
         if self.cluster_agent_image:
+            self._agent_image_wanted.set()
             self._agent_image = asyncio.create_task(
-                self.ensure_cluster_agent_image(), name="cluster-agent-image"
+                self._keep_cluster_agent_image(), name="cluster-agent-image"
             )
             self._agent_image.add_done_callback(_log_task_failure)
 
@@ -182,6 +187,22 @@ class ContainerRuntime:
         if image is None:
             return []
         return [tag for tag in image.repo_tags if tag.startswith(version_ref + "-")]
+
+    def _check_agent_image_again(self) -> None:
+        """Containerd restarted: an import it was doing is lost; check the image again."""
+        self._agent_image_idle.clear()
+        self._agent_image_wanted.set()
+
+    async def _keep_cluster_agent_image(self) -> None:
+        """Check the cluster agent image whenever wanted (at start, after each restart of
+        containerd), one check at a time; ``_agent_image_idle`` is set while none is due."""
+        while True:
+            await self._agent_image_wanted.wait()
+            self._agent_image_wanted.clear()
+            self._agent_image_idle.clear()
+            await self.ensure_cluster_agent_image()
+            if not self._agent_image_wanted.is_set():
+                self._agent_image_idle.set()
 
     async def ensure_cluster_agent_image(self) -> None:
         """Build the cluster agent image and import it, only when it is missing or stale

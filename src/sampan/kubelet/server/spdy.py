@@ -52,14 +52,10 @@ __all__ = [
     "HeaderDecompressor",
     "ProtocolError",
     "encode_data",
-    "encode_goaway",
     "encode_ping",
     "encode_rst_stream",
-    "encode_syn_reply",
     "encode_syn_stream",
-    "parse_goaway",
     "parse_ping",
-    "parse_rst_stream",
     "parse_syn_reply",
     "parse_syn_stream",
     "read_frame",
@@ -232,27 +228,12 @@ def encode_syn_stream(
     return _control(TYPE_SYN_STREAM, flags, payload)
 
 
-# Only tests call this: the client half of the codec, with which tests act as kubectl.
-def encode_syn_reply(
-    stream_id: int, headers: Headers, compressor: HeaderCompressor, *, flags: int = 0
-) -> bytes:
-    payload = struct.pack(">I", stream_id & _STREAM_ID_MASK) + compressor.compress(headers)
-    return _control(TYPE_SYN_REPLY, flags, payload)
-
-
 def encode_rst_stream(stream_id: int, status: int) -> bytes:
     return _control(TYPE_RST_STREAM, 0, struct.pack(">II", stream_id & _STREAM_ID_MASK, status))
 
 
 def encode_ping(ping_id: int) -> bytes:
     return _control(TYPE_PING, 0, struct.pack(">I", ping_id))
-
-
-# Only tests call this: the client half of the codec, with which tests act as kubectl.
-def encode_goaway(last_good_stream_id: int, status: int = 0) -> bytes:
-    return _control(
-        TYPE_GOAWAY, 0, struct.pack(">II", last_good_stream_id & _STREAM_ID_MASK, status)
-    )
 
 
 async def read_frame(reader: asyncio.StreamReader) -> DataFrame | ControlFrame | None:
@@ -300,21 +281,6 @@ def parse_syn_reply(
     return stream_id & _STREAM_ID_MASK, decompressor.decompress(frame.payload[4:])
 
 
-# Only tests call this: the client half of the codec, with which tests act as kubectl.
-def parse_rst_stream(frame: ControlFrame) -> tuple[int, int]:
-    _need(frame, 8, "RST_STREAM")
-    stream_id, status = struct.unpack_from(">II", frame.payload)
-    return stream_id & _STREAM_ID_MASK, status
-
-
 def parse_ping(frame: ControlFrame) -> int:
     _need(frame, 4, "PING")
     return struct.unpack_from(">I", frame.payload)[0]
-
-
-# Only tests call this: the client half of the codec, with which tests act as kubectl.
-def parse_goaway(frame: ControlFrame) -> tuple[int, int]:
-    _need(frame, 4, "GOAWAY")
-    (last,) = struct.unpack_from(">I", frame.payload)
-    status = struct.unpack_from(">I", frame.payload, 4)[0] if len(frame.payload) >= 8 else 0
-    return last & _STREAM_ID_MASK, status

@@ -50,7 +50,13 @@ from aiohttp.client_proto import ResponseHandler
 from sampan.api.errors import BadRequest, InternalError, StatusError, Unauthorized
 from sampan.manager.tunnel import frames
 from sampan.manager.tunnel.errors import NotConnected, TunnelConnectError, TunnelError
-from sampan.manager.tunnel.session import DEFAULT_DIAL_TIMEOUT_S, Session, Stream, open_connection
+from sampan.manager.tunnel.session import (
+    DEFAULT_DIAL_TIMEOUT_S,
+    Session,
+    Stream,
+    open_connection,
+    start_tls,
+)
 from sampan.tasks import log_task_end
 
 __all__ = [
@@ -379,17 +385,5 @@ class TunnelConnector(aiohttp.BaseConnector):
             stream.resume_reading()
             return protocol
         context = self._ssl or ssl_module.create_default_context()
-        try:
-            tls = await self._loop.start_tls(
-                stream,
-                protocol,
-                context,
-                server_hostname=req.server_hostname or req.host,
-                ssl_handshake_timeout=timeout_s,
-            )
-        except BaseException:
-            stream.abort()
-            raise
-        assert tls is not None  # start_tls returns None only for a transport already closed
-        protocol.connection_made(tls)
+        await start_tls(stream, protocol, context, req.server_hostname or req.host, timeout_s)
         return protocol

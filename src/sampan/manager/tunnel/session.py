@@ -46,7 +46,7 @@ from sampan.manager.tunnel.errors import (
     TunnelError,
 )
 from sampan.manager.tunnel.frames import FrameType
-from sampan.tasks import log_task_end
+from sampan.tasks import cancel_and_wait, log_task_end
 
 __all__ = [
     "Acceptor",
@@ -54,6 +54,7 @@ __all__ = [
     "Stream",
     "open_connection",
     "splice",
+    "start_tls",
 ]
 
 log = logging.getLogger("sampan.manager.tunnel")
@@ -451,12 +452,7 @@ class Session:
         self._streams.clear()
         self._control.clear()
         self._ready.clear()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(*self._tasks)
         with contextlib.suppress(Exception):
             await self.ws.close(code=code, message=message)
 
@@ -602,12 +598,26 @@ async def open_connection(
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=SPLICE_CHUNK_BYTES, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    tls = await start_tls(stream, protocol, ssl, server_hostname or host, timeout_s)
+    return reader, asyncio.StreamWriter(tls, protocol, reader, loop)
+
+
+async def start_tls(
+    stream: Stream,
+    protocol: asyncio.BaseProtocol,
+    context: Any,
+    server_hostname: str,
+    timeout_s: float,
+) -> asyncio.Transport:
+    """TLS (``context``, an ``ssl.SSLContext``) on top of ``stream``, its handshake end to
+    end through the tunnel; the TLS transport is handed to ``protocol`` (``connection_made``)
+    and returned. A failed handshake aborts the stream."""
     try:
-        tls = await loop.start_tls(
+        tls = await asyncio.get_running_loop().start_tls(
             stream,
             protocol,
-            ssl,
-            server_hostname=server_hostname or host,
+            context,
+            server_hostname=server_hostname,
             ssl_handshake_timeout=timeout_s,
         )
     except BaseException:
@@ -615,7 +625,7 @@ async def open_connection(
         raise
     assert tls is not None  # start_tls returns None only for a transport already closed
     protocol.connection_made(tls)
-    return reader, asyncio.StreamWriter(tls, protocol, reader, loop)
+    return tls
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -647,11 +657,7 @@ async def splice(
                 b_writer.transport.abort()
                 break
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(*tasks)
         for writer in (a_writer, b_writer):
             if not writer.transport.is_closing():
                 writer.transport.close()

@@ -229,7 +229,6 @@ class InterPodAffinity(Plugin):
             out.append(total)
         return out
 
-    # The framework calls this through getattr (an optional extension point).
     def normalize_score(
         self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo], scores: list[int]
     ) -> None:

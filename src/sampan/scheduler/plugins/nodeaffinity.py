@@ -96,7 +96,6 @@ class TaintToleration(Plugin):
             scores.append(count)
         return scores
 
-    # The framework calls this through getattr (an optional extension point).
     def normalize_score(
         self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo], scores: list[int]
     ) -> None:
@@ -191,7 +190,6 @@ class NodeAffinity(Plugin):
             scores.append(total)
         return scores
 
-    # The framework calls this through getattr (an optional extension point).
     def normalize_score(
         self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo], scores: list[int]
     ) -> None:

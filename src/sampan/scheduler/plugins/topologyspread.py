@@ -322,7 +322,6 @@ class PodTopologySpread(Plugin):
             out.append(math.floor(total + 0.5))
         return out
 
-    # The framework calls this through getattr (an optional extension point).
     def normalize_score(
         self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo], scores: list[int]
     ) -> None:
