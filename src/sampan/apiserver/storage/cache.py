@@ -10,8 +10,10 @@ Invariants:
 
 * Each object is kept as an ``Entry``: its JSON bytes (storage version, with
   ``metadata.resourceVersion`` set to its mod revision) plus the few parsed values filtering
-  needs (namespace, name, labels, field set). Bytes are produced once per change and shared by
-  every list and watch that returns them.
+  needs (namespace, name, labels, field set; their string values interned, so the namespaces,
+  node names, phases and label values thousands of entries repeat are one string each). Bytes
+  are produced once per change and shared by every list and watch that returns them.
+  ``bytes`` is ``entry_bytes`` summed over the current entries.
 * ``keys`` is ``objects``' keys in sorted order (lists are in key order).
 * Every change with revision > ``ring_floor`` is in ``ring``, oldest first; a watch may resume
   from any revision >= ``ring_floor``, older ones get 410 Gone.
@@ -34,8 +36,10 @@ import bisect
 import heapq
 import itertools
 import logging
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from sampan.api import jsonwire
@@ -58,6 +62,7 @@ __all__ = [
     "WatchCache",
     "Watcher",
     "dumps",
+    "entry_bytes",
     "with_resource_version",
 ]
 
@@ -141,16 +146,44 @@ def make_entry(info: ResourceInfo, kv: KeyValue) -> Entry:
         meta = obj["metadata"] = {}
     meta["resourceVersion"] = str(kv.mod_revision)
     labels = meta.get("labels")
-    if not isinstance(labels, dict):
-        labels = {}
+    intern = sys.intern
+    if isinstance(labels, dict) and labels:
+        for name, value in labels.items():
+            if type(value) is str:
+                labels[name] = intern(value)
+    else:
+        labels = _NO_LABELS
+    fields = _api.field_set(info, obj)
+    for name, value in fields.items():
+        if type(value) is str:
+            fields[name] = intern(value)
     return Entry(
         key=kv.key,
         data=dumps(obj),
-        namespace=str(meta.get("namespace") or ""),
+        namespace=intern(str(meta.get("namespace") or "")),
         name=str(meta.get("name") or ""),
         labels=labels,
-        fields=_api.field_set(info, obj),
+        fields=fields,
         mod_revision=kv.mod_revision,
+    )
+
+
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
+"""The labels of every entry without labels (one shared, read-only empty mapping)."""
+
+
+def entry_bytes(entry: Entry) -> int:
+    """Memory an entry holds on its own: the served bytes, the key, the entry and its labels
+    and field-set containers. Label and field values are interned (shared by every entry with
+    the same value) and not counted; neither is the parsed name (unique, usually < 80 bytes).
+    Deterministic for an entry, so a cache can keep a running total."""
+    size = sys.getsizeof
+    return (
+        size(entry)
+        + size(entry.data)
+        + size(entry.key)
+        + (size(entry.labels) if entry.labels is not _NO_LABELS else 0)
+        + size(entry.fields)
     )
 
 
@@ -335,6 +368,8 @@ class WatchCache:
         self.watcher_queue_size = watcher_queue_size
         self.objects: dict[str, Entry] = {}
         self.keys: list[str] = []
+        self.bytes = 0
+        """``entry_bytes`` summed over ``objects`` (``apiserver_watch_cache_bytes``)."""
         self.ring: deque[CacheEvent] = deque()
         self.ring_floor = 0
         self.last_change = 0
@@ -374,6 +409,7 @@ class WatchCache:
             last = max(last, kv.mod_revision)
         self.objects = objects
         self.keys = sorted(objects)
+        self.bytes = sum(entry_bytes(entry) for entry in objects.values())
         self.ring.clear()
         self.ring_floor = revision
         self.last_change = last
@@ -413,6 +449,7 @@ class WatchCache:
             if prev is None:
                 return
             del self.objects[key]
+            self.bytes -= entry_bytes(prev)
             i = bisect.bisect_left(self.keys, key)
             if i < len(self.keys) and self.keys[i] == key:
                 del self.keys[i]
@@ -422,6 +459,7 @@ class WatchCache:
             if entry is None:
                 return
             self.objects[key] = entry
+            self.bytes += entry_bytes(entry) - (entry_bytes(prev) if prev is not None else 0)
             if prev is None:
                 bisect.insort(self.keys, key)
                 change = CacheEvent(revision, EVENT_ADDED, entry, None)
