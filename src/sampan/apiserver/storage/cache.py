@@ -16,7 +16,10 @@ Invariants:
   ``bytes`` is ``entry_bytes`` summed over the current entries.
 * ``keys`` is ``objects``' keys in sorted order (lists are in key order).
 * Every change with revision > ``ring_floor`` is in ``ring``, oldest first; a watch may resume
-  from any revision >= ``ring_floor``, older ones get 410 Gone.
+  from any revision >= ``ring_floor``, older ones get 410 Gone. The ring holds at most
+  ``ring_size`` changes, and drops its oldest while the bytes of the states it holds
+  (``ring_bytes``) exceed ``ring_max_bytes`` and it has more than ``RING_MIN_CHANGES``: 10,000
+  changes of a 1 MB object would otherwise pin 10 GB.
 * ``last_change`` is the revision of the newest change applied (or the newest mod revision at
   load): if it is <= N and the cache is synced at or past N, the cache's content IS the state at
   N (used for consistent paged lists).
@@ -54,6 +57,7 @@ from sampan.apiserver.storage.types import (
 from sampan.datastore.types import Event, EventType, KeyValue
 
 __all__ = [
+    "DEFAULT_RING_MAX_BYTES",
     "DEFAULT_RING_SIZE",
     "DEFAULT_WATCHER_QUEUE_SIZE",
     "CacheEvent",
@@ -70,6 +74,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RING_SIZE = 10_000
 """Recent changes kept per storage resource for watch resumption."""
+
+DEFAULT_RING_MAX_BYTES = 128 * 1024 * 1024
+"""Bytes of object states the ring of one storage resource may hold (pods at 10,000 changes of
+~5 KB stay under it)."""
+
+RING_MIN_CHANGES = 100
+"""Changes the ring keeps whatever their size (kube-apiserver's smallest watch cache)."""
 
 DEFAULT_WATCHER_QUEUE_SIZE = 10_000
 """Events a watcher may have pending before it is ended as too slow (references only)."""
@@ -220,6 +231,12 @@ class CacheEvent:
         return ev
 
 
+def _change_bytes(change: CacheEvent) -> int:
+    """The served bytes a change keeps alive: its new state, or for a delete the last one."""
+    entry = change.entry if change.entry is not None else change.prev
+    return len(entry.data) if entry is not None else 0
+
+
 class Watcher:
     """One watch stream's filter and bounded queue."""
 
@@ -359,12 +376,16 @@ class WatchCache:
         info: ResourceInfo,
         *,
         ring_size: int = DEFAULT_RING_SIZE,
+        ring_max_bytes: int = DEFAULT_RING_MAX_BYTES,
         watcher_queue_size: int = DEFAULT_WATCHER_QUEUE_SIZE,
     ) -> None:
         self.prefix = prefix
         self.info = info
         self.namespaced = info.namespaced
         self.ring_size = ring_size
+        self.ring_max_bytes = ring_max_bytes
+        self.ring_bytes = 0
+        """Served bytes of the states the ring's changes carry (``_change_bytes``)."""
         self.watcher_queue_size = watcher_queue_size
         self.objects: dict[str, Entry] = {}
         self.keys: list[str] = []
@@ -411,6 +432,7 @@ class WatchCache:
         self.keys = sorted(objects)
         self.bytes = sum(entry_bytes(entry) for entry in objects.values())
         self.ring.clear()
+        self.ring_bytes = 0
         self.ring_floor = revision
         self.last_change = last
         self.loaded_revision = revision
@@ -469,8 +491,13 @@ class WatchCache:
         self.generation += 1
         ring = self.ring
         ring.append(change)
-        while len(ring) > self.ring_size:
-            self.ring_floor = ring.popleft().revision
+        self.ring_bytes += _change_bytes(change)
+        while len(ring) > self.ring_size or (
+            self.ring_bytes > self.ring_max_bytes and len(ring) > RING_MIN_CHANGES
+        ):
+            oldest = ring.popleft()
+            self.ring_bytes -= _change_bytes(oldest)
+            self.ring_floor = oldest.revision
         self._fan_out(change)
 
     def _fan_out(self, change: CacheEvent) -> None:

@@ -175,6 +175,7 @@ class Storage:
             prefix,
             self._storage_info(info),
             ring_size=self.settings.ring_size,
+            ring_max_bytes=self.settings.ring_max_bytes,
             watcher_queue_size=self.settings.watcher_queue_size,
         )
         cache.begin_load()
