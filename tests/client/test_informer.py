@@ -244,6 +244,21 @@ def test_compact_drops_managed_fields_and_shares_repeated_strings() -> None:
     assert again == first  # idempotent, values unchanged
 
 
+def test_compact_shares_one_dict_per_object_state() -> None:
+    def state(rv: str, api_version: str = "v1") -> dict:
+        return {
+            "apiVersion": api_version,
+            "kind": "ConfigMap",
+            "metadata": {"name": "a", "uid": "u-compact-1", "resourceVersion": rv},
+            "data": {"k": "v"},
+        }
+
+    seen_first = compact(state("7"))
+    assert compact(state("7")) is seen_first  # a second informer given the same state
+    assert compact(state("8")) is not seen_first  # a later state is its own object
+    assert compact(state("7", "v2")) is not seen_first  # another version's form of it
+
+
 async def test_a_factory_transform_applies_to_its_informers_and_writes_keep_managed_fields(
     client: Client,
 ) -> None:
@@ -263,6 +278,18 @@ async def test_a_factory_transform_applies_to_its_informers_and_writes_keep_mana
         for name in ("trimmed", "watched"):
             cached = informer.cache.get(f"default/{name}")
             assert cached is not None and "managedFields" not in cached["metadata"]
+        # A second component's factory (the scheduler's beside the controller manager's)
+        # holds the very same dicts, not copies.
+        other = SharedInformerFactory(client, transform=compact)
+        other_informer = other.informer(CONFIGMAPS, namespace="default")
+        other.start()
+        try:
+            assert await other.wait_synced(WAIT_S)
+            for name in ("trimmed", "watched"):
+                key = f"default/{name}"
+                assert other_informer.cache.get(key) is informer.cache.get(key)
+        finally:
+            await other.stop()
         stored = await client.get(CONFIGMAPS, "trimmed", namespace="default")
         assert stored["metadata"]["managedFields"]
         cached = informer.cache.get("default/trimmed")

@@ -38,7 +38,8 @@ handed to handlers (a simulator of thousands of nodes keeps only the fields it r
 keep ``metadata.name``, ``namespace`` and ``resourceVersion``.
 ``compact`` is the transform of the controller manager's and the scheduler's factories: no
 ``managedFields`` (upstream's components trim it too) and short strings interned, so a cached
-pod costs about a third of its parsed size.
+pod costs about a third of its parsed size, and one dict per object state shared by both
+components' informers (cached objects are never mutated, so sharing them is safe).
 
 ``SharedInformerFactory`` hands out one informer per (resource, namespace, selectors), so every
 component in a process shares one watch per resource. Every task is named
@@ -52,6 +53,7 @@ import builtins
 import logging
 import random
 import sys
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -155,17 +157,66 @@ def _intern_strings(value: Any) -> None:
                     stack.append(item)
 
 
+SHARED_STATES = 4096
+"""Most recent object states ``compact`` remembers to hand the same dict to every informer of
+the process that receives that state (they see a change within moments of each other)."""
+
+
+class _SharedStates:
+    """(apiVersion, kind, uid, resourceVersion) -> the compacted dict first made for that
+    state, for the newest ``capacity`` states. A resourceVersion names one stored state of an
+    object, so two informers given that state hold equal objects; as cached objects are never
+    mutated, one dict serves both."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._states: OrderedDict[tuple[str, str, str, str], dict[str, Any]] = OrderedDict()
+
+    @staticmethod
+    def _key(obj: dict[str, Any]) -> tuple[str, str, str, str] | None:
+        metadata = obj.get("metadata")
+        if not isinstance(metadata, dict):
+            return None
+        uid, rv = metadata.get("uid"), metadata.get("resourceVersion")
+        api_version, kind = obj.get("apiVersion"), obj.get("kind")
+        if not (uid and rv and api_version and kind):
+            return None
+        return (api_version, kind, uid, rv)
+
+    def get(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        key = self._key(obj)
+        return self._states.get(key) if key is not None else None
+
+    def add(self, obj: dict[str, Any]) -> None:
+        key = self._key(obj)
+        if key is None:
+            return
+        self._states[key] = obj
+        if len(self._states) > self.capacity:
+            self._states.popitem(last=False)
+
+
+_SHARED = _SharedStates(SHARED_STATES)
+
+
 def compact(obj: dict[str, Any]) -> dict[str, Any]:
     """A ``transform`` for the caches of components that never read ``managedFields`` (the
     controller manager, the scheduler): drops ``metadata.managedFields`` — kube-controller-
     manager and kube-scheduler trim it from their informers the same way, since a write
     without ``managedFields`` keeps the stored entries — and interns short string values.
-    About 24 KB of a parsed 4.7 KB pod goes down to ~9 KB. Mutates and returns ``obj`` (fresh
-    from the wire, not yet shared); idempotent."""
+    About 24 KB of a parsed 4.7 KB pod goes down to ~9 KB. A state another informer of the
+    process already compacted (same apiVersion, kind, uid and resourceVersion, among the
+    newest ``SHARED_STATES``) is answered with that informer's dict, so the controller
+    manager and the scheduler hold one copy of each pod. Otherwise mutates and returns
+    ``obj`` (fresh from the wire, not yet shared); idempotent."""
+    shared = _SHARED.get(obj)
+    if shared is not None:
+        return shared
     metadata = obj.get("metadata")
     if isinstance(metadata, dict):
         metadata.pop("managedFields", None)
     _intern_strings(obj)
+    _SHARED.add(obj)
     return obj
 
 
