@@ -38,6 +38,10 @@ Figures, each printed beside its SLO or the issue's goal (for 5,000 nodes/150,00
   and p99, timed to the last byte of the body (no client-side JSON decoding);
 * watch delivery: 100 watchers of one namespace's ConfigMaps, 20 updates at 5/s; delivery
   latency = arrival at each watcher - the moment the update was sent, p50/p99;
+* the watch cache's bytes per pod (``apiserver_watch_cache_bytes{resource="pods"}`` over
+  ``apiserver_storage_objects{resource="pods"}`` from ``/metrics``) beside a pod's JSON size
+  (the LIST of all pods' body over the same count), and their ratio (issue 23: "near the JSON
+  size");
 * memory and disk at the end: the server's VmRSS (``/proc/<pid>/status``) and the simulator's,
   the datastore's size (``<data>/server/db``), both also per pod;
 * restart: SIGTERM the server, start it again on the same data dir; seconds until
@@ -276,6 +280,19 @@ async def _request_counts(raw: aiohttp.ClientSession) -> dict[str, float]:
             key += "/" + labels["subresource"]
         counts[key] = counts.get(key, 0.0) + float(value)
     return counts
+
+
+async def _pod_gauges(raw: aiohttp.ClientSession) -> dict[str, float]:
+    """The ``{resource="pods"}`` samples of the server's storage gauges, by metric name."""
+    async with raw.get("/metrics") as resp:
+        text = await resp.text()
+    gauges: dict[str, float] = {}
+    for name in ("apiserver_storage_objects", "apiserver_watch_cache_bytes"):
+        prefix = name + '{resource="pods"} '
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                gauges[name] = float(line[len(prefix) :])
+    return gauges
 
 
 def _deployment(name: str, namespace: str, replicas: int, label: str = LABEL) -> dict[str, Any]:
@@ -551,6 +568,7 @@ class Bench:
             self.note(f"list_all_{label}_p50_s", _pct(lat, 0.5))
             self.note(f"list_all_{label}_p99_s", _pct(lat, 0.99))
         self.note("list_all_mb", size / 1e6)
+        await self.watch_cache_size(raw, size)
         ns = namespaces[0]
         lat, _ = await self._timed_get(raw, f"/api/v1/namespaces/{ns}/pods", {}, LIST_NS_RUNS)
         self.note("list_namespace_p50_s", _pct(lat, 0.5))
@@ -560,6 +578,19 @@ class Bench:
         lat, _ = await self._timed_get(raw, f"/api/v1/namespaces/{ns}/pods/{name}", {}, GET_RUNS)
         self.note("get_pod_p50_s", _pct(lat, 0.5))
         self.note("get_pod_p99_s", _pct(lat, 0.99))
+
+    async def watch_cache_size(self, raw: aiohttp.ClientSession, list_bytes: int) -> None:
+        """The watch cache's bytes per pod (``apiserver_watch_cache_bytes`` over
+        ``apiserver_storage_objects`` for pods) beside a pod's JSON size (the LIST of all pods
+        over the same count)."""
+        gauges = await _pod_gauges(raw)
+        pods = gauges.get("apiserver_storage_objects", 0.0)
+        cache_bytes = gauges.get("apiserver_watch_cache_bytes")
+        if not pods or cache_bytes is None:
+            return
+        self.note("watch_cache_bytes_per_pod", cache_bytes / pods)
+        self.note("pod_json_bytes", list_bytes / pods)
+        self.note("watch_cache_vs_json", cache_bytes / list_bytes)
 
     async def watch_delivery(self, client: Client, raw: aiohttp.ClientSession) -> None:
         ns = "scale-probe"
@@ -663,6 +694,9 @@ def print_table(report: dict[str, Any]) -> None:
         ("GET one pod p99 (s)", "get_pod_p99_s", "get_pod_p99_s"),
         ("watch delivery p50, 100 w. (s)", "watch_delivery_p50_s", None),
         ("watch delivery p99, 100 w. (s)", "watch_delivery_p99_s", "watch_delivery_p99_s"),
+        ("watch cache bytes per pod", "watch_cache_bytes_per_pod", None),
+        ("pod JSON bytes (LIST all/pods)", "pod_json_bytes", None),
+        ("watch cache / JSON size", "watch_cache_vs_json", None),
         ("server RSS (MB)", "server_rss_mb", "server_rss_mb"),
         ("server RSS per pod (KB)", "server_rss_kb_per_pod", None),
         ("simulator RSS (MB)", "simulator_rss_mb", None),

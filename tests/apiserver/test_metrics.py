@@ -52,6 +52,33 @@ async def test_metrics_counts_requests(harness: ServerHarness) -> None:
     assert stored["clusterroles.rbac.authorization.k8s.io"] > 10
 
 
+def _watch_cache_bytes(text: str) -> dict[str, float]:
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    return {s.labels["resource"]: s.value for s in families["apiserver_watch_cache_bytes"].samples}
+
+
+async def test_watch_cache_bytes_follow_creates_and_deletes(harness: ServerHarness) -> None:
+    """``apiserver_watch_cache_bytes`` covers at least the served JSON of the cached objects,
+    grows with a create and comes back when the object is gone."""
+    _, text = await harness.request("GET", "/metrics")
+    before = _watch_cache_bytes(text).get("configmaps", 0.0)
+    body = {"metadata": {"name": "sized"}, "data": {"blob": "x" * 50_000}}
+    status, _ = await harness.request("POST", "/api/v1/namespaces/default/configmaps", body)
+    assert status == 201
+    # A consistent GET is served once the watch cache holds the create.
+    status, _ = await harness.request("GET", "/api/v1/namespaces/default/configmaps/sized")
+    assert status == 200
+    _, text = await harness.request("GET", "/metrics")
+    grown = _watch_cache_bytes(text)["configmaps"]
+    assert 50_000 < grown - before < 60_000
+    status, _ = await harness.request("DELETE", "/api/v1/namespaces/default/configmaps/sized")
+    assert status == 200
+    status, _ = await harness.request("GET", "/api/v1/namespaces/default/configmaps/sized")
+    assert status == 404
+    _, text = await harness.request("GET", "/metrics")
+    assert _watch_cache_bytes(text).get("configmaps", 0.0) == before
+
+
 async def test_metrics_needs_the_rbac_rule(harness: ServerHarness) -> None:
     async with harness.anonymous_session() as session, session.get("/metrics") as response:
         anonymous_status = response.status

@@ -17,6 +17,7 @@ from sampan.client.informer import (
     Informer,
     SharedInformerFactory,
     _Backoff,
+    compact,
     object_key,
     split_key,
 )
@@ -209,6 +210,98 @@ async def test_transform_shrinks_cached_objects_from_list_and_watch(client: Clie
         assert "default/watched" not in informer.cache
     finally:
         await informer.stop()
+
+
+def test_compact_drops_managed_fields_and_shares_repeated_strings() -> None:
+    def parsed(name: str) -> dict:
+        # Built from text, as the wire gives them: equal values are distinct strings.
+        return json.loads(
+            json.dumps(
+                {
+                    "metadata": {
+                        "name": name,
+                        "namespace": "team-a",
+                        "labels": {"app": "web"},
+                        "managedFields": [{"manager": "m", "fieldsV1": {"f:data": {}}}],
+                    },
+                    "spec": {"nodeName": "node-1", "containers": [{"image": "pause:3.10"}]},
+                    "data": {"long": "x" * 100},
+                }
+            )
+        )
+
+    first, second = parsed("a"), parsed("b")
+    assert first["metadata"]["namespace"] is not second["metadata"]["namespace"]
+    first, second = compact(first), compact(second)
+    assert "managedFields" not in first["metadata"]
+    assert first["metadata"]["namespace"] is second["metadata"]["namespace"]
+    assert first["metadata"]["labels"]["app"] is second["metadata"]["labels"]["app"]
+    assert first["spec"]["nodeName"] is second["spec"]["nodeName"]
+    image = first["spec"]["containers"][0]["image"]
+    assert image is second["spec"]["containers"][0]["image"] and image == "pause:3.10"
+    assert first["data"]["long"] == "x" * 100  # kept, not interned (over the limit)
+    again = compact(json.loads(json.dumps(first)))
+    assert again == first  # idempotent, values unchanged
+
+
+def test_compact_shares_one_dict_per_object_state() -> None:
+    def state(rv: str, api_version: str = "v1") -> dict:
+        return {
+            "apiVersion": api_version,
+            "kind": "ConfigMap",
+            "metadata": {"name": "a", "uid": "u-compact-1", "resourceVersion": rv},
+            "data": {"k": "v"},
+        }
+
+    seen_first = compact(state("7"))
+    assert compact(state("7")) is seen_first  # a second informer given the same state
+    assert compact(state("8")) is not seen_first  # a later state is its own object
+    assert compact(state("7", "v2")) is not seen_first  # another version's form of it
+
+
+async def test_a_factory_transform_applies_to_its_informers_and_writes_keep_managed_fields(
+    client: Client,
+) -> None:
+    """The controller manager's and scheduler's caches hold no managedFields; an update
+    written from such a cached copy keeps the stored entries (as upstream's API server does
+    for a write that leaves the field out)."""
+    await client.create(CONFIGMAPS, {**configmap("trimmed"), "data": {"a": "1"}})
+    factory = SharedInformerFactory(client, transform=compact)
+    informer = factory.informer(CONFIGMAPS, namespace="default")
+    recorder = Recorder()
+    recorder.register(informer)
+    factory.start()
+    try:
+        assert await factory.wait_synced(WAIT_S)
+        await client.create(CONFIGMAPS, {**configmap("watched"), "data": {"a": "1"}})
+        await recorder.wait_event(("add", "default/watched"))
+        for name in ("trimmed", "watched"):
+            cached = informer.cache.get(f"default/{name}")
+            assert cached is not None and "managedFields" not in cached["metadata"]
+        # A second component's factory (the scheduler's beside the controller manager's)
+        # holds the very same dicts, not copies.
+        other = SharedInformerFactory(client, transform=compact)
+        other_informer = other.informer(CONFIGMAPS, namespace="default")
+        other.start()
+        try:
+            assert await other.wait_synced(WAIT_S)
+            for name in ("trimmed", "watched"):
+                key = f"default/{name}"
+                assert other_informer.cache.get(key) is informer.cache.get(key)
+        finally:
+            await other.stop()
+        stored = await client.get(CONFIGMAPS, "trimmed", namespace="default")
+        assert stored["metadata"]["managedFields"]
+        cached = informer.cache.get("default/trimmed")
+        assert cached is not None
+        changed = json.loads(json.dumps(cached))
+        changed["data"] = {"a": "2"}
+        updated = await client.update(CONFIGMAPS, changed)
+        assert updated["data"] == {"a": "2"}
+        managers = [e["manager"] for e in updated["metadata"]["managedFields"]]
+        assert {e["manager"] for e in stored["metadata"]["managedFields"]} <= set(managers)
+    finally:
+        await factory.stop()
 
 
 async def test_relists_after_expired_resource_version(

@@ -8,6 +8,9 @@
 * ``apiserver_current_inflight_requests{request_kind="readOnly"|"mutating"}``
 * ``apiserver_longrunning_requests{verb,group,version,resource,subresource,scope,component}``
 * ``apiserver_storage_objects{resource}`` (``deployments.apps``), from the watch caches
+* ``apiserver_watch_cache_bytes{resource}``: Sampan's own (kube-apiserver has no such gauge):
+  the bytes the watch caches hold for the current objects, served JSON included (see
+  ``storage.cache.entry_bytes``), to compare with the objects' JSON size
 
 Each ``APIServer`` has its own registry (several servers may live in one test process).
 ``/metrics`` is an ordinary non-resource path: authenticated, and authorized as ``get`` on
@@ -94,8 +97,9 @@ class APIServerMetrics:
             registry=self.registry,
         )
         self._counts: Callable[[], dict[str, int]] = dict
+        self._sizes: Callable[[], dict[str, int]] = dict
         self._children: dict[int, dict[tuple[Any, ...], Any]] = {}
-        self.registry.register(_StorageObjects(lambda: self._counts()))
+        self.registry.register(_StorageObjects(lambda: self._counts(), lambda: self._sizes()))
 
     @staticmethod
     def _labels(method: str, ri: RequestInfo | None, dry_run: bool) -> dict[str, str]:
@@ -169,17 +173,24 @@ class APIServerMetrics:
             child = children[key] = make()
         return child
 
-    def watch_storage(self, counts: Callable[[], dict[str, int]]) -> None:
-        """Report ``apiserver_storage_objects{resource}`` from ``counts()`` at each scrape."""
+    def watch_storage(
+        self, counts: Callable[[], dict[str, int]], sizes: Callable[[], dict[str, int]] = dict
+    ) -> None:
+        """Report ``apiserver_storage_objects{resource}`` from ``counts()`` and
+        ``apiserver_watch_cache_bytes{resource}`` from ``sizes()`` at each scrape."""
         self._counts = counts
+        self._sizes = sizes
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class _StorageObjects(Collector):
-    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self, counts: Callable[[], dict[str, int]], sizes: Callable[[], dict[str, int]]
+    ) -> None:
         self.counts = counts
+        self.sizes = sizes
 
     def collect(self) -> Iterable[Any]:
         family = GaugeMetricFamily(
@@ -190,6 +201,15 @@ class _StorageObjects(Collector):
         for resource, count in sorted(self.counts().items()):
             family.add_metric([resource], count)
         yield family
+        sizes = GaugeMetricFamily(
+            "apiserver_watch_cache_bytes",
+            "Bytes held by the watch cache for the current objects (served JSON, key, "
+            "parsed filter values) split by resource.",
+            labels=["resource"],
+        )
+        for resource, size in sorted(self.sizes().items()):
+            sizes.add_metric([resource], size)
+        yield sizes
 
     def describe(self) -> Iterable[Any]:
         return []

@@ -379,7 +379,7 @@ class APIServer:
             self.backend = wrap_backend(self.backend, encryption, rt.registry.all)
             self.encryption = encryption
         rt.storage = Storage(self.backend, rt.registry)
-        self.metrics.watch_storage(rt.storage.object_counts)
+        self.metrics.watch_storage(rt.storage.object_counts, rt.storage.object_bytes)
         await rt.storage.start()
         self._build_auth()
         pod_security = None

@@ -59,7 +59,13 @@ from sampan.client.api import (
     TransportError,
 )
 from sampan.client.events import EventRecorder
-from sampan.client.informer import Informer, SharedInformerFactory, object_key, split_key
+from sampan.client.informer import (
+    Informer,
+    SharedInformerFactory,
+    compact,
+    object_key,
+    split_key,
+)
 from sampan.client.leaderelection import LeaderElector
 from sampan.client.workqueue import QueueShutDown, WorkQueue
 
@@ -81,6 +87,7 @@ __all__ = [
     "SharedInformerFactory",
     "TransportError",
     "WorkQueue",
+    "compact",
     "object_key",
     "split_key",
 ]

@@ -36,6 +36,10 @@ ones (client-go's MetaNamespaceKeyFunc). Built-in indexes: ``INDEX_NAMESPACE`` a
 A ``transform`` (client-go's TransformFunc) may shrink each object before it is cached and
 handed to handlers (a simulator of thousands of nodes keeps only the fields it reads); it must
 keep ``metadata.name``, ``namespace`` and ``resourceVersion``.
+``compact`` is the transform of the controller manager's and the scheduler's factories: no
+``managedFields`` (upstream's components trim it too) and short strings interned, so a cached
+pod costs about a third of its parsed size, and one dict per object state shared by both
+components' informers (cached objects are never mutated, so sharing them is safe).
 
 ``SharedInformerFactory`` hands out one informer per (resource, namespace, selectors), so every
 component in a process shares one watch per resource. Every task is named
@@ -48,6 +52,8 @@ import asyncio
 import builtins
 import logging
 import random
+import sys
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +76,7 @@ __all__ = [
     "IndexFunc",
     "Informer",
     "SharedInformerFactory",
+    "compact",
     "object_key",
     "split_key",
 ]
@@ -120,6 +127,97 @@ def _index_namespace(obj: Mapping[str, Any]) -> Iterable[str]:
 def _index_owner_uid(obj: Mapping[str, Any]) -> Iterable[str]:
     owners = (obj.get("metadata") or {}).get("ownerReferences") or ()
     return tuple(ref["uid"] for ref in owners if isinstance(ref, dict) and ref.get("uid"))
+
+
+INTERN_MAX_CHARS = 64
+"""String values up to this length are interned by ``compact``: names, namespaces, label
+values, images, timestamps, node names and owner uids repeat across thousands of objects."""
+
+
+def _intern_strings(value: Any) -> None:
+    """Replace, in place, every short string value inside ``value`` (dicts and lists) by the
+    interned copy, so equal values in different objects are one string."""
+    stack = [value]
+    intern = sys.intern
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if type(item) is str:
+                    if len(item) <= INTERN_MAX_CHARS:
+                        node[key] = intern(item)
+                elif isinstance(item, (dict, list)):
+                    stack.append(item)
+        else:
+            for i, item in enumerate(node):
+                if type(item) is str:
+                    if len(item) <= INTERN_MAX_CHARS:
+                        node[i] = intern(item)
+                elif isinstance(item, (dict, list)):
+                    stack.append(item)
+
+
+SHARED_STATES = 4096
+"""Most recent object states ``compact`` remembers to hand the same dict to every informer of
+the process that receives that state (they see a change within moments of each other)."""
+
+
+class _SharedStates:
+    """(apiVersion, kind, uid, resourceVersion) -> the compacted dict first made for that
+    state, for the newest ``capacity`` states. A resourceVersion names one stored state of an
+    object, so two informers given that state hold equal objects; as cached objects are never
+    mutated, one dict serves both."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._states: OrderedDict[tuple[str, str, str, str], dict[str, Any]] = OrderedDict()
+
+    @staticmethod
+    def _key(obj: dict[str, Any]) -> tuple[str, str, str, str] | None:
+        metadata = obj.get("metadata")
+        if not isinstance(metadata, dict):
+            return None
+        uid, rv = metadata.get("uid"), metadata.get("resourceVersion")
+        api_version, kind = obj.get("apiVersion"), obj.get("kind")
+        if not (uid and rv and api_version and kind):
+            return None
+        return (api_version, kind, uid, rv)
+
+    def get(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        key = self._key(obj)
+        return self._states.get(key) if key is not None else None
+
+    def add(self, obj: dict[str, Any]) -> None:
+        key = self._key(obj)
+        if key is None:
+            return
+        self._states[key] = obj
+        if len(self._states) > self.capacity:
+            self._states.popitem(last=False)
+
+
+_SHARED = _SharedStates(SHARED_STATES)
+
+
+def compact(obj: dict[str, Any]) -> dict[str, Any]:
+    """A ``transform`` for the caches of components that never read ``managedFields`` (the
+    controller manager, the scheduler): drops ``metadata.managedFields`` — kube-controller-
+    manager and kube-scheduler trim it from their informers the same way, since a write
+    without ``managedFields`` keeps the stored entries — and interns short string values.
+    About 24 KB of a parsed 4.7 KB pod goes down to ~9 KB. A state another informer of the
+    process already compacted (same apiVersion, kind, uid and resourceVersion, among the
+    newest ``SHARED_STATES``) is answered with that informer's dict, so the controller
+    manager and the scheduler hold one copy of each pod. Otherwise mutates and returns
+    ``obj`` (fresh from the wire, not yet shared); idempotent."""
+    shared = _SHARED.get(obj)
+    if shared is not None:
+        return shared
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        metadata.pop("managedFields", None)
+    _intern_strings(obj)
+    _SHARED.add(obj)
+    return obj
 
 
 # ---------------------------------------------------------------------------------------------
@@ -553,9 +651,17 @@ class SharedInformerFactory:
     after ``start()`` start at once. ``stop()`` stops them all.
     """
 
-    def __init__(self, client: Client, *, page_size: int = DEFAULT_PAGE_SIZE) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
         self.client = client
         self.page_size = page_size
+        self.transform = transform
+        """Applied by every informer made here (client-go's ``WithTransform``)."""
         self._informers: dict[tuple[Resource, str | None, str | None, str | None], Informer] = {}
         self._started = False
 
@@ -577,6 +683,7 @@ class SharedInformerFactory:
                 label_selector=key[2],
                 field_selector=key[3],
                 page_size=self.page_size,
+                transform=self.transform,
             )
             self._informers[key] = informer
             if self._started:

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from sampan.client import Client, ClientConfig, LeaderElector, SharedInformerFactory
+from sampan.client import Client, ClientConfig, LeaderElector, SharedInformerFactory, compact
 from sampan.client.events import TYPE_NORMAL
 from sampan.client.metrics import WorkQueueMetrics
 from sampan.client.workqueue import Clock
@@ -216,7 +216,7 @@ class ControllerManager:
 
         registry = self._controllers if self._controllers is not None else CONTROLLERS
         self.terms += 1
-        factory = SharedInformerFactory(self._client)
+        factory = SharedInformerFactory(self._client, transform=compact)
         context = ControllerContext(
             self._client, factory, self.options, self._clock, self._queue_metrics
         )

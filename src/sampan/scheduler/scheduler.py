@@ -51,6 +51,7 @@ from sampan.client import (
     EventRecorder,
     LeaderElector,
     SharedInformerFactory,
+    compact,
 )
 from sampan.client.api import (
     NAMESPACES,
@@ -397,7 +398,7 @@ class Scheduler:
 
     async def _start_informers(self) -> None:
         assert self.client is not None
-        self.factory = factory = SharedInformerFactory(self.client)
+        self.factory = factory = SharedInformerFactory(self.client, transform=compact)
         kinds = {
             "nodes": NODES,
             "persistentvolumeclaims": PVCS,

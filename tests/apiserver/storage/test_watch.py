@@ -88,6 +88,28 @@ async def test_watch_too_old_revision_is_410(make_storage: StorageFactory, regis
         pass
 
 
+async def test_the_ring_is_bounded_by_bytes_too(make_storage: StorageFactory, registry) -> None:
+    """Large objects push old changes out of the ring before its count does (never below 100
+    changes): a watch from a revision before the ring's floor gets 410, one inside resumes."""
+    storage = await make_storage(ring_size=1_000, ring_max_bytes=1_000_000)
+    cms = storage.for_resource(registry.by_resource("", "v1", "configmaps"))
+    rvs = []
+    for i in range(150):
+        created = await cms.create({**configmap(f"big{i}"), "data": {"blob": "x" * 20_000}})
+        rvs.append(created["metadata"]["resourceVersion"])
+    old = cms.watch("default", resource_version=rvs[10])
+    try:
+        ev = await next_event(old)
+        assert ev.type == "ERROR" and json.loads(ev.object)["code"] == 410
+    finally:
+        await old.aclose()
+    recent = cms.watch("default", resource_version=rvs[139])
+    try:
+        assert await take(recent, 10) == [("ADDED", f"big{i}") for i in range(140, 150)]
+    finally:
+        await recent.aclose()
+
+
 async def test_watch_rv_empty_sends_current_objects(configmaps: ResourceStore) -> None:
     await configmaps.create(configmap("a"))
     await configmaps.create(configmap("b"))

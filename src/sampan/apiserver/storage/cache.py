@@ -10,11 +10,16 @@ Invariants:
 
 * Each object is kept as an ``Entry``: its JSON bytes (storage version, with
   ``metadata.resourceVersion`` set to its mod revision) plus the few parsed values filtering
-  needs (namespace, name, labels, field set). Bytes are produced once per change and shared by
-  every list and watch that returns them.
+  needs (namespace, name, labels, field set; their string values interned, so the namespaces,
+  node names, phases and label values thousands of entries repeat are one string each). Bytes
+  are produced once per change and shared by every list and watch that returns them.
+  ``bytes`` is ``entry_bytes`` summed over the current entries.
 * ``keys`` is ``objects``' keys in sorted order (lists are in key order).
 * Every change with revision > ``ring_floor`` is in ``ring``, oldest first; a watch may resume
-  from any revision >= ``ring_floor``, older ones get 410 Gone.
+  from any revision >= ``ring_floor``, older ones get 410 Gone. The ring holds at most
+  ``ring_size`` changes, and drops its oldest while the bytes of the states it holds
+  (``ring_bytes``) exceed ``ring_max_bytes`` and it has more than ``RING_MIN_CHANGES``: 10,000
+  changes of a 1 MB object would otherwise pin 10 GB.
 * ``last_change`` is the revision of the newest change applied (or the newest mod revision at
   load): if it is <= N and the cache is synced at or past N, the cache's content IS the state at
   N (used for consistent paged lists).
@@ -34,8 +39,10 @@ import bisect
 import heapq
 import itertools
 import logging
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from sampan.api import jsonwire
@@ -50,6 +57,7 @@ from sampan.apiserver.storage.types import (
 from sampan.datastore.types import Event, EventType, KeyValue
 
 __all__ = [
+    "DEFAULT_RING_MAX_BYTES",
     "DEFAULT_RING_SIZE",
     "DEFAULT_WATCHER_QUEUE_SIZE",
     "CacheEvent",
@@ -58,6 +66,7 @@ __all__ = [
     "WatchCache",
     "Watcher",
     "dumps",
+    "entry_bytes",
     "with_resource_version",
 ]
 
@@ -65,6 +74,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RING_SIZE = 10_000
 """Recent changes kept per storage resource for watch resumption."""
+
+DEFAULT_RING_MAX_BYTES = 128 * 1024 * 1024
+"""Bytes of object states the ring of one storage resource may hold (pods at 10,000 changes of
+~5 KB stay under it)."""
+
+RING_MIN_CHANGES = 100
+"""Changes the ring keeps whatever their size (kube-apiserver's smallest watch cache)."""
 
 DEFAULT_WATCHER_QUEUE_SIZE = 10_000
 """Events a watcher may have pending before it is ended as too slow (references only)."""
@@ -141,16 +157,44 @@ def make_entry(info: ResourceInfo, kv: KeyValue) -> Entry:
         meta = obj["metadata"] = {}
     meta["resourceVersion"] = str(kv.mod_revision)
     labels = meta.get("labels")
-    if not isinstance(labels, dict):
-        labels = {}
+    intern = sys.intern
+    if isinstance(labels, dict) and labels:
+        for name, value in labels.items():
+            if type(value) is str:
+                labels[name] = intern(value)
+    else:
+        labels = _NO_LABELS
+    fields = _api.field_set(info, obj)
+    for name, value in fields.items():
+        if type(value) is str:
+            fields[name] = intern(value)
     return Entry(
         key=kv.key,
         data=dumps(obj),
-        namespace=str(meta.get("namespace") or ""),
+        namespace=intern(str(meta.get("namespace") or "")),
         name=str(meta.get("name") or ""),
         labels=labels,
-        fields=_api.field_set(info, obj),
+        fields=fields,
         mod_revision=kv.mod_revision,
+    )
+
+
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
+"""The labels of every entry without labels (one shared, read-only empty mapping)."""
+
+
+def entry_bytes(entry: Entry) -> int:
+    """Memory an entry holds on its own: the served bytes, the key, the entry and its labels
+    and field-set containers. Label and field values are interned (shared by every entry with
+    the same value) and not counted; neither is the parsed name (unique, usually < 80 bytes).
+    Deterministic for an entry, so a cache can keep a running total."""
+    size = sys.getsizeof
+    return (
+        size(entry)
+        + size(entry.data)
+        + size(entry.key)
+        + (size(entry.labels) if entry.labels is not _NO_LABELS else 0)
+        + size(entry.fields)
     )
 
 
@@ -185,6 +229,12 @@ class CacheEvent:
                 ev = WatchEvent(type_, self.entry.data)
             self._events[type_] = ev
         return ev
+
+
+def _change_bytes(change: CacheEvent) -> int:
+    """The served bytes a change keeps alive: its new state, or for a delete the last one."""
+    entry = change.entry if change.entry is not None else change.prev
+    return len(entry.data) if entry is not None else 0
 
 
 class Watcher:
@@ -326,15 +376,21 @@ class WatchCache:
         info: ResourceInfo,
         *,
         ring_size: int = DEFAULT_RING_SIZE,
+        ring_max_bytes: int = DEFAULT_RING_MAX_BYTES,
         watcher_queue_size: int = DEFAULT_WATCHER_QUEUE_SIZE,
     ) -> None:
         self.prefix = prefix
         self.info = info
         self.namespaced = info.namespaced
         self.ring_size = ring_size
+        self.ring_max_bytes = ring_max_bytes
+        self.ring_bytes = 0
+        """Served bytes of the states the ring's changes carry (``_change_bytes``)."""
         self.watcher_queue_size = watcher_queue_size
         self.objects: dict[str, Entry] = {}
         self.keys: list[str] = []
+        self.bytes = 0
+        """``entry_bytes`` summed over ``objects`` (``apiserver_watch_cache_bytes``)."""
         self.ring: deque[CacheEvent] = deque()
         self.ring_floor = 0
         self.last_change = 0
@@ -374,7 +430,9 @@ class WatchCache:
             last = max(last, kv.mod_revision)
         self.objects = objects
         self.keys = sorted(objects)
+        self.bytes = sum(entry_bytes(entry) for entry in objects.values())
         self.ring.clear()
+        self.ring_bytes = 0
         self.ring_floor = revision
         self.last_change = last
         self.loaded_revision = revision
@@ -413,6 +471,7 @@ class WatchCache:
             if prev is None:
                 return
             del self.objects[key]
+            self.bytes -= entry_bytes(prev)
             i = bisect.bisect_left(self.keys, key)
             if i < len(self.keys) and self.keys[i] == key:
                 del self.keys[i]
@@ -422,6 +481,7 @@ class WatchCache:
             if entry is None:
                 return
             self.objects[key] = entry
+            self.bytes += entry_bytes(entry) - (entry_bytes(prev) if prev is not None else 0)
             if prev is None:
                 bisect.insort(self.keys, key)
                 change = CacheEvent(revision, EVENT_ADDED, entry, None)
@@ -431,8 +491,13 @@ class WatchCache:
         self.generation += 1
         ring = self.ring
         ring.append(change)
-        while len(ring) > self.ring_size:
-            self.ring_floor = ring.popleft().revision
+        self.ring_bytes += _change_bytes(change)
+        while len(ring) > self.ring_size or (
+            self.ring_bytes > self.ring_max_bytes and len(ring) > RING_MIN_CHANGES
+        ):
+            oldest = ring.popleft()
+            self.ring_bytes -= _change_bytes(oldest)
+            self.ring_floor = oldest.revision
         self._fan_out(change)
 
     def _fan_out(self, change: CacheEvent) -> None:

@@ -150,6 +150,16 @@ class Storage:
             counts[name] = counts.get(name, 0) + len(cache.objects)
         return counts
 
+    def object_bytes(self) -> dict[str, int]:
+        """Bytes the watch caches hold for their current objects per stored resource
+        (``cache.entry_bytes`` summed): what ``apiserver_watch_cache_bytes`` reports."""
+        sizes: dict[str, int] = {}
+        for cache in self._caches.values():
+            info = cache.info
+            name = f"{info.plural}.{info.group}" if info.group else info.plural
+            sizes[name] = sizes.get(name, 0) + cache.bytes
+        return sizes
+
     def _storage_info(self, info: ResourceInfo) -> ResourceInfo:
         if info.api_version == info.storage_version:
             return info
@@ -165,6 +175,7 @@ class Storage:
             prefix,
             self._storage_info(info),
             ring_size=self.settings.ring_size,
+            ring_max_bytes=self.settings.ring_max_bytes,
             watcher_queue_size=self.settings.watcher_queue_size,
         )
         cache.begin_load()

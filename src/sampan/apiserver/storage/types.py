@@ -74,6 +74,9 @@ class StorageSettings:
 
     ring_size: int = 10_000
     """Recent changes kept per storage resource for watch resumption."""
+    ring_max_bytes: int = 128 * 1024 * 1024
+    """Bytes of object states those changes may hold per storage resource (the oldest go
+    first, down to 100 changes whatever their size)."""
     watcher_queue_size: int = 10_000
     """Pending events after which a slow watcher is ended."""
     bookmark_interval_s: float = 60.0
