@@ -184,6 +184,11 @@ def test_dumps_writes_what_json_dumps_writes(odd: bool) -> None:
         nest(300),
         "0.00001 1e-7 null",
         {"null": "null"},
+        [1e-5, -1e-5, 0.5, 1e-7],
+        {"a": 1e-7, "b": [2e-6], "c": {"d": -3.5e-5}},
+        {"renewTime": "2026-12-07T15:10:00.000012Z", "n": 1e-5},
+        {"uid": "0d1f33e-4a9c-4e7b", "x": 7e-9},
+        {"s": "a:1e-5,b", "t": "[0.00001]"},
     ],
 )
 def test_dumps_edge_cases(value: Any) -> None:
@@ -225,3 +230,23 @@ def test_dumps_go_escapes_html_and_line_separators() -> None:
     value = {"m": "a<b>&c\u2028\u2029\u00e9"}
     assert dumps_go(value) == b'{"m":"a\\u003cb\\u003e\\u0026c\\u2028\\u2029\xc3\xa9"}'
     assert dumps(value) == reference(value)
+
+
+def test_timestamps_and_uids_like_float_text_take_the_fast_path(monkeypatch) -> None:
+    """Text inside strings that looks like the floats orjson writes differently (a
+    microsecond timestamp's ``00.0000``, a UID's ``3e-4a``) is not a reason to fall back to
+    ``json.dumps``; a real such float is."""
+    from sampan.api import jsonwire
+
+    calls: list[Any] = []
+    real = jsonwire._json_dumps
+    monkeypatch.setattr(jsonwire, "_json_dumps", lambda v: calls.append(v) or real(v))
+    lease = {
+        "metadata": {"name": "n1", "uid": "5c0f93e-4b2d-4e1f-9a3e-7c1d2e3f4a5b"},
+        "spec": {"renewTime": "2026-12-07T15:10:00.000012Z", "leaseDurationSeconds": 40},
+    }
+    assert dumps(lease) == reference(lease)
+    assert calls == []
+    with_float = {**lease, "ratio": 1e-5}
+    assert dumps(with_float) == reference(with_float)
+    assert calls == [with_float]

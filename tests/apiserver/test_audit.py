@@ -7,12 +7,13 @@ import asyncio
 import json
 import os
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sampan.apiserver.audit import AuditOptions, AuditPolicyError, load_policy
+from sampan.apiserver.audit import AuditOptions, AuditPolicyError, load_policy, new_audit_id
 from tests.apiserver.conftest import ServerHarness
 from tests.apiserver.test_http_clients import KUBECTL, ok
 
@@ -120,6 +121,16 @@ async def test_audit_id_header_is_the_event_id(metadata_harness):
     assert by_uri["/api/v1/namespaces"]["verb"] == "list"
     assert by_uri["/version"]["auditID"] == "mine-1"
     assert "objectRef" not in by_uri["/version"]
+    assert uuid.UUID(generated).version == 4
+
+
+def test_generated_audit_ids_are_distinct_version_4_uuids():
+    ids = [new_audit_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:1000]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
 async def test_secret_at_metadata_never_carries_data(metadata_harness):

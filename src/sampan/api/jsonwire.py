@@ -37,15 +37,15 @@ or their short forms, everything else including ``<>&``, U+2028/2029 and non-ASC
 and the same shortest round-trip float text, except floats of magnitude 1e-9 to 1e-4 (orjson
 ``0.00001`` and ``1e-7`` where Python writes ``1e-05`` and ``1e-07``) and non-finite floats
 (orjson ``null``, Python ``NaN``/``Infinity``). Output that may hold such a float (a
-``0.0000`` run or a one-digit negative exponent, found on the bytes; a ``null`` that does not
-read back as the value) and everything orjson refuses (integers beyond 64 bits, non-string
-keys, subclasses of the JSON types, lone surrogates, deep nesting) is encoded by
-``json.dumps`` instead, errors included. The bytes returned are an exact-size copy of
-orjson's (which keep their buffer's spare capacity: 2.4x the memory for bytes kept, as the
-watch cache keeps them). The one difference left is in values no JSON
-document yields: a plain ``Enum`` or a ``UUID``, which ``json.dumps`` refuses (TypeError),
-orjson writes as its value. ``dumps_go`` is the same with Go's HTML and line
-separator escapes (``api.errors.go_json``).
+``0.0000`` run or a one-digit negative exponent, found on the bytes where a number can
+stand, not inside a timestamp or UID; a ``null`` that does not read back as the value) and
+everything orjson refuses (integers beyond 64 bits, non-string keys, subclasses of the JSON
+types, lone surrogates, deep nesting) is encoded by ``json.dumps`` instead, errors included.
+The bytes returned are an exact-size copy of orjson's (which keep their buffer's spare
+capacity: 2.4x the memory for bytes kept, as the watch cache keeps them). The one
+difference left is in values no JSON document yields: a plain ``Enum`` or a ``UUID``, which
+``json.dumps`` refuses (TypeError), orjson writes as its value. ``dumps_go`` is the same with
+Go's HTML and line separator escapes (``api.errors.go_json``).
 
 ``load_yaml`` gives YAML bodies the same bounds and makes their values JSON as the YAML-to-JSON
 conversion upstream does (string keys; timestamps and ``yes``/``on`` stay strings).
@@ -304,6 +304,41 @@ _SMALL_FLOAT = b"0.0000"
 _SHORT_EXPONENT = b"0e-0"
 """1e-9 <= |x| < 1e-5: orjson ``de-7``, Python ``de-07`` (checked exactly on a match)."""
 _SHORT_EXPONENT_EXACT = re.compile(rb"[0-9]e-[0-9](?![0-9])")
+_NUMBER_BYTES = frozenset(b"0123456789.-+e")
+_BEFORE_NUMBER = frozenset(b":,[")
+_AFTER_NUMBER = frozenset(b",]}")
+
+
+def _is_number(out: bytes, at: int) -> bool:
+    """Whether byte ``at`` of ``out`` lies in a JSON number, not in a string: the run of
+    number characters around it stands where compact JSON puts a value (after ``:``, ``,`` or
+    ``[`` or at the start, and before ``,``, ``]``, ``}`` or the end). A string holding
+    such a run between those characters counts as a number, which only costs a fallback;
+    a real number always passes. Timestamps (``00:00:00.000012Z``) and UIDs (``...3e-4a...``)
+    match the candidate patterns and fail here."""
+    start = at
+    while start > 0 and out[start - 1] in _NUMBER_BYTES:
+        start -= 1
+    if start > 0 and out[start - 1] not in _BEFORE_NUMBER:
+        return False
+    end, size = at, len(out)
+    while end < size and out[end] in _NUMBER_BYTES:
+        end += 1
+    return end == size or out[end] in _AFTER_NUMBER
+
+
+def _may_differ(out: bytes, shape: bytes) -> bool:
+    """Whether ``out`` (orjson's) may hold a float ``json.dumps`` writes differently."""
+    at = shape.find(_SMALL_FLOAT)
+    while at >= 0:
+        if _is_number(out, at):
+            return True
+        at = shape.find(_SMALL_FLOAT, at + 1)
+    if _SHORT_EXPONENT in shape:
+        for match in _SHORT_EXPONENT_EXACT.finditer(out):
+            if _is_number(out, match.start()):
+                return True
+    return False
 
 
 def _json_dumps(value: Any) -> bytes:
@@ -318,9 +353,7 @@ def dumps(value: Any) -> bytes:
     except orjson.JSONEncodeError:
         return _json_dumps(value)
     shape = out.translate(_NUMBER_SHAPE)
-    if _SMALL_FLOAT in shape or (
-        _SHORT_EXPONENT in shape and _SHORT_EXPONENT_EXACT.search(out) is not None
-    ):
+    if (_SMALL_FLOAT in shape or _SHORT_EXPONENT in shape) and _may_differ(out, shape):
         return _json_dumps(value)
     if b"null" in shape and orjson.loads(out) != value:
         # A null that is not a None (a NaN or infinite float): json.dumps answers.

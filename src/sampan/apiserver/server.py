@@ -38,7 +38,6 @@ import ipaddress
 import logging
 import ssl
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +73,7 @@ from sampan.apiserver.audit import (
     AuditOptions,
     Auditor,
     load_policy,
+    new_audit_id,
 )
 from sampan.apiserver.auth import (
     ANONYMOUS,
@@ -585,7 +585,7 @@ class APIServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         received = time.time()
-        request[AUDIT_ID_KEY] = request.headers.get(AUDIT_ID_HEADER) or str(uuid.uuid4())
+        request[AUDIT_ID_KEY] = request.headers.get(AUDIT_ID_HEADER) or new_audit_id()
         ri = parse_request_info(request.method, request.path, request.query)
         dry_run = bool(request.query.get("dryRun"))
         with self.metrics.track(request.method, ri, dry_run=dry_run) as code:

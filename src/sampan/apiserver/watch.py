@@ -5,16 +5,21 @@ returns from Watch()), then every event is written as ``{"type":...,"object":...
 Events that are ready together (the catch-up, or changes that queued while a write was
 under way) go out in one write of up to ``BATCH_BYTES``. An event sent as stored (no
 conversion, no Table or metadata-only form) is framed once per change and, while the stream
-is idle, the watch cache's fan-out writes it to the
-connection itself (``WatchStream.direct``), so a change reaching 1,000 idle watchers costs
-1,000 socket writes of the same bytes and no task switches; a connection whose send buffer is
-backed up (over ``DIRECT_LIMIT_BYTES``) gets it through the queue instead, which waits for
-the buffer to drain. The stream ends, with a clean chunked terminator, when the timeout
-(``timeoutSeconds`` or a random 30-60 minutes, as kube-apiserver's min-request-timeout does)
-expires, when the server stops, when the storage iterator ends, or when the client goes away
-(noticed when its connection is lost, ``httpconn.on_connection_lost``, not only at the next
-write: a closed watch with no traffic would otherwise keep its watcher, queue and timer for up
-to an hour).
+is idle, handed by the watch cache's fan-out straight to the stream's direct writer
+(``WatchStream.direct``), which only appends it; once per event-loop iteration the server's
+``DirectWrites`` writes each connection that got something, in one write. So a change
+reaching 1,000 idle watchers costs 1,000 socket writes of the same bytes and no task
+switches, and changes that arrive in the same iteration (a burst during a ramp) share one
+write (one TLS record) per watcher instead of one each. A connection whose send buffer is
+backed up (over ``DIRECT_LIMIT_BYTES``) gets events through the queue instead, which waits
+for the buffer to drain; the stream's own writer first writes what its direct writer still
+holds, so the order is the order of the changes.
+
+The stream ends, with a clean chunked terminator, when the timeout (``timeoutSeconds`` or a
+random 30-60 minutes, as kube-apiserver's min-request-timeout does) expires, when the server
+stops, when the storage iterator ends, or when the client goes away (noticed when its
+connection is lost, ``httpconn.on_connection_lost``, not only at the next write: a closed
+watch with no traffic would otherwise keep its watcher, queue and timer for up to an hour).
 
 A StatusError raised by the storage iterator (e.g. 410 for a too-old resourceVersion) becomes
 an ERROR event carrying the Status, which is how kube-apiserver reports it mid-stream.
@@ -42,6 +47,7 @@ from sampan.httpconn import on_connection_lost
 __all__ = [
     "MAX_WATCH_TIMEOUT_S",
     "MIN_WATCH_TIMEOUT_S",
+    "DirectWrites",
     "WatchTracker",
     "default_timeout_s",
     "serve_watch",
@@ -127,6 +133,77 @@ def _encode(renderer: Renderer, event_type: str, obj: bytes) -> bytes:
     return dump_json({"type": event_type, "object": out}) + b"\n"
 
 
+class DirectWrites:
+    """The direct writes of one server's watch streams, written once per loop iteration.
+
+    A stream's writer that takes an event when it held none registers here; the first
+    registration of an iteration schedules one callback (``call_soon``: it runs after every
+    callback already ready, which is where the coalescing comes from), which writes every
+    registered stream's events in one write each."""
+
+    __slots__ = ("_dirty", "_scheduled")
+
+    def __init__(self) -> None:
+        self._dirty: list[_DirectWriter] = []
+        self._scheduled = False
+
+    def mark(self, writer: _DirectWriter) -> None:
+        self._dirty.append(writer)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for writer in dirty:
+            writer.flush()
+
+
+class _DirectWriter:
+    """One stream's direct writer (``WatchStream.direct``): takes an unconverted event's
+    chunk while the stream is idle, or declines (False: the event is queued) when the stream
+    is ending or its connection is closing or backed up. Once it holds an event it takes
+    every later one too, until it is flushed, so nothing overtakes what it holds."""
+
+    __slots__ = ("_pending", "_transport", "_writable", "_writes")
+
+    def __init__(
+        self, transport: asyncio.Transport | None, writable: list[bool], writes: DirectWrites
+    ) -> None:
+        self._transport = transport
+        self._writable = writable
+        self._writes = writes
+        self._pending: list[bytes] = []
+
+    def __call__(self, event: WatchEvent) -> bool:
+        if self._pending:
+            self._pending.append(_last_wire.of(event))
+            return True
+        transport = self._transport
+        if (
+            not self._writable[0]
+            or transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > DIRECT_LIMIT_BYTES
+        ):
+            return False
+        self._pending.append(_last_wire.of(event))
+        self._writes.mark(self)
+        return True
+
+    def flush(self) -> None:
+        """Write what is held (dropped when the stream has ended: its client resumes from
+        the last revision it received)."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        transport = self._transport
+        if self._writable[0] and transport is not None and not transport.is_closing():
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+
 class WatchTracker:
     """The server's open watches, so stop() can end them all cleanly at once.
 
@@ -139,6 +216,7 @@ class WatchTracker:
     def __init__(self) -> None:
         self._scopes: set[asyncio.Timeout] = set()
         self.stopped = False
+        self.direct_writes = DirectWrites()
 
     def add(self, scope: asyncio.Timeout) -> None:
         self._scopes.add(scope)
@@ -173,8 +251,10 @@ async def serve_watch(
     await response.prepare(request)
     iterator = aiter(events)
     writable = [True]  # cleared before the stream's end is written
+    direct: _DirectWriter | None = None
     if isinstance(iterator, WatchStream) and renderer.passthrough and convert is None:
-        iterator.direct = _direct_writer(request, writable)
+        direct = _DirectWriter(request.transport, writable, tracker.direct_writes)
+        iterator.direct = direct
     try:
         if not tracker.stopped:
             await _pump(
@@ -185,6 +265,7 @@ async def serve_watch(
                 timeout_s or default_timeout_s(),
                 tracker,
                 convert,
+                direct,
             )
     except (ConnectionResetError, ConnectionError) as exc:
         log.debug("watch client went away: %s", exc)
@@ -200,26 +281,6 @@ async def serve_watch(
     with contextlib.suppress(ConnectionResetError, ConnectionError):
         await response.write_eof()
     return response
-
-
-def _direct_writer(request: web.Request, writable: list[bool]) -> Callable[[WatchEvent], bool]:
-    """Writes one unconverted event's chunk straight to the connection (after the response
-    headers, which ``prepare`` sent), or declines when the stream is ending or the
-    connection is closing or backed up."""
-    transport = request.transport
-
-    def write(event: WatchEvent) -> bool:
-        if (
-            not writable[0]
-            or transport is None
-            or transport.is_closing()
-            or transport.get_write_buffer_size() > DIRECT_LIMIT_BYTES
-        ):
-            return False
-        transport.write(_last_wire.of(event))
-        return True
-
-    return write
 
 
 async def _next_batch(iterator: AsyncIterator[Any]) -> list[Any]:
@@ -241,9 +302,11 @@ async def _pump(
     timeout_s: float,
     tracker: WatchTracker,
     convert: Convert | None = None,
+    direct: _DirectWriter | None = None,
 ) -> None:
     """Write events until the iterator ends, the timeout expires, the server stops or the
-    client goes away."""
+    client goes away. What ``direct`` holds is written before anything the stream itself
+    writes."""
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout_s) as scope:
@@ -256,8 +319,12 @@ async def _pump(
                     except StopAsyncIteration:
                         return
                     except StatusError as exc:
+                        if direct is not None:
+                            direct.flush()
                         await response.write(b'{"type":"ERROR","object":' + exc.to_json() + b"}\n")
                         return
+                    if direct is not None:
+                        direct.flush()
                     if not await _write_batch(response, batch, renderer, convert):
                         return
             finally:
