@@ -139,6 +139,7 @@ from sampan.httpconn import (
     DEFAULT_HEADER_READ_TIMEOUT_S,
     HeaderTimeout,
     pin_mmap_threshold,
+    share_tls_receive_buffers,
 )
 from sampan.pki import AUTH_PROXY_USER, ensure_admin_kubeconfig, ensure_cluster_pki
 
@@ -437,6 +438,7 @@ class APIServer:
         ]
         ssl_context: ssl.SSLContext = rt.pki.ssl_server_context()
         pin_mmap_threshold()  # closed connections give their TLS buffers back (httpconn)
+        share_tls_receive_buffers()  # one TLS receive buffer per thread, not per connection
         app = web.Application(client_max_size=opts.max_body_bytes + 1)
         # [\s\S]: a path with a newline (%0A) is the API's to answer too, not the router's.
         app.router.add_route("*", "/{tail:[\\s\\S]*}", self._dispatch)

@@ -54,6 +54,7 @@ from sampan.httpconn import (
     HeaderTimeout,
     HeaderTimeoutRunner,
     pin_mmap_threshold,
+    share_tls_receive_buffers,
 )
 from sampan.kubelet.runtime import cri, pb
 from sampan.kubelet.server import bridge, logs
@@ -180,6 +181,7 @@ class KubeletServer:
         del ctx
         ssl_context = await asyncio.to_thread(self.options.ssl_context)
         pin_mmap_threshold()  # closed connections give their TLS buffers back (httpconn)
+        share_tls_receive_buffers()  # one TLS receive buffer per thread, not per connection
         app = web.Application()
         app.middlewares.append(self._track_middleware)
         app.middlewares.append(self._auth_middleware)
