@@ -342,13 +342,20 @@ async def _agent_image_checks_done(env: RuntimeEnv) -> None:
     await asyncio.wait_for(env.runtime._agent_image_idle.wait(), AGENT_IMAGE_WAIT_S)
 
 
+async def _remove_image(env: RuntimeEnv, ref: str) -> None:
+    """CRI RemoveImage, straight through the image client's stub (the kubelet has no image
+    garbage collection yet, so its client has no such call)."""
+    request = pb.RemoveImageRequest(image=pb.ImageSpec(image=ref))
+    await env.runtime.images._stub.RemoveImage(request, timeout=30)
+
+
 async def _remove_agent_image(env: RuntimeEnv) -> None:
     images_client = env.runtime.images
     version_ref = cluster_agent_image_ref()
     for tag in await _agent_content_tags(env):
-        await images_client.remove_image(tag)
+        await _remove_image(env, tag)
     if await images_client.image_status(version_ref) is not None:
-        await images_client.remove_image(version_ref)
+        await _remove_image(env, version_ref)
     assert await images_client.image_status(version_ref) is None
 
 
