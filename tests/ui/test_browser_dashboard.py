@@ -26,13 +26,16 @@ def _login(driver: Any, base: str, token: str) -> None:
 async def test_dashboard_in_a_browser(
     dashboard: DashboardComponent, admin_token: str, client: Any
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     base = f"https://127.0.0.1:{dashboard.port}"
     nobody = await service_account_token(client, "nobody", admin=False)
     driver = await asyncio.to_thread(chrome)
-    wait = WebDriverWait(driver, WAIT_S)
+    # htmx swaps parts of the page while a condition looks: an element found a moment ago
+    # may be gone when it is read; the condition is then simply tried again.
+    wait = WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,))
 
     def live(d: Any) -> bool:
         return d.find_element(By.CSS_SELECTOR, "table.live").get_attribute("data-live") == "1"

@@ -80,6 +80,7 @@ def _no_alert(driver: Any) -> None:
 
 @pytest.mark.parametrize("cluster", [{"manager": True}], ids=["manager"], indirect=True)
 def test_the_ui_in_a_browser(cluster: Cluster) -> None:  # noqa: F811
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
@@ -96,7 +97,9 @@ def test_the_ui_in_a_browser(cluster: Cluster) -> None:  # noqa: F811
     base = f"https://127.0.0.1:{cluster.manager_port}/dashboard"
 
     driver = chrome()
-    wait = WebDriverWait(driver, WAIT_S)
+    # htmx swaps parts of the page while a condition looks: an element found a moment ago
+    # may be gone when it is read; the condition is then simply tried again.
+    wait = WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,))
     try:
         # Log in; the bootstrap password must be changed first.
         driver.get(base + "/")
