@@ -78,13 +78,46 @@ def _no_alert(driver: Any) -> None:
     raise AssertionError(f"an alert fired: {text!r}")
 
 
+class _Wait:
+    """``WebDriverWait.until`` whose timeout says what the browser showed (the address and
+    the page's text, and a screenshot ``failed``) and the server's last log lines: a condition
+    that never came true is otherwise an empty ``TimeoutException``."""
+
+    def __init__(self, driver: Any, server: Cluster) -> None:
+        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        # htmx swaps parts of the page while a condition looks: an element found a moment ago
+        # may be gone when it is read; the condition is then simply tried again.
+        self._wait = WebDriverWait(
+            driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)
+        )
+        self._driver = driver
+        self._server = server
+
+    def until(self, condition: Any) -> Any:
+        from selenium.common.exceptions import TimeoutException, WebDriverException
+
+        try:
+            return self._wait.until(condition)
+        except TimeoutException:
+            driver = self._driver
+            try:
+                shown = f"{driver.current_url}\n{driver.find_element('tag name', 'body').text}"
+                screenshot(driver, "failed")
+            except WebDriverException as exc:
+                shown = f"(the page could not be read: {exc.msg})"
+            raise AssertionError(
+                f"timed out after {WAIT_S}s; the browser showed:\n{shown[:3000]}\n"
+                f"--- the server's log ---\n{self._server.tail()}"
+            ) from None
+
+
 @pytest.mark.parametrize("cluster", [{"manager": True}], ids=["manager"], indirect=True)
 def test_the_ui_in_a_browser(cluster: Cluster) -> None:  # noqa: F811
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     password_file = cluster.data / "server" / "manager" / "bootstrap-password"
     cluster.wait("the manager's bootstrap password", password_file.exists)
@@ -97,9 +130,7 @@ def test_the_ui_in_a_browser(cluster: Cluster) -> None:  # noqa: F811
     base = f"https://127.0.0.1:{cluster.manager_port}/dashboard"
 
     driver = chrome()
-    # htmx swaps parts of the page while a condition looks: an element found a moment ago
-    # may be gone when it is read; the condition is then simply tried again.
-    wait = WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,))
+    wait = _Wait(driver, cluster)
     try:
         # Log in; the bootstrap password must be changed first.
         driver.get(base + "/")
