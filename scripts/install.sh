@@ -97,6 +97,12 @@ if [ ! -f src/sampan/ui/static/vendor/xterm.js ] || [ ! -f src/sampan/ui/static/
   "$PYTHON" scripts/vendor-ui.py
 fi
 
+# Bytecode for Sampan's own modules (an editable install has none), as Debian's py3compile
+# does for a packaged module: a start then reads .pyc instead of compiling some 300 modules, even
+# where PYTHONDONTWRITEBYTECODE keeps Python from caching them itself. Only changed files are
+# compiled again (~0.2 s when none did).
+"$VENV/bin/python" -m compileall -q src/sampan bench
+
 # kubectl: the system one when present (the README's acceptance uses it).
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "install: note: no kubectl on PATH; 'sampan kubectl' and the kubectl tests need one" >&2

@@ -342,11 +342,6 @@ class OpenAPI:
             for i in infos
         )
 
-    # Only tests call this: the cached document as a dict, to check CRD schemas in it.
-    def group_version_document(self, group: str, version: str) -> dict[str, Any] | None:
-        cached = self._cached_document(group, version)
-        return cached[1] if cached is not None else None
-
     def _cached_document(
         self, group: str, version: str
     ) -> tuple[Any, dict[str, Any], str, bytes] | None:
