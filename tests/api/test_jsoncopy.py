@@ -59,6 +59,13 @@ def test_merge_patch_copies_once_and_keeps_inputs() -> None:
         b'{"nan":NaN}',
         b"[" * 600 + b"]" * 600,
         '{"text":"\u00e9"}'.encode(),
+        # Long digit runs as numbers (every form a number token can take) and in strings.
+        b"[12345678901234567890123,-12345678901234567890123, 12345678901234567890123]",
+        b'{"f":0.12345678901234567890123,"g":-1.12345678901234567890123e5}',
+        b'{"e":1e12345678901234567890,"h":-2.5E-12345678901234567890,"i":3e+12345678901234567890}',
+        b'{"id":"containerd://8db253f4b4531d82b60139187712345678901234567890bed0e0763d"}',
+        b'{"s":"12345678901234567890123","t":"a:12345678901234567890123","u":"x-1.5e12345678901234567890"}',
+        b"12345678901234567890123",
     ],
 )
 def test_parse_reads_what_json_loads_reads(data: bytes) -> None:
@@ -78,3 +85,37 @@ def test_parse_fails_as_json_loads_does(data: bytes) -> None:
         parse(data)
     assert type(got.value) is type(expected.value)
     assert str(got.value) == str(expected.value)
+
+
+def test_parse_reads_digit_runs_in_strings_with_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 64-hex container ID or digest holds a run of 19+ decimal digits now and then; inside a
+    string it cannot be a number, so the text stays on orjson (a LIST of 20,000 pods has
+    dozens such IDs, and one sent the whole body to ``json.loads``). A run that may be a
+    number still goes there."""
+    from sampan.api import jsonwire
+
+    calls: list[bytes] = []
+    real = json.loads
+
+    def counting(data: bytes) -> object:
+        calls.append(data)
+        return real(data)
+
+    monkeypatch.setattr(jsonwire.json, "loads", counting)
+    in_strings = [
+        b'{"containerID":"kwok://8db253f4b4531d82b601391877b9934683178770959359bed0e0763d"}',
+        b'{"imageID":"sha256:12345678901234567890123456789abc","x":"v12345678901234567890"}',
+        b'["9e12345678901234567890 is text", "a b-12345678901234567890"]',
+    ]
+    for data in in_strings:
+        assert parse(data) == real(data)
+    assert calls == []
+    numbers = [
+        b'{"n":12345678901234567890123}',
+        b"[1,\n -12345678901234567890123]",
+        b'{"f":7.12345678901234567890123}',
+        b'{"e":1.5e-12345678901234567890}',
+    ]
+    for data in numbers:
+        assert repr(parse(data)) == repr(real(data))
+    assert calls == numbers

@@ -234,14 +234,57 @@ def _check_depth(stack: list[tuple[Any, int]], limit: int, message: str) -> None
 
 _DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
 _LONG_DIGIT_RUN = b"0" * 19
-"""19 digits in a row (after mapping digits to ``0``): maybe an integer beyond 64 bits, or
-just a digit run inside a string; either way ``json.loads`` reads it. (A ``bytes.translate``
-and a substring search cost a fraction of a regular expression's scan.)"""
+"""19 digits in a row (after mapping digits to ``0``, everything else to a space): maybe an
+integer beyond 64 bits, which orjson would read as a float. (A ``bytes.translate`` and a
+substring search cost a fraction of a regular expression's scan.)"""
+_DIGITS = frozenset(b"0123456789")
+_PRECEDES_NUMBER = frozenset(b":,[ \t\r\n")
+"""What a JSON number token may follow in text: a value separator, an array's start, whitespace."""
+
+
+def _long_number(data: bytes, digits: bytes) -> bool:
+    """Whether a run of 19 or more digits in ``data`` may be (part of) a number token rather
+    than string text. A number's runs start right after its sign, its ``.`` or its exponent
+    (``e``, ``E``, ``+``, ``-``), and walking back over those parts of the token must reach
+    what a value follows (``_PRECEDES_NUMBER``, a ``:`` only after a key's closing quote) or the
+    start. A run in a string (a 64-hex container ID or digest has one ~0.2 % of the time, and
+    a whole LIST then went to ``json.loads``) almost never looks like that; text that does is
+    read by ``json.loads``, which is never wrong, only slower."""
+    pos = digits.find(_LONG_DIGIT_RUN)
+    while pos != -1:
+        i = pos - 1  # the leftmost match: data[i] is not a digit
+        if i >= 0 and data[i] in b"+-":
+            i -= 1
+        if i >= 0 and data[i] in b"eE":
+            i -= 1
+            while i >= 0 and data[i] in _DIGITS:
+                i -= 1
+        if i >= 0 and data[i] == 0x2E:  # "."
+            i -= 1
+            while i >= 0 and data[i] in _DIGITS:
+                i -= 1
+        if i >= 0 and data[i] == 0x2D:  # "-"
+            i -= 1
+        if i < 0:
+            return True
+        if data[i] == 0x3A:  # ":" ends an object key only right after its closing quote
+            i -= 1
+            while i >= 0 and data[i] in b" \t\r\n":
+                i -= 1
+            if i >= 0 and data[i] == 0x22:
+                return True
+        elif data[i] in _PRECEDES_NUMBER:
+            return True
+        end = digits.find(b" ", pos)
+        if end == -1:
+            return False
+        pos = digits.find(_LONG_DIGIT_RUN, end)
+    return False
 
 
 def parse(data: bytes) -> Any:
     """``json.loads(data)``, faster (see the module docstring)."""
-    if type(data) is bytes and _LONG_DIGIT_RUN not in data.translate(_DIGITS_AS_ZERO):
+    if type(data) is bytes and not _long_number(data, data.translate(_DIGITS_AS_ZERO)):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
