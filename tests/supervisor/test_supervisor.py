@@ -36,7 +36,7 @@ class Fake:
 async def test_start_in_order_stop_in_reverse() -> None:
     rec = Recorder()
     comps = [Fake("a", rec), Fake("b", rec), Fake("c", rec)]
-    sup = Supervisor(comps)
+    sup = Supervisor(comps, on_ready=lambda: rec.events.append("all ready"))
     task = asyncio.create_task(sup.run(install_signals=False))
     await comps[-1].ready.wait()
     sup.request_stop("test over")
@@ -48,6 +48,7 @@ async def test_start_in_order_stop_in_reverse() -> None:
         "ready b",
         "start c",
         "ready c",
+        "all ready",
         "stop c",
         "stop b",
         "stop a",
@@ -57,8 +58,9 @@ async def test_start_in_order_stop_in_reverse() -> None:
 async def test_failed_start_stops_what_started_and_exits_1() -> None:
     rec = Recorder()
     comps = [Fake("a", rec), Fake("b", rec, fail_start=True), Fake("c", rec)]
-    assert await Supervisor(comps).run(install_signals=False) == 1
-    assert "start c" not in rec.events
+    sup = Supervisor(comps, on_ready=lambda: rec.events.append("all ready"))
+    assert await sup.run(install_signals=False) == 1
+    assert "start c" not in rec.events and "all ready" not in rec.events
     assert rec.events[-2:] == ["stop b", "stop a"]
 
 

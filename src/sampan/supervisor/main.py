@@ -7,6 +7,7 @@ import logging
 
 from sampan.config import Config, ConfigError, describe
 from sampan.supervisor.agent import agent_components
+from sampan.supervisor.gcpolicy import StartupCollections
 from sampan.supervisor.logs import setup_logging
 from sampan.supervisor.notify import Notifier
 from sampan.supervisor.profile import apply_profile
@@ -59,7 +60,10 @@ def run(config: Config) -> int:
         except ConfigError as exc:
             log.error("%s", exc)
             return 1
-    return asyncio.run(Supervisor(components, notifier=notifier).run())
+    collections = StartupCollections()
+    collections.defer()
+    supervisor = Supervisor(components, notifier=notifier, on_ready=collections.settle)
+    return asyncio.run(supervisor.run())
 
 
 def _cluster_reset(config: Config) -> int:

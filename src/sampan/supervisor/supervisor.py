@@ -21,7 +21,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from sampan.supervisor.notify import Notifier
@@ -57,10 +57,17 @@ class Component(Protocol):
 
 class Supervisor:
     def __init__(
-        self, components: Sequence[Component], *, notifier: Notifier | None = None
+        self,
+        components: Sequence[Component],
+        *,
+        notifier: Notifier | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
+        """``on_ready``: called once every component has started (``sampan.supervisor.main``
+        settles the garbage collector there)."""
         self._components = list(components)
         self._notifier = notifier or Notifier(None)
+        self._on_ready = on_ready
         self._stop = asyncio.Event()
         self._reason = ""
         self._failed = False
@@ -117,6 +124,8 @@ class Supervisor:
             else:
                 log.info("all components ready")
                 self._notifier.ready("all components ready")
+                if self._on_ready is not None:
+                    self._on_ready()
             await self._stop.wait()
             log.info("stopping: %s", self._reason)
             self._notifier.stopping(f"stopping: {self._reason}")
