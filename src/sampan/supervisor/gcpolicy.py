@@ -27,8 +27,8 @@ __all__ = ["DEFERRED_FULL_THRESHOLD", "StartupCollections"]
 log = logging.getLogger(__name__)
 
 DEFERRED_FULL_THRESHOLD = 1000
-"""The third ``gc`` threshold while starting: young-generation collections between full ones
-(CPython's default is 10)."""
+"""The third ``gc`` threshold while starting: collections of the middle generation before a
+full one is considered (CPython's default is 10)."""
 
 
 class StartupCollections:
