@@ -183,3 +183,42 @@ def test_wall_now_follows_a_fake_clock() -> None:
     assert wall_now(clock) == T0
     clock.advance(30)
     assert wall_now(clock) == T0 + timedelta(seconds=30)
+
+
+def test_claim_candidates_are_the_owners_and_the_namespaces_orphans() -> None:
+    from sampan.client.informer import Cache
+    from sampan.controllers.podcontrol import (
+        INDEX_CONTROLLER,
+        claim_candidates,
+        index_controller,
+        orphan_key,
+    )
+
+    def obj(name: str, namespace: str, controller: str | None, other: str | None = None) -> dict:
+        refs = []
+        if other is not None:  # an owner that is not the controller
+            refs.append({"uid": other, "kind": "ConfigMap", "name": "x"})
+        if controller is not None:
+            refs.append({"uid": controller, "controller": True, "kind": "ReplicaSet", "name": "x"})
+        return {"metadata": {"name": name, "namespace": namespace, "ownerReferences": refs}}
+
+    cache = Cache()
+    cache.add_indexers({INDEX_CONTROLLER: index_controller})
+    cache.add_indexers({INDEX_CONTROLLER: index_controller})  # a second controller: no-op
+    with pytest.raises(ValueError):
+        cache.add_indexers({INDEX_CONTROLLER: lambda o: ()})
+    for item in (
+        obj("mine", "a", "uid-1"),
+        obj("mine-too", "a", "uid-1", other="uid-9"),
+        obj("theirs", "a", "uid-2"),
+        obj("orphan", "a", None),
+        obj("owned-not-controlled", "a", None, other="uid-1"),
+        obj("elsewhere", "b", "uid-1"),  # an ownerReference never crosses namespaces
+        obj("orphan-elsewhere", "b", None),
+    ):
+        cache._upsert(item)
+    owner = {"metadata": {"name": "rs", "namespace": "a", "uid": "uid-1"}}
+    names = sorted(o["metadata"]["name"] for o in claim_candidates(cache, owner))
+    assert names == ["mine", "mine-too", "orphan", "owned-not-controlled"]
+    assert index_controller(obj("o", "a", None)) == (orphan_key("a"),)
+    assert "/" in orphan_key("a")  # never a uid

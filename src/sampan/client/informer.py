@@ -269,8 +269,12 @@ class Cache:
     # -- indexes -----------------------------------------------------------------------------
 
     def add_indexers(self, indexers: Mapping[str, IndexFunc]) -> None:
-        """Add indexes (built from the objects already cached). Names must be new."""
+        """Add indexes (built from the objects already cached). A name must be new, or name
+        the very function it already has (two controllers sharing an informer may both add
+        the index they need)."""
         for name, func in indexers.items():
+            if self._indexers.get(name) is func:
+                continue
             if name in self._indexers:
                 raise ValueError(f"index {name!r} exists")
             self._indexers[name] = func

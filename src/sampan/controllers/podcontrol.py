@@ -53,23 +53,28 @@ from sampan.client.api import (
     Resource,
 )
 from sampan.client.events import TYPE_NORMAL, TYPE_WARNING, EventRecorder
+from sampan.client.informer import Cache
 from sampan.client.workqueue import Clock, FakeClock
 
 __all__ = [
     "EXPECTATIONS_TTL_S",
+    "INDEX_CONTROLLER",
     "SLOW_START_INITIAL_BATCH",
     "Expectations",
     "PodControl",
     "SlowStartError",
     "claim",
+    "claim_candidates",
     "condition",
     "controller_of",
     "deletion_rank",
     "format_time",
+    "index_controller",
     "is_pod_active",
     "is_pod_available",
     "is_pod_ready",
     "is_terminal",
+    "orphan_key",
     "owner_reference",
     "parse_time",
     "pod_from_template",
@@ -299,6 +304,39 @@ def controller_of(obj: Mapping[str, Any]) -> Obj | None:
         if isinstance(ref, dict) and ref.get("controller"):
             return ref
     return None
+
+
+INDEX_CONTROLLER = "controller"
+"""Informer index (``index_controller``): an object's controller's uid, or for an object
+without a controller ``orphan_key(namespace)``; what ``claim`` needs as its candidates,
+without every object of the namespace (kube-controller-manager indexes pods so since 1.30)."""
+
+
+def orphan_key(namespace: str) -> str:
+    """The ``INDEX_CONTROLLER`` value of a namespace's objects without a controller (never a
+    uid: it holds a ``/``)."""
+    return f"orphan/{namespace}"
+
+
+def index_controller(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    ref = controller_of(obj)
+    if ref is not None and ref.get("uid"):
+        return (str(ref["uid"]),)
+    return (orphan_key((obj.get("metadata") or {}).get("namespace") or ""),)
+
+
+def claim_candidates(cache: Cache, owner: Mapping[str, Any]) -> list[Obj]:
+    """The objects of ``owner``'s namespace that ``claim`` may keep or adopt: those it
+    controls and the orphans, from an informer cache with ``INDEX_CONTROLLER``. (An object
+    controlled by another owner is skipped by ``claim`` anyway.)"""
+    meta = owner.get("metadata") or {}
+    namespace = meta.get("namespace") or ""
+    owned = [
+        o
+        for o in cache.by_index(INDEX_CONTROLLER, str(meta.get("uid") or ""))
+        if (o.get("metadata") or {}).get("namespace") == namespace
+    ]
+    return owned + cache.by_index(INDEX_CONTROLLER, orphan_key(namespace))
 
 
 async def _patch_owner_refs(

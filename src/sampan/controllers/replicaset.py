@@ -43,12 +43,15 @@ from sampan.client.api import (
 from sampan.client.informer import INDEX_NAMESPACE, object_key
 from sampan.controllers.base import ControllerContext, QueueController
 from sampan.controllers.podcontrol import (
+    INDEX_CONTROLLER,
     Expectations,
     PodControl,
     SlowStartError,
     claim,
+    claim_candidates,
     controller_of,
     deletion_rank,
+    index_controller,
     is_pod_active,
     is_pod_available,
     is_pod_ready,
@@ -116,6 +119,7 @@ class _ReplicaController(QueueController):
         super().__init__(ctx)
         self.owners = self.watch(ctx.informers.informer(self.resource))
         self.pods = self.watch(ctx.informers.informer(PODS))
+        self.pods.add_indexers({INDEX_CONTROLLER: index_controller})
         self.expectations = Expectations(ctx.clock)
         self.recorder = ctx.recorder(self.component)
         self.pod_control = PodControl(ctx.client, self.recorder)
@@ -223,9 +227,7 @@ class _ReplicaController(QueueController):
             return
         namespace = cached["metadata"]["namespace"]
         satisfied = self.expectations.satisfied(key)
-        candidates = [
-            p for p in self.pods.cache.by_index(INDEX_NAMESPACE, namespace) if is_pod_active(p)
-        ]
+        candidates = [p for p in claim_candidates(self.pods.cache, cached) if is_pod_active(p)]
         pods = await claim(
             self.ctx.client,
             PODS,
