@@ -309,7 +309,8 @@ def controller_of(obj: Mapping[str, Any]) -> Obj | None:
 INDEX_CONTROLLER = "controller"
 """Informer index (``index_controller``): an object's controller's uid, or for an object
 without a controller ``orphan_key(namespace)``; what ``claim`` needs as its candidates,
-without every object of the namespace (kube-controller-manager indexes pods so since 1.30)."""
+without every object of the namespace (kube-controller-manager's workload controllers look
+pods up by such an index since 1.33, orphans under a per-namespace key)."""
 
 
 def orphan_key(namespace: str) -> str:
