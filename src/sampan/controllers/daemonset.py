@@ -58,11 +58,14 @@ from sampan.controllers.history import (
     truncate_history,
 )
 from sampan.controllers.podcontrol import (
+    INDEX_CONTROLLER,
     Expectations,
     PodControl,
     SlowStartError,
     claim,
+    claim_candidates,
     controller_of,
+    index_controller,
     is_pod_active,
     is_pod_available,
     is_pod_ready,
@@ -251,6 +254,7 @@ class DaemonSetController(QueueController):
         self.sets = self.watch(ctx.informers.informer(DAEMONSETS))
         self.nodes = self.watch(ctx.informers.informer(NODES))
         self.pods = self.watch(ctx.informers.informer(PODS))
+        self.pods.add_indexers({INDEX_CONTROLLER: index_controller})
         self.revisions = self.watch(ctx.informers.informer(CONTROLLERREVISIONS))
         self.expectations = Expectations(ctx.clock)
         self.recorder = ctx.recorder(self.component)
@@ -350,7 +354,7 @@ class DaemonSetController(QueueController):
             DAEMONSETS.api_version,
             "DaemonSet",
             selector,
-            self.pods.cache.by_index(INDEX_NAMESPACE, namespace),
+            claim_candidates(self.pods.cache, ds),
         )
         revisions = await claim(
             self.ctx.client,

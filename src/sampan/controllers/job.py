@@ -44,14 +44,17 @@ from sampan.client.events import TYPE_NORMAL, TYPE_WARNING
 from sampan.client.informer import INDEX_NAMESPACE, object_key
 from sampan.controllers.base import ControllerContext, QueueController
 from sampan.controllers.podcontrol import (
+    INDEX_CONTROLLER,
     Expectations,
     PodControl,
     SlowStartError,
     claim,
+    claim_candidates,
     condition,
     controller_of,
     deletion_rank,
     format_time,
+    index_controller,
     is_pod_ready,
     parse_time,
     pod_from_template,
@@ -216,6 +219,7 @@ class JobController(QueueController):
         super().__init__(ctx)
         self.jobs = self.watch(ctx.informers.informer(JOBS))
         self.pods = self.watch(ctx.informers.informer(PODS))
+        self.pods.add_indexers({INDEX_CONTROLLER: index_controller})
         self.expectations = Expectations(ctx.clock)
         self.recorder = ctx.recorder(self.component)
         self.pod_control = PodControl(ctx.client, self.recorder)
@@ -293,14 +297,13 @@ class JobController(QueueController):
             await self._release_orphans(key)
             return
         job = copy.deepcopy(cached)
-        namespace = job["metadata"]["namespace"]
         spec = job.get("spec") or {}
         try:
             selector = selector_from_label_selector(spec.get("selector"))
         except SelectorError as exc:
             log.warning("job %s: invalid selector: %s", key, exc)
             return
-        candidates = self.pods.cache.by_index(INDEX_NAMESPACE, namespace)
+        candidates = claim_candidates(self.pods.cache, job)
         pods = await claim(
             self.ctx.client, PODS, job, JOBS.api_version, "Job", selector, candidates
         )

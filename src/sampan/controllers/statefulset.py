@@ -61,8 +61,11 @@ from sampan.controllers.history import (
     truncate_history,
 )
 from sampan.controllers.podcontrol import (
+    INDEX_CONTROLLER,
     claim,
+    claim_candidates,
     controller_of,
+    index_controller,
     is_pod_available,
     is_pod_ready,
     owner_reference,
@@ -123,6 +126,7 @@ class StatefulSetController(QueueController):
         super().__init__(ctx)
         self.sets = self.watch(ctx.informers.informer(STATEFULSETS))
         self.pods = self.watch(ctx.informers.informer(PODS))
+        self.pods.add_indexers({INDEX_CONTROLLER: index_controller})
         self.revisions = self.watch(ctx.informers.informer(CONTROLLERREVISIONS))
         self.claims = self.watch(ctx.informers.informer(PVCS))
         self.recorder = ctx.recorder(self.component)
@@ -193,7 +197,7 @@ class StatefulSetController(QueueController):
             STATEFULSETS.api_version,
             "StatefulSet",
             selector,
-            self.pods.cache.by_index(INDEX_NAMESPACE, namespace),
+            claim_candidates(self.pods.cache, sts),
             match=lambda p: (
                 ordinal_of(name, (p.get("metadata") or {}).get("name") or "") is not None
             ),
