@@ -228,7 +228,7 @@ def test_crd_registration_changes_documents_and_lookup():
     assert metadata is not None and metadata.field("labels") is not None  # ObjectMeta resolved
     name = crd_definition_name("stable.example.com", "v1", "CronTab")
     assert name == "com.example.stable.v1.CronTab"
-    document = json.loads(openapi.v3_bytes_for_path("/openapi/v3/apis/stable.example.com/v1"))
+    document = _served_v3(openapi, "apis/stable.example.com/v1")
     assert name in document["components"]["schemas"]
     assert name + "List" in document["components"]["schemas"]
     openapi.remove_crd("stable.example.com", "v1", "CronTab")
@@ -359,8 +359,15 @@ def test_custom_kinds_do_not_offer_strategic_merge_patch():
     registry.add(crontab_info())
     openapi = OpenAPI(registry, load_definitions())
     openapi.add_crd("stable.example.com", "v1", "CronTab", CRONTAB_SCHEMA)
-    document = json.loads(openapi.v3_bytes_for_path("/openapi/v3/apis/stable.example.com/v1"))
+    document = _served_v3(openapi, "apis/stable.example.com/v1")
     item = document["paths"]["/apis/stable.example.com/v1/namespaces/{namespace}/crontabs/{name}"]
     media_types = set(item["patch"]["requestBody"]["content"])
     assert "application/strategic-merge-patch+json" not in media_types
     assert "application/apply-patch+yaml" in media_types
+
+
+def _served_v3(openapi: OpenAPI, gv_path: str) -> dict:
+    """The group-version document as ``GET /openapi/v3/<gv_path>`` serves it."""
+    served = openapi.v3_response(f"/openapi/v3/{gv_path}", None)
+    assert served is not None and served.status == 200
+    return json.loads(served.body)

@@ -442,19 +442,6 @@ class OpenAPI:
             paths[gv_path] = {"serverRelativeURL": f"/openapi/v3/{gv_path}?hash={cached[2]}"}
         return {"paths": paths}
 
-    def v3_bytes_for_path(self, path: str) -> bytes | None:
-        """``/openapi/v3`` -> the index; ``/openapi/v3/apis/<g>/<v>`` -> that document
-        (JSON, cached); None when there is no such group-version."""
-        parts = path.strip("/").split("/")[2:]
-        if not parts:
-            return dump_json(self.v3_index())
-        cached = None
-        if len(parts) == 2 and parts[0] == "api":
-            cached = self._cached_document("", parts[1])
-        elif len(parts) == 3 and parts[0] == "apis":
-            cached = self._cached_document(parts[1], parts[2])
-        return cached[3] if cached is not None else None
-
     def v3_response(
         self, path: str, requested_hash: str | None, if_none_match: str | None = None
     ) -> DocumentResponse | None:
