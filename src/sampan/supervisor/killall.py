@@ -118,9 +118,22 @@ def _with_arg(value: str) -> list[int]:
 
 def _nginx_masters(conf: Path) -> list[int]:
     """The ingress controller's nginx masters for this data dir (nginx rewrites its command
-    line into one string: ``nginx: master process nginx -c <conf> ...``)."""
+    line into one string: ``nginx: master process nginx -c <conf> ...``). A worker the master
+    has just forked still shows the master's command line for a moment; a match whose parent
+    also matches is such a worker, not a master."""
     wanted = f" -c {conf} "
-    return [pid for pid, argv in _processes() if wanted in " ".join(argv) + " "]
+    found = [pid for pid, argv in _processes() if wanted in " ".join(argv) + " "]
+    return [pid for pid in found if _parent(pid) not in found]
+
+
+def _parent(pid: int) -> int | None:
+    """The parent pid from ``/proc/<pid>/stat`` (after the command name, which may hold
+    spaces and parentheses: the state, then the parent); None once the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def _cgroup_pids(root: str) -> list[int]:
