@@ -18,7 +18,10 @@ measuring. Reported per size:
   5,000 nodes (its CI threshold), which is the goal here on one Python core.
 
 Defaults: N=1,000/M=5,000 and N=5,000/M=10,000. ``--profile`` runs the scheduler under
-cProfile and prints the top functions.
+cProfile and prints the top functions. ``--replicasets K`` gives the pods K ReplicaSet owners
+(round robin, with their labels), as a Deployment's pods have: the default topology spread
+constraints then apply to every pod, as they do in ``bench.scale``'s ramp (SchedulingBasic's
+pods have no owner, so it never runs that plugin).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from sampan.client import Client, ClientConfig
-from sampan.client.api import NODES, PODS
+from sampan.client.api import NODES, PODS, REPLICASETS
 from sampan.scheduler import Scheduler, SchedulerOptions
 from sampan.scheduler.framework import PodInfo
 
@@ -96,11 +99,42 @@ def node(i: int) -> dict[str, Any]:
     }
 
 
-def pod(i: int) -> dict[str, Any]:
+def replicaset(j: int) -> dict[str, Any]:
+    labels = {"app": f"rs-{j}", "pod-template-hash": f"h{j:08x}"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": f"rs-{j}", "namespace": "default", "labels": labels},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}]},
+            },
+        },
+    }
+
+
+def pod(i: int, replicasets: int = 0, owner_uids: dict[int, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": f"pod-{i}", "namespace": "default"}
+    if replicasets:
+        j = i % replicasets
+        meta["labels"] = {"app": f"rs-{j}", "pod-template-hash": f"h{j:08x}"}
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": f"rs-{j}",
+                "uid": (owner_uids or {}).get(j, f"rs-uid-{j}"),
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": f"pod-{i}", "namespace": "default"},
+        "metadata": meta,
         "spec": {
             "containers": [
                 {
@@ -113,16 +147,21 @@ def pod(i: int) -> dict[str, Any]:
     }
 
 
-async def create_all(client: Client, what: str, count: int) -> float:
+async def create_all(client: Client, what: str, count: int, replicasets: int = 0) -> float:
     started = time.monotonic()
     next_index = iter(range(count))
+    owner_uids: dict[int, str] = {}
+    if what == "pods" and replicasets:
+        for j in range(replicasets):
+            created = await client.create(REPLICASETS, replicaset(j), namespace="default")
+            owner_uids[j] = created["metadata"]["uid"]
 
     async def writer() -> None:
         for i in next_index:
             if what == "nodes":
                 await client.create(NODES, node(i))
             else:
-                await client.create(PODS, pod(i), namespace="default")
+                await client.create(PODS, pod(i, replicasets, owner_uids), namespace="default")
 
     await asyncio.gather(*(writer() for _ in range(WRITERS)))
     return time.monotonic() - started
@@ -134,7 +173,7 @@ class _Ctx:
 
 
 async def run_size(
-    num_nodes: int, num_pods: int, profile: bool, gc_freeze: bool = False
+    num_nodes: int, num_pods: int, profile: bool, gc_freeze: bool = False, replicasets: int = 0
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="sampan-bench-sched-") as tmp:
         data_dir = Path(tmp)
@@ -151,7 +190,7 @@ async def run_size(
             config = ClientConfig.from_kubeconfig(data_dir / "admin.kubeconfig")
             async with Client(config) as client:
                 nodes_s = await create_all(client, "nodes", num_nodes)
-                pods_s = await create_all(client, "pods", num_pods)
+                pods_s = await create_all(client, "pods", num_pods, replicasets)
             print(
                 f"  wrote {num_nodes} nodes in {nodes_s:.1f} s, {num_pods} pods in {pods_s:.1f} s",
                 flush=True,
@@ -226,12 +265,13 @@ async def measure(
     }
 
 
-def algorithm_only(num_nodes: int, num_pods: int, profile: bool) -> None:
+def algorithm_only(num_nodes: int, num_pods: int, profile: bool, replicasets: int = 0) -> None:
     """The scheduling cycles alone, in memory: no API server, no binding (assume only)."""
     scheduler = Scheduler(
         ClientConfig(server="https://127.0.0.1:1"), SchedulerOptions(leader_elect=False)
     )
-    scheduler.build({}, {})
+    owners = {f"default/rs-{j}": replicaset(j) for j in range(replicasets)}
+    scheduler.build({}, {"replicasets": owners.get})
     for i in range(num_nodes):
         scheduler.cache.add_node(node(i))
     queue = scheduler.queue
@@ -246,7 +286,7 @@ def algorithm_only(num_nodes: int, num_pods: int, profile: bool) -> None:
 
     scheduler._assume_and_bind = assume  # type: ignore[method-assign]
     for i in range(num_pods):
-        p = pod(i)
+        p = pod(i, replicasets)
         p["metadata"]["uid"] = f"uid-{i}"
         queue.add(PodInfo(p))
     profiler = cProfile.Profile(time.process_time) if profile else None
@@ -260,8 +300,9 @@ def algorithm_only(num_nodes: int, num_pods: int, profile: bool) -> None:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
     cpu = time.process_time() - started_cpu
+    owned = f", {replicasets} ReplicaSets" if replicasets else ""
     print(
-        f"algorithm only ({num_nodes} nodes, {num_pods} pods, in memory): "
+        f"algorithm only ({num_nodes} nodes, {num_pods} pods{owned}, in memory): "
         f"{num_pods / cpu:.0f} pods/s, {cpu / num_pods * 1000:.3f} ms CPU/pod, "
         f"{len(placed)} nodes used, at most {max(placed.values())} pods on one",
         flush=True,
@@ -307,17 +348,26 @@ def main() -> None:
     parser.add_argument(
         "--gc-freeze", action="store_true", help="gc.freeze() once the scheduler's caches load"
     )
+    parser.add_argument(
+        "--replicasets",
+        type=int,
+        default=0,
+        metavar="K",
+        help="give the pods K ReplicaSet owners, so default topology spreading applies",
+    )
     args = parser.parse_args()
     if args.nodes or args.pods:
         sizes: tuple[tuple[int, int], ...] = ((args.nodes or 1000, args.pods or 5000),)
     else:
         sizes = DEFAULT_SIZES
     for num_nodes, num_pods in sizes:
-        algorithm_only(num_nodes, num_pods, args.profile and args.algorithm_only)
+        algorithm_only(num_nodes, num_pods, args.profile and args.algorithm_only, args.replicasets)
         if args.algorithm_only:
             continue
         print(f"== {num_nodes} nodes, {num_pods} pods", flush=True)
-        result = asyncio.run(run_size(num_nodes, num_pods, args.profile, args.gc_freeze))
+        result = asyncio.run(
+            run_size(num_nodes, num_pods, args.profile, args.gc_freeze, args.replicasets)
+        )
         report(num_nodes, result)
 
 

@@ -12,6 +12,8 @@ from sampan.scheduler.framework import (
     UNSCHEDULABLE,
     UNSCHEDULABLE_AND_UNRESOLVABLE,
     CycleState,
+    NodeInfo,
+    PodInfo,
     pod_requests,
 )
 from sampan.scheduler.plugins.imagelocality import calculate_priority
@@ -388,6 +390,88 @@ def test_topology_spread_system_defaults_need_an_owner_or_service() -> None:
     env2.add_pod(pod("a", labels={"app": "web"}, node_name="n1"))
     scores = env2.score("PodTopologySpread", pod("b", labels={"app": "web"}))
     assert scores[1] == 100 and scores[0] < 100
+
+
+def test_topology_spread_counts_from_the_label_index_as_from_every_pod() -> None:
+    """``Constraint.count`` reads ``NodeInfo.by_label`` for a selector with an equality or
+    ``in`` requirement; it must count exactly what a walk over every pod counts (namespace,
+    terminating pods, the selector's other requirements), through adds, removals and clones."""
+    env = Env()
+    (n1,) = env.add_nodes(node("n1"))
+    env.add_pod(pod("a", labels={"app": "web", "tier": "fe"}, node_name="n1"))
+    env.add_pod(pod("b", labels={"app": "web", "tier": "be"}, node_name="n1"))
+    env.add_pod(pod("c", labels={"app": "db"}, node_name="n1"))
+    env.add_pod(pod("d", labels={"app": "web"}, namespace="other", node_name="n1"))
+    gone = pod("e", labels={"app": "web"}, node_name="n1")
+    gone.pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    env.add_pod(PodInfo(gone.pod))
+    plugin = env.plugin("PodTopologySpread")
+    selectors = {
+        "equality": {"matchLabels": {"app": "web"}},
+        "equality and more": {
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["be"]}],
+        },
+        "in": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["db", "web"]}]},
+        "no equality": {"matchExpressions": [{"key": "tier", "operator": "Exists"}]},
+        "nothing": {"matchExpressions": [{"key": "app", "operator": "Bogus"}]},
+    }
+
+    def counts(info: NodeInfo) -> dict[str, tuple[int, int]]:
+        out = {}
+        for name, sel in selectors.items():
+            incoming = pod(
+                "new",
+                topologySpreadConstraints=[{**_spread("DoNotSchedule"), "labelSelector": sel}],
+            )
+            (c,), _ = plugin._pod_constraints(incoming)
+            walked = sum(
+                1
+                for p in info.pods.values()
+                if p.namespace == "default" and not p.terminating and c.selector.matches(p.labels)
+            )
+            out[name] = (c.count(info, "default"), walked)
+        return out
+
+    assert counts(n1) == {
+        "equality": (2, 2),
+        "equality and more": (1, 1),
+        "in": (3, 3),
+        "no equality": (2, 2),
+        "nothing": (0, 0),
+    }
+    clone = n1.clone()
+    clone.remove_pod(env.cache.pod_info("uid-a"))
+    assert counts(clone)["equality"] == (1, 1)
+    assert counts(n1)["equality"] == (2, 2)  # the clone's removal left the node alone
+    env.cache.remove_pod("uid-b")
+    env.cache.remove_pod("uid-a")
+    assert counts(n1)["in"] == (1, 1)
+    assert [p.name for p in n1.by_label[("default", "app", "web")]] == ["e"]
+    env.cache.remove_pod("uid-e")
+    assert ("default", "app", "web") not in n1.by_label
+    assert n1.by_label[("other", "app", "web")][0].name == "d"
+
+
+def test_topology_spread_an_empty_required_node_affinity_still_excludes_every_node() -> None:
+    """The shortcut for pods no inclusion policy can exclude must not take a pod whose
+    required node affinity has no terms (which matches no node) for one without any."""
+    env = _web_env({"n1": 2, "n2": 0})
+    incoming = pod(
+        "new",
+        labels={"app": "web"},
+        topologySpreadConstraints=[_spread("DoNotSchedule")],
+        affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}},
+    )
+    plugin = env.plugin("PodTopologySpread")
+    (c,), _ = plugin._pod_constraints(incoming)
+    assert not c.everywhere
+    assert not c.includes(incoming, env.cache.nodes["n1"])
+    plain = pod(
+        "plain", labels={"app": "web"}, topologySpreadConstraints=[_spread("DoNotSchedule")]
+    )
+    (c,), _ = plugin._pod_constraints(plain)
+    assert c.everywhere
 
 
 # -- InterPodAffinity -----------------------------------------------------------------------------

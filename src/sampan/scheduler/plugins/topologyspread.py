@@ -23,7 +23,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sampan.api.labels import Selector, SelectorError, selector_from_label_selector
+from sampan.api.labels import (
+    Operator,
+    Requirement,
+    Selector,
+    SelectorError,
+    selector_from_label_selector,
+)
 from sampan.scheduler.framework import (
     EV_ASSIGNED_POD_ADD,
     EV_ASSIGNED_POD_DELETE,
@@ -65,8 +71,17 @@ class Constraint:
     min_domains: int
     honor_affinity: bool
     honor_taints: bool
+    lookups: tuple[tuple[str, str, str], ...] | None
+    """``NodeInfo.by_label`` keys that hold every pod the selector can match (the values of
+    one of its equality or ``in`` requirements, in the pod's namespace); None: no such
+    requirement, every pod on the node is a candidate."""
+    everywhere: bool
+    """No node is left out by the inclusion policies for this pod (so ``includes`` is
+    always True)."""
 
     def includes(self, pod: PodInfo, node: NodeInfo) -> bool:
+        if self.everywhere:
+            return True
         if self.honor_affinity and not pod_matches_node_affinity(pod, node):
             return False
         if self.honor_taints:
@@ -77,24 +92,61 @@ class Constraint:
                     return False
         return True
 
+    def count(self, node: NodeInfo, namespace: str) -> int:
+        """Pods on ``node`` in ``namespace``, not terminating, that the selector matches."""
+        selector = self.selector
+        if selector.match_nothing:
+            return 0
+        n = 0
+        if self.lookups is None:
+            for p in node.pods.values():
+                if p.namespace == namespace and not p.terminating and selector.matches(p.labels):
+                    n += 1
+            return n
+        by_label = node.by_label
+        for key in self.lookups:
+            same = by_label.get(key)
+            if same:
+                for p in same:
+                    if not p.terminating and selector.matches(p.labels):
+                        n += 1
+        return n
 
-def _count(node: NodeInfo, selector: Selector, namespace: str) -> int:
-    n = 0
-    for p in node.pods.values():
-        if p.namespace == namespace and not p.terminating and selector.matches(p.labels):
-            n += 1
-    return n
+
+_EQUALITY = (Operator.EQUALS, Operator.DOUBLE_EQUALS, Operator.IN)
 
 
-def _constraint(raw: Mapping[str, Any], selector: Selector) -> Constraint:
+def _lookups(selector: Selector, namespace: str) -> tuple[tuple[str, str, str], ...] | None:
+    best: Requirement | None = None
+    for r in selector.requirements:
+        if r.operator in _EQUALITY and (best is None or len(r.values) < len(best.values)):
+            best = r
+    if best is None:
+        return None
+    # A pod has one value per key, so the lists of distinct values never share a pod.
+    return tuple((namespace, best.key, v) for v in best.values)
+
+
+def _constraint(raw: Mapping[str, Any], selector: Selector, pod: PodInfo) -> Constraint:
+    honor_affinity = (raw.get("nodeAffinityPolicy") or "Honor") == "Honor"
+    honor_taints = (raw.get("nodeTaintsPolicy") or "Ignore") == "Honor"
+    # what pod_matches_node_affinity reads (an empty required affinity matches no node)
+    constrained = bool(pod.spec.get("nodeSelector")) or (
+        (pod.affinity.get("nodeAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        )
+        is not None
+    )
     return Constraint(
         max_skew=int(raw.get("maxSkew") or 1),
         topology_key=raw.get("topologyKey") or "",
         hard=(raw.get("whenUnsatisfiable") or "DoNotSchedule") == "DoNotSchedule",
         selector=selector,
         min_domains=int(raw.get("minDomains") or 1),
-        honor_affinity=(raw.get("nodeAffinityPolicy") or "Honor") == "Honor",
-        honor_taints=(raw.get("nodeTaintsPolicy") or "Ignore") == "Honor",
+        honor_affinity=honor_affinity,
+        honor_taints=honor_taints,
+        lookups=_lookups(selector, pod.namespace),
+        everywhere=not honor_taints and not (honor_affinity and constrained),
     )
 
 
@@ -139,14 +191,14 @@ class PodTopologySpread(Plugin):
                     selector = selector_from_label_selector(sel_obj)
                 except SelectorError:
                     selector = Selector.nothing()
-                out.append(_constraint(c, selector))
+                out.append(_constraint(c, selector, pod))
             return out, True
         if not self.default_constraints:
             return [], False
         selector = self._default_selector(pod)
         if selector is None:
             return [], False
-        return [_constraint(c, selector) for c in self.default_constraints], False
+        return [_constraint(c, selector, pod) for c in self.default_constraints], False
 
     def _default_selector(self, pod: PodInfo) -> Selector | None:
         match_labels: dict[str, str] = {}
@@ -210,7 +262,7 @@ class PodTopologySpread(Plugin):
                 if not c.includes(pod, node):
                     continue
                 value = labels[c.topology_key]
-                counts[i][value] = counts[i].get(value, 0) + _count(node, c.selector, pod.namespace)
+                counts[i][value] = counts[i].get(value, 0) + c.count(node, pod.namespace)
         state[self.name] = (hard, counts)
         return None
 
@@ -275,51 +327,69 @@ class PodTopologySpread(Plugin):
         keys = [c.topology_key for c in soft]
         ignored: set[str] = set()
         counts: list[dict[str, int]] = [{} for _ in soft]
+        ns = pod.namespace
+        domains = [i for i, c in enumerate(soft) if c.topology_key != HOSTNAME_KEY]
         for n in nodes:
-            if require_all and not all(k in n.labels for k in keys):
+            labels = n.labels
+            if require_all and not all(k in labels for k in keys):
                 ignored.add(n.name)
                 continue
-            for i, c in enumerate(soft):
-                if c.topology_key == HOSTNAME_KEY:
-                    continue
-                value = n.labels.get(c.topology_key)
+            for i in domains:
+                value = labels.get(soft[i].topology_key)
                 if value is not None:
                     counts[i].setdefault(value, 0)
         weights = []
         for i, c in enumerate(soft):
             size = len(nodes) - len(ignored) if c.topology_key == HOSTNAME_KEY else len(counts[i])
             weights.append(math.log(size + 2))
-        for node in self.handle.cache.node_list:
-            if require_all and not all(k in node.labels for k in keys):
-                continue
-            for i, c in enumerate(soft):
-                if c.topology_key == HOSTNAME_KEY or not c.includes(pod, node):
+        # Cluster-wide counts only for the keys some scored node has (none: skip the walk).
+        domains = [i for i in domains if counts[i]]
+        if domains:
+            for node in self.handle.cache.node_list:
+                labels = node.labels
+                if require_all and not all(k in labels for k in keys):
                     continue
-                value = node.labels.get(c.topology_key)
-                if value is None or value not in counts[i]:
-                    continue
-                counts[i][value] += _count(node, c.selector, pod.namespace)
+                for i in domains:
+                    c = soft[i]
+                    value = labels.get(c.topology_key)
+                    if value is None or value not in counts[i] or not c.includes(pod, node):
+                        continue
+                    counts[i][value] += c.count(node, ns)
         state[self.name + "/score"] = (soft, counts, weights, ignored)
         return None
 
     def score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
         soft, counts, weights, ignored = state[self.name + "/score"]
+        ns = pod.namespace
+        # (key, the constraint when counted per node, domain counts, weight, maxSkew - 1)
+        plan = [
+            (
+                c.topology_key,
+                c if c.topology_key == HOSTNAME_KEY else None,
+                counts[i],
+                weights[i],
+                c.max_skew - 1,
+            )
+            for i, c in enumerate(soft)
+        ]
+        floor = math.floor
         out = []
         for n in nodes:
-            if n.name in ignored:
+            if ignored and n.name in ignored:
                 out.append(0)
                 continue
             total = 0.0
-            for i, c in enumerate(soft):
-                value = n.labels.get(c.topology_key)
+            labels = n.labels
+            for key, per_node, domain_counts, weight, extra in plan:
+                value = labels.get(key)
                 if value is None:
                     continue
-                if c.topology_key == HOSTNAME_KEY:
-                    cnt = _count(n, c.selector, pod.namespace)
+                if per_node is not None:
+                    cnt = per_node.count(n, ns)
                 else:
-                    cnt = counts[i].get(value, 0)
-                total += cnt * weights[i] + (c.max_skew - 1)
-            out.append(math.floor(total + 0.5))
+                    cnt = domain_counts.get(value, 0)
+                total += cnt * weight + extra
+            out.append(floor(total + 0.5))
         return out
 
     def normalize_score(
