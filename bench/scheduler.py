@@ -21,7 +21,9 @@ Defaults: N=1,000/M=5,000 and N=5,000/M=10,000. ``--profile`` runs the scheduler
 cProfile and prints the top functions. ``--replicasets K`` gives the pods K ReplicaSet owners
 (round robin, with their labels), as a Deployment's pods have: the default topology spread
 constraints then apply to every pod, as they do in ``bench.scale``'s ramp (SchedulingBasic's
-pods have no owner, so it never runs that plugin).
+pods have no owner, so it never runs that plugin). ``--anti-affinity`` adds what many Helm
+charts give their pods: a preferred pod anti-affinity to the pods of the same ReplicaSet, per
+hostname (InterPodAffinity then looks at the existing pods for each pod).
 """
 
 from __future__ import annotations
@@ -116,7 +118,12 @@ def replicaset(j: int) -> dict[str, Any]:
     }
 
 
-def pod(i: int, replicasets: int = 0, owner_uids: dict[int, str] | None = None) -> dict[str, Any]:
+def pod(
+    i: int,
+    replicasets: int = 0,
+    owner_uids: dict[int, str] | None = None,
+    anti_affinity: bool = False,
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": f"pod-{i}", "namespace": "default"}
     if replicasets:
         j = i % replicasets
@@ -131,23 +138,33 @@ def pod(i: int, replicasets: int = 0, owner_uids: dict[int, str] | None = None) 
                 "blockOwnerDeletion": True,
             }
         ]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": meta,
-        "spec": {
-            "containers": [
-                {
-                    "name": "pause",
-                    "image": "registry.k8s.io/pause:3.10",
-                    "resources": {"requests": {"cpu": "100m", "memory": "500Mi"}},
-                }
-            ]
-        },
+    spec: dict[str, Any] = {
+        "containers": [
+            {
+                "name": "pause",
+                "image": "registry.k8s.io/pause:3.10",
+                "resources": {"requests": {"cpu": "100m", "memory": "500Mi"}},
+            }
+        ]
     }
+    if anti_affinity and replicasets:
+        term = {
+            "labelSelector": {"matchLabels": {"app": meta["labels"]["app"]}},
+            "topologyKey": "kubernetes.io/hostname",
+        }
+        spec["affinity"] = {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 100, "podAffinityTerm": term}
+                ]
+            }
+        }
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
-async def create_all(client: Client, what: str, count: int, replicasets: int = 0) -> float:
+async def create_all(
+    client: Client, what: str, count: int, replicasets: int = 0, anti_affinity: bool = False
+) -> float:
     started = time.monotonic()
     next_index = iter(range(count))
     owner_uids: dict[int, str] = {}
@@ -161,7 +178,8 @@ async def create_all(client: Client, what: str, count: int, replicasets: int = 0
             if what == "nodes":
                 await client.create(NODES, node(i))
             else:
-                await client.create(PODS, pod(i, replicasets, owner_uids), namespace="default")
+                body = pod(i, replicasets, owner_uids, anti_affinity)
+                await client.create(PODS, body, namespace="default")
 
     await asyncio.gather(*(writer() for _ in range(WRITERS)))
     return time.monotonic() - started
@@ -173,7 +191,12 @@ class _Ctx:
 
 
 async def run_size(
-    num_nodes: int, num_pods: int, profile: bool, gc_freeze: bool = False, replicasets: int = 0
+    num_nodes: int,
+    num_pods: int,
+    profile: bool,
+    gc_freeze: bool = False,
+    replicasets: int = 0,
+    anti_affinity: bool = False,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="sampan-bench-sched-") as tmp:
         data_dir = Path(tmp)
@@ -190,7 +213,7 @@ async def run_size(
             config = ClientConfig.from_kubeconfig(data_dir / "admin.kubeconfig")
             async with Client(config) as client:
                 nodes_s = await create_all(client, "nodes", num_nodes)
-                pods_s = await create_all(client, "pods", num_pods, replicasets)
+                pods_s = await create_all(client, "pods", num_pods, replicasets, anti_affinity)
             print(
                 f"  wrote {num_nodes} nodes in {nodes_s:.1f} s, {num_pods} pods in {pods_s:.1f} s",
                 flush=True,
@@ -265,7 +288,13 @@ async def measure(
     }
 
 
-def algorithm_only(num_nodes: int, num_pods: int, profile: bool, replicasets: int = 0) -> None:
+def algorithm_only(
+    num_nodes: int,
+    num_pods: int,
+    profile: bool,
+    replicasets: int = 0,
+    anti_affinity: bool = False,
+) -> None:
     """The scheduling cycles alone, in memory: no API server, no binding (assume only)."""
     scheduler = Scheduler(
         ClientConfig(server="https://127.0.0.1:1"), SchedulerOptions(leader_elect=False)
@@ -286,7 +315,7 @@ def algorithm_only(num_nodes: int, num_pods: int, profile: bool, replicasets: in
 
     scheduler._assume_and_bind = assume  # type: ignore[method-assign]
     for i in range(num_pods):
-        p = pod(i, replicasets)
+        p = pod(i, replicasets, anti_affinity=anti_affinity)
         p["metadata"]["uid"] = f"uid-{i}"
         queue.add(PodInfo(p))
     profiler = cProfile.Profile(time.process_time) if profile else None
@@ -301,6 +330,7 @@ def algorithm_only(num_nodes: int, num_pods: int, profile: bool, replicasets: in
         pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
     cpu = time.process_time() - started_cpu
     owned = f", {replicasets} ReplicaSets" if replicasets else ""
+    owned += ", anti-affinity" if anti_affinity and replicasets else ""
     print(
         f"algorithm only ({num_nodes} nodes, {num_pods} pods{owned}, in memory): "
         f"{num_pods / cpu:.0f} pods/s, {cpu / num_pods * 1000:.3f} ms CPU/pod, "
@@ -355,18 +385,36 @@ def main() -> None:
         metavar="K",
         help="give the pods K ReplicaSet owners, so default topology spreading applies",
     )
+    parser.add_argument(
+        "--anti-affinity",
+        action="store_true",
+        help="with --replicasets: a preferred anti-affinity to the same ReplicaSet's pods",
+    )
     args = parser.parse_args()
     if args.nodes or args.pods:
         sizes: tuple[tuple[int, int], ...] = ((args.nodes or 1000, args.pods or 5000),)
     else:
         sizes = DEFAULT_SIZES
     for num_nodes, num_pods in sizes:
-        algorithm_only(num_nodes, num_pods, args.profile and args.algorithm_only, args.replicasets)
+        algorithm_only(
+            num_nodes,
+            num_pods,
+            args.profile and args.algorithm_only,
+            args.replicasets,
+            args.anti_affinity,
+        )
         if args.algorithm_only:
             continue
         print(f"== {num_nodes} nodes, {num_pods} pods", flush=True)
         result = asyncio.run(
-            run_size(num_nodes, num_pods, args.profile, args.gc_freeze, args.replicasets)
+            run_size(
+                num_nodes,
+                num_pods,
+                args.profile,
+                args.gc_freeze,
+                args.replicasets,
+                args.anti_affinity,
+            )
         )
         report(num_nodes, result)
 

@@ -6,6 +6,8 @@ written beside it as upstream documents it.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from sampan.scheduler.framework import (
@@ -451,6 +453,107 @@ def test_topology_spread_counts_from_the_label_index_as_from_every_pod() -> None
     env.cache.remove_pod("uid-e")
     assert ("default", "app", "web") not in n1.by_label
     assert n1.by_label[("other", "app", "web")][0].name == "d"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_label_index_gives_what_walking_every_pod_gives(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PodTopologySpread and InterPodAffinity read candidates from ``NodeInfo.by_label``
+    (``NodeInfo.matching``). On random clusters and random incoming pods, their filter and
+    score results must equal those of the same plugins made to walk every pod on each node."""
+    rng = random.Random(seed)
+    apps, tiers = ["a", "b", "c"], ["fe", "be"]
+
+    def labels() -> dict[str, str]:
+        out = {"app": rng.choice(apps)}
+        if rng.random() < 0.6:
+            out["tier"] = rng.choice(tiers)
+        return out
+
+    def selector() -> dict:
+        return rng.choice(
+            [
+                {"matchLabels": {"app": rng.choice(apps)}},
+                {"matchExpressions": [{"key": "app", "operator": "In", "values": apps[:2]}]},
+                {
+                    "matchLabels": {"app": rng.choice(apps)},
+                    "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["be"]}],
+                },
+                {"matchExpressions": [{"key": "tier", "operator": "Exists"}]},
+            ]
+        )
+
+    env = Env()
+    env.add_nodes(*(node(f"n{i}", labels={"zone": f"z{i % 3}"}) for i in range(6)))
+    for i in range(60):
+        p = pod(
+            f"p{i}",
+            labels=labels(),
+            namespace=rng.choice(["default", "other"]),
+            node_name=f"n{rng.randrange(6)}",
+        )
+        if rng.random() < 0.1:
+            p.pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+            p = PodInfo(p.pod)
+        env.add_pod(p)
+    for _ in range(8):  # some removed again: the index must forget them
+        env.cache.remove_pod(f"uid-p{rng.randrange(60)}")
+
+    def term(key: str) -> dict:
+        t: dict = {"labelSelector": selector(), "topologyKey": key}
+        if rng.random() < 0.3:
+            t["namespaces"] = ["default", "other"]
+        return t
+
+    incoming = []
+    for i in range(12):
+        key = rng.choice(["kubernetes.io/hostname", "zone"])
+        incoming.append(
+            pod(
+                f"new{i}",
+                labels=labels(),
+                topologySpreadConstraints=[
+                    {
+                        **_spread(rng.choice(["DoNotSchedule", "ScheduleAnyway"]), key=key),
+                        "labelSelector": selector(),
+                    }
+                ],
+                affinity={
+                    "podAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [
+                            {"weight": 5, "podAffinityTerm": term(key)}
+                        ],
+                        **(
+                            {"requiredDuringSchedulingIgnoredDuringExecution": [term("zone")]}
+                            if i % 3 == 0
+                            else {}
+                        ),
+                    },
+                    "podAntiAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [
+                            {"weight": 7, "podAffinityTerm": term("kubernetes.io/hostname")}
+                        ],
+                        "requiredDuringSchedulingIgnoredDuringExecution": [term(key)],
+                    },
+                },
+            )
+        )
+
+    def results() -> list[object]:
+        out: list[object] = []
+        for p in incoming:
+            for name in ("PodTopologySpread", "InterPodAffinity"):
+                passed, failed = env.filter(name, p)
+                out.append((passed, sorted(failed)))
+                out.append(env.score(name, p))
+        return out
+
+    indexed = results()
+    monkeypatch.setattr(NodeInfo, "matching", lambda self, _lookups: self.pods.values())
+    walked = results()
+    assert indexed == walked
+    assert any(scores for scores in indexed[1::2] if scores)  # the scores were computed
 
 
 def test_topology_spread_an_empty_required_node_affinity_still_excludes_every_node() -> None:

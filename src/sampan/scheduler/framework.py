@@ -28,11 +28,17 @@ A plugin is a class with ``name`` and the methods of the extension points it imp
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sampan.api.labels import Selector, SelectorError, selector_from_label_selector
+from sampan.api.labels import (
+    Operator,
+    Requirement,
+    Selector,
+    SelectorError,
+    selector_from_label_selector,
+)
 from sampan.api.quantity import milli_value as _milli
 from sampan.api.quantity import parse_quantity
 
@@ -321,6 +327,26 @@ def pod_tolerates_taint(tolerations: list[Mapping[str, Any]], taint: Mapping[str
 # Pods
 
 
+LabelLookups = tuple[tuple[str, str, str], ...]
+"""``NodeInfo.by_label`` keys that together hold every pod a selector can match."""
+
+_EQUALITY = (Operator.EQUALS, Operator.DOUBLE_EQUALS, Operator.IN)
+
+
+def label_lookups(selector: Selector, namespaces: Iterable[str]) -> LabelLookups | None:
+    """The ``by_label`` keys for the pods of ``namespaces`` that ``selector`` may match: the
+    values of its equality or ``in`` requirement with the fewest values. None when it has no
+    such requirement (every pod is a candidate). A pod has one value per key, so no pod is in
+    two of the lists."""
+    best: Requirement | None = None
+    for r in selector.requirements:
+        if r.operator in _EQUALITY and (best is None or len(r.values) < len(best.values)):
+            best = r
+    if best is None:
+        return None
+    return tuple((ns, best.key, v) for ns in namespaces for v in best.values)
+
+
 @dataclass(frozen=True, slots=True)
 class AffinityTerm:
     """A parsed ``PodAffinityTerm``: which pods (namespaces + selector) near which topology."""
@@ -329,6 +355,12 @@ class AffinityTerm:
     namespace_selector: Selector | None  # None: only ``namespaces``; empty Selector: all
     selector: Selector
     topology_key: str
+    lookups: LabelLookups | None = None
+    """Where the pods the term may match are on a node (None: any pod on it)."""
+
+    def candidates(self, node: NodeInfo) -> Iterable[PodInfo]:
+        """The pods on ``node`` this term may match (a superset; ``matches`` decides)."""
+        return node.matching(self.lookups)
 
     def matches(self, pod: PodInfo, ns_labels: Callable[[str], Mapping[str, str]]) -> bool:
         if pod.namespace not in self.namespaces:
@@ -377,7 +409,14 @@ def _parse_term(term: Mapping[str, Any], pod: Mapping[str, Any], namespace: str)
             ns_selector = None
     if not namespaces and ns_selector is None:
         namespaces = frozenset((namespace,))
-    return AffinityTerm(namespaces, ns_selector, selector, term.get("topologyKey") or "")
+    return AffinityTerm(
+        namespaces,
+        ns_selector,
+        selector,
+        term.get("topologyKey") or "",
+        # a namespace selector may match any namespace: no lookup then
+        label_lookups(selector, sorted(namespaces)) if ns_selector is None else None,
+    )
 
 
 class PodInfo:
@@ -659,6 +698,15 @@ class NodeInfo:
         self.generation += 1
         self._sync_flat()
         return True
+
+    def matching(self, lookups: LabelLookups | None) -> Iterable[PodInfo]:
+        """The pods on this node under ``lookups`` (``label_lookups``); all of them for None."""
+        if lookups is None:
+            return self.pods.values()
+        by_label = self.by_label
+        if len(lookups) == 1:
+            return by_label.get(lookups[0], ())
+        return [p for key in lookups for p in by_label.get(key, ())]
 
     def clone(self) -> NodeInfo:
         """A copy whose pod set and sums may be changed (preemption's what-if)."""

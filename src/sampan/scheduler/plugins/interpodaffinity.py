@@ -89,21 +89,23 @@ class InterPodAffinity(Plugin):
                         existing_anti[pair] = existing_anti.get(pair, 0) + 1
             if not pod.required_affinity and not pod.required_anti_affinity:
                 continue
-            for ep in node.pods.values():
-                if pod.required_affinity and all(
-                    t.matches(ep, ns_labels) for t in pod.required_affinity
-                ):
-                    for t in pod.required_affinity:
-                        value = labels.get(t.topology_key)
-                        if value is not None:
-                            pair = (t.topology_key, value)
-                            affinity[pair] = affinity.get(pair, 0) + 1
-                for t in pod.required_anti_affinity:
+            if pod.required_affinity:
+                # a pod all terms match is among the first term's candidates
+                for ep in pod.required_affinity[0].candidates(node):
+                    if all(t.matches(ep, ns_labels) for t in pod.required_affinity):
+                        for t in pod.required_affinity:
+                            value = labels.get(t.topology_key)
+                            if value is not None:
+                                pair = (t.topology_key, value)
+                                affinity[pair] = affinity.get(pair, 0) + 1
+            for t in pod.required_anti_affinity:
+                value = labels.get(t.topology_key)
+                if value is None:
+                    continue
+                for ep in t.candidates(node):
                     if t.matches(ep, ns_labels):
-                        value = labels.get(t.topology_key)
-                        if value is not None:
-                            pair = (t.topology_key, value)
-                            anti[pair] = anti.get(pair, 0) + 1
+                        pair = (t.topology_key, value)
+                        anti[pair] = anti.get(pair, 0) + 1
         state[self.name] = (existing_anti, affinity, anti)
         return None
 
@@ -195,14 +197,17 @@ class InterPodAffinity(Plugin):
 
         for node in cache.node_list:
             labels = node.labels
-            pods = node.pods if has_preferred else node.pods_with_affinity
-            for ep in pods.values():
-                for w in pod.preferred_affinity:
+            # The incoming pod's terms look at the pods they may match; the existing pods'
+            # own terms are only on pods with affinity.
+            for w in pod.preferred_affinity:
+                for ep in w.term.candidates(node):
                     if w.term.matches(ep, ns_labels):
                         add(w.term.topology_key, labels, w.weight)
-                for w in pod.preferred_anti_affinity:
+            for w in pod.preferred_anti_affinity:
+                for ep in w.term.candidates(node):
                     if w.term.matches(ep, ns_labels):
                         add(w.term.topology_key, labels, -w.weight)
+            for ep in node.pods_with_affinity.values():
                 if self.hard_weight > 0:
                     for t in ep.required_affinity:
                         if t.matches(pod, ns_labels):

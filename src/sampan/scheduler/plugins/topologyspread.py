@@ -23,13 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sampan.api.labels import (
-    Operator,
-    Requirement,
-    Selector,
-    SelectorError,
-    selector_from_label_selector,
-)
+from sampan.api.labels import Selector, SelectorError, selector_from_label_selector
 from sampan.scheduler.framework import (
     EV_ASSIGNED_POD_ADD,
     EV_ASSIGNED_POD_DELETE,
@@ -42,10 +36,12 @@ from sampan.scheduler.framework import (
     UNSCHEDULABLE_AND_UNRESOLVABLE,
     CycleState,
     Handle,
+    LabelLookups,
     NodeInfo,
     Plugin,
     PodInfo,
     Status,
+    label_lookups,
     pod_tolerates_taint,
 )
 from sampan.scheduler.plugins.nodeaffinity import pod_matches_node_affinity
@@ -71,10 +67,9 @@ class Constraint:
     min_domains: int
     honor_affinity: bool
     honor_taints: bool
-    lookups: tuple[tuple[str, str, str], ...] | None
-    """``NodeInfo.by_label`` keys that hold every pod the selector can match (the values of
-    one of its equality or ``in`` requirements, in the pod's namespace); None: no such
-    requirement, every pod on the node is a candidate."""
+    lookups: LabelLookups | None
+    """Where on a node the pods the selector may match are, in the pod's namespace
+    (``label_lookups``; None: every pod on the node is a candidate)."""
     everywhere: bool
     """No node is left out by the inclusion policies for this pod (so ``includes`` is
     always True)."""
@@ -98,33 +93,10 @@ class Constraint:
         if selector.match_nothing:
             return 0
         n = 0
-        if self.lookups is None:
-            for p in node.pods.values():
-                if p.namespace == namespace and not p.terminating and selector.matches(p.labels):
-                    n += 1
-            return n
-        by_label = node.by_label
-        for key in self.lookups:
-            same = by_label.get(key)
-            if same:
-                for p in same:
-                    if not p.terminating and selector.matches(p.labels):
-                        n += 1
+        for p in node.matching(self.lookups):
+            if p.namespace == namespace and not p.terminating and selector.matches(p.labels):
+                n += 1
         return n
-
-
-_EQUALITY = (Operator.EQUALS, Operator.DOUBLE_EQUALS, Operator.IN)
-
-
-def _lookups(selector: Selector, namespace: str) -> tuple[tuple[str, str, str], ...] | None:
-    best: Requirement | None = None
-    for r in selector.requirements:
-        if r.operator in _EQUALITY and (best is None or len(r.values) < len(best.values)):
-            best = r
-    if best is None:
-        return None
-    # A pod has one value per key, so the lists of distinct values never share a pod.
-    return tuple((namespace, best.key, v) for v in best.values)
 
 
 def _constraint(raw: Mapping[str, Any], selector: Selector, pod: PodInfo) -> Constraint:
@@ -145,7 +117,7 @@ def _constraint(raw: Mapping[str, Any], selector: Selector, pod: PodInfo) -> Con
         min_domains=int(raw.get("minDomains") or 1),
         honor_affinity=honor_affinity,
         honor_taints=honor_taints,
-        lookups=_lookups(selector, pod.namespace),
+        lookups=label_lookups(selector, (pod.namespace,)),
         everywhere=not honor_taints and not (honor_affinity and constrained),
     )
 
