@@ -5,8 +5,10 @@ reads exactly what ``json.loads`` reads, errors included."""
 from __future__ import annotations
 
 import copy
+import enum
 import json
 import math
+import uuid
 
 import pytest
 
@@ -30,6 +32,54 @@ def test_copy_json_equals_deepcopy_and_shares_nothing() -> None:
     }
     # JSON has no aliasing: a shared sub-object comes back as two independent copies.
     assert copied["b"][0]["k"] == [1, 2.5, None, True, "s"]
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = [1]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+class _Color(enum.Enum):
+    RED = "red"
+
+
+class _Name(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": [1, 2.5, -0.0, None, True, "é"], "b": {"c": {}}, "d": []},
+        [{"lastProbeTime": None}, 18446744073709551615, -9223372036854775808],
+        {"t": (1, [2])},  # orjson would write the tuple as an array
+        {"n": math.nan, "i": [math.inf]},  # orjson would write null
+        {"u": uuid.UUID(int=1), "e": _Color.RED},  # orjson would write their values
+        {"big": 2**70},  # orjson refuses
+        {1: "int key"},  # orjson refuses
+        {"sub": _Name("x"), "b": True},  # orjson refuses subclasses (passthrough)
+        {"lone": "\ud800"},  # orjson refuses a lone surrogate
+        _nested(300),  # orjson refuses beyond 255 levels
+    ],
+)
+def test_copy_json_is_deepcopy_whichever_way_it_copies(value: object) -> None:
+    """The orjson round trip is kept only when it gives back exactly the original; every
+    value it would change or refuses is walked instead (the types must match, not only
+    compare equal)."""
+    copied = copy_json(value)
+    assert repr(copied) == repr(copy.deepcopy(value))
+    assert copied is not value
+
+    def shapes(v: object) -> object:
+        if isinstance(v, dict):
+            return (type(v), [(type(k), shapes(x)) for k, x in v.items()])
+        if isinstance(v, (list, tuple)):
+            return (type(v), [shapes(x) for x in v])
+        return type(v)
+
+    assert shapes(copied) == shapes(value)
 
 
 def test_merge_patch_copies_once_and_keeps_inputs() -> None:
