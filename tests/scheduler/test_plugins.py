@@ -16,6 +16,7 @@ from sampan.scheduler.framework import (
     CycleState,
     NodeInfo,
     PodInfo,
+    _term_entries,
     pod_requests,
 )
 from sampan.scheduler.plugins.imagelocality import calculate_priority
@@ -460,8 +461,9 @@ def test_label_index_gives_what_walking_every_pod_gives(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PodTopologySpread and InterPodAffinity read candidates from ``NodeInfo.by_label``
-    (``NodeInfo.matching``). On random clusters and random incoming pods, their filter and
-    score results must equal those of the same plugins made to walk every pod on each node."""
+    (``NodeInfo.matching``) and existing pods' terms from ``NodeInfo.affinity_terms``. On
+    random clusters and random incoming pods, their filter and score results must equal those
+    of the same plugins made to walk every pod (and every term) on each node."""
     rng = random.Random(seed)
     apps, tiers = ["a", "b", "c"], ["fe", "be"]
 
@@ -484,14 +486,44 @@ def test_label_index_gives_what_walking_every_pod_gives(
             ]
         )
 
+    def term(key: str) -> dict:
+        t: dict = {"labelSelector": selector(), "topologyKey": key}
+        if rng.random() < 0.3:
+            t["namespaces"] = ["default", "other"]
+        return t
+
+    def affinity(key: str, required: bool) -> dict:
+        return {
+            "podAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 5, "podAffinityTerm": term(key)}
+                ],
+                **(
+                    {"requiredDuringSchedulingIgnoredDuringExecution": [term("zone")]}
+                    if required
+                    else {}
+                ),
+            },
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 7, "podAffinityTerm": term("kubernetes.io/hostname")}
+                ],
+                "requiredDuringSchedulingIgnoredDuringExecution": [term(key)],
+            },
+        }
+
     env = Env()
     env.add_nodes(*(node(f"n{i}", labels={"zone": f"z{i % 3}"}) for i in range(6)))
     for i in range(60):
+        extra = {}
+        if rng.random() < 0.3:  # existing pods' own terms count too (symmetry)
+            extra["affinity"] = affinity(rng.choice(["kubernetes.io/hostname", "zone"]), i % 2 == 0)
         p = pod(
             f"p{i}",
             labels=labels(),
             namespace=rng.choice(["default", "other"]),
             node_name=f"n{rng.randrange(6)}",
+            **extra,
         )
         if rng.random() < 0.1:
             p.pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
@@ -499,12 +531,6 @@ def test_label_index_gives_what_walking_every_pod_gives(
         env.add_pod(p)
     for _ in range(8):  # some removed again: the index must forget them
         env.cache.remove_pod(f"uid-p{rng.randrange(60)}")
-
-    def term(key: str) -> dict:
-        t: dict = {"labelSelector": selector(), "topologyKey": key}
-        if rng.random() < 0.3:
-            t["namespaces"] = ["default", "other"]
-        return t
 
     incoming = []
     for i in range(12):
@@ -519,24 +545,7 @@ def test_label_index_gives_what_walking_every_pod_gives(
                         "labelSelector": selector(),
                     }
                 ],
-                affinity={
-                    "podAffinity": {
-                        "preferredDuringSchedulingIgnoredDuringExecution": [
-                            {"weight": 5, "podAffinityTerm": term(key)}
-                        ],
-                        **(
-                            {"requiredDuringSchedulingIgnoredDuringExecution": [term("zone")]}
-                            if i % 3 == 0
-                            else {}
-                        ),
-                    },
-                    "podAntiAffinity": {
-                        "preferredDuringSchedulingIgnoredDuringExecution": [
-                            {"weight": 7, "podAffinityTerm": term("kubernetes.io/hostname")}
-                        ],
-                        "requiredDuringSchedulingIgnoredDuringExecution": [term(key)],
-                    },
-                },
+                affinity=affinity(key, required=i % 3 == 0),
             )
         )
 
@@ -551,6 +560,13 @@ def test_label_index_gives_what_walking_every_pod_gives(
 
     indexed = results()
     monkeypatch.setattr(NodeInfo, "matching", lambda self, _lookups: self.pods.values())
+    monkeypatch.setattr(
+        NodeInfo,
+        "affinity_terms_for",
+        lambda self, _labels: [
+            e for p in self.pods_with_affinity.values() for e in _term_entries(p)
+        ],
+    )
     walked = results()
     assert indexed == walked
     assert any(scores for scores in indexed[1::2] if scores)  # the scores were computed

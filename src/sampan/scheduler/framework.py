@@ -333,18 +333,43 @@ LabelLookups = tuple[tuple[str, str, str], ...]
 _EQUALITY = (Operator.EQUALS, Operator.DOUBLE_EQUALS, Operator.IN)
 
 
+def _narrowest_equality(selector: Selector) -> Requirement | None:
+    """The selector's equality or ``in`` requirement with the fewest values (None: none)."""
+    best: Requirement | None = None
+    for r in selector.requirements:
+        if r.operator in _EQUALITY and (best is None or len(r.values) < len(best.values)):
+            best = r
+    return best
+
+
 def label_lookups(selector: Selector, namespaces: Iterable[str]) -> LabelLookups | None:
     """The ``by_label`` keys for the pods of ``namespaces`` that ``selector`` may match: the
     values of its equality or ``in`` requirement with the fewest values. None when it has no
     such requirement (every pod is a candidate). A pod has one value per key, so no pod is in
     two of the lists."""
-    best: Requirement | None = None
-    for r in selector.requirements:
-        if r.operator in _EQUALITY and (best is None or len(r.values) < len(best.values)):
-            best = r
+    best = _narrowest_equality(selector)
     if best is None:
         return None
     return tuple((ns, best.key, v) for ns in namespaces for v in best.values)
+
+
+def label_pairs(selector: Selector) -> tuple[tuple[str, str], ...] | None:
+    """The (key, value) labels one of which a pod must have for ``selector`` to match it
+    (``label_lookups`` without namespaces); None when no such list exists."""
+    best = _narrowest_equality(selector)
+    if best is None:
+        return None
+    return tuple((best.key, v) for v in best.values)
+
+
+# Kinds of an existing pod's affinity terms in ``NodeInfo.affinity_terms``.
+TERM_REQUIRED_AFFINITY = "required-affinity"
+TERM_REQUIRED_ANTI_AFFINITY = "required-anti-affinity"
+TERM_PREFERRED_AFFINITY = "preferred-affinity"
+TERM_PREFERRED_ANTI_AFFINITY = "preferred-anti-affinity"
+
+TermEntry = tuple["PodInfo", str, "AffinityTerm", int]
+"""(the pod, the kind of term, the term, its weight: 0 for required terms)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +382,8 @@ class AffinityTerm:
     topology_key: str
     lookups: LabelLookups | None = None
     """Where the pods the term may match are on a node (None: any pod on it)."""
+    pairs: tuple[tuple[str, str], ...] | None = None
+    """``label_pairs`` of the selector: a pod the term matches has one of these labels."""
 
     def candidates(self, node: NodeInfo) -> Iterable[PodInfo]:
         """The pods on ``node`` this term may match (a superset; ``matches`` decides)."""
@@ -416,6 +443,7 @@ def _parse_term(term: Mapping[str, Any], pod: Mapping[str, Any], namespace: str)
         term.get("topologyKey") or "",
         # a namespace selector may match any namespace: no lookup then
         label_lookups(selector, sorted(namespaces)) if ns_selector is None else None,
+        label_pairs(selector),
     )
 
 
@@ -551,6 +579,7 @@ class NodeInfo:
     __slots__ = (
         "a_cpu",
         "a_mem",
+        "affinity_terms",
         "alloc",
         "alloc_pods",
         "by_label",
@@ -591,6 +620,10 @@ class NodeInfo:
         requirement counts its matches from one list instead of every pod on the node."""
         self.pods_with_affinity: dict[str, PodInfo] = {}
         self.pods_with_required_anti_affinity: dict[str, PodInfo] = {}
+        self.affinity_terms: dict[tuple[str, str] | None, list[TermEntry]] = {}
+        """The affinity terms of the pods on this node by a label a pod must have for the
+        term to match it (``AffinityTerm.pairs``; None: terms without such a label), so an
+        incoming pod meets only the terms that may match it."""
         self.used_ports: dict[tuple[str, int], list[str]] = {}
         self.image_sizes: dict[str, int] = {}
         self.nominated: dict[str, PodInfo] = {}
@@ -657,6 +690,10 @@ class NodeInfo:
             self.pods_with_affinity[pi.uid] = pi
             if pi.required_anti_affinity:
                 self.pods_with_required_anti_affinity[pi.uid] = pi
+            terms = self.affinity_terms
+            for entry in _term_entries(pi):
+                for pair in entry[2].pairs or (None,):
+                    terms.setdefault(pair, []).append(entry)
         for protocol, port, ip in pi.host_ports:
             self.used_ports.setdefault((protocol, port), []).append(ip)
         self.generation += 1
@@ -689,6 +726,15 @@ class NodeInfo:
         self.non_zero.memory -= pi.non_zero.memory
         self.pods_with_affinity.pop(pi.uid, None)
         self.pods_with_required_anti_affinity.pop(pi.uid, None)
+        if pi.has_affinity:
+            terms = self.affinity_terms
+            for entry in _term_entries(pi):
+                for pair in entry[2].pairs or (None,):
+                    kept = [e for e in terms.get(pair, ()) if e[0] is not pi]
+                    if kept:
+                        terms[pair] = kept
+                    else:
+                        terms.pop(pair, None)
         for protocol, port, ip in pi.host_ports:
             ips = self.used_ports.get((protocol, port))
             if ips and ip in ips:
@@ -708,6 +754,17 @@ class NodeInfo:
             return by_label.get(lookups[0], ())
         return [p for key in lookups for p in by_label.get(key, ())]
 
+    def affinity_terms_for(self, labels: Mapping[str, str]) -> list[TermEntry]:
+        """The terms of pods on this node that may match a pod with ``labels`` (a superset:
+        ``AffinityTerm.matches`` decides)."""
+        terms = self.affinity_terms
+        out = list(terms.get(None, ()))
+        for pair in labels.items():
+            got = terms.get(pair)
+            if got:
+                out.extend(got)
+        return out
+
     def clone(self) -> NodeInfo:
         """A copy whose pod set and sums may be changed (preemption's what-if)."""
         other = NodeInfo(self.name)
@@ -723,6 +780,7 @@ class NodeInfo:
         other.by_label = {k: list(v) for k, v in self.by_label.items()}
         other.pods_with_affinity = dict(self.pods_with_affinity)
         other.pods_with_required_anti_affinity = dict(self.pods_with_required_anti_affinity)
+        other.affinity_terms = {k: list(v) for k, v in self.affinity_terms.items()}
         other.used_ports = {k: list(v) for k, v in self.used_ports.items()}
         other.image_sizes = self.image_sizes
         other.nominated = dict(self.nominated)
@@ -732,6 +790,15 @@ class NodeInfo:
 
     def __repr__(self) -> str:
         return f"NodeInfo({self.name}, pods={len(self.pods)})"
+
+
+def _term_entries(pi: PodInfo) -> list[TermEntry]:
+    return [
+        *((pi, TERM_REQUIRED_AFFINITY, t, 0) for t in pi.required_affinity),
+        *((pi, TERM_REQUIRED_ANTI_AFFINITY, t, 0) for t in pi.required_anti_affinity),
+        *((pi, TERM_PREFERRED_AFFINITY, w.term, w.weight) for w in pi.preferred_affinity),
+        *((pi, TERM_PREFERRED_ANTI_AFFINITY, w.term, w.weight) for w in pi.preferred_anti_affinity),
+    ]
 
 
 def normalized_image_name(name: str) -> str:

@@ -29,6 +29,9 @@ from sampan.scheduler.framework import (
     EV_NODE_UPDATE,
     MAX_NODE_SCORE,
     SKIP,
+    TERM_PREFERRED_AFFINITY,
+    TERM_REQUIRED_AFFINITY,
+    TERM_REQUIRED_ANTI_AFFINITY,
     UNSCHEDULABLE,
     UNSCHEDULABLE_AND_UNRESOLVABLE,
     CycleState,
@@ -81,8 +84,10 @@ class InterPodAffinity(Plugin):
         anti: dict[tuple[str, str], int] = {}
         for node in cache.node_list:
             labels = node.labels
-            for ep in node.pods_with_required_anti_affinity.values():
-                for term in ep.required_anti_affinity:
+            if node.pods_with_required_anti_affinity:
+                for _ep, kind, term, _w in node.affinity_terms_for(pod.labels):
+                    if kind != TERM_REQUIRED_ANTI_AFFINITY:
+                        continue
                     value = labels.get(term.topology_key)
                     if value is not None and term.matches(pod, ns_labels):
                         pair = (term.topology_key, value)
@@ -198,7 +203,7 @@ class InterPodAffinity(Plugin):
         for node in cache.node_list:
             labels = node.labels
             # The incoming pod's terms look at the pods they may match; the existing pods'
-            # own terms are only on pods with affinity.
+            # terms that may match the incoming pod are found by its labels.
             for w in pod.preferred_affinity:
                 for ep in w.term.candidates(node):
                     if w.term.matches(ep, ns_labels):
@@ -207,18 +212,17 @@ class InterPodAffinity(Plugin):
                 for ep in w.term.candidates(node):
                     if w.term.matches(ep, ns_labels):
                         add(w.term.topology_key, labels, -w.weight)
-            for ep in node.pods_with_affinity.values():
-                if self.hard_weight > 0:
-                    for t in ep.required_affinity:
-                        if t.matches(pod, ns_labels):
-                            add(t.topology_key, labels, self.hard_weight)
-                if not self.ignore_existing_preferred:
-                    for w in ep.preferred_affinity:
-                        if w.term.matches(pod, ns_labels):
-                            add(w.term.topology_key, labels, w.weight)
-                    for w in ep.preferred_anti_affinity:
-                        if w.term.matches(pod, ns_labels):
-                            add(w.term.topology_key, labels, -w.weight)
+            if not node.pods_with_affinity:
+                continue
+            for _ep, kind, term, weight in node.affinity_terms_for(pod.labels):
+                if kind == TERM_REQUIRED_AFFINITY:
+                    if self.hard_weight > 0 and term.matches(pod, ns_labels):
+                        add(term.topology_key, labels, self.hard_weight)
+                elif kind == TERM_REQUIRED_ANTI_AFFINITY or self.ignore_existing_preferred:
+                    continue
+                elif term.matches(pod, ns_labels):
+                    sign = 1 if kind == TERM_PREFERRED_AFFINITY else -1
+                    add(term.topology_key, labels, sign * weight)
         state[self.name + "/score"] = scores
         return None
 
