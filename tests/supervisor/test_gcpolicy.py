@@ -1,5 +1,6 @@
 """``StartupCollections``: full collections deferred while starting, then one full collection
-and a freeze of what survived, and the thresholds as they were."""
+and a freeze of what survived, the young thresholds as they were and full collections ten
+times rarer than CPython's default."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from sampan.supervisor.gcpolicy import DEFERRED_FULL_THRESHOLD, StartupCollections
+from sampan.supervisor.gcpolicy import (
+    DEFERRED_FULL_THRESHOLD,
+    STEADY_FULL_THRESHOLD,
+    StartupCollections,
+)
 
 
 @pytest.fixture
@@ -41,7 +46,7 @@ def test_defer_then_settle() -> None:
     garbage = weakref.ref(_Cycle())  # a dead cycle: collected, not frozen
     collections.settle()
     assert garbage() is None
-    assert gc.get_threshold() == (700, 10, 10)
+    assert gc.get_threshold() == (700, 10, STEADY_FULL_THRESHOLD) == (700, 10, 100)
     frozen = gc.get_freeze_count()
     assert frozen > len(kept)
     live_cycles = [o for o in gc.get_objects() if isinstance(o, _Cycle)]
@@ -49,4 +54,14 @@ def test_defer_then_settle() -> None:
     collections.settle()  # once only
     assert gc.get_freeze_count() == frozen
     collections.defer()  # after settling: nothing
-    assert gc.get_threshold() == (700, 10, 10)
+    assert gc.get_threshold() == (700, 10, 100)
+
+
+@pytest.mark.usefixtures("gc_state")
+def test_settle_keeps_a_rarer_full_threshold_set_before() -> None:
+    gc.set_threshold(500, 20, 400)
+    collections = StartupCollections()
+    collections.defer()
+    assert gc.get_threshold() == (500, 20, DEFERRED_FULL_THRESHOLD)
+    collections.settle()
+    assert gc.get_threshold() == (500, 20, 400)
