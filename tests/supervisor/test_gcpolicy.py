@@ -1,6 +1,6 @@
 """``StartupCollections``: full collections deferred while starting, then one full collection
-and a freeze of what survived, the young thresholds as they were and full collections ten
-times rarer than CPython's default."""
+and a freeze of what survived, then young and full collections ten times rarer than
+CPython's defaults."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from sampan.supervisor.gcpolicy import (
     DEFERRED_FULL_THRESHOLD,
-    STEADY_FULL_THRESHOLD,
+    STEADY_THRESHOLDS,
     StartupCollections,
 )
 
@@ -46,7 +46,7 @@ def test_defer_then_settle() -> None:
     garbage = weakref.ref(_Cycle())  # a dead cycle: collected, not frozen
     collections.settle()
     assert garbage() is None
-    assert gc.get_threshold() == (700, 10, STEADY_FULL_THRESHOLD) == (700, 10, 100)
+    assert gc.get_threshold() == STEADY_THRESHOLDS == (7000, 10, 100)
     frozen = gc.get_freeze_count()
     assert frozen > len(kept)
     live_cycles = [o for o in gc.get_objects() if isinstance(o, _Cycle)]
@@ -54,14 +54,14 @@ def test_defer_then_settle() -> None:
     collections.settle()  # once only
     assert gc.get_freeze_count() == frozen
     collections.defer()  # after settling: nothing
-    assert gc.get_threshold() == (700, 10, 100)
+    assert gc.get_threshold() == (7000, 10, 100)
 
 
 @pytest.mark.usefixtures("gc_state")
-def test_settle_keeps_a_rarer_full_threshold_set_before() -> None:
-    gc.set_threshold(500, 20, 400)
+def test_settle_keeps_rarer_thresholds_set_before() -> None:
+    gc.set_threshold(9000, 20, 50)
     collections = StartupCollections()
     collections.defer()
-    assert gc.get_threshold() == (500, 20, DEFERRED_FULL_THRESHOLD)
+    assert gc.get_threshold() == (9000, 20, DEFERRED_FULL_THRESHOLD)
     collections.settle()
-    assert gc.get_threshold() == (500, 20, 400)
+    assert gc.get_threshold() == (9000, 20, 100)
