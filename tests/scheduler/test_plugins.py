@@ -10,6 +10,7 @@ import random
 
 import pytest
 
+from sampan.scheduler.cache import SchedulerCache
 from sampan.scheduler.framework import (
     UNSCHEDULABLE,
     UNSCHEDULABLE_AND_UNRESOLVABLE,
@@ -456,12 +457,64 @@ def test_topology_spread_counts_from_the_label_index_as_from_every_pod() -> None
     assert n1.by_label[("other", "app", "web")][0].name == "d"
 
 
+def test_cache_label_nodes_follows_adds_assumes_and_removals() -> None:
+    """``SchedulerCache.label_nodes`` must always say, per (namespace, key, value), how many
+    counted pods on each node carry that label -- through assume, confirm, forget, moves,
+    removal, pods seen before their node -- and ``nodes_with`` must name known nodes only."""
+    rng = random.Random(7)
+    cache = SchedulerCache()
+    for i in range(4):
+        cache.add_node(node(f"n{i}"))
+
+    def expected() -> dict:
+        out: dict = {}
+        for name, info in [*cache.nodes.items(), *cache._placeholders.items()]:
+            for key, pods in info.by_label.items():
+                out.setdefault(key, {})[name] = len(pods)
+        return out
+
+    live: dict[str, PodInfo] = {}
+    for step in range(300):
+        action = rng.random()
+        name = f"p{rng.randrange(40)}"
+        labels = {"app": rng.choice("ab"), "tier": rng.choice("xy")}
+        ns = rng.choice(["default", "other"])
+        target = f"n{rng.randrange(5)}"  # n4 is never added: a placeholder
+        if action < 0.4:
+            p = pod(name, labels=labels, namespace=ns, node_name=target)
+            cache.add_pod(p)
+            live[p.uid] = p
+        elif action < 0.65:
+            p = pod(name, labels=labels, namespace=ns)
+            cache.assume_pod(p, target)
+            if rng.random() < 0.5:
+                cache.forget_pod(p)
+        else:
+            cache.remove_pod(f"uid-{name}")
+        assert cache.label_nodes == expected(), step
+    hot = cache.nodes_with((("default", "app", "a"), ("default", "app", "b")))
+    assert hot is not None
+    assert all(info.name in cache.nodes for info in hot)
+    assert {info.name for info in hot} == {
+        name
+        for key, per_node in expected().items()
+        if key[0] == "default" and key[1] == "app"
+        for name in per_node
+        if name in cache.nodes
+    }
+    assert cache.nodes_with(None) is None
+    for uid in list(cache.pod_nodes):
+        cache.remove_pod(uid)
+    assert cache.label_nodes == {}
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_label_index_gives_what_walking_every_pod_gives(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PodTopologySpread and InterPodAffinity read candidates from ``NodeInfo.by_label``
-    (``NodeInfo.matching``) and existing pods' terms from ``NodeInfo.affinity_terms``. On
+    (``NodeInfo.matching``), the nodes that hold them from ``SchedulerCache.label_nodes``
+    (``nodes_with``) and existing pods' terms from ``NodeInfo.affinity_terms``. On
     random clusters and random incoming pods, their filter and score results must equal those
     of the same plugins made to walk every pod (and every term) on each node."""
     rng = random.Random(seed)
@@ -560,6 +613,7 @@ def test_label_index_gives_what_walking_every_pod_gives(
 
     indexed = results()
     monkeypatch.setattr(NodeInfo, "matching", lambda self, _lookups: self.pods.values())
+    monkeypatch.setattr(SchedulerCache, "nodes_with", lambda self, _lookups: None)
     monkeypatch.setattr(
         NodeInfo,
         "affinity_terms_for",

@@ -12,6 +12,9 @@ This module owns the incremental cluster state the scheduling cycle reads. Invar
 * ``node_list`` is the order nodes are tried in (insertion order); the scheduler starts each
   cycle where the previous one stopped (round robin).
 * ``image_nodes`` counts, per normalised image name, the nodes that report it (ImageLocality).
+* ``label_nodes`` names, per (namespace, label key, value), the nodes holding counted pods with
+  that label and how many, so a selector's matches are counted on those nodes alone
+  (``nodes_with``) instead of on every node.
 * ``affinity_pods`` / ``anti_affinity_pods`` count pods with (required anti-) affinity terms
   cluster-wide so InterPodAffinity can skip its work when there are none.
 """
@@ -19,8 +22,9 @@ This module owns the incremental cluster state the scheduling cycle reads. Invar
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
-from sampan.scheduler.framework import NodeInfo, PodInfo
+from sampan.scheduler.framework import LabelLookups, NodeInfo, PodInfo
 
 __all__ = ["SchedulerCache"]
 
@@ -38,6 +42,8 @@ class SchedulerCache:
         """uid -> node name for every counted pod (bound or assumed)."""
         self.assumed: set[str] = set()
         self.image_nodes: dict[str, int] = {}
+        self.label_nodes: dict[tuple[str, str, str], dict[str, int]] = {}
+        """(namespace, label key, value) -> node name -> counted pods there with that label."""
         self.affinity_pods = 0
         self.anti_affinity_pods = 0
         self.tainted_nodes = 0
@@ -108,6 +114,14 @@ class SchedulerCache:
         info = self._info(node_name)
         info.add_pod(pi)
         self.pod_nodes[pi.uid] = node_name
+        index = self.label_nodes
+        ns = pi.namespace
+        for k, v in pi.labels.items():
+            per_node = index.get((ns, k, v))
+            if per_node is None:
+                index[(ns, k, v)] = {node_name: 1}
+            else:
+                per_node[node_name] = per_node.get(node_name, 0) + 1
         if pi.has_affinity:
             self.affinity_pods += 1
             if pi.required_anti_affinity:
@@ -124,6 +138,19 @@ class SchedulerCache:
         if pi is None:
             return None
         info.remove_pod(pi)
+        index = self.label_nodes
+        ns = pi.namespace
+        for k, v in pi.labels.items():
+            per_node = index.get((ns, k, v))
+            if per_node is None:
+                continue
+            left = per_node.get(node_name, 0) - 1
+            if left > 0:
+                per_node[node_name] = left
+            else:
+                per_node.pop(node_name, None)
+                if not per_node:
+                    del index[(ns, k, v)]
         if pi.has_affinity:
             self.affinity_pods -= 1
             if pi.required_anti_affinity:
@@ -169,6 +196,20 @@ class SchedulerCache:
             return None
         info = self.nodes.get(node_name) or self._placeholders.get(node_name)
         return info.pods.get(uid) if info is not None else None
+
+    def nodes_with(self, lookups: LabelLookups | None) -> list[NodeInfo] | None:
+        """The known nodes holding a counted pod under ``lookups`` (``label_lookups``): only
+        they can hold a match of the selector the lookups came from. None for None (every node
+        may hold one)."""
+        if lookups is None:
+            return None
+        index = self.label_nodes
+        nodes = self.nodes
+        if len(lookups) == 1:
+            names: Iterable[str] = index.get(lookups[0], ())
+        else:
+            names = {name for key in lookups for name in index.get(key, ())}
+        return [info for name in names if (info := nodes.get(name)) is not None]
 
     # -- nominated pods (preemption) ---------------------------------------------------------
 

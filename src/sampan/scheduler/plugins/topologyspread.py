@@ -226,15 +226,23 @@ class PodTopologySpread(Plugin):
             return Status(SKIP)
         counts: list[dict[str, int]] = [{} for _ in hard]
         keys = [c.topology_key for c in hard]
-        for node in self.handle.cache.node_list:
+        cache = self.handle.cache
+        # Every domain counts (a domain without matching pods is the minimum) ...
+        for node in cache.node_list:
             labels = node.labels
             if not all(k in labels for k in keys):
                 continue
             for i, c in enumerate(hard):
-                if not c.includes(pod, node):
+                if c.includes(pod, node):
+                    counts[i].setdefault(labels[c.topology_key], 0)
+        # ... but only the nodes that may hold a matching pod add to its count.
+        for i, c in enumerate(hard):
+            hot = cache.nodes_with(c.lookups)
+            for node in cache.node_list if hot is None else hot:
+                labels = node.labels
+                if not all(k in labels for k in keys) or not c.includes(pod, node):
                     continue
-                value = labels[c.topology_key]
-                counts[i][value] = counts[i].get(value, 0) + c.count(node, pod.namespace)
+                counts[i][labels[c.topology_key]] += c.count(node, pod.namespace)
         state[self.name] = (hard, counts)
         return None
 
@@ -314,30 +322,52 @@ class PodTopologySpread(Plugin):
         for i, c in enumerate(soft):
             size = len(nodes) - len(ignored) if c.topology_key == HOSTNAME_KEY else len(counts[i])
             weights.append(math.log(size + 2))
-        # Cluster-wide counts only for the keys some scored node has (none: skip the walk).
-        domains = [i for i in domains if counts[i]]
-        if domains:
-            for node in self.handle.cache.node_list:
+        cache = self.handle.cache
+        # Per-node counts for hostname constraints, from the nodes holding candidates alone
+        # (None: the selector names no label to look up, so ``score`` counts on each node).
+        host_counts: list[dict[str, int] | None] = [None] * len(soft)
+        for i, c in enumerate(soft):
+            if c.topology_key != HOSTNAME_KEY:
+                continue
+            hot = cache.nodes_with(c.lookups)
+            if hot is None:
+                continue
+            per_node: dict[str, int] = {}
+            for node in hot:
+                n = c.count(node, ns)
+                if n:
+                    per_node[node.name] = n
+            host_counts[i] = per_node
+        # Cluster-wide counts only for the keys some scored node has (none: skip the walk),
+        # over the nodes that may hold a matching pod.
+        for i in domains:
+            c = soft[i]
+            values = counts[i]
+            if not values:
+                continue
+            key = c.topology_key
+            hot = cache.nodes_with(c.lookups)
+            for node in cache.node_list if hot is None else hot:
                 labels = node.labels
                 if require_all and not all(k in labels for k in keys):
                     continue
-                for i in domains:
-                    c = soft[i]
-                    value = labels.get(c.topology_key)
-                    if value is None or value not in counts[i] or not c.includes(pod, node):
-                        continue
-                    counts[i][value] += c.count(node, ns)
-        state[self.name + "/score"] = (soft, counts, weights, ignored)
+                value = labels.get(key)
+                if value is None or value not in values or not c.includes(pod, node):
+                    continue
+                values[value] += c.count(node, ns)
+        state[self.name + "/score"] = (soft, counts, weights, ignored, host_counts)
         return None
 
     def score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
-        soft, counts, weights, ignored = state[self.name + "/score"]
+        soft, counts, weights, ignored, host_counts = state[self.name + "/score"]
         ns = pod.namespace
-        # (key, the constraint when counted per node, domain counts, weight, maxSkew - 1)
+        # (key, the constraint when counted on each node, the per-node counts when known,
+        #  domain counts, weight, maxSkew - 1)
         plan = [
             (
                 c.topology_key,
-                c if c.topology_key == HOSTNAME_KEY else None,
+                c if c.topology_key == HOSTNAME_KEY and host_counts[i] is None else None,
+                host_counts[i],
                 counts[i],
                 weights[i],
                 c.max_skew - 1,
@@ -352,11 +382,13 @@ class PodTopologySpread(Plugin):
                 continue
             total = 0.0
             labels = n.labels
-            for key, per_node, domain_counts, weight, extra in plan:
+            for key, per_node, known, domain_counts, weight, extra in plan:
                 value = labels.get(key)
                 if value is None:
                     continue
-                if per_node is not None:
+                if known is not None:
+                    cnt = known.get(n.name, 0)
+                elif per_node is not None:
                     cnt = per_node.count(n, ns)
                 else:
                     cnt = domain_counts.get(value, 0)
