@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sampan.apiserver import cel
+from sampan.apiserver.crd import celrules
 from sampan.apiserver.crd.celrules import RuleSet, escape_property
 
 SELF = {
@@ -301,3 +302,28 @@ def test_authorizer_library():
         cel.compile("authorizer.path('/x').check('get').allowed()", variables).evaluate(
             {"authorizer": authz, "self": {}}
         )
+
+
+def test_celrules_type_numbers_are_protobufs_and_import_it_lazily() -> None:
+    """``celrules`` spells FieldDescriptorProto's type numbers as literals so that importing it
+    (every server start) does not import protobuf; they must be protobuf's own numbers."""
+    import subprocess
+    import sys
+
+    from google.protobuf import descriptor_pb2
+
+    fd = descriptor_pb2.FieldDescriptorProto
+    assert {kind: number for kind, (number, _) in celrules._SCALARS.items()} == {
+        "string": fd.TYPE_STRING,
+        "integer": fd.TYPE_INT64,
+        "number": fd.TYPE_DOUBLE,
+        "boolean": fd.TYPE_BOOL,
+    }
+    probe = (
+        "import sys, sampan.apiserver.server; "
+        "print(sorted(m for m in sys.modules if m.startswith('google.protobuf')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"

@@ -46,3 +46,20 @@ def test_legacy_token_verifies_with_the_public_key(key, algorithm) -> None:
 def test_unsupported_keys_are_refused() -> None:
     with pytest.raises(ValueError, match="unsupported EC curve"):
         ServiceAccountSigner(_pem(ec.generate_private_key(ec.SECP384R1())))
+
+
+def test_the_same_private_key_pem_is_loaded_once() -> None:
+    """A server loads the service-account key in several places while it starts; RSA keys are
+    checked on load (~35 ms each), so the same PEM gives the same key object. Another PEM (a
+    rotated key) is loaded on its own, and a bad one still fails every time."""
+    from sampan.pki.certs import generate_rsa_key, key_to_pem, load_private_key
+
+    pem = key_to_pem(generate_rsa_key())
+    first = load_private_key(pem)
+    assert load_private_key(pem) is first
+    assert ServiceAccountSigner(pem)._key is first
+    other = key_to_pem(generate_rsa_key())
+    assert load_private_key(other) is not first
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            load_private_key(b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")

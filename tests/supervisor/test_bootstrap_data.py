@@ -18,8 +18,10 @@ import pytest
 from sampan.datastore.postgres import PostgresBackend
 from sampan.datastore.sqlite import SQLiteBackend
 from sampan.pki import AUTHORITY_FILES
+from sampan.supervisor import bootstrap_data
 from sampan.supervisor.bootstrap_data import (
     BOOTSTRAP_PREFIX,
+    KEY_CACHE_FILE,
     BootstrapError,
     decrypt,
     encrypt,
@@ -52,6 +54,54 @@ def test_envelope_round_trip_and_wrong_secret() -> None:
         decrypt(TOKEN, b"garbage", key=key)
 
 
+def test_key_cache_skips_the_derivation_only_for_the_same_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kept derived key opens the same envelope without PBKDF2 again; it never opens one
+    for another secret, and a damaged cache only costs a derivation."""
+    derivations: list[int] = []
+    real = bootstrap_data._derive
+
+    def counting(secret: str, salt: bytes, iterations: int) -> bytes:
+        derivations.append(iterations)
+        return real(secret, salt, iterations)
+
+    monkeypatch.setattr(bootstrap_data, "_derive", counting)
+    key = storage_key(TOKEN)
+    sealed = encrypt(TOKEN, b"payload", key=key)
+    cache = tmp_path / "server" / KEY_CACHE_FILE
+    derivations.clear()
+    assert decrypt(TOKEN, sealed, key=key, key_cache=cache) == b"payload"
+    assert len(derivations) == 1
+    assert cache.stat().st_mode & 0o777 == 0o600
+    assert cache.parent.stat().st_mode & 0o777 == 0o700
+    assert TOKEN not in cache.read_text()
+    assert decrypt(TOKEN, sealed, key=key, key_cache=cache) == b"payload"
+    assert len(derivations) == 1  # from the cache
+    # Another secret derives (and fails) even though the cache holds the right key.
+    with pytest.raises(BootstrapError, match="cannot be decrypted with this token"):
+        decrypt("another", sealed, key=key, key_cache=cache)
+    assert len(derivations) == 2
+    # Another envelope (new salt) under the same secret derives and replaces the entry.
+    resealed = encrypt(TOKEN, b"second", key=key)
+    derivations.clear()
+    assert decrypt(TOKEN, resealed, key=key, key_cache=cache) == b"second"
+    assert decrypt(TOKEN, resealed, key=key, key_cache=cache) == b"second"
+    assert len(derivations) == 1
+    # A damaged key (the check still matching it) or a garbled file: derive again.
+    doc = json.loads(cache.read_text())
+    wrong = bytes(32)
+    doc["key"] = bootstrap_data._b64(wrong)
+    doc["check"] = bootstrap_data._cache_check(wrong, TOKEN)
+    cache.write_text(json.dumps(doc))
+    assert decrypt(TOKEN, resealed, key=key, key_cache=cache) == b"second"
+    cache.write_text("{not json")
+    assert decrypt(TOKEN, resealed, key=key, key_cache=cache) == b"second"
+    assert len(derivations) == 3
+    assert decrypt(TOKEN, resealed, key=key, key_cache=cache) == b"second"
+    assert len(derivations) == 3  # the cache was written again
+
+
 async def test_second_server_loads_first_servers_material(tmp_path: Path) -> None:
     backend = SQLiteBackend(tmp_path / "state.db", auto_compact=False)
     await backend.start()
@@ -64,6 +114,8 @@ async def test_second_server_loads_first_servers_material(tmp_path: Path) -> Non
             secrets_encryption=False,
         )
         assert first.created and first.token_secret == TOKEN
+        # The next start of this server opens the record with the key it kept.
+        assert (tmp_path / "a" / KEY_CACHE_FILE).stat().st_mode & 0o777 == 0o600
         second = await reconcile_bootstrap(
             backend,
             server_dir=tmp_path / "b",

@@ -8,6 +8,7 @@ Key choice follows K3s: ECDSA P-256 for CAs and leaves. Certificates are backdat
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "key_to_pem",
     "load_cert",
     "load_csr",
+    "load_pem_private_key",
     "load_private_key",
     "public_key_to_pem",
     "remaining_validity",
@@ -96,8 +99,18 @@ def load_cert(pem: bytes) -> x509.Certificate:
     return x509.load_pem_x509_certificate(pem)
 
 
+@functools.lru_cache(maxsize=64)
+def load_pem_private_key(pem: bytes) -> PrivateKeyTypes:
+    """Any unencrypted PEM private key, loaded once per process for the same bytes.
+
+    Loading an RSA key checks its consistency (about 35 ms for 2,048 bits), and a server loads
+    the service-account key in several places while it starts; a key object is immutable, so
+    they share one. Another PEM (a rotated key) is another entry."""
+    return serialization.load_pem_private_key(pem, password=None)
+
+
 def load_private_key(pem: bytes) -> PrivateKey:
-    key = serialization.load_pem_private_key(pem, password=None)
+    key = load_pem_private_key(pem)
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise ValueError(f"unsupported private key type {type(key).__name__}")
     return key

@@ -28,6 +28,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from sampan.pki.certs import load_pem_private_key
+
 __all__ = [
     "LEGACY_CLAIM_NAMESPACE",
     "LEGACY_CLAIM_SA_NAME",
@@ -89,7 +91,7 @@ class ServiceAccountSigner:
     """Signs JWT claims with the service-account private key (PEM, RSA or P-256)."""
 
     def __init__(self, private_key_pem: bytes) -> None:
-        key = serialization.load_pem_private_key(private_key_pem, password=None)
+        key = load_pem_private_key(private_key_pem)
         if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
             raise ValueError(f"unsupported service-account key type {type(key).__name__}")
         self._key = key

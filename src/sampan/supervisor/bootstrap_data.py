@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -70,6 +71,7 @@ from sampan.pki.files import PRIVATE_FILE_MODE, atomic_write, ensure_private_dir
 
 __all__ = [
     "BOOTSTRAP_PREFIX",
+    "KEY_CACHE_FILE",
     "PBKDF2_ITERATIONS",
     "PREVIOUS_TOKEN_FILE",
     "BootstrapError",
@@ -93,6 +95,11 @@ SECRET_BYTES = 32
 UPDATE_ATTEMPTS = 5
 PREVIOUS_TOKEN_FILE = "token.previous"
 """Under ``<data-dir>/server``: the secret ``sampan token rotate`` replaced (see above)."""
+KEY_CACHE_FILE = "cred/bootstrap-key.json"
+"""Under ``<data-dir>/server`` (0600): the key derived for the record this server last opened,
+so a restart skips the derivation (~0.1 s of PBKDF2). It opens nothing the data dir does not
+already hold (the token and the CA keys sit beside it), and it is bound to the token secret:
+another secret, salt or count derives again."""
 
 TLS_FILES = tuple(f"tls/{name}" for name in AUTHORITY_FILES)
 ENCRYPTION_FILES = ("cred/encryption-config.json", "cred/encryption-state.json")
@@ -142,9 +149,43 @@ def encrypt(secret: str, plaintext: bytes, *, key: str) -> bytes:
     return json.dumps(envelope).encode()
 
 
-def decrypt(secret: str, envelope: bytes, *, key: str) -> bytes:
+def _cache_check(derived: bytes, secret: str) -> str:
+    return hmac.new(derived, b"sampan-bootstrap-key\0" + secret.encode(), "sha256").hexdigest()
+
+
+def _cached_key(cache: Path, secret: str, salt: bytes, iterations: int) -> bytes | None:
+    """The derived key ``cache`` holds for this secret, salt and count, else None."""
+    try:
+        doc = json.loads(cache.read_bytes())
+        if doc.get("salt") != _b64(salt) or doc.get("iterations") != iterations:
+            return None
+        derived = base64.b64decode(doc["key"], validate=True)
+        if not hmac.compare_digest(str(doc.get("check")), _cache_check(derived, secret)):
+            return None
+        return derived
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _store_key(cache: Path, secret: str, salt: bytes, iterations: int, derived: bytes) -> None:
+    doc = {
+        "salt": _b64(salt),
+        "iterations": iterations,
+        "key": _b64(derived),
+        "check": _cache_check(derived, secret),
+    }
+    try:
+        ensure_private_dir(cache.parent)
+        atomic_write(cache, json.dumps(doc).encode(), mode=PRIVATE_FILE_MODE)
+    except OSError as exc:  # only a slower next start
+        log.warning("cannot keep the bootstrap key cache %s: %s", cache, exc.strerror or exc)
+
+
+def decrypt(secret: str, envelope: bytes, *, key: str, key_cache: Path | None = None) -> bytes:
     """The plaintext of an ``encrypt`` envelope; ``BootstrapError`` when it is not one or
-    ``secret`` does not open it."""
+    ``secret`` does not open it. With ``key_cache`` (``KEY_CACHE_FILE``), the derived key is
+    read from there when it was kept for this secret and envelope, and kept there after a
+    derivation."""
     try:
         doc = json.loads(envelope)
         if doc.get("version") != ENVELOPE_VERSION or doc.get("kdf") != f"pbkdf2-{PBKDF2_HASH}":
@@ -157,12 +198,23 @@ def decrypt(secret: str, envelope: bytes, *, key: str) -> bytes:
         sealed = base64.b64decode(doc["ciphertext"], validate=True)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BootstrapError(f"the bootstrap record {key} is not readable: {exc}") from None
+    if key_cache is not None:
+        derived = _cached_key(key_cache, secret, salt, iterations)
+        if derived is not None:
+            try:
+                return AESGCM(derived).decrypt(nonce, sealed, key.encode())
+            except InvalidTag:
+                pass  # a stale or damaged cache: derive
+    derived = _derive(secret, salt, iterations)
     try:
-        return AESGCM(_derive(secret, salt, iterations)).decrypt(nonce, sealed, key.encode())
+        plaintext = AESGCM(derived).decrypt(nonce, sealed, key.encode())
     except InvalidTag:
         raise BootstrapError(
             f"the bootstrap record {key} cannot be decrypted with this token"
         ) from None
+    if key_cache is not None:
+        _store_key(key_cache, secret, salt, iterations, derived)
+    return plaintext
 
 
 # --- payload --------------------------------------------------------------------------------
@@ -305,8 +357,8 @@ async def _seal(secret: str, payload: _Payload, key: str) -> bytes:
     return await asyncio.to_thread(encrypt, secret, payload.dumps(), key=key)
 
 
-async def _open(secret: str, kv: KeyValue) -> _Payload:
-    plain = await asyncio.to_thread(decrypt, secret, kv.value, key=kv.key)
+async def _open(secret: str, kv: KeyValue, key_cache: Path | None = None) -> _Payload:
+    plain = await asyncio.to_thread(decrypt, secret, kv.value, key=kv.key, key_cache=key_cache)
     return _Payload.loads(plain, kv.key)
 
 
@@ -369,7 +421,8 @@ async def reconcile_bootstrap(
             raise BootstrapError("the bootstrap record vanished while this server started")
         if created:
             await _check_first(backend, key, revision)
-    payload = await _open(secret, kv)
+    key_cache = server_dir / KEY_CACHE_FILE
+    payload = await _open(secret, kv, key_cache)
     if payload.agent_token and agent_token and payload.agent_token != agent_token:
         raise BootstrapError(
             "--agent-token differs from the agent token the cluster was created with"
@@ -377,7 +430,7 @@ async def reconcile_bootstrap(
     newer = await asyncio.to_thread(local.apply, payload, key)
     if newer or (agent_token and not payload.agent_token):
         await _push(backend, local, secret, key, agent_token)
-        payload = await _open(secret, await _get(backend, key) or kv)
+        payload = await _open(secret, await _get(backend, key) or kv, key_cache)
     return BootstrapResult(secret, payload.agent_token or agent_token, created)
 
 

@@ -42,6 +42,7 @@ from sampan.apiserver.auth.user import (
     service_account_groups,
     service_account_username,
 )
+from sampan.pki.certs import load_pem_private_key
 from sampan.pki.satokens import (
     LEGACY_CLAIM_NAMESPACE,
     LEGACY_CLAIM_SA_NAME,
@@ -95,7 +96,7 @@ def load_public_key(key: bytes | str | PublicKey) -> PublicKey:
         return key
     data = key.encode("ascii") if isinstance(key, str) else key
     if b"PRIVATE KEY" in data:
-        private = serialization.load_pem_private_key(data, password=None)
+        private = load_pem_private_key(data)
         loaded: Any = private.public_key()
     else:
         loaded = serialization.load_pem_public_key(data)
