@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from sampan.client import informer as informer_module
 from sampan.client.api import CONFIGMAPS, NAMESPACES, Client
 from sampan.client.informer import (
     INDEX_NAMESPACE,
@@ -257,6 +258,47 @@ def test_compact_shares_one_dict_per_object_state() -> None:
     assert compact(state("7")) is seen_first  # a second informer given the same state
     assert compact(state("8")) is not seen_first  # a later state is its own object
     assert compact(state("7", "v2")) is not seen_first  # another version's form of it
+
+
+async def test_compacting_informers_listing_at_once_keep_one_copy_of_each_object(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two compacting factories (the controller manager's and the scheduler's) listing the
+    same objects at once, as after a restart: the second informer holds the first one's
+    dicts, however many objects there are beyond the recent states remembered -- and a
+    changed object is its own dict again."""
+    monkeypatch.setattr(informer_module._SHARED, "capacity", 2)
+    for i in range(6):
+        await client.create(CONFIGMAPS, {**configmap(f"shared-{i}"), "data": {"i": str(i)}})
+    first = SharedInformerFactory(client, transform=compact)
+    second = SharedInformerFactory(client, transform=compact)
+    plain = SharedInformerFactory(client)
+    a = first.informer(CONFIGMAPS, namespace="default")
+    b = second.informer(CONFIGMAPS, namespace="default")
+    c = plain.informer(CONFIGMAPS, namespace="default")
+    for factory in (first, second, plain):
+        factory.start()
+    try:
+        for factory in (first, second, plain):
+            assert await factory.wait_synced(WAIT_S)
+        keys = [f"default/shared-{i}" for i in range(6)]
+        assert all(a.cache.get(k) is b.cache.get(k) for k in keys)
+        assert all(c.cache.get(k) is not a.cache.get(k) for k in keys)  # no transform
+        assert "managedFields" in (c.cache.get(keys[0]) or {}).get("metadata", {})
+        await client.patch(CONFIGMAPS, "shared-0", {"data": {"i": "changed"}}, namespace="default")
+
+        async def changed() -> bool:
+            for _ in range(int(WAIT_S * 20)):
+                got = [inf.cache.get(keys[0]) or {} for inf in (a, b)]
+                if all(g.get("data", {}).get("i") == "changed" for g in got):
+                    return got[0] is got[1]
+                await asyncio.sleep(0.05)
+            return False
+
+        assert await changed()
+    finally:
+        for factory in (first, second, plain):
+            await factory.stop()
 
 
 async def test_a_factory_transform_applies_to_its_informers_and_writes_keep_managed_fields(

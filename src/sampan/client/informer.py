@@ -53,6 +53,7 @@ import builtins
 import logging
 import random
 import sys
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -166,11 +167,20 @@ class _SharedStates:
     """(apiVersion, kind, uid, resourceVersion) -> the compacted dict first made for that
     state, for the newest ``capacity`` states. A resourceVersion names one stored state of an
     object, so two informers given that state hold equal objects; as cached objects are never
-    mutated, one dict serves both."""
+    mutated, one dict serves both.
+
+    The caches of informers that compact (``register``) are looked in too: when two
+    informers list the same resource at once (a restart), the second finds the first one's
+    object by key however many there are, so the process parses each but keeps one copy."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._states: OrderedDict[tuple[str, str, str, str], dict[str, Any]] = OrderedDict()
+        self._caches: dict[tuple[str, str], weakref.WeakSet[Cache]] = {}
+
+    def register(self, api_version: str, kind: str, cache: Cache) -> None:
+        """``cache`` holds compacted objects of this apiVersion and kind."""
+        self._caches.setdefault((api_version, kind), weakref.WeakSet()).add(cache)
 
     @staticmethod
     def _key(obj: dict[str, Any]) -> tuple[str, str, str, str] | None:
@@ -185,7 +195,19 @@ class _SharedStates:
 
     def get(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         key = self._key(obj)
-        return self._states.get(key) if key is not None else None
+        if key is None:
+            return None
+        found = self._states.get(key)
+        if found is not None:
+            return found
+        caches = self._caches.get((key[0], key[1]))
+        if caches:
+            name = object_key(obj)
+            for cache in list(caches):
+                held = cache.get(name)
+                if held is not None and self._key(held) == key:
+                    return held
+        return None
 
     def add(self, obj: dict[str, Any]) -> None:
         key = self._key(obj)
@@ -381,6 +403,8 @@ class Informer:
         self.field_selector = field_selector
         self.page_size = page_size
         self.cache = Cache(indexers)
+        if transform is compact:
+            _SHARED.register(resource.api_version, resource.kind, self.cache)
         self.name = _informer_name(resource, namespace, label_selector, field_selector)
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
