@@ -457,6 +457,24 @@ def test_topology_spread_counts_from_the_label_index_as_from_every_pod() -> None
     assert n1.by_label[("other", "app", "web")][0].name == "d"
 
 
+def test_cache_key_nodes_follows_node_labels() -> None:
+    """``SchedulerCache.key_nodes`` counts, per label key, the known nodes that have it,
+    through adds, label changes and removals (a placeholder holds no labels)."""
+    cache = SchedulerCache()
+    cache.add_node(node("n1", labels={"zone": "a", "rack": "r1"}))
+    cache.add_node(node("n2", labels={"zone": "b"}))
+    cache.add_pod(pod("p", node_name="n3"))  # a node not seen yet
+    assert cache.key_nodes == {"kubernetes.io/hostname": 2, "zone": 2, "rack": 1}
+    cache.update_node(node("n1", labels={"zone": "a"}))
+    assert cache.key_nodes == {"kubernetes.io/hostname": 2, "zone": 2}
+    cache.add_node(node("n3", labels={"rack": "r2"}))
+    cache.remove_node("n2")
+    assert cache.key_nodes == {"kubernetes.io/hostname": 2, "zone": 1, "rack": 1}
+    cache.remove_node("n1")
+    cache.remove_node("n3")
+    assert cache.key_nodes == {}
+
+
 def test_cache_label_nodes_follows_adds_assumes_and_removals() -> None:
     """``SchedulerCache.label_nodes`` must always say, per (namespace, key, value), how many
     counted pods on each node carry that label -- through assume, confirm, forget, moves,
@@ -514,9 +532,10 @@ def test_label_index_gives_what_walking_every_pod_gives(
 ) -> None:
     """PodTopologySpread and InterPodAffinity read candidates from ``NodeInfo.by_label``
     (``NodeInfo.matching``), the nodes that hold them from ``SchedulerCache.label_nodes``
-    (``nodes_with``) and existing pods' terms from ``NodeInfo.affinity_terms``. On
-    random clusters and random incoming pods, their filter and score results must equal those
-    of the same plugins made to walk every pod (and every term) on each node."""
+    (``nodes_with``), which topology keys some node has from ``SchedulerCache.key_nodes``,
+    and existing pods' terms from ``NodeInfo.affinity_terms``. On random clusters and random
+    incoming pods, their filter and score results must equal those of the same plugins made
+    to walk every pod (and every term) on each node."""
     rng = random.Random(seed)
     apps, tiers = ["a", "b", "c"], ["fe", "be"]
 
@@ -565,7 +584,13 @@ def test_label_index_gives_what_walking_every_pod_gives(
             },
         }
 
-    env = Env()
+    # A Service selecting app=a gives pods without constraints the system defaults, whose
+    # zone key (topology.kubernetes.io/zone) no node here has.
+    service = {
+        "metadata": {"name": "svc-a", "namespace": "default"},
+        "spec": {"selector": {"app": "a"}},
+    }
+    env = Env(services=[service])
     env.add_nodes(*(node(f"n{i}", labels={"zone": f"z{i % 3}"}) for i in range(6)))
     for i in range(60):
         extra = {}
@@ -587,7 +612,10 @@ def test_label_index_gives_what_walking_every_pod_gives(
 
     incoming = []
     for i in range(12):
-        key = rng.choice(["kubernetes.io/hostname", "zone"])
+        key = rng.choice(["kubernetes.io/hostname", "zone", "rack"])  # no node has a rack
+        if i % 4 == 3:
+            incoming.append(pod(f"new{i}", labels={"app": "a", "tier": rng.choice(tiers)}))
+            continue
         incoming.append(
             pod(
                 f"new{i}",
@@ -614,6 +642,12 @@ def test_label_index_gives_what_walking_every_pod_gives(
     indexed = results()
     monkeypatch.setattr(NodeInfo, "matching", lambda self, _lookups: self.pods.values())
     monkeypatch.setattr(SchedulerCache, "nodes_with", lambda self, _lookups: None)
+
+    class EveryKey(dict):  # as if every node had every label key
+        def get(self, _key: object, _default: object = None) -> int:
+            return 1
+
+    monkeypatch.setattr(env.cache, "key_nodes", EveryKey())
     monkeypatch.setattr(
         NodeInfo,
         "affinity_terms_for",

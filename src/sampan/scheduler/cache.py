@@ -15,6 +15,8 @@ This module owns the incremental cluster state the scheduling cycle reads. Invar
 * ``label_nodes`` names, per (namespace, label key, value), the nodes holding counted pods with
   that label and how many, so a selector's matches are counted on those nodes alone
   (``nodes_with``) instead of on every node.
+* ``key_nodes`` counts, per label key, the known nodes that have it: a topology key no node
+  has makes no domain, so PodTopologySpread skips it.
 * ``affinity_pods`` / ``anti_affinity_pods`` count pods with (required anti-) affinity terms
   cluster-wide so InterPodAffinity can skip its work when there are none.
 """
@@ -42,6 +44,9 @@ class SchedulerCache:
         """uid -> node name for every counted pod (bound or assumed)."""
         self.assumed: set[str] = set()
         self.image_nodes: dict[str, int] = {}
+        self.key_nodes: dict[str, int] = {}
+        """Node label key -> known nodes that have it (a topology key no node has names no
+        domain)."""
         self.label_nodes: dict[tuple[str, str, str], dict[str, int]] = {}
         """(namespace, label key, value) -> node name -> counted pods there with that label."""
         self.affinity_pods = 0
@@ -77,6 +82,13 @@ class SchedulerCache:
         return info
 
     def _count_flags(self, info: NodeInfo, delta: int) -> None:
+        key_nodes = self.key_nodes
+        for key in info.labels:
+            left = key_nodes.get(key, 0) + delta
+            if left > 0:
+                key_nodes[key] = left
+            else:
+                key_nodes.pop(key, None)
         if info.taints:
             self.tainted_nodes += delta
         if info.unschedulable:

@@ -308,21 +308,29 @@ class PodTopologySpread(Plugin):
         ignored: set[str] = set()
         counts: list[dict[str, int]] = [{} for _ in soft]
         ns = pod.namespace
-        domains = [i for i, c in enumerate(soft) if c.topology_key != HOSTNAME_KEY]
-        for n in nodes:
-            labels = n.labels
-            if require_all and not all(k in labels for k in keys):
-                ignored.add(n.name)
-                continue
-            for i in domains:
-                value = labels.get(soft[i].topology_key)
-                if value is not None:
-                    counts[i].setdefault(value, 0)
+        cache = self.handle.cache
+        key_nodes = cache.key_nodes
+        # A key no node has makes no domain: nothing to list or count for it (and unless every
+        # key is required, no node to leave out either).
+        domains = [
+            i
+            for i, c in enumerate(soft)
+            if c.topology_key != HOSTNAME_KEY and key_nodes.get(c.topology_key)
+        ]
+        if require_all or domains:
+            for n in nodes:
+                labels = n.labels
+                if require_all and not all(k in labels for k in keys):
+                    ignored.add(n.name)
+                    continue
+                for i in domains:
+                    value = labels.get(soft[i].topology_key)
+                    if value is not None:
+                        counts[i].setdefault(value, 0)
         weights = []
         for i, c in enumerate(soft):
             size = len(nodes) - len(ignored) if c.topology_key == HOSTNAME_KEY else len(counts[i])
             weights.append(math.log(size + 2))
-        cache = self.handle.cache
         # Per-node counts for hostname constraints, from the nodes holding candidates alone
         # (None: the selector names no label to look up, so ``score`` counts on each node).
         host_counts: list[dict[str, int] | None] = [None] * len(soft)
@@ -361,8 +369,9 @@ class PodTopologySpread(Plugin):
     def score(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo]) -> list[int]:
         soft, counts, weights, ignored, host_counts = state[self.name + "/score"]
         ns = pod.namespace
+        key_nodes = self.handle.cache.key_nodes
         # (key, the constraint when counted on each node, the per-node counts when known,
-        #  domain counts, weight, maxSkew - 1)
+        #  domain counts, weight, maxSkew - 1); a key no node has adds nothing to any node.
         plan = [
             (
                 c.topology_key,
@@ -373,6 +382,7 @@ class PodTopologySpread(Plugin):
                 c.max_skew - 1,
             )
             for i, c in enumerate(soft)
+            if key_nodes.get(c.topology_key)
         ]
         floor = math.floor
         out = []
